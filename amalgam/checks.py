@@ -1,0 +1,82 @@
+"""Semantic recipe checks that need the registries (run right after schema validation)."""
+
+from __future__ import annotations
+
+from amalgam.data.sources import SOURCE_TYPES
+from amalgam.errors import AmalgamError, RecipeError
+from amalgam.models import check_encoder_name, check_model
+from amalgam.recipe import Recipe
+from amalgam.task import TASKS, get_task, task_names
+
+STRIDE = 32  # the student's encoder downsamples 2^5 times
+
+
+def _at(path: str, check, *args) -> None:
+    """Runs a check, prefixing its error with ``path`` (sub-keys the check names are appended)."""
+    try:
+        check(*args)
+    except RecipeError:
+        raise
+    except AmalgamError as exc:
+        msg = str(exc)
+        head, sep, rest = msg.partition(": ")
+        if sep and " " not in head:  # the check named a sub-key
+            raise RecipeError(f"{path}.{head}", rest) from None
+        raise RecipeError(path, msg) from None
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Cross-key checks: names that must exist, per-type required keys, label sets, sizes."""
+    for group in ("sources", "eval"):
+        for key, cfg in getattr(recipe.data, group).items():
+            path = f"data.{group}.{key}"
+            _at(f"{path}.type", SOURCE_TYPES.get, cfg.type)
+            for required in SOURCE_TYPES.get(cfg.type)[1]:
+                if getattr(cfg, required) is None:
+                    raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
+    taught = set()
+    for name, t in recipe.teachers.items():
+        path = f"teachers.{name}"
+        if t.task not in task_names():
+            raise RecipeError(f"{path}.task", f"unknown task '{t.task}' (expected one of: {', '.join(TASKS.names())})")
+        task = get_task(t.task)
+        _at(f"{path}.model", check_model, t.model.source, t.model.kwargs(), recipe.base_dir)
+        if task.labelled:
+            if not t.labels:
+                raise RecipeError(f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)")
+            if len(set(t.labels)) != len(t.labels):
+                raise RecipeError(f"{path}.labels", "duplicate label names")
+            if t.background is not None and t.background not in t.labels:
+                raise RecipeError(f"{path}.background", f"'{t.background}' is not one of the teacher's labels")
+        elif t.labels or t.background:
+            raise RecipeError(f"{path}.labels", f"a {t.task} teacher has no label space")
+        if t.output != "default" and t.output not in task.output_kinds:
+            raise RecipeError(f"{path}.output", f"expected one of: {', '.join(task.output_kinds)}")
+        for s in t.sources or recipe.data.sources:
+            if s not in recipe.data.sources:
+                raise RecipeError(f"{path}.sources", f"unknown source '{s}' (expected one of: {', '.join(recipe.data.sources)})")
+            taught.add(s)
+        if t.eval is not None and t.eval not in recipe.data.eval:
+            raise RecipeError(f"{path}.eval", f"unknown eval set '{t.eval}' (expected one of: {', '.join(recipe.data.eval) or 'none defined'})")
+        if t.checkpoint is not None and not recipe.resolve(t.checkpoint).is_file():
+            raise RecipeError(f"{path}.checkpoint", f"file not found: {recipe.resolve(t.checkpoint)}")
+        if len(t.input.mean) != t.input.channels or len(t.input.std) != t.input.channels:
+            raise RecipeError(f"{path}.input", f"mean and std need {t.input.channels} values (channels: {t.input.channels})")
+    for s in recipe.data.sources:
+        if s not in taught:
+            raise RecipeError(f"data.sources.{s}", "no teacher teaches on this source")
+    _at("student.encoder", check_encoder_name, recipe.student.encoder, "encoder")
+    h, w = recipe.data.image_size
+    if h % STRIDE or w % STRIDE:
+        raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")
+    amal = recipe.amalgamation
+    for teacher in amal.taps:
+        if teacher not in recipe.teachers:
+            raise RecipeError(f"amalgamation.taps.{teacher}", "not a teacher of this recipe")
+    if amal.features == "adapters" and not amal.taps:
+        raise RecipeError("amalgamation.taps", "required when features is 'adapters' ({teacher: module.name})")
+    if isinstance(amal.task_weights, dict):
+        valid = set(recipe.teachers) | {t.task for t in recipe.teachers.values()}
+        for key in amal.task_weights:
+            if key not in valid:
+                raise RecipeError(f"amalgamation.task_weights.{key}", f"expected a task or teacher name ({', '.join(sorted(valid))})")

@@ -1,0 +1,169 @@
+"""The ``amalgam`` command: inspect, build, eval, tasks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from amalgam.errors import AmalgamError
+
+
+def _log(quiet: bool) -> Callable[[str], None]:
+    return (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
+
+
+def _load(args) -> "Recipe":  # noqa: F821
+    from amalgam.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set or [])
+    if getattr(args, "output", None):
+        recipe.output = Path(args.output).resolve()
+    return recipe
+
+
+def cmd_inspect(args) -> int:
+    from amalgam.plan import prepare
+    from amalgam.students import build_student, count_params
+
+    recipe = _load(args)
+    plan = prepare(recipe, with_data=not args.no_data, log=_log(args.quiet))
+    print(f"recipe '{recipe.name}' -> {recipe.output_dir()}")
+    print("\nteachers:")
+    for name, t in plan.teachers.items():
+        cfg = recipe.teachers[name]
+        print(
+            f"  {name}: {t.task.name}, {cfg.model.source} model, {t.num_params():,} params, "
+            f"input {list(t.size)}x{t.channels}ch, sources {t.source_names}, eval {t.eval_name or '-'}"
+        )
+        if t.space:
+            bg = f" (background: {t.space.background})" if t.space.background else ""
+            print(f"    labels: {list(t.space.names)}{bg}")
+    print("\nunified label spaces:")
+    for task, space in plan.spaces.items():
+        print(f"  {task}: {list(space.names) if space else '(no labels)'}")
+    if plan.sources is not None:
+        print("\nsources:")
+        for s, name in zip(plan.sources.sets, plan.sources.names):
+            print(f"  {name}: {recipe.data.sources[name].type}, {len(s):,} images, weight {recipe.data.sources[name].weight}")
+        for name, ds in plan.eval_sets.items():
+            print(f"  eval {name}: {recipe.data.eval[name].type}, {len(ds):,} images, targets {sorted(ds.target_keys)}")
+    spec = plan.student_spec()
+    student = build_student(spec)
+    teachers = sum(t.num_params() for t in plan.teachers.values())
+    params = count_params(student)
+    print(f"\nstudent: {spec.type}, encoder {spec.encoder}, heads {spec.heads}")
+    print(f"  {params:,} params = {params / teachers:.0%} of the teachers' {teachers:,}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    import torch
+
+    from amalgam.engine import resolve_device, seed_everything, train
+    from amalgam.evaluate import evaluate, size_and_speed
+    from amalgam.plan import prepare
+    from amalgam.report import build_report, to_markdown, write_report
+    from amalgam.serialize import save_student
+    from amalgam.students import build_student, count_params
+
+    log = _log(args.quiet)
+    recipe = _load(args)
+    run_dir = recipe.output_dir()
+    if (run_dir / "report.json").exists() and not args.force:
+        raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
+    device = resolve_device(recipe.device)
+    plan = prepare(recipe, log=log)
+    seed_everything(recipe.seed)
+    student = build_student(plan.student_spec())
+    teachers = sum(t.num_params() for t in plan.teachers.values())
+    log(f"student: {recipe.student.type} {recipe.student.encoder}, {count_params(student):,} params "
+        f"({count_params(student) / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = train(plan, student, run_dir, device, log=log)
+    save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
+    evaluation = evaluate(plan, student, device, log=log)
+    report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
+    write_report(report, run_dir)
+    print(to_markdown(report))
+    print(f"wrote {run_dir}/student.pt, report.json, report.md, train_log.csv")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from amalgam.engine import resolve_device
+    from amalgam.evaluate import evaluate, size_and_speed
+    from amalgam.plan import prepare
+    from amalgam.report import build_report, to_markdown
+    from amalgam.serialize import load_student
+
+    recipe = _load(args)
+    device = resolve_device(recipe.device)
+    student, spaces = load_student(args.student)
+    plan = prepare(recipe, log=_log(args.quiet))
+    if set(spaces) != set(plan.spaces):
+        raise AmalgamError(f"student {args.student} has tasks {sorted(spaces)}, the recipe's teachers {sorted(plan.spaces)}")
+    evaluation = evaluate(plan, student, device, spaces=spaces, log=_log(args.quiet))
+    report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), None)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(to_markdown(report))
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from amalgam.task import TASKS, task_names
+
+    for name in task_names():
+        print(f"{name}\t{TASKS.origin(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amalgam", description="Merge task-specific teachers into one student.")
+    parser.add_argument("--debug", dest="debug_all", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def recipe_cmd(name: str, fn, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("recipe", help="recipe YAML file")
+        p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a recipe key (repeatable)")
+        p.add_argument("--quiet", action="store_true", help="print only the result")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = recipe_cmd("inspect", cmd_inspect, "show teachers, label spaces, sources and the student; no training")
+    p.add_argument("--no-data", action="store_true", help="skip scanning the image sources")
+    p = recipe_cmd("build", cmd_build, "train the student, evaluate it per task, write the report")
+    p.add_argument("--output", help="run folder (default: the recipe's output)")
+    p.add_argument("--force", action="store_true", help="overwrite a finished run")
+    p = recipe_cmd("eval", cmd_eval, "evaluate a saved student beside the teachers")
+    p.add_argument("--student", required=True, help="student.pt of a run")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p = sub.add_parser("tasks", help="list the task plugins found")
+    p.set_defaults(fn=cmd_tasks, debug=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for input errors, printed as one line)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except AmalgamError as exc:
+        if args.debug or args.debug_all:
+            traceback.print_exc()
+        print(f"amalgam: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("amalgam: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

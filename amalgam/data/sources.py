@@ -1,0 +1,270 @@
+"""Image set types. Each yields ``{"image": [3, H, W] float in [0, 1], ...targets}``.
+
+Training sources are read without targets (labels, if the set has any, are never read);
+eval sets add ``label`` (int), ``mask`` (``[H, W]`` long, 255 = ignore) and/or ``depth``
+(``[H, W]`` float metres, 0 = invalid), resized with nearest neighbour to the student's size.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Callable, Optional
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, to_tensor, verify_image
+from amalgam.errors import AmalgamError
+from amalgam.recipe import SourceConfig
+from amalgam.registry import Registry
+
+
+class ImageSet(Dataset):
+    """Base class: subclasses implement ``__len__`` and ``load(i) -> (rgb, targets)``.
+
+    Attributes:
+        classes: class names of the set's labels (index = class id), or None.
+        target_keys: which targets the set can give ("label", "mask", "depth").
+    """
+
+    classes: Optional[list[str]] = None
+    target_keys: frozenset[str] = frozenset()
+
+    def configure(self, image_size: tuple[int, int], with_targets: bool, augment: bool) -> "ImageSet":
+        """Sets the output size, whether targets are read, and training augmentation."""
+        self.with_targets = with_targets
+        ops = [A.Resize(*image_size)]
+        if augment:
+            ops.append(A.HorizontalFlip(p=0.5))
+        self.transform = A.Compose(ops)
+        return self
+
+    def load(self, index: int) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        rgb, targets = self.load(index)
+        dense = {k: v for k, v in targets.items() if isinstance(v, np.ndarray)}
+        out = self.transform(image=rgb, masks=list(dense.values())) if dense else self.transform(image=rgb)
+        sample = {"image": to_tensor(out["image"])}
+        for key, value in zip(dense, out.get("masks", [])):
+            sample[key] = torch.as_tensor(np.ascontiguousarray(value))
+        for key, value in targets.items():
+            if not isinstance(value, np.ndarray):
+                sample[key] = value
+        if "mask" in sample:
+            sample["mask"] = sample["mask"].long()
+        if "depth" in sample:
+            sample["depth"] = sample["depth"].float() / 1000.0  # millimetres on disk
+        return sample
+
+
+#: ``type`` -> (builder(cfg, resolve) -> ImageSet, required keys)
+SOURCE_TYPES: Registry[tuple[Callable[..., ImageSet], tuple[str, ...]]] = Registry("source type")
+
+
+class FolderSet(ImageSet):
+    """Every image under a folder, recursively; unlabeled."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int):
+        return read_rgb(self.files[index]), {}
+
+
+class ImageFolderSet(FolderSet):
+    """torchvision's ImageFolder layout: ``root/<class name>/*.png``."""
+
+    target_keys = frozenset({"label"})
+
+    def __init__(self, root: Path):
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        self.labels, files = [], []
+        for idx, name in enumerate(self.classes):
+            found = list_images(root / name)
+            files += found
+            self.labels += [idx] * len(found)
+        super().__init__(files)
+
+    def load(self, index: int):
+        return read_rgb(self.files[index]), ({"label": self.labels[index]} if self.with_targets else {})
+
+
+class DenseSet(FolderSet):
+    """``images/*.png`` with optional ``labels/*.png`` (uint8), ``depth/*.png`` (uint16 mm), ``classes.txt``."""
+
+    def __init__(self, root: Path):
+        super().__init__(list_images(root / "images", recursive=False))
+        self.root = root
+        classes = root / "classes.txt"
+        self.classes = [ln.strip() for ln in classes.read_text().splitlines() if ln.strip()] if classes.is_file() else None
+        keys = set()
+        if (root / "labels").is_dir():
+            keys.add("mask")
+        if (root / "depth").is_dir():
+            keys.add("depth")
+        self.target_keys = frozenset(keys)
+
+    def target_path(self, key: str, index: int) -> Path:
+        folder = "labels" if key == "mask" else "depth"
+        return self.root / folder / (self.files[index].stem + ".png")
+
+    def load(self, index: int):
+        targets = {}
+        if self.with_targets:
+            for key in sorted(self.target_keys):
+                path = self.target_path(key, index)
+                if not path.is_file():
+                    raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}")
+                targets[key] = read_array(path).astype(np.int32 if key == "mask" else np.float32)
+        return read_rgb(self.files[index]), targets
+
+
+class CocoSet(FolderSet):
+    """An images folder plus a COCO instances JSON, turned into semantic masks by category name."""
+
+    target_keys = frozenset({"mask"})
+
+    def __init__(self, images: Path, annotations: Path):
+        from pycocotools.coco import COCO
+
+        if not annotations.is_file():
+            raise AmalgamError(f"COCO annotations not found: {annotations}")
+        try:
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                self.coco = COCO(str(annotations))
+        except Exception as exc:  # noqa: BLE001 - malformed JSON of any kind
+            raise AmalgamError(f"cannot read COCO annotations {annotations}: {exc}") from None
+        self.cat_ids = sorted(self.coco.getCatIds())
+        self.classes = ["background"] + [self.coco.cats[c]["name"] for c in self.cat_ids]
+        self.image_ids = sorted(self.coco.getImgIds())
+        super().__init__([images / self.coco.imgs[i]["file_name"] for i in self.image_ids])
+
+    def load(self, index: int):
+        rgb = read_rgb(self.files[index])
+        if not self.with_targets:
+            return rgb, {}
+        info = self.coco.imgs[self.image_ids[index]]
+        mask = np.zeros((info["height"], info["width"]), dtype=np.int32)
+        for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=self.image_ids[index], iscrowd=None)):
+            if ann["category_id"] not in self.cat_ids:
+                raise AmalgamError(f"COCO annotation {ann['id']} has unknown category {ann['category_id']}")
+            mask[self.coco.annToMask(ann) > 0] = self.cat_ids.index(ann["category_id"]) + 1
+        return rgb, {"mask": mask}
+
+
+class TorchvisionSet(ImageSet):
+    """A torchvision dataset by name (e.g. FashionMNIST); labels are read only for evaluation."""
+
+    target_keys = frozenset({"label"})
+
+    def __init__(self, name: str, root: Path, split: str, download: bool):
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, Dataset)):
+            raise AmalgamError(f"unknown torchvision dataset '{name}'")
+        params = inspect.signature(cls).parameters
+        kwargs = {"train": split == "train"} if "train" in params else {"split": split}
+        try:
+            self.dataset = cls(str(root), download=download, **kwargs)
+        except RuntimeError as exc:
+            raise AmalgamError(
+                f"torchvision {name} not found under {root} ({exc}); run tools/get_data.py or set download: true"
+            ) from None
+        self.classes = list(getattr(self.dataset, "classes", []) or []) or None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, index: int):
+        img, label = self.dataset[index]
+        return pil_to_rgb(img), ({"label": int(label)} if self.with_targets else {})
+
+
+def _require(cfg: SourceConfig, resolve, key: str) -> Path:
+    path = resolve(getattr(cfg, key))
+    if not path.exists():
+        raise AmalgamError(f"{key}: not found: {path}")
+    return path
+
+
+SOURCE_TYPES.add("folder", (lambda cfg, r: FolderSet(list_images(_require(cfg, r, "path"))), ("path",)))
+SOURCE_TYPES.add("imagefolder", (lambda cfg, r: ImageFolderSet(_require(cfg, r, "path")), ("path",)))
+SOURCE_TYPES.add("dense", (lambda cfg, r: DenseSet(_require(cfg, r, "path")), ("path",)))
+SOURCE_TYPES.add(
+    "coco",
+    (lambda cfg, r: CocoSet(_require(cfg, r, "path"), r(cfg.annotations)), ("path", "annotations")),
+)
+SOURCE_TYPES.add(
+    "torchvision",
+    (lambda cfg, r: TorchvisionSet(cfg.name, r(cfg.root), cfg.split, cfg.download), ("name", "root")),
+)
+
+
+def build_image_set(
+    key: str,
+    cfg: SourceConfig,
+    resolve: Callable[[Path], Path],
+    image_size: tuple[int, int],
+    with_targets: bool,
+    augment: bool = False,
+    verify: bool = True,
+) -> ImageSet:
+    """Builds and checks one source or eval set; errors are prefixed with its recipe key.
+
+    Args:
+        key: recipe key path, e.g. ``data.sources.scenes``.
+        cfg: the set's recipe block.
+        resolve: resolves recipe-relative paths.
+        image_size: the student's input size.
+        with_targets: read ground truth (eval sets only).
+        augment: random horizontal flips (training sources).
+        verify: open every image file once so corrupt files fail now, not mid-training.
+    """
+    builder, _ = SOURCE_TYPES.get(cfg.type)
+    try:
+        dataset = builder(cfg, resolve)
+        if cfg.limit is not None:
+            dataset = _limit(dataset, cfg.limit)
+        if len(dataset) == 0:
+            raise AmalgamError("contains no images")
+        if verify and isinstance(dataset, FolderSet):
+            _verify_files(dataset)
+    except AmalgamError as exc:
+        raise AmalgamError(f"{key}: {exc}") from None
+    return dataset.configure(image_size, with_targets, augment)
+
+
+def _limit(dataset: ImageSet, limit: int) -> ImageSet:
+    if isinstance(dataset, FolderSet):
+        keep = min(limit, len(dataset.files))
+        dataset.files = dataset.files[:keep]
+        if hasattr(dataset, "labels"):
+            dataset.labels = dataset.labels[:keep]
+        if hasattr(dataset, "image_ids"):
+            dataset.image_ids = dataset.image_ids[:keep]
+    elif isinstance(dataset, TorchvisionSet):
+        dataset.dataset = torch.utils.data.Subset(dataset.dataset, range(min(limit, len(dataset.dataset))))
+    return dataset
+
+
+def _verify_files(dataset: FolderSet) -> None:
+    for index, path in enumerate(dataset.files):
+        verify_image(path)
+        if isinstance(dataset, DenseSet):
+            for key in dataset.target_keys:
+                target = dataset.target_path(key, index)
+                if target.is_file():
+                    modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
+                    verify_image(target, modes, what=f"{key} map")

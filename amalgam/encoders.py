@@ -1,0 +1,84 @@
+"""Student encoders split into stages, so a branched student can share the first ones.
+
+An smp encoder returns ``depth + 1`` feature maps (the input first). A :class:`StagedEncoder`
+exposes the same computation as a list of stages, ``stage[k](feature[k]) = feature[k + 1]``.
+Splitters are registered per encoder family; compact students use any smp encoder unsplit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.registry import Registry
+
+#: name predicate -> splitter(encoder) -> list of 5 stage modules
+SPLITTERS: Registry[Callable[[nn.Module], list[nn.Module]]] = Registry("encoder splitter")
+
+
+def build_encoder(name: str) -> nn.Module:
+    """An smp encoder with random weights (pretrained weights are never downloaded)."""
+    return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)
+
+
+@SPLITTERS.register("resnet")
+def _split_resnet(encoder: nn.Module) -> list[nn.Module]:
+    return [
+        nn.Sequential(encoder.conv1, encoder.bn1, encoder.relu),
+        nn.Sequential(encoder.maxpool, encoder.layer1),
+        encoder.layer2,
+        encoder.layer3,
+        encoder.layer4,
+    ]
+
+
+@SPLITTERS.register("timm-features")
+def _split_timm(encoder: nn.Module) -> list[nn.Module]:
+    # timm's FeatureListNet runs its children in order and reads features after named modules.
+    model = encoder.model
+    names = model.feature_info.module_name()
+    if len(names) != 5:
+        raise AmalgamError("needs a timm encoder with 5 feature levels")
+    stages, current = [], []
+    for child_name, child in model.items():
+        current.append(child)
+        if child_name.replace(".", "_") in [n.replace(".", "_") for n in names]:
+            stages.append(nn.Sequential(*current))
+            current = []
+    return stages
+
+
+def _splitter_for(encoder: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
+    from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
+
+    if isinstance(encoder, ResNetEncoder):
+        return SPLITTERS.get("resnet")
+    model = getattr(encoder, "model", None)
+    if model is not None and type(model).__name__ == "FeatureListNet":
+        return SPLITTERS.get("timm-features")
+    raise AmalgamError(
+        f"student.encoder: a branched student needs an encoder that can be split into stages "
+        f"(smp resnet*/resnext*, or tu-* timm CNNs); '{type(encoder).__name__}' is not one: use student.type: compact"
+    )
+
+
+class StagedEncoder(nn.Module):
+    """An smp encoder as five stages; ``out_channels[k]`` is the width after stage k (0 = input)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        encoder = build_encoder(name)
+        self.stages = nn.ModuleList(_splitter_for(encoder)(encoder))
+        self.out_channels = list(encoder.out_channels)
+
+    def forward_range(self, x: torch.Tensor, start: int, stop: int) -> list[torch.Tensor]:
+        """Runs stages ``start..stop-1`` on ``x`` (the feature entering stage ``start``)."""
+        features = []
+        for stage in self.stages[start:stop]:
+            x = stage(x)
+            features.append(x)
+        return features

@@ -1,0 +1,188 @@
+"""The training loop: a plain loop over epochs; progress goes through a ``log`` callable."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from amalgam.data import mixing_sampler
+from amalgam.objective import Objective
+from amalgam.plan import Plan
+from amalgam.recipe import TrainConfig
+from amalgam.serialize import atomic_save
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and torch; deterministic algorithms where torch has them."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from amalgam.errors import AmalgamError
+
+        raise AmalgamError(f"device: '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device):
+    """Mixed precision on CUDA only: measured here, bf16 convolutions on CPU are ~20x slower."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(plan: Plan, cfg: TrainConfig, seed: int, device: torch.device) -> DataLoader:
+    """Loader over the mixed sources, sampled by source weight, with the source id of each sample."""
+    weights = [plan.recipe.data.sources[n].weight for n in plan.sources.names]
+    samples = cfg.samples_per_epoch or len(plan.sources)
+    sampler = mixing_sampler(plan.sources, weights, samples, seed)
+    return DataLoader(
+        plan.sources,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0,
+        pin_memory=device.type == "cuda",
+        drop_last=samples >= 2 * cfg.batch_size,  # no 1-sample batch for BatchNorm
+        worker_init_fn=_worker_init,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    if cfg.schedule == "step":
+        every = max(1, steps // 3)
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` measured."""
+
+    epochs: int
+    seconds: float
+    images: int
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def train(
+    plan: Plan,
+    student: nn.Module,
+    run_dir: Path,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Trains the student from the teachers' outputs alone (no ground truth is read).
+
+    Writes ``train_log.csv`` (per-epoch mean of every loss term) and ``checkpoint.pt`` (the
+    training state, atomically, after every epoch) into ``run_dir``.
+    """
+    cfg = plan.recipe.train
+    seed_everything(plan.recipe.seed)
+    objective = Objective(plan, student)
+    student.to(device)
+    objective.to(device)
+    for teacher in plan.teachers.values():
+        teacher.to(device)
+    loader = make_loader(plan, cfg, plan.recipe.seed, device)
+    params = [p for p in list(student.parameters()) + list(objective.parameters()) if p.requires_grad]
+    opt = _optimizer(params, cfg)
+    steps = max(1, cfg.epochs * len(loader))
+    sched = _scheduler(opt, cfg, steps)
+    use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    result = TrainResult(cfg.epochs, 0.0, 0)
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        student.train()
+        sums: dict[str, float] = {}
+        count = 0
+        for step, batch in enumerate(loader, 1):
+            images = batch["image"].to(device, non_blocking=True)
+            source = batch["source"].to(device, non_blocking=True)
+            with autocast_for(device):
+                out = student(images)
+                loss, parts = objective(out, images, source)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            for key, value in {"loss": loss.item(), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            result.images += images.shape[0]
+            if step % max(1, len(loader) // 4) == 0 and step < len(loader):
+                log(f"  epoch {epoch} step {step}/{len(loader)} loss {loss.item():.4f}")
+        elapsed = time.perf_counter() - start
+        row = {"epoch": epoch, "seconds": round(elapsed, 2), "lr": opt.param_groups[0]["lr"]}
+        row.update({k: v / max(count, 1) for k, v in sums.items()})
+        result.history.append(row)
+        eta = elapsed / epoch * (cfg.epochs - epoch)
+        terms = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr", "loss"))
+        log(
+            f"epoch {epoch}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({terms}) "
+            f"{result.images / elapsed:.1f} img/s, eta {eta:.0f}s"
+        )
+        _write_log(run_dir / "train_log.csv", result.history)
+        atomic_save(
+            {
+                "epoch": epoch,
+                "student": student.state_dict(),
+                "objective": objective.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            run_dir / "checkpoint.pt",
+        )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)

@@ -1,0 +1,135 @@
+"""Label spaces: their union across teachers and the partial-label projections between them.
+
+A teacher knows a subset of the unified labels. Its optional ``background`` label stands for
+everything it does not know, so it covers the unified background *and* every unified class
+missing from the teacher (Vongkulbhisal et al., CVPR 2019, "Unifying heterogeneous classifiers").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+IGNORE = 255  # target value that metrics skip (dense label maps use it on disk too)
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """An ordered list of class names, one of which may be the catch-all background."""
+
+    names: tuple[str, ...]
+    background: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if len(set(self.names)) != len(self.names):
+            dup = sorted({n for n in self.names if self.names.count(n) > 1})
+            raise ValueError(f"duplicate label names: {dup}")
+        if self.background is not None and self.background not in self.names:
+            raise ValueError(f"background '{self.background}' is not one of the labels")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def background_index(self) -> Optional[int]:
+        """Index of the background label, or None."""
+        return None if self.background is None else self.names.index(self.background)
+
+    def known(self) -> list[str]:
+        """The named classes: every label but the background."""
+        return [n for n in self.names if n != self.background]
+
+
+def unify(spaces: Sequence[LabelSpace], background: Optional[str] = None) -> LabelSpace:
+    """The union of several spaces' named classes, in order of first appearance.
+
+    Args:
+        spaces: the teachers' label spaces.
+        background: if given, the unified space starts with this catch-all label.
+    """
+    names: list[str] = [background] if background else []
+    for space in spaces:
+        names += [n for n in space.known() if n not in names]
+    return LabelSpace(tuple(names), background)
+
+
+def projection(teacher: LabelSpace, unified: LabelSpace) -> torch.Tensor:
+    """Boolean matrix ``[len(teacher), len(unified)]``: teacher label j covers unified label k.
+
+    A named teacher label covers the unified label of the same name; the teacher's background
+    covers the unified background plus every unified class the teacher does not know.
+    """
+    matrix = torch.zeros(len(teacher), len(unified), dtype=torch.bool)
+    for j, name in enumerate(teacher.known()):
+        matrix[teacher.names.index(name), unified.names.index(name)] = True
+    if teacher.background is not None:
+        known = set(teacher.known())
+        for k, name in enumerate(unified.names):
+            if name not in known:
+                matrix[teacher.background_index, k] = True
+    return matrix
+
+
+def project_log_probs(logits: torch.Tensor, matrix: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Student log-probabilities restricted to a teacher's labels and renormalised.
+
+    ``log q_j = logsumexp_{k in S_j}(z_k / T) - logsumexp_{k in union S}(z_k / T)``.
+
+    Args:
+        logits: ``[B, U, ...]`` unified logits (class dimension 1).
+        matrix: ``[L, U]`` boolean projection from :func:`projection`.
+        temperature: softmax temperature.
+
+    Returns:
+        ``[B, L, ...]`` log-probabilities over the teacher's labels.
+    """
+    z = logits.float() / temperature
+    mask = torch.where(matrix, 0.0, float("-inf")).to(z.device)  # [L, U]
+    shape = (1, *mask.shape) + (1,) * (z.dim() - 2)
+    grouped = torch.logsumexp(z.unsqueeze(1) + mask.view(shape), dim=2)  # [B, L, ...]
+    return grouped - torch.logsumexp(grouped, dim=1, keepdim=True)
+
+
+def lookup(source_names: Sequence[str], target: LabelSpace) -> torch.Tensor:
+    """Maps class indices of a labelled set into ``target`` (a LUT of length ``len(source_names)``).
+
+    A name the target knows maps to its index; any other name maps to the target's background
+    if it has one, else to :data:`IGNORE`.
+    """
+    fallback = target.background_index if target.background is not None else IGNORE
+    known = set(target.known())
+    return torch.tensor(
+        [target.names.index(n) if n in known else fallback for n in source_names], dtype=torch.long
+    )
+
+
+def apply_lookup(target: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Applies a :func:`lookup` table to class indices, keeping :data:`IGNORE` (and out-of-range) ignored."""
+    valid = (target >= 0) & (target < len(lut))
+    mapped = lut.to(target.device)[target.clamp(0, len(lut) - 1)]
+    return torch.where(valid, mapped, torch.full_like(target, IGNORE))
+
+
+def partial_label_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    matrix: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher/T) || student restricted to the teacher's labels)``.
+
+    The class dimension is 1; the KL is summed over classes and averaged over every other
+    position (samples, and pixels for dense outputs).
+
+    Args:
+        student_logits: ``[B, U, ...]`` unified logits.
+        teacher_logits: ``[B, L, ...]`` the teacher's logits over its own labels.
+        matrix: ``[L, U]`` boolean projection from :func:`projection`.
+        temperature: softening temperature T.
+    """
+    log_q = project_log_probs(student_logits, matrix, temperature)
+    log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    return kl.mean() * temperature**2

@@ -1,0 +1,42 @@
+"""Metric accumulators shared by task plugins."""
+
+from __future__ import annotations
+
+import torch
+
+from amalgam.labels import IGNORE
+
+
+class ConfusionMatrix:
+    """Confusion matrix over ``num_classes`` classes; targets equal to IGNORE are skipped.
+
+    Rows are ground truth, columns predictions.
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Adds a batch of predicted and true class indices (any matching shapes)."""
+        pred, target = pred.reshape(-1).cpu(), target.reshape(-1).cpu()
+        keep = (target != IGNORE) & (target >= 0) & (target < self.num_classes)
+        idx = target[keep] * self.num_classes + pred[keep].clamp(0, self.num_classes - 1)
+        self.matrix += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
+
+    def accuracy(self) -> float:
+        """Fraction of scored samples/pixels predicted correctly."""
+        total = self.matrix.sum().item()
+        return self.matrix.diag().sum().item() / total if total else float("nan")
+
+    def iou(self) -> torch.Tensor:
+        """Per-class IoU; NaN for classes absent from both ground truth and predictions."""
+        tp = self.matrix.diag().double()
+        union = self.matrix.sum(0).double() + self.matrix.sum(1).double() - tp
+        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+    def mean_iou(self) -> float:
+        """Mean IoU over classes present in ground truth or predictions."""
+        iou = self.iou()
+        present = ~torch.isnan(iou)
+        return iou[present].mean().item() if present.any() else float("nan")

@@ -1,0 +1,209 @@
+"""Model sources: build a network from a recipe's ``model:`` block, and load checkpoints into it."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.registry import Registry
+
+#: ``from:`` name -> (builder(kwargs, base_dir) -> nn.Module, validator(kwargs, base_dir) -> None)
+MODEL_SOURCES: Registry[tuple[Callable[..., nn.Module], Callable[..., None]]] = Registry("model source")
+
+
+def _check_names(kind: str, name: Any, valid: list[str], key: str = "name") -> None:
+    if not isinstance(name, str):
+        raise AmalgamError(f"{key}: required string naming the {kind}")
+    if name not in valid:
+        close = [v for v in valid if v.lower().startswith(name.lower()[:3])][:8]
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise AmalgamError(f"{key}: unknown {kind} '{name}'{hint}")
+
+
+def _torchvision_check(kw: dict, base: Path) -> None:
+    import torchvision
+
+    _check_names("torchvision model", kw.get("name"), torchvision.models.list_models())
+
+
+def _torchvision_build(kw: dict, base: Path) -> nn.Module:
+    import torchvision
+
+    kw = dict(kw)
+    return torchvision.models.get_model(kw.pop("name"), weights=None, **kw)
+
+
+def _timm_check(kw: dict, base: Path) -> None:
+    import timm
+
+    _check_names("timm model", kw.get("name"), timm.list_models())
+
+
+def _timm_build(kw: dict, base: Path) -> nn.Module:
+    import timm
+
+    kw = dict(kw)
+    return timm.create_model(kw.pop("name"), pretrained=False, **kw)
+
+
+def _smp_check(kw: dict, base: Path) -> None:
+    import segmentation_models_pytorch as smp
+
+    archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING) if hasattr(smp, "MODEL_ARCHITECTURES_MAPPING") else []
+    arch = kw.get("arch")
+    if archs and arch not in archs:
+        raise AmalgamError(f"arch: unknown smp architecture '{arch}' (expected one of: {', '.join(archs)})")
+    check_encoder_name(kw.get("encoder", "resnet34"), key="encoder")
+
+
+def check_encoder_name(name: Any, key: str = "encoder") -> None:
+    """Raises unless ``name`` is an smp encoder (``tu-<timm name>`` included)."""
+    import segmentation_models_pytorch as smp
+    import timm
+
+    if isinstance(name, str) and name.startswith("tu-"):
+        if name[3:].split(".")[0] not in timm.list_models():
+            raise AmalgamError(f"{key}: unknown timm encoder '{name}'")
+        return
+    _check_names("smp encoder", name, smp.encoders.get_encoder_names(), key=key)
+
+
+def _smp_build(kw: dict, base: Path) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    kw = dict(kw)
+    arch, encoder = kw.pop("arch"), kw.pop("encoder", "resnet34")
+    kw["encoder_weights"] = None  # nothing is downloaded: weights come from the checkpoint
+    return smp.create_model(arch, encoder_name=encoder, **kw)
+
+
+def _torchscript_check(kw: dict, base: Path) -> None:
+    if "path" not in kw:
+        raise AmalgamError("path: required for a torchscript model")
+    path = _resolve(kw["path"], base)
+    if not path.is_file():
+        raise AmalgamError(f"path: TorchScript file not found: {path}")
+
+
+def _torchscript_build(kw: dict, base: Path) -> nn.Module:
+    path = _resolve(kw["path"], base)
+    try:
+        with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; users still ship it
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any load failure means an unusable file
+        raise AmalgamError(f"path: cannot load TorchScript file {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _python_check(kw: dict, base: Path) -> None:
+    factory = kw.get("factory")
+    if not isinstance(factory, str) or ":" not in factory:
+        raise AmalgamError(f"factory: expected 'package.module:function', got {factory!r}")
+    _import_factory(factory, base)
+
+
+def _import_factory(factory: str, base: Path) -> Callable[..., nn.Module]:
+    module_name, fn_name = factory.split(":", 1)
+    sys.path.insert(0, str(base))  # the recipe's folder is importable, as documented
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AmalgamError(f"factory: cannot import module '{module_name}': {exc}") from None
+    finally:
+        sys.path.remove(str(base))
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise AmalgamError(f"factory: module '{module_name}' has no function '{fn_name}'")
+    return fn
+
+
+def _python_build(kw: dict, base: Path) -> nn.Module:
+    kw = dict(kw)
+    fn = _import_factory(kw.pop("factory"), base)
+    return fn(**kw)
+
+
+def _resolve(path: str | Path, base: Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+MODEL_SOURCES.add("torchvision", (_torchvision_build, _torchvision_check))
+MODEL_SOURCES.add("timm", (_timm_build, _timm_check))
+MODEL_SOURCES.add("smp", (_smp_build, _smp_check))
+MODEL_SOURCES.add("torchscript", (_torchscript_build, _torchscript_check))
+MODEL_SOURCES.add("python", (_python_build, _python_check))
+
+
+def check_model(source: str, kwargs: dict, base: Path) -> None:
+    """Validates a ``model:`` block without building it (raises AmalgamError naming the sub-key)."""
+    MODEL_SOURCES.get(source)[1](kwargs, base)
+
+
+def build_model(source: str, kwargs: dict, base: Path) -> nn.Module:
+    """Builds the network a ``model:`` block describes (random weights; see :func:`load_checkpoint`)."""
+    try:
+        return MODEL_SOURCES.get(source)[0](kwargs, base)
+    except AmalgamError:
+        raise
+    except TypeError as exc:
+        raise AmalgamError(f"bad constructor arguments for {source} model: {exc}") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Reads a state dict from ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors``.
+
+    Accepts the state dict itself or a dict holding it under ``state_dict`` or ``model``; strips
+    DistributedDataParallel's ``module.`` prefix.
+    """
+    if not path.is_file():
+        raise AmalgamError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe pickles all land here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AmalgamError(f"cannot read checkpoint {path}: {first}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(model: nn.Module, path: Path, who: str) -> None:
+    """Loads a checkpoint strictly, naming the first mismatched key if it does not fit.
+
+    Args:
+        model: the freshly built network.
+        path: the checkpoint file.
+        who: the owner named in errors, e.g. ``teacher 'seg-a'``.
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{key}'")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise AmalgamError(
+                f"{who}: checkpoint {path} does not fit the model: key '{key}' has shape "
+                f"{list(state[key].shape)} in the checkpoint, {list(value.shape)} in the model"
+            )
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: unexpected key '{extra[0]}'")
+    model.load_state_dict(state)

@@ -1,0 +1,111 @@
+"""From a validated recipe to everything a build needs: tasks, label spaces, teachers, data, student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from amalgam.data import ImageSet, MixedSources, build_image_set
+from amalgam.errors import AmalgamError, RecipeError
+from amalgam.labels import LabelSpace, projection, unify
+from amalgam.recipe import Recipe
+from amalgam.students import StudentSpec
+from amalgam.task import Task, get_task
+from amalgam.teachers import Teacher, build_teachers
+
+
+@dataclass
+class Plan:
+    """The resolved amalgamation.
+
+    Attributes:
+        tasks: task name -> plugin, in order of first appearance among the teachers.
+        spaces: task name -> unified label space (None for unlabelled tasks).
+        teachers: name -> frozen teacher.
+        projections: teacher name -> ``[L_teacher, U]`` projection (labelled tasks only).
+        sources: the mixed training sources; ``source_ids[teacher]`` are the indices it teaches on.
+        eval_sets: eval set name -> labelled image set.
+    """
+
+    recipe: Recipe
+    tasks: dict[str, Task]
+    spaces: dict[str, Optional[LabelSpace]]
+    teachers: dict[str, Teacher] = field(default_factory=dict)
+    projections: dict[str, Optional[torch.Tensor]] = field(default_factory=dict)
+    sources: Optional[MixedSources] = None
+    source_ids: dict[str, list[int]] = field(default_factory=dict)
+    eval_sets: dict[str, ImageSet] = field(default_factory=dict)
+
+    def student_spec(self) -> StudentSpec:
+        """The student's architecture with one head per task over its unified label space."""
+        s = self.recipe.student
+        heads = {name: task.num_outputs(self.spaces[name]) for name, task in self.tasks.items()}
+        return StudentSpec(s.type, s.encoder, s.branch_at, list(s.decoder_channels), heads)
+
+
+def unify_tasks(recipe: Recipe) -> tuple[dict[str, Task], dict[str, Optional[LabelSpace]]]:
+    """Each task's plugin and unified label space (union of its teachers' labels)."""
+    tasks: dict[str, Task] = {}
+    members: dict[str, list[LabelSpace]] = {}
+    for cfg in recipe.teachers.values():
+        task = tasks.setdefault(cfg.task, get_task(cfg.task))
+        if task.labelled:
+            members.setdefault(cfg.task, []).append(LabelSpace(tuple(cfg.labels), cfg.background))
+    spaces = {
+        name: unify(members[name], task.unified_background) if task.labelled else None for name, task in tasks.items()
+    }
+    return tasks, spaces
+
+
+def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Plan:
+    """Builds the plan: unified label spaces, loaded teachers, checked sources and eval sets.
+
+    Every check that can fail runs here, before any training.
+    """
+    tasks, spaces = unify_tasks(recipe)
+    plan = Plan(recipe, tasks, spaces)
+    plan.teachers = build_teachers(recipe)
+    for name, teacher in plan.teachers.items():
+        plan.projections[name] = projection(teacher.space, spaces[teacher.task.name]) if teacher.space else None
+    if not with_data:
+        return plan
+    size = tuple(recipe.data.image_size)
+    sets = []
+    for key, cfg in recipe.data.sources.items():
+        log(f"scanning source '{key}' ({cfg.type})")
+        sets.append(build_image_set(f"data.sources.{key}", cfg, recipe.resolve, size, False, recipe.train.augment))
+    plan.sources = MixedSources(sets, list(recipe.data.sources))
+    for name, teacher in plan.teachers.items():
+        plan.source_ids[name] = [plan.sources.names.index(s) for s in teacher.source_names]
+    for key, cfg in recipe.data.eval.items():
+        if any(t.eval_name == key for t in plan.teachers.values()):
+            log(f"scanning eval set '{key}' ({cfg.type})")
+            plan.eval_sets[key] = build_image_set(f"data.eval.{key}", cfg, recipe.resolve, size, True)
+    for name, teacher in plan.teachers.items():
+        if teacher.eval_name:
+            check_eval_set(teacher, plan.eval_sets[teacher.eval_name])
+    return plan
+
+
+def check_eval_set(teacher: Teacher, dataset: ImageSet) -> None:
+    """The eval set must hold the teacher's kind of ground truth and know its labels by name."""
+    path = f"teachers.{teacher.name}.eval"
+    key = teacher.task.target_key
+    if key not in dataset.target_keys:
+        raise RecipeError(path, f"eval set '{teacher.eval_name}' has no '{key}' ground truth for a {teacher.task.name} teacher")
+    if teacher.space is not None:
+        if not dataset.classes:
+            raise RecipeError(path, f"eval set '{teacher.eval_name}' has no class names to match labels against")
+        missing = [n for n in teacher.space.known() if n not in dataset.classes]
+        if missing:
+            raise RecipeError(
+                path,
+                f"labels not in eval set '{teacher.eval_name}': {missing} (its classes: {dataset.classes})",
+            )
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for any failure during preparation."""
+    return str(exc) if isinstance(exc, AmalgamError) else f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,228 @@
+"""The recipe: a plain-YAML description of an amalgamation, validated with pydantic.
+
+Errors name the key path and what was expected, e.g.
+``teachers.seg-a.model.arch: unknown smp architecture 'Unett' (expected one of: ...)``.
+Relative paths resolve against the recipe file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from amalgam.errors import RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SourceConfig(_Strict):
+    """An image set: unlabeled training source or labeled eval set (fields depend on ``type``)."""
+
+    type: str
+    path: Optional[Path] = None
+    annotations: Optional[Path] = None
+    name: Optional[str] = None
+    root: Optional[Path] = None
+    split: str = "train"
+    download: bool = False
+    weight: float = Field(1.0, gt=0)
+    limit: Optional[int] = Field(None, gt=0, description="use only the first N images")
+
+
+class DataConfig(_Strict):
+    image_size: tuple[int, int]
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    eval: dict[str, SourceConfig] = {}
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) <= 0:
+            raise ValueError("expected two positive integers [height, width]")
+        return v
+
+
+class ModelConfig(BaseModel):
+    """``from`` names the model source; every other key is passed to its constructor."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    source: str = Field(alias="from")
+
+    def kwargs(self) -> dict[str, Any]:
+        """Constructor keyword arguments (everything but ``from``)."""
+        return dict(self.model_extra or {})
+
+
+class InputSpec(_Strict):
+    size: Optional[tuple[int, int]] = None
+    channels: Literal[1, 3] = 3
+    mean: list[float] = [0.485, 0.456, 0.406]
+    std: list[float] = [0.229, 0.224, 0.225]
+
+
+class TeacherConfig(_Strict):
+    task: str
+    model: ModelConfig
+    checkpoint: Optional[Path] = None
+    input: InputSpec = InputSpec()
+    labels: Optional[list[str]] = None
+    background: Optional[str] = None
+    sources: Optional[list[str]] = None
+    eval: Optional[str] = None
+    output: str = Field("default", description="task-specific output convention, e.g. depth: metric|inverse|log")
+
+
+class StudentConfig(_Strict):
+    type: Literal["branched", "compact"] = "branched"
+    encoder: str = "resnet18"
+    branch_at: int = Field(3, ge=0, le=5)
+    decoder_channels: list[int] = [128, 64, 32, 16, 16]
+
+
+class AmalgamationConfig(_Strict):
+    temperature: float = Field(2.0, gt=0)
+    features: Literal["none", "adapters"] = "none"
+    taps: dict[str, str] = {}
+    student_tap: Optional[str] = Field(None, description="student module adapters read (default: the branch point)")
+    feature_weight: float = Field(1.0, ge=0)
+    task_weights: Union[Literal["uncertainty"], dict[str, float]] = "uncertainty"
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "step", "none"] = "cosine"
+    workers: int = Field(2, ge=0)
+    samples_per_epoch: Optional[int] = Field(None, ge=1, description="default: all source images")
+    augment: bool = True
+    eval_batch_size: int = Field(64, ge=1)
+    max_eval_images: Optional[int] = Field(None, ge=1)
+
+
+class Recipe(_Strict):
+    """A whole amalgamation: data, teachers, student, strategy and schedule."""
+
+    name: str
+    seed: int = 0
+    output: Optional[Path] = None
+    device: str = "auto"
+    data: DataConfig
+    teachers: dict[str, TeacherConfig] = Field(min_length=1)
+    student: StudentConfig = StudentConfig()
+    amalgamation: AmalgamationConfig = AmalgamationConfig()
+    train: TrainConfig = TrainConfig()
+    base_dir: Path = Field(Path("."), exclude=True, description="folder relative paths resolve against")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got '{v}'")
+        return v
+
+    def resolve(self, path: Optional[Path]) -> Optional[Path]:
+        """Resolves a recipe path against the recipe's folder."""
+        if path is None:
+            return None
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def output_dir(self) -> Path:
+        """The run folder: ``output`` or ``runs/<name>`` beside the recipe."""
+        return self.resolve(self.output or Path("runs") / self.name)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (YAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise RecipeError("", f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Applies one ``key.path=value`` override (the value is parsed as YAML) to a raw recipe."""
+    if "=" not in assignment:
+        raise RecipeError("--set", f"expected key.path=value, got '{assignment}'")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def _format_error(err: dict) -> RecipeError:
+    path = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return RecipeError(path, "unknown key")
+    if err["type"] == "missing":
+        return RecipeError(path, "required key is missing")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
+    return RecipeError(path, f"{err['msg'].removeprefix('Value error, ')}{shown}")
+
+
+def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
+    """Validates a raw (already YAML-parsed) recipe.
+
+    Args:
+        raw: the mapping read from YAML.
+        base_dir: folder that relative paths resolve against.
+
+    Raises:
+        RecipeError: naming the first offending key path.
+    """
+    if not isinstance(raw, dict):
+        raise RecipeError("", "a recipe must be a YAML mapping")
+    try:
+        recipe = Recipe.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise _format_error(exc.errors()[0]) from None
+    from amalgam.checks import check_recipe  # semantic checks need the registries
+
+    check_recipe(recipe)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Reads, overrides and validates a recipe file.
+
+    Args:
+        path: the YAML file.
+        overrides: ``key.path=value`` strings applied before validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError("", f"recipe file not found: {path}")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise RecipeError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if isinstance(raw, dict):
+        for assignment in overrides:
+            apply_override(raw, assignment)
+    return parse_recipe(raw, base_dir=path.resolve().parent)

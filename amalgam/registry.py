@@ -1,0 +1,80 @@
+"""A minimal name -> object registry, plus discovery of task plugins through entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Callable, Generic, Iterator, TypeVar
+
+from amalgam.errors import AmalgamError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; lookups of unknown names list the valid ones.
+
+    Args:
+        kind: what the registry holds, used in error messages (e.g. "model source").
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
+        self.loaded_groups: set[str] = set()
+
+    def register(self, name: str, origin: str = "amalgam") -> Callable[[T], T]:
+        """Decorator that registers an object under ``name``; a duplicate name raises."""
+
+        def add(obj: T) -> T:
+            self.add(name, obj, origin)
+            return obj
+
+        return add
+
+    def add(self, name: str, obj: T, origin: str = "amalgam") -> None:
+        """Registers ``obj`` under ``name``; a duplicate name raises."""
+        if name in self._items:
+            raise AmalgamError(f"{self.kind} '{name}' is already registered by {self._origins[name]}")
+        self._items[name] = obj
+        self._origins[name] = origin
+
+    def get(self, name: str) -> T:
+        """Returns the object registered under ``name`` or raises naming the valid options."""
+        if name not in self._items:
+            raise AmalgamError(f"unknown {self.kind} '{name}' (expected one of: {', '.join(self.names())})")
+        return self._items[name]
+
+    def origin(self, name: str) -> str:
+        """Where ``name`` came from (a package or entry point)."""
+        return self._origins[name]
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+def load_entry_points(registry: Registry, group: str) -> None:
+    """Adds every entry point of ``group`` to ``registry`` (classes are instantiated by the caller).
+
+    Entry points that fail to import are reported with the plugin's name, since a broken
+    third-party plugin must not look like an amalgam bug.
+    """
+    if group in registry.loaded_groups:
+        return
+    registry.loaded_groups.add(group)
+    for ep in entry_points(group=group):
+        if ep.name in registry:
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is the plugin's
+            raise AmalgamError(f"{group} plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
+        dist = getattr(ep, "dist", None)
+        registry.add(ep.name, obj, origin=f"{dist.name if dist else 'entry point'} ({ep.value})")

@@ -1,0 +1,68 @@
+"""report.json and report.md: per-task student vs teacher, size, latency, training time."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from amalgam.engine import TrainResult
+from amalgam.evaluate import Evaluation
+
+
+def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainResult | None) -> dict:
+    """The report dict; its field names are a public contract (extend, never rename)."""
+    return {
+        "name": name,
+        "student": sizes["student"],
+        "teachers": sizes["teachers"],
+        "tasks": [r.row() for r in evaluation.tasks],
+        "unified": evaluation.unified,
+        "train": {
+            "epochs": train.epochs if train else 0,
+            "seconds": round(train.seconds, 2) if train else 0.0,
+            "images_per_second": round(train.images_per_second, 2) if train else 0.0,
+        },
+    }
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def to_markdown(report: dict) -> str:
+    """The report as Markdown tables."""
+    lines = [f"# amalgam report: {report['name']}", "", "| teacher | task | eval set | metric | teacher | student | ratio |", "|---|---|---|---|---|---|---|"]
+    for r in report["tasks"]:
+        arrow = "higher is better" if r["higher_is_better"] else "lower is better"
+        lines.append(
+            f"| {r['teacher']} | {r['task']} | {r['eval']} | {r['metric']} ({arrow}) | "
+            f"{_fmt(r['teacher_value'])} | {_fmt(r['student_value'])} | {_fmt(r['ratio'])} |"
+        )
+    lines += ["", "Student over its whole unified label space:", "", "| task | eval set | metrics |", "|---|---|---|"]
+    for u in report["unified"]:
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
+        lines.append(f"| {u['task']} | {u['eval']} | {shown} |")
+    s, t = report["student"], report["teachers"]
+    share = s["params"] / t["params"] if t["params"] else float("nan")
+    lines += [
+        "",
+        "| model | params | latency b1 (ms/img) | latency b32 (ms/img) |",
+        "|---|---|---|---|",
+        f"| student | {s['params']:,} ({share:.0%} of teachers) | {s['latency_ms']['b1']} | {s['latency_ms']['b32']} |",
+        f"| all teachers | {t['params']:,} | {t['latency_ms']['b1']} | {t['latency_ms']['b32']} |",
+        "",
+        f"Training: {report['train']['epochs']} epochs, {report['train']['seconds']} s, "
+        f"{report['train']['images_per_second']} images/s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, run_dir: Path) -> None:
+    """Writes report.json and report.md into the run folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+    (run_dir / "report.md").write_text(to_markdown(report))

@@ -1,0 +1,69 @@
+"""Writing and reading run artefacts: atomic saves and the self-contained student file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.labels import LabelSpace
+from amalgam.students import StudentSpec, build_student
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recipe: dict, path: Path) -> None:
+    """Writes ``student.pt``: weights, architecture, unified label spaces and the recipe.
+
+    Enough to rebuild and run the student without any teacher (see :func:`load_student`).
+    """
+    atomic_save(
+        {
+            "format": "amalgam-student/1",
+            "state_dict": student.state_dict(),
+            "spec": student.spec.to_dict(),
+            "label_spaces": {
+                t: None if s is None else {"names": list(s.names), "background": s.background} for t, s in spaces.items()
+            },
+            "recipe": recipe,
+        },
+        path,
+    )
+
+
+def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | None]]:
+    """Rebuilds a student from ``student.pt`` (loaded with ``weights_only=True``).
+
+    Returns:
+        The student in eval mode and its unified label spaces by task.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AmalgamError(f"student file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise AmalgamError(f"cannot read student file {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(blob, dict) or blob.get("format") != "amalgam-student/1":
+        raise AmalgamError(f"{path} is not an amalgam student file")
+    student = build_student(StudentSpec(**blob["spec"]))
+    student.load_state_dict(blob["state_dict"])
+    spaces = {
+        t: None if s is None else LabelSpace(tuple(s["names"]), s["background"]) for t, s in blob["label_spaces"].items()
+    }
+    return student.eval(), spaces

@@ -1,0 +1,164 @@
+"""Multi-task students. ``forward(images in [0, 1])`` always returns ``{task name: output}``.
+
+* ``branched``: the first ``branch_at`` encoder stages are shared; each task gets a deep copy of
+  the remaining stages, plus a U-Net decoder (dense tasks) and its head.
+* ``compact``: one encoder, one shared U-Net decoder, a light head per task.
+
+Heads come from the task plugins; the student normalises its own input (ImageNet statistics),
+so an exported student takes plain [0, 1] images.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.encoders import StagedEncoder, build_encoder
+from amalgam.registry import Registry
+from amalgam.task import get_task
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class StudentSpec:
+    """Everything needed to rebuild a student without its teachers (stored in ``student.pt``)."""
+
+    type: str
+    encoder: str
+    branch_at: int
+    decoder_channels: list[int]
+    heads: dict[str, int] = field(default_factory=dict)  # task name -> output channels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class DecoderBlock(nn.Module):
+    """Upsample x2, concatenate the skip feature, two 3x3 convolutions."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.convs = nn.Sequential(_conv_bn_relu(in_channels + skip_channels, out_channels), _conv_bn_relu(out_channels, out_channels))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.convs(x)
+
+
+class UnetDecoder(nn.Module):
+    """smp-style U-Net decoder over the 6 encoder features (input first); output at full resolution."""
+
+    def __init__(self, encoder_channels: list[int], decoder_channels: list[int]):
+        super().__init__()
+        skips = list(reversed(encoder_channels[1:-1])) + [0]
+        ins = [encoder_channels[-1]] + list(decoder_channels[:-1])
+        self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels))
+        self.out_channels = decoder_channels[-1]
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        skips = list(reversed(features[1:-1])) + [None]
+        x = features[-1]
+        for block, skip in zip(self.blocks, skips):
+            x = block(x, skip)
+        return x
+
+
+class _Student(nn.Module):
+    def __init__(self, spec: StudentSpec):
+        super().__init__()
+        self.spec = spec
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+    def _head(self, task_name: str, dense_channels: int, pooled_channels: int) -> nn.Module:
+        task = get_task(task_name)
+        return task.build_head(dense_channels if task.dense else pooled_channels, self.spec.heads[task_name])
+
+
+class BranchedStudent(_Student):
+    """A shared trunk that branches into one encoder tail + decoder + head per task."""
+
+    def __init__(self, spec: StudentSpec):
+        super().__init__(spec)
+        base = StagedEncoder(spec.encoder)
+        channels = base.out_channels
+        self.trunk = nn.ModuleList(base.stages[: spec.branch_at])
+        self.branches = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        for name in spec.heads:
+            self.branches[name] = copy.deepcopy(nn.ModuleList(base.stages[spec.branch_at :]))
+            if get_task(name).dense:
+                self.decoders[name] = UnetDecoder(channels, spec.decoder_channels)
+            self.heads[name] = self._head(name, spec.decoder_channels[-1], channels[-1])
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = [self.normalise(images)]
+        for stage in self.trunk:
+            features.append(stage(features[-1]))
+        out = {}
+        for name, branch in self.branches.items():
+            own = list(features)
+            for stage in branch:
+                own.append(stage(own[-1]))
+            x = self.decoders[name](own) if name in self.decoders else own[-1]
+            out[name] = self.heads[name](x)
+        return out
+
+
+class CompactStudent(_Student):
+    """One encoder and one shared decoder; tasks differ only by their light heads."""
+
+    def __init__(self, spec: StudentSpec):
+        super().__init__(spec)
+        self.encoder = build_encoder(spec.encoder)
+        channels = list(self.encoder.out_channels)
+        dense = any(get_task(n).dense for n in spec.heads)
+        self.decoder = UnetDecoder(channels, spec.decoder_channels) if dense else None
+        self.heads = nn.ModuleDict({n: self._head(n, spec.decoder_channels[-1], channels[-1]) for n in spec.heads})
+        self.dense_tasks = {n for n in spec.heads if get_task(n).dense}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.encoder(self.normalise(images))
+        decoded = self.decoder(features) if self.decoder is not None else None
+        return {n: head(decoded if n in self.dense_tasks else features[-1]) for n, head in self.heads.items()}
+
+
+STUDENTS: Registry[type[_Student]] = Registry("student type")
+STUDENTS.add("branched", BranchedStudent)
+STUDENTS.add("compact", CompactStudent)
+
+
+def build_student(spec: StudentSpec) -> nn.Module:
+    """Builds the student a spec describes (random weights)."""
+    return STUDENTS.get(spec.type)(spec)
+
+
+def default_student_tap(spec: StudentSpec) -> str:
+    """Module whose output feature adapters read: the branch point, or the shared decoder."""
+    if spec.type == "branched":
+        if spec.branch_at == 0:
+            raise AmalgamError("amalgamation.student_tap: required when student.branch_at is 0 (nothing is shared)")
+        return f"trunk.{spec.branch_at - 1}"
+    return "decoder"
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,125 @@
+"""The task plugin contract: everything amalgam knows about a task comes from a :class:`Task`.
+
+A task plugin is the only place that knows its task: how a student head is built, how a
+teacher's raw output becomes the task's canonical form, the distillation loss and the metrics.
+Built-in tasks live in ``tasks/`` (installed as ``amalgam_tasks``); third parties register theirs
+under the ``amalgam.tasks`` entry-point group, exactly like the built-ins.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional, Protocol
+
+import torch
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.labels import LabelSpace
+from amalgam.registry import Registry, load_entry_points
+
+
+class Meter(Protocol):
+    """Accumulates predictions against targets over an evaluation set."""
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+class Task:
+    """Base class of task plugins. Subclasses set the class attributes and override the methods.
+
+    Canonical outputs (what teachers are converted to and what the student returns):
+    labelled tasks give logits ``[B, C]`` or ``[B, C, H, W]``; others give whatever the task
+    documents (depth: ``[B, 1, H, W]`` metres).
+    """
+
+    name: ClassVar[str]
+    #: True if the student feeds this task a full-resolution decoder, False for a pooled vector.
+    dense: ClassVar[bool]
+    #: True if teachers of this task carry label spaces (``labels:`` in the recipe).
+    labelled: ClassVar[bool] = False
+    #: Extra catch-all label the unified space starts with (segmentation: "background").
+    unified_background: ClassVar[Optional[str]] = None
+    #: Key of the ground truth in an eval sample: "label", "mask" or "depth".
+    target_key: ClassVar[str]
+    #: Headline metric of the report and whether higher is better.
+    metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    #: Values accepted for a teacher's ``output:`` key (the first is the default).
+    output_kinds: ClassVar[tuple[str, ...]] = ("default",)
+
+    def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
+        """The student's head: decoder features (dense) or last encoder map (pooled) -> output."""
+        raise NotImplementedError
+
+    def num_outputs(self, space: Optional[LabelSpace]) -> int:
+        """Output channels of the student's head for the unified label space."""
+        if space is None:
+            raise NotImplementedError(f"task {self.name} must define num_outputs")
+        return len(space)
+
+    def convert_output(self, raw: object, kind: str) -> torch.Tensor:
+        """Turns a teacher's raw output into the canonical form (unwrapping dicts/tuples)."""
+        if isinstance(raw, dict):
+            raw = raw.get("out", next(iter(raw.values())))
+        if isinstance(raw, (tuple, list)):
+            raw = raw[0]
+        return raw
+
+    def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
+        """Describes what is wrong with a teacher's canonical output, or returns None."""
+        return None
+
+    def distill_loss(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        projection: Optional[torch.Tensor],
+        temperature: float,
+    ) -> torch.Tensor:
+        """Scalar distillation loss of the student's output against one teacher's output.
+
+        Args:
+            student: the student's canonical output for the samples this teacher teaches on.
+            teacher: the teacher's canonical output on the same samples.
+            projection: ``[L_teacher, U]`` boolean matrix for labelled tasks, else None.
+            temperature: softening temperature of the recipe.
+        """
+        raise NotImplementedError
+
+    def supervised_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss against ground truth (teacher training, label-aware strategies); targets as eval sets give them."""
+        raise NotImplementedError(f"task {self.name} has no supervised loss")
+
+    def predict(
+        self, output: torch.Tensor, size: tuple[int, int], projection: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Predictions to score: class indices (restricted to a teacher's labels through
+        ``projection`` when given) or dense values, resized to ``size`` for dense tasks."""
+        raise NotImplementedError
+
+    def new_meter(self, num_classes: Optional[int]) -> Meter:
+        """A fresh metric accumulator; its :meth:`Meter.compute` dict holds :attr:`metric`."""
+        raise NotImplementedError
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    """An instance of the task plugin registered as ``name`` (built-in or third-party)."""
+    load_entry_points(TASKS, "amalgam.tasks")
+    return TASKS.get(name)()
+
+
+def task_names() -> list[str]:
+    """Every task name found, built-ins and plugins."""
+    load_entry_points(TASKS, "amalgam.tasks")
+    return TASKS.names()
+
+
+def require(condition: bool, message: str) -> None:
+    """Raises :class:`AmalgamError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise AmalgamError(message)

@@ -1,0 +1,137 @@
+"""Frozen teachers: each sees the batch converted to its own input spec and answers in canonical form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.labels import LabelSpace
+from amalgam.models import build_model, load_checkpoint
+from amalgam.recipe import InputSpec, Recipe, TeacherConfig
+from amalgam.task import Task, get_task
+
+
+def to_input(images: torch.Tensor, size: tuple[int, int], channels: int, mean, std) -> torch.Tensor:
+    """Converts ``[B, 3, H, W]`` images in [0, 1] to a network's input spec.
+
+    Resizes (bilinear, antialiased when shrinking), converts to grey by luminance when the network
+    takes one channel, and normalises with the network's mean/std.
+    """
+    if tuple(images.shape[-2:]) != tuple(size):
+        shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    if channels == 1 and images.shape[1] == 3:
+        weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        images = (images * weights).sum(1, keepdim=True)
+    mean_t = images.new_tensor(mean).view(1, -1, 1, 1)
+    std_t = images.new_tensor(std).view(1, -1, 1, 1)
+    return (images - mean_t) / std_t
+
+
+@dataclass
+class FeatureTap:
+    """Keeps the latest output of a named submodule through a forward hook."""
+
+    module_name: str
+    value: Optional[torch.Tensor] = None
+
+    def attach(self, model: nn.Module, owner: str) -> None:
+        """Hooks ``module_name`` of ``model``; raises naming the owner if it does not exist."""
+        try:
+            module = model.get_submodule(self.module_name)
+        except AttributeError:
+            names = [n for n, _ in model.named_modules() if n and n.count(".") < 2][:12]
+            raise AmalgamError(
+                f"{owner}: no module named '{self.module_name}' (e.g. {', '.join(names)})"
+            ) from None
+        if isinstance(module, torch.jit.ScriptModule):
+            raise AmalgamError(f"{owner}: cannot tap '{self.module_name}' of a TorchScript model")
+        module.register_forward_hook(self._store)
+
+    def _store(self, module: nn.Module, args, output) -> None:
+        self.value = output[0] if isinstance(output, (tuple, list)) else output
+
+
+class Teacher(nn.Module):
+    """A frozen teacher network with its task, label space, input spec and sources.
+
+    ``forward`` takes student-sized ``[B, 3, H, W]`` images in [0, 1] and returns the task's
+    canonical output (e.g. logits over the teacher's own labels).
+    """
+
+    def __init__(self, name: str, task: Task, model: nn.Module, cfg: TeacherConfig, image_size):
+        super().__init__()
+        self.name = name
+        self.task = task
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        spec: InputSpec = cfg.input
+        self.size = tuple(spec.size or image_size)
+        self.channels = spec.channels
+        self.mean, self.std = list(spec.mean), list(spec.std)
+        self.output_kind = task.output_kinds[0] if cfg.output == "default" else cfg.output
+        self.space: Optional[LabelSpace] = (
+            LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
+        )
+        self.source_names: list[str] = list(cfg.sources or [])
+        self.eval_name: Optional[str] = cfg.eval
+        self.tap: Optional[FeatureTap] = None
+
+    def train(self, mode: bool = True) -> "Teacher":
+        return super().train(False)  # teachers stay in eval mode (BatchNorm, dropout)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """The batch converted to this teacher's input spec."""
+        return to_input(images, self.size, self.channels, self.mean, self.std)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.task.convert_output(self.model(self.prepare(images)), self.output_kind)
+
+    def num_params(self) -> int:
+        """Parameter count of the network."""
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
+    """Builds, loads and shape-checks one teacher of the recipe."""
+    task = get_task(cfg.task)
+    model = build_model(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
+    if cfg.checkpoint is not None:
+        load_checkpoint(model, recipe.resolve(cfg.checkpoint), f"teacher '{name}'")
+    teacher = Teacher(name, task, model, cfg, recipe.data.image_size)
+    check_teacher_output(teacher, recipe.data.image_size)
+    return teacher
+
+
+def check_teacher_output(teacher: Teacher, image_size) -> None:
+    """Runs the teacher once on a dummy batch and checks the output against its task and labels."""
+    dummy = torch.rand(2, 3, *image_size)
+    try:
+        out = teacher(dummy)
+    except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AmalgamError(
+            f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}"
+        ) from None
+    problem = teacher.task.check_output(out, 2, teacher.space) if isinstance(out, torch.Tensor) else (
+        f"expected a tensor, got {type(out).__name__}"
+    )
+    if problem:
+        raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
+
+
+def build_teachers(recipe: Recipe) -> dict[str, Teacher]:
+    """Every teacher of the recipe, with its sources defaulted to all sources."""
+    teachers = {}
+    for name, cfg in recipe.teachers.items():
+        teacher = build_teacher(name, cfg, recipe)
+        teacher.source_names = teacher.source_names or list(recipe.data.sources)
+        teachers[name] = teacher
+    return teachers

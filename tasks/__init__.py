@@ -1,0 +1,1 @@
+"""amalgam's built-in task plugins (installed as ``amalgam_tasks``)."""

@@ -1,0 +1,60 @@
+"""Image classification: pooled linear head, partial-label KL, top-1."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
+from amalgam.metrics import ConfusionMatrix
+from amalgam.task import Task
+
+
+class TopOne:
+    """Top-1 accuracy (and the confusion matrix behind it)."""
+
+    def __init__(self, num_classes: int):
+        self.confusion = ConfusionMatrix(num_classes)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self.confusion.update(pred, target)
+
+    def compute(self) -> dict[str, float]:
+        return {"top1": self.confusion.accuracy(), "count": int(self.confusion.matrix.sum())}
+
+
+class ClassificationTask(Task):
+    """Teachers output logits ``[B, C]`` over their labels; the student logits over the union."""
+
+    name = "classification"
+    dense = False
+    labelled = True
+    target_key = "label"
+    metric = "top1"
+    higher_is_better = True
+
+    def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_outputs))
+
+    def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
+        expected = (batch, len(space))
+        if out.dim() != 2 or tuple(out.shape) != expected:
+            return f"expected logits of shape [B, {len(space)}] = {list(expected)}, got {list(out.shape)}"
+        return None
+
+    def distill_loss(self, student, teacher, projection, temperature):
+        return partial_label_kl(student, teacher, projection, temperature)
+
+    def supervised_loss(self, output, target):
+        return F.cross_entropy(output, target, ignore_index=IGNORE)
+
+    def predict(self, output, size, projection=None):
+        if projection is not None:
+            return project_log_probs(output, projection).argmax(1)
+        return output.argmax(1)
+
+    def new_meter(self, num_classes: Optional[int]) -> TopOne:
+        return TopOne(num_classes)

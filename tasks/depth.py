@@ -1,0 +1,112 @@
+"""Monocular depth in metres: conv head with exp, log-L1 + scale-invariant loss, abs rel / RMSE / delta."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amalgam.labels import LabelSpace
+from amalgam.task import Task
+
+MIN_DEPTH = 1e-3
+
+
+class ExpDepth(nn.Module):
+    """Maps a log-depth map to metres; clamped so an untrained head cannot overflow."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x.clamp(-7.0, 7.0))
+
+
+class DepthMeter:
+    """abs rel, RMSE and delta<1.25 over valid (ground truth > 0) pixels of the whole set."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.abs_rel = 0.0
+        self.sq = 0.0
+        self.delta1 = 0.0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        pred, target = pred.reshape(-1).double().cpu(), target.reshape(-1).double().cpu()
+        valid = target > 0
+        p, t = pred[valid].clamp(min=MIN_DEPTH), target[valid]
+        self.n += int(valid.sum())
+        self.abs_rel += ((p - t).abs() / t).sum().item()
+        self.sq += ((p - t) ** 2).sum().item()
+        self.delta1 += (torch.maximum(p / t, t / p) < 1.25).sum().item()
+
+    def compute(self) -> dict[str, float]:
+        if self.n == 0:
+            return {"rmse": float("nan"), "abs_rel": float("nan"), "delta1": float("nan"), "pixels": 0}
+        return {
+            "rmse": math.sqrt(self.sq / self.n),
+            "abs_rel": self.abs_rel / self.n,
+            "delta1": self.delta1 / self.n,
+            "pixels": self.n,
+        }
+
+
+def log_depth_loss(student: torch.Tensor, teacher: torch.Tensor, si_weight: float = 0.5) -> torch.Tensor:
+    """Mean ``|log d_s - log d_t|`` plus the scale-invariant term of Eigen et al. (2014).
+
+    ``g = log d_s - log d_t``; per image ``mean(g^2) - lambda * mean(g)^2``, averaged over the batch.
+    """
+    g = torch.log(student.float().clamp(min=MIN_DEPTH)) - torch.log(teacher.float().clamp(min=MIN_DEPTH))
+    g = g.flatten(1)
+    scale_invariant = (g.pow(2).mean(1) - si_weight * g.mean(1).pow(2)).mean()
+    return g.abs().mean() + scale_invariant
+
+
+class DepthTask(Task):
+    """Teachers output ``[B, 1, h, w]`` metres, or inverse / log depth (``output: inverse|log``)."""
+
+    name = "depth"
+    dense = True
+    target_key = "depth"
+    metric = "rmse"
+    higher_is_better = False
+    output_kinds = ("metric", "inverse", "log")
+
+    def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(in_channels, num_outputs, kernel_size=3, padding=1), ExpDepth())
+
+    def num_outputs(self, space: Optional[LabelSpace]) -> int:
+        return 1
+
+    def convert_output(self, raw, kind):
+        out = super().convert_output(raw, kind)
+        if out.dim() == 3:
+            out = out.unsqueeze(1)
+        if kind == "inverse":
+            return 1.0 / out.float().clamp(min=1e-6)
+        if kind == "log":
+            return torch.exp(out.float())
+        return out
+
+    def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
+        if out.dim() != 4 or out.shape[0] != batch or out.shape[1] != 1:
+            return f"expected depth of shape [B, 1, H, W], got {list(out.shape)}"
+        return None
+
+    def distill_loss(self, student, teacher, projection, temperature):
+        if teacher.shape[-2:] != student.shape[-2:]:
+            teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
+        return log_depth_loss(student, teacher)
+
+    def supervised_loss(self, output, target):
+        output = self.predict(output, tuple(target.shape[-2:]))
+        valid = target > 0
+        return (torch.log(output[valid].clamp(min=MIN_DEPTH)) - torch.log(target[valid])).abs().mean()
+
+    def predict(self, output, size, projection=None):
+        if tuple(output.shape[-2:]) != tuple(size):
+            output = F.interpolate(output.float(), size=size, mode="bilinear", align_corners=False)
+        return output[:, 0]
+
+    def new_meter(self, num_classes: Optional[int]) -> DepthMeter:
+        return DepthMeter()

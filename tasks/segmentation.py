@@ -1,0 +1,70 @@
+"""Semantic segmentation: 1x1/3x3 conv head, per-pixel partial-label KL, mIoU from a confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
+from amalgam.metrics import ConfusionMatrix
+from amalgam.task import Task
+
+
+class SegmentationMeter:
+    """mIoU and pixel accuracy over a confusion matrix."""
+
+    def __init__(self, num_classes: int):
+        self.confusion = ConfusionMatrix(num_classes)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self.confusion.update(pred, target)
+
+    def compute(self) -> dict[str, float]:
+        iou = self.confusion.iou()
+        return {
+            "miou": self.confusion.mean_iou(),
+            "pixel_acc": self.confusion.accuracy(),
+            "iou": [None if torch.isnan(v) else round(v.item(), 4) for v in iou],
+        }
+
+
+class SegmentationTask(Task):
+    """Teachers output logits ``[B, C, h, w]`` (any h, w); the student at its input size."""
+
+    name = "segmentation"
+    dense = True
+    labelled = True
+    unified_background = "background"
+    target_key = "mask"
+    metric = "miou"
+    higher_is_better = True
+
+    def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
+        return nn.Conv2d(in_channels, num_outputs, kernel_size=3, padding=1)
+
+    def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
+        if out.dim() != 4 or out.shape[0] != batch or out.shape[1] != len(space):
+            return f"expected logits of shape [B, {len(space)}, H, W], got {list(out.shape)}"
+        return None
+
+    def distill_loss(self, student, teacher, projection, temperature):
+        if teacher.shape[-2:] != student.shape[-2:]:
+            teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
+        return partial_label_kl(student, teacher, projection, temperature)
+
+    def supervised_loss(self, output, target):
+        if output.shape[-2:] != target.shape[-2:]:
+            output = F.interpolate(output, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(output, target, ignore_index=IGNORE)
+
+    def predict(self, output, size, projection=None):
+        scores = project_log_probs(output, projection) if projection is not None else output
+        if tuple(scores.shape[-2:]) != tuple(size):
+            scores = F.interpolate(scores.float(), size=size, mode="bilinear", align_corners=False)
+        return scores.argmax(1)
+
+    def new_meter(self, num_classes: Optional[int]) -> SegmentationMeter:
+        return SegmentationMeter(num_classes)
