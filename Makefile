@@ -1,0 +1,39 @@
+# amalgam: `make demo` sets everything up and runs the quickstart; `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FASHION_DEB := /usr/share/datasets/fashion-mnist
+
+.PHONY: env data zoo demo test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+env: $(VENV)/.installed
+
+# Fashion-MNIST: the Debian package when we can install it, else torchvision downloads it.
+data: env
+	@if [ ! -d $(FASHION_DEB) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null || true; fi
+	$(PY) tools/get_data.py --root data/fashion
+	@if [ ! -f data/scenes/val/instances.json ]; then \
+		$(PY) tools/make_scenes.py --fashion-root data/fashion --out data/scenes --train 8000 --val 1000 --size 64 --seed 0; \
+	else echo "scenes: already in data/scenes"; fi
+
+zoo: data
+	$(PY) tools/train_teacher.py recipes/zoo/quickstart.yaml --all
+
+demo: zoo
+	$(VENV)/bin/amalgam build recipes/quickstart.yaml --force
+
+test: env
+	$(PY) -m pytest -q
+
+lint: env
+	$(VENV)/bin/ruff check amalgam tasks tools tests
+
+clean:
+	rm -rf runs
