@@ -65,7 +65,7 @@ def check_recipe(recipe: Recipe) -> None:
     for s in recipe.data.sources:
         if s not in taught:
             raise RecipeError(f"data.sources.{s}", "no teacher teaches on this source")
-    _at("student.encoder", check_encoder_name, recipe.student.encoder, "encoder")
+    _at("student", check_encoder_name, recipe.student.encoder, "encoder")
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")

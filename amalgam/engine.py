@@ -74,6 +74,12 @@ def make_loader(plan: Plan, cfg: TrainConfig, seed: int, device: torch.device) -
     )
 
 
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flips a random half of the batch left-right (teachers and student see the same images)."""
+    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
 def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -130,6 +136,7 @@ def train(
     use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     result = TrainResult(cfg.epochs, 0.0, 0)
+    flip_rng = torch.Generator().manual_seed(plan.recipe.seed + 1)
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         student.train()
@@ -138,6 +145,8 @@ def train(
         for step, batch in enumerate(loader, 1):
             images = batch["image"].to(device, non_blocking=True)
             source = batch["source"].to(device, non_blocking=True)
+            if cfg.augment:
+                images = random_hflip(images, flip_rng)
             with autocast_for(device):
                 out = student(images)
                 loss, parts = objective(out, images, source)

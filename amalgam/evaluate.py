@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Subset
 from amalgam.labels import LabelSpace, apply_lookup, lookup, projection
 from amalgam.plan import Plan
 from amalgam.task import Task
+from amalgam.teachers import Teacher
 
 
 @dataclass
@@ -56,6 +57,31 @@ def _loader(dataset, batch_size: int, limit: Optional[int]) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
 
 
+@dataclass
+class _Scorer:
+    """The meters of one teacher on one eval set: the teacher, the student restricted to the
+    teacher's labels, and (once per task and set) the student over its unified labels."""
+
+    teacher: Teacher
+    projection: Optional[torch.Tensor]
+    teacher_lut: Optional[torch.Tensor]
+    unified_lut: Optional[torch.Tensor]
+    with_unified: bool
+    meters: list
+
+    def update(self, images: torch.Tensor, student_out: dict, batch: dict) -> None:
+        task = self.teacher.task
+        target = batch[task.target_key].to(images.device)
+        size = tuple(target.shape[-2:]) if target.dim() > 1 else tuple(images.shape[-2:])
+        s_out = student_out[task.name]
+        t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
+        self.meters[0].update(task.predict(self.teacher(images), size), t_target)
+        self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
+        if self.with_unified:
+            u_target = apply_lookup(target, self.unified_lut) if self.unified_lut is not None else target
+            self.meters[2].update(task.predict(s_out, size), u_target)
+
+
 @torch.no_grad()
 def evaluate(
     plan: Plan,
@@ -67,7 +93,8 @@ def evaluate(
     """Scores every teacher and the student on each teacher's eval set.
 
     The student is scored restricted to the teacher's labels (with the teacher's background
-    semantics), and once per (task, eval set) over its whole unified label space.
+    semantics), and once per (task, eval set) over its whole unified label space. Each eval set
+    is read, and the student run on it, once for all the teachers that use it.
 
     Args:
         spaces: the student's unified spaces (default: the plan's; pass the stored ones when
@@ -77,36 +104,37 @@ def evaluate(
     cfg = plan.recipe.train
     student.eval().to(device)
     result = Evaluation()
-    unified_done: set[tuple[str, str]] = set()
-    for name, teacher in plan.teachers.items():
-        if not teacher.eval_name:
-            continue
-        task, dataset = teacher.task, plan.eval_sets[teacher.eval_name]
-        teacher.to(device)
-        log(f"evaluating teacher '{name}' and the student on '{teacher.eval_name}' ({task.name})")
-        space = spaces[task.name]
-        proj = projection(teacher.space, space).to(device) if teacher.space else None
-        t_lut = lookup(dataset.classes, teacher.space) if teacher.space else None
-        key = (task.name, teacher.eval_name)
-        with_unified = key not in unified_done
-        unified_done.add(key)
-        u_lut = lookup(dataset.classes, space) if space is not None else None
-        n = len(teacher.space) if teacher.space else None
-        meters = [task.new_meter(n), task.new_meter(n), task.new_meter(len(space) if space else None)]
+    for set_name, dataset in plan.eval_sets.items():
+        scorers: dict[str, _Scorer] = {}
+        unified_tasks: set[str] = set()
+        for name, teacher in plan.teachers.items():
+            if teacher.eval_name != set_name:
+                continue
+            teacher.to(device)
+            task, space = teacher.task, spaces[teacher.task.name]
+            n = len(teacher.space) if teacher.space else None
+            scorers[name] = _Scorer(
+                teacher,
+                projection(teacher.space, space).to(device) if teacher.space else None,
+                lookup(dataset.classes, teacher.space).to(device) if teacher.space else None,
+                lookup(dataset.classes, space).to(device) if space is not None else None,
+                task.name not in unified_tasks,
+                [task.new_meter(n), task.new_meter(n), task.new_meter(len(space) if space else None)],
+            )
+            unified_tasks.add(task.name)
+        log(f"evaluating the student and {', '.join(scorers)} on '{set_name}'")
         for batch in _loader(dataset, cfg.eval_batch_size, cfg.max_eval_images):
             images = batch["image"].to(device)
-            target = batch[task.target_key].to(device)
-            size = tuple(target.shape[-2:]) if target.dim() > 1 else tuple(images.shape[-2:])
-            s_out = student(images)[task.name]
-            t_target = apply_lookup(target, t_lut.to(device)) if t_lut is not None else target
-            meters[0].update(task.predict(teacher(images), size), t_target)
-            meters[1].update(task.predict(s_out, size, proj), t_target)
-            if with_unified:
-                u_target = apply_lookup(target, u_lut.to(device)) if u_lut is not None else target
-                meters[2].update(task.predict(s_out, size), u_target)
-        result.tasks.append(TaskResult(name, task, teacher.eval_name, meters[0].compute(), meters[1].compute()))
-        if with_unified:
-            result.unified.append({"task": task.name, "eval": teacher.eval_name, "metrics": meters[2].compute()})
+            student_out = student(images)
+            for scorer in scorers.values():
+                scorer.update(images, student_out, batch)
+        for name, scorer in scorers.items():
+            m = scorer.meters
+            result.tasks.append(TaskResult(name, scorer.teacher.task, set_name, m[0].compute(), m[1].compute()))
+            if scorer.with_unified:
+                result.unified.append({"task": scorer.teacher.task.name, "eval": set_name, "metrics": m[2].compute()})
+    order = list(plan.teachers)
+    result.tasks.sort(key=lambda r: order.index(r.teacher))
     return result
 
 

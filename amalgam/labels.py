@@ -62,7 +62,7 @@ def projection(teacher: LabelSpace, unified: LabelSpace) -> torch.Tensor:
     covers the unified background plus every unified class the teacher does not know.
     """
     matrix = torch.zeros(len(teacher), len(unified), dtype=torch.bool)
-    for j, name in enumerate(teacher.known()):
+    for name in teacher.known():
         matrix[teacher.names.index(name), unified.names.index(name)] = True
     if teacher.background is not None:
         known = set(teacher.known())

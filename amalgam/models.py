@@ -56,10 +56,13 @@ def _timm_build(kw: dict, base: Path) -> nn.Module:
 def _smp_check(kw: dict, base: Path) -> None:
     import segmentation_models_pytorch as smp
 
-    archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING) if hasattr(smp, "MODEL_ARCHITECTURES_MAPPING") else []
+    # smp matches architecture names case-insensitively (create_model lowers them): so does the check
+    mapping = getattr(smp, "MODEL_ARCHITECTURES_MAPPING", {})
+    archs = {name.lower(): cls.__name__ for name, cls in mapping.items()}
     arch = kw.get("arch")
-    if archs and arch not in archs:
-        raise AmalgamError(f"arch: unknown smp architecture '{arch}' (expected one of: {', '.join(archs)})")
+    if archs and (not isinstance(arch, str) or arch.lower() not in archs):
+        shown = ", ".join(sorted(archs.values()))
+        raise AmalgamError(f"arch: unknown smp architecture '{arch}' (expected one of: {shown})")
     check_encoder_name(kw.get("encoder", "resnet34"), key="encoder")
 
 

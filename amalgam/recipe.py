@@ -7,6 +7,7 @@ Relative paths resolve against the recipe file's folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -134,7 +135,7 @@ class Recipe(_Strict):
         if path is None:
             return None
         path = Path(path).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path)
+        return Path(os.path.normpath(path if path.is_absolute() else self.base_dir / path))
 
     def output_dir(self) -> Path:
         """The run folder: ``output`` or ``runs/<name>`` beside the recipe."""

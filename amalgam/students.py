@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amalgam.errors import AmalgamError
 from amalgam.encoders import StagedEncoder, build_encoder
+from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 from amalgam.task import get_task
 

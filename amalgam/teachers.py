@@ -42,6 +42,8 @@ class FeatureTap:
 
     def attach(self, model: nn.Module, owner: str) -> None:
         """Hooks ``module_name`` of ``model``; raises naming the owner if it does not exist."""
+        if isinstance(model, torch.jit.ScriptModule):  # no get_submodule, no forward hooks
+            raise AmalgamError(f"{owner}: cannot tap '{self.module_name}' of a TorchScript model")
         try:
             module = model.get_submodule(self.module_name)
         except AttributeError:

@@ -33,13 +33,14 @@ class ImageSet(Dataset):
     classes: Optional[list[str]] = None
     target_keys: frozenset[str] = frozenset()
 
-    def configure(self, image_size: tuple[int, int], with_targets: bool, augment: bool) -> "ImageSet":
-        """Sets the output size, whether targets are read, and training augmentation."""
+    def configure(self, image_size: tuple[int, int], with_targets: bool) -> "ImageSet":
+        """Sets the output size and whether targets are read.
+
+        Random augmentation happens on whole batches in the training loop (seeded torch RNG),
+        so runs stay reproducible whatever the number of loader workers.
+        """
         self.with_targets = with_targets
-        ops = [A.Resize(*image_size)]
-        if augment:
-            ops.append(A.HorizontalFlip(p=0.5))
-        self.transform = A.Compose(ops)
+        self.transform = A.Compose([A.Resize(*image_size)])
         return self
 
     def load(self, index: int) -> tuple[np.ndarray, dict]:
@@ -218,7 +219,6 @@ def build_image_set(
     resolve: Callable[[Path], Path],
     image_size: tuple[int, int],
     with_targets: bool,
-    augment: bool = False,
     verify: bool = True,
 ) -> ImageSet:
     """Builds and checks one source or eval set; errors are prefixed with its recipe key.
@@ -229,7 +229,6 @@ def build_image_set(
         resolve: resolves recipe-relative paths.
         image_size: the student's input size.
         with_targets: read ground truth (eval sets only).
-        augment: random horizontal flips (training sources).
         verify: open every image file once so corrupt files fail now, not mid-training.
     """
     builder, _ = SOURCE_TYPES.get(cfg.type)
@@ -243,7 +242,7 @@ def build_image_set(
             _verify_files(dataset)
     except AmalgamError as exc:
         raise AmalgamError(f"{key}: {exc}") from None
-    return dataset.configure(image_size, with_targets, augment)
+    return dataset.configure(image_size, with_targets)
 
 
 def _limit(dataset: ImageSet, limit: int) -> ImageSet:

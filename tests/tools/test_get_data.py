@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import get_data
 import numpy as np
 import pytest
-from torchvision.datasets import FashionMNIST
-
-import get_data
 from conftest import fake_glyphs, write_fake_split
+from torchvision.datasets import FashionMNIST
 
 
 @pytest.fixture

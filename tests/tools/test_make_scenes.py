@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-from pycocotools.coco import COCO
-
 import get_data
 import make_scenes as ms
+import numpy as np
+import pytest
 from conftest import fake_glyphs
+from PIL import Image
+from pycocotools.coco import COCO
 
 SIZE = 48
 

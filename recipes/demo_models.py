@@ -1,0 +1,64 @@
+"""Python model factories of the demo teacher zoo.
+
+Recipes and zoo files name them as ``model: {from: python, factory: demo_models:small_resnet, ...}``;
+amalgam imports this module from the recipe's folder.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models.resnet import BasicBlock, conv1x1
+
+
+class SmallResNet(nn.Module):
+    """ResNet-18 for small grey images: 3x3 stride-1 stem, no max-pool, base width ``width``.
+
+    Module names follow torchvision's ResNet (``conv1``, ``layer1`` .. ``layer4``, ``fc``) so
+    feature taps such as ``layer3`` mean the same thing as on a standard ResNet.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32, blocks: tuple[int, ...] = (2, 2, 2, 2)):
+        super().__init__()
+        # A 7x7 stride-2 stem plus max-pool would shrink a 28-32 px image 4x before the first block.
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.inplanes = width
+        self.layer1 = self._make_layer(width, blocks[0], stride=1)
+        self.layer2 = self._make_layer(width * 2, blocks[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, blocks[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, blocks[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width * 8, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                # Zero-init the last BN of each residual branch: every block starts as identity.
+                nn.init.zeros_(m.bn2.weight)
+
+    def _make_layer(self, planes: int, count: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes, stride), nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, count)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+def small_resnet(num_classes: int, in_channels: int = 1, width: int = 32) -> nn.Module:
+    """A ResNet-18-style classifier for small (28-32 px) images.
+
+    Args:
+        num_classes: output logits.
+        in_channels: 1 for grey inputs, 3 for RGB.
+        width: channels of the first stage (doubles at each of the 4 stages; torchvision uses 64).
+    """
+    return SmallResNet(num_classes, in_channels, width)

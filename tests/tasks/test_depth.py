@@ -1,0 +1,89 @@
+"""Depth plugin: the shared contract plus output conversion, metrics and the loss by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from contract import TaskContract
+
+from amalgam.task import get_task
+from amalgam_tasks.depth import log_depth_loss
+
+
+class TestDepthContract(TaskContract):
+    task_name = "depth"
+
+    def output(self, task, seed=0, size=None, channels=None):
+        # depth is metres: strictly positive
+        return super().output(task, seed, size, channels).exp()
+
+    def test_head_is_positive(self, task):
+        head = task.build_head(4, 1)
+        assert (head(torch.randn(2, 4, 5, 5) * 100) > 0).all()
+
+
+def test_convert_output_metric_inverse_log_and_wrappers():
+    task = get_task("depth")
+    raw = torch.tensor([[[[0.5, 2.0], [4.0, 1.0]]]])
+    assert torch.equal(task.convert_output(raw, "metric"), raw)
+    assert torch.allclose(task.convert_output(raw, "inverse"), torch.tensor([[[[2.0, 0.5], [0.25, 1.0]]]]))
+    logs = torch.log(torch.tensor([[[[3.0, 0.5]]]]))
+    assert torch.allclose(task.convert_output(logs, "log"), torch.tensor([[[[3.0, 0.5]]]]))
+    # [B, H, W] gains the channel; dicts and tuples are unwrapped
+    assert task.convert_output(raw[:, 0], "metric").shape == (1, 1, 2, 2)
+    assert torch.equal(task.convert_output({"out": raw, "aux": raw * 0}, "metric"), raw)
+    assert torch.equal(task.convert_output((raw, None), "metric"), raw)
+    assert task.output_kinds[0] == "metric"
+
+
+def test_metrics_by_hand_with_an_invalid_pixel():
+    task = get_task("depth")
+    target = torch.tensor([[[2.0, 0.0], [4.0, 1.0]]])  # 0 = invalid
+    pred = torch.tensor([[[1.0, 5.0], [4.0, 2.0]]])
+    # valid pairs (pred, truth): (1, 2), (4, 4), (2, 1)
+    meter = task.new_meter(None)
+    meter.update(pred, target)
+    m = meter.compute()
+    assert m["pixels"] == 3
+    assert m["rmse"] == pytest.approx(math.sqrt((1 + 0 + 1) / 3))
+    assert m["abs_rel"] == pytest.approx((0.5 + 0 + 1.0) / 3)
+    assert m["delta1"] == pytest.approx(1 / 3)  # ratios 2, 1, 2
+
+
+def test_metrics_are_nan_without_valid_pixels():
+    meter = get_task("depth").new_meter(None)
+    meter.update(torch.ones(1, 2, 2), torch.zeros(1, 2, 2))
+    assert math.isnan(meter.compute()["rmse"]) and meter.compute()["pixels"] == 0
+
+
+def test_log_depth_loss_by_hand():
+    student = torch.tensor([[[[1.0, math.e]]], [[[2.0, 2.0]]]])
+    teacher = torch.ones(2, 1, 1, 2)
+    # g = [0, 1] and [ln2, ln2]
+    ln2 = math.log(2)
+    l1 = (0 + 1 + ln2 + ln2) / 4
+    si = ((0.5 - 0.5 * 0.25) + (ln2**2 - 0.5 * ln2**2)) / 2
+    assert log_depth_loss(student, teacher).item() == pytest.approx(l1 + si, rel=1e-5)
+
+
+def test_log_depth_loss_ignores_a_global_scale_less_than_l1():
+    teacher = torch.rand(2, 1, 4, 4) + 0.5
+    # a global scale factor is fully forgiven by the scale-invariant term when lambda = 1
+    assert log_depth_loss(teacher * 2, teacher, si_weight=1.0).item() == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_distill_loss_resizes_the_teacher():
+    task = get_task("depth")
+    student = torch.full((1, 1, 8, 8), 2.0)
+    teacher = torch.full((1, 1, 4, 4), 2.0)
+    assert task.distill_loss(student, teacher, None, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_predict_returns_metres_at_the_target_size():
+    task = get_task("depth")
+    out = torch.full((2, 1, 4, 4), 3.0)
+    pred = task.predict(out, (8, 6))
+    assert pred.shape == (2, 8, 6)
+    assert torch.allclose(pred, torch.full((2, 8, 6), 3.0))

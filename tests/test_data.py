@@ -1,0 +1,229 @@
+"""Image set types on files written here, integrity errors, and source mixing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from amalgam.data import MixedSources, build_image_set, mixing_sampler
+from amalgam.errors import AmalgamError
+from amalgam.labels import IGNORE
+from amalgam.recipe import SourceConfig
+
+
+def build(cfg: dict, size=(32, 32), with_targets=False, key="data.eval.x"):
+    return build_image_set(key, SourceConfig(**cfg), lambda p: p, size, with_targets)
+
+
+def save_rgb(path: Path, size=(10, 12), value=None, seed=0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (*size, 3), dtype=np.uint8) if value is None else np.full((*size, 3), value, np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def test_folder_is_recursive_sorted_and_resized(tmp_path):
+    save_rgb(tmp_path / "b.png")
+    save_rgb(tmp_path / "a" / "deep" / "c.jpg")
+    save_rgb(tmp_path / "a" / "d.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    ds = build({"type": "folder", "path": tmp_path}, size=(64, 32))
+    assert [p.relative_to(tmp_path).as_posix() for p in ds.files] == ["a/d.png", "a/deep/c.jpg", "b.png"]
+    sample = ds[0]
+    assert set(sample) == {"image"}
+    assert sample["image"].shape == (3, 64, 32) and sample["image"].dtype == torch.float32
+    assert 0.0 <= sample["image"].min() and sample["image"].max() <= 1.0
+
+
+def test_grey_images_become_three_equal_channels(tmp_path):
+    Image.fromarray(np.full((8, 8), 51, np.uint8)).save(tmp_path / "grey.png")
+    image = build({"type": "folder", "path": tmp_path})[0]["image"]
+    assert image.shape == (3, 32, 32)
+    assert torch.allclose(image, torch.full_like(image, 51 / 255))
+
+
+def test_limit_keeps_the_first_images(tmp_path):
+    for i in range(5):
+        save_rgb(tmp_path / f"{i}.png", seed=i)
+    ds = build({"type": "folder", "path": tmp_path, "limit": 2})
+    assert [p.name for p in ds.files] == ["0.png", "1.png"]
+
+
+def test_imagefolder_classes_and_labels(tmp_path):
+    for name, count in (("dog", 2), ("cat", 1)):
+        for i in range(count):
+            save_rgb(tmp_path / name / f"{i}.png", seed=i)
+    ds = build({"type": "imagefolder", "path": tmp_path}, with_targets=True)
+    assert ds.classes == ["cat", "dog"] and ds.target_keys == {"label"}
+    assert [ds[i]["label"] for i in range(3)] == [0, 1, 1]
+    unlabelled = build({"type": "imagefolder", "path": tmp_path}, with_targets=False)
+    assert "label" not in unlabelled[0]
+
+
+def write_dense_sample(root: Path, labels: np.ndarray, depth_mm: np.ndarray, name="000") -> None:
+    for sub in ("images", "labels", "depth"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    save_rgb(root / "images" / f"{name}.png", size=labels.shape)
+    Image.fromarray(labels.astype(np.uint8)).save(root / "labels" / f"{name}.png")
+    Image.fromarray(depth_mm.astype(np.uint16)).save(root / "depth" / f"{name}.png")
+
+
+def test_dense_set_gives_long_masks_and_metric_depth(tmp_path):
+    labels = np.zeros((16, 16), np.uint8)
+    labels[:8] = 2
+    labels[8:, :8] = IGNORE
+    depth = np.full((16, 16), 1500, np.uint16)
+    depth[:, 8:] = 0  # invalid
+    write_dense_sample(tmp_path, labels, depth)
+    (tmp_path / "classes.txt").write_text("background\ndisc\nsquare\n\n")
+    ds = build({"type": "dense", "path": tmp_path}, size=(32, 32), with_targets=True)
+    assert ds.classes == ["background", "disc", "square"]
+    assert ds.target_keys == {"mask", "depth"}
+    sample = ds[0]
+    mask, metres = sample["mask"], sample["depth"]
+    assert mask.dtype == torch.long and mask.shape == (32, 32)
+    assert metres.dtype == torch.float32 and metres.shape == (32, 32)
+    # nearest-neighbour resize x2 keeps the values and the layout
+    assert (mask[:16] == 2).all() and (mask[16:, :16] == IGNORE).all() and (mask[16:, 16:] == 0).all()
+    assert torch.allclose(metres[:, :16], torch.full((32, 16), 1.5)) and (metres[:, 16:] == 0).all()
+    # as a training source the targets are never read
+    assert set(build({"type": "dense", "path": tmp_path}, with_targets=False)[0]) == {"image"}
+
+
+def test_coco_set_builds_semantic_masks_by_category(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    save_rgb(tmp_path / "images" / "a.png", size=(8, 10))
+    save_rgb(tmp_path / "images" / "b.png", size=(8, 10), seed=1)
+    cat = np.zeros((8, 10), np.uint8)
+    cat[:4, :5] = 1
+    dog = np.zeros((8, 10), np.uint8)
+    dog[4:, 5:] = 1
+
+    def rle(m):
+        encoded = mask_utils.encode(np.asfortranarray(m))
+        return {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")}
+
+    instances = {
+        "images": [
+            {"id": 2, "file_name": "b.png", "height": 8, "width": 10},
+            {"id": 1, "file_name": "a.png", "height": 8, "width": 10},
+        ],
+        "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 3, "segmentation": rle(cat), "area": 20, "bbox": [0, 0, 5, 4], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 7, "segmentation": rle(dog), "area": 20, "bbox": [5, 4, 5, 4], "iscrowd": 1},
+        ],
+    }
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    cfg = {"type": "coco", "path": tmp_path / "images", "annotations": tmp_path / "instances.json"}
+    ds = build(cfg, size=(8, 10), with_targets=True)
+    assert ds.classes == ["background", "cat", "dog"]  # category ids sorted: 3, 7
+    assert [p.name for p in ds.files] == ["a.png", "b.png"]  # image ids sorted: 1, 2
+    expected = cat.astype(np.int64) * 1 + dog.astype(np.int64) * 2
+    assert torch.equal(ds[0]["mask"], torch.from_numpy(expected))
+    assert (ds[1]["mask"] == 0).all()
+
+
+def test_coco_missing_annotations_named(tmp_path):
+    save_rgb(tmp_path / "images" / "a.png")
+    cfg = {"type": "coco", "path": tmp_path / "images", "annotations": tmp_path / "none.json"}
+    with pytest.raises(AmalgamError, match=r"^data.eval.x: COCO annotations not found: .*none.json"):
+        build(cfg)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def test_torchvision_set_reads_idx_files(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.zeros((6, 28, 28), np.uint8)
+    images[:, 10:20, 10:20] = 200
+    for prefix, labels in (("train", np.arange(6) % 3), ("t10k", np.arange(6) % 2 + 5)):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels.astype(np.uint8)))
+    cfg = {"type": "torchvision", "name": "FashionMNIST", "root": tmp_path, "split": "test"}
+    ds = build(cfg, with_targets=True)
+    assert len(ds) == 6 and len(ds.classes) == 10
+    sample = ds[1]
+    assert sample["image"].shape == (3, 32, 32) and sample["label"] == 6  # the test split, not train
+    assert build({**cfg, "split": "train"}, with_targets=True)[1]["label"] == 1
+
+
+def test_torchvision_missing_files_explain_how_to_get_them(tmp_path):
+    cfg = {"type": "torchvision", "name": "FashionMNIST", "root": tmp_path}
+    with pytest.raises(AmalgamError, match=r"^data.eval.x: torchvision FashionMNIST not found under .*get_data"):
+        build(cfg)
+    with pytest.raises(AmalgamError, match=r"unknown torchvision dataset 'NoSuchSet'"):
+        build({**cfg, "name": "NoSuchSet"})
+
+
+def test_empty_folder_names_the_key(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AmalgamError, match=r"^data.sources.scenes: contains no images$"):
+        build({"type": "folder", "path": tmp_path / "empty"}, key="data.sources.scenes")
+
+
+def test_missing_folder_names_the_key(tmp_path):
+    with pytest.raises(AmalgamError, match=r"^data.sources.scenes: path: not found: .*absent"):
+        build({"type": "folder", "path": tmp_path / "absent"}, key="data.sources.scenes")
+
+
+def test_corrupt_png_is_named(tmp_path):
+    save_rgb(tmp_path / "good.png")
+    data = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "bad.png").write_bytes(data[:40])
+    with pytest.raises(AmalgamError) as info:
+        build({"type": "folder", "path": tmp_path}, key="data.sources.s")
+    assert str(info.value).startswith(f"data.sources.s: corrupt image {tmp_path / 'bad.png'}")
+
+
+def test_depth_png_of_the_wrong_dtype_is_rejected(tmp_path):
+    write_dense_sample(tmp_path, np.zeros((8, 8)), np.full((8, 8), 1000))
+    Image.fromarray(np.full((8, 8), 10, np.uint8)).save(tmp_path / "depth" / "000.png")  # 8-bit: not millimetres
+    with pytest.raises(AmalgamError) as info:
+        build({"type": "dense", "path": tmp_path}, with_targets=True)
+    assert f"depth map {tmp_path / 'depth' / '000.png'} has PIL mode L" in str(info.value)
+
+
+def test_missing_label_file_is_named_when_read(tmp_path):
+    write_dense_sample(tmp_path, np.zeros((8, 8)), np.full((8, 8), 1000))
+    save_rgb(tmp_path / "images" / "001.png", size=(8, 8))
+    ds = build({"type": "dense", "path": tmp_path}, with_targets=True)
+    with pytest.raises(AmalgamError, match=r"missing depth file .*001.png"):
+        ds[1]
+
+
+def folder_source(root: Path, count: int, size=(32, 32)):
+    for i in range(count):
+        save_rgb(root / f"{i}.png", size=(4, 4), seed=i)
+    return build({"type": "folder", "path": root}, size=size)
+
+
+def test_mixed_sources_tag_samples_with_their_source(tmp_path):
+    mixed = MixedSources([folder_source(tmp_path / "a", 2), folder_source(tmp_path / "b", 3)], ["a", "b"])
+    assert len(mixed) == 5
+    assert [mixed[i]["source"] for i in range(5)] == [0, 0, 1, 1, 1]
+    assert mixed[3]["image"].shape == (3, 32, 32)
+
+
+def test_mixing_sampler_respects_weights(tmp_path):
+    # a small source with weight 3 and a large one with weight 1: 3:1 whatever their sizes
+    mixed = MixedSources([folder_source(tmp_path / "a", 2), folder_source(tmp_path / "b", 6)], ["a", "b"])
+    indices = torch.tensor(list(mixing_sampler(mixed, [3.0, 1.0], 4000, seed=0)))
+    share = (indices < 2).double().mean().item()
+    assert abs(share - 0.75) < 0.03  # binomial std is ~0.007
+    # reproducible for one seed, different for another
+    assert list(mixing_sampler(mixed, [3.0, 1.0], 50, seed=0)) == list(mixing_sampler(mixed, [3.0, 1.0], 50, seed=0))
+    assert list(mixing_sampler(mixed, [3.0, 1.0], 50, seed=0)) != list(mixing_sampler(mixed, [3.0, 1.0], 50, seed=1))
+    # every image of the large source gets drawn with equal chance
+    counts = torch.bincount(indices[indices >= 2] - 2, minlength=6).double()
+    assert (counts / counts.sum() - 1 / 6).abs().max() < 0.04

@@ -1,0 +1,152 @@
+"""Label spaces, projections and the partial-label KL, checked against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from amalgam.labels import (
+    IGNORE,
+    LabelSpace,
+    apply_lookup,
+    lookup,
+    partial_label_kl,
+    project_log_probs,
+    projection,
+    unify,
+)
+
+SEG_A = LabelSpace(("background", "disc", "square"), "background")
+SEG_B = LabelSpace(("other", "bar"), "other")
+
+
+def test_unify_background_first_then_first_appearance():
+    unified = unify([SEG_A, SEG_B], background="background")
+    assert unified.names == ("background", "disc", "square", "bar")
+    assert unified.background == "background"
+    # the order of the teachers decides the order of the classes
+    assert unify([SEG_B, SEG_A], background="background").names == ("background", "bar", "disc", "square")
+
+
+def test_unify_overlapping_and_disjoint_spaces_without_background():
+    overlap = unify([LabelSpace(("cat", "dog")), LabelSpace(("dog", "bird"))])
+    assert overlap.names == ("cat", "dog", "bird") and overlap.background is None
+    disjoint = unify([LabelSpace(("a", "b")), LabelSpace(("c",))])
+    assert disjoint.names == ("a", "b", "c")
+
+
+def test_label_space_rejects_duplicates_and_unknown_background():
+    with pytest.raises(ValueError, match="duplicate"):
+        LabelSpace(("a", "a"))
+    with pytest.raises(ValueError, match="background"):
+        LabelSpace(("a", "b"), "c")
+
+
+def test_projection_of_teacher_with_background_covers_background_and_unknown_classes():
+    unified = LabelSpace(("background", "disc", "square", "bar"), "background")
+    expected = torch.tensor(
+        [
+            [True, True, True, False],  # other: unified background + disc + square (unknown to seg-b)
+            [False, False, False, True],  # bar
+        ]
+    )
+    assert torch.equal(projection(SEG_B, unified), expected)
+    expected_a = torch.tensor(
+        [
+            [True, False, False, True],  # background covers the unified background and bar
+            [False, True, False, False],
+            [False, False, True, False],
+        ]
+    )
+    assert torch.equal(projection(SEG_A, unified), expected_a)
+
+
+def test_projection_of_teacher_without_background_covers_only_its_classes():
+    unified = LabelSpace(("cat", "dog", "bird"))
+    expected = torch.tensor([[True, False, False], [False, True, False]])
+    assert torch.equal(projection(LabelSpace(("cat", "dog")), unified), expected)
+    # the teacher's label order need not follow the unified order
+    expected = torch.tensor([[False, False, True], [True, False, False]])
+    assert torch.equal(projection(LabelSpace(("bird", "cat")), unified), expected)
+
+
+def test_project_log_probs_groups_and_renormalises_over_the_covered_set():
+    logits = torch.log(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    # groups {0} and {1, 2}: class 3 is not covered (a teacher without background)
+    matrix = torch.tensor([[True, False, False, False], [False, True, True, False]])
+    out = project_log_probs(logits, matrix)
+    assert out.shape == (1, 2)
+    assert torch.allclose(out, torch.log(torch.tensor([[1 / 6, 5 / 6]])), atol=1e-6)
+    assert torch.allclose(out.exp().sum(1), torch.ones(1))
+    # with a background that also covers class 3: {0}, {1, 2, 3} -> 1/10, 9/10
+    matrix_bg = torch.tensor([[True, False, False, False], [False, True, True, True]])
+    assert torch.allclose(project_log_probs(logits, matrix_bg), torch.log(torch.tensor([[0.1, 0.9]])), atol=1e-6)
+
+
+def test_project_log_probs_temperature_divides_logits():
+    # logits 2*log([1, 2, 3]) at T=2 -> probabilities over {0} and {1, 2}: 1/6, 5/6
+    logits = 2 * torch.log(torch.tensor([[1.0, 2.0, 3.0]]))
+    matrix = torch.tensor([[True, False, False], [False, True, True]])
+    out = project_log_probs(logits, matrix, temperature=2.0)
+    assert torch.allclose(out, torch.log(torch.tensor([[1 / 6, 5 / 6]])), atol=1e-6)
+
+
+def test_project_log_probs_dense_keeps_spatial_dims():
+    logits = torch.randn(2, 4, 3, 5)
+    matrix = torch.tensor([[True, False, False, True], [False, True, True, False]])
+    out = project_log_probs(logits, matrix)
+    assert out.shape == (2, 2, 3, 5)
+    assert torch.allclose(out.exp().sum(1), torch.ones(2, 3, 5), atol=1e-6)
+
+
+def test_partial_label_kl_matches_hand_computation():
+    t = 2.0
+    # sample 1: student /T -> [0, ln2, ln2] -> grouped {0}, {1,2} = [1/5, 4/5];
+    #           teacher /T -> [0, ln3] -> [1/4, 3/4]
+    # sample 2: student /T -> [0, 0, 0] -> [1/3, 2/3]; teacher /T -> [0, ln2] -> [1/3, 2/3]: KL 0
+    student = torch.tensor([[0.0, 2 * math.log(2), 2 * math.log(2)], [0.0, 0.0, 0.0]])
+    teacher = torch.tensor([[0.0, 2 * math.log(3)], [0.0, 2 * math.log(2)]])
+    matrix = torch.tensor([[True, False, False], [False, True, True]])
+    kl1 = 0.25 * math.log(0.25 / 0.2) + 0.75 * math.log(0.75 / 0.8)
+    expected = t**2 * (kl1 + 0.0) / 2  # T^2 factor, mean over the batch
+    got = partial_label_kl(student, teacher, matrix, temperature=t)
+    assert got.dim() == 0
+    assert got.item() == pytest.approx(expected, abs=1e-6)  # float32
+    assert expected == pytest.approx(0.0147640, rel=1e-4)
+
+
+def test_partial_label_kl_per_pixel_equals_per_sample_at_each_pixel():
+    torch.manual_seed(0)
+    student = torch.randn(2, 4, 3, 5)
+    teacher = torch.randn(2, 2, 3, 5)
+    matrix = torch.tensor([[True, False, True, True], [False, True, False, False]])
+    dense = partial_label_kl(student, teacher, matrix, temperature=2.0)
+    flat_s = student.permute(0, 2, 3, 1).reshape(-1, 4)
+    flat_t = teacher.permute(0, 2, 3, 1).reshape(-1, 2)
+    per_pixel = [partial_label_kl(flat_s[i : i + 1], flat_t[i : i + 1], matrix, 2.0) for i in range(flat_s.shape[0])]
+    assert dense.item() == pytest.approx(torch.stack(per_pixel).mean().item(), rel=1e-5)
+
+
+def test_partial_label_kl_is_zero_for_matching_distributions():
+    logits = torch.randn(3, 4)
+    identity = torch.eye(4, dtype=torch.bool)
+    assert partial_label_kl(logits, logits, identity, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lookup_maps_unknown_names_to_background_or_ignore():
+    scenes = ["background", "disc", "square", "bar", "tree"]
+    # a target with background: every name it does not know (its own background's name included) -> background
+    assert lookup(scenes, SEG_B).tolist() == [0, 0, 0, 1, 0]
+    assert lookup(scenes, SEG_A).tolist() == [0, 1, 2, 0, 0]
+    # a target without background: unknown names are ignored
+    assert lookup(["cat", "dog", "bird"], LabelSpace(("dog", "cat"))).tolist() == [1, 0, IGNORE]
+
+
+def test_apply_lookup_keeps_ignore_ignored():
+    lut = lookup(["cat", "dog", "bird"], LabelSpace(("cat", "dog")))
+    target = torch.tensor([[0, 1], [2, IGNORE]])
+    assert apply_lookup(target, lut).tolist() == [[0, 1], [IGNORE, IGNORE]]
+    lut_bg = lookup(["background", "disc", "square", "bar"], SEG_B)
+    assert apply_lookup(torch.tensor([3, IGNORE, 1, 7]), lut_bg).tolist() == [1, IGNORE, 0, IGNORE]

@@ -1,0 +1,151 @@
+"""Model sources and checkpoint loading."""
+
+from __future__ import annotations
+
+import torch
+import pytest
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.models import build_model, check_model, load_checkpoint, read_state_dict
+
+
+def tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+
+
+def test_torchvision_model_builds_without_download(tmp_path):
+    check_model("torchvision", {"name": "resnet18", "num_classes": 3}, tmp_path)
+    model = build_model("torchvision", {"name": "resnet18", "num_classes": 3}, tmp_path).eval()
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_timm_model_builds():
+    check_model("timm", {"name": "resnet10t", "num_classes": 4}, None)
+    model = build_model("timm", {"name": "resnet10t", "num_classes": 4}, None).eval()
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 4)
+
+
+@pytest.mark.parametrize("arch", ["Unet", "unet", "UNET"])
+def test_smp_model_builds_and_arch_is_case_insensitive(arch, tmp_path):
+    kwargs = {"arch": arch, "encoder": "resnet18", "classes": 2}
+    check_model("smp", kwargs, tmp_path)
+    model = build_model("smp", kwargs, tmp_path).eval()
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_smp_unknown_encoder_is_named(tmp_path):
+    with pytest.raises(AmalgamError, match=r"^encoder: unknown smp encoder 'resnet17'"):
+        check_model("smp", {"arch": "Unet", "encoder": "resnet17"}, tmp_path)
+
+
+def test_unknown_timm_and_torchvision_names(tmp_path):
+    with pytest.raises(AmalgamError, match=r"^name: unknown timm model 'resnet10x'"):
+        check_model("timm", {"name": "resnet10x"}, tmp_path)
+    with pytest.raises(AmalgamError, match=r"^name: required string"):
+        check_model("torchvision", {}, tmp_path)
+
+
+def test_torchscript_file_loads(tmp_path):
+    model = tiny().eval()
+    torch.jit.trace(model, torch.rand(1, 3, 8, 8)).save(str(tmp_path / "m.ts"))
+    check_model("torchscript", {"path": "m.ts"}, tmp_path)  # relative to the recipe folder
+    loaded = build_model("torchscript", {"path": "m.ts"}, tmp_path)
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(loaded(x), model(x))
+
+
+def test_torchscript_errors(tmp_path):
+    with pytest.raises(AmalgamError, match=r"^path: required"):
+        check_model("torchscript", {}, tmp_path)
+    with pytest.raises(AmalgamError, match=r"^path: TorchScript file not found: .*nope.ts"):
+        check_model("torchscript", {"path": "nope.ts"}, tmp_path)
+    (tmp_path / "junk.ts").write_bytes(b"not a zip")
+    with pytest.raises(AmalgamError, match=r"^path: cannot load TorchScript file .*junk.ts"):
+        build_model("torchscript", {"path": "junk.ts"}, tmp_path)
+
+
+def test_python_factory_from_the_recipe_folder(tmp_path):
+    (tmp_path / "amalgam_test_factory.py").write_text(
+        "from torch import nn\n\ndef make(width, out=2):\n    return nn.Linear(width, out)\n"
+    )
+    kwargs = {"factory": "amalgam_test_factory:make", "width": 5, "out": 3}
+    check_model("python", kwargs, tmp_path)
+    model = build_model("python", kwargs, tmp_path)
+    assert isinstance(model, nn.Linear) and model.in_features == 5 and model.out_features == 3
+    with pytest.raises(AmalgamError, match=r"^factory: module 'amalgam_test_factory' has no function 'nope'"):
+        check_model("python", {"factory": "amalgam_test_factory:nope"}, tmp_path)
+    with pytest.raises(AmalgamError, match=r"^factory: cannot import module 'amalgam_no_such_module'"):
+        check_model("python", {"factory": "amalgam_no_such_module:make"}, tmp_path)
+    with pytest.raises(AmalgamError, match=r"^factory: expected 'package.module:function'"):
+        check_model("python", {"factory": "no_colon"}, tmp_path)
+    with pytest.raises(AmalgamError, match=r"bad constructor arguments for python model"):
+        build_model("python", {"factory": "amalgam_test_factory:make", "depth": 3}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": sd, "epoch": 3},
+        lambda sd: {"model": sd, "optimizer": {}},
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},
+    ],
+    ids=["plain", "state_dict", "model", "module-prefix"],
+)
+def test_read_state_dict_accepts_common_layouts(wrap, tmp_path):
+    model = tiny()
+    path = tmp_path / "ckpt.pt"
+    torch.save(wrap(model.state_dict()), path)
+    state = read_state_dict(path)
+    assert set(state) == set(model.state_dict())
+    fresh = tiny()
+    load_checkpoint(fresh, path, "teacher 't'")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+
+
+def test_read_state_dict_from_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    model = tiny()
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    fresh = tiny()
+    load_checkpoint(fresh, tmp_path / "w.safetensors", "teacher 't'")
+    assert torch.equal(fresh[0].weight, model[0].weight)
+
+
+def test_load_checkpoint_names_the_first_mismatched_key(tmp_path):
+    other = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Conv2d(5, 2, 1))
+    torch.save(other.state_dict(), tmp_path / "wrong.pt")
+    with pytest.raises(AmalgamError) as info:
+        load_checkpoint(tiny(), tmp_path / "wrong.pt", "teacher 'seg-a'")
+    assert str(info.value).startswith(f"teacher 'seg-a': checkpoint {tmp_path / 'wrong.pt'} does not fit the model")
+    assert "key '0.weight' has shape [5, 3, 3, 3] in the checkpoint, [4, 3, 3, 3] in the model" in str(info.value)
+    state = tiny().state_dict()
+    del state["2.bias"]
+    torch.save(state, tmp_path / "missing.pt")
+    with pytest.raises(AmalgamError, match=r"missing key '2.bias'"):
+        load_checkpoint(tiny(), tmp_path / "missing.pt", "teacher 'x'")
+    state = {**tiny().state_dict(), "extra.weight": torch.zeros(1)}
+    torch.save(state, tmp_path / "extra.pt")
+    with pytest.raises(AmalgamError, match=r"unexpected key 'extra.weight'"):
+        load_checkpoint(tiny(), tmp_path / "extra.pt", "teacher 'x'")
+
+
+def test_truncated_checkpoint_names_the_file(tmp_path):
+    path = tmp_path / "cut.pt"
+    torch.save(tiny().state_dict(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AmalgamError) as info:
+        read_state_dict(path)
+    assert str(info.value).startswith(f"cannot read checkpoint {path}: ")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_checkpoint_and_non_state_dict(tmp_path):
+    with pytest.raises(AmalgamError, match=r"^checkpoint not found: .*absent.pt$"):
+        read_state_dict(tmp_path / "absent.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(AmalgamError, match=r"does not hold a state dict of tensors"):
+        read_state_dict(tmp_path / "list.pt")

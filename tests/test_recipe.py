@@ -1,0 +1,209 @@
+"""Recipe parsing: one-line errors that name the key path, overrides and path resolution."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from amalgam.errors import RecipeError
+from amalgam.recipe import apply_override, load_recipe, parse_recipe
+
+
+@pytest.fixture
+def raw(world) -> dict:
+    return yaml.safe_load(world.read_text())
+
+
+def parse(raw: dict, world: Path):
+    return parse_recipe(copy.deepcopy(raw), base_dir=world.parent)
+
+
+def error_of(raw: dict, world: Path) -> str:
+    with pytest.raises(RecipeError) as info:
+        parse(raw, world)
+    message = str(info.value)
+    assert "\n" not in message, "errors are one line"
+    return message
+
+
+def test_world_recipe_parses(world):
+    recipe = load_recipe(world)
+    assert recipe.name == "tiny"
+    assert list(recipe.teachers) == ["cls", "seg-a", "seg-b", "depth"]
+    assert recipe.data.image_size == (32, 32)
+    assert recipe.teachers["cls"].model.source == "python"
+    assert recipe.teachers["cls"].model.kwargs() == {"factory": "models:tiny_cnn", "num_classes": 2, "in_channels": 1}
+    assert recipe.amalgamation.task_weights == "uncertainty"
+
+
+def test_minimal_recipe_uses_defaults(raw, world):
+    minimal = {
+        "name": "min",
+        "data": {"image_size": [32, 64], "sources": {"scenes": {"type": "folder", "path": "scenes/train/images"}}},
+        "teachers": {"depth": {"task": "depth", "model": {"from": "torchscript", "path": "zoo/depth.ts"}}},
+    }
+    recipe = parse(minimal, world)
+    assert recipe.student.type == "branched" and recipe.train.epochs == 10 and recipe.seed == 0
+    assert recipe.teachers["depth"].sources is None  # defaults to every source later
+    assert recipe.output_dir() == world.parent / "runs" / "min"
+
+
+def test_unknown_key_is_named(raw, world):
+    raw["train"]["epoch"] = 3
+    assert error_of(raw, world) == "train.epoch: unknown key"
+
+
+def test_missing_required_key(raw, world):
+    del raw["data"]
+    assert error_of(raw, world) == "data: required key is missing"
+
+
+def test_wrong_type_names_the_key_and_the_value(raw, world):
+    raw["train"]["epochs"] = "many"
+    message = error_of(raw, world)
+    assert message.startswith("train.epochs: ") and "'many'" in message
+
+
+def test_wrong_type_in_image_size(raw, world):
+    raw["data"]["image_size"] = [32, -32]
+    assert error_of(raw, world).startswith("data.image_size: expected two positive integers")
+
+
+def test_unknown_smp_architecture(raw, world):
+    raw["teachers"]["seg-a"]["model"] = {"from": "smp", "arch": "Unett", "encoder": "resnet18", "classes": 3}
+    message = error_of(raw, world)
+    assert message.startswith("teachers.seg-a.model.arch: unknown smp architecture 'Unett'")
+    assert "Unet" in message.split("expected one of", 1)[1]
+
+
+def test_unknown_model_source(raw, world):
+    raw["teachers"]["seg-a"]["model"]["from"] = "keras"
+    assert error_of(raw, world).startswith("teachers.seg-a.model: unknown model source 'keras'")
+
+
+def test_unknown_task(raw, world):
+    raw["teachers"]["cls"]["task"] = "detection"
+    message = error_of(raw, world)
+    assert message.startswith("teachers.cls.task: unknown task 'detection'")
+    assert "classification, depth, segmentation" in message
+
+
+def test_teacher_references_an_unknown_source(raw, world):
+    raw["teachers"]["cls"]["sources"] = ["itmes"]
+    assert error_of(raw, world).startswith("teachers.cls.sources: unknown source 'itmes'")
+
+
+def test_source_no_teacher_teaches_on(raw, world):
+    raw["data"]["sources"]["extra"] = {"type": "folder", "path": "scenes/val/images"}
+    assert error_of(raw, world) == "data.sources.extra: no teacher teaches on this source"
+
+
+def test_eval_set_not_defined(raw, world):
+    raw["teachers"]["depth"]["eval"] = "scenes-test"
+    assert error_of(raw, world).startswith("teachers.depth.eval: unknown eval set 'scenes-test'")
+
+
+def test_missing_checkpoint_is_named(raw, world):
+    raw["teachers"]["seg-b"]["checkpoint"] = "zoo/nope.pt"
+    message = error_of(raw, world)
+    assert message.startswith("teachers.seg-b.checkpoint: file not found: ")
+    assert message.endswith(str(world.parent / "zoo" / "nope.pt"))
+
+
+def test_duplicate_yaml_key_is_rejected(world, tmp_path):
+    text = world.read_text()
+    dup = text.replace("teachers:\n", "teachers:\n  seg-a:\n    task: segmentation\n", 1)
+    path = tmp_path / "dup.yaml"
+    path.write_text(dup)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value).startswith("duplicate key 'seg-a' at line ")
+
+
+def test_image_size_must_be_divisible_by_32(raw, world):
+    raw["data"]["image_size"] = [32, 48]
+    assert error_of(raw, world) == "data.image_size: [32, 48] must be divisible by the encoder's stride 32"
+
+
+def test_labels_required_for_a_labelled_task(raw, world):
+    del raw["teachers"]["cls"]["labels"]
+    assert error_of(raw, world).startswith("teachers.cls.labels: required for a classification teacher")
+
+
+def test_labels_refused_for_depth(raw, world):
+    raw["teachers"]["depth"]["labels"] = ["near", "far"]
+    assert error_of(raw, world) == "teachers.depth.labels: a depth teacher has no label space"
+
+
+def test_background_must_be_one_of_the_labels(raw, world):
+    raw["teachers"]["seg-a"]["background"] = "void"
+    assert error_of(raw, world) == "teachers.seg-a.background: 'void' is not one of the teacher's labels"
+
+
+def test_unknown_output_kind(raw, world):
+    raw["teachers"]["depth"]["output"] = "disparity"
+    assert error_of(raw, world) == "teachers.depth.output: expected one of: metric, inverse, log"
+
+
+def test_input_mean_must_match_channels(raw, world):
+    raw["teachers"]["cls"]["input"]["mean"] = [0.5, 0.5, 0.5]
+    assert error_of(raw, world).startswith("teachers.cls.input: mean and std need 1 values")
+
+
+def test_unknown_student_encoder(raw, world):
+    raw["student"]["encoder"] = "resnet19"
+    assert error_of(raw, world).startswith("student.encoder: unknown smp encoder 'resnet19'")
+
+
+def test_apply_override_sets_nested_keys_parsed_as_yaml(raw):
+    apply_override(raw, "train.epochs=3")
+    apply_override(raw, "student.type=compact")
+    apply_override(raw, "amalgamation.taps={seg-a: body}")
+    apply_override(raw, "brand.new.key=[1, 2]")
+    assert raw["train"]["epochs"] == 3
+    assert raw["student"]["type"] == "compact"
+    assert raw["amalgamation"]["taps"] == {"seg-a": "body"}
+    assert raw["brand"] == {"new": {"key": [1, 2]}}
+
+
+def test_bad_overrides_are_rejected(raw):
+    with pytest.raises(RecipeError, match=r"^--set: expected key.path=value, got 'train.epochs'$"):
+        apply_override(raw, "train.epochs")
+    with pytest.raises(RecipeError, match=r"^name: is not a mapping"):
+        apply_override(raw, "name.first=x")
+
+
+def test_load_recipe_applies_overrides_before_validation(world):
+    recipe = load_recipe(world, ["train.epochs=1", "student.encoder=resnet34"])
+    assert recipe.train.epochs == 1 and recipe.student.encoder == "resnet34"
+    with pytest.raises(RecipeError, match=r"^train.epochs: "):
+        load_recipe(world, ["train.epochs=0"])
+    with pytest.raises(RecipeError, match=r"^train.epoch: unknown key$"):
+        load_recipe(world, ["train.epoch=1"])
+
+
+def test_relative_paths_resolve_against_the_recipe_folder(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    recipe = load_recipe(world)
+    folder = world.resolve().parent
+    assert recipe.base_dir == folder
+    assert recipe.resolve(recipe.teachers["cls"].checkpoint) == folder / "zoo" / "cls.pt"
+    assert recipe.resolve(recipe.data.sources["scenes"].path) == folder / "scenes" / "train" / "images"
+    assert recipe.output_dir() == folder / "runs" / "tiny"
+    assert recipe.resolve(Path("/abs/file.pt")) == Path("/abs/file.pt")
+
+
+def test_missing_and_invalid_recipe_files(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(RecipeError, match="is not valid YAML"):
+        load_recipe(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(RecipeError, match="must be a YAML mapping"):
+        load_recipe(listing)

@@ -1,0 +1,115 @@
+"""Branched and compact students: output shapes, sharing, encoders and the student file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from amalgam.errors import AmalgamError
+from amalgam.labels import LabelSpace
+from amalgam.serialize import load_student, save_student
+from amalgam.students import StudentSpec, build_student, default_student_tap
+
+HEADS = {"classification": 3, "segmentation": 4, "depth": 1}
+
+
+def spec(kind="branched", encoder="resnet18", branch_at=3, heads=HEADS) -> StudentSpec:
+    return StudentSpec(kind, encoder, branch_at, [16, 16, 8, 8, 8], dict(heads))
+
+
+def check_outputs(out: dict, batch=2, size=(32, 32)) -> None:
+    assert set(out) == set(HEADS)
+    assert out["classification"].shape == (batch, 3)
+    assert out["segmentation"].shape == (batch, 4, *size)
+    assert out["depth"].shape == (batch, 1, *size)
+    assert (out["depth"] > 0).all()
+
+
+@pytest.fixture(scope="module", params=["branched", "compact"])
+def student(request):
+    """One student of each type, shared by the read-only tests of this module."""
+    torch.manual_seed(0)
+    model = build_student(spec(request.param))
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(2, 3, 32, 32))  # moves the BatchNorm running statistics off their defaults
+    return model.eval()
+
+
+def test_student_returns_one_output_per_task(student):
+    with torch.no_grad():
+        check_outputs(student(torch.rand(2, 3, 32, 32)))
+
+
+def test_branched_shares_the_trunk_and_copies_the_branches():
+    torch.manual_seed(0)
+    student = build_student(spec(branch_at=2, heads={"classification": 3, "segmentation": 4}))
+    assert len(student.trunk) == 2 and all(len(b) == 3 for b in student.branches.values())
+    seg, cls = student.branches["segmentation"], student.branches["classification"]
+    assert seg is not cls
+    assert all(p is not q for p, q in zip(seg.parameters(), cls.parameters()))
+    # the copies start identical
+    assert all(torch.equal(p, q) for p, q in zip(seg.parameters(), cls.parameters()))
+    trunk_before = [p.detach().clone() for p in student.trunk.parameters()]
+    cls_before = [p.detach().clone() for p in cls.parameters()]
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    student.train()
+    out = student(torch.rand(2, 3, 32, 32))
+    out["segmentation"].pow(2).mean().backward()  # one task's loss only
+    opt.step()
+    # segmentation's branch moved, classification's did not, the shared trunk did
+    assert any(not torch.equal(p, q) for p, q in zip(seg.parameters(), cls.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(cls.parameters(), cls_before))
+    assert any(not torch.equal(p, q) for p, q in zip(student.trunk.parameters(), trunk_before))
+
+
+def test_branch_at_zero_shares_nothing_and_needs_a_student_tap():
+    student = build_student(spec(branch_at=0, heads={"classification": 3}))
+    assert len(student.trunk) == 0
+    with pytest.raises(AmalgamError, match="student_tap"):
+        default_student_tap(student.spec)
+    assert default_student_tap(spec(branch_at=3)) == "trunk.2"
+    assert default_student_tap(spec("compact")) == "decoder"
+
+
+def test_branched_timm_encoder():
+    torch.manual_seed(0)
+    student = build_student(spec(encoder="tu-resnet10t", branch_at=2)).eval()
+    with torch.no_grad():
+        check_outputs(student(torch.rand(2, 3, 32, 32)))
+
+
+def test_non_splittable_encoder_suggests_compact():
+    with pytest.raises(AmalgamError) as info:
+        build_student(spec(encoder="mobilenet_v2"))
+    message = str(info.value)
+    assert message.startswith("student.encoder: a branched student needs an encoder that can be split")
+    assert "student.type: compact" in message
+    student = build_student(spec("compact", encoder="mobilenet_v2")).eval()
+    with torch.no_grad():
+        check_outputs(student(torch.rand(1, 3, 32, 32)), batch=1)
+
+
+def test_save_and_load_round_trip(student, tmp_path):
+    spaces = {
+        "classification": LabelSpace(("cat", "dog", "bird")),
+        "segmentation": LabelSpace(("background", "disc", "square", "bar"), "background"),
+        "depth": None,
+    }
+    path = tmp_path / "student.pt"
+    save_student(student, spaces, {"name": "t"}, path)
+    loaded, loaded_spaces = load_student(path)
+    assert not loaded.training and type(loaded) is type(student)
+    assert loaded_spaces == spaces
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        a, b = student(x), loaded(x)
+    assert all(torch.equal(a[k], b[k]) for k in HEADS)
+
+
+def test_load_student_errors(tmp_path):
+    with pytest.raises(AmalgamError, match="student file not found"):
+        load_student(tmp_path / "none.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(AmalgamError, match="is not an amalgam student file"):
+        load_student(tmp_path / "other.pt")

@@ -1,0 +1,200 @@
+"""Frozen teachers, their input conversion and output checks, and the objective that combines them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.objective import Objective
+from amalgam.plan import prepare
+from amalgam.recipe import TeacherConfig, load_recipe
+from amalgam.students import build_student
+from amalgam.task import get_task
+from amalgam.teachers import Teacher, check_teacher_output, to_input
+
+
+def teacher_of(model: nn.Module, task="classification", labels=("a", "b"), **cfg) -> Teacher:
+    config = TeacherConfig(
+        task=task, model={"from": "python", "factory": "m:f"}, labels=list(labels) if labels else None, **cfg
+    )
+    return Teacher("t1", get_task(task), model, config, (32, 32))
+
+
+class Linear(nn.Module):
+    def __init__(self, out: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, out)
+
+    def forward(self, x):
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_to_input_resizes_greys_by_luminance_and_normalises():
+    red = torch.zeros(2, 3, 8, 8)
+    red[:, 0] = 1.0
+    grey = to_input(red, (4, 6), 1, [0.0], [1.0])
+    assert grey.shape == (2, 1, 4, 6)
+    assert torch.allclose(grey, torch.full_like(grey, 0.299))
+    x = torch.zeros(1, 3, 4, 4)
+    x[..., :2] = 1.0
+    out = to_input(x, (4, 4), 3, [0.5, 0.5, 0.5], [0.25, 0.5, 1.0])
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))  # (1 - 0.5) / std
+    assert torch.allclose(out[0, :, 0, 3], torch.tensor([-2.0, -1.0, -0.5]))  # (0 - 0.5) / std
+    same = torch.rand(1, 3, 4, 4)
+    assert torch.equal(to_input(same, (4, 4), 3, [0, 0, 0], [1, 1, 1]), same)  # no resize when sizes match
+
+
+def test_teacher_sees_its_own_input_spec():
+    seen = {}
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen["shape"] = tuple(x.shape)
+            return torch.zeros(x.shape[0], 2)
+
+    teacher = teacher_of(Spy(), input={"size": [28, 24], "channels": 1, "mean": [0.5], "std": [0.25]})
+    teacher(torch.rand(3, 3, 32, 32))
+    assert seen["shape"] == (3, 1, 28, 24)
+
+
+def test_teacher_with_the_wrong_output_shape_is_rejected_by_name():
+    teacher = teacher_of(Linear(3), labels=("a", "b"))  # 3 logits for 2 labels
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(teacher, (32, 32))
+    assert str(info.value) == "teacher 't1' (classification): expected logits of shape [B, 2] = [2, 2], got [2, 3]"
+    check_teacher_output(teacher_of(Linear(2)), (32, 32))  # the right shape passes
+
+
+def test_crashing_teacher_is_named_with_its_input():
+    teacher = teacher_of(nn.Linear(7, 2))
+    with pytest.raises(AmalgamError, match=r"^teacher 't1' fails on a 3-channel \[32, 32\] input: "):
+        check_teacher_output(teacher, (32, 32))
+
+
+def test_teacher_is_frozen_and_stays_in_eval_mode():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    teacher = teacher_of(model)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not teacher.training and not model.training and not model[1].training
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(teacher(x), teacher(x))  # no dropout, no BatchNorm statistics update
+    running = model[1].running_mean.clone()
+    teacher(torch.rand(2, 3, 8, 8) * 5)
+    assert torch.equal(model[1].running_mean, running)
+
+
+def test_loss_gradient_never_reaches_the_teacher():
+    teacher = teacher_of(Linear(2))
+    images = torch.rand(2, 3, 8, 8)
+    target = teacher(images)
+    assert not target.requires_grad
+    student = torch.randn(2, 2, requires_grad=True)
+    loss = teacher.task.distill_loss(student, target, torch.eye(2, dtype=torch.bool), 2.0)
+    loss.backward()
+    assert student.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def fake_outputs(batch: int) -> dict:
+    torch.manual_seed(0)
+    return {
+        "classification": torch.randn(batch, 2, requires_grad=True),
+        "segmentation": torch.randn(batch, 4, 32, 32, requires_grad=True),
+        "depth": (torch.rand(batch, 1, 32, 32) + 0.5).requires_grad_(True),
+    }
+
+
+def test_objective_masks_teachers_by_source(world_plan):
+    plan = world_plan
+    assert plan.sources.names == ["scenes", "items"]
+    objective = Objective(plan, student=None)  # no adapters: the student itself is not needed
+    images = torch.rand(4, 3, 32, 32)
+    scenes_only = torch.zeros(4, dtype=torch.long)
+    _, parts = objective(fake_outputs(4), images, scenes_only)
+    assert set(parts) == {"seg-a", "seg-b", "depth"}
+    _, parts = objective(fake_outputs(4), images, torch.ones(4, dtype=torch.long))
+    assert set(parts) == {"cls"}
+    mixed = torch.tensor([0, 1, 1, 0])
+    out = fake_outputs(4)
+    total, parts = objective(out, images, mixed)
+    assert set(parts) == {"cls", "seg-a", "seg-b", "depth"}
+    # each teacher's term uses only the samples of its own sources
+    items = torch.tensor([1, 2])
+    cls = plan.teachers["cls"]
+    expected = cls.task.distill_loss(out["classification"][items], cls(images[items]), plan.projections["cls"], 2.0)
+    assert parts["cls"] == pytest.approx(expected.item(), rel=1e-6)
+    # uncertainty weighting with s = 0 is the plain sum of the terms
+    assert total.item() == pytest.approx(sum(parts.values()), rel=1e-5)
+    total.backward()
+    assert all(objective.log_vars[n].grad is not None for n in parts)
+    assert out["classification"].grad[[0, 3]].abs().sum() == 0  # scenes samples: no classification term
+    assert out["classification"].grad[[1, 2]].abs().sum() > 0
+
+
+def test_objective_uncertainty_log_vars_get_gradients_only_when_used(world_plan):
+    objective = Objective(world_plan, student=None)
+    total, parts = objective(fake_outputs(2), torch.rand(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))
+    total.backward()
+    assert objective.log_vars["cls"].grad is None
+    for name in ("seg-a", "seg-b", "depth"):
+        # d/ds (exp(-s) L + s) at s = 0 is 1 - L
+        assert objective.log_vars[name].grad.item() == pytest.approx(1 - parts[name], rel=1e-4)
+
+
+def test_objective_fixed_weights(world):
+    recipe = load_recipe(world, ["amalgamation.task_weights={segmentation: 2.0, depth: 0.5, seg-b: 3.0}"])
+    plan = prepare(recipe, with_data=False, log=lambda m: None)
+    plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
+    objective = Objective(plan, student=None)
+    assert objective.log_vars is None
+    assert objective.fixed == {"cls": 1.0, "seg-a": 2.0, "seg-b": 3.0, "depth": 0.5}  # teacher beats task
+    total, parts = objective(fake_outputs(2), torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    expected = parts["cls"] + 2.0 * parts["seg-a"] + 3.0 * parts["seg-b"] + 0.5 * parts["depth"]
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+
+
+def adapter_plan(world, taps: str):
+    recipe = load_recipe(
+        world, ["amalgamation.features=adapters", f"amalgamation.taps={taps}", "student.branch_at=2"]
+    )
+    plan = prepare(recipe, with_data=False, log=lambda m: None)
+    plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
+    return plan
+
+
+def test_feature_adapters_on_teacher_taps(world):
+    plan = adapter_plan(world, "{seg-a: body, cls: '3'}")
+    torch.manual_seed(0)
+    student = build_student(plan.student_spec())
+    objective = Objective(plan, student)
+    assert set(objective.adapters) == {"seg-a", "cls"}
+    # student tap trunk.1 (resnet layer1: 64 channels) -> seg-a body (8 channels)
+    assert objective.adapters["seg-a"].proj.in_channels == 64 and objective.adapters["seg-a"].proj.out_channels == 8
+    images = torch.rand(2, 3, 32, 32)
+    student.train()
+    out = student(images)
+    total, parts = objective(out, images, torch.tensor([0, 1]))
+    assert {"seg-a/features", "cls/features"} <= set(parts)
+    assert all(torch.isfinite(torch.tensor(v)) for v in parts.values())
+    total.backward()
+    assert objective.adapters["seg-a"].proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in plan.teachers["seg-a"].parameters())
+
+
+def test_bad_tap_module_name_is_named(world):
+    plan = adapter_plan(world, "{seg-a: bodyy}")
+    with pytest.raises(AmalgamError) as info:
+        Objective(plan, build_student(plan.student_spec()))
+    message = str(info.value)
+    assert message.startswith("amalgamation.taps.seg-a: no module named 'bodyy'")
+    assert "body" in message.split("e.g.", 1)[1]
+
+
+def test_torchscript_teacher_cannot_be_tapped(world):
+    plan = adapter_plan(world, "{depth: body}")
+    with pytest.raises(AmalgamError, match=r"^amalgamation.taps.depth: cannot tap 'body' of a TorchScript model"):
+        Objective(plan, build_student(plan.student_spec()))

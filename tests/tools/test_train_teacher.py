@@ -1,0 +1,113 @@
+"""tools/train_teacher.py: each kind of teacher trains a couple of steps and its artefact loads."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from train_teacher import load_zoo, main, train_zoo
+
+from amalgam.errors import AmalgamError
+from amalgam.models import build_model, load_checkpoint
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+SMALL_TRAIN = {"epochs": 1, "batch_size": 4, "workers": 0, "eval_batch_size": 8}
+
+
+def write_zoo(tmp_path: Path, teachers: dict) -> Path:
+    """Writes a zoo file whose python factories come from the repository's recipes/ folder."""
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump({"recipe_dir": str(RECIPES), "device": "cpu", "teachers": teachers}))
+    return path
+
+
+def cls_teacher(items: Path) -> dict:
+    return {
+        "task": "classification",
+        "model": {"from": "python", "factory": "demo_models:small_resnet", "num_classes": 2, "width": 4},
+        "input": {"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.25]},
+        "labels": ["cat", "dog"],  # 'bird' images must be dropped, not taught as a class
+        "train": {**SMALL_TRAIN, "data": {"type": "imagefolder", "path": str(items)},
+                  "val": {"type": "imagefolder", "path": str(items)}},
+        "save": "out/cls.pt",
+    }
+
+
+def test_classification_with_label_subset(tmp_path: Path, tiny_items: Path, capsys) -> None:
+    zoo = write_zoo(tmp_path, {"cls": cls_teacher(tiny_items)})
+    result = train_zoo(zoo)["cls"]
+    model = build_model("python", {"factory": "demo_models:small_resnet", "num_classes": 2, "width": 4}, RECIPES)
+    load_checkpoint(model, tmp_path / "out" / "cls.pt", "cls")
+    assert result["val"]["count"] == 8  # 4 cats + 4 dogs scored; the birds were left out
+    out = capsys.readouterr().out
+    assert "8 training images" in out
+    assert "checkpoint: " in out and "labels: [cat, dog]" in out
+
+
+def test_segmentation_with_background(tmp_path: Path, tiny_dense: Path) -> None:
+    model_cfg = {"from": "smp", "arch": "unet", "encoder": "resnet18", "classes": 3,
+                 "encoder_depth": 3, "decoder_channels": [8, 8, 8]}
+    zoo = write_zoo(tmp_path, {"seg": {
+        "task": "segmentation",
+        "model": model_cfg,
+        "input": {"size": [32, 32]},
+        "labels": ["other", "disc", "bar"],  # 'background' and 'square' both fall into 'other'
+        "background": "other",
+        "train": {**SMALL_TRAIN, "data": {"type": "dense", "path": str(tiny_dense)},
+                  "val": {"type": "dense", "path": str(tiny_dense), "limit": 4}},
+        "save": "out/seg.pt",
+    }})
+    result = train_zoo(zoo)["seg"]
+    model = build_model("smp", {k: v for k, v in model_cfg.items() if k != "from"}, tmp_path)
+    load_checkpoint(model, tmp_path / "out" / "seg.pt", "seg")
+    assert 0.0 <= result["val"]["miou"] <= 1.0
+    assert len(result["val"]["iou"]) == 3
+
+
+def test_depth_saved_as_torchscript(tmp_path: Path, tiny_dense: Path) -> None:
+    zoo = write_zoo(tmp_path, {"depth": {
+        "task": "depth",
+        "model": {"from": "torchscript", "path": "out/depth.ts"},
+        "build": {"from": "smp", "arch": "unet", "encoder": "resnet18", "classes": 1,
+                  "encoder_depth": 3, "decoder_channels": [8, 8, 8]},
+        "input": {"size": [32, 32]},
+        "train": {**SMALL_TRAIN, "data": {"type": "dense", "path": str(tiny_dense)}},
+    }})
+    train_zoo(zoo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.load(str(tmp_path / "out" / "depth.ts"))
+    with torch.no_grad():
+        out = scripted(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 1, 32, 32)
+    assert bool((out > 0).all())
+
+
+def test_existing_checkpoint_is_skipped_unless_forced(tmp_path: Path, tiny_items: Path, capsys) -> None:
+    zoo = write_zoo(tmp_path, {"cls": cls_teacher(tiny_items)})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "cls.pt").write_bytes(b"old")
+    assert main([str(zoo), "--teacher", "cls"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (tmp_path / "out" / "cls.pt").read_bytes() == b"old"
+    assert main([str(zoo), "--all", "--force", "--limit", "8"]) == 0
+    assert (tmp_path / "out" / "cls.pt").read_bytes() != b"old"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t["train"].update(epochz=3), "teachers.cls.train.epochz: unknown key"),
+        (lambda t: t.pop("save"), "teachers.cls.save: required"),
+        (lambda t: t.update(labels=["cat", "cat"]), "teachers.cls.labels: duplicate"),
+        (lambda t: t["model"].update(factory="demo_models:nope"), "teachers.cls.model.factory"),
+    ],
+)
+def test_zoo_errors_name_the_key(tmp_path: Path, tiny_items: Path, change, message: str) -> None:
+    teacher = cls_teacher(tiny_items)
+    change(teacher)
+    with pytest.raises(AmalgamError, match=message.replace(".", r"\.")):
+        load_zoo(write_zoo(tmp_path, {"cls": teacher}))

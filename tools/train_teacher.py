@@ -1,0 +1,359 @@
+"""Train the teachers of a demo zoo from ground truth (the teachers amalgam later merges).
+
+A zoo file is YAML: ``teachers: {NAME: {task, model, input, labels, background, output, train, save}}``
+where ``train`` holds ``data`` (a labelled set, as a recipe's ``data.eval`` entry), optional ``val``,
+``limit`` (images) and amalgam's ``train:`` keys (epochs, batch_size, lr, ...). A ``from: torchscript``
+teacher also gives ``build:`` (the network to train) and is saved, traced, at ``model.path``; every
+other teacher is saved as a state dict at ``save``. ``recipe_dir`` (default: the zoo's folder) is
+where python factories are imported from and what the printed recipe snippet's paths are relative
+to. Relative paths resolve against the zoo file's folder.
+
+Usage::
+
+    python tools/train_teacher.py recipes/zoo/quickstart.yaml --teacher seg-scenes [--epochs N] [--limit N] [--force]
+    python tools/train_teacher.py recipes/zoo/quickstart.yaml --all
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+from amalgam_tasks.depth import ExpDepth
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from amalgam.checks import _at
+from amalgam.data.sources import ImageFolderSet, TorchvisionSet, build_image_set
+from amalgam.engine import _optimizer, _scheduler, autocast_for, resolve_device, seed_everything
+from amalgam.errors import AmalgamError, RecipeError
+from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup
+from amalgam.models import build_model, check_model
+from amalgam.recipe import InputSpec, ModelConfig, SourceConfig, TrainConfig, _format_error, _UniqueKeyLoader
+from amalgam.serialize import atomic_save
+from amalgam.task import Task, get_task, task_names
+from amalgam.teachers import to_input
+
+Log = Callable[[str], None]
+
+
+class TeacherTrain(TrainConfig):
+    """amalgam's ``train:`` keys plus the labelled data the teacher learns from."""
+
+    data: SourceConfig
+    val: Optional[SourceConfig] = None
+    limit: Optional[int] = Field(None, gt=0, description="train on the first N images of data")
+
+
+class ZooTeacher(BaseModel):
+    """A recipe teacher block (minus checkpoint/sources/eval) plus how to train and save it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    task: str
+    model: ModelConfig
+    build: Optional[ModelConfig] = Field(None, description="network to train for a from: torchscript model")
+    input: InputSpec
+    labels: Optional[list[str]] = None
+    background: Optional[str] = None
+    output: str = "default"
+    train: TeacherTrain
+    save: Optional[Path] = None
+
+
+class Zoo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    recipe_dir: Path = Path(".")
+    seed: int = 0
+    device: str = "auto"
+    teachers: dict[str, ZooTeacher] = Field(min_length=1)
+
+
+def load_zoo(path: Path) -> Zoo:
+    """Reads and validates a zoo file; errors name the file and the key path."""
+    if not path.is_file():
+        raise AmalgamError(f"zoo file not found: {path}")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        zoo = Zoo.model_validate(raw)
+        check_zoo(zoo, path.resolve().parent)
+    except ValidationError as exc:
+        raise AmalgamError(f"{path}: {_format_error(exc.errors()[0])}") from None
+    except (AmalgamError, yaml.YAMLError) as exc:
+        raise AmalgamError(f"{path}: {str(exc).splitlines()[0]}") from None
+    return zoo
+
+
+def check_zoo(zoo: Zoo, base: Path) -> None:
+    """Cross-key checks, as amalgam's recipe checks do them (errors name the key path)."""
+    for name, t in zoo.teachers.items():
+        at = f"teachers.{name}"
+        if t.task not in task_names():
+            raise RecipeError(f"{at}.task", f"unknown task '{t.task}' (expected one of: {', '.join(task_names())})")
+        task = get_task(t.task)
+        if t.input.size is None:
+            raise RecipeError(f"{at}.input.size", "required: the size the teacher is trained at")
+        if len(t.input.mean) != t.input.channels or len(t.input.std) != t.input.channels:
+            raise RecipeError(f"{at}.input", f"mean and std need {t.input.channels} values")
+        if task.labelled:
+            if not t.labels:
+                raise RecipeError(f"{at}.labels", f"required for a {t.task} teacher")
+            try:
+                LabelSpace(tuple(t.labels), t.background)
+            except ValueError as exc:
+                raise RecipeError(f"{at}.labels", str(exc)) from None
+        elif t.labels or t.background:
+            raise RecipeError(f"{at}.labels", f"a {t.task} teacher has no label space")
+        if t.output != "default" and t.output not in task.output_kinds:
+            raise RecipeError(f"{at}.output", f"expected one of: {', '.join(task.output_kinds)}")
+        scripted = t.model.source == "torchscript"
+        if scripted and (t.build is None or "path" not in t.model.kwargs()):
+            key = f"{at}.build" if t.build is None else f"{at}.model.path"
+            raise RecipeError(key, "required for a torchscript teacher")
+        if not scripted and (t.build is not None or t.save is None):
+            key, why = ("build", "only for a torchscript teacher") if t.build else ("save", "required")
+            raise RecipeError(f"{at}.{key}", why)
+        net = t.build or t.model
+        _at(f"{at}.{'build' if scripted else 'model'}", check_model, net.source, net.kwargs(), base / zoo.recipe_dir)
+
+
+def artefact_path(cfg: ZooTeacher, base: Path) -> Path:
+    """Where the teacher is saved: the TorchScript path, else ``save``."""
+    path = Path(cfg.model.kwargs()["path"]) if cfg.model.source == "torchscript" else cfg.save
+    return path if path.is_absolute() else base / path
+
+
+def output_kind(cfg: ZooTeacher, task: Task) -> str:
+    """The teacher's output convention, as :class:`amalgam.teachers.Teacher` resolves it."""
+    return task.output_kinds[0] if cfg.output == "default" else cfg.output
+
+
+def build_network(cfg: ZooTeacher, task: Task, factory_dir: Path) -> nn.Module:
+    """The network to train; a TorchScript depth teacher gets an exp head so it outputs metres."""
+    net = cfg.build or cfg.model
+    model = build_model(net.source, net.kwargs(), factory_dir)
+    if cfg.build is not None and task.name == "depth" and output_kind(cfg, task) == "metric":
+        model = nn.Sequential(model, ExpDepth())  # raw output is log-depth; clamped exp cannot overflow
+    return model
+
+
+def class_indices(dataset: Dataset) -> list[int]:
+    """Every sample's class index, read from the set's metadata (no image is decoded) where possible."""
+    if isinstance(dataset, TorchvisionSet):
+        inner = dataset.dataset
+        if isinstance(inner, Subset):
+            return torch.as_tensor(inner.dataset.targets)[list(inner.indices)].tolist()
+        return torch.as_tensor(inner.targets).tolist()
+    if isinstance(dataset, ImageFolderSet):
+        return list(dataset.labels)
+    return [int(dataset[i]["label"]) for i in range(len(dataset))]
+
+
+def load_labelled(key: str, src: SourceConfig, base: Path, cfg: ZooTeacher, task: Task, limit: Optional[int]):
+    """A labelled set at the teacher's size, its lookup into the teacher's labels (or None).
+
+    For classification, samples whose class the teacher does not know are dropped up front.
+    """
+    if limit is not None:
+        src = src.model_copy(update={"limit": min(limit, src.limit or limit)})
+    dataset = build_image_set(key, src, lambda p: p if p.is_absolute() else base / p, cfg.input.size, True)
+    if task.target_key not in dataset.target_keys:
+        raise AmalgamError(f"{key}: the set has no '{task.target_key}' ground truth for a {task.name} teacher")
+    if not task.labelled:
+        return dataset, None
+    if not dataset.classes:
+        raise AmalgamError(f"{key}: the set names no classes (classes.txt), cannot map them to the teacher's labels")
+    lut = lookup(dataset.classes, LabelSpace(tuple(cfg.labels), cfg.background))
+    if task.target_key == "label":
+        keep = [i for i, c in enumerate(class_indices(dataset)) if 0 <= c < len(lut) and lut[c] != IGNORE]
+        if not keep:
+            raise AmalgamError(f"{key}: no sample belongs to the teacher's labels {cfg.labels}")
+        dataset = Subset(dataset, keep)
+    return dataset, lut
+
+
+def prepare(batch: dict, cfg: ZooTeacher, task: Task, lut, device, flip_gen: Optional[torch.Generator]):
+    """Teacher-space inputs and targets of a batch; random left-right flips when ``flip_gen`` is given."""
+    images, target = batch["image"].to(device), batch[task.target_key].to(device)
+    if flip_gen is not None:
+        flip = (torch.rand(images.shape[0], generator=flip_gen) < 0.5).to(device)
+        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+        if target.dim() == 3:  # dense targets flip with their image
+            target = torch.where(flip.view(-1, 1, 1), target.flip(-1), target)
+    if lut is not None:
+        target = apply_lookup(target, lut)
+    spec = cfg.input
+    return to_input(images, spec.size, spec.channels, spec.mean, spec.std), target
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, lut, cfg: ZooTeacher, task: Task, device) -> dict:
+    """The task's metrics of ``model`` on a labelled set, in the teacher's label space."""
+    model.eval()
+    meter = task.new_meter(len(cfg.labels) if task.labelled else None)
+    for batch in DataLoader(data, batch_size=cfg.train.eval_batch_size, num_workers=0):
+        x, y = prepare(batch, cfg, task, lut, device, None)
+        out = task.convert_output(model(x), output_kind(cfg, task)).float()
+        meter.update(task.predict(out, tuple(y.shape[-2:]) if task.dense else tuple(cfg.input.size)), y)
+    return meter.compute()
+
+
+def save_torchscript(model: nn.Module, cfg: ZooTeacher, task: Task, path: Path) -> None:
+    """Traces ``model`` on an input of the teacher's spec, writes it atomically and checks it reloads."""
+    example = torch.rand(2, cfg.input.channels, *cfg.input.size)
+    model = model.eval().cpu()
+    with warnings.catch_warnings():  # shape asserts in smp's forward and torch's TorchScript deprecation
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(fd)
+        try:
+            torch.jit.save(traced, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        reloaded = torch.jit.load(str(path), map_location="cpu")
+    space = LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
+    problem = task.check_output(task.convert_output(reloaded(example), output_kind(cfg, task)), 2, space)
+    if problem:
+        raise AmalgamError(f"traced teacher {path}: {problem}")
+
+
+def recipe_snippet(name: str, cfg: ZooTeacher, path: Path, recipe_dir: Path) -> str:
+    """The teacher's block for an amalgamation recipe living in ``recipe_dir``."""
+    rel = os.path.relpath(path.resolve(), recipe_dir.resolve())
+    entry: dict = {"task": cfg.task}
+    if cfg.model.source == "torchscript":
+        entry["model"] = {"from": "torchscript", "path": rel}
+    else:
+        entry["model"] = {"from": cfg.model.source, **cfg.model.kwargs()}
+        entry["checkpoint"] = rel
+    entry["input"] = {"size": list(cfg.input.size), **cfg.input.model_dump(exclude={"size"})}
+    if cfg.labels:
+        entry["labels"] = list(cfg.labels)
+    if cfg.background:
+        entry["background"] = cfg.background
+    if cfg.output != "default":
+        entry["output"] = cfg.output
+    return yaml.safe_dump({name: entry}, sort_keys=False, default_flow_style=None, width=200)
+
+
+def train_teacher(
+    zoo: Zoo, name: str, base: Path, force: bool = False, epochs: Optional[int] = None,
+    limit: Optional[int] = None, log: Log = print,
+) -> Optional[dict]:
+    """Trains and saves one teacher of a zoo.
+
+    Args:
+        zoo: the validated zoo; ``base`` is its file's folder.
+        name: the teacher to train.
+        force: retrain even if the artefact exists.
+        epochs, limit: override the zoo's ``train.epochs`` / ``train.limit``.
+
+    Returns:
+        ``{"path", "seconds", "images_per_second", "val"}``, or None if skipped.
+    """
+    if name not in zoo.teachers:
+        raise AmalgamError(f"no teacher '{name}' in the zoo (expected one of: {', '.join(zoo.teachers)})")
+    cfg, task = zoo.teachers[name], get_task(zoo.teachers[name].task)
+    path, tc = artefact_path(cfg, base), cfg.train
+    if path.is_file() and not force:
+        log(f"[{name}] {path} exists, skipped (--force retrains)")
+        return None
+    start = time.perf_counter()
+    seed_everything(zoo.seed)
+    device = resolve_device(zoo.device)
+    model = build_network(cfg, task, base / zoo.recipe_dir).to(device)
+    train_set, lut = load_labelled(f"teachers.{name}.train.data", tc.data, base, cfg, task, limit or tc.limit)
+    val = load_labelled(f"teachers.{name}.train.val", tc.val, base, cfg, task, None) if tc.val else None
+    loader = DataLoader(
+        train_set, batch_size=tc.batch_size, shuffle=True, num_workers=tc.workers,
+        persistent_workers=tc.workers > 0, drop_last=len(train_set) >= 2 * tc.batch_size,  # no 1-sample BatchNorm batch
+        generator=torch.Generator().manual_seed(zoo.seed),
+    )
+    epochs = epochs or tc.epochs
+    opt = _optimizer(model.parameters(), tc)
+    sched = _scheduler(opt, tc, max(1, epochs * len(loader)))
+    flip_gen = torch.Generator().manual_seed(zoo.seed + 1) if tc.augment else None
+    kind = output_kind(cfg, task)
+    log(f"[{name}] {task.name}: {len(train_set)} training images, {epochs} epochs on {device}")
+    metrics, rate = {}, 0.0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        tick, seen, total = time.perf_counter(), 0, 0.0
+        for batch in loader:
+            x, y = prepare(batch, cfg, task, lut, device, flip_gen)
+            with autocast_for(device):
+                out = task.convert_output(model(x), kind)
+            loss = task.supervised_loss(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen, total = seen + len(x), total + loss.item() * len(x)
+        rate = seen / (time.perf_counter() - tick)
+        line = f"[{name}] epoch {epoch}/{epochs}  loss {total / max(seen, 1):.4f}  {rate:.0f} img/s"
+        if val is not None:
+            metrics = evaluate(model, val[0], val[1], cfg, task, device)
+            line += f"  val {task.metric} {metrics[task.metric]:.4f}"
+        log(line)
+    if cfg.model.source == "torchscript":
+        save_torchscript(model, cfg, task, path)
+    else:
+        atomic_save({k: v.cpu() for k, v in model.state_dict().items()}, path)
+    seconds = time.perf_counter() - start
+    log(f"[{name}] saved {path.resolve()} ({seconds:.0f} s)")
+    log(f"[{name}] recipe teacher block:\n{recipe_snippet(name, cfg, path, base / zoo.recipe_dir)}".rstrip())
+    if metrics:
+        shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+        log(f"[{name}] final val {task.metric} {metrics[task.metric]:.4f} {shown}")
+    return {"path": path, "seconds": seconds, "images_per_second": rate, "val": metrics}
+
+
+def train_zoo(
+    zoo_path: str | Path, names: Optional[list[str]] = None, force: bool = False,
+    epochs: Optional[int] = None, limit: Optional[int] = None, log: Log = print,
+) -> dict[str, Optional[dict]]:
+    """Trains the named teachers (default: all, in file order); returns each one's result (None: skipped)."""
+    zoo_path = Path(zoo_path)
+    zoo = load_zoo(zoo_path)
+    base = zoo_path.resolve().parent
+    return {n: train_teacher(zoo, n, base, force, epochs, limit, log) for n in (names or list(zoo.teachers))}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("zoo", type=Path, help="zoo YAML file")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--teacher", action="append", help="teacher to train (repeatable)")
+    which.add_argument("--all", action="store_true", help="train every teacher of the zoo, in order")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--limit", type=int, help="override train.limit (training images)")
+    parser.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        results = train_zoo(args.zoo, None if args.all else args.teacher, args.force, args.epochs, args.limit)
+    except AmalgamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    done = {n: r for n, r in results.items() if r}
+    if len(results) > 1:
+        times = ", ".join(f"{n} {r['seconds']:.0f} s" for n, r in done.items())
+        took = time.perf_counter() - start
+        print(f"zoo: {len(done)} trained, {len(results) - len(done)} skipped in {took:.0f} s ({times})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
