@@ -75,7 +75,9 @@ def test_crashing_teacher_is_named_with_its_input():
 
 
 def test_teacher_is_frozen_and_stays_in_eval_mode():
-    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     teacher = teacher_of(model)
     assert all(not p.requires_grad for p in teacher.parameters())
     teacher.train()

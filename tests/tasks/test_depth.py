@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from amalgam_tasks.depth import log_depth_loss
 from contract import TaskContract
 
 from amalgam.task import get_task
-from amalgam_tasks.depth import log_depth_loss
 
 
 class TestDepthContract(TaskContract):

@@ -1,0 +1,180 @@
+"""End to end: the `amalgam` command on the tiny world (tests/world.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY_BUILD
+
+from amalgam.cli import main
+
+TASK_ROW_KEYS = {
+    "teacher", "task", "eval", "metric", "higher_is_better", "teacher_value", "student_value", "ratio",
+    "teacher_metrics", "student_metrics",
+}
+
+
+def read_log(run: Path) -> list[dict]:
+    with open(run / "train_log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tasks_lists_the_builtins_with_their_origin(capsys):
+    assert main(["tasks"]) == 0
+    rows = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
+    assert set(rows) >= {"classification", "segmentation", "depth"}
+    for name in ("classification", "segmentation", "depth"):
+        assert f"amalgam_tasks.{name}:" in rows[name]
+        assert rows[name].startswith("amalgam ")
+
+
+def test_inspect_prints_the_unified_label_spaces(world, capsys):
+    assert main(["inspect", str(world), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "  classification: ['cat', 'dog']" in out
+    assert "  segmentation: ['background', 'disc', 'square', 'bar']" in out
+    assert "  depth: (no labels)" in out
+    assert "seg-b: segmentation, python model" in out and "(background: other)" in out
+    assert "eval items-val: imagefolder, 12 images" in out
+    assert not (world.parent / "runs").exists(), "inspect writes nothing"
+
+
+def test_build_writes_the_run_folder(built_run):
+    for name in ("student.pt", "report.json", "report.md", "train_log.csv", "checkpoint.pt"):
+        assert (built_run / name).is_file(), name
+
+
+def test_report_json_has_exactly_the_contract_keys(built_run):
+    report = json.loads((built_run / "report.json").read_text())
+    assert set(report) == {"name", "student", "teachers", "tasks", "unified", "train"}
+    assert report["name"] == "tiny"
+    for who in ("student", "teachers"):
+        assert set(report[who]) == {"params", "latency_ms"}
+        assert set(report[who]["latency_ms"]) == {"b1", "b32"}
+        assert report[who]["params"] > 0
+        assert all(v > 0 and math.isfinite(v) for v in report[who]["latency_ms"].values())
+    assert report["teachers"]["params"] < report["student"]["params"]  # the world's teachers are tiny
+    assert sorted(r["teacher"] for r in report["tasks"]) == ["cls", "depth", "seg-a", "seg-b"]
+    for row in report["tasks"]:
+        assert set(row) == TASK_ROW_KEYS
+        assert row["metric"] == {"classification": "top1", "segmentation": "miou", "depth": "rmse"}[row["task"]]
+        assert row["higher_is_better"] == (row["task"] != "depth")
+        assert math.isfinite(row["teacher_value"]) and math.isfinite(row["student_value"])
+        assert row["teacher_value"] > 0
+        assert row["ratio"] == pytest.approx(row["student_value"] / row["teacher_value"], rel=1e-12)
+        assert row["teacher_metrics"][row["metric"]] == row["teacher_value"]
+        assert row["student_metrics"][row["metric"]] == row["student_value"]
+    # one entry per (task, eval set), not per teacher: seg-a and seg-b share one
+    unified = {(u["task"], u["eval"]): u for u in report["unified"]}
+    assert len(unified) == len(report["unified"])
+    assert set(unified) == {("classification", "items-val"), ("segmentation", "scenes-val"), ("depth", "scenes-val")}
+    for u in report["unified"]:
+        assert set(u) == {"task", "eval", "metrics"}
+    assert len(unified["segmentation", "scenes-val"]["metrics"]["iou"]) == 4  # the whole unified space
+    # 12 images, but the 4 birds are outside the unified space {cat, dog} (no background): ignored
+    assert unified["classification", "items-val"]["metrics"]["count"] == 8
+    assert unified["depth", "scenes-val"]["metrics"]["pixels"] == 6 * 32 * 32
+    assert set(report["train"]) == {"epochs", "seconds", "images_per_second"}
+    assert report["train"]["epochs"] == 1
+    assert report["train"]["seconds"] > 0 and report["train"]["images_per_second"] > 0
+
+
+def test_report_md_and_train_log(built_run):
+    md = (built_run / "report.md").read_text()
+    assert md.startswith("# amalgam report: tiny")
+    for teacher in ("cls", "seg-a", "seg-b", "depth"):
+        assert f"| {teacher} |" in md
+    rows = read_log(built_run)
+    assert len(rows) == 1  # one row per epoch
+    assert rows[0]["epoch"] == "1"
+    assert {"loss", "cls", "seg-a", "seg-b", "depth"} <= set(rows[0])
+    assert all(math.isfinite(float(rows[0][k])) for k in ("loss", "seg-a", "depth"))
+
+
+def test_output_option_epochs_and_no_overwrite_without_force(world, tmp_path, capsys):
+    out = tmp_path / "elsewhere"
+    args = ["build", str(world), "--output", str(out), "--quiet",
+            "--set", "train.epochs=2", "--set", "train.samples_per_epoch=4", "--set", "train.batch_size=2"]
+    assert main(args) == 0
+    assert [r["epoch"] for r in read_log(out)] == ["1", "2"]
+    assert json.loads((out / "report.json").read_text())["train"]["epochs"] == 2
+    capsys.readouterr()
+    before = (out / "report.json").read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"amalgam: error: {out} already holds a finished run: pass --force to overwrite it\n"
+    assert (out / "report.json").read_bytes() == before
+
+
+def test_eval_reproduces_the_reports_student_metrics(world, built_run, tmp_path):
+    report = json.loads((built_run / "report.json").read_text())
+    path = tmp_path / "eval.json"
+    assert main(["eval", str(world), "--student", str(built_run / "student.pt"), "--json", str(path), "--quiet"]) == 0
+    again = json.loads(path.read_text())
+    assert [r["student_metrics"] for r in again["tasks"]] == [r["student_metrics"] for r in report["tasks"]]
+    assert [r["teacher_metrics"] for r in again["tasks"]] == [r["teacher_metrics"] for r in report["tasks"]]
+    assert again["unified"] == report["unified"]
+    assert again["train"] == {"epochs": 0, "seconds": 0.0, "images_per_second": 0.0}
+
+
+def test_determinism_same_seed_same_report(world, built_run, tmp_path):
+    out = tmp_path / "again"
+    assert main(["build", str(world), "--output", str(out), *TINY_BUILD]) == 0
+    first = json.loads((built_run / "report.json").read_text())
+    second = json.loads((out / "report.json").read_text())
+    assert [r["student_value"] for r in second["tasks"]] == [r["student_value"] for r in first["tasks"]]
+    assert [r["student_metrics"] for r in second["tasks"]] == [r["student_metrics"] for r in first["tasks"]]
+    assert second["unified"] == first["unified"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(read_log(out)) == strip(read_log(built_run))
+
+
+def broken_copy(world: Path, tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load(world.read_text())
+    edit(raw)
+    raw["output"] = str(tmp_path / "run")
+    path = world.parent / f"broken-{tmp_path.name}.yaml"  # beside the world, so its relative paths hold
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_broken_recipe_exits_2_with_one_line_and_no_run_folder(world, tmp_path):
+    path = broken_copy(world, tmp_path, lambda raw: raw["train"].update(epoch=3))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "amalgam", "build", str(path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "amalgam: error: train.epoch: unknown key\n"
+    assert proc.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_that_does_not_fit_fails_before_any_run_folder(world, tmp_path, capsys):
+    def swap(raw):
+        raw["teachers"]["seg-a"]["checkpoint"] = "zoo/seg-b.pt"  # 2 output channels, seg-a has 3
+
+    path = broken_copy(world, tmp_path, swap)
+    assert main(["build", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("amalgam: error: teacher 'seg-a': checkpoint ")
+    assert "does not fit the model" in err and "seg-b.pt" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_debug_shows_the_traceback(world, tmp_path, capsys):
+    path = broken_copy(world, tmp_path, lambda raw: raw["data"].update(image_size=[30, 30]))
+    assert main(["build", str(path), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    last = err.strip().splitlines()[-1]
+    assert last == "amalgam: error: data.image_size: [30, 30] must be divisible by the encoder's stride 32"
