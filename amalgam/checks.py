@@ -11,7 +11,7 @@ from amalgam.task import TASKS, get_task, task_names
 STRIDE = 32  # the student's encoder downsamples 2^5 times
 
 
-def _at(path: str, check, *args) -> None:
+def at_key(path: str, check, *args) -> None:
     """Runs a check, prefixing its error with ``path`` (sub-keys the check names are appended)."""
     try:
         check(*args)
@@ -30,7 +30,7 @@ def check_recipe(recipe: Recipe) -> None:
     for group in ("sources", "eval"):
         for key, cfg in getattr(recipe.data, group).items():
             path = f"data.{group}.{key}"
-            _at(f"{path}.type", SOURCE_TYPES.get, cfg.type)
+            at_key(f"{path}.type", SOURCE_TYPES.get, cfg.type)
             for required in SOURCE_TYPES.get(cfg.type)[1]:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
@@ -40,7 +40,7 @@ def check_recipe(recipe: Recipe) -> None:
         if t.task not in task_names():
             raise RecipeError(f"{path}.task", f"unknown task '{t.task}' (expected one of: {', '.join(TASKS.names())})")
         task = get_task(t.task)
-        _at(f"{path}.model", check_model, t.model.source, t.model.kwargs(), recipe.base_dir)
+        at_key(f"{path}.model", check_model, t.model.source, t.model.kwargs(), recipe.base_dir)
         if task.labelled:
             if not t.labels:
                 raise RecipeError(f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)")
@@ -65,7 +65,7 @@ def check_recipe(recipe: Recipe) -> None:
     for s in recipe.data.sources:
         if s not in taught:
             raise RecipeError(f"data.sources.{s}", "no teacher teaches on this source")
-    _at("student", check_encoder_name, recipe.student.encoder, "encoder")
+    at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")

@@ -80,13 +80,13 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     if cfg.schedule == "step":
@@ -130,9 +130,9 @@ def train(
         teacher.to(device)
     loader = make_loader(plan, cfg, plan.recipe.seed, device)
     params = [p for p in list(student.parameters()) + list(objective.parameters()) if p.requires_grad]
-    opt = _optimizer(params, cfg)
+    opt = build_optimizer(params, cfg)
     steps = max(1, cfg.epochs * len(loader))
-    sched = _scheduler(opt, cfg, steps)
+    sched = build_scheduler(opt, cfg, steps)
     use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     result = TrainResult(cfg.epochs, 0.0, 0)

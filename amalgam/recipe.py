@@ -142,11 +142,11 @@ class Recipe(_Strict):
         return self.resolve(self.output or Path("runs") / self.name)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate mapping keys (YAML silently keeps the last one)."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -156,7 +156,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     return loader.construct_mapping(node, deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -176,7 +176,8 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
-def _format_error(err: dict) -> RecipeError:
+def format_validation_error(err: dict) -> RecipeError:
+    """Turns one pydantic error into a :class:`RecipeError` naming the dotted key path."""
     path = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return RecipeError(path, "unknown key")
@@ -202,7 +203,7 @@ def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
     try:
         recipe = Recipe.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
-        raise _format_error(exc.errors()[0]) from None
+        raise format_validation_error(exc.errors()[0]) from None
     from amalgam.checks import check_recipe  # semantic checks need the registries
 
     check_recipe(recipe)
@@ -220,7 +221,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     if not path.is_file():
         raise RecipeError("", f"recipe file not found: {path}")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise RecipeError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if isinstance(raw, dict):

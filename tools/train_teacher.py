@@ -32,13 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from amalgam.checks import _at
+from amalgam.checks import at_key
 from amalgam.data.sources import ImageFolderSet, TorchvisionSet, build_image_set
-from amalgam.engine import _optimizer, _scheduler, autocast_for, resolve_device, seed_everything
+from amalgam.engine import build_optimizer, build_scheduler, autocast_for, resolve_device, seed_everything
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup
 from amalgam.models import build_model, check_model
-from amalgam.recipe import InputSpec, ModelConfig, SourceConfig, TrainConfig, _format_error, _UniqueKeyLoader
+from amalgam.recipe import InputSpec, ModelConfig, SourceConfig, TrainConfig, format_validation_error, UniqueKeyLoader
 from amalgam.serialize import atomic_save
 from amalgam.task import Task, get_task, task_names
 from amalgam.teachers import to_input
@@ -82,11 +82,11 @@ def load_zoo(path: Path) -> Zoo:
     if not path.is_file():
         raise AmalgamError(f"zoo file not found: {path}")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
         zoo = Zoo.model_validate(raw)
         check_zoo(zoo, path.resolve().parent)
     except ValidationError as exc:
-        raise AmalgamError(f"{path}: {_format_error(exc.errors()[0])}") from None
+        raise AmalgamError(f"{path}: {format_validation_error(exc.errors()[0])}") from None
     except (AmalgamError, yaml.YAMLError) as exc:
         raise AmalgamError(f"{path}: {str(exc).splitlines()[0]}") from None
     return zoo
@@ -122,7 +122,7 @@ def check_zoo(zoo: Zoo, base: Path) -> None:
             key, why = ("build", "only for a torchscript teacher") if t.build else ("save", "required")
             raise RecipeError(f"{at}.{key}", why)
         net = t.build or t.model
-        _at(f"{at}.{'build' if scripted else 'model'}", check_model, net.source, net.kwargs(), base / zoo.recipe_dir)
+        at_key(f"{at}.{'build' if scripted else 'model'}", check_model, net.source, net.kwargs(), base / zoo.recipe_dir)
 
 
 def artefact_path(cfg: ZooTeacher, base: Path) -> Path:
@@ -282,8 +282,8 @@ def train_teacher(
         generator=torch.Generator().manual_seed(zoo.seed),
     )
     epochs = epochs or tc.epochs
-    opt = _optimizer(model.parameters(), tc)
-    sched = _scheduler(opt, tc, max(1, epochs * len(loader)))
+    opt = build_optimizer(model.parameters(), tc)
+    sched = build_scheduler(opt, tc, max(1, epochs * len(loader)))
     flip_gen = torch.Generator().manual_seed(zoo.seed + 1) if tc.augment else None
     kind = output_kind(cfg, task)
     log(f"[{name}] {task.name}: {len(train_set)} training images, {epochs} epochs on {device}")
