@@ -33,7 +33,8 @@ test: env
 	$(PY) -m pytest -q
 
 lint: env
-	$(VENV)/bin/ruff check amalgam tasks tools tests
+	$(VENV)/bin/ruff check amalgam tasks tools tests recipes
+	$(VENV)/bin/ruff format --check amalgam tasks tools tests recipes
 
 clean:
 	rm -rf runs

@@ -43,7 +43,9 @@ def check_recipe(recipe: Recipe) -> None:
         at_key(f"{path}.model", check_model, t.model.source, t.model.kwargs(), recipe.base_dir)
         if task.labelled:
             if not t.labels:
-                raise RecipeError(f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)")
+                raise RecipeError(
+                    f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)"
+                )
             if len(set(t.labels)) != len(t.labels):
                 raise RecipeError(f"{path}.labels", "duplicate label names")
             if t.background is not None and t.background not in t.labels:
@@ -54,14 +56,21 @@ def check_recipe(recipe: Recipe) -> None:
             raise RecipeError(f"{path}.output", f"expected one of: {', '.join(task.output_kinds)}")
         for s in t.sources or recipe.data.sources:
             if s not in recipe.data.sources:
-                raise RecipeError(f"{path}.sources", f"unknown source '{s}' (expected one of: {', '.join(recipe.data.sources)})")
+                raise RecipeError(
+                    f"{path}.sources", f"unknown source '{s}' (expected one of: {', '.join(recipe.data.sources)})"
+                )
             taught.add(s)
         if t.eval is not None and t.eval not in recipe.data.eval:
-            raise RecipeError(f"{path}.eval", f"unknown eval set '{t.eval}' (expected one of: {', '.join(recipe.data.eval) or 'none defined'})")
+            raise RecipeError(
+                f"{path}.eval",
+                f"unknown eval set '{t.eval}' (expected one of: {', '.join(recipe.data.eval) or 'none defined'})",
+            )
         if t.checkpoint is not None and not recipe.resolve(t.checkpoint).is_file():
             raise RecipeError(f"{path}.checkpoint", f"file not found: {recipe.resolve(t.checkpoint)}")
         if len(t.input.mean) != t.input.channels or len(t.input.std) != t.input.channels:
-            raise RecipeError(f"{path}.input", f"mean and std need {t.input.channels} values (channels: {t.input.channels})")
+            raise RecipeError(
+                f"{path}.input", f"mean and std need {t.input.channels} values (channels: {t.input.channels})"
+            )
     for s in recipe.data.sources:
         if s not in taught:
             raise RecipeError(f"data.sources.{s}", "no teacher teaches on this source")
@@ -79,4 +88,6 @@ def check_recipe(recipe: Recipe) -> None:
         valid = set(recipe.teachers) | {t.task for t in recipe.teachers.values()}
         for key in amal.task_weights:
             if key not in valid:
-                raise RecipeError(f"amalgamation.task_weights.{key}", f"expected a task or teacher name ({', '.join(sorted(valid))})")
+                raise RecipeError(
+                    f"amalgamation.task_weights.{key}", f"expected a task or teacher name ({', '.join(sorted(valid))})"
+                )

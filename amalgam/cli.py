@@ -47,7 +47,8 @@ def cmd_inspect(args) -> int:
     if plan.sources is not None:
         print("\nsources:")
         for s, name in zip(plan.sources.sets, plan.sources.names):
-            print(f"  {name}: {recipe.data.sources[name].type}, {len(s):,} images, weight {recipe.data.sources[name].weight}")
+            cfg = recipe.data.sources[name]
+            print(f"  {name}: {cfg.type}, {len(s):,} images, weight {cfg.weight}")
         for name, ds in plan.eval_sets.items():
             print(f"  eval {name}: {recipe.data.eval[name].type}, {len(ds):,} images, targets {sorted(ds.target_keys)}")
     spec = plan.student_spec()
@@ -79,8 +80,10 @@ def cmd_build(args) -> int:
     seed_everything(recipe.seed)
     student = build_student(plan.student_spec())
     teachers = sum(t.num_params() for t in plan.teachers.values())
-    log(f"student: {recipe.student.type} {recipe.student.encoder}, {count_params(student):,} params "
-        f"({count_params(student) / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads")
+    log(
+        f"student: {recipe.student.type} {recipe.student.encoder}, {count_params(student):,} params "
+        f"({count_params(student) / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     result = train(plan, student, run_dir, device, log=log)
     save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
@@ -104,7 +107,9 @@ def cmd_eval(args) -> int:
     student, spaces = load_student(args.student)
     plan = prepare(recipe, log=_log(args.quiet))
     if set(spaces) != set(plan.spaces):
-        raise AmalgamError(f"student {args.student} has tasks {sorted(spaces)}, the recipe's teachers {sorted(plan.spaces)}")
+        raise AmalgamError(
+            f"student {args.student} has tasks {sorted(spaces)}, the recipe's teachers {sorted(plan.spaces)}"
+        )
     evaluation = evaluate(plan, student, device, spaces=spaces, log=_log(args.quiet))
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), None)
     if args.json:

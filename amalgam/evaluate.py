@@ -144,7 +144,9 @@ def count_params(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def latency_ms(fn: Callable[[torch.Tensor], object], shape: tuple[int, ...], device: torch.device, repeats: int = 5) -> float:
+def latency_ms(
+    fn: Callable[[torch.Tensor], object], shape: tuple[int, ...], device: torch.device, repeats: int = 5
+) -> float:
     """Median wall time in ms per *image* of ``fn`` on random input of ``shape`` (after a warm-up)."""
     x = torch.rand(*shape, device=device)
     fn(x)

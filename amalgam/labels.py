@@ -100,9 +100,7 @@ def lookup(source_names: Sequence[str], target: LabelSpace) -> torch.Tensor:
     """
     fallback = target.background_index if target.background is not None else IGNORE
     known = set(target.known())
-    return torch.tensor(
-        [target.names.index(n) if n in known else fallback for n in source_names], dtype=torch.long
-    )
+    return torch.tensor([target.names.index(n) if n in known else fallback for n in source_names], dtype=torch.long)
 
 
 def apply_lookup(target: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:

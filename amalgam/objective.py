@@ -97,9 +97,7 @@ class Objective(nn.Module):
                 continue  # masked: none of this batch's samples come from the teacher's sources
             target = teacher(images[idx])
             task = teacher.task
-            loss = task.distill_loss(
-                student_out[task.name][idx], target, self.plan.projections[name], self.temperature
-            )
+            loss = task.distill_loss(student_out[task.name][idx], target, self.plan.projections[name], self.temperature)
             _check_finite(loss, name, task.name)
             parts[name] = loss.item()
             total = total + self.weight(name, loss)

@@ -94,7 +94,9 @@ def check_eval_set(teacher: Teacher, dataset: ImageSet) -> None:
     path = f"teachers.{teacher.name}.eval"
     key = teacher.task.target_key
     if key not in dataset.target_keys:
-        raise RecipeError(path, f"eval set '{teacher.eval_name}' has no '{key}' ground truth for a {teacher.task.name} teacher")
+        raise RecipeError(
+            path, f"eval set '{teacher.eval_name}' has no '{key}' ground truth for a {teacher.task.name} teacher"
+        )
     if teacher.space is not None:
         if not dataset.classes:
             raise RecipeError(path, f"eval set '{teacher.eval_name}' has no class names to match labels against")

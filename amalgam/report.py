@@ -34,7 +34,12 @@ def _fmt(value) -> str:
 
 def to_markdown(report: dict) -> str:
     """The report as Markdown tables."""
-    lines = [f"# amalgam report: {report['name']}", "", "| teacher | task | eval set | metric | teacher | student | ratio |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# amalgam report: {report['name']}",
+        "",
+        "| teacher | task | eval set | metric | teacher | student | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["tasks"]:
         arrow = "higher is better" if r["higher_is_better"] else "lower is better"
         lines.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -14,13 +15,19 @@ from amalgam.labels import LabelSpace
 from amalgam.students import StudentSpec, build_student
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename: a crash never leaves half a file."""
+def atomic_save(obj: object, path: Path, save: Callable[[object, str], None] = torch.save) -> None:
+    """Saves to a temp file in the same folder, then renames: a crash never leaves half a file.
+
+    Args:
+        obj: what to save.
+        path: the destination.
+        save: the writer, ``torch.save`` by default (``torch.jit.save`` for TorchScript).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        save(obj, tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
@@ -41,7 +48,8 @@ def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recip
             "state_dict": student.state_dict(),
             "spec": student.spec.to_dict(),
             "label_spaces": {
-                t: None if s is None else {"names": list(s.names), "background": s.background} for t, s in spaces.items()
+                t: None if s is None else {"names": list(s.names), "background": s.background}
+                for t, s in spaces.items()
             },
             "recipe": recipe,
         },
@@ -67,6 +75,7 @@ def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | No
     student = build_student(StudentSpec(**blob["spec"]))
     student.load_state_dict(blob["state_dict"])
     spaces = {
-        t: None if s is None else LabelSpace(tuple(s["names"]), s["background"]) for t, s in blob["label_spaces"].items()
+        t: None if s is None else LabelSpace(tuple(s["names"]), s["background"])
+        for t, s in blob["label_spaces"].items()
     }
     return student.eval(), spaces

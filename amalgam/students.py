@@ -49,7 +49,9 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
         super().__init__()
-        self.convs = nn.Sequential(_conv_bn_relu(in_channels + skip_channels, out_channels), _conv_bn_relu(out_channels, out_channels))
+        self.convs = nn.Sequential(
+            _conv_bn_relu(in_channels + skip_channels, out_channels), _conv_bn_relu(out_channels, out_channels)
+        )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")

@@ -48,9 +48,7 @@ class FeatureTap:
             module = model.get_submodule(self.module_name)
         except AttributeError:
             names = [n for n, _ in model.named_modules() if n and n.count(".") < 2][:12]
-            raise AmalgamError(
-                f"{owner}: no module named '{self.module_name}' (e.g. {', '.join(names)})"
-            ) from None
+            raise AmalgamError(f"{owner}: no module named '{self.module_name}' (e.g. {', '.join(names)})") from None
         if isinstance(module, torch.jit.ScriptModule):
             raise AmalgamError(f"{owner}: cannot tap '{self.module_name}' of a TorchScript model")
         module.register_forward_hook(self._store)
@@ -78,9 +76,7 @@ class Teacher(nn.Module):
         self.channels = spec.channels
         self.mean, self.std = list(spec.mean), list(spec.std)
         self.output_kind = task.output_kinds[0] if cfg.output == "default" else cfg.output
-        self.space: Optional[LabelSpace] = (
-            LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
-        )
+        self.space: Optional[LabelSpace] = LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
         self.source_names: list[str] = list(cfg.sources or [])
         self.eval_name: Optional[str] = cfg.eval
         self.tap: Optional[FeatureTap] = None
@@ -122,8 +118,10 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         raise AmalgamError(
             f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}"
         ) from None
-    problem = teacher.task.check_output(out, 2, teacher.space) if isinstance(out, torch.Tensor) else (
-        f"expected a tensor, got {type(out).__name__}"
+    problem = (
+        teacher.task.check_output(out, 2, teacher.space)
+        if isinstance(out, torch.Tensor)
+        else (f"expected a tensor, got {type(out).__name__}")
     )
     if problem:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")

@@ -17,8 +17,16 @@ from conftest import TINY_BUILD
 from amalgam.cli import main
 
 TASK_ROW_KEYS = {
-    "teacher", "task", "eval", "metric", "higher_is_better", "teacher_value", "student_value", "ratio",
-    "teacher_metrics", "student_metrics",
+    "teacher",
+    "task",
+    "eval",
+    "metric",
+    "higher_is_better",
+    "teacher_value",
+    "student_value",
+    "ratio",
+    "teacher_metrics",
+    "student_metrics",
 }
 
 
@@ -101,8 +109,19 @@ def test_report_md_and_train_log(built_run):
 
 def test_output_option_epochs_and_no_overwrite_without_force(world, tmp_path, capsys):
     out = tmp_path / "elsewhere"
-    args = ["build", str(world), "--output", str(out), "--quiet",
-            "--set", "train.epochs=2", "--set", "train.samples_per_epoch=4", "--set", "train.batch_size=2"]
+    args = [
+        "build",
+        str(world),
+        "--output",
+        str(out),
+        "--quiet",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.samples_per_epoch=4",
+        "--set",
+        "train.batch_size=2",
+    ]
     assert main(args) == 0
     assert [r["epoch"] for r in read_log(out)] == ["1", "2"]
     assert json.loads((out / "report.json").read_text())["train"]["epochs"] == 2

@@ -116,10 +116,24 @@ def test_coco_set_builds_semantic_masks_by_category(tmp_path):
         ],
         "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 3, "segmentation": rle(cat), "area": 20,
-             "bbox": [0, 0, 5, 4], "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 7, "segmentation": rle(dog), "area": 20,
-             "bbox": [5, 4, 5, 4], "iscrowd": 1},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 3,
+                "segmentation": rle(cat),
+                "area": 20,
+                "bbox": [0, 0, 5, 4],
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 7,
+                "segmentation": rle(dog),
+                "area": 20,
+                "bbox": [5, 4, 5, 4],
+                "iscrowd": 1,
+            },
         ],
     }
     (tmp_path / "instances.json").write_text(json.dumps(instances))

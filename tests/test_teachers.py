@@ -160,9 +160,7 @@ def test_objective_fixed_weights(world):
 
 
 def adapter_plan(world, taps: str):
-    recipe = load_recipe(
-        world, ["amalgamation.features=adapters", f"amalgamation.taps={taps}", "student.branch_at=2"]
-    )
+    recipe = load_recipe(world, ["amalgamation.features=adapters", f"amalgamation.taps={taps}", "student.branch_at=2"])
     plan = prepare(recipe, with_data=False, log=lambda m: None)
     plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
     return plan

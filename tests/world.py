@@ -11,12 +11,11 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
-from torch import nn
 
 CLASSES = ["background", "disc", "square", "bar"]
 ITEM_CLASSES = ["cat", "dog", "bird"]
 
-FACTORY = '''
+FACTORY = """
 import torch
 from torch import nn
 
@@ -32,7 +31,9 @@ def tiny_cnn(num_classes, in_channels=3):
 class TinyDense(nn.Module):
     def __init__(self, out_channels, positive=False):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.ReLU()
+        )
         self.head = nn.Conv2d(8, out_channels, 1)
         self.positive = positive
 
@@ -43,7 +44,7 @@ class TinyDense(nn.Module):
 
 def tiny_dense(out_channels, positive=False):
     return TinyDense(out_channels, positive)
-'''
+"""
 
 
 def write_dense(root: Path, count: int, size: int = 32, seed: int = 0) -> None:

@@ -27,8 +27,7 @@ import numpy as np
 from PIL import Image
 
 # Same spelling as torchvision.datasets.FashionMNIST.classes (checked in tests).
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 SPLIT_CODES = {"train": 0, "val": 1}
 CAMERA_HEIGHT_M = 1.6
 FOCAL_PER_PIXEL = 1.2  # f = 1.2 * size: wall junction sits mid-image, near items ~17-34 px at 64.
@@ -145,7 +144,7 @@ def item_sprite(glyph: np.ndarray, height_px: int) -> np.ndarray:
     on = glyph > MASK_THRESHOLD * 255
     if on.any():
         rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
-        glyph = glyph[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        glyph = glyph[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     shape = (max(1, round(glyph.shape[1] * scale)), max(1, round(glyph.shape[0] * scale)))
     sprite = Image.fromarray(glyph.astype(np.float32) / 255.0)
     return np.asarray(sprite.resize(shape, Image.Resampling.BILINEAR))
@@ -190,7 +189,7 @@ def render_scene(
         mask = np.zeros((size, size), bool)
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + sprite.shape[0], size), min(left + sprite.shape[1], size)
-        patch = sprite[y0 - top:y1 - top, x0 - left:x1 - left]
+        patch = sprite[y0 - top : y1 - top, x0 - left : x1 - left]
         mask[y0:y1, x0:x1] = patch > MASK_THRESHOLD
         intensity = np.zeros((size, size), np.float64)
         intensity[y0:y1, x0:x1] = patch
@@ -219,14 +218,23 @@ def _annotation(mask: np.ndarray, ann_id: int, image_id: int, category: int) -> 
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {
-        "id": ann_id, "image_id": image_id, "category_id": category, "iscrowd": 0,
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category,
+        "iscrowd": 0,
         "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-        "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+        "area": float(mask_utils.area(rle)),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
     }
 
 
 def make_scenes(
-    fashion_root: Path, out: Path, split: str, count: int, size: int, seed: int,
+    fashion_root: Path,
+    out: Path,
+    split: str,
+    count: int,
+    size: int,
+    seed: int,
     items: ItemPool | None = None,
 ) -> dict:
     """Write ``count`` scenes of ``split`` in the dense layout plus COCO instances.
@@ -266,8 +274,14 @@ def make_scenes(
     categories = [{"id": k + 1, "name": name, "supercategory": "fashion"} for k, name in enumerate(CLASSES)]
     coco = {"images": images, "annotations": annotations, "categories": categories}
     (base / "instances.json").write_text(json.dumps(coco))
-    return {"split": split, "source": "train" if split == "train" else "t10k", "scenes": count,
-            "annotations": len(annotations), "pool_size": len(pool.labels), "item_indices": used}
+    return {
+        "split": split,
+        "source": "train" if split == "train" else "t10k",
+        "scenes": count,
+        "annotations": len(annotations),
+        "pool_size": len(pool.labels),
+        "item_indices": used,
+    }
 
 
 def write_preview(items: ItemPool, path: Path, size: int, seed: int, count: int = 4) -> None:
@@ -315,9 +329,11 @@ def main(argv: list[str] | None = None) -> None:
             continue
         start = time.perf_counter()
         stats = make_scenes(args.fashion_root, args.out, split, count, args.size, args.seed)
-        print(f"{split}: {stats['scenes']} scenes, {stats['annotations']} instances, "
-              f"{len(stats['item_indices'])} distinct {stats['source']} items "
-              f"-> {args.out / split} ({time.perf_counter() - start:.1f} s)")
+        print(
+            f"{split}: {stats['scenes']} scenes, {stats['annotations']} instances, "
+            f"{len(stats['item_indices'])} distinct {stats['source']} items "
+            f"-> {args.out / split} ({time.perf_counter() - start:.1f} s)"
+        )
     if args.preview is not None:
         write_preview(load_item_pool(args.fashion_root, train=False), args.preview, args.size, args.seed)
         print(f"preview -> {args.preview}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -34,11 +33,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from amalgam.checks import at_key
 from amalgam.data.sources import ImageFolderSet, TorchvisionSet, build_image_set
-from amalgam.engine import build_optimizer, build_scheduler, autocast_for, resolve_device, seed_everything
+from amalgam.engine import autocast_for, build_optimizer, build_scheduler, resolve_device, seed_everything
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup
 from amalgam.models import build_model, check_model
-from amalgam.recipe import InputSpec, ModelConfig, SourceConfig, TrainConfig, format_validation_error, UniqueKeyLoader
+from amalgam.recipe import InputSpec, ModelConfig, SourceConfig, TrainConfig, UniqueKeyLoader, format_validation_error
 from amalgam.serialize import atomic_save
 from amalgam.task import Task, get_task, task_names
 from amalgam.teachers import to_input
@@ -213,15 +212,7 @@ def save_torchscript(model: nn.Module, cfg: ZooTeacher, task: Task, path: Path) 
     with warnings.catch_warnings():  # shape asserts in smp's forward and torch's TorchScript deprecation
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
-            torch.jit.save(traced, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_save(traced, path, save=torch.jit.save)
         reloaded = torch.jit.load(str(path), map_location="cpu")
     space = LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
     problem = task.check_output(task.convert_output(reloaded(example), output_kind(cfg, task)), 2, space)
@@ -249,8 +240,13 @@ def recipe_snippet(name: str, cfg: ZooTeacher, path: Path, recipe_dir: Path) -> 
 
 
 def train_teacher(
-    zoo: Zoo, name: str, base: Path, force: bool = False, epochs: Optional[int] = None,
-    limit: Optional[int] = None, log: Log = print,
+    zoo: Zoo,
+    name: str,
+    base: Path,
+    force: bool = False,
+    epochs: Optional[int] = None,
+    limit: Optional[int] = None,
+    log: Log = print,
 ) -> Optional[dict]:
     """Trains and saves one teacher of a zoo.
 
@@ -277,8 +273,12 @@ def train_teacher(
     train_set, lut = load_labelled(f"teachers.{name}.train.data", tc.data, base, cfg, task, limit or tc.limit)
     val = load_labelled(f"teachers.{name}.train.val", tc.val, base, cfg, task, None) if tc.val else None
     loader = DataLoader(
-        train_set, batch_size=tc.batch_size, shuffle=True, num_workers=tc.workers,
-        persistent_workers=tc.workers > 0, drop_last=len(train_set) >= 2 * tc.batch_size,  # no 1-sample BatchNorm batch
+        train_set,
+        batch_size=tc.batch_size,
+        shuffle=True,
+        num_workers=tc.workers,
+        persistent_workers=tc.workers > 0,
+        drop_last=len(train_set) >= 2 * tc.batch_size,  # no 1-sample BatchNorm batch
         generator=torch.Generator().manual_seed(zoo.seed),
     )
     epochs = epochs or tc.epochs
@@ -321,8 +321,12 @@ def train_teacher(
 
 
 def train_zoo(
-    zoo_path: str | Path, names: Optional[list[str]] = None, force: bool = False,
-    epochs: Optional[int] = None, limit: Optional[int] = None, log: Log = print,
+    zoo_path: str | Path,
+    names: Optional[list[str]] = None,
+    force: bool = False,
+    epochs: Optional[int] = None,
+    limit: Optional[int] = None,
+    log: Log = print,
 ) -> dict[str, Optional[dict]]:
     """Trains the named teachers (default: all, in file order); returns each one's result (None: skipped)."""
     zoo_path = Path(zoo_path)

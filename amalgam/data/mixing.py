@@ -29,9 +29,7 @@ class MixedSources(Dataset):
         return sample
 
 
-def mixing_sampler(
-    mixed: MixedSources, weights: Sequence[float], num_samples: int, seed: int
-) -> WeightedRandomSampler:
+def mixing_sampler(mixed: MixedSources, weights: Sequence[float], num_samples: int, seed: int) -> WeightedRandomSampler:
     """Samples so that source ``s`` makes up ``weights[s] / sum(weights)`` of each epoch.
 
     Args:

@@ -105,7 +105,9 @@ class DenseSet(FolderSet):
         super().__init__(list_images(root / "images", recursive=False))
         self.root = root
         classes = root / "classes.txt"
-        self.classes = [ln.strip() for ln in classes.read_text().splitlines() if ln.strip()] if classes.is_file() else None
+        self.classes = (
+            [ln.strip() for ln in classes.read_text().splitlines() if ln.strip()] if classes.is_file() else None
+        )
         keys = set()
         if (root / "labels").is_dir():
             keys.add("mask")

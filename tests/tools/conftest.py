@@ -34,7 +34,7 @@ def fake_glyphs(count: int, seed: int, side: int = 28) -> np.ndarray:
     for glyph in glyphs:
         h, w = rng.integers(side // 2, side + 1), rng.integers(side // 3, side + 1)
         top, left = side - h, (side - w) // 2
-        glyph[top:, left:left + w] = rng.integers(150, 256)
+        glyph[top:, left : left + w] = rng.integers(150, 256)
     return glyphs
 
 

@@ -30,8 +30,11 @@ def cls_teacher(items: Path) -> dict:
         "model": {"from": "python", "factory": "demo_models:small_resnet", "num_classes": 2, "width": 4},
         "input": {"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.25]},
         "labels": ["cat", "dog"],  # 'bird' images must be dropped, not taught as a class
-        "train": {**SMALL_TRAIN, "data": {"type": "imagefolder", "path": str(items)},
-                  "val": {"type": "imagefolder", "path": str(items)}},
+        "train": {
+            **SMALL_TRAIN,
+            "data": {"type": "imagefolder", "path": str(items)},
+            "val": {"type": "imagefolder", "path": str(items)},
+        },
         "save": "out/cls.pt",
     }
 
@@ -48,18 +51,32 @@ def test_classification_with_label_subset(tmp_path: Path, tiny_items: Path, caps
 
 
 def test_segmentation_with_background(tmp_path: Path, tiny_dense: Path) -> None:
-    model_cfg = {"from": "smp", "arch": "unet", "encoder": "resnet18", "classes": 3,
-                 "encoder_depth": 3, "decoder_channels": [8, 8, 8]}
-    zoo = write_zoo(tmp_path, {"seg": {
-        "task": "segmentation",
-        "model": model_cfg,
-        "input": {"size": [32, 32]},
-        "labels": ["other", "disc", "bar"],  # 'background' and 'square' both fall into 'other'
-        "background": "other",
-        "train": {**SMALL_TRAIN, "data": {"type": "dense", "path": str(tiny_dense)},
-                  "val": {"type": "dense", "path": str(tiny_dense), "limit": 4}},
-        "save": "out/seg.pt",
-    }})
+    model_cfg = {
+        "from": "smp",
+        "arch": "unet",
+        "encoder": "resnet18",
+        "classes": 3,
+        "encoder_depth": 3,
+        "decoder_channels": [8, 8, 8],
+    }
+    zoo = write_zoo(
+        tmp_path,
+        {
+            "seg": {
+                "task": "segmentation",
+                "model": model_cfg,
+                "input": {"size": [32, 32]},
+                "labels": ["other", "disc", "bar"],  # 'background' and 'square' both fall into 'other'
+                "background": "other",
+                "train": {
+                    **SMALL_TRAIN,
+                    "data": {"type": "dense", "path": str(tiny_dense)},
+                    "val": {"type": "dense", "path": str(tiny_dense), "limit": 4},
+                },
+                "save": "out/seg.pt",
+            }
+        },
+    )
     result = train_zoo(zoo)["seg"]
     model = build_model("smp", {k: v for k, v in model_cfg.items() if k != "from"}, tmp_path)
     load_checkpoint(model, tmp_path / "out" / "seg.pt", "seg")
@@ -68,14 +85,25 @@ def test_segmentation_with_background(tmp_path: Path, tiny_dense: Path) -> None:
 
 
 def test_depth_saved_as_torchscript(tmp_path: Path, tiny_dense: Path) -> None:
-    zoo = write_zoo(tmp_path, {"depth": {
-        "task": "depth",
-        "model": {"from": "torchscript", "path": "out/depth.ts"},
-        "build": {"from": "smp", "arch": "unet", "encoder": "resnet18", "classes": 1,
-                  "encoder_depth": 3, "decoder_channels": [8, 8, 8]},
-        "input": {"size": [32, 32]},
-        "train": {**SMALL_TRAIN, "data": {"type": "dense", "path": str(tiny_dense)}},
-    }})
+    zoo = write_zoo(
+        tmp_path,
+        {
+            "depth": {
+                "task": "depth",
+                "model": {"from": "torchscript", "path": "out/depth.ts"},
+                "build": {
+                    "from": "smp",
+                    "arch": "unet",
+                    "encoder": "resnet18",
+                    "classes": 1,
+                    "encoder_depth": 3,
+                    "decoder_channels": [8, 8, 8],
+                },
+                "input": {"size": [32, 32]},
+                "train": {**SMALL_TRAIN, "data": {"type": "dense", "path": str(tiny_dense)}},
+            }
+        },
+    )
     train_zoo(zoo)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
