@@ -52,14 +52,12 @@ class ImageSet(Dataset):
         out = self.transform(image=rgb, masks=list(dense.values())) if dense else self.transform(image=rgb)
         sample = {"image": to_tensor(out["image"])}
         for key, value in zip(dense, out.get("masks", [])):
-            sample[key] = torch.as_tensor(np.ascontiguousarray(value))
+            # the resize may change dtypes: class maps go back to integers, the rest stays float
+            integer = np.issubdtype(dense[key].dtype, np.integer)
+            sample[key] = torch.as_tensor(np.asarray(value, dtype=np.int64 if integer else np.float32))
         for key, value in targets.items():
             if not isinstance(value, np.ndarray):
                 sample[key] = value
-        if "mask" in sample:
-            sample["mask"] = sample["mask"].long()
-        if "depth" in sample:
-            sample["depth"] = sample["depth"].float() / 1000.0  # millimetres on disk
         return sample
 
 
@@ -126,7 +124,9 @@ class DenseSet(FolderSet):
                 path = self.target_path(key, index)
                 if not path.is_file():
                     raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}")
-                targets[key] = read_array(path).astype(np.int32 if key == "mask" else np.float32)
+                array = read_array(path)
+                # class indices stay integers; depth PNGs hold millimetres, samples give metres
+                targets[key] = array.astype(np.int32) if key == "mask" else array.astype(np.float32) / 1000.0
         return read_rgb(self.files[index]), targets
 
 
