@@ -15,7 +15,7 @@ from amalgam.teachers import FeatureTap
 
 
 class FeatureAdapter(nn.Module):
-    """1x1 conv from the student's tapped feature to a teacher's; compared after L2 normalisation.
+    """1x1 conv from the student's tapped feature to a teacher's; squared distance after L2 normalisation.
 
     The student feature is resized to the teacher's spatial size, so taps at different strides work.
     """
@@ -28,7 +28,10 @@ class FeatureAdapter(nn.Module):
         s = self.proj(student)
         if s.shape[-2:] != teacher.shape[-2:]:
             s = F.interpolate(s, size=teacher.shape[-2:], mode="bilinear", align_corners=False)
-        return F.mse_loss(F.normalize(s, dim=1), F.normalize(teacher.float(), dim=1))
+        # squared distance between unit feature vectors, summed over channels (in [0, 4]) and
+        # averaged over positions: a per-element mean would shrink the term by the channel count
+        diff = F.normalize(s, dim=1) - F.normalize(teacher.float(), dim=1)
+        return diff.pow(2).sum(1).mean()
 
 
 class Objective(nn.Module):

@@ -198,3 +198,18 @@ def test_torchscript_teacher_cannot_be_tapped(world):
     plan = adapter_plan(world, "{depth: body}")
     with pytest.raises(AmalgamError, match=r"^amalgamation.taps.depth: cannot tap 'body' of a TorchScript model"):
         Objective(plan, build_student(plan.student_spec()))
+
+
+def test_feature_adapter_loss_by_hand():
+    """Unit vectors at right angles are sqrt(2) apart: squared distance 2; identical ones 0."""
+    from amalgam.objective import FeatureAdapter
+
+    adapter = FeatureAdapter(2, 2)
+    with torch.no_grad():
+        adapter.proj.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        adapter.proj.bias.zero_()
+    student = torch.tensor([[1.0, 0.0], [3.0, 0.0]]).T.reshape(1, 2, 1, 2)  # two positions, both along x
+    teacher = torch.tensor([[0.0, 5.0], [2.0, 0.0]]).T.reshape(1, 2, 1, 2)  # along y, then along x
+    assert adapter(student, teacher).item() == pytest.approx((2.0 + 0.0) / 2)
+    # a teacher map at another resolution is met by resizing the student's
+    assert adapter(torch.rand(1, 2, 2, 2), torch.rand(1, 2, 4, 4)).shape == ()
