@@ -74,10 +74,18 @@ def make_loader(plan: Plan, cfg: TrainConfig, seed: int, device: torch.device) -
     )
 
 
-def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flips a random half of the batch left-right (teachers and student see the same images)."""
+def random_hflip(images: torch.Tensor, generator: torch.Generator, *dense: torch.Tensor):
+    """Flips a random half of the batch left-right (teachers and student see the same images).
+
+    Dense targets given in ``dense`` (``[B, ..., H, W]``) flip with their images; with none, the
+    flipped images are returned alone, else a tuple ``(images, *dense)``.
+    """
     flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
-    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+    def apply(t: torch.Tensor) -> torch.Tensor:
+        return torch.where(flip.view(-1, *([1] * (t.dim() - 1))), t.flip(-1), t)
+
+    return apply(images) if not dense else (apply(images), *(apply(t) for t in dense))
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -49,6 +49,14 @@ class Task:
     #: Values accepted for a teacher's ``output:`` key (the first is the default).
     output_kinds: ClassVar[tuple[str, ...]] = ("default",)
 
+    def resolve_output_kind(self, kind: str) -> str:
+        """A teacher's ``output:`` value with ``default`` replaced by the task's first kind."""
+        return self.output_kinds[0] if kind == "default" else kind
+
+    def output_layer(self, kind: str) -> Optional[nn.Module]:
+        """Layer that turns a freshly trained raw network's output into ``kind`` (None: not needed)."""
+        return None
+
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
         """The student's head: decoder features (dense) or last encoder map (pooled) -> output."""
         raise NotImplementedError

@@ -75,7 +75,7 @@ class Teacher(nn.Module):
         self.size = tuple(spec.size or image_size)
         self.channels = spec.channels
         self.mean, self.std = list(spec.mean), list(spec.std)
-        self.output_kind = task.output_kinds[0] if cfg.output == "default" else cfg.output
+        self.output_kind = task.resolve_output_kind(cfg.output)
         self.space: Optional[LabelSpace] = LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
         self.source_names: list[str] = list(cfg.sources or [])
         self.eval_name: Optional[str] = cfg.eval

@@ -75,6 +75,10 @@ class DepthTask(Task):
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
         return nn.Sequential(nn.Conv2d(in_channels, num_outputs, kernel_size=3, padding=1), ExpDepth())
 
+    def output_layer(self, kind):
+        # a raw network learns log-depth; the clamped exp makes it answer in metres
+        return ExpDepth() if kind == "metric" else None
+
     def num_outputs(self, space: Optional[LabelSpace]) -> int:
         return 1
 

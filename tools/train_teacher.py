@@ -26,14 +26,13 @@ from typing import Callable, Optional
 
 import torch
 import yaml
-from amalgam_tasks.depth import ExpDepth
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from amalgam.checks import at_key
 from amalgam.data.sources import ImageFolderSet, TorchvisionSet, build_image_set
-from amalgam.engine import autocast_for, build_optimizer, build_scheduler, resolve_device, seed_everything
+from amalgam.engine import autocast_for, build_optimizer, build_scheduler, random_hflip, resolve_device, seed_everything
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup
 from amalgam.models import build_model, check_model
@@ -132,16 +131,15 @@ def artefact_path(cfg: ZooTeacher, base: Path) -> Path:
 
 def output_kind(cfg: ZooTeacher, task: Task) -> str:
     """The teacher's output convention, as :class:`amalgam.teachers.Teacher` resolves it."""
-    return task.output_kinds[0] if cfg.output == "default" else cfg.output
+    return task.resolve_output_kind(cfg.output)
 
 
 def build_network(cfg: ZooTeacher, task: Task, factory_dir: Path) -> nn.Module:
     """The network to train; a TorchScript depth teacher gets an exp head so it outputs metres."""
     net = cfg.build or cfg.model
     model = build_model(net.source, net.kwargs(), factory_dir)
-    if cfg.build is not None and task.name == "depth" and output_kind(cfg, task) == "metric":
-        model = nn.Sequential(model, ExpDepth())  # raw output is log-depth; clamped exp cannot overflow
-    return model
+    layer = task.output_layer(output_kind(cfg, task)) if cfg.build is not None else None
+    return nn.Sequential(model, layer) if layer is not None else model
 
 
 def class_indices(dataset: Dataset) -> list[int]:
@@ -183,10 +181,10 @@ def prepare(batch: dict, cfg: ZooTeacher, task: Task, lut, device, flip_gen: Opt
     """Teacher-space inputs and targets of a batch; random left-right flips when ``flip_gen`` is given."""
     images, target = batch["image"].to(device), batch[task.target_key].to(device)
     if flip_gen is not None:
-        flip = (torch.rand(images.shape[0], generator=flip_gen) < 0.5).to(device)
-        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
         if target.dim() == 3:  # dense targets flip with their image
-            target = torch.where(flip.view(-1, 1, 1), target.flip(-1), target)
+            images, target = random_hflip(images, flip_gen, target)
+        else:
+            images = random_hflip(images, flip_gen)
     if lut is not None:
         target = apply_lookup(target, lut)
     spec = cfg.input
