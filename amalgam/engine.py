@@ -9,13 +9,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from amalgam.cache import TeacherCache, apply_flip
 from amalgam.data import mixing_sampler
 from amalgam.objective import Objective
 from amalgam.plan import Plan
@@ -74,18 +75,36 @@ def make_loader(plan: Plan, cfg: TrainConfig, seed: int, device: torch.device) -
     )
 
 
+def flip_mask(batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Which samples of a batch to flip left-right: a random half, drawn from ``generator``."""
+    return (torch.rand(batch, generator=generator) < 0.5).to(device)
+
+
 def random_hflip(images: torch.Tensor, generator: torch.Generator, *dense: torch.Tensor):
     """Flips a random half of the batch left-right (teachers and student see the same images).
 
     Dense targets given in ``dense`` (``[B, ..., H, W]``) flip with their images; with none, the
     flipped images are returned alone, else a tuple ``(images, *dense)``.
     """
-    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+    flip = flip_mask(images.shape[0], generator, images.device)
+    return apply_flip(images, flip) if not dense else (apply_flip(images, flip), *(apply_flip(t, flip) for t in dense))
 
-    def apply(t: torch.Tensor) -> torch.Tensor:
-        return torch.where(flip.view(-1, *([1] * (t.dim() - 1))), t.flip(-1), t)
 
-    return apply(images) if not dense else (apply(images), *(apply(t) for t in dense))
+def open_cache(plan: Plan, run_dir: Path, log: Callable[[str], None]) -> Optional[TeacherCache]:
+    """The teacher cache when ``train.cache_teachers`` is on and it fits ``train.cache_max_gb``."""
+    cfg = plan.recipe.train
+    if not cfg.cache_teachers:
+        log("teacher cache: off (train.cache_teachers: false): teachers run on every batch")
+        return None
+    need = TeacherCache.estimate_bytes(plan) / 1e9
+    if need > cfg.cache_max_gb:
+        log(f"teacher cache: off, it would take {need:.1f} GB > train.cache_max_gb {cfg.cache_max_gb}")
+        return None
+    log(
+        f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}; augmentation is the horizontal"
+        " flip only (geometric), applied to the cached outputs as to the images"
+    )
+    return TeacherCache(run_dir / "teacher_cache", plan, log)
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -137,6 +156,7 @@ def train(
     for teacher in plan.teachers.values():
         teacher.to(device)
     loader = make_loader(plan, cfg, plan.recipe.seed, device)
+    cache = open_cache(plan, run_dir, log)
     params = [p for p in list(student.parameters()) + list(objective.parameters()) if p.requires_grad]
     opt = build_optimizer(params, cfg)
     steps = max(1, cfg.epochs * len(loader))
@@ -151,13 +171,14 @@ def train(
         sums: dict[str, float] = {}
         count = 0
         for step, batch in enumerate(loader, 1):
-            images = batch["image"].to(device, non_blocking=True)
+            raw = batch["image"].to(device, non_blocking=True)
             source = batch["source"].to(device, non_blocking=True)
-            if cfg.augment:
-                images = random_hflip(images, flip_rng)
+            flip = flip_mask(raw.shape[0], flip_rng, device) if cfg.augment else None
+            images = apply_flip(raw, flip)
+            targets = cache.targets(raw, batch["source"], batch["index"], flip) if cache else None
             with autocast_for(device):
                 out = student(images)
-                loss, parts = objective(out, images, source)
+                loss, parts = objective(out, images, source, targets)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -174,7 +195,14 @@ def train(
         row.update({k: v / max(count, 1) for k, v in sums.items()})
         result.history.append(row)
         eta = elapsed / epoch * (cfg.epochs - epoch)
-        terms = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr", "loss"))
+        if cache is not None:
+            hits, misses = cache.flush()
+            row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
+        terms = ", ".join(
+            f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr", "loss", "cache_hit_rate")
+        )
+        if cache is not None:
+            terms += f"; teacher cache hits {row['cache_hit_rate']:.0%}"
         log(
             f"epoch {epoch}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({terms}) "
             f"{result.images / elapsed:.1f} img/s, eta {eta:.0f}s"

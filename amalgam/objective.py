@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amalgam.cache import Targets, live_targets
 from amalgam.errors import AmalgamError
 from amalgam.plan import Plan
 from amalgam.students import default_student_tap
@@ -88,9 +89,18 @@ class Objective(nn.Module):
         return torch.exp(-s) * loss + s
 
     def forward(
-        self, student_out: dict[str, torch.Tensor], images: torch.Tensor, source: torch.Tensor
+        self,
+        student_out: dict[str, torch.Tensor],
+        images: torch.Tensor,
+        source: torch.Tensor,
+        targets: Optional[Targets] = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss and each term's unweighted value (``<teacher>`` and ``<teacher>/features``)."""
+        """Total loss and each term's unweighted value (``<teacher>`` and ``<teacher>/features``).
+
+        ``targets`` supplies each teacher's output (e.g. from the teacher cache); by default the
+        teachers run on ``images``.
+        """
+        targets = targets or live_targets(self.plan.teachers, images)
         total = images.new_zeros(())
         parts: dict[str, float] = {}
         for name, teacher in self.plan.teachers.items():
@@ -98,14 +108,14 @@ class Objective(nn.Module):
             idx = torch.isin(source, ids).nonzero().flatten()
             if idx.numel() == 0:
                 continue  # masked: none of this batch's samples come from the teacher's sources
-            target = teacher(images[idx])
+            target, feature = targets(name, idx)
             task = teacher.task
             loss = task.distill_loss(student_out[task.name][idx], target, self.plan.projections[name], self.temperature)
             _check_finite(loss, name, task.name)
             parts[name] = loss.item()
             total = total + self.weight(name, loss)
             if name in self.adapters:
-                feat = self.adapters[name](self.student_tap.value[idx], teacher.tap.value)
+                feat = self.adapters[name](self.student_tap.value[idx], feature)
                 _check_finite(feat, f"{name}/features", task.name)
                 parts[f"{name}/features"] = feat.item()
                 total = total + self.feature_weight * feat

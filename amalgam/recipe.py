@@ -107,6 +107,8 @@ class TrainConfig(_Strict):
     augment: bool = True
     eval_batch_size: int = Field(64, ge=1)
     max_eval_images: Optional[int] = Field(None, ge=1)
+    cache_teachers: bool = Field(True, description="store teacher outputs under the run folder (see cache.py)")
+    cache_max_gb: float = Field(20.0, gt=0, description="disk budget of the teacher cache; over it teachers run live")
 
 
 class Recipe(_Strict):

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 
 class MixedSources(Dataset):
-    """Concatenates sources; each sample gets ``source`` = the index of the set it came from."""
+    """Concatenates sources; each sample gets ``source`` (the set it came from) and its ``index``."""
 
     def __init__(self, sets: Sequence[Dataset], names: Sequence[str]):
         self.sets = list(sets)
@@ -26,6 +26,7 @@ class MixedSources(Dataset):
         source = bisect_right(self.offsets, index) - 1
         sample = self.sets[source][index - self.offsets[source]]
         sample["source"] = source
+        sample["index"] = index  # global position: the teacher cache's key
         return sample
 
 
