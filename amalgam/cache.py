@@ -115,6 +115,9 @@ class TeacherCache:
         self.hits = self.misses = 0
         size = tuple(plan.recipe.data.image_size)
         for name, teacher in plan.teachers.items():
+            if not teacher.deterministic:
+                log(f"teacher cache '{name}': not cached, its {plan.recipe.teachers[name].wrap.type} sub-teachers vary")
+                continue
             out, feat = _shapes(teacher, size)
             offsets, rows = {}, 0
             for sid in plan.source_ids[name]:
@@ -148,6 +151,8 @@ class TeacherCache:
         size = tuple(plan.recipe.data.image_size)
         total = 0
         for name, teacher in plan.teachers.items():
+            if not teacher.deterministic:
+                continue
             rows = sum(len(plan.sources.sets[s]) for s in plan.source_ids[name])
             out, feat = _shapes(teacher, size)
             total += rows * 2 * (int(np.prod(out)) + (int(np.prod(feat)) if feat else 0))
@@ -160,8 +165,10 @@ class TeacherCache:
         source, index = source.cpu(), index.cpu()
 
         def get(name: str, idx: torch.Tensor):
-            store = self.stores[name]
             teacher = self.plan.teachers[name]
+            if name not in self.stores:  # stochastic: runs live on the augmented images
+                return live_targets(self.plan.teachers, apply_flip(images, flip))(name, idx)
+            store = self.stores[name]
             idx_cpu = idx.cpu()
             rows = store.rows(source[idx_cpu], index[idx_cpu], self.starts)
             missing = ~store.filled[rows]

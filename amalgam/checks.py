@@ -6,6 +6,7 @@ from amalgam.data.sources import SOURCE_TYPES
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.models import check_encoder_name, check_model
 from amalgam.recipe import Recipe
+from amalgam.subteachers import SUBTEACHERS, build_subteacher
 from amalgam.task import TASKS, get_task, task_names
 
 STRIDE = 32  # the student's encoder downsamples 2^5 times
@@ -67,6 +68,9 @@ def check_recipe(recipe: Recipe) -> None:
             )
         if t.checkpoint is not None and not recipe.resolve(t.checkpoint).is_file():
             raise RecipeError(f"{path}.checkpoint", f"file not found: {recipe.resolve(t.checkpoint)}")
+        if t.wrap is not None:
+            at_key(f"{path}.wrap.type", SUBTEACHERS.get, t.wrap.type)
+            at_key(f"{path}.wrap", build_subteacher, t.wrap.type, t.wrap.kwargs())
         if len(t.input.mean) != t.input.channels or len(t.input.std) != t.input.channels:
             raise RecipeError(
                 f"{path}.input", f"mean and std need {t.input.channels} values (channels: {t.input.channels})"

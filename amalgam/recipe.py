@@ -59,6 +59,17 @@ class ModelConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class WrapConfig(BaseModel):
+    """``type`` names a sub-teacher wrapper (amalgam.subteachers); every other key is its argument."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    def kwargs(self) -> dict[str, Any]:
+        """Wrapper keyword arguments (everything but ``type``)."""
+        return dict(self.model_extra or {})
+
+
 class InputSpec(_Strict):
     size: Optional[tuple[int, int]] = None
     channels: Literal[1, 3] = 3
@@ -70,6 +81,7 @@ class TeacherConfig(_Strict):
     task: str
     model: ModelConfig
     checkpoint: Optional[Path] = None
+    wrap: Optional[WrapConfig] = None
     input: InputSpec = InputSpec()
     labels: Optional[list[str]] = None
     background: Optional[str] = None

@@ -79,6 +79,16 @@ class Task:
         """Describes what is wrong with a teacher's canonical output, or returns None."""
         return None
 
+    def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Combines several canonical outputs for the same images (sub-teachers, test-time transforms).
+
+        Labelled tasks average probabilities and return their log (valid logits); others average values.
+        """
+        stacked = torch.stack([o.float() for o in outputs])
+        if self.labelled:
+            return stacked.softmax(2).mean(0).clamp_min(1e-8).log()
+        return stacked.mean(0)
+
     def distill_loss(
         self,
         student: torch.Tensor,

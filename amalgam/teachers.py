@@ -13,6 +13,7 @@ from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
 from amalgam.models import build_model, load_checkpoint
 from amalgam.recipe import InputSpec, Recipe, TeacherConfig
+from amalgam.subteachers import SubTeacher, build_subteacher
 from amalgam.task import Task, get_task
 
 
@@ -80,6 +81,7 @@ class Teacher(nn.Module):
         self.source_names: list[str] = list(cfg.sources or [])
         self.eval_name: Optional[str] = cfg.eval
         self.tap: Optional[FeatureTap] = None
+        self.sub: Optional[SubTeacher] = build_subteacher(cfg.wrap.type, cfg.wrap.kwargs()) if cfg.wrap else None
 
     def train(self, mode: bool = True) -> "Teacher":
         return super().train(False)  # teachers stay in eval mode (BatchNorm, dropout)
@@ -88,9 +90,19 @@ class Teacher(nn.Module):
         """The batch converted to this teacher's input spec."""
         return to_input(images, self.size, self.channels, self.mean, self.std)
 
-    @torch.no_grad()
+    @property
+    def deterministic(self) -> bool:
+        """Same images, same output (false for stochastic sub-teachers)."""
+        return self.sub is None or self.sub.deterministic
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on an already prepared input, in canonical form."""
+        return self.task.convert_output(self.model(x), self.output_kind)
+
+    @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.task.convert_output(self.model(self.prepare(images)), self.output_kind)
+        x = self.prepare(images)
+        return self.run(x) if self.sub is None else self.sub(self.run, self.model, self.task, x)
 
     def num_params(self) -> int:
         """Parameter count of the network."""
