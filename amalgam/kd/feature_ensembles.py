@@ -1,0 +1,101 @@
+"""Ensembles of features: the student's tapped feature map against several teachers' maps.
+
+Features come from forward hooks on named modules (:class:`amalgam.teachers.FeatureTap`), so
+any layer of any teacher or student can be used. Both losses are ``nn.Module`` s whose trainable
+parts (adaptors, learned alphas) are optimised with the student and dropped after training::
+
+    feed = FEEDLoss(student_channels=128, teacher_channels=[256, 512])
+    loss = F.cross_entropy(logits, y) + feed(student_map, [t1_map, t2_map])
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.registry import Registry
+
+FEATURE_ENSEMBLES: Registry[type[nn.Module]] = Registry("feature ensemble")
+
+
+def _unit(t: torch.Tensor) -> torch.Tensor:
+    """Each sample's whole map divided by its L2 norm."""
+    return t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+@FEATURE_ENSEMBLES.register("feed")
+class FEEDLoss(nn.Module):
+    """FEED (Park & Kwak): one non-linear adaptor per teacher from the student's map,
+    ``sum_i || TF_i(f_s) / ||TF_i(f_s)||_2 - f_ti / ||f_ti||_2 ||_1`` (per sample, batch mean).
+
+    Adaptors are conv1x1-BN-ReLU-conv1x1 to each teacher's channels; their output is resized
+    (bilinear) to the teacher map's spatial size, so any stride or width pairs up.
+    """
+
+    def __init__(self, student_channels: int, teacher_channels: Sequence[int], hidden: Optional[int] = None):
+        super().__init__()
+        self.adaptors = nn.ModuleList()
+        for c in teacher_channels:
+            mid = hidden or c
+            self.adaptors.append(
+                nn.Sequential(
+                    nn.Conv2d(student_channels, mid, 1, bias=False),
+                    nn.BatchNorm2d(mid),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(mid, c, 1),
+                )
+            )
+
+    def forward(self, student: torch.Tensor, teachers: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(teachers) != len(self.adaptors):
+            raise AmalgamError(f"FEED: {len(self.adaptors)} adaptors but {len(teachers)} teacher maps")
+        total = student.new_zeros((), dtype=torch.float32)
+        for i, (adaptor, t) in enumerate(zip(self.adaptors, teachers)):
+            s = adaptor(student)
+            if t.dim() != 4:
+                raise AmalgamError(f"FEED: teacher {i} map must be [B, C, H, W], got {list(t.shape)}")
+            if s.shape[-2:] != t.shape[-2:]:
+                s = F.interpolate(s, size=t.shape[-2:], mode="bilinear", align_corners=False)
+            total = total + (_unit(s.float()) - _unit(t.detach().float())).abs().flatten(1).sum(1).mean()
+        return total
+
+
+def similarity(features: torch.Tensor) -> torch.Tensor:
+    """Tung & Mori's batch similarity: ``G = Q Q^T`` of the flattened maps, rows L2-normalised."""
+    q = features.flatten(1).float()
+    return F.normalize(q @ q.t(), dim=1)
+
+
+@FEATURE_ENSEMBLES.register("similarity")
+class SimilarityLoss(nn.Module):
+    """Similarity-preserving KD with several teachers: ``sum_i alpha_i ||G_s - G_ti||_F^2 / b^2``.
+
+    ``alpha`` is fixed (``alphas``, normalised) or learned (``learn=True``: softmax of a parameter);
+    either way the alphas sum to one. Channel and spatial sizes may differ: only the ``b x b``
+    similarity matrices are compared.
+    """
+
+    def __init__(self, num_teachers: int, alphas: Optional[Sequence[float]] = None, learn: bool = False):
+        super().__init__()
+        if alphas is not None and (len(alphas) != num_teachers or sum(alphas) <= 0 or min(alphas) < 0):
+            raise AmalgamError(f"alphas: expected {num_teachers} non-negative values, got {list(alphas)}")
+        self.num_teachers = num_teachers
+        self.logits = nn.Parameter(torch.zeros(num_teachers)) if learn else None
+        fixed = torch.tensor(alphas if alphas is not None else [1.0] * num_teachers, dtype=torch.float32)
+        self.register_buffer("fixed", fixed / fixed.sum())
+
+    def alphas(self) -> torch.Tensor:
+        """Current teacher weights (sum to one)."""
+        return F.softmax(self.logits, 0) if self.logits is not None else self.fixed
+
+    def forward(self, student: torch.Tensor, teachers: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(teachers) != self.num_teachers:
+            raise AmalgamError(f"similarity: {self.num_teachers} teachers expected, got {len(teachers)} maps")
+        b = student.shape[0]
+        g_s = similarity(student)
+        terms = torch.stack([(g_s - similarity(t.detach())).pow(2).sum() / b**2 for t in teachers])
+        return (self.alphas().to(terms.device) * terms).sum()
