@@ -35,6 +35,11 @@ def check_recipe(recipe: Recipe) -> None:
             for required in SOURCE_TYPES.get(cfg.type)[1]:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
+    if recipe.peers is not None:
+        check_peers(recipe)
+        return
+    if not recipe.teachers:
+        raise RecipeError("teachers", "required: at least one teacher (or a peers section)")
     taught = set()
     for name, t in recipe.teachers.items():
         path = f"teachers.{name}"
@@ -95,3 +100,21 @@ def check_recipe(recipe: Recipe) -> None:
                 raise RecipeError(
                     f"amalgamation.task_weights.{key}", f"expected a task or teacher name ({', '.join(sorted(valid))})"
                 )
+
+
+def check_peers(recipe: Recipe) -> None:
+    """A peer-learning recipe: no teachers, a labelled source, a buildable model."""
+    peers = recipe.peers
+    if recipe.teachers:
+        raise RecipeError("peers", "a recipe has either teachers or peers, not both")
+    at_key("peers.model", check_model, peers.model.source, peers.model.kwargs(), recipe.base_dir)
+    if peers.source not in recipe.data.sources:
+        raise RecipeError(
+            "peers.source", f"unknown source '{peers.source}' (expected one of: {', '.join(recipe.data.sources)})"
+        )
+    if peers.eval is not None and peers.eval not in recipe.data.eval:
+        raise RecipeError(
+            "peers.eval", f"unknown eval set '{peers.eval}' (expected one of: {', '.join(recipe.data.eval)})"
+        )
+    if len(peers.input.mean) != peers.input.channels or len(peers.input.std) != peers.input.channels:
+        raise RecipeError("peers.input", f"mean and std need {peers.input.channels} values")

@@ -29,6 +29,15 @@ def cmd_inspect(args) -> int:
     from amalgam.students import build_student, count_params
 
     recipe = _load(args)
+    if recipe.peers is not None:
+        from amalgam.peers import build_peers
+
+        p = recipe.peers
+        params = sum(x.numel() for x in build_peers(p, recipe.base_dir).parameters())
+        print(f"recipe '{recipe.name}' -> {recipe.output_dir()}")
+        print(f"peers: {p.strategy}, {p.count} x {p.model.source} model ({params:,} params in all)")
+        print(f"  labels: {p.labels}\n  trained on '{p.source}' with labels, eval {p.eval or '-'}")
+        return 0
     plan = prepare(recipe, with_data=not args.no_data, log=_log(args.quiet))
     print(f"recipe '{recipe.name}' -> {recipe.output_dir()}")
     print("\nteachers:")
@@ -76,6 +85,13 @@ def cmd_build(args) -> int:
     if (run_dir / "report.json").exists() and not args.force:
         raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
     device = resolve_device(recipe.device)
+    if recipe.peers is not None:
+        from amalgam.peers import to_markdown, train_peers
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(to_markdown(train_peers(recipe, run_dir, device, log)))
+        print(f"wrote {run_dir}/peers.pt, report.json, report.md, train_log.csv")
+        return 0
     plan = prepare(recipe, log=log)
     seed_everything(recipe.seed)
     student = build_student(plan.student_spec())
@@ -103,6 +119,8 @@ def cmd_eval(args) -> int:
     from amalgam.serialize import load_student
 
     recipe = _load(args)
+    if recipe.peers is not None:
+        raise AmalgamError("eval: a peers recipe has no student to evaluate; `amalgam build` scores the peers")
     device = resolve_device(recipe.device)
     student, spaces = load_student(args.student)
     plan = prepare(recipe, log=_log(args.quiet))

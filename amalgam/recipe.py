@@ -123,15 +123,30 @@ class TrainConfig(_Strict):
     cache_max_gb: float = Field(20.0, gt=0, description="disk budget of the teacher cache; over it teachers run live")
 
 
+class PeersConfig(_Strict):
+    """Online distillation among peers trained from labels (no pre-trained teacher)."""
+
+    strategy: Literal["dml", "one", "kdcl"]
+    count: int = Field(2, ge=2, description="peers (dml, kdcl) or branches (one)")
+    temperature: float = Field(3.0, gt=0)
+    model: ModelConfig
+    input: InputSpec = InputSpec()
+    labels: list[str] = Field(min_length=2, description="class names in output order")
+    source: str = Field(description="a labelled source of data.sources to train on")
+    eval: Optional[str] = None
+    split_at: str = Field("layer4", description="one: first child module of the branches")
+
+
 class Recipe(_Strict):
-    """A whole amalgamation: data, teachers, student, strategy and schedule."""
+    """A whole amalgamation (teachers -> student) or a peer-learning run (``peers``)."""
 
     name: str
     seed: int = 0
     output: Optional[Path] = None
     device: str = "auto"
     data: DataConfig
-    teachers: dict[str, TeacherConfig] = Field(min_length=1)
+    teachers: dict[str, TeacherConfig] = Field(default_factory=dict)
+    peers: Optional[PeersConfig] = None
     student: StudentConfig = StudentConfig()
     amalgamation: AmalgamationConfig = AmalgamationConfig()
     train: TrainConfig = TrainConfig()

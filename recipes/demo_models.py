@@ -53,12 +53,40 @@ class SmallResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def small_resnet(num_classes: int, in_channels: int = 1, width: int = 32) -> nn.Module:
+def small_resnet(num_classes: int, in_channels: int = 1, width: int = 32, blocks: int = 2) -> nn.Module:
     """A ResNet-18-style classifier for small (28-32 px) images.
 
     Args:
         num_classes: output logits.
         in_channels: 1 for grey inputs, 3 for RGB.
         width: channels of the first stage (doubles at each of the 4 stages; torchvision uses 64).
+        blocks: residual blocks per stage (2 as in ResNet-18; 1 for a ResNet-10).
     """
-    return SmallResNet(num_classes, in_channels, width)
+    return SmallResNet(num_classes, in_channels, width, (blocks,) * 4)
+
+
+def small_vgg(num_classes: int, in_channels: int = 1, width: int = 16, dropout: float = 0.3) -> nn.Module:
+    """A plain VGG-style classifier (three conv-conv-pool stages, dropout before the classifier).
+
+    Module names: ``features`` (its stage outputs at indices 6, 13, 20 are good feature taps),
+    ``dropout`` and ``fc``.
+    """
+
+    def stage(cin: int, cout: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+
+    model = nn.Sequential()
+    model.features = nn.Sequential(*stage(in_channels, width), *stage(width, width * 2), *stage(width * 2, width * 4))
+    model.pool = nn.AdaptiveAvgPool2d(1)
+    model.flatten = nn.Flatten()
+    model.dropout = nn.Dropout(dropout)
+    model.fc = nn.Linear(width * 4, num_classes)
+    return model

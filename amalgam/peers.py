@@ -1,0 +1,184 @@
+"""Peer-learning builds (recipe section ``peers``): DML, ONE or KDCL-MinLogit trained from labels.
+
+``amalgam build`` runs these when a recipe has ``peers`` instead of ``teachers``. The run folder
+gets ``peers.pt`` (the trained models), ``checkpoint.pt`` each epoch, ``train_log.csv``,
+``report.json`` and ``report.md`` (each peer's and the ensemble's top-1 on the eval set).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from amalgam.data import build_image_set
+from amalgam.errors import AmalgamError
+from amalgam.kd.peers import ONE, dml_loss, kdcl_minlogit_loss, one_loss
+from amalgam.models import build_model
+from amalgam.recipe import PeersConfig, Recipe
+from amalgam.serialize import atomic_save
+from amalgam.teachers import to_input
+
+
+class PeerGroup(nn.Module):
+    """``count`` independent peers; ``forward`` gives ``(logits [K, B, C], their mean)``."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.peers = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.stack([p(x) for p in self.peers])
+        return z, z.mean(0)
+
+
+def split_model(model: nn.Module, at: str) -> tuple[nn.Module, nn.Module, int]:
+    """Splits a sequential-by-children network (ResNet-style) before its child ``at``.
+
+    Returns ``(trunk, head, trunk_channels)``; a Flatten goes before the head's first Linear.
+    """
+    names = [n for n, _ in model.named_children()]
+    if at not in names:
+        raise AmalgamError(f"peers.split_at: the model has no top-level module '{at}' (it has: {', '.join(names)})")
+    children = list(model.children())
+    i = names.index(at)
+    head: list[nn.Module] = []
+    for child in children[i:]:
+        if isinstance(child, nn.Linear) and not any(isinstance(h, nn.Flatten) for h in head):
+            head.append(nn.Flatten())
+        head.append(child)
+    trunk = nn.Sequential(*children[:i])
+    channels = [m.out_channels for m in trunk.modules() if isinstance(m, nn.Conv2d)][-1]
+    return trunk, nn.Sequential(*head), channels
+
+
+def build_peers(cfg: PeersConfig, base_dir: Path) -> nn.Module:
+    """The peer group (dml, kdcl) or the ONE network (shared trunk, ``count`` branches)."""
+    if cfg.strategy == "one":
+        trunk, head, channels = split_model(build_model(cfg.model.source, cfg.model.kwargs(), base_dir), cfg.split_at)
+        return ONE(trunk, lambda: copy.deepcopy(head), channels, cfg.count)
+    return PeerGroup([build_model(cfg.model.source, cfg.model.kwargs(), base_dir) for _ in range(cfg.count)])
+
+
+def peer_loss(cfg: PeersConfig, z: torch.Tensor, ens: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if cfg.strategy == "one":
+        return one_loss(z, ens, y, cfg.temperature)[0]
+    loss = dml_loss if cfg.strategy == "dml" else kdcl_minlogit_loss
+    return loss(z, y, cfg.temperature)[0]
+
+
+def _labelled(recipe: Recipe, group: str, key: str):
+    cfg = getattr(recipe.data, group)[key]
+    dataset = build_image_set(f"data.{group}.{key}", cfg, recipe.resolve, tuple(recipe.data.image_size), True)
+    names = recipe.peers.labels
+    if "label" not in dataset.target_keys or not dataset.classes:
+        raise AmalgamError(f"data.{group}.{key}: peers need a labelled classification set")
+    missing = [c for c in dataset.classes if c not in names]
+    if missing:
+        raise AmalgamError(f"peers.labels: classes of data.{group}.{key} not in the labels: {missing}")
+    return dataset, torch.tensor([names.index(c) for c in dataset.classes])
+
+
+def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callable[[str], None] = print) -> dict:
+    """Trains the peers, evaluates them and writes the run folder; returns the report."""
+    cfg, train = recipe.peers, recipe.train
+    torch.manual_seed(recipe.seed)
+    model = build_peers(cfg, recipe.base_dir).to(device)
+    dataset, remap = _labelled(recipe, "sources", cfg.source)
+    samples = min(train.samples_per_epoch or len(dataset), len(dataset))
+    gen = torch.Generator().manual_seed(recipe.seed)
+    loader = DataLoader(
+        dataset, batch_size=train.batch_size, sampler=RandomSampler(dataset, num_samples=samples, generator=gen)
+    )
+    spec = cfg.input
+
+    def prep(images: torch.Tensor) -> torch.Tensor:
+        return to_input(
+            images.to(device), tuple(spec.size or recipe.data.image_size), spec.channels, spec.mean, spec.std
+        )
+
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, train.epochs * len(loader)))
+    history, start, seen = [], time.perf_counter(), 0
+    for epoch in range(1, train.epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for batch in loader:
+            y = remap[batch["label"]].to(device)
+            z, ens = model(prep(batch["image"]))
+            loss = peer_loss(cfg, z, ens, y)
+            if not torch.isfinite(loss):
+                raise AmalgamError(f"peers ({cfg.strategy}): loss is {loss.item()} at epoch {epoch}: training stopped")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, count, seen = total + loss.item(), count + 1, seen + len(y)
+        elapsed = time.perf_counter() - start
+        history.append({"epoch": epoch, "seconds": round(elapsed, 2), "loss": total / max(count, 1)})
+        log(f"epoch {epoch}/{train.epochs} loss {total / max(count, 1):.4f} {seen / elapsed:.1f} img/s")
+        atomic_save(
+            {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict()}, run_dir / "checkpoint.pt"
+        )
+    seconds = time.perf_counter() - start
+    atomic_save(model.state_dict(), run_dir / "peers.pt")
+    _write_csv(run_dir / "train_log.csv", history)
+    scores = evaluate_peers(recipe, model, prep, device) if cfg.eval else {}
+    report = {
+        "recipe": recipe.name,
+        "strategy": cfg.strategy,
+        "peers": [{"name": f"peer-{i + 1}", "top1": s} for i, s in enumerate(scores.get("peers", []))],
+        "ensemble_top1": scores.get("ensemble"),
+        "params": sum(p.numel() for p in model.parameters()),
+        "train": {"epochs": train.epochs, "seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 2)},
+    }
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (run_dir / "report.md").write_text(to_markdown(report))
+    return report
+
+
+@torch.no_grad()
+def evaluate_peers(recipe: Recipe, model: nn.Module, prep, device: torch.device) -> dict:
+    """Top-1 of every peer (ONE: every branch) and of their ensemble on the eval set."""
+    dataset, remap = _labelled(recipe, "eval", recipe.peers.eval)
+    loader = DataLoader(dataset, batch_size=recipe.train.eval_batch_size)
+    model.eval()
+    correct, ens_correct, total = None, 0, 0
+    for batch in loader:
+        y = remap[batch["label"]].to(device)
+        z, ens = model(prep(batch["image"]))
+        hits = (z.argmax(2) == y).sum(1)
+        correct = hits if correct is None else correct + hits
+        ens_correct += (F.softmax(ens, 1).argmax(1) == y).sum().item()
+        total += len(y)
+    return {"peers": [c / total for c in correct.tolist()], "ensemble": ens_correct / total}
+
+
+def to_markdown(report: dict) -> str:
+    lines = [
+        f"# amalgam report: {report['recipe']} (peers: {report['strategy']})",
+        "",
+        "| model | top-1 |",
+        "|---|---|",
+    ]
+    lines += [f"| {p['name']} | {p['top1']:.4f} |" for p in report["peers"]]
+    if report["ensemble_top1"] is not None:
+        lines.append(f"| ensemble | {report['ensemble_top1']:.4f} |")
+    t = report["train"]
+    lines += [
+        "",
+        f"{report['params']:,} parameters; {t['epochs']} epochs in {t['seconds']} s ({t['images_per_second']} img/s)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(rows[0]) if rows else []
+    path.write_text("\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")

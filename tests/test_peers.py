@@ -1,0 +1,83 @@
+"""Peer-learning recipes (DML, ONE, KDCL) through the CLI on the tiny world's labelled items."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from torch import nn
+from world import ITEM_CLASSES
+
+from amalgam.cli import main
+from amalgam.errors import AmalgamError, RecipeError
+from amalgam.peers import split_model
+from amalgam.recipe import load_recipe
+
+
+def peer_recipe(world, tmp_path, **peers) -> "Path":  # noqa: F821
+    raw = yaml.safe_load(world.read_text())
+    del raw["teachers"]
+    raw.pop("amalgamation", None)
+    raw["data"]["sources"] = {"items": raw["data"]["sources"]["items"]}
+    raw["data"]["eval"] = {"items-val": raw["data"]["eval"]["items-val"]}
+    raw["peers"] = {
+        "strategy": "dml",
+        "count": 2,
+        "model": {"from": "python", "factory": "models:tiny_cnn", "num_classes": 3, "in_channels": 1},
+        "input": {"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.25]},
+        "labels": ITEM_CLASSES,
+        "source": "items",
+        "eval": "items-val",
+        "split_at": "3",
+        **peers,
+    }
+    raw["train"] = {"epochs": 2, "batch_size": 4, "lr": 1e-2, "samples_per_epoch": 8}
+    path = world.parent / f"peers-{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("strategy, count", [("dml", 2), ("one", 3), ("kdcl", 2)])
+def test_peer_recipes_build_through_the_cli(world, tmp_path, strategy, count):
+    recipe = peer_recipe(world, tmp_path, strategy=strategy, count=count)
+    out = tmp_path / "run"
+    assert main(["build", str(recipe), "--output", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["strategy"] == strategy and len(report["peers"]) == count
+    assert all(0.0 <= p["top1"] <= 1.0 for p in report["peers"]) and 0.0 <= report["ensemble_top1"] <= 1.0
+    assert report["train"]["epochs"] == 2
+    assert (out / "peers.pt").exists() and (out / "checkpoint.pt").exists()
+    state = torch.load(out / "peers.pt", weights_only=True)
+    # every peer (or branch) was trained: none is still at its shared initial value
+    if strategy == "one":
+        assert any(k.startswith("branches.2.") for k in state) and any(k.startswith("gate.") for k in state)
+    else:
+        assert not torch.equal(state["peers.0.0.weight"], state["peers.1.0.weight"])
+
+
+def test_peer_recipe_errors(world, tmp_path):
+    with pytest.raises(RecipeError, match=r"peers\.strategy"):
+        load_recipe(peer_recipe(world, tmp_path, strategy="okddip"))
+    with pytest.raises(RecipeError, match=r"peers\.source: unknown source 'scenes'"):
+        load_recipe(peer_recipe(world, tmp_path, source="scenes"))
+    with pytest.raises(RecipeError, match=r"peers\.count"):
+        load_recipe(peer_recipe(world, tmp_path, count=1))
+    raw = yaml.safe_load(world.read_text())
+    raw["teachers"] = {}
+    bad = world.parent / f"none-{tmp_path.name}.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RecipeError, match="teachers: required"):
+        load_recipe(bad)
+
+
+def test_split_model_names_the_children_and_adds_flatten():
+    model = nn.Sequential()
+    model.conv = nn.Conv2d(1, 4, 3)
+    model.pool = nn.AdaptiveAvgPool2d(1)
+    model.fc = nn.Linear(4, 2)
+    trunk, head, channels = split_model(model, "pool")
+    assert channels == 4 and head(trunk(torch.rand(2, 1, 5, 5))).shape == (2, 2)
+    with pytest.raises(AmalgamError, match="no top-level module 'layer4' .*conv, pool, fc"):
+        split_model(model, "layer4")
