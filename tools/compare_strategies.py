@@ -95,7 +95,7 @@ def load(recipe_path: Path, train_images: int, test_images: int, log) -> tuple[D
             flips.append(teacher(chunk))
             teacher.sub = None
         logits[name], feats[name], flipped[name] = torch.cat(outs), torch.cat(maps), torch.cat(flips)
-        acc = top1(lambda x: teacher(x), test_x, test_y)
+        acc = top1(teacher, test_x, test_y)
         log(
             f"teacher {name}: test top-1 {acc:.4f}, train top-1 {(logits[name].argmax(1) == labels).float().mean():.4f}"
         )
