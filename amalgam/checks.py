@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from amalgam.data.sources import SOURCE_TYPES
 from amalgam.errors import AmalgamError, RecipeError
+from amalgam.kd import LOGIT_ENSEMBLES
 from amalgam.models import check_encoder_name, check_model
 from amalgam.recipe import Recipe
 from amalgam.subteachers import SUBTEACHERS, build_subteacher
@@ -91,8 +92,17 @@ def check_recipe(recipe: Recipe) -> None:
     for teacher in amal.taps:
         if teacher not in recipe.teachers:
             raise RecipeError(f"amalgamation.taps.{teacher}", "not a teacher of this recipe")
-    if amal.features == "adapters" and not amal.taps:
-        raise RecipeError("amalgamation.taps", "required when features is 'adapters' ({teacher: module.name})")
+    if amal.features != "none" and not amal.taps:
+        raise RecipeError(
+            "amalgamation.taps", f"required when features is '{amal.features}' ({{teacher: module.name}})"
+        )
+    if amal.ensemble is not None:
+        at_key("amalgamation.ensemble.type", LOGIT_ENSEMBLES.get, amal.ensemble.type)
+        if amal.ensemble.type == "confidence":
+            raise RecipeError(
+                "amalgamation.ensemble.type",
+                "'confidence' weighs teachers by their loss on labels; amalgamation has none",
+            )
     if isinstance(amal.task_weights, dict):
         valid = set(recipe.teachers) | {t.task for t in recipe.teachers.values()}
         for key in amal.task_weights:

@@ -10,7 +10,9 @@ from torch import nn
 
 from amalgam.cache import Targets, live_targets
 from amalgam.errors import AmalgamError
+from amalgam.kd import LOGIT_ENSEMBLES, FEEDLoss, SimilarityLoss
 from amalgam.plan import Plan
+from amalgam.registry import Registry
 from amalgam.students import default_student_tap
 from amalgam.teachers import FeatureTap
 
@@ -35,11 +37,51 @@ class FeatureAdapter(nn.Module):
         return diff.pow(2).sum(1).mean()
 
 
+class _FEEDTerm(nn.Module):
+    """FEED (Park & Kwak) for one teacher: non-linear adaptor, L1 between unit maps."""
+
+    def __init__(self, student_channels: int, teacher_channels: int):
+        super().__init__()
+        self.loss = FEEDLoss(student_channels, [teacher_channels])
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return self.loss(student, [teacher])
+
+
+class _SimilarityTerm(nn.Module):
+    """Similarity-preserving loss (Tung & Mori) for one teacher: batch similarity matrices."""
+
+    def __init__(self, student_channels: int, teacher_channels: int):
+        super().__init__()
+        self.loss = SimilarityLoss(1)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return self.loss(student, [teacher])
+
+
+#: ``amalgamation.features`` values: (student channels, teacher channels) -> module(student, teacher)
+FEATURE_TERMS: Registry[type[nn.Module]] = Registry("feature term")
+FEATURE_TERMS.add("adapters", FeatureAdapter)
+FEATURE_TERMS.add("feed", _FEEDTerm)
+FEATURE_TERMS.add("similarity", _SimilarityTerm)
+
+
+def ensemble_groups(plan: Plan) -> list[list[str]]:
+    """Teachers an ``amalgamation.ensemble`` merges: two or more of one labelled task with the same
+    labels, background and sources (each such group gives one distillation term)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in plan.teachers.items():
+        if t.task.labelled:
+            key = (t.task.name, t.space.names, t.space.background, tuple(sorted(t.source_names)))
+            groups.setdefault(key, []).append(name)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 class Objective(nn.Module):
     """Computes the weighted sum of every teacher's term on one batch.
 
-    Trainable parts (uncertainty log-variances, adapters) are parameters of this module, so they
-    are optimised and checkpointed with the student.
+    Trainable parts (uncertainty log-variances, feature adaptors, ensemble gates) are parameters of
+    this module, so they are optimised and checkpointed with the student.
     """
 
     def __init__(self, plan: Plan, student: nn.Module):
@@ -48,44 +90,60 @@ class Objective(nn.Module):
         self.plan = plan
         self.temperature = amal.temperature
         self.feature_weight = amal.feature_weight
-        names = list(plan.teachers)
+        self.groups = ensemble_groups(plan) if amal.ensemble else []
+        grouped = {n for g in self.groups for n in g}
+        #: distillation terms: a teacher alone, or an ensemble group named "a+b"
+        self.terms = {n: [n] for n in plan.teachers if n not in grouped} | {"+".join(g): g for g in self.groups}
         if amal.task_weights == "uncertainty":
-            self.log_vars = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in names})
+            self.log_vars = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in self.terms})
             self.fixed = None
         else:
+            weights = amal.task_weights
             self.log_vars = None
             self.fixed = {
-                n: amal.task_weights.get(n, amal.task_weights.get(plan.teachers[n].task.name, 1.0)) for n in names
+                term: weights.get(g[0], weights.get(plan.teachers[g[0]].task.name, 1.0))
+                for term, g in self.terms.items()
             }
         self.adapters = nn.ModuleDict()
+        self.ensembles = nn.ModuleDict()
         self.student_tap: Optional[FeatureTap] = None
-        if amal.features == "adapters":
-            self._build_adapters(student, amal.taps, amal.student_tap or default_student_tap(student.spec))
+        needs_gate = amal.ensemble is not None and amal.ensemble.type == "gate"
+        if amal.features != "none" or needs_gate:
+            self._tap_student(student, amal.student_tap or default_student_tap(student.spec))
+        if amal.features != "none":
+            self._build_feature_terms(FEATURE_TERMS.get(amal.features), amal.taps)
+        for term, group in self.terms.items():
+            if len(group) > 1:
+                extra = {"in_features": self.student_tap.value.shape[1]} if needs_gate else {}
+                self.ensembles[term] = LOGIT_ENSEMBLES.get(amal.ensemble.type)(
+                    num_teachers=len(group), **amal.ensemble.kwargs(), **extra
+                )
 
-    def _build_adapters(self, student: nn.Module, taps: dict[str, str], student_tap: str) -> None:
-        self.student_tap = FeatureTap(student_tap)
+    def _dummy(self) -> torch.Tensor:
+        return torch.rand(2, 3, *tuple(self.plan.recipe.data.image_size))
+
+    def _tap_student(self, student: nn.Module, module_name: str) -> None:
+        self.student_tap = FeatureTap(module_name)
         self.student_tap.attach(student, "amalgamation.student_tap")
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            student(self._dummy())
+        student.train(was_training)
+
+    def _build_feature_terms(self, make, taps: dict[str, str]) -> None:
         for name, module_name in taps.items():
             teacher = self.plan.teachers[name]
             teacher.tap = FeatureTap(module_name)
             teacher.tap.attach(teacher.model, f"amalgamation.taps.{name}")
-        size = tuple(self.plan.recipe.data.image_size)
-        dummy = torch.rand(2, 3, *size)
-        was_training = student.training
-        student.eval()
-        with torch.no_grad():
-            student(dummy)
-        student.train(was_training)
-        for name in taps:
-            teacher = self.plan.teachers[name]
-            teacher(dummy)
-            self.adapters[name] = FeatureAdapter(self.student_tap.value.shape[1], teacher.tap.value.shape[1])
+            teacher(self._dummy())
+            self.adapters[name] = make(self.student_tap.value.shape[1], teacher.tap.value.shape[1])
 
-    def weight(self, name: str, loss: torch.Tensor) -> torch.Tensor:
-        """Fixed weight, or Kendall et al.'s ``exp(-s) * L + s`` with a learned ``s`` per teacher."""
+    def weight(self, term: str, loss: torch.Tensor) -> torch.Tensor:
+        """Fixed weight, or Kendall et al.'s ``exp(-s) * L + s`` with a learned ``s`` per term."""
         if self.log_vars is None:
-            return self.fixed[name] * loss
-        s = self.log_vars[name]
+            return self.fixed[term] * loss
+        s = self.log_vars[term]
         return torch.exp(-s) * loss + s
 
     def forward(
@@ -95,7 +153,8 @@ class Objective(nn.Module):
         source: torch.Tensor,
         targets: Optional[Targets] = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss and each term's unweighted value (``<teacher>`` and ``<teacher>/features``).
+        """Total loss and each term's unweighted value (``<teacher>``, ``<a+b>`` for an ensemble
+        group, and ``<teacher>/features``).
 
         ``targets`` supplies each teacher's output (e.g. from the teacher cache); by default the
         teachers run on ``images``.
@@ -103,23 +162,43 @@ class Objective(nn.Module):
         targets = targets or live_targets(self.plan.teachers, images)
         total = images.new_zeros(())
         parts: dict[str, float] = {}
-        for name, teacher in self.plan.teachers.items():
-            ids = torch.tensor(self.plan.source_ids[name], device=source.device)
+        for term, group in self.terms.items():
+            first = self.plan.teachers[group[0]]
+            ids = torch.tensor(self.plan.source_ids[group[0]], device=source.device)
             idx = torch.isin(source, ids).nonzero().flatten()
             if idx.numel() == 0:
                 continue  # masked: none of this batch's samples come from the teacher's sources
-            target, feature = targets(name, idx)
-            task = teacher.task
-            loss = task.distill_loss(student_out[task.name][idx], target, self.plan.projections[name], self.temperature)
-            _check_finite(loss, name, task.name)
-            parts[name] = loss.item()
-            total = total + self.weight(name, loss)
-            if name in self.adapters:
-                feat = self.adapters[name](self.student_tap.value[idx], feature)
-                _check_finite(feat, f"{name}/features", task.name)
-                parts[f"{name}/features"] = feat.item()
-                total = total + self.feature_weight * feat
+            outputs = [targets(name, idx) for name in group]
+            target = outputs[0][0] if len(group) == 1 else self._ensemble(term, [o[0] for o in outputs], idx)
+            task = first.task
+            loss = task.distill_loss(
+                student_out[task.name][idx], target, self.plan.projections[group[0]], self.temperature
+            )
+            _check_finite(loss, term, task.name)
+            parts[term] = loss.item()
+            total = total + self.weight(term, loss)
+            for name, (_, feature) in zip(group, outputs):
+                if name in self.adapters:
+                    feat = self.adapters[name](self.student_tap.value[idx], feature)
+                    _check_finite(feat, f"{name}/features", task.name)
+                    parts[f"{name}/features"] = feat.item()
+                    total = total + self.feature_weight * feat
         return total, parts
+
+    def _ensemble(self, term: str, logits: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        """One target (as logits at the recipe's temperature) from a group's teachers."""
+        z = torch.stack(logits).float()  # [K, B, C, ...]
+        k, b, c = z.shape[:3]
+        pixels = z[0, 0, 0].numel()
+        flat = z.reshape(k, b, c, pixels).movedim(2, 3).reshape(k, b * pixels, c)  # dense: every pixel a sample
+        features = None
+        if self.student_tap is not None:
+            f = self.student_tap.value[idx]
+            features = (f.mean((2, 3)) if f.dim() == 4 else f).repeat_interleave(pixels, 0)
+        p, _ = self.ensembles[term](flat, self.temperature, features=features)
+        p = p.reshape(b, pixels, c).movedim(1, 2).reshape(z.shape[1:])
+        # T * log p at temperature T gives back exactly p
+        return self.temperature * p.clamp_min(1e-8).log()
 
 
 def _check_finite(loss: torch.Tensor, term: str, task: str) -> None:

@@ -59,14 +59,14 @@ class ModelConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class WrapConfig(BaseModel):
-    """``type`` names a sub-teacher wrapper (amalgam.subteachers); every other key is its argument."""
+class TypedConfig(BaseModel):
+    """``type`` names a registered part (sub-teacher, logit ensemble); every other key is its argument."""
 
     model_config = ConfigDict(extra="allow")
     type: str
 
     def kwargs(self) -> dict[str, Any]:
-        """Wrapper keyword arguments (everything but ``type``)."""
+        """Keyword arguments of the part (everything but ``type``)."""
         return dict(self.model_extra or {})
 
 
@@ -81,7 +81,7 @@ class TeacherConfig(_Strict):
     task: str
     model: ModelConfig
     checkpoint: Optional[Path] = None
-    wrap: Optional[WrapConfig] = None
+    wrap: Optional[TypedConfig] = None
     input: InputSpec = InputSpec()
     labels: Optional[list[str]] = None
     background: Optional[str] = None
@@ -99,7 +99,8 @@ class StudentConfig(_Strict):
 
 class AmalgamationConfig(_Strict):
     temperature: float = Field(2.0, gt=0)
-    features: Literal["none", "adapters"] = "none"
+    features: Literal["none", "adapters", "feed", "similarity"] = "none"
+    ensemble: Optional[TypedConfig] = Field(None, description="merge same-label teachers' logits: mean, fixed, ...")
     taps: dict[str, str] = {}
     student_tap: Optional[str] = Field(None, description="student module adapters read (default: the branch point)")
     feature_weight: float = Field(1.0, ge=0)
