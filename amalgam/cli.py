@@ -72,6 +72,7 @@ def cmd_inspect(args) -> int:
 def cmd_build(args) -> int:
     import torch
 
+    from amalgam.distributed import init_distributed
     from amalgam.engine import resolve_device, seed_everything, train
     from amalgam.evaluate import evaluate, size_and_speed
     from amalgam.plan import prepare
@@ -79,12 +80,17 @@ def cmd_build(args) -> int:
     from amalgam.serialize import save_student
     from amalgam.students import build_student, count_params
 
-    log = _log(args.quiet)
     recipe = _load(args)
     run_dir = recipe.output_dir()
     if (run_dir / "report.json").exists() and not args.force:
         raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
     device = resolve_device(recipe.device)
+    ctx = init_distributed(device.type)  # torchrun: one process per device, rank 0 writes
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    log = _log(args.quiet or not ctx.is_main)
+    if ctx.enabled:
+        log(f"torchrun: {ctx.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}); rank 0 writes the run")
     if recipe.peers is not None:
         from amalgam.peers import to_markdown, train_peers
 
@@ -101,13 +107,17 @@ def cmd_build(args) -> int:
         f"({count_params(student) / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = train(plan, student, run_dir, device, log=log)
+    result = train(plan, student, run_dir, device, log=log, ctx=ctx)
+    if not ctx.is_main:
+        ctx.close()
+        return 0
     save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
     evaluation = evaluate(plan, student, device, log=log)
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
     write_report(report, run_dir)
     print(to_markdown(report))
     print(f"wrote {run_dir}/student.pt, report.json, report.md, train_log.csv")
+    ctx.close()
     return 0
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from amalgam.cache import TeacherCache, apply_flip
 from amalgam.data import mixing_sampler
+from amalgam.distributed import DistContext, GlobalBatchShard
 from amalgam.objective import Objective
 from amalgam.plan import Plan
 from amalgam.recipe import TrainConfig
@@ -57,19 +58,27 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(plan: Plan, cfg: TrainConfig, seed: int, device: torch.device) -> DataLoader:
-    """Loader over the mixed sources, sampled by source weight, with the source id of each sample."""
+def make_loader(
+    plan: Plan, cfg: TrainConfig, seed: int, device: torch.device, ctx: DistContext = DistContext()
+) -> DataLoader:
+    """Loader over the mixed sources, sampled by source weight, with the source id of each sample.
+
+    Under torchrun each rank loads its contiguous slice of every global batch.
+    """
     weights = [plan.recipe.data.sources[n].weight for n in plan.sources.names]
     samples = cfg.samples_per_epoch or len(plan.sources)
     sampler = mixing_sampler(plan.sources, weights, samples, seed)
+    drop_last = samples >= 2 * cfg.batch_size  # no 1-sample batch for BatchNorm
+    if ctx.enabled:
+        sampler = GlobalBatchShard(sampler, cfg.batch_size, ctx, drop_last)
     return DataLoader(
         plan.sources,
-        batch_size=cfg.batch_size,
+        batch_size=ctx.local_batch(cfg.batch_size),
         sampler=sampler,
         num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0,
         pin_memory=device.type == "cuda",
-        drop_last=samples >= 2 * cfg.batch_size,  # no 1-sample batch for BatchNorm
+        drop_last=drop_last and not ctx.enabled,
         worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -142,11 +151,13 @@ def train(
     run_dir: Path,
     device: torch.device,
     log: Callable[[str], None] = print,
+    ctx: DistContext = DistContext(),
 ) -> TrainResult:
     """Trains the student from the teachers' outputs alone (no ground truth is read).
 
     Writes ``train_log.csv`` (per-epoch mean of every loss term) and ``checkpoint.pt`` (the
-    training state, atomically, after every epoch) into ``run_dir``.
+    training state, atomically, after every epoch) into ``run_dir``. Under torchrun (``ctx``) the
+    student runs in DistributedDataParallel and only rank 0 writes.
     """
     cfg = plan.recipe.train
     seed_everything(plan.recipe.seed)
@@ -155,8 +166,16 @@ def train(
     objective.to(device)
     for teacher in plan.teachers.values():
         teacher.to(device)
-    loader = make_loader(plan, cfg, plan.recipe.seed, device)
-    cache = open_cache(plan, run_dir, log)
+    loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx)
+    cache = open_cache(plan, run_dir, log) if ctx.is_main else None
+    ctx.barrier()  # rank 0 made the cache files; the others open them
+    if not ctx.is_main:
+        cache = open_cache(plan, run_dir, lambda msg: None)
+    model = student
+    if ctx.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(student, device_ids=ids, find_unused_parameters=True)
+    local = slice(ctx.rank * ctx.local_batch(cfg.batch_size), (ctx.rank + 1) * ctx.local_batch(cfg.batch_size))
     params = [p for p in list(student.parameters()) + list(objective.parameters()) if p.requires_grad]
     opt = build_optimizer(params, cfg)
     steps = max(1, cfg.epochs * len(loader))
@@ -173,21 +192,23 @@ def train(
         for step, batch in enumerate(loader, 1):
             raw = batch["image"].to(device, non_blocking=True)
             source = batch["source"].to(device, non_blocking=True)
-            flip = flip_mask(raw.shape[0], flip_rng, device) if cfg.augment else None
+            # the global batch's flips, sliced: N processes flip what one process would
+            flip = flip_mask(cfg.batch_size, flip_rng, device)[local][: raw.shape[0]] if cfg.augment else None
             images = apply_flip(raw, flip)
             targets = cache.targets(raw, batch["source"], batch["index"], flip) if cache else None
             with autocast_for(device):
-                out = student(images)
+                out = model(images)
                 loss, parts = objective(out, images, source, targets)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            ctx.average_grads(p for p in objective.parameters() if p.requires_grad)
             scaler.step(opt)
             scaler.update()
             sched.step()
             for key, value in {"loss": loss.item(), **parts}.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
-            result.images += images.shape[0]
+            result.images += images.shape[0] * ctx.world
             if step % max(1, len(loader) // 4) == 0 and step < len(loader):
                 log(f"  epoch {epoch} step {step}/{len(loader)} loss {loss.item():.4f}")
         elapsed = time.perf_counter() - start
@@ -207,6 +228,8 @@ def train(
             f"epoch {epoch}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({terms}) "
             f"{result.images / elapsed:.1f} img/s, eta {eta:.0f}s"
         )
+        if not ctx.is_main:
+            continue
         _write_log(run_dir / "train_log.csv", result.history)
         atomic_save(
             {

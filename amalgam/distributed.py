@@ -1,0 +1,103 @@
+"""Multi-process training with torch.distributed, started by torchrun.
+
+``torchrun --nproc_per_node N -m amalgam build recipe.yaml`` (plus the usual ``--nnodes``,
+``--node_rank``, ``--rdzv_endpoint`` flags for several machines) runs one process per device:
+gloo on CPU, nccl on CUDA. ``train.batch_size`` stays the *global* batch: every global batch is
+cut into equal contiguous slices, one per rank, so N processes see exactly the samples (and the
+flips) one process would. The student is wrapped in DistributedDataParallel; the objective's few
+parameters (uncertainty weights, adaptors, gates) are averaged by hand after backward. Rank 0 alone
+writes checkpoints, logs and the report.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from amalgam.errors import AmalgamError
+
+
+@dataclass
+class DistContext:
+    """This process's place in the job (a single process is rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def average_grads(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """All-reduces and averages gradients (a parameter unused on some rank counts as zero there)."""
+        if not self.enabled:
+            return
+        for p in params:
+            grad = p.grad if p.grad is not None else torch.zeros_like(p)
+            dist.all_reduce(grad)
+            p.grad = grad / self.world
+
+    def local_batch(self, batch_size: int) -> int:
+        """This rank's share of a global batch."""
+        if batch_size % self.world:
+            raise AmalgamError(f"train.batch_size: {batch_size} must be divisible by the {self.world} processes")
+        return batch_size // self.world
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(device_type: str) -> DistContext:
+    """Joins the torchrun job described by the environment, or returns a single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+    return DistContext(rank, world, local_rank)
+
+
+class GlobalBatchShard(Sampler[int]):
+    """Rank ``rank``'s slice of every global batch drawn by ``sampler``.
+
+    The wrapped sampler is iterated in full on every rank (it is seeded, so all ranks draw the same
+    order); global batch ``k`` is split into ``world`` equal contiguous slices.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, ctx: DistContext, drop_last: bool):
+        self.sampler, self.batch, self.ctx, self.drop_last = sampler, batch_size, ctx, drop_last
+        self.local = ctx.local_batch(batch_size)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.sampler)
+        full = len(order) // self.batch * self.batch
+        if not self.drop_last and full < len(order):
+            order += order[: self.batch - (len(order) - full)]  # pad the last batch (all ranks busy)
+            full = len(order)
+        for start in range(0, full, self.batch):
+            offset = start + self.ctx.rank * self.local
+            yield from order[offset : offset + self.local]
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        batches = n // self.batch if self.drop_last else -(-n // self.batch)
+        return batches * self.local

@@ -1,0 +1,50 @@
+"""torchrun: two CPU processes (gloo) train what one process would, and only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from torch.utils.data import SequentialSampler
+
+from amalgam.cli import main
+from amalgam.distributed import DistContext, GlobalBatchShard
+from amalgam.errors import AmalgamError
+
+SETTINGS = ["--quiet", "--set", "train.epochs=2", "--set", "train.samples_per_epoch=16", "--set", "train.batch_size=8"]
+SETTINGS += ["--set", "train.workers=0"]
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_shards_of_every_global_batch_add_up_to_the_single_process_batches(drop_last):
+    sampler = SequentialSampler(range(21))
+    shards = [list(GlobalBatchShard(sampler, 6, DistContext(r, 3), drop_last)) for r in range(3)]
+    assert all(len(s) == len(GlobalBatchShard(sampler, 6, DistContext(r, 3), drop_last)) for r, s in enumerate(shards))
+    batches = len(shards[0]) // 2
+    merged = [x for b in range(batches) for s in shards for x in s[2 * b : 2 * b + 2]]
+    expected = list(range(18)) if drop_last else list(range(21)) + [0, 1, 2]  # the last batch is padded
+    assert merged == expected
+    with pytest.raises(AmalgamError, match="train.batch_size: 7 must be divisible by the 3 processes"):
+        GlobalBatchShard(sampler, 7, DistContext(0, 3), True)
+
+
+def test_torchrun_two_processes_match_one_process(world, tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main(["build", str(world), "--output", str(single), *SETTINGS]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "amalgam", "build", str(world), "--output", str(multi), *SETTINGS[1:]]  # not quiet
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torchrun: 2 processes (gloo)" in done.stdout
+    assert done.stdout.count("# amalgam report") == 1  # rank 1 writes and prints nothing
+    one = json.loads((single / "report.json").read_text())
+    two = json.loads((multi / "report.json").read_text())
+    assert two["train"]["epochs"] == 2
+    # same samples, flips and global batch; only BatchNorm sees half batches per process
+    for a, b in zip(one["tasks"], two["tasks"]):
+        assert b["student_value"] == pytest.approx(a["student_value"], abs=0.05, rel=0.05), a["teacher"]
+    assert (multi / "checkpoint.pt").exists() and (multi / "teacher_cache").is_dir()
