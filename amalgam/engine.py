@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from amalgam.cache import TeacherCache, apply_flip
+from amalgam.cache import TeacherCache, apply_flip, live_targets
 from amalgam.data import mixing_sampler
 from amalgam.distributed import DistContext, GlobalBatchShard
 from amalgam.objective import Objective
 from amalgam.plan import Plan
+from amalgam.profiling import StepTimer
 from amalgam.recipe import TrainConfig
 from amalgam.serialize import atomic_save
 
@@ -152,13 +153,16 @@ def train(
     device: torch.device,
     log: Callable[[str], None] = print,
     ctx: DistContext = DistContext(),
+    timer: Optional[StepTimer] = None,
 ) -> TrainResult:
     """Trains the student from the teachers' outputs alone (no ground truth is read).
 
     Writes ``train_log.csv`` (per-epoch mean of every loss term) and ``checkpoint.pt`` (the
     training state, atomically, after every epoch) into ``run_dir``. Under torchrun (``ctx``) the
-    student runs in DistributedDataParallel and only rank 0 writes.
+    student runs in DistributedDataParallel and only rank 0 writes. ``timer`` (tools/bench.py)
+    splits each step's time into data / teachers / student (forward, loss, backward) / optimizer.
     """
+    timer = timer or StepTimer(enabled=False)
     cfg = plan.recipe.train
     seed_everything(plan.recipe.seed)
     objective = Objective(plan, student)
@@ -189,22 +193,27 @@ def train(
         student.train()
         sums: dict[str, float] = {}
         count = 0
-        for step, batch in enumerate(loader, 1):
+        for step, batch in enumerate(timer.iterate(loader), 1):
             raw = batch["image"].to(device, non_blocking=True)
             source = batch["source"].to(device, non_blocking=True)
             # the global batch's flips, sliced: N processes flip what one process would
             flip = flip_mask(cfg.batch_size, flip_rng, device)[local][: raw.shape[0]] if cfg.augment else None
             images = apply_flip(raw, flip)
-            targets = cache.targets(raw, batch["source"], batch["index"], flip) if cache else None
-            with autocast_for(device):
-                out = model(images)
-                loss, parts = objective(out, images, source, targets)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            ctx.average_grads(p for p in objective.parameters() if p.requires_grad)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
+            if cache is not None:
+                targets = cache.targets(raw, batch["source"], batch["index"], flip)
+            else:
+                targets = live_targets(plan.teachers, images)
+            with timer.section("student"):  # minus "teachers", which runs inside
+                with autocast_for(device):
+                    out = model(images)
+                    loss, parts = objective(out, images, source, timer.wrap(targets))
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                ctx.average_grads(p for p in objective.parameters() if p.requires_grad)
+            with timer.section("optimizer"):
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
             for key, value in {"loss": loss.item(), **parts}.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
@@ -214,13 +223,16 @@ def train(
         elapsed = time.perf_counter() - start
         row = {"epoch": epoch, "seconds": round(elapsed, 2), "lr": opt.param_groups[0]["lr"]}
         row.update({k: v / max(count, 1) for k, v in sums.items()})
+        row.update({f"time_{k}": round(v, 3) for k, v in timer.seconds.items()})  # cumulative
         result.history.append(row)
         eta = elapsed / epoch * (cfg.epochs - epoch)
         if cache is not None:
             hits, misses = cache.flush()
             row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
         terms = ", ".join(
-            f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr", "loss", "cache_hit_rate")
+            f"{k} {v:.4f}"
+            for k, v in row.items()
+            if k not in ("epoch", "seconds", "lr", "loss", "cache_hit_rate") and not k.startswith("time_")
         )
         if cache is not None:
             terms += f"; teacher cache hits {row['cache_hit_rate']:.0%}"

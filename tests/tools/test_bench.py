@@ -1,0 +1,34 @@
+"""tools/bench.py on the tiny world: per-epoch speed, a time split that adds up, FLOPs and peak."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "tools" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_measures_every_section(world, tmp_path):
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    args = [str(world), "--epochs", "2", "--samples", "8", "--limit", "4", "--output", str(tmp_path / "run")]
+    assert bench.main(args + ["--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    for e in report["epochs"]:
+        split = e["split_seconds"]
+        assert set(split) == {"data", "teachers", "student", "optimizer"}
+        assert all(v >= 0 for v in split.values())
+        assert sum(split.values()) <= e["seconds"] * 1.05
+    # 4 images per source, 8 draws per epoch: epoch 2 re-draws images cached in epoch 1
+    assert report["epochs"][1]["cache_hit_rate"] > report["epochs"][0]["cache_hit_rate"]
+    assert report["student_training_gflop_per_image"] > 0 and report["matmul_peak_gflops_fp32"] > 0
+    assert report["peak_memory_mb"] > 0 and report["command"].startswith("python tools/bench.py")
