@@ -213,3 +213,13 @@ def test_feature_adapter_loss_by_hand():
     assert adapter(student, teacher).item() == pytest.approx((2.0 + 0.0) / 2)
     # a teacher map at another resolution is met by resizing the student's
     assert adapter(torch.rand(1, 2, 2, 2), torch.rand(1, 2, 4, 4)).shape == ()
+
+
+def test_channels_last_teacher_gives_the_same_output(fresh_world):
+    plan = prepare(load_recipe(fresh_world), with_data=False, log=lambda m: None)
+    teacher = plan.teachers["seg-a"]
+    images = torch.rand(2, 3, 32, 32)
+    before = teacher(images)
+    teacher.use_channels_last()
+    assert teacher.prepare(images).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(teacher(images), before, atol=1e-5, rtol=1e-5)
