@@ -73,7 +73,7 @@ def cmd_build(args) -> int:
     import torch
 
     from amalgam.distributed import init_distributed
-    from amalgam.engine import resolve_device, seed_everything, train
+    from amalgam.engine import read_checkpoint, resolve_device, seed_everything, train
     from amalgam.evaluate import evaluate, size_and_speed
     from amalgam.plan import prepare
     from amalgam.report import build_report, to_markdown, write_report
@@ -84,6 +84,7 @@ def cmd_build(args) -> int:
     run_dir = recipe.output_dir()
     if (run_dir / "report.json").exists() and not args.force:
         raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
+    resume = read_checkpoint(run_dir / "checkpoint.pt", recipe) if args.resume else None
     device = resolve_device(recipe.device)
     ctx = init_distributed(device.type)  # torchrun: one process per device, rank 0 writes
     if ctx.enabled and device.type == "cuda":
@@ -106,8 +107,10 @@ def cmd_build(args) -> int:
         f"student: {recipe.student.type} {recipe.student.encoder}, {count_params(student):,} params "
         f"({count_params(student) / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
     )
+    if resume is None and (run_dir / "checkpoint.pt").exists():
+        log(f"{run_dir} holds an unfinished run: starting over (--resume continues it)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = train(plan, student, run_dir, device, log=log, ctx=ctx)
+    result = train(plan, student, run_dir, device, log=log, ctx=ctx, resume=resume)
     if not ctx.is_main:
         ctx.close()
         return 0
@@ -175,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = recipe_cmd("build", cmd_build, "train the student, evaluate it per task, write the report")
     p.add_argument("--output", help="run folder (default: the recipe's output)")
     p.add_argument("--force", action="store_true", help="overwrite a finished run")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished epoch")
     p = recipe_cmd("eval", cmd_eval, "evaluate a saved student beside the teachers")
     p.add_argument("--student", required=True, help="student.pt of a run")
     p.add_argument("--json", help="also write the report as JSON here")

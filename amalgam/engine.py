@@ -154,6 +154,7 @@ def train(
     log: Callable[[str], None] = print,
     ctx: DistContext = DistContext(),
     timer: Optional[StepTimer] = None,
+    resume: Optional[dict] = None,
 ) -> TrainResult:
     """Trains the student from the teachers' outputs alone (no ground truth is read).
 
@@ -161,6 +162,8 @@ def train(
     training state, atomically, after every epoch) into ``run_dir``. Under torchrun (``ctx``) the
     student runs in DistributedDataParallel and only rank 0 writes. ``timer`` (tools/bench.py)
     splits each step's time into data / teachers / student (forward, loss, backward) / optimizer.
+    ``resume`` (a ``checkpoint.pt``) continues after its last finished epoch with every state and
+    random stream restored, so a resumed run ends where an uninterrupted one would.
     """
     timer = timer or StepTimer(enabled=False)
     cfg = plan.recipe.train
@@ -190,8 +193,12 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     result = TrainResult(cfg.epochs, 0.0, 0)
     flip_rng = torch.Generator().manual_seed(plan.recipe.seed + 1)
-    start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    first = 1
+    if resume is not None:
+        first = _restore(resume, student, objective, opt, sched, flip_rng, loader, result) + 1
+        log(f"resuming after epoch {first - 1} of {cfg.epochs}")
+    start = time.perf_counter() - result.seconds
+    for epoch in range(first, cfg.epochs + 1):
         student.train()
         sums: dict[str, float] = {}
         count = 0
@@ -244,7 +251,6 @@ def train(
         )
         if not ctx.is_main:
             continue
-        _write_log(run_dir / "train_log.csv", result.history)
         atomic_save(
             {
                 "epoch": epoch,
@@ -253,11 +259,55 @@ def train(
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                "flip_rng": flip_rng.get_state(),
+                "history": result.history,
+                "images": result.images,
+                "seconds": elapsed,
+                "recipe": plan.recipe.model_dump(mode="json", exclude={"output"}),
             },
             run_dir / "checkpoint.pt",
         )
+        _write_log(run_dir / "train_log.csv", result.history)  # after the checkpoint: a row means it is saved
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _restore(state: dict, student, objective, opt, sched, flip_rng, loader, result: TrainResult) -> int:
+    """Loads a checkpoint's training state; returns the number of finished epochs."""
+    student.load_state_dict(state["student"])
+    objective.load_state_dict(state["objective"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    flip_rng.set_state(state["flip_rng"])
+    result.history, result.images, result.seconds = list(state["history"]), state["images"], state["seconds"]
+    epochs = state["epoch"]
+    # the sampler's generator advances once per epoch: replay the finished epochs' draws
+    sampler = loader.sampler.sampler if isinstance(loader.sampler, GlobalBatchShard) else loader.sampler
+    for _ in range(epochs):
+        list(sampler)
+        if loader.generator is not None:  # the loader draws one base seed per epoch
+            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+    return epochs
+
+
+def read_checkpoint(path: Path, recipe) -> dict:
+    """A run's ``checkpoint.pt`` for ``--resume``; refuses one written by a different recipe."""
+    from amalgam.errors import AmalgamError
+
+    if not path.is_file():
+        raise AmalgamError(f"nothing to resume: no checkpoint {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign file
+        raise AmalgamError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if "flip_rng" not in state:
+        raise AmalgamError(f"checkpoint {path} was written by an older amalgam and cannot be resumed")
+    now = recipe.model_dump(mode="json", exclude={"output"})
+    if state["recipe"] != now:
+        changed = sorted(k for k in now if now[k] != state["recipe"].get(k))
+        raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)})")
+    return state
 
 
 def _write_log(path: Path, history: list[dict]) -> None:

@@ -1,0 +1,64 @@
+"""--resume: a build killed with SIGKILL mid-epoch continues and ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from amalgam.cli import main
+
+SETTINGS = ["--set", "train.epochs=3", "--set", "train.samples_per_epoch=48", "--set", "train.batch_size=4"]
+SETTINGS += ["--set", "train.workers=0", "--quiet"]
+
+
+def finished_epochs(run) -> int:
+    path = run / "train_log.csv"
+    if not path.exists():
+        return 0
+    try:
+        with open(path) as f:
+            return len(list(csv.DictReader(f)))
+    except (OSError, csv.Error):
+        return 0
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(world, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(["build", str(world), "--output", str(whole), *SETTINGS]) == 0
+    cmd = [sys.executable, "-m", "amalgam", "build", str(world), "--output", str(killed), *SETTINGS]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while finished_epochs(killed) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert finished_epochs(killed) == 1, "the kill should land in epoch 2"
+    assert not (killed / "report.json").exists()
+    assert main(["build", str(world), "--output", str(killed), *SETTINGS, "--resume"]) == 0
+    a = json.loads((whole / "report.json").read_text())
+    b = json.loads((killed / "report.json").read_text())
+    for x, y in zip(a["tasks"], b["tasks"]):
+        assert y["student_value"] == pytest.approx(x["student_value"], rel=0.01), x["teacher"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds" and not k.startswith("time_")} for r in rows]  # noqa: E731
+    with open(whole / "train_log.csv") as f1, open(killed / "train_log.csv") as f2:
+        assert strip(list(csv.DictReader(f1))) == strip(list(csv.DictReader(f2)))
+
+
+def test_resume_refuses_a_changed_recipe_or_a_missing_checkpoint(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["build", str(world), "--output", str(out), "--resume", "--quiet"]) == 2
+    assert f"nothing to resume: no checkpoint {out}/checkpoint.pt" in capsys.readouterr().err
+    short = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--quiet"]
+    assert main(["build", str(world), "--output", str(out), *short]) == 0
+    (out / "report.json").unlink()  # as if it had been killed during evaluation
+    assert main(["build", str(world), "--output", str(out), *short, "--set", "train.lr=0.5", "--resume"]) == 2
+    assert "the recipe changed since (keys: train)" in capsys.readouterr().err
