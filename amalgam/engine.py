@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from amalgam.cache import TeacherCache, apply_flip, live_targets
 from amalgam.data import mixing_sampler
 from amalgam.distributed import DistContext, GlobalBatchShard
+from amalgam.errors import AmalgamError
 from amalgam.objective import Objective
 from amalgam.plan import Plan
 from amalgam.profiling import StepTimer
@@ -39,8 +40,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from amalgam.errors import AmalgamError
-
         raise AmalgamError(f"device: '{name}' requested but CUDA is not available")
     return torch.device(name)
 
@@ -215,7 +214,11 @@ def train(
             with timer.section("student"):  # minus "teachers", which runs inside
                 with autocast_for(device):
                     out = model(images)
-                    loss, parts = objective(out, images, source, timer.wrap(targets))
+                    try:
+                        loss, parts = objective(out, images, source, timer.wrap(targets))
+                    except AmalgamError as exc:
+                        kept = f"; last good checkpoint: {run_dir / 'checkpoint.pt'}" if epoch > 1 else ""
+                        raise AmalgamError(f"epoch {epoch} step {step}: {exc}{kept}") from None
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 ctx.average_grads(p for p in objective.parameters() if p.requires_grad)
@@ -293,8 +296,6 @@ def _restore(state: dict, student, objective, opt, sched, flip_rng, loader, resu
 
 def read_checkpoint(path: Path, recipe) -> dict:
     """A run's ``checkpoint.pt`` for ``--resume``; refuses one written by a different recipe."""
-    from amalgam.errors import AmalgamError
-
     if not path.is_file():
         raise AmalgamError(f"nothing to resume: no checkpoint {path}")
     try:

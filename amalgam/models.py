@@ -176,6 +176,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe pickles all land here
+        if "Weights only load failed" in str(exc):
+            raise AmalgamError(
+                f"refusing checkpoint {path}: it holds pickled objects beyond tensors, and unpickling them can run"
+                ' code. If you trust the file, convert it once: python -c "import torch; m = torch.load('
+                f"'{path}', weights_only=False); torch.save(getattr(m, 'state_dict', lambda: m)(), '{path}.state.pt')\""
+                " and point the recipe at the .state.pt file"
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AmalgamError(f"cannot read checkpoint {path}: {first}") from None
     for key in ("state_dict", "model"):

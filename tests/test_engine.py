@@ -14,3 +14,39 @@ def test_random_hflip_flips_images_and_dense_targets_together():
     assert torch.equal(out[flipped], images[flipped].flip(-1))
     assert torch.equal(out_masks, out[:, 0].long())  # the same samples flipped in both
     assert torch.equal(random_hflip(images, torch.Generator().manual_seed(0)), out)
+
+
+NAN_MODEL = """
+import torch
+from torch import nn
+
+
+class NanDense(nn.Module):
+    def __init__(self, out_channels):
+        super().__init__()
+        self.conv = nn.Conv2d(3, out_channels, 1)
+
+    def forward(self, x):
+        return self.conv(x) * float("nan")
+
+
+def nan_dense(out_channels):
+    return NanDense(out_channels)
+"""
+
+
+def test_non_finite_loss_names_epoch_step_teacher_and_task(fresh_world, capsys):
+    import yaml
+
+    from amalgam.cli import main
+
+    (fresh_world.parent / "nanmodels.py").write_text(NAN_MODEL)
+    raw = yaml.safe_load(fresh_world.read_text())
+    raw["teachers"]["seg-b"]["model"] = {"from": "python", "factory": "nanmodels:nan_dense", "out_channels": 2}
+    del raw["teachers"]["seg-b"]["checkpoint"]
+    fresh_world.write_text(yaml.safe_dump(raw))
+    args = ["build", str(fresh_world), "--quiet", "--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("amalgam: error: epoch 1 step 1: loss of teacher term 'seg-b' (segmentation) is nan")
+    assert len(err.splitlines()) == 1

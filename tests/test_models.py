@@ -149,3 +149,13 @@ def test_missing_checkpoint_and_non_state_dict(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(AmalgamError, match=r"does not hold a state dict of tensors"):
         read_state_dict(tmp_path / "list.pt")
+
+
+def test_pickled_module_is_refused_with_how_to_convert(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save(tiny(), path)  # a whole pickled module, not a state dict
+    with pytest.raises(AmalgamError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    assert message.startswith(f"refusing checkpoint {path}: it holds pickled objects")
+    assert "weights_only=False" in message and f"'{path}.state.pt'" in message
