@@ -151,6 +151,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from amalgam.export import export
+
+    path, diff = export(Path(args.run_dir), args.format, args.task, args.output, log=_log(args.quiet))
+    if diff is not None and diff > args.tolerance:
+        print(
+            f"amalgam: error: {path} differs from the PyTorch student by {diff:.2e} > {args.tolerance}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from amalgam.task import TASKS, task_names
 
@@ -182,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = recipe_cmd("eval", cmd_eval, "evaluate a saved student beside the teachers")
     p.add_argument("--student", required=True, help="student.pt of a run")
     p.add_argument("--json", help="also write the report as JSON here")
+    p = sub.add_parser("export", help="export a run's student as TorchScript or ONNX, with a parity check")
+    p.add_argument("run_dir", help="a finished build's folder")
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    p.add_argument("--task", help="export only this task's path (shared trunk + its branch)")
+    p.add_argument("--output", help="file to write (default: RUN_DIR/student[-TASK].ts|.onnx)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs diff allowed by the parity check")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_export, debug=False)
     p = sub.add_parser("tasks", help="list the task plugins found")
     p.set_defaults(fn=cmd_tasks, debug=False)
     return parser

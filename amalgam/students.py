@@ -88,6 +88,15 @@ class _Student(nn.Module):
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
 
+    def task_path(self, name: str) -> nn.Module:
+        """A module holding only task ``name``'s path (shared weights): for export and deployment."""
+        if name not in self.spec.heads:
+            raise AmalgamError(f"the student has no task '{name}' (it has: {', '.join(self.spec.heads)})")
+        return self._path(name)
+
+    def _path(self, name: str) -> nn.Module:
+        raise NotImplementedError
+
     def _head(self, task_name: str, dense_channels: int, pooled_channels: int) -> nn.Module:
         task = get_task(task_name)
         return task.build_head(dense_channels if task.dense else pooled_channels, self.spec.heads[task_name])
@@ -110,18 +119,26 @@ class BranchedStudent(_Student):
                 self.decoders[name] = UnetDecoder(channels, spec.decoder_channels)
             self.heads[name] = self._head(name, spec.decoder_channels[-1], channels[-1])
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _trunk(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = [self.normalise(images)]
         for stage in self.trunk:
             features.append(stage(features[-1]))
-        out = {}
-        for name, branch in self.branches.items():
-            own = list(features)
-            for stage in branch:
-                own.append(stage(own[-1]))
-            x = self.decoders[name](own) if name in self.decoders else own[-1]
-            out[name] = self.heads[name](x)
-        return out
+        return features
+
+    def _branch(self, features: list[torch.Tensor], name: str) -> torch.Tensor:
+        own = list(features)
+        for stage in self.branches[name]:
+            own.append(stage(own[-1]))
+        x = self.decoders[name](own) if name in self.decoders else own[-1]
+        return self.heads[name](x)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self._trunk(images)
+        return {name: self._branch(features, name) for name in self.branches}
+
+    def _path(self, name: str) -> nn.Module:
+        stages = nn.ModuleList([*self.trunk, *self.branches[name]])
+        return _TaskPath(self, stages, self.decoders[name] if name in self.decoders else None, self.heads[name])
 
 
 class CompactStudent(_Student):
@@ -140,6 +157,29 @@ class CompactStudent(_Student):
         features = self.encoder(self.normalise(images))
         decoded = self.decoder(features) if self.decoder is not None else None
         return {n: head(decoded if n in self.dense_tasks else features[-1]) for n, head in self.heads.items()}
+
+    def _path(self, name: str) -> nn.Module:
+        return _TaskPath(self, self.encoder, self.decoder if name in self.dense_tasks else None, self.heads[name])
+
+
+class _TaskPath(nn.Module):
+    """Normalise -> encoder stages -> decoder (dense tasks) -> head: one task of a student."""
+
+    def __init__(self, student: _Student, encoder: nn.Module, decoder, head: nn.Module):
+        super().__init__()
+        self.encoder, self.decoder, self.head = encoder, decoder, head
+        self.register_buffer("mean", student.mean.clone(), persistent=False)
+        self.register_buffer("std", student.std.clone(), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        if isinstance(self.encoder, nn.ModuleList):  # branched: trunk + branch stages
+            features = [x]
+            for stage in self.encoder:
+                features.append(stage(features[-1]))
+        else:
+            features = self.encoder(x)
+        return self.head(self.decoder(features) if self.decoder is not None else features[-1])
 
 
 STUDENTS: Registry[type[_Student]] = Registry("student type")

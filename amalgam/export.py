@@ -1,0 +1,126 @@
+"""``amalgam export``: the trained student (or one task's path) as TorchScript or ONNX, with a parity check.
+
+The exported network takes ``[B, 3, H, W]`` RGB images in [0, 1] (it normalises them itself) and
+returns one tensor per task, in the order written to ``<file>.json`` beside it (with the label
+names of each task), so a deployment needs neither amalgam nor the teachers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from amalgam.errors import AmalgamError
+from amalgam.registry import Registry
+from amalgam.serialize import load_student
+
+
+class TaskOutputs(nn.Module):
+    """The student's outputs as a tuple in ``tasks`` order (what exporters need); with ``only``,
+    just that task's path (its modules alone, so the file holds no other branch)."""
+
+    def __init__(self, student: nn.Module, tasks: list[str], only: bool = False):
+        super().__init__()
+        self.tasks = tasks
+        self.net = student.task_path(tasks[0]) if only else student
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(images)
+        return (out,) if isinstance(out, torch.Tensor) else tuple(out[t] for t in self.tasks)
+
+
+@dataclass
+class Exporter:
+    """Writes ``module`` for input ``example`` to ``path``; ``run`` loads it back as a callable."""
+
+    suffix: str
+    save: Callable[[nn.Module, torch.Tensor, Path, list[str]], None]
+    run: Callable[[Path], Callable[[torch.Tensor], list[torch.Tensor]]]
+
+
+def _save_torchscript(module: nn.Module, example: torch.Tensor, path: Path, names: list[str]) -> None:
+    with torch.no_grad():
+        torch.jit.trace(module, example, strict=False).save(str(path))
+
+
+def _run_torchscript(path: Path):
+    model = torch.jit.load(str(path), map_location="cpu").eval()
+    return lambda x: [t for t in model(x)]
+
+
+def _save_onnx(module: nn.Module, example: torch.Tensor, path: Path, names: list[str]) -> None:
+    try:
+        import onnx  # noqa: F401 - torch.onnx needs it to write the file
+    except ImportError:
+        raise AmalgamError("--format onnx needs the onnx package: pip install 'amalgam[export]'") from None
+    dynamic = {n: {0: "batch"} for n in ["images", *names]}
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (example,), str(path), input_names=["images"], output_names=names,
+            dynamic_axes=dynamic, opset_version=17, dynamo=False,
+        )  # fmt: skip
+
+
+def _run_onnx(path: Path):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: [torch.from_numpy(o) for o in session.run(None, {"images": x.numpy()})]
+
+
+EXPORTERS: Registry[Exporter] = Registry("export format")
+EXPORTERS.add("torchscript", Exporter(".ts", _save_torchscript, _run_torchscript))
+EXPORTERS.add("onnx", Exporter(".onnx", _save_onnx, _run_onnx))
+
+
+def export(
+    run_dir: Path,
+    fmt: str,
+    task: Optional[str] = None,
+    output: Optional[Path] = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, Optional[float]]:
+    """Exports ``run_dir/student.pt``; returns the file and the parity max abs diff (None: unchecked).
+
+    Args:
+        run_dir: a finished build's folder.
+        fmt: ``torchscript`` or ``onnx``.
+        task: export only this task's path (shared trunk + its branch, decoder and head).
+        output: file to write (default ``run_dir/student[-task].<suffix>``).
+    """
+    exporter = EXPORTERS.get(fmt)
+    student, spaces = load_student(Path(run_dir) / "student.pt")
+    blob = torch.load(Path(run_dir) / "student.pt", map_location="cpu", weights_only=True)
+    size = tuple(blob["recipe"]["data"]["image_size"])
+    if task is not None and task not in spaces:
+        raise AmalgamError(f"--task: the student has no task '{task}' (it has: {', '.join(spaces)})")
+    tasks = [task] if task else list(spaces)
+    module = TaskOutputs(student, tasks, only=task is not None).eval()
+    path = Path(output) if output else Path(run_dir) / f"student{'-' + task if task else ''}{exporter.suffix}"
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(2, 3, *size, generator=gen)
+    exporter.save(module, example, path, tasks)
+    meta = {
+        "format": fmt,
+        "input": {"shape": ["batch", 3, *size], "range": [0, 1], "channels": "RGB"},
+        "outputs": [{"task": t, "labels": None if spaces[t] is None else list(spaces[t].names)} for t in tasks],
+    }
+    Path(str(path) + ".json").write_text(json.dumps(meta, indent=1) + "\n")
+    run = exporter.run(path)
+    if run is None:
+        log(f"wrote {path}; parity not checked (onnx runtime not installed: pip install onnxruntime)")
+        return path, None
+    probe = torch.rand(3, 3, *size, generator=gen)  # a batch size the trace never saw
+    with torch.no_grad():
+        want = module(probe)
+    got = run(probe)
+    diff = max((a.float() - b.float()).abs().max().item() for a, b in zip(want, got))
+    log(f"wrote {path} ({', '.join(tasks)}); parity on 3 random images: max abs diff {diff:.2e}")
+    return path, diff

@@ -1,0 +1,73 @@
+"""amalgam export: TorchScript / ONNX files that give the student's outputs, whole or per task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from amalgam.cli import main
+from amalgam.serialize import load_student
+
+
+def test_torchscript_whole_student_matches(built_run, capsys):
+    assert main(["export", str(built_run), "--format", "torchscript"]) == 0
+    out = capsys.readouterr().out
+    assert "parity on 3 random images: max abs diff" in out
+    path = built_run / "student.ts"
+    meta = json.loads((built_run / "student.ts.json").read_text())
+    tasks = [o["task"] for o in meta["outputs"]]
+    student, spaces = load_student(built_run / "student.pt")
+    assert tasks == list(spaces)
+    x = torch.rand(2, 3, 32, 32)
+    exported = torch.jit.load(str(path))(x)
+    with torch.no_grad():
+        want = student(x)
+    for name, got in zip(tasks, exported):
+        torch.testing.assert_close(got, want[name], atol=1e-4, rtol=1e-4)
+
+
+def test_one_task_path_only(built_run, tmp_path):
+    path = tmp_path / "seg.ts"
+    assert main(["export", str(built_run), "--task", "segmentation", "--output", str(path), "--quiet"]) == 0
+    student, _ = load_student(built_run / "student.pt")
+    x = torch.rand(1, 3, 32, 32)
+    (got,) = torch.jit.load(str(path))(x)
+    with torch.no_grad():
+        torch.testing.assert_close(got, student(x)["segmentation"], atol=1e-4, rtol=1e-4)
+    # the depth branch is not in the file: fewer parameters than the whole student
+    whole = sum(p.numel() for p in student.parameters())
+    assert sum(p.numel() for p in torch.jit.load(str(path)).parameters()) < whole
+
+
+def test_export_errors(built_run, tmp_path, capsys):
+    assert main(["export", str(built_run), "--task", "normals"]) == 2
+    assert "--task: the student has no task 'normals' (it has:" in capsys.readouterr().err
+    assert main(["export", str(tmp_path)]) == 2
+    assert "student file not found" in capsys.readouterr().err
+
+
+def test_parity_failure_exits_non_zero(built_run, tmp_path, capsys):
+    assert main(["export", str(built_run), "--output", str(tmp_path / "s.ts"), "--tolerance", "-1"]) == 1
+    assert "differs from the PyTorch student by" in capsys.readouterr().err
+
+
+def test_onnx_export_checked_with_onnxruntime_when_installed(built_run, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    path = tmp_path / "student.onnx"
+    assert main(["export", str(built_run), "--format", "onnx", "--output", str(path)]) == 0
+    assert path.stat().st_size > 0
+    out = capsys.readouterr().out
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        assert "parity not checked (onnx runtime not installed" in out
+    else:
+        assert "parity on 3 random images: max abs diff" in out
+        ort = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        student, _ = load_student(built_run / "student.pt")
+        x = torch.rand(5, 3, 32, 32)
+        got = ort.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(got[1]), student(x)["segmentation"], atol=1e-4, rtol=1e-4)
