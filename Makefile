@@ -32,8 +32,8 @@ test: env
 	$(PY) -m pytest -q
 
 lint: env
-	$(VENV)/bin/ruff check amalgam tasks tools tests recipes
-	$(VENV)/bin/ruff format --check amalgam tasks tools tests recipes
+	$(VENV)/bin/ruff check amalgam tasks tools tests recipes examples
+	$(VENV)/bin/ruff format --check amalgam tasks tools tests recipes examples
 
 clean:
 	rm -rf runs
