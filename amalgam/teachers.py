@@ -119,7 +119,10 @@ class Teacher(nn.Module):
 def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
     """Builds, loads and shape-checks one teacher of the recipe."""
     task = get_task(cfg.task)
-    model = build_model(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
+    try:
+        model = build_model(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
+    except AmalgamError as exc:
+        raise AmalgamError(f"teachers.{name}.model: {exc}") from None
     if cfg.checkpoint is not None:
         load_checkpoint(model, recipe.resolve(cfg.checkpoint), f"teacher '{name}'")
     teacher = Teacher(name, task, model, cfg, recipe.data.image_size)

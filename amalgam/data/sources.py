@@ -149,6 +149,12 @@ class CocoSet(FolderSet):
         except Exception as exc:  # noqa: BLE001 - malformed JSON of any kind
             raise AmalgamError(f"cannot read COCO annotations {annotations}: {exc}") from None
         self.cat_ids = sorted(self.coco.getCatIds())
+        for ann in self.coco.dataset.get("annotations", []):
+            if ann.get("category_id") not in self.coco.cats:
+                raise AmalgamError(
+                    f"COCO annotation {ann.get('id')} in {annotations} has unknown category {ann.get('category_id')}"
+                    f" (categories: {self.cat_ids})"
+                )
         self.classes = ["background"] + [self.coco.cats[c]["name"] for c in self.cat_ids]
         self.image_ids = sorted(self.coco.getImgIds())
         super().__init__([images / self.coco.imgs[i]["file_name"] for i in self.image_ids])
