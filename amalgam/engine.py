@@ -172,8 +172,6 @@ def train(
     objective.to(device)
     for teacher in plan.teachers.values():
         teacher.to(device)
-        if cfg.channels_last:
-            teacher.use_channels_last()
     loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx)
     cache = open_cache(plan, run_dir, log) if ctx.is_main else None
     ctx.barrier()  # rank 0 made the cache files; the others open them

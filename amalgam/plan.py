@@ -67,6 +67,9 @@ def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] =
     tasks, spaces = unify_tasks(recipe)
     plan = Plan(recipe, tasks, spaces)
     plan.teachers = build_teachers(recipe)
+    if recipe.train.channels_last:  # here, not in training: build and eval must score the same teachers
+        for teacher in plan.teachers.values():
+            teacher.use_channels_last()
     for name, teacher in plan.teachers.items():
         plan.projections[name] = projection(teacher.space, spaces[teacher.task.name]) if teacher.space else None
     if not with_data:
