@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -118,8 +119,12 @@ def cmd_build(args) -> int:
     evaluation = evaluate(plan, student, device, log=log)
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
     write_report(report, run_dir)
+    (run_dir / "run.json").write_text(json.dumps({"recipe": str(Path(args.recipe).resolve()), "set": args.set or []}))
+    from amalgam.visual import render
+
+    render(run_dir, report, plan, student, plan.spaces, device)
     print(to_markdown(report))
-    print(f"wrote {run_dir}/student.pt, report.json, report.md, train_log.csv")
+    print(f"wrote {run_dir}/student.pt, report.json, report.md, report.html, train_log.csv")
     ctx.close()
     return 0
 
@@ -144,10 +149,29 @@ def cmd_eval(args) -> int:
     evaluation = evaluate(plan, student, device, spaces=spaces, log=_log(args.quiet))
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), None)
     if args.json:
-        import json
-
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(to_markdown(report))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from amalgam.engine import resolve_device
+    from amalgam.plan import prepare
+    from amalgam.recipe import load_recipe
+    from amalgam.serialize import load_student
+    from amalgam.visual import render
+
+    run_dir = Path(args.run_dir)
+    for name in ("report.json", "run.json", "student.pt"):
+        if not (run_dir / name).is_file():
+            raise AmalgamError(f"{run_dir} is not a finished run: no {name}")
+    run = json.loads((run_dir / "run.json").read_text())
+    recipe = load_recipe(run["recipe"], run["set"])
+    student, spaces = load_student(run_dir / "student.pt")
+    plan = prepare(recipe, log=_log(args.quiet))
+    path = render(run_dir, json.loads((run_dir / "report.json").read_text()), plan, student, spaces,
+                  resolve_device(recipe.device))  # fmt: skip
+    print(f"wrote {path}")
     return 0
 
 
@@ -194,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = recipe_cmd("eval", cmd_eval, "evaluate a saved student beside the teachers")
     p.add_argument("--student", required=True, help="student.pt of a run")
     p.add_argument("--json", help="also write the report as JSON here")
+    p = sub.add_parser("report", help="regenerate report.html (curves, sample predictions) of a run")
+    p.add_argument("run_dir", help="a finished build's folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_report, debug=False)
     p = sub.add_parser("export", help="export a run's student as TorchScript or ONNX, with a parity check")
     p.add_argument("run_dir", help="a finished build's folder")
     p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")

@@ -1,0 +1,163 @@
+"""What people look at: ``report.html`` with the per-task table, training curves and sample predictions.
+
+``amalgam build`` writes it next to ``report.md``; ``amalgam report RUN_DIR`` regenerates it.
+Pictures are matplotlib PNGs: ``curves.png`` (every loss term per epoch) and ``samples.png`` (per
+dense teacher: input | teacher | student | ground truth; segmentation with a colour legend over
+that teacher's labels, depth with a colour bar).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from amalgam.labels import IGNORE, apply_lookup, lookup, projection
+from amalgam.plan import Plan
+
+SKIP = {"epoch", "seconds", "lr", "loss", "cache_hit_rate"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on CI machines
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(log_csv: Path, out: Path) -> Optional[Path]:
+    """Every loss term of ``train_log.csv`` against the epoch (one panel per term)."""
+    if not log_csv.is_file():
+        return None
+    with open(log_csv) as f:
+        rows = list(csv.DictReader(f))
+    terms = [k for k in rows[0] if k not in SKIP and not k.startswith("time_")] if rows else []
+    if not terms:
+        return None
+    plt = _pyplot()
+    cols = min(3, len(terms))
+    rows_n = -(-len(terms) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 2.8 * rows_n), squeeze=False)
+    epochs = [int(r["epoch"]) for r in rows]
+    for ax, term in zip(axes.flat, terms):
+        ax.plot(epochs, [float(r[term]) if r.get(term) not in (None, "") else float("nan") for r in rows], "o-")
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+    for ax in list(axes.flat)[len(terms) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+@torch.no_grad()
+def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.device, out: Path, count: int = 3):
+    """Input | teacher | student | ground truth for the first ``count`` images of each dense teacher."""
+    dense = [t for t in plan.teachers.values() if t.task.dense and t.eval_name in plan.eval_sets]
+    if not dense:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(dense) * count, 4, figsize=(10, 2.6 * len(dense) * count), squeeze=False)
+    student.eval().to(device)
+    for block, teacher in enumerate(dense):
+        teacher.to(device)
+        dataset = plan.eval_sets[teacher.eval_name]
+        samples = [dataset[i] for i in range(min(count, len(dataset)))]
+        images = torch.stack([s["image"] for s in samples]).to(device)
+        target = torch.stack([torch.as_tensor(s[teacher.task.target_key]) for s in samples]).to(device)
+        size = tuple(target.shape[-2:])
+        space = spaces[teacher.task.name]
+        proj = projection(teacher.space, space).to(device) if teacher.space else None
+        t_pred = teacher.task.predict(teacher(images), size)
+        s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
+        if teacher.space is not None:
+            target = apply_lookup(target.long(), lookup(dataset.classes, teacher.space))
+        for i in range(len(samples)):
+            row = axes[block * count + i]
+            row[0].imshow(images[i].permute(1, 2, 0).cpu().numpy())
+            _show(row[1:], teacher, [t_pred[i], s_pred[i], target[i]], fig, legend=i == 0)
+            for ax, title in zip(row, ["input", f"teacher {teacher.name}", "student", "ground truth"]):
+                ax.set_title(title if i == 0 else "", fontsize=9)
+                ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def _show(axes, teacher, maps: list[torch.Tensor], fig, legend: bool) -> None:
+    if teacher.space is not None:  # class maps: one colour per label of the teacher
+        plt = _pyplot()
+        cmap = plt.get_cmap("tab20", max(len(teacher.space), 2))
+        for ax, m in zip(axes, maps):
+            m = m.float().cpu().masked_fill(m.cpu() == IGNORE, float("nan"))
+            ax.imshow(m.numpy(), cmap=cmap, vmin=-0.5, vmax=len(teacher.space) - 0.5, interpolation="nearest")
+        if legend:
+            from matplotlib.patches import Patch
+
+            handles = [Patch(color=cmap(k), label=n) for k, n in enumerate(teacher.space.names)]
+            axes[-1].legend(handles=handles, fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        return
+    valid = maps[-1] > 0  # depth: one colour scale per row, from the valid ground truth
+    ref = maps[-1][valid] if valid.any() else maps[0].flatten()
+    lo, hi = float(ref.min()), float(ref.max())
+    im = None
+    for ax, m in zip(axes, maps):
+        im = ax.imshow(m.float().cpu().numpy(), cmap="magma_r", vmin=lo, vmax=hi)
+    fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04, label="m")
+
+
+def write_html(run_dir: Path, report: dict) -> Path:
+    """``report.html``: the table of ``report.json`` plus the PNGs present in ``run_dir``."""
+
+    def cell(v) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{cell(r[k])}</td>" for k in ("teacher", "task", "eval", "metric", "teacher_value", "student_value")
+        )
+        + f"<td><b>{cell(r['ratio'])}</b></td></tr>"
+        for r in report.get("tasks", [])
+    )
+    size_rows = "".join(
+        f"<tr><td>{k}</td><td>{report[k]['params']:,}</td><td>{report[k]['latency_ms']['b1']}</td>"
+        f"<td>{report[k]['latency_ms']['b32']}</td></tr>"
+        for k in ("student", "teachers")
+        if isinstance(report.get(k), dict)
+    )
+    pictures = "".join(
+        f'<h2>{title}</h2><img src="{name}" style="max-width:100%">'
+        for name, title in (("curves.png", "Training curves"), ("samples.png", "Sample predictions"))
+        if (run_dir / name).exists()
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>amalgam: {html.escape(report["name"])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
+<h1>amalgam report: {html.escape(report["name"])}</h1>
+<p>ratio = student / teacher on the teacher's own labels and eval set (rmse: lower is better).</p>
+<table><tr><th>teacher</th><th>task</th><th>eval</th><th>metric</th><th>teacher</th><th>student</th><th>ratio</th></tr>
+{rows}</table>
+<table style="margin-top:1em"><tr><th>model</th><th>params</th><th>ms/img b1</th><th>ms/img b32</th></tr>
+{size_rows}</table>
+{pictures}</body></html>
+"""
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path
+
+
+def render(run_dir: Path, report: dict, plan: Optional[Plan], student, spaces, device) -> Path:
+    """Curves, sample grid (when the plan and student are given) and ``report.html``."""
+    plot_curves(run_dir / "train_log.csv", run_dir / "curves.png")
+    if plan is not None and student is not None:
+        sample_grid(plan, student, spaces, device, run_dir / "samples.png")
+    return write_html(run_dir, report)

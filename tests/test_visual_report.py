@@ -1,0 +1,32 @@
+"""report.html next to report.md: table, training curves and sample predictions; `amalgam report` redoes it."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from amalgam.cli import main
+
+
+def test_build_writes_report_html_with_pictures(built_run):
+    page = (built_run / "report.html").read_text()
+    report = json.loads((built_run / "report.json").read_text())
+    for row in report["tasks"]:
+        assert f"<td>{row['teacher']}</td>" in page
+    assert 'src="curves.png"' in page and 'src="samples.png"' in page
+    for name in ("curves.png", "samples.png"):
+        with Image.open(built_run / name) as img:
+            assert img.format == "PNG" and img.size[0] > 200
+    # the sample grid has one block of rows per dense teacher (seg-a, seg-b, depth) x 3 images
+    with Image.open(built_run / "samples.png") as img:
+        assert img.size[1] > img.size[0]
+
+
+def test_report_command_regenerates_the_page(built_run, tmp_path, capsys):
+    for name in ("report.html", "samples.png", "curves.png"):
+        (built_run / name).unlink()
+    assert main(["report", str(built_run), "--quiet"]) == 0
+    assert (built_run / "report.html").exists() and (built_run / "samples.png").exists()
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a finished run: no report.json" in capsys.readouterr().err
