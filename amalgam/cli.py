@@ -13,7 +13,9 @@ from amalgam.errors import AmalgamError
 
 
 def _log(quiet: bool) -> Callable[[str], None]:
-    return (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
+    from amalgam.progress import Console
+
+    return Console(quiet)
 
 
 def _load(args) -> "Recipe":  # noqa: F821

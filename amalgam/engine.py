@@ -23,6 +23,7 @@ from amalgam.errors import AmalgamError
 from amalgam.objective import Objective
 from amalgam.plan import Plan
 from amalgam.profiling import StepTimer
+from amalgam.progress import bar_for
 from amalgam.recipe import TrainConfig
 from amalgam.serialize import atomic_save
 
@@ -195,10 +196,12 @@ def train(
         first = _restore(resume, student, objective, opt, sched, flip_rng, loader, result) + 1
         log(f"resuming after epoch {first - 1} of {cfg.epochs}")
     start = time.perf_counter() - result.seconds
+    board = open_tensorboard(run_dir, log) if cfg.tensorboard and ctx.is_main else None
     for epoch in range(first, cfg.epochs + 1):
         student.train()
         sums: dict[str, float] = {}
         count = 0
+        bar = bar_for(log, len(loader), f"epoch {epoch}/{cfg.epochs}")
         for step, batch in enumerate(timer.iterate(loader), 1):
             raw = batch["image"].to(device, non_blocking=True)
             source = batch["source"].to(device, non_blocking=True)
@@ -228,8 +231,8 @@ def train(
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
             result.images += images.shape[0] * ctx.world
-            if step % max(1, len(loader) // 4) == 0 and step < len(loader):
-                log(f"  epoch {epoch} step {step}/{len(loader)} loss {loss.item():.4f}")
+            bar.update(1, loss=loss.item(), img_s=result.images / (time.perf_counter() - start))
+        bar.close()
         elapsed = time.perf_counter() - start
         row = {"epoch": epoch, "seconds": round(elapsed, 2), "lr": opt.param_groups[0]["lr"]}
         row.update({k: v / max(count, 1) for k, v in sums.items()})
@@ -252,6 +255,11 @@ def train(
         )
         if not ctx.is_main:
             continue
+        if board is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    board.add_scalar(key, value, epoch)
+            board.flush()
         atomic_save(
             {
                 "epoch": epoch,
@@ -271,6 +279,16 @@ def train(
         _write_log(run_dir / "train_log.csv", result.history)  # after the checkpoint: a row means it is saved
     result.seconds = time.perf_counter() - start
     return result
+
+
+def open_tensorboard(run_dir: Path, log: Callable[[str], None]):
+    """A SummaryWriter under ``run_dir/tensorboard``, or None (with a note) when tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log("train.tensorboard: the tensorboard package is not installed (pip install tensorboard); not logging")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _restore(state: dict, student, objective, opt, sched, flip_rng, loader, result: TrainResult) -> int:

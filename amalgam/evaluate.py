@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Subset
 
 from amalgam.labels import LabelSpace, apply_lookup, lookup, projection
 from amalgam.plan import Plan
+from amalgam.progress import bar_for
 from amalgam.task import Task
 from amalgam.teachers import Teacher
 
@@ -123,11 +124,15 @@ def evaluate(
             )
             unified_tasks.add(task.name)
         log(f"evaluating the student and {', '.join(scorers)} on '{set_name}'")
-        for batch in _loader(dataset, cfg.eval_batch_size, cfg.max_eval_images):
+        loader = _loader(dataset, cfg.eval_batch_size, cfg.max_eval_images)
+        bar = bar_for(log, len(loader), f"eval {set_name}")
+        for batch in loader:
             images = batch["image"].to(device)
             student_out = student(images)
             for scorer in scorers.values():
                 scorer.update(images, student_out, batch)
+            bar.update(1)
+        bar.close()
         for name, scorer in scorers.items():
             m = scorer.meters
             result.tasks.append(TaskResult(name, scorer.teacher.task, set_name, m[0].compute(), m[1].compute()))

@@ -78,14 +78,14 @@ def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] =
     sets = []
     for key, cfg in recipe.data.sources.items():
         log(f"scanning source '{key}' ({cfg.type})")
-        sets.append(build_image_set(f"data.sources.{key}", cfg, recipe.resolve, size, False))
+        sets.append(build_image_set(f"data.sources.{key}", cfg, recipe.resolve, size, False, log=log))
     plan.sources = MixedSources(sets, list(recipe.data.sources))
     for name, teacher in plan.teachers.items():
         plan.source_ids[name] = [plan.sources.names.index(s) for s in teacher.source_names]
     for key, cfg in recipe.data.eval.items():
         if any(t.eval_name == key for t in plan.teachers.values()):
             log(f"scanning eval set '{key}' ({cfg.type})")
-            plan.eval_sets[key] = build_image_set(f"data.eval.{key}", cfg, recipe.resolve, size, True)
+            plan.eval_sets[key] = build_image_set(f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log)
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name])

@@ -121,6 +121,7 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(64, ge=1)
     max_eval_images: Optional[int] = Field(None, ge=1)
     cache_teachers: bool = Field(True, description="store teacher outputs under the run folder (see cache.py)")
+    tensorboard: bool = Field(False, description="also log each epoch's terms to <run>/tensorboard (if installed)")
     channels_last: bool = Field(True, description="teachers run channels_last (measured 1.5x on CPU inference)")
     cache_max_gb: float = Field(20.0, gt=0, description="disk budget of the teacher cache; over it teachers run live")
 

@@ -50,3 +50,17 @@ def test_non_finite_loss_names_epoch_step_teacher_and_task(fresh_world, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("amalgam: error: epoch 1 step 1: loss of teacher term 'seg-b' (segmentation) is nan")
     assert len(err.splitlines()) == 1
+
+
+def test_tensorboard_logs_every_epoch_or_says_it_is_missing(world, tmp_path, capsys):
+    from amalgam.cli import main
+
+    out = tmp_path / "run"
+    args = ["build", str(world), "--output", str(out), "--set", "train.tensorboard=true"]
+    assert main(args + ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]) == 0
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert "the tensorboard package is not installed" in capsys.readouterr().out
+    else:
+        assert list((out / "tensorboard").glob("events.out.tfevents.*"))

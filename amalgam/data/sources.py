@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, to_tensor, verify_image
 from amalgam.errors import AmalgamError
+from amalgam.progress import bar_for
 from amalgam.recipe import SourceConfig
 from amalgam.registry import Registry
 
@@ -228,6 +229,7 @@ def build_image_set(
     image_size: tuple[int, int],
     with_targets: bool,
     verify: bool = True,
+    log: Optional[Callable[[str], None]] = None,
 ) -> ImageSet:
     """Builds and checks one source or eval set; errors are prefixed with its recipe key.
 
@@ -247,7 +249,7 @@ def build_image_set(
         if len(dataset) == 0:
             raise AmalgamError("contains no images")
         if verify and isinstance(dataset, FolderSet):
-            _verify_files(dataset)
+            _verify_files(dataset, bar_for(log, len(dataset.files), f"checking {key}") if log else None)
     except AmalgamError as exc:
         raise AmalgamError(f"{key}: {exc}") from None
     return dataset.configure(image_size, with_targets)
@@ -266,8 +268,10 @@ def _limit(dataset: ImageSet, limit: int) -> ImageSet:
     return dataset
 
 
-def _verify_files(dataset: FolderSet) -> None:
+def _verify_files(dataset: FolderSet, bar=None) -> None:
     for index, path in enumerate(dataset.files):
+        if bar is not None:
+            bar.update(1)
         verify_image(path)
         if isinstance(dataset, DenseSet):
             for key in dataset.target_keys:
@@ -275,3 +279,5 @@ def _verify_files(dataset: FolderSet) -> None:
                 if target.is_file():
                     modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
                     verify_image(target, modes, what=f"{key} map")
+    if bar is not None:
+        bar.close()
