@@ -41,8 +41,12 @@ class Bar:
 class Console:
     """Lines (``console("...")``) and bars (``console.bar(total, desc)``), both silenced by ``quiet``."""
 
-    def __init__(self, quiet: bool = False, stream: TextIO = sys.stdout):
-        self.quiet, self.stream = quiet, stream
+    def __init__(self, quiet: bool = False, stream: Optional[TextIO] = None):
+        self.quiet, self._stream = quiet, stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout  # looked up late: callers (and tests) may swap sys.stdout
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
