@@ -20,6 +20,7 @@ from amalgam.cache import TeacherCache, apply_flip, live_targets
 from amalgam.data import mixing_sampler
 from amalgam.distributed import DistContext, GlobalBatchShard
 from amalgam.errors import AmalgamError
+from amalgam.interrupt import StopRequest
 from amalgam.objective import Objective
 from amalgam.plan import Plan
 from amalgam.profiling import StepTimer
@@ -162,8 +163,10 @@ def train(
     training state, atomically, after every epoch) into ``run_dir``. Under torchrun (``ctx``) the
     student runs in DistributedDataParallel and only rank 0 writes. ``timer`` (tools/bench.py)
     splits each step's time into data / teachers / student (forward, loss, backward) / optimizer.
-    ``resume`` (a ``checkpoint.pt``) continues after its last finished epoch with every state and
-    random stream restored, so a resumed run ends where an uninterrupted one would.
+    ``resume`` (a ``checkpoint.pt``) continues after its last finished epoch (or, after Ctrl-C,
+    from the step where it stopped) with every state and random stream restored, so a resumed run
+    ends where an uninterrupted one would. The first Ctrl-C finishes the current step, saves the
+    checkpoint and raises ``KeyboardInterrupt``; a second one stops at once.
     """
     timer = timer or StepTimer(enabled=False)
     cfg = plan.recipe.train
@@ -194,91 +197,120 @@ def train(
     first = 1
     if resume is not None:
         first = _restore(resume, student, objective, opt, sched, flip_rng, loader, result) + 1
-        log(f"resuming after epoch {first - 1} of {cfg.epochs}")
+        stopped = resume.get("partial")
+        at = f", from step {stopped['step']} of epoch {stopped['epoch']}" if stopped else ""
+        log(f"resuming after epoch {first - 1} of {cfg.epochs}{at}")
     start = time.perf_counter() - result.seconds
     board = open_tensorboard(run_dir, log) if cfg.tensorboard and ctx.is_main else None
-    for epoch in range(first, cfg.epochs + 1):
-        student.train()
-        sums: dict[str, float] = {}
-        count = 0
-        bar = bar_for(log, len(loader), f"epoch {epoch}/{cfg.epochs}")
-        for step, batch in enumerate(timer.iterate(loader), 1):
-            raw = batch["image"].to(device, non_blocking=True)
-            source = batch["source"].to(device, non_blocking=True)
-            # the global batch's flips, sliced: N processes flip what one process would
-            flip = flip_mask(cfg.batch_size, flip_rng, device)[local][: raw.shape[0]] if cfg.augment else None
-            images = apply_flip(raw, flip)
+    partial = (resume or {}).get("partial")
+    with StopRequest(enabled=not ctx.enabled) as stop:
+        for epoch in range(first, cfg.epochs + 1):
+            student.train()
+            sums: dict[str, float] = {}
+            count = done = 0
+            batches = iter(loader)
+            if partial is not None and partial["epoch"] == epoch:
+                # continue an epoch stopped by Ctrl-C: draw its first batches again, unused
+                done, sums, count = partial["step"], dict(partial["sums"]), partial["count"]
+                for _ in range(done):
+                    next(batches)
+                torch.set_rng_state(resume["torch_rng"])
+            bar = bar_for(log, len(loader), f"epoch {epoch}/{cfg.epochs}")
+            bar.update(done)
+            for step, batch in enumerate(timer.iterate(batches), done + 1):
+                raw = batch["image"].to(device, non_blocking=True)
+                source = batch["source"].to(device, non_blocking=True)
+                # the global batch's flips, sliced: N processes flip what one process would
+                flip = flip_mask(cfg.batch_size, flip_rng, device)[local][: raw.shape[0]] if cfg.augment else None
+                images = apply_flip(raw, flip)
+                if cache is not None:
+                    targets = cache.targets(raw, batch["source"], batch["index"], flip)
+                else:
+                    targets = live_targets(plan.teachers, images)
+                with timer.section("student"):  # minus "teachers", which runs inside
+                    with autocast_for(device):
+                        out = model(images)
+                        try:
+                            loss, parts = objective(out, images, source, timer.wrap(targets))
+                        except AmalgamError as exc:
+                            kept = f"; last good checkpoint: {run_dir / 'checkpoint.pt'}" if epoch > 1 else ""
+                            raise AmalgamError(f"epoch {epoch} step {step}: {exc}{kept}") from None
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    ctx.average_grads(p for p in objective.parameters() if p.requires_grad)
+                with timer.section("optimizer"):
+                    scaler.step(opt)
+                    scaler.update()
+                    sched.step()
+                for key, value in {"loss": loss.item(), **parts}.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                result.images += images.shape[0] * ctx.world
+                bar.update(1, loss=loss.item(), img_s=result.images / (time.perf_counter() - start))
+                if stop.requested:
+                    bar.close()
+                    if cache is not None:
+                        cache.flush()
+                    result.seconds = time.perf_counter() - start
+                    state = _state(epoch - 1, student, objective, opt, sched, flip_rng, result, plan)
+                    state["partial"] = {"epoch": epoch, "step": step, "sums": sums, "count": count}
+                    atomic_save(state, run_dir / "checkpoint.pt")
+                    log(
+                        f"stopped by Ctrl-C in epoch {epoch} after step {step}/{len(loader)}: "
+                        f"saved {run_dir / 'checkpoint.pt'}; continue with --resume"
+                    )
+                    raise KeyboardInterrupt
+            bar.close()
+            elapsed = time.perf_counter() - start
+            result.seconds = elapsed
+            row = {"epoch": epoch, "seconds": round(elapsed, 2), "lr": opt.param_groups[0]["lr"]}
+            row.update({k: v / max(count, 1) for k, v in sums.items()})
+            row.update({f"time_{k}": round(v, 3) for k, v in timer.seconds.items()})  # cumulative
+            result.history.append(row)
+            eta = elapsed / epoch * (cfg.epochs - epoch)
             if cache is not None:
-                targets = cache.targets(raw, batch["source"], batch["index"], flip)
-            else:
-                targets = live_targets(plan.teachers, images)
-            with timer.section("student"):  # minus "teachers", which runs inside
-                with autocast_for(device):
-                    out = model(images)
-                    try:
-                        loss, parts = objective(out, images, source, timer.wrap(targets))
-                    except AmalgamError as exc:
-                        kept = f"; last good checkpoint: {run_dir / 'checkpoint.pt'}" if epoch > 1 else ""
-                        raise AmalgamError(f"epoch {epoch} step {step}: {exc}{kept}") from None
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                ctx.average_grads(p for p in objective.parameters() if p.requires_grad)
-            with timer.section("optimizer"):
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-            for key, value in {"loss": loss.item(), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-            result.images += images.shape[0] * ctx.world
-            bar.update(1, loss=loss.item(), img_s=result.images / (time.perf_counter() - start))
-        bar.close()
-        elapsed = time.perf_counter() - start
-        row = {"epoch": epoch, "seconds": round(elapsed, 2), "lr": opt.param_groups[0]["lr"]}
-        row.update({k: v / max(count, 1) for k, v in sums.items()})
-        row.update({f"time_{k}": round(v, 3) for k, v in timer.seconds.items()})  # cumulative
-        result.history.append(row)
-        eta = elapsed / epoch * (cfg.epochs - epoch)
-        if cache is not None:
-            hits, misses = cache.flush()
-            row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
-        terms = ", ".join(
-            f"{k} {v:.4f}"
-            for k, v in row.items()
-            if k not in ("epoch", "seconds", "lr", "loss", "cache_hit_rate") and not k.startswith("time_")
-        )
-        if cache is not None:
-            terms += f"; teacher cache hits {row['cache_hit_rate']:.0%}"
-        log(
-            f"epoch {epoch}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({terms}) "
-            f"{result.images / elapsed:.1f} img/s, eta {eta:.0f}s"
-        )
-        if not ctx.is_main:
-            continue
-        if board is not None:
-            for key, value in row.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    board.add_scalar(key, value, epoch)
-            board.flush()
-        atomic_save(
-            {
-                "epoch": epoch,
-                "student": student.state_dict(),
-                "objective": objective.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "flip_rng": flip_rng.get_state(),
-                "history": result.history,
-                "images": result.images,
-                "seconds": elapsed,
-                "recipe": plan.recipe.model_dump(mode="json", exclude={"output"}),
-            },
-            run_dir / "checkpoint.pt",
-        )
-        _write_log(run_dir / "train_log.csv", result.history)  # after the checkpoint: a row means it is saved
+                hits, misses = cache.flush()
+                row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
+            terms = ", ".join(
+                f"{k} {v:.4f}"
+                for k, v in row.items()
+                if k not in ("epoch", "seconds", "lr", "loss", "cache_hit_rate") and not k.startswith("time_")
+            )
+            if cache is not None:
+                terms += f"; teacher cache hits {row['cache_hit_rate']:.0%}"
+            log(
+                f"epoch {epoch}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({terms}) "
+                f"{result.images / elapsed:.1f} img/s, eta {eta:.0f}s"
+            )
+            if not ctx.is_main:
+                continue
+            if board is not None:
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        board.add_scalar(key, value, epoch)
+                board.flush()
+            state = _state(epoch, student, objective, opt, sched, flip_rng, result, plan)
+            atomic_save(state, run_dir / "checkpoint.pt")
+            _write_log(run_dir / "train_log.csv", result.history)  # after the checkpoint: a row means it is saved
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _state(epoch: int, student, objective, opt, sched, flip_rng, result: TrainResult, plan: Plan) -> dict:
+    """Everything ``--resume`` needs to continue after ``epoch`` finished epochs."""
+    return {
+        "epoch": epoch,
+        "student": student.state_dict(),
+        "objective": objective.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "flip_rng": flip_rng.get_state(),
+        "history": result.history,
+        "images": result.images,
+        "seconds": result.seconds,
+        "recipe": plan.recipe.model_dump(mode="json", exclude={"output"}),
+    }
 
 
 def open_tensorboard(run_dir: Path, log: Callable[[str], None]):

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from amalgam.cli import main
 
@@ -29,30 +30,57 @@ def finished_epochs(run) -> int:
         return 0
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(world, tmp_path):
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert main(["build", str(world), "--output", str(whole), *SETTINGS]) == 0
-    cmd = [sys.executable, "-m", "amalgam", "build", str(world), "--output", str(killed), *SETTINGS]
+@pytest.fixture(scope="module")
+def whole(world, tmp_path_factory):
+    """An uninterrupted run: what every interrupted-then-resumed run must end as."""
+    out = tmp_path_factory.mktemp("resume") / "whole"
+    assert main(["build", str(world), "--output", str(out), *SETTINGS]) == 0
+    return out
+
+
+def interrupt_in_epoch_2(world, out, sig: int) -> int:
+    """Starts a build in a child process, sends it ``sig`` early in epoch 2; its exit code."""
+    cmd = [sys.executable, "-m", "amalgam", "build", str(world), "--output", str(out), *SETTINGS]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 240
-    while finished_epochs(killed) < 1 and proc.poll() is None and time.time() < deadline:
+    while finished_epochs(out) < 1 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.2)  # into epoch 2
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert finished_epochs(killed) == 1, "the kill should land in epoch 2"
-    assert not (killed / "report.json").exists()
-    assert main(["build", str(world), "--output", str(killed), *SETTINGS, "--resume"]) == 0
+    assert finished_epochs(out) == 1, "the signal should land in epoch 2"
+    assert not (out / "report.json").exists()
+    return proc.returncode
+
+
+def assert_same_run(whole, resumed) -> None:
     a = json.loads((whole / "report.json").read_text())
-    b = json.loads((killed / "report.json").read_text())
+    b = json.loads((resumed / "report.json").read_text())
     for x, y in zip(a["tasks"], b["tasks"]):
         assert y["student_value"] == pytest.approx(x["student_value"], rel=0.01), x["teacher"]
     # Timings differ, and so does the cache hit rate: teacher outputs cached before the kill stay on disk.
     volatile = ("seconds", "cache_hit_rate")
     strip = lambda rows: [{k: v for k, v in r.items() if k not in volatile and not k.startswith("time_")} for r in rows]  # noqa: E731
-    with open(whole / "train_log.csv") as f1, open(killed / "train_log.csv") as f2:
+    with open(whole / "train_log.csv") as f1, open(resumed / "train_log.csv") as f2:
         assert strip(list(csv.DictReader(f1))) == strip(list(csv.DictReader(f2)))
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(world, whole, tmp_path):
+    killed = tmp_path / "killed"
+    assert interrupt_in_epoch_2(world, killed, signal.SIGKILL) == -signal.SIGKILL
+    assert main(["build", str(world), "--output", str(killed), *SETTINGS, "--resume"]) == 0
+    assert_same_run(whole, killed)
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_continues_from_that_step(world, whole, tmp_path):
+    stopped = tmp_path / "stopped"
+    assert interrupt_in_epoch_2(world, stopped, signal.SIGINT) == 130
+    state = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["partial"]["epoch"] == 2
+    steps = state["partial"]["step"]
+    assert 1 <= steps < 12, "stopped inside epoch 2 (12 steps of 4 images)"
+    assert main(["build", str(world), "--output", str(stopped), *SETTINGS, "--resume"]) == 0
+    assert_same_run(whole, stopped)
 
 
 def test_resume_refuses_a_changed_recipe_or_a_missing_checkpoint(world, tmp_path, capsys):
