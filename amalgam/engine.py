@@ -185,6 +185,9 @@ def train(
     if ctx.enabled:
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(student, device_ids=ids, find_unused_parameters=True)
+    if cfg.compile:  # the plain student stays the one that is saved and evaluated
+        log("train.compile: compiling the student (the first steps are slow)")
+        model = torch.compile(model)
     local = slice(ctx.rank * ctx.local_batch(cfg.batch_size), (ctx.rank + 1) * ctx.local_batch(cfg.batch_size))
     params = [p for p in list(student.parameters()) + list(objective.parameters()) if p.requires_grad]
     opt = build_optimizer(params, cfg)

@@ -64,3 +64,21 @@ def test_tensorboard_logs_every_epoch_or_says_it_is_missing(world, tmp_path, cap
         assert "the tensorboard package is not installed" in capsys.readouterr().out
     else:
         assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_compile_trains_through_the_compiled_student_and_saves_the_plain_one(world, tmp_path, monkeypatch):
+    from amalgam.cli import main
+
+    real, compiled = torch.compile, []
+
+    def eager_compile(model):  # dynamo tracing without inductor's C++ build: seconds, not minutes
+        compiled.append(model)
+        return real(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    out = tmp_path / "run"
+    args = ["build", str(world), "--output", str(out), "--set", "train.compile=true", "--quiet"]
+    assert main(args + ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]) == 0
+    assert len(compiled) == 1
+    state = torch.load(out / "student.pt", weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in key for key in state)
