@@ -181,6 +181,8 @@ def train(
     ctx.barrier()  # rank 0 made the cache files; the others open them
     if not ctx.is_main:
         cache = open_cache(plan, run_dir, lambda msg: None)
+    if cfg.student_channels_last:
+        student.to(memory_format=torch.channels_last)
     model = student
     if ctx.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -226,6 +228,8 @@ def train(
                 # the global batch's flips, sliced: N processes flip what one process would
                 flip = flip_mask(cfg.batch_size, flip_rng, device)[local][: raw.shape[0]] if cfg.augment else None
                 images = apply_flip(raw, flip)
+                if cfg.student_channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 if cache is not None:
                     targets = cache.targets(raw, batch["source"], batch["index"], flip)
                 else:

@@ -124,6 +124,7 @@ class TrainConfig(_Strict):
     tensorboard: bool = Field(False, description="also log each epoch's terms to <run>/tensorboard (if installed)")
     channels_last: bool = Field(True, description="teachers run channels_last (measured 1.5x on CPU inference)")
     cache_max_gb: float = Field(20.0, gt=0, description="disk budget of the teacher cache; over it teachers run live")
+    student_channels_last: bool = Field(False, description="train the student in channels_last memory format")
     compile: bool = Field(False, description="torch.compile the student's training forward (first steps compile)")
 
 

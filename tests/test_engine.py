@@ -82,3 +82,23 @@ def test_compile_trains_through_the_compiled_student_and_saves_the_plain_one(wor
     assert len(compiled) == 1
     state = torch.load(out / "student.pt", weights_only=True)["state_dict"]
     assert not any("_orig_mod" in key for key in state)
+
+
+def test_student_channels_last_trains_in_that_memory_format(world, tmp_path, monkeypatch):
+    from amalgam import engine
+    from amalgam.cli import main
+
+    seen = []
+    real_train = engine.train
+
+    def spy(plan, student, *args, **kwargs):
+        result = real_train(plan, student, *args, **kwargs)
+        conv = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d))
+        seen.append(conv.weight.is_contiguous(memory_format=torch.channels_last))
+        return result
+
+    monkeypatch.setattr(engine, "train", spy)
+    out = tmp_path / "run"
+    args = ["build", str(world), "--output", str(out), "--set", "train.student_channels_last=true", "--quiet"]
+    assert main(args + ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]) == 0
+    assert seen == [True]
