@@ -80,7 +80,7 @@ def cmd_build(args) -> int:
     from amalgam.evaluate import evaluate, size_and_speed
     from amalgam.plan import prepare
     from amalgam.report import build_report, to_markdown, write_report
-    from amalgam.serialize import save_student
+    from amalgam.serialize import init_student, save_student
     from amalgam.students import build_student, count_params
 
     recipe = _load(args)
@@ -105,6 +105,9 @@ def cmd_build(args) -> int:
     plan = prepare(recipe, log=log)
     seed_everything(recipe.seed)
     student = build_student(plan.student_spec())
+    if recipe.student.init is not None and resume is None:  # on resume the checkpoint's weights win
+        init_student(student, plan.spaces, recipe.resolve(recipe.student.init))
+        log(f"student: starting from {recipe.resolve(recipe.student.init)}")
     teachers = sum(t.num_params() for t in plan.teachers.values())
     log(
         f"student: {recipe.student.type} {recipe.student.encoder}, {count_params(student):,} params "

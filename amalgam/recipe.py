@@ -95,6 +95,9 @@ class StudentConfig(_Strict):
     encoder: str = "resnet18"
     branch_at: int = Field(3, ge=0, le=5)
     decoder_channels: list[int] = [128, 64, 32, 16, 16]
+    init: Optional[Path] = Field(
+        None, description="start from this student.pt (e.g. a previous run's) instead of random weights"
+    )
 
 
 class AmalgamationConfig(_Strict):

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace
 from amalgam.students import StudentSpec, build_student
 
@@ -55,6 +55,35 @@ def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recip
         },
         path,
     )
+
+
+def init_student(student: nn.Module, spaces: dict[str, LabelSpace | None], path: Path) -> None:
+    """Copies the weights of a previous run's ``student.pt`` into ``student`` (recipe key ``student.init``).
+
+    The file must describe the same architecture and the same unified label spaces: a longer or
+    warm-restarted schedule continues a student, it does not reinterpret its heads.
+
+    Raises:
+        RecipeError: naming ``student.init``, the file and what differs.
+    """
+    if not Path(path).is_file():
+        raise RecipeError("student.init", f"student file not found: {path}")
+    previous, old_spaces = load_student(path)
+    spec, old = student.spec.to_dict(), previous.spec.to_dict()
+    for key in spec:
+        if spec[key] != old[key]:
+            message = f"{path} holds a student with {key}={old[key]}, this recipe's has {spec[key]}"
+            raise RecipeError("student.init", message)
+    for task, space in spaces.items():
+        mine, theirs = _names(space), _names(old_spaces.get(task))
+        if mine != theirs:
+            message = f"{path} was trained for {task} labels {theirs}, this recipe unifies {mine}"
+            raise RecipeError("student.init", message)
+    student.load_state_dict(previous.state_dict())
+
+
+def _names(space: LabelSpace | None) -> tuple[str, ...] | None:
+    return None if space is None else tuple(space.names)
 
 
 def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | None]]:

@@ -197,3 +197,34 @@ def test_debug_shows_the_traceback(world, tmp_path, capsys):
     assert "Traceback" in err
     last = err.strip().splitlines()[-1]
     assert last == "amalgam: error: data.image_size: [30, 30] must be divisible by the encoder's stride 32"
+
+
+def test_student_init_starts_from_a_previous_runs_student(world, built_run, tmp_path, capsys):
+    import torch
+
+    from amalgam.serialize import load_student
+
+    out = tmp_path / "continued"
+    init = built_run / "student.pt"
+    args = ["build", str(world), "--output", str(out), *TINY_BUILD, "--set", f"student.init={init}"]
+    assert main([*args, "--set", "train.lr=1e-12"]) == 0  # lr ~0: the weights stay where init put them
+    previous, _ = load_student(init)
+    continued, _ = load_student(out / "student.pt")
+    for (name, a), b in zip(previous.state_dict().items(), continued.state_dict().values()):
+        if name.endswith("weight"):
+            assert torch.allclose(a, b, atol=1e-6), name
+    capsys.readouterr()
+    missing = tmp_path / "nowhere.pt"
+    again = ["build", str(world), "--output", str(tmp_path / "r2"), "--quiet", "--set", f"student.init={missing}"]
+    assert main(again) == 2
+    assert capsys.readouterr().err == f"amalgam: error: student.init: student file not found: {missing}\n"
+    assert not (tmp_path / "r2").exists()
+
+
+def test_student_init_refuses_another_architecture(world, built_run, tmp_path, capsys):
+    out = tmp_path / "other"
+    args = ["build", str(world), "--output", str(out), "--quiet", "--set", f"student.init={built_run / 'student.pt'}"]
+    assert main([*args, "--set", "student.decoder_channels=[32, 16, 16, 8, 8]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("amalgam: error: student.init: ") and "decoder_channels=" in err
+    assert not out.exists()
