@@ -106,8 +106,9 @@ def cmd_build(args) -> int:
     seed_everything(recipe.seed)
     student = build_student(plan.student_spec())
     if recipe.student.init is not None and resume is None:  # on resume the checkpoint's weights win
-        init_student(student, plan.spaces, recipe.resolve(recipe.student.init))
-        log(f"student: starting from {recipe.resolve(recipe.student.init)}")
+        init = recipe.resolve(recipe.student.init)
+        init_student(student, plan.spaces, init)
+        log(f"student: starting from {init}")
     teachers = sum(t.num_params() for t in plan.teachers.values())
     log(
         f"student: {recipe.student.type} {recipe.student.encoder}, {count_params(student):,} params "
@@ -139,7 +140,7 @@ def cmd_eval(args) -> int:
     from amalgam.evaluate import evaluate, size_and_speed
     from amalgam.plan import prepare
     from amalgam.report import build_report, to_markdown
-    from amalgam.serialize import load_student
+    from amalgam.serialize import load_student, write_json
 
     recipe = _load(args)
     if recipe.peers is not None:
@@ -154,7 +155,7 @@ def cmd_eval(args) -> int:
     evaluation = evaluate(plan, student, device, spaces=spaces, log=_log(args.quiet))
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), None)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, Path(args.json))
     print(to_markdown(report))
     return 0
 

@@ -8,7 +8,6 @@ gets ``peers.pt`` (the trained models), ``checkpoint.pt`` each epoch, ``train_lo
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,7 +22,7 @@ from amalgam.errors import AmalgamError
 from amalgam.kd.peers import ONE, dml_loss, kdcl_minlogit_loss, one_loss
 from amalgam.models import build_model
 from amalgam.recipe import PeersConfig, Recipe
-from amalgam.serialize import atomic_save
+from amalgam.serialize import atomic_save, write_json
 from amalgam.teachers import to_input
 
 
@@ -139,7 +138,7 @@ def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callab
         "params": sum(p.numel() for p in model.parameters()),
         "train": {"epochs": train.epochs, "seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 2)},
     }
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(report, run_dir / "report.json")
     (run_dir / "report.md").write_text(to_markdown(report))
     return report
 

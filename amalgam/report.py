@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from amalgam.engine import TrainResult
 from amalgam.evaluate import Evaluation
+from amalgam.serialize import write_json
 
 
 def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainResult | None) -> dict:
@@ -69,5 +69,5 @@ def to_markdown(report: dict) -> str:
 def write_report(report: dict, run_dir: Path) -> None:
     """Writes report.json and report.md into the run folder."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+    write_json(report, run_dir / "report.json")
     (run_dir / "report.md").write_text(to_markdown(report))

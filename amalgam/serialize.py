@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +38,11 @@ def atomic_save(obj: object, path: Path, save: Callable[[object, str], None] = t
             os.remove(tmp)
 
 
+def write_json(obj: object, path: Path) -> None:
+    """Writes ``obj`` as indented JSON, atomically, creating the parent folders."""
+    atomic_save(obj, Path(path), lambda o, tmp: Path(tmp).write_text(json.dumps(o, indent=2) + "\n"))
+
+
 def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recipe: dict, path: Path) -> None:
     """Writes ``student.pt``: weights, architecture, unified label spaces and the recipe.
 
@@ -66,33 +72,26 @@ def init_student(student: nn.Module, spaces: dict[str, LabelSpace | None], path:
     Raises:
         RecipeError: naming ``student.init``, the file and what differs.
     """
-    if not Path(path).is_file():
-        raise RecipeError("student.init", f"student file not found: {path}")
-    previous, old_spaces = load_student(path)
-    spec, old = student.spec.to_dict(), previous.spec.to_dict()
+    try:
+        blob = _read_student_file(Path(path))
+    except AmalgamError as exc:
+        raise RecipeError("student.init", str(exc)) from None
+    spec, old = student.spec.to_dict(), blob["spec"]
     for key in spec:
-        if spec[key] != old[key]:
-            message = f"{path} holds a student with {key}={old[key]}, this recipe's has {spec[key]}"
+        if spec[key] != old.get(key):
+            message = f"{path} holds a student with {key}={old.get(key)}, this recipe's has {spec[key]}"
             raise RecipeError("student.init", message)
     for task, space in spaces.items():
-        mine, theirs = _names(space), _names(old_spaces.get(task))
+        mine = None if space is None else list(space.names)
+        theirs = (blob["label_spaces"].get(task) or {}).get("names")
         if mine != theirs:
             message = f"{path} was trained for {task} labels {theirs}, this recipe unifies {mine}"
             raise RecipeError("student.init", message)
-    student.load_state_dict(previous.state_dict())
+    student.load_state_dict(blob["state_dict"])
 
 
-def _names(space: LabelSpace | None) -> tuple[str, ...] | None:
-    return None if space is None else tuple(space.names)
-
-
-def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | None]]:
-    """Rebuilds a student from ``student.pt`` (loaded with ``weights_only=True``).
-
-    Returns:
-        The student in eval mode and its unified label spaces by task.
-    """
-    path = Path(path)
+def _read_student_file(path: Path) -> dict:
+    """The checked contents of a ``student.pt`` (loaded with ``weights_only=True``)."""
     if not path.is_file():
         raise AmalgamError(f"student file not found: {path}")
     try:
@@ -101,6 +100,16 @@ def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | No
         raise AmalgamError(f"cannot read student file {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(blob, dict) or blob.get("format") != "amalgam-student/1":
         raise AmalgamError(f"{path} is not an amalgam student file")
+    return blob
+
+
+def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | None]]:
+    """Rebuilds a student from ``student.pt`` (loaded with ``weights_only=True``).
+
+    Returns:
+        The student in eval mode and its unified label spaces by task.
+    """
+    blob = _read_student_file(Path(path))
     student = build_student(StudentSpec(**blob["spec"]))
     student.load_state_dict(blob["state_dict"])
     spaces = {

@@ -228,3 +228,16 @@ def test_student_init_refuses_another_architecture(world, built_run, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("amalgam: error: student.init: ") and "decoder_channels=" in err
     assert not out.exists()
+
+
+def test_student_init_refuses_other_label_spaces(built_run):
+    from amalgam.errors import RecipeError
+    from amalgam.labels import LabelSpace
+    from amalgam.serialize import init_student, load_student
+
+    student, spaces = load_student(built_run / "student.pt")
+    task, space = next((t, s) for t, s in spaces.items() if s is not None)
+    renamed = {**spaces, task: LabelSpace(("renamed",) + tuple(space.names[1:]), space.background)}
+    with pytest.raises(RecipeError, match=f"student.init: .* was trained for {task} labels"):
+        init_student(student, renamed, built_run / "student.pt")
+    init_student(student, spaces, built_run / "student.pt")  # the same spaces load

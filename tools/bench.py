@@ -11,7 +11,6 @@ lazily, one image the first time it is drawn); the per-epoch cache hit rate is p
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import sys
@@ -28,6 +27,7 @@ from amalgam.engine import resolve_device, seed_everything, train  # noqa: E402
 from amalgam.plan import prepare  # noqa: E402
 from amalgam.profiling import StepTimer  # noqa: E402
 from amalgam.recipe import load_recipe  # noqa: E402
+from amalgam.serialize import write_json  # noqa: E402
 from amalgam.students import build_student  # noqa: E402
 
 SECTIONS = ("data", "teachers", "student", "optimizer")
@@ -158,8 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"(bf16 peak {peak_bf16:.0f}); peak memory {memory_mb:.0f} MB; {report['threads']} threads"
     )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(report, args.json)
     return 0
 
 

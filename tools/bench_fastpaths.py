@@ -18,7 +18,6 @@ amalgam turns a path on by default only where this measured a gain (see docs/ben
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from contextlib import nullcontext
@@ -36,6 +35,7 @@ from bench import matmul_peak  # noqa: E402
 from amalgam.engine import resolve_device, seed_everything  # noqa: E402
 from amalgam.plan import prepare  # noqa: E402
 from amalgam.recipe import load_recipe  # noqa: E402
+from amalgam.serialize import write_json  # noqa: E402
 from amalgam.students import build_student  # noqa: E402
 
 
@@ -155,8 +155,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if "compile_seconds" in row:
             print(f"| {row['model']} | compile time | {row['compile_seconds']} s | |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(report, args.json)
     return 0
 
 

@@ -48,6 +48,7 @@ from amalgam.errors import AmalgamError  # noqa: E402
 from amalgam.evaluate import evaluate  # noqa: E402
 from amalgam.plan import Plan, prepare  # noqa: E402
 from amalgam.recipe import Recipe, load_recipe  # noqa: E402
+from amalgam.serialize import write_json  # noqa: E402
 from amalgam.students import build_student  # noqa: E402
 
 CACHED, LIVE, TORCHDISTILL = "amalgam, cached", "amalgam, live teacher", "torchdistill"
@@ -330,8 +331,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(to_markdown(report))
     print(f"\n{report['command']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(report, args.json)
     return 0
 
 
