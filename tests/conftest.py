@@ -12,14 +12,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from world import make_world  # noqa: E402
+from world import TINY_BUILD, make_world  # noqa: E402
 
 # Tensors in tests are tiny: one intra-op thread is fastest, and on a busy 2-core machine
 # OpenMP threads spinning against each other made single forward passes 10-50x slower.
 torch.set_num_threads(1)
-
-#: settings of the session build (and of anything compared with it)
-TINY_BUILD = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--quiet"]
 
 
 @pytest.fixture(scope="session")

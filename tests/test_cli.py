@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_BUILD
+from world import TINY_BUILD
 
 from amalgam.cli import main
 

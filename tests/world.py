@@ -12,6 +12,9 @@ import torch
 import yaml
 from PIL import Image
 
+#: settings of the session build (and of anything compared with it)
+TINY_BUILD = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--quiet"]
+
 CLASSES = ["background", "disc", "square", "bar"]
 ITEM_CLASSES = ["cat", "dog", "bird"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import get_data
 import numpy as np
 import pytest
-from conftest import fake_glyphs, write_fake_split
+from fake_fashion import fake_glyphs, write_fake_split
 from torchvision.datasets import FashionMNIST
 
 

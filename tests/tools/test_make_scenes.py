@@ -8,7 +8,7 @@ import get_data
 import make_scenes as ms
 import numpy as np
 import pytest
-from conftest import fake_glyphs
+from fake_fashion import fake_glyphs
 from PIL import Image
 from pycocotools.coco import COCO
 
