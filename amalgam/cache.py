@@ -67,7 +67,8 @@ def teacher_key(plan: Plan, name: str) -> dict:
         listing = [str(p) for p in getattr(dataset, "files", [])]
         src_name = plan.sources.names[sid]
         sources[src_name] = {
-            "config": recipe.data.sources[src_name].model_dump(mode="json"),
+            # the sampling weight only changes how often an image is drawn, not its outputs
+            "config": recipe.data.sources[src_name].model_dump(mode="json", exclude={"weight"}),
             "images": len(dataset),
             "files": hashlib.sha256("\n".join(listing).encode()).hexdigest(),
         }
@@ -79,6 +80,13 @@ def teacher_key(plan: Plan, name: str) -> dict:
         "image_size": list(recipe.data.image_size),
         "sources": sources,
     }
+
+
+def _comparable(key: dict) -> dict:
+    """A stored key as :func:`teacher_key` writes it now (older stores also recorded source weights)."""
+    for source in key.get("sources", {}).values():
+        source.get("config", {}).pop("weight", None)
+    return key
 
 
 @dataclass
@@ -127,7 +135,7 @@ class TeacherCache:
             folder.mkdir(parents=True, exist_ok=True)
             key = teacher_key(plan, name)
             meta = folder / "meta.json"
-            fresh = not meta.exists() or json.loads(meta.read_text()) != key
+            fresh = not meta.exists() or _comparable(json.loads(meta.read_text())) != key
             if fresh:
                 meta.unlink(missing_ok=True)  # written last: a half-made store is never trusted
             store = _Store(

@@ -80,6 +80,20 @@ def test_store_survives_reopening_and_is_rebuilt_when_its_key_changes(world_plan
     assert int(TeacherCache(root, world_plan, QUIET).stores["depth"].filled.sum()) == 0
 
 
+def test_changing_a_source_weight_keeps_the_filled_rows(fresh_world, tmp_path):
+    recipe = load_recipe(fresh_world)
+    plan = prepare(recipe, log=QUIET)
+    root = tmp_path / "cache"
+    images, source, index = batch_of(plan, scene_indices(plan, 2))
+    TeacherCache(root, plan, QUIET).targets(images, source, index, None)("depth", torch.arange(2))
+    meta = root / "depth" / "meta.json"
+    old_style = json.loads(meta.read_text())  # stores written before weights left the key had them
+    old_style["sources"]["scenes"]["config"]["weight"] = 1.0
+    meta.write_text(json.dumps(old_style))
+    reweighted = load_recipe(fresh_world, overrides=["data.sources.scenes.weight=5.0"])
+    assert int(TeacherCache(root, prepare(reweighted, log=QUIET), QUIET).stores["depth"].filled.sum()) == 2
+
+
 def test_key_follows_the_checkpoint_bytes(fresh_world):
     plan = prepare(load_recipe(fresh_world), log=QUIET)
     before = teacher_key(plan, "seg-a")
