@@ -1,0 +1,87 @@
+"""Where a student's segmentation decisions differ from one teacher's, pixel by pixel.
+
+Prints three confusion matrices over the teacher's eval set, all in the teacher's label space
+(the student restricted to it, as `amalgam eval` scores it): ground truth x teacher, ground truth x
+student, and teacher x student. Used in docs/benchmarks.md to see whether a student's mIoU gap is
+in the amount of a class it paints or in where it paints it.
+
+    python tools/seg_disagreement.py recipes/fashion_scenes.yaml runs/fashion_scenes/student.pt seg-tops \\
+        --set "teachers.seg-tops.wrap={type: multi_transform, flip: true}"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from amalgam.labels import apply_lookup, lookup, projection  # noqa: E402
+from amalgam.plan import prepare  # noqa: E402
+from amalgam.recipe import load_recipe  # noqa: E402
+from amalgam.serialize import load_student  # noqa: E402
+
+
+def _confusion(rows: torch.Tensor, cols: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.bincount((rows * n + cols).flatten(), minlength=n * n).view(n, n)
+
+
+@torch.no_grad()
+def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides: list[str] = ()) -> dict:
+    """Confusion matrices ``gt_teacher``, ``gt_student``, ``teacher_student`` and the class names."""
+    plan = prepare(load_recipe(recipe_path, overrides=list(overrides)), log=lambda msg: None)
+    if teacher not in plan.teachers or not plan.teachers[teacher].task.dense or plan.teachers[teacher].space is None:
+        seg = [n for n, t in plan.teachers.items() if t.task.dense and t.space is not None]
+        raise SystemExit(f"{teacher!r} is not a segmentation teacher of {recipe_path} (those are: {seg})")
+    student, spaces = load_student(student_path)
+    student.eval()
+    t = plan.teachers[teacher]
+    task, dataset = t.task, plan.eval_sets[t.eval_name]
+    proj, lut, n = projection(t.space, spaces[task.name]), lookup(dataset.classes, t.space), len(t.space)
+    out = {k: torch.zeros(n, n, dtype=torch.long) for k in ("gt_teacher", "gt_student", "teacher_student")}
+    for batch in DataLoader(dataset, batch_size=plan.recipe.train.eval_batch_size):
+        truth = apply_lookup(batch[task.target_key], lut)
+        size = tuple(truth.shape[-2:])
+        by_teacher = task.predict(t(batch["image"]), size)
+        by_student = task.predict(student(batch["image"])[task.name], size, proj)
+        out["gt_teacher"] += _confusion(truth, by_teacher, n)
+        out["gt_student"] += _confusion(truth, by_student, n)
+        out["teacher_student"] += _confusion(by_teacher, by_student, n)
+    return {"classes": list(t.space.names), **out}
+
+
+def _print(title: str, matrix: torch.Tensor, names: list[str]) -> None:
+    print(f"\n{title} (rows x columns, pixels)")
+    width = max(10, *(len(n) for n in names))
+    print(" " * width + "".join(f"{n[:width]:>{width + 1}}" for n in names))
+    for name, row in zip(names, matrix.tolist()):
+        print(f"{name:<{width}}" + "".join(f"{v:>{width + 1},}" for v in row))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", type=Path)
+    parser.add_argument("student", type=Path, help="a run's student.pt")
+    parser.add_argument("teacher", help="a segmentation teacher of the recipe")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    args = parser.parse_args(argv)
+    result = disagreement(args.recipe, args.student, args.teacher, args.set)
+    names = result["classes"]
+    _print("ground truth x teacher", result["gt_teacher"], names)
+    _print("ground truth x student", result["gt_student"], names)
+    _print("teacher x student", result["teacher_student"], names)
+    painted_t, painted_s = result["gt_teacher"].sum(0), result["gt_student"].sum(0)
+    agree = result["teacher_student"].diag()
+    print("\nclass: pixels painted by teacher / student / both")
+    for i, name in enumerate(names):
+        print(f"  {name}: {int(painted_t[i]):,} / {int(painted_s[i]):,} / {int(agree[i]):,}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
