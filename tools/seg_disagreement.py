@@ -22,13 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amalgam.labels import apply_lookup, lookup, projection  # noqa: E402
+from amalgam.metrics import ConfusionMatrix  # noqa: E402
 from amalgam.plan import prepare  # noqa: E402
 from amalgam.recipe import load_recipe  # noqa: E402
 from amalgam.serialize import load_student  # noqa: E402
-
-
-def _confusion(rows: torch.Tensor, cols: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.bincount((rows * n + cols).flatten(), minlength=n * n).view(n, n)
 
 
 @torch.no_grad()
@@ -43,16 +40,17 @@ def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides:
     t = plan.teachers[teacher]
     task, dataset = t.task, plan.eval_sets[t.eval_name]
     proj, lut, n = projection(t.space, spaces[task.name]), lookup(dataset.classes, t.space), len(t.space)
-    out = {k: torch.zeros(n, n, dtype=torch.long) for k in ("gt_teacher", "gt_student", "teacher_student")}
+    # ConfusionMatrix.update(columns, rows); ground-truth pixels mapped to IGNORE are skipped
+    out = {k: ConfusionMatrix(n) for k in ("gt_teacher", "gt_student", "teacher_student")}
     for batch in DataLoader(dataset, batch_size=plan.recipe.train.eval_batch_size):
         truth = apply_lookup(batch[task.target_key], lut)
         size = tuple(truth.shape[-2:])
         by_teacher = task.predict(t(batch["image"]), size)
         by_student = task.predict(student(batch["image"])[task.name], size, proj)
-        out["gt_teacher"] += _confusion(truth, by_teacher, n)
-        out["gt_student"] += _confusion(truth, by_student, n)
-        out["teacher_student"] += _confusion(by_teacher, by_student, n)
-    return {"classes": list(t.space.names), **out}
+        out["gt_teacher"].update(by_teacher, truth)
+        out["gt_student"].update(by_student, truth)
+        out["teacher_student"].update(by_student, by_teacher)
+    return {"classes": list(t.space.names), **{k: m.matrix for k, m in out.items()}}
 
 
 def _print(title: str, matrix: torch.Tensor, names: list[str]) -> None:
