@@ -22,6 +22,9 @@ import torch
 from amalgam.plan import Plan
 from amalgam.teachers import Teacher
 
+# source fields that change how often an image is drawn, not what the teachers say about it
+SAMPLING_ONLY = frozenset({"weight"})
+
 # (teacher name, row indices in the batch) -> (target, tapped feature or None)
 Targets = Callable[[str, torch.Tensor], tuple[torch.Tensor, Optional[torch.Tensor]]]
 
@@ -67,8 +70,7 @@ def teacher_key(plan: Plan, name: str) -> dict:
         listing = [str(p) for p in getattr(dataset, "files", [])]
         src_name = plan.sources.names[sid]
         sources[src_name] = {
-            # the sampling weight only changes how often an image is drawn, not its outputs
-            "config": recipe.data.sources[src_name].model_dump(mode="json", exclude={"weight"}),
+            "config": recipe.data.sources[src_name].model_dump(mode="json", exclude=SAMPLING_ONLY),
             "images": len(dataset),
             "files": hashlib.sha256("\n".join(listing).encode()).hexdigest(),
         }
@@ -85,7 +87,8 @@ def teacher_key(plan: Plan, name: str) -> dict:
 def _comparable(key: dict) -> dict:
     """A stored key as :func:`teacher_key` writes it now (older stores also recorded source weights)."""
     for source in key.get("sources", {}).values():
-        source.get("config", {}).pop("weight", None)
+        for field_name in SAMPLING_ONLY:
+            source.get("config", {}).pop(field_name, None)
     return key
 
 
