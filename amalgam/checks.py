@@ -84,6 +84,13 @@ def check_recipe(recipe: Recipe) -> None:
     for s in recipe.data.sources:
         if s not in taught:
             raise RecipeError(f"data.sources.{s}", "no teacher teaches on this source")
+    mixup = recipe.train.mixup
+    for i, name in enumerate(mixup.sources if mixup else []):
+        if name not in recipe.data.sources:
+            raise RecipeError(
+                f"train.mixup.sources.{i}",
+                f"'{name}' is not a source (expected one of: {', '.join(recipe.data.sources)})",
+            )
     at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:

@@ -21,6 +21,7 @@ from amalgam.data import mixing_sampler
 from amalgam.distributed import DistContext, GlobalBatchShard
 from amalgam.errors import AmalgamError
 from amalgam.interrupt import StopRequest
+from amalgam.mixup import mix_batch, with_live_rows
 from amalgam.objective import Objective
 from amalgam.plan import Plan
 from amalgam.profiling import StepTimer
@@ -198,7 +199,8 @@ def train(
     use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     result = TrainResult(cfg.epochs, 0.0, 0)
-    flip_rng = torch.Generator().manual_seed(plan.recipe.seed + 1)
+    flip_rng = torch.Generator().manual_seed(plan.recipe.seed + 1)  # flips and mixup draws
+    mix_ids = [plan.sources.names.index(n) for n in cfg.mixup.sources] if cfg.mixup is not None else []
     first = 1
     if resume is not None:
         first = _restore(resume, student, objective, opt, sched, flip_rng, loader, result) + 1
@@ -228,10 +230,18 @@ def train(
                 # the global batch's flips, sliced: N processes flip what one process would
                 flip = flip_mask(cfg.batch_size, flip_rng, device)[local][: raw.shape[0]] if cfg.augment else None
                 images = apply_flip(raw, flip)
+                mixed = None
+                if cfg.mixup is not None:
+                    draws = tuple(
+                        torch.rand(cfg.batch_size, generator=flip_rng)[local][: raw.shape[0]] for _ in range(3)
+                    )
+                    images, mixed = mix_batch(images, source, mix_ids, cfg.mixup.fraction, draws)
                 if cfg.student_channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 if cache is not None:
                     targets = cache.targets(raw, batch["source"], batch["index"], flip)
+                    if mixed is not None:  # blends are new images: their teachers run live
+                        targets = with_live_rows(targets, plan.teachers, images, mixed)
                 else:
                     targets = live_targets(plan.teachers, images)
                 with timer.section("student"):  # minus "teachers", which runs inside

@@ -110,6 +110,13 @@ class AmalgamationConfig(_Strict):
     task_weights: Union[Literal["uncertainty"], dict[str, float]] = "uncertainty"
 
 
+class MixupConfig(_Strict):
+    """Blend images within the named sources; teachers label the blends live (see mixup.py)."""
+
+    sources: list[str] = Field(min_length=1, description="data.sources whose images are blended")
+    fraction: float = Field(0.5, gt=0, le=1, description="share of those sources' rows blended per batch")
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -121,6 +128,7 @@ class TrainConfig(_Strict):
     workers: int = Field(2, ge=0)
     samples_per_epoch: Optional[int] = Field(None, ge=1, description="default: all source images")
     augment: bool = True
+    mixup: Optional[MixupConfig] = Field(None, description="function matching: teachers label image blends")
     eval_batch_size: int = Field(64, ge=1)
     max_eval_images: Optional[int] = Field(None, ge=1)
     cache_teachers: bool = Field(True, description="store teacher outputs under the run folder (see cache.py)")
