@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -369,11 +370,29 @@ def read_checkpoint(path: Path, recipe) -> dict:
         raise AmalgamError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
     if "flip_rng" not in state:
         raise AmalgamError(f"checkpoint {path} was written by an older amalgam and cannot be resumed")
-    now = recipe.model_dump(mode="json", exclude={"output"})
-    if state["recipe"] != now:
-        changed = sorted(k for k in now if now[k] != state["recipe"].get(k))
+    changed = recipe_changes(state["recipe"], recipe)
+    if changed:
         raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)})")
     return state
+
+
+def recipe_changes(stored: dict, recipe) -> list[str]:
+    """Dotted key paths where ``recipe`` differs from a checkpoint's stored recipe dump.
+
+    The stored dump is read again with today's defaults first, so a key added to amalgam since
+    the checkpoint was written (at its default) is no change and older runs stay resumable.
+    """
+    try:
+        then = type(recipe).model_validate(stored).model_dump(mode="json", exclude={"output"})
+    except ValidationError:
+        then = stored
+    return _differences(then, recipe.model_dump(mode="json", exclude={"output"}), "")
+
+
+def _differences(a, b, prefix: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _write_log(path: Path, history: list[dict]) -> None:

@@ -91,4 +91,17 @@ def test_resume_refuses_a_changed_recipe_or_a_missing_checkpoint(world, tmp_path
     assert main(["build", str(world), "--output", str(out), *short]) == 0
     (out / "report.json").unlink()  # as if it had been killed during evaluation
     assert main(["build", str(world), "--output", str(out), *short, "--set", "train.lr=0.5", "--resume"]) == 2
-    assert "the recipe changed since (keys: train)" in capsys.readouterr().err
+    assert "the recipe changed since (keys: train.lr)" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_a_new_recipe_key_still_resumes(world, tmp_path):
+    out = tmp_path / "run"
+    short = ["--set", "train.epochs=2", "--set", "train.samples_per_epoch=8", "--quiet"]
+    assert main(["build", str(world), "--output", str(out), *short]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["epoch"] = 1  # as if stopped after epoch 1 by an amalgam that had neither key yet
+    del state["recipe"]["train"]["mixup"], state["recipe"]["train"]["compile"]
+    torch.save(state, out / "checkpoint.pt")
+    (out / "report.json").unlink()
+    assert main(["build", str(world), "--output", str(out), *short, "--resume"]) == 0
+    assert (out / "report.json").is_file()
