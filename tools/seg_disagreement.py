@@ -1,6 +1,7 @@
-"""Where a student's segmentation decisions differ from one teacher's, pixel by pixel.
+"""Where a student's segmentation (or classification) decisions differ from one teacher's.
 
-Prints three confusion matrices over the teacher's eval set, all in the teacher's label space
+Prints three confusion matrices over the teacher's eval set (pixels for a segmentation teacher,
+images for a classifier), all in the teacher's label space
 (the student restricted to it, as `amalgam eval` scores it): ground truth x teacher, ground truth x
 student, and teacher x student. Used in docs/benchmarks.md to see whether a student's mIoU gap is
 in the amount of a class it paints or in where it paints it.
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amalgam.labels import apply_lookup, lookup, projection  # noqa: E402
+from amalgam.labels import IGNORE, apply_lookup, lookup, projection  # noqa: E402
 from amalgam.metrics import ConfusionMatrix  # noqa: E402
 from amalgam.plan import prepare  # noqa: E402
 from amalgam.recipe import load_recipe  # noqa: E402
@@ -32,9 +33,9 @@ from amalgam.serialize import load_student  # noqa: E402
 def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides: list[str] = ()) -> dict:
     """Confusion matrices ``gt_teacher``, ``gt_student``, ``teacher_student`` and the class names."""
     plan = prepare(load_recipe(recipe_path, overrides=list(overrides)), log=lambda msg: None)
-    if teacher not in plan.teachers or not plan.teachers[teacher].task.dense or plan.teachers[teacher].space is None:
-        seg = [n for n, t in plan.teachers.items() if t.task.dense and t.space is not None]
-        raise SystemExit(f"{teacher!r} is not a segmentation teacher of {recipe_path} (those are: {seg})")
+    if teacher not in plan.teachers or plan.teachers[teacher].space is None:
+        labelled = [n for n, t in plan.teachers.items() if t.space is not None]
+        raise SystemExit(f"{teacher!r} is not a teacher with labels in {recipe_path} (those are: {labelled})")
     student, spaces = load_student(student_path)
     student.eval()
     t = plan.teachers[teacher]
@@ -49,12 +50,14 @@ def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides:
         by_student = task.predict(student(batch["image"])[task.name], size, proj)
         out["gt_teacher"].update(by_teacher, truth)
         out["gt_student"].update(by_student, truth)
-        out["teacher_student"].update(by_student, by_teacher)
-    return {"classes": list(t.space.names), **{k: m.matrix for k, m in out.items()}}
+        # over the same pixels/images as the ground-truth matrices, so the three sums agree
+        out["teacher_student"].update(by_student, torch.where(truth == IGNORE, IGNORE, by_teacher))
+    unit = "pixels" if task.dense else "images"
+    return {"classes": list(t.space.names), "unit": unit, **{k: m.matrix for k, m in out.items()}}
 
 
-def _print(title: str, matrix: torch.Tensor, names: list[str]) -> None:
-    print(f"\n{title} (rows x columns, pixels)")
+def _print(title: str, matrix: torch.Tensor, names: list[str], unit: str) -> None:
+    print(f"\n{title} (rows x columns, {unit})")
     width = max(10, *(len(n) for n in names))
     print(" " * width + "".join(f"{n[:width]:>{width + 1}}" for n in names))
     for name, row in zip(names, matrix.tolist()):
@@ -65,17 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", type=Path)
     parser.add_argument("student", type=Path, help="a run's student.pt")
-    parser.add_argument("teacher", help="a segmentation teacher of the recipe")
+    parser.add_argument("teacher", help="a segmentation or classification teacher of the recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     args = parser.parse_args(argv)
     result = disagreement(args.recipe, args.student, args.teacher, args.set)
     names = result["classes"]
-    _print("ground truth x teacher", result["gt_teacher"], names)
-    _print("ground truth x student", result["gt_student"], names)
-    _print("teacher x student", result["teacher_student"], names)
+    _print("ground truth x teacher", result["gt_teacher"], names, result["unit"])
+    _print("ground truth x student", result["gt_student"], names, result["unit"])
+    _print("teacher x student", result["teacher_student"], names, result["unit"])
     painted_t, painted_s = result["gt_teacher"].sum(0), result["gt_student"].sum(0)
     agree = result["teacher_student"].diag()
-    print("\nclass: pixels painted by teacher / student / both")
+    print(f"\nclass: {result['unit']} given it by teacher / student / both")
     for i, name in enumerate(names):
         print(f"  {name}: {int(painted_t[i]):,} / {int(painted_s[i]):,} / {int(agree[i]):,}")
     return 0

@@ -18,6 +18,16 @@ def test_matrices_cover_every_eval_pixel_and_agree_with_each_other(world, built_
     assert "teacher x student" in capsys.readouterr().out
 
 
-def test_a_teacher_that_does_not_segment_is_refused(world, built_run):
-    with pytest.raises(SystemExit, match="'depth' is not a segmentation teacher"):
+def test_a_classifier_is_counted_per_image(world, built_run, capsys):
+    result = seg_disagreement.disagreement(world, built_run / "student.pt", "cls")
+    assert result["unit"] == "images" and result["classes"] == ["cat", "dog"]
+    # the world's items-val holds cat, dog and bird (4 each): bird is no class of the teacher's
+    assert int(result["gt_teacher"].sum()) == 8
+    assert result["teacher_student"].sum(1).tolist() == result["gt_teacher"].sum(0).tolist()
+    assert seg_disagreement.main([str(world), str(built_run / "student.pt"), "cls"]) == 0
+    assert "images given it by teacher / student / both" in capsys.readouterr().out
+
+
+def test_a_teacher_without_labels_is_refused(world, built_run):
+    with pytest.raises(SystemExit, match="'depth' is not a teacher with labels"):
         seg_disagreement.disagreement(world, built_run / "student.pt", "depth")
