@@ -115,19 +115,23 @@ def partial_label_kl(
     teacher_logits: torch.Tensor,
     matrix: torch.Tensor,
     temperature: float = 1.0,
+    weights: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher/T) || student restricted to the teacher's labels)``.
 
     The class dimension is 1; the KL is summed over classes and averaged over every other
-    position (samples, and pixels for dense outputs).
+    position (samples, and pixels for dense outputs), each position times ``weights`` if given.
 
     Args:
         student_logits: ``[B, U, ...]`` unified logits.
         teacher_logits: ``[B, L, ...]`` the teacher's logits over its own labels.
         matrix: ``[L, U]`` boolean projection from :func:`projection`.
         temperature: softening temperature T.
+        weights: per-position weights, the shape of the outputs without the class dimension.
     """
     log_q = project_log_probs(student_logits, matrix, temperature)
     log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=1)
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    if weights is not None:
+        kl = kl * weights.to(kl.dtype)
     return kl.mean() * temperature**2

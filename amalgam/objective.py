@@ -89,6 +89,7 @@ class Objective(nn.Module):
         amal = plan.recipe.amalgamation
         self.plan = plan
         self.temperature = amal.temperature
+        self.domain_weights = amal.domain_weights
         self.feature_weight = amal.feature_weight
         self.groups = ensemble_groups(plan) if amal.ensemble else []
         grouped = {n for g in self.groups for n in g}
@@ -171,9 +172,11 @@ class Objective(nn.Module):
             outputs = [targets(name, idx) for name in group]
             target = outputs[0][0] if len(group) == 1 else self._ensemble(term, [o[0] for o in outputs], idx)
             task = first.task
-            loss = task.distill_loss(
-                student_out[task.name][idx], target, self.plan.projections[group[0]], self.temperature
-            )
+            projection = self.plan.projections[group[0]]
+            extra = {}
+            if self.domain_weights and projection is not None and not bool(projection.any(0).all()):
+                extra["weights"] = domain_weights(student_out[task.name][idx], projection)
+            loss = task.distill_loss(student_out[task.name][idx], target, projection, self.temperature, **extra)
             _check_finite(loss, term, task.name)
             parts[term] = loss.item()
             total = total + self.weight(term, loss)
@@ -199,6 +202,18 @@ class Objective(nn.Module):
         p = p.reshape(b, pixels, c).movedim(1, 2).reshape(z.shape[1:])
         # T * log p at temperature T gives back exactly p
         return self.temperature * p.clamp_min(1e-8).log()
+
+
+@torch.no_grad()
+def domain_weights(student_logits: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """The student's probability that each sample (pixel) is one of a teacher's labels.
+
+    A teacher without a background answers every input with one of its own labels, also inputs
+    of classes it never saw (a classifier of shoes asked about a shirt): weighing its term by this
+    probability keeps such answers from pulling the student's scores among the teacher's labels.
+    """
+    covered = projection.any(0).to(student_logits.device)  # [U]: unified classes the teacher knows
+    return student_logits.float().softmax(1)[:, covered].sum(1)
 
 
 def _check_finite(loss: torch.Tensor, term: str, task: str) -> None:

@@ -108,6 +108,9 @@ class AmalgamationConfig(_Strict):
     student_tap: Optional[str] = Field(None, description="student module adapters read (default: the branch point)")
     feature_weight: float = Field(1.0, ge=0)
     task_weights: Union[Literal["uncertainty"], dict[str, float]] = "uncertainty"
+    domain_weights: bool = Field(
+        False, description="weigh a teacher that knows part of the union by the student's belief it is in its labels"
+    )
 
 
 class MixupConfig(_Strict):

@@ -95,6 +95,7 @@ class Task:
         teacher: torch.Tensor,
         projection: Optional[torch.Tensor],
         temperature: float,
+        weights: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Scalar distillation loss of the student's output against one teacher's output.
 
@@ -103,6 +104,8 @@ class Task:
             teacher: the teacher's canonical output on the same samples.
             projection: ``[L_teacher, U]`` boolean matrix for labelled tasks, else None.
             temperature: softening temperature of the recipe.
+            weights: per-sample (dense: per-pixel) weights of a labelled task's loss, given only
+                with ``amalgamation.domain_weights`` to teachers that know part of the union.
         """
         raise NotImplementedError
 

@@ -150,3 +150,17 @@ def test_apply_lookup_keeps_ignore_ignored():
     assert apply_lookup(target, lut).tolist() == [[0, 1], [IGNORE, IGNORE]]
     lut_bg = lookup(["background", "disc", "square", "bar"], SEG_B)
     assert apply_lookup(torch.tensor([3, IGNORE, 1, 7]), lut_bg).tolist() == [1, IGNORE, 0, IGNORE]
+
+
+def test_partial_label_kl_weights_scale_each_position():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 4, 2, 2), torch.randn(3, 2, 2, 2)
+    matrix = torch.tensor([[True, False, True, True], [False, True, False, False]])
+    plain = partial_label_kl(student, teacher, matrix, 2.0)
+    assert partial_label_kl(student, teacher, matrix, 2.0, torch.ones(3, 2, 2)).item() == pytest.approx(plain.item())
+    only_first = torch.zeros(3, 2, 2)
+    only_first[0] = 1.0
+    expected = partial_label_kl(student[:1], teacher[:1], matrix, 2.0) / 3  # still the mean over all 3 samples
+    assert partial_label_kl(student, teacher, matrix, 2.0, only_first).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )

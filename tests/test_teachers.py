@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError
-from amalgam.objective import Objective
+from amalgam.labels import partial_label_kl
+from amalgam.objective import Objective, domain_weights
 from amalgam.plan import prepare
 from amalgam.recipe import TeacherConfig, load_recipe
 from amalgam.students import build_student
@@ -223,3 +224,24 @@ def test_channels_last_teacher_gives_the_same_output(fresh_world):
     teacher.use_channels_last()
     assert teacher.prepare(images).is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(teacher(images), before, atol=1e-5, rtol=1e-5)
+
+
+def test_domain_weights_silence_a_teacher_on_samples_outside_its_labels(world):
+    recipe = load_recipe(world, ["amalgamation.domain_weights=true"])
+    plan = prepare(recipe, with_data=False, log=lambda m: None)
+    plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
+    # as if a second classifier had added a third class to the union that 'cls' does not know
+    plan.projections["cls"] = torch.tensor([[True, False, False], [False, True, False]])
+    # the 2nd sample: the unknown class, and among the known ones a strong opinion the teacher lacks
+    logits = torch.tensor([[4.0, 0.0, 0.0], [10.0, -5.0, 16.0]], requires_grad=True)
+    images = torch.rand(2, 3, 32, 32)
+    weights = domain_weights(logits, plan.projections["cls"])
+    assert weights[0] > 0.98 and weights[1] < 0.01
+    _, parts = Objective(plan, student=None)({"classification": logits}, images, torch.ones(2, dtype=torch.long))
+    teacher = plan.teachers["cls"](images)
+    expected = partial_label_kl(logits, teacher, plan.projections["cls"], 2.0, weights)
+    unweighted = partial_label_kl(logits, teacher, plan.projections["cls"], 2.0)
+    assert parts["cls"] == pytest.approx(expected.item(), rel=1e-5)
+    assert parts["cls"] < 0.9 * unweighted.item()
+    # a teacher with a background covers the whole union: never weighted
+    assert bool(plan.projections["seg-a"].any(0).all())
