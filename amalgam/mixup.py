@@ -55,20 +55,30 @@ def mix_batch(
 
 
 def with_live_rows(targets: Targets, teachers: dict[str, Teacher], images: torch.Tensor, live: torch.Tensor) -> Targets:
-    """``targets``, except that rows where ``live`` is true are answered by running the teacher on ``images``."""
+    """``targets`` for the other rows; rows where ``live`` is true are answered by the teacher on ``images``.
+
+    Live rows are never asked of ``targets``: a blend's raw image need not be cached, and a cache
+    lookup for it would run the teacher twice and count as a hit.
+    """
 
     def get(name: str, idx: torch.Tensor):
-        out, feat = targets(name, idx)
         rows = live[idx]
         if not bool(rows.any()):
-            return out, feat
+            return targets(name, idx)
         teacher = teachers[name]
         fresh = teacher(images[idx[rows]])
-        out = out.clone()
-        out[rows] = fresh.to(out.dtype)
-        if feat is not None and teacher.tap is not None:
-            feat = feat.clone()
-            feat[rows] = teacher.tap.value.to(feat.dtype)
-        return out, feat
+        fresh_feat = teacher.tap.value if teacher.tap is not None else None
+        if bool(rows.all()):
+            return fresh, fresh_feat
+        kept, kept_feat = targets(name, idx[~rows])
+        return _merge(rows, kept, fresh), (None if kept_feat is None else _merge(rows, kept_feat, fresh_feat))
 
     return get
+
+
+def _merge(rows: torch.Tensor, kept: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+    """One batch from ``kept`` (rows where ``rows`` is false) and ``fresh`` (where it is true)."""
+    out = kept.new_empty((rows.shape[0], *kept.shape[1:]))
+    out[~rows] = kept
+    out[rows] = fresh.to(out.dtype)
+    return out

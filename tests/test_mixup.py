@@ -72,11 +72,17 @@ class FakeTeacher:
 def test_live_rows_replace_only_the_blended_rows_targets():
     teacher = FakeTeacher()
     images = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 3, 2, 2).contiguous()
-    cached = lambda name, idx: (torch.full((len(idx), 2), -1.0), None)  # noqa: E731
+    asked = []
+
+    def cached(name, idx):
+        asked.append(idx.tolist())
+        return torch.full((len(idx), 2), -1.0), None
+
     live = torch.tensor([False, True, False, True, True])
     out, feat = with_live_rows(cached, {"cls": teacher}, images, live)("cls", torch.tensor([0, 1, 3]))
     assert feat is None and teacher.calls == [2]  # rows 1 and 3: the blended rows asked for
     assert out[:, 0].tolist() == [-1.0, 1.0, 3.0]
+    assert asked == [[0]]  # the cache is not asked about the blends' raw images
 
 
 def test_a_mixup_source_that_does_not_exist_is_named(world):
