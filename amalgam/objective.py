@@ -89,7 +89,6 @@ class Objective(nn.Module):
         amal = plan.recipe.amalgamation
         self.plan = plan
         self.temperature = amal.temperature
-        self.domain_weights = amal.domain_weights
         self.feature_weight = amal.feature_weight
         self.groups = ensemble_groups(plan) if amal.ensemble else []
         grouped = {n for g in self.groups for n in g}
@@ -105,6 +104,12 @@ class Objective(nn.Module):
                 term: weights.get(g[0], weights.get(plan.teachers[g[0]].task.name, 1.0))
                 for term, g in self.terms.items()
             }
+        #: domain weights: term -> the unified classes its teachers know, for terms that know only some
+        self.known_classes: dict[str, torch.Tensor] = {}
+        for term, group in self.terms.items() if amal.domain_weights else ():
+            proj = plan.projections.get(group[0])
+            if proj is not None and not bool(proj.any(0).all()):
+                self.known_classes[term] = proj.any(0)
         self.adapters = nn.ModuleDict()
         self.ensembles = nn.ModuleDict()
         self.student_tap: Optional[FeatureTap] = None
@@ -172,11 +177,11 @@ class Objective(nn.Module):
             outputs = [targets(name, idx) for name in group]
             target = outputs[0][0] if len(group) == 1 else self._ensemble(term, [o[0] for o in outputs], idx)
             task = first.task
-            projection = self.plan.projections[group[0]]
+            s_out = student_out[task.name][idx]
             extra = {}
-            if self.domain_weights and projection is not None and not bool(projection.any(0).all()):
-                extra["weights"] = domain_weights(student_out[task.name][idx], projection)
-            loss = task.distill_loss(student_out[task.name][idx], target, projection, self.temperature, **extra)
+            if term in self.known_classes:
+                extra["weights"] = domain_weights(s_out, self.known_classes[term])
+            loss = task.distill_loss(s_out, target, self.plan.projections[group[0]], self.temperature, **extra)
             _check_finite(loss, term, task.name)
             parts[term] = loss.item()
             total = total + self.weight(term, loss)
@@ -205,15 +210,17 @@ class Objective(nn.Module):
 
 
 @torch.no_grad()
-def domain_weights(student_logits: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+def domain_weights(student_logits: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """The student's probability that each sample (pixel) is one of a teacher's labels.
+
+    ``known`` is the ``[U]`` mask of unified classes the teacher's labels cover
+    (``projection.any(0)``).
 
     A teacher without a background answers every input with one of its own labels, also inputs
     of classes it never saw (a classifier of shoes asked about a shirt): weighing its term by this
     probability keeps such answers from pulling the student's scores among the teacher's labels.
     """
-    covered = projection.any(0).to(student_logits.device)  # [U]: unified classes the teacher knows
-    return student_logits.float().softmax(1)[:, covered].sum(1)
+    return student_logits.float().softmax(1)[:, known.to(student_logits.device)].sum(1)
 
 
 def _check_finite(loss: torch.Tensor, term: str, task: str) -> None:
