@@ -45,7 +45,7 @@ def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides:
     out = {k: ConfusionMatrix(n) for k in ("gt_teacher", "gt_student", "teacher_student")}
     for batch in DataLoader(dataset, batch_size=plan.recipe.train.eval_batch_size):
         truth = apply_lookup(batch[task.target_key], lut)
-        size = tuple(truth.shape[-2:])
+        size = tuple(truth.shape[-2:]) if truth.dim() > 1 else tuple(batch["image"].shape[-2:])  # as evaluate.py
         by_teacher = task.predict(t(batch["image"]), size)
         by_student = task.predict(student(batch["image"])[task.name], size, proj)
         out["gt_teacher"].update(by_teacher, truth)
