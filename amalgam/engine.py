@@ -13,7 +13,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -27,7 +26,7 @@ from amalgam.objective import Objective
 from amalgam.plan import Plan
 from amalgam.profiling import StepTimer
 from amalgam.progress import bar_for
-from amalgam.recipe import TrainConfig
+from amalgam.recipe import TrainConfig, recipe_changes
 from amalgam.serialize import atomic_save
 
 
@@ -374,25 +373,6 @@ def read_checkpoint(path: Path, recipe) -> dict:
     if changed:
         raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)})")
     return state
-
-
-def recipe_changes(stored: dict, recipe) -> list[str]:
-    """Dotted key paths where ``recipe`` differs from a checkpoint's stored recipe dump.
-
-    The stored dump is read again with today's defaults first, so a key added to amalgam since
-    the checkpoint was written (at its default) is no change and older runs stay resumable.
-    """
-    try:
-        then = type(recipe).model_validate(stored).model_dump(mode="json", exclude={"output"})
-    except ValidationError:
-        then = stored
-    return _differences(then, recipe.model_dump(mode="json", exclude={"output"}), "")
-
-
-def _differences(a, b, prefix: str) -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _write_log(path: Path, history: list[dict]) -> None:

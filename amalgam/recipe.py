@@ -276,3 +276,22 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         for assignment in overrides:
             apply_override(raw, assignment)
     return parse_recipe(raw, base_dir=path.resolve().parent)
+
+
+def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:
+    """Dotted key paths where ``recipe`` differs from a checkpoint's stored recipe dump.
+
+    The stored dump is read again with today's defaults first, so a key added to amalgam since
+    the checkpoint was written (at its default) is no change and older runs stay resumable.
+    """
+    try:
+        then = Recipe.model_validate(stored).model_dump(mode="json", exclude={"output"})
+    except ValidationError:
+        then = stored
+    return _differences(then, recipe.model_dump(mode="json", exclude={"output"}), "")
+
+
+def _differences(a, b, prefix: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
