@@ -72,23 +72,35 @@ def projection(teacher: LabelSpace, unified: LabelSpace) -> torch.Tensor:
     return matrix
 
 
-def project_log_probs(logits: torch.Tensor, matrix: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def project_log_probs(
+    logits: torch.Tensor, matrix: torch.Tensor, temperature: float = 1.0, after_projection: bool = False
+) -> torch.Tensor:
     """Student log-probabilities restricted to a teacher's labels and renormalised.
 
-    ``log q_j = logsumexp_{k in S_j}(z_k / T) - logsumexp_{k in union S}(z_k / T)``.
+    ``log q_j = logsumexp_{k in S_j}(z_k / T) - logsumexp_{k in union S}(z_k / T)``; with
+    ``after_projection`` the temperature softens the projected distribution instead:
+    ``log q = log_softmax(log q^{T=1} / T)``.
+
+    The two agree at ``T = 1``. They differ for a label that covers several unified classes (a
+    teacher's background): softening before the sum gives such a label ``T * log(n)`` extra logit
+    instead of ``log(n)``, so a student fitted at ``T > 1`` scores that label lower at ``T = 1``
+    (where predictions are made) than the teacher does.
 
     Args:
         logits: ``[B, U, ...]`` unified logits (class dimension 1).
         matrix: ``[L, U]`` boolean projection from :func:`projection`.
         temperature: softmax temperature.
+        after_projection: soften the projected distribution rather than the unified logits.
 
     Returns:
         ``[B, L, ...]`` log-probabilities over the teacher's labels.
     """
-    z = logits.float() / temperature
+    z = logits.float() / (1.0 if after_projection else temperature)
     mask = torch.where(matrix, 0.0, float("-inf")).to(z.device)  # [L, U]
     shape = (1, *mask.shape) + (1,) * (z.dim() - 2)
     grouped = torch.logsumexp(z.unsqueeze(1) + mask.view(shape), dim=2)  # [B, L, ...]
+    if after_projection:
+        grouped = grouped / temperature
     return grouped - torch.logsumexp(grouped, dim=1, keepdim=True)
 
 
@@ -116,6 +128,7 @@ def partial_label_kl(
     matrix: torch.Tensor,
     temperature: float = 1.0,
     weights: Optional[torch.Tensor] = None,
+    after_projection: bool = False,
 ) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher/T) || student restricted to the teacher's labels)``.
 
@@ -128,8 +141,9 @@ def partial_label_kl(
         matrix: ``[L, U]`` boolean projection from :func:`projection`.
         temperature: softening temperature T.
         weights: per-position weights, the shape of the outputs without the class dimension.
+        after_projection: soften the student after restricting it (see :func:`project_log_probs`).
     """
-    log_q = project_log_probs(student_logits, matrix, temperature)
+    log_q = project_log_probs(student_logits, matrix, temperature, after_projection)
     log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=1)
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
     if weights is not None:

@@ -89,6 +89,7 @@ class Objective(nn.Module):
         amal = plan.recipe.amalgamation
         self.plan = plan
         self.temperature = amal.temperature
+        self.after_projection = amal.temperature_after_projection
         self.feature_weight = amal.feature_weight
         self.groups = ensemble_groups(plan) if amal.ensemble else []
         grouped = {n for g in self.groups for n in g}
@@ -181,6 +182,8 @@ class Objective(nn.Module):
             extra = {}
             if term in self.known_classes:
                 extra["weights"] = domain_weights(s_out, self.known_classes[term])
+            if self.after_projection and self.plan.projections[group[0]] is not None:
+                extra["after_projection"] = True
             loss = task.distill_loss(s_out, target, self.plan.projections[group[0]], self.temperature, **extra)
             _check_finite(loss, term, task.name)
             parts[term] = loss.item()

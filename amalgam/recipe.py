@@ -111,6 +111,9 @@ class AmalgamationConfig(_Strict):
     domain_weights: bool = Field(
         False, description="weigh a teacher that knows part of the union by the student's belief it is in its labels"
     )
+    temperature_after_projection: bool = Field(
+        False, description="soften the student after summing it into a teacher's labels, not before (see labels.py)"
+    )
 
 
 class MixupConfig(_Strict):

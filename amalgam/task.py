@@ -96,6 +96,7 @@ class Task:
         projection: Optional[torch.Tensor],
         temperature: float,
         weights: Optional[torch.Tensor] = None,
+        after_projection: bool = False,
     ) -> torch.Tensor:
         """Scalar distillation loss of the student's output against one teacher's output.
 
@@ -106,6 +107,8 @@ class Task:
             temperature: softening temperature of the recipe.
             weights: per-sample (dense: per-pixel) weights of a labelled task's loss, given only
                 with ``amalgamation.domain_weights`` to teachers that know part of the union.
+            after_projection: soften the student's distribution after restricting it to the
+                teacher's labels, given only with ``amalgamation.temperature_after_projection``.
         """
         raise NotImplementedError
 

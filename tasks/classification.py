@@ -45,8 +45,8 @@ class ClassificationTask(Task):
             return f"expected logits of shape [B, {len(space)}] = {list(expected)}, got {list(out.shape)}"
         return None
 
-    def distill_loss(self, student, teacher, projection, temperature, weights=None):
-        return partial_label_kl(student, teacher, projection, temperature, weights)
+    def distill_loss(self, student, teacher, projection, temperature, weights=None, after_projection=False):
+        return partial_label_kl(student, teacher, projection, temperature, weights, after_projection)
 
     def supervised_loss(self, output, target):
         return F.cross_entropy(output, target, ignore_index=IGNORE)

@@ -50,10 +50,10 @@ class SegmentationTask(Task):
             return f"expected logits of shape [B, {len(space)}, H, W], got {list(out.shape)}"
         return None
 
-    def distill_loss(self, student, teacher, projection, temperature, weights=None):
+    def distill_loss(self, student, teacher, projection, temperature, weights=None, after_projection=False):
         if teacher.shape[-2:] != student.shape[-2:]:
             teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
-        return partial_label_kl(student, teacher, projection, temperature, weights)
+        return partial_label_kl(student, teacher, projection, temperature, weights, after_projection)
 
     def supervised_loss(self, output, target):
         if output.shape[-2:] != target.shape[-2:]:

@@ -164,3 +164,31 @@ def test_partial_label_kl_weights_scale_each_position():
     assert partial_label_kl(student, teacher, matrix, 2.0, only_first).item() == pytest.approx(
         expected.item(), rel=1e-5
     )
+
+
+def test_after_projection_softens_the_restricted_distribution():
+    student = torch.tensor([[0.0, math.log(2), math.log(2)]])
+    matrix = torch.tensor([[True, False, False], [False, True, True]])
+    # T=1: {0} -> 1, {1,2} -> 4 = [1/5, 4/5]; then /T=2 on the log-probs: [1, 2] / 3
+    got = project_log_probs(student, matrix, temperature=2.0, after_projection=True)
+    assert torch.allclose(got.exp(), torch.tensor([[1 / 3, 2 / 3]]), atol=1e-6)
+    # softening first gives the two-class label less: {0} -> 1, {1,2} -> 2*sqrt(2)
+    before = project_log_probs(student, matrix, temperature=2.0)
+    assert torch.allclose(before.exp(), torch.tensor([[1.0, 2 * math.sqrt(2)]]) / (1 + 2 * math.sqrt(2)), atol=1e-6)
+    # both are the same at T=1, and for one-to-one labels at any T
+    assert torch.allclose(project_log_probs(student, matrix, 1.0, True), project_log_probs(student, matrix, 1.0))
+    eye = torch.eye(3, dtype=torch.bool)
+    assert torch.allclose(project_log_probs(student, eye, 2.0, True), project_log_probs(student, eye, 2.0))
+
+
+def test_after_projection_kl_is_zero_when_the_student_predicts_what_the_teacher_does():
+    """A student whose restricted T=1 distribution is the teacher's has nothing left to learn
+    with after_projection; softening before projection still pulls it away at T=2."""
+    torch.manual_seed(0)
+    matrix = torch.tensor([[True, False, True, True], [False, True, False, False]])  # a background of 3
+    student = torch.randn(5, 4, 2, 2)
+    teacher = project_log_probs(student, matrix)  # teacher logits = the student's T=1 restriction
+    after = partial_label_kl(student, teacher, matrix, 2.0, after_projection=True)
+    before = partial_label_kl(student, teacher, matrix, 2.0)
+    assert after.item() == pytest.approx(0.0, abs=1e-6)
+    assert before.item() > 1e-3

@@ -247,3 +247,31 @@ def test_domain_weights_silence_a_teacher_on_samples_outside_its_labels(world):
     assert parts["cls"] < 0.9 * unweighted.item()
     # a teacher with a background covers the whole union: never weighted
     assert bool(plan.projections["seg-a"].any(0).all())
+
+
+def test_temperature_after_projection_reaches_labelled_terms_only(world):
+    recipe = load_recipe(world, ["amalgamation.temperature_after_projection=true"])
+    plan = prepare(recipe, with_data=False, log=lambda m: None)
+    plan.source_ids = {"cls": [0], "seg-a": [0], "seg-b": [0], "depth": [0]}
+    student = build_student(plan.student_spec())
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        out = student(images)
+        _, parts = Objective(plan, student)(out, images, torch.zeros(2, dtype=torch.long))
+        for name in ("cls", "seg-a", "seg-b"):
+            teacher, task = plan.teachers[name], plan.teachers[name].task
+            target = teacher(images)
+            if task.dense:
+                target = torch.nn.functional.interpolate(target, size=out[task.name].shape[-2:], mode="bilinear")
+            args = (out[task.name], target, plan.projections[name], 2.0)
+            assert parts[name] == pytest.approx(partial_label_kl(*args, after_projection=True).item(), rel=1e-4)
+        # the segmenters' backgrounds cover several unified classes: the option changes their terms
+        seg = plan.teachers["seg-a"]
+        plain = partial_label_kl(
+            out[seg.task.name],
+            torch.nn.functional.interpolate(seg(images), size=out[seg.task.name].shape[-2:], mode="bilinear"),
+            plan.projections["seg-a"],
+            2.0,
+        )
+        assert abs(parts["seg-a"] - plain.item()) > 1e-4
+    assert "depth" in parts  # still there, called without the option
