@@ -109,7 +109,32 @@ class Teacher(nn.Module):
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.prepare(images)
-        return self.run(x) if self.sub is None else self.sub(self.run, self.model, self.task, x)
+        if self.sub is None:
+            return self.run(x)
+        if self.tap is None:
+            return self.sub(self.run, self.model, self.task, x)
+        return self._wrapped_with_tap(x)
+
+    def _wrapped_with_tap(self, x: torch.Tensor) -> torch.Tensor:
+        """A wrapped teacher's output, leaving in ``tap`` the feature of the unchanged input.
+
+        A wrapper's last run is on a mirrored, rescaled or noisy input, whose feature does not
+        line up with the student's; the first run on ``x`` itself is kept (one extra run if none is).
+        """
+        kept: list[torch.Tensor] = []
+
+        def run(inp: torch.Tensor) -> torch.Tensor:
+            out = self.run(inp)
+            if inp is x and not kept:
+                kept.append(self.tap.value)
+            return out
+
+        out = self.sub(run, self.model, self.task, x)
+        if not kept:
+            self.run(x)
+            kept.append(self.tap.value)
+        self.tap.value = kept[0]
+        return out
 
     def num_params(self) -> int:
         """Parameter count of the network."""

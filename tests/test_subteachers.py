@@ -148,3 +148,23 @@ def test_wrapped_teachers_in_a_build_deterministic_ones_cached(world, tmp_path, 
     assert (out / "teacher_cache" / "seg-a" / "meta.json").exists()
     assert not (out / "teacher_cache" / "seg-b").exists()
     assert all(not p.requires_grad for t in plan.teachers.values() for p in t.model.parameters())
+
+
+@pytest.mark.parametrize(
+    "wrap", [{"type": "multi_transform", "flip": True, "scales": [1.0, 0.5]}, {"type": "noise", "sigma": 0.5}]
+)
+def test_a_wrapped_teacher_taps_the_feature_of_the_unchanged_input(world, tmp_path, wrap):
+    """Feature adapters compare the student's map with the teacher's tap: it must be the feature of
+    the image the student sees, not of the wrapper's last (mirrored, rescaled, noisy) run."""
+    from amalgam.teachers import FeatureTap
+
+    plan = prepare(load_recipe(with_wrap(world, tmp_path, "seg-a", wrap)), with_data=False, log=lambda m: None)
+    teacher = plan.teachers["seg-a"]
+    teacher.tap = FeatureTap("body")
+    teacher.tap.attach(teacher.model, "test")
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = teacher.model.body(teacher.prepare(images))
+    out = teacher(images)
+    assert out.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(teacher.tap.value, expected)
