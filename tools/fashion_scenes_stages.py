@@ -1,0 +1,78 @@
+"""The best fashion_scenes student of docs/benchmarks.md, stage by stage.
+
+Each stage is one `amalgam build recipes/fashion_scenes.yaml` with overrides; a stage that
+exists (its student.pt is written) is skipped, and an interrupted one continues with --resume.
+
+1. ``wide``: decoder [192, 96, 48, 24, 16], 24 epochs, flip-averaged teachers, items at weight 2.
+2. ``feat``: 4 epochs at lr 2e-4 from stage 1, plus feature adapters from seg-tops' last decoder
+   block to the student's; the task weights are fixed at exp(-s) of stage 1's learned ones.
+3. ``feat2``: 4 more epochs at lr 1e-4 from stage 2, the same terms.
+
+    python tools/fashion_scenes_stages.py --runs runs        # about 3.5 h on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from amalgam.cli import main as amalgam  # noqa: E402
+
+RECIPE = ROOT / "recipes" / "fashion_scenes.yaml"
+WRAP = "{type: multi_transform, flip: true}"
+COMMON = [
+    "student.decoder_channels=[192, 96, 48, 24, 16]",
+    "data.sources.items.weight=2.0",
+    *(f"teachers.{t}.wrap={WRAP}" for t in ("cls-a", "cls-b", "seg-tops", "seg-rest", "depth")),
+]
+FEATURES = [
+    "amalgamation.features=adapters",
+    "amalgamation.taps={seg-tops: decoder.blocks.4}",
+    "amalgamation.student_tap=decoders.segmentation.blocks.4",
+]
+
+
+def learned_weights(run: Path) -> str:
+    """``{term: exp(-s)}`` of a finished run's uncertainty weights, as a recipe value."""
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["objective"]
+    pairs = {k.split(".", 1)[1]: math.exp(-float(v)) for k, v in state.items() if k.startswith("log_vars.")}
+    return "{" + ", ".join(f"{k}: {v:.2f}" for k, v in sorted(pairs.items())) + "}"
+
+
+def build(out: Path, overrides: list[str]) -> None:
+    """One stage; skipped when done, resumed when interrupted."""
+    if (out / "student.pt").exists():
+        print(f"{out.name}: done, skipped")
+        return
+    args = ["build", str(RECIPE), "--output", str(out)]
+    args += [a for o in overrides for a in ("--set", o)]
+    if (out / "checkpoint.pt").exists():
+        args.append("--resume")
+    print("amalgam " + " ".join(f"'{a}'" if " " in a else a for a in args), flush=True)
+    if amalgam(args) != 0:
+        raise SystemExit(f"{out.name}: amalgam build failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the stages' run folders")
+    args = parser.parse_args(argv)
+    runs = args.runs.resolve()
+    wide, feat, feat2 = runs / "fashion_scenes_wide", runs / "fashion_scenes_ft_feat", runs / "fashion_scenes_ft_feat2"
+    build(wide, COMMON + ["train.epochs=24"])
+    fixed = f"amalgamation.task_weights={learned_weights(wide)}"
+    build(feat, COMMON + FEATURES + [fixed, f"student.init={wide / 'student.pt'}", "train.epochs=4", "train.lr=2.0e-4"])
+    build(feat2, COMMON + FEATURES + [fixed, f"student.init={feat / 'student.pt'}", "train.epochs=4", "train.lr=1.0e-4"])
+    print(f"the final student: {feat2 / 'student.pt'} (report: {feat2 / 'report.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
