@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs.resolve()
     wide, feat, feat2 = runs / "fashion_scenes_wide", runs / "fashion_scenes_ft_feat", runs / "fashion_scenes_ft_feat2"
     build(wide, COMMON + ["train.epochs=24"])
-    fixed = f"amalgamation.task_weights={learned_weights(wide)}"
-    build(feat, COMMON + FEATURES + [fixed, f"student.init={wide / 'student.pt'}", "train.epochs=4", "train.lr=2.0e-4"])
-    build(feat2, COMMON + FEATURES + [fixed, f"student.init={feat / 'student.pt'}", "train.epochs=4", "train.lr=1.0e-4"])
+    # fixed at stage 1's learned weights: a fresh `uncertainty` start (s = 0) would re-weight the terms
+    tuned = COMMON + FEATURES + [f"amalgamation.task_weights={learned_weights(wide)}", "train.epochs=4"]
+    build(feat, tuned + [f"student.init={wide / 'student.pt'}", "train.lr=2.0e-4"])
+    build(feat2, tuned + [f"student.init={feat / 'student.pt'}", "train.lr=1.0e-4"])
     print(f"the final student: {feat2 / 'student.pt'} (report: {feat2 / 'report.md'})")
     return 0
 
