@@ -6,7 +6,7 @@ exists (its student.pt is written) is skipped, and an interrupted one continues 
 1. ``wide``: decoder [192, 96, 48, 24, 16], 24 epochs, flip-averaged teachers, items at weight 2.
 2. ``feat``: 4 epochs at lr 2e-4 from stage 1, plus feature adapters from seg-tops' last decoder
    block to the student's; the task weights are fixed at exp(-s) of stage 1's learned ones.
-3. ``feat2``: 4 more epochs at lr 1e-4 from stage 2, the same terms.
+3. ``feat3w``: 4 more epochs at lr 1e-4 from stage 2, the feature term at weight 3.
 
     python tools/fashion_scenes_stages.py --runs runs        # about 3.5 h on 2 CPU cores
 """
@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the stages' run folders")
     args = parser.parse_args(argv)
     runs = args.runs.resolve()
-    wide, feat, feat2 = runs / "fashion_scenes_wide", runs / "fashion_scenes_ft_feat", runs / "fashion_scenes_ft_feat2"
+    wide, feat, final = runs / "fashion_scenes_wide", runs / "fashion_scenes_ft_feat", runs / "fashion_scenes_ft_feat3w"
     build(wide, COMMON + ["train.epochs=24"])
     # fixed at stage 1's learned weights: a fresh `uncertainty` start (s = 0) would re-weight the terms
     tuned = COMMON + FEATURES + [f"amalgamation.task_weights={learned_weights(wide)}", "train.epochs=4"]
     build(feat, tuned + [f"student.init={wide / 'student.pt'}", "train.lr=2.0e-4"])
-    build(feat2, tuned + [f"student.init={feat / 'student.pt'}", "train.lr=1.0e-4"])
-    print(f"the final student: {feat2 / 'student.pt'} (report: {feat2 / 'report.md'})")
+    build(final, tuned + [f"student.init={feat / 'student.pt'}", "train.lr=1.0e-4", "amalgamation.feature_weight=3.0"])
+    print(f"the final student: {final / 'student.pt'} (report: {final / 'report.md'})")
     return 0
 
 
