@@ -59,10 +59,11 @@ def to_markdown(report: dict) -> str:
         f"| student | {s['params']:,} ({share:.0%} of teachers) | {s['latency_ms']['b1']} | {s['latency_ms']['b32']} |",
         f"| all teachers | {t['params']:,} | {t['latency_ms']['b1']} | {t['latency_ms']['b32']} |",
         "",
-        f"Training: {report['train']['epochs']} epochs, {report['train']['seconds']} s, "
-        f"{report['train']['images_per_second']} images/s.",
-        "",
     ]
+    train = report["train"]
+    if train["epochs"]:  # `amalgam eval` trains nothing: no training line
+        speed = train["images_per_second"]
+        lines += [f"Training: {train['epochs']} epochs, {train['seconds']} s, {speed} images/s.", ""]
     return "\n".join(lines)
 
 

@@ -142,6 +142,10 @@ def test_eval_reproduces_the_reports_student_metrics(world, built_run, tmp_path)
     assert [r["teacher_metrics"] for r in again["tasks"]] == [r["teacher_metrics"] for r in report["tasks"]]
     assert again["unified"] == report["unified"]
     assert again["train"] == {"epochs": 0, "seconds": 0.0, "images_per_second": 0.0}
+    from amalgam.report import to_markdown
+
+    assert "Training:" not in to_markdown(again)  # nothing was trained: no "0 epochs" line
+    assert "Training: 1 epochs" in (built_run / "report.md").read_text()
 
 
 def test_determinism_same_seed_same_report(world, built_run, tmp_path):
