@@ -118,8 +118,8 @@ class Teacher(nn.Module):
     def _wrapped_with_tap(self, x: torch.Tensor) -> torch.Tensor:
         """A wrapped teacher's output, leaving in ``tap`` the feature of the unchanged input.
 
-        A wrapper's last run is on a mirrored, rescaled or noisy input, whose feature does not
-        line up with the student's; the first run on ``x`` itself is kept (one extra run if none is).
+        A wrapper's last run may be on a mirrored or rescaled input, whose feature does not line
+        up with the student's; the first run on ``x`` itself is kept (one extra run if none is).
         """
         kept: list[torch.Tensor] = []
 
