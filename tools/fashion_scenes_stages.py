@@ -8,7 +8,7 @@ exists (its student.pt is written) is skipped, and an interrupted one continues 
    block to the student's; the task weights are fixed at exp(-s) of stage 1's learned ones.
 3. ``feat3w``: 4 more epochs at lr 1e-4 from stage 2, the feature term at weight 3.
 
-    python tools/fashion_scenes_stages.py --runs runs   # 2.5-3.5 h on 2 CPU cores (measured stages: 8,899 + 1,644 + 1,545 s)
+    python tools/fashion_scenes_stages.py --runs runs   # 2.5-3.5 h on 2 CPU cores (8,899 + 1,644 + 1,545 s)
 """
 
 from __future__ import annotations
