@@ -52,6 +52,11 @@ class Evaluation:
     unified: list[dict] = field(default_factory=list)
 
 
+def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
+    """The size predictions are scored at: a dense target's own, else (pooled tasks) the images'."""
+    return tuple(target.shape[-2:]) if target.dim() > 1 else tuple(images.shape[-2:])
+
+
 def _loader(dataset, batch_size: int, limit: Optional[int]) -> DataLoader:
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
@@ -73,7 +78,7 @@ class _Scorer:
     def update(self, images: torch.Tensor, student_out: dict, batch: dict) -> None:
         task = self.teacher.task
         target = batch[task.target_key].to(images.device)
-        size = tuple(target.shape[-2:]) if target.dim() > 1 else tuple(images.shape[-2:])
+        size = prediction_size(target, images)
         s_out = student_out[task.name]
         t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
         self.meters[0].update(task.predict(self.teacher(images), size), t_target)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from amalgam.evaluate import prediction_size  # noqa: E402
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection  # noqa: E402
 from amalgam.metrics import ConfusionMatrix  # noqa: E402
 from amalgam.plan import prepare  # noqa: E402
@@ -45,7 +46,7 @@ def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides:
     out = {k: ConfusionMatrix(n) for k in ("gt_teacher", "gt_student", "teacher_student")}
     for batch in DataLoader(dataset, batch_size=plan.recipe.train.eval_batch_size):
         truth = apply_lookup(batch[task.target_key], lut)
-        size = tuple(truth.shape[-2:]) if truth.dim() > 1 else tuple(batch["image"].shape[-2:])  # as evaluate.py
+        size = prediction_size(truth, batch["image"])
         by_teacher = task.predict(t(batch["image"]), size)
         by_student = task.predict(student(batch["image"])[task.name], size, proj)
         out["gt_teacher"].update(by_teacher, truth)
