@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -210,6 +211,14 @@ class Objective(nn.Module):
         p = p.reshape(b, pixels, c).movedim(1, 2).reshape(z.shape[1:])
         # T * log p at temperature T gives back exactly p
         return self.temperature * p.clamp_min(1e-8).log()
+
+
+def learned_task_weights(objective_state: dict) -> dict[str, float]:
+    """``{term: exp(-s)}`` of a saved objective (a checkpoint's ``"objective"``) with uncertainty
+    weights: the fixed ``task_weights`` that keep its balance of terms, e.g. to fine-tune its student.
+    Empty when the objective had fixed weights."""
+    prefix = "log_vars."
+    return {k[len(prefix) :]: math.exp(-float(v)) for k, v in objective_state.items() if k.startswith(prefix)}
 
 
 @torch.no_grad()

@@ -14,7 +14,6 @@ exists (its student.pt is written) is skipped, and an interrupted one continues 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amalgam.cli import main as amalgam  # noqa: E402
+from amalgam.objective import learned_task_weights  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "fashion_scenes.yaml"
 WRAP = "{type: multi_transform, flip: true}"
@@ -41,9 +41,8 @@ FEATURES = [
 
 def learned_weights(run: Path) -> str:
     """``{term: exp(-s)}`` of a finished run's uncertainty weights, as a recipe value."""
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["objective"]
-    pairs = {k.split(".", 1)[1]: math.exp(-float(v)) for k, v in state.items() if k.startswith("log_vars.")}
-    return "{" + ", ".join(f"{k}: {v:.2f}" for k, v in sorted(pairs.items())) + "}"
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["objective"]
+    return "{" + ", ".join(f"{k}: {v:.2f}" for k, v in sorted(learned_task_weights(state).items())) + "}"
 
 
 def build(out: Path, overrides: list[str]) -> None:
