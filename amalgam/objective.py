@@ -90,7 +90,6 @@ class Objective(nn.Module):
         amal = plan.recipe.amalgamation
         self.plan = plan
         self.temperature = amal.temperature
-        self.after_projection = amal.temperature_after_projection
         self.feature_weight = amal.feature_weight
         self.groups = ensemble_groups(plan) if amal.ensemble else []
         grouped = {n for g in self.groups for n in g}
@@ -106,6 +105,13 @@ class Objective(nn.Module):
                 term: weights.get(g[0], weights.get(plan.teachers[g[0]].task.name, 1.0))
                 for term, g in self.terms.items()
             }
+        #: fixed keyword options of each term's distill_loss (given only when set: plugin tasks need not know them)
+        self.loss_options: dict[str, dict] = {
+            term: {"after_projection": True}
+            if amal.temperature_after_projection and plan.projections.get(group[0]) is not None
+            else {}
+            for term, group in self.terms.items()
+        }
         #: domain weights: term -> the unified classes its teachers know, for terms that know only some
         self.known_classes: dict[str, torch.Tensor] = {}
         for term, group in self.terms.items() if amal.domain_weights else ():
@@ -180,11 +186,9 @@ class Objective(nn.Module):
             target = outputs[0][0] if len(group) == 1 else self._ensemble(term, [o[0] for o in outputs], idx)
             task = first.task
             s_out = student_out[task.name][idx]
-            extra = {}
+            extra = dict(self.loss_options[term])
             if term in self.known_classes:
                 extra["weights"] = domain_weights(s_out, self.known_classes[term])
-            if self.after_projection and self.plan.projections[group[0]] is not None:
-                extra["after_projection"] = True
             loss = task.distill_loss(s_out, target, self.plan.projections[group[0]], self.temperature, **extra)
             _check_finite(loss, term, task.name)
             parts[term] = loss.item()
