@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -76,18 +76,53 @@ def init_student(student: nn.Module, spaces: dict[str, LabelSpace | None], path:
         blob = _read_student_file(Path(path))
     except AmalgamError as exc:
         raise RecipeError("student.init", str(exc)) from None
-    spec, old = student.spec.to_dict(), blob["spec"]
+    names = {t: None if s is None else list(s.names) for t, s in spaces.items()}
+    difference = _difference(student.spec.to_dict(), names, blob)
+    if difference:
+        field, theirs, mine = difference
+        raise RecipeError("student.init", f"{path} holds a student with {field}={theirs}, this recipe's has {mine}")
+    student.load_state_dict(blob["state_dict"])
+
+
+def average_students(paths: Sequence[str | Path], out: str | Path) -> None:
+    """Writes the student whose weights are the mean of the students in ``paths`` (a "soup").
+
+    Meant for students along one training trajectory (e.g. the stages of a fine-tune), which lie
+    in one basin; averaging unrelated students gives noise. Integer buffers (BatchNorm's step
+    counts) are taken from the first file, and so are the recipe and the label spaces.
+
+    Raises:
+        AmalgamError: naming the file whose architecture or label spaces differ from the first's.
+    """
+    if not paths:
+        raise AmalgamError("average_students needs at least one student file")
+    blobs = [_read_student_file(Path(p)) for p in paths]
+    first = blobs[0]
+    names = {t: (s or {}).get("names") for t, s in first["label_spaces"].items()}
+    for path, blob in zip(paths[1:], blobs[1:]):
+        difference = _difference(first["spec"], names, blob)
+        if difference:
+            field, theirs, mine = difference
+            raise AmalgamError(f"{path} holds a student with {field}={theirs}, {paths[0]} has {mine}")
+    state = {}
+    for key, value in first["state_dict"].items():
+        if value.is_floating_point():
+            value = torch.stack([b["state_dict"][key].float() for b in blobs]).mean(0).to(value.dtype)
+        state[key] = value
+    atomic_save({**first, "state_dict": state}, Path(out))
+
+
+def _difference(spec: dict, names: dict[str, list | None], blob: dict) -> tuple[str, object, object] | None:
+    """The first (field, blob's value, ours) where a student file differs from an architecture
+    ``spec`` and the label names by task, or None when it describes the same student."""
     for key in spec:
-        if spec[key] != old.get(key):
-            message = f"{path} holds a student with {key}={old.get(key)}, this recipe's has {spec[key]}"
-            raise RecipeError("student.init", message)
-    for task, space in spaces.items():
-        mine = None if space is None else list(space.names)
+        if spec[key] != blob["spec"].get(key):
+            return key, blob["spec"].get(key), spec[key]
+    for task, mine in names.items():
         theirs = (blob["label_spaces"].get(task) or {}).get("names")
         if mine != theirs:
-            message = f"{path} was trained for {task} labels {theirs}, this recipe unifies {mine}"
-            raise RecipeError("student.init", message)
-    student.load_state_dict(blob["state_dict"])
+            return f"{task} labels", theirs, mine
+    return None
 
 
 def _read_student_file(path: Path) -> dict:

@@ -242,6 +242,6 @@ def test_student_init_refuses_other_label_spaces(built_run):
     student, spaces = load_student(built_run / "student.pt")
     task, space = next((t, s) for t, s in spaces.items() if s is not None)
     renamed = {**spaces, task: LabelSpace(("renamed",) + tuple(space.names[1:]), space.background)}
-    with pytest.raises(RecipeError, match=f"student.init: .* was trained for {task} labels"):
+    with pytest.raises(RecipeError, match=f"student.init: .* holds a student with {task} labels="):
         init_student(student, renamed, built_run / "student.pt")
     init_student(student, spaces, built_run / "student.pt")  # the same spaces load

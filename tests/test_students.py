@@ -7,7 +7,7 @@ import torch
 
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
-from amalgam.serialize import load_student, save_student
+from amalgam.serialize import average_students, load_student, save_student
 from amalgam.students import StudentSpec, build_student, default_student_tap
 
 HEADS = {"classification": 3, "segmentation": 4, "depth": 1}
@@ -113,3 +113,27 @@ def test_load_student_errors(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(AmalgamError, match="is not an amalgam student file"):
         load_student(tmp_path / "other.pt")
+
+
+def test_average_students_means_the_weights_and_refuses_another_architecture(tmp_path):
+    spaces = {"classification": LabelSpace(("a", "b", "c")), "segmentation": None, "depth": None}
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_student(spec())
+        paths.append(tmp_path / f"s{seed}.pt")
+        save_student(model, spaces, {"name": f"run{seed}"}, paths[-1])
+    average_students(paths, tmp_path / "soup.pt")
+    soup, soup_spaces = load_student(tmp_path / "soup.pt")
+    a, b = (load_student(p)[0].state_dict() for p in paths)
+    for key, value in soup.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (a[key] + b[key]) / 2), key
+        else:
+            assert torch.equal(value, a[key]), key
+    assert soup_spaces == spaces and not torch.equal(soup.state_dict()["trunk.0.0.weight"], a["trunk.0.0.weight"])
+
+    save_student(build_student(spec(branch_at=2)), spaces, {"name": "other"}, tmp_path / "other.pt")
+    with pytest.raises(AmalgamError, match="other.pt holds a student with branch_at=2, .*s0.pt has 3"):
+        average_students([paths[0], tmp_path / "other.pt"], tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
