@@ -223,7 +223,9 @@ def train(
                     next(batches)
                 torch.set_rng_state(resume["torch_rng"])
             bar = bar_for(log, len(loader), f"epoch {epoch}/{cfg.epochs}")
-            bar.update(done)
+            bar.skip(done)
+            # this epoch's pace, not the run's average: a resumed or once-slowed run shows its speed now
+            epoch_start, epoch_images = time.perf_counter(), 0
             for step, batch in enumerate(timer.iterate(batches), done + 1):
                 raw = batch["image"].to(device, non_blocking=True)
                 source = batch["source"].to(device, non_blocking=True)
@@ -263,7 +265,8 @@ def train(
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
                 result.images += images.shape[0] * ctx.world
-                bar.update(1, loss=loss.item(), img_s=result.images / (time.perf_counter() - start))
+                epoch_images += images.shape[0] * ctx.world
+                bar.update(1, loss=loss.item(), img_s=epoch_images / (time.perf_counter() - epoch_start))
                 if stop.requested:
                     bar.close()
                     if cache is not None:
@@ -284,7 +287,8 @@ def train(
             row.update({k: v / max(count, 1) for k, v in sums.items()})
             row.update({f"time_{k}": round(v, 3) for k, v in timer.seconds.items()})  # cumulative
             result.history.append(row)
-            eta = elapsed / epoch * (cfg.epochs - epoch)
+            epoch_seconds = time.perf_counter() - epoch_start
+            eta = epoch_seconds * (len(loader) * (cfg.epochs - epoch) / max(1, len(loader) - done))
             if cache is not None:
                 hits, misses = cache.flush()
                 row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
@@ -297,7 +301,7 @@ def train(
                 terms += f"; teacher cache hits {row['cache_hit_rate']:.0%}"
             log(
                 f"epoch {epoch}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({terms}) "
-                f"{result.images / elapsed:.1f} img/s, eta {eta:.0f}s"
+                f"{epoch_images / epoch_seconds:.1f} img/s, eta {eta:.0f}s"
             )
             if not ctx.is_main:
                 continue

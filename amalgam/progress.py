@@ -12,7 +12,7 @@ class Bar:
     """Counts steps of one task; ``update`` may carry values shown beside the count."""
 
     def __init__(self, total: int, desc: str, stream: Optional[TextIO], tty: bool, lines: int = 4):
-        self.total, self.desc, self.stream, self.n = total, desc, stream, 0
+        self.total, self.desc, self.stream, self.n, self.skipped = total, desc, stream, 0, 0
         self.start = time.perf_counter()
         self.marks = {max(1, round(total * k / lines)) for k in range(1, lines)} if total > 1 else set()
         self.tqdm = None
@@ -21,6 +21,13 @@ class Bar:
 
             self.tqdm = tqdm(total=total, desc=desc, file=stream, leave=False, dynamic_ncols=True)
 
+    def skip(self, n: int) -> None:
+        """Counts ``n`` steps done before (a resumed epoch) without taking them into the pace."""
+        self.n += n
+        self.skipped += n
+        if self.tqdm is not None:
+            self.tqdm.update(n)
+
     def update(self, n: int = 1, **values: float) -> None:
         self.n += n
         shown = {k: f"{v:.4g}" for k, v in values.items()}
@@ -28,7 +35,7 @@ class Bar:
             self.tqdm.set_postfix(shown, refresh=False)
             self.tqdm.update(n)
         elif self.stream is not None and self.n in self.marks:
-            rate = self.n / max(time.perf_counter() - self.start, 1e-9)
+            rate = max(self.n - self.skipped, 1) / max(time.perf_counter() - self.start, 1e-9)
             eta = (self.total - self.n) / rate
             extra = " ".join(f"{k} {v}" for k, v in shown.items())
             print(f"  {self.desc}: {self.n}/{self.total} {extra} eta {eta:.0f}s".rstrip(), file=self.stream, flush=True)

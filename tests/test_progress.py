@@ -45,3 +45,14 @@ def test_plain_callables_get_a_silent_bar():
     for _ in range(4):
         bar.update(1)
     assert seen == []
+
+
+def test_steps_skipped_on_resume_do_not_count_in_the_pace(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("amalgam.progress.time.perf_counter", lambda: clock[0])
+    out = io.StringIO()
+    bar = Console(stream=out).bar(8, "epoch 2/3")
+    bar.skip(4)  # done before the stop; not in this process's time
+    clock[0] += 10.0
+    bar.update(2)  # 2 steps in 10 s: the last 2 steps take 10 s more
+    assert out.getvalue().split(":")[1].split() == ["6/8", "eta", "10s"]

@@ -105,3 +105,19 @@ def test_a_checkpoint_from_before_a_new_recipe_key_still_resumes(world, tmp_path
     (out / "report.json").unlink()
     assert main(["build", str(world), "--output", str(out), *short, "--resume"]) == 0
     assert (out / "report.json").is_file()
+
+
+def test_a_resumed_run_reports_the_pace_of_its_own_epochs(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    short = ["--set", "train.epochs=3", "--set", "train.samples_per_epoch=8", "--set", "train.workers=0"]
+    assert main(["build", str(world), "--output", str(out), *short, "--quiet"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["epoch"], state["seconds"] = 1, 1.0e6  # as if epoch 1 had been slowed to a crawl
+    state["history"] = state["history"][:1]
+    torch.save(state, out / "checkpoint.pt")
+    (out / "report.json").unlink()
+    capsys.readouterr()
+    assert main(["build", str(world), "--output", str(out), *short, "--resume"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/3 "))
+    rate, eta = float(line.split(" img/s")[0].split()[-1]), float(line.split("eta ")[1].rstrip("s"))
+    assert rate > 0.5 and eta < 1000, line  # the run's average would say 0.0 img/s and eta 500000s
