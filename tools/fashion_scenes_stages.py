@@ -1,4 +1,7 @@
-"""The best fashion_scenes student of docs/benchmarks.md, stage by stage.
+"""The fine-tune chain of docs/benchmarks.md ("Feature adapters on seg-tops' decoder"), stage by stage.
+
+(The best student since is one build with the feature term from the start: "The feature term from
+the start" in docs/benchmarks.md.)
 
 Each stage is one `amalgam build recipes/fashion_scenes.yaml` with overrides; a stage that
 exists (its student.pt is written) is skipped, and an interrupted one continues with --resume.
