@@ -225,7 +225,7 @@ def train(
             bar = bar_for(log, len(loader), f"epoch {epoch}/{cfg.epochs}")
             bar.skip(done)
             # this epoch's pace, not the run's average: a resumed or once-slowed run shows its speed now
-            epoch_start, epoch_images = time.perf_counter(), 0
+            epoch_start, images_before = time.perf_counter(), result.images
             for step, batch in enumerate(timer.iterate(batches), done + 1):
                 raw = batch["image"].to(device, non_blocking=True)
                 source = batch["source"].to(device, non_blocking=True)
@@ -265,8 +265,8 @@ def train(
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
                 result.images += images.shape[0] * ctx.world
-                epoch_images += images.shape[0] * ctx.world
-                bar.update(1, loss=loss.item(), img_s=epoch_images / (time.perf_counter() - epoch_start))
+                pace = (result.images - images_before) / (time.perf_counter() - epoch_start)
+                bar.update(1, loss=loss.item(), img_s=pace)
                 if stop.requested:
                     bar.close()
                     if cache is not None:
@@ -288,7 +288,8 @@ def train(
             row.update({f"time_{k}": round(v, 3) for k, v in timer.seconds.items()})  # cumulative
             result.history.append(row)
             epoch_seconds = time.perf_counter() - epoch_start
-            eta = epoch_seconds * (len(loader) * (cfg.epochs - epoch) / max(1, len(loader) - done))
+            seconds_per_step = epoch_seconds / max(1, len(loader) - done)  # steps this process ran
+            eta = seconds_per_step * len(loader) * (cfg.epochs - epoch)
             if cache is not None:
                 hits, misses = cache.flush()
                 row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
@@ -301,7 +302,7 @@ def train(
                 terms += f"; teacher cache hits {row['cache_hit_rate']:.0%}"
             log(
                 f"epoch {epoch}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({terms}) "
-                f"{epoch_images / epoch_seconds:.1f} img/s, eta {eta:.0f}s"
+                f"{(result.images - images_before) / epoch_seconds:.1f} img/s, eta {eta:.0f}s"
             )
             if not ctx.is_main:
                 continue
