@@ -261,20 +261,54 @@ def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Reads, overrides and validates a recipe file.
+def merge_recipes(base: dict, derived: dict) -> dict:
+    """``derived`` laid over ``base``: mappings merge key by key, any other value replaces."""
+    merged = dict(base)
+    for key, value in derived.items():
+        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = merge_recipes(base[key], value) if both_mappings else value
+    return merged
 
-    Args:
-        path: the YAML file.
-        overrides: ``key.path=value`` strings applied before validation.
+
+def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
+    """The raw mapping of a recipe file, laid over the recipe its ``base`` key names (recursively).
+
+    ``base`` is a path relative to the file that names it. Relative paths inside a base recipe
+    still resolve against the folder of the recipe being built (see :func:`load_recipe`).
     """
     path = Path(path)
     if not path.is_file():
-        raise RecipeError("", f"recipe file not found: {path}")
+        named_by = f" (the base of {_chain[-1]})" if _chain else ""
+        raise RecipeError("base" if _chain else "", f"recipe file not found: {path}{named_by}")
     try:
         raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise RecipeError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict) or "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str):
+        raise RecipeError("base", f"expected the path of a recipe file, got {base!r} in {path}")
+    chain = (*_chain, path.resolve())
+    base_path = (path.parent / base).resolve()
+    if base_path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path))
+        raise RecipeError("base", f"recipes name each other as base: {cycle}")
+    parent = read_recipe_file(base_path, chain)
+    if not isinstance(parent, dict):
+        raise RecipeError("base", f"{base_path} is not a recipe mapping")
+    return merge_recipes(parent, raw)
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Reads, overrides and validates a recipe file.
+
+    Args:
+        path: the YAML file; its ``base`` recipe, if it names one, is merged under it.
+        overrides: ``key.path=value`` strings applied before validation.
+    """
+    path = Path(path)
+    raw = read_recipe_file(path)
     if isinstance(raw, dict):
         for assignment in overrides:
             apply_override(raw, assignment)

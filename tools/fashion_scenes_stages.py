@@ -1,9 +1,9 @@
 """The fine-tune chain of docs/benchmarks.md ("Feature adapters on seg-tops' decoder"), stage by stage.
 
-(The best student since is one build with the feature term from the start: "The feature term from
-the start" in docs/benchmarks.md.)
+(The best student since is one build with the feature term from the start,
+`amalgam build recipes/fashion_scenes.yaml`: "The feature term from the start" in docs/benchmarks.md.)
 
-Each stage is one `amalgam build recipes/fashion_scenes.yaml` with overrides; a stage that
+Each stage is one `amalgam build recipes/fashion_scenes_4ep.yaml` with overrides; a stage that
 exists (its student.pt is written) is skipped, and an interrupted one continues with --resume.
 
 1. ``wide``: decoder [192, 96, 48, 24, 16], 24 epochs, flip-averaged teachers, items at weight 2.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from amalgam.cli import main as amalgam  # noqa: E402
 from amalgam.objective import learned_task_weights  # noqa: E402
 
-RECIPE = ROOT / "recipes" / "fashion_scenes.yaml"
+RECIPE = ROOT / "recipes" / "fashion_scenes_4ep.yaml"
 WRAP = "{type: multi_transform, flip: true}"
 COMMON = [
     "student.decoder_channels=[192, 96, 48, 24, 16]",

@@ -6,7 +6,7 @@ images for a classifier), all in the teacher's label space
 student, and teacher x student. Used in docs/benchmarks.md to see whether a student's mIoU gap is
 in the amount of a class it paints or in where it paints it.
 
-    python tools/seg_disagreement.py recipes/fashion_scenes.yaml runs/fashion_scenes/student.pt seg-tops \\
+    python tools/seg_disagreement.py recipes/fashion_scenes_4ep.yaml runs/fashion_scenes_4ep/student.pt seg-tops \\
         --set "teachers.seg-tops.wrap={type: multi_transform, flip: true}"
 """
 
