@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from amalgam.encoders import StagedEncoder
 from amalgam.errors import AmalgamError
 from amalgam.labels import partial_label_kl
 from amalgam.objective import Objective, domain_weights
@@ -173,8 +174,10 @@ def test_feature_adapters_on_teacher_taps(world):
     student = build_student(plan.student_spec())
     objective = Objective(plan, student)
     assert set(objective.adapters) == {"seg-a", "cls"}
-    # student tap trunk.1 (resnet layer1: 64 channels) -> seg-a body (8 channels)
-    assert objective.adapters["seg-a"].proj.in_channels == 64 and objective.adapters["seg-a"].proj.out_channels == 8
+    # the default student tap is the branch point (after stage 2) -> seg-a body (8 channels)
+    trunk_width = StagedEncoder(plan.student_spec().encoder).out_channels[2]
+    assert objective.adapters["seg-a"].proj.in_channels == trunk_width
+    assert objective.adapters["seg-a"].proj.out_channels == 8
     images = torch.rand(2, 3, 32, 32)
     student.train()
     out = student(images)

@@ -27,7 +27,8 @@ def test_bench_measures_every_section(world, tmp_path):
         split = e["split_seconds"]
         assert set(split) == {"data", "teachers", "student", "optimizer"}
         assert all(v >= 0 for v in split.values())
-        assert sum(split.values()) <= e["seconds"] * 1.05
+        # each value is rounded to 0.01 s: allow half a unit per rounded term
+        assert sum(split.values()) <= e["seconds"] * 1.05 + 0.005 * (len(split) + 1)
     # 4 images per source, 8 draws per epoch: epoch 2 re-draws images cached in epoch 1
     assert report["epochs"][1]["cache_hit_rate"] > report["epochs"][0]["cache_hit_rate"]
     assert report["student_training_gflop_per_image"] > 0 and report["matmul_peak_gflops_fp32"] > 0
