@@ -290,7 +290,7 @@ def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
     if not isinstance(base, str):
         raise RecipeError("base", f"expected the path of a recipe file, got {base!r} in {path}")
     chain = (*_chain, path.resolve())
-    base_path = (path.parent / base).resolve()
+    base_path = (path.parent / Path(base).expanduser()).resolve()
     if base_path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, base_path))
         raise RecipeError("base", f"recipes name each other as base: {cycle}")
