@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from amalgam.errors import RecipeError
-from amalgam.recipe import apply_override, load_recipe, parse_recipe
+from amalgam.recipe import apply_override, load_recipe, parse_recipe, read_recipe_file
 
 
 @pytest.fixture
@@ -228,8 +228,6 @@ def test_base_recipe_is_merged_under_the_one_built(fresh_world):
 
 
 def test_base_is_found_relative_to_the_file_that_names_it(tmp_path):
-    from amalgam.recipe import read_recipe_file
-
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "base.yaml").write_text("name: b\ntrain: {epochs: 2, lr: 0.1}\n")
     (tmp_path / "shared" / "mid.yaml").write_text("base: base.yaml\ntrain: {lr: 0.2}\n")
@@ -259,8 +257,6 @@ def test_the_benchmark_recipe_is_its_quick_form_with_the_documented_settings():
     # docs/benchmarks.md ("The feature term from the start") measured the quick recipe with these
     # overrides; recipes/fashion_scenes.yaml must stay that configuration. Raw mappings: the zoo
     # the models would be checked against is not in a clean checkout.
-    from amalgam.recipe import read_recipe_file
-
     recipes = Path(__file__).resolve().parents[1] / "recipes"
     full = read_recipe_file(recipes / "fashion_scenes.yaml")
     quick = read_recipe_file(recipes / "fashion_scenes_4ep.yaml")

@@ -3,13 +3,15 @@
 (The best student since is one build with the feature term from the start,
 `amalgam build recipes/fashion_scenes.yaml`: "The feature term from the start" in docs/benchmarks.md.)
 
-Each stage is one `amalgam build recipes/fashion_scenes_4ep.yaml` with overrides; a stage that
+Each stage is one `amalgam build recipes/fashion_scenes.yaml` with overrides; a stage that
 exists (its student.pt is written) is skipped, and an interrupted one continues with --resume.
 
-1. ``wide``: decoder [192, 96, 48, 24, 16], 24 epochs, flip-averaged teachers, items at weight 2.
-2. ``feat``: 4 epochs at lr 2e-4 from stage 1, plus feature adapters from seg-tops' last decoder
-   block to the student's; the task weights are fixed at exp(-s) of stage 1's learned ones.
-3. ``feat3w``: 4 more epochs at lr 1e-4 from stage 2, the feature term at weight 3.
+1. ``wide``: the benchmark recipe without its feature term (decoder [192, 96, 48, 24, 16], 24
+   epochs, flip-averaged teachers, items at weight 2).
+2. ``feat``: 4 epochs at lr 2e-4 from stage 1 with the recipe's feature adapters from seg-tops'
+   last decoder block to the student's, at weight 1; the task weights are fixed at exp(-s) of
+   stage 1's learned ones.
+3. ``feat3w``: 4 more epochs at lr 1e-4 from stage 2, the feature term at the recipe's weight 3.
 
     python tools/fashion_scenes_stages.py --runs runs   # 2.5-3.5 h on 2 CPU cores (8,899 + 1,644 + 1,545 s)
 """
@@ -28,17 +30,13 @@ sys.path.insert(0, str(ROOT))
 from amalgam.cli import main as amalgam  # noqa: E402
 from amalgam.objective import learned_task_weights  # noqa: E402
 
-RECIPE = ROOT / "recipes" / "fashion_scenes_4ep.yaml"
-WRAP = "{type: multi_transform, flip: true}"
-COMMON = [
-    "student.decoder_channels=[192, 96, 48, 24, 16]",
-    "data.sources.items.weight=2.0",
-    *(f"teachers.{t}.wrap={WRAP}" for t in ("cls-a", "cls-b", "seg-tops", "seg-rest", "depth")),
-]
-FEATURES = [
-    "amalgamation.features=adapters",
-    "amalgamation.taps={seg-tops: decoder.blocks.4}",
-    "amalgamation.student_tap=decoders.segmentation.blocks.4",
+RECIPE = ROOT / "recipes" / "fashion_scenes.yaml"
+#: stage 1 is the recipe without its feature term (the values a recipe without one has)
+NO_FEATURES = [
+    "amalgamation.features=none",
+    "amalgamation.taps={}",
+    "amalgamation.student_tap=null",
+    "amalgamation.feature_weight=1.0",
 ]
 
 
@@ -68,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = args.runs.resolve()
     wide, feat, final = runs / "fashion_scenes_wide", runs / "fashion_scenes_ft_feat", runs / "fashion_scenes_ft_feat3w"
-    build(wide, COMMON + ["train.epochs=24"])
+    build(wide, NO_FEATURES)
     # fixed at stage 1's learned weights: a fresh `uncertainty` start (s = 0) would re-weight the terms
-    tuned = COMMON + FEATURES + [f"amalgamation.task_weights={learned_weights(wide)}", "train.epochs=4"]
-    build(feat, tuned + [f"student.init={wide / 'student.pt'}", "train.lr=2.0e-4"])
-    build(final, tuned + [f"student.init={feat / 'student.pt'}", "train.lr=1.0e-4", "amalgamation.feature_weight=3.0"])
+    tuned = [f"amalgamation.task_weights={learned_weights(wide)}", "train.epochs=4"]
+    build(feat, tuned + [f"student.init={wide / 'student.pt'}", "train.lr=2.0e-4", "amalgamation.feature_weight=1.0"])
+    build(final, tuned + [f"student.init={feat / 'student.pt'}", "train.lr=1.0e-4"])
     print(f"the final student: {final / 'student.pt'} (report: {final / 'report.md'})")
     return 0
 
