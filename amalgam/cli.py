@@ -13,13 +13,13 @@ from amalgam.errors import AmalgamError
 
 
 def _log(quiet: bool) -> Callable[[str], None]:
-    from amalgam.progress import Console
+    from amalgam.training.progress import Console
 
     return Console(quiet)
 
 
 def _load(args) -> "Recipe":  # noqa: F821
-    from amalgam.recipe import load_recipe
+    from amalgam.config.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set or [])
     if getattr(args, "output", None):
@@ -28,12 +28,12 @@ def _load(args) -> "Recipe":  # noqa: F821
 
 
 def cmd_inspect(args) -> int:
-    from amalgam.plan import prepare
-    from amalgam.students import build_student, count_params
+    from amalgam.distill.plan import prepare
+    from amalgam.students.build import build_student, count_params
 
     recipe = _load(args)
     if recipe.peers is not None:
-        from amalgam.peers import build_peers
+        from amalgam.training.peer_training import build_peers
 
         p = recipe.peers
         params = sum(x.numel() for x in build_peers(p, recipe.base_dir).parameters())
@@ -75,13 +75,13 @@ def cmd_inspect(args) -> int:
 def cmd_build(args) -> int:
     import torch
 
-    from amalgam.distributed import init_distributed
-    from amalgam.engine import read_checkpoint, resolve_device, seed_everything, train
-    from amalgam.evaluate import evaluate, size_and_speed
-    from amalgam.plan import prepare
-    from amalgam.report import build_report, to_markdown, write_report
-    from amalgam.serialize import init_student, save_student
-    from amalgam.students import build_student, count_params
+    from amalgam.distill.plan import prepare
+    from amalgam.evaluation.evaluate import evaluate, size_and_speed
+    from amalgam.evaluation.report import build_report, to_markdown, write_report
+    from amalgam.students.build import build_student, count_params
+    from amalgam.students.serialize import init_student, save_student
+    from amalgam.training.distributed import init_distributed
+    from amalgam.training.engine import read_checkpoint, resolve_device, seed_everything, train
 
     recipe = _load(args)
     run_dir = recipe.output_dir()
@@ -96,7 +96,7 @@ def cmd_build(args) -> int:
     if ctx.enabled:
         log(f"torchrun: {ctx.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}); rank 0 writes the run")
     if recipe.peers is not None:
-        from amalgam.peers import to_markdown, train_peers
+        from amalgam.training.peer_training import to_markdown, train_peers
 
         run_dir.mkdir(parents=True, exist_ok=True)
         print(to_markdown(train_peers(recipe, run_dir, device, log)))
@@ -126,7 +126,7 @@ def cmd_build(args) -> int:
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
     write_report(report, run_dir)
     (run_dir / "run.json").write_text(json.dumps({"recipe": str(Path(args.recipe).resolve()), "set": args.set or []}))
-    from amalgam.visual import render
+    from amalgam.evaluation.visual import render
 
     render(run_dir, report, plan, student, plan.spaces, device)
     print(to_markdown(report))
@@ -136,11 +136,12 @@ def cmd_build(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from amalgam.engine import resolve_device
-    from amalgam.evaluate import evaluate, size_and_speed
-    from amalgam.plan import prepare
-    from amalgam.report import build_report, to_markdown
-    from amalgam.serialize import load_student, write_json
+    from amalgam.distill.plan import prepare
+    from amalgam.evaluation.evaluate import evaluate, size_and_speed
+    from amalgam.evaluation.report import build_report, to_markdown
+    from amalgam.io import write_json
+    from amalgam.students.serialize import load_student
+    from amalgam.training.engine import resolve_device
 
     recipe = _load(args)
     if recipe.peers is not None:
@@ -161,11 +162,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from amalgam.engine import resolve_device
-    from amalgam.plan import prepare
-    from amalgam.recipe import load_recipe
-    from amalgam.serialize import load_student
-    from amalgam.visual import render
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.plan import prepare
+    from amalgam.evaluation.visual import render
+    from amalgam.students.serialize import load_student
+    from amalgam.training.engine import resolve_device
 
     run_dir = Path(args.run_dir)
     for name in ("report.json", "run.json", "student.pt"):
@@ -182,7 +183,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from amalgam.export import export
+    from amalgam.evaluation.export import export
 
     path, diff = export(Path(args.run_dir), args.format, args.task, args.output, log=_log(args.quiet))
     if diff is not None and diff > args.tolerance:

@@ -44,7 +44,7 @@ def built_run(world, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def world_plan(world):
     """The prepared plan (teachers loaded, data scanned) of the session world."""
-    from amalgam.plan import prepare
-    from amalgam.recipe import load_recipe
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.plan import prepare
 
     return prepare(load_recipe(world), log=lambda msg: None)

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from amalgam.cache import TeacherCache, apply_flip, teacher_key
 from amalgam.cli import main
-from amalgam.plan import prepare
-from amalgam.recipe import load_recipe
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.cache import TeacherCache, apply_flip, teacher_key
+from amalgam.distill.plan import prepare
 
 QUIET = lambda msg: None  # noqa: E731
 

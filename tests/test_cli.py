@@ -142,7 +142,7 @@ def test_eval_reproduces_the_reports_student_metrics(world, built_run, tmp_path)
     assert [r["teacher_metrics"] for r in again["tasks"]] == [r["teacher_metrics"] for r in report["tasks"]]
     assert again["unified"] == report["unified"]
     assert again["train"] == {"epochs": 0, "seconds": 0.0, "images_per_second": 0.0}
-    from amalgam.report import to_markdown
+    from amalgam.evaluation.report import to_markdown
 
     assert "Training:" not in to_markdown(again)  # nothing was trained: no "0 epochs" line
     assert "Training: 1 epochs" in (built_run / "report.md").read_text()
@@ -206,7 +206,7 @@ def test_debug_shows_the_traceback(world, tmp_path, capsys):
 def test_student_init_starts_from_a_previous_runs_student(world, built_run, tmp_path, capsys):
     import torch
 
-    from amalgam.serialize import load_student
+    from amalgam.students.serialize import load_student
 
     out = tmp_path / "continued"
     init = built_run / "student.pt"
@@ -237,7 +237,7 @@ def test_student_init_refuses_another_architecture(world, built_run, tmp_path, c
 def test_student_init_refuses_other_label_spaces(built_run):
     from amalgam.errors import RecipeError
     from amalgam.labels import LabelSpace
-    from amalgam.serialize import init_student, load_student
+    from amalgam.students.serialize import init_student, load_student
 
     student, spaces = load_student(built_run / "student.pt")
     task, space = next((t, s) for t, s in spaces.items() if s is not None)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from amalgam.config.recipe import SourceConfig
 from amalgam.data import MixedSources, build_image_set, mixing_sampler
 from amalgam.errors import AmalgamError
 from amalgam.labels import IGNORE
-from amalgam.recipe import SourceConfig
 
 
 def build(cfg: dict, size=(32, 32), with_targets=False, key="data.eval.x"):

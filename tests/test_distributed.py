@@ -11,8 +11,8 @@ import pytest
 from torch.utils.data import SequentialSampler
 
 from amalgam.cli import main
-from amalgam.distributed import DistContext, GlobalBatchShard
 from amalgam.errors import AmalgamError
+from amalgam.training.distributed import DistContext, GlobalBatchShard
 
 SETTINGS = ["--quiet", "--set", "train.epochs=2", "--set", "train.samples_per_epoch=16", "--set", "train.batch_size=8"]
 SETTINGS += ["--set", "train.workers=0"]

@@ -2,7 +2,7 @@
 
 import torch
 
-from amalgam.engine import random_hflip
+from amalgam.training.engine import random_hflip
 
 
 def test_random_hflip_flips_images_and_dense_targets_together():
@@ -85,8 +85,8 @@ def test_compile_trains_through_the_compiled_student_and_saves_the_plain_one(wor
 
 
 def test_student_channels_last_trains_in_that_memory_format(world, tmp_path, monkeypatch):
-    from amalgam import engine
     from amalgam.cli import main
+    from amalgam.training import engine
 
     seen = []
     real_train = engine.train

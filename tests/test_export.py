@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from amalgam.cli import main
-from amalgam.serialize import load_student
+from amalgam.students.serialize import load_student
 
 
 def test_torchscript_whole_student_matches(built_run, capsys):

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.labels import IGNORE
-from amalgam.metrics import ConfusionMatrix
 
 
 def test_confusion_matrix_by_hand_rows_are_truth():

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from amalgam.cli import main
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.mixup import mix_batch, with_live_rows
+from amalgam.distill.plan import prepare
 from amalgam.errors import RecipeError
-from amalgam.mixup import mix_batch, with_live_rows
-from amalgam.plan import prepare
-from amalgam.recipe import load_recipe
-from amalgam.teachers import Teacher
+from amalgam.teachers.teacher import Teacher
 
 
 def one_hot_rows(count: int) -> torch.Tensor:

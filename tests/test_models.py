@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError
-from amalgam.models import build_model, check_model, load_checkpoint, read_state_dict
+from amalgam.teachers.model_sources import build_model, check_model, load_checkpoint, read_state_dict
 
 
 def tiny() -> nn.Module:

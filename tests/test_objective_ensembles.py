@@ -9,11 +9,11 @@ import torch
 import yaml
 
 from amalgam.cli import main
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.objective import Objective, ensemble_groups
+from amalgam.distill.plan import prepare
 from amalgam.errors import RecipeError
-from amalgam.objective import Objective, ensemble_groups
-from amalgam.plan import prepare
-from amalgam.recipe import load_recipe
-from amalgam.students import build_student
+from amalgam.students.build import build_student
 
 
 def twin_world(world, tmp_path, **amalgamation):

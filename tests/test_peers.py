@@ -11,9 +11,9 @@ from torch import nn
 from world import ITEM_CLASSES
 
 from amalgam.cli import main
+from amalgam.config.recipe import load_recipe
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.peers import split_model
-from amalgam.recipe import load_recipe
+from amalgam.training.peer_training import split_model
 
 
 def peer_recipe(world, tmp_path, **peers) -> "Path":  # noqa: F821

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from amalgam.progress import Bar, Console, bar_for
+from amalgam.training.progress import Bar, Console, bar_for
 
 
 class Terminal(io.StringIO):
@@ -49,7 +49,7 @@ def test_plain_callables_get_a_silent_bar():
 
 def test_steps_skipped_on_resume_do_not_count_in_the_pace(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr("amalgam.progress.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("amalgam.training.progress.time.perf_counter", lambda: clock[0])
     out = io.StringIO()
     bar = Console(stream=out).bar(8, "epoch 2/3")
     bar.skip(4)  # done before the stop; not in this process's time

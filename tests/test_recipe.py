@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from amalgam.config.recipe import apply_override, load_recipe, parse_recipe, read_recipe_file
 from amalgam.errors import RecipeError
-from amalgam.recipe import apply_override, load_recipe, parse_recipe, read_recipe_file
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import torch
 
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
-from amalgam.serialize import average_students, load_student, save_student
-from amalgam.students import StudentSpec, build_student, default_student_tap
+from amalgam.students.build import StudentSpec, build_student, default_student_tap
+from amalgam.students.serialize import average_students, load_student, save_student
 
 HEADS = {"classification": 3, "segmentation": 4, "depth": 1}
 

@@ -9,11 +9,11 @@ import yaml
 from torch import nn
 
 from amalgam.cli import main
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.plan import prepare
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.plan import prepare
-from amalgam.recipe import load_recipe
-from amalgam.subteachers import SUBTEACHERS, build_subteacher, residual_blocks
 from amalgam.task import get_task
+from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher, residual_blocks
 
 SEG, CLS, DEPTH = get_task("segmentation"), get_task("classification"), get_task("depth")
 
@@ -156,7 +156,7 @@ def test_wrapped_teachers_in_a_build_deterministic_ones_cached(world, tmp_path, 
 def test_a_wrapped_teacher_taps_the_feature_of_the_unchanged_input(world, tmp_path, wrap):
     """Feature adapters compare the student's map with the teacher's tap: it must be the feature of
     the image the student sees, not of the wrapper's last (mirrored, rescaled, noisy) run."""
-    from amalgam.teachers import FeatureTap
+    from amalgam.teachers.teacher import FeatureTap
 
     plan = prepare(load_recipe(with_wrap(world, tmp_path, "seg-a", wrap)), with_data=False, log=lambda m: None)
     teacher = plan.teachers["seg-a"]

@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from amalgam.encoders import StagedEncoder
+from amalgam.config.recipe import TeacherConfig, load_recipe
+from amalgam.distill.objective import Objective, domain_weights
+from amalgam.distill.plan import prepare
 from amalgam.errors import AmalgamError
 from amalgam.labels import partial_label_kl
-from amalgam.objective import Objective, domain_weights
-from amalgam.plan import prepare
-from amalgam.recipe import TeacherConfig, load_recipe
-from amalgam.students import build_student
+from amalgam.students.build import build_student
+from amalgam.students.encoders import StagedEncoder
 from amalgam.task import get_task
-from amalgam.teachers import Teacher, check_teacher_output, to_input
+from amalgam.teachers.teacher import Teacher, check_teacher_output, to_input
 
 
 def teacher_of(model: nn.Module, task="classification", labels=("a", "b"), **cfg) -> Teacher:
@@ -206,7 +206,7 @@ def test_torchscript_teacher_cannot_be_tapped(world):
 
 def test_feature_adapter_loss_by_hand():
     """Unit vectors at right angles are sqrt(2) apart: squared distance 2; identical ones 0."""
-    from amalgam.objective import FeatureAdapter
+    from amalgam.distill.objective import FeatureAdapter
 
     adapter = FeatureAdapter(2, 2)
     with torch.no_grad():

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amalgam.errors import AmalgamError  # noqa: E402
-from amalgam.serialize import average_students  # noqa: E402
+from amalgam.students.serialize import average_students  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,12 +23,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amalgam.engine import resolve_device, seed_everything, train  # noqa: E402
-from amalgam.plan import prepare  # noqa: E402
-from amalgam.profiling import StepTimer  # noqa: E402
-from amalgam.recipe import load_recipe  # noqa: E402
-from amalgam.serialize import write_json  # noqa: E402
-from amalgam.students import build_student  # noqa: E402
+from amalgam.config.recipe import load_recipe  # noqa: E402
+from amalgam.distill.plan import prepare  # noqa: E402
+from amalgam.io import write_json  # noqa: E402
+from amalgam.students.build import build_student  # noqa: E402
+from amalgam.training.engine import resolve_device, seed_everything, train  # noqa: E402
+from amalgam.training.profiling import StepTimer  # noqa: E402
 
 SECTIONS = ("data", "teachers", "student", "optimizer")
 

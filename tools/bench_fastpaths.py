@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import matmul_peak  # noqa: E402
 
-from amalgam.engine import resolve_device, seed_everything  # noqa: E402
-from amalgam.plan import prepare  # noqa: E402
-from amalgam.recipe import load_recipe  # noqa: E402
-from amalgam.serialize import write_json  # noqa: E402
-from amalgam.students import build_student  # noqa: E402
+from amalgam.config.recipe import load_recipe  # noqa: E402
+from amalgam.distill.plan import prepare  # noqa: E402
+from amalgam.io import write_json  # noqa: E402
+from amalgam.students.build import build_student  # noqa: E402
+from amalgam.training.engine import resolve_device, seed_everything  # noqa: E402
 
 
 def best_seconds(fn: Callable[[], None], repeats: int, warmup: int = 1, device: Optional[torch.device] = None) -> float:

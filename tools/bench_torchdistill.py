@@ -42,14 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amalgam.cli import main as amalgam_main  # noqa: E402
+from amalgam.config.recipe import Recipe, load_recipe  # noqa: E402
 from amalgam.data import MixedSources, mixing_sampler  # noqa: E402
-from amalgam.engine import resolve_device, seed_everything  # noqa: E402
+from amalgam.distill.plan import Plan, prepare  # noqa: E402
 from amalgam.errors import AmalgamError  # noqa: E402
-from amalgam.evaluate import evaluate  # noqa: E402
-from amalgam.plan import Plan, prepare  # noqa: E402
-from amalgam.recipe import Recipe, load_recipe  # noqa: E402
-from amalgam.serialize import write_json  # noqa: E402
-from amalgam.students import build_student  # noqa: E402
+from amalgam.evaluation.evaluate import evaluate  # noqa: E402
+from amalgam.io import write_json  # noqa: E402
+from amalgam.students.build import build_student  # noqa: E402
+from amalgam.training.engine import resolve_device, seed_everything  # noqa: E402
 
 CACHED, LIVE, TORCHDISTILL = "amalgam, cached", "amalgam, live teacher", "torchdistill"
 

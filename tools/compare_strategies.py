@@ -11,7 +11,7 @@ mean +- std test top-1 and the mean wall time of a row's training.
     python tools/train_teacher.py recipes/zoo/strategies.yaml --all
     python tools/compare_strategies.py recipes/strategies.yaml --seeds 0 1 2 --json runs/strategies.json
 
-It uses amalgam's parts from plain Python (``amalgam.kd``, ``amalgam.subteachers``), as anyone's
+It uses amalgam's parts from plain Python (``amalgam.kd``, ``amalgam.teachers.subteachers``), as anyone's
 own training loop would.
 """
 
@@ -36,13 +36,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "recipes")]
 
 from demo_models import small_resnet  # noqa: E402
 
+from amalgam.config.recipe import load_recipe  # noqa: E402
 from amalgam.data import build_image_set  # noqa: E402
+from amalgam.distill.plan import prepare  # noqa: E402
 from amalgam.kd import LOGIT_ENSEMBLES, ONE, FEEDLoss, SimilarityLoss, dml_loss, kd_loss, kdcl_minlogit_loss  # noqa: E402
 from amalgam.kd.peers import one_loss  # noqa: E402
-from amalgam.plan import prepare  # noqa: E402
-from amalgam.recipe import load_recipe  # noqa: E402
-from amalgam.subteachers import build_subteacher  # noqa: E402
-from amalgam.teachers import FeatureTap, Teacher, to_input  # noqa: E402
+from amalgam.teachers.subteachers import build_subteacher  # noqa: E402
+from amalgam.teachers.teacher import FeatureTap, Teacher, to_input  # noqa: E402
 
 #: feature taps of the teachers of recipes/strategies.yaml (penultimate stage of each) and the student
 TAPS = {"resnet": "layer4", "vgg": "features.20", "mobilenet": "blocks.5"}

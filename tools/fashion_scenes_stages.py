@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amalgam.cli import main as amalgam  # noqa: E402
-from amalgam.objective import learned_task_weights  # noqa: E402
+from amalgam.distill.objective import learned_task_weights  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "fashion_scenes.yaml"
 #: stage 1 is the recipe without its feature term (the values a recipe without one has)

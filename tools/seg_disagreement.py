@@ -22,12 +22,12 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amalgam.evaluate import prediction_size  # noqa: E402
+from amalgam.config.recipe import load_recipe  # noqa: E402
+from amalgam.distill.plan import prepare  # noqa: E402
+from amalgam.evaluation.evaluate import prediction_size  # noqa: E402
+from amalgam.evaluation.metrics import ConfusionMatrix  # noqa: E402
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection  # noqa: E402
-from amalgam.metrics import ConfusionMatrix  # noqa: E402
-from amalgam.plan import prepare  # noqa: E402
-from amalgam.recipe import load_recipe  # noqa: E402
-from amalgam.serialize import load_student  # noqa: E402
+from amalgam.students.serialize import load_student  # noqa: E402
 
 
 @torch.no_grad()

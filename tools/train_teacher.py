@@ -30,16 +30,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from amalgam.checks import at_key
+from amalgam.config.checks import at_key
+from amalgam.config.recipe import (
+    InputSpec,
+    ModelConfig,
+    SourceConfig,
+    TrainConfig,
+    UniqueKeyLoader,
+    format_validation_error,
+)
 from amalgam.data.sources import ImageFolderSet, TorchvisionSet, build_image_set
-from amalgam.engine import autocast_for, build_optimizer, build_scheduler, random_hflip, resolve_device, seed_everything
 from amalgam.errors import AmalgamError, RecipeError
+from amalgam.io import atomic_save
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup
-from amalgam.models import build_model, check_model
-from amalgam.recipe import InputSpec, ModelConfig, SourceConfig, TrainConfig, UniqueKeyLoader, format_validation_error
-from amalgam.serialize import atomic_save
 from amalgam.task import Task, get_task, task_names
-from amalgam.teachers import to_input
+from amalgam.teachers.model_sources import build_model, check_model
+from amalgam.teachers.teacher import to_input
+from amalgam.training.engine import (
+    autocast_for,
+    build_optimizer,
+    build_scheduler,
+    random_hflip,
+    resolve_device,
+    seed_everything,
+)
 
 Log = Callable[[str], None]
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from amalgam.config.recipe import SourceConfig
 from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, to_tensor, verify_image
 from amalgam.errors import AmalgamError
-from amalgam.progress import bar_for
-from amalgam.recipe import SourceConfig
 from amalgam.registry import Registry
+from amalgam.training.progress import bar_for
 
 
 class ImageSet(Dataset):

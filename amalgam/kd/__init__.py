@@ -3,7 +3,7 @@
 - :mod:`amalgam.kd.logit_ensembles`: several teachers' logits -> one soft target.
 - :mod:`amalgam.kd.feature_ensembles`: FEED adaptors and similarity-preserving losses.
 - :mod:`amalgam.kd.peers`: DML, ONE and KDCL-MinLogit online distillation.
-- :mod:`amalgam.subteachers`: several sub-teachers made from one teacher.
+- :mod:`amalgam.teachers.subteachers`: several sub-teachers made from one teacher.
 """
 
 from amalgam.kd.feature_ensembles import FEATURE_ENSEMBLES, FEEDLoss, SimilarityLoss

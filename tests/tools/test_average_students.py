@@ -6,8 +6,8 @@ import average_students as tool
 import torch
 
 from amalgam.labels import LabelSpace
-from amalgam.serialize import load_student, save_student
-from amalgam.students import StudentSpec, build_student
+from amalgam.students.build import StudentSpec, build_student
+from amalgam.students.serialize import load_student, save_student
 
 
 def test_writes_the_mean_and_names_a_missing_file(tmp_path, capsys):

@@ -11,7 +11,7 @@ import yaml
 from train_teacher import load_zoo, main, train_zoo
 
 from amalgam.errors import AmalgamError
-from amalgam.models import build_model, load_checkpoint
+from amalgam.teachers.model_sources import build_model, load_checkpoint
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SMALL_TRAIN = {"epochs": 1, "batch_size": 4, "workers": 0, "eval_batch_size": 8}

@@ -16,8 +16,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from amalgam.distill.plan import Plan
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection
-from amalgam.plan import Plan
 
 SKIP = {"epoch", "seconds", "lr", "loss", "cache_hit_rate"}
 

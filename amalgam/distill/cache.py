@@ -19,8 +19,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from amalgam.plan import Plan
-from amalgam.teachers import Teacher
+from amalgam.distill.plan import Plan
+from amalgam.teachers.teacher import Teacher
 
 # source fields that change how often an image is drawn, not what the teachers say about it
 SAMPLING_ONLY = frozenset({"weight"})

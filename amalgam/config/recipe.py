@@ -255,7 +255,7 @@ def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
         recipe = Recipe.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
         raise format_validation_error(exc.errors()[0]) from None
-    from amalgam.checks import check_recipe  # semantic checks need the registries
+    from amalgam.config.checks import check_recipe  # semantic checks need the registries
 
     check_recipe(recipe)
     return recipe

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
-from amalgam.metrics import ConfusionMatrix
 from amalgam.task import Task
 
 

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amalgam.cache import Targets, live_targets
+from amalgam.distill.cache import Targets, live_targets
+from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
 from amalgam.kd import LOGIT_ENSEMBLES, FEEDLoss, SimilarityLoss
-from amalgam.plan import Plan
 from amalgam.registry import Registry
-from amalgam.students import default_student_tap
-from amalgam.teachers import FeatureTap
+from amalgam.students.build import default_student_tap
+from amalgam.teachers.teacher import FeatureTap
 
 
 class FeatureAdapter(nn.Module):

@@ -17,7 +17,7 @@ from torch import nn
 
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
-from amalgam.serialize import load_student
+from amalgam.students.serialize import load_student
 
 
 class TaskOutputs(nn.Module):

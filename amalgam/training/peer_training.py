@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
+from amalgam.config.recipe import PeersConfig, Recipe
 from amalgam.data import build_image_set
 from amalgam.errors import AmalgamError
+from amalgam.io import atomic_save, write_json
 from amalgam.kd.peers import ONE, dml_loss, kdcl_minlogit_loss, one_loss
-from amalgam.models import build_model
-from amalgam.recipe import PeersConfig, Recipe
-from amalgam.serialize import atomic_save, write_json
-from amalgam.teachers import to_input
+from amalgam.teachers.model_sources import build_model
+from amalgam.teachers.teacher import to_input
 
 
 class PeerGroup(nn.Module):

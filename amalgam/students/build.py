@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amalgam.encoders import StagedEncoder, build_encoder
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
+from amalgam.students.encoders import StagedEncoder, build_encoder
 from amalgam.task import get_task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from amalgam.distill.plan import Plan
 from amalgam.labels import LabelSpace, apply_lookup, lookup, projection
-from amalgam.plan import Plan
-from amalgam.progress import bar_for
 from amalgam.task import Task
-from amalgam.teachers import Teacher
+from amalgam.teachers.teacher import Teacher
+from amalgam.training.progress import bar_for
 
 
 @dataclass

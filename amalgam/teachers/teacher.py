@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amalgam.config.recipe import InputSpec, Recipe, TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
-from amalgam.models import build_model, load_checkpoint
-from amalgam.recipe import InputSpec, Recipe, TeacherConfig
-from amalgam.subteachers import SubTeacher, build_subteacher
 from amalgam.task import Task, get_task
+from amalgam.teachers.model_sources import build_model, load_checkpoint
+from amalgam.teachers.subteachers import SubTeacher, build_subteacher
 
 
 def to_input(images: torch.Tensor, size: tuple[int, int], channels: int, mean, std) -> torch.Tensor:

@@ -16,18 +16,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from amalgam.cache import TeacherCache, apply_flip, live_targets
+from amalgam.config.recipe import TrainConfig, recipe_changes
 from amalgam.data import mixing_sampler
-from amalgam.distributed import DistContext, GlobalBatchShard
+from amalgam.distill.cache import TeacherCache, apply_flip, live_targets
+from amalgam.distill.mixup import mix_batch, with_live_rows
+from amalgam.distill.objective import Objective
+from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
-from amalgam.interrupt import StopRequest
-from amalgam.mixup import mix_batch, with_live_rows
-from amalgam.objective import Objective
-from amalgam.plan import Plan
-from amalgam.profiling import StepTimer
-from amalgam.progress import bar_for
-from amalgam.recipe import TrainConfig, recipe_changes
-from amalgam.serialize import atomic_save
+from amalgam.io import atomic_save
+from amalgam.training.distributed import DistContext, GlobalBatchShard
+from amalgam.training.interrupt import StopRequest
+from amalgam.training.profiling import StepTimer
+from amalgam.training.progress import bar_for
 
 
 def seed_everything(seed: int) -> None:

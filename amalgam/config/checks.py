@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from amalgam.config.recipe import Recipe
 from amalgam.data.sources import SOURCE_TYPES
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import LOGIT_ENSEMBLES
-from amalgam.models import check_encoder_name, check_model
-from amalgam.recipe import Recipe
-from amalgam.subteachers import SUBTEACHERS, build_subteacher
 from amalgam.task import TASKS, get_task, task_names
+from amalgam.teachers.model_sources import check_encoder_name, check_model
+from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher
 
 STRIDE = 32  # the student's encoder downsamples 2^5 times
 

@@ -7,13 +7,13 @@ from typing import Callable, Optional
 
 import torch
 
+from amalgam.config.recipe import Recipe
 from amalgam.data import ImageSet, MixedSources, build_image_set
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace, projection, unify
-from amalgam.recipe import Recipe
-from amalgam.students import StudentSpec
+from amalgam.students.build import StudentSpec
 from amalgam.task import Task, get_task
-from amalgam.teachers import Teacher, build_teachers
+from amalgam.teachers.teacher import Teacher, build_teachers
 
 
 @dataclass

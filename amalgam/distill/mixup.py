@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from amalgam.cache import Targets
-from amalgam.teachers import Teacher
+from amalgam.distill.cache import Targets
+from amalgam.teachers.teacher import Teacher
 
 
 def mix_batch(

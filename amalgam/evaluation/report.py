@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from amalgam.engine import TrainResult
-from amalgam.evaluate import Evaluation
-from amalgam.serialize import write_json
+from amalgam.evaluation.evaluate import Evaluation
+from amalgam.io import write_json
+from amalgam.training.engine import TrainResult
 
 
 def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainResult | None) -> dict:

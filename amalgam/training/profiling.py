@@ -9,7 +9,7 @@ from typing import Iterable, Iterator, Optional, TypeVar
 
 import torch
 
-from amalgam.cache import Targets
+from amalgam.distill.cache import Targets
 
 T = TypeVar("T")
 
@@ -17,7 +17,7 @@ T = TypeVar("T")
 class StepTimer:
     """Accumulates wall seconds per named section; synchronises CUDA so GPU work is counted.
 
-    ``enabled=False`` makes every section free (the default timer of :func:`amalgam.engine.train`).
+    ``enabled=False`` makes every section free (the default timer of :func:`amalgam.training.engine.train`).
     """
 
     def __init__(self, device: Optional[torch.device] = None, enabled: bool = True):

@@ -1,0 +1,1 @@
+"""Evaluation: per-task scores of student and teachers, the report, figures and export."""

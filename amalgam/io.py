@@ -1,0 +1,38 @@
+"""Atomic writes of run artefacts: a crash never leaves half a file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def atomic_save(obj: object, path: Path, save: Callable[[object, str], None] = torch.save) -> None:
+    """Saves to a temp file in the same folder, then renames: a crash never leaves half a file.
+
+    Args:
+        obj: what to save.
+        path: the destination.
+        save: the writer, ``torch.save`` by default (``torch.jit.save`` for TorchScript).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(obj: object, path: Path) -> None:
+    """Writes ``obj`` as indented JSON, atomically, creating the parent folders."""
+    atomic_save(obj, Path(path), lambda o, tmp: Path(tmp).write_text(json.dumps(o, indent=2) + "\n"))

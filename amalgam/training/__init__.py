@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints, optimisers, distributed runs, interrupts, progress, peers."""
