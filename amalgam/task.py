@@ -46,6 +46,8 @@ class Task:
     #: Headline metric of the report and whether higher is better.
     metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
+    #: Key of a per-class list in the meter's metrics ("iou", "recall"): the report's per-class table.
+    per_class_metric: ClassVar[Optional[str]] = None
     #: Values accepted for a teacher's ``output:`` key (the first is the default).
     output_kinds: ClassVar[tuple[str, ...]] = ("default",)
 

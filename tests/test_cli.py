@@ -62,7 +62,7 @@ def test_build_writes_the_run_folder(built_run):
 
 def test_report_json_has_exactly_the_contract_keys(built_run):
     report = json.loads((built_run / "report.json").read_text())
-    assert set(report) == {"name", "student", "teachers", "tasks", "unified", "train"}
+    assert set(report) == {"name", "student", "teachers", "tasks", "unified", "train", "warnings"}
     assert report["name"] == "tiny"
     for who in ("student", "teachers"):
         assert set(report[who]) == {"params", "latency_ms"}
@@ -72,7 +72,8 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
     assert report["teachers"]["params"] < report["student"]["params"]  # the world's teachers are tiny
     assert sorted(r["teacher"] for r in report["tasks"]) == ["cls", "depth", "seg-a", "seg-b"]
     for row in report["tasks"]:
-        assert set(row) == TASK_ROW_KEYS
+        per_class = {"per_class_metric", "per_class"} if row["task"] != "depth" else set()
+        assert set(row) == TASK_ROW_KEYS | per_class
         assert row["metric"] == {"classification": "top1", "segmentation": "miou", "depth": "rmse"}[row["task"]]
         assert row["higher_is_better"] == (row["task"] != "depth")
         assert math.isfinite(row["teacher_value"]) and math.isfinite(row["student_value"])
@@ -141,6 +142,7 @@ def test_eval_reproduces_the_reports_student_metrics(world, built_run, tmp_path)
     assert [r["student_metrics"] for r in again["tasks"]] == [r["student_metrics"] for r in report["tasks"]]
     assert [r["teacher_metrics"] for r in again["tasks"]] == [r["teacher_metrics"] for r in report["tasks"]]
     assert again["unified"] == report["unified"]
+    assert again["warnings"] == report["warnings"] and again["tasks"][0]["per_class"] == report["tasks"][0]["per_class"]
     assert again["train"] == {"epochs": 0, "seconds": 0.0, "images_per_second": 0.0}
     from amalgam.evaluation.report import to_markdown
 

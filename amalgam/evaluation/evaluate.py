@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from amalgam.distill.plan import Plan
+from amalgam.evaluation.per_class import class_warnings, per_class_rows
 from amalgam.labels import LabelSpace, apply_lookup, lookup, projection
 from amalgam.task import Task
 from amalgam.teachers.teacher import Teacher
@@ -26,12 +27,28 @@ class TaskResult:
     eval: str
     teacher_metrics: dict
     student_metrics: dict
+    classes: Optional[list[str]] = None
+
+    def per_class(self) -> Optional[list[dict]]:
+        """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
+        key = self.task.per_class_metric
+        if key is None or self.classes is None or key not in self.teacher_metrics:
+            return None
+        return per_class_rows(self.classes, self.teacher_metrics[key], self.student_metrics[key])
+
+    def warnings(self) -> list[str]:
+        """Classes the teacher is near-blind on or the student lost (see per_class.py)."""
+        rows = self.per_class()
+        return class_warnings(self.teacher, self.task.per_class_metric, rows) if rows else []
 
     def row(self) -> dict:
         """The ``tasks[]`` entry of report.json."""
         metric = self.task.metric
         t, s = self.teacher_metrics.get(metric), self.student_metrics.get(metric)
         ratio = s / t if t else float("nan")
+        extra = {}
+        if (rows := self.per_class()) is not None:
+            extra = {"per_class_metric": self.task.per_class_metric, "per_class": rows}
         return {
             "teacher": self.teacher,
             "task": self.task.name,
@@ -43,6 +60,7 @@ class TaskResult:
             "ratio": ratio,
             "teacher_metrics": self.teacher_metrics,
             "student_metrics": self.student_metrics,
+            **extra,
         }
 
 
@@ -50,6 +68,10 @@ class TaskResult:
 class Evaluation:
     tasks: list[TaskResult] = field(default_factory=list)
     unified: list[dict] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        """Every teacher's per-class warnings, in teacher order."""
+        return [line for r in self.tasks for line in r.warnings()]
 
 
 def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
@@ -140,11 +162,16 @@ def evaluate(
         bar.close()
         for name, scorer in scorers.items():
             m = scorer.meters
-            result.tasks.append(TaskResult(name, scorer.teacher.task, set_name, m[0].compute(), m[1].compute()))
+            classes = list(scorer.teacher.space.names) if scorer.teacher.space else None
+            result.tasks.append(
+                TaskResult(name, scorer.teacher.task, set_name, m[0].compute(), m[1].compute(), classes)
+            )
             if scorer.with_unified:
                 result.unified.append({"task": scorer.teacher.task.name, "eval": set_name, "metrics": m[2].compute()})
     order = list(plan.teachers)
     result.tasks.sort(key=lambda r: order.index(r.teacher))
+    for line in result.warnings():
+        log(f"warning: {line}")
     return result
 
 

@@ -29,6 +29,12 @@ class ConfusionMatrix:
         total = self.matrix.sum().item()
         return self.matrix.diag().sum().item() / total if total else float("nan")
 
+    def recall(self) -> torch.Tensor:
+        """Per-class recall (true positives over ground truth); NaN for classes absent from ground truth."""
+        truth = self.matrix.sum(1).double()
+        tp = self.matrix.diag().double()
+        return torch.where(truth > 0, tp / truth.clamp(min=1), torch.full_like(tp, float("nan")))
+
     def iou(self) -> torch.Tensor:
         """Per-class IoU; NaN for classes absent from both ground truth and predictions."""
         tp = self.matrix.diag().double()

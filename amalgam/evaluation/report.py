@@ -18,6 +18,7 @@ def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainRes
         "teachers": sizes["teachers"],
         "tasks": [r.row() for r in evaluation.tasks],
         "unified": evaluation.unified,
+        "warnings": evaluation.warnings(),
         "train": {
             "epochs": train.epochs if train else 0,
             "seconds": round(train.seconds, 2) if train else 0.0,
@@ -34,18 +35,18 @@ def _fmt(value) -> str:
 
 def to_markdown(report: dict) -> str:
     """The report as Markdown tables."""
-    lines = [
-        f"# amalgam report: {report['name']}",
-        "",
-        "| teacher | task | eval set | metric | teacher | student | ratio |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"# amalgam report: {report['name']}", ""]
+    if report.get("warnings"):  # first: they make a mean ratio untrustworthy
+        lines += ["**Warnings** (per class; a mean ratio hides these):", ""]
+        lines += [f"- {w}" for w in report["warnings"]] + [""]
+    lines += ["| teacher | task | eval set | metric | teacher | student | ratio |", "|---|---|---|---|---|---|---|"]
     for r in report["tasks"]:
         arrow = "higher is better" if r["higher_is_better"] else "lower is better"
         lines.append(
             f"| {r['teacher']} | {r['task']} | {r['eval']} | {r['metric']} ({arrow}) | "
             f"{_fmt(r['teacher_value'])} | {_fmt(r['student_value'])} | {_fmt(r['ratio'])} |"
         )
+    lines += _per_class_markdown(report)
     lines += ["", "Student over its whole unified label space:", "", "| task | eval set | metrics |", "|---|---|---|"]
     for u in report["unified"]:
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
@@ -65,6 +66,24 @@ def to_markdown(report: dict) -> str:
         speed = train["images_per_second"]
         lines += [f"Training: {train['epochs']} epochs, {train['seconds']} s, {speed} images/s.", ""]
     return "\n".join(lines)
+
+
+def _per_class_markdown(report: dict) -> list[str]:
+    lines = []
+    for r in report["tasks"]:
+        if not r.get("per_class"):
+            continue
+        metric = r["per_class_metric"]
+        lines += [
+            "",
+            f"{r['teacher']}: {metric} per class",
+            "",
+            "| class | teacher | student | ratio |",
+            "|---|---|---|---|",
+        ]
+        for c in r["per_class"]:
+            lines.append(f"| {c['class']} | {_fmt(c['teacher'])} | {_fmt(c['student'])} | {_fmt(c['ratio'])} |")
+    return lines
 
 
 def write_report(report: dict, run_dir: Path) -> None:

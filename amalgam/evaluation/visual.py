@@ -114,6 +114,18 @@ def _show(axes, teacher, maps: list[torch.Tensor], fig, legend: bool) -> None:
     fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04, label="m")
 
 
+def _per_class_html(row: dict, cell) -> str:
+    """One teacher's per-class table (teacher vs student)."""
+    body = "".join(
+        f"<tr><td>{html.escape(c['class'])}</td>"
+        + "".join(f"<td>{'n/a' if c[k] is None else cell(c[k])}</td>" for k in ("teacher", "student", "ratio"))
+        + "</tr>"
+        for c in row["per_class"]
+    )
+    title = f"{html.escape(row['teacher'])}: {html.escape(row['per_class_metric'])} per class"
+    return f"<h2>{title}</h2><table><tr><th>class</th><th>teacher</th><th>student</th><th>ratio</th></tr>{body}</table>"
+
+
 def write_html(run_dir: Path, report: dict) -> Path:
     """``report.html``: the table of ``report.json`` plus the PNGs present in ``run_dir``."""
 
@@ -134,6 +146,9 @@ def write_html(run_dir: Path, report: dict) -> Path:
         for k in ("student", "teachers")
         if isinstance(report.get(k), dict)
     )
+    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in report.get("warnings", []))
+    warnings = f'<h2>Warnings</h2><ul style="color:#b00">{warnings}</ul>' if warnings else ""
+    per_class = "".join(_per_class_html(r, cell) for r in report.get("tasks", []) if r.get("per_class"))
     pictures = "".join(
         f'<h2>{title}</h2><img src="{name}" style="max-width:100%">'
         for name, title in (("curves.png", "Training curves"), ("samples.png", "Sample predictions"))
@@ -143,11 +158,13 @@ def write_html(run_dir: Path, report: dict) -> Path:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
 <h1>amalgam report: {html.escape(report["name"])}</h1>
+{warnings}
 <p>ratio = student / teacher on the teacher's own labels and eval set (rmse: lower is better).</p>
 <table><tr><th>teacher</th><th>task</th><th>eval</th><th>metric</th><th>teacher</th><th>student</th><th>ratio</th></tr>
 {rows}</table>
 <table style="margin-top:1em"><tr><th>model</th><th>params</th><th>ms/img b1</th><th>ms/img b32</th></tr>
 {size_rows}</table>
+{per_class}
 {pictures}</body></html>
 """
     path = run_dir / "report.html"

@@ -14,7 +14,7 @@ from amalgam.task import Task
 
 
 class TopOne:
-    """Top-1 accuracy (and the confusion matrix behind it)."""
+    """Top-1 accuracy and per-class recall (from the confusion matrix behind them)."""
 
     def __init__(self, num_classes: int):
         self.confusion = ConfusionMatrix(num_classes)
@@ -23,7 +23,11 @@ class TopOne:
         self.confusion.update(pred, target)
 
     def compute(self) -> dict[str, float]:
-        return {"top1": self.confusion.accuracy(), "count": int(self.confusion.matrix.sum())}
+        return {
+            "top1": self.confusion.accuracy(),
+            "count": int(self.confusion.matrix.sum()),
+            "recall": [None if torch.isnan(v) else round(v.item(), 4) for v in self.confusion.recall()],
+        }
 
 
 class ClassificationTask(Task):
@@ -34,6 +38,7 @@ class ClassificationTask(Task):
     labelled = True
     target_key = "label"
     metric = "top1"
+    per_class_metric = "recall"
     higher_is_better = True
 
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:

@@ -40,6 +40,7 @@ class SegmentationTask(Task):
     unified_background = "background"
     target_key = "mask"
     metric = "miou"
+    per_class_metric = "iou"
     higher_is_better = True
 
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:

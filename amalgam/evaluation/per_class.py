@@ -1,0 +1,59 @@
+"""Per-class truth behind a mean: teacher vs student on every class, and warnings a mean would hide.
+
+A segmenter's mIoU or a classifier's top-1 can look fine while the teacher is blind on a class
+(nothing to distil) or the student drops a class the teacher has. Both are said in the build log,
+in report.md/html, in ``amalgam eval`` and in report.json (``warnings``).
+"""
+
+from __future__ import annotations
+
+#: a teacher below this per-class score (IoU or recall) is called near-blind on that class
+BLIND_BELOW = 0.1
+#: a student below this share of the teacher's per-class score has lost that class
+LOST_BELOW = 0.5
+
+
+def per_class_rows(classes: list[str], teacher: list, student: list) -> list[dict]:
+    """``[{"class", "teacher", "student", "ratio"}]``, one per class; None where a class was never scored.
+
+    Args:
+        classes: the teacher's label names, in output order.
+        teacher: the teacher's per-class scores (None: absent from targets and predictions).
+        student: the student's per-class scores on the teacher's labels.
+    """
+    rows = []
+    for name, t, s in zip(classes, teacher, student):
+        ratio = s / t if t and s is not None else None
+        rows.append({"class": name, "teacher": t, "student": s, "ratio": ratio})
+    return rows
+
+
+def class_warnings(
+    teacher: str, metric: str, rows: list[dict], blind_below: float = BLIND_BELOW, lost_below: float = LOST_BELOW
+) -> list[str]:
+    """One line per class where the teacher is near-blind, or the student lost what the teacher has.
+
+    Args:
+        teacher: the teacher's name (for the message).
+        metric: the per-class metric's name ("iou", "recall").
+        rows: from :func:`per_class_rows`.
+        blind_below: teacher score under which it is near-blind on the class.
+        lost_below: student/teacher ratio under which the student has lost the class.
+    """
+    lines = []
+    for r in rows:
+        t, s = r["teacher"], r["student"]
+        if t is None:
+            continue
+        if t < blind_below:
+            lines.append(
+                f"teacher {teacher} is near-blind on '{r['class']}' ({metric} {t:.3f} < {blind_below}): "
+                "the student cannot learn that class from it"
+            )
+        elif s is None or s < lost_below * t:
+            shown = "n/a" if s is None else f"{s:.3f}"
+            lines.append(
+                f"student lost '{r['class']}' of teacher {teacher}: {metric} {shown} vs the teacher's {t:.3f} "
+                f"(< {lost_below:g}x)"
+            )
+    return lines

@@ -1,0 +1,77 @@
+"""Per-class tables and warnings: a near-blind teacher and a class the student lost are said."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from amalgam.evaluation.metrics import ConfusionMatrix
+from amalgam.evaluation.per_class import class_warnings, per_class_rows
+from amalgam.evaluation.report import to_markdown
+from amalgam.evaluation.visual import write_html
+
+
+def test_recall_per_class_by_hand():
+    cm = ConfusionMatrix(3)
+    # truth 0 x3 (2 right), truth 1 x1 (wrong), class 2 never in the truth
+    cm.update(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 0, 0, 1]))
+    recall = cm.recall()
+    assert recall[0].item() == pytest.approx(2 / 3) and recall[1].item() == 0.0 and torch.isnan(recall[2])
+
+
+def test_rows_and_warnings_by_hand():
+    rows = per_class_rows(["bg", "cat", "dog", "owl", "eel"], [0.9, 0.05, 0.6, 0.4, None], [0.8, 0.0, 0.2, 0.3, 0.1])
+    assert rows[0] == {"class": "bg", "teacher": 0.9, "student": 0.8, "ratio": pytest.approx(0.8 / 0.9)}
+    assert rows[4]["ratio"] is None  # never scored for the teacher
+    lines = class_warnings("seg", "iou", rows)
+    assert len(lines) == 2  # owl kept: 0.3 >= 0.5 x 0.4; bg kept; eel never scored
+    assert lines[0].startswith("teacher seg is near-blind on 'cat' (iou 0.050 < 0.1)")
+    assert lines[1].startswith("student lost 'dog' of teacher seg: iou 0.200 vs the teacher's 0.600")
+    assert class_warnings("seg", "iou", rows, blind_below=0.01, lost_below=0.2) == [
+        "student lost 'cat' of teacher seg: iou 0.000 vs the teacher's 0.050 (< 0.2x)"
+    ]
+
+
+def test_build_report_carries_per_class_tables(built_run):
+    report = json.loads((built_run / "report.json").read_text())
+    rows = {r["teacher"]: r for r in report["tasks"]}
+    seg = rows["seg-a"]
+    assert seg["per_class_metric"] == "iou" and len(seg["per_class"]) == len(seg["teacher_metrics"]["iou"])
+    assert [c["teacher"] for c in seg["per_class"]] == seg["teacher_metrics"]["iou"]
+    assert [c["student"] for c in seg["per_class"]] == seg["student_metrics"]["iou"]
+    assert rows["cls"]["per_class_metric"] == "recall" and "per_class" not in rows["depth"]
+    md, page = (built_run / "report.md").read_text(), (built_run / "report.html").read_text()
+    assert "seg-a: iou per class" in md and "cls: recall per class" in md
+    assert "seg-a: iou per class" in page
+    expected = [
+        w
+        for r in report["tasks"]
+        if r.get("per_class")
+        for w in class_warnings(r["teacher"], r["per_class_metric"], r["per_class"])
+    ]
+    assert report["warnings"] == expected
+
+
+def test_warnings_come_first_in_markdown_and_html(built_run, tmp_path):
+    report = json.loads((built_run / "report.json").read_text())
+    report["warnings"] = ["teacher seg-a is near-blind on 'x'"]
+    md = to_markdown(report)
+    assert md.index("near-blind on 'x'") < md.index("| teacher | task |")
+    page = write_html(tmp_path, report).read_text()
+    assert "<h2>Warnings</h2>" in page and "near-blind on &#x27;x&#x27;" in page
+    report["warnings"] = []
+    assert "Warnings" not in to_markdown(report) and "Warnings" not in write_html(tmp_path, report).read_text()
+
+
+def test_evaluate_logs_each_warning(world_plan, built_run):
+    from amalgam.evaluation.evaluate import evaluate
+    from amalgam.students.serialize import load_student
+
+    student, spaces = load_student(built_run / "student.pt")
+    lines: list[str] = []
+    evaluation = evaluate(world_plan, student, torch.device("cpu"), spaces=spaces, log=lines.append)
+    said = [line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")]
+    assert said == evaluation.warnings() == json.loads((built_run / "report.json").read_text())["warnings"]
+    assert said  # one epoch on 8 images: the tiny student loses classes
