@@ -50,6 +50,7 @@ def cmd_inspect(args) -> int:
             f"  {name}: {t.task.name}, {cfg.model.source} model, {t.num_params():,} params, "
             f"input {list(t.size)}x{t.channels}ch, sources {t.source_names}, eval {t.eval_name or '-'}"
         )
+        print(f"    distils: {t.output_note()}")
         if t.space:
             bg = f" (background: {t.space.background})" if t.space.background else ""
             print(f"    labels: {list(t.space.names)}{bg}")

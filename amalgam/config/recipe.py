@@ -88,6 +88,9 @@ class TeacherConfig(_Strict):
     sources: Optional[list[str]] = None
     eval: Optional[str] = None
     output: str = Field("default", description="task-specific output convention, e.g. depth: metric|inverse|log")
+    output_key: Optional[str] = Field(
+        None, description="the distilled tensor: dict key, tuple index or attribute, dotted for nesting"
+    )
 
 
 class StudentConfig(_Strict):

@@ -67,6 +67,9 @@ def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] =
     tasks, spaces = unify_tasks(recipe)
     plan = Plan(recipe, tasks, spaces)
     plan.teachers = build_teachers(recipe)
+    for name, teacher in plan.teachers.items():
+        if teacher.output_choice is not None and teacher.output_choice.key is not None:
+            log(f"teacher '{name}': distilling {teacher.output_note()}")
     if recipe.train.channels_last:  # here, not in training: build and eval must score the same teachers
         for teacher in plan.teachers.values():
             teacher.use_channels_last()

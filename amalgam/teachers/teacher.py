@@ -14,6 +14,7 @@ from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
 from amalgam.task import Task, get_task
 from amalgam.teachers.model_sources import build_model, load_checkpoint
+from amalgam.teachers.outputs import OutputChoice, OutputKeyError, resolve
 from amalgam.teachers.subteachers import SubTeacher, build_subteacher
 
 
@@ -77,6 +78,8 @@ class Teacher(nn.Module):
         self.channels = spec.channels
         self.mean, self.std = list(spec.mean), list(spec.std)
         self.output_kind = task.resolve_output_kind(cfg.output)
+        self.output_key: Optional[str] = cfg.output_key
+        self.output_choice: Optional[OutputChoice] = None  # resolved on the first run (see outputs.py)
         self.space: Optional[LabelSpace] = LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
         self.source_names: list[str] = list(cfg.sources or [])
         self.eval_name: Optional[str] = cfg.eval
@@ -104,7 +107,10 @@ class Teacher(nn.Module):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """The network on an already prepared input, in canonical form."""
-        return self.task.convert_output(self.model(x), self.output_kind)
+        raw = self.model(x)
+        if self.output_choice is None:
+            self.output_choice = resolve(raw, self.output_key)
+        return self.task.convert_output(self.output_choice.apply(raw), self.output_kind)
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -136,6 +142,13 @@ class Teacher(nn.Module):
         self.tap.value = kept[0]
         return out
 
+    def output_note(self) -> str:
+        """Which output is distilled and why, for the log and ``amalgam inspect``."""
+        choice = self.output_choice
+        if choice is None or choice.key is None:
+            return "the output tensor"
+        return f"output '{choice.key}' ({choice.reason})"
+
     def num_params(self) -> int:
         """Parameter count of the network."""
         return sum(p.numel() for p in self.model.parameters())
@@ -160,6 +173,8 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     dummy = torch.rand(2, 3, *image_size)
     try:
         out = teacher(dummy)
+    except OutputKeyError as exc:
+        raise AmalgamError(f"teachers.{teacher.name}.output_key: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AmalgamError(

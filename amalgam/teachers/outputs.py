@@ -1,0 +1,136 @@
+"""Which tensor of a teacher's raw output is distilled: ``teachers.<n>.output_key`` or a stated rule.
+
+Networks answer with a tensor, a tuple, a dict (torchvision segmenters: ``{out, aux}``) or an
+object (HF-style ``ModelOutput`` with ``.logits``, a depth model's ``.predicted_depth``). amalgam
+never picks one of several tensors silently:
+
+* ``output_key`` names the tensor: a dict key, a tuple index or an attribute, dotted for nesting
+  (``logits``, ``0``, ``out``, ``heads.depth``).
+* Without it, a bare tensor is used as is; an output holding exactly one tensor gives that one; a
+  dict with an ``out`` key gives ``out`` (torchvision's convention, said in the log and by
+  ``amalgam inspect``). Anything else is an error listing every candidate with its shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from amalgam.errors import AmalgamError
+
+DEFAULT_KEY = "out"  # torchvision segmentation models: {"out": ..., "aux": ...}
+_MAX_DEPTH = 4  # how deep candidates are listed inside nested outputs
+
+
+class OutputKeyError(AmalgamError):
+    """The output has no tensor at ``output_key``, or several and no rule that picks one."""
+
+
+def _children(value: Any) -> list[tuple[str, Any]]:
+    """The named parts of one level of an output: dict items, sequence items or public attributes."""
+    if isinstance(value, Mapping):
+        return [(str(k), v) for k, v in value.items()]
+    if isinstance(value, (tuple, list)):
+        return [(str(i), v) for i, v in enumerate(value)]
+    if isinstance(value, (torch.Tensor, str, bytes, int, float, bool)) or value is None:
+        return []
+    attrs = getattr(value, "__dict__", None)
+    return [(k, v) for k, v in attrs.items() if not k.startswith("_")] if isinstance(attrs, dict) else []
+
+
+def candidates(raw: Any, prefix: str = "", depth: int = 0) -> dict[str, torch.Tensor]:
+    """Every tensor inside ``raw``, by the dotted ``output_key`` that selects it."""
+    if isinstance(raw, torch.Tensor):
+        return {prefix: raw}
+    if depth >= _MAX_DEPTH:
+        return {}
+    found: dict[str, torch.Tensor] = {}
+    for name, child in _children(raw):
+        found.update(candidates(child, f"{prefix}.{name}" if prefix else name, depth + 1))
+    return found
+
+
+def describe(found: dict[str, torch.Tensor]) -> str:
+    """``out [2, 21, 64, 64], aux [2, 21, 64, 64]``."""
+    return ", ".join(f"{key} {list(t.shape)}" for key, t in found.items())
+
+
+def select(raw: Any, key: str) -> torch.Tensor:
+    """The tensor at dotted ``key`` inside ``raw``.
+
+    Raises:
+        AmalgamError: naming the part that does not exist and the tensors that do.
+    """
+    value = raw
+    for i, part in enumerate(key.split(".")):
+        value = _step(value, part)
+        if value is _MISSING:
+            where = ".".join(key.split(".")[:i]) or "the output"
+            raise OutputKeyError(
+                f"output_key '{key}': {where} has no '{part}' (tensors in the output: {describe(candidates(raw))})"
+            )
+    if not isinstance(value, torch.Tensor):
+        raise OutputKeyError(
+            f"output_key '{key}' is a {type(value).__name__}, not a tensor "
+            f"(tensors in the output: {describe(candidates(raw))})"
+        )
+    return value
+
+
+_MISSING = object()
+
+
+def _step(value: Any, part: str) -> Any:
+    if isinstance(value, Mapping):
+        return value[part] if part in value else _MISSING
+    if isinstance(value, (tuple, list)):
+        return value[int(part)] if part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value) else _MISSING
+    if part.startswith("_"):
+        return _MISSING
+    return getattr(value, part, _MISSING)
+
+
+@dataclass(frozen=True)
+class OutputChoice:
+    """The resolved output of one teacher: its key (None for a bare tensor) and why it was taken."""
+
+    key: Optional[str]
+    reason: str
+
+    def apply(self, raw: Any) -> torch.Tensor:
+        """The chosen tensor of a raw output."""
+        return raw if self.key is None else select(raw, self.key)
+
+
+def resolve(raw: Any, key: Optional[str]) -> OutputChoice:
+    """Decides, once, which tensor of a sample output is distilled (see the module docstring).
+
+    Args:
+        raw: the network's output on a dummy batch.
+        key: ``teachers.<n>.output_key`` or None.
+
+    Raises:
+        AmalgamError: an unknown key, or several tensors and no rule that picks one.
+    """
+    if key is not None:
+        select(raw, key)
+        return OutputChoice(key, "output_key")
+    if isinstance(raw, torch.Tensor):
+        return OutputChoice(None, "a single tensor")
+    found = candidates(raw)
+    if len(found) == 1:
+        only = next(iter(found))
+        return OutputChoice(only, f"the only tensor of a {type(raw).__name__}")
+    if isinstance(raw, Mapping) and isinstance(raw.get(DEFAULT_KEY), torch.Tensor):
+        others = [k for k in found if k != DEFAULT_KEY]
+        reason = f"'{DEFAULT_KEY}' by default (torchvision's convention; not {', '.join(others)})"
+        return OutputChoice(DEFAULT_KEY, reason)
+    if not found:
+        raise OutputKeyError(f"the output ({type(raw).__name__}) holds no tensor")
+    raise OutputKeyError(
+        f"the output ({type(raw).__name__}) holds {len(found)} tensors: {describe(found)}; "
+        f"set output_key to one of: {', '.join(found)}"
+    )

@@ -1,0 +1,131 @@
+"""Which tensor of a teacher's output is distilled: ``output_key`` or a stated rule, never a silent pick."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from amalgam.config.recipe import TeacherConfig
+from amalgam.errors import AmalgamError
+from amalgam.task import get_task
+from amalgam.teachers.outputs import candidates, resolve, select
+from amalgam.teachers.teacher import Teacher, check_teacher_output
+
+
+class Heads(nn.Module):
+    """A segmenter answering ``{aux, seg}``: the aux head first, as dict order puts it."""
+
+    def __init__(self, keys=("aux", "seg"), classes=3):
+        super().__init__()
+        self.keys = keys
+        self.conv = nn.Conv2d(3, classes, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {k: y * (i + 1) for i, k in enumerate(self.keys)}  # each key a different tensor
+
+
+class Logits:
+    """An HF-style output object (not a dict): ``.logits`` beside ``.hidden_states``."""
+
+    def __init__(self, logits, hidden):
+        self.logits = logits
+        self.hidden_states = hidden
+        self.loss = None
+
+
+class HFStyle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.classifier = nn.Linear(3, 2)
+
+    def forward(self, x):
+        pooled = x.mean((2, 3))
+        return Logits(self.classifier(pooled), pooled)
+
+
+class DepthOut(nn.Module):
+    """A depth model answering ``(features, {predicted_depth: [B, H, W]})``."""
+
+    def forward(self, x):
+        return x[:, :2], {"predicted_depth": x[:, 0].abs() + 1.0}
+
+
+def teacher(model, task="segmentation", labels=("background", "a", "b"), **cfg) -> Teacher:
+    config = TeacherConfig(task=task, model={"from": "python", "factory": "m:f"}, labels=labels and list(labels), **cfg)
+    return Teacher("t1", get_task(task), model, config, (16, 16))
+
+
+def test_aux_and_seg_without_output_key_is_an_error_listing_both_with_shapes():
+    t = teacher(Heads())
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(t, (16, 16))
+    assert str(info.value) == (
+        "teachers.t1.output_key: the output (dict) holds 2 tensors: aux [2, 3, 16, 16], seg [2, 3, 16, 16]; "
+        "set output_key to one of: aux, seg"
+    )
+
+
+def test_output_key_selects_the_named_head_not_the_first():
+    model = Heads()
+    t = teacher(model, output_key="seg")
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.allclose(t(x), model(t.prepare(x))["seg"])
+    assert not torch.allclose(t(x), model(t.prepare(x))["aux"])
+    assert t.output_note() == "output 'seg' (output_key)"
+
+
+def test_torchvision_out_is_the_stated_default():
+    model = Heads(keys=("out", "aux"))
+    t = teacher(model)
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.allclose(t(x), model(t.prepare(x))["out"])
+    assert t.output_note() == "output 'out' ('out' by default (torchvision's convention; not aux))"
+
+
+def test_logits_object_through_output_key_without_wrapping_the_model():
+    model = HFStyle()
+    keys = list(model.state_dict())
+    with pytest.raises(AmalgamError, match=r"holds 2 tensors: logits \[2, 2\], hidden_states \[2, 3\]"):
+        check_teacher_output(teacher(model, task="classification", labels=("x", "y")), (16, 16))
+    t = teacher(model, task="classification", labels=("x", "y"), output_key="logits")
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(t(x), model(t.prepare(x)).logits)
+    assert t.model is model and list(t.model.state_dict()) == keys  # checkpoints keep loading as they are
+
+
+def test_hf_model_output_dict_with_one_tensor_needs_no_key():
+    class ModelOutput(OrderedDict):  # transformers' ModelOutput is an OrderedDict; None fields are absent
+        pass
+
+    raw = ModelOutput(logits=torch.zeros(2, 2))
+    choice = resolve(raw, None)
+    assert choice.key == "logits" and "only tensor" in choice.reason
+
+
+def test_depth_tuple_with_nested_dotted_key_and_three_dim_depth():
+    t = teacher(DepthOut(), task="depth", labels=None, output_key="1.predicted_depth")
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(2, 3, 16, 16)
+    out = t(x)
+    assert out.shape == (2, 1, 16, 16)  # [B, H, W] accepted
+    assert torch.allclose(out[:, 0], t.prepare(x)[:, 0].abs() + 1.0)
+    with pytest.raises(AmalgamError, match=r"holds 2 tensors: 0 \[2, 2, 16, 16\], 1.predicted_depth \[2, 16, 16\]"):
+        check_teacher_output(teacher(DepthOut(), task="depth", labels=None), (16, 16))
+
+
+def test_unknown_key_names_what_exists():
+    raw = {"aux": torch.zeros(1), "seg": {"logits": torch.zeros(2)}}
+    assert set(candidates(raw)) == {"aux", "seg.logits"}
+    with pytest.raises(AmalgamError, match=r"^output_key 'seg.out': seg has no 'out' \(tensors in the output: aux"):
+        select(raw, "seg.out")
+    with pytest.raises(AmalgamError, match="is a dict, not a tensor"):
+        select(raw, "seg")
+    with pytest.raises(AmalgamError, match="has no '5'"):
+        select((torch.zeros(1),), "5")
