@@ -70,6 +70,11 @@ def cmd_inspect(args) -> int:
     params = count_params(student)
     print(f"\nstudent: {spec.type}, encoder {spec.encoder}, heads {spec.heads}")
     print(f"  {params:,} params = {params / teachers:.0%} of the teachers' {teachers:,}")
+    if params > teachers:
+        print(
+            f"  warning: the student has more parameters than all teachers together ({params:,} > {teachers:,}):"
+            " amalgamation is meant to compress; a smaller student.encoder or decoder_channels fits the usual aim"
+        )
     return 0
 
 

@@ -55,6 +55,20 @@ def test_inspect_prints_the_unified_label_spaces(world, capsys):
     assert not (world.parent / "runs").exists(), "inspect writes nothing"
 
 
+def test_inspect_warns_when_the_student_outgrows_its_teachers(world, capsys):
+    assert main(["inspect", str(world), "--quiet", "--no-data"]) == 0
+    out = capsys.readouterr().out
+    # the tiny world's teachers have a few thousand parameters, its student 0.4M
+    assert "warning: the student has more parameters than all teachers together" in out
+    big_teacher = [
+        "--set", "teachers.cls.model={from: timm, name: resnet18, num_classes: 2}",
+        "--set", "teachers.cls.checkpoint=null",
+        "--set", "teachers.cls.input={size: [28, 28]}",
+    ]  # fmt: skip
+    assert main(["inspect", str(world), "--quiet", "--no-data", *big_teacher]) == 0
+    assert "warning: the student has more parameters" not in capsys.readouterr().out
+
+
 def test_build_writes_the_run_folder(built_run):
     for name in ("student.pt", "report.json", "report.md", "train_log.csv", "checkpoint.pt"):
         assert (built_run / name).is_file(), name

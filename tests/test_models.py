@@ -159,3 +159,41 @@ def test_pickled_module_is_refused_with_how_to_convert(tmp_path):
     message = str(info.value)
     assert message.startswith(f"refusing checkpoint {path}: it holds pickled objects")
     assert "weights_only=False" in message and f"'{path}.state.pt'" in message
+
+
+def test_torchvision_builders_never_download(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    # lraspp's weights_backbone defaults to ImageNet weights in torchvision: amalgam sets it to None
+    model = build_model("torchvision", {"name": "lraspp_mobilenet_v3_large", "num_classes": 3}, tmp_path).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64))["out"].shape == (1, 3, 64, 64)
+
+
+def test_torchvision_constructor_error_is_one_line_naming_the_teacher(tmp_path):
+    from amalgam.config.recipe import parse_recipe
+    from amalgam.teachers.teacher import build_teacher
+
+    (tmp_path / "images").mkdir()
+    raw = {
+        "name": "t",
+        "data": {"image_size": [32, 32], "sources": {"s": {"type": "folder", "path": "images"}}},
+        "teachers": {
+            "seg": {
+                "task": "segmentation",
+                "model": {"from": "torchvision", "name": "lraspp_mobilenet_v3_large", "num_classes": 2}
+                | {"aux_loss": True},
+                "labels": ["background", "thing"],
+                "background": "background",
+            }
+        },
+    }
+    recipe = parse_recipe(raw, tmp_path)
+    with pytest.raises(AmalgamError) as info:
+        build_teacher("seg", recipe.teachers["seg"], recipe)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("teachers.seg.model: bad constructor arguments for torchvision model:")
+    assert "auxiliary loss" in message

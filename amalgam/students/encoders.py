@@ -52,14 +52,66 @@ def _split_timm(encoder: nn.Module) -> list[nn.Module]:
     return stages
 
 
+@SPLITTERS.register("timm-chain")
+def _split_timm_chain(encoder: nn.Module) -> list[nn.Module]:
+    """timm feature nets that are a chain of their modules (EfficientNetFeatures, MobileNetV3Features).
+
+    Their ``feature_info`` names do not always mark where a feature is read (MobileNetV3's stem
+    feature is named ``bn1`` but read after ``act1``), so the cuts are found by running the chain
+    once and matching each of the encoder's own features, value for value.
+    """
+    if getattr(encoder, "_is_transformer_style", False):
+        raise AmalgamError(_NO_STRIDE_2)
+    chain = _flat_chain(encoder.model)
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # the global stream stays put
+        wanted = encoder(x)[1:]
+        stages, current, level = [], [], 0
+        for module in chain:
+            current.append(module)
+            x = module(x)
+            if level < len(wanted) and x.shape == wanted[level].shape and torch.equal(x, wanted[level]):
+                stages.append(nn.Sequential(*current))
+                current, level = [], level + 1
+    encoder.train(was_training)
+    if level != 5 or current:
+        raise AmalgamError(f"{type(encoder.model).__name__} is not a chain of its modules")
+    return stages
+
+
+#: why encoders whose stem downsamples by 4 cannot branch (kept beside the splitters that refuse them)
+_NO_STRIDE_2 = (
+    "its stem downsamples by 4 (no stride-2 feature, e.g. convnext, swin), and a U-Net student needs five stages"
+    " at strides 2, 4, 8, 16 and 32"
+)
+
+
+def _flat_chain(model: nn.Module) -> list[nn.Module]:
+    """The model's children in order, with sequential containers (``blocks``) opened one level."""
+    chain = []
+    for child in model.children():
+        chain.extend(child.children() if type(child) is nn.Sequential else [child])
+    return chain
+
+
 def _splitter_for(encoder: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
     from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
 
     if isinstance(encoder, ResNetEncoder):
         return SPLITTERS.get("resnet")
     model = getattr(encoder, "model", None)
+    if getattr(encoder, "_is_transformer_style", False):
+        raise AmalgamError(
+            f"student.encoder: a branched student cannot split {getattr(encoder, 'name', '')!r}: {_NO_STRIDE_2}"
+            " (it takes resnet*, resnext*, tu-resnet*, tu-mobilenetv3_*, tu-efficientnet_* and other timm CNNs);"
+            " use student.type: compact"
+        )
     if model is not None and type(model).__name__ == "FeatureListNet":
         return SPLITTERS.get("timm-features")
+    if model is not None and hasattr(model, "feature_info"):
+        return SPLITTERS.get("timm-chain")
     raise AmalgamError(
         f"student.encoder: a branched student needs an encoder that can be split into stages "
         f"(smp resnet*/resnext*, or tu-* timm CNNs); '{type(encoder).__name__}' is not one: use student.type: compact"

@@ -34,10 +34,19 @@ def _torchvision_check(kw: dict, base: Path) -> None:
 
 
 def _torchvision_build(kw: dict, base: Path) -> nn.Module:
+    import inspect
+
     import torchvision
 
     kw = dict(kw)
-    return torchvision.models.get_model(kw.pop("name"), weights=None, **kw)
+    name = kw.pop("name")
+    # torchvision's segmentation builders default weights_backbone to ImageNet weights, which it
+    # downloads: nothing is downloaded unless the recipe asks (weights come from `checkpoint:`)
+    params = inspect.signature(torchvision.models.get_model_builder(name)).parameters
+    for key in ("weights", "weights_backbone"):
+        if key in params:
+            kw.setdefault(key, None)
+    return torchvision.models.get_model(name, **kw)
 
 
 def _timm_check(kw: dict, base: Path) -> None:
@@ -156,8 +165,9 @@ def build_model(source: str, kwargs: dict, base: Path) -> nn.Module:
         return MODEL_SOURCES.get(source)[0](kwargs, base)
     except AmalgamError:
         raise
-    except TypeError as exc:
-        raise AmalgamError(f"bad constructor arguments for {source} model: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any constructor failure is the recipe's arguments or the user's code
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise AmalgamError(f"bad constructor arguments for {source} model: {first or type(exc).__name__}") from None
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
