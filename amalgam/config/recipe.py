@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from amalgam.config.yaml_bounds import BoundedLoaderMixin
 from amalgam.errors import RecipeError
 
 
@@ -196,8 +197,8 @@ class Recipe(_Strict):
         return self.resolve(self.output or Path("runs") / self.name)
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (YAML silently keeps the last one)."""
+class UniqueKeyLoader(BoundedLoaderMixin, yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (YAML silently keeps the last one) and alias bombs."""
 
 
 def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
@@ -227,7 +228,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(child, dict):
             raise RecipeError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
         node = child
-    node[parts[-1]] = yaml.safe_load(value)
+    node[parts[-1]] = yaml.load(value, Loader=UniqueKeyLoader)
 
 
 def format_validation_error(err: dict) -> RecipeError:

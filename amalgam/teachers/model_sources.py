@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +11,7 @@ from torch import nn
 
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
+from amalgam.teachers.factories import build_from_factory, import_factory
 
 #: ``from:`` name -> (builder(kwargs, base_dir) -> nn.Module, validator(kwargs, base_dir) -> None)
 MODEL_SOURCES: Registry[tuple[Callable[..., nn.Module], Callable[..., None]]] = Registry("model source")
@@ -115,31 +114,11 @@ def _torchscript_build(kw: dict, base: Path) -> nn.Module:
 
 
 def _python_check(kw: dict, base: Path) -> None:
-    factory = kw.get("factory")
-    if not isinstance(factory, str) or ":" not in factory:
-        raise AmalgamError(f"factory: expected 'package.module:function', got {factory!r}")
-    _import_factory(factory, base)
-
-
-def _import_factory(factory: str, base: Path) -> Callable[..., nn.Module]:
-    module_name, fn_name = factory.split(":", 1)
-    sys.path.insert(0, str(base))  # the recipe's folder is importable, as documented
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AmalgamError(f"factory: cannot import module '{module_name}': {exc}") from None
-    finally:
-        sys.path.remove(str(base))
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise AmalgamError(f"factory: module '{module_name}' has no function '{fn_name}'")
-    return fn
+    import_factory(kw.get("factory"), base)  # refuses modules outside the recipe's folder before importing
 
 
 def _python_build(kw: dict, base: Path) -> nn.Module:
-    kw = dict(kw)
-    fn = _import_factory(kw.pop("factory"), base)
-    return fn(**kw)
+    return build_from_factory(kw, base)
 
 
 def _resolve(path: str | Path, base: Path) -> Path:

@@ -1,0 +1,159 @@
+"""Python model factories: which modules a recipe may run, importing them, and hashing their code.
+
+A recipe that names ``model: {from: python, factory: module:function}`` runs that function, so a
+recipe with a factory is code. What it may name is limited to:
+
+* modules inside the recipe's folder (``models.py`` beside ``recipe.yaml``, or a package there);
+* the modules of installed amalgam plugins (packages with ``amalgam.tasks`` or
+  ``amalgam.models`` entry points): installing a package already trusts its code;
+* top-level modules listed in the ``AMALGAM_ALLOW_MODULES`` environment variable (comma
+  separated), which a recipe cannot set for itself.
+
+Anything else (``os:system``, ``subprocess:run``, ``builtins:eval``) is refused before it is
+imported. Modules from the recipe's folder are imported afresh on every build, so an edited
+factory is the one that runs, and :func:`factory_digest` puts their source into the teacher
+cache's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from amalgam.errors import AmalgamError
+
+#: entry-point groups whose packages are trusted factory modules
+PLUGIN_GROUPS = ("amalgam.tasks", "amalgam.models")
+ALLOW_ENV = "AMALGAM_ALLOW_MODULES"
+
+
+def split_factory(factory: object) -> tuple[str, str]:
+    """``'pkg.module:function'`` -> ``('pkg.module', 'function')``; raises on any other shape."""
+    if not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
+        raise AmalgamError(f"factory: expected 'package.module:function', got {factory!r}")
+    module, fn = factory.split(":")
+    return module, fn
+
+
+def local_origin(module: str, base: Path) -> Path | None:
+    """The file or package folder of ``module``'s top level inside ``base``, or None if it is not there."""
+    top = module.split(".")[0]
+    spec = importlib.machinery.PathFinder.find_spec(top, [str(base)])
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    return Path(spec.origin).resolve() if spec.origin else None
+
+
+def plugin_modules() -> set[str]:
+    """Top-level modules of installed packages that declare amalgam entry points."""
+    found = set()
+    for group in PLUGIN_GROUPS:
+        for ep in entry_points(group=group):
+            found.add(ep.value.split(":")[0].split(".")[0])
+    return found
+
+
+def allowed_modules() -> set[str]:
+    """Top-level modules the user allowed through ``AMALGAM_ALLOW_MODULES``."""
+    return {m.strip() for m in os.environ.get(ALLOW_ENV, "").split(",") if m.strip()}
+
+
+def check_allowed(module: str, base: Path) -> str:
+    """Where ``module`` is trusted from (``"recipe folder"``, ``"plugin"``, ``"allowed"``); raises otherwise."""
+    top = module.split(".")[0]
+    if local_origin(module, base) is not None:
+        return "recipe folder"
+    if top in plugin_modules():
+        return "plugin"
+    if top in allowed_modules():
+        return "allowed"
+    if importlib.util.find_spec(top) is None:  # top-level lookup: nothing is executed
+        raise AmalgamError(f"factory: cannot import module '{module}': not in the recipe's folder {base} nor installed")
+    raise AmalgamError(
+        f"factory: module '{module}' is not in the recipe's folder {base}: a recipe naming a factory runs it, so "
+        f"only modules beside the recipe, installed amalgam plugins ({', '.join(sorted(plugin_modules())) or 'none'})"
+        f" or modules listed in {ALLOW_ENV} may be used"
+    )
+
+
+def _forget(top: str) -> None:
+    """Drops ``top`` and its submodules from ``sys.modules`` so the next import reads the files again."""
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+
+
+def import_factory(factory: str, base: Path) -> Callable[..., nn.Module]:
+    """The factory function a recipe names, after checking the module may be run (see module doc)."""
+    module_name, fn_name = split_factory(factory)
+    where = check_allowed(module_name, base)
+    if where == "recipe folder":
+        # another recipe's module of the same name, or this one before an edit, may be cached
+        _forget(module_name.split(".")[0])
+        sys.path.insert(0, str(base))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AmalgamError(f"factory: cannot import module '{module_name}': {exc}") from None
+    finally:
+        if where == "recipe folder":
+            sys.path.remove(str(base))
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise AmalgamError(f"factory: module '{module_name}' has no function '{fn_name}'")
+    return fn
+
+
+def build_from_factory(kwargs: dict, base: Path) -> nn.Module:
+    """Calls the named factory with the other keys; its result must be a ``torch.nn.Module``."""
+    kwargs = dict(kwargs)
+    factory = kwargs.pop("factory")
+    model = import_factory(factory, base)(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise AmalgamError(f"factory: '{factory}' returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def factory_digest(factory: object, base: Path) -> str | None:
+    """SHA-256 of the factory module's source (every ``.py`` of a package), None if not in the recipe folder.
+
+    Installed and allowed modules are keyed by their version instead (see :func:`module_version`).
+    """
+    try:
+        module_name, _ = split_factory(factory)
+    except AmalgamError:
+        return None
+    origin = local_origin(module_name, base)
+    if origin is None:
+        return None
+    files = sorted(origin.rglob("*.py")) if origin.is_dir() else [origin]
+    h = hashlib.sha256()
+    for path in files:
+        h.update(str(path.relative_to(origin.parent)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def module_version(factory: object) -> str | None:
+    """The installed distribution version of an installed factory module, if any."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    try:
+        top = split_factory(factory)[0].split(".")[0]
+    except AmalgamError:
+        return None
+    for dist in packages_distributions().get(top, []):
+        try:
+            return f"{dist}=={version(dist)}"
+        except PackageNotFoundError:
+            continue
+    return None
