@@ -7,8 +7,9 @@ import torch
 
 from amalgam.cli import main
 from amalgam.config.recipe import load_recipe
-from amalgam.distill.mixup import mix_batch, with_live_rows
+from amalgam.distill.mixup import mix_batch
 from amalgam.distill.plan import prepare
+from amalgam.distill.targets import with_live_rows
 from amalgam.errors import RecipeError
 from amalgam.teachers.teacher import Teacher
 

@@ -20,31 +20,11 @@ import numpy as np
 import torch
 
 from amalgam.distill.plan import Plan
+from amalgam.distill.targets import Targets, apply_flip, live_targets
 from amalgam.teachers.teacher import Teacher
 
 # source fields that change how often an image is drawn, not what the teachers say about it
 SAMPLING_ONLY = frozenset({"weight"})
-
-# (teacher name, row indices in the batch) -> (target, tapped feature or None)
-Targets = Callable[[str, torch.Tensor], tuple[torch.Tensor, Optional[torch.Tensor]]]
-
-
-def apply_flip(t: torch.Tensor, flip: Optional[torch.Tensor]) -> torch.Tensor:
-    """Flips the rows of ``t`` (``[B, ..., W]``) where ``flip`` is true, along the last axis."""
-    if flip is None:
-        return t
-    return torch.where(flip.view(-1, *([1] * (t.dim() - 1))), t.flip(-1), t)
-
-
-def live_targets(teachers: dict[str, Teacher], images: torch.Tensor) -> Targets:
-    """Targets from running each teacher on the (already augmented) batch."""
-
-    def get(name: str, idx: torch.Tensor):
-        teacher = teachers[name]
-        out = teacher(images[idx])
-        return out, (teacher.tap.value if teacher.tap is not None else None)
-
-    return get
 
 
 def file_digest(path: Path) -> str:
@@ -221,3 +201,20 @@ def _shapes(teacher: Teacher, size: tuple) -> tuple[tuple, Optional[tuple]]:
     out = teacher(torch.rand(1, 3, *size, device=device))
     feat = tuple(teacher.tap.value.shape[1:]) if teacher.tap is not None else None
     return tuple(out.shape[1:]), feat
+
+
+def open_cache(plan: Plan, run_dir: Path, log: Callable[[str], None]) -> Optional[TeacherCache]:
+    """The teacher cache when ``train.cache_teachers`` is on and it fits ``train.cache_max_gb``."""
+    cfg = plan.recipe.train
+    if not cfg.cache_teachers:
+        log("teacher cache: off (train.cache_teachers: false): teachers run on every batch")
+        return None
+    need = TeacherCache.estimate_bytes(plan) / 1e9
+    if need > cfg.cache_max_gb:
+        log(f"teacher cache: off, it would take {need:.1f} GB > train.cache_max_gb {cfg.cache_max_gb}")
+        return None
+    log(
+        f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}; augmentation is the horizontal"
+        " flip only (geometric), applied to the cached outputs as to the images"
+    )
+    return TeacherCache(run_dir / "teacher_cache", plan, log)

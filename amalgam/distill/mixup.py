@@ -3,8 +3,9 @@
 A chosen share of the rows of the named sources is blended with another row of the same source
 (weight drawn uniformly in [0, 1]); student and teachers see the same blend. A blend is a new
 image, so its targets come from running the teachers on it, never from the teacher cache: the
-other rows keep their cached targets. Mixing only within a source keeps the blend inside the
-distribution the source's teachers know (items with items, scenes with scenes).
+other rows keep their cached targets (:func:`amalgam.distill.targets.with_live_rows`). Mixing only
+within a source keeps the blend inside the distribution the source's teachers know (items with
+items, scenes with scenes).
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-
-from amalgam.distill.cache import Targets
-from amalgam.teachers.teacher import Teacher
 
 
 def mix_batch(
@@ -52,33 +50,3 @@ def mix_batch(
         return images, None
     lam = torch.where(mixed, weight, torch.ones_like(weight)).view(-1, 1, 1, 1).to(images.dtype)
     return lam * images + (1 - lam) * images[partner], mixed
-
-
-def with_live_rows(targets: Targets, teachers: dict[str, Teacher], images: torch.Tensor, live: torch.Tensor) -> Targets:
-    """``targets`` for the other rows; rows where ``live`` is true are answered by the teacher on ``images``.
-
-    Live rows are never asked of ``targets``: a blend's raw image need not be cached, and a cache
-    lookup for it would run the teacher twice and count as a hit.
-    """
-
-    def get(name: str, idx: torch.Tensor):
-        rows = live[idx]
-        if not bool(rows.any()):
-            return targets(name, idx)
-        teacher = teachers[name]
-        fresh = teacher(images[idx[rows]])
-        fresh_feat = teacher.tap.value if teacher.tap is not None else None
-        if bool(rows.all()):
-            return fresh, fresh_feat
-        kept, kept_feat = targets(name, idx[~rows])
-        return _merge(rows, kept, fresh), (None if kept_feat is None else _merge(rows, kept_feat, fresh_feat))
-
-    return get
-
-
-def _merge(rows: torch.Tensor, kept: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
-    """One batch from ``kept`` (rows where ``rows`` is false) and ``fresh`` (where it is true)."""
-    out = kept.new_empty((rows.shape[0], *kept.shape[1:]))
-    out[~rows] = kept
-    out[rows] = fresh.to(out.dtype)
-    return out

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amalgam.distill.cache import Targets, live_targets
 from amalgam.distill.plan import Plan
+from amalgam.distill.targets import Targets, live_targets
 from amalgam.errors import AmalgamError
 from amalgam.kd import LOGIT_ENSEMBLES, FEEDLoss, SimilarityLoss
 from amalgam.registry import Registry

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from amalgam.evaluation.evaluate import Evaluation
 from amalgam.io import write_json
-from amalgam.training.engine import TrainResult
+from amalgam.training.result import TrainResult
 
 
 def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainResult | None) -> dict:

@@ -9,7 +9,7 @@ from typing import Iterable, Iterator, Optional, TypeVar
 
 import torch
 
-from amalgam.distill.cache import Targets
+from amalgam.distill.targets import Targets
 
 T = TypeVar("T")
 

@@ -1,0 +1,66 @@
+"""Teacher targets of one batch: what each teacher says about (some rows of) the batch.
+
+A :data:`Targets` callable answers ``(teacher name, row indices)`` with the teacher's output on
+those rows and its tapped feature (or None). Three kinds exist: live (the teachers run on the
+augmented batch, :func:`live_targets`), cached (:meth:`amalgam.distill.cache.TeacherCache.targets`)
+and blended (:func:`with_live_rows`: cached rows, with mixup's blends answered live).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from amalgam.teachers.teacher import Teacher
+
+# (teacher name, row indices in the batch) -> (target, tapped feature or None)
+Targets = Callable[[str, torch.Tensor], tuple[torch.Tensor, Optional[torch.Tensor]]]
+
+
+def apply_flip(t: torch.Tensor, flip: Optional[torch.Tensor]) -> torch.Tensor:
+    """Flips the rows of ``t`` (``[B, ..., W]``) where ``flip`` is true, along the last axis."""
+    if flip is None:
+        return t
+    return torch.where(flip.view(-1, *([1] * (t.dim() - 1))), t.flip(-1), t)
+
+
+def live_targets(teachers: dict[str, Teacher], images: torch.Tensor) -> Targets:
+    """Targets from running each teacher on the (already augmented) batch."""
+
+    def get(name: str, idx: torch.Tensor):
+        teacher = teachers[name]
+        out = teacher(images[idx])
+        return out, (teacher.tap.value if teacher.tap is not None else None)
+
+    return get
+
+
+def with_live_rows(targets: Targets, teachers: dict[str, Teacher], images: torch.Tensor, live: torch.Tensor) -> Targets:
+    """``targets`` for the other rows; rows where ``live`` is true are answered by the teacher on ``images``.
+
+    Live rows are never asked of ``targets``: a blend's raw image need not be cached, and a cache
+    lookup for it would run the teacher twice and count as a hit.
+    """
+
+    def get(name: str, idx: torch.Tensor):
+        rows = live[idx]
+        if not bool(rows.any()):
+            return targets(name, idx)
+        teacher = teachers[name]
+        fresh = teacher(images[idx[rows]])
+        fresh_feat = teacher.tap.value if teacher.tap is not None else None
+        if bool(rows.all()):
+            return fresh, fresh_feat
+        kept, kept_feat = targets(name, idx[~rows])
+        return _merge(rows, kept, fresh), (None if kept_feat is None else _merge(rows, kept_feat, fresh_feat))
+
+    return get
+
+
+def _merge(rows: torch.Tensor, kept: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+    """One batch from ``kept`` (rows where ``rows`` is false) and ``fresh`` (where it is true)."""
+    out = kept.new_empty((rows.shape[0], *kept.shape[1:]))
+    out[~rows] = kept
+    out[rows] = fresh.to(out.dtype)
+    return out

@@ -1,0 +1,80 @@
+"""Per-batch augmentation of distillation: the horizontal flip (``train.augment``) and ``train.mixup``.
+
+Every draw comes from one seeded generator that is checkpointed with the run, so a resumed run
+flips and blends what an uninterrupted one would. Under torchrun each process draws the values of
+the whole global batch and keeps its own slice: N processes augment what one process would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from amalgam.config.recipe import TrainConfig
+from amalgam.distill.mixup import mix_batch
+from amalgam.distill.targets import apply_flip
+
+
+def flip_mask(batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Which samples of a batch to flip left-right: a random half, drawn from ``generator``."""
+    return (torch.rand(batch, generator=generator) < 0.5).to(device)
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator, *dense: torch.Tensor):
+    """Flips a random half of the batch left-right (teachers and student see the same images).
+
+    Dense targets given in ``dense`` (``[B, ..., H, W]``) flip with their images; with none, the
+    flipped images are returned alone, else a tuple ``(images, *dense)``.
+    """
+    flip = flip_mask(images.shape[0], generator, images.device)
+    return apply_flip(images, flip) if not dense else (apply_flip(images, flip), *(apply_flip(t, flip) for t in dense))
+
+
+@dataclass
+class AugmentedBatch:
+    """One batch before and after augmentation.
+
+    Attributes:
+        raw: the un-augmented images (what the teacher cache is keyed by).
+        images: what the student and the teachers see.
+        flip: which rows were flipped (None without ``train.augment``).
+        mixed: which rows are blends (None when none are).
+    """
+
+    raw: torch.Tensor
+    images: torch.Tensor
+    flip: Optional[torch.Tensor]
+    mixed: Optional[torch.Tensor]
+
+
+class BatchAugment:
+    """Flips and blends batches as ``train.augment`` and ``train.mixup`` say.
+
+    Args:
+        cfg: the recipe's ``train`` section.
+        source_names: the training sources in loader order (mixup names its sources).
+        seed: the recipe's seed (the generator starts at ``seed + 1``).
+        local: this process's rows of the global batch.
+    """
+
+    def __init__(self, cfg: TrainConfig, source_names: list[str], seed: int, local: slice):
+        self.cfg = cfg
+        self.local = local
+        self.rng = torch.Generator().manual_seed(seed + 1)
+        self.mix_ids = [source_names.index(n) for n in cfg.mixup.sources] if cfg.mixup is not None else []
+
+    def _draw(self, rows: int) -> torch.Tensor:
+        return torch.rand(self.cfg.batch_size, generator=self.rng)[self.local][:rows]
+
+    def __call__(self, raw: torch.Tensor, source: torch.Tensor) -> AugmentedBatch:
+        rows = raw.shape[0]
+        flip = None
+        if self.cfg.augment:
+            flip = flip_mask(self.cfg.batch_size, self.rng, raw.device)[self.local][:rows]
+        images, mixed = apply_flip(raw, flip), None
+        if self.cfg.mixup is not None:
+            draws = (self._draw(rows), self._draw(rows), self._draw(rows))
+            images, mixed = mix_batch(images, source, self.mix_ids, self.cfg.mixup.fraction, draws)
+        return AugmentedBatch(raw, images, flip, mixed)

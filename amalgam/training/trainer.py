@@ -1,0 +1,277 @@
+"""The distillation Trainer: one object holding a run's state, one method per level of the loop.
+
+``fit`` runs the epochs, ``train_one_epoch`` the steps of one epoch, ``step`` one optimiser step
+on one batch; ``state_dict``/``load_state_dict`` are all ``--resume`` needs; ``callbacks`` are
+plain callables run after each epoch (:mod:`amalgam.training.callbacks`). Shaped after
+torchvision's classification reference, smaller.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from amalgam.distill.cache import open_cache
+from amalgam.distill.objective import Objective
+from amalgam.distill.plan import Plan
+from amalgam.distill.targets import Targets, live_targets, with_live_rows
+from amalgam.errors import AmalgamError
+from amalgam.io import atomic_save
+from amalgam.training.augment import AugmentedBatch, BatchAugment
+from amalgam.training.callbacks import EpochEnd, save_checkpoint, tensorboard_writer, write_train_log
+from amalgam.training.distributed import DistContext
+from amalgam.training.interrupt import StopRequest
+from amalgam.training.loader import make_loader, replay_epochs
+from amalgam.training.optim import build_optimizer, build_scheduler
+from amalgam.training.profiling import StepTimer
+from amalgam.training.progress import bar_for
+from amalgam.training.result import TrainResult
+from amalgam.training.runtime import autocast_for, grad_scaler_for, seed_everything
+
+
+class Trainer:
+    """Trains a student from the teachers' outputs alone (no ground truth is read).
+
+    Args:
+        plan: the resolved amalgamation (teachers, sources, recipe).
+        student: the student; it is trained in place and stays the module that is saved.
+        run_dir: where ``checkpoint.pt``, ``train_log.csv`` and the teacher cache go.
+        device: where the student, the objective and the teachers run.
+        log: progress lines.
+        ctx: torchrun's process group (the student runs in DistributedDataParallel; rank 0 writes).
+        timer: splits each step's time into data / teachers / student / optimizer (tools/bench.py).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        student: nn.Module,
+        run_dir: Path,
+        device: torch.device,
+        log: Callable[[str], None] = print,
+        ctx: DistContext = DistContext(),
+        timer: Optional[StepTimer] = None,
+    ):
+        self.plan, self.student, self.run_dir, self.device, self.log, self.ctx = (
+            plan,
+            student,
+            run_dir,
+            device,
+            log,
+            ctx,
+        )
+        self.timer = timer or StepTimer(enabled=False)
+        self.cfg = cfg = plan.recipe.train
+        seed_everything(plan.recipe.seed)
+        # the objective before the cache: it taps the teachers whose features the cache stores
+        self.objective = Objective(plan, student)
+        for module in (student, self.objective, *plan.teachers.values()):
+            module.to(device)
+        self.loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx)
+        self.cache = open_cache(plan, run_dir, log) if ctx.is_main else None
+        ctx.barrier()  # rank 0 made the cache files; the others open them
+        if not ctx.is_main:
+            self.cache = open_cache(plan, run_dir, lambda msg: None)
+        self.model = self._wrap(student)
+        local = ctx.local_batch(cfg.batch_size)
+        params = [p for p in list(student.parameters()) + list(self.objective.parameters()) if p.requires_grad]
+        self.optimizer = build_optimizer(params, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, max(1, cfg.epochs * len(self.loader)))
+        self.scaler = grad_scaler_for(device)
+        self.result = TrainResult(cfg.epochs, 0.0, 0)
+        self.augment = BatchAugment(
+            cfg, plan.sources.names, plan.recipe.seed, slice(ctx.rank * local, (ctx.rank + 1) * local)
+        )
+        self.epoch = 0  # finished epochs
+        self.partial: Optional[dict] = None  # where Ctrl-C stopped the next epoch: {epoch, step, sums, count}
+        self.partial_rng: Optional[torch.Tensor] = None  # the global RNG where ``partial`` stopped
+        self.stop: Optional[StopRequest] = None
+        self._clock = time.perf_counter()
+        self.callbacks: list[EpochEnd] = self._default_callbacks()
+
+    def _wrap(self, student: nn.Module) -> nn.Module:
+        """The module the steps call: the student, in DDP under torchrun, compiled if asked."""
+        if self.cfg.student_channels_last:
+            student.to(memory_format=torch.channels_last)
+        model = student
+        if self.ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(student, device_ids=ids, find_unused_parameters=True)
+        if self.cfg.compile:  # the plain student stays the one that is saved and evaluated
+            self.log("train.compile: compiling the student (the first steps are slow)")
+            model = torch.compile(model)
+        return model
+
+    def _default_callbacks(self) -> list[EpochEnd]:
+        if not self.ctx.is_main:
+            return []
+        board = tensorboard_writer(self.run_dir, self.log) if self.cfg.tensorboard else None
+        return [cb for cb in (board, save_checkpoint, write_train_log) if cb is not None]
+
+    def fit(self, resume: Optional[dict] = None) -> TrainResult:
+        """Trains the remaining epochs (all of them, or those after ``resume``'s checkpoint).
+
+        The first Ctrl-C finishes the current step, saves the checkpoint and raises
+        ``KeyboardInterrupt``; a second one stops at once.
+        """
+        if resume is not None:
+            self.load_state_dict(resume)
+            at = f", from step {self.partial['step']} of epoch {self.partial['epoch']}" if self.partial else ""
+            self.log(f"resuming after epoch {self.epoch} of {self.cfg.epochs}{at}")
+        self._clock = time.perf_counter() - self.result.seconds
+        with StopRequest(enabled=not self.ctx.enabled) as self.stop:
+            for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
+                row = self.train_one_epoch(epoch)
+                for callback in self.callbacks:
+                    callback(self, row)
+        self.stop = None
+        self.result.seconds = time.perf_counter() - self._clock
+        return self.result
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        """One epoch (or the rest of one stopped by Ctrl-C); returns its row of ``train_log.csv``."""
+        self.student.train()
+        batches = iter(self.loader)
+        done, sums, count = self._skip_done_steps(batches, epoch)
+        bar = bar_for(self.log, len(self.loader), f"epoch {epoch}/{self.cfg.epochs}")
+        bar.skip(done)
+        # this epoch's pace, not the run's average: a resumed or once-slowed run shows its speed now
+        started, images_before = time.perf_counter(), self.result.images
+        for step, batch in enumerate(self.timer.iterate(batches), done + 1):
+            try:
+                loss, parts = self.step(batch)
+            except AmalgamError as exc:
+                kept = f"; last good checkpoint: {self.run_dir / 'checkpoint.pt'}" if epoch > 1 else ""
+                raise AmalgamError(f"epoch {epoch} step {step}: {exc}{kept}") from None
+            for key, value in {"loss": loss, **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            bar.update(1, loss=loss, img_s=(self.result.images - images_before) / (time.perf_counter() - started))
+            if self.stop is not None and self.stop.requested:
+                bar.close()
+                self._save_stopped(epoch, step, sums, count)
+        bar.close()
+        return self._finish_epoch(epoch, sums, count, len(self.loader) - done, started, images_before)
+
+    def _skip_done_steps(self, batches, epoch: int) -> tuple[int, dict, int]:
+        """Continues an epoch stopped by Ctrl-C: draws its finished batches again, unused."""
+        if self.partial is None or self.partial["epoch"] != epoch:
+            return 0, {}, 0
+        done = self.partial["step"]
+        for _ in range(done):
+            next(batches)
+        torch.set_rng_state(self.partial_rng)
+        return done, dict(self.partial["sums"]), self.partial["count"]
+
+    def step(self, batch: dict) -> tuple[float, dict[str, float]]:
+        """One optimiser step on one batch; returns the loss and each term's unweighted value."""
+        raw = batch["image"].to(self.device, non_blocking=True)
+        source = batch["source"].to(self.device, non_blocking=True)
+        aug = self.augment(raw, source)
+        images = aug.images
+        if self.cfg.student_channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = self._targets(aug, batch)
+        with self.timer.section("student"):  # minus "teachers", which runs inside
+            with autocast_for(self.device):
+                out = self.model(images)
+                loss, parts = self.objective(out, images, source, self.timer.wrap(targets))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.ctx.average_grads(p for p in self.objective.parameters() if p.requires_grad)
+        with self.timer.section("optimizer"):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+        self.result.images += images.shape[0] * self.ctx.world
+        return loss.item(), parts
+
+    def _targets(self, aug: AugmentedBatch, batch: dict) -> Targets:
+        """The teachers' answers: cached for plain rows when the cache is on, live for blends."""
+        if self.cache is None:
+            return live_targets(self.plan.teachers, aug.images)
+        targets = self.cache.targets(aug.raw, batch["source"], batch["index"], aug.flip)
+        if aug.mixed is not None:  # blends are new images: their teachers run live
+            targets = with_live_rows(targets, self.plan.teachers, aug.images, aug.mixed)
+        return targets
+
+    def _finish_epoch(self, epoch: int, sums: dict, count: int, steps: int, started: float, images_before: int) -> dict:
+        """The epoch's row (mean of each term, timings, cache hit rate), logged and kept in the history."""
+        elapsed = time.perf_counter() - self._clock
+        self.result.seconds = elapsed
+        row = {"epoch": epoch, "seconds": round(elapsed, 2), "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update({k: v / max(count, 1) for k, v in sums.items()})
+        row.update({f"time_{k}": round(v, 3) for k, v in self.timer.seconds.items()})  # cumulative
+        self.result.history.append(row)
+        epoch_seconds = time.perf_counter() - started
+        eta = epoch_seconds / max(1, steps) * len(self.loader) * (self.cfg.epochs - epoch)
+        if self.cache is not None:
+            hits, misses = self.cache.flush()
+            row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
+        self.log(
+            f"epoch {epoch}/{self.cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({_terms(row)}) "
+            f"{(self.result.images - images_before) / epoch_seconds:.1f} img/s, eta {eta:.0f}s"
+        )
+        self.epoch, self.partial = epoch, None
+        return row
+
+    def _save_stopped(self, epoch: int, step: int, sums: dict, count: int) -> None:
+        """After Ctrl-C: saves the state mid-epoch (resume continues after ``step``) and stops."""
+        if self.cache is not None:
+            self.cache.flush()
+        self.result.seconds = time.perf_counter() - self._clock
+        self.partial = {"epoch": epoch, "step": step, "sums": sums, "count": count}
+        atomic_save(self.state_dict(), self.run_dir / "checkpoint.pt")
+        self.log(
+            f"stopped by Ctrl-C in epoch {epoch} after step {step}/{len(self.loader)}: "
+            f"saved {self.run_dir / 'checkpoint.pt'}; continue with --resume"
+        )
+        raise KeyboardInterrupt
+
+    def state_dict(self) -> dict:
+        """Everything ``--resume`` needs to continue after ``self.epoch`` finished epochs
+        (and, after Ctrl-C, from the step in ``partial``)."""
+        state = {
+            "epoch": self.epoch,
+            "student": self.student.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "flip_rng": self.augment.rng.get_state(),
+            "history": self.result.history,
+            "images": self.result.images,
+            "seconds": self.result.seconds,
+            "recipe": self.plan.recipe.model_dump(mode="json", exclude={"output"}),
+        }
+        if self.partial is not None:
+            state["partial"] = self.partial
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores a checkpoint's state, random streams included, so the run ends as an uninterrupted one."""
+        self.student.load_state_dict(state["student"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.augment.rng.set_state(state["flip_rng"])
+        self.result.history, self.result.images = list(state["history"]), state["images"]
+        self.result.seconds = state["seconds"]
+        self.epoch = state["epoch"]
+        self.partial = state.get("partial")
+        self.partial_rng = state["torch_rng"]  # set again once a stopped epoch's finished batches are redrawn
+        replay_epochs(self.loader, self.epoch)
+
+
+def _terms(row: dict) -> str:
+    """The loss terms of an epoch row as ``name value`` pairs (plus the cache hit rate)."""
+    skip = ("epoch", "seconds", "lr", "loss", "cache_hit_rate")
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in skip and not k.startswith("time_"))
+    if "cache_hit_rate" in row:
+        terms += f"; teacher cache hits {row['cache_hit_rate']:.0%}"
+    return terms
