@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: env data zoo demo test bench lint clean
+.PHONY: env data zoo demo test wheel-check bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: zoo
 
 test: env
 	$(PY) -m pytest -q
+
+# CI: build the wheel, install it (not editable) in a clean venv, run `amalgam tasks` and a tiny build.
+wheel-check: env
+	$(PY) tools/check_wheel.py
 
 lint: env
 	$(VENV)/bin/ruff check amalgam tasks tools tests recipes examples
