@@ -85,12 +85,12 @@ def load(recipe_path: Path, train_images: int, test_images: int, log) -> tuple[D
     logits, flipped, feats = {}, {}, {}
     flip = build_subteacher("multi_transform", {"flip": True})
     for name, teacher in teachers.items():
-        teacher.tap = FeatureTap(TAPS[name])
-        teacher.tap.attach(teacher.model, name)
+        tap = FeatureTap.on(teacher.model, TAPS[name], name)
         outs, maps, flips = [], [], []
         for chunk in images.split(500):
-            outs.append(teacher(chunk))
-            maps.append(teacher.tap.value.half())
+            out, feature = teacher.answer(chunk, tap)
+            outs.append(out)
+            maps.append(feature.half())
             teacher.sub = flip
             flips.append(teacher(chunk))
             teacher.sub = None

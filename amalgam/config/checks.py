@@ -105,10 +105,10 @@ def check_recipe(recipe: Recipe) -> None:
         )
     if amal.ensemble is not None:
         at_key("amalgamation.ensemble.type", LOGIT_ENSEMBLES.get, amal.ensemble.type)
-        if amal.ensemble.type == "confidence":
+        if LOGIT_ENSEMBLES.get(amal.ensemble.type).needs_labels:
             raise RecipeError(
                 "amalgamation.ensemble.type",
-                "'confidence' weighs teachers by their loss on labels; amalgamation has none",
+                f"'{amal.ensemble.type}' weighs teachers by their loss on labels; amalgamation has none",
             )
     if isinstance(amal.task_weights, dict):
         valid = set(recipe.teachers) | {t.task for t in recipe.teachers.values()}

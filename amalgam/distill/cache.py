@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from amalgam.distill.plan import Plan
-from amalgam.distill.targets import Targets, apply_flip, live_targets
-from amalgam.teachers.teacher import Teacher
+from amalgam.distill.targets import Taps, Targets, apply_flip, ask, live_targets
+from amalgam.teachers.teacher import FeatureTap, Teacher
 
 # source fields that change how often an image is drawn, not what the teachers say about it
 SAMPLING_ONLY = frozenset({"weight"})
@@ -36,8 +36,8 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def teacher_key(plan: Plan, name: str) -> dict:
-    """Everything a teacher's cached outputs depend on."""
+def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
+    """Everything a teacher's cached outputs depend on (``taps``: the features stored with them)."""
     recipe = plan.recipe
     cfg = recipe.teachers[name]
     files = {}
@@ -57,7 +57,7 @@ def teacher_key(plan: Plan, name: str) -> dict:
     return {
         "format": "amalgam-teacher-cache/1",
         "teacher": cfg.model_dump(mode="json", exclude={"eval"}),
-        "tap": plan.teachers[name].tap.module_name if plan.teachers[name].tap else None,
+        "tap": taps[name].module_name if name in (taps or {}) else None,
         "files": files,
         "image_size": list(recipe.data.image_size),
         "sources": sources,
@@ -97,10 +97,13 @@ class TeacherCache:
         root: folder for the stores (``<run>/teacher_cache``).
         plan: the resolved amalgamation (teachers, sources).
         log: progress messages.
+        taps: the teachers' features to store beside their outputs (the Objective's
+            ``teacher_taps``); part of the store's key, so a store is never read with other taps.
     """
 
-    def __init__(self, root: Path, plan: Plan, log: Callable[[str], None] = print):
+    def __init__(self, root: Path, plan: Plan, log: Callable[[str], None] = print, taps: Optional[Taps] = None):
         self.plan = plan
+        self.taps: Taps = dict(taps or {})
         self.starts = plan.sources.offsets
         self.stores: dict[str, _Store] = {}
         self.hits = self.misses = 0
@@ -109,14 +112,14 @@ class TeacherCache:
             if not teacher.deterministic:
                 log(f"teacher cache '{name}': not cached, its {plan.recipe.teachers[name].wrap.type} sub-teachers vary")
                 continue
-            out, feat = _shapes(teacher, size)
+            out, feat = _shapes(teacher, size, self.taps.get(name))
             offsets, rows = {}, 0
             for sid in plan.source_ids[name]:
                 offsets[sid] = rows
                 rows += len(plan.sources.sets[sid])
             folder = root / name
             folder.mkdir(parents=True, exist_ok=True)
-            key = teacher_key(plan, name)
+            key = teacher_key(plan, name, self.taps)
             meta = folder / "meta.json"
             fresh = not meta.exists() or _comparable(json.loads(meta.read_text())) != key
             if fresh:
@@ -137,7 +140,7 @@ class TeacherCache:
             log(f"teacher cache '{name}': {rows:,} rows of {list(out)} fp16, {done:,} already filled")
 
     @staticmethod
-    def estimate_bytes(plan: Plan) -> int:
+    def estimate_bytes(plan: Plan, taps: Optional[Taps] = None) -> int:
         """Disk the stores would take if every row were filled."""
         size = tuple(plan.recipe.data.image_size)
         total = 0
@@ -145,7 +148,7 @@ class TeacherCache:
             if not teacher.deterministic:
                 continue
             rows = sum(len(plan.sources.sets[s]) for s in plan.source_ids[name])
-            out, feat = _shapes(teacher, size)
+            out, feat = _shapes(teacher, size, (taps or {}).get(name))
             total += rows * 2 * (int(np.prod(out)) + (int(np.prod(feat)) if feat else 0))
         return total
 
@@ -158,18 +161,18 @@ class TeacherCache:
         def get(name: str, idx: torch.Tensor):
             teacher = self.plan.teachers[name]
             if name not in self.stores:  # stochastic: runs live on the augmented images
-                return live_targets(self.plan.teachers, apply_flip(images, flip))(name, idx)
+                return live_targets(self.plan.teachers, apply_flip(images, flip), self.taps)(name, idx)
             store = self.stores[name]
             idx_cpu = idx.cpu()
             rows = store.rows(source[idx_cpu], index[idx_cpu], self.starts)
             missing = ~store.filled[rows]
             if missing.any():
                 miss = torch.from_numpy(np.nonzero(missing)[0])
-                out = teacher(images[idx[miss.to(idx.device)]])
+                out, feature = ask(teacher, images[idx[miss.to(idx.device)]], self.taps.get(name))
                 new_rows = rows[missing]
                 store.outputs[new_rows] = out.float().cpu().numpy().astype(np.float16)
                 if store.features is not None:
-                    store.features[new_rows] = teacher.tap.value.float().cpu().numpy().astype(np.float16)
+                    store.features[new_rows] = feature.float().cpu().numpy().astype(np.float16)
                 store.filled[new_rows] = True
             self.misses += int(missing.sum())
             self.hits += int((~missing).sum())
@@ -195,21 +198,25 @@ class TeacherCache:
         return counts
 
 
-def _shapes(teacher: Teacher, size: tuple) -> tuple[tuple, Optional[tuple]]:
+def _shapes(teacher: Teacher, size: tuple, tap: Optional[FeatureTap]) -> tuple[tuple, Optional[tuple]]:
     """Per-image shapes of the teacher's output and tapped feature on a student-sized image."""
     device = next(iter(teacher.model.parameters()), torch.empty(0)).device
-    out = teacher(torch.rand(1, 3, *size, device=device))
-    feat = tuple(teacher.tap.value.shape[1:]) if teacher.tap is not None else None
+    out, feature = ask(teacher, torch.rand(1, 3, *size, device=device), tap)
+    feat = tuple(feature.shape[1:]) if feature is not None else None
     return tuple(out.shape[1:]), feat
 
 
-def open_cache(plan: Plan, run_dir: Path, log: Callable[[str], None]) -> Optional[TeacherCache]:
-    """The teacher cache when ``train.cache_teachers`` is on and it fits ``train.cache_max_gb``."""
+def open_cache(plan: Plan, run_dir: Path, taps: Taps, log: Callable[[str], None]) -> Optional[TeacherCache]:
+    """The teacher cache when ``train.cache_teachers`` is on and it fits ``train.cache_max_gb``.
+
+    ``taps`` are the features the objective reads (``Objective.teacher_taps``): taking them here
+    is what orders the two, since the objective makes the taps the cache stores and is keyed by.
+    """
     cfg = plan.recipe.train
     if not cfg.cache_teachers:
         log("teacher cache: off (train.cache_teachers: false): teachers run on every batch")
         return None
-    need = TeacherCache.estimate_bytes(plan) / 1e9
+    need = TeacherCache.estimate_bytes(plan, taps) / 1e9
     if need > cfg.cache_max_gb:
         log(f"teacher cache: off, it would take {need:.1f} GB > train.cache_max_gb {cfg.cache_max_gb}")
         return None
@@ -217,4 +224,4 @@ def open_cache(plan: Plan, run_dir: Path, log: Callable[[str], None]) -> Optiona
         f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}; augmentation is the horizontal"
         " flip only (geometric), applied to the cached outputs as to the images"
     )
-    return TeacherCache(run_dir / "teacher_cache", plan, log)
+    return TeacherCache(run_dir / "teacher_cache", plan, log, taps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Optional
 
 import torch
@@ -120,25 +121,28 @@ class Objective(nn.Module):
                 self.known_classes[term] = proj.any(0)
         self.adapters = nn.ModuleDict()
         self.ensembles = nn.ModuleDict()
+        #: the features this objective reads, tapped here and nowhere else: the student's, and each
+        #: tapped teacher's (what a teacher cache must store: :func:`amalgam.distill.cache.open_cache`)
         self.student_tap: Optional[FeatureTap] = None
-        needs_gate = amal.ensemble is not None and amal.ensemble.type == "gate"
-        if amal.features != "none" or needs_gate:
+        self.teacher_taps: dict[str, FeatureTap] = {}
+        ensemble = LOGIT_ENSEMBLES.get(amal.ensemble.type) if amal.ensemble is not None else None
+        needs_features = ensemble is not None and ensemble.needs_features
+        if amal.features != "none" or needs_features:
             self._tap_student(student, amal.student_tap or default_student_tap(student.spec))
         if amal.features != "none":
             self._build_feature_terms(FEATURE_TERMS.get(amal.features), amal.taps)
         for term, group in self.terms.items():
             if len(group) > 1:
-                extra = {"in_features": self.student_tap.value.shape[1]} if needs_gate else {}
-                self.ensembles[term] = LOGIT_ENSEMBLES.get(amal.ensemble.type)(
-                    num_teachers=len(group), **amal.ensemble.kwargs(), **extra
-                )
+                extra = {"in_features": self.student_tap.value.shape[1]} if needs_features else {}
+                self.ensembles[term] = ensemble(num_teachers=len(group), **amal.ensemble.kwargs(), **extra)
+        # the hooks go when the objective does (they hold no reference to it)
+        weakref.finalize(self, _detach, [self.student_tap, *self.teacher_taps.values()])
 
     def _dummy(self) -> torch.Tensor:
         return torch.rand(2, 3, *tuple(self.plan.recipe.data.image_size))
 
     def _tap_student(self, student: nn.Module, module_name: str) -> None:
-        self.student_tap = FeatureTap(module_name)
-        self.student_tap.attach(student, "amalgamation.student_tap")
+        self.student_tap = FeatureTap.on(student, module_name, "amalgamation.student_tap")
         was_training = student.training
         student.eval()
         with torch.no_grad():
@@ -148,10 +152,10 @@ class Objective(nn.Module):
     def _build_feature_terms(self, make, taps: dict[str, str]) -> None:
         for name, module_name in taps.items():
             teacher = self.plan.teachers[name]
-            teacher.tap = FeatureTap(module_name)
-            teacher.tap.attach(teacher.model, f"amalgamation.taps.{name}")
-            teacher(self._dummy())
-            self.adapters[name] = make(self.student_tap.value.shape[1], teacher.tap.value.shape[1])
+            tap = FeatureTap.on(teacher.model, module_name, f"amalgamation.taps.{name}")
+            self.teacher_taps[name] = tap
+            _, feature = teacher.answer(self._dummy(), tap)
+            self.adapters[name] = make(self.student_tap.value.shape[1], feature.shape[1])
 
     def weight(self, term: str, loss: torch.Tensor) -> torch.Tensor:
         """Fixed weight, or Kendall et al.'s ``exp(-s) * L + s`` with a learned ``s`` per term."""
@@ -173,7 +177,7 @@ class Objective(nn.Module):
         ``targets`` supplies each teacher's output (e.g. from the teacher cache); by default the
         teachers run on ``images``.
         """
-        targets = targets or live_targets(self.plan.teachers, images)
+        targets = targets or live_targets(self.plan.teachers, images, self.teacher_taps)
         total = images.new_zeros(())
         parts: dict[str, float] = {}
         for term, group in self.terms.items():
@@ -237,6 +241,12 @@ def domain_weights(student_logits: torch.Tensor, known: torch.Tensor) -> torch.T
     probability keeps such answers from pulling the student's scores among the teacher's labels.
     """
     return student_logits.float().softmax(1)[:, known.to(student_logits.device)].sum(1)
+
+
+def _detach(taps: list[Optional[FeatureTap]]) -> None:
+    for tap in taps:
+        if tap is not None:
+            tap.detach()
 
 
 def _check_finite(loss: torch.Tensor, term: str, task: str) -> None:

@@ -12,10 +12,13 @@ from typing import Callable, Optional
 
 import torch
 
-from amalgam.teachers.teacher import Teacher
+from amalgam.teachers.teacher import FeatureTap, Teacher
 
 # (teacher name, row indices in the batch) -> (target, tapped feature or None)
 Targets = Callable[[str, torch.Tensor], tuple[torch.Tensor, Optional[torch.Tensor]]]
+
+# teacher name -> the tap whose feature its targets carry (made by the Objective, which uses them)
+Taps = dict[str, FeatureTap]
 
 
 def apply_flip(t: torch.Tensor, flip: Optional[torch.Tensor]) -> torch.Tensor:
@@ -25,31 +28,44 @@ def apply_flip(t: torch.Tensor, flip: Optional[torch.Tensor]) -> torch.Tensor:
     return torch.where(flip.view(-1, *([1] * (t.dim() - 1))), t.flip(-1), t)
 
 
-def live_targets(teachers: dict[str, Teacher], images: torch.Tensor) -> Targets:
-    """Targets from running each teacher on the (already augmented) batch."""
+def ask(
+    teacher: Teacher, images: torch.Tensor, tap: Optional[FeatureTap]
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """A teacher's output on ``images`` and the feature ``tap`` read in that call (None without a tap)."""
+    if tap is None:
+        return teacher(images), None
+    return teacher.answer(images, tap)
+
+
+def live_targets(teachers: dict[str, Teacher], images: torch.Tensor, taps: Optional[Taps] = None) -> Targets:
+    """Targets from running each teacher on the (already augmented) batch, with ``taps``' features."""
+    taps = taps or {}
 
     def get(name: str, idx: torch.Tensor):
-        teacher = teachers[name]
-        out = teacher(images[idx])
-        return out, (teacher.tap.value if teacher.tap is not None else None)
+        return ask(teachers[name], images[idx], taps.get(name))
 
     return get
 
 
-def with_live_rows(targets: Targets, teachers: dict[str, Teacher], images: torch.Tensor, live: torch.Tensor) -> Targets:
+def with_live_rows(
+    targets: Targets,
+    teachers: dict[str, Teacher],
+    images: torch.Tensor,
+    live: torch.Tensor,
+    taps: Optional[Taps] = None,
+) -> Targets:
     """``targets`` for the other rows; rows where ``live`` is true are answered by the teacher on ``images``.
 
     Live rows are never asked of ``targets``: a blend's raw image need not be cached, and a cache
     lookup for it would run the teacher twice and count as a hit.
     """
+    taps = taps or {}
 
     def get(name: str, idx: torch.Tensor):
         rows = live[idx]
         if not bool(rows.any()):
             return targets(name, idx)
-        teacher = teachers[name]
-        fresh = teacher(images[idx[rows]])
-        fresh_feat = teacher.tap.value if teacher.tap is not None else None
+        fresh, fresh_feat = ask(teachers[name], images[idx[rows]], taps.get(name))
         if bool(rows.all()):
             return fresh, fresh_feat
         kept, kept_feat = targets(name, idx[~rows])

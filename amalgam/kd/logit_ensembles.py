@@ -30,7 +30,15 @@ def kd_loss(student_logits: torch.Tensor, target: torch.Tensor, temperature: flo
 
 
 class LogitEnsemble(nn.Module):
-    """Base: per-sample weights from :meth:`weights`, target = sum_k w_k softmax(z_k / T)."""
+    """Base: per-sample weights from :meth:`weights`, target = sum_k w_k softmax(z_k / T).
+
+    Class attributes say what a loop must give: ``needs_features`` (the student's features, and an
+    ``in_features`` constructor argument: their width) and ``needs_labels`` (ground truth, which
+    amalgamation never has).
+    """
+
+    needs_features: bool = False
+    needs_labels: bool = False
 
     def __init__(self, num_teachers: int):
         super().__init__()
@@ -89,6 +97,8 @@ class LearnedGate(LogitEnsemble):
     is trained by the distillation loss together with the student.
     """
 
+    needs_features = True
+
     def __init__(self, num_teachers: int, in_features: int, hidden: int = 0):
         super().__init__(num_teachers)
         if hidden:
@@ -118,6 +128,8 @@ class EntropyEnsemble(LogitEnsemble):
 class ConfidenceEnsemble(LogitEnsemble):
     """CA-MKD (Zhang et al., ICASSP 2022): ``w_k = (1 - softmax_k(CE_k)) / (K - 1)`` with ``CE_k``
     each teacher's cross-entropy against the label; needs labels (and K >= 2)."""
+
+    needs_labels = True
 
     def weights(self, logits, features, labels):
         if labels is None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from amalgam.config.recipe import InputSpec, Recipe, TeacherConfig
 from amalgam.errors import AmalgamError
@@ -37,10 +38,22 @@ def to_input(images: torch.Tensor, size: tuple[int, int], channels: int, mean, s
 
 @dataclass
 class FeatureTap:
-    """Keeps the latest output of a named submodule through a forward hook."""
+    """Keeps the latest output of a named submodule through a forward hook.
+
+    Made attached with :meth:`on` (the hook handle is kept: :meth:`detach` removes it). Whoever
+    makes a tap owns it; a teacher is never tapped behind its back (see :meth:`Teacher.answer`).
+    """
 
     module_name: str
     value: Optional[torch.Tensor] = None
+    handle: Optional[RemovableHandle] = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def on(cls, model: nn.Module, module_name: str, owner: str) -> "FeatureTap":
+        """A tap attached to ``module_name`` of ``model``; errors name ``owner`` (a recipe key)."""
+        tap = cls(module_name)
+        tap.attach(model, owner)
+        return tap
 
     def attach(self, model: nn.Module, owner: str) -> None:
         """Hooks ``module_name`` of ``model``; raises naming the owner if it does not exist."""
@@ -53,7 +66,14 @@ class FeatureTap:
             raise AmalgamError(f"{owner}: no module named '{self.module_name}' (e.g. {', '.join(names)})") from None
         if isinstance(module, torch.jit.ScriptModule):
             raise AmalgamError(f"{owner}: cannot tap '{self.module_name}' of a TorchScript model")
-        module.register_forward_hook(self._store)
+        self.detach()
+        self.handle = module.register_forward_hook(self._store)
+
+    def detach(self) -> None:
+        """Removes the hook (the last value stays readable)."""
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
 
     def _store(self, module: nn.Module, args, output) -> None:
         self.value = output[0] if isinstance(output, (tuple, list)) else output
@@ -112,16 +132,26 @@ class Teacher(nn.Module):
             self.output_choice = resolve(raw, self.output_key)
         return self.task.convert_output(self.output_choice.apply(raw), self.output_kind)
 
-    @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.prepare(images)
-        if self.sub is None:
-            return self.run(x)
-        if self.tap is None:
-            return self.sub(self.run, self.model, self.task, x)
-        return self._wrapped_with_tap(x)
+        return self.answer(images)[0]
 
-    def _wrapped_with_tap(self, x: torch.Tensor) -> torch.Tensor:
+    @torch.inference_mode()
+    def answer(
+        self, images: torch.Tensor, tap: Optional[FeatureTap] = None
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The output on ``images`` and the feature ``tap`` (a tap on this teacher's model) read.
+
+        ``tap`` defaults to the teacher's own ``tap``; with neither, the feature is None. A wrapped
+        teacher's feature is the one of the unchanged input (see :meth:`_wrapped_with_tap`).
+        """
+        tap = tap if tap is not None else self.tap
+        x = self.prepare(images)
+        if tap is None:
+            return (self.run(x) if self.sub is None else self.sub(self.run, self.model, self.task, x)), None
+        out = self.run(x) if self.sub is None else self._wrapped_with_tap(x, tap)
+        return out, tap.value
+
+    def _wrapped_with_tap(self, x: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
         """A wrapped teacher's output, leaving in ``tap`` the feature of the unchanged input.
 
         A wrapper's last run may be on a mirrored or rescaled input, whose feature does not line
@@ -132,22 +162,15 @@ class Teacher(nn.Module):
         def run(inp: torch.Tensor) -> torch.Tensor:
             out = self.run(inp)
             if inp is x and not kept:
-                kept.append(self.tap.value)
+                kept.append(tap.value)
             return out
 
         out = self.sub(run, self.model, self.task, x)
         if not kept:
             self.run(x)
-            kept.append(self.tap.value)
-        self.tap.value = kept[0]
+            kept.append(tap.value)
+        tap.value = kept[0]
         return out
-
-    def output_note(self) -> str:
-        """Which output is distilled and why, for the log and ``amalgam inspect``."""
-        choice = self.output_choice
-        if choice is None or choice.key is None:
-            return "the output tensor"
-        return f"output '{choice.key}' ({choice.reason})"
 
     def num_params(self) -> int:
         """Parameter count of the network."""

@@ -67,15 +67,15 @@ class Trainer:
         self.timer = timer or StepTimer(enabled=False)
         self.cfg = cfg = plan.recipe.train
         seed_everything(plan.recipe.seed)
-        # the objective before the cache: it taps the teachers whose features the cache stores
         self.objective = Objective(plan, student)
         for module in (student, self.objective, *plan.teachers.values()):
             module.to(device)
         self.loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx)
-        self.cache = open_cache(plan, run_dir, log) if ctx.is_main else None
+        taps = self.objective.teacher_taps  # the cache stores (and is keyed by) what the objective reads
+        self.cache = open_cache(plan, run_dir, taps, log) if ctx.is_main else None
         ctx.barrier()  # rank 0 made the cache files; the others open them
         if not ctx.is_main:
-            self.cache = open_cache(plan, run_dir, lambda msg: None)
+            self.cache = open_cache(plan, run_dir, taps, lambda msg: None)
         self.model = self._wrap(student)
         local = ctx.local_batch(cfg.batch_size)
         params = [p for p in list(student.parameters()) + list(self.objective.parameters()) if p.requires_grad]
@@ -193,10 +193,10 @@ class Trainer:
     def _targets(self, aug: AugmentedBatch, batch: dict) -> Targets:
         """The teachers' answers: cached for plain rows when the cache is on, live for blends."""
         if self.cache is None:
-            return live_targets(self.plan.teachers, aug.images)
+            return live_targets(self.plan.teachers, aug.images, self.objective.teacher_taps)
         targets = self.cache.targets(aug.raw, batch["source"], batch["index"], aug.flip)
         if aug.mixed is not None:  # blends are new images: their teachers run live
-            targets = with_live_rows(targets, self.plan.teachers, aug.images, aug.mixed)
+            targets = with_live_rows(targets, self.plan.teachers, aug.images, aug.mixed, self.objective.teacher_taps)
         return targets
 
     def _finish_epoch(self, epoch: int, sums: dict, count: int, steps: int, started: float, images_before: int) -> dict:

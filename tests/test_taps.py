@@ -1,0 +1,66 @@
+"""Feature taps are owned by whoever makes them: the objective taps, the teacher cache is handed the taps."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.cache import TeacherCache, open_cache, teacher_key
+from amalgam.distill.objective import Objective
+from amalgam.distill.plan import prepare
+from amalgam.distill.targets import live_targets
+from amalgam.students.build import build_student
+from amalgam.teachers.teacher import FeatureTap
+
+QUIET = lambda msg: None  # noqa: E731
+
+
+def tapped_plan(world, *extra):
+    recipe = load_recipe(world, ["amalgamation.features=adapters", "amalgamation.taps={seg-a: body}", *extra])
+    return prepare(recipe, log=QUIET)
+
+
+def hooks_on(plan) -> int:
+    return len(plan.teachers["seg-a"].model.get_submodule("body")._forward_hooks)
+
+
+def test_a_tap_keeps_its_handle_and_detaches():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU())
+    tap = FeatureTap.on(model, "0", "test")
+    model(torch.rand(1, 3, 4, 4))
+    assert tap.value.shape == (1, 4, 4, 4) and len(model[0]._forward_hooks) == 1
+    tap.detach()
+    assert len(model[0]._forward_hooks) == 0
+    tap.value = None
+    model(torch.rand(1, 3, 4, 4))
+    assert tap.value is None
+
+
+def test_the_objective_taps_without_changing_the_teachers_and_its_hooks_go_with_it(world):
+    plan = tapped_plan(world)
+    before = hooks_on(plan)
+    objective = Objective(plan, build_student(plan.student_spec()))
+    assert plan.teachers["seg-a"].tap is None  # nothing set on the teacher behind its back
+    assert set(objective.teacher_taps) == {"seg-a"} and hooks_on(plan) == before + 1
+    images = torch.rand(2, 3, *plan.recipe.data.image_size)
+    out, feature = live_targets(plan.teachers, images, objective.teacher_taps)("seg-a", torch.arange(2))
+    assert feature.shape[:2] == (2, 8) and out.shape[0] == 2  # the feature comes back from the call
+    _, none = live_targets(plan.teachers, images)("seg-a", torch.arange(2))
+    assert none is None  # without the objective's taps, no feature
+    del objective
+    gc.collect()
+    assert hooks_on(plan) == before
+
+
+def test_the_cache_stores_and_is_keyed_by_the_taps_it_is_given(world, tmp_path):
+    plan = tapped_plan(world)
+    assert teacher_key(plan, "seg-a")["tap"] is None
+    objective = Objective(plan, build_student(plan.student_spec()))
+    assert teacher_key(plan, "seg-a", objective.teacher_taps)["tap"] == "body"
+    cache = open_cache(plan, tmp_path, objective.teacher_taps, QUIET)
+    assert cache.stores["seg-a"].features is not None and cache.stores["seg-b"].features is None
+    # the same folder opened without taps is another key: rebuilt, never read with missing features
+    plain = TeacherCache(tmp_path / "teacher_cache", plan, QUIET)
+    assert plain.stores["seg-a"].features is None
