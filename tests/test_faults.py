@@ -9,7 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
 import yaml
+from PIL import Image
 
 from amalgam.cli import main
 
@@ -102,3 +106,147 @@ def test_a_factory_returning_a_non_module_gives_one_line(fresh_world, capsys):
     assert main(["inspect", str(fresh_world), "--no-data"]) == 2
     line = one_error_line(capsys)
     assert "'models:not_a_model' returned a str, not a torch.nn.Module" in line, line
+
+
+# 1, 2, 4, 9. the teacher cache: keyed on what determines the outputs, damage found and repaired ------
+
+
+def scene_batch(plan, count):
+    sid = plan.sources.names.index("scenes")
+    start = plan.sources.offsets[sid]
+    samples = [plan.sources[i] for i in range(start, start + count)]
+    images = torch.stack([s["image"] for s in samples])
+    return images, torch.tensor([s["source"] for s in samples]), torch.tensor([s["index"] for s in samples])
+
+
+def fill(plan, root, name, count=4, log=None):
+    """Opens the cache under ``root``, draws ``count`` scenes for teacher ``name``; (cache, targets)."""
+    from amalgam.distill.cache import TeacherCache
+
+    cache = TeacherCache(root, plan, log or (lambda msg: None))
+    images, source, index = scene_batch(plan, count)
+    out, _ = cache.targets(images, source, index, None)(name, torch.arange(count))
+    cache.flush()
+    return cache, out, images
+
+
+def plan_of(recipe_path):
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.plan import prepare
+
+    return prepare(load_recipe(recipe_path), log=lambda msg: None)
+
+
+def test_an_edited_factory_invalidates_the_cache(fresh_world, tmp_path):
+    root = tmp_path / "cache"
+    fill(plan_of(fresh_world), root, "seg-a")
+    models = fresh_world.parent / "models.py"
+    models.write_text(models.read_text().replace("y = self.head(self.body(x))", "y = 3 * self.head(self.body(x))"))
+    plan = plan_of(fresh_world)  # same checkpoint, new code
+    lines = []
+    cache, out, images = fill(plan, root, "seg-a", log=lines.append)
+    assert any("seg-a': rebuilding it: what its outputs depend on changed (code)" in line for line in lines), lines
+    torch.testing.assert_close(out, plan.teachers["seg-a"](images), atol=2e-2, rtol=2e-3)
+
+
+def test_images_rewritten_under_the_same_names_invalidate_the_cache(fresh_world, tmp_path):
+    root = tmp_path / "cache"
+    plan = plan_of(fresh_world)
+    fill(plan, root, "depth")
+    first = sorted((fresh_world.parent / "scenes" / "train" / "images").glob("*.png"))[0]
+    Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8)).save(first)
+    lines = []
+    fill(plan_of(fresh_world), root, "depth", log=lines.append)
+    assert any("depth': rebuilding it: what its outputs depend on changed (sources)" in line for line in lines), lines
+
+
+def damage_cut(folder):
+    path = folder / "outputs.npy"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def damage_reshape(folder):
+    old = np.load(folder / "outputs.npy")
+    np.save(folder / "outputs.npy", old.reshape(old.shape[0], -1))
+
+
+def damage_meta(folder):
+    path = folder / "meta.json"
+    path.write_text(path.read_text()[:40])
+
+
+def damage_filled(folder):
+    path = folder / "filled.npy"
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def damage_deleted(folder):
+    (folder / "outputs.npy").unlink()
+
+
+DAMAGE = {
+    "outputs cut in half": (damage_cut, "outputs.npy is damaged"),
+    "outputs of another shape": (damage_reshape, "outputs.npy holds float16"),
+    "torn meta.json": (damage_meta, "meta.json is unreadable"),
+    "truncated filled.npy": (damage_filled, "filled.npy is damaged"),
+    "deleted outputs.npy": (damage_deleted, "outputs.npy is missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_cache_file_is_found_and_that_teacher_rebuilt(case, world_plan, tmp_path):
+    damage, why = DAMAGE[case]
+    root = tmp_path / "cache"
+    fill(world_plan, root, "seg-b")
+    damage(root / "seg-b")
+    lines = []
+    cache, out, images = fill(world_plan, root, "seg-b", log=lines.append)
+    assert [line for line in lines if "rebuilding" in line] == [f"teacher cache 'seg-b': rebuilding it: {why}"] or (
+        why in " ".join(lines)
+    ), lines
+    assert sum("rebuilding" in line for line in lines) == 1, lines  # only the damaged teacher
+    torch.testing.assert_close(out, world_plan.teachers["seg-b"](images), atol=2e-2, rtol=2e-3)
+
+
+def test_zeroed_rows_fail_their_checksum_and_are_recomputed(world_plan, tmp_path):
+    root = tmp_path / "cache"
+    fill(world_plan, root, "depth")
+    path = root / "depth" / "outputs.npy"
+    data = bytearray(path.read_bytes())
+    data[-len(data) // 2 :] = bytes(len(data) // 2)  # zero the second half of the rows, header intact
+    data[200:1200] = bytes(1000)  # and a stretch of the first row
+    path.write_bytes(bytes(data))
+    lines = []
+    cache, out, images = fill(world_plan, root, "depth", log=lines.append)
+    assert any("rows failed their checksum" in line for line in lines), lines
+    torch.testing.assert_close(out, world_plan.teachers["depth"](images), atol=2e-2, rtol=2e-3)
+
+
+def test_outputs_beyond_fp16_are_kept_in_fp32(world_plan, tmp_path, monkeypatch):
+    teacher = world_plan.teachers["depth"]
+    real = teacher.forward
+    monkeypatch.setattr(teacher, "forward", lambda x: real(x) * 3e5)  # metres of a far-away planet: > 65504
+    root = tmp_path / "cache"
+    lines = []
+    cache, out, images = fill(world_plan, root, "depth", log=lines.append)
+    assert torch.isfinite(out).all() and out.max() > 65504
+    torch.testing.assert_close(out, teacher(images), rtol=1e-6, atol=0)
+    assert any("beyond fp16's 65504: stored as fp32" in line for line in lines), lines
+    again, later, _ = fill(world_plan, root, "depth", count=4)  # reopened: fp32, rows kept
+    assert again.stores["depth"].outputs.dtype == np.float32 and int(again.stores["depth"].filled.sum()) == 4
+    torch.testing.assert_close(later, out)
+
+
+# 8. disk full -------------------------------------------------------------------------------------
+
+
+def test_a_cache_that_cannot_fit_on_the_disk_is_one_line_before_filling(fresh_world, tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    out = tmp_path / "run"
+    assert main(["build", str(fresh_world), "--output", str(out), *TINY]) == 2
+    line = one_error_line(capsys)
+    assert "disk full: the cache needs" in line and str(out / "teacher_cache") in line and "1,000 are free" in line

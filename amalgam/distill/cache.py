@@ -1,27 +1,33 @@
 """Teacher-output cache: frozen teachers give the same answer on the same un-augmented image.
 
-Each teacher's outputs (and its tapped feature, when feature adapters use one) are stored fp16 in
-memory-mapped files under ``<run>/teacher_cache/<teacher>/``, one row per image of the teacher's
-sources, filled lazily the first time an image is drawn. Geometric augmentation (the horizontal
-flip) is applied to the cached dense outputs exactly as to the image, so the cache holds the
-un-augmented outputs. A ``meta.json`` keys the store by the teacher's config, the hash of its
-checkpoint file(s), the image size and each source's file list; a mismatch rebuilds it.
+Each teacher's outputs (and its tapped feature, when feature adapters use one) are stored fp16
+(fp32 once a value exceeds fp16's range) in memory-mapped files under
+``<run>/teacher_cache/<teacher>/``, one row per image of the teacher's sources, filled lazily the
+first time an image is drawn. Geometric augmentation (the horizontal flip) is applied to the cached
+dense outputs exactly as to the image, so the cache holds the un-augmented outputs. A ``meta.json``
+keys the store by everything the outputs depend on (:func:`teacher_key`); a mismatch, or a damaged
+file, rebuilds it with one line saying why (see cache_store.py for the files and their checks).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
+import amalgam
+from amalgam.distill.cache_store import FP16_MAX, Store, open_store, widen
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Taps, Targets, apply_flip, ask, live_targets
+from amalgam.teachers.factories import factory_digest, module_version
 from amalgam.teachers.teacher import FeatureTap, Teacher
+
+#: bump when what the stores hold or how they are laid out changes
+CACHE_FORMAT = "amalgam-teacher-cache/2"
 
 # source fields that change how often an image is drawn, not what the teachers say about it
 SAMPLING_ONLY = frozenset({"weight"})
@@ -36,8 +42,39 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_listing(files: list[Path]) -> str:
+    """SHA-256 of each file's path, size and modification time: a file rewritten in place changes it.
+
+    Reading every image's bytes would cost as much as decoding them; size + mtime (ns) is what
+    make and rsync trust, and costs one ``stat`` per file.
+    """
+    h = hashlib.sha256()
+    for path in files:
+        try:
+            st = os.stat(path)
+            h.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\tmissing\n".encode())
+    return h.hexdigest()
+
+
+def model_code(plan: Plan, name: str) -> dict:
+    """The code behind a teacher's network: a python factory's source (or installed version)."""
+    model = plan.recipe.teachers[name].model
+    if model.source != "python":
+        return {}
+    factory = model.kwargs().get("factory")
+    source = factory_digest(factory, plan.recipe.base_dir)
+    return {"factory_source": source} if source else {"package": module_version(factory)}
+
+
 def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
-    """Everything a teacher's cached outputs depend on (``taps``: the features stored with them)."""
+    """Everything a teacher's cached outputs depend on (``taps``: the features stored with them).
+
+    The teacher's config (model kwargs, input spec, wrapper, output convention), the bytes of its
+    checkpoint and TorchScript file, its factory's source, each source's config and files (path,
+    size, mtime), the image size, amalgam's version and the cache format.
+    """
     recipe = plan.recipe
     cfg = recipe.teachers[name]
     files = {}
@@ -47,16 +84,17 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
     sources = {}
     for sid in plan.source_ids[name]:
         dataset = plan.sources.sets[sid]
-        listing = [str(p) for p in getattr(dataset, "files", [])]
         src_name = plan.sources.names[sid]
         sources[src_name] = {
             "config": recipe.data.sources[src_name].model_dump(mode="json", exclude=SAMPLING_ONLY),
             "images": len(dataset),
-            "files": hashlib.sha256("\n".join(listing).encode()).hexdigest(),
+            "files": file_listing(list(getattr(dataset, "files", []))),
         }
     return {
-        "format": "amalgam-teacher-cache/1",
+        "format": CACHE_FORMAT,
+        "amalgam": amalgam.__version__,
         "teacher": cfg.model_dump(mode="json", exclude={"eval"}),
+        "code": model_code(plan, name),
         "tap": taps[name].module_name if name in (taps or {}) else None,
         "files": files,
         "image_size": list(recipe.data.image_size),
@@ -70,24 +108,6 @@ def _comparable(key: dict) -> dict:
         for field_name in SAMPLING_ONLY:
             source.get("config", {}).pop(field_name, None)
     return key
-
-
-@dataclass
-class _Store:
-    offsets: dict[int, int]  # source id -> first row
-    outputs: np.memmap
-    features: Optional[np.memmap]
-    filled: np.memmap
-    dense: bool
-
-    def rows(self, source: torch.Tensor, index: torch.Tensor, starts: list[int]) -> np.ndarray:
-        local = index - torch.tensor([starts[s] for s in source.tolist()], dtype=torch.long)
-        first = torch.tensor([self.offsets[s] for s in source.tolist()], dtype=torch.long)
-        return (first + local).numpy()
-
-
-def _open(path: Path, shape: tuple, dtype, fresh: bool) -> np.memmap:
-    return np.lib.format.open_memmap(path, mode="w+" if fresh else "r+", dtype=dtype, shape=shape)
 
 
 class TeacherCache:
@@ -105,7 +125,8 @@ class TeacherCache:
         self.plan = plan
         self.taps: Taps = dict(taps or {})
         self.starts = plan.sources.offsets
-        self.stores: dict[str, _Store] = {}
+        self.stores: dict[str, Store] = {}
+        self.log = log
         self.hits = self.misses = 0
         size = tuple(plan.recipe.data.image_size)
         for name, teacher in plan.teachers.items():
@@ -117,27 +138,13 @@ class TeacherCache:
             for sid in plan.source_ids[name]:
                 offsets[sid] = rows
                 rows += len(plan.sources.sets[sid])
-            folder = root / name
-            folder.mkdir(parents=True, exist_ok=True)
+            label = f"teacher cache '{name}'"
             key = teacher_key(plan, name, self.taps)
-            meta = folder / "meta.json"
-            fresh = not meta.exists() or _comparable(json.loads(meta.read_text())) != key
-            if fresh:
-                meta.unlink(missing_ok=True)  # written last: a half-made store is never trusted
-            store = _Store(
-                offsets,
-                _open(folder / "outputs.npy", (rows, *out), np.float16, fresh),
-                _open(folder / "features.npy", (rows, *feat), np.float16, fresh) if feat else None,
-                _open(folder / "filled.npy", (rows,), np.bool_, fresh),
-                teacher.task.dense,
-            )
-            if fresh:
-                store.filled[:] = False
-                store.filled.flush()
-                meta.write_text(json.dumps(key, indent=1))
+            store = open_store(root / name, key, rows, out, feat, offsets, teacher.task.dense, label, log, _comparable)
             self.stores[name] = store
             done = int(store.filled.sum())
-            log(f"teacher cache '{name}': {rows:,} rows of {list(out)} fp16, {done:,} already filled")
+            dtype = "fp16" if store.outputs.dtype == np.float16 else "fp32"
+            log(f"teacher cache '{name}': {rows:,} rows of {list(out)} {dtype}, {done:,} already filled")
 
     @staticmethod
     def estimate_bytes(plan: Plan, taps: Optional[Taps] = None) -> int:
@@ -164,38 +171,76 @@ class TeacherCache:
                 return live_targets(self.plan.teachers, apply_flip(images, flip), self.taps)(name, idx)
             store = self.stores[name]
             idx_cpu = idx.cpu()
-            rows = store.rows(source[idx_cpu], index[idx_cpu], self.starts)
-            missing = ~store.filled[rows]
-            if missing.any():
-                miss = torch.from_numpy(np.nonzero(missing)[0])
-                out, feature = ask(teacher, images[idx[miss.to(idx.device)]], self.taps.get(name))
-                new_rows = rows[missing]
-                store.outputs[new_rows] = out.float().cpu().numpy().astype(np.float16)
-                if store.features is not None:
-                    store.features[new_rows] = feature.float().cpu().numpy().astype(np.float16)
-                store.filled[new_rows] = True
-            self.misses += int(missing.sum())
-            self.hits += int((~missing).sum())
+            rows = store.global_rows(source[idx_cpu], index[idx_cpu], self.starts)
+
+            def run(missing: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+                rows_in_batch = idx[torch.from_numpy(missing).to(idx.device)]
+                out, feature = ask(teacher, images[rows_in_batch], self.taps.get(name))
+                feat = feature.float().cpu().numpy() if store.features is not None else None
+                return out.float().cpu().numpy(), feat
+
+            outputs, features = self.lookup(name, rows, run)
             device = images.device
             f = flip[idx] if flip is not None else None
-            out = torch.from_numpy(np.asarray(store.outputs[rows], dtype=np.float32)).to(device)
+            out = torch.from_numpy(outputs.astype(np.float32)).to(device)
             out = apply_flip(out, f) if store.dense else out
             feat = None
-            if store.features is not None:
-                feat = apply_flip(torch.from_numpy(np.asarray(store.features[rows], dtype=np.float32)).to(device), f)
+            if features is not None:
+                feat = apply_flip(torch.from_numpy(features.astype(np.float32)).to(device), f)
             return out, feat
 
         return get
 
+    def lookup(
+        self, name: str, rows: np.ndarray, run: Callable[[np.ndarray], tuple[np.ndarray, Optional[np.ndarray]]]
+    ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """A teacher's stored rows; ``run(positions)`` computes those not filled or failing their checksum.
+
+        Computed rows are written back. Values beyond fp16's range widen the store to fp32 first,
+        so they are kept, not turned into inf.
+        """
+        store = self.stores[name]
+        outputs, features, missing, damaged = store.read(rows)
+        if damaged.any():
+            self.log(
+                f"teacher cache '{name}': {int(damaged.sum())} rows failed their checksum (the file changed outside"
+                " amalgam?): recomputed from the teacher"
+            )
+        if missing.any():
+            new_out, new_feat = run(np.nonzero(missing)[0])
+            if store.outputs.dtype == np.float16 and _beyond_fp16(new_out, new_feat):
+                peak = max(_peak(a) for a in (new_out, new_feat) if a is not None)
+                self.log(
+                    f"teacher cache '{name}': outputs reach {peak:.3g}, beyond fp16's {FP16_MAX:.0f}: stored as fp32"
+                    " from now on"
+                )
+                widen(store, f"teacher cache '{name}'")
+                outputs = outputs.astype(np.float32)
+                features = features.astype(np.float32) if features is not None else None
+            store.write(rows[missing], new_out, new_feat)
+            outputs[missing] = new_out
+            if features is not None:
+                features[missing] = new_feat
+        self.misses += int(missing.sum())
+        self.hits += int((~missing).sum())
+        return outputs, features
+
     def flush(self) -> tuple[int, int]:
         """Writes the stores to disk; returns and resets (hits, misses) since the last flush."""
         for store in self.stores.values():
-            for array in (store.outputs, store.features, store.filled):
-                if array is not None:
-                    array.flush()
+            store.flush()
         counts = (self.hits, self.misses)
         self.hits = self.misses = 0
         return counts
+
+
+def _peak(a: np.ndarray) -> float:
+    return float(np.abs(a[np.isfinite(a)]).max(initial=0))
+
+
+def _beyond_fp16(*arrays: Optional[np.ndarray]) -> bool:
+    """Whether a finite value would overflow to inf in fp16 (a teacher's own inf is not the cache's to fix)."""
+    return any(a is not None and _peak(a) > FP16_MAX for a in arrays)
 
 
 def _shapes(teacher: Teacher, size: tuple, tap: Optional[FeatureTap]) -> tuple[tuple, Optional[tuple]]:

@@ -17,6 +17,7 @@ cache's key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.machinery
@@ -143,15 +144,22 @@ def factory_digest(factory: object, base: Path) -> str | None:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def _distributions() -> dict[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()  # reads every installed package's file list: once per process
+
+
 def module_version(factory: object) -> str | None:
     """The installed distribution version of an installed factory module, if any."""
-    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
         top = split_factory(factory)[0].split(".")[0]
     except AmalgamError:
         return None
-    for dist in packages_distributions().get(top, []):
+    for dist in _distributions().get(top, []):
         try:
             return f"{dist}=={version(dist)}"
         except PackageNotFoundError:
