@@ -1,11 +1,15 @@
 """Synthetic "fashion scenes" for semantic segmentation and monocular depth.
 
-Real Fashion-MNIST items stand as billboards on a textured floor in front of a
-textured wall, seen by a pinhole camera at height ``h``. With horizon row
-``y_h`` and focal length ``f`` (pixels), a floor pixel in row ``y`` has depth
+Real Fashion-MNIST items stand as billboards on a floor in front of a wall,
+seen by a pinhole camera at height ``h``. With horizon row ``y_h`` and focal
+length ``f`` (pixels), a floor pixel in row ``y`` has depth
 ``z = f*h/(y - y_h)``; the wall, at depth ``Z_wall``, covers the rows above
 ``y_w = y_h + f*h/Z_wall``. An item whose bottom row is ``y_b`` has depth
-``f*h/(y_b - y_h)`` and pixel height ``f*S/z`` for physical size ``S``.
+``f*h/(y_b - y_h)`` and its longer side spans ``f*S/z`` pixels for physical
+size ``S``. Items stand in the near part of the floor, so at 64x64 they are
+about 20-50 px: big enough to tell a shirt from a T-shirt. Floor and wall are
+muted, low-contrast textures (planks, tiles, wallpaper stripes) and items are
+vivid tints of their glyph, so the background never imitates an item.
 Train scenes only use train-split items and val scenes only test-split items.
 
 Usage::
@@ -17,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
 import math
 import time
@@ -29,12 +34,14 @@ from PIL import Image
 # Same spelling as torchvision.datasets.FashionMNIST.classes (checked in tests).
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 SPLIT_CODES = {"train": 0, "val": 1}
-CAMERA_HEIGHT_M = 1.6
-FOCAL_PER_PIXEL = 1.2  # f = 1.2 * size: wall junction sits mid-image, near items ~17-34 px at 64.
-HORIZON_FRACTION = 0.3
-WALL_DEPTH_M = (6.0, 10.0)
-ITEM_SIZE_M = (0.6, 1.2)
-MASK_THRESHOLD = 0.15
+CAMERA_HEIGHT_M = 1.0
+FOCAL_PER_PIXEL = 1.5  # f = 1.5 * size: a 1 m item 2-3.5 m away is 27-48 px at 64.
+HORIZON_FRACTION = 0.25
+WALL_DEPTH_M = (4.5, 8.0)
+ITEM_DEPTH_M = 3.5  # items stand between the nearest visible floor row and this depth
+ITEM_SIZE_M = (0.75, 1.05)  # the longer side of the item itself (not of its 28x28 frame)
+ITEMS_PER_SCENE = (1, 3)
+MASK_THRESHOLD = 0.04  # Fashion-MNIST backgrounds are 0; dark garments have bodies of 5-15%
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def sample_camera(rng: np.random.Generator, size: int) -> Camera:
     """Draw a camera with a jittered horizon and a random wall distance."""
-    horizon = size * (HORIZON_FRACTION + rng.uniform(-0.05, 0.05))
+    horizon = size * (HORIZON_FRACTION + rng.uniform(-0.04, 0.04))
     wall = rng.uniform(*WALL_DEPTH_M)
     return Camera(FOCAL_PER_PIXEL * size, CAMERA_HEIGHT_M, horizon, wall)
 
@@ -97,19 +104,29 @@ def background_depth(camera: Camera, size: int) -> np.ndarray:
     return np.repeat(column[:, None], size, axis=1)
 
 
+def _muted_colours(rng: np.random.Generator) -> np.ndarray:
+    """Two close, desaturated colours (rows): a texture's base and its low-contrast partner."""
+    grey = rng.uniform(0.3, 0.7)
+    base = np.clip(grey + rng.uniform(-0.07, 0.07, size=3), 0.0, 1.0)
+    partner = np.clip(base + rng.choice([-1.0, 1.0]) * rng.uniform(0.04, 0.1), 0.0, 1.0)
+    return np.stack([base, partner])
+
+
 def _texture(rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Random checker / stripes / tiles in world coordinates (a, b), as (H, W, 3) floats."""
+    """Muted plain / stripes / tiles in world coordinates (a, b), as (H, W, 3) floats.
+
+    Contrast stays at most 0.1 so that no background edge is as strong as an item's.
+    """
     kind = rng.integers(3)
-    cell = rng.uniform(0.25, 1.0)
-    colours = rng.uniform(0.05, 0.95, size=(2, 3))
-    grid = rng.random((8, 8))
+    cell = rng.uniform(0.3, 0.8)
+    colours = _muted_colours(rng)
     ia, ib = np.floor(a / cell).astype(np.int64), np.floor(b / cell).astype(np.int64)
     if kind == 0:
-        t = ((ia + ib) % 2).astype(np.float64)
+        t = np.zeros(a.shape)
     elif kind == 1:
         t = ((ia if rng.random() < 0.5 else ib) % 2).astype(np.float64)
     else:
-        t = grid[ia % 8, ib % 8]
+        t = ((ia + ib) % 2).astype(np.float64)
     return colours[0] * (1.0 - t[..., None]) + colours[1] * t[..., None]
 
 
@@ -123,37 +140,45 @@ def render_background(camera: Camera, rng: np.random.Generator, size: int) -> np
     up = camera.height - (ys - camera.horizon) * camera.wall_depth / camera.focal
     wall = _texture(rng, lateral, up)
     image = np.where((ys >= camera.wall_row)[..., None], floor, wall)
-    return np.clip(image + rng.normal(0.0, 0.03, size=image.shape), 0.0, 1.0)
+    return np.clip(image + rng.normal(0.0, 0.02, size=image.shape), 0.0, 1.0)
 
 
-def item_sprite(glyph: np.ndarray, height_px: int) -> np.ndarray:
-    """Scale a glyph so its full frame is ``height_px`` tall, cropped to the object.
+def item_colour(rng: np.random.Generator) -> np.ndarray:
+    """A vivid tint (saturated, bright), unlike the muted floor and wall."""
+    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0)))
 
-    The physical size applies to the whole 28x28 frame so that, e.g., sneakers
-    stay flatter than coats; the crop then makes the object stand on its bottom
-    row instead of floating above the floor.
+
+def item_sprite(glyph: np.ndarray, side_px: int) -> np.ndarray:
+    """Crop a glyph to its object and scale it so the object's longer side is ``side_px``.
+
+    Intensities are first stretched so the brightest pixel is 1. The crop makes
+    the object stand on its bottom row instead of floating above the floor;
+    scaling the object (not its 28x28 frame) keeps flat items such as sneakers
+    as visible as tall ones.
 
     Args:
         glyph: (h, w) uint8 image.
-        height_px: Pixel height of the full (uncropped) glyph frame.
+        side_px: Pixel length of the object's longer side.
 
     Returns:
-        (h', w') float32 intensities in [0, 1], h' <= about ``height_px``.
+        (h', w') float32 intensities in [0, 1], max(h', w') == ``side_px``.
     """
-    scale = height_px / glyph.shape[0]
+    # Stretch dark garments to full range, or most of a black coat would fall under the threshold.
+    glyph = glyph.astype(np.float32) * (255.0 / max(float(glyph.max()), 1.0))
     on = glyph > MASK_THRESHOLD * 255
     if on.any():
         rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
         glyph = glyph[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    scale = side_px / max(glyph.shape)
     shape = (max(1, round(glyph.shape[1] * scale)), max(1, round(glyph.shape[0] * scale)))
-    sprite = Image.fromarray(glyph.astype(np.float32) / 255.0)
+    sprite = Image.fromarray(glyph / 255.0)
     return np.asarray(sprite.resize(shape, Image.Resampling.BILINEAR))
 
 
 def render_scene(
     items: ItemPool, rng: np.random.Generator, size: int, camera: Camera | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Instance]]:
-    """Render one scene with 1-4 items.
+    """Render one scene with 1-3 items.
 
     Args:
         items: Glyphs to draw from.
@@ -170,18 +195,19 @@ def render_scene(
     depth = background_depth(camera, size)
     labels = np.zeros((size, size), np.uint8)
     owner = np.full((size, size), -1, np.int64)
-    count = min(int(rng.integers(1, 5)), len(items.labels))
-    first_floor_row = min(math.ceil(camera.wall_row), size - 1)
+    count = min(int(rng.integers(ITEMS_PER_SCENE[0], ITEMS_PER_SCENE[1] + 1)), len(items.labels))
+    # Feet between the bottom row and the row at ITEM_DEPTH_M (never above the floor/wall junction).
+    lowest = max(math.ceil(camera.wall_row), math.ceil(camera.horizon + camera.focal * camera.height / ITEM_DEPTH_M))
+    lowest = min(lowest, size - 1)
     placed = []
     for index in rng.choice(len(items.labels), size=count, replace=False):
-        # sqrt biases items towards the camera: uniform rows would make most items tiny.
-        bottom = first_floor_row + int((size - first_floor_row) * math.sqrt(rng.random()))
+        bottom = int(rng.integers(lowest, size))
         z = camera.focal * camera.height / (bottom - camera.horizon)
-        height_px = max(2, round(camera.focal * rng.uniform(*ITEM_SIZE_M) / z))
-        sprite = item_sprite(items.glyphs[index], height_px)
+        side_px = max(2, round(camera.focal * rng.uniform(*ITEM_SIZE_M) / z))
+        sprite = item_sprite(items.glyphs[index], side_px)
         width = sprite.shape[1]
-        left = int(rng.integers(-(width // 4), size - (3 * width) // 4 + 1))
-        colour = rng.uniform(0.25, 1.0, size=3)
+        left = int(rng.integers(-(width // 6), size - (5 * width) // 6 + 1))
+        colour = item_colour(rng)
         placed.append((z, int(index), sprite, bottom - sprite.shape[0] + 1, left, colour))
     placed.sort(key=lambda p: -p[0])  # Far to near, so nearer items overwrite farther ones.
     instances = []
@@ -193,7 +219,8 @@ def render_scene(
         mask[y0:y1, x0:x1] = patch > MASK_THRESHOLD
         intensity = np.zeros((size, size), np.float64)
         intensity[y0:y1, x0:x1] = patch
-        image[mask] = intensity[mask][:, None] * colour
+        # Keeps the glyph's shading but never goes as dark as black: the item stays a vivid tint.
+        image[mask] = (0.35 + 0.65 * intensity[mask])[:, None] * colour
         labels[mask] = int(items.labels[index]) + 1
         depth[mask] = z
         owner[mask] = slot

@@ -214,7 +214,45 @@ def evaluate(model: nn.Module, data: Dataset, lut, cfg: ZooTeacher, task: Task, 
         x, y = prepare(batch, cfg, task, lut, device, None)
         out = task.convert_output(model(x), output_kind(cfg, task)).float()
         meter.update(task.predict(out, tuple(y.shape[-2:]) if task.dense else tuple(cfg.input.size)), y)
-    return meter.compute()
+    metrics = meter.compute()
+    confusion = getattr(meter, "confusion", None)
+    if confusion is not None and cfg.labels:
+        metrics["per_class"] = per_class(confusion.matrix, cfg.labels)
+    return metrics
+
+
+def per_class(matrix: torch.Tensor, labels: list[str]) -> dict[str, dict[str, float]]:
+    """IoU, recall, precision and support of every class from a confusion matrix (rows: truth).
+
+    A class absent from both truth and predictions gets NaN IoU/recall/precision.
+    """
+    m = matrix.double()
+    tp, truth, predicted = m.diag(), m.sum(1), m.sum(0)
+    nan = torch.full_like(tp, float("nan"))
+    iou = torch.where(truth + predicted - tp > 0, tp / (truth + predicted - tp).clamp(min=1), nan)
+    recall = torch.where(truth > 0, tp / truth.clamp(min=1), nan)
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), nan)
+    rows = {}
+    for k, name in enumerate(labels):
+        rows[name] = {"iou": iou[k].item(), "recall": recall[k].item(), "precision": precision[k].item()}
+        rows[name]["support"] = int(truth[k])
+    return rows
+
+
+def per_class_table(name: str, rows: dict[str, dict[str, float]]) -> str:
+    """The per-class metrics as aligned text lines, each prefixed with ``[name]``."""
+    width = max(len(label) for label in rows)
+    lines = [f"[{name}]   {'class':<{width}}   iou     recall  precision  support"]
+    for label, r in rows.items():
+        lines.append(
+            f"[{name}]   {label:<{width}}   {r['iou']:.4f}  {r['recall']:.4f}  {r['precision']:.4f}     {r['support']}"
+        )
+    return "\n".join(lines)
+
+
+def _nan_last(value: float) -> float:
+    """Sort key that puts NaN (a class never seen nor predicted) after every number."""
+    return float("inf") if value != value else value
 
 
 def save_torchscript(model: nn.Module, cfg: ZooTeacher, task: Task, path: Path) -> None:
@@ -318,6 +356,9 @@ def train_teacher(
         if val is not None:
             metrics = evaluate(model, val[0], val[1], cfg, task, device)
             line += f"  val {task.metric} {metrics[task.metric]:.4f}"
+            if "per_class" in metrics:
+                worst = min(metrics["per_class"].items(), key=lambda kv: _nan_last(kv[1]["iou"]))
+                line += f"  worst class IoU {worst[1]['iou']:.4f} ({worst[0]})"
         log(line)
     if cfg.model.source == "torchscript":
         save_torchscript(model, cfg, task, path)
@@ -329,6 +370,8 @@ def train_teacher(
     if metrics:
         shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
         log(f"[{name}] final val {task.metric} {metrics[task.metric]:.4f} {shown}")
+        if "per_class" in metrics:
+            log(per_class_table(name, metrics["per_class"]))
     return {"path": path, "seconds": seconds, "images_per_second": rate, "val": metrics}
 
 

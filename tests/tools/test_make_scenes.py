@@ -75,14 +75,52 @@ def test_labels_depth_and_occlusion_agree(pool: ms.ItemPool) -> None:
 
 
 def test_floor_depth_follows_pinhole_model(pool: ms.ItemPool) -> None:
-    camera = ms.Camera(focal=1.2 * SIZE, height=1.6, horizon=0.3 * SIZE, wall_depth=7.5)
-    _, labels, depth, _ = ms.render_scene(pool, np.random.default_rng(0), SIZE, camera)
+    camera = ms.Camera(ms.FOCAL_PER_PIXEL * SIZE, ms.CAMERA_HEIGHT_M, ms.HORIZON_FRACTION * SIZE, wall_depth=6.0)
     checked = 0
-    for y in np.flatnonzero(~(labels > 0).any(axis=1)):
-        expected = camera.focal * camera.height / (y - camera.horizon) if y >= camera.wall_row else 7.5
-        np.testing.assert_allclose(depth[y], expected, rtol=1e-6)
-        checked += y >= camera.wall_row
+    for seed in range(3):
+        _, labels, depth, _ = ms.render_scene(pool, np.random.default_rng(seed), SIZE, camera)
+        for y in np.flatnonzero(~(labels > 0).any(axis=1)):
+            expected = camera.focal * camera.height / (y - camera.horizon) if y >= camera.wall_row else 6.0
+            np.testing.assert_allclose(depth[y], expected, rtol=1e-6)
+            checked += y >= camera.wall_row
+        # Rows that hold items still show floor or wall, at their own depth, beside the items.
+        np.testing.assert_allclose(depth[labels == 0], ms.background_depth(camera, SIZE)[labels == 0], rtol=1e-6)
     assert checked > 0
+
+
+def test_items_stand_where_their_depth_says(pool: ms.ItemPool) -> None:
+    """An item's depth is the floor depth of its foot row, and its size shrinks with depth."""
+    for seed in range(60):
+        camera, (_, _, depth, instances) = _render(pool, seed)
+        for inst in instances:
+            rows, cols = np.flatnonzero(inst.mask.any(1)), np.flatnonzero(inst.mask.any(0))
+            foot = rows[-1]
+            assert foot >= camera.wall_row  # stands on the floor, never on the wall
+            np.testing.assert_allclose(inst.depth, camera.focal * camera.height / (foot - camera.horizon), rtol=1e-6)
+            np.testing.assert_allclose(inst.depth, ms.background_depth(camera, SIZE)[foot, 0], rtol=1e-6)
+            assert inst.depth <= ms.ITEM_DEPTH_M + 1e-9
+            # The longer side is f*S/z for S in ITEM_SIZE_M (crop/clip at the frame edge aside).
+            side = max(len(rows), len(cols))
+            low, high = camera.focal * np.array(ms.ITEM_SIZE_M) / inst.depth
+            assert side <= high + 1
+            clipped = rows[0] == 0 or cols[0] == 0 or cols[-1] == SIZE - 1
+            assert side >= low - 1 or clipped
+
+
+def test_items_are_big_and_unlike_the_background(pool: ms.ItemPool) -> None:
+    """At 64x64 items span >= 20 px; the floor and wall are muted, items vivid."""
+    sides, item_chroma, background_chroma = [], [], []
+    for seed in range(40):
+        camera, (image, labels, _, instances) = _render(pool, seed, 64)
+        chroma = (image.max(-1).astype(int) - image.min(-1)) / 255.0
+        item_chroma.append(chroma[labels > 0])
+        background_chroma.append(chroma[labels == 0])
+        for inst in instances:
+            rows, cols = np.flatnonzero(inst.mask.any(1)), np.flatnonzero(inst.mask.any(0))
+            sides.append(max(len(rows), len(cols)))
+    assert min(sides) >= 20
+    assert np.percentile(np.concatenate(background_chroma), 99) < 0.3
+    assert np.median(np.concatenate(item_chroma)) > 0.35
 
 
 def test_train_and_val_use_their_own_split(fake_fashion_root: Path, tmp_path: Path) -> None:
