@@ -34,6 +34,9 @@ from PIL import Image
 # Same spelling as torchvision.datasets.FashionMNIST.classes (checked in tests).
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 SPLIT_CODES = {"train": 0, "val": 1}
+# Written to <out>/<split>/world.txt; bump it whenever the same seed renders different scenes, so
+# `make data` knows that scenes on disk are stale (and shipped teachers need retraining).
+WORLD_VERSION = "fashion-scenes 2"
 CAMERA_HEIGHT_M = 1.0
 FOCAL_PER_PIXEL = 1.5  # f = 1.5 * size: a 1 m item 2-3.5 m away is 27-48 px at 64.
 HORIZON_FRACTION = 0.25
@@ -90,7 +93,9 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def sample_camera(rng: np.random.Generator, size: int) -> Camera:
     """Draw a camera with a jittered horizon and a random wall distance."""
-    horizon = size * (HORIZON_FRACTION + rng.uniform(-0.04, 0.04))
+    # A small jitter: plain walls give no vanishing point, so the wall depth is only as
+    # certain as the horizon row is.
+    horizon = size * (HORIZON_FRACTION + rng.uniform(-0.02, 0.02))
     wall = rng.uniform(*WALL_DEPTH_M)
     return Camera(FOCAL_PER_PIXEL * size, CAMERA_HEIGHT_M, horizon, wall)
 
@@ -298,6 +303,7 @@ def make_scenes(
             if inst.visible.any():
                 annotations.append(_annotation(inst.visible, len(annotations) + 1, i + 1, inst.class_id + 1))
     (base / "classes.txt").write_text("\n".join(("background",) + CLASSES) + "\n")
+    (base / "world.txt").write_text(f"{WORLD_VERSION}\nscenes {count} size {size} seed {seed}\n")
     categories = [{"id": k + 1, "name": name, "supercategory": "fashion"} for k, name in enumerate(CLASSES)]
     coco = {"images": images, "annotations": annotations, "categories": categories}
     (base / "instances.json").write_text(json.dumps(coco))

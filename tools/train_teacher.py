@@ -64,6 +64,11 @@ class TeacherTrain(TrainConfig):
     data: SourceConfig
     val: Optional[SourceConfig] = None
     limit: Optional[int] = Field(None, gt=0, description="train on the first N images of data")
+    init: Optional[Path] = Field(
+        None,
+        description="state dict to start from (e.g. a backbone pretrained on the items, saved by an earlier "
+        "teacher of the zoo): every tensor whose name and shape match the network is loaded",
+    )
 
 
 class ZooTeacher(BaseModel):
@@ -154,6 +159,27 @@ def build_network(cfg: ZooTeacher, task: Task, factory_dir: Path) -> nn.Module:
     model = build_model(net.source, net.kwargs(), factory_dir)
     layer = task.output_layer(output_kind(cfg, task)) if cfg.build is not None else None
     return nn.Sequential(model, layer) if layer is not None else model
+
+
+def init_from(model: nn.Module, path: Path) -> int:
+    """Loads every tensor of the state dict at ``path`` whose name and shape match ``model``.
+
+    Names are also matched under the ``0.`` prefix that :func:`build_network` adds to a network it
+    wraps with an output layer. Returns the number of tensors loaded; raises if none matches.
+    """
+    if not path.is_file():
+        raise AmalgamError(f"init checkpoint not found: {path} (train the teacher that saves it first)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    matched = {}
+    for key, value in own.items():
+        source = key if key in state else key.removeprefix("0.")
+        if source in state and tuple(state[source].shape) == tuple(value.shape):
+            matched[key] = state[source]
+    if not matched:
+        raise AmalgamError(f"init checkpoint {path}: no tensor matches the network's names and shapes")
+    model.load_state_dict(matched, strict=False)
+    return len(matched)
 
 
 def class_indices(dataset: Dataset) -> list[int]:
@@ -319,7 +345,11 @@ def train_teacher(
     start = time.perf_counter()
     seed_everything(zoo.seed)
     device = resolve_device(zoo.device)
-    model = build_network(cfg, task, base / zoo.recipe_dir).to(device)
+    model = build_network(cfg, task, base / zoo.recipe_dir)
+    if tc.init is not None:
+        init = tc.init if tc.init.is_absolute() else base / tc.init
+        log(f"[{name}] init: {init_from(model, init)}/{len(model.state_dict())} tensors from {init}")
+    model = model.to(device)
     train_set, lut = load_labelled(f"teachers.{name}.train.data", tc.data, base, cfg, task, limit or tc.limit)
     val = load_labelled(f"teachers.{name}.train.val", tc.val, base, cfg, task, None) if tc.val else None
     loader = DataLoader(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_teacher import load_zoo, main, train_zoo
+from train_teacher import init_from, load_zoo, main, train_zoo
 
 from amalgam.errors import AmalgamError
 from amalgam.teachers.model_sources import build_model, load_checkpoint
@@ -45,7 +45,11 @@ def test_classification_with_label_subset(tmp_path: Path, tiny_items: Path, caps
     model = build_model("python", {"factory": "demo_models:small_resnet", "num_classes": 2, "width": 4}, RECIPES)
     load_checkpoint(model, tmp_path / "out" / "cls.pt", "cls")
     assert result["val"]["count"] == 8  # 4 cats + 4 dogs scored; the birds were left out
+    per_class = result["val"]["per_class"]
+    assert list(per_class) == ["cat", "dog"] and [r["support"] for r in per_class.values()] == [4, 4]
+    assert all(0.0 <= r["recall"] <= 1.0 for r in per_class.values())
     out = capsys.readouterr().out
+    assert "[cls]   class" in out and "[cls]   dog" in out  # the per-class table
     assert "8 training images" in out
     assert "checkpoint: " in out and "labels: [cat, dog]" in out
 
@@ -82,6 +86,17 @@ def test_segmentation_with_background(tmp_path: Path, tiny_dense: Path) -> None:
     load_checkpoint(model, tmp_path / "out" / "seg.pt", "seg")
     assert 0.0 <= result["val"]["miou"] <= 1.0
     assert len(result["val"]["iou"]) == 3
+    assert list(result["val"]["per_class"]) == ["other", "disc", "bar"]
+    for k, row in enumerate(result["val"]["per_class"].values()):
+        assert row["iou"] == pytest.approx(result["val"]["iou"][k], abs=1e-4) or row["iou"] != row["iou"]
+
+    # A teacher with other labels starts from this one's weights: all but the 3-class head load.
+    other = build_model("smp", {k: v for k, v in {**model_cfg, "classes": 2}.items() if k != "from"}, tmp_path)
+    loaded = init_from(other, tmp_path / "out" / "seg.pt")
+    assert loaded == len(other.state_dict()) - 2
+    torch.testing.assert_close(other.encoder.state_dict(), model.encoder.state_dict())
+    with pytest.raises(AmalgamError, match="no tensor matches"):
+        init_from(torch.nn.Linear(3, 3), tmp_path / "out" / "seg.pt")
 
 
 def test_depth_saved_as_torchscript(tmp_path: Path, tiny_dense: Path) -> None:
