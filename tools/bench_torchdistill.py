@@ -23,10 +23,7 @@ includes its per-epoch checkpoint. The runs share one process, one after another
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import io
-import json
 import math
 import sys
 import tempfile
@@ -41,7 +38,7 @@ from torch.utils.data import Dataset, Sampler
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amalgam.cli import main as amalgam_main  # noqa: E402
+import amalgam  # noqa: E402
 from amalgam.config.recipe import Recipe, load_recipe  # noqa: E402
 from amalgam.data import MixedSources, mixing_sampler  # noqa: E402
 from amalgam.distill.plan import Plan, prepare  # noqa: E402
@@ -81,21 +78,13 @@ def steps_per_epoch(samples: int, batch: int) -> int:
 
 
 def run_amalgam(recipe_path: Path, overrides: list[str], run_dir: Path, cached: bool) -> dict:
-    """Runs ``amalgam build`` and reads its report.json and train_log.csv.
+    """Runs ``amalgam.build`` and reads its report and train_log.csv.
 
     Returns the row: images, train seconds, images/s, the student's top-1, per-epoch seconds and
     (cached) teacher cache hit rates.
     """
-    argv = ["build", str(recipe_path), "--output", str(run_dir), "--force", "--quiet"]
-    for item in overrides + [f"train.cache_teachers={str(cached).lower()}"]:
-        argv += ["--set", item]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = amalgam_main(argv)
-    if code != 0:
-        sys.stdout.write(printed.getvalue())
-        raise AmalgamError(f"amalgam {' '.join(argv)} failed with exit code {code}")
-    report = json.loads((run_dir / "report.json").read_text())
+    sets = overrides + [f"train.cache_teachers={str(cached).lower()}"]
+    report = amalgam.build(recipe_path, sets, output=run_dir, force=True, quiet=True).report
     with open(run_dir / "train_log.csv", newline="") as f:
         log = list(csv.DictReader(f))
     cumulative = [float(row["seconds"]) for row in log]

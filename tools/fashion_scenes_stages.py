@@ -3,8 +3,8 @@
 (The best student since is one build with the feature term from the start,
 `amalgam build recipes/fashion_scenes.yaml`: "The feature term from the start" in docs/benchmarks.md.)
 
-Each stage is one `amalgam build recipes/fashion_scenes.yaml` with overrides; a stage that
-exists (its student.pt is written) is skipped, and an interrupted one continues with --resume.
+Each stage is one ``amalgam.build("recipes/fashion_scenes.yaml", overrides)``; a stage that
+exists (its student.pt is written) is skipped, and an interrupted one continues (``resume=True``).
 
 1. ``wide``: the benchmark recipe without its feature term (decoder [192, 96, 48, 24, 16], 24
    epochs, flip-averaged teachers, items at weight 2).
@@ -27,8 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amalgam.cli import main as amalgam  # noqa: E402
+import amalgam  # noqa: E402
 from amalgam.distill.objective import learned_task_weights  # noqa: E402
+from amalgam.errors import AmalgamError  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "fashion_scenes.yaml"
 #: stage 1 is the recipe without its feature term (the values a recipe without one has)
@@ -51,13 +52,13 @@ def build(out: Path, overrides: list[str]) -> None:
     if (out / "student.pt").exists():
         print(f"{out.name}: done, skipped")
         return
-    args = ["build", str(RECIPE), "--output", str(out)]
-    args += [a for o in overrides for a in ("--set", o)]
-    if (out / "checkpoint.pt").exists():
-        args.append("--resume")
-    print("amalgam " + " ".join(f"'{a}'" if " " in a else a for a in args), flush=True)
-    if amalgam(args) != 0:
-        raise SystemExit(f"{out.name}: amalgam build failed")
+    resume = (out / "checkpoint.pt").exists()
+    shown = " ".join(f"--set '{o}'" if " " in o else f"--set {o}" for o in overrides)
+    print(f"amalgam build {RECIPE} --output {out} {shown}{' --resume' if resume else ''}", flush=True)
+    try:
+        amalgam.build(RECIPE, overrides, output=out, resume=resume)
+    except AmalgamError as exc:
+        raise SystemExit(f"{out.name}: amalgam build failed: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

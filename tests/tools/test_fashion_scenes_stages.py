@@ -20,7 +20,7 @@ def test_learned_weights_are_exp_minus_s_of_the_run(built_run):
 
 def test_a_done_stage_is_skipped_and_an_interrupted_one_resumed(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(stages, "amalgam", lambda args: calls.append(args) or 0)
+    monkeypatch.setattr(stages.amalgam, "build", lambda recipe, overrides, **kw: calls.append((overrides, kw)))
     done, cut, fresh = tmp_path / "done", tmp_path / "cut", tmp_path / "fresh"
     for folder in (done, cut):
         folder.mkdir()
@@ -29,9 +29,13 @@ def test_a_done_stage_is_skipped_and_an_interrupted_one_resumed(tmp_path, monkey
     for folder in (done, cut, fresh):
         stages.build(folder, ["train.epochs=4"])
     assert "done: done, skipped" in capsys.readouterr().out
-    assert [c[c.index("--output") + 1] for c in calls] == [str(cut), str(fresh)]
-    assert calls[0][-1] == "--resume" and "--resume" not in calls[1]
-    assert calls[1][-2:] == ["--set", "train.epochs=4"]
-    monkeypatch.setattr(stages, "amalgam", lambda args: 1)
-    with pytest.raises(SystemExit, match="fresh: amalgam build failed"):
+    assert [kw["output"] for _, kw in calls] == [cut, fresh]
+    assert calls[0][1]["resume"] and not calls[1][1]["resume"]
+    assert calls[1][0] == ["train.epochs=4"]
+
+    def fail(recipe, overrides, **kw):
+        raise stages.AmalgamError("train.epoch: unknown key")
+
+    monkeypatch.setattr(stages.amalgam, "build", fail)
+    with pytest.raises(SystemExit, match="fresh: amalgam build failed: train.epoch: unknown key"):
         stages.build(fresh, [])

@@ -1,0 +1,104 @@
+"""What a recipe amounts to before any training: teachers, label spaces, sources, the student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from amalgam.config.recipe import Recipe
+from amalgam.distill.plan import Plan, prepare
+from amalgam.evaluation.evaluate import count_params
+from amalgam.students.build import StudentSpec, build_student
+from amalgam.training.peer_training import build_peers
+
+
+@dataclass
+class Inspection:
+    """A recipe resolved without training (what ``amalgam inspect`` prints, see :meth:`summary`).
+
+    Attributes:
+        recipe: the loaded recipe.
+        plan: the plan (teachers loaded, label spaces unified, sources scanned unless skipped);
+            None for a peers recipe.
+        student_spec: the student's architecture (None for a peers recipe).
+        student_params: the student's parameters (peers: all peers together).
+        teacher_params: all teachers' parameters together (0 for peers).
+    """
+
+    recipe: Recipe
+    plan: Optional[Plan]
+    student_spec: Optional[StudentSpec]
+    student_params: int
+    teacher_params: int = 0
+
+    def summary(self) -> str:
+        """The human-readable description, one fact per line."""
+        return "\n".join(self._peer_lines() if self.plan is None else self._lines())
+
+    def _peer_lines(self) -> list[str]:
+        r, p = self.recipe, self.recipe.peers
+        return [
+            f"recipe '{r.name}' -> {r.output_dir()}",
+            f"peers: {p.strategy}, {p.count} x {p.model.source} model ({self.student_params:,} params in all)",
+            f"  labels: {p.labels}",
+            f"  trained on '{p.source}' with labels, eval {p.eval or '-'}",
+        ]
+
+    def _lines(self) -> list[str]:
+        r, plan, spec = self.recipe, self.plan, self.student_spec
+        lines = [f"recipe '{r.name}' -> {r.output_dir()}", "", "teachers:"]
+        lines += teacher_lines(plan)
+        lines += ["", "unified label spaces:"]
+        lines += [f"  {task}: {list(s.names) if s else '(no labels)'}" for task, s in plan.spaces.items()]
+        if plan.sources is not None:
+            lines += ["", "sources:"] + source_lines(plan)
+        params, teachers = self.student_params, self.teacher_params
+        lines += [
+            "",
+            f"student: {spec.type}, encoder {spec.encoder}, heads {spec.heads}",
+            f"  {params:,} params = {params / teachers:.0%} of the teachers' {teachers:,}",
+        ]
+        if params > teachers:
+            lines.append(
+                f"  warning: the student has more parameters than all teachers together ({params:,} > {teachers:,}):"
+                " amalgamation is meant to compress; a smaller student.encoder or decoder_channels fits the usual aim"
+            )
+        return lines
+
+
+def teacher_lines(plan: Plan) -> list[str]:
+    """Each teacher: task, model source, size, input, sources, eval set and labels."""
+    lines = []
+    for name, t in plan.teachers.items():
+        cfg = plan.recipe.teachers[name]
+        lines.append(
+            f"  {name}: {t.task.name}, {cfg.model.source} model, {t.num_params():,} params, "
+            f"input {list(t.size)}x{t.channels}ch, sources {t.source_names}, eval {t.eval_name or '-'}"
+        )
+        lines.append(f"    distils: {t.output_note()}")
+        if t.space:
+            bg = f" (background: {t.space.background})" if t.space.background else ""
+            lines.append(f"    labels: {list(t.space.names)}{bg}")
+    return lines
+
+
+def source_lines(plan: Plan) -> list[str]:
+    """Each training source and eval set: type, size, weight or targets."""
+    data = plan.recipe.data
+    lines = []
+    for s, name in zip(plan.sources.sets, plan.sources.names):
+        cfg = data.sources[name]
+        lines.append(f"  {name}: {cfg.type}, {len(s):,} images, weight {cfg.weight}")
+    for name, ds in plan.eval_sets.items():
+        lines.append(f"  eval {name}: {data.eval[name].type}, {len(ds):,} images, targets {sorted(ds.target_keys)}")
+    return lines
+
+
+def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Inspection:
+    """Resolves a loaded recipe: loads the teachers, scans the data unless told not to, sizes the student."""
+    if recipe.peers is not None:
+        return Inspection(recipe, None, None, count_params(build_peers(recipe.peers, recipe.base_dir)))
+    plan = prepare(recipe, with_data=with_data, log=log)
+    spec = plan.student_spec()
+    teachers = sum(t.num_params() for t in plan.teachers.values())
+    return Inspection(recipe, plan, spec, count_params(build_student(spec)), teachers)

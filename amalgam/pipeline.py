@@ -1,0 +1,136 @@
+"""The build pipeline: plan -> train -> save -> evaluate -> report (what :func:`amalgam.build` runs)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from amalgam.config.recipe import Recipe
+from amalgam.distill.plan import Plan, prepare
+from amalgam.errors import AmalgamError
+from amalgam.evaluation.evaluate import count_params, evaluate, size_and_speed
+from amalgam.evaluation.report import build_report, to_markdown, write_report
+from amalgam.evaluation.visual import render
+from amalgam.students.build import build_student
+from amalgam.students.serialize import init_student, save_student
+from amalgam.training import engine
+from amalgam.training.distributed import DistContext, init_distributed
+from amalgam.training.engine import read_checkpoint, resolve_device, seed_everything
+from amalgam.training.peer_training import to_markdown as peers_markdown
+from amalgam.training.peer_training import train_peers
+from amalgam.training.progress import Console
+
+Log = Callable[[str], None]
+#: what a build writes for the user to read, by role, in the order ``amalgam build`` lists them
+STUDENT_FILES = {
+    "student": "student.pt",
+    "report_json": "report.json",
+    "report_md": "report.md",
+    "report_html": "report.html",
+    "train_log": "train_log.csv",
+}
+PEER_FILES = {"peers": "peers.pt", "report_json": "report.json", "report_md": "report.md", "train_log": "train_log.csv"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished build (what :func:`amalgam.build` returns).
+
+    Attributes:
+        run_dir: the run folder.
+        kind: ``"student"`` (teachers -> student) or ``"peers"`` (a peer-learning recipe).
+        report: the contents of ``report.json`` (empty on a torchrun rank other than 0: it writes nothing).
+        paths: what the run wrote for you to read, by role, in the order ``amalgam build`` lists
+            them: for a student ``student``, ``report_json``, ``report_md``, ``report_html``,
+            ``train_log``; for peers ``peers``, ``report_json``, ``report_md``, ``train_log``.
+        recipe: the recipe the run was built from (overrides applied).
+    """
+
+    run_dir: Path
+    kind: str
+    report: dict
+    paths: dict[str, Path] = field(default_factory=dict)
+    recipe: Optional[Recipe] = None
+
+    def summary(self) -> str:
+        """The report as Markdown tables (what ``amalgam build`` prints)."""
+        return peers_markdown(self.report) if self.kind == "peers" else to_markdown(self.report)
+
+
+def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet: bool) -> Run:
+    """Builds a loaded recipe into its run folder.
+
+    Args:
+        recipe: the loaded recipe (overrides and ``output`` applied).
+        record: what ``run.json`` holds (how ``amalgam report`` loads the recipe again).
+        force, resume, quiet: as :func:`amalgam.build`.
+    """
+    run_dir = recipe.output_dir()
+    if (run_dir / "report.json").exists() and not force:
+        raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
+    state = read_checkpoint(run_dir / "checkpoint.pt", recipe) if resume else None
+    device = resolve_device(recipe.device)
+    ctx = init_distributed(device.type)  # torchrun: one process per device, rank 0 writes
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    log = Console(quiet or not ctx.is_main)
+    if ctx.enabled:
+        log(f"torchrun: {ctx.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}); rank 0 writes the run")
+    if recipe.peers is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        report = train_peers(recipe, run_dir, device, log)
+        return Run(run_dir, "peers", report, _paths(run_dir, PEER_FILES), recipe)
+    report = train_student(recipe, run_dir, device, log, ctx, state, record)
+    if not report:
+        return Run(run_dir, "student", {}, {}, recipe)
+    return Run(run_dir, "student", report, _paths(run_dir, STUDENT_FILES), recipe)
+
+
+def _paths(run_dir: Path, files: dict[str, str]) -> dict[str, Path]:
+    return {role: run_dir / name for role, name in files.items()}
+
+
+def train_student(
+    recipe: Recipe, run_dir: Path, device: torch.device, log: Log, ctx: DistContext, state: Optional[dict], record: dict
+) -> dict:
+    """Trains, saves, evaluates and reports; returns the report (empty on ranks other than 0)."""
+    plan = prepare(recipe, log=log)
+    seed_everything(recipe.seed)
+    student = new_student(plan, log, resumed=state is not None)
+    teachers = sum(t.num_params() for t in plan.teachers.values())
+    params = count_params(student)
+    log(
+        f"student: {recipe.student.type} {recipe.student.encoder}, {params:,} params "
+        f"({params / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
+    )
+    if state is None and (run_dir / "checkpoint.pt").exists():
+        log(f"{run_dir} holds an unfinished run: starting over (--resume continues it)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = engine.train(plan, student, run_dir, device, log=log, ctx=ctx, resume=state)
+    if not ctx.is_main:
+        ctx.close()
+        return {}
+    save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
+    evaluation = evaluate(plan, student, device, log=log)
+    report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
+    write_report(report, run_dir)
+    (run_dir / "run.json").write_text(json.dumps(record))
+    render(run_dir, report, plan, student, plan.spaces, device)
+    ctx.close()
+    return report
+
+
+def new_student(plan: Plan, log: Log, resumed: bool) -> nn.Module:
+    """The student of the plan, from ``student.init`` when the recipe names one (not on resume)."""
+    student = build_student(plan.student_spec())
+    init = plan.recipe.student.init
+    if init is not None and not resumed:  # on resume the checkpoint's weights win
+        path = plan.recipe.resolve(init)
+        init_student(student, plan.spaces, path)
+        log(f"student: starting from {path}")
+    return student

@@ -1,0 +1,99 @@
+"""The Python API (amalgam.build / evaluate / inspect / load_student) on the tiny world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import amalgam
+from amalgam.api import override_strings
+from amalgam.errors import AmalgamError
+
+TINY = {"train.epochs": 1, "train.samples_per_epoch": 8}
+
+
+def test_the_package_exports_the_api():
+    for name in ("build", "evaluate", "inspect", "load_student", "load_recipe", "Run", "AmalgamError", "RecipeError"):
+        assert name in amalgam.__all__ and hasattr(amalgam, name), name
+
+
+def test_mapping_overrides_set_python_values_exactly(world, tmp_path):
+    init = tmp_path / "a b: c.pt"  # a space and a colon: YAML would read the bare text differently
+    overrides = {
+        "train.lr": 1e-12,  # PyYAML reads a bare 1e-12 as a string
+        "train.samples_per_epoch": 8,
+        "train.augment": False,
+        "student.init": init,
+        "student.decoder_channels": [32, 16, 16, 8, 8],
+        "amalgamation.task_weights": {"cls": 0.5, "depth": 2.0},
+        "train.max_eval_images": None,
+    }
+    recipe = amalgam.load_recipe(world, overrides)
+    assert recipe.train.lr == 1e-12 and recipe.train.samples_per_epoch == 8 and recipe.train.augment is False
+    assert recipe.student.init == init and recipe.student.decoder_channels == [32, 16, 16, 8, 8]
+    assert recipe.amalgamation.task_weights == {"cls": 0.5, "depth": 2.0}
+    assert recipe.train.max_eval_images is None
+    # the --set strings a mapping is recorded as load the same recipe
+    assert amalgam.load_recipe(world, override_strings(overrides)) == recipe
+
+
+def test_overrides_apply_to_a_copy_of_a_loaded_recipe(world):
+    recipe = amalgam.load_recipe(world)
+    changed = amalgam.load_recipe(recipe, {"train.epochs": 3})
+    assert changed.train.epochs == 3 and recipe.train.epochs != 3
+    assert changed.base_dir == recipe.base_dir
+    with pytest.raises(amalgam.RecipeError, match="train.epoch: unknown key"):
+        amalgam.load_recipe(recipe, ["train.epoch=3"])
+    with pytest.raises(AmalgamError, match="expected a mapping or a list"):
+        amalgam.load_recipe(world, "train.epochs=3")
+
+
+def test_inspect_returns_the_plan_and_the_student_size(world):
+    found = amalgam.inspect(world, with_data=False, quiet=True)
+    assert set(found.plan.teachers) == {"cls", "seg-a", "seg-b", "depth"}
+    assert list(found.plan.spaces["segmentation"].names) == ["background", "disc", "square", "bar"]
+    assert found.plan.sources is None  # with_data=False scans nothing
+    assert found.student_params > 0 and found.teacher_params > 0
+    text = found.summary()
+    assert "  classification: ['cat', 'dog']" in text and "\nsources:" not in text
+
+
+def test_build_from_a_recipe_object_matches_the_cli_build(world, built_run, tmp_path):
+    recipe = amalgam.load_recipe(world)
+    run = amalgam.build(recipe, TINY, output=tmp_path / "run", quiet=True)
+    assert isinstance(run, amalgam.Run) and run.kind == "student" and run.run_dir == tmp_path / "run"
+    assert list(run.paths) == ["student", "report_json", "report_md", "report_html", "train_log"]
+    assert all(p.is_file() for p in run.paths.values())
+    assert run.report == json.loads(run.paths["report_json"].read_text())
+    assert run.summary() == run.paths["report_md"].read_text()
+    cli = json.loads((built_run / "report.json").read_text())
+    assert run.report["tasks"] == cli["tasks"] and run.report["unified"] == cli["unified"]
+    assert run.report["student"]["params"] == cli["student"]["params"]
+    with pytest.raises(AmalgamError, match="already holds a finished run"):
+        amalgam.build(recipe, TINY, output=tmp_path / "run", quiet=True)
+    # a run built from a Recipe object has no recipe file: run.json holds the recipe itself
+    assert amalgam.render_report(run.run_dir, quiet=True) == run.run_dir / "report.html"
+
+
+def test_a_path_build_records_its_overrides_as_set_strings(built_run, world):
+    run = json.loads((built_run / "run.json").read_text())
+    assert run == {"recipe": str(Path(world).resolve()), "set": ["train.epochs=1", "train.samples_per_epoch=8"]}
+
+
+def test_evaluate_a_saved_student_and_a_loaded_one(world, built_run):
+    report = json.loads((built_run / "report.json").read_text())
+    again = amalgam.evaluate(world, built_run / "student.pt", quiet=True)
+    assert [r["student_metrics"] for r in again["tasks"]] == [r["student_metrics"] for r in report["tasks"]]
+    student, spaces = amalgam.load_student(built_run / "student.pt")
+    assert set(spaces) == {"classification", "segmentation", "depth"}
+    same = amalgam.evaluate(world, student, quiet=True)
+    assert same["unified"] == report["unified"]
+
+
+def test_evaluate_refuses_a_student_of_other_tasks(world, built_run):
+    student, _ = amalgam.load_student(built_run / "student.pt")
+    del student.spec.heads["depth"]
+    with pytest.raises(AmalgamError, match=r"has tasks \['classification', 'segmentation'\], the recipe's teachers"):
+        amalgam.evaluate(world, student, quiet=True)
