@@ -172,6 +172,13 @@ class Teacher(nn.Module):
         tap.value = kept[0]
         return out
 
+    def output_note(self) -> str:
+        """Which output is distilled and why, for the log and ``amalgam inspect``."""
+        choice = self.output_choice
+        if choice is None or choice.key is None:
+            return "the output tensor"
+        return f"output '{choice.key}' ({choice.reason})"
+
     def num_params(self) -> int:
         """Parameter count of the network."""
         return sum(p.numel() for p in self.model.parameters())
