@@ -39,6 +39,12 @@ class Registry(Generic[T]):
         self._items[name] = obj
         self._origins[name] = origin
 
+    def remove(self, name: str) -> T:
+        """Unregisters ``name`` and returns its object (a test's registration, a plugin replacing one)."""
+        obj = self.get(name)
+        del self._items[name], self._origins[name]
+        return obj
+
     def get(self, name: str) -> T:
         """Returns the object registered under ``name`` or raises naming the valid options."""
         if name not in self._items:

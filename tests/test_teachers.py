@@ -206,7 +206,7 @@ def test_torchscript_teacher_cannot_be_tapped(world):
 
 def test_feature_adapter_loss_by_hand():
     """Unit vectors at right angles are sqrt(2) apart: squared distance 2; identical ones 0."""
-    from amalgam.distill.objective import FeatureAdapter
+    from amalgam.distill.features import FeatureAdapter
 
     adapter = FeatureAdapter(2, 2)
     with torch.no_grad():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from amalgam.config.recipe import Recipe
 from amalgam.data.sources import SOURCE_TYPES
+from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.kd import LOGIT_ENSEMBLES
+from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
+from amalgam.students.build import STUDENTS
 from amalgam.task import TASKS, get_task, task_names
 from amalgam.teachers.model_sources import check_encoder_name, check_model
 from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher
@@ -33,7 +35,7 @@ def check_recipe(recipe: Recipe) -> None:
         for key, cfg in getattr(recipe.data, group).items():
             path = f"data.{group}.{key}"
             at_key(f"{path}.type", SOURCE_TYPES.get, cfg.type)
-            for required in SOURCE_TYPES.get(cfg.type)[1]:
+            for required in SOURCE_TYPES.get(cfg.type).required:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
     if recipe.peers is not None:
@@ -91,6 +93,7 @@ def check_recipe(recipe: Recipe) -> None:
                 f"train.mixup.sources.{i}",
                 f"'{name}' is not a source (expected one of: {', '.join(recipe.data.sources)})",
             )
+    at_key("student.type", STUDENTS.get, recipe.student.type)
     at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:
@@ -99,6 +102,11 @@ def check_recipe(recipe: Recipe) -> None:
     for teacher in amal.taps:
         if teacher not in recipe.teachers:
             raise RecipeError(f"amalgamation.taps.{teacher}", "not a teacher of this recipe")
+    if amal.features != "none" and amal.features not in FEATURE_TERMS:
+        raise RecipeError(
+            "amalgamation.features",
+            f"unknown feature term '{amal.features}' (expected one of: none, {', '.join(FEATURE_TERMS.names())})",
+        )
     if amal.features != "none" and not amal.taps:
         raise RecipeError(
             "amalgamation.taps", f"required when features is '{amal.features}' ({{teacher: module.name}})"
@@ -121,9 +129,15 @@ def check_recipe(recipe: Recipe) -> None:
 
 def check_peers(recipe: Recipe) -> None:
     """A peer-learning recipe: no teachers, a labelled source, a buildable model."""
+    from amalgam.training.peer_training import UNUSED_TRAIN_KEYS  # the loop states what it uses
+
     peers = recipe.peers
     if recipe.teachers:
         raise RecipeError("peers", "a recipe has either teachers or peers, not both")
+    at_key("peers.strategy", PEER_STRATEGIES.get, peers.strategy)
+    for key in UNUSED_TRAIN_KEYS:
+        if key in recipe.train.model_fields_set:
+            raise RecipeError(f"train.{key}", "not used by a peers build (it trains from labels, with no teachers)")
     at_key("peers.model", check_model, peers.model.source, peers.model.kwargs(), recipe.base_dir)
     if peers.source not in recipe.data.sources:
         raise RecipeError(

@@ -95,7 +95,7 @@ class TeacherConfig(_Strict):
 
 
 class StudentConfig(_Strict):
-    type: Literal["branched", "compact"] = "branched"
+    type: str = Field("branched", description="a registered student type (amalgam.students.STUDENTS)")
     encoder: str = "resnet18"
     branch_at: int = Field(3, ge=0, le=5)
     decoder_channels: list[int] = [128, 64, 32, 16, 16]
@@ -106,7 +106,7 @@ class StudentConfig(_Strict):
 
 class AmalgamationConfig(_Strict):
     temperature: float = Field(2.0, gt=0)
-    features: Literal["none", "adapters", "feed", "similarity"] = "none"
+    features: str = Field("none", description="none, or a registered feature term (FEATURE_TERMS): adapters, feed, ...")
     ensemble: Optional[TypedConfig] = Field(None, description="merge same-label teachers' logits: mean, fixed, ...")
     taps: dict[str, str] = {}
     student_tap: Optional[str] = Field(None, description="student module adapters read (default: the branch point)")
@@ -152,7 +152,7 @@ class TrainConfig(_Strict):
 class PeersConfig(_Strict):
     """Online distillation among peers trained from labels (no pre-trained teacher)."""
 
-    strategy: Literal["dml", "one", "kdcl"]
+    strategy: str = Field(description="a registered peer strategy (amalgam.kd.PEER_STRATEGIES): dml, one, kdcl")
     count: int = Field(2, ge=2, description="peers (dml, kdcl) or branches (one)")
     temperature: float = Field(3.0, gt=0)
     model: ModelConfig

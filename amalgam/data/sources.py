@@ -8,6 +8,7 @@ eval sets add ``label`` (int), ``mask`` (``[H, W]`` long, 255 = ignore) and/or `
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -62,8 +63,16 @@ class ImageSet(Dataset):
         return sample
 
 
-#: ``type`` -> (builder(cfg, resolve) -> ImageSet, required keys)
-SOURCE_TYPES: Registry[tuple[Callable[..., ImageSet], tuple[str, ...]]] = Registry("source type")
+@dataclass(frozen=True)
+class SourceType:
+    """A registered ``data.*.type``: how to build its image set, and the keys it requires."""
+
+    build: Callable[..., ImageSet]  # (cfg, resolve) -> ImageSet
+    required: tuple[str, ...] = ("path",)
+
+
+#: ``type`` -> :class:`SourceType`
+SOURCE_TYPES: Registry[SourceType] = Registry("source type")
 
 
 class FolderSet(ImageSet):
@@ -209,16 +218,15 @@ def _require(cfg: SourceConfig, resolve, key: str) -> Path:
     return path
 
 
-SOURCE_TYPES.add("folder", (lambda cfg, r: FolderSet(list_images(_require(cfg, r, "path"))), ("path",)))
-SOURCE_TYPES.add("imagefolder", (lambda cfg, r: ImageFolderSet(_require(cfg, r, "path")), ("path",)))
-SOURCE_TYPES.add("dense", (lambda cfg, r: DenseSet(_require(cfg, r, "path")), ("path",)))
+SOURCE_TYPES.add("folder", SourceType(lambda cfg, r: FolderSet(list_images(_require(cfg, r, "path")))))
+SOURCE_TYPES.add("imagefolder", SourceType(lambda cfg, r: ImageFolderSet(_require(cfg, r, "path"))))
+SOURCE_TYPES.add("dense", SourceType(lambda cfg, r: DenseSet(_require(cfg, r, "path"))))
 SOURCE_TYPES.add(
-    "coco",
-    (lambda cfg, r: CocoSet(_require(cfg, r, "path"), r(cfg.annotations)), ("path", "annotations")),
+    "coco", SourceType(lambda cfg, r: CocoSet(_require(cfg, r, "path"), r(cfg.annotations)), ("path", "annotations"))
 )
 SOURCE_TYPES.add(
     "torchvision",
-    (lambda cfg, r: TorchvisionSet(cfg.name, r(cfg.root), cfg.split, cfg.download), ("name", "root")),
+    SourceType(lambda cfg, r: TorchvisionSet(cfg.name, r(cfg.root), cfg.split, cfg.download), ("name", "root")),
 )
 
 
@@ -241,7 +249,7 @@ def build_image_set(
         with_targets: read ground truth (eval sets only).
         verify: open every image file once so corrupt files fail now, not mid-training.
     """
-    builder, _ = SOURCE_TYPES.get(cfg.type)
+    builder = SOURCE_TYPES.get(cfg.type).build
     try:
         dataset = builder(cfg, resolve)
         if cfg.limit is not None:

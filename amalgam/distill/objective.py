@@ -1,4 +1,5 @@
-"""The amalgamation objective: per-teacher distillation terms, feature adapters and task weighting."""
+"""The amalgamation objective: per-teacher distillation terms, feature terms (:mod:`amalgam.distill.features`)
+and task weighting."""
 
 from __future__ import annotations
 
@@ -7,65 +8,15 @@ import weakref
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Targets, live_targets
 from amalgam.errors import AmalgamError
-from amalgam.kd import LOGIT_ENSEMBLES, FEEDLoss, SimilarityLoss
-from amalgam.registry import Registry
+from amalgam.kd import LOGIT_ENSEMBLES
 from amalgam.students.build import default_student_tap
 from amalgam.teachers.teacher import FeatureTap
-
-
-class FeatureAdapter(nn.Module):
-    """1x1 conv from the student's tapped feature to a teacher's; squared distance after L2 normalisation.
-
-    The student feature is resized to the teacher's spatial size, so taps at different strides work.
-    """
-
-    def __init__(self, student_channels: int, teacher_channels: int):
-        super().__init__()
-        self.proj = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
-
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        s = self.proj(student)
-        if s.shape[-2:] != teacher.shape[-2:]:
-            s = F.interpolate(s, size=teacher.shape[-2:], mode="bilinear", align_corners=False)
-        # squared distance between unit feature vectors, summed over channels (in [0, 4]) and
-        # averaged over positions: a per-element mean would shrink the term by the channel count
-        diff = F.normalize(s, dim=1) - F.normalize(teacher.float(), dim=1)
-        return diff.pow(2).sum(1).mean()
-
-
-class _FEEDTerm(nn.Module):
-    """FEED (Park & Kwak) for one teacher: non-linear adaptor, L1 between unit maps."""
-
-    def __init__(self, student_channels: int, teacher_channels: int):
-        super().__init__()
-        self.loss = FEEDLoss(student_channels, [teacher_channels])
-
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return self.loss(student, [teacher])
-
-
-class _SimilarityTerm(nn.Module):
-    """Similarity-preserving loss (Tung & Mori) for one teacher: batch similarity matrices."""
-
-    def __init__(self, student_channels: int, teacher_channels: int):
-        super().__init__()
-        self.loss = SimilarityLoss(1)
-
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return self.loss(student, [teacher])
-
-
-#: ``amalgamation.features`` values: (student channels, teacher channels) -> module(student, teacher)
-FEATURE_TERMS: Registry[type[nn.Module]] = Registry("feature term")
-FEATURE_TERMS.add("adapters", FeatureAdapter)
-FEATURE_TERMS.add("feed", _FEEDTerm)
-FEATURE_TERMS.add("similarity", _SimilarityTerm)
 
 
 def ensemble_groups(plan: Plan) -> list[list[str]]:

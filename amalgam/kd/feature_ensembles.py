@@ -17,9 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.errors import AmalgamError
-from amalgam.registry import Registry
-
-FEATURE_ENSEMBLES: Registry[type[nn.Module]] = Registry("feature ensemble")
 
 
 def _unit(t: torch.Tensor) -> torch.Tensor:
@@ -27,7 +24,6 @@ def _unit(t: torch.Tensor) -> torch.Tensor:
     return t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
 
 
-@FEATURE_ENSEMBLES.register("feed")
 class FEEDLoss(nn.Module):
     """FEED (Park & Kwak): one non-linear adaptor per teacher from the student's map,
     ``sum_i || TF_i(f_s) / ||TF_i(f_s)||_2 - f_ti / ||f_ti||_2 ||_1`` (per sample, batch mean).
@@ -70,7 +66,6 @@ def similarity(features: torch.Tensor) -> torch.Tensor:
     return F.normalize(q @ q.t(), dim=1)
 
 
-@FEATURE_ENSEMBLES.register("similarity")
 class SimilarityLoss(nn.Module):
     """Similarity-preserving KD with several teachers: ``sum_i alpha_i ||G_s - G_ti||_F^2 / b^2``.
 

@@ -7,7 +7,8 @@ also a model wrapper (shared trunk, gated branches).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from torch import nn
 
 from amalgam.errors import AmalgamError
 from amalgam.kd.logit_ensembles import kd_loss
+from amalgam.registry import Registry
 
 
 def _stack(logits) -> torch.Tensor:
@@ -94,9 +96,22 @@ def kdcl_minlogit_loss(
     return torch.stack(per_peer).sum(), per_peer
 
 
-PEER_LOSSES: dict[str, Callable] = {"dml": dml_loss, "kdcl": kdcl_minlogit_loss}
+@dataclass(frozen=True)
+class PeerStrategy:
+    """A registered ``peers.strategy``.
+
+    Attributes:
+        loss: ``(peer logits [K, B, C], their ensemble [B, C], labels, temperature) -> total loss``.
+        shared_trunk: the peers are branches of one network on a shared trunk (ONE's gated branches),
+            not independent networks.
+    """
+
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+    shared_trunk: bool = False
 
 
-def peer_names() -> Sequence[str]:
-    """Peer strategies trainable from a recipe (``one`` is handled by its own model wrapper)."""
-    return [*PEER_LOSSES, "one"]
+#: ``peers.strategy`` -> :class:`PeerStrategy`
+PEER_STRATEGIES: Registry[PeerStrategy] = Registry("peer strategy")
+PEER_STRATEGIES.add("dml", PeerStrategy(lambda z, ens, y, t: dml_loss(z, y, t)[0]))
+PEER_STRATEGIES.add("kdcl", PeerStrategy(lambda z, ens, y, t: kdcl_minlogit_loss(z, y, t)[0]))
+PEER_STRATEGIES.add("one", PeerStrategy(lambda z, ens, y, t: one_loss(z, ens, y, t)[0], shared_trunk=True))

@@ -97,6 +97,11 @@ class _Student(nn.Module):
     def _path(self, name: str) -> nn.Module:
         raise NotImplementedError
 
+    @classmethod
+    def default_tap(cls, spec: StudentSpec) -> str:
+        """Module whose output feature terms and gates read when ``amalgamation.student_tap`` is not set."""
+        raise AmalgamError(f"amalgamation.student_tap: required for a '{spec.type}' student (it has no default)")
+
     def _head(self, task_name: str, dense_channels: int, pooled_channels: int) -> nn.Module:
         task = get_task(task_name)
         return task.build_head(dense_channels if task.dense else pooled_channels, self.spec.heads[task_name])
@@ -104,6 +109,13 @@ class _Student(nn.Module):
 
 class BranchedStudent(_Student):
     """A shared trunk that branches into one encoder tail + decoder + head per task."""
+
+    @classmethod
+    def default_tap(cls, spec: StudentSpec) -> str:
+        """The branch point: the last shared stage."""
+        if spec.branch_at == 0:
+            raise AmalgamError("amalgamation.student_tap: required when student.branch_at is 0 (nothing is shared)")
+        return f"trunk.{spec.branch_at - 1}"
 
     def __init__(self, spec: StudentSpec):
         super().__init__(spec)
@@ -144,6 +156,11 @@ class BranchedStudent(_Student):
 class CompactStudent(_Student):
     """One encoder and one shared decoder; tasks differ only by their light heads."""
 
+    @classmethod
+    def default_tap(cls, spec: StudentSpec) -> str:
+        """The shared decoder."""
+        return "decoder"
+
     def __init__(self, spec: StudentSpec):
         super().__init__(spec)
         self.encoder = build_encoder(spec.encoder)
@@ -182,6 +199,7 @@ class _TaskPath(nn.Module):
         return self.head(self.decoder(features) if self.decoder is not None else features[-1])
 
 
+#: ``student.type`` -> class(spec); ``forward(images) -> {task: output}``, ``default_tap(spec)``, ``task_path(name)``
 STUDENTS: Registry[type[_Student]] = Registry("student type")
 STUDENTS.add("branched", BranchedStudent)
 STUDENTS.add("compact", CompactStudent)
@@ -193,12 +211,8 @@ def build_student(spec: StudentSpec) -> nn.Module:
 
 
 def default_student_tap(spec: StudentSpec) -> str:
-    """Module whose output feature adapters read: the branch point, or the shared decoder."""
-    if spec.type == "branched":
-        if spec.branch_at == 0:
-            raise AmalgamError("amalgamation.student_tap: required when student.branch_at is 0 (nothing is shared)")
-        return f"trunk.{spec.branch_at - 1}"
-    return "decoder"
+    """Module whose output feature terms read, as the student type says (branched: the branch point)."""
+    return STUDENTS.get(spec.type).default_tap(spec)
 
 
 def count_params(module: nn.Module) -> int:

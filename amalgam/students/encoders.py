@@ -2,11 +2,13 @@
 
 An smp encoder returns ``depth + 1`` feature maps (the input first). A :class:`StagedEncoder`
 exposes the same computation as a list of stages, ``stage[k](feature[k]) = feature[k + 1]``.
-Splitters are registered per encoder family; compact students use any smp encoder unsplit.
+A :class:`Splitter` is registered per encoder family (it says which encoders it takes and how it
+cuts them); compact students use any smp encoder unsplit.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import segmentation_models_pytorch as smp
@@ -16,8 +18,22 @@ from torch import nn
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 
-#: name predicate -> splitter(encoder) -> list of 5 stage modules
-SPLITTERS: Registry[Callable[[nn.Module], list[nn.Module]]] = Registry("encoder splitter")
+
+@dataclass(frozen=True)
+class Splitter:
+    """How to cut one family of smp encoders into five stages.
+
+    Attributes:
+        matches: whether an (unsplit) encoder belongs to the family; families do not overlap.
+        split: the encoder -> its five stage modules (``stage[k](feature[k]) = feature[k + 1]``).
+    """
+
+    matches: Callable[[nn.Module], bool]
+    split: Callable[[nn.Module], list[nn.Module]]
+
+
+#: family name -> :class:`Splitter`; a branched student uses the one whose ``matches`` takes its encoder
+SPLITTERS: Registry[Splitter] = Registry("encoder splitter")
 
 
 def build_encoder(name: str) -> nn.Module:
@@ -25,7 +41,25 @@ def build_encoder(name: str) -> nn.Module:
     return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)
 
 
-@SPLITTERS.register("resnet")
+def _is_resnet(encoder: nn.Module) -> bool:
+    from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
+
+    return isinstance(encoder, ResNetEncoder)
+
+
+def _timm_model(encoder: nn.Module):
+    """The timm feature net inside smp's universal encoder, or None (also for transformer-style ones)."""
+    return None if getattr(encoder, "_is_transformer_style", False) else getattr(encoder, "model", None)
+
+
+def _is_timm_feature_list(encoder: nn.Module) -> bool:
+    return type(_timm_model(encoder)).__name__ == "FeatureListNet"
+
+
+def _is_timm_chain(encoder: nn.Module) -> bool:
+    return hasattr(_timm_model(encoder), "feature_info") and not _is_timm_feature_list(encoder)
+
+
 def _split_resnet(encoder: nn.Module) -> list[nn.Module]:
     return [
         nn.Sequential(encoder.conv1, encoder.bn1, encoder.relu),
@@ -36,7 +70,6 @@ def _split_resnet(encoder: nn.Module) -> list[nn.Module]:
     ]
 
 
-@SPLITTERS.register("timm-features")
 def _split_timm(encoder: nn.Module) -> list[nn.Module]:
     # timm's FeatureListNet runs its children in order and reads features after named modules.
     model = encoder.model
@@ -52,7 +85,6 @@ def _split_timm(encoder: nn.Module) -> list[nn.Module]:
     return stages
 
 
-@SPLITTERS.register("timm-chain")
 def _split_timm_chain(encoder: nn.Module) -> list[nn.Module]:
     """timm feature nets that are a chain of their modules (EfficientNetFeatures, MobileNetV3Features).
 
@@ -96,25 +128,25 @@ def _flat_chain(model: nn.Module) -> list[nn.Module]:
     return chain
 
 
-def _splitter_for(encoder: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
-    from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
+SPLITTERS.add("resnet", Splitter(_is_resnet, _split_resnet))
+SPLITTERS.add("timm-features", Splitter(_is_timm_feature_list, _split_timm))
+SPLITTERS.add("timm-chain", Splitter(_is_timm_chain, _split_timm_chain))
 
-    if isinstance(encoder, ResNetEncoder):
-        return SPLITTERS.get("resnet")
-    model = getattr(encoder, "model", None)
+
+def _splitter_for(encoder: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
+    for name in SPLITTERS:
+        if SPLITTERS.get(name).matches(encoder):
+            return SPLITTERS.get(name).split
     if getattr(encoder, "_is_transformer_style", False):
         raise AmalgamError(
             f"student.encoder: a branched student cannot split {getattr(encoder, 'name', '')!r}: {_NO_STRIDE_2}"
             " (it takes resnet*, resnext*, tu-resnet*, tu-mobilenetv3_*, tu-efficientnet_* and other timm CNNs);"
             " use student.type: compact"
         )
-    if model is not None and type(model).__name__ == "FeatureListNet":
-        return SPLITTERS.get("timm-features")
-    if model is not None and hasattr(model, "feature_info"):
-        return SPLITTERS.get("timm-chain")
     raise AmalgamError(
         f"student.encoder: a branched student needs an encoder that can be split into stages "
-        f"(smp resnet*/resnext*, or tu-* timm CNNs); '{type(encoder).__name__}' is not one: use student.type: compact"
+        f"(smp resnet*/resnext*, or tu-* timm CNNs, or a registered SPLITTERS family: {', '.join(SPLITTERS)});"
+        f" '{type(encoder).__name__}' is not one: use student.type: compact"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,8 +14,18 @@ from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 from amalgam.teachers.factories import build_from_factory, import_factory
 
-#: ``from:`` name -> (builder(kwargs, base_dir) -> nn.Module, validator(kwargs, base_dir) -> None)
-MODEL_SOURCES: Registry[tuple[Callable[..., nn.Module], Callable[..., None]]] = Registry("model source")
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A registered ``model.from``: ``build(kwargs, base_dir) -> nn.Module`` and ``check(kwargs, base_dir)``,
+    which validates the recipe's arguments without building (raising a one-line AmalgamError)."""
+
+    build: Callable[[dict, Path], nn.Module]
+    check: Callable[[dict, Path], None]
+
+
+#: ``from:`` name -> :class:`ModelSource`
+MODEL_SOURCES: Registry[ModelSource] = Registry("model source")
 
 
 def _check_names(kind: str, name: Any, valid: list[str], key: str = "name") -> None:
@@ -126,22 +137,22 @@ def _resolve(path: str | Path, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-MODEL_SOURCES.add("torchvision", (_torchvision_build, _torchvision_check))
-MODEL_SOURCES.add("timm", (_timm_build, _timm_check))
-MODEL_SOURCES.add("smp", (_smp_build, _smp_check))
-MODEL_SOURCES.add("torchscript", (_torchscript_build, _torchscript_check))
-MODEL_SOURCES.add("python", (_python_build, _python_check))
+MODEL_SOURCES.add("torchvision", ModelSource(_torchvision_build, _torchvision_check))
+MODEL_SOURCES.add("timm", ModelSource(_timm_build, _timm_check))
+MODEL_SOURCES.add("smp", ModelSource(_smp_build, _smp_check))
+MODEL_SOURCES.add("torchscript", ModelSource(_torchscript_build, _torchscript_check))
+MODEL_SOURCES.add("python", ModelSource(_python_build, _python_check))
 
 
 def check_model(source: str, kwargs: dict, base: Path) -> None:
     """Validates a ``model:`` block without building it (raises AmalgamError naming the sub-key)."""
-    MODEL_SOURCES.get(source)[1](kwargs, base)
+    MODEL_SOURCES.get(source).check(kwargs, base)
 
 
 def build_model(source: str, kwargs: dict, base: Path) -> nn.Module:
     """Builds the network a ``model:`` block describes (random weights; see :func:`load_checkpoint`)."""
     try:
-        return MODEL_SOURCES.get(source)[0](kwargs, base)
+        return MODEL_SOURCES.get(source).build(kwargs, base)
     except AmalgamError:
         raise
     except Exception as exc:  # noqa: BLE001 - any constructor failure is the recipe's arguments or the user's code

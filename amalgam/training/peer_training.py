@@ -1,5 +1,10 @@
 """Peer-learning builds (recipe section ``peers``): DML, ONE or KDCL-MinLogit trained from labels.
 
+The loop of a peers build; the strategies' losses and ONE's model are :mod:`amalgam.kd.peers`.
+It honours ``train.epochs``, ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``weight_decay``,
+``schedule``, ``workers`` and ``samples_per_epoch``; the recipe check refuses the distillation-only
+keys of :data:`UNUSED_TRAIN_KEYS`. A peers build cannot be resumed.
+
 ``amalgam build`` runs these when a recipe has ``peers`` instead of ``teachers``. The run folder
 gets ``peers.pt`` (the trained models), ``checkpoint.pt`` each epoch, ``train_log.csv``,
 ``report.json`` and ``report.md`` (each peer's and the ensemble's top-1 on the eval set).
@@ -21,9 +26,22 @@ from amalgam.config.recipe import PeersConfig, Recipe
 from amalgam.data import build_image_set
 from amalgam.errors import AmalgamError
 from amalgam.io import atomic_save, write_json
-from amalgam.kd.peers import ONE, dml_loss, kdcl_minlogit_loss, one_loss
+from amalgam.kd.peers import ONE, PEER_STRATEGIES
 from amalgam.teachers.model_sources import build_model
 from amalgam.teachers.teacher import to_input
+from amalgam.training.optim import build_optimizer, build_scheduler
+
+#: ``train`` keys of distillation that a peers build has no use for: set in a peers recipe, they are refused
+UNUSED_TRAIN_KEYS = (
+    "augment",
+    "mixup",
+    "cache_teachers",
+    "cache_max_gb",
+    "channels_last",
+    "student_channels_last",
+    "compile",
+    "tensorboard",
+)
 
 
 class PeerGroup(nn.Module):
@@ -60,17 +78,15 @@ def split_model(model: nn.Module, at: str) -> tuple[nn.Module, nn.Module, int]:
 
 def build_peers(cfg: PeersConfig, base_dir: Path) -> nn.Module:
     """The peer group (dml, kdcl) or the ONE network (shared trunk, ``count`` branches)."""
-    if cfg.strategy == "one":
+    if PEER_STRATEGIES.get(cfg.strategy).shared_trunk:
         trunk, head, channels = split_model(build_model(cfg.model.source, cfg.model.kwargs(), base_dir), cfg.split_at)
         return ONE(trunk, lambda: copy.deepcopy(head), channels, cfg.count)
     return PeerGroup([build_model(cfg.model.source, cfg.model.kwargs(), base_dir) for _ in range(cfg.count)])
 
 
 def peer_loss(cfg: PeersConfig, z: torch.Tensor, ens: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if cfg.strategy == "one":
-        return one_loss(z, ens, y, cfg.temperature)[0]
-    loss = dml_loss if cfg.strategy == "dml" else kdcl_minlogit_loss
-    return loss(z, y, cfg.temperature)[0]
+    """The strategy's loss on one batch: peer logits ``z`` ``[K, B, C]``, their ensemble, the labels."""
+    return PEER_STRATEGIES.get(cfg.strategy).loss(z, ens, y, cfg.temperature)
 
 
 def _labelled(recipe: Recipe, group: str, key: str):
@@ -94,7 +110,10 @@ def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callab
     samples = min(train.samples_per_epoch or len(dataset), len(dataset))
     gen = torch.Generator().manual_seed(recipe.seed)
     loader = DataLoader(
-        dataset, batch_size=train.batch_size, sampler=RandomSampler(dataset, num_samples=samples, generator=gen)
+        dataset,
+        batch_size=train.batch_size,
+        sampler=RandomSampler(dataset, num_samples=samples, generator=gen),
+        num_workers=train.workers,
     )
     spec = cfg.input
 
@@ -103,8 +122,8 @@ def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callab
             images.to(device), tuple(spec.size or recipe.data.image_size), spec.channels, spec.mean, spec.std
         )
 
-    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, train.epochs * len(loader)))
+    opt = build_optimizer(model.parameters(), train)
+    sched = build_scheduler(opt, train, max(1, train.epochs * len(loader)))
     history, start, seen = [], time.perf_counter(), 0
     for epoch in range(1, train.epochs + 1):
         model.train()

@@ -1,0 +1,149 @@
+"""Every registry is the real dispatch: one registration from outside the package adds a student
+type, a feature term, a teacher model source, an encoder splitter or a peer strategy, and the
+recipe takes its name; unknown names are refused with the registered ones listed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from amalgam.cli import main
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.features import FEATURE_TERMS
+from amalgam.distill.objective import Objective
+from amalgam.distill.plan import prepare
+from amalgam.errors import AmalgamError, RecipeError
+from amalgam.kd import PEER_STRATEGIES, PeerStrategy
+from amalgam.registry import Registry
+from amalgam.students.build import STUDENTS, CompactStudent, build_student, default_student_tap
+from amalgam.students.encoders import SPLITTERS, Splitter, StagedEncoder, build_encoder
+from amalgam.teachers.model_sources import MODEL_SOURCES, ModelSource
+
+QUIET = lambda msg: None  # noqa: E731
+
+
+@pytest.fixture
+def registered():
+    """Registers ``(registry, name, obj)`` for one test, and removes it after."""
+    added: list[tuple[Registry, str]] = []
+
+    def add(registry: Registry, name: str, obj) -> None:
+        registry.add(name, obj, origin="tests")
+        added.append((registry, name))
+
+    yield add
+    for registry, name in added:
+        registry.remove(name)
+
+
+class TappedAtEncoder(CompactStudent):
+    """A compact student whose feature terms read the encoder's last stage, not the decoder."""
+
+    @classmethod
+    def default_tap(cls, spec) -> str:
+        return "encoder"
+
+
+def test_a_student_type_is_one_registration(world, registered):
+    with pytest.raises(RecipeError, match=r"student\.type: unknown student type 'tapped' \(expected one of: .*compact"):
+        load_recipe(world, ["student.type=tapped"])
+    registered(STUDENTS, "tapped", TappedAtEncoder)
+    recipe = load_recipe(world, ["student.type=tapped"])
+    spec = prepare(recipe, with_data=False, log=QUIET).student_spec()
+    student = build_student(spec)
+    assert type(student) is TappedAtEncoder and default_student_tap(spec) == "encoder"
+    assert set(student.eval()(torch.rand(1, 3, 32, 32))) == {"classification", "segmentation", "depth"}
+
+
+class CosineTerm(nn.Module):
+    """1 - cosine similarity of the channel-pooled features (a feature term of the test's own)."""
+
+    def __init__(self, student_channels: int, teacher_channels: int):
+        super().__init__()
+        self.proj = nn.Linear(student_channels, teacher_channels)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        s, t = self.proj(student.mean((2, 3))), teacher.float().mean((2, 3))
+        return 1 - torch.cosine_similarity(s, t, dim=1).mean()
+
+
+def test_a_feature_term_is_one_registration(world, registered):
+    keys = ["amalgamation.features=cosine", "amalgamation.taps={seg-a: body}"]
+    with pytest.raises(RecipeError, match=r"amalgamation\.features: unknown feature term 'cosine' .*none, adapters"):
+        load_recipe(world, keys)
+    registered(FEATURE_TERMS, "cosine", CosineTerm)
+    plan = prepare(load_recipe(world, keys), log=QUIET)
+    student = build_student(plan.student_spec())
+    objective = Objective(plan, student)
+    assert isinstance(objective.adapters["seg-a"], CosineTerm)
+    images = torch.rand(2, 3, 32, 32)
+    _, parts = objective(student(images), images, torch.zeros(2, dtype=torch.long))
+    assert 0.0 <= parts["seg-a/features"] <= 2.0
+
+
+def _check_tiny(kwargs: dict, base) -> None:
+    if not isinstance(kwargs.get("classes"), int):
+        raise AmalgamError("classes: required integer")
+
+
+def _build_tiny(kwargs: dict, base) -> nn.Module:
+    conv = nn.Conv2d(1, 4, 3)
+    return nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, kwargs["classes"]))
+
+
+def test_a_teacher_model_source_is_one_registration(world, registered):
+    keys = ["teachers.cls.model={from: tiny-zoo, classes: 2}", "teachers.cls.checkpoint=null"]
+    with pytest.raises(RecipeError, match=r"unknown model source 'tiny-zoo'"):
+        load_recipe(world, keys)
+    registered(MODEL_SOURCES, "tiny-zoo", ModelSource(_build_tiny, _check_tiny))
+    with pytest.raises(RecipeError, match=r"teachers\.cls\.model\.classes: required integer"):
+        load_recipe(world, ["teachers.cls.model={from: tiny-zoo, classes: two}", "teachers.cls.checkpoint=null"])
+    plan = prepare(load_recipe(world, keys), with_data=False, log=QUIET)
+    assert isinstance(plan.teachers["cls"].model[3], nn.Linear) and plan.teachers["cls"].model[3].out_features == 2
+
+
+def _split_mobilenet_v2(encoder: nn.Module) -> list[nn.Module]:
+    f = encoder.features  # smp reads its features after modules 1, 3, 6, 13 and the last
+    return [f[:2], f[2:4], f[4:7], f[7:14], f[14:]]
+
+
+def test_an_encoder_splitter_is_one_registration(registered):
+    with pytest.raises(AmalgamError, match=r"branched student needs an encoder that can be split"):
+        StagedEncoder("mobilenet_v2")
+    is_mobilenet = lambda e: type(e).__name__ == "MobileNetV2Encoder"  # noqa: E731
+    registered(SPLITTERS, "mobilenet-v2", Splitter(is_mobilenet, _split_mobilenet_v2))
+    torch.manual_seed(0)
+    staged = StagedEncoder("mobilenet_v2").eval()
+    torch.manual_seed(0)
+    whole = build_encoder("mobilenet_v2").eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = whole(x)[1:], staged.forward_range(x, 0, 5)
+    assert len(got) == 5 and all(torch.equal(a, b) for a, b in zip(expected, got))
+
+
+def _mean_ce(z: torch.Tensor, ens: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.stack([nn.functional.cross_entropy(zi, y) for zi in z]).sum()
+
+
+def test_a_peer_strategy_is_one_registration(world, tmp_path, registered):
+    from test_peers import peer_recipe
+
+    recipe = peer_recipe(world, tmp_path, strategy="independent")
+    with pytest.raises(RecipeError, match=r"peers\.strategy: unknown peer strategy 'independent' .*dml, kdcl, one"):
+        load_recipe(recipe)
+    registered(PEER_STRATEGIES, "independent", PeerStrategy(_mean_ce))
+    out = tmp_path / "run"
+    assert main(["build", str(recipe), "--output", str(out), "--quiet"]) == 0
+    assert json.loads((out / "report.json").read_text())["strategy"] == "independent"
+
+
+def test_a_peers_build_refuses_the_train_keys_it_does_not_use(world, tmp_path):
+    from test_peers import peer_recipe
+
+    with pytest.raises(RecipeError, match=r"train\.augment: not used by a peers build"):
+        load_recipe(peer_recipe(world, tmp_path), ["train.augment=false"])
+    assert load_recipe(peer_recipe(world, tmp_path), ["train.optimizer=sgd", "train.schedule=step"]).peers
