@@ -75,8 +75,14 @@ def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] =
             teacher.use_channels_last()
     for name, teacher in plan.teachers.items():
         plan.projections[name] = projection(teacher.space, spaces[teacher.task.name]) if teacher.space else None
-    if not with_data:
-        return plan
+    if with_data:
+        scan_data(plan, log)
+    return plan
+
+
+def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
+    """Fills the plan's training sources and the eval sets its teachers name, and checks them."""
+    recipe = plan.recipe
     size = tuple(recipe.data.image_size)
     sets = []
     for key, cfg in recipe.data.sources.items():
@@ -92,7 +98,6 @@ def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] =
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name])
-    return plan
 
 
 def check_eval_set(teacher: Teacher, dataset: ImageSet) -> None:

@@ -109,19 +109,9 @@ def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callab
     dataset, remap = _labelled(recipe, "sources", cfg.source)
     samples = min(train.samples_per_epoch or len(dataset), len(dataset))
     gen = torch.Generator().manual_seed(recipe.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=train.batch_size,
-        sampler=RandomSampler(dataset, num_samples=samples, generator=gen),
-        num_workers=train.workers,
-    )
-    spec = cfg.input
-
-    def prep(images: torch.Tensor) -> torch.Tensor:
-        return to_input(
-            images.to(device), tuple(spec.size or recipe.data.image_size), spec.channels, spec.mean, spec.std
-        )
-
+    sampler = RandomSampler(dataset, num_samples=samples, generator=gen)
+    loader = DataLoader(dataset, batch_size=train.batch_size, sampler=sampler, num_workers=train.workers)
+    prep = input_converter(recipe, device)
     opt = build_optimizer(model.parameters(), train)
     sched = build_scheduler(opt, train, max(1, train.epochs * len(loader)))
     history, start, seen = [], time.perf_counter(), 0
@@ -130,21 +120,13 @@ def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callab
         total, count = 0.0, 0
         for batch in loader:
             y = remap[batch["label"]].to(device)
-            z, ens = model(prep(batch["image"]))
-            loss = peer_loss(cfg, z, ens, y)
-            if not torch.isfinite(loss):
-                raise AmalgamError(f"peers ({cfg.strategy}): loss is {loss.item()} at epoch {epoch}: training stopped")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, count, seen = total + loss.item(), count + 1, seen + len(y)
+            loss = _peer_step(cfg, model, prep(batch["image"]), y, opt, sched, epoch)
+            total, count, seen = total + loss, count + 1, seen + len(y)
         elapsed = time.perf_counter() - start
         history.append({"epoch": epoch, "seconds": round(elapsed, 2), "loss": total / max(count, 1)})
         log(f"epoch {epoch}/{train.epochs} loss {total / max(count, 1):.4f} {seen / elapsed:.1f} img/s")
-        atomic_save(
-            {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict()}, run_dir / "checkpoint.pt"
-        )
+        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict()}
+        atomic_save(state, run_dir / "checkpoint.pt")
     seconds = time.perf_counter() - start
     atomic_save(model.state_dict(), run_dir / "peers.pt")
     _write_csv(run_dir / "train_log.csv", history)
@@ -160,6 +142,26 @@ def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callab
     write_json(report, run_dir / "report.json")
     (run_dir / "report.md").write_text(to_markdown(report))
     return report
+
+
+def input_converter(recipe: Recipe, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Images in [0, 1] -> the peers' input spec (``peers.input``), on ``device``."""
+    spec = recipe.peers.input
+    size = tuple(spec.size or recipe.data.image_size)
+    return lambda images: to_input(images.to(device), size, spec.channels, spec.mean, spec.std)
+
+
+def _peer_step(cfg: PeersConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, sched, epoch: int) -> float:
+    """One optimiser step of every peer on one batch; returns the loss."""
+    z, ens = model(x)
+    loss = peer_loss(cfg, z, ens, y)
+    if not torch.isfinite(loss):
+        raise AmalgamError(f"peers ({cfg.strategy}): loss is {loss.item()} at epoch {epoch}: training stopped")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
 
 
 @torch.no_grad()
