@@ -9,6 +9,7 @@ from amalgam.config.recipe import Recipe
 from amalgam.distill.plan import Plan, prepare
 from amalgam.evaluation.evaluate import count_params
 from amalgam.students.build import StudentSpec, build_student
+from amalgam.taxonomy import label_report
 from amalgam.training.peer_training import build_peers
 
 
@@ -50,6 +51,8 @@ class Inspection:
         lines += teacher_lines(plan)
         lines += ["", "unified label spaces:"]
         lines += [f"  {task}: {list(s.names) if s else '(no labels)'}" for task, s in plan.spaces.items()]
+        lines += ["", "label relations:"]
+        lines += label_report({n: (t.task.name, t.space) for n, t in plan.teachers.items() if t.space}, plan.spaces)
         if plan.sources is not None:
             lines += ["", "sources:"] + source_lines(plan)
         params, teachers = self.student_params, self.teacher_params

@@ -3,6 +3,10 @@
 A teacher knows a subset of the unified labels. Its optional ``background`` label stands for
 everything it does not know, so it covers the unified background *and* every unified class
 missing from the teacher (Vongkulbhisal et al., CVPR 2019, "Unifying heterogeneous classifiers").
+
+A teacher's label may also stand for unified classes of other names (``covers``): a VOC
+``tvmonitor`` is the unified ``tv``, a coarse ``vehicle`` covers ``car``, ``bus`` and ``truck``.
+Its projection row then holds those classes, and ground truth is mapped through the same relation.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ class LabelSpace:
 
     names: tuple[str, ...]
     background: Optional[str] = None
+    #: per label, the unified classes it stands for (empty: each label is the class of its name)
+    covers: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if len(set(self.names)) != len(self.names):
@@ -28,6 +34,16 @@ class LabelSpace:
             raise ValueError(f"duplicate label names: {dup}")
         if self.background is not None and self.background not in self.names:
             raise ValueError(f"background '{self.background}' is not one of the labels")
+        if self.covers and len(self.covers) != len(self.names):
+            raise ValueError(f"covers has {len(self.covers)} entries for {len(self.names)} labels")
+        owner: dict[str, str] = {}
+        for name in self.known():
+            if not self.covered(name):
+                raise ValueError(f"'{name}' covers no class")
+            for cls in self.covered(name):
+                if cls in owner:
+                    raise ValueError(f"'{cls}' is covered by both '{owner[cls]}' and '{name}'")
+                owner[cls] = name
 
     def __len__(self) -> int:
         return len(self.names)
@@ -41,6 +57,16 @@ class LabelSpace:
         """The named classes: every label but the background."""
         return [n for n in self.names if n != self.background]
 
+    def covered(self, name: str) -> tuple[str, ...]:
+        """The unified classes label ``name`` stands for (the background's are found by :func:`projection`)."""
+        if name == self.background:
+            return ()
+        return self.covers[self.names.index(name)] if self.covers else (name,)
+
+    def relations(self) -> dict[str, tuple[str, ...]]:
+        """Known labels whose unified classes are not just their own name: ``{tvmonitor: (tv,)}``."""
+        return {n: self.covered(n) for n in self.known() if self.covered(n) != (n,)}
+
 
 def unify(spaces: Sequence[LabelSpace], background: Optional[str] = None) -> LabelSpace:
     """The union of several spaces' named classes, in order of first appearance.
@@ -51,23 +77,27 @@ def unify(spaces: Sequence[LabelSpace], background: Optional[str] = None) -> Lab
     """
     names: list[str] = [background] if background else []
     for space in spaces:
-        names += [n for n in space.known() if n not in names]
+        for label in space.known():
+            names += [n for n in space.covered(label) if n not in names]
     return LabelSpace(tuple(names), background)
 
 
 def projection(teacher: LabelSpace, unified: LabelSpace) -> torch.Tensor:
     """Boolean matrix ``[len(teacher), len(unified)]``: teacher label j covers unified label k.
 
-    A named teacher label covers the unified label of the same name; the teacher's background
-    covers the unified background plus every unified class the teacher does not know.
+    A named teacher label covers the unified classes it stands for (by default the one of its own
+    name); the teacher's background covers the unified background plus every unified class none
+    of its labels covers.
     """
     matrix = torch.zeros(len(teacher), len(unified), dtype=torch.bool)
+    covered: set[str] = set()
     for name in teacher.known():
-        matrix[teacher.names.index(name), unified.names.index(name)] = True
+        for cls in teacher.covered(name):
+            matrix[teacher.names.index(name), unified.names.index(cls)] = True
+            covered.add(cls)
     if teacher.background is not None:
-        known = set(teacher.known())
         for k, name in enumerate(unified.names):
-            if name not in known:
+            if name not in covered:
                 matrix[teacher.background_index, k] = True
     return matrix
 
@@ -104,15 +134,48 @@ def project_log_probs(
     return grouped - torch.logsumexp(grouped, dim=1, keepdim=True)
 
 
-def lookup(source_names: Sequence[str], target: LabelSpace) -> torch.Tensor:
+def extents(spaces: Sequence[LabelSpace]) -> dict[str, frozenset[str]]:
+    """The unified classes each teacher label name stands for: ``{tvmonitor: {tv}, vehicle: {car, bus}}``.
+
+    Ground-truth class names of an eval set are read through this: a set labelled in VOC's names,
+    or in a coarse teacher's, is scored against teachers and students that use other names.
+    The first teacher that names a label defines it.
+    """
+    found: dict[str, frozenset[str]] = {}
+    for space in spaces:
+        for name in space.known():
+            found.setdefault(name, frozenset(space.covered(name)))
+    return found
+
+
+def lookup(
+    source_names: Sequence[str], target: LabelSpace, extent: Optional[dict[str, frozenset[str]]] = None
+) -> torch.Tensor:
     """Maps class indices of a labelled set into ``target`` (a LUT of length ``len(source_names)``).
 
-    A name the target knows maps to its index; any other name maps to the target's background
-    if it has one, else to :data:`IGNORE`.
+    A ground-truth name stands for the unified classes ``extent`` gives it (by default the class of
+    its own name). It maps to the target label whose classes hold all of them (a ``car`` pixel is a
+    coarse teacher's ``vehicle``); to the target's background, else :data:`IGNORE`, when the target
+    knows none of them; and to :data:`IGNORE` when it knows only some (a ``vehicle`` pixel cannot
+    be scored as ``car``).
     """
+    extent = extent or {}
     fallback = target.background_index if target.background is not None else IGNORE
-    known = set(target.known())
-    return torch.tensor([target.names.index(n) if n in known else fallback for n in source_names], dtype=torch.long)
+    owner = {cls: target.names.index(name) for name in target.known() for cls in target.covered(name)}
+    lut = []
+    for name in source_names:
+        if name in target.known():
+            lut.append(target.names.index(name))
+            continue
+        classes = extent.get(name, frozenset([name]))
+        owners = {owner.get(c) for c in classes}
+        if owners == {None}:
+            lut.append(fallback)
+        elif len(owners) == 1:
+            lut.append(owners.pop())
+        else:
+            lut.append(IGNORE)
+    return torch.tensor(lut, dtype=torch.long)
 
 
 def apply_lookup(target: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:

@@ -116,9 +116,18 @@ CASES: dict[str, tuple[Edit, str]] = {
     ),
     "unknown task": (put("normals", "teachers", "cls", "task"), r"^teachers\.cls\.task: unknown task 'normals'"),
     "duplicate teacher": (duplicate_teacher, r"duplicate key 'cls' at line \d+"),
-    "labels not in eval set": (
-        put(["cat", "wolf"], "teachers", "cls", "labels"),
-        r"^teachers\.cls\.eval: labels not in eval set 'items-val': \['wolf'\]",
+    "labels not in eval set": (  # only some absent: scored on the others (test_taxonomy.py)
+        put(["fox", "wolf"], "teachers", "cls", "labels"),
+        r"^teachers\.cls\.eval: none of the teacher's 2 labels is in eval set 'items-val' \(its labels: fox, wolf; "
+        r"the set's classes: bird, cat, dog\)$",
+    ),
+    "label entry of the wrong form": (
+        put(["cat", {"dog": 3}], "teachers", "cls", "labels"),
+        r"^teachers\.cls\.labels\.1: expected a name, \{name: unified_class\} or \{name: \[unified_class, \.\.\.\]\}",
+    ),
+    "two labels cover one class": (
+        put(["cat", {"dog": ["cat", "dog"]}], "teachers", "cls", "labels"),
+        r"^teachers\.cls\.labels: 'cat' is covered by both 'cat' and 'dog'$",
     ),
     "checkpoint of another architecture": (other_architecture, r"teacher 'seg-a'.*(missing|unexpected|shape)"),
     "truncated checkpoint": (truncated_checkpoint, r"cannot read checkpoint .*zoo/seg-a\.pt"),

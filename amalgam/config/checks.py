@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from amalgam.config.recipe import Recipe
+from amalgam.config.label_entries import label_names, read_names, space_of
+from amalgam.config.recipe import Recipe, TeacherConfig
 from amalgam.data.sources import SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError
@@ -38,6 +39,11 @@ def check_recipe(recipe: Recipe) -> None:
             for required in SOURCE_TYPES.get(cfg.type).required:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
+            if cfg.classes_file is not None:
+                if cfg.type not in ("imagefolder", "dense"):
+                    raise RecipeError(f"{path}.classes_file", f"only for imagefolder and dense sets, not '{cfg.type}'")
+                if not recipe.resolve(cfg.classes_file).is_file():
+                    raise RecipeError(f"{path}.classes_file", f"file not found: {recipe.resolve(cfg.classes_file)}")
     if recipe.peers is not None:
         check_peers(recipe)
         return
@@ -51,15 +57,8 @@ def check_recipe(recipe: Recipe) -> None:
         task = get_task(t.task)
         at_key(f"{path}.model", check_model, t.model.source, t.model.kwargs(), recipe.base_dir)
         if task.labelled:
-            if not t.labels:
-                raise RecipeError(
-                    f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)"
-                )
-            if len(set(t.labels)) != len(t.labels):
-                raise RecipeError(f"{path}.labels", "duplicate label names")
-            if t.background is not None and t.background not in t.labels:
-                raise RecipeError(f"{path}.background", f"'{t.background}' is not one of the teacher's labels")
-        elif t.labels or t.background:
+            check_teacher_labels(path, t, recipe)
+        elif t.labels or t.labels_file or t.background:
             raise RecipeError(f"{path}.labels", f"a {t.task} teacher has no label space")
         if t.output != "default" and t.output not in task.output_kinds:
             raise RecipeError(f"{path}.output", f"expected one of: {', '.join(task.output_kinds)}")
@@ -125,6 +124,33 @@ def check_recipe(recipe: Recipe) -> None:
                 raise RecipeError(
                     f"amalgamation.task_weights.{key}", f"expected a task or teacher name ({', '.join(sorted(valid))})"
                 )
+
+
+def check_teacher_labels(path: str, t: TeacherConfig, recipe: Recipe) -> None:
+    """A labelled teacher's ``labels`` (or ``labels_file``, read into ``labels`` here) and ``background``."""
+    if t.labels_file is not None:
+        file = recipe.resolve(t.labels_file)
+        if not file.is_file():
+            raise RecipeError(f"{path}.labels_file", f"file not found: {file}")
+        names = read_names(file)
+        if t.labels and t.labels != names:  # a dumped recipe holds both, equal
+            raise RecipeError(f"{path}.labels_file", "give labels or labels_file, not both")
+        t.labels = names
+    if not t.labels:
+        raise RecipeError(f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)")
+    names = label_names_at(f"{path}.labels", t.labels)
+    if t.background is not None and t.background not in names:
+        raise RecipeError(f"{path}.background", f"'{t.background}' is not one of the teacher's labels")
+    at_key(f"{path}.labels", space_of, t.labels, t.background)
+
+
+def label_names_at(path: str, entries: list) -> list[str]:
+    """The entries' names, or a RecipeError at the offending entry."""
+    try:
+        return label_names(entries)
+    except AmalgamError as exc:
+        index, _, msg = str(exc).partition(": ")
+        raise RecipeError(f"{path}.{index}", msg) from None
 
 
 def check_peers(recipe: Recipe) -> None:

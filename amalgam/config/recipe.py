@@ -34,6 +34,7 @@ class SourceConfig(_Strict):
     download: bool = False
     weight: float = Field(1.0, gt=0)
     limit: Optional[int] = Field(None, gt=0, description="use only the first N images")
+    classes_file: Optional[Path] = Field(None, description="imagefolder/dense: '<folder id> <name>' lines")
 
 
 class DataConfig(_Strict):
@@ -84,7 +85,10 @@ class TeacherConfig(_Strict):
     checkpoint: Optional[Path] = None
     wrap: Optional[TypedConfig] = None
     input: InputSpec = InputSpec()
-    labels: Optional[list[str]] = None
+    labels: Optional[list[Any]] = Field(  # entries checked in checks.py (label_entries.py), with their forms
+        None, description="names in output order; {name: class} or {name: [classes]} relate a label to unified classes"
+    )
+    labels_file: Optional[Path] = Field(None, description="the labels, one name a line (instead of labels)")
     background: Optional[str] = None
     sources: Optional[list[str]] = None
     eval: Optional[str] = None

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from amalgam.config.label_entries import rename_classes
 from amalgam.config.recipe import SourceConfig
 from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, to_tensor, verify_image
 from amalgam.errors import AmalgamError
@@ -252,6 +253,8 @@ def build_image_set(
     builder = SOURCE_TYPES.get(cfg.type).build
     try:
         dataset = builder(cfg, resolve)
+        if cfg.classes_file is not None and dataset.classes:  # folder ids (e.g. WordNet) -> names
+            dataset.classes = rename_classes(dataset.classes, resolve(cfg.classes_file))
         if cfg.limit is not None:
             dataset = _limit(dataset, cfg.limit)
         if len(dataset) == 0:

@@ -7,10 +7,11 @@ from typing import Callable, Optional
 
 import torch
 
+from amalgam.config.label_entries import space_of
 from amalgam.config.recipe import Recipe
 from amalgam.data import ImageSet, MixedSources, build_image_set
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.labels import LabelSpace, projection, unify
+from amalgam.labels import LabelSpace, extents, lookup, projection, unify
 from amalgam.students.build import StudentSpec
 from amalgam.task import Task, get_task
 from amalgam.teachers.teacher import Teacher, build_teachers
@@ -38,6 +39,10 @@ class Plan:
     source_ids: dict[str, list[int]] = field(default_factory=dict)
     eval_sets: dict[str, ImageSet] = field(default_factory=dict)
 
+    def extents(self, task: str) -> dict[str, frozenset[str]]:
+        """What each label name of ``task``'s teachers stands for (read into eval sets' ground truth)."""
+        return extents([t.space for t in self.teachers.values() if t.task.name == task and t.space is not None])
+
     def student_spec(self) -> StudentSpec:
         """The student's architecture with one head per task over its unified label space."""
         s = self.recipe.student
@@ -52,7 +57,7 @@ def unify_tasks(recipe: Recipe) -> tuple[dict[str, Task], dict[str, Optional[Lab
     for cfg in recipe.teachers.values():
         task = tasks.setdefault(cfg.task, get_task(cfg.task))
         if task.labelled:
-            members.setdefault(cfg.task, []).append(LabelSpace(tuple(cfg.labels), cfg.background))
+            members.setdefault(cfg.task, []).append(space_of(cfg.labels, cfg.background))
     spaces = {
         name: unify(members[name], task.unified_background) if task.labelled else None for name, task in tasks.items()
     }
@@ -97,26 +102,55 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
             plan.eval_sets[key] = build_image_set(f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log)
     for teacher in plan.teachers.values():
         if teacher.eval_name:
-            check_eval_set(teacher, plan.eval_sets[teacher.eval_name])
+            check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
 
 
-def check_eval_set(teacher: Teacher, dataset: ImageSet) -> None:
-    """The eval set must hold the teacher's kind of ground truth and know its labels by name."""
+def check_eval_set(
+    teacher: Teacher,
+    dataset: ImageSet,
+    extent: Optional[dict[str, frozenset[str]]] = None,
+    log: Callable[[str], None] = print,
+) -> None:
+    """The eval set must hold the teacher's kind of ground truth and some of its labels.
+
+    Labels match by name or through the label relations (``extent``). A teacher whose labels are
+    only partly in the set is scored on those, and one line says which are absent.
+    """
     path = f"teachers.{teacher.name}.eval"
     key = teacher.task.target_key
     if key not in dataset.target_keys:
         raise RecipeError(
             path, f"eval set '{teacher.eval_name}' has no '{key}' ground truth for a {teacher.task.name} teacher"
         )
-    if teacher.space is not None:
-        if not dataset.classes:
-            raise RecipeError(path, f"eval set '{teacher.eval_name}' has no class names to match labels against")
-        missing = [n for n in teacher.space.known() if n not in dataset.classes]
-        if missing:
-            raise RecipeError(
-                path,
-                f"labels not in eval set '{teacher.eval_name}': {missing} (its classes: {dataset.classes})",
-            )
+    if teacher.space is None:
+        return
+    if not dataset.classes:
+        raise RecipeError(path, f"eval set '{teacher.eval_name}' has no class names to match labels against")
+    absent = absent_labels(teacher.space, dataset.classes, extent)
+    known = teacher.space.known()
+    if len(absent) == len(known):
+        raise RecipeError(
+            path,
+            f"none of the teacher's {len(known)} labels is in eval set '{teacher.eval_name}' "
+            f"(its labels: {shorten(known)}; the set's classes: {shorten(dataset.classes)})",
+        )
+    if absent:
+        log(
+            f"teacher '{teacher.name}' is scored on {len(known) - len(absent)} of its {len(known)} labels on "
+            f"'{teacher.eval_name}'; absent from the set: {shorten(absent)}"
+        )
+
+
+def absent_labels(space: LabelSpace, classes: list[str], extent: Optional[dict[str, frozenset[str]]]) -> list[str]:
+    """The named labels of ``space`` that no class of an eval set maps to."""
+    found = set(lookup(classes, space, extent).tolist())
+    return [n for n in space.known() if space.names.index(n) not in found]
+
+
+def shorten(names: list[str], count: int = 8) -> str:
+    """``a, b, c and 12 more``: long label lists stay one readable line."""
+    shown = ", ".join(names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
 
 
 def describe_error(exc: Exception) -> str:

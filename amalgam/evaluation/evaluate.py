@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Subset
 
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.per_class import class_warnings, per_class_rows
-from amalgam.labels import LabelSpace, apply_lookup, lookup, projection
+from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
 from amalgam.task import Task
 from amalgam.teachers.teacher import Teacher
 from amalgam.training.progress import bar_for
@@ -141,13 +141,18 @@ def evaluate(
             teacher.to(device)
             task, space = teacher.task, spaces[teacher.task.name]
             n = len(teacher.space) if teacher.space else None
+            extent = plan.extents(task.name)
+            teacher_lut = lookup(dataset.classes, teacher.space, extent) if teacher.space else None
+            meters = [task.new_meter(n), task.new_meter(n), task.new_meter(len(space) if space else None)]
+            if teacher_lut is not None:
+                restrict(meters[:2], teacher_lut, n)
             scorers[name] = _Scorer(
                 teacher,
                 projection(teacher.space, space).to(device) if teacher.space else None,
-                lookup(dataset.classes, teacher.space).to(device) if teacher.space else None,
-                lookup(dataset.classes, space).to(device) if space is not None else None,
+                teacher_lut.to(device) if teacher_lut is not None else None,
+                lookup(dataset.classes, space, extent).to(device) if space is not None else None,
                 task.name not in unified_tasks,
-                [task.new_meter(n), task.new_meter(n), task.new_meter(len(space) if space else None)],
+                meters,
             )
             unified_tasks.add(task.name)
         log(f"evaluating the student and {', '.join(scorers)} on '{set_name}'")
@@ -173,6 +178,15 @@ def evaluate(
     for line in result.warnings():
         log(f"warning: {line}")
     return result
+
+
+def restrict(meters: list, lut: torch.Tensor, num_classes: int) -> None:
+    """Scores only the classes an eval set holds, on meters that can (``restrict(classes)``, e.g. mIoU)."""
+    present = sorted(set(lut.tolist()) - {IGNORE})
+    if len(present) < num_classes:
+        for meter in meters:
+            if hasattr(meter, "restrict"):
+                meter.restrict(present)
 
 
 def count_params(module: nn.Module) -> int:

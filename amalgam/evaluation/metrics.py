@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from amalgam.labels import IGNORE
@@ -41,8 +43,12 @@ class ConfusionMatrix:
         union = self.matrix.sum(0).double() + self.matrix.sum(1).double() - tp
         return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
 
-    def mean_iou(self) -> float:
-        """Mean IoU over classes present in ground truth or predictions."""
+    def mean_iou(self, classes: Optional[list[int]] = None) -> float:
+        """Mean IoU over classes present in ground truth or predictions (of ``classes`` if given)."""
         iou = self.iou()
         present = ~torch.isnan(iou)
+        if classes is not None:
+            scored = torch.zeros_like(present)
+            scored[classes] = True
+            present &= scored
         return iou[present].mean().item() if present.any() else float("nan")

@@ -78,7 +78,9 @@ def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.devi
         t_pred = teacher.task.predict(teacher(images), size)
         s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
         if teacher.space is not None:
-            target = apply_lookup(target.long(), lookup(dataset.classes, teacher.space))
+            target = apply_lookup(
+                target.long(), lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
+            )
         for i in range(len(samples)):
             row = axes[block * count + i]
             row[0].imshow(images[i].permute(1, 2, 0).cpu().numpy())

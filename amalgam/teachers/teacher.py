@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from amalgam.config.label_entries import space_of
 from amalgam.config.recipe import InputSpec, Recipe, TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
@@ -100,7 +101,7 @@ class Teacher(nn.Module):
         self.output_kind = task.resolve_output_kind(cfg.output)
         self.output_key: Optional[str] = cfg.output_key
         self.output_choice: Optional[OutputChoice] = None  # resolved on the first run (see outputs.py)
-        self.space: Optional[LabelSpace] = LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
+        self.space: Optional[LabelSpace] = space_of(cfg.labels, cfg.background) if task.labelled else None
         self.source_names: list[str] = list(cfg.sources or [])
         self.eval_name: Optional[str] = cfg.eval
         self.tap: Optional[FeatureTap] = None

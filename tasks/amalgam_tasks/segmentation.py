@@ -18,6 +18,11 @@ class SegmentationMeter:
 
     def __init__(self, num_classes: int):
         self.confusion = ConfusionMatrix(num_classes)
+        self.classes: Optional[list[int]] = None
+
+    def restrict(self, classes: list[int]) -> None:
+        """Averages the IoU over these classes only (those an eval set holds); the others stay listed."""
+        self.classes = list(classes)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         self.confusion.update(pred, target)
@@ -25,7 +30,7 @@ class SegmentationMeter:
     def compute(self) -> dict[str, float]:
         iou = self.confusion.iou()
         return {
-            "miou": self.confusion.mean_iou(),
+            "miou": self.confusion.mean_iou(self.classes),
             "pixel_acc": self.confusion.accuracy(),
             "iou": [None if torch.isnan(v) else round(v.item(), 4) for v in iou],
         }

@@ -1,0 +1,91 @@
+"""A teacher's ``labels`` as the recipe writes them, and the class-name files recipes point to.
+
+An entry of ``teachers.<n>.labels`` is a name, or a one-key mapping that says which unified
+classes that label stands for::
+
+    labels: [background, {tvmonitor: tv}, {vehicle: [car, bus, truck]}, person]
+
+``tvmonitor`` is this teacher's name for the unified class ``tv``; ``vehicle`` covers three
+unified classes. ``labels_file`` gives plain names, one a line (1000-class teachers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from amalgam.errors import AmalgamError
+from amalgam.labels import LabelSpace
+
+ENTRY_FORMS = "a name, {name: unified_class} or {name: [unified_class, ...]}"
+
+
+def parse_entry(entry: Any, index: int) -> tuple[str, tuple[str, ...]]:
+    """One ``labels`` entry -> (the teacher's label name, the unified classes it stands for)."""
+    if isinstance(entry, str):
+        return entry, (entry,)
+    if isinstance(entry, dict) and len(entry) == 1:
+        ((name, value),) = entry.items()
+        if isinstance(value, str):
+            return str(name), (value,)
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            if len(set(value)) != len(value):
+                raise AmalgamError(f"{index}: '{name}' lists a class twice: {value}")
+            return str(name), tuple(value)
+    raise AmalgamError(f"{index}: expected {ENTRY_FORMS}, got {entry!r}")
+
+
+def label_names(entries: Sequence[Any]) -> list[str]:
+    """The teacher's own label names, in output order."""
+    return [parse_entry(e, i)[0] for i, e in enumerate(entries)]
+
+
+def space_of(entries: Optional[Sequence[Any]], background: Optional[str]) -> Optional[LabelSpace]:
+    """A teacher's label space from its ``labels`` entries and ``background``.
+
+    Raises:
+        AmalgamError: a malformed entry, a relation on the background, a unified class covered by
+            two of the teacher's labels (prefixed with the entry index where there is one).
+    """
+    if entries is None:
+        return None
+    parsed = [parse_entry(e, i) for i, e in enumerate(entries)]
+    names = tuple(name for name, _ in parsed)
+    for i, (name, covers) in enumerate(parsed):
+        if name == background and covers != (name,):
+            raise AmalgamError(
+                f"{i}: the background '{name}' covers every class the teacher does not know; give it as a plain name"
+            )
+    covers = tuple(c for _, c in parsed) if any(c != (n,) for n, c in parsed) else ()
+    try:
+        return LabelSpace(names, background, covers)
+    except ValueError as exc:
+        raise AmalgamError(str(exc)) from None
+
+
+def read_names(path: Path) -> list[str]:
+    """A labels file: one name a line, blank lines skipped, surrounding spaces stripped."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_class_map(path: Path) -> dict[str, str]:
+    """A classes file: ``<folder id> <name>`` a line (``n01440764 tench``); the name is the rest of the line."""
+    found: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            raise AmalgamError(f"{path}:{number}: expected '<folder id> <name>', got {line.strip()!r}")
+        found[parts[0]] = parts[1].strip()
+    return found
+
+
+def rename_classes(classes: Sequence[str], path: Path) -> list[str]:
+    """An eval set's class ids (folders, ``classes.txt`` lines) renamed through a classes file."""
+    mapping = read_class_map(path)
+    missing = [c for c in classes if c not in mapping]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise AmalgamError(f"classes_file {path} does not name {len(missing)} of the set's classes: {shown}")
+    return [mapping[c] for c in classes]
