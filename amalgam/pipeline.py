@@ -83,7 +83,7 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
         log(f"torchrun: {ctx.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}); rank 0 writes the run")
     if recipe.peers is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        report = train_peers(recipe, run_dir, device, log)
+        report = train_peers(recipe, run_dir, device, log, resume=state)
         return Run(run_dir, "peers", report, _paths(run_dir, PEER_FILES), recipe)
     report = train_student(recipe, run_dir, device, log, ctx, state, record)
     if not report:

@@ -81,3 +81,33 @@ def test_split_model_names_the_children_and_adds_flatten():
     assert channels == 4 and head(trunk(torch.rand(2, 1, 5, 5))).shape == (2, 2)
     with pytest.raises(AmalgamError, match="no top-level module 'layer4' .*conv, pool, fc"):
         split_model(model, "layer4")
+
+
+def test_a_resumed_peers_build_ends_where_an_uninterrupted_one_does(world, tmp_path, monkeypatch):
+    from amalgam.training import peer_training
+
+    recipe = peer_recipe(world, tmp_path, strategy="dml")
+    args = ["build", str(recipe), "--quiet", "--set", "train.workers=0"]
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    real_write = peer_training._write_csv
+
+    def stop_after_epoch_1(path, rows):  # as if killed once epoch 1 is saved
+        real_write(path, rows)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(peer_training, "_write_csv", stop_after_epoch_1)
+    try:
+        main([*args, "--output", str(tmp_path / "cut")])
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert not (tmp_path / "cut" / "report.json").exists()
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert main([*args, "--output", str(tmp_path / "cut"), "--resume"]) == 0
+    whole, cut = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("whole", "cut"))
+    assert cut["peers"] == whole["peers"] and cut["ensemble_top1"] == whole["ensemble_top1"]
+    losses = [
+        [row.split(",")[-1] for row in (tmp_path / d / "train_log.csv").read_text().split()[1:]]
+        for d in ("whole", "cut")
+    ]
+    assert losses[0] == losses[1] and len(losses[0]) == 2

@@ -76,7 +76,9 @@ def read_checkpoint(path: Path, recipe) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated or foreign file
         raise AmalgamError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if "flip_rng" not in state:
+    if recipe.peers is not None and state.get("kind") != "peers":
+        raise AmalgamError(f"checkpoint {path} is not a peers build's of this amalgam and cannot be resumed")
+    if recipe.peers is None and "flip_rng" not in state:
         raise AmalgamError(f"checkpoint {path} was written by an older amalgam and cannot be resumed")
     changed = recipe_changes(state["recipe"], recipe)
     if changed:

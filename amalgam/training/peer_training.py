@@ -3,7 +3,7 @@
 The loop of a peers build; the strategies' losses and ONE's model are :mod:`amalgam.kd.peers`.
 It honours ``train.epochs``, ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``weight_decay``,
 ``schedule``, ``workers`` and ``samples_per_epoch``; the recipe check refuses the distillation-only
-keys of :data:`UNUSED_TRAIN_KEYS`. A peers build cannot be resumed.
+keys of :data:`UNUSED_TRAIN_KEYS`. ``--resume`` continues after the last finished epoch.
 
 ``amalgam build`` runs these when a recipe has ``peers`` instead of ``teachers``. The run folder
 gets ``peers.pt`` (the trained models), ``checkpoint.pt`` each epoch, ``train_log.csv``,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -101,8 +101,18 @@ def _labelled(recipe: Recipe, group: str, key: str):
     return dataset, torch.tensor([names.index(c) for c in dataset.classes])
 
 
-def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callable[[str], None] = print) -> dict:
-    """Trains the peers, evaluates them and writes the run folder; returns the report."""
+def train_peers(
+    recipe: Recipe,
+    run_dir: Path,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+    resume: Optional[dict] = None,
+) -> dict:
+    """Trains the peers, evaluates them and writes the run folder; returns the report.
+
+    ``checkpoint.pt`` (written after every epoch) holds every state and random stream, so a
+    ``resume`` from it ends where an uninterrupted run would.
+    """
     cfg, train = recipe.peers, recipe.train
     torch.manual_seed(recipe.seed)
     model = build_peers(cfg, recipe.base_dir).to(device)
@@ -114,22 +124,59 @@ def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callab
     prep = input_converter(recipe, device)
     opt = build_optimizer(model.parameters(), train)
     sched = build_scheduler(opt, train, max(1, train.epochs * len(loader)))
-    history, start, seen = [], time.perf_counter(), 0
-    for epoch in range(1, train.epochs + 1):
+    run = {"epoch": 0, "history": [], "images": 0, "seconds": 0.0}
+    if resume is not None:
+        run = _restore(resume, model, opt, sched, gen)
+        log(f"resuming after epoch {run['epoch']} of {train.epochs}")
+    start = time.perf_counter() - run["seconds"]
+    for epoch in range(run["epoch"] + 1, train.epochs + 1):
         model.train()
         total, count = 0.0, 0
         for batch in loader:
             y = remap[batch["label"]].to(device)
-            loss = _peer_step(cfg, model, prep(batch["image"]), y, opt, sched, epoch)
-            total, count, seen = total + loss, count + 1, seen + len(y)
-        elapsed = time.perf_counter() - start
-        history.append({"epoch": epoch, "seconds": round(elapsed, 2), "loss": total / max(count, 1)})
-        log(f"epoch {epoch}/{train.epochs} loss {total / max(count, 1):.4f} {seen / elapsed:.1f} img/s")
-        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict()}
-        atomic_save(state, run_dir / "checkpoint.pt")
-    seconds = time.perf_counter() - start
+            total, count = total + _peer_step(cfg, model, prep(batch["image"]), y, opt, sched, epoch), count + 1
+            run["images"] += len(y)
+        run.update(epoch=epoch, seconds=time.perf_counter() - start)
+        run["history"].append({"epoch": epoch, "seconds": round(run["seconds"], 2), "loss": total / max(count, 1)})
+        log(f"epoch {epoch}/{train.epochs} loss {total / max(count, 1):.4f} {run['images'] / run['seconds']:.1f} img/s")
+        atomic_save(_state(recipe, run, model, opt, sched, gen), run_dir / "checkpoint.pt")
+        _write_csv(run_dir / "train_log.csv", run["history"])  # after the checkpoint: a row means it is saved
     atomic_save(model.state_dict(), run_dir / "peers.pt")
-    _write_csv(run_dir / "train_log.csv", history)
+    return _report(recipe, model, prep, device, run, run_dir)
+
+
+def _state(recipe: Recipe, run: dict, model: nn.Module, opt, sched, gen: torch.Generator) -> dict:
+    """A peers build's ``checkpoint.pt``: everything ``--resume`` needs after ``run["epoch"]`` epochs."""
+    return {
+        "kind": "peers",
+        **run,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "sampler_rng": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "recipe": recipe.model_dump(mode="json", exclude={"output"}),
+    }
+
+
+def _restore(state: dict, model: nn.Module, opt, sched, gen: torch.Generator) -> dict:
+    """Loads a peers checkpoint into the build; returns its progress (epoch, history, images, seconds)."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["sampler_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return {
+        "epoch": state["epoch"],
+        "history": list(state["history"]),
+        "images": state["images"],
+        "seconds": state["seconds"],
+    }
+
+
+def _report(recipe: Recipe, model: nn.Module, prep, device: torch.device, run: dict, run_dir: Path) -> dict:
+    """Scores the peers, writes ``report.json`` and ``report.md``; returns the report."""
+    cfg, seconds = recipe.peers, run["seconds"]
     scores = evaluate_peers(recipe, model, prep, device) if cfg.eval else {}
     report = {
         "recipe": recipe.name,
@@ -137,7 +184,11 @@ def train_peers(recipe: Recipe, run_dir: Path, device: torch.device, log: Callab
         "peers": [{"name": f"peer-{i + 1}", "top1": s} for i, s in enumerate(scores.get("peers", []))],
         "ensemble_top1": scores.get("ensemble"),
         "params": sum(p.numel() for p in model.parameters()),
-        "train": {"epochs": train.epochs, "seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 2)},
+        "train": {
+            "epochs": recipe.train.epochs,
+            "seconds": round(seconds, 2),
+            "images_per_second": round(run["images"] / seconds, 2) if seconds else 0.0,
+        },
     }
     write_json(report, run_dir / "report.json")
     (run_dir / "report.md").write_text(to_markdown(report))
