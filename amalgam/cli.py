@@ -17,7 +17,15 @@ from amalgam.training.progress import Console
 
 
 def cmd_inspect(args) -> int:
-    print(api.inspect(args.recipe, args.set, with_data=not args.no_data, quiet=args.quiet).summary())
+    if args.suggest_labels is not None and args.no_data:
+        raise AmalgamError("inspect: --suggest-labels runs the teachers on the sources; drop --no-data")
+    found = api.inspect(args.recipe, args.set, with_data=not args.no_data, quiet=args.quiet)
+    print(found.summary())
+    if args.suggest_labels is not None:
+        from amalgam.suggest_labels import suggest_labels, suggestion_lines
+
+        log = Console(args.quiet)
+        print("\n" + "\n".join(suggestion_lines(found.plan, suggest_labels(found.plan, args.suggest_labels, log))))
     return 0
 
 
@@ -74,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = recipe_cmd("inspect", cmd_inspect, "show teachers, label spaces, sources and the student; no training")
     p.add_argument("--no-data", action="store_true", help="skip scanning the image sources")
+    p.add_argument(
+        "--suggest-labels",
+        nargs="?",
+        type=int,
+        const=512,
+        metavar="IMAGES",
+        help="propose label relations from the teachers' predictions on IMAGES source images (default 512)",
+    )
     p = recipe_cmd("build", cmd_build, "train the student, evaluate it per task, write the report")
     p.add_argument("--output", help="run folder (default: the recipe's output)")
     p.add_argument("--force", action="store_true", help="overwrite a finished run")

@@ -301,3 +301,53 @@ def test_inspect_prints_the_matrix_it_will_use(on_path, capsys):
         "    voc.person         . . x . .",
     ]
     assert "    coarse.vehicle     . . . x x" in matrix
+
+
+def test_suggest_labels_proposes_the_renames_and_groups_the_recipe_lacks(on_path, capsys):
+    from amalgam.cli import main
+
+    recipe = taxonomy_world(on_path, related=False)
+    assert main(["inspect", str(recipe), "--quiet", "--suggest-labels", "8"]) == 0
+    out = capsys.readouterr().out
+    proposals = [
+        line.split("  (vs")[0].strip() for line in out.splitlines() if line.startswith(("  rename", "  group"))
+    ]
+    # the mirrored tvmonitor/tv rename is kept once: the later teacher takes the earlier one's name
+    assert proposals == [
+        "rename: teachers.coco.labels {tv: tvmonitor}",
+        "group: teachers.coarse.labels {vehicle: [car, bus]}",
+    ]
+    assert "  coarse:\n    labels: [background, {vehicle: [car, bus]}]" in out
+    # applied, the recipe has nothing left to propose
+    fixed = ["--set", "teachers.coarse.labels=[background, {vehicle: [car, bus]}]"]
+    assert (
+        main(
+            [
+                "inspect",
+                str(recipe),
+                "--quiet",
+                "--suggest-labels",
+                "8",
+                *fixed,
+                "--set",
+                "teachers.voc.labels=[background, {tvmonitor: tv}, person]",
+            ]
+        )
+        == 0
+    )
+    assert "no relation to propose" in capsys.readouterr().out
+
+
+def test_propose_needs_both_directions_of_evidence_and_skips_unsure_samples():
+    from amalgam.suggest_labels import cooccurrence, propose
+
+    b = LabelSpace(("shirt", "coat", "bag"))
+    # a coarse 'top' that is B's shirt and coat together; bag lands in top too rarely to join
+    coarse = LabelSpace(("top", "bag"))
+    counts = torch.tensor([[95, 90, 5], [5, 10, 95]])
+    assert [(x, c) for x, c, _ in propose(counts, coarse, b)] == [("top", ("shirt", "coat"))]
+    assert propose(counts, coarse, b)[0][2] == "95% of shirt (100), 90% of coat (100) are top; they are 97% of its 190"
+    # half of top's samples are something B calls bag, half of B's bags are elsewhere: no group
+    assert propose(torch.tensor([[100, 0, 100], [0, 100, 100]]), coarse, b) == []
+    # a sample a teacher is unsure of (-1) is not counted
+    assert cooccurrence(torch.tensor([0, 1, -1]), torch.tensor([2, -1, 0]), 2, 3).tolist() == [[0, 0, 1], [0, 0, 0]]
