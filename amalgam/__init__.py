@@ -8,7 +8,7 @@ The Python API (see :mod:`amalgam.api`)::
     student, spaces = amalgam.load_student(run.paths["student"])
 """
 
-from amalgam.api import Run, build, evaluate, inspect, load_recipe, load_student, render_report
+from amalgam.api import Run, build, evaluate, inspect, load_recipe, load_student, render_report, search
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.inspection import Inspection
 
@@ -25,4 +25,5 @@ __all__ = [
     "load_recipe",
     "load_student",
     "render_report",
+    "search",
 ]

@@ -1,4 +1,4 @@
-"""The Python API: what ``amalgam inspect | build | eval | report`` do, as functions.
+"""The Python API: what ``amalgam inspect | build | search | eval | report`` do, as functions.
 
 The CLI (:mod:`amalgam.cli`) is argparse over these functions, and ``tools/`` call them too::
 
@@ -31,10 +31,12 @@ from torch import nn
 from amalgam.config.recipe import Recipe, apply_override, parse_recipe
 from amalgam.config.recipe import load_recipe as _read_recipe
 from amalgam.distill.plan import prepare
+from amalgam.distill.tree_search import SearchResult, search_tree, with_budget
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.evaluate import evaluate as score
 from amalgam.evaluation.evaluate import size_and_speed
 from amalgam.evaluation.report import build_report
+from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.inspection import Inspection, inspect_recipe
 from amalgam.labels import LabelSpace
@@ -185,7 +187,46 @@ def evaluate(
     if tasks != set(plan.spaces):
         raise AmalgamError(f"student {student} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
     evaluation = score(plan, model, device, spaces=spaces, log=Console(quiet))
-    return build_report(loaded.name, evaluation, size_and_speed(plan, model, device), None)
+    report = build_report(loaded.name, evaluation, size_and_speed(plan, model, device), None)
+    if model.spec.type == "branched":
+        report["tree"] = tree_section(model.spec, report, loaded.student.budget)
+    return report
+
+
+def search(
+    recipe: RecipeLike,
+    overrides: Overrides = None,
+    *,
+    budget: Optional[Mapping[str, Optional[float]]] = None,
+    output: Union[str, Path, None] = None,
+    quiet: bool = False,
+) -> SearchResult:
+    """Chooses ``student.branch_at`` from the teachers' affinities within the budget; trains no student.
+
+    Args:
+        recipe: a YAML file or a loaded recipe (a branched student).
+        overrides: see the module docstring.
+        budget: replaces keys of ``student.budget`` (``params``: share of the teachers',
+            ``latency_ms``: batch-1 CPU latency; None removes a limit).
+        output: folder of ``search.json`` and the resumable warm-up (default: ``<run>/search``,
+            where a build with ``branch_at: auto`` finds it).
+        quiet: print no progress lines.
+
+    Returns:
+        The chosen mapping (``.branch_at``), the ranking of the trees within budget, the affinities
+        and the search's cost.
+
+    Raises:
+        RecipeError: for a budget no tree meets (naming the smallest tree's size).
+    """
+    loaded = load_recipe(recipe, overrides)
+    if loaded.peers is not None or loaded.student.type != "branched":
+        raise AmalgamError("search: needs a recipe with teachers and student.type: branched")
+    if budget:
+        loaded.student.budget = with_budget(loaded.student.budget, budget)
+    out = Path(output) if output is not None else loaded.output_dir() / "search"
+    plan = prepare(loaded, log=Console(quiet))
+    return search_tree(plan, resolve_device(loaded.device), out, Console(quiet))
 
 
 def _student_and_spaces(student) -> tuple[nn.Module, Optional[dict[str, Optional[LabelSpace]]]]:

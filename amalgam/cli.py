@@ -1,4 +1,4 @@
-"""The ``amalgam`` command: argparse over :mod:`amalgam.api` (inspect, build, eval, report), plus export and tasks."""
+"""The ``amalgam`` command: argparse over :mod:`amalgam.api` (inspect, build, search, eval, report), export, tasks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation.export import export
 from amalgam.evaluation.report import to_markdown
 from amalgam.io import write_json
+from amalgam.students.tree import as_yaml
 from amalgam.task import TASKS, task_names
 from amalgam.training.progress import Console
 
@@ -43,6 +44,29 @@ def cmd_eval(args) -> int:
         write_json(report, Path(args.json))
     print(to_markdown(report))
     return 0
+
+
+def cmd_search(args) -> int:
+    budget = parse_budget(args.budget or [])
+    found = api.search(args.recipe, args.set, budget=budget, output=args.output, quiet=args.quiet)
+    print("ranking (affinity kept, params, ~latency b1):")
+    for i, c in enumerate(found.ranking[: args.top], 1):
+        print(f"  {i:2d}. {as_yaml(c.branch_at)}  score {c.score:+.4f}  {c.params:,} params  ~{c.latency_ms:.1f} ms")
+    print(f"\npaste under student:\n  branch_at: {as_yaml(found.branch_at)}")
+    return 0
+
+
+def parse_budget(items: list[str]) -> dict[str, float | None]:
+    """``--budget params=0.4,latency_ms=20`` (a bare number is the params share; none lifts a limit)."""
+    budget: dict[str, float | None] = {}
+    for part in (p for item in items for p in item.split(",")):
+        key, sep, value = part.partition("=")
+        key, value = (key.strip(), value.strip()) if sep else ("params", key.strip())
+        try:
+            budget[key] = None if value in ("none", "null") else float(value)
+        except ValueError:
+            raise AmalgamError(f"--budget: {key} needs a number, got '{value}'") from None
+    return budget
 
 
 def cmd_report(args) -> int:
@@ -97,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = recipe_cmd("eval", cmd_eval, "evaluate a saved student beside the teachers")
     p.add_argument("--student", required=True, help="student.pt of a run")
     p.add_argument("--json", help="also write the report as JSON here")
+    p = recipe_cmd("search", cmd_search, "choose student.branch_at within student.budget from the teachers' affinities")
+    p.add_argument("--budget", action="append", metavar="params=SHARE,latency_ms=MS", help="override student.budget")
+    p.add_argument("--output", help="folder of search.json (default: the run folder's search/)")
+    p.add_argument("--top", type=int, default=10, help="candidate trees to list")
     p = sub.add_parser("report", help="regenerate report.html (curves, sample predictions) of a run")
     p.add_argument("run_dir", help="a finished build's folder")
     p.add_argument("--quiet", action="store_true")

@@ -8,7 +8,9 @@ from typing import Callable, Optional
 from amalgam.config.recipe import Recipe
 from amalgam.distill.plan import Plan, prepare
 from amalgam.evaluation.evaluate import count_params
+from amalgam.students.budget import resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student
+from amalgam.students.tree import STAGES
 from amalgam.taxonomy import label_report
 from amalgam.training.peer_training import build_peers
 
@@ -56,17 +58,31 @@ class Inspection:
         if plan.sources is not None:
             lines += ["", "sources:"] + source_lines(plan)
         params, teachers = self.student_params, self.teacher_params
+        if r.student.branch_at == "auto":
+            return lines + auto_lines(r, teachers)
         lines += [
             "",
             f"student: {spec.type}, encoder {spec.encoder}, heads {spec.heads}",
             f"  {params:,} params = {params / teachers:.0%} of the teachers' {teachers:,}",
         ]
+        lines += student_lines(spec, params, teachers, r.student.budget)
         if params > teachers:
             lines.append(
                 f"  warning: the student has more parameters than all teachers together ({params:,} > {teachers:,}):"
                 " amalgamation is meant to compress; a smaller student.encoder or decoder_channels fits the usual aim"
             )
         return lines
+
+
+def auto_lines(recipe: Recipe, teacher_params: int) -> list[str]:
+    """The student of ``branch_at: auto``: chosen at build, within the budget."""
+    budget = resolve_budget(recipe.student.budget, teacher_params)
+    return [
+        "",
+        f"student: branched, encoder {recipe.student.encoder}, branch_at: auto",
+        "  the tree is chosen at build by the affinity search (`amalgam search` runs only that)",
+        f"  budget (student.budget): {budget.describe()}",
+    ]
 
 
 def teacher_lines(plan: Plan) -> list[str]:
@@ -102,6 +118,6 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     if recipe.peers is not None:
         return Inspection(recipe, None, None, count_params(build_peers(recipe.peers, recipe.base_dir)))
     plan = prepare(recipe, with_data=with_data, log=log)
-    spec = plan.student_spec()
+    spec = plan.student_spec(STAGES if recipe.student.branch_at == "auto" else None)  # auto: the warm-up's
     teachers = sum(t.num_params() for t in plan.teachers.values())
     return Inspection(recipe, plan, spec, count_params(build_student(spec)), teachers)

@@ -12,10 +12,13 @@ from torch import nn
 
 from amalgam.config.recipe import Recipe
 from amalgam.distill.plan import Plan, prepare
+from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.evaluate import count_params, evaluate, size_and_speed
 from amalgam.evaluation.report import build_report, to_markdown, write_report
+from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
+from amalgam.students.budget import student_lines
 from amalgam.students.build import build_student
 from amalgam.students.serialize import init_student, save_student
 from amalgam.training import engine
@@ -100,14 +103,17 @@ def train_student(
 ) -> dict:
     """Trains, saves, evaluates and reports; returns the report (empty on ranks other than 0)."""
     plan = prepare(recipe, log=log)
+    found = search_tree(plan, device, run_dir / "search", log) if recipe.student.branch_at == "auto" else None
     seed_everything(recipe.seed)
-    student = new_student(plan, log, resumed=state is not None)
+    student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
     teachers = sum(t.num_params() for t in plan.teachers.values())
     params = count_params(student)
     log(
         f"student: {recipe.student.type} {recipe.student.encoder}, {params:,} params "
         f"({params / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
     )
+    for line in student_lines(student.spec, params, teachers, recipe.student.budget):
+        log(line)
     if state is None and (run_dir / "checkpoint.pt").exists():
         log(f"{run_dir} holds an unfinished run: starting over (--resume continues it)")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +124,8 @@ def train_student(
     save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
     evaluation = evaluate(plan, student, device, log=log)
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
+    if student.spec.type == "branched":
+        report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
     write_report(report, run_dir)
     (run_dir / "run.json").write_text(json.dumps(record))
     render(run_dir, report, plan, student, plan.spaces, device)
@@ -125,9 +133,12 @@ def train_student(
     return report
 
 
-def new_student(plan: Plan, log: Log, resumed: bool) -> nn.Module:
-    """The student of the plan, from ``student.init`` when the recipe names one (not on resume)."""
-    student = build_student(plan.student_spec())
+def new_student(plan: Plan, log: Log, resumed: bool, branch_at: Optional[dict[str, int]] = None) -> nn.Module:
+    """The student of the plan, from ``student.init`` when the recipe names one (not on resume).
+
+    ``branch_at`` is the search's tree when the recipe's is ``auto``.
+    """
+    student = build_student(plan.student_spec(branch_at))
     init = plan.recipe.student.init
     if init is not None and not resumed:  # on resume the checkpoint's weights win
         path = plan.recipe.resolve(init)

@@ -77,8 +77,10 @@ def test_build_writes_the_run_folder(built_run):
 
 def test_report_json_has_exactly_the_contract_keys(built_run):
     report = json.loads((built_run / "report.json").read_text())
-    assert set(report) == {"name", "student", "teachers", "tasks", "unified", "train", "warnings"}
+    assert set(report) == {"name", "student", "teachers", "tasks", "unified", "train", "warnings", "tree"}
     assert report["name"] == "tiny"
+    assert set(report["tree"]) == {"branch_at", "structure", "budget", "over_budget", "search"}
+    assert report["tree"]["branch_at"] == {"classification": 3, "segmentation": 3, "depth": 3}
     for who in ("student", "teachers"):
         assert set(report[who]) == {"params", "latency_ms"}
         assert set(report[who]["latency_ms"]) == {"b1", "b32"}

@@ -94,6 +94,7 @@ def check_recipe(recipe: Recipe) -> None:
             )
     at_key("student.type", STUDENTS.get, recipe.student.type)
     at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
+    check_branch_at(recipe)
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")
@@ -175,3 +176,19 @@ def check_peers(recipe: Recipe) -> None:
         )
     if len(peers.input.mean) != peers.input.channels or len(peers.input.std) != peers.input.channels:
         raise RecipeError("peers.input", f"mean and std need {peers.input.channels} values")
+
+
+def check_branch_at(recipe: Recipe) -> None:
+    """A per-task ``student.branch_at`` names each teacher task once; trees and ``auto`` need a branched student."""
+    branch_at = recipe.student.branch_at
+    if isinstance(branch_at, int):
+        return
+    if recipe.student.type != "branched":
+        raise RecipeError(
+            "student.branch_at", f"{branch_at!r} needs student.type: branched (a compact student has no branches)"
+        )
+    if isinstance(branch_at, dict):
+        from amalgam.students.tree import branch_points
+
+        tasks = list(dict.fromkeys(t.task for t in recipe.teachers.values()))
+        at_key("student.branch_at", branch_points, branch_at, tasks)

@@ -98,14 +98,42 @@ class TeacherConfig(_Strict):
     )
 
 
+class BudgetConfig(_Strict):
+    """The student's size limit: ``auto`` trees stay within it; a hand-set student over it is warned about."""
+
+    params: Optional[float] = Field(0.5, gt=0, description="share of all teachers' parameters (default: half)")
+    latency_ms: Optional[float] = Field(None, gt=0, description="batch-1 latency in ms on this machine's CPU")
+
+
+class SearchConfig(_Strict):
+    """The warm-up of ``branch_at: auto`` (see amalgam/distill/affinity.py)."""
+
+    steps: int = Field(60, ge=1, description="warm-up steps of the fully shared student")
+    every: int = Field(3, ge=1, description="measure the affinities every N steps")
+    batch_size: Optional[int] = Field(None, ge=2, description="default: train.batch_size")
+    lookahead_lr: Optional[float] = Field(None, gt=0, description="lookahead step per parameter (default: train.lr)")
+
+
 class StudentConfig(_Strict):
     type: str = Field("branched", description="a registered student type (amalgam.students.STUDENTS)")
     encoder: str = "resnet18"
-    branch_at: int = Field(3, ge=0, le=5)
+    branch_at: Union[int, dict[str, int], Literal["auto"]] = Field(
+        3, description="shared encoder stages: one number, a number per task (a tree), or auto (searched)"
+    )
+    budget: BudgetConfig = BudgetConfig()
+    search: SearchConfig = SearchConfig()
     decoder_channels: list[int] = [128, 64, 32, 16, 16]
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"
     )
+
+    @field_validator("branch_at")
+    @classmethod
+    def _points(cls, v):
+        points = v.values() if isinstance(v, dict) else [] if v == "auto" else [v]
+        if any(not 0 <= p <= 5 for p in points):
+            raise ValueError(f"branch points lie in 0-5 (encoder stages shared), got {v}")
+        return v
 
 
 class AmalgamationConfig(_Strict):

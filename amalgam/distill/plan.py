@@ -43,11 +43,18 @@ class Plan:
         """What each label name of ``task``'s teachers stands for (read into eval sets' ground truth)."""
         return extents([t.space for t in self.teachers.values() if t.task.name == task and t.space is not None])
 
-    def student_spec(self) -> StudentSpec:
-        """The student's architecture with one head per task over its unified label space."""
+    def student_spec(self, branch_at: int | dict[str, int] | None = None) -> StudentSpec:
+        """The student's architecture with one head per task over its unified label space.
+
+        Args:
+            branch_at: overrides the recipe's (required when it is ``auto``: the search's choice).
+        """
         s = self.recipe.student
+        branch_at = s.branch_at if branch_at is None else branch_at
+        if branch_at == "auto":
+            raise AmalgamError("student.branch_at: auto is chosen by the search (amalgam search, or at build)")
         heads = {name: task.num_outputs(self.spaces[name]) for name, task in self.tasks.items()}
-        return StudentSpec(s.type, s.encoder, s.branch_at, list(s.decoder_channels), heads)
+        return StudentSpec(s.type, s.encoder, branch_at, list(s.decoder_channels), heads)
 
 
 def unify_tasks(recipe: Recipe) -> tuple[dict[str, Task], dict[str, Optional[LabelSpace]]]:

@@ -61,6 +61,10 @@ def to_markdown(report: dict) -> str:
         f"| all teachers | {t['params']:,} | {t['latency_ms']['b1']} | {t['latency_ms']['b32']} |",
         "",
     ]
+    if report.get("tree"):
+        from amalgam.evaluation.tree_report import tree_markdown
+
+        lines += tree_markdown(report["tree"])
     train = report["train"]
     if train["epochs"]:  # `amalgam eval` trains nothing: no training line
         speed = train["images_per_second"]

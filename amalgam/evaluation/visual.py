@@ -153,7 +153,11 @@ def write_html(run_dir: Path, report: dict) -> Path:
     per_class = "".join(_per_class_html(r, cell) for r in report.get("tasks", []) if r.get("per_class"))
     pictures = "".join(
         f'<h2>{title}</h2><img src="{name}" style="max-width:100%">'
-        for name, title in (("curves.png", "Training curves"), ("samples.png", "Sample predictions"))
+        for name, title in (
+            ("curves.png", "Training curves"),
+            ("samples.png", "Sample predictions"),
+            ("tree.png", "Student tree and task affinities"),
+        )
         if (run_dir / name).exists()
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>amalgam: {html.escape(report["name"])}</title>
@@ -179,4 +183,8 @@ def render(run_dir: Path, report: dict, plan: Optional[Plan], student, spaces, d
     plot_curves(run_dir / "train_log.csv", run_dir / "curves.png")
     if plan is not None and student is not None:
         sample_grid(plan, student, spaces, device, run_dir / "samples.png")
+    if report.get("tree"):
+        from amalgam.evaluation.tree_report import plot_tree
+
+        plot_tree(report["tree"], run_dir / "tree.png")
     return write_html(run_dir, report)

@@ -1,7 +1,8 @@
 """Multi-task students. ``forward(images in [0, 1])`` always returns ``{task name: output}``.
 
 * ``branched``: the first ``branch_at`` encoder stages are shared; each task gets a deep copy of
-  the remaining stages, plus a U-Net decoder (dense tasks) and its head.
+  the remaining stages, plus a U-Net decoder (dense tasks) and its head. ``branch_at`` may also
+  map each task to its own branch point: a tree (see :mod:`amalgam.students.tree`).
 * ``compact``: one encoder, one shared U-Net decoder, a light head per task.
 
 Heads come from the task plugins; the student normalises its own input (ImageNet statistics),
@@ -20,6 +21,7 @@ from torch import nn
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 from amalgam.students.encoders import StagedEncoder, build_encoder
+from amalgam.students.tree import branch_points, spine_depth
 from amalgam.task import get_task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,7 +34,7 @@ class StudentSpec:
 
     type: str
     encoder: str
-    branch_at: int
+    branch_at: int | dict[str, int]  # one point for all tasks, or a point per task (a tree)
     decoder_channels: list[int]
     heads: dict[str, int] = field(default_factory=dict)  # task name -> output channels
 
@@ -108,25 +110,28 @@ class _Student(nn.Module):
 
 
 class BranchedStudent(_Student):
-    """A shared trunk that branches into one encoder tail + decoder + head per task."""
+    """A shared trunk (the spine) that each task leaves at its branch point for its own encoder
+    tail + decoder + head. ``trunk[k]`` is shared by the tasks whose branch point is above ``k``."""
 
     @classmethod
     def default_tap(cls, spec: StudentSpec) -> str:
-        """The branch point: the last shared stage."""
-        if spec.branch_at == 0:
+        """The last stage all tasks share."""
+        shared = min(branch_points(spec.branch_at, list(spec.heads)).values())
+        if shared == 0:
             raise AmalgamError("amalgamation.student_tap: required when student.branch_at is 0 (nothing is shared)")
-        return f"trunk.{spec.branch_at - 1}"
+        return f"trunk.{shared - 1}"
 
     def __init__(self, spec: StudentSpec):
         super().__init__(spec)
         base = StagedEncoder(spec.encoder)
         channels = base.out_channels
-        self.trunk = nn.ModuleList(base.stages[: spec.branch_at])
+        self.points = branch_points(spec.branch_at, list(spec.heads))
+        self.trunk = nn.ModuleList(base.stages[: spine_depth(self.points)])
         self.branches = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
         self.heads = nn.ModuleDict()
         for name in spec.heads:
-            self.branches[name] = copy.deepcopy(nn.ModuleList(base.stages[spec.branch_at :]))
+            self.branches[name] = copy.deepcopy(nn.ModuleList(base.stages[self.points[name] :]))
             if get_task(name).dense:
                 self.decoders[name] = UnetDecoder(channels, spec.decoder_channels)
             self.heads[name] = self._head(name, spec.decoder_channels[-1], channels[-1])
@@ -138,7 +143,7 @@ class BranchedStudent(_Student):
         return features
 
     def _branch(self, features: list[torch.Tensor], name: str) -> torch.Tensor:
-        own = list(features)
+        own = list(features[: self.points[name] + 1])  # skips come from the stages this task sees
         for stage in self.branches[name]:
             own.append(stage(own[-1]))
         x = self.decoders[name](own) if name in self.decoders else own[-1]
@@ -149,7 +154,7 @@ class BranchedStudent(_Student):
         return {name: self._branch(features, name) for name in self.branches}
 
     def _path(self, name: str) -> nn.Module:
-        stages = nn.ModuleList([*self.trunk, *self.branches[name]])
+        stages = nn.ModuleList([*self.trunk[: self.points[name]], *self.branches[name]])
         return _TaskPath(self, stages, self.decoders[name] if name in self.decoders else None, self.heads[name])
 
 

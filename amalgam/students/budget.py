@@ -1,0 +1,148 @@
+"""The student's size budget (``student.budget``) and the cost of any branched tree.
+
+Default: half the teachers' parameters, no latency limit. A tree's cost is additive over its
+parts: the spine's stages once, each task's own stages, decoder and head once per task. So one
+measurement of a fully branched student (every part once per task) prices all the trees
+exactly in parameters, and in batch-1 latency as a sum of the parts' timings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+from amalgam.errors import RecipeError
+from amalgam.students.build import BranchedStudent, StudentSpec, count_params
+from amalgam.students.tree import STAGES, spine_depth
+
+DEFAULT_PARAMS_SHARE = 0.5  # of all teachers' parameters: the documented default of student.budget.params
+
+
+@dataclass
+class Budget:
+    """Resolved limits: absolute parameters and batch-1 latency (None: no limit)."""
+
+    params: Optional[int]
+    latency_ms: Optional[float]
+    share: Optional[float] = None  # the recipe's share of the teachers' parameters
+    teacher_params: int = 0
+
+    def describe(self) -> str:
+        """One line, e.g. ``params <= 1,234 (50% of the teachers'), latency b1 <= 20 ms``."""
+        parts = []
+        if self.params is not None:
+            parts.append(f"params <= {self.params:,} ({self.share:.0%} of the teachers' {self.teacher_params:,})")
+        if self.latency_ms is not None:
+            parts.append(f"latency b1 <= {self.latency_ms:g} ms")
+        return ", ".join(parts) or "none"
+
+    def excess(self, params: int, latency_ms: Optional[float] = None) -> list[str]:
+        """What a student of this size exceeds (empty when it fits)."""
+        over = []
+        if self.params is not None and params > self.params:
+            over.append(f"{params:,} params > {self.params:,} ({params / self.teacher_params:.0%} of the teachers')")
+        if self.latency_ms is not None and latency_ms is not None and latency_ms > self.latency_ms:
+            over.append(f"latency b1 {latency_ms:.2f} ms > {self.latency_ms:g} ms")
+        return over
+
+
+def resolve_budget(cfg, teacher_params: int) -> Budget:
+    """``student.budget`` in absolute numbers for teachers of ``teacher_params`` parameters."""
+    share = cfg.params
+    limit = None if share is None else int(share * teacher_params)
+    return Budget(limit, cfg.latency_ms, share, teacher_params)
+
+
+def budget_warning(budget: Budget, params: int, latency_ms: Optional[float] = None) -> Optional[str]:
+    """The warning for a hand-set student over its budget, or None."""
+    over = budget.excess(params, latency_ms)
+    if not over:
+        return None
+    return (
+        f"warning: the student exceeds student.budget ({'; '.join(over)}): lower student.branch_at, "
+        "use a smaller encoder or student.type: compact, or raise student.budget"
+    )
+
+
+@dataclass
+class TreeCosts:
+    """Parameters and batch-1 latency of every part a branched student is built from."""
+
+    stage_params: list[int]  # stage k+1
+    stage_ms: list[float]
+    task_params: dict[str, int]  # decoder + head
+    task_ms: dict[str, float]
+
+    def params(self, points: Mapping[str, int]) -> int:
+        """Exact parameter count of the tree with these (effective) branch points."""
+        spine = sum(self.stage_params[: spine_depth(points)])
+        return spine + sum(sum(self.stage_params[p:]) + self.task_params[t] for t, p in points.items())
+
+    def latency_ms(self, points: Mapping[str, int]) -> float:
+        """Estimated batch-1 latency: the parts run one after another."""
+        spine = sum(self.stage_ms[: spine_depth(points)])
+        return spine + sum(sum(self.stage_ms[p:]) + self.task_ms[t] for t, p in points.items())
+
+
+def _fastest_ms(fn, repeats: int) -> float:
+    # the fastest run, not the median: on a shared machine the others measure the neighbours
+    with torch.no_grad():
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return 1000.0 * min(times)
+
+
+def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7) -> TreeCosts:
+    """Prices every part of ``spec``'s branched student (batch 1, CPU, eval mode)."""
+    full = BranchedStudent(StudentSpec("branched", spec.encoder, 0, spec.decoder_channels, spec.heads)).eval()
+    first = next(iter(spec.heads))
+    stages = full.branches[first]
+    x = torch.rand(1, 3, *image_size)
+    with torch.no_grad():
+        features = [full.normalise(x)]
+        for stage in stages:
+            features.append(stage(features[-1]))
+    stage_ms = [_fastest_ms(lambda s=s, f=f: s(f), repeats) for s, f in zip(stages, features)]
+    task_params, task_ms = {}, {}
+    for name in spec.heads:
+        parts: list[nn.Module] = [full.heads[name]] + ([full.decoders[name]] if name in full.decoders else [])
+        task_params[name] = sum(count_params(m) for m in parts)
+        if name in full.decoders:
+            run = lambda n=name: full.heads[n](full.decoders[n](features))  # noqa: E731
+        else:
+            run = lambda n=name: full.heads[n](features[-1])  # noqa: E731
+        task_ms[name] = _fastest_ms(run, repeats)
+    return TreeCosts([count_params(s) for s in stages], stage_ms, task_params, task_ms)
+
+
+def unmeetable(budget: Budget, costs: TreeCosts, tasks: list[str]) -> RecipeError:
+    """The one-line error for a budget no tree meets, naming the smallest tree's size."""
+    smallest = {t: STAGES for t in tasks}  # everything shared: the fewest parameters and the least time
+    params, ms = costs.params(smallest), costs.latency_ms(smallest)
+    return RecipeError(
+        "student.budget",
+        f"no branched tree fits ({budget.describe()}): the smallest, branch_at {STAGES} (the whole encoder "
+        f"shared), has {params:,} params ({params / max(budget.teacher_params, 1):.0%} of the teachers') "
+        f"and ~{ms:.1f} ms at batch 1; raise the budget or use a smaller student.encoder",
+    )
+
+
+def student_lines(spec: StudentSpec, params: int, teacher_params: int, cfg) -> list[str]:
+    """What ``inspect`` and the build log say about a student's tree and budget (``cfg``: ``student.budget``)."""
+    from amalgam.students.tree import describe
+
+    lines = [f"  {line}" for line in describe(spec.branch_at, list(spec.heads))] if spec.type == "branched" else []
+    budget = resolve_budget(cfg, teacher_params)
+    lines.append(f"  budget (student.budget): {budget.describe()}")
+    warning = budget_warning(budget, params)
+    if warning:
+        lines.append(f"  {warning}")
+    return lines

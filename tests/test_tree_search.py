@@ -1,0 +1,146 @@
+"""``branch_at: auto`` and ``amalgam search``: affinities, ranking within the budget, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from amalgam.cli import main
+from amalgam.config.recipe import BudgetConfig, load_recipe
+from amalgam.distill import affinity as affinity_module
+from amalgam.distill.affinity import Affinity, measure_affinity
+from amalgam.distill.plan import prepare
+from amalgam.distill.tree_search import rank_trees, search_tree, tree_score
+from amalgam.errors import RecipeError
+from amalgam.students.budget import Budget, TreeCosts
+from amalgam.students.tree import STAGES
+
+TASKS = ["classification", "segmentation", "depth"]
+QUICK = ["student.search.steps=2", "student.search.every=1", "student.budget.params=1000"]
+QUIET = lambda msg: None  # noqa: E731
+
+
+def fake_affinity(seg_depth: float, with_cls: float) -> Affinity:
+    """The same affinity at every stage: segmentation with depth, and classification with either."""
+    m = [[0.0, with_cls, with_cls], [with_cls, 0.0, seg_depth], [with_cls, seg_depth, 0.0]]
+    return Affinity(TASKS, [m] * STAGES, 1, 1, 0.0, 0)
+
+
+COSTS = TreeCosts([10, 20, 40, 80, 160], [1.0] * 5, dict.fromkeys(TASKS, 5), dict.fromkeys(TASKS, 1.0))
+
+
+def test_the_tree_keeps_the_pairs_that_help_and_splits_the_ones_that_hurt():
+    unlimited = Budget(None, None, None, 1)
+    best = rank_trees(TASKS, fake_affinity(0.1, -0.1), COSTS, unlimited)[0]
+    assert best.branch_at == {"classification": 0, "segmentation": 5, "depth": 5}
+    assert best.score == pytest.approx(5 * 0.1)
+    assert tree_score({t: 5 for t in TASKS}, fake_affinity(0.1, -0.1)) == pytest.approx(5 * (0.1 - 0.2))
+    everyone = rank_trees(TASKS, fake_affinity(0.1, 0.1), COSTS, unlimited)[0]
+    assert everyone.branch_at == dict.fromkeys(TASKS, 5)
+
+
+def test_the_budget_removes_the_trees_over_it():
+    # sharing everything costs 310 + 3 * 5; classification's own stage 5 adds 160, its stage 4 another 80
+    budget = Budget(325 + 160, None, 1.0, 1000)
+    ranking = rank_trees(TASKS, fake_affinity(0.1, -0.1), COSTS, budget)
+    assert ranking and all(c.params <= budget.params for c in ranking)
+    assert ranking[0].branch_at == {"classification": 4, "segmentation": 5, "depth": 5}  # the most it can split
+    assert ranking[0].params == 485
+
+
+@pytest.fixture(scope="module")
+def quick_plan(world):
+    return prepare(load_recipe(world, QUICK), log=QUIET)
+
+
+def test_an_unmeetable_budget_is_one_line_naming_the_smallest_tree(quick_plan, tmp_path):
+    quick_plan.recipe.student.budget = BudgetConfig(params=1.0)  # the tiny teachers: 3,160 params
+    try:
+        with pytest.raises(RecipeError) as info:
+            search_tree(quick_plan, torch.device("cpu"), tmp_path, QUIET)
+    finally:
+        quick_plan.recipe.student.budget = BudgetConfig(params=1000)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("student.budget: no branched tree fits")
+    smallest = build_smallest_params(quick_plan)
+    assert f"the smallest, branch_at 5 (the whole encoder shared), has {smallest:,} params" in message
+    assert not (tmp_path / "warmup.pt").exists()  # it stops before any training
+
+
+def build_smallest_params(plan) -> int:
+    from amalgam.students.build import build_student, count_params
+
+    return count_params(build_student(plan.student_spec(STAGES)))
+
+
+def test_the_search_is_deterministic_given_the_seed_and_resumes(quick_plan, tmp_path, monkeypatch):
+    cpu = torch.device("cpu")
+    first = measure_affinity(quick_plan, cpu, tmp_path / "a.pt", QUIET)
+    again = measure_affinity(quick_plan, cpu, tmp_path / "b.pt", QUIET)
+    assert first.table == again.table and first.measurements == 2
+    assert any(abs(v) > 0 for stage in first.table for row in stage for v in row)
+    # killed during the second step's lookahead: the rerun continues from the saved first step
+    real = affinity_module._lookahead
+    calls = []
+
+    def dies_second_time(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(affinity_module, "_lookahead", dies_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        measure_affinity(quick_plan, cpu, tmp_path / "c.pt", QUIET)
+    monkeypatch.setattr(affinity_module, "_lookahead", real)
+    said = []
+    resumed = measure_affinity(quick_plan, cpu, tmp_path / "c.pt", said.append)
+    assert any("continuing the warm-up from step 1/2" in s for s in said)
+    assert resumed.table == first.table
+
+
+def test_search_command_writes_the_mapping_to_paste_and_the_ranking(world, tmp_path, capsys):
+    args = ["search", str(world), "--output", str(tmp_path), "--quiet", *[x for s in QUICK for x in ("--set", s)]]
+    assert main([*args, "--budget", "params=1000"]) == 0
+    out = capsys.readouterr().out
+    stored = json.loads((tmp_path / "search.json").read_text())
+    chosen = stored["branch_at"]
+    assert set(chosen) == set(TASKS)
+    assert f"branch_at: {{{', '.join(f'{t}: {p}' for t, p in chosen.items())}}}" in out
+    assert stored["paste"] in out and " 1. " in out
+    assert stored["ranking"][0]["branch_at"] == chosen and len(stored["ranking"]) == 51
+    assert stored["cost"]["steps"] == 2 and stored["cost"]["images"] > 0
+    # a budget no tree meets, and a misspelt one
+    assert main([*args, "--budget", "0.0001"]) == 2
+    assert "no branched tree fits" in capsys.readouterr().err
+    assert main([*args, "--budget", "params=1000,speed=3"]) == 2
+    assert "--budget: unknown key 'speed' (expected one of: params, latency_ms)" in capsys.readouterr().err
+
+
+def test_build_with_auto_trains_the_chosen_tree_and_reports_it(world, tmp_path, capsys):
+    from world import TINY_BUILD
+
+    out = tmp_path / "run"
+    sets = [x for s in QUICK for x in ("--set", s)]
+    assert main(["build", str(world), "--output", str(out), *TINY_BUILD, "--set", "student.branch_at=auto", *sets]) == 0
+    chosen = json.loads((out / "search" / "search.json").read_text())["branch_at"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["tree"]["branch_at"] == chosen and report["tree"]["over_budget"] == []
+    assert report["tree"]["search"]["affinity"]["measurements"] == 2
+    assert torch.load(out / "student.pt", weights_only=True)["spec"]["branch_at"] == chosen
+    assert "| classification + segmentation |" in (out / "report.md").read_text()
+    assert (out / "tree.png").is_file() and "tree.png" in (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["eval", str(world), "--student", str(out / "student.pt"), "--quiet", *sets]) == 0
+    assert "Student tree: `branch_at: {" in capsys.readouterr().out
+
+
+def test_inspect_warns_when_a_hand_set_student_exceeds_the_budget(world, capsys):
+    assert main(["inspect", str(world), "--no-data", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "budget (student.budget): params <= 1,580 (50% of the teachers' 3,160)" in out
+    assert "warning: the student exceeds student.budget (" in out
+    assert main(["inspect", str(world), "--no-data", "--quiet", "--set", "student.budget.params=1000"]) == 0
+    assert "warning" not in capsys.readouterr().out
