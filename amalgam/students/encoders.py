@@ -53,7 +53,9 @@ def _timm_model(encoder: nn.Module):
 
 
 def _is_timm_feature_list(encoder: nn.Module) -> bool:
-    return type(_timm_model(encoder)).__name__ == "FeatureListNet"
+    from timm.models import FeatureListNet
+
+    return isinstance(_timm_model(encoder), FeatureListNet)
 
 
 def _is_timm_chain(encoder: nn.Module) -> bool:

@@ -56,14 +56,8 @@ class Trainer:
         ctx: DistContext = DistContext(),
         timer: Optional[StepTimer] = None,
     ):
-        self.plan, self.student, self.run_dir, self.device, self.log, self.ctx = (
-            plan,
-            student,
-            run_dir,
-            device,
-            log,
-            ctx,
-        )
+        self.plan, self.student, self.run_dir = plan, student, run_dir
+        self.device, self.log, self.ctx = device, log, ctx
         self.timer = timer or StepTimer(enabled=False)
         self.cfg = cfg = plan.recipe.train
         seed_everything(plan.recipe.seed)
