@@ -7,6 +7,7 @@ import torch
 
 from amalgam.cli import main
 from amalgam.config.recipe import load_recipe
+from amalgam.data.views import make_view
 from amalgam.distill.mixup import mix_batch
 from amalgam.distill.plan import prepare
 from amalgam.distill.targets import with_live_rows
@@ -108,10 +109,14 @@ def test_with_the_cache_the_teacher_still_answers_for_the_blends(world, tmp_path
     assert main(["build", str(world), "--output", str(tmp_path / "run"), *args]) == 0
     plan = prepare(load_recipe(world), log=lambda msg: None)
     sid = plan.sources.names.index("items")
+    view = plan.teachers["cls"].input_spec.view  # the teacher sees blends of its own views of the originals
     raw = torch.stack(
-        [plan.sources[i]["image"] for i in range(plan.sources.offsets[sid], plan.sources.offsets[sid + 1])]
+        [
+            make_view(plan.sources[i]["original"], view)[0]
+            for i in range(plan.sources.offsets[sid], plan.sources.offsets[sid + 1])
+        ]
     )
-    rows = torch.cat(seen).flatten(1)
+    rows = torch.cat([x for x in seen if x.shape[1:] == raw.shape[1:]]).flatten(1)  # not the shape checks
     a, b = raw.flatten(1)[:, None], raw.flatten(1)[None, :]  # every pair of raw items
     diff = a - b
     lam = ((rows[:, None, None] - b) * diff).sum(-1) / diff.pow(2).sum(-1).clamp_min(1e-12)

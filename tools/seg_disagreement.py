@@ -23,11 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amalgam.config.recipe import load_recipe  # noqa: E402
+from amalgam.data.views import BatchViews, collate  # noqa: E402
 from amalgam.distill.plan import prepare  # noqa: E402
-from amalgam.evaluation.evaluate import prediction_size  # noqa: E402
+from amalgam.evaluation.evaluate import by_size, prediction_size  # noqa: E402
 from amalgam.evaluation.metrics import ConfusionMatrix  # noqa: E402
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection  # noqa: E402
 from amalgam.students.serialize import load_student  # noqa: E402
+from amalgam.teachers.inputs import answer_views  # noqa: E402
 
 
 @torch.no_grad()
@@ -44,15 +46,19 @@ def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides:
     proj, lut, n = projection(t.space, spaces[task.name]), lookup(dataset.classes, t.space), len(t.space)
     # ConfusionMatrix.update(columns, rows); ground-truth pixels mapped to IGNORE are skipped
     out = {k: ConfusionMatrix(n) for k in ("gt_teacher", "gt_student", "teacher_student")}
-    for batch in DataLoader(dataset, batch_size=plan.recipe.train.eval_batch_size):
-        truth = apply_lookup(batch[task.target_key], lut)
-        size = prediction_size(truth, batch["image"])
-        by_teacher = task.predict(t(batch["image"]), size)
-        by_student = task.predict(student(batch["image"])[task.name], size, proj)
-        out["gt_teacher"].update(by_teacher, truth)
-        out["gt_student"].update(by_student, truth)
-        # over the same pixels/images as the ground-truth matrices, so the three sums agree
-        out["teacher_student"].update(by_student, torch.where(truth == IGNORE, IGNORE, by_teacher))
+    for batch in DataLoader(dataset, batch_size=plan.recipe.train.eval_batch_size, collate_fn=collate):
+        # each label map at its own resolution, the teacher on its own view (as amalgam eval scores)
+        views = BatchViews(batch["image"], plan.student_view, batch.get("original"))
+        student_out = student(batch["image"])[task.name]
+        for rows, target in by_size(batch[task.target_key], torch.device("cpu")):
+            truth = apply_lookup(target, lut)
+            size = prediction_size(truth, batch["image"])
+            by_teacher = task.predict(answer_views(t, views, rows, size, augmented=False)[0], size)
+            by_student = task.predict(student_out[rows], size, proj)
+            out["gt_teacher"].update(by_teacher, truth)
+            out["gt_student"].update(by_student, truth)
+            # over the same pixels/images as the ground-truth matrices, so the three sums agree
+            out["teacher_student"].update(by_student, torch.where(truth == IGNORE, IGNORE, by_teacher))
     unit = "pixels" if task.dense else "images"
     return {"classes": list(t.space.names), "unit": unit, **{k: m.matrix for k, m in out.items()}}
 

@@ -82,6 +82,7 @@ def check_recipe(recipe: Recipe) -> None:
             raise RecipeError(
                 f"{path}.input", f"mean and std need {t.input.channels} values (channels: {t.input.channels})"
             )
+        check_resize(name, t, task.dense, name in recipe.amalgamation.taps)
     for s in recipe.data.sources:
         if s not in taught:
             raise RecipeError(f"data.sources.{s}", "no teacher teaches on this source")
@@ -192,3 +193,21 @@ def check_branch_at(recipe: Recipe) -> None:
 
         tasks = list(dict.fromkeys(t.task for t in recipe.teachers.values()))
         at_key("student.branch_at", branch_points, branch_at, tasks)
+
+
+def check_resize(name: str, t, dense: bool, tapped: bool) -> None:
+    """``input.resize`` names a mode; a crop is refused where the unseen borders would be taught."""
+    from amalgam.data.views import RESIZE_MODES
+
+    if t.input.resize is None:
+        return
+    at_key(f"teachers.{name}.input.resize", RESIZE_MODES.get, t.input.resize)
+    if RESIZE_MODES.get(t.input.resize).sees_everything:
+        return
+    why = "its dense answer" if dense else "its tapped feature (amalgamation.taps)" if tapped else None
+    if why:
+        raise RecipeError(
+            f"teachers.{name}.input.resize",
+            f"{t.input.resize} hides the image's borders from the teacher, so {why} would not cover the"
+            " student's image: use letterbox (keeps the aspect ratio, pads) or stretch",
+        )

@@ -73,10 +73,16 @@ class TypedConfig(BaseModel):
 
 
 class InputSpec(_Strict):
+    """A network's input. Keys left out take the defaults below, or for a timm teacher its
+    ``pretrained_cfg`` (size, mean, std); amalgam/teachers/inputs.py resolves and reports them."""
+
     size: Optional[tuple[int, int]] = None
     channels: Literal[1, 3] = 3
     mean: list[float] = [0.485, 0.456, 0.406]
     std: list[float] = [0.229, 0.224, 0.225]
+    resize: Optional[str] = Field(
+        None, description="how the original fills the input: stretch (default) | letterbox | center_crop"
+    )
 
 
 class TeacherConfig(_Strict):

@@ -2,7 +2,8 @@
 
 Training sources are read without targets (labels, if the set has any, are never read);
 eval sets add ``label`` (int), ``mask`` (``[H, W]`` long, 255 = ignore) and/or ``depth``
-(``[H, W]`` float metres, 0 = invalid), resized with nearest neighbour to the student's size.
+(``[H, W]`` float metres, 0 = invalid), resized with nearest neighbour to the student's size, or
+kept at their own resolution (``native_targets``, as the amalgamation scores them).
 """
 
 from __future__ import annotations
@@ -35,14 +36,27 @@ class ImageSet(Dataset):
 
     classes: Optional[list[str]] = None
     target_keys: frozenset[str] = frozenset()
+    originals: bool = False
+    native_targets: bool = False
 
-    def configure(self, image_size: tuple[int, int], with_targets: bool) -> "ImageSet":
+    def configure(
+        self, image_size: tuple[int, int], with_targets: bool, originals: bool = False, native_targets: bool = False
+    ) -> "ImageSet":
         """Sets the output size and whether targets are read.
 
         Random augmentation happens on whole batches in the training loop (seeded torch RNG),
         so runs stay reproducible whatever the number of loader workers.
+
+        Args:
+            image_size: the student's input size (``image``).
+            with_targets: read ground truth (eval sets).
+            originals: also give the decoded image as ``original`` (``[3, H, W]`` uint8), from
+                which teachers' views are made (see amalgam/data/views.py).
+            native_targets: dense ground truth stays at its own resolution (scored there).
         """
         self.with_targets = with_targets
+        self.originals = originals
+        self.native_targets = native_targets
         self.transform = A.Compose([A.Resize(*image_size)])
         return self
 
@@ -52,9 +66,12 @@ class ImageSet(Dataset):
     def __getitem__(self, index: int) -> dict:
         rgb, targets = self.load(index)
         dense = {k: v for k, v in targets.items() if isinstance(v, np.ndarray)}
-        out = self.transform(image=rgb, masks=list(dense.values())) if dense else self.transform(image=rgb)
+        resized = dense and not self.native_targets
+        out = self.transform(image=rgb, masks=list(dense.values())) if resized else self.transform(image=rgb)
         sample = {"image": to_tensor(out["image"])}
-        for key, value in zip(dense, out.get("masks", [])):
+        if self.originals:
+            sample["original"] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        for key, value in zip(dense, out["masks"] if resized else dense.values()):
             # the resize may change dtypes: class maps go back to integers, the rest stays float
             integer = np.issubdtype(dense[key].dtype, np.integer)
             sample[key] = torch.as_tensor(np.asarray(value, dtype=np.int64 if integer else np.float32))
@@ -239,6 +256,8 @@ def build_image_set(
     with_targets: bool,
     verify: bool = True,
     log: Optional[Callable[[str], None]] = None,
+    originals: bool = False,
+    native_targets: bool = False,
 ) -> ImageSet:
     """Builds and checks one source or eval set; errors are prefixed with its recipe key.
 
@@ -249,6 +268,7 @@ def build_image_set(
         image_size: the student's input size.
         with_targets: read ground truth (eval sets only).
         verify: open every image file once so corrupt files fail now, not mid-training.
+        originals, native_targets: see :meth:`ImageSet.configure`.
     """
     builder = SOURCE_TYPES.get(cfg.type).build
     try:
@@ -263,7 +283,7 @@ def build_image_set(
             _verify_files(dataset, bar_for(log, len(dataset.files), f"checking {key}") if log else None)
     except AmalgamError as exc:
         raise AmalgamError(f"{key}: {exc}") from None
-    return dataset.configure(image_size, with_targets)
+    return dataset.configure(image_size, with_targets, originals, native_targets)
 
 
 def _limit(dataset: ImageSet, limit: int) -> ImageSet:

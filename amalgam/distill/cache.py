@@ -11,23 +11,27 @@ file, rebuilds it with one line saying why (see cache_store.py for the files and
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 
 import amalgam
+from amalgam.data.views import BatchViews, ViewSpec
 from amalgam.distill.cache_store import FP16_MAX, Store, open_store, widen
 from amalgam.distill.plan import Plan
-from amalgam.distill.targets import Taps, Targets, apply_flip, ask, live_targets
+from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets
 from amalgam.teachers.factories import factory_digest, module_version
+from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
 
 #: bump when what the stores hold or how they are laid out changes
-CACHE_FORMAT = "amalgam-teacher-cache/2"
+CACHE_FORMAT = "amalgam-teacher-cache/3"  # 3: answers on the teacher's own view, stored on the student's grid
 
 # source fields that change how often an image is drawn, not what the teachers say about it
 SAMPLING_ONLY = frozenset({"weight"})
@@ -92,6 +96,7 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
         }
     return {
         "format": CACHE_FORMAT,
+        "input": json.loads(json.dumps(dataclasses.asdict(plan.teachers[name].input_spec))),  # as read back
         "amalgam": amalgam.__version__,
         "teacher": cfg.model_dump(mode="json", exclude={"eval"}),
         "code": model_code(plan, name),
@@ -160,27 +165,35 @@ class TeacherCache:
         return total
 
     def targets(
-        self, images: torch.Tensor, source: torch.Tensor, index: torch.Tensor, flip: Optional[torch.Tensor]
+        self,
+        images: Union[torch.Tensor, BatchViews],
+        source: torch.Tensor,
+        index: torch.Tensor,
+        flip: Optional[torch.Tensor],
     ) -> Targets:
-        """Targets for one batch: ``images`` un-augmented, ``flip`` the batch's flip mask (or None)."""
+        """Targets for one batch: ``images`` un-augmented (or the batch's views, which then carry
+        the flips), ``flip`` the batch's flip mask (or None). A miss runs the teacher on its plain
+        view; what is stored is its answer on the student's grid."""
         source, index = source.cpu(), index.cpu()
+        if not isinstance(images, BatchViews):  # the student's images stand in for the originals
+            images = BatchViews(images, self.plan.student_view, images, flip)
 
         def get(name: str, idx: torch.Tensor):
             teacher = self.plan.teachers[name]
             if name not in self.stores:  # stochastic: runs live on the augmented images
-                return live_targets(self.plan.teachers, apply_flip(images, flip), self.taps)(name, idx)
+                return live_targets(self.plan.teachers, images, self.taps)(name, idx)
             store = self.stores[name]
             idx_cpu = idx.cpu()
             rows = store.global_rows(source[idx_cpu], index[idx_cpu], self.starts)
 
             def run(missing: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
                 rows_in_batch = idx[torch.from_numpy(missing).to(idx.device)]
-                out, feature = ask(teacher, images[rows_in_batch], self.taps.get(name))
+                out, feature = _plain_answer(teacher, images, rows_in_batch, self.taps.get(name))
                 feat = feature.float().cpu().numpy() if store.features is not None else None
                 return out.float().cpu().numpy(), feat
 
             outputs, features = self.lookup(name, rows, run)
-            device = images.device
+            device = images.student.device
             f = flip[idx] if flip is not None else None
             out = torch.from_numpy(outputs.astype(np.float32)).to(device)
             out = apply_flip(out, f) if store.dense else out
@@ -243,12 +256,19 @@ def _beyond_fp16(*arrays: Optional[np.ndarray]) -> bool:
     return any(a is not None and _peak(a) > FP16_MAX for a in arrays)
 
 
+def _plain_answer(teacher: Teacher, views: BatchViews, rows: torch.Tensor, tap: Optional[FeatureTap]):
+    """The teacher on its un-augmented view of ``rows``, dense answers on the student's grid."""
+    return answer_views(teacher, views, rows, views.student.shape[-2:], augmented=False, tap=tap)
+
+
 def _shapes(teacher: Teacher, size: tuple, tap: Optional[FeatureTap]) -> tuple[tuple, Optional[tuple]]:
-    """Per-image shapes of the teacher's output and tapped feature on a student-sized image."""
+    """Per-image shapes of what is stored for the teacher: its answer on the student's grid and its
+    tapped feature (an original of the student's size stands in for any)."""
     device = next(iter(teacher.model.parameters()), torch.empty(0)).device
-    out, feature = ask(teacher, torch.rand(1, 3, *size, device=device), tap)
-    feat = tuple(feature.shape[1:]) if feature is not None else None
-    return tuple(out.shape[1:]), feat
+    student = torch.rand(1, 3, *size, device=device)
+    views = BatchViews(student, ViewSpec(tuple(size)), [(student[0] * 255).to(torch.uint8).cpu()])
+    out, feature = _plain_answer(teacher, views, torch.zeros(1, dtype=torch.long), tap)
+    return tuple(out.shape[1:]), (tuple(feature.shape[1:]) if feature is not None else None)
 
 
 def open_cache(plan: Plan, run_dir: Path, taps: Taps, log: Callable[[str], None]) -> Optional[TeacherCache]:

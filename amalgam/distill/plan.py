@@ -10,6 +10,7 @@ import torch
 from amalgam.config.label_entries import space_of
 from amalgam.config.recipe import Recipe
 from amalgam.data import ImageSet, MixedSources, build_image_set
+from amalgam.data.views import ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace, extents, lookup, projection, unify
 from amalgam.students.build import StudentSpec
@@ -38,6 +39,16 @@ class Plan:
     sources: Optional[MixedSources] = None
     source_ids: dict[str, list[int]] = field(default_factory=dict)
     eval_sets: dict[str, ImageSet] = field(default_factory=dict)
+
+    @property
+    def student_view(self) -> ViewSpec:
+        """The student's view: the original stretched to ``data.image_size``."""
+        return ViewSpec(tuple(self.recipe.data.image_size), "stretch")
+
+    @property
+    def needs_originals(self) -> bool:
+        """Some teacher's view differs from the student's: the loaders give the originals too."""
+        return any(not same_view(t.input_spec.view, self.student_view) for t in self.teachers.values())
 
     def extents(self, task: str) -> dict[str, frozenset[str]]:
         """What each label name of ``task``'s teachers stands for (read into eval sets' ground truth)."""
@@ -82,6 +93,8 @@ def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] =
     for name, teacher in plan.teachers.items():
         if teacher.output_choice is not None and teacher.output_choice.key is not None:
             log(f"teacher '{name}': distilling {teacher.output_note()}")
+    for name, teacher in plan.teachers.items():
+        log(f"teacher '{name}' input: {teacher.input_spec.describe()}")
     if recipe.train.channels_last:  # here, not in training: build and eval must score the same teachers
         for teacher in plan.teachers.values():
             teacher.use_channels_last()
@@ -96,17 +109,23 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     """Fills the plan's training sources and the eval sets its teachers name, and checks them."""
     recipe = plan.recipe
     size = tuple(recipe.data.image_size)
+    originals = plan.needs_originals  # else every view is the student's: nothing more is loaded
     sets = []
     for key, cfg in recipe.data.sources.items():
         log(f"scanning source '{key}' ({cfg.type})")
-        sets.append(build_image_set(f"data.sources.{key}", cfg, recipe.resolve, size, False, log=log))
+        sets.append(
+            build_image_set(f"data.sources.{key}", cfg, recipe.resolve, size, False, log=log, originals=originals)
+        )
     plan.sources = MixedSources(sets, list(recipe.data.sources))
     for name, teacher in plan.teachers.items():
         plan.source_ids[name] = [plan.sources.names.index(s) for s in teacher.source_names]
     for key, cfg in recipe.data.eval.items():
         if any(t.eval_name == key for t in plan.teachers.values()):
             log(f"scanning eval set '{key}' ({cfg.type})")
-            plan.eval_sets[key] = build_image_set(f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log)
+            # dense ground truth stays at its own resolution: it is scored there, as benchmarks do
+            plan.eval_sets[key] = build_image_set(
+                f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals, native_targets=True
+            )
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)

@@ -8,10 +8,12 @@ and blended (:func:`with_live_rows`: cached rows, with mixup's blends answered l
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
+from amalgam.data.views import BatchViews
+from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
 
 # (teacher name, row indices in the batch) -> (target, tapped feature or None)
@@ -37,12 +39,28 @@ def ask(
     return teacher.answer(images, tap)
 
 
-def live_targets(teachers: dict[str, Teacher], images: torch.Tensor, taps: Optional[Taps] = None) -> Targets:
-    """Targets from running each teacher on the (already augmented) batch, with ``taps``' features."""
+def ask_rows(
+    teacher: Teacher, images: Union[torch.Tensor, BatchViews], idx: torch.Tensor, tap: Optional[FeatureTap]
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`ask` for rows ``idx`` of the augmented batch, or of its :class:`BatchViews` (the
+    teacher on its own views of the originals; dense answers back on the student's grid)."""
+    if isinstance(images, BatchViews):
+        return answer_views(teacher, images, idx, images.student.shape[-2:], augmented=True, tap=tap)
+    return ask(teacher, images[idx], tap)
+
+
+def live_targets(
+    teachers: dict[str, Teacher], images: Union[torch.Tensor, BatchViews], taps: Optional[Taps] = None
+) -> Targets:
+    """Targets from running each teacher on the (already augmented) batch, with ``taps``' features.
+
+    ``images``: the batch's :class:`BatchViews` (each teacher sees its own view of the originals,
+    flipped and blended as the student's images are), or a tensor every teacher is fed as it is.
+    """
     taps = taps or {}
 
     def get(name: str, idx: torch.Tensor):
-        return ask(teachers[name], images[idx], taps.get(name))
+        return ask_rows(teachers[name], images, idx, taps.get(name))
 
     return get
 
@@ -50,11 +68,12 @@ def live_targets(teachers: dict[str, Teacher], images: torch.Tensor, taps: Optio
 def with_live_rows(
     targets: Targets,
     teachers: dict[str, Teacher],
-    images: torch.Tensor,
+    images: Union[torch.Tensor, BatchViews],
     live: torch.Tensor,
     taps: Optional[Taps] = None,
 ) -> Targets:
-    """``targets`` for the other rows; rows where ``live`` is true are answered by the teacher on ``images``.
+    """``targets`` for the other rows; rows where ``live`` is true are answered by the teacher on
+    ``images`` (the augmented batch or its views, as in :func:`live_targets`).
 
     Live rows are never asked of ``targets``: a blend's raw image need not be cached, and a cache
     lookup for it would run the teacher twice and count as a hit.
@@ -65,7 +84,7 @@ def with_live_rows(
         rows = live[idx]
         if not bool(rows.any()):
             return targets(name, idx)
-        fresh, fresh_feat = ask(teachers[name], images[idx[rows]], taps.get(name))
+        fresh, fresh_feat = ask_rows(teachers[name], images, idx[rows], taps.get(name))
         if bool(rows.all()):
             return fresh, fresh_feat
         kept, kept_feat = targets(name, idx[~rows])

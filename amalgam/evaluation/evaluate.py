@@ -10,10 +10,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.per_class import class_warnings, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
 from amalgam.task import Task
+from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
 from amalgam.training.progress import bar_for
 
@@ -82,7 +84,7 @@ def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ..
 def _loader(dataset, batch_size: int, limit: Optional[int]) -> DataLoader:
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
 
 @dataclass
@@ -97,17 +99,30 @@ class _Scorer:
     with_unified: bool
     meters: list
 
-    def update(self, images: torch.Tensor, student_out: dict, batch: dict) -> None:
+    def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
+        """Scores one batch at each dense label map's own resolution (rows grouped by size)."""
         task = self.teacher.task
-        target = batch[task.target_key].to(images.device)
-        size = prediction_size(target, images)
-        s_out = student_out[task.name]
-        t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
-        self.meters[0].update(task.predict(self.teacher(images), size), t_target)
-        self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
-        if self.with_unified:
-            u_target = apply_lookup(target, self.unified_lut) if self.unified_lut is not None else target
-            self.meters[2].update(task.predict(s_out, size), u_target)
+        images = views.student
+        for rows, target in by_size(batch[task.target_key], images.device):
+            size = prediction_size(target, images)
+            s_out = student_out[task.name][rows.to(images.device)]
+            t_out, _ = answer_views(self.teacher, views, rows, size, augmented=False)
+            t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
+            self.meters[0].update(task.predict(t_out, size), t_target)
+            self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
+            if self.with_unified:
+                u_target = apply_lookup(target, self.unified_lut) if self.unified_lut is not None else target
+                self.meters[2].update(task.predict(s_out, size), u_target)
+
+
+def by_size(targets, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(rows, stacked targets)`` per target size: label maps of differing sizes come as a list."""
+    if isinstance(targets, torch.Tensor):
+        return [(torch.arange(targets.shape[0]), targets.to(device))]
+    groups: dict[tuple, list[int]] = {}
+    for row, t in enumerate(targets):
+        groups.setdefault(tuple(t.shape), []).append(row)
+    return [(torch.tensor(rows), torch.stack([targets[r] for r in rows]).to(device)) for rows in groups.values()]
 
 
 @torch.no_grad()
@@ -160,9 +175,10 @@ def evaluate(
         bar = bar_for(log, len(loader), f"eval {set_name}")
         for batch in loader:
             images = batch["image"].to(device)
+            views = BatchViews(images, plan.student_view, batch.get("original"))
             student_out = student(images)
             for scorer in scorers.values():
-                scorer.update(images, student_out, batch)
+                scorer.update(views, student_out, batch)
             bar.update(1)
         bar.close()
         for name, scorer in scorers.items():

@@ -16,8 +16,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection
+from amalgam.teachers.inputs import answer_views
 
 SKIP = {"epoch", "seconds", "lr", "loss", "cache_hit_rate"}
 
@@ -69,22 +71,24 @@ def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.devi
     for block, teacher in enumerate(dense):
         teacher.to(device)
         dataset = plan.eval_sets[teacher.eval_name]
-        samples = [dataset[i] for i in range(min(count, len(dataset)))]
-        images = torch.stack([s["image"] for s in samples]).to(device)
-        target = torch.stack([torch.as_tensor(s[teacher.task.target_key]) for s in samples]).to(device)
-        size = tuple(target.shape[-2:])
         space = spaces[teacher.task.name]
         proj = projection(teacher.space, space).to(device) if teacher.space else None
-        t_pred = teacher.task.predict(teacher(images), size)
-        s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
-        if teacher.space is not None:
-            target = apply_lookup(
-                target.long(), lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
-            )
-        for i in range(len(samples)):
+        for i in range(min(count, len(dataset))):
+            sample = collate([dataset[i]])  # one at a time: label maps keep their own sizes
+            images = sample["image"].to(device)
+            target = torch.as_tensor(sample[teacher.task.target_key]).to(device)
+            size = tuple(target.shape[-2:])
+            views = BatchViews(images, plan.student_view, sample.get("original"))
+            t_out, _ = answer_views(teacher, views, torch.tensor([0]), size, augmented=False)
+            t_pred = teacher.task.predict(t_out, size)
+            s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
+            if teacher.space is not None:
+                target = apply_lookup(
+                    target.long(), lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
+                )
             row = axes[block * count + i]
-            row[0].imshow(images[i].permute(1, 2, 0).cpu().numpy())
-            _show(row[1:], teacher, [t_pred[i], s_pred[i], target[i]], fig, legend=i == 0)
+            row[0].imshow(images[0].permute(1, 2, 0).cpu().numpy())
+            _show(row[1:], teacher, [t_pred[0], s_pred[0], target[0]], fig, legend=i == 0)
             for ax, title in zip(row, ["input", f"teacher {teacher.name}", "student", "ground truth"]):
                 ax.set_title(title if i == 0 else "", fontsize=9)
                 ax.axis("off")

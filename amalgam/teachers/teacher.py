@@ -11,10 +11,11 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from amalgam.config.label_entries import space_of
-from amalgam.config.recipe import InputSpec, Recipe, TeacherConfig
+from amalgam.config.recipe import Recipe, TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
 from amalgam.task import Task, get_task
+from amalgam.teachers.inputs import ResolvedInput, resolve_input
 from amalgam.teachers.model_sources import build_model, load_checkpoint
 from amalgam.teachers.outputs import OutputChoice, OutputKeyError, resolve
 from amalgam.teachers.subteachers import SubTeacher, build_subteacher
@@ -83,8 +84,10 @@ class FeatureTap:
 class Teacher(nn.Module):
     """A frozen teacher network with its task, label space, input spec and sources.
 
-    ``forward`` takes student-sized ``[B, 3, H, W]`` images in [0, 1] and returns the task's
-    canonical output (e.g. logits over the teacher's own labels).
+    ``forward`` takes ``[B, 3, H, W]`` images in [0, 1], its views (``input_spec``; other sizes are
+    stretched to its size), and returns the task's canonical output (e.g. logits over the teacher's
+    own labels) on them; amalgam/teachers/inputs.py ``answer`` feeds it views made from the
+    originals and brings dense answers back onto the student's grid or a label map's.
     """
 
     def __init__(self, name: str, task: Task, model: nn.Module, cfg: TeacherConfig, image_size):
@@ -94,10 +97,9 @@ class Teacher(nn.Module):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        spec: InputSpec = cfg.input
-        self.size = tuple(spec.size or image_size)
-        self.channels = spec.channels
-        self.mean, self.std = list(spec.mean), list(spec.std)
+        self.input_spec: ResolvedInput = resolve_input(cfg, model, image_size)
+        spec = self.input_spec
+        self.size, self.channels, self.mean, self.std = spec.size, spec.channels, spec.mean, spec.std
         self.output_kind = task.resolve_output_kind(cfg.output)
         self.output_key: Optional[str] = cfg.output_key
         self.output_choice: Optional[OutputChoice] = None  # resolved on the first run (see outputs.py)

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from amalgam.config.recipe import TrainConfig
-from amalgam.distill.mixup import mix_batch
+from amalgam.distill.mixup import mix_pairs
 from amalgam.distill.targets import apply_flip
 
 
@@ -47,6 +47,8 @@ class AugmentedBatch:
     images: torch.Tensor
     flip: Optional[torch.Tensor]
     mixed: Optional[torch.Tensor]
+    partner: Optional[torch.Tensor] = None  # each row's blend partner (with mixup)
+    weight: Optional[torch.Tensor] = None  # each row's own share of its blend (1: not blended)
 
 
 class BatchAugment:
@@ -68,13 +70,20 @@ class BatchAugment:
     def _draw(self, rows: int) -> torch.Tensor:
         return torch.rand(self.cfg.batch_size, generator=self.rng)[self.local][:rows]
 
-    def __call__(self, raw: torch.Tensor, source: torch.Tensor) -> AugmentedBatch:
+    def __call__(
+        self, raw: torch.Tensor, source: torch.Tensor, groups: Optional[torch.Tensor] = None
+    ) -> AugmentedBatch:
+        """``groups``: rows that mixup may pair (default: the source; see ``mix_pairs``)."""
         rows = raw.shape[0]
         flip = None
         if self.cfg.augment:
             flip = flip_mask(self.cfg.batch_size, self.rng, raw.device)[self.local][:rows]
-        images, mixed = apply_flip(raw, flip), None
-        if self.cfg.mixup is not None:
-            draws = (self._draw(rows), self._draw(rows), self._draw(rows))
-            images, mixed = mix_batch(images, source, self.mix_ids, self.cfg.mixup.fraction, draws)
-        return AugmentedBatch(raw, images, flip, mixed)
+        images = apply_flip(raw, flip)
+        if self.cfg.mixup is None:
+            return AugmentedBatch(raw, images, flip, None)
+        draws = (self._draw(rows), self._draw(rows), self._draw(rows))
+        partner, weight, mixed = mix_pairs(source, self.mix_ids, self.cfg.mixup.fraction, draws, groups)
+        if mixed is not None:
+            w = weight.view(-1, 1, 1, 1).to(images.device, images.dtype)
+            images = w * images + (1 - w) * images[partner.to(images.device)]
+        return AugmentedBatch(raw, images, flip, mixed, partner, weight)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from amalgam.config.recipe import TrainConfig
 from amalgam.data import mixing_sampler
+from amalgam.data.views import collate
 from amalgam.distill.plan import Plan
 from amalgam.training.distributed import DistContext, GlobalBatchShard
 
@@ -43,6 +44,7 @@ def make_loader(
         drop_last=drop_last and not ctx.enabled,
         worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,  # originals of differing sizes stay a list
     )
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from amalgam.data.views import BatchViews, same_size_groups
 from amalgam.distill.cache import open_cache
 from amalgam.distill.objective import Objective
 from amalgam.distill.plan import Plan
@@ -165,7 +166,7 @@ class Trainer:
         """One optimiser step on one batch; returns the loss and each term's unweighted value."""
         raw = batch["image"].to(self.device, non_blocking=True)
         source = batch["source"].to(self.device, non_blocking=True)
-        aug = self.augment(raw, source)
+        aug = self.augment(raw, source, same_size_groups(batch))
         images = aug.images
         if self.cfg.student_channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -186,11 +187,14 @@ class Trainer:
 
     def _targets(self, aug: AugmentedBatch, batch: dict) -> Targets:
         """The teachers' answers: cached for plain rows when the cache is on, live for blends."""
+        views = BatchViews(aug.raw, self.plan.student_view, batch.get("original"), aug.flip)
+        if aug.mixed is not None:
+            views.blend(aug.partner, aug.weight)
         if self.cache is None:
-            return live_targets(self.plan.teachers, aug.images, self.objective.teacher_taps)
-        targets = self.cache.targets(aug.raw, batch["source"], batch["index"], aug.flip)
+            return live_targets(self.plan.teachers, views, self.objective.teacher_taps)
+        targets = self.cache.targets(views, batch["source"], batch["index"], aug.flip)
         if aug.mixed is not None:  # blends are new images: their teachers run live
-            targets = with_live_rows(targets, self.plan.teachers, aug.images, aug.mixed, self.objective.teacher_taps)
+            targets = with_live_rows(targets, self.plan.teachers, views, aug.mixed, self.objective.teacher_taps)
         return targets
 
     def _finish_epoch(self, epoch: int, sums: dict, count: int, steps: int, started: float, images_before: int) -> dict:

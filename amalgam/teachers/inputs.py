@@ -1,0 +1,120 @@
+"""A teacher's input spec, resolved from the recipe (and a timm model's ``pretrained_cfg``), and its
+answers on its own views, brought back to a frame of the caller's choosing.
+
+Rules (said in the log and by ``amalgam inspect``, never applied silently):
+
+* a key given under ``teachers.<n>.input`` wins;
+* a timm teacher takes a missing ``size``, ``mean`` and ``std`` from its ``pretrained_cfg``
+  (what it was trained with);
+* otherwise ``size`` is the student's ``data.image_size``, ``channels`` 3, ``mean``/``std``
+  ImageNet's and ``resize`` :data:`amalgam.data.views.DEFAULT_RESIZE`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from amalgam.config.recipe import InputSpec, TeacherConfig
+from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
+
+RECIPE, DEFAULT, TIMM = "recipe", "default", "timm pretrained_cfg"
+
+
+@dataclass
+class ResolvedInput:
+    """A teacher's whole input spec and where each value came from (``origin[key]``)."""
+
+    size: tuple[int, int]
+    channels: int
+    mean: list[float]
+    std: list[float]
+    resize: str
+    origin: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def view(self) -> ViewSpec:
+        """The view the teacher is fed (before its own channel conversion and normalisation)."""
+        return ViewSpec(tuple(self.size), self.resize, default_fill(self.mean))
+
+    def describe(self) -> str:
+        """One line: every value, with its origin when it is not the recipe's."""
+
+        def tag(key: str) -> str:
+            return "" if self.origin.get(key) == RECIPE else f" ({self.origin.get(key, DEFAULT)})"
+
+        mean = ", ".join(f"{v:.3f}" for v in self.mean)
+        std = ", ".join(f"{v:.3f}" for v in self.std)
+        return (
+            f"size {self.size[0]}x{self.size[1]}{tag('size')}, {self.channels} channels{tag('channels')}, "
+            f"mean [{mean}]{tag('mean')}, std [{std}]{tag('std')}, resize {self.resize}{tag('resize')}"
+        )
+
+
+def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedInput:
+    """The teacher's input spec by the rules of this module's docstring."""
+    spec: InputSpec = cfg.input
+    given = spec.model_fields_set
+    pretrained = _timm_pretrained(model) if cfg.model.source == "timm" else {}
+    values, origin = {}, {}
+    fallback = {
+        "size": tuple(image_size),
+        "channels": spec.channels,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "resize": DEFAULT_RESIZE,
+    }
+    for key, default in fallback.items():
+        if key in given and getattr(spec, key) is not None:
+            values[key], origin[key] = getattr(spec, key), RECIPE
+        elif key in pretrained:
+            values[key], origin[key] = pretrained[key], TIMM
+        else:
+            values[key], origin[key] = default, DEFAULT
+    values["size"] = (int(values["size"][0]), int(values["size"][1]))
+    return ResolvedInput(**values, origin=origin)
+
+
+def _timm_pretrained(model: nn.Module) -> dict:
+    """size, mean and std from a timm model's ``pretrained_cfg`` (those it states)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    out = {}
+    if cfg.get("input_size"):
+        out["size"] = tuple(cfg["input_size"][-2:])
+    for key in ("mean", "std"):
+        if cfg.get(key) and len(cfg[key]) == 3:  # a grey teacher (channels: 1) states its own
+            out[key] = [float(v) for v in cfg[key]]
+    return out
+
+
+@torch.inference_mode()
+def answer_views(
+    teacher, views: BatchViews, rows: torch.Tensor, size, augmented: bool = True, tap=None
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The teacher's output (and the feature ``tap`` reads) on its own views of ``rows``, dense
+    ones brought back onto the originals' frame: outputs sampled at ``size``, features at their
+    own size.
+
+    ``augmented``: the teacher sees the views flipped and blended as the student's images are,
+    and its answers are returned flipped like them; else it sees the plain views.
+    """
+    x, placements = views.get(teacher.input_spec.view, rows, augmented)
+    flip = views.flip[rows.cpu()].to(x.device) if augmented and views.flip is not None else None
+    out, feat = teacher.answer(x, tap) if tap is not None else (teacher(x), None)
+    if teacher.task.dense and out.dim() == 4:
+        out = _undo_flipped(out, placements, size, flip)
+    if feat is not None and feat.dim() == 4:
+        feat = _undo_flipped(feat, placements, feat.shape[-2:], flip)
+    return out, feat
+
+
+def _undo_flipped(dense: torch.Tensor, placements, size, flip: Optional[torch.Tensor]) -> torch.Tensor:
+    """:func:`undo` for answers on mirrored views: mirrored back, undone, mirrored again."""
+    if flip is None:
+        return undo(dense, placements, size)
+    f = flip.view(-1, *([1] * (dense.dim() - 1)))
+    back = undo(torch.where(f, dense.flip(-1), dense), placements, size)
+    return torch.where(f, back.flip(-1), back)
