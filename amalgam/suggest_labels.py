@@ -181,8 +181,8 @@ def suggest_from(
 ) -> list[Suggestion]:
     """:func:`suggest_labels` on predictions already made (to try several thresholds).
 
-    Only images of sources both teachers teach on are counted. A rename found in both directions
-    is kept once: the later teacher (in recipe order) takes the earlier one's name.
+    Only images of sources both teachers teach on are counted; the proposals are made one
+    coherent edit by :func:`consistent`.
     """
     names = list(preds.labels)
     found: list[Suggestion] = []
@@ -199,23 +199,69 @@ def suggest_from(
             counts = cooccurrence(pa, pb, len(ta.space), len(tb.space))
             for label, covers, evidence in propose(counts, ta.space, tb.space, **thresholds):
                 found.append(Suggestion(ta.task.name, a, label, covers, b, evidence))
-    return _without_mirrored_renames(found, names)
+    return consistent(found, {n: plan.teachers[n].space for n in names}, names)
 
 
-def _without_mirrored_renames(found: list[Suggestion], order: list[str]) -> list[Suggestion]:
-    kept = []
+def consistent(found: list[Suggestion], spaces: dict[str, LabelSpace], order: list[str]) -> list[Suggestion]:
+    """The proposals as one coherent edit of the recipe.
+
+    Labels joined by a rename proposal or by an equal name form one class; it takes the name the
+    earliest teacher (recipe order) gives it, and only labels with another name are renamed (a
+    ``tv``/``tvmonitor`` pair found from both sides is one rename, a chain of renames agrees on one
+    name). Groups name their members by those names; a group found against several teachers is
+    kept once.
+
+    Args:
+        found: raw proposals of :func:`propose` over teacher pairs (one task per call is enough:
+            names of different tasks never meet).
+        spaces: teacher -> label space.
+        order: teachers in recipe order.
+    """
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def find(node: tuple[str, str]) -> tuple[str, str]:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    def join(a: tuple[str, str], b: tuple[str, str]) -> None:
+        ra, rb = sorted((find(a), find(b)), key=rank)
+        parent[rb] = ra
+
+    def rank(node: tuple[str, str]) -> tuple[int, int]:
+        return order.index(node[0]), spaces[node[0]].names.index(node[1])
+
+    def label_of(teacher: str, cls: str) -> tuple[str, str]:
+        space = spaces[teacher]
+        return teacher, next((n for n in space.known() if space.covered(n) == (cls,)), cls)
+
+    single = {(t, n): s.covered(n)[0] for t, s in spaces.items() for n in s.known() if len(s.covered(n)) == 1}
+    by_class: dict[str, tuple[str, str]] = {}
+    for node in sorted(single, key=rank):  # equal unified names are one class already
+        join(node, by_class.setdefault(single[node], node))
+    renames = [s for s in found if len(s.covers) == 1 and (s.teacher, s.label) in single]
+    for s in renames:
+        join((s.teacher, s.label), label_of(s.other, s.covers[0]))
+    name = {node: single[find(node)] for node in single}
+    out: list[Suggestion] = []
+    for node in sorted(single, key=rank):
+        if name[node] == single[node]:
+            continue
+        why = next((s for s in renames if node in ((s.teacher, s.label), label_of(s.other, s.covers[0]))), None)
+        if why is not None:
+            other = why.other if why.teacher == node[0] else why.teacher
+            out.append(Suggestion(why.task, node[0], node[1], (name[node],), other, why.evidence))
+    seen = set()
     for s in found:
-        mirror = next(
-            (
-                m
-                for m in found
-                if m.teacher == s.other and m.other == s.teacher and m.covers == (s.label,) and s.covers == (m.label,)
-            ),
-            None,
-        )
-        if mirror is None or order.index(s.teacher) > order.index(mirror.teacher):
-            kept.append(s)
-    return kept
+        if len(s.covers) == 1 and (s.teacher, s.label) in single:
+            continue
+        covers = tuple(dict.fromkeys(name.get(label_of(s.other, c), c) for c in s.covers))
+        key = (s.teacher, s.label, frozenset(covers))
+        if key in seen or set(covers) == set(spaces[s.teacher].covered(s.label)):
+            continue
+        seen.add(key)
+        out.append(Suggestion(s.task, s.teacher, s.label, covers, s.other, s.evidence))
+    return out
 
 
 def suggestion_lines(plan: Plan, found: list[Suggestion]) -> list[str]:

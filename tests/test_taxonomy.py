@@ -351,3 +351,31 @@ def test_propose_needs_both_directions_of_evidence_and_skips_unsure_samples():
     assert propose(torch.tensor([[100, 0, 100], [0, 100, 100]]), coarse, b) == []
     # a sample a teacher is unsure of (-1) is not counted
     assert cooccurrence(torch.tensor([0, 1, -1]), torch.tensor([2, -1, 0]), 2, 3).tolist() == [[0, 0, 1], [0, 0, 0]]
+
+
+def test_proposals_become_one_coherent_edit():
+    from amalgam.suggest_labels import Suggestion, consistent
+
+    spaces = {
+        "fine": LabelSpace(("Trouser", "T-shirt", "Coat")),
+        "renamed": LabelSpace(("trousers", "tee", "Coat")),
+        "coarse": LabelSpace(("Trouser", "top")),
+    }
+
+    def s(teacher, label, covers, other):
+        return Suggestion("classification", teacher, label, tuple(covers), other, f"{teacher}/{other}")
+
+    found = [
+        s("fine", "T-shirt", ["tee"], "renamed"),  # the mirror of renamed's tee
+        s("renamed", "tee", ["T-shirt"], "fine"),
+        s("coarse", "Trouser", ["trousers"], "renamed"),  # would split Trouser in two if applied as is
+        s("renamed", "trousers", ["Trouser"], "coarse"),
+        s("coarse", "top", ["T-shirt", "Coat"], "fine"),
+        s("coarse", "top", ["tee", "Coat"], "renamed"),  # the same group in renamed's names
+    ]
+    edit = [(x.teacher, x.entry()) for x in consistent(found, spaces, list(spaces))]
+    assert edit == [
+        ("renamed", "{trousers: Trouser}"),
+        ("renamed", "{tee: T-shirt}"),
+        ("coarse", "{top: [T-shirt, Coat]}"),
+    ]

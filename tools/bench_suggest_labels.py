@@ -138,9 +138,16 @@ def write_world(work: Path, fashion_root: Path, per_teacher: int, epochs: int) -
     return work / "recipe.yaml"
 
 
+def classes_of(name: str, teacher: str) -> set[str]:
+    """The classes a unified name stands for: the other teacher's label, else any teacher's of that name."""
+    if name in TAXONOMY[teacher]:
+        return TAXONOMY[teacher][name]
+    return next((space[name] for space in TAXONOMY.values() if name in space), {"?"})
+
+
 def truth_of(s: Suggestion) -> bool:
-    """The other teacher's labels named in ``covers`` stand for exactly the classes of ``s.label``."""
-    union = set().union(*(TAXONOMY[s.other].get(u, {"?"}) for u in s.covers))
+    """The labels named in ``covers`` stand for exactly the classes of ``s.label``."""
+    union = set().union(*(classes_of(u, s.other) for u in s.covers))
     return union == TAXONOMY[s.teacher][s.label]
 
 
@@ -175,13 +182,19 @@ def main(argv: list[str] | None = None) -> list[tuple]:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--images", type=int, default=2000, help="unlabeled test images the teachers are run on")
     parser.add_argument("--out", type=Path, help="write the results table (markdown) here")
+    parser.add_argument("--work", type=Path, help="keep the teachers here; a folder holding them is reused")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     ensure_fashion_mnist(args.fashion)
     start = time.time()
-    work = Path(tempfile.mkdtemp(prefix="suggest-labels-"))
-    print(f"training teachers in {work}")
-    recipe = write_world(work, args.fashion.resolve(), args.per_teacher, args.epochs)
+    if args.work and (args.work / "recipe.yaml").is_file():
+        recipe = args.work / "recipe.yaml"
+        print(f"reusing the teachers of {args.work}")
+    else:
+        work = args.work or Path(tempfile.mkdtemp(prefix="suggest-labels-"))
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"training teachers in {work}")
+        recipe = write_world(work, args.fashion.resolve(), args.per_teacher, args.epochs)
     plan = api.inspect(recipe, with_data=True, quiet=True).plan
     preds = predictions(plan, args.images, log=print)
     rows = []
@@ -206,6 +219,11 @@ def main(argv: list[str] | None = None) -> list[tuple]:
     ]
     if default[1]["missed"]:
         lines += ["", f"Missed at the defaults: {', '.join(default[1]['missed'])}"]
+    lines += ["", "Wrong proposals and misses of the other settings:", ""]
+    for (conf, member, cover), r, _ in rows:
+        if r["wrong"] or r["missed"]:
+            wrong = "; ".join(f"`{w}`" for w in r["wrong"]) or "none"
+            lines.append(f"- ({conf}, {member}, {cover}): wrong {wrong}; missed {', '.join(r['missed']) or 'none'}")
     lines += [
         "",
         f"{len(preds.sources)} test images; teachers trained {args.epochs} epochs on {args.per_teacher} "
