@@ -194,3 +194,27 @@ def test_a_fully_cached_batch_makes_no_teacher_view(world_plan, tmp_path, monkey
     assert len(made) == 3  # a miss: the teacher ran on its views
     torch.testing.assert_close(targets(), first)
     assert len(made) == 3  # all cached: no view was made
+
+
+def test_views_are_flipped_and_blended_exactly_as_the_students_images():
+    from amalgam.config.recipe import MixupConfig, TrainConfig
+    from amalgam.training.augment import BatchAugment
+
+    cfg = TrainConfig(batch_size=8, augment=True, mixup=MixupConfig(sources=["a"], fraction=1.0))
+    raw, source = torch.rand(8, 3, 16, 16), torch.zeros(8, dtype=torch.long)
+    aug = BatchAugment(cfg, ["a"], seed=0, local=slice(0, 8))(raw, source)
+    assert aug.mixed is not None and aug.flip.any()
+    views = BatchViews(raw, ViewSpec((16, 16)), None, aug.flip)
+    views.blend(aug.partner, aug.weight)
+    same, _ = views.get(ViewSpec((16, 16)), torch.arange(8))
+    assert torch.equal(same, aug.images)  # a teacher sharing the student's view sees its very input
+
+
+def test_mixup_pairs_only_rows_of_one_source_and_original_size():
+    from amalgam.distill.mixup import mix_pairs
+
+    source = torch.zeros(6, dtype=torch.long)
+    groups = torch.tensor([0, 1, 0, 1, 0, 1])  # two original sizes in one source
+    draws = (torch.zeros(6), torch.full((6,), 0.3), torch.rand(6, generator=torch.Generator().manual_seed(0)))
+    partner, weight, mixed = mix_pairs(source, [0], 1.0, draws, groups)
+    assert mixed.all() and (groups[partner] == groups).all() and (partner != torch.arange(6)).all()
