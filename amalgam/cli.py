@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"amalgam: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("amalgam: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Stopped (after a saved Ctrl-C or SIGTERM) carries its exit code
+        print(f"amalgam: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

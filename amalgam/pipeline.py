@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,11 +24,13 @@ from amalgam.students.budget import student_lines
 from amalgam.students.build import build_student
 from amalgam.students.serialize import init_student, save_student
 from amalgam.training import engine
+from amalgam.training.checkpoint import clean_stale_temps
 from amalgam.training.distributed import DistContext, init_distributed
 from amalgam.training.engine import read_checkpoint, resolve_device, seed_everything
 from amalgam.training.peer_training import to_markdown as peers_markdown
 from amalgam.training.peer_training import train_peers
 from amalgam.training.progress import Console
+from amalgam.training.runlock import NewRunFolder, RunLock
 
 Log = Callable[[str], None]
 #: what a build writes for the user to read, by role, in the order ``amalgam build`` lists them
@@ -74,14 +78,29 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
         force, resume, quiet: as :func:`amalgam.build`.
     """
     run_dir = recipe.output_dir()
-    if (run_dir / "report.json").exists() and not force:
-        raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
-    state = read_checkpoint(run_dir / "checkpoint.pt", recipe) if resume else None
     device = resolve_device(recipe.device)
     ctx = init_distributed(device.type)  # torchrun: one process per device, rank 0 writes
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     log = Console(quiet or not ctx.is_main)
+    main_only = (lambda guard: guard) if ctx.is_main else (lambda guard: nullcontext())
+    # one build per folder; a build that fails before its first checkpoint leaves no folder behind
+    with main_only(NewRunFolder(run_dir)), main_only(RunLock(run_dir)):
+        if (run_dir / "report.json").exists() and not force:
+            raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
+        clean_stale_temps(run_dir, log)
+        state = read_checkpoint(run_dir / "checkpoint.pt", recipe, _warn) if resume else None
+        return _build_locked(recipe, record, run_dir, device, ctx, log, state)
+
+
+def _warn(message: str) -> None:
+    print(f"amalgam: warning: {message}", file=sys.stderr)
+
+
+def _build_locked(
+    recipe: Recipe, record: dict, run_dir: Path, device: torch.device, ctx: DistContext, log: Log, state
+) -> Run:
+    """The build, once the run folder is held: peers, or the student (trained, saved, evaluated)."""
     if ctx.enabled:
         log(f"torchrun: {ctx.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}); rank 0 writes the run")
     if recipe.peers is not None:

@@ -6,6 +6,7 @@ one to a second or two; builds use 1 epoch of 8 images unless a test needs more.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -256,3 +257,177 @@ def test_a_cache_that_cannot_fit_on_the_disk_is_one_line_before_filling(fresh_wo
     assert main(["build", str(fresh_world), "--output", str(out), *TINY]) == 2
     line = one_error_line(capsys)
     assert "disk full: the cache needs" in line and str(out / "teacher_cache") in line and "1,000 are free" in line
+
+
+# 3, 7, 8, 9: checkpoints and signals -------------------------------------------------------------
+
+TWO_EPOCHS = ["--set", "train.epochs=2", "--set", "train.samples_per_epoch=8", "--set", "train.batch_size=4"]
+TWO_EPOCHS += ["--set", "train.workers=0", "--quiet"]
+
+
+def train_log(run) -> list[dict]:
+    import csv
+
+    volatile = ("seconds", "cache_hit_rate")
+    with open(run / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: v for k, v in r.items() if k not in volatile and not k.startswith("time_")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def whole2(world, tmp_path_factory):
+    """An uninterrupted 2-epoch build (2 steps an epoch) of the session world."""
+    out = tmp_path_factory.mktemp("faults") / "whole"
+    assert main(["build", str(world), "--output", str(out), *TWO_EPOCHS]) == 0
+    return out
+
+
+def test_a_crc_broken_checkpoint_is_refused_and_the_previous_one_resumed(world, whole2, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(whole2, run)
+    assert (run / "checkpoint.prev.pt").is_file()  # the epoch-1 checkpoint, kept
+    (run / "report.json").unlink()  # as if killed during evaluation
+    path = run / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 65536] = bytes(65536)  # same size, broken CRC
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "fails its CRC check: resuming from the previous one" in err and "after epoch 1" in err, err
+    assert train_log(run) == train_log(whole2)
+
+
+def test_sigterm_saves_mid_epoch_exits_143_and_resume_matches(world, whole2, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from amalgam.training.trainer import Trainer
+
+    real, calls = Trainer.step, []
+
+    def step(self, batch):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 2, step 1: what a scheduler's SIGTERM looks like to the loop
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, batch)
+
+    def unhandled(signum, frame):  # instead of the default action, which would end pytest itself
+        raise AssertionError("SIGTERM reached the process's default handler")
+
+    monkeypatch.setattr(Trainer, "step", step)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    run = tmp_path / "run"
+    try:
+        assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["partial"] == {**state["partial"], "epoch": 2, "step": 1}
+    monkeypatch.setattr(Trainer, "step", real)
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 0
+    assert train_log(run) == train_log(whole2)
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_old_one(world, tmp_path, monkeypatch, capsys):
+    import amalgam.training.checkpoint as ckpt
+
+    real, calls = torch.save, []
+
+    def save(obj, path):
+        calls.append(1)
+        if len(calls) == 2:  # the epoch-2 checkpoint: half written, then the disk is full
+            Path(path).write_bytes(b"PK" + bytes(1000))
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 1024: file write failed")
+        return real(obj, path)
+
+    monkeypatch.setattr(ckpt.torch, "save", save)
+    run = tmp_path / "run"
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"disk full: cannot write {run / 'checkpoint.pt'} (needs about ") and "intact" in line, line
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not list(run.glob(".checkpoint.pt.*"))
+    monkeypatch.setattr(ckpt.torch, "save", real)
+    (run / ".checkpoint.pt.k1ll3d").write_bytes(b"PK")  # what a SIGKILL mid-write leaves
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 0
+    assert not list(run.glob(".checkpoint.pt.*"))
+
+
+def bare_tensor(run, whole):
+    torch.save(torch.zeros(3), run / "checkpoint.pt")
+
+
+def zero_bytes(run, whole):
+    (run / "checkpoint.pt").write_bytes(b"")
+
+
+def no_objective(run, whole):
+    state = torch.load(whole / "checkpoint.pt", weights_only=True)
+    del state["objective"]
+    torch.save(state, run / "checkpoint.pt")
+
+
+CHECKPOINTS = {
+    "zero-byte checkpoint": (zero_bytes, "is damaged: it is empty (0 bytes)"),
+    "checkpoint without objective": (no_objective, "is not an amalgam training state: no objective"),
+    "bare-tensor checkpoint": (bare_tensor, "holds a Tensor, not an amalgam training state"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINTS))
+def test_a_broken_checkpoint_is_one_line(case, world, whole2, tmp_path, capsys):
+    make, expected = CHECKPOINTS[case]
+    run = tmp_path / "run"
+    run.mkdir()
+    make(run, whole2)
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 2
+    line = one_error_line(capsys)
+    assert expected in line and str(run / "checkpoint.pt") in line, line
+
+
+# 6. two builds, one run folder -----------------------------------------------------------------------
+
+
+def test_a_second_build_into_a_locked_run_folder_is_refused_naming_the_holder(world, tmp_path, capsys):
+    import os
+
+    from amalgam.training.runlock import RunLock
+
+    run = tmp_path / "run"
+    with RunLock(run):  # another build holds it (flock: a second open file conflicts even in-process)
+        assert main(["build", str(world), "--output", str(run), *TINY]) == 2
+        line = one_error_line(capsys)
+        assert line.startswith(f"{run} is in use by another build (pid {os.getpid()} on "), line
+        assert not (run / "teacher_cache").exists()
+    assert main(["build", str(world), "--output", str(run), *TINY]) == 0  # released: the next one runs
+
+
+# 12. no run folder left by a run that fails at its first steps ----------------------------------
+
+
+NAN_TEACHER = """
+
+class NanDense(TinyDense):
+    def forward(self, x):  # fine on the checks' 1-2 images, NaN on a training batch
+        y = super().forward(x)
+        return y * float("nan") if x.shape[0] > 2 else y
+
+
+def nan_dense(out_channels):
+    return NanDense(out_channels)
+"""
+
+
+def test_a_teacher_giving_nan_at_step_1_leaves_no_run_folder(fresh_world, tmp_path, capsys):
+    models = fresh_world.parent / "models.py"
+    models.write_text(models.read_text() + NAN_TEACHER)
+    edit_recipe(fresh_world, lambda raw: raw["teachers"]["seg-a"]["model"].update(factory="models:nan_dense"))
+    run = tmp_path / "run"
+    assert main(["build", str(fresh_world), "--output", str(run), *TINY]) == 2
+    line = one_error_line(capsys)
+    assert re.match(r"epoch 1 step [12]: loss of teacher term 'seg-a' .* is nan", line), line
+    assert not run.exists()

@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from amalgam.io import atomic_save
+from amalgam.training.checkpoint import write_checkpoint
 
 if TYPE_CHECKING:
     from amalgam.training.trainer import Trainer
@@ -19,8 +19,9 @@ EpochEnd = Callable[["Trainer", dict], None]
 
 
 def save_checkpoint(trainer: "Trainer", row: dict) -> None:
-    """Writes the training state (``trainer.state_dict()``) to ``<run>/checkpoint.pt``, atomically."""
-    atomic_save(trainer.state_dict(), trainer.run_dir / "checkpoint.pt")
+    """Writes the training state (``trainer.state_dict()``) to ``<run>/checkpoint.pt``, atomically and
+    verified, keeping the previous one (see checkpoint.py)."""
+    write_checkpoint(trainer.state_dict(), trainer.run_dir / "checkpoint.pt")
 
 
 def write_train_log(trainer: "Trainer", row: dict) -> None:

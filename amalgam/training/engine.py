@@ -18,6 +18,7 @@ from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
 from amalgam.training.augment import flip_mask, random_hflip
 from amalgam.training.callbacks import open_tensorboard
+from amalgam.training.checkpoint import PEERS_REQUIRED, REQUIRED, read_with_fallback
 from amalgam.training.distributed import DistContext
 from amalgam.training.loader import make_loader
 from amalgam.training.optim import build_optimizer, build_scheduler
@@ -68,18 +69,13 @@ def train(
     return Trainer(plan, student, run_dir, device, log=log, ctx=ctx, timer=timer).fit(resume)
 
 
-def read_checkpoint(path: Path, recipe) -> dict:
-    """A run's ``checkpoint.pt`` for ``--resume``; refuses one written by a different recipe."""
-    if not path.is_file():
-        raise AmalgamError(f"nothing to resume: no checkpoint {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign file
-        raise AmalgamError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if recipe.peers is not None and state.get("kind") != "peers":
+def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> dict:
+    """A run's ``checkpoint.pt`` for ``--resume``, checked whole (falling back to ``checkpoint.prev.pt``
+    with a warning when it is not); refuses one written by a different recipe."""
+    peers = recipe.peers is not None
+    state = read_with_fallback(path, warn, PEERS_REQUIRED if peers else REQUIRED)
+    if peers and state.get("kind") != "peers":
         raise AmalgamError(f"checkpoint {path} is not a peers build's of this amalgam and cannot be resumed")
-    if recipe.peers is None and "flip_rng" not in state:
-        raise AmalgamError(f"checkpoint {path} was written by an older amalgam and cannot be resumed")
     changed = recipe_changes(state["recipe"], recipe)
     if changed:
         raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)})")

@@ -1,4 +1,8 @@
-"""Ctrl-C as a request: the training loop finishes its step, saves, then stops."""
+"""Ctrl-C and SIGTERM as a request: the training loop finishes its step, saves, then stops.
+
+SIGTERM is what schedulers (Slurm, Kubernetes) and ``timeout`` send before they kill; it is
+treated like the first Ctrl-C, and the process exits 143 (128 + 15) instead of 130.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,58 @@ import threading
 from types import FrameType
 from typing import Optional
 
+#: signals that ask the loop to stop after the current step
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised after a requested stop was saved; ``exit_code`` is 128 + the signal's number.
+
+    A ``KeyboardInterrupt``, so code that catches Ctrl-C catches it too.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
+
 
 class StopRequest:
-    """While active, the first SIGINT only sets :attr:`requested`; a second one interrupts at once.
+    """While active, the first SIGINT or SIGTERM only sets :attr:`requested`; a second one interrupts at once.
 
     Stopping between steps (not inside ``backward`` or ``optimizer.step``) is what makes a
     mid-epoch checkpoint consistent. Outside the main thread, or when ``enabled`` is false
-    (several processes under torchrun, which must stop together), Ctrl-C keeps its usual effect.
+    (several processes under torchrun, which must stop together), the signals keep their usual effect.
     """
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.requested = False
-        self._previous = None
+        self.signum: int = signal.SIGINT
+        self._previous: dict[int, object] = {}
+
+    @property
+    def name(self) -> str:
+        """How the stop is named in messages: ``Ctrl-C`` or the signal's name."""
+        return "Ctrl-C" if self.signum == signal.SIGINT else signal.Signals(self.signum).name
+
+    def stopped(self) -> Stopped:
+        """The exception to raise once the stop is saved."""
+        return Stopped(self.signum)
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise Stopped(signum)
         self.requested = True
+        self.signum = signum
 
     def __enter__(self) -> "StopRequest":
         if self.enabled:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.enabled:
-            signal.signal(signal.SIGINT, self._previous)
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous)

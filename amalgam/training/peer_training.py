@@ -29,6 +29,7 @@ from amalgam.io import atomic_save, write_json
 from amalgam.kd.peers import ONE, PEER_STRATEGIES
 from amalgam.teachers.model_sources import build_model
 from amalgam.teachers.teacher import to_input
+from amalgam.training.checkpoint import write_checkpoint
 from amalgam.training.optim import build_optimizer, build_scheduler
 
 #: ``train`` keys of distillation that a peers build has no use for: set in a peers recipe, they are refused
@@ -139,7 +140,7 @@ def train_peers(
         run.update(epoch=epoch, seconds=time.perf_counter() - start)
         run["history"].append({"epoch": epoch, "seconds": round(run["seconds"], 2), "loss": total / max(count, 1)})
         log(f"epoch {epoch}/{train.epochs} loss {total / max(count, 1):.4f} {run['images'] / run['seconds']:.1f} img/s")
-        atomic_save(_state(recipe, run, model, opt, sched, gen), run_dir / "checkpoint.pt")
+        write_checkpoint(_state(recipe, run, model, opt, sched, gen), run_dir / "checkpoint.pt")
         _write_csv(run_dir / "train_log.csv", run["history"])  # after the checkpoint: a row means it is saved
     atomic_save(model.state_dict(), run_dir / "peers.pt")
     return _report(recipe, model, prep, device, run, run_dir)

@@ -21,9 +21,9 @@ from amalgam.distill.objective import Objective
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Targets, live_targets, with_live_rows
 from amalgam.errors import AmalgamError
-from amalgam.io import atomic_save
 from amalgam.training.augment import AugmentedBatch, BatchAugment
 from amalgam.training.callbacks import EpochEnd, save_checkpoint, tensorboard_writer, write_train_log
+from amalgam.training.checkpoint import write_checkpoint
 from amalgam.training.distributed import DistContext
 from amalgam.training.interrupt import StopRequest
 from amalgam.training.loader import make_loader, replay_epochs
@@ -110,8 +110,8 @@ class Trainer:
     def fit(self, resume: Optional[dict] = None) -> TrainResult:
         """Trains the remaining epochs (all of them, or those after ``resume``'s checkpoint).
 
-        The first Ctrl-C finishes the current step, saves the checkpoint and raises
-        ``KeyboardInterrupt``; a second one stops at once.
+        The first Ctrl-C or SIGTERM finishes the current step, saves the checkpoint and raises
+        :class:`~amalgam.training.interrupt.Stopped` (a ``KeyboardInterrupt``); a second one stops at once.
         """
         if resume is not None:
             self.load_state_dict(resume)
@@ -218,17 +218,17 @@ class Trainer:
         return row
 
     def _save_stopped(self, epoch: int, step: int, sums: dict, count: int) -> None:
-        """After Ctrl-C: saves the state mid-epoch (resume continues after ``step``) and stops."""
+        """After Ctrl-C or SIGTERM: saves the state mid-epoch (resume continues after ``step``) and stops."""
         if self.cache is not None:
             self.cache.flush()
         self.result.seconds = time.perf_counter() - self._clock
         self.partial = {"epoch": epoch, "step": step, "sums": sums, "count": count}
-        atomic_save(self.state_dict(), self.run_dir / "checkpoint.pt")
+        write_checkpoint(self.state_dict(), self.run_dir / "checkpoint.pt")
         self.log(
-            f"stopped by Ctrl-C in epoch {epoch} after step {step}/{len(self.loader)}: "
+            f"stopped by {self.stop.name} in epoch {epoch} after step {step}/{len(self.loader)}: "
             f"saved {self.run_dir / 'checkpoint.pt'}; continue with --resume"
         )
-        raise KeyboardInterrupt
+        raise self.stop.stopped()
 
     def state_dict(self) -> dict:
         """Everything ``--resume`` needs to continue after ``self.epoch`` finished epochs
