@@ -76,6 +76,14 @@ def test_readme_says_a_recipe_naming_a_factory_is_code():
     assert "a recipe that names a factory is code" in readme.lower()
 
 
+def test_readme_nothing_lost_names_tests_that_exist():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("* **Nothing lost.**") : readme.index("* **Bad input**")]
+    named = set(re.findall(r"`(test_\w+)`", section))
+    assert len(named) >= 12
+    assert named <= {name for name in globals() if name.startswith("test_")}, named - set(globals())
+
+
 # 11. YAML alias bombs -------------------------------------------------------------------------------
 
 
@@ -430,4 +438,104 @@ def test_a_teacher_giving_nan_at_step_1_leaves_no_run_folder(fresh_world, tmp_pa
     assert main(["build", str(fresh_world), "--output", str(run), *TINY]) == 2
     line = one_error_line(capsys)
     assert re.match(r"epoch 1 step [12]: loss of teacher term 'seg-a' .* is nan", line), line
+    assert not run.exists()
+
+
+# 5, 9. inputs read right, or refused with the file's name -----------------------------------------
+
+
+def test_a_16_bit_grey_png_decodes_by_its_bit_depth(tmp_path):
+    from amalgam.data.images import read_rgb, to_tensor
+
+    path = tmp_path / "grey16.png"
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")  # stored 16-bit, not 8
+    image = to_tensor(read_rgb(path))
+    assert image.mean().item() == pytest.approx(0.5, abs=0.01)  # PIL's own convert gave 0.998
+    assert image[:, 0, 0].tolist() == [0.0, 0.0, 0.0] and image[:, -1, -1].tolist() == [1.0, 1.0, 1.0]
+
+
+def inspect_lines(recipe, capsys) -> tuple[int, list[str], list[str]]:
+    code = main(["inspect", str(recipe)])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err.strip().splitlines()
+
+
+def val_maps(recipe, kind):
+    return sorted((recipe.parent / "scenes" / "val" / kind).glob("*.png"))
+
+
+def test_eval_labels_beyond_the_classes_are_counted_before_training(fresh_world, capsys):
+    first = val_maps(fresh_world, "labels")[0]
+    labels = np.array(Image.open(first))
+    labels[:4, :] = 7  # 4 classes in classes.txt
+    Image.fromarray(labels).save(first)
+    code, out, err = inspect_lines(fresh_world, capsys)
+    assert code == 0, err
+    warning = [line for line in out if "label maps hold values beyond" in line]
+    assert warning and "1 of 6 label maps hold values beyond the 4 classes (128 pixels, up to 7" in warning[0], out
+
+
+def test_eval_sets_with_nothing_to_score_stop_before_training(fresh_world, capsys):
+    for path in val_maps(fresh_world, "depth"):
+        Image.fromarray(np.zeros((32, 32), dtype=np.uint16)).save(path)
+    code, out, err = inspect_lines(fresh_world, capsys)
+    assert code == 2 and len(err) == 1 and "every depth map is all zero" in err[0], err
+    for path in val_maps(fresh_world, "labels"):
+        Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(path)
+    code, out, err = inspect_lines(fresh_world, capsys)
+    assert code == 2 and len(err) == 1 and "no label pixel can be scored" in err[0], err
+
+
+def test_some_all_zero_depth_maps_are_counted(fresh_world, capsys):
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint16)).save(val_maps(fresh_world, "depth")[2])
+    code, out, err = inspect_lines(fresh_world, capsys)
+    assert code == 0 and any("1 of 6 depth maps are all zero" in line for line in out), out
+
+
+def test_a_missing_label_png_is_found_when_the_eval_set_is_scanned(fresh_world, capsys):
+    missing = val_maps(fresh_world, "labels")[3]
+    missing.unlink()
+    code, out, err = inspect_lines(fresh_world, capsys)
+    assert code == 2 and len(err) == 1 and f"missing mask file {missing}" in err[0], err
+
+
+def test_symlinked_folders_are_followed_once(fresh_world, tmp_path):
+    from amalgam.data.images import list_images
+
+    images = fresh_world.parent / "scenes" / "train" / "images"
+    elsewhere = tmp_path / "more"
+    elsewhere.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(elsewhere / f"m{i}.png")
+    (images / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (images / "again").symlink_to(elsewhere, target_is_directory=True)  # the same folder twice
+    (images / "loop").symlink_to(images, target_is_directory=True)  # a link loop
+    found = list_images(images)
+    assert len(found) == 12 + 3 and len({p.resolve() for p in found}) == 15
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A valid 1-bit grey PNG of ``width x height`` (all black): tiny on disk, huge in memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (width + 7) // 8)
+    pixels = zlib.compressobj(9)
+    body = b"".join(pixels.compress(row) for _ in range(height)) + pixels.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def test_a_20000_by_20000_png_is_one_line_with_its_name(fresh_world, tmp_path, capsys):
+    huge = fresh_world.parent / "scenes" / "train" / "images" / "huge.png"
+    png_header_only(huge, 20000, 20000)
+    run = tmp_path / "run"
+    assert main(["build", str(fresh_world), "--output", str(run), *TINY]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"data.sources.scenes: image {huge} is too large to decode"), line
     assert not run.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,25 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder``, sorted (so sample order never depends on the file system)."""
+    """Image files under ``folder``, sorted (so sample order never depends on the file system).
+
+    Symlinked folders are followed; a folder reached a second time (a link loop, or two links to
+    one folder) is not entered again, so no image is counted twice and no walk is endless.
+    """
     if not folder.is_dir():
         raise AmalgamError(f"image folder not found: {folder}")
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []  # already walked through another path
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        base = Path(root)
+        found += [base / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and (base / f).is_file()]
+    return sorted(found)
 
 
 def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image") -> None:
@@ -27,6 +42,8 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
         with Image.open(path) as img:
             mode = img.mode
             img.verify()
+    except Image.DecompressionBombError as exc:
+        raise AmalgamError(f"{what} {path} is too large to decode: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise AmalgamError(f"corrupt {what} {path}: {exc}") from None
     if modes is not None and mode not in modes:
@@ -34,12 +51,29 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """``H x W x 3`` uint8 RGB array (grey and palette images are converted)."""
+    """``H x W x 3`` uint8 RGB array (grey and palette images are converted; 16-bit grey by its bit depth)."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return to_rgb8(img, path)
+    except Image.DecompressionBombError as exc:
+        raise AmalgamError(f"image {path} is too large to decode: {exc}") from None
     except (OSError, ValueError) as exc:
         raise AmalgamError(f"corrupt image {path}: {exc}") from None
+
+
+#: PIL modes of 16-bit grey pixels; PIL's own convert("RGB") clips them at 255 (nearly white)
+GREY16 = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_rgb8(img: Image.Image, path: Path) -> np.ndarray:
+    """A PIL image as ``H x W x 3`` uint8, scaling 16-bit grey (0..65535) to 0..255."""
+    if img.mode in GREY16 or (img.mode == "I" and img.format == "PNG"):  # a PNG's "I" holds 16-bit grey
+        grey = np.asarray(img, dtype=np.float64) if img.mode == "I" else np.asarray(img).astype(np.float64)
+        grey8 = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey8[..., None], 3, axis=2)
+    if img.mode in ("I", "F"):
+        raise AmalgamError(f"image {path} has {img.mode} pixels (32-bit): save it as 8- or 16-bit")
+    return np.asarray(img.convert("RGB"))
 
 
 def read_array(path: Path) -> np.ndarray:

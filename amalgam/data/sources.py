@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from amalgam.config.label_entries import rename_classes
 from amalgam.config.recipe import SourceConfig
 from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, to_tensor, verify_image
+from amalgam.data.target_scan import scan_dense_targets
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 from amalgam.training.progress import bar_for
@@ -281,6 +282,8 @@ def build_image_set(
             raise AmalgamError("contains no images")
         if verify and isinstance(dataset, FolderSet):
             _verify_files(dataset, bar_for(log, len(dataset.files), f"checking {key}") if log else None)
+        if verify and with_targets and isinstance(dataset, DenseSet):
+            scan_dense_targets(dataset, (lambda msg: log(f"{key}: warning: {msg}")) if log else None)
     except AmalgamError as exc:
         raise AmalgamError(f"{key}: {exc}") from None
     return dataset.configure(image_size, with_targets, originals, native_targets)
@@ -307,8 +310,9 @@ def _verify_files(dataset: FolderSet, bar=None) -> None:
         if isinstance(dataset, DenseSet):
             for key in dataset.target_keys:
                 target = dataset.target_path(key, index)
-                if target.is_file():
-                    modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
-                    verify_image(target, modes, what=f"{key} map")
+                if not target.is_file():
+                    raise AmalgamError(f"missing {key} file {target} for image {path}")
+                modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
+                verify_image(target, modes, what=f"{key} map")
     if bar is not None:
         bar.close()
