@@ -210,12 +210,16 @@ def test_depth_png_of_the_wrong_dtype_is_rejected(tmp_path):
     assert f"depth map {tmp_path / 'depth' / '000.png'} has PIL mode L" in str(info.value)
 
 
-def test_missing_label_file_is_named_when_read(tmp_path):
+def test_missing_label_file_is_named_when_scanned_and_when_read(tmp_path):
     write_dense_sample(tmp_path, np.zeros((8, 8)), np.full((8, 8), 1000))
     save_rgb(tmp_path / "images" / "001.png", size=(8, 8))
-    ds = build({"type": "dense", "path": tmp_path}, with_targets=True)
+    with pytest.raises(AmalgamError, match=r"^data\.eval\.x: missing (mask|depth) file .*001.png"):  # before training
+        build({"type": "dense", "path": tmp_path}, with_targets=True)
+    unchecked = build_image_set(
+        "data.eval.x", SourceConfig(type="dense", path=tmp_path), lambda p: p, (32, 32), True, verify=False
+    )
     with pytest.raises(AmalgamError, match=r"missing depth file .*001.png"):
-        ds[1]
+        unchecked[1]
 
 
 def folder_source(root: Path, count: int, size=(32, 32)):
