@@ -30,7 +30,7 @@ from torch import nn
 
 from amalgam.config.recipe import Recipe, apply_override, parse_recipe
 from amalgam.config.recipe import load_recipe as _read_recipe
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.distill.tree_search import SearchResult, search_tree, with_budget
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.evaluate import evaluate as score
@@ -182,7 +182,7 @@ def evaluate(
         raise AmalgamError("eval: a peers recipe has no student to evaluate; `amalgam build` scores the peers")
     device = resolve_device(loaded.device)
     model, spaces = _student_and_spaces(student)
-    plan = prepare(loaded, log=Console(quiet))
+    plan = build_plan(loaded, log=Console(quiet))
     tasks = set(spaces) if spaces is not None else set(model.spec.heads)
     if tasks != set(plan.spaces):
         raise AmalgamError(f"student {student} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
@@ -225,7 +225,7 @@ def search(
     if budget:
         loaded.student.budget = with_budget(loaded.student.budget, budget)
     out = Path(output) if output is not None else loaded.output_dir() / "search"
-    plan = prepare(loaded, log=Console(quiet))
+    plan = build_plan(loaded, log=Console(quiet))
     return search_tree(plan, resolve_device(loaded.device), out, Console(quiet))
 
 
@@ -257,6 +257,6 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     else:
         recipe = _read_recipe(run["recipe"], run["set"])
     student, spaces = _load_student(run_dir / "student.pt")
-    plan = prepare(recipe, log=Console(quiet))
+    plan = build_plan(recipe, log=Console(quiet))
     report = json.loads((run_dir / "report.json").read_text())
     return render(run_dir, report, plan, student, spaces, resolve_device(recipe.device))

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from amalgam.config.recipe import Recipe
-from amalgam.distill.plan import Plan, prepare
-from amalgam.evaluation.evaluate import count_params
+from amalgam.config.schema import Recipe
+from amalgam.distill.plan import Plan, build_plan
 from amalgam.students.budget import resolve_budget, student_lines
-from amalgam.students.build import StudentSpec, build_student
+from amalgam.students.build import StudentSpec, build_student, count_params
 from amalgam.students.tree import STAGES
 from amalgam.taxonomy import label_report
 from amalgam.training.peer_training import build_peers
@@ -118,7 +117,7 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     """Resolves a loaded recipe: loads the teachers, scans the data unless told not to, sizes the student."""
     if recipe.peers is not None:
         return Inspection(recipe, None, None, count_params(build_peers(recipe.peers, recipe.base_dir)))
-    plan = prepare(recipe, with_data=with_data, log=log)
+    plan = build_plan(recipe, with_data=with_data, log=log)
     spec = plan.student_spec(STAGES if recipe.student.branch_at == "auto" else None)  # auto: the warm-up's
     teachers = sum(t.num_params() for t in plan.teachers.values())
     return Inspection(recipe, plan, spec, count_params(build_student(spec)), teachers)

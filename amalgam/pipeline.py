@@ -12,16 +12,16 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from amalgam.config.recipe import Recipe
-from amalgam.distill.plan import Plan, prepare
+from amalgam.config.schema import Recipe
+from amalgam.distill.plan import Plan, build_plan
 from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError
-from amalgam.evaluation.evaluate import count_params, evaluate, size_and_speed
+from amalgam.evaluation.evaluate import evaluate, size_and_speed
 from amalgam.evaluation.report import build_report, to_markdown, write_report
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.students.budget import student_lines
-from amalgam.students.build import build_student
+from amalgam.students.build import build_student, count_params
 from amalgam.students.serialize import init_student, save_student
 from amalgam.training import engine
 from amalgam.training.checkpoint import clean_stale_temps
@@ -121,7 +121,7 @@ def train_student(
     recipe: Recipe, run_dir: Path, device: torch.device, log: Log, ctx: DistContext, state: Optional[dict], record: dict
 ) -> dict:
     """Trains, saves, evaluates and reports; returns the report (empty on ranks other than 0)."""
-    plan = prepare(recipe, log=log)
+    plan = build_plan(recipe, log=log)
     found = search_tree(plan, device, run_dir / "search", log) if recipe.student.branch_at == "auto" else None
     seed_everything(recipe.seed)
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)

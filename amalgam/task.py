@@ -8,6 +8,10 @@ under the ``amalgam.tasks`` entry-point group, exactly like the built-ins.
 
 from __future__ import annotations
 
+import inspect
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar, Optional, Protocol
 
 import torch
@@ -24,6 +28,26 @@ class Meter(Protocol):
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None: ...
 
     def compute(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    """Everything :meth:`Task.distill_loss` is given besides the two outputs (one object, so that a
+    new option never changes the method's signature).
+
+    Attributes:
+        projection: ``[L_teacher, U]`` boolean label projection (labelled tasks), else None.
+        temperature: the recipe's ``amalgamation.temperature``.
+        weights: per-sample (dense: per-pixel ``[B, H, W]``) weights, set only with
+            ``amalgamation.domain_weights`` for a teacher that knows part of the unified labels.
+        after_projection: True only with ``amalgamation.temperature_after_projection`` (labelled tasks):
+            soften the student after summing it into the teacher's labels.
+    """
+
+    projection: Optional[torch.Tensor] = None
+    temperature: float = 1.0
+    weights: Optional[torch.Tensor] = None
+    after_projection: bool = False
 
 
 class Task:
@@ -50,6 +74,8 @@ class Task:
     per_class_metric: ClassVar[Optional[str]] = None
     #: Values accepted for a teacher's ``output:`` key (the first is the default).
     output_kinds: ClassVar[tuple[str, ...]] = ("default",)
+    #: Optional :class:`DistillOptions` fields :meth:`distill_loss` honours: "weights", "after_projection".
+    distill_options: ClassVar[frozenset[str]] = frozenset()
 
     def resolve_output_kind(self, kind: str) -> str:
         """A teacher's ``output:`` value with ``default`` replaced by the task's first kind."""
@@ -91,26 +117,16 @@ class Task:
             return stacked.softmax(2).mean(0).clamp_min(1e-8).log()
         return stacked.mean(0)
 
-    def distill_loss(
-        self,
-        student: torch.Tensor,
-        teacher: torch.Tensor,
-        projection: Optional[torch.Tensor],
-        temperature: float,
-        weights: Optional[torch.Tensor] = None,
-        after_projection: bool = False,
-    ) -> torch.Tensor:
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, options: DistillOptions) -> torch.Tensor:
         """Scalar distillation loss of the student's output against one teacher's output.
 
         Args:
             student: the student's canonical output for the samples this teacher teaches on.
-            teacher: the teacher's canonical output on the same samples.
-            projection: ``[L_teacher, U]`` boolean matrix for labelled tasks, else None.
-            temperature: softening temperature of the recipe.
-            weights: per-sample (dense: per-pixel) weights of a labelled task's loss, given only
-                with ``amalgamation.domain_weights`` to teachers that know part of the union.
-            after_projection: soften the student's distribution after restricting it to the
-                teacher's labels, given only with ``amalgamation.temperature_after_projection``.
+            teacher: the teacher's canonical output on the same samples (dense tasks: on the
+                student's grid, though a loss should accept another resolution).
+            options: the projection, temperature and optional weighting; a task uses
+                ``options.weights`` / ``options.after_projection`` only if it names them in
+                :attr:`distill_options` (amalgam says in the log when a recipe sets one it ignores).
         """
         raise NotImplementedError
 
@@ -149,3 +165,23 @@ def require(condition: bool, message: str) -> None:
     """Raises :class:`AmalgamError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise AmalgamError(message)
+
+
+def distill(task: Task, student: torch.Tensor, teacher: torch.Tensor, options: DistillOptions) -> torch.Tensor:
+    """``task.distill_loss`` in the documented form; a plugin still in the 0.1 form
+    ``distill_loss(student, teacher, projection, temperature)`` is called that way, with a
+    DeprecationWarning (it is never given weights: it declares none in ``distill_options``)."""
+    if _old_form(type(task)):
+        warnings.warn(
+            f"task plugin '{task.name}': distill_loss(student, teacher, projection, temperature) is deprecated;"
+            " write distill_loss(self, student, teacher, options) (see docs/plugins.md)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return task.distill_loss(student, teacher, options.projection, options.temperature)
+    return task.distill_loss(student, teacher, options)
+
+
+@lru_cache(maxsize=None)
+def _old_form(cls: type) -> bool:
+    return len(inspect.signature(cls.distill_loss).parameters) >= 5  # self, student, teacher, projection, temperature

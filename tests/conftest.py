@@ -45,6 +45,6 @@ def built_run(world, tmp_path_factory) -> Path:
 def world_plan(world):
     """The prepared plan (teachers loaded, data scanned) of the session world."""
     from amalgam.config.recipe import load_recipe
-    from amalgam.distill.plan import prepare
+    from amalgam.distill.plan import build_plan
 
-    return prepare(load_recipe(world), log=lambda msg: None)
+    return build_plan(load_recipe(world), log=lambda msg: None)

@@ -97,3 +97,12 @@ def test_evaluate_refuses_a_student_of_other_tasks(world, built_run):
     del student.spec.heads["depth"]
     with pytest.raises(AmalgamError, match=r"has tasks \['classification', 'segmentation'\], the recipe's teachers"):
         amalgam.evaluate(world, student, quiet=True)
+
+
+def test_prepare_is_the_deprecated_name_of_build_plan(world):
+    from amalgam.distill.plan import build_plan, prepare
+
+    recipe = amalgam.load_recipe(world)
+    with pytest.warns(DeprecationWarning, match="now build_plan"):
+        plan = prepare(recipe, with_data=False, log=lambda m: None)
+    assert plan.spaces == build_plan(recipe, with_data=False, log=lambda m: None).spaces

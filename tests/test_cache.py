@@ -12,7 +12,7 @@ from amalgam.cli import main
 from amalgam.config.recipe import load_recipe
 from amalgam.data.views import resize
 from amalgam.distill.cache import TeacherCache, apply_flip, teacher_key
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 
 QUIET = lambda msg: None  # noqa: E731
 
@@ -83,7 +83,7 @@ def test_store_survives_reopening_and_is_rebuilt_when_its_key_changes(world_plan
 
 def test_changing_a_source_weight_keeps_the_filled_rows(fresh_world, tmp_path):
     recipe = load_recipe(fresh_world)
-    plan = prepare(recipe, log=QUIET)
+    plan = build_plan(recipe, log=QUIET)
     root = tmp_path / "cache"
     images, source, index = batch_of(plan, scene_indices(plan, 2))
     TeacherCache(root, plan, QUIET).targets(images, source, index, None)("depth", torch.arange(2))
@@ -92,11 +92,11 @@ def test_changing_a_source_weight_keeps_the_filled_rows(fresh_world, tmp_path):
     old_style["sources"]["scenes"]["config"]["weight"] = 1.0
     meta.write_text(json.dumps(old_style))
     reweighted = load_recipe(fresh_world, overrides=["data.sources.scenes.weight=5.0"])
-    assert int(TeacherCache(root, prepare(reweighted, log=QUIET), QUIET).stores["depth"].filled.sum()) == 2
+    assert int(TeacherCache(root, build_plan(reweighted, log=QUIET), QUIET).stores["depth"].filled.sum()) == 2
 
 
 def test_key_follows_the_checkpoint_bytes(fresh_world):
-    plan = prepare(load_recipe(fresh_world), log=QUIET)
+    plan = build_plan(load_recipe(fresh_world), log=QUIET)
     before = teacher_key(plan, "seg-a")
     checkpoint = load_recipe(fresh_world).resolve(plan.recipe.teachers["seg-a"].checkpoint)
     checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")

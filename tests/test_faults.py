@@ -147,9 +147,9 @@ def fill(plan, root, name, count=4, log=None):
 
 def plan_of(recipe_path):
     from amalgam.config.recipe import load_recipe
-    from amalgam.distill.plan import prepare
+    from amalgam.distill.plan import build_plan
 
-    return prepare(load_recipe(recipe_path), log=lambda msg: None)
+    return build_plan(load_recipe(recipe_path), log=lambda msg: None)
 
 
 def test_an_edited_factory_invalidates_the_cache(fresh_world, tmp_path):

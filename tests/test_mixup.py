@@ -9,7 +9,7 @@ from amalgam.cli import main
 from amalgam.config.recipe import load_recipe
 from amalgam.data.views import make_view
 from amalgam.distill.mixup import mix_batch
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.distill.targets import with_live_rows
 from amalgam.errors import RecipeError
 from amalgam.teachers.teacher import Teacher
@@ -107,7 +107,7 @@ def test_with_the_cache_the_teacher_still_answers_for_the_blends(world, tmp_path
     args += ["--set", "train.mixup={sources: [items], fraction: 1.0}", "--set", "train.max_eval_images=1"]
     args += ["--set", "train.batch_size=8", "--set", "data.sources.items.weight=2.0"]  # ~11 items drawn
     assert main(["build", str(world), "--output", str(tmp_path / "run"), *args]) == 0
-    plan = prepare(load_recipe(world), log=lambda msg: None)
+    plan = build_plan(load_recipe(world), log=lambda msg: None)
     sid = plan.sources.names.index("items")
     view = plan.teachers["cls"].input_spec.view  # the teacher sees blends of its own views of the originals
     raw = torch.stack(

@@ -11,9 +11,10 @@ import yaml
 from amalgam.cli import main
 from amalgam.config.recipe import load_recipe
 from amalgam.distill.objective import Objective, ensemble_groups
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.errors import RecipeError
 from amalgam.students.build import build_student
+from amalgam.task import DistillOptions
 
 
 def twin_world(world, tmp_path, **amalgamation):
@@ -27,7 +28,7 @@ def twin_world(world, tmp_path, **amalgamation):
 
 
 def plan_of(path, *overrides):
-    plan = prepare(load_recipe(path, list(overrides)), with_data=False, log=lambda m: None)
+    plan = build_plan(load_recipe(path, list(overrides)), with_data=False, log=lambda m: None)
     plan.source_ids = {"cls": [1], "cls2": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
     return plan
 
@@ -42,7 +43,7 @@ def test_identical_teachers_ensemble_to_the_same_target(world, tmp_path):
     images = torch.rand(3, 3, 32, 32)
     _, parts = objective(out, images, torch.ones(3, dtype=torch.long))
     cls = plan.teachers["cls"]
-    alone = cls.task.distill_loss(out["classification"], cls(images), plan.projections["cls"], 2.0)
+    alone = cls.task.distill_loss(out["classification"], cls(images), DistillOptions(plan.projections["cls"], 2.0))
     assert parts["cls+cls2"] == pytest.approx(alone.item(), rel=1e-4)
 
 

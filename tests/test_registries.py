@@ -14,7 +14,7 @@ from amalgam.cli import main
 from amalgam.config.recipe import load_recipe
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.objective import Objective
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import PEER_STRATEGIES, PeerStrategy
 from amalgam.registry import Registry
@@ -52,7 +52,7 @@ def test_a_student_type_is_one_registration(world, registered):
         load_recipe(world, ["student.type=tapped"])
     registered(STUDENTS, "tapped", TappedAtEncoder)
     recipe = load_recipe(world, ["student.type=tapped"])
-    spec = prepare(recipe, with_data=False, log=QUIET).student_spec()
+    spec = build_plan(recipe, with_data=False, log=QUIET).student_spec()
     student = build_student(spec)
     assert type(student) is TappedAtEncoder and default_student_tap(spec) == "encoder"
     assert set(student.eval()(torch.rand(1, 3, 32, 32))) == {"classification", "segmentation", "depth"}
@@ -75,7 +75,7 @@ def test_a_feature_term_is_one_registration(world, registered):
     with pytest.raises(RecipeError, match=r"amalgamation\.features: unknown feature term 'cosine' .*none, adapters"):
         load_recipe(world, keys)
     registered(FEATURE_TERMS, "cosine", CosineTerm)
-    plan = prepare(load_recipe(world, keys), log=QUIET)
+    plan = build_plan(load_recipe(world, keys), log=QUIET)
     student = build_student(plan.student_spec())
     objective = Objective(plan, student)
     assert isinstance(objective.adapters["seg-a"], CosineTerm)
@@ -101,7 +101,7 @@ def test_a_teacher_model_source_is_one_registration(world, registered):
     registered(MODEL_SOURCES, "tiny-zoo", ModelSource(_build_tiny, _check_tiny))
     with pytest.raises(RecipeError, match=r"teachers\.cls\.model\.classes: required integer"):
         load_recipe(world, ["teachers.cls.model={from: tiny-zoo, classes: two}", "teachers.cls.checkpoint=null"])
-    plan = prepare(load_recipe(world, keys), with_data=False, log=QUIET)
+    plan = build_plan(load_recipe(world, keys), with_data=False, log=QUIET)
     assert isinstance(plan.teachers["cls"].model[3], nn.Linear) and plan.teachers["cls"].model[3].out_features == 2
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from amalgam.cli import main
 from amalgam.config.recipe import load_recipe
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.task import get_task
 from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher, residual_blocks
@@ -139,7 +139,7 @@ def test_wrapped_teachers_in_a_build_deterministic_ones_cached(world, tmp_path, 
     raw = yaml.safe_load(recipe.read_text())
     raw["teachers"]["seg-b"]["wrap"] = {"type": "noise", "sigma": 0.1}
     recipe.write_text(yaml.safe_dump(raw))
-    plan = prepare(load_recipe(recipe), log=lambda m: None)
+    plan = build_plan(load_recipe(recipe), log=lambda m: None)
     assert plan.teachers["seg-a"].deterministic and not plan.teachers["seg-b"].deterministic
     out = tmp_path / "run"
     assert main(["build", str(recipe), "--output", str(out), "--set", "train.epochs=1"]) == 0
@@ -158,7 +158,7 @@ def test_a_wrapped_teacher_taps_the_feature_of_the_unchanged_input(world, tmp_pa
     the image the student sees, not of the wrapper's last (mirrored, rescaled, noisy) run."""
     from amalgam.teachers.teacher import FeatureTap
 
-    plan = prepare(load_recipe(with_wrap(world, tmp_path, "seg-a", wrap)), with_data=False, log=lambda m: None)
+    plan = build_plan(load_recipe(with_wrap(world, tmp_path, "seg-a", wrap)), with_data=False, log=lambda m: None)
     teacher = plan.teachers["seg-a"]
     teacher.tap = FeatureTap("body")
     teacher.tap.attach(teacher.model, "test")

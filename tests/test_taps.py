@@ -9,7 +9,7 @@ import torch
 from amalgam.config.recipe import load_recipe
 from amalgam.distill.cache import TeacherCache, open_cache, teacher_key
 from amalgam.distill.objective import Objective
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.distill.targets import live_targets
 from amalgam.students.build import build_student
 from amalgam.teachers.teacher import FeatureTap
@@ -19,7 +19,7 @@ QUIET = lambda msg: None  # noqa: E731
 
 def tapped_plan(world, *extra):
     recipe = load_recipe(world, ["amalgamation.features=adapters", "amalgamation.taps={seg-a: body}", *extra])
-    return prepare(recipe, log=QUIET)
+    return build_plan(recipe, log=QUIET)
 
 
 def hooks_on(plan) -> int:

@@ -13,7 +13,7 @@ from torch import nn
 
 from amalgam.config.label_entries import space_of
 from amalgam.config.recipe import load_recipe
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.evaluate import evaluate
 from amalgam.labels import IGNORE, LabelSpace, extents, lookup, partial_label_kl, projection, unify
@@ -154,7 +154,7 @@ def on_path(tmp_path, monkeypatch):
 
 
 def test_voc_coco_coarse_trained_on_a_tiny_world_are_right_on_every_pixel(on_path):
-    plan = prepare(load_recipe(taxonomy_world(on_path)), log=lambda m: None)
+    plan = build_plan(load_recipe(taxonomy_world(on_path)), log=lambda m: None)
     unified = plan.spaces["segmentation"]
     assert unified.names == ("background", "tv", "person", "car", "bus")  # one tv, no vehicle class
     student = fit(plan)
@@ -172,7 +172,7 @@ def test_voc_coco_coarse_trained_on_a_tiny_world_are_right_on_every_pixel(on_pat
 
 
 def test_without_relations_the_same_teachers_give_a_wrong_student(on_path):
-    plan = prepare(load_recipe(taxonomy_world(on_path, related=False)), log=lambda m: None)
+    plan = build_plan(load_recipe(taxonomy_world(on_path, related=False)), log=lambda m: None)
     unified = plan.spaces["segmentation"]
     assert unified.names == ("background", "tvmonitor", "person", "tv", "car", "bus", "vehicle")
     student = fit(plan)
@@ -237,7 +237,7 @@ def test_a_teacher_is_scored_on_the_classes_its_eval_set_holds(on_path):
         "teachers.coco.model.mapping=[0, 1, 2, 3, 5]",
     ]
     lines: list[str] = []
-    plan = prepare(load_recipe(recipe, overrides), log=lines.append)
+    plan = build_plan(load_recipe(recipe, overrides), log=lines.append)
     absent = [line for line in lines if "absent" in line]
     assert absent == ["teacher 'coco' is scored on 4 of its 5 labels on 'val'; absent from the set: zebra"]
     result = evaluate(plan, fit(plan, steps=1), torch.device("cpu"), log=lambda m: None)
@@ -259,12 +259,12 @@ def test_labels_file_and_a_classes_file_of_folder_ids(fresh_world):
     raw["teachers"]["cls"]["labels_file"] = "cls_labels.txt"
     raw["data"]["eval"]["items-val"]["classes_file"] = "wnids.txt"
     fresh_world.write_text(yaml.safe_dump(raw))
-    plan = prepare(load_recipe(fresh_world), log=lambda m: None)
+    plan = build_plan(load_recipe(fresh_world), log=lambda m: None)
     assert plan.teachers["cls"].space.names == ("cat", "dog")
     assert plan.eval_sets["items-val"].classes == ["bird", "dog", "cat"]  # folders n015.., n020.., n021..
     (root / "wnids.txt").write_text("n01503061 bird\n")
     with pytest.raises(AmalgamError, match=r"^data\.eval\.items-val: classes_file .* does not name 2 of the set's"):
-        prepare(load_recipe(fresh_world), log=lambda m: None)
+        build_plan(load_recipe(fresh_world), log=lambda m: None)
 
 
 def test_inspect_warns_about_look_alike_names_and_prints_the_relation_matrix(on_path, capsys):

@@ -8,12 +8,12 @@ from torch import nn
 
 from amalgam.config.recipe import TeacherConfig, load_recipe
 from amalgam.distill.objective import Objective, domain_weights
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError
 from amalgam.labels import partial_label_kl
 from amalgam.students.build import build_student
 from amalgam.students.encoders import StagedEncoder
-from amalgam.task import get_task
+from amalgam.task import DistillOptions, get_task
 from amalgam.teachers.teacher import Teacher, check_teacher_output, to_input
 
 
@@ -97,7 +97,7 @@ def test_loss_gradient_never_reaches_the_teacher():
     target = teacher(images)
     assert not target.requires_grad
     student = torch.randn(2, 2, requires_grad=True)
-    loss = teacher.task.distill_loss(student, target, torch.eye(2, dtype=torch.bool), 2.0)
+    loss = teacher.task.distill_loss(student, target, DistillOptions(torch.eye(2, dtype=torch.bool), 2.0))
     loss.backward()
     assert student.grad is not None
     assert all(p.grad is None for p in teacher.parameters())
@@ -129,7 +129,9 @@ def test_objective_masks_teachers_by_source(world_plan):
     # each teacher's term uses only the samples of its own sources
     items = torch.tensor([1, 2])
     cls = plan.teachers["cls"]
-    expected = cls.task.distill_loss(out["classification"][items], cls(images[items]), plan.projections["cls"], 2.0)
+    expected = cls.task.distill_loss(
+        out["classification"][items], cls(images[items]), DistillOptions(plan.projections["cls"], 2.0)
+    )
     assert parts["cls"] == pytest.approx(expected.item(), rel=1e-6)
     # uncertainty weighting with s = 0 is the plain sum of the terms
     assert total.item() == pytest.approx(sum(parts.values()), rel=1e-5)
@@ -151,7 +153,7 @@ def test_objective_uncertainty_log_vars_get_gradients_only_when_used(world_plan)
 
 def test_objective_fixed_weights(world):
     recipe = load_recipe(world, ["amalgamation.task_weights={segmentation: 2.0, depth: 0.5, seg-b: 3.0}"])
-    plan = prepare(recipe, with_data=False, log=lambda m: None)
+    plan = build_plan(recipe, with_data=False, log=lambda m: None)
     plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
     objective = Objective(plan, student=None)
     assert objective.log_vars is None
@@ -163,7 +165,7 @@ def test_objective_fixed_weights(world):
 
 def adapter_plan(world, taps: str):
     recipe = load_recipe(world, ["amalgamation.features=adapters", f"amalgamation.taps={taps}", "student.branch_at=2"])
-    plan = prepare(recipe, with_data=False, log=lambda m: None)
+    plan = build_plan(recipe, with_data=False, log=lambda m: None)
     plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
     return plan
 
@@ -220,7 +222,7 @@ def test_feature_adapter_loss_by_hand():
 
 
 def test_channels_last_teacher_gives_the_same_output(fresh_world):
-    plan = prepare(load_recipe(fresh_world), with_data=False, log=lambda m: None)
+    plan = build_plan(load_recipe(fresh_world), with_data=False, log=lambda m: None)
     teacher = plan.teachers["seg-a"]
     images = torch.rand(2, 3, 32, 32)
     before = teacher(images)
@@ -231,7 +233,7 @@ def test_channels_last_teacher_gives_the_same_output(fresh_world):
 
 def test_domain_weights_silence_a_teacher_on_samples_outside_its_labels(world):
     recipe = load_recipe(world, ["amalgamation.domain_weights=true"])
-    plan = prepare(recipe, with_data=False, log=lambda m: None)
+    plan = build_plan(recipe, with_data=False, log=lambda m: None)
     plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
     # as if a second classifier had added a third class to the union that 'cls' does not know
     plan.projections["cls"] = torch.tensor([[True, False, False], [False, True, False]])
@@ -254,7 +256,7 @@ def test_domain_weights_silence_a_teacher_on_samples_outside_its_labels(world):
 
 def test_temperature_after_projection_reaches_labelled_terms_only(world):
     recipe = load_recipe(world, ["amalgamation.temperature_after_projection=true"])
-    plan = prepare(recipe, with_data=False, log=lambda m: None)
+    plan = build_plan(recipe, with_data=False, log=lambda m: None)
     plan.source_ids = {"cls": [0], "seg-a": [0], "seg-b": [0], "depth": [0]}
     student = build_student(plan.student_spec())
     images = torch.rand(2, 3, 32, 32)
@@ -263,11 +265,13 @@ def test_temperature_after_projection_reaches_labelled_terms_only(world):
         _, parts = Objective(plan, student)(out, images, torch.zeros(2, dtype=torch.long))
         for name in ("cls", "seg-a", "seg-b"):
             teacher = plan.teachers[name]
-            args = (out[teacher.task.name], teacher(images), plan.projections[name], 2.0)
-            expected = teacher.task.distill_loss(*args, after_projection=True)
+            args = (out[teacher.task.name], teacher(images))
+            expected = teacher.task.distill_loss(
+                *args, DistillOptions(plan.projections[name], 2.0, after_projection=True)
+            )
             assert parts[name] == pytest.approx(expected.item(), rel=1e-4)
         # the segmenters' backgrounds cover several unified classes: the option changes their terms
         seg = plan.teachers["seg-a"]
-        plain = seg.task.distill_loss(out[seg.task.name], seg(images), plan.projections["seg-a"], 2.0)
+        plain = seg.task.distill_loss(out[seg.task.name], seg(images), DistillOptions(plan.projections["seg-a"], 2.0))
         assert abs(parts["seg-a"] - plain.item()) > 1e-4
     assert "depth" in parts  # still there, called without the option

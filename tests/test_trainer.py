@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from amalgam.config.recipe import load_recipe
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.students.build import build_student
 from amalgam.training.trainer import Trainer
 
@@ -14,7 +14,7 @@ SMALL = ["train.epochs=2", "train.samples_per_epoch=8", "train.batch_size=4", "t
 
 
 def trainer_for(world, tmp_path) -> Trainer:
-    plan = prepare(load_recipe(world, SMALL), log=QUIET)
+    plan = build_plan(load_recipe(world, SMALL), log=QUIET)
     return Trainer(plan, build_student(plan.student_spec()), tmp_path, torch.device("cpu"), log=QUIET)
 
 

@@ -11,7 +11,7 @@ from amalgam.cli import main
 from amalgam.config.recipe import BudgetConfig, load_recipe
 from amalgam.distill import affinity as affinity_module
 from amalgam.distill.affinity import Affinity, measure_affinity
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan
 from amalgam.distill.tree_search import rank_trees, search_tree, tree_score
 from amalgam.errors import RecipeError
 from amalgam.students.budget import Budget, TreeCosts
@@ -52,7 +52,7 @@ def test_the_budget_removes_the_trees_over_it():
 
 @pytest.fixture(scope="module")
 def quick_plan(world):
-    return prepare(load_recipe(world, QUICK), log=QUIET)
+    return build_plan(load_recipe(world, QUICK), log=QUIET)
 
 
 def test_an_unmeetable_budget_is_one_line_naming_the_smallest_tree(quick_plan, tmp_path):

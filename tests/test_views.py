@@ -151,7 +151,7 @@ def test_dense_eval_is_scored_at_each_label_maps_own_resolution(fresh_world, tmp
     import shutil
 
     from amalgam.config.recipe import load_recipe
-    from amalgam.distill.plan import prepare
+    from amalgam.distill.plan import build_plan
     from amalgam.evaluation.evaluate import evaluate
     from amalgam.students.build import build_student
     from tests.world import write_dense
@@ -163,7 +163,7 @@ def test_dense_eval_is_scored_at_each_label_maps_own_resolution(fresh_world, tmp
     for sub in ("images", "labels", "depth"):
         for f in (tmp_path / "small" / sub).iterdir():
             shutil.copy(f, val / sub / f.name)  # rows 0-2 now 40x40, rows 3-5 48x48
-    plan = prepare(load_recipe(fresh_world), log=lambda msg: None)
+    plan = build_plan(load_recipe(fresh_world), log=lambda msg: None)
     torch.manual_seed(0)
     result = evaluate(plan, build_student(plan.student_spec()), torch.device("cpu"), log=lambda msg: None)
     depth = next(r for r in result.tasks if r.teacher == "depth")

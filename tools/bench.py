@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amalgam.config.recipe import load_recipe  # noqa: E402
-from amalgam.distill.plan import prepare  # noqa: E402
+from amalgam.distill.plan import build_plan  # noqa: E402
 from amalgam.io import write_json  # noqa: E402
 from amalgam.students.build import build_student  # noqa: E402
 from amalgam.training.engine import resolve_device, seed_everything, train  # noqa: E402
@@ -111,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     shutil.rmtree(args.output, ignore_errors=True)  # a cold cache: epoch 1 is uncached
     args.output.mkdir(parents=True)
     device = resolve_device(recipe.device)
-    plan = prepare(recipe, log=lambda m: None)
+    plan = build_plan(recipe, log=lambda m: None)
     seed_everything(recipe.seed)
     student = build_student(plan.student_spec()).to(device)
     size = tuple(recipe.data.image_size)

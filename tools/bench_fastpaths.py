@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from bench import matmul_peak  # noqa: E402
 
 from amalgam.config.recipe import load_recipe  # noqa: E402
-from amalgam.distill.plan import prepare  # noqa: E402
+from amalgam.distill.plan import build_plan  # noqa: E402
 from amalgam.io import write_json  # noqa: E402
 from amalgam.students.build import build_student  # noqa: E402
 from amalgam.training.engine import resolve_device, seed_everything  # noqa: E402
@@ -131,7 +131,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     recipe = load_recipe(args.recipe, ["train.channels_last=false"])
     device = resolve_device(recipe.device)
-    plan = prepare(recipe, log=lambda m: None)
+    plan = build_plan(recipe, log=lambda m: None)
     torch.manual_seed(0)
     x = torch.rand(args.batch, 3, *(args.size or recipe.data.image_size), device=device)
     rows = teacher_rows(plan, x, args.repeats) + [student_rows(plan, x, args.repeats, args.compile)]

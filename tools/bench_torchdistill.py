@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import amalgam  # noqa: E402
 from amalgam.config.recipe import Recipe, load_recipe  # noqa: E402
 from amalgam.data import MixedSources, mixing_sampler  # noqa: E402
-from amalgam.distill.plan import Plan, prepare  # noqa: E402
+from amalgam.distill.plan import Plan, build_plan  # noqa: E402
 from amalgam.errors import AmalgamError  # noqa: E402
 from amalgam.evaluation.evaluate import evaluate  # noqa: E402
 from amalgam.io import write_json  # noqa: E402
@@ -195,7 +195,7 @@ def run_torchdistill(recipe_path: Path, overrides: list[str]) -> dict:
         raise AmalgamError("the comparison matches amalgam's cosine schedule only (train.schedule: cosine)")
     name = the_teacher(recipe)
     quiet = lambda msg: None  # noqa: E731
-    plan = prepare(recipe, log=quiet)
+    plan = build_plan(recipe, log=quiet)
     device = resolve_device(recipe.device)
     seed_everything(recipe.seed)  # as `amalgam build`: the same initial student
     student = build_student(plan.student_spec())

@@ -38,7 +38,7 @@ from demo_models import small_resnet  # noqa: E402
 
 from amalgam.config.recipe import load_recipe  # noqa: E402
 from amalgam.data import build_image_set  # noqa: E402
-from amalgam.distill.plan import prepare  # noqa: E402
+from amalgam.distill.plan import build_plan  # noqa: E402
 from amalgam.kd import LOGIT_ENSEMBLES, ONE, FEEDLoss, SimilarityLoss, dml_loss, kd_loss, kdcl_minlogit_loss  # noqa: E402
 from amalgam.kd.peers import one_loss  # noqa: E402
 from amalgam.teachers.subteachers import build_subteacher  # noqa: E402
@@ -71,7 +71,7 @@ class Data:
 
 def load(recipe_path: Path, train_images: int, test_images: int, log) -> tuple[Data, dict[str, Teacher]]:
     recipe = load_recipe(recipe_path)
-    plan = prepare(recipe, with_data=False, log=log)
+    plan = build_plan(recipe, with_data=False, log=log)
     size = tuple(recipe.data.image_size)
 
     def tensors(key: str, cfg, limit: int):

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from amalgam.config.recipe import load_recipe  # noqa: E402
 from amalgam.data.views import BatchViews, collate  # noqa: E402
-from amalgam.distill.plan import prepare  # noqa: E402
+from amalgam.distill.plan import build_plan  # noqa: E402
 from amalgam.evaluation.evaluate import by_size, prediction_size  # noqa: E402
 from amalgam.evaluation.metrics import ConfusionMatrix  # noqa: E402
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection  # noqa: E402
@@ -35,7 +35,7 @@ from amalgam.teachers.inputs import answer_views  # noqa: E402
 @torch.no_grad()
 def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides: list[str] = ()) -> dict:
     """Confusion matrices ``gt_teacher``, ``gt_student``, ``teacher_student`` and the class names."""
-    plan = prepare(load_recipe(recipe_path, overrides=list(overrides)), log=lambda msg: None)
+    plan = build_plan(load_recipe(recipe_path, overrides=list(overrides)), log=lambda msg: None)
     if teacher not in plan.teachers or plan.teachers[teacher].space is None:
         labelled = [n for n, t in plan.teachers.items() if t.space is not None]
         raise SystemExit(f"{teacher!r} is not a teacher with labels in {recipe_path} (those are: {labelled})")

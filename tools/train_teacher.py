@@ -217,7 +217,7 @@ def load_labelled(key: str, src: SourceConfig, base: Path, cfg: ZooTeacher, task
     return dataset, lut
 
 
-def prepare(batch: dict, cfg: ZooTeacher, task: Task, lut, device, flip_gen: Optional[torch.Generator]):
+def to_teacher_batch(batch: dict, cfg: ZooTeacher, task: Task, lut, device, flip_gen: Optional[torch.Generator]):
     """Teacher-space inputs and targets of a batch; random left-right flips when ``flip_gen`` is given."""
     images, target = batch["image"].to(device), batch[task.target_key].to(device)
     if flip_gen is not None:
@@ -237,7 +237,7 @@ def evaluate(model: nn.Module, data: Dataset, lut, cfg: ZooTeacher, task: Task, 
     model.eval()
     meter = task.new_meter(len(cfg.labels) if task.labelled else None)
     for batch in DataLoader(data, batch_size=cfg.train.eval_batch_size, num_workers=0):
-        x, y = prepare(batch, cfg, task, lut, device, None)
+        x, y = to_teacher_batch(batch, cfg, task, lut, device, None)
         out = task.convert_output(model(x), output_kind(cfg, task)).float()
         meter.update(task.predict(out, tuple(y.shape[-2:]) if task.dense else tuple(cfg.input.size)), y)
     metrics = meter.compute()
@@ -372,7 +372,7 @@ def train_teacher(
         model.train()
         tick, seen, total = time.perf_counter(), 0, 0.0
         for batch in loader:
-            x, y = prepare(batch, cfg, task, lut, device, flip_gen)
+            x, y = to_teacher_batch(batch, cfg, task, lut, device, flip_gen)
             with autocast_for(device):
                 out = task.convert_output(model(x), kind)
             loss = task.supervised_loss(out.float(), y)

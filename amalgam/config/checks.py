@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amalgam.config.label_entries import label_names, read_names, space_of
-from amalgam.config.recipe import Recipe, TeacherConfig
+from amalgam.config.schema import Recipe, TeacherConfig
 from amalgam.data.sources import SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from amalgam.config.label_entries import rename_classes
-from amalgam.config.recipe import SourceConfig
+from amalgam.config.schema import SourceConfig
 from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, to_tensor, verify_image
 from amalgam.data.target_scan import scan_dense_targets
 from amalgam.errors import AmalgamError

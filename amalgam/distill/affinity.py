@@ -24,12 +24,13 @@ from typing import Callable
 
 import torch
 
-from amalgam.config.recipe import Recipe
+from amalgam.config.schema import Recipe
 from amalgam.data import mixing_sampler
 from amalgam.distill.plan import Plan
 from amalgam.io import atomic_save
 from amalgam.students.build import build_student
 from amalgam.students.tree import STAGES
+from amalgam.task import DistillOptions, distill
 
 
 @dataclass
@@ -82,9 +83,8 @@ def task_losses(plan: Plan, out: dict[str, torch.Tensor], targets: dict[str, tup
     losses: dict[str, torch.Tensor] = {}
     for name, (idx, target) in targets.items():
         task = plan.teachers[name].task
-        loss = task.distill_loss(
-            out[task.name][idx], target, plan.projections[name], plan.recipe.amalgamation.temperature
-        )
+        options = DistillOptions(plan.projections[name], plan.recipe.amalgamation.temperature)
+        loss = distill(task, out[task.name][idx], target, options)
         losses[task.name] = losses[task.name] + loss if task.name in losses else loss
     return losses
 

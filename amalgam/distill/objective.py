@@ -16,6 +16,7 @@ from amalgam.distill.targets import Targets, live_targets
 from amalgam.errors import AmalgamError
 from amalgam.kd import LOGIT_ENSEMBLES
 from amalgam.students.build import default_student_tap
+from amalgam.task import DistillOptions, distill
 from amalgam.teachers.teacher import FeatureTap
 
 
@@ -144,7 +145,8 @@ class Objective(nn.Module):
             extra = dict(self.loss_options[term])
             if term in self.known_classes:
                 extra["weights"] = domain_weights(s_out, self.known_classes[term])
-            loss = task.distill_loss(s_out, target, self.plan.projections[group[0]], self.temperature, **extra)
+            options = DistillOptions(self.plan.projections[group[0]], self.temperature, **extra)
+            loss = distill(task, s_out, target, options)
             _check_finite(loss, term, task.name)
             parts[term] = loss.item()
             total = total + self.weight(term, loss)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 
 from amalgam.config.label_entries import space_of
-from amalgam.config.recipe import Recipe
+from amalgam.config.schema import Recipe
 from amalgam.data import ImageSet, MixedSources, build_image_set
 from amalgam.data.views import ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
@@ -82,7 +83,7 @@ def unify_tasks(recipe: Recipe) -> tuple[dict[str, Task], dict[str, Optional[Lab
     return tasks, spaces
 
 
-def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Plan:
+def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Plan:
     """Builds the plan: unified label spaces, loaded teachers, checked sources and eval sets.
 
     Every check that can fail runs here, before any training.
@@ -100,6 +101,8 @@ def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] =
             teacher.use_channels_last()
     for name, teacher in plan.teachers.items():
         plan.projections[name] = projection(teacher.space, spaces[teacher.task.name]) if teacher.space else None
+    for line in unused_distill_options(recipe, tasks):
+        log(line)
     if with_data:
         scan_data(plan, log)
     return plan
@@ -129,6 +132,25 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
+
+
+#: recipe keys that hand a labelled task's distill_loss an optional DistillOptions field
+DISTILL_OPTION_KEYS = {"weights": "domain_weights", "after_projection": "temperature_after_projection"}
+
+
+def unused_distill_options(recipe: Recipe, tasks: dict[str, Task]) -> list[str]:
+    """Log lines for recipe settings a labelled task's plugin does not use (its ``distill_options``)."""
+    lines = []
+    for option, key in DISTILL_OPTION_KEYS.items():
+        if not getattr(recipe.amalgamation, key):
+            continue
+        for name, task in tasks.items():
+            if task.labelled and option not in task.distill_options:
+                lines.append(
+                    f"amalgamation.{key}: task '{name}' does not use it (its plugin's distill_options do not"
+                    f" name '{option}'): its teachers' terms are computed without it"
+                )
+    return lines
 
 
 def check_eval_set(
@@ -182,3 +204,9 @@ def shorten(names: list[str], count: int = 8) -> str:
 def describe_error(exc: Exception) -> str:
     """One line for any failure during preparation."""
     return str(exc) if isinstance(exc, AmalgamError) else f"{type(exc).__name__}: {exc}"
+
+
+def prepare(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Plan:
+    """Deprecated name of :func:`build_plan` ("prepare" also named a teacher's input conversion)."""
+    warnings.warn("amalgam.distill.plan.prepare is now build_plan", DeprecationWarning, stacklevel=2)
+    return build_plan(recipe, with_data, log)

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Optional
 import torch
 from pydantic import ValidationError
 
-from amalgam.config.recipe import BudgetConfig
+from amalgam.config.schema import BudgetConfig
 from amalgam.distill.affinity import Affinity, measure_affinity, search_key
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError

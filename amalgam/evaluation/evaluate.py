@@ -14,6 +14,7 @@ from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.per_class import class_warnings, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
+from amalgam.students.build import count_params
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
@@ -203,11 +204,6 @@ def restrict(meters: list, lut: torch.Tensor, num_classes: int) -> None:
         for meter in meters:
             if hasattr(meter, "restrict"):
                 meter.restrict(present)
-
-
-def count_params(module: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in module.parameters())
 
 
 @torch.no_grad()

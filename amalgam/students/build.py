@@ -221,5 +221,5 @@ def default_student_tap(spec: StudentSpec) -> str:
 
 
 def count_params(module: nn.Module) -> int:
-    """Number of parameters."""
+    """Number of parameters (the one count: reports, inspect, the build log, budgets, peers)."""
     return sum(p.numel() for p in module.parameters())

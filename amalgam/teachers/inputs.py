@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from amalgam.config.recipe import InputSpec, TeacherConfig
+from amalgam.config.schema import InputSpec, TeacherConfig
 from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
 
 RECIPE, DEFAULT, TIMM = "recipe", "default", "timm pretrained_cfg"

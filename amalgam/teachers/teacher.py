@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from amalgam.config.label_entries import space_of
-from amalgam.config.recipe import Recipe, TeacherConfig
+from amalgam.config.schema import Recipe, TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
 from amalgam.task import Task, get_task

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from amalgam.config.recipe import TrainConfig
+from amalgam.config.schema import TrainConfig
 from amalgam.distill.mixup import mix_pairs
 from amalgam.distill.targets import apply_flip
 

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from amalgam.config.recipe import recipe_changes
+from amalgam.config.schema import recipe_changes
 from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError

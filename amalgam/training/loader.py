@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from amalgam.config.recipe import TrainConfig
+from amalgam.config.schema import TrainConfig
 from amalgam.data import mixing_sampler
 from amalgam.data.views import collate
 from amalgam.distill.plan import Plan

@@ -7,7 +7,7 @@ from typing import Iterable
 
 import torch
 
-from amalgam.config.recipe import TrainConfig
+from amalgam.config.schema import TrainConfig
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from amalgam.config.recipe import PeersConfig, Recipe
+from amalgam.config.schema import PeersConfig, Recipe
 from amalgam.data import build_image_set
 from amalgam.errors import AmalgamError
 from amalgam.io import atomic_save, write_json
 from amalgam.kd.peers import ONE, PEER_STRATEGIES
+from amalgam.students.build import count_params
 from amalgam.teachers.model_sources import build_model
 from amalgam.teachers.teacher import to_input
 from amalgam.training.checkpoint import write_checkpoint
@@ -184,7 +185,7 @@ def _report(recipe: Recipe, model: nn.Module, prep, device: torch.device, run: d
         "strategy": cfg.strategy,
         "peers": [{"name": f"peer-{i + 1}", "top1": s} for i, s in enumerate(scores.get("peers", []))],
         "ensemble_top1": scores.get("ensemble"),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "train": {
             "epochs": recipe.train.epochs,
             "seconds": round(seconds, 2),

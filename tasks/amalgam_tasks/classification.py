@@ -10,7 +10,7 @@ from torch import nn
 
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
-from amalgam.task import Task
+from amalgam.task import DistillOptions, Task
 
 
 class TopOne:
@@ -36,6 +36,7 @@ class ClassificationTask(Task):
     name = "classification"
     dense = False
     labelled = True
+    distill_options = frozenset({"weights", "after_projection"})
     target_key = "label"
     metric = "top1"
     per_class_metric = "recall"
@@ -50,8 +51,9 @@ class ClassificationTask(Task):
             return f"expected logits of shape [B, {len(space)}] = {list(expected)}, got {list(out.shape)}"
         return None
 
-    def distill_loss(self, student, teacher, projection, temperature, weights=None, after_projection=False):
-        return partial_label_kl(student, teacher, projection, temperature, weights, after_projection)
+    def distill_loss(self, student, teacher, options: DistillOptions):
+        o = options
+        return partial_label_kl(student, teacher, o.projection, o.temperature, o.weights, o.after_projection)
 
     def supervised_loss(self, output, target):
         return F.cross_entropy(output, target, ignore_index=IGNORE)

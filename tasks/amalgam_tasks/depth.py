@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.labels import LabelSpace
-from amalgam.task import Task
+from amalgam.task import DistillOptions, Task
 
 MIN_DEPTH = 1e-3
 
@@ -97,7 +97,7 @@ class DepthTask(Task):
             return f"expected depth of shape [B, 1, H, W], got {list(out.shape)}"
         return None
 
-    def distill_loss(self, student, teacher, projection, temperature):
+    def distill_loss(self, student, teacher, options: DistillOptions):
         if teacher.shape[-2:] != student.shape[-2:]:
             teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
         return log_depth_loss(student, teacher)

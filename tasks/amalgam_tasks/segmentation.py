@@ -10,7 +10,7 @@ from torch import nn
 
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
-from amalgam.task import Task
+from amalgam.task import DistillOptions, Task
 
 
 class SegmentationMeter:
@@ -42,6 +42,7 @@ class SegmentationTask(Task):
     name = "segmentation"
     dense = True
     labelled = True
+    distill_options = frozenset({"weights", "after_projection"})
     unified_background = "background"
     target_key = "mask"
     metric = "miou"
@@ -56,10 +57,11 @@ class SegmentationTask(Task):
             return f"expected logits of shape [B, {len(space)}, H, W], got {list(out.shape)}"
         return None
 
-    def distill_loss(self, student, teacher, projection, temperature, weights=None, after_projection=False):
+    def distill_loss(self, student, teacher, options: DistillOptions):
         if teacher.shape[-2:] != student.shape[-2:]:
             teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
-        return partial_label_kl(student, teacher, projection, temperature, weights, after_projection)
+        o = options
+        return partial_label_kl(student, teacher, o.projection, o.temperature, o.weights, o.after_projection)
 
     def supervised_loss(self, output, target):
         if output.shape[-2:] != target.shape[-2:]:

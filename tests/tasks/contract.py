@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from amalgam.labels import LabelSpace
-from amalgam.task import Task, get_task
+from amalgam.task import DistillOptions, Task, get_task
 
 
 class TaskContract:
@@ -45,6 +45,10 @@ class TaskContract:
     def identity(self, task: Task) -> Optional[torch.Tensor]:
         return torch.eye(len(self.space), dtype=torch.bool) if task.labelled else None
 
+    def options(self, task: Task, **fields) -> DistillOptions:
+        """What the objective hands ``distill_loss``: the identity projection at temperature 2."""
+        return DistillOptions(self.identity(task), 2.0, **fields)
+
     def target(self, task: Task, size) -> torch.Tensor:
         """Ground truth as an eval set gives it, at ``size`` for dense tasks."""
         g = torch.Generator().manual_seed(1)
@@ -73,7 +77,7 @@ class TaskContract:
     def test_distill_loss_is_a_finite_scalar_with_gradient_to_the_student(self, task):
         student = self.output(task, seed=0).requires_grad_(True)
         teacher = self.output(task, seed=1)
-        loss = task.distill_loss(student, teacher, self.identity(task), 2.0)
+        loss = task.distill_loss(student, teacher, self.options(task))
         assert loss.dim() == 0
         assert torch.isfinite(loss)
         assert loss.item() > 0
@@ -83,8 +87,8 @@ class TaskContract:
 
     def test_distill_loss_is_zero_when_student_equals_teacher(self, task):
         out = self.output(task, seed=3)
-        same = task.distill_loss(out.clone(), out.clone(), self.identity(task), 2.0)
-        other = task.distill_loss(out.clone(), self.output(task, seed=4), self.identity(task), 2.0)
+        same = task.distill_loss(out.clone(), out.clone(), self.options(task))
+        other = task.distill_loss(out.clone(), self.output(task, seed=4), self.options(task))
         assert same.item() == pytest.approx(0.0, abs=1e-5)
         assert other.item() > same.item() + 1e-3
 
@@ -93,7 +97,23 @@ class TaskContract:
             pytest.skip("pooled task")
         student = self.output(task, seed=0)
         teacher = self.output(task, seed=1, size=(4, 6))
-        assert torch.isfinite(task.distill_loss(student, teacher, self.identity(task), 2.0))
+        assert torch.isfinite(task.distill_loss(student, teacher, self.options(task)))
+
+    def test_distill_loss_honours_the_options_it_declares(self, task):
+        assert task.distill_options <= {"weights", "after_projection"}
+        student, teacher = self.output(task, seed=0), self.output(task, seed=1)
+        plain = task.distill_loss(student, teacher, self.options(task)).item()
+        if "weights" in task.distill_options:
+            shape = (self.batch, *self.size) if task.dense else (self.batch,)
+            ones = task.distill_loss(student, teacher, self.options(task, weights=torch.ones(shape)))
+            assert ones.item() == pytest.approx(plain, rel=1e-5)
+            first_only = torch.zeros(shape)
+            first_only[0] = 1.0
+            weighted = task.distill_loss(student, teacher, self.options(task, weights=first_only))
+            assert weighted.item() != pytest.approx(plain, rel=1e-3)
+        if "after_projection" in task.distill_options:  # the identity projection: the same loss
+            after = task.distill_loss(student, teacher, self.options(task, after_projection=True))
+            assert after.item() == pytest.approx(plain, rel=1e-4)
 
     def test_predict_shapes(self, task):
         target_size = (16, 24)

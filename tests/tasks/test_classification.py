@@ -9,7 +9,7 @@ import torch
 from contract import TaskContract
 
 from amalgam.labels import IGNORE, LabelSpace, projection
-from amalgam.task import get_task
+from amalgam.task import DistillOptions, get_task
 
 
 class TestClassificationContract(TaskContract):
@@ -55,4 +55,4 @@ def test_distill_loss_with_a_projection_to_fewer_labels():
     proj = projection(LabelSpace(("cat", "dog")), unified)
     student = torch.tensor([[0.0, 0.0, 50.0]])  # mass on bird does not matter to a cat/dog teacher
     teacher = torch.tensor([[0.0, 0.0]])
-    assert task.distill_loss(student, teacher, proj, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert task.distill_loss(student, teacher, DistillOptions(proj, 2.0)).item() == pytest.approx(0.0, abs=1e-6)

@@ -9,7 +9,7 @@ import torch
 from amalgam_tasks.depth import log_depth_loss
 from contract import TaskContract
 
-from amalgam.task import get_task
+from amalgam.task import DistillOptions, get_task
 
 
 class TestDepthContract(TaskContract):
@@ -78,7 +78,7 @@ def test_distill_loss_resizes_the_teacher():
     task = get_task("depth")
     student = torch.full((1, 1, 8, 8), 2.0)
     teacher = torch.full((1, 1, 4, 4), 2.0)
-    assert task.distill_loss(student, teacher, None, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert task.distill_loss(student, teacher, DistillOptions(None, 2.0)).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_predict_returns_metres_at_the_target_size():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.labels import IGNORE, LabelSpace
-from amalgam.task import Task
+from amalgam.task import DistillOptions, Task
 
 
 def label_edges(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,10 +66,11 @@ class EdgeTask(Task):
             return f"expected edge logits of shape [B, 1, H, W], got {list(out.shape)}"
         return None
 
-    def distill_loss(self, student, teacher, projection, temperature):
+    def distill_loss(self, student, teacher, options: DistillOptions):
         if teacher.shape[-2:] != student.shape[-2:]:
             teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
         # Bernoulli KL(teacher || student) per pixel: cross-entropy minus the target's own entropy
+        temperature = options.temperature
         p = torch.sigmoid(teacher.float() / temperature)
         cross = F.binary_cross_entropy_with_logits(student.float() / temperature, p)
         entropy = F.binary_cross_entropy(p, p)

@@ -1,0 +1,139 @@
+"""Reading a recipe: YAML without duplicate keys or alias bombs, ``base:`` recipes, ``--set`` overrides, validation.
+
+Errors name the key path and what was expected, e.g.
+``teachers.seg-a.model.arch: unknown smp architecture 'Unett' (expected one of: ...)``.
+Relative paths resolve against the recipe file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from amalgam.config.checks import check_recipe
+from amalgam.config.schema import Recipe
+from amalgam.config.yaml_bounds import BoundedLoaderMixin
+from amalgam.errors import RecipeError
+
+
+class UniqueKeyLoader(BoundedLoaderMixin, yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (YAML silently keeps the last one) and alias bombs."""
+
+
+def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise RecipeError("", f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Applies one ``key.path=value`` override (the value is parsed as YAML) to a raw recipe."""
+    if "=" not in assignment:
+        raise RecipeError("--set", f"expected key.path=value, got '{assignment}'")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
+        node = child
+    node[parts[-1]] = yaml.load(value, Loader=UniqueKeyLoader)
+
+
+def format_validation_error(err: dict) -> RecipeError:
+    """Turns one pydantic error into a :class:`RecipeError` naming the dotted key path."""
+    path = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return RecipeError(path, "unknown key")
+    if err["type"] == "missing":
+        return RecipeError(path, "required key is missing")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
+    return RecipeError(path, f"{err['msg'].removeprefix('Value error, ')}{shown}")
+
+
+def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
+    """Validates a raw (already YAML-parsed) recipe.
+
+    Args:
+        raw: the mapping read from YAML.
+        base_dir: folder that relative paths resolve against.
+
+    Raises:
+        RecipeError: naming the first offending key path.
+    """
+    if not isinstance(raw, dict):
+        raise RecipeError("", "a recipe must be a YAML mapping")
+    try:
+        recipe = Recipe.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise format_validation_error(exc.errors()[0]) from None
+    check_recipe(recipe)
+    return recipe
+
+
+def merge_recipes(base: dict, derived: dict) -> dict:
+    """``derived`` laid over ``base``: mappings merge key by key, any other value replaces."""
+    merged = dict(base)
+    for key, value in derived.items():
+        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = merge_recipes(base[key], value) if both_mappings else value
+    return merged
+
+
+def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
+    """The raw mapping of a recipe file, laid over the recipe its ``base`` key names (recursively).
+
+    ``base`` is a path relative to the file that names it. Relative paths inside a base recipe
+    still resolve against the folder of the recipe being built (see :func:`load_recipe`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        named_by = f" (the base of {_chain[-1]})" if _chain else ""
+        raise RecipeError("base" if _chain else "", f"recipe file not found: {path}{named_by}")
+    try:
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise RecipeError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict) or "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str):
+        raise RecipeError("base", f"expected the path of a recipe file, got {base!r} in {path}")
+    chain = (*_chain, path.resolve())
+    base_path = (path.parent / Path(base).expanduser()).resolve()
+    if base_path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path))
+        raise RecipeError("base", f"recipes name each other as base: {cycle}")
+    parent = read_recipe_file(base_path, chain)
+    if not isinstance(parent, dict):
+        raise RecipeError("base", f"{base_path} is not a recipe mapping")
+    return merge_recipes(parent, raw)
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Reads, overrides and validates a recipe file.
+
+    Args:
+        path: the YAML file; its ``base`` recipe, if it names one, is merged under it.
+        overrides: ``key.path=value`` strings applied before validation.
+    """
+    path = Path(path)
+    raw = read_recipe_file(path)
+    if isinstance(raw, dict):
+        for assignment in overrides:
+            apply_override(raw, assignment)
+    return parse_recipe(raw, base_dir=path.resolve().parent)

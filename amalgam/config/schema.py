@@ -1,0 +1,250 @@
+"""The recipe's schema: pydantic models of every key, their defaults and per-key validation.
+
+Nothing here reads files or knows the registries: loading (``base:``, ``--set``, the YAML
+loader) is :mod:`amalgam.config.load`, the checks that need the registries are
+:mod:`amalgam.config.checks`. Relative paths resolve against ``Recipe.base_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SourceConfig(_Strict):
+    """An image set: unlabeled training source or labeled eval set (fields depend on ``type``)."""
+
+    type: str
+    path: Optional[Path] = None
+    annotations: Optional[Path] = None
+    name: Optional[str] = None
+    root: Optional[Path] = None
+    split: str = "train"
+    download: bool = False
+    weight: float = Field(1.0, gt=0)
+    limit: Optional[int] = Field(None, gt=0, description="use only the first N images")
+    classes_file: Optional[Path] = Field(None, description="imagefolder/dense: '<folder id> <name>' lines")
+
+
+class DataConfig(_Strict):
+    image_size: tuple[int, int]
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    eval: dict[str, SourceConfig] = {}
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) <= 0:
+            raise ValueError("expected two positive integers [height, width]")
+        return v
+
+
+class ModelConfig(BaseModel):
+    """``from`` names the model source; every other key is passed to its constructor."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    source: str = Field(alias="from")
+
+    def kwargs(self) -> dict[str, Any]:
+        """Constructor keyword arguments (everything but ``from``)."""
+        return dict(self.model_extra or {})
+
+
+class TypedConfig(BaseModel):
+    """``type`` names a registered part (sub-teacher, logit ensemble); every other key is its argument."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the part (everything but ``type``)."""
+        return dict(self.model_extra or {})
+
+
+class InputSpec(_Strict):
+    """A network's input. Keys left out take the defaults below, or for a timm teacher its
+    ``pretrained_cfg`` (size, mean, std); amalgam/teachers/inputs.py resolves and reports them."""
+
+    size: Optional[tuple[int, int]] = None
+    channels: Literal[1, 3] = 3
+    mean: list[float] = [0.485, 0.456, 0.406]
+    std: list[float] = [0.229, 0.224, 0.225]
+    resize: Optional[str] = Field(
+        None, description="how the original fills the input: stretch (default) | letterbox | center_crop"
+    )
+
+
+class TeacherConfig(_Strict):
+    task: str
+    model: ModelConfig
+    checkpoint: Optional[Path] = None
+    wrap: Optional[TypedConfig] = None
+    input: InputSpec = InputSpec()
+    labels: Optional[list[Any]] = Field(  # entries checked in checks.py (label_entries.py), with their forms
+        None, description="names in output order; {name: class} or {name: [classes]} relate a label to unified classes"
+    )
+    labels_file: Optional[Path] = Field(None, description="the labels, one name a line (instead of labels)")
+    background: Optional[str] = None
+    sources: Optional[list[str]] = None
+    eval: Optional[str] = None
+    output: str = Field("default", description="task-specific output convention, e.g. depth: metric|inverse|log")
+    output_key: Optional[str] = Field(
+        None, description="the distilled tensor: dict key, tuple index or attribute, dotted for nesting"
+    )
+
+
+class BudgetConfig(_Strict):
+    """The student's size limit: ``auto`` trees stay within it; a hand-set student over it is warned about."""
+
+    params: Optional[float] = Field(0.5, gt=0, description="share of all teachers' parameters (default: half)")
+    latency_ms: Optional[float] = Field(None, gt=0, description="batch-1 latency in ms on this machine's CPU")
+
+
+class SearchConfig(_Strict):
+    """The warm-up of ``branch_at: auto`` (see amalgam/distill/affinity.py)."""
+
+    steps: int = Field(60, ge=1, description="warm-up steps of the fully shared student")
+    every: int = Field(3, ge=1, description="measure the affinities every N steps")
+    batch_size: Optional[int] = Field(None, ge=2, description="default: train.batch_size")
+    lookahead_lr: Optional[float] = Field(None, gt=0, description="lookahead step per parameter (default: train.lr)")
+
+
+class StudentConfig(_Strict):
+    type: str = Field("branched", description="a registered student type (amalgam.students.STUDENTS)")
+    encoder: str = "resnet18"
+    branch_at: Union[int, dict[str, int], Literal["auto"]] = Field(
+        3, description="shared encoder stages: one number, a number per task (a tree), or auto (searched)"
+    )
+    budget: BudgetConfig = BudgetConfig()
+    search: SearchConfig = SearchConfig()
+    decoder_channels: list[int] = [128, 64, 32, 16, 16]
+    init: Optional[Path] = Field(
+        None, description="start from this student.pt (e.g. a previous run's) instead of random weights"
+    )
+
+    @field_validator("branch_at")
+    @classmethod
+    def _points(cls, v):
+        points = v.values() if isinstance(v, dict) else [] if v == "auto" else [v]
+        if any(not 0 <= p <= 5 for p in points):
+            raise ValueError(f"branch points lie in 0-5 (encoder stages shared), got {v}")
+        return v
+
+
+class AmalgamationConfig(_Strict):
+    temperature: float = Field(2.0, gt=0)
+    features: str = Field("none", description="none, or a registered feature term (FEATURE_TERMS): adapters, feed, ...")
+    ensemble: Optional[TypedConfig] = Field(None, description="merge same-label teachers' logits: mean, fixed, ...")
+    taps: dict[str, str] = {}
+    student_tap: Optional[str] = Field(None, description="student module adapters read (default: the branch point)")
+    feature_weight: float = Field(1.0, ge=0)
+    task_weights: Union[Literal["uncertainty"], dict[str, float]] = "uncertainty"
+    domain_weights: bool = Field(
+        False, description="weigh a teacher that knows part of the union by the student's belief it is in its labels"
+    )
+    temperature_after_projection: bool = Field(
+        False, description="soften the student after summing it into a teacher's labels, not before (see labels.py)"
+    )
+
+
+class MixupConfig(_Strict):
+    """Blend images within the named sources; teachers label the blends live (see mixup.py)."""
+
+    sources: list[str] = Field(min_length=1, description="data.sources whose images are blended")
+    fraction: float = Field(0.5, gt=0, le=1, description="share of those sources' rows blended per batch")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "step", "none"] = "cosine"
+    workers: int = Field(2, ge=0)
+    samples_per_epoch: Optional[int] = Field(None, ge=1, description="default: all source images")
+    augment: bool = True
+    mixup: Optional[MixupConfig] = Field(None, description="function matching: teachers label image blends")
+    eval_batch_size: int = Field(64, ge=1)
+    max_eval_images: Optional[int] = Field(None, ge=1)
+    cache_teachers: bool = Field(True, description="store teacher outputs under the run folder (see cache.py)")
+    tensorboard: bool = Field(False, description="also log each epoch's terms to <run>/tensorboard (if installed)")
+    channels_last: bool = Field(True, description="teachers run channels_last (measured 1.5x on CPU inference)")
+    cache_max_gb: float = Field(20.0, gt=0, description="disk budget of the teacher cache; over it teachers run live")
+    student_channels_last: bool = Field(False, description="train the student in channels_last memory format")
+    compile: bool = Field(False, description="torch.compile the student's training forward (first steps compile)")
+
+
+class PeersConfig(_Strict):
+    """Online distillation among peers trained from labels (no pre-trained teacher)."""
+
+    strategy: str = Field(description="a registered peer strategy (amalgam.kd.PEER_STRATEGIES): dml, one, kdcl")
+    count: int = Field(2, ge=2, description="peers (dml, kdcl) or branches (one)")
+    temperature: float = Field(3.0, gt=0)
+    model: ModelConfig
+    input: InputSpec = InputSpec()
+    labels: list[str] = Field(min_length=2, description="class names in output order")
+    source: str = Field(description="a labelled source of data.sources to train on")
+    eval: Optional[str] = None
+    split_at: str = Field("layer4", description="one: first child module of the branches")
+
+
+class Recipe(_Strict):
+    """A whole amalgamation (teachers -> student) or a peer-learning run (``peers``)."""
+
+    name: str
+    seed: int = 0
+    output: Optional[Path] = None
+    device: str = "auto"
+    data: DataConfig
+    teachers: dict[str, TeacherConfig] = Field(default_factory=dict)
+    peers: Optional[PeersConfig] = None
+    student: StudentConfig = StudentConfig()
+    amalgamation: AmalgamationConfig = AmalgamationConfig()
+    train: TrainConfig = TrainConfig()
+    base_dir: Path = Field(Path("."), exclude=True, description="folder relative paths resolve against")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got '{v}'")
+        return v
+
+    def resolve(self, path: Optional[Path]) -> Optional[Path]:
+        """Resolves a recipe path against the recipe's folder."""
+        if path is None:
+            return None
+        path = Path(path).expanduser()
+        return Path(os.path.normpath(path if path.is_absolute() else self.base_dir / path))
+
+    def output_dir(self) -> Path:
+        """The run folder: ``output`` or ``runs/<name>`` beside the recipe."""
+        return self.resolve(self.output or Path("runs") / self.name)
+
+
+def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:
+    """Dotted key paths where ``recipe`` differs from a checkpoint's stored recipe dump.
+
+    The stored dump is read again with today's defaults first, so a key added to amalgam since
+    the checkpoint was written (at its default) is no change and older runs stay resumable.
+    """
+    try:
+        then = Recipe.model_validate(stored).model_dump(mode="json", exclude={"output"})
+    except ValidationError:
+        then = stored
+    return _differences(then, recipe.model_dump(mode="json", exclude={"output"}), "")
+
+
+def _differences(a, b, prefix: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
