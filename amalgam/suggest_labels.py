@@ -202,7 +202,7 @@ def suggest_from(
     return consistent(found, {n: plan.teachers[n].space for n in names}, names)
 
 
-def consistent(found: list[Suggestion], spaces: dict[str, LabelSpace], order: list[str]) -> list[Suggestion]:
+def consistent(found: list[Suggestion], spaces: dict[str, LabelSpace], order: list[str]) -> list[Suggestion]:  # noqa: C901 - union-find closures; split it when it next changes
     """The proposals as one coherent edit of the recipe.
 
     Labels joined by a rename proposal or by an equal name form one class; it takes the name the

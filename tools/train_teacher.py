@@ -352,43 +352,29 @@ def train_teacher(
     model = model.to(device)
     train_set, lut = load_labelled(f"teachers.{name}.train.data", tc.data, base, cfg, task, limit or tc.limit)
     val = load_labelled(f"teachers.{name}.train.val", tc.val, base, cfg, task, None) if tc.val else None
-    loader = DataLoader(
-        train_set,
-        batch_size=tc.batch_size,
-        shuffle=True,
-        num_workers=tc.workers,
-        persistent_workers=tc.workers > 0,
-        drop_last=len(train_set) >= 2 * tc.batch_size,  # no 1-sample BatchNorm batch
-        generator=torch.Generator().manual_seed(zoo.seed),
-    )
+    loader = train_loader(train_set, tc, zoo.seed)
     epochs = epochs or tc.epochs
     opt = build_optimizer(model.parameters(), tc)
     sched = build_scheduler(opt, tc, max(1, epochs * len(loader)))
     flip_gen = torch.Generator().manual_seed(zoo.seed + 1) if tc.augment else None
     kind = output_kind(cfg, task)
+
+    def to_batch(batch: dict):
+        return to_teacher_batch(batch, cfg, task, lut, device, flip_gen)
+
+    def convert(out):
+        return task.convert_output(out, kind)
+
     log(f"[{name}] {task.name}: {len(train_set)} training images, {epochs} epochs on {device}")
     metrics, rate = {}, 0.0
     for epoch in range(1, epochs + 1):
-        model.train()
-        tick, seen, total = time.perf_counter(), 0, 0.0
-        for batch in loader:
-            x, y = to_teacher_batch(batch, cfg, task, lut, device, flip_gen)
-            with autocast_for(device):
-                out = task.convert_output(model(x), kind)
-            loss = task.supervised_loss(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen, total = seen + len(x), total + loss.item() * len(x)
+        tick = time.perf_counter()
+        seen, total = train_epoch(model, loader, to_batch, convert, task, opt, sched, device)
         rate = seen / (time.perf_counter() - tick)
         line = f"[{name}] epoch {epoch}/{epochs}  loss {total / max(seen, 1):.4f}  {rate:.0f} img/s"
         if val is not None:
             metrics = evaluate(model, val[0], val[1], cfg, task, device)
-            line += f"  val {task.metric} {metrics[task.metric]:.4f}"
-            if "per_class" in metrics:
-                worst = min(metrics["per_class"].items(), key=lambda kv: _nan_last(kv[1]["iou"]))
-                line += f"  worst class IoU {worst[1]['iou']:.4f} ({worst[0]})"
+            line += val_summary(metrics, task)
         log(line)
     if cfg.model.source == "torchscript":
         save_torchscript(model, cfg, task, path)
@@ -403,6 +389,45 @@ def train_teacher(
         if "per_class" in metrics:
             log(per_class_table(name, metrics["per_class"]))
     return {"path": path, "seconds": seconds, "images_per_second": rate, "val": metrics}
+
+
+def train_loader(train_set: Dataset, tc, seed: int) -> DataLoader:
+    """Shuffled batches of the training set (whole batches only once there are two or more)."""
+    return DataLoader(
+        train_set,
+        batch_size=tc.batch_size,
+        shuffle=True,
+        num_workers=tc.workers,
+        persistent_workers=tc.workers > 0,
+        drop_last=len(train_set) >= 2 * tc.batch_size,  # no 1-sample BatchNorm batch
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def train_epoch(model: nn.Module, loader, to_batch, convert, task: Task, opt, sched, device) -> tuple[int, float]:
+    """One epoch of supervised training; returns the images seen and the summed loss."""
+    model.train()
+    seen, total = 0, 0.0
+    for batch in loader:
+        x, y = to_batch(batch)
+        with autocast_for(device):
+            out = convert(model(x))
+        loss = task.supervised_loss(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        seen, total = seen + len(x), total + loss.item() * len(x)
+    return seen, total
+
+
+def val_summary(metrics: dict, task: Task) -> str:
+    """The epoch line's validation part: the headline metric and the worst class's IoU."""
+    line = f"  val {task.metric} {metrics[task.metric]:.4f}"
+    if "per_class" in metrics:
+        worst = min(metrics["per_class"].items(), key=lambda kv: _nan_last(kv[1]["iou"]))
+        line += f"  worst class IoU {worst[1]['iou']:.4f} ({worst[0]})"
+    return line
 
 
 def train_zoo(

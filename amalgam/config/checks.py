@@ -12,6 +12,7 @@ from amalgam.students.build import STUDENTS
 from amalgam.task import TASKS, get_task, task_names
 from amalgam.teachers.model_sources import check_encoder_name, check_model
 from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher
+from amalgam.training.peer_training import UNUSED_TRAIN_KEYS  # the loop states what it uses
 
 STRIDE = 32  # the student's encoder downsamples 2^5 times
 
@@ -32,18 +33,7 @@ def at_key(path: str, check, *args) -> None:
 
 def check_recipe(recipe: Recipe) -> None:
     """Cross-key checks: names that must exist, per-type required keys, label sets, sizes."""
-    for group in ("sources", "eval"):
-        for key, cfg in getattr(recipe.data, group).items():
-            path = f"data.{group}.{key}"
-            at_key(f"{path}.type", SOURCE_TYPES.get, cfg.type)
-            for required in SOURCE_TYPES.get(cfg.type).required:
-                if getattr(cfg, required) is None:
-                    raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
-            if cfg.classes_file is not None:
-                if cfg.type not in ("imagefolder", "dense"):
-                    raise RecipeError(f"{path}.classes_file", f"only for imagefolder and dense sets, not '{cfg.type}'")
-                if not recipe.resolve(cfg.classes_file).is_file():
-                    raise RecipeError(f"{path}.classes_file", f"file not found: {recipe.resolve(cfg.classes_file)}")
+    check_sets(recipe)
     if recipe.peers is not None:
         check_peers(recipe)
         return
@@ -51,38 +41,7 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError("teachers", "required: at least one teacher (or a peers section)")
     taught = set()
     for name, t in recipe.teachers.items():
-        path = f"teachers.{name}"
-        if t.task not in task_names():
-            raise RecipeError(f"{path}.task", f"unknown task '{t.task}' (expected one of: {', '.join(TASKS.names())})")
-        task = get_task(t.task)
-        at_key(f"{path}.model", check_model, t.model.source, t.model.kwargs(), recipe.base_dir)
-        if task.labelled:
-            check_teacher_labels(path, t, recipe)
-        elif t.labels or t.labels_file or t.background:
-            raise RecipeError(f"{path}.labels", f"a {t.task} teacher has no label space")
-        if t.output != "default" and t.output not in task.output_kinds:
-            raise RecipeError(f"{path}.output", f"expected one of: {', '.join(task.output_kinds)}")
-        for s in t.sources or recipe.data.sources:
-            if s not in recipe.data.sources:
-                raise RecipeError(
-                    f"{path}.sources", f"unknown source '{s}' (expected one of: {', '.join(recipe.data.sources)})"
-                )
-            taught.add(s)
-        if t.eval is not None and t.eval not in recipe.data.eval:
-            raise RecipeError(
-                f"{path}.eval",
-                f"unknown eval set '{t.eval}' (expected one of: {', '.join(recipe.data.eval) or 'none defined'})",
-            )
-        if t.checkpoint is not None and not recipe.resolve(t.checkpoint).is_file():
-            raise RecipeError(f"{path}.checkpoint", f"file not found: {recipe.resolve(t.checkpoint)}")
-        if t.wrap is not None:
-            at_key(f"{path}.wrap.type", SUBTEACHERS.get, t.wrap.type)
-            at_key(f"{path}.wrap", build_subteacher, t.wrap.type, t.wrap.kwargs())
-        if len(t.input.mean) != t.input.channels or len(t.input.std) != t.input.channels:
-            raise RecipeError(
-                f"{path}.input", f"mean and std need {t.input.channels} values (channels: {t.input.channels})"
-            )
-        check_resize(name, t, task.dense, name in recipe.amalgamation.taps)
+        taught |= check_teacher(recipe, name, t)
     for s in recipe.data.sources:
         if s not in taught:
             raise RecipeError(f"data.sources.{s}", "no teacher teaches on this source")
@@ -99,6 +58,69 @@ def check_recipe(recipe: Recipe) -> None:
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")
+    check_amalgamation(recipe)
+
+
+def check_sets(recipe: Recipe) -> None:
+    """Every source and eval set: a registered type, the keys it requires, a usable classes file."""
+    for group in ("sources", "eval"):
+        for key, cfg in getattr(recipe.data, group).items():
+            path = f"data.{group}.{key}"
+            at_key(f"{path}.type", SOURCE_TYPES.get, cfg.type)
+            for required in SOURCE_TYPES.get(cfg.type).required:
+                if getattr(cfg, required) is None:
+                    raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
+            if cfg.classes_file is not None:
+                if cfg.type not in ("imagefolder", "dense"):
+                    raise RecipeError(f"{path}.classes_file", f"only for imagefolder and dense sets, not '{cfg.type}'")
+                if not recipe.resolve(cfg.classes_file).is_file():
+                    raise RecipeError(f"{path}.classes_file", f"file not found: {recipe.resolve(cfg.classes_file)}")
+
+
+def check_teacher(recipe: Recipe, name: str, t: TeacherConfig) -> set[str]:
+    """One teacher's keys; returns the sources it teaches on."""
+    path = f"teachers.{name}"
+    if t.task not in task_names():
+        raise RecipeError(f"{path}.task", f"unknown task '{t.task}' (expected one of: {', '.join(TASKS.names())})")
+    task = get_task(t.task)
+    at_key(f"{path}.model", check_model, t.model.source, t.model.kwargs(), recipe.base_dir)
+    if task.labelled:
+        check_teacher_labels(path, t, recipe)
+    elif t.labels or t.labels_file or t.background:
+        raise RecipeError(f"{path}.labels", f"a {t.task} teacher has no label space")
+    if t.output != "default" and t.output not in task.output_kinds:
+        raise RecipeError(f"{path}.output", f"expected one of: {', '.join(task.output_kinds)}")
+    taught = check_teacher_data(recipe, path, t)
+    if t.checkpoint is not None and not recipe.resolve(t.checkpoint).is_file():
+        raise RecipeError(f"{path}.checkpoint", f"file not found: {recipe.resolve(t.checkpoint)}")
+    if t.wrap is not None:
+        at_key(f"{path}.wrap.type", SUBTEACHERS.get, t.wrap.type)
+        at_key(f"{path}.wrap", build_subteacher, t.wrap.type, t.wrap.kwargs())
+    if len(t.input.mean) != t.input.channels or len(t.input.std) != t.input.channels:
+        raise RecipeError(
+            f"{path}.input", f"mean and std need {t.input.channels} values (channels: {t.input.channels})"
+        )
+    check_resize(name, t, task.dense, name in recipe.amalgamation.taps)
+    return taught
+
+
+def check_teacher_data(recipe: Recipe, path: str, t: TeacherConfig) -> set[str]:
+    """The teacher's sources and eval set exist; returns the sources it teaches on."""
+    for s in t.sources or recipe.data.sources:
+        if s not in recipe.data.sources:
+            raise RecipeError(
+                f"{path}.sources", f"unknown source '{s}' (expected one of: {', '.join(recipe.data.sources)})"
+            )
+    if t.eval is not None and t.eval not in recipe.data.eval:
+        raise RecipeError(
+            f"{path}.eval",
+            f"unknown eval set '{t.eval}' (expected one of: {', '.join(recipe.data.eval) or 'none defined'})",
+        )
+    return set(t.sources or recipe.data.sources)
+
+
+def check_amalgamation(recipe: Recipe) -> None:
+    """Taps name teachers, a feature term is registered and has taps, ensembles need no labels, weights name terms."""
     amal = recipe.amalgamation
     for teacher in amal.taps:
         if teacher not in recipe.teachers:
@@ -157,8 +179,6 @@ def label_names_at(path: str, entries: list) -> list[str]:
 
 def check_peers(recipe: Recipe) -> None:
     """A peer-learning recipe: no teachers, a labelled source, a buildable model."""
-    from amalgam.training.peer_training import UNUSED_TRAIN_KEYS  # the loop states what it uses
-
     peers = recipe.peers
     if recipe.teachers:
         raise RecipeError("peers", "a recipe has either teachers or peers, not both")
