@@ -144,3 +144,20 @@ def test_inspect_warns_when_a_hand_set_student_exceeds_the_budget(world, capsys)
     assert "warning: the student exceeds student.budget (" in out
     assert main(["inspect", str(world), "--no-data", "--quiet", "--set", "student.budget.params=1000"]) == 0
     assert "exceeds student.budget" not in capsys.readouterr().out
+
+
+def test_the_warm_up_asks_each_teacher_on_its_own_view_as_training_does(world_plan):
+    # the world's cls teacher takes 28x28 views of its 28x28 originals; the student sees 32x32
+    from amalgam.data.views import BatchViews
+    from amalgam.teachers.inputs import answer_views
+
+    sid = world_plan.sources.names.index("items")
+    first = world_plan.sources.offsets[sid]
+    samples = [world_plan.sources[i] for i in range(first, first + 3)]
+    images = torch.stack([s["image"] for s in samples])
+    views = BatchViews(images, world_plan.student_view, [s["original"] for s in samples])
+    source = torch.tensor([s["source"] for s in samples])
+    idx, got = affinity_module._teacher_targets(world_plan, views, source)["cls"]
+    trained_on, _ = answer_views(world_plan.teachers["cls"], views, idx, images.shape[-2:], augmented=False)
+    torch.testing.assert_close(got, trained_on)
+    assert (world_plan.teachers["cls"](images) - trained_on).abs().max() > 1e-4  # the student's view differs

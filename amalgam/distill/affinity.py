@@ -26,11 +26,13 @@ import torch
 
 from amalgam.config.schema import Recipe
 from amalgam.data import mixing_sampler
+from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
 from amalgam.io import atomic_save
 from amalgam.students.build import build_student
 from amalgam.students.tree import STAGES
 from amalgam.task import DistillOptions, distill
+from amalgam.teachers.inputs import answer_views
 
 
 @dataclass
@@ -89,14 +91,16 @@ def task_losses(plan: Plan, out: dict[str, torch.Tensor], targets: dict[str, tup
     return losses
 
 
-def _teacher_targets(plan: Plan, images: torch.Tensor, source: torch.Tensor) -> dict[str, tuple]:
+def _teacher_targets(plan: Plan, views: BatchViews, source: torch.Tensor) -> dict[str, tuple]:
+    """Each teacher's answers on its rows, on its own views of the originals (as training asks them)."""
     targets = {}
     with torch.no_grad():
         for name, teacher in plan.teachers.items():
             ids = torch.tensor(plan.source_ids[name], device=source.device)
             idx = torch.isin(source, ids).nonzero().flatten()
             if idx.numel():
-                targets[name] = (idx, teacher(images[idx]))
+                out, _ = answer_views(teacher, views, idx, views.student.shape[-2:], augmented=False)
+                targets[name] = (idx, out)
     return targets
 
 
@@ -183,7 +187,8 @@ def measure_affinity(
         batch = [plan.sources[i] for i in batches[step]]
         images = torch.stack([b["image"] for b in batch]).to(device)
         source = torch.tensor([b["source"] for b in batch], device=device)
-        targets = _teacher_targets(plan, images, source)
+        originals = [b["original"] for b in batch] if plan.needs_originals else None
+        targets = _teacher_targets(plan, BatchViews(images, plan.student_view, originals), source)
         if step % cfg.every == 0:
             z, seen = _lookahead(student, plan, images, targets, lr)
             state.sums += z * seen
