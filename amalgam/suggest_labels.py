@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
+from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
 from amalgam.labels import LabelSpace
+from amalgam.teachers.inputs import answer_views
 
 MIN_CONFIDENCE = 0.5  # see docs/results/suggest_labels.md for its effect
 
@@ -143,10 +144,11 @@ def predictions(
         samples = [plan.sources[i] for i in chosen[start : start + batch_size]]
         images = torch.stack([s["image"] for s in samples])
         sources += [s["source"] for s in samples]
+        originals = [s["original"] for s in samples] if plan.needs_originals else None
+        views, rows = BatchViews(images, plan.student_view, originals), torch.arange(len(samples))
         for name, teacher in teachers.items():
-            logits = teacher(images)
-            if logits.dim() == 4 and tuple(logits.shape[-2:]) != tuple(images.shape[-2:]):
-                logits = F.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+            # each teacher on its own view, as training asks it; dense answers come back on the student's grid
+            logits, _ = answer_views(teacher, views, rows, images.shape[-2:], augmented=False)
             top, label = logits.float().softmax(1).max(1)
             labels[name].append(label.cpu())
             confidence[name].append(top.cpu())

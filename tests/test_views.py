@@ -218,3 +218,19 @@ def test_mixup_pairs_only_rows_of_one_source_and_original_size():
     draws = (torch.zeros(6), torch.full((6,), 0.3), torch.rand(6, generator=torch.Generator().manual_seed(0)))
     partner, weight, mixed = mix_pairs(source, [0], 1.0, draws, groups)
     assert mixed.all() and (groups[partner] == groups).all() and (partner != torch.arange(6)).all()
+
+
+def test_suggest_labels_asks_each_teacher_on_its_own_view_as_training_does(world_plan):
+    # the world's cls teacher takes 28x28 views of its 28x28 originals; the student sees 32x32
+    from amalgam.suggest_labels import predictions
+
+    found = predictions(world_plan, max_images=len(world_plan.sources), log=lambda msg: None)
+    sid = world_plan.sources.names.index("items")
+    rows = list(range(world_plan.sources.offsets[sid], world_plan.sources.offsets[sid] + 3))
+    samples = [world_plan.sources[i] for i in rows]
+    images = torch.stack([s["image"] for s in samples])
+    views = BatchViews(images, world_plan.student_view, [s["original"] for s in samples])
+    teacher = world_plan.teachers["cls"]
+    trained_on, _ = answer_views(teacher, views, torch.arange(3), images.shape[-2:], augmented=False)
+    torch.testing.assert_close(found.confidence["cls"][rows], trained_on.softmax(1).max(1).values)
+    assert (teacher(images).softmax(1) - trained_on.softmax(1)).abs().max() > 1e-5  # the student's view differs
