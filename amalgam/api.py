@@ -41,6 +41,7 @@ from amalgam.evaluation.visual import render
 from amalgam.inspection import Inspection, inspect_recipe
 from amalgam.labels import LabelSpace
 from amalgam.pipeline import Run, run_build
+from amalgam.students.build import has_branches
 from amalgam.students.serialize import load_student as _load_student
 from amalgam.training.engine import resolve_device
 from amalgam.training.progress import Console
@@ -188,7 +189,7 @@ def evaluate(
         raise AmalgamError(f"student {student} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
     evaluation = score(plan, model, device, spaces=spaces, log=Console(quiet))
     report = build_report(loaded.name, evaluation, size_and_speed(plan, model, device), None)
-    if model.spec.type == "branched":
+    if has_branches(model.spec.type):
         report["tree"] = tree_section(model.spec, report, loaded.student.budget)
     return report
 
@@ -220,8 +221,8 @@ def search(
         RecipeError: for a budget no tree meets (naming the smallest tree's size).
     """
     loaded = load_recipe(recipe, overrides)
-    if loaded.peers is not None or loaded.student.type != "branched":
-        raise AmalgamError("search: needs a recipe with teachers and student.type: branched")
+    if loaded.peers is not None or not has_branches(loaded.student.type):
+        raise AmalgamError("search: needs a recipe with teachers and a student with branches (student.type: branched)")
     if budget:
         loaded.student.budget = with_budget(loaded.student.budget, budget)
     out = Path(output) if output is not None else loaded.output_dir() / "search"

@@ -21,7 +21,7 @@ from amalgam.evaluation.report import build_report, to_markdown, write_report
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.students.budget import student_lines
-from amalgam.students.build import build_student, count_params
+from amalgam.students.build import build_student, count_params, has_branches
 from amalgam.students.serialize import init_student, save_student
 from amalgam.training import engine
 from amalgam.training.checkpoint import clean_stale_temps
@@ -143,7 +143,7 @@ def train_student(
     save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
     evaluation = evaluate(plan, student, device, log=log)
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
-    if student.spec.type == "branched":
+    if has_branches(student.spec.type):
         report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
     write_report(report, run_dir)
     (run_dir / "run.json").write_text(json.dumps(record))

@@ -18,7 +18,7 @@ from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import PEER_STRATEGIES, PeerStrategy
 from amalgam.registry import Registry
-from amalgam.students.build import STUDENTS, CompactStudent, build_student, default_student_tap
+from amalgam.students.build import STUDENTS, BranchedStudent, CompactStudent, build_student, default_student_tap
 from amalgam.students.encoders import SPLITTERS, Splitter, StagedEncoder, build_encoder
 from amalgam.teachers.model_sources import MODEL_SOURCES, ModelSource
 
@@ -56,6 +56,25 @@ def test_a_student_type_is_one_registration(world, registered):
     student = build_student(spec)
     assert type(student) is TappedAtEncoder and default_student_tap(spec) == "encoder"
     assert set(student.eval()(torch.rand(1, 3, 32, 32))) == {"classification", "segmentation", "depth"}
+
+
+class WideTree(BranchedStudent):
+    """A branched student of the test's own: a tree, so it takes a per-task ``branch_at``."""
+
+
+def test_a_registered_tree_student_is_a_tree_everywhere(world, registered):
+    # the class says it has branches (not its registered name): recipe checks, log/inspect lines, search
+    from amalgam.students.budget import student_lines
+
+    tree = ["student.branch_at={classification: 1, segmentation: 2, depth: 2}"]
+    with pytest.raises(RecipeError, match=r"needs student\.type: branched \(a compact student has no branches\)"):
+        load_recipe(world, ["student.type=compact", *tree])
+    registered(STUDENTS, "wide", WideTree)
+    with pytest.raises(RecipeError, match=r"needs student\.type: branched or wide \(a compact student"):
+        load_recipe(world, ["student.type=compact", *tree])
+    spec = build_plan(load_recipe(world, ["student.type=wide", *tree]), with_data=False, log=QUIET).student_spec()
+    lines = student_lines(spec, 10, 20, load_recipe(world).student.budget)
+    assert any("classification: branches at 1" in line for line in lines)
 
 
 class CosineTerm(nn.Module):

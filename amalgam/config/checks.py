@@ -8,7 +8,7 @@ from amalgam.data.sources import SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
-from amalgam.students.build import STUDENTS
+from amalgam.students.build import STUDENTS, has_branches
 from amalgam.task import TASKS, get_task, task_names
 from amalgam.teachers.model_sources import check_encoder_name, check_model
 from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher
@@ -204,9 +204,11 @@ def check_branch_at(recipe: Recipe) -> None:
     branch_at = recipe.student.branch_at
     if isinstance(branch_at, int):
         return
-    if recipe.student.type != "branched":
+    if not has_branches(recipe.student.type):
+        trees = " or ".join(n for n in STUDENTS.names() if has_branches(n))
         raise RecipeError(
-            "student.branch_at", f"{branch_at!r} needs student.type: branched (a compact student has no branches)"
+            "student.branch_at",
+            f"{branch_at!r} needs student.type: {trees} (a {recipe.student.type} student has no branches)",
         )
     if isinstance(branch_at, dict):
         from amalgam.students.tree import branch_points

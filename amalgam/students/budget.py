@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from amalgam.errors import RecipeError
-from amalgam.students.build import BranchedStudent, StudentSpec, count_params
+from amalgam.students.build import BranchedStudent, StudentSpec, count_params, has_branches
 from amalgam.students.tree import STAGES, spine_depth
 
 DEFAULT_PARAMS_SHARE = 0.5  # of all teachers' parameters: the documented default of student.budget.params
@@ -139,7 +139,7 @@ def student_lines(spec: StudentSpec, params: int, teacher_params: int, cfg) -> l
     """What ``inspect`` and the build log say about a student's tree and budget (``cfg``: ``student.budget``)."""
     from amalgam.students.tree import describe
 
-    lines = [f"  {line}" for line in describe(spec.branch_at, list(spec.heads))] if spec.type == "branched" else []
+    lines = [f"  {line}" for line in describe(spec.branch_at, list(spec.heads))] if has_branches(spec.type) else []
     budget = resolve_budget(cfg, teacher_params)
     lines.append(f"  budget (student.budget): {budget.describe()}")
     warning = budget_warning(budget, params)

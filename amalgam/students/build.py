@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,9 @@ class UnetDecoder(nn.Module):
 
 
 class _Student(nn.Module):
+    #: a tree of task branches: ``student.branch_at`` per task or ``auto``, ``amalgam search``, the report's tree
+    tree: ClassVar[bool] = False
+
     def __init__(self, spec: StudentSpec):
         super().__init__()
         self.spec = spec
@@ -112,6 +116,8 @@ class _Student(nn.Module):
 class BranchedStudent(_Student):
     """A shared trunk (the spine) that each task leaves at its branch point for its own encoder
     tail + decoder + head. ``trunk[k]`` is shared by the tasks whose branch point is above ``k``."""
+
+    tree = True
 
     @classmethod
     def default_tap(cls, spec: StudentSpec) -> str:
@@ -213,6 +219,11 @@ STUDENTS.add("compact", CompactStudent)
 def build_student(spec: StudentSpec) -> nn.Module:
     """Builds the student a spec describes (random weights)."""
     return STUDENTS.get(spec.type)(spec)
+
+
+def has_branches(student_type: str) -> bool:
+    """Whether a registered student type is a tree of task branches (its class's ``tree``)."""
+    return STUDENTS.get(student_type).tree
 
 
 def default_student_tap(spec: StudentSpec) -> str:
