@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from taxonomy_world import CLASSES, COARSE, COCO, VOC, taxonomy_world
 from torch import nn
 
 from amalgam.config.label_entries import space_of
@@ -17,97 +14,6 @@ from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.evaluate import evaluate
 from amalgam.labels import IGNORE, LabelSpace, extents, lookup, partial_label_kl, projection, unify
-
-VOC = [{"tvmonitor": "tv"}, "person"]
-COCO = ["tv", "person", "car", "bus"]
-COARSE = [{"vehicle": ["car", "bus"]}]
-CLASSES = ["background", "tv", "person", "car", "bus"]  # the palette's order: black, red, green, blue, yellow
-
-MODELS = '''
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-PALETTE = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], dtype=torch.float)
-
-
-def palette_index(x):
-    """The palette colour nearest each pixel: the true class of the tiny world."""
-    return ((x.unsqueeze(1) - PALETTE.view(1, 5, 3, 1, 1)) ** 2).sum(2).argmin(1)
-
-
-class PaletteTeacher(nn.Module):
-    """An oracle in its own label space: palette class -> its label (``mapping``), confident logits."""
-
-    def __init__(self, mapping, classes):
-        super().__init__()
-        self.register_buffer("lut", torch.tensor(mapping))
-        self.classes = classes
-        self.scale = nn.Parameter(torch.tensor(6.0))
-
-    def forward(self, x):
-        return self.scale * F.one_hot(self.lut[palette_index(x)], self.classes).permute(0, 3, 1, 2).float()
-
-
-def teacher(mapping, classes):
-    return PaletteTeacher(mapping, classes)
-'''
-
-
-def write_scenes(root: Path, count: int, seed: int) -> None:
-    """Images of palette rectangles; labels are the palette index (one class per colour)."""
-    rng = np.random.default_rng(seed)
-    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=np.uint8)
-    for sub in ("images", "labels"):
-        (root / sub).mkdir(parents=True)
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    for i in range(count):
-        label = np.zeros((32, 32), dtype=np.uint8)
-        for cls in range(1, 5):
-            y, x = rng.integers(0, 24, 2)
-            label[y : y + 8, x : x + 8] = cls
-        Image.fromarray(palette[label]).save(root / "images" / f"{i:03d}.png")
-        Image.fromarray(label).save(root / "labels" / f"{i:03d}.png")
-
-
-def teacher_block(labels: list, mapping: list[int]) -> dict:
-    return {
-        "task": "segmentation",
-        "model": {"from": "python", "factory": "models:teacher", "mapping": mapping, "classes": len(labels) + 1},
-        "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
-        "labels": ["background", *labels],
-        "background": "background",
-        "eval": "val",
-    }
-
-
-def taxonomy_world(root: Path, related: bool = True) -> Path:
-    """Three oracle teachers in VOC, COCO and coarse names; ``related=False`` names only (no relations)."""
-    (root / "models.py").write_text(MODELS)
-    write_scenes(root / "train", 8, seed=0)
-    write_scenes(root / "val", 4, seed=1)
-    voc = VOC if related else ["tvmonitor", "person"]
-    coarse = COARSE if related else ["vehicle"]
-    recipe = {
-        "name": "taxonomy",
-        "device": "cpu",
-        "data": {
-            "image_size": [32, 32],
-            "sources": {"train": {"type": "folder", "path": "train/images"}},
-            "eval": {"val": {"type": "dense", "path": "val"}},
-        },
-        "teachers": {  # mapping: palette class -> the teacher's label index
-            "voc": teacher_block(voc, [0, 1, 2, 0, 0]),
-            "coco": teacher_block(COCO, [0, 1, 2, 3, 4]),
-            "coarse": teacher_block(coarse, [0, 0, 0, 1, 1]),
-        },
-        "student": {"encoder": "tu-test_resnet"},
-        "train": {"workers": 0},
-    }
-    if not related:  # by name alone the coarse teacher's vehicle is in no eval set (only coco is scored)
-        del recipe["teachers"]["voc"]["eval"], recipe["teachers"]["coarse"]["eval"]
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return root / "recipe.yaml"
 
 
 class TableStudent(nn.Module):
@@ -124,7 +30,7 @@ class TableStudent(nn.Module):
 
 def fit(plan, steps: int = 150) -> TableStudent:
     """The student fitted to every teacher with the partial-label loss and the plan's projections."""
-    import models  # the world's factory module (the recipe folder is on sys.path after prepare)
+    import models  # the world's factory module (the recipe folder is on sys.path after build_plan)
 
     student = TableStudent(models.palette_index, len(plan.spaces["segmentation"]))
     images = torch.stack([plan.sources[i]["image"] for i in range(len(plan.sources))])
@@ -265,117 +171,3 @@ def test_labels_file_and_a_classes_file_of_folder_ids(fresh_world):
     (root / "wnids.txt").write_text("n01503061 bird\n")
     with pytest.raises(AmalgamError, match=r"^data\.eval\.items-val: classes_file .* does not name 2 of the set's"):
         build_plan(load_recipe(fresh_world), log=lambda m: None)
-
-
-def test_inspect_warns_about_look_alike_names_and_prints_the_relation_matrix(on_path, capsys):
-    from amalgam.cli import main
-    from amalgam.taxonomy import likeness, near_duplicates
-
-    assert likeness("tvmonitor", "tv monitor") == "the same name up to case, spacing and plural"
-    assert likeness("TV", "tvmonitor") == "'tv' begins or ends 'tvmonitor'"
-    assert likeness("Sneakers", "sneaker") == "the same name up to case, spacing and plural"
-    assert likeness("colour", "color") == "1 edit apart"
-    assert likeness("car", "bus") is None and likeness("person", "bicycle") is None
-    spaces = {"voc": LabelSpace(("tvmonitor",)), "other": LabelSpace(("tv monitor", "tv"))}
-    warned = near_duplicates(spaces, unify(list(spaces.values())))
-    assert len(warned) == 3  # every pair of the three
-    assert warned[0].startswith("warning: unified classes 'tvmonitor' (voc) and 'tv monitor' (other) look alike")
-
-    recipe = taxonomy_world(on_path, related=False)
-    assert main(["inspect", str(recipe), "--quiet", "--no-data"]) == 0
-    out = capsys.readouterr().out
-    assert "warning: unified classes 'tvmonitor' (voc) and 'tv' (coco) look alike" in out
-
-
-def test_inspect_prints_the_matrix_it_will_use(on_path, capsys):
-    from amalgam.cli import main
-
-    assert main(["inspect", str(taxonomy_world(on_path)), "--quiet", "--no-data"]) == 0
-    out = capsys.readouterr().out
-    assert "look alike" not in out  # related: no look-alike classes left
-    matrix = out[out.index("label relations:") :].splitlines()
-    assert matrix[2] == "    columns: 0 background, 1 tv, 2 person, 3 car, 4 bus"
-    assert matrix[3:6] == [
-        "    voc.background     x . . x x",
-        "    voc.tvmonitor      . x . . .",
-        "    voc.person         . . x . .",
-    ]
-    assert "    coarse.vehicle     . . . x x" in matrix
-
-
-def test_suggest_labels_proposes_the_renames_and_groups_the_recipe_lacks(on_path, capsys):
-    from amalgam.cli import main
-
-    recipe = taxonomy_world(on_path, related=False)
-    assert main(["inspect", str(recipe), "--quiet", "--suggest-labels", "8"]) == 0
-    out = capsys.readouterr().out
-    proposals = [
-        line.split("  (vs")[0].strip() for line in out.splitlines() if line.startswith(("  rename", "  group"))
-    ]
-    # the mirrored tvmonitor/tv rename is kept once: the later teacher takes the earlier one's name
-    assert proposals == [
-        "rename: teachers.coco.labels {tv: tvmonitor}",
-        "group: teachers.coarse.labels {vehicle: [car, bus]}",
-    ]
-    assert "  coarse:\n    labels: [background, {vehicle: [car, bus]}]" in out
-    # applied, the recipe has nothing left to propose
-    fixed = ["--set", "teachers.coarse.labels=[background, {vehicle: [car, bus]}]"]
-    assert (
-        main(
-            [
-                "inspect",
-                str(recipe),
-                "--quiet",
-                "--suggest-labels",
-                "8",
-                *fixed,
-                "--set",
-                "teachers.voc.labels=[background, {tvmonitor: tv}, person]",
-            ]
-        )
-        == 0
-    )
-    assert "no relation to propose" in capsys.readouterr().out
-
-
-def test_propose_needs_both_directions_of_evidence_and_skips_unsure_samples():
-    from amalgam.suggest_labels import cooccurrence, propose
-
-    b = LabelSpace(("shirt", "coat", "bag"))
-    # a coarse 'top' that is B's shirt and coat together; bag lands in top too rarely to join
-    coarse = LabelSpace(("top", "bag"))
-    counts = torch.tensor([[95, 90, 5], [5, 10, 95]])
-    assert [(x, c) for x, c, _ in propose(counts, coarse, b)] == [("top", ("shirt", "coat"))]
-    assert propose(counts, coarse, b)[0][2] == "95% of shirt (100), 90% of coat (100) are top; they are 97% of its 190"
-    # half of top's samples are something B calls bag, half of B's bags are elsewhere: no group
-    assert propose(torch.tensor([[100, 0, 100], [0, 100, 100]]), coarse, b) == []
-    # a sample a teacher is unsure of (-1) is not counted
-    assert cooccurrence(torch.tensor([0, 1, -1]), torch.tensor([2, -1, 0]), 2, 3).tolist() == [[0, 0, 1], [0, 0, 0]]
-
-
-def test_proposals_become_one_coherent_edit():
-    from amalgam.suggest_labels import Suggestion, consistent
-
-    spaces = {
-        "fine": LabelSpace(("Trouser", "T-shirt", "Coat")),
-        "renamed": LabelSpace(("trousers", "tee", "Coat")),
-        "coarse": LabelSpace(("Trouser", "top")),
-    }
-
-    def s(teacher, label, covers, other):
-        return Suggestion("classification", teacher, label, tuple(covers), other, f"{teacher}/{other}")
-
-    found = [
-        s("fine", "T-shirt", ["tee"], "renamed"),  # the mirror of renamed's tee
-        s("renamed", "tee", ["T-shirt"], "fine"),
-        s("coarse", "Trouser", ["trousers"], "renamed"),  # would split Trouser in two if applied as is
-        s("renamed", "trousers", ["Trouser"], "coarse"),
-        s("coarse", "top", ["T-shirt", "Coat"], "fine"),
-        s("coarse", "top", ["tee", "Coat"], "renamed"),  # the same group in renamed's names
-    ]
-    edit = [(x.teacher, x.entry()) for x in consistent(found, spaces, list(spaces))]
-    assert edit == [
-        ("renamed", "{trousers: Trouser}"),
-        ("renamed", "{tee: T-shirt}"),
-        ("coarse", "{top: [T-shirt, Coat]}"),
-    ]
