@@ -35,6 +35,7 @@ from amalgam.labels import LabelSpace
 from amalgam.teachers.inputs import answer_views
 
 MIN_CONFIDENCE = 0.5  # see docs/results/suggest_labels.md for its effect
+DENSE_SIDE = 64  # dense predictions are counted on a grid of about this many pixels a side
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ def predictions(
             # each teacher on its own view, as training asks it; dense answers come back on the student's grid
             logits, _ = answer_views(teacher, views, rows, images.shape[-2:], augmented=False)
             top, label = logits.float().softmax(1).max(1)
+            if label.dim() == 3:  # dense: every 1 in stride^2 pixels keeps memory at ~64x64 per image
+                stride = max(1, -(-max(label.shape[-2:]) // DENSE_SIDE))
+                top, label = top[:, ::stride, ::stride], label[:, ::stride, ::stride]
             labels[name].append(label.cpu())
             confidence[name].append(top.cpu())
     return Predictions(
