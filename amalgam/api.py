@@ -224,7 +224,9 @@ def search(
     if loaded.peers is not None or not has_branches(loaded.student.type):
         raise AmalgamError("search: needs a recipe with teachers and a student with branches (student.type: branched)")
     if budget:
-        loaded.student.budget = with_budget(loaded.student.budget, budget)
+        # a copy: a loaded recipe passed in stays as the caller has it
+        student = loaded.student.model_copy(update={"budget": with_budget(loaded.student.budget, budget)})
+        loaded = loaded.model_copy(update={"student": student})
     out = Path(output) if output is not None else loaded.output_dir() / "search"
     plan = build_plan(loaded, log=Console(quiet))
     return search_tree(plan, resolve_device(loaded.device), out, Console(quiet))

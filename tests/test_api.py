@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import amalgam
+from amalgam import api
 from amalgam.api import override_strings
 from amalgam.errors import AmalgamError
 
@@ -48,6 +49,17 @@ def test_overrides_apply_to_a_copy_of_a_loaded_recipe(world):
         amalgam.load_recipe(recipe, ["train.epoch=3"])
     with pytest.raises(AmalgamError, match="expected a mapping or a list"):
         amalgam.load_recipe(world, "train.epochs=3")
+
+
+def test_search_with_a_budget_leaves_a_loaded_recipe_as_it_was(world, monkeypatch):
+    recipe = amalgam.load_recipe(world)
+    before = recipe.student.budget
+    seen = []
+    monkeypatch.setattr(api, "build_plan", lambda loaded, log: loaded)
+    monkeypatch.setattr(api, "search_tree", lambda plan, device, out, log: seen.append(plan.student.budget))
+    amalgam.search(recipe, budget={"params": 2.0}, output=world.parent / "search", quiet=True)
+    assert seen[0].params == 2.0  # the search used the budget given
+    assert recipe.student.budget is before and recipe.student.budget.params == 0.5
 
 
 def test_inspect_returns_the_plan_and_the_student_size(world):
