@@ -13,7 +13,7 @@ from amalgam.config.schema import Recipe
 from amalgam.data import ImageSet, MixedSources, build_image_set
 from amalgam.data.views import ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.labels import LabelSpace, extents, lookup, projection, unify
+from amalgam.labels import IGNORE, LabelSpace, extents, lookup, projection, unify
 from amalgam.students.build import StudentSpec
 from amalgam.task import Task, get_task
 from amalgam.teachers.teacher import Teacher, build_teachers
@@ -187,6 +187,25 @@ def check_eval_set(
             f"teacher '{teacher.name}' is scored on {len(known) - len(absent)} of its {len(known)} labels on "
             f"'{teacher.eval_name}'; absent from the set: {shorten(absent)}"
         )
+    unscored, as_background = outside_labels(teacher.space, dataset.classes, extent)
+    where = f"teacher '{teacher.name}' on '{teacher.eval_name}'"
+    if unscored:
+        log(f"{where}: not scored on the set's classes it has no label for: {shorten(unscored)}")
+    if as_background:
+        log(f"{where}: the set's classes outside its labels count as its background: {shorten(as_background)}")
+
+
+def outside_labels(
+    space: LabelSpace, classes: list[str], extent: Optional[dict[str, frozenset[str]]]
+) -> tuple[list[str], list[str]]:
+    """An eval set's classes a teacher has no label for, as :func:`~amalgam.labels.lookup` scores
+    them: ``(not scored, counted as the teacher's background)``."""
+    lut = lookup(classes, space, extent).tolist()
+    covered = {c for name in space.known() for c in space.covered(name)}
+    unscored = [c for c, i in zip(classes, lut) if i == IGNORE]
+    named = {*space.known(), space.background}
+    uncovered = [c for c in classes if c not in named and not (extent or {}).get(c, frozenset([c])) & covered]
+    return unscored, [c for c in uncovered if c not in unscored]
 
 
 def absent_labels(space: LabelSpace, classes: list[str], extent: Optional[dict[str, frozenset[str]]]) -> list[str]:
