@@ -149,28 +149,7 @@ def evaluate(
     student.eval().to(device)
     result = Evaluation()
     for set_name, dataset in plan.eval_sets.items():
-        scorers: dict[str, _Scorer] = {}
-        unified_tasks: set[str] = set()
-        for name, teacher in plan.teachers.items():
-            if teacher.eval_name != set_name:
-                continue
-            teacher.to(device)
-            task, space = teacher.task, spaces[teacher.task.name]
-            n = len(teacher.space) if teacher.space else None
-            extent = plan.extents(task.name)
-            teacher_lut = lookup(dataset.classes, teacher.space, extent) if teacher.space else None
-            meters = [task.new_meter(n), task.new_meter(n), task.new_meter(len(space) if space else None)]
-            if teacher_lut is not None:
-                restrict(meters[:2], teacher_lut, n)
-            scorers[name] = _Scorer(
-                teacher,
-                projection(teacher.space, space).to(device) if teacher.space else None,
-                teacher_lut.to(device) if teacher_lut is not None else None,
-                lookup(dataset.classes, space, extent).to(device) if space is not None else None,
-                task.name not in unified_tasks,
-                meters,
-            )
-            unified_tasks.add(task.name)
+        scorers = _scorers(plan, set_name, dataset.classes, spaces, device)
         log(f"evaluating the student and {', '.join(scorers)} on '{set_name}'")
         loader = _loader(dataset, cfg.eval_batch_size, cfg.max_eval_images)
         bar = bar_for(log, len(loader), f"eval {set_name}")
@@ -195,6 +174,35 @@ def evaluate(
     for line in result.warnings():
         log(f"warning: {line}")
     return result
+
+
+def _scorers(
+    plan: Plan, set_name: str, classes: list[str], spaces: dict[str, Optional[LabelSpace]], device: torch.device
+) -> dict[str, _Scorer]:
+    """The meters of every teacher scored on eval set ``set_name`` (whose classes are ``classes``)."""
+    scorers: dict[str, _Scorer] = {}
+    unified_tasks: set[str] = set()
+    for name, teacher in plan.teachers.items():
+        if teacher.eval_name != set_name:
+            continue
+        teacher.to(device)
+        task, space = teacher.task, spaces[teacher.task.name]
+        n = len(teacher.space) if teacher.space else None
+        extent = plan.extents(task.name)
+        teacher_lut = lookup(classes, teacher.space, extent) if teacher.space else None
+        meters = [task.new_meter(n), task.new_meter(n), task.new_meter(len(space) if space else None)]
+        if teacher_lut is not None:
+            restrict(meters[:2], teacher_lut, n)
+        scorers[name] = _Scorer(
+            teacher,
+            projection(teacher.space, space).to(device) if teacher.space else None,
+            teacher_lut.to(device) if teacher_lut is not None else None,
+            lookup(classes, space, extent).to(device) if space is not None else None,
+            task.name not in unified_tasks,
+            meters,
+        )
+        unified_tasks.add(task.name)
+    return scorers
 
 
 def restrict(meters: list, lut: torch.Tensor, num_classes: int) -> None:
