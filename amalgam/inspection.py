@@ -62,7 +62,7 @@ class Inspection:
         lines += [
             "",
             f"student: {spec.type}, encoder {spec.encoder}, heads {spec.heads}",
-            f"  {params:,} params = {params / teachers:.0%} of the teachers' {teachers:,}",
+            f"  {params:,} params = {_share(params, teachers)} of the teachers' {teachers:,}",
         ]
         lines += student_lines(spec, params, teachers, r.student.budget)
         if params > teachers:
@@ -71,6 +71,11 @@ class Inspection:
                 " amalgamation is meant to compress; a smaller student.encoder or decoder_channels fits the usual aim"
             )
         return lines
+
+
+def _share(part: int, whole: int) -> str:
+    """``part`` as a percentage of ``whole``; teachers without parameters (e.g. fixed filters) have none."""
+    return f"{part / whole:.0%}" if whole else "n/a (teachers have no parameters)"
 
 
 def auto_lines(recipe: Recipe, teacher_params: int) -> list[str]:

@@ -44,7 +44,7 @@ class Budget:
         """What a student of this size exceeds (empty when it fits)."""
         over = []
         if self.params is not None and params > self.params:
-            over.append(f"{params:,} params > {self.params:,} ({params / self.teacher_params:.0%} of the teachers')")
+            over.append(f"{params:,} params > {self.params:,} ({params / max(self.teacher_params, 1):.0%} of the teachers')")
         if self.latency_ms is not None and latency_ms is not None and latency_ms > self.latency_ms:
             over.append(f"latency b1 {latency_ms:.2f} ms > {self.latency_ms:g} ms")
         return over
@@ -53,7 +53,8 @@ class Budget:
 def resolve_budget(cfg, teacher_params: int) -> Budget:
     """``student.budget`` in absolute numbers for teachers of ``teacher_params`` parameters."""
     share = cfg.params
-    limit = None if share is None else int(share * teacher_params)
+    # a share of teachers without parameters (fixed filters, oracles) limits nothing
+    limit = None if share is None or not teacher_params else int(share * teacher_params)
     return Budget(limit, cfg.latency_ms, share, teacher_params)
 
 
