@@ -44,7 +44,7 @@ class Budget:
         """What a student of this size exceeds (empty when it fits)."""
         over = []
         if self.params is not None and params > self.params:
-            over.append(f"{params:,} params > {self.params:,} ({params / max(self.teacher_params, 1):.0%} of the teachers')")
+            over.append(f"{params:,} params > {self.params:,} ({params / self.teacher_params:.0%} of the teachers')")
         if self.latency_ms is not None and latency_ms is not None and latency_ms > self.latency_ms:
             over.append(f"latency b1 {latency_ms:.2f} ms > {self.latency_ms:g} ms")
         return over
