@@ -42,12 +42,15 @@ class DistillOptions:
             ``amalgamation.domain_weights`` for a teacher that knows part of the unified labels.
         after_projection: True only with ``amalgamation.temperature_after_projection`` (labelled tasks):
             soften the student after summing it into the teacher's labels.
+        class_balance: ``amalgamation.class_balance`` for dense labelled tasks (0: off): the power of
+            the per-pixel class-rarity weights (:mod:`amalgam.kd.class_balance`).
     """
 
     projection: Optional[torch.Tensor] = None
     temperature: float = 1.0
     weights: Optional[torch.Tensor] = None
     after_projection: bool = False
+    class_balance: float = 0.0
 
 
 class Task:

@@ -50,3 +50,30 @@ def tiny_unet(num_classes: int, in_channels: int = 3, width: int = 16) -> nn.Mod
         width: channels of the first level (doubled per level).
     """
     return TinyUNet(num_classes, in_channels, width)
+
+
+class TinyVGG(nn.Module):
+    """Three conv blocks (each then max-pooled), global average pool, linear: a classifier for small tiles."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 16):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _block(in_channels, w), nn.MaxPool2d(2), _block(w, 2 * w), nn.MaxPool2d(2), _block(2 * w, 4 * w)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def tiny_vgg(num_classes: int, in_channels: int = 3, width: int = 16) -> nn.Module:
+    """A small VGG-style classifier (keeps full resolution in its first block, unlike ImageNet stems).
+
+    Args:
+        num_classes: output logits.
+        in_channels: image channels.
+        width: channels of the first block (doubled per block).
+    """
+    return TinyVGG(num_classes, in_channels, width)

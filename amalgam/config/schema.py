@@ -152,6 +152,12 @@ class AmalgamationConfig(_Strict):
     temperature_after_projection: bool = Field(
         False, description="soften the student after summing it into a teacher's labels, not before (see labels.py)"
     )
+    class_balance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="dense labelled terms: pixels weighted by class rarity^power (kd/class_balance.py); 0: off",
+    )
 
 
 class MixupConfig(_Strict):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.evaluation.metrics import ConfusionMatrix
+from amalgam.kd.class_balance import class_balanced_weights
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
 from amalgam.task import DistillOptions, Task
 
@@ -58,10 +59,16 @@ class SegmentationTask(Task):
         return None
 
     def distill_loss(self, student, teacher, options: DistillOptions):
+        """Partial-label KL per pixel; with ``options.class_balance`` > 0 each pixel is weighted by the
+        rarity of the teacher's class there (:func:`class_balanced_weights`)."""
         if teacher.shape[-2:] != student.shape[-2:]:
             teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
         o = options
-        return partial_label_kl(student, teacher, o.projection, o.temperature, o.weights, o.after_projection)
+        weights = o.weights
+        if o.class_balance > 0:
+            balanced = class_balanced_weights(teacher, o.class_balance)
+            weights = balanced if weights is None else weights * balanced
+        return partial_label_kl(student, teacher, o.projection, o.temperature, weights, o.after_projection)
 
     def supervised_loss(self, output, target):
         if output.shape[-2:] != target.shape[-2:]:

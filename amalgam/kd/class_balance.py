@@ -1,0 +1,42 @@
+"""Class-balanced per-pixel weights for dense distillation.
+
+A pixel-mean distillation loss is dominated by background when objects cover a few per cent of
+the pixels: a student that paints background everywhere is already near the loss's minimum.
+Weighing each pixel by the inverse frequency (raised to ``power``) of the class the teacher
+sees there gives rare classes a say. Frequencies are the teacher's own soft class shares in the
+batch, so no ground truth is needed; weights are normalised to mean 1 so the loss keeps its scale.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: the default ``power`` (``amalgamation.class_balance``): 0 is the plain pixel mean, 1 full inverse frequency
+DEFAULT_POWER = 0.5
+
+
+def class_balanced_weights(
+    teacher_logits: torch.Tensor, power: float = DEFAULT_POWER, eps: float = 1e-4
+) -> torch.Tensor:
+    """Per-position weights ``w_i = sum_c p_ic f_c^-power / mean_j(...)`` from a teacher's logits.
+
+    ``p`` is the teacher's softmax (temperature 1: the classes it predicts) and ``f_c`` the mean of
+    ``p_c`` over every position of the batch. With ``power = 1`` and one-hot ``p``, each class present
+    gets the same total weight; ``power = 0`` gives all ones.
+
+    Args:
+        teacher_logits: ``[B, C, ...]`` logits (class dimension 1).
+        power: exponent of the inverse frequency, in [0, 1].
+        eps: added to each frequency so an absent class cannot give an infinite weight.
+
+    Returns:
+        ``[B, ...]`` weights with mean 1 (no gradient).
+    """
+    with torch.no_grad():
+        p = teacher_logits.float().softmax(1)
+        dims = [0, *range(2, p.dim())]
+        freq = p.mean(dim=dims)  # [C]
+        per_class = (freq + eps).pow(-power)
+        shape = (1, -1) + (1,) * (p.dim() - 2)
+        w = (p * per_class.view(shape)).sum(1)
+        return w / w.mean()

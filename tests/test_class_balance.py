@@ -1,0 +1,78 @@
+"""Class-balanced dense distillation (issue #15 A): the weights and the loss, by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from amalgam.config.recipe import AmalgamationConfig, load_recipe
+from amalgam.distill.objective import Objective
+from amalgam.distill.plan import prepare
+from amalgam.kd.class_balance import DEFAULT_POWER, class_balanced_weights
+from amalgam.labels import partial_label_kl
+from amalgam.task import get_task
+
+BIG = 30.0  # logit gap that makes a softmax one-hot to float precision
+
+
+def _pixels(classes: list[int], num: int = 2) -> torch.Tensor:
+    """``[1, num, 1, len(classes)]`` near one-hot logits: one pixel per entry of ``classes``."""
+    return torch.nn.functional.one_hot(torch.tensor(classes), num).T.float().mul(BIG).view(1, num, 1, -1)
+
+
+def test_three_background_pixels_and_one_object_by_hand():
+    logits = _pixels([0, 0, 0, 1])  # f = [0.75, 0.25]
+    w1 = class_balanced_weights(logits, power=1.0).flatten()
+    # 1/f = [4/3, 4], mean over pixels (3 * 4/3 + 4) / 4 = 2: [2/3, 2/3, 2/3, 2]
+    assert w1.tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2], abs=1e-3)
+    assert w1[:3].sum().item() == pytest.approx(w1[3].item(), abs=1e-3)  # each class weighs the same in all
+    w_half = class_balanced_weights(logits, power=0.5).flatten()
+    # f^-0.5 = [1.1547, 2], mean (3 * 1.1547 + 2) / 4 = 1.3660
+    assert w_half.tolist() == pytest.approx([0.8453, 0.8453, 0.8453, 1.4641], abs=1e-3)
+    assert class_balanced_weights(logits, power=0.0).flatten().tolist() == pytest.approx([1.0] * 4)
+
+
+def test_soft_teacher_probabilities_by_hand():
+    logits = torch.tensor([[0.0, 0.0], [BIG, 0.0]]).T.reshape(1, 2, 2)  # p = [0.5, 0.5] and [1, 0]
+    # f = [0.75, 0.25]: w = [0.5 * 4/3 + 0.5 * 4, 4/3] = [8/3, 4/3], mean 2
+    assert class_balanced_weights(logits, power=1.0).flatten().tolist() == pytest.approx([4 / 3, 2 / 3], abs=1e-3)
+
+
+def test_segmentation_loss_weighs_the_rare_class_up_by_hand():
+    task = get_task("segmentation")
+    teacher = _pixels([0, 0, 0, 1])
+    student = _pixels([0, 0, 0, 0]) * torch.tensor([1.0, 1.0, 1.0, 0.0])  # right on background, uniform on the object
+    eye = torch.eye(2, dtype=torch.bool)
+    log2 = math.log(2)  # the KL at the object pixel; ~0 at the others
+    assert task.distill_loss(student, teacher, eye, 1.0, class_balance=0.0).item() == pytest.approx(log2 / 4, abs=1e-4)
+    assert task.distill_loss(student, teacher, eye, 1.0, class_balance=1.0).item() == pytest.approx(
+        2 * log2 / 4, abs=1e-3
+    )
+    default = task.distill_loss(student, teacher, eye, 1.0)
+    assert default.item() == pytest.approx(1.4641 * log2 / 4, abs=1e-3)  # the default power is 0.5
+    # combined with given weights (domain weights): multiplied
+    given = torch.tensor([1.0, 1.0, 1.0, 0.5]).view(1, 1, 4)
+    both = task.distill_loss(student, teacher, eye, 1.0, weights=given)
+    assert both.item() == pytest.approx(0.5 * 1.4641 * log2 / 4, abs=1e-3)
+
+
+def test_a_teacher_at_another_resolution_is_weighted_after_resizing():
+    task = get_task("segmentation")
+    teacher, student = torch.randn(2, 3, 8, 8), torch.randn(2, 4, 16, 16)
+    proj = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
+    up = torch.nn.functional.interpolate(teacher, size=(16, 16), mode="bilinear", align_corners=False)
+    expected = partial_label_kl(student, up, proj, 2.0, class_balanced_weights(up))
+    assert task.distill_loss(student, teacher, proj, 2.0).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_recipe_default_and_the_key_that_turns_it_off(world):
+    assert AmalgamationConfig().class_balance == DEFAULT_POWER
+    on = Objective(prepare(load_recipe(world), with_data=False, log=lambda m: None), student=None)
+    assert all("class_balance" not in o for o in on.loss_options.values())  # the plugin's default applies
+    plan = prepare(load_recipe(world, ["amalgamation.class_balance=0"]), with_data=False, log=lambda m: None)
+    off = Objective(plan, student=None)
+    seg = [t for t, g in off.terms.items() if plan.teachers[g[0]].task.name == "segmentation"]
+    assert seg and all(off.loss_options[t] == {"class_balance": 0.0} for t in seg)
+    assert all("class_balance" not in off.loss_options[t] for t in off.terms if t not in seg)
