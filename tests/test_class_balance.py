@@ -50,11 +50,12 @@ def test_segmentation_loss_weighs_the_rare_class_up_by_hand():
     assert task.distill_loss(student, teacher, eye, 1.0, class_balance=1.0).item() == pytest.approx(
         2 * log2 / 4, abs=1e-3
     )
-    default = task.distill_loss(student, teacher, eye, 1.0)
-    assert default.item() == pytest.approx(1.4641 * log2 / 4, abs=1e-3)  # the default power is 0.5
+    half = task.distill_loss(student, teacher, eye, 1.0, class_balance=0.5)
+    assert half.item() == pytest.approx(1.4641 * log2 / 4, abs=1e-3)
+    assert task.distill_loss(student, teacher, eye, 1.0).item() == pytest.approx(log2 / 4, abs=1e-4)  # default: off
     # combined with given weights (domain weights): multiplied
     given = torch.tensor([1.0, 1.0, 1.0, 0.5]).view(1, 1, 4)
-    both = task.distill_loss(student, teacher, eye, 1.0, weights=given)
+    both = task.distill_loss(student, teacher, eye, 1.0, weights=given, class_balance=0.5)
     assert both.item() == pytest.approx(0.5 * 1.4641 * log2 / 4, abs=1e-3)
 
 
@@ -63,16 +64,17 @@ def test_a_teacher_at_another_resolution_is_weighted_after_resizing():
     teacher, student = torch.randn(2, 3, 8, 8), torch.randn(2, 4, 16, 16)
     proj = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
     up = torch.nn.functional.interpolate(teacher, size=(16, 16), mode="bilinear", align_corners=False)
-    expected = partial_label_kl(student, up, proj, 2.0, class_balanced_weights(up))
-    assert task.distill_loss(student, teacher, proj, 2.0).item() == pytest.approx(expected.item(), rel=1e-6)
+    expected = partial_label_kl(student, up, proj, 2.0, class_balanced_weights(up, 0.5))
+    got = task.distill_loss(student, teacher, proj, 2.0, class_balance=0.5)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_recipe_default_and_the_key_that_turns_it_off(world):
-    assert AmalgamationConfig().class_balance == DEFAULT_POWER
-    on = Objective(prepare(load_recipe(world), with_data=False, log=lambda m: None), student=None)
-    assert all("class_balance" not in o for o in on.loss_options.values())  # the plugin's default applies
-    plan = prepare(load_recipe(world, ["amalgamation.class_balance=0"]), with_data=False, log=lambda m: None)
-    off = Objective(plan, student=None)
-    seg = [t for t, g in off.terms.items() if plan.teachers[g[0]].task.name == "segmentation"]
-    assert seg and all(off.loss_options[t] == {"class_balance": 0.0} for t in seg)
-    assert all("class_balance" not in off.loss_options[t] for t in off.terms if t not in seg)
+def test_recipe_default_and_the_key_that_turns_it_on(world):
+    assert AmalgamationConfig().class_balance == DEFAULT_POWER == 0.0  # off: see docs/benchmarks.md
+    off = Objective(prepare(load_recipe(world), with_data=False, log=lambda m: None), student=None)
+    assert all("class_balance" not in o for o in off.loss_options.values())  # the plugin's default applies
+    plan = prepare(load_recipe(world, ["amalgamation.class_balance=0.5"]), with_data=False, log=lambda m: None)
+    on = Objective(plan, student=None)
+    seg = [t for t, g in on.terms.items() if plan.teachers[g[0]].task.name == "segmentation"]
+    assert seg and all(on.loss_options[t] == {"class_balance": 0.5} for t in seg)
+    assert all("class_balance" not in on.loss_options[t] for t in on.terms if t not in seg)
