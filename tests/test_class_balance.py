@@ -12,7 +12,7 @@ from amalgam.distill.objective import Objective
 from amalgam.distill.plan import prepare
 from amalgam.kd.class_balance import DEFAULT_POWER, class_balanced_weights
 from amalgam.labels import partial_label_kl
-from amalgam.task import get_task
+from amalgam.task import DistillOptions, get_task
 
 BIG = 30.0  # logit gap that makes a softmax one-hot to float precision
 
@@ -46,16 +46,20 @@ def test_segmentation_loss_weighs_the_rare_class_up_by_hand():
     student = _pixels([0, 0, 0, 0]) * torch.tensor([1.0, 1.0, 1.0, 0.0])  # right on background, uniform on the object
     eye = torch.eye(2, dtype=torch.bool)
     log2 = math.log(2)  # the KL at the object pixel; ~0 at the others
-    assert task.distill_loss(student, teacher, eye, 1.0, class_balance=0.0).item() == pytest.approx(log2 / 4, abs=1e-4)
-    assert task.distill_loss(student, teacher, eye, 1.0, class_balance=1.0).item() == pytest.approx(
+    assert task.distill_loss(student, teacher, DistillOptions(eye, 1.0, class_balance=0.0)).item() == pytest.approx(
+        log2 / 4, abs=1e-4
+    )
+    assert task.distill_loss(student, teacher, DistillOptions(eye, 1.0, class_balance=1.0)).item() == pytest.approx(
         2 * log2 / 4, abs=1e-3
     )
-    half = task.distill_loss(student, teacher, eye, 1.0, class_balance=0.5)
+    half = task.distill_loss(student, teacher, DistillOptions(eye, 1.0, class_balance=0.5))
     assert half.item() == pytest.approx(1.4641 * log2 / 4, abs=1e-3)
-    assert task.distill_loss(student, teacher, eye, 1.0).item() == pytest.approx(log2 / 4, abs=1e-4)  # default: off
+    assert task.distill_loss(student, teacher, DistillOptions(eye, 1.0)).item() == pytest.approx(
+        log2 / 4, abs=1e-4
+    )  # default: off
     # combined with given weights (domain weights): multiplied
     given = torch.tensor([1.0, 1.0, 1.0, 0.5]).view(1, 1, 4)
-    both = task.distill_loss(student, teacher, eye, 1.0, weights=given, class_balance=0.5)
+    both = task.distill_loss(student, teacher, DistillOptions(eye, 1.0, weights=given, class_balance=0.5))
     assert both.item() == pytest.approx(0.5 * 1.4641 * log2 / 4, abs=1e-3)
 
 
@@ -65,7 +69,7 @@ def test_a_teacher_at_another_resolution_is_weighted_after_resizing():
     proj = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
     up = torch.nn.functional.interpolate(teacher, size=(16, 16), mode="bilinear", align_corners=False)
     expected = partial_label_kl(student, up, proj, 2.0, class_balanced_weights(up, 0.5))
-    got = task.distill_loss(student, teacher, proj, 2.0, class_balance=0.5)
+    got = task.distill_loss(student, teacher, DistillOptions(proj, 2.0, class_balance=0.5))
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 

@@ -28,7 +28,7 @@ from PIL import Image
 
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.labels import LabelSpace, projection, unify
-from amalgam.task import get_task
+from amalgam.task import DistillOptions, get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 from shapes_models import tiny_unet  # noqa: E402
@@ -84,9 +84,7 @@ def run(balance: float, data, val, classes: list[str], teachers: dict[str, Label
                 task.distill_loss(
                     out,
                     oracle_logits(y[idx], classes, s, args.scale),
-                    projections[n],
-                    args.temperature,
-                    class_balance=balance,
+                    DistillOptions(projections[n], args.temperature, class_balance=balance),
                 )
                 for n, s in teachers.items()
             )
