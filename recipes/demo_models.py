@@ -6,6 +6,7 @@ amalgam imports this module from the recipe's folder.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
@@ -90,3 +91,49 @@ def small_vgg(num_classes: int, in_channels: int = 1, width: int = 16, dropout: 
     model.dropout = nn.Dropout(dropout)
     model.fc = nn.Linear(width * 4, num_classes)
     return model
+
+
+class ResNetUNet(nn.Module):
+    """A U-Net on :class:`SmallResNet`'s stages, for segmentation or depth at the input's size.
+
+    The encoder modules keep SmallResNet's names (``conv1``, ``bn1``, ``layer1`` .. ``layer4``), so a
+    classifier from :func:`small_resnet` of the same width and blocks (e.g. one trained on the items)
+    is a pretrained backbone for it (``train.init`` in a zoo file). Each decoder step upsamples 2x,
+    concatenates the encoder stage of that size and applies conv-BN-ReLU; ``decoder.blocks.{0,1,2}``
+    are feature taps from coarse to fine.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, width: int, blocks: int, decoder: tuple[int, ...]):
+        super().__init__()
+        encoder = SmallResNet(1, in_channels, width, (blocks,) * 4)
+        self.conv1, self.bn1, self.relu = encoder.conv1, encoder.bn1, encoder.relu
+        self.layer1, self.layer2 = encoder.layer1, encoder.layer2
+        self.layer3, self.layer4 = encoder.layer3, encoder.layer4
+        skips = (width * 4, width * 2, width)  # layer3, layer2, layer1 channels
+        self.decoder = nn.Module()
+        self.decoder.blocks = nn.ModuleList()
+        cin = width * 8
+        for skip, cout in zip(skips, decoder):
+            self.decoder.blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(cin + skip, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+                )
+            )
+            cin = cout
+        self.head = nn.Conv2d(cin, num_classes, 1)
+
+    def forward(self, x):
+        f1 = self.layer1(self.relu(self.bn1(self.conv1(x))))
+        f2 = self.layer2(f1)
+        f3 = self.layer3(f2)
+        y = self.layer4(f3)
+        for block, skip in zip(self.decoder.blocks, (f3, f2, f1)):
+            y = block(torch.cat([nn.functional.interpolate(y, size=skip.shape[-2:], mode="nearest"), skip], 1))
+        return self.head(y)
+
+
+def resnet_unet(
+    num_classes: int, in_channels: int = 3, width: int = 16, blocks: int = 1, decoder: tuple[int, ...] = (48, 24, 12)
+) -> nn.Module:
+    """A U-Net whose encoder is :func:`small_resnet`'s (same width/blocks), see ResNetUNet."""
+    return ResNetUNet(num_classes, in_channels, width, blocks, tuple(decoder))

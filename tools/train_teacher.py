@@ -165,7 +165,9 @@ def init_from(model: nn.Module, path: Path) -> int:
     """Loads every tensor of the state dict at ``path`` whose name and shape match ``model``.
 
     Names are also matched under the ``0.`` prefix that :func:`build_network` adds to a network it
-    wraps with an output layer. Returns the number of tensors loaded; raises if none matches.
+    wraps with an output layer. A grey stem (``[o, 1, k, k]``) is inflated to the network's RGB one
+    by repeating it over the channels divided by 3, as timm adapts pretrained input convolutions.
+    Returns the number of tensors loaded; raises if none matches.
     """
     if not path.is_file():
         raise AmalgamError(f"init checkpoint not found: {path} (train the teacher that saves it first)")
@@ -174,8 +176,13 @@ def init_from(model: nn.Module, path: Path) -> int:
     matched = {}
     for key, value in own.items():
         source = key if key in state else key.removeprefix("0.")
-        if source in state and tuple(state[source].shape) == tuple(value.shape):
-            matched[key] = state[source]
+        if source not in state:
+            continue
+        tensor = state[source]
+        if tensor.dim() == 4 and value.dim() == 4 and tensor.shape[1] == 1 and value.shape[1] == 3:
+            tensor = tensor.repeat(1, 3, 1, 1) / 3.0
+        if tuple(tensor.shape) == tuple(value.shape):
+            matched[key] = tensor
     if not matched:
         raise AmalgamError(f"init checkpoint {path}: no tensor matches the network's names and shapes")
     model.load_state_dict(matched, strict=False)

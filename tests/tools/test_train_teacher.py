@@ -154,3 +154,16 @@ def test_zoo_errors_name_the_key(tmp_path: Path, tiny_items: Path, change, messa
     change(teacher)
     with pytest.raises(AmalgamError, match=message.replace(".", r"\.")):
         load_zoo(write_zoo(tmp_path, {"cls": teacher}))
+
+
+def test_unet_starts_from_the_item_classifier(tmp_path: Path) -> None:
+    """demo_models.resnet_unet takes a grey small_resnet classifier as its pretrained RGB backbone."""
+    classifier = build_model("python", {"factory": "demo_models:small_resnet", "num_classes": 4, "width": 4}, RECIPES)
+    torch.save(classifier.state_dict(), tmp_path / "cls.pt")
+    unet_cfg = {"factory": "demo_models:resnet_unet", "num_classes": 3, "width": 4, "blocks": 2}
+    unet = build_model("python", unet_cfg, RECIPES)
+    assert unet(torch.randn(2, 3, 40, 48)).shape == (2, 3, 40, 48)
+    encoder = [k for k in unet.state_dict() if not k.startswith(("decoder.", "head."))]
+    assert init_from(unet, tmp_path / "cls.pt") == len(encoder)
+    torch.testing.assert_close(unet.layer4.state_dict(), classifier.layer4.state_dict())
+    torch.testing.assert_close(unet.conv1.weight, classifier.conv1.weight.repeat(1, 3, 1, 1) / 3)
