@@ -22,10 +22,7 @@ data: env
 		$(PY) tools/make_scenes.py --fashion-root data/fashion --out data/scenes --train 8000 --val 1000 --size 64 --seed 0; \
 	else echo "scenes: already in data/scenes"; fi
 
-# The demo teachers are shipped in zoo_weights/ (checked against zoo_weights/MANIFEST); train_teacher
-# skips every teacher whose file exists, so this only trains one that was deleted.
 zoo: data
-	$(PY) tools/zoo_manifest.py --check zoo_weights
 	$(PY) tools/train_teacher.py recipes/zoo/quickstart.yaml --all
 
 demo: zoo

@@ -269,7 +269,7 @@ def test_the_benchmark_recipe_is_its_quick_form_with_the_documented_settings():
         "data.sources.items.weight=2.0",
         "amalgamation.features=adapters",
         "amalgamation.feature_weight=3.0",
-        "amalgamation.taps={seg-tops: decoder.blocks.2}",
+        "amalgamation.taps={seg-tops: decoder.blocks.4}",
         "amalgamation.student_tap=decoders.segmentation.blocks.4",
         *(f"teachers.{t}.wrap={flip}" for t in ("cls-a", "cls-b", "seg-tops", "seg-rest", "depth")),
     ]:
