@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="recipe override for every build and the search")
     parser.add_argument("--budget", default="params=0.5", help="student.budget for the search (amalgam search)")
     parser.add_argument("--early", type=int, default=2, help="branch point of the mixed trees' lone task")
+    parser.add_argument("--no-build", action="store_true", help="summarise the trees already built, build none")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(args.recipe, args.set)
@@ -115,10 +116,13 @@ def main() -> None:
     affinity = Affinity(**{k: search["affinity"][k] for k in Affinity.__dataclass_fields__})
     chosen = search["branch_at"]
     trees = grid(tasks, args.early)
-    if chosen not in trees:
-        trees.append(chosen)
+    # the chosen tree first, then the grid from the most shared: a cut-short run has the informative rows
+    trees = [chosen] + sorted((t for t in trees if t != chosen), key=lambda t: -sum(t.values()))
     rows = []
     for points in trees:
+        done = (args.out / tree_name(points) / "report.json").is_file()
+        if args.no_build and not done:
+            continue
         report = build(args.recipe, args.out, points, args.set)
         rows.append({
             "branch_at": points, "quality": quality(report), "score": tree_score(points, affinity),
@@ -133,6 +137,7 @@ def main() -> None:
 
 
 def summarise(rows: list[dict], search: dict, chosen: dict) -> dict:
+    """The issue's measures over the rows built so far (``grid_built``: how many of the grid)."""
     grid_rows = [r for r in rows if r["in_grid"]]
     fits = [r for r in grid_rows if not r["over_budget"]]
     best_fit = max(fits, key=lambda r: r["quality"]) if fits else None
@@ -141,6 +146,7 @@ def summarise(rows: list[dict], search: dict, chosen: dict) -> dict:
     uniform = [r for r in grid_rows if len(set(r["branch_at"].values())) == 1]
     budget = search["budget"]
     return {
+        "grid_built": len(grid_rows),
         "chosen": chosen,
         "auto_quality": auto["quality"],
         "best_within_budget": best_fit and {"branch_at": best_fit["branch_at"], "quality": best_fit["quality"]},
@@ -157,10 +163,10 @@ def summarise(rows: list[dict], search: dict, chosen: dict) -> dict:
         "budget_latency_ms": budget["latency_ms"],
         "kendall_tau_all": kendall_tau([r["score"] for r in grid_rows], [r["quality"] for r in grid_rows]),
         "kendall_tau_within_budget": kendall_tau([r["score"] for r in fits], [r["quality"] for r in fits]),
-        "best_tree": max(grid_rows, key=lambda r: r["quality"])["branch_at"],
-        "best_quality": max(r["quality"] for r in grid_rows),
-        "best_uniform": max(uniform, key=lambda r: r["quality"])["branch_at"],
-        "best_uniform_quality": max(r["quality"] for r in uniform),
+        "best_tree": max(rows, key=lambda r: r["quality"])["branch_at"],
+        "best_quality": max(r["quality"] for r in rows),
+        "best_uniform": max(uniform, key=lambda r: r["quality"])["branch_at"] if uniform else None,
+        "best_uniform_quality": max((r["quality"] for r in uniform), default=float("nan")),
     }
 
 
@@ -176,6 +182,7 @@ def to_markdown(rows: list[dict], s: dict, search: dict) -> str:
     best = s["best_within_budget"]
     lines += [
         "",
+        f"- grid trees built: {s['grid_built']}",
         f"- auto: `{as_yaml(s['chosen'])}`, quality {s['auto_quality']:.4f}"
         + (f" = {s['auto_over_best']:.4f} x the best within budget (`{as_yaml(best['branch_at'])}`)" if best else "")
         + f"; rank {s['auto_rank_within_budget']} of {s['trees_within_budget']} within budget",
@@ -187,7 +194,7 @@ def to_markdown(rows: list[dict], s: dict, search: dict) -> str:
         f"- Kendall tau (affinity score vs measured quality): {s['kendall_tau_all']:+.3f} over the grid, "
         f"{s['kendall_tau_within_budget']:+.3f} within budget",
         f"- best tree `{as_yaml(s['best_tree'])}` {s['best_quality']:.4f} vs best uniform "
-        f"`{as_yaml(s['best_uniform'])}` {s['best_uniform_quality']:.4f}",
+        f"`{as_yaml(s['best_uniform'] or {})}` {s['best_uniform_quality']:.4f}",
         f"- affinities (symmetric, per stage 1-{STAGES}): "
         + "; ".join(
             f"{a}+{b} " + " ".join(f"{0.5 * (t[k][i][j] + t[k][j][i]):+.3f}" for k in range(STAGES))
