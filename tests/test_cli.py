@@ -18,6 +18,7 @@ from amalgam.cli import main
 
 TASK_ROW_KEYS = {
     "teacher",
+    "teacher_wrap",  # added in 0.2: the wrap that shaped the targets (the baseline is the plain model)
     "task",
     "eval",
     "metric",

@@ -31,6 +31,9 @@ class TaskResult:
     teacher_metrics: dict
     student_metrics: dict
     classes: Optional[list[str]] = None
+    #: the recipe's sub-teacher wrap of this teacher: it shaped the training targets only, the
+    #: teacher's metrics are of the plain model
+    wrap: Optional[str] = None
 
     def per_class(self) -> Optional[list[dict]]:
         """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
@@ -63,6 +66,7 @@ class TaskResult:
             "ratio": ratio,
             "teacher_metrics": self.teacher_metrics,
             "student_metrics": self.student_metrics,
+            "teacher_wrap": self.wrap,
             **extra,
         }
 
@@ -107,7 +111,8 @@ class _Scorer:
         for rows, target in by_size(batch[task.target_key], images.device):
             size = prediction_size(target, images)
             s_out = student_out[task.name][rows.to(images.device)]
-            t_out, _ = answer_views(self.teacher, views, rows, size, augmented=False)
+            # the plain model: a wrap (flips, noise, dropout) shapes training targets, not the baseline
+            t_out, _ = answer_views(self.teacher, views, rows, size, augmented=False, wrapped=False)
             t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
             self.meters[0].update(task.predict(t_out, size), t_target)
             self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
@@ -165,7 +170,9 @@ def evaluate(
             m = scorer.meters
             classes = list(scorer.teacher.space.names) if scorer.teacher.space else None
             result.tasks.append(
-                TaskResult(name, scorer.teacher.task, set_name, m[0].compute(), m[1].compute(), classes)
+                TaskResult(
+                    name, scorer.teacher.task, set_name, m[0].compute(), m[1].compute(), classes, scorer.teacher.wrap
+                )
             )
             if scorer.with_unified:
                 result.unified.append({"task": scorer.teacher.task.name, "eval": set_name, "metrics": m[2].compute()})

@@ -46,6 +46,13 @@ def to_markdown(report: dict) -> str:
             f"| {r['teacher']} | {r['task']} | {r['eval']} | {r['metric']} ({arrow}) | "
             f"{_fmt(r['teacher_value'])} | {_fmt(r['student_value'])} | {_fmt(r['ratio'])} |"
         )
+    wrapped = [f"{r['teacher']} ({r['teacher_wrap']})" for r in report["tasks"] if r.get("teacher_wrap")]
+    if wrapped:
+        lines += [
+            "",
+            f"Teachers are scored as the plain models; the wraps of {', '.join(wrapped)}"
+            " shaped the training targets only.",
+        ]
     lines += _per_class_markdown(report)
     lines += ["", "Student over its whole unified label space:", "", "| task | eval set | metrics |", "|---|---|---|"]
     for u in report["unified"]:

@@ -79,7 +79,7 @@ def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.devi
             target = torch.as_tensor(sample[teacher.task.target_key]).to(device)
             size = tuple(target.shape[-2:])
             views = BatchViews(images, plan.student_view, sample.get("original"))
-            t_out, _ = answer_views(teacher, views, torch.tensor([0]), size, augmented=False)
+            t_out, _ = answer_views(teacher, views, torch.tensor([0]), size, augmented=False, wrapped=False)
             t_pred = teacher.task.predict(t_out, size)
             s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
             if teacher.space is not None:

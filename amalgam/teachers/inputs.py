@@ -92,18 +92,19 @@ def _timm_pretrained(model: nn.Module) -> dict:
 
 @torch.inference_mode()
 def answer_views(
-    teacher, views: BatchViews, rows: torch.Tensor, size, augmented: bool = True, tap=None
+    teacher, views: BatchViews, rows: torch.Tensor, size, augmented: bool = True, tap=None, wrapped: bool = True
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The teacher's output (and the feature ``tap`` reads) on its own views of ``rows``, dense
     ones brought back onto the originals' frame: outputs sampled at ``size``, features at their
     own size.
 
     ``augmented``: the teacher sees the views flipped and blended as the student's images are,
-    and its answers are returned flipped like them; else it sees the plain views.
+    and its answers are returned flipped like them; else it sees the plain views. ``wrapped=False``:
+    the plain model, without the recipe's sub-teacher wrap (see :meth:`Teacher.answer`).
     """
     x, placements = views.get(teacher.input_spec.view, rows, augmented)
     flip = views.flip[rows.cpu()].to(x.device) if augmented and views.flip is not None else None
-    out, feat = teacher.answer(x, tap) if tap is not None else (teacher(x), None)
+    out, feat = teacher.answer(x, tap, wrapped=wrapped)
     if teacher.task.dense and out.dim() == 4:
         out = _undo_flipped(out, placements, size, flip)
     if feat is not None and feat.dim() == 4:

@@ -109,6 +109,7 @@ class Teacher(nn.Module):
         self.tap: Optional[FeatureTap] = None
         self.channels_last = False
         self.sub: Optional[SubTeacher] = build_subteacher(cfg.wrap.type, cfg.wrap.kwargs()) if cfg.wrap else None
+        self.wrap: Optional[str] = cfg.wrap.type if cfg.wrap else None  # named in the report
 
     def train(self, mode: bool = True) -> "Teacher":
         return super().train(False)  # teachers stay in eval mode (BatchNorm, dropout)
@@ -140,18 +141,21 @@ class Teacher(nn.Module):
 
     @torch.inference_mode()
     def answer(
-        self, images: torch.Tensor, tap: Optional[FeatureTap] = None
+        self, images: torch.Tensor, tap: Optional[FeatureTap] = None, wrapped: bool = True
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The output on ``images`` and the feature ``tap`` (a tap on this teacher's model) read.
 
         ``tap`` defaults to the teacher's own ``tap``; with neither, the feature is None. A wrapped
         teacher's feature is the one of the unchanged input (see :meth:`_wrapped_with_tap`).
+        ``wrapped=False`` runs the plain model even when the recipe wraps it: the teacher the
+        user owns, which evaluation scores (the wrap only shapes the training targets).
         """
         tap = tap if tap is not None else self.tap
         x = self.prepare(images)
+        sub = self.sub if wrapped else None
         if tap is None:
-            return (self.run(x) if self.sub is None else self.sub(self.run, self.model, self.task, x)), None
-        out = self.run(x) if self.sub is None else self._wrapped_with_tap(x, tap)
+            return (self.run(x) if sub is None else sub(self.run, self.model, self.task, x)), None
+        out = self.run(x) if sub is None else self._wrapped_with_tap(x, tap)
         return out, tap.value
 
     def _wrapped_with_tap(self, x: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
