@@ -39,3 +39,10 @@ def test_summary_ranks_the_auto_choice_within_budget():
     assert s["auto_over_best"] == pytest.approx(0.90 / 0.95)
     assert s["kendall_tau_all"] == -1.0 and s["grid_built"] == 3
     assert s["search_seconds"] / s["grid_train_seconds"] == pytest.approx(0.1)
+
+
+def test_over_budget_reads_the_search_budget():
+    report = {"student": {"params": 120, "latency_ms": {"b1": 3.0}}}
+    assert tool.over_budget(report, {"params": 100, "latency_ms": None}) == ["120 params > 100"]
+    assert tool.over_budget(report, {"params": 200, "latency_ms": 5.0}) == []
+    assert tool.over_budget(report, {"params": None, "latency_ms": 2.0}) == ["b1 3.0 ms > 2.0 ms"]
