@@ -23,7 +23,7 @@ def cmd_inspect(args) -> int:
     found = api.inspect(args.recipe, args.set, with_data=not args.no_data, quiet=args.quiet)
     print(found.summary())
     if args.suggest_labels is not None:
-        from amalgam.suggest_labels import suggest_labels, suggestion_lines
+        from amalgam.labels.suggest import suggest_labels, suggestion_lines
 
         log = Console(args.quiet)
         print("\n" + "\n".join(suggestion_lines(found.plan, suggest_labels(found.plan, args.suggest_labels, log))))

@@ -7,10 +7,10 @@ from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
 from amalgam.distill.plan import Plan, build_plan
+from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student, count_params
 from amalgam.students.tree import STAGES
-from amalgam.taxonomy import label_report
 from amalgam.training.peer_training import build_peers
 
 

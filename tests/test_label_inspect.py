@@ -18,7 +18,7 @@ def on_path(tmp_path, monkeypatch):
 
 
 def test_inspect_warns_about_look_alike_names_and_prints_the_relation_matrix(on_path, capsys):
-    from amalgam.taxonomy import likeness, near_duplicates
+    from amalgam.labels.taxonomy import likeness, near_duplicates
 
     assert likeness("tvmonitor", "tv monitor") == "the same name up to case, spacing and plural"
     assert likeness("TV", "tvmonitor") == "'tv' begins or ends 'tvmonitor'"
@@ -86,7 +86,7 @@ def test_suggest_labels_proposes_the_renames_and_groups_the_recipe_lacks(on_path
 
 
 def test_propose_needs_both_directions_of_evidence_and_skips_unsure_samples():
-    from amalgam.suggest_labels import cooccurrence, propose
+    from amalgam.labels.suggest import cooccurrence, propose
 
     b = LabelSpace(("shirt", "coat", "bag"))
     # a coarse 'top' that is B's shirt and coat together; bag lands in top too rarely to join
@@ -101,7 +101,7 @@ def test_propose_needs_both_directions_of_evidence_and_skips_unsure_samples():
 
 
 def test_proposals_become_one_coherent_edit():
-    from amalgam.suggest_labels import Suggestion, consistent
+    from amalgam.labels.suggest import Suggestion, consistent
 
     spaces = {
         "fine": LabelSpace(("Trouser", "T-shirt", "Coat")),

@@ -222,7 +222,7 @@ def test_mixup_pairs_only_rows_of_one_source_and_original_size():
 
 def test_suggest_labels_asks_each_teacher_on_its_own_view_as_training_does(world_plan):
     # the world's cls teacher takes 28x28 views of its 28x28 originals; the student sees 32x32
-    from amalgam.suggest_labels import predictions
+    from amalgam.labels.suggest import predictions
 
     found = predictions(world_plan, max_images=len(world_plan.sources), log=lambda msg: None)
     sid = world_plan.sources.names.index("items")

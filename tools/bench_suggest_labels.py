@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from get_data import ensure_fashion_mnist  # noqa: E402
 
 from amalgam import api  # noqa: E402
-from amalgam.suggest_labels import Suggestion, predictions, suggest_from  # noqa: E402
+from amalgam.labels.suggest import Suggestion, predictions, suggest_from  # noqa: E402
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 RENAMES = {"T-shirt/top": "tee", "Trouser": "trousers", "Pullover": "sweater", "Bag": "handbag", "Ankle boot": "boot"}

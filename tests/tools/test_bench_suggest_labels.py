@@ -5,7 +5,7 @@ from __future__ import annotations
 import bench_suggest_labels as bench
 import pytest
 
-from amalgam.suggest_labels import Suggestion
+from amalgam.labels.suggest import Suggestion
 
 
 def proposal(teacher: str, label: str, covers: tuple[str, ...], other: str) -> Suggestion:

@@ -31,7 +31,7 @@ import torch
 
 from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
-from amalgam.labels import LabelSpace
+from amalgam.labels.algebra import LabelSpace
 from amalgam.teachers.inputs import answer_views
 
 MIN_CONFIDENCE = 0.5  # see docs/results/suggest_labels.md for its effect

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Mapping, Optional
 
-from amalgam.labels import LabelSpace, projection
+from amalgam.labels.algebra import LabelSpace, projection
 
 MATRIX_MAX_CLASSES = 24  # wider unified spaces are listed relation by relation
 
