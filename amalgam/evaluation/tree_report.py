@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from amalgam.evaluation.figures import pyplot
 from amalgam.students.budget import resolve_budget
 from amalgam.students.tree import STAGES, as_yaml, branch_points, describe
 
@@ -59,9 +60,7 @@ def tree_markdown(tree: dict) -> list[str]:
 
 def plot_tree(tree: dict, out: Path) -> Optional[Path]:
     """``tree.png``: which stages each task shares (left) and the pair affinities per stage (right)."""
-    from amalgam.evaluation.visual import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     points = tree["branch_at"]
     tasks = list(points)
     search = tree.get("search")

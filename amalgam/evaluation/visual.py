@@ -18,19 +18,12 @@ from torch import nn
 
 from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
+from amalgam.evaluation.figures import pyplot
+from amalgam.evaluation.tree_report import plot_tree
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection
 from amalgam.teachers.inputs import answer_views
 
 SKIP = {"epoch", "seconds", "lr", "loss", "cache_hit_rate"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on CI machines
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_curves(log_csv: Path, out: Path) -> Optional[Path]:
@@ -42,7 +35,7 @@ def plot_curves(log_csv: Path, out: Path) -> Optional[Path]:
     terms = [k for k in rows[0] if k not in SKIP and not k.startswith("time_")] if rows else []
     if not terms:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(3, len(terms))
     rows_n = -(-len(terms) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 2.8 * rows_n), squeeze=False)
@@ -65,7 +58,7 @@ def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.devi
     dense = [t for t in plan.teachers.values() if t.task.dense and t.eval_name in plan.eval_sets]
     if not dense:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(dense) * count, 4, figsize=(10, 2.6 * len(dense) * count), squeeze=False)
     student.eval().to(device)
     for block, teacher in enumerate(dense):
@@ -100,7 +93,7 @@ def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.devi
 
 def _show(axes, teacher, maps: list[torch.Tensor], fig, legend: bool) -> None:
     if teacher.space is not None:  # class maps: one colour per label of the teacher
-        plt = _pyplot()
+        plt = pyplot()
         cmap = plt.get_cmap("tab20", max(len(teacher.space), 2))
         for ax, m in zip(axes, maps):
             m = m.float().cpu().masked_fill(m.cpu() == IGNORE, float("nan"))
@@ -188,7 +181,5 @@ def render(run_dir: Path, report: dict, plan: Optional[Plan], student, spaces, d
     if plan is not None and student is not None:
         sample_grid(plan, student, spaces, device, run_dir / "samples.png")
     if report.get("tree"):
-        from amalgam.evaluation.tree_report import plot_tree
-
         plot_tree(report["tree"], run_dir / "tree.png")
     return write_html(run_dir, report)
