@@ -104,7 +104,10 @@ def answer_views(
     """
     x, placements = views.get(teacher.input_spec.view, rows, augmented)
     flip = views.flip[rows.cpu()].to(x.device) if augmented and views.flip is not None else None
-    out, feat = teacher.answer(x, tap, wrapped=wrapped)
+    if tap is not None or not wrapped:
+        out, feat = teacher.answer(x, tap, wrapped=wrapped)
+    else:
+        out, feat = teacher(x), None
     if teacher.task.dense and out.dim() == 4:
         out = _undo_flipped(out, placements, size, flip)
     if feat is not None and feat.dim() == 4:
