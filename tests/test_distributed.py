@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from torch.utils.data import SequentialSampler
 
 from amalgam.cli import main
@@ -48,3 +49,37 @@ def test_torchrun_two_processes_match_one_process(world, tmp_path):
     for a, b in zip(one["tasks"], two["tasks"]):
         assert b["student_value"] == pytest.approx(a["student_value"], abs=0.05, rel=0.05), a["teacher"]
     assert (multi / "checkpoint.pt").exists() and (multi / "teacher_cache").is_dir()
+
+
+# SIGTERM reaches rank 1 only, at epoch 2 step 1 (what a scheduler killing one worker's process looks like)
+LAUNCHER = """
+import os, signal, sys
+from amalgam.cli import main
+from amalgam.training.trainer import Trainer
+real, calls = Trainer.step, []
+def step(self, batch):
+    calls.append(1)
+    if len(calls) == 3 and os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, batch)
+Trainer.step = step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_that_step_and_resume_finishes(world, tmp_path):
+    launcher, run = tmp_path / "launch.py", tmp_path / "run"
+    launcher.write_text(LAUNCHER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = ["build", str(world), "--output", str(run), *SETTINGS[1:]]
+    stopped = subprocess.run([*torchrun, str(launcher), *args], env=env, capture_output=True, text=True, timeout=300)
+    said = stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert stopped.returncode != 0 and "stopped by SIGTERM in epoch 2 after step 1/2" in stopped.stdout, said
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["partial"]["epoch"] == 2 and state["partial"]["step"] == 1
+    cmd = [*torchrun, "-m", "amalgam", *args, "--resume"]
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "from step 1 of epoch 2" in resumed.stdout
+    assert json.loads((run / "report.json").read_text())["train"]["epochs"] == 2

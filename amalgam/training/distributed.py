@@ -51,6 +51,17 @@ class DistContext:
             dist.all_reduce(grad)
             p.grad = grad / self.world
 
+    def agree(self, value: int) -> int:
+        """The largest of every rank's ``value`` (this rank's alone in a single process).
+
+        How ranks agree to stop at the same step: a signal may reach only some of them.
+        """
+        if not self.enabled:
+            return value
+        flag = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
     def local_batch(self, batch_size: int) -> int:
         """This rank's share of a global batch."""
         if batch_size % self.world:

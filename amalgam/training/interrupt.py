@@ -31,8 +31,8 @@ class StopRequest:
     """While active, the first SIGINT or SIGTERM only sets :attr:`requested`; a second one interrupts at once.
 
     Stopping between steps (not inside ``backward`` or ``optimizer.step``) is what makes a
-    mid-epoch checkpoint consistent. Outside the main thread, or when ``enabled`` is false
-    (several processes under torchrun, which must stop together), the signals keep their usual effect.
+    mid-epoch checkpoint consistent; under torchrun the ranks agree on the step (:meth:`agree`).
+    Outside the main thread, or when ``enabled`` is false, the signals keep their usual effect.
     """
 
     def __init__(self, enabled: bool = True) -> None:
@@ -45,6 +45,14 @@ class StopRequest:
     def name(self) -> str:
         """How the stop is named in messages: ``Ctrl-C`` or the signal's name."""
         return "Ctrl-C" if self.signum == signal.SIGINT else signal.Signals(self.signum).name
+
+    def agree(self, ctx) -> bool:
+        """Whether any rank of ``ctx`` was asked to stop (every rank then stops at this step,
+        with the signal one of them received)."""
+        signum = ctx.agree(self.signum if self.requested else 0)
+        if signum:
+            self.requested, self.signum = True, signum
+        return bool(signum)
 
     def stopped(self) -> Stopped:
         """The exception to raise once the stop is saved."""

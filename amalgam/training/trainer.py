@@ -118,7 +118,7 @@ class Trainer:
             at = f", from step {self.partial['step']} of epoch {self.partial['epoch']}" if self.partial else ""
             self.log(f"resuming after epoch {self.epoch} of {self.cfg.epochs}{at}")
         self._clock = time.perf_counter() - self.result.seconds
-        with StopRequest(enabled=not self.ctx.enabled) as self.stop:
+        with StopRequest() as self.stop:
             for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
                 row = self.train_one_epoch(epoch)
                 for callback in self.callbacks:
@@ -146,7 +146,7 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
             bar.update(1, loss=loss, img_s=(self.result.images - images_before) / (time.perf_counter() - started))
-            if self.stop is not None and self.stop.requested:
+            if self.stop is not None and self.stop.agree(self.ctx):
                 bar.close()
                 self._save_stopped(epoch, step, sums, count)
         bar.close()
@@ -223,7 +223,9 @@ class Trainer:
             self.cache.flush()
         self.result.seconds = time.perf_counter() - self._clock
         self.partial = {"epoch": epoch, "step": step, "sums": sums, "count": count}
-        write_checkpoint(self.state_dict(), self.run_dir / "checkpoint.pt")
+        if self.ctx.is_main:  # every rank stops at this step; one writes, as at an epoch's end
+            write_checkpoint(self.state_dict(), self.run_dir / "checkpoint.pt")
+        self.ctx.barrier()
         self.log(
             f"stopped by {self.stop.name} in epoch {epoch} after step {step}/{len(self.loader)}: "
             f"saved {self.run_dir / 'checkpoint.pt'}; continue with --resume"
