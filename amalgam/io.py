@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -36,3 +37,12 @@ def atomic_save(obj: object, path: Path, save: Callable[[object, str], None] = t
 def write_json(obj: object, path: Path) -> None:
     """Writes ``obj`` as indented JSON, atomically, creating the parent folders."""
     atomic_save(obj, Path(path), lambda o, tmp: Path(tmp).write_text(json.dumps(o, indent=2) + "\n"))
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (checkpoints are tens of MB: well under a second)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

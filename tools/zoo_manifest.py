@@ -14,21 +14,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
+from amalgam.io import file_digest
+
 MANIFEST = "MANIFEST"
 SUFFIXES = (".pt", ".ts", ".safetensors")
-
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weight_files(folder: Path) -> list[str]:
@@ -62,7 +54,7 @@ def check(folder: Path) -> list[str]:
             problems.append(f"{rel}: missing")
         elif path.stat().st_size != size:
             problems.append(f"{rel}: {path.stat().st_size} bytes, the manifest says {size}")
-        elif sha256(path) != digest:
+        elif file_digest(path) != digest:
             problems.append(f"{rel}: sha256 differs from the manifest")
     problems += [f"{rel}: not in the manifest" for rel in weight_files(folder) if rel not in entries]
     return problems
@@ -71,7 +63,7 @@ def check(folder: Path) -> list[str]:
 def write(folder: Path) -> str:
     """Rewrites the file lines of ``folder/MANIFEST`` from the files on disk, keeping its comments."""
     comments = read_manifest(folder)[0] if (folder / MANIFEST).is_file() else []
-    lines = [f"{sha256(folder / rel)}  {(folder / rel).stat().st_size}  {rel}" for rel in weight_files(folder)]
+    lines = [f"{file_digest(folder / rel)}  {(folder / rel).stat().st_size}  {rel}" for rel in weight_files(folder)]
     text = "\n".join(comments + lines) + "\n"
     (folder / MANIFEST).write_text(text)
     return text

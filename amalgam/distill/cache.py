@@ -26,6 +26,7 @@ from amalgam.data.views import BatchViews, ViewSpec
 from amalgam.distill.cache_store import FP16_MAX, Store, open_store, widen
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets
+from amalgam.io import file_digest
 from amalgam.teachers.factories import factory_digest, module_version
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
@@ -35,15 +36,6 @@ CACHE_FORMAT = "amalgam-teacher-cache/3"  # 3: answers on the teacher's own view
 
 # source fields that change how often an image is drawn, not what the teachers say about it
 SAMPLING_ONLY = frozenset({"weight"})
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (checkpoints are tens of MB: well under a second)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_listing(files: list[Path]) -> str:
