@@ -103,9 +103,19 @@ class ResNetUNet(nn.Module):
     are feature taps from coarse to fine.
     """
 
-    def __init__(self, num_classes: int, in_channels: int, width: int, blocks: int, decoder: tuple[int, ...]):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        width: int,
+        blocks: int,
+        decoder: tuple[int, ...],
+        stem_stride: int = 1,
+    ):
         super().__init__()
         encoder = SmallResNet(1, in_channels, width, (blocks,) * 4)
+        # A stride-2 stem quarters the cost of every stage; the head's logits are upsampled back.
+        encoder.conv1.stride = (stem_stride, stem_stride)
         self.conv1, self.bn1, self.relu = encoder.conv1, encoder.bn1, encoder.relu
         self.layer1, self.layer2 = encoder.layer1, encoder.layer2
         self.layer3, self.layer4 = encoder.layer3, encoder.layer4
@@ -129,11 +139,23 @@ class ResNetUNet(nn.Module):
         y = self.layer4(f3)
         for block, skip in zip(self.decoder.blocks, (f3, f2, f1)):
             y = block(torch.cat([nn.functional.interpolate(y, size=skip.shape[-2:], mode="nearest"), skip], 1))
-        return self.head(y)
+        y = self.head(y)
+        if y.shape[-2:] != x.shape[-2:]:
+            y = nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return y
 
 
 def resnet_unet(
-    num_classes: int, in_channels: int = 3, width: int = 16, blocks: int = 1, decoder: tuple[int, ...] = (48, 24, 12)
+    num_classes: int,
+    in_channels: int = 3,
+    width: int = 16,
+    blocks: int = 1,
+    decoder: tuple[int, ...] = (48, 24, 12),
+    stem_stride: int = 1,
 ) -> nn.Module:
-    """A U-Net whose encoder is :func:`small_resnet`'s (same width/blocks), see ResNetUNet."""
-    return ResNetUNet(num_classes, in_channels, width, blocks, tuple(decoder))
+    """A U-Net whose encoder is :func:`small_resnet`'s (same width/blocks), see ResNetUNet.
+
+    ``stem_stride: 2`` runs the encoder at half the input's resolution (the logits are upsampled
+    bilinearly back to it).
+    """
+    return ResNetUNet(num_classes, in_channels, width, blocks, tuple(decoder), stem_stride)

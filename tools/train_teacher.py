@@ -12,6 +12,7 @@ Usage::
 
     python tools/train_teacher.py recipes/zoo/quickstart.yaml --teacher seg-scenes [--epochs N] [--limit N] [--force]
     python tools/train_teacher.py recipes/zoo/quickstart.yaml --all
+    python tools/train_teacher.py recipes/zoo/quickstart.yaml --all --evaluate   # score the saved teachers
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from amalgam.errors import AmalgamError, RecipeError
 from amalgam.io import atomic_save
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup
 from amalgam.task import Task, get_task, task_names
-from amalgam.teachers.model_sources import build_model, check_model
+from amalgam.teachers.model_sources import build_model, check_model, load_checkpoint
 from amalgam.teachers.teacher import to_input
 from amalgam.training.engine import (
     autocast_for,
@@ -398,6 +399,35 @@ def train_teacher(
     return {"path": path, "seconds": seconds, "images_per_second": rate, "val": metrics}
 
 
+def load_saved(cfg: ZooTeacher, task: Task, path: Path, factory_dir: Path) -> nn.Module:
+    """The saved teacher: the TorchScript file itself, or the network with its state dict."""
+    if cfg.model.source == "torchscript":
+        return build_model("torchscript", {"path": str(path)}, factory_dir)
+    model = build_model(cfg.model.source, cfg.model.kwargs(), factory_dir)
+    load_checkpoint(model, path, f"teacher '{cfg.task}'")
+    return model
+
+
+def evaluate_saved(zoo: Zoo, name: str, base: Path, log: Log = print) -> dict:
+    """Scores a saved teacher of the zoo on its ``train.val`` set (per class where it has classes)."""
+    if name not in zoo.teachers:
+        raise AmalgamError(f"no teacher '{name}' in the zoo (expected one of: {', '.join(zoo.teachers)})")
+    cfg, task = zoo.teachers[name], get_task(zoo.teachers[name].task)
+    if cfg.train.val is None:
+        raise AmalgamError(f"teachers.{name}.train.val: required to evaluate the teacher")
+    path = artefact_path(cfg, base)
+    if not path.is_file():
+        raise AmalgamError(f"teacher '{name}': {path} not found (train it first)")
+    model = load_saved(cfg, task, path, base / zoo.recipe_dir)
+    data, lut = load_labelled(f"teachers.{name}.train.val", cfg.train.val, base, cfg, task, None)
+    metrics = evaluate(model, data, lut, cfg, task, torch.device("cpu"))
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    log(f"[{name}] {path.name} on {len(data)} val images: {task.metric} {metrics[task.metric]:.4f} {shown}")
+    if "per_class" in metrics:
+        log(per_class_table(name, metrics["per_class"]))
+    return metrics
+
+
 def train_loader(train_set: Dataset, tc, seed: int) -> DataLoader:
     """Shuffled batches of the training set (whole batches only once there are two or more)."""
     return DataLoader(
@@ -461,8 +491,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--limit", type=int, help="override train.limit (training images)")
     parser.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
+    parser.add_argument("--evaluate", action="store_true", help="only score the saved teachers on their val sets")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    if args.evaluate:
+        return evaluate_main(args.zoo, None if args.all else args.teacher)
     try:
         results = train_zoo(args.zoo, None if args.all else args.teacher, args.force, args.epochs, args.limit)
     except AmalgamError as exc:
@@ -473,6 +506,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         times = ", ".join(f"{n} {r['seconds']:.0f} s" for n, r in done.items())
         took = time.perf_counter() - start
         print(f"zoo: {len(done)} trained, {len(results) - len(done)} skipped in {took:.0f} s ({times})")
+    return 0
+
+
+def evaluate_main(zoo_path: Path, names: Optional[list[str]]) -> int:
+    """``--evaluate``: scores each saved teacher; 2 on the first error."""
+    try:
+        zoo = load_zoo(zoo_path)
+        for name in names or list(zoo.teachers):
+            evaluate_saved(zoo, name, zoo_path.resolve().parent)
+    except AmalgamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

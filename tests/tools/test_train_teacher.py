@@ -167,3 +167,14 @@ def test_unet_starts_from_the_item_classifier(tmp_path: Path) -> None:
     assert init_from(unet, tmp_path / "cls.pt") == len(encoder)
     torch.testing.assert_close(unet.layer4.state_dict(), classifier.layer4.state_dict())
     torch.testing.assert_close(unet.conv1.weight, classifier.conv1.weight.repeat(1, 3, 1, 1) / 3)
+
+
+def test_unet_with_a_stride_2_stem_answers_at_the_input_size() -> None:
+    """stem_stride=2 runs the encoder at half resolution; the logits come back at the input's size."""
+    cfg = {"factory": "demo_models:resnet_unet", "num_classes": 3, "width": 4, "stem_stride": 2}
+    unet = build_model("python", cfg, RECIPES)
+    assert unet.conv1.stride == (2, 2)
+    stages = []
+    unet.layer1.register_forward_hook(lambda m, i, o: stages.append(o.shape[-2:]))
+    assert unet(torch.randn(2, 3, 40, 48)).shape == (2, 3, 40, 48)
+    assert stages == [(20, 24)]
