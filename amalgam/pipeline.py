@@ -16,6 +16,7 @@ from amalgam.config.schema import Recipe
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError
+from amalgam.evaluation.during import eval_callback
 from amalgam.evaluation.evaluate import evaluate, size_and_speed
 from amalgam.evaluation.report import build_report, to_markdown, write_report
 from amalgam.evaluation.tree_report import tree_section
@@ -136,7 +137,9 @@ def train_student(
     if state is None and (run_dir / "checkpoint.pt").exists():
         log(f"{run_dir} holds an unfinished run: starting over (--resume continues it)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = engine.train(plan, student, run_dir, device, log=log, ctx=ctx, resume=state)
+    every = recipe.train.eval_every
+    curve = [eval_callback(plan, device, every)] if every else []
+    result = engine.train(plan, student, run_dir, device, log=log, ctx=ctx, resume=state, callbacks=curve)
     if not ctx.is_main:
         ctx.close()
         return {}

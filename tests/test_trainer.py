@@ -50,3 +50,31 @@ def test_step_trains_the_student_on_one_batch(world, tmp_path):
     assert loss > 0 and parts and set(parts) <= set(trainer.objective.terms)
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.student.parameters()))
     assert trainer.result.images == batch["image"].shape[0]
+
+
+def test_eval_every_writes_the_ratio_curve_without_changing_training(world, tmp_path):
+    """train.eval_every scores the student into each scored epoch's row; the training stream is the same."""
+    from amalgam.evaluation.during import eval_callback
+
+    plain = trainer_for(world, tmp_path / "plain")
+    plain.fit()
+    scored = trainer_for(world, tmp_path / "scored")
+    scored.callbacks.insert(0, eval_callback(scored.plan, torch.device("cpu"), every=2))
+    scored.fit()
+    teachers = list(scored.plan.teachers)
+    first, last = scored.result.history
+    assert not any(k.startswith("ratio_") for k in first)  # epoch 1 of 2: not scored
+    assert {f"ratio_{t}" for t in teachers} <= set(last) and all(last[f"ratio_{t}"] > 0 for t in teachers)
+    assert "ratio_" in (tmp_path / "scored" / "train_log.csv").read_text().splitlines()[0]
+    for a, b in zip(plain.student.state_dict().values(), scored.student.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_eval_every_is_a_recipe_key(world, tmp_path):
+    from amalgam.cli import main
+
+    out = tmp_path / "run"
+    args = ["build", str(world), "--output", str(out), "--quiet", *[f"--set={s}" for s in SMALL]]
+    assert main([*args, "--set", "train.eval_every=1"]) == 0
+    header = (out / "train_log.csv").read_text().splitlines()[0]
+    assert header.count("ratio_") == len(build_plan(load_recipe(world), log=QUIET).teachers)

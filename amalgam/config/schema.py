@@ -181,6 +181,9 @@ class TrainConfig(_Strict):
     mixup: Optional[MixupConfig] = Field(None, description="function matching: teachers label image blends")
     eval_batch_size: int = Field(64, ge=1)
     max_eval_images: Optional[int] = Field(None, ge=1)
+    eval_every: Optional[int] = Field(
+        None, ge=1, description="score the student every N epochs (and after the last) into train_log.csv"
+    )
     cache_teachers: bool = Field(True, description="store teacher outputs under the run folder (see cache.py)")
     tensorboard: bool = Field(False, description="also log each epoch's terms to <run>/tensorboard (if installed)")
     channels_last: bool = Field(True, description="teachers run channels_last (measured 1.5x on CPU inference)")

@@ -7,7 +7,7 @@ own modules are re-exported here because tools and older code import them from t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
 from amalgam.training.augment import flip_mask, random_hflip
-from amalgam.training.callbacks import open_tensorboard
+from amalgam.training.callbacks import EpochEnd, open_tensorboard
 from amalgam.training.checkpoint import PEERS_REQUIRED, REQUIRED, read_with_fallback
 from amalgam.training.distributed import DistContext
 from amalgam.training.loader import make_loader
@@ -54,6 +54,7 @@ def train(
     ctx: DistContext = DistContext(),
     timer: Optional[StepTimer] = None,
     resume: Optional[dict] = None,
+    callbacks: Sequence[EpochEnd] = (),
 ) -> TrainResult:
     """Trains the student from the teachers' outputs alone (no ground truth is read).
 
@@ -64,9 +65,10 @@ def train(
     ``resume`` (a ``checkpoint.pt``) continues after its last finished epoch (or, after Ctrl-C,
     from the step where it stopped) with every state and random stream restored, so a resumed run
     ends where an uninterrupted one would. The first Ctrl-C finishes the current step, saves the
-    checkpoint and raises ``KeyboardInterrupt``; a second one stops at once.
+    checkpoint and raises ``KeyboardInterrupt``; a second one stops at once. ``callbacks`` run after
+    each epoch, before the checkpoint (e.g. ``train.eval_every``'s scoring).
     """
-    return Trainer(plan, student, run_dir, device, log=log, ctx=ctx, timer=timer).fit(resume)
+    return Trainer(plan, student, run_dir, device, log=log, ctx=ctx, timer=timer, callbacks=callbacks).fit(resume)
 
 
 def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> dict:

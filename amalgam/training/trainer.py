@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -45,6 +45,8 @@ class Trainer:
         log: progress lines.
         ctx: torchrun's process group (the student runs in DistributedDataParallel; rank 0 writes).
         timer: splits each step's time into data / teachers / student / optimizer (tools/bench.py).
+        callbacks: more epoch-end callbacks, run (on rank 0) before the checkpoint and the CSV row
+            are written, so what they add to the row is saved with it.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         ctx: DistContext = DistContext(),
         timer: Optional[StepTimer] = None,
+        callbacks: Sequence[EpochEnd] = (),
     ):
         self.plan, self.student, self.run_dir = plan, student, run_dir
         self.device, self.log, self.ctx = device, log, ctx
@@ -86,7 +89,7 @@ class Trainer:
         self.partial_rng: Optional[torch.Tensor] = None  # the global RNG where ``partial`` stopped
         self.stop: Optional[StopRequest] = None
         self._clock = time.perf_counter()
-        self.callbacks: list[EpochEnd] = self._default_callbacks()
+        self.callbacks: list[EpochEnd] = self._default_callbacks(callbacks)
 
     def _wrap(self, student: nn.Module) -> nn.Module:
         """The module the steps call: the student, in DDP under torchrun, compiled if asked."""
@@ -101,11 +104,11 @@ class Trainer:
             model = torch.compile(model)
         return model
 
-    def _default_callbacks(self) -> list[EpochEnd]:
+    def _default_callbacks(self, extra: Sequence[EpochEnd]) -> list[EpochEnd]:
         if not self.ctx.is_main:
             return []
         board = tensorboard_writer(self.run_dir, self.log) if self.cfg.tensorboard else None
-        return [cb for cb in (board, save_checkpoint, write_train_log) if cb is not None]
+        return [cb for cb in (*extra, board, save_checkpoint, write_train_log) if cb is not None]
 
     def fit(self, resume: Optional[dict] = None) -> TrainResult:
         """Trains the remaining epochs (all of them, or those after ``resume``'s checkpoint).

@@ -1,0 +1,48 @@
+"""Scoring the student during training (``train.eval_every``): the curve of ratio against epochs.
+
+An epoch-end callback (see :mod:`amalgam.training.callbacks`) that, every N epochs and after the
+last, evaluates the student as the final report does and adds to the epoch's row of
+``train_log.csv`` each teacher row's student metric and ratio (``eval_<teacher>_<metric>``,
+``ratio_<teacher>``), with the ratio inverted where lower is better so higher always means closer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from amalgam.distill.plan import Plan
+from amalgam.evaluation.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from amalgam.training.callbacks import EpochEnd
+    from amalgam.training.trainer import Trainer
+
+
+def scores_row(plan: Plan, student: torch.nn.Module, device: torch.device) -> dict[str, float]:
+    """The student's metric and its ratio to each teacher, as ``train_log.csv`` columns."""
+    columns: dict[str, float] = {}
+    for result in evaluate(plan, student, device, log=lambda line: None).tasks:
+        row = result.row()
+        ratio = row["ratio"] if row["higher_is_better"] or not row["ratio"] else 1.0 / row["ratio"]
+        columns[f"eval_{row['teacher']}_{row['metric']}"] = round(row["student_value"], 4)
+        columns[f"ratio_{row['teacher']}"] = round(ratio, 4)
+    return columns
+
+
+def eval_callback(plan: Plan, device: torch.device, every: int) -> "EpochEnd":
+    """An epoch-end callback scoring the student every ``every`` epochs and after the last one."""
+
+    def score(trainer: "Trainer", row: dict) -> None:
+        epoch, last = row["epoch"], trainer.cfg.epochs
+        if epoch % every and epoch != last:
+            return
+        # the same training stream with or without the curve: evaluation's loaders draw a seed
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            row.update(scores_row(plan, trainer.student, device))
+        trainer.student.train()
+        ratios = ", ".join(f"{k[6:]} {v:.3f}" for k, v in row.items() if k.startswith("ratio_"))
+        trainer.log(f"epoch {epoch}/{last} eval: student/teacher {ratios}")
+
+    return score
