@@ -165,4 +165,6 @@ def test_a_peers_build_refuses_the_train_keys_it_does_not_use(world, tmp_path):
 
     with pytest.raises(RecipeError, match=r"train\.augment: not used by a peers build"):
         load_recipe(peer_recipe(world, tmp_path), ["train.augment=false"])
+    with pytest.raises(RecipeError, match=r"train\.eval_every: not used by a peers build"):
+        load_recipe(peer_recipe(world, tmp_path), ["train.eval_every=1"])
     assert load_recipe(peer_recipe(world, tmp_path), ["train.optimizer=sgd", "train.schedule=step"]).peers

@@ -43,6 +43,7 @@ UNUSED_TRAIN_KEYS = (
     "student_channels_last",
     "compile",
     "tensorboard",
+    "eval_every",
 )
 
 
