@@ -78,3 +78,21 @@ def test_eval_every_is_a_recipe_key(world, tmp_path):
     assert main([*args, "--set", "train.eval_every=1"]) == 0
     header = (out / "train_log.csv").read_text().splitlines()[0]
     assert header.count("ratio_") == len(build_plan(load_recipe(world), log=QUIET).teachers)
+
+
+def test_eval_every_scores_the_teachers_once(world, tmp_path, monkeypatch):
+    """The teachers do not change during training: only the first scoring runs them."""
+    import amalgam.evaluation.evaluate as evaluation
+    from amalgam.evaluation.during import eval_callback
+
+    calls = []
+    real = evaluation.answer_views
+    monkeypatch.setattr(evaluation, "answer_views", lambda *a, **k: calls.append(1) or real(*a, **k))
+    trainer = trainer_for(world, tmp_path)
+    epochs_seen = []
+    trainer.callbacks.insert(0, eval_callback(trainer.plan, torch.device("cpu"), every=1))
+    trainer.callbacks.insert(1, lambda t, row: epochs_seen.append(len(calls)))
+    trainer.fit()
+    first, second = trainer.result.history
+    assert epochs_seen[0] > 0 and epochs_seen[1] == epochs_seen[0]  # no teacher answer in epoch 2's scoring
+    assert {k for k in first if k.startswith("ratio_")} == {k for k in second if k.startswith("ratio_")} != set()

@@ -20,19 +20,31 @@ if TYPE_CHECKING:
     from amalgam.training.trainer import Trainer
 
 
-def scores_row(plan: Plan, student: torch.nn.Module, device: torch.device) -> dict[str, float]:
-    """The student's metric and its ratio to each teacher, as ``train_log.csv`` columns."""
+def scores_row(
+    plan: Plan, student: torch.nn.Module, device: torch.device, reference: dict[str, float]
+) -> dict[str, float]:
+    """The student's metric and its ratio to each teacher, as ``train_log.csv`` columns.
+
+    ``reference`` holds each teacher's metric: empty on the first call, which scores the teachers
+    too and fills it; later calls run the student alone (the teachers do not change).
+    """
+    quiet = lambda line: None  # noqa: E731
     columns: dict[str, float] = {}
-    for result in evaluate(plan, student, device, log=lambda line: None).tasks:
-        row = result.row()
-        ratio = row["ratio"] if row["higher_is_better"] or not row["ratio"] else 1.0 / row["ratio"]
-        columns[f"eval_{row['teacher']}_{row['metric']}"] = round(row["student_value"], 4)
-        columns[f"ratio_{row['teacher']}"] = round(ratio, 4)
+    for result in evaluate(plan, student, device, log=quiet, teachers=not reference).tasks:
+        metric = result.task.metric
+        if result.teacher not in reference:
+            reference[result.teacher] = result.teacher_metrics[metric]
+        value, base = result.student_metrics[metric], reference[result.teacher]
+        ratio = value / base if base else float("nan")
+        ratio = ratio if result.task.higher_is_better or not ratio else 1.0 / ratio
+        columns[f"eval_{result.teacher}_{metric}"] = round(value, 4)
+        columns[f"ratio_{result.teacher}"] = round(ratio, 4)
     return columns
 
 
 def eval_callback(plan: Plan, device: torch.device, every: int) -> "EpochEnd":
     """An epoch-end callback scoring the student every ``every`` epochs and after the last one."""
+    reference: dict[str, float] = {}  # each teacher's metric, scored once
 
     def score(trainer: "Trainer", row: dict) -> None:
         epoch, last = row["epoch"], trainer.cfg.epochs
@@ -40,7 +52,7 @@ def eval_callback(plan: Plan, device: torch.device, every: int) -> "EpochEnd":
             return
         # the same training stream with or without the curve: evaluation's loaders draw a seed
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            row.update(scores_row(plan, trainer.student, device))
+            row.update(scores_row(plan, trainer.student, device, reference))
         trainer.student.train()
         ratios = ", ".join(f"{k[6:]} {v:.3f}" for k, v in row.items() if k.startswith("ratio_"))
         trainer.log(f"epoch {epoch}/{last} eval: student/teacher {ratios}")

@@ -103,6 +103,7 @@ class _Scorer:
     unified_lut: Optional[torch.Tensor]
     with_unified: bool
     meters: list
+    score_teacher: bool = True  # False: the teacher's meter stays empty (its score is known already)
 
     def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
         """Scores one batch at each dense label map's own resolution (rows grouped by size)."""
@@ -111,10 +112,11 @@ class _Scorer:
         for rows, target in by_size(batch[task.target_key], images.device):
             size = prediction_size(target, images)
             s_out = student_out[task.name][rows.to(images.device)]
-            # the plain model: a wrap (flips, noise, dropout) shapes training targets, not the baseline
-            t_out, _ = answer_views(self.teacher, views, rows, size, augmented=False, wrapped=False)
             t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
-            self.meters[0].update(task.predict(t_out, size), t_target)
+            if self.score_teacher:
+                # the plain model: a wrap (flips, noise, dropout) shapes training targets, not the baseline
+                t_out, _ = answer_views(self.teacher, views, rows, size, augmented=False, wrapped=False)
+                self.meters[0].update(task.predict(t_out, size), t_target)
             self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
             if self.with_unified:
                 u_target = apply_lookup(target, self.unified_lut) if self.unified_lut is not None else target
@@ -138,6 +140,7 @@ def evaluate(
     device: torch.device,
     spaces: Optional[dict[str, Optional[LabelSpace]]] = None,
     log: Callable[[str], None] = print,
+    teachers: bool = True,
 ) -> Evaluation:
     """Scores every teacher and the student on each teacher's eval set.
 
@@ -148,6 +151,8 @@ def evaluate(
     Args:
         spaces: the student's unified spaces (default: the plan's; pass the stored ones when
             evaluating a saved student).
+        teachers: False scores the student alone (the teachers' metrics come back empty): for
+            repeated scoring during training, where the teachers' scores do not change.
     """
     spaces = spaces or plan.spaces
     cfg = plan.recipe.train
@@ -155,7 +160,9 @@ def evaluate(
     result = Evaluation()
     for set_name, dataset in plan.eval_sets.items():
         scorers = _scorers(plan, set_name, dataset.classes, spaces, device)
-        log(f"evaluating the student and {', '.join(scorers)} on '{set_name}'")
+        for scorer in scorers.values():
+            scorer.score_teacher = teachers
+        log(f"evaluating the student{' and ' + ', '.join(scorers) if teachers else ''} on '{set_name}'")
         loader = _loader(dataset, cfg.eval_batch_size, cfg.max_eval_images)
         bar = bar_for(log, len(loader), f"eval {set_name}")
         for batch in loader:
@@ -171,7 +178,13 @@ def evaluate(
             classes = list(scorer.teacher.space.names) if scorer.teacher.space else None
             result.tasks.append(
                 TaskResult(
-                    name, scorer.teacher.task, set_name, m[0].compute(), m[1].compute(), classes, scorer.teacher.wrap
+                    name,
+                    scorer.teacher.task,
+                    set_name,
+                    m[0].compute() if teachers else {},
+                    m[1].compute(),
+                    classes,
+                    scorer.teacher.wrap,
                 )
             )
             if scorer.with_unified:
