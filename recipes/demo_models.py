@@ -18,10 +18,17 @@ class SmallResNet(nn.Module):
     feature taps such as ``layer3`` mean the same thing as on a standard ResNet.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32, blocks: tuple[int, ...] = (2, 2, 2, 2)):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        width: int = 32,
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        stem_stride: int = 1,
+    ):
         super().__init__()
         # A 7x7 stride-2 stem plus max-pool would shrink a 28-32 px image 4x before the first block.
-        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=stem_stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.inplanes = width
@@ -113,9 +120,8 @@ class ResNetUNet(nn.Module):
         stem_stride: int = 1,
     ):
         super().__init__()
-        encoder = SmallResNet(1, in_channels, width, (blocks,) * 4)
         # A stride-2 stem quarters the cost of every stage; the head's logits are upsampled back.
-        encoder.conv1.stride = (stem_stride, stem_stride)
+        encoder = SmallResNet(1, in_channels, width, (blocks,) * 4, stem_stride)
         self.conv1, self.bn1, self.relu = encoder.conv1, encoder.bn1, encoder.relu
         self.layer1, self.layer2 = encoder.layer1, encoder.layer2
         self.layer3, self.layer4 = encoder.layer3, encoder.layer4

@@ -343,9 +343,7 @@ def train_teacher(
     Returns:
         ``{"path", "seconds", "images_per_second", "val"}``, or None if skipped.
     """
-    if name not in zoo.teachers:
-        raise AmalgamError(f"no teacher '{name}' in the zoo (expected one of: {', '.join(zoo.teachers)})")
-    cfg, task = zoo.teachers[name], get_task(zoo.teachers[name].task)
+    cfg, task = zoo_teacher(zoo, name)
     path, tc = artefact_path(cfg, base), cfg.train
     if path.is_file() and not force:
         log(f"[{name}] {path} exists, skipped (--force retrains)")
@@ -392,39 +390,47 @@ def train_teacher(
     log(f"[{name}] saved {path.resolve()} ({seconds:.0f} s)")
     log(f"[{name}] recipe teacher block:\n{recipe_snippet(name, cfg, path, base / zoo.recipe_dir)}".rstrip())
     if metrics:
-        shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-        log(f"[{name}] final val {task.metric} {metrics[task.metric]:.4f} {shown}")
-        if "per_class" in metrics:
-            log(per_class_table(name, metrics["per_class"]))
+        log_metrics(name, "final val", metrics, task, log)
     return {"path": path, "seconds": seconds, "images_per_second": rate, "val": metrics}
 
 
-def load_saved(cfg: ZooTeacher, task: Task, path: Path, factory_dir: Path) -> nn.Module:
+def zoo_teacher(zoo: Zoo, name: str) -> tuple[ZooTeacher, Task]:
+    """A teacher of the zoo and its task; the error lists the zoo's teachers."""
+    if name not in zoo.teachers:
+        raise AmalgamError(f"no teacher '{name}' in the zoo (expected one of: {', '.join(zoo.teachers)})")
+    return zoo.teachers[name], get_task(zoo.teachers[name].task)
+
+
+def log_metrics(name: str, what: str, metrics: dict, task: Task, log: Log) -> None:
+    """The headline metric, every float metric and the per-class table (where there is one)."""
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    log(f"[{name}] {what} {task.metric} {metrics[task.metric]:.4f} {shown}")
+    if "per_class" in metrics:
+        log(per_class_table(name, metrics["per_class"]))
+
+
+def load_saved(name: str, cfg: ZooTeacher, path: Path, factory_dir: Path) -> nn.Module:
     """The saved teacher: the TorchScript file itself, or the network with its state dict."""
     if cfg.model.source == "torchscript":
         return build_model("torchscript", {"path": str(path)}, factory_dir)
     model = build_model(cfg.model.source, cfg.model.kwargs(), factory_dir)
-    load_checkpoint(model, path, f"teacher '{cfg.task}'")
+    load_checkpoint(model, path, f"teacher '{name}'")
     return model
 
 
 def evaluate_saved(zoo: Zoo, name: str, base: Path, log: Log = print) -> dict:
     """Scores a saved teacher of the zoo on its ``train.val`` set (per class where it has classes)."""
-    if name not in zoo.teachers:
-        raise AmalgamError(f"no teacher '{name}' in the zoo (expected one of: {', '.join(zoo.teachers)})")
-    cfg, task = zoo.teachers[name], get_task(zoo.teachers[name].task)
+    cfg, task = zoo_teacher(zoo, name)
     if cfg.train.val is None:
         raise AmalgamError(f"teachers.{name}.train.val: required to evaluate the teacher")
     path = artefact_path(cfg, base)
     if not path.is_file():
         raise AmalgamError(f"teacher '{name}': {path} not found (train it first)")
-    model = load_saved(cfg, task, path, base / zoo.recipe_dir)
+    device = resolve_device(zoo.device)
+    model = load_saved(name, cfg, path, base / zoo.recipe_dir).to(device)
     data, lut = load_labelled(f"teachers.{name}.train.val", cfg.train.val, base, cfg, task, None)
-    metrics = evaluate(model, data, lut, cfg, task, torch.device("cpu"))
-    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-    log(f"[{name}] {path.name} on {len(data)} val images: {task.metric} {metrics[task.metric]:.4f} {shown}")
-    if "per_class" in metrics:
-        log(per_class_table(name, metrics["per_class"]))
+    metrics = evaluate(model, data, lut, cfg, task, device)
+    log_metrics(name, f"{path.name} on {len(data)} val images:", metrics, task, log)
     return metrics
 
 
