@@ -57,11 +57,14 @@ class Inspection:
         if plan.sources is not None:
             lines += ["", "sources:"] + source_lines(plan)
         params, teachers = self.student_params, self.teacher_params
+        choice = plan.encoder_choice()
+        sized = [f"  {choice.describe()}"] if choice else []  # student.encoder: auto says what it chose
         if r.student.branch_at == "auto":
-            return lines + auto_lines(r, teachers)
+            return lines + auto_lines(r, teachers, spec.encoder) + sized
         lines += [
             "",
             f"student: {spec.type}, encoder {spec.encoder}, heads {spec.heads}",
+            *sized,
             f"  {params:,} params = {_share(params, teachers)} of the teachers' {teachers:,}",
         ]
         lines += student_lines(spec, params, teachers, r.student.budget)
@@ -78,12 +81,12 @@ def _share(part: int, whole: int) -> str:
     return f"{part / whole:.0%}" if whole else "n/a (teachers have no parameters)"
 
 
-def auto_lines(recipe: Recipe, teacher_params: int) -> list[str]:
-    """The student of ``branch_at: auto``: chosen at build, within the budget."""
+def auto_lines(recipe: Recipe, teacher_params: int, encoder: str) -> list[str]:
+    """The student of ``branch_at: auto``: chosen at build, within the budget (``encoder``: as resolved)."""
     budget = resolve_budget(recipe.student.budget, teacher_params)
     return [
         "",
-        f"student: branched, encoder {recipe.student.encoder}, branch_at: auto",
+        f"student: branched, encoder {encoder}, branch_at: auto",
         "  the tree is chosen at build by the affinity search (`amalgam search` runs only that)",
         f"  budget (student.budget): {budget.describe()}",
     ]

@@ -123,13 +123,16 @@ def train_student(
 ) -> dict:
     """Trains, saves, evaluates and reports; returns the report (empty on ranks other than 0)."""
     plan = build_plan(recipe, log=log)
+    choice = plan.encoder_choice()
+    if choice is not None and recipe.student.branch_at != "auto":  # else the search says it, first
+        log(choice.describe())
     found = search_tree(plan, device, run_dir / "search", log) if recipe.student.branch_at == "auto" else None
     seed_everything(recipe.seed)
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
     teachers = sum(t.num_params() for t in plan.teachers.values())
     params = count_params(student)
     log(
-        f"student: {recipe.student.type} {recipe.student.encoder}, {params:,} params "
+        f"student: {recipe.student.type} {student.spec.encoder}, {params:,} params "
         f"({params / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
     )
     for line in student_lines(student.spec, params, teachers, recipe.student.budget):
@@ -146,6 +149,8 @@ def train_student(
     save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
     evaluation = evaluate(plan, student, device, log=log)
     report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
+    if choice is not None:
+        report["encoder_choice"] = choice.to_dict()
     if has_branches(student.spec.type):
         report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
     write_report(report, run_dir)

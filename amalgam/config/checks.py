@@ -53,7 +53,8 @@ def check_recipe(recipe: Recipe) -> None:
                 f"'{name}' is not a source (expected one of: {', '.join(recipe.data.sources)})",
             )
     at_key("student.type", STUDENTS.get, recipe.student.type)
-    at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
+    if recipe.student.encoder != "auto":  # auto: a rung of students/sizing.py's ladder, chosen at build
+        at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
     check_branch_at(recipe)
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:

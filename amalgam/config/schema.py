@@ -118,13 +118,17 @@ class SearchConfig(_Strict):
 
 class StudentConfig(_Strict):
     type: str = Field("branched", description="a registered student type (amalgam.students.STUDENTS)")
-    encoder: str = "resnet18"
+    encoder: str = Field(
+        "auto", description="an smp encoder name, or auto: the largest of a ladder within budget (students/sizing.py)"
+    )
     branch_at: Union[int, dict[str, int], Literal["auto"]] = Field(
         3, description="shared encoder stages: one number, a number per task (a tree), or auto (searched)"
     )
     budget: BudgetConfig = BudgetConfig()
     search: SearchConfig = SearchConfig()
-    decoder_channels: list[int] = [128, 64, 32, 16, 16]
+    decoder_channels: Optional[list[int]] = Field(
+        None, description="U-Net decoder widths (default: auto's rung's; with a named encoder [128, 64, 32, 16, 16])"
+    )
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"
     )

@@ -72,9 +72,11 @@ def search_key(recipe: Recipe) -> dict:
     """Every recipe setting the affinities depend on (a stored warm-up with another key starts over)."""
     dump = recipe.model_dump(mode="json")
     s = dump["student"]
+    # with student.encoder: auto the budget chooses the encoder, so the affinities depend on it too
+    student = ("encoder", "decoder_channels", "search") + (("budget",) if s["encoder"] == "auto" else ())
     return {
         "seed": dump["seed"], "data": dump["data"], "teachers": dump["teachers"],
-        "student": {k: s[k] for k in ("encoder", "decoder_channels", "search")},
+        "student": {k: s[k] for k in student},
         "temperature": dump["amalgamation"]["temperature"],
         "lr": dump["train"]["lr"], "batch_size": dump["train"]["batch_size"],
     }  # fmt: skip

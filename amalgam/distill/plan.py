@@ -15,6 +15,7 @@ from amalgam.data.views import ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import IGNORE, LabelSpace, extents, lookup, projection, unify
 from amalgam.students.build import StudentSpec
+from amalgam.students.sizing import AUTO, DEFAULT_DECODER_CHANNELS, EncoderChoice, Rung, choose_encoder
 from amalgam.task import Task, get_task
 from amalgam.teachers.teacher import Teacher, build_teachers
 
@@ -40,6 +41,7 @@ class Plan:
     sources: Optional[MixedSources] = None
     source_ids: dict[str, list[int]] = field(default_factory=dict)
     eval_sets: dict[str, ImageSet] = field(default_factory=dict)
+    _encoder_choice: Optional[EncoderChoice] = field(default=None, init=False, repr=False)
 
     @property
     def student_view(self) -> ViewSpec:
@@ -65,8 +67,28 @@ class Plan:
         branch_at = s.branch_at if branch_at is None else branch_at
         if branch_at == "auto":
             raise AmalgamError("student.branch_at: auto is chosen by the search (amalgam search, or at build)")
-        heads = {name: task.num_outputs(self.spaces[name]) for name, task in self.tasks.items()}
-        return StudentSpec(s.type, s.encoder, branch_at, list(s.decoder_channels), heads)
+        choice = self.encoder_choice()
+        rung = choice.rung if choice else Rung(s.encoder, tuple(s.decoder_channels or DEFAULT_DECODER_CHANNELS))
+        return StudentSpec(s.type, rung.encoder, branch_at, list(rung.decoder_channels), self.student_heads())
+
+    def student_heads(self) -> dict[str, int]:
+        """Task name -> the output channels of the student's head (over the unified label space)."""
+        return {name: task.num_outputs(self.spaces[name]) for name, task in self.tasks.items()}
+
+    def encoder_choice(self) -> Optional[EncoderChoice]:
+        """``student.encoder: auto`` resolved against ``student.budget``, once (None: the recipe names one).
+
+        Raises:
+            RecipeError: when no rung of the ladder fits the budget.
+        """
+        s = self.recipe.student
+        if s.encoder != AUTO:
+            return None
+        if self._encoder_choice is None:
+            teachers = sum(t.num_params() for t in self.teachers.values())
+            size = tuple(self.recipe.data.image_size)
+            self._encoder_choice = choose_encoder(s, self.student_heads(), teachers, size)
+        return self._encoder_choice
 
 
 def unify_tasks(recipe: Recipe) -> tuple[dict[str, Task], dict[str, Optional[LabelSpace]]]:

@@ -116,6 +116,9 @@ def search_tree(plan: Plan, device: torch.device, out_dir: Path, log: Callable[[
     """
     recipe = plan.recipe
     tasks = list(plan.tasks)
+    choice = plan.encoder_choice()
+    if choice is not None:  # student.encoder: auto: the searched student is a rung of the ladder
+        log(choice.describe())
     budget = resolve_budget(recipe.student.budget, sum(t.num_params() for t in plan.teachers.values()))
     costs = measure_costs(plan.student_spec(STAGES), tuple(recipe.data.image_size))
     if all(budget.excess(costs.params(t), costs.latency_ms(t)) for t in all_trees(tasks)):

@@ -68,6 +68,8 @@ def to_markdown(report: dict) -> str:
         f"| all teachers | {t['params']:,} | {t['latency_ms']['b1']} | {t['latency_ms']['b32']} |",
         "",
     ]
+    if report.get("encoder_choice"):  # the student was sized by student.encoder: auto
+        lines += [f"Student: {report['encoder_choice']['line']}", ""]
     if report.get("tree"):
         from amalgam.evaluation.tree_report import tree_markdown
 

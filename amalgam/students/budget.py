@@ -101,6 +101,12 @@ def _fastest_ms(fn, repeats: int) -> float:
     return 1000.0 * min(times)
 
 
+def batch1_ms(student: nn.Module, image_size: tuple[int, int], repeats: int = 7) -> float:
+    """A whole student's batch-1 CPU latency, measured as its parts are (the fastest of ``repeats``)."""
+    x = torch.rand(1, 3, *image_size)
+    return _fastest_ms(lambda: student(x), repeats)
+
+
 def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7) -> TreeCosts:
     """Prices every part of ``spec``'s branched student (batch 1, CPU, eval mode)."""
     full = BranchedStudent(StudentSpec("branched", spec.encoder, 0, spec.decoder_channels, spec.heads)).eval()

@@ -1,0 +1,145 @@
+"""``student.encoder: auto``: the largest rung of the ladder whose student fits ``student.budget``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from world import TINY_BUILD
+
+from amalgam.cli import main
+from amalgam.config.recipe import load_recipe
+from amalgam.config.schema import BudgetConfig, StudentConfig
+from amalgam.distill.plan import Plan, unify_tasks
+from amalgam.errors import RecipeError
+from amalgam.students.build import StudentSpec, build_student, count_params
+from amalgam.students.serialize import load_student
+from amalgam.students.sizing import LADDER, choose_encoder, ladder_for, price_rung
+from amalgam.students.tree import STAGES
+
+HEADS = {"classification": 2, "segmentation": 3}
+SIZE = (32, 32)
+
+
+def auto(params: float | None = 0.5, **student) -> StudentConfig:
+    return StudentConfig(budget=BudgetConfig(params=params), **student)
+
+
+def rung_named(encoder: str):
+    return next(r for r in LADDER if r.encoder == encoder)
+
+
+def test_auto_is_the_default_encoder_and_the_ladder_runs_largest_first():
+    assert StudentConfig().encoder == "auto" and StudentConfig().decoder_channels is None
+    assert LADDER[0].encoder == "resnet18"  # a generous budget keeps the student of old
+    sizes = [price_rung(r, auto(), HEADS, SIZE, timed=False).params for r in LADDER]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+
+
+def test_without_a_limit_auto_gives_the_top_rung():
+    choice = choose_encoder(auto(params=None), HEADS, 1000, SIZE)
+    assert choice.rung == LADDER[0] and choice.above is None
+    assert "the top rung" in choice.describe() and "no student.budget limit" in choice.describe()
+
+
+def test_the_largest_rung_within_the_budget_wins_and_the_one_above_is_said():
+    small, big = (
+        price_rung(rung_named(e), auto(), HEADS, SIZE, False).params for e in ("tu-lcnet_050", "tu-lcnet_075")
+    )
+    teachers = small + big  # half of it lies between the two
+    choice = choose_encoder(auto(), HEADS, teachers, SIZE)
+    assert choice.rung == rung_named("tu-lcnet_050") and choice.price.params == small
+    assert choice.above[0] == rung_named("tu-lcnet_075") and choice.above[1].params == big
+    line = choice.describe()
+    assert line.startswith(f"student.encoder auto -> tu-lcnet_050 (decoders [32, 24, 16, 16, 16]; {small:,} params")
+    assert f"{small / teachers:.0%} of the teachers'" in line and "the next rung up, tu-lcnet_075" in line
+
+
+def test_an_impossible_budget_is_one_line_naming_the_smallest_rung():
+    smallest = price_rung(LADDER[-1], auto(), HEADS, SIZE, False).params
+    with pytest.raises(RecipeError) as caught:
+        choose_encoder(auto(), HEADS, 1000, SIZE)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("student.budget: no rung of student.encoder: auto fits")
+    assert f"the smallest, {LADDER[-1].describe()}, has {smallest:,} params" in message
+    assert "params <= 500 (50% of the teachers' 1,000)" in message
+
+
+def test_the_recipes_decoders_are_kept_and_only_the_encoder_climbs_down():
+    mine = auto(params=None, decoder_channels=[8, 8, 8, 8, 8])
+    assert [r.decoder_channels for r in ladder_for(mine)] == [(8,) * 5] * len(ladder_for(mine))
+    assert len({r.encoder for r in ladder_for(mine)}) == len(ladder_for(mine))  # each encoder once
+    choice = choose_encoder(mine, HEADS, 1000, SIZE)
+    assert choice.rung.decoder_channels == (8,) * 5 and "the recipe's decoders [8, 8, 8, 8, 8]" in choice.describe()
+
+
+def test_branch_at_auto_prices_the_cheapest_tree():
+    cfg = auto(branch_at="auto")
+    shared = price_rung(LADDER[-1], cfg, HEADS, SIZE, False).params
+    spec = StudentSpec("branched", LADDER[-1].encoder, STAGES, list(LADDER[-1].decoder_channels), HEADS)
+    assert shared == count_params(build_student(spec))
+    at_3 = price_rung(LADDER[-1], auto(branch_at=3), HEADS, SIZE, False).params
+    assert shared < at_3
+    choice = choose_encoder(cfg, HEADS, 2 * shared, SIZE)  # the cheapest tree fits; branch_at 3 would not
+    assert choice.rung == LADDER[-1] and choice.auto_tree and "the cheapest tree" in choice.describe()
+    with pytest.raises(RecipeError):
+        choose_encoder(auto(branch_at=3), HEADS, 2 * shared, SIZE)
+
+
+def test_a_compact_student_is_priced_as_compact():
+    cfg = auto(type="compact")
+    spec = StudentSpec("compact", LADDER[-1].encoder, 3, list(LADDER[-1].decoder_channels), HEADS)
+    assert price_rung(LADDER[-1], cfg, HEADS, SIZE, False).params == count_params(build_student(spec))
+
+
+def test_a_latency_budget_is_measured_and_said():
+    choice = choose_encoder(StudentConfig(budget=BudgetConfig(params=None, latency_ms=1e6)), HEADS, 1000, SIZE)
+    assert choice.rung == LADDER[0] and choice.price.latency_ms > 0 and "ms b1" in choice.describe()
+
+
+def test_choosing_leaves_the_seeded_stream_alone():
+    torch.manual_seed(0)
+    choose_encoder(auto(params=None), HEADS, 1000, SIZE)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+
+
+#: the session world's teachers have 3,160 parameters: 100x of them fits only the ladder's last encoder
+SMALLEST = ["--set", "student.encoder=auto", "--set", "student.budget.params=100"]
+
+
+def test_inspect_says_what_auto_chose(world, capsys):
+    assert main(["inspect", str(world), "--no-data", "--quiet", *SMALLEST]) == 0
+    out = capsys.readouterr().out
+    assert "student: branched, encoder tu-test_efficientnet" in out
+    assert "student.encoder auto -> tu-test_efficientnet (the recipe's decoders [16, 16, 8, 8, 8];" in out
+
+
+def test_a_named_encoder_is_kept_as_it_is(world_plan):
+    assert world_plan.encoder_choice() is None
+    spec = world_plan.student_spec()
+    assert (spec.encoder, spec.decoder_channels) == ("tu-test_resnet", [16, 16, 8, 8, 8])
+
+
+def test_a_named_encoder_without_decoders_gets_the_old_default(world):
+    recipe = load_recipe(world, ["student.decoder_channels=null"])
+    plan = Plan(recipe, *unify_tasks(recipe))
+    assert plan.student_spec().decoder_channels == [128, 64, 32, 16, 16]
+
+
+def test_the_build_logs_reports_and_stores_the_chosen_student(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [a for a in TINY_BUILD if a != "--quiet"]
+    assert main(["build", str(world), "--output", str(out), *args, *SMALLEST]) == 0
+    line = "student.encoder auto -> tu-test_efficientnet (the recipe's decoders [16, 16, 8, 8, 8];"
+    assert line in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["encoder_choice"]["encoder"] == "tu-test_efficientnet"
+    assert report["encoder_choice"]["next_rung_up"]["encoder"] == "tu-lcnet_035"
+    assert line in (out / "report.md").read_text()
+    spec = torch.load(out / "student.pt", weights_only=True)["spec"]
+    assert (spec["encoder"], spec["decoder_channels"]) == ("tu-test_efficientnet", [16, 16, 8, 8, 8])
+    student, _ = load_student(out / "student.pt")  # what eval, export and --init rebuild
+    assert count_params(student) == report["encoder_choice"]["params"] == report["student"]["params"]
