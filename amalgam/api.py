@@ -227,6 +227,8 @@ def search(
         # a copy: a loaded recipe passed in stays as the caller has it
         student = loaded.student.model_copy(update={"budget": with_budget(loaded.student.budget, budget)})
         loaded = loaded.model_copy(update={"student": student})
+    if loaded.student.encoder == "auto":  # sized as `branch_at: auto` sizes it: the tree is what is searched
+        loaded = loaded.model_copy(update={"student": loaded.student.model_copy(update={"branch_at": "auto"})})
     out = Path(output) if output is not None else loaded.output_dir() / "search"
     plan = build_plan(loaded, log=Console(quiet))
     return search_tree(plan, resolve_device(loaded.device), out, Console(quiet))

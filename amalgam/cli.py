@@ -52,7 +52,11 @@ def cmd_search(args) -> int:
     print("ranking (affinity kept, params, ~latency b1):")
     for i, c in enumerate(found.ranking[: args.top], 1):
         print(f"  {i:2d}. {as_yaml(c.branch_at)}  score {c.score:+.4f}  {c.params:,} params  ~{c.latency_ms:.1f} ms")
-    print(f"\npaste under student:\n  branch_at: {as_yaml(found.branch_at)}")
+    print("\npaste under student:")
+    if found.encoder_choice is not None:  # the tree was searched on auto's rung: pin it with the tree
+        rung = found.encoder_choice.rung
+        print(f"  encoder: {rung.encoder}\n  decoder_channels: {list(rung.decoder_channels)}")
+    print(f"  branch_at: {as_yaml(found.branch_at)}")
     return 0
 
 

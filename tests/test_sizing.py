@@ -143,3 +143,12 @@ def test_the_build_logs_reports_and_stores_the_chosen_student(world, tmp_path, c
     assert (spec["encoder"], spec["decoder_channels"]) == ("tu-test_efficientnet", [16, 16, 8, 8, 8])
     student, _ = load_student(out / "student.pt")  # what eval, export and --init rebuild
     assert count_params(student) == report["encoder_choice"]["params"] == report["student"]["params"]
+
+
+def test_search_sizes_auto_as_a_searched_tree_and_pastes_the_encoder(world, tmp_path, capsys):
+    quick = ["--set", "student.search.steps=2", "--set", "student.search.every=1", "--output", str(tmp_path)]
+    assert main(["search", str(world), "--quiet", *quick, *SMALLEST]) == 0
+    out = capsys.readouterr().out
+    stored = json.loads((tmp_path / "search.json").read_text())["encoder_choice"]
+    assert stored["priced_tree"] == "cheapest"  # the recipe's branch_at 3 is not what a search builds
+    assert f"paste under student:\n  encoder: {stored['encoder']}\n  decoder_channels: [16, 16, 8, 8, 8]\n" in out

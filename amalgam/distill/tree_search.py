@@ -25,6 +25,7 @@ from amalgam.evaluation.evaluate import latency_ms
 from amalgam.io import write_json
 from amalgam.students.budget import Budget, TreeCosts, measure_costs, resolve_budget, unmeetable
 from amalgam.students.build import build_student
+from amalgam.students.sizing import EncoderChoice
 from amalgam.students.tree import STAGES, all_trees, as_yaml, sharing
 
 
@@ -47,11 +48,13 @@ class SearchResult:
     affinity: Affinity
     budget: Budget
     measured_latency_ms: float | None  # the chosen tree's, when a latency budget is set
+    encoder_choice: EncoderChoice | None = None  # student.encoder: auto's rung, the searched student's
 
     def to_dict(self) -> dict:
         return {
             "branch_at": self.branch_at,
             "paste": f"branch_at: {as_yaml(self.branch_at)}",
+            "encoder_choice": self.encoder_choice.to_dict() if self.encoder_choice else None,
             "budget": {"params": self.budget.params, "share": self.budget.share, "latency_ms": self.budget.latency_ms,
                        "teacher_params": self.budget.teacher_params},
             "chosen": asdict(self.ranking[0]) | {"measured_latency_ms": self.measured_latency_ms},
@@ -132,7 +135,7 @@ def search_tree(plan: Plan, device: torch.device, out_dir: Path, log: Callable[[
     measured = None
     if budget.latency_ms is not None:  # the estimate is a sum of parts: check the real network
         ranking, measured = _measured_fit(plan, ranking, budget, log)
-    result = SearchResult(ranking[0].branch_at, ranking, affinity, budget, measured)
+    result = SearchResult(ranking[0].branch_at, ranking, affinity, budget, measured, choice)
     write_json(result.to_dict() | {"key": search_key(recipe)}, out_dir / "search.json")
     for line in ["search: affinity (1 - L_j after / before a step on task i, symmetric)", *affinity_lines(affinity)]:
         log(line)

@@ -87,6 +87,14 @@ class EncoderChoice:
     def describe(self) -> str:
         """One line: what was chosen, its size against the teachers', the budget and the rung above."""
         decoders = "the recipe's decoders" if self.user_decoders else "decoders"
+        unlimited = self.budget.params is None and self.budget.latency_ms is None
+        limit = "no student.budget limit" if unlimited else f"student.budget {self.budget.describe()}"
+        return (
+            f"student.encoder auto -> {self.rung.encoder} ({decoders} {list(self.rung.decoder_channels)}; "
+            f"{self._size()}; {limit}; {self._above()})"
+        )
+
+    def _size(self) -> str:
         size = f"{self.price.params:,} params"
         size += " with the whole encoder shared (the cheapest tree)" if self.auto_tree else ""
         teachers = self.budget.teacher_params
@@ -94,18 +102,14 @@ class EncoderChoice:
             size += f", {self.price.params / teachers:.0%} of the teachers' {_millions(teachers)}"
         if self.price.latency_ms is not None:
             size += f", ~{self.price.latency_ms:.1f} ms b1"
-        unlimited = self.budget.params is None and self.budget.latency_ms is None
-        limit = "no student.budget limit" if unlimited else f"student.budget {self.budget.describe()}"
+        return size
+
+    def _above(self) -> str:
         if self.above is None:
-            tail = "the top rung"
-        else:
-            rung, price = self.above
-            tail = f"the next rung up, {rung.describe()}, would be {_millions(price.params)}"
-            tail += f" and ~{price.latency_ms:.1f} ms" if price.latency_ms is not None else ""
-        return (
-            f"student.encoder auto -> {self.rung.encoder} ({decoders} {list(self.rung.decoder_channels)}; "
-            f"{size}; {limit}; {tail})"
-        )
+            return "the top rung"
+        rung, price = self.above
+        ms = f" and ~{price.latency_ms:.1f} ms" if price.latency_ms is not None else ""
+        return f"the next rung up, {rung.describe()}, would be {_millions(price.params)}{ms}"
 
     def to_dict(self) -> dict:
         """``report.json``'s ``encoder_choice``."""
