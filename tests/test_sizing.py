@@ -40,7 +40,9 @@ def test_auto_is_the_default_encoder_and_the_ladder_runs_largest_first():
 def test_without_a_limit_auto_gives_the_top_rung():
     choice = choose_encoder(auto(params=None), HEADS, 1000, SIZE)
     assert choice.rung == LADDER[0] and choice.above is None
-    assert "the top rung" in choice.describe() and "no student.budget limit" in choice.describe()
+    assert "the top rung" in choice.describe() and "no student.budget limit;" in choice.describe()
+    param_free = choose_encoder(auto(), HEADS, 0, SIZE)  # fixed filters, oracles: a share of nothing
+    assert param_free.rung == LADDER[0] and "(the teachers have no parameters)" in param_free.describe()
 
 
 def test_the_largest_rung_within_the_budget_wins_and_the_one_above_is_said():

@@ -89,6 +89,8 @@ class EncoderChoice:
         decoders = "the recipe's decoders" if self.user_decoders else "decoders"
         unlimited = self.budget.params is None and self.budget.latency_ms is None
         limit = "no student.budget limit" if unlimited else f"student.budget {self.budget.describe()}"
+        if unlimited and self.budget.share is not None:  # a share of nothing limits nothing
+            limit += " (the teachers have no parameters)"
         return (
             f"student.encoder auto -> {self.rung.encoder} ({decoders} {list(self.rung.decoder_channels)}; "
             f"{self._size()}; {limit}; {self._above()})"
