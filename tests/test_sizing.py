@@ -14,6 +14,7 @@ from amalgam.config.schema import BudgetConfig, StudentConfig
 from amalgam.distill.plan import Plan, unify_tasks
 from amalgam.errors import RecipeError
 from amalgam.students.build import StudentSpec, build_student, count_params
+from amalgam.students.encoders import StagedEncoder, build_encoder
 from amalgam.students.serialize import load_student
 from amalgam.students.sizing import LADDER, choose_encoder, ladder_for, price_rung
 from amalgam.students.tree import STAGES
@@ -35,6 +36,18 @@ def test_auto_is_the_default_encoder_and_the_ladder_runs_largest_first():
     assert LADDER[0].encoder == "resnet18"  # a generous budget keeps the student of old
     sizes = [price_rung(r, auto(), HEADS, SIZE, timed=False).params for r in LADDER]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+
+
+@pytest.mark.parametrize("name", sorted({r.encoder for r in LADDER}))
+def test_every_rungs_encoder_splits_into_its_own_features(name):
+    torch.manual_seed(0)
+    encoder = build_encoder(name).eval()
+    torch.manual_seed(0)
+    staged = StagedEncoder(name).eval()  # a branched student's stages
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        wanted, got = encoder(x), [x, *staged.forward_range(x, 0, 5)]
+    assert len(got) == len(wanted) and all(torch.equal(a, b) for a, b in zip(got, wanted))
 
 
 def test_without_a_limit_auto_gives_the_top_rung():
@@ -139,7 +152,7 @@ def test_the_build_logs_reports_and_stores_the_chosen_student(world, tmp_path, c
     assert line in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["encoder_choice"]["encoder"] == "tu-test_efficientnet"
-    assert report["encoder_choice"]["next_rung_up"]["encoder"] == "tu-lcnet_035"
+    assert report["encoder_choice"]["next_rung_up"]["encoder"] == "tu-repghostnet_050"
     assert line in (out / "report.md").read_text()
     spec = torch.load(out / "student.pt", weights_only=True)["spec"]
     assert (spec["encoder"], spec["decoder_channels"]) == ("tu-test_efficientnet", [16, 16, 8, 8, 8])

@@ -42,16 +42,17 @@ class Rung:
         return f"{self.encoder} {list(self.decoder_channels)}"
 
 
-#: largest first; the comment is the encoder's own parameters (its five stages, once)
+#: largest first; the comment is the encoder's own parameters (its five stages, once). Every
+#: encoder has ImageNet weights in timm, so pretrained students can climb the same ladder.
 LADDER: tuple[Rung, ...] = (
     Rung("resnet18", DEFAULT_DECODER_CHANNELS),  # 11.2 M: the default student before auto
     Rung("tu-resnet10t", (96, 48, 32, 16, 16)),  # 4.9 M
-    Rung("tu-mobilenetv3_large_075", (64, 48, 32, 16, 16)),  # 1.8 M
+    Rung("tu-mobilenetv3_large_100", (64, 48, 32, 16, 16)),  # 3.0 M
     Rung("tu-lcnet_100", (64, 48, 32, 16, 16)),  # 1.0 M
     Rung("tu-lcnet_075", (48, 32, 24, 16, 16)),  # 0.58 M
     Rung("tu-lcnet_050", (32, 24, 16, 16, 16)),  # 0.27 M: the quickstart's hand-picked student
-    Rung("tu-lcnet_035", (24, 16, 16, 8, 8)),  # 0.14 M
-    Rung("tu-test_efficientnet", (16, 16, 8, 8, 8)),  # 0.08 M: timm's smallest EfficientNet (has in1k weights)
+    Rung("tu-repghostnet_050", (24, 16, 16, 8, 8)),  # 0.15 M
+    Rung("tu-test_efficientnet", (16, 16, 8, 8, 8)),  # 0.08 M: timm's smallest EfficientNet (r160_in1k weights)
     Rung("tu-test_efficientnet", (8, 8, 8, 8, 8)),  # the same with the narrowest decoders: teachers of ~0.3 M
 )
 
