@@ -10,6 +10,7 @@ from amalgam.distill.plan import Plan, build_plan
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student, count_params
+from amalgam.students.pretrained import match_encoder_weights
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 
@@ -68,6 +69,9 @@ class Inspection:
             f"  {params:,} params = {_share(params, teachers)} of the teachers' {teachers:,}",
         ]
         lines += student_lines(spec, params, teachers, r.student.budget)
+        if r.student.encoder_weights is not None:
+            weights = match_encoder_weights(spec.encoder, r.resolve(r.student.encoder_weights))
+            lines.append(f"  encoder weights (student.encoder_weights): {weights.describe()}")
         if params > teachers:
             lines.append(
                 f"  warning: the student has more parameters than all teachers together ({params:,} > {teachers:,}):"

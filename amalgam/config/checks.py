@@ -56,6 +56,8 @@ def check_recipe(recipe: Recipe) -> None:
     if recipe.student.encoder != "auto":  # auto: a rung of students/sizing.py's ladder, chosen at build
         at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
     check_branch_at(recipe)
+    if recipe.student.init is not None and recipe.student.encoder_weights is not None:
+        raise RecipeError("student.encoder_weights", "not with student.init (that sets every weight): keep one")
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")

@@ -132,6 +132,11 @@ class StudentConfig(_Strict):
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"
     )
+    encoder_weights: Optional[Path] = Field(
+        None,
+        description="start the encoder from this state dict (the encoder's, an smp model's or a timm/torchvision"
+        " classifier's; every encoder tensor must be found, see students/pretrained.py)",
+    )
 
     @field_validator("branch_at")
     @classmethod

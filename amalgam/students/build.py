@@ -21,7 +21,7 @@ from torch import nn
 
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
-from amalgam.students.encoders import StagedEncoder, build_encoder
+from amalgam.students.encoders import StagedEncoder, build_encoder, split_stages
 from amalgam.students.tree import branch_points, spine_depth
 from amalgam.task import get_task
 
@@ -103,6 +103,10 @@ class _Student(nn.Module):
     def _path(self, name: str) -> nn.Module:
         raise NotImplementedError
 
+    def load_encoder(self, encoder: nn.Module) -> None:
+        """Copies a (pretrained) smp encoder of ``spec.encoder`` into every place the student holds it."""
+        raise NotImplementedError
+
     @classmethod
     def default_tap(cls, spec: StudentSpec) -> str:
         """Module whose output feature terms and gates read when ``amalgamation.student_tap`` is not set."""
@@ -159,6 +163,15 @@ class BranchedStudent(_Student):
         features = self._trunk(images)
         return {name: self._branch(features, name) for name in self.branches}
 
+    def load_encoder(self, encoder: nn.Module) -> None:
+        """The trunk and each task's own stages start from the matching stages of ``encoder``."""
+        stages = split_stages(encoder)
+        for k, stage in enumerate(self.trunk):
+            stage.load_state_dict(stages[k].state_dict())
+        for name, own in self.branches.items():
+            for k, stage in enumerate(own, start=self.points[name]):
+                stage.load_state_dict(stages[k].state_dict())
+
     def _path(self, name: str) -> nn.Module:
         stages = nn.ModuleList([*self.trunk[: self.points[name]], *self.branches[name]])
         return _TaskPath(self, stages, self.decoders[name] if name in self.decoders else None, self.heads[name])
@@ -185,6 +198,10 @@ class CompactStudent(_Student):
         features = self.encoder(self.normalise(images))
         decoded = self.decoder(features) if self.decoder is not None else None
         return {n: head(decoded if n in self.dense_tasks else features[-1]) for n, head in self.heads.items()}
+
+    def load_encoder(self, encoder: nn.Module) -> None:
+        """The one encoder starts from ``encoder``."""
+        self.encoder.load_state_dict(encoder.state_dict())
 
     def _path(self, name: str) -> nn.Module:
         return _TaskPath(self, self.encoder, self.decoder if name in self.dense_tasks else None, self.heads[name])

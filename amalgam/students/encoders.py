@@ -152,13 +152,18 @@ def _splitter_for(encoder: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
     )
 
 
+def split_stages(encoder: nn.Module) -> list[nn.Module]:
+    """The five stage modules of an smp encoder, by its family's registered splitter."""
+    return _splitter_for(encoder)(encoder)
+
+
 class StagedEncoder(nn.Module):
     """An smp encoder as five stages; ``out_channels[k]`` is the width after stage k (0 = input)."""
 
     def __init__(self, name: str):
         super().__init__()
         encoder = build_encoder(name)
-        self.stages = nn.ModuleList(_splitter_for(encoder)(encoder))
+        self.stages = nn.ModuleList(split_stages(encoder))
         self.out_channels = list(encoder.out_channels)
 
     def forward_range(self, x: torch.Tensor, start: int, stop: int) -> list[torch.Tensor]:

@@ -1,0 +1,102 @@
+"""A student encoder started from pretrained weights (``student.encoder_weights``).
+
+Real students start from a backbone pretrained elsewhere (ImageNet weights, or a backbone trained
+on the user's own images); amalgamation then only has to teach the tasks, not the features.
+The file may hold the encoder's own state dict, a whole smp model's (``encoder.*``) or a
+classifier's (a timm model for a ``tu-*`` encoder, a torchvision ResNet for ``resnet*``).
+
+Matching rule (said in the build log and by ``amalgam inspect``): the checkpoint's keys are renamed
+by the first of :data:`RENAMES` under which **every** tensor of the encoder is found with its
+shape; the checkpoint's other tensors (a classifier's head) are left out and counted. No rename
+fitting every tensor is an error naming the closest one: a half-loaded encoder is never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from amalgam.errors import AmalgamError, RecipeError
+from amalgam.students.encoders import build_encoder
+from amalgam.teachers.model_sources import read_state_dict
+
+KEY = "student.encoder_weights"
+
+#: (prefix stripped from the checkpoint's keys, prefix added), tried in this order
+RENAMES: tuple[tuple[str, str], ...] = (
+    ("", ""),  # the encoder's own state dict (or a torchvision ResNet for smp's resnet*)
+    ("encoder.", ""),  # a whole smp model
+    ("", "model."),  # a timm model, for smp's tu-* encoders (they wrap it as .model)
+    ("encoder.", "model."),
+    ("backbone.", ""),
+    ("backbone.", "model."),
+)
+
+
+@dataclass
+class EncoderWeights:
+    """An encoder's state dict taken from a checkpoint, and how it was matched."""
+
+    state: dict[str, torch.Tensor]
+    path: Path
+    rename: tuple[str, str]
+    unused: list[str]  # checkpoint keys no encoder tensor took (e.g. a classifier head)
+
+    def describe(self) -> str:
+        """One line for the build log and ``inspect``."""
+        strip, add = self.rename
+        how = "names as they are" if self.rename == ("", "") else f"'{strip}' -> '{add}' in front of each name"
+        left = f"; left out {len(self.unused)} tensors ({', '.join(self.unused[:3])}{', ...' * (len(self.unused) > 3)})"
+        return f"{len(self.state)} encoder tensors from {self.path} ({how}){left if self.unused else ''}"
+
+
+def _renamed(state: dict[str, torch.Tensor], strip: str, add: str) -> dict[str, str]:
+    """Encoder key -> checkpoint key, for the checkpoint keys starting with ``strip``."""
+    return {add + k[len(strip) :]: k for k in state if k.startswith(strip)}
+
+
+def _fits(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], names: dict[str, str]) -> list[str]:
+    """The encoder keys this renaming does not supply with the right shape (empty: it fits)."""
+    return [k for k, v in own.items() if k not in names or tuple(state[names[k]].shape) != tuple(v.shape)]
+
+
+def match_encoder_weights(encoder_name: str, path: Path) -> EncoderWeights:
+    """The state dict for encoder ``encoder_name`` out of the checkpoint at ``path``.
+
+    Raises:
+        RecipeError: naming ``student.encoder_weights``, for an unreadable file or when no renaming
+            of :data:`RENAMES` supplies every encoder tensor.
+    """
+    try:
+        state = read_state_dict(path)
+    except AmalgamError as exc:
+        raise RecipeError(KEY, str(exc)) from None
+    own = build_encoder(encoder_name).state_dict()
+    best = None
+    for strip, add in RENAMES:
+        names = _renamed(state, strip, add)
+        missing = _fits(own, state, names)
+        if not missing:
+            used = {names[k] for k in own}
+            return EncoderWeights(
+                {k: state[names[k]] for k in own}, path, (strip, add), [k for k in state if k not in used]
+            )
+        if best is None or len(missing) < len(best[2]):
+            best = (strip, add, missing)
+    strip, add, missing = best
+    raise RecipeError(
+        KEY,
+        f"{path} does not fit encoder '{encoder_name}': the closest renaming "
+        f"('{strip}' -> '{add}') misses {len(missing)} of its {len(own)} tensors (first: '{missing[0]}'), "
+        f"renamings tried: {', '.join(f'{s!r}->{a!r}' for s, a in RENAMES)}",
+    )
+
+
+def pretrained_encoder(encoder_name: str, weights: EncoderWeights) -> nn.Module:
+    """A fresh smp encoder holding ``weights`` (which the student then copies stage by stage)."""
+    encoder = build_encoder(encoder_name)
+    encoder.load_state_dict(weights.state)
+    return encoder

@@ -1,0 +1,122 @@
+"""``student.encoder_weights``: a student encoder started from a pretrained classifier or encoder."""
+
+from __future__ import annotations
+
+import pytest
+import segmentation_models_pytorch as smp
+import timm
+import torch
+from world import TINY_BUILD
+
+from amalgam.cli import main
+from amalgam.errors import RecipeError
+from amalgam.students.build import StudentSpec, build_student
+from amalgam.students.pretrained import match_encoder_weights, pretrained_encoder
+
+HEADS = {"classification": 3, "segmentation": 4, "depth": 1}
+
+
+def _randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Weights unlike a fresh model's, so a copy that did not happen shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(
+                    torch.rand(t.shape, generator=g) * 0.2 + 0.9
+                    if t.dim() == 1
+                    else torch.randn(t.shape, generator=g) * 0.1
+                )
+    return model
+
+
+@pytest.fixture
+def timm_classifier(tmp_path):
+    model = _randomised(timm.create_model("test_resnet", num_classes=3), 0)
+    path = tmp_path / "classifier.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _stage_outputs(student, task: str, x: torch.Tensor) -> list[torch.Tensor]:
+    path = student.task_path(task).eval()
+    features = [(x - path.mean) / path.std]
+    for stage in path.encoder:
+        features.append(stage(features[-1]))
+    return features[1:]
+
+
+@pytest.mark.parametrize("branch_at", [0, 2, {"classification": 1, "segmentation": 4, "depth": 5}])
+def test_every_stage_of_a_tree_starts_from_the_classifier(timm_classifier, branch_at):
+    weights = match_encoder_weights("tu-test_resnet", timm_classifier)
+    assert weights.rename == ("", "model.")  # a timm model inside smp's tu- wrapper
+    assert {"fc.weight", "fc.bias"} <= set(weights.unused)
+    student = build_student(StudentSpec("branched", "tu-test_resnet", branch_at, [16, 16, 8, 8, 8], HEADS)).eval()
+    student.load_encoder(pretrained_encoder("tu-test_resnet", weights))
+    reference = pretrained_encoder("tu-test_resnet", weights).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        wanted = reference((x - student.mean) / student.std)[1:]
+        for task in HEADS:
+            got = _stage_outputs(student, task, x)
+            for k, (a, b) in enumerate(zip(got, wanted)):
+                assert torch.allclose(a, b, atol=1e-5), (task, k)
+
+
+def test_a_compact_student_and_an_smp_models_state_dict(tmp_path):
+    model = _randomised(smp.Unet("tu-test_resnet", encoder_weights=None, classes=2), 1)
+    path = tmp_path / "unet.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    weights = match_encoder_weights("tu-test_resnet", path)
+    assert weights.rename == ("encoder.", "") and any(k.startswith("decoder.") for k in weights.unused)
+    student = build_student(StudentSpec("compact", "tu-test_resnet", 0, [16, 16, 8, 8, 8], HEADS))
+    student.load_encoder(pretrained_encoder("tu-test_resnet", weights))
+    for key, value in student.encoder.state_dict().items():
+        assert torch.equal(value, model.encoder.state_dict()[key]), key
+
+
+def test_a_torchvision_resnet_fits_smps_resnet_as_it_is(tmp_path):
+    import torchvision
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(_randomised(torchvision.models.resnet18(num_classes=5), 2).state_dict(), path)
+    weights = match_encoder_weights("resnet18", path)
+    assert weights.rename == ("", "") and weights.unused == ["fc.weight", "fc.bias"]
+    assert "left out 2 tensors (fc.weight, fc.bias)" in weights.describe()
+
+
+def test_a_checkpoint_of_another_network_is_refused_in_one_line(timm_classifier, tmp_path):
+    with pytest.raises(RecipeError) as err:
+        match_encoder_weights("tu-resnet10t", timm_classifier)
+    msg = str(err.value)
+    assert msg.startswith("student.encoder_weights: ") and "does not fit encoder 'tu-resnet10t'" in msg
+    assert "closest renaming ('' -> 'model.')" in msg and "\n" not in msg
+    with pytest.raises(RecipeError, match="student.encoder_weights: checkpoint not found"):
+        match_encoder_weights("tu-test_resnet", tmp_path / "nowhere.pt")
+
+
+def test_build_and_inspect_say_where_the_encoder_comes_from(world, timm_classifier, tmp_path, capsys):
+    key = f"student.encoder_weights={timm_classifier}"
+    assert main(["inspect", str(world), "--no-data", "--set", key]) == 0
+    line = f"  encoder weights (student.encoder_weights): 90 encoder tensors from {timm_classifier}"
+    assert line in capsys.readouterr().out
+    out = tmp_path / "run"
+    args = ["build", str(world), "--output", str(out), *TINY_BUILD, "--set", "train.lr=1e-12", "--set", key]
+    assert main([a for a in args if a != "--quiet"]) == 0
+    assert (
+        f"student: encoder tu-test_resnet starts from 90 encoder tensors from {timm_classifier}"
+        in capsys.readouterr().out
+    )
+    from amalgam.students.serialize import load_student
+
+    student, _ = load_student(out / "student.pt")
+    stem = timm.create_model("test_resnet", num_classes=3)
+    stem.load_state_dict(torch.load(timm_classifier))
+    first = next(student.trunk.parameters())  # the stem's first convolution, trained at lr ~0
+    assert torch.allclose(first, next(stem.parameters()), atol=1e-6)
+
+
+def test_init_and_encoder_weights_are_refused_together(world, built_run, timm_classifier, capsys):
+    args = ["inspect", str(world), "--no-data", "--set", f"student.encoder_weights={timm_classifier}"]
+    assert main([*args, "--set", f"student.init={built_run / 'student.pt'}"]) == 2
+    assert "student.encoder_weights: not with student.init" in capsys.readouterr().err
