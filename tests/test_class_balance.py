@@ -34,6 +34,38 @@ def test_three_background_pixels_and_one_object_by_hand():
     assert class_balanced_weights(logits, power=0.0).flatten().tolist() == pytest.approx([1.0] * 4)
 
 
+def test_a_catch_all_label_keeps_its_weight_and_the_others_share_theirs_by_hand():
+    logits = _pixels([0, 0, 0, 0, 1, 1, 1, 2], num=3)  # f = [0.5, 0.375, 0.125]; label 0 stands for several
+    catch_all = torch.tensor([True, False, False])
+    w = class_balanced_weights(logits, power=1.0, catch_all=catch_all).flatten()
+    # 1/f of labels 1, 2 = [8/3, 8], scaled to keep their total 0.5: 0.5 / (0.375 * 8/3 + 0.125 * 8) = 1/4
+    assert w.tolist() == pytest.approx([1, 1, 1, 1, 2 / 3, 2 / 3, 2 / 3, 2], abs=1e-3)
+    assert w[:4].sum().item() == pytest.approx(4.0, abs=1e-3)  # the catch-all's pixels keep their weight
+    assert w[4:7].sum().item() == pytest.approx(w[7].item(), abs=3e-3)  # the others are balanced among them
+    plain = class_balanced_weights(logits, power=1.0).flatten()  # without: the frequent catch-all loses weight
+    assert plain[:4].sum().item() == pytest.approx(8 / 3, abs=1e-3)
+
+
+def test_the_segmentation_loss_finds_catch_alls_from_the_projection():
+    from amalgam.kd.class_balance import catch_all_labels
+
+    task = get_task("segmentation")
+    proj = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0]], dtype=torch.bool)  # label 0: background + two unknown classes
+    assert catch_all_labels(proj).tolist() == [True, False] and catch_all_labels(None) is None
+    teacher, student = _pixels([0, 0, 0, 1]), torch.randn(1, 4, 1, 4)
+    expected = partial_label_kl(
+        student, teacher, proj, 2.0, class_balanced_weights(teacher, 0.5, catch_all=torch.tensor([True, False]))
+    )
+    assert task.distill_loss(student, teacher, DistillOptions(proj, 2.0, class_balance=0.5)).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
+    # one catch-all and one class: nothing to balance among, the plain pixel mean
+    plain = partial_label_kl(student, teacher, proj, 2.0)
+    assert task.distill_loss(student, teacher, DistillOptions(proj, 2.0, class_balance=0.5)).item() == pytest.approx(
+        plain.item(), rel=1e-5
+    )
+
+
 def test_soft_teacher_probabilities_by_hand():
     logits = torch.tensor([[0.0, 0.0], [BIG, 0.0]]).T.reshape(1, 2, 2)  # p = [0.5, 0.5] and [1, 0]
     # f = [0.75, 0.25]: w = [0.5 * 4/3 + 0.5 * 4, 4/3] = [8/3, 4/3], mean 2
@@ -68,7 +100,7 @@ def test_a_teacher_at_another_resolution_is_weighted_after_resizing():
     teacher, student = torch.randn(2, 3, 8, 8), torch.randn(2, 4, 16, 16)
     proj = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
     up = torch.nn.functional.interpolate(teacher, size=(16, 16), mode="bilinear", align_corners=False)
-    expected = partial_label_kl(student, up, proj, 2.0, class_balanced_weights(up, 0.5))
+    expected = partial_label_kl(student, up, proj, 2.0, class_balanced_weights(up, 0.5, catch_all=proj.sum(1) > 1))
     got = task.distill_loss(student, teacher, DistillOptions(proj, 2.0, class_balance=0.5))
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 

@@ -9,6 +9,8 @@ batch, so no ground truth is needed; weights are normalised to mean 1 so the los
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 #: the default ``power`` (``amalgamation.class_balance``): 0 is the plain pixel mean, 1 full inverse frequency.
@@ -18,18 +20,28 @@ DEFAULT_POWER = 0.0
 
 
 def class_balanced_weights(
-    teacher_logits: torch.Tensor, power: float = DEFAULT_POWER, eps: float = 1e-4
+    teacher_logits: torch.Tensor,
+    power: float = DEFAULT_POWER,
+    eps: float = 1e-4,
+    catch_all: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Per-position weights ``w_i = sum_c p_ic f_c^-power / mean_j(...)`` from a teacher's logits.
+    """Per-position weights ``w_i = sum_c p_ic a_c / mean_j(...)`` from a teacher's logits.
 
-    ``p`` is the teacher's softmax (temperature 1: the classes it predicts) and ``f_c`` the mean of
-    ``p_c`` over every position of the batch. With ``power = 1`` and one-hot ``p``, each class present
-    gets the same total weight; ``power = 0`` gives all ones.
+    ``p`` is the teacher's softmax (temperature 1: the classes it predicts), ``f_c`` the mean of
+    ``p_c`` over every position of the batch and ``a_c = f_c^-power``. With ``power = 1`` and one-hot
+    ``p``, each class present gets the same total weight; ``power = 0`` gives all ones.
+
+    A *catch-all* label (one that stands for several of the student's classes: the background of a
+    teacher that knows part of the labels) is not a class whose rarity means anything, and it is
+    the only pressure towards the classes it covers: it keeps ``a = 1``, and the other labels'
+    ``a_c`` are scaled so that together they keep their share of the weight (the balance then
+    moves weight only among them).
 
     Args:
         teacher_logits: ``[B, C, ...]`` logits (class dimension 1).
         power: exponent of the inverse frequency, in [0, 1].
         eps: added to each frequency so an absent class cannot give an infinite weight.
+        catch_all: ``[C]`` booleans marking catch-all labels (None: none).
 
     Returns:
         ``[B, ...]`` weights with mean 1 (no gradient).
@@ -39,6 +51,20 @@ def class_balanced_weights(
         dims = [0, *range(2, p.dim())]
         freq = p.mean(dim=dims)  # [C]
         per_class = (freq + eps).pow(-power)
+        if catch_all is not None and bool(catch_all.any()):
+            per_class = _keep_catch_all(per_class, freq, catch_all.to(per_class.device))
         shape = (1, -1) + (1,) * (p.dim() - 2)
         w = (p * per_class.view(shape)).sum(1)
         return w / w.mean()
+
+
+def _keep_catch_all(per_class: torch.Tensor, freq: torch.Tensor, catch_all: torch.Tensor) -> torch.Tensor:
+    """Catch-all labels at 1; the others rescaled to keep their total weight ``sum f_c``."""
+    own = ~catch_all
+    kept = freq[own].sum() / (freq[own] * per_class[own]).sum().clamp_min(1e-12)
+    return torch.where(catch_all, torch.ones_like(per_class), per_class * kept)
+
+
+def catch_all_labels(projection: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``[L]`` booleans: the teacher's labels that project onto more than one unified class."""
+    return None if projection is None else projection.sum(1) > 1
