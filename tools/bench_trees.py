@@ -17,6 +17,9 @@ skipped when its report exists, so a killed benchmark continues where it stopped
 
     python tools/bench_trees.py recipes/quickstart.yaml --out runs/trees \\
         --set train.epochs=2 --set train.samples_per_epoch=800 --budget params=0.5
+
+On N cores: search first (``--no-build`` alone searches), then N processes with ``--shard 0/N``
+... ``--shard N-1/N`` (one thread each), then ``--no-build`` again for the summary of every tree.
 """
 
 from __future__ import annotations
@@ -85,6 +88,14 @@ def amalgam(args: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
+def shard_trees(count: int, shard: str) -> set[int]:
+    """The tree indices shard ``I/N`` builds: every N-th from the I-th (shards cover each tree once)."""
+    i, n = (int(x) for x in shard.split("/"))
+    if not 0 <= i < n:
+        raise SystemExit(f"--shard {shard}: expected I/N with 0 <= I < N")
+    return set(range(i, count, n))
+
+
 def build(recipe: Path, out: Path, points: dict[str, int], sets: list[str]) -> dict:
     run = out / tree_name(points)
     if not (run / "report.json").is_file():
@@ -102,7 +113,11 @@ def main() -> None:
     parser.add_argument("--budget", default="params=0.5", help="student.budget for the search (amalgam search)")
     parser.add_argument("--early", type=int, default=2, help="branch point of the mixed trees' lone task")
     parser.add_argument("--no-build", action="store_true", help="summarise the trees already built, build none")
+    parser.add_argument(
+        "--shard", default="0/1", help="I/N: build every N-th tree from the I-th (N processes, then --no-build)"
+    )
     args = parser.parse_args()
+    shards = int(args.shard.split("/")[1])
     args.out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(args.recipe, args.set)
     tasks = list(dict.fromkeys(t.task for t in recipe.teachers.values()))
@@ -119,9 +134,9 @@ def main() -> None:
     # the chosen tree first, then the grid from the most shared: a cut-short run has the informative rows
     trees = [chosen] + sorted((t for t in trees if t != chosen), key=lambda t: -sum(t.values()))
     rows = []
-    for points in trees:
+    for i, points in enumerate(trees):
         done = (args.out / tree_name(points) / "report.json").is_file()
-        if args.no_build and not done:
+        if not done and (args.no_build or i not in shard_trees(len(trees), args.shard)):
             continue
         report = build(args.recipe, args.out, points, args.set)
         rows.append({
@@ -131,6 +146,9 @@ def main() -> None:
             "in_grid": points in grid(tasks, args.early), "images": report["train"]["images_per_second"]
             * report["train"]["seconds"],
         })  # fmt: skip
+    if shards > 1 or not any(r["branch_at"] == chosen for r in rows):
+        print(f"searched; {len(rows)} trees built here: run with --no-build for the summary", flush=True)
+        return
     summary = summarise(rows, search, chosen)
     (args.out / "bench_trees.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1) + "\n")
     print(to_markdown(rows, summary, search))

@@ -46,3 +46,11 @@ def test_over_budget_reads_the_search_budget():
     assert tool.over_budget(report, {"params": 100, "latency_ms": None}) == ["120 params > 100"]
     assert tool.over_budget(report, {"params": 200, "latency_ms": 5.0}) == []
     assert tool.over_budget(report, {"params": None, "latency_ms": 2.0}) == ["b1 3.0 ms > 2.0 ms"]
+
+
+def test_shards_cover_every_tree_once():
+    parts = [tool.shard_trees(10, f"{i}/3") for i in range(3)]
+    assert sorted(i for p in parts for i in p) == list(range(10)) and parts[0] == {0, 3, 6, 9}
+    assert tool.shard_trees(4, "0/1") == {0, 1, 2, 3}
+    with pytest.raises(SystemExit):
+        tool.shard_trees(4, "3/3")
