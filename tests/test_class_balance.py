@@ -105,12 +105,14 @@ def test_a_teacher_at_another_resolution_is_weighted_after_resizing():
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_recipe_default_and_the_key_that_turns_it_on(world):
-    assert AmalgamationConfig().class_balance == DEFAULT_POWER == 0.0  # off: see docs/benchmarks.md
-    off = Objective(prepare(load_recipe(world), with_data=False, log=lambda m: None), student=None)
-    assert all("class_balance" not in o for o in off.loss_options.values())  # the plugin's default applies
-    plan = prepare(load_recipe(world, ["amalgamation.class_balance=0.5"]), with_data=False, log=lambda m: None)
+def test_recipe_default_and_the_key_that_turns_it_off(world):
+    assert AmalgamationConfig().class_balance == DEFAULT_POWER == 0.5  # on: see docs/benchmarks.md
+    plan = prepare(load_recipe(world), with_data=False, log=lambda m: None)
     on = Objective(plan, student=None)
     seg = [t for t, g in on.terms.items() if plan.teachers[g[0]].task.name == "segmentation"]
     assert seg and all(on.loss_options[t] == {"class_balance": 0.5} for t in seg)
-    assert all("class_balance" not in on.loss_options[t] for t in on.terms if t not in seg)
+    assert all("class_balance" not in on.loss_options[t] for t in on.terms if t not in seg)  # dense labelled only
+    off = Objective(
+        prepare(load_recipe(world, ["amalgamation.class_balance=0"]), with_data=False, log=lambda m: None), None
+    )
+    assert all("class_balance" not in o for o in off.loss_options.values())  # the plain pixel mean

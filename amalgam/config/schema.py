@@ -162,7 +162,7 @@ class AmalgamationConfig(_Strict):
         False, description="soften the student after summing it into a teacher's labels, not before (see labels.py)"
     )
     class_balance: float = Field(
-        0.0,
+        0.5,  # kd.class_balance.DEFAULT_POWER (checked by a test; the schema imports no torch code)
         ge=0,
         le=1,
         description="dense labelled terms: pixels weighted by class rarity^power (kd/class_balance.py); 0: off",
