@@ -23,8 +23,8 @@ from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.students.budget import student_lines
 from amalgam.students.build import build_student, count_params, has_branches
-from amalgam.students.pretrained import match_encoder_weights, pretrained_encoder
-from amalgam.students.serialize import init_student, save_student
+from amalgam.students.serialize import save_student
+from amalgam.students.start import start_weights
 from amalgam.training import engine
 from amalgam.training.checkpoint import clean_stale_temps
 from amalgam.training.distributed import DistContext, init_distributed
@@ -167,15 +167,6 @@ def new_student(plan: Plan, log: Log, resumed: bool, branch_at: Optional[dict[st
     ``branch_at`` is the search's tree when the recipe's is ``auto``.
     """
     student = build_student(plan.student_spec(branch_at))
-    if resumed:  # the checkpoint's weights win
-        return student
-    cfg = plan.recipe.student
-    if cfg.init is not None:
-        path = plan.recipe.resolve(cfg.init)
-        init_student(student, plan.spaces, path)
-        log(f"student: starting from {path}")
-    elif cfg.encoder_weights is not None:
-        weights = match_encoder_weights(student.spec.encoder, plan.recipe.resolve(cfg.encoder_weights))
-        student.load_encoder(pretrained_encoder(student.spec.encoder, weights))
-        log(f"student: encoder {student.spec.encoder} starts from {weights.describe()}")
+    if not resumed:  # on resume the checkpoint's weights win
+        start_weights(student, plan.recipe, plan.spaces, log)
     return student

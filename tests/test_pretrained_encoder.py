@@ -120,3 +120,29 @@ def test_init_and_encoder_weights_are_refused_together(world, built_run, timm_cl
     args = ["inspect", str(world), "--no-data", "--set", f"student.encoder_weights={timm_classifier}"]
     assert main([*args, "--set", f"student.init={built_run / 'student.pt'}"]) == 2
     assert "student.encoder_weights: not with student.init" in capsys.readouterr().err
+
+
+def test_the_auto_warm_up_starts_from_the_encoder_weights_as_the_build_does(world, timm_classifier, tmp_path):
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.affinity import measure_affinity, search_key
+    from amalgam.distill.plan import build_plan
+
+    quick = ["student.search.steps=2", "student.search.every=1"]
+    plain = load_recipe(world, quick)
+    recipe = load_recipe(world, [*quick, f"student.encoder_weights={timm_classifier}"])
+    assert search_key(recipe) != search_key(plain)  # a stored warm-up of random weights is not reused
+    said: list[str] = []
+    pretrained = measure_affinity(
+        build_plan(recipe, log=said.append), torch.device("cpu"), tmp_path / "a.pt", said.append
+    )
+    assert any(s.startswith("student: encoder tu-test_resnet starts from 90 encoder tensors") for s in said)
+    random = measure_affinity(build_plan(plain, log=said.append), torch.device("cpu"), tmp_path / "b.pt", said.append)
+    assert pretrained.table != random.table
+
+
+def test_reading_the_weights_leaves_the_seeded_random_stream_alone(timm_classifier):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    pretrained_encoder("tu-test_resnet", match_encoder_weights("tu-test_resnet", timm_classifier))
+    assert torch.equal(torch.rand(3), expected)

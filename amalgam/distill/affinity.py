@@ -30,6 +30,7 @@ from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
 from amalgam.io import atomic_save
 from amalgam.students.build import build_student
+from amalgam.students.start import start_weights
 from amalgam.students.tree import STAGES
 from amalgam.task import DistillOptions, distill
 from amalgam.teachers.inputs import answer_views
@@ -73,11 +74,12 @@ def search_key(recipe: Recipe) -> dict:
     dump = recipe.model_dump(mode="json")
     s = dump["student"]
     # with student.encoder: auto the budget chooses the encoder, so the affinities depend on it too
-    student = ("encoder", "decoder_channels", "search") + (("budget",) if s["encoder"] == "auto" else ())
+    student = ("encoder", "decoder_channels", "search", "init", "encoder_weights")
+    student += ("budget",) if s["encoder"] == "auto" else ()
     return {
         "seed": dump["seed"], "data": dump["data"], "teachers": dump["teachers"],
         "student": {k: s[k] for k in student},
-        "temperature": dump["amalgamation"]["temperature"],
+        "temperature": dump["amalgamation"]["temperature"], "class_balance": dump["amalgamation"]["class_balance"],
         "lr": dump["train"]["lr"], "batch_size": dump["train"]["batch_size"],
     }  # fmt: skip
 
@@ -87,7 +89,9 @@ def task_losses(plan: Plan, out: dict[str, torch.Tensor], targets: dict[str, tup
     losses: dict[str, torch.Tensor] = {}
     for name, (idx, target) in targets.items():
         task = plan.teachers[name].task
-        options = DistillOptions(plan.projections[name], plan.recipe.amalgamation.temperature)
+        amal = plan.recipe.amalgamation
+        balance = amal.class_balance if task.dense and task.labelled else 0.0  # the build's loss, as trained
+        options = DistillOptions(plan.projections[name], amal.temperature, class_balance=balance)
         loss = distill(task, out[task.name][idx], target, options)
         losses[task.name] = losses[task.name] + loss if task.name in losses else loss
     return losses
@@ -169,7 +173,9 @@ def measure_affinity(
     lr = cfg.lookahead_lr or recipe.train.lr
     torch.manual_seed(recipe.seed)
     spec = plan.student_spec(STAGES)
-    student = build_student(spec).to(device).train()
+    student = build_student(spec)
+    start_weights(student, recipe, plan.spaces, log)  # as the build starts: the affinities of that student
+    student = student.to(device).train()
     opt = torch.optim.AdamW(student.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
     tasks = list(spec.heads)
     state = _State(sums=torch.zeros(STAGES, len(tasks), len(tasks)), counts=torch.zeros(STAGES, len(tasks), len(tasks)))

@@ -53,6 +53,12 @@ class EncoderWeights:
         return f"{len(self.state)} encoder tensors from {self.path} ({how}){left if self.unused else ''}"
 
 
+def _fresh(encoder_name: str) -> nn.Module:
+    """A new encoder, built without moving the global random stream (a seeded build stays as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        return build_encoder(encoder_name)
+
+
 def _renamed(state: dict[str, torch.Tensor], strip: str, add: str) -> dict[str, str]:
     """Encoder key -> checkpoint key, for the checkpoint keys starting with ``strip``."""
     return {add + k[len(strip) :]: k for k in state if k.startswith(strip)}
@@ -74,7 +80,7 @@ def match_encoder_weights(encoder_name: str, path: Path) -> EncoderWeights:
         state = read_state_dict(path)
     except AmalgamError as exc:
         raise RecipeError(KEY, str(exc)) from None
-    own = build_encoder(encoder_name).state_dict()
+    own = _fresh(encoder_name).state_dict()
     best = None
     for strip, add in RENAMES:
         names = _renamed(state, strip, add)
@@ -97,6 +103,6 @@ def match_encoder_weights(encoder_name: str, path: Path) -> EncoderWeights:
 
 def pretrained_encoder(encoder_name: str, weights: EncoderWeights) -> nn.Module:
     """A fresh smp encoder holding ``weights`` (which the student then copies stage by stage)."""
-    encoder = build_encoder(encoder_name)
+    encoder = _fresh(encoder_name)
     encoder.load_state_dict(weights.state)
     return encoder

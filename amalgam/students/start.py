@@ -1,0 +1,29 @@
+"""The weights a new student starts from: random, a previous student (``student.init``) or a
+pretrained encoder (``student.encoder_weights``). The build and the ``branch_at: auto`` warm-up
+start the same way, so the affinities are measured on the student that will be trained."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from amalgam.config.schema import Recipe
+from amalgam.labels import LabelSpace
+from amalgam.students.pretrained import match_encoder_weights, pretrained_encoder
+from amalgam.students.serialize import init_student
+
+
+def start_weights(
+    student: nn.Module, recipe: Recipe, spaces: dict[str, LabelSpace | None], log: Callable[[str], None]
+) -> None:
+    """Loads what the recipe says the student starts from (nothing: its random weights), and says so."""
+    cfg = recipe.student
+    if cfg.init is not None:
+        path = recipe.resolve(cfg.init)
+        init_student(student, spaces, path)
+        log(f"student: starting from {path}")
+    elif cfg.encoder_weights is not None:
+        weights = match_encoder_weights(student.spec.encoder, recipe.resolve(cfg.encoder_weights))
+        student.load_encoder(pretrained_encoder(student.spec.encoder, weights))
+        log(f"student: encoder {student.spec.encoder} starts from {weights.describe()}")
