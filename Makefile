@@ -23,7 +23,7 @@ data: env
 	else echo "scenes: already in data/scenes"; fi
 
 # The quickstart teachers ship in zoo_weights/ (checked against its MANIFEST); a missing or changed
-# file is said, and the missing teachers are trained (about 35 minutes, one after the other).
+# file is said, and the missing teachers are trained (about an hour, one after the other).
 zoo: data
 	@if $(PY) tools/zoo_manifest.py --check zoo_weights; then \
 		echo "zoo: the shipped teachers in zoo_weights match zoo_weights/MANIFEST"; \

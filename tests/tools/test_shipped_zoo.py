@@ -22,11 +22,11 @@ VAL_SCENES = 200
 EXPECTED = {
     "cls-items": ("top1", 0.9260),
     "items-backbone": ("top1", 0.8315),
-    "seg-scenes": ("miou", 0.6053),
+    "seg-scenes": ("miou", 0.6538),
     "depth": ("abs_rel", 0.0573),
 }
-# No class of the segmenter may fall below this IoU on the subset (Shirt, the hardest, is at 0.25).
-MIN_CLASS_IOU = 0.2
+# No class of the segmenter may fall below this IoU on the subset (Shirt, the hardest, is at 0.31).
+MIN_CLASS_IOU = 0.25
 
 
 def test_shipped_files_match_the_manifest() -> None:
