@@ -10,7 +10,7 @@ from amalgam.distill.plan import Plan, build_plan
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student, count_params
-from amalgam.students.pretrained import match_encoder_weights
+from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 
@@ -26,6 +26,7 @@ class Inspection:
         student_spec: the student's architecture (None for a peers recipe).
         student_params: the student's parameters (peers: all peers together).
         teacher_params: all teachers' parameters together (0 for peers).
+        encoder_weights: ``student.encoder_weights`` matched to the student's encoder (None: not set).
     """
 
     recipe: Recipe
@@ -33,6 +34,7 @@ class Inspection:
     student_spec: Optional[StudentSpec]
     student_params: int
     teacher_params: int = 0
+    encoder_weights: Optional[EncoderWeights] = None
 
     def summary(self) -> str:
         """The human-readable description, one fact per line."""
@@ -60,6 +62,8 @@ class Inspection:
         params, teachers = self.student_params, self.teacher_params
         choice = plan.encoder_choice()
         sized = [f"  {choice.describe()}"] if choice else []  # student.encoder: auto says what it chose
+        if self.encoder_weights is not None:
+            sized.append(f"  encoder weights (student.encoder_weights): {self.encoder_weights.describe()}")
         if r.student.branch_at == "auto":
             return lines + auto_lines(r, teachers, spec.encoder) + sized
         lines += [
@@ -69,9 +73,6 @@ class Inspection:
             f"  {params:,} params = {_share(params, teachers)} of the teachers' {teachers:,}",
         ]
         lines += student_lines(spec, params, teachers, r.student.budget)
-        if r.student.encoder_weights is not None:
-            weights = match_encoder_weights(spec.encoder, r.resolve(r.student.encoder_weights))
-            lines.append(f"  encoder weights (student.encoder_weights): {weights.describe()}")
         if params > teachers:
             lines.append(
                 f"  warning: the student has more parameters than all teachers together ({params:,} > {teachers:,}):"
@@ -132,4 +133,6 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     plan = build_plan(recipe, with_data=with_data, log=log)
     spec = plan.student_spec(STAGES if recipe.student.branch_at == "auto" else None)  # auto: the warm-up's
     teachers = sum(t.num_params() for t in plan.teachers.values())
-    return Inspection(recipe, plan, spec, count_params(build_student(spec)), teachers)
+    path = recipe.resolve(recipe.student.encoder_weights)
+    weights = match_encoder_weights(spec.encoder, path) if path is not None else None  # a bad file fails here
+    return Inspection(recipe, plan, spec, count_params(build_student(spec)), teachers, weights)

@@ -49,7 +49,7 @@ def _stage_outputs(student, task: str, x: torch.Tensor) -> list[torch.Tensor]:
 @pytest.mark.parametrize("branch_at", [0, 2, {"classification": 1, "segmentation": 4, "depth": 5}])
 def test_every_stage_of_a_tree_starts_from_the_classifier(timm_classifier, branch_at):
     weights = match_encoder_weights("tu-test_resnet", timm_classifier)
-    assert weights.rename == ("", "model.")  # a timm model inside smp's tu- wrapper
+    assert weights.rename == ("", "model.", False)  # a timm model inside smp's tu- wrapper
     assert {"fc.weight", "fc.bias"} <= set(weights.unused)
     student = build_student(StudentSpec("branched", "tu-test_resnet", branch_at, [16, 16, 8, 8, 8], HEADS)).eval()
     student.load_encoder(pretrained_encoder("tu-test_resnet", weights))
@@ -68,7 +68,7 @@ def test_a_compact_student_and_an_smp_models_state_dict(tmp_path):
     path = tmp_path / "unet.pt"
     torch.save({"state_dict": model.state_dict()}, path)
     weights = match_encoder_weights("tu-test_resnet", path)
-    assert weights.rename == ("encoder.", "") and any(k.startswith("decoder.") for k in weights.unused)
+    assert weights.rename == ("encoder.", "", False) and any(k.startswith("decoder.") for k in weights.unused)
     student = build_student(StudentSpec("compact", "tu-test_resnet", 0, [16, 16, 8, 8, 8], HEADS))
     student.load_encoder(pretrained_encoder("tu-test_resnet", weights))
     for key, value in student.encoder.state_dict().items():
@@ -81,7 +81,7 @@ def test_a_torchvision_resnet_fits_smps_resnet_as_it_is(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(_randomised(torchvision.models.resnet18(num_classes=5), 2).state_dict(), path)
     weights = match_encoder_weights("resnet18", path)
-    assert weights.rename == ("", "") and weights.unused == ["fc.weight", "fc.bias"]
+    assert weights.rename == ("", "", False) and weights.unused == ["fc.weight", "fc.bias"]
     assert "left out 2 tensors (fc.weight, fc.bias)" in weights.describe()
 
 
@@ -90,7 +90,7 @@ def test_a_checkpoint_of_another_network_is_refused_in_one_line(timm_classifier,
         match_encoder_weights("tu-resnet10t", timm_classifier)
     msg = str(err.value)
     assert msg.startswith("student.encoder_weights: ") and "does not fit encoder 'tu-resnet10t'" in msg
-    assert "closest renaming ('' -> 'model.')" in msg and "\n" not in msg
+    assert "closest renaming ('" in msg and "\n" not in msg
     with pytest.raises(RecipeError, match="student.encoder_weights: checkpoint not found"):
         match_encoder_weights("tu-test_resnet", tmp_path / "nowhere.pt")
 
@@ -146,3 +146,39 @@ def test_reading_the_weights_leaves_the_seeded_random_stream_alone(timm_classifi
     torch.manual_seed(0)
     pretrained_encoder("tu-test_resnet", match_encoder_weights("tu-test_resnet", timm_classifier))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_timm_encoders_that_flatten_their_blocks_and_checkpoints_without_batch_counters(tmp_path):
+    model = _randomised(timm.create_model("repghostnet_050", num_classes=4), 3)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "ghost.pt"
+    torch.save(state, path)
+    weights = match_encoder_weights("tu-repghostnet_050", path)  # smp names blocks.0 as blocks_0
+    assert weights.rename == ("", "model.", True) and "blocks.N. -> blocks_N." in weights.describe()
+    encoder = pretrained_encoder("tu-repghostnet_050", weights)
+    own = encoder.state_dict()
+    assert torch.equal(
+        own["model.blocks_0.0.ghost1.primary_conv.0.weight"], state["blocks.0.0.ghost1.primary_conv.0.weight"]
+    )
+
+
+def test_encoder_weights_need_a_named_encoder_and_inspect_reports_them_with_auto_trees(
+    world, timm_classifier, built_run, tmp_path, capsys
+):
+    key = f"student.encoder_weights={timm_classifier}"
+    assert main(["inspect", str(world), "--no-data", "--set", key, "--set", "student.encoder=auto"]) == 2
+    assert "student.encoder_weights: needs a named student.encoder" in capsys.readouterr().err
+    assert main(["inspect", str(world), "--no-data", "--set", key, "--set", "student.branch_at=auto"]) == 0
+    assert "encoder weights (student.encoder_weights): 90 encoder tensors" in capsys.readouterr().out
+
+
+def test_the_auto_warm_up_takes_no_previous_student(world, built_run, tmp_path):
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.affinity import measure_affinity
+    from amalgam.distill.plan import build_plan
+
+    quick = ["student.search.steps=1", "student.search.every=1", f"student.init={built_run / 'student.pt'}"]
+    said: list[str] = []
+    plan = build_plan(load_recipe(world, quick), log=said.append)
+    measure_affinity(plan, torch.device("cpu"), tmp_path / "a.pt", said.append)  # a tree at 3 is not the warm-up's 5
+    assert not any("starting from" in s for s in said)

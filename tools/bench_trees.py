@@ -124,6 +124,8 @@ def main() -> None:
     flags = [x for s in args.set for x in ("--set", s)]
     search_dir = args.out / "search"
     if not (search_dir / "search.json").is_file():
+        if shards > 1:
+            raise SystemExit("--shard: search first (run once with --no-build), so the shards do not all search")
         print("searching", flush=True)
         cmd = ["search", str(args.recipe), "--output", str(search_dir), "--budget", args.budget, *flags]
         amalgam(cmd, args.out / "search.log")

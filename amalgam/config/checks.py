@@ -58,6 +58,10 @@ def check_recipe(recipe: Recipe) -> None:
     check_branch_at(recipe)
     if recipe.student.init is not None and recipe.student.encoder_weights is not None:
         raise RecipeError("student.encoder_weights", "not with student.init (that sets every weight): keep one")
+    if recipe.student.encoder_weights is not None and recipe.student.encoder == "auto":
+        raise RecipeError(
+            "student.encoder_weights", "needs a named student.encoder (auto sizes by budget and may choose another)"
+        )
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")

@@ -29,6 +29,7 @@ from amalgam.data import mixing_sampler
 from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
 from amalgam.io import atomic_save
+from amalgam.kd.class_balance import balance_power
 from amalgam.students.build import build_student
 from amalgam.students.start import start_weights
 from amalgam.students.tree import STAGES
@@ -74,7 +75,7 @@ def search_key(recipe: Recipe) -> dict:
     dump = recipe.model_dump(mode="json")
     s = dump["student"]
     # with student.encoder: auto the budget chooses the encoder, so the affinities depend on it too
-    student = ("encoder", "decoder_channels", "search", "init", "encoder_weights")
+    student = ("encoder", "decoder_channels", "search", "encoder_weights")
     student += ("budget",) if s["encoder"] == "auto" else ()
     return {
         "seed": dump["seed"], "data": dump["data"], "teachers": dump["teachers"],
@@ -89,9 +90,8 @@ def task_losses(plan: Plan, out: dict[str, torch.Tensor], targets: dict[str, tup
     losses: dict[str, torch.Tensor] = {}
     for name, (idx, target) in targets.items():
         task = plan.teachers[name].task
-        amal = plan.recipe.amalgamation
-        balance = amal.class_balance if task.dense and task.labelled else 0.0  # the build's loss, as trained
-        options = DistillOptions(plan.projections[name], amal.temperature, class_balance=balance)
+        amal = plan.recipe.amalgamation  # the build's loss, as trained
+        options = DistillOptions(plan.projections[name], amal.temperature, class_balance=balance_power(task, amal))
         loss = distill(task, out[task.name][idx], target, options)
         losses[task.name] = losses[task.name] + loss if task.name in losses else loss
     return losses
@@ -174,7 +174,7 @@ def measure_affinity(
     torch.manual_seed(recipe.seed)
     spec = plan.student_spec(STAGES)
     student = build_student(spec)
-    start_weights(student, recipe, plan.spaces, log)  # as the build starts: the affinities of that student
+    start_weights(student, recipe, plan.spaces, log, whole=False)  # the build's encoder: the affinities of that student
     student = student.to(device).train()
     opt = torch.optim.AdamW(student.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
     tasks = list(spec.heads)

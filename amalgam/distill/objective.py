@@ -15,6 +15,7 @@ from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Targets, live_targets
 from amalgam.errors import AmalgamError
 from amalgam.kd import LOGIT_ENSEMBLES
+from amalgam.kd.class_balance import balance_power
 from amalgam.students.build import default_student_tap
 from amalgam.task import DistillOptions, distill
 from amalgam.teachers.teacher import FeatureTap
@@ -67,7 +68,7 @@ class Objective(nn.Module):
         }
         for term, group in self.terms.items():
             task = plan.teachers[group[0]].task
-            if amal.class_balance > 0 and task.dense and task.labelled:
+            if balance_power(task, amal) > 0:
                 self.loss_options[term]["class_balance"] = amal.class_balance
         #: domain weights: term -> the unified classes its teachers know, for terms that know only some
         self.known_classes: dict[str, torch.Tensor] = {}

@@ -69,3 +69,9 @@ def _keep_catch_all(per_class: torch.Tensor, freq: torch.Tensor, catch_all: torc
 def catch_all_labels(projection: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """``[L]`` booleans: the teacher's labels that project onto more than one unified class."""
     return None if projection is None else projection.sum(1) > 1
+
+
+def balance_power(task, amalgamation) -> float:
+    """The class-balance power a task's terms use: ``amalgamation.class_balance`` for dense labelled
+    tasks (per-pixel classes), 0 for the others (the build and the ``auto`` warm-up share this rule)."""
+    return amalgamation.class_balance if task.dense and task.labelled else 0.0

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, RecipeError
 from amalgam.registry import Registry
 from amalgam.students.encoders import StagedEncoder, build_encoder, split_stages
 from amalgam.students.tree import branch_points, spine_depth
@@ -105,7 +105,7 @@ class _Student(nn.Module):
 
     def load_encoder(self, encoder: nn.Module) -> None:
         """Copies a (pretrained) smp encoder of ``spec.encoder`` into every place the student holds it."""
-        raise NotImplementedError
+        raise RecipeError("student.encoder_weights", f"a '{self.spec.type}' student cannot load encoder weights")
 
     @classmethod
     def default_tap(cls, spec: StudentSpec) -> str:

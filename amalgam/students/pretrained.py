@@ -13,6 +13,7 @@ fitting every tensor is an error naming the closest one: a half-loaded encoder i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +26,20 @@ from amalgam.teachers.model_sources import read_state_dict
 
 KEY = "student.encoder_weights"
 
-#: (prefix stripped from the checkpoint's keys, prefix added), tried in this order
-RENAMES: tuple[tuple[str, str], ...] = (
-    ("", ""),  # the encoder's own state dict (or a torchvision ResNet for smp's resnet*)
-    ("encoder.", ""),  # a whole smp model
-    ("", "model."),  # a timm model, for smp's tu-* encoders (they wrap it as .model)
-    ("encoder.", "model."),
-    ("backbone.", ""),
-    ("backbone.", "model."),
+#: (prefix stripped from the checkpoint's keys, prefix added, flatten), tried in this order; flatten
+#: renames a leading ``blocks.N.`` to ``blocks_N.``, as timm's feature-list encoders name a classifier's
+#: sequential children (smp's ``tu-repghostnet_*`` for example)
+RENAMES: tuple[tuple[str, str, bool], ...] = (
+    ("", "", False),  # the encoder's own state dict (or a torchvision ResNet for smp's resnet*)
+    ("encoder.", "", False),  # a whole smp model
+    ("", "model.", False),  # a timm model, for smp's tu-* encoders (they wrap it as .model)
+    ("", "model.", True),  # the same, for timm encoders that flatten their blocks
+    ("encoder.", "model.", False),
+    ("backbone.", "", False),
+    ("backbone.", "model.", False),
 )
+#: buffers a checkpoint may lack (torch treats them as optional; published weights often omit them)
+OPTIONAL = ("num_batches_tracked",)
 
 
 @dataclass
@@ -42,13 +48,14 @@ class EncoderWeights:
 
     state: dict[str, torch.Tensor]
     path: Path
-    rename: tuple[str, str]
+    rename: tuple[str, str, bool]
     unused: list[str]  # checkpoint keys no encoder tensor took (e.g. a classifier head)
 
     def describe(self) -> str:
         """One line for the build log and ``inspect``."""
-        strip, add = self.rename
-        how = "names as they are" if self.rename == ("", "") else f"'{strip}' -> '{add}' in front of each name"
+        strip, add, flat = self.rename
+        how = "names as they are" if self.rename == ("", "", False) else f"'{strip}' -> '{add}' in front of each name"
+        how += ", blocks.N. -> blocks_N." if flat else ""
         left = f"; left out {len(self.unused)} tensors ({', '.join(self.unused[:3])}{', ...' * (len(self.unused) > 3)})"
         return f"{len(self.state)} encoder tensors from {self.path} ({how}){left if self.unused else ''}"
 
@@ -59,14 +66,24 @@ def _fresh(encoder_name: str) -> nn.Module:
         return build_encoder(encoder_name)
 
 
-def _renamed(state: dict[str, torch.Tensor], strip: str, add: str) -> dict[str, str]:
+def _renamed(state: dict[str, torch.Tensor], strip: str, add: str, flat: bool) -> dict[str, str]:
     """Encoder key -> checkpoint key, for the checkpoint keys starting with ``strip``."""
-    return {add + k[len(strip) :]: k for k in state if k.startswith(strip)}
+    names = {}
+    for k in state:
+        if k.startswith(strip):
+            rest = k[len(strip) :]
+            names[add + (re.sub(r"^(\w+)\.(\d+)\.", r"\1_\2.", rest) if flat else rest)] = k
+    return names
 
 
 def _fits(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], names: dict[str, str]) -> list[str]:
     """The encoder keys this renaming does not supply with the right shape (empty: it fits)."""
-    return [k for k, v in own.items() if k not in names or tuple(state[names[k]].shape) != tuple(v.shape)]
+    return [
+        k
+        for k, v in own.items()
+        if (k not in names and not k.endswith(OPTIONAL))
+        or (k in names and tuple(state[names[k]].shape) != tuple(v.shape))
+    ]
 
 
 def match_encoder_weights(encoder_name: str, path: Path) -> EncoderWeights:
@@ -82,27 +99,28 @@ def match_encoder_weights(encoder_name: str, path: Path) -> EncoderWeights:
         raise RecipeError(KEY, str(exc)) from None
     own = _fresh(encoder_name).state_dict()
     best = None
-    for strip, add in RENAMES:
-        names = _renamed(state, strip, add)
+    for rename in RENAMES:
+        names = _renamed(state, *rename)
         missing = _fits(own, state, names)
         if not missing:
-            used = {names[k] for k in own}
-            return EncoderWeights(
-                {k: state[names[k]] for k in own}, path, (strip, add), [k for k in state if k not in used]
-            )
-        if best is None or len(missing) < len(best[2]):
-            best = (strip, add, missing)
-    strip, add, missing = best
+            used = {names[k] for k in own if k in names}
+            found = {k: state[names[k]] for k in own if k in names}
+            return EncoderWeights(found, path, rename, [k for k in state if k not in used])
+        if best is None or len(missing) < len(best[1]):
+            best = (rename, missing)
+    (strip, add, _), missing = best
     raise RecipeError(
         KEY,
         f"{path} does not fit encoder '{encoder_name}': the closest renaming "
         f"('{strip}' -> '{add}') misses {len(missing)} of its {len(own)} tensors (first: '{missing[0]}'), "
-        f"renamings tried: {', '.join(f'{s!r}->{a!r}' for s, a in RENAMES)}",
+        f"renamings tried: {', '.join(f'{s!r}->{a!r}' + (' flattened' if f else '') for s, a, f in RENAMES)}",
     )
 
 
 def pretrained_encoder(encoder_name: str, weights: EncoderWeights) -> nn.Module:
     """A fresh smp encoder holding ``weights`` (which the student then copies stage by stage)."""
     encoder = _fresh(encoder_name)
-    encoder.load_state_dict(weights.state)
+    missing, unexpected = encoder.load_state_dict(weights.state, strict=False)
+    if unexpected or any(not k.endswith(OPTIONAL) for k in missing):  # match_encoder_weights checked them
+        raise AmalgamError(f"{KEY}: the matched weights do not fit '{encoder_name}' ({(unexpected + missing)[0]})")
     return encoder

@@ -1,6 +1,7 @@
 """The weights a new student starts from: random, a previous student (``student.init``) or a
-pretrained encoder (``student.encoder_weights``). The build and the ``branch_at: auto`` warm-up
-start the same way, so the affinities are measured on the student that will be trained."""
+pretrained encoder (``student.encoder_weights``). The ``branch_at: auto`` warm-up starts from the
+same encoder weights as the build, so the affinities are measured on the student that will be
+trained."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ from amalgam.students.serialize import init_student
 
 
 def start_weights(
-    student: nn.Module, recipe: Recipe, spaces: dict[str, LabelSpace | None], log: Callable[[str], None]
+    student: nn.Module,
+    recipe: Recipe,
+    spaces: dict[str, LabelSpace | None],
+    log: Callable[[str], None],
+    whole: bool = True,
 ) -> None:
-    """Loads what the recipe says the student starts from (nothing: its random weights), and says so."""
+    """Loads what the recipe says the student starts from (nothing: its random weights), and says so.
+
+    ``whole=False`` (the ``branch_at: auto`` warm-up, a fully shared tree) skips ``student.init``:
+    a previous student is one tree, and the warm-up's is another.
+    """
     cfg = recipe.student
-    if cfg.init is not None:
+    if cfg.init is not None and whole:
         path = recipe.resolve(cfg.init)
         init_student(student, spaces, path)
         log(f"student: starting from {path}")
