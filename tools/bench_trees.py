@@ -88,6 +88,16 @@ def amalgam(args: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
+def same_student(search: dict) -> list[str]:
+    """Overrides that give every grid tree the searched student (``encoder: auto`` would size each tree
+    on its own, and the grid would compare different encoders)."""
+    choice = search.get("encoder_choice")
+    if not choice:
+        return []
+    decoders = ",".join(str(c) for c in choice["decoder_channels"])
+    return [f"student.encoder={choice['encoder']}", f"student.decoder_channels=[{decoders}]"]
+
+
 def shard_trees(count: int, shard: str) -> set[int]:
     """The tree indices shard ``I/N`` builds: every N-th from the I-th (shards cover each tree once)."""
     i, n = (int(x) for x in shard.split("/"))
@@ -130,6 +140,7 @@ def main() -> None:
         cmd = ["search", str(args.recipe), "--output", str(search_dir), "--budget", args.budget, *flags]
         amalgam(cmd, args.out / "search.log")
     search = json.loads((search_dir / "search.json").read_text())
+    args.set += same_student(search)
     affinity = Affinity(**{k: search["affinity"][k] for k in Affinity.__dataclass_fields__})
     chosen = search["branch_at"]
     trees = grid(tasks, args.early)

@@ -54,3 +54,12 @@ def test_shards_cover_every_tree_once():
     assert tool.shard_trees(4, "0/1") == {0, 1, 2, 3}
     with pytest.raises(SystemExit):
         tool.shard_trees(4, "3/3")
+
+
+def test_every_tree_gets_the_searched_students_encoder():
+    choice = {"encoder": "tu-lcnet_050", "decoder_channels": [32, 24, 16, 16, 16]}
+    assert tool.same_student({"encoder_choice": choice}) == [
+        "student.encoder=tu-lcnet_050",
+        "student.decoder_channels=[32,24,16,16,16]",
+    ]
+    assert tool.same_student({"encoder_choice": None}) == []
