@@ -24,6 +24,7 @@ from amalgam.evaluation.visual import render
 from amalgam.students.budget import student_lines
 from amalgam.students.build import build_student, count_params, has_branches
 from amalgam.students.serialize import save_student
+from amalgam.students.sizing import AUTO
 from amalgam.students.start import start_weights
 from amalgam.training import engine
 from amalgam.training.checkpoint import clean_stale_temps
@@ -124,12 +125,18 @@ def train_student(
 ) -> dict:
     """Trains, saves, evaluates and reports; returns the report (empty on ranks other than 0)."""
     plan = build_plan(recipe, log=log)
+    stored = (state or {}).get("spec")  # absent in checkpoints written before it was stored
+    if stored is not None and recipe.student.encoder == AUTO:
+        plan.keep_rung(stored["encoder"], stored["decoder_channels"])
+        log(f"resume: student.encoder auto keeps the checkpoint's {stored['encoder']} {stored['decoder_channels']}")
     choice = plan.encoder_choice()
     if choice is not None and recipe.student.branch_at != "auto":  # else the search says it, first
         log(choice.describe())
     found = search_tree(plan, device, run_dir / "search", log) if recipe.student.branch_at == "auto" else None
     seed_everything(recipe.seed)
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
+    if state is not None:
+        same_student(state, student.spec)
     teachers = sum(t.num_params() for t in plan.teachers.values())
     params = count_params(student)
     log(
@@ -159,6 +166,16 @@ def train_student(
     render(run_dir, report, plan, student, plan.spaces, device)
     ctx.close()
     return report
+
+
+def same_student(state: dict, spec) -> None:
+    """Refuses to resume a checkpoint of another student (a guard: the recipe is checked unchanged,
+    and ``encoder: auto`` keeps the checkpoint's rung), naming what differs."""
+    stored = state.get("spec")  # absent in checkpoints written before it was stored
+    if stored is None or stored == spec.to_dict():
+        return
+    differ = sorted(k for k, v in spec.to_dict().items() if stored.get(k) != v)
+    raise AmalgamError(f"cannot resume: the checkpoint holds another student (differs in {', '.join(differ)})")
 
 
 def new_student(plan: Plan, log: Log, resumed: bool, branch_at: Optional[dict[str, int]] = None) -> nn.Module:

@@ -121,3 +121,49 @@ def test_a_resumed_run_reports_the_pace_of_its_own_epochs(world, tmp_path, capsy
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/3 "))
     rate, eta = float(line.split(" img/s")[0].split()[-1]), float(line.split("eta ")[1].rstrip("s"))
     assert rate > 0.5 and eta < 1000, line  # the run's average would say 0.0 img/s and eta 500000s
+
+
+def test_a_resumed_auto_student_keeps_the_checkpoints_rung(world, tmp_path, monkeypatch, capsys):
+    from amalgam.distill import plan as plan_module
+
+    out = tmp_path / "run"
+    auto = [
+        "--set",
+        "student.encoder=auto",
+        "--set",
+        "student.decoder_channels=null",
+        "--set",
+        "student.budget.params=null",
+    ]
+    short = ["--set", "train.epochs=2", "--set", "train.samples_per_epoch=8", *auto]
+    assert main(["build", str(world), "--output", str(out), *short, "--quiet"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["spec"]["encoder"] == "resnet18"  # no limit: the top rung
+    state["epoch"], state["history"] = 1, state["history"][:1]
+    torch.save(state, out / "checkpoint.pt")
+    (out / "report.json").unlink()
+
+    def another_rung(*args, **kwargs):  # as a latency budget measured again on a busier machine might
+        raise AssertionError("a resume must not choose the rung again")
+
+    monkeypatch.setattr(plan_module, "choose_encoder", another_rung)
+    assert main(["build", str(world), "--output", str(out), *short, "--resume"]) == 0
+    assert (
+        "resume: student.encoder auto keeps the checkpoint's resnet18 [128, 64, 32, 16, 16]" in capsys.readouterr().out
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["encoder_choice"]["encoder"] == "resnet18"
+
+
+def test_resume_refuses_a_checkpoint_of_another_student(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    short = ["--set", "train.epochs=2", "--set", "train.samples_per_epoch=8", "--quiet"]
+    assert main(["build", str(world), "--output", str(out), *short]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["epoch"], state["spec"]["decoder_channels"] = 1, [1, 2, 3, 4, 5]
+    torch.save(state, out / "checkpoint.pt")
+    (out / "report.json").unlink()
+    assert main(["build", str(world), "--output", str(out), *short, "--resume"]) == 2
+    assert (
+        "cannot resume: the checkpoint holds another student (differs in decoder_channels)" in capsys.readouterr().err
+    )

@@ -15,7 +15,14 @@ from amalgam.data.views import ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import IGNORE, LabelSpace, extents, lookup, projection, unify
 from amalgam.students.build import StudentSpec
-from amalgam.students.sizing import AUTO, DEFAULT_DECODER_CHANNELS, EncoderChoice, Rung, choose_encoder
+from amalgam.students.sizing import (
+    AUTO,
+    DEFAULT_DECODER_CHANNELS,
+    EncoderChoice,
+    Rung,
+    choose_encoder,
+    kept_choice,
+)
 from amalgam.task import Task, get_task
 from amalgam.teachers.teacher import Teacher, build_teachers
 
@@ -89,6 +96,13 @@ class Plan:
             size = tuple(self.recipe.data.image_size)
             self._encoder_choice = choose_encoder(s, self.student_heads(), teachers, size)
         return self._encoder_choice
+
+    def keep_rung(self, encoder: str, decoder_channels: list[int]) -> None:
+        """``student.encoder: auto`` takes this rung instead of choosing (a resume keeps its checkpoint's)."""
+        teachers = sum(t.num_params() for t in self.teachers.values())
+        size = tuple(self.recipe.data.image_size)
+        rung = Rung(encoder, tuple(decoder_channels))
+        self._encoder_choice = kept_choice(rung, self.recipe.student, self.student_heads(), teachers, size)
 
 
 def unify_tasks(recipe: Recipe) -> tuple[dict[str, Task], dict[str, Optional[LabelSpace]]]:

@@ -189,6 +189,18 @@ def choose_encoder(
     raise _too_small(budget, *above)
 
 
+def kept_choice(
+    rung: Rung, cfg: StudentConfig, heads: Mapping[str, int], teacher_params: int, image_size: tuple[int, int]
+) -> EncoderChoice:
+    """``auto``'s choice when it is given, not measured: a resumed run keeps its checkpoint's rung
+    (a latency budget measured again could choose another and the checkpoint would not fit)."""
+    with torch.random.fork_rng(devices=[]):
+        price = price_rung(rung, cfg, heads, image_size, timed=False)
+    auto_tree = cfg.branch_at == AUTO and has_branches(cfg.type)
+    budget = resolve_budget(cfg.budget, teacher_params)
+    return EncoderChoice(rung, price, budget, None, cfg.decoder_channels is not None, auto_tree)
+
+
 def _too_small(budget: Budget, rung: Rung, price: Price) -> RecipeError:
     share = f" ({price.params / budget.teacher_params:.0%} of the teachers')" if budget.teacher_params else ""
     ms = f" and ~{price.latency_ms:.1f} ms at batch 1" if price.latency_ms is not None else ""

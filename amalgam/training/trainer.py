@@ -250,6 +250,7 @@ class Trainer:
             "images": self.result.images,
             "seconds": self.result.seconds,
             "recipe": self.plan.recipe.model_dump(mode="json", exclude={"output"}),
+            "spec": self.student.spec.to_dict(),  # what auto chose: a resume must build the same student
         }
         if self.partial is not None:
             state["partial"] = self.partial
