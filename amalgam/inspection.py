@@ -13,6 +13,7 @@ from amalgam.students.build import StudentSpec, build_student, count_params
 from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
+from amalgam.training.schedule import schedule_lines
 
 
 @dataclass
@@ -59,6 +60,10 @@ class Inspection:
         lines += label_report({n: (t.task.name, t.space) for n, t in plan.teachers.items() if t.space}, plan.spaces)
         if plan.sources is not None:
             lines += ["", "sources:"] + source_lines(plan)
+        images = len(plan.sources) if plan.sources is not None else None
+        dense = [name for name, task in plan.tasks.items() if task.dense]
+        schedule = schedule_lines(r.train, images, dense)
+        lines += ["", *schedule] if schedule else []
         params, teachers = self.student_params, self.teacher_params
         choice = plan.encoder_choice()
         sized = [f"  {choice.describe()}"] if choice else []  # student.encoder: auto says what it chose

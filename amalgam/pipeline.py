@@ -34,6 +34,7 @@ from amalgam.training.peer_training import to_markdown as peers_markdown
 from amalgam.training.peer_training import train_peers
 from amalgam.training.progress import Console
 from amalgam.training.runlock import NewRunFolder, RunLock
+from amalgam.training.schedule import schedule_lines
 
 Log = Callable[[str], None]
 #: what a build writes for the user to read, by role, in the order ``amalgam build`` lists them
@@ -137,6 +138,9 @@ def train_student(
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
     if state is not None:
         same_student(state, student.spec)
+    dense = [name for name, task in plan.tasks.items() if task.dense]
+    for line in schedule_lines(recipe.train, len(plan.sources), dense):
+        log(line)
     teachers = sum(t.num_params() for t in plan.teachers.values())
     params = count_params(student)
     log(

@@ -1,0 +1,47 @@
+"""How many optimizer steps a recipe's schedule gives the student, and the warning when a dense
+task gets too few to leave the background plateau.
+
+Measured in docs/benchmarks.md (issue #15): dense students, and the same networks trained on the
+ground truth, painted background (or one or two classes) for their first several hundred steps;
+the supervised teachers took off after ~375-500. Below :data:`DENSE_MIN_STEPS` a low segmentation
+ratio says more about the schedule than about the teachers or the loss, and the user is told so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from amalgam.config.schema import TrainConfig
+
+#: fewer optimizer steps than this for a student with a dense task draws the warning
+DENSE_MIN_STEPS = 1000
+
+
+def optimizer_steps(train: TrainConfig, source_images: int) -> int:
+    """Steps of the whole schedule: epochs x batches of ``samples_per_epoch`` (default: every image)."""
+    samples = train.samples_per_epoch or source_images
+    batches = samples // train.batch_size if samples >= 2 * train.batch_size else math.ceil(samples / train.batch_size)
+    return train.epochs * max(batches, 1)
+
+
+def short_schedule_warning(steps: int, dense_tasks: list[str]) -> Optional[str]:
+    """The warning for a dense student trained for fewer than :data:`DENSE_MIN_STEPS` steps, or None."""
+    if not dense_tasks or steps >= DENSE_MIN_STEPS:
+        return None
+    return (
+        f"warning: the schedule gives the student {steps:,} optimizer steps for its dense tasks"
+        f" ({', '.join(dense_tasks)}); in docs/benchmarks.md dense students, and the same networks trained on the"
+        f" ground truth, were still far from their teachers under {DENSE_MIN_STEPS:,} steps (segmentation near"
+        " background): expect low dense ratios, or raise train.epochs / train.samples_per_epoch"
+    )
+
+
+def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks: list[str]) -> list[str]:
+    """What ``inspect`` and the build log say about the schedule (nothing when the images are unknown)."""
+    if source_images is None and train.samples_per_epoch is None:
+        return []
+    steps = optimizer_steps(train, source_images or 0)
+    lines = [f"schedule: {train.epochs} epochs of {train.samples_per_epoch or source_images:,} images, {steps:,} steps"]
+    warning = short_schedule_warning(steps, dense_tasks)
+    return lines + ([f"  {warning}"] if warning else [])
