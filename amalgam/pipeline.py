@@ -130,6 +130,8 @@ def train_student(
     if stored is not None and recipe.student.encoder == AUTO:
         plan.keep_rung(stored["encoder"], stored["decoder_channels"])
         log(f"resume: student.encoder auto keeps the checkpoint's {stored['encoder']} {stored['decoder_channels']}")
+    elif recipe.student.encoder == AUTO and recipe.student.budget.latency_ms is not None:
+        same_rung_everywhere(plan, ctx)
     choice = plan.encoder_choice()
     if choice is not None and recipe.student.branch_at != "auto":  # else the search says it, first
         log(choice.describe())
@@ -170,6 +172,22 @@ def train_student(
     render(run_dir, report, plan, student, plan.spaces, device)
     ctx.close()
     return report
+
+
+def same_rung_everywhere(plan: Plan, ctx: DistContext) -> None:
+    """Under torchrun, every rank takes rank 0's ``encoder: auto`` rung: a latency budget is timed, and
+    timings differ between processes (ranks building different students could not train together)."""
+    if not ctx.enabled:
+        return
+    try:
+        choice = plan.encoder_choice() if ctx.is_main else None
+        shared = ctx.share(("rung", choice.rung.encoder, list(choice.rung.decoder_channels)) if choice else None)
+    except AmalgamError as exc:  # rank 0 could not choose: every rank stops with its error
+        shared = ctx.share(("error", str(exc), None))
+    if shared[0] == "error":
+        raise AmalgamError(shared[1])
+    if not ctx.is_main:
+        plan.keep_rung(shared[1], shared[2])
 
 
 def same_student(state: dict, spec) -> None:

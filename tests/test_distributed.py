@@ -83,3 +83,38 @@ def test_sigterm_on_one_rank_stops_every_rank_at_that_step_and_resume_finishes(w
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "from step 1 of epoch 2" in resumed.stdout
     assert json.loads((run / "report.json").read_text())["train"]["epochs"] == 2
+
+
+class _Rank:
+    """A stand-in for a torchrun rank: ``share`` returns what rank 0 sent."""
+
+    def __init__(self, rank: int, sent=None):
+        self.enabled, self.is_main, self.sent, self.calls = True, rank == 0, sent, 0
+
+    def share(self, value):
+        self.calls += 1
+        return value if self.is_main else self.sent
+
+
+def test_every_rank_takes_rank_0s_auto_rung_under_a_latency_budget(world, monkeypatch):
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill import plan as plan_module
+    from amalgam.distill.plan import build_plan
+    from amalgam.pipeline import same_rung_everywhere
+
+    keys = ["student.encoder=auto", "student.decoder_channels=null", "student.budget.latency_ms=1000000"]
+    keys += ["student.budget.params=null"]  # the tiny teachers: no share of theirs fits a rung
+    plan = build_plan(load_recipe(world, keys), with_data=False, log=lambda m: None)
+    monkeypatch.setattr(plan_module, "choose_encoder", lambda *a: pytest.fail("rank 1 must not time the ladder"))
+    rank1 = _Rank(1, ("rung", "tu-test_efficientnet", [8, 8, 8, 8, 8]))
+    same_rung_everywhere(plan, rank1)
+    assert rank1.calls == 1 and plan.student_spec().encoder == "tu-test_efficientnet"
+    assert plan.student_spec().decoder_channels == [8, 8, 8, 8, 8]
+    with pytest.raises(AmalgamError, match="student.budget: no rung fits"):  # rank 0 failed: rank 1 stops too
+        same_rung_everywhere(build_plan(load_recipe(world, keys), with_data=False, log=lambda m: None),
+                             _Rank(1, ("error", "student.budget: no rung fits", None)))  # fmt: skip
+    monkeypatch.undo()
+    rank0 = _Rank(0)
+    plan0 = build_plan(load_recipe(world, keys), with_data=False, log=lambda m: None)
+    same_rung_everywhere(plan0, rank0)  # rank 0 chooses (times the ladder) and sends its rung
+    assert rank0.calls == 1 and plan0.encoder_choice() is not None

@@ -62,6 +62,14 @@ class DistContext:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
+    def share(self, value):
+        """Rank 0's ``value`` on every rank (any picklable object; itself in a single process)."""
+        if not self.enabled:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def local_batch(self, batch_size: int) -> int:
         """This rank's share of a global batch."""
         if batch_size % self.world:
