@@ -1,5 +1,6 @@
-"""The shipped quickstart teachers (zoo_weights/): the files match their MANIFEST and each teacher
-still does its job on the first val scenes of the demo world (same seed as `make data`)."""
+"""The quickstart zoo (`make zoo`, generated into zoo/quickstart): each teacher it trained does its
+job on the first val scenes of the demo world (same seed as `make data`). Skipped until `make zoo`
+has run: the weights are generated, not committed."""
 
 from __future__ import annotations
 
@@ -8,30 +9,19 @@ from pathlib import Path
 import pytest
 from get_data import DEBIAN_SOURCE, ensure_fashion_mnist, is_present
 from make_scenes import make_scenes
-from train_teacher import evaluate_saved, load_zoo
-from zoo_manifest import check
+from train_teacher import artefact_path, evaluate_saved, load_zoo
 
 from amalgam.config.recipe import SourceConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = ROOT / "zoo_weights"
 ZOO = ROOT / "recipes" / "zoo" / "quickstart.yaml"
 VAL_SCENES = 200
-# Measured on these weights and the first VAL_SCENES val scenes / first 2000 test items
-# (`python tools/train_teacher.py recipes/zoo/quickstart.yaml --all --evaluate` scores all of them).
-EXPECTED = {
-    "cls-items": ("top1", 0.9260),
-    "items-backbone": ("top1", 0.8315),
-    "seg-scenes": ("miou", 0.6538),
-    "depth": ("abs_rel", 0.0573),
-}
-# No class of the segmenter may fall below this IoU on the subset (Shirt, the hardest, is at 0.31).
+# The competence each must show on the first VAL_SCENES val scenes / first 2000 test items (issue
+# #15 B's targets; the reference run scored top-1 0.926, mIoU 0.654, abs_rel 0.057, backbone 0.832).
+FLOORS = {"cls-items": ("top1", 0.90), "items-backbone": ("top1", 0.80), "seg-scenes": ("miou", 0.60)}
+CEILINGS = {"depth": ("abs_rel", 0.10)}
+# Shirt, the hardest class, reached 0.29-0.31 (under issue #15's 0.35): no class may fall below this.
 MIN_CLASS_IOU = 0.25
-
-
-def test_shipped_files_match_the_manifest() -> None:
-    assert check(WEIGHTS) == []
-    assert "train_teacher.py recipes/zoo/quickstart.yaml --all --force" in (WEIGHTS / "MANIFEST").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +38,25 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
     return root, out / "val"
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
-def test_shipped_teacher_still_does_its_job(name: str, world) -> None:
+@pytest.mark.parametrize("name", [*FLOORS, *CEILINGS])
+def test_each_generated_teacher_does_its_job(name: str, world) -> None:
     fashion, scenes = world
     zoo = load_zoo(ZOO)
     cfg = zoo.teachers[name]
+    if not artefact_path(cfg, ZOO.parent).is_file():
+        pytest.skip(f"{name} not generated yet: `make zoo` trains the quickstart zoo (about an hour)")
     if cfg.task == "classification":
         val = SourceConfig(type="torchvision", name="FashionMNIST", root=fashion, split="test", limit=2000)
     else:
         val = SourceConfig(type="dense", path=scenes)
     zoo.teachers[name] = cfg.model_copy(update={"train": cfg.train.model_copy(update={"val": val})})
     metrics = evaluate_saved(zoo, name, ZOO.parent, log=lambda line: None)
-    metric, expected = EXPECTED[name]
-    assert metrics[metric] == pytest.approx(expected, abs=0.01)
-    if "per_class" in metrics and cfg.task == "segmentation":
+    if name in FLOORS:
+        metric, floor = FLOORS[name]
+        assert metrics[metric] >= floor, (metric, metrics[metric])
+    else:
+        metric, ceiling = CEILINGS[name]
+        assert metrics[metric] <= ceiling, (metric, metrics[metric])
+    if cfg.task == "segmentation":
         worst = min(metrics["per_class"].items(), key=lambda kv: kv[1]["iou"])
         assert worst[1]["iou"] >= MIN_CLASS_IOU, worst
