@@ -61,8 +61,7 @@ class Inspection:
         if plan.sources is not None:
             lines += ["", "sources:"] + source_lines(plan)
         images = len(plan.sources) if plan.sources is not None else None
-        dense = [name for name, task in plan.tasks.items() if task.dense]
-        schedule = schedule_lines(r.train, images, dense)
+        schedule = schedule_lines(r.train, images, plan.dense_tasks)
         lines += ["", *schedule] if schedule else []
         params, teachers = self.student_params, self.teacher_params
         choice = plan.encoder_choice()
@@ -137,7 +136,7 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
         return Inspection(recipe, None, None, count_params(build_peers(recipe.peers, recipe.base_dir)))
     plan = build_plan(recipe, with_data=with_data, log=log)
     spec = plan.student_spec(STAGES if recipe.student.branch_at == "auto" else None)  # auto: the warm-up's
-    teachers = sum(t.num_params() for t in plan.teachers.values())
+    teachers = plan.teacher_params
     path = recipe.resolve(recipe.student.encoder_weights)
     weights = match_encoder_weights(spec.encoder, path) if path is not None else None  # a bad file fails here
     return Inspection(recipe, plan, spec, count_params(build_student(spec)), teachers, weights)

@@ -140,10 +140,9 @@ def train_student(
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
     if state is not None:
         same_student(state, student.spec)
-    dense = [name for name, task in plan.tasks.items() if task.dense]
-    for line in schedule_lines(recipe.train, len(plan.sources), dense):
+    for line in schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks):
         log(line)
-    teachers = sum(t.num_params() for t in plan.teachers.values())
+    teachers = plan.teacher_params
     params = count_params(student)
     log(
         f"student: {recipe.student.type} {student.spec.encoder}, {params:,} params "

@@ -64,6 +64,16 @@ class Plan:
         """What each label name of ``task``'s teachers stands for (read into eval sets' ground truth)."""
         return extents([t.space for t in self.teachers.values() if t.task.name == task and t.space is not None])
 
+    @property
+    def teacher_params(self) -> int:
+        """All teachers' parameters together (what ``student.budget`` is a share of)."""
+        return sum(t.num_params() for t in self.teachers.values())
+
+    @property
+    def dense_tasks(self) -> list[str]:
+        """The tasks whose student output is a full-resolution map."""
+        return [name for name, task in self.tasks.items() if task.dense]
+
     def student_spec(self, branch_at: int | dict[str, int] | None = None) -> StudentSpec:
         """The student's architecture with one head per task over its unified label space.
 
@@ -92,17 +102,15 @@ class Plan:
         if s.encoder != AUTO:
             return None
         if self._encoder_choice is None:
-            teachers = sum(t.num_params() for t in self.teachers.values())
             size = tuple(self.recipe.data.image_size)
-            self._encoder_choice = choose_encoder(s, self.student_heads(), teachers, size)
+            self._encoder_choice = choose_encoder(s, self.student_heads(), self.teacher_params, size)
         return self._encoder_choice
 
     def keep_rung(self, encoder: str, decoder_channels: list[int]) -> None:
         """``student.encoder: auto`` takes this rung instead of choosing (a resume keeps its checkpoint's)."""
-        teachers = sum(t.num_params() for t in self.teachers.values())
         size = tuple(self.recipe.data.image_size)
         rung = Rung(encoder, tuple(decoder_channels))
-        self._encoder_choice = kept_choice(rung, self.recipe.student, self.student_heads(), teachers, size)
+        self._encoder_choice = kept_choice(rung, self.recipe.student, self.student_heads(), self.teacher_params, size)
 
 
 def unify_tasks(recipe: Recipe) -> tuple[dict[str, Task], dict[str, Optional[LabelSpace]]]:

@@ -122,7 +122,7 @@ def search_tree(plan: Plan, device: torch.device, out_dir: Path, log: Callable[[
     choice = plan.encoder_choice()
     if choice is not None:  # student.encoder: auto: the searched student is a rung of the ladder
         log(choice.describe())
-    budget = resolve_budget(recipe.student.budget, sum(t.num_params() for t in plan.teachers.values()))
+    budget = resolve_budget(recipe.student.budget, plan.teacher_params)
     costs = measure_costs(plan.student_spec(STAGES), tuple(recipe.data.image_size))
     if all(budget.excess(costs.params(t), costs.latency_ms(t)) for t in all_trees(tasks)):
         raise unmeetable(budget, costs, tasks)

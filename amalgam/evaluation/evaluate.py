@@ -266,7 +266,7 @@ def size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats
     out = {}
     for key, fn, params in (
         ("student", student, count_params(student)),
-        ("teachers", teachers, sum(t.num_params() for t in plan.teachers.values())),
+        ("teachers", teachers, plan.teacher_params),
     ):
         out[key] = {
             "params": params,
