@@ -13,6 +13,7 @@ from amalgam.students.build import StudentSpec, build_student, count_params
 from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
+from amalgam.training.routing import routing_line
 from amalgam.training.schedule import schedule_lines
 
 
@@ -63,6 +64,8 @@ class Inspection:
         images = len(plan.sources) if plan.sources is not None else None
         schedule = schedule_lines(r.train, images, plan.dense_tasks)
         lines += ["", *schedule] if schedule else []
+        routes = routing_line(plan)
+        lines += [routes] if routes else []
         params, teachers = self.student_params, self.teacher_params
         choice = plan.encoder_choice()
         sized = [f"  {choice.describe()}"] if choice else []  # student.encoder: auto says what it chose

@@ -199,6 +199,9 @@ class TrainConfig(_Strict):
     cache_max_gb: float = Field(20.0, gt=0, description="disk budget of the teacher cache; over it teachers run live")
     student_channels_last: bool = Field(False, description="train the student in channels_last memory format")
     compile: bool = Field(False, description="torch.compile the student's training forward (first steps compile)")
+    route_rows: bool = Field(
+        True, description="run each task's branch only on the rows of its teachers' sources (training/routing.py)"
+    )
 
 
 class PeersConfig(_Strict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -152,16 +152,25 @@ class BranchedStudent(_Student):
             features.append(stage(features[-1]))
         return features
 
-    def _branch(self, features: list[torch.Tensor], name: str) -> torch.Tensor:
+    def _branch(self, features: list[torch.Tensor], name: str, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         own = list(features[: self.points[name] + 1])  # skips come from the stages this task sees
+        if rows is not None:
+            own = [f[rows] for f in own]
         for stage in self.branches[name]:
             own.append(stage(own[-1]))
         x = self.decoders[name](own) if name in self.decoders else own[-1]
         return self.heads[name](x)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, rows: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+        """Every task's output; ``rows`` (task -> batch rows) runs a task's branch on those rows only
+        (the others come back as zeros, see amalgam/training/routing.py)."""
         features = self._trunk(images)
-        return {name: self._branch(features, name) for name in self.branches}
+        out = {}
+        for name in self.branches:
+            r = routed(rows, name, images.shape[0])
+            y = self._branch(features, name, r)
+            out[name] = y if r is None else scatter_rows(y, r, images.shape[0])
+        return out
 
     def load_encoder(self, encoder: nn.Module) -> None:
         """The trunk and each task's own stages start from the matching stages of ``encoder``."""
@@ -194,10 +203,25 @@ class CompactStudent(_Student):
         self.heads = nn.ModuleDict({n: self._head(n, spec.decoder_channels[-1], channels[-1]) for n in spec.heads})
         self.dense_tasks = {n for n in spec.heads if get_task(n).dense}
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, rows: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+        """Every task's output; with ``rows`` the shared decoder runs on the dense tasks' rows only."""
         features = self.encoder(self.normalise(images))
-        decoded = self.decoder(features) if self.decoder is not None else None
-        return {n: head(decoded if n in self.dense_tasks else features[-1]) for n, head in self.heads.items()}
+        out = {n: head(features[-1]) for n, head in self.heads.items() if n not in self.dense_tasks}
+        if self.decoder is None:
+            return out
+        r = self._dense_rows(rows, images.shape[0])
+        decoded = self.decoder(features if r is None else [f[r] for f in features])
+        for n in self.dense_tasks:
+            y = self.heads[n](decoded)
+            out[n] = y if r is None else scatter_rows(y, r, images.shape[0])
+        return {n: out[n] for n in self.heads}
+
+    def _dense_rows(self, rows: Optional[dict[str, torch.Tensor]], batch: int) -> Optional[torch.Tensor]:
+        """The rows any dense task runs on (None: all of them)."""
+        each = [routed(rows, n, batch) for n in self.dense_tasks]
+        if any(r is None for r in each):
+            return None
+        return torch.unique(torch.cat(each))
 
     def load_encoder(self, encoder: nn.Module) -> None:
         """The one encoder starts from ``encoder``."""
@@ -205,6 +229,17 @@ class CompactStudent(_Student):
 
     def _path(self, name: str) -> nn.Module:
         return _TaskPath(self, self.encoder, self.decoder if name in self.dense_tasks else None, self.heads[name])
+
+
+def routed(rows: Optional[dict[str, torch.Tensor]], task: str, batch: int) -> Optional[torch.Tensor]:
+    """The rows ``task`` runs on, or None for all of them (also under 2 rows: batch norm needs two)."""
+    r = None if rows is None else rows.get(task)
+    return None if r is None or r.numel() < 2 or r.numel() == batch else r
+
+
+def scatter_rows(y: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """``y`` (the outputs of ``rows``) placed in a batch of zeros; gradients reach ``y`` only."""
+    return y.new_zeros((batch, *y.shape[1:])).index_copy(0, rows, y)
 
 
 class _TaskPath(nn.Module):

@@ -42,6 +42,7 @@ UNUSED_TRAIN_KEYS = (
     "channels_last",
     "student_channels_last",
     "compile",
+    "route_rows",
     "tensorboard",
     "eval_every",
 )

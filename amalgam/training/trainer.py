@@ -31,6 +31,7 @@ from amalgam.training.optim import build_optimizer, build_scheduler
 from amalgam.training.profiling import StepTimer
 from amalgam.training.progress import bar_for
 from amalgam.training.result import TrainResult
+from amalgam.training.routing import make_router
 from amalgam.training.runtime import autocast_for, grad_scaler_for, seed_everything
 
 
@@ -74,6 +75,7 @@ class Trainer:
         ctx.barrier()  # rank 0 made the cache files; the others open them
         if not ctx.is_main:
             self.cache = open_cache(plan, run_dir, taps, lambda msg: None)
+        self.router = make_router(plan, student, self.objective.student_tap, device, log if ctx.is_main else _quiet)
         self.model = self._wrap(student)
         local = ctx.local_batch(cfg.batch_size)
         params = [p for p in list(student.parameters()) + list(self.objective.parameters()) if p.requires_grad]
@@ -176,7 +178,7 @@ class Trainer:
         targets = self._targets(aug, batch)
         with self.timer.section("student"):  # minus "teachers", which runs inside
             with autocast_for(self.device):
-                out = self.model(images)
+                out = self.model(images, rows=self.router.rows(source)) if self.router else self.model(images)
                 loss, parts = self.objective(out, images, source, self.timer.wrap(targets))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -270,6 +272,10 @@ class Trainer:
         self.partial = state.get("partial")
         self.partial_rng = state["torch_rng"]  # set again once a stopped epoch's finished batches are redrawn
         replay_epochs(self.loader, self.epoch)
+
+
+def _quiet(message: str) -> None:
+    """Log of the processes other than rank 0."""
 
 
 def _terms(row: dict) -> str:

@@ -1,0 +1,102 @@
+"""Row routing: each task's part of the student runs only on the batch rows its teachers label.
+
+When a task's teachers teach on some of the sources only (a classifier on item crops, segmenters on
+scenes), the other sources' rows give that task no loss, so its branch (own encoder stages, decoder,
+head) need not run on them. The loss is the same except for batch-norm statistics, which a routed
+branch takes from its own task's rows (as evaluation does, where each task sees its own data).
+``train.route_rows: false`` turns it off.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from amalgam.distill.plan import Plan
+from amalgam.teachers.teacher import FeatureTap
+
+#: task name -> indices of the batch rows it runs on; a task not named runs on every row
+Rows = dict[str, torch.Tensor]
+
+
+def task_sources(plan: Plan) -> dict[str, list[int]]:
+    """Task name -> the source indices any of its teachers teaches on."""
+    ids: dict[str, set[int]] = {name: set() for name in plan.tasks}
+    for name, teacher in plan.teachers.items():
+        ids[teacher.task.name].update(plan.source_ids[name])
+    return {task: sorted(s) for task, s in ids.items()}
+
+
+class Router:
+    """Computes each step's :data:`Rows` from the batch's source ids.
+
+    Args:
+        plan: the resolved amalgamation (its teachers' sources).
+        device: where the batches' source ids live.
+    """
+
+    def __init__(self, plan: Plan, device: torch.device):
+        everything = set(range(len(plan.sources.names)))
+        self.names = plan.sources.names
+        self.ids = {
+            task: torch.tensor(ids, device=device) for task, ids in task_sources(plan).items() if set(ids) != everything
+        }
+
+    @property
+    def active(self) -> bool:
+        """Some task runs on part of the sources only."""
+        return bool(self.ids)
+
+    def rows(self, source: torch.Tensor) -> Rows:
+        """The rows of each routed task in a batch whose rows come from ``source``."""
+        return {task: torch.isin(source, ids).nonzero().flatten() for task, ids in self.ids.items()}
+
+    def describe(self) -> str:
+        """One line: which task runs on which sources."""
+        parts = [f"{task} on {', '.join(self.names[i] for i in ids.tolist())}" for task, ids in self.ids.items()]
+        return "row routing: " + "; ".join(parts) + " (each branch skips the other rows; train.route_rows)"
+
+
+def routing_line(plan: Plan) -> Optional[str]:
+    """What :func:`make_router` will say for ``plan`` (``amalgam inspect``), None when nothing is routed.
+
+    A student feature tap inside a routed part turns routing off at build time, which the build log says.
+    """
+    if not plan.recipe.train.route_rows or plan.sources is None:
+        return None
+    router = Router(plan, torch.device("cpu"))
+    return router.describe() if router.active else None
+
+
+def make_router(
+    plan: Plan, student: nn.Module, tap: Optional[FeatureTap], device: torch.device, log: Callable[[str], None]
+) -> Optional[Router]:
+    """The run's router, or None when routing is off, has nothing to skip, or would change what the
+    objective reads (a student feature tap inside a routed part)."""
+    if not plan.recipe.train.route_rows:
+        return None
+    router = Router(plan, device)
+    if not router.active:
+        return None
+    size = tuple(plan.recipe.data.image_size)
+    if tap is not None and not _tap_sees_every_row(student, tap, router, size, device):
+        log(f"row routing: off, the student feature tap '{tap.module_name}' lies in a routed part of the student")
+        return None
+    log(router.describe())
+    return router
+
+
+@torch.no_grad()
+def _tap_sees_every_row(
+    student: nn.Module, tap: FeatureTap, router: Router, size: tuple[int, int], device: torch.device
+) -> bool:
+    """Whether the tapped student feature keeps the whole batch when every routed task drops a row."""
+    images = torch.rand(3, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
+    rows = {task: torch.tensor([1, 2], device=device) for task in router.ids}
+    was_training = student.training
+    student.eval()
+    student(images, rows=rows)
+    student.train(was_training)
+    return tap.value.shape[0] == images.shape[0]
