@@ -192,3 +192,42 @@ def test_after_projection_kl_is_zero_when_the_student_predicts_what_the_teacher_
     before = partial_label_kl(student, teacher, matrix, 2.0)
     assert after.item() == pytest.approx(0.0, abs=1e-6)
     assert before.item() > 1e-3
+
+
+def _broadcast_group_logsumexp(z: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """The definition, over a [B, L, U, ...] tensor (what group_logsumexp avoids making)."""
+    mask = torch.where(matrix, 0.0, float("-inf"))
+    return torch.logsumexp(z.unsqueeze(1) + mask.view(1, *mask.shape, *(1,) * (z.dim() - 2)), dim=2)
+
+
+@pytest.mark.parametrize("labels,classes,dense", [(11, 11, True), (4, 7, True), (6, 9, False), (3, 3, False)])
+def test_group_logsumexp_equals_the_masked_logsumexp_of_its_definition(labels, classes, dense):
+    from amalgam.labels.algebra import group_logsumexp
+
+    g = torch.Generator().manual_seed(labels * classes)
+    matrix = torch.rand(labels, classes, generator=g) < 0.35
+    matrix[0] = False
+    matrix[0, classes - 1] = True  # a label of one class, out of the diagonal
+    matrix[-1] = True  # a catch-all
+    for j in range(labels):
+        matrix[j, j] |= not matrix[j].any()
+    shape = (3, classes, 4, 5) if dense else (3, classes)
+    z = torch.randn(*shape, generator=g, requires_grad=True)
+    fast, slow = group_logsumexp(z, matrix), _broadcast_group_logsumexp(z, matrix)
+    assert fast.shape == slow.shape and torch.allclose(fast, slow, atol=1e-6)
+    weights = torch.rand(slow.shape, generator=g)
+    (g_fast,) = torch.autograd.grad((fast * weights).sum(), z)
+    (g_slow,) = torch.autograd.grad((slow * weights).sum(), z)
+    assert torch.allclose(g_fast, g_slow, atol=1e-6)
+
+
+def test_group_logsumexp_gives_a_label_of_no_class_minus_infinity_and_no_nan_gradient():
+    from amalgam.labels.algebra import group_logsumexp
+
+    matrix = torch.tensor([[True, False, False], [False, False, False], [False, True, True]])
+    z = torch.randn(2, 3, requires_grad=True)
+    out = group_logsumexp(z, matrix)
+    assert torch.equal(out[:, 0], z[:, 0]) and torch.isneginf(out[:, 1]).all()
+    assert torch.allclose(out[:, 2], torch.logsumexp(z[:, 1:], 1))
+    out[:, [0, 2]].sum().backward()
+    assert torch.isfinite(z.grad).all()

@@ -126,12 +126,27 @@ def project_log_probs(
         ``[B, L, ...]`` log-probabilities over the teacher's labels.
     """
     z = logits.float() / (1.0 if after_projection else temperature)
-    mask = torch.where(matrix, 0.0, float("-inf")).to(z.device)  # [L, U]
-    shape = (1, *mask.shape) + (1,) * (z.dim() - 2)
-    grouped = torch.logsumexp(z.unsqueeze(1) + mask.view(shape), dim=2)  # [B, L, ...]
+    grouped = group_logsumexp(z, matrix)
     if after_projection:
         grouped = grouped / temperature
     return grouped - torch.logsumexp(grouped, dim=1, keepdim=True)
+
+
+def group_logsumexp(z: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``out[:, j] = logsumexp_{k in S_j} z[:, k]`` for the rows ``S_j`` of a ``[L, U]`` projection.
+
+    A label of one unified class takes that class's value as it is, and only labels of several
+    classes (a partial teacher's background) are reduced: no ``[B, L, U, ...]`` tensor is made, which
+    for dense outputs cost more than the student's own layers. A label of no class gets ``-inf``.
+    """
+    matrix = matrix.to(z.device)
+    counts = matrix.sum(1)
+    single = (counts == 1).nonzero().flatten()
+    several = (counts != 1).nonzero().flatten()
+    blocks = [z.index_select(1, matrix[single].float().argmax(1))]
+    blocks += [torch.logsumexp(z.index_select(1, matrix[j].nonzero().flatten()), 1, keepdim=True) for j in several]
+    order = torch.cat([single, several]).argsort()  # back to the labels' order
+    return torch.cat(blocks, 1).index_select(1, order)
 
 
 def extents(spaces: Sequence[LabelSpace]) -> dict[str, frozenset[str]]:
