@@ -77,8 +77,9 @@ def test_the_router_routes_tasks_by_their_teachers_sources(world):
     router = Router(plan, torch.device("cpu"))
     source = torch.tensor([names.index("scenes"), names.index("items"), names.index("scenes")])
     rows = router.rows(source)
-    assert rows["segmentation"].tolist() == [0, 2] and rows["classification"].tolist() == [1]
-    assert "classification on items" in router.describe() and "segmentation on scenes" in router.describe()
+    assert rows["segmentation"].tolist() == [0, 2] and rows["depth"].tolist() == [0, 2]
+    assert "classification" not in rows  # pooled tasks run on every row
+    assert router.describe().startswith("row routing: segmentation on scenes; depth on scenes")
     assert routing_line(plan) == router.describe()
 
 

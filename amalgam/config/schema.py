@@ -200,7 +200,7 @@ class TrainConfig(_Strict):
     student_channels_last: bool = Field(False, description="train the student in channels_last memory format")
     compile: bool = Field(False, description="torch.compile the student's training forward (first steps compile)")
     route_rows: bool = Field(
-        True, description="run each task's branch only on the rows of its teachers' sources (training/routing.py)"
+        True, description="run each dense task's branch only on the rows of its teachers' sources (training/routing.py)"
     )
 
 

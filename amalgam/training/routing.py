@@ -1,10 +1,12 @@
-"""Row routing: each task's part of the student runs only on the batch rows its teachers label.
+"""Row routing: a dense task's part of the student runs only on the batch rows its teachers label.
 
-When a task's teachers teach on some of the sources only (a classifier on item crops, segmenters on
-scenes), the other sources' rows give that task no loss, so its branch (own encoder stages, decoder,
-head) need not run on them. The loss is the same except for batch-norm statistics, which a routed
-branch takes from its own task's rows (as evaluation does, where each task sees its own data).
-``train.route_rows: false`` turns it off.
+When a dense task's teachers teach on some of the sources only (segmenters on scenes beside a
+classifier on item crops), the other sources' rows give that task no loss, so its branch (own
+encoder stages, decoder, head) need not run on them; decoders at full resolution are most of a
+dense student's step. The loss is the same except for batch-norm statistics, which a routed branch
+takes from its own task's rows. Pooled tasks (classification) are not routed: their branches are
+cheap, and batch norm over a few rows at the last stages' small maps made a routed classifier
+branch measurably worse (docs/benchmarks.md). ``train.route_rows: false`` turns it off.
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ class Router:
         everything = set(range(len(plan.sources.names)))
         self.names = plan.sources.names
         self.ids = {
-            task: torch.tensor(ids, device=device) for task, ids in task_sources(plan).items() if set(ids) != everything
+            task: torch.tensor(ids, device=device)
+            for task, ids in task_sources(plan).items()
+            if plan.tasks[task].dense and set(ids) != everything
         }
 
     @property
     def active(self) -> bool:
-        """Some task runs on part of the sources only."""
+        """Some dense task runs on part of the sources only."""
         return bool(self.ids)
 
     def rows(self, source: torch.Tensor) -> Rows:
