@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
+from amalgam.distill.objective import student_tap_module
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import resolve_budget, student_lines
@@ -29,6 +30,7 @@ class Inspection:
         student_params: the student's parameters (peers: all peers together).
         teacher_params: all teachers' parameters together (0 for peers).
         encoder_weights: ``student.encoder_weights`` matched to the student's encoder (None: not set).
+        routing: the build log's row-routing line (None: nothing is routed).
     """
 
     recipe: Recipe
@@ -37,6 +39,7 @@ class Inspection:
     student_params: int
     teacher_params: int = 0
     encoder_weights: Optional[EncoderWeights] = None
+    routing: Optional[str] = None
 
     def summary(self) -> str:
         """The human-readable description, one fact per line."""
@@ -64,8 +67,7 @@ class Inspection:
         images = len(plan.sources) if plan.sources is not None else None
         schedule = schedule_lines(r.train, images, plan.dense_tasks)
         lines += ["", *schedule] if schedule else []
-        routes = routing_line(plan)
-        lines += [routes] if routes else []
+        lines += [self.routing] if self.routing else []
         params, teachers = self.student_params, self.teacher_params
         choice = plan.encoder_choice()
         sized = [f"  {choice.describe()}"] if choice else []  # student.encoder: auto says what it chose
@@ -142,4 +144,6 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     teachers = plan.teacher_params
     path = recipe.resolve(recipe.student.encoder_weights)
     weights = match_encoder_weights(spec.encoder, path) if path is not None else None  # a bad file fails here
-    return Inspection(recipe, plan, spec, count_params(build_student(spec)), teachers, weights)
+    student = build_student(spec)
+    routing = routing_line(plan, student, student_tap_module(plan, spec))
+    return Inspection(recipe, plan, spec, count_params(student), teachers, weights, routing)

@@ -9,7 +9,7 @@ from amalgam.config.recipe import load_recipe
 from amalgam.distill.plan import build_plan
 from amalgam.students.build import StudentSpec, build_student, routed, scatter_rows
 from amalgam.teachers.teacher import FeatureTap
-from amalgam.training.routing import Router, make_router, routing_line, task_sources
+from amalgam.training.routing import Router, make_router, routing_line, takes_rows, task_sources
 from amalgam.training.trainer import Trainer
 
 QUIET = lambda msg: None  # noqa: E731
@@ -80,7 +80,6 @@ def test_the_router_routes_tasks_by_their_teachers_sources(world):
     assert rows["segmentation"].tolist() == [0, 2] and rows["depth"].tolist() == [0, 2]
     assert "classification" not in rows  # pooled tasks run on every row
     assert router.describe().startswith("row routing: segmentation on scenes; depth on scenes")
-    assert routing_line(plan) == router.describe()
 
 
 def test_routing_is_off_when_asked_or_when_the_feature_tap_lies_in_a_routed_part(world):
@@ -114,3 +113,52 @@ def test_a_routed_training_step_trains_every_task(world, tmp_path):
     }
     present = {plan.teachers[t].task.name for t in parts}
     assert present and present <= changed and torch.isfinite(torch.tensor(loss))
+
+
+def test_a_tasks_own_encoder_stages_see_every_row_and_its_decoder_the_routed_ones():
+    student = _student("branched", {"classification": 5, "segmentation": 2, "depth": 5}).train()
+    seen = {}
+    student.branches["segmentation"][0].register_forward_hook(lambda m, i, o: seen.update(stage=o.shape[0]))
+    student.decoders["segmentation"].register_forward_hook(lambda m, i, o: seen.update(decoder=o.shape[0]))
+    student(torch.rand(4, 3, 64, 64), rows={"segmentation": torch.tensor([0, 3])})
+    assert seen == {"stage": 4, "decoder": 2}
+
+
+def test_inspect_says_what_the_build_will_do(world):
+    from amalgam.inspection import inspect_recipe
+
+    plan = build_plan(load_recipe(world, SMALL), log=QUIET)
+    branched = build_student(plan.student_spec())
+    assert routing_line(plan, branched, None) == Router(plan, torch.device("cpu")).describe()
+    compact = build_student(build_plan(load_recipe(world, SMALL + ["student.type=compact"]), log=QUIET).student_spec())
+    off = routing_line(plan, compact, "decoder")
+    assert off.startswith("row routing: off") and "'decoder'" in off
+    assert not compact._forward_hooks and not compact.decoder._forward_hooks  # the probe's tap is gone
+    shown = inspect_recipe(load_recipe(world, SMALL), log=QUIET)
+    assert shown.routing == Router(plan, torch.device("cpu")).describe() and shown.routing in shown.summary()
+
+
+def test_a_plugin_student_without_rows_trains_unrouted(world):
+    from amalgam.students.build import CompactStudent
+
+    class PlainForward(CompactStudent):
+        def forward(self, images):
+            return super().forward(images)
+
+    plan = build_plan(load_recipe(world, SMALL), log=QUIET)
+    student = PlainForward(build_plan(load_recipe(world, SMALL + ["student.type=compact"]), log=QUIET).student_spec())
+    lines = []
+    assert not takes_rows(student) and takes_rows(build_student(plan.student_spec()))
+    assert make_router(plan, student, None, torch.device("cpu"), lines.append) is None
+    assert lines == ["row routing: off, the student type 'branched' has no forward(images, rows=...)"]
+
+
+def test_a_run_from_before_route_rows_resumes_only_with_it_pinned_off(world):
+    from amalgam.config.schema import recipe_changes
+
+    recipe = load_recipe(world, SMALL)
+    stored = recipe.model_dump(mode="json")
+    del stored["train"]["route_rows"]  # a checkpoint written before the key existed trained unrouted
+    assert recipe_changes(stored, recipe) == ["train.route_rows"]
+    assert recipe_changes(stored, load_recipe(world, SMALL + ["train.route_rows=false"])) == []
+    assert recipe_changes(recipe.model_dump(mode="json"), recipe) == []

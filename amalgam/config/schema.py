@@ -7,6 +7,7 @@ loader) is :mod:`amalgam.config.load`, the checks that need the registries are
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -252,17 +253,36 @@ class Recipe(_Strict):
         return self.resolve(self.output or Path("runs") / self.name)
 
 
+#: keys added since 0.1 whose default changed how a run trains -> the value that means what a
+#: checkpoint written before the key existed did (a resume of such a run must pin it)
+BEFORE_KEY_EXISTED = {("train", "route_rows"): False}
+
+
 def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:
     """Dotted key paths where ``recipe`` differs from a checkpoint's stored recipe dump.
 
     The stored dump is read again with today's defaults first, so a key added to amalgam since
-    the checkpoint was written (at its default) is no change and older runs stay resumable.
+    the checkpoint was written (at its default) is no change and older runs stay resumable;
+    except the keys of :data:`BEFORE_KEY_EXISTED`, which read as what the run did then.
     """
+    stored = _with_old_behaviour(stored)
     try:
         then = Recipe.model_validate(stored).model_dump(mode="json", exclude={"output"})
     except ValidationError:
         then = stored
     return _differences(then, recipe.model_dump(mode="json", exclude={"output"}), "")
+
+
+def _with_old_behaviour(stored: dict) -> dict:
+    """``stored`` with each missing :data:`BEFORE_KEY_EXISTED` key set to its old behaviour
+    (distillation runs only: a peers build reads none of these keys)."""
+    if not isinstance(stored, dict) or stored.get("peers") is not None:
+        return stored
+    stored = copy.deepcopy(stored)
+    for (section, key), value in BEFORE_KEY_EXISTED.items():
+        if isinstance(stored.get(section), dict):
+            stored[section].setdefault(key, value)
+    return stored
 
 
 def _differences(a, b, prefix: str) -> list[str]:

@@ -32,6 +32,16 @@ def ensemble_groups(plan: Plan) -> list[list[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+def student_tap_module(plan: Plan, spec) -> Optional[str]:
+    """The student module the objective reads features from (feature terms, or an ensemble gate
+    that needs features), or None when it reads none."""
+    amal = plan.recipe.amalgamation
+    ensemble = LOGIT_ENSEMBLES.get(amal.ensemble.type) if amal.ensemble is not None else None
+    if amal.features == "none" and not (ensemble is not None and ensemble.needs_features):
+        return None
+    return amal.student_tap or default_student_tap(spec)
+
+
 class Objective(nn.Module):
     """Computes the weighted sum of every teacher's term on one batch.
 
@@ -84,8 +94,9 @@ class Objective(nn.Module):
         self.teacher_taps: dict[str, FeatureTap] = {}
         ensemble = LOGIT_ENSEMBLES.get(amal.ensemble.type) if amal.ensemble is not None else None
         needs_features = ensemble is not None and ensemble.needs_features
-        if amal.features != "none" or needs_features:
-            self._tap_student(student, amal.student_tap or default_student_tap(student.spec))
+        tap_module = student_tap_module(plan, student.spec)
+        if tap_module is not None:
+            self._tap_student(student, tap_module)
         if amal.features != "none":
             self._build_feature_terms(FEATURE_TERMS.get(amal.features), amal.taps)
         for term, group in self.terms.items():

@@ -139,13 +139,15 @@ def group_logsumexp(z: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     classes (a partial teacher's background) are reduced: no ``[B, L, U, ...]`` tensor is made, which
     for dense outputs cost more than the student's own layers. A label of no class gets ``-inf``.
     """
-    matrix = matrix.to(z.device)
+    matrix = matrix.detach().cpu().bool()  # the index lists are made on the host: no device sync per label
     counts = matrix.sum(1)
     single = (counts == 1).nonzero().flatten()
     several = (counts != 1).nonzero().flatten()
-    blocks = [z.index_select(1, matrix[single].float().argmax(1))]
-    blocks += [torch.logsumexp(z.index_select(1, matrix[j].nonzero().flatten()), 1, keepdim=True) for j in several]
-    order = torch.cat([single, several]).argsort()  # back to the labels' order
+    blocks = [z.index_select(1, matrix[single].float().argmax(1).to(z.device))]
+    for j in several.tolist():
+        members = matrix[j].nonzero().flatten().to(z.device)
+        blocks.append(torch.logsumexp(z.index_select(1, members), 1, keepdim=True))
+    order = torch.cat([single, several]).argsort().to(z.device)  # back to the labels' order
     return torch.cat(blocks, 1).index_select(1, order)
 
 

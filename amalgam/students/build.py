@@ -154,16 +154,16 @@ class BranchedStudent(_Student):
 
     def _branch(self, features: list[torch.Tensor], name: str, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         own = list(features[: self.points[name] + 1])  # skips come from the stages this task sees
+        for stage in self.branches[name]:  # on every row: batch norm on small maps needs them
+            own.append(stage(own[-1]))
         if rows is not None:
             own = [f[rows] for f in own]
-        for stage in self.branches[name]:
-            own.append(stage(own[-1]))
         x = self.decoders[name](own) if name in self.decoders else own[-1]
         return self.heads[name](x)
 
     def forward(self, images: torch.Tensor, rows: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
-        """Every task's output; ``rows`` (task -> batch rows) runs a task's branch on those rows only
-        (the others come back as zeros, see amalgam/training/routing.py)."""
+        """Every task's output; ``rows`` (task -> batch rows) runs a task's decoder and head on those
+        rows only (the others come back as zeros, see amalgam/training/routing.py)."""
         features = self._trunk(images)
         out = {}
         for name in self.branches:

@@ -1,16 +1,18 @@
-"""Row routing: a dense task's part of the student runs only on the batch rows its teachers label.
+"""Row routing: a dense task's decoder and head run only on the batch rows its teachers label.
 
 When a dense task's teachers teach on some of the sources only (segmenters on scenes beside a
-classifier on item crops), the other sources' rows give that task no loss, so its branch (own
-encoder stages, decoder, head) need not run on them; decoders at full resolution are most of a
-dense student's step. The loss is the same except for batch-norm statistics, which a routed branch
-takes from its own task's rows. Pooled tasks (classification) are not routed: their branches are
-cheap, and batch norm over a few rows at the last stages' small maps made a routed classifier
-branch measurably worse (docs/benchmarks.md). ``train.route_rows: false`` turns it off.
+classifier on item crops), the other sources' rows give that task no loss, so its decoder and
+head need not run on them; decoders at full resolution are most of a dense student's step. The
+task's own encoder stages still run on every row, since their batch norm sees small maps, where a
+few rows are too few. The loss is the same except for the decoder's batch-norm statistics, which
+come from the routed rows. Pooled tasks (classification) are not routed: their branches are cheap,
+and a routed classifier branch lost top-1 on the shapes world (docs/benchmarks.md, "Speed of a
+dense step"). ``train.route_rows: false`` turns it off.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional
 
 import torch
@@ -63,15 +65,21 @@ class Router:
         return "row routing: " + "; ".join(parts) + " (each branch skips the other rows; train.route_rows)"
 
 
-def routing_line(plan: Plan) -> Optional[str]:
-    """What :func:`make_router` will say for ``plan`` (``amalgam inspect``), None when nothing is routed.
-
-    A student feature tap inside a routed part turns routing off at build time, which the build log says.
-    """
+def routing_line(plan: Plan, student: nn.Module, tap_module: Optional[str]) -> Optional[str]:
+    """What :func:`make_router` will log for ``plan`` and ``student`` (for ``amalgam inspect``), None
+    when nothing is routed; ``tap_module`` is the student module the objective will tap, if any."""
     if not plan.recipe.train.route_rows or plan.sources is None:
         return None
     router = Router(plan, torch.device("cpu"))
-    return router.describe() if router.active else None
+    if not router.active:
+        return None
+    tap = FeatureTap.on(student, tap_module, "amalgamation.student_tap") if tap_module else None
+    try:
+        why = _why_not(plan, student, tap, router, torch.device("cpu"))
+    finally:
+        if tap is not None:
+            tap.detach()
+    return f"row routing: off, {why}" if why else router.describe()
 
 
 def make_router(
@@ -84,12 +92,27 @@ def make_router(
     router = Router(plan, device)
     if not router.active:
         return None
+    why = _why_not(plan, student, tap, router, device)
+    log(f"row routing: off, {why}" if why else router.describe())
+    return None if why else router
+
+
+def takes_rows(student: nn.Module) -> bool:
+    """Whether the student's ``forward`` has the optional ``rows`` keyword (built-in types do; a
+    registered plugin type may not, and then runs every task on every row)."""
+    return "rows" in inspect.signature(student.forward).parameters
+
+
+def _why_not(
+    plan: Plan, student: nn.Module, tap: Optional[FeatureTap], router: Router, device: torch.device
+) -> Optional[str]:
+    """Why routing cannot be used with this student and feature tap, or None."""
+    if not takes_rows(student):
+        return f"the student type '{plan.recipe.student.type}' has no forward(images, rows=...)"
     size = tuple(plan.recipe.data.image_size)
     if tap is not None and not _tap_sees_every_row(student, tap, router, size, device):
-        log(f"row routing: off, the student feature tap '{tap.module_name}' lies in a routed part of the student")
-        return None
-    log(router.describe())
-    return router
+        return f"the student feature tap '{tap.module_name}' lies in a routed part of the student"
+    return None
 
 
 @torch.no_grad()
