@@ -94,7 +94,7 @@ class Objective(nn.Module):
         self.teacher_taps: dict[str, FeatureTap] = {}
         ensemble = LOGIT_ENSEMBLES.get(amal.ensemble.type) if amal.ensemble is not None else None
         needs_features = ensemble is not None and ensemble.needs_features
-        tap_module = student_tap_module(plan, student.spec)
+        tap_module = student_tap_module(plan, getattr(student, "spec", None))
         if tap_module is not None:
             self._tap_student(student, tap_module)
         if amal.features != "none":
