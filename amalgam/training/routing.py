@@ -7,7 +7,8 @@ task's own encoder stages still run on every row, since their batch norm sees sm
 few rows are too few. The loss is the same except for the decoder's batch-norm statistics, which
 come from the routed rows. Pooled tasks (classification) are not routed: their branches are cheap,
 and a routed classifier branch lost top-1 on the shapes world (docs/benchmarks.md, "Speed of a
-dense step"). ``train.route_rows: false`` turns it off.
+dense step"). ``train.route_rows: false`` turns it off. The ``branch_at: auto`` warm-up
+(distill/affinity.py) runs its student unrouted.
 """
 
 from __future__ import annotations
