@@ -38,6 +38,14 @@ def test_auto_is_the_default_encoder_and_the_ladder_runs_largest_first():
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
 
 
+def test_rungs_narrow_the_coarse_decoder_blocks_first():
+    """8 channels in the two finest blocks lost whole classes on the shapes world (docs/benchmarks.md):
+    every rung but the last resort keeps them at 16 or more."""
+    *rungs, last = LADDER
+    assert all(min(r.decoder_channels[-2:]) >= 16 for r in rungs)
+    assert last.decoder_channels == (8,) * 5
+
+
 @pytest.mark.parametrize("name", sorted({r.encoder for r in LADDER}))
 def test_every_rungs_encoder_splits_into_its_own_features(name):
     torch.manual_seed(0)

@@ -51,9 +51,12 @@ LADDER: tuple[Rung, ...] = (
     Rung("tu-lcnet_100", (64, 48, 32, 16, 16)),  # 1.0 M
     Rung("tu-lcnet_075", (48, 32, 24, 16, 16)),  # 0.58 M
     Rung("tu-lcnet_050", (32, 24, 16, 16, 16)),  # 0.27 M: the quickstart's hand-picked student
-    Rung("tu-repghostnet_050", (24, 16, 16, 8, 8)),  # 0.15 M
-    Rung("tu-test_efficientnet", (16, 16, 8, 8, 8)),  # 0.08 M: timm's smallest EfficientNet (r160_in1k weights)
-    Rung("tu-test_efficientnet", (8, 8, 8, 8, 8)),  # the same with the narrowest decoders: teachers of ~0.3 M
+    Rung("tu-repghostnet_050", (24, 16, 16, 16, 16)),  # 0.15 M
+    Rung("tu-test_efficientnet", (16, 16, 16, 16, 16)),  # 0.08 M: timm's smallest EfficientNet (r160_in1k weights)
+    # Narrower decoders save parameters in the coarse blocks first: the two finest, which paint the
+    # small objects, keep 16 channels (8 there lost whole classes, docs/benchmarks.md).
+    Rung("tu-test_efficientnet", (8, 8, 8, 16, 16)),
+    Rung("tu-test_efficientnet", (8, 8, 8, 8, 8)),  # the last resort, for teachers of ~0.3 M and less
 )
 
 
