@@ -175,3 +175,14 @@ def test_search_sizes_auto_as_a_searched_tree_and_pastes_the_encoder(world, tmp_
     stored = json.loads((tmp_path / "search.json").read_text())["encoder_choice"]
     assert stored["priced_tree"] == "cheapest"  # the recipe's branch_at 3 is not what a search builds
     assert f"paste under student:\n  encoder: {stored['encoder']}\n  decoder_channels: [16, 16, 8, 8, 8]\n" in out
+
+
+def test_a_build_with_a_four_block_decoder_scores_at_the_labels_size(world, tmp_path):
+    """Training losses at half resolution, evaluation at the labels' (the report has every metric)."""
+    out = tmp_path / "run"
+    four = ["--set", "student.encoder=tu-test_efficientnet", "--set", "student.decoder_channels=[8,8,8,8]"]
+    assert main(["build", str(world), "--output", str(out), *TINY_BUILD, *four]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert all(t["student_value"] is not None for t in report["tasks"])
+    student, _ = load_student(out / "student.pt")
+    assert student.spec.decoder_channels == [8, 8, 8, 8]

@@ -137,3 +137,30 @@ def test_average_students_means_the_weights_and_refuses_another_architecture(tmp
     with pytest.raises(AmalgamError, match="other.pt holds a student with branch_at=2, .*s0.pt has 3"):
         average_students([paths[0], tmp_path / "other.pt"], tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["branched", "compact"])
+def test_a_four_block_decoder_trains_at_half_resolution_and_answers_at_full(kind):
+    """Four decoder blocks leave out the finest (the costliest): training outputs stay at half the
+    input's size (the loss resizes the teachers' to them), eval outputs and task paths are
+    upsampled to the input size, which is what users, exports and evaluation read."""
+    torch.manual_seed(0)
+    full = build_student(StudentSpec(kind, "resnet18", 3, [16, 16, 8, 8, 8], dict(HEADS)))
+    short = build_student(StudentSpec(kind, "resnet18", 3, [16, 16, 8, 8], dict(HEADS)))
+    decoder = short.decoders["segmentation"] if kind == "branched" else short.decoder
+    assert len(decoder.blocks) == 4
+    assert sum(p.numel() for p in short.parameters()) < sum(p.numel() for p in full.parameters())
+    images = torch.rand(2, 3, 64, 96)
+    trained = short.train()(images)
+    assert trained["segmentation"].shape == (2, 4, 32, 48) and trained["depth"].shape == (2, 1, 32, 48)
+    assert trained["classification"].shape == (2, 3)
+    short.eval()
+    with torch.no_grad():
+        out, path = short(images), short.task_path("depth")(images)
+    assert out["segmentation"].shape == (2, 4, 64, 96)
+    assert out["depth"].shape == (2, 1, 64, 96) and torch.allclose(path, out["depth"], atol=1e-5)
+
+
+def test_decoder_widths_are_one_to_five_blocks():
+    with pytest.raises(AmalgamError, match="1 to 5 widths"):
+        build_student(StudentSpec("branched", "resnet18", 3, [16, 16, 8, 8, 8, 8], dict(HEADS)))

@@ -128,7 +128,11 @@ class StudentConfig(_Strict):
     budget: BudgetConfig = BudgetConfig()
     search: SearchConfig = SearchConfig()
     decoder_channels: Optional[list[int]] = Field(
-        None, description="U-Net decoder widths (default: auto's rung's; with a named encoder [128, 64, 32, 16, 16])"
+        None,
+        min_length=1,
+        max_length=5,
+        description="U-Net decoder widths, one block each (default: auto's rung's; with a named encoder"
+        " [128, 64, 32, 16, 16]); 4 blocks end at half the input resolution (students.build.dense_output)",
     )
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"

@@ -64,10 +64,17 @@ class DecoderBlock(nn.Module):
 
 
 class UnetDecoder(nn.Module):
-    """smp-style U-Net decoder over the 6 encoder features (input first); output at full resolution."""
+    """smp-style U-Net decoder over the 6 encoder features (input first), one block per width.
+
+    Five blocks end at the input's resolution; fewer stop earlier (four at half of it), leaving out
+    the finest blocks, which cost the most compute (see :func:`dense_output`).
+    """
 
     def __init__(self, encoder_channels: list[int], decoder_channels: list[int]):
         super().__init__()
+        depth = len(encoder_channels) - 1
+        if not 1 <= len(decoder_channels) <= depth:
+            raise AmalgamError(f"decoder_channels: 1 to {depth} widths (one per decoder block), got {decoder_channels}")
         skips = list(reversed(encoder_channels[1:-1])) + [0]
         ins = [encoder_channels[-1]] + list(decoder_channels[:-1])
         self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels))
@@ -158,8 +165,9 @@ class BranchedStudent(_Student):
             own.append(stage(own[-1]))
         if rows is not None:
             own = [f[rows] for f in own]
-        x = self.decoders[name](own) if name in self.decoders else own[-1]
-        return self.heads[name](x)
+        if name not in self.decoders:
+            return self.heads[name](own[-1])
+        return dense_output(self.heads[name](self.decoders[name](own)), own[0], self.training)
 
     def forward(self, images: torch.Tensor, rows: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
         """Every task's output; ``rows`` (task -> batch rows) runs a task's decoder and head on those
@@ -212,7 +220,7 @@ class CompactStudent(_Student):
         r = self._dense_rows(rows, images.shape[0])
         decoded = self.decoder(features if r is None else [f[r] for f in features])
         for n in self.dense_tasks:
-            y = self.heads[n](decoded)
+            y = dense_output(self.heads[n](decoded), images, self.training)
             out[n] = y if r is None else scatter_rows(y, r, images.shape[0])
         return {n: out[n] for n in self.heads}
 
@@ -237,6 +245,19 @@ def routed(rows: Optional[dict[str, torch.Tensor]], task: str, batch: int) -> Op
     return None if r is None or r.numel() < 2 or r.numel() == batch else r
 
 
+def dense_output(y: torch.Tensor, images: torch.Tensor, training: bool) -> torch.Tensor:
+    """A dense head's output as the student returns it.
+
+    A decoder of fewer blocks than encoder stages ends below the input's resolution. While training
+    the output stays there (the dense losses bring the teachers' outputs to it, as for any teacher
+    of another resolution); in eval mode and in task paths it is upsampled (bilinear) to the
+    images' size, which is what users, exports and evaluation read.
+    """
+    if training or y.shape[-2:] == images.shape[-2:]:
+        return y
+    return F.interpolate(y, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def scatter_rows(y: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
     """``y`` (the outputs of ``rows``) placed in a batch of zeros; gradients reach ``y`` only."""
     return y.new_zeros((batch, *y.shape[1:])).index_copy(0, rows, y)
@@ -259,7 +280,9 @@ class _TaskPath(nn.Module):
                 features.append(stage(features[-1]))
         else:
             features = self.encoder(x)
-        return self.head(self.decoder(features) if self.decoder is not None else features[-1])
+        if self.decoder is None:
+            return self.head(features[-1])
+        return dense_output(self.head(self.decoder(features)), images, training=False)
 
 
 #: ``student.type`` -> class(spec); ``forward(images) -> {task: output}``, ``default_tap(spec)``, ``task_path(name)``
