@@ -62,7 +62,8 @@ class Task:
     """
 
     name: ClassVar[str]
-    #: True if the student feeds this task a full-resolution decoder, False for a pooled vector.
+    #: True if the student feeds this task a decoder map (the input's resolution, or half of it while
+    #: training with a four-block decoder), False for a pooled vector.
     dense: ClassVar[bool]
     #: True if teachers of this task carry label spaces (``labels:`` in the recipe).
     labelled: ClassVar[bool] = False
@@ -126,7 +127,8 @@ class Task:
         Args:
             student: the student's canonical output for the samples this teacher teaches on.
             teacher: the teacher's canonical output on the same samples (dense tasks: on the
-                student's grid, though a loss should accept another resolution).
+                student's input grid; a loss must accept another resolution, e.g. a student with
+                a four-block decoder trains on outputs at half of it).
             options: the projection, temperature and optional weighting; a task uses
                 ``options.weights`` / ``options.after_projection`` only if it names them in
                 :attr:`distill_options` (amalgam says in the log when a recipe sets one it ignores).

@@ -186,3 +186,8 @@ def test_a_build_with_a_four_block_decoder_scores_at_the_labels_size(world, tmp_
     assert all(t["student_value"] is not None for t in report["tasks"])
     student, _ = load_student(out / "student.pt")
     assert student.spec.decoder_channels == [8, 8, 8, 8]
+
+
+def test_a_recipe_with_three_decoder_blocks_is_refused_when_loaded(world):
+    with pytest.raises(RecipeError, match="decoder_channels"):
+        load_recipe(world, ["student.decoder_channels=[8,8,8]"])

@@ -161,6 +161,7 @@ def test_a_four_block_decoder_trains_at_half_resolution_and_answers_at_full(kind
     assert out["depth"].shape == (2, 1, 64, 96) and torch.allclose(path, out["depth"], atol=1e-5)
 
 
-def test_decoder_widths_are_one_to_five_blocks():
-    with pytest.raises(AmalgamError, match="1 to 5 widths"):
-        build_student(StudentSpec("branched", "resnet18", 3, [16, 16, 8, 8, 8, 8], dict(HEADS)))
+@pytest.mark.parametrize("widths", [[16, 16, 8, 8, 8, 8], [16, 16, 8]])
+def test_decoder_widths_are_four_or_five_blocks(widths):
+    with pytest.raises(AmalgamError, match="4 or 5 widths"):
+        build_student(StudentSpec("branched", "resnet18", 3, widths, dict(HEADS)))

@@ -129,7 +129,7 @@ class StudentConfig(_Strict):
     search: SearchConfig = SearchConfig()
     decoder_channels: Optional[list[int]] = Field(
         None,
-        min_length=1,
+        min_length=4,
         max_length=5,
         description="U-Net decoder widths, one block each (default: auto's rung's; with a named encoder"
         " [128, 64, 32, 16, 16]); 4 blocks end at half the input resolution (students.build.dense_output)",

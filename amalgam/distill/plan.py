@@ -71,7 +71,7 @@ class Plan:
 
     @property
     def dense_tasks(self) -> list[str]:
-        """The tasks whose student output is a full-resolution map."""
+        """The tasks whose student output is a map (at the input size in eval mode)."""
         return [name for name, task in self.tasks.items() if task.dense]
 
     def student_spec(self, branch_at: int | dict[str, int] | None = None) -> StudentSpec:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from amalgam.errors import RecipeError
-from amalgam.students.build import BranchedStudent, StudentSpec, count_params, has_branches
+from amalgam.students.build import BranchedStudent, StudentSpec, count_params, dense_output, has_branches
 from amalgam.students.tree import STAGES, spine_depth
 
 DEFAULT_PARAMS_SHARE = 0.5  # of all teachers' parameters: the documented default of student.budget.params
@@ -123,7 +123,7 @@ def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int =
         parts: list[nn.Module] = [full.heads[name]] + ([full.decoders[name]] if name in full.decoders else [])
         task_params[name] = sum(count_params(m) for m in parts)
         if name in full.decoders:
-            run = lambda n=name: full.heads[n](full.decoders[n](features))  # noqa: E731
+            run = lambda n=name: dense_output(full.heads[n](full.decoders[n](features)), x, False)  # noqa: E731
         else:
             run = lambda n=name: full.heads[n](features[-1])  # noqa: E731
         task_ms[name] = _fastest_ms(run, repeats)

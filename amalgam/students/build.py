@@ -66,15 +66,19 @@ class DecoderBlock(nn.Module):
 class UnetDecoder(nn.Module):
     """smp-style U-Net decoder over the 6 encoder features (input first), one block per width.
 
-    Five blocks end at the input's resolution; fewer stop earlier (four at half of it), leaving out
-    the finest blocks, which cost the most compute (see :func:`dense_output`).
+    Five blocks end at the input's resolution; four leave out the finest block, which costs the most
+    compute, and end at half of it (see :func:`dense_output`). Fewer are refused: the dense losses
+    shrink teachers' outputs to the student's by bilinear resizing, exact (an average) at half the
+    size but skipping pixels, thin objects among them, at a quarter and below.
     """
 
     def __init__(self, encoder_channels: list[int], decoder_channels: list[int]):
         super().__init__()
         depth = len(encoder_channels) - 1
-        if not 1 <= len(decoder_channels) <= depth:
-            raise AmalgamError(f"decoder_channels: 1 to {depth} widths (one per decoder block), got {decoder_channels}")
+        if not depth - 1 <= len(decoder_channels) <= depth:
+            raise AmalgamError(
+                f"decoder_channels: {depth - 1} or {depth} widths (one per decoder block), got {decoder_channels}"
+            )
         skips = list(reversed(encoder_channels[1:-1])) + [0]
         ins = [encoder_channels[-1]] + list(decoder_channels[:-1])
         self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels))

@@ -38,7 +38,8 @@ class SegmentationMeter:
 
 
 class SegmentationTask(Task):
-    """Teachers output logits ``[B, C, h, w]`` (any h, w); the student at its input size."""
+    """Teachers output logits ``[B, C, h, w]`` (any h, w); the student at its input size (half of it
+    while training with a four-block decoder)."""
 
     name = "segmentation"
     dense = True

@@ -96,8 +96,9 @@ class TaskContract:
         if not task.dense:
             pytest.skip("pooled task")
         student = self.output(task, seed=0)
-        teacher = self.output(task, seed=1, size=(4, 6))
-        assert torch.isfinite(task.distill_loss(student, teacher, self.options(task)))
+        for size in [(4, 6), tuple(2 * s for s in self.size)]:  # coarser, and finer (four-block students)
+            teacher = self.output(task, seed=1, size=size)
+            assert torch.isfinite(task.distill_loss(student, teacher, self.options(task)))
 
     def test_distill_loss_honours_the_options_it_declares(self, task):
         assert task.distill_options <= {"weights", "after_projection"}
