@@ -36,10 +36,14 @@ def student_tap_module(plan: Plan, spec) -> Optional[str]:
     """The student module the objective reads features from (feature terms, or an ensemble gate
     that needs features), or None when it reads none."""
     amal = plan.recipe.amalgamation
-    ensemble = LOGIT_ENSEMBLES.get(amal.ensemble.type) if amal.ensemble is not None else None
-    if amal.features == "none" and not (ensemble is not None and ensemble.needs_features):
+    if amal.features == "none" and not _ensemble_needs_features(amal):
         return None
     return amal.student_tap or default_student_tap(spec)
+
+
+def _ensemble_needs_features(amal) -> bool:
+    """Whether ``amalgamation.ensemble`` is a gate that reads the student's features."""
+    return amal.ensemble is not None and LOGIT_ENSEMBLES.get(amal.ensemble.type).needs_features
 
 
 class Objective(nn.Module):
@@ -92,8 +96,7 @@ class Objective(nn.Module):
         #: tapped teacher's (what a teacher cache must store: :func:`amalgam.distill.cache.open_cache`)
         self.student_tap: Optional[FeatureTap] = None
         self.teacher_taps: dict[str, FeatureTap] = {}
-        ensemble = LOGIT_ENSEMBLES.get(amal.ensemble.type) if amal.ensemble is not None else None
-        needs_features = ensemble is not None and ensemble.needs_features
+        needs_features = _ensemble_needs_features(amal)
         tap_module = student_tap_module(plan, getattr(student, "spec", None))
         if tap_module is not None:
             self._tap_student(student, tap_module)
@@ -102,7 +105,8 @@ class Objective(nn.Module):
         for term, group in self.terms.items():
             if len(group) > 1:
                 extra = {"in_features": self.student_tap.value.shape[1]} if needs_features else {}
-                self.ensembles[term] = ensemble(num_teachers=len(group), **amal.ensemble.kwargs(), **extra)
+                make = LOGIT_ENSEMBLES.get(amal.ensemble.type)
+                self.ensembles[term] = make(num_teachers=len(group), **amal.ensemble.kwargs(), **extra)
         # the hooks go when the objective does (they hold no reference to it)
         weakref.finalize(self, _detach, [self.student_tap, *self.teacher_taps.values()])
 

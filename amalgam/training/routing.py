@@ -69,18 +69,14 @@ class Router:
 def routing_line(plan: Plan, student: nn.Module, tap_module: Optional[str]) -> Optional[str]:
     """What :func:`make_router` will log for ``plan`` and ``student`` (for ``amalgam inspect``), None
     when nothing is routed; ``tap_module`` is the student module the objective will tap, if any."""
-    if not plan.recipe.train.route_rows or plan.sources is None:
-        return None
-    router = Router(plan, torch.device("cpu"))
-    if not router.active:
+    if plan.sources is None:
         return None
     tap = FeatureTap.on(student, tap_module, "amalgamation.student_tap") if tap_module else None
     try:
-        why = _why_not(plan, student, tap, router, torch.device("cpu"))
+        return _decide(plan, student, tap, torch.device("cpu"))[1]
     finally:
         if tap is not None:
             tap.detach()
-    return f"row routing: off, {why}" if why else router.describe()
 
 
 def make_router(
@@ -88,14 +84,23 @@ def make_router(
 ) -> Optional[Router]:
     """The run's router, or None when routing is off, has nothing to skip, or would change what the
     objective reads (a student feature tap inside a routed part)."""
+    router, line = _decide(plan, student, tap, device)
+    if line is not None:
+        log(line)
+    return router
+
+
+def _decide(
+    plan: Plan, student: nn.Module, tap: Optional[FeatureTap], device: torch.device
+) -> tuple[Optional[Router], Optional[str]]:
+    """The router to use (None: none) and the line that says so (None: nothing to say)."""
     if not plan.recipe.train.route_rows:
-        return None
+        return None, None
     router = Router(plan, device)
     if not router.active:
-        return None
+        return None, None
     why = _why_not(plan, student, tap, router, device)
-    log(f"row routing: off, {why}" if why else router.describe())
-    return None if why else router
+    return (None, f"row routing: off, {why}") if why else (router, router.describe())
 
 
 def takes_rows(student: nn.Module) -> bool:
