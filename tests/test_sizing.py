@@ -191,3 +191,13 @@ def test_a_build_with_a_four_block_decoder_scores_at_the_labels_size(world, tmp_
 def test_a_recipe_with_three_decoder_blocks_is_refused_when_loaded(world):
     with pytest.raises(RecipeError, match="decoder_channels"):
         load_recipe(world, ["student.decoder_channels=[8,8,8]"])
+
+
+def test_inspect_says_a_four_block_decoder_trains_at_half_resolution(world, capsys):
+    four = ["--set", "student.encoder=tu-test_efficientnet", "--set", "student.decoder_channels=[8,8,8,8]"]
+    assert main(["inspect", str(world), "--no-data", "--quiet", *four]) == 0
+    assert "decoders: 4 blocks, so dense outputs are at half the input's resolution while training" in (
+        capsys.readouterr().out
+    )
+    assert main(["inspect", str(world), "--no-data", "--quiet"]) == 0  # five blocks: nothing to say
+    assert "decoders: " not in capsys.readouterr().out

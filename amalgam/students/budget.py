@@ -18,6 +18,7 @@ from torch import nn
 from amalgam.errors import RecipeError
 from amalgam.students.build import BranchedStudent, StudentSpec, count_params, dense_output, has_branches
 from amalgam.students.tree import STAGES, spine_depth
+from amalgam.task import get_task
 
 DEFAULT_PARAMS_SHARE = 0.5  # of all teachers' parameters: the documented default of student.budget.params
 
@@ -147,6 +148,11 @@ def student_lines(spec: StudentSpec, params: int, teacher_params: int, cfg) -> l
     from amalgam.students.tree import describe
 
     lines = [f"  {line}" for line in describe(spec.branch_at, list(spec.heads))] if has_branches(spec.type) else []
+    if len(spec.decoder_channels) < 5 and any(get_task(t).dense for t in spec.heads):
+        lines.append(  # a choice that changes what the losses compare: said where the student is described
+            f"  decoders: {len(spec.decoder_channels)} blocks, so dense outputs are at half the input's resolution"
+            " while training (teachers' outputs are resized to them) and upsampled in eval mode and exports"
+        )
     budget = resolve_budget(cfg, teacher_params)
     lines.append(f"  budget (student.budget): {budget.describe()}")
     warning = budget_warning(budget, params)
