@@ -201,3 +201,44 @@ def test_inspect_says_a_four_block_decoder_trains_at_half_resolution(world, caps
     )
     assert main(["inspect", str(world), "--no-data", "--quiet"]) == 0  # five blocks: nothing to say
     assert "decoders: " not in capsys.readouterr().out
+
+
+def test_own_decoder_widths_are_built_priced_and_said(world, capsys):
+    own = [
+        "--set",
+        "student.encoder=tu-test_efficientnet",
+        "--set",
+        "student.task_decoder_channels={segmentation: [16,16,16,16]}",
+    ]
+    recipe = load_recipe(world, own[1::2])
+    spec = Plan(recipe, *unify_tasks(recipe)).student_spec()
+    assert spec.decoders_for("segmentation") == [16, 16, 16, 16]
+    assert spec.decoders_for("depth") == spec.decoder_channels == [16, 16, 8, 8, 8]
+    assert main(["inspect", str(world), "--no-data", "--quiet", *own]) == 0
+    out = capsys.readouterr().out
+    assert "decoders (student.task_decoder_channels): segmentation [16, 16, 16, 16], depth [16, 16, 8, 8, 8]" in out
+    assert "decoders: 4 blocks, so the outputs of segmentation are at half the input's resolution" in out
+    auto_rung = auto(task_decoder_channels={"segmentation": [256, 128, 64, 32, 32]})
+    wide, plain = (price_rung(rung_named("resnet18"), c, HEADS, SIZE, timed=False) for c in (auto_rung, auto()))
+    assert wide.params > plain.params  # the ladder prices the student with its own decoders
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (
+            "{classification: [8,8,8,8]}",
+            "student.task_decoder_channels.classification: not a dense task of the teachers (segmentation, depth)",
+        ),
+        ("{segmantation: [8,8,8,8]}", "student.task_decoder_channels.segmantation: not a dense task"),
+        ("{segmentation: [8,8,8]}", "segmentation: 4 or 5 positive widths"),
+    ],
+)
+def test_own_decoder_widths_name_dense_tasks_of_four_or_five_blocks(world, setting, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_recipe(world, [f"student.task_decoder_channels={setting}"])
+
+
+def test_own_decoder_widths_need_a_branched_student(world):
+    with pytest.raises(RecipeError, match="a compact student shares one decoder"):
+        load_recipe(world, ["student.type=compact", "student.task_decoder_channels={depth: [8,8,8,8]}"])

@@ -165,3 +165,30 @@ def test_a_four_block_decoder_trains_at_half_resolution_and_answers_at_full(kind
 def test_decoder_widths_are_four_or_five_blocks(widths):
     with pytest.raises(AmalgamError, match="4 or 5 widths"):
         build_student(StudentSpec("branched", "resnet18", 3, widths, dict(HEADS)))
+
+
+def test_a_dense_task_can_have_its_own_decoder_widths(tmp_path):
+    own = {"segmentation": [32, 16, 16, 8]}  # wider, and four blocks: half resolution while training
+    model = build_student(StudentSpec("branched", "resnet18", 3, [16, 16, 8, 8, 8], dict(HEADS), own))
+    assert [b.convs[0][0].out_channels for b in model.decoders["segmentation"].blocks] == [32, 16, 16, 8]
+    assert [b.convs[0][0].out_channels for b in model.decoders["depth"].blocks] == [16, 16, 8, 8, 8]
+    x = torch.rand(2, 3, 32, 32)
+    out = model.train()(x)
+    assert out["segmentation"].shape[-2:] == (16, 16) and out["depth"].shape[-2:] == (32, 32)
+    check_outputs(model.eval()(x))
+    spaces = {"classification": LabelSpace(["a", "b", "c"]), "segmentation": LabelSpace(list("wxyz")), "depth": None}
+    save_student(model, spaces, {}, tmp_path / "student.pt")
+    again, _ = load_student(tmp_path / "student.pt")
+    assert again.spec.task_decoders == own
+    assert torch.equal(again(x)["segmentation"], model(x)["segmentation"])
+
+
+def test_a_spec_without_own_decoders_reads_as_before():
+    """Student files and checkpoints written before ``task_decoders`` existed compare equal."""
+    assert "task_decoders" not in spec().to_dict()
+    assert StudentSpec(**spec().to_dict()) == spec()
+
+
+def test_a_compact_student_refuses_own_decoders():
+    with pytest.raises(AmalgamError, match="student.task_decoder_channels: a compact student shares one decoder"):
+        build_student(StudentSpec("compact", "resnet18", 3, [16, 16, 8, 8, 8], dict(HEADS), {"depth": [8] * 5}))

@@ -56,6 +56,7 @@ def check_recipe(recipe: Recipe) -> None:
     if recipe.student.encoder != "auto":  # auto: a rung of students/sizing.py's ladder, chosen at build
         at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
     check_branch_at(recipe)
+    check_task_decoders(recipe)
     if recipe.student.init is not None and recipe.student.encoder_weights is not None:
         raise RecipeError("student.encoder_weights", "not with student.init (that sets every weight): keep one")
     if recipe.student.encoder_weights is not None and recipe.student.encoder == "auto":
@@ -222,6 +223,23 @@ def check_branch_at(recipe: Recipe) -> None:
 
         tasks = list(dict.fromkeys(t.task for t in recipe.teachers.values()))
         at_key("student.branch_at", branch_points, branch_at, tasks)
+
+
+def check_task_decoders(recipe: Recipe) -> None:
+    """``student.task_decoder_channels`` names dense tasks of the teachers, and needs a decoder per task."""
+    own = recipe.student.task_decoder_channels
+    if not own:
+        return
+    if not has_branches(recipe.student.type):
+        raise RecipeError(
+            "student.task_decoder_channels",
+            f"a {recipe.student.type} student shares one decoder among its tasks: set student.decoder_channels",
+        )
+    dense = [t for t in dict.fromkeys(t.task for t in recipe.teachers.values()) if get_task(t).dense]
+    for task in own:
+        if task not in dense:
+            choices = ", ".join(dense) or "none: no teacher has a dense task"
+            raise RecipeError(f"student.task_decoder_channels.{task}", f"not a dense task of the teachers ({choices})")
 
 
 def check_resize(name: str, t, dense: bool, tapped: bool) -> None:

@@ -134,6 +134,11 @@ class StudentConfig(_Strict):
         description="U-Net decoder widths, one block each (default: auto's rung's; with a named encoder"
         " [128, 64, 32, 16, 16]); 4 blocks end at half the input resolution (students.build.dense_output)",
     )
+    task_decoder_channels: dict[str, list[int]] = Field(
+        {},
+        description="a dense task's own decoder widths (branched students), e.g. a wider one for segmentation;"
+        " tasks not named here use decoder_channels",
+    )
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"
     )
@@ -149,6 +154,14 @@ class StudentConfig(_Strict):
         points = v.values() if isinstance(v, dict) else [] if v == "auto" else [v]
         if any(not 0 <= p <= 5 for p in points):
             raise ValueError(f"branch points lie in 0-5 (encoder stages shared), got {v}")
+        return v
+
+    @field_validator("task_decoder_channels")
+    @classmethod
+    def _task_decoders(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        for task, widths in v.items():
+            if not 4 <= len(widths) <= 5 or min(widths) < 1:
+                raise ValueError(f"{task}: 4 or 5 positive widths (one per decoder block), got {widths}")
         return v
 
 

@@ -77,6 +77,7 @@ def search_key(recipe: Recipe) -> dict:
     # with student.encoder: auto the budget chooses the encoder, so the affinities depend on it too
     student = ("encoder", "decoder_channels", "search", "encoder_weights")
     student += ("budget",) if s["encoder"] == "auto" else ()
+    student += ("task_decoder_channels",) if s["task_decoder_channels"] else ()  # keys stored before it stay valid
     return {
         "seed": dump["seed"], "data": dump["data"], "teachers": dump["teachers"],
         "student": {k: s[k] for k in student},

@@ -110,7 +110,8 @@ def batch1_ms(student: nn.Module, image_size: tuple[int, int], repeats: int = 7)
 
 def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7) -> TreeCosts:
     """Prices every part of ``spec``'s branched student (batch 1, CPU, eval mode)."""
-    full = BranchedStudent(StudentSpec("branched", spec.encoder, 0, spec.decoder_channels, spec.heads)).eval()
+    shared = StudentSpec("branched", spec.encoder, 0, spec.decoder_channels, spec.heads, spec.task_decoders)
+    full = BranchedStudent(shared).eval()
     first = next(iter(spec.heads))
     stages = full.branches[first]
     x = torch.rand(1, 3, *image_size)
@@ -143,16 +144,29 @@ def unmeetable(budget: Budget, costs: TreeCosts, tasks: list[str]) -> RecipeErro
     )
 
 
+def decoder_lines(spec: StudentSpec) -> list[str]:
+    """The dense tasks' own decoder widths, and which outputs train at half resolution (4 blocks)."""
+    dense = [t for t in spec.heads if get_task(t).dense]
+    lines = []
+    if spec.task_decoders:
+        widths = ", ".join(f"{t} {spec.decoders_for(t)}" for t in dense)
+        lines.append(f"  decoders (student.task_decoder_channels): {widths}")
+    half = [t for t in dense if len(spec.decoders_for(t)) < 5]
+    if half:  # a choice that changes what the losses compare: said where the student is described
+        who = "dense outputs are" if len(half) == len(dense) else f"the outputs of {', '.join(half)} are"
+        lines.append(
+            f"  decoders: 4 blocks, so {who} at half the input's resolution while training (teachers' outputs"
+            " are resized to them) and upsampled in eval mode and exports"
+        )
+    return lines
+
+
 def student_lines(spec: StudentSpec, params: int, teacher_params: int, cfg) -> list[str]:
     """What ``inspect`` and the build log say about a student's tree and budget (``cfg``: ``student.budget``)."""
     from amalgam.students.tree import describe
 
     lines = [f"  {line}" for line in describe(spec.branch_at, list(spec.heads))] if has_branches(spec.type) else []
-    if len(spec.decoder_channels) < 5 and any(get_task(t).dense for t in spec.heads):
-        lines.append(  # a choice that changes what the losses compare: said where the student is described
-            f"  decoders: {len(spec.decoder_channels)} blocks, so dense outputs are at half the input's resolution"
-            " while training (teachers' outputs are resized to them) and upsampled in eval mode and exports"
-        )
+    lines += decoder_lines(spec)
     budget = resolve_budget(cfg, teacher_params)
     lines.append(f"  budget (student.budget): {budget.describe()}")
     warning = budget_warning(budget, params)

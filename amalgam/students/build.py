@@ -38,9 +38,17 @@ class StudentSpec:
     branch_at: int | dict[str, int]  # one point for all tasks, or a point per task (a tree)
     decoder_channels: list[int]
     heads: dict[str, int] = field(default_factory=dict)  # task name -> output channels
+    task_decoders: dict[str, list[int]] = field(default_factory=dict)  # a dense task's own widths (branched)
+
+    def decoders_for(self, task: str) -> list[int]:
+        """The decoder widths of ``task``: its own when the recipe gives them, else the shared ones."""
+        return list(self.task_decoders.get(task, self.decoder_channels))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.task_decoders:  # files and checkpoints written before the field read the same
+            del out["task_decoders"]
+        return out
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -153,9 +161,10 @@ class BranchedStudent(_Student):
         self.heads = nn.ModuleDict()
         for name in spec.heads:
             self.branches[name] = copy.deepcopy(nn.ModuleList(base.stages[self.points[name] :]))
+            widths = spec.decoders_for(name)
             if get_task(name).dense:
-                self.decoders[name] = UnetDecoder(channels, spec.decoder_channels)
-            self.heads[name] = self._head(name, spec.decoder_channels[-1], channels[-1])
+                self.decoders[name] = UnetDecoder(channels, widths)
+            self.heads[name] = self._head(name, widths[-1], channels[-1])
 
     def _trunk(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = [self.normalise(images)]
@@ -208,6 +217,12 @@ class CompactStudent(_Student):
 
     def __init__(self, spec: StudentSpec):
         super().__init__(spec)
+        if spec.task_decoders:
+            raise RecipeError(
+                "student.task_decoder_channels",
+                "a compact student shares one decoder among its tasks: set student.decoder_channels,"
+                " or use student.type: branched for a decoder per task",
+            )
         self.encoder = build_encoder(spec.encoder)
         channels = list(self.encoder.out_channels)
         dense = any(get_task(n).dense for n in spec.heads)

@@ -156,7 +156,8 @@ def price_rung(
     """The cost of ``cfg``'s student built with ``rung`` (``timed``: its batch-1 CPU latency too)."""
     auto_tree = cfg.branch_at == AUTO and has_branches(cfg.type)
     branch_at = STAGES if auto_tree else cfg.branch_at
-    spec = StudentSpec(cfg.type, rung.encoder, branch_at, list(rung.decoder_channels), dict(heads))
+    own = dict(cfg.task_decoder_channels)
+    spec = StudentSpec(cfg.type, rung.encoder, branch_at, list(rung.decoder_channels), dict(heads), own)
     if auto_tree and timed:  # as the search prices trees: a sum of the parts' timings
         costs = measure_costs(spec, image_size)
         cheapest = {t: STAGES for t in heads}
