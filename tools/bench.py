@@ -29,6 +29,7 @@ from amalgam.io import write_json  # noqa: E402
 from amalgam.students.build import build_student  # noqa: E402
 from amalgam.training.engine import resolve_device, seed_everything, train  # noqa: E402
 from amalgam.training.profiling import StepTimer  # noqa: E402
+from amalgam.training.routing import Router, takes_rows  # noqa: E402
 
 SECTIONS = ("data", "teachers", "student", "optimizer")
 
@@ -57,17 +58,33 @@ def matmul_peak(device: torch.device, dtype=torch.float32, n: int = 1024, repeat
     return 2 * n**3 / best / 1e9
 
 
-def training_flops_per_image(student: torch.nn.Module, size, batch: int, device: torch.device) -> float:
-    """FLOPs of one forward + backward of the student, per image (torch's flop counter)."""
+def training_flops_per_image(
+    student: torch.nn.Module, size, batch: int, device: torch.device, rows: Optional[dict] = None
+) -> float:
+    """FLOPs of one forward + backward of the student, per image (torch's flop counter); ``rows``
+    routes the dense branches as a training step does (training/routing.py)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     student.train()
     x = torch.rand(batch, 3, *size, device=device)
     with FlopCounterMode(display=False) as counter:
-        out = student(x)
+        out = student(x) if rows is None else student(x, rows=rows)
         sum(v.float().mean() for v in out.values()).backward()
     student.zero_grad(set_to_none=True)
     return counter.get_total_flops() / batch
+
+
+def expected_rows(plan, batch: int, device: torch.device) -> Optional[dict]:
+    """The routed rows of a batch whose sources come in the recipe's shares (None: nothing routed)."""
+    if not plan.recipe.train.route_rows:
+        return None
+    router = Router(plan, device)
+    if not router.active:
+        return None
+    weights = [plan.recipe.data.sources[name].weight for name in plan.sources.names]
+    counts = [round(batch * w / sum(weights)) for w in weights]
+    source = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)])[:batch].to(device)
+    return router.rows(source)
 
 
 def per_epoch(history: list[dict], images_per_epoch: list[int]) -> list[dict]:
@@ -115,10 +132,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     seed_everything(recipe.seed)
     student = build_student(plan.student_spec()).to(device)
     size = tuple(recipe.data.image_size)
-    flops = training_flops_per_image(student, size, min(8, recipe.train.batch_size), device)
+    batch = recipe.train.batch_size
+    rows = expected_rows(plan, batch, device) if takes_rows(student) else None
+    flops = training_flops_per_image(student, size, batch, device, rows)
     timer = StepTimer(device)
     result = train(plan, student, args.output, device, log=print, timer=timer)
-    batch = recipe.train.batch_size
     images = [args.samples // batch * batch if args.samples >= 2 * batch else args.samples] * args.epochs
     epochs = per_epoch(result.history, images)
     for e in epochs:
@@ -138,6 +156,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "epochs": epochs,
         "last_over_first_epoch_speed": round(cached, 2) if cached else None,
         "student_training_gflop_per_image": round(flops / 1e9, 3),
+        "flops_routed": rows is not None,  # counted on a batch routed as training routes it
         "matmul_peak_gflops_fp32": round(peak, 1),
         "matmul_peak_gflops_bf16": round(peak_bf16, 1),
         "student_share_of_peak": round(epochs[-1]["student_gflops"] / peak, 3),

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -33,3 +35,21 @@ def test_bench_measures_every_section(world, tmp_path):
     assert report["epochs"][1]["cache_hit_rate"] > report["epochs"][0]["cache_hit_rate"]
     assert report["student_training_gflop_per_image"] > 0 and report["matmul_peak_gflops_fp32"] > 0
     assert report["peak_memory_mb"] > 0 and report["command"].startswith("python tools/bench.py")
+
+
+def test_flops_are_counted_on_the_rows_a_step_routes(world):
+    """Dense branches skip the rows of other sources while training: the count skips them too."""
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.plan import build_plan
+    from amalgam.students.build import build_student
+
+    bench = load_bench()
+    plan = build_plan(load_recipe(world), log=lambda m: None)
+    student = build_student(plan.student_spec())
+    cpu = torch.device("cpu")
+    rows = bench.expected_rows(plan, 8, cpu)
+    assert rows and all(0 < len(r) < 8 for r in rows.values())
+    routed = bench.training_flops_per_image(student, (32, 32), 8, cpu, rows)
+    assert 0 < routed < bench.training_flops_per_image(student, (32, 32), 8, cpu)
+    off = build_plan(load_recipe(world, ["train.route_rows=false"]), log=lambda m: None)
+    assert bench.expected_rows(off, 8, cpu) is None
