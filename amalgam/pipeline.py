@@ -195,7 +195,8 @@ def same_student(state: dict, spec) -> None:
     stored = state.get("spec")  # absent in checkpoints written before it was stored
     if stored is None or stored == spec.to_dict():
         return
-    differ = sorted(k for k, v in spec.to_dict().items() if stored.get(k) != v)
+    mine = spec.to_dict()
+    differ = sorted(k for k in {*mine, *stored} if stored.get(k) != mine.get(k))
     raise AmalgamError(f"cannot resume: the checkpoint holds another student (differs in {', '.join(differ)})")
 
 

@@ -186,6 +186,8 @@ def test_a_build_with_a_four_block_decoder_scores_at_the_labels_size(world, tmp_
     assert all(t["student_value"] is not None for t in report["tasks"])
     student, _ = load_student(out / "student.pt")
     assert student.spec.decoder_channels == [8, 8, 8, 8]
+    assert report["student"]["decoders"] == {"segmentation": [8, 8, 8, 8], "depth": [8, 8, 8, 8]}
+    assert "Student decoders: segmentation [8, 8, 8, 8], depth [8, 8, 8, 8]" in (out / "report.md").read_text()
 
 
 def test_a_recipe_with_three_decoder_blocks_is_refused_when_loaded(world):
@@ -242,3 +244,16 @@ def test_own_decoder_widths_name_dense_tasks_of_four_or_five_blocks(world, setti
 def test_own_decoder_widths_need_a_branched_student(world):
     with pytest.raises(RecipeError, match="a compact student shares one decoder"):
         load_recipe(world, ["student.type=compact", "student.task_decoder_channels={depth: [8,8,8,8]}"])
+
+
+def test_the_tree_search_and_its_warm_up_key_see_own_widths(world):
+    from amalgam.distill.affinity import search_key
+    from amalgam.students.budget import measure_costs
+
+    plain = StudentSpec("branched", "tu-test_efficientnet", 5, [8] * 5, dict(HEADS))
+    own = StudentSpec("branched", "tu-test_efficientnet", 5, [8] * 5, dict(HEADS), {"segmentation": [32] * 5})
+    assert measure_costs(own, SIZE).task_params["segmentation"] > measure_costs(plain, SIZE).task_params["segmentation"]
+    key = search_key(load_recipe(world))
+    assert search_key(load_recipe(world, ["student.task_decoder_channels={depth: [8,8,8,8]}"])) != key
+    same = f"student.task_decoder_channels={{depth: {load_recipe(world).student.decoder_channels}}}"
+    assert search_key(load_recipe(world, [same])) == key  # the shared widths named again: no new key

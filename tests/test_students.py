@@ -192,3 +192,30 @@ def test_a_spec_without_own_decoders_reads_as_before():
 def test_a_compact_student_refuses_own_decoders():
     with pytest.raises(AmalgamError, match="student.task_decoder_channels: a compact student shares one decoder"):
         build_student(StudentSpec("compact", "resnet18", 3, [16, 16, 8, 8, 8], dict(HEADS), {"depth": [8] * 5}))
+
+
+def test_own_widths_equal_to_the_shared_ones_are_the_plain_spec():
+    same = StudentSpec("branched", "resnet18", 3, [16, 16, 8, 8, 8], dict(HEADS), {"depth": [16, 16, 8, 8, 8]})
+    assert same.task_decoders == {} and same == spec()
+
+
+def test_own_widths_must_name_a_dense_task_of_the_student():
+    with pytest.raises(AmalgamError, match="task_decoders: classification is not a dense task"):
+        build_student(StudentSpec("branched", "resnet18", 3, [8] * 5, dict(HEADS), {"classification": [8] * 4}))
+
+
+def test_init_and_averaging_see_own_widths_on_either_side(tmp_path):
+    """A file with own widths and a student without them (or the other way round) differ."""
+    from amalgam.errors import RecipeError
+    from amalgam.students.serialize import init_student
+
+    spaces = {"classification": LabelSpace(["a", "b", "c"]), "segmentation": LabelSpace(list("wxyz")), "depth": None}
+    plain = build_student(spec())
+    own = build_student(StudentSpec("branched", "resnet18", 3, [16, 16, 8, 8, 8], dict(HEADS), {"depth": [8] * 4}))
+    save_student(plain, spaces, {}, tmp_path / "plain.pt")
+    save_student(own, spaces, {}, tmp_path / "own.pt")
+    for student, other in ((plain, "own.pt"), (own, "plain.pt")):
+        with pytest.raises(RecipeError, match="holds a student with task_decoders="):
+            init_student(student, spaces, tmp_path / other)
+    with pytest.raises(AmalgamError, match="holds a student with task_decoders="):
+        average_students([tmp_path / "plain.pt", tmp_path / "own.pt"], tmp_path / "soup.pt")

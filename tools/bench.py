@@ -24,12 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amalgam.config.recipe import load_recipe  # noqa: E402
+from amalgam.distill.objective import student_tap_module  # noqa: E402
 from amalgam.distill.plan import build_plan  # noqa: E402
 from amalgam.io import write_json  # noqa: E402
 from amalgam.students.build import build_student  # noqa: E402
 from amalgam.training.engine import resolve_device, seed_everything, train  # noqa: E402
 from amalgam.training.profiling import StepTimer  # noqa: E402
-from amalgam.training.routing import Router, takes_rows  # noqa: E402
+from amalgam.training.routing import planned_router  # noqa: E402
 
 SECTIONS = ("data", "teachers", "student", "optimizer")
 
@@ -74,16 +75,18 @@ def training_flops_per_image(
     return counter.get_total_flops() / batch
 
 
-def expected_rows(plan, batch: int, device: torch.device) -> Optional[dict]:
-    """The routed rows of a batch whose sources come in the recipe's shares (None: nothing routed)."""
-    if not plan.recipe.train.route_rows:
-        return None
-    router = Router(plan, device)
-    if not router.active:
+def expected_rows(plan, student: torch.nn.Module, batch: int, device: torch.device) -> Optional[dict]:
+    """The rows a build routes in a batch whose sources come in the recipe's shares (None: the
+    build routes nothing, e.g. with a student feature tap inside a routed part)."""
+    router, _ = planned_router(plan, student, student_tap_module(plan, student.spec), device)
+    if router is None:
         return None
     weights = [plan.recipe.data.sources[name].weight for name in plan.sources.names]
-    counts = [round(batch * w / sum(weights)) for w in weights]
-    source = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)])[:batch].to(device)
+    exact = [batch * w / sum(weights) for w in weights]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: counts[i] - exact[i])[: batch - sum(counts)]:
+        counts[i] += 1  # largest remainders: the counts add up to the batch
+    source = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)]).to(device)
     return router.rows(source)
 
 
@@ -132,11 +135,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     seed_everything(recipe.seed)
     student = build_student(plan.student_spec()).to(device)
     size = tuple(recipe.data.image_size)
-    batch = recipe.train.batch_size
-    rows = expected_rows(plan, batch, device) if takes_rows(student) else None
-    flops = training_flops_per_image(student, size, batch, device, rows)
+    flop_batch = min(recipe.train.batch_size, 32)  # rows enough for the sources' shares, light on big batches
+    rows = expected_rows(plan, student, flop_batch, device)
+    flops = training_flops_per_image(student, size, flop_batch, device, rows)
     timer = StepTimer(device)
     result = train(plan, student, args.output, device, log=print, timer=timer)
+    batch = recipe.train.batch_size
     images = [args.samples // batch * batch if args.samples >= 2 * batch else args.samples] * args.epochs
     epochs = per_epoch(result.history, images)
     for e in epochs:

@@ -233,7 +233,8 @@ def check_task_decoders(recipe: Recipe) -> None:
     if not has_branches(recipe.student.type):
         raise RecipeError(
             "student.task_decoder_channels",
-            f"a {recipe.student.type} student shares one decoder among its tasks: set student.decoder_channels",
+            f"a {recipe.student.type} student shares one decoder among its tasks: drop this key"
+            " (--set student.task_decoder_channels={}) and set student.decoder_channels",
         )
     dense = [t for t in dict.fromkeys(t.task for t in recipe.teachers.values()) if get_task(t).dense]
     for task in own:

@@ -137,7 +137,7 @@ class StudentConfig(_Strict):
     task_decoder_channels: dict[str, list[int]] = Field(
         {},
         description="a dense task's own decoder widths (branched students), e.g. a wider one for segmentation;"
-        " tasks not named here use decoder_channels",
+        " tasks not named here use decoder_channels (a recipe undoes its base's entry by naming those)",
     )
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"

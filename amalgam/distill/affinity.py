@@ -77,10 +77,10 @@ def search_key(recipe: Recipe) -> dict:
     # with student.encoder: auto the budget chooses the encoder, so the affinities depend on it too
     student = ("encoder", "decoder_channels", "search", "encoder_weights")
     student += ("budget",) if s["encoder"] == "auto" else ()
-    student += ("task_decoder_channels",) if s["task_decoder_channels"] else ()  # keys stored before it stay valid
+    own = {t: w for t, w in s["task_decoder_channels"].items() if w != s["decoder_channels"]}  # as StudentSpec
     return {
         "seed": dump["seed"], "data": dump["data"], "teachers": dump["teachers"],
-        "student": {k: s[k] for k in student},
+        "student": {k: s[k] for k in student} | ({"task_decoder_channels": own} if own else {}),  # old keys stay valid
         "temperature": dump["amalgamation"]["temperature"], "class_balance": dump["amalgamation"]["class_balance"],
         "lr": dump["train"]["lr"], "batch_size": dump["train"]["batch_size"],
     }  # fmt: skip

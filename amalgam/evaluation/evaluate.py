@@ -15,7 +15,7 @@ from amalgam.distill.plan import Plan
 from amalgam.evaluation.per_class import class_warnings, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
 from amalgam.students.build import count_params
-from amalgam.task import Task
+from amalgam.task import Task, get_task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
 from amalgam.training.progress import bar_for
@@ -272,4 +272,15 @@ def size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats
             "params": params,
             "latency_ms": {f"b{b}": round(latency_ms(fn, (b, 3, h, w), device, repeats), 3) for b in (1, 32)},
         }
+    decoders = student_decoders(student)
+    if decoders:
+        out["student"]["decoders"] = decoders
     return out
+
+
+def student_decoders(student: nn.Module) -> dict[str, list[int]]:
+    """Each dense task's decoder widths, for a student built from a spec (else nothing)."""
+    spec = getattr(student, "spec", None)
+    if not hasattr(spec, "decoders_for"):
+        return {}
+    return {t: spec.decoders_for(t) for t in spec.heads if get_task(t).dense}

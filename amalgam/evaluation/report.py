@@ -68,6 +68,9 @@ def to_markdown(report: dict) -> str:
         f"| all teachers | {t['params']:,} | {t['latency_ms']['b1']} | {t['latency_ms']['b32']} |",
         "",
     ]
+    if s.get("decoders"):
+        widths = ", ".join(f"{t} {w}" for t, w in s["decoders"].items())
+        lines += [f"Student decoders: {widths}", ""]
     if report.get("encoder_choice"):  # the student was sized by student.encoder: auto
         lines += [f"Student: {report['encoder_choice']['line']}", ""]
     if report.get("tree"):

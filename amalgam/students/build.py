@@ -40,6 +40,11 @@ class StudentSpec:
     heads: dict[str, int] = field(default_factory=dict)  # task name -> output channels
     task_decoders: dict[str, list[int]] = field(default_factory=dict)  # a dense task's own widths (branched)
 
+    def __post_init__(self) -> None:
+        # widths equal to the shared ones are no choice of their own: such a spec is the plain one
+        shared = list(self.decoder_channels)
+        self.task_decoders = {t: list(w) for t, w in self.task_decoders.items() if list(w) != shared}
+
     def decoders_for(self, task: str) -> list[int]:
         """The decoder widths of ``task``: its own when the recipe gives them, else the shared ones."""
         return list(self.task_decoders.get(task, self.decoder_channels))
@@ -159,6 +164,9 @@ class BranchedStudent(_Student):
         self.branches = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
         self.heads = nn.ModuleDict()
+        stray = sorted(t for t in spec.task_decoders if t not in spec.heads or not get_task(t).dense)
+        if stray:
+            raise AmalgamError(f"task_decoders: {', '.join(stray)} is not a dense task of this student")
         for name in spec.heads:
             self.branches[name] = copy.deepcopy(nn.ModuleList(base.stages[self.points[name] :]))
             widths = spec.decoders_for(name)

@@ -7,7 +7,8 @@ A rung is priced by building the very student the recipe describes with it (its 
 ``student.type`` and ``branch_at``) and counting its parameters; with ``budget.latency_ms`` set,
 its batch-1 CPU latency is measured too (``branch_at: auto``: the cheapest tree, everything shared,
 priced as the tree search prices trees). The first rung, largest first, within the budget wins.
-A recipe that sets ``decoder_channels`` keeps its decoders: only the encoder climbs down.
+A recipe that sets ``decoder_channels`` keeps its decoders: only the encoder climbs down (and every
+rung is priced with the recipe's ``task_decoder_channels``, a dense task's own widths).
 
 Rule (said in the build log, ``amalgam inspect`` and the report): :meth:`EncoderChoice.describe`.
 """

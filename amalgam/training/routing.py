@@ -69,11 +69,19 @@ class Router:
 def routing_line(plan: Plan, student: nn.Module, tap_module: Optional[str]) -> Optional[str]:
     """What :func:`make_router` will log for ``plan`` and ``student`` (for ``amalgam inspect``), None
     when nothing is routed; ``tap_module`` is the student module the objective will tap, if any."""
+    return planned_router(plan, student, tap_module, torch.device("cpu"))[1]
+
+
+def planned_router(
+    plan: Plan, student: nn.Module, tap_module: Optional[str], device: torch.device
+) -> tuple[Optional[Router], Optional[str]]:
+    """The router a build of ``plan`` will use (None: none) and the line it logs, before training
+    starts (for ``inspect`` and tools/bench.py); ``tap_module`` as in :func:`routing_line`."""
     if plan.sources is None:
-        return None
+        return None, None
     tap = FeatureTap.on(student, tap_module, "amalgamation.student_tap") if tap_module else None
     try:
-        return _decide(plan, student, tap, torch.device("cpu"))[1]
+        return _decide(plan, student, tap, device)
     finally:
         if tap is not None:
             tap.detach()

@@ -47,9 +47,9 @@ def test_flops_are_counted_on_the_rows_a_step_routes(world):
     plan = build_plan(load_recipe(world), log=lambda m: None)
     student = build_student(plan.student_spec())
     cpu = torch.device("cpu")
-    rows = bench.expected_rows(plan, 8, cpu)
+    rows = bench.expected_rows(plan, student, 8, cpu)
     assert rows and all(0 < len(r) < 8 for r in rows.values())
     routed = bench.training_flops_per_image(student, (32, 32), 8, cpu, rows)
     assert 0 < routed < bench.training_flops_per_image(student, (32, 32), 8, cpu)
     off = build_plan(load_recipe(world, ["train.route_rows=false"]), log=lambda m: None)
-    assert bench.expected_rows(off, 8, cpu) is None
+    assert bench.expected_rows(off, student, 8, cpu) is None
