@@ -85,8 +85,9 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
     assert report["name"] == "tiny"
     assert set(report["tree"]) == {"branch_at", "structure", "budget", "over_budget", "search"}
     assert report["tree"]["branch_at"] == {"classification": 3, "segmentation": 3, "depth": 3}
+    assert report["student"]["decoders"] == {"segmentation": [16, 16, 8, 8, 8], "depth": [16, 16, 8, 8, 8]}
     for who in ("student", "teachers"):
-        assert set(report[who]) == {"params", "latency_ms"}
+        assert set(report[who]) == {"params", "latency_ms"} | ({"decoders"} if who == "student" else set())
         assert set(report[who]["latency_ms"]) == {"b1", "b32"}
         assert report[who]["params"] > 0
         assert all(v > 0 and math.isfinite(v) for v in report[who]["latency_ms"].values())
