@@ -44,6 +44,8 @@ class DistillOptions:
             soften the student after summing it into the teacher's labels.
         class_balance: ``amalgamation.class_balance`` for dense labelled tasks (0: off): the power of
             the per-pixel class-rarity weights (:mod:`amalgam.kd.class_balance`).
+        focal: ``amalgamation.focal`` for dense labelled tasks (0: off): the power of the per-pixel
+            weights on what the student misses (:func:`amalgam.kd.class_balance.focal_weights`).
     """
 
     projection: Optional[torch.Tensor] = None
@@ -51,6 +53,7 @@ class DistillOptions:
     weights: Optional[torch.Tensor] = None
     after_projection: bool = False
     class_balance: float = 0.0
+    focal: float = 0.0
 
 
 class Task:

@@ -10,7 +10,7 @@ import torch
 from amalgam.config.recipe import AmalgamationConfig, load_recipe
 from amalgam.distill.objective import Objective
 from amalgam.distill.plan import prepare
-from amalgam.kd.class_balance import DEFAULT_POWER, class_balanced_weights
+from amalgam.kd.class_balance import DEFAULT_FOCAL, DEFAULT_POWER, class_balanced_weights, focal_weights
 from amalgam.labels import partial_label_kl
 from amalgam.task import DistillOptions, get_task
 
@@ -110,9 +110,58 @@ def test_recipe_default_and_the_key_that_turns_it_off(world):
     plan = prepare(load_recipe(world), with_data=False, log=lambda m: None)
     on = Objective(plan, student=None)
     seg = [t for t, g in on.terms.items() if plan.teachers[g[0]].task.name == "segmentation"]
-    assert seg and all(on.loss_options[t] == {"class_balance": 0.5} for t in seg)
+    assert seg and all(on.loss_options[t] == {"class_balance": 0.5, "focal": 1.0} for t in seg)
     assert all("class_balance" not in on.loss_options[t] for t in on.terms if t not in seg)  # dense labelled only
     off = Objective(
         prepare(load_recipe(world, ["amalgamation.class_balance=0"]), with_data=False, log=lambda m: None), None
     )
     assert all("class_balance" not in o for o in off.loss_options.values())  # the plain pixel mean
+    assert all(o.get("focal") == 1.0 for t, o in off.loss_options.items() if t in seg)  # each key on its own
+
+
+def test_focal_weights_by_hand():
+    """Student probabilities of the teacher's label 0.5, 0.9, 0.1 and 1.0 at four pixels."""
+    teacher = _pixels([0, 1, 0, 1])
+    q = torch.tensor([0.5, 0.9, 0.1, 1.0])  # of the teacher's label at each pixel
+    p_class0 = torch.where(torch.tensor([True, False, True, False]), q, 1 - q)
+    student = torch.log(torch.stack([p_class0, 1 - p_class0]).clamp_min(1e-9)).view(1, 2, 1, 4)
+    miss = torch.tensor([0.5, 0.1, 0.9, 0.0])
+    got = focal_weights(student, teacher, None, 1.0).flatten()
+    assert got.tolist() == pytest.approx((miss / miss.mean()).tolist(), abs=1e-5)
+    got2 = focal_weights(student, teacher, None, 2.0).flatten()
+    assert got2.tolist() == pytest.approx((miss**2 / (miss**2).mean()).tolist(), abs=1e-5)
+    assert focal_weights(student, teacher, None, 0.0).flatten().tolist() == pytest.approx([1.0] * 4)
+
+
+def test_focal_weights_sum_the_student_into_a_partial_teachers_labels():
+    """A teacher of {background = unified 0 + 2, thing = unified 1}: q of background sums classes 0 and 2."""
+    proj = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)
+    teacher = _pixels([0, 1])
+    student = torch.log(torch.tensor([[0.3, 0.4, 0.3], [0.3, 0.4, 0.3]]).T).view(1, 3, 1, 2)
+    miss = torch.tensor([1 - 0.6, 1 - 0.4])
+    assert focal_weights(student, teacher, proj, 1.0).flatten().tolist() == pytest.approx(
+        (miss / miss.mean()).tolist(), abs=1e-5
+    )
+
+
+def test_the_segmentation_loss_multiplies_both_weights_and_focal_is_on_by_default():
+    task = get_task("segmentation")
+    proj = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)[:2]
+    teacher, student = torch.randn(2, 2, 6, 6), torch.randn(2, 4, 6, 6)
+    both = class_balanced_weights(teacher, 0.5, catch_all=proj.sum(1) > 1) * focal_weights(student, teacher, proj, 1.0)
+    expected = partial_label_kl(student, teacher, proj, 2.0, both)
+    got = task.distill_loss(student, teacher, DistillOptions(proj, 2.0, class_balance=0.5, focal=1.0))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    plain = task.distill_loss(student, teacher, DistillOptions(proj, 2.0))
+    assert plain.item() == pytest.approx(partial_label_kl(student, teacher, proj, 2.0).item(), rel=1e-6)
+    assert AmalgamationConfig().focal == DEFAULT_FOCAL == 1.0
+
+
+def test_a_run_from_before_focal_resumes_only_with_it_pinned_off(world):
+    from amalgam.config.schema import recipe_changes
+
+    recipe = load_recipe(world)
+    stored = recipe.model_dump(mode="json", exclude={"output"})
+    del stored["amalgamation"]["focal"]  # a checkpoint written before the key existed trained without it
+    assert recipe_changes(stored, recipe) == ["amalgamation.focal"]
+    assert recipe_changes(stored, load_recipe(world, ["amalgamation.focal=0"])) == []

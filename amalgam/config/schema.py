@@ -185,6 +185,12 @@ class AmalgamationConfig(_Strict):
         le=1,
         description="dense labelled terms: pixels weighted by class rarity^power (kd/class_balance.py); 0: off",
     )
+    focal: float = Field(
+        1.0,  # kd.class_balance.DEFAULT_FOCAL (checked by a test)
+        ge=0,
+        le=5,
+        description="dense labelled terms: pixels weighted by (1 - student prob. of the teacher's label)^power; 0: off",
+    )
 
 
 class MixupConfig(_Strict):
@@ -272,7 +278,7 @@ class Recipe(_Strict):
 
 #: keys added since 0.1 whose default changed how a run trains -> the value that means what a
 #: checkpoint written before the key existed did (a resume of such a run must pin it)
-BEFORE_KEY_EXISTED = {("train", "route_rows"): False}
+BEFORE_KEY_EXISTED = {("train", "route_rows"): False, ("amalgamation", "focal"): 0.0}
 
 
 def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:

@@ -66,6 +66,44 @@ def _keep_catch_all(per_class: torch.Tensor, freq: torch.Tensor, catch_all: torc
     return torch.where(catch_all, torch.ones_like(per_class), per_class * kept)
 
 
+#: the default ``power`` of :func:`focal_weights` (``amalgamation.focal``): on the shapes world it
+#: lifted every segmentation ratio (two seeds), on the quickstart one seed of two (docs/benchmarks.md).
+DEFAULT_FOCAL = 1.0
+
+
+def focal_weights(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, projection: Optional[torch.Tensor], power: float
+) -> torch.Tensor:
+    """Per-position weights ``w_i = (1 - q_i)^power / mean_j(...)``: the pixels the student gets wrong weigh more.
+
+    ``q_i`` is the student's probability (temperature 1, summed into the teacher's labels by
+    ``projection``) of the label the teacher predicts at position ``i``. A pixel the student
+    already copies adds little to a pixel-mean loss's gradient yet dilutes it; this moves the weight
+    to the ones it misses (focal loss, Lin et al. 2017, on distillation targets). Mean 1, no gradient.
+
+    Args:
+        student_logits: ``[B, U, ...]`` unified logits (class dimension 1).
+        teacher_logits: ``[B, L, ...]`` the teacher's logits, the same positions.
+        projection: ``[L, U]`` label projection (None: the same labels).
+        power: the exponent; 0 gives all ones.
+    """
+    from amalgam.labels import project_log_probs
+
+    with torch.no_grad():
+        if projection is not None:
+            log_q = project_log_probs(student_logits, projection)
+        else:
+            log_q = torch.log_softmax(student_logits.float(), 1)
+        q = log_q.gather(1, teacher_logits.argmax(1, keepdim=True)).squeeze(1).exp()
+        w = (1 - q).clamp_min(0).pow(power)
+        return w / w.mean().clamp_min(1e-12)
+
+
+def focal_power(task, amalgamation) -> float:
+    """``amalgamation.focal`` for dense labelled tasks, 0 for the others (as :func:`balance_power`)."""
+    return amalgamation.focal if task.dense and task.labelled else 0.0
+
+
 def catch_all_labels(projection: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """``[L]`` booleans: the teacher's labels that project onto more than one unified class."""
     return None if projection is None else projection.sum(1) > 1

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.evaluation.metrics import ConfusionMatrix
-from amalgam.kd.class_balance import catch_all_labels, class_balanced_weights
+from amalgam.kd.class_balance import catch_all_labels, class_balanced_weights, focal_weights
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
 from amalgam.task import DistillOptions, Task
 
@@ -62,7 +62,8 @@ class SegmentationTask(Task):
     def distill_loss(self, student, teacher, options: DistillOptions):
         """Partial-label KL per pixel; with ``options.class_balance`` > 0 each pixel is weighted by the
         rarity of the teacher's class there (:func:`class_balanced_weights`; a label standing for
-        several unified classes, such as a partial teacher's background, is not re-weighted)."""
+        several unified classes, such as a partial teacher's background, is not re-weighted), and
+        with ``options.focal`` > 0 by how much the student misses the teacher's label (:func:`focal_weights`)."""
         if teacher.shape[-2:] != student.shape[-2:]:
             teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
         o = options
@@ -70,6 +71,9 @@ class SegmentationTask(Task):
         if o.class_balance > 0:
             balanced = class_balanced_weights(teacher, o.class_balance, catch_all=catch_all_labels(o.projection))
             weights = balanced if weights is None else weights * balanced
+        if o.focal > 0:
+            focal = focal_weights(student, teacher, o.projection, o.focal)
+            weights = focal if weights is None else weights * focal
         return partial_label_kl(student, teacher, o.projection, o.temperature, weights, o.after_projection)
 
     def supervised_loss(self, output, target):
