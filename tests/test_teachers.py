@@ -10,6 +10,7 @@ from amalgam.config.recipe import TeacherConfig, load_recipe
 from amalgam.distill.objective import Objective, domain_weights
 from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError
+from amalgam.kd.class_balance import balance_power, focal_power
 from amalgam.labels import partial_label_kl
 from amalgam.students.build import build_student
 from amalgam.students.encoders import StagedEncoder
@@ -266,12 +267,18 @@ def test_temperature_after_projection_reaches_labelled_terms_only(world):
         for name in ("cls", "seg-a", "seg-b"):
             teacher = plan.teachers[name]
             args = (out[teacher.task.name], teacher(images))
+            amal = recipe.amalgamation  # the dense terms' pixel weights stay as the build sets them
+            weights = {"class_balance": balance_power(teacher.task, amal), "focal": focal_power(teacher.task, amal)}
             expected = teacher.task.distill_loss(
-                *args, DistillOptions(plan.projections[name], 2.0, after_projection=True)
+                *args, DistillOptions(plan.projections[name], 2.0, after_projection=True, **weights)
             )
             assert parts[name] == pytest.approx(expected.item(), rel=1e-4)
         # the segmenters' backgrounds cover several unified classes: the option changes their terms
         seg = plan.teachers["seg-a"]
-        plain = seg.task.distill_loss(out[seg.task.name], seg(images), DistillOptions(plan.projections["seg-a"], 2.0))
+        plain = seg.task.distill_loss(
+            out[seg.task.name],
+            seg(images),
+            DistillOptions(plan.projections["seg-a"], 2.0, class_balance=0.5, focal=1.0),
+        )
         assert abs(parts["seg-a"] - plain.item()) > 1e-4
     assert "depth" in parts  # still there, called without the option
