@@ -10,7 +10,7 @@ from amalgam.config.recipe import TeacherConfig, load_recipe
 from amalgam.distill.objective import Objective, domain_weights
 from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError
-from amalgam.kd.class_balance import balance_power, focal_power
+from amalgam.kd.class_balance import pixel_weight_options
 from amalgam.labels import partial_label_kl
 from amalgam.students.build import build_student
 from amalgam.students.encoders import StagedEncoder
@@ -268,7 +268,7 @@ def test_temperature_after_projection_reaches_labelled_terms_only(world):
             teacher = plan.teachers[name]
             args = (out[teacher.task.name], teacher(images))
             amal = recipe.amalgamation  # the dense terms' pixel weights stay as the build sets them
-            weights = {"class_balance": balance_power(teacher.task, amal), "focal": focal_power(teacher.task, amal)}
+            weights = pixel_weight_options(teacher.task, amal)
             expected = teacher.task.distill_loss(
                 *args, DistillOptions(plan.projections[name], 2.0, after_projection=True, **weights)
             )

@@ -29,7 +29,7 @@ from amalgam.data import mixing_sampler
 from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
 from amalgam.io import atomic_save
-from amalgam.kd.class_balance import balance_power, focal_power
+from amalgam.kd.class_balance import pixel_weight_options
 from amalgam.students.build import build_student
 from amalgam.students.start import start_weights
 from amalgam.students.tree import STAGES
@@ -93,8 +93,7 @@ def task_losses(plan: Plan, out: dict[str, torch.Tensor], targets: dict[str, tup
     for name, (idx, target) in targets.items():
         task = plan.teachers[name].task
         amal = plan.recipe.amalgamation  # the build's loss, as trained
-        balance, focal = balance_power(task, amal), focal_power(task, amal)
-        options = DistillOptions(plan.projections[name], amal.temperature, class_balance=balance, focal=focal)
+        options = DistillOptions(plan.projections[name], amal.temperature, **pixel_weight_options(task, amal))
         loss = distill(task, out[task.name][idx], target, options)
         losses[task.name] = losses[task.name] + loss if task.name in losses else loss
     return losses

@@ -15,7 +15,7 @@ from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Targets, live_targets
 from amalgam.errors import AmalgamError
 from amalgam.kd import LOGIT_ENSEMBLES
-from amalgam.kd.class_balance import balance_power, focal_power
+from amalgam.kd.class_balance import pixel_weight_options
 from amalgam.students.build import default_student_tap
 from amalgam.task import DistillOptions, distill
 from amalgam.teachers.teacher import FeatureTap
@@ -82,10 +82,7 @@ class Objective(nn.Module):
         }
         for term, group in self.terms.items():
             task = plan.teachers[group[0]].task
-            if balance_power(task, amal) > 0:
-                self.loss_options[term]["class_balance"] = amal.class_balance
-            if focal_power(task, amal) > 0:
-                self.loss_options[term]["focal"] = amal.focal
+            self.loss_options[term].update(pixel_weight_options(task, amal))
         #: domain weights: term -> the unified classes its teachers know, for terms that know only some
         self.known_classes: dict[str, torch.Tensor] = {}
         for term, group in self.terms.items() if amal.domain_weights else ():

@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from amalgam.labels import project_log_probs
+
 #: the default ``power`` (``amalgamation.class_balance``): 0 is the plain pixel mean, 1 full inverse frequency.
 #: On at 0.5 since catch-all labels keep their weight (docs/benchmarks.md, "Dense distillation"): it helped
 #: where one segmenter knows every label and on the shapes world, and no longer loses the background
@@ -87,8 +89,6 @@ def focal_weights(
         projection: ``[L, U]`` label projection (None: the same labels).
         power: the exponent; 0 gives all ones.
     """
-    from amalgam.labels import project_log_probs
-
     with torch.no_grad():
         if projection is not None:
             log_q = project_log_probs(student_logits, projection)
@@ -99,17 +99,16 @@ def focal_weights(
         return w / w.mean().clamp_min(1e-12)
 
 
-def focal_power(task, amalgamation) -> float:
-    """``amalgamation.focal`` for dense labelled tasks, 0 for the others (as :func:`balance_power`)."""
-    return amalgamation.focal if task.dense and task.labelled else 0.0
-
-
 def catch_all_labels(projection: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """``[L]`` booleans: the teacher's labels that project onto more than one unified class."""
     return None if projection is None else projection.sum(1) > 1
 
 
-def balance_power(task, amalgamation) -> float:
-    """The class-balance power a task's terms use: ``amalgamation.class_balance`` for dense labelled
-    tasks (per-pixel classes), 0 for the others (the build and the ``auto`` warm-up share this rule)."""
-    return amalgamation.class_balance if task.dense and task.labelled else 0.0
+def pixel_weight_options(task, amalgamation) -> dict[str, float]:
+    """The pixel weights a task's terms use, as :class:`amalgam.task.DistillOptions` fields:
+    ``class_balance`` and ``focal`` for dense labelled tasks (per-pixel classes) where the recipe
+    turns them on, nothing for the others (the build and the ``auto`` warm-up share this rule)."""
+    if not (task.dense and task.labelled):
+        return {}
+    powers = {"class_balance": amalgamation.class_balance, "focal": amalgamation.focal}
+    return {key: power for key, power in powers.items() if power > 0}
