@@ -22,7 +22,7 @@ from amalgam.evaluation.report import build_report, to_markdown, write_report
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.students.budget import student_lines
-from amalgam.students.build import build_student, count_params, has_branches
+from amalgam.students.build import StudentSpec, build_student, count_params, has_branches
 from amalgam.students.serialize import save_student
 from amalgam.students.sizing import AUTO
 from amalgam.students.start import start_weights
@@ -193,9 +193,10 @@ def same_student(state: dict, spec) -> None:
     """Refuses to resume a checkpoint of another student (a guard: the recipe is checked unchanged,
     and ``encoder: auto`` keeps the checkpoint's rung), naming what differs."""
     stored = state.get("spec")  # absent in checkpoints written before it was stored
-    if stored is None or stored == spec.to_dict():
-        return
     mine = spec.to_dict()
+    if stored is None or StudentSpec.stored(stored) == mine:
+        return
+    stored = StudentSpec.stored(stored)
     differ = sorted(k for k in {*mine, *stored} if stored.get(k) != mine.get(k))
     raise AmalgamError(f"cannot resume: the checkpoint holds another student (differs in {', '.join(differ)})")
 

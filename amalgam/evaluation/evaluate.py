@@ -14,8 +14,8 @@ from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.per_class import class_warnings, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
-from amalgam.students.build import count_params
-from amalgam.task import Task, get_task
+from amalgam.students.build import StudentSpec, count_params
+from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
 from amalgam.training.progress import bar_for
@@ -281,6 +281,4 @@ def size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats
 def student_decoders(student: nn.Module) -> dict[str, list[int]]:
     """Each dense task's decoder widths, for a student built from a spec (else nothing)."""
     spec = getattr(student, "spec", None)
-    if not hasattr(spec, "decoders_for"):
-        return {}
-    return {t: spec.decoders_for(t) for t in spec.heads if get_task(t).dense}
+    return spec.dense_decoders() if isinstance(spec, StudentSpec) else {}

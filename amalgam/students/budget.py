@@ -18,7 +18,6 @@ from torch import nn
 from amalgam.errors import RecipeError
 from amalgam.students.build import BranchedStudent, StudentSpec, count_params, dense_output, has_branches
 from amalgam.students.tree import STAGES, spine_depth
-from amalgam.task import get_task
 
 DEFAULT_PARAMS_SHARE = 0.5  # of all teachers' parameters: the documented default of student.budget.params
 
@@ -146,12 +145,12 @@ def unmeetable(budget: Budget, costs: TreeCosts, tasks: list[str]) -> RecipeErro
 
 def decoder_lines(spec: StudentSpec) -> list[str]:
     """The dense tasks' own decoder widths, and which outputs train at half resolution (4 blocks)."""
-    dense = [t for t in spec.heads if get_task(t).dense]
+    dense = spec.dense_decoders()
     lines = []
     if spec.task_decoders:
-        widths = ", ".join(f"{t} {spec.decoders_for(t)}" for t in dense)
+        widths = ", ".join(f"{t} {w}" for t, w in dense.items())
         lines.append(f"  decoders (student.task_decoder_channels): {widths}")
-    half = [t for t in dense if len(spec.decoders_for(t)) < 5]
+    half = [t for t, w in dense.items() if len(w) < 5]
     if half:  # a choice that changes what the losses compare: said where the student is described
         who = "dense outputs are" if len(half) == len(dense) else f"the outputs of {', '.join(half)} are"
         lines.append(

@@ -49,6 +49,19 @@ class StudentSpec:
         """The decoder widths of ``task``: its own when the recipe gives them, else the shared ones."""
         return list(self.task_decoders.get(task, self.decoder_channels))
 
+    def dense_decoders(self) -> dict[str, list[int]]:
+        """Each dense task's decoder widths, in head order."""
+        return {t: self.decoders_for(t) for t in self.heads if get_task(t).dense}
+
+    @classmethod
+    def stored(cls, spec: dict) -> dict:
+        """A stored spec dict as today's spec writes it (keys added since read at their defaults), so
+        that files and checkpoints of any age compare key by key with :meth:`to_dict`."""
+        try:
+            return cls(**spec).to_dict()
+        except TypeError:  # not a spec of this version at all: compared as it is
+            return dict(spec)
+
     def to_dict(self) -> dict:
         out = asdict(self)
         if not self.task_decoders:  # files and checkpoints written before the field read the same
@@ -164,7 +177,7 @@ class BranchedStudent(_Student):
         self.branches = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
         self.heads = nn.ModuleDict()
-        stray = sorted(t for t in spec.task_decoders if t not in spec.heads or not get_task(t).dense)
+        stray = sorted(set(spec.task_decoders) - set(spec.dense_decoders()))
         if stray:
             raise AmalgamError(f"task_decoders: {', '.join(stray)} is not a dense task of this student")
         for name in spec.heads:

@@ -86,11 +86,10 @@ def average_students(paths: Sequence[str | Path], out: str | Path) -> None:
 def _difference(spec: dict, names: dict[str, list | None], blob: dict) -> tuple[str, object, object] | None:
     """The first (field, blob's value, ours) where a student file differs from an architecture
     ``spec`` and the label names by task, or None when it describes the same student."""
-    theirs_spec = {"task_decoders": {}, **blob["spec"]}  # files written before the key hold none
-    for key in dict.fromkeys([*spec, *theirs_spec]):
-        mine, theirs = spec.get(key, {} if key == "task_decoders" else None), theirs_spec.get(key)
-        if mine != theirs:
-            return key, theirs, mine
+    theirs = StudentSpec.stored(blob["spec"])
+    for key in dict.fromkeys([*spec, *theirs]):
+        if spec.get(key) != theirs.get(key):
+            return key, theirs.get(key), spec.get(key)
     for task, mine in names.items():
         theirs = (blob["label_spaces"].get(task) or {}).get("names")
         if mine != theirs:
