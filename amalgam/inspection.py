@@ -77,7 +77,7 @@ class Inspection:
             return lines + auto_lines(r, teachers, spec.encoder) + sized
         lines += [
             "",
-            f"student: {spec.type}, encoder {spec.encoder}, heads {spec.heads}",
+            f"student: {spec.type}, encoder {spec.describe_encoder()}, heads {spec.heads}",
             *sized,
             f"  {params:,} params = {_share(params, teachers)} of the teachers' {teachers:,}",
         ]
@@ -143,7 +143,7 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     spec = plan.student_spec(STAGES if recipe.student.branch_at == "auto" else None)  # auto: the warm-up's
     teachers = plan.teacher_params
     path = recipe.resolve(recipe.student.encoder_weights)
-    weights = match_encoder_weights(spec.encoder, path) if path is not None else None  # a bad file fails here
+    weights = match_encoder_weights(spec.encoder, path, spec.encoder_args) if path else None  # a bad file fails here
     student = build_student(spec)
     routing = routing_line(plan, student, student_tap_module(plan, spec))
     return Inspection(recipe, plan, spec, count_params(student), teachers, weights, routing)

@@ -145,7 +145,7 @@ def train_student(
     teachers = plan.teacher_params
     params = count_params(student)
     log(
-        f"student: {recipe.student.type} {student.spec.encoder}, {params:,} params "
+        f"student: {recipe.student.type} {student.spec.describe_encoder()}, {params:,} params "
         f"({params / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
     )
     for line in student_lines(student.spec, params, teachers, recipe.student.budget):

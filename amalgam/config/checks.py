@@ -9,6 +9,7 @@ from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
 from amalgam.students.build import STUDENTS, has_branches
+from amalgam.students.encoders import build_encoder
 from amalgam.task import TASKS, get_task, task_names
 from amalgam.teachers.model_sources import check_encoder_name, check_model
 from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher
@@ -55,6 +56,7 @@ def check_recipe(recipe: Recipe) -> None:
     at_key("student.type", STUDENTS.get, recipe.student.type)
     if recipe.student.encoder != "auto":  # auto: a rung of students/sizing.py's ladder, chosen at build
         at_key("student", check_encoder_name, recipe.student.encoder, "encoder")
+    check_encoder_args(recipe)
     check_branch_at(recipe)
     check_task_decoders(recipe)
     if recipe.student.init is not None and recipe.student.encoder_weights is not None:
@@ -67,6 +69,18 @@ def check_recipe(recipe: Recipe) -> None:
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")
     check_amalgamation(recipe)
+
+
+def check_encoder_args(recipe: Recipe) -> None:
+    """``student.encoder_args`` go with a named encoder, and its constructor takes them."""
+    s = recipe.student
+    if not s.encoder_args:
+        return
+    if s.encoder == "auto":
+        raise RecipeError(
+            "student.encoder_args", "needs a named student.encoder (auto chooses among encoders the args may not fit)"
+        )
+    build_encoder(s.encoder, s.encoder_args)  # a RecipeError naming the key when the constructor refuses
 
 
 def check_sets(recipe: Recipe) -> None:

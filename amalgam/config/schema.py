@@ -139,6 +139,11 @@ class StudentConfig(_Strict):
         description="a dense task's own decoder widths (branched students), e.g. a wider one for segmentation;"
         " tasks not named here use decoder_channels (a recipe undoes its base's entry by naming those)",
     )
+    encoder_args: dict[str, Any] = Field(
+        {},
+        description="keyword arguments for a named encoder's constructor (a tu-* encoder: its timm model's, e.g."
+        " a narrow ResNet's channels and stem_width); stored with the student",
+    )
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"
     )

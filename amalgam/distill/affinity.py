@@ -78,9 +78,11 @@ def search_key(recipe: Recipe) -> dict:
     student = ("encoder", "decoder_channels", "search", "encoder_weights")
     student += ("budget",) if s["encoder"] == "auto" else ()
     own = {t: w for t, w in s["task_decoder_channels"].items() if w != s["decoder_channels"]}  # as StudentSpec
+    extra = {"task_decoder_channels": own} if own else {}
+    extra |= {"encoder_args": s["encoder_args"]} if s["encoder_args"] else {}
     return {
         "seed": dump["seed"], "data": dump["data"], "teachers": dump["teachers"],
-        "student": {k: s[k] for k in student} | ({"task_decoder_channels": own} if own else {}),  # old keys stay valid
+        "student": {k: s[k] for k in student} | extra,  # keys added later only when set: old keys stay valid
         "temperature": dump["amalgamation"]["temperature"], "class_balance": dump["amalgamation"]["class_balance"],
         "focal": dump["amalgamation"]["focal"],
         "lr": dump["train"]["lr"], "batch_size": dump["train"]["batch_size"],

@@ -86,8 +86,8 @@ class Plan:
             raise AmalgamError("student.branch_at: auto is chosen by the search (amalgam search, or at build)")
         choice = self.encoder_choice()
         rung = choice.rung if choice else Rung(s.encoder, tuple(s.decoder_channels or DEFAULT_DECODER_CHANNELS))
-        heads, own = self.student_heads(), dict(s.task_decoder_channels)
-        return StudentSpec(s.type, rung.encoder, branch_at, list(rung.decoder_channels), heads, own)
+        heads, own, args = self.student_heads(), dict(s.task_decoder_channels), dict(s.encoder_args)
+        return StudentSpec(s.type, rung.encoder, branch_at, list(rung.decoder_channels), heads, own, args)
 
     def student_heads(self) -> dict[str, int]:
         """Task name -> the output channels of the student's head (over the unified label space)."""

@@ -275,6 +275,9 @@ def size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats
     decoders = student_decoders(student)
     if decoders:
         out["student"]["decoders"] = decoders
+    spec = getattr(student, "spec", None)
+    if isinstance(spec, StudentSpec) and spec.encoder_args:
+        out["student"]["encoder"] = spec.describe_encoder()
     return out
 
 

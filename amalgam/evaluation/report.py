@@ -68,6 +68,8 @@ def to_markdown(report: dict) -> str:
         f"| all teachers | {t['params']:,} | {t['latency_ms']['b1']} | {t['latency_ms']['b32']} |",
         "",
     ]
+    if s.get("encoder"):
+        lines += [f"Student encoder: {s['encoder']}", ""]
     if s.get("decoders"):
         widths = ", ".join(f"{t} {w}" for t, w in s["decoders"].items())
         lines += [f"Student decoders: {widths}", ""]

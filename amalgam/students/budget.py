@@ -9,7 +9,7 @@ exactly in parameters, and in batch-1 latency as a sum of the parts' timings.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 import torch
@@ -109,7 +109,7 @@ def batch1_ms(student: nn.Module, image_size: tuple[int, int], repeats: int = 7)
 
 def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7) -> TreeCosts:
     """Prices every part of ``spec``'s branched student (batch 1, CPU, eval mode)."""
-    shared = StudentSpec("branched", spec.encoder, 0, spec.decoder_channels, spec.heads, spec.task_decoders)
+    shared = replace(spec, type="branched", branch_at=0)
     full = BranchedStudent(shared).eval()
     first = next(iter(spec.heads))
     stages = full.branches[first]

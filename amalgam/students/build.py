@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ class StudentSpec:
     decoder_channels: list[int]
     heads: dict[str, int] = field(default_factory=dict)  # task name -> output channels
     task_decoders: dict[str, list[int]] = field(default_factory=dict)  # a dense task's own widths (branched)
+    encoder_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the encoder's constructor
 
     def __post_init__(self) -> None:
         # widths equal to the shared ones are no choice of their own: such a spec is the plain one
@@ -62,10 +63,16 @@ class StudentSpec:
         except TypeError:  # not a spec of this version at all: compared as it is
             return dict(spec)
 
+    def describe_encoder(self) -> str:
+        """``tu-resnet10t`` or ``tu-resnet10t(channels=[16, 32, 64, 128], stem_width=16)``."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.encoder_args.items())
+        return f"{self.encoder}({args})" if args else self.encoder
+
     def to_dict(self) -> dict:
         out = asdict(self)
-        if not self.task_decoders:  # files and checkpoints written before the field read the same
-            del out["task_decoders"]
+        for key in ("task_decoders", "encoder_args"):  # files and checkpoints written before them read the same
+            if not out[key]:
+                del out[key]
         return out
 
 
@@ -170,7 +177,7 @@ class BranchedStudent(_Student):
 
     def __init__(self, spec: StudentSpec):
         super().__init__(spec)
-        base = StagedEncoder(spec.encoder)
+        base = StagedEncoder(spec.encoder, spec.encoder_args)
         channels = base.out_channels
         self.points = branch_points(spec.branch_at, list(spec.heads))
         self.trunk = nn.ModuleList(base.stages[: spine_depth(self.points)])
@@ -244,7 +251,7 @@ class CompactStudent(_Student):
                 "a compact student shares one decoder among its tasks: set student.decoder_channels,"
                 " or use student.type: branched for a decoder per task",
             )
-        self.encoder = build_encoder(spec.encoder)
+        self.encoder = build_encoder(spec.encoder, spec.encoder_args)
         channels = list(self.encoder.out_channels)
         dense = any(get_task(n).dense for n in spec.heads)
         self.decoder = UnetDecoder(channels, spec.decoder_channels) if dense else None

@@ -9,13 +9,13 @@ cuts them); compact students use any smp encoder unsplit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping, Optional
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, RecipeError
 from amalgam.registry import Registry
 
 
@@ -32,13 +32,29 @@ class Splitter:
     split: Callable[[nn.Module], list[nn.Module]]
 
 
+ARGS_KEY = "student.encoder_args"
+
 #: family name -> :class:`Splitter`; a branched student uses the one whose ``matches`` takes its encoder
 SPLITTERS: Registry[Splitter] = Registry("encoder splitter")
 
 
-def build_encoder(name: str) -> nn.Module:
-    """An smp encoder with random weights (pretrained weights are never downloaded)."""
-    return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)
+def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Module:
+    """An smp encoder with random weights (pretrained weights are never downloaded).
+
+    Args:
+        name: an smp encoder name (``tu-<timm model>`` included).
+        args: ``student.encoder_args``, keyword arguments for the encoder's constructor (a ``tu-*``
+            encoder passes them to ``timm.create_model``: e.g. a ResNet's ``channels``).
+
+    Raises:
+        RecipeError: naming ``student.encoder_args`` when the constructor refuses them.
+    """
+    try:
+        return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, **dict(args or {}))
+    except (TypeError, ValueError, AssertionError) as exc:
+        if not args:
+            raise
+        raise RecipeError(ARGS_KEY, f"encoder '{name}' does not take {dict(args)}: {exc}") from None
 
 
 def _is_resnet(encoder: nn.Module) -> bool:
@@ -160,9 +176,9 @@ def split_stages(encoder: nn.Module) -> list[nn.Module]:
 class StagedEncoder(nn.Module):
     """An smp encoder as five stages; ``out_channels[k]`` is the width after stage k (0 = input)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, args: Optional[Mapping[str, Any]] = None):
         super().__init__()
-        encoder = build_encoder(name)
+        encoder = build_encoder(name, args)
         self.stages = nn.ModuleList(split_stages(encoder))
         self.out_channels = list(encoder.out_channels)
 

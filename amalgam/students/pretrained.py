@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -60,10 +61,10 @@ class EncoderWeights:
         return f"{len(self.state)} encoder tensors from {self.path} ({how}){left if self.unused else ''}"
 
 
-def _fresh(encoder_name: str) -> nn.Module:
+def _fresh(encoder_name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """A new encoder, built without moving the global random stream (a seeded build stays as it was)."""
     with torch.random.fork_rng(devices=[]):
-        return build_encoder(encoder_name)
+        return build_encoder(encoder_name, args)
 
 
 def _renamed(state: dict[str, torch.Tensor], strip: str, add: str, flat: bool) -> dict[str, str]:
@@ -86,8 +87,9 @@ def _fits(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], names: d
     ]
 
 
-def match_encoder_weights(encoder_name: str, path: Path) -> EncoderWeights:
-    """The state dict for encoder ``encoder_name`` out of the checkpoint at ``path``.
+def match_encoder_weights(encoder_name: str, path: Path, args: Optional[Mapping[str, Any]] = None) -> EncoderWeights:
+    """The state dict for encoder ``encoder_name`` (built with ``student.encoder_args`` ``args``) out
+    of the checkpoint at ``path``.
 
     Raises:
         RecipeError: naming ``student.encoder_weights``, for an unreadable file or when no renaming
@@ -97,7 +99,7 @@ def match_encoder_weights(encoder_name: str, path: Path) -> EncoderWeights:
         state = read_state_dict(path)
     except AmalgamError as exc:
         raise RecipeError(KEY, str(exc)) from None
-    own = _fresh(encoder_name).state_dict()
+    own = _fresh(encoder_name, args).state_dict()
     best = None
     for rename in RENAMES:
         names = _renamed(state, *rename)
@@ -111,15 +113,19 @@ def match_encoder_weights(encoder_name: str, path: Path) -> EncoderWeights:
     (strip, add, _), missing = best
     raise RecipeError(
         KEY,
-        f"{path} does not fit encoder '{encoder_name}': the closest renaming "
+        f"{path} does not fit encoder '{encoder_name}'{f' with student.encoder_args {dict(args)}' if args else ''}:"
+        f" the closest renaming "
         f"('{strip}' -> '{add}') misses {len(missing)} of its {len(own)} tensors (first: '{missing[0]}'), "
         f"renamings tried: {', '.join(f'{s!r}->{a!r}' + (' flattened' if f else '') for s, a, f in RENAMES)}",
     )
 
 
-def pretrained_encoder(encoder_name: str, weights: EncoderWeights) -> nn.Module:
-    """A fresh smp encoder holding ``weights`` (which the student then copies stage by stage)."""
-    encoder = _fresh(encoder_name)
+def pretrained_encoder(
+    encoder_name: str, weights: EncoderWeights, args: Optional[Mapping[str, Any]] = None
+) -> nn.Module:
+    """A fresh smp encoder (with ``student.encoder_args`` ``args``) holding ``weights`` (which the
+    student then copies stage by stage)."""
+    encoder = _fresh(encoder_name, args)
     missing, unexpected = encoder.load_state_dict(weights.state, strict=False)
     if unexpected or any(not k.endswith(OPTIONAL) for k in missing):  # match_encoder_weights checked them
         raise AmalgamError(f"{KEY}: the matched weights do not fit '{encoder_name}' ({(unexpected + missing)[0]})")

@@ -33,6 +33,7 @@ def start_weights(
         init_student(student, spaces, path)
         log(f"student: starting from {path}")
     elif cfg.encoder_weights is not None:
-        weights = match_encoder_weights(student.spec.encoder, recipe.resolve(cfg.encoder_weights))
-        student.load_encoder(pretrained_encoder(student.spec.encoder, weights))
-        log(f"student: encoder {student.spec.encoder} starts from {weights.describe()}")
+        spec = student.spec
+        weights = match_encoder_weights(spec.encoder, recipe.resolve(cfg.encoder_weights), spec.encoder_args)
+        student.load_encoder(pretrained_encoder(spec.encoder, weights, spec.encoder_args))
+        log(f"student: encoder {spec.describe_encoder()} starts from {weights.describe()}")
