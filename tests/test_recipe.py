@@ -227,6 +227,15 @@ def test_base_recipe_is_merged_under_the_one_built(fresh_world):
     assert recipe.train.batch_size == original.train.batch_size
 
 
+def test_an_empty_mapping_in_a_variant_clears_the_base_entry(fresh_world):
+    folder = fresh_world.parent
+    (folder / "narrow.yaml").write_text("base: recipe.yaml\nstudent: {encoder_args: {channels: [8, 8, 16, 16]}}\n")
+    (folder / "plain.yaml").write_text("base: narrow.yaml\nstudent: {encoder_args: {}, branch_at: 2}\n")
+    assert load_recipe(folder / "narrow.yaml").student.encoder_args == {"channels": [8, 8, 16, 16]}
+    plain = load_recipe(folder / "plain.yaml")
+    assert plain.student.encoder_args == {} and plain.student.branch_at == 2
+
+
 def test_base_is_found_relative_to_the_file_that_names_it(tmp_path):
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "base.yaml").write_text("name: b\ntrain: {epochs: 2, lr: 0.1}\n")

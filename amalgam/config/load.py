@@ -86,10 +86,14 @@ def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
 
 
 def merge_recipes(base: dict, derived: dict) -> dict:
-    """``derived`` laid over ``base``: mappings merge key by key, any other value replaces."""
+    """``derived`` laid over ``base``: mappings merge key by key, any other value replaces.
+
+    An empty mapping replaces too: it is the only way a variant can undo its base's entries (e.g. a
+    base's ``student.encoder_args`` that the variant's encoder does not take).
+    """
     merged = dict(base)
     for key, value in derived.items():
-        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict)
+        both_mappings = isinstance(value, dict) and bool(value) and isinstance(base.get(key), dict)
         merged[key] = merge_recipes(base[key], value) if both_mappings else value
     return merged
 
