@@ -33,7 +33,7 @@ def stand_ins(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("zoo")
     zoo = load_zoo(ZOO)
     files = {}
-    for name, cfg in zoo.teachers.items():
+    for cfg in zoo.teachers.values():
         task = get_task(cfg.task)
         torch.manual_seed(0)
         net = build_network(cfg, task, ZOO.parent / zoo.recipe_dir)
