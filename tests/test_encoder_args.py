@@ -90,3 +90,38 @@ def test_a_build_with_args_starts_from_matching_weights_and_reports_the_encoder(
     student, _ = load_student(out / "student.pt")
     first = next(student.trunk.parameters())  # trained at lr ~0: still the classifier's stem
     assert torch.allclose(first, next(classifier.parameters()), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, args, said",
+    [
+        ("resnet18", NARROW, "only tu-\\* \\(timm\\) encoders take arguments; smp's own 'resnet18' would ignore"),
+        ("tu-test_resnet", {"output_stride": 8}, "output_stride: set by amalgam"),
+        (
+            "tu-test_resnet",
+            {"channels": [8, 8, 16]},
+            "encoder 'tu-test_resnet' does not take \\{'channels': \\[8, 8, 16\\]\\}: ",
+        ),  # IndexError
+    ],
+)
+def test_args_an_encoder_cannot_take_stop_in_one_line_naming_the_key(name, args, said):
+    with pytest.raises(RecipeError, match="^student.encoder_args: " + said) as info:
+        build_encoder(name, args)
+    assert "\n" not in str(info.value)
+
+
+def test_the_tree_search_key_and_the_tree_pricing_see_the_args(world):
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.affinity import search_key
+    from amalgam.students.budget import measure_costs
+    from amalgam.students.build import count_params
+
+    plain = load_recipe(world)
+    narrow = load_recipe(world, ["student.encoder_args={channels: [8, 8, 16, 16]}"])
+    assert "encoder_args" not in search_key(plain)["student"]  # keys stored before it stay valid
+    assert search_key(narrow)["student"]["encoder_args"] == NARROW
+    costs = measure_costs(spec(args=NARROW), (32, 32), repeats=1)
+    shared = {t: 5 for t in HEADS}
+    assert costs.params(shared) == count_params(
+        build_student(StudentSpec(**{**spec(args=NARROW).to_dict(), "branch_at": 5}))
+    )

@@ -234,6 +234,9 @@ def test_an_empty_mapping_in_a_variant_clears_the_base_entry(fresh_world):
     assert load_recipe(folder / "narrow.yaml").student.encoder_args == {"channels": [8, 8, 16, 16]}
     plain = load_recipe(folder / "plain.yaml")
     assert plain.student.encoder_args == {} and plain.student.branch_at == 2
+    (folder / "same.yaml").write_text("base: narrow.yaml\ntrain: {}\nstudent: {search: {}}\n")  # sections: no change
+    same, narrow = load_recipe(folder / "same.yaml"), load_recipe(folder / "narrow.yaml")
+    assert same.train == narrow.train and same.student == narrow.student
 
 
 def test_base_is_found_relative_to_the_file_that_names_it(tmp_path):

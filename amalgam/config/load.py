@@ -85,16 +85,23 @@ def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
     return recipe
 
 
-def merge_recipes(base: dict, derived: dict) -> dict:
+#: mappings that are one value (arguments), not a section: an empty one in a variant clears the base's
+CLEARED_WHEN_EMPTY = (("student", "encoder_args"), ("student", "task_decoder_channels"))
+
+
+def merge_recipes(base: dict, derived: dict, _path: tuple[str, ...] = ()) -> dict:
     """``derived`` laid over ``base``: mappings merge key by key, any other value replaces.
 
-    An empty mapping replaces too: it is the only way a variant can undo its base's entries (e.g. a
-    base's ``student.encoder_args`` that the variant's encoder does not take).
+    An empty mapping at a :data:`CLEARED_WHEN_EMPTY` path replaces too: it is how a variant undoes
+    its base's arguments (e.g. ``student.encoder_args`` the variant's encoder does not take). An
+    empty section (``train: {}``) still changes nothing.
     """
     merged = dict(base)
     for key, value in derived.items():
-        both_mappings = isinstance(value, dict) and bool(value) and isinstance(base.get(key), dict)
-        merged[key] = merge_recipes(base[key], value) if both_mappings else value
+        path = (*_path, key)
+        cleared = value == {} and path in CLEARED_WHEN_EMPTY
+        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict) and not cleared
+        merged[key] = merge_recipes(base[key], value, path) if both_mappings else value
     return merged
 
 

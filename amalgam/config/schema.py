@@ -141,8 +141,8 @@ class StudentConfig(_Strict):
     )
     encoder_args: dict[str, Any] = Field(
         {},
-        description="keyword arguments for a named encoder's constructor (a tu-* encoder: its timm model's, e.g."
-        " a narrow ResNet's channels and stem_width); stored with the student",
+        description="keyword arguments for a named tu-* encoder's timm model (timm.create_model's), e.g. a narrow"
+        " ResNet's channels and stem_width; stored with the student",
     )
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"

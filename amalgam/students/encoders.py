@@ -33,6 +33,8 @@ class Splitter:
 
 
 ARGS_KEY = "student.encoder_args"
+#: smp's get_encoder sets these itself: as encoder_args they would clash or change the strides
+RESERVED_ARGS = ("in_channels", "depth", "weights", "output_stride")
 
 #: family name -> :class:`Splitter`; a branched student uses the one whose ``matches`` takes its encoder
 SPLITTERS: Registry[Splitter] = Registry("encoder splitter")
@@ -47,14 +49,30 @@ def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Mod
             encoder passes them to ``timm.create_model``: e.g. a ResNet's ``channels``).
 
     Raises:
-        RecipeError: naming ``student.encoder_args`` when the constructor refuses them.
+        RecipeError: naming ``student.encoder_args`` for args an encoder cannot take: any for smp's own
+            encoders (smp passes keyword arguments on to timm models only), smp's own keys
+            (:data:`RESERVED_ARGS`), or args the constructor refuses.
     """
+    if not args:
+        return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)
+    _check_args(name, args)
     try:
-        return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, **dict(args or {}))
-    except (TypeError, ValueError, AssertionError) as exc:
-        if not args:
-            raise
-        raise RecipeError(ARGS_KEY, f"encoder '{name}' does not take {dict(args)}: {exc}") from None
+        return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, **dict(args))
+    except Exception as exc:  # recipe checks validate the name first: here the args are the cause
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeError(ARGS_KEY, f"encoder '{name}' does not take {dict(args)}: {first}") from None
+
+
+def _check_args(name: str, args: Mapping[str, Any]) -> None:
+    if not name.startswith("tu-"):
+        raise RecipeError(
+            ARGS_KEY, f"only tu-* (timm) encoders take arguments; smp's own '{name}' would ignore {dict(args)}"
+        )
+    reserved = [k for k in args if k in RESERVED_ARGS]
+    if reserved:
+        raise RecipeError(
+            ARGS_KEY, f"{', '.join(reserved)}: set by amalgam (keys it keeps: {', '.join(RESERVED_ARGS)})"
+        )
 
 
 def _is_resnet(encoder: nn.Module) -> bool:

@@ -117,7 +117,10 @@ def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | No
         The student in eval mode and its unified label spaces by task.
     """
     blob = _read_student_file(Path(path))
-    student = build_student(StudentSpec(**blob["spec"]))
+    try:
+        student = build_student(StudentSpec(**blob["spec"]))
+    except AmalgamError as exc:  # e.g. encoder_args a newer timm no longer takes: the file, not a recipe
+        raise AmalgamError(f"cannot rebuild the student of {path}: {exc}") from None
     student.load_state_dict(blob["state_dict"])
     spaces = {
         t: None if s is None else LabelSpace(tuple(s["names"]), s["background"])
