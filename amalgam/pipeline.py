@@ -193,11 +193,9 @@ def same_student(state: dict, spec) -> None:
     """Refuses to resume a checkpoint of another student (a guard: the recipe is checked unchanged,
     and ``encoder: auto`` keeps the checkpoint's rung), naming what differs."""
     stored = state.get("spec")  # absent in checkpoints written before it was stored
-    mine = spec.to_dict()
-    if stored is None or StudentSpec.stored(stored) == mine:
+    differ = [] if stored is None else sorted(StudentSpec.differences(stored, spec.to_dict()))
+    if not differ:
         return
-    stored = StudentSpec.stored(stored)
-    differ = sorted(k for k in {*mine, *stored} if stored.get(k) != mine.get(k))
     raise AmalgamError(f"cannot resume: the checkpoint holds another student (differs in {', '.join(differ)})")
 
 

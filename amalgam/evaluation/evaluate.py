@@ -272,16 +272,6 @@ def size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats
             "params": params,
             "latency_ms": {f"b{b}": round(latency_ms(fn, (b, 3, h, w), device, repeats), 3) for b in (1, 32)},
         }
-    decoders = student_decoders(student)
-    if decoders:
-        out["student"]["decoders"] = decoders
-    spec = getattr(student, "spec", None)
-    if isinstance(spec, StudentSpec) and spec.encoder_args:
-        out["student"]["encoder"] = spec.describe_encoder()
+    spec = getattr(student, "spec", None)  # a student built from a spec (peers are not)
+    out["student"] |= spec.report_fields() if isinstance(spec, StudentSpec) else {}
     return out
-
-
-def student_decoders(student: nn.Module) -> dict[str, list[int]]:
-    """Each dense task's decoder widths, for a student built from a spec (else nothing)."""
-    spec = getattr(student, "spec", None)
-    return spec.dense_decoders() if isinstance(spec, StudentSpec) else {}

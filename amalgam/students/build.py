@@ -63,10 +63,23 @@ class StudentSpec:
         except TypeError:  # not a spec of this version at all: compared as it is
             return dict(spec)
 
+    @classmethod
+    def differences(cls, a: dict, b: dict) -> list[str]:
+        """The fields where two stored spec dicts (student files', checkpoints', :meth:`to_dict`'s)
+        differ once both are read as today's spec writes them (:meth:`stored`), in field order."""
+        a, b = cls.stored(a), cls.stored(b)
+        return [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
     def describe_encoder(self) -> str:
         """``tu-resnet10t`` or ``tu-resnet10t(channels=[16, 32, 64, 128], stem_width=16)``."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.encoder_args.items())
         return f"{self.encoder}({args})" if args else self.encoder
+
+    def report_fields(self) -> dict:
+        """What report.json's ``student`` says of the architecture beyond its size: each dense
+        task's decoder widths, and the encoder when ``encoder_args`` shape it."""
+        out: dict = {"decoders": self.dense_decoders()} if self.dense_decoders() else {}
+        return out | ({"encoder": self.describe_encoder()} if self.encoder_args else {})
 
     def to_dict(self) -> dict:
         out = asdict(self)

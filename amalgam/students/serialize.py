@@ -86,10 +86,9 @@ def average_students(paths: Sequence[str | Path], out: str | Path) -> None:
 def _difference(spec: dict, names: dict[str, list | None], blob: dict) -> tuple[str, object, object] | None:
     """The first (field, blob's value, ours) where a student file differs from an architecture
     ``spec`` and the label names by task, or None when it describes the same student."""
-    theirs = StudentSpec.stored(blob["spec"])
-    for key in dict.fromkeys([*spec, *theirs]):
-        if spec.get(key) != theirs.get(key):
-            return key, theirs.get(key), spec.get(key)
+    differ = StudentSpec.differences(spec, blob["spec"])
+    if differ:
+        return differ[0], StudentSpec.stored(blob["spec"]).get(differ[0]), StudentSpec.stored(spec).get(differ[0])
     for task, mine in names.items():
         theirs = (blob["label_spaces"].get(task) or {}).get("names")
         if mine != theirs:
