@@ -46,6 +46,8 @@ class DistillOptions:
             the per-pixel class-rarity weights (:mod:`amalgam.kd.class_balance`).
         focal: ``amalgamation.focal`` for dense labelled tasks (0: off): the power of the per-pixel
             weights on what the student misses (:func:`amalgam.kd.class_balance.focal_weights`).
+        pseudo_labels: ``amalgamation.pseudo_labels`` for dense labelled tasks (0: off): the weight of a
+            cross-entropy on the teacher's top label at each position, with the same position weights.
     """
 
     projection: Optional[torch.Tensor] = None
@@ -54,6 +56,7 @@ class DistillOptions:
     after_projection: bool = False
     class_balance: float = 0.0
     focal: float = 0.0
+    pseudo_labels: float = 0.0
 
 
 class Task:

@@ -9,9 +9,9 @@ import torch
 
 from amalgam.config.recipe import AmalgamationConfig, load_recipe
 from amalgam.distill.objective import Objective
-from amalgam.distill.plan import prepare
+from amalgam.distill.plan import build_plan, prepare
 from amalgam.kd.class_balance import DEFAULT_FOCAL, DEFAULT_POWER, class_balanced_weights, focal_weights
-from amalgam.labels import partial_label_kl
+from amalgam.labels import partial_label_kl, partial_label_nll
 from amalgam.task import DistillOptions, get_task
 
 BIG = 30.0  # logit gap that makes a softmax one-hot to float precision
@@ -165,3 +165,39 @@ def test_a_run_from_before_focal_resumes_only_with_it_pinned_off(world):
     del stored["amalgamation"]["focal"]  # a checkpoint written before the key existed trained without it
     assert recipe_changes(stored, recipe) == ["amalgamation.focal"]
     assert recipe_changes(stored, load_recipe(world, ["amalgamation.focal=0"])) == []
+
+
+def test_pseudo_label_cross_entropy_by_hand():
+    """Teacher {background = unified 0 + 2, thing = unified 1}; the student's mass on 0 and 2 both count."""
+    proj = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)
+    teacher = _pixels([0, 1])  # top labels: background, thing
+    student = torch.log(torch.tensor([[0.3, 0.4, 0.3], [0.3, 0.4, 0.3]]).T).view(1, 3, 1, 2)
+    nll = [-math.log(0.6), -math.log(0.4)]
+    assert partial_label_nll(student, teacher, proj).item() == pytest.approx(sum(nll) / 2, rel=1e-5)
+    weights = torch.tensor([0.5, 1.5]).view(1, 1, 2)
+    assert partial_label_nll(student, teacher, proj, weights).item() == pytest.approx(
+        (0.5 * nll[0] + 1.5 * nll[1]) / 2, rel=1e-5
+    )
+
+
+def test_the_segmentation_loss_adds_the_pseudo_label_term_with_the_same_pixel_weights(world):
+    task = get_task("segmentation")
+    proj = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0]], dtype=torch.bool)
+    teacher, student = torch.randn(2, 2, 6, 6), torch.randn(2, 4, 6, 6)
+    w = class_balanced_weights(teacher, 0.5, catch_all=proj.sum(1) > 1) * focal_weights(student, teacher, proj, 1.0)
+    expected = partial_label_kl(student, teacher, proj, 2.0, w) + 0.5 * partial_label_nll(student, teacher, proj, w)
+    options = DistillOptions(proj, 2.0, class_balance=0.5, focal=1.0, pseudo_labels=0.5)
+    assert task.distill_loss(student, teacher, options).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert AmalgamationConfig().pseudo_labels == 0.0  # off unless a recipe asks (docs/benchmarks.md)
+    plan = build_plan(load_recipe(world, ["amalgamation.pseudo_labels=0.5"]), with_data=False, log=lambda m: None)
+    options = Objective(plan, student=None).loss_options
+    seg = [t for t in options if plan.teachers[t].task.name == "segmentation"]
+    assert seg and all(options[t]["pseudo_labels"] == 0.5 for t in seg)
+    assert all("pseudo_labels" not in o for t, o in options.items() if t not in seg)
+
+
+def test_the_tree_search_key_names_pseudo_labels_only_when_set(world):
+    from amalgam.distill.affinity import search_key
+
+    assert "pseudo_labels" not in search_key(load_recipe(world))  # warm-ups stored before it stay valid
+    assert search_key(load_recipe(world, ["amalgamation.pseudo_labels=0.5"]))["pseudo_labels"] == 0.5

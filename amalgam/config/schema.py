@@ -196,6 +196,11 @@ class AmalgamationConfig(_Strict):
         le=5,
         description="dense labelled terms: pixels weighted by (1 - student prob. of the teacher's label)^power; 0: off",
     )
+    pseudo_labels: float = Field(
+        0.0,
+        ge=0,
+        description="dense labelled terms: weight of a cross-entropy on the teacher's top label; 0: off",
+    )
 
 
 class MixupConfig(_Strict):

@@ -80,13 +80,15 @@ def search_key(recipe: Recipe) -> dict:
     own = {t: w for t, w in s["task_decoder_channels"].items() if w != s["decoder_channels"]}  # as StudentSpec
     extra = {"task_decoder_channels": own} if own else {}
     extra |= {"encoder_args": s["encoder_args"]} if s["encoder_args"] else {}
+    pseudo = dump["amalgamation"]["pseudo_labels"]
+    added = {"pseudo_labels": pseudo} if pseudo else {}
     return {
         "seed": dump["seed"], "data": dump["data"], "teachers": dump["teachers"],
         "student": {k: s[k] for k in student} | extra,  # keys added later only when set: old keys stay valid
         "temperature": dump["amalgamation"]["temperature"], "class_balance": dump["amalgamation"]["class_balance"],
         "focal": dump["amalgamation"]["focal"],
         "lr": dump["train"]["lr"], "batch_size": dump["train"]["batch_size"],
-    }  # fmt: skip
+    } | added  # fmt: skip
 
 
 def task_losses(plan: Plan, out: dict[str, torch.Tensor], targets: dict[str, tuple]) -> dict[str, torch.Tensor]:

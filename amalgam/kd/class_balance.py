@@ -110,5 +110,9 @@ def pixel_weight_options(task, amalgamation) -> dict[str, float]:
     turns them on, nothing for the others (the build and the ``auto`` warm-up share this rule)."""
     if not (task.dense and task.labelled):
         return {}
-    powers = {"class_balance": amalgamation.class_balance, "focal": amalgamation.focal}
+    powers = {
+        "class_balance": amalgamation.class_balance,
+        "focal": amalgamation.focal,
+        "pseudo_labels": amalgamation.pseudo_labels,
+    }
     return {key: power for key, power in powers.items() if power > 0}

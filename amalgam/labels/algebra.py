@@ -229,3 +229,29 @@ def partial_label_kl(
     if weights is not None:
         kl = kl * weights.to(kl.dtype)
     return kl.mean() * temperature**2
+
+
+def partial_label_nll(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    matrix: torch.Tensor,
+    weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Cross-entropy of the student, restricted to the teacher's labels, on the teacher's top label.
+
+    The hard counterpart of :func:`partial_label_kl` (a pseudo-label term): ``-log q_j`` at
+    ``j = argmax(teacher)``, temperature 1, averaged over every position times ``weights`` if given.
+    A label covering several unified classes (a partial teacher's background) counts as one: the
+    student may put that mass on any of them.
+
+    Args:
+        student_logits: ``[B, U, ...]`` unified logits.
+        teacher_logits: ``[B, L, ...]`` the teacher's logits over its own labels.
+        matrix: ``[L, U]`` boolean projection from :func:`projection`.
+        weights: per-position weights, the shape of the outputs without the class dimension.
+    """
+    log_q = project_log_probs(student_logits, matrix)
+    nll = -log_q.gather(1, teacher_logits.argmax(1, keepdim=True)).squeeze(1)
+    if weights is not None:
+        nll = nll * weights.to(nll.dtype)
+    return nll.mean()

@@ -10,7 +10,7 @@ from torch import nn
 
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.kd.class_balance import catch_all_labels, class_balanced_weights, focal_weights
-from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
+from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, partial_label_nll, project_log_probs
 from amalgam.task import DistillOptions, Task
 
 
@@ -74,7 +74,10 @@ class SegmentationTask(Task):
         if o.focal > 0:
             focal = focal_weights(student, teacher, o.projection, o.focal)
             weights = focal if weights is None else weights * focal
-        return partial_label_kl(student, teacher, o.projection, o.temperature, weights, o.after_projection)
+        loss = partial_label_kl(student, teacher, o.projection, o.temperature, weights, o.after_projection)
+        if o.pseudo_labels > 0:
+            loss = loss + o.pseudo_labels * partial_label_nll(student, teacher, o.projection, weights)
+        return loss
 
     def supervised_loss(self, output, target):
         if output.shape[-2:] != target.shape[-2:]:
