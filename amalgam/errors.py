@@ -1,8 +1,34 @@
 """Errors that the CLI prints as one line (a traceback only with ``--debug``)."""
 
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+#: how torch's DataLoader re-raises a worker's error: ``type(f"Caught {type} in DataLoader worker
+#: process N.\nOriginal Traceback ...\n{module.type}: {message}")``
+_WORKER = re.compile(r"\ACaught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def _unwrapped(message: str, cls: type) -> str:
+    """A worker-wrapped message cut back to the error's own one line (else ``message`` as it is)."""
+    if not _WORKER.match(message):
+        return message
+    found = re.search(rf"\n(?:[\w.]+\.)?{re.escape(cls.__name__)}: (.*)\Z", message, re.S)
+    return found.group(1).strip() if found else message
+
 
 class AmalgamError(Exception):
-    """A problem with the user's input or files, explained in one line."""
+    """A problem with the user's input or files, explained in one line.
+
+    Raised in a DataLoader worker (a corrupt image found mid-epoch), it keeps that one line: torch
+    re-raises it in the main process with the worker's whole traceback as its message.
+    """
+
+    def __init__(self, *args: object):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_unwrapped(args[0], type(self)),)
+        super().__init__(*args)
 
 
 class RecipeError(AmalgamError):
@@ -10,10 +36,13 @@ class RecipeError(AmalgamError):
 
     Args:
         path: dotted key path, e.g. ``teachers.seg-a.model.arch``.
-        message: what was expected.
+        message: what was expected (None: ``path`` is the whole message, as torch re-raises a
+            worker's error with one argument).
     """
 
-    def __init__(self, path: str, message: str):
+    def __init__(self, path: str, message: Optional[str] = None):
+        if message is None:
+            path, message = "", _unwrapped(path, type(self))
         self.path = path
         self.message = message
         super().__init__(f"{path}: {message}" if path else message)
