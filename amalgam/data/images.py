@@ -40,14 +40,38 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
     """Fails with the file's name if it is not a readable image (or not of one of ``modes``)."""
     try:
         with Image.open(path) as img:
-            mode = img.mode
+            mode, fmt = img.mode, img.format
             img.verify()
+        if fmt == "JPEG" and not _ends_with(path, JPEG_EOI):
+            _decode(path)
     except Image.DecompressionBombError as exc:
         raise AmalgamError(f"{what} {path} is too large to decode: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise AmalgamError(f"corrupt {what} {path}: {exc}") from None
     if modes is not None and mode not in modes:
         raise AmalgamError(f"{what} {path} has PIL mode {mode}, expected one of {', '.join(modes)}")
+
+
+#: the marker a whole JPEG ends with; JPEG's verify() reads only the headers, so a download cut
+#: short passes it and fails mid-training instead
+JPEG_EOI = b"\xff\xd9"
+
+
+def _ends_with(path: Path, marker: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < len(marker):
+            return False
+        f.seek(-len(marker), os.SEEK_END)
+        return f.read(len(marker)) == marker
+
+
+def _decode(path: Path) -> None:
+    """Decodes the image once (raising OSError if it is cut short): for a JPEG without its end
+    marker, which is either truncated or carries data after it (motion photos append a video)."""
+    with Image.open(path) as img:
+        img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEG: decode at 1/8 scale
+        img.load()
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -1,0 +1,61 @@
+"""Faults a real user brings, found by an audit: each must stop in one line naming the file or key."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from amalgam.config.recipe import SourceConfig
+from amalgam.data import build_image_set
+from amalgam.errors import AmalgamError, RecipeError
+
+
+def save_jpeg(path, size=(48, 64), seed=0) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, quality=90)
+    return path.read_bytes()
+
+
+def test_a_truncated_jpeg_is_found_when_the_source_is_checked(tmp_path):
+    # JPEG's verify() reads only the headers: a download cut short used to pass and fail mid-training
+    save_jpeg(tmp_path / "a.jpg")
+    whole = save_jpeg(tmp_path / "b.jpg", seed=1)
+    (tmp_path / "b.jpg").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(AmalgamError) as info:
+        build_image_set("data.sources.s", SourceConfig(type="folder", path=tmp_path), lambda p: p, (32, 32), False)
+    assert str(info.value).startswith(f"data.sources.s: corrupt image {tmp_path / 'b.jpg'}")
+
+
+def test_a_jpeg_with_data_after_its_end_marker_is_accepted(tmp_path):
+    # motion photos append a video after the JPEG: whole, so not refused
+    whole = save_jpeg(tmp_path / "a.jpg")
+    (tmp_path / "a.jpg").write_bytes(whole + b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    found = build_image_set("data.sources.s", SourceConfig(type="folder", path=tmp_path), lambda p: p, (32, 32), False)
+    assert found[0]["image"].shape == (3, 32, 32)
+
+
+class Failing(Dataset):
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (AmalgamError("corrupt image x.jpg: image file is truncated"), "corrupt image x.jpg: image file is truncated"),
+        (RecipeError("data.sources.s", "bad"), "data.sources.s: bad"),
+    ],
+)
+def test_an_error_in_a_loader_worker_stays_one_line(error, line):
+    # torch re-raises a worker's error with the worker's whole traceback as its message
+    with pytest.raises(AmalgamError) as info:
+        next(iter(DataLoader(Failing(error), num_workers=1)))
+    assert str(info.value) == line
