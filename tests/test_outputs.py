@@ -129,3 +129,26 @@ def test_unknown_key_names_what_exists():
         select(raw, "seg")
     with pytest.raises(AmalgamError, match="has no '5'"):
         select((torch.zeros(1),), "5")
+
+
+class RawDepth(nn.Module):
+    """A depth head without its activation (log depth, say): many values negative."""
+
+    def forward(self, x):
+        return x[:, :1] - 0.5
+
+
+def test_a_negative_depth_read_as_metres_stops_naming_the_other_readings():
+    # read as metres by default, a log-depth output was clamped to 1 mm in the loss without a word
+    t = teacher(RawDepth(), task="depth", labels=None)
+    with pytest.raises(AmalgamError, match=r"depth in metres cannot be negative, .*set output: log.*output: inverse"):
+        check_teacher_output(t, (16, 16))
+    logged = teacher(RawDepth(), task="depth", labels=None, output="log")
+    check_teacher_output(logged, (16, 16))
+    assert logged.output_note() == "the output tensor, read as log (output: log)"
+
+
+def test_the_default_depth_reading_is_said():
+    t = teacher(DepthOut(), task="depth", labels=None, output_key="1.predicted_depth")
+    check_teacher_output(t, (16, 16))
+    assert t.output_note().endswith("read as metric (output: metric, the default of metric, inverse, log)")

@@ -101,6 +101,7 @@ class Teacher(nn.Module):
         spec = self.input_spec
         self.size, self.channels, self.mean, self.std = spec.size, spec.channels, spec.mean, spec.std
         self.output_kind = task.resolve_output_kind(cfg.output)
+        self.output_given = cfg.output != "default"  # else the task's first kind, said in output_note
         self.output_key: Optional[str] = cfg.output_key
         self.output_choice: Optional[OutputChoice] = None  # resolved on the first run (see outputs.py)
         self.space: Optional[LabelSpace] = space_of(cfg.labels, cfg.background) if task.labelled else None
@@ -182,9 +183,17 @@ class Teacher(nn.Module):
     def output_note(self) -> str:
         """Which output is distilled and why, for the log and ``amalgam inspect``."""
         choice = self.output_choice
-        if choice is None or choice.key is None:
-            return "the output tensor"
-        return f"output '{choice.key}' ({choice.reason})"
+        chosen = choice is not None and choice.key is not None
+        what = f"output '{choice.key}' ({choice.reason})" if chosen else "the output tensor"
+        return what + self._kind_note()
+
+    def _kind_note(self) -> str:
+        """How the task reads the output, where it can read it several ways (depth: metric, inverse,
+        log): a disparity read as metres by default would teach a silently wrong student."""
+        if len(self.task.output_kinds) < 2:
+            return ""
+        origin = "" if self.output_given else f", the default of {', '.join(self.task.output_kinds)}"
+        return f", read as {self.output_kind} (output: {self.output_kind}{origin})"
 
     def num_params(self) -> int:
         """Parameter count of the network."""

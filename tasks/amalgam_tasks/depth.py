@@ -95,6 +95,13 @@ class DepthTask(Task):
     def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
         if out.dim() != 4 or out.shape[0] != batch or out.shape[1] != 1:
             return f"expected depth of shape [B, 1, H, W], got {list(out.shape)}"
+        negative = out < 0  # only a metric reading can be: inverse and log ones come back positive
+        if negative.any():
+            return (
+                f"depth in metres cannot be negative, but {negative.float().mean().item():.0%} of the output on a"
+                f" random batch is (min {out.min().item():.3g}): if the network answers log depth set output: log,"
+                " if inverse depth (disparity) output: inverse"
+            )
         return None
 
     def distill_loss(self, student, teacher, options: DistillOptions):
