@@ -172,6 +172,23 @@ def task_names() -> list[str]:
     return TASKS.names()
 
 
+def probabilities_problem(out: torch.Tensor) -> Optional[str]:
+    """Why a labelled teacher's output, distilled as logits, is not (None if it may be).
+
+    An output that is non-negative and sums to 1 over its labels at every position is
+    probabilities: read as logits, ``softmax(p / T)`` is near uniform, and the student would learn
+    almost nothing from it without a word.
+    """
+    probs = out.float()
+    if probs.numel() == 0 or probs.min() < -1e-6 or not torch.allclose(probs.sum(1), torch.ones(()), atol=1e-3):
+        return None
+    return (
+        f"the output sums to 1 over its {out.shape[1]} labels at every position, as probabilities do, but is"
+        " distilled as logits (softened into near-uniform targets): return the logits (drop the model's final"
+        " softmax), or their log"
+    )
+
+
 def require(condition: bool, message: str) -> None:
     """Raises :class:`AmalgamError` with ``message`` unless ``condition`` holds."""
     if not condition:

@@ -152,3 +152,24 @@ def test_the_default_depth_reading_is_said():
     t = teacher(DepthOut(), task="depth", labels=None, output_key="1.predicted_depth")
     check_teacher_output(t, (16, 16))
     assert t.output_note().endswith("read as metric (output: metric, the default of metric, inverse, log)")
+
+
+class Softmaxed(nn.Module):
+    """A network ending in softmax: probabilities where logits are expected."""
+
+    def __init__(self, dense=True):
+        super().__init__()
+        self.conv, self.dense = nn.Conv2d(3, 3, 1), dense
+
+    def forward(self, x):
+        y = self.conv(x).softmax(1)
+        return y if self.dense else y.mean((2, 3))
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_probabilities_distilled_as_logits_stop_the_build(task):
+    # softmax(p / T) of probabilities is near uniform: the student learnt almost nothing, silently
+    t = teacher(Softmaxed(dense=task == "segmentation"), task=task)
+    with pytest.raises(AmalgamError, match=r"sums to 1 over its 3 labels at every position, as probabilities do"):
+        check_teacher_output(t, (16, 16))
+    check_teacher_output(teacher(Heads(keys=("out",)), task="segmentation"), (16, 16))  # logits pass
