@@ -59,3 +59,19 @@ def test_an_error_in_a_loader_worker_stays_one_line(error, line):
     with pytest.raises(AmalgamError) as info:
         next(iter(DataLoader(Failing(error), num_workers=1)))
     assert str(info.value) == line
+
+
+def test_a_wrapped_checkpoint_amalgam_does_not_read_names_its_teacher_and_the_state_dicts_inside(tmp_path):
+    # PyTorch's own checkpoint recipe saves {"model_state_dict": ..., "optimizer_state_dict": ...}
+    import torch
+    from torch import nn
+
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    model = nn.Linear(2, 2)
+    path = tmp_path / "ck.pt"
+    torch.save({"model_state_dict": model.state_dict(), "epoch": 3}, path)
+    with pytest.raises(AmalgamError) as info:
+        load_checkpoint(model, path, "teacher 'seg'")
+    assert str(info.value).startswith(f"teacher 'seg': checkpoint {path} does not hold a state dict of tensors")
+    assert str(info.value).endswith("(state dicts under: model_state_dict)")

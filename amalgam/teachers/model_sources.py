@@ -189,10 +189,23 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors")
+        raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state)}")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def _state_dicts_inside(state: Any) -> str:
+    """The entries of a wrapper that hold state dicts (``model_state_dict``, ``ema``), so that the
+    user can re-save the one meant: amalgam reads only ``state_dict`` and ``model`` (never guesses)."""
+    if not isinstance(state, dict):
+        return ""
+    found = [
+        str(k)
+        for k, v in state.items()
+        if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())
+    ]
+    return f" at its top or under state_dict / model (state dicts under: {', '.join(found)})" if found else ""
 
 
 def load_checkpoint(model: nn.Module, path: Path, who: str) -> None:
@@ -203,7 +216,10 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> None:
         path: the checkpoint file.
         who: the owner named in errors, e.g. ``teacher 'seg-a'``.
     """
-    state = read_state_dict(path)
+    try:
+        state = read_state_dict(path)
+    except AmalgamError as exc:
+        raise AmalgamError(f"{who}: {exc}") from None  # which teacher's file it is
     own = model.state_dict()
     for key, value in own.items():
         if key not in state:
