@@ -148,6 +148,19 @@ def test_a_negative_depth_read_as_metres_stops_naming_the_other_readings():
     assert logged.output_note() == "the output tensor, read as log (output: log)"
 
 
+class AlmostPositiveDepth(nn.Module):
+    """Metres from a linear head: a few values of a noise batch stray below 0."""
+
+    def forward(self, x):
+        out = torch.ones_like(x[:, :1])
+        out[:, :, 0, 0] = -0.1  # 1 pixel of 256
+        return out
+
+
+def test_a_few_negative_metres_on_the_noise_batch_do_not_stop_the_build():
+    check_teacher_output(teacher(AlmostPositiveDepth(), task="depth", labels=None), (16, 16))
+
+
 def test_the_default_depth_reading_is_said():
     t = teacher(DepthOut(), task="depth", labels=None, output_key="1.predicted_depth")
     check_teacher_output(t, (16, 16))

@@ -62,6 +62,10 @@ def log_depth_loss(student: torch.Tensor, teacher: torch.Tensor, si_weight: floa
     return g.abs().mean() + scale_invariant
 
 
+#: share of negative metric depths on the check's random batch that stops the build (see check_output)
+NEGATIVE_SHARE = 0.01
+
+
 class DepthTask(Task):
     """Teachers output ``[B, 1, h, w]`` metres, or inverse / log depth (``output: inverse|log``)."""
 
@@ -95,12 +99,15 @@ class DepthTask(Task):
     def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
         if out.dim() != 4 or out.shape[0] != batch or out.shape[1] != 1:
             return f"expected depth of shape [B, 1, H, W], got {list(out.shape)}"
-        negative = out < 0  # only a metric reading can be: inverse and log ones come back positive
-        if negative.any():
+        # only a metric reading can be negative (inverse and log ones come back positive); a linear head
+        # may stray below 0 on a few pixels of a noise batch, a raw log-depth head wherever depth < 1 m
+        negative = (out < 0).float().mean().item()
+        if negative > NEGATIVE_SHARE:
             return (
-                f"depth in metres cannot be negative, but {negative.float().mean().item():.0%} of the output on a"
-                f" random batch is (min {out.min().item():.3g}): if the network answers log depth set output: log,"
-                " if inverse depth (disparity) output: inverse"
+                f"depth in metres cannot be negative, but {negative:.0%} of the output on a random batch is"
+                f" (min {out.min().item():.3g}): if the network answers log depth set output: log, if inverse"
+                " depth (disparity) output: inverse (if it is metres, clamp it in the model: amalgam reads"
+                " negatives as 1 mm)"
             )
         return None
 
