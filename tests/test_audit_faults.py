@@ -75,3 +75,22 @@ def test_a_wrapped_checkpoint_amalgam_does_not_read_names_its_teacher_and_the_st
         load_checkpoint(model, path, "teacher 'seg'")
     assert str(info.value).startswith(f"teacher 'seg': checkpoint {path} does not hold a state dict of tensors")
     assert str(info.value).endswith("(state dicts under: model_state_dict)")
+
+
+def test_a_checkpoint_whose_keys_all_carry_one_extra_name_says_so(tmp_path):
+    # a Lightning checkpoint holds the network under the module's attribute: every key 'model.*'
+    import torch
+    from torch import nn
+
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    model = nn.Sequential(nn.Linear(2, 2))
+    path = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    with pytest.raises(AmalgamError) as info:
+        load_checkpoint(model, path, "teacher 'seg'")
+    assert "missing key '0.weight' (every checkpoint key starts with 'model.'" in str(info.value)
+    torch.save({"state_dict": {"model.0.weight": torch.zeros(2, 2)}}, path)  # not the model's keys: no hint
+    with pytest.raises(AmalgamError) as info:
+        load_checkpoint(model, path, "teacher 'seg'")
+    assert str(info.value).endswith("missing key '0.weight'")

@@ -186,3 +186,18 @@ def test_probabilities_distilled_as_logits_stop_the_build(task):
     with pytest.raises(AmalgamError, match=r"sums to 1 over its 3 labels at every position, as probabilities do"):
         check_teacher_output(t, (16, 16))
     check_teacher_output(teacher(Heads(keys=("out",)), task="segmentation"), (16, 16))  # logits pass
+
+
+class Diverged(nn.Module):
+    """A checkpoint that diverged in training: NaN logits."""
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+        out[:, :, :4] = float("nan")
+        return out
+
+
+def test_nan_outputs_stop_at_the_teacher_check_naming_the_teacher():
+    # they passed `amalgam inspect` and stopped the build at step 1 blaming the loss
+    with pytest.raises(AmalgamError, match=r"'t1' \(segmentation\): 25% of the output on a random batch is NaN"):
+        check_teacher_output(teacher(Diverged()), (16, 16))

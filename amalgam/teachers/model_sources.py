@@ -208,6 +208,18 @@ def _state_dicts_inside(state: Any) -> str:
     return f" at its top or under state_dict / model (state dicts under: {', '.join(found)})" if found else ""
 
 
+def _shared_prefix_hint(state: dict, own: dict) -> str:
+    """How to fix a checkpoint whose keys all carry one extra first name (a Lightning module's
+    ``model.``): said, not stripped, since only the user knows that entry is this network."""
+    first = {k.split(".", 1)[0] for k in state}
+    if len(first) != 1 or any("." not in k for k in state):
+        return ""
+    prefix = f"{first.pop()}."
+    if {k[len(prefix) :] for k in state} != set(own):
+        return ""
+    return f" (every checkpoint key starts with '{prefix}', the model's do not: save the inner network's state_dict)"
+
+
 def load_checkpoint(model: nn.Module, path: Path, who: str) -> None:
     """Loads a checkpoint strictly, naming the first mismatched key if it does not fit.
 
@@ -223,7 +235,8 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> None:
     own = model.state_dict()
     for key, value in own.items():
         if key not in state:
-            raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{key}'")
+            hint = _shared_prefix_hint(state, own)
+            raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{key}'{hint}")
         if tuple(state[key].shape) != tuple(value.shape):
             raise AmalgamError(
                 f"{who}: checkpoint {path} does not fit the model: key '{key}' has shape "

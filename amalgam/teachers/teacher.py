@@ -231,6 +231,9 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         if isinstance(out, torch.Tensor)
         else (f"expected a tensor, got {type(out).__name__}")
     )
+    if not problem and not bool(torch.isfinite(out).all()):
+        bad = (~torch.isfinite(out)).float().mean().item()
+        problem = f"{bad:.0%} of the output on a random batch is NaN or inf (a diverged checkpoint?)"
     if problem:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
 
