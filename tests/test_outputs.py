@@ -157,6 +157,12 @@ class AlmostPositiveDepth(nn.Module):
         return out
 
 
+def test_an_inverse_reading_of_values_below_zero_stops_the_build():
+    # 1 / clamp(x, 1e-6) read a raw log-depth head as 1,000 km wherever it was <= 0
+    with pytest.raises(AmalgamError, match=r"reads as 1e\+05 m or farther \(read as output: inverse"):
+        check_teacher_output(teacher(RawDepth(), task="depth", labels=None, output="inverse"), (16, 16))
+
+
 def test_a_few_negative_metres_on_the_noise_batch_do_not_stop_the_build():
     check_teacher_output(teacher(AlmostPositiveDepth(), task="depth", labels=None), (16, 16))
 

@@ -64,6 +64,8 @@ def log_depth_loss(student: torch.Tensor, teacher: torch.Tensor, si_weight: floa
 
 #: share of negative metric depths on the check's random batch that stops the build (see check_output)
 NEGATIVE_SHARE = 0.01
+#: no depth teacher answers this far (metres); an output: inverse of values <= 0 does, once clamped
+FARTHEST_M = 1e5
 
 
 class DepthTask(Task):
@@ -108,6 +110,12 @@ class DepthTask(Task):
                 f" (min {out.min().item():.3g}): if the network answers log depth set output: log, if inverse"
                 " depth (disparity) output: inverse (if it is metres, clamp it in the model: amalgam reads"
                 " negatives as 1 mm)"
+            )
+        far = (out >= FARTHEST_M).float().mean().item()  # an inverse reading of raw values <= 0 lands here
+        if far > NEGATIVE_SHARE:
+            return (
+                f"{far:.0%} of the output on a random batch reads as {FARTHEST_M:.0e} m or farther (read as"
+                " output: inverse, a raw value <= 0 becomes 1e6 m): check the teacher's output: setting"
             )
         return None
 
