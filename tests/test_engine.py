@@ -22,12 +22,14 @@ from torch import nn
 
 
 class NanDense(nn.Module):
+    # finite on the checks' 1-2 images (NaN there stops the build at the teacher check), NaN in training
     def __init__(self, out_channels):
         super().__init__()
         self.conv = nn.Conv2d(3, out_channels, 1)
 
     def forward(self, x):
-        return self.conv(x) * float("nan")
+        out = self.conv(x)
+        return out * float("nan") if x.shape[0] > 2 else out
 
 
 def nan_dense(out_channels):
