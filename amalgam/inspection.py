@@ -117,6 +117,8 @@ def teacher_lines(plan: Plan) -> list[str]:
         )
         lines.append(f"    input: {t.input_spec.describe()}")
         lines.append(f"    distils: {t.output_note()}")
+        if t.checkpoint_note:
+            lines.append(f"    checkpoint: {t.checkpoint_note}")
         if t.space:
             bg = f" (background: {t.space.background})" if t.space.background else ""
             lines.append(f"    labels: {list(t.space.names)}{bg}")

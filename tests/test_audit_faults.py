@@ -94,3 +94,34 @@ def test_a_checkpoint_whose_keys_all_carry_one_extra_name_says_so(tmp_path):
     with pytest.raises(AmalgamError) as info:
         load_checkpoint(model, path, "teacher 'seg'")
     assert str(info.value).endswith("missing key '0.weight'")
+
+
+def test_the_entry_read_from_a_checkpoint_wrapper_is_said_with_the_others(tmp_path):
+    # {model, ema}: the documented rule reads 'model'; the log and inspect must say so and name 'ema'
+    import torch
+    from torch import nn
+
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    model = nn.Linear(2, 2)
+    path = tmp_path / "ck.pt"
+    torch.save({"model": model.state_dict(), "ema": model.state_dict(), "epoch": 3}, path)
+    note = load_checkpoint(model, path, "teacher 'seg'")
+    assert note == "entry 'model' (state_dict, else model, is read); it also holds state dicts under: ema"
+    torch.save(model.state_dict(), path)
+    assert load_checkpoint(model, path, "teacher 'seg'") == ""  # a bare state dict: nothing to say
+
+
+def test_inspect_says_which_entry_of_a_wrapped_teacher_checkpoint_it_read(fresh_world, capsys):
+    import torch
+    import yaml
+
+    from amalgam.cli import main
+
+    raw = yaml.safe_load(fresh_world.read_text())
+    ck = fresh_world.parent / raw["teachers"]["seg-a"]["checkpoint"]
+    state = torch.load(ck, weights_only=True)
+    torch.save({"model": state, "ema": state}, ck)
+    assert main(["inspect", str(fresh_world), "--quiet", "--no-data"]) == 0
+    out = capsys.readouterr().out
+    assert "    checkpoint: entry 'model' (state_dict, else model, is read); it also holds state dicts under: ema" in out

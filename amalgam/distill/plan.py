@@ -141,6 +141,8 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
             log(f"teacher '{name}': distilling {teacher.output_note()}")
     for name, teacher in plan.teachers.items():
         log(f"teacher '{name}' input: {teacher.input_spec.describe()}")
+        if teacher.checkpoint_note:  # a wrapper may hold several state dicts (model and ema)
+            log(f"teacher '{name}' checkpoint: {teacher.checkpoint_note}")
     if recipe.train.channels_last:  # here, not in training: build and eval must score the same teachers
         for teacher in plan.teachers.values():
             teacher.use_channels_last()

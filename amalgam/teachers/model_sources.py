@@ -166,6 +166,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Accepts the state dict itself or a dict holding it under ``state_dict`` or ``model``; strips
     DistributedDataParallel's ``module.`` prefix.
     """
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """:func:`read_state_dict` plus which entry of a wrapper it took, for the log ("" for a bare
+    state dict), naming the wrapper's other state dicts (an ``ema`` beside ``model``)."""
     if not path.is_file():
         raise AmalgamError(f"checkpoint not found: {path}")
     try:
@@ -185,27 +191,42 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AmalgamError(f"cannot read checkpoint {path}: {first}") from None
+    wrapper, taken = state, []
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+            taken.append(key)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state)}")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
+    return state, _entry_note(wrapper, taken)
+
+
+def _entry_note(wrapper: Any, taken: list[str]) -> str:
+    if not taken:
+        return ""
+    others = [k for k in _state_dict_entries(wrapper) if k != taken[0]]
+    also = f"; it also holds state dicts under: {', '.join(others)}" if others else ""
+    return f"entry '{'.'.join(taken)}' (state_dict, else model, is read){also}"
 
 
 def _state_dicts_inside(state: Any) -> str:
     """The entries of a wrapper that hold state dicts (``model_state_dict``, ``ema``), so that the
     user can re-save the one meant: amalgam reads only ``state_dict`` and ``model`` (never guesses)."""
+    found = _state_dict_entries(state)
+    return f" at its top or under state_dict / model (state dicts under: {', '.join(found)})" if found else ""
+
+
+def _state_dict_entries(state: Any) -> list[str]:
+    """The entries of a checkpoint dict that are themselves dicts of tensors."""
     if not isinstance(state, dict):
-        return ""
-    found = [
+        return []
+    return [
         str(k)
         for k, v in state.items()
         if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())
     ]
-    return f" at its top or under state_dict / model (state dicts under: {', '.join(found)})" if found else ""
 
 
 def _shared_prefix_hint(state: dict, own: dict) -> str:
@@ -220,16 +241,19 @@ def _shared_prefix_hint(state: dict, own: dict) -> str:
     return f" (every checkpoint key starts with '{prefix}', the model's do not: save the inner network's state_dict)"
 
 
-def load_checkpoint(model: nn.Module, path: Path, who: str) -> None:
+def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     """Loads a checkpoint strictly, naming the first mismatched key if it does not fit.
 
     Args:
         model: the freshly built network.
         path: the checkpoint file.
         who: the owner named in errors, e.g. ``teacher 'seg-a'``.
+
+    Returns:
+        Which entry of a wrapper was loaded, for the log (see :func:`read_checkpoint`; "" if none).
     """
     try:
-        state = read_state_dict(path)
+        state, note = read_checkpoint(path)
     except AmalgamError as exc:
         raise AmalgamError(f"{who}: {exc}") from None  # which teacher's file it is
     own = model.state_dict()
@@ -246,3 +270,4 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> None:
     if extra:
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: unexpected key '{extra[0]}'")
     model.load_state_dict(state)
+    return note

@@ -104,6 +104,7 @@ class Teacher(nn.Module):
         self.output_given = cfg.output != "default"  # else the task's first kind, said in output_note
         self.output_key: Optional[str] = cfg.output_key
         self.output_choice: Optional[OutputChoice] = None  # resolved on the first run (see outputs.py)
+        self.checkpoint_note = ""  # which entry of a checkpoint wrapper was loaded (model_sources.py)
         self.space: Optional[LabelSpace] = space_of(cfg.labels, cfg.background) if task.labelled else None
         self.source_names: list[str] = list(cfg.sources or [])
         self.eval_name: Optional[str] = cfg.eval
@@ -207,9 +208,11 @@ def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
         model = build_model(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
     except AmalgamError as exc:
         raise AmalgamError(f"teachers.{name}.model: {exc}") from None
+    note = ""
     if cfg.checkpoint is not None:
-        load_checkpoint(model, recipe.resolve(cfg.checkpoint), f"teacher '{name}'")
+        note = load_checkpoint(model, recipe.resolve(cfg.checkpoint), f"teacher '{name}'")
     teacher = Teacher(name, task, model, cfg, recipe.data.image_size)
+    teacher.checkpoint_note = note
     check_teacher_output(teacher, recipe.data.image_size)
     return teacher
 
