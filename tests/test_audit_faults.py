@@ -124,4 +124,4 @@ def test_inspect_says_which_entry_of_a_wrapped_teacher_checkpoint_it_read(fresh_
     torch.save({"model": state, "ema": state}, ck)
     assert main(["inspect", str(fresh_world), "--quiet", "--no-data"]) == 0
     out = capsys.readouterr().out
-    assert "    checkpoint: entry 'model' (state_dict, else model, is read); it also holds state dicts under: ema" in out
+    assert "checkpoint: entry 'model' (state_dict, else model, is read); it also holds state dicts under: ema" in out
