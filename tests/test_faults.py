@@ -441,6 +441,27 @@ def test_a_teacher_giving_nan_at_step_1_leaves_no_run_folder(fresh_world, tmp_pa
     assert not run.exists()
 
 
+DIVERGED_TEACHER = """
+
+class Diverged(TinyDense):
+    def forward(self, x):  # NaN everywhere, the checks' images too
+        return super().forward(x) * float("nan")
+
+
+def diverged(out_channels):
+    return Diverged(out_channels)
+"""
+
+
+def test_a_diverged_teacher_stops_at_the_teacher_check(fresh_world, capsys):
+    models = fresh_world.parent / "models.py"
+    models.write_text(models.read_text() + DIVERGED_TEACHER)
+    edit_recipe(fresh_world, lambda raw: raw["teachers"]["seg-a"]["model"].update(factory="models:diverged"))
+    assert main(["inspect", str(fresh_world), "--quiet", "--no-data"]) == 2
+    line = one_error_line(capsys)
+    assert re.match(r"teacher 'seg-a' \(segmentation\): 100% of the output on a random batch is NaN or inf", line), line
+
+
 # 5, 9. inputs read right, or refused with the file's name -----------------------------------------
 
 
