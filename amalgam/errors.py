@@ -14,8 +14,9 @@ def _unwrapped(message: str, cls: type) -> str:
     """A worker-wrapped message cut back to the error's own one line (else ``message`` as it is)."""
     if not _WORKER.match(message):
         return message
-    found = re.search(rf"\n(?:[\w.]+\.)?{re.escape(cls.__name__)}: (.*)\Z", message, re.S)
-    return found.group(1).strip() if found else message
+    # the last one: a chained error's traceback names the earlier error first
+    found = list(re.finditer(rf"\n(?:[\w.]+\.)?{re.escape(cls.__name__)}: ", message))
+    return message[found[-1].end() :].strip() if found else message
 
 
 class AmalgamError(Exception):

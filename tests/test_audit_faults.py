@@ -125,3 +125,24 @@ def test_inspect_says_which_entry_of_a_wrapped_teacher_checkpoint_it_read(fresh_
     assert main(["inspect", str(fresh_world), "--quiet", "--no-data"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint: entry 'model' (state_dict, else model, is read); it also holds state dicts under: ema" in out
+
+
+def test_a_chained_worker_error_keeps_its_own_last_line():
+    # the traceback of an error raised while handling another names the earlier one first
+    message = (
+        "Caught AmalgamError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\namalgam.errors.AmalgamError: inner problem\n\nDuring handling of the above'
+        " exception, another exception occurred:\n\n"
+        '  File "x.py", line 2, in g\namalgam.errors.AmalgamError: outer: inner problem\n'
+    )
+    assert str(AmalgamError(message)) == "outer: inner problem"
+
+
+def test_the_build_log_says_a_plain_depth_teachers_reading(world):
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.plan import build_plan
+
+    said: list[str] = []
+    plan = build_plan(load_recipe(world), with_data=False, log=said.append)
+    depth = [n for n, t in plan.teachers.items() if t.task.name == "depth"]
+    assert depth and any(f"teacher '{depth[0]}': distilling" in m and "read as metric" in m for m in said), said

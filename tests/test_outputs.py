@@ -157,10 +157,23 @@ class AlmostPositiveDepth(nn.Module):
         return out
 
 
-def test_an_inverse_reading_of_values_below_zero_stops_the_build():
-    # 1 / clamp(x, 1e-6) read a raw log-depth head as 1,000 km wherever it was <= 0
-    with pytest.raises(AmalgamError, match=r"reads as 1e\+05 m or farther \(read as output: inverse"):
-        check_teacher_output(teacher(RawDepth(), task="depth", labels=None, output="inverse"), (16, 16))
+class ReluDisparity(nn.Module):
+    """Inverse depth ending in ReLU: exact zeros where it sees no depth (the sky)."""
+
+    def forward(self, x):
+        return torch.relu(x[:, :1])
+
+
+def test_a_disparity_head_with_zeros_passes_the_check():
+    # a check that read its zeros (1e6 m once clamped) as a fault stopped MiDaS-like teachers
+    check_teacher_output(teacher(ReluDisparity(), task="depth", labels=None, output="inverse"), (16, 16))
+
+
+def test_a_softmax_teacher_is_caught_under_a_flip_averaging_wrap():
+    # the wrap's log(mean(softmax(p))) is negative: checked wrapped, the probabilities got past
+    wrapped = teacher(Softmaxed(), wrap={"type": "multi_transform", "flip": True})
+    with pytest.raises(AmalgamError, match="sums to 1 over its 3 labels"):
+        check_teacher_output(wrapped, (16, 16))
 
 
 def test_a_few_negative_metres_on_the_noise_batch_do_not_stop_the_build():

@@ -220,8 +220,8 @@ def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
 def check_teacher_output(teacher: Teacher, image_size) -> None:
     """Runs the teacher once on a dummy batch and checks the output against its task and labels."""
     dummy = torch.rand(2, 3, *image_size)
-    try:
-        out = teacher(dummy)
+    try:  # the plain model: a wrap (flip averaging) turns probabilities into log-probabilities
+        out = teacher.answer(dummy, wrapped=False)[0]
     except OutputKeyError as exc:
         raise AmalgamError(f"teachers.{teacher.name}.output_key: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model

@@ -62,10 +62,9 @@ def log_depth_loss(student: torch.Tensor, teacher: torch.Tensor, si_weight: floa
     return g.abs().mean() + scale_invariant
 
 
-#: share of negative metric depths on the check's random batch that stops the build (see check_output)
-NEGATIVE_SHARE = 0.01
-#: no depth teacher answers this far (metres); an output: inverse of values <= 0 does, once clamped
-FARTHEST_M = 1e5
+#: share of negative metric depths on the check's random (noise) batch that stops the build: a raw
+#: log-depth head is negative wherever depth < 1 m; a metric head may stray below 0 on noise, but not mostly
+NEGATIVE_SHARE = 0.5
 
 
 class DepthTask(Task):
@@ -101,8 +100,7 @@ class DepthTask(Task):
     def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
         if out.dim() != 4 or out.shape[0] != batch or out.shape[1] != 1:
             return f"expected depth of shape [B, 1, H, W], got {list(out.shape)}"
-        # only a metric reading can be negative (inverse and log ones come back positive); a linear head
-        # may stray below 0 on a few pixels of a noise batch, a raw log-depth head wherever depth < 1 m
+        # only a metric reading can be negative (inverse and log ones come back positive)
         negative = (out < 0).float().mean().item()
         if negative > NEGATIVE_SHARE:
             return (
@@ -110,12 +108,6 @@ class DepthTask(Task):
                 f" (min {out.min().item():.3g}): if the network answers log depth set output: log, if inverse"
                 " depth (disparity) output: inverse (if it is metres, clamp it in the model: amalgam reads"
                 " negatives as 1 mm)"
-            )
-        far = (out >= FARTHEST_M).float().mean().item()  # an inverse reading of raw values <= 0 lands here
-        if far > NEGATIVE_SHARE:
-            return (
-                f"{far:.0%} of the output on a random batch reads as {FARTHEST_M:.0e} m or farther (read as"
-                " output: inverse, a raw value <= 0 becomes 1e6 m): check the teacher's output: setting"
             )
         return None
 
