@@ -105,14 +105,15 @@ def catch_all_labels(projection: Optional[torch.Tensor]) -> Optional[torch.Tenso
 
 
 def pixel_weight_options(task, amalgamation) -> dict[str, float]:
-    """The pixel weights a task's terms use, as :class:`amalgam.task.DistillOptions` fields:
-    ``class_balance`` and ``focal`` for dense labelled tasks (per-pixel classes) where the recipe
-    turns them on, nothing for the others (the build and the ``auto`` warm-up share this rule)."""
+    """The per-pixel options a task's terms use, as :class:`amalgam.task.DistillOptions` fields:
+    ``class_balance`` and ``focal`` (powers of pixel weights) and ``pseudo_labels`` (the weight of a
+    hard-label term using them) for dense labelled tasks (per-pixel classes) where the recipe turns
+    them on, nothing for the others (the build and the ``auto`` warm-up share this rule)."""
     if not (task.dense and task.labelled):
         return {}
-    powers = {
+    values = {
         "class_balance": amalgamation.class_balance,
         "focal": amalgamation.focal,
         "pseudo_labels": amalgamation.pseudo_labels,
     }
-    return {key: power for key, power in powers.items() if power > 0}
+    return {key: value for key, value in values.items() if value > 0}
