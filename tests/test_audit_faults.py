@@ -146,3 +146,15 @@ def test_the_build_log_says_a_plain_depth_teachers_reading(world):
     plan = build_plan(load_recipe(world), with_data=False, log=said.append)
     depth = [n for n, t in plan.teachers.items() if t.task.name == "depth"]
     assert depth and any(f"teacher '{depth[0]}': distilling" in m and "read as metric" in m for m in said), said
+
+
+def test_a_state_dict_nested_under_model_then_state_dict_is_read_and_said(tmp_path):
+    import torch
+    from torch import nn
+
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    model = nn.Linear(2, 2)
+    path = tmp_path / "ck.pt"
+    torch.save({"model": {"state_dict": model.state_dict()}, "epoch": 1}, path)
+    assert load_checkpoint(model, path, "teacher 'seg'").startswith("entry 'model.state_dict'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -192,15 +192,21 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AmalgamError(f"cannot read checkpoint {path}: {first}") from None
     wrapper, taken = state, []
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            taken.append(key)
+    while (key := _wrapper_key(state)) is not None:  # nested either way: {model: {state_dict: ...}}
+        state = state[key]
+        taken.append(key)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state)}")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state, _entry_note(wrapper, taken)
+
+
+def _wrapper_key(state: Any) -> Optional[str]:
+    """The entry a wrapper holds its state dict under (``state_dict``, else ``model``), if any."""
+    if not isinstance(state, dict) or all(isinstance(v, torch.Tensor) for v in state.values()):
+        return None
+    return next((k for k in ("state_dict", "model") if isinstance(state.get(k), dict)), None)
 
 
 def _entry_note(wrapper: Any, taken: list[str]) -> str:
