@@ -236,7 +236,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     )
     if not problem and not bool(torch.isfinite(out).all()):
         bad = (~torch.isfinite(out)).float().mean().item()
-        problem = f"{bad:.0%} of the output on a random batch is NaN or inf (a diverged checkpoint?)"
+        problem = f"{bad:.0%} of the output on a random batch is NaN or inf (a diverged checkpoint, or -inf masking?)"
     if problem:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
 
