@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -39,10 +40,11 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
 def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image") -> None:
     """Fails with the file's name if it is not a readable image (or not of one of ``modes``)."""
     try:
-        with Image.open(path) as img:
+        with open(path, "rb") as f, Image.open(f) as img:  # one open: every image of a source is checked
             mode, fmt = img.mode, img.format
             img.verify()
-        if fmt == "JPEG" and not _ends_with(path, JPEG_EOI):
+            whole = fmt != "JPEG" or _ends_with(f, JPEG_EOI)
+        if not whole:
             _decode(path)
     except Image.DecompressionBombError as exc:
         raise AmalgamError(f"{what} {path} is too large to decode: {exc}") from None
@@ -57,13 +59,12 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
 JPEG_EOI = b"\xff\xd9"
 
 
-def _ends_with(path: Path, marker: bytes) -> bool:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() < len(marker):
-            return False
-        f.seek(-len(marker), os.SEEK_END)
-        return f.read(len(marker)) == marker
+def _ends_with(f: BinaryIO, marker: bytes) -> bool:
+    f.seek(0, os.SEEK_END)
+    if f.tell() < len(marker):
+        return False
+    f.seek(-len(marker), os.SEEK_END)
+    return f.read(len(marker)) == marker
 
 
 def _decode(path: Path) -> None:
