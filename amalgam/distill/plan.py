@@ -137,8 +137,7 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
     plan = Plan(recipe, tasks, spaces)
     plan.teachers = build_teachers(recipe)
     for name, teacher in plan.teachers.items():
-        chosen = teacher.output_choice is not None and teacher.output_choice.key is not None
-        if chosen or len(teacher.task.output_kinds) > 1:  # a key picked, or a reading (depth: metric, ...)
+        if teacher.output_is_a_choice():
             log(f"teacher '{name}': distilling {teacher.output_note()}")
     for name, teacher in plan.teachers.items():
         log(f"teacher '{name}' input: {teacher.input_spec.describe()}")

@@ -195,16 +195,20 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     while (key := _wrapper_key(state)) is not None:  # nested either way: {model: {state_dict: ...}}
         state = state[key]
         taken.append(key)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not _is_state_dict(state):
         raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state)}")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state, _entry_note(wrapper, taken)
 
 
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
 def _wrapper_key(state: Any) -> Optional[str]:
     """The entry a wrapper holds its state dict under (``state_dict``, else ``model``), if any."""
-    if not isinstance(state, dict) or all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or _is_state_dict(state):
         return None
     return next((k for k in ("state_dict", "model") if isinstance(state.get(k), dict)), None)
 
@@ -228,11 +232,7 @@ def _state_dict_entries(state: Any) -> list[str]:
     """The entries of a checkpoint dict that are themselves dicts of tensors."""
     if not isinstance(state, dict):
         return []
-    return [
-        str(k)
-        for k, v in state.items()
-        if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())
-    ]
+    return [str(k) for k, v in state.items() if _is_state_dict(v) and len(v) > 0]
 
 
 def _shared_prefix_hint(state: dict, own: dict) -> str:

@@ -184,9 +184,16 @@ class Teacher(nn.Module):
     def output_note(self) -> str:
         """Which output is distilled and why, for the log and ``amalgam inspect``."""
         choice = self.output_choice
-        chosen = choice is not None and choice.key is not None
-        what = f"output '{choice.key}' ({choice.reason})" if chosen else "the output tensor"
+        what = f"output '{choice.key}' ({choice.reason})" if self._key_chosen() else "the output tensor"
         return what + self._kind_note()
+
+    def output_is_a_choice(self) -> bool:
+        """Whether :meth:`output_note` states a choice (a key among several outputs, or a reading
+        among the task's several): the build log says those."""
+        return self._key_chosen() or len(self.task.output_kinds) > 1
+
+    def _key_chosen(self) -> bool:
+        return self.output_choice is not None and self.output_choice.key is not None
 
     def _kind_note(self) -> str:
         """How the task reads the output, where it can read it several ways (depth: metric, inverse,
