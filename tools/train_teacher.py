@@ -162,12 +162,20 @@ def build_network(cfg: ZooTeacher, task: Task, factory_dir: Path) -> nn.Module:
     return nn.Sequential(model, layer) if layer is not None else model
 
 
+def _source_names(key: str) -> list[str]:
+    """The checkpoint names a network tensor may be stored under, most specific first."""
+    plain = key.removeprefix("0.")
+    return [key, plain, plain.removeprefix("encoder.")]
+
+
 def init_from(model: nn.Module, path: Path) -> int:
     """Loads every tensor of the state dict at ``path`` whose name and shape match ``model``.
 
     Names are also matched under the ``0.`` prefix that :func:`build_network` adds to a network it
-    wraps with an output layer. A grey stem (``[o, 1, k, k]``) is inflated to the network's RGB one
-    by repeating it over the channels divided by 3, as timm adapts pretrained input convolutions.
+    wraps with an output layer, and under smp's ``encoder.`` (a classifier's backbone saved by an
+    earlier zoo entry starts an smp network's encoder: both use torchvision's ResNet names). A grey
+    stem (``[o, 1, k, k]``) is inflated to the network's RGB one by repeating it over the channels
+    divided by 3, as timm adapts pretrained input convolutions.
     Returns the number of tensors loaded; raises if none matches.
     """
     if not path.is_file():
@@ -176,8 +184,8 @@ def init_from(model: nn.Module, path: Path) -> int:
     own = model.state_dict()
     matched = {}
     for key, value in own.items():
-        source = key if key in state else key.removeprefix("0.")
-        if source not in state:
+        source = next((name for name in _source_names(key) if name in state), None)
+        if source is None:
             continue
         tensor = state[source]
         if tensor.dim() == 4 and value.dim() == 4 and tensor.shape[1] == 1 and value.shape[1] == 3:
@@ -465,11 +473,14 @@ def train_epoch(model: nn.Module, loader, to_batch, convert, task: Task, opt, sc
 
 
 def val_summary(metrics: dict, task: Task) -> str:
-    """The epoch line's validation part: the headline metric and the worst class's IoU."""
+    """The epoch line's validation part: the headline metric and the worst class's per-class metric
+    (the task's ``per_class_metric``: IoU for a segmenter, recall for a classifier)."""
     line = f"  val {task.metric} {metrics[task.metric]:.4f}"
     if "per_class" in metrics:
-        worst = min(metrics["per_class"].items(), key=lambda kv: _nan_last(kv[1]["iou"]))
-        line += f"  worst class IoU {worst[1]['iou']:.4f} ({worst[0]})"
+        name = task.per_class_metric or "iou"
+        worst = min(metrics["per_class"].items(), key=lambda kv: _nan_last(kv[1][name]))
+        label = "IoU" if name == "iou" else name
+        line += f"  worst class {label} {worst[1][name]:.4f} ({worst[0]})"
     return line
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_teacher import init_from, load_zoo, main, train_zoo
+from train_teacher import init_from, load_zoo, main, train_zoo, val_summary
 
 from amalgam.errors import AmalgamError
+from amalgam.task import get_task
 from amalgam.teachers.model_sources import build_model, load_checkpoint
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -169,6 +170,18 @@ def test_unet_starts_from_the_item_classifier(tmp_path: Path) -> None:
     torch.testing.assert_close(unet.conv1.weight, classifier.conv1.weight.repeat(1, 3, 1, 1) / 3)
 
 
+def test_smp_encoder_starts_from_a_timm_classifier(tmp_path: Path) -> None:
+    """A timm ResNet classifier's tensors load into an smp network's ``encoder.`` (and under ``0.``)."""
+    classifier = build_model("timm", {"name": "resnet18", "num_classes": 4}, RECIPES)
+    torch.save(classifier.state_dict(), tmp_path / "cls.pt")
+    unet = build_model("smp", {"arch": "unet", "encoder": "resnet18", "classes": 2}, RECIPES)
+    encoder = [k for k in unet.state_dict() if k.startswith("encoder.")]
+    assert init_from(unet, tmp_path / "cls.pt") == len(encoder)
+    torch.testing.assert_close(unet.encoder.layer4.state_dict(), classifier.layer4.state_dict())
+    wrapped = torch.nn.Sequential(unet, torch.nn.Identity())
+    assert init_from(wrapped, tmp_path / "cls.pt") == len(encoder)
+
+
 def test_unet_with_a_stride_2_stem_answers_at_the_input_size() -> None:
     """stem_stride=2 runs the encoder at half resolution; the logits come back at the input's size."""
     cfg = {"factory": "demo_models:resnet_unet", "num_classes": 3, "width": 4, "stem_stride": 2}
@@ -178,3 +191,12 @@ def test_unet_with_a_stride_2_stem_answers_at_the_input_size() -> None:
     unet.layer1.register_forward_hook(lambda m, i, o: stages.append(o.shape[-2:]))
     assert unet(torch.randn(2, 3, 40, 48)).shape == (2, 3, 40, 48)
     assert stages == [(20, 24)]
+
+
+def test_the_epoch_line_names_the_tasks_per_class_metric() -> None:
+    """A classifier's worst class is named by its recall, a segmenter's by its IoU."""
+    per_class = {"a": {"recall": 0.9, "iou": 0.2}, "b": {"recall": 0.5, "iou": 0.4}}
+    cls = val_summary({"top1": 0.8, "per_class": per_class}, get_task("classification"))
+    assert cls.endswith("worst class recall 0.5000 (b)")
+    seg = val_summary({"miou": 0.3, "per_class": per_class}, get_task("segmentation"))
+    assert seg.endswith("worst class IoU 0.2000 (a)")
