@@ -172,6 +172,37 @@ def task_names() -> list[str]:
     return TASKS.names()
 
 
+#: how a labelled task (classification, segmentation) may read a teacher's output (``output:``)
+LABELLED_OUTPUT_KINDS = ("logits", "probabilities")
+
+
+class OutputKindError(AmalgamError):
+    """A teacher's output is not what its ``output:`` reading says (the teacher check names the key)."""
+
+
+def _sums_to_one(out: torch.Tensor) -> bool:
+    probs = out.float()
+    return probs.numel() > 0 and probs.min() >= -1e-6 and torch.allclose(probs.sum(1), torch.ones(()), atol=1e-3)
+
+
+def labelled_output(out: torch.Tensor, kind: str) -> torch.Tensor:
+    """A labelled teacher's output as logits: read as ``probabilities`` (a vendor network that ends
+    in softmax), its log, which softmax turns back into the same probabilities.
+
+    Raises:
+        OutputKindError: for ``probabilities`` that are not (negative, or not summing to 1 over dim 1).
+    """
+    if kind != "probabilities":
+        return out
+    if not _sums_to_one(out):
+        sums = out.float().sum(1)
+        raise OutputKindError(
+            f"read as probabilities, but the output is not (min {out.min().item():.3g}, sums over the labels"
+            f" {sums.min().item():.3g} to {sums.max().item():.3g}): if it is logits, drop output: probabilities"
+        )
+    return out.float().clamp_min(1e-8).log()
+
+
 def probabilities_problem(out: torch.Tensor) -> Optional[str]:
     """Why a labelled teacher's output, distilled as logits, is not (None if it may be).
 
@@ -179,13 +210,12 @@ def probabilities_problem(out: torch.Tensor) -> Optional[str]:
     probabilities: read as logits, ``softmax(p / T)`` is near uniform, and the student would learn
     almost nothing from it without a word.
     """
-    probs = out.float()
-    if probs.numel() == 0 or probs.min() < -1e-6 or not torch.allclose(probs.sum(1), torch.ones(()), atol=1e-3):
+    if not _sums_to_one(out):
         return None
     return (
         f"the output sums to 1 over its {out.shape[1]} labels at every position, as probabilities do, but is"
-        " distilled as logits (softened into near-uniform targets): return the logits (drop the model's final"
-        " softmax), or their log"
+        " distilled as logits (softened into near-uniform targets): set output: probabilities (amalgam takes"
+        " their log), or return the logits (drop the model's final softmax)"
     )
 
 

@@ -76,7 +76,10 @@ def test_output_key_selects_the_named_head_not_the_first():
     x = torch.rand(1, 3, 16, 16)
     assert torch.allclose(t(x), model(t.prepare(x))["seg"])
     assert not torch.allclose(t(x), model(t.prepare(x))["aux"])
-    assert t.output_note() == "output 'seg' (output_key)"
+    assert (
+        t.output_note()
+        == "output 'seg' (output_key), read as logits (output: logits, the default of logits, probabilities)"
+    )
 
 
 def test_torchvision_out_is_the_stated_default():
@@ -85,7 +88,10 @@ def test_torchvision_out_is_the_stated_default():
     check_teacher_output(t, (16, 16))
     x = torch.rand(1, 3, 16, 16)
     assert torch.allclose(t(x), model(t.prepare(x))["out"])
-    assert t.output_note() == "output 'out' ('out' by default (torchvision's convention; not aux))"
+    assert t.output_note() == (
+        "output 'out' ('out' by default (torchvision's convention; not aux)), read as logits"
+        " (output: logits, the default of logits, probabilities)"
+    )
 
 
 def test_logits_object_through_output_key_without_wrapping_the_model():
@@ -205,6 +211,24 @@ def test_probabilities_distilled_as_logits_stop_the_build(task):
     with pytest.raises(AmalgamError, match=r"sums to 1 over its 3 labels at every position, as probabilities do"):
         check_teacher_output(t, (16, 16))
     check_teacher_output(teacher(Heads(keys=("out",)), task="segmentation"), (16, 16))  # logits pass
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_output_probabilities_distils_their_log(task):
+    # a vendor network with its softmax built in (a TorchScript file) has a recipe-level way past the stop
+    model = Softmaxed(dense=task == "segmentation")
+    t = teacher(model, task=task, output="probabilities")
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(2, 3, 16, 16)
+    probs = model(t.prepare(x))
+    torch.testing.assert_close(t(x), probs.log())
+    torch.testing.assert_close(t(x).softmax(1), probs)
+    assert t.output_note() == "the output tensor, read as probabilities (output: probabilities)"
+
+
+def test_output_probabilities_on_logits_stops_naming_the_key():
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as probabilities, but the output is not"):
+        check_teacher_output(teacher(Heads(keys=("out",)), output="probabilities"), (16, 16))
 
 
 class Diverged(nn.Module):

@@ -95,7 +95,11 @@ class TeacherConfig(_Strict):
     background: Optional[str] = None
     sources: Optional[list[str]] = None
     eval: Optional[str] = None
-    output: str = Field("default", description="task-specific output convention, e.g. depth: metric|inverse|log")
+    output: str = Field(
+        "default",
+        description="task-specific output convention: depth metric|inverse|log, classification and segmentation"
+        " logits|probabilities",
+    )
     output_key: Optional[str] = Field(
         None, description="the distilled tensor: dict key, tuple index or attribute, dotted for nesting"
     )
