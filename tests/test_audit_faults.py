@@ -36,6 +36,21 @@ def test_a_jpeg_with_data_after_its_end_marker_is_accepted(tmp_path):
     assert found[0]["image"].shape == (3, 32, 32)
 
 
+@pytest.mark.parametrize("suffix", ["bmp", "tif", "webp", "png"])
+def test_a_truncated_image_of_any_format_is_found_when_the_source_is_checked(tmp_path, suffix):
+    # verify() reads only the headers of BMP and TIFF: cut short, they passed it
+    arr = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    for name in ("a", "b"):
+        Image.fromarray(arr).save(tmp_path / f"{name}.{suffix}")
+    source = SourceConfig(type="folder", path=tmp_path)
+    assert len(build_image_set("data.sources.s", source, lambda p: p, (32, 32), False)) == 2  # whole: accepted
+    whole = (tmp_path / f"b.{suffix}").read_bytes()
+    (tmp_path / f"b.{suffix}").write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(AmalgamError) as info:
+        build_image_set("data.sources.s", source, lambda p: p, (32, 32), False)
+    assert str(info.value).startswith(f"data.sources.s: corrupt image {tmp_path / f'b.{suffix}'}")
+
+
 class Failing(Dataset):
     def __init__(self, error: Exception):
         self.error = error

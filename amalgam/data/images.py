@@ -43,7 +43,7 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
         with open(path, "rb") as f, Image.open(f) as img:  # one open: every image of a source is checked
             mode, fmt = img.mode, img.format
             img.verify()
-            whole = fmt != "JPEG" or _ends_with(f, JPEG_EOI)
+            whole = fmt == "PNG" or (fmt == "JPEG" and _ends_with(f, JPEG_EOI))
         if not whole:
             _decode(path)
     except Image.DecompressionBombError as exc:
@@ -54,8 +54,9 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
         raise AmalgamError(f"{what} {path} has PIL mode {mode}, expected one of {', '.join(modes)}")
 
 
-#: the marker a whole JPEG ends with; JPEG's verify() reads only the headers, so a download cut
-#: short passes it and fails mid-training instead
+#: the marker a whole JPEG ends with. verify() reads the whole file only for PNG (every chunk's CRC);
+#: for JPEG, BMP, TIFF and WebP it reads the headers, so a download cut short passed it and failed
+#: mid-training: a JPEG without this marker, and every image of the other formats, is decoded once
 JPEG_EOI = b"\xff\xd9"
 
 
@@ -69,7 +70,8 @@ def _ends_with(f: BinaryIO, marker: bytes) -> bool:
 
 def _decode(path: Path) -> None:
     """Decodes the image once (raising OSError if it is cut short): for a JPEG without its end
-    marker, which is either truncated or carries data after it (motion photos append a video)."""
+    marker, which is either truncated or carries data after it (motion photos append a video), and
+    for the formats whose verify() does not read the pixel data."""
     with Image.open(path) as img:
         img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEG: decode at 1/8 scale
         img.load()
