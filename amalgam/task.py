@@ -84,7 +84,8 @@ class Task:
     per_class_metric: ClassVar[Optional[str]] = None
     #: Values accepted for a teacher's ``output:`` key (the first is the default).
     output_kinds: ClassVar[tuple[str, ...]] = ("default",)
-    #: Optional :class:`DistillOptions` fields :meth:`distill_loss` honours: "weights", "after_projection".
+    #: Optional :class:`DistillOptions` fields :meth:`distill_loss` honours: "weights", "after_projection",
+    #: "class_balance", "focal", "pseudo_labels" (a recipe setting one a task does not name is said in the log).
     distill_options: ClassVar[frozenset[str]] = frozenset()
 
     def resolve_output_kind(self, kind: str) -> str:

@@ -182,14 +182,25 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
 
 
 #: recipe keys that hand a labelled task's distill_loss an optional DistillOptions field
-DISTILL_OPTION_KEYS = {"weights": "domain_weights", "after_projection": "temperature_after_projection"}
+DISTILL_OPTION_KEYS = {
+    "weights": "domain_weights",
+    "after_projection": "temperature_after_projection",
+    "class_balance": "class_balance",
+    "focal": "focal",
+    "pseudo_labels": "pseudo_labels",
+}
 
 
 def unused_distill_options(recipe: Recipe, tasks: dict[str, Task]) -> list[str]:
-    """Log lines for recipe settings a labelled task's plugin does not use (its ``distill_options``)."""
+    """Log lines for recipe settings a labelled task's plugin does not use (its ``distill_options``).
+
+    Only settings the recipe turns on itself are said: the pixel weights on by default would
+    otherwise be said of every classifier.
+    """
     lines = []
+    given = recipe.amalgamation.model_fields_set
     for option, key in DISTILL_OPTION_KEYS.items():
-        if not getattr(recipe.amalgamation, key):
+        if key not in given or not getattr(recipe.amalgamation, key):
             continue
         for name, task in tasks.items():
             if task.labelled and option not in task.distill_options:

@@ -44,7 +44,7 @@ class SegmentationTask(Task):
     name = "segmentation"
     dense = True
     labelled = True
-    distill_options = frozenset({"weights", "after_projection"})
+    distill_options = frozenset({"weights", "after_projection", "class_balance", "focal", "pseudo_labels"})
     unified_background = "background"
     target_key = "mask"
     metric = "miou"
