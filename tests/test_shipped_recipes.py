@@ -77,6 +77,21 @@ def test_a_recipe_on_a_zoo_resolves(zoo: str, name: str, stand_ins, capsys) -> N
     assert f"encoder tensors from {sets[-1].split('=', 1)[1]} ('' -> 'model.' in front of each name)" in out
 
 
+@pytest.mark.parametrize(("zoo", "name"), CASES)
+def test_a_recipe_feeds_each_teacher_as_its_zoo_trained_it(zoo: str, name: str) -> None:
+    # a teacher trained on scenes upsampled to 128 px and fed 64 px would answer worse, and no check
+    # could tell: the recipe's input spec and model must be the zoo's
+    path = RECIPES / "zoo" / f"{zoo}.yaml"
+    trained = {artefact_path(cfg, path.parent).name: cfg for cfg in load_zoo(path).teachers.values()}
+    for teacher in read_recipe_file(RECIPES / name)["teachers"].values():
+        file = Path(teacher.get("checkpoint") or teacher["model"]["path"]).name
+        cfg = trained[file]
+        spec = cfg.input.model_dump(exclude_none=True, exclude_defaults=True)
+        assert {**spec, "size": list(cfg.input.size)} == {**teacher.get("input", {})}, file
+        if cfg.model.source != "torchscript":
+            assert cfg.model.kwargs() == {k: v for k, v in teacher["model"].items() if k != "from"}, file
+
+
 def test_the_list_is_every_recipe_on_a_zoo() -> None:
     def on_zoo(path: Path, zoo: str) -> bool:
         text = path.read_text()
