@@ -177,31 +177,38 @@ def task_names() -> list[str]:
 LABELLED_OUTPUT_KINDS = ("logits", "probabilities")
 
 
-class OutputKindError(AmalgamError):
-    """A teacher's output is not what its ``output:`` reading says (the teacher check names the key)."""
-
-
-def _sums_to_one(out: torch.Tensor) -> bool:
-    probs = out.float()
+def _sums_to_one(probs: torch.Tensor) -> bool:
+    probs = probs.float()
     return probs.numel() > 0 and probs.min() >= -1e-6 and torch.allclose(probs.sum(1), torch.ones(()), atol=1e-3)
 
 
-def labelled_output(out: torch.Tensor, kind: str) -> torch.Tensor:
-    """A labelled teacher's output as logits: read as ``probabilities`` (a vendor network that ends
-    in softmax), its log, which softmax turns back into the same probabilities.
+class LabelledOutputs:
+    """A labelled task's readings of a teacher's output: logits (the default), or probabilities (a
+    vendor network that ends in softmax), distilled as their log, which softmax turns back into them.
+    Mixed in before :class:`Task`."""
 
-    Raises:
-        OutputKindError: for ``probabilities`` that are not (negative, or not summing to 1 over dim 1).
-    """
-    if kind != "probabilities":
-        return out
-    if not _sums_to_one(out):
-        sums = out.float().sum(1)
-        raise OutputKindError(
-            f"read as probabilities, but the output is not (min {out.min().item():.3g}, sums over the labels"
-            f" {sums.min().item():.3g} to {sums.max().item():.3g}): if it is logits, drop output: probabilities"
-        )
-    return out.float().clamp_min(1e-8).log()
+    output_kinds: ClassVar[tuple[str, ...]] = LABELLED_OUTPUT_KINDS
+
+    def output_layer(self, kind: str) -> Optional[nn.Module]:
+        # a raw network learns logits; softmax makes it answer probabilities
+        return nn.Softmax(dim=1) if kind == "probabilities" else None
+
+    def convert_output(self, raw: object, kind: str) -> torch.Tensor:
+        out = super().convert_output(raw, kind)  # type: ignore[misc]
+        return out.float().clamp_min(1e-8).log() if kind == "probabilities" else out
+
+
+def reading_problem(out: torch.Tensor, kind: str) -> Optional[str]:
+    """Why an output read as ``kind`` is not that (None if it may be); checked once, on the teacher
+    check's batch. Probabilities arrive as their log (:class:`LabelledOutputs`), so they sum to 1
+    after exp; logits clamped and logged do not."""
+    if kind != "probabilities" or _sums_to_one(out.float().exp()):
+        return None
+    sums = out.float().exp().sum(1)
+    return (
+        f"read as probabilities, but the output is not (sums over the labels {sums.min().item():.3g} to"
+        f" {sums.max().item():.3g}): if it is logits, drop output: probabilities"
+    )
 
 
 def probabilities_problem(out: torch.Tensor) -> Optional[str]:

@@ -226,6 +226,17 @@ def test_output_probabilities_distils_their_log(task):
     assert t.output_note() == "the output tensor, read as probabilities (output: probabilities)"
 
 
+def test_a_diverged_probabilities_teacher_is_said_to_be_nan_not_misread():
+    with pytest.raises(AmalgamError, match=r"'t1' \(segmentation\): 25% of the output on a random batch is NaN"):
+        check_teacher_output(teacher(Diverged(), output="probabilities"), (16, 16))
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_a_zoo_network_trained_for_probabilities_ends_in_softmax(task):
+    assert isinstance(get_task(task).output_layer("probabilities"), nn.Softmax)
+    assert get_task(task).output_layer("logits") is None
+
+
 def test_output_probabilities_on_logits_stops_naming_the_key():
     with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as probabilities, but the output is not"):
         check_teacher_output(teacher(Heads(keys=("out",)), output="probabilities"), (16, 16))

@@ -266,7 +266,7 @@ def test_base_errors_name_the_file(world, tmp_path):
 
 
 def test_the_benchmark_recipe_is_its_quick_form_with_the_documented_settings():
-    # docs/benchmarks.md measured recipes/fashion_scenes.yaml as the quick recipe with these
+    # recipes/fashion_scenes.yaml is documented (its header, README) as the quick recipe with these
     # overrides; it must stay that configuration. Raw mappings: the zoo the models would be checked
     # against is not in a clean checkout.
     recipes = Path(__file__).resolve().parents[1] / "recipes"

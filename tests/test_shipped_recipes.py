@@ -88,6 +88,8 @@ def test_a_recipe_feeds_each_teacher_as_its_zoo_trained_it(zoo: str, name: str) 
         cfg = trained[file]
         spec = cfg.input.model_dump(exclude_none=True, exclude_defaults=True)
         assert {**spec, "size": list(cfg.input.size)} == {**teacher.get("input", {})}, file
+        for key in ("labels", "background", "output"):
+            assert teacher.get(key, type(cfg).model_fields[key].default) == getattr(cfg, key), (file, key)
         if cfg.model.source != "torchscript":
             assert cfg.model.kwargs() == {k: v for k, v in teacher["model"].items() if k != "from"}, file
 

@@ -43,7 +43,7 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
         with open(path, "rb") as f, Image.open(f) as img:  # one open: every image of a source is checked
             mode, fmt = img.mode, img.format
             img.verify()
-            whole = fmt == "PNG" or (fmt == "JPEG" and _ends_with(f, JPEG_EOI))
+            whole = fmt in VERIFIED_WHOLE or (fmt == "JPEG" and _ends_with(f, JPEG_EOI))
         if not whole:
             _decode(path)
     except Image.DecompressionBombError as exc:
@@ -54,10 +54,11 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
         raise AmalgamError(f"{what} {path} has PIL mode {mode}, expected one of {', '.join(modes)}")
 
 
-#: the marker a whole JPEG ends with. verify() reads the whole file only for PNG (every chunk's CRC);
-#: for JPEG, BMP, TIFF and WebP it reads the headers, so a download cut short passed it and failed
+#: the marker a whole JPEG ends with. verify() reads the whole file for PNG (every chunk's CRC) and
+#: WebP; for JPEG, BMP and TIFF it reads the headers, so a download cut short passed it and failed
 #: mid-training: a JPEG without this marker, and every image of the other formats, is decoded once
 JPEG_EOI = b"\xff\xd9"
+VERIFIED_WHOLE = frozenset({"PNG", "WEBP"})
 
 
 def _ends_with(f: BinaryIO, marker: bytes) -> bool:

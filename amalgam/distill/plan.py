@@ -194,13 +194,15 @@ DISTILL_OPTION_KEYS = {
 def unused_distill_options(recipe: Recipe, tasks: dict[str, Task]) -> list[str]:
     """Log lines for recipe settings a labelled task's plugin does not use (its ``distill_options``).
 
-    Only settings the recipe turns on itself are said: the pixel weights on by default would
-    otherwise be said of every classifier.
+    Only settings moved from their defaults are said: the pixel weights on by default would
+    otherwise be said of every classifier (and a recipe passed through ``model_dump`` marks every
+    field as set, so "set" cannot be read from pydantic).
     """
     lines = []
-    given = recipe.amalgamation.model_fields_set
+    amalgamation = recipe.amalgamation
     for option, key in DISTILL_OPTION_KEYS.items():
-        if key not in given or not getattr(recipe.amalgamation, key):
+        value = getattr(amalgamation, key)
+        if not value or value == type(amalgamation).model_fields[key].default:
             continue
         for name, task in tasks.items():
             if task.labelled and option not in task.distill_options:

@@ -10,7 +10,7 @@ from torch import nn
 
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
-from amalgam.task import LABELLED_OUTPUT_KINDS, DistillOptions, Task, labelled_output, probabilities_problem
+from amalgam.task import DistillOptions, LabelledOutputs, Task, probabilities_problem
 
 
 class TopOne:
@@ -30,7 +30,7 @@ class TopOne:
         }
 
 
-class ClassificationTask(Task):
+class ClassificationTask(LabelledOutputs, Task):
     """Teachers output logits ``[B, C]`` over their labels; the student logits over the union."""
 
     name = "classification"
@@ -40,15 +40,7 @@ class ClassificationTask(Task):
     target_key = "label"
     metric = "top1"
     per_class_metric = "recall"
-    output_kinds = LABELLED_OUTPUT_KINDS
     higher_is_better = True
-
-    def output_layer(self, kind):
-        # a raw network learns logits; softmax makes it answer probabilities
-        return nn.Softmax(dim=1) if kind == "probabilities" else None
-
-    def convert_output(self, raw, kind):
-        return labelled_output(super().convert_output(raw, kind), kind)
 
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_outputs))

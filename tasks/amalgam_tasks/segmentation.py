@@ -11,7 +11,7 @@ from torch import nn
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.kd.class_balance import catch_all_labels, class_balanced_weights, focal_weights
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, partial_label_nll, project_log_probs
-from amalgam.task import LABELLED_OUTPUT_KINDS, DistillOptions, Task, labelled_output, probabilities_problem
+from amalgam.task import DistillOptions, LabelledOutputs, Task, probabilities_problem
 
 
 class SegmentationMeter:
@@ -37,7 +37,7 @@ class SegmentationMeter:
         }
 
 
-class SegmentationTask(Task):
+class SegmentationTask(LabelledOutputs, Task):
     """Teachers output logits ``[B, C, h, w]`` (any h, w); the student at its input size (half of it
     while training with a four-block decoder)."""
 
@@ -49,15 +49,7 @@ class SegmentationTask(Task):
     target_key = "mask"
     metric = "miou"
     per_class_metric = "iou"
-    output_kinds = LABELLED_OUTPUT_KINDS
     higher_is_better = True
-
-    def output_layer(self, kind):
-        # a raw network learns logits; softmax makes it answer probabilities
-        return nn.Softmax(dim=1) if kind == "probabilities" else None
-
-    def convert_output(self, raw, kind):
-        return labelled_output(super().convert_output(raw, kind), kind)
 
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
         return nn.Conv2d(in_channels, num_outputs, kernel_size=3, padding=1)

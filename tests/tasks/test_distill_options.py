@@ -7,6 +7,7 @@ import pytest
 import torch
 from amalgam_tasks.classification import ClassificationTask
 
+import amalgam
 from amalgam.config.recipe import load_recipe
 from amalgam.distill.objective import Objective
 from amalgam.distill.plan import build_plan
@@ -89,14 +90,15 @@ def test_the_builtin_tasks_use_the_options_they_declare(world):
 def test_pixel_weights_set_for_a_recipe_without_a_segmenter_are_said(world):
     # focal, class_balance and pseudo_labels weigh dense labelled terms: a classifier ignores them
     lines: list[str] = []
-    overrides = ["amalgamation.focal=2.0", "amalgamation.pseudo_labels=1.0", "amalgamation.class_balance=0.5"]
+    overrides = ["amalgamation.focal=2.0", "amalgamation.pseudo_labels=1.0", "amalgamation.class_balance=0.7"]
     build_plan(load_recipe(world, overrides), with_data=False, log=lines.append)
     said = sorted(line.split(":")[0] for line in lines if "task 'classification' does not use it" in line)
     assert said == ["amalgamation.class_balance", "amalgamation.focal", "amalgamation.pseudo_labels"]
     assert not [line for line in lines if "task 'segmentation' does not use it" in line]
-    lines.clear()
-    build_plan(load_recipe(world), with_data=False, log=lines.append)  # on by default: not said
-    assert not [line for line in lines if "does not use it" in line]
+    for recipe in (load_recipe(world), amalgam.load_recipe(load_recipe(world), ["train.epochs=1"])):
+        lines.clear()  # on by default: not said, also for a Recipe object passed with overrides (dumped)
+        build_plan(recipe, with_data=False, log=lines.append)
+        assert not [line for line in lines if "does not use it" in line]
 
 
 def test_distill_passes_one_options_object():
