@@ -276,7 +276,7 @@ def test_the_benchmark_recipe_is_its_quick_form_with_the_documented_settings():
     for assignment in [
         "name=fashion_scenes",
         "output=../runs/fashion_scenes",
-        "train.epochs=20",
+        "train.epochs=10",
         "train.samples_per_epoch=12000",
         "train.eval_every=5",
         *(f"teachers.{t}.wrap={flip}" for t in ("cls-a", "cls-b", "seg-tops", "seg-rest", "depth")),
