@@ -15,6 +15,9 @@ import torch
 from amalgam.labels import LabelSpace
 from amalgam.task import DistillOptions, Task, get_task
 
+#: DistillOptions fields a dense labelled task may declare (amalgam.distill.plan.DISTILL_OPTION_KEYS)
+PIXEL_OPTIONS = ("class_balance", "focal", "pseudo_labels")
+
 
 class TaskContract:
     """Base tester (not collected itself: its name does not start with ``Test``)."""
@@ -101,7 +104,7 @@ class TaskContract:
             assert torch.isfinite(task.distill_loss(student, teacher, self.options(task)))
 
     def test_distill_loss_honours_the_options_it_declares(self, task):
-        assert task.distill_options <= {"weights", "after_projection"}
+        assert task.distill_options <= {"weights", "after_projection", *PIXEL_OPTIONS}
         student, teacher = self.output(task, seed=0), self.output(task, seed=1)
         plain = task.distill_loss(student, teacher, self.options(task)).item()
         if "weights" in task.distill_options:
@@ -115,6 +118,16 @@ class TaskContract:
         if "after_projection" in task.distill_options:  # the identity projection: the same loss
             after = task.distill_loss(student, teacher, self.options(task, after_projection=True))
             assert after.item() == pytest.approx(plain, rel=1e-4)
+
+    @pytest.mark.parametrize("option", PIXEL_OPTIONS)
+    def test_a_declared_pixel_weight_option_changes_the_loss(self, task, option):
+        # the plan says a recipe's focal/class_balance/pseudo_labels are unused unless the task declares them
+        if option not in task.distill_options:
+            pytest.skip(f"{task.name} does not declare {option}")
+        student, teacher = self.output(task, seed=0), self.output(task, seed=1)
+        plain = task.distill_loss(student, teacher, self.options(task)).item()
+        on = task.distill_loss(student, teacher, self.options(task, **{option: 1.0})).item()
+        assert on != pytest.approx(plain, rel=1e-4)
 
     def test_predict_shapes(self, task):
         target_size = (16, 24)
