@@ -118,6 +118,11 @@ class Task:
         """Describes what is wrong with a teacher's canonical output, or returns None."""
         return None
 
+    def reading_problem(self, out: torch.Tensor, kind: str) -> Optional[str]:
+        """Why a canonical output, converted from the teacher's ``output: kind``, cannot have been that
+        kind (None if it may be). Checked once, at the teacher check, after the shape and NaN checks."""
+        return None
+
     def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """Combines several canonical outputs for the same images (sub-teachers, test-time transforms).
 
@@ -197,18 +202,16 @@ class LabelledOutputs:
         out = super().convert_output(raw, kind)  # type: ignore[misc]
         return out.float().clamp_min(1e-8).log() if kind == "probabilities" else out
 
-
-def reading_problem(out: torch.Tensor, kind: str) -> Optional[str]:
-    """Why an output read as ``kind`` is not that (None if it may be); checked once, on the teacher
-    check's batch. Probabilities arrive as their log (:class:`LabelledOutputs`), so they sum to 1
-    after exp; logits clamped and logged do not."""
-    if kind != "probabilities" or _sums_to_one(out.float().exp()):
-        return None
-    sums = out.float().exp().sum(1)
-    return (
-        f"read as probabilities, but the output is not (sums over the labels {sums.min().item():.3g} to"
-        f" {sums.max().item():.3g}): if it is logits, drop output: probabilities"
-    )
+    def reading_problem(self, out: torch.Tensor, kind: str) -> Optional[str]:
+        # probabilities arrive as their log, so they sum to 1 after exp; logits clamped and logged do not
+        probs = out.float().exp()
+        if kind != "probabilities" or _sums_to_one(probs):
+            return None
+        sums = probs.sum(1)
+        return (
+            f"read as probabilities, but the output is not (sums over the labels {sums.min().item():.3g} to"
+            f" {sums.max().item():.3g}): if it is logits, drop output: probabilities"
+        )
 
 
 def probabilities_problem(out: torch.Tensor) -> Optional[str]:

@@ -43,9 +43,8 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
         with open(path, "rb") as f, Image.open(f) as img:  # one open: every image of a source is checked
             mode, fmt = img.mode, img.format
             img.verify()
-            whole = fmt in VERIFIED_WHOLE or (fmt == "JPEG" and _ends_with(f, JPEG_EOI))
-        if not whole:
-            _decode(path)
+            if not (fmt in VERIFIED_WHOLE or (fmt == "JPEG" and _ends_with(f, JPEG_EOI))):
+                _decode(f)  # verify() leaves the image unusable: decode it afresh from the same handle
     except Image.DecompressionBombError as exc:
         raise AmalgamError(f"{what} {path} is too large to decode: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -69,11 +68,12 @@ def _ends_with(f: BinaryIO, marker: bytes) -> bool:
     return f.read(len(marker)) == marker
 
 
-def _decode(path: Path) -> None:
+def _decode(f: BinaryIO) -> None:
     """Decodes the image once (raising OSError if it is cut short): for a JPEG without its end
     marker, which is either truncated or carries data after it (motion photos append a video), and
     for the formats whose verify() does not read the pixel data."""
-    with Image.open(path) as img:
+    f.seek(0)
+    with Image.open(f) as img:
         img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEG: decode at 1/8 scale
         img.load()
 

@@ -14,7 +14,7 @@ from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
-from amalgam.task import Task, get_task, reading_problem
+from amalgam.task import Task, get_task
 from amalgam.teachers.inputs import ResolvedInput, resolve_input
 from amalgam.teachers.model_sources import build_model, load_checkpoint
 from amalgam.teachers.outputs import OutputChoice, OutputKeyError, resolve
@@ -244,7 +244,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if not problem and not bool(torch.isfinite(out).all()):
         bad = (~torch.isfinite(out)).float().mean().item()
         problem = f"{bad:.0%} of the output on a random batch is NaN or inf (a diverged checkpoint, or -inf masking?)"
-    reading = None if problem else reading_problem(out, teacher.output_kind)
+    reading = None if problem else teacher.task.reading_problem(out, teacher.output_kind)
     if reading:
         raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
     if problem:
