@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: env data zoo demo test wheel-check bench lint clean
+.PHONY: env data zoo demo test wheel-check bench-data bench-zoo bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,19 @@ zoo: data
 
 demo: zoo
 	$(VENV)/bin/amalgam build recipes/quickstart.yaml --force
+
+# The full benchmark (docs/benchmarks.md): its teachers' own training scenes (seed 1, never the
+# student's), its zoo (about an hour on two cores; an existing teacher is kept), then the build.
+bench-data: data
+	@if ! grep -qs "fashion-scenes 2" data/scenes_teachers/train/world.txt; then \
+		$(PY) tools/make_scenes.py --fashion-root data/fashion --out data/scenes_teachers --train 24000 --val 0 --size 64 --seed 1; \
+	else echo "teacher scenes: already in data/scenes_teachers"; fi
+
+bench-zoo: bench-data
+	OMP_NUM_THREADS=1 $(PY) tools/train_teacher.py recipes/zoo/fashion_scenes.yaml --all
+
+bench: bench-zoo
+	$(VENV)/bin/amalgam build recipes/fashion_scenes.yaml
 
 test: env
 	$(PY) -m pytest -q
