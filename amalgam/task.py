@@ -118,9 +118,10 @@ class Task:
         """Describes what is wrong with a teacher's canonical output, or returns None."""
         return None
 
-    def reading_problem(self, out: torch.Tensor, kind: str) -> Optional[str]:
-        """Why a canonical output, converted from the teacher's ``output: kind``, cannot have been that
-        kind (None if it may be). Checked once, at the teacher check, after the shape and NaN checks."""
+    def reading_problem(self, raw: object, kind: str) -> Optional[str]:
+        """Why a teacher's output before :meth:`convert_output` (the selected tensor) cannot be of its
+        ``output: kind`` (None if it may be). Checked once, at the teacher check, after the shape and
+        NaN checks of the converted output."""
         return None
 
     def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
@@ -178,8 +179,14 @@ def task_names() -> list[str]:
     return TASKS.names()
 
 
-#: how a labelled task (classification, segmentation) may read a teacher's output (``output:``)
-LABELLED_OUTPUT_KINDS = ("logits", "probabilities")
+#: how a labelled task (classification, segmentation) may read a teacher's output (``output:``):
+#: one channel per label (logits, softmax probabilities, per-label sigmoid probabilities), or one
+#: channel for a two-label space (the second label's logit or sigmoid probability)
+LABELLED_OUTPUT_KINDS = ("logits", "probabilities", "sigmoid", "binary", "binary_probability")
+_EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before their log or logit
+# values that must all lie in [0, 1] before logits are taken for sigmoids: a handful of small
+# logits of an untrained stand-in can, by chance
+_SIGMOID_EVIDENCE = 16
 
 
 def _sums_to_one(probs: torch.Tensor) -> bool:
@@ -187,47 +194,89 @@ def _sums_to_one(probs: torch.Tensor) -> bool:
     return probs.numel() > 0 and probs.min() >= -1e-6 and torch.allclose(probs.sum(1), torch.ones(()), atol=1e-3)
 
 
+def _in_unit_range(out: torch.Tensor) -> bool:
+    return out.numel() > 0 and out.min() >= 0 and out.max() <= 1
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.float().clamp(_EPS, 1 - _EPS)
+    return p.log() - (-p).log1p()
+
+
+def _one_channel(out: torch.Tensor, kind: str) -> torch.Tensor:
+    out = out.unsqueeze(1) if out.dim() == 1 else out  # a classifier's [B] logit
+    if out.dim() < 2 or out.shape[1] != 1:
+        raise AmalgamError(f"output: {kind} reads one channel (the second label's score), got {list(out.shape)}")
+    return out
+
+
 class LabelledOutputs:
-    """A labelled task's readings of a teacher's output: logits (the default), or probabilities (a
-    vendor network that ends in softmax), distilled as their log, which softmax turns back into them.
-    Mixed in before :class:`Task`."""
+    """A labelled task's readings of a teacher's output (``output:``), each turned into logits:
+    ``logits`` as they are; ``probabilities`` (a network ending in softmax) as their log, which
+    softmax turns back into them; ``sigmoid`` (one sigmoid per label) as their logit; ``binary`` and
+    ``binary_probability`` (one channel, the second label's logit or sigmoid, for a two-label space)
+    as the two logits [0, z]. Mixed in before :class:`Task`."""
 
     output_kinds: ClassVar[tuple[str, ...]] = LABELLED_OUTPUT_KINDS
 
     def output_layer(self, kind: str) -> Optional[nn.Module]:
-        # a raw network learns logits; softmax makes it answer probabilities
-        return nn.Softmax(dim=1) if kind == "probabilities" else None
+        # a raw network learns logits; these layers make it answer the other per-label readings
+        return {"probabilities": nn.Softmax(dim=1), "sigmoid": nn.Sigmoid()}.get(kind)
 
     def convert_output(self, raw: object, kind: str) -> torch.Tensor:
         out = super().convert_output(raw, kind)  # type: ignore[misc]
-        return out.float().clamp_min(1e-8).log() if kind == "probabilities" else out
+        if kind == "probabilities":
+            return out.float().clamp_min(1e-8).log()
+        if kind == "sigmoid":
+            return _logit(out)
+        if kind in ("binary", "binary_probability"):
+            z = _one_channel(out, kind).float()
+            z = _logit(z) if kind == "binary_probability" else z
+            return torch.cat([torch.zeros_like(z), z], 1)
+        return out
 
-    def reading_problem(self, out: torch.Tensor, kind: str) -> Optional[str]:
-        # probabilities arrive as their log, so they sum to 1 after exp; logits clamped and logged do not
-        probs = out.float().exp()
-        if kind != "probabilities" or _sums_to_one(probs):
-            return None
-        sums = probs.sum(1)
-        return (
-            f"read as probabilities, but the output is not (sums over the labels {sums.min().item():.3g} to"
-            f" {sums.max().item():.3g}): if it is logits, drop output: probabilities"
-        )
+    def reading_problem(self, raw: object, kind: str) -> Optional[str]:
+        """Why the output cannot be ``kind`` (see :meth:`Task.reading_problem`)."""
+        out = super().convert_output(raw, kind).float()  # type: ignore[misc] # only unwrapped
+        if kind == "logits":
+            return probabilities_problem(out)
+        if kind == "probabilities" and not _sums_to_one(out):
+            sums = out.sum(1)
+            return (
+                f"read as probabilities, but the output is not (sums over the labels {sums.min().item():.3g} to"
+                f" {sums.max().item():.3g}): if it is logits, drop output: probabilities"
+            )
+        if kind in ("sigmoid", "binary_probability") and not _in_unit_range(out):
+            return (
+                f"read as sigmoid probabilities, but values lie outside [0, 1] ({out.min().item():.3g} to"
+                f" {out.max().item():.3g}): if they are logits, drop output: {kind}"
+            )
+        if kind == "binary" and _in_unit_range(out):
+            return "read as a logit, but every value lies in [0, 1] as probabilities do: set output: binary_probability"
+        return None
 
 
 def probabilities_problem(out: torch.Tensor) -> Optional[str]:
     """Why a labelled teacher's output, distilled as logits, is not (None if it may be).
 
     An output that is non-negative and sums to 1 over its labels at every position is
-    probabilities: read as logits, ``softmax(p / T)`` is near uniform, and the student would learn
-    almost nothing from it without a word.
+    probabilities; one whose every value lies in [0, 1] without summing to 1 is sigmoids. Read as
+    logits, either gives ``softmax(p / T)`` near uniform, and the student would learn almost
+    nothing from it without a word.
     """
-    if not _sums_to_one(out):
-        return None
-    return (
-        f"the output sums to 1 over its {out.shape[1]} labels at every position, as probabilities do, but is"
-        " distilled as logits (softened into near-uniform targets): set output: probabilities (amalgam takes"
-        " their log), or return the logits (drop the model's final softmax)"
-    )
+    if _sums_to_one(out):
+        return (
+            f"the output sums to 1 over its {out.shape[1]} labels at every position, as probabilities do, but is"
+            " distilled as logits (softened into near-uniform targets): set output: probabilities (amalgam takes"
+            " their log), or return the logits (drop the model's final softmax)"
+        )
+    if out.shape[1] > 1 and out.numel() >= _SIGMOID_EVIDENCE and _in_unit_range(out):
+        return (
+            "every value of the output lies in [0, 1], as sigmoid probabilities do, but is distilled as logits"
+            " (softened into near-uniform targets): set output: sigmoid (amalgam takes their logit), or return"
+            " the logits (drop the model's final sigmoid)"
+        )
+    return None
 
 
 def require(condition: bool, message: str) -> None:

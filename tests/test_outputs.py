@@ -77,8 +77,8 @@ def test_output_key_selects_the_named_head_not_the_first():
     assert torch.allclose(t(x), model(t.prepare(x))["seg"])
     assert not torch.allclose(t(x), model(t.prepare(x))["aux"])
     assert (
-        t.output_note()
-        == "output 'seg' (output_key), read as logits (output: logits, the default of logits, probabilities)"
+        t.output_note() == "output 'seg' (output_key), read as logits"
+        " (output: logits, the default of logits, probabilities, sigmoid, binary, binary_probability)"
     )
 
 
@@ -90,7 +90,7 @@ def test_torchvision_out_is_the_stated_default():
     assert torch.allclose(t(x), model(t.prepare(x))["out"])
     assert t.output_note() == (
         "output 'out' ('out' by default (torchvision's convention; not aux)), read as logits"
-        " (output: logits, the default of logits, probabilities)"
+        " (output: logits, the default of logits, probabilities, sigmoid, binary, binary_probability)"
     )
 
 
@@ -240,6 +240,76 @@ def test_a_zoo_network_trained_for_probabilities_ends_in_softmax(task):
 def test_output_probabilities_on_logits_stops_naming_the_key():
     with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as probabilities, but the output is not"):
         check_teacher_output(teacher(Heads(keys=("out",)), output="probabilities"), (16, 16))
+
+
+class Sigmoided(nn.Module):
+    """A network ending in one sigmoid per label (smp ``activation: sigmoid``, multi-label heads)."""
+
+    def __init__(self, channels=3, dense=True):
+        super().__init__()
+        self.conv, self.dense = nn.Conv2d(3, channels, 1), dense
+
+    def forward(self, x):
+        y = self.conv(x * 4 - 2).sigmoid()
+        return y if self.dense else y.mean((2, 3))
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_sigmoids_distilled_as_logits_stop_the_build(task):
+    # every value in [0, 1] without summing to 1: softened as logits they were near-uniform targets
+    # (a classifier needs 16 values on the 2-image check batch: a few small logits can lie in [0, 1])
+    labels = ("background", *"abcdefg")
+    t = teacher(Sigmoided(channels=len(labels), dense=task == "segmentation"), task=task, labels=labels)
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: every value .* lies in \[0, 1\], as sigmoid"):
+        check_teacher_output(t, (16, 16))
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_output_sigmoid_distils_their_logit(task):
+    model = Sigmoided(dense=task == "segmentation")
+    t = teacher(model, task=task, output="sigmoid")
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(t(x).sigmoid(), model(t.prepare(x)), atol=1e-5, rtol=1e-4)
+    assert isinstance(get_task(task).output_layer("sigmoid"), nn.Sigmoid)
+
+
+def test_output_sigmoid_on_logits_stops_naming_the_key():
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as sigmoid probabilities, but values lie"):
+        check_teacher_output(teacher(Heads(keys=("out",)), output="sigmoid"), (16, 16))
+
+
+class OneLogit(nn.Module):
+    """A binary segmenter with one output channel (smp ``classes: 1``): the foreground's logit."""
+
+    def __init__(self, sigmoid=False):
+        super().__init__()
+        self.conv, self.sigmoid = nn.Conv2d(3, 1, 1), sigmoid
+
+    def forward(self, x):
+        y = self.conv(x * 4 - 2)
+        return y.sigmoid() if self.sigmoid else y
+
+
+@pytest.mark.parametrize("kind", ["binary", "binary_probability"])
+def test_a_one_channel_binary_model_is_read_as_two_logits(kind):
+    model = OneLogit(sigmoid=kind == "binary_probability")
+    t = teacher(model, labels=("background", "person"), background="background", output=kind)
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(2, 3, 16, 16)
+    z = model.conv(t.prepare(x) * 4 - 2)
+    out = t(x)
+    assert out.shape == (2, 2, 16, 16)
+    torch.testing.assert_close(out.softmax(1)[:, 1:], z.sigmoid(), atol=1e-5, rtol=1e-4)  # p(person) = sigmoid(z)
+    assert t.output_note() == f"the output tensor, read as {kind} (output: {kind})"
+
+
+def test_a_binary_reading_of_a_sigmoid_or_of_several_channels_stops():
+    binary = dict(labels=("background", "person"), background="background", output="binary")
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as a logit, but every value lies in \[0, 1\]"):
+        check_teacher_output(teacher(OneLogit(sigmoid=True), **binary), (16, 16))
+    with pytest.raises(AmalgamError, match=r"output: binary reads one channel .* got \[2, 3, 16, 16\]"):
+        check_teacher_output(teacher(Heads(keys=("out",)), **binary), (16, 16))
 
 
 class Diverged(nn.Module):

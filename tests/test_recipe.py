@@ -138,6 +138,24 @@ def test_labels_refused_for_depth(raw, world):
     assert error_of(raw, world) == "teachers.depth.labels: a depth teacher has no label space"
 
 
+def test_a_teacher_with_one_label_stops_and_says_how_to_declare_a_binary_model(raw, world):
+    # softmax over one channel is 1 everywhere: the teacher taught nothing and scored 1.0
+    raw["teachers"]["cls"]["labels"] = ["person"]
+    assert error_of(raw, world).startswith(
+        "teachers.cls.labels: one label (person) teaches nothing (its softmax is 1 everywhere): for a one-channel"
+        " binary model give [background, person] with output: binary"
+    )
+
+
+def test_mean_and_std_on_the_0_255_scale_stop_saying_divide_by_255(raw, world):
+    # an mmseg config's values: taken as they are, every input was a near-constant -2
+    raw["teachers"]["seg-a"]["input"] = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+    assert error_of(raw, world) == (
+        "teachers.seg-a.input: mean [123.675, 116.28, 103.53] and std [58.395, 57.12, 57.375] are not on the"
+        " [0, 1] scale images reach a teacher in; values from a 0-255 config (mmseg, mmpretrain, Caffe) divide by 255"
+    )
+
+
 def test_background_must_be_one_of_the_labels(raw, world):
     raw["teachers"]["seg-a"]["background"] = "void"
     assert error_of(raw, world) == "teachers.seg-a.background: 'void' is not one of the teacher's labels"

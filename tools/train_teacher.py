@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from amalgam.config.checks import at_key
+from amalgam.config.checks import at_key, input_problem
 from amalgam.config.recipe import (
     InputSpec,
     ModelConfig,
@@ -119,8 +119,8 @@ def check_zoo(zoo: Zoo, base: Path) -> None:
         task = get_task(t.task)
         if t.input.size is None:
             raise RecipeError(f"{at}.input.size", "required: the size the teacher is trained at")
-        if len(t.input.mean) != t.input.channels or len(t.input.std) != t.input.channels:
-            raise RecipeError(f"{at}.input", f"mean and std need {t.input.channels} values")
+        if problem := input_problem(t.input):
+            raise RecipeError(f"{at}.input", problem)
         if task.labelled:
             if not t.labels:
                 raise RecipeError(f"{at}.labels", f"required for a {t.task} teacher")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from amalgam.config.label_entries import label_names, read_names, space_of
-from amalgam.config.schema import Recipe, TeacherConfig
+from amalgam.config.schema import InputSpec, Recipe, TeacherConfig
 from amalgam.data.sources import SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError
@@ -118,12 +120,26 @@ def check_teacher(recipe: Recipe, name: str, t: TeacherConfig) -> set[str]:
     if t.wrap is not None:
         at_key(f"{path}.wrap.type", SUBTEACHERS.get, t.wrap.type)
         at_key(f"{path}.wrap", build_subteacher, t.wrap.type, t.wrap.kwargs())
-    if len(t.input.mean) != t.input.channels or len(t.input.std) != t.input.channels:
-        raise RecipeError(
-            f"{path}.input", f"mean and std need {t.input.channels} values (channels: {t.input.channels})"
-        )
+    if problem := input_problem(t.input):
+        raise RecipeError(f"{path}.input", problem)
     check_resize(name, t, task.dense, name in recipe.amalgamation.taps)
     return taught
+
+
+def input_problem(spec: InputSpec) -> Optional[str]:
+    """Why ``mean``/``std`` do not fit the channels or the scale images reach a network in, [0, 1].
+
+    mmseg, mmpretrain and Caffe configs give them on the 0-255 scale: taken as they are, every
+    input would be a near-constant -2 and the teacher would answer noise without a word.
+    """
+    if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+        return f"mean and std need {spec.channels} values (channels: {spec.channels})"
+    if max(spec.mean) <= 1 and max(spec.std) <= 1:
+        return None
+    return (
+        f"mean {spec.mean} and std {spec.std} are not on the [0, 1] scale images reach a teacher in;"
+        " values from a 0-255 config (mmseg, mmpretrain, Caffe) divide by 255"
+    )
 
 
 def check_teacher_data(recipe: Recipe, path: str, t: TeacherConfig) -> set[str]:
@@ -185,6 +201,12 @@ def check_teacher_labels(path: str, t: TeacherConfig, recipe: Recipe) -> None:
     if not t.labels:
         raise RecipeError(f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)")
     names = label_names_at(f"{path}.labels", t.labels)
+    if len(names) < 2:  # softmax over one label is 1 everywhere: the teacher would teach nothing
+        raise RecipeError(
+            f"{path}.labels",
+            f"one label ({names[0]}) teaches nothing (its softmax is 1 everywhere): for a one-channel binary model"
+            f" give [background, {names[0]}] with output: binary (a logit) or binary_probability (a sigmoid)",
+        )
     if t.background is not None and t.background not in names:
         raise RecipeError(f"{path}.background", f"'{t.background}' is not one of the teacher's labels")
     at_key(f"{path}.labels", space_of, t.labels, t.background)

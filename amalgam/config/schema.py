@@ -98,7 +98,7 @@ class TeacherConfig(_Strict):
     output: str = Field(
         "default",
         description="task-specific output convention: depth metric|inverse|log, classification and segmentation"
-        " logits|probabilities",
+        " logits|probabilities|sigmoid|binary|binary_probability",
     )
     output_key: Optional[str] = Field(
         None, description="the distilled tensor: dict key, tuple index or attribute, dotted for nesting"

@@ -142,6 +142,12 @@ class Teacher(nn.Module):
         return self.answer(images)[0]
 
     @torch.inference_mode()
+    def selected_output(self, images: torch.Tensor) -> object:
+        """The plain model's output on ``images`` as ``output_key`` selects it, before the task reads it."""
+        raw = self.model(self.prepare(images))
+        return (self.output_choice or resolve(raw, self.output_key)).apply(raw)
+
+    @torch.inference_mode()
     def answer(
         self, images: torch.Tensor, tap: Optional[FeatureTap] = None, wrapped: bool = True
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -244,7 +250,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if not problem and not bool(torch.isfinite(out).all()):
         bad = (~torch.isfinite(out)).float().mean().item()
         problem = f"{bad:.0%} of the output on a random batch is NaN or inf (a diverged checkpoint, or -inf masking?)"
-    reading = None if problem else teacher.task.reading_problem(out, teacher.output_kind)
+    reading = None if problem else teacher.task.reading_problem(teacher.selected_output(dummy), teacher.output_kind)
     if reading:
         raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
     if problem:

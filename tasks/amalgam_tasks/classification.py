@@ -10,7 +10,7 @@ from torch import nn
 
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
-from amalgam.task import DistillOptions, LabelledOutputs, Task, probabilities_problem
+from amalgam.task import DistillOptions, LabelledOutputs, Task
 
 
 class TopOne:
@@ -49,7 +49,7 @@ class ClassificationTask(LabelledOutputs, Task):
         expected = (batch, len(space))
         if out.dim() != 2 or tuple(out.shape) != expected:
             return f"expected logits of shape [B, {len(space)}] = {list(expected)}, got {list(out.shape)}"
-        return probabilities_problem(out)
+        return None
 
     def distill_loss(self, student, teacher, options: DistillOptions):
         o = options

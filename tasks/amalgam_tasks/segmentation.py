@@ -11,7 +11,7 @@ from torch import nn
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.kd.class_balance import catch_all_labels, class_balanced_weights, focal_weights
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, partial_label_nll, project_log_probs
-from amalgam.task import DistillOptions, LabelledOutputs, Task, probabilities_problem
+from amalgam.task import DistillOptions, LabelledOutputs, Task
 
 
 class SegmentationMeter:
@@ -57,7 +57,7 @@ class SegmentationTask(LabelledOutputs, Task):
     def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
         if out.dim() != 4 or out.shape[0] != batch or out.shape[1] != len(space):
             return f"expected logits of shape [B, {len(space)}, H, W], got {list(out.shape)}"
-        return probabilities_problem(out)
+        return None
 
     def distill_loss(self, student, teacher, options: DistillOptions):
         """Partial-label KL per pixel; with ``options.class_balance`` > 0 each pixel is weighted by the
