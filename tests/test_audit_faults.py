@@ -109,7 +109,7 @@ def test_a_checkpoint_whose_keys_all_carry_one_extra_name_says_so(tmp_path):
     torch.save({"state_dict": {"model.0.weight": torch.zeros(2, 2)}}, path)  # not the model's keys: no hint
     with pytest.raises(AmalgamError) as info:
         load_checkpoint(model, path, "teacher 'seg'")
-    assert str(info.value).endswith("missing key '0.weight'")
+    assert str(info.value).endswith("missing key '0.weight'; 2 keys are missing")
 
 
 def test_the_entry_read_from_a_checkpoint_wrapper_is_said_with_the_others(tmp_path):

@@ -161,6 +161,27 @@ def test_pickled_module_is_refused_with_how_to_convert(tmp_path):
     assert "weights_only=False" in message and f"'{path}.state.pt'" in message
 
 
+def test_a_checkpoint_without_batchnorm_step_counts_loads(tmp_path):
+    # older checkpoints and conversions leave out num_batches_tracked, which torch fills in
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pt")
+    load_checkpoint(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), tmp_path / "old.pt", "teacher 'x'")
+
+
+@pytest.mark.parametrize("layout", ["module", "dict holding the module"])
+def test_the_conversion_command_for_a_pickled_checkpoint_gives_a_loadable_state_dict(tmp_path, layout):
+    import subprocess
+    import sys
+
+    from amalgam.teachers.model_sources import conversion_command
+
+    path = tmp_path / "whole.pt"
+    torch.save(tiny() if layout == "module" else {"model": tiny(), "epoch": 3}, path)
+    subprocess.run([sys.executable, "-c", conversion_command(path)], check=True)
+    load_checkpoint(tiny(), tmp_path / "whole.pt.state.pt", "teacher 'x'")
+
+
 def test_torchvision_builders_never_download(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a download was attempted")

@@ -155,11 +155,13 @@ def test_a_teacher_is_scored_on_the_classes_its_eval_set_holds(on_path):
 
 def test_labels_file_and_a_classes_file_of_folder_ids(fresh_world):
     root = fresh_world.parent
-    (root / "cls_labels.txt").write_text("cat\n\n dog \n")
+    # both files begin with a UTF-8 byte-order mark (Windows editors write one): it was read as part of
+    # the first name, which then matched nothing
+    (root / "cls_labels.txt").write_text("\ufeffcat\n\n dog \n", encoding="utf-8")
     ids = {"bird": "n01503061", "cat": "n02121808", "dog": "n02084071"}
     for name, wnid in ids.items():  # the eval set's folders are WordNet ids, as ImageNet's are
         (root / "items" / "val" / name).rename(root / "items" / "val" / wnid)
-    (root / "wnids.txt").write_text("".join(f"{w} {n}\n" for n, w in ids.items()))
+    (root / "wnids.txt").write_text("\ufeff" + "".join(f"{w} {n}\n" for n, w in ids.items()), encoding="utf-8")
     raw = yaml.safe_load(fresh_world.read_text())
     del raw["teachers"]["cls"]["labels"]
     raw["teachers"]["cls"]["labels_file"] = "cls_labels.txt"

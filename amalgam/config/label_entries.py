@@ -65,13 +65,13 @@ def space_of(entries: Optional[Sequence[Any]], background: Optional[str]) -> Opt
 
 def read_names(path: Path) -> list[str]:
     """A labels file: one name a line, blank lines skipped, surrounding spaces stripped."""
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
 def read_class_map(path: Path) -> dict[str, str]:
     """A classes file: ``<folder id> <name>`` a line (``n01440764 tench``); the name is the rest of the line."""
     found: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.strip().split(maxsplit=1)

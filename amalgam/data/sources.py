@@ -132,9 +132,8 @@ class DenseSet(FolderSet):
         super().__init__(list_images(root / "images", recursive=False))
         self.root = root
         classes = root / "classes.txt"
-        self.classes = (
-            [ln.strip() for ln in classes.read_text().splitlines() if ln.strip()] if classes.is_file() else None
-        )
+        text = classes.read_text(encoding="utf-8-sig") if classes.is_file() else None  # -sig: a BOM is no name
+        self.classes = [ln.strip() for ln in text.splitlines() if ln.strip()] if text is not None else None
         keys = set()
         if (root / "labels").is_dir():
             keys.add("mask")

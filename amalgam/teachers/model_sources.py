@@ -185,8 +185,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         if "Weights only load failed" in str(exc):
             raise AmalgamError(
                 f"refusing checkpoint {path}: it holds pickled objects beyond tensors, and unpickling them can run"
-                ' code. If you trust the file, convert it once: python -c "import torch; m = torch.load('
-                f"'{path}', weights_only=False); torch.save(getattr(m, 'state_dict', lambda: m)(), '{path}.state.pt')\""
+                f' code. If you trust the file, convert it once: python -c "{conversion_command(path)}"'
                 " and point the recipe at the .state.pt file"
             ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -247,6 +246,16 @@ def _shared_prefix_hint(state: dict, own: dict) -> str:
     return f" (every checkpoint key starts with '{prefix}', the model's do not: save the inner network's state_dict)"
 
 
+def conversion_command(path: Path) -> str:
+    """Python that saves the state dict of a pickled checkpoint (a whole module, or a dict holding
+    one under ``model``/``ema``/``net`` beside epochs and optimisers) as ``<path>.state.pt``."""
+    return (
+        f"import torch; m = torch.load('{path}', weights_only=False); m = next((m[k] for k in ('model', 'ema',"
+        " 'net') if isinstance(m, dict) and isinstance(m.get(k), torch.nn.Module)), m);"
+        f" torch.save(getattr(m, 'state_dict', lambda: m)(), '{path}.state.pt')"
+    )
+
+
 def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     """Loads a checkpoint strictly, naming the first mismatched key if it does not fit.
 
@@ -263,11 +272,13 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     except AmalgamError as exc:
         raise AmalgamError(f"{who}: {exc}") from None  # which teacher's file it is
     own = model.state_dict()
+    # torch fills in a BatchNorm's step count, which older checkpoints and conversions leave out
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        hint = _shared_prefix_hint(state, own) + (f"; {len(missing)} keys are missing" if len(missing) > 1 else "")
+        raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{missing[0]}'{hint}")
     for key, value in own.items():
-        if key not in state:
-            hint = _shared_prefix_hint(state, own)
-            raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{key}'{hint}")
-        if tuple(state[key].shape) != tuple(value.shape):
+        if key in state and tuple(state[key].shape) != tuple(value.shape):
             raise AmalgamError(
                 f"{who}: checkpoint {path} does not fit the model: key '{key}' has shape "
                 f"{list(state[key].shape)} in the checkpoint, {list(value.shape)} in the model"

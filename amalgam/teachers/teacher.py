@@ -255,6 +255,30 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
     if problem:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
+    if why := _inconsistency(teacher, dummy, out):
+        raise AmalgamError(f"teacher '{teacher.name}' {why}: re-export it from model.eval()")
+
+
+def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor) -> Optional[str]:
+    """How the plain model's answers vary where a network in eval mode does not, or None.
+
+    eval() cannot reach into a TorchScript file traced in train() mode: its dropout and batch
+    statistics are baked in, and amalgam would cache noisy, batch-dependent targets without a word.
+    """
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        scale = float(b.abs().max()) + 1.0
+        return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3 * scale))
+
+    try:
+        again, alone = teacher.answer(dummy, wrapped=False)[0], teacher.answer(dummy[:1], wrapped=False)[0]
+    except Exception:  # noqa: BLE001 - e.g. batch statistics of one value: what it says is below
+        return "fails on one image where it ran on two (batch statistics of a BatchNorm in training mode?)"
+    if not same(again, out):
+        return "answers the same images differently twice (dropout in training mode?)"
+    if not same(alone, out[:1]):
+        return "answers an image alone differently from the same image in a batch (BatchNorm in training mode?)"
+    return None
 
 
 def build_teachers(recipe: Recipe) -> dict[str, Teacher]:
