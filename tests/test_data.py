@@ -247,3 +247,66 @@ def test_mixing_sampler_respects_weights(tmp_path):
     # every image of the large source gets drawn with equal chance
     counts = torch.bincount(indices[indices >= 2] - 2, minlength=6).double()
     assert (counts / counts.sum() - 1 / 6).abs().max() < 0.04
+
+
+def save_sideways_jpeg(path: Path) -> np.ndarray:
+    """A phone photo: stored 8 wide and 4 tall with EXIF orientation 6 (shown turned a quarter, 4 x 8).
+    Returns the upright pixels a viewer shows (left half red, right half blue as stored)."""
+    stored = np.zeros((4, 8, 3), np.uint8)
+    stored[:, :4, 0], stored[:, 4:, 2] = 255, 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(stored).save(path, quality=100, exif=exif)
+    return np.rot90(stored, k=-1)  # orientation 6: turned 90 degrees clockwise for display
+
+
+def test_a_jpeg_with_an_exif_orientation_is_read_upright_and_said(tmp_path):
+    from amalgam.data.images import read_rgb
+
+    upright = save_sideways_jpeg(tmp_path / "photo.jpg")
+    got = read_rgb(tmp_path / "photo.jpg")
+    assert got.shape == (8, 4, 3)
+    assert np.abs(got.astype(int) - upright)[[0, 1, 6, 7]].max() < 40  # away from the edge JPEG blurs
+    said = []
+    build_image_set(
+        "data.sources.x", SourceConfig(type="folder", path=tmp_path), lambda p: p, (32, 32), False, log=said.append
+    )
+    assert "data.sources.x: 1 images carry an EXIF orientation: read upright, as viewers show them" in said
+
+
+def test_a_label_map_that_does_not_cover_its_image_as_shown_stops(tmp_path):
+    # the map was drawn on the photo as shown (4 x 8); one of the stored shape (8 x 4) would be scored
+    # against stretched, turned predictions
+    save_sideways_jpeg(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((8, 4), np.uint8)).save(tmp_path / "labels" / "a.png")  # 4 wide, 8 tall: fits
+    build({"type": "dense", "path": tmp_path}, with_targets=True)
+    Image.fromarray(np.zeros((4, 8), np.uint8)).save(tmp_path / "labels" / "a.png")  # the stored shape
+    with pytest.raises(AmalgamError, match=r"a\.png is 8x4 but its image .*a\.jpg is 4x8 as shown"):
+        build({"type": "dense", "path": tmp_path}, with_targets=True)
+
+
+def test_transparency_is_dropped_and_said(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255  # red under fully transparent pixels
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "product.png")
+    said = []
+    ds = build_image_set(
+        "data.sources.x", SourceConfig(type="folder", path=tmp_path), lambda p: p, (4, 4), False, log=said.append
+    )
+    assert torch.allclose(ds[0]["image"][0], torch.ones(4, 4))  # the stored colour, as torchvision's RGB decoding gives
+    assert any("1 images have transparency: it is dropped" in line for line in said)
+
+
+def test_a_folder_source_at_a_dense_sets_root_stops(tmp_path):
+    # its label maps would have trained as images
+    save_rgb(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(
+        tmp_path.joinpath("labels").mkdir() or tmp_path / "labels" / "a.png"
+    )
+    with pytest.raises(
+        AmalgamError, match=r"laid out as a dense set \(images/ beside labels/\): point path at .*images"
+    ):
+        build({"type": "folder", "path": tmp_path}, key="data.sources.x")
+    assert len(build({"type": "folder", "path": tmp_path / "images"})) == 1

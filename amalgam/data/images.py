@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from amalgam.errors import AmalgamError
 
@@ -37,12 +37,45 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     return sorted(found)
 
 
-def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image") -> None:
+#: the EXIF tag of how a camera held the image; values 5-8 turn it a quarter
+EXIF_ORIENTATION = 0x0112
+
+
+class ImageFacts(NamedTuple):
+    """What the source check learns of an image file without decoding it."""
+
+    size: tuple[int, int]  # (width, height) as viewers show it: after its EXIF orientation
+    mode: str
+    rotated: bool  # an EXIF orientation other than upright, which reading applies
+    alpha: bool  # transparency, which reading drops (as torchvision's RGB decoding does)
+
+
+def _orientation(img: Image.Image, verified: bool = False) -> int:
+    if verified:  # after verify() only the EXIF block read at open is left (getexif() would load more)
+        exif = Image.Exif()
+        if raw := img.info.get("exif"):
+            exif.load(raw)
+    else:
+        exif = img.getexif()
+    value = exif.get(EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1  # a damaged tag: as stored
+
+
+def _facts(img: Image.Image) -> ImageFacts:
+    """The facts of an image verify() has checked."""
+    orientation = _orientation(img, verified=True)
+    size = (img.height, img.width) if orientation >= 5 else (img.width, img.height)
+    alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    return ImageFacts(size, img.mode, orientation != 1, alpha)
+
+
+def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image") -> ImageFacts:
     """Fails with the file's name if it is not a readable image (or not of one of ``modes``)."""
     try:
         with open(path, "rb") as f, Image.open(f) as img:  # one open: every image of a source is checked
             mode, fmt = img.mode, img.format
             img.verify()
+            facts = _facts(img)
             if not (fmt in VERIFIED_WHOLE or (fmt == "JPEG" and _ends_with(f, JPEG_EOI))):
                 _decode(f)  # verify() leaves the image unusable: decode it afresh from the same handle
     except Image.DecompressionBombError as exc:
@@ -51,6 +84,7 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
         raise AmalgamError(f"corrupt {what} {path}: {exc}") from None
     if modes is not None and mode not in modes:
         raise AmalgamError(f"{what} {path} has PIL mode {mode}, expected one of {', '.join(modes)}")
+    return facts
 
 
 #: the marker a whole JPEG ends with. verify() reads the whole file for PNG (every chunk's CRC) and
@@ -79,14 +113,20 @@ def _decode(f: BinaryIO) -> None:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """``H x W x 3`` uint8 RGB array (grey and palette images are converted; 16-bit grey by its bit depth)."""
+    """``H x W x 3`` uint8 RGB array, upright by its EXIF orientation as viewers show it (grey and
+    palette images are converted; 16-bit grey by its bit depth; transparency is dropped)."""
     try:
         with Image.open(path) as img:
-            return to_rgb8(img, path)
+            return to_rgb8(_upright(img), path)
     except Image.DecompressionBombError as exc:
         raise AmalgamError(f"image {path} is too large to decode: {exc}") from None
     except (OSError, ValueError) as exc:
         raise AmalgamError(f"corrupt image {path}: {exc}") from None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    # a phone photo is stored sideways with an orientation tag; its label map was drawn upright
+    return ImageOps.exif_transpose(img) if _orientation(img) != 1 else img
 
 
 #: PIL modes of 16-bit grey pixels; PIL's own convert("RGB") clips them at 255 (nearly white)

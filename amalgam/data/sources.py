@@ -236,7 +236,18 @@ def _require(cfg: SourceConfig, resolve, key: str) -> Path:
     return path
 
 
-SOURCE_TYPES.add("folder", SourceType(lambda cfg, r: FolderSet(list_images(_require(cfg, r, "path")))))
+def _plain_folder(cfg: SourceConfig, resolve: Callable[[Path], Path]) -> FolderSet:
+    root = _require(cfg, resolve, "path")
+    maps = [d for d in ("labels", "depth") if (root / "images").is_dir() and (root / d).is_dir()]
+    if maps:  # its maps would train as images, without a word
+        raise AmalgamError(
+            f"{root} is laid out as a dense set (images/ beside {'/, '.join(maps)}/): point path at {root / 'images'},"
+            " or use type: dense"
+        )
+    return FolderSet(list_images(root))
+
+
+SOURCE_TYPES.add("folder", SourceType(_plain_folder))
 SOURCE_TYPES.add("imagefolder", SourceType(lambda cfg, r: ImageFolderSet(_require(cfg, r, "path"))))
 SOURCE_TYPES.add("dense", SourceType(lambda cfg, r: DenseSet(_require(cfg, r, "path"))))
 SOURCE_TYPES.add(
@@ -280,7 +291,10 @@ def build_image_set(
         if len(dataset) == 0:
             raise AmalgamError("contains no images")
         if verify and isinstance(dataset, FolderSet):
-            _verify_files(dataset, bar_for(log, len(dataset.files), f"checking {key}") if log else None)
+            bar = bar_for(log, len(dataset.files), f"checking {key}") if log else None
+            notes = _verify_files(dataset, bar)
+            for note in notes if log else []:
+                log(f"{key}: {note}")
         if verify and with_targets and isinstance(dataset, DenseSet):
             scan_dense_targets(dataset, (lambda msg: log(f"{key}: warning: {msg}")) if log else None)
     except AmalgamError as exc:
@@ -301,17 +315,37 @@ def _limit(dataset: ImageSet, limit: int) -> ImageSet:
     return dataset
 
 
-def _verify_files(dataset: FolderSet, bar=None) -> None:
+def _verify_files(dataset: FolderSet, bar=None) -> list[str]:
+    """Opens every image (and map) once; returns what reading them does beyond decoding, to say."""
+    rotated = alpha = 0
     for index, path in enumerate(dataset.files):
         if bar is not None:
             bar.update(1)
-        verify_image(path)
+        facts = verify_image(path)
+        rotated, alpha = rotated + facts.rotated, alpha + facts.alpha
         if isinstance(dataset, DenseSet):
             for key in dataset.target_keys:
                 target = dataset.target_path(key, index)
                 if not target.is_file():
                     raise AmalgamError(f"missing {key} file {target} for image {path}")
                 modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
-                verify_image(target, modes, what=f"{key} map")
+                _check_fit(path, facts.size, target, verify_image(target, modes, what=f"{key} map").size)
     if bar is not None:
         bar.close()
+    notes = [f"{rotated} images carry an EXIF orientation: read upright, as viewers show them"] if rotated else []
+    if alpha:
+        notes.append(
+            f"{alpha} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
+            " teachers see the colour stored under transparent pixels"
+        )
+    return notes
+
+
+def _check_fit(image: Path, size: tuple[int, int], target: Path, target_size: tuple[int, int]) -> None:
+    """A map must have its image's shape as viewers show it, or a scale of it (1 px of rounding)."""
+    (w, h), (tw, th) = size, target_size
+    if abs(tw * h - th * w) > max(w, h):
+        raise AmalgamError(
+            f"{target} is {tw}x{th} but its image {image} is {w}x{h} as shown (after its EXIF orientation):"
+            " a map must cover its image (same shape, or a scale of it)"
+        )
