@@ -15,9 +15,16 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from test_data import build, save_rgb
+from test_teachers import teacher_of
+from torch import nn
 
 from amalgam.cli import main
+from amalgam.config.recipe import SourceConfig
+from amalgam.data import build_image_set
 from amalgam.data.views import resize
+from amalgam.errors import AmalgamError
+from amalgam.teachers.teacher import check_teacher_output
 
 TINY = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--quiet"]
 
@@ -560,3 +567,96 @@ def test_a_20000_by_20000_png_is_one_line_with_its_name(fresh_world, tmp_path, c
     line = one_error_line(capsys)
     assert line.startswith(f"data.sources.scenes: image {huge} is too large to decode"), line
     assert not run.exists()
+
+
+# 12. Photos, transparency, dense layouts, teachers exported in training mode -----------------------
+
+
+def save_sideways_jpeg(path: Path) -> np.ndarray:
+    """A phone photo: stored 8 wide and 4 tall with EXIF orientation 6 (shown turned a quarter, 4 x 8).
+    Returns the upright pixels a viewer shows (left half red, right half blue as stored)."""
+    stored = np.zeros((4, 8, 3), np.uint8)
+    stored[:, :4, 0], stored[:, 4:, 2] = 255, 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(stored).save(path, quality=100, exif=exif)
+    return np.rot90(stored, k=-1)  # orientation 6: turned 90 degrees clockwise for display
+
+
+def test_a_jpeg_with_an_exif_orientation_is_read_upright_and_said(tmp_path):
+    from amalgam.data.images import read_rgb
+
+    upright = save_sideways_jpeg(tmp_path / "photo.jpg")
+    got = read_rgb(tmp_path / "photo.jpg")
+    assert got.shape == (8, 4, 3)
+    assert np.abs(got.astype(int) - upright)[[0, 1, 6, 7]].max() < 40  # away from the edge JPEG blurs
+    said = []
+    build_image_set(
+        "data.sources.x", SourceConfig(type="folder", path=tmp_path), lambda p: p, (32, 32), False, log=said.append
+    )
+    assert "data.sources.x: 1 images carry an EXIF orientation: read upright, as viewers show them" in said
+
+
+def test_a_label_map_that_does_not_cover_its_image_as_shown_stops(tmp_path):
+    # the map was drawn on the photo as shown (4 x 8); one of the stored shape (8 x 4) would be scored
+    # against stretched, turned predictions
+    save_sideways_jpeg(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((8, 4), np.uint8)).save(tmp_path / "labels" / "a.png")  # 4 wide, 8 tall: fits
+    build({"type": "dense", "path": tmp_path}, with_targets=True)
+    Image.fromarray(np.zeros((4, 8), np.uint8)).save(tmp_path / "labels" / "a.png")  # the stored shape
+    with pytest.raises(AmalgamError, match=r"a\.png is 8x4 but its image .*a\.jpg is 4x8 as shown"):
+        build({"type": "dense", "path": tmp_path}, with_targets=True)
+
+
+def test_transparency_is_dropped_and_said(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255  # red under fully transparent pixels
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "product.png")
+    said = []
+    ds = build_image_set(
+        "data.sources.x", SourceConfig(type="folder", path=tmp_path), lambda p: p, (4, 4), False, log=said.append
+    )
+    assert torch.allclose(ds[0]["image"][0], torch.ones(4, 4))  # the stored colour, as torchvision's RGB decoding gives
+    assert any("1 images have transparency: it is dropped" in line for line in said)
+
+
+def test_a_folder_source_at_a_dense_sets_root_stops(tmp_path):
+    # its label maps would have trained as images
+    save_rgb(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(
+        tmp_path.joinpath("labels").mkdir() or tmp_path / "labels" / "a.png"
+    )
+    with pytest.raises(
+        AmalgamError, match=r"laid out as a dense set \(images/ beside labels/\): point path at .*images"
+    ):
+        build({"type": "folder", "path": tmp_path}, key="data.sources.x")
+    assert len(build({"type": "folder", "path": tmp_path / "images"})) == 1
+
+
+class DropoutNet(nn.Module):
+    def __init__(self, batchnorm: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.norm = nn.BatchNorm2d(2) if batchnorm else nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+@pytest.mark.parametrize(
+    ("batchnorm", "why"),
+    [
+        (False, "answers the same images differently twice"),
+        (True, "answers an image alone differently from the same image in a batch"),
+    ],
+)
+def test_a_torchscript_teacher_traced_in_train_mode_stops(batchnorm, why):
+    # eval() cannot reach the dropout or batch statistics a train()-mode trace baked in: the cache
+    # would have held noisy, batch-dependent targets
+    traced = torch.jit.trace(DropoutNet(batchnorm).train(), torch.rand(2, 3, 32, 32))
+    with pytest.raises(AmalgamError, match=f"^teacher 't1' {why} .*: re-export it from model.eval"):
+        check_teacher_output(teacher_of(traced, task="segmentation"), (32, 32))
+    good = torch.jit.trace(DropoutNet(batchnorm).eval(), torch.rand(2, 3, 32, 32))
+    check_teacher_output(teacher_of(good, task="segmentation"), (32, 32))

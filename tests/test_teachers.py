@@ -282,30 +282,3 @@ def test_temperature_after_projection_reaches_labelled_terms_only(world):
         )
         assert abs(parts["seg-a"] - plain.item()) > 1e-4
     assert "depth" in parts  # still there, called without the option
-
-
-class DropoutNet(nn.Module):
-    def __init__(self, batchnorm: bool):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 2, 3, padding=1)
-        self.norm = nn.BatchNorm2d(2) if batchnorm else nn.Dropout(0.5)
-
-    def forward(self, x):
-        return self.norm(self.conv(x))
-
-
-@pytest.mark.parametrize(
-    ("batchnorm", "why"),
-    [
-        (False, "answers the same images differently twice"),
-        (True, "answers an image alone differently from the same image in a batch"),
-    ],
-)
-def test_a_torchscript_teacher_traced_in_train_mode_stops(batchnorm, why):
-    # eval() cannot reach the dropout or batch statistics a train()-mode trace baked in: the cache
-    # would have held noisy, batch-dependent targets
-    traced = torch.jit.trace(DropoutNet(batchnorm).train(), torch.rand(2, 3, 32, 32))
-    with pytest.raises(AmalgamError, match=f"^teacher 't1' {why} .*: re-export it from model.eval"):
-        check_teacher_output(teacher_of(traced, task="segmentation"), (32, 32))
-    good = torch.jit.trace(DropoutNet(batchnorm).eval(), torch.rand(2, 3, 32, 32))
-    check_teacher_output(teacher_of(good, task="segmentation"), (32, 32))
