@@ -233,6 +233,7 @@ def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
 def check_teacher_output(teacher: Teacher, image_size) -> None:
     """Runs the teacher once on a dummy batch and checks the output against its task and labels."""
     dummy = torch.rand(2, 3, *image_size)
+    dummy[1] *= 0.25  # a dark image beside a bright one: batch statistics differ from one image's
     try:  # the plain model: a wrap (flip averaging) turns probabilities into log-probabilities
         out = teacher.answer(dummy, wrapped=False)[0]
     except OutputKeyError as exc:
@@ -267,8 +268,9 @@ def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor) -> 
     """
 
     def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        # loose enough for fp16 and batch-size-dependent kernels; dropout and batch statistics move far more
         scale = float(b.abs().max()) + 1.0
-        return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3 * scale))
+        return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2 * scale))
 
     try:
         again, alone = teacher.answer(dummy, wrapped=False)[0], teacher.answer(dummy[:1], wrapped=False)[0]
