@@ -118,6 +118,10 @@ class Task:
         """Describes what is wrong with a teacher's canonical output, or returns None."""
         return None
 
+    def labels_problem(self, names: list[str]) -> Optional[str]:
+        """Why a teacher's labels (names in output order) cannot be read by this task (None if they can)."""
+        return None
+
     def reading_problem(self, raw: object, kind: str) -> Optional[str]:
         """Why a teacher's output before :meth:`convert_output` (the selected tensor) cannot be of its
         ``output: kind`` (None if it may be). Checked once, at the teacher check, after the shape and
@@ -221,7 +225,8 @@ class LabelledOutputs:
 
     def output_layer(self, kind: str) -> Optional[nn.Module]:
         # a raw network learns logits; these layers make it answer the other per-label readings
-        return {"probabilities": nn.Softmax(dim=1), "sigmoid": nn.Sigmoid()}.get(kind)
+        layers = {"probabilities": nn.Softmax(dim=1), "sigmoid": nn.Sigmoid(), "binary_probability": nn.Sigmoid()}
+        return layers.get(kind)
 
     def convert_output(self, raw: object, kind: str) -> torch.Tensor:
         out = super().convert_output(raw, kind)  # type: ignore[misc]
@@ -234,6 +239,14 @@ class LabelledOutputs:
             z = _logit(z) if kind == "binary_probability" else z
             return torch.cat([torch.zeros_like(z), z], 1)
         return out
+
+    def labels_problem(self, names: list[str]) -> Optional[str]:
+        if len(names) > 1:
+            return None  # softmax over one label is 1 everywhere: the teacher would teach nothing
+        return (
+            f"one label ({names[0]}) teaches nothing (its softmax is 1 everywhere): for a one-channel binary model"
+            f" give [background, {names[0]}] with output: binary (a logit) or binary_probability (a sigmoid)"
+        )
 
     def reading_problem(self, raw: object, kind: str) -> Optional[str]:
         """Why the output cannot be ``kind`` (see :meth:`Task.reading_problem`)."""
@@ -251,7 +264,7 @@ class LabelledOutputs:
                 f"read as sigmoid probabilities, but values lie outside [0, 1] ({out.min().item():.3g} to"
                 f" {out.max().item():.3g}): if they are logits, drop output: {kind}"
             )
-        if kind == "binary" and _in_unit_range(out):
+        if kind == "binary" and out.numel() >= _SIGMOID_EVIDENCE and _in_unit_range(out):
             return "read as a logit, but every value lies in [0, 1] as probabilities do: set output: binary_probability"
         return None
 

@@ -595,7 +595,10 @@ def test_a_jpeg_with_an_exif_orientation_is_read_upright_and_said(tmp_path):
     build_image_set(
         "data.sources.x", SourceConfig(type="folder", path=tmp_path), lambda p: p, (32, 32), False, log=said.append
     )
-    assert "data.sources.x: 1 images carry an EXIF orientation: read upright, as viewers show them" in said
+    assert (
+        "data.sources.x: 1 images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so)"
+        in said
+    )
 
 
 def test_a_label_map_that_does_not_cover_its_image_as_shown_stops(tmp_path):

@@ -304,6 +304,17 @@ def test_a_one_channel_binary_model_is_read_as_two_logits(kind):
     assert t.output_note() == f"the output tensor, read as {kind} (output: {kind})"
 
 
+def test_a_binary_classifier_with_two_logits_in_0_1_on_the_check_batch_passes():
+    # two values prove nothing: a real binary classifier's logits of 0.3 and 0.8 were refused
+    class TwoLogits(nn.Module):
+        def forward(self, x):
+            return torch.tensor([[0.3], [0.8]])[: x.shape[0]]
+
+    labels = dict(labels=("no", "yes"), output="binary")
+    check_teacher_output(teacher(TwoLogits(), task="classification", **labels), (16, 16))
+    assert isinstance(get_task("segmentation").output_layer("binary_probability"), nn.Sigmoid)
+
+
 def test_a_binary_reading_of_a_sigmoid_or_of_several_channels_stops():
     binary = dict(labels=("background", "person"), background="background", output="binary")
     with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as a logit, but every value lies in \[0, 1\]"):

@@ -124,6 +124,8 @@ def check_zoo(zoo: Zoo, base: Path) -> None:
         if task.labelled:
             if not t.labels:
                 raise RecipeError(f"{at}.labels", f"required for a {t.task} teacher")
+            if problem := task.labels_problem(list(t.labels)):
+                raise RecipeError(f"{at}.labels", problem)
             try:
                 LabelSpace(tuple(t.labels), t.background)
             except ValueError as exc:

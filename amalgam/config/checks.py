@@ -201,12 +201,8 @@ def check_teacher_labels(path: str, t: TeacherConfig, recipe: Recipe) -> None:
     if not t.labels:
         raise RecipeError(f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)")
     names = label_names_at(f"{path}.labels", t.labels)
-    if len(names) < 2:  # softmax over one label is 1 everywhere: the teacher would teach nothing
-        raise RecipeError(
-            f"{path}.labels",
-            f"one label ({names[0]}) teaches nothing (its softmax is 1 everywhere): for a one-channel binary model"
-            f" give [background, {names[0]}] with output: binary (a logit) or binary_probability (a sigmoid)",
-        )
+    if problem := get_task(t.task).labels_problem(names):
+        raise RecipeError(f"{path}.labels", problem)
     if t.background is not None and t.background not in names:
         raise RecipeError(f"{path}.background", f"'{t.background}' is not one of the teacher's labels")
     at_key(f"{path}.labels", space_of, t.labels, t.background)

@@ -126,7 +126,11 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def _upright(img: Image.Image) -> Image.Image:
     # a phone photo is stored sideways with an orientation tag; its label map was drawn upright
-    return ImageOps.exif_transpose(img) if _orientation(img) != 1 else img
+    if _orientation(img) == 1:
+        return img
+    upright = ImageOps.exif_transpose(img)
+    upright.format = img.format  # to_rgb8 reads a PNG's 16-bit grey by it
+    return upright
 
 
 #: PIL modes of 16-bit grey pixels; PIL's own convert("RGB") clips them at 255 (nearly white)

@@ -32,7 +32,8 @@ from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
 
 #: bump when what the stores hold or how they are laid out changes
-CACHE_FORMAT = "amalgam-teacher-cache/3"  # 3: answers on the teacher's own view, stored on the student's grid
+CACHE_FORMAT = "amalgam-teacher-cache/4"  # 3: answers on the teacher's own view, stored on the student's grid;
+# 4: images read upright by their EXIF orientation
 
 # source fields that change how often an image is drawn, not what the teachers say about it
 SAMPLING_ONLY = frozenset({"weight"})

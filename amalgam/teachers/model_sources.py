@@ -286,5 +286,6 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     extra = [k for k in state if k not in own]
     if extra:
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: unexpected key '{extra[0]}'")
+    state = {**{k: torch.zeros((), dtype=torch.long) for k in own if k not in state}, **state}  # step counts only
     model.load_state_dict(state)
     return note

@@ -257,7 +257,9 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if problem:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
     if why := _inconsistency(teacher, dummy, out):
-        raise AmalgamError(f"teacher '{teacher.name}' {why}: re-export it from model.eval()")
+        scripted = isinstance(teacher.model, torch.jit.ScriptModule)
+        fix = "re-export it from model.eval()" if scripted else "its eval() mode must be deterministic to be distilled"
+        raise AmalgamError(f"teacher '{teacher.name}' {why}: {fix}")
 
 
 def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor) -> Optional[str]:
