@@ -121,17 +121,7 @@ def check_zoo(zoo: Zoo, base: Path) -> None:
             raise RecipeError(f"{at}.input.size", "required: the size the teacher is trained at")
         if problem := input_problem(t.input):
             raise RecipeError(f"{at}.input", problem)
-        if task.labelled:
-            if not t.labels:
-                raise RecipeError(f"{at}.labels", f"required for a {t.task} teacher")
-            if problem := task.labels_problem(list(t.labels)):
-                raise RecipeError(f"{at}.labels", problem)
-            try:
-                LabelSpace(tuple(t.labels), t.background)
-            except ValueError as exc:
-                raise RecipeError(f"{at}.labels", str(exc)) from None
-        elif t.labels or t.background:
-            raise RecipeError(f"{at}.labels", f"a {t.task} teacher has no label space")
+        check_zoo_labels(at, t, task)
         if t.output != "default" and t.output not in task.output_kinds:
             raise RecipeError(f"{at}.output", f"expected one of: {', '.join(task.output_kinds)}")
         scripted = t.model.source == "torchscript"
@@ -143,6 +133,22 @@ def check_zoo(zoo: Zoo, base: Path) -> None:
             raise RecipeError(f"{at}.{key}", why)
         net = t.build or t.model
         at_key(f"{at}.{'build' if scripted else 'model'}", check_model, net.source, net.kwargs(), base / zoo.recipe_dir)
+
+
+def check_zoo_labels(at: str, t: ZooTeacher, task: Task) -> None:
+    """A zoo teacher's labels: required for a labelled task, readable by it, refused otherwise."""
+    if not task.labelled:
+        if t.labels or t.background:
+            raise RecipeError(f"{at}.labels", f"a {t.task} teacher has no label space")
+        return
+    if not t.labels:
+        raise RecipeError(f"{at}.labels", f"required for a {t.task} teacher")
+    if problem := task.labels_problem(list(t.labels)):
+        raise RecipeError(f"{at}.labels", problem)
+    try:
+        LabelSpace(tuple(t.labels), t.background)
+    except ValueError as exc:
+        raise RecipeError(f"{at}.labels", str(exc)) from None
 
 
 def artefact_path(cfg: ZooTeacher, base: Path) -> Path:

@@ -332,9 +332,11 @@ def _verify_files(dataset: FolderSet, bar=None) -> list[str]:
                 _check_fit(path, facts.size, target, verify_image(target, modes, what=f"{key} map").size)
     if bar is not None:
         bar.close()
-    notes = [
-        f"{rotated} images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so)"
-    ] if rotated else []
+    notes = (
+        [f"{rotated} images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so)"]
+        if rotated
+        else []
+    )
     if alpha:
         notes.append(
             f"{alpha} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
