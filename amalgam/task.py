@@ -207,10 +207,14 @@ def _logit(p: torch.Tensor) -> torch.Tensor:
     return p.log() - (-p).log1p()
 
 
+class ReadingError(AmalgamError):
+    """A teacher's output cannot be read as its ``output:`` kind (the teacher check names the key)."""
+
+
 def _one_channel(out: torch.Tensor, kind: str) -> torch.Tensor:
     out = out.unsqueeze(1) if out.dim() == 1 else out  # a classifier's [B] logit
     if out.dim() < 2 or out.shape[1] != 1:
-        raise AmalgamError(f"output: {kind} reads one channel (the second label's score), got {list(out.shape)}")
+        raise ReadingError(f"output: {kind} reads one channel (the second label's score), got {list(out.shape)}")
     return out
 
 

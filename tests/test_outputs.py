@@ -319,7 +319,7 @@ def test_a_binary_reading_of_a_sigmoid_or_of_several_channels_stops():
     binary = dict(labels=("background", "person"), background="background", output="binary")
     with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as a logit, but every value lies in \[0, 1\]"):
         check_teacher_output(teacher(OneLogit(sigmoid=True), **binary), (16, 16))
-    with pytest.raises(AmalgamError, match=r"output: binary reads one channel .* got \[2, 3, 16, 16\]"):
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: binary reads one channel .* got \[2, 3, 16, 16\]"):
         check_teacher_output(teacher(Heads(keys=("out",)), **binary), (16, 16))
 
 

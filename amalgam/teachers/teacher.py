@@ -14,7 +14,7 @@ from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
-from amalgam.task import Task, get_task
+from amalgam.task import ReadingError, Task, get_task
 from amalgam.teachers.inputs import ResolvedInput, resolve_input
 from amalgam.teachers.model_sources import build_model, load_checkpoint
 from amalgam.teachers.outputs import OutputChoice, OutputKeyError, resolve
@@ -238,6 +238,8 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         out = teacher.answer(dummy, wrapped=False)[0]
     except OutputKeyError as exc:
         raise AmalgamError(f"teachers.{teacher.name}.output_key: {exc}") from None
+    except ReadingError as exc:
+        raise AmalgamError(f"teachers.{teacher.name}.{exc}") from None
     except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AmalgamError(
