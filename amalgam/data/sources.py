@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from amalgam.config.label_entries import rename_classes
+from amalgam.config.label_entries import read_names, rename_classes
 from amalgam.config.schema import SourceConfig
 from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, to_tensor, verify_image
 from amalgam.data.target_scan import scan_dense_targets
@@ -132,8 +132,7 @@ class DenseSet(FolderSet):
         super().__init__(list_images(root / "images", recursive=False))
         self.root = root
         classes = root / "classes.txt"
-        text = classes.read_text(encoding="utf-8-sig") if classes.is_file() else None  # -sig: a BOM is no name
-        self.classes = [ln.strip() for ln in text.splitlines() if ln.strip()] if text is not None else None
+        self.classes = read_names(classes) if classes.is_file() else None
         keys = set()
         if (root / "labels").is_dir():
             keys.add("mask")

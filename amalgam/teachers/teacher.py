@@ -253,18 +253,19 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if not problem and not bool(torch.isfinite(out).all()):
         bad = (~torch.isfinite(out)).float().mean().item()
         problem = f"{bad:.0%} of the output on a random batch is NaN or inf (a diverged checkpoint, or -inf masking?)"
-    reading = None if problem else teacher.task.reading_problem(teacher.selected_output(dummy), teacher.output_kind)
-    if reading:
-        raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
     if problem:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
-    if why := _inconsistency(teacher, dummy, out):
+    raw = teacher.selected_output(dummy)  # the second run: read for the reading check, compared for consistency
+    if reading := teacher.task.reading_problem(raw, teacher.output_kind):
+        raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
+    again = teacher.task.convert_output(raw, teacher.output_kind)
+    if why := _inconsistency(teacher, dummy, out, again):
         scripted = isinstance(teacher.model, torch.jit.ScriptModule)
         fix = "re-export it from model.eval()" if scripted else "its eval() mode must be deterministic to be distilled"
         raise AmalgamError(f"teacher '{teacher.name}' {why}: {fix}")
 
 
-def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor) -> Optional[str]:
+def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor, again: torch.Tensor) -> Optional[str]:
     """How the plain model's answers vary where a network in eval mode does not, or None.
 
     eval() cannot reach into a TorchScript file traced in train() mode: its dropout and batch
@@ -277,7 +278,7 @@ def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor) -> 
         return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2 * scale))
 
     try:
-        again, alone = teacher.answer(dummy, wrapped=False)[0], teacher.answer(dummy[:1], wrapped=False)[0]
+        alone = teacher.answer(dummy[:1], wrapped=False)[0]
     except Exception:  # noqa: BLE001 - e.g. batch statistics of one value: what it says is below
         return "fails on one image where it ran on two (batch statistics of a BatchNorm in training mode?)"
     if not same(again, out):
