@@ -90,9 +90,16 @@ def test_changing_a_source_weight_keeps_the_filled_rows(fresh_world, tmp_path):
     meta = root / "depth" / "meta.json"
     old_style = json.loads(meta.read_text())  # stores written before weights left the key had them
     old_style["sources"]["scenes"]["config"]["weight"] = 1.0
+    del old_style["sources"]["scenes"]["config"]["exif"]  # and before exif: (every image read upright)
     meta.write_text(json.dumps(old_style))
     reweighted = load_recipe(fresh_world, overrides=["data.sources.scenes.weight=5.0"])
     assert int(TeacherCache(root, build_plan(reweighted, log=QUIET), QUIET).stores["depth"].filled.sum()) == 2
+
+
+def test_reading_images_as_stored_is_a_new_key(fresh_world):
+    before = teacher_key(build_plan(load_recipe(fresh_world), log=QUIET), "depth")
+    stored = load_recipe(fresh_world, overrides=["data.sources.scenes.exif=stored"])
+    assert teacher_key(build_plan(stored, log=QUIET), "depth")["sources"] != before["sources"]
 
 
 def test_key_follows_the_checkpoint_bytes(fresh_world):

@@ -596,8 +596,8 @@ def test_a_jpeg_with_an_exif_orientation_is_read_upright_and_said(tmp_path):
         "data.sources.x", SourceConfig(type="folder", path=tmp_path), lambda p: p, (32, 32), False, log=said.append
     )
     assert (
-        "data.sources.x: 1 images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so)"
-        in said
+        "data.sources.x: 1 images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so;"
+        " exif: stored reads the stored pixels)" in said
     )
 
 
@@ -609,8 +609,93 @@ def test_a_label_map_that_does_not_cover_its_image_as_shown_stops(tmp_path):
     Image.fromarray(np.zeros((8, 4), np.uint8)).save(tmp_path / "labels" / "a.png")  # 4 wide, 8 tall: fits
     build({"type": "dense", "path": tmp_path}, with_targets=True)
     Image.fromarray(np.zeros((4, 8), np.uint8)).save(tmp_path / "labels" / "a.png")  # the stored shape
-    with pytest.raises(AmalgamError, match=r"a\.png is 8x4 but its image .*a\.jpg is 4x8 as shown"):
+    with pytest.raises(
+        AmalgamError, match=r"a\.png is 8x4 but its image .*a\.jpg is 4x8 as shown .*: set exif: stored on this source"
+    ):
         build({"type": "dense", "path": tmp_path}, with_targets=True)
+
+
+def test_exif_stored_reads_the_pixels_as_stored_for_maps_drawn_on_them(tmp_path):
+    # a dataset whose maps were drawn on the stored pixels (tools that ignore the tag) says so per source
+    save_sideways_jpeg(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels").mkdir()
+    stored_map = np.zeros((4, 8), np.uint8)
+    stored_map[:, :4] = 1  # the red half, as stored
+    Image.fromarray(stored_map).save(tmp_path / "labels" / "a.png")
+    said = []
+    ds = build_image_set(
+        "data.eval.x",
+        SourceConfig(type="dense", path=tmp_path, exif="stored"),
+        lambda p: p,
+        (4, 8),
+        True,
+        log=said.append,
+    )
+    sample = ds[0]
+    assert sample["image"].shape == (3, 4, 8)
+    red = sample["image"][0] > 0.5
+    assert torch.equal(red, sample["mask"] == 1)  # the map lies on the pixels it was drawn on
+    assert any("1 images carry an EXIF orientation: read as stored (exif: stored)" in line for line in said)
+    # the upright map now fails the stored image, with the way back named
+    Image.fromarray(np.rot90(stored_map, k=-1).copy()).save(tmp_path / "labels" / "a.png")
+    with pytest.raises(AmalgamError, match=r"as stored \(exif: stored\): it fits the image as shown: remove exif"):
+        build({"type": "dense", "path": tmp_path, "exif": "stored"}, with_targets=True)
+
+
+def test_exif_stored_on_a_dataset_object_stops():
+    with pytest.raises(AmalgamError, match=r"data.eval.x: exif: applies to image files"):
+        build({"type": "torchvision", "name": "FakeData", "root": ".", "exif": "stored"})
+    # a torchvision set without a download argument (FakeData, ImageNet) is built with what it takes
+    with pytest.raises(AmalgamError, match=r"torchvision FakeData cannot download"):
+        build({"type": "torchvision", "name": "FakeData", "root": ".", "download": True})
+
+
+def write_coco(root: Path, width: int, height: int) -> Path:
+    from pycocotools import mask as mask_utils
+
+    full = np.ones((height, width), np.uint8)
+    encoded = mask_utils.encode(np.asfortranarray(full))
+    instances = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": height, "width": width}],
+        "categories": [{"id": 1, "name": "shirt"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")},
+                "area": width * height,
+                "bbox": [0, 0, width, height],
+                "iscrowd": 0,
+            }
+        ],
+    }
+    (root / "instances.json").write_text(__import__("json").dumps(instances))
+    return root / "instances.json"
+
+
+def test_coco_sizes_that_do_not_fit_the_image_as_read_stop(tmp_path):
+    # COCO's width/height are those the polygons were drawn on; a turned photo's stored 8x4 does not
+    # fit it as shown (4x8), so its masks would have been stretched across the wrong axes
+    save_sideways_jpeg(tmp_path / "images" / "a.jpg")
+    cfg = {"type": "coco", "path": tmp_path / "images", "annotations": write_coco(tmp_path, width=8, height=4)}
+    with pytest.raises(AmalgamError, match=r"COCO image 1's annotations is 8x4 .* set exif: stored on this source"):
+        build(cfg, with_targets=True)
+    assert build({**cfg, "exif": "stored"}, size=(4, 8), with_targets=True)[0]["mask"].shape == (4, 8)
+    write_coco(tmp_path, width=4, height=8)  # drawn as shown
+    assert (build(cfg, size=(8, 4), with_targets=True)[0]["mask"] == 1).all()
+
+
+def test_a_map_at_a_scale_of_its_image_is_resized_with_it(tmp_path):
+    # the source check allows a map at half (or twice) its image's size; the resize must then not trip
+    # over the differing shapes
+    save_rgb(tmp_path / "images" / "a.png", size=(8, 8))
+    (tmp_path / "labels").mkdir()
+    half = np.zeros((4, 4), np.uint8)
+    half[:2] = 1
+    Image.fromarray(half).save(tmp_path / "labels" / "a.png")
+    mask = build({"type": "dense", "path": tmp_path}, size=(16, 16), with_targets=True)[0]["mask"]
+    assert mask.shape == (16, 16) and (mask[:8] == 1).all() and (mask[8:] == 0).all()
 
 
 def test_transparency_is_dropped_and_said(tmp_path):

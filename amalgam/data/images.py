@@ -45,6 +45,7 @@ class ImageFacts(NamedTuple):
     """What the source check learns of an image file without decoding it."""
 
     size: tuple[int, int]  # (width, height) as viewers show it: after its EXIF orientation
+    stored: tuple[int, int]  # (width, height) of the pixels as stored
     mode: str
     rotated: bool  # an EXIF orientation other than upright, which reading applies
     alpha: bool  # transparency, which reading drops (as torchvision's RGB decoding does)
@@ -66,7 +67,7 @@ def _facts(img: Image.Image) -> ImageFacts:
     orientation = _orientation(img, verified=True)
     size = (img.height, img.width) if orientation >= 5 else (img.width, img.height)
     alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    return ImageFacts(size, img.mode, orientation != 1, alpha)
+    return ImageFacts(size, (img.width, img.height), img.mode, orientation != 1, alpha)
 
 
 def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image") -> ImageFacts:
@@ -112,12 +113,13 @@ def _decode(f: BinaryIO) -> None:
         img.load()
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """``H x W x 3`` uint8 RGB array, upright by its EXIF orientation as viewers show it (grey and
-    palette images are converted; 16-bit grey by its bit depth; transparency is dropped)."""
+def read_rgb(path: Path, upright: bool = True) -> np.ndarray:
+    """``H x W x 3`` uint8 RGB array, upright by its EXIF orientation as viewers show it, or as
+    stored (``upright=False``); grey and palette images are converted, 16-bit grey by its bit
+    depth, and transparency is dropped."""
     try:
         with Image.open(path) as img:
-            return to_rgb8(_upright(img), path)
+            return to_rgb8(_upright(img) if upright else img, path)
     except Image.DecompressionBombError as exc:
         raise AmalgamError(f"image {path} is too large to decode: {exc}") from None
     except (OSError, ValueError) as exc:

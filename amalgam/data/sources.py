@@ -58,7 +58,8 @@ class ImageSet(Dataset):
         self.with_targets = with_targets
         self.originals = originals
         self.native_targets = native_targets
-        self.transform = A.Compose([A.Resize(*image_size)])
+        # maps may be a scale of their image (the source check allows it): each is resized on its own
+        self.transform = A.Compose([A.Resize(*image_size)], is_check_shapes=False)
         return self
 
     def load(self, index: int) -> tuple[np.ndarray, dict]:
@@ -97,6 +98,8 @@ SOURCE_TYPES: Registry[SourceType] = Registry("source type")
 class FolderSet(ImageSet):
     """Every image under a folder, recursively; unlabeled."""
 
+    upright = True  # read by the EXIF orientation (recipe ``exif: upright``), or as stored
+
     def __init__(self, files: list[Path]):
         self.files = files
 
@@ -104,7 +107,7 @@ class FolderSet(ImageSet):
         return len(self.files)
 
     def load(self, index: int):
-        return read_rgb(self.files[index]), {}
+        return read_rgb(self.files[index], self.upright), {}
 
 
 class ImageFolderSet(FolderSet):
@@ -122,7 +125,7 @@ class ImageFolderSet(FolderSet):
         super().__init__(files)
 
     def load(self, index: int):
-        return read_rgb(self.files[index]), ({"label": self.labels[index]} if self.with_targets else {})
+        return read_rgb(self.files[index], self.upright), ({"label": self.labels[index]} if self.with_targets else {})
 
 
 class DenseSet(FolderSet):
@@ -154,7 +157,7 @@ class DenseSet(FolderSet):
                 array = read_array(path)
                 # class indices stay integers; depth PNGs hold millimetres, samples give metres
                 targets[key] = array.astype(np.int32) if key == "mask" else array.astype(np.float32) / 1000.0
-        return read_rgb(self.files[index]), targets
+        return read_rgb(self.files[index], self.upright), targets
 
 
 class CocoSet(FolderSet):
@@ -187,7 +190,7 @@ class CocoSet(FolderSet):
         super().__init__([images / self.coco.imgs[i]["file_name"] for i in self.image_ids])
 
     def load(self, index: int):
-        rgb = read_rgb(self.files[index])
+        rgb = read_rgb(self.files[index], self.upright)
         if not self.with_targets:
             return rgb, {}
         info = self.coco.imgs[self.image_ids[index]]
@@ -210,10 +213,8 @@ class TorchvisionSet(ImageSet):
         cls = getattr(tvd, name, None)
         if not (isinstance(cls, type) and issubclass(cls, Dataset)):
             raise AmalgamError(f"unknown torchvision dataset '{name}'")
-        params = inspect.signature(cls).parameters
-        kwargs = {"train": split == "train"} if "train" in params else {"split": split}
         try:
-            self.dataset = cls(str(root), download=download, **kwargs)
+            self.dataset = cls(str(root), **_torchvision_kwargs(cls, name, root, split, download))
         except RuntimeError as exc:
             raise AmalgamError(
                 f"torchvision {name} not found under {root} ({exc}); run tools/get_data.py or set download: true"
@@ -226,6 +227,22 @@ class TorchvisionSet(ImageSet):
     def load(self, index: int):
         img, label = self.dataset[index]
         return pil_to_rgb(img), ({"label": int(label)} if self.with_targets else {})
+
+
+def _torchvision_kwargs(cls: type, name: str, root: Path, split: str, download: bool) -> dict:
+    """``train``/``split`` and ``download`` as the dataset's own signature takes them."""
+    params = inspect.signature(cls).parameters
+    if "train" in params:
+        kwargs = {"train": split == "train"}
+    elif "split" in params:
+        kwargs = {"split": split}
+    else:
+        kwargs = {}  # one set (e.g. FakeData): split keeps its default
+    if "download" in params:
+        kwargs["download"] = download
+    elif download:
+        raise AmalgamError(f"torchvision {name} cannot download: place its files under {root} and drop download")
+    return kwargs
 
 
 def _require(cfg: SourceConfig, resolve, key: str) -> Path:
@@ -283,6 +300,7 @@ def build_image_set(
     builder = SOURCE_TYPES.get(cfg.type).build
     try:
         dataset = builder(cfg, resolve)
+        _set_orientation(dataset, cfg.exif)
         if cfg.classes_file is not None and dataset.classes:  # folder ids (e.g. WordNet) -> names
             dataset.classes = rename_classes(dataset.classes, resolve(cfg.classes_file))
         if cfg.limit is not None:
@@ -299,6 +317,13 @@ def build_image_set(
     except AmalgamError as exc:
         raise AmalgamError(f"{key}: {exc}") from None
     return dataset.configure(image_size, with_targets, originals, native_targets)
+
+
+def _set_orientation(dataset: ImageSet, exif: str) -> None:
+    if isinstance(dataset, FolderSet):
+        dataset.upright = exif == "upright"
+    elif exif != "upright":  # a dataset object decodes its own images
+        raise AmalgamError("exif: applies to image files (folder, imagefolder, dense, coco), not to this type")
 
 
 def _limit(dataset: ImageSet, limit: int) -> ImageSet:
@@ -322,20 +347,11 @@ def _verify_files(dataset: FolderSet, bar=None) -> list[str]:
             bar.update(1)
         facts = verify_image(path)
         rotated, alpha = rotated + facts.rotated, alpha + facts.alpha
-        if isinstance(dataset, DenseSet):
-            for key in dataset.target_keys:
-                target = dataset.target_path(key, index)
-                if not target.is_file():
-                    raise AmalgamError(f"missing {key} file {target} for image {path}")
-                modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
-                _check_fit(path, facts.size, target, verify_image(target, modes, what=f"{key} map").size)
+        for target, target_size in _map_sizes(dataset, index, path):
+            _check_fit(path, facts, dataset.upright, target, target_size)
     if bar is not None:
         bar.close()
-    notes = (
-        [f"{rotated} images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so)"]
-        if rotated
-        else []
-    )
+    notes = [_orientation_note(rotated, dataset.upright)] if rotated else []
     if alpha:
         notes.append(
             f"{alpha} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
@@ -344,11 +360,51 @@ def _verify_files(dataset: FolderSet, bar=None) -> list[str]:
     return notes
 
 
-def _check_fit(image: Path, size: tuple[int, int], target: Path, target_size: tuple[int, int]) -> None:
-    """A map must have its image's shape as viewers show it, or a scale of it (1 px of rounding)."""
-    (w, h), (tw, th) = size, target_size
-    if abs(tw * h - th * w) > max(w, h):
-        raise AmalgamError(
-            f"{target} is {tw}x{th} but its image {image} is {w}x{h} as shown (after its EXIF orientation):"
-            " a map must cover its image (same shape, or a scale of it)"
+def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]:
+    """(what, (width, height)) of each map drawn on image ``index``: dense maps, a COCO image's size."""
+    if isinstance(dataset, CocoSet):
+        info = dataset.coco.imgs[dataset.image_ids[index]]
+        if not (isinstance(info.get("width"), int) and isinstance(info.get("height"), int)):
+            raise AmalgamError(f"COCO image {info.get('id')} ({path.name}) has no integer width and height")
+        return [(f"COCO image {info.get('id')}'s annotations", (info["width"], info["height"]))]
+    if not isinstance(dataset, DenseSet):
+        return []
+    found = []
+    for key in sorted(dataset.target_keys):
+        target = dataset.target_path(key, index)
+        if not target.is_file():
+            raise AmalgamError(f"missing {key} file {target} for image {path}")
+        modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
+        found.append((target, verify_image(target, modes, what=f"{key} map").size))
+    return found
+
+
+def _orientation_note(rotated: int, upright: bool) -> str:
+    if upright:
+        return (
+            f"{rotated} images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so;"
+            " exif: stored reads the stored pixels)"
         )
+    return f"{rotated} images carry an EXIF orientation: read as stored (exif: stored), not as viewers show them"
+
+
+def _fits(size: tuple[int, int], target_size: tuple[int, int]) -> bool:
+    (w, h), (tw, th) = size, target_size
+    return abs(tw * h - th * w) <= max(w, h)  # the same shape, or a scale of it (1 px of rounding)
+
+
+def _check_fit(image: Path, facts, upright: bool, target, target_size: tuple[int, int]) -> None:
+    """A map must have its image's shape as read (upright or stored), or a scale of it."""
+    size = facts.size if upright else facts.stored
+    if _fits(size, target_size):
+        return
+    (w, h), (tw, th) = size, target_size
+    how = "as shown (after its EXIF orientation)" if upright else "as stored (exif: stored)"
+    other = facts.stored if upright else facts.size
+    hint = (
+        f": it fits the image {'as stored: set exif: stored' if upright else 'as shown: remove exif: stored'}"
+        " on this source"
+        if facts.rotated and _fits(other, target_size)
+        else ": a map must cover its image (same shape, or a scale of it)"
+    )
+    raise AmalgamError(f"{target} is {tw}x{th} but its image {image} is {w}x{h} {how}{hint}")

@@ -105,6 +105,7 @@ def _comparable(key: dict) -> dict:
     for source in key.get("sources", {}).values():
         for field_name in SAMPLING_ONLY:
             source.get("config", {}).pop(field_name, None)
+        source.get("config", {}).setdefault("exif", "upright")  # format 4 read every image upright
     return key
 
 
