@@ -170,15 +170,25 @@ def test_a_checkpoint_without_batchnorm_step_counts_loads(tmp_path):
     load_checkpoint(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), tmp_path / "old.pt", "teacher 'x'")
 
 
-@pytest.mark.parametrize("layout", ["module", "dict holding the module"])
+@pytest.mark.parametrize("layout", ["module", "dict holding the module", "lightning"])
 def test_the_conversion_command_for_a_pickled_checkpoint_gives_a_loadable_state_dict(tmp_path, layout):
+    import argparse
     import subprocess
     import sys
 
     from amalgam.teachers.model_sources import conversion_command
 
     path = tmp_path / "whole.pt"
-    torch.save(tiny() if layout == "module" else {"model": tiny(), "epoch": 3}, path)
+    saved = {
+        "module": tiny(),
+        "dict holding the module": {"model": tiny(), "epoch": 3},
+        # Lightning: the state dict beside hyper-parameters that weights_only refuses
+        "lightning": {"state_dict": tiny().state_dict(), "hyper_parameters": argparse.Namespace(lr=0.1), "epoch": 3},
+    }[layout]
+    torch.save(saved, path)
+    if layout == "lightning":
+        with pytest.raises(AmalgamError, match="holds pickled objects beyond tensors"):
+            load_checkpoint(tiny(), path, "teacher 'x'")
     subprocess.run([sys.executable, "-c", conversion_command(path)], check=True)
     load_checkpoint(tiny(), tmp_path / "whole.pt.state.pt", "teacher 'x'")
 

@@ -17,6 +17,7 @@ import yaml
 
 from amalgam.cli import main
 from amalgam.config.load import read_recipe_file
+from amalgam.errors import AmalgamError
 from amalgam.task import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +102,15 @@ def test_the_list_is_every_recipe_on_a_zoo() -> None:
 
     for zoo, recipes in ON_ZOO.items():
         assert sorted(p.name for p in RECIPES.glob("*.yaml") if on_zoo(p, zoo)) == sorted(recipes), zoo
+
+
+def test_a_traced_zoo_teacher_is_checked_as_the_build_reads_it(tmp_path) -> None:
+    # a segmenter ending in softmax, declared as logits: the build would stop on it, so saving does
+    zoo = load_zoo(RECIPES / "zoo" / "quickstart.yaml")
+    cfg = zoo.teachers["seg-scenes"]
+    task = get_task(cfg.task)
+    classes = len(cfg.labels)
+    net = torch.nn.Sequential(torch.nn.Conv2d(cfg.input.channels, classes, 3, padding=1), torch.nn.Softmax(dim=1))
+    with pytest.raises(AmalgamError, match=r"^traced teacher .*probabilit"):
+        save_torchscript(net, cfg, task, tmp_path / "seg.ts")
+    save_torchscript(net[:1], cfg, task, tmp_path / "seg.ts")  # its logits

@@ -315,7 +315,9 @@ def save_torchscript(model: nn.Module, cfg: ZooTeacher, task: Task, path: Path) 
         atomic_save(traced, path, save=torch.jit.save)
         reloaded = torch.jit.load(str(path), map_location="cpu")
     space = LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
-    problem = task.check_output(task.convert_output(reloaded(example), output_kind(cfg, task)), 2, space)
+    kind, raw = output_kind(cfg, task), reloaded(example)
+    # how the build reads it (probabilities declared as logits, sigmoids), then what it gives
+    problem = task.reading_problem(raw, kind) or task.check_output(task.convert_output(raw, kind), 2, space)
     if problem:
         raise AmalgamError(f"traced teacher {path}: {problem}")
 

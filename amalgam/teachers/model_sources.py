@@ -247,12 +247,14 @@ def _shared_prefix_hint(state: dict, own: dict) -> str:
 
 
 def conversion_command(path: Path) -> str:
-    """Python that saves the state dict of a pickled checkpoint (a whole module, or a dict holding
-    one under ``model``/``ema``/``net`` beside epochs and optimisers) as ``<path>.state.pt``."""
+    """Python that saves the state dict of a pickled checkpoint as ``<path>.state.pt``: a whole
+    module, or a dict holding one (or its state dict) under ``state_dict``/``model``/``ema``/``net``
+    beside epochs, optimisers and hyper-parameters (Lightning's layout); only tensors are kept."""
     return (
-        f"import torch; m = torch.load('{path}', weights_only=False); m = next((m[k] for k in ('model', 'ema',"
-        " 'net') if isinstance(m, dict) and isinstance(m.get(k), torch.nn.Module)), m);"
-        f" torch.save(getattr(m, 'state_dict', lambda: m)(), '{path}.state.pt')"
+        f"import torch; m = torch.load('{path}', weights_only=False); m = next((m[k] for k in ('state_dict',"
+        " 'model', 'ema', 'net') if isinstance(m, dict) and isinstance(m.get(k), (dict, torch.nn.Module))), m);"
+        " m = m.state_dict() if isinstance(m, torch.nn.Module) else m;"
+        f" torch.save({{k: v for k, v in m.items() if isinstance(v, torch.Tensor)}}, '{path}.state.pt')"
     )
 
 
