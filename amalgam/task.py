@@ -118,6 +118,11 @@ class Task:
         """Describes what is wrong with a teacher's canonical output, or returns None."""
         return None
 
+    def teacher_warnings(self, teacher: str, metrics: dict) -> list[str]:
+        """Lines warning that a teacher's own scores on its eval set cannot be trusted as a reference
+        (beyond the per-class ones of ``per_class_metric``); said in the log, report and ``amalgam eval``."""
+        return []
+
     def labels_problem(self, names: list[str]) -> Optional[str]:
         """Why a teacher's labels (names in output order) cannot be read by this task (None if they can)."""
         return None

@@ -95,6 +95,22 @@ def test_dense_set_gives_long_masks_and_metric_depth(tmp_path):
     assert set(build({"type": "dense", "path": tmp_path}, with_targets=False)[0]) == {"image"}
 
 
+def test_depth_scale_reads_other_units_and_the_range_is_said(tmp_path):
+    labels = np.zeros((4, 4), np.uint8)
+    write_dense_sample(tmp_path, labels, np.full((4, 4), 2560, np.uint16))  # KITTI: 256 values a metre
+    said = []
+    cfg = SourceConfig(type="dense", path=tmp_path, depth_scale=256)
+    ds = build_image_set("data.eval.k", cfg, lambda p: p, (4, 4), True, log=said.append)
+    assert torch.allclose(ds[0]["depth"], torch.full((4, 4), 10.0))
+    assert (
+        "data.eval.k: depth maps read at 256 values a metre (depth_scale): 10-10 m (5th-95th percentile), median 10 m"
+        in said
+    )
+    assert torch.allclose(
+        build({"type": "dense", "path": tmp_path}, with_targets=True)[0]["depth"], torch.full((32, 32), 2.56)
+    )
+
+
 def test_coco_set_builds_semantic_masks_by_category(tmp_path):
     from pycocotools import mask as mask_utils
 

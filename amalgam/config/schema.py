@@ -32,6 +32,9 @@ class SourceConfig(_Strict):
     weight: float = Field(1.0, gt=0)
     limit: Optional[int] = Field(None, gt=0, description="use only the first N images")
     classes_file: Optional[Path] = Field(None, description="imagefolder/dense: '<folder id> <name>' lines")
+    depth_scale: float = Field(
+        1000.0, gt=0, description="dense: depth PNG values per metre (1000: millimetres, as NYU; KITTI: 256)"
+    )
     exif: Literal["upright", "stored"] = Field(
         "upright", description="image files: read as viewers show them (EXIF orientation), or as stored"
     )

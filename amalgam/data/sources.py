@@ -129,11 +129,13 @@ class ImageFolderSet(FolderSet):
 
 
 class DenseSet(FolderSet):
-    """``images/*.png`` with optional ``labels/*.png`` (uint8), ``depth/*.png`` (uint16 mm), ``classes.txt``."""
+    """``images/*.png`` with optional ``labels/*.png`` (uint8), ``depth/*.png`` (uint16, ``depth_scale``
+    values per metre: millimetres by default), ``classes.txt``."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, depth_scale: float = 1000.0):
         super().__init__(list_images(root / "images", recursive=False))
         self.root = root
+        self.depth_scale = depth_scale
         classes = root / "classes.txt"
         self.classes = read_names(classes) if classes.is_file() else None
         keys = set()
@@ -155,8 +157,8 @@ class DenseSet(FolderSet):
                 if not path.is_file():
                     raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}")
                 array = read_array(path)
-                # class indices stay integers; depth PNGs hold millimetres, samples give metres
-                targets[key] = array.astype(np.int32) if key == "mask" else array.astype(np.float32) / 1000.0
+                # class indices stay integers; depth PNGs hold depth_scale values a metre, samples give metres
+                targets[key] = array.astype(np.int32) if key == "mask" else array.astype(np.float32) / self.depth_scale
         return read_rgb(self.files[index], self.upright), targets
 
 
@@ -265,7 +267,7 @@ def _plain_folder(cfg: SourceConfig, resolve: Callable[[Path], Path]) -> FolderS
 
 SOURCE_TYPES.add("folder", SourceType(_plain_folder))
 SOURCE_TYPES.add("imagefolder", SourceType(lambda cfg, r: ImageFolderSet(_require(cfg, r, "path"))))
-SOURCE_TYPES.add("dense", SourceType(lambda cfg, r: DenseSet(_require(cfg, r, "path"))))
+SOURCE_TYPES.add("dense", SourceType(lambda cfg, r: DenseSet(_require(cfg, r, "path"), cfg.depth_scale)))
 SOURCE_TYPES.add(
     "coco", SourceType(lambda cfg, r: CocoSet(_require(cfg, r, "path"), r(cfg.annotations)), ("path", "annotations"))
 )
@@ -313,7 +315,11 @@ def build_image_set(
             for note in notes if log else []:
                 log(f"{key}: {note}")
         if verify and with_targets and isinstance(dataset, DenseSet):
-            scan_dense_targets(dataset, (lambda msg: log(f"{key}: warning: {msg}")) if log else None)
+            scan_dense_targets(
+                dataset,
+                (lambda msg: log(f"{key}: warning: {msg}")) if log else None,
+                (lambda msg: log(f"{key}: {msg}")) if log else None,
+            )
     except AmalgamError as exc:
         raise AmalgamError(f"{key}: {exc}") from None
     return dataset.configure(image_size, with_targets, originals, native_targets)

@@ -19,12 +19,16 @@ from amalgam.errors import AmalgamError
 IGNORE = 255
 
 
-def scan_dense_targets(dataset, log: Optional[Callable[[str], None]]) -> None:
+def scan_dense_targets(
+    dataset, log: Optional[Callable[[str], None]], say: Optional[Callable[[str], None]] = None
+) -> None:
     """Reads every label and depth map of a dense eval set once; warns or fails with counts.
 
     Args:
-        dataset: a :class:`~amalgam.data.sources.DenseSet` (``files``, ``target_keys``, ``target_path``, ``classes``).
+        dataset: a :class:`~amalgam.data.sources.DenseSet` (``files``, ``target_keys``, ``target_path``,
+            ``classes``, ``depth_scale``).
         log: where warnings go (one line each).
+        say: where the depth maps' range in metres goes, read with the set's ``depth_scale``.
 
     Raises:
         AmalgamError: a map is missing, or no pixel of any map can be scored.
@@ -33,7 +37,7 @@ def scan_dense_targets(dataset, log: Optional[Callable[[str], None]]) -> None:
     if "mask" in dataset.target_keys:
         _scan_masks(dataset, warn)
     if "depth" in dataset.target_keys:
-        _scan_depth(dataset, warn)
+        _scan_depth(dataset, warn, say or (lambda msg: None))
 
 
 def _paths(dataset, key: str) -> list[Path]:
@@ -74,9 +78,25 @@ def _scan_masks(dataset, warn: Callable[[str], None]) -> None:
         )
 
 
-def _scan_depth(dataset, warn: Callable[[str], None]) -> None:
-    empty = [path for path in _paths(dataset, "depth") if not np.any(read_array(path))]
+#: valid depth values kept per map for the range said (every map's share, strided)
+RANGE_SAMPLES = 4096
+
+
+def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]) -> None:
+    empty, values = [], []
+    for path in _paths(dataset, "depth"):
+        raw = read_array(path)
+        valid = raw[raw > 0]
+        if valid.size == 0:
+            empty.append(path)
+        values.append(valid[:: max(1, valid.size // RANGE_SAMPLES)])
     if len(empty) == len(dataset.files):
         raise AmalgamError(f"every depth map is all zero (0 = invalid), e.g. {empty[0]}: nothing to score")
     if empty:
         warn(f"{len(empty)} of {len(dataset.files)} depth maps are all zero (invalid, e.g. {empty[0]}): not scored")
+    # a unit the user did not mean (KITTI stores 256 a metre) shows as a range no scene has
+    low, mid, high = np.percentile(np.concatenate(values).astype(np.float64) / dataset.depth_scale, [5, 50, 95])
+    say(
+        f"depth maps read at {dataset.depth_scale:g} values a metre (depth_scale): {low:.3g}-{high:.3g} m"
+        f" (5th-95th percentile), median {mid:.3g} m"
+    )

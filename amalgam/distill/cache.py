@@ -35,8 +35,9 @@ from amalgam.teachers.teacher import FeatureTap, Teacher
 CACHE_FORMAT = "amalgam-teacher-cache/4"  # 3: answers on the teacher's own view, stored on the student's grid;
 # 4: images read upright by their EXIF orientation
 
-# source fields that change how often an image is drawn, not what the teachers say about it
-SAMPLING_ONLY = frozenset({"weight"})
+# source fields that do not change what the teachers say about an image: how often it is drawn, and
+# how its ground truth (never read in training) is scaled
+NOT_IN_KEY = frozenset({"weight", "depth_scale"})
 
 
 def file_listing(files: list[Path]) -> str:
@@ -83,7 +84,7 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
         dataset = plan.sources.sets[sid]
         src_name = plan.sources.names[sid]
         sources[src_name] = {
-            "config": recipe.data.sources[src_name].model_dump(mode="json", exclude=SAMPLING_ONLY),
+            "config": recipe.data.sources[src_name].model_dump(mode="json", exclude=NOT_IN_KEY),
             "images": len(dataset),
             "files": file_listing(list(getattr(dataset, "files", []))),
         }
@@ -103,7 +104,7 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
 def _comparable(key: dict) -> dict:
     """A stored key as :func:`teacher_key` writes it now (older stores also recorded source weights)."""
     for source in key.get("sources", {}).values():
-        for field_name in SAMPLING_ONLY:
+        for field_name in NOT_IN_KEY:
             source.get("config", {}).pop(field_name, None)
         source.get("config", {}).setdefault("exif", "upright")  # format 4 read every image upright
     return key

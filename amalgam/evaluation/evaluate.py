@@ -43,9 +43,11 @@ class TaskResult:
         return per_class_rows(self.classes, self.teacher_metrics[key], self.student_metrics[key])
 
     def warnings(self) -> list[str]:
-        """Classes the teacher is near-blind on or the student lost (see per_class.py)."""
+        """Classes the teacher is near-blind on or the student lost (see per_class.py), and what the
+        task finds wrong with the teacher as a reference (a depth teacher in another unit)."""
         rows = self.per_class()
-        return class_warnings(self.teacher, self.task.per_class_metric, rows) if rows else []
+        lines = class_warnings(self.teacher, self.task.per_class_metric, rows) if rows else []
+        return lines + self.task.teacher_warnings(self.teacher, self.teacher_metrics)
 
     def row(self) -> dict:
         """The ``tasks[]`` entry of report.json."""

@@ -23,13 +23,15 @@ class ExpDepth(nn.Module):
 
 
 class DepthMeter:
-    """abs rel, RMSE and delta<1.25 over valid (ground truth > 0) pixels of the whole set."""
+    """abs rel, RMSE, delta<1.25 and scale (the geometric mean of prediction / truth) over valid
+    (ground truth > 0) pixels of the whole set."""
 
     def __init__(self) -> None:
         self.n = 0
         self.abs_rel = 0.0
         self.sq = 0.0
         self.delta1 = 0.0
+        self.log_ratio = 0.0
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.reshape(-1).double().cpu(), target.reshape(-1).double().cpu()
@@ -39,14 +41,17 @@ class DepthMeter:
         self.abs_rel += ((p - t).abs() / t).sum().item()
         self.sq += ((p - t) ** 2).sum().item()
         self.delta1 += (torch.maximum(p / t, t / p) < 1.25).sum().item()
+        self.log_ratio += torch.log(p / t).sum().item()
 
     def compute(self) -> dict[str, float]:
         if self.n == 0:
-            return {"rmse": float("nan"), "abs_rel": float("nan"), "delta1": float("nan"), "pixels": 0}
+            nan = float("nan")
+            return {"rmse": nan, "abs_rel": nan, "delta1": nan, "scale": nan, "pixels": 0}
         return {
             "rmse": math.sqrt(self.sq / self.n),
             "abs_rel": self.abs_rel / self.n,
             "delta1": self.delta1 / self.n,
+            "scale": math.exp(self.log_ratio / self.n),
             "pixels": self.n,
         }
 
@@ -61,6 +66,10 @@ def log_depth_loss(student: torch.Tensor, teacher: torch.Tensor, si_weight: floa
     scale_invariant = (g.pow(2).mean(1) - si_weight * g.mean(1).pow(2)).mean()
     return g.abs().mean() + scale_invariant
 
+
+#: a teacher whose depth is this many times the eval set's (or 1/that), as a geometric mean, measures
+#: in another unit than the set's maps: its scores are no reference
+SCALE_WARNING = 1.5
 
 #: share of negative metric depths on the check's random (noise) batch that stops the build: a raw
 #: log-depth head is negative wherever depth < 1 m; a metric head may stray below 0 on noise, but not mostly
@@ -110,6 +119,16 @@ class DepthTask(Task):
                 " negatives as 1 mm)"
             )
         return None
+
+    def teacher_warnings(self, teacher: str, metrics: dict) -> list[str]:
+        scale = metrics.get("scale")
+        if scale is None or not math.isfinite(scale) or 1 / SCALE_WARNING <= scale <= SCALE_WARNING:
+            return []
+        return [
+            f"teacher {teacher}'s depth is {scale:.3g}x its eval set's (geometric mean over valid pixels): check the"
+            " set's depth_scale (values a metre: 1000 for millimetres, 256 for KITTI) and the teacher's output"
+            " (metric, inverse, log); a relative-depth teacher has no metric scale to score"
+        ]
 
     def distill_loss(self, student, teacher, options: DistillOptions):
         if teacher.shape[-2:] != student.shape[-2:]:

@@ -50,6 +50,20 @@ def test_metrics_by_hand_with_an_invalid_pixel():
     assert m["rmse"] == pytest.approx(math.sqrt((1 + 0 + 1) / 3))
     assert m["abs_rel"] == pytest.approx((0.5 + 0 + 1.0) / 3)
     assert m["delta1"] == pytest.approx(1 / 3)  # ratios 2, 1, 2
+    assert m["scale"] == pytest.approx(1.0)  # pred / truth: 0.5, 1, 2, geometric mean 1
+
+
+def test_a_depth_teacher_in_another_unit_than_its_eval_set_is_warned():
+    # KITTI's PNGs hold 256 values a metre: read as millimetres the truth is 3.9x too small, and a
+    # metric teacher's rmse against it is no reference for the student
+    task = get_task("depth")
+    meter = task.new_meter(None)
+    meter.update(torch.full((1, 2, 2), 3.9), torch.ones(1, 2, 2))
+    (line,) = task.teacher_warnings("depth-t", meter.compute())
+    assert line.startswith("teacher depth-t's depth is 3.9x its eval set's") and "depth_scale" in line
+    assert task.teacher_warnings("depth-t", {"scale": 1.4}) == []
+    assert task.teacher_warnings("depth-t", {"scale": 0.6}) != []
+    assert task.teacher_warnings("depth-t", {}) == []  # the teacher was not scored
 
 
 def test_metrics_are_nan_without_valid_pixels():
