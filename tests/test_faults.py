@@ -686,6 +686,13 @@ def test_coco_sizes_that_do_not_fit_the_image_as_read_stop(tmp_path):
     assert (build(cfg, size=(8, 4), with_targets=True)[0]["mask"] == 1).all()
 
 
+def test_a_coco_image_missing_on_disk_is_named_as_missing(tmp_path):
+    (tmp_path / "images").mkdir()
+    cfg = {"type": "coco", "path": tmp_path / "images", "annotations": write_coco(tmp_path, width=4, height=8)}
+    with pytest.raises(AmalgamError, match=r"^data.eval.x: image not found: .*a\.jpg$"):
+        build(cfg, with_targets=True)
+
+
 def test_a_map_at_a_scale_of_its_image_is_resized_with_it(tmp_path):
     # the source check allows a map at half (or twice) its image's size; the resize must then not trip
     # over the differing shapes

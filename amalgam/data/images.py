@@ -81,6 +81,8 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
                 _decode(f)  # verify() leaves the image unusable: decode it afresh from the same handle
     except Image.DecompressionBombError as exc:
         raise AmalgamError(f"{what} {path} is too large to decode: {exc}") from None
+    except FileNotFoundError:  # a COCO file_name with no file, a link to nowhere
+        raise AmalgamError(f"{what} not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise AmalgamError(f"corrupt {what} {path}: {exc}") from None
     if modes is not None and mode not in modes:
