@@ -686,6 +686,24 @@ def test_coco_sizes_that_do_not_fit_the_image_as_read_stop(tmp_path):
     assert (build(cfg, size=(8, 4), with_targets=True)[0]["mask"] == 1).all()
 
 
+def test_files_a_source_does_not_read_are_counted_by_type(tmp_path):
+    # an iPhone folder of .heic beside .jpg would have trained on the jpgs alone without a word
+    save_rgb(tmp_path / "a.png")
+    for name in ("b.heic", "c.heic", "d.gif", "notes.txt", ".hidden"):
+        (tmp_path / name).write_bytes(b"x")
+    said = []
+    build_image_set(
+        "data.sources.x", SourceConfig(type="folder", path=tmp_path), lambda p: p, (4, 4), False, log=said.append
+    )
+    assert any(
+        line.startswith("data.sources.x: 3 files are not read as images (2 .heic, 1 .gif): the types read are")
+        for line in said
+    ), said
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(AmalgamError, match=r"contains no images: 3 files are not read as images \(2 \.heic, 1 \.gif\)"):
+        build({"type": "folder", "path": tmp_path}, key="data.sources.x")
+
+
 def test_a_coco_image_missing_on_disk_is_named_as_missing(tmp_path):
     (tmp_path / "images").mkdir()
     cfg = {"type": "coco", "path": tmp_path / "images", "annotations": write_coco(tmp_path, width=4, height=8)}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -15,16 +16,19 @@ from amalgam.errors import AmalgamError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def list_images(folder: Path, recursive: bool = True) -> list[Path]:
+def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter] = None) -> list[Path]:
     """Image files under ``folder``, sorted (so sample order never depends on the file system).
 
     Symlinked folders are followed; a folder reached a second time (a link loop, or two links to
     one folder) is not entered again, so no image is counted twice and no walk is endless.
+    ``skipped`` counts the other files by suffix (a folder of ``.heic`` photos is said, not lost).
     """
     if not folder.is_dir():
         raise AmalgamError(f"image folder not found: {folder}")
     if not recursive:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = [p for p in folder.iterdir() if p.is_file()]
+        _count_others(files, skipped)
+        return sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
     found, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         st = os.stat(root)
@@ -33,8 +37,32 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
             continue
         seen.add((st.st_dev, st.st_ino))
         base = Path(root)
-        found += [base / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and (base / f).is_file()]
+        files = [base / f for f in files if (base / f).is_file()]
+        _count_others(files, skipped)
+        found += [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found)
+
+
+#: files a folder of images commonly holds beside them, not worth a word
+QUIET_FILES = {".txt", ".json", ".csv", ".md", ".ds_store", ".db", ".ini"}
+
+
+def _count_others(files: list[Path], skipped: Optional[Counter]) -> None:
+    if skipped is None:
+        return
+    for p in files:
+        suffix = p.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES and suffix not in QUIET_FILES and not p.name.startswith("."):
+            skipped[suffix or "(no suffix)"] += 1
+
+
+def skipped_note(skipped: Counter) -> Optional[str]:
+    """The line saying which files a source left out, by suffix, or None."""
+    if not skipped:
+        return None
+    kinds = ", ".join(f"{n} {suffix}" for suffix, n in skipped.most_common(5))
+    known = ", ".join(sorted(IMAGE_SUFFIXES))
+    return f"{sum(skipped.values())} files are not read as images ({kinds}): the types read are {known}"
 
 
 #: the EXIF tag of how a camera held the image; values 5-8 turn it a quarter

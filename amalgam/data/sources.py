@@ -9,6 +9,7 @@ kept at their own resolution (``native_targets``, as the amalgamation scores the
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -20,7 +21,7 @@ from torch.utils.data import Dataset
 
 from amalgam.config.label_entries import read_names, rename_classes
 from amalgam.config.schema import SourceConfig
-from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, to_tensor, verify_image
+from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, skipped_note, to_tensor, verify_image
 from amalgam.data.target_scan import scan_dense_targets
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
@@ -100,8 +101,9 @@ class FolderSet(ImageSet):
 
     upright = True  # read by the EXIF orientation (recipe ``exif: upright``), or as stored
 
-    def __init__(self, files: list[Path]):
+    def __init__(self, files: list[Path], skipped: Optional[Counter] = None):
         self.files = files
+        self.skipped = skipped if skipped is not None else Counter()  # other files in its folders, by suffix
 
     def __len__(self) -> int:
         return len(self.files)
@@ -117,12 +119,12 @@ class ImageFolderSet(FolderSet):
 
     def __init__(self, root: Path):
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        self.labels, files = [], []
+        self.labels, files, skipped = [], [], Counter()
         for idx, name in enumerate(self.classes):
-            found = list_images(root / name)
+            found = list_images(root / name, skipped=skipped)
             files += found
             self.labels += [idx] * len(found)
-        super().__init__(files)
+        super().__init__(files, skipped)
 
     def load(self, index: int):
         return read_rgb(self.files[index], self.upright), ({"label": self.labels[index]} if self.with_targets else {})
@@ -133,7 +135,8 @@ class DenseSet(FolderSet):
     values per metre: millimetres by default), ``classes.txt``."""
 
     def __init__(self, root: Path, depth_scale: float = 1000.0):
-        super().__init__(list_images(root / "images", recursive=False))
+        skipped = Counter()
+        super().__init__(list_images(root / "images", recursive=False, skipped=skipped), skipped)
         self.root = root
         self.depth_scale = depth_scale
         classes = root / "classes.txt"
@@ -262,7 +265,8 @@ def _plain_folder(cfg: SourceConfig, resolve: Callable[[Path], Path]) -> FolderS
             f"{root} is laid out as a dense set (images/ beside {'/, '.join(maps)}/): point path at {root / 'images'},"
             " or use type: dense"
         )
-    return FolderSet(list_images(root))
+    skipped = Counter()
+    return FolderSet(list_images(root, skipped=skipped), skipped)
 
 
 SOURCE_TYPES.add("folder", SourceType(_plain_folder))
@@ -308,7 +312,8 @@ def build_image_set(
         if cfg.limit is not None:
             dataset = _limit(dataset, cfg.limit)
         if len(dataset) == 0:
-            raise AmalgamError("contains no images")
+            other = skipped_note(getattr(dataset, "skipped", Counter()))
+            raise AmalgamError("contains no images" + (f": {other}" if other else ""))
         if verify and isinstance(dataset, FolderSet):
             bar = bar_for(log, len(dataset.files), f"checking {key}") if log else None
             notes = _verify_files(dataset, bar)
@@ -357,7 +362,8 @@ def _verify_files(dataset: FolderSet, bar=None) -> list[str]:
             _check_fit(path, facts, dataset.upright, target, target_size)
     if bar is not None:
         bar.close()
-    notes = [_orientation_note(rotated, dataset.upright)] if rotated else []
+    notes = [note] if (note := skipped_note(dataset.skipped)) else []
+    notes += [_orientation_note(rotated, dataset.upright)] if rotated else []
     if alpha:
         notes.append(
             f"{alpha} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
