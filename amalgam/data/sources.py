@@ -21,7 +21,16 @@ from torch.utils.data import Dataset
 
 from amalgam.config.label_entries import read_names, rename_classes
 from amalgam.config.schema import SourceConfig
-from amalgam.data.images import list_images, pil_to_rgb, read_array, read_rgb, skipped_note, to_tensor, verify_image
+from amalgam.data.images import (
+    ImageFacts,
+    list_images,
+    pil_to_rgb,
+    read_array,
+    read_rgb,
+    skipped_note,
+    to_tensor,
+    verify_image,
+)
 from amalgam.data.target_scan import scan_dense_targets
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
@@ -405,7 +414,7 @@ def _fits(size: tuple[int, int], target_size: tuple[int, int]) -> bool:
     return abs(tw * h - th * w) <= max(w, h)  # the same shape, or a scale of it (1 px of rounding)
 
 
-def _check_fit(image: Path, facts, upright: bool, target, target_size: tuple[int, int]) -> None:
+def _check_fit(image: Path, facts: ImageFacts, upright: bool, target: object, target_size: tuple[int, int]) -> None:
     """A map must have its image's shape as read (upright or stored), or a scale of it."""
     size = facts.size if upright else facts.stored
     if _fits(size, target_size):
