@@ -6,6 +6,7 @@ one to a second or two; builds use 1 epoch of 8 images unless a test needs more.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -670,7 +671,7 @@ def write_coco(root: Path, width: int, height: int) -> Path:
             }
         ],
     }
-    (root / "instances.json").write_text(__import__("json").dumps(instances))
+    (root / "instances.json").write_text(json.dumps(instances))
     return root / "instances.json"
 
 
@@ -684,6 +685,11 @@ def test_coco_sizes_that_do_not_fit_the_image_as_read_stop(tmp_path):
     assert build({**cfg, "exif": "stored"}, size=(4, 8), with_targets=True)[0]["mask"].shape == (4, 8)
     write_coco(tmp_path, width=4, height=8)  # drawn as shown
     assert (build(cfg, size=(8, 4), with_targets=True)[0]["mask"] == 1).all()
+    raw = json.loads(cfg["annotations"].read_text())
+    del raw["images"][0]["width"]  # pycocotools would fail on it mid-evaluation
+    cfg["annotations"].write_text(json.dumps(raw))
+    with pytest.raises(AmalgamError, match=r"COCO image 1 \(a\.jpg\) has no integer width and height"):
+        build(cfg, with_targets=True)
 
 
 def test_files_a_source_does_not_read_are_counted_by_type(tmp_path):
