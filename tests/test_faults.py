@@ -643,12 +643,27 @@ def test_exif_stored_reads_the_pixels_as_stored_for_maps_drawn_on_them(tmp_path)
         build({"type": "dense", "path": tmp_path, "exif": "stored"}, with_targets=True)
 
 
-def test_exif_stored_on_a_dataset_object_stops():
-    with pytest.raises(AmalgamError, match=r"data.eval.x: exif: applies to image files"):
-        build({"type": "torchvision", "name": "FakeData", "root": ".", "exif": "stored"})
-    # a torchvision set without a download argument (FakeData, ImageNet) is built with what it takes
+def test_torchvision_sets_are_built_with_the_arguments_their_signature_takes():
+    import torchvision.datasets as tvd
+
+    from amalgam.data.sources import _torchvision_kwargs
+
+    # FakeData takes no root, split or download (its first argument is a size): built, and read
+    fake = {"type": "torchvision", "name": "FakeData", "root": "."}
+    sample = build(fake, size=(8, 8), with_targets=True)[0]
+    assert sample["image"].shape == (3, 8, 8) and isinstance(sample["label"], int)
     with pytest.raises(AmalgamError, match=r"torchvision FakeData cannot download"):
-        build({"type": "torchvision", "name": "FakeData", "root": ".", "download": True})
+        build({**fake, "download": True})
+    with pytest.raises(AmalgamError, match=r"torchvision FakeData has no split \(it is one set\): drop split: test"):
+        build({**fake, "split": "test"})  # it would have scored the same images whatever the split
+    with pytest.raises(AmalgamError, match=r"data.eval.x: exif: applies to image files"):
+        build({**fake, "exif": "stored"})
+    # QMNIST takes download through **kwargs
+    assert _torchvision_kwargs(tvd.QMNIST, "QMNIST", Path("r"), "test", True) == {
+        "root": "r",
+        "train": False,
+        "download": True,
+    }
 
 
 def write_coco(root: Path, width: int, height: int) -> Path:
@@ -682,6 +697,7 @@ def test_coco_sizes_that_do_not_fit_the_image_as_read_stop(tmp_path):
     cfg = {"type": "coco", "path": tmp_path / "images", "annotations": write_coco(tmp_path, width=8, height=4)}
     with pytest.raises(AmalgamError, match=r"COCO image 1's annotations is 8x4 .* set exif: stored on this source"):
         build(cfg, with_targets=True)
+    assert len(build(cfg, with_targets=False)) == 1  # as a training source its annotations are never read
     assert build({**cfg, "exif": "stored"}, size=(4, 8), with_targets=True)[0]["mask"].shape == (4, 8)
     write_coco(tmp_path, width=4, height=8)  # drawn as shown
     assert (build(cfg, size=(8, 4), with_targets=True)[0]["mask"] == 1).all()
@@ -725,8 +741,26 @@ def test_a_map_at_a_scale_of_its_image_is_resized_with_it(tmp_path):
     half = np.zeros((4, 4), np.uint8)
     half[:2] = 1
     Image.fromarray(half).save(tmp_path / "labels" / "a.png")
-    mask = build({"type": "dense", "path": tmp_path}, size=(16, 16), with_targets=True)[0]["mask"]
+    said = []
+    cfg = SourceConfig(type="dense", path=tmp_path)
+    mask = build_image_set("data.eval.x", cfg, lambda p: p, (16, 16), True, log=said.append)[0]["mask"]
     assert mask.shape == (16, 16) and (mask[:8] == 1).all() and (mask[8:] == 0).all()
+    assert "data.eval.x: 1 maps are at a scale of their image's size: each is read as covering it" in said
+
+
+def test_a_photo_turned_180_degrees_is_said_to_fit_its_map_either_way(tmp_path):
+    # the same size upright and stored: a map drawn on either passes the size check, so the log says so
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((4, 8, 3), np.uint8)).save(tmp_path / "images" / "a.jpg", exif=exif)
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((4, 8), np.uint8)).save(tmp_path / "labels" / "a.png")
+    said = []
+    build_image_set(
+        "data.eval.x", SourceConfig(type="dense", path=tmp_path), lambda p: p, (4, 8), True, log=said.append
+    )
+    assert any("1 of them (turned 180 degrees, mirrored, or square) fit their maps either way" in s for s in said)
 
 
 def test_transparency_is_dropped_and_said(tmp_path):

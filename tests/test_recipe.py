@@ -203,6 +203,14 @@ def test_load_recipe_applies_overrides_before_validation(world):
         load_recipe(world, ["train.epoch=1"])
 
 
+def test_set_keys_of_other_types_are_refused_where_they_would_be_ignored(world):
+    with pytest.raises(RecipeError, match=r"^data.sources.scenes.depth_scale: only for dense sets"):
+        load_recipe(world, ["data.sources.scenes.depth_scale=256"])
+    assert load_recipe(world, ["data.eval.scenes-val.depth_scale=256"]).data.eval["scenes-val"].depth_scale == 256
+    with pytest.raises(RecipeError, match=r"^data.sources.fm.exif: applies to image files"):
+        load_recipe(world, ["data.sources.fm={type: torchvision, name: FashionMNIST, root: x, exif: stored}"])
+
+
 def test_relative_paths_resolve_against_the_recipe_folder(world, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the working directory must not matter
     recipe = load_recipe(world)

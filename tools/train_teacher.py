@@ -316,8 +316,8 @@ def save_torchscript(model: nn.Module, cfg: ZooTeacher, task: Task, path: Path) 
         reloaded = torch.jit.load(str(path), map_location="cpu")
     space = LabelSpace(tuple(cfg.labels), cfg.background) if task.labelled else None
     kind, raw = output_kind(cfg, task), reloaded(example)
-    # how the build reads it (probabilities declared as logits, sigmoids), then what it gives
-    problem = task.reading_problem(raw, kind) or task.check_output(task.convert_output(raw, kind), 2, space)
+    # in the build's order: the shape of what it gives, then whether it can be of its output kind
+    problem = task.check_output(task.convert_output(raw, kind), 2, space) or task.reading_problem(raw, kind)
     if problem:
         raise AmalgamError(f"traced teacher {path}: {problem}")
 

@@ -94,6 +94,10 @@ def check_sets(recipe: Recipe) -> None:
             for required in SOURCE_TYPES.get(cfg.type).required:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
+            if cfg.depth_scale != 1000.0 and cfg.type != "dense":
+                raise RecipeError(f"{path}.depth_scale", f"only for dense sets (their depth PNGs), not '{cfg.type}'")
+            if cfg.exif != "upright" and cfg.type == "torchvision":
+                raise RecipeError(f"{path}.exif", "applies to image files; a torchvision set decodes its own")
             if cfg.classes_file is not None:
                 if cfg.type not in ("imagefolder", "dense"):
                     raise RecipeError(f"{path}.classes_file", f"only for imagefolder and dense sets, not '{cfg.type}'")

@@ -227,12 +227,15 @@ class TorchvisionSet(ImageSet):
         cls = getattr(tvd, name, None)
         if not (isinstance(cls, type) and issubclass(cls, Dataset)):
             raise AmalgamError(f"unknown torchvision dataset '{name}'")
+        kwargs = _torchvision_kwargs(cls, name, root, split, download)
         try:
-            self.dataset = cls(str(root), **_torchvision_kwargs(cls, name, root, split, download))
+            self.dataset = cls(**kwargs)
         except RuntimeError as exc:
             raise AmalgamError(
                 f"torchvision {name} not found under {root} ({exc}); run tools/get_data.py or set download: true"
             ) from None
+        except (TypeError, ValueError) as exc:  # a split it does not have, an argument it needs
+            raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {exc}") from None
         self.classes = list(getattr(self.dataset, "classes", []) or []) or None
 
     def __len__(self) -> int:
@@ -244,15 +247,18 @@ class TorchvisionSet(ImageSet):
 
 
 def _torchvision_kwargs(cls: type, name: str, root: Path, split: str, download: bool) -> dict:
-    """``train``/``split`` and ``download`` as the dataset's own signature takes them."""
+    """``root``, ``train``/``split`` and ``download`` as the dataset's own signature takes them
+    (keyword arguments only: FakeData's first argument is a size)."""
     params = inspect.signature(cls).parameters
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # EMNIST, QMNIST
+    kwargs: dict = {"root": str(root)} if "root" in params or open_kwargs else {}
     if "train" in params:
-        kwargs = {"train": split == "train"}
+        kwargs["train"] = split == "train"
     elif "split" in params:
-        kwargs = {"split": split}
-    else:
-        kwargs = {}  # one set (e.g. FakeData): split keeps its default
-    if "download" in params:
+        kwargs["split"] = split
+    elif split != "train":  # SUN397, Caltech101: one set, which would be read whatever the split said
+        raise AmalgamError(f"torchvision {name} has no split (it is one set): drop split: {split}")
+    if "download" in params or open_kwargs:
         kwargs["download"] = download
     elif download:
         raise AmalgamError(f"torchvision {name} cannot download: place its files under {root} and drop download")
@@ -325,7 +331,7 @@ def build_image_set(
             raise AmalgamError("contains no images" + (f": {other}" if other else ""))
         if verify and isinstance(dataset, FolderSet):
             bar = bar_for(log, len(dataset.files), f"checking {key}") if log else None
-            notes = _verify_files(dataset, bar)
+            notes = _verify_files(dataset, bar, with_targets)
             for note in notes if log else []:
                 log(f"{key}: {note}")
         if verify and with_targets and isinstance(dataset, DenseSet):
@@ -359,23 +365,40 @@ def _limit(dataset: ImageSet, limit: int) -> ImageSet:
     return dataset
 
 
-def _verify_files(dataset: FolderSet, bar=None) -> list[str]:
-    """Opens every image (and map) once; returns what reading them does beyond decoding, to say."""
-    rotated = alpha = 0
+def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> list[str]:
+    """Opens every image (and, for eval sets, map) once; returns what reading them does beyond
+    decoding, to say. A training source's maps are never read, so they are not checked."""
+    tally: Counter = Counter()
     for index, path in enumerate(dataset.files):
         if bar is not None:
             bar.update(1)
         facts = verify_image(path)
-        rotated, alpha = rotated + facts.rotated, alpha + facts.alpha
-        for target, target_size in _map_sizes(dataset, index, path):
+        tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
+        maps = _map_sizes(dataset, index, path) if with_targets else []
+        for target, target_size in maps:
             _check_fit(path, facts, dataset.upright, target, target_size)
+            tally["scaled"] += int(target_size != (facts.size if dataset.upright else facts.stored))
+        # turned 180 degrees, mirrored or square: both readings have one size, so no map can tell them apart
+        tally["either"] += int(bool(facts.rotated and maps and facts.size == facts.stored))
     if bar is not None:
         bar.close()
+    return _notes(dataset, tally)
+
+
+def _notes(dataset: FolderSet, tally: Counter) -> list[str]:
     notes = [note] if (note := skipped_note(dataset.skipped)) else []
-    notes += [_orientation_note(rotated, dataset.upright)] if rotated else []
-    if alpha:
+    if tally["rotated"]:
+        notes.append(_orientation_note(tally["rotated"], dataset.upright))
+    if tally["either"]:
         notes.append(
-            f"{alpha} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
+            f"{tally['either']} of them (turned 180 degrees, mirrored, or square) fit their maps either way: the"
+            " size check cannot tell which reading the maps were drawn on; look at one, and set exif: if need be"
+        )
+    if tally["scaled"]:
+        notes.append(f"{tally['scaled']} maps are at a scale of their image's size: each is read as covering it")
+    if tally["alpha"]:
+        notes.append(
+            f"{tally['alpha']} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
             " teachers see the colour stored under transparent pixels"
         )
     return notes
@@ -396,7 +419,7 @@ def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object,
         if not target.is_file():
             raise AmalgamError(f"missing {key} file {target} for image {path}")
         modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
-        found.append((target, verify_image(target, modes, what=f"{key} map").size))
+        found.append((target, verify_image(target, modes, what=f"{key} map").stored))  # read as stored
     return found
 
 
