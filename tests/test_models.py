@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -183,14 +185,43 @@ def test_the_conversion_command_for_a_pickled_checkpoint_gives_a_loadable_state_
         "module": tiny(),
         "dict holding the module": {"model": tiny(), "epoch": 3},
         # Lightning: the state dict beside hyper-parameters that weights_only refuses
-        "lightning": {"state_dict": tiny().state_dict(), "hyper_parameters": argparse.Namespace(lr=0.1), "epoch": 3},
+        # Lightning: the LightningModule's state dict ('model.' before each key) beside hyper-parameters
+        "lightning": {
+            "state_dict": {f"model.{k}": v for k, v in tiny().state_dict().items()},
+            "hyper_parameters": argparse.Namespace(lr=0.1),
+            "epoch": 3,
+        },
     }[layout]
     torch.save(saved, path)
     if layout == "lightning":
         with pytest.raises(AmalgamError, match="holds pickled objects beyond tensors"):
             load_checkpoint(tiny(), path, "teacher 'x'")
-    subprocess.run([sys.executable, "-c", conversion_command(path)], check=True)
-    load_checkpoint(tiny(), tmp_path / "whole.pt.state.pt", "teacher 'x'")
+    said = subprocess.run([sys.executable, "-c", conversion_command(path)], check=True, capture_output=True, text=True)
+    assert said.stdout.startswith("saved ") and "whole.pt.state.pt" in said.stdout
+    converted = tmp_path / "whole.pt.state.pt"
+    if layout == "lightning":
+        assert "from entry 'state_dict'" in said.stdout
+        with pytest.raises(AmalgamError, match=r"every checkpoint key starts with 'model\.'") as info:
+            load_checkpoint(tiny(), converted, "teacher 'x'")
+        strip = re.search(r'python -c "([^"]+)"', str(info.value)).group(1)  # the command the error gives
+        subprocess.run([sys.executable, "-c", strip], check=True)
+        converted = tmp_path / "whole.pt.state.pt.inner.pt"
+    load_checkpoint(tiny(), converted, "teacher 'x'")
+
+
+def test_the_conversion_command_fails_when_it_finds_no_tensors(tmp_path):
+    import argparse
+    import subprocess
+    import sys
+
+    from amalgam.teachers.model_sources import conversion_command
+
+    torch.save({"args": argparse.Namespace(lr=0.1), "epoch": 3}, tmp_path / "odd.pt")
+    said = subprocess.run(
+        [sys.executable, "-c", conversion_command(tmp_path / "odd.pt")], capture_output=True, text=True
+    )
+    assert said.returncode != 0 and "no tensors at the top or under one entry of: []" in said.stderr
+    assert not (tmp_path / "odd.pt.state.pt").exists()
 
 
 def test_torchvision_builders_never_download(tmp_path, monkeypatch):

@@ -234,7 +234,7 @@ def _state_dict_entries(state: Any) -> list[str]:
     return [str(k) for k, v in state.items() if _is_state_dict(v) and len(v) > 0]
 
 
-def _shared_prefix_hint(state: dict, own: dict) -> str:
+def _shared_prefix_hint(state: dict, own: dict, path: Path) -> str:
     """How to fix a checkpoint whose keys all carry one extra first name (a Lightning module's
     ``model.``): said, not stripped, since only the user knows that entry is this network."""
     first = {k.split(".", 1)[0] for k in state}
@@ -243,18 +243,33 @@ def _shared_prefix_hint(state: dict, own: dict) -> str:
     prefix = f"{first.pop()}."
     if {k[len(prefix) :] for k in state} != set(own):
         return ""
-    return f" (every checkpoint key starts with '{prefix}', the model's do not: save the inner network's state_dict)"
+    out = f"{path}.inner.pt"
+    strip = (
+        f"import torch; s = torch.load({str(path)!r}); torch.save({{k[{len(prefix)}:]: v for k, v in s.items()}},"
+        f" {out!r})"
+    )
+    return (
+        f" (every checkpoint key starts with '{prefix}', the model's do not: save the inner network's state_dict,"
+        f' e.g. python -c "{strip}", and point the recipe at {out})'
+    )
 
 
 def conversion_command(path: Path) -> str:
     """Python that saves the state dict of a pickled checkpoint as ``<path>.state.pt``: a whole
-    module, or a dict holding one (or its state dict) under ``state_dict``/``model``/``ema``/``net``
-    beside epochs, optimisers and hyper-parameters (Lightning's layout); only tensors are kept."""
+    module, or a dict holding one (or its state dict) under ``state_dict``/``model_state_dict``/
+    ``model``/``ema``/``net`` beside epochs, optimisers and hyper-parameters (Lightning's layout).
+    Only tensors are kept; it prints the entry it took and the others, and fails if none is left."""
+    src, out = str(path), f"{path}.state.pt"
     return (
-        f"import torch; m = torch.load('{path}', weights_only=False); m = next((m[k] for k in ('state_dict',"
-        " 'model', 'ema', 'net') if isinstance(m, dict) and isinstance(m.get(k), (dict, torch.nn.Module))), m);"
-        " m = m.state_dict() if isinstance(m, torch.nn.Module) else m;"
-        f" torch.save({{k: v for k, v in m.items() if isinstance(v, torch.Tensor)}}, '{path}.state.pt')"
+        f"import torch; c = torch.load({src!r}, weights_only=False); d = c if isinstance(c, dict) else {{}};"
+        " held = [k for k in d if isinstance(d[k], (dict, torch.nn.Module))];"
+        " k = next((k for k in ('state_dict', 'model_state_dict', 'model', 'ema', 'net') if k in held), None);"
+        " m = c if k is None else c[k]; m = m.state_dict() if isinstance(m, torch.nn.Module) else m;"
+        " sd = {n: v for n, v in m.items() if isinstance(v, torch.Tensor)};"
+        " assert sd, f'no tensors at the top or under one entry of: {held}';"
+        f" torch.save(sd, {out!r});"
+        " print(f'saved {len(sd)} tensors from entry {k!r} (others: {[h for h in held if h != k]}) to',"
+        f" {out!r})"
     )
 
 
@@ -277,7 +292,8 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     # torch fills in a BatchNorm's step count, which older checkpoints and conversions leave out
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
-        hint = _shared_prefix_hint(state, own) + (f"; {len(missing)} keys are missing" if len(missing) > 1 else "")
+        count = f"; {len(missing)} keys are missing" if len(missing) > 1 else ""
+        hint = _shared_prefix_hint(state, own, path) + count
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{missing[0]}'{hint}")
     for key, value in own.items():
         if key in state and tuple(state[key].shape) != tuple(value.shape):
