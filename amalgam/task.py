@@ -120,7 +120,8 @@ class Task:
 
     def teacher_warnings(self, teacher: str, metrics: dict) -> list[str]:
         """Lines warning that a teacher's own scores on its eval set cannot be trusted as a reference
-        (beyond the per-class ones of ``per_class_metric``); said in the log, report and ``amalgam eval``."""
+        (beyond the per-class ones of ``per_class_metric``); said in the log, report and ``amalgam eval``.
+        ``metrics`` is the teacher meter's result, ``{}`` where the teacher was not scored."""
         return []
 
     def labels_problem(self, names: list[str]) -> Optional[str]:

@@ -669,8 +669,9 @@ def test_torchvision_sets_are_built_with_the_arguments_their_signature_takes():
 def write_coco(root: Path, width: int, height: int) -> Path:
     from pycocotools import mask as mask_utils
 
-    full = np.ones((height, width), np.uint8)
-    encoded = mask_utils.encode(np.asfortranarray(full))
+    top = np.zeros((height, width), np.uint8)
+    top[: height // 2] = 1  # the top half: a misread layout shows
+    encoded = mask_utils.encode(np.asfortranarray(top))
     instances = {
         "images": [{"id": 1, "file_name": "a.jpg", "height": height, "width": width}],
         "categories": [{"id": 1, "name": "shirt"}],
@@ -700,7 +701,8 @@ def test_coco_sizes_that_do_not_fit_the_image_as_read_stop(tmp_path):
     assert len(build(cfg, with_targets=False)) == 1  # as a training source its annotations are never read
     assert build({**cfg, "exif": "stored"}, size=(4, 8), with_targets=True)[0]["mask"].shape == (4, 8)
     write_coco(tmp_path, width=4, height=8)  # drawn as shown
-    assert (build(cfg, size=(8, 4), with_targets=True)[0]["mask"] == 1).all()
+    mask = build(cfg, size=(8, 4), with_targets=True)[0]["mask"]
+    assert (mask[:4] == 1).all() and (mask[4:] == 0).all()
     raw = json.loads(cfg["annotations"].read_text())
     del raw["images"][0]["width"]  # pycocotools would fail on it mid-evaluation
     cfg["annotations"].write_text(json.dumps(raw))

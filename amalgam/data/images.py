@@ -152,6 +152,8 @@ def read_rgb(path: Path, upright: bool = True) -> np.ndarray:
             return to_rgb8(_upright(img) if upright else img, path)
     except Image.DecompressionBombError as exc:
         raise AmalgamError(f"image {path} is too large to decode: {exc}") from None
+    except FileNotFoundError:  # removed after the source check
+        raise AmalgamError(f"image not found: {path}") from None
     except (OSError, ValueError) as exc:
         raise AmalgamError(f"corrupt image {path}: {exc}") from None
 

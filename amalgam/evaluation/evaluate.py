@@ -79,7 +79,7 @@ class Evaluation:
     unified: list[dict] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
-        """Every teacher's per-class warnings, in teacher order."""
+        """Every teacher's warnings (per class, and its task's own), in teacher order."""
         return [line for r in self.tasks for line in r.warnings()]
 
 

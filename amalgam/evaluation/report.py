@@ -37,7 +37,7 @@ def to_markdown(report: dict) -> str:
     """The report as Markdown tables."""
     lines = [f"# amalgam report: {report['name']}", ""]
     if report.get("warnings"):  # first: they make a mean ratio untrustworthy
-        lines += ["**Warnings** (per class; a mean ratio hides these):", ""]
+        lines += ["**Warnings** (a mean ratio hides these):", ""]
         lines += [f"- {w}" for w in report["warnings"]] + [""]
     lines += ["| teacher | task | eval set | metric | teacher | student | ratio |", "|---|---|---|---|---|---|---|"]
     for r in report["tasks"]:
