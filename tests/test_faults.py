@@ -704,6 +704,13 @@ def test_coco_sizes_that_do_not_fit_the_image_as_read_stop(tmp_path):
     mask = build(cfg, size=(8, 4), with_targets=True)[0]["mask"]
     assert (mask[:4] == 1).all() and (mask[4:] == 0).all()
     raw = json.loads(cfg["annotations"].read_text())
+    raw["images"][0]["width"] = 4.0  # some exporters write floats
+    cfg["annotations"].write_text(json.dumps(raw))
+    assert build(cfg, size=(8, 4), with_targets=True)[0]["mask"].shape == (8, 4)
+    raw["annotations"][0]["segmentation"]["size"] = [4, 8]  # an RLE drawn on another grid: IndexError mid-eval before
+    cfg["annotations"].write_text(json.dumps(raw))
+    with pytest.raises(AmalgamError, match=r"COCO annotation 1 of image 1 has an RLE of size \[4, 8\]"):
+        build(cfg, with_targets=True)
     del raw["images"][0]["width"]  # pycocotools would fail on it mid-evaluation
     cfg["annotations"].write_text(json.dumps(raw))
     with pytest.raises(AmalgamError, match=r"COCO image 1 \(a\.jpg\) has no integer width and height"):

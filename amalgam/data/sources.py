@@ -407,10 +407,7 @@ def _notes(dataset: FolderSet, tally: Counter) -> list[str]:
 def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]:
     """(what, (width, height)) of each map drawn on image ``index``: dense maps, a COCO image's size."""
     if isinstance(dataset, CocoSet):
-        info = dataset.coco.imgs[dataset.image_ids[index]]
-        if not (isinstance(info.get("width"), int) and isinstance(info.get("height"), int)):
-            raise AmalgamError(f"COCO image {info.get('id')} ({path.name}) has no integer width and height")
-        return [(f"COCO image {info.get('id')}'s annotations", (info["width"], info["height"]))]
+        return [(f"COCO image {dataset.image_ids[index]}'s annotations", _coco_size(dataset, index, path))]
     if not isinstance(dataset, DenseSet):
         return []
     found = []
@@ -421,6 +418,24 @@ def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object,
         modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
         found.append((target, verify_image(target, modes, what=f"{key} map").stored))  # read as stored
     return found
+
+
+def _coco_size(dataset: "CocoSet", index: int, path: Path) -> tuple[int, int]:
+    """A COCO image's (width, height), which its RLE masks must share (pycocotools draws them so)."""
+    image_id = dataset.image_ids[index]
+    info = dataset.coco.imgs[image_id]
+    w, h = info.get("width"), info.get("height")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in (w, h)):
+        raise AmalgamError(f"COCO image {image_id} ({path.name}) has no integer width and height")
+    info["width"], info["height"] = int(w), int(h)  # 640.0 from some exporters
+    for ann in dataset.coco.imgToAnns.get(image_id, []):
+        seg = ann.get("segmentation")
+        if isinstance(seg, dict) and list(seg.get("size", [])) != [info["height"], info["width"]]:
+            raise AmalgamError(
+                f"COCO annotation {ann.get('id')} of image {image_id} has an RLE of size {seg.get('size')} (height,"
+                f" width) but the image is {info['height']}x{info['width']} in the JSON"
+            )
+    return info["width"], info["height"]
 
 
 def _orientation_note(rotated: int, upright: bool) -> str:
