@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 from amalgam.config.label_entries import label_names, read_names, space_of
-from amalgam.config.schema import InputSpec, Recipe, TeacherConfig
-from amalgam.data.sources import SOURCE_TYPES
+from amalgam.config.schema import InputSpec, Recipe, SourceConfig, TeacherConfig
+from amalgam.data.sources import SET_OPTIONS, SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
@@ -94,15 +94,18 @@ def check_sets(recipe: Recipe) -> None:
             for required in SOURCE_TYPES.get(cfg.type).required:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
-            if cfg.depth_scale != 1000.0 and cfg.type != "dense":
-                raise RecipeError(f"{path}.depth_scale", f"only for dense sets (their depth PNGs), not '{cfg.type}'")
-            if cfg.exif != "upright" and cfg.type == "torchvision":
-                raise RecipeError(f"{path}.exif", "applies to image files; a torchvision set decodes its own")
+            check_set_options(path, cfg)
             if cfg.classes_file is not None:
-                if cfg.type not in ("imagefolder", "dense"):
-                    raise RecipeError(f"{path}.classes_file", f"only for imagefolder and dense sets, not '{cfg.type}'")
                 if not recipe.resolve(cfg.classes_file).is_file():
                     raise RecipeError(f"{path}.classes_file", f"file not found: {recipe.resolve(cfg.classes_file)}")
+
+
+def check_set_options(path: str, cfg: SourceConfig) -> None:
+    """An optional key set away from its default on a type that does not honour it would be ignored."""
+    for option, (default, refusal) in SET_OPTIONS.items():
+        if getattr(cfg, option) != default and option not in SOURCE_TYPES.get(cfg.type).options:
+            kinds = " and ".join(n for n in SOURCE_TYPES.names() if option in SOURCE_TYPES.get(n).options)
+            raise RecipeError(f"{path}.{option}", refusal.format(kinds=kinds, type=cfg.type))
 
 
 def check_teacher(recipe: Recipe, name: str, t: TeacherConfig) -> set[str]:

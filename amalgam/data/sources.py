@@ -99,6 +99,17 @@ class SourceType:
 
     build: Callable[..., ImageSet]  # (cfg, resolve) -> ImageSet
     required: tuple[str, ...] = ("path",)
+    #: optional recipe keys it honours beyond the common ones (others, set away from their default, are refused)
+    options: frozenset[str] = frozenset()
+
+
+#: optional source keys only some types honour: their default, and the refusal's wording
+SET_OPTIONS = {
+    "classes_file": (None, "only for {kinds} sets, not '{type}'"),
+    "depth_scale": (1000.0, "only for {kinds} sets (their depth PNGs), not '{type}'"),
+    "exif": ("upright", "applies to image files ({kinds} sets), not to '{type}', which decodes its own"),
+}
+IMAGE_FILES = frozenset({"exif"})
 
 
 #: ``type`` -> :class:`SourceType`
@@ -284,11 +295,23 @@ def _plain_folder(cfg: SourceConfig, resolve: Callable[[Path], Path]) -> FolderS
     return FolderSet(list_images(root, skipped=skipped), skipped)
 
 
-SOURCE_TYPES.add("folder", SourceType(_plain_folder))
-SOURCE_TYPES.add("imagefolder", SourceType(lambda cfg, r: ImageFolderSet(_require(cfg, r, "path"))))
-SOURCE_TYPES.add("dense", SourceType(lambda cfg, r: DenseSet(_require(cfg, r, "path"), cfg.depth_scale)))
+SOURCE_TYPES.add("folder", SourceType(_plain_folder, options=IMAGE_FILES))
 SOURCE_TYPES.add(
-    "coco", SourceType(lambda cfg, r: CocoSet(_require(cfg, r, "path"), r(cfg.annotations)), ("path", "annotations"))
+    "imagefolder",
+    SourceType(lambda cfg, r: ImageFolderSet(_require(cfg, r, "path")), options=IMAGE_FILES | {"classes_file"}),
+)
+SOURCE_TYPES.add(
+    "dense",
+    SourceType(
+        lambda cfg, r: DenseSet(_require(cfg, r, "path"), cfg.depth_scale),
+        options=IMAGE_FILES | {"classes_file", "depth_scale"},
+    ),
+)
+SOURCE_TYPES.add(
+    "coco",
+    SourceType(
+        lambda cfg, r: CocoSet(_require(cfg, r, "path"), r(cfg.annotations)), ("path", "annotations"), IMAGE_FILES
+    ),
 )
 SOURCE_TYPES.add(
     "torchvision",
