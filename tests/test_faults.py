@@ -735,6 +735,27 @@ def test_files_a_source_does_not_read_are_counted_by_type(tmp_path):
         build({"type": "folder", "path": tmp_path}, key="data.sources.x")
 
 
+def test_links_to_nothing_and_images_outside_class_folders_are_counted(tmp_path):
+    # a moved folder of images left links behind; a class-less image at an imagefolder's root is never read
+    for cls in ("cat", "dog"):
+        save_rgb(tmp_path / cls / "a.png")
+    save_rgb(tmp_path / "loose.png")
+    save_rgb(tmp_path / "loose2.jpg")
+    (tmp_path / "cat" / "gone.png").symlink_to(tmp_path / "moved" / "gone.png")
+    said = []
+    build_image_set(
+        "data.sources.x", SourceConfig(type="imagefolder", path=tmp_path), lambda p: p, (4, 4), False, log=said.append
+    )
+    assert (
+        "data.sources.x: 1 links point to nothing; 2 images lie outside the class folders (read: <root>/<class>/*)"
+        in said
+    ), said
+    for cls in ("cat", "dog"):
+        (tmp_path / cls / "a.png").unlink()
+    with pytest.raises(AmalgamError, match=r"contains no images: 1 links point to nothing; 2 images lie outside"):
+        build({"type": "imagefolder", "path": tmp_path}, key="data.sources.x")
+
+
 def test_a_coco_image_missing_on_disk_is_named_as_missing(tmp_path):
     (tmp_path / "images").mkdir()
     cfg = {"type": "coco", "path": tmp_path / "images", "annotations": write_coco(tmp_path, width=4, height=8)}

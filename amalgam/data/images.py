@@ -21,13 +21,13 @@ def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter]
 
     Symlinked folders are followed; a folder reached a second time (a link loop, or two links to
     one folder) is not entered again, so no image is counted twice and no walk is endless.
-    ``skipped`` counts the other files by suffix (a folder of ``.heic`` photos is said, not lost).
+    ``skipped`` counts the other files by suffix (a folder of ``.heic`` photos is said, not lost),
+    and links to nothing (a moved folder of images is said too).
     """
     if not folder.is_dir():
         raise AmalgamError(f"image folder not found: {folder}")
     if not recursive:
-        files = [p for p in folder.iterdir() if p.is_file()]
-        _count_others(files, skipped)
+        files = _files(list(folder.iterdir()), skipped)
         return sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
     found, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -36,9 +36,7 @@ def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter]
             dirs[:] = []  # already walked through another path
             continue
         seen.add((st.st_dev, st.st_ino))
-        base = Path(root)
-        files = [base / f for f in files if (base / f).is_file()]
-        _count_others(files, skipped)
+        files = _files([Path(root) / f for f in files], skipped)
         found += [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found)
 
@@ -47,22 +45,38 @@ def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter]
 QUIET_FILES = {".txt", ".json", ".csv", ".md", ".ds_store", ".db", ".ini"}
 
 
-def _count_others(files: list[Path], skipped: Optional[Counter]) -> None:
+#: keys of a ``skipped`` counter that are not suffixes: links whose target is gone, and an
+#: imagefolder's images outside its class folders
+BROKEN_LINK, OUTSIDE_CLASSES = "(broken link)", "(outside class folders)"
+
+
+def _files(entries: list[Path], skipped: Optional[Counter]) -> list[Path]:
+    """The plain files among ``entries`` (links followed); counts the rest of what is skipped."""
+    files = [p for p in entries if p.is_file()]
     if skipped is None:
-        return
+        return files
+    if broken := sum(p.is_symlink() and not p.exists() for p in entries):
+        skipped[BROKEN_LINK] += broken
     for p in files:
         suffix = p.suffix.lower()
         if suffix not in IMAGE_SUFFIXES and suffix not in QUIET_FILES and not p.name.startswith("."):
             skipped[suffix or "(no suffix)"] += 1
+    return files
 
 
 def skipped_note(skipped: Counter) -> Optional[str]:
-    """The line saying which files a source left out, by suffix, or None."""
-    if not skipped:
-        return None
-    kinds = ", ".join(f"{n} {suffix}" for suffix, n in skipped.most_common(5))
-    known = ", ".join(sorted(IMAGE_SUFFIXES))
-    return f"{sum(skipped.values())} files are not read as images ({kinds}): the types read are {known}"
+    """The line saying which files a source left out (by suffix), links to nothing and loose images, or None."""
+    others = Counter({k: n for k, n in skipped.items() if k not in (BROKEN_LINK, OUTSIDE_CLASSES)})
+    parts = []
+    if others:
+        kinds = ", ".join(f"{n} {suffix}" for suffix, n in others.most_common(5))
+        known = ", ".join(sorted(IMAGE_SUFFIXES))
+        parts.append(f"{sum(others.values())} files are not read as images ({kinds}): the types read are {known}")
+    if skipped.get(BROKEN_LINK):
+        parts.append(f"{skipped[BROKEN_LINK]} links point to nothing")
+    if skipped.get(OUTSIDE_CLASSES):
+        parts.append(f"{skipped[OUTSIDE_CLASSES]} images lie outside the class folders (read: <root>/<class>/*)")
+    return "; ".join(parts) or None
 
 
 #: the EXIF tag of how a camera held the image; values 5-8 turn it a quarter

@@ -22,6 +22,8 @@ from torch.utils.data import Dataset
 from amalgam.config.label_entries import read_names, rename_classes
 from amalgam.config.schema import SourceConfig
 from amalgam.data.images import (
+    IMAGE_SUFFIXES,
+    OUTSIDE_CLASSES,
     ImageFacts,
     list_images,
     pil_to_rgb,
@@ -140,6 +142,8 @@ class ImageFolderSet(FolderSet):
     def __init__(self, root: Path):
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         self.labels, files, skipped = [], [], Counter()
+        if loose := sum(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
+            skipped[OUTSIDE_CLASSES] = loose
         for idx, name in enumerate(self.classes):
             found = list_images(root / name, skipped=skipped)
             files += found
