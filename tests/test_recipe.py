@@ -96,6 +96,12 @@ def test_teacher_references_an_unknown_source(raw, world):
     assert error_of(raw, world).startswith("teachers.cls.sources: unknown source 'itmes'")
 
 
+def test_an_empty_source_list_is_refused_not_read_as_every_source(raw, world):
+    # [] was read like a left-out key: a segmenter taught on the classifier's item images
+    raw["teachers"]["seg-a"]["sources"] = []
+    assert error_of(raw, world).startswith("teachers.seg-a.sources: List should have at least 1 item")
+
+
 def test_source_no_teacher_teaches_on(raw, world):
     raw["data"]["sources"]["extra"] = {"type": "folder", "path": "scenes/val/images"}
     assert error_of(raw, world) == "data.sources.extra: no teacher teaches on this source"
@@ -154,6 +160,12 @@ def test_mean_and_std_on_the_0_255_scale_stop_saying_divide_by_255(raw, world):
         "teachers.seg-a.input: mean [123.675, 116.28, 103.53] and std [58.395, 57.12, 57.375] are not on the"
         " [0, 1] scale images reach a teacher in; values from a 0-255 config (mmseg, mmpretrain, Caffe) divide by 255"
     )
+
+
+def test_a_zero_std_stops_naming_the_key(raw, world):
+    # it divided every input to inf, then reported NaN outputs as "a diverged checkpoint"
+    raw["teachers"]["seg-a"]["input"] = {"std": [0.2, 0.0, 0.2]}
+    assert error_of(raw, world) == "teachers.seg-a.input: std [0.2, 0.0, 0.2] must be > 0 on every channel"
 
 
 def test_background_must_be_one_of_the_labels(raw, world):

@@ -173,3 +173,20 @@ def test_labels_file_and_a_classes_file_of_folder_ids(fresh_world):
     (root / "wnids.txt").write_text("n01503061 bird\n")
     with pytest.raises(AmalgamError, match=r"^data\.eval\.items-val: classes_file .* does not name 2 of the set's"):
         build_plan(load_recipe(fresh_world), log=lambda m: None)
+
+
+def test_a_numbered_labels_file_is_read_by_its_numbers(fresh_world):
+    # "0 background" lines were read as names, which then matched no label; 1-based ones would shift every class
+    root = fresh_world.parent
+    raw = yaml.safe_load(fresh_world.read_text())
+    del raw["teachers"]["cls"]["labels"]
+    raw["teachers"]["cls"]["labels_file"] = "cls_labels.txt"
+    fresh_world.write_text(yaml.safe_dump(raw))
+    (root / "cls_labels.txt").write_text("1: dog\n0: cat\n")
+    assert load_recipe(fresh_world).teachers["cls"].labels == ["cat", "dog"]
+    (root / "cls_labels.txt").write_text("1 cat\n2 dog\n")
+    with pytest.raises(
+        AmalgamError,
+        match=r"^teachers\.cls\.labels_file: every line of .*cls_labels.txt is numbered \(1, 2\) but not 0 to 1",
+    ):
+        load_recipe(fresh_world)

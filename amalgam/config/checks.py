@@ -20,10 +20,10 @@ from amalgam.training.peer_training import UNUSED_TRAIN_KEYS  # the loop states 
 STRIDE = 32  # the student's encoder downsamples 2^5 times
 
 
-def at_key(path: str, check, *args) -> None:
-    """Runs a check, prefixing its error with ``path`` (sub-keys the check names are appended)."""
+def at_key(path: str, check, *args):
+    """Runs a check and returns what it returns, prefixing its error with ``path`` (sub-keys it names are appended)."""
     try:
-        check(*args)
+        return check(*args)
     except RecipeError:
         raise
     except AmalgamError as exc:
@@ -141,6 +141,8 @@ def input_problem(spec: InputSpec) -> Optional[str]:
     """
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
         return f"mean and std need {spec.channels} values (channels: {spec.channels})"
+    if min(spec.std) <= 0:  # a division by it: every input inf or NaN, then blamed on the checkpoint
+        return f"std {spec.std} must be > 0 on every channel"
     if max(spec.mean) <= 1 and max(spec.std) <= 1:
         return None
     return (
@@ -201,7 +203,7 @@ def check_teacher_labels(path: str, t: TeacherConfig, recipe: Recipe) -> None:
         file = recipe.resolve(t.labels_file)
         if not file.is_file():
             raise RecipeError(f"{path}.labels_file", f"file not found: {file}")
-        names = read_names(file)
+        names = at_key(f"{path}.labels_file", read_names, file)
         if t.labels and t.labels != names:  # a dumped recipe holds both, equal
             raise RecipeError(f"{path}.labels_file", "give labels or labels_file, not both")
         t.labels = names

@@ -11,6 +11,7 @@ unified classes. ``labels_file`` gives plain names, one a line (1000-class teach
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -63,9 +64,28 @@ def space_of(entries: Optional[Sequence[Any]], background: Optional[str]) -> Opt
         raise AmalgamError(str(exc)) from None
 
 
+#: a numbered line of a labels file: ``0 background``, ``1: person``, ``2,car``
+_NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*(\S.*)$")
+
+
 def read_names(path: Path) -> list[str]:
-    """A labels file: one name a line, blank lines skipped, surrounding spaces stripped."""
-    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    """A labels file: one name a line, blank lines skipped, surrounding spaces stripped.
+
+    A file whose every line is numbered (``0 background``) is read by its numbers, which must be
+    0 to n-1: read as names, the numbers matched no label and a 1-based file would shift them all.
+    """
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    numbered = [_NUMBERED.match(line) for line in lines]
+    if not lines or not all(numbered):
+        return lines
+    ids = [int(m[1]) for m in numbered]
+    if sorted(ids) != list(range(len(ids))):
+        shown = ", ".join(map(str, ids[:6])) + (", ..." if len(ids) > 6 else "")
+        raise AmalgamError(
+            f"every line of {path} is numbered ({shown}) but not 0 to {len(ids) - 1}: number the outputs from 0,"
+            " or give one name a line in output order"
+        )
+    return [m[2].strip() for m in sorted(numbered, key=lambda m: int(m[1]))]
 
 
 def read_class_map(path: Path) -> dict[str, str]:

@@ -99,7 +99,9 @@ class TeacherConfig(_Strict):
     )
     labels_file: Optional[Path] = Field(None, description="the labels, one name a line (instead of labels)")
     background: Optional[str] = None
-    sources: Optional[list[str]] = None
+    sources: Optional[list[str]] = Field(
+        None, min_length=1, description="the data.sources it teaches on (left out: every one; [] is refused)"
+    )
     eval: Optional[str] = None
     output: str = Field(
         "default",
