@@ -1,4 +1,5 @@
 """Probe: the student's encoder at output stride OS (env, default 32), decoder blocks resize to their skip."""
+
 import os
 import sys
 
@@ -6,10 +7,12 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-import amalgam.students.encoders as enc
 import amalgam.students.build as build
+import amalgam.students.encoders as enc
 
 OS = int(os.environ.get("OS", "32"))
+
+
 def build_encoder(name, args=None):
     return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, output_stride=OS, **dict(args or {}))
 
@@ -29,4 +32,5 @@ build.DecoderBlock.forward = forward
 
 if __name__ == "__main__":
     from amalgam.cli import main
+
     sys.exit(main(sys.argv[1:]))
