@@ -148,7 +148,7 @@ def test_coco_set_builds_semantic_masks_by_category(tmp_path):
                 "segmentation": rle(dog),
                 "area": 20,
                 "bbox": [5, 4, 5, 4],
-                "iscrowd": 1,
+                "iscrowd": 0,  # an RLE instance; crowd regions are read as ignore (test_faults_data.py)
             },
         ],
     }

@@ -45,9 +45,10 @@ def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter]
 QUIET_FILES = {".txt", ".json", ".csv", ".md", ".ds_store", ".db", ".ini"}
 
 
-#: keys of a ``skipped`` counter that are not suffixes: links whose target is gone, and an
-#: imagefolder's images outside its class folders
-BROKEN_LINK, OUTSIDE_CLASSES = "(broken link)", "(outside class folders)"
+#: keys of a ``skipped`` counter that are not suffixes: links whose target is gone, an
+#: imagefolder's images outside its class folders, and images in subfolders of a dense set's images/
+BROKEN_LINK, OUTSIDE_CLASSES, IN_SUBFOLDERS = "(broken link)", "(outside class folders)", "(in subfolders)"
+NOT_SUFFIXES = (BROKEN_LINK, OUTSIDE_CLASSES, IN_SUBFOLDERS)
 
 
 def _files(entries: list[Path], skipped: Optional[Counter]) -> list[Path]:
@@ -66,7 +67,7 @@ def _files(entries: list[Path], skipped: Optional[Counter]) -> list[Path]:
 
 def skipped_note(skipped: Counter) -> Optional[str]:
     """The line saying which files a source left out (by suffix), links to nothing and loose images, or None."""
-    others = Counter({k: n for k, n in skipped.items() if k not in (BROKEN_LINK, OUTSIDE_CLASSES)})
+    others = Counter({k: n for k, n in skipped.items() if k not in NOT_SUFFIXES})
     parts = []
     if others:
         kinds = ", ".join(f"{n} {suffix}" for suffix, n in others.most_common(5))
@@ -76,6 +77,11 @@ def skipped_note(skipped: Counter) -> Optional[str]:
         parts.append(f"{skipped[BROKEN_LINK]} links point to nothing")
     if skipped.get(OUTSIDE_CLASSES):
         parts.append(f"{skipped[OUTSIDE_CLASSES]} images lie outside the class folders (read: <root>/<class>/*)")
+    if skipped.get(IN_SUBFOLDERS):
+        parts.append(
+            f"{skipped[IN_SUBFOLDERS]} images in subfolders of images/ are not read (a dense set reads images/* beside"
+            " labels/<name>.png): move them and their maps up, or make each subfolder a dense set of its own"
+        )
     return "; ".join(parts) or None
 
 
@@ -129,6 +135,8 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
         raise AmalgamError(f"corrupt {what} {path}: {exc}") from None
     if modes is not None and mode not in modes:
         raise AmalgamError(f"{what} {path} has PIL mode {mode}, expected one of {', '.join(modes)}")
+    if modes is None:  # an image: reading's own check, so a 32-bit one stops here, not when training draws it
+        _is_grey16(mode, fmt, path)
     return facts
 
 
@@ -187,13 +195,21 @@ GREY16 = ("I;16", "I;16B", "I;16L", "I;16N")
 
 def to_rgb8(img: Image.Image, path: Path) -> np.ndarray:
     """A PIL image as ``H x W x 3`` uint8, scaling 16-bit grey (0..65535) to 0..255."""
-    if img.mode in GREY16 or (img.mode == "I" and img.format == "PNG"):  # a PNG's "I" holds 16-bit grey
+    if _is_grey16(img.mode, img.format, path):
         grey = np.asarray(img, dtype=np.float64) if img.mode == "I" else np.asarray(img).astype(np.float64)
         grey8 = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
         return np.repeat(grey8[..., None], 3, axis=2)
-    if img.mode in ("I", "F"):
-        raise AmalgamError(f"image {path} has {img.mode} pixels (32-bit): save it as 8- or 16-bit")
     return np.asarray(img.convert("RGB"))
+
+
+def _is_grey16(mode: str, fmt: Optional[str], path: Path) -> bool:
+    """Whether an image's pixels are 16-bit grey (scaled by bit depth); 32-bit pixels stop, naming the file.
+    The source check (:func:`verify_image`) and reading (:func:`to_rgb8`) both ask it."""
+    if mode in GREY16 or (mode == "I" and fmt == "PNG"):  # a PNG's "I" holds 16-bit grey
+        return True
+    if mode in ("I", "F"):
+        raise AmalgamError(f"image {path} has {mode} pixels (32-bit): save it as 8- or 16-bit")
+    return False
 
 
 def read_array(path: Path) -> np.ndarray:

@@ -8,6 +8,7 @@ kept at their own resolution (``native_targets``, as the amalgamation scores the
 
 from __future__ import annotations
 
+import glob
 import inspect
 from collections import Counter
 from dataclasses import dataclass
@@ -21,8 +22,11 @@ from torch.utils.data import Dataset
 
 from amalgam.config.label_entries import read_names, rename_classes
 from amalgam.config.schema import SourceConfig
+from amalgam.data.coco import class_names as coco_classes
+from amalgam.data.coco import crowd_note, semantic_mask
 from amalgam.data.images import (
     IMAGE_SUFFIXES,
+    IN_SUBFOLDERS,
     OUTSIDE_CLASSES,
     ImageFacts,
     list_images,
@@ -156,11 +160,14 @@ class ImageFolderSet(FolderSet):
 
 class DenseSet(FolderSet):
     """``images/*.png`` with optional ``labels/*.png`` (uint8), ``depth/*.png`` (uint16, ``depth_scale``
-    values per metre: millimetres by default), ``classes.txt``."""
+    values per metre: millimetres by default), ``classes.txt``. Images in subfolders of ``images/``
+    are not read: they are counted in ``skipped``, so the source check says so."""
 
     def __init__(self, root: Path, depth_scale: float = 1000.0):
         skipped = Counter()
         super().__init__(list_images(root / "images", recursive=False, skipped=skipped), skipped)
+        if nested := sum(len(list_images(d)) for d in (root / "images").iterdir() if d.is_dir()):
+            skipped[IN_SUBFOLDERS] = nested
         self.root = root
         self.depth_scale = depth_scale
         classes = root / "classes.txt"
@@ -176,21 +183,33 @@ class DenseSet(FolderSet):
         folder = "labels" if key == "mask" else "depth"
         return self.root / folder / (self.files[index].stem + ".png")
 
+    def require_target(self, key: str, index: int) -> Path:
+        """:meth:`target_path`, which must exist; when it does not, the error names the files there that
+        share the image's name (``00000.PNG``, ``00000.jpg``): only ``<name>.png`` is read."""
+        path = self.target_path(key, index)
+        if path.is_file():
+            return path
+        near = sorted(p.name for p in path.parent.glob(glob.escape(path.stem) + ".*")) if path.parent.is_dir() else []
+        hint = (
+            f": {path.parent.name}/ holds {', '.join(near)}; maps are read as <image name>.png only: rename it"
+            if near
+            else ""
+        )
+        raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}{hint}")
+
     def load(self, index: int):
         targets = {}
         if self.with_targets:
             for key in sorted(self.target_keys):
-                path = self.target_path(key, index)
-                if not path.is_file():
-                    raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}")
-                array = read_array(path)
+                array = read_array(self.require_target(key, index))
                 # class indices stay integers; depth PNGs hold depth_scale values a metre, samples give metres
                 targets[key] = array.astype(np.int32) if key == "mask" else array.astype(np.float32) / self.depth_scale
         return read_rgb(self.files[index], self.upright), targets
 
 
 class CocoSet(FolderSet):
-    """An images folder plus a COCO instances JSON, turned into semantic masks by category name."""
+    """An images folder plus a COCO instances JSON, turned into semantic masks by category name
+    (the rules: :mod:`amalgam.data.coco`; crowd regions are 255, ignore)."""
 
     target_keys = frozenset({"mask"})
 
@@ -214,7 +233,7 @@ class CocoSet(FolderSet):
                     f"COCO annotation {ann.get('id')} in {annotations} has unknown category {ann.get('category_id')}"
                     f" (categories: {self.cat_ids})"
                 )
-        self.classes = ["background"] + [self.coco.cats[c]["name"] for c in self.cat_ids]
+        self.classes = coco_classes(self.coco, self.cat_ids, annotations)
         self.image_ids = sorted(self.coco.getImgIds())
         super().__init__([images / self.coco.imgs[i]["file_name"] for i in self.image_ids])
 
@@ -222,13 +241,7 @@ class CocoSet(FolderSet):
         rgb = read_rgb(self.files[index], self.upright)
         if not self.with_targets:
             return rgb, {}
-        info = self.coco.imgs[self.image_ids[index]]
-        mask = np.zeros((info["height"], info["width"]), dtype=np.int32)
-        for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=self.image_ids[index], iscrowd=None)):
-            if ann["category_id"] not in self.cat_ids:
-                raise AmalgamError(f"COCO annotation {ann['id']} has unknown category {ann['category_id']}")
-            mask[self.coco.annToMask(ann) > 0] = self.cat_ids.index(ann["category_id"]) + 1
-        return rgb, {"mask": mask}
+        return rgb, {"mask": semantic_mask(self.coco, self.image_ids[index], self.cat_ids)}
 
 
 class TorchvisionSet(ImageSet):
@@ -409,11 +422,13 @@ def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> li
         tally["either"] += int(bool(facts.rotated and maps and facts.size == facts.stored))
     if bar is not None:
         bar.close()
-    return _notes(dataset, tally)
+    return _notes(dataset, tally, with_targets)
 
 
-def _notes(dataset: FolderSet, tally: Counter) -> list[str]:
+def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
     notes = [note] if (note := skipped_note(dataset.skipped)) else []
+    if with_targets and isinstance(dataset, CocoSet) and (note := crowd_note(dataset.coco, dataset.image_ids)):
+        notes.append(note)
     if tally["rotated"]:
         notes.append(_orientation_note(tally["rotated"], dataset.upright))
     if tally["either"]:
@@ -439,9 +454,7 @@ def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object,
         return []
     found = []
     for key in sorted(dataset.target_keys):
-        target = dataset.target_path(key, index)
-        if not target.is_file():
-            raise AmalgamError(f"missing {key} file {target} for image {path}")
+        target = dataset.require_target(key, index)
         modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
         found.append((target, verify_image(target, modes, what=f"{key} map").stored))  # read as stored
     return found

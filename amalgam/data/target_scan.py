@@ -28,54 +28,69 @@ def scan_dense_targets(
         dataset: a :class:`~amalgam.data.sources.DenseSet` (``files``, ``target_keys``, ``target_path``,
             ``classes``, ``depth_scale``).
         log: where warnings go (one line each).
-        say: where the depth maps' range in metres goes, read with the set's ``depth_scale``.
+        say: where the share of ignore (255) label pixels and the depth maps' range in metres (read
+            with the set's ``depth_scale``) go.
 
     Raises:
-        AmalgamError: a map is missing, or no pixel of any map can be scored.
+        AmalgamError: a map is missing, no pixel of any map can be scored, or the label maps hold only
+            background (0) and ignore (255), as binary masks saved as 0/255 do.
     """
     warn = log or (lambda msg: None)
+    say = say or (lambda msg: None)
     if "mask" in dataset.target_keys:
-        _scan_masks(dataset, warn)
+        _scan_masks(dataset, warn, say)
     if "depth" in dataset.target_keys:
-        _scan_depth(dataset, warn, say or (lambda msg: None))
+        _scan_depth(dataset, warn, say)
 
 
 def _paths(dataset, key: str) -> list[Path]:
-    paths = []
-    for index, image in enumerate(dataset.files):
-        path = dataset.target_path(key, index)
-        if not path.is_file():
-            raise AmalgamError(f"missing {key} file {path} for image {image}")
-        paths.append(path)
-    return paths
+    return [dataset.require_target(key, index) for index in range(len(dataset.files))]
 
 
-def _scan_masks(dataset, warn: Callable[[str], None]) -> None:
+def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]) -> None:
     classes = len(dataset.classes) if dataset.classes else None
-    scored = bad_pixels = 0
+    counts = np.zeros(IGNORE + 1, dtype=np.int64)  # pixels of each value, over every map
     bad_maps: list[Path] = []
-    top = 0
     for path in _paths(dataset, "mask"):
-        labels = read_array(path)
-        valid = labels != IGNORE
-        if classes is not None:
-            beyond = valid & (labels >= classes)
-            if beyond.any():
-                bad_maps.append(path)
-                bad_pixels += int(beyond.sum())
-                top = max(top, int(labels[beyond].max()))
-                valid &= ~beyond
-        scored += int(valid.sum())
+        values = np.bincount(read_array(path).ravel(), minlength=IGNORE + 1)
+        if len(values) > IGNORE + 1:  # the source check lets only 8-bit maps (L, P) through
+            raise AmalgamError(f"label map {path} holds values above {IGNORE}: label maps are 8-bit")
+        if classes is not None and values[classes:IGNORE].any():
+            bad_maps.append(path)
+        counts += values
+    known = classes if classes is not None else IGNORE
+    scored = int(counts[:known].sum())
+    if counts[IGNORE]:
+        say(f"label maps: {counts[IGNORE] / counts.sum():.1%} of pixels are {IGNORE} (ignore): not scored")
     if bad_maps:
+        beyond = np.flatnonzero(counts[classes:IGNORE]) + classes
         warn(
             f"{len(bad_maps)} of {len(dataset.files)} label maps hold values beyond the {classes} classes "
-            f"({bad_pixels:,} pixels, up to {top}, e.g. {bad_maps[0]}): those pixels are not scored"
+            f"({int(counts[beyond].sum()):,} pixels, up to {int(beyond.max())}, e.g. {bad_maps[0]}): "
+            "those pixels are not scored"
         )
     if scored == 0:
         raise AmalgamError(
             f"no label pixel can be scored: every one is {IGNORE} (ignore)"
             + (f" or beyond the {classes} classes" if classes is not None else "")
         )
+    _check_classes_present(dataset, counts[:known], counts[IGNORE], warn)
+
+
+def _check_classes_present(dataset, counts: np.ndarray, ignored: int, warn: Callable[[str], None]) -> None:
+    """Stops on maps that hold only background and ignore (binary masks saved as 0/255 read so);
+    warns on the classes of the label list no map holds (they cannot be scored)."""
+    names = dataset.classes or [str(i) for i in range(len(counts))]
+    if ignored and len(counts) > 1 and not counts[1:].any():
+        objects = ", ".join(names[1:4]) + (" ..." if len(names) > 4 else "")
+        raise AmalgamError(
+            f"every label map holds only background (0) and ignore ({IGNORE}): binary masks saved as 0/{IGNORE}? "
+            f"save each object pixel as its class index (1 = {names[1]}), or, if {IGNORE} does mean ignore, "
+            f"the set has no pixel of {objects} to score"
+        )
+    if dataset.classes and (absent := [name for name, n in zip(names, counts) if n == 0]):
+        shown = ", ".join(absent[:8]) + (f" and {len(absent) - 8} more" if len(absent) > 8 else "")
+        warn(f"{len(absent)} of {len(names)} classes have no pixel in any label map, so they cannot be scored: {shown}")
 
 
 #: valid depth values kept per map for the range said (every map's share, strided)

@@ -1,0 +1,137 @@
+"""Data-side faults an audit found: each read wrong without a word before its fix.
+
+Every test here failed on the code before the fix; each writes a set of a few tiny files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_faults import build, save_rgb, write_coco
+
+from amalgam.config.recipe import SourceConfig
+from amalgam.data import build_image_set
+from amalgam.errors import AmalgamError
+
+
+def build_said(cfg: dict, with_targets: bool = True, size=(4, 4)) -> tuple[object, list[str]]:
+    """The set built with its source check, and the lines that check logged."""
+    said: list[str] = []
+    dataset = build_image_set("data.eval.x", SourceConfig(**cfg), lambda p: p, size, with_targets, log=said.append)
+    return dataset, said
+
+
+def dense_set(root: Path, maps: list[np.ndarray], classes: str) -> dict:
+    for i, labels in enumerate(maps):
+        save_rgb(root / "images" / f"{i}.png", size=labels.shape)
+        (root / "labels").mkdir(exist_ok=True)
+        Image.fromarray(labels.astype(np.uint8)).save(root / "labels" / f"{i}.png")
+    (root / "classes.txt").write_text(classes)
+    return {"type": "dense", "path": root}
+
+
+# 1. binary masks saved as 0/255 -------------------------------------------------------------------
+
+
+def test_binary_masks_saved_as_0_255_stop_and_unscorable_classes_are_said(tmp_path):
+    # every object pixel read as ignore: the report showed a ratio of nothing, without a word
+    disc = np.zeros((4, 4), np.uint8)
+    disc[1:3, 1:3] = 255
+    cfg = dense_set(tmp_path / "a", [disc, disc], "background\ndisc\n")
+    said: list[str] = []
+    with pytest.raises(AmalgamError, match=r"every label map holds only background \(0\) and ignore \(255\): binary"):
+        build_image_set("data.eval.x", SourceConfig(**cfg), lambda p: p, (4, 4), True, log=said.append)
+    assert "data.eval.x: label maps: 25.0% of pixels are 255 (ignore): not scored" in said, said
+    disc[1:3, 1:3] = 1  # saved as the class index; a class of the list no map holds cannot be scored
+    cfg = dense_set(tmp_path / "b", [disc], "background\ndisc\nsquare\n")
+    _, said = build_said(cfg)
+    assert (
+        "data.eval.x: warning: 1 of 3 classes have no pixel in any label map, so they cannot be scored: square" in said
+    ), said
+    assert not any("of pixels are 255" in line for line in said)
+
+
+# 2. COCO crowd regions and category names ------------------------------------------------------------
+
+
+def coco_with(tmp_path: Path, edit) -> dict:
+    save_rgb(tmp_path / "images" / "a.jpg", size=(4, 8))
+    path = write_coco(tmp_path, width=8, height=4)  # one instance of 'shirt' on the top half
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+    return {"type": "coco", "path": tmp_path / "images", "annotations": path}
+
+
+def add_crowd(raw: dict) -> None:
+    raw["annotations"].append(
+        {**raw["annotations"][0], "id": 2, "iscrowd": 1, "segmentation": [[0, 0, 8, 0, 8, 4, 0, 4]]}
+    )  # the whole image, after the instance in the file
+
+
+def test_coco_crowd_regions_are_ignore_under_their_instances_and_counted(tmp_path):
+    dataset, said = build_said(coco_with(tmp_path, add_crowd), size=(4, 8))
+    mask = dataset[0]["mask"]
+    assert (mask[:2] == 1).all() and (mask[2:] == 255).all(), mask  # painted as 'shirt' everywhere before
+    assert any(line.startswith("data.eval.x: 1 of 2 COCO annotations are crowd regions (iscrowd: 1)") for line in said)
+    _, said = build_said(coco_with(tmp_path, add_crowd), with_targets=False, size=(4, 8))
+    assert not any("crowd" in line for line in said)  # a training source's annotations are never read
+
+
+def test_coco_categories_sharing_a_name_or_named_background_stop(tmp_path):
+    def categories(raw):
+        raw["categories"] += [{"id": 5, "name": "shirt"}, {"id": 7, "name": "background"}]
+
+    with pytest.raises(
+        AmalgamError,
+        match=r"COCO categories \[7\] are named 'background', the name of class 0 .*; categories \[1, 5\] share the"
+        r" name 'shirt'",
+    ):
+        build(coco_with(tmp_path, categories))
+
+
+# 3. dense layouts ----------------------------------------------------------------------------------
+
+
+def test_images_in_subfolders_of_a_dense_sets_images_are_counted(tmp_path):
+    # a Cityscapes-like images/<city>/*.png: those images were dropped without a word
+    save_rgb(tmp_path / "images" / "a.png")
+    save_rgb(tmp_path / "images" / "cityA" / "b.png")
+    save_rgb(tmp_path / "images" / "cityA" / "deeper" / "c.jpg")
+    _, said = build_said({"type": "dense", "path": tmp_path}, with_targets=False)
+    assert any(line.startswith("data.eval.x: 2 images in subfolders of images/ are not read") for line in said), said
+    (tmp_path / "images" / "a.png").unlink()
+    with pytest.raises(AmalgamError, match=r"contains no images: 2 images in subfolders of images/ are not read"):
+        build({"type": "dense", "path": tmp_path})
+
+
+def test_a_map_whose_suffix_differs_in_case_is_named_in_the_error(tmp_path):
+    save_rgb(tmp_path / "images" / "00000.png", size=(4, 4))
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "labels" / "00000.PNG", format="PNG")
+    with pytest.raises(AmalgamError, match=r"missing mask file .*00000\.png for image .*: labels/ holds 00000\.PNG;"):
+        build({"type": "dense", "path": tmp_path}, with_targets=True)
+
+
+# 4. 32-bit images -------------------------------------------------------------------------------------
+
+
+def test_a_32_bit_float_image_stops_at_the_source_check(tmp_path):
+    # it passed the check and failed only when training drew it
+    save_rgb(tmp_path / "a.png")
+    Image.fromarray(np.random.default_rng(0).random((4, 4)).astype(np.float32)).save(tmp_path / "b.tif")
+    with pytest.raises(AmalgamError, match=r"image .*b\.tif has F pixels \(32-bit\): save it as 8- or 16-bit"):
+        build({"type": "folder", "path": tmp_path}, key="data.sources.x")
+
+
+def test_readme_names_these_tests():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("* **Nothing lost.**") : readme.index("* **Bad input**")]
+    named = set(re.findall(r"tests/test_faults_data\.py::(test_\w+)", section))
+    here = {name for name in globals() if name.startswith("test_")} - {"test_readme_names_these_tests"}
+    assert named == here, named ^ here
