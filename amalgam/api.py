@@ -183,11 +183,14 @@ def evaluate(
         raise AmalgamError("eval: a peers recipe has no student to evaluate; `amalgam build` scores the peers")
     device = resolve_device(loaded.device)
     model, spaces = _student_and_spaces(student)
-    plan = build_plan(loaded, log=Console(quiet))
+    log = Console(quiet)
+    plan = build_plan(loaded, log=log)
     tasks = set(spaces) if spaces is not None else set(model.spec.heads)
     if tasks != set(plan.spaces):
         raise AmalgamError(f"student {student} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
-    evaluation = score(plan, model, device, spaces=spaces, log=Console(quiet))
+    for line in _space_differences(student, spaces or {}, plan.spaces):
+        log(line)
+    evaluation = score(plan, model, device, spaces=spaces, log=log)
     report = build_report(loaded.name, evaluation, size_and_speed(plan, model, device), None)
     if has_branches(model.spec.type):
         report["tree"] = tree_section(model.spec, report, loaded.student.budget)
@@ -232,6 +235,34 @@ def search(
     out = Path(output) if output is not None else loaded.output_dir() / "search"
     plan = build_plan(loaded, log=Console(quiet))
     return search_tree(plan, resolve_device(loaded.device), out, Console(quiet))
+
+
+def _space_differences(
+    student, stored: Mapping[str, Optional[LabelSpace]], planned: Mapping[str, Optional[LabelSpace]]
+) -> list[str]:
+    """Lines saying where a saved student's classes are not the recipe's (scored by class name).
+
+    Raises:
+        AmalgamError: the recipe's teachers have classes the student cannot answer (another recipe's student).
+    """
+    lines = []
+    for task, space in stored.items():
+        ours = planned.get(task)
+        if space is None or ours is None or space.names == ours.names:
+            continue
+        missing = [c for c in ours.names if c not in space.names]
+        if missing:
+            raise AmalgamError(
+                f"student {student} has no {task} class {', '.join(missing)} of this recipe's teachers"
+                f" (its classes: {', '.join(space.names)}): it was built from another recipe"
+            )
+        extra = [c for c in space.names if c not in ours.names]
+        lines.append(
+            f"student {student}'s {task} classes are not this recipe's"
+            + (f" (its own: {', '.join(extra)})" if extra else " (another order)")
+            + ": each teacher is scored on its classes by name; the unified score counts the student's"
+        )
+    return lines
 
 
 def _student_and_spaces(student) -> tuple[nn.Module, Optional[dict[str, Optional[LabelSpace]]]]:

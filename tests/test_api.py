@@ -111,6 +111,24 @@ def test_evaluate_refuses_a_student_of_other_tasks(world, built_run):
         amalgam.evaluate(world, student, quiet=True)
 
 
+def test_evaluate_says_where_a_saved_students_classes_are_not_the_recipes(world, built_run, capsys):
+    # another recipe's student was scored without a word; a class it cannot answer was a ValueError traceback
+    import yaml
+
+    raw = yaml.safe_load(world.read_text())
+    del raw["teachers"]["seg-b"]  # the unified space loses 'bar', which the student keeps
+    recipe = world.parent / "other_recipe.yaml"  # beside the world's: its paths are relative to it
+    recipe.write_text(yaml.safe_dump(raw))
+    amalgam.evaluate(recipe, built_run / "student.pt")
+    assert (
+        "segmentation classes are not this recipe's (its own: bar): each teacher is scored" in capsys.readouterr().out
+    )
+    raw["teachers"]["seg-a"]["labels"] = ["background", "disc", "box"]
+    recipe.write_text(yaml.safe_dump(raw))
+    with pytest.raises(AmalgamError, match=r"has no segmentation class box of this recipe's teachers \(its classes: "):
+        amalgam.evaluate(recipe, built_run / "student.pt", quiet=True)
+
+
 def test_prepare_is_the_deprecated_name_of_build_plan(world):
     from amalgam.distill.plan import build_plan, prepare
 
