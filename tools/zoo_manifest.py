@@ -1,0 +1,115 @@
+"""Check (or write) the manifest of the shipped demo teachers: sha256 and size of every file; install them.
+
+``zoo_weights/MANIFEST`` holds comment lines (``#``: what the folder is and the exact command that
+regenerates it) and one line per file, ``<sha256>  <bytes>  <path relative to the folder>``, in the
+``sha256sum`` layout plus the size. ``--check`` fails on a missing, changed or unlisted file, e.g. a
+Git LFS pointer or a checkpoint retrained in place without rewriting the manifest.
+
+Usage::
+
+    python tools/zoo_manifest.py --check zoo_weights
+    python tools/zoo_manifest.py --install zoo_weights zoo   # checked, then copied where absent in zoo/
+    python tools/zoo_manifest.py --write zoo_weights   # after retraining; keeps the comment lines
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from amalgam.io import file_digest
+
+MANIFEST = "MANIFEST"
+SUFFIXES = (".pt", ".ts", ".safetensors")
+
+
+def weight_files(folder: Path) -> list[str]:
+    """Every weights file under ``folder`` (relative POSIX paths, sorted)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix in SUFFIXES)
+
+
+def read_manifest(folder: Path) -> tuple[list[str], dict[str, tuple[str, int]]]:
+    """The comment lines and ``{path: (sha256, bytes)}`` of ``folder/MANIFEST``."""
+    comments, entries = [], {}
+    for number, line in enumerate((folder / MANIFEST).read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            comments.append(line)
+            continue
+        parts = line.split()
+        if len(parts) != 3 or len(parts[0]) != 64 or not parts[1].isdigit():
+            raise ValueError(f"{folder / MANIFEST}:{number}: expected '<sha256>  <bytes>  <path>', got {line!r}")
+        entries[parts[2]] = (parts[0], int(parts[1]))
+    return comments, entries
+
+
+def check(folder: Path) -> list[str]:
+    """Problems with ``folder`` against its manifest (empty when every file matches)."""
+    if not (folder / MANIFEST).is_file():
+        return [f"{folder / MANIFEST} not found"]
+    _, entries = read_manifest(folder)
+    problems = []
+    for rel, (digest, size) in entries.items():
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif path.stat().st_size != size:
+            problems.append(f"{rel}: {path.stat().st_size} bytes, the manifest says {size}")
+        elif file_digest(path) != digest:
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    problems += [f"{rel}: not in the manifest" for rel in weight_files(folder) if rel not in entries]
+    return problems
+
+
+def write(folder: Path) -> str:
+    """Rewrites the file lines of ``folder/MANIFEST`` from the files on disk, keeping its comments."""
+    comments = read_manifest(folder)[0] if (folder / MANIFEST).is_file() else []
+    lines = [f"{file_digest(folder / rel)}  {(folder / rel).stat().st_size}  {rel}" for rel in weight_files(folder)]
+    text = "\n".join(comments + lines) + "\n"
+    (folder / MANIFEST).write_text(text)
+    return text
+
+
+def install(folder: Path, dest: Path) -> tuple[list[str], list[str]]:
+    """Copies the manifest's files into ``dest`` where absent (a file there is kept: retrained or the
+    user's own); returns (copied, kept). Call after :func:`check` passes."""
+    copied, kept = [], []
+    for rel in read_manifest(folder)[1]:
+        target = dest / rel
+        if target.exists():
+            kept.append(rel)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / rel, target)
+        copied.append(rel)
+    return copied, kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: 0 when the check passes (or after writing), 1 otherwise."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--check", type=Path, metavar="FOLDER")
+    which.add_argument("--write", type=Path, metavar="FOLDER")
+    which.add_argument("--install", type=Path, nargs=2, metavar=("FOLDER", "DEST"))
+    args = parser.parse_args(argv)
+    if args.write is not None:
+        print(write(args.write), end="")
+        return 0
+    folder = args.check if args.install is None else args.install[0]
+    problems = check(folder)
+    for problem in problems:
+        print(f"{folder}: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{folder}: regenerate with the command in {folder / MANIFEST}", file=sys.stderr)
+        return 1
+    print(f"{folder}: {len(read_manifest(folder)[1])} files match {MANIFEST}")
+    if args.install is not None:
+        copied, kept = install(folder, args.install[1])
+        print(f"{args.install[1]}: copied {', '.join(copied) or 'nothing'}; kept {', '.join(kept) or 'nothing'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
