@@ -134,6 +134,12 @@ class Task:
         NaN checks of the converted output."""
         return None
 
+    def output_note(self, out: torch.Tensor, kind: str) -> str:
+        """A rule of this task that a teacher's canonical output on the check batch (``out``, read as
+        ``output: kind``) meets, said in the log and by ``amalgam inspect`` with its reading ("" for none;
+        depth: the share of values <= 0, left out of its targets)."""
+        return ""
+
     def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """Combines several canonical outputs for the same images (sub-teachers, test-time transforms).
 
@@ -199,9 +205,17 @@ _EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before their log or l
 _SIGMOID_EVIDENCE = 16
 
 
-def _sums_to_one(probs: torch.Tensor) -> bool:
+def constant_sum(probs: torch.Tensor) -> Optional[float]:
+    """The sum over the labels when a non-negative output sums to the same positive constant at every
+    position (probabilities, or percentages: ``softmax * 100``), else None. Their log is a logit up to
+    a constant, which softmax ignores, so either is read right as ``output: probabilities``."""
     probs = probs.float()
-    return probs.numel() > 0 and probs.min() >= -1e-6 and torch.allclose(probs.sum(1), torch.ones(()), atol=1e-3)
+    if probs.numel() == 0 or probs.dim() < 2 or probs.shape[1] < 2 or probs.min() < -1e-6:
+        return None
+    sums = probs.sum(1)
+    total = float(sums.mean())
+    same = total > 0 and torch.allclose(sums, torch.full_like(sums, total), rtol=0.0, atol=1e-3 * max(total, 1.0))
+    return total if same else None
 
 
 def _in_unit_range(out: torch.Tensor) -> bool:
@@ -263,7 +277,7 @@ class LabelledOutputs:
         out = super().convert_output(raw, kind).float()  # type: ignore[misc] # only unwrapped
         if kind == "logits":
             return probabilities_problem(out)
-        if kind == "probabilities" and not _sums_to_one(out):
+        if kind == "probabilities" and constant_sum(out) is None:
             sums = out.sum(1)
             return (
                 f"read as probabilities, but the output is not (sums over the labels {sums.min().item():.3g} to"
@@ -282,15 +296,15 @@ class LabelledOutputs:
 def probabilities_problem(out: torch.Tensor) -> Optional[str]:
     """Why a labelled teacher's output, distilled as logits, is not (None if it may be).
 
-    An output that is non-negative and sums to 1 over its labels at every position is
-    probabilities; one whose every value lies in [0, 1] without summing to 1 is sigmoids. Read as
-    logits, either gives ``softmax(p / T)`` near uniform, and the student would learn almost
-    nothing from it without a word.
+    An output that is non-negative and sums to the same constant over its labels at every position
+    is probabilities (1) or percentages (100); one whose every value lies in [0, 1] without summing to
+    1 is sigmoids. Read as logits, either gives ``softmax(p / T)`` near uniform (or one-hot for
+    percentages), and the student would learn the wrong targets from it without a word.
     """
-    if _sums_to_one(out):
+    if (total := constant_sum(out)) is not None:
         return (
-            f"the output sums to 1 over its {out.shape[1]} labels at every position, as probabilities do, but is"
-            " distilled as logits (softened into near-uniform targets): set output: probabilities (amalgam takes"
+            f"the output sums to {total:.4g} over its {out.shape[1]} labels at every position, as probabilities do,"
+            " but is distilled as logits (softened into near-uniform targets): set output: probabilities (amalgam takes"
             " their log), or return the logits (drop the model's final softmax)"
         )
     if out.shape[1] > 1 and out.numel() >= _SIGMOID_EVIDENCE and _in_unit_range(out):

@@ -172,7 +172,7 @@ def test_a_checkpoint_without_batchnorm_step_counts_loads(tmp_path):
     load_checkpoint(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), tmp_path / "old.pt", "teacher 'x'")
 
 
-@pytest.mark.parametrize("layout", ["module", "dict holding the module", "lightning"])
+@pytest.mark.parametrize("layout", ["module", "dict holding the module", "lightning", "lightning, tensors only"])
 def test_the_conversion_command_for_a_pickled_checkpoint_gives_a_loadable_state_dict(tmp_path, layout):
     import argparse
     import subprocess
@@ -191,8 +191,21 @@ def test_the_conversion_command_for_a_pickled_checkpoint_gives_a_loadable_state_
             "hyper_parameters": argparse.Namespace(lr=0.1),
             "epoch": 3,
         },
+        # the same without hyper-parameters: weights_only reads it, and the prefix hint must strip the
+        # keys of the entry read (state_dict), not the checkpoint's top level
+        "lightning, tensors only": {
+            "state_dict": {f"model.{k}": v for k, v in tiny().state_dict().items()},
+            "epoch": 1,
+        },
     }[layout]
     torch.save(saved, path)
+    if layout == "lightning, tensors only":
+        with pytest.raises(AmalgamError, match=r"every checkpoint key starts with 'model\.'") as info:
+            load_checkpoint(tiny(), path, "teacher 'x'")
+        strip = re.search(r'python -c "([^"]+)"', str(info.value)).group(1)  # the command the error gives
+        subprocess.run([sys.executable, "-c", strip], check=True)
+        load_checkpoint(tiny(), tmp_path / "whole.pt.inner.pt", "teacher 'x'")
+        return
     if layout == "lightning":
         with pytest.raises(AmalgamError, match="holds pickled objects beyond tensors"):
             load_checkpoint(tiny(), path, "teacher 'x'")

@@ -171,7 +171,18 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """:func:`read_state_dict` plus which entry of a wrapper it took, for the log ("" for a bare
-    state dict), naming the wrapper's other state dicts (an ``ema`` beside ``model``)."""
+    state dict), naming the wrapper's other state dicts (an ``ema`` beside ``model``), and whether
+    DDP's ``module.`` prefix was stripped."""
+    state, _, note = _read_entry(path)
+    return state, note
+
+
+DDP_PREFIX = "module."
+
+
+def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
+    """:func:`read_checkpoint` plus where the state dict's keys were read: the entry's keys
+    (``['state_dict']``; [] for a bare one), then ``module.`` if that prefix was stripped."""
     if not path.is_file():
         raise AmalgamError(f"checkpoint not found: {path}")
     try:
@@ -196,9 +207,13 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         taken.append(key)
     if not _is_state_dict(state):
         raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state)}")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state, _entry_note(wrapper, taken)
+    note = _entry_note(wrapper, taken)
+    if state and all(k.startswith(DDP_PREFIX) for k in state):
+        state = {k[len(DDP_PREFIX) :]: v for k, v in state.items()}
+        stripped = f"DDP's '{DDP_PREFIX}' prefix stripped from every key"
+        note = f"{note}; {stripped}" if note else stripped
+        taken = [*taken, DDP_PREFIX]
+    return state, taken, note
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -234,9 +249,11 @@ def _state_dict_entries(state: Any) -> list[str]:
     return [str(k) for k, v in state.items() if _is_state_dict(v) and len(v) > 0]
 
 
-def _shared_prefix_hint(state: dict, own: dict, path: Path) -> str:
+def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) -> str:
     """How to fix a checkpoint whose keys all carry one extra first name (a Lightning module's
-    ``model.``): said, not stripped, since only the user knows that entry is this network."""
+    ``model.``): said, not stripped, since only the user knows that entry is this network. The
+    command strips the keys of the entry read (``taken``: ``['state_dict']`` for Lightning, see
+    :func:`_read_entry`), DDP's prefix included."""
     first = {k.split(".", 1)[0] for k in state}
     if len(first) != 1 or any("." not in k for k in state):
         return ""
@@ -244,8 +261,10 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path) -> str:
     if {k[len(prefix) :] for k in state} != set(own):
         return ""
     out = f"{path}.inner.pt"
+    entry = "".join(f"[{key!r}]" for key in taken if key != DDP_PREFIX)
+    cut = len(prefix) + (len(DDP_PREFIX) if DDP_PREFIX in taken else 0)
     strip = (
-        f"import torch; s = torch.load({str(path)!r}); torch.save({{k[{len(prefix)}:]: v for k, v in s.items()}},"
+        f"import torch; s = torch.load({str(path)!r}){entry}; torch.save({{k[{cut}:]: v for k, v in s.items()}},"
         f" {out!r})"
     )
     return (
@@ -285,7 +304,7 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
         Which entry of a wrapper was loaded, for the log (see :func:`read_checkpoint`; "" if none).
     """
     try:
-        state, note = read_checkpoint(path)
+        state, taken, note = _read_entry(path)
     except AmalgamError as exc:
         raise AmalgamError(f"{who}: {exc}") from None  # which teacher's file it is
     own = model.state_dict()
@@ -293,7 +312,7 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
         count = f"; {len(missing)} keys are missing" if len(missing) > 1 else ""
-        hint = _shared_prefix_hint(state, own, path) + count
+        hint = _shared_prefix_hint(state, own, path, taken) + count
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{missing[0]}'{hint}")
     for key, value in own.items():
         if key in state and tuple(state[key].shape) != tuple(value.shape):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -105,6 +106,7 @@ class Teacher(nn.Module):
         self.output_key: Optional[str] = cfg.output_key
         self.output_choice: Optional[OutputChoice] = None  # resolved on the first run (see outputs.py)
         self.checkpoint_note = ""  # which entry of a checkpoint wrapper was loaded (model_sources.py)
+        self.notes: list[str] = []  # rules the teacher check applied (a dense output's stride), said with output_note
         self.space: Optional[LabelSpace] = space_of(cfg.labels, cfg.background) if task.labelled else None
         self.source_names: list[str] = list(cfg.sources or [])
         self.eval_name: Optional[str] = cfg.eval
@@ -191,12 +193,12 @@ class Teacher(nn.Module):
         """Which output is distilled and why, for the log and ``amalgam inspect``."""
         choice = self.output_choice
         what = f"output '{choice.key}' ({choice.reason})" if self._key_chosen() else "the output tensor"
-        return what + self._kind_note()
+        return what + self._kind_note() + "".join(f"; {note}" for note in self.notes)
 
     def output_is_a_choice(self) -> bool:
         """Whether :meth:`output_note` states a choice (a key among several outputs, or a reading
-        among the task's several): the build log says those."""
-        return self._key_chosen() or len(self.task.output_kinds) > 1
+        among the task's several) or a rule the teacher check applied: the build log says those."""
+        return self._key_chosen() or len(self.task.output_kinds) > 1 or bool(self.notes)
 
     def _key_chosen(self) -> bool:
         return self.output_choice is not None and self.output_choice.key is not None
@@ -221,9 +223,10 @@ def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
         model = build_model(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
     except AmalgamError as exc:
         raise AmalgamError(f"teachers.{name}.model: {exc}") from None
-    note = ""
     if cfg.checkpoint is not None:
         note = load_checkpoint(model, recipe.resolve(cfg.checkpoint), f"teacher '{name}'")
+    else:
+        note = factory_weights_note(cfg.model.source, cfg.model.kwargs())
     teacher = Teacher(name, task, model, cfg, recipe.data.image_size)
     teacher.checkpoint_note = note
     check_teacher_output(teacher, recipe.data.image_size)
@@ -234,17 +237,8 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     """Runs the teacher once on a dummy batch and checks the output against its task and labels."""
     dummy = torch.rand(2, 3, *image_size)
     dummy[1] *= 0.25  # a dark image beside a bright one: batch statistics differ from one image's
-    try:  # the plain model: a wrap (flip averaging) turns probabilities into log-probabilities
-        out = teacher.answer(dummy, wrapped=False)[0]
-    except OutputKeyError as exc:
-        raise AmalgamError(f"teachers.{teacher.name}.output_key: {exc}") from None
-    except ReadingError as exc:
-        raise AmalgamError(f"teachers.{teacher.name}.{exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AmalgamError(
-            f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}"
-        ) from None
+    teacher.notes = []  # said again by each check
+    out = _first_answer(teacher, dummy)
     problem = (
         teacher.task.check_output(out, 2, teacher.space)
         if isinstance(out, torch.Tensor)
@@ -253,16 +247,97 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if not problem and not bool(torch.isfinite(out).all()):
         bad = (~torch.isfinite(out)).float().mean().item()
         problem = f"{bad:.0%} of the output on a random batch is NaN or inf (a diverged checkpoint, or -inf masking?)"
+    problem = problem or _dense_size_problem(teacher, out)
     if problem:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
     raw = teacher.selected_output(dummy)  # the second run: read for the reading check, compared for consistency
     if reading := teacher.task.reading_problem(raw, teacher.output_kind):
         raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
+    if note := teacher.task.output_note(out, teacher.output_kind):
+        teacher.notes.append(note)
     again = teacher.task.convert_output(raw, teacher.output_kind)
     if why := _inconsistency(teacher, dummy, out, again):
         scripted = isinstance(teacher.model, torch.jit.ScriptModule)
         fix = "re-export it from model.eval()" if scripted else "its eval() mode must be deterministic to be distilled"
         raise AmalgamError(f"teacher '{teacher.name}' {why}: {fix}")
+
+
+def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
+    """The plain model's canonical output on the check batch; a failure is one line naming the teacher."""
+    try:  # the plain model: a wrap (flip averaging) turns probabilities into log-probabilities
+        return teacher.answer(dummy, wrapped=False)[0]
+    except OutputKeyError as exc:
+        raise AmalgamError(f"teachers.{teacher.name}.output_key: {exc}") from None
+    except ReadingError as exc:
+        raise AmalgamError(f"teachers.{teacher.name}.{exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AmalgamError(
+            f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}"
+            + _channels_hint(msg, teacher)
+        ) from None
+
+
+_CHANNELS = re.compile(r"to have (\d+) channels, but got (\d+) channels")  # torch's convolution error
+
+
+def _channels_hint(msg: str, teacher: Teacher) -> str:
+    """What to set when the network's first convolution takes the other channel count than its input."""
+    found = _CHANNELS.search(msg)
+    if not found or int(found.group(2)) != teacher.channels or found.group(1) not in ("1", "3"):
+        return ""
+    wants = found.group(1)
+    return (
+        f" (the network takes {wants}-channel images: set teachers.{teacher.name}.input.channels: {wants}"
+        f" and a mean and std of {wants} value{'s' if wants != '1' else ''} each)"
+    )
+
+
+def output_scale(size: tuple[int, int], out: tuple[int, int]) -> Optional[tuple[int, int]]:
+    """How a dense output of size ``out`` sits on an input of ``size``: ``(k, 1)`` for k times the
+    input on both axes, ``(1, s)`` for 1/s of it (each side the floor or ceil of size / s, as strided
+    layers round), else None (transposed, padded or cropped: no one factor maps it onto the input)."""
+    (h, w), (oh, ow) = size, out
+    if oh >= h and oh % h == 0 and ow % w == 0 and oh // h == ow // w:
+        return oh // h, 1
+    fits = [s for s in range(2, max(h, w) + 1) if abs(oh - h / s) < 1 and abs(ow - w / s) < 1]
+    if not fits:
+        return None
+    # rounding leaves small outputs several strides: a power of two (what nets use) first, then the closest
+    return 1, min(fits, key=lambda s: (s & (s - 1) != 0, abs(oh - h / s) + abs(ow - w / s)))
+
+
+def _dense_size_problem(teacher: Teacher, out: torch.Tensor) -> Optional[str]:
+    """Why a dense output cannot be placed back on its input's pixels, or None; an output below the
+    input's resolution is said in :attr:`Teacher.notes` (it is upsampled bilinearly onto the student's grid)."""
+    if not teacher.task.dense or out.dim() < 3:
+        return None
+    size, got = tuple(teacher.size), tuple(out.shape[-2:])
+    scale = output_scale(size, got)
+    if scale is None:
+        return (
+            f"its output is {got[0]}x{got[1]} for its {size[0]}x{size[1]} input (input.size), not the input's size"
+            " scaled by one factor on both axes (transposed, padded or cropped?): it cannot be placed back on the"
+            " input's pixels; make the network answer at its input's size, or at 1/stride of it"
+        )
+    if scale[1] > 1:
+        teacher.notes.append(
+            f"it answers at 1/{scale[1]} of its input ({got[0]}x{got[1]} for {size[0]}x{size[1]}): upsampled bilinearly"
+        )
+    return None
+
+
+def factory_weights_note(source: str, kwargs: dict) -> str:
+    """What a teacher without ``checkpoint`` runs with, for the log and ``amalgam inspect`` ("" for a
+    TorchScript file, which carries its weights)."""
+    if source == "torchscript":
+        return ""
+    random = {"timm": "pretrained=False", "smp": "encoder_weights=None"}
+    pretrained = kwargs.get("weights") is not None or kwargs.get("weights_backbone") is not None
+    if source in random or (source == "torchvision" and not pretrained):
+        why = random.get(source, "weights=None")
+        return f"none: its weights are the factory's own ({source} builds it with random weights: {why})"
+    return "none: its weights are the factory's own"
 
 
 def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor, again: torch.Tensor) -> Optional[str]:

@@ -1,4 +1,8 @@
-"""Monocular depth in metres: conv head with exp, log-L1 + scale-invariant loss, abs rel / RMSE / delta."""
+"""Monocular depth in metres: conv head with exp, log-L1 + scale-invariant loss, abs rel / RMSE / delta.
+
+A teacher's value <= 0 is no depth (a ReLU head's zeros, sky in a disparity model): read as metres
+it stays <= 0, an inverse reading turns it into 0, and the distillation loss leaves it out of the
+teacher's targets (masked, as the eval sets' 0 pixels are), never read as 1 mm or 10^6 m."""
 
 from __future__ import annotations
 
@@ -56,15 +60,36 @@ class DepthMeter:
         }
 
 
-def log_depth_loss(student: torch.Tensor, teacher: torch.Tensor, si_weight: float = 0.5) -> torch.Tensor:
-    """Mean ``|log d_s - log d_t|`` plus the scale-invariant term of Eigen et al. (2014).
+def log_depth_loss(
+    student: torch.Tensor, teacher: torch.Tensor, si_weight: float = 0.5, valid: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Mean ``|log d_s - log d_t|`` plus the scale-invariant term of Eigen et al. (2014), over the
+    ``valid`` pixels (default: all).
 
-    ``g = log d_s - log d_t``; per image ``mean(g^2) - lambda * mean(g)^2``, averaged over the batch.
+    ``g = log d_s - log d_t``; per image ``mean(g^2) - lambda * mean(g)^2``, averaged over the images
+    with a valid pixel. With none valid the loss is 0 (still a function of the student).
     """
     g = torch.log(student.float().clamp(min=MIN_DEPTH)) - torch.log(teacher.float().clamp(min=MIN_DEPTH))
-    g = g.flatten(1)
-    scale_invariant = (g.pow(2).mean(1) - si_weight * g.mean(1).pow(2)).mean()
-    return g.abs().mean() + scale_invariant
+    m = torch.ones_like(g, dtype=torch.bool) if valid is None else valid.expand_as(g)
+    g, m = torch.where(m, g, 0.0).flatten(1), m.flatten(1).float()
+    n = m.sum(1)
+    if not bool((n > 0).any()):
+        return student.float().sum() * 0.0
+    mean, sq = g.sum(1) / n.clamp(min=1), g.pow(2).sum(1) / n.clamp(min=1)
+    scale_invariant = (sq - si_weight * mean.pow(2))[n > 0].mean()
+    return g.abs().sum() / n.sum() + scale_invariant
+
+
+def valid_depth(teacher: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """A teacher's depth at ``size`` and where it is valid (> 0, finite): values <= 0 are no depth,
+    and a resized pixel is valid only if every pixel it blends is."""
+    teacher = teacher.float()
+    valid = torch.isfinite(teacher) & (teacher > 0)
+    if tuple(teacher.shape[-2:]) == tuple(size):
+        return teacher, valid
+    resized = F.interpolate(torch.where(valid, teacher, 0.0), size=size, mode="bilinear", align_corners=False)
+    share = F.interpolate(valid.float(), size=size, mode="bilinear", align_corners=False)
+    return resized, share > 1 - 1e-4
 
 
 #: a teacher whose depth is this many times the eval set's (or 1/that), as a geometric mean, measures
@@ -100,8 +125,9 @@ class DepthTask(Task):
         out = super().convert_output(raw, kind)
         if out.dim() == 3:
             out = out.unsqueeze(1)
-        if kind == "inverse":
-            return 1.0 / out.float().clamp(min=1e-6)
+        if kind == "inverse":  # a disparity <= 0 (sky) is no depth: 0, masked out of the targets
+            out = out.float()
+            return torch.where(out > 0, 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
         if kind == "log":
             return torch.exp(out.float())
         return out
@@ -115,10 +141,25 @@ class DepthTask(Task):
             return (
                 f"depth in metres cannot be negative, but {negative:.0%} of the output on a random batch is"
                 f" (min {out.min().item():.3g}): if the network answers log depth set output: log, if inverse"
-                " depth (disparity) output: inverse (if it is metres, clamp it in the model: amalgam reads"
-                " negatives as 1 mm)"
+                " depth (disparity) output: inverse (if it is metres, values <= 0 are no depth: amalgam masks"
+                " them out of its targets)"
             )
         return None
+
+    def output_note(self, out: torch.Tensor, kind: str) -> str:
+        """The share of the check batch's values that are no depth (<= 0), masked out of the targets."""
+        none = (out <= 0).float().mean().item()
+        if none == 0:
+            return ""
+        return f"{none:.1%} of its depth on the check batch is <= 0: no depth there, masked out of its targets"
+
+    def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The mean of the valid (> 0) values at each pixel; 0 (no depth) where none is."""
+        stacked = torch.stack([o.float() for o in outputs])
+        valid = torch.isfinite(stacked) & (stacked > 0)
+        n = valid.sum(0)
+        mean = torch.where(valid, stacked, 0.0).sum(0) / n.clamp(min=1)
+        return torch.where(n > 0, mean, torch.zeros_like(mean))
 
     def teacher_warnings(self, teacher: str, metrics: dict) -> list[str]:
         scale = metrics.get("scale")
@@ -131,9 +172,9 @@ class DepthTask(Task):
         ]
 
     def distill_loss(self, student, teacher, options: DistillOptions):
-        if teacher.shape[-2:] != student.shape[-2:]:
-            teacher = F.interpolate(teacher.float(), size=student.shape[-2:], mode="bilinear", align_corners=False)
-        return log_depth_loss(student, teacher)
+        """log-L1 + scale-invariant over the pixels where the teacher gives depth (> 0)."""
+        teacher, valid = valid_depth(teacher, student.shape[-2:])
+        return log_depth_loss(student, teacher, valid=valid)
 
     def supervised_loss(self, output, target):
         output = self.predict(output, tuple(target.shape[-2:]))

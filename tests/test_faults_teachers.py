@@ -1,0 +1,182 @@
+"""Teacher-side faults of the audit: each was silent before (a wrong student, or a wrong fix-it hint)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amalgam.config.recipe import TeacherConfig
+from amalgam.errors import AmalgamError
+from amalgam.task import DistillOptions, get_task
+from amalgam.teachers.model_sources import load_checkpoint
+from amalgam.teachers.teacher import Teacher, build_teacher, check_teacher_output
+
+LABELS = ("background", "a", "b")
+
+
+def teacher(model, task="segmentation", labels=LABELS, **cfg) -> Teacher:
+    config = TeacherConfig(task=task, model={"from": "python", "factory": "m:f"}, labels=labels and list(labels), **cfg)
+    return Teacher("t1", get_task(task), model, config, (32, 32))
+
+
+class Dense(nn.Module):
+    """Logits at 1/``stride`` of the input, then bent out of shape by ``mode``."""
+
+    def __init__(self, mode="", stride=1, classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, classes, 3, padding=1, stride=stride)
+        self.mode = mode
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.mode == "transpose":
+            return y.transpose(2, 3)
+        if self.mode == "pad":
+            return F.pad(y, (0, 16, 0, 0))
+        if self.mode == "crop":
+            return y[..., 2:-2, 2:-2]
+        if self.mode == "pct":
+            return y.softmax(1) * 100
+        return y
+
+
+# ---- 1. a dense output that is not its input's size scaled by one factor stops
+
+
+@pytest.mark.parametrize("mode, got", [("transpose", "64x32"), ("pad", "32x80"), ("crop", "28x60")])
+def test_a_dense_output_out_of_proportion_with_its_input_stops_naming_both_sizes(mode, got):
+    t = teacher(Dense(mode), input={"size": [32, 64]})
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(t, (32, 32))
+    message = str(info.value)
+    assert message.startswith(f"teacher 't1' (segmentation): its output is {got} for its 32x64 input (input.size)")
+    assert "not the input's size scaled by one factor on both axes" in message and "\n" not in message
+
+
+def test_a_dense_output_below_its_inputs_resolution_is_said_and_strides_may_round():
+    quarter = teacher(Dense(stride=4), input={"size": [32, 64]})
+    check_teacher_output(quarter, (32, 32))
+    assert quarter.output_is_a_choice()
+    assert quarter.output_note().endswith("; it answers at 1/4 of its input (8x16 for 32x64): upsampled bilinearly")
+    odd = teacher(Dense(stride=2), input={"size": [31, 45]})  # 16x23: ceil(31/2) x ceil(45/2)
+    check_teacher_output(odd, (32, 32))
+    assert "1/2 of its input (16x23 for 31x45)" in odd.output_note()
+    full = teacher(Dense(), input={"size": [32, 64]})
+    check_teacher_output(full, (32, 32))
+    assert "answers at" not in full.output_note()
+    from amalgam.teachers.teacher import output_scale
+
+    assert output_scale((30, 45), (4, 6)) == (1, 8) and output_scale((30, 45), (3, 5)) == (
+        1,
+        8,
+    )  # 1/8 (a power of two) before 1/7, 1/9
+    assert output_scale((32, 64), (128, 256)) == (4, 1)  # 4x the input on both axes
+    assert output_scale((32, 32), (28, 28)) is None  # cropped, though in proportion
+
+
+# ---- 3. a teacher without a checkpoint says whose weights it runs with
+
+
+def test_a_teacher_without_a_checkpoint_says_its_weights_are_the_factorys(tmp_path):
+    (tmp_path / "faults_teachers_factory.py").write_text(
+        "from torch import nn\n\ndef f():\n    return nn.Conv2d(3, 3, 1)\n"
+    )
+    cfg = TeacherConfig(
+        task="segmentation", model={"from": "python", "factory": "faults_teachers_factory:f"}, labels=list(LABELS)
+    )
+    recipe = SimpleNamespace(
+        base_dir=tmp_path, data=SimpleNamespace(image_size=(16, 16)), resolve=lambda p: tmp_path / p
+    )
+    built = build_teacher("seg", cfg, recipe)
+    assert built.checkpoint_note == "none: its weights are the factory's own"
+    from amalgam.teachers.teacher import factory_weights_note
+
+    assert factory_weights_note("timm", {"name": "resnet18"}).endswith(
+        "(timm builds it with random weights: pretrained=False)"
+    )
+    assert factory_weights_note("torchvision", {"name": "x", "weights": "DEFAULT"}) == (
+        "none: its weights are the factory's own"
+    )
+    assert factory_weights_note("torchscript", {"path": "t.pt"}) == ""  # the file carries its weights
+
+
+# ---- 4. depth values <= 0 are no depth: masked out of the targets, never 1 mm or 10^6 m
+
+
+def test_depth_values_at_or_below_zero_are_masked_out_of_the_targets():
+    task = get_task("depth")
+    disparity = torch.tensor([[[[0.5, 0.0], [0.25, -1.0]]]])
+    depth = task.convert_output(disparity, "inverse")
+    assert torch.equal(depth, torch.tensor([[[[2.0, 0.0], [4.0, 0.0]]]]))  # was 10^6 m where 0
+    student = torch.tensor([[[[2.0, 7.0], [4.0, 0.3]]]])  # right wherever the teacher gives depth
+    assert task.distill_loss(student, depth, DistillOptions()).item() == pytest.approx(0.0, abs=1e-6)
+    metric = torch.tensor([[[[2.0, 0.0], [4.0, -0.5]]]])  # a ReLU head's zeros, read as metres: were 1 mm
+    assert task.distill_loss(student, metric, DistillOptions()).item() == pytest.approx(0.0, abs=1e-6)
+    # resized onto a half-resolution student: a pixel that blends in no depth is left out too
+    big = torch.full((1, 1, 4, 4), 3.0)
+    big[..., :2, :2] = 0.0
+    half = torch.tensor([[[[0.01, 3.0], [3.0, 3.0]]]])
+    assert task.distill_loss(half, big, DistillOptions()).item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.equal(task.ensemble([depth, torch.full_like(depth, 2.0)])[0, 0, 0], torch.tensor([2.0, 2.0]))
+
+
+class ReluDepth(nn.Module):
+    def forward(self, x):
+        return torch.relu(x[:, :1] - 0.5) * 10
+
+
+def test_a_depth_teacher_with_zeros_says_their_share_at_the_teacher_check():
+    t = teacher(ReluDepth(), task="depth", labels=None, output="inverse")
+    check_teacher_output(t, (16, 16))
+    assert "of its depth on the check batch is <= 0: no depth there, masked out of its targets" in t.output_note()
+
+
+# ---- 5. probabilities scaled by 100 are caught like probabilities
+
+
+def test_percentages_read_as_logits_stop_and_read_as_probabilities():
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: the output sums to 100 over its 3 labels"):
+        check_teacher_output(teacher(Dense(mode="pct")), (32, 32))
+    t = teacher(Dense(mode="pct"), output="probabilities")
+    check_teacher_output(t, (32, 32))
+    x = torch.rand(1, 3, 32, 32)
+    expected = Dense.forward(t.model, t.prepare(x)).div(100).log().softmax(1)
+    assert torch.allclose(t(x).softmax(1), expected, atol=1e-5)
+
+
+# ---- 6. messages: DDP's prefix said; a grey network given colour gets the key to set
+
+
+def test_a_stripped_ddp_prefix_is_said(tmp_path):
+    model = nn.Linear(2, 2)
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "ddp.pt")
+    assert (
+        load_checkpoint(model, tmp_path / "ddp.pt", "teacher 't1'") == "DDP's 'module.' prefix stripped from every key"
+    )
+    torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "wrapped.pt")
+    note = load_checkpoint(model, tmp_path / "wrapped.pt", "teacher 't1'")
+    assert note == "entry 'model' (state_dict, else model, is read); DDP's 'module.' prefix stripped from every key"
+
+
+def test_a_one_channel_network_given_three_channels_is_told_to_set_input_channels():
+    t = teacher(nn.Conv2d(1, 3, 3, padding=1))
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(t, (16, 16))
+    assert str(info.value).endswith(
+        "(the network takes 1-channel images: set teachers.t1.input.channels: 1 and a mean and std of 1 value each)"
+    )
+
+
+def test_readme_names_these_tests():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("* **Nothing lost.**") : readme.index("* **Bad input**")]
+    named = set(re.findall(r"tests/test_faults_teachers\.py::(test_\w+)", section))
+    here = {name for name in globals() if name.startswith("test_")} - {"test_readme_names_these_tests"}
+    assert named == here, named ^ here
