@@ -205,17 +205,22 @@ _EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before their log or l
 _SIGMOID_EVIDENCE = 16
 
 
+#: what probabilities sum to over the labels: 1, or 100 as percentages (``softmax * 100``)
+PROBABILITY_SUMS = (1.0, 100.0)
+
+
 def constant_sum(probs: torch.Tensor) -> Optional[float]:
-    """The sum over the labels when a non-negative output sums to the same positive constant at every
-    position (probabilities, or percentages: ``softmax * 100``), else None. Their log is a logit up to
-    a constant, which softmax ignores, so either is read right as ``output: probabilities``."""
+    """1 or 100 when a non-negative output sums to it at every position (probabilities, percentages),
+    else None. Their log is a logit up to a constant, which softmax ignores, so either is read right
+    as ``output: probabilities``. Other constants are not taken: confident logits ``6 * one_hot`` sum to 6."""
     probs = probs.float()
     if probs.numel() == 0 or probs.dim() < 2 or probs.shape[1] < 2 or probs.min() < -1e-6:
         return None
     sums = probs.sum(1)
-    total = float(sums.mean())
-    same = total > 0 and torch.allclose(sums, torch.full_like(sums, total), rtol=0.0, atol=1e-3 * max(total, 1.0))
-    return total if same else None
+    for total in PROBABILITY_SUMS:
+        if torch.allclose(sums, torch.full_like(sums, total), rtol=0.0, atol=1e-3 * total):
+            return total
+    return None
 
 
 def _in_unit_range(out: torch.Tensor) -> bool:
