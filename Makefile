@@ -22,10 +22,10 @@ data: env
 		$(PY) tools/make_scenes.py --fashion-root data/fashion --out data/scenes --train 8000 --val 1000 --size 64 --seed 0; \
 	else echo "scenes: already in data/scenes"; fi
 
-# The quickstart teachers and the student's pretrained encoders ship in zoo_weights/ (9.6 MB, checked
-# against zoo_weights/MANIFEST) and are copied into zoo/quickstart where absent; a file already there
-# is kept. Without them (or when one does not match), the missing ones are trained from the ground
-# truth, each on one thread (about an hour in all; --force retrains).
+# The quickstart teachers and the students' pretrained encoders ship in zoo_weights/ (9.6 MB): each
+# file that matches zoo_weights/MANIFEST is copied into zoo/quickstart where absent (a file already
+# there is kept); any still missing is trained from the ground truth, each on one thread (about an
+# hour and a half for all; --force retrains).
 zoo: data
 	-@$(PY) tools/zoo_manifest.py --install zoo_weights zoo
 	OMP_NUM_THREADS=1 $(PY) tools/train_teacher.py recipes/zoo/quickstart.yaml --all

@@ -260,7 +260,8 @@ def _space_differences(
         lines.append(
             f"student {student}'s {task} classes are not this recipe's"
             + (f" (its own: {', '.join(extra)})" if extra else " (another order)")
-            + ": each teacher is scored on its classes by name; the unified score counts the student's"
+            + ": each teacher is scored on its own classes, found in the student's by name; the unified score"
+            " is over the student's classes"
         )
     return lines
 

@@ -134,6 +134,12 @@ class Task:
         NaN checks of the converted output."""
         return None
 
+    def mark_no_answer(self, out: torch.Tensor) -> torch.Tensor:
+        """A teacher's dense canonical output with the pixels where it gives no answer set to NaN,
+        before it is resized or undone onto another frame: NaN spreads through resizing, so no blend
+        of an answer and a non-answer passes for an answer (depth: values <= 0). Default: unchanged."""
+        return out
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """A rule of this task that a teacher's canonical output on the check batch (``out``, read as
         ``output: kind``) meets, said in the log and by ``amalgam inspect`` with its reading ("" for none;

@@ -68,14 +68,18 @@ def test_a_dense_output_below_its_inputs_resolution_is_said_and_strides_may_roun
     full = teacher(Dense(), input={"size": [32, 64]})
     check_teacher_output(full, (32, 32))
     assert "answers at" not in full.output_note()
-    from amalgam.teachers.teacher import output_scale
+    from amalgam.teachers.teacher import output_fit
 
-    assert output_scale((30, 45), (4, 6)) == (1, 8) and output_scale((30, 45), (3, 5)) == (
-        1,
-        8,
-    )  # 1/8 (a power of two) before 1/7, 1/9
-    assert output_scale((32, 64), (128, 256)) == (4, 1)  # 4x the input on both axes
-    assert output_scale((32, 32), (28, 28)) is None  # cropped, though in proportion
+    assert output_fit((30, 45), (4, 6)) == "it answers at 1/8 of its input (4x6 for 30x45): upsampled bilinearly"
+    assert output_fit((32, 64), (128, 256)) == "it answers at 4x its input (128x256 for 32x64): resized"
+    assert output_fit((32, 32), (28, 28)) is None  # cropped, though in proportion
+    assert output_fit((513, 513), (65, 65)).startswith("it answers at 1/8 of its input")  # DeepLab at 1/8
+    # the same map upsampled 8x by the net: 520 for 513 (ceil), or 512 (floor)
+    assert output_fit((513, 513), (520, 520)) == (
+        "it answers at 520x520 for 513x513 (a 1/8 map upsampled 8x): stretched onto the input by under 8 px"
+    )
+    assert output_fit((513, 513), (512, 512)).startswith("it answers at 512x512 for 513x513 (a 1/2 map")
+    assert output_fit((299, 299), (8, 8)) == "it answers at 8x8 for 299x299: upsampled bilinearly"  # not "1/37"
 
 
 # ---- 3. a teacher without a checkpoint says whose weights it runs with
@@ -93,15 +97,14 @@ def test_a_teacher_without_a_checkpoint_says_its_weights_are_the_factorys(tmp_pa
     )
     built = build_teacher("seg", cfg, recipe)
     assert built.checkpoint_note == "none: its weights are the factory's own"
-    from amalgam.teachers.teacher import factory_weights_note
+    from amalgam.teachers.model_sources import unloaded_note
 
-    assert factory_weights_note("timm", {"name": "resnet18"}).endswith(
-        "(timm builds it with random weights: pretrained=False)"
+    assert unloaded_note("timm", {"name": "resnet18"}).endswith("(random: timm's pretrained=False)")
+    assert unloaded_note("torchvision", {"name": "x"}).endswith("(random: weights=None)")
+    assert unloaded_note("torchvision", {"name": "x", "weights": "DEFAULT"}) == (
+        "none: its weights are torchvision's (weights / weights_backbone)"
     )
-    assert factory_weights_note("torchvision", {"name": "x", "weights": "DEFAULT"}) == (
-        "none: its weights are the factory's own"
-    )
-    assert factory_weights_note("torchscript", {"path": "t.pt"}) == ""  # the file carries its weights
+    assert unloaded_note("torchscript", {"path": "t.pt"}) == ""  # the file carries its weights
 
 
 # ---- 4. depth values <= 0 are no depth: masked out of the targets, never 1 mm or 10^6 m
@@ -122,6 +125,32 @@ def test_depth_values_at_or_below_zero_are_masked_out_of_the_targets():
     half = torch.tensor([[[[0.01, 3.0], [3.0, 3.0]]]])
     assert task.distill_loss(half, big, DistillOptions()).item() == pytest.approx(0.0, abs=1e-6)
     assert torch.equal(task.ensemble([depth, torch.full_like(depth, 2.0)])[0, 0, 0], torch.tensor([2.0, 2.0]))
+
+
+class SkyAtQuarter(nn.Module):
+    """5 m at 1/4 of the input, no depth (0) on the left half: a disparity net's sky."""
+
+    def forward(self, x):
+        y = torch.full((x.shape[0], 1, x.shape[2] // 4, x.shape[3] // 4), 5.0) + 0 * x.mean()
+        y[..., : y.shape[-1] // 2] = 0.0
+        return y
+
+
+def test_no_depth_is_not_blended_into_depth_when_a_teachers_answer_is_resized():
+    # resized onto the student's grid, the 0s were averaged with 5 m into 1-4 m targets at the border
+    from amalgam.data.views import BatchViews
+    from amalgam.teachers.inputs import answer_views
+
+    t = teacher(SkyAtQuarter(), task="depth", labels=None)
+    images = torch.rand(2, 3, 32, 32)
+    out, _ = answer_views(t, BatchViews(images, t.input_spec.view), torch.arange(2), (32, 32), augmented=False)
+    answered = out.isfinite()
+    assert torch.equal(out[answered], torch.full_like(out[answered], 5.0))  # no blend passes for an answer
+    assert answered[..., 20:].all() and not answered[..., :16].any()
+    assert get_task("depth").distill_loss(torch.full_like(out, 5.0), out, DistillOptions()).item() == 0.0
+    meter = get_task("depth").new_meter(None)  # scored, a no-answer where the truth has depth is 1 mm: wrong
+    meter.update(out[:, 0], torch.full((2, 32, 32), 5.0))
+    assert 0.4 < meter.compute()["abs_rel"] < 0.6
 
 
 class ReluDepth(nn.Module):

@@ -184,9 +184,11 @@ def test_a_numbered_labels_file_is_read_by_its_numbers(fresh_world):
     fresh_world.write_text(yaml.safe_dump(raw))
     (root / "cls_labels.txt").write_text("1: dog\n0: cat\n")
     assert load_recipe(fresh_world).teachers["cls"].labels == ["cat", "dog"]
+    (root / "cls_labels.txt").write_text("0 - cat\n1 - dog\n")  # torchvision's MNIST style: names, not numbered
+    assert load_recipe(fresh_world).teachers["cls"].labels == ["0 - cat", "1 - dog"]
     (root / "cls_labels.txt").write_text("1 cat\n2 dog\n")
     with pytest.raises(
         AmalgamError,
-        match=r"^teachers\.cls\.labels_file: every line of .*cls_labels.txt is numbered \(1, 2\) but not 0 to 1",
+        match=r"^teachers\.cls\.labels_file: every line of .*cls_labels.txt starts with a number \(1, 2\), but",
     ):
         load_recipe(fresh_world)

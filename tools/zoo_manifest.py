@@ -71,19 +71,22 @@ def write(folder: Path) -> str:
     return text
 
 
-def install(folder: Path, dest: Path) -> tuple[list[str], list[str]]:
-    """Copies the manifest's files into ``dest`` where absent (a file there is kept: retrained or the
-    user's own); returns (copied, kept). Call after :func:`check` passes."""
-    copied, kept = [], []
-    for rel in read_manifest(folder)[1]:
-        target = dest / rel
+def install(folder: Path, dest: Path) -> tuple[list[str], list[str], list[str]]:
+    """Copies each manifest file that matches it into ``dest`` where absent (a file there is kept:
+    retrained, or the user's own); returns (copied, kept, refused: missing or changed here)."""
+    _, entries = read_manifest(folder)
+    copied, kept, refused = [], [], []
+    for rel, (digest, size) in entries.items():
+        source, target = folder / rel, dest / rel
         if target.exists():
             kept.append(rel)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / rel, target)
-        copied.append(rel)
-    return copied, kept
+        elif not source.is_file() or source.stat().st_size != size or file_digest(source) != digest:
+            refused.append(rel)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            copied.append(rel)
+    return copied, kept, refused
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,13 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     problems = check(folder)
     for problem in problems:
         print(f"{folder}: {problem}", file=sys.stderr)
+    if args.install is not None:  # what matches is installed even when another file does not
+        copied, kept, refused = install(folder, args.install[1])
+        print(f"{args.install[1]}: copied {', '.join(copied) or 'nothing'}; kept {', '.join(kept) or 'nothing'}")
+        if refused:
+            print(f"{args.install[1]}: not installed (missing or changed): {', '.join(refused)}", file=sys.stderr)
     if problems:
         print(f"{folder}: regenerate with the command in {folder / MANIFEST}", file=sys.stderr)
         return 1
     print(f"{folder}: {len(read_manifest(folder)[1])} files match {MANIFEST}")
-    if args.install is not None:
-        copied, kept = install(folder, args.install[1])
-        print(f"{args.install[1]}: copied {', '.join(copied) or 'nothing'}; kept {', '.join(kept) or 'nothing'}")
     return 0
 
 

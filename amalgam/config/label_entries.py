@@ -65,7 +65,7 @@ def space_of(entries: Optional[Sequence[Any]], background: Optional[str]) -> Opt
 
 
 #: a numbered line of a labels file: ``0 background``, ``1: person``, ``2,car``
-_NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*(\S.*)$")
+_NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*([^\W_].*)$")  # not "0 - zero": torchvision's MNIST names
 
 
 def read_names(path: Path) -> list[str]:
@@ -82,8 +82,8 @@ def read_names(path: Path) -> list[str]:
     if sorted(ids) != list(range(len(ids))):
         shown = ", ".join(map(str, ids[:6])) + (", ..." if len(ids) > 6 else "")
         raise AmalgamError(
-            f"every line of {path} is numbered ({shown}) but not 0 to {len(ids) - 1}: number the outputs from 0,"
-            " or give one name a line in output order"
+            f"every line of {path} starts with a number ({shown}), but they do not run 0 to {len(ids) - 1}: if they"
+            " are output indices, number from 0; if they are part of the names, give the labels inline (labels: [...])"
         )
     return [m[2].strip() for m in sorted(numbered, key=lambda m: int(m[1]))]
 

@@ -100,7 +100,7 @@ class TeacherConfig(_Strict):
     labels_file: Optional[Path] = Field(None, description="the labels, one name a line (instead of labels)")
     background: Optional[str] = None
     sources: Optional[list[str]] = Field(
-        None, min_length=1, description="the data.sources it teaches on (left out: every one; [] is refused)"
+        None, description="the data.sources it teaches on (left out: every one; [] is refused)"
     )
     eval: Optional[str] = None
     output: str = Field(
@@ -111,6 +111,15 @@ class TeacherConfig(_Strict):
     output_key: Optional[str] = Field(
         None, description="the distilled tensor: dict key, tuple index or attribute, dotted for nesting"
     )
+
+    @field_validator("sources")
+    @classmethod
+    def _names_a_source(cls, sources: Optional[list[str]]) -> Optional[list[str]]:
+        if sources is not None and not sources:  # [] read as "every source" taught a segmenter on items
+            raise ValueError(
+                "[] names no source: list the data.sources it teaches on, or leave the key out for every one"
+            )
+        return sources
 
 
 class BudgetConfig(_Strict):

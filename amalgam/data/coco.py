@@ -1,8 +1,9 @@
 """COCO instances turned into semantic label maps: the rules :class:`~amalgam.data.sources.CocoSet` follows.
 
 Class 0 is ``background`` (pixels no annotation covers); category ``k`` of the sorted ids is class
-``k + 1``. Crowd regions (``iscrowd: 1``: a group of objects outlined as one) are 255 (ignore), as
-the usual COCO-to-semantic conversion paints them, and the instances drawn over them keep their class.
+``k + 1``. Crowd regions (``iscrowd: 1``: a group of objects outlined as one, not every pixel of
+which is the class) are 255 (ignore), amalgam's rule, said in the log; the instances drawn over
+them keep their class.
 Category names must be unique and differ from ``background``: teachers are matched by name, so two
 categories of one name (or one named as class 0) would be merged without a word.
 """

@@ -109,7 +109,7 @@ def answer_views(
     else:
         out, feat = teacher(x), None
     if teacher.task.dense and out.dim() == 4:
-        out = _undo_flipped(out, placements, size, flip)
+        out = _undo_flipped(teacher.task.mark_no_answer(out), placements, size, flip)
     if feat is not None and feat.dim() == 4:
         feat = _undo_flipped(feat, placements, feat.shape[-2:], flip)
     return out, feat

@@ -18,10 +18,23 @@ from amalgam.teachers.factories import build_from_factory, import_factory
 @dataclass(frozen=True)
 class ModelSource:
     """A registered ``model.from``: ``build(kwargs, base_dir) -> nn.Module`` and ``check(kwargs, base_dir)``,
-    which validates the recipe's arguments without building (raising a one-line AmalgamError)."""
+    which validates the recipe's arguments without building (raising a one-line AmalgamError).
+    ``unloaded(kwargs)`` says what a teacher built without ``checkpoint`` runs with ("" when its
+    model carries its weights, as a TorchScript file does)."""
 
     build: Callable[[dict, Path], nn.Module]
     check: Callable[[dict, Path], None]
+    unloaded: Callable[[dict], str] = lambda kwargs: "none: its weights are the factory's own"
+
+
+def _random_weights(why: str) -> Callable[[dict], str]:
+    return lambda kwargs: f"none: its weights are the factory's own (random: {why})"
+
+
+def _torchvision_unloaded(kwargs: dict) -> str:
+    if kwargs.get("weights") is not None or kwargs.get("weights_backbone") is not None:
+        return "none: its weights are torchvision's (weights / weights_backbone)"
+    return _random_weights("weights=None")(kwargs)
 
 
 #: ``from:`` name -> :class:`ModelSource`
@@ -137,10 +150,10 @@ def _resolve(path: str | Path, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-MODEL_SOURCES.add("torchvision", ModelSource(_torchvision_build, _torchvision_check))
-MODEL_SOURCES.add("timm", ModelSource(_timm_build, _timm_check))
-MODEL_SOURCES.add("smp", ModelSource(_smp_build, _smp_check))
-MODEL_SOURCES.add("torchscript", ModelSource(_torchscript_build, _torchscript_check))
+MODEL_SOURCES.add("torchvision", ModelSource(_torchvision_build, _torchvision_check, _torchvision_unloaded))
+MODEL_SOURCES.add("timm", ModelSource(_timm_build, _timm_check, _random_weights("timm's pretrained=False")))
+MODEL_SOURCES.add("smp", ModelSource(_smp_build, _smp_check, _random_weights("smp's encoder_weights=None")))
+MODEL_SOURCES.add("torchscript", ModelSource(_torchscript_build, _torchscript_check, lambda kwargs: ""))
 MODEL_SOURCES.add("python", ModelSource(_python_build, _python_check))
 
 
@@ -326,3 +339,8 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     state = {**{k: torch.zeros((), dtype=torch.long) for k in own if k not in state}, **state}  # step counts only
     model.load_state_dict(state)
     return note
+
+
+def unloaded_note(source: str, kwargs: dict) -> str:
+    """What a teacher of ``model.from: source`` built without ``checkpoint`` runs with, for the log."""
+    return MODEL_SOURCES.get(source).unloaded(kwargs)

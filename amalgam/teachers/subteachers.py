@@ -63,8 +63,8 @@ class MultiTransform(SubTeacher):
             xs = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
             for mirrored in (False, True) if self.flip else (False,):
                 y = run(xs.flip(-1) if mirrored else xs)
-                if task.dense:
-                    y = y.flip(-1) if mirrored else y
+                if task.dense:  # no-answer pixels NaN before resizing, so none is blended into an answer
+                    y = task.mark_no_answer(y.flip(-1) if mirrored else y)
                     if size is None:
                         size = _dense_size(run, x) if scale != 1 else y.shape[-2:]
                     if y.shape[-2:] != size:

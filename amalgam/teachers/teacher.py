@@ -17,7 +17,7 @@ from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
 from amalgam.task import ReadingError, Task, get_task
 from amalgam.teachers.inputs import ResolvedInput, resolve_input
-from amalgam.teachers.model_sources import build_model, load_checkpoint
+from amalgam.teachers.model_sources import build_model, load_checkpoint, unloaded_note
 from amalgam.teachers.outputs import OutputChoice, OutputKeyError, resolve
 from amalgam.teachers.subteachers import SubTeacher, build_subteacher
 
@@ -226,7 +226,7 @@ def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
     if cfg.checkpoint is not None:
         note = load_checkpoint(model, recipe.resolve(cfg.checkpoint), f"teacher '{name}'")
     else:
-        note = factory_weights_note(cfg.model.source, cfg.model.kwargs())
+        note = unloaded_note(cfg.model.source, cfg.model.kwargs())
     teacher = Teacher(name, task, model, cfg, recipe.data.image_size)
     teacher.checkpoint_note = note
     check_teacher_output(teacher, recipe.data.image_size)
@@ -247,9 +247,12 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if not problem and not bool(torch.isfinite(out).all()):
         bad = (~torch.isfinite(out)).float().mean().item()
         problem = f"{bad:.0%} of the output on a random batch is NaN or inf (a diverged checkpoint, or -inf masking?)"
-    problem = problem or _dense_size_problem(teacher, out)
+    fit = None if problem else _dense_fit(teacher, out)
+    problem = problem or (_DENSE_MISFIT.format(*out.shape[-2:], *teacher.size) if fit is None else None)
     if problem:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
+    if fit:
+        teacher.notes.append(fit)
     raw = teacher.selected_output(dummy)  # the second run: read for the reading check, compared for consistency
     if reading := teacher.task.reading_problem(raw, teacher.output_kind):
         raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
@@ -293,51 +296,47 @@ def _channels_hint(msg: str, teacher: Teacher) -> str:
     )
 
 
-def output_scale(size: tuple[int, int], out: tuple[int, int]) -> Optional[tuple[int, int]]:
-    """How a dense output of size ``out`` sits on an input of ``size``: ``(k, 1)`` for k times the
-    input on both axes, ``(1, s)`` for 1/s of it (each side the floor or ceil of size / s, as strided
-    layers round), else None (transposed, padded or cropped: no one factor maps it onto the input)."""
+#: strides a dense net's last map may be upsampled from (to a multiple of the stride near the input's size)
+_STRIDES = (2, 4, 8, 16, 32)
+
+
+def output_fit(size: tuple[int, int], out: tuple[int, int]) -> Optional[str]:
+    """How a dense output of size ``out`` is placed on an input of ``size``, said as a note ("" when it
+    is the input's size), or None when no one factor maps it onto the input (transposed, padded, cropped).
+
+    Taken: ``k`` times the input on both axes; ``1/s`` of it, each side the floor or ceil of size / s
+    as strided layers round; and a ``1/s`` map upsampled ``s`` times (520 for 513 at stride 8), a
+    power-of-two ``s``, stretched onto the input by under one stride.
+    """
     (h, w), (oh, ow) = size, out
-    if oh >= h and oh % h == 0 and ow % w == 0 and oh // h == ow // w:
-        return oh // h, 1
+    seen = f"{oh}x{ow} for {h}x{w}"
+    if (oh, ow) == (h, w):
+        return ""
+    if oh > h and oh % h == 0 and ow % w == 0 and oh // h == ow // w:
+        return f"it answers at {oh // h}x its input ({seen}): resized"
     fits = [s for s in range(2, max(h, w) + 1) if abs(oh - h / s) < 1 and abs(ow - w / s) < 1]
-    if not fits:
-        return None
-    # rounding leaves small outputs several strides: a power of two (what nets use) first, then the closest
-    return 1, min(fits, key=lambda s: (s & (s - 1) != 0, abs(oh - h / s) + abs(ow - w / s)))
-
-
-def _dense_size_problem(teacher: Teacher, out: torch.Tensor) -> Optional[str]:
-    """Why a dense output cannot be placed back on its input's pixels, or None; an output below the
-    input's resolution is said in :attr:`Teacher.notes` (it is upsampled bilinearly onto the student's grid)."""
-    if not teacher.task.dense or out.dim() < 3:
-        return None
-    size, got = tuple(teacher.size), tuple(out.shape[-2:])
-    scale = output_scale(size, got)
-    if scale is None:
-        return (
-            f"its output is {got[0]}x{got[1]} for its {size[0]}x{size[1]} input (input.size), not the input's size"
-            " scaled by one factor on both axes (transposed, padded or cropped?): it cannot be placed back on the"
-            " input's pixels; make the network answer at its input's size, or at 1/stride of it"
-        )
-    if scale[1] > 1:
-        teacher.notes.append(
-            f"it answers at 1/{scale[1]} of its input ({got[0]}x{got[1]} for {size[0]}x{size[1]}): upsampled bilinearly"
-        )
+    if fits:  # rounding leaves small outputs several strides: name one only where it is what nets use
+        s = min(fits, key=lambda s: (s not in _STRIDES, abs(oh - h / s) + abs(ow - w / s)))
+        named = s in _STRIDES or (h % s == 0 and w % s == 0)
+        return f"it answers at {f'1/{s} of its input ({seen})' if named else seen}: upsampled bilinearly"
+    for s in _STRIDES:
+        if oh in (s * (h // s), s * -(-h // s)) and ow in (s * (w // s), s * -(-w // s)):
+            return f"it answers at {seen} (a 1/{s} map upsampled {s}x): stretched onto the input by under {s} px"
     return None
 
 
-def factory_weights_note(source: str, kwargs: dict) -> str:
-    """What a teacher without ``checkpoint`` runs with, for the log and ``amalgam inspect`` ("" for a
-    TorchScript file, which carries its weights)."""
-    if source == "torchscript":
+_DENSE_MISFIT = (
+    "its output is {}x{} for its {}x{} input (input.size), not the input's size scaled by one factor on both"
+    " axes (transposed, padded or cropped?): it cannot be placed back on the input's pixels; make the network"
+    " answer at its input's size, or at 1/stride of it"
+)
+
+
+def _dense_fit(teacher: Teacher, out: torch.Tensor) -> Optional[str]:
+    """:func:`output_fit` of a dense output on the teacher's input ("" for other tasks)."""
+    if not teacher.task.dense or out.dim() < 3:
         return ""
-    random = {"timm": "pretrained=False", "smp": "encoder_weights=None"}
-    pretrained = kwargs.get("weights") is not None or kwargs.get("weights_backbone") is not None
-    if source in random or (source == "torchvision" and not pretrained):
-        why = random.get(source, "weights=None")
-        return f"none: its weights are the factory's own ({source} builds it with random weights: {why})"
-    return "none: its weights are the factory's own"
+    return output_fit(tuple(teacher.size), tuple(out.shape[-2:]))
 
 
 def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor, again: torch.Tensor) -> Optional[str]:

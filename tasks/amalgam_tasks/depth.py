@@ -39,6 +39,7 @@ class DepthMeter:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.reshape(-1).double().cpu(), target.reshape(-1).double().cpu()
+        pred = torch.nan_to_num(pred, nan=MIN_DEPTH)  # a teacher's no-answer where the truth has depth: wrong
         valid = target > 0
         p, t = pred[valid].clamp(min=MIN_DEPTH), target[valid]
         self.n += int(valid.sum())
@@ -71,13 +72,11 @@ def log_depth_loss(
     """
     g = torch.log(student.float().clamp(min=MIN_DEPTH)) - torch.log(teacher.float().clamp(min=MIN_DEPTH))
     m = torch.ones_like(g, dtype=torch.bool) if valid is None else valid.expand_as(g)
-    g, m = torch.where(m, g, 0.0).flatten(1), m.flatten(1).float()
-    n = m.sum(1)
-    if not bool((n > 0).any()):
-        return student.float().sum() * 0.0
+    g, n = torch.where(m, g, 0.0).flatten(1), m.flatten(1).sum(1).float()
     mean, sq = g.sum(1) / n.clamp(min=1), g.pow(2).sum(1) / n.clamp(min=1)
-    scale_invariant = (sq - si_weight * mean.pow(2))[n > 0].mean()
-    return g.abs().sum() / n.sum() + scale_invariant
+    seen = (n > 0).float()  # weights, not a branch on values: no host sync per step on CUDA
+    scale_invariant = ((sq - si_weight * mean.pow(2)) * seen).sum() / seen.sum().clamp(min=1)
+    return g.abs().sum() / n.sum().clamp(min=1) + scale_invariant
 
 
 def valid_depth(teacher: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,9 +124,9 @@ class DepthTask(Task):
         out = super().convert_output(raw, kind)
         if out.dim() == 3:
             out = out.unsqueeze(1)
-        if kind == "inverse":  # a disparity <= 0 (sky) is no depth: 0, masked out of the targets
+        if kind == "inverse":  # a disparity <= 0 (sky) is no depth: 0, masked out of the targets; NaN stays NaN
             out = out.float()
-            return torch.where(out > 0, 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
+            return torch.where((out > 0) | out.isnan(), 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
         if kind == "log":
             return torch.exp(out.float())
         return out
@@ -145,6 +144,10 @@ class DepthTask(Task):
                 " them out of its targets)"
             )
         return None
+
+    def mark_no_answer(self, out: torch.Tensor) -> torch.Tensor:
+        """Depth <= 0 as NaN: a pixel resized from it is no target (``valid_depth`` drops non-finite ones)."""
+        return torch.where(out > 0, out, torch.full_like(out, float("nan")))
 
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """The share of the check batch's values that are no depth (<= 0), masked out of the targets."""

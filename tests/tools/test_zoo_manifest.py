@@ -45,9 +45,11 @@ def test_install_copies_only_what_is_absent(tmp_path: Path, capsys) -> None:
     write(folder)
     (dest / "q").mkdir(parents=True)
     (dest / "q" / "b.ts").write_bytes(b"retrained")  # a user's own file is never overwritten
-    assert install(folder, dest) == (["q/a.pt"], ["q/b.ts"])
+    assert install(folder, dest) == (["q/a.pt"], ["q/b.ts"], [])
     assert (dest / "q" / "a.pt").read_bytes() == b"a" and (dest / "q" / "b.ts").read_bytes() == b"retrained"
-    (folder / "q" / "a.pt").write_bytes(b"A")  # a changed shipped file is not installed
+    (folder / "q" / "a.pt").write_bytes(b"A")  # a changed shipped file is not installed; the others are
     (dest / "q" / "a.pt").unlink()
+    (dest / "q" / "b.ts").unlink()
     assert main(["--install", str(folder), str(dest)]) == 1 and not (dest / "q" / "a.pt").exists()
-    assert "sha256 differs" in capsys.readouterr().err
+    assert (dest / "q" / "b.ts").read_bytes() == b"b"
+    assert "not installed (missing or changed): q/a.pt" in capsys.readouterr().err
