@@ -90,6 +90,14 @@ def test_readme_nothing_lost_names_tests_that_exist():
     named = set(re.findall(r"`(test_\w+)`", section))
     assert len(named) >= 12
     assert named <= {name for name in globals() if name.startswith("test_")}, named - set(globals())
+    # tests of other files are named with their file; the fault files' tests are all named
+    for path, name in re.findall(r"`(tests/\w+\.py)::(test_\w+)`", section):
+        assert f"def {name}(" in (Path(__file__).resolve().parents[1] / path).read_text(), (path, name)
+    for path in ("tests/test_faults_data.py", "tests/test_faults_teachers.py"):
+        text = (Path(__file__).resolve().parents[1] / path).read_text()
+        assert set(re.findall(r"^def (test_\w+)\(", text, re.M)) == set(
+            re.findall(rf"`{re.escape(path)}::(test_\w+)`", section)
+        ), path
 
 
 # 11. YAML alias bombs -------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Every test here failed on the code before the fix; each writes a set of a few ti
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -127,11 +126,3 @@ def test_a_32_bit_float_image_stops_at_the_source_check(tmp_path):
     Image.fromarray(np.random.default_rng(0).random((4, 4)).astype(np.float32)).save(tmp_path / "b.tif")
     with pytest.raises(AmalgamError, match=r"image .*b\.tif has F pixels \(32-bit\): save it as 8- or 16-bit"):
         build({"type": "folder", "path": tmp_path}, key="data.sources.x")
-
-
-def test_readme_names_these_tests():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("* **Nothing lost.**") : readme.index("* **Bad input**")]
-    named = set(re.findall(r"tests/test_faults_data\.py::(test_\w+)", section))
-    here = {name for name in globals() if name.startswith("test_")} - {"test_readme_names_these_tests"}
-    assert named == here, named ^ here

@@ -198,14 +198,3 @@ def test_a_one_channel_network_given_three_channels_is_told_to_set_input_channel
     assert str(info.value).endswith(
         "(the network takes 1-channel images: set teachers.t1.input.channels: 1 and a mean and std of 1 value each)"
     )
-
-
-def test_readme_names_these_tests():
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("* **Nothing lost.**") : readme.index("* **Bad input**")]
-    named = set(re.findall(r"tests/test_faults_teachers\.py::(test_\w+)", section))
-    here = {name for name in globals() if name.startswith("test_")} - {"test_readme_names_these_tests"}
-    assert named == here, named ^ here
