@@ -100,6 +100,18 @@ CASES: dict[str, tuple[Edit, str]] = {
     "missing labels": (drop("teachers", "cls", "labels"), r"^teachers\.cls\.labels: required for a classification"),
     "missing source type": (drop("data", "sources", "items", "type"), r"^data\.sources\.items\.type: required"),
     "epochs not a number": (put("ten", "train", "epochs"), r"^train\.epochs: .*integer"),
+    "epochs a yes/no": (put(True, "train", "epochs"), r"^train\.epochs: expected a number, got True$"),
+    "infinite learning rate": (put(float("inf"), "train", "lr"), r"^train\.lr: Input should be a finite number"),
+    "nan temperature": (put(float("nan"), "amalgamation", "temperature"), r"^amalgamation\.temperature: .*finite"),
+    "teacher name with a dot": (
+        lambda raw, root: raw["teachers"].update({"cls.v2": raw["teachers"].pop("cls")}),
+        r"^teachers\.cls\.v2: a teacher's name becomes a parameter and a folder name: '\.' cannot be in it "
+        r"\(e\.g\. 'cls-v2'\)",
+    ),
+    "teacher name with a slash": (
+        lambda raw, root: raw["teachers"].update({"seg/a": raw["teachers"].pop("seg-a")}),
+        r"^teachers\.seg/a: .*'/' cannot be in it \(e\.g\. 'seg-a'\)",
+    ),
     "image_size a scalar": (put(32, "data", "image_size"), r"^data\.image_size: "),
     "unknown train key": (put(1, "train", "epoch"), r"^train\.epoch: unknown key"),
     "unknown timm model": (

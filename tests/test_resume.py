@@ -94,6 +94,22 @@ def test_resume_refuses_a_changed_recipe_or_a_missing_checkpoint(world, tmp_path
     assert "the recipe changed since (keys: train.lr)" in capsys.readouterr().err
 
 
+def test_resume_refuses_a_teacher_whose_checkpoint_changed_since(fresh_world, tmp_path, capsys):
+    # the recipe is unchanged, so only the files' bytes can tell: the cache would quietly rebuild
+    out = tmp_path / "run"
+    short = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--quiet"]
+    assert main(["build", str(fresh_world), "--output", str(out), *short]) == 0
+    (out / "report.json").unlink()
+    checkpoint = fresh_world.parent / "zoo" / "seg-a.pt"
+    weights = torch.load(checkpoint, weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, checkpoint)
+    assert main(["build", str(fresh_world), "--output", str(out), *short, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "teachers changed since the run started (seg-a: zoo/seg-a.pt changed)" in err, err
+    torch.save(weights, checkpoint)  # the same bytes again: resumable
+    assert main(["build", str(fresh_world), "--output", str(out), *short, "--resume"]) == 0
+
+
 def test_a_checkpoint_from_before_a_new_recipe_key_still_resumes(world, tmp_path):
     out = tmp_path / "run"
     short = ["--set", "train.epochs=2", "--set", "train.samples_per_epoch=8", "--quiet"]

@@ -44,6 +44,7 @@ def check_recipe(recipe: Recipe) -> None:
         raise RecipeError("teachers", "required: at least one teacher (or a peers section)")
     taught = set()
     for name, t in recipe.teachers.items():
+        check_teacher_name(name)
         taught |= check_teacher(recipe, name, t)
     for s in recipe.data.sources:
         if s not in taught:
@@ -71,6 +72,16 @@ def check_recipe(recipe: Recipe) -> None:
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")
     check_amalgamation(recipe)
+
+
+def check_teacher_name(name: str) -> None:
+    """A teacher's name keys the student's loss parameters (no '.') and its cache folder (no '/')."""
+    bad = sorted({c for c in name if c in "./\\" or not c.isprintable()})
+    if bad or not name or name != name.strip():
+        fix = "".join("-" if c in bad else c for c in name.strip()) or "cls"
+        shown = ", ".join(repr(c) for c in bad) or "blanks at its ends"
+        why = "a teacher's name becomes a parameter and a folder name"
+        raise RecipeError(f"teachers.{name}", f"{why}: {shown} cannot be in it (e.g. '{fix}')")
 
 
 def check_encoder_args(recipe: Recipe) -> None:

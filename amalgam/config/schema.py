@@ -10,13 +10,28 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # inf/nan are never a setting (lr=.inf trains to NaN and blames a teacher)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v, info):
+        # YAML reads true/yes as a bool, which pydantic would take as 1: a slip, never a count
+        if isinstance(v, bool) and _is_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number")
+        return v
+
+
+def _is_number(annotation) -> bool:
+    """Whether a field holds an int or float (optionally None) and not a bool."""
+    kinds = get_args(annotation) or (annotation,)
+    return bool(set(kinds) & {int, float}) and bool not in kinds
 
 
 class SourceConfig(_Strict):

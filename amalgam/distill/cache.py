@@ -26,8 +26,7 @@ from amalgam.data.views import BatchViews, ViewSpec
 from amalgam.distill.cache_store import FP16_MAX, Store, open_store, widen
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets
-from amalgam.io import file_digest
-from amalgam.teachers.factories import factory_digest, module_version
+from amalgam.teachers.fingerprint import model_code, weight_digests
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
 
@@ -56,16 +55,6 @@ def file_listing(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def model_code(plan: Plan, name: str) -> dict:
-    """The code behind a teacher's network: a python factory's source (or installed version)."""
-    model = plan.recipe.teachers[name].model
-    if model.source != "python":
-        return {}
-    factory = model.kwargs().get("factory")
-    source = factory_digest(factory, plan.recipe.base_dir)
-    return {"factory_source": source} if source else {"package": module_version(factory)}
-
-
 def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
     """Everything a teacher's cached outputs depend on (``taps``: the features stored with them).
 
@@ -75,10 +64,6 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
     """
     recipe = plan.recipe
     cfg = recipe.teachers[name]
-    files = {}
-    for path in (cfg.checkpoint, cfg.model.kwargs().get("path")):
-        if path is not None and recipe.resolve(Path(path)).is_file():
-            files[str(path)] = file_digest(recipe.resolve(Path(path)))
     sources = {}
     for sid in plan.source_ids[name]:
         dataset = plan.sources.sets[sid]
@@ -93,9 +78,9 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
         "input": json.loads(json.dumps(dataclasses.asdict(plan.teachers[name].input_spec))),  # as read back
         "amalgam": amalgam.__version__,
         "teacher": cfg.model_dump(mode="json", exclude={"eval"}),
-        "code": model_code(plan, name),
+        "code": model_code(recipe, name),
         "tap": taps[name].module_name if name in (taps or {}) else None,
-        "files": files,
+        "files": weight_digests(recipe, name),
         "image_size": list(recipe.data.image_size),
         "sources": sources,
     }

@@ -16,6 +16,7 @@ from amalgam.config.schema import recipe_changes
 from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
+from amalgam.teachers.fingerprint import fingerprint_changes
 from amalgam.training.augment import flip_mask, random_hflip
 from amalgam.training.callbacks import EpochEnd, open_tensorboard
 from amalgam.training.checkpoint import PEERS_REQUIRED, REQUIRED, read_with_fallback
@@ -73,7 +74,8 @@ def train(
 
 def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> dict:
     """A run's ``checkpoint.pt`` for ``--resume``, checked whole (falling back to ``checkpoint.prev.pt``
-    with a warning when it is not); refuses one written by a different recipe."""
+    with a warning when it is not); refuses one written by a different recipe or whose teachers' files
+    or factory code changed since (checkpoints older than that record pass that check)."""
     peers = recipe.peers is not None
     state = read_with_fallback(path, warn, PEERS_REQUIRED if peers else REQUIRED)
     if peers and state.get("kind") != "peers":
@@ -81,4 +83,10 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
     changed = recipe_changes(state["recipe"], recipe)
     if changed:
         raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)})")
+    changed = fingerprint_changes(state.get("teachers", {}), recipe)
+    if changed:  # half a run from each version of a teacher is neither one's student
+        raise AmalgamError(
+            f"cannot resume {path}: teachers changed since the run started ({'; '.join(changed)}): "
+            "restore them or start over with --force"
+        )
     return state

@@ -21,6 +21,7 @@ from amalgam.distill.objective import Objective
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Targets, live_targets, with_live_rows
 from amalgam.errors import AmalgamError
+from amalgam.teachers.fingerprint import teacher_fingerprints
 from amalgam.training.augment import AugmentedBatch, BatchAugment
 from amalgam.training.callbacks import EpochEnd, save_checkpoint, tensorboard_writer, write_train_log
 from amalgam.training.checkpoint import write_checkpoint
@@ -65,6 +66,7 @@ class Trainer:
         self.device, self.log, self.ctx = device, log, ctx
         self.timer = timer or StepTimer(enabled=False)
         self.cfg = cfg = plan.recipe.train
+        self.fingerprints = teacher_fingerprints(plan.recipe)
         seed_everything(plan.recipe.seed)
         self.objective = Objective(plan, student)
         for module in (student, self.objective, *plan.teachers.values()):
@@ -252,6 +254,7 @@ class Trainer:
             "images": self.result.images,
             "seconds": self.result.seconds,
             "recipe": self.plan.recipe.model_dump(mode="json", exclude={"output"}),
+            "teachers": self.fingerprints,  # what the recipe dump cannot see: --resume refuses changed teachers
             "spec": self.student.spec.to_dict(),  # what auto chose: a resume must build the same student
         }
         if self.partial is not None:
