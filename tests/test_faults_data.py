@@ -82,6 +82,20 @@ def test_coco_crowd_regions_are_ignore_under_their_instances_and_counted(tmp_pat
     assert not any("crowd" in line for line in said)  # a training source's annotations are never read
 
 
+def test_coco_categories_no_image_holds_are_said(tmp_path):
+    # like a label map's absent classes: a category nothing annotates has no IoU to score
+    def categories(raw):
+        raw["categories"] += [{"id": 5, "name": "dress"}, {"id": 6, "name": "coat"}]
+        raw["annotations"].append({**raw["annotations"][0], "id": 2, "category_id": 6, "iscrowd": 1})
+
+    _, said = build_said(coco_with(tmp_path, categories), size=(4, 8))
+    assert any(
+        line.startswith("data.eval.x: 2 of 3 COCO categories have no annotation in its images, so cannot be scored:")
+        and line.endswith("dress, coat")
+        for line in said
+    ), said
+
+
 def test_coco_categories_sharing_a_name_or_named_background_stop(tmp_path):
     def categories(raw):
         raw["categories"] += [{"id": 5, "name": "shirt"}, {"id": 7, "name": "background"}]

@@ -164,6 +164,17 @@ def test_a_depth_teacher_with_zeros_says_their_share_at_the_teacher_check():
     assert "of its depth on the check batch is <= 0: no depth there, masked out of its targets" in t.output_note()
 
 
+class DeadDepth(nn.Module):
+    def forward(self, x):
+        return 0 * x[:, :1]  # a dead ReLU head: 0 everywhere
+
+
+def test_a_depth_teacher_with_no_depth_anywhere_stops():
+    # every target would be masked out: the depth branch would be trained by nothing, silently
+    with pytest.raises(AmalgamError, match=r"no value of its depth on the check batch is > 0 \(max 0\)"):
+        check_teacher_output(teacher(DeadDepth(), task="depth", labels=None), (16, 16))
+
+
 # ---- 5. probabilities scaled by 100 are caught like probabilities
 
 

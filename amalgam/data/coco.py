@@ -41,15 +41,23 @@ def class_names(coco, cat_ids: Sequence[int], annotations: Path) -> list[str]:
     return [BACKGROUND] + [coco.cats[c]["name"] for c in cat_ids]
 
 
+def check_categories(coco, annotations: Path) -> None:
+    """Stops in one line on an annotation whose category the file does not list."""
+    for ann in coco.dataset.get("annotations", []):
+        if ann.get("category_id") not in coco.cats:
+            raise AmalgamError(
+                f"COCO annotation {ann.get('id')} in {annotations} has unknown category {ann.get('category_id')}"
+                f" (categories: {sorted(coco.cats)})"
+            )
+
+
 def semantic_mask(coco, image_id: int, cat_ids: Sequence[int]) -> np.ndarray:
     """The ``H x W`` class map of one image: crowd regions first as 255, then each instance in
-    annotation order (a later one over an earlier one)."""
+    annotation order (a later one over an earlier one). Categories were checked by :func:`check_categories`."""
     info = coco.imgs[image_id]
     mask = np.zeros((info["height"], info["width"]), dtype=np.int32)
     anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None))
     for ann in sorted(anns, key=lambda a: not a.get("iscrowd")):  # stable: crowds first, order kept
-        if ann["category_id"] not in cat_ids:
-            raise AmalgamError(f"COCO annotation {ann['id']} has unknown category {ann['category_id']}")
         value = IGNORE if ann.get("iscrowd") else cat_ids.index(ann["category_id"]) + 1
         mask[coco.annToMask(ann) > 0] = value
     return mask
@@ -64,3 +72,13 @@ def crowd_note(coco, image_ids: Sequence[int]) -> str | None:
         f"{crowds} of {len(anns)} COCO annotations are crowd regions (iscrowd: 1): read as {IGNORE} (ignore), not"
         " scored, except where an instance is drawn over them"
     )
+
+
+def absent_note(coco, cat_ids: Sequence[int], image_ids: Sequence[int]) -> str | None:
+    """The line naming the categories no (non-crowd) annotation of these images has: they cannot be scored."""
+    present = {ann["category_id"] for i in image_ids for ann in coco.imgToAnns.get(i, []) if not ann.get("iscrowd")}
+    if not (absent := [coco.cats[c]["name"] for c in cat_ids if c not in present]):
+        return None
+    shown = ", ".join(absent[:8]) + (f" and {len(absent) - 8} more" if len(absent) > 8 else "")
+    head = f"{len(absent)} of {len(cat_ids)} COCO categories have no annotation in its images"
+    return f"{head}, so cannot be scored: {shown}"

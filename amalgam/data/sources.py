@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 
 from amalgam.config.label_entries import read_names, rename_classes
 from amalgam.config.schema import SourceConfig
+from amalgam.data.coco import absent_note, check_categories, crowd_note, semantic_mask
 from amalgam.data.coco import class_names as coco_classes
-from amalgam.data.coco import crowd_note, semantic_mask
 from amalgam.data.images import (
     IMAGE_SUFFIXES,
     IN_SUBFOLDERS,
@@ -227,12 +227,7 @@ class CocoSet(FolderSet):
         except Exception as exc:  # noqa: BLE001 - malformed JSON of any kind
             raise AmalgamError(f"cannot read COCO annotations {annotations}: {exc}") from None
         self.cat_ids = sorted(self.coco.getCatIds())
-        for ann in self.coco.dataset.get("annotations", []):
-            if ann.get("category_id") not in self.coco.cats:
-                raise AmalgamError(
-                    f"COCO annotation {ann.get('id')} in {annotations} has unknown category {ann.get('category_id')}"
-                    f" (categories: {self.cat_ids})"
-                )
+        check_categories(self.coco, annotations)
         self.classes = coco_classes(self.coco, self.cat_ids, annotations)
         self.image_ids = sorted(self.coco.getImgIds())
         super().__init__([images / self.coco.imgs[i]["file_name"] for i in self.image_ids])
@@ -427,8 +422,9 @@ def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> li
 
 def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
     notes = [note] if (note := skipped_note(dataset.skipped)) else []
-    if with_targets and isinstance(dataset, CocoSet) and (note := crowd_note(dataset.coco, dataset.image_ids)):
-        notes.append(note)
+    if with_targets and isinstance(dataset, CocoSet):
+        coco, images = dataset.coco, dataset.image_ids
+        notes += [n for n in (crowd_note(coco, images), absent_note(coco, dataset.cat_ids, images)) if n]
     if tally["rotated"]:
         notes.append(_orientation_note(tally["rotated"], dataset.upright))
     if tally["either"]:

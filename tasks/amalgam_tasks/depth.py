@@ -143,6 +143,11 @@ class DepthTask(Task):
                 " depth (disparity) output: inverse (if it is metres, values <= 0 are no depth: amalgam masks"
                 " them out of its targets)"
             )
+        if not bool((out > 0).any()):  # every target masked: the student's depth would learn nothing, silently
+            return (
+                f"no value of its depth on the check batch is > 0 (max {out.max().item() + 0.0:.3g}), and values <= 0 are"
+                " no depth: a dead ReLU head, another output, or a checkpoint that did not load?"
+            )
         return None
 
     def mark_no_answer(self, out: torch.Tensor) -> torch.Tensor:
