@@ -275,6 +275,16 @@ def _student_and_spaces(student) -> tuple[nn.Module, Optional[dict[str, Optional
 def load_student(path: Union[str, "os.PathLike[str]"]) -> tuple[nn.Module, dict[str, Optional[LabelSpace]]]:
     """Rebuilds a student from a run's ``student.pt``; no teacher, no recipe file needed.
 
+    The student takes ``[B, 3, H, W]`` float RGB in [0, 1] and normalises it itself (ImageNet mean
+    and std, inside its forward). Input it would misread without a word stops with a one-line
+    :class:`AmalgamError`: uint8 or other non-float tensors ("divide by 255"), values above 1.5
+    (0-255 floats) or below -0.5 (already normalised), another layout, and, for a student with dense
+    tasks, a height or width that is not a multiple of its encoder's stride (32 for five stages:
+    "input 48x40: the student needs height and width multiples of 32 (pad or resize)"; nothing is
+    padded, which would change its answers). The check is one min/max per call (one host sync on
+    CUDA), skipped while tracing, scripting, compiling or exporting, so ``amalgam export`` files
+    carry none.
+
     Returns:
         The student in eval mode (``student(images) -> {task: output}``) and its unified label
         spaces by task (``None`` for tasks without labels, e.g. depth).

@@ -112,6 +112,16 @@ def _read_student_file(path: Path) -> dict:
 def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | None]]:
     """Rebuilds a student from ``student.pt`` (loaded with ``weights_only=True``).
 
+    The student takes ``[B, 3, H, W]`` float RGB in [0, 1]: its forward subtracts the ImageNet mean
+    and divides by the ImageNet std itself (fixed buffers of the code, not weights of the file). The
+    loaded student refuses, with an :class:`AmalgamError` of one line, input it would misread
+    without a word: not a float tensor (uint8 images: "divide by 255"), values above 1.5 (0-255
+    floats) or below -0.5 (images already normalised), another layout than ``[B, 3, H, W]``, and,
+    for a student with dense tasks, a height or width that is not a multiple of its encoder's
+    stride (32 for five stages; nothing is padded: padding would change its answers). The check
+    costs one min/max of the input (one host sync on CUDA) per call, and is skipped while tracing,
+    scripting, compiling or exporting to ONNX: exported files carry no check.
+
     Returns:
         The student in eval mode and its unified label spaces by task.
     """
@@ -125,4 +135,116 @@ def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | No
         t: None if s is None else LabelSpace(tuple(s["names"]), s["background"])
         for t, s in blob["label_spaces"].items()
     }
+    # a hook, not a wrapper: the type, attributes and state_dict stay the trained student's
+    student.register_forward_pre_hook(InputGuard(input_multiple(student)), with_kwargs=True)
     return student.eval(), spaces
+
+
+#: what a student reads, said first by every refusal of :class:`InputGuard`
+_EXPECTS = "the student expects float RGB in [0, 1] (its own normalisation is inside)"
+#: the value range a [0, 1] image may reach after resampling's overshoot; 0-255 and normalised
+#: images (ImageNet statistics: about [-2.1, 2.6]) lie beyond it
+_LOWEST, _HIGHEST = -0.5, 1.5
+
+
+def input_multiple(student: nn.Module) -> int | None:
+    """What a student's input height and width must be multiples of: the stride of its deepest
+    encoder feature. The U-Net decoder doubles that feature back up, concatenating each skip
+    feature, so a size that halves unevenly on the way down does not match on the way up.
+
+    None when nothing requires it: a student without dense tasks (its heads pool any size), or a
+    student type whose task paths do not show their encoder.
+    """
+    strides = [_stride(getattr(student.task_path(t), "encoder", None)) for t in student.spec.dense_decoders()]
+    strides = [s for s in strides if s is not None]
+    return max(strides, default=None)
+
+
+def _stride(encoder: nn.Module | None) -> int | None:
+    """An encoder's output stride: smp encoders know theirs; a branched path's stages halve each
+    (the contract of the splitters in :mod:`amalgam.students.encoders`)."""
+    if hasattr(encoder, "output_stride"):
+        return int(encoder.output_stride)
+    return 2 ** len(encoder) if isinstance(encoder, nn.ModuleList) else None
+
+
+class InputGuard:
+    """Forward pre-hook of a loaded student: refuses input it would misread, in one line.
+
+    A class rather than a closure, so that a student saved whole with ``torch.save`` still pickles.
+    """
+
+    def __init__(self, multiple: int | None):
+        self.multiple = multiple
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if _exporting():  # a traced or compiled graph would bake the check in, or break on its sync
+            return
+        images = args[0] if args else kwargs.get("images")
+        problem = _form_problem(images) or _size_problem(images, self.multiple) or _value_problem(images)
+        if problem:
+            raise AmalgamError(problem)
+
+
+def _exporting() -> bool:
+    """Whether the student runs under TorchScript, tracing (TorchScript and ONNX export) or torch.compile."""
+    return (
+        torch.jit.is_scripting()
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+    )
+
+
+def _form_problem(images: object) -> str | None:
+    """What is wrong with the type, dtype or layout of ``images`` (None: a float ``[B, 3, H, W]``)."""
+    if not isinstance(images, torch.Tensor):
+        return f"{_EXPECTS} as a tensor [B, 3, H, W], got {type(images).__name__}"
+    dtype = str(images.dtype).removeprefix("torch.")
+    if not images.is_floating_point():
+        if images.dtype == torch.bool or images.numel() == 0:
+            return f"{_EXPECTS}, got {dtype}: convert it with .float()"
+        top = images.max().item()
+        return f"{_EXPECTS}, got {dtype} with max {top}: {_scale_hint(top)}"
+    if images.dim() != 4 or images.shape[1] != 3:
+        return f"the student expects images [B, 3, H, W], got {list(images.shape)}{_layout_hint(images.shape)}"
+    return None
+
+
+def _layout_hint(shape: torch.Size) -> str:
+    """How to fix the usual layouts that are not ``[B, 3, H, W]`` (none for others)."""
+    if len(shape) == 3 and shape[0] == 3:
+        return ": add the batch dimension (images[None])"
+    if len(shape) == 4 and shape[-1] == 3:
+        return ": put the channels first (images.permute(0, 3, 1, 2))"
+    if len(shape) == 4 and shape[1] == 1:
+        return ": repeat a grey image over 3 channels (images.expand(-1, 3, -1, -1))"
+    return ""
+
+
+def _size_problem(images: torch.Tensor, multiple: int | None) -> str | None:
+    """The size rule of a dense student, when ``images`` break it."""
+    h, w = images.shape[-2:]
+    if multiple is None or (h % multiple == 0 and w % multiple == 0):
+        return None
+    return f"input {h}x{w}: the student needs height and width multiples of {multiple} (pad or resize)"
+
+
+def _value_problem(images: torch.Tensor) -> str | None:
+    """Values out of [0, 1] by more than resampling explains (0-255 or normalised images)."""
+    if images.numel() == 0:
+        return None
+    low, high = torch.stack(torch.aminmax(images.detach())).tolist()  # one host sync for both
+    dtype = str(images.dtype).removeprefix("torch.")
+    if high > _HIGHEST:
+        return f"{_EXPECTS}, got {dtype} with max {high:.4g}: {_scale_hint(high)}"
+    if low < _LOWEST:
+        return f"{_EXPECTS}, got {dtype} with min {low:.4g}: pass the images before normalising them"
+    return None
+
+
+def _scale_hint(top: float) -> str:
+    """How to bring images whose largest value is ``top`` to [0, 1] (16-bit ones reach 65535)."""
+    if top > 255:
+        return "scale it to [0, 1]"
+    return "divide by 255" if top > 1 else "convert it with .float()"

@@ -1,0 +1,130 @@
+"""Faults of a loaded student's input (audit 2): images it misread without a word (uint8, 0-255,
+normalised, another layout) and sizes its decoder cannot take stop in one line, exports unchecked."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import amalgam
+from amalgam.errors import AmalgamError
+from amalgam.evaluation.export import TaskOutputs
+from amalgam.students.build import IMAGENET_MEAN, IMAGENET_STD, StudentSpec, build_student
+from amalgam.students.serialize import input_multiple, save_student
+
+HEADS = {"classification": 3, "segmentation": 4, "depth": 1}
+EXPECTS = "the student expects float RGB in [0, 1] (its own normalisation is inside), got "
+
+
+def saved_student(folder: Path, kind: str, heads: dict[str, int] = HEADS) -> tuple[torch.nn.Module, Path]:
+    """A small student of random weights and its ``student.pt``, as tests/test_students.py builds them."""
+    torch.manual_seed(0)
+    student = build_student(StudentSpec(kind, "resnet18", 3, [16, 16, 8, 8, 8], dict(heads))).eval()
+    path = folder / "student.pt"
+    save_student(student, {t: None for t in heads}, {"name": "faults"}, path)
+    return student, path
+
+
+@pytest.fixture(scope="module", params=["branched", "compact"])
+def built_and_loaded(request, tmp_path_factory) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A student as built and as ``amalgam.load_student`` gives it back, of each type."""
+    built, path = saved_student(tmp_path_factory.mktemp(request.param), request.param)
+    return built, amalgam.load_student(path)[0]
+
+
+def refusal(student: torch.nn.Module, images: object) -> str:
+    """The one-line message the student stops ``images`` with."""
+    with pytest.raises(AmalgamError) as info, torch.no_grad():
+        student(images)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_uint8_images_stop_saying_divide_by_255(built_and_loaded):
+    _, student = built_and_loaded
+    images = (torch.rand(2, 3, 32, 32) * 255).to(torch.uint8)
+    images[0, 0, 0, 0] = 255
+    assert refusal(student, images) == EXPECTS + "uint8 with max 255: divide by 255"
+    assert refusal(student, images.to(torch.int32) * 257) == EXPECTS + "int32 with max 65535: scale it to [0, 1]"
+
+
+def test_0_255_floats_and_normalised_images_stop_and_a_resampling_overshoot_passes(built_and_loaded):
+    _, student = built_and_loaded
+    images = torch.rand(2, 3, 32, 32)
+    images[0, 0, 0, 0] = 1.0
+    assert refusal(student, images * 255) == EXPECTS + "float32 with max 255: divide by 255"
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    normalised = (torch.zeros(2, 3, 32, 32) - mean) / std  # black, normalised: about -2.1, max below 1.5
+    message = refusal(student, normalised)
+    assert message.startswith(EXPECTS + "float32 with min -2.1") and "before normalising them" in message
+    with torch.no_grad():  # bicubic resizing overshoots [0, 1] a little: not refused
+        student(images * 1.2 - 0.1)
+
+
+def test_a_size_not_a_multiple_of_the_stride_stops_naming_the_rule(built_and_loaded):
+    _, student = built_and_loaded
+    assert input_multiple(student) == 32  # five stride-2 stages, read from the model
+    rule = "the student needs height and width multiples of 32 (pad or resize)"
+    assert refusal(student, torch.rand(2, 3, 48, 40)) == f"input 48x40: {rule}"
+    assert refusal(student, torch.rand(1, 3, 33, 64)) == f"input 33x64: {rule}"
+    with torch.no_grad():  # nothing is padded: a size that fits gives outputs of its own size
+        out = student(torch.rand(2, 3, 64, 32))
+    assert out["segmentation"].shape == (2, 4, 64, 32) and out["depth"].shape == (2, 1, 64, 32)
+
+
+def test_a_student_without_dense_tasks_takes_any_size_but_not_uint8(tmp_path):
+    _, path = saved_student(tmp_path, "compact", {"classification": 3})
+    student, _ = amalgam.load_student(path)
+    assert input_multiple(student) is None  # its head pools: no decoder to line up
+    with torch.no_grad():
+        assert student(torch.rand(2, 3, 48, 40))["classification"].shape == (2, 3)
+    assert refusal(student, torch.zeros(2, 3, 48, 40, dtype=torch.uint8)).startswith(EXPECTS + "uint8 with max 0")
+
+
+def test_other_layouts_stop_saying_the_fix(built_and_loaded):
+    _, student = built_and_loaded
+    expects = re.escape("the student expects images [B, 3, H, W], got ")
+    assert re.fullmatch(expects + r"\[3, 32, 32\]: add the batch dimension .*", refusal(student, torch.rand(3, 32, 32)))
+    channels_last = refusal(student, torch.rand(2, 32, 32, 3))
+    assert re.fullmatch(expects + r"\[2, 32, 32, 3\]: put the channels first .*", channels_last)
+    grey = refusal(student, torch.rand(2, 1, 32, 32))  # broadcast against the RGB mean before
+    assert re.fullmatch(expects + r"\[2, 1, 32, 32\]: repeat a grey image over 3 channels .*", grey)
+    assert refusal(student, torch.rand(2, 3, 32, 32).numpy()).endswith("as a tensor [B, 3, H, W], got ndarray")
+
+
+def test_images_in_range_get_the_built_students_answers_and_the_check_survives_pickling(built_and_loaded):
+    built, student = built_and_loaded
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        want, got = built(images), student(images=images)  # images by keyword are checked too
+    assert all(torch.equal(want[t], got[t]) for t in HEADS)
+    assert type(student) is type(built) and student.state_dict().keys() == built.state_dict().keys()
+    buffer = io.BytesIO()
+    torch.save(student, buffer)  # a whole module, pickled: the check is a class, not a closure
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    assert refusal(again, images * 255) == refusal(student, images * 255)
+
+
+def test_traced_and_onnx_exports_carry_no_check(built_and_loaded, tmp_path):
+    _, student = built_and_loaded
+    module = TaskOutputs(student, list(HEADS)).eval()
+    bright = torch.rand(2, 3, 32, 32) * 255
+    assert refusal(student, bright).startswith(EXPECTS)
+    with warnings.catch_warnings(record=True) as seen, torch.no_grad():
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(module, torch.rand(2, 3, 32, 32), strict=False)
+    # the check's host sync would warn while tracing: it did not run
+    assert not [w for w in seen if Path(w.filename).name == "serialize.py"]
+    with torch.no_grad():
+        assert traced(bright)[0].shape == (2, 3)
+    pytest.importorskip("onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.rand(2, 3, 32, 32),), str(tmp_path / "s.onnx"), dynamo=False)
+    assert (tmp_path / "s.onnx").stat().st_size > 0
