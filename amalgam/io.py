@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 
+from amalgam.errors import AmalgamError
+
 
 def atomic_save(obj: object, path: Path, save: Callable[[object, str], None] = torch.save) -> None:
     """Saves to a temp file in the same folder, then renames: a crash never leaves half a file.
@@ -46,3 +48,27 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Raises one line when ``path`` (a folder, made if missing) could not be written.
+
+    Checked before any work starts: a read-only folder otherwise surfaces as a raw
+    PermissionError traceback (an export's only after its tracing).
+
+    Args:
+        path: the folder to write into; when it does not exist yet, the nearest existing folder
+            above it is checked (that is where it would be made).
+        what: how the folder is named in the message, e.g. ``run folder``.
+
+    Raises:
+        AmalgamError: naming the path, when it or a folder above it is a file or is not writable.
+    """
+    path = Path(path).absolute()
+    # os.path.exists, not Path.exists: a folder we may not enter is False here, not a PermissionError
+    existing = next(p for p in (path, *path.parents) if os.path.exists(p))
+    if not existing.is_dir():
+        raise AmalgamError(f"{what} {path}: {existing} is a file, not a folder: move it or choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" ({existing} is not, and {path} would be made in it)"
+        raise AmalgamError(f"{what} {path} is not writable{where}: fix its permissions or choose another path")

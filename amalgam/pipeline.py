@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -18,16 +19,18 @@ from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.during import eval_callback
 from amalgam.evaluation.evaluate import evaluate, size_and_speed
+from amalgam.evaluation.export import EXPORTERS
 from amalgam.evaluation.report import build_report, to_markdown, write_report
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
+from amalgam.io import check_writable
 from amalgam.students.budget import student_lines
 from amalgam.students.build import StudentSpec, build_student, count_params, has_branches
 from amalgam.students.serialize import save_student
 from amalgam.students.sizing import AUTO
 from amalgam.students.start import start_weights
 from amalgam.training import engine
-from amalgam.training.checkpoint import clean_stale_temps
+from amalgam.training.checkpoint import PREVIOUS, clean_stale_temps
 from amalgam.training.distributed import DistContext, init_distributed
 from amalgam.training.engine import read_checkpoint, resolve_device, seed_everything
 from amalgam.training.peer_training import to_markdown as peers_markdown
@@ -46,6 +49,11 @@ STUDENT_FILES = {
     "train_log": "train_log.csv",
 }
 PEER_FILES = {"peers": "peers.pt", "report_json": "report.json", "report_md": "report.md", "train_log": "train_log.csv"}
+#: everything else a build writes into its run folder; ``--force`` removes these and the exports
+#: before it trains. The teacher cache and ``search/`` stay: both are keyed, reused only while valid.
+RUN_FILES = ("run.json", "curves.png", "samples.png", "tree.png", "checkpoint.pt", PREVIOUS, "tensorboard")
+#: what ``--resume`` continues: ``--force --resume`` keeps them
+RESUMED = ("checkpoint.pt", PREVIOUS, "train_log.csv", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -87,14 +95,45 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     log = Console(quiet or not ctx.is_main)
+    if ctx.is_main:  # before the teachers load: a folder that cannot be written wastes no compute
+        check_writable(run_dir, "run folder")
     main_only = (lambda guard: guard) if ctx.is_main else (lambda guard: nullcontext())
     # one build per folder; a build that fails before its first checkpoint leaves no folder behind
     with main_only(NewRunFolder(run_dir)), main_only(RunLock(run_dir)):
         if (run_dir / "report.json").exists() and not force:
             raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
+        if ctx.is_main and (run_dir / "report.json").exists():
+            clear_finished_run(run_dir, RESUMED if resume else (), log)
         clean_stale_temps(run_dir, log)
         state = read_checkpoint(run_dir / "checkpoint.pt", recipe, _warn) if resume else None
         return _build_locked(recipe, record, run_dir, device, ctx, log, state)
+
+
+def previous_outputs(run_dir: Path) -> list[Path]:
+    """What an earlier build and ``amalgam export`` wrote into ``run_dir`` (only amalgam's own names)."""
+    names = {*STUDENT_FILES.values(), *PEER_FILES.values(), *RUN_FILES}
+    found = [run_dir / name for name in sorted(names) if (run_dir / name).exists()]
+    for fmt in EXPORTERS:  # student.ts, student-<task>.onnx, ... and the .json beside each
+        suffix = EXPORTERS.get(fmt).suffix
+        for pattern in (f"student{suffix}", f"student-*{suffix}", f"student{suffix}.json", f"student-*{suffix}.json"):
+            found += sorted(run_dir.glob(pattern))
+    return found
+
+
+def clear_finished_run(run_dir: Path, keep: tuple[str, ...], log: Log) -> None:
+    """Removes a finished run's outputs before ``--force`` trains over it (``keep``: names to leave).
+
+    A stale export or sample grid beside the new student would pass for its; the lock, the teacher
+    cache and any file amalgam does not write stay.
+    """
+    gone = [path for path in previous_outputs(run_dir) if path.name not in keep]
+    for path in gone:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    kept = f", kept {', '.join(name for name in keep if (run_dir / name).exists())} for --resume" if keep else ""
+    log(f"overwriting the finished run in {run_dir} (--force): removed {len(gone)} of its files{kept}")
 
 
 def _warn(message: str) -> None:

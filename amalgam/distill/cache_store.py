@@ -53,6 +53,22 @@ def check_free(folder: Path, need: int, label: str) -> None:
         )
 
 
+def make_folder(folder: Path, label: str) -> None:
+    """Makes a store's folder, or says in one line which file sits where a folder must be.
+
+    Raises:
+        AmalgamError: naming the file (``folder`` itself or ``teacher_cache``) and what to do.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a plain file in the way: mkdir's error names no fix
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise AmalgamError(
+            f"{label}: {blocker} is a file where the cache needs a folder: "
+            "move or delete it (the cache is rebuilt there)"
+        ) from None
+
+
 def read_meta(path: Path) -> tuple[Optional[dict], Optional[str]]:
     """(stored meta, None) or (None, why it cannot be used); (None, None) when there is none yet."""
     if not path.exists():
@@ -212,7 +228,7 @@ def open_store(
         log: where the one line saying why a store is rebuilt goes.
         comparable: normalises an older stored key before comparison.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, label)
     meta_path = folder / "meta.json"
     meta, why = read_meta(meta_path)
     dtype = np.float16

@@ -8,6 +8,7 @@ names of each task), so a deployment needs neither amalgam nor the teachers.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError
+from amalgam.io import check_writable
 from amalgam.registry import Registry
 from amalgam.students.serialize import load_student
 
@@ -80,6 +82,20 @@ EXPORTERS.add("torchscript", Exporter(".ts", _save_torchscript, _run_torchscript
 EXPORTERS.add("onnx", Exporter(".onnx", _save_onnx, _run_onnx))
 
 
+def writable_destination(path: Path) -> None:
+    """Checks, before the student is traced, that the export and its ``.json`` can be written there.
+
+    Raises:
+        AmalgamError: one line naming the path that is not writable (else torch's tracer fails late,
+            with a bare "open file failed").
+    """
+    check_writable(path.parent, "export folder")
+    for file in (path, Path(str(path) + ".json")):
+        if file.exists() and not os.access(file, os.W_OK):
+            raise AmalgamError(f"{file} is not writable: fix its permissions or pass --output elsewhere")
+    path.parent.mkdir(parents=True, exist_ok=True)  # --output into a new folder
+
+
 def export(
     run_dir: Path,
     fmt: str,
@@ -96,6 +112,8 @@ def export(
         output: file to write (default ``run_dir/student[-task].<suffix>``).
     """
     exporter = EXPORTERS.get(fmt)
+    path = Path(output) if output else Path(run_dir) / f"student{'-' + task if task else ''}{exporter.suffix}"
+    writable_destination(path)
     student, spaces = load_student(Path(run_dir) / "student.pt")
     blob = torch.load(Path(run_dir) / "student.pt", map_location="cpu", weights_only=True)
     size = tuple(blob["recipe"]["data"]["image_size"])
@@ -103,7 +121,6 @@ def export(
         raise AmalgamError(f"--task: the student has no task '{task}' (it has: {', '.join(spaces)})")
     tasks = [task] if task else list(spaces)
     module = TaskOutputs(student, tasks, only=task is not None).eval()
-    path = Path(output) if output else Path(run_dir) / f"student{'-' + task if task else ''}{exporter.suffix}"
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(2, 3, *size, generator=gen)
     exporter.save(module, example, path, tasks)

@@ -35,7 +35,8 @@ class RunLock:
         run_dir: the run folder.
 
     Raises:
-        AmalgamError: on enter, when another process holds the lock (naming its pid, host, start and command).
+        AmalgamError: on enter, when another process holds the lock (naming its pid, host, start and
+            command), or when the folder cannot be written.
     """
 
     def __init__(self, run_dir: Path):
@@ -44,8 +45,12 @@ class RunLock:
         self._file = None
 
     def __enter__(self) -> "RunLock":
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a+")
+        except PermissionError as exc:  # os.access said yes (ACLs, network file systems), the write says no
+            why = f"run folder {self.run_dir} is not writable ({exc.strerror})"
+            raise AmalgamError(f"{why}: fix its permissions or choose another path") from None
         if fcntl is not None:
             try:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
