@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_faults import one_error_line
 
 from amalgam.cli import main
 from amalgam.distill.cache_store import open_store
@@ -20,13 +21,6 @@ from amalgam.training import runlock
 from amalgam.training.runlock import RunLock
 
 TINY = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]
-
-
-def one_error_line(capsys) -> str:
-    """The single ``amalgam: error:`` line the last command printed (fails on a traceback or more lines)."""
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("amalgam: error: "), "\n".join(err[-20:])
-    return err[0][len("amalgam: error: ") :]
 
 
 def read_only(monkeypatch, *paths: Path) -> None:
