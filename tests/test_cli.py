@@ -26,6 +26,7 @@ TASK_ROW_KEYS = {
     "teacher_value",
     "student_value",
     "ratio",
+    "relative",  # added in 0.2: ratio, turned over where lower is better (1 = the teacher's, higher is better)
     "teacher_metrics",
     "student_metrics",
 }

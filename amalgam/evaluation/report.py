@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from amalgam.evaluation.evaluate import Evaluation
+from amalgam.evaluation.evaluate import Evaluation, relative_to_teacher
 from amalgam.io import write_json
 from amalgam.training.result import TrainResult
 
@@ -27,6 +27,21 @@ def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainRes
     }
 
 
+#: the headline table's columns (report.md; report.html shows the same)
+TASK_COLUMNS = ("teacher", "task", "eval set", "metric", "teacher", "student", "ratio", "vs teacher")
+RELATIVE_NOTE = (
+    "ratio = student / teacher; vs teacher = the same with lower-is-better metrics turned over "
+    "(teacher / student): 1 is as good as the teacher, and higher is better for every metric."
+)
+
+
+def relative(row: dict) -> float:
+    """A ``tasks[]`` row's ``relative`` (computed for a report.json written before it existed)."""
+    if "relative" in row:
+        return row["relative"]
+    return relative_to_teacher(row["teacher_value"], row["student_value"], row["higher_is_better"])
+
+
 def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -39,13 +54,14 @@ def to_markdown(report: dict) -> str:
     if report.get("warnings"):  # first: they make a mean ratio untrustworthy
         lines += ["**Warnings** (a mean ratio hides these):", ""]
         lines += [f"- {w}" for w in report["warnings"]] + [""]
-    lines += ["| teacher | task | eval set | metric | teacher | student | ratio |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(TASK_COLUMNS)} |", "|---" * len(TASK_COLUMNS) + "|"]
     for r in report["tasks"]:
         arrow = "higher is better" if r["higher_is_better"] else "lower is better"
         lines.append(
             f"| {r['teacher']} | {r['task']} | {r['eval']} | {r['metric']} ({arrow}) | "
-            f"{_fmt(r['teacher_value'])} | {_fmt(r['student_value'])} | {_fmt(r['ratio'])} |"
+            f"{_fmt(r['teacher_value'])} | {_fmt(r['student_value'])} | {_fmt(r['ratio'])} | {_fmt(relative(r))} |"
         )
+    lines += ["", RELATIVE_NOTE]
     wrapped = [f"{r['teacher']} ({r['teacher_wrap']})" for r in report["tasks"] if r.get("teacher_wrap")]
     if wrapped:
         lines += [

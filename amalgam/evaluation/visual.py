@@ -19,6 +19,7 @@ from torch import nn
 from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.figures import pyplot
+from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, relative
 from amalgam.evaluation.tree_report import plot_tree
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection
 from amalgam.teachers.inputs import answer_views
@@ -136,9 +137,10 @@ def write_html(run_dir: Path, report: dict) -> Path:
         + "".join(
             f"<td>{cell(r[k])}</td>" for k in ("teacher", "task", "eval", "metric", "teacher_value", "student_value")
         )
-        + f"<td><b>{cell(r['ratio'])}</b></td></tr>"
+        + f"<td>{cell(r['ratio'])}</td><td><b>{cell(relative(r))}</b></td></tr>"
         for r in report.get("tasks", [])
     )
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in TASK_COLUMNS)
     size_rows = "".join(
         f"<tr><td>{k}</td><td>{report[k]['params']:,}</td><td>{report[k]['latency_ms']['b1']}</td>"
         f"<td>{report[k]['latency_ms']['b32']}</td></tr>"
@@ -162,8 +164,8 @@ def write_html(run_dir: Path, report: dict) -> Path:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
 <h1>amalgam report: {html.escape(report["name"])}</h1>
 {warnings}
-<p>ratio = student / teacher on the teacher's own labels and eval set (rmse: lower is better).</p>
-<table><tr><th>teacher</th><th>task</th><th>eval</th><th>metric</th><th>teacher</th><th>student</th><th>ratio</th></tr>
+<p>On the teacher's own labels and eval set. {html.escape(RELATIVE_NOTE)}</p>
+<table><tr>{header}</tr>
 {rows}</table>
 <table style="margin-top:1em"><tr><th>model</th><th>params</th><th>ms/img b1</th><th>ms/img b32</th></tr>
 {size_rows}</table>

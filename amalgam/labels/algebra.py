@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from amalgam.labels.names import look_alike_error, look_alikes
+
 IGNORE = 255  # target value that metrics skip (dense label maps use it on disk too)
 
 
@@ -166,7 +168,11 @@ def extents(spaces: Sequence[LabelSpace]) -> dict[str, frozenset[str]]:
 
 
 def lookup(
-    source_names: Sequence[str], target: LabelSpace, extent: Optional[dict[str, frozenset[str]]] = None
+    source_names: Sequence[str],
+    target: LabelSpace,
+    extent: Optional[dict[str, frozenset[str]]] = None,
+    *,
+    refuse_look_alikes: bool = True,
 ) -> torch.Tensor:
     """Maps class indices of a labelled set into ``target`` (a LUT of length ``len(source_names)``).
 
@@ -175,11 +181,16 @@ def lookup(
     coarse teacher's ``vehicle``); to the target's background, else :data:`IGNORE`, when the target
     knows none of them; and to :data:`IGNORE` when it knows only some (a ``vehicle`` pixel cannot
     be scored as ``car``).
+
+    Raises:
+        AmalgamError: (with ``refuse_look_alikes``) a name the target does not know that equals one
+            of its labels or classes up to case, spaces, ``_`` and ``-`` (a folder ``red `` or
+            ``Red`` for ``red``): see :mod:`~amalgam.labels.names`.
     """
     extent = extent or {}
     fallback = target.background_index if target.background is not None else IGNORE
     owner = {cls: target.names.index(name) for name in target.known() for cls in target.covered(name)}
-    lut = []
+    lut, unknown = [], []
     for name in source_names:
         if name in target.known():
             lut.append(target.names.index(name))
@@ -188,10 +199,14 @@ def lookup(
         owners = {owner.get(c) for c in classes}
         if owners == {None}:
             lut.append(fallback)
+            if name not in extent:  # another teacher's label is a class of its own by the recipe's word
+                unknown.append(name)
         elif len(owners) == 1:
             lut.append(owners.pop())
         else:
             lut.append(IGNORE)
+    if refuse_look_alikes and (found := look_alikes(unknown, [*target.known(), *owner])):
+        raise look_alike_error(found, target.known())
     return torch.tensor(lut, dtype=torch.long)
 
 

@@ -1,0 +1,44 @@
+"""Class names of an eval set that look like a teacher's label but are not it.
+
+A folder ``red `` (trailing space), ``light_blue`` or ``Red`` is not the label ``red`` /
+``light blue``: matched by exact name, its images were left unscored (or scored as the
+teacher's background) and nothing said so. Names equal up to case, surrounding spaces and the
+separators ``_``, ``-`` and space are refused with the label they look like; amalgam does not
+guess which was meant.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+from amalgam.errors import AmalgamError
+
+_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def fold(name: str) -> str:
+    """The name up to case, surrounding spaces and separators: ``' T_shirt '`` -> ``'t shirt'``."""
+    return _SEPARATORS.sub(" ", name).strip().casefold()
+
+
+def look_alikes(names: Iterable[str], labels: Sequence[str]) -> dict[str, list[str]]:
+    """Each of ``names`` that folds to one or more of ``labels`` without being one: name -> labels."""
+    by_fold: dict[str, list[str]] = {}
+    for label in labels:
+        found = by_fold.setdefault(fold(label), [])
+        if label not in found:
+            found.append(label)
+    return {n: by_fold[fold(n)] for n in names if n not in labels and fold(n) in by_fold}
+
+
+def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> AmalgamError:
+    """One line naming each look-alike class, the label(s) it may mean and the two ways out."""
+    shown = ", ".join(f"{name!r} (did you mean {' or '.join(map(repr, alike))}?)" for name, alike in found.items())
+    name, alike = next(iter(found.items()))
+    return AmalgamError(
+        f"eval set classes are not labels of the teacher (labels: {', '.join(labels[:8])}"
+        f"{' ...' if len(labels) > 8 else ''}) but differ from one only in case, spaces, '_' or '-': {shown}; "
+        "their images would go unscored or be scored as another class. Rename the folder (or the class) to the "
+        f"label, or relate them in the teacher's labels ({{{alike[0]!r}: {name!r}}})"
+    )
