@@ -234,7 +234,10 @@ def check_eval_set(
         return
     if not dataset.classes:
         raise RecipeError(path, f"eval set '{teacher.eval_name}' has no class names to match labels against")
-    absent = absent_labels(teacher.space, dataset.classes, extent)
+    try:
+        absent = absent_labels(teacher.space, dataset.classes, extent)
+    except AmalgamError as exc:  # a class named like a label (lookup's look-alike rule): say which set
+        raise RecipeError(path, f"eval set '{teacher.eval_name}': {exc}") from None
     known = teacher.space.known()
     if len(absent) == len(known):
         raise RecipeError(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from amalgam.distill.plan import Plan
-from amalgam.evaluation.evaluate import evaluate
+from amalgam.evaluation.evaluate import evaluate, relative_to_teacher
 
 if TYPE_CHECKING:
     from amalgam.training.callbacks import EpochEnd
@@ -35,8 +35,7 @@ def scores_row(
         if result.teacher not in reference:
             reference[result.teacher] = result.teacher_metrics[metric]
         value, base = result.student_metrics[metric], reference[result.teacher]
-        ratio = value / base if base else float("nan")
-        ratio = ratio if result.task.higher_is_better or not ratio else 1.0 / ratio
+        ratio = relative_to_teacher(base, value, result.task.higher_is_better)
         columns[f"eval_{result.teacher}_{metric}"] = round(value, 4)
         columns[f"ratio_{result.teacher}"] = round(ratio, 4)
     return columns
