@@ -145,8 +145,8 @@ class DepthTask(Task):
             )
         if not bool((out > 0).any()):  # every target masked: the student's depth would learn nothing, silently
             return (
-                f"no value of its depth on the check batch is > 0 (max {out.max().item() + 0.0:.3g}), and values <= 0 are"
-                " no depth: a dead ReLU head, another output, or a checkpoint that did not load?"
+                f"no value of its depth on the check batch is > 0 (max {out.max().item() + 0.0:.3g}), and values"
+                " <= 0 are no depth: a dead ReLU head, another output, or a checkpoint that did not load?"
             )
         return None
 
