@@ -19,7 +19,7 @@ from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.during import eval_callback
 from amalgam.evaluation.evaluate import evaluate, size_and_speed
-from amalgam.evaluation.export import EXPORTERS
+from amalgam.evaluation.export import written_exports
 from amalgam.evaluation.report import build_report, to_markdown, write_report
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
@@ -112,12 +112,7 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
 def previous_outputs(run_dir: Path) -> list[Path]:
     """What an earlier build and ``amalgam export`` wrote into ``run_dir`` (only amalgam's own names)."""
     names = {*STUDENT_FILES.values(), *PEER_FILES.values(), *RUN_FILES}
-    found = [run_dir / name for name in sorted(names) if (run_dir / name).exists()]
-    for fmt in EXPORTERS:  # student.ts, student-<task>.onnx, ... and the .json beside each
-        suffix = EXPORTERS.get(fmt).suffix
-        for pattern in (f"student{suffix}", f"student-*{suffix}", f"student{suffix}.json", f"student-*{suffix}.json"):
-            found += sorted(run_dir.glob(pattern))
-    return found
+    return [run_dir / name for name in sorted(names) if (run_dir / name).exists()] + written_exports(run_dir)
 
 
 def clear_finished_run(run_dir: Path, keep: tuple[str, ...], log: Log) -> None:

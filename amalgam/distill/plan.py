@@ -13,7 +13,7 @@ from amalgam.config.schema import Recipe
 from amalgam.data import ImageSet, MixedSources, build_image_set
 from amalgam.data.views import ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.labels import IGNORE, LabelSpace, extents, lookup, projection, unify
+from amalgam.labels import IGNORE, LabelSpace, extents, lookup, missing_labels, projection, unify
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
     AUTO,
@@ -273,8 +273,7 @@ def outside_labels(
 
 def absent_labels(space: LabelSpace, classes: list[str], extent: Optional[dict[str, frozenset[str]]]) -> list[str]:
     """The named labels of ``space`` that no class of an eval set maps to."""
-    found = set(lookup(classes, space, extent).tolist())
-    return [n for n in space.known() if space.names.index(n) not in found]
+    return missing_labels(space, lookup(classes, space, extent))
 
 
 def shorten(names: list[str], count: int = 8) -> str:

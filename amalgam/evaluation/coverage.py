@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from amalgam.distill.plan import shorten
-from amalgam.labels import IGNORE, LabelSpace
+from amalgam.labels import IGNORE, LabelSpace, missing_labels
 
 
 @dataclass
@@ -34,8 +34,7 @@ class Coverage:
     @classmethod
     def of(cls, teacher: str, eval_name: str, space: LabelSpace, classes: list[str], lut: torch.Tensor) -> Coverage:
         """From the teacher's lookup table of the set's class names (:func:`~amalgam.labels.lookup`)."""
-        found = set(lut.tolist())
-        absent = [n for n in space.known() if space.names.index(n) not in found]
+        absent = missing_labels(space, lut)
         unscored = [c for c, i in zip(classes, lut.tolist()) if i == IGNORE]
         return cls(teacher, eval_name, absent, unscored, len(space.known()))
 

@@ -82,6 +82,21 @@ EXPORTERS.add("torchscript", Exporter(".ts", _save_torchscript, _run_torchscript
 EXPORTERS.add("onnx", Exporter(".onnx", _save_onnx, _run_onnx))
 
 
+def default_path(run_dir: Path, suffix: str, task: Optional[str] = None) -> Path:
+    """Where ``amalgam export`` writes without ``--output``: ``run_dir/student[-task]<suffix>``."""
+    return Path(run_dir) / f"student{'-' + task if task else ''}{suffix}"
+
+
+def written_exports(run_dir: Path) -> list[Path]:
+    """The exports (and the ``.json`` beside each) ``amalgam export`` wrote into ``run_dir`` by default."""
+    found = []
+    for fmt in EXPORTERS:
+        suffix = EXPORTERS.get(fmt).suffix
+        for path in (default_path(run_dir, suffix), default_path(run_dir, suffix, "*")):  # "*": any task
+            found += sorted(run_dir.glob(path.name)) + sorted(run_dir.glob(path.name + ".json"))
+    return found
+
+
 def writable_destination(path: Path) -> None:
     """Checks, before the student is traced, that the export and its ``.json`` can be written there.
 
@@ -112,7 +127,7 @@ def export(
         output: file to write (default ``run_dir/student[-task].<suffix>``).
     """
     exporter = EXPORTERS.get(fmt)
-    path = Path(output) if output else Path(run_dir) / f"student{'-' + task if task else ''}{exporter.suffix}"
+    path = Path(output) if output else default_path(run_dir, exporter.suffix, task)
     writable_destination(path)
     student, spaces = load_student(Path(run_dir) / "student.pt")
     blob = torch.load(Path(run_dir) / "student.pt", map_location="cpu", weights_only=True)

@@ -167,6 +167,12 @@ def extents(spaces: Sequence[LabelSpace]) -> dict[str, frozenset[str]]:
     return found
 
 
+def missing_labels(target: LabelSpace, lut: torch.Tensor) -> list[str]:
+    """The named labels of ``target`` that no class of a :func:`lookup` table maps to."""
+    found = set(lut.tolist())
+    return [n for n in target.known() if target.names.index(n) not in found]
+
+
 def lookup(
     source_names: Sequence[str],
     target: LabelSpace,

@@ -14,11 +14,12 @@ from typing import Iterable, Sequence
 
 from amalgam.errors import AmalgamError
 
-_SEPARATORS = re.compile(r"[\s_\-]+")
+#: what separates words in a class name; taxonomy.normalise (inspect's warnings) folds by the same
+_SEPARATORS = re.compile(r"[\s_\-/.]+")
 
 
 def fold(name: str) -> str:
-    """The name up to case, surrounding spaces and separators: ``' T_shirt '`` -> ``'t shirt'``."""
+    """The name up to case, surrounding spaces and separators (``_ - / .``): ``' T_shirt '`` -> ``'t shirt'``."""
     return _SEPARATORS.sub(" ", name).strip().casefold()
 
 

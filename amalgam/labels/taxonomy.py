@@ -7,17 +7,17 @@ trains a student that splits one concept in two; inspect warns about them before
 
 from __future__ import annotations
 
-import re
 from typing import Mapping, Optional
 
 from amalgam.labels.algebra import LabelSpace, projection
+from amalgam.labels.names import fold
 
 MATRIX_MAX_CLASSES = 24  # wider unified spaces are listed relation by relation
 
 
 def normalise(name: str) -> str:
     """Lower case, no spaces or separators, no plural ``s``: ``TV Monitors`` -> ``tvmonitor``."""
-    flat = re.sub(r"[\s_\-/.]+", "", name.lower())
+    flat = fold(name).replace(" ", "")  # the look-alike stop's folding, then words run together
     if flat.endswith("es") and len(flat) > 4 and flat[-3] in "sxz":
         return flat[:-2]
     return flat[:-1] if flat.endswith("s") and not flat.endswith("ss") and len(flat) > 3 else flat

@@ -7,6 +7,7 @@ its student would otherwise be trained by two versions of a teacher, half a run 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from amalgam.config.schema import Recipe
@@ -20,8 +21,16 @@ def weight_digests(recipe: Recipe, name: str) -> dict[str, str]:
     digests = {}
     for path in (cfg.checkpoint, cfg.model.kwargs().get("path")):
         if path is not None and (full := recipe.resolve(Path(path))).is_file():
-            digests[str(path)] = file_digest(full)
+            stat = full.stat()
+            digests[str(path)] = _digest(full, stat.st_size, stat.st_mtime_ns)
     return digests
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
+    """A file's sha256, read once per process while its size and mtime stay: the cache key, the
+    checkpoint's fingerprint and ``--resume``'s check all ask (checkpoints run to hundreds of MB)."""
+    return file_digest(path)
 
 
 def model_code(recipe: Recipe, name: str) -> dict:
