@@ -272,7 +272,9 @@ def _student_and_spaces(student) -> tuple[nn.Module, Optional[dict[str, Optional
     return _load_student(student)
 
 
-def load_student(path: Union[str, "os.PathLike[str]"]) -> tuple[nn.Module, dict[str, Optional[LabelSpace]]]:
+def load_student(
+    path: Union[str, "os.PathLike[str]"], *, check_inputs: bool = True
+) -> tuple[nn.Module, dict[str, Optional[LabelSpace]]]:
     """Rebuilds a student from a run's ``student.pt``; no teacher, no recipe file needed.
 
     The student takes ``[B, 3, H, W]`` float RGB in [0, 1] and normalises it itself (ImageNet mean
@@ -283,13 +285,13 @@ def load_student(path: Union[str, "os.PathLike[str]"]) -> tuple[nn.Module, dict[
     "input 48x40: the student needs height and width multiples of 32 (pad or resize)"; nothing is
     padded, which would change its answers). The check is one min/max per call (one host sync on
     CUDA), skipped while tracing, scripting, compiling or exporting, so ``amalgam export`` files
-    carry none.
+    carry none; ``check_inputs=False`` leaves it out (throughput, once the input pipeline is known good).
 
     Returns:
         The student in eval mode (``student(images) -> {task: output}``) and its unified label
         spaces by task (``None`` for tasks without labels, e.g. depth).
     """
-    return _load_student(path)
+    return _load_student(path, check_inputs=check_inputs)
 
 
 def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:

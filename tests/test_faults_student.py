@@ -128,3 +128,13 @@ def test_traced_and_onnx_exports_carry_no_check(built_and_loaded, tmp_path):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (torch.rand(2, 3, 32, 32),), str(tmp_path / "s.onnx"), dynamo=False)
     assert (tmp_path / "s.onnx").stat().st_size > 0
+
+
+def test_check_inputs_false_leaves_the_check_out(tmp_path):
+    built, path = saved_student(tmp_path, "branched")
+    unchecked = amalgam.load_student(path, check_inputs=False)[0]
+    images = torch.rand(1, 3, 64, 64) * 255  # 0-255 floats: the checked student refuses them
+    with torch.no_grad():
+        out = unchecked(images)
+        expected = built(images)
+    assert all(torch.equal(out[t], expected[t]) for t in expected)

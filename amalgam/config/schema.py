@@ -254,6 +254,7 @@ class TrainConfig(_Strict):
     momentum: float = 0.9
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["cosine", "step", "none"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warm-up over this many epochs (0: none)")
     workers: int = Field(2, ge=0)
     samples_per_epoch: Optional[int] = Field(None, ge=1, description="default: all source images")
     augment: bool = True

@@ -109,7 +109,7 @@ def _read_student_file(path: Path) -> dict:
     return blob
 
 
-def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | None]]:
+def load_student(path: str | Path, check_inputs: bool = True) -> tuple[nn.Module, dict[str, LabelSpace | None]]:
     """Rebuilds a student from ``student.pt`` (loaded with ``weights_only=True``).
 
     The student takes ``[B, 3, H, W]`` float RGB in [0, 1]: its forward subtracts the ImageNet mean
@@ -121,6 +121,10 @@ def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | No
     stride (32 for five stages; nothing is padded: padding would change its answers). The check
     costs one min/max of the input (one host sync on CUDA) per call, and is skipped while tracing,
     scripting, compiling or exporting to ONNX: exported files carry no check.
+
+    Args:
+        path: a ``student.pt`` written by ``amalgam build``.
+        check_inputs: False leaves the check out (for throughput once the input pipeline is known good).
 
     Returns:
         The student in eval mode and its unified label spaces by task.
@@ -136,7 +140,8 @@ def load_student(path: str | Path) -> tuple[nn.Module, dict[str, LabelSpace | No
         for t, s in blob["label_spaces"].items()
     }
     # a hook, not a wrapper: the type, attributes and state_dict stay the trained student's
-    student.register_forward_pre_hook(InputGuard(input_multiple(student)), with_kwargs=True)
+    if check_inputs:
+        student.register_forward_pre_hook(InputGuard(input_multiple(student)), with_kwargs=True)
     return student.eval(), spaces
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -18,10 +18,36 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> t
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine to zero over ``steps``, x0.1 every third of them (``step``), or constant (``none``)."""
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    if cfg.schedule == "step":
-        every = max(1, steps // 3)
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=0.1)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    """Cosine to zero over ``steps``, x0.1 every third of them (``step``), or constant (``none``);
+    with ``cfg.warmup_epochs`` the rate first rises linearly from a hundredth of itself over that
+    share of the steps (the schedule itself still counts from step 0)."""
+    warm = warmup_steps(cfg, steps)
+    if cfg.schedule == "step" and not warm:  # kept a StepLR: checkpoints of earlier runs resume into it
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, steps // 3), gamma=0.1)
+    base = SCHEDULES[cfg.schedule](steps)
+    if not warm:
+        return torch.optim.lr_scheduler.LambdaLR(opt, base)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: base(s) * min(1.0, 0.01 + 0.99 * s / warm))
+
+
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    """Steps of the linear warm-up: ``train.warmup_epochs`` of the ``train.epochs`` that ``steps`` cover."""
+    epochs = getattr(cfg, "warmup_epochs", 0.0)  # teacher-training configs (tools/train_teacher.py) have none
+    return 0 if not epochs else max(1, round(steps * min(1.0, epochs / cfg.epochs)))
+
+
+def _cosine(steps: int) -> Callable[[int], float]:
+    return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+
+
+def _step(steps: int) -> Callable[[int], float]:
+    every = max(1, steps // 3)
+    return lambda s: 0.1 ** (s // every)
+
+
+def _constant(steps: int) -> Callable[[int], float]:
+    return lambda s: 1.0
+
+
+#: ``train.schedule`` -> (steps -> learning-rate factor of each step)
+SCHEDULES: dict[str, Callable[[int], Callable[[int], float]]] = {"cosine": _cosine, "step": _step, "none": _constant}
