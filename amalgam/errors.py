@@ -19,6 +19,24 @@ def _unwrapped(message: str, cls: type) -> str:
     return message[found[-1].end() :].strip() if found else message
 
 
+#: how TorchScript reports an error inside a scripted or traced model: this preamble, both tracebacks,
+#: then the original ``RuntimeError: message`` on the last line
+_TORCHSCRIPT = "The following operation failed in the TorchScript interpreter."
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line that says what went wrong in a third-party error (a user's network, a loader):
+    its first line, or, for an error raised inside a TorchScript model, the original error's message
+    (the first line is only TorchScript's preamble). The exception's type name if it says nothing."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    lines = text.splitlines()
+    if lines[0] == _TORCHSCRIPT:
+        return re.sub(r"\A(?:[\w.]+\.)?\w*(?:Error|Exception): ", "", lines[-1].strip())
+    return lines[0]
+
+
 class AmalgamError(Exception):
     """A problem with the user's input or files, explained in one line.
 

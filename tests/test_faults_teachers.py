@@ -209,3 +209,35 @@ def test_a_one_channel_network_given_three_channels_is_told_to_set_input_channel
     assert str(info.value).endswith(
         "(the network takes 1-channel images: set teachers.t1.input.channels: 1 and a mean and std of 1 value each)"
     )
+
+
+# ---- 7. real-world teachers (audit 3): TorchScript files, other dtypes, EMA checkpoints, factories
+
+
+class FixedBatch(nn.Module):
+    """A network whose trace bakes in its batch size (reshape to constants)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).reshape(2, 3, 32 * 32).reshape(2, 3, 32, 32)
+
+
+def test_an_error_inside_a_torchscript_teacher_is_its_own_line_not_the_interpreters_preamble():
+    grey = teacher(torch.jit.script(nn.Conv2d(1, 3, 3, padding=1)))
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(grey, (16, 16))
+    assert "TorchScript interpreter" not in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).endswith(
+        "(the network takes 1-channel images: set teachers.t1.input.channels: 1 and a mean and std of 1 value each)"
+    )
+    fixed = teacher(torch.jit.trace(FixedBatch().eval(), torch.rand(2, 3, 32, 32)))
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(fixed, (32, 32))
+    assert str(info.value) == (
+        "teacher 't1' fails on one image where it ran on two (shape '[2, 3, 1024]' is invalid for input of size"
+        " 3072; a batch size fixed when traced, or batch statistics of a BatchNorm in training mode?): re-export"
+        " it from model.eval(), taking any batch size"
+    )

@@ -13,7 +13,7 @@ from torch.utils.hooks import RemovableHandle
 
 from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, TeacherConfig
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 from amalgam.labels import LabelSpace
 from amalgam.task import ReadingError, Task, get_task
 from amalgam.teachers.inputs import ResolvedInput, resolve_input
@@ -261,7 +261,11 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     again = teacher.task.convert_output(raw, teacher.output_kind)
     if why := _inconsistency(teacher, dummy, out, again):
         scripted = isinstance(teacher.model, torch.jit.ScriptModule)
-        fix = "re-export it from model.eval()" if scripted else "its eval() mode must be deterministic to be distilled"
+        fix = (
+            "re-export it from model.eval(), taking any batch size"
+            if scripted
+            else "its eval() mode must be deterministic and take any batch size to be distilled"
+        )
         raise AmalgamError(f"teacher '{teacher.name}' {why}: {fix}")
 
 
@@ -274,7 +278,7 @@ def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
     except ReadingError as exc:
         raise AmalgamError(f"teachers.{teacher.name}.{exc}") from None
     except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = error_line(exc)
         raise AmalgamError(
             f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}"
             + _channels_hint(msg, teacher)
@@ -353,8 +357,11 @@ def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor, aga
 
     try:
         alone = teacher.answer(dummy[:1], wrapped=False)[0]
-    except Exception:  # noqa: BLE001 - e.g. batch statistics of one value: what it says is below
-        return "fails on one image where it ran on two (batch statistics of a BatchNorm in training mode?)"
+    except Exception as exc:  # noqa: BLE001 - batch statistics of one value, or a batch size fixed when traced
+        return (
+            f"fails on one image where it ran on two ({error_line(exc)}; a batch size fixed when traced, or"
+            " batch statistics of a BatchNorm in training mode?)"
+        )
     if not same(again, out):
         return "answers the same images differently twice (dropout in training mode?)"
     if not same(alone, out[:1]):
