@@ -241,3 +241,19 @@ def test_an_error_inside_a_torchscript_teacher_is_its_own_line_not_the_interpret
         " 3072; a batch size fixed when traced, or batch statistics of a BatchNorm in training mode?): re-export"
         " it from model.eval(), taking any batch size"
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_a_teacher_with_fp16_or_fp64_weights_gets_its_input_in_that_dtype_and_is_said(dtype):
+    torch.manual_seed(0)
+    net = Dense()
+    reference = teacher(Dense())
+    reference.model.load_state_dict(net.state_dict())
+    for model in (Dense().to(dtype), torch.jit.script(Dense().to(dtype))):  # a factory's, a TorchScript file's
+        model.load_state_dict({k: v.to(dtype) for k, v in net.state_dict().items()})
+        t = teacher(model)
+        check_teacher_output(t, (32, 32))  # was: "Input type (float) and bias type (c10::Half) should be the same"
+        assert t.output_note().endswith(f"; its weights are {str(dtype)[6:]}: its input is cast to it")
+        x = torch.rand(2, 3, 32, 32)
+        out = t(x)
+        assert out.dtype == torch.float32 and torch.allclose(out, reference(x), atol=2e-2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -37,6 +38,18 @@ def to_input(images: torch.Tensor, size: tuple[int, int], channels: int, mean, s
     mean_t = images.new_tensor(mean).view(1, -1, 1, 1)
     std_t = images.new_tensor(std).view(1, -1, 1, 1)
     return (images - mean_t) / std_t
+
+
+def weights_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of a network's weights (float32 when it has none): a teacher saved in fp16
+    (a TorchScript file exported for a GPU) or fp64 takes its input in it."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+
+
+def _as_float32(value: torch.Tensor) -> torch.Tensor:
+    """A teacher's floating output (or feature) in float32, as the task, losses and cache read it."""
+    return value.float() if value.is_floating_point() else value
 
 
 @dataclass
@@ -101,6 +114,7 @@ class Teacher(nn.Module):
         self.input_spec: ResolvedInput = resolve_input(cfg, model, image_size)
         spec = self.input_spec
         self.size, self.channels, self.mean, self.std = spec.size, spec.channels, spec.mean, spec.std
+        self.dtype = weights_dtype(model)  # its input's; its outputs are read as float32
         self.output_kind = task.resolve_output_kind(cfg.output)
         self.output_given = cfg.output != "default"  # else the task's first kind, said in output_note
         self.output_key: Optional[str] = cfg.output_key
@@ -120,7 +134,7 @@ class Teacher(nn.Module):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """The batch converted to this teacher's input spec."""
-        x = to_input(images, self.size, self.channels, self.mean, self.std)
+        x = to_input(images, self.size, self.channels, self.mean, self.std).to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def use_channels_last(self) -> None:
@@ -138,7 +152,7 @@ class Teacher(nn.Module):
         raw = self.model(x)
         if self.output_choice is None:
             self.output_choice = resolve(raw, self.output_key)
-        return self.task.convert_output(self.output_choice.apply(raw), self.output_kind)
+        return self.task.convert_output(_as_float32(self.output_choice.apply(raw)), self.output_kind)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.answer(images)[0]
@@ -147,7 +161,7 @@ class Teacher(nn.Module):
     def selected_output(self, images: torch.Tensor) -> object:
         """The plain model's output on ``images`` as ``output_key`` selects it, before the task reads it."""
         raw = self.model(self.prepare(images))
-        return (self.output_choice or resolve(raw, self.output_key)).apply(raw)
+        return _as_float32((self.output_choice or resolve(raw, self.output_key)).apply(raw))
 
     @torch.inference_mode()
     def answer(
@@ -166,7 +180,7 @@ class Teacher(nn.Module):
         if tap is None:
             return (self.run(x) if sub is None else sub(self.run, self.model, self.task, x)), None
         out = self.run(x) if sub is None else self._wrapped_with_tap(x, tap)
-        return out, tap.value
+        return out, None if tap.value is None else _as_float32(tap.value)
 
     def _wrapped_with_tap(self, x: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
         """A wrapped teacher's output, leaving in ``tap`` the feature of the unchanged input.
@@ -253,6 +267,8 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
     if fit:
         teacher.notes.append(fit)
+    if teacher.dtype != torch.float32:
+        teacher.notes.append(f"its weights are {str(teacher.dtype).removeprefix('torch.')}: its input is cast to it")
     raw = teacher.selected_output(dummy)  # the second run: read for the reading check, compared for consistency
     if reading := teacher.task.reading_problem(raw, teacher.output_kind):
         raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
