@@ -257,3 +257,19 @@ def test_a_teacher_with_fp16_or_fp64_weights_gets_its_input_in_that_dtype_and_is
         x = torch.rand(2, 3, 32, 32)
         out = t(x)
         assert out.dtype == torch.float32 and torch.allclose(out, reference(x), atol=2e-2)
+
+
+def test_an_averaged_models_ema_weights_load_and_are_said(tmp_path):
+    from torch.optim.swa_utils import AveragedModel
+
+    net = nn.Conv2d(3, 3, 1)
+    ema = AveragedModel(net)  # torchvision's model_ema: 'module.weight', 'module.bias' and 'n_averaged'
+    torch.save(ema.state_dict(), tmp_path / "ema.pt")
+    model = nn.Conv2d(3, 3, 1)
+    note = load_checkpoint(model, tmp_path / "ema.pt", "teacher 't1'")  # was: missing key 'weight'
+    assert (
+        note == "an AveragedModel's (EMA, SWA) weights: 'module.' prefix stripped from every key, n_averaged left out"
+    )
+    assert torch.equal(model.weight, net.weight)
+    torch.save({"model": ema.state_dict(), "epoch": 3}, tmp_path / "wrapped.pt")
+    assert load_checkpoint(model, tmp_path / "wrapped.pt", "teacher 't1'").startswith("entry 'model' (state_dict")

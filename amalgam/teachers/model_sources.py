@@ -177,7 +177,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Reads a state dict from ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors``.
 
     Accepts the state dict itself or a dict holding it under ``state_dict`` or ``model``; strips
-    DistributedDataParallel's ``module.`` prefix.
+    DistributedDataParallel's ``module.`` prefix, and an AveragedModel's (its ``n_averaged`` left out).
     """
     return read_checkpoint(path)[0]
 
@@ -191,6 +191,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 DDP_PREFIX = "module."
+#: torch.optim.swa_utils.AveragedModel (EMA, SWA; torchvision's ``model_ema``) saves its step count
+#: beside the averaged network's weights, which it holds as ``module``
+AVERAGED_COUNT = "n_averaged"
 
 
 def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
@@ -221,9 +224,16 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
     if not _is_state_dict(state):
         raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state)}")
     note = _entry_note(wrapper, taken)
-    if state and all(k.startswith(DDP_PREFIX) for k in state):
-        state = {k[len(DDP_PREFIX) :]: v for k, v in state.items()}
-        stripped = f"DDP's '{DDP_PREFIX}' prefix stripped from every key"
+    weights = [k for k in state if k != AVERAGED_COUNT]
+    if weights and all(k.startswith(DDP_PREFIX) for k in weights):
+        averaged = len(weights) < len(state)
+        state = {k[len(DDP_PREFIX) :]: state[k] for k in weights}
+        stripped = (
+            f"an AveragedModel's (EMA, SWA) weights: '{DDP_PREFIX}' prefix stripped from every key, {AVERAGED_COUNT}"
+            " left out"
+            if averaged
+            else f"DDP's '{DDP_PREFIX}' prefix stripped from every key"
+        )
         note = f"{note}; {stripped}" if note else stripped
         taken = [*taken, DDP_PREFIX]
     return state, taken, note
