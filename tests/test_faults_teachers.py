@@ -273,3 +273,17 @@ def test_an_averaged_models_ema_weights_load_and_are_said(tmp_path):
     assert torch.equal(model.weight, net.weight)
     torch.save({"model": ema.state_dict(), "epoch": 3}, tmp_path / "wrapped.pt")
     assert load_checkpoint(model, tmp_path / "wrapped.pt", "teacher 't1'").startswith("entry 'model' (state_dict")
+
+
+def test_a_factory_that_raises_is_named_with_its_own_error_not_bad_arguments(tmp_path):
+    from amalgam.teachers.model_sources import build_model
+
+    (tmp_path / "faults_teachers_raising.py").write_text(
+        "def f(variant='b0'):\n    raise FileNotFoundError(f'no weights for {variant}')\n"
+    )
+    kwargs = {"factory": "faults_teachers_raising:f", "variant": "b7"}
+    with pytest.raises(AmalgamError) as info:
+        build_model("python", kwargs, tmp_path)  # was: "bad constructor arguments for python model: ..."
+    assert str(info.value) == "factory: 'faults_teachers_raising:f' raised FileNotFoundError: no weights for b7"
+    with pytest.raises(AmalgamError, match=r"^bad constructor arguments for python model: .*'width'"):
+        build_model("python", {**kwargs, "width": 3}, tmp_path)  # arguments the factory does not take

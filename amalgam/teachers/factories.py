@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import sys
 from importlib.metadata import entry_points
@@ -30,7 +31,7 @@ from typing import Callable
 
 from torch import nn
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 
 #: entry-point groups whose packages are trusted factory modules
 PLUGIN_GROUPS = ("amalgam.tasks", "amalgam.models")
@@ -115,11 +116,24 @@ def import_factory(factory: str, base: Path) -> Callable[..., nn.Module]:
     return fn
 
 
+def _signature_of(function: Callable) -> inspect.Signature:
+    """``function``'s signature, or one taking anything where Python cannot read it (a builtin)."""
+    try:
+        return inspect.signature(function)
+    except (TypeError, ValueError):
+        return inspect.signature(lambda *args, **kwargs: None)
+
+
 def build_from_factory(kwargs: dict, base: Path) -> nn.Module:
     """Calls the named factory with the other keys; its result must be a ``torch.nn.Module``."""
     kwargs = dict(kwargs)
     factory = kwargs.pop("factory")
-    model = import_factory(factory, base)(**kwargs)
+    function = import_factory(factory, base)
+    _signature_of(function).bind(**kwargs)  # a TypeError here is the recipe's arguments (model_sources.build_model)
+    try:
+        model = function(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's code failing: its own error (--debug shows where)
+        raise AmalgamError(f"factory: '{factory}' raised {type(exc).__name__}: {error_line(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise AmalgamError(f"factory: '{factory}' returned a {type(model).__name__}, not a torch.nn.Module")
     return model
