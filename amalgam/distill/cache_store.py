@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 from amalgam.io import write_json
 
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -172,7 +172,7 @@ def _problem(path: Path, shape: tuple, dtype: np.dtype) -> Optional[str]:
             found_shape, fortran, found_dtype = read_header(f)
             offset = f.tell()
     except (OSError, ValueError) as exc:
-        return f"{path.name} is damaged (its header: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        return f"{path.name} is damaged (its header: {error_line(exc)})"
     if tuple(found_shape) != tuple(shape) or found_dtype != dtype or fortran:
         return f"{path.name} holds {found_dtype}{list(found_shape)}, expected {dtype}{list(shape)}"
     size, expected = path.stat().st_size, offset + int(np.prod(shape)) * dtype.itemsize

@@ -15,7 +15,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from amalgam.errors import AmalgamError, RecipeError
+from amalgam.errors import AmalgamError, RecipeError, error_line
 from amalgam.registry import Registry
 
 
@@ -59,7 +59,7 @@ def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Mod
     try:
         return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, **dict(args))
     except Exception as exc:  # recipe checks validate the name first: here the args are the cause
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = error_line(exc)
         raise RecipeError(ARGS_KEY, f"encoder '{name}' does not take {dict(args)}: {first}") from None
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 from amalgam.registry import Registry
 from amalgam.teachers.factories import build_from_factory, import_factory
 
@@ -215,7 +215,7 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
                 f' code. If you trust the file, convert it once: python -c "{conversion_command(path)}"'
                 " and point the recipe at the .state.pt file"
             ) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = error_line(exc)
         raise AmalgamError(f"cannot read checkpoint {path}: {first}") from None
     wrapper, taken = state, []
     while (key := _wrapper_key(state)) is not None:  # nested either way: {model: {state_dict: ...}}

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 
 PREVIOUS = "checkpoint.prev.pt"
 #: what ``--resume`` reads from a training state
@@ -128,7 +128,7 @@ def load_state(path: Path, required: tuple[str, ...] = REQUIRED) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - foreign or unsafe pickles land here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = error_line(exc)
         raise AmalgamError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict):
         raise AmalgamError(f"checkpoint {path} holds a {type(state).__name__}, not an amalgam training state")
