@@ -84,7 +84,9 @@ def run(balance: float, data, val, classes: list[str], teachers: dict[str, Label
                 task.distill_loss(
                     out,
                     oracle_logits(y[idx], classes, s, args.scale),
-                    DistillOptions(projections[n], args.temperature, class_balance=balance),
+                    DistillOptions(
+                        projections[n], args.temperature, class_balance=balance, after_projection=args.after_projection
+                    ),
                 )
                 for n, s in teachers.items()
             )
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--temperature", type=float, default=2.0, help="the recipe default")
     p.add_argument("--scale", type=float, default=4.0, help="oracle logit of the true class")
+    p.add_argument("--after-projection", action="store_true", help="amalgamation.temperature_after_projection: true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", action="append", help="name=class|class|... (default: the shapes zoo's two)")
     p.add_argument("--json", type=Path)
