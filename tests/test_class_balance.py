@@ -158,13 +158,19 @@ def test_the_segmentation_loss_multiplies_both_weights_and_focal_is_on_by_defaul
 
 
 def test_a_run_from_before_focal_resumes_only_with_it_pinned_off(world):
-    from amalgam.config.schema import recipe_changes
+    from amalgam.config.schema import recipe_changes, resume_hint
 
     recipe = load_recipe(world)
     stored = recipe.model_dump(mode="json", exclude={"output"})
     del stored["amalgamation"]["focal"]  # a checkpoint written before the key existed trained without it
     assert recipe_changes(stored, recipe) == ["amalgamation.focal"]
     assert recipe_changes(stored, load_recipe(world, ["amalgamation.focal=0"])) == []
+    # the refusal says how to resume it as it was; a key the user changed gets no such hint
+    hint = (
+        "; the default of amalgamation.focal changed since that run: --set amalgamation.focal=0.0 resumes it as it was"
+    )
+    assert resume_hint(stored, ["amalgamation.focal", "train.lr"]) == hint
+    assert resume_hint(recipe.model_dump(mode="json"), ["amalgamation.focal"]) == ""  # 1.0 then: not the old default
 
 
 def test_pseudo_label_cross_entropy_by_hand():

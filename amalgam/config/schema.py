@@ -8,6 +8,7 @@ loader) is :mod:`amalgam.config.load`, the checks that need the registries are
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args
@@ -326,6 +327,22 @@ class Recipe(_Strict):
 #: keys added since 0.1 whose default changed how a run trains -> the value that means what a
 #: checkpoint written before the key existed did (a resume of such a run must pin it)
 BEFORE_KEY_EXISTED = {("train", "route_rows"): False, ("amalgamation", "focal"): 0.0}
+
+
+#: keys whose default changed since 0.1 -> what runs written before the change used
+DEFAULT_WAS: dict[str, object] = {f"{section}.{key}": value for (section, key), value in BEFORE_KEY_EXISTED.items()}
+
+
+def resume_hint(stored: dict, changed: list[str]) -> str:
+    """For the ``changed`` keys of :func:`recipe_changes` whose checkpoint value is the default they
+    had before it changed: the ``--set`` options that resume the run as it was ('' when none)."""
+    then = _with_old_behaviour(stored)
+    pinned = {k: then.get(k.split(".")[0], {}).get(k.split(".", 1)[1]) for k in changed if k in DEFAULT_WAS}
+    keys = [k for k, value in pinned.items() if value == DEFAULT_WAS[k]]
+    if not keys:
+        return ""
+    sets = " ".join(f"--set {k}={json.dumps(DEFAULT_WAS[k])}" for k in keys)
+    return f"; the default of {', '.join(keys)} changed since that run: {sets} resumes it as it was"
 
 
 def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:

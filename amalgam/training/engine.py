@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from amalgam.config.schema import recipe_changes
+from amalgam.config.schema import recipe_changes, resume_hint
 from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
@@ -82,7 +82,8 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
         raise AmalgamError(f"checkpoint {path} is not a peers build's of this amalgam and cannot be resumed")
     changed = recipe_changes(state["recipe"], recipe)
     if changed:
-        raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)})")
+        hint = resume_hint(state["recipe"], changed)
+        raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)}){hint}")
     changed = fingerprint_changes(state.get("teachers", {}), recipe)
     if changed:  # half a run from each version of a teacher is neither one's student
         raise AmalgamError(
