@@ -329,20 +329,20 @@ class Recipe(_Strict):
 BEFORE_KEY_EXISTED = {("train", "route_rows"): False, ("amalgamation", "focal"): 0.0}
 
 
-#: keys whose default changed since 0.1 -> what runs written before the change used
-DEFAULT_WAS: dict[str, object] = {f"{section}.{key}": value for (section, key), value in BEFORE_KEY_EXISTED.items()}
-
-
 def resume_hint(stored: dict, changed: list[str]) -> str:
-    """For the ``changed`` keys of :func:`recipe_changes` whose checkpoint value is the default they
-    had before it changed: the ``--set`` options that resume the run as it was ('' when none)."""
+    """For the ``changed`` keys of :func:`recipe_changes` whose checkpoint value is what
+    :data:`BEFORE_KEY_EXISTED` says runs did before: the ``--set`` options that resume the run as it
+    was ('' when none)."""
     then = _with_old_behaviour(stored)
-    pinned = {k: then.get(k.split(".")[0], {}).get(k.split(".", 1)[1]) for k in changed if k in DEFAULT_WAS}
-    keys = [k for k, value in pinned.items() if value == DEFAULT_WAS[k]]
-    if not keys:
+    pinned = {
+        f"{section}.{key}": old
+        for (section, key), old in BEFORE_KEY_EXISTED.items()
+        if f"{section}.{key}" in changed and then.get(section, {}).get(key) == old
+    }
+    if not pinned:
         return ""
-    sets = " ".join(f"--set {k}={json.dumps(DEFAULT_WAS[k])}" for k in keys)
-    return f"; the default of {', '.join(keys)} changed since that run: {sets} resumes it as it was"
+    sets = " ".join(f"--set {k}={json.dumps(v)}" for k, v in pinned.items())
+    return f"; the default of {', '.join(pinned)} changed since that run: {sets} resumes it as it was"
 
 
 def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:
