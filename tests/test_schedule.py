@@ -64,3 +64,8 @@ def test_step_schedule_with_warmup_still_divides_by_ten_each_third():
         ),
         torch.optim.lr_scheduler.StepLR,
     )
+
+
+def test_the_schedule_line_says_the_warmup_steps():
+    cfg = TrainConfig(epochs=4, batch_size=32, samples_per_epoch=3200, warmup_epochs=1)
+    assert schedule_lines(cfg, None, [])[0] == "schedule: 4 epochs of 3,200 images, 400 steps (the first 100 warm up)"

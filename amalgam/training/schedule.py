@@ -13,6 +13,7 @@ import math
 from typing import Optional
 
 from amalgam.config.schema import TrainConfig
+from amalgam.training.optim import warmup_steps
 
 #: fewer optimizer steps than this for a student with a dense task draws the warning
 DENSE_MIN_STEPS = 1000
@@ -42,6 +43,10 @@ def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks
     if source_images is None and train.samples_per_epoch is None:
         return []
     steps = optimizer_steps(train, source_images or 0)
-    lines = [f"schedule: {train.epochs} epochs of {train.samples_per_epoch or source_images:,} images, {steps:,} steps"]
+    warm = warmup_steps(train, steps)
+    lines = [
+        f"schedule: {train.epochs} epochs of {train.samples_per_epoch or source_images:,} images, {steps:,} steps"
+        + (f" (the first {warm:,} warm up)" if warm else "")
+    ]
     warning = short_schedule_warning(steps, dense_tasks)
     return lines + ([f"  {warning}"] if warning else [])
