@@ -329,6 +329,22 @@ class Recipe(_Strict):
 BEFORE_KEY_EXISTED = {("train", "route_rows"): False, ("amalgamation", "focal"): 0.0}
 
 
+#: keys that change how fast a run goes, where it keeps files or what it logs, not what the student
+#: learns (data order and augmentation are drawn in the main process): a resume may change them
+RUNTIME_KEYS = frozenset(
+    f"train.{key}"
+    for key in (
+        "workers",
+        "eval_batch_size",
+        "tensorboard",
+        "channels_last",
+        "student_channels_last",
+        "compile",
+        "cache_max_gb",
+    )
+)
+
+
 def resume_hint(stored: dict, changed: list[str]) -> str:
     """For the ``changed`` keys of :func:`recipe_changes` whose checkpoint value is what
     :data:`BEFORE_KEY_EXISTED` says runs did before: the ``--set`` options that resume the run as it

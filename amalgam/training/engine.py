@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from amalgam.config.schema import recipe_changes, resume_hint
+from amalgam.config.schema import RUNTIME_KEYS, recipe_changes, resume_hint
 from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
@@ -74,13 +74,18 @@ def train(
 
 def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> dict:
     """A run's ``checkpoint.pt`` for ``--resume``, checked whole (falling back to ``checkpoint.prev.pt``
-    with a warning when it is not); refuses one written by a different recipe or whose teachers' files
+    with a warning when it is not); refuses one written by a different recipe (but for the
+    :data:`~amalgam.config.schema.RUNTIME_KEYS`, said in ``warn``) or whose teachers' files
     or factory code changed since (checkpoints older than that record pass that check)."""
     peers = recipe.peers is not None
     state = read_with_fallback(path, warn, PEERS_REQUIRED if peers else REQUIRED)
     if peers and state.get("kind") != "peers":
         raise AmalgamError(f"checkpoint {path} is not a peers build's of this amalgam and cannot be resumed")
     changed = recipe_changes(state["recipe"], recipe)
+    runtime = [key for key in changed if key in RUNTIME_KEYS]
+    if runtime:
+        warn(f"resuming {path} with runtime settings changed since ({', '.join(runtime)}): what it learns is the same")
+    changed = [key for key in changed if key not in RUNTIME_KEYS]
     if changed:
         hint = resume_hint(state["recipe"], changed)
         raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)}){hint}")
