@@ -1,5 +1,6 @@
 """The training loop's batch augmentation."""
 
+import pytest
 import torch
 
 from amalgam.training.engine import random_hflip
@@ -86,7 +87,8 @@ def test_compile_trains_through_the_compiled_student_and_saves_the_plain_one(wor
     assert not any("_orig_mod" in key for key in state)
 
 
-def test_student_channels_last_trains_in_that_memory_format(world, tmp_path, monkeypatch):
+@pytest.mark.parametrize("setting, expected", [([], True), (["--set", "train.student_channels_last=false"], False)])
+def test_student_channels_last_trains_in_that_memory_format(world, tmp_path, monkeypatch, setting, expected):
     from amalgam.cli import main
     from amalgam.training import engine
 
@@ -101,6 +103,6 @@ def test_student_channels_last_trains_in_that_memory_format(world, tmp_path, mon
 
     monkeypatch.setattr(engine, "train", spy)
     out = tmp_path / "run"
-    args = ["build", str(world), "--output", str(out), "--set", "train.student_channels_last=true", "--quiet"]
+    args = ["build", str(world), "--output", str(out), *setting, "--quiet"]  # the default: channels_last
     assert main(args + ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]) == 0
-    assert seen == [True]
+    assert seen == [expected]

@@ -269,7 +269,9 @@ class TrainConfig(_Strict):
     tensorboard: bool = Field(False, description="also log each epoch's terms to <run>/tensorboard (if installed)")
     channels_last: bool = Field(True, description="teachers run channels_last (measured 1.5x on CPU inference)")
     cache_max_gb: float = Field(20.0, gt=0, description="disk budget of the teacher cache; over it teachers run live")
-    student_channels_last: bool = Field(False, description="train the student in channels_last memory format")
+    student_channels_last: bool = Field(
+        True, description="train the student in channels_last memory format (measured 1.3-1.4x on CPU)"
+    )
     compile: bool = Field(False, description="torch.compile the student's training forward (first steps compile)")
     route_rows: bool = Field(
         True, description="run each dense task's branch only on the rows of its teachers' sources (training/routing.py)"
