@@ -91,18 +91,28 @@ def test_compile_trains_through_the_compiled_student_and_saves_the_plain_one(wor
 def test_student_channels_last_trains_in_that_memory_format(world, tmp_path, monkeypatch, setting, expected):
     from amalgam.cli import main
     from amalgam.training import engine
+    from amalgam.training.trainer import Trainer
 
-    seen = []
-    real_train = engine.train
-
-    def spy(plan, student, *args, **kwargs):
-        result = real_train(plan, student, *args, **kwargs)
+    def conv_is_channels_last(student) -> bool:
         conv = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d))
-        seen.append(conv.weight.is_contiguous(memory_format=torch.channels_last))
+        return conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    during, after = [], []
+    real_epoch, real_train = Trainer.train_one_epoch, engine.train
+
+    def epoch_spy(self, epoch):
+        during.append(conv_is_channels_last(self.student))
+        return real_epoch(self, epoch)
+
+    def train_spy(plan, student, *args, **kwargs):
+        result = real_train(plan, student, *args, **kwargs)
+        after.append(conv_is_channels_last(student))
         return result
 
-    monkeypatch.setattr(engine, "train", spy)
+    monkeypatch.setattr(Trainer, "train_one_epoch", epoch_spy)
+    monkeypatch.setattr(engine, "train", train_spy)
     out = tmp_path / "run"
     args = ["build", str(world), "--output", str(out), *setting, "--quiet"]  # the default: channels_last
     assert main(args + ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]) == 0
-    assert seen == [expected]
+    assert during == [expected]
+    assert after == [False], "the student timed, saved and exported is the plain (contiguous) one"

@@ -270,7 +270,7 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(True, description="teachers run channels_last (measured 1.5x on CPU inference)")
     cache_max_gb: float = Field(20.0, gt=0, description="disk budget of the teacher cache; over it teachers run live")
     student_channels_last: bool = Field(
-        True, description="train the student in channels_last memory format (measured 1.3-1.4x on CPU)"
+        True, description="train the student in channels_last memory format (measured 1.2-1.5x on CPU)"
     )
     compile: bool = Field(False, description="torch.compile the student's training forward (first steps compile)")
     route_rows: bool = Field(
@@ -331,19 +331,13 @@ class Recipe(_Strict):
 BEFORE_KEY_EXISTED = {("train", "route_rows"): False, ("amalgamation", "focal"): 0.0}
 
 
-#: keys that change how fast a run goes, where it keeps files or what it logs, not what the student
-#: learns (data order and augmentation are drawn in the main process): a resume may change them
+#: keys that change how fast a run goes or what it logs, not what the student learns beyond
+#: floating-point rounding (data order and augmentation are drawn in the main process): a resume may
+#: change them. Not ``cache_max_gb``: crossing it turns the cache off, and live targets of flipped
+#: images are the teachers' answers to the flip, not the flipped answers.
 RUNTIME_KEYS = frozenset(
     f"train.{key}"
-    for key in (
-        "workers",
-        "eval_batch_size",
-        "tensorboard",
-        "channels_last",
-        "student_channels_last",
-        "compile",
-        "cache_max_gb",
-    )
+    for key in ("workers", "eval_batch_size", "tensorboard", "channels_last", "student_channels_last", "compile")
 )
 
 

@@ -23,6 +23,7 @@ from amalgam.training.checkpoint import PEERS_REQUIRED, REQUIRED, read_with_fall
 from amalgam.training.distributed import DistContext
 from amalgam.training.loader import make_loader
 from amalgam.training.optim import build_optimizer, build_scheduler
+from amalgam.training.peer_training import UNUSED_TRAIN_KEYS
 from amalgam.training.profiling import StepTimer
 from amalgam.training.result import TrainResult
 from amalgam.training.runtime import autocast_for, resolve_device, seed_everything
@@ -82,9 +83,12 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
     if peers and state.get("kind") != "peers":
         raise AmalgamError(f"checkpoint {path} is not a peers build's of this amalgam and cannot be resumed")
     changed = recipe_changes(state["recipe"], recipe)
-    runtime = [key for key in changed if key in RUNTIME_KEYS]
+    runtime = [key for key in changed if key in RUNTIME_KEYS and not (peers and key.split(".")[1] in UNUSED_TRAIN_KEYS)]
     if runtime:
-        warn(f"resuming {path} with runtime settings changed since ({', '.join(runtime)}): what it learns is the same")
+        warn(
+            f"resuming {path} with runtime settings (or their defaults) changed since ({', '.join(runtime)}): "
+            "the same training up to floating-point rounding"
+        )
     changed = [key for key in changed if key not in RUNTIME_KEYS]
     if changed:
         hint = resume_hint(state["recipe"], changed)
