@@ -201,3 +201,12 @@ def test_resume_refuses_a_checkpoint_of_another_student(world, tmp_path, capsys)
     assert (
         "cannot resume: the checkpoint holds another student (differs in decoder_channels)" in capsys.readouterr().err
     )
+
+
+def test_runtime_changes_split_what_a_resume_may_change_from_the_rest():
+    from amalgam.config.schema import runtime_changes
+
+    changed = ["train.workers", "train.lr", "train.compile", "train.cache_max_gb"]
+    assert runtime_changes(changed) == (["train.workers", "train.compile"], ["train.lr", "train.cache_max_gb"])
+    # a peers build has no compiled student: that change is neither said nor refused
+    assert runtime_changes(changed, peers=True) == (["train.workers"], ["train.lr", "train.cache_max_gb"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from amalgam.config.label_entries import label_names, read_names, space_of
-from amalgam.config.schema import InputSpec, Recipe, SourceConfig, TeacherConfig
+from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS, InputSpec, Recipe, SourceConfig, TeacherConfig
 from amalgam.data.sources import SET_OPTIONS, SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError
@@ -15,7 +15,6 @@ from amalgam.students.encoders import build_encoder
 from amalgam.task import TASKS, get_task, task_names
 from amalgam.teachers.model_sources import check_encoder_name, check_model
 from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher
-from amalgam.training.peer_training import UNUSED_TRAIN_KEYS  # the loop states what it uses
 
 STRIDE = 32  # the student's encoder downsamples 2^5 times
 
@@ -243,7 +242,7 @@ def check_peers(recipe: Recipe) -> None:
     if recipe.teachers:
         raise RecipeError("peers", "a recipe has either teachers or peers, not both")
     at_key("peers.strategy", PEER_STRATEGIES.get, peers.strategy)
-    for key in UNUSED_TRAIN_KEYS:
+    for key in PEERS_UNUSED_TRAIN_KEYS:
         if key in recipe.train.model_fields_set:
             raise RecipeError(f"train.{key}", "not used by a peers build (it trains from labels, with no teachers)")
     at_key("peers.model", check_model, peers.model.source, peers.model.kwargs(), recipe.base_dir)

@@ -341,6 +341,30 @@ RUNTIME_KEYS = frozenset(
 )
 
 
+#: ``train`` keys of distillation that a peers build has no use for: set in a peers recipe, they are
+#: refused, and a resume of one does not mention them
+PEERS_UNUSED_TRAIN_KEYS = (
+    "augment",
+    "mixup",
+    "cache_teachers",
+    "cache_max_gb",
+    "channels_last",
+    "student_channels_last",
+    "compile",
+    "route_rows",
+    "tensorboard",
+    "eval_every",
+)
+
+
+def runtime_changes(changed: list[str], peers: bool = False) -> tuple[list[str], list[str]]:
+    """Splits the ``changed`` keys of :func:`recipe_changes` into those a resume may change and says
+    (:data:`RUNTIME_KEYS`, less the ones a peers build does not use) and all the others."""
+    unused = {f"train.{key}" for key in PEERS_UNUSED_TRAIN_KEYS} if peers else set()
+    runtime = [key for key in changed if key in RUNTIME_KEYS and key not in unused]
+    return runtime, [key for key in changed if key not in RUNTIME_KEYS]
+
+
 def resume_hint(stored: dict, changed: list[str]) -> str:
     """For the ``changed`` keys of :func:`recipe_changes` whose checkpoint value is what
     :data:`BEFORE_KEY_EXISTED` says runs did before: the ``--set`` options that resume the run as it

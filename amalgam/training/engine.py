@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from amalgam.config.schema import RUNTIME_KEYS, recipe_changes, resume_hint
+from amalgam.config.schema import recipe_changes, resume_hint, runtime_changes
 from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
@@ -23,7 +23,6 @@ from amalgam.training.checkpoint import PEERS_REQUIRED, REQUIRED, read_with_fall
 from amalgam.training.distributed import DistContext
 from amalgam.training.loader import make_loader
 from amalgam.training.optim import build_optimizer, build_scheduler
-from amalgam.training.peer_training import UNUSED_TRAIN_KEYS
 from amalgam.training.profiling import StepTimer
 from amalgam.training.result import TrainResult
 from amalgam.training.runtime import autocast_for, resolve_device, seed_everything
@@ -82,14 +81,12 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
     state = read_with_fallback(path, warn, PEERS_REQUIRED if peers else REQUIRED)
     if peers and state.get("kind") != "peers":
         raise AmalgamError(f"checkpoint {path} is not a peers build's of this amalgam and cannot be resumed")
-    changed = recipe_changes(state["recipe"], recipe)
-    runtime = [key for key in changed if key in RUNTIME_KEYS and not (peers and key.split(".")[1] in UNUSED_TRAIN_KEYS)]
+    runtime, changed = runtime_changes(recipe_changes(state["recipe"], recipe), peers)
     if runtime:
         warn(
             f"resuming {path} with runtime settings (or their defaults) changed since ({', '.join(runtime)}): "
             "the same training up to floating-point rounding"
         )
-    changed = [key for key in changed if key not in RUNTIME_KEYS]
     if changed:
         hint = resume_hint(state["recipe"], changed)
         raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)}){hint}")

@@ -3,7 +3,8 @@
 The loop of a peers build; the strategies' losses and ONE's model are :mod:`amalgam.kd.peers`.
 It honours ``train.epochs``, ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``weight_decay``,
 ``schedule``, ``workers`` and ``samples_per_epoch``; the recipe check refuses the distillation-only
-keys of :data:`UNUSED_TRAIN_KEYS`. ``--resume`` continues after the last finished epoch.
+keys of :data:`~amalgam.config.schema.PEERS_UNUSED_TRAIN_KEYS`. ``--resume`` continues after the
+last finished epoch.
 
 ``amalgam build`` runs these when a recipe has ``peers`` instead of ``teachers``. The run folder
 gets ``peers.pt`` (the trained models), ``checkpoint.pt`` each epoch, ``train_log.csv``,
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
+from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS as UNUSED_TRAIN_KEYS  # noqa: F401 (its old home)
 from amalgam.config.schema import PeersConfig, Recipe
 from amalgam.data import build_image_set
 from amalgam.errors import AmalgamError
@@ -32,20 +34,6 @@ from amalgam.teachers.model_sources import build_model
 from amalgam.teachers.teacher import to_input
 from amalgam.training.checkpoint import write_checkpoint
 from amalgam.training.optim import build_optimizer, build_scheduler
-
-#: ``train`` keys of distillation that a peers build has no use for: set in a peers recipe, they are refused
-UNUSED_TRAIN_KEYS = (
-    "augment",
-    "mixup",
-    "cache_teachers",
-    "cache_max_gb",
-    "channels_last",
-    "student_channels_last",
-    "compile",
-    "route_rows",
-    "tensorboard",
-    "eval_every",
-)
 
 
 class PeerGroup(nn.Module):
