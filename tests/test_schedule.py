@@ -69,3 +69,51 @@ def test_step_schedule_with_warmup_still_divides_by_ten_each_third():
 def test_the_schedule_line_says_the_warmup_steps():
     cfg = TrainConfig(epochs=4, batch_size=32, samples_per_epoch=3200, warmup_epochs=1)
     assert schedule_lines(cfg, None, [])[0] == "schedule: 4 epochs of 3,200 images, 400 steps (the first 100 warm up)"
+
+
+@pytest.mark.parametrize("student_type", ["branched", "compact"])
+def test_encoder_lr_scale_puts_every_encoder_stage_in_a_slower_group(student_type):
+    from amalgam.students import StudentSpec, build_student
+    from amalgam.training.optim import build_optimizer, parameter_groups
+
+    spec = StudentSpec(
+        type=student_type,
+        encoder="resnet18",
+        heads={"classification": 3, "segmentation": 4},
+        branch_at={"classification": 4, "segmentation": 2} if student_type == "branched" else 0,
+        decoder_channels=[8, 8, 8, 8, 8],
+    )
+    student = build_student(spec)
+    extra = [torch.nn.Parameter(torch.zeros(2))]  # e.g. the objective's learned task weights
+    cfg = TrainConfig(lr=1e-2, encoder_lr_scale=0.25, warmup_epochs=1, epochs=2)
+    opt = build_optimizer(parameter_groups(student, extra, cfg), cfg)
+    fast, slow = opt.param_groups
+    encoder = {id(p) for m in student.encoder_modules() for p in m.parameters()}
+    assert {id(p) for p in slow["params"]} == encoder and len(encoder) > 0
+    by_name = {id(p) for n, p in student.named_parameters() if n.split(".")[0] in ("trunk", "branches", "encoder")}
+    assert encoder == by_name  # every encoder stage, the tasks' own copies too; no decoder or head
+    assert all(id(p) not in encoder for p in fast["params"]) and any(p is extra[0] for p in fast["params"])
+    assert len(fast["params"]) + len(slow["params"]) == len(list(student.parameters())) + 1
+    assert (fast["lr"], slow["lr"]) == (1e-2, pytest.approx(2.5e-3))  # train_log.csv's lr is group 0's
+    sched = build_scheduler(opt, cfg, 10)  # warm-up and schedule scale both groups alike
+    for _ in range(3):
+        opt.step(), sched.step()
+    assert slow["lr"] == pytest.approx(0.25 * fast["lr"]) and fast["lr"] < 1e-2
+    assert len(parameter_groups(student, extra, TrainConfig(lr=1e-2))) == 1
+
+
+def test_the_schedule_line_says_the_encoder_rate():
+    cfg = TrainConfig(epochs=1, samples_per_epoch=64, batch_size=32, lr=4e-3, encoder_lr_scale=0.3)
+    assert schedule_lines(cfg, None, [])[1] == "  the student's encoder stages learn at 0.3 x train.lr (0.0012)"
+
+
+def test_a_build_trains_the_encoder_in_its_own_group(world, tmp_path, monkeypatch):
+    from amalgam.training import trainer
+
+    made = []
+    real = trainer.build_optimizer
+    monkeypatch.setattr(trainer, "build_optimizer", lambda groups, cfg: made.append(real(groups, cfg)) or made[-1])
+    args = ["build", str(world), "--output", str(tmp_path / "run"), "--quiet", "--set", "train.epochs=1"]
+    assert main(args + ["--set", "train.samples_per_epoch=8", "--set", "train.encoder_lr_scale=0.5"]) == 0
+    (fast, slow), lr = made[0].param_groups, made[0].defaults["lr"]
+    assert slow["initial_lr"] == pytest.approx(0.5 * lr) and fast["initial_lr"] == lr

@@ -256,6 +256,9 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["cosine", "step", "none"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warm-up over this many epochs (0: none)")
+    encoder_lr_scale: float = Field(
+        1.0, gt=0, description="the student's encoder stages learn at this multiple of train.lr (the rest at lr)"
+    )
     workers: int = Field(2, ge=0)
     samples_per_epoch: Optional[int] = Field(None, ge=1, description="default: all source images")
     augment: bool = True
@@ -354,6 +357,7 @@ PEERS_UNUSED_TRAIN_KEYS = (
     "route_rows",
     "tensorboard",
     "eval_every",
+    "encoder_lr_scale",
 )
 
 

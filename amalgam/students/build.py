@@ -164,6 +164,13 @@ class _Student(nn.Module):
         """Copies a (pretrained) smp encoder of ``spec.encoder`` into every place the student holds it."""
         raise RecipeError("student.encoder_weights", f"a '{self.spec.type}' student cannot load encoder weights")
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The modules built from ``spec.encoder`` (what :meth:`load_encoder` fills): they learn at
+        ``train.encoder_lr_scale`` times the rate."""
+        raise RecipeError(
+            "train.encoder_lr_scale", f"a '{self.spec.type}' student does not say which modules are its encoder"
+        )
+
     @classmethod
     def default_tap(cls, spec: StudentSpec) -> str:
         """Module whose output feature terms and gates read when ``amalgamation.student_tap`` is not set."""
@@ -234,6 +241,10 @@ class BranchedStudent(_Student):
             out[name] = y if r is None else scatter_rows(y, r, images.shape[0])
         return out
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The shared trunk and every task's own encoder stages."""
+        return [self.trunk, self.branches]
+
     def load_encoder(self, encoder: nn.Module) -> None:
         """The trunk and each task's own stages start from the matching stages of ``encoder``."""
         stages = split_stages(encoder)
@@ -290,6 +301,10 @@ class CompactStudent(_Student):
         if any(r is None for r in each):
             return None
         return torch.unique(torch.cat(each))
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The one encoder."""
+        return [self.encoder]
 
     def load_encoder(self, encoder: nn.Module) -> None:
         """The one encoder starts from ``encoder``."""

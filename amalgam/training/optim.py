@@ -6,15 +6,29 @@ import math
 from typing import Callable, Iterable
 
 import torch
+from torch import nn
 
 from amalgam.config.schema import TrainConfig
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW, at ``cfg.lr`` with ``cfg.weight_decay``."""
+def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW, at ``cfg.lr`` with ``cfg.weight_decay``, over parameters or the
+    groups of :func:`parameter_groups` (a group's own ``lr`` overrides ``cfg.lr``)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def parameter_groups(student: nn.Module, extra: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """The trainable parameters of ``student`` and ``extra`` (the objective's own) as optimizer groups:
+    one at ``cfg.lr``, and with ``cfg.encoder_lr_scale`` other than 1 a second group of the student's
+    encoder stages at that multiple of it. The first group is the one at ``cfg.lr`` (train_log.csv's lr)."""
+    scale = getattr(cfg, "encoder_lr_scale", 1.0)
+    encoder = {id(p) for m in student.encoder_modules() for p in m.parameters()} if scale != 1 else set()
+    params = [p for p in [*student.parameters(), *extra] if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in encoder]}]
+    slow = [p for p in params if id(p) in encoder]
+    return groups + ([{"params": slow, "lr": cfg.lr * scale}] if slow else [])
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -48,5 +48,8 @@ def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks
         f"schedule: {train.epochs} epochs of {train.samples_per_epoch or source_images:,} images, {steps:,} steps"
         + (f" (the first {warm:,} warm up)" if warm else "")
     ]
+    scale = train.encoder_lr_scale
+    if scale != 1:
+        lines.append(f"  the student's encoder stages learn at {scale:g} x train.lr ({scale * train.lr:.3g})")
     warning = short_schedule_warning(steps, dense_tasks)
     return lines + ([f"  {warning}"] if warning else [])

@@ -28,7 +28,7 @@ from amalgam.training.checkpoint import write_checkpoint
 from amalgam.training.distributed import DistContext
 from amalgam.training.interrupt import StopRequest
 from amalgam.training.loader import make_loader, replay_epochs
-from amalgam.training.optim import build_optimizer, build_scheduler
+from amalgam.training.optim import build_optimizer, build_scheduler, parameter_groups
 from amalgam.training.profiling import StepTimer
 from amalgam.training.progress import bar_for
 from amalgam.training.result import TrainResult
@@ -80,8 +80,7 @@ class Trainer:
         self.router = make_router(plan, student, self.objective.student_tap, device, log if ctx.is_main else _quiet)
         self.model = self._wrap(student)
         local = ctx.local_batch(cfg.batch_size)
-        params = [p for p in list(student.parameters()) + list(self.objective.parameters()) if p.requires_grad]
-        self.optimizer = build_optimizer(params, cfg)
+        self.optimizer = build_optimizer(parameter_groups(student, self.objective.parameters(), cfg), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, max(1, cfg.epochs * len(self.loader)))
         self.scaler = grad_scaler_for(device)
         self.result = TrainResult(cfg.epochs, 0.0, 0)
