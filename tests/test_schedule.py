@@ -117,3 +117,13 @@ def test_a_build_trains_the_encoder_in_its_own_group(world, tmp_path, monkeypatc
     assert main(args + ["--set", "train.samples_per_epoch=8", "--set", "train.encoder_lr_scale=0.5"]) == 0
     (fast, slow), lr = made[0].param_groups, made[0].defaults["lr"]
     assert slow["initial_lr"] == pytest.approx(0.5 * lr) and fast["initial_lr"] == lr
+
+
+def test_encoder_lr_scale_refuses_a_student_that_does_not_name_its_encoder():
+    from amalgam.errors import RecipeError
+    from amalgam.training.optim import parameter_groups
+
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1))  # e.g. a plugin's student
+    with pytest.raises(RecipeError, match="train.encoder_lr_scale: Sequential has no encoder_modules"):
+        parameter_groups(plain, [], TrainConfig(encoder_lr_scale=0.5))
+    assert len(parameter_groups(plain, [], TrainConfig())[0]["params"]) == 4  # at scale 1 nothing is asked

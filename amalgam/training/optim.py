@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from amalgam.config.schema import TrainConfig
+from amalgam.errors import RecipeError
 
 
 def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -24,11 +25,19 @@ def parameter_groups(student: nn.Module, extra: Iterable[torch.nn.Parameter], cf
     one at ``cfg.lr``, and with ``cfg.encoder_lr_scale`` other than 1 a second group of the student's
     encoder stages at that multiple of it. The first group is the one at ``cfg.lr`` (train_log.csv's lr)."""
     scale = getattr(cfg, "encoder_lr_scale", 1.0)
-    encoder = {id(p) for m in student.encoder_modules() for p in m.parameters()} if scale != 1 else set()
+    encoder = {id(p) for m in _encoder_modules(student) for p in m.parameters()} if scale != 1 else set()
     params = [p for p in [*student.parameters(), *extra] if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) not in encoder]}]
     slow = [p for p in params if id(p) in encoder]
     return groups + ([{"params": slow, "lr": cfg.lr * scale}] if slow else [])
+
+
+def _encoder_modules(student: nn.Module) -> list[nn.Module]:
+    """``student.encoder_modules()``; a student class of a plugin without it is refused by name."""
+    modules = getattr(student, "encoder_modules", None)
+    if modules is None:
+        raise RecipeError("train.encoder_lr_scale", f"{type(student).__name__} has no encoder_modules() to slow down")
+    return modules()
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
