@@ -127,3 +127,15 @@ def test_encoder_lr_scale_refuses_a_student_that_does_not_name_its_encoder():
     with pytest.raises(RecipeError, match="train.encoder_lr_scale: Sequential has no encoder_modules"):
         parameter_groups(plain, [], TrainConfig(encoder_lr_scale=0.5))
     assert len(parameter_groups(plain, [], TrainConfig())[0]["params"]) == 4  # at scale 1 nothing is asked
+
+
+def test_fixed_task_weights_are_reported_as_given(world, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run"
+    args = ["build", str(world), "--output", str(out), "--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]
+    assert main(args + ["--set", "amalgamation.task_weights={segmentation: 2.5, cls: 0.5}"]) == 0
+    train = json.loads((out / "report.json").read_text())["train"]
+    assert train["task_weighting"] == "fixed"
+    assert train["task_weights"] == {"cls": 0.5, "seg-a": 2.5, "seg-b": 2.5, "depth": 1.0}  # a teacher's name first
+    assert "task weights at the end (fixed): cls 0.5, seg-a 2.5, seg-b 2.5, depth 1" in capsys.readouterr().out

@@ -128,6 +128,12 @@ class Objective(nn.Module):
             _, feature = teacher.answer(self._dummy(), tap)
             self.adapters[name] = make(self.student_tap.value.shape[1], feature.shape[1])
 
+    def task_weights(self) -> dict[str, float]:
+        """Each term's weight now: the fixed ``task_weights``, or the learned ``exp(-s)``."""
+        if self.log_vars is None:
+            return dict(self.fixed)
+        return {term: math.exp(-float(s)) for term, s in self.log_vars.items()}
+
     def weight(self, term: str, loss: torch.Tensor) -> torch.Tensor:
         """Fixed weight, or Kendall et al.'s ``exp(-s) * L + s`` with a learned ``s`` per term."""
         if self.log_vars is None:

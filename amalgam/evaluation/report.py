@@ -7,12 +7,12 @@ from pathlib import Path
 
 from amalgam.evaluation.evaluate import Evaluation, relative_to_teacher
 from amalgam.io import write_json
-from amalgam.training.result import TrainResult
+from amalgam.training.result import TrainResult, weights_text
 
 
 def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainResult | None) -> dict:
     """The report dict; its field names are a public contract (extend, never rename)."""
-    return {
+    report = {
         "name": name,
         "student": sizes["student"],
         "teachers": sizes["teachers"],
@@ -25,6 +25,10 @@ def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainRes
             "images_per_second": round(train.images_per_second, 2) if train else 0.0,
         },
     }
+    if train and train.task_weights:
+        report["train"]["task_weighting"] = train.task_weighting
+        report["train"]["task_weights"] = {term: round(w, 4) for term, w in train.task_weights.items()}
+    return report
 
 
 #: the headline table's columns (report.md; report.html shows the same)
@@ -99,6 +103,8 @@ def to_markdown(report: dict) -> str:
     if train["epochs"]:  # `amalgam eval` trains nothing: no training line
         speed = train["images_per_second"]
         lines += [f"Training: {train['epochs']} epochs, {train['seconds']} s, {speed} images/s.", ""]
+        if train.get("task_weights"):  # a term starved by its weight shows here
+            lines += [weights_text(train["task_weighting"], train["task_weights"]).capitalize() + ".", ""]
     return "\n".join(lines)
 
 

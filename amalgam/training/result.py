@@ -14,14 +14,27 @@ class TrainResult:
         seconds: training time, summed over resumed parts.
         images: training images seen (all processes together).
         history: one row per finished epoch (the rows of ``train_log.csv``).
+        task_weights: each distillation term's weight at the end (learned ``exp(-s)`` or fixed).
+        task_weighting: ``uncertainty`` or ``fixed`` (empty: a run without such terms).
     """
 
     epochs: int
     seconds: float
     images: int
     history: list[dict] = field(default_factory=list)
+    task_weights: dict[str, float] = field(default_factory=dict)
+    task_weighting: str = ""
+
+    def weights_line(self) -> str:
+        """The build log's line on the terms' weights ('' without them)."""
+        return weights_text(self.task_weighting, self.task_weights) if self.task_weights else ""
 
     @property
     def images_per_second(self) -> float:
         """Training throughput over the whole run."""
         return self.images / self.seconds if self.seconds else 0.0
+
+
+def weights_text(weighting: str, weights: dict[str, float]) -> str:
+    """'task weights at the end (uncertainty): a 1.95, b 0.3' for the build log and report.md."""
+    return f"task weights at the end ({weighting}): " + ", ".join(f"{t} {w:.3g}" for t, w in weights.items())

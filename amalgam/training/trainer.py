@@ -133,6 +133,10 @@ class Trainer:
         if self.cfg.student_channels_last:  # what is timed, saved and exported is the plain student
             self.student.to(memory_format=torch.contiguous_format)
         self.result.seconds = time.perf_counter() - self._clock
+        self.result.task_weights = self.objective.task_weights()
+        self.result.task_weighting = "fixed" if self.objective.log_vars is None else "uncertainty"
+        if self.result.task_weights:  # a term starved by its weight shows here before any ratio does
+            self.log(self.result.weights_line())
         return self.result
 
     def train_one_epoch(self, epoch: int) -> dict:
