@@ -47,6 +47,20 @@ class TappedAtEncoder(CompactStudent):
         return "encoder"
 
 
+def test_encoder_lr_scale_needs_a_student_type_that_names_its_encoder(world, registered):
+    from amalgam.students.build import _Student
+
+    class Bare(_Student):  # a plugin's student that never says what its encoder is
+        pass
+
+    registered(STUDENTS, "bare", Bare)
+    registered(STUDENTS, "tapped", TappedAtEncoder)  # inherits the compact student's encoder_modules
+    with pytest.raises(RecipeError, match=r"train\.encoder_lr_scale: a 'bare' student does not say which modules"):
+        load_recipe(world, ["student.type=bare", "train.encoder_lr_scale=0.5"])
+    load_recipe(world, ["student.type=bare"])  # at scale 1 nothing is asked of it
+    load_recipe(world, ["student.type=tapped", "train.encoder_lr_scale=0.5"])
+
+
 def test_a_student_type_is_one_registration(world, registered):
     with pytest.raises(RecipeError, match=r"student\.type: unknown student type 'tapped' \(expected one of: .*compact"):
         load_recipe(world, ["student.type=tapped"])

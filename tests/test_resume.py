@@ -210,3 +210,19 @@ def test_runtime_changes_split_what_a_resume_may_change_from_the_rest():
     assert runtime_changes(changed) == (["train.workers", "train.compile"], ["train.lr", "train.cache_max_gb"])
     # a peers build has no compiled student: that change is neither said nor refused
     assert runtime_changes(changed, peers=True) == (["train.workers"], ["train.lr", "train.cache_max_gb"])
+
+
+def test_a_run_with_a_slower_encoder_resumes_with_both_groups_and_refuses_another_scale(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    short = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--quiet"]
+    slow = ["--set", "train.encoder_lr_scale=0.5"]
+    assert main(["build", str(world), "--output", str(out), *short, *slow]) == 0
+    groups = torch.load(out / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([1e-3, 5e-4])  # the world's lr, and half of it
+    (out / "report.json").unlink()  # as if it had been killed during evaluation
+    assert (
+        main(["build", str(world), "--output", str(out), *short, "--set", "train.encoder_lr_scale=0.25", "--resume"])
+        == 2
+    )
+    assert "the recipe changed since (keys: train.encoder_lr_scale)" in capsys.readouterr().err
+    assert main(["build", str(world), "--output", str(out), *short, *slow, "--resume"]) == 0

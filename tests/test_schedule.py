@@ -134,8 +134,10 @@ def test_fixed_task_weights_are_reported_as_given(world, tmp_path, capsys):
 
     out = tmp_path / "run"
     args = ["build", str(world), "--output", str(out), "--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]
-    assert main(args + ["--set", "amalgamation.task_weights={segmentation: 2.5, cls: 0.5}"]) == 0
+    assert main(args + ["--set", "amalgamation.task_weights={segmentation: 2.5e-5, cls: 0.5}"]) == 0
     train = json.loads((out / "report.json").read_text())["train"]
     assert train["task_weighting"] == "fixed"
-    assert train["task_weights"] == {"cls": 0.5, "seg-a": 2.5, "seg-b": 2.5, "depth": 1.0}  # a teacher's name first
-    assert "task weights at the end (fixed): cls 0.5, seg-a 2.5, seg-b 2.5, depth 1" in capsys.readouterr().out
+    # a teacher's name before its task's; a tiny weight keeps its figures (a starved term must not read 0)
+    assert train["task_weights"] == {"cls": 0.5, "seg-a": 2.5e-5, "seg-b": 2.5e-5, "depth": 1.0}
+    assert "task weights at the end (fixed): cls 0.5, seg-a 2.5e-05, seg-b 2.5e-05, depth 1" in capsys.readouterr().out
+    assert "Task weights at the end (fixed): cls 0.5, seg-a 2.5e-05" in (out / "report.md").read_text()

@@ -10,7 +10,7 @@ from amalgam.data.sources import SET_OPTIONS, SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
-from amalgam.students.build import STUDENTS, has_branches
+from amalgam.students.build import STUDENTS, has_branches, names_its_encoder
 from amalgam.students.encoders import build_encoder
 from amalgam.task import TASKS, get_task, task_names
 from amalgam.teachers.model_sources import check_encoder_name, check_model
@@ -61,12 +61,7 @@ def check_recipe(recipe: Recipe) -> None:
     check_encoder_args(recipe)
     check_branch_at(recipe)
     check_task_decoders(recipe)
-    if recipe.student.init is not None and recipe.student.encoder_weights is not None:
-        raise RecipeError("student.encoder_weights", "not with student.init (that sets every weight): keep one")
-    if recipe.student.encoder_weights is not None and recipe.student.encoder == "auto":
-        raise RecipeError(
-            "student.encoder_weights", "needs a named student.encoder (auto sizes by budget and may choose another)"
-        )
+    check_student_start(recipe)
     h, w = recipe.data.image_size
     if h % STRIDE or w % STRIDE:
         raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")
@@ -234,6 +229,21 @@ def label_names_at(path: str, entries: list) -> list[str]:
     except AmalgamError as exc:
         index, _, msg = str(exc).partition(": ")
         raise RecipeError(f"{path}.{index}", msg) from None
+
+
+def check_student_start(recipe: Recipe) -> None:
+    """What the student starts from (``init`` or ``encoder_weights``) and its encoder's own rate."""
+    student = recipe.student
+    if student.init is not None and student.encoder_weights is not None:
+        raise RecipeError("student.encoder_weights", "not with student.init (that sets every weight): keep one")
+    if student.encoder_weights is not None and student.encoder == "auto":
+        raise RecipeError(
+            "student.encoder_weights", "needs a named student.encoder (auto sizes by budget and may choose another)"
+        )
+    if recipe.train.encoder_lr_scale != 1 and not names_its_encoder(student.type):
+        raise RecipeError(
+            "train.encoder_lr_scale", f"a '{student.type}' student does not say which modules are its encoder"
+        )
 
 
 def check_peers(recipe: Recipe) -> None:

@@ -345,7 +345,8 @@ RUNTIME_KEYS = frozenset(
 
 
 #: ``train`` keys of distillation that a peers build has no use for: set in a peers recipe, they are
-#: refused, and a resume of one does not mention them
+#: refused (so they only differ between a peers checkpoint and its resume by their defaults: the
+#: runtime ones among them go unmentioned)
 PEERS_UNUSED_TRAIN_KEYS = (
     "augment",
     "mixup",

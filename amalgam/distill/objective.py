@@ -132,7 +132,7 @@ class Objective(nn.Module):
         """Each term's weight now: the fixed ``task_weights``, or the learned ``exp(-s)``."""
         if self.log_vars is None:
             return dict(self.fixed)
-        return {term: math.exp(-float(s)) for term, s in self.log_vars.items()}
+        return learned_task_weights(self.state_dict())
 
     def weight(self, term: str, loss: torch.Tensor) -> torch.Tensor:
         """Fixed weight, or Kendall et al.'s ``exp(-s) * L + s`` with a learned ``s`` per term."""

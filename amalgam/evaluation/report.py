@@ -27,7 +27,8 @@ def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainRes
     }
     if train and train.task_weights:
         report["train"]["task_weighting"] = train.task_weighting
-        report["train"]["task_weights"] = {term: round(w, 4) for term, w in train.task_weights.items()}
+        # significant figures: a starved weight (exp(-10)) must not print as 0
+        report["train"]["task_weights"] = {term: float(f"{w:.4g}") for term, w in train.task_weights.items()}
     return report
 
 
@@ -104,7 +105,8 @@ def to_markdown(report: dict) -> str:
         speed = train["images_per_second"]
         lines += [f"Training: {train['epochs']} epochs, {train['seconds']} s, {speed} images/s.", ""]
         if train.get("task_weights"):  # a term starved by its weight shows here
-            lines += [weights_text(train["task_weighting"], train["task_weights"]).capitalize() + ".", ""]
+            text = weights_text(train["task_weighting"], train["task_weights"])
+            lines += [text[0].upper() + text[1:] + ".", ""]  # not capitalize(): it lowers teachers' names
     return "\n".join(lines)
 
 

@@ -371,6 +371,12 @@ def build_student(spec: StudentSpec) -> nn.Module:
     return STUDENTS.get(spec.type)(spec)
 
 
+def names_its_encoder(student_type: str) -> bool:
+    """Whether a registered student type says which modules are its encoder (``train.encoder_lr_scale``)."""
+    own = getattr(STUDENTS.get(student_type), "encoder_modules", None)
+    return own is not None and own is not _Student.encoder_modules
+
+
 def has_branches(student_type: str) -> bool:
     """Whether a registered student type is a tree of task branches (its class's ``tree``)."""
     return STUDENTS.get(student_type).tree
