@@ -164,13 +164,6 @@ class _Student(nn.Module):
         """Copies a (pretrained) smp encoder of ``spec.encoder`` into every place the student holds it."""
         raise RecipeError("student.encoder_weights", f"a '{self.spec.type}' student cannot load encoder weights")
 
-    def encoder_modules(self) -> list[nn.Module]:
-        """The modules built from ``spec.encoder`` (what :meth:`load_encoder` fills): they learn at
-        ``train.encoder_lr_scale`` times the rate."""
-        raise RecipeError(
-            "train.encoder_lr_scale", f"a '{self.spec.type}' student does not say which modules are its encoder"
-        )
-
     @classmethod
     def default_tap(cls, spec: StudentSpec) -> str:
         """Module whose output feature terms and gates read when ``amalgamation.student_tap`` is not set."""
@@ -372,9 +365,9 @@ def build_student(spec: StudentSpec) -> nn.Module:
 
 
 def names_its_encoder(student_type: str) -> bool:
-    """Whether a registered student type says which modules are its encoder (``train.encoder_lr_scale``)."""
-    own = getattr(STUDENTS.get(student_type), "encoder_modules", None)
-    return own is not None and own is not _Student.encoder_modules
+    """Whether a registered student type says which modules are its encoder: an ``encoder_modules()``
+    giving what :meth:`load_encoder` fills, for ``train.encoder_lr_scale``."""
+    return hasattr(STUDENTS.get(student_type), "encoder_modules")
 
 
 def has_branches(student_type: str) -> bool:

@@ -24,7 +24,7 @@ def parameter_groups(student: nn.Module, extra: Iterable[torch.nn.Parameter], cf
     """The trainable parameters of ``student`` and ``extra`` (the objective's own) as optimizer groups:
     one at ``cfg.lr``, and with ``cfg.encoder_lr_scale`` other than 1 a second group of the student's
     encoder stages at that multiple of it. The first group is the one at ``cfg.lr`` (train_log.csv's lr)."""
-    scale = getattr(cfg, "encoder_lr_scale", 1.0)
+    scale = cfg.encoder_lr_scale
     encoder = {id(p) for m in _encoder_modules(student) for p in m.parameters()} if scale != 1 else set()
     params = [p for p in [*student.parameters(), *extra] if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) not in encoder]}]

@@ -25,10 +25,6 @@ class TrainResult:
     task_weights: dict[str, float] = field(default_factory=dict)
     task_weighting: str = ""
 
-    def weights_line(self) -> str:
-        """The build log's line on the terms' weights ('' without them)."""
-        return weights_text(self.task_weighting, self.task_weights) if self.task_weights else ""
-
     @property
     def images_per_second(self) -> float:
         """Training throughput over the whole run."""

@@ -31,7 +31,7 @@ from amalgam.training.loader import make_loader, replay_epochs
 from amalgam.training.optim import build_optimizer, build_scheduler, parameter_groups
 from amalgam.training.profiling import StepTimer
 from amalgam.training.progress import bar_for
-from amalgam.training.result import TrainResult
+from amalgam.training.result import TrainResult, weights_text
 from amalgam.training.routing import make_router
 from amalgam.training.runtime import autocast_for, grad_scaler_for, seed_everything
 
@@ -136,7 +136,7 @@ class Trainer:
         self.result.task_weights = self.objective.task_weights()
         self.result.task_weighting = "fixed" if self.objective.log_vars is None else "uncertainty"
         if self.result.task_weights:  # a term starved by its weight shows here before any ratio does
-            self.log(self.result.weights_line())
+            self.log(weights_text(self.result.task_weighting, self.result.task_weights))
         return self.result
 
     def train_one_epoch(self, epoch: int) -> dict:
