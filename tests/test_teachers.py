@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from amalgam.config.recipe import TeacherConfig, load_recipe
-from amalgam.distill.objective import Objective, domain_weights
+from amalgam.distill.objective import Objective, domain_weights, learned_task_weights
 from amalgam.distill.plan import build_plan
 from amalgam.errors import AmalgamError
 from amalgam.kd.class_balance import pixel_weight_options
@@ -137,7 +139,7 @@ def test_objective_masks_teachers_by_source(world_plan):
     # uncertainty weighting with s = 0 is the plain sum of the terms
     assert total.item() == pytest.approx(sum(parts.values()), rel=1e-5)
     total.backward()
-    assert all(objective.log_vars[n].grad is not None for n in parts)
+    assert all(objective.weighting.log_vars[n].grad is not None for n in parts)
     assert out["classification"].grad[[0, 3]].abs().sum() == 0  # scenes samples: no classification term
     assert out["classification"].grad[[1, 2]].abs().sum() > 0
 
@@ -146,10 +148,53 @@ def test_objective_uncertainty_log_vars_get_gradients_only_when_used(world_plan)
     objective = Objective(world_plan, student=None)
     total, parts = objective(fake_outputs(2), torch.rand(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))
     total.backward()
-    assert objective.log_vars["cls"].grad is None
+    assert objective.weighting.log_vars["cls"].grad is None
     for name in ("seg-a", "seg-b", "depth"):
         # d/ds (exp(-s) L + s) at s = 0 is 1 - L
-        assert objective.log_vars[name].grad.item() == pytest.approx(1 - parts[name], rel=1e-4)
+        assert objective.weighting.log_vars[name].grad.item() == pytest.approx(1 - parts[name], rel=1e-4)
+
+
+def test_initial_loss_weights_divide_each_term_by_its_mean_over_the_first_steps(world):
+    recipe = load_recipe(world, ["amalgamation.task_weights=initial_loss"])
+    plan = build_plan(recipe, with_data=False, log=lambda m: None)
+    plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
+    objective = Objective(plan, student=None)
+    objective.weighting.steps = 2
+    seen: dict[str, list[float]] = {}
+    for step in range(3):
+        torch.manual_seed(step)
+        total, parts = objective(fake_outputs(2), torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+        for name, value in parts.items():
+            seen.setdefault(name, []).append(value)
+        if step == 0:  # the mean so far is this batch's loss: every term weighs 1
+            assert total.item() == pytest.approx(len(parts), rel=1e-5)
+    # the third step is weighed by the mean of the first two, and only those two were counted
+    weights = {name: 2 / (v[0] + v[1]) for name, v in seen.items()}
+    assert objective.task_weights() == pytest.approx(weights, rel=1e-5)
+    assert total.item() == pytest.approx(sum(weights[n] * v[2] for n, v in seen.items()), rel=1e-5)
+    assert objective.weighting.loss_count.tolist() == [2.0, 2.0, 2.0, 2.0]
+    # the sums are state: a resumed objective weighs as the one it continues
+    again = Objective(plan, student=None)
+    again.load_state_dict(objective.state_dict())
+    assert again.task_weights() == pytest.approx(weights, rel=1e-6)
+
+
+def test_the_recipe_accepts_exactly_the_registered_task_weightings():
+    from typing import get_args
+
+    from amalgam.config.schema import AmalgamationConfig
+    from amalgam.distill.weighting import TASK_WEIGHTINGS
+
+    names = get_args(get_args(AmalgamationConfig.model_fields["task_weights"].annotation)[0])
+    assert sorted(names) == TASK_WEIGHTINGS.names()
+
+
+def test_an_objective_saved_before_the_weighting_module_loads_its_learned_weights(world_plan):
+    objective = Objective(world_plan, student=None)
+    old = {k.replace("weighting.", ""): v + 0.5 for k, v in objective.state_dict().items()}
+    assert set(learned_task_weights(old)) == {"cls", "seg-a", "seg-b", "depth"}
+    objective.load_state_dict(old)
+    assert objective.task_weights() == pytest.approx(dict.fromkeys(learned_task_weights(old), math.exp(-0.5)))
 
 
 def test_objective_fixed_weights(world):
@@ -157,8 +202,8 @@ def test_objective_fixed_weights(world):
     plan = build_plan(recipe, with_data=False, log=lambda m: None)
     plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
     objective = Objective(plan, student=None)
-    assert objective.log_vars is None
-    assert objective.fixed == {"cls": 1.0, "seg-a": 2.0, "seg-b": 3.0, "depth": 0.5}  # teacher beats task
+    assert objective.weighting.name == "fixed"
+    assert objective.task_weights() == {"cls": 1.0, "seg-a": 2.0, "seg-b": 3.0, "depth": 0.5}  # teacher beats task
     total, parts = objective(fake_outputs(2), torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
     expected = parts["cls"] + 2.0 * parts["seg-a"] + 3.0 * parts["seg-b"] + 0.5 * parts["depth"]
     assert total.item() == pytest.approx(expected, rel=1e-5)

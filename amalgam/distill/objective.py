@@ -13,6 +13,7 @@ from torch import nn
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Targets, live_targets
+from amalgam.distill.weighting import TASK_WEIGHTINGS, FixedWeights
 from amalgam.errors import AmalgamError
 from amalgam.kd import LOGIT_ENSEMBLES
 from amalgam.kd.class_balance import pixel_weight_options
@@ -63,16 +64,8 @@ class Objective(nn.Module):
         grouped = {n for g in self.groups for n in g}
         #: distillation terms: a teacher alone, or an ensemble group named "a+b"
         self.terms = {n: [n] for n in plan.teachers if n not in grouped} | {"+".join(g): g for g in self.groups}
-        if amal.task_weights == "uncertainty":
-            self.log_vars = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in self.terms})
-            self.fixed = None
-        else:
-            weights = amal.task_weights
-            self.log_vars = None
-            self.fixed = {
-                term: weights.get(g[0], weights.get(plan.teachers[g[0]].task.name, 1.0))
-                for term, g in self.terms.items()
-            }
+        #: how the terms are weighed against each other (:mod:`amalgam.distill.weighting`)
+        self.weighting = task_weighting(amal.task_weights, plan, self.terms)
         #: fixed keyword options of each term's distill_loss (given only when set: plugin tasks need not know them)
         self.loss_options: dict[str, dict] = {
             term: {"after_projection": True}
@@ -129,17 +122,14 @@ class Objective(nn.Module):
             self.adapters[name] = make(self.student_tap.value.shape[1], feature.shape[1])
 
     def task_weights(self) -> dict[str, float]:
-        """Each term's weight now: the fixed ``task_weights``, or the learned ``exp(-s)``."""
-        if self.log_vars is None:
-            return dict(self.fixed)
-        return learned_task_weights(self.state_dict())
+        """Each term's weight now (fixed, learned ``exp(-s)``, or ``1 / initial loss``)."""
+        return self.weighting.weights()
 
-    def weight(self, term: str, loss: torch.Tensor) -> torch.Tensor:
-        """Fixed weight, or Kendall et al.'s ``exp(-s) * L + s`` with a learned ``s`` per term."""
-        if self.log_vars is None:
-            return self.fixed[term] * loss
-        s = self.log_vars[term]
-        return torch.exp(-s) * loss + s
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints before the weighting module kept the uncertainty log-variances at the top
+        for key in [k for k in state_dict if k.startswith(prefix + "log_vars.")]:
+            state_dict[prefix + "weighting." + key[len(prefix) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
         self,
@@ -174,7 +164,7 @@ class Objective(nn.Module):
             loss = distill(task, s_out, target, options)
             _check_finite(loss, term, task.name)
             parts[term] = loss.item()
-            total = total + self.weight(term, loss)
+            total = total + self.weighting(term, loss)
             for name, (_, feature) in zip(group, outputs):
                 if name in self.adapters:
                     feat = self.adapters[name](self.student_tap.value[idx], feature)
@@ -199,12 +189,30 @@ class Objective(nn.Module):
         return self.temperature * p.clamp_min(1e-8).log()
 
 
+def task_weighting(spec, plan: Plan, terms: dict[str, list[str]]) -> nn.Module:
+    """The weighting ``amalgamation.task_weights`` names, or fixed weights resolved per term (its
+    first teacher's name, then that teacher's task, else 1).
+
+    Args:
+        spec: a registered name (``TASK_WEIGHTINGS``) or ``{task or teacher: weight}``.
+        terms: term name -> its teachers (one, or an ensemble group).
+    """
+    if isinstance(spec, str):
+        return TASK_WEIGHTINGS.get(spec)(list(terms))
+    first = {term: group[0] for term, group in terms.items()}
+    return FixedWeights({t: spec.get(n, spec.get(plan.teachers[n].task.name, 1.0)) for t, n in first.items()})
+
+
 def learned_task_weights(objective_state: dict) -> dict[str, float]:
     """``{term: exp(-s)}`` of a saved objective (a checkpoint's ``"objective"``) with uncertainty
     weights: the fixed ``task_weights`` that keep its balance of terms, e.g. to fine-tune its student.
-    Empty when the objective had fixed weights."""
-    prefix = "log_vars."
-    return {k[len(prefix) :]: math.exp(-float(v)) for k, v in objective_state.items() if k.startswith(prefix)}
+    Empty when the objective had other weights. Reads checkpoints from before the weighting module too."""
+    found = {}
+    for key, value in objective_state.items():
+        for prefix in ("weighting.log_vars.", "log_vars."):
+            if key.startswith(prefix):
+                found[key[len(prefix) :]] = math.exp(-float(value))
+    return found
 
 
 @torch.no_grad()

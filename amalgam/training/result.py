@@ -14,8 +14,10 @@ class TrainResult:
         seconds: training time, summed over resumed parts.
         images: training images seen (all processes together).
         history: one row per finished epoch (the rows of ``train_log.csv``).
-        task_weights: each distillation term's weight at the end (learned ``exp(-s)`` or fixed).
-        task_weighting: ``uncertainty`` or ``fixed`` (empty: a run without such terms).
+        task_weights: each distillation term's weight at the end (learned ``exp(-s)``, ``1 / initial
+            loss`` or fixed).
+        task_weighting: the scheme's name (``uncertainty``, ``initial_loss``, ``fixed``; empty: a run
+            without such terms).
     """
 
     epochs: int

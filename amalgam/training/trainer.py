@@ -134,7 +134,7 @@ class Trainer:
             self.student.to(memory_format=torch.contiguous_format)
         self.result.seconds = time.perf_counter() - self._clock
         self.result.task_weights = self.objective.task_weights()
-        self.result.task_weighting = "fixed" if self.objective.log_vars is None else "uncertainty"
+        self.result.task_weighting = self.objective.weighting.name
         if self.result.task_weights:  # a term starved by its weight shows here before any ratio does
             self.log(weights_text(self.result.task_weighting, self.result.task_weights))
         return self.result
