@@ -158,8 +158,10 @@ def test_initial_loss_weights_divide_each_term_by_its_mean_over_the_first_steps(
     recipe = load_recipe(world, ["amalgamation.task_weights=initial_loss"])
     plan = build_plan(recipe, with_data=False, log=lambda m: None)
     plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
-    objective = Objective(plan, student=None)
-    objective.weighting.steps = 2
+    with pytest.raises(AmalgamError, match="epoch_steps"):
+        Objective(plan, student=None)
+    objective = Objective(plan, student=None, epoch_steps=2)
+    assert "first 2 steps" in objective.weighting.describe()
     seen: dict[str, list[float]] = {}
     for step in range(3):
         torch.manual_seed(step)
@@ -174,7 +176,7 @@ def test_initial_loss_weights_divide_each_term_by_its_mean_over_the_first_steps(
     assert total.item() == pytest.approx(sum(weights[n] * v[2] for n, v in seen.items()), rel=1e-5)
     assert objective.weighting.loss_count.tolist() == [2.0, 2.0, 2.0, 2.0]
     # the sums are state: a resumed objective weighs as the one it continues
-    again = Objective(plan, student=None)
+    again = Objective(plan, student=None, epoch_steps=2)
     again.load_state_dict(objective.state_dict())
     assert again.task_weights() == pytest.approx(weights, rel=1e-6)
 

@@ -51,10 +51,11 @@ class Objective(nn.Module):
     """Computes the weighted sum of every teacher's term on one batch.
 
     Trainable parts (uncertainty log-variances, feature adaptors, ensemble gates) are parameters of
-    this module, so they are optimised and checkpointed with the student.
+    this module, so they are optimised and checkpointed with the student. ``epoch_steps`` (the
+    optimizer steps of one epoch) is the window of ``task_weights: initial_loss``.
     """
 
-    def __init__(self, plan: Plan, student: nn.Module):
+    def __init__(self, plan: Plan, student: nn.Module, epoch_steps: Optional[int] = None):
         super().__init__()
         amal = plan.recipe.amalgamation
         self.plan = plan
@@ -65,7 +66,7 @@ class Objective(nn.Module):
         #: distillation terms: a teacher alone, or an ensemble group named "a+b"
         self.terms = {n: [n] for n in plan.teachers if n not in grouped} | {"+".join(g): g for g in self.groups}
         #: how the terms are weighed against each other (:mod:`amalgam.distill.weighting`)
-        self.weighting = task_weighting(amal.task_weights, plan, self.terms)
+        self.weighting = task_weighting(amal.task_weights, plan, self.terms, epoch_steps)
         #: fixed keyword options of each term's distill_loss (given only when set: plugin tasks need not know them)
         self.loss_options: dict[str, dict] = {
             term: {"after_projection": True}
@@ -189,16 +190,17 @@ class Objective(nn.Module):
         return self.temperature * p.clamp_min(1e-8).log()
 
 
-def task_weighting(spec, plan: Plan, terms: dict[str, list[str]]) -> nn.Module:
+def task_weighting(spec, plan: Plan, terms: dict[str, list[str]], epoch_steps: Optional[int]) -> nn.Module:
     """The weighting ``amalgamation.task_weights`` names, or fixed weights resolved per term (its
     first teacher's name, then that teacher's task, else 1).
 
     Args:
         spec: a registered name (``TASK_WEIGHTINGS``) or ``{task or teacher: weight}``.
         terms: term name -> its teachers (one, or an ensemble group).
+        epoch_steps: optimizer steps of one epoch (None: unknown; a scheme that needs it refuses).
     """
     if isinstance(spec, str):
-        return TASK_WEIGHTINGS.get(spec)(list(terms))
+        return TASK_WEIGHTINGS.get(spec)(list(terms), epoch_steps)
     first = {term: group[0] for term, group in terms.items()}
     return FixedWeights({t: spec.get(n, spec.get(plan.teachers[n].task.name, 1.0)) for t, n in first.items()})
 

@@ -6,21 +6,22 @@ learns or measures is checkpointed with the student:
 - ``fixed``: the recipe's ``{task or teacher: weight}``;
 - ``uncertainty``: Kendall et al.'s learned ``exp(-s) * L + s``, whose balance ends at ``1 / L``: a
   term whose loss stays high (a dense task) ends with the least say;
-- ``initial_loss``: each term divided by its own mean over its first steps, so every term starts
+- ``initial_loss``: each term divided by its own mean over the first epoch, so every term starts
   with an equal say and keeps it, whatever the scale of its loss.
+
+Registered schemes are built with the term names and the steps of one epoch.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 
+from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
-
-#: steps whose mean loss an ``initial_loss`` term is divided by
-INITIAL_LOSS_STEPS = 50
 
 
 class FixedWeights(nn.Module):
@@ -39,6 +40,10 @@ class FixedWeights(nn.Module):
         """Each term's weight now."""
         return dict(self.fixed)
 
+    def describe(self) -> str:
+        """What the build log says at the start."""
+        return "task weights (fixed): " + ", ".join(f"{t} {w:g}" for t, w in self.fixed.items())
+
 
 #: ``amalgamation.task_weights`` names -> scheme; each is built with the objective's term names
 TASK_WEIGHTINGS = Registry("task weighting")
@@ -50,7 +55,7 @@ class UncertaintyWeights(nn.Module):
 
     name = "uncertainty"
 
-    def __init__(self, terms: list[str]):
+    def __init__(self, terms: list[str], epoch_steps: Optional[int] = None):
         super().__init__()
         self.log_vars = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in terms})
 
@@ -61,10 +66,13 @@ class UncertaintyWeights(nn.Module):
     def weights(self) -> dict[str, float]:
         return {n: math.exp(-float(s.detach())) for n, s in self.log_vars.items()}
 
+    def describe(self) -> str:
+        return "task weights (uncertainty): learned, each from 1 (it ends near 1 / the term's loss)"
+
 
 @TASK_WEIGHTINGS.register("initial_loss")
 class InitialLossWeights(nn.Module):
-    """Each term divided by its mean over the first ``steps`` batches it appears in.
+    """Each term divided by its mean over the first ``epoch_steps`` batches it appears in.
 
     Until then the mean so far is used, this batch's loss included (detached), so the first step
     already weighs every term at 1. The sums are buffers: a resumed run keeps its weights. Meant
@@ -74,10 +82,12 @@ class InitialLossWeights(nn.Module):
 
     name = "initial_loss"
 
-    def __init__(self, terms: list[str], steps: int = INITIAL_LOSS_STEPS):
+    def __init__(self, terms: list[str], epoch_steps: Optional[int]):
         super().__init__()
+        if epoch_steps is None:
+            raise AmalgamError("task_weights 'initial_loss' averages over one epoch: give Objective its epoch_steps")
         self.index = {n: i for i, n in enumerate(terms)}
-        self.steps = steps
+        self.steps = max(1, epoch_steps)
         self.register_buffer("loss_sum", torch.zeros(len(terms)))
         self.register_buffer("loss_count", torch.zeros(len(terms)))
 
@@ -92,3 +102,6 @@ class InitialLossWeights(nn.Module):
     def weights(self) -> dict[str, float]:
         count, total = self.loss_count.tolist(), self.loss_sum.tolist()
         return {n: count[i] / total[i] if count[i] else 1.0 for n, i in self.index.items()}
+
+    def describe(self) -> str:
+        return f"task weights (initial_loss): each term divided by its mean loss over its first {self.steps:,} steps"

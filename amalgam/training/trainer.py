@@ -34,6 +34,7 @@ from amalgam.training.progress import bar_for
 from amalgam.training.result import TrainResult, weights_text
 from amalgam.training.routing import make_router
 from amalgam.training.runtime import autocast_for, grad_scaler_for, seed_everything
+from amalgam.training.schedule import optimizer_steps
 
 
 class Trainer:
@@ -68,7 +69,9 @@ class Trainer:
         self.cfg = cfg = plan.recipe.train
         self.fingerprints = teacher_fingerprints(plan.recipe)
         seed_everything(plan.recipe.seed)
-        self.objective = Objective(plan, student)
+        self.objective = Objective(plan, student, optimizer_steps(cfg, len(plan.sources)) // cfg.epochs)
+        if ctx.is_main:
+            log(self.objective.weighting.describe())
         for module in (student, self.objective, *plan.teachers.values()):
             module.to(device)
         self.loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx)
