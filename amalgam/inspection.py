@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
-from amalgam.distill.objective import student_tap_module
+from amalgam.distill.objective import objective_terms, student_tap_module, task_weighting
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import resolve_budget, student_lines
@@ -15,7 +15,7 @@ from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 from amalgam.training.routing import routing_line
-from amalgam.training.schedule import schedule_lines
+from amalgam.training.schedule import optimizer_steps, schedule_lines
 
 
 @dataclass
@@ -67,6 +67,7 @@ class Inspection:
         images = len(plan.sources) if plan.sources is not None else None
         schedule = schedule_lines(r.train, images, plan.dense_tasks)
         lines += ["", *schedule] if schedule else []
+        lines += weighting_lines(plan, images)
         lines += [self.routing] if self.routing else []
         params, teachers = self.student_params, self.teacher_params
         choice = plan.encoder_choice()
@@ -88,6 +89,15 @@ class Inspection:
                 " amalgamation is meant to compress; a smaller student.encoder or decoder_channels fits the usual aim"
             )
         return lines
+
+
+def weighting_lines(plan: Plan, source_images: Optional[int]) -> list[str]:
+    """How the distillation terms are weighed (``amalgamation.task_weights``), as the build log says it."""
+    train = plan.recipe.train
+    if source_images is None and train.samples_per_epoch is None:
+        return []  # the epoch is unknown, as for the schedule
+    epoch_steps = optimizer_steps(train, source_images or 0) // train.epochs
+    return [task_weighting(plan.recipe.amalgamation.task_weights, plan, objective_terms(plan), epoch_steps).describe()]
 
 
 def _share(part: int, whole: int) -> str:

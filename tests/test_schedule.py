@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -31,6 +33,20 @@ def test_inspect_says_the_steps_and_warns(world, capsys):
     out = capsys.readouterr().out
     assert "schedule: 2 epochs of 64 images, 32 steps" in out
     assert "warning: the schedule gives the student 32 optimizer steps for its dense tasks (segmentation, depth)" in out
+    assert "task weights (uncertainty): learned, each from 1" in out
+
+
+def test_inspect_and_the_build_say_over_how_many_steps_initial_loss_averages(world, tmp_path, capsys):
+    args = ["--set", "train.samples_per_epoch=64", "--set", "train.batch_size=4", "--set", "train.epochs=1"]
+    args += ["--set", "amalgamation.task_weights=initial_loss"]
+    assert main(["inspect", str(world), *args]) == 0
+    said = "task weights (initial_loss): each term divided by its mean loss over its first 16 steps (one epoch)"
+    assert said in capsys.readouterr().out
+    assert main(["build", str(world), "--output", str(tmp_path / "run"), *args]) == 0
+    assert said in capsys.readouterr().out
+    train = json.loads((tmp_path / "run" / "report.json").read_text())["train"]
+    assert train["task_weighting"] == "initial_loss"
+    assert all(w > 0 and w != 1 for w in train["task_weights"].values())  # 1 / the first epoch's mean loss
 
 
 def _rates(cfg: TrainConfig, steps: int) -> list[float]:

@@ -33,6 +33,14 @@ def ensemble_groups(plan: Plan) -> list[list[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+def objective_terms(plan: Plan) -> dict[str, list[str]]:
+    """The objective's distillation terms: term name -> its teachers (a teacher alone, or an
+    ``amalgamation.ensemble`` group named "a+b")."""
+    groups = ensemble_groups(plan) if plan.recipe.amalgamation.ensemble else []
+    grouped = {n for g in groups for n in g}
+    return {n: [n] for n in plan.teachers if n not in grouped} | {"+".join(g): g for g in groups}
+
+
 def student_tap_module(plan: Plan, spec) -> Optional[str]:
     """The student module the objective reads features from (feature terms, or an ensemble gate
     that needs features), or None when it reads none."""
@@ -62,9 +70,8 @@ class Objective(nn.Module):
         self.temperature = amal.temperature
         self.feature_weight = amal.feature_weight
         self.groups = ensemble_groups(plan) if amal.ensemble else []
-        grouped = {n for g in self.groups for n in g}
         #: distillation terms: a teacher alone, or an ensemble group named "a+b"
-        self.terms = {n: [n] for n in plan.teachers if n not in grouped} | {"+".join(g): g for g in self.groups}
+        self.terms = objective_terms(plan)
         #: how the terms are weighed against each other (:mod:`amalgam.distill.weighting`)
         self.weighting = task_weighting(amal.task_weights, plan, self.terms, epoch_steps)
         #: fixed keyword options of each term's distill_loss (given only when set: plugin tasks need not know them)

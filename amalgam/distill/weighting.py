@@ -104,4 +104,5 @@ class InitialLossWeights(nn.Module):
         return {n: count[i] / total[i] if count[i] else 1.0 for n, i in self.index.items()}
 
     def describe(self) -> str:
-        return f"task weights (initial_loss): each term divided by its mean loss over its first {self.steps:,} steps"
+        steps = f"{self.steps:,} steps (one epoch)"
+        return f"task weights (initial_loss): each term divided by its mean loss over its first {steps}"
