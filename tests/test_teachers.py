@@ -189,6 +189,7 @@ def test_the_recipe_accepts_exactly_the_registered_task_weightings():
 
     names = get_args(get_args(AmalgamationConfig.model_fields["task_weights"].annotation)[0])
     assert sorted(names) == TASK_WEIGHTINGS.names()
+    assert AmalgamationConfig().task_weights == "initial_loss"  # the default since 2026-12-03: docs/benchmarks.md
 
 
 def test_an_objective_saved_before_the_weighting_module_loads_its_learned_weights(world_plan):

@@ -215,9 +215,9 @@ class AmalgamationConfig(_Strict):
     student_tap: Optional[str] = Field(None, description="student module adapters read (default: the branch point)")
     feature_weight: float = Field(1.0, ge=0)
     task_weights: Union[Literal["uncertainty", "initial_loss"], dict[str, float]] = Field(
-        "uncertainty",
-        description="uncertainty (learned), initial_loss (each term over its first steps' mean: distill/weighting.py), "
-        "or {task or teacher: weight}",
+        "initial_loss",  # since 2026-12-03 (uncertainty before): denser tasks keep their say (docs/benchmarks.md)
+        description="initial_loss (each term over its first epoch's mean: distill/weighting.py), uncertainty "
+        "(learned), or {task or teacher: weight}",
     )
     domain_weights: bool = Field(
         False, description="weigh a teacher that knows part of the union by the student's belief it is in its labels"
