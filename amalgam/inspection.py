@@ -15,7 +15,7 @@ from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 from amalgam.training.routing import routing_line
-from amalgam.training.schedule import optimizer_steps, schedule_lines
+from amalgam.training.schedule import schedule_lines, steps_per_epoch
 
 
 @dataclass
@@ -96,7 +96,7 @@ def weighting_lines(plan: Plan, source_images: Optional[int]) -> list[str]:
     train = plan.recipe.train
     if source_images is None and train.samples_per_epoch is None:
         return []  # the epoch is unknown, as for the schedule
-    epoch_steps = optimizer_steps(train, source_images or 0) // train.epochs
+    epoch_steps = steps_per_epoch(train, source_images or 0)
     return [task_weighting(plan.recipe.amalgamation.task_weights, plan, objective_terms(plan), epoch_steps).describe()]
 
 

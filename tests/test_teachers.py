@@ -181,15 +181,28 @@ def test_initial_loss_weights_divide_each_term_by_its_mean_over_the_first_steps(
     assert again.task_weights() == pytest.approx(weights, rel=1e-6)
 
 
-def test_the_recipe_accepts_exactly_the_registered_task_weightings():
-    from typing import get_args
+def test_task_weights_name_a_registered_weighting_and_default_to_initial_loss(world):
+    from amalgam.config.schema import AmalgamationConfig, recipe_changes, resume_hint
+    from amalgam.errors import RecipeError
 
-    from amalgam.config.schema import AmalgamationConfig
-    from amalgam.distill.weighting import TASK_WEIGHTINGS
-
-    names = get_args(get_args(AmalgamationConfig.model_fields["task_weights"].annotation)[0])
-    assert sorted(names) == TASK_WEIGHTINGS.names()
     assert AmalgamationConfig().task_weights == "initial_loss"  # the default since 2026-12-03: docs/benchmarks.md
+    with pytest.raises(RecipeError, match=r"amalgamation.task_weights: .*'bogus' \(expected one of: initial_loss, unc"):
+        load_recipe(world, ["amalgamation.task_weights=bogus"])
+    # a run of the former default is refused on resume, with the --set that resumes it as it was
+    stored = load_recipe(world).model_dump(mode="json", exclude={"output"})  # the test world pins uncertainty
+    changed = recipe_changes(stored, load_recipe(world, ["amalgamation.task_weights=initial_loss"]))
+    assert changed == ["amalgamation.task_weights"]
+    assert '--set amalgamation.task_weights="uncertainty" resumes it as it was' in resume_hint(stored, changed)
+
+
+def test_initial_loss_refuses_a_term_without_a_positive_scale(world):
+    from amalgam.distill.weighting import InitialLossWeights
+
+    weighting = InitialLossWeights(["a", "b"], epoch_steps=3)
+    assert weighting("a", torch.tensor(2.0)).item() == pytest.approx(1.0)
+    with pytest.raises(AmalgamError, match="mean loss of 'b' so far is -0.5, not above 0"):
+        weighting("b", torch.tensor(-0.5))
+    assert weighting.weights() == {"a": 0.5, "b": 1.0}  # b's refused step counted, but gives no weight
 
 
 def test_an_objective_saved_before_the_weighting_module_loads_its_learned_weights(world_plan):

@@ -8,6 +8,7 @@ from amalgam.config.label_entries import label_names, read_names, space_of
 from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS, InputSpec, Recipe, SourceConfig, TeacherConfig
 from amalgam.data.sources import SET_OPTIONS, SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
+from amalgam.distill.weighting import TASK_WEIGHTINGS
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
 from amalgam.students.build import STUDENTS, has_branches, names_its_encoder
@@ -193,7 +194,9 @@ def check_amalgamation(recipe: Recipe) -> None:
                 "amalgamation.ensemble.type",
                 f"'{amal.ensemble.type}' weighs teachers by their loss on labels; amalgamation has none",
             )
-    if isinstance(amal.task_weights, dict):
+    if isinstance(amal.task_weights, str):
+        at_key("amalgamation.task_weights", TASK_WEIGHTINGS.get, amal.task_weights)
+    else:
         valid = set(recipe.teachers) | {t.task for t in recipe.teachers.values()}
         for key in amal.task_weights:
             if key not in valid:

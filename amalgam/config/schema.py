@@ -214,10 +214,10 @@ class AmalgamationConfig(_Strict):
     taps: dict[str, str] = {}
     student_tap: Optional[str] = Field(None, description="student module adapters read (default: the branch point)")
     feature_weight: float = Field(1.0, ge=0)
-    task_weights: Union[Literal["uncertainty", "initial_loss"], dict[str, float]] = Field(
-        "initial_loss",  # since 2026-12-03 (uncertainty before): denser tasks keep their say (docs/benchmarks.md)
-        description="initial_loss (each term over its first epoch's mean: distill/weighting.py), uncertainty "
-        "(learned), or {task or teacher: weight}",
+    task_weights: Union[str, dict[str, float]] = Field(
+        "initial_loss",  # since 2026-12-03 (uncertainty before): dense tasks keep their say (docs/benchmarks.md)
+        description="a registered weighting (TASK_WEIGHTINGS): initial_loss (each term over its first epoch's mean), "
+        "uncertainty (learned); or {task or teacher: weight}",
     )
     domain_weights: bool = Field(
         False, description="weigh a teacher that knows part of the union by the student's belief it is in its labels"
@@ -337,6 +337,9 @@ class Recipe(_Strict):
 #: checkpoint written before the key existed did (a resume of such a run must pin it)
 BEFORE_KEY_EXISTED = {("train", "route_rows"): False, ("amalgamation", "focal"): 0.0}
 
+#: keys whose default changed -> the default before (a checkpoint holding it resumes with it pinned)
+DEFAULT_BEFORE = {("amalgamation", "task_weights"): "uncertainty", ("amalgamation", "class_balance"): 0.0}
+
 
 #: keys that change how fast a run goes or what it logs, not what the student learns beyond
 #: floating-point rounding (data order and augmentation are drawn in the main process): a resume may
@@ -376,12 +379,12 @@ def runtime_changes(changed: list[str], peers: bool = False) -> tuple[list[str],
 
 def resume_hint(stored: dict, changed: list[str]) -> str:
     """For the ``changed`` keys of :func:`recipe_changes` whose checkpoint value is what
-    :data:`BEFORE_KEY_EXISTED` says runs did before: the ``--set`` options that resume the run as it
-    was ('' when none)."""
+    :data:`BEFORE_KEY_EXISTED` or :data:`DEFAULT_BEFORE` says runs did before: the ``--set`` options
+    that resume the run as it was ('' when none)."""
     then = _with_old_behaviour(stored)
     pinned = {
         f"{section}.{key}": old
-        for (section, key), old in BEFORE_KEY_EXISTED.items()
+        for (section, key), old in (BEFORE_KEY_EXISTED | DEFAULT_BEFORE).items()
         if f"{section}.{key}" in changed and then.get(section, {}).get(key) == old
     }
     if not pinned:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -13,13 +13,14 @@ from torch import nn
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Targets, live_targets
-from amalgam.distill.weighting import TASK_WEIGHTINGS, FixedWeights
+from amalgam.distill.weighting import TASK_WEIGHTINGS, FixedWeights, TaskWeighting
 from amalgam.errors import AmalgamError
 from amalgam.kd import LOGIT_ENSEMBLES
 from amalgam.kd.class_balance import pixel_weight_options
 from amalgam.students.build import default_student_tap
 from amalgam.task import DistillOptions, distill
 from amalgam.teachers.teacher import FeatureTap
+from amalgam.training.schedule import steps_per_epoch
 
 
 def ensemble_groups(plan: Plan) -> list[list[str]]:
@@ -60,7 +61,8 @@ class Objective(nn.Module):
 
     Trainable parts (uncertainty log-variances, feature adaptors, ensemble gates) are parameters of
     this module, so they are optimised and checkpointed with the student. ``epoch_steps`` (the
-    optimizer steps of one epoch) is the window of ``task_weights: initial_loss``.
+    optimizer steps of one epoch, by default the recipe's schedule over the plan's sources) is the
+    window of ``task_weights: initial_loss``.
     """
 
     def __init__(self, plan: Plan, student: nn.Module, epoch_steps: Optional[int] = None):
@@ -69,9 +71,11 @@ class Objective(nn.Module):
         self.plan = plan
         self.temperature = amal.temperature
         self.feature_weight = amal.feature_weight
-        self.groups = ensemble_groups(plan) if amal.ensemble else []
         #: distillation terms: a teacher alone, or an ensemble group named "a+b"
         self.terms = objective_terms(plan)
+        self.groups = [g for g in self.terms.values() if len(g) > 1]
+        if epoch_steps is None and plan.sources is not None:
+            epoch_steps = steps_per_epoch(plan.recipe.train, len(plan.sources))
         #: how the terms are weighed against each other (:mod:`amalgam.distill.weighting`)
         self.weighting = task_weighting(amal.task_weights, plan, self.terms, epoch_steps)
         #: fixed keyword options of each term's distill_loss (given only when set: plugin tasks need not know them)
@@ -197,7 +201,9 @@ class Objective(nn.Module):
         return self.temperature * p.clamp_min(1e-8).log()
 
 
-def task_weighting(spec, plan: Plan, terms: dict[str, list[str]], epoch_steps: Optional[int]) -> nn.Module:
+def task_weighting(
+    spec: Union[str, dict[str, float]], plan: Plan, terms: dict[str, list[str]], epoch_steps: Optional[int]
+) -> TaskWeighting:
     """The weighting ``amalgamation.task_weights`` names, or fixed weights resolved per term (its
     first teacher's name, then that teacher's task, else 1).
 

@@ -6,22 +6,42 @@ learns or measures is checkpointed with the student:
 - ``fixed``: the recipe's ``{task or teacher: weight}``;
 - ``uncertainty``: Kendall et al.'s learned ``exp(-s) * L + s``, whose balance ends at ``1 / L``: a
   term whose loss stays high (a dense task) ends with the least say;
-- ``initial_loss``: each term divided by its own mean over the first epoch, so every term starts
-  with an equal say and keeps it, whatever the scale of its loss.
+- ``initial_loss`` (the default): each term divided by its own mean over the first epoch, so every
+  term starts at 1 and then counts by how far its loss has come down, whatever its scale.
 
-Registered schemes are built with the term names and the steps of one epoch.
+A registered scheme (:data:`TASK_WEIGHTINGS`) is a module class built as ``(terms, epoch_steps)``
+that follows :class:`TaskWeighting`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
+
+
+class TaskWeighting(Protocol):
+    """What the objective asks of a weighting scheme."""
+
+    name: str  #: what report.json's ``train.task_weighting`` says
+
+    def __call__(self, term: str, loss: torch.Tensor) -> torch.Tensor:
+        """The term's weighted loss (what joins the total)."""
+
+    def weights(self) -> dict[str, float]:
+        """Each term's weight now (report.json's ``train.task_weights``)."""
+
+    def describe(self) -> str:
+        """One line for the build log and ``inspect``."""
+
+
+#: ``amalgamation.task_weights`` names -> scheme class, built as ``(terms, epoch_steps)``
+TASK_WEIGHTINGS = Registry("task weighting")
 
 
 class FixedWeights(nn.Module):
@@ -41,17 +61,16 @@ class FixedWeights(nn.Module):
         return dict(self.fixed)
 
     def describe(self) -> str:
-        """What the build log says at the start."""
+        """One line for the build log and ``inspect``."""
         return "task weights (fixed): " + ", ".join(f"{t} {w:g}" for t, w in self.fixed.items())
-
-
-#: ``amalgamation.task_weights`` names -> scheme; each is built with the objective's term names
-TASK_WEIGHTINGS = Registry("task weighting")
 
 
 @TASK_WEIGHTINGS.register("uncertainty")
 class UncertaintyWeights(nn.Module):
-    """Kendall et al.'s ``exp(-s) * L + s`` with a learned log-variance ``s`` per term (from 0)."""
+    """Kendall et al.'s ``exp(-s) * L + s`` with a learned log-variance ``s`` per term (from 0).
+
+    ``epoch_steps`` is not used: it learns all along.
+    """
 
     name = "uncertainty"
 
@@ -64,9 +83,11 @@ class UncertaintyWeights(nn.Module):
         return torch.exp(-s) * loss + s
 
     def weights(self) -> dict[str, float]:
+        """Each term's learned ``exp(-s)``."""
         return {n: math.exp(-float(s.detach())) for n, s in self.log_vars.items()}
 
     def describe(self) -> str:
+        """One line for the build log and ``inspect``."""
         return "task weights (uncertainty): learned, each from 1 (it ends near 1 / the term's loss)"
 
 
@@ -75,9 +96,9 @@ class InitialLossWeights(nn.Module):
     """Each term divided by its mean over the first ``epoch_steps`` batches it appears in.
 
     Until then the mean so far is used, this batch's loss included (detached), so the first step
-    already weighs every term at 1. The sums are buffers: a resumed run keeps its weights. Meant
-    for losses >= 0 that start away from 0 (every built-in task's); under several processes each
-    keeps its own sums, and rank 0's are the checkpoint's.
+    weighs every term at 1. The sums are buffers: a resumed run keeps its weights. A term whose
+    mean is not above 0 has no scale to divide by and is refused. Under several processes each
+    keeps its own sums (of its slice of each batch), and rank 0's are the checkpoint's.
     """
 
     name = "initial_loss"
@@ -93,16 +114,23 @@ class InitialLossWeights(nn.Module):
 
     def forward(self, term: str, loss: torch.Tensor) -> torch.Tensor:
         i = self.index[term]
-        # tensor arithmetic, not a Python if: no host sync per step on an accelerator
-        counting = (self.loss_count[i] < self.steps).to(loss.dtype)
-        self.loss_sum[i] += counting * loss.detach().float()
-        self.loss_count[i] += counting
-        return loss * (self.loss_count[i] / self.loss_sum[i].clamp_min(1e-12))
+        if self.loss_count[i] < self.steps:
+            self.loss_sum[i] += loss.detach().float()
+            self.loss_count[i] += 1
+        mean = self.loss_sum[i] / self.loss_count[i]
+        if mean <= 0:
+            raise AmalgamError(
+                f"task_weights 'initial_loss': the mean loss of '{term}' so far is {float(mean):.3g}, not above 0,"
+                " so it has no scale to divide by: use uncertainty or fixed weights"
+            )
+        return loss / mean
 
     def weights(self) -> dict[str, float]:
+        """Each term's ``1 / mean`` (1 for a term not seen yet)."""
         count, total = self.loss_count.tolist(), self.loss_sum.tolist()
-        return {n: count[i] / total[i] if count[i] else 1.0 for n, i in self.index.items()}
+        return {n: count[i] / total[i] if count[i] and total[i] > 0 else 1.0 for n, i in self.index.items()}
 
     def describe(self) -> str:
+        """One line for the build log and ``inspect``."""
         steps = f"{self.steps:,} steps (one epoch)"
         return f"task weights (initial_loss): each term divided by its mean loss over its first {steps}"

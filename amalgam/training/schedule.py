@@ -26,6 +26,11 @@ def optimizer_steps(train: TrainConfig, source_images: int) -> int:
     return train.epochs * max(batches, 1)
 
 
+def steps_per_epoch(train: TrainConfig, source_images: int) -> int:
+    """Optimizer steps of one epoch (the length of the training loader)."""
+    return optimizer_steps(train, source_images) // train.epochs
+
+
 def short_schedule_warning(steps: int, dense_tasks: list[str]) -> Optional[str]:
     """The warning for a dense student trained for fewer than :data:`DENSE_MIN_STEPS` steps, or None."""
     if not dense_tasks or steps >= DENSE_MIN_STEPS:
