@@ -195,6 +195,37 @@ def test_task_weights_name_a_registered_weighting_and_default_to_initial_loss(wo
     assert '--set amalgamation.task_weights="uncertainty" resumes it as it was' in resume_hint(stored, changed)
 
 
+def test_a_registered_weighting_is_used_by_its_name(world):
+    from amalgam.distill.weighting import TASK_WEIGHTINGS
+
+    class Halves(nn.Module):
+        name = "halves"
+
+        def __init__(self, terms, epoch_steps):
+            super().__init__()
+            self.terms = terms
+
+        def forward(self, term, loss):
+            return 0.5 * loss
+
+        def weights(self):
+            return dict.fromkeys(self.terms, 0.5)
+
+        def describe(self):
+            return "task weights (halves)"
+
+    TASK_WEIGHTINGS.register("halves", origin="a test")(Halves)
+    try:
+        plan = build_plan(load_recipe(world, ["amalgamation.task_weights=halves"]), with_data=False, log=print)
+        plan.source_ids = {"cls": [1], "seg-a": [0], "seg-b": [0], "depth": [0]}
+        objective = Objective(plan, student=None)
+        total, parts = objective(fake_outputs(2), torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+        assert total.item() == pytest.approx(0.5 * sum(parts.values()), rel=1e-5)
+        assert objective.task_weights() == dict.fromkeys(parts, 0.5)
+    finally:
+        TASK_WEIGHTINGS.remove("halves")
+
+
 def test_initial_loss_refuses_a_term_without_a_positive_scale(world):
     from amalgam.distill.weighting import InitialLossWeights
 
