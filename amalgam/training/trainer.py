@@ -34,7 +34,6 @@ from amalgam.training.progress import bar_for
 from amalgam.training.result import TrainResult, weights_text
 from amalgam.training.routing import make_router
 from amalgam.training.runtime import autocast_for, grad_scaler_for, seed_everything
-from amalgam.training.schedule import steps_per_epoch
 
 
 class Trainer:
@@ -69,7 +68,7 @@ class Trainer:
         self.cfg = cfg = plan.recipe.train
         self.fingerprints = teacher_fingerprints(plan.recipe)
         seed_everything(plan.recipe.seed)
-        self.objective = Objective(plan, student, steps_per_epoch(cfg, len(plan.sources)))
+        self.objective = Objective(plan, student)  # initial_loss's window: one epoch of plan.sources
         if ctx.is_main:
             log(self.objective.weighting.describe())
         for module in (student, self.objective, *plan.teachers.values()):
