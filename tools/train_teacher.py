@@ -471,7 +471,7 @@ def train_epoch(model: nn.Module, loader, to_batch, convert, task: Task, opt, sc
     seen, total = 0, 0.0
     for batch in loader:
         x, y = to_batch(batch)
-        with autocast_for(device):
+        with autocast_for(device, "auto" if device.type == "cuda" else "fp32"):  # the zoo regenerates in fp32 on CPUs
             out = convert(model(x))
         loss = task.supervised_loss(out.float(), y)
         opt.zero_grad(set_to_none=True)

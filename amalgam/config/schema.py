@@ -280,6 +280,11 @@ class TrainConfig(_Strict):
         True, description="train the student in channels_last memory format (measured 1.2-1.5x on CPU)"
     )
     compile: bool = Field(False, description="torch.compile the student's training forward (first steps compile)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="the student's training forward: auto is bf16 autocast on CUDA and on CPUs with bf16 units, "
+        "else fp32",
+    )
     route_rows: bool = Field(
         True, description="run each dense task's branch only on the rows of its teachers' sources (training/routing.py)"
     )
@@ -347,7 +352,15 @@ DEFAULT_BEFORE = {("amalgamation", "task_weights"): "uncertainty", ("amalgamatio
 #: images are the teachers' answers to the flip, not the flipped answers.
 RUNTIME_KEYS = frozenset(
     f"train.{key}"
-    for key in ("workers", "eval_batch_size", "tensorboard", "channels_last", "student_channels_last", "compile")
+    for key in (
+        "workers",
+        "eval_batch_size",
+        "tensorboard",
+        "channels_last",
+        "student_channels_last",
+        "compile",
+        "precision",
+    )
 )
 
 
@@ -362,6 +375,7 @@ PEERS_UNUSED_TRAIN_KEYS = (
     "channels_last",
     "student_channels_last",
     "compile",
+    "precision",
     "route_rows",
     "tensorboard",
     "eval_every",

@@ -23,6 +23,7 @@ def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainRes
             "epochs": train.epochs if train else 0,
             "seconds": round(train.seconds, 2) if train else 0.0,
             "images_per_second": round(train.images_per_second, 2) if train else 0.0,
+            "precision": train.precision if train else "fp32",
         },
     }
     if train and train.task_weights:

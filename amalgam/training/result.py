@@ -18,6 +18,7 @@ class TrainResult:
             loss`` or fixed).
         task_weighting: the scheme's name (``uncertainty``, ``initial_loss``, ``fixed``; empty: a run
             without such terms).
+        precision: what the student's forward trained in (``fp32``, ``bf16``, ``fp16``).
     """
 
     epochs: int
@@ -26,6 +27,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     task_weights: dict[str, float] = field(default_factory=dict)
     task_weighting: str = ""
+    precision: str = "fp32"
 
     @property
     def images_per_second(self) -> float:

@@ -33,7 +33,13 @@ from amalgam.training.profiling import StepTimer
 from amalgam.training.progress import bar_for
 from amalgam.training.result import TrainResult, weights_text
 from amalgam.training.routing import make_router
-from amalgam.training.runtime import autocast_for, grad_scaler_for, seed_everything
+from amalgam.training.runtime import (
+    autocast_for,
+    grad_scaler_for,
+    precision_name,
+    precision_text,
+    seed_everything,
+)
 
 
 class Trainer:
@@ -71,6 +77,7 @@ class Trainer:
         self.objective = Objective(plan, student)  # initial_loss's window: one epoch of plan.sources
         if ctx.is_main:
             log(self.objective.weighting.describe())
+            log(precision_text(device, cfg.precision))
         for module in (student, self.objective, *plan.teachers.values()):
             module.to(device)
         self.loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx)
@@ -84,8 +91,8 @@ class Trainer:
         local = ctx.local_batch(cfg.batch_size)
         self.optimizer = build_optimizer(parameter_groups(student, self.objective.parameters(), cfg), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, max(1, cfg.epochs * len(self.loader)))
-        self.scaler = grad_scaler_for(device)
-        self.result = TrainResult(cfg.epochs, 0.0, 0)
+        self.scaler = grad_scaler_for(device, cfg.precision)
+        self.result = TrainResult(cfg.epochs, 0.0, 0, precision=precision_name(device, cfg.precision))
         self.augment = BatchAugment(
             cfg, plan.sources.names, plan.recipe.seed, slice(ctx.rank * local, (ctx.rank + 1) * local)
         )
@@ -186,7 +193,7 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = self._targets(aug, batch)
         with self.timer.section("student"):  # minus "teachers", which runs inside
-            with autocast_for(self.device):
+            with autocast_for(self.device, self.cfg.precision):
                 out = self.model(images, rows=self.router.rows(source)) if self.router else self.model(images)
                 loss, parts = self.objective(out, images, source, self.timer.wrap(targets))
             self.optimizer.zero_grad(set_to_none=True)
