@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
+from amalgam.errors import AmalgamError
 from amalgam.distill.objective import objective_terms, student_tap_module, task_weighting
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.labels.taxonomy import label_report
@@ -15,6 +16,7 @@ from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 from amalgam.training.routing import routing_line
+from amalgam.training.runtime import precision_text, resolve_device
 from amalgam.training.schedule import schedule_lines, steps_per_epoch
 
 
@@ -68,6 +70,7 @@ class Inspection:
         schedule = schedule_lines(r.train, images, plan.dense_tasks)
         lines += ["", *schedule] if schedule else []
         lines += weighting_lines(plan, images)
+        lines += precision_lines(r)
         lines += [self.routing] if self.routing else []
         params, teachers = self.student_params, self.teacher_params
         choice = plan.encoder_choice()
@@ -98,6 +101,14 @@ def weighting_lines(plan: Plan, source_images: Optional[int]) -> list[str]:
         return []  # the epoch is unknown, as for the schedule
     epoch_steps = steps_per_epoch(train, source_images or 0)
     return [task_weighting(plan.recipe.amalgamation.task_weights, plan, objective_terms(plan), epoch_steps).describe()]
+
+
+def precision_lines(recipe: Recipe) -> list[str]:
+    """What the student would train in on this machine (``train.precision``), as the build log says it."""
+    try:
+        return [precision_text(resolve_device(recipe.device), recipe.train.precision)]
+    except AmalgamError as err:  # a device or dtype this machine lacks: the build refuses it the same way
+        return [f"precision: {err}"]
 
 
 def _share(part: int, whole: int) -> str:

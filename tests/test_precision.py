@@ -38,6 +38,14 @@ def test_bf16_autocasts_a_cpu_with_units_and_keeps_no_loss_scaler(monkeypatch):
     assert not grad_scaler_for(CPU, "bf16").is_enabled()
 
 
+def test_inspect_says_a_precision_this_machine_cannot_compute_instead_of_failing(world, capsys, monkeypatch):
+    from amalgam.cli import main
+
+    monkeypatch.setattr(runtime, "cpu_computes_bf16", lambda: False)
+    assert main(["inspect", str(world), "--set", "train.precision=bf16", "--set", "device=cpu"]) == 0
+    assert "precision: train.precision: this CPU has no bf16 units" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "precision, units, said",
     [
@@ -59,6 +67,9 @@ def test_the_build_says_and_reports_its_precision(world, tmp_path, capsys):
 
     run = tmp_path / "run"
     args = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--set", "train.batch_size=4"]
-    assert main(["build", str(world), "--output", str(run), *args, "--set", "train.precision=fp32"]) == 0
+    args += ["--set", "train.precision=fp32"]
+    assert main(["inspect", str(world), *args]) == 0
+    assert "precision: fp32 (train.precision: fp32)" in capsys.readouterr().out
+    assert main(["build", str(world), "--output", str(run), *args]) == 0
     assert "precision: fp32 (train.precision: fp32)" in capsys.readouterr().out
     assert json.loads((run / "report.json").read_text())["train"]["precision"] == "fp32"
