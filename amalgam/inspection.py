@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
-from amalgam.errors import AmalgamError
 from amalgam.distill.objective import objective_terms, student_tap_module, task_weighting
 from amalgam.distill.plan import Plan, build_plan
+from amalgam.errors import AmalgamError
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student, count_params
