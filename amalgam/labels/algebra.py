@@ -272,7 +272,7 @@ def partial_label_nll(
         weights: per-position weights, the shape of the outputs without the class dimension.
     """
     log_q = project_log_probs(student_logits, matrix)
-    nll = -log_q.gather(1, teacher_logits.argmax(1, keepdim=True)).squeeze(1)
+    nll = -log_q.gather(1, teacher_logits.max(1, keepdim=True).indices).squeeze(1)  # argmax, faster on CPUs
     if weights is not None:
         nll = nll * weights.to(nll.dtype)
     return nll.mean()
