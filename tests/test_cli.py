@@ -114,7 +114,15 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
     # 12 images, but the 4 birds are outside the unified space {cat, dog} (no background): ignored
     assert unified["classification", "items-val"]["metrics"]["count"] == 8
     assert unified["depth", "scenes-val"]["metrics"]["pixels"] == 6 * 32 * 32
-    assert set(report["train"]) == {"epochs", "seconds", "images_per_second", "task_weighting", "task_weights"}
+    assert set(report["train"]) == {
+        "epochs",
+        "seconds",
+        "images_per_second",
+        "precision",
+        "task_weighting",
+        "task_weights",
+    }
+    assert report["train"]["precision"] in ("fp32", "bf16")
     assert report["train"]["epochs"] == 1
     # the learned exp(-s) of each teacher's term: moved from 1 after one epoch, and in report.md
     weights = report["train"]["task_weights"]

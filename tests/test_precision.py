@@ -73,3 +73,4 @@ def test_the_build_says_and_reports_its_precision(world, tmp_path, capsys):
     assert main(["build", str(world), "--output", str(run), *args]) == 0
     assert "precision: fp32 (train.precision: fp32)" in capsys.readouterr().out
     assert json.loads((run / "report.json").read_text())["train"]["precision"] == "fp32"
+    assert "images/s, fp32." in (run / "report.md").read_text()

@@ -23,9 +23,10 @@ def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainRes
             "epochs": train.epochs if train else 0,
             "seconds": round(train.seconds, 2) if train else 0.0,
             "images_per_second": round(train.images_per_second, 2) if train else 0.0,
-            "precision": train.precision if train else "fp32",
         },
     }
+    if train:
+        report["train"]["precision"] = train.precision
     if train and train.task_weights:
         report["train"]["task_weighting"] = train.task_weighting
         # significant figures: a starved weight (exp(-10)) must not print as 0
@@ -104,7 +105,8 @@ def to_markdown(report: dict) -> str:
     train = report["train"]
     if train["epochs"]:  # `amalgam eval` trains nothing: no training line
         speed = train["images_per_second"]
-        lines += [f"Training: {train['epochs']} epochs, {train['seconds']} s, {speed} images/s.", ""]
+        precision = f", {train['precision']}" if "precision" in train else ""  # reports before it have none
+        lines += [f"Training: {train['epochs']} epochs, {train['seconds']} s, {speed} images/s{precision}.", ""]
         if train.get("task_weights"):  # a term starved by its weight shows here
             text = weights_text(train["task_weighting"], train["task_weights"])
             lines += [text[0].upper() + text[1:] + ".", ""]  # not capitalize(): it lowers teachers' names
