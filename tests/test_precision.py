@@ -74,3 +74,20 @@ def test_the_build_says_and_reports_its_precision(world, tmp_path, capsys):
     assert "precision: fp32 (train.precision: fp32)" in capsys.readouterr().out
     assert json.loads((run / "report.json").read_text())["train"]["precision"] == "fp32"
     assert "images/s, fp32." in (run / "report.md").read_text()
+
+
+@pytest.mark.skipif(not runtime.cpu_computes_bf16(), reason="this CPU has no bf16 units")
+def test_a_build_trains_in_bf16_on_a_cpu_with_bf16_units(world, tmp_path):
+    import json
+
+    from amalgam.cli import main
+
+    run = tmp_path / "run"
+    args = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--set", "train.batch_size=4"]
+    assert main(["build", str(world), "--output", str(run), *args, "--set", "train.precision=bf16"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["train"]["precision"] == "bf16"
+    assert all(t["student_value"] == t["student_value"] for t in report["tasks"])  # no NaN from bf16 losses
+    saved = torch.load(run / "student.pt", map_location="cpu", weights_only=False)
+    state = saved["state_dict"] if "state_dict" in saved else saved
+    assert all(v.dtype != torch.bfloat16 for v in state.values() if torch.is_tensor(v))  # weights stay fp32
