@@ -206,10 +206,13 @@ def test_resume_refuses_a_checkpoint_of_another_student(world, tmp_path, capsys)
 def test_runtime_changes_split_what_a_resume_may_change_from_the_rest():
     from amalgam.config.schema import runtime_changes
 
-    changed = ["train.workers", "train.lr", "train.compile", "train.cache_max_gb"]
-    assert runtime_changes(changed) == (["train.workers", "train.compile"], ["train.lr", "train.cache_max_gb"])
+    changed = ["train.workers", "train.lr", "train.compile", "train.cache_max_gb", "train.precision"]
+    assert runtime_changes(changed) == (
+        ["train.workers", "train.compile", "train.precision"],
+        ["train.lr", "train.cache_max_gb"],
+    )
     # a peers build has no compiled student: that change is neither said nor refused
-    assert runtime_changes(changed, peers=True) == (["train.workers"], ["train.lr", "train.cache_max_gb"])
+    assert runtime_changes(changed[:4], peers=True) == (["train.workers"], ["train.lr", "train.cache_max_gb"])
 
 
 def test_a_run_with_a_slower_encoder_resumes_with_both_groups_and_refuses_another_scale(world, tmp_path, capsys):

@@ -18,6 +18,9 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # that mode also fills every new tensor with NaN, a debugging aid that cost a tenth of a CPU
+    # training step (profiled; docs/benchmarks.md): kernels that write their whole output need no fill
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def resolve_device(name: str) -> torch.device:
