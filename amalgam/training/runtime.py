@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from contextlib import AbstractContextManager, nullcontext
 from typing import Optional
@@ -36,6 +37,7 @@ def resolve_device(name: str) -> torch.device:
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@functools.cache  # asked on every step
 def cpu_computes_bf16() -> bool:
     """Whether this CPU has bf16 units (AMX or AVX512-BF16); without them oneDNN emulates bf16,
     which was measured far slower than fp32."""
