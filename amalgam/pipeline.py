@@ -37,6 +37,7 @@ from amalgam.training.peer_training import to_markdown as peers_markdown
 from amalgam.training.peer_training import train_peers
 from amalgam.training.progress import Console
 from amalgam.training.runlock import NewRunFolder, RunLock
+from amalgam.training.runtime import autocast_dtype
 from amalgam.training.schedule import schedule_lines
 
 Log = Callable[[str], None]
@@ -95,6 +96,8 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     log = Console(quiet or not ctx.is_main)
+    if recipe.peers is None:  # a precision this device cannot compute stops before any teacher loads
+        autocast_dtype(device, recipe.train.precision)
     if ctx.is_main:  # before the teachers load: a folder that cannot be written wastes no compute
         check_writable(run_dir, "run folder")
     main_only = (lambda guard: guard) if ctx.is_main else (lambda guard: nullcontext())

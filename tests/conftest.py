@@ -18,6 +18,13 @@ from world import TINY_BUILD, make_world  # noqa: E402
 # OpenMP threads spinning against each other made single forward passes 10-50x slower.
 torch.set_num_threads(1)
 
+# The suite trains in fp32 on every host (train.precision: auto picks bf16 on CPUs with AMX), so its
+# tolerances mean the same everywhere; tests/test_precision.py sets the units it tests.
+from amalgam.training import runtime  # noqa: E402
+
+HOST_CPU_BF16_UNITS = runtime.cpu_bf16_units  # the real detection, for the test of it
+runtime.cpu_bf16_units = lambda: ""
+
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> Path:

@@ -153,17 +153,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
     cached = epochs[-1]["images_per_second"] / epochs[0]["images_per_second"] if len(epochs) > 1 else None
+    # the share is of the peak of the dtype the student trained in (train.precision)
+    reference = {"bf16": peak_bf16}.get(result.precision, peak)
     report = {
         "command": "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "precision": result.precision,
         "epochs": epochs,
         "last_over_first_epoch_speed": round(cached, 2) if cached else None,
         "student_training_gflop_per_image": round(flops / 1e9, 3),
         "flops_routed": rows is not None,  # counted on a batch routed as training routes it
         "matmul_peak_gflops_fp32": round(peak, 1),
         "matmul_peak_gflops_bf16": round(peak_bf16, 1),
-        "student_share_of_peak": round(epochs[-1]["student_gflops"] / peak, 3),
+        "student_share_of_peak": round(epochs[-1]["student_gflops"] / reference, 3),
         "peak_memory_mb": round(memory_mb, 1),
     }
     print("\n| epoch | img/s | cache hits | data s | teachers s | student s | optimizer s | student GFLOP/s |")
@@ -177,8 +180,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         )
     print(
         f"\nlast/first epoch speed {report['last_over_first_epoch_speed']}x; student at "
-        f"{report['student_share_of_peak']:.0%} of the fp32 matmul peak {peak:.0f} GFLOP/s "
-        f"(bf16 peak {peak_bf16:.0f}); peak memory {memory_mb:.0f} MB; {report['threads']} threads"
+        f"{report['student_share_of_peak']:.0%} of the {result.precision} matmul peak (fp32 {peak:.0f} GFLOP/s, "
+        f"bf16 {peak_bf16:.0f}); trained in {result.precision}; peak memory {memory_mb:.0f} MB; "
+        f"{report['threads']} threads"
     )
     if args.json:
         write_json(report, args.json)

@@ -15,9 +15,11 @@ Three rows, all from the same recipe (one classification teacher, fixed task wei
   per-step cosine schedule over all steps; the student is then scored by amalgam's ``evaluate``.
 
 Remaining differences: the horizontal flip (a random half of the images) is drawn per batch by
-amalgam and per sample by the torchdistill dataset, and on CUDA amalgam trains under bf16/fp16
-autocast while torchdistill's box runs fp32. Timing is the training loop's wall clock; amalgam's
-includes its per-epoch checkpoint. The runs share one process, one after another.
+amalgam and per sample by the torchdistill dataset, and on CUDA and on CPUs with AMX amalgam
+trains under bf16/fp16 autocast (``train.precision: auto``, its standard pipeline) while
+torchdistill's box runs fp32; ``--set train.precision=fp32`` gives both the same arithmetic.
+Timing is the training loop's wall clock; amalgam's includes its per-epoch checkpoint. The runs
+share one process, one after another.
 """
 
 from __future__ import annotations

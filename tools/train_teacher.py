@@ -51,6 +51,7 @@ from amalgam.training.engine import (
     autocast_for,
     build_optimizer,
     build_scheduler,
+    grad_scaler_for,
     random_hflip,
     resolve_device,
     seed_everything,
@@ -468,15 +469,18 @@ def train_loader(train_set: Dataset, tc, seed: int) -> DataLoader:
 def train_epoch(model: nn.Module, loader, to_batch, convert, task: Task, opt, sched, device) -> tuple[int, float]:
     """One epoch of supervised training; returns the images seen and the summed loss."""
     model.train()
+    precision = "auto" if device.type == "cuda" else "fp32"  # the zoo regenerates in fp32 on CPUs, as before
+    scaler = grad_scaler_for(device, precision)  # fp16 on GPUs without bf16 needs loss scaling
     seen, total = 0, 0.0
     for batch in loader:
         x, y = to_batch(batch)
-        with autocast_for(device, "auto" if device.type == "cuda" else "fp32"):  # the zoo regenerates in fp32 on CPUs
+        with autocast_for(device, precision):
             out = convert(model(x))
         loss = task.supervised_loss(out.float(), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         seen, total = seen + len(x), total + loss.item() * len(x)
     return seen, total

@@ -11,6 +11,7 @@ file, rebuilds it with one line saying why (see cache_store.py for the files and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -237,8 +238,14 @@ def _beyond_fp16(*arrays: Optional[np.ndarray]) -> bool:
 
 
 def _plain_answer(teacher: Teacher, views: BatchViews, rows: torch.Tensor, tap: Optional[FeatureTap]):
-    """The teacher on its un-augmented view of ``rows``, dense answers on the student's grid."""
-    return answer_views(teacher, views, rows, views.student.shape[-2:], augmented=False, tap=tap)
+    """The teacher on its un-augmented view of ``rows``, dense answers on the student's grid.
+
+    Always in fp32, outside the student's autocast (``train.precision``): what is stored is read by
+    later runs in the same folder whatever their precision, and the cache key does not name one.
+    """
+    device = views.student.device.type
+    with torch.autocast(device, enabled=False) if device in ("cpu", "cuda") else contextlib.nullcontext():
+        return answer_views(teacher, views, rows, views.student.shape[-2:], augmented=False, tap=tap)
 
 
 def _shapes(teacher: Teacher, size: tuple, tap: Optional[FeatureTap]) -> tuple[tuple, Optional[tuple]]:

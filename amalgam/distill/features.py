@@ -30,7 +30,7 @@ class FeatureAdapter(nn.Module):
         self.proj = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        s = self.proj(student)
+        s = self.proj(student).float()  # normalised in fp32 (CPU autocast would keep bf16)
         if s.shape[-2:] != teacher.shape[-2:]:
             s = F.interpolate(s, size=teacher.shape[-2:], mode="bilinear", align_corners=False)
         # squared distance between unit feature vectors, summed over channels (in [0, 4]) and

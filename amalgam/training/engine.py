@@ -25,7 +25,7 @@ from amalgam.training.loader import make_loader
 from amalgam.training.optim import build_optimizer, build_scheduler
 from amalgam.training.profiling import StepTimer
 from amalgam.training.result import TrainResult
-from amalgam.training.runtime import autocast_for, resolve_device, seed_everything
+from amalgam.training.runtime import autocast_for, grad_scaler_for, resolve_device, seed_everything
 from amalgam.training.trainer import Trainer
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "flip_mask",
+    "grad_scaler_for",
     "make_loader",
     "open_cache",
     "open_tensorboard",

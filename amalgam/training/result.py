@@ -18,7 +18,8 @@ class TrainResult:
             loss`` or fixed).
         task_weighting: the scheme's name (``uncertainty``, ``initial_loss``, ``fixed``; empty: a run
             without such terms).
-        precision: what the student's forward trained in (``fp32``, ``bf16``, ``fp16``).
+        precision: what the student's forward trained in (``fp32``, ``bf16``, ``fp16``; ``mixed``: a
+            resume continued in another one).
     """
 
     epochs: int

@@ -21,7 +21,8 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     # that mode also fills every new tensor with NaN, a debugging aid that cost a tenth of a CPU
     # training step (profiled; docs/benchmarks.md): kernels that write their whole output need no fill
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    if hasattr(torch.utils, "deterministic"):  # torch >= 2.2
+        torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,31 +39,40 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @functools.cache  # asked on every step
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bf16 units (AMX or AVX512-BF16); without them oneDNN emulates bf16,
-    which was measured far slower than fp32."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+def cpu_bf16_units() -> str:
+    """This CPU's bf16 units: ``amx`` (tile units: measured 1.85x a plain-convolution student's fp32
+    training step, docs/benchmarks.md), ``avx512_bf16`` (dot-product instructions only, not
+    measured here) or ``""`` (none: oneDNN emulates bf16, measured far slower than fp32)."""
+    for name, probe in (("amx", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported")):
+        if getattr(torch.cpu, probe, lambda: False)():
+            return name
+    return ""
+
+
+def cuda_computes_bf16(device: torch.device) -> bool:
+    """Native bf16 on this GPU (compute capability 8.0 or newer); ``is_bf16_supported`` also counts
+    emulation, which older GPUs run slower than fp16."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
     """The dtype the student's training forward runs in (None: fp32, no autocast).
 
-    ``auto`` is bf16 on CUDA (fp16 where the GPU has no bf16) and on a CPU with bf16 units, fp32 on
-    any other CPU. Asking for a dtype the device cannot compute is refused rather than emulated.
+    ``auto`` is bf16 on a GPU with bf16 (fp16 on older ones) and on a CPU with AMX, fp32 on any other
+    CPU. Asking for a dtype the device cannot compute natively is refused rather than emulated.
     """
     if precision == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_computes_bf16() else None
+            return torch.bfloat16 if cuda_computes_bf16(device) else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_units() == "amx" else None
     if precision not in PRECISIONS:
         raise AmalgamError(f"train.precision: expected auto, {', '.join(PRECISIONS)}; got '{precision}'")
     dtype = PRECISIONS[precision]
     if dtype is torch.float16 and device.type != "cuda":
         raise AmalgamError("train.precision: fp16 autocast is for CUDA; on this device use bf16 or fp32")
-    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise AmalgamError("train.precision: this GPU has no bf16; use fp16 or auto")
-    if dtype is torch.bfloat16 and device.type == "cpu" and not cpu_computes_bf16():
+    if dtype is torch.bfloat16 and device.type == "cuda" and not cuda_computes_bf16(device):
+        raise AmalgamError("train.precision: this GPU has no native bf16 (compute capability < 8.0); use fp16 or auto")
+    if dtype is torch.bfloat16 and device.type == "cpu" and not cpu_bf16_units():
         raise AmalgamError(
             "train.precision: this CPU has no bf16 units (AMX or AVX512-BF16), so bf16 would be emulated "
             "and slower than fp32; use fp32 or auto"
@@ -83,9 +93,10 @@ def precision_text(device: torch.device, precision: str = "auto") -> str:
     elif device.type == "cuda":
         why = "auto: mixed precision on CUDA"
     elif name == "fp32":
-        why = "auto: this CPU has no bf16 units"
+        units = cpu_bf16_units()
+        why = f"auto: this CPU has {'only AVX512-BF16' if units else 'no bf16 units'}, bf16 is used on AMX only"
     else:
-        why = "auto: this CPU has bf16 units (AMX or AVX512-BF16); train.precision: fp32 turns it off"
+        why = "auto: this CPU has AMX bf16 units; train.precision: fp32 turns it off"
     kind = "fp32" if name == "fp32" else f"{name} autocast, fp32 weights"
     return f"precision: {kind} ({why})"
 

@@ -270,6 +270,7 @@ class Trainer:
             "recipe": self.plan.recipe.model_dump(mode="json", exclude={"output"}),
             "teachers": self.fingerprints,  # what the recipe dump cannot see: --resume refuses changed teachers
             "spec": self.student.spec.to_dict(),  # what auto chose: a resume must build the same student
+            "precision": self.result.precision,  # auto decides per machine: a resume elsewhere may differ
         }
         if self.partial is not None:
             state["partial"] = self.partial
@@ -286,9 +287,20 @@ class Trainer:
         self.result.history, self.result.images = list(state["history"]), state["images"]
         self.result.seconds = state["seconds"]
         self.epoch = state["epoch"]
+        self._resume_precision(state.get("precision"))
         self.partial = state.get("partial")
         self.partial_rng = state["torch_rng"]  # set again once a stopped epoch's finished batches are redrawn
         replay_epochs(self.loader, self.epoch)
+
+    def _resume_precision(self, before: Optional[str]) -> None:
+        """Says when a resumed run continues in another precision than it trained in (``auto`` decides
+        per machine); the report then says ``mixed``."""
+        now = self.result.precision
+        if before is None:  # a checkpoint from before train.precision: fp32 on CPUs, autocast on CUDA
+            before = now if self.device.type == "cuda" else "fp32"
+        if before != now:
+            self.log(f"precision: this run trained in {before} before the resume and continues in {now}")
+            self.result.precision = "mixed"
 
 
 def _quiet(message: str) -> None:

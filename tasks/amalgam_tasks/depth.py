@@ -23,7 +23,7 @@ class ExpDepth(nn.Module):
     """Maps a log-depth map to metres; clamped so an untrained head cannot overflow."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.exp(x.clamp(-7.0, 7.0))
+        return torch.exp(x.float().clamp(-7.0, 7.0))  # fp32: CPU autocast would keep exp in bf16
 
 
 class DepthMeter:
