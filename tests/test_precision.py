@@ -161,3 +161,22 @@ def test_a_precision_the_device_lacks_stops_the_build_before_any_teacher_loads(w
     captured = capsys.readouterr()
     assert "fp16 autocast is for CUDA" in captured.err
     assert "teacher" not in captured.out and not out.exists()
+
+
+def test_the_teacher_cache_is_keyed_by_the_precision_its_answers_were_computed_in(world, tmp_path, monkeypatch, capsys):
+    import re
+
+    from amalgam.cli import main
+
+    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: "amx")
+    out = tmp_path / "run"
+    args = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--set", "train.batch_size=4", "--force"]
+
+    def filled(precision: str) -> list[int]:
+        assert main(["build", str(world), "--output", str(out), *args, "--set", f"train.precision={precision}"]) == 0
+        said = capsys.readouterr().out
+        return [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) already filled", said)]
+
+    assert not any(filled("bf16"))  # a new folder: nothing stored yet
+    assert any(filled("bf16"))  # the same precision reads what the first build stored
+    assert not any(filled("fp32"))  # answers computed in bf16 are not read as fp32 ones: a new store

@@ -11,7 +11,6 @@ file, rebuilds it with one line saying why (see cache_store.py for the files and
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,6 +29,7 @@ from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets
 from amalgam.teachers.fingerprint import model_code, weight_digests
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
+from amalgam.training.runtime import PRECISIONS, precision_name
 
 #: bump when what the stores hold or how they are laid out changes
 CACHE_FORMAT = "amalgam-teacher-cache/4"  # 3: answers on the teacher's own view, stored on the student's grid;
@@ -56,8 +56,9 @@ def file_listing(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
-    """Everything a teacher's cached outputs depend on (``taps``: the features stored with them).
+def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: str = "fp32") -> dict:
+    """Everything a teacher's cached outputs depend on (``taps``: the features stored with them;
+    ``precision``: what the answers are computed in, the run's ``train.precision`` on its device).
 
     The teacher's config (model kwargs, input spec, wrapper, output convention), the bytes of its
     checkpoint and TorchScript file, its factory's source, each source's config and files (path,
@@ -84,6 +85,7 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None) -> dict:
         "files": weight_digests(recipe, name),
         "image_size": list(recipe.data.image_size),
         "sources": sources,
+        "precision": precision,
     }
 
 
@@ -114,6 +116,9 @@ class TeacherCache:
         self.stores: dict[str, Store] = {}
         self.log = log
         self.hits = self.misses = 0
+        # the answers are computed in the run's precision (fast where the device has bf16); a store
+        # filled in another one is another key, so a run never reads answers of another precision
+        self.precision = precision_name(plan_device(plan), plan.recipe.train.precision)
         size = tuple(plan.recipe.data.image_size)
         for name, teacher in plan.teachers.items():
             if not teacher.deterministic:
@@ -125,7 +130,7 @@ class TeacherCache:
                 offsets[sid] = rows
                 rows += len(plan.sources.sets[sid])
             label = f"teacher cache '{name}'"
-            key = teacher_key(plan, name, self.taps)
+            key = teacher_key(plan, name, self.taps, self.precision)
             store = open_store(root / name, key, rows, out, feat, offsets, teacher.task.dense, label, log, _comparable)
             self.stores[name] = store
             done = int(store.filled.sum())
@@ -169,7 +174,7 @@ class TeacherCache:
 
             def run(missing: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
                 rows_in_batch = idx[torch.from_numpy(missing).to(idx.device)]
-                out, feature = _plain_answer(teacher, images, rows_in_batch, self.taps.get(name))
+                out, feature = _plain_answer(teacher, images, rows_in_batch, self.taps.get(name), self.precision)
                 feat = feature.float().cpu().numpy() if store.features is not None else None
                 return out.float().cpu().numpy(), feat
 
@@ -237,15 +242,26 @@ def _beyond_fp16(*arrays: Optional[np.ndarray]) -> bool:
     return any(a is not None and _peak(a) > FP16_MAX for a in arrays)
 
 
-def _plain_answer(teacher: Teacher, views: BatchViews, rows: torch.Tensor, tap: Optional[FeatureTap]):
-    """The teacher on its un-augmented view of ``rows``, dense answers on the student's grid.
-
-    Always in fp32, outside the student's autocast (``train.precision``): what is stored is read by
-    later runs in the same folder whatever their precision, and the cache key does not name one.
-    """
+def _plain_answer(
+    teacher: Teacher, views: BatchViews, rows: torch.Tensor, tap: Optional[FeatureTap], precision: str = "fp32"
+):
+    """The teacher on its un-augmented view of ``rows``, dense answers on the student's grid, computed in
+    ``precision`` (``fp32``, ``bf16``, ``fp16``) whatever autocast the caller is in: it is part of the key."""
     device = views.student.device.type
-    with torch.autocast(device, enabled=False) if device in ("cpu", "cuda") else contextlib.nullcontext():
+    if device not in ("cpu", "cuda"):
         return answer_views(teacher, views, rows, views.student.shape[-2:], augmented=False, tap=tap)
+    dtype = PRECISIONS[precision]
+    autocast = torch.autocast(device, dtype=dtype) if dtype else torch.autocast(device, enabled=False)
+    with autocast:
+        return answer_views(teacher, views, rows, views.student.shape[-2:], augmented=False, tap=tap)
+
+
+def plan_device(plan: Plan) -> torch.device:
+    """Where the plan's teachers are (the run's device; the CPU for teachers without parameters)."""
+    for teacher in plan.teachers.values():
+        for param in teacher.model.parameters():
+            return param.device
+    return torch.device("cpu")
 
 
 def _shapes(teacher: Teacher, size: tuple, tap: Optional[FeatureTap]) -> tuple[tuple, Optional[tuple]]:
