@@ -22,8 +22,13 @@ torch.set_num_threads(1)
 # tolerances mean the same everywhere; tests/test_precision.py sets the units it tests.
 from amalgam.training import runtime  # noqa: E402
 
-HOST_CPU_BF16_UNITS = runtime.cpu_bf16_units  # the real detection, for the test of it
-runtime.cpu_bf16_units = lambda: ""
+
+def _fp32_everywhere() -> str:
+    return ""
+
+
+_fp32_everywhere.host = runtime.cpu_bf16_units  # the real detection, for its own test
+runtime.cpu_bf16_units = _fp32_everywhere
 
 
 @pytest.fixture(scope="session")

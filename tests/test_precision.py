@@ -24,9 +24,7 @@ def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_amx(monkeypatch, units, ex
 
 
 def test_the_units_are_read_from_torch_cpu(monkeypatch):
-    from conftest import HOST_CPU_BF16_UNITS
-
-    real = HOST_CPU_BF16_UNITS.__wrapped__  # without the per-process cache
+    real = runtime.cpu_bf16_units.host.__wrapped__  # conftest's pin keeps the detection; no per-process cache
     for amx, avx, expected in ((True, True, "amx"), (False, True, "avx512_bf16"), (False, False, "")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v, raising=False)
