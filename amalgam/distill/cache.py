@@ -29,7 +29,7 @@ from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets
 from amalgam.teachers.fingerprint import model_code, weight_digests
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
-from amalgam.training.runtime import PRECISIONS, precision_name
+from amalgam.training.runtime import autocast_for
 
 #: bump when what the stores hold or how they are laid out changes
 CACHE_FORMAT = "amalgam-teacher-cache/4"  # 3: answers on the teacher's own view, stored on the student's grid;
@@ -107,18 +107,25 @@ class TeacherCache:
         log: progress messages.
         taps: the teachers' features to store beside their outputs (the Objective's
             ``teacher_taps``); part of the store's key, so a store is never read with other taps.
+        precision: what the answers are computed in (``fp32``, ``bf16``, ``fp16``: the run's
+            ``train.precision`` on its device); part of the key, so a run never reads another's.
     """
 
-    def __init__(self, root: Path, plan: Plan, log: Callable[[str], None] = print, taps: Optional[Taps] = None):
+    def __init__(
+        self,
+        root: Path,
+        plan: Plan,
+        log: Callable[[str], None] = print,
+        taps: Optional[Taps] = None,
+        precision: str = "fp32",
+    ):
         self.plan = plan
         self.taps: Taps = dict(taps or {})
         self.starts = plan.sources.offsets
         self.stores: dict[str, Store] = {}
         self.log = log
         self.hits = self.misses = 0
-        # the answers are computed in the run's precision (fast where the device has bf16); a store
-        # filled in another one is another key, so a run never reads answers of another precision
-        self.precision = precision_name(plan_device(plan), plan.recipe.train.precision)
+        self.precision = precision
         size = tuple(plan.recipe.data.image_size)
         for name, teacher in plan.teachers.items():
             if not teacher.deterministic:
@@ -246,22 +253,9 @@ def _plain_answer(
     teacher: Teacher, views: BatchViews, rows: torch.Tensor, tap: Optional[FeatureTap], precision: str = "fp32"
 ):
     """The teacher on its un-augmented view of ``rows``, dense answers on the student's grid, computed in
-    ``precision`` (``fp32``, ``bf16``, ``fp16``) whatever autocast the caller is in: it is part of the key."""
-    device = views.student.device.type
-    if device not in ("cpu", "cuda"):
+    ``precision`` whatever autocast the caller is in: it is part of the store's key."""
+    with autocast_for(views.student.device, precision):
         return answer_views(teacher, views, rows, views.student.shape[-2:], augmented=False, tap=tap)
-    dtype = PRECISIONS[precision]
-    autocast = torch.autocast(device, dtype=dtype) if dtype else torch.autocast(device, enabled=False)
-    with autocast:
-        return answer_views(teacher, views, rows, views.student.shape[-2:], augmented=False, tap=tap)
-
-
-def plan_device(plan: Plan) -> torch.device:
-    """Where the plan's teachers are (the run's device; the CPU for teachers without parameters)."""
-    for teacher in plan.teachers.values():
-        for param in teacher.model.parameters():
-            return param.device
-    return torch.device("cpu")
 
 
 def _shapes(teacher: Teacher, size: tuple, tap: Optional[FeatureTap]) -> tuple[tuple, Optional[tuple]]:
@@ -274,8 +268,11 @@ def _shapes(teacher: Teacher, size: tuple, tap: Optional[FeatureTap]) -> tuple[t
     return tuple(out.shape[1:]), (tuple(feature.shape[1:]) if feature is not None else None)
 
 
-def open_cache(plan: Plan, run_dir: Path, taps: Taps, log: Callable[[str], None]) -> Optional[TeacherCache]:
-    """The teacher cache when ``train.cache_teachers`` is on and it fits ``train.cache_max_gb``.
+def open_cache(
+    plan: Plan, run_dir: Path, taps: Taps, log: Callable[[str], None], precision: str = "fp32"
+) -> Optional[TeacherCache]:
+    """The teacher cache when ``train.cache_teachers`` is on and it fits ``train.cache_max_gb``
+    (``precision``: what the run computes in, see :class:`TeacherCache`).
 
     ``taps`` are the features the objective reads (``Objective.teacher_taps``): taking them here
     is what orders the two, since the objective makes the taps the cache stores and is keyed by.
@@ -292,4 +289,4 @@ def open_cache(plan: Plan, run_dir: Path, taps: Taps, log: Callable[[str], None]
         f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}; augmentation is the horizontal"
         " flip only (geometric), applied to the cached outputs as to the images"
     )
-    return TeacherCache(run_dir / "teacher_cache", plan, log, taps)
+    return TeacherCache(run_dir / "teacher_cache", plan, log, taps, precision)

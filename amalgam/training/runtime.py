@@ -82,7 +82,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
 
 def precision_name(device: torch.device, precision: str = "auto") -> str:
     """``fp32``, ``bf16`` or ``fp16``: what ``train.precision`` comes to on ``device``."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
+    dtype = autocast_dtype(device, precision)
+    return next(name for name, d in PRECISIONS.items() if d is dtype)
 
 
 def precision_text(device: torch.device, precision: str = "auto") -> str:
@@ -102,9 +103,12 @@ def precision_text(device: torch.device, precision: str = "auto") -> str:
 
 
 def autocast_for(device: torch.device, precision: str = "auto") -> AbstractContextManager:
-    """The student's forward in ``train.precision`` (:func:`autocast_dtype`)."""
+    """Computes in ``precision`` (:func:`autocast_dtype`), also inside another autocast: fp32 turns an
+    enclosing one off (the teacher cache computes in the precision its key names)."""
     dtype = autocast_dtype(device, precision)
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    if dtype is not None:
+        return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
 
 
 def grad_scaler_for(device: torch.device, precision: str = "auto") -> torch.amp.GradScaler:

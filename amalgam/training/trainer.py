@@ -75,6 +75,7 @@ class Trainer:
         self.fingerprints = teacher_fingerprints(plan.recipe)
         seed_everything(plan.recipe.seed)
         self.objective = Objective(plan, student)  # initial_loss's window: one epoch of plan.sources
+        self.precision = precision_name(device, cfg.precision)  # what this process computes in
         if ctx.is_main:
             log(self.objective.weighting.describe())
             log(precision_text(device, cfg.precision))
@@ -82,17 +83,17 @@ class Trainer:
             module.to(device)
         self.loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx)
         taps = self.objective.teacher_taps  # the cache stores (and is keyed by) what the objective reads
-        self.cache = open_cache(plan, run_dir, taps, log) if ctx.is_main else None
+        self.cache = open_cache(plan, run_dir, taps, log, self.precision) if ctx.is_main else None
         ctx.barrier()  # rank 0 made the cache files; the others open them
         if not ctx.is_main:
-            self.cache = open_cache(plan, run_dir, taps, lambda msg: None)
+            self.cache = open_cache(plan, run_dir, taps, lambda msg: None, self.precision)
         self.router = make_router(plan, student, self.objective.student_tap, device, log if ctx.is_main else _quiet)
         self.model = self._wrap(student)
         local = ctx.local_batch(cfg.batch_size)
         self.optimizer = build_optimizer(parameter_groups(student, self.objective.parameters(), cfg), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, max(1, cfg.epochs * len(self.loader)))
-        self.scaler = grad_scaler_for(device, cfg.precision)
-        self.result = TrainResult(cfg.epochs, 0.0, 0, precision=precision_name(device, cfg.precision))
+        self.scaler = grad_scaler_for(device, self.precision)
+        self.result = TrainResult(cfg.epochs, 0.0, 0, precision=self.precision)
         self.augment = BatchAugment(
             cfg, plan.sources.names, plan.recipe.seed, slice(ctx.rank * local, (ctx.rank + 1) * local)
         )
@@ -193,7 +194,7 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = self._targets(aug, batch)
         with self.timer.section("student"):  # minus "teachers", which runs inside
-            with autocast_for(self.device, self.cfg.precision):
+            with autocast_for(self.device, self.precision):
                 out = self.model(images, rows=self.router.rows(source)) if self.router else self.model(images)
                 loss, parts = self.objective(out, images, source, self.timer.wrap(targets))
             self.optimizer.zero_grad(set_to_none=True)
@@ -295,7 +296,7 @@ class Trainer:
     def _resume_precision(self, before: Optional[str]) -> None:
         """Says when a resumed run continues in another precision than it trained in (``auto`` decides
         per machine); the report then says ``mixed``."""
-        now = self.result.precision
+        now = self.precision
         if before is None:  # a checkpoint from before train.precision: fp32 on CPUs, autocast on CUDA
             before = now if self.device.type == "cuda" else "fp32"
         if before != now:
