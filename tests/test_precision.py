@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from world import trainer_for
 
 from amalgam.errors import AmalgamError
 from amalgam.training import runtime
@@ -119,14 +120,7 @@ def test_a_build_trains_in_bf16_on_a_cpu_with_bf16_units(world, tmp_path, monkey
 
 
 def _trainer(world, tmp_path, precision: str, log):
-    from amalgam.config.recipe import load_recipe
-    from amalgam.distill.plan import build_plan
-    from amalgam.students.build import build_student
-    from amalgam.training.trainer import Trainer
-
-    small = ["train.epochs=2", "train.samples_per_epoch=8", "train.batch_size=4", "train.cache_teachers=false"]
-    plan = build_plan(load_recipe(world, [*small, f"train.precision={precision}"]), log=lambda m: None)
-    return Trainer(plan, build_student(plan.student_spec()), tmp_path, CPU, log=log)
+    return trainer_for(world, tmp_path, [f"train.precision={precision}"], log)
 
 
 def test_a_resume_in_another_precision_is_said_and_reported_mixed(world, tmp_path, monkeypatch):

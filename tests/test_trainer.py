@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import torch
+from world import SMALL_TRAIN as SMALL
+from world import trainer_for
 
 from amalgam.config.recipe import load_recipe
 from amalgam.distill.plan import build_plan
-from amalgam.students.build import build_student
-from amalgam.training.trainer import Trainer
 
 QUIET = lambda msg: None  # noqa: E731
-SMALL = ["train.epochs=2", "train.samples_per_epoch=8", "train.batch_size=4", "train.cache_teachers=false"]
-
-
-def trainer_for(world, tmp_path) -> Trainer:
-    plan = build_plan(load_recipe(world, SMALL), log=QUIET)
-    return Trainer(plan, build_student(plan.student_spec()), tmp_path, torch.device("cpu"), log=QUIET)
 
 
 def test_fit_runs_every_epoch_and_calls_the_callbacks_after_each(world, tmp_path):

@@ -14,6 +14,8 @@ from PIL import Image
 
 #: settings of the session build (and of anything compared with it)
 TINY_BUILD = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--quiet"]
+#: a Trainer's tiny schedule (tests that drive the Trainer itself)
+SMALL_TRAIN = ["train.epochs=2", "train.samples_per_epoch=8", "train.batch_size=4", "train.cache_teachers=false"]
 
 CLASSES = ["background", "disc", "square", "bar"]
 ITEM_CLASSES = ["cat", "dog", "bird"]
@@ -158,3 +160,14 @@ def make_world(root: Path, steps_images: int = 16) -> Path:
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+def trainer_for(recipe: Path, run_dir: Path, overrides=(), log=lambda message: None):
+    """A CPU Trainer of ``recipe`` on :data:`SMALL_TRAIN` (plus ``overrides``), writing to ``run_dir``."""
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.plan import build_plan
+    from amalgam.students.build import build_student
+    from amalgam.training.trainer import Trainer
+
+    plan = build_plan(load_recipe(recipe, [*SMALL_TRAIN, *overrides]), log=lambda message: None)
+    return Trainer(plan, build_student(plan.student_spec()), run_dir, torch.device("cpu"), log=log)
