@@ -851,3 +851,21 @@ def test_a_torchscript_teacher_traced_in_train_mode_stops(batchnorm, why):
         check_teacher_output(teacher_of(traced, task="segmentation"), (32, 32))
     good = torch.jit.trace(DropoutNet(batchnorm).eval(), torch.rand(2, 3, 32, 32))
     check_teacher_output(teacher_of(good, task="segmentation"), (32, 32))
+
+
+def test_a_module_the_factory_imports_is_part_of_the_cache_key(fresh_world, tmp_path):
+    """Editing a recipe-folder helper the factory imports (not the factory's file) rebuilds the store."""
+    folder = fresh_world.parent
+    (folder / "teacher_scale.py").write_text("SCALE = 1.0\n")
+    models = folder / "models.py"
+    scaled = "y = teacher_scale.SCALE * self.head(self.body(x))"
+    code = models.read_text().replace("y = self.head(self.body(x))", scaled)
+    models.write_text("import teacher_scale\n" + code)
+    root = tmp_path / "cache"
+    fill(plan_of(fresh_world), root, "seg-a")
+    (folder / "teacher_scale.py").write_text("SCALE = 3.0\n")
+    plan = plan_of(fresh_world)  # same checkpoint and factory file, a new helper
+    lines = []
+    cache, out, images = fill(plan, root, "seg-a", log=lines.append)
+    assert any("seg-a': rebuilding it: what its outputs depend on changed (code)" in line for line in lines), lines
+    torch.testing.assert_close(out, on_grid(plan.teachers["seg-a"](images)), atol=2e-2, rtol=2e-3)

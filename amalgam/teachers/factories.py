@@ -11,14 +11,13 @@ recipe with a factory is code. What it may name is limited to:
 
 Anything else (``os:system``, ``subprocess:run``, ``builtins:eval``) is refused before it is
 imported. Modules from the recipe's folder are imported afresh on every build, so an edited
-factory is the one that runs, and :func:`factory_digest` puts their source into the teacher
-cache's key.
+factory is the one that runs, and ``teachers/fingerprint.py`` puts their source (and that of
+the recipe-folder modules they import) into the teacher cache's key.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -137,25 +136,6 @@ def build_from_factory(kwargs: dict, base: Path) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise AmalgamError(f"factory: '{factory}' returned a {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def factory_digest(factory: object, base: Path) -> str | None:
-    """SHA-256 of the factory module's source (every ``.py`` of a package), None if not in the recipe folder.
-
-    Installed and allowed modules are keyed by their version instead (see :func:`module_version`).
-    """
-    try:
-        module_name, _ = split_factory(factory)
-    except AmalgamError:
-        return None
-    origin = local_origin(module_name, base)
-    if origin is None:
-        return None
-    files = sorted(origin.rglob("*.py")) if origin.is_dir() else [origin]
-    h = hashlib.sha256()
-    for path in files:
-        h.update(str(path.relative_to(origin.parent)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,16 +3,28 @@
 A recipe dump cannot see a checkpoint retrained in place under the same name, so the teacher cache
 keys its stores by these and ``--resume`` refuses a run whose teachers changed since it started:
 its student would otherwise be trained by two versions of a teacher, half a run each.
+
+Code: a python factory's module and every module of the recipe's folder it imports, directly or
+through another (found by reading their ``import`` statements); an installed factory module or a
+library model source (timm, torchvision, smp) by its installed version.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import hashlib
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Iterator, Optional
 
 from amalgam.config.schema import Recipe
+from amalgam.errors import AmalgamError
 from amalgam.io import file_digest
-from amalgam.teachers.factories import factory_digest, module_version
+from amalgam.teachers.factories import local_origin, module_version, split_factory
+
+#: the installed distribution whose version a library model source's networks depend on
+SOURCE_LIBRARIES = {"timm": "timm", "torchvision": "torchvision", "smp": "segmentation-models-pytorch"}
 
 
 def weight_digests(recipe: Recipe, name: str) -> dict[str, str]:
@@ -34,13 +46,73 @@ def _digest(path: Path, size: int, mtime_ns: int) -> str:
 
 
 def model_code(recipe: Recipe, name: str) -> dict:
-    """The code behind a teacher's network: a python factory's source (or installed version)."""
+    """The code behind a teacher's network: a python factory's source (the recipe folder's modules it
+    imports included) or installed version; a library source's version; nothing for TorchScript."""
     model = recipe.teachers[name].model
     if model.source != "python":
-        return {}
+        library = _library_version(SOURCE_LIBRARIES.get(model.source))
+        return {"package": library} if library else {}
     factory = model.kwargs().get("factory")
-    source = factory_digest(factory, recipe.base_dir)
+    source = local_code_digest(factory, recipe.base_dir)
     return {"factory_source": source} if source else {"package": module_version(factory)}
+
+
+def _library_version(distribution: Optional[str]) -> Optional[str]:
+    try:
+        return f"{distribution}=={version(distribution)}" if distribution else None
+    except PackageNotFoundError:
+        return None
+
+
+def local_code_digest(factory: object, base: Path) -> Optional[str]:
+    """SHA-256 of the factory module's source and of every recipe-folder module it imports, directly
+    or not (a package counts whole); None when the factory's module is not in the recipe folder."""
+    try:
+        first = split_factory(factory)[0]
+    except AmalgamError:
+        return None
+    origins = list(_local_closure(first, base))
+    if not origins:
+        return None
+    h = hashlib.sha256()
+    for origin in origins:  # the factory's own module first: one importing nothing local keeps its old digest
+        for path in _module_files(origin):
+            h.update(str(path.relative_to(origin.parent)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _local_closure(module: str, base: Path) -> Iterator[Path]:
+    """The origins (file or package folder) of ``module`` and of the recipe-folder modules it imports."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        origin = local_origin(todo.pop(0), base)
+        if origin is None or origin in seen:
+            continue
+        seen.add(origin)
+        yield origin
+        for path in _module_files(origin):
+            todo.extend(imported_names(path))
+
+
+def _module_files(origin: Path) -> list[Path]:
+    return sorted(origin.rglob("*.py")) if origin.is_dir() else [origin]
+
+
+def imported_names(path: Path) -> list[str]:
+    """The absolute module names ``path``'s import statements name (relative ones stay inside its package,
+    which is hashed whole); none when it does not parse (its bytes are hashed all the same)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError):
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
 
 
 def teacher_fingerprints(recipe: Recipe) -> dict[str, dict]:
@@ -59,6 +131,16 @@ def fingerprint_changes(stored: dict, recipe: Recipe) -> list[str]:
         for path in sorted(set(then["files"]) | set(now["files"])):
             if then["files"].get(path) != now["files"].get(path):
                 changes.append(f"{name}: {path} changed")
-        if then["code"] != now["code"]:
-            changes.append(f"{name}: its factory's code changed")
+        if (change := _code_change(then["code"], now["code"])) is not None:
+            changes.append(f"{name}: {change}")
     return changes
+
+
+def _code_change(then: dict, now: dict) -> Optional[str]:
+    """What changed in a teacher's code, None if nothing did (or a run from before library versions
+    were recorded, whose checkpoint holds no code for a library teacher)."""
+    if then == now or (not then and set(now) == {"package"}):
+        return None
+    if "factory_source" in then or "factory_source" in now:
+        return "its factory's code changed"
+    return f"its code changed ({then.get('package')} -> {now.get('package')})"
