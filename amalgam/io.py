@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 
 
-def atomic_save(obj: object, path: Path, save: Callable[[object, str], None] = torch.save) -> None:
+def atomic_save(obj: object, path: Path, save: Optional[Callable[[object, str], None]] = None) -> None:
     """Saves to a temp file in the same folder, then renames: a crash never leaves half a file.
 
     Args:
         obj: what to save.
         path: the destination.
         save: the writer, ``torch.save`` by default (``torch.jit.save`` for TorchScript).
+
+    Raises:
+        AmalgamError: one line when the disk is full (``path`` is untouched then).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
-        save(obj, tmp)
+        try:
+            (save or torch.save)(obj, tmp)
+        except (OSError, RuntimeError) as exc:
+            if is_disk_full(exc):
+                free = shutil.disk_usage(path.parent).free
+                why = f"{free:,} bytes free: {error_line(exc)}"
+                raise AmalgamError(f"disk full: cannot write {path} ({why}); it was not replaced") from None
+            raise
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
@@ -34,6 +46,12 @@ def atomic_save(obj: object, path: Path, save: Callable[[object, str], None] = t
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a write failed for want of space (torch's zip writer reports it as a RuntimeError)."""
+    text = str(exc)
+    return getattr(exc, "errno", None) == errno.ENOSPC or "write failed" in text or "No space" in text
 
 
 def write_json(obj: object, path: Path) -> None:

@@ -381,6 +381,26 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_old_one(world
     assert not list(run.glob(".checkpoint.pt.*"))
 
 
+def test_a_full_disk_while_saving_the_student_is_one_line_and_resume_finishes(world, tmp_path, monkeypatch, capsys):
+    real = torch.save
+
+    def save(obj, path):
+        if ".student.pt." in str(path):  # the training's checkpoints fit; the student file does not
+            Path(path).write_bytes(b"PK" + bytes(100))
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64: file write failed")
+        return real(obj, path)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = tmp_path / "run"
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"disk full: cannot write {run / 'student.pt'} (") and "not replaced" in line, line
+    assert not (run / "student.pt").exists() and not list(run.glob(".student.pt.*"))
+    monkeypatch.setattr(torch, "save", real)  # space freed: the trained checkpoint finishes the run
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 0
+    assert (run / "student.pt").is_file()
+
+
 def bare_tensor(run, whole):
     torch.save(torch.zeros(3), run / "checkpoint.pt")
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from amalgam.errors import AmalgamError, error_line
+from amalgam.io import is_disk_full
 
 PREVIOUS = "checkpoint.prev.pt"
 #: what ``--resume`` reads from a training state
@@ -57,8 +58,8 @@ def zip_problem(path: Path) -> Optional[str]:
 def _disk_full(path: Path, need: int, exc: BaseException) -> AmalgamError:
     free = shutil.disk_usage(path.parent).free
     return AmalgamError(
-        f"disk full: cannot write {path} (needs about {need:,} bytes, {free:,} free: {exc}); "
-        f"the previous checkpoint is intact"
+        f"disk full: cannot write {path} (needs about {need:,} bytes, {free:,} free: {error_line(exc)}); "
+        + ("the previous checkpoint is intact" if path.is_file() else "no checkpoint was written yet")
     )
 
 
@@ -79,8 +80,7 @@ def write_checkpoint(state: dict, path: Path) -> None:
         try:
             torch.save(state, tmp)
         except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as RuntimeError
-            full = getattr(exc, "errno", None) == errno.ENOSPC or "write failed" in str(exc) or "No space" in str(exc)
-            if full:
+            if is_disk_full(exc):
                 raise _disk_full(path, need, exc) from None
             raise
         problem = zip_problem(tmp)
