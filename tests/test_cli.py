@@ -214,7 +214,7 @@ def test_broken_recipe_exits_2_with_one_line_and_no_run_folder(world, tmp_path):
         [sys.executable, "-m", "amalgam", "build", str(path)], capture_output=True, text=True, env=env, timeout=60
     )
     assert proc.returncode == 2
-    assert proc.stderr == "amalgam: error: train.epoch: unknown key\n"
+    assert proc.stderr == "amalgam: error: train.epoch: unknown key (did you mean 'epochs'?)\n"
     assert proc.stdout == ""
     assert not (tmp_path / "run").exists()
 

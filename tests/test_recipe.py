@@ -53,7 +53,15 @@ def test_minimal_recipe_uses_defaults(raw, world):
 
 def test_unknown_key_is_named(raw, world):
     raw["train"]["epoch"] = 3
-    assert error_of(raw, world) == "train.epoch: unknown key"
+    assert error_of(raw, world) == "train.epoch: unknown key (did you mean 'epochs'?)"
+
+
+def test_an_unknown_key_names_the_near_known_one_at_any_depth(raw, world):
+    raw["teachers"]["seg-a"]["inptu"] = {"size": [32, 32]}
+    assert error_of(raw, world) == "teachers.seg-a.inptu: unknown key (did you mean 'input'?)"
+    del raw["teachers"]["seg-a"]["inptu"]
+    raw["zzz"] = 1  # nothing near it: no guess
+    assert error_of(raw, world) == "zzz: unknown key"
 
 
 def test_missing_required_key(raw, world):
@@ -214,7 +222,7 @@ def test_load_recipe_applies_overrides_before_validation(world):
     assert recipe.train.epochs == 1 and recipe.student.encoder == "resnet34"
     with pytest.raises(RecipeError, match=r"^train.epochs: "):
         load_recipe(world, ["train.epochs=0"])
-    with pytest.raises(RecipeError, match=r"^train.epoch: unknown key$"):
+    with pytest.raises(RecipeError, match=r"^train.epoch: unknown key \(did you mean 'epochs'\?\)$"):
         load_recipe(world, ["train.epoch=1"])
 
 
@@ -242,8 +250,12 @@ def test_missing_and_invalid_recipe_files(tmp_path):
         load_recipe(tmp_path / "none.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(RecipeError, match="is not valid YAML"):
+    with pytest.raises(RecipeError, match="is not valid YAML: line 2, column 1: "):
         load_recipe(bad)
+    tabbed = tmp_path / "tab.yaml"
+    tabbed.write_text("name: x\ntrain:\n\tepochs: 1\n")
+    with pytest.raises(RecipeError, match=r"line 3, column 1: found character .* \(indent with spaces, not tabs\)"):
+        load_recipe(tabbed)
     listing = tmp_path / "list.yaml"
     listing.write_text("- a\n- b\n")
     with pytest.raises(RecipeError, match="must be a YAML mapping"):
@@ -302,7 +314,7 @@ def test_base_errors_name_the_file(world, tmp_path):
     with pytest.raises(RecipeError, match=r"^base: expected the path of a recipe file"):
         load_recipe(tmp_path / "d.yaml")
     (tmp_path / "e.yaml").write_text(f"base: {world}\ntrain: {{epoch: 3}}\n")
-    with pytest.raises(RecipeError, match=r"^train\.epoch: unknown key$"):
+    with pytest.raises(RecipeError, match=r"^train\.epoch: unknown key \(did you mean 'epochs'\?\)$"):
         load_recipe(tmp_path / "e.yaml")
 
 

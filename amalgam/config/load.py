@@ -7,11 +7,14 @@ Relative paths resolve against the recipe file's folder.
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from amalgam.config.checks import check_recipe
 from amalgam.config.schema import Recipe
@@ -57,12 +60,47 @@ def format_validation_error(err: dict) -> RecipeError:
     """Turns one pydantic error into a :class:`RecipeError` naming the dotted key path."""
     path = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        return RecipeError(path, "unknown key")
+        return RecipeError(path, "unknown key" + _did_you_mean(err["loc"]))
     if err["type"] == "missing":
         return RecipeError(path, "required key is missing")
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
     return RecipeError(path, f"{err['msg'].removeprefix('Value error, ')}{shown}")
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """`` (did you mean 'epochs'?)`` when a known key at that place is close to the unknown one."""
+    close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys the recipe schema knows inside the section at ``loc`` (none where it cannot tell)."""
+    node: Any = Recipe
+    for part in loc:
+        model = _model_in(node)
+        if model is not None:
+            field = model.model_fields.get(str(part)) or _by_alias(model, str(part))
+            node = field.annotation if field is not None else None
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]  # a named entry (a teacher, a source): its value's type
+        else:
+            return []
+    model = _model_in(node)
+    return [] if model is None else [f.alias or n for n, f in model.model_fields.items() if n != "base_dir"]
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (``Optional[Model]``, ``Union[..., Model]``), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next((m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None), None)
+    return None
+
+
+def _by_alias(model: type[BaseModel], key: str):
+    return next((f for f in model.model_fields.values() if f.alias == key), None)
 
 
 def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
@@ -105,6 +143,15 @@ def merge_recipes(base: dict, derived: dict, _path: tuple[str, ...] = ()) -> dic
     return merged
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line 3, column 1: found character '\\t' that cannot start any token (indent with spaces)``."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    hint = " (indent with spaces, not tabs)" if "\\t" in problem or "\t" in problem else ""
+    return f"{where}{problem}{hint}"
+
+
 def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
     """The raw mapping of a recipe file, laid over the recipe its ``base`` key names (recursively).
 
@@ -118,7 +165,7 @@ def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
     try:
         raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise RecipeError("", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise RecipeError("", f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict) or "base" not in raw:
         return raw
     base = raw.pop("base")
