@@ -80,3 +80,32 @@ def test_evaluate_logs_each_warning(world_plan, built_run):
     said = [line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")]
     assert said == evaluation.warnings() == json.loads((built_run / "report.json").read_text())["warnings"]
     assert said  # one epoch on 8 images: the tiny student loses classes
+
+
+def test_a_teacher_naming_classes_as_others_is_asked_about_its_label_order():
+    from amalgam.evaluation.metrics import ConfusionMatrix
+    from amalgam.evaluation.per_class import label_order_warning
+
+    m = ConfusionMatrix(4)  # rows: truth; 0 is the common class (a background)
+    m.matrix[:] = torch.tensor([[90, 5, 3, 2], [1, 2, 17, 0], [1, 15, 4, 0], [9, 0, 0, 11]])
+    mostly = m.mostly_predicted_as()
+    assert mostly == [None, 2, 1, None]  # class 3 lost to the background is blindness, not a swap
+    line = label_order_warning("cls", ["bg", "cat", "dog", "bird"], mostly)
+    assert line == (
+        "teacher cls names most of 2 classes as one other class ('cat' as 'dog', 'dog' as 'cat'): are its labels"
+        " (and the eval set's class names) in the order of its outputs?"
+    )
+    assert label_order_warning("cls", ["bg", "cat", "dog", "bird"], [None, 2, None, None]) is None  # one: a weak class
+
+
+def test_a_task_result_says_the_label_order_line_first():
+    from amalgam.evaluation.evaluate import TaskResult
+    from amalgam.task import get_task
+
+    task = get_task("classification")
+    meter = task.new_meter(3)
+    truth = torch.tensor([0] * 10 + [1] * 10 + [2] * 10)
+    meter.update(torch.tensor([0] * 10 + [2] * 9 + [1] + [1] * 8 + [2] * 2), truth)  # 1 and 2 swapped
+    metrics = meter.compute()
+    result = TaskResult("cls", task, "set", metrics, metrics, classes=["cat", "dog", "bird"])
+    assert result.warnings()[0].startswith("teacher cls names most of 2 classes as one other class ('dog' as 'bird'")

@@ -13,13 +13,16 @@ from torch.utils.data import DataLoader, Subset
 from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.coverage import Coverage
-from amalgam.evaluation.per_class import class_warnings, per_class_rows
+from amalgam.evaluation.per_class import class_warnings, label_order_warning, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
 from amalgam.students.build import StudentSpec, count_params
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
 from amalgam.training.progress import bar_for
+
+#: the meters' per-class "the other class most of its predictions name" (labelled tasks)
+MOSTLY = "mostly_predicted_as"
 
 
 def relative_to_teacher(teacher: Optional[float], student: Optional[float], higher_is_better: bool) -> float:
@@ -59,6 +62,8 @@ class TaskResult:
         the part of the eval set it is scored on when that is not all of it (see coverage.py)."""
         rows = self.per_class()
         lines = class_warnings(self.teacher, self.task.per_class_metric, rows) if rows else []
+        if rows and (order := label_order_warning(self.teacher, self.classes, self.teacher_metrics.get(MOSTLY))):
+            lines.insert(0, order)
         partial = self.coverage.warning() if self.coverage else None
         return lines + self.task.teacher_warnings(self.teacher, self.teacher_metrics) + ([partial] if partial else [])
 

@@ -52,3 +52,20 @@ class ConfusionMatrix:
             scored[classes] = True
             present &= scored
         return iou[present].mean().item() if present.any() else float("nan")
+
+    def mostly_predicted_as(self, share: float = 0.5) -> list[Optional[int]]:
+        """Per class, the one other class that takes more than ``share`` of its predictions, else None.
+
+        The most common class of the ground truth (a segmenter's background) is not counted as such a
+        class: predicting it is blindness, not a swap of labels.
+        """
+        truth = self.matrix.sum(1)
+        common = int(truth.argmax()) if truth.sum() else -1
+        found: list[Optional[int]] = []
+        for c in range(self.num_classes):
+            row = self.matrix[c].clone()
+            row[c] = 0
+            j = int(row.argmax())
+            swapped = truth[c] > 0 and j != common and row[j] > share * truth[c]
+            found.append(j if swapped else None)
+        return found

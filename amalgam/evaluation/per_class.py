@@ -7,6 +7,8 @@ in report.md/html, in ``amalgam eval`` and in report.json (``warnings``).
 
 from __future__ import annotations
 
+from typing import Optional
+
 #: a teacher below this per-class score (IoU or recall) is called near-blind on that class
 BLIND_BELOW = 0.1
 #: a student below this share of the teacher's per-class score has lost that class
@@ -57,3 +59,24 @@ def class_warnings(
                 f"(< {lost_below:g}x)"
             )
     return lines
+
+
+def label_order_warning(teacher: str, classes: list[str], mostly: Optional[list]) -> Optional[str]:
+    """One line when the teacher names most items of two or more classes as one other class each:
+    the order of its ``labels`` (or of the eval set's class names) likely does not match its outputs.
+
+    Args:
+        teacher: the teacher's name.
+        classes: its label names, in output order.
+        mostly: per class, the index of the other class that takes most of its predictions, or None
+            (the meter's ``mostly_predicted_as``).
+    """
+    swaps = [(classes[c], classes[j]) for c, j in enumerate(mostly or []) if j is not None]
+    if len(swaps) < 2:
+        return None
+    more = f" and {len(swaps) - 4} more" if len(swaps) > 4 else ""
+    shown = ", ".join(f"'{a}' as '{b}'" for a, b in swaps[:4]) + more
+    return (
+        f"teacher {teacher} names most of {len(swaps)} classes as one other class ({shown}): are its labels"
+        " (and the eval set's class names) in the order of its outputs?"
+    )

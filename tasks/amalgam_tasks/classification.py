@@ -27,6 +27,7 @@ class TopOne:
             "top1": self.confusion.accuracy(),
             "count": int(self.confusion.matrix.sum()),
             "recall": [None if torch.isnan(v) else round(v.item(), 4) for v in self.confusion.recall()],
+            "mostly_predicted_as": self.confusion.mostly_predicted_as(),
         }
 
 

@@ -34,6 +34,7 @@ class SegmentationMeter:
             "miou": self.confusion.mean_iou(self.classes),
             "pixel_acc": self.confusion.accuracy(),
             "iou": [None if torch.isnan(v) else round(v.item(), 4) for v in iou],
+            "mostly_predicted_as": self.confusion.mostly_predicted_as(),
         }
 
 
