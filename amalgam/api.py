@@ -35,7 +35,7 @@ from amalgam.distill.tree_search import SearchResult, search_tree, with_budget
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.evaluate import evaluate as score
 from amalgam.evaluation.evaluate import size_and_speed
-from amalgam.evaluation.report import build_report
+from amalgam.evaluation.report import build_report, teacher_readings
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.inspection import Inspection, inspect_recipe
@@ -191,7 +191,7 @@ def evaluate(
     for line in _space_differences(student, spaces or {}, plan.spaces):
         log(line)
     evaluation = score(plan, model, device, spaces=spaces, log=log)
-    report = build_report(loaded.name, evaluation, size_and_speed(plan, model, device), None)
+    report = build_report(loaded.name, evaluation, size_and_speed(plan, model, device), None, teacher_readings(plan))
     if has_branches(model.spec.type):
         report["tree"] = tree_section(model.spec, report, loaded.student.budget)
     return report

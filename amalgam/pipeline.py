@@ -20,7 +20,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation.during import eval_callback
 from amalgam.evaluation.evaluate import evaluate, size_and_speed
 from amalgam.evaluation.export import written_exports
-from amalgam.evaluation.report import build_report, to_markdown, write_report
+from amalgam.evaluation.report import build_report, teacher_readings, to_markdown, write_report
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.io import check_writable
@@ -198,7 +198,8 @@ def train_student(
         return {}
     save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
     evaluation = evaluate(plan, student, device, log=log)
-    report = build_report(recipe.name, evaluation, size_and_speed(plan, student, device), result)
+    sizes = size_and_speed(plan, student, device)
+    report = build_report(recipe.name, evaluation, sizes, result, teacher_readings(plan))
     if choice is not None:
         report["encoder_choice"] = choice.to_dict()
     if has_branches(student.spec.type):

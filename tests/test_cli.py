@@ -88,11 +88,16 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
     assert report["tree"]["branch_at"] == {"classification": 3, "segmentation": 3, "depth": 3}
     assert report["student"]["decoders"] == {"segmentation": [16, 16, 8, 8, 8], "depth": [16, 16, 8, 8, 8]}
     for who in ("student", "teachers"):
-        assert set(report[who]) == {"params", "latency_ms"} | ({"decoders"} if who == "student" else set())
+        assert set(report[who]) == {"params", "latency_ms"} | ({"decoders"} if who == "student" else {"reading"})
         assert set(report[who]["latency_ms"]) == {"b1", "b32"}
         assert report[who]["params"] > 0
         assert all(v > 0 and math.isfinite(v) for v in report[who]["latency_ms"].values())
     assert report["teachers"]["params"] < report["student"]["params"]  # the world's teachers are tiny
+    reading = report["teachers"]["reading"]  # how each teacher was read, as the log says it
+    assert sorted(reading) == ["cls", "depth", "seg-a", "seg-b"] and set(reading["cls"]) == {"input", "output"}
+    assert reading["cls"]["input"].startswith("size ") and "output" in reading["depth"]["output"]
+    markdown = (built_run / "report.md").read_text()
+    assert f"Teacher seg-a: {reading['seg-a']['input']}; distilling {reading['seg-a']['output']}." in markdown
     assert sorted(r["teacher"] for r in report["tasks"]) == ["cls", "depth", "seg-a", "seg-b"]
     for row in report["tasks"]:
         per_class = {"per_class_metric", "per_class"} if row["task"] != "depth" else set()

@@ -10,8 +10,21 @@ from amalgam.io import write_json
 from amalgam.training.result import TrainResult, weights_text
 
 
-def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainResult | None) -> dict:
-    """The report dict; its field names are a public contract (extend, never rename)."""
+def teacher_readings(plan) -> dict[str, dict[str, str]]:
+    """How each teacher was read, as the build log and ``inspect`` say it: its input and its output."""
+    return {
+        name: {"input": teacher.input_spec.describe(), "output": teacher.output_note()}
+        for name, teacher in plan.teachers.items()
+    }
+
+
+def build_report(
+    name: str, evaluation: Evaluation, sizes: dict, train: TrainResult | None, readings: dict | None = None
+) -> dict:
+    """The report dict; its field names are a public contract (extend, never rename).
+
+    ``readings`` (:func:`teacher_readings`) goes under ``teachers.reading``.
+    """
     report = {
         "name": name,
         "student": sizes["student"],
@@ -25,6 +38,8 @@ def build_report(name: str, evaluation: Evaluation, sizes: dict, train: TrainRes
             "images_per_second": round(train.images_per_second, 2) if train else 0.0,
         },
     }
+    if readings:
+        report["teachers"] = {**report["teachers"], "reading": readings}
     if train:
         report["train"]["precision"] = train.precision
     if train and train.task_weights:
@@ -102,6 +117,8 @@ def to_markdown(report: dict) -> str:
         from amalgam.evaluation.tree_report import tree_markdown
 
         lines += tree_markdown(report["tree"])
+    for teacher, reading in t.get("reading", {}).items():
+        lines += [f"Teacher {teacher}: {reading['input']}; distilling {reading['output']}.", ""]
     train = report["train"]
     if train["epochs"]:  # `amalgam eval` trains nothing: no training line
         speed = train["images_per_second"]
