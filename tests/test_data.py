@@ -47,11 +47,11 @@ def test_grey_images_become_three_equal_channels(tmp_path):
     assert torch.allclose(image, torch.full_like(image, 51 / 255))
 
 
-def test_limit_keeps_the_first_images(tmp_path):
+def test_limit_keeps_an_even_spread_of_the_sorted_images(tmp_path):
     for i in range(5):
         save_rgb(tmp_path / f"{i}.png", seed=i)
     ds = build({"type": "folder", "path": tmp_path, "limit": 2})
-    assert [p.name for p in ds.files] == ["0.png", "1.png"]
+    assert [p.name for p in ds.files] == ["0.png", "2.png"]  # files i * 5 // 2
 
 
 def test_imagefolder_classes_and_labels(tmp_path):
@@ -167,6 +167,55 @@ def test_coco_missing_annotations_named(tmp_path):
     cfg = {"type": "coco", "path": tmp_path / "images", "annotations": tmp_path / "none.json"}
     with pytest.raises(AmalgamError, match=r"^data.eval.x: COCO annotations not found: .*none.json"):
         build(cfg)
+
+
+HALF = [[0, 0, 8, 0, 8, 2, 0, 2]]  # a polygon over the top half of a 4x8 image
+WHOLE = [[0, 0, 8, 0, 8, 4, 0, 4]]
+
+
+def write_coco_set(root: Path, images: list, categories: list[str], anns: list[tuple]) -> dict:
+    """4x8 images ``images`` (ids) as ``<id>.png``; categories ``1..n``; ``anns`` of
+    ``(image id, category id, polygon, iscrowd)`` in file order. Gives the source's config."""
+    for i in images:
+        save_rgb(root / "images" / f"{i}.png", size=(4, 8))
+    instances = {
+        "images": [{"id": i, "file_name": f"{i}.png", "height": 4, "width": 8} for i in images],
+        "categories": [{"id": k + 1, "name": name} for k, name in enumerate(categories)],
+        "annotations": [
+            {"id": n + 1, "image_id": i, "category_id": c, "segmentation": poly, "area": 16, "bbox": [0, 0, 8, 4]}
+            | {"iscrowd": crowd}
+            for n, (i, c, poly, crowd) in enumerate(anns)
+        ],
+    }
+    (root / "instances.json").write_text(json.dumps(instances))
+    return {"type": "coco", "path": root / "images", "annotations": root / "instances.json"}
+
+
+def test_coco_categories_reaching_the_ignore_value_stop_and_crowds_are_not_scored(tmp_path):
+    # the 255th category was class 255, the ignore value of crowd regions: crowd pixels were scored as it
+    from amalgam.evaluation.metrics import ConfusionMatrix
+    from amalgam.labels import apply_lookup
+
+    anns = [(1, 2, WHOLE, 1), (1, 1, HALF, 0)]  # a crowd of 'extra1' under a 'shirt' on the top half
+    names = ["shirt"] + [f"extra{k}" for k in range(1, 255)]
+    with pytest.raises(AmalgamError, match=r"^data\.eval\.x: COCO .* has 255 categories, at most 254 can be read"):
+        build(write_coco_set(tmp_path / "a", [1], names, anns), with_targets=True)
+    dataset = build(write_coco_set(tmp_path / "b", [1], names[:-1], anns), size=(4, 8), with_targets=True)
+    mask = dataset[0]["mask"]
+    assert len(dataset.classes) == 255 and mask.dtype == torch.int64
+    assert (mask[:2] == 1).all() and (mask[2:] == IGNORE).all(), mask
+    scored = ConfusionMatrix(len(dataset.classes))
+    scored.update(torch.zeros_like(mask), apply_lookup(mask, torch.arange(len(dataset.classes))))
+    assert scored.matrix.sum() == 16 and scored.matrix[1, 0] == 16  # the shirt half only: crowds are not scored
+
+
+def test_coco_string_image_ids_read_their_own_annotations(tmp_path):
+    # pycocotools read imgIds="12" as ["1", "2"]: image "12" was drawn with images 1's and 2's annotations
+    anns = [("1", 1, HALF, 0), ("2", 2, WHOLE, 0), ("12", 1, HALF, 0)]
+    dataset = build(write_coco_set(tmp_path, ["1", "2", "12"], ["shirt", "coat"], anns), size=(4, 8), with_targets=True)
+    mask = dataset[dataset.image_ids.index("12")]["mask"]
+    assert (mask[:2] == 1).all() and (mask[2:] == 0).all(), mask
+    assert (dataset[dataset.image_ids.index("2")]["mask"] == 2).all()
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 from amalgam.config.recipe import TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.task import DistillOptions, get_task
-from amalgam.teachers.model_sources import load_checkpoint
+from amalgam.teachers.model_sources import build_model, check_model, load_checkpoint
 from amalgam.teachers.teacher import Teacher, build_teacher, check_teacher_output
 
 LABELS = ("background", "a", "b")
@@ -287,3 +288,113 @@ def test_a_factory_that_raises_is_named_with_its_own_error_not_bad_arguments(tmp
     assert str(info.value) == "factory: 'faults_teachers_raising:f' raised FileNotFoundError: no weights for b7"
     with pytest.raises(AmalgamError, match=r"^bad constructor arguments for python model: .*'width'"):
         build_model("python", {**kwargs, "width": 3}, tmp_path)  # arguments the factory does not take
+
+
+# ---- timm teachers built for another input size than their pretrained_cfg's
+
+
+def timm_teacher(**model) -> Teacher:
+    config = TeacherConfig(task="classification", model={"from": "timm", **model}, labels=list(LABELS))
+    return Teacher(
+        "vit", get_task("classification"), build_model("timm", config.model.kwargs(), None), config, (32, 32)
+    )
+
+
+@pytest.mark.parametrize("size", [64, [64, 64]])
+def test_a_timm_teacher_built_with_img_size_is_fed_that_size_and_says_so(size):
+    # timm leaves pretrained_cfg at its own size: a ViT built at 64 px was fed 160 (224) px, or crashed
+    t = timm_teacher(name="test_vit", img_size=size, num_classes=3, dynamic_img_size=False)
+    assert t.size == (64, 64)
+    assert t.input_spec.describe().startswith("size 64x64 (model img_size), 3 channels (default)")
+    check_teacher_output(t, (32, 32))
+
+
+def test_a_timm_size_from_pretrained_cfg_is_said_and_named_when_the_network_refuses_it():
+    t = timm_teacher(name="test_vit", num_classes=3)
+    assert t.input_spec.describe().startswith("size 160x160 (timm pretrained_cfg)")
+    config = TeacherConfig(task="classification", model={"from": "timm", "name": "test_vit"}, labels=list(LABELS))
+    built_elsewhere = build_model("timm", {"name": "test_vit", "img_size": 64, "dynamic_img_size": False}, None)
+    t = Teacher("vit", get_task("classification"), built_elsewhere, config, (32, 32))
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(t, (32, 32))
+    assert str(info.value).endswith(
+        "(160x160 is the timm pretrained_cfg's input_size: give the model img_size, or set teachers.vit.input.size)"
+    )
+
+
+def test_a_timm_teachers_recipe_input_size_wins_over_img_size():
+    config = TeacherConfig(
+        task="classification",
+        model={"from": "timm", "name": "test_vit", "img_size": 64, "num_classes": 3, "dynamic_img_size": True},
+        labels=list(LABELS),
+        input={"size": [32, 32]},
+    )
+    t = Teacher("vit", get_task("classification"), build_model("timm", config.model.kwargs(), None), config, (32, 32))
+    assert t.size == (32, 32) and t.input_spec.describe().startswith("size 32x32, ")
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"img_size": 64, "input_size": [3, 32, 32]}, "img_size [64, 64] and input_size [32, 32] disagree"),
+        ({"img_size": "big"}, "img_size 'big' is not an input size (an int, [H, W] or [C, H, W])"),
+    ],
+)
+def test_a_malformed_or_conflicting_timm_size_stops_in_one_line(model, message):
+    with pytest.raises(AmalgamError, match=re.escape(message)):
+        build_model("timm", {"name": "test_vit", **model}, None)
+    with pytest.raises(AmalgamError, match=re.escape(message)):
+        check_model("timm", {"name": "test_vit", **model}, None)
+
+
+# ---- shape errors name the setting or fix their shape points at
+
+
+class Shaped(nn.Module):
+    """Logits of ``classes`` channels, bent into another shape by ``mode``."""
+
+    def __init__(self, classes: int, mode: str = ""):
+        super().__init__()
+        self.conv, self.mode = nn.Conv2d(3, classes, 1), mode
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.mode == "pooled":
+            return y.mean((2, 3))
+        if self.mode == "1x1":
+            return y.mean((2, 3), keepdim=True)
+        if self.mode == "nhwc":
+            return y.permute(0, 2, 3, 1)
+        if self.mode == "argmax":
+            return y.argmax(1)
+        return y
+
+
+@pytest.mark.parametrize(
+    "task, classes, mode, hint",
+    [
+        ("segmentation", 1, "", "(one channel for two labels: set output: binary (a logit) or binary_probability"),
+        ("classification", 1, "pooled", "(one channel for two labels: set output: binary (a logit)"),
+        (
+            "classification",
+            3,
+            "1x1",
+            "(a [B, C, 1, 1] map: flatten it in the model, e.g. return torch.flatten(out, 1))",
+        ),
+        ("segmentation", 3, "nhwc", "(channels last? return it as [B, C, H, W]: out.permute(0, 3, 1, 2))"),
+        ("segmentation", 3, "argmax", "(an integer class map, not scores: export the network's logits)"),
+    ],
+)
+def test_a_refused_output_shape_names_the_setting_it_points_at(task, classes, mode, hint):
+    labels = ("background", "a") if classes == 1 else LABELS
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(teacher(Shaped(classes, mode), task=task, labels=labels), (32, 32))
+    message = str(info.value)
+    assert message.startswith(f"teacher 't1' ({task}): expected logits of shape") and "\n" not in message
+    assert hint in message
+
+
+def test_a_plain_shape_error_gets_no_hint():
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(teacher(Shaped(4), task="segmentation"), (32, 32))
+    assert str(info.value) == "teacher 't1' (segmentation): expected logits of shape [B, 3, H, W], got [2, 4, 32, 32]"

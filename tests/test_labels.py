@@ -231,3 +231,30 @@ def test_group_logsumexp_gives_a_label_of_no_class_minus_infinity_and_no_nan_gra
     assert torch.allclose(out[:, 2], torch.logsumexp(z[:, 1:], 1))
     out[:, [0, 2]].sum().backward()
     assert torch.isfinite(z.grad).all()
+
+
+def test_an_unmarked_background_label_of_a_partial_teacher_is_said():
+    from amalgam.labels.names import unmarked_catch_all
+
+    unified = ["background", "circle", "square", "ring"]
+    line = unmarked_catch_all("seg-a", ["Background", "circle", "square"], None, unified)
+    assert line == (
+        "teacher 'seg-a': label 'Background' is read as a class of its own, not as everything it does not know"
+        " (ring), since teachers.seg-a.background is not set: set it to 'Background' if it stands for everything else"
+    )
+    assert unmarked_catch_all("seg-a", ["Background", "circle", "square"], "Background", unified) is None  # marked
+    assert unmarked_catch_all("seg-a", ["background", "circle", "square", "ring"], None, unified) is None  # knows all
+    assert unmarked_catch_all("seg-a", ["circle", "square"], None, unified) is None  # no such label
+
+
+def test_the_plan_logs_an_unmarked_background(world):
+    import yaml
+
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.plan import build_plan
+
+    teachers = yaml.safe_load(world.read_text())["teachers"]
+    partial = next(n for n, t in teachers.items() if t.get("background"))
+    lines = []
+    build_plan(load_recipe(world, [f"teachers.{partial}.background=null"]), with_data=False, log=lines.append)
+    assert any(line.startswith(f"teacher '{partial}': label ") for line in lines), lines

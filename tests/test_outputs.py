@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import pytest
 import torch
@@ -304,15 +304,70 @@ def test_a_one_channel_binary_model_is_read_as_two_logits(kind):
     assert t.output_note() == f"the output tensor, read as {kind} (output: {kind})"
 
 
-def test_a_binary_classifier_with_two_logits_in_0_1_on_the_check_batch_passes():
-    # two values prove nothing: a real binary classifier's logits of 0.3 and 0.8 were refused
-    class TwoLogits(nn.Module):
-        def forward(self, x):
-            return torch.tensor([[0.3], [0.8]])[: x.shape[0]]
+class RedOverGreen(nn.Module):
+    """A binary classifier of colour: its logit, 0.5 + 2 (red - green), lies in [0, 1] on grey images."""
 
+    def forward(self, x):
+        rgb = x * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(
+            1, 3, 1, 1
+        )
+        return 0.5 + 2 * (rgb[:, :1] - rgb[:, 1:2]).mean((2, 3))
+
+
+def test_a_binary_classifier_with_logits_in_0_1_on_the_check_batch_passes():
+    # a few values prove nothing: a real binary classifier's logits of 0.3 and 0.8 were refused; the
+    # check reads 16 varied images, on which real logits stray out of [0, 1]
     labels = dict(labels=("no", "yes"), output="binary")
-    check_teacher_output(teacher(TwoLogits(), task="classification", **labels), (16, 16))
+    t = teacher(RedOverGreen(), task="classification", **labels)
+    assert (t.selected_output(torch.rand(2, 3, 16, 16)) - 0.5).abs().max() < 0.5  # the check batch's lie in [0, 1]
+    check_teacher_output(t, (16, 16))
     assert isinstance(get_task("segmentation").output_layer("binary_probability"), nn.Sigmoid)
+
+
+class SigmoidClassifier(nn.Module):
+    """A classifier ending in one sigmoid per label (a multi-label head), of few labels."""
+
+    def __init__(self, labels: int):
+        super().__init__()
+        self.fc = nn.Linear(3, labels)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3))).sigmoid()
+
+
+@pytest.mark.parametrize("labels", [2, 5, 7])
+def test_a_sigmoid_classifier_of_few_labels_stops_as_sigmoids(labels):
+    # 2 images x 5 labels is 10 values, under the 16 the check needs: it was distilled as logits
+    names = tuple("abcdefg"[:labels])
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: every value .* lies in \[0, 1\], as sigmoid"):
+        check_teacher_output(teacher(SigmoidClassifier(labels), task="classification", labels=names), (16, 16))
+    check_teacher_output(
+        teacher(SigmoidClassifier(labels), task="classification", labels=names, output="sigmoid"), (16, 16)
+    )
+
+
+def test_a_one_logit_classifier_ending_in_sigmoid_stops_as_binary_probability():
+    # its 2 values on the check batch never reached the 16 the binary check needs
+    binary = dict(labels=("no", "yes"), output="binary")
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as a logit, but every value lies in \[0, 1\]"):
+        check_teacher_output(teacher(SigmoidClassifier(1), task="classification", **binary), (16, 16))
+    sigmoid = dict(labels=("no", "yes"), output="binary_probability")
+    check_teacher_output(teacher(SigmoidClassifier(1), task="classification", **sigmoid), (16, 16))
+
+
+@pytest.mark.parametrize("labels", [1, 2, 5])
+def test_small_logits_of_untrained_stand_ins_pass_the_wider_reading_check(labels):
+    # an untrained resnet's few logits barely vary across images: on 16 plain images they all lay in
+    # [0, 1] for 1 in 3 one-logit stand-ins; the wider check amplifies its images' input, as logits grow
+    timm = pytest.importorskip("timm")
+    kind = dict(labels=("no", "yes"), output="binary") if labels == 1 else dict(labels=tuple("abcde"[:labels]))
+    for seed in range(10):
+        torch.manual_seed(seed)
+        model = timm.create_model("resnet10t", pretrained=False, num_classes=labels)
+        check_teacher_output(teacher(model, task="classification", **kind), (16, 16))
+        sigmoid = nn.Sequential(model, nn.Sigmoid())
+        with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: .*lies? in \[0, 1\]"):
+            check_teacher_output(teacher(sigmoid, task="classification", **kind), (16, 16))
 
 
 def test_a_binary_reading_of_a_sigmoid_or_of_several_channels_stops():
@@ -336,3 +391,64 @@ def test_nan_outputs_stop_at_the_teacher_check_naming_the_teacher():
     # they passed `amalgam inspect` and stopped the build at step 1 blaming the loss
     with pytest.raises(AmalgamError, match=r"'t1' \(segmentation\): 25% of the output on a random batch is NaN"):
         check_teacher_output(teacher(Diverged()), (16, 16))
+
+
+SegOut = namedtuple("SegOut", ["logits", "aux_logits"])
+
+
+class NamedTupleSeg(nn.Module):
+    """A segmenter answering a namedtuple, the form of torchvision's ``InceptionOutputs``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return SegOut(y, y * 2)
+
+
+def test_output_key_names_a_namedtuple_field():
+    # the output has .logits, yet "the output has no 'logits'": tuples were read by index only
+    model = NamedTupleSeg()
+    t = teacher(model, output_key="logits")
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(t(x), model(t.prepare(x)).logits)
+    assert torch.equal(select(model(x), "aux_logits"), model(x).aux_logits)
+    assert torch.equal(select(model(x), "1"), model(x).aux_logits)  # its index still selects
+
+
+def test_a_namedtuple_output_lists_its_field_names():
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(teacher(NamedTupleSeg()), (16, 16))
+    assert str(info.value).endswith(
+        "holds 2 tensors: logits [2, 3, 16, 16], aux_logits [2, 3, 16, 16];"
+        " set output_key to one of: logits, aux_logits"
+    )
+    with pytest.raises(
+        AmalgamError, match=r"has no 'out' \(tensors in the output: logits \[2, 3, 16, 16\], aux_logits"
+    ):
+        select(NamedTupleSeg()(torch.rand(2, 3, 16, 16)), "out")
+
+
+class Pair(nn.Module):
+    def forward(self, x):
+        return x[:, :3] * 2, x[:, :1]
+
+
+@pytest.mark.parametrize("key", [0, "0"])
+def test_output_key_takes_a_tuple_index_written_as_a_number(key):
+    # `output_key: 0` in YAML is an int: refused with "Input should be a valid string", though the
+    # README and the tuple error offer 0
+    config = TeacherConfig(task="segmentation", model={"from": "python", "factory": "m:f"}, output_key=key)
+    assert config.output_key == "0"
+    t = teacher(Pair(), output_key=key)
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(t(x), t.prepare(x) * 2)
+
+
+def test_output_key_refuses_a_boolean():
+    with pytest.raises(ValueError, match="valid string"):
+        TeacherConfig(task="segmentation", model={"from": "python", "factory": "m:f"}, output_key=True)

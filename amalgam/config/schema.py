@@ -46,7 +46,12 @@ class SourceConfig(_Strict):
     split: str = "train"
     download: bool = False
     weight: float = Field(1.0, gt=0)
-    limit: Optional[int] = Field(None, gt=0, description="use only the first N images")
+    limit: Optional[int] = Field(
+        None,
+        gt=0,
+        description="use only N images, spread evenly over the sorted file list (file i*total//N), so every"
+        " class folder stays; a torchvision dataset keeps its first N when they hold every class, else a spread",
+    )
     classes_file: Optional[Path] = Field(None, description="imagefolder/dense: '<folder id> <name>' lines")
     depth_scale: float = Field(
         1000.0, gt=0, description="dense: depth PNG values per metre (1000: millimetres, as NYU; KITTI: 256)"
@@ -125,8 +130,16 @@ class TeacherConfig(_Strict):
         " logits|probabilities|sigmoid|binary|binary_probability",
     )
     output_key: Optional[str] = Field(
-        None, description="the distilled tensor: dict key, tuple index or attribute, dotted for nesting"
+        None,
+        description="the distilled tensor: dict key, tuple index (0 or '0'), namedtuple field or attribute,"
+        " dotted for nesting",
     )
+
+    @field_validator("output_key", mode="before")
+    @classmethod
+    def _index_as_key(cls, v: Any) -> Any:
+        """A tuple index written plainly (``output_key: 0``, YAML's int) as the string key the code selects by."""
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("sources")
     @classmethod
@@ -268,7 +281,9 @@ class TrainConfig(_Strict):
     augment: bool = True
     mixup: Optional[MixupConfig] = Field(None, description="function matching: teachers label image blends")
     eval_batch_size: int = Field(64, ge=1)
-    max_eval_images: Optional[int] = Field(None, ge=1)
+    max_eval_images: Optional[int] = Field(
+        None, ge=1, description="score at most N images of each eval set, spread evenly as a set's limit keeps them"
+    )
     eval_every: Optional[int] = Field(
         None, ge=1, description="score the student every N epochs (and after the last) into train_log.csv"
     )

@@ -1,6 +1,6 @@
 """Image sources (unlabeled, for training) and eval sets (labelled), and their mixing."""
 
 from amalgam.data.mixing import MixedSources, mixing_sampler
-from amalgam.data.sources import SOURCE_TYPES, ImageSet, build_image_set
+from amalgam.data.sources import SOURCE_TYPES, ImageSet, build_image_set, shared_images
 
-__all__ = ["SOURCE_TYPES", "ImageSet", "MixedSources", "build_image_set", "mixing_sampler"]
+__all__ = ["SOURCE_TYPES", "ImageSet", "MixedSources", "build_image_set", "mixing_sampler", "shared_images"]

@@ -2,8 +2,11 @@
 
 Class 0 is ``background`` (pixels no annotation covers); category ``k`` of the sorted ids is class
 ``k + 1``. Crowd regions (``iscrowd: 1``: a group of objects outlined as one, not every pixel of
-which is the class) are 255 (ignore), amalgam's rule, said in the log; the instances drawn over
-them keep their class.
+which is the class) are 255 (:data:`~amalgam.labels.IGNORE`), amalgam's rule, said in the log; the
+instances drawn over them keep their class. 255 is therefore no class: a file of 255 or more categories
+stops (the engine's metrics and lookup tables skip 255 wherever it stands).
+Image ids reach pycocotools wrapped in a list: it reads a bare ``str`` id (``"12"``) as the ids ``"1"``
+and ``"2"``.
 Category names must be unique and differ from ``background``: teachers are matched by name, so two
 categories of one name (or one named as class 0) would be merged without a word.
 """
@@ -15,14 +18,25 @@ from typing import Sequence
 
 import numpy as np
 
-from amalgam.data.target_scan import IGNORE
 from amalgam.errors import AmalgamError
+from amalgam.labels import IGNORE
 
 BACKGROUND = "background"
 
 
+def check_count(cat_ids: Sequence[int], annotations: Path) -> None:
+    """Stops in one line when a category would be class :data:`IGNORE` (255), where crowd regions are."""
+    if len(cat_ids) >= IGNORE:
+        raise AmalgamError(
+            f"COCO {annotations} has {len(cat_ids)} categories, at most {IGNORE - 1} can be read: category k is"
+            f" class k + 1 and {IGNORE} is ignore (crowd regions, never scored): drop or merge categories"
+        )
+
+
 def class_names(coco, cat_ids: Sequence[int], annotations: Path) -> list[str]:
-    """``background`` then each category's name; stops in one line on a name given twice."""
+    """``background`` then each category's name; stops in one line on a name given twice, or on
+    too many categories (:func:`check_count`)."""
+    check_count(cat_ids, annotations)
     ids_of: dict[str, list[int]] = {BACKGROUND: []}
     for cat in cat_ids:
         ids_of.setdefault(coco.cats[cat]["name"], []).append(cat)
@@ -51,12 +65,13 @@ def check_categories(coco, annotations: Path) -> None:
             )
 
 
-def semantic_mask(coco, image_id: int, cat_ids: Sequence[int]) -> np.ndarray:
-    """The ``H x W`` class map of one image: crowd regions first as 255, then each instance in
-    annotation order (a later one over an earlier one). Categories were checked by :func:`check_categories`."""
+def semantic_mask(coco, image_id: int | str, cat_ids: Sequence[int]) -> np.ndarray:
+    """The ``H x W`` int32 class map of one image: crowd regions first as :data:`IGNORE`, then each
+    instance in annotation order (a later one over an earlier one). Categories were checked by
+    :func:`check_categories` and :func:`check_count`; ``image_id`` may be an ``int`` or a ``str``."""
     info = coco.imgs[image_id]
     mask = np.zeros((info["height"], info["width"]), dtype=np.int32)
-    anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None))
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
     for ann in sorted(anns, key=lambda a: not a.get("iscrowd")):  # stable: crowds first, order kept
         value = IGNORE if ann.get("iscrowd") else cat_ids.index(ann["category_id"]) + 1
         mask[coco.annToMask(ann) > 0] = value

@@ -97,6 +97,8 @@ class ImageFacts(NamedTuple):
     mode: str
     rotated: bool  # an EXIF orientation other than upright, which reading applies
     alpha: bool  # transparency, which reading drops (as torchvision's RGB decoding does)
+    grey: bool = False  # one grey channel (1, L, LA, 16-bit), which reading repeats into R, G and B
+    grey16: bool = False  # 16-bit grey, which reading scales by 1/257 (0-65535 -> 0-255)
 
 
 def _orientation(img: Image.Image, verified: bool = False) -> int:
@@ -115,7 +117,9 @@ def _facts(img: Image.Image) -> ImageFacts:
     orientation = _orientation(img, verified=True)
     size = (img.height, img.width) if orientation >= 5 else (img.width, img.height)
     alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    return ImageFacts(size, (img.width, img.height), img.mode, orientation != 1, alpha)
+    grey16 = img.mode in GREY16 or (img.mode == "I" and img.format == "PNG")  # as _is_grey16 reads them
+    grey = grey16 or img.mode in GREY8
+    return ImageFacts(size, (img.width, img.height), img.mode, orientation != 1, alpha, grey, grey16)
 
 
 def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image") -> ImageFacts:
@@ -191,6 +195,8 @@ def _upright(img: Image.Image) -> Image.Image:
 
 #: PIL modes of 16-bit grey pixels; PIL's own convert("RGB") clips them at 255 (nearly white)
 GREY16 = ("I;16", "I;16B", "I;16L", "I;16N")
+#: PIL modes of 1- and 8-bit grey pixels (with or without alpha): read with the grey value in R, G and B
+GREY8 = ("1", "L", "LA", "La")
 
 
 def to_rgb8(img: Image.Image, path: Path) -> np.ndarray:
@@ -210,6 +216,16 @@ def _is_grey16(mode: str, fmt: Optional[str], path: Path) -> bool:
     if mode in ("I", "F"):
         raise AmalgamError(f"image {path} has {mode} pixels (32-bit): save it as 8- or 16-bit")
     return False
+
+
+def grey_peak(path: Path) -> int:
+    """The largest pixel value of a 16-bit grey image (decoded once; the source check asks it of
+    16-bit images only, to tell 12-bit data stored on a 16-bit scale)."""
+    try:
+        with Image.open(path) as img:
+            return int(np.asarray(img).max(initial=0))
+    except (OSError, ValueError) as exc:
+        raise AmalgamError(f"corrupt image {path}: {exc}") from None
 
 
 def read_array(path: Path) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import inspect
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from amalgam.data.images import (
     IN_SUBFOLDERS,
     OUTSIDE_CLASSES,
     ImageFacts,
+    grey_peak,
     list_images,
     pil_to_rgb,
     read_array,
@@ -178,6 +180,8 @@ class DenseSet(FolderSet):
         if (root / "depth").is_dir():
             keys.add("depth")
         self.target_keys = frozenset(keys)
+        if keys:
+            _refuse_shared_stems(self.files, "labels" if "mask" in keys else "depth")
 
     def target_path(self, key: str, index: int) -> Path:
         folder = "labels" if key == "mask" else "depth"
@@ -205,6 +209,20 @@ class DenseSet(FolderSet):
                 # class indices stay integers; depth PNGs hold depth_scale values a metre, samples give metres
                 targets[key] = array.astype(np.int32) if key == "mask" else array.astype(np.float32) / self.depth_scale
         return read_rgb(self.files[index], self.upright), targets
+
+
+def _refuse_shared_stems(files: list[Path], folder: str) -> None:
+    """Maps are found by the image's name without its suffix: two images of one name (``00000.png``
+    and ``00000.jpg``) would both be scored against one map, so the set stops, naming them."""
+    seen: dict[str, Path] = {}
+    pairs = [(seen[p.stem], p) for p in files if seen.setdefault(p.stem, p) is not p]
+    if pairs:
+        (first, second), more = pairs[0], len(pairs) - 1
+        raise AmalgamError(
+            f"images/{first.name} and images/{second.name} would share {folder}/{first.stem}.png"
+            + (f" ({more} more images share a name with another)" if more else "")
+            + ": maps are read as <image name>.png, so give each image a name of its own"
+        )
 
 
 class CocoSet(FolderSet):
@@ -255,11 +273,15 @@ class TorchvisionSet(ImageSet):
             self.dataset = cls(**kwargs)
         except RuntimeError as exc:
             raise AmalgamError(
-                f"torchvision {name} not found under {root} ({exc}); run tools/get_data.py or set download: true"
+                f"torchvision {name} not found under {root} ({_one_line(exc)}); run tools/get_data.py or set"
+                " download: true"
             ) from None
         except (TypeError, ValueError) as exc:  # a split it does not have, an argument it needs
-            raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {exc}") from None
+            raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {_one_line(exc)}") from None
         self.classes = list(getattr(self.dataset, "classes", []) or []) or None
+        #: which images these are (dataset, folder, split) and the dataset's indices kept (``limit``)
+        self.identity = (name, str(root.resolve()), split)
+        self.kept: range | list[int] = range(len(self.dataset))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -269,13 +291,29 @@ class TorchvisionSet(ImageSet):
         return pil_to_rgb(img), ({"label": int(label)} if self.with_targets else {})
 
 
+def _one_line(exc: Exception) -> str:
+    """An exception's message on one line (some third-party messages span several)."""
+    return " ".join(str(exc).split())
+
+
+#: the splits of a torchvision dataset that takes ``train=`` (MNIST, FashionMNIST, CIFAR): any other
+#: word (``trian``, ``val``, ``Train``) read the test split without a word, so it is refused
+TRAIN_FLAG_SPLITS = ("train", "test")
+
+
 def _torchvision_kwargs(cls: type, name: str, root: Path, split: str, download: bool) -> dict:
     """``root``, ``train``/``split`` and ``download`` as the dataset's own signature takes them
-    (keyword arguments only: FakeData's first argument is a size)."""
+    (keyword arguments only: FakeData's first argument is a size). A dataset taking ``train=``
+    accepts ``split: train`` or ``split: test`` only; one taking ``split=`` checks its own."""
     params = inspect.signature(cls).parameters
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # EMNIST, QMNIST
     kwargs: dict = {"root": str(root)} if "root" in params or open_kwargs else {}
     if "train" in params:
+        if split not in TRAIN_FLAG_SPLITS:
+            raise AmalgamError(
+                f"split: '{split}' is not one of {', '.join(TRAIN_FLAG_SPLITS)} (torchvision {name} takes"
+                " train=True or False)"
+            )
         kwargs["train"] = split == "train"
     elif "split" in params:
         kwargs["split"] = split
@@ -359,8 +397,8 @@ def build_image_set(
         _set_orientation(dataset, cfg.exif)
         if cfg.classes_file is not None and dataset.classes:  # folder ids (e.g. WordNet) -> names
             dataset.classes = rename_classes(dataset.classes, resolve(cfg.classes_file))
-        if cfg.limit is not None:
-            dataset = _limit(dataset, cfg.limit)
+        if cfg.limit is not None and (kept := limit_set(dataset, cfg.limit)) and log:
+            log(f"{key}: {kept}")
         if len(dataset) == 0:
             other = skipped_note(getattr(dataset, "skipped", Counter()))
             raise AmalgamError("contains no images" + (f": {other}" if other else ""))
@@ -380,6 +418,30 @@ def build_image_set(
     return dataset.configure(image_size, with_targets, originals, native_targets)
 
 
+def shared_images(source: ImageSet, eval_set: ImageSet) -> tuple[int, str]:
+    """How many of a training source's images an eval set holds too, and one of them: the same
+    file (reached through any folder link), or the same torchvision dataset, folder, split and index."""
+    if isinstance(source, FolderSet) and isinstance(eval_set, FolderSet):
+        scored = set(_real_paths(eval_set.files))
+        shared = [path for path, real in zip(source.files, _real_paths(source.files)) if real in scored]
+        return len(shared), str(shared[0]) if shared else ""
+    if isinstance(source, TorchvisionSet) and isinstance(eval_set, TorchvisionSet):
+        if source.identity == eval_set.identity and (shared := set(source.kept) & set(eval_set.kept)):
+            return len(shared), f"torchvision {source.identity[0]} split {source.identity[2]} index {min(shared)}"
+    return 0, ""
+
+
+def _real_paths(files: list[Path]) -> list[tuple[str, str]]:
+    """Each file as (its folder's real path, its name); each folder is resolved once."""
+    folders: dict[Path, str] = {}
+    real = []
+    for path in files:
+        if path.parent not in folders:
+            folders[path.parent] = os.path.realpath(path.parent)
+        real.append((folders[path.parent], path.name))
+    return real
+
+
 def _set_orientation(dataset: ImageSet, exif: str) -> None:
     if isinstance(dataset, FolderSet):
         dataset.upright = exif == "upright"
@@ -387,17 +449,59 @@ def _set_orientation(dataset: ImageSet, exif: str) -> None:
         raise AmalgamError("exif: applies to image files (folder, imagefolder, dense, coco), not to this type")
 
 
-def _limit(dataset: ImageSet, limit: int) -> ImageSet:
+def spread(total: int, limit: int) -> list[int]:
+    """``limit`` indices spread evenly over ``range(total)``: ``i * total // limit`` (every index when
+    ``limit >= total``). Deterministic, and the first index is always 0."""
+    if limit >= total:
+        return list(range(total))
+    return [i * total // limit for i in range(limit)]
+
+
+def limit_set(dataset: ImageSet, limit: int) -> Optional[str]:
+    """Keeps ``limit`` images of a set (recipe ``limit``); returns the line saying which, or None
+    when it keeps them all.
+
+    Files (folder, imagefolder, dense, coco) are sorted by path, so class folders come one after
+    another: an even spread over the sorted list (:func:`spread`) keeps every class and folder, where
+    the first N kept the first classes only. A torchvision dataset keeps its first N when they hold
+    every class its labels hold (the shuffled splits of MNIST, FashionMNIST, CIFAR), else a spread.
+    """
+    total = len(dataset)
+    if limit >= total:
+        return None
     if isinstance(dataset, FolderSet):
-        keep = min(limit, len(dataset.files))
-        dataset.files = dataset.files[:keep]
-        if hasattr(dataset, "labels"):
-            dataset.labels = dataset.labels[:keep]
-        if hasattr(dataset, "image_ids"):
-            dataset.image_ids = dataset.image_ids[:keep]
-    elif isinstance(dataset, TorchvisionSet):
-        dataset.dataset = torch.utils.data.Subset(dataset.dataset, range(min(limit, len(dataset.dataset))))
-    return dataset
+        keep = spread(total, limit)
+        for attr in ("files", "labels", "image_ids"):
+            if hasattr(dataset, attr):
+                setattr(dataset, attr, [getattr(dataset, attr)[i] for i in keep])
+        return f"limit: {limit} of {total} images, spread evenly over the sorted file list{_classes_kept(dataset)}"
+    if isinstance(dataset, TorchvisionSet):
+        first = _first_hold_every_class(dataset.dataset, limit)
+        dataset.kept = range(limit) if first else spread(total, limit)
+        dataset.dataset = torch.utils.data.Subset(dataset.dataset, dataset.kept)
+        how = "the first ones, which hold every class of its labels" if first else "spread evenly over the dataset"
+        return f"limit: {limit} of {total} images, {how}"
+    return None
+
+
+def _classes_kept(dataset: FolderSet) -> str:
+    labels = getattr(dataset, "labels", None)
+    if labels is None or not dataset.classes:
+        return ""
+    return f" ({len(set(labels))} of {len(dataset.classes)} classes)"
+
+
+def _first_hold_every_class(dataset: Dataset, limit: int) -> bool:
+    """Whether a torchvision dataset's first ``limit`` samples hold every class its labels
+    (``targets``, ``labels`` or ``_labels``) hold; False when it shows no numeric labels."""
+    for attr in ("targets", "labels", "_labels"):
+        labels = getattr(dataset, attr, None)
+        if labels is None or len(labels) != len(dataset):
+            continue
+        values = np.asarray(labels)
+        if values.ndim == 1 and values.dtype.kind in "iub":
+            return len(np.unique(values[:limit])) == len(np.unique(values))
+    return False
 
 
 def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> list[str]:
@@ -409,6 +513,7 @@ def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> li
             bar.update(1)
         facts = verify_image(path)
         tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
+        _tally_grey(tally, path, facts)
         maps = _map_sizes(dataset, index, path) if with_targets else []
         for target, target_size in maps:
             _check_fit(path, facts, dataset.upright, target, target_size)
@@ -418,6 +523,40 @@ def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> li
     if bar is not None:
         bar.close()
     return _notes(dataset, tally, with_targets)
+
+
+#: the largest value 12-bit data holds: 16-bit images that all stay at or below it read nearly black
+TWELVE_BIT_MAX = 4095
+
+
+def _tally_grey(tally: Counter, path: Path, facts: ImageFacts) -> None:
+    """Counts grey images by mode (``grey:<mode>``) and 16-bit ones, with their largest value
+    (``peak``), decoded only while no 16-bit image of the source has gone above 12 bits."""
+    if not facts.grey:
+        return
+    tally[f"grey:{facts.mode}"] += 1
+    if facts.grey16:
+        tally["grey16"] += 1
+        if tally["peak"] <= TWELVE_BIT_MAX:
+            tally["peak"] = max(tally["peak"], grey_peak(path))
+
+
+def _grey_notes(tally: Counter) -> list[str]:
+    """The lines saying how many images were grey (and 16-bit), and a warning on 12-bit-looking data."""
+    modes = {key.split(":", 1)[1]: n for key, n in tally.items() if key.startswith("grey:")}
+    if not modes:
+        return []
+    kinds = ", ".join(f"{mode}: {n}" for mode, n in sorted(modes.items()))
+    notes = [f"{sum(modes.values())} images are grey (PIL mode {kinds}): converted to 3 channels (R = G = B = grey)"]
+    if deep := tally["grey16"]:
+        notes[0] += f"; {deep} of them are 16-bit, read on the full 0-65535 scale (value / 257)"
+    if deep and tally["peak"] <= TWELVE_BIT_MAX:
+        notes.append(
+            f"warning: every 16-bit image holds values up to {tally['peak']} only: 12-bit data (0-{TWELVE_BIT_MAX})"
+            f" read on a 16-bit scale? they read nearly black (at most {tally['peak'] / 257:.0f} of 255): scale"
+            " them to 0-65535 (x16) or save them as 8-bit"
+        )
+    return notes
 
 
 def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
@@ -439,7 +578,7 @@ def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
             f"{tally['alpha']} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
             " teachers see the colour stored under transparent pixels"
         )
-    return notes
+    return notes + _grey_notes(tally)
 
 
 def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]:

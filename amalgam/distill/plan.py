@@ -9,11 +9,12 @@ from typing import Callable, Optional
 import torch
 
 from amalgam.config.label_entries import space_of
-from amalgam.config.schema import Recipe
-from amalgam.data import ImageSet, MixedSources, build_image_set
+from amalgam.config.schema import Recipe, SourceConfig
+from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
 from amalgam.data.views import ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import IGNORE, LabelSpace, extents, lookup, missing_labels, projection, unify
+from amalgam.labels.names import unmarked_catch_all
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
     AUTO,
@@ -128,6 +129,18 @@ def unify_tasks(recipe: Recipe) -> tuple[dict[str, Task], dict[str, Optional[Lab
     return tasks, spaces
 
 
+def unmarked_catch_alls(recipe: Recipe, spaces: dict[str, Optional[LabelSpace]]) -> list[str]:
+    """A line per labelled teacher whose ``background``-like label is not marked as its catch-all
+    while it knows only part of its task's classes (see :func:`unmarked_catch_all`)."""
+    lines = []
+    for name, cfg in recipe.teachers.items():
+        unified = spaces.get(cfg.task)
+        if unified is not None and cfg.labels:
+            line = unmarked_catch_all(name, cfg.labels, cfg.background, unified.names)
+            lines += [line] if line else []
+    return lines
+
+
 def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Plan:
     """Builds the plan: unified label spaces, loaded teachers, checked sources and eval sets.
 
@@ -149,6 +162,8 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
     for name, teacher in plan.teachers.items():
         plan.projections[name] = projection(teacher.space, spaces[teacher.task.name]) if teacher.space else None
     for line in unused_distill_options(recipe, tasks):
+        log(line)
+    for line in unmarked_catch_alls(recipe, spaces):
         log(line)
     if with_data:
         scan_data(plan, log)
@@ -173,12 +188,39 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
         if any(t.eval_name == key for t in plan.teachers.values()):
             log(f"scanning eval set '{key}' ({cfg.type})")
             # dense ground truth stays at its own resolution: it is scored there, as benchmarks do
+            cfg = eval_limit(cfg, recipe.train.max_eval_images)
             plan.eval_sets[key] = build_image_set(
                 f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals, native_targets=True
             )
+    for line in overlap_warnings(plan):
+        log(line)
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
+
+
+def eval_limit(cfg: SourceConfig, max_eval_images: Optional[int]) -> SourceConfig:
+    """An eval set's block with ``train.max_eval_images`` as its ``limit`` where that is smaller: only
+    the images scored are checked, and they are the same even spread ``limit`` keeps (the first N
+    of a sorted imagefolder set were its first classes only)."""
+    if max_eval_images is None or (cfg.limit is not None and cfg.limit <= max_eval_images):
+        return cfg
+    return cfg.model_copy(update={"limit": max_eval_images})
+
+
+def overlap_warnings(plan: Plan) -> list[str]:
+    """One line per training source holding images of an eval set: the student would be distilled
+    on images it is then scored on (a source pointed at an eval set's images/ folder)."""
+    lines = []
+    for name, source in zip(plan.sources.names, plan.sources.sets):
+        for eval_name, eval_set in plan.eval_sets.items():
+            count, example = shared_images(source, eval_set)
+            if count:
+                lines.append(
+                    f"data.sources.{name}: warning: {count} of its {len(source)} images are also in eval set"
+                    f" '{eval_name}' (e.g. {example}): the student is distilled on images it is then scored on"
+                )
+    return lines
 
 
 #: recipe keys that hand a labelled task's distill_loss an optional DistillOptions field

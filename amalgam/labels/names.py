@@ -10,7 +10,7 @@ guess which was meant.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from amalgam.errors import AmalgamError
 
@@ -42,4 +42,29 @@ def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> Amal
         f"{' ...' if len(labels) > 8 else ''}) but differ from one only in case, spaces, '_' or '-': {shown}; "
         "their images would go unscored or be scored as another class. Rename the folder (or the class) to the "
         f"label, or relate them in the teacher's labels ({{{alike[0]!r}: {name!r}}})"
+    )
+
+
+#: label names that usually stand for "everything else" (folded by :func:`fold`)
+CATCH_ALL_NAMES = frozenset({"background", "bg", "void", "unlabeled", "unlabelled", "other", "others"})
+
+
+def unmarked_catch_all(
+    teacher: str, labels: Sequence[str], background: Optional[str], unified: Sequence[str]
+) -> Optional[str]:
+    """One line when a teacher has a label named like a catch-all (``background``, ``void``, ...) that
+    its recipe does not mark with ``background:`` although the teacher knows only part of the
+    unified classes: that label then teaches the unified class of its name only, so the pixels of
+    the classes it does not know are taught as that class, not as "one of the others"."""
+    if background is not None:
+        return None
+    named = [label for label in labels if fold(label) in CATCH_ALL_NAMES]
+    unknown = [name for name in unified if name not in labels and fold(name) not in CATCH_ALL_NAMES]
+    if not named or not unknown:
+        return None
+    shown = ", ".join(unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")
+    return (
+        f"teacher '{teacher}': label '{named[0]}' is read as a class of its own, not as everything it does not "
+        f"know ({shown}), since teachers.{teacher}.background is not set: set it to '{named[0]}' if it stands "
+        "for everything else"
     )

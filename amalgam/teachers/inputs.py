@@ -4,6 +4,8 @@ answers on its own views, brought back to a frame of the caller's choosing.
 Rules (said in the log and by ``amalgam inspect``, never applied silently):
 
 * a key given under ``teachers.<n>.input`` wins;
+* a timm teacher built with ``img_size`` (or ``input_size``) among its model args takes that as a
+  missing ``size`` (timm builds the network for it but leaves ``pretrained_cfg`` at its 224);
 * a timm teacher takes a missing ``size``, ``mean`` and ``std`` from its ``pretrained_cfg``
   (what it was trained with);
 * otherwise ``size`` is the student's ``data.image_size``, ``channels`` 3, ``mean``/``std``
@@ -13,15 +15,18 @@ Rules (said in the log and by ``amalgam inspect``, never applied silently):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from amalgam.config.schema import InputSpec, TeacherConfig
 from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
+from amalgam.errors import AmalgamError
 
 RECIPE, DEFAULT, TIMM = "recipe", "default", "timm pretrained_cfg"
+#: timm model args that build a network for an input size (``img_size: 64``, ``input_size: [3, 64, 64]``)
+TIMM_SIZE_ARGS = ("img_size", "input_size")
 
 
 @dataclass
@@ -58,7 +63,11 @@ def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedI
     """The teacher's input spec by the rules of this module's docstring."""
     spec: InputSpec = cfg.input
     given = spec.model_fields_set
-    pretrained = _timm_pretrained(model) if cfg.model.source == "timm" else {}
+    pretrained: dict[str, tuple[Any, str]] = {}
+    if cfg.model.source == "timm":
+        pretrained = {key: (value, TIMM) for key, value in _timm_pretrained(model).items()}
+        if stated := timm_model_size(cfg.model.kwargs()):
+            pretrained["size"] = stated
     values, origin = {}, {}
     fallback = {
         "size": tuple(image_size),
@@ -71,11 +80,39 @@ def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedI
         if key in given and getattr(spec, key) is not None:
             values[key], origin[key] = getattr(spec, key), RECIPE
         elif key in pretrained:
-            values[key], origin[key] = pretrained[key], TIMM
+            values[key], origin[key] = pretrained[key]
         else:
             values[key], origin[key] = default, DEFAULT
     values["size"] = (int(values["size"][0]), int(values["size"][1]))
     return ResolvedInput(**values, origin=origin)
+
+
+def timm_model_size(kwargs: dict) -> Optional[tuple[tuple[int, int], str]]:
+    """The input size a timm teacher's model args build it for, with its origin tag (``model img_size``),
+    or None when they state none.
+
+    ``img_size``/``input_size`` is an int (square), ``[H, W]`` or ``[C, H, W]``.
+
+    Raises:
+        AmalgamError: a size that is none of those, or two args that disagree.
+    """
+    found: dict[str, tuple[int, int]] = {}
+    for arg in TIMM_SIZE_ARGS:
+        if kwargs.get(arg) is not None:
+            found[arg] = _hw(kwargs[arg], arg)
+    if len(set(found.values())) > 1:
+        said = " and ".join(f"{arg} {list(hw)}" for arg, hw in found.items())
+        raise AmalgamError(f"{said} disagree: give the network one input size")
+    return next(((hw, f"model {arg}") for arg, hw in found.items()), None)
+
+
+def _hw(value: Any, arg: str) -> tuple[int, int]:
+    """``(H, W)`` of a timm size arg: an int, ``[H, W]`` or ``[C, H, W]``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) in (2, 3) and all(isinstance(v, int) for v in value):
+        return (int(value[-2]), int(value[-1]))
+    raise AmalgamError(f"{arg} {value!r} is not an input size (an int, [H, W] or [C, H, W])")
 
 
 def _timm_pretrained(model: nn.Module) -> dict:

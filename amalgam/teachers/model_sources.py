@@ -13,6 +13,7 @@ from torch import nn
 from amalgam.errors import AmalgamError, error_line
 from amalgam.registry import Registry
 from amalgam.teachers.factories import build_from_factory, import_factory
+from amalgam.teachers.inputs import timm_model_size
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,13 @@ def _timm_check(kw: dict, base: Path) -> None:
     import timm
 
     _check_names("timm model", kw.get("name"), timm.list_models())
+    timm_model_size(kw)  # img_size / input_size: the teacher's input size (inputs.py)
 
 
 def _timm_build(kw: dict, base: Path) -> nn.Module:
     import timm
 
+    timm_model_size(kw)  # a malformed or conflicting size stops in one line before timm sees it
     kw = dict(kw)
     return timm.create_model(kw.pop("name"), pretrained=False, **kw)
 

@@ -4,8 +4,9 @@ Networks answer with a tensor, a tuple, a dict (torchvision segmenters: ``{out, 
 object (HF-style ``ModelOutput`` with ``.logits``, a depth model's ``.predicted_depth``). amalgam
 never picks one of several tensors silently:
 
-* ``output_key`` names the tensor: a dict key, a tuple index or an attribute, dotted for nesting
-  (``logits``, ``0``, ``out``, ``heads.depth``).
+* ``output_key`` names the tensor: a dict key, a tuple index, a namedtuple's field (torchvision's
+  ``InceptionOutputs.logits``; its index works too) or an attribute, dotted for nesting (``logits``,
+  ``0``, ``out``, ``heads.depth``). Candidates are listed by those names (a namedtuple's by field).
 * Without it, a bare tensor is used as is; an output holding exactly one tensor gives that one; a
   dict with an ``out`` key gives ``out`` (torchvision's convention, said in the log and by
   ``amalgam inspect``). Anything else is an error listing every candidate with its shape.
@@ -29,10 +30,18 @@ class OutputKeyError(AmalgamError):
     """The output has no tensor at ``output_key``, or several and no rule that picks one."""
 
 
+def is_namedtuple(value: Any) -> bool:
+    """Whether ``value`` is a ``collections.namedtuple`` (or ``typing.NamedTuple``) instance."""
+    return isinstance(value, tuple) and isinstance(getattr(value, "_fields", None), tuple)
+
+
 def _children(value: Any) -> list[tuple[str, Any]]:
-    """The named parts of one level of an output: dict items, sequence items or public attributes."""
+    """The named parts of one level of an output: dict items, namedtuple fields, sequence items or
+    public attributes."""
     if isinstance(value, Mapping):
         return [(str(k), v) for k, v in value.items()]
+    if is_namedtuple(value):
+        return list(zip(value._fields, value))
     if isinstance(value, (tuple, list)):
         return [(str(i), v) for i, v in enumerate(value)]
     if isinstance(value, (torch.Tensor, str, bytes, int, float, bool)) or value is None:
@@ -84,8 +93,11 @@ _MISSING = object()
 
 
 def _step(value: Any, part: str) -> Any:
+    """The child ``part`` of one level of an output (see :func:`_children`), or ``_MISSING``."""
     if isinstance(value, Mapping):
         return value[part] if part in value else _MISSING
+    if is_namedtuple(value) and part in value._fields:
+        return getattr(value, part)
     if isinstance(value, (tuple, list)):
         return value[int(part)] if part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value) else _MISSING
     if part.startswith("_"):

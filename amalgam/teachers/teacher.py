@@ -16,8 +16,9 @@ from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, TeacherConfig
 from amalgam.errors import AmalgamError, error_line
 from amalgam.labels import LabelSpace
+from amalgam.task import _SIGMOID_EVIDENCE as READING_VALUES
 from amalgam.task import ReadingError, Task, get_task
-from amalgam.teachers.inputs import ResolvedInput, resolve_input
+from amalgam.teachers.inputs import TIMM, ResolvedInput, resolve_input
 from amalgam.teachers.model_sources import build_model, load_checkpoint, unloaded_note
 from amalgam.teachers.outputs import OutputChoice, OutputKeyError, resolve
 from amalgam.teachers.subteachers import SubTeacher, build_subteacher
@@ -264,13 +265,13 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     fit = None if problem else _dense_fit(teacher, out)
     problem = problem or (_DENSE_MISFIT.format(*out.shape[-2:], *teacher.size) if fit is None else None)
     if problem:
-        raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}")
+        raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{_shape_hint(teacher, out)}")
     if fit:
         teacher.notes.append(fit)
     if teacher.dtype != torch.float32:
         teacher.notes.append(f"its weights are {str(teacher.dtype).removeprefix('torch.')}: its input is cast to it")
     raw = teacher.selected_output(dummy)  # the second run: read for the reading check, compared for consistency
-    if reading := teacher.task.reading_problem(raw, teacher.output_kind):
+    if reading := teacher.task.reading_problem(reading_sample(teacher, raw), teacher.output_kind):
         raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
     if note := teacher.task.output_note(out, teacher.output_kind):
         teacher.notes.append(note)
@@ -285,6 +286,61 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         raise AmalgamError(f"teacher '{teacher.name}' {why}: {fix}")
 
 
+#: images the reading check reads when the check batch gives it too few values (a small classifier)
+READING_ROWS = 16
+#: how far those images' normalised input is amplified: a sigmoid stays in [0, 1] whatever its input,
+#: while logits grow with it (an untrained stand-in's small logits, nearly the same on every image,
+#: lay in [0, 1] on 16 plain images for a third of random one-logit resnets; amplified, for none)
+READING_GAIN = 16.0
+
+
+def reading_images(n: int, image_size) -> torch.Tensor:
+    """``n`` varied images in [0, 1] for the reading check: noise of a random tint and contrast each
+    (seeded, so the check is repeatable)."""
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(n, 3, *image_size, generator=gen) - 0.5
+    tint, contrast = torch.rand(n, 3, 1, 1, generator=gen), torch.rand(n, 1, 1, 1, generator=gen)
+    return (tint + noise * contrast).clamp(0, 1)
+
+
+@torch.inference_mode()
+def amplified_output(teacher: Teacher, images: torch.Tensor, gain: float = READING_GAIN) -> torch.Tensor:
+    """The plain model's selected output on ``images`` with their normalised input times ``gain``."""
+    raw = teacher.model(teacher.prepare(images) * gain)
+    return _as_float32((teacher.output_choice or resolve(raw, teacher.output_key)).apply(raw))
+
+
+def reading_sample(teacher: Teacher, raw: torch.Tensor) -> torch.Tensor:
+    """The selected output the reading check reads: ``raw`` (the 2-image check batch's), and where it
+    holds fewer than ``READING_VALUES`` values (a classifier of 2-7 labels, a one-logit one) the
+    outputs on :func:`reading_images` amplified (:func:`amplified_output`), run in pairs as the check
+    batch was, up to ``READING_ROWS`` rows (non-finite ones left out). The check counts values, rows
+    x labels: 2 images x 5 sigmoids never reached it, and a sigmoid classifier of few labels was
+    distilled as logits without a word."""
+    if raw.dim() == 0 or raw.numel() >= READING_VALUES:
+        return raw
+    extra = reading_images(READING_ROWS - raw.shape[0], teacher.size)
+    more = torch.cat([amplified_output(teacher, pair) for pair in extra.split(raw.shape[0])])
+    finite = torch.isfinite(more.flatten(1) if more.dim() > 1 else more[:, None]).all(1)
+    return torch.cat([raw, more[finite]])
+
+
+def _shape_hint(teacher: Teacher, out: torch.Tensor) -> str:
+    """The setting or fix that a refused output's shape points at ("" when none does)."""
+    n = len(teacher.space) if teacher.space is not None else None
+    if not teacher.task.labelled or n is None:
+        return ""
+    if not out.is_floating_point() and out.dim() in (1, 3):
+        return " (an integer class map, not scores: export the network's logits)"
+    if n == 2 and (out.dim() == 1 or out.shape[1] == 1) and teacher.output_kind not in ("binary", "binary_probability"):
+        return " (one channel for two labels: set output: binary (a logit) or binary_probability (a sigmoid))"
+    if not teacher.task.dense and out.dim() == 4 and out.shape[1] == n and tuple(out.shape[-2:]) == (1, 1):
+        return " (a [B, C, 1, 1] map: flatten it in the model, e.g. return torch.flatten(out, 1))"
+    if teacher.task.dense and out.dim() == 4 and out.shape[-1] == n and out.shape[1] != n:
+        return " (channels last? return it as [B, C, H, W]: out.permute(0, 3, 1, 2))"
+    return ""
+
+
 def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
     """The plain model's canonical output on the check batch; a failure is one line naming the teacher."""
     try:  # the plain model: a wrap (flip averaging) turns probabilities into log-probabilities
@@ -297,7 +353,7 @@ def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
         msg = error_line(exc)
         raise AmalgamError(
             f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}"
-            + _channels_hint(msg, teacher)
+            + (_channels_hint(msg, teacher) or _size_hint(msg, teacher))
         ) from None
 
 
@@ -313,6 +369,17 @@ def _channels_hint(msg: str, teacher: Teacher) -> str:
     return (
         f" (the network takes {wants}-channel images: set teachers.{teacher.name}.input.channels: {wants}"
         f" and a mean and std of {wants} value{'s' if wants != '1' else ''} each)"
+    )
+
+
+def _size_hint(msg: str, teacher: Teacher) -> str:
+    """Where the input size came from, when it is timm's ``pretrained_cfg`` and the error names it."""
+    if teacher.input_spec.origin.get("size") != TIMM or str(teacher.size[0]) not in msg:
+        return ""
+    h, w = teacher.size
+    return (
+        f" ({h}x{w} is the timm pretrained_cfg's input_size: give the model img_size,"
+        f" or set teachers.{teacher.name}.input.size)"
     )
 
 

@@ -1,0 +1,187 @@
+"""Source faults a user trial found (trial B): each read wrong without a word before its fix.
+
+Every test here failed on the code before the fix; each writes a few tiny files (or a fake
+torchvision dataset), or edits the tiny world (tests/world.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torchvision.datasets as tvd
+from PIL import Image
+from test_data import save_rgb
+from test_faults import edit_recipe, inspect_lines
+from torch.utils.data import Dataset
+
+from amalgam.config.recipe import SourceConfig, load_recipe
+from amalgam.data import build_image_set
+from amalgam.distill.plan import build_plan
+from amalgam.errors import AmalgamError
+
+
+def build_said(cfg: dict, with_targets: bool = False) -> tuple[object, list[str]]:
+    """The set built with its source check, and the lines that check logged."""
+    said: list[str] = []
+    dataset = build_image_set("data.sources.x", SourceConfig(**cfg), lambda p: p, (4, 4), with_targets, log=said.append)
+    return dataset, said
+
+
+class _Fake(Dataset):
+    """A torchvision-like dataset taking ``train=`` whose labels are ``LABELS`` (set per test)."""
+
+    LABELS: list[int] = []
+    NAMES: list[str] = []
+
+    def __init__(self, root: str, train: bool = True, download: bool = False):
+        self.targets = list(self.LABELS)
+        self.classes = list(self.NAMES) or [str(c) for c in sorted(set(self.LABELS))]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return Image.new("L", (4, 4), index), self.targets[index]
+
+
+@pytest.fixture
+def fake_torchvision(monkeypatch, tmp_path):
+    """Registers :class:`_Fake` as ``torchvision.datasets.Fake``; returns a recipe block of it."""
+
+    def with_labels(labels: list[int], names: tuple[str, ...] = (), **cfg) -> dict:
+        fake = type("Fake", (_Fake,), {"LABELS": labels, "NAMES": list(names)})
+        monkeypatch.setattr(tvd, "Fake", fake, raising=False)
+        return {"type": "torchvision", "name": "Fake", "root": tmp_path, **cfg}
+
+    return with_labels
+
+
+# 1. a torchvision split other than train or test ---------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["trian", "val", "Train"])
+def test_a_train_flag_datasets_split_other_than_train_or_test_is_refused(split, fake_torchvision):
+    # FashionMNIST takes train=: every word but "train" read its test split, the eval set, without a word
+    with pytest.raises(AmalgamError, match=rf"^data.sources.x: split: '{split}' is not one of train, test \("):
+        build_said(fake_torchvision([0, 1], split=split))
+    assert len(build_said(fake_torchvision([0, 1], split="test"))[0]) == 2
+
+
+def test_a_split_datasets_own_refusal_is_one_line(monkeypatch, tmp_path):
+    class Multi(Dataset):
+        def __init__(self, root: str, split: str = "train"):
+            raise ValueError(f"Unknown value '{split}' for argument split.\n  Valid values are train, extra.")
+
+    monkeypatch.setattr(tvd, "Multi", Multi, raising=False)
+    cfg = {"type": "torchvision", "name": "Multi", "root": tmp_path, "split": "trian"}
+    with pytest.raises(AmalgamError) as caught:
+        build_said(cfg)
+    assert "\n" not in str(caught.value) and "Valid values are train, extra." in str(caught.value), caught.value
+
+
+# 2. limit: an even spread, so every class stays --------------------------------------------------
+
+
+def write_classes(root: Path, classes: int = 3, per_class: int = 4) -> None:
+    for c in range(classes):
+        for i in range(per_class):
+            save_rgb(root / f"class{c}" / f"{i}.png", size=(4, 4), seed=c * per_class + i)
+
+
+def test_limit_on_an_imagefolder_set_keeps_every_class(tmp_path):
+    write_classes(tmp_path)
+    dataset, said = build_said({"type": "imagefolder", "path": tmp_path, "limit": 3}, with_targets=True)
+    assert dataset.labels == [0, 1, 2], dataset.files  # the first 3 were all class0
+    assert [p.name for p in dataset.files] == ["0.png"] * 3
+    line = "data.sources.x: limit: 3 of 12 images, spread evenly over the sorted file list (3 of 3 classes)"
+    assert line in said, said
+
+
+def test_limit_on_a_folder_source_keeps_every_subfolder(tmp_path):
+    write_classes(tmp_path, classes=4, per_class=5)
+    dataset, _ = build_said({"type": "folder", "path": tmp_path, "limit": 8})
+    assert sorted({p.parent.name for p in dataset.files}) == ["class0", "class1", "class2", "class3"]
+    assert len(dataset.files) == len(set(dataset.files)) == 8
+
+
+def test_limit_on_a_torchvision_set_keeps_its_first_images_only_when_they_hold_every_class(fake_torchvision):
+    shuffled, said = build_said(fake_torchvision([1, 0, 2, 1, 0, 2, 0, 1, 2]))
+    assert len(shuffled) == 9 and not said
+    shuffled, said = build_said(fake_torchvision([1, 0, 2, 1, 0, 2, 0, 1, 2], limit=3))
+    assert list(shuffled.dataset.indices) == [0, 1, 2]  # FashionMNIST-like: as before, the first N
+    assert "data.sources.x: limit: 3 of 9 images, the first ones, which hold every class of its labels" in said
+    grouped, said = build_said(fake_torchvision([0, 0, 0, 1, 1, 1, 2, 2, 2], limit=3))
+    assert list(grouped.dataset.indices) == [0, 3, 6], said  # stored class by class: a spread
+
+
+def test_max_eval_images_scores_a_spread_of_each_eval_set(fresh_world):
+    recipe = load_recipe(fresh_world)
+    recipe.train.max_eval_images = 3
+    plan = build_plan(recipe, log=lambda msg: None)
+    items = plan.eval_sets["items-val"]  # 3 classes of 4 images: the first 3 were one class
+    assert len(items) == 3 and items.labels == [0, 1, 2], items.files
+
+
+# 3. two images of one name share one map -----------------------------------------------------------
+
+
+def test_two_images_of_one_name_in_a_dense_set_stop_naming_both(tmp_path):
+    for suffix, seed in ((".png", 0), (".jpg", 1), (".bmp", 2)):
+        save_rgb(tmp_path / "images" / f"0{suffix}", size=(4, 4), seed=seed)
+    save_rgb(tmp_path / "images" / "1.png", size=(4, 4))
+    (tmp_path / "labels").mkdir()
+    for name in ("0", "1"):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "labels" / f"{name}.png")
+    (tmp_path / "classes.txt").write_text("background\n")
+    with pytest.raises(AmalgamError) as caught:
+        build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+    message = str(caught.value)
+    assert message.startswith("data.sources.x: images/0.bmp and images/0.jpg would share labels/0.png (1 more"), message
+    assert "\n" not in message
+
+
+# 4. a training source that is an eval set -----------------------------------------------------------
+
+
+def test_a_source_holding_an_eval_sets_images_is_warned_about(fresh_world, capsys):
+    code, out, err = inspect_lines(fresh_world, capsys)
+    assert code == 0 and not any("are also in eval set" in line for line in out), err
+    edit_recipe(fresh_world, lambda r: r["data"]["sources"]["scenes"].update(path="scenes/val/images"))
+    code, out, err = inspect_lines(fresh_world, capsys)
+    warned = [line for line in out if "are also in eval set" in line]
+    assert code == 0 and len(warned) == 1, (err, out)
+    assert warned[0].startswith("data.sources.scenes: warning: 6 of its 6 images are also in eval set 'scenes-val'")
+
+
+def test_a_torchvision_source_reading_an_eval_sets_split_is_warned_about(fresh_world, fake_torchvision, capsys):
+    block = fake_torchvision([1, 0, 1, 0], names=("cat", "dog"))
+
+    def edit(raw: dict) -> None:
+        raw["data"]["sources"]["items"] = {**block, "root": str(block["root"]), "split": "test"}
+        raw["data"]["eval"]["items-val"] = {**block, "root": str(block["root"]), "split": "test", "limit": 2}
+
+    edit_recipe(fresh_world, edit)
+    code, out, err = inspect_lines(fresh_world, capsys)
+    line = "data.sources.items: warning: 2 of its 4 images are also in eval set 'items-val' (e.g. torchvision Fake"
+    assert code == 0 and any(x.startswith(line) for x in out), (err, out)
+
+
+# 5. grey and 16-bit images are counted ----------------------------------------------------------------
+
+
+def test_grey_and_16_bit_images_are_counted_and_12_bit_data_is_warned_about(tmp_path):
+    save_rgb(tmp_path / "rgb.png", size=(4, 4))
+    Image.fromarray(np.full((4, 4), 9, np.uint8)).save(tmp_path / "grey.png")
+    for i, peak in enumerate((4000, 4080)):  # a 12-bit camera's values, stored as 16-bit
+        Image.fromarray(np.linspace(0, peak, 16).reshape(4, 4).astype(np.uint16)).save(tmp_path / f"deep{i}.png")
+    _, said = build_said({"type": "folder", "path": tmp_path})
+    grey = [line for line in said if "images are grey" in line]
+    assert len(grey) == 1 and grey[0].startswith("data.sources.x: 3 images are grey (PIL mode I;16: 2, L: 1)"), said
+    assert "2 of them are 16-bit, read on the full 0-65535 scale (value / 257)" in grey[0]
+    warning = "data.sources.x: warning: every 16-bit image holds values up to 4080 only: 12-bit data"
+    assert any(line.startswith(warning) for line in said), said
+    Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "deep2.png")  # full range: no warning
+    _, said = build_said({"type": "folder", "path": tmp_path})
+    assert any("3 of them are 16-bit" in line for line in said) and not any("12-bit" in line for line in said)
