@@ -185,3 +185,19 @@ def test_grey_and_16_bit_images_are_counted_and_12_bit_data_is_warned_about(tmp_
     Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "deep2.png")  # full range: no warning
     _, said = build_said({"type": "folder", "path": tmp_path})
     assert any("3 of them are 16-bit" in line for line in said) and not any("12-bit" in line for line in said)
+
+
+# 9. 65535 in a uint16 depth map ----------------------------------------------------------------------
+
+
+def test_the_uint16_maximum_in_a_depth_map_is_no_data_and_its_share_is_said(tmp_path):
+    save_rgb(tmp_path / "images" / "0.png", size=(4, 4))
+    (tmp_path / "depth").mkdir()
+    depth = np.full((4, 4), 2000, np.uint16)
+    depth[0] = 65535  # a sensor's "no data" (a quarter of the pixels)
+    Image.fromarray(depth).save(tmp_path / "depth" / "0.png")
+    dataset, said = build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+    assert "data.sources.x: depth maps: 25.0% of pixels are 65535 (the uint16 maximum): no data, not scored" in said
+    assert any("2-2 m (5th-95th percentile)" in line for line in said), said  # the range leaves them out
+    metres = dataset[0]["depth"]
+    assert float(metres[0].abs().max()) == 0.0 and float(metres[1:].min()) == 2.0  # 0 = invalid, as the metrics read it

@@ -207,8 +207,20 @@ class DenseSet(FolderSet):
             for key in sorted(self.target_keys):
                 array = read_array(self.require_target(key, index))
                 # class indices stay integers; depth PNGs hold depth_scale values a metre, samples give metres
-                targets[key] = array.astype(np.int32) if key == "mask" else array.astype(np.float32) / self.depth_scale
+                targets[key] = array.astype(np.int32) if key == "mask" else depth_metres(array, self.depth_scale)
         return read_rgb(self.files[index], self.upright), targets
+
+
+#: a uint16 depth map's "no data" besides 0: the format's maximum, where sensors and tools saturate
+NO_DEPTH_16 = 65535
+
+
+def depth_metres(array: np.ndarray, depth_scale: float) -> np.ndarray:
+    """A depth map in metres: ``value / depth_scale``, with 0 (and 65535 in uint16 maps) as 0 = invalid."""
+    metres = array.astype(np.float32) / depth_scale
+    if array.dtype == np.uint16:
+        metres[array == NO_DEPTH_16] = 0.0
+    return metres
 
 
 def _refuse_shared_stems(files: list[Path], folder: str) -> None:

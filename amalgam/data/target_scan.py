@@ -2,8 +2,9 @@
 before training, not after it.
 
 Label values that name no class (>= the number of classes, other than 255 = ignore) and depth
-maps that are all zero (0 = invalid) would be left out of the metrics without a word; they are
-counted and reported in one line, and when nothing at all is left to score the build stops.
+maps that are all zero (0 = invalid; 65535, the uint16 maximum, is no data too) would be left out
+of the metrics without a word; they are counted and reported in one line, and when nothing at all
+is left to score the build stops.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from amalgam.data.images import read_array
 from amalgam.errors import AmalgamError
 
 IGNORE = 255
+#: a uint16 depth map's no-data value besides 0 (amalgam.data.sources.depth_metres reads it so)
+NO_DEPTH_16 = 65535
 
 
 def scan_dense_targets(
@@ -98,13 +101,20 @@ RANGE_SAMPLES = 4096
 
 
 def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]) -> None:
-    empty, values = [], []
+    empty, values, saturated, pixels = [], [], 0, 0
     for path in _paths(dataset, "depth"):
         raw = read_array(path)
+        pixels += raw.size
+        if raw.dtype == np.uint16:  # the format's maximum is no data too (sources.depth_metres)
+            saturated += int((raw == NO_DEPTH_16).sum())
+            raw = np.where(raw == NO_DEPTH_16, 0, raw)
         valid = raw[raw > 0]
         if valid.size == 0:
             empty.append(path)
         values.append(valid[:: max(1, valid.size // RANGE_SAMPLES)])
+    if saturated:
+        share = saturated / pixels
+        say(f"depth maps: {share:.1%} of pixels are {NO_DEPTH_16} (the uint16 maximum): no data, not scored")
     if len(empty) == len(dataset.files):
         raise AmalgamError(f"every depth map is all zero (0 = invalid), e.g. {empty[0]}: nothing to score")
     if empty:
