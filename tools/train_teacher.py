@@ -65,7 +65,7 @@ class TeacherTrain(TrainConfig):
 
     data: SourceConfig
     val: Optional[SourceConfig] = None
-    limit: Optional[int] = Field(None, gt=0, description="train on the first N images of data")
+    limit: Optional[int] = Field(None, gt=0, description="train on N images of data, as a source's limit picks them")
     init: Optional[Path] = Field(
         None,
         description="state dict to start from (e.g. a backbone pretrained on the items, saved by an earlier "
