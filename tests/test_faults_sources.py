@@ -201,3 +201,34 @@ def test_the_uint16_maximum_in_a_depth_map_is_no_data_and_its_share_is_said(tmp_
     assert any("2-2 m (5th-95th percentile)" in line for line in said), said  # the range leaves them out
     metres = dataset[0]["depth"]
     assert float(metres[0].abs().max()) == 0.0 and float(metres[1:].min()) == 2.0  # 0 = invalid, as the metrics read it
+
+
+# 13. unreadable images found in one pass; hidden files ----------------------------------------------
+
+
+def test_every_unreadable_image_is_counted_in_one_line_and_an_empty_one_says_so(tmp_path):
+    for i in range(4):
+        save_rgb(tmp_path / f"{i}.png", size=(4, 4), seed=i)
+    whole = (tmp_path / "0.png").read_bytes()
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(whole[: len(whole) // 2])  # cut short
+    (tmp_path / "d.png").write_bytes(b"")
+    with pytest.raises(AmalgamError) as caught:
+        build_said({"type": "folder", "path": tmp_path})
+    message = str(caught.value)
+    first = f"corrupt image {tmp_path}/a.png"
+    assert message.startswith(f"data.sources.x: 4 of 8 images cannot be read; the first: {first}"), message
+    assert message.endswith("; also b.png, c.png, d.png") and "\n" not in message, message
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).unlink()
+    with pytest.raises(AmalgamError, match=r"corrupt image .*d\.png: the file is empty \(0 bytes\)$"):
+        build_said({"type": "folder", "path": tmp_path})
+
+
+def test_hidden_images_and_folders_are_not_read_and_are_counted(tmp_path):
+    write_classes(tmp_path, classes=2, per_class=2)
+    (tmp_path / "class0" / "._0.png").write_bytes(b"\x00\x05\x16\x07")  # a macOS AppleDouble copy, not a PNG
+    save_rgb(tmp_path / ".ipynb_checkpoints" / "x.png", size=(4, 4))
+    dataset, said = build_said({"type": "imagefolder", "path": tmp_path})
+    assert dataset.classes == ["class0", "class1"] and len(dataset) == 4
+    assert any("1 hidden images (names starting with '.', as macOS's ._ copies) are not read" in line for line in said)

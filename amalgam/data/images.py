@@ -19,16 +19,17 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter] = None) -> list[Path]:
     """Image files under ``folder``, sorted (so sample order never depends on the file system).
 
-    Symlinked folders are followed; a folder reached a second time (a link loop, or two links to
-    one folder) is not entered again, so no image is counted twice and no walk is endless.
-    ``skipped`` counts the other files by suffix (a folder of ``.heic`` photos is said, not lost),
-    and links to nothing (a moved folder of images is said too).
+    Hidden files and folders (names starting with '.') are left out. Symlinked folders are
+    followed; a folder reached a second time (a link loop, or two links to one folder) is not
+    entered again, so no image is counted twice and no walk is endless. ``skipped`` counts the
+    other files by suffix (a folder of ``.heic`` photos is said, not lost), hidden images, and
+    links to nothing (a moved folder of images is said too).
     """
     if not folder.is_dir():
         raise AmalgamError(f"image folder not found: {folder}")
     if not recursive:
         files = _files(list(folder.iterdir()), skipped)
-        return sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in _visible(files, skipped) if p.suffix.lower() in IMAGE_SUFFIXES)
     found, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         st = os.stat(root)
@@ -36,9 +37,17 @@ def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter]
             dirs[:] = []  # already walked through another path
             continue
         seen.add((st.st_dev, st.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
         files = _files([Path(root) / f for f in files], skipped)
-        found += [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        found += [p for p in _visible(files, skipped) if p.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found)
+
+
+def _visible(files: list[Path], skipped: Optional[Counter]) -> list[Path]:
+    """``files`` but hidden ones; hidden images are counted (a Mac's ._ copy stopped a build as corrupt)."""
+    if skipped is not None:
+        skipped[HIDDEN] += sum(hidden(p) and p.suffix.lower() in IMAGE_SUFFIXES for p in files)
+    return [p for p in files if not hidden(p)]
 
 
 #: files a folder of images commonly holds beside them, not worth a word
@@ -48,7 +57,13 @@ QUIET_FILES = {".txt", ".json", ".csv", ".md", ".ds_store", ".db", ".ini"}
 #: keys of a ``skipped`` counter that are not suffixes: links whose target is gone, an
 #: imagefolder's images outside its class folders, and images in subfolders of a dense set's images/
 BROKEN_LINK, OUTSIDE_CLASSES, IN_SUBFOLDERS = "(broken link)", "(outside class folders)", "(in subfolders)"
-NOT_SUFFIXES = (BROKEN_LINK, OUTSIDE_CLASSES, IN_SUBFOLDERS)
+HIDDEN = "(hidden)"  # names starting with '.': macOS ._ copies, .ipynb_checkpoints, editors' files
+NOT_SUFFIXES = (BROKEN_LINK, OUTSIDE_CLASSES, IN_SUBFOLDERS, HIDDEN)
+
+
+def hidden(path: Path) -> bool:
+    """A file or folder whose name starts with '.', which no source reads."""
+    return path.name.startswith(".")
 
 
 def _files(entries: list[Path], skipped: Optional[Counter]) -> list[Path]:
@@ -73,6 +88,8 @@ def skipped_note(skipped: Counter) -> Optional[str]:
         kinds = ", ".join(f"{n} {suffix}" for suffix, n in others.most_common(5))
         known = ", ".join(sorted(IMAGE_SUFFIXES))
         parts.append(f"{sum(others.values())} files are not read as images ({kinds}): the types read are {known}")
+    if skipped.get(HIDDEN):
+        parts.append(f"{skipped[HIDDEN]} hidden images (names starting with '.', as macOS's ._ copies) are not read")
     if skipped.get(BROKEN_LINK):
         parts.append(f"{skipped[BROKEN_LINK]} links point to nothing")
     if skipped.get(OUTSIDE_CLASSES):
@@ -125,6 +142,8 @@ def _facts(img: Image.Image) -> ImageFacts:
 def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image") -> ImageFacts:
     """Fails with the file's name if it is not a readable image (or not of one of ``modes``)."""
     try:
+        if path.stat().st_size == 0:
+            raise AmalgamError(f"corrupt {what} {path}: the file is empty (0 bytes)")
         with open(path, "rb") as f, Image.open(f) as img:  # one open: every image of a source is checked
             mode, fmt = img.mode, img.format
             img.verify()

@@ -31,6 +31,7 @@ from amalgam.data.images import (
     OUTSIDE_CLASSES,
     ImageFacts,
     grey_peak,
+    hidden,
     list_images,
     pil_to_rgb,
     read_array,
@@ -146,7 +147,7 @@ class ImageFolderSet(FolderSet):
     target_keys = frozenset({"label"})
 
     def __init__(self, root: Path):
-        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not hidden(p))
         self.labels, files, skipped = [], [], Counter()
         if loose := sum(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
             skipped[OUTSIDE_CLASSES] = loose
@@ -520,10 +521,15 @@ def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> li
     """Opens every image (and, for eval sets, map) once; returns what reading them does beyond
     decoding, to say. A training source's maps are never read, so they are not checked."""
     tally: Counter = Counter()
+    unreadable: list[tuple[Path, AmalgamError]] = []
     for index, path in enumerate(dataset.files):
         if bar is not None:
             bar.update(1)
-        facts = verify_image(path)
+        try:
+            facts = verify_image(path)
+        except AmalgamError as exc:  # every bad file is found in one pass, not one per run
+            unreadable.append((path, exc))
+            continue
         tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
         _tally_grey(tally, path, facts)
         maps = _map_sizes(dataset, index, path) if with_targets else []
@@ -534,7 +540,18 @@ def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> li
         tally["either"] += int(bool(facts.rotated and maps and facts.size == facts.stored))
     if bar is not None:
         bar.close()
+    if unreadable:
+        raise _unreadable_error(unreadable, len(dataset.files))
     return _notes(dataset, tally, with_targets)
+
+
+def _unreadable_error(unreadable: list[tuple[Path, AmalgamError]], total: int) -> AmalgamError:
+    """The first unreadable image's own line, and how many others there are, naming a few."""
+    first = str(unreadable[0][1])
+    if len(unreadable) == 1:
+        return AmalgamError(first)
+    others = ", ".join(path.name for path, _ in unreadable[1:4]) + (" ..." if len(unreadable) > 4 else "")
+    return AmalgamError(f"{len(unreadable)} of {total} images cannot be read; the first: {first}; also {others}")
 
 
 #: the largest value 12-bit data holds: 16-bit images that all stay at or below it read nearly black
