@@ -232,3 +232,33 @@ def test_hidden_images_and_folders_are_not_read_and_are_counted(tmp_path):
     dataset, said = build_said({"type": "imagefolder", "path": tmp_path})
     assert dataset.classes == ["class0", "class1"] and len(dataset) == 4
     assert any("1 hidden images (names starting with '.', as macOS's ._ copies) are not read" in line for line in said)
+
+
+# 6. label maps that are not class indices -----------------------------------------------------------
+
+
+def dense_with_maps(root: Path, maps: list[np.ndarray], mode: str = "L") -> dict:
+    for i, array in enumerate(maps):
+        save_rgb(root / "images" / f"{i}.png", size=(4, 4), seed=i)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).convert(mode).save(root / "labels" / f"{i}.png")
+    (root / "classes.txt").write_text("background\nshirt\nbag\n")
+    return {"type": "dense", "path": root}
+
+
+def test_label_maps_mostly_beyond_the_classes_stop_as_not_class_indices(tmp_path):
+    quantized = [np.full((4, 4), v, np.uint8) for v in (0, 9, 14)]  # per-file palette indices, say
+    with pytest.raises(AmalgamError) as caught:
+        build_said(dense_with_maps(tmp_path / "a", quantized), with_targets=True)
+    message = str(caught.value)
+    assert "2 of 3 label maps hold values beyond the 3 classes (up to 14, e.g. " in message, message
+    assert message.endswith("colour masks, or palettes quantized per file, must be mapped to those indices first")
+    one_off = [np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8), np.full((4, 4), 9, np.uint8)]
+    _, said = build_said(dense_with_maps(tmp_path / "b", one_off), with_targets=True)  # one map of three: a warning
+    assert any("warning: 1 of 3 label maps hold values beyond the 3 classes" in line for line in said), said
+
+
+def test_a_colour_label_map_is_told_how_to_become_class_indices(tmp_path):
+    maps = [np.zeros((4, 4), np.uint8)]
+    with pytest.raises(AmalgamError, match=r"has PIL mode RGB, expected one of L, P: a label map holds each pixel's"):
+        build_said(dense_with_maps(tmp_path, maps, mode="RGB"), with_targets=True)

@@ -139,8 +139,9 @@ def _facts(img: Image.Image) -> ImageFacts:
     return ImageFacts(size, (img.width, img.height), img.mode, orientation != 1, alpha, grey, grey16)
 
 
-def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image") -> ImageFacts:
-    """Fails with the file's name if it is not a readable image (or not of one of ``modes``)."""
+def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image", hint: str = "") -> ImageFacts:
+    """Fails with the file's name if it is not a readable image (or not of one of ``modes``, saying
+    ``hint`` then: how to make one)."""
     try:
         if path.stat().st_size == 0:
             raise AmalgamError(f"corrupt {what} {path}: the file is empty (0 bytes)")
@@ -157,7 +158,7 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise AmalgamError(f"corrupt {what} {path}: {exc}") from None
     if modes is not None and mode not in modes:
-        raise AmalgamError(f"{what} {path} has PIL mode {mode}, expected one of {', '.join(modes)}")
+        raise AmalgamError(f"{what} {path} has PIL mode {mode}, expected one of {', '.join(modes)}{hint}")
     if modes is None:  # an image: reading's own check, so a 32-bit one stops here, not when training draws it
         _is_grey16(mode, fmt, path)
     return facts

@@ -619,9 +619,24 @@ def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object,
     found = []
     for key in sorted(dataset.target_keys):
         target = dataset.require_target(key, index)
-        modes = ("L", "P") if key == "mask" else ("I;16", "I;16B", "I", "I;16L")
-        found.append((target, verify_image(target, modes, what=f"{key} map").stored))  # read as stored
+        modes, hint = MAP_FORMATS[key]
+        found.append((target, verify_image(target, modes, f"{key} map", hint).stored))  # read as stored
     return found
+
+
+#: the PIL modes a dense set's maps may have, and how to make one of a map that has another
+MAP_FORMATS = {
+    "mask": (
+        ("L", "P"),
+        ": a label map holds each pixel's class index (0, 1, ..., 255 = ignore), not a colour: map each colour"
+        " to its class index and save 8-bit grey (mode L)",
+    ),
+    "depth": (
+        ("I;16", "I;16B", "I", "I;16L"),
+        ": a depth map is a 16-bit PNG of depth_scale values a metre (0 = invalid): save"
+        " round(metres x depth_scale) as uint16",
+    ),
+}
 
 
 def _coco_size(dataset: "CocoSet", index: int, path: Path) -> tuple[int, int]:

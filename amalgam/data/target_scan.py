@@ -65,6 +65,13 @@ def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     scored = int(counts[:known].sum())
     if counts[IGNORE]:
         say(f"label maps: {counts[IGNORE] / counts.sum():.1%} of pixels are {IGNORE} (ignore): not scored")
+    if bad_maps and len(bad_maps) * 2 > len(dataset.files):  # most maps: not class indices at all
+        beyond = int(np.flatnonzero(counts[classes:IGNORE]).max()) + classes
+        raise AmalgamError(
+            f"{len(bad_maps)} of {len(dataset.files)} label maps hold values beyond the {classes} classes (up to"
+            f" {beyond}, e.g. {bad_maps[0]}): a label map holds each pixel's class index (0-{classes - 1}, 255 ="
+            " ignore); colour masks, or palettes quantized per file, must be mapped to those indices first"
+        )
     if bad_maps:
         beyond = np.flatnonzero(counts[classes:IGNORE]) + classes
         warn(
