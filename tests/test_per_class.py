@@ -109,3 +109,17 @@ def test_a_task_result_says_the_label_order_line_first():
     metrics = meter.compute()
     result = TaskResult("cls", task, "set", metrics, metrics, classes=["cat", "dog", "bird"])
     assert result.warnings()[0].startswith("teacher cls names most of 2 classes as one other class ('dog' as 'bird'")
+
+
+def test_a_class_the_set_cannot_score_has_no_iou_and_no_near_blind_warning():
+    from amalgam.task import get_task
+
+    meter = get_task("segmentation").new_meter(4)
+    truth = torch.tensor([0, 0, 1, 1, 3, 3])
+    meter.update(torch.tensor([0, 2, 1, 1, 3, 3]), truth)  # class 2: predicted once, never in the truth
+    assert meter.compute()["iou"] == [0.5, 1.0, None, 1.0]
+    meter.restrict([0, 1, 2])  # class 3 is not among the set's classes
+    iou = meter.compute()["iou"]
+    assert iou == [0.5, 1.0, None, None]
+    rows = per_class_rows(["bg", "a", "b", "c"], iou, iou)
+    assert class_warnings("seg", "iou", rows) == []

@@ -29,11 +29,16 @@ class SegmentationMeter:
         self.confusion.update(pred, target)
 
     def compute(self) -> dict[str, float]:
+        """mIoU (over the restricted classes), pixel accuracy, and per class the IoU, None for a class the
+        set cannot score: outside the restricted classes, or without a pixel of ground truth (where
+        any prediction of it would read as IoU 0, a near-blind teacher that is not)."""
         iou = self.confusion.iou()
+        truth = self.confusion.matrix.sum(1)
+        scorable = [bool(truth[i]) and (self.classes is None or i in self.classes) for i in range(len(iou))]
         return {
             "miou": self.confusion.mean_iou(self.classes),
             "pixel_acc": self.confusion.accuracy(),
-            "iou": [None if torch.isnan(v) else round(v.item(), 4) for v in iou],
+            "iou": [round(v.item(), 4) if ok and not torch.isnan(v) else None for v, ok in zip(iou, scorable)],
             "mostly_predicted_as": self.confusion.mostly_predicted_as(),
         }
 
