@@ -262,3 +262,9 @@ def test_a_colour_label_map_is_told_how_to_become_class_indices(tmp_path):
     maps = [np.zeros((4, 4), np.uint8)]
     with pytest.raises(AmalgamError, match=r"has PIL mode RGB, expected one of L, P: a label map holds each pixel's"):
         build_said(dense_with_maps(tmp_path, maps, mode="RGB"), with_targets=True)
+
+
+def test_a_dense_eval_set_without_class_names_is_told_to_add_a_classes_txt(fresh_world):
+    (fresh_world.parent / "scenes" / "val" / "classes.txt").unlink()
+    with pytest.raises(AmalgamError, match=r"has no class names to match labels against: give it a classes.txt beside"):
+        build_plan(load_recipe(fresh_world), log=lambda line: None)

@@ -275,7 +275,12 @@ def check_eval_set(
     if teacher.space is None:
         return
     if not dataset.classes:
-        raise RecipeError(path, f"eval set '{teacher.eval_name}' has no class names to match labels against")
+        raise RecipeError(
+            path,
+            f"eval set '{teacher.eval_name}' has no class names to match labels against: give it a classes.txt"
+            " beside images/ (one name per line, line i = the class of index i in its label maps) or its"
+            " classes_file",
+        )
     try:
         absent = absent_labels(teacher.space, dataset.classes, extent)
     except AmalgamError as exc:  # a class named like a label (lookup's look-alike rule): say which set
