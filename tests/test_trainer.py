@@ -90,3 +90,25 @@ def test_eval_every_scores_the_teachers_once(world, tmp_path, monkeypatch):
     first, second = trainer.result.history
     assert epochs_seen[0] > 0 and epochs_seen[1] == epochs_seen[0]  # no teacher answer in epoch 2's scoring
     assert {k for k in first if k.startswith("ratio_")} == {k for k in second if k.startswith("ratio_")} != set()
+
+
+def test_a_resume_says_a_source_folder_that_changed_since(fresh_world, tmp_path):
+    from world import write_dense
+
+    first = trainer_for(fresh_world, tmp_path / "a")
+    first.callbacks.clear()
+    first.train_one_epoch(1)
+    state = first.state_dict()
+    said = []
+    same = trainer_for(fresh_world, tmp_path / "b", log=said.append)
+    same.load_state_dict(state)
+    assert not [line for line in said if "changed since the run started" in line]
+    scenes = fresh_world.parent / "scenes"
+    write_dense(scenes / "more", 4, seed=5)
+    for path in (scenes / "more" / "images").iterdir():  # four new images in the scenes source
+        path.rename(scenes / "train" / "images" / f"new_{path.name}")
+    said.clear()
+    grown = trainer_for(fresh_world, tmp_path / "c", log=said.append)
+    grown.load_state_dict(state)
+    expected = "warning: data.sources.scenes changed since the run started (12 -> 16 images): the resumed epochs"
+    assert any(line.startswith(expected) for line in said), said

@@ -8,6 +8,7 @@ torchvision's classification reference, smaller.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -270,6 +271,7 @@ class Trainer:
             "seconds": self.result.seconds,
             "recipe": self.plan.recipe.model_dump(mode="json", exclude={"output"}),
             "teachers": self.fingerprints,  # what the recipe dump cannot see: --resume refuses changed teachers
+            "sources": source_fingerprints(self.plan.sources),  # nor this: a resume says a changed folder
             "spec": self.student.spec.to_dict(),  # what auto chose: a resume must build the same student
             "precision": self.result.precision,  # auto decides per machine: a resume elsewhere may differ
         }
@@ -289,6 +291,8 @@ class Trainer:
         self.result.seconds = state["seconds"]
         self.epoch = state["epoch"]
         self._resume_precision(state.get("precision"))
+        for line in source_changes(state.get("sources"), source_fingerprints(self.plan.sources)):
+            self.log(line)
         self.partial = state.get("partial")
         self.partial_rng = state["torch_rng"]  # set again once a stopped epoch's finished batches are redrawn
         replay_epochs(self.loader, self.epoch)
@@ -302,6 +306,35 @@ class Trainer:
         if before != now:
             self.log(f"precision: this run trained in {before} before the resume and continues in {now}")
             self.result.precision = "mixed"
+
+
+def source_fingerprints(sources) -> dict[str, dict]:
+    """Per training source, how many images it holds and a digest of their paths (or ids)."""
+    found = {}
+    for name, dataset in zip(sources.names, sources.sets):
+        files = getattr(dataset, "files", None)
+        listed = "\n".join(map(str, files)) if files is not None else repr(getattr(dataset, "identity", ""))
+        found[name] = {"images": len(dataset), "digest": hashlib.sha256(listed.encode()).hexdigest()}
+    return found
+
+
+def source_changes(before: Optional[dict], now: dict) -> list[str]:
+    """A line per source whose images changed since a resumed run started (none for checkpoints
+    from before sources were recorded): the rest of the run draws from the sources as they are now."""
+    lines = []
+    for name, then in (before or {}).items():
+        current = now.get(name)
+        if current is not None and current != then:
+            count = (
+                f"{then['images']:,} -> {current['images']:,} images"
+                if then["images"] != current["images"]
+                else "the same number of images, other files"
+            )
+            lines.append(
+                f"warning: data.sources.{name} changed since the run started ({count}): the resumed epochs"
+                " draw from it as it is now, so the run is not the one it would have been uninterrupted"
+            )
+    return lines
 
 
 def _quiet(message: str) -> None:
