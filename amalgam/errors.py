@@ -65,3 +65,14 @@ class RecipeError(AmalgamError):
         self.path = path
         self.message = message
         super().__init__(f"{path}: {message}" if path else message)
+
+
+def a_type(value: object) -> str:
+    """``value``'s type name with its article, for messages: ``a dict``, ``an OrderedDict``."""
+    name = type(value).__name__
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
+def count_of(n: int, word: str) -> str:
+    """``1 channel``, ``3 channels``: a count with its noun (plural by an s)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -64,7 +64,7 @@ def test_inspect_warns_when_the_student_outgrows_its_teachers(world, capsys):
     # the tiny world's teachers have a few thousand parameters, its student 0.4M
     assert "warning: the student has more parameters than all teachers together" in out
     # each teacher's whole input spec, defaults said as such
-    assert "    input: size 28x28, 1 channels, mean [0.500], std [0.250], resize stretch (default)" in out
+    assert "    input: size 28x28, 1 channel, mean [0.500], std [0.250], resize stretch (default)" in out
     assert "    input: size 32x32 (default), 3 channels (default), mean [0.485, 0.456, 0.406] (default)" in out
     big_teacher = [
         "--set", "teachers.cls.model={from: timm, name: resnet18, num_classes: 2}",

@@ -191,7 +191,7 @@ def test_unknown_output_kind(raw, world):
 
 def test_input_mean_must_match_channels(raw, world):
     raw["teachers"]["cls"]["input"]["mean"] = [0.5, 0.5, 0.5]
-    assert error_of(raw, world).startswith("teachers.cls.input: mean and std need 1 values")
+    assert error_of(raw, world).startswith("teachers.cls.input: mean and std need 1 value")
 
 
 def test_unknown_student_encoder(raw, world):

@@ -9,7 +9,7 @@ from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS, InputSpec, Recipe, So
 from amalgam.data.sources import SET_OPTIONS, SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.weighting import TASK_WEIGHTINGS
-from amalgam.errors import AmalgamError, RecipeError
+from amalgam.errors import AmalgamError, RecipeError, count_of
 from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
 from amalgam.students.build import STUDENTS, has_branches, names_its_encoder
 from amalgam.students.encoders import build_encoder
@@ -146,7 +146,7 @@ def input_problem(spec: InputSpec) -> Optional[str]:
     input would be a near-constant -2 and the teacher would answer noise without a word.
     """
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
-        return f"mean and std need {spec.channels} values (channels: {spec.channels})"
+        return f"mean and std need {count_of(spec.channels, 'value')} (channels: {spec.channels})"
     if min(spec.std) <= 0:  # a division by it: every input inf or NaN, then blamed on the checkpoint
         return f"std {spec.std} must be > 0 on every channel"
     if max(spec.mean) <= 1 and max(spec.std) <= 1:
@@ -268,7 +268,7 @@ def check_peers(recipe: Recipe) -> None:
             "peers.eval", f"unknown eval set '{peers.eval}' (expected one of: {', '.join(recipe.data.eval)})"
         )
     if len(peers.input.mean) != peers.input.channels or len(peers.input.std) != peers.input.channels:
-        raise RecipeError("peers.input", f"mean and std need {peers.input.channels} values")
+        raise RecipeError("peers.input", f"mean and std need {count_of(peers.input.channels, 'value')}")
 
 
 def check_branch_at(recipe: Recipe) -> None:

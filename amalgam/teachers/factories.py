@@ -30,7 +30,7 @@ from typing import Callable
 
 from torch import nn
 
-from amalgam.errors import AmalgamError, error_line
+from amalgam.errors import AmalgamError, a_type, error_line
 
 #: entry-point groups whose packages are trusted factory modules
 PLUGIN_GROUPS = ("amalgam.tasks", "amalgam.models")
@@ -134,7 +134,7 @@ def build_from_factory(kwargs: dict, base: Path) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - the user's code failing: its own error (--debug shows where)
         raise AmalgamError(f"factory: '{factory}' raised {type(exc).__name__}: {error_line(exc)}") from exc
     if not isinstance(model, nn.Module):
-        raise AmalgamError(f"factory: '{factory}' returned a {type(model).__name__}, not a torch.nn.Module")
+        raise AmalgamError(f"factory: '{factory}' returned {a_type(model)}, not a torch.nn.Module")
     return model
 
 

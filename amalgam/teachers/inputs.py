@@ -22,7 +22,7 @@ from torch import nn
 
 from amalgam.config.schema import InputSpec, TeacherConfig
 from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, count_of
 
 RECIPE, DEFAULT, TIMM = "recipe", "default", "timm pretrained_cfg"
 #: timm model args that build a network for an input size (``img_size: 64``, ``input_size: [3, 64, 64]``)
@@ -54,7 +54,7 @@ class ResolvedInput:
         mean = ", ".join(f"{v:.3f}" for v in self.mean)
         std = ", ".join(f"{v:.3f}" for v in self.std)
         return (
-            f"size {self.size[0]}x{self.size[1]}{tag('size')}, {self.channels} channels{tag('channels')}, "
+            f"size {self.size[0]}x{self.size[1]}{tag('size')}, {count_of(self.channels, 'channel')}{tag('channels')}, "
             f"mean [{mean}]{tag('mean')}, std [{std}]{tag('std')}, resize {self.resize}{tag('resize')}"
         )
 

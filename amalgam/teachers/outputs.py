@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, a_type
 
 DEFAULT_KEY = "out"  # torchvision segmentation models: {"out": ..., "aux": ...}
 _MAX_DEPTH = 4  # how deep candidates are listed inside nested outputs
@@ -83,8 +83,7 @@ def select(raw: Any, key: str) -> torch.Tensor:
             )
     if not isinstance(value, torch.Tensor):
         raise OutputKeyError(
-            f"output_key '{key}' is a {type(value).__name__}, not a tensor "
-            f"(tensors in the output: {describe(candidates(raw))})"
+            f"output_key '{key}' is {a_type(value)}, not a tensor (tensors in the output: {describe(candidates(raw))})"
         )
     return value
 
@@ -135,7 +134,7 @@ def resolve(raw: Any, key: Optional[str]) -> OutputChoice:
     found = candidates(raw)
     if len(found) == 1:
         only = next(iter(found))
-        return OutputChoice(only, f"the only tensor of a {type(raw).__name__}")
+        return OutputChoice(only, f"the only tensor of {a_type(raw)}")
     if isinstance(raw, Mapping) and isinstance(raw.get(DEFAULT_KEY), torch.Tensor):
         others = [k for k in found if k != DEFAULT_KEY]
         reason = f"'{DEFAULT_KEY}' by default (torchvision's convention; not {', '.join(others)})"

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from amalgam.errors import AmalgamError, error_line
+from amalgam.errors import AmalgamError, a_type, error_line
 from amalgam.io import is_disk_full
 
 PREVIOUS = "checkpoint.prev.pt"
@@ -131,7 +131,7 @@ def load_state(path: Path, required: tuple[str, ...] = REQUIRED) -> dict:
         first = error_line(exc)
         raise AmalgamError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict):
-        raise AmalgamError(f"checkpoint {path} holds a {type(state).__name__}, not an amalgam training state")
+        raise AmalgamError(f"checkpoint {path} holds {a_type(state)}, not an amalgam training state")
     missing = [k for k in required if k not in state]
     if "flip_rng" in missing and "student" in state and "objective" in state:
         raise AmalgamError(f"checkpoint {path} was written by an older amalgam and cannot be resumed")
