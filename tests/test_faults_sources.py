@@ -268,3 +268,12 @@ def test_a_dense_eval_set_without_class_names_is_told_to_add_a_classes_txt(fresh
     (fresh_world.parent / "scenes" / "val" / "classes.txt").unlink()
     with pytest.raises(AmalgamError, match=r"has no class names to match labels against: give it a classes.txt beside"):
         build_plan(load_recipe(fresh_world), log=lambda line: None)
+
+
+def test_a_map_in_another_format_is_told_to_be_saved_as_png(tmp_path):
+    save_rgb(tmp_path / "images" / "0.png", size=(4, 4))
+    (tmp_path / "depth").mkdir()
+    Image.fromarray(np.full((4, 4), 2.0, np.float32)).save(tmp_path / "depth" / "0.tif")
+    expected = r"depth/ holds 0\.tif; maps are read as <image name>\.png only: save it as a PNG"
+    with pytest.raises(AmalgamError, match=expected):
+        build_said({"type": "dense", "path": tmp_path}, with_targets=True)

@@ -195,11 +195,9 @@ class DenseSet(FolderSet):
         if path.is_file():
             return path
         near = sorted(p.name for p in path.parent.glob(glob.escape(path.stem) + ".*")) if path.parent.is_dir() else []
-        hint = (
-            f": {path.parent.name}/ holds {', '.join(near)}; maps are read as <image name>.png only: rename it"
-            if near
-            else ""
-        )
+        fix = "rename it" if any(name.lower().endswith(".png") for name in near) else "save it as a PNG"
+        hint = f": {path.parent.name}/ holds {', '.join(near)}; maps are read as <image name>.png only: {fix}"
+        hint = hint if near else ""
         raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}{hint}")
 
     def load(self, index: int):
