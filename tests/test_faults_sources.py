@@ -277,3 +277,14 @@ def test_a_map_in_another_format_is_told_to_be_saved_as_png(tmp_path):
     expected = r"depth/ holds 0\.tif; maps are read as <image name>\.png only: save it as a PNG"
     with pytest.raises(AmalgamError, match=expected):
         build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+
+
+def test_a_classes_file_names_folders_with_spaces_by_a_tab(tmp_path):
+    from amalgam.config.label_entries import rename_classes
+
+    path = tmp_path / "map.txt"
+    path.write_text("Ankle boot\tAnkle boot\nT-shirt_top\tT-shirt/top\nn01440764 tench\n")
+    renamed = rename_classes(["Ankle boot", "T-shirt_top", "n01440764"], path)
+    assert renamed == ["Ankle boot", "T-shirt/top", "tench"]
+    with pytest.raises(AmalgamError, match=r"does not name 1 of the set's classes: Bag \(give each a line"):
+        rename_classes(["Bag", "n01440764"], path)

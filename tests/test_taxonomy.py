@@ -148,9 +148,9 @@ def test_a_teacher_is_scored_on_the_classes_its_eval_set_holds(on_path):
     assert absent == ["teacher 'coco' is scored on 4 of its 5 labels on 'val'; absent from the set: zebra"]
     result = evaluate(plan, fit(plan, steps=1), torch.device("cpu"), log=lambda m: None)
     coco = next(r for r in result.tasks if r.teacher == "coco")
-    # background, tv, person, car right (IoU 1), bus never found (0); zebra's 0 IoU is not averaged in
+    # background, tv, person, car right (IoU 1), bus never found (0); zebra, absent from the set, has no IoU
     assert coco.teacher_metrics["miou"] == pytest.approx(4 / 5)
-    assert coco.teacher_metrics["iou"][5] == 0.0
+    assert coco.teacher_metrics["iou"][5] is None  # absent from the set: n/a, not a near-blind 0
 
 
 def test_labels_file_and_a_classes_file_of_folder_ids(fresh_world):

@@ -89,15 +89,21 @@ def read_names(path: Path) -> list[str]:
 
 
 def read_class_map(path: Path) -> dict[str, str]:
-    """A classes file: ``<folder id> <name>`` a line (``n01440764 tench``); the name is the rest of the line."""
+    """A classes file: ``<folder id> <name>`` a line (``n01440764 tench``); the name is the rest of the line.
+    A line holding a tab splits at its first tab instead, so a folder id may hold spaces (``Ankle boot``)."""
     found: dict[str, str] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
-        parts = line.strip().split(maxsplit=1)
-        if len(parts) != 2:
-            raise AmalgamError(f"{path}:{number}: expected '<folder id> <name>', got {line.strip()!r}")
-        found[parts[0]] = parts[1].strip()
+        text = line.strip(" \r\n")
+        parts = text.split("\t", 1) if "\t" in text else text.split(maxsplit=1)
+        parts = [part.strip() for part in parts]
+        if len(parts) != 2 or not all(parts):
+            raise AmalgamError(
+                f"{path}:{number}: expected '<folder id> <name>' (a tab between them when the id has spaces),"
+                f" got {line.strip()!r}"
+            )
+        found[parts[0]] = parts[1]
     return found
 
 
@@ -107,5 +113,8 @@ def rename_classes(classes: Sequence[str], path: Path) -> list[str]:
     missing = [c for c in classes if c not in mapping]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise AmalgamError(f"classes_file {path} does not name {len(missing)} of the set's classes: {shown}")
+        raise AmalgamError(
+            f"classes_file {path} does not name {len(missing)} of the set's classes: {shown} (give each a line"
+            " '<folder id> <name>', the same name twice to keep it; a tab between them when the id has spaces)"
+        )
     return [mapping[c] for c in classes]
