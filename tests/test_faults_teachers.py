@@ -367,6 +367,8 @@ class Shaped(nn.Module):
             return y.permute(0, 2, 3, 1)
         if self.mode == "argmax":
             return y.argmax(1)
+        if self.mode == "scalar":
+            return y.sum()
         return y
 
 
@@ -392,6 +394,11 @@ def test_a_refused_output_shape_names_the_setting_it_points_at(task, classes, mo
     message = str(info.value)
     assert message.startswith(f"teacher 't1' ({task}): expected logits of shape") and "\n" not in message
     assert hint in message
+
+
+def test_a_scalar_output_is_a_shape_error_not_a_crash():
+    with pytest.raises(AmalgamError, match=r"expected logits of shape \[B, 2\] = \[2, 2\], got \[\]$"):
+        check_teacher_output(teacher(Shaped(2, "scalar"), task="classification", labels=["a", "b"]), (32, 32))
 
 
 def test_a_plain_shape_error_gets_no_hint():

@@ -237,14 +237,27 @@ def test_an_unmarked_background_label_of_a_partial_teacher_is_said():
     from amalgam.labels.names import unmarked_catch_all
 
     unified = ["background", "circle", "square", "ring"]
-    line = unmarked_catch_all("seg-a", ["Background", "circle", "square"], None, unified)
+    line = unmarked_catch_all("seg-a", LabelSpace(("Background", "circle", "square")), unified)
     assert line == (
         "teacher 'seg-a': label 'Background' is read as a class of its own, not as everything it does not know"
         " (ring), since teachers.seg-a.background is not set: set it to 'Background' if it stands for everything else"
     )
-    assert unmarked_catch_all("seg-a", ["Background", "circle", "square"], "Background", unified) is None  # marked
-    assert unmarked_catch_all("seg-a", ["background", "circle", "square", "ring"], None, unified) is None  # knows all
-    assert unmarked_catch_all("seg-a", ["circle", "square"], None, unified) is None  # no such label
+    marked = LabelSpace(("Background", "circle", "square"), "Background")
+    assert unmarked_catch_all("seg-a", marked, unified) is None
+    knows_all = LabelSpace(("background", "circle", "square", "ring"))
+    assert unmarked_catch_all("seg-a", knows_all, unified) is None
+    assert unmarked_catch_all("seg-a", LabelSpace(("circle", "square")), unified) is None  # no such label
+    related = LabelSpace(("other", "shape"), None, (("other",), ("circle", "square", "ring")))  # a relation
+    assert unmarked_catch_all("seg-a", related, unified) is None  # covers every class: nothing unknown
+
+
+def test_the_catch_all_check_reads_relation_entries():
+    from amalgam.config.label_entries import space_of
+    from amalgam.labels.names import unmarked_catch_all
+
+    space = space_of(["background", {"pet": ["cat", "dog"]}], None)  # a dict entry: it crashed the check
+    line = unmarked_catch_all("cls", space, ["background", "cat", "dog", "bird"])
+    assert line is not None and "(bird)" in line
 
 
 def test_the_plan_logs_an_unmarked_background(world):

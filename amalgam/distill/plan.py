@@ -135,8 +135,8 @@ def unmarked_catch_alls(recipe: Recipe, spaces: dict[str, Optional[LabelSpace]])
     lines = []
     for name, cfg in recipe.teachers.items():
         unified = spaces.get(cfg.task)
-        if unified is not None and cfg.labels:
-            line = unmarked_catch_all(name, cfg.labels, cfg.background, unified.names)
+        if unified is not None and cfg.labels:  # labels_file is read into labels by the recipe check
+            line = unmarked_catch_all(name, space_of(cfg.labels, cfg.background), unified.names)
             lines += [line] if line else []
     return lines
 

@@ -10,9 +10,12 @@ guess which was meant.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 from amalgam.errors import AmalgamError
+
+if TYPE_CHECKING:
+    from amalgam.labels.algebra import LabelSpace
 
 #: what separates words in a class name; taxonomy.normalise (inspect's warnings) folds by the same
 _SEPARATORS = re.compile(r"[\s_\-/.]+")
@@ -49,17 +52,16 @@ def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> Amal
 CATCH_ALL_NAMES = frozenset({"background", "bg", "void", "unlabeled", "unlabelled", "other", "others"})
 
 
-def unmarked_catch_all(
-    teacher: str, labels: Sequence[str], background: Optional[str], unified: Sequence[str]
-) -> Optional[str]:
+def unmarked_catch_all(teacher: str, space: "LabelSpace", unified: Sequence[str]) -> Optional[str]:
     """One line when a teacher has a label named like a catch-all (``background``, ``void``, ...) that
     its recipe does not mark with ``background:`` although the teacher knows only part of the
     unified classes: that label then teaches the unified class of its name only, so the pixels of
     the classes it does not know are taught as that class, not as "one of the others"."""
-    if background is not None:
+    if space.background is not None:
         return None
-    named = [label for label in labels if fold(label) in CATCH_ALL_NAMES]
-    unknown = [name for name in unified if name not in labels and fold(name) not in CATCH_ALL_NAMES]
+    named = [label for label in space.names if fold(label) in CATCH_ALL_NAMES]
+    covered = {cls for label in space.names for cls in space.covered(label)}
+    unknown = [name for name in unified if name not in covered and fold(name) not in CATCH_ALL_NAMES]
     if not named or not unknown:
         return None
     shown = ", ".join(unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")

@@ -328,11 +328,15 @@ def reading_sample(teacher: Teacher, raw: torch.Tensor) -> torch.Tensor:
 def _shape_hint(teacher: Teacher, out: torch.Tensor) -> str:
     """The setting or fix that a refused output's shape points at ("" when none does)."""
     n = len(teacher.space) if teacher.space is not None else None
-    if not teacher.task.labelled or n is None:
+    if not teacher.task.labelled or n is None or not isinstance(out, torch.Tensor) or out.dim() == 0:
         return ""
     if not out.is_floating_point() and out.dim() in (1, 3):
         return " (an integer class map, not scores: export the network's logits)"
-    if n == 2 and (out.dim() == 1 or out.shape[1] == 1) and teacher.output_kind not in ("binary", "binary_probability"):
+    if (
+        n == 2
+        and (out.dim() == 1 or (out.dim() >= 2 and out.shape[1] == 1))
+        and teacher.output_kind not in ("binary", "binary_probability")
+    ):
         return " (one channel for two labels: set output: binary (a logit) or binary_probability (a sigmoid))"
     if not teacher.task.dense and out.dim() == 4 and out.shape[1] == n and tuple(out.shape[-2:]) == (1, 1):
         return " (a [B, C, 1, 1] map: flatten it in the model, e.g. return torch.flatten(out, 1))"
