@@ -88,14 +88,20 @@ def test_a_teacher_naming_classes_as_others_is_asked_about_its_label_order():
 
     m = ConfusionMatrix(4)  # rows: truth; 0 is the common class (a background)
     m.matrix[:] = torch.tensor([[90, 5, 3, 2], [1, 2, 17, 0], [1, 15, 4, 0], [9, 0, 0, 11]])
-    mostly = m.mostly_predicted_as()
+    mostly = m.mostly_predicted_as(skip_common=True)
     assert mostly == [None, 2, 1, None]  # class 3 lost to the background is blindness, not a swap
+    swap = ConfusionMatrix(3)  # a balanced classifier's classes 0 and 1 swapped: class 0 counts as any other
+    swap.matrix[:] = torch.tensor([[1, 9, 0], [8, 2, 0], [0, 0, 10]])
+    assert swap.mostly_predicted_as() == [1, 0, None]
     line = label_order_warning("cls", ["bg", "cat", "dog", "bird"], mostly)
     assert line == (
         "teacher cls names most of 2 classes as one other class ('cat' as 'dog', 'dog' as 'cat'): are its labels"
         " (and the eval set's class names) in the order of its outputs?"
     )
     assert label_order_warning("cls", ["bg", "cat", "dog", "bird"], [None, 2, None, None]) is None  # one: a weak class
+    assert label_order_warning("cls", ["bg", "cat", "dog", "bird"], [2, None, None, 2]) is None  # all as one: collapsed
+    swapped_first = label_order_warning("cls", ["cat", "dog", "bird"], [1, 0, None])  # classes 0 and 1 swapped
+    assert swapped_first is not None and "('cat' as 'dog', 'dog' as 'cat')" in swapped_first
 
 
 def test_a_task_result_says_the_label_order_line_first():

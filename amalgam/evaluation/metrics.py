@@ -53,14 +53,14 @@ class ConfusionMatrix:
             present &= scored
         return iou[present].mean().item() if present.any() else float("nan")
 
-    def mostly_predicted_as(self, share: float = 0.5) -> list[Optional[int]]:
+    def mostly_predicted_as(self, share: float = 0.5, skip_common: bool = False) -> list[Optional[int]]:
         """Per class, the one other class that takes more than ``share`` of its predictions, else None.
 
-        The most common class of the ground truth (a segmenter's background) is not counted as such a
-        class: predicting it is blindness, not a swap of labels.
+        With ``skip_common`` (dense tasks) the most common class of the ground truth, a segmenter's
+        background, is not counted as such a class: predicting it is blindness, not a swap of labels.
         """
         truth = self.matrix.sum(1)
-        common = int(truth.argmax()) if truth.sum() else -1
+        common = int(truth.argmax()) if skip_common and truth.sum() else -1
         found: list[Optional[int]] = []
         for c in range(self.num_classes):
             row = self.matrix[c].clone()

@@ -72,7 +72,7 @@ def label_order_warning(teacher: str, classes: list[str], mostly: Optional[list]
             (the meter's ``mostly_predicted_as``).
     """
     swaps = [(classes[c], classes[j]) for c, j in enumerate(mostly or []) if j is not None]
-    if len(swaps) < 2:
+    if len({named for _, named in swaps}) < 2:  # one class named for all: a collapsed teacher, not an order
         return None
     more = f" and {len(swaps) - 4} more" if len(swaps) > 4 else ""
     shown = ", ".join(f"'{a}' as '{b}'" for a, b in swaps[:4]) + more
