@@ -140,6 +140,8 @@ def test_two_images_of_one_name_in_a_dense_set_stop_naming_both(tmp_path):
     message = str(caught.value)
     assert message.startswith("data.sources.x: images/0.bmp and images/0.jpg would share labels/0.png (1 more"), message
     assert "\n" not in message
+    dataset, _ = build_said({"type": "dense", "path": tmp_path})  # a training source: its maps are never read
+    assert len(dataset) == 4
 
 
 # 4. a training source that is an eval set -----------------------------------------------------------
@@ -288,3 +290,10 @@ def test_a_classes_file_names_folders_with_spaces_by_a_tab(tmp_path):
     assert renamed == ["Ankle boot", "T-shirt/top", "tench"]
     with pytest.raises(AmalgamError, match=r"does not name 1 of the set's classes: Bag \(give each a line"):
         rename_classes(["Bag", "n01440764"], path)
+
+
+def test_65535_is_no_data_however_pillow_reads_a_16_bit_map():
+    from amalgam.data.sources import depth_metres
+
+    for dtype in (np.uint16, np.int32):  # some Pillow versions open 16-bit PNGs as mode I (int32)
+        assert depth_metres(np.array([[65535, 2000]], dtype=dtype), 1000.0).tolist() == [[0.0, 2.0]]

@@ -40,7 +40,7 @@ from amalgam.data.images import (
     to_tensor,
     verify_image,
 )
-from amalgam.data.target_scan import scan_dense_targets
+from amalgam.data.target_scan import NO_DEPTH_16, scan_dense_targets
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 from amalgam.training.progress import bar_for
@@ -181,8 +181,6 @@ class DenseSet(FolderSet):
         if (root / "depth").is_dir():
             keys.add("depth")
         self.target_keys = frozenset(keys)
-        if keys:
-            _refuse_shared_stems(self.files, "labels" if "mask" in keys else "depth")
 
     def target_path(self, key: str, index: int) -> Path:
         folder = "labels" if key == "mask" else "depth"
@@ -210,14 +208,11 @@ class DenseSet(FolderSet):
         return read_rgb(self.files[index], self.upright), targets
 
 
-#: a uint16 depth map's "no data" besides 0: the format's maximum, where sensors and tools saturate
-NO_DEPTH_16 = 65535
-
-
 def depth_metres(array: np.ndarray, depth_scale: float) -> np.ndarray:
-    """A depth map in metres: ``value / depth_scale``, with 0 (and 65535 in uint16 maps) as 0 = invalid."""
+    """A depth map in metres: ``value / depth_scale``, with 0 and 65535 (the 16-bit maximum, read as
+    uint16 or, by some Pillow versions, as int32) as 0 = invalid."""
     metres = array.astype(np.float32) / depth_scale
-    if array.dtype == np.uint16:
+    if np.issubdtype(array.dtype, np.integer):
         metres[array == NO_DEPTH_16] = 0.0
     return metres
 
@@ -418,6 +413,8 @@ def build_image_set(
             notes = _verify_files(dataset, bar, with_targets)
             for note in notes if log else []:
                 log(f"{key}: {note}")
+        if with_targets and isinstance(dataset, DenseSet) and dataset.target_keys:  # a source's maps are never read
+            _refuse_shared_stems(dataset.files, "labels" if "mask" in dataset.target_keys else "depth")
         if verify and with_targets and isinstance(dataset, DenseSet):
             scan_dense_targets(
                 dataset,

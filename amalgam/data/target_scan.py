@@ -16,9 +16,9 @@ import numpy as np
 
 from amalgam.data.images import read_array
 from amalgam.errors import AmalgamError
+from amalgam.labels import IGNORE
 
-IGNORE = 255
-#: a uint16 depth map's no-data value besides 0 (amalgam.data.sources.depth_metres reads it so)
+#: a 16-bit depth map's no-data value besides 0, where sensors and tools saturate (read as 0 = invalid)
 NO_DEPTH_16 = 65535
 
 
@@ -112,7 +112,7 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     for path in _paths(dataset, "depth"):
         raw = read_array(path)
         pixels += raw.size
-        if raw.dtype == np.uint16:  # the format's maximum is no data too (sources.depth_metres)
+        if np.issubdtype(raw.dtype, np.integer):  # 16-bit maps (uint16, or int32 from some Pillows): no data
             saturated += int((raw == NO_DEPTH_16).sum())
             raw = np.where(raw == NO_DEPTH_16, 0, raw)
         valid = raw[raw > 0]
