@@ -208,7 +208,7 @@ LABELLED_OUTPUT_KINDS = ("logits", "probabilities", "sigmoid", "binary", "binary
 _EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before their log or logit
 # values that must all lie in [0, 1] before logits are taken for sigmoids: a handful of small
 # logits of an untrained stand-in can, by chance
-_SIGMOID_EVIDENCE = 16
+SIGMOID_EVIDENCE = 16
 
 
 #: what probabilities sum to over the labels: 1, or 100 as percentages (``softmax * 100``)
@@ -299,7 +299,7 @@ class LabelledOutputs:
                 f"read as sigmoid probabilities, but values lie outside [0, 1] ({out.min().item():.3g} to"
                 f" {out.max().item():.3g}): if they are logits, drop output: {kind}"
             )
-        if kind == "binary" and out.numel() >= _SIGMOID_EVIDENCE and _in_unit_range(out):
+        if kind == "binary" and out.numel() >= SIGMOID_EVIDENCE and _in_unit_range(out):
             return "read as a logit, but every value lies in [0, 1] as probabilities do: set output: binary_probability"
         return None
 
@@ -318,7 +318,7 @@ def probabilities_problem(out: torch.Tensor) -> Optional[str]:
             " but is distilled as logits (softened into near-uniform targets): set output: probabilities (amalgam takes"
             " their log), or return the logits (drop the model's final softmax)"
         )
-    if out.shape[1] > 1 and out.numel() >= _SIGMOID_EVIDENCE and _in_unit_range(out):
+    if out.shape[1] > 1 and out.numel() >= SIGMOID_EVIDENCE and _in_unit_range(out):
         return (
             "every value of the output lies in [0, 1], as sigmoid probabilities do, but is distilled as logits"
             " (softened into near-uniform targets): set output: sigmoid (amalgam takes their logit), or return"

@@ -16,7 +16,7 @@ from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, TeacherConfig
 from amalgam.errors import AmalgamError, error_line
 from amalgam.labels import LabelSpace
-from amalgam.task import _SIGMOID_EVIDENCE as READING_VALUES
+from amalgam.task import SIGMOID_EVIDENCE as READING_VALUES
 from amalgam.task import ReadingError, Task, get_task
 from amalgam.teachers.inputs import TIMM, ResolvedInput, resolve_input
 from amalgam.teachers.model_sources import build_model, load_checkpoint, unloaded_note
@@ -317,12 +317,17 @@ def reading_sample(teacher: Teacher, raw: torch.Tensor) -> torch.Tensor:
     batch was, up to ``READING_ROWS`` rows (non-finite ones left out). The check counts values, rows
     x labels: 2 images x 5 sigmoids never reached it, and a sigmoid classifier of few labels was
     distilled as logits without a word."""
-    if raw.dim() == 0 or raw.numel() >= READING_VALUES:
-        return raw
+    if raw.dim() == 0 or raw.numel() >= READING_VALUES or not _checks_readings(teacher.task):
+        return raw  # enough values already, or a task whose outputs have no reading to check
     extra = reading_images(READING_ROWS - raw.shape[0], teacher.size)
     more = torch.cat([amplified_output(teacher, pair) for pair in extra.split(raw.shape[0])])
     finite = torch.isfinite(more.flatten(1) if more.dim() > 1 else more[:, None]).all(1)
     return torch.cat([raw, more[finite]])
+
+
+def _checks_readings(task: Task) -> bool:
+    """Whether the task's plugin checks how an output reads (its own ``reading_problem``)."""
+    return type(task).reading_problem is not Task.reading_problem
 
 
 def _shape_hint(teacher: Teacher, out: torch.Tensor) -> str:
