@@ -66,3 +66,10 @@ def test_resume_names_a_library_upgrade_and_accepts_runs_from_before_versions_we
     assert fingerprint_changes(stored, recipe) == [f"{name}: its code changed (timm==0.0.1 -> timm=={version('timm')})"]
     stored[name]["code"] = {}  # a checkpoint from before library versions were part of a teacher's code
     assert fingerprint_changes(stored, recipe) == []
+
+
+def test_an_imported_folder_without_init_is_not_walked_as_code(tmp_path):
+    write(tmp_path / "models.py", "import data\n\ndef net():\n    return 1\n")
+    before = local_code_digest("models:net", tmp_path)
+    write(tmp_path / "data" / "scenes" / "gen.py", "X = 1\n")  # a data folder that happens to hold a script
+    assert local_code_digest("models:net", tmp_path) == before

@@ -149,7 +149,7 @@ class ImageFolderSet(FolderSet):
     def __init__(self, root: Path):
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not hidden(p))
         self.labels, files, skipped = [], [], Counter()
-        if loose := sum(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
+        if loose := sum(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not hidden(p) for p in root.iterdir()):
             skipped[OUTSIDE_CLASSES] = loose
         for idx, name in enumerate(self.classes):
             found = list_images(root / name, skipped=skipped)
@@ -169,7 +169,7 @@ class DenseSet(FolderSet):
     def __init__(self, root: Path, depth_scale: float = 1000.0):
         skipped = Counter()
         super().__init__(list_images(root / "images", recursive=False, skipped=skipped), skipped)
-        if nested := sum(len(list_images(d)) for d in (root / "images").iterdir() if d.is_dir()):
+        if nested := sum(len(list_images(d)) for d in (root / "images").iterdir() if d.is_dir() and not hidden(d)):
             skipped[IN_SUBFOLDERS] = nested
         self.root = root
         self.depth_scale = depth_scale
@@ -551,6 +551,8 @@ def _unreadable_error(unreadable: list[tuple[Path, AmalgamError]], total: int) -
 
 #: the largest value 12-bit data holds: 16-bit images that all stay at or below it read nearly black
 TWELVE_BIT_MAX = 4095
+#: how many 16-bit images of a source are decoded to look for 12-bit data (the first ones)
+TWELVE_BIT_SAMPLE = 64
 
 
 def _tally_grey(tally: Counter, path: Path, facts: ImageFacts) -> None:
@@ -561,7 +563,7 @@ def _tally_grey(tally: Counter, path: Path, facts: ImageFacts) -> None:
     tally[f"grey:{facts.mode}"] += 1
     if facts.grey16:
         tally["grey16"] += 1
-        if tally["peak"] <= TWELVE_BIT_MAX:
+        if tally["peak"] <= TWELVE_BIT_MAX and tally["grey16"] <= TWELVE_BIT_SAMPLE:  # a second decode each
             tally["peak"] = max(tally["peak"], grey_peak(path))
 
 

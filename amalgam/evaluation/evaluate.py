@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from amalgam.data.sources import spread
 from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.coverage import Coverage
@@ -108,8 +109,8 @@ def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ..
 
 
 def _loader(dataset, batch_size: int, limit: Optional[int]) -> DataLoader:
-    if limit is not None and limit < len(dataset):
-        dataset = Subset(dataset, range(limit))
+    if limit is not None and limit < len(dataset):  # as a source's limit keeps them: an even spread
+        dataset = Subset(dataset, spread(len(dataset), limit))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
 

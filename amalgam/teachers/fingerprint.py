@@ -86,13 +86,20 @@ def _local_closure(module: str, base: Path) -> Iterator[Path]:
     seen: set[Path] = set()
     todo = [module]
     while todo:
-        origin = local_origin(todo.pop(0), base)
-        if origin is None or origin in seen:
+        name = todo.pop(0)
+        origin = local_origin(name, base)
+        if origin is None or origin in seen or (name != module and _namespace(origin)):
             continue
         seen.add(origin)
         yield origin
         for path in _module_files(origin):
             todo.extend(imported_names(path))
+
+
+def _namespace(origin: Path) -> bool:
+    """A folder without ``__init__.py`` (``data/``, say): an import of its name reaches an installed
+    package first, so it is not followed (nor walked) as the teacher's code."""
+    return origin.is_dir() and not (origin / "__init__.py").is_file()
 
 
 def _module_files(origin: Path) -> list[Path]:

@@ -9,6 +9,7 @@ torchvision's classification reference, smaller.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -74,6 +75,7 @@ class Trainer:
         self.timer = timer or StepTimer(enabled=False)
         self.cfg = cfg = plan.recipe.train
         self.fingerprints = teacher_fingerprints(plan.recipe)
+        self.source_prints = source_fingerprints(plan.sources)  # once: a source of 1M files takes a second
         seed_everything(plan.recipe.seed)
         self.objective = Objective(plan, student)  # initial_loss's window: one epoch of plan.sources
         self.precision = precision_name(device, cfg.precision)  # what this process computes in
@@ -271,7 +273,7 @@ class Trainer:
             "seconds": self.result.seconds,
             "recipe": self.plan.recipe.model_dump(mode="json", exclude={"output"}),
             "teachers": self.fingerprints,  # what the recipe dump cannot see: --resume refuses changed teachers
-            "sources": source_fingerprints(self.plan.sources),  # nor this: a resume says a changed folder
+            "sources": self.source_prints,  # nor this: a resume says a changed folder
             "spec": self.student.spec.to_dict(),  # what auto chose: a resume must build the same student
             "precision": self.result.precision,  # auto decides per machine: a resume elsewhere may differ
         }
@@ -291,7 +293,7 @@ class Trainer:
         self.result.seconds = state["seconds"]
         self.epoch = state["epoch"]
         self._resume_precision(state.get("precision"))
-        for line in source_changes(state.get("sources"), source_fingerprints(self.plan.sources)):
+        for line in source_changes(state.get("sources"), self.source_prints):
             self.log(line)
         self.partial = state.get("partial")
         self.partial_rng = state["torch_rng"]  # set again once a stopped epoch's finished batches are redrawn
@@ -309,11 +311,17 @@ class Trainer:
 
 
 def source_fingerprints(sources) -> dict[str, dict]:
-    """Per training source, how many images it holds and a digest of their paths (or ids)."""
+    """Per training source, how many images it holds and a digest of their paths relative to the
+    source's folder (a moved folder is the same source), or of a torchvision dataset's name and split."""
     found = {}
     for name, dataset in zip(sources.names, sources.sets):
         files = getattr(dataset, "files", None)
-        listed = "\n".join(map(str, files)) if files is not None else repr(getattr(dataset, "identity", ""))
+        if files:
+            root = os.path.commonpath([str(path.parent) for path in files])
+            listed = "\n".join(os.path.relpath(path, root) for path in files)
+        else:
+            identity = getattr(dataset, "identity", ("", "", ""))
+            listed = f"{identity[0]} {identity[-1]}"
         found[name] = {"images": len(dataset), "digest": hashlib.sha256(listed.encode()).hexdigest()}
     return found
 
