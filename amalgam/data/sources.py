@@ -524,6 +524,8 @@ def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> li
             facts = verify_image(path)
         except AmalgamError as exc:  # every bad file is found in one pass, not one per run
             unreadable.append((path, exc))
+            if len(unreadable) == UNREADABLE_ENOUGH:  # a folder of no images at all need not be walked whole
+                break
             continue
         tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
         _tally_grey(tally, path, facts)
@@ -540,13 +542,18 @@ def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> li
     return _notes(dataset, tally, with_targets)
 
 
+#: unreadable images after which a source's check stops counting
+UNREADABLE_ENOUGH = 1000
+
+
 def _unreadable_error(unreadable: list[tuple[Path, AmalgamError]], total: int) -> AmalgamError:
     """The first unreadable image's own line, and how many others there are, naming a few."""
     first = str(unreadable[0][1])
     if len(unreadable) == 1:
         return AmalgamError(first)
     others = ", ".join(path.name for path, _ in unreadable[1:4]) + (" ..." if len(unreadable) > 4 else "")
-    return AmalgamError(f"{len(unreadable)} of {total} images cannot be read; the first: {first}; also {others}")
+    count = f"at least {len(unreadable):,}" if len(unreadable) == UNREADABLE_ENOUGH else f"{len(unreadable)}"
+    return AmalgamError(f"{count} of {total} images cannot be read; the first: {first}; also {others}")
 
 
 #: the largest value 12-bit data holds: 16-bit images that all stay at or below it read nearly black
