@@ -297,3 +297,15 @@ def test_65535_is_no_data_however_pillow_reads_a_16_bit_map():
 
     for dtype in (np.uint16, np.int32):  # some Pillow versions open 16-bit PNGs as mode I (int32)
         assert depth_metres(np.array([[65535, 2000]], dtype=dtype), 1000.0).tolist() == [[0.0, 2.0]]
+
+
+def test_a_map_named_in_another_unicode_normalisation_is_said(tmp_path):
+    import unicodedata
+
+    save_rgb(tmp_path / "images" / f"{unicodedata.normalize('NFC', 'café')}.png", size=(4, 4))
+    (tmp_path / "labels").mkdir()
+    decomposed = unicodedata.normalize("NFD", "café")  # how some macOS tools write the name
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "labels" / f"{decomposed}.png")
+    (tmp_path / "classes.txt").write_text("background\n")
+    with pytest.raises(AmalgamError, match=r"the same name in another Unicode normalisation \(NFC against NFD\)"):
+        build_said({"type": "dense", "path": tmp_path}, with_targets=True)

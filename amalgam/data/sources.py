@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import inspect
 import os
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +196,7 @@ class DenseSet(FolderSet):
         near = sorted(p.name for p in path.parent.glob(glob.escape(path.stem) + ".*")) if path.parent.is_dir() else []
         fix = "rename it" if any(name.lower().endswith(".png") for name in near) else "save it as a PNG"
         hint = f": {path.parent.name}/ holds {', '.join(near)}; maps are read as <image name>.png only: {fix}"
-        hint = hint if near else ""
+        hint = hint if near else _normalisation_hint(path)
         raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}{hint}")
 
     def load(self, index: int):
@@ -215,6 +216,21 @@ def depth_metres(array: np.ndarray, depth_scale: float) -> np.ndarray:
     if np.issubdtype(array.dtype, np.integer):
         metres[array == NO_DEPTH_16] = 0.0
     return metres
+
+
+def _normalisation_hint(path: Path) -> str:
+    """Where the folder holds the file under another Unicode normalisation of its name (``café`` as
+    NFC and NFD look alike and differ, as macOS and Linux tools write them), the note that says so."""
+    if not path.parent.is_dir():
+        return ""
+    wanted = unicodedata.normalize("NFC", path.name)
+    for other in path.parent.iterdir():
+        if other.name != path.name and unicodedata.normalize("NFC", other.name) == wanted:
+            return (
+                f": {path.parent.name}/ holds '{other.name}', the same name in another Unicode normalisation"
+                " (NFC against NFD): save the image's and the map's names the same way"
+            )
+    return ""
 
 
 def _refuse_shared_stems(files: list[Path], folder: str) -> None:
