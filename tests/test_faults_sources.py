@@ -119,9 +119,11 @@ def test_limit_on_a_torchvision_set_keeps_its_first_images_only_when_they_hold_e
 def test_max_eval_images_scores_a_spread_of_each_eval_set(fresh_world):
     recipe = load_recipe(fresh_world)
     recipe.train.max_eval_images = 3
-    plan = build_plan(recipe, log=lambda msg: None)
+    said: list[str] = []
+    plan = build_plan(recipe, log=said.append)
     items = plan.eval_sets["items-val"]  # 3 classes of 4 images: the first 3 were one class
     assert len(items) == 3 and items.labels == [0, 1, 2], items.files
+    assert "data.eval.items-val: train.max_eval_images 3 is its limit here" in said
 
 
 # 3. two images of one name share one map -----------------------------------------------------------

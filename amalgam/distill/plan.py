@@ -188,7 +188,10 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
         if any(t.eval_name == key for t in plan.teachers.values()):
             log(f"scanning eval set '{key}' ({cfg.type})")
             # dense ground truth stays at its own resolution: it is scored there, as benchmarks do
-            cfg = eval_limit(cfg, recipe.train.max_eval_images)
+            capped = eval_limit(cfg, recipe.train.max_eval_images)
+            if capped is not cfg:  # the limit line that follows is train.max_eval_images'
+                log(f"data.eval.{key}: train.max_eval_images {capped.limit:,} is its limit here")
+            cfg = capped
             plan.eval_sets[key] = build_image_set(
                 f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals, native_targets=True
             )
