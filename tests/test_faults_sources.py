@@ -311,3 +311,16 @@ def test_a_map_named_in_another_unicode_normalisation_is_said(tmp_path):
     (tmp_path / "classes.txt").write_text("background\n")
     with pytest.raises(AmalgamError, match=r"the same name in another Unicode normalisation \(NFC against NFD\)"):
         build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+
+
+def test_label_maps_of_different_palettes_are_warned_about(tmp_path):
+    for i, colours in enumerate(([0, 0, 0, 255, 0, 0, 0, 255, 0], [0, 0, 0, 0, 255, 0, 255, 0, 0])):
+        save_rgb(tmp_path / "images" / f"{i}.png", size=(4, 4), seed=i)
+        (tmp_path / "labels").mkdir(exist_ok=True)
+        image = Image.fromarray(np.array([[0, 1, 2, 1]] * 4, np.uint8), mode="L").convert("P")
+        image.putpalette(colours + [0] * (768 - len(colours)))  # the same indices, other colours per file
+        image.save(tmp_path / "labels" / f"{i}.png")
+    (tmp_path / "classes.txt").write_text("background\nshirt\nbag\n")
+    _, said = build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+    expected = "warning: the label maps carry 2 different palettes (e.g. 0.png and 1.png)"
+    assert any(expected in line for line in said), said

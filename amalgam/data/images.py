@@ -254,6 +254,13 @@ def read_array(path: Path) -> np.ndarray:
         return np.array(img)
 
 
+def read_map(path: Path) -> tuple[np.ndarray, Optional[bytes]]:
+    """A label map's raw values (:func:`read_array`) and, for a palette (P) image, its palette's bytes."""
+    with Image.open(path) as img:
+        palette = img.palette.tobytes() if img.mode == "P" and img.palette is not None else None
+        return np.array(img), palette
+
+
 def pil_to_rgb(img) -> np.ndarray:
     """A PIL image (or array) from a third-party dataset as ``H x W x 3`` uint8."""
     if isinstance(img, torch.Tensor):

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from amalgam.data.images import read_array
+from amalgam.data.images import read_array, read_map
 from amalgam.errors import AmalgamError
 from amalgam.labels import IGNORE
 
@@ -54,13 +54,24 @@ def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     classes = len(dataset.classes) if dataset.classes else None
     counts = np.zeros(IGNORE + 1, dtype=np.int64)  # pixels of each value, over every map
     bad_maps: list[Path] = []
+    palettes: dict[bytes, Path] = {}
     for path in _paths(dataset, "mask"):
-        values = np.bincount(read_array(path).ravel(), minlength=IGNORE + 1)
+        array, palette = read_map(path)
+        if palette is not None:
+            palettes.setdefault(palette, path)
+        values = np.bincount(array.ravel(), minlength=IGNORE + 1)
         if len(values) > IGNORE + 1:  # the source check lets only 8-bit maps (L, P) through
             raise AmalgamError(f"label map {path} holds values above {IGNORE}: label maps are 8-bit")
         if classes is not None and values[classes:IGNORE].any():
             bad_maps.append(path)
         counts += values
+    if len(palettes) > 1:
+        first, second = list(palettes.values())[:2]
+        warn(
+            f"the label maps carry {len(palettes)} different palettes (e.g. {first.name} and {second.name}): their"
+            " indices are read as class ids whatever colour each palette gives them; maps quantized file by file"
+            " number the classes differently in each, so map each colour to its class index first"
+        )
     known = classes if classes is not None else IGNORE
     scored = int(counts[:known].sum())
     if counts[IGNORE]:
