@@ -322,5 +322,18 @@ def test_label_maps_of_different_palettes_are_warned_about(tmp_path):
         image.save(tmp_path / "labels" / f"{i}.png")
     (tmp_path / "classes.txt").write_text("background\nshirt\nbag\n")
     _, said = build_said({"type": "dense", "path": tmp_path}, with_targets=True)
-    expected = "warning: the label maps carry 2 different palettes (e.g. 0.png and 1.png)"
+    expected = "warning: index 1 of the label maps has one colour in 0.png's palette and another in 1.png's"
     assert any(expected in line for line in said), said
+
+
+def test_palettes_that_agree_on_the_used_indices_are_not_warned_about(tmp_path):
+    colours = [0, 0, 0, 255, 0, 0, 0, 255, 0]
+    for i, palette in enumerate((colours + [9] * 30, colours)):  # one palette longer than the other
+        save_rgb(tmp_path / "images" / f"{i}.png", size=(4, 4), seed=i)
+        (tmp_path / "labels").mkdir(exist_ok=True)
+        image = Image.fromarray(np.array([[0, 1, 2, 1]] * 4, np.uint8), mode="L").convert("P")
+        image.putpalette(palette)
+        image.save(tmp_path / "labels" / f"{i}.png")
+    (tmp_path / "classes.txt").write_text("background\nshirt\nbag\n")
+    _, said = build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+    assert not [line for line in said if "palette" in line], said

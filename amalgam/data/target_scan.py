@@ -54,22 +54,23 @@ def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     classes = len(dataset.classes) if dataset.classes else None
     counts = np.zeros(IGNORE + 1, dtype=np.int64)  # pixels of each value, over every map
     bad_maps: list[Path] = []
-    palettes: dict[bytes, Path] = {}
+    colours: dict[int, tuple[bytes, Path]] = {}  # a palette map's index -> its colour, and the first map
+    clash: Optional[tuple[int, Path, Path]] = None
     for path in _paths(dataset, "mask"):
         array, palette = read_map(path)
-        if palette is not None:
-            palettes.setdefault(palette, path)
         values = np.bincount(array.ravel(), minlength=IGNORE + 1)
+        if palette is not None and clash is None:
+            clash = _palette_clash(colours, palette, np.flatnonzero(values), path)
         if len(values) > IGNORE + 1:  # the source check lets only 8-bit maps (L, P) through
             raise AmalgamError(f"label map {path} holds values above {IGNORE}: label maps are 8-bit")
         if classes is not None and values[classes:IGNORE].any():
             bad_maps.append(path)
         counts += values
-    if len(palettes) > 1:
-        first, second = list(palettes.values())[:2]
+    if clash is not None:
+        index, first, second = clash
         warn(
-            f"the label maps carry {len(palettes)} different palettes (e.g. {first.name} and {second.name}): their"
-            " indices are read as class ids whatever colour each palette gives them; maps quantized file by file"
+            f"index {index} of the label maps has one colour in {first.name}'s palette and another in {second.name}'s:"
+            " indices are read as class ids whatever colour a palette gives them; maps quantized file by file"
             " number the classes differently in each, so map each colour to its class index first"
         )
     known = classes if classes is not None else IGNORE
@@ -96,6 +97,19 @@ def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]
             + (f" or beyond the {classes} classes" if classes is not None else "")
         )
     _check_classes_present(dataset, counts[:known], counts[IGNORE], warn)
+
+
+def _palette_clash(
+    colours: dict[int, tuple[bytes, Path]], palette: bytes, used: np.ndarray, path: Path
+) -> Optional[tuple[int, Path, Path]]:
+    """The first index ``path`` uses whose palette colour differs from an earlier map's, or None;
+    records the colours of the indices it uses (palettes trimmed to the used entries still agree)."""
+    for index in used.tolist():
+        colour = palette[3 * index : 3 * index + 3]
+        first = colours.setdefault(index, (colour, path))
+        if first[0] != colour:
+            return index, first[1], path
+    return None
 
 
 def _check_classes_present(dataset, counts: np.ndarray, ignored: int, warn: Callable[[str], None]) -> None:
