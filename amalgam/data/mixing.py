@@ -22,12 +22,22 @@ class MixedSources(Dataset):
     def __len__(self) -> int:
         return self.offsets[-1]
 
+    def fingerprints(self) -> dict[str, dict]:
+        """Per source, how many images it holds and its set's ``fingerprint()`` (which images)."""
+        return {name: fingerprint(s) for name, s in zip(self.names, self.sets)}
+
     def __getitem__(self, index: int) -> dict:
         source = bisect_right(self.offsets, index) - 1
         sample = self.sets[source][index - self.offsets[source]]
         sample["source"] = source
         sample["index"] = index  # global position: the teacher cache's key
         return sample
+
+
+def fingerprint(dataset: Dataset) -> dict:
+    """``{"images": n, "files": digest}`` of one source (a dataset without ``fingerprint()``: its length)."""
+    listing = dataset.fingerprint() if hasattr(dataset, "fingerprint") else None
+    return {"images": len(dataset), "files": listing}
 
 
 def mixing_sampler(mixed: MixedSources, weights: Sequence[float], num_samples: int, seed: int) -> WeightedRandomSampler:

@@ -9,6 +9,7 @@ kept at their own resolution (``native_targets``, as the amalgamation scores the
 from __future__ import annotations
 
 import glob
+import hashlib
 import inspect
 import os
 import unicodedata
@@ -59,6 +60,10 @@ class ImageSet(Dataset):
     target_keys: frozenset[str] = frozenset()
     originals: bool = False
     native_targets: bool = False
+
+    def fingerprint(self) -> str:
+        """A digest of which images the set holds (the teacher cache's key, ``--resume``'s check)."""
+        return hashlib.sha256(f"{type(self).__name__} {len(self)}".encode()).hexdigest()
 
     def configure(
         self, image_size: tuple[int, int], with_targets: bool, originals: bool = False, native_targets: bool = False
@@ -137,6 +142,20 @@ class FolderSet(ImageSet):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of each file's path (relative to the files' common folder: a moved folder is the same
+        set), size and modification time (a file rewritten in place changes it). Reading every image's
+        bytes would cost as much as decoding them; size + mtime (ns) is what make and rsync trust."""
+        root = os.path.commonpath([str(path.parent) for path in self.files]) if self.files else ""
+        h = hashlib.sha256()
+        for path in self.files:
+            try:
+                st = os.stat(path)
+                h.update(f"{os.path.relpath(path, root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{os.path.relpath(path, root)}\tmissing\n".encode())
+        return h.hexdigest()
 
     def load(self, index: int):
         return read_rgb(self.files[index], self.upright), {}
@@ -307,6 +326,11 @@ class TorchvisionSet(ImageSet):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def fingerprint(self) -> str:
+        """The dataset, split and kept indices (not its folder: a moved copy is the same set)."""
+        name, _, split = self.identity
+        return hashlib.sha256(f"{name} {split} {list(self.kept)}".encode()).hexdigest()
 
     def load(self, index: int):
         img, label = self.dataset[index]

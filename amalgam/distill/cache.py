@@ -12,9 +12,7 @@ file, rebuilds it with one line saying why (see cache_store.py for the files and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 
 import amalgam
+from amalgam.data.mixing import fingerprint
 from amalgam.data.views import BatchViews, ViewSpec
 from amalgam.distill.cache_store import FP16_MAX, Store, open_store, widen
 from amalgam.distill.plan import Plan
@@ -40,22 +39,6 @@ CACHE_FORMAT = "amalgam-teacher-cache/4"  # 3: answers on the teacher's own view
 NOT_IN_KEY = frozenset({"weight", "depth_scale"})
 
 
-def file_listing(files: list[Path]) -> str:
-    """SHA-256 of each file's path, size and modification time: a file rewritten in place changes it.
-
-    Reading every image's bytes would cost as much as decoding them; size + mtime (ns) is what
-    make and rsync trust, and costs one ``stat`` per file.
-    """
-    h = hashlib.sha256()
-    for path in files:
-        try:
-            st = os.stat(path)
-            h.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{path}\tmissing\n".encode())
-    return h.hexdigest()
-
-
 def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: str = "fp32") -> dict:
     """Everything a teacher's cached outputs depend on (``taps``: the features stored with them;
     ``precision``: what the answers are computed in, the run's ``train.precision`` on its device).
@@ -70,11 +53,8 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: s
     for sid in plan.source_ids[name]:
         dataset = plan.sources.sets[sid]
         src_name = plan.sources.names[sid]
-        sources[src_name] = {
-            "config": recipe.data.sources[src_name].model_dump(mode="json", exclude=NOT_IN_KEY),
-            "images": len(dataset),
-            "files": file_listing(list(getattr(dataset, "files", []))),
-        }
+        config = recipe.data.sources[src_name].model_dump(mode="json", exclude=NOT_IN_KEY)
+        sources[src_name] = {"config": config, **fingerprint(dataset)}
     return {
         "format": CACHE_FORMAT,
         "input": json.loads(json.dumps(dataclasses.asdict(plan.teachers[name].input_spec))),  # as read back

@@ -8,8 +8,6 @@ torchvision's classification reference, smaller.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -75,7 +73,7 @@ class Trainer:
         self.timer = timer or StepTimer(enabled=False)
         self.cfg = cfg = plan.recipe.train
         self.fingerprints = teacher_fingerprints(plan.recipe)
-        self.source_prints = source_fingerprints(plan.sources)  # once: a source of 1M files takes a second
+        self.source_prints = plan.sources.fingerprints()  # once: a source of 1M files takes a second
         seed_everything(plan.recipe.seed)
         self.objective = Objective(plan, student)  # initial_loss's window: one epoch of plan.sources
         self.precision = precision_name(device, cfg.precision)  # what this process computes in
@@ -308,22 +306,6 @@ class Trainer:
         if before != now:
             self.log(f"precision: this run trained in {before} before the resume and continues in {now}")
             self.result.precision = "mixed"
-
-
-def source_fingerprints(sources) -> dict[str, dict]:
-    """Per training source, how many images it holds and a digest of their paths relative to the
-    source's folder (a moved folder is the same source), or of a torchvision dataset's name and split."""
-    found = {}
-    for name, dataset in zip(sources.names, sources.sets):
-        files = getattr(dataset, "files", None)
-        if files:
-            root = os.path.commonpath([str(path.parent) for path in files])
-            listed = "\n".join(os.path.relpath(path, root) for path in files)
-        else:
-            identity = getattr(dataset, "identity", ("", "", ""))
-            listed = f"{identity[0]} {identity[-1]}"
-        found[name] = {"images": len(dataset), "digest": hashlib.sha256(listed.encode()).hexdigest()}
-    return found
 
 
 def source_changes(before: Optional[dict], now: dict) -> list[str]:
