@@ -118,6 +118,11 @@ class Task:
         """Describes what is wrong with a teacher's canonical output, or returns None."""
         return None
 
+    def shape_hint(self, out: torch.Tensor, space: Optional[LabelSpace], kind: str) -> str:
+        """The setting or fix a refused output's shape points at, as ``" (...)"`` ("" when none does);
+        said after :meth:`check_output`'s line."""
+        return ""
+
     def teacher_warnings(self, teacher: str, metrics: dict) -> list[str]:
         """Lines warning that a teacher's own scores on its eval set cannot be trusted as a reference
         (beyond the per-class ones of ``per_class_metric``); said in the log, report and ``amalgam eval``.
@@ -274,6 +279,17 @@ class LabelledOutputs:
             z = _logit(z) if kind == "binary_probability" else z
             return torch.cat([torch.zeros_like(z), z], 1)
         return out
+
+    def shape_hint(self, out: torch.Tensor, space: Optional[LabelSpace], kind: str) -> str:
+        """Hints every labelled task shares: an integer class map, one channel for two labels."""
+        if space is None or not isinstance(out, torch.Tensor) or out.dim() == 0:
+            return ""
+        if not out.is_floating_point() and out.dim() in (1, 3):
+            return " (an integer class map, not scores: export the network's logits)"
+        one_channel = out.dim() == 1 or out.shape[1] == 1
+        if len(space) == 2 and one_channel and kind not in ("binary", "binary_probability"):
+            return " (one channel for two labels: set output: binary (a logit) or binary_probability (a sigmoid))"
+        return ""
 
     def labels_problem(self, names: list[str]) -> Optional[str]:
         if len(names) > 1:

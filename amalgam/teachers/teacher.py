@@ -265,7 +265,8 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     fit = None if problem else _dense_fit(teacher, out)
     problem = problem or (_DENSE_MISFIT.format(*out.shape[-2:], *teacher.size) if fit is None else None)
     if problem:
-        raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{_shape_hint(teacher, out)}")
+        hint = teacher.task.shape_hint(out, teacher.space, teacher.output_kind)  # the fix the shape points at
+        raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{hint}")
     if fit:
         teacher.notes.append(fit)
     if teacher.dtype != torch.float32:
@@ -328,26 +329,6 @@ def reading_sample(teacher: Teacher, raw: torch.Tensor) -> torch.Tensor:
 def _checks_readings(task: Task) -> bool:
     """Whether the task's plugin checks how an output reads (its own ``reading_problem``)."""
     return type(task).reading_problem is not Task.reading_problem
-
-
-def _shape_hint(teacher: Teacher, out: torch.Tensor) -> str:
-    """The setting or fix that a refused output's shape points at ("" when none does)."""
-    n = len(teacher.space) if teacher.space is not None else None
-    if not teacher.task.labelled or n is None or not isinstance(out, torch.Tensor) or out.dim() == 0:
-        return ""
-    if not out.is_floating_point() and out.dim() in (1, 3):
-        return " (an integer class map, not scores: export the network's logits)"
-    if (
-        n == 2
-        and (out.dim() == 1 or (out.dim() >= 2 and out.shape[1] == 1))
-        and teacher.output_kind not in ("binary", "binary_probability")
-    ):
-        return " (one channel for two labels: set output: binary (a logit) or binary_probability (a sigmoid))"
-    if not teacher.task.dense and out.dim() == 4 and out.shape[1] == n and tuple(out.shape[-2:]) == (1, 1):
-        return " (a [B, C, 1, 1] map: flatten it in the model, e.g. return torch.flatten(out, 1))"
-    if teacher.task.dense and out.dim() == 4 and out.shape[-1] == n and out.shape[1] != n:
-        return " (channels last? return it as [B, C, H, W]: out.permute(0, 3, 1, 2))"
-    return ""
 
 
 def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:

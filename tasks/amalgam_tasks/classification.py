@@ -52,6 +52,13 @@ class ClassificationTask(LabelledOutputs, Task):
             return f"expected logits of shape [B, {len(space)}] = {list(expected)}, got {list(out.shape)}"
         return None
 
+    def shape_hint(self, out, space, kind) -> str:
+        hint = super().shape_hint(out, space, kind)
+        pooled_map = out.dim() == 4 and space is not None and out.shape[1] == len(space) and out.shape[-2:] == (1, 1)
+        if not hint and pooled_map:
+            return " (a [B, C, 1, 1] map: flatten it in the model, e.g. return torch.flatten(out, 1))"
+        return hint
+
     def distill_loss(self, student, teacher, options: DistillOptions):
         o = options
         return partial_label_kl(student, teacher, o.projection, o.temperature, o.weights, o.after_projection)

@@ -65,6 +65,11 @@ class SegmentationTask(LabelledOutputs, Task):
             return f"expected logits of shape [B, {len(space)}, H, W], got {list(out.shape)}"
         return None
 
+    def shape_hint(self, out, space, kind) -> str:
+        hint = super().shape_hint(out, space, kind)
+        last = out.dim() == 4 and space is not None and out.shape[-1] == len(space) != out.shape[1]
+        return hint or (" (channels last? return it as [B, C, H, W]: out.permute(0, 3, 1, 2))" if last else "")
+
     def distill_loss(self, student, teacher, options: DistillOptions):
         """Partial-label KL per pixel; with ``options.class_balance`` > 0 each pixel is weighted by the
         rarity of the teacher's class there (:func:`class_balanced_weights`; a label standing for
