@@ -42,7 +42,7 @@ from amalgam.data.images import (
     to_tensor,
     verify_image,
 )
-from amalgam.data.target_scan import NO_DEPTH_16, scan_dense_targets
+from amalgam.data.target_scan import saturated, scan_dense_targets
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 from amalgam.training.progress import bar_for
@@ -232,8 +232,7 @@ def depth_metres(array: np.ndarray, depth_scale: float) -> np.ndarray:
     """A depth map in metres: ``value / depth_scale``, with 0 and 65535 (the 16-bit maximum, read as
     uint16 or, by some Pillow versions, as int32) as 0 = invalid."""
     metres = array.astype(np.float32) / depth_scale
-    if np.issubdtype(array.dtype, np.integer):
-        metres[array == NO_DEPTH_16] = 0.0
+    metres[saturated(array)] = 0.0
     return metres
 
 

@@ -22,6 +22,12 @@ from amalgam.labels import IGNORE
 NO_DEPTH_16 = 65535
 
 
+def saturated(raw: np.ndarray) -> np.ndarray:
+    """Where a depth map holds the 16-bit maximum, no data like 0 (an integer map: uint16, or int32 as
+    some Pillow versions read 16-bit PNGs); the one rule reading (sources) and the scan both follow."""
+    return raw == NO_DEPTH_16 if np.issubdtype(raw.dtype, np.integer) else np.zeros(raw.shape, bool)
+
+
 def scan_dense_targets(
     dataset, log: Optional[Callable[[str], None]], say: Optional[Callable[[str], None]] = None
 ) -> None:
@@ -133,19 +139,18 @@ RANGE_SAMPLES = 4096
 
 
 def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]) -> None:
-    empty, values, saturated, pixels = [], [], 0, 0
+    empty, values, saturated_pixels, pixels = [], [], 0, 0
     for path in _paths(dataset, "depth"):
         raw = read_array(path)
         pixels += raw.size
-        if np.issubdtype(raw.dtype, np.integer):  # 16-bit maps (uint16, or int32 from some Pillows): no data
-            saturated += int((raw == NO_DEPTH_16).sum())
-            raw = np.where(raw == NO_DEPTH_16, 0, raw)
-        valid = raw[raw > 0]
+        no_data = saturated(raw)
+        saturated_pixels += int(no_data.sum())
+        valid = raw[(raw > 0) & ~no_data]
         if valid.size == 0:
             empty.append(path)
         values.append(valid[:: max(1, valid.size // RANGE_SAMPLES)])
-    if saturated:
-        share = saturated / pixels
+    if saturated_pixels:
+        share = saturated_pixels / pixels
         say(f"depth maps: {share:.1%} of pixels are {NO_DEPTH_16} (the uint16 maximum): no data, not scored")
     if len(empty) == len(dataset.files):
         raise AmalgamError(f"every depth map is all zero (0 = invalid), e.g. {empty[0]}: nothing to score")
