@@ -24,17 +24,22 @@ def _unwrapped(message: str, cls: type) -> str:
 _TORCHSCRIPT = "The following operation failed in the TorchScript interpreter."
 
 
-def error_line(exc: BaseException) -> str:
+def error_line(exc: BaseException, every_line: bool = False) -> str:
     """The one line that says what went wrong in a third-party error (a user's network, a loader):
     its first line, or, for an error raised inside a TorchScript model, the original error's message
-    (the first line is only TorchScript's preamble). The exception's type name if it says nothing."""
+    (the first line is only TorchScript's preamble). The exception's type name if it says nothing.
+
+    Args:
+        every_line: all its lines joined into one instead of the first (a library's refusal that
+            lists the valid values on its second line).
+    """
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
     lines = text.splitlines()
     if lines[0] == _TORCHSCRIPT:
         return re.sub(r"\A(?:[\w.]+\.)?\w*(?:Error|Exception): ", "", lines[-1].strip())
-    return lines[0]
+    return " ".join(text.split()) if every_line else lines[0]
 
 
 class AmalgamError(Exception):

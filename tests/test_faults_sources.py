@@ -172,6 +172,33 @@ def test_a_torchvision_source_reading_an_eval_sets_split_is_warned_about(fresh_w
     assert code == 0 and any(x.startswith(line) for x in out), (err, out)
 
 
+def test_a_plugin_image_set_takes_part_in_limit_and_the_overlap_check_through_its_own_methods():
+    from amalgam.data.sources import ImageSet, limit_set, shared_images
+
+    class Numbered(ImageSet):  # a user's source type: images named by number
+        def __init__(self, numbers: list[int]):
+            self.numbers = numbers
+
+        def __len__(self) -> int:
+            return len(self.numbers)
+
+    plain = Numbered([0, 1, 2, 3])
+    assert limit_set(plain, 2) is None and len(plain) == 4  # a set that cannot choose keeps them all
+    assert shared_images(plain, Numbered([3])) == (0, "")  # nor can it say which images it shares
+
+    class Keyed(Numbered):
+        def keep(self, limit: int) -> str:
+            self.numbers = self.numbers[-limit:]
+            return f"the last {limit}"
+
+        def image_keys(self) -> list:
+            return [("numbered", n) for n in self.numbers]
+
+    keyed = Keyed([0, 1, 2, 3])
+    assert shared_images(keyed, Keyed([3, 1, 9])) == (2, "image 1")
+    assert limit_set(keyed, 9) is None and limit_set(keyed, 2) == "the last 2" and keyed.numbers == [2, 3]
+
+
 # 5. grey and 16-bit images are counted ----------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Hashable, Optional
 
 import albumentations as A
 import numpy as np
@@ -43,7 +43,7 @@ from amalgam.data.images import (
     verify_image,
 )
 from amalgam.data.target_scan import saturated, scan_dense_targets
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 from amalgam.registry import Registry
 from amalgam.training.progress import bar_for
 
@@ -64,6 +64,20 @@ class ImageSet(Dataset):
     def fingerprint(self) -> str:
         """A digest of which images the set holds (the teacher cache's key, ``--resume``'s check)."""
         return hashlib.sha256(f"{type(self).__name__} {len(self)}".encode()).hexdigest()
+
+    def keep(self, limit: int) -> Optional[str]:
+        """Keeps ``limit`` of its images (recipe ``limit``, fewer than it holds); returns the line
+        saying which. A set that cannot choose keeps them all and returns None."""
+        return None
+
+    def image_keys(self) -> list[Hashable]:
+        """One key per image that names the image itself, not the set, so two sets holding one image
+        give it one key (the training/eval overlap check). Empty when a set cannot say."""
+        return []
+
+    def describe(self, index: int) -> str:
+        """Image ``index`` as a log line names it."""
+        return f"image {index}"
 
     def configure(
         self, image_size: tuple[int, int], with_targets: bool, originals: bool = False, native_targets: bool = False
@@ -156,6 +170,23 @@ class FolderSet(ImageSet):
             except OSError:
                 h.update(f"{os.path.relpath(path, root)}\tmissing\n".encode())
         return h.hexdigest()
+
+    def keep(self, limit: int) -> Optional[str]:
+        """An even spread over the sorted files (:func:`spread`): class folders come one after
+        another, so the first N kept the first classes only."""
+        total = len(self.files)
+        kept = spread(total, limit)
+        for attr in ("files", "labels", "image_ids"):
+            if hasattr(self, attr):
+                setattr(self, attr, [getattr(self, attr)[i] for i in kept])
+        return f"limit: {limit} of {total} images, spread evenly over the sorted file list{_classes_kept(self)}"
+
+    def image_keys(self) -> list[Hashable]:
+        """The file, reached through any folder link."""
+        return _real_paths(self.files)
+
+    def describe(self, index: int) -> str:
+        return str(self.files[index])
 
     def load(self, index: int):
         return read_rgb(self.files[index], self.upright), {}
@@ -313,11 +344,11 @@ class TorchvisionSet(ImageSet):
             self.dataset = cls(**kwargs)
         except RuntimeError as exc:
             raise AmalgamError(
-                f"torchvision {name} not found under {root} ({_one_line(exc)}); run tools/get_data.py or set"
-                " download: true"
+                f"torchvision {name} not found under {root} ({error_line(exc, every_line=True)});"
+                " run tools/get_data.py or set download: true"
             ) from None
         except (TypeError, ValueError) as exc:  # a split it does not have, an argument it needs
-            raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {_one_line(exc)}") from None
+            raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {error_line(exc, every_line=True)}") from None
         self.classes = list(getattr(self.dataset, "classes", []) or []) or None
         #: which images these are (dataset, folder, split) and the dataset's indices kept (``limit``)
         self.identity = (name, str(root.resolve()), split)
@@ -331,14 +362,27 @@ class TorchvisionSet(ImageSet):
         name, _, split = self.identity
         return hashlib.sha256(f"{name} {split} {list(self.kept)}".encode()).hexdigest()
 
+    def keep(self, limit: int) -> Optional[str]:
+        """The first ``limit`` when they hold every class its labels hold (the shuffled splits of
+        MNIST, FashionMNIST, CIFAR), else an even spread."""
+        total = len(self.dataset)
+        first = _first_hold_every_class(self.dataset, limit)
+        self.kept = range(limit) if first else spread(total, limit)
+        self.dataset = torch.utils.data.Subset(self.dataset, self.kept)
+        how = "the first ones, which hold every class of its labels" if first else "spread evenly over the dataset"
+        return f"limit: {limit} of {total} images, {how}"
+
+    def image_keys(self) -> list[Hashable]:
+        """The dataset's folder, split and index."""
+        return [(self.identity, index) for index in self.kept]
+
+    def describe(self, index: int) -> str:
+        name, _, split = self.identity
+        return f"torchvision {name} split {split} index {self.kept[index]}"
+
     def load(self, index: int):
         img, label = self.dataset[index]
         return pil_to_rgb(img), ({"label": int(label)} if self.with_targets else {})
-
-
-def _one_line(exc: Exception) -> str:
-    """An exception's message on one line (some third-party messages span several)."""
-    return " ".join(str(exc).split())
 
 
 #: the splits of a torchvision dataset that takes ``train=`` (MNIST, FashionMNIST, CIFAR): any other
@@ -466,16 +510,11 @@ def build_image_set(
 
 
 def shared_images(source: ImageSet, eval_set: ImageSet) -> tuple[int, str]:
-    """How many of a training source's images an eval set holds too, and one of them: the same
-    file (reached through any folder link), or the same torchvision dataset, folder, split and index."""
-    if isinstance(source, FolderSet) and isinstance(eval_set, FolderSet):
-        scored = set(_real_paths(eval_set.files))
-        shared = [path for path, real in zip(source.files, _real_paths(source.files)) if real in scored]
-        return len(shared), str(shared[0]) if shared else ""
-    if isinstance(source, TorchvisionSet) and isinstance(eval_set, TorchvisionSet):
-        if source.identity == eval_set.identity and (shared := set(source.kept) & set(eval_set.kept)):
-            return len(shared), f"torchvision {source.identity[0]} split {source.identity[2]} index {min(shared)}"
-    return 0, ""
+    """How many of a training source's images an eval set holds too (by :meth:`ImageSet.image_keys`:
+    the same file, or the same torchvision dataset, folder, split and index), and one of them."""
+    scored = set(eval_set.image_keys())
+    shared = [index for index, key in enumerate(source.image_keys()) if key in scored]
+    return len(shared), source.describe(shared[0]) if shared else ""
 
 
 def _real_paths(files: list[Path]) -> list[tuple[str, str]]:
@@ -505,30 +544,9 @@ def spread(total: int, limit: int) -> list[int]:
 
 
 def limit_set(dataset: ImageSet, limit: int) -> Optional[str]:
-    """Keeps ``limit`` images of a set (recipe ``limit``); returns the line saying which, or None
-    when it keeps them all.
-
-    Files (folder, imagefolder, dense, coco) are sorted by path, so class folders come one after
-    another: an even spread over the sorted list (:func:`spread`) keeps every class and folder, where
-    the first N kept the first classes only. A torchvision dataset keeps its first N when they hold
-    every class its labels hold (the shuffled splits of MNIST, FashionMNIST, CIFAR), else a spread.
-    """
-    total = len(dataset)
-    if limit >= total:
-        return None
-    if isinstance(dataset, FolderSet):
-        keep = spread(total, limit)
-        for attr in ("files", "labels", "image_ids"):
-            if hasattr(dataset, attr):
-                setattr(dataset, attr, [getattr(dataset, attr)[i] for i in keep])
-        return f"limit: {limit} of {total} images, spread evenly over the sorted file list{_classes_kept(dataset)}"
-    if isinstance(dataset, TorchvisionSet):
-        first = _first_hold_every_class(dataset.dataset, limit)
-        dataset.kept = range(limit) if first else spread(total, limit)
-        dataset.dataset = torch.utils.data.Subset(dataset.dataset, dataset.kept)
-        how = "the first ones, which hold every class of its labels" if first else "spread evenly over the dataset"
-        return f"limit: {limit} of {total} images, {how}"
-    return None
+    """Keeps ``limit`` images of a set (recipe ``limit``, by the set's own :meth:`ImageSet.keep`);
+    returns the line saying which, or None when it keeps them all."""
+    return None if limit >= len(dataset) else dataset.keep(limit)
 
 
 def _classes_kept(dataset: FolderSet) -> str:
