@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -55,8 +56,22 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def write_json(obj: object, path: Path) -> None:
-    """Writes ``obj`` as indented JSON, atomically, creating the parent folders."""
-    atomic_save(obj, Path(path), lambda o, tmp: Path(tmp).write_text(json.dumps(o, indent=2) + "\n"))
+    """Writes ``obj`` as indented, strict JSON, atomically, creating the parent folders. A float
+    that is not finite (a ratio over a teacher that scored 0) is written as ``null``: Python's
+    ``NaN`` is not JSON, and strict parsers (JavaScript's, jq's) refuse the whole file."""
+    text = json.dumps(finite(obj), indent=2, allow_nan=False) + "\n"
+    atomic_save(obj, Path(path), lambda o, tmp: Path(tmp).write_text(text))
+
+
+def finite(obj: object) -> object:
+    """``obj`` with every float that is not finite replaced by None, in dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def file_digest(path: Path) -> str:

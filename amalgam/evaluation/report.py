@@ -123,7 +123,8 @@ def to_markdown(report: dict) -> str:
     if train["epochs"]:  # `amalgam eval` trains nothing: no training line
         speed = train["images_per_second"]
         precision = f", {train['precision']}" if "precision" in train else ""  # reports before it have none
-        lines += [f"Training: {train['epochs']} epochs, {train['seconds']} s, {speed} images/s{precision}.", ""]
+        epochs = f"{train['epochs']} epoch{'s' if train['epochs'] != 1 else ''}"
+        lines += [f"Training: {epochs}, {train['seconds']} s, {speed} images/s{precision}.", ""]
         if train.get("task_weights"):  # a term starved by its weight shows here
             text = weights_text(train["task_weighting"], train["task_weights"])
             lines += [text[0].upper() + text[1:] + ".", ""]  # not capitalize(): it lowers teachers' names

@@ -42,7 +42,7 @@ def tree_markdown(tree: dict) -> list[str]:
     lines = ["", f"Student tree: `branch_at: {as_yaml(tree['branch_at'])}`", ""]
     lines += [f"- {line}" for line in tree["structure"]]
     over = tree["over_budget"]
-    lines += ["", f"Budget: {'over: ' + '; '.join(over) if over else 'within'} ({tree['budget']})."]
+    lines += ["", f"Budget: {'over: ' + '; '.join(over) if over else 'within'} ({_budget_text(tree['budget'])})."]
     search = tree.get("search")
     if search:
         aff, cost = search["affinity"], search["cost"]
@@ -95,3 +95,14 @@ def plot_tree(tree: dict, out: Path) -> Optional[Path]:
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+def _budget_text(budget: dict) -> str:
+    """``params 966,332 (0.65 of the teachers'), latency 2.1 ms``: the limits that are set."""
+    parts = []
+    if budget.get("params") is not None:
+        share = f" ({budget['share']:g} of the teachers')" if budget.get("share") is not None else ""
+        parts.append(f"params {budget['params']:,}{share}")
+    if budget.get("latency_ms") is not None:
+        parts.append(f"latency {budget['latency_ms']:g} ms")
+    return ", ".join(parts) or "no limit"
