@@ -25,14 +25,15 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import yaml
 from torch import nn
 
-from amalgam.config.recipe import Recipe, apply_override, parse_recipe
+from amalgam.config.recipe import Recipe, apply_override, parse_recipe, recipe_changes
 from amalgam.config.recipe import load_recipe as _read_recipe
 from amalgam.distill.plan import build_plan
 from amalgam.distill.tree_search import SearchResult, search_tree, with_budget
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.evaluate import evaluate as score
 from amalgam.evaluation.evaluate import size_and_speed
 from amalgam.evaluation.report import build_report, teacher_readings
@@ -43,9 +44,12 @@ from amalgam.labels import LabelSpace
 from amalgam.pipeline import Run, run_build
 from amalgam.students.build import has_branches
 from amalgam.students.serialize import load_student as _load_student
+from amalgam.students.serialize import peers_note, stored_recipe
 from amalgam.training.engine import resolve_device
 from amalgam.training.progress import Console
 
+#: wrappers whose student, with its ``spec``, ``label_spaces`` and ``image_size``, is their ``.module``
+PARALLEL = (nn.DataParallel, nn.parallel.DistributedDataParallel)
 #: a recipe file (``str`` or path) or an already loaded :class:`~amalgam.config.recipe.Recipe`
 RecipeLike = Union[str, "os.PathLike[str]", Recipe]
 #: ``{"key.path": value}`` or ``["key.path=value", ...]`` (see the module docstring)
@@ -63,16 +67,38 @@ def override_strings(overrides: Overrides) -> list[str]:
     if isinstance(overrides, str):
         raise AmalgamError(f"overrides: expected a mapping or a list of 'key.path=value' strings, got {overrides!r}")
     if isinstance(overrides, Mapping):
-        return [f"{key}={_yaml_value(value)}" for key, value in overrides.items()]
+        return [f"{key}={_yaml_value(value, key)}" for key, value in overrides.items()]
     return list(overrides)
 
 
-def _yaml_value(value: Any) -> str:
-    """One-line YAML that reads back as ``value`` (PyYAML writes floats so that they do)."""
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"))
+def _yaml_value(value: Any, key: str = "value") -> str:
+    """One-line YAML that reads back as ``value`` (PyYAML writes floats so that they do).
+
+    Raises:
+        AmalgamError: naming ``key``, for a value YAML cannot write (an object, a tensor).
+    """
+    try:
+        text = yaml.safe_dump(_plain(value), default_flow_style=True, width=float("inf"))
+    except yaml.YAMLError:
+        raise AmalgamError(
+            f"overrides: {key}: cannot set a {type(value).__name__} ({value!r}); give numbers, strings,"
+            " booleans, None, paths, or lists and mappings of them"
+        ) from None
     return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays (what ``np.logspace`` sweeps give) as Python numbers
+    and lists, and paths as strings, inside lists and mappings too: YAML writes only plain types."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()  # .item() for a scalar, nested lists for an array
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def load_recipe(recipe: RecipeLike, overrides: Overrides = None, output: Union[str, Path, None] = None) -> Recipe:
@@ -166,9 +192,18 @@ def evaluate(
 ) -> dict:
     """Scores a saved student beside the recipe's teachers on their eval sets.
 
+    The student is fed its eval images at the size it was trained at (``student.pt``'s recipe, or
+    the ``image_size`` attribute :func:`load_student` sets): a recipe whose ``data.image_size``
+    differs is said in one line, and the size the student was trained at is used. Its outputs are
+    read by class name in its own label spaces (the file's, or the ``label_spaces`` attribute).
+    A module without ``label_spaces`` is read in the recipe's label order, at the recipe's size,
+    and the log says so. A module is left as it came (training mode and device).
+
     Args:
         recipe: a YAML file or a loaded recipe (its teachers and eval sets).
-        student: a ``student.pt``, or a student module (scored in the recipe's label spaces).
+        student: a ``student.pt``, or a student module: one from :func:`load_student`, one built
+            from a spec (its ``spec`` names its tasks), or one's own whose ``label_spaces``
+            (``{task: LabelSpace or None}``) names its tasks and classes.
         overrides: see the module docstring.
         quiet: print no progress lines.
 
@@ -176,25 +211,86 @@ def evaluate(
         The report dict of ``report.json`` (its ``train`` block counts nothing).
 
     Raises:
-        AmalgamError: for a peers recipe, or a student whose tasks are not the recipe's.
+        AmalgamError: for a peers recipe, a student whose tasks are not the recipe's, or a module
+            that names no tasks (neither ``spec`` nor ``label_spaces``).
     """
     loaded = load_recipe(recipe, overrides)
     if loaded.peers is not None:
         raise AmalgamError("eval: a peers recipe has no student to evaluate; `amalgam build` scores the peers")
     device = resolve_device(loaded.device)
-    model, spaces = _student_and_spaces(student)
+    model, spaces, size = _student_and_spaces(student)
+    name = _student_name(student)
     log = Console(quiet)
+    if (assumed := _assumed(name, spaces, size, loaded)) is not None:
+        log(assumed)
+    loaded = _at_trained_size(loaded, name, size, log)
     plan = build_plan(loaded, log=log)
-    tasks = set(spaces) if spaces is not None else set(model.spec.heads)
+    tasks = _student_tasks(model, spaces)
     if tasks != set(plan.spaces):
-        raise AmalgamError(f"student {student} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
-    for line in _space_differences(student, spaces or {}, plan.spaces):
+        raise AmalgamError(f"student {name} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
+    if spaces is not None and set(spaces) != tasks:
+        raise AmalgamError(f"student {name} has label_spaces for {sorted(spaces)}, but heads for {sorted(tasks)}")
+    for line in _space_differences(name, spaces or {}, plan.spaces):
         log(line)
     evaluation = score(plan, model, device, spaces=spaces, log=log)
     report = build_report(loaded.name, evaluation, size_and_speed(plan, model, device), None, teacher_readings(plan))
-    if has_branches(model.spec.type):
-        report["tree"] = tree_section(model.spec, report, loaded.student.budget)
+    spec = getattr(_unwrapped(model), "spec", None)
+    if spec is not None and has_branches(spec.type):
+        report["tree"] = tree_section(spec, report, loaded.student.budget)
     return report
+
+
+def _student_name(student) -> str:
+    """How messages name the student: its file, or a module's class (not its whole repr)."""
+    return f"module {type(student).__name__}" if isinstance(student, nn.Module) else str(student)
+
+
+def _assumed(name: str, spaces: Optional[dict], size: Optional[tuple[int, int]], recipe: Recipe) -> Optional[str]:
+    """The line saying what the recipe stands in for, for a module that does not carry its label
+    spaces or training size (None: it carries both)."""
+    missing, read = [], []
+    if spaces is None:
+        missing.append("label_spaces")
+        read.append("in the recipe's label order")
+    if size is None:
+        h, w = recipe.data.image_size
+        missing.append("image_size")
+        read.append(f"at the recipe's data.image_size {h}x{w}")
+    if not missing:
+        return None
+    return f"student {name} carries no {' or '.join(missing)} (load_student sets them): scored {' and '.join(read)}"
+
+
+def _at_trained_size(recipe: Recipe, name: str, size: Optional[tuple[int, int]], log: Console) -> Recipe:
+    """The recipe with ``data.image_size`` the student's training size, said when it differs: a
+    student fed another size sees objects at another scale and scores lower, without a word."""
+    ours = tuple(recipe.data.image_size)
+    if size is None or size == ours:
+        return recipe
+    log(
+        f"student {name} was trained at {size[0]}x{size[1]}, the recipe's data.image_size is"
+        f" {ours[0]}x{ours[1]}: scored at {size[0]}x{size[1]}, its training size"
+    )
+    data = recipe.data.model_copy(update={"image_size": size})
+    return recipe.model_copy(update={"data": data})
+
+
+def _student_tasks(model: nn.Module, spaces: Optional[dict]) -> set[str]:
+    """The tasks a student answers: its heads (a spec's), else its label spaces' tasks.
+
+    Raises:
+        AmalgamError: for a module naming neither (its forward alone does not say which tasks it
+            answers before it is run on the eval sets).
+    """
+    spec = getattr(_unwrapped(model), "spec", None)
+    if spec is not None:
+        return set(spec.heads)
+    if spaces is not None:
+        return set(spaces)
+    raise AmalgamError(
+        f"student {_student_name(model)}: evaluate needs its tasks: set .label_spaces"
+        " = {task: LabelSpace or None} on the module (as load_student does), or pass a student.pt"
+    )
 
 
 def search(
@@ -238,7 +334,7 @@ def search(
 
 
 def _space_differences(
-    student, stored: Mapping[str, Optional[LabelSpace]], planned: Mapping[str, Optional[LabelSpace]]
+    student: str, stored: Mapping[str, Optional[LabelSpace]], planned: Mapping[str, Optional[LabelSpace]]
 ) -> list[str]:
     """Lines saying where a saved student's classes are not the recipe's (scored by class name).
 
@@ -266,10 +362,21 @@ def _space_differences(
     return lines
 
 
-def _student_and_spaces(student) -> tuple[nn.Module, Optional[dict[str, Optional[LabelSpace]]]]:
-    if isinstance(student, nn.Module):
-        return student, None  # its label spaces are the recipe's
-    return _load_student(student)
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The student inside DataParallel / DistributedDataParallel (which keep it, and what it
+    carries, in ``.module``); any other module itself."""
+    return model.module if isinstance(model, PARALLEL) else model
+
+
+def _student_and_spaces(
+    student,
+) -> tuple[nn.Module, Optional[dict[str, Optional[LabelSpace]]], Optional[tuple[int, int]]]:
+    """The module, its label spaces and its training size (None: not known, the recipe's are used)."""
+    if not isinstance(student, nn.Module):
+        student, _ = _load_student(student)  # it carries both (see load_student)
+    inner = _unwrapped(student)
+    size = getattr(inner, "image_size", None)
+    return student, getattr(inner, "label_spaces", None), None if size is None else tuple(size)
 
 
 def load_student(
@@ -287,6 +394,10 @@ def load_student(
     CUDA), skipped while tracing, scripting, compiling or exporting, so ``amalgam export`` files
     carry none; ``check_inputs=False`` leaves it out (throughput, once the input pipeline is known good).
 
+    The student carries ``label_spaces`` (the returned spaces) and ``image_size`` (``(height,
+    width)`` it was trained at), so that :func:`evaluate` reads its outputs by class name and
+    feeds it images of its own size.
+
     Returns:
         The student in eval mode (``student(images) -> {task: output}``) and its unified label
         spaces by task (``None`` for tasks without labels, e.g. depth).
@@ -297,15 +408,55 @@ def load_student(
 def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     """Draws a finished run's ``report.html`` again (curves, sample predictions); returns its path."""
     run_dir = Path(run_dir)
+    if peers := peers_note(run_dir):  # no run.json, no student: say what it is instead
+        raise AmalgamError(f"no report.html to draw{peers}")
     for name in ("report.json", "run.json", "student.pt"):
         if not (run_dir / name).is_file():
             raise AmalgamError(f"{run_dir} is not a finished run: no {name}")
-    run = json.loads((run_dir / "run.json").read_text())
-    if run["recipe"] is None:  # built from a Recipe object
-        recipe = parse_recipe(run["dump"], base_dir=Path(run["base_dir"]))
-    else:
-        recipe = _read_recipe(run["recipe"], run["set"])
+    run = _run_json(run_dir / "run.json", "rebuild the run with amalgam build")
+    recipe_file = run.get("recipe") or "RECIPE"
+    rescore = f"run amalgam eval {recipe_file} --student {run_dir / 'student.pt'} --json {run_dir / 'report.json'}"
+    # read before the plan is built: a damaged report is one line now, not a traceback minutes later
+    report = _run_json(run_dir / "report.json", rescore + " to score the student again")
+    log = Console(quiet)
+    recipe = _built_recipe(run, stored_recipe(run_dir / "student.pt"), log)
     student, spaces = _load_student(run_dir / "student.pt")
-    plan = build_plan(recipe, log=Console(quiet))
-    report = json.loads((run_dir / "report.json").read_text())
+    plan = build_plan(recipe, log=log)
     return render(run_dir, report, plan, student, spaces, resolve_device(recipe.device))
+
+
+def _run_json(path: Path, fix: str) -> dict:
+    """A run's JSON file (``run.json``, ``report.json``) as a dict.
+
+    Raises:
+        AmalgamError: one line naming the file, what is wrong with it and ``fix``, when it is cut
+            short, not JSON or not an object (a killed write, an edit).
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise AmalgamError(f"{path} is damaged ({type(exc).__name__}: {error_line(exc)}): {fix}") from None
+    if not isinstance(data, dict):
+        raise AmalgamError(f"{path} is damaged (it holds a {type(data).__name__}, not an object): {fix}")
+    return data
+
+
+def _built_recipe(run: dict, stored: dict, log) -> Recipe:
+    """The recipe a run was built with: the one ``student.pt`` holds, read against the recipe file's
+    folder, not the file as it is now (an edited file would draw other images, at another size,
+    beside a report scored on the first). When the file changed since, one line says which keys."""
+    if run["recipe"] is None:  # built from a Recipe object
+        return parse_recipe(run["dump"], base_dir=Path(run["base_dir"]))
+    try:
+        now = _read_recipe(run["recipe"], run["set"])
+    except AmalgamError as exc:  # moved or broken since: the stored one is all there is
+        log(f"recipe {run['recipe']} cannot be read now ({exc}): drawing from the recipe the run was built with")
+        return parse_recipe(stored, base_dir=Path(run["recipe"]).parent)
+    changed = recipe_changes(stored, now)
+    if not changed:
+        return now
+    log(
+        f"recipe {run['recipe']} changed since the build ({', '.join(changed[:6])}"
+        f"{' ...' if len(changed) > 6 else ''}): drawing from the recipe the run was built with (student.pt)"
+    )
+    return parse_recipe(stored, base_dir=now.base_dir)

@@ -23,10 +23,10 @@ def cmd_inspect(args) -> int:
     found = api.inspect(args.recipe, args.set, with_data=not args.no_data, quiet=args.quiet)
     print(found.summary())
     if args.suggest_labels is not None:
-        from amalgam.labels.suggest import suggest_labels, suggestion_lines
+        from amalgam.labels.suggest import suggestion_lines, survey
 
         log = Console(args.quiet)
-        print("\n" + "\n".join(suggestion_lines(found.plan, suggest_labels(found.plan, args.suggest_labels, log))))
+        print("\n" + "\n".join(suggestion_lines(found.plan, survey(found.plan, args.suggest_labels, log))))
     return 0
 
 
@@ -102,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     def recipe_cmd(name: str, fn, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("recipe", help="recipe YAML file")
-        p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a recipe key (repeatable)")
+        p.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY.PATH=VALUE",
+            help="override a recipe key (repeatable); a mapping value merges key by key, as a base: variant's does",
+        )
         p.add_argument("--quiet", action="store_true", help="print only the result")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
         p.set_defaults(fn=fn)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
-from amalgam.distill.objective import objective_terms, student_tap_module, task_weighting
+from amalgam.distill.objective import check_feature_taps, objective_terms, student_tap_module, task_weighting
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.errors import AmalgamError
 from amalgam.labels.taxonomy import label_report
@@ -138,6 +138,8 @@ def teacher_lines(plan: Plan) -> list[str]:
         )
         lines.append(f"    input: {t.input_spec.describe()}")
         lines.append(f"    distils: {t.output_note()}")
+        if wrap := t.wrap_note():
+            lines.append(f"    wrap: {wrap}")
         if t.checkpoint_note:
             lines.append(f"    checkpoint: {t.checkpoint_note}")
         if t.space:
@@ -168,5 +170,6 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     path = recipe.resolve(recipe.student.encoder_weights)
     weights = match_encoder_weights(spec.encoder, path, spec.encoder_args) if path else None  # a bad file fails here
     student = build_student(spec)
+    check_feature_taps(plan, student)  # a tap on a module that never runs stops here, not at the build
     routing = routing_line(plan, student, student_tap_module(plan, spec))
     return Inspection(recipe, plan, spec, count_params(student), teachers, weights, routing)

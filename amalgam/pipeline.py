@@ -16,7 +16,7 @@ from torch import nn
 from amalgam.config.schema import Recipe
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.distill.tree_search import search_tree
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.during import eval_callback
 from amalgam.evaluation.evaluate import evaluate, size_and_speed
 from amalgam.evaluation.export import written_exports
@@ -105,8 +105,16 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
     with main_only(NewRunFolder(run_dir)), main_only(RunLock(run_dir)):
         if (run_dir / "report.json").exists() and not force:
             raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
+        unfinished = not (run_dir / "report.json").exists() and (run_dir / "checkpoint.pt").exists()
+        if unfinished and not resume and not force:  # hours of training are worth a flag, as a finished run is
+            raise AmalgamError(
+                f"{run_dir} holds an unfinished run ({unfinished_progress(run_dir / 'checkpoint.pt', recipe)}): "
+                "pass --resume to continue it or --force to start over"
+            )
         if ctx.is_main and (run_dir / "report.json").exists():
             clear_finished_run(run_dir, RESUMED if resume else (), log)
+        elif ctx.is_main and unfinished and not resume:  # --force: its checkpoints must not pass for the new run's
+            clear_finished_run(run_dir, (), log, what="unfinished")
         clean_stale_temps(run_dir, log)
         state = read_checkpoint(run_dir / "checkpoint.pt", recipe, _warn) if resume else None
         return _build_locked(recipe, record, run_dir, device, ctx, log, state)
@@ -118,8 +126,24 @@ def previous_outputs(run_dir: Path) -> list[Path]:
     return [run_dir / name for name in sorted(names) if (run_dir / name).exists()] + written_exports(run_dir)
 
 
-def clear_finished_run(run_dir: Path, keep: tuple[str, ...], log: Log) -> None:
-    """Removes a finished run's outputs before ``--force`` trains over it (``keep``: names to leave).
+def unfinished_progress(path: Path, recipe: Recipe) -> str:
+    """How far the unfinished run whose checkpoint is ``path`` got: ``epoch E of N`` (E: finished
+    epochs; N: its recipe's), or why that cannot be read."""
+    try:  # mmap: only the few entries read are loaded, not the student and the optimiser
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file still blocks the plain rebuild
+        return f"its checkpoint.pt does not read: {error_line(exc)}"
+    if not isinstance(state, dict) or "epoch" not in state:
+        return "its checkpoint.pt holds no epoch"
+    epochs = (state.get("recipe") or {}).get("train", {}).get("epochs", recipe.train.epochs)
+    partial = state.get("partial")
+    stopped = f", stopped in epoch {partial['epoch']} after step {partial['step']}" if partial else ""
+    return f"epoch {state['epoch']} of {epochs}{stopped}"
+
+
+def clear_finished_run(run_dir: Path, keep: tuple[str, ...], log: Log, what: str = "finished") -> None:
+    """Removes a finished run's outputs before ``--force`` trains over it (``keep``: names to leave);
+    ``what`` is ``unfinished`` for a run with a checkpoint and no report.
 
     A stale export or sample grid beside the new student would pass for its; the lock, the teacher
     cache and any file amalgam does not write stay.
@@ -131,7 +155,7 @@ def clear_finished_run(run_dir: Path, keep: tuple[str, ...], log: Log) -> None:
         else:
             path.unlink()
     kept = f", kept {', '.join(name for name in keep if (run_dir / name).exists())} for --resume" if keep else ""
-    log(f"overwriting the finished run in {run_dir} (--force): removed {len(gone)} of its files{kept}")
+    log(f"overwriting the {what} run in {run_dir} (--force): removed {len(gone)} of its files{kept}")
 
 
 def _warn(message: str) -> None:
@@ -187,8 +211,6 @@ def train_student(
     )
     for line in student_lines(student.spec, params, teachers, recipe.student.budget):
         log(line)
-    if state is None and (run_dir / "checkpoint.pt").exists():
-        log(f"{run_dir} holds an unfinished run: starting over (--resume continues it)")
     run_dir.mkdir(parents=True, exist_ok=True)
     every = recipe.train.eval_every
     curve = [eval_callback(plan, device, every)] if every else []
@@ -200,6 +222,8 @@ def train_student(
     evaluation = evaluate(plan, student, device, log=log)
     sizes = size_and_speed(plan, student, device)
     report = build_report(recipe.name, evaluation, sizes, result, teacher_readings(plan))
+    if result.warnings:  # first: a diverged student makes every ratio below it meaningless
+        report["warnings"] = [*result.warnings, *report.get("warnings", [])]
     if choice is not None:
         report["encoder_choice"] = choice.to_dict()
     if has_branches(student.spec.type):

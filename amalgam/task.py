@@ -145,6 +145,15 @@ class Task:
         of an answer and a non-answer passes for an answer (depth: values <= 0). Default: unchanged."""
         return out
 
+    def nonfinite_rows(self, out: torch.Tensor) -> torch.Tensor:
+        """``[B]`` bool: the rows of a teacher's canonical output (after :meth:`mark_no_answer`: a
+        training target, or its answer on eval images) that hold the teacher's own NaN or inf. Such
+        rows teach nothing and are left out of its term and its (and the student's) scores, counted.
+        Default: any non-finite value; a task whose :meth:`mark_no_answer` writes NaN tells its
+        marks from the teacher's (depth: the teacher's own become +inf)."""
+        flat = out.reshape(out.shape[0], -1) if out.dim() > 1 else out[:, None]
+        return ~torch.isfinite(flat).all(1)
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """A rule of this task that a teacher's canonical output on the check batch (``out``, read as
         ``output: kind``) meets, said in the log and by ``amalgam inspect`` with its reading ("" for none;

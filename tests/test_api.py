@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import amalgam
 from amalgam import api
@@ -136,3 +138,104 @@ def test_prepare_is_the_deprecated_name_of_build_plan(world):
     with pytest.warns(DeprecationWarning, match="now build_plan"):
         plan = prepare(recipe, with_data=False, log=lambda m: None)
     assert plan.spaces == build_plan(recipe, with_data=False, log=lambda m: None).spaces
+
+
+def _reordered(world: Path) -> Path:
+    """The world's recipe with seg-b listed before seg-a: the unified segmentation order changes."""
+    import yaml
+
+    raw = yaml.safe_load(world.read_text())
+    teachers = raw["teachers"]
+    raw["teachers"] = {name: teachers[name] for name in ("cls", "seg-b", "seg-a", "depth")}
+    path = world.parent / "reordered.yaml"  # beside the world's: its paths are relative to it
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_evaluate_reads_a_loaded_students_outputs_by_class_name(world, built_run, capsys):
+    # a loaded student was scored in the recipe's label order: another order gave wrong numbers silently
+    student, spaces = amalgam.load_student(built_run / "student.pt")
+    disc = spaces["segmentation"].names.index("disc")
+
+    def favour_disc(module, args, out):  # the 1-epoch student answers "background" (first in both orders)
+        out["segmentation"][:, disc] += 10.0
+        return out
+
+    student.register_forward_hook(favour_disc)
+    own = amalgam.evaluate(world, student, quiet=True)
+    other = amalgam.evaluate(_reordered(world), student)
+    name = f"module {type(student).__name__}"
+    assert f"{name}'s segmentation classes are not this recipe's (another order)" in capsys.readouterr().out
+    by_teacher = [{r["teacher"]: r["student_metrics"] for r in report["tasks"]} for report in (own, other)]
+    assert by_teacher[0] == by_teacher[1] and own["unified"] == other["unified"]
+    # a module that carries neither is scored as the recipe says, and the log says so
+    del student.label_spaces, student.image_size
+    amalgam.evaluate(world, student)
+    assert (
+        f"student {name} carries no label_spaces or image_size (load_student sets them): scored in the"
+        " recipe's label order and at the recipe's data.image_size 32x32" in capsys.readouterr().out
+    )
+
+
+def test_evaluate_feeds_a_saved_student_its_training_size(world, built_run, capsys):
+    # the recipe's data.image_size was used, silently: lower scores for a student fed another size
+    report = json.loads((built_run / "report.json").read_text())
+    again = amalgam.evaluate(world, built_run / "student.pt", {"data.image_size": [64, 64]})
+    assert (
+        "was trained at 32x32, the recipe's data.image_size is 64x64: scored at 32x32, its training size"
+        in capsys.readouterr().out
+    )
+    assert [r["student_metrics"] for r in again["tasks"]] == [r["student_metrics"] for r in report["tasks"]]
+    assert amalgam.load_student(built_run / "student.pt")[0].image_size == (32, 32)
+
+
+def test_evaluate_leaves_a_module_as_it_came(world, built_run):
+    # evaluate left the caller's module in eval mode: an own training loop then trained with frozen BatchNorm
+    student, _ = amalgam.load_student(built_run / "student.pt")
+    student.train()
+    frozen = next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    frozen.eval()  # frozen on purpose: stays frozen
+    modes = [m.training for m in student.modules()]
+    amalgam.evaluate(world, student, quiet=True)
+    assert [m.training for m in student.modules()] == modes and not frozen.training
+    assert next(student.parameters()).device == torch.device("cpu")
+
+
+class _Mine(torch.nn.Module):
+    """A student of one's own: no spec, the outputs of a trained student."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images):
+        return self.inner(images)
+
+
+def test_evaluate_a_module_of_ones_own(world, built_run, capsys):
+    # a module without .spec crashed with AttributeError
+    student, spaces = amalgam.load_student(built_run / "student.pt")
+    mine = _Mine(student)
+    with pytest.raises(AmalgamError, match=r"^student module _Mine: evaluate needs its tasks: set \.label_spaces"):
+        amalgam.evaluate(world, mine, quiet=True)
+    mine.label_spaces = spaces
+    report = amalgam.evaluate(world, mine)
+    assert "carries no image_size (load_student sets them): scored at the recipe's data" in capsys.readouterr().out
+    assert report["unified"] == json.loads((built_run / "report.json").read_text())["unified"]
+
+
+def test_numpy_values_in_overrides(world):
+    # np.float64 from np.logspace raised yaml's RepresenterError
+    recipe = amalgam.load_recipe(
+        world,
+        {
+            "train.lr": np.float64(2e-3),
+            "train.epochs": np.int64(3),
+            "train.augment": np.bool_(False),
+            "data.image_size": np.array([64, 64]),
+        },
+    )
+    assert recipe.train.lr == 2e-3 and recipe.train.epochs == 3 and recipe.train.augment is False
+    assert tuple(recipe.data.image_size) == (64, 64)
+    with pytest.raises(AmalgamError, match=r"^overrides: train\.lr: cannot set a object"):
+        amalgam.load_recipe(world, {"train.lr": object()})

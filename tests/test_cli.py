@@ -19,6 +19,7 @@ from amalgam.cli import main
 TASK_ROW_KEYS = {
     "teacher",
     "teacher_wrap",  # added in 0.2: the wrap that shaped the targets (the baseline is the plain model)
+    "teacher_wrap_args",  # added with describe(): that wrap's arguments (None without a wrap)
     "task",
     "eval",
     "metric",
@@ -66,10 +67,11 @@ def test_inspect_warns_when_the_student_outgrows_its_teachers(world, capsys):
     # each teacher's whole input spec, defaults said as such
     assert "    input: size 28x28, 1 channel, mean [0.500], std [0.250], resize stretch (default)" in out
     assert "    input: size 32x32 (default), 3 channels (default), mean [0.485, 0.456, 0.406] (default)" in out
+    # a --set mapping merges key by key: the 1-channel input's mean and std are replaced too
     big_teacher = [
         "--set", "teachers.cls.model={from: timm, name: resnet18, num_classes: 2}",
         "--set", "teachers.cls.checkpoint=null",
-        "--set", "teachers.cls.input={size: [28, 28]}",
+        "--set", "teachers.cls.input={channels: 3, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}",
     ]  # fmt: skip
     assert main(["inspect", str(world), "--quiet", "--no-data", *big_teacher]) == 0
     assert "warning: the student has more parameters" not in capsys.readouterr().out
@@ -188,7 +190,7 @@ def test_eval_reproduces_the_reports_student_metrics(world, built_run, tmp_path)
     from amalgam.evaluation.report import to_markdown
 
     assert "Training:" not in to_markdown(again)  # nothing was trained: no "0 epochs" line
-    assert "Training: 1 epochs" in (built_run / "report.md").read_text()
+    assert "Training: 1 epoch," in (built_run / "report.md").read_text()
 
 
 def test_determinism_same_seed_same_report(world, built_run, tmp_path):

@@ -38,7 +38,7 @@ def nan_dense(out_channels):
 """
 
 
-def test_non_finite_loss_names_epoch_step_teacher_and_task(fresh_world, capsys):
+def test_a_teacher_answering_nan_on_every_training_row_is_named_not_the_loss(fresh_world, capsys):
     import yaml
 
     from amalgam.cli import main
@@ -51,7 +51,25 @@ def test_non_finite_loss_names_epoch_step_teacher_and_task(fresh_world, capsys):
     args = ["build", str(fresh_world), "--quiet", "--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("amalgam: error: epoch 1 step 1: loss of teacher term 'seg-b' (segmentation) is nan")
+    assert err.startswith("amalgam: error: epoch 1: teacher targets are NaN/inf on most rows (seg-b on "), err
+    assert len(err.splitlines()) == 1
+
+
+def test_non_finite_loss_names_epoch_step_teacher_and_task(world, tmp_path, monkeypatch, capsys):
+    import amalgam.distill.objective as objective
+    from amalgam.cli import main
+
+    real = objective.distill
+
+    def nan_for_seg_b(task, s_out, target, options):  # the student's loss, not the teacher's target
+        loss = real(task, s_out, target, options)
+        return loss * float("nan") if task.name == "segmentation" else loss
+
+    monkeypatch.setattr(objective, "distill", nan_for_seg_b)
+    args = ["build", str(world), "--quiet", "--output", str(tmp_path / "run"), "--set", "train.epochs=1"]
+    assert main([*args, "--set", "train.samples_per_epoch=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("amalgam: error: epoch 1 step 1: loss of teacher term 'seg-a' (segmentation) is nan"), err
     assert len(err.splitlines()) == 1
 
 

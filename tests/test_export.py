@@ -20,6 +20,14 @@ def test_torchscript_whole_student_matches(built_run, capsys):
     tasks = [o["task"] for o in meta["outputs"]]
     student, spaces = load_student(built_run / "student.pt")
     assert tasks == list(spaces)
+    # the .json says what each output is, and how a grey image is given
+    assert meta["input"]["grey"].startswith("a grey image must be repeated over the 3 channels")
+    cls, seg, depth = meta["outputs"]
+    assert cls["labels"] == list(spaces["classification"].names) and cls["shape"] == ["batch", 2]
+    assert cls["meaning"].startswith("classification logits [batch, 2] over the labels listed, in their order")
+    assert seg["meaning"].startswith("segmentation logits [batch, 4, 32, 32] over the labels listed")
+    assert seg["meaning"].endswith(", at the input's height and width")
+    assert depth["meaning"].startswith("depth [batch, 1, 32, 32] in metres, as the student was trained")
     x = torch.rand(2, 3, 32, 32)
     exported = torch.jit.load(str(path))(x)
     with torch.no_grad():
@@ -71,3 +79,14 @@ def test_onnx_export_checked_with_onnxruntime_when_installed(built_run, tmp_path
         got = ort.run(None, {"images": x.numpy()})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(got[1]), student(x)["segmentation"], atol=1e-4, rtol=1e-4)
+
+
+def test_export_refuses_a_suffix_of_another_format(built_run, tmp_path, capsys):
+    # a TorchScript zip was written under an .onnx name without a word
+    path = tmp_path / "model.onnx"
+    assert main(["export", str(built_run), "--format", "torchscript", "--output", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {path}: a .onnx file is onnx, not torchscript: pass --format onnx, or end it in .ts" in err
+    assert not path.exists() and not (tmp_path / "model.onnx.json").exists()
+    assert main(["export", str(built_run), "--format", "onnx", "--output", str(tmp_path / "model.pt")]) == 2
+    assert "a .pt file is torchscript, not onnx" in capsys.readouterr().err

@@ -126,3 +126,97 @@ def test_proposals_become_one_coherent_edit():
         ("renamed", "{tee: T-shirt}"),
         ("coarse", "{top: [T-shirt, Coat]}"),
     ]
+
+
+def two_classifiers(names_a, names_b, shared=True):
+    """A stand-in plan: two classifiers on one source (or on two), their recipe labels plain names."""
+    from types import SimpleNamespace as NS
+
+    spaces = {"cls-a": LabelSpace(tuple(names_a)), "cls-b": LabelSpace(tuple(names_b))}
+    task = NS(name="classification")
+    return NS(
+        teachers={n: NS(task=task, space=s) for n, s in spaces.items()},
+        source_ids={"cls-a": [0], "cls-b": [0 if shared else 1]},
+        recipe=NS(teachers={n: NS(labels=list(s.names), background=None) for n, s in spaces.items()}),
+    )
+
+
+def same_outputs(per_class, classes):
+    """Predictions where both teachers give output i on the images of class i, surely."""
+    from amalgam.labels.suggest import Predictions
+
+    outputs = torch.arange(classes).repeat_interleave(per_class)
+    sure = torch.ones(len(outputs))
+    return Predictions({"cls-a": outputs, "cls-b": outputs}, {"cls-a": sure, "cls-b": sure}, torch.zeros(len(outputs)))
+
+
+def test_a_teacher_listing_its_labels_rotated_is_a_label_order_conflict_not_renames():
+    from amalgam.labels import suggest
+
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress"]
+    plan = two_classifiers(names, names[1:] + names[:1])  # cls-b's output 0 is named Trouser, and so on
+    preds = same_outputs(30, 4)
+    assert suggest.suggest_from(plan, preds) == []  # no rename of the correct teacher, no merged classes
+    suggestion_lines, found = suggest.suggestion_lines, suggest.survey_from(plan, preds)
+    ((conflict,),) = [found.conflicts]
+    assert (conflict.teachers, conflict.size()) == (("cls-a", "cls-b"), 4)
+    (line,) = [x for x in suggestion_lines(plan, found) if x.startswith("suggest-labels: label order")]
+    assert line.startswith("suggest-labels: label order: cls-a and cls-b disagree on which output is which")
+    assert "for 4 labels (e.g. cls-a's T-shirt/top is cls-b's Trouser (100% of Trouser (30) are T-shirt/top" in line
+    assert "one of them lists its labels out of the order of its outputs" in line and "mostly_predicted_as" in line
+    assert not any("ready to paste" in x or "rename:" in x for x in suggestion_lines(plan, found))
+
+
+def test_renames_that_would_merge_two_labels_of_one_teacher_are_not_proposed():
+    from amalgam.labels import suggest
+    from amalgam.labels.suggest import Suggestion, consistent
+
+    # cls-b's outputs are cat, dog named dog, kitty: neither raw rename targets a name its teacher has,
+    # but through the shared name dog each would put two of one teacher's labels in one class
+    spaces = {"cls-a": LabelSpace(("cat", "dog")), "cls-b": LabelSpace(("dog", "kitty"))}
+    found = [
+        Suggestion("classification", "cls-a", "dog", ("kitty",), "cls-b", "a/b"),
+        Suggestion("classification", "cls-b", "dog", ("cat",), "cls-a", "b/a"),
+    ]
+    assert consistent(found, spaces, list(spaces)) == []
+    assert suggest.resolve(found, spaces, list(spaces))[1] == found  # left for order_conflicts
+
+
+def test_no_paste_is_printed_that_the_recipe_check_refuses():
+    from amalgam.labels import suggest
+    from amalgam.labels.suggest import Suggestion, suggestion_lines
+
+    plan = two_classifiers(["Coat", "Shirt", "top"], ["Coat", "Shirt", "T-shirt"])
+    bad = Suggestion("classification", "cls-a", "Coat", ("Coat", "Shirt"), "cls-b", "e1")  # Shirt is cls-a's own
+    good = Suggestion("classification", "cls-a", "top", ("T-shirt",), "cls-b", "e2")
+    assert not any("ready to paste" in x for x in suggestion_lines(plan, [bad]))
+    assert suggestion_lines(plan, [bad, good])[-1] == "  cls-a:\n    labels: [Coat, Shirt, {top: T-shirt}]"
+    Findings, PairCoverage, pasted = suggest.Findings, suggest.PairCoverage, suggest.pasted
+    entries, refused = pasted(["Coat", "Shirt", "top"], None, [bad, good])
+    assert entries == ["Coat", "Shirt", {"top": "T-shirt"}]
+    assert refused == [(bad, "'Shirt' is covered by both 'Coat' and 'Shirt'")]
+    lines = suggestion_lines(plan, Findings([bad, good], pairs=[PairCoverage(("cls-a", "cls-b"), 6, 0)]))
+    assert "  not pasted: teachers.cls-a.labels {Coat: [Coat, Shirt]}: the recipe check refuses it" in "\n".join(lines)
+    assert lines[-1] == "  cls-a:\n    labels: [Coat, Shirt, {top: T-shirt}]"
+    only_bad = suggestion_lines(plan, Findings([bad], pairs=[PairCoverage(("cls-a", "cls-b"), 6, 0)]))
+    assert not any("ready to paste" in x for x in only_bad)
+
+
+def test_nothing_to_propose_says_what_was_judged():
+    from amalgam.labels import suggest
+    from amalgam.labels.suggest import suggest_from, suggestion_lines
+
+    names = ["T-shirt/top", "Trouser", "Pullover"]
+    apart = two_classifiers(names, names, shared=False)
+    assert "already matches" not in suggestion_lines(apart, suggest_from(apart, same_outputs(30, 3)))[0]
+    survey_from = suggest.survey_from
+    assert suggestion_lines(apart, survey_from(apart, same_outputs(30, 3))) == [
+        "suggest-labels: no pair of teachers of one task shares a source: nothing to compare"
+    ]
+    plan = two_classifiers(names, names)
+    few = suggestion_lines(plan, survey_from(plan, same_outputs(5, 3)))
+    assert few[0].startswith("suggest-labels: 6 of 6 labels of cls-a and cls-b were predicted fewer than 20 times")
+    assert "run with more images" in few[0] and "already matches" not in "\n".join(few)
+    assert suggestion_lines(plan, survey_from(plan, same_outputs(30, 3))) == [
+        "suggest-labels: no relation to propose (every co-occurring label pair already matches)"
+    ]

@@ -111,3 +111,13 @@ def test_a_resumed_peers_build_ends_where_an_uninterrupted_one_does(world, tmp_p
         for d in ("whole", "cut")
     ]
     assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_report_and_export_of_a_peers_run_say_it_has_no_student(tmp_path, capsys):
+    from amalgam.cli import main
+
+    (tmp_path / "report.json").write_text(json.dumps({"recipe": "p", "strategy": "dml", "peers": []}))
+    for verb in ("report", "export"):
+        assert main([verb, str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path} is a peers run, which writes each peer's top-1" in err, err

@@ -30,3 +30,25 @@ def test_report_command_regenerates_the_page(built_run, tmp_path, capsys):
     assert (built_run / "report.html").exists() and (built_run / "samples.png").exists()
     assert main(["report", str(tmp_path)]) == 2
     assert "is not a finished run: no report.json" in capsys.readouterr().err
+
+
+def test_report_command_draws_from_the_recipe_the_run_was_built_with(built_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import amalgam.api
+
+    run = tmp_path / "run"
+    shutil.copytree(built_run, run)
+    record = json.loads((run / "run.json").read_text())
+    drawn = []
+    monkeypatch.setattr(amalgam.api, "render", lambda run_dir, report, plan, *rest: drawn.append(plan.recipe))
+    assert main(["report", str(run)]) == 0 and "changed since the build" not in capsys.readouterr().out
+    built_size = drawn[-1].data.image_size
+    # the recipe file edited since the build: another image size
+    other = (built_size[0] + 32, built_size[1] + 32)
+    record["set"] = [*record["set"], f"data.image_size=[{other[0]}, {other[1]}]"]
+    (run / "run.json").write_text(json.dumps(record))
+    assert main(["report", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert "changed since the build (data.image_size): drawing from the recipe the run was built with" in said
+    assert tuple(drawn[-1].data.image_size) == tuple(built_size) != other

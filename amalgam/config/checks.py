@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from amalgam.config.ensembles import check_ensemble
 from amalgam.config.label_entries import label_names, read_names, space_of
 from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS, InputSpec, Recipe, SourceConfig, TeacherConfig
 from amalgam.data.sources import SET_OPTIONS, SOURCE_TYPES
@@ -203,6 +204,7 @@ def check_amalgamation(recipe: Recipe) -> None:
                 raise RecipeError(
                     f"amalgamation.task_weights.{key}", f"expected a task or teacher name ({', '.join(sorted(valid))})"
                 )
+    check_ensemble(recipe)  # after the weights' names: a group's weight comes from any of its teachers
 
 
 def check_teacher_labels(path: str, t: TeacherConfig, recipe: Recipe) -> None:
@@ -269,6 +271,19 @@ def check_peers(recipe: Recipe) -> None:
         )
     if len(peers.input.mean) != peers.input.channels or len(peers.input.std) != peers.input.channels:
         raise RecipeError("peers.input", f"mean and std need {count_of(peers.input.channels, 'value')}")
+
+
+def unused_student_keys(recipe: Recipe) -> list[str]:
+    """Log lines for ``student`` keys the student type does not use: an integer ``branch_at`` away
+    from its default on a student without branches (a variant may set one to undo its base's tree)."""
+    s = recipe.student
+    default = type(s).model_fields["branch_at"].default
+    if recipe.peers is not None or has_branches(s.type) or s.branch_at == default:
+        return []
+    return [
+        f"student.branch_at: {s.branch_at} is not used by a {s.type} student (it has no branches: every task"
+        " shares its encoder and decoder)"
+    ]
 
 
 def check_branch_at(recipe: Recipe) -> None:

@@ -40,7 +40,13 @@ UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, 
 
 
 def apply_override(raw: dict, assignment: str) -> None:
-    """Applies one ``key.path=value`` override (the value is parsed as YAML) to a raw recipe."""
+    """Applies one ``key.path=value`` override (the value is parsed as YAML) to a raw recipe.
+
+    A mapping laid over a mapping merges key by key, by the rule of a ``base:`` variant
+    (:func:`merge_recipes`): ``train={epochs: 2}`` changes the epochs and keeps every other
+    ``train`` key, ``student.encoder_args={}`` clears, and a model or typed part naming another
+    ``from``/``type`` replaces the one there. Any other value replaces.
+    """
     if "=" not in assignment:
         raise RecipeError("--set", f"expected key.path=value, got '{assignment}'")
     key, value = assignment.split("=", 1)
@@ -53,7 +59,9 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(child, dict):
             raise RecipeError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
         node = child
-    node[parts[-1]] = yaml.load(value, Loader=UniqueKeyLoader)
+    key = parts[-1]
+    laid = merge_recipes(node, {key: yaml.load(value, Loader=UniqueKeyLoader)}, tuple(parts[:-1]))
+    node[key] = laid[key]
 
 
 def format_validation_error(err: dict) -> RecipeError:
@@ -76,6 +84,12 @@ def _did_you_mean(loc: tuple) -> str:
 
 def _keys_at(loc: tuple) -> list[str]:
     """The keys the recipe schema knows inside the section at ``loc`` (none where it cannot tell)."""
+    model = _model_in(_annotation_at(loc))
+    return [] if model is None else [f.alias or n for n, f in model.model_fields.items() if n != "base_dir"]
+
+
+def _annotation_at(loc: tuple) -> Any:
+    """The schema's type of the key at ``loc`` (None where it cannot tell)."""
     node: Any = Recipe
     for part in loc:
         model = _model_in(node)
@@ -85,9 +99,24 @@ def _keys_at(loc: tuple) -> list[str]:
         elif typing.get_origin(node) is dict:
             node = typing.get_args(node)[1]  # a named entry (a teacher, a source): its value's type
         else:
-            return []
-    model = _model_in(node)
-    return [] if model is None else [f.alias or n for n, f in model.model_fields.items() if n != "base_dir"]
+            return None
+    return node
+
+
+def _kind_changes(path: tuple, base: dict, derived: dict) -> bool:
+    """Whether ``derived`` names another kind of part than ``base`` at ``path``: a part whose
+    other keys are its kind's arguments (a teacher's ``model`` ``from``, a ``wrap`` or an
+    ``ensemble`` ``type``), so that the base's arguments would not fit the new kind."""
+    model = _model_in(_annotation_at(path))
+    if model is None or model.model_config.get("extra") != "allow":
+        return False
+    for name, field in model.model_fields.items():
+        keys = [k for k in (field.alias, name) if k]
+        new = next((derived[k] for k in keys if k in derived), None)
+        old = next((base[k] for k in keys if k in base), None)
+        if new is not None and new != old:
+            return True
+    return False
 
 
 def _model_in(annotation: Any) -> Any:
@@ -130,16 +159,20 @@ CLEARED_WHEN_EMPTY = (("student", "encoder_args"), ("student", "task_decoder_cha
 def merge_recipes(base: dict, derived: dict, _path: tuple[str, ...] = ()) -> dict:
     """``derived`` laid over ``base``: mappings merge key by key, any other value replaces.
 
-    An empty mapping at a :data:`CLEARED_WHEN_EMPTY` path replaces too: it is how a variant undoes
-    its base's arguments (e.g. ``student.encoder_args`` the variant's encoder does not take). An
-    empty section (``train: {}``) still changes nothing.
+    The rule of a ``base:`` variant and of a ``--set`` mapping alike. An empty mapping at a
+    :data:`CLEARED_WHEN_EMPTY` path replaces too: it is how a variant undoes its base's arguments
+    (e.g. ``student.encoder_args`` the variant's encoder does not take). An empty section
+    (``train: {}``) still changes nothing. A model or typed part naming another ``from``/``type``
+    (``teachers.x.model``, ``teachers.x.wrap``, ``amalgamation.ensemble``) replaces: the base's
+    arguments are another kind's.
     """
     merged = dict(base)
     for key, value in derived.items():
         path = (*_path, key)
-        cleared = value == {} and path in CLEARED_WHEN_EMPTY
-        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict) and not cleared
-        merged[key] = merge_recipes(base[key], value, path) if both_mappings else value
+        old = base.get(key)
+        both_mappings = isinstance(value, dict) and isinstance(old, dict)
+        replaced = both_mappings and ((value == {} and path in CLEARED_WHEN_EMPTY) or _kind_changes(path, old, value))
+        merged[key] = merge_recipes(old, value, path) if both_mappings and not replaced else value
     return merged
 
 

@@ -203,6 +203,18 @@ class StudentConfig(_Strict):
         " classifier's; every encoder tensor must be found, see students/pretrained.py)",
     )
 
+    @field_validator("branch_at", mode="before")
+    @classmethod
+    def _one_of_its_forms(cls, v):
+        # else pydantic answers per member of the union, its name ('.int') in the key path
+        whole = isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+        tree = isinstance(v, dict) and all(isinstance(p, int) and not isinstance(p, bool) for p in v.values())
+        if isinstance(v, bool) or not (whole or tree or v == "auto"):
+            raise ValueError(
+                "expected the encoder stages shared: a number 0-5, a number per task ({task: 0-5}, a tree) or auto"
+            )
+        return v
+
     @field_validator("branch_at")
     @classmethod
     def _points(cls, v):
@@ -223,14 +235,18 @@ class StudentConfig(_Strict):
 class AmalgamationConfig(_Strict):
     temperature: float = Field(2.0, gt=0)
     features: str = Field("none", description="none, or a registered feature term (FEATURE_TERMS): adapters, feed, ...")
-    ensemble: Optional[TypedConfig] = Field(None, description="merge same-label teachers' logits: mean, fixed, ...")
+    ensemble: Optional[TypedConfig] = Field(
+        None,
+        description="merge the logits of teachers of one task with the same label set (any order), background and"
+        " sources: mean, fixed, ... (config/ensembles.py)",
+    )
     taps: dict[str, str] = {}
     student_tap: Optional[str] = Field(None, description="student module adapters read (default: the branch point)")
     feature_weight: float = Field(1.0, ge=0)
     task_weights: Union[str, dict[str, float]] = Field(
         "initial_loss",  # since 2026-12-03 (uncertainty before): dense tasks keep their say (docs/benchmarks.md)
         description="a registered weighting (TASK_WEIGHTINGS): initial_loss (each term over its first epoch's mean), "
-        "uncertainty (learned); or {task or teacher: weight}",
+        "uncertainty (learned); or {task or teacher: weight} (an ensemble group's weight: any of its teachers')",
     )
     domain_weights: bool = Field(
         False, description="weigh a teacher that knows part of the union by the student's belief it is in its labels"

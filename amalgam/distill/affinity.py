@@ -171,7 +171,7 @@ def measure_affinity(
     """Warms up a fully shared student and averages the per-stage lookahead affinities.
 
     Deterministic given ``recipe.seed``; resumes from ``state_path`` when it holds a warm-up of the
-    same settings (:func:`search_key`).
+    same settings (:func:`search_key`). The plan's teachers are moved to ``device`` (and stay there).
     """
     recipe = plan.recipe
     cfg = recipe.student.search
@@ -182,6 +182,8 @@ def measure_affinity(
     student = build_student(spec)
     start_weights(student, recipe, plan.spaces, log, whole=False)  # the build's encoder: the affinities of that student
     student = student.to(device).train()
+    for teacher in plan.teachers.values():  # build_plan loads them on the CPU; the images go to ``device``
+        teacher.to(device)
     opt = torch.optim.AdamW(student.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
     tasks = list(spec.heads)
     state = _State(sums=torch.zeros(STAGES, len(tasks), len(tasks)), counts=torch.zeros(STAGES, len(tasks), len(tasks)))

@@ -31,8 +31,9 @@ from amalgam.teachers.teacher import FeatureTap, Teacher
 from amalgam.training.runtime import autocast_for
 
 #: bump when what the stores hold or how they are laid out changes
-CACHE_FORMAT = "amalgam-teacher-cache/4"  # 3: answers on the teacher's own view, stored on the student's grid;
-# 4: images read upright by their EXIF orientation
+CACHE_FORMAT = "amalgam-teacher-cache/5"  # 3: answers on the teacher's own view, stored on the student's grid;
+# 4: images read upright by their EXIF orientation; 5: a depth teacher's own NaN/inf stored as +inf (counted),
+# no longer as NaN (no depth)
 
 # source fields that do not change what the teachers say about an image: how often it is drawn, and
 # how its ground truth (never read in training) is scaled
@@ -186,12 +187,7 @@ class TeacherCache:
         so they are kept, not turned into inf.
         """
         store = self.stores[name]
-        outputs, features, missing, damaged = store.read(rows)
-        if damaged.any():
-            self.log(
-                f"teacher cache '{name}': {int(damaged.sum())} rows failed their checksum (the file changed outside"
-                " amalgam?): recomputed from the teacher"
-            )
+        outputs, features, missing, _ = store.read(rows)  # damaged rows: counted, said once by flush
         if missing.any():
             new_out, new_feat = run(np.nonzero(missing)[0])
             if store.outputs.dtype == np.float16 and _beyond_fp16(new_out, new_feat):
@@ -212,12 +208,21 @@ class TeacherCache:
         return outputs, features
 
     def flush(self) -> tuple[int, int]:
-        """Writes the stores to disk; returns and resets (hits, misses) since the last flush."""
-        for store in self.stores.values():
+        """Writes the stores to disk, says the rows that failed their checksum since the last flush
+        (one line per teacher: flushed once an epoch); returns and resets (hits, misses) since then."""
+        for name, store in self.stores.items():
             store.flush()
+            if line := store.damage_line(f"teacher cache '{name}'"):
+                self.log(line)
         counts = (self.hits, self.misses)
         self.hits = self.misses = 0
         return counts
+
+    def add_counts(self, hits: int, misses: int) -> None:
+        """Counts ``hits`` and ``misses`` as if looked up since the last flush: an epoch stopped by
+        Ctrl-C saved its counts, and its resumed rest adds to them (the epoch's rate is the whole epoch's)."""
+        self.hits += int(hits)
+        self.misses += int(misses)
 
 
 def _peak(a: np.ndarray) -> float:

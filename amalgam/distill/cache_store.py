@@ -102,6 +102,8 @@ class Store:
     sums: np.memmap
     dense: bool
     folder: Path
+    #: rows that failed their checksum since :meth:`damage_line` last read it (recomputed on read)
+    damaged_rows: int = 0
 
     def global_rows(self, source, index, starts: list[int]) -> np.ndarray:
         """Store rows of samples given by source id and global index (torch tensors on the CPU)."""
@@ -126,7 +128,19 @@ class Store:
         features = np.asarray(self.features[rows]) if self.features is not None else None
         filled = np.asarray(self.filled[rows], dtype=bool)
         damaged = filled & (self.checksum(outputs, features) != self.sums[rows])
+        self.damaged_rows += int(damaged.sum())
         return outputs, features, ~filled | damaged, damaged
+
+    def damage_line(self, label: str) -> Optional[str]:
+        """One line with the rows that failed their checksum since the last call (None if none), then
+        resets the count: said once per epoch with the total, not once per batch."""
+        count, self.damaged_rows = self.damaged_rows, 0
+        if not count:
+            return None
+        return (
+            f"{label}: {count} rows failed their checksum (the file changed outside amalgam?): recomputed from"
+            " the teacher"
+        )
 
     def write(self, rows: np.ndarray, outputs: np.ndarray, features: Optional[np.ndarray]) -> None:
         """Stores freshly computed rows with their checksums, then marks them filled."""

@@ -10,28 +10,29 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from amalgam.config.ensembles import Member, group_weight, label_order, same_label_groups
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.plan import Plan
-from amalgam.distill.targets import Targets, live_targets
+from amalgam.distill.targets import NonFiniteRows, Targets, live_targets, take_rows
 from amalgam.distill.weighting import TASK_WEIGHTINGS, FixedWeights, TaskWeighting
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, RecipeError
 from amalgam.kd import LOGIT_ENSEMBLES
 from amalgam.kd.class_balance import pixel_weight_options
+from amalgam.kd.logit_ensembles import build_logit_ensemble
 from amalgam.students.build import default_student_tap
 from amalgam.task import DistillOptions, distill
-from amalgam.teachers.teacher import FeatureTap
+from amalgam.teachers.teacher import FeatureTap, TapNotRun
 from amalgam.training.schedule import steps_per_epoch
 
 
 def ensemble_groups(plan: Plan) -> list[list[str]]:
     """Teachers an ``amalgamation.ensemble`` merges: two or more of one labelled task with the same
-    labels, background and sources (each such group gives one distillation term)."""
-    groups: dict[tuple, list[str]] = {}
-    for name, t in plan.teachers.items():
-        if t.task.labelled:
-            key = (t.task.name, t.space.names, t.space.background, tuple(sorted(t.source_names)))
-            groups.setdefault(key, []).append(name)
-    return [g for g in groups.values() if len(g) > 1]
+    label set (in any order), background and sources; each such group gives one distillation term
+    (the rule of :mod:`amalgam.config.ensembles`)."""
+    members = [
+        Member(n, t.task.name, t.space if t.task.labelled else None, t.source_names) for n, t in plan.teachers.items()
+    ]
+    return same_label_groups(members)
 
 
 def objective_terms(plan: Plan) -> dict[str, list[str]]:
@@ -106,11 +107,21 @@ class Objective(nn.Module):
             self._tap_student(student, tap_module)
         if amal.features != "none":
             self._build_feature_terms(FEATURE_TERMS.get(amal.features), amal.taps)
+        width = self.student_tap.value.shape[1] if needs_features else None
         for term, group in self.terms.items():
             if len(group) > 1:
-                extra = {"in_features": self.student_tap.value.shape[1]} if needs_features else {}
-                make = LOGIT_ENSEMBLES.get(amal.ensemble.type)
-                self.ensembles[term] = make(num_teachers=len(group), **amal.ensemble.kwargs(), **extra)
+                self.ensembles[term] = build_logit_ensemble(
+                    amal.ensemble.type, len(group), width, **amal.ensemble.kwargs()
+                )
+        #: a group member's output channels in its group's (first member's) label order, where they differ
+        self.label_orders: dict[str, torch.Tensor] = {
+            name: torch.tensor(order)
+            for group in self.groups
+            for name in group[1:]
+            if (order := label_order(plan.teachers[group[0]].space, plan.teachers[name].space)) is not None
+        }
+        #: training rows whose teacher targets are NaN/inf, counted per teacher and epoch and left out
+        self.nonfinite = NonFiniteRows()
         # the hooks go when the objective does (they hold no reference to it)
         weakref.finalize(self, _detach, [self.student_tap, *self.teacher_taps.values()])
 
@@ -118,19 +129,11 @@ class Objective(nn.Module):
         return torch.rand(2, 3, *tuple(self.plan.recipe.data.image_size))
 
     def _tap_student(self, student: nn.Module, module_name: str) -> None:
-        self.student_tap = FeatureTap.on(student, module_name, "amalgamation.student_tap")
-        was_training = student.training
-        student.eval()
-        with torch.no_grad():
-            student(self._dummy())
-        student.train(was_training)
+        self.student_tap = tap_student(student, module_name, self._dummy())
 
     def _build_feature_terms(self, make, taps: dict[str, str]) -> None:
         for name, module_name in taps.items():
-            teacher = self.plan.teachers[name]
-            tap = FeatureTap.on(teacher.model, module_name, f"amalgamation.taps.{name}")
-            self.teacher_taps[name] = tap
-            _, feature = teacher.answer(self._dummy(), tap)
+            self.teacher_taps[name], feature = tap_teacher(self.plan, name, module_name, self._dummy())
             self.adapters[name] = make(self.student_tap.value.shape[1], feature.shape[1])
 
     def task_weights(self) -> dict[str, float]:
@@ -166,7 +169,14 @@ class Objective(nn.Module):
             if idx.numel() == 0:
                 continue  # masked: none of this batch's samples come from the teacher's sources
             outputs = [targets(name, idx) for name in group]
-            target = outputs[0][0] if len(group) == 1 else self._ensemble(term, [o[0] for o in outputs], idx)
+            kept = self.nonfinite.keep(term, group, [out for out, _ in outputs], first.task)
+            if kept is not None:  # a teacher's NaN/inf target teaches nothing: its rows are left out, counted
+                if kept.numel() == 0:  # at weight 0, so a batch left with no term still has a graph to step
+                    total = total + 0.0 * student_out[first.task.name][idx].float().nan_to_num().sum()
+                    continue
+                idx, outputs = idx[kept], take_rows(outputs, kept)
+            logits = [self._in_group_order(name, out) for name, (out, _) in zip(group, outputs)]
+            target = logits[0] if len(group) == 1 else self._ensemble(term, logits, idx)
             task = first.task
             s_out = student_out[task.name][idx]
             extra = dict(self.loss_options[term])
@@ -184,6 +194,11 @@ class Objective(nn.Module):
                     parts[f"{name}/features"] = feat.item()
                     total = total + self.feature_weight * feat
         return total, parts
+
+    def _in_group_order(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """``name``'s output with its channels in its ensemble group's label order."""
+        order = self.label_orders.get(name)
+        return out if order is None else out.index_select(1, order.to(out.device))
 
     def _ensemble(self, term: str, logits: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         """One target (as logits at the recipe's temperature) from a group's teachers."""
@@ -204,8 +219,9 @@ class Objective(nn.Module):
 def task_weighting(
     spec: Union[str, dict[str, float]], plan: Plan, terms: dict[str, list[str]], epoch_steps: Optional[int]
 ) -> TaskWeighting:
-    """The weighting ``amalgamation.task_weights`` names, or fixed weights resolved per term (its
-    first teacher's name, then that teacher's task, else 1).
+    """The weighting ``amalgamation.task_weights`` names, or fixed weights resolved per term (the
+    name of any of its teachers, which must agree: :func:`~amalgam.config.ensembles.group_weight`;
+    then their task, else 1).
 
     Args:
         spec: a registered name (``TASK_WEIGHTINGS``) or ``{task or teacher: weight}``.
@@ -214,8 +230,86 @@ def task_weighting(
     """
     if isinstance(spec, str):
         return TASK_WEIGHTINGS.get(spec)(list(terms), epoch_steps)
-    first = {term: group[0] for term, group in terms.items()}
-    return FixedWeights({t: spec.get(n, spec.get(plan.teachers[n].task.name, 1.0)) for t, n in first.items()})
+    weights = {}
+    for term, group in terms.items():
+        named = group_weight(spec, group)
+        weights[term] = named if named is not None else spec.get(plan.teachers[group[0]].task.name, 1.0)
+    return FixedWeights(weights)
+
+
+def tap_student(student: nn.Module, module_name: str, images: torch.Tensor) -> FeatureTap:
+    """A tap on the student's ``module_name`` (``amalgamation.student_tap``), read once on ``images``.
+
+    Raises:
+        RecipeError: when the module never runs in the student's forward.
+    """
+    tap = FeatureTap.on(student, module_name, "amalgamation.student_tap")
+    was_training = student.training
+    student.eval()
+    with torch.no_grad():
+        student(images)
+    student.train(was_training)
+    if tap.value is None:
+        tap.detach()
+        raise RecipeError("amalgamation.student_tap", never_ran(student, module_name, lambda: student(images)))
+    return tap
+
+
+def tap_teacher(plan: Plan, name: str, module_name: str, images: torch.Tensor) -> tuple[FeatureTap, torch.Tensor]:
+    """A tap on teacher ``name``'s ``module_name`` (``amalgamation.taps``) and the feature it reads on ``images``.
+
+    Raises:
+        RecipeError: when the module never runs in the teacher's forward.
+    """
+    teacher = plan.teachers[name]
+    key = f"amalgamation.taps.{name}"
+    tap = FeatureTap.on(teacher.model, module_name, key)
+    try:
+        with torch.no_grad():
+            _, feature = teacher.answer(images, tap)
+    except TapNotRun:  # answer refuses a tap that read nothing: the key and what ran inside say more here
+        feature = None
+    if feature is None:
+        tap.detach()
+        raise RecipeError(key, never_ran(teacher.model, module_name, lambda: teacher.answer(images)))
+    return tap, feature
+
+
+def never_ran(model: nn.Module, module_name: str, run) -> str:
+    """Why a tap read nothing: its module never ran in the forward (a container such as a
+    ModuleList or ModuleDict), naming the submodule that ran last, whose output a tap can read."""
+    ran: list[str] = []
+    module = model.get_submodule(module_name)
+    hooks = [m.register_forward_hook(lambda *_, n=n: ran.append(n)) for n, m in module.named_modules() if n]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    msg = f"module '{module_name}' never runs in the forward (a container?)"
+    if not ran:
+        return msg + "; neither does any module inside it"
+    top = min(n.count(".") for n in ran)  # the outermost that ran: a whole block, not one layer of it
+    return msg + f"; '{module_name}.{[n for n in ran if n.count('.') == top][-1]}' inside it does"
+
+
+def check_feature_taps(plan: Plan, student: nn.Module) -> None:
+    """The modules the objective would tap (``amalgamation.student_tap``, ``amalgamation.taps``) run in
+    their model's forward: what ``amalgam inspect`` checks before any training (the taps are removed).
+
+    Raises:
+        RecipeError: naming the key whose module never runs.
+    """
+    amal = plan.recipe.amalgamation
+    module_name = student_tap_module(plan, getattr(student, "spec", None))
+    images = torch.rand(2, 3, *tuple(plan.recipe.data.image_size))
+    taps = [tap_student(student, module_name, images)] if module_name is not None else []
+    try:
+        for name, teacher_module in amal.taps.items() if amal.features != "none" else ():
+            taps.append(tap_teacher(plan, name, teacher_module, images)[0])
+    finally:
+        _detach(taps)
 
 
 def learned_task_weights(objective_state: dict) -> dict[str, float]:

@@ -8,6 +8,8 @@ from typing import Callable, Optional
 
 import torch
 
+from amalgam.config.checks import unused_student_keys
+from amalgam.config.ensembles import ensemble_lines
 from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, SourceConfig
 from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
@@ -156,6 +158,8 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
         log(f"teacher '{name}' input: {teacher.input_spec.describe()}")
         if teacher.checkpoint_note:  # a wrapper may hold several state dicts (model and ema)
             log(f"teacher '{name}' checkpoint: {teacher.checkpoint_note}")
+        if wrap := teacher.wrap_note():
+            log(f"teacher '{name}' wrap: {wrap}")
     if recipe.train.channels_last:  # here, not in training: build and eval must score the same teachers
         for teacher in plan.teachers.values():
             teacher.use_channels_last()
@@ -163,7 +167,7 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
         plan.projections[name] = projection(teacher.space, spaces[teacher.task.name]) if teacher.space else None
     for line in unused_distill_options(recipe, tasks):
         log(line)
-    for line in unmarked_catch_alls(recipe, spaces):
+    for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused_student_keys(recipe):
         log(line)
     if with_data:
         scan_data(plan, log)

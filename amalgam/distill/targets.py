@@ -13,6 +13,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from amalgam.data.views import BatchViews
+from amalgam.errors import AmalgamError
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
 
@@ -99,3 +100,80 @@ def _merge(rows: torch.Tensor, kept: torch.Tensor, fresh: torch.Tensor) -> torch
     out[~rows] = kept
     out[rows] = fresh.to(out.dtype)
     return out
+
+
+#: share of a teacher's rows in an epoch with NaN/inf targets above which training stops: it teaches
+#: too little to go on without a word, and its term would read as a diverging student's
+NONFINITE_STOP = 0.5
+#: rows of a teacher seen in an epoch before the share stops training mid-epoch (at its end, any count)
+NONFINITE_MIN_ROWS = 64
+
+
+class NonFiniteRows:
+    """Counts, per teacher and epoch, the training rows whose targets hold its own NaN/inf
+    (``Task.nonfinite_rows``), which :meth:`keep` leaves out of its term.
+
+    Counts stay on the device until :meth:`epoch_lines` reads them (no host sync per teacher
+    per step); the one sync per term is the ``nonzero`` that picks the rows kept.
+    """
+
+    def __init__(self) -> None:
+        self.bad: dict[str, torch.Tensor] = {}  # teacher -> rows with NaN/inf targets (device count)
+        self.rows: dict[str, int] = {}  # teacher -> rows asked of it
+        self.dropped: dict[str, int] = {}  # term -> rows left out (host: known from the nonzero)
+        self.term_rows: dict[str, int] = {}  # term -> rows asked of it
+
+    def keep(self, term: str, names: list[str], targets: list[torch.Tensor], task) -> Optional[torch.Tensor]:
+        """Positions of the rows whose targets (one per teacher of ``term``) are all finite, or None
+        when every row is; counts the others per teacher.
+
+        Raises:
+            AmalgamError: when most of the term's rows this epoch (once ``NONFINITE_MIN_ROWS`` are
+                seen) were NaN/inf, naming the teachers.
+        """
+        bad = torch.stack([task.nonfinite_rows(t) for t in targets])  # [teachers, rows]
+        for name, rows in zip(names, bad):
+            self.bad[name] = self.bad.get(name, 0) + rows.sum()
+            self.rows[name] = self.rows.get(name, 0) + rows.numel()
+        kept = (~bad.any(0)).nonzero().flatten()
+        n = bad.shape[1]
+        self.dropped[term] = self.dropped.get(term, 0) + n - kept.numel()
+        self.term_rows[term] = self.term_rows.get(term, 0) + n
+        if self.term_rows[term] >= NONFINITE_MIN_ROWS and self.dropped[term] > NONFINITE_STOP * self.term_rows[term]:
+            raise AmalgamError(self._stop_line(names))
+        return None if kept.numel() == n else kept
+
+    def epoch_lines(self) -> list[str]:
+        """One line per teacher that answered NaN/inf this epoch, then resets the counts.
+
+        Raises:
+            AmalgamError: when a teacher did on most of its rows (``NONFINITE_STOP``).
+        """
+        counts = {name: int(bad) for name, bad in self.bad.items()}  # the epoch's one read of the device
+        try:
+            worst = [n for n, c in counts.items() if c > NONFINITE_STOP * self.rows[n]]
+            if worst:
+                raise AmalgamError(self._stop_line(worst, counts))
+            return [
+                f"warning: teacher {name} answered NaN/inf on {c} of {self.rows[name]} training rows this epoch:"
+                " left out of its term (a teacher failing on some images; they teach nothing)"
+                for name, c in counts.items()
+                if c
+            ]
+        finally:
+            self.bad, self.rows, self.dropped, self.term_rows = {}, {}, {}, {}
+
+    def _stop_line(self, names: list[str], counts: Optional[dict[str, int]] = None) -> str:
+        counts = counts or {n: int(self.bad[n]) for n in names}
+        said = ", ".join(f"{n} on {counts[n]} of {self.rows[n]} rows" for n in names if counts.get(n))
+        return (
+            f"teacher targets are NaN/inf on most rows ({said}): the teacher, not the student, fails"
+            " (a diverged checkpoint, -inf masking, an fp16 overflow?): fix or drop the teacher"
+        )
+
+
+def take_rows(
+    outputs: list[tuple[torch.Tensor, Optional[torch.Tensor]]], kept: torch.Tensor
+) -> list[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """Rows ``kept`` of each teacher's ``(target, feature or None)``."""
+    return [(out[kept], None if feat is None else feat[kept]) for out, feat in outputs]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from itertools import chain
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -49,6 +51,13 @@ class TaskResult:
     wrap: Optional[str] = None
     #: the part of the eval set the teacher is scored on (labelled tasks)
     coverage: Optional[Coverage] = None
+    #: the wrap's arguments (``SubTeacher.args``), beside its type in ``wrap``
+    wrap_args: Optional[dict] = None
+    #: positions (in the eval set as loaded) of the images the teacher answered NaN/inf on: left
+    #: out of its and the student's scores in this row, so the ratio compares like with like
+    left_out: list[int] = field(default_factory=list)
+    #: the eval images this row was scored on before any was left out
+    images: int = 0
 
     def per_class(self) -> Optional[list[dict]]:
         """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
@@ -60,13 +69,28 @@ class TaskResult:
     def warnings(self) -> list[str]:
         """Classes the teacher is near-blind on or the student lost (see per_class.py), what the
         task finds wrong with the teacher as a reference (a depth teacher in another unit), and
-        the part of the eval set it is scored on when that is not all of it (see coverage.py)."""
+        the part of the eval set it is scored on when that is not all of it (see coverage.py); first,
+        the eval images it answered NaN/inf on."""
+        return self.nonfinite_warning() + self._reference_warnings()
+
+    def _reference_warnings(self) -> list[str]:
         rows = self.per_class()
         lines = class_warnings(self.teacher, self.task.per_class_metric, rows) if rows else []
         if rows and (order := label_order_warning(self.teacher, self.classes, self.teacher_metrics.get(MOSTLY))):
             lines.insert(0, order)
         partial = self.coverage.warning() if self.coverage else None
-        return lines + self.task.teacher_warnings(self.teacher, self.teacher_metrics) + ([partial] if partial else [])
+        own = self.task.teacher_warnings(self.teacher, self.teacher_metrics)
+        return lines + own + ([partial] if partial else [])
+
+    def nonfinite_warning(self) -> list[str]:
+        """The line saying on how many eval images the teacher answered NaN/inf (none when it never did):
+        first, as the class and unit warnings below it may only be its echo."""
+        if not self.left_out:
+            return []
+        return [
+            f"teacher {self.teacher} answered NaN/inf on {len(self.left_out)} of {self.images} eval images"
+            f" ('{self.eval}'): they are left out of its and the student's scores"
+        ]
 
     def row(self) -> dict:
         """The ``tasks[]`` entry of report.json."""
@@ -89,6 +113,7 @@ class TaskResult:
             "teacher_metrics": self.teacher_metrics,
             "student_metrics": self.student_metrics,
             "teacher_wrap": self.wrap,
+            "teacher_wrap_args": self.wrap_args,
             **extra,
         }
 
@@ -99,8 +124,10 @@ class Evaluation:
     unified: list[dict] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
-        """Every teacher's warnings (per class, and its task's own), in teacher order."""
-        return [line for r in self.tasks for line in r.warnings()]
+        """Every teacher's warnings (per class, and its task's own), in teacher order; first, those
+        of teachers that answered NaN/inf on eval images (their other lines may be its echo)."""
+        failed = [line for r in self.tasks for line in r.nonfinite_warning()]
+        return failed + [line for r in self.tasks for line in r._reference_warnings()]
 
 
 def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
@@ -127,25 +154,52 @@ class _Scorer:
     meters: list
     coverage: Optional[Coverage] = None
     score_teacher: bool = True  # False: the teacher's meter stays empty (its score is known already)
+    #: positions of the eval images the teacher answered NaN/inf on: found while scoring it, or
+    #: given (``evaluate(left_out=...)``) when it is not run
+    left_out: list[int] = field(default_factory=list)
+    seen: int = 0  # eval images scored so far: the position of the next batch's first
 
     def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
-        """Scores one batch at each dense label map's own resolution (rows grouped by size)."""
+        """Scores one batch at each dense label map's own resolution (rows grouped by size).
+
+        Images the teacher answers NaN/inf on are left out of the teacher's and the student's
+        meters of this row (not of the unified one, which no teacher answers)."""
         task = self.teacher.task
         images = views.student
         for rows, target in by_size(batch[task.target_key], images.device):
             size = prediction_size(target, images)
             s_out = student_out[task.name][rows.to(images.device)]
             t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
-            if self.coverage is not None:
-                self.coverage.count(t_target)
-            if self.score_teacher:
-                # the plain model: a wrap (flips, noise, dropout) shapes training targets, not the baseline
-                t_out, _ = answer_views(self.teacher, views, rows, size, augmented=False, wrapped=False)
-                self.meters[0].update(task.predict(t_out, size), t_target)
-            self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
             if self.with_unified:
                 u_target = apply_lookup(target, self.unified_lut) if self.unified_lut is not None else target
                 self.meters[2].update(task.predict(s_out, size), u_target)
+            t_out = None
+            if self.score_teacher:
+                # the plain model: a wrap (flips, noise, dropout) shapes training targets, not the baseline
+                t_out, _ = answer_views(self.teacher, views, rows, size, augmented=False, wrapped=False)
+            keep = self._finite(rows, t_out)
+            if keep is not None and not bool(keep.any()):
+                continue  # the teacher answered NaN/inf on every image of this group
+            if keep is not None:
+                s_out, t_target = s_out[keep.to(s_out.device)], t_target[keep.to(t_target.device)]
+                t_out = t_out[keep.to(t_out.device)] if t_out is not None else None
+            if self.coverage is not None:
+                self.coverage.count(t_target)
+            if t_out is not None:
+                self.meters[0].update(task.predict(t_out, size), t_target)
+            self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
+        self.seen += len(batch["image"])
+
+    def _finite(self, rows: torch.Tensor, t_out: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The mask of ``rows`` to score (None: all): without the images the teacher answered NaN/inf
+        on, found in ``t_out`` and recorded, or (teacher not run) as recorded before."""
+        positions = rows.cpu() + self.seen
+        if t_out is not None:
+            bad = self.teacher.task.nonfinite_rows(t_out).cpu()
+            self.left_out += positions[bad].tolist()
+        else:
+            bad = torch.isin(positions, torch.tensor(self.left_out, dtype=positions.dtype))
+        return ~bad if bool(bad.any()) else None
 
 
 def by_size(targets, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -158,6 +212,28 @@ def by_size(targets, device: torch.device) -> list[tuple[torch.Tensor, torch.Ten
     return [(torch.tensor(rows), torch.stack([targets[r] for r in rows]).to(device)) for rows in groups.values()]
 
 
+@contextmanager
+def scoring(student: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """``student`` in eval mode on ``device`` for the block, then as the caller had it.
+
+    Scoring from one's own training loop must not leave BatchNorm frozen or the weights on another
+    device than the optimizer's state: every module's ``training`` flag (a submodule frozen on
+    purpose stays frozen) and the device are put back, even when scoring fails. A student spread
+    over several devices is moved back to the first of them (``.to`` cannot undo a spread).
+    """
+    modes = [(module, module.training) for module in student.modules()]
+    tensor = next(chain(student.parameters(), student.buffers()), None)
+    home = tensor.device if tensor is not None else None
+    student.eval().to(device)
+    try:
+        yield student
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        if home is not None:
+            student.to(home)
+
+
 @torch.no_grad()
 def evaluate(
     plan: Plan,
@@ -166,6 +242,7 @@ def evaluate(
     spaces: Optional[dict[str, Optional[LabelSpace]]] = None,
     log: Callable[[str], None] = print,
     teachers: bool = True,
+    left_out: Optional[dict[str, list[int]]] = None,
 ) -> Evaluation:
     """Scores every teacher and the student on each teacher's eval set.
 
@@ -178,15 +255,37 @@ def evaluate(
             evaluating a saved student).
         teachers: False scores the student alone (the teachers' metrics come back empty): for
             repeated scoring during training, where the teachers' scores do not change.
+        left_out: with ``teachers=False``, each teacher's ``TaskResult.left_out`` from a scoring
+            with the teachers: the images it answered NaN/inf on, left out of the student's score
+            again so it stays comparable with the teacher's.
+
+    Images a teacher answers NaN/inf on are left out of its row's scores (its and the student's),
+    counted in ``TaskResult.left_out`` and said in one warning line: a teacher scored on its
+    failures would read worse, and the student's ratio to it better, than either is.
+
+    The student is run in eval mode on ``device`` and left as it came (mode and device, see
+    :func:`scoring`).
     """
-    spaces = spaces or plan.spaces
+    with scoring(student, device):
+        return _evaluate(plan, student, device, spaces or plan.spaces, log, teachers, left_out or {})
+
+
+def _evaluate(
+    plan: Plan,
+    student: nn.Module,
+    device: torch.device,
+    spaces: dict[str, Optional[LabelSpace]],
+    log: Callable[[str], None],
+    teachers: bool,
+    left_out: dict[str, list[int]],
+) -> Evaluation:
     cfg = plan.recipe.train
-    student.eval().to(device)
     result = Evaluation()
     for set_name, dataset in plan.eval_sets.items():
         scorers = _scorers(plan, set_name, dataset.classes, spaces, device)
-        for scorer in scorers.values():
+        for name, scorer in scorers.items():
             scorer.score_teacher = teachers
+            scorer.left_out = [] if teachers else list(left_out.get(name, []))
         log(f"evaluating the student{' and ' + ', '.join(scorers) if teachers else ''} on '{set_name}'")
         loader = _loader(dataset, cfg.eval_batch_size, cfg.max_eval_images)
         bar = bar_for(log, len(loader), f"eval {set_name}")
@@ -211,6 +310,9 @@ def evaluate(
                     classes,
                     scorer.teacher.wrap,
                     scorer.coverage,
+                    scorer.teacher.wrap_args,
+                    scorer.left_out,
+                    scorer.seen,
                 )
             )
             if scorer.with_unified:
@@ -284,9 +386,14 @@ def latency_ms(
 
 
 def size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats: int = 5) -> dict:
-    """Parameters and latency (ms per image at batch 1 and 32) of the student and of all teachers together."""
+    """Parameters and latency (ms per image at batch 1 and 32) of the student and of all teachers
+    together, at ``data.image_size``; the student is left as it came (mode and device)."""
+    with scoring(student, device):
+        return _size_and_speed(plan, student, device, repeats)
+
+
+def _size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats: int) -> dict:
     h, w = plan.recipe.data.image_size
-    student.eval().to(device)
 
     def teachers(x: torch.Tensor) -> None:
         for t in plan.teachers.values():

@@ -2,7 +2,8 @@
 
 The exported network takes ``[B, 3, H, W]`` RGB images in [0, 1] (it normalises them itself) and
 returns one tensor per task, in the order written to ``<file>.json`` beside it (with the label
-names of each task), so a deployment needs neither amalgam nor the teachers.
+names of each task, its shape and what it holds: logits over the labels, depth in metres), so a
+deployment needs neither amalgam nor the teachers.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class Exporter:
     suffix: str
     save: Callable[[nn.Module, torch.Tensor, Path, list[str]], None]
     run: Callable[[Path], Callable[[torch.Tensor], list[torch.Tensor]]]
+    #: other file suffixes of this format (besides ``suffix``): an ``--output`` ending in one is
+    #: refused for any other format
+    also: tuple[str, ...] = ()
+
+    def suffixes(self) -> tuple[str, ...]:
+        """Every suffix that says a file is of this format."""
+        return (self.suffix, *self.also)
 
 
 def _save_torchscript(module: nn.Module, example: torch.Tensor, path: Path, names: list[str]) -> None:
@@ -78,7 +86,7 @@ def _run_onnx(path: Path):
 
 
 EXPORTERS: Registry[Exporter] = Registry("export format")
-EXPORTERS.add("torchscript", Exporter(".ts", _save_torchscript, _run_torchscript))
+EXPORTERS.add("torchscript", Exporter(".ts", _save_torchscript, _run_torchscript, (".pt", ".pth", ".torchscript")))
 EXPORTERS.add("onnx", Exporter(".onnx", _save_onnx, _run_onnx))
 
 
@@ -95,6 +103,58 @@ def written_exports(run_dir: Path) -> list[Path]:
         for path in (default_path(run_dir, suffix), default_path(run_dir, suffix, "*")):  # "*": any task
             found += sorted(run_dir.glob(path.name)) + sorted(run_dir.glob(path.name + ".json"))
     return found
+
+
+def suffix_problem(path: Path, fmt: str) -> Optional[str]:
+    """Why ``path`` cannot hold a ``fmt`` export: its suffix is another format's (a TorchScript
+    zip named ``.onnx`` fails in whatever loads it as ONNX). None for its own or an unknown suffix."""
+    suffix = path.suffix.lower()
+    for other in EXPORTERS:
+        if other != fmt and suffix in EXPORTERS.get(other).suffixes():
+            own = EXPORTERS.get(fmt).suffix
+            return f"--output {path}: a {suffix} file is {other}, not {fmt}: pass --format {other}, or end it in {own}"
+    return None
+
+
+#: what a grey image needs before it is given to the exported network
+GREY = "a grey image must be repeated over the 3 channels first (images.expand(-1, 3, -1, -1))"
+#: what each task's output holds, beyond labels and shape (tasks without labels)
+UNITS = {"depth": "in metres, as the student was trained (its teachers' depth converted to metres)"}
+
+
+def output_meaning(task: str, labels: Optional[list[str]], shape: tuple[int, ...], size: tuple[int, ...]) -> str:
+    """What one output of an export is, in words: its kind, its dimensions and its spatial size."""
+    dims = ", ".join(["batch", *map(str, shape[1:])])
+    if labels is not None:
+        what = f"{task} logits [{dims}] over the labels listed, in their order"
+        what += " (argmax over dim 1: each pixel's label)" if len(shape) == 4 else " (softmax: probabilities)"
+    else:
+        what = f"{task} [{dims}] {UNITS.get(task, 'in the unit the student was trained on')}"
+    if len(shape) == 4:
+        at = "the input's height and width" if tuple(shape[-2:]) == tuple(size) else f"{shape[-2]}x{shape[-1]}"
+        what += f", at {at}"
+    return what
+
+
+def export_meta(fmt: str, size: tuple[int, ...], tasks: list[str], spaces: dict, outputs: tuple) -> dict:
+    """The ``.json`` beside an export: its input, and each output's task, labels and meaning.
+
+    Its fields are a contract with deployments: extend it, never rename a field.
+    """
+    labels = {t: None if spaces[t] is None else list(spaces[t].names) for t in tasks}
+    return {
+        "format": fmt,
+        "input": {"shape": ["batch", 3, *size], "range": [0, 1], "channels": "RGB", "grey": GREY},
+        "outputs": [
+            {
+                "task": t,
+                "labels": labels[t],
+                "shape": ["batch", *out.shape[1:]],
+                "meaning": output_meaning(t, labels[t], tuple(out.shape), size),
+            }
+            for t, out in zip(tasks, outputs)
+        ],
+    }
 
 
 def writable_destination(path: Path) -> None:
@@ -124,14 +184,22 @@ def export(
         run_dir: a finished build's folder.
         fmt: ``torchscript`` or ``onnx``.
         task: export only this task's path (shared trunk + its branch, decoder and head).
-        output: file to write (default ``run_dir/student[-task].<suffix>``).
+        output: file to write (default ``run_dir/student[-task].<suffix>``); a suffix of another
+            format (``.onnx`` for TorchScript, ``.ts``/``.pt`` for ONNX) is refused.
+
+    Raises:
+        AmalgamError: for an output suffix of another format, a task the student lacks, or an
+            unwritable destination.
     """
     exporter = EXPORTERS.get(fmt)
     path = Path(output) if output else default_path(run_dir, exporter.suffix, task)
+    if problem := suffix_problem(path, fmt):
+        raise AmalgamError(problem)
     writable_destination(path)
     student, spaces = load_student(Path(run_dir) / "student.pt")
-    blob = torch.load(Path(run_dir) / "student.pt", map_location="cpu", weights_only=True)
-    size = tuple(blob["recipe"]["data"]["image_size"])
+    if student.image_size is None:
+        raise AmalgamError(f"{Path(run_dir) / 'student.pt'} holds no recipe: its input size is unknown")
+    size = student.image_size
     if task is not None and task not in spaces:
         raise AmalgamError(f"--task: the student has no task '{task}' (it has: {', '.join(spaces)})")
     tasks = [task] if task else list(spaces)
@@ -139,11 +207,9 @@ def export(
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(2, 3, *size, generator=gen)
     exporter.save(module, example, path, tasks)
-    meta = {
-        "format": fmt,
-        "input": {"shape": ["batch", 3, *size], "range": [0, 1], "channels": "RGB"},
-        "outputs": [{"task": t, "labels": None if spaces[t] is None else list(spaces[t].names)} for t in tasks],
-    }
+    with torch.no_grad():
+        outputs = module(example)  # their shapes, for the .json
+    meta = export_meta(fmt, size, tasks, spaces, outputs)
     Path(str(path) + ".json").write_text(json.dumps(meta, indent=1) + "\n")
     run = exporter.run(path)
     if run is None:

@@ -69,19 +69,23 @@ def similarity(features: torch.Tensor) -> torch.Tensor:
 class SimilarityLoss(nn.Module):
     """Similarity-preserving KD with several teachers: ``sum_i alpha_i ||G_s - G_ti||_F^2 / b^2``.
 
-    ``alpha`` is fixed (``alphas``, normalised) or learned (``learn=True``: softmax of a parameter);
-    either way the alphas sum to one. Channel and spatial sizes may differ: only the ``b x b``
-    similarity matrices are compared.
+    ``alpha`` is fixed (``alphas``, normalised) or learned (``learn=True``: softmax of a parameter
+    that starts at ``log`` of the normalised ``alphas``, equal weights without them); either way the
+    alphas sum to one. A learned alpha cannot start at 0 (its logit would be -inf): refused.
+    Channel and spatial sizes may differ: only the ``b x b`` similarity matrices are compared.
     """
 
     def __init__(self, num_teachers: int, alphas: Optional[Sequence[float]] = None, learn: bool = False):
         super().__init__()
         if alphas is not None and (len(alphas) != num_teachers or sum(alphas) <= 0 or min(alphas) < 0):
             raise AmalgamError(f"alphas: expected {num_teachers} non-negative values, got {list(alphas)}")
+        if learn and alphas is not None and min(alphas) == 0:
+            raise AmalgamError(f"alphas: learned alphas start at log(alpha): expected positives, got {list(alphas)}")
         self.num_teachers = num_teachers
-        self.logits = nn.Parameter(torch.zeros(num_teachers)) if learn else None
         fixed = torch.tensor(alphas if alphas is not None else [1.0] * num_teachers, dtype=torch.float32)
         self.register_buffer("fixed", fixed / fixed.sum())
+        # softmax(log(a)) == a for normalised a: the given alphas are where learning starts
+        self.logits = nn.Parameter(self.fixed.log().clone()) if learn else None
 
     def alphas(self) -> torch.Tensor:
         """Current teacher weights (sum to one)."""

@@ -12,6 +12,7 @@ to one). Pair it with :func:`kd_loss`::
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional, Sequence
 
 import torch
@@ -21,12 +22,51 @@ from torch import nn
 from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 
+#: how far a target's values may fall below 0 and its sums over dim 1 stray from 1 (fp16 softmaxes)
+TARGET_TOLERANCE = 1e-2
+_device_target_checked = False  # see kd_loss: one check per process where a check costs a host sync
 
-def kd_loss(student_logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton et al.: ``T^2 * KL(target || softmax(student / T))``, summed over classes, batch mean."""
+
+def kd_loss(
+    student_logits: torch.Tensor, target: torch.Tensor, temperature: float, check: Optional[bool] = None
+) -> torch.Tensor:
+    """Hinton et al.: ``T^2 * KL(target || softmax(student / T))``, summed over classes, batch mean.
+
+    ``target`` holds probabilities over dim 1: ``softmax(teacher_logits / T, 1)``, not the logits
+    themselves (a common mistake that trains on a loss a thousand times too large without a word).
+    ``check`` whether it is (values >= 0, sums 1 within :data:`TARGET_TOLERANCE`; raises if not):
+    True every call, False never, None (default) where it is cheap: every call on a CPU target; on
+    an accelerator the first call of the process only, as reading the answer back waits for the
+    device (one host sync, not one a step); never while torch.compile or jit tracing.
+    """
+    if _should_check_target(target, check):
+        _check_target(target)
     log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
     kl = (target * (target.clamp_min(1e-12).log() - log_q)).sum(1)
     return kl.mean() * temperature**2
+
+
+def _should_check_target(target: torch.Tensor, check: Optional[bool]) -> bool:
+    global _device_target_checked
+    if check is not None:
+        return check
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or target.numel() == 0:
+        return False  # a data-dependent branch would break the graph
+    if target.device.type == "cpu":
+        return True
+    first, _device_target_checked = not _device_target_checked, True
+    return first
+
+
+def _check_target(target: torch.Tensor) -> None:
+    """Raises unless ``target`` is a distribution over dim 1."""
+    t = target.detach().float()
+    low, stray = torch.stack([t.min(), (t.sum(1) - 1).abs().max()]).tolist()  # one read-back
+    if low < -TARGET_TOLERANCE or stray > TARGET_TOLERANCE:
+        raise AmalgamError(
+            f"kd_loss: target is not probabilities over dim 1 (min {low:.3g}, sums up to {stray:.3g} off 1):"
+            " pass softmax(teacher_logits / T, 1), not the teacher's logits"
+        )
 
 
 class LogitEnsemble(nn.Module):
@@ -65,6 +105,34 @@ class LogitEnsemble(nn.Module):
 
 
 LOGIT_ENSEMBLES: Registry[type[LogitEnsemble]] = Registry("logit ensemble")
+
+#: constructor arguments a loop gives (not a recipe's): the group's size, the student's feature width
+GIVEN_BY_THE_LOOP = ("num_teachers", "in_features")
+
+
+def build_logit_ensemble(kind: str, num_teachers: int, in_features: Optional[int] = None, **kwargs) -> LogitEnsemble:
+    """The ensemble registered as ``kind`` for ``num_teachers`` teachers, with its own ``kwargs``.
+
+    ``in_features`` (the student's feature width) is passed to the kinds that read features.
+
+    Raises:
+        AmalgamError: an argument the kind does not take or a required one left out, in one line
+            naming its arguments (the recipe check prefixes ``amalgamation.ensemble``).
+    """
+    cls = LOGIT_ENSEMBLES.get(kind)
+    params = inspect.signature(cls.__init__).parameters
+    named = [p for p in params.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    own = [p.name for p in named if p.name not in ("self", *GIVEN_BY_THE_LOOP)]
+    open_ended = len(named) < len(params)  # **kwargs: the class checks its own arguments
+    takes = f"its arguments: {', '.join(own)}" if own else "it takes no argument"
+    for key in kwargs:
+        if key not in own and not open_ended:
+            raise AmalgamError(f"{key}: '{kind}' does not take '{key}' ({takes})")
+    for key in own:
+        if key not in kwargs and params[key].default is inspect.Parameter.empty:
+            raise AmalgamError(f"{key}: required by '{kind}' ({takes})")
+    extra = {"in_features": in_features} if cls.needs_features else {}
+    return cls(num_teachers=num_teachers, **kwargs, **extra)
 
 
 @LOGIT_ENSEMBLES.register("mean")

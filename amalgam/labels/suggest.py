@@ -18,23 +18,32 @@ Counts alone cannot tell a coarse label from a teacher forced to name what it ne
 clothes classifier calling every bag a shirt *is* a shirt-or-bag label on these images). Samples
 where either teacher is unsure (top probability under ``min_confidence``) are left out, which
 removes many forced answers; docs/results/suggest_labels.md measures what remains.
+
+A "rename" onto a class the teacher already has under another label, or one that would put two
+of one teacher's labels in one class, is not proposed: the two teachers disagree on which output
+is which name (one lists its labels out of the order of its outputs), and counts cannot say which;
+it is reported as an :class:`OrderConflict` instead. A labels list is offered for pasting only
+if it passes the recipe's own check (:func:`pasted`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from amalgam.config.label_entries import parse_entry, space_of
 from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
+from amalgam.errors import AmalgamError
 from amalgam.labels.algebra import LabelSpace
 from amalgam.teachers.inputs import answer_views
 
 MIN_CONFIDENCE = 0.5  # see docs/results/suggest_labels.md for its effect
+MIN_COUNT = 20  # labels predicted fewer times are not judged
 DENSE_SIDE = 64  # dense predictions are counted on a grid of about this many pixels a side
 
 
@@ -78,7 +87,7 @@ def propose(
     space_b: LabelSpace,
     member_share: float = 0.6,
     cover_share: float = 0.7,
-    min_count: int = 20,
+    min_count: int = MIN_COUNT,
 ) -> list[tuple[str, tuple[str, ...], str]]:
     """Relations for A's labels from A x B counts: ``(label of A, unified classes, evidence)``.
 
@@ -163,6 +172,88 @@ def predictions(
     )
 
 
+Node = tuple[str, str]  # (teacher, one of its labels)
+
+
+@dataclass(frozen=True)
+class OrderConflict:
+    """Two teachers of one task whose predictions pair a label of one with *another* name of the other.
+
+    Such "renames" (``cls-a``'s ``Trouser`` is ``cls-b``'s ``Pullover`` while ``cls-a`` has a
+    ``Pullover`` of its own) would merge distinct classes: one of the two teachers lists its labels
+    out of the order of its outputs. Counts cannot tell which one.
+
+    Attributes:
+        task: the task both teachers do.
+        teachers: the two teachers, in recipe order.
+        renames: ``(label, the other teacher's label it co-occurs with, evidence)`` per rename not proposed.
+    """
+
+    task: str
+    teachers: tuple[str, str]
+    renames: tuple[tuple[Node, Node, str], ...]
+
+    def size(self) -> int:
+        """How many labels are involved: the more of either teacher's."""
+        involved: dict[str, set[str]] = {t: set() for t in self.teachers}
+        for mine, theirs, _ in self.renames:
+            involved[mine[0]].add(mine[1])
+            involved[theirs[0]].add(theirs[1])
+        return max(len(v) for v in involved.values())
+
+    def examples(self) -> list[tuple[Node, Node, str]]:
+        """Up to two renames of different labels (a pair found from both sides is shown once)."""
+        shown: list[tuple[Node, Node, str]] = []
+        for rename in self.renames:
+            if all({rename[0], rename[1]} != {s[0], s[1]} for s in shown):
+                shown.append(rename)
+        return shown[:2]
+
+    def line(self) -> str:
+        """One line: both teachers, how many labels, examples, and how to tell which teacher is wrong."""
+        a, b = self.teachers
+        shown = "; ".join(f"{m[0]}'s {_q(m[1])} is {t[0]}'s {_q(t[1])} ({why})" for m, t, why in self.examples())
+        return (
+            f"suggest-labels: label order: {a} and {b} disagree on which output is which name for {self.size()}"
+            f" labels (e.g. {shown}): one of them lists its labels out of the order of its outputs, and the build's"
+            " per-class warnings against each teacher's eval set (mostly_predicted_as) tell which; these"
+            " renames are not proposed"
+        )
+
+
+@dataclass(frozen=True)
+class PairCoverage:
+    """What could be judged for two teachers of one task on the source images they share.
+
+    Attributes:
+        teachers: the two teachers, in recipe order.
+        labels: their named labels, both teachers' together.
+        unjudged: those predicted fewer than ``min_count`` times where both teachers are sure.
+    """
+
+    teachers: tuple[str, str]
+    labels: int
+    unjudged: int
+
+
+@dataclass
+class Findings:
+    """Everything ``--suggest-labels`` found: the proposals and what they rest on.
+
+    Attributes:
+        suggestions: the coherent edit (:func:`consistent`).
+        conflicts: teacher pairs whose labels are out of order relative to each other.
+        pairs: each pair of teachers of one task sharing a source (empty: nothing was compared;
+            None: not known).
+        min_count: the count under which a label was not judged.
+    """
+
+    suggestions: list[Suggestion]
+    conflicts: list[OrderConflict] = field(default_factory=list)
+    pairs: list[PairCoverage] | None = None
+    min_count: int = MIN_COUNT
+
+
 def suggest_labels(
     plan: Plan,
     max_images: int = 512,
@@ -182,6 +273,17 @@ def suggest_labels(
     return suggest_from(plan, predictions(plan, max_images, log=log), min_confidence, **thresholds)
 
 
+def survey(
+    plan: Plan,
+    max_images: int = 512,
+    log: Callable[[str], None] = print,
+    min_confidence: float = MIN_CONFIDENCE,
+    **thresholds,
+) -> Findings:
+    """:func:`suggest_labels` with the label-order conflicts and what was judged (for :func:`suggestion_lines`)."""
+    return survey_from(plan, predictions(plan, max_images, log=log), min_confidence, **thresholds)
+
+
 def suggest_from(
     plan: Plan, preds: Predictions, min_confidence: float = MIN_CONFIDENCE, **thresholds
 ) -> list[Suggestion]:
@@ -190,8 +292,15 @@ def suggest_from(
     Only images of sources both teachers teach on are counted; the proposals are made one
     coherent edit by :func:`consistent`.
     """
+    return survey_from(plan, preds, min_confidence, **thresholds).suggestions
+
+
+def survey_from(plan: Plan, preds: Predictions, min_confidence: float = MIN_CONFIDENCE, **thresholds) -> Findings:
+    """:func:`survey` on predictions already made."""
     names = list(preds.labels)
+    min_count = thresholds.get("min_count", MIN_COUNT)
     found: list[Suggestion] = []
+    pairs: list[PairCoverage] = []
     for a in names:
         for b in names:
             ta, tb = plan.teachers[a], plan.teachers[b]
@@ -203,19 +312,141 @@ def suggest_from(
             keep = torch.isin(preds.sources, shared)
             pa, pb = preds.sure(a, min_confidence)[keep], preds.sure(b, min_confidence)[keep]
             counts = cooccurrence(pa, pb, len(ta.space), len(tb.space))
+            if names.index(a) < names.index(b):  # each pair once: A x B holds both teachers' counts
+                pairs.append(coverage((a, b), counts, ta.space, tb.space, min_count))
             for label, covers, evidence in propose(counts, ta.space, tb.space, **thresholds):
                 found.append(Suggestion(ta.task.name, a, label, covers, b, evidence))
-    return consistent(found, {n: plan.teachers[n].space for n in names}, names)
+    spaces = {n: plan.teachers[n].space for n in names}
+    kept, clashes = resolve(found, spaces, names)
+    return Findings(kept, order_conflicts(clashes, spaces, names), pairs, min_count)
 
 
-def consistent(found: list[Suggestion], spaces: dict[str, LabelSpace], order: list[str]) -> list[Suggestion]:  # noqa: C901 - union-find closures; split it when it next changes
+def coverage(
+    teachers: tuple[str, str], counts: torch.Tensor, space_a: LabelSpace, space_b: LabelSpace, min_count: int
+) -> PairCoverage:
+    """How many of both teachers' named labels :func:`propose` judges on these A x B ``counts``."""
+    rows, cols = counts.sum(1), counts.sum(0)
+    few = [n for n in space_a.known() if rows[space_a.names.index(n)] < min_count]
+    few += [n for n in space_b.known() if cols[space_b.names.index(n)] < min_count]
+    return PairCoverage(teachers, len(space_a.known()) + len(space_b.known()), len(few))
+
+
+class _Classes:
+    """Teachers' labels joined into unified classes (union-find over ``(teacher, label)``).
+
+    A join that would give one teacher two labels of one class is refused: applied, it would
+    merge two of that teacher's outputs (the recipe check refuses it too).
+    """
+
+    def __init__(self, spaces: dict[str, LabelSpace], order: list[str]) -> None:
+        self.spaces, self.order = spaces, order
+        self.parent: dict[Node, Node] = {}
+        self.teachers: dict[Node, set[str]] = {}  # root -> teachers with a label in its class
+        self.single = {(t, n): s.covered(n)[0] for t, s in spaces.items() for n in s.known() if len(s.covered(n)) == 1}
+        by_class: dict[str, Node] = {}
+        for node in sorted(self.single, key=self.rank):  # equal unified names are one class already
+            self.join(node, by_class.setdefault(self.single[node], node))
+
+    def rank(self, node: Node) -> tuple[int, int]:
+        """Recipe order of the teacher, then output order: the earliest label names its class."""
+        return self.order.index(node[0]), self.spaces[node[0]].names.index(node[1])
+
+    def find(self, node: Node) -> Node:
+        """The class's earliest label."""
+        self.teachers.setdefault(node, {node[0]})
+        while self.parent.setdefault(node, node) != node:
+            node = self.parent[node]
+        return node
+
+    def join(self, a: Node, b: Node) -> bool:
+        """Joins the classes of ``a`` and ``b``; False (and nothing joined) if a teacher would hold two labels."""
+        ra, rb = sorted((self.find(a), self.find(b)), key=self.rank)
+        if ra == rb:
+            return True
+        if self.teachers[ra] & self.teachers[rb]:
+            return False
+        self.parent[rb] = ra
+        self.teachers[ra] |= self.teachers.pop(rb)
+        return True
+
+    def label_of(self, teacher: str, cls: str) -> Node:
+        """The teacher's label that is exactly unified class ``cls`` (else ``cls`` itself)."""
+        return teacher, _label_of(self.spaces[teacher], cls)
+
+    def name(self, node: Node) -> str:
+        """The unified name the class of ``node`` takes."""
+        return self.single[self.find(node)]
+
+
+def _taken(space: LabelSpace, label: str, cls: str) -> bool:
+    """Whether another of the teacher's labels already stands for ``cls``."""
+    return any(cls in space.covered(n) for n in space.known() if n != label)
+
+
+def resolve(
+    found: list[Suggestion], spaces: dict[str, LabelSpace], order: list[str]
+) -> tuple[list[Suggestion], list[Suggestion]]:
+    """:func:`consistent`'s edit, and the renames left out of it as label-order conflicts.
+
+    A rename whose target is a class the teacher already has under another label, or that would
+    join two of one teacher's labels into one class (through equal names or other renames), is no
+    rename: the two teachers disagree on which output is which name.
+    """
+    classes = _Classes(spaces, order)
+    renames, clashes = [], []
+    for s in found:
+        if len(s.covers) != 1 or (s.teacher, s.label) not in classes.single:
+            continue
+        target = classes.label_of(s.other, s.covers[0])
+        if _taken(spaces[s.teacher], s.label, s.covers[0]) or not classes.join((s.teacher, s.label), target):
+            clashes.append(s)
+        else:
+            renames.append(s)
+    return _renamed(classes, renames) + _groups(classes, found), clashes
+
+
+def _renamed(classes: _Classes, renames: list[Suggestion]) -> list[Suggestion]:
+    """One rename per label whose class takes another name, with the evidence of a rename that joined it."""
+    out = []
+    for node in sorted(classes.single, key=classes.rank):
+        if classes.name(node) == classes.single[node]:
+            continue
+        why = next((s for s in renames if node in ((s.teacher, s.label), classes.label_of(s.other, s.covers[0]))), None)
+        if why is not None:
+            other = why.other if why.teacher == node[0] else why.teacher
+            out.append(Suggestion(why.task, node[0], node[1], (classes.name(node),), other, why.evidence))
+    return out
+
+
+def _groups(classes: _Classes, found: list[Suggestion]) -> list[Suggestion]:
+    """The group proposals in the unified names, each kept once."""
+    out, seen = [], set()
+    for s in found:
+        if len(s.covers) == 1 and (s.teacher, s.label) in classes.single:
+            continue
+        covers = tuple(dict.fromkeys(_unified(classes, s.other, c) for c in s.covers))
+        key = (s.teacher, s.label, frozenset(covers))
+        if key in seen or set(covers) == set(classes.spaces[s.teacher].covered(s.label)):
+            continue
+        seen.add(key)
+        out.append(Suggestion(s.task, s.teacher, s.label, covers, s.other, s.evidence))
+    return out
+
+
+def _unified(classes: _Classes, teacher: str, cls: str) -> str:
+    node = classes.label_of(teacher, cls)
+    return classes.name(node) if node in classes.single else cls
+
+
+def consistent(found: list[Suggestion], spaces: dict[str, LabelSpace], order: list[str]) -> list[Suggestion]:
     """The proposals as one coherent edit of the recipe.
 
     Labels joined by a rename proposal or by an equal name form one class; it takes the name the
     earliest teacher (recipe order) gives it, and only labels with another name are renamed (a
     ``tv``/``tvmonitor`` pair found from both sides is one rename, a chain of renames agrees on one
     name). Groups name their members by those names; a group found against several teachers is
-    kept once.
+    kept once. Renames that would merge two labels of one teacher are left out
+    (:func:`order_conflicts` reports them).
 
     Args:
         found: raw proposals of :func:`propose` over teacher pairs (one task per call is enough:
@@ -223,71 +454,121 @@ def consistent(found: list[Suggestion], spaces: dict[str, LabelSpace], order: li
         spaces: teacher -> label space.
         order: teachers in recipe order.
     """
-    parent: dict[tuple[str, str], tuple[str, str]] = {}
-
-    def find(node: tuple[str, str]) -> tuple[str, str]:
-        while parent.setdefault(node, node) != node:
-            node = parent[node]
-        return node
-
-    def join(a: tuple[str, str], b: tuple[str, str]) -> None:
-        ra, rb = sorted((find(a), find(b)), key=rank)
-        parent[rb] = ra
-
-    def rank(node: tuple[str, str]) -> tuple[int, int]:
-        return order.index(node[0]), spaces[node[0]].names.index(node[1])
-
-    def label_of(teacher: str, cls: str) -> tuple[str, str]:
-        space = spaces[teacher]
-        return teacher, next((n for n in space.known() if space.covered(n) == (cls,)), cls)
-
-    single = {(t, n): s.covered(n)[0] for t, s in spaces.items() for n in s.known() if len(s.covered(n)) == 1}
-    by_class: dict[str, tuple[str, str]] = {}
-    for node in sorted(single, key=rank):  # equal unified names are one class already
-        join(node, by_class.setdefault(single[node], node))
-    renames = [s for s in found if len(s.covers) == 1 and (s.teacher, s.label) in single]
-    for s in renames:
-        join((s.teacher, s.label), label_of(s.other, s.covers[0]))
-    name = {node: single[find(node)] for node in single}
-    out: list[Suggestion] = []
-    for node in sorted(single, key=rank):
-        if name[node] == single[node]:
-            continue
-        why = next((s for s in renames if node in ((s.teacher, s.label), label_of(s.other, s.covers[0]))), None)
-        if why is not None:
-            other = why.other if why.teacher == node[0] else why.teacher
-            out.append(Suggestion(why.task, node[0], node[1], (name[node],), other, why.evidence))
-    seen = set()
-    for s in found:
-        if len(s.covers) == 1 and (s.teacher, s.label) in single:
-            continue
-        covers = tuple(dict.fromkeys(name.get(label_of(s.other, c), c) for c in s.covers))
-        key = (s.teacher, s.label, frozenset(covers))
-        if key in seen or set(covers) == set(spaces[s.teacher].covered(s.label)):
-            continue
-        seen.add(key)
-        out.append(Suggestion(s.task, s.teacher, s.label, covers, s.other, s.evidence))
-    return out
+    return resolve(found, spaces, order)[0]
 
 
-def suggestion_lines(plan: Plan, found: list[Suggestion]) -> list[str]:
-    """The proposals with their evidence, then each changed teacher's ``labels`` ready to paste."""
-    if not found:
-        return ["suggest-labels: no relation to propose (every co-occurring label pair already matches)"]
-    lines = ["suggested label relations (evidence: how often one teacher's label is the other's):"]
-    for s in found:
+def order_conflicts(clashes: list[Suggestion], spaces: dict[str, LabelSpace], order: list[str]) -> list[OrderConflict]:
+    """The renames :func:`resolve` left out, one :class:`OrderConflict` per teacher pair."""
+    by_pair: dict[tuple[str, str], list[Suggestion]] = {}
+    for s in clashes:
+        a, b = sorted((s.teacher, s.other), key=order.index)
+        by_pair.setdefault((a, b), []).append(s)
+    return [
+        OrderConflict(
+            group[0].task,
+            pair,
+            tuple(
+                ((s.teacher, s.label), (s.other, _label_of(spaces[s.other], s.covers[0])), s.evidence) for s in group
+            ),
+        )
+        for pair, group in by_pair.items()
+    ]
+
+
+def _label_of(space: LabelSpace, cls: str) -> str:
+    """The label of ``space`` that is exactly unified class ``cls`` (else ``cls`` itself)."""
+    return next((n for n in space.known() if space.covered(n) == (cls,)), cls)
+
+
+def suggestion_lines(plan: Plan, found: list[Suggestion] | Findings) -> list[str]:
+    """The proposals with their evidence, then each changed teacher's ``labels`` ready to paste.
+
+    Given :class:`Findings`, also the label-order conflicts and the labels too rare to judge, so
+    that "nothing to propose" is never said of labels that were not compared.
+    """
+    if not isinstance(found, Findings):
+        found = Findings(found, pairs=None)
+    if found.pairs == []:
+        return ["suggest-labels: no pair of teachers of one task shares a source: nothing to compare"]
+    lines = [c.line() for c in found.conflicts] + _unjudged_lines(found)
+    if not found.suggestions:
+        return lines + [_nothing_line(found)]
+    lines.append("suggested label relations (evidence: how often one teacher's label is the other's):")
+    for s in found.suggestions:
         kind = "rename" if len(s.covers) == 1 else "group"
         lines.append(f"  {kind}: teachers.{s.teacher}.labels {s.entry()}  (vs {s.other}: {s.evidence})")
-    lines.append("\nready to paste (the first proposal for each label):")
+    return lines + _paste_lines(plan, found.suggestions)
+
+
+def _unjudged_lines(found: Findings) -> list[str]:
+    """One line per teacher pair with labels too rare on the images to be judged."""
+    return [
+        f"suggest-labels: {p.unjudged} of {p.labels} labels of {p.teachers[0]} and {p.teachers[1]} were predicted"
+        f" fewer than {found.min_count} times where both are sure and were not judged: run with more images"
+        " (--suggest-labels N)"
+        for p in found.pairs or []
+        if p.unjudged
+    ]
+
+
+def _nothing_line(found: Findings) -> str:
+    """What "nothing to propose" rests on."""
+    if found.pairs is None:  # a bare list of proposals: what was judged is not known
+        return "suggest-labels: no relation to propose"
+    if found.conflicts:
+        return "suggest-labels: no relation to propose until the label order above is fixed"
+    if all(p.unjudged == p.labels for p in found.pairs):
+        return "suggest-labels: no label was judged, so no relation is proposed"
+    if any(p.unjudged for p in found.pairs):
+        return "suggest-labels: no relation to propose among the labels judged"
+    return "suggest-labels: no relation to propose (every co-occurring label pair already matches)"
+
+
+def _paste_lines(plan: Plan, found: list[Suggestion]) -> list[str]:
+    """Each changed teacher's ``labels`` with its proposals applied, only as the recipe check accepts them."""
+    blocks, refused = [], []
     for teacher in dict.fromkeys(s.teacher for s in found):
-        first: dict[str, Suggestion] = {}
-        for s in found:
-            if s.teacher == teacher:
-                first.setdefault(s.label, s)
-        entries = plan.recipe.teachers[teacher].labels or []
-        written = [first[e].entry() if isinstance(e, str) and e in first else _yaml(e) for e in entries]
-        lines.append(f"  {teacher}:\n    labels: [{', '.join(written)}]")
+        cfg = plan.recipe.teachers[teacher]
+        entries, left_out = pasted(cfg.labels or [], cfg.background, [s for s in found if s.teacher == teacher])
+        refused += left_out
+        if entries != (cfg.labels or []):
+            blocks.append(f"  {teacher}:\n    labels: [{', '.join(_yaml(e) for e in entries)}]")
+    lines = [
+        f"  not pasted: teachers.{s.teacher}.labels {s.entry()}: the recipe check refuses it ({why})"
+        for s, why in refused
+    ]
+    if blocks:
+        lines += ["\nready to paste (the first proposal for each label that the recipe check accepts):", *blocks]
     return lines
+
+
+def pasted(entries: list, background: str | None, found: list[Suggestion]) -> tuple[list, list[tuple[Suggestion, str]]]:
+    """A teacher's ``labels`` entries with the first proposal for each label applied.
+
+    Each proposal is kept only if the entries still build a label space as the recipe loader
+    builds it (:func:`amalgam.config.label_entries.space_of`); those refused come back with why.
+    """
+    chosen: dict[str, Suggestion] = {}
+    refused = []
+    for s in found:
+        if s.label in chosen:
+            continue
+        try:
+            space_of(_applied(entries, {**chosen, s.label: s}), background)
+        except AmalgamError as exc:
+            refused.append((s, str(exc)))
+            continue
+        chosen[s.label] = s
+    return _applied(entries, chosen), refused
+
+
+def _applied(entries: list, chosen: dict[str, Suggestion]) -> list:
+    """``entries`` with the label of each chosen proposal written as its relation."""
+    out = []
+    for i, entry in enumerate(entries):
+        s = chosen.get(parse_entry(entry, i)[0])
+        out.append(entry if s is None else {s.label: s.covers[0] if len(s.covers) == 1 else list(s.covers)})
+    return out
 
 
 def _yaml(entry: object) -> str:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from amalgam.errors import AmalgamError, RecipeError
+from amalgam.errors import AmalgamError, RecipeError, error_line
 from amalgam.io import atomic_save
 from amalgam.labels import LabelSpace
 from amalgam.students.build import StudentSpec, build_student
+from amalgam.training.checkpoint import zip_problem
 
 
 def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recipe: dict, path: Path) -> None:
@@ -97,16 +99,38 @@ def _difference(spec: dict, names: dict[str, list | None], blob: dict) -> tuple[
 
 
 def _read_student_file(path: Path) -> dict:
-    """The checked contents of a ``student.pt`` (loaded with ``weights_only=True``)."""
+    """The checked contents of a ``student.pt`` (loaded with ``weights_only=True``).
+
+    Its zip CRCs are checked first, as ``checkpoint.pt``'s are: a file with a zeroed stretch still
+    unpickles, into wrong weights that would be scored, exported and trained on without a word.
+
+    Raises:
+        AmalgamError: one line when the file is missing, damaged, unreadable or not a student file.
+    """
     if not path.is_file():
-        raise AmalgamError(f"student file not found: {path}")
+        raise AmalgamError(f"student file not found: {path}{peers_note(path.parent)}")
+    problem = zip_problem(path)
+    if problem is not None:
+        raise AmalgamError(f"student file {path} is damaged: {problem}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise AmalgamError(f"cannot read student file {path}: {str(exc).splitlines()[0]}") from None
+        raise AmalgamError(f"cannot read student file {path}: {error_line(exc)}") from None
     if not isinstance(blob, dict) or blob.get("format") != "amalgam-student/1":
         raise AmalgamError(f"{path} is not an amalgam student file")
     return blob
+
+
+def peers_note(run_dir: Path) -> str:
+    """``: RUN is a peers run ...`` when ``run_dir`` holds one (its report.json lists ``peers``), else
+    "": a peers build writes each peer's top-1, no student to evaluate, export or draw."""
+    try:
+        report = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not (isinstance(report, dict) and "peers" in report):
+        return ""
+    return f": {run_dir} is a peers run, which writes each peer's top-1 (report.json, report.md) and no student"
 
 
 def load_student(path: str | Path, check_inputs: bool = True) -> tuple[nn.Module, dict[str, LabelSpace | None]]:
@@ -126,6 +150,10 @@ def load_student(path: str | Path, check_inputs: bool = True) -> tuple[nn.Module
         path: a ``student.pt`` written by ``amalgam build``.
         check_inputs: False leaves the check out (for throughput once the input pipeline is known good).
 
+    The student carries what it was trained with, for :func:`amalgam.evaluate`: ``label_spaces``
+    (the returned spaces: its outputs are scored by class name, not position) and ``image_size``
+    (``(height, width)`` of its training images; None for a file without a recipe).
+
     Returns:
         The student in eval mode and its unified label spaces by task.
     """
@@ -139,10 +167,20 @@ def load_student(path: str | Path, check_inputs: bool = True) -> tuple[nn.Module
         t: None if s is None else LabelSpace(tuple(s["names"]), s["background"])
         for t, s in blob["label_spaces"].items()
     }
+    # plain attributes, not buffers: the state_dict stays the file's
+    student.label_spaces = spaces
+    student.image_size = trained_size(blob)
     # a hook, not a wrapper: the type, attributes and state_dict stay the trained student's
     if check_inputs:
         student.register_forward_pre_hook(InputGuard(input_multiple(student)), with_kwargs=True)
     return student.eval(), spaces
+
+
+def trained_size(blob: dict) -> tuple[int, int] | None:
+    """``(height, width)`` of the images a student file's student was trained at (its recipe's
+    ``data.image_size``); None when the file holds no recipe."""
+    size = ((blob.get("recipe") or {}).get("data") or {}).get("image_size")
+    return None if size is None else (int(size[0]), int(size[1]))
 
 
 #: what a student reads, said first by every refusal of :class:`InputGuard`
@@ -253,3 +291,8 @@ def _scale_hint(top: float) -> str:
     if top > 255:
         return "scale it to [0, 1]"
     return "divide by 255" if top > 1 else "convert it with .float()"
+
+
+def stored_recipe(path: str | Path) -> dict:
+    """The recipe (``model_dump``, overrides applied) a ``student.pt`` was built with."""
+    return _read_student_file(Path(path))["recipe"]

@@ -8,13 +8,16 @@ output), its network and task, and the prepared input. It can wrap any teacher i
     target = wrap(lambda x: model(x), model, get_task("classification"), images)
 
 Deterministic wrappers (``multi_transform``) can be cached; the others draw new sub-teachers
-every call, so their teachers always run live.
+every call, so their teachers always run live. :meth:`SubTeacher.check` says before any training
+why a wrap cannot work on a teacher (the teacher check calls it), and :meth:`SubTeacher.describe`
+states the wrap with its arguments (the build log, ``amalgam inspect``, report.json).
 """
 
 from __future__ import annotations
 
+import inspect
 import random
-from typing import Callable, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,26 +31,66 @@ Run = Callable[[torch.Tensor], torch.Tensor]
 
 
 class SubTeacher:
-    """Base of the wrappers: turns one teacher into sub-teachers and combines their outputs."""
+    """Base of the wrappers: turns one teacher into sub-teachers and combines their outputs.
+
+    Subclasses keep each constructor argument as the attribute of the same name: :meth:`args`
+    reads them back (override it where that does not hold).
+    """
 
     #: True when the same input always gives the same output (the teacher cache may store it).
     deterministic: ClassVar[bool] = False
+    #: the name it is registered under (set by :func:`register`; a plugin's class name otherwise)
+    kind: ClassVar[str] = ""
 
     def __call__(self, run: Run, model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def check(self, model: nn.Module, task: Task) -> Optional[str]:
+        """Why this wrap cannot work on a teacher of ``task`` with network ``model``, or None.
+
+        Run by the teacher check, so that ``amalgam inspect`` and the build refuse before training.
+        A reason starting ``"<argument>: "`` names the argument at fault (the key path gets it).
+        """
+        return None
+
+    def args(self) -> dict[str, Any]:
+        """The constructor's arguments as this wrap holds them (JSON-ready: report.json keeps them)."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in list(params)[1:] if hasattr(self, name)}
+
+    def describe(self) -> str:
+        """The wrap's type and arguments, e.g. ``multi_transform(flip=True, scales=[1.0], hard=False)``."""
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.args().items())
+        return f"{self.kind or type(self).__name__}({shown})"
+
+    def refuse_if_unfit(self, model: nn.Module, task: Task) -> None:
+        """Raises :meth:`check`'s reason: a wrap called from Python is held to the teacher check too."""
+        if problem := self.check(model, task):
+            raise AmalgamError(f"{self.kind or type(self).__name__}: {problem}")
 
 
 SUBTEACHERS: Registry[type[SubTeacher]] = Registry("sub-teacher")
 
 
-@SUBTEACHERS.register("multi_transform")
+def register(kind: str) -> Callable[[type[SubTeacher]], type[SubTeacher]]:
+    """Registers a wrapper class under ``kind`` and records the name on it (what :meth:`SubTeacher.describe` says)."""
+
+    def add(cls: type[SubTeacher]) -> type[SubTeacher]:
+        cls.kind = kind
+        return SUBTEACHERS.register(kind)(cls)
+
+    return add
+
+
+@register("multi_transform")
 class MultiTransform(SubTeacher):
     """Data distillation (Radosavovic et al.): the teacher on flips and scales, transforms undone, averaged.
 
     Args:
         flip: also run on the left-right mirrored input (dense outputs are mirrored back).
         scales: input scale factors; dense outputs are resized back to the scale-1 output size.
-        hard: replace the aggregate by its hard pseudo-label (labelled tasks: one-hot logits).
+        hard: replace the aggregate by its hard pseudo-label (one-hot logits); labelled tasks only,
+            refused on others (depth has no label to take), where it would change nothing.
     """
 
     deterministic = True
@@ -57,7 +100,13 @@ class MultiTransform(SubTeacher):
             raise AmalgamError(f"scales: expected positive factors, got {list(scales)}")
         self.flip, self.scales, self.hard = flip, list(scales), hard
 
+    def check(self, model: nn.Module, task: Task) -> Optional[str]:
+        if self.hard and not task.labelled:
+            return f"hard: a {task.name} teacher has no labels to take a hard pseudo-label of (set hard: false)"
+        return None
+
     def __call__(self, run: Run, model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
+        self.refuse_if_unfit(model, task)
         outputs, size = [], None
         for scale in self.scales:
             xs = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -71,7 +120,7 @@ class MultiTransform(SubTeacher):
                         y = F.interpolate(y.float(), size=size, mode="bilinear", align_corners=False)
                 outputs.append(y)
         out = task.ensemble(outputs)
-        if self.hard and task.labelled:
+        if self.hard:  # labelled: check() refused the rest
             # one-hot as logits: softmax at any temperature in [1, 4] puts > 0.99 on the label
             out = F.one_hot(out.argmax(1), out.shape[1]).movedim(-1, 1).to(out.dtype) * 30.0
         return out
@@ -81,7 +130,7 @@ def _dense_size(run: Run, x: torch.Tensor) -> torch.Size:
     return run(x[:1]).shape[-2:]
 
 
-@SUBTEACHERS.register("mc_dropout")
+@register("mc_dropout")
 class MCDropout(SubTeacher):
     """MC-dropout sub-teachers: dropout kept on at inference, ``samples`` draws averaged.
 
@@ -95,10 +144,16 @@ class MCDropout(SubTeacher):
             raise AmalgamError(f"expected samples >= 1 and 0 <= p < 1, got samples={samples}, p={p}")
         self.samples, self.p = samples, p
 
+    def check(self, model: nn.Module, task: Task) -> Optional[str]:
+        if _dropouts(model):
+            return None
+        if isinstance(model, torch.jit.ScriptModule):  # its dropout, if any, is baked into the graph
+            return "cannot reach the dropout layers of a TorchScript teacher"
+        return "the teacher has no dropout layers"
+
     def __call__(self, run: Run, model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
-        drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
-        if not drops:
-            raise AmalgamError("mc_dropout: the teacher has no dropout layers")
+        self.refuse_if_unfit(model, task)
+        drops = _dropouts(model)
         saved = [(m.training, m.p) for m in drops]
         try:
             for m in drops:
@@ -111,7 +166,11 @@ class MCDropout(SubTeacher):
                 m.p = p
 
 
-@SUBTEACHERS.register("stochastic_depth")
+def _dropouts(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+@register("stochastic_depth")
 class StochasticDepth(SubTeacher):
     """Sub-networks of a residual teacher (Lee et al.): each residual branch dropped with
     probability ``drop`` (its skip path kept), drawn anew per batch; ``samples`` draws averaged.
@@ -123,13 +182,19 @@ class StochasticDepth(SubTeacher):
     def __init__(self, drop: float = 0.2, samples: int = 1, seed: Optional[int] = None):
         if not 0 <= drop <= 1 or samples < 1:
             raise AmalgamError(f"expected 0 <= drop <= 1 and samples >= 1, got drop={drop}, samples={samples}")
-        self.drop, self.samples = drop, samples
+        self.drop, self.samples, self.seed = drop, samples, seed
         self.rng = random.Random(seed)
 
+    def check(self, model: nn.Module, task: Task) -> Optional[str]:
+        if isinstance(model, torch.jit.ScriptModule):  # no forward hooks: the blocks cannot be skipped
+            return "cannot skip the residual blocks of a TorchScript teacher (no forward hooks on ScriptModules)"
+        if not residual_blocks(model):
+            return "the teacher has no residual blocks (conv1 + downsample)"
+        return None
+
     def __call__(self, run: Run, model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
+        self.refuse_if_unfit(model, task)
         blocks = residual_blocks(model)
-        if not blocks:
-            raise AmalgamError("stochastic_depth: the teacher has no residual blocks (conv1 + downsample)")
         outputs = []
         for _ in range(self.samples):
             dropped = [b for b in blocks if self.rng.random() < self.drop]
@@ -152,7 +217,7 @@ def _skip_only(block: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
     return F.relu(identity)
 
 
-@SUBTEACHERS.register("noise")
+@register("noise")
 class NoisyOutput(SubTeacher):
     """Noise-injected teacher (Sau & Balasubramanian): ``z' = z (1 + xi)``, ``xi ~ N(0, sigma^2)``,
     applied to each sample's output with probability ``alpha``."""

@@ -64,6 +64,8 @@ class FeatureTap:
     module_name: str
     value: Optional[torch.Tensor] = None
     handle: Optional[RemovableHandle] = field(default=None, repr=False, compare=False)
+    #: the network it was attached to (:meth:`Teacher.answer` refuses a tap on another network)
+    model: Optional[nn.Module] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def on(cls, model: nn.Module, module_name: str, owner: str) -> "FeatureTap":
@@ -85,15 +87,29 @@ class FeatureTap:
             raise AmalgamError(f"{owner}: cannot tap '{self.module_name}' of a TorchScript model")
         self.detach()
         self.handle = module.register_forward_hook(self._store)
+        self.model = model
 
     def detach(self) -> None:
         """Removes the hook (the last value stays readable)."""
         if self.handle is not None:
             self.handle.remove()
             self.handle = None
+        self.model = None
 
     def _store(self, module: nn.Module, args, output) -> None:
         self.value = output[0] if isinstance(output, (tuple, list)) else output
+
+
+class TapNotRun(AmalgamError):
+    """:meth:`Teacher.answer`'s refusal of a tap whose module did not run on the call (a container,
+    a skipped branch): a caller that can say more (the recipe key) catches it."""
+
+    def __init__(self, teacher: str, module_name: str):
+        super().__init__(
+            f"teacher '{teacher}': module '{module_name}' never ran in its forward (a container,"
+            " or a branch this input skips?): tap a module that runs"
+        )
+        self.teacher, self.module_name = teacher, module_name
 
 
 class Teacher(nn.Module):
@@ -129,6 +145,8 @@ class Teacher(nn.Module):
         self.channels_last = False
         self.sub: Optional[SubTeacher] = build_subteacher(cfg.wrap.type, cfg.wrap.kwargs()) if cfg.wrap else None
         self.wrap: Optional[str] = cfg.wrap.type if cfg.wrap else None  # named in the report
+        #: the wrap's arguments as it holds them (report.json's teacher_wrap_args)
+        self.wrap_args: Optional[dict] = self.sub.args() if self.sub else None
 
     def train(self, mode: bool = True) -> "Teacher":
         return super().train(False)  # teachers stay in eval mode (BatchNorm, dropout)
@@ -174,14 +192,32 @@ class Teacher(nn.Module):
         teacher's feature is the one of the unchanged input (see :meth:`_wrapped_with_tap`).
         ``wrapped=False`` runs the plain model even when the recipe wraps it: the teacher the
         user owns, which evaluation scores (the wrap only shapes the training targets).
+
+        Raises when ``tap`` is not attached to this teacher's model, or its module did not run on
+        this call: what it holds then is another network's feature or an earlier batch's.
         """
         tap = tap if tap is not None else self.tap
         x = self.prepare(images)
         sub = self.sub if wrapped else None
         if tap is None:
             return (self.run(x) if sub is None else sub(self.run, self.model, self.task, x)), None
+        self._check_tap_owner(tap)
+        tap.value = None  # so that a module that does not run leaves nothing, not the last batch's feature
         out = self.run(x) if sub is None else self._wrapped_with_tap(x, tap)
-        return out, None if tap.value is None else _as_float32(tap.value)
+        if tap.value is None:
+            raise TapNotRun(self.name, tap.module_name)
+        return out, _as_float32(tap.value)
+
+    def _check_tap_owner(self, tap: FeatureTap) -> None:
+        """Refuses a tap hooked on another network than this teacher's (or on none)."""
+        owner = tap.model
+        if owner is self.model or (owner is not None and any(m is owner for m in self.model.modules())):
+            return
+        where = "is not attached (FeatureTap.on)" if owner is None else "is attached to another network"
+        raise AmalgamError(
+            f"teacher '{self.name}': the tap on '{tap.module_name}' {where}: "
+            f"make it with FeatureTap.on(teacher.model, '{tap.module_name}', owner)"
+        )
 
     def _wrapped_with_tap(self, x: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
         """A wrapped teacher's output, leaving in ``tap`` the feature of the unchanged input.
@@ -192,17 +228,28 @@ class Teacher(nn.Module):
         kept: list[torch.Tensor] = []
 
         def run(inp: torch.Tensor) -> torch.Tensor:
+            first = inp is x and not kept
+            if first:  # a run on a rescaled input may have come first: its feature is not x's
+                tap.value = None
             out = self.run(inp)
-            if inp is x and not kept:
+            if first:
                 kept.append(tap.value)
             return out
 
         out = self.sub(run, self.model, self.task, x)
         if not kept:
+            tap.value = None
             self.run(x)
             kept.append(tap.value)
         tap.value = kept[0]
         return out
+
+    def wrap_note(self) -> Optional[str]:
+        """The recipe's wrap with its arguments and what it shapes, for the log and ``amalgam inspect``
+        (None: no wrap)."""
+        if self.sub is None:
+            return None
+        return f"{self.sub.describe()}: shapes its training targets only (evaluation scores the plain model)"
 
     def output_note(self) -> str:
         """Which output is distilled and why, for the log and ``amalgam inspect``."""
@@ -253,6 +300,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     dummy = torch.rand(2, 3, *image_size)
     dummy[1] *= 0.25  # a dark image beside a bright one: batch statistics differ from one image's
     teacher.notes = []  # said again by each check
+    check_teacher_wrap(teacher)
     out = _first_answer(teacher, dummy)
     problem = (
         teacher.task.check_output(out, 2, teacher.space)
@@ -285,6 +333,18 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
             else "its eval() mode must be deterministic and take any batch size to be distilled"
         )
         raise AmalgamError(f"teacher '{teacher.name}' {why}: {fix}")
+
+
+def check_teacher_wrap(teacher: Teacher) -> None:
+    """Refuses, naming ``teachers.<name>.wrap`` (or the argument at fault), a wrap that cannot work
+    on this teacher's network or task: found here, ``amalgam inspect`` and the build stop before
+    training rather than at epoch 1 step 1, and no wrap is accepted that would change nothing."""
+    if teacher.sub is None or not (problem := teacher.sub.check(teacher.model, teacher.task)):
+        return
+    head, sep, rest = problem.partition(": ")
+    if sep and " " not in head:  # the reason names an argument of the wrap
+        raise AmalgamError(f"teachers.{teacher.name}.wrap.{head}: {rest}")
+    raise AmalgamError(f"teachers.{teacher.name}.wrap: {teacher.wrap}: {problem}")
 
 
 #: images the reading check reads when the check batch gives it too few values (a small classifier)

@@ -140,6 +140,13 @@ def load_state(path: Path, required: tuple[str, ...] = REQUIRED) -> dict:
     return state
 
 
+def start_hint(run_dir: Path) -> str:
+    """What to do when ``--resume`` finds no checkpoint (a run killed before its first epoch ended)."""
+    cache = run_dir / "teacher_cache"
+    kept = f" (the teacher outputs cached in {cache} are kept and reused)" if cache.is_dir() else ""
+    return f"run without --resume to start the run{kept}"
+
+
 def read_with_fallback(path: Path, warn: Callable[[str], None], required: tuple[str, ...] = REQUIRED) -> dict:
     """The state in ``path``, or, if that one is damaged, in ``checkpoint.prev.pt`` beside it (with a warning).
 
@@ -148,7 +155,7 @@ def read_with_fallback(path: Path, warn: Callable[[str], None], required: tuple[
     """
     previous = path.parent / PREVIOUS
     if not path.is_file() and not previous.is_file():
-        raise AmalgamError(f"nothing to resume: no checkpoint {path}")
+        raise AmalgamError(f"nothing to resume: no checkpoint {path}; {start_hint(path.parent)}")
     try:
         return load_state(path, required)
     except AmalgamError as exc:

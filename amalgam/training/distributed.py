@@ -58,7 +58,7 @@ class DistContext:
         """
         if not self.enabled:
             return value
-        flag = torch.tensor([value], dtype=torch.int64)
+        flag = torch.tensor([value], dtype=torch.int64, device=collective_device(dist.get_backend(), self.local_rank))
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
@@ -79,6 +79,18 @@ class DistContext:
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def collective_device(backend: str, local_rank: int) -> torch.device:
+    """Where a tensor handed to a collective of ``backend`` must live.
+
+    nccl reduces CUDA tensors only (a CPU tensor fails with "No backend type associated with
+    device type cpu"): this process's GPU, ``cuda:<local_rank>``. gloo, and a mixed backend such
+    as ``cpu:gloo,cuda:nccl``, take CPU tensors.
+    """
+    if str(backend).lower() == "nccl":
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
 
 
 def init_distributed(device_type: str) -> DistContext:

@@ -89,7 +89,7 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
             "the same training up to floating-point rounding"
         )
     if changed:
-        hint = resume_hint(state["recipe"], changed)
+        hint = resume_hint(state["recipe"], changed) + longer_hint(changed, path.parent)
         raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)}){hint}")
     changed = fingerprint_changes(state.get("teachers", {}), recipe)
     if changed:  # half a run from each version of a teacher is neither one's student
@@ -98,3 +98,17 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
             "restore them or start over with --force"
         )
     return state
+
+
+def longer_hint(changed: list[str], run_dir: Path) -> str:
+    """For a resume refused over ``train.epochs``: how to train longer ('' for other keys).
+
+    The schedule (warm-up, cosine) is laid over the epochs the run started with, so a run cannot
+    grow mid-way; a finished student continues in a new run with a fresh schedule.
+    """
+    if "train.epochs" not in changed:
+        return ""
+    return (
+        "; to train longer, finish this run (--resume with its train.epochs), then start a new one from its "
+        f"student with --set student.init={run_dir / 'student.pt'} (and another --output)"
+    )

@@ -20,6 +20,8 @@ class TrainResult:
             without such terms).
         precision: what the student's forward trained in (``fp32``, ``bf16``, ``fp16``; ``mixed``: a
             resume continued in another one).
+        warnings: lines for report.json's ``warnings`` (a diverged student,
+            :mod:`amalgam.training.divergence`).
     """
 
     epochs: int
@@ -29,6 +31,7 @@ class TrainResult:
     task_weights: dict[str, float] = field(default_factory=dict)
     task_weighting: str = ""
     precision: str = "fp32"
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:

@@ -111,6 +111,21 @@ def autocast_for(device: torch.device, precision: str = "auto") -> AbstractConte
     return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
 
 
+def device_rng_state(device: torch.device) -> Optional[torch.Tensor]:
+    """``device``'s own random stream when it has one apart from the CPU's (CUDA: noise and dropout
+    sub-teachers draw from it there), else None."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_rng_state(device)
+    return None
+
+
+def set_device_rng_state(device: torch.device, state: Optional[torch.Tensor]) -> None:
+    """Restores :func:`device_rng_state`'s ``state`` (nothing when None, or on a device without one:
+    a CUDA run resumed on a CPU draws from the CPU stream, which is restored apart)."""
+    if state is not None and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state, device)
+
+
 def grad_scaler_for(device: torch.device, precision: str = "auto") -> torch.amp.GradScaler:
     """Loss scaling for fp16 autocast; a no-op scaler for bf16 and fp32."""
     enabled = device.type == "cuda" and autocast_dtype(device, precision) is torch.float16

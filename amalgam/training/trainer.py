@@ -26,6 +26,7 @@ from amalgam.training.augment import AugmentedBatch, BatchAugment
 from amalgam.training.callbacks import EpochEnd, save_checkpoint, tensorboard_writer, write_train_log
 from amalgam.training.checkpoint import write_checkpoint
 from amalgam.training.distributed import DistContext
+from amalgam.training.divergence import DivergenceWatch
 from amalgam.training.interrupt import StopRequest
 from amalgam.training.loader import make_loader, replay_epochs
 from amalgam.training.optim import build_optimizer, build_scheduler, parameter_groups
@@ -35,10 +36,12 @@ from amalgam.training.result import TrainResult, weights_text
 from amalgam.training.routing import make_router
 from amalgam.training.runtime import (
     autocast_for,
+    device_rng_state,
     grad_scaler_for,
     precision_name,
     precision_text,
     seed_everything,
+    set_device_rng_state,
 )
 
 
@@ -102,6 +105,7 @@ class Trainer:
         self.partial: Optional[dict] = None  # where Ctrl-C stopped the next epoch: {epoch, step, sums, count}
         self.partial_rng: Optional[torch.Tensor] = None  # the global RNG where ``partial`` stopped
         self.stop: Optional[StopRequest] = None
+        self.divergence = DivergenceWatch()  # each raw term's first value: what a diverged student rose from
         self._clock = time.perf_counter()
         self.callbacks: list[EpochEnd] = self._default_callbacks(callbacks)
 
@@ -146,6 +150,8 @@ class Trainer:
         self.result.seconds = time.perf_counter() - self._clock
         self.result.task_weights = self.objective.task_weights()
         self.result.task_weighting = self.objective.weighting.name
+        diverged = self.divergence.line(self.result.history, self.result.task_weighting, self.cfg.lr)
+        self.result.warnings = [diverged] if diverged else []
         if self.result.task_weights:  # a term starved by its weight shows here before any ratio does
             self.log(weights_text(self.result.task_weighting, self.result.task_weights))
         return self.result
@@ -168,6 +174,7 @@ class Trainer:
             for key, value in {"loss": loss, **parts}.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
+            self.divergence.see(parts)
             bar.update(1, loss=loss, img_s=(self.result.images - images_before) / (time.perf_counter() - started))
             if self.stop is not None and self.stop.agree(self.ctx):
                 bar.close()
@@ -183,6 +190,8 @@ class Trainer:
         for _ in range(done):
             next(batches)
         torch.set_rng_state(self.partial_rng)
+        if self.cache is not None:  # the stopped steps' lookups count in this epoch's hit rate
+            self.cache.add_counts(self.partial.get("cache_hits", 0), self.partial.get("cache_misses", 0))
         return done, dict(self.partial["sums"]), self.partial["count"]
 
     def step(self, batch: dict) -> tuple[float, dict[str, float]]:
@@ -225,7 +234,11 @@ class Trainer:
         elapsed = time.perf_counter() - self._clock
         self.result.seconds = elapsed
         row = {"epoch": epoch, "seconds": round(elapsed, 2), "lr": self.optimizer.param_groups[0]["lr"]}
-        row.update({k: v / max(count, 1) for k, v in sums.items()})
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        if "loss" in means:  # the weighted total, then the plain sum of the terms beside it
+            row["loss"] = means.pop("loss")
+            row["loss_unweighted"] = sum(means.values())
+        row.update(means)
         row.update({f"time_{k}": round(v, 3) for k, v in self.timer.seconds.items()})  # cumulative
         self.result.history.append(row)
         epoch_seconds = time.perf_counter() - started
@@ -233,19 +246,29 @@ class Trainer:
         if self.cache is not None:
             hits, misses = self.cache.flush()
             row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
+        try:  # one line per teacher whose targets were NaN/inf this epoch (its rows were left out)
+            for line in self.objective.nonfinite.epoch_lines():
+                self.log(line)
+        except AmalgamError as exc:
+            raise AmalgamError(f"epoch {epoch}: {exc}") from None
+        weighting = self.objective.weighting.name
         self.log(
-            f"epoch {epoch}/{self.cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({_terms(row)}) "
+            f"epoch {epoch}/{self.cfg.epochs} loss {row.get('loss', float('nan')):.4f} ({_terms(row, weighting)}) "
             f"{(self.result.images - images_before) / epoch_seconds:.1f} img/s, eta {eta:.0f}s"
         )
+        diverged = self.divergence.new_line(self.result.history, weighting, self.cfg.lr)
+        if diverged and self.ctx.is_main:
+            self.log(f"warning: {diverged}")
         self.epoch, self.partial = epoch, None
         return row
 
     def _save_stopped(self, epoch: int, step: int, sums: dict, count: int) -> None:
         """After Ctrl-C or SIGTERM: saves the state mid-epoch (resume continues after ``step``) and stops."""
-        if self.cache is not None:
-            self.cache.flush()
-        self.result.seconds = time.perf_counter() - self._clock
         self.partial = {"epoch": epoch, "step": step, "sums": sums, "count": count}
+        if self.cache is not None:  # the resumed rest of the epoch adds to them (its hit rate is the epoch's)
+            hits, misses = self.cache.flush()
+            self.partial |= {"cache_hits": hits, "cache_misses": misses}
+        self.result.seconds = time.perf_counter() - self._clock
         if self.ctx.is_main:  # every rank stops at this step; one writes, as at an epoch's end
             write_checkpoint(self.state_dict(), self.run_dir / "checkpoint.pt")
         self.ctx.barrier()
@@ -274,9 +297,15 @@ class Trainer:
             "sources": self.source_prints,  # nor this: a resume says a changed folder
             "spec": self.student.spec.to_dict(),  # what auto chose: a resume must build the same student
             "precision": self.result.precision,  # auto decides per machine: a resume elsewhere may differ
+            "divergence": self.divergence.state_dict(),
         }
         if self.partial is not None:
             state["partial"] = self.partial
+        if self.scaler.is_enabled():  # fp16: a resume must not start again at scale 65536 and skip steps
+            state["scaler"] = self.scaler.state_dict()
+        cuda_rng = device_rng_state(self.device)
+        if cuda_rng is not None:  # noise and dropout sub-teachers draw from the GPU's stream there
+            state["cuda_rng"] = cuda_rng
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -286,7 +315,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        set_device_rng_state(self.device, state.get("cuda_rng"))  # absent: a CPU run, or an older checkpoint
         self.augment.rng.set_state(state["flip_rng"])
+        if "scaler" in state and self.scaler.is_enabled():  # a run resumed in another precision starts afresh
+            self.scaler.load_state_dict(state["scaler"])
+        self.divergence.load_state_dict(state.get("divergence"))
         self.result.history, self.result.images = list(state["history"]), state["images"]
         self.result.seconds = state["seconds"]
         self.epoch = state["epoch"]
@@ -331,10 +364,15 @@ def _quiet(message: str) -> None:
     """Log of the processes other than rank 0."""
 
 
-def _terms(row: dict) -> str:
-    """The loss terms of an epoch row as ``name value`` pairs (plus the cache hit rate)."""
-    skip = ("epoch", "seconds", "lr", "loss", "cache_hit_rate")
+def _terms(row: dict, weighting: str = "") -> str:
+    """The loss terms of an epoch row as ``name value`` pairs (plus the cache hit rate), after which
+    weighting the total before them is and the plain sum of the terms (``initial_loss`` keeps the
+    total near 1 even when the terms grow 100x)."""
+    skip = ("epoch", "seconds", "lr", "loss", "loss_unweighted", "cache_hit_rate")
     terms = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in skip and not k.startswith("time_"))
+    if "loss_unweighted" in row:
+        weighted = f"{weighting}-weighted" if weighting else "weighted"
+        terms = f"{weighted}; unweighted {row['loss_unweighted']:.4f}: {terms}"
     if "cache_hit_rate" in row:
         terms += f"; teacher cache hits {row['cache_hit_rate']:.0%}"
     return terms

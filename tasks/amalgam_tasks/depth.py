@@ -151,8 +151,19 @@ class DepthTask(Task):
         return None
 
     def mark_no_answer(self, out: torch.Tensor) -> torch.Tensor:
-        """Depth <= 0 as NaN: a pixel resized from it is no target (``valid_depth`` drops non-finite ones)."""
-        return torch.where(out > 0, out, torch.full_like(out, float("nan")))
+        """Depth <= 0 as NaN: a pixel resized from it is no target (``valid_depth`` drops non-finite ones).
+
+        The teacher's own NaN or inf becomes +inf, not NaN: a NaN would read as "no depth" and a
+        teacher that fails on some images would be masked without a count (:meth:`nonfinite_rows`
+        finds the +inf; blended into its neighbours by a resize it stays inf)."""
+        own = ~torch.isfinite(out)
+        marked = torch.where(out > 0, out, torch.full_like(out, float("nan")))
+        return torch.where(own, torch.full_like(out, float("inf")), marked)
+
+    def nonfinite_rows(self, out: torch.Tensor) -> torch.Tensor:
+        """Rows holding +inf: the teacher's own NaN/inf as :meth:`mark_no_answer` marks it (its NaN are
+        no depth, values <= 0 or pixels a view did not show)."""
+        return torch.isinf(out.reshape(out.shape[0], -1)).any(1)
 
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """The share of the check batch's values that are no depth (<= 0), masked out of the targets."""
@@ -162,12 +173,15 @@ class DepthTask(Task):
         return f"{none:.1%} of its depth on the check batch is <= 0: no depth there, masked out of its targets"
 
     def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """The mean of the valid (> 0) values at each pixel; 0 (no depth) where none is."""
+        """The mean of the valid (> 0) values at each pixel; 0 (no depth) where none is; +inf (the
+        teacher's own non-finite answer) where any output holds it."""
         stacked = torch.stack([o.float() for o in outputs])
         valid = torch.isfinite(stacked) & (stacked > 0)
         n = valid.sum(0)
         mean = torch.where(valid, stacked, 0.0).sum(0) / n.clamp(min=1)
-        return torch.where(n > 0, mean, torch.zeros_like(mean))
+        mean = torch.where(n > 0, mean, torch.zeros_like(mean))
+        # a view's +inf is the teacher's own NaN/inf (mark_no_answer): kept, so it is counted, not averaged away
+        return torch.where(torch.isposinf(stacked).any(0), torch.full_like(mean, float("inf")), mean)
 
     def teacher_warnings(self, teacher: str, metrics: dict) -> list[str]:
         scale = metrics.get("scale")

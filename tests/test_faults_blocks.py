@@ -1,0 +1,153 @@
+"""Trial C, S8 / C2 / C6 / U5: own-loop building blocks and teacher wraps that ignored an argument,
+accepted wrong input, or were refused only at epoch 1 step 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.plan import build_plan
+from amalgam.errors import AmalgamError
+from amalgam.evaluation.evaluate import TaskResult
+from amalgam.inspection import inspect_recipe
+from amalgam.kd import SimilarityLoss, kd_loss
+from amalgam.task import get_task
+from amalgam.teachers.subteachers import build_subteacher
+from amalgam.teachers.teacher import FeatureTap
+
+DEPTH = get_task("depth")
+
+
+def wrapped(world, tmp_path, teacher: str, wrap: dict):
+    """The session world's recipe with ``teacher`` wrapped, loaded."""
+    raw = yaml.safe_load(world.read_text())
+    raw["teachers"][teacher]["wrap"] = wrap
+    path = world.parent / f"blocks-{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_recipe(path)
+
+
+def plan_of(recipe, log=lambda m: None):
+    return build_plan(recipe, with_data=False, log=log)
+
+
+# S8.1
+
+
+def test_learned_similarity_alphas_start_at_the_given_alphas():
+    assert SimilarityLoss(2, alphas=[1, 3], learn=True).alphas().tolist() == pytest.approx([0.25, 0.75])
+    assert SimilarityLoss(3, learn=True).alphas().tolist() == pytest.approx([1 / 3] * 3)
+    with pytest.raises(AmalgamError, match=r"alphas: learned alphas start at log\(alpha\)"):
+        SimilarityLoss(2, alphas=[0, 1], learn=True)
+
+
+# S8.2, C2, C6: refused by the teacher check (inspect and build), one line naming the key
+
+
+def test_hard_multi_transform_on_an_unlabelled_teacher_is_refused(world, tmp_path):
+    with pytest.raises(AmalgamError, match=r"^teachers\.depth\.wrap\.hard: a depth teacher has no labels"):
+        plan_of(wrapped(world, tmp_path, "depth", {"type": "multi_transform", "hard": True}))
+    net = nn.Conv2d(3, 1, 1)
+    with pytest.raises(AmalgamError, match="multi_transform: hard: a depth teacher"):  # and from Python
+        build_subteacher("multi_transform", {"hard": True})(net, net, DEPTH, torch.rand(1, 3, 4, 4))
+
+
+class _Block(nn.Module):
+    """What residual_blocks looks for: conv1 and downsample."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.downsample = nn.Conv2d(3, 3, 1), None
+
+    def forward(self, x):
+        return x + self.conv1(x)
+
+
+def test_stochastic_depth_on_a_torchscript_teacher_is_refused_before_training(world, tmp_path):
+    with pytest.raises(AmalgamError, match=r"^teachers\.depth\.wrap: stochastic_depth: cannot skip .* TorchScript"):
+        plan_of(wrapped(world, tmp_path, "depth", {"type": "stochastic_depth", "drop": 0.2}))
+    scripted = torch.jit.trace(nn.Sequential(_Block()).eval(), torch.rand(1, 3, 4, 4))
+    assert "TorchScript" in build_subteacher("stochastic_depth", {}).check(scripted, DEPTH)
+
+
+def test_mc_dropout_on_a_teacher_without_dropout_is_refused_by_inspect(world, tmp_path):
+    recipe = wrapped(world, tmp_path, "seg-a", {"type": "mc_dropout", "samples": 2})
+    with pytest.raises(AmalgamError, match=r"^teachers\.seg-a\.wrap: mc_dropout: the teacher has no dropout layers$"):
+        inspect_recipe(recipe, with_data=False, log=lambda m: None)
+
+
+# S8.3
+
+
+def test_answer_refuses_a_tap_on_another_teachers_model(world, tmp_path):
+    plan = plan_of(load_recipe(world))
+    a, b = plan.teachers["seg-a"], plan.teachers["seg-b"]
+    tap = FeatureTap.on(a.model, "body", "test")
+    try:
+        a.answer(torch.rand(2, 3, 32, 32), tap)  # tap.value: seg-a's feature of this batch
+        with pytest.raises(AmalgamError, match=r"teacher 'seg-b': the tap on 'body' is attached to another network"):
+            b.answer(torch.rand(2, 3, 32, 32), tap)
+    finally:
+        tap.detach()
+
+
+def test_answer_never_returns_a_stale_feature_of_a_module_that_did_not_run(world, tmp_path):
+    plan = plan_of(load_recipe(world))
+    teacher = plan.teachers["seg-a"]
+    teacher.model.unused = nn.Conv2d(3, 3, 1)  # registered, never called by forward
+    tap = FeatureTap.on(teacher.model, "unused", "test")
+    tap.value = torch.ones(2, 3, 4, 4)  # what an earlier batch left
+    try:
+        with pytest.raises(AmalgamError, match=r"teacher .seg-a.: module .unused. never ran in its forward"):
+            teacher.answer(torch.rand(2, 3, 32, 32), tap)
+    finally:
+        tap.detach()
+
+
+# S8.4
+
+
+def test_kd_loss_refuses_logits_as_target_in_one_line():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 10), torch.randn(8, 10) * 3
+    assert kd_loss(student, F.softmax(teacher / 4, 1), 4.0).item() < 10
+    with pytest.raises(AmalgamError, match=r"pass softmax\(teacher_logits / T, 1\)") as info:
+        kd_loss(student, teacher, 4.0)
+    assert "\n" not in str(info.value)
+    assert kd_loss(student, teacher, 4.0, check=False).item() > 100  # the check can be turned off
+
+
+# U5
+
+
+def test_a_wrap_is_described_with_its_arguments_in_the_log_inspect_and_report(world, tmp_path):
+    wrap = {"type": "multi_transform", "flip": True, "scales": [1.0, 0.5]}
+    shown = "multi_transform(flip=True, scales=[1.0, 0.5], hard=False)"
+    assert build_subteacher("multi_transform", {"flip": True, "scales": [1.0, 0.5]}).describe() == shown
+    assert build_subteacher("stochastic_depth", {"drop": 0.1}).describe() == (
+        "stochastic_depth(drop=0.1, samples=1, seed=None)"
+    )
+    lines: list[str] = []
+    recipe = wrapped(world, tmp_path, "seg-a", wrap)
+    summary = inspect_recipe(recipe, with_data=False, log=lines.append).summary()
+    assert any(line.startswith(f"teacher 'seg-a' wrap: {shown}") for line in lines)  # the build log's
+    assert f"    wrap: {shown}" in summary
+    teacher = plan_of(recipe).teachers["seg-a"]
+    row = TaskResult("seg-a", teacher.task, "scenes-val", {}, {}, wrap=teacher.wrap, wrap_args=teacher.wrap_args).row()
+    assert row["teacher_wrap"] == "multi_transform"  # unchanged: a public field
+    assert row["teacher_wrap_args"] == {"flip": True, "scales": [1.0, 0.5], "hard": False}
+
+
+def test_kd_loss_checks_an_accelerator_target_once_a_process(monkeypatch):
+    """Reading the check back waits for the device: off the CPU only the first call pays it."""
+    from amalgam.kd import logit_ensembles
+
+    monkeypatch.setattr(logit_ensembles, "_device_target_checked", False)
+    on_device = torch.empty(4, 3, device="meta")  # not the CPU, as a CUDA tensor is not
+    assert [logit_ensembles._should_check_target(on_device, None) for _ in range(3)] == [True, False, False]
+    assert logit_ensembles._should_check_target(on_device, True)
+    assert logit_ensembles._should_check_target(torch.rand(4, 3), None)  # the CPU: every call
