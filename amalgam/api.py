@@ -163,7 +163,8 @@ def build(
         recipe: a YAML file or a loaded recipe.
         overrides: see the module docstring.
         output: the run folder (default: the recipe's ``output``, else ``runs/<name>`` beside it).
-        force: overwrite a finished run (without it, a folder with a ``report.json`` is an error).
+        force: overwrite a finished or unfinished run (without it, a folder with a ``report.json`` or
+            a ``checkpoint.pt`` is an error; ``resume`` continues the unfinished one).
         resume: continue a killed run from its last finished epoch.
         quiet: print no progress lines.
 
