@@ -224,7 +224,7 @@ def evaluate(
     log = Console(quiet)
     if (assumed := _assumed(name, spaces, size, loaded)) is not None:
         log(assumed)
-    loaded = _at_trained_size(loaded, name, size, log)
+    loaded = _at_trained_size(loaded, name, size, log, asked=_sets_image_size(overrides))
     plan = build_plan(loaded, log=log)
     tasks = _student_tasks(model, spaces)
     if tasks != set(plan.spaces):
@@ -262,11 +262,29 @@ def _assumed(name: str, spaces: Optional[dict], size: Optional[tuple[int, int]],
     return f"student {name} carries no {' or '.join(missing)} (load_student sets them): scored {' and '.join(read)}"
 
 
-def _at_trained_size(recipe: Recipe, name: str, size: Optional[tuple[int, int]], log: Console) -> Recipe:
+def _sets_image_size(overrides: Overrides) -> bool:
+    """Whether the overrides set ``data.image_size`` (directly or inside a ``data`` mapping)."""
+    for line in override_strings(overrides):
+        key, _, value = line.partition("=")
+        if key.strip() == "data.image_size" or (key.strip() == "data" and "image_size" in value):
+            return True
+    return False
+
+
+def _at_trained_size(
+    recipe: Recipe, name: str, size: Optional[tuple[int, int]], log: Console, asked: bool = False
+) -> Recipe:
     """The recipe with ``data.image_size`` the student's training size, said when it differs: a
-    student fed another size sees objects at another scale and scores lower, without a word."""
+    student fed another size sees objects at another scale and scores lower, without a word.
+    A size the overrides ask for (``asked``: scoring at another resolution on purpose) is kept, and said."""
     ours = tuple(recipe.data.image_size)
     if size is None or size == ours:
+        return recipe
+    if asked:
+        log(
+            f"student {name} was trained at {size[0]}x{size[1]}: scored at {ours[0]}x{ours[1]}, the"
+            " data.image_size the overrides ask for"
+        )
         return recipe
     log(
         f"student {name} was trained at {size[0]}x{size[1]}, the recipe's data.image_size is"

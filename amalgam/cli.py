@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--set",
             action="append",
             metavar="KEY.PATH=VALUE",
-            help="override a recipe key (repeatable); a mapping value merges key by key, as a base: variant's does",
+            help="override a recipe key (repeatable); a mapping value merges key by key, as a base: variant's"
+            " does; {} empties",
         )
         p.add_argument("--quiet", action="store_true", help="print only the result")
         p.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -180,12 +180,16 @@ def test_evaluate_reads_a_loaded_students_outputs_by_class_name(world, built_run
 def test_evaluate_feeds_a_saved_student_its_training_size(world, built_run, capsys):
     # the recipe's data.image_size was used, silently: lower scores for a student fed another size
     report = json.loads((built_run / "report.json").read_text())
-    again = amalgam.evaluate(world, built_run / "student.pt", {"data.image_size": [64, 64]})
+    edited = amalgam.load_recipe(world, {"data.image_size": [64, 64]})  # a recipe of another size
+    again = amalgam.evaluate(edited, built_run / "student.pt")
     assert (
         "was trained at 32x32, the recipe's data.image_size is 64x64: scored at 32x32, its training size"
         in capsys.readouterr().out
     )
     assert [r["student_metrics"] for r in again["tasks"]] == [r["student_metrics"] for r in report["tasks"]]
+    # another size asked for on purpose (--set) is kept, and said
+    amalgam.evaluate(world, built_run / "student.pt", {"data.image_size": [64, 64]})
+    assert "trained at 32x32: scored at 64x64, the data.image_size the overrides ask for" in capsys.readouterr().out
     assert amalgam.load_student(built_run / "student.pt")[0].image_size == (32, 32)
 
 

@@ -44,6 +44,11 @@ def test_a_mapping_override_merges_key_by_key_as_a_base_variant_does(world):
         assert train.model_dump(exclude={"epochs"}) == original.train.model_dump(exclude={"epochs"})
     weights = load_recipe(world, ["amalgamation.task_weights={cls: 2.0}", "amalgamation={temperature: 4.0}"])
     assert weights.amalgamation.task_weights == {"cls": 2.0} and weights.amalgamation.temperature == 4.0
+    # {} typed on a command line empties: no fixed weight given (every term 1), no eval set
+    emptied = load_recipe(world, ["amalgamation.task_weights={cls: 2.0}", "amalgamation.task_weights={}"])
+    assert emptied.amalgamation.task_weights == {}
+    with pytest.raises(RecipeError, match="unknown eval set .* none defined"):  # the eval sets are gone
+        load_recipe(world, ["data.eval={}"])
 
 
 def test_a_mapping_override_naming_another_kind_replaces_its_arguments(world):

@@ -45,7 +45,9 @@ def apply_override(raw: dict, assignment: str) -> None:
     A mapping laid over a mapping merges key by key, by the rule of a ``base:`` variant
     (:func:`merge_recipes`): ``train={epochs: 2}`` changes the epochs and keeps every other
     ``train`` key, ``student.encoder_args={}`` clears, and a model or typed part naming another
-    ``from``/``type`` replaces the one there. Any other value replaces.
+    ``from``/``type`` replaces the one there. Any other value replaces, and so does ``{}``: typed
+    on a command line it means "empty" (``amalgamation.task_weights={}``, ``data.eval={}``), where
+    an empty section of a variant file is only a heading.
     """
     if "=" not in assignment:
         raise RecipeError("--set", f"expected key.path=value, got '{assignment}'")
@@ -59,9 +61,8 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(child, dict):
             raise RecipeError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
         node = child
-    key = parts[-1]
-    laid = merge_recipes(node, {key: yaml.load(value, Loader=UniqueKeyLoader)}, tuple(parts[:-1]))
-    node[key] = laid[key]
+    key, parsed = parts[-1], yaml.load(value, Loader=UniqueKeyLoader)
+    node[key] = parsed if parsed == {} else merge_recipes(node, {key: parsed}, tuple(parts[:-1]))[key]
 
 
 def format_validation_error(err: dict) -> RecipeError:
