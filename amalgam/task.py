@@ -154,6 +154,24 @@ class Task:
         flat = out.reshape(out.shape[0], -1) if out.dim() > 1 else out[:, None]
         return ~torch.isfinite(flat).all(1)
 
+    def nonfinite_any(self, out: torch.Tensor) -> torch.Tensor:
+        """0-d bool: whether :meth:`nonfinite_rows` may find a row in ``out``; a cheap gate in front
+        of it (training asks it of every target at every step): never false when a row is found,
+        rarely true when none is. Default: the float32 sum of ``out`` is not finite (NaN and inf
+        survive a sum; a finite sum over 3e38 does not happen with logits): one reduction, about 15x
+        cheaper than the per-value test. A task overriding only :meth:`nonfinite_rows` gets its
+        ``any()``, which is exact."""
+        if type(self).nonfinite_rows is not Task.nonfinite_rows:  # another rule: the sum says nothing of it
+            return self.nonfinite_rows(out).any()
+        return ~torch.isfinite(out.sum(dtype=torch.float32))
+
+    def output_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...]) -> str:
+        """What the student's output of this task is, in words: the ``meaning`` of the ``.json``
+        beside an export (which adds a dense output's size). ``labels``: the unified labels in
+        output order (None for a task without labels); ``shape``: the output's, batch first.
+        Default: :func:`output_meaning`, only what every task's output is known to be."""
+        return output_meaning(self.name, labels, shape)
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """A rule of this task that a teacher's canonical output on the check batch (``out``, read as
         ``output: kind``) meets, said in the log and by ``amalgam inspect`` with its reading ("" for none;
@@ -198,6 +216,20 @@ class Task:
     def new_meter(self, num_classes: Optional[int]) -> Meter:
         """A fresh metric accumulator; its :meth:`Meter.compute` dict holds :attr:`metric`."""
         raise NotImplementedError
+
+
+def output_dims(shape: tuple[int, ...]) -> str:
+    """An output's dimensions in words, batch first: ``batch, 11, 64, 64``."""
+    return ", ".join(["batch", *map(str, shape[1:])])
+
+
+def output_meaning(task: str, labels: Optional[list[str]], shape: tuple[int, ...]) -> str:
+    """What any task's output is known to be, without its plugin (:meth:`Task.output_meaning`'s
+    default): canonical logits over the labels listed (labelled tasks), or values in the unit the
+    student was trained on."""
+    if labels is not None:
+        return f"{task} logits [{output_dims(shape)}] over the labels listed, in their order"
+    return f"{task} [{output_dims(shape)}] in the unit the student was trained on"
 
 
 TASKS: Registry[type[Task]] = Registry("task")

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -28,6 +28,8 @@ from amalgam.config.schema import Recipe
 from amalgam.data import mixing_sampler
 from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
+from amalgam.distill.targets import NonFiniteRows
+from amalgam.errors import AmalgamError
 from amalgam.io import atomic_save
 from amalgam.kd.class_balance import pixel_weight_options
 from amalgam.students.build import build_student
@@ -103,16 +105,31 @@ def task_losses(plan: Plan, out: dict[str, torch.Tensor], targets: dict[str, tup
     return losses
 
 
-def _teacher_targets(plan: Plan, views: BatchViews, source: torch.Tensor) -> dict[str, tuple]:
-    """Each teacher's answers on its rows, on its own views of the originals (as training asks them)."""
+def _teacher_targets(
+    plan: Plan, views: BatchViews, source: torch.Tensor, nonfinite: Optional[NonFiniteRows] = None
+) -> dict[str, tuple]:
+    """Each teacher's answers on its rows, on its own views of the originals (as training asks them).
+
+    Rows a teacher answers NaN/inf on are left out and counted in ``nonfinite``, as training does
+    (one NaN would make every affinity NaN, and the tree be chosen on NaN comparisons); a teacher
+    with no row left is not in the result.
+
+    Raises:
+        AmalgamError: when a teacher answered NaN/inf on most of its rows (:class:`NonFiniteRows`).
+    """
     targets = {}
+    nonfinite = nonfinite if nonfinite is not None else NonFiniteRows()
     with torch.no_grad():
         for name, teacher in plan.teachers.items():
             ids = torch.tensor(plan.source_ids[name], device=source.device)
             idx = torch.isin(source, ids).nonzero().flatten()
             if idx.numel():
                 out, _ = answer_views(teacher, views, idx, views.student.shape[-2:], augmented=False)
-                targets[name] = (idx, out)
+                kept = nonfinite.keep(name, [name], [out], teacher.task)
+                if kept is not None:
+                    idx, out = idx[kept], out[kept]
+                if idx.numel():
+                    targets[name] = (idx, out)
     return targets
 
 
@@ -199,12 +216,16 @@ def measure_affinity(
             log(f"search: {state_path} holds a warm-up of other settings: starting over")
     batches = _batches(plan, cfg.steps, batch_size, recipe.seed)
     start = time.perf_counter() - state.seconds
+    nonfinite = NonFiniteRows()  # the rows training would leave out are left out of the search too
     for step in range(state.step, cfg.steps):
         batch = [plan.sources[i] for i in batches[step]]
         images = torch.stack([b["image"] for b in batch]).to(device)
         source = torch.tensor([b["source"] for b in batch], device=device)
         originals = [b["original"] for b in batch] if plan.needs_originals else None
-        targets = _teacher_targets(plan, BatchViews(images, plan.student_view, originals), source)
+        try:
+            targets = _teacher_targets(plan, BatchViews(images, plan.student_view, originals), source, nonfinite)
+        except AmalgamError as exc:
+            raise AmalgamError(f"search: warm-up step {step + 1}: {exc}") from None
         if step % cfg.every == 0:
             z, seen = _lookahead(student, plan, images, targets, lr)
             state.sums += z * seen
@@ -212,15 +233,21 @@ def measure_affinity(
             state.measurements += 1
             state.images += images.shape[0] * (1 + STAGES * len(tasks))
         losses = task_losses(plan, student(images), targets)
-        opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        opt.step()
+        if losses:  # none: every teacher's rows of this batch were NaN/inf
+            opt.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            opt.step()
         state.images += images.shape[0]
         state.step = step + 1
         state.seconds = time.perf_counter() - start
         if state.step % cfg.every == 0 or state.step == cfg.steps:
             atomic_save({"key": key, "student": student.state_dict(), "optimizer": opt.state_dict(),
                          "state": state.__dict__}, state_path)  # fmt: skip
+    try:  # the warm-up's NaN/inf rows, per teacher (those of a resumed warm-up's steps before it are not counted)
+        for line in nonfinite.epoch_lines():
+            log(f"search: {line.replace(' this epoch', ' of the warm-up')}")
+    except AmalgamError as exc:
+        raise AmalgamError(f"search: {exc}") from None
     mean = (state.sums / state.counts.clamp_min(1)).tolist()
     log(f"search: warm-up of {cfg.steps} steps, {state.measurements} lookaheads, {state.seconds:.1f} s")
     return Affinity(tasks, mean, state.measurements, cfg.steps, state.seconds, state.images)

@@ -113,13 +113,15 @@ class Objective(nn.Module):
                 self.ensembles[term] = build_logit_ensemble(
                     amal.ensemble.type, len(group), width, **amal.ensemble.kwargs()
                 )
-        #: a group member's output channels in its group's (first member's) label order, where they differ
-        self.label_orders: dict[str, torch.Tensor] = {
-            name: torch.tensor(order)
-            for group in self.groups
-            for name in group[1:]
-            if (order := label_order(plan.teachers[group[0]].space, plan.teachers[name].space)) is not None
-        }
+        #: a group member -> the buffer holding its output channels in its group's (first member's)
+        #: label order, where they differ: a buffer, so ``.to(device)`` moves it once, not every step
+        self._order_buffers: dict[str, str] = {}
+        for group in self.groups:
+            for name in group[1:]:
+                order = label_order(plan.teachers[group[0]].space, plan.teachers[name].space)
+                if order is not None:  # buffers are named by position: a teacher's name may hold a "."
+                    self._order_buffers[name] = f"label_order_{len(self._order_buffers)}"
+                    self.register_buffer(self._order_buffers[name], torch.tensor(order), persistent=False)
         #: training rows whose teacher targets are NaN/inf, counted per teacher and epoch and left out
         self.nonfinite = NonFiniteRows()
         # the hooks go when the objective does (they hold no reference to it)
@@ -195,10 +197,18 @@ class Objective(nn.Module):
                     total = total + self.feature_weight * feat
         return total, parts
 
+    @property
+    def label_orders(self) -> dict[str, torch.Tensor]:
+        """A group member's output channels in its group's (first member's) label order, where they differ."""
+        return {name: getattr(self, buffer) for name, buffer in self._order_buffers.items()}
+
     def _in_group_order(self, name: str, out: torch.Tensor) -> torch.Tensor:
         """``name``'s output with its channels in its ensemble group's label order."""
-        order = self.label_orders.get(name)
-        return out if order is None else out.index_select(1, order.to(out.device))
+        buffer = self._order_buffers.get(name)
+        if buffer is None:
+            return out
+        # on the objective's device since its .to(): a no-op there, a copy only for targets elsewhere
+        return out.index_select(1, getattr(self, buffer).to(out.device))
 
     def _ensemble(self, term: str, logits: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         """One target (as logits at the recipe's temperature) from a group's teachers."""

@@ -105,16 +105,29 @@ def _merge(rows: torch.Tensor, kept: torch.Tensor, fresh: torch.Tensor) -> torch
 #: share of a teacher's rows in an epoch with NaN/inf targets above which training stops: it teaches
 #: too little to go on without a word, and its term would read as a diverging student's
 NONFINITE_STOP = 0.5
-#: rows of a teacher seen in an epoch before the share stops training mid-epoch (at its end, any count)
+#: rows of a teacher seen in an epoch before its share stops training, mid-epoch or at its end: on
+#: fewer, a teacher failing on a few images (a rarely drawn source) is most of them by chance
 NONFINITE_MIN_ROWS = 64
+
+
+def nonfinite_rows(task, targets: list[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``[teachers, rows]`` bool: the rows of each target (the teachers of one term, on the same
+    rows) that hold the teacher's own NaN/inf (``Task.nonfinite_rows``); None when none does.
+
+    A cheap whole-target test (``Task.nonfinite_any``) comes first: its one host sync replaces the
+    ``nonzero`` a healthy step would take; the per-row test runs only when it fires.
+    """
+    if not bool(torch.stack([task.nonfinite_any(t) for t in targets]).any()):
+        return None
+    return torch.stack([task.nonfinite_rows(t) for t in targets])
 
 
 class NonFiniteRows:
     """Counts, per teacher and epoch, the training rows whose targets hold its own NaN/inf
-    (``Task.nonfinite_rows``), which :meth:`keep` leaves out of its term.
+    (:func:`nonfinite_rows`), which :meth:`keep` leaves out of its term.
 
-    Counts stay on the device until :meth:`epoch_lines` reads them (no host sync per teacher
-    per step); the one sync per term is the ``nonzero`` that picks the rows kept.
+    A healthy step costs one whole-target reduction and one host sync per term; counts stay on the
+    device until :meth:`epoch_lines` reads them (no sync per teacher per step).
     """
 
     def __init__(self) -> None:
@@ -131,14 +144,17 @@ class NonFiniteRows:
             AmalgamError: when most of the term's rows this epoch (once ``NONFINITE_MIN_ROWS`` are
                 seen) were NaN/inf, naming the teachers.
         """
-        bad = torch.stack([task.nonfinite_rows(t) for t in targets])  # [teachers, rows]
+        n = targets[0].shape[0]
+        for name in names:
+            self.rows[name] = self.rows.get(name, 0) + n
+        self.term_rows[term] = self.term_rows.get(term, 0) + n
+        bad = nonfinite_rows(task, targets)
+        if bad is None:
+            return None
         for name, rows in zip(names, bad):
             self.bad[name] = self.bad.get(name, 0) + rows.sum()
-            self.rows[name] = self.rows.get(name, 0) + rows.numel()
         kept = (~bad.any(0)).nonzero().flatten()
-        n = bad.shape[1]
         self.dropped[term] = self.dropped.get(term, 0) + n - kept.numel()
-        self.term_rows[term] = self.term_rows.get(term, 0) + n
         if self.term_rows[term] >= NONFINITE_MIN_ROWS and self.dropped[term] > NONFINITE_STOP * self.term_rows[term]:
             raise AmalgamError(self._stop_line(names))
         return None if kept.numel() == n else kept
@@ -147,16 +163,19 @@ class NonFiniteRows:
         """One line per teacher that answered NaN/inf this epoch, then resets the counts.
 
         Raises:
-            AmalgamError: when a teacher did on most of its rows (``NONFINITE_STOP``).
+            AmalgamError: when a teacher did on most of its rows (``NONFINITE_STOP``), of at least
+                ``NONFINITE_MIN_ROWS`` (on fewer, its line says so and training goes on).
         """
         counts = {name: int(bad) for name, bad in self.bad.items()}  # the epoch's one read of the device
         try:
-            worst = [n for n, c in counts.items() if c > NONFINITE_STOP * self.rows[n]]
+            most = {n for n, c in counts.items() if c > NONFINITE_STOP * self.rows[n]}
+            worst = [n for n in most if self.rows[n] >= NONFINITE_MIN_ROWS]
             if worst:
                 raise AmalgamError(self._stop_line(worst, counts))
             return [
                 f"warning: teacher {name} answered NaN/inf on {c} of {self.rows[name]} training rows this epoch:"
                 " left out of its term (a teacher failing on some images; they teach nothing)"
+                + (f"; most of its rows, but too few to stop on (< {NONFINITE_MIN_ROWS})" if name in most else "")
                 for name, c in counts.items()
                 if c
             ]

@@ -21,6 +21,8 @@ from amalgam.errors import AmalgamError
 from amalgam.io import check_writable
 from amalgam.registry import Registry
 from amalgam.students.serialize import load_student
+from amalgam.task import Task, get_task, task_names
+from amalgam.task import output_meaning as generic_output_meaning
 
 
 class TaskOutputs(nn.Module):
@@ -118,22 +120,20 @@ def suffix_problem(path: Path, fmt: str) -> Optional[str]:
 
 #: what a grey image needs before it is given to the exported network
 GREY = "a grey image must be repeated over the 3 channels first (images.expand(-1, 3, -1, -1))"
-#: what each task's output holds, beyond labels and shape (tasks without labels)
-UNITS = {"depth": "in metres, as the student was trained (its teachers' depth converted to metres)"}
-
-
 def output_meaning(task: str, labels: Optional[list[str]], shape: tuple[int, ...], size: tuple[int, ...]) -> str:
-    """What one output of an export is, in words: its kind, its dimensions and its spatial size."""
-    dims = ", ".join(["batch", *map(str, shape[1:])])
-    if labels is not None:
-        what = f"{task} logits [{dims}] over the labels listed, in their order"
-        what += " (argmax over dim 1: each pixel's label)" if len(shape) == 4 else " (softmax: probabilities)"
-    else:
-        what = f"{task} [{dims}] {UNITS.get(task, 'in the unit the student was trained on')}"
+    """What one output of an export is, in words: what its task says it is (``Task.output_meaning``;
+    a task whose plugin is not installed here: only its shape and labels), and a dense output's size."""
+    plugin = _task_plugin(task)
+    what = plugin.output_meaning(labels, shape) if plugin else generic_output_meaning(task, labels, shape)
     if len(shape) == 4:
         at = "the input's height and width" if tuple(shape[-2:]) == tuple(size) else f"{shape[-2]}x{shape[-1]}"
         what += f", at {at}"
     return what
+
+
+def _task_plugin(name: str) -> Optional[Task]:
+    """The task plugin registered as ``name``, or None (a student of a plugin not installed here)."""
+    return get_task(name) if name in task_names() else None
 
 
 def export_meta(fmt: str, size: tuple[int, ...], tasks: list[str], spaces: dict, outputs: tuple) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import weakref
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import torch
@@ -54,9 +55,10 @@ class SubTeacher:
         return None
 
     def args(self) -> dict[str, Any]:
-        """The constructor's arguments as this wrap holds them (JSON-ready: report.json keeps them)."""
+        """The constructor's arguments as this wrap holds them, JSON-safe (report.json keeps them;
+        a plugin may hold one as a tensor, a numpy number or a Path: see :func:`jsonable`)."""
         params = inspect.signature(type(self).__init__).parameters
-        return {name: getattr(self, name) for name in list(params)[1:] if hasattr(self, name)}
+        return {name: jsonable(getattr(self, name)) for name in list(params)[1:] if hasattr(self, name)}
 
     def describe(self) -> str:
         """The wrap's type and arguments, e.g. ``multi_transform(flip=True, scales=[1.0], hard=False)``."""
@@ -64,9 +66,37 @@ class SubTeacher:
         return f"{self.kind or type(self).__name__}({shown})"
 
     def refuse_if_unfit(self, model: nn.Module, task: Task) -> None:
-        """Raises :meth:`check`'s reason: a wrap called from Python is held to the teacher check too."""
+        """Raises :meth:`check`'s reason: a wrap called from Python is held to the teacher check too.
+
+        Checked once per network and task: a wrap is called at every live step, and a check may walk
+        every module of the network (dropout layers, residual blocks), which do not change.
+        """
+        fitted = self.__dict__.setdefault("_fitted", weakref.WeakKeyDictionary())  # subclasses skip __init__
+        if task.name in fitted.get(model, ()):
+            return
         if problem := self.check(model, task):
             raise AmalgamError(f"{self.kind or type(self).__name__}: {problem}")
+        fitted.setdefault(model, set()).add(task.name)
+
+    def __getstate__(self) -> dict:
+        # the networks checked are not the copy's to keep (and weak references do not pickle)
+        return {k: v for k, v in self.__dict__.items() if k != "_fitted"}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON holds it: numbers, strings, bools and None as they are; lists, tuples and
+    dicts (keys as strings) item by item; a tensor or numpy value as its number or list (``tolist``);
+    anything else as its ``str`` (a Path, a callable), so that writing report.json never fails."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # torch.Tensor, numpy arrays and numpy scalars
+    if callable(tolist) and type(value).__module__.split(".")[0] in ("torch", "numpy"):
+        return jsonable(tolist())
+    return str(value)
 
 
 SUBTEACHERS: Registry[type[SubTeacher]] = Registry("sub-teacher")

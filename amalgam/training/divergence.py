@@ -36,6 +36,9 @@ class DivergenceWatch:
 
     def __init__(self) -> None:
         self.first: dict[str, float] = {}
+        #: history rows before this one are not judged: their student is not the one ``first`` was
+        #: taken from (a resume of a checkpoint written before the first values were stored)
+        self.since = 0
         self._said = False
 
     def see(self, parts: dict[str, float]) -> None:
@@ -48,11 +51,12 @@ class DivergenceWatch:
         return {t: row[t] / v for t, v in self.first.items() if v > 0 and isinstance(row.get(t), (int, float))}
 
     def diverged(self, history: list[dict]) -> dict[str, tuple[float, dict]]:
-        """Terms over the limit in any row: term -> (its largest ratio, that row). Over the limit: over
-        :data:`DIVERGED_RATIO` times its first value and over the sum of every term's first value."""
+        """Terms over the limit in any row from :attr:`since` on: term -> (its largest ratio, that row).
+        Over the limit: over :data:`DIVERGED_RATIO` times its first value and over the sum of every
+        term's first value."""
         untrained = sum(self.first.values())
         worst: dict[str, tuple[float, dict]] = {}
-        for row in history:
+        for row in history[self.since :]:
             for term, ratio in self.ratios(row).items():
                 grown = ratio > DIVERGED_RATIO and row[term] > untrained
                 if grown and ratio > worst.get(term, (0.0, {}))[0]:
@@ -83,12 +87,26 @@ class DivergenceWatch:
         self._said = line is not None
         return line
 
-    def state_dict(self) -> dict[str, float]:
-        """The first values (what a resume needs)."""
-        return dict(self.first)
+    def state_dict(self) -> dict:
+        """What a resume needs: the first values and the first history row they judge."""
+        return {"first": dict(self.first), "since": self.since}
 
-    def load_state_dict(self, first: Optional[dict[str, float]]) -> None:
-        """Restores the first values; a checkpoint from before they were stored has none, and the
-        terms' first values are then taken at the first step after the resume (a divergence
-        before it goes unnoticed: there is nothing left to compare with)."""
-        self.first = dict(first or {})
+    def load_state_dict(self, state: Optional[dict], judged_from: int = 0) -> None:
+        """Restores :meth:`state_dict`'s state.
+
+        Args:
+            state: as :meth:`state_dict` wrote it; a flat ``{term: first value}`` (checkpoints of the
+                first version); or None (checkpoints from before it), whose first values are then
+                taken at the first step after the resume, from the trained student.
+            judged_from: the history rows the checkpoint holds (plus a stopped epoch's, whose mean
+                holds steps from before the resume): with no stored first values, none of them is
+                judged: their untrained student's terms would read as a divergence from the
+                trained one's (a divergence before the resume goes unnoticed: nothing is left to
+                compare it with).
+        """
+        if state is None:
+            self.first, self.since = {}, judged_from
+        elif isinstance(state.get("first"), dict):
+            self.first, self.since = dict(state["first"]), int(state.get("since", 0))
+        else:  # {term: first value}, taken at the run's first step: every row is judged
+            self.first, self.since = dict(state), 0

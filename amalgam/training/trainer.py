@@ -319,7 +319,6 @@ class Trainer:
         self.augment.rng.set_state(state["flip_rng"])
         if "scaler" in state and self.scaler.is_enabled():  # a run resumed in another precision starts afresh
             self.scaler.load_state_dict(state["scaler"])
-        self.divergence.load_state_dict(state.get("divergence"))
         self.result.history, self.result.images = list(state["history"]), state["images"]
         self.result.seconds = state["seconds"]
         self.epoch = state["epoch"]
@@ -327,6 +326,9 @@ class Trainer:
         for line in source_changes(state.get("sources"), self.source_prints):
             self.log(line)
         self.partial = state.get("partial")
+        # without stored first values, the rows trained before the resume (a stopped epoch's too) are not judged
+        judged_from = len(self.result.history) + (self.partial is not None)
+        self.divergence.load_state_dict(state.get("divergence"), judged_from)
         self.partial_rng = state["torch_rng"]  # set again once a stopped epoch's finished batches are redrawn
         replay_epochs(self.loader, self.epoch)
 

@@ -59,6 +59,9 @@ class ClassificationTask(LabelledOutputs, Task):
             return " (a [B, C, 1, 1] map: flatten it in the model, e.g. return torch.flatten(out, 1))"
         return hint
 
+    def output_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...]) -> str:
+        return f"{super().output_meaning(labels, shape)} (softmax: probabilities)"
+
     def distill_loss(self, student, teacher, options: DistillOptions):
         o = options
         return partial_label_kl(student, teacher, o.projection, o.temperature, o.weights, o.after_projection)

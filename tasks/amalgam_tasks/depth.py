@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.labels import LabelSpace
-from amalgam.task import DistillOptions, Task
+from amalgam.task import DistillOptions, Task, output_dims
 
 MIN_DEPTH = 1e-3
 
@@ -164,6 +164,16 @@ class DepthTask(Task):
         """Rows holding +inf: the teacher's own NaN/inf as :meth:`mark_no_answer` marks it (its NaN are
         no depth, values <= 0 or pixels a view did not show)."""
         return torch.isinf(out.reshape(out.shape[0], -1)).any(1)
+
+    def nonfinite_any(self, out: torch.Tensor) -> torch.Tensor:
+        """The sum of the values that are not NaN (no depth, which :meth:`nonfinite_rows` leaves alone)
+        is not finite where any value is inf."""
+        return ~torch.isfinite(out.nansum(dtype=torch.float32))
+
+    def output_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...]) -> str:
+        """Metres, whatever its teachers answered (``output:`` converts them)."""
+        dims = output_dims(shape)
+        return f"depth [{dims}] in metres, as the student was trained (its teachers' depth converted to metres)"
 
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """The share of the check batch's values that are no depth (<= 0), masked out of the targets."""

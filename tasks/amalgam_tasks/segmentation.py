@@ -70,6 +70,9 @@ class SegmentationTask(LabelledOutputs, Task):
         last = out.dim() == 4 and space is not None and out.shape[-1] == len(space) != out.shape[1]
         return hint or (" (channels last? return it as [B, C, H, W]: out.permute(0, 3, 1, 2))" if last else "")
 
+    def output_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...]) -> str:
+        return f"{super().output_meaning(labels, shape)} (argmax over dim 1: each pixel's label)"
+
     def distill_loss(self, student, teacher, options: DistillOptions):
         """Partial-label KL per pixel; with ``options.class_balance`` > 0 each pixel is weighted by the
         rarity of the teacher's class there (:func:`class_balanced_weights`; a label standing for
