@@ -42,6 +42,14 @@ def error_line(exc: BaseException, every_line: bool = False) -> str:
     return " ".join(text.split()) if every_line else lines[0]
 
 
+def under_key(key: str, message: str) -> tuple[str, str]:
+    """``(key path, message)`` for a part's refusal raised under recipe ``key``: a message that
+    starts with one of the part's argument names (``"weights: expected 2 values"``) moves that name
+    into the key (``key.weights``, ``"expected 2 values"``); any other stays under ``key``."""
+    head, sep, rest = message.partition(": ")
+    return (f"{key}.{head}", rest) if sep and head and " " not in head else (key, message)
+
+
 class AmalgamError(Exception):
     """A problem with the user's input or files, explained in one line.
 

@@ -12,7 +12,7 @@ from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
 from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe
-from amalgam.errors import AmalgamError, RecipeError
+from amalgam.errors import AmalgamError, RecipeError, under_key
 from amalgam.kd.logit_ensembles import LOGIT_ENSEMBLES, build_logit_ensemble
 from amalgam.labels import LabelSpace
 from amalgam.task import get_task
@@ -81,12 +81,7 @@ def check_ensemble(recipe: Recipe) -> None:
         try:
             build_logit_ensemble(ens.type, len(group), in_features=1, **ens.kwargs())  # 1: the width is the student's
         except AmalgamError as exc:
-            head, sep, rest = str(exc).partition(": ")
-            key, msg = (
-                (f"amalgamation.ensemble.{head}", rest)
-                if sep and " " not in head
-                else ("amalgamation.ensemble", str(exc))
-            )
+            key, msg = under_key("amalgamation.ensemble", str(exc))
             raise RecipeError(key, f"{msg} (for the group {term})") from None
         group_weight(recipe.amalgamation.task_weights, group)
 

@@ -14,7 +14,7 @@ from torch.utils.hooks import RemovableHandle
 
 from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, TeacherConfig
-from amalgam.errors import AmalgamError, error_line
+from amalgam.errors import AmalgamError, error_line, under_key
 from amalgam.labels import LabelSpace
 from amalgam.task import SIGMOID_EVIDENCE as READING_VALUES
 from amalgam.task import ReadingError, Task, get_task
@@ -341,10 +341,11 @@ def check_teacher_wrap(teacher: Teacher) -> None:
     training rather than at epoch 1 step 1, and no wrap is accepted that would change nothing."""
     if teacher.sub is None or not (problem := teacher.sub.check(teacher.model, teacher.task)):
         return
-    head, sep, rest = problem.partition(": ")
-    if sep and " " not in head:  # the reason names an argument of the wrap
-        raise AmalgamError(f"teachers.{teacher.name}.wrap.{head}: {rest}")
-    raise AmalgamError(f"teachers.{teacher.name}.wrap: {teacher.wrap}: {problem}")
+    wrap = f"teachers.{teacher.name}.wrap"
+    key, message = under_key(wrap, problem)
+    if key == wrap:  # not an argument's fault: the wrap's type says which wrap
+        message = f"{teacher.wrap}: {problem}"
+    raise AmalgamError(f"{key}: {message}")
 
 
 #: images the reading check reads when the check batch gives it too few values (a small classifier)
