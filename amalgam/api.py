@@ -474,8 +474,13 @@ def _built_recipe(run: dict, stored: dict, log) -> Recipe:
     changed = recipe_changes(stored, now)
     if not changed:
         return now
-    log(
-        f"recipe {run['recipe']} changed since the build ({', '.join(changed[:6])}"
-        f"{' ...' if len(changed) > 6 else ''}): drawing from the recipe the run was built with (student.pt)"
-    )
-    return parse_recipe(stored, base_dir=now.base_dir)
+    keys = f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}"
+    try:
+        built = parse_recipe(stored, base_dir=now.base_dir)
+    except AmalgamError as exc:  # a run of an older amalgam whose recipe today's schema refuses
+        log(f"recipe {run['recipe']} changed since the build ({keys}), and the one the run was built with no longer"
+            f" reads ({exc}): drawing from the file as it is now")  # fmt: skip
+        return now
+    log(f"recipe {run['recipe']} changed since the build ({keys}): drawing from the recipe the run was built with"
+        " (student.pt)")  # fmt: skip
+    return built

@@ -52,3 +52,21 @@ def test_report_command_draws_from_the_recipe_the_run_was_built_with(built_run, 
     said = capsys.readouterr().out
     assert "changed since the build (data.image_size): drawing from the recipe the run was built with" in said
     assert tuple(drawn[-1].data.image_size) == tuple(built_size) != other
+
+
+def test_report_of_an_old_run_whose_stored_recipe_no_longer_reads_draws_from_the_file(built_run, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(built_run, run)
+    blob = torch.load(run / "student.pt", weights_only=True)
+    blob["recipe"]["train"]["a_key_of_long_ago"] = 1  # what today's schema refuses
+    torch.save(blob, run / "student.pt")
+    record = json.loads((run / "run.json").read_text())
+    record["set"] = [*record["set"], "train.epochs=3"]  # and the file changed since
+    (run / "run.json").write_text(json.dumps(record))
+    assert main(["report", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert "and the one the run was built with no longer reads" in said and "drawing from the file as it is now" in said
