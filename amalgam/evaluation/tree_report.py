@@ -98,10 +98,11 @@ def plot_tree(tree: dict, out: Path) -> Optional[Path]:
 
 
 def _budget_text(budget: dict) -> str:
-    """``params 966,332 (0.65 of the teachers'), latency 2.1 ms``: the limits that are set."""
+    """``params 966,332 (65% of the teachers'), latency 2.1 ms``: the limits that are set (the share as
+    the build log says it)."""
     parts = []
     if budget.get("params") is not None:
-        share = f" ({budget['share']:g} of the teachers')" if budget.get("share") is not None else ""
+        share = f" ({budget['share']:.0%} of the teachers')" if budget.get("share") is not None else ""
         parts.append(f"params {budget['params']:,}{share}")
     if budget.get("latency_ms") is not None:
         parts.append(f"latency {budget['latency_ms']:g} ms")
