@@ -441,7 +441,7 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     recipe = _built_recipe(run, stored_recipe(run_dir / "student.pt"), log)
     student, spaces = _load_student(run_dir / "student.pt")
     plan = build_plan(recipe, log=log)
-    return render(run_dir, report, plan, student, spaces, resolve_device(recipe.device))
+    return render(run_dir, report, plan, student, spaces, resolve_device(recipe.device), log=log)
 
 
 def _run_json(path: Path, fix: str) -> dict:

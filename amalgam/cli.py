@@ -12,6 +12,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation.export import export
 from amalgam.evaluation.report import to_markdown
 from amalgam.io import write_json
+from amalgam.plugin_contract import contract_problem, mirror_note, plugin_label
 from amalgam.students.tree import as_yaml
 from amalgam.task import TASKS, task_names
 from amalgam.training.progress import Console
@@ -89,9 +90,18 @@ def cmd_export(args) -> int:
 
 
 def cmd_tasks(args) -> int:
+    """Each task found and where it came from (``name<TAB>origin``; ``--details`` adds how its outputs
+    are mirrored); a plugin that breaks the contract is said on stderr, and the exit status is 2."""
+    broken = 0
     for name in task_names():
-        print(f"{name}\t{TASKS.origin(name)}")
-    return 0
+        cls = TASKS.get(name)
+        problem = contract_problem(cls) if isinstance(cls, type) else "not a class"
+        details = f"\t{mirror_note(cls()) if problem is None else 'broken'}" if args.details else ""
+        print(f"{name}\t{TASKS.origin(name)}{details}")
+        if problem is not None:
+            broken += 1
+            print(f"amalgam: error: {plugin_label(cls)}: {problem}", file=sys.stderr)
+    return 2 if broken else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_export, debug=False)
     p = sub.add_parser("tasks", help="list the task plugins found")
+    p.add_argument("--details", action="store_true", help="also say how each task mirrors its outputs")
     p.set_defaults(fn=cmd_tasks, debug=False)
     return parser
 

@@ -230,7 +230,7 @@ def train_student(
         report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
     write_report(report, run_dir)
     (run_dir / "run.json").write_text(json.dumps(record))
-    render(run_dir, report, plan, student, plan.spaces, device)
+    render(run_dir, report, plan, student, plan.spaces, device, log=log)
     ctx.close()
     return report
 

@@ -12,13 +12,14 @@ import inspect
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar, Optional, Protocol
+from typing import Callable, ClassVar, NamedTuple, Optional, Protocol
 
 import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
+from amalgam.plugin_contract import ensemble_problem
 from amalgam.registry import Registry, load_entry_points
 
 
@@ -59,6 +60,16 @@ class DistillOptions:
     pseudo_labels: float = 0.0
 
 
+class EvalReading(NamedTuple):
+    """What a task's :attr:`Task.eval_reading` found: ``said`` (the numbers and the rule, for the log
+    and the teacher's reading line), ``warnings`` (one line each) and ``problem`` (why the build
+    stops, or None)."""
+
+    said: str
+    warnings: list[str]
+    problem: Optional[str]
+
+
 class Task:
     """Base class of task plugins. Subclasses set the class attributes and override the methods.
 
@@ -73,6 +84,15 @@ class Task:
     dense: ClassVar[bool]
     #: True if teachers of this task carry label spaces (``labels:`` in the recipe).
     labelled: ClassVar[bool] = False
+    #: True if a labelled task's logits are a softmax over mutually exclusive labels (classification,
+    #: segmentation): only then may amalgam merge its teachers by probabilities (``amalgamation.ensemble``'s
+    #: types, the default :meth:`ensemble`) or take a hard pseudo-label; a multi-label task leaves it False.
+    exclusive_labels: ClassVar[bool] = False
+    #: Optional: ``eval_reading(teacher, kind, answers, truths) -> EvalReading``, a teacher's reading
+    #: (``output:``) checked against its eval set's ground truth before training; the plan runs the
+    #: plain teacher on a few eval images for it (``answers`` and ``truths``: lists of what
+    #: :meth:`predict` gives and the set's targets). Depth's finds a disparity read as metres. None: no check.
+    eval_reading: ClassVar[Optional[Callable[..., "EvalReading"]]] = None
     #: Extra catch-all label the unified space starts with (segmentation: "background").
     unified_background: ClassVar[Optional[str]] = None
     #: Key of the ground truth in an eval sample: "label", "mask" or "depth".
@@ -87,6 +107,10 @@ class Task:
     #: Optional :class:`DistillOptions` fields :meth:`distill_loss` honours: "weights", "after_projection",
     #: "class_balance", "focal", "pseudo_labels" (a recipe setting one a task does not name is said in the log).
     distill_options: ClassVar[frozenset[str]] = frozenset()
+    #: how report.html draws :meth:`visualize`'s ``[H, W]`` maps: a matplotlib colour map, and the colour
+    #: bar's unit ("": none)
+    picture_cmap: ClassVar[str] = "gray"
+    picture_unit: ClassVar[str] = ""
 
     def resolve_output_kind(self, kind: str) -> str:
         """A teacher's ``output:`` value with ``default`` replaced by the task's first kind."""
@@ -179,14 +203,39 @@ class Task:
         return ""
 
     def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """Combines several canonical outputs for the same images (sub-teachers, test-time transforms).
+        """Combines several canonical outputs for the same images (sub-teachers, test-time transforms,
+        ``amalgamation.ensemble`` for a task without :attr:`exclusive_labels`).
 
-        Labelled tasks average probabilities and return their log (valid logits); others average values.
+        Labelled tasks with :attr:`exclusive_labels` average probabilities and return their log (valid
+        logits); other labelled tasks must define their own (a softmax would be wrong for them); tasks
+        without labels average values.
         """
+        if problem := ensemble_problem(self):
+            raise AmalgamError(problem)
         stacked = torch.stack([o.float() for o in outputs])
         if self.labelled:
             return stacked.softmax(2).mean(0).clamp_min(1e-8).log()
         return stacked.mean(0)
+
+    def mirror(self, output: torch.Tensor) -> torch.Tensor:
+        """A canonical output (batch first) as the teacher would answer the left-right mirrored images:
+        training mirrors half the student's images (``train.augment``) and the teacher cache, and
+        ``multi_transform``'s ``flip``, mirror the stored answers with this. Default: a spatial flip of
+        dense outputs, values unchanged; per-image outputs unchanged. Override it when values change
+        under a mirror: a normal's or a flow's x component changes sign, left/right labels swap."""
+        return output.flip(-1) if self.dense else output
+
+    def visualize(self, pred: torch.Tensor) -> Optional[torch.Tensor]:
+        """One image's prediction (:meth:`predict`'s, batch axis dropped), or its ground truth, as
+        report.html draws it: ``[H, W]`` values (NaN: not drawn) coloured by :attr:`picture_cmap` with
+        a colour bar in :attr:`picture_unit`, or ``[H, W, 3]`` RGB in [0, 1]; None: not drawn.
+        Default: an ``[H, W]`` map as it is, of ``[C, H, W]`` the first channel (C = 1) or the norm over
+        channels; anything else None."""
+        if pred.dim() == 2:
+            return pred.float()
+        if pred.dim() == 3:
+            return pred[0].float() if pred.shape[0] == 1 else pred.float().norm(dim=0)
+        return None
 
     def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, options: DistillOptions) -> torch.Tensor:
         """Scalar distillation loss of the student's output against one teacher's output.

@@ -151,3 +151,30 @@ def test_kd_loss_checks_an_accelerator_target_once_a_process(monkeypatch):
     assert [logit_ensembles._should_check_target(on_device, None) for _ in range(3)] == [True, False, False]
     assert logit_ensembles._should_check_target(on_device, True)
     assert logit_ensembles._should_check_target(torch.rand(4, 3), None)  # the CPU: every call
+
+
+# trial F, S4: a network that edits its input in place under a wrap that runs it several times
+
+
+class _HalvesItsInput(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        x.mul_(0.5)  # older code normalises in place: x.sub_(mean).div_(std)
+        return self.inner(x)
+
+
+def test_a_wrap_runs_a_network_that_edits_its_input_in_place_on_a_copy_each_time(world):
+    plan = plan_of(load_recipe(world))
+    teacher = plan.teachers["seg-a"]
+    teacher.model = _HalvesItsInput(teacher.model)
+    images = torch.rand(2, 3, 32, 32)
+    plain, _ = teacher.answer(images, wrapped=False)
+    mirrored, _ = teacher.answer(images.flip(-1), wrapped=False)
+    teacher.sub = build_subteacher("multi_transform", {"flip": True})
+    wrapped, _ = teacher.answer(images)
+    task = teacher.task
+    expected = task.ensemble([task.mark_no_answer(plain), task.mark_no_answer(task.mirror(mirrored))])
+    assert torch.allclose(wrapped, expected, atol=1e-5)  # the mirrored run saw the image, not its halved copy

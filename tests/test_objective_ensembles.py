@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -64,8 +65,10 @@ def test_mean_of_two_teachers_by_hand(world, tmp_path):
 def test_learned_gate_reads_the_student_and_trains(world, tmp_path):
     plan = plan_of(twin_world(world, tmp_path, ensemble={"type": "gate"}), "student.branch_at=2")
     torch.manual_seed(0)
-    with torch.no_grad():  # twins with one checkpoint give one target whatever the gate says
-        for p in plan.teachers["cls2"].model.parameters():
+    twin = plan.teachers["cls2"]
+    twin.model = copy.deepcopy(twin.model)  # twins of one checkpoint share one network (held once)
+    with torch.no_grad():  # and give one target whatever the gate says
+        for p in twin.model.parameters():
             p.add_(torch.randn_like(p))
     student = build_student(plan.student_spec())
     objective = Objective(plan, student)

@@ -157,7 +157,7 @@ def test_labels_file_and_a_classes_file_of_folder_ids(fresh_world):
     root = fresh_world.parent
     # both files begin with a UTF-8 byte-order mark (Windows editors write one): it was read as part of
     # the first name, which then matched nothing
-    (root / "cls_labels.txt").write_text("\ufeffcat\n\n dog \n", encoding="utf-8")
+    (root / "cls_labels.txt").write_text("\ufeffcat\n dog \n\n", encoding="utf-8")  # blank lines at the end only
     ids = {"bird": "n01503061", "cat": "n02121808", "dog": "n02084071"}
     for name, wnid in ids.items():  # the eval set's folders are WordNet ids, as ImageNet's are
         (root / "items" / "val" / name).rename(root / "items" / "val" / wnid)

@@ -41,7 +41,7 @@ def test_report_command_draws_from_the_recipe_the_run_was_built_with(built_run, 
     shutil.copytree(built_run, run)
     record = json.loads((run / "run.json").read_text())
     drawn = []
-    monkeypatch.setattr(amalgam.api, "render", lambda run_dir, report, plan, *rest: drawn.append(plan.recipe))
+    monkeypatch.setattr(amalgam.api, "render", lambda run_dir, report, plan, *rest, **kw: drawn.append(plan.recipe))
     assert main(["report", str(run)]) == 0 and "changed since the build" not in capsys.readouterr().out
     built_size = drawn[-1].data.image_size
     # the recipe file edited since the build: another image size

@@ -12,6 +12,7 @@ from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.weighting import TASK_WEIGHTINGS
 from amalgam.errors import AmalgamError, RecipeError, count_of
 from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
+from amalgam.plugin_contract import check_plugin
 from amalgam.students.build import STUDENTS, has_branches, names_its_encoder
 from amalgam.students.encoders import build_encoder
 from amalgam.task import TASKS, get_task, task_names
@@ -121,6 +122,7 @@ def check_teacher(recipe: Recipe, name: str, t: TeacherConfig) -> set[str]:
     if t.task not in task_names():
         raise RecipeError(f"{path}.task", f"unknown task '{t.task}' (expected one of: {', '.join(TASKS.names())})")
     task = get_task(t.task)
+    check_plugin(type(task))  # its hooks, before any training calls them
     at_key(f"{path}.model", check_model, t.model.source, t.model.kwargs(), recipe.base_dir)
     if task.labelled:
         check_teacher_labels(path, t, recipe)

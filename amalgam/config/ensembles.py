@@ -15,7 +15,8 @@ from amalgam.config.schema import Recipe
 from amalgam.errors import AmalgamError, RecipeError, under_key
 from amalgam.kd.logit_ensembles import LOGIT_ENSEMBLES, build_logit_ensemble
 from amalgam.labels import LabelSpace
-from amalgam.task import get_task
+from amalgam.plugin_contract import ensemble_problem, plugin_label
+from amalgam.task import Task, get_task
 
 
 class Member(NamedTuple):
@@ -78,12 +79,32 @@ def check_ensemble(recipe: Recipe) -> None:
         return
     for group in recipe_groups(recipe):
         term = "+".join(group)
+        if problem := own_merge_problem(get_task(recipe.teachers[group[0]].task), ens.type):
+            key, message = problem
+            raise RecipeError(key, f"{message} (for the group {term})")
         try:
             build_logit_ensemble(ens.type, len(group), in_features=1, **ens.kwargs())  # 1: the width is the student's
         except AmalgamError as exc:
             key, msg = under_key("amalgamation.ensemble", str(exc))
             raise RecipeError(key, f"{msg} (for the group {term})") from None
         group_weight(recipe.amalgamation.task_weights, group)
+
+
+def own_merge_problem(task: Task, kind: str) -> Optional[tuple[str, str]]:
+    """The key and reason ``amalgamation.ensemble`` of type ``kind`` cannot merge teachers of ``task``
+    (None if it can). Its types weigh softmax distributions: right for :attr:`Task.exclusive_labels`
+    tasks only; any other labelled task's group is merged by the task's own ``ensemble``, with equal
+    weights (``type: mean``), or refused when it has none."""
+    if task.exclusive_labels:
+        return None
+    if problem := ensemble_problem(task):
+        return "amalgamation.ensemble", problem
+    if kind != "mean":
+        return "amalgamation.ensemble.type", (
+            f"'{kind}' weighs softmax distributions, and {plugin_label(task)} does not declare exclusive_labels:"
+            " use type: mean (its teachers are merged by its own ensemble)"
+        )
+    return None
 
 
 def group_weight(spec: Union[str, dict[str, float]], group: list[str]) -> Optional[float]:
@@ -124,5 +145,7 @@ def ensemble_lines(recipe: Recipe) -> list[str]:
         moved = [n for n in group[1:] if label_order(first, members[n].space) is not None]
         reorder = f"; {', '.join(moved)} reordered to {group[0]}'s label order" if moved else ""
         merged = f"{' and '.join(group)} merged into one term '{'+'.join(group)}'"
-        lines.append(f"amalgamation.ensemble ({ens.type}): {merged}{reorder}")
+        task = get_task(members[group[0]].task)
+        how = "" if task.exclusive_labels else f" by task {task.name}'s own ensemble"
+        lines.append(f"amalgamation.ensemble ({ens.type}): {merged}{how}{reorder}")
     return lines

@@ -23,6 +23,9 @@ ENTRY_FORMS = "a name, {name: unified_class} or {name: [unified_class, ...]}"
 
 def parse_entry(entry: Any, index: int) -> tuple[str, tuple[str, ...]]:
     """One ``labels`` entry -> (the teacher's label name, the unified classes it stands for)."""
+    named = next(iter(entry), None) if isinstance(entry, dict) and len(entry) == 1 else entry
+    if isinstance(named, str) and not named.strip():  # '' matched no class, and was said as an empty name
+        raise AmalgamError(f"{index}: an empty label name: name every output (its name in the teacher's own labels)")
     if isinstance(entry, str):
         return entry, (entry,)
     if isinstance(entry, dict) and len(entry) == 1:
@@ -69,12 +72,23 @@ _NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*([^\W_].*)$")  # not "0 - zero": torc
 
 
 def read_names(path: Path) -> list[str]:
-    """A labels file: one name a line, blank lines skipped, surrounding spaces stripped.
+    """A labels file: one name a line, surrounding spaces stripped, blank lines at its end skipped.
+
+    A blank line among the names is refused naming its line: skipped, it shifted every label after
+    it by one output, and a user "fixing" the count by adding a name made that silent.
 
     A file whose every line is numbered (``0 background``) is read by its numbers, which must be
     0 to n-1: read as names, the numbers matched no label and a 1-based file would shift them all.
     """
-    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if "" in lines:
+        blank = lines.index("") + 1
+        raise AmalgamError(
+            f"line {blank} of {path} is blank, among the labels (one output's name a line, {len(lines)} lines):"
+            " name that output, or delete the line if the file has one line too many"
+        )
     numbered = [_NUMBERED.match(line) for line in lines]
     if not lines or not all(numbered):
         return lines

@@ -107,6 +107,19 @@ class InputSpec(_Strict):
     resize: Optional[str] = Field(
         None, description="how the original fills the input: stretch (default) | letterbox | center_crop"
     )
+    channel_order: Literal["rgb", "bgr"] = Field(
+        "rgb",
+        description="the order of its 3 input channels: rgb (default) | bgr (Caffe, mmcv's to_rgb: false);"
+        " mean and std are in that order",
+    )
+
+    @field_validator("channel_order")
+    @classmethod
+    def _order_of_three(cls, v: str, info) -> str:
+        # a grey teacher's one channel has no order: bgr there is a slip, never a setting
+        if v == "bgr" and info.data.get("channels") == 1:
+            raise ValueError("bgr orders 3 channels; this teacher takes 1 (channels: 1): leave channel_order out")
+        return v
 
 
 class TeacherConfig(_Strict):

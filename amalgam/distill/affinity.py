@@ -182,6 +182,29 @@ def _lookahead(student, plan, images, targets, lr: float) -> tuple[torch.Tensor,
     return z, seen
 
 
+def _warm_up_step(plan: Plan, student, opt: torch.optim.Optimizer, images: torch.Tensor, targets: dict) -> None:
+    """One optimiser step of the shared student on the plain sum of the tasks' terms."""
+    losses = task_losses(plan, student(images), targets)
+    if losses:  # none: every teacher's rows of this batch were NaN/inf
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        opt.step()
+
+
+def _say_nonfinite(nonfinite: NonFiniteRows, log: Callable[[str], None]) -> None:
+    """One line per teacher whose targets were NaN/inf in the warm-up (rows left out, as training
+    does; a resumed warm-up counts its steps after the resume).
+
+    Raises:
+        AmalgamError: when a teacher's were on most of its rows (:meth:`NonFiniteRows.epoch_lines`).
+    """
+    try:
+        for line in nonfinite.epoch_lines():
+            log(f"search: {line.replace(' this epoch', ' of the warm-up')}")
+    except AmalgamError as exc:
+        raise AmalgamError(f"search: {exc}") from None
+
+
 def measure_affinity(
     plan: Plan, device: torch.device, state_path: Path, log: Callable[[str], None] = print
 ) -> Affinity:
@@ -232,22 +255,14 @@ def measure_affinity(
             state.counts += seen
             state.measurements += 1
             state.images += images.shape[0] * (1 + STAGES * len(tasks))
-        losses = task_losses(plan, student(images), targets)
-        if losses:  # none: every teacher's rows of this batch were NaN/inf
-            opt.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            opt.step()
+        _warm_up_step(plan, student, opt, images, targets)
         state.images += images.shape[0]
         state.step = step + 1
         state.seconds = time.perf_counter() - start
         if state.step % cfg.every == 0 or state.step == cfg.steps:
             atomic_save({"key": key, "student": student.state_dict(), "optimizer": opt.state_dict(),
                          "state": state.__dict__}, state_path)  # fmt: skip
-    try:  # the warm-up's NaN/inf rows, per teacher (those of a resumed warm-up's steps before it are not counted)
-        for line in nonfinite.epoch_lines():
-            log(f"search: {line.replace(' this epoch', ' of the warm-up')}")
-    except AmalgamError as exc:
-        raise AmalgamError(f"search: {exc}") from None
+    _say_nonfinite(nonfinite, log)
     mean = (state.sums / state.counts.clamp_min(1)).tolist()
     log(f"search: warm-up of {cfg.steps} steps, {state.measurements} lookaheads, {state.seconds:.1f} s")
     return Affinity(tasks, mean, state.measurements, cfg.steps, state.seconds, state.images)

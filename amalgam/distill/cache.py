@@ -24,7 +24,8 @@ from amalgam.data.mixing import fingerprint
 from amalgam.data.views import BatchViews, ViewSpec
 from amalgam.distill.cache_store import FP16_MAX, Store, open_store, widen
 from amalgam.distill.plan import Plan
-from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets
+from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets, mirror_rows
+from amalgam.task import Task
 from amalgam.teachers.fingerprint import model_code, weight_digests
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
@@ -76,6 +77,11 @@ def _comparable(key: dict) -> dict:
         for field_name in NOT_IN_KEY:
             source.get("config", {}).pop(field_name, None)
         source.get("config", {}).setdefault("exif", "upright")  # format 4 read every image upright
+    for spec in (key.get("input"), key.get("teacher", {}).get("input")):  # every teacher was fed RGB
+        if isinstance(spec, dict) and "channel_order" not in spec:  # before input.channel_order existed
+            spec["channel_order"] = "rgb"
+            if isinstance(spec.get("origin"), dict):
+                spec["origin"]["channel_order"] = "default"
     return key
 
 
@@ -170,7 +176,7 @@ class TeacherCache:
             device = images.student.device
             f = flip[idx] if flip is not None else None
             out = torch.from_numpy(outputs.astype(np.float32)).to(device)
-            out = apply_flip(out, f) if store.dense else out
+            out = mirror_rows(teacher.task, out, f)  # the task says what a mirror does to its values
             feat = None
             if features is not None:
                 feat = apply_flip(torch.from_numpy(features.astype(np.float32)).to(device), f)
@@ -272,6 +278,14 @@ def open_cache(
         return None
     log(
         f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}; augmentation is the horizontal"
-        " flip only (geometric), applied to the cached outputs as to the images"
+        " flip only (geometric), applied to the cached outputs through each task's mirror hook" + _default_mirrors(plan)
     )
     return TeacherCache(run_dir / "teacher_cache", plan, log, taps, precision)
+
+
+def _default_mirrors(plan: Plan) -> str:
+    """The dense tasks whose cached outputs are mirrored by the default (values unchanged), said so
+    that a plugin whose values change under a mirror (a normal's x) is seen to need its own."""
+    tasks = {t.task.name: t.task for t in plan.teachers.values()}
+    plain = sorted(n for n, task in tasks.items() if task.dense and type(task).mirror is Task.mirror)
+    return f" (a spatial flip, values unchanged: {', '.join(plain)})" if plain else ""

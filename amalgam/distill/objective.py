@@ -212,6 +212,9 @@ class Objective(nn.Module):
 
     def _ensemble(self, term: str, logits: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         """One target (as logits at the recipe's temperature) from a group's teachers."""
+        task = self.plan.teachers[self.terms[term][0]].task
+        if not task.exclusive_labels:  # the ensembles weigh softmaxes: the task merges its own outputs
+            return task.ensemble(logits)  # the recipe check allowed type: mean only
         z = torch.stack(logits).float()  # [K, B, C, ...]
         k, b, c = z.shape[:3]
         pixels = z[0, 0, 0].numel()

@@ -13,7 +13,8 @@ from amalgam.config.ensembles import ensemble_lines
 from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, SourceConfig
 from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
-from amalgam.data.views import ViewSpec, same_view
+from amalgam.data.sources import spread
+from amalgam.data.views import BatchViews, ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import IGNORE, LabelSpace, extents, lookup, missing_labels, projection, unify
 from amalgam.labels.names import unmarked_catch_all
@@ -27,7 +28,8 @@ from amalgam.students.sizing import (
     kept_choice,
 )
 from amalgam.task import Task, get_task
-from amalgam.teachers.teacher import Teacher, build_teachers
+from amalgam.teachers.inputs import answer_views
+from amalgam.teachers.teacher import Teacher, build_teachers, distinct_params
 
 
 @dataclass
@@ -69,8 +71,9 @@ class Plan:
 
     @property
     def teacher_params(self) -> int:
-        """All teachers' parameters together (what ``student.budget`` is a share of)."""
-        return sum(t.num_params() for t in self.teachers.values())
+        """All teachers' parameters together, a network two teachers share counted once (what
+        ``student.budget`` is a share of)."""
+        return distinct_params(self.teachers.values())
 
     @property
     def dense_tasks(self) -> list[str]:
@@ -204,6 +207,56 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
+            check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
+
+
+#: eval images a task's reading check runs a teacher on before training (spread over the set as scored)
+READING_CHECK_IMAGES = 16
+
+
+def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print) -> None:
+    """Checks a teacher's reading against its eval set's ground truth before training, where its task
+    has such a check (:attr:`~amalgam.task.Task.eval_reading`, as depth's: a
+    disparity read as metres correlates negatively with the truth and would be distilled upside down).
+
+    The plain teacher runs on up to :data:`READING_CHECK_IMAGES` eval images, scored as evaluation
+    scores it; the numbers and the rule are said in the log and with the teacher's reading
+    (``amalgam inspect``), the check's warnings in the log.
+
+    Raises:
+        RecipeError: on ``teachers.<name>.output`` when the task finds the reading wrong.
+    """
+    check = teacher.task.eval_reading
+    if check is None:
+        return
+    answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
+    reading = check(teacher.name, teacher.output_kind, answers, truths)
+    where = f"against '{teacher.eval_name}' before training"
+    log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {where}: {reading.said}")
+    teacher.notes.append(f"checked {where}: {reading.said}")
+    if reading.problem:
+        raise RecipeError(f"teachers.{teacher.name}.output", reading.problem)
+    for line in reading.warnings:
+        log(f"warning: {line}")
+
+
+def eval_answers(
+    plan: Plan, teacher: Teacher, dataset: ImageSet, count: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The plain teacher's predictions (at each target's size, as evaluation scores them) and the
+    targets of ``count`` images spread over ``dataset``, one image at a time (originals differ in size)."""
+    task, first = teacher.task, torch.zeros(1, dtype=torch.long)
+    answers, truths = [], []
+    for index in spread(len(dataset), count):
+        sample = dataset[index]
+        truth = sample[task.target_key]
+        originals = [sample["original"]] if "original" in sample else None
+        views = BatchViews(sample["image"][None], plan.student_view, originals)
+        size = tuple(truth.shape[-2:])
+        out, _ = answer_views(teacher, views, first, size, augmented=False, wrapped=False)
+        answers.append(task.predict(out, size)[0])
+        truths.append(truth)
+    return answers, truths
 
 
 def eval_limit(cfg: SourceConfig, max_eval_images: Optional[int]) -> SourceConfig:

@@ -14,6 +14,7 @@ import torch
 
 from amalgam.data.views import BatchViews
 from amalgam.errors import AmalgamError
+from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
 
@@ -29,6 +30,16 @@ def apply_flip(t: torch.Tensor, flip: Optional[torch.Tensor]) -> torch.Tensor:
     if flip is None:
         return t
     return torch.where(flip.view(-1, *([1] * (t.dim() - 1))), t.flip(-1), t)
+
+
+def mirror_rows(task: Task, out: torch.Tensor, flip: Optional[torch.Tensor]) -> torch.Tensor:
+    """A teacher's canonical output ``out`` with the rows where ``flip`` is true replaced by
+    ``task.mirror`` of them: what the teacher would answer on the mirrored images. A spatial flip
+    alone is wrong for values that change under a mirror (a normal's x, left/right labels)."""
+    if flip is None or not bool(flip.any()):
+        return out
+    mirrored = task.mirror(out)
+    return torch.where(flip.to(out.device).view(-1, *([1] * (out.dim() - 1))), mirrored.to(out.dtype), out)
 
 
 def ask(
@@ -108,9 +119,12 @@ NONFINITE_STOP = 0.5
 #: rows of a teacher seen in an epoch before its share stops training, mid-epoch or at its end: on
 #: fewer, a teacher failing on a few images (a rarely drawn source) is most of them by chance
 NONFINITE_MIN_ROWS = 64
+#: rows of a teacher that, ALL NaN/inf in an epoch, stop training however few: no chance makes every
+#: image of a teacher fail
+NONFINITE_ALL_ROWS = 4
 
 
-def nonfinite_rows(task, targets: list[torch.Tensor]) -> Optional[torch.Tensor]:
+def nonfinite_rows(task: Task, targets: list[torch.Tensor]) -> Optional[torch.Tensor]:
     """``[teachers, rows]`` bool: the rows of each target (the teachers of one term, on the same
     rows) that hold the teacher's own NaN/inf (``Task.nonfinite_rows``); None when none does.
 
@@ -136,7 +150,7 @@ class NonFiniteRows:
         self.dropped: dict[str, int] = {}  # term -> rows left out (host: known from the nonzero)
         self.term_rows: dict[str, int] = {}  # term -> rows asked of it
 
-    def keep(self, term: str, names: list[str], targets: list[torch.Tensor], task) -> Optional[torch.Tensor]:
+    def keep(self, term: str, names: list[str], targets: list[torch.Tensor], task: Task) -> Optional[torch.Tensor]:
         """Positions of the rows whose targets (one per teacher of ``term``) are all finite, or None
         when every row is; counts the others per teacher.
 
@@ -164,12 +178,13 @@ class NonFiniteRows:
 
         Raises:
             AmalgamError: when a teacher did on most of its rows (``NONFINITE_STOP``), of at least
-                ``NONFINITE_MIN_ROWS`` (on fewer, its line says so and training goes on).
+                ``NONFINITE_MIN_ROWS``, or on all of at least ``NONFINITE_ALL_ROWS`` (otherwise its line
+                says so and training goes on).
         """
         counts = {name: int(bad) for name, bad in self.bad.items()}  # the epoch's one read of the device
         try:
             most = {n for n, c in counts.items() if c > NONFINITE_STOP * self.rows[n]}
-            worst = [n for n in most if self.rows[n] >= NONFINITE_MIN_ROWS]
+            worst = [n for n in most if self.rows[n] >= NONFINITE_MIN_ROWS or _all_of(counts[n], self.rows[n])]
             if worst:
                 raise AmalgamError(self._stop_line(worst, counts))
             return [
@@ -189,6 +204,11 @@ class NonFiniteRows:
             f"teacher targets are NaN/inf on most rows ({said}): the teacher, not the student, fails"
             " (a diverged checkpoint, -inf masking, an fp16 overflow?): fix or drop the teacher"
         )
+
+
+def _all_of(bad: int, rows: int) -> bool:
+    """Every one of at least :data:`NONFINITE_ALL_ROWS` rows is NaN/inf."""
+    return rows >= NONFINITE_ALL_ROWS and bad == rows
 
 
 def take_rows(

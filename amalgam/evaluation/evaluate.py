@@ -18,6 +18,7 @@ from amalgam.distill.plan import Plan
 from amalgam.evaluation.coverage import Coverage
 from amalgam.evaluation.per_class import class_warnings, label_order_warning, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
+from amalgam.plugin_contract import require_metric
 from amalgam.students.build import StudentSpec, count_params
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
@@ -300,13 +301,15 @@ def _evaluate(
         for name, scorer in scorers.items():
             m = scorer.meters
             classes = list(scorer.teacher.space.names) if scorer.teacher.space else None
+            student_metrics = m[1].compute()
+            require_metric(scorer.teacher.task, student_metrics)  # else every score is n/a without a word
             result.tasks.append(
                 TaskResult(
                     name,
                     scorer.teacher.task,
                     set_name,
                     m[0].compute() if teachers else {},
-                    m[1].compute(),
+                    student_metrics,
                     classes,
                     scorer.teacher.wrap,
                     scorer.coverage,

@@ -120,6 +120,8 @@ def suffix_problem(path: Path, fmt: str) -> Optional[str]:
 
 #: what a grey image needs before it is given to the exported network
 GREY = "a grey image must be repeated over the 3 channels first (images.expand(-1, 3, -1, -1))"
+
+
 def output_meaning(task: str, labels: Optional[list[str]], shape: tuple[int, ...], size: tuple[int, ...]) -> str:
     """What one output of an export is, in words: what its task says it is (``Task.output_meaning``;
     a task whose plugin is not installed here: only its shape and labels), and a dense output's size."""

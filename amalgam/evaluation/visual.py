@@ -3,7 +3,8 @@
 ``amalgam build`` writes it next to ``report.md``; ``amalgam report RUN_DIR`` regenerates it.
 Pictures are matplotlib PNGs: ``curves.png`` (every loss term per epoch) and ``samples.png`` (per
 dense teacher: input | teacher | student | ground truth; segmentation with a colour legend over
-that teacher's labels, depth with a colour bar).
+that teacher's labels, other tasks as their ``Task.visualize`` draws them: depth with a colour bar
+in metres, a plugin's map in grey with a colour bar in its unit).
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 import csv
 import html
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
+from amalgam.errors import error_line
 from amalgam.evaluation.figures import pyplot
 from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, relative
 from amalgam.evaluation.tree_report import plot_tree
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection
+from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 
 SKIP = {"epoch", "seconds", "lr", "loss", "cache_hit_rate"}
@@ -54,8 +57,19 @@ def plot_curves(log_csv: Path, out: Path) -> Optional[Path]:
 
 
 @torch.no_grad()
-def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.device, out: Path, count: int = 3):
-    """Input | teacher | student | ground truth for the first ``count`` images of each dense teacher."""
+def sample_grid(
+    plan: Plan,
+    student: nn.Module,
+    spaces: dict,
+    device: torch.device,
+    out: Path,
+    count: int = 3,
+    log: Callable[[str], None] = print,
+):
+    """Input | teacher | student | ground truth for the first ``count`` images of each dense teacher.
+
+    A teacher whose panels cannot be drawn (a plugin's output matplotlib cannot show) is left blank
+    with one line in ``log``: a picture never fails a build whose report is written."""
     dense = [t for t in plan.teachers.values() if t.task.dense and t.eval_name in plan.eval_sets]
     if not dense:
         return None
@@ -63,28 +77,13 @@ def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.devi
     fig, axes = plt.subplots(len(dense) * count, 4, figsize=(10, 2.6 * len(dense) * count), squeeze=False)
     student.eval().to(device)
     for block, teacher in enumerate(dense):
-        teacher.to(device)
-        dataset = plan.eval_sets[teacher.eval_name]
-        space = spaces[teacher.task.name]
-        proj = projection(teacher.space, space).to(device) if teacher.space else None
-        for i in range(min(count, len(dataset))):
-            sample = collate([dataset[i]])  # one at a time: label maps keep their own sizes
-            images = sample["image"].to(device)
-            target = torch.as_tensor(sample[teacher.task.target_key]).to(device)
-            size = tuple(target.shape[-2:])
-            views = BatchViews(images, plan.student_view, sample.get("original"))
-            t_out, _ = answer_views(teacher, views, torch.tensor([0]), size, augmented=False, wrapped=False)
-            t_pred = teacher.task.predict(t_out, size)
-            s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
-            if teacher.space is not None:
-                target = apply_lookup(
-                    target.long(), lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
-                )
-            row = axes[block * count + i]
-            row[0].imshow(images[0].permute(1, 2, 0).cpu().numpy())
-            _show(row[1:], teacher, [t_pred[0], s_pred[0], target[0]], fig, legend=i == 0)
-            for ax, title in zip(row, ["input", f"teacher {teacher.name}", "student", "ground truth"]):
-                ax.set_title(title if i == 0 else "", fontsize=9)
+        rows = axes[block * count : (block + 1) * count]
+        try:
+            _teacher_rows(plan, student, spaces, device, teacher, rows, fig)
+        except Exception as exc:  # noqa: BLE001 - a plugin's picture: said, never fatal
+            log(f"samples.png: teacher '{teacher.name}' ({teacher.task.name}) not drawn: {error_line(exc)}")
+            for ax in rows.flat:
+                ax.clear()
                 ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=80)
@@ -92,8 +91,35 @@ def sample_grid(plan: Plan, student: nn.Module, spaces: dict, device: torch.devi
     return out
 
 
+def _teacher_rows(plan: Plan, student: nn.Module, spaces: dict, device: torch.device, teacher, rows, fig) -> None:
+    """One dense teacher's rows of the grid: input | teacher | student | ground truth per image."""
+    teacher.to(device)
+    dataset = plan.eval_sets[teacher.eval_name]
+    space = spaces[teacher.task.name]
+    proj = projection(teacher.space, space).to(device) if teacher.space else None
+    for i in range(min(len(rows), len(dataset))):
+        sample = collate([dataset[i]])  # one at a time: label maps keep their own sizes
+        images = sample["image"].to(device)
+        target = torch.as_tensor(sample[teacher.task.target_key]).to(device)
+        size = tuple(target.shape[-2:])
+        views = BatchViews(images, plan.student_view, sample.get("original"))
+        t_out, _ = answer_views(teacher, views, torch.tensor([0]), size, augmented=False, wrapped=False)
+        t_pred = teacher.task.predict(t_out, size)
+        s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
+        if teacher.space is not None:
+            target = apply_lookup(
+                target.long(), lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
+            )
+        row = rows[i]
+        row[0].imshow(images[0].permute(1, 2, 0).cpu().numpy())
+        _show(row[1:], teacher, [t_pred[0], s_pred[0], target[0]], fig, legend=i == 0)
+        for ax, title in zip(row, ["input", f"teacher {teacher.name}", "student", "ground truth"]):
+            ax.set_title(title if i == 0 else "", fontsize=9)
+            ax.axis("off")
+
+
 def _show(axes, teacher, maps: list[torch.Tensor], fig, legend: bool) -> None:
-    if teacher.space is not None:  # class maps: one colour per label of the teacher
+    if teacher.space is not None and all(m.dim() == 2 for m in maps):  # class maps: one colour per label
         plt = pyplot()
         cmap = plt.get_cmap("tab20", max(len(teacher.space), 2))
         for ax, m in zip(axes, maps):
@@ -105,13 +131,34 @@ def _show(axes, teacher, maps: list[torch.Tensor], fig, legend: bool) -> None:
             handles = [Patch(color=cmap(k), label=n) for k, n in enumerate(teacher.space.names)]
             axes[-1].legend(handles=handles, fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
         return
-    valid = maps[-1] > 0  # depth: one colour scale per row, from the valid ground truth
-    ref = maps[-1][valid] if valid.any() else maps[0].flatten()
+    _show_values(axes, teacher.task, maps, fig)
+
+
+def _show_values(axes, task: Task, maps: list[torch.Tensor], fig) -> None:
+    """Teacher, student and ground truth as the task draws them (:meth:`Task.visualize`): maps on one
+    colour scale, from the ground truth's drawn values (else the predictions'), with a colour bar in
+    the task's unit; RGB pictures as they are. The ground truth is drawn only in its predictions' shape
+    (a normals task scored against depth has none to show) or where the task draws it."""
+    pictures = [task.visualize(m.detach().cpu()) for m in maps]
+    if maps[-1].shape != maps[0].shape and type(task).visualize is Task.visualize:
+        pictures[-1] = None
+    grey = [p for p in pictures if p is not None and p.dim() == 2]
+    truth = pictures[-1]
+    scaled_by_truth = truth is not None and truth.dim() == 2 and bool(torch.isfinite(truth).any())
+    values = [p[torch.isfinite(p)] for p in ([truth] if scaled_by_truth else grey)]
+    values = [v for v in values if v.numel()]
+    ref = torch.cat(values) if values else torch.zeros(1)
     lo, hi = float(ref.min()), float(ref.max())
     im = None
-    for ax, m in zip(axes, maps):
-        im = ax.imshow(m.float().cpu().numpy(), cmap="magma_r", vmin=lo, vmax=hi)
-    fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04, label="m")
+    for ax, picture in zip(axes, pictures):
+        if picture is None:
+            continue
+        if picture.dim() == 2:
+            im = ax.imshow(picture.float().numpy(), cmap=task.picture_cmap, vmin=lo, vmax=hi)
+        else:  # [H, W, 3] RGB in [0, 1]
+            ax.imshow(picture.float().clamp(0, 1).numpy())
+    if im is not None:
+        fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04, label=task.picture_unit)
 
 
 def _per_class_html(row: dict, cell) -> str:
@@ -177,11 +224,17 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><b
     return path
 
 
-def render(run_dir: Path, report: dict, plan: Optional[Plan], student, spaces, device) -> Path:
-    """Curves, sample grid (when the plan and student are given) and ``report.html``."""
+def render(
+    run_dir: Path, report: dict, plan: Optional[Plan], student, spaces, device, log: Callable[[str], None] = print
+) -> Path:
+    """Curves, sample grid (when the plan and student are given) and ``report.html``; a picture that
+    cannot be drawn is said in ``log`` and left out."""
     plot_curves(run_dir / "train_log.csv", run_dir / "curves.png")
     if plan is not None and student is not None:
-        sample_grid(plan, student, spaces, device, run_dir / "samples.png")
+        try:
+            sample_grid(plan, student, spaces, device, run_dir / "samples.png", log=log)
+        except Exception as exc:  # noqa: BLE001 - the report is written: a picture must not fail the build
+            log(f"samples.png not drawn: {error_line(exc)}")
     if report.get("tree"):
         plot_tree(report["tree"], run_dir / "tree.png")
     return write_html(run_dir, report)

@@ -22,16 +22,20 @@ from amalgam.config.schema import Recipe
 from amalgam.errors import AmalgamError
 from amalgam.io import file_digest
 from amalgam.teachers.factories import local_origin, module_version, split_factory
+from amalgam.teachers.model_sources import file_kwargs
 
 #: the installed distribution whose version a library model source's networks depend on
 SOURCE_LIBRARIES = {"timm": "timm", "torchvision": "torchvision", "smp": "segmentation-models-pytorch"}
 
 
 def weight_digests(recipe: Recipe, name: str) -> dict[str, str]:
-    """``{path as written in the recipe: sha256}`` of teacher ``name``'s checkpoint and TorchScript file."""
+    """``{path as written in the recipe: sha256}`` of teacher ``name``'s checkpoint and of every file
+    its model args name (a TorchScript ``path``; ``weights: w.pt`` or timm's ``checkpoint_path``,
+    which the factory loads itself: a file retrained in place kept its stale cached answers)."""
     cfg = recipe.teachers[name]
+    named = [value for value, _ in file_kwargs(cfg.model.kwargs(), recipe.base_dir).values()]
     digests = {}
-    for path in (cfg.checkpoint, cfg.model.kwargs().get("path")):
+    for path in (cfg.checkpoint, *named):
         if path is not None and (full := recipe.resolve(Path(path))).is_file():
             stat = full.stat()
             digests[str(path)] = _digest(full, stat.st_size, stat.st_mtime_ns)

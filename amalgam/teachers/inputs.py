@@ -9,7 +9,8 @@ Rules (said in the log and by ``amalgam inspect``, never applied silently):
 * a timm teacher takes a missing ``size``, ``mean`` and ``std`` from its ``pretrained_cfg``
   (what it was trained with);
 * otherwise ``size`` is the student's ``data.image_size``, ``channels`` 3, ``mean``/``std``
-  ImageNet's and ``resize`` :data:`amalgam.data.views.DEFAULT_RESIZE`.
+  ImageNet's, ``resize`` :data:`amalgam.data.views.DEFAULT_RESIZE` and ``channel_order`` rgb
+  (``bgr`` reverses the channels a Caffe or mmcv teacher is fed; its mean and std are in its order).
 """
 
 from __future__ import annotations
@@ -39,11 +40,19 @@ class ResolvedInput:
     std: list[float]
     resize: str
     origin: dict[str, str] = field(default_factory=dict)
+    channel_order: str = "rgb"
+
+    @property
+    def bgr(self) -> bool:
+        """Whether the teacher is fed its 3 channels reversed (BGR)."""
+        return self.channel_order == "bgr" and self.channels == 3
 
     @property
     def view(self) -> ViewSpec:
-        """The view the teacher is fed (before its own channel conversion and normalisation)."""
-        return ViewSpec(tuple(self.size), self.resize, default_fill(self.mean))
+        """The view the teacher is fed (before its own channel conversion and normalisation); its
+        padding is the mean colour in RGB, the order views are made in."""
+        fill = default_fill(self.mean[::-1] if self.bgr else self.mean)
+        return ViewSpec(tuple(self.size), self.resize, fill)
 
     def describe(self) -> str:
         """One line: every value, with its origin when it is not the recipe's."""
@@ -56,7 +65,15 @@ class ResolvedInput:
         return (
             f"size {self.size[0]}x{self.size[1]}{tag('size')}, {count_of(self.channels, 'channel')}{tag('channels')}, "
             f"mean [{mean}]{tag('mean')}, std [{std}]{tag('std')}, resize {self.resize}{tag('resize')}"
+            + self._order_text()
         )
+
+    def _order_text(self) -> str:
+        """The channel order where the recipe states one (bgr, or rgb said outright): every other
+        teacher is fed RGB, the README's default, and its line stays as it was."""
+        if self.channels != 3 or self.origin.get("channel_order") != RECIPE:
+            return ""
+        return f", channel order {self.channel_order.upper()}"
 
 
 def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedInput:
@@ -75,6 +92,7 @@ def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedI
         "mean": list(spec.mean),
         "std": list(spec.std),
         "resize": DEFAULT_RESIZE,
+        "channel_order": spec.channel_order,
     }
     for key, default in fallback.items():
         if key in given and getattr(spec, key) is not None:

@@ -354,6 +354,45 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     return note
 
 
-def unloaded_note(source: str, kwargs: dict) -> str:
-    """What a teacher of ``model.from: source`` built without ``checkpoint`` runs with, for the log."""
-    return MODEL_SOURCES.get(source).unloaded(kwargs)
+def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None) -> str:
+    """What a teacher of ``model.from: source`` built without ``checkpoint`` runs with, for the log.
+
+    With ``base`` (the recipe's folder), a model arg naming a file there (``weights: w.pt``, timm's
+    ``checkpoint_path``) is said as where its weights come from: the source's own note called a
+    ``MyNet.from_pretrained(path)`` teacher random."""
+    note = MODEL_SOURCES.get(source).unloaded(kwargs)
+    files = file_kwargs(kwargs, base) if base is not None and note else {}
+    if not files:
+        return note
+    loader = "the factory" if source == "python" else source
+    named = "; ".join(f"model.{key}: {value}" for key, (value, _) in files.items())
+    return f"none: weights loaded by {loader} from {named} (a file among its model args)"
+
+
+def file_kwargs(kwargs: dict, base: Optional[Path]) -> dict[str, tuple[str, Path]]:
+    """``{dotted model arg: (its value as written, the file)}`` for every model arg, nested ones
+    (``pretrained_cfg_overlay.file``) included, whose string value names an existing file, relative
+    to ``base`` (the recipe's folder) or absolute: weights a factory loads itself, which the teacher
+    cache must key by (teachers/fingerprint.py). ``factory`` names code, hashed apart."""
+    found: dict[str, tuple[str, Path]] = {}
+    for key, value in _leaves(kwargs):
+        if key == "factory" or not isinstance(value, str) or not value.strip():
+            continue
+        try:
+            path = _resolve(value, base) if base is not None else Path(value).expanduser()
+            if path.is_file():
+                found[key] = (value, path)
+        except (OSError, ValueError):  # a name too long or holding NUL is no file
+            continue
+    return found
+
+
+def _leaves(value: Any, key: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every non-container value of nested dicts and lists."""
+    if isinstance(value, dict):
+        children = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        children = [(str(i), v) for i, v in enumerate(value)]
+    else:
+        return [(key, value)]
+    return [leaf for k, v in children for leaf in _leaves(v, f"{key}.{k}" if key else k)]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.errors import AmalgamError
+from amalgam.plugin_contract import plugin_label
 from amalgam.registry import Registry
 from amalgam.task import Task
 
@@ -117,7 +118,7 @@ class MultiTransform(SubTeacher):
     """Data distillation (Radosavovic et al.): the teacher on flips and scales, transforms undone, averaged.
 
     Args:
-        flip: also run on the left-right mirrored input (dense outputs are mirrored back).
+        flip: also run on the left-right mirrored input (its answer is mirrored back by ``Task.mirror``).
         scales: input scale factors; dense outputs are resized back to the scale-1 output size.
         hard: replace the aggregate by its hard pseudo-label (one-hot logits); labelled tasks only,
             refused on others (depth has no label to take), where it would change nothing.
@@ -133,6 +134,8 @@ class MultiTransform(SubTeacher):
     def check(self, model: nn.Module, task: Task) -> Optional[str]:
         if self.hard and not task.labelled:
             return f"hard: a {task.name} teacher has no labels to take a hard pseudo-label of (set hard: false)"
+        if self.hard and not task.exclusive_labels:  # an argmax keeps one of several labels that hold
+            return f"hard: {plugin_label(task)} does not declare exclusive_labels: one label each is wrong for it"
         return None
 
     def __call__(self, run: Run, model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
@@ -142,8 +145,9 @@ class MultiTransform(SubTeacher):
             xs = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
             for mirrored in (False, True) if self.flip else (False,):
                 y = run(xs.flip(-1) if mirrored else xs)
+                y = task.mirror(y) if mirrored else y  # the task's values may change under a mirror, not only places
                 if task.dense:  # no-answer pixels NaN before resizing, so none is blended into an answer
-                    y = task.mark_no_answer(y.flip(-1) if mirrored else y)
+                    y = task.mark_no_answer(y)
                     if size is None:
                         size = _dense_size(run, x) if scale != 1 else y.shape[-2:]
                     if y.shape[-2:] != size:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,19 +17,23 @@ from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, TeacherConfig
 from amalgam.errors import AmalgamError, error_line, under_key
 from amalgam.labels import LabelSpace
+from amalgam.plugin_contract import check_output_problem, check_plugin, ensemble_problem, head_problem
 from amalgam.task import SIGMOID_EVIDENCE as READING_VALUES
 from amalgam.task import ReadingError, Task, get_task
-from amalgam.teachers.inputs import TIMM, ResolvedInput, resolve_input
+from amalgam.teachers.fingerprint import weight_digests
+from amalgam.teachers.inputs import DEFAULT, RECIPE, TIMM, ResolvedInput, resolve_input
 from amalgam.teachers.model_sources import build_model, load_checkpoint, unloaded_note
 from amalgam.teachers.outputs import OutputChoice, OutputKeyError, resolve
 from amalgam.teachers.subteachers import SubTeacher, build_subteacher
+from amalgam.training.runtime import PRECISIONS, autocast_dtype, resolve_device
 
 
-def to_input(images: torch.Tensor, size: tuple[int, int], channels: int, mean, std) -> torch.Tensor:
-    """Converts ``[B, 3, H, W]`` images in [0, 1] to a network's input spec.
+def to_input(images: torch.Tensor, size: tuple[int, int], channels: int, mean, std, bgr: bool = False) -> torch.Tensor:
+    """Converts ``[B, 3, H, W]`` RGB images in [0, 1] to a network's input spec.
 
     Resizes (bilinear, antialiased when shrinking), converts to grey by luminance when the network
-    takes one channel, and normalises with the network's mean/std.
+    takes one channel, reverses the channels for a BGR network (``bgr``: ``input.channel_order``),
+    and normalises with the network's mean/std (given in its channel order).
     """
     if tuple(images.shape[-2:]) != tuple(size):
         shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
@@ -36,6 +41,8 @@ def to_input(images: torch.Tensor, size: tuple[int, int], channels: int, mean, s
     if channels == 1 and images.shape[1] == 3:
         weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         images = (images * weights).sum(1, keepdim=True)
+    if bgr and images.shape[1] == 3:
+        images = images.flip(1)
     mean_t = images.new_tensor(mean).view(1, -1, 1, 1)
     std_t = images.new_tensor(std).view(1, -1, 1, 1)
     return (images - mean_t) / std_t
@@ -143,6 +150,8 @@ class Teacher(nn.Module):
         self.eval_name: Optional[str] = cfg.eval
         self.tap: Optional[FeatureTap] = None
         self.channels_last = False
+        #: why this teacher stays contiguous (NCHW) under ``train.channels_last`` (None: it may switch)
+        self.contiguous_reason: Optional[str] = None
         self.sub: Optional[SubTeacher] = build_subteacher(cfg.wrap.type, cfg.wrap.kwargs()) if cfg.wrap else None
         self.wrap: Optional[str] = cfg.wrap.type if cfg.wrap else None  # named in the report
         #: the wrap's arguments as it holds them (report.json's teacher_wrap_args)
@@ -153,13 +162,30 @@ class Teacher(nn.Module):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """The batch converted to this teacher's input spec."""
-        x = to_input(images, self.size, self.channels, self.mean, self.std).to(self.dtype)
+        x = to_input(images, self.size, self.channels, self.mean, self.std, self.input_spec.bgr).to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def use_channels_last(self) -> None:
-        """NHWC weights and inputs: Unet/resnet18 inference ran 1.5x faster on this CPU (37 -> 57 img/s)."""
+        """NHWC weights and inputs: Unet/resnet18 inference ran 1.5x faster on this CPU (37 -> 57 img/s).
+        A no-op for a teacher kept contiguous (``contiguous_reason``: it fails in channels_last)."""
+        if self.contiguous_reason is not None:
+            return
         self.model.to(memory_format=torch.channels_last)
         self.channels_last = True
+
+    def use_contiguous(self) -> None:
+        """Back to NCHW weights and inputs (a network that ``.view``s its activations fails in NHWC)."""
+        self.model.to(memory_format=torch.contiguous_format)
+        self.channels_last = False
+
+    def forward_model(self, x: torch.Tensor) -> object:
+        """The network on a prepared input. One whose weights are not float32 (fp16, bf16, fp64) runs
+        in its own dtype outside the run's autocast: under bf16 autocast its BatchNorm met bf16
+        activations beside fp16 weights and crashed at the first training step ("mixed dtype")."""
+        if self.dtype == torch.float32 or x.device.type not in ("cpu", "cuda"):
+            return self.model(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.model(x)
 
     @property
     def deterministic(self) -> bool:
@@ -168,7 +194,7 @@ class Teacher(nn.Module):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """The network on an already prepared input, in canonical form."""
-        raw = self.model(x)
+        raw = self.forward_model(x)
         if self.output_choice is None:
             self.output_choice = resolve(raw, self.output_key)
         return self.task.convert_output(_as_float32(self.output_choice.apply(raw)), self.output_kind)
@@ -179,7 +205,7 @@ class Teacher(nn.Module):
     @torch.inference_mode()
     def selected_output(self, images: torch.Tensor) -> object:
         """The plain model's output on ``images`` as ``output_key`` selects it, before the task reads it."""
-        raw = self.model(self.prepare(images))
+        raw = self.forward_model(self.prepare(images))
         return _as_float32((self.output_choice or resolve(raw, self.output_key)).apply(raw))
 
     @torch.inference_mode()
@@ -200,7 +226,7 @@ class Teacher(nn.Module):
         x = self.prepare(images)
         sub = self.sub if wrapped else None
         if tap is None:
-            return (self.run(x) if sub is None else sub(self.run, self.model, self.task, x)), None
+            return (self.run(x) if sub is None else sub(self._run_copy, self.model, self.task, x)), None
         self._check_tap_owner(tap)
         tap.value = None  # so that a module that does not run leaves nothing, not the last batch's feature
         out = self.run(x) if sub is None else self._wrapped_with_tap(x, tap)
@@ -219,6 +245,11 @@ class Teacher(nn.Module):
             f"make it with FeatureTap.on(teacher.model, '{tap.module_name}', owner)"
         )
 
+    def _run_copy(self, x: torch.Tensor) -> torch.Tensor:
+        """A wrap's run, on a copy of its input: a wrap feeds one input to several runs (a flip,
+        dropout samples), and a network may edit its input in place (``x.sub_(mean)``)."""
+        return self.run(x.clone())
+
     def _wrapped_with_tap(self, x: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
         """A wrapped teacher's output, leaving in ``tap`` the feature of the unchanged input.
 
@@ -231,7 +262,7 @@ class Teacher(nn.Module):
             first = inp is x and not kept
             if first:  # a run on a rescaled input may have come first: its feature is not x's
                 tap.value = None
-            out = self.run(inp)
+            out = self._run_copy(inp)
             if first:
                 kept.append(tap.value)
             return out
@@ -278,9 +309,18 @@ class Teacher(nn.Module):
         return sum(p.numel() for p in self.model.parameters())
 
 
-def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
-    """Builds, loads and shape-checks one teacher of the recipe."""
+def build_teacher(
+    name: str, cfg: TeacherConfig, recipe: Recipe, built: Optional[Mapping[str, Teacher]] = None
+) -> Teacher:
+    """Builds, loads and checks one teacher of the recipe, in the memory format and precision
+    training runs it in (:func:`check_as_trained`).
+
+    ``built``: the teachers built before it. One whose network is this one's (same model block and
+    weight files, equal weights: two heads of one network read through ``output_key``) lends it its
+    module, so that the network is held once and its parameters counted once (:func:`distinct_params`).
+    """
     task = get_task(cfg.task)
+    check_plugin(type(task))
     try:
         model = build_model(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
     except AmalgamError as exc:
@@ -288,11 +328,114 @@ def build_teacher(name: str, cfg: TeacherConfig, recipe: Recipe) -> Teacher:
     if cfg.checkpoint is not None:
         note = load_checkpoint(model, recipe.resolve(cfg.checkpoint), f"teacher '{name}'")
     else:
-        note = unloaded_note(cfg.model.source, cfg.model.kwargs())
-    teacher = Teacher(name, task, model, cfg, recipe.data.image_size)
+        note = unloaded_note(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
+    twin = _twin_network(name, model, recipe, built or {})
+    teacher = Teacher(name, task, twin.model if twin else model, cfg, recipe.data.image_size)
     teacher.checkpoint_note = note
-    check_teacher_output(teacher, recipe.data.image_size)
+    if twin is not None:  # the same network fails in channels_last for both, or for neither
+        teacher.contiguous_reason, teacher.channels_last = twin.contiguous_reason, twin.channels_last
+    check_as_trained(teacher, recipe)
+    if twin is not None:
+        teacher.notes.append(
+            f"one network with teacher '{twin.name}' (same model and weights): held once, its parameters"
+            " counted once in student.budget"
+        )
     return teacher
+
+
+def check_as_trained(teacher: Teacher, recipe: Recipe) -> None:
+    """:func:`check_teacher_output` in the memory format training runs the teacher in, then
+    :func:`check_teacher_precision` under its autocast: a teacher that ``.view``s its activations
+    passed the check in NCHW and crashed in training in channels_last, an fp16 one under bf16.
+
+    A teacher that fails in channels_last but works contiguous is kept contiguous, said in its notes.
+    """
+    train = getattr(recipe, "train", None)  # a stand-in recipe (tests) holds no train block
+    size = recipe.data.image_size
+    if train is None or not train.channels_last or teacher.contiguous_reason is not None:
+        check_teacher_output(teacher, size)
+    else:
+        teacher.use_channels_last()
+        try:
+            check_teacher_output(teacher, size)
+        except AmalgamError as exc:
+            teacher.use_contiguous()
+            check_teacher_output(teacher, size)  # failing here too, the network fails whatever the format
+            teacher.contiguous_reason = str(exc).split(" input: ", 1)[-1]
+    if teacher.contiguous_reason is not None:
+        teacher.notes.append(
+            f"run contiguous (NCHW), not channels_last (train.channels_last): in channels_last it fails"
+            f" ({teacher.contiguous_reason})"
+        )
+    if train is not None:
+        check_teacher_precision(teacher, train.precision, getattr(recipe, "device", "cpu"))
+
+
+def check_teacher_precision(teacher: Teacher, precision: str, device: str = "cpu") -> None:
+    """Runs the teacher (wrapped, as training does) on a check batch under the autocast of
+    ``train.precision`` on ``device``, emulated on the CPU: a teacher that fails only there stops
+    here in one line naming ``train.precision: fp32``, not at the first training step."""
+    dtype = _training_autocast(precision, device)
+    if dtype is None:
+        return
+    images = torch.rand(2, 3, *teacher.size)
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            teacher.answer(images)
+    except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
+        kind = str(dtype).removeprefix("torch.")
+        raise AmalgamError(
+            f"teacher '{teacher.name}' fails under {kind} autocast (train.precision: {precision}, what training"
+            f" computes its targets in): {error_line(exc)}; set train.precision: fp32"
+        ) from None
+
+
+def _training_autocast(precision: str, device: str) -> Optional[torch.dtype]:
+    """The autocast dtype ``train.precision`` comes to on ``device`` (None: fp32, or a device this
+    machine lacks, whose refusal is said where the run starts)."""
+    if precision != "auto":
+        return PRECISIONS.get(precision)
+    try:
+        return autocast_dtype(resolve_device(device), "auto")
+    except AmalgamError:
+        return None
+
+
+def _twin_network(name: str, model: nn.Module, recipe: Recipe, built: Mapping[str, Teacher]) -> Optional[Teacher]:
+    """The teacher built before whose network is ``model``'s: the same model block and weight files
+    (:func:`~amalgam.teachers.fingerprint.weight_digests`), and equal weights (a factory without
+    a checkpoint may draw random ones on each build: those are two networks)."""
+    if not built:
+        return None
+    key = _network_key(recipe, name)
+    for other in built.values():
+        if _network_key(recipe, other.name) == key and _same_weights(other.model, model):
+            return other
+    return None
+
+
+def _network_key(recipe: Recipe, name: str) -> tuple:
+    """What builds a teacher's network: its model block and the digests of its weight files."""
+    cfg = recipe.teachers[name]
+    kwargs = json.dumps(cfg.model.kwargs(), sort_keys=True, default=str)
+    return cfg.model.source, kwargs, tuple(sorted(weight_digests(recipe, name).values()))
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two networks are of one class and hold equal tensors under the same names."""
+    if type(a).__qualname__ != type(b).__qualname__:
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa
+    )
+
+
+def distinct_params(teachers: Iterable[Teacher]) -> int:
+    """The teachers' parameters, a network shared by several (:func:`build_teacher`) counted once:
+    what ``student.budget`` is a share of."""
+    sizes = {id(p): p.numel() for t in teachers for p in t.model.parameters()}
+    return sum(sizes.values())
 
 
 def check_teacher_output(teacher: Teacher, image_size) -> None:
@@ -303,7 +446,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     check_teacher_wrap(teacher)
     out = _first_answer(teacher, dummy)
     problem = (
-        teacher.task.check_output(out, 2, teacher.space)
+        check_output_problem(teacher.task, out, 2, teacher.space)
         if isinstance(out, torch.Tensor)
         else (f"expected a tensor, got {type(out).__name__}")
     )
@@ -315,10 +458,13 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if problem:
         hint = teacher.task.shape_hint(out, teacher.space, teacher.output_kind)  # the fix the shape points at
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{hint}")
+    if mismatch := head_problem(teacher.task, teacher.name, out):  # a broadcast loss would train on it
+        raise AmalgamError(mismatch)
     if fit:
         teacher.notes.append(fit)
     if teacher.dtype != torch.float32:
-        teacher.notes.append(f"its weights are {str(teacher.dtype).removeprefix('torch.')}: its input is cast to it")
+        dtype = str(teacher.dtype).removeprefix("torch.")
+        teacher.notes.append(f"its weights are {dtype}: it runs in {dtype}, outside train.precision's autocast")
     raw = teacher.selected_output(dummy)  # the second run: read for the reading check, compared for consistency
     if reading := teacher.task.reading_problem(reading_sample(teacher, raw), teacher.output_kind):
         raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
@@ -339,6 +485,8 @@ def check_teacher_wrap(teacher: Teacher) -> None:
     """Refuses, naming ``teachers.<name>.wrap`` (or the argument at fault), a wrap that cannot work
     on this teacher's network or task: found here, ``amalgam inspect`` and the build stop before
     training rather than at epoch 1 step 1, and no wrap is accepted that would change nothing."""
+    if teacher.sub is not None and _merges_outputs(teacher.sub) and (problem := ensemble_problem(teacher.task)):
+        raise AmalgamError(f"teachers.{teacher.name}.wrap: {problem}")
     if teacher.sub is None or not (problem := teacher.sub.check(teacher.model, teacher.task)):
         return
     wrap = f"teachers.{teacher.name}.wrap"
@@ -346,6 +494,12 @@ def check_teacher_wrap(teacher: Teacher) -> None:
     if key == wrap:  # not an argument's fault: the wrap's type says which wrap
         message = f"{teacher.wrap}: {problem}"
     raise AmalgamError(f"{key}: {message}")
+
+
+def _merges_outputs(sub: SubTeacher) -> bool:
+    """Whether the wrap is one of amalgam's, which merge sub-teachers with ``Task.ensemble`` (a
+    plugin's wrap merges as it documents)."""
+    return type(sub).__module__ == SubTeacher.__module__
 
 
 #: images the reading check reads when the check batch gives it too few values (a small classifier)
@@ -368,7 +522,7 @@ def reading_images(n: int, image_size) -> torch.Tensor:
 @torch.inference_mode()
 def amplified_output(teacher: Teacher, images: torch.Tensor, gain: float = READING_GAIN) -> torch.Tensor:
     """The plain model's selected output on ``images`` with their normalised input times ``gain``."""
-    raw = teacher.model(teacher.prepare(images) * gain)
+    raw = teacher.forward_model(teacher.prepare(images) * gain)
     return _as_float32((teacher.output_choice or resolve(raw, teacher.output_key)).apply(raw))
 
 
@@ -424,14 +578,38 @@ def _channels_hint(msg: str, teacher: Teacher) -> str:
 
 
 def _size_hint(msg: str, teacher: Teacher) -> str:
-    """Where the input size came from, when it is timm's ``pretrained_cfg`` and the error names it."""
-    if teacher.input_spec.origin.get("size") != TIMM or str(teacher.size[0]) not in msg:
-        return ""
+    """Where the input size the error names came from, and the key that sets it: a fixed-size
+    network (a ViT asserting 224) fed the default size failed with torch's words only."""
     h, w = teacher.size
-    return (
-        f" ({h}x{w} is the timm pretrained_cfg's input_size: give the model img_size,"
-        f" or set teachers.{teacher.name}.input.size)"
-    )
+    if not re.search(rf"\b({h}|{w})\b", msg):
+        return ""
+    key = f"teachers.{teacher.name}.input.size"
+    origin = teacher.input_spec.origin.get("size")
+    takes = _network_size(teacher.model)
+    if origin == TIMM:
+        return f" ({h}x{w} is the timm pretrained_cfg's input_size: give the model img_size, or set {key})"
+    if origin == DEFAULT:
+        fix = f"set {key}: {list(takes)}, the size the network takes" if takes else f"set {key} to the size it takes"
+        return f" ({h}x{w} is data.image_size, fed by default: {fix})"
+    if origin == RECIPE:
+        built = f": the network takes {takes[0]}x{takes[1]}" if takes and tuple(takes) != (h, w) else ""
+        return (
+            f" ({h}x{w} is the recipe's {key}{built}; set it to the size the network takes, or build the network"
+            f" for {h}x{w} (timm: img_size: {h}))"
+        )
+    return f" ({h}x{w} is the {origin}: set {key} to the size the network takes)"
+
+
+def _network_size(model: nn.Module) -> Optional[tuple[int, int]]:
+    """The input size a fixed-size network states: torchvision ViT's ``image_size``, timm's
+    ``patch_embed.img_size``; None when it states none."""
+    for owner, attr in ((model, "image_size"), (getattr(model, "patch_embed", None), "img_size"), (model, "img_size")):
+        value = getattr(owner, attr, None) if owner is not None else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)
+        if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+            return (int(value[0]), int(value[1]))
+    return None
 
 
 #: strides a dense net's last map may be upsampled from (to a multiple of the stride near the input's size)
@@ -505,9 +683,9 @@ def _inconsistency(teacher: Teacher, dummy: torch.Tensor, out: torch.Tensor, aga
 
 def build_teachers(recipe: Recipe) -> dict[str, Teacher]:
     """Every teacher of the recipe, with its sources defaulted to all sources."""
-    teachers = {}
+    teachers: dict[str, Teacher] = {}
     for name, cfg in recipe.teachers.items():
-        teacher = build_teacher(name, cfg, recipe)
+        teacher = build_teacher(name, cfg, recipe, teachers)
         teacher.source_names = teacher.source_names or list(recipe.data.sources)
         teachers[name] = teacher
     return teachers

@@ -37,6 +37,7 @@ class ClassificationTask(LabelledOutputs, Task):
     name = "classification"
     dense = False
     labelled = True
+    exclusive_labels = True  # one label per image: softmax merges and hard labels are right
     distill_options = frozenset({"weights", "after_projection"})
     target_key = "label"
     metric = "top1"

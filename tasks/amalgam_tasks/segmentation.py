@@ -50,6 +50,7 @@ class SegmentationTask(LabelledOutputs, Task):
     name = "segmentation"
     dense = True
     labelled = True
+    exclusive_labels = True  # one label per pixel: softmax merges and hard labels are right
     distill_options = frozenset({"weights", "after_projection", "class_balance", "focal", "pseudo_labels"})
     unified_background = "background"
     target_key = "mask"

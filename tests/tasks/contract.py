@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from amalgam.labels import LabelSpace
+from amalgam.plugin_contract import contract_problem
 from amalgam.task import DistillOptions, Task, get_task
 
 #: DistillOptions fields a dense labelled task may declare (amalgam.distill.plan.DISTILL_OPTION_KEYS)
@@ -129,14 +130,20 @@ class TaskContract:
         on = task.distill_loss(student, teacher, self.options(task, **{option: 1.0})).item()
         assert on != pytest.approx(plain, rel=1e-4)
 
+    def test_the_class_passes_amalgams_own_checks(self, task):
+        # what the recipe check and `amalgam tasks` run: attributes, hook signatures
+        assert contract_problem(type(task)) is None
+
     def test_predict_shapes(self, task):
+        # what the engine accepts: batch first, dense ones at the label map's size; one value per
+        # pixel (image) or several ([B, C, H, W] normals, [B, K] multi-hot), as the task's meter takes
         target_size = (16, 24)
         pred = task.predict(self.output(task), target_size)
+        assert pred.shape[0] == self.batch
         if task.dense:
-            assert pred.shape == (self.batch, *target_size)
-        else:
-            assert pred.shape == (self.batch,)
-        if task.labelled:
+            assert tuple(pred.shape[-2:]) == target_size and pred.dim() in (3, 4)
+        one_value = pred.dim() == (3 if task.dense else 1)
+        if task.labelled and one_value:  # class indices
             assert not pred.is_floating_point()
             assert int(pred.min()) >= 0 and int(pred.max()) < len(self.space)
 

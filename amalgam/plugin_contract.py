@@ -1,0 +1,174 @@
+"""Checks a task plugin against the contract of :class:`amalgam.task.Task` before any training.
+
+A plugin's slip (a hook missing a parameter, a forgotten class attribute, a head with fewer
+channels than its teachers answer, a metric its meter never returns) would otherwise surface
+late, as a raw traceback after the whole schedule, or not at all. Each check here says what is
+wrong in one line naming the plugin's class and the hook at fault. The contract is read from
+:class:`Task` itself, so a hook added there is checked without a change here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+from typing import Any, Callable, Optional
+
+import torch
+
+from amalgam.errors import AmalgamError, count_of
+
+#: class attributes every task must set, and their type (the others have defaults on ``Task``)
+REQUIRED_ATTRIBUTES: dict[str, type] = {"name": str, "dense": bool, "target_key": str, "metric": str}
+#: hooks ``Task`` only declares (they raise NotImplementedError): a build calls each of them
+REQUIRED_HOOKS = ("build_head", "distill_loss", "predict", "new_meter")
+#: arguments a hook may take instead of the contract's: amalgam 0.1's
+#: ``distill_loss(student, teacher, projection, temperature)`` is still called (deprecated)
+OLD_FORMS: dict[str, int] = {"distill_loss": 4}
+#: the decoder (or encoder) channels the teacher check builds a probe head with
+PROBE_CHANNELS = 16
+
+
+def plugin_label(task: Any) -> str:
+    """``task plugin 'normals' (trial_tasks.normals:NormalsTask)``: a task class or instance, by name and class."""
+    cls = task if isinstance(task, type) else type(task)
+    return f"task plugin '{getattr(cls, 'name', '?')}' ({cls.__module__}:{cls.__qualname__})"
+
+
+def check_plugin(cls: type) -> None:
+    """Raises :class:`AmalgamError` in one line naming the plugin when ``cls`` breaks the contract."""
+    if problem := contract_problem(cls):
+        raise AmalgamError(f"{plugin_label(cls)}: {problem}")
+
+
+@lru_cache(maxsize=None)
+def contract_problem(cls: type) -> Optional[str]:
+    """What in the task class ``cls`` breaks the contract (None if nothing): a required class
+    attribute missing or of another type, a required hook not defined, a hook that cannot be called
+    the way amalgam calls it. Checked once per class (classes do not change)."""
+    from amalgam.task import Task  # the contract: task.py imports this module's users
+
+    for attr, kind in REQUIRED_ATTRIBUTES.items():
+        if not isinstance(getattr(cls, attr, None), kind):
+            return f"class attribute '{attr}' ({kind.__name__}) is not set"
+    for hook in REQUIRED_HOOKS:
+        if getattr(cls, hook, None) is getattr(Task, hook):
+            return f"{hook}{_shown(getattr(Task, hook))} is not defined"
+    if not cls.labelled and getattr(cls, "num_outputs", None) is Task.num_outputs:
+        return "num_outputs(space) is not defined (a task without labels says its head's channels)"
+    for hook, base in _contract_hooks(Task).items():
+        if problem := hook_problem(cls, hook, base):
+            return problem
+    return None
+
+
+def _contract_hooks(base: type) -> dict[str, Callable]:
+    """The public methods ``base`` defines: the hooks amalgam may call on a task."""
+    return {n: f for n, f in vars(base).items() if inspect.isfunction(f) and not n.startswith("_")}
+
+
+def hook_problem(cls: type, hook: str, base: Callable) -> Optional[str]:
+    """Why ``cls.<hook>`` cannot be called with the arguments ``base`` (``Task``'s) takes, or None."""
+    own = inspect.getattr_static(cls, hook, None)
+    if own is None or own is base:
+        return None
+    method = getattr(cls, hook)
+    if not callable(method):
+        return f"{hook} is {type(method).__name__}, not a method: {hook}{_shown(base)} expected"
+    try:
+        sig = inspect.signature(method)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to read
+        return None
+    bound_self = isinstance(own, (staticmethod, classmethod))  # the call passes no instance to bind
+    count = len(inspect.signature(base).parameters) - 1
+    forms = [count, OLD_FORMS[hook]] if hook in OLD_FORMS else [count]
+    for n in forms:
+        try:
+            sig.bind(*([None] * (n + (0 if bound_self else 1))))
+            return None
+        except TypeError:
+            continue
+    got = sig if bound_self else sig.replace(parameters=list(sig.parameters.values())[1:])
+    return f"{hook}{_shown(base)} expected, got {hook}{got}"
+
+
+def _shown(fn: Callable) -> str:
+    """``fn``'s parameters after ``self``, without annotations: ``(output, size, projection=None)``."""
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    return "(" + ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params) + ")"
+
+
+def check_output_problem(task: Any, out: torch.Tensor, batch: int, space: Any) -> Optional[str]:
+    """``task.check_output(out, batch, space)``, held to its contract: None or a ``str``. Anything
+    else (``True`` meaning "fine", ``False`` meaning "wrong") is the plugin's error, said as such."""
+    result = task.check_output(out, batch, space)
+    if result is None or isinstance(result, str):
+        return result or None
+    raise AmalgamError(
+        f"{plugin_label(task)}: check_output returned {result!r} ({type(result).__name__}); it must return None"
+        " when the output is fine, else a str saying what is wrong"
+    )
+
+
+def head_problem(task: Any, teacher: str, out: torch.Tensor) -> Optional[str]:
+    """Why the student's head for a task without labels cannot answer what teacher ``teacher`` does
+    (``out``: its canonical output on the check batch), or None. Labelled tasks are left out: their
+    head covers the unified labels, each teacher only its own. A head that does not run on the probe
+    input is left to the student's build, which runs it on the real one."""
+    if task.labelled or not isinstance(out, torch.Tensor) or out.dim() < 2:
+        return None
+    count = task.num_outputs(None)
+    try:
+        y = _probe_head(task, count)
+    except Exception:  # noqa: BLE001 - a head fixed to other channels: the student build says why
+        return None
+    if not isinstance(y, torch.Tensor) or y.dim() != out.dim():
+        return None
+    if tuple(y.shape[1:2] if task.dense else y.shape[1:]) == tuple(out.shape[1:2] if task.dense else out.shape[1:]):
+        return None
+    got = count_of(y.shape[1], "channel") if task.dense else f"{list(y.shape[1:])} per image"
+    wants = count_of(out.shape[1], "channel") if task.dense else f"{list(out.shape[1:])} per image"
+    return (
+        f"{plugin_label(task)}: the student's head gives {got} (build_head(in_channels, {count}), num_outputs"
+        f" says {count}) but teacher '{teacher}' answers {wants}: the loss would broadcast one against the other"
+    )
+
+
+@torch.no_grad()
+def _probe_head(task: Any, count: int) -> Any:
+    """The task's head on a random decoder map (dense) or last encoder map (pooled)."""
+    head = task.build_head(PROBE_CHANNELS, count).eval()
+    side = 16 if task.dense else 4
+    return head(torch.rand(2, PROBE_CHANNELS, side, side))
+
+
+def require_metric(task: Any, metrics: dict) -> None:
+    """Raises when the meter's result lacks the task's headline metric: every score would be n/a."""
+    if task.metric in metrics:
+        return
+    keys = ", ".join(sorted(map(str, metrics))) or "nothing"
+    raise AmalgamError(f"{plugin_label(task)}: its meter returned {{{keys}}}, not its metric '{task.metric}'")
+
+
+def ensemble_problem(task: Any) -> Optional[str]:
+    """Why amalgam cannot merge several outputs of ``task`` (sub-teachers, ``amalgamation.ensemble``),
+    or None: a labelled task whose labels are not declared mutually exclusive (``exclusive_labels``)
+    and that has no ``ensemble`` of its own would get a softmax mean, wrong for independent labels."""
+    from amalgam.task import Task
+
+    if not task.labelled or getattr(task, "exclusive_labels", False) or type(task).ensemble is not Task.ensemble:
+        return None
+    return (
+        f"{plugin_label(task)}: its outputs cannot be merged: define ensemble(outputs), or set exclusive_labels = True"
+        " if its labels are mutually exclusive (a softmax mean is right only then)"
+    )
+
+
+def mirror_note(task: Any) -> str:
+    """How the task's outputs are mirrored with a flipped image (``amalgam tasks``, the cache's log line)."""
+    from amalgam.task import Task
+
+    if type(task).mirror is not Task.mirror:
+        return "mirror: its own"
+    if task.dense:
+        return "mirror: default (a spatial flip, values unchanged)"
+    return "mirror: default (unchanged, one answer per image)"

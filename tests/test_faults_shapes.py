@@ -1,0 +1,215 @@
+"""Real-world teacher shapes of trial F: each was silently wrong, crashed in training or failed in torch's words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from amalgam.config.recipe import TeacherConfig, load_recipe
+from amalgam.errors import AmalgamError
+from amalgam.task import get_task
+from amalgam.teachers.teacher import Teacher, build_teacher, check_teacher_output, to_input
+
+LABELS = ["background", "a", "b"]
+
+
+def teacher(model: nn.Module, task: str = "segmentation", labels=LABELS, **cfg) -> Teacher:
+    config = TeacherConfig(task=task, model={"from": "python", "factory": "m:f"}, labels=labels, **cfg)
+    return Teacher("t1", get_task(task), model, config, (32, 32))
+
+
+def stand_in_recipe(base: Path, **train) -> SimpleNamespace:
+    """What build_teacher reads of a recipe: its folder, image size and train block."""
+    train = SimpleNamespace(channels_last=True, precision="fp32", **train)
+    return SimpleNamespace(
+        base_dir=base, data=SimpleNamespace(image_size=(16, 16)), resolve=lambda p: base / p, train=train
+    )
+
+
+# ---- S1. weights a factory loads from a model arg key the teacher cache, and are said
+
+
+def test_weights_a_factory_loads_from_a_model_arg_key_the_cache_and_are_said(world, tmp_path):
+    from amalgam.teachers.fingerprint import weight_digests
+    from amalgam.teachers.model_sources import unloaded_note
+
+    recipe = load_recipe(world).model_copy(update={"base_dir": tmp_path}, deep=True)
+    weights = tmp_path / "w.pt"
+    torch.save({"w": torch.zeros(2)}, weights)
+    recipe.teachers["seg-a"].checkpoint = None
+    kwargs = {"from": "python", "factory": "models:tiny_dense", "out_channels": 3, "weights": "w.pt"}
+    recipe.teachers["seg-a"].model = recipe.teachers["seg-a"].model.model_validate(kwargs)
+    before = weight_digests(recipe, "seg-a")
+    assert set(before) == {"w.pt"}
+    torch.save({"w": torch.ones(2)}, weights)  # retrained in place, same name
+    assert weight_digests(recipe, "seg-a") != before
+    note = unloaded_note("python", recipe.teachers["seg-a"].model.kwargs(), tmp_path)
+    assert note == "none: weights loaded by the factory from model.weights: w.pt (a file among its model args)"
+    timm = {"name": "resnet10t", "checkpoint_path": str(weights)}  # an absolute path
+    assert unloaded_note("timm", timm, tmp_path).startswith(
+        f"none: weights loaded by timm from model.checkpoint_path: {weights}"
+    )
+    assert "random" in unloaded_note("timm", {"name": "resnet10t", "checkpoint_path": "gone.pth"}, tmp_path)
+
+
+# ---- S3. one network read as two teachers is held once and counted once
+
+
+def test_one_network_read_as_two_teachers_is_held_and_counted_once(world):
+    from amalgam.distill.plan import Plan
+    from amalgam.teachers.teacher import build_teachers
+
+    recipe = load_recipe(world).model_copy(deep=True)
+    recipe.teachers = {
+        "seg-a": recipe.teachers["seg-a"],
+        "seg-a2": recipe.teachers["seg-a"].model_copy(deep=True),  # the same model block and checkpoint
+        "fresh": recipe.teachers["seg-a"].model_copy(update={"checkpoint": None}, deep=True),  # random weights
+    }
+    teachers = build_teachers(recipe)
+    assert teachers["seg-a2"].model is teachers["seg-a"].model
+    assert teachers["fresh"].model is not teachers["seg-a"].model  # another draw of random weights: another network
+    assert "one network with teacher 'seg-a' (same model and weights)" in teachers["seg-a2"].output_note()
+    one = teachers["seg-a"].num_params()
+    assert Plan(recipe, {}, {}, teachers).teacher_params == 2 * one  # seg-a once, fresh once
+
+
+# ---- S5. a BGR teacher is fed its channels reversed, and the input line says the order
+
+
+def test_a_bgr_teacher_is_fed_its_channels_reversed_and_says_so():
+    mean, std = [0.406, 0.456, 0.485], [0.225, 0.224, 0.229]  # Caffe's, in BGR order
+    bgr = teacher(nn.Conv2d(3, 3, 1), input={"channel_order": "bgr", "mean": mean, "std": std})
+    images = torch.rand(2, 3, 32, 32)
+    expected = (images.flip(1) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.allclose(bgr.prepare(images), expected, atol=1e-6)
+    assert torch.allclose(to_input(images, (32, 32), 3, mean, std, bgr=True), expected, atol=1e-6)
+    assert bgr.input_spec.describe().endswith(", channel order BGR")
+    assert bgr.input_spec.view.fill == pytest.approx((0.485, 0.456, 0.406))  # padding: the mean colour in RGB
+    assert "channel order" not in teacher(nn.Conv2d(3, 3, 1)).input_spec.describe()  # RGB, the README's default
+    with pytest.raises(ValueError, match="bgr orders 3 channels; this teacher takes 1"):
+        TeacherConfig(
+            task="depth",
+            model={"from": "python", "factory": "m:f"},
+            input={"channels": 1, "mean": [0.5], "std": [0.5], "channel_order": "bgr"},
+        )
+
+
+# ---- C1. a teacher with half-precision weights runs under the run's autocast; the check runs it there
+
+
+def test_a_half_precision_teacher_runs_under_bf16_autocast_and_the_check_uses_the_runs_precision():
+    half = teacher(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)).half())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as training computes its targets
+        out = half(torch.rand(2, 3, 32, 32))  # was: "mixed dtype (CPU): expect parameter to have scalar type of Float"
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 32, 32)
+    from amalgam.teachers.teacher import check_teacher_precision
+
+    check_teacher_precision(half, "bf16")
+
+    class AutocastOnly(nn.Conv2d):
+        def forward(self, x):
+            if torch.is_autocast_enabled("cpu"):
+                raise RuntimeError("an op without a bf16 kernel")
+            return super().forward(x)
+
+    fails = teacher(AutocastOnly(3, 3, 1))
+    check_teacher_output(fails, (32, 32))  # fp32: fine
+    check_teacher_precision(fails, "fp32")
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_precision(fails, "bf16")
+    assert str(info.value) == (
+        "teacher 't1' fails under bfloat16 autocast (train.precision: bf16, what training computes its targets in):"
+        " an op without a bf16 kernel; set train.precision: fp32"
+    )
+
+
+# ---- C2. a teacher that fails in channels_last is checked there and kept contiguous
+
+
+OLD_NET = """
+from torch import nn
+
+
+class OldNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 16 * 16, 3)
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.fc(x.view(x.size(0), -1))  # AlexNet-era flattening: fails on an NHWC tensor
+"""
+
+
+def test_a_teacher_that_views_its_activations_is_checked_in_channels_last_and_kept_contiguous(tmp_path):
+    (tmp_path / "shapes_old_net.py").write_text(OLD_NET)
+    model = {"from": "python", "factory": "shapes_old_net:OldNet"}
+    cfg = TeacherConfig(task="classification", model=model, labels=["a", "b", "c"])
+    built = build_teacher("old", cfg, stand_in_recipe(tmp_path))
+    built.use_channels_last()  # what the plan does for every teacher under train.channels_last
+    assert built(torch.rand(2, 3, 16, 16)).shape == (2, 3)  # was: "view size is not compatible with input tensor's"
+    assert not built.channels_last
+    assert "run contiguous (NCHW), not channels_last (train.channels_last): in channels_last it fails (view size" in (
+        built.output_note()
+    )
+    (tmp_path / "shapes_plain_net.py").write_text("from torch import nn\n\ndef f():\n    return nn.Conv2d(3, 3, 1)\n")
+    plain = TeacherConfig(task="segmentation", model={"from": "python", "factory": "shapes_plain_net:f"}, labels=LABELS)
+    assert build_teacher("plain", plain, stand_in_recipe(tmp_path)).channels_last  # checked as it then runs
+
+
+# ---- U1/U4. a fixed-size network fed another size is told which key sets it
+
+
+class FixedSize(nn.Module):
+    """torchvision's VisionTransformer's size assertion and ``image_size``."""
+
+    image_size = 224
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        torch._assert(x.shape[2] == self.image_size, f"Wrong image height! Expected 224 but got {x.shape[2]}!")
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_fixed_size_teacher_fed_another_size_is_told_to_set_input_size():
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(teacher(FixedSize(), task="classification", labels=["a", "b", "c"]), (32, 32))
+    assert str(info.value).endswith(
+        "Wrong image height! Expected 224 but got 32! (32x32 is data.image_size, fed by default:"
+        " set teachers.t1.input.size: [224, 224], the size the network takes)"
+    )
+    stated = teacher(FixedSize(), task="classification", labels=["a", "b", "c"], input={"size": [64, 64]})
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(stated, (32, 32))
+    assert "(64x64 is the recipe's teachers.t1.input.size: the network takes 224x224; set it to the size" in str(
+        info.value
+    )
+
+
+# ---- U2. a blank line among a labels file's names, or an empty inline label, is refused where it is
+
+
+def test_a_blank_line_in_a_labels_file_or_an_empty_label_is_refused_naming_where(tmp_path):
+    from amalgam.config.label_entries import label_names, read_names
+
+    path = tmp_path / "labels.txt"
+    path.write_text("cat\ndog\n\nbird\n\n\n")
+    with pytest.raises(AmalgamError) as info:
+        read_names(path)
+    assert str(info.value).startswith(
+        f"line 3 of {path} is blank, among the labels (one output's name a line, 4 lines)"
+    )
+    path.write_text("cat\r\ndog\r\nbird\r\n\r\n")  # blank lines at the end only: read
+    assert read_names(path) == ["cat", "dog", "bird"]
+    with pytest.raises(AmalgamError, match="^1: an empty label name"):
+        label_names(["cat", ""])
+    with pytest.raises(AmalgamError, match="^0: an empty label name"):
+        label_names([{" ": "cat"}])
