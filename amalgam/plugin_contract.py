@@ -149,6 +149,25 @@ def require_metric(task: Any, metrics: dict) -> None:
     raise AmalgamError(f"{plugin_label(task)}: its meter returned {{{keys}}}, not its metric '{task.metric}'")
 
 
+@torch.no_grad()
+def metric_problem(task: Any, out: torch.Tensor, space: Any) -> Optional[str]:
+    """:func:`require_metric` before training, on a teacher's check-batch output scored against its
+    own prediction (a teacher is perfect on itself): None when the meter gives the task's metric, or
+    when this probe cannot tell (the meter takes targets of another form than predictions)."""
+    try:
+        pred = task.predict(out, tuple(out.shape[-2:]) if task.dense else (1, 1), None)
+        meter = task.new_meter(len(space) if space is not None else None)
+        meter.update(pred, pred)
+        metrics = meter.compute()
+    except Exception:  # noqa: BLE001 - the first evaluation checks it on real targets
+        return None
+    try:
+        require_metric(task, metrics)
+    except AmalgamError as exc:
+        return f"{exc} (found before training, on the teacher's check batch)"
+    return None
+
+
 def ensemble_problem(task: Any) -> Optional[str]:
     """Why amalgam cannot merge several outputs of ``task`` (sub-teachers, ``amalgamation.ensemble``),
     or None: a labelled task whose labels are not declared mutually exclusive (``exclusive_labels``)

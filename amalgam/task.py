@@ -349,9 +349,14 @@ class LabelledOutputs:
     ``logits`` as they are; ``probabilities`` (a network ending in softmax) as their log, which
     softmax turns back into them; ``sigmoid`` (one sigmoid per label) as their logit; ``binary`` and
     ``binary_probability`` (one channel, the second label's logit or sigmoid, for a two-label space)
-    as the two logits [0, z]. Mixed in before :class:`Task`."""
+    as the two logits [0, z]. Mixed in before :class:`Task`.
+
+    Every reading ends as logits of a softmax over the labels, so the labels are exclusive
+    (:attr:`Task.exclusive_labels`): a plugin built on this mixin merges and wraps as the built-in
+    tasks do, as it did before that attribute existed."""
 
     output_kinds: ClassVar[tuple[str, ...]] = LABELLED_OUTPUT_KINDS
+    exclusive_labels: ClassVar[bool] = True
 
     def output_layer(self, kind: str) -> Optional[nn.Module]:
         # a raw network learns logits; these layers make it answer the other per-label readings

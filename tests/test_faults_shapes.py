@@ -54,6 +54,14 @@ def test_weights_a_factory_loads_from_a_model_arg_key_the_cache_and_are_said(wor
         f"none: weights loaded by timm from model.checkpoint_path: {weights}"
     )
     assert "random" in unloaded_note("timm", {"name": "resnet10t", "checkpoint_path": "gone.pth"}, tmp_path)
+    # a run started before such files were recorded resumes; one that recorded it sees the change
+    from amalgam.teachers.fingerprint import fingerprint_changes, teacher_fingerprints
+
+    now = teacher_fingerprints(recipe)
+    then = {name: {**fp, "files": {}} if name == "seg-a" else fp for name, fp in now.items()}
+    assert fingerprint_changes(then, recipe) == []
+    recorded = {**now, "seg-a": {**now["seg-a"], "files": {"w.pt": "an older digest"}}}
+    assert fingerprint_changes(recorded, recipe) == ["seg-a: w.pt changed"]
 
 
 # ---- S3. one network read as two teachers is held once and counted once
@@ -90,6 +98,11 @@ def test_a_bgr_teacher_is_fed_its_channels_reversed_and_says_so():
     assert bgr.input_spec.describe().endswith(", channel order BGR")
     assert bgr.input_spec.view.fill == pytest.approx((0.485, 0.456, 0.406))  # padding: the mean colour in RGB
     assert "channel order" not in teacher(nn.Conv2d(3, 3, 1)).input_spec.describe()  # RGB, the README's default
+    # without a mean and std in the recipe, ImageNet's (RGB) are reversed into the teacher's order
+    default = teacher(nn.Conv2d(3, 3, 1), input={"channel_order": "bgr"})
+    assert default.input_spec.mean == pytest.approx(mean) and default.input_spec.std == pytest.approx(std)
+    grey_mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).expand(1, 3, 4, 4)  # the mean colour, RGB
+    assert default.prepare(grey_mean).abs().max() < 1e-6  # normalises to zero, as it would for an RGB teacher
     with pytest.raises(ValueError, match="bgr orders 3 channels; this teacher takes 1"):
         TeacherConfig(
             task="depth",
@@ -162,6 +175,17 @@ def test_a_teacher_that_views_its_activations_is_checked_in_channels_last_and_ke
     assert build_teacher("plain", plain, stand_in_recipe(tmp_path)).channels_last  # checked as it then runs
 
 
+def test_teachers_sharing_one_network_share_its_memory_format():
+    shared = nn.Conv2d(3, 3, 1)
+    a, b = teacher(shared), teacher(shared)  # two heads of one network (output_key)
+    a.use_channels_last()
+    assert a.channels_last and shared.weight.is_contiguous(memory_format=torch.channels_last)
+    b.contiguous_reason = "view size is not compatible"  # found when b was checked
+    assert a.contiguous_reason == b.contiguous_reason
+    a.use_channels_last()  # what the plan does for every teacher: the network stays contiguous for both
+    assert not a.channels_last and shared.weight.is_contiguous()
+
+
 # ---- U1/U4. a fixed-size network fed another size is told which key sets it
 
 
@@ -208,6 +232,13 @@ def test_a_blank_line_in_a_labels_file_or_an_empty_label_is_refused_naming_where
         f"line 3 of {path} is blank, among the labels (one output's name a line, 4 lines)"
     )
     path.write_text("cat\r\ndog\r\nbird\r\n\r\n")  # blank lines at the end only: read
+    assert read_names(path) == ["cat", "dog", "bird"]
+    path.write_text("\n\ncat\ndog\n\nbird\n")  # at the start too; the line said counts them
+    with pytest.raises(AmalgamError, match="^line 5 of .* is blank"):
+        read_names(path)
+    path.write_text("\ncat\ndog\n")
+    assert read_names(path) == ["cat", "dog"]
+    path.write_text("0 cat\n\n1 dog\n2 bird\n")  # numbered: each name carries its output, a blank shifts nothing
     assert read_names(path) == ["cat", "dog", "bird"]
     with pytest.raises(AmalgamError, match="^1: an empty label name"):
         label_names(["cat", ""])

@@ -72,19 +72,26 @@ _NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*([^\W_].*)$")  # not "0 - zero": torc
 
 
 def read_names(path: Path) -> list[str]:
-    """A labels file: one name a line, surrounding spaces stripped, blank lines at its end skipped.
+    """A labels file: one name a line, surrounding spaces stripped, blank lines at its start and end skipped.
 
     A blank line among the names is refused naming its line: skipped, it shifted every label after
     it by one output, and a user "fixing" the count by adding a name made that silent.
 
     A file whose every line is numbered (``0 background``) is read by its numbers, which must be
     0 to n-1: read as names, the numbers matched no label and a 1-based file would shift them all.
+    Its blank lines shift nothing (each name carries its output), so they are skipped.
     """
     lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
+    lead = 0  # blank lines before the first name: the line numbers said count them
+    while lines and not lines[0]:
+        lines.pop(0)
+        lead += 1
+    if lines and all(_NUMBERED.match(line) for line in lines if line):
+        lines = [line for line in lines if line]
     if "" in lines:
-        blank = lines.index("") + 1
+        blank = lead + lines.index("") + 1
         raise AmalgamError(
             f"line {blank} of {path} is blank, among the labels (one output's name a line, {len(lines)} lines):"
             " name that output, or delete the line if the file has one line too many"

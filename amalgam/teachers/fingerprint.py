@@ -139,7 +139,9 @@ def fingerprint_changes(stored: dict, recipe: Recipe) -> list[str]:
         then = stored.get(name)
         if then is None:
             continue  # a teacher new to the recipe is a recipe change, said by recipe_changes
-        for path in sorted(set(then["files"]) | set(now["files"])):
+        # a file only now recorded: weights a factory loads from a model argument, recorded since
+        # 2026-12-03 (a run of before resumes); a path the recipe changed is said by recipe_changes
+        for path in sorted(then["files"]):
             if then["files"].get(path) != now["files"].get(path):
                 changes.append(f"{name}: {path} changed")
         if (change := _code_change(then["code"], now["code"])) is not None:

@@ -102,7 +102,18 @@ def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedI
         else:
             values[key], origin[key] = default, DEFAULT
     values["size"] = (int(values["size"][0]), int(values["size"][1]))
+    if values["channel_order"] == "bgr" and values["channels"] == 3:
+        _in_bgr_order(values, origin)
     return ResolvedInput(**values, origin=origin)
+
+
+def _in_bgr_order(values: dict, origin: dict) -> None:
+    """A BGR teacher's mean and std are in its own channel order: the recipe states them so (mmcv
+    configs do), while the default and timm's are ImageNet's RGB values, reversed here."""
+    for key in ("mean", "std"):
+        if origin[key] != RECIPE:
+            values[key] = list(values[key])[::-1]
+            origin[key] = f"{origin[key]}, in BGR order"
 
 
 def timm_model_size(kwargs: dict) -> Optional[tuple[tuple[int, int], str]]:

@@ -17,7 +17,7 @@ from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, TeacherConfig
 from amalgam.errors import AmalgamError, error_line, under_key
 from amalgam.labels import LabelSpace
-from amalgam.plugin_contract import check_output_problem, check_plugin, ensemble_problem, head_problem
+from amalgam.plugin_contract import check_output_problem, check_plugin, ensemble_problem, head_problem, metric_problem
 from amalgam.task import SIGMOID_EVIDENCE as READING_VALUES
 from amalgam.task import ReadingError, Task, get_task
 from amalgam.teachers.fingerprint import weight_digests
@@ -26,6 +26,9 @@ from amalgam.teachers.model_sources import build_model, load_checkpoint, unloade
 from amalgam.teachers.outputs import OutputChoice, OutputKeyError, resolve
 from amalgam.teachers.subteachers import SubTeacher, build_subteacher
 from amalgam.training.runtime import PRECISIONS, autocast_dtype, resolve_device
+
+#: the attribute of a network that says why it runs contiguous (:attr:`Teacher.contiguous_reason`)
+CONTIGUOUS_REASON = "_amalgam_contiguous_reason"
 
 
 def to_input(images: torch.Tensor, size: tuple[int, int], channels: int, mean, std, bgr: bool = False) -> torch.Tensor:
@@ -151,7 +154,6 @@ class Teacher(nn.Module):
         self.tap: Optional[FeatureTap] = None
         self.channels_last = False
         #: why this teacher stays contiguous (NCHW) under ``train.channels_last`` (None: it may switch)
-        self.contiguous_reason: Optional[str] = None
         self.sub: Optional[SubTeacher] = build_subteacher(cfg.wrap.type, cfg.wrap.kwargs()) if cfg.wrap else None
         self.wrap: Optional[str] = cfg.wrap.type if cfg.wrap else None  # named in the report
         #: the wrap's arguments as it holds them (report.json's teacher_wrap_args)
@@ -165,10 +167,21 @@ class Teacher(nn.Module):
         x = to_input(images, self.size, self.channels, self.mean, self.std, self.input_spec.bgr).to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    @property
+    def contiguous_reason(self) -> Optional[str]:
+        """Why the network runs contiguous, not channels_last (it fails there), or None. Kept on the
+        network itself: teachers sharing one network (``output_key``) share its memory format."""
+        return getattr(self.model, CONTIGUOUS_REASON, None)
+
+    @contiguous_reason.setter
+    def contiguous_reason(self, reason: Optional[str]) -> None:
+        setattr(self.model, CONTIGUOUS_REASON, reason)
+
     def use_channels_last(self) -> None:
         """NHWC weights and inputs: Unet/resnet18 inference ran 1.5x faster on this CPU (37 -> 57 img/s).
         A no-op for a teacher kept contiguous (``contiguous_reason``: it fails in channels_last)."""
-        if self.contiguous_reason is not None:
+        if self.contiguous_reason is not None:  # maybe found by another teacher of this network
+            self.use_contiguous()
             return
         self.model.to(memory_format=torch.channels_last)
         self.channels_last = True
@@ -333,7 +346,7 @@ def build_teacher(
     teacher = Teacher(name, task, twin.model if twin else model, cfg, recipe.data.image_size)
     teacher.checkpoint_note = note
     if twin is not None:  # the same network fails in channels_last for both, or for neither
-        teacher.contiguous_reason, teacher.channels_last = twin.contiguous_reason, twin.channels_last
+        teacher.channels_last = twin.channels_last
     check_as_trained(teacher, recipe)
     if twin is not None:
         teacher.notes.append(
@@ -367,8 +380,11 @@ def check_as_trained(teacher: Teacher, recipe: Recipe) -> None:
             f"run contiguous (NCHW), not channels_last (train.channels_last): in channels_last it fails"
             f" ({teacher.contiguous_reason})"
         )
-    if train is not None:
-        check_teacher_precision(teacher, train.precision, getattr(recipe, "device", "cpu"))
+    device = getattr(recipe, "device", "cpu")
+    # on an accelerator the check emulates its autocast on the CPU (10-25x slower without bf16 units,
+    # seconds for a big teacher at every plan): run it there only for weights that are not float32
+    if train is not None and (teacher.dtype != torch.float32 or _on_cpu(device)):
+        check_teacher_precision(teacher, train.precision, device)
 
 
 def check_teacher_precision(teacher: Teacher, precision: str, device: str = "cpu") -> None:
@@ -388,6 +404,14 @@ def check_teacher_precision(teacher: Teacher, precision: str, device: str = "cpu
             f"teacher '{teacher.name}' fails under {kind} autocast (train.precision: {precision}, what training"
             f" computes its targets in): {error_line(exc)}; set train.precision: fp32"
         ) from None
+
+
+def _on_cpu(device: str) -> bool:
+    """Whether the recipe's ``device`` comes to the CPU here (an unknown one: said where the run starts)."""
+    try:
+        return resolve_device(device).type == "cpu"
+    except AmalgamError:
+        return True
 
 
 def _training_autocast(precision: str, device: str) -> Optional[torch.dtype]:
@@ -460,6 +484,8 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{hint}")
     if mismatch := head_problem(teacher.task, teacher.name, out):  # a broadcast loss would train on it
         raise AmalgamError(mismatch)
+    if missing := metric_problem(teacher.task, out, teacher.space):  # else found after the whole schedule
+        raise AmalgamError(missing)
     if fit:
         teacher.notes.append(fit)
     if teacher.dtype != torch.float32:

@@ -295,19 +295,27 @@ class DepthOnly(nn.Module):
         return {"b-metric": torch.ones(images.shape[0], 1, *images.shape[-2:])}
 
 
-def test_a_metric_the_meter_does_not_return_is_refused_at_the_first_evaluation(fresh_world, register):
+def test_a_metric_the_meter_does_not_return_is_refused_before_training_and_at_evaluation(
+    fresh_world, register, monkeypatch
+):
     register(WrongMetric)
     raw = yaml.safe_load(fresh_world.read_text())
     raw["teachers"] = {"depth": {**raw["teachers"]["depth"], "task": "b-metric"}}
     raw["data"]["sources"].pop("items")
     raw["data"]["eval"].pop("items-val")
     fresh_world.write_text(yaml.safe_dump(raw))
-    plan = build_plan(load_recipe(fresh_world), log=QUIET)
-    with pytest.raises(AmalgamError) as caught:
-        evaluate(plan, DepthOnly(), torch.device("cpu"), log=QUIET)
+    with pytest.raises(AmalgamError) as caught:  # the teacher check scores the teacher on itself
+        build_plan(load_recipe(fresh_world), log=QUIET)
     said = str(caught.value)
     assert said.startswith("task plugin 'b-metric'") and "its meter returned {" in said
-    assert "rmse" in said and "not its metric 'angle'" in said
+    assert "rmse" in said and "not its metric 'angle'" in said and "found before training" in said
+    # a meter the probe cannot exercise is caught at the first evaluation instead
+    import amalgam.teachers.teacher as teacher_module
+
+    monkeypatch.setattr(teacher_module, "metric_problem", lambda *args: None)
+    plan = build_plan(load_recipe(fresh_world), log=QUIET)
+    with pytest.raises(AmalgamError, match="not its metric 'angle'"):
+        evaluate(plan, DepthOnly(), torch.device("cpu"), log=QUIET)
 
 
 # 4. pictures -----------------------------------------------------------------------------------------
@@ -337,3 +345,19 @@ def test_a_picture_that_fails_never_fails_the_report(tmp_path, monkeypatch):
     report = {"name": "r", "tasks": []}
     page = visual.render(tmp_path, report, plan=object(), student=object(), spaces={}, device=None, log=lines.append)
     assert page.is_file() and lines == ["samples.png not drawn: Invalid shape (3, 64, 64) for image data"]
+
+
+def test_a_plugin_on_the_labelled_outputs_mixin_keeps_merging_as_before():
+    from amalgam.task import LabelledOutputs, Task
+
+    class SoftmaxPlugin(LabelledOutputs, Task):  # written before exclusive_labels existed
+        name = "softmax-plugin"
+        dense = False
+        labelled = True
+
+    class MultiLabel(Task):
+        name = "multi-label"
+        dense = False
+        labelled = True
+
+    assert SoftmaxPlugin.exclusive_labels and not MultiLabel.exclusive_labels
