@@ -61,13 +61,14 @@ class DistillOptions:
 
 
 class EvalReading(NamedTuple):
-    """What a task's :attr:`Task.eval_reading` found: ``said`` (the numbers and the rule, for the log
-    and the teacher's reading line), ``warnings`` (one line each) and ``problem`` (why the build
-    stops, or None)."""
+    """What a task's :attr:`Task.eval_reading` found: ``said`` (its numbers, for the log and the
+    teacher's reading line), ``warnings`` (one line each), ``problem`` (why the build stops, or
+    None) and ``rule`` (the rule applied, said once in the log)."""
 
     said: str
     warnings: list[str]
     problem: Optional[str]
+    rule: str = ""
 
 
 class Task:

@@ -232,7 +232,8 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
     reading = check(teacher.name, teacher.output_kind, answers, truths)
     where = f"against '{teacher.eval_name}' before training"
-    log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {where}: {reading.said}")
+    rule = f"; {reading.rule}" if reading.rule else ""
+    log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {where}: {reading.said}{rule}")
     teacher.notes.append(f"checked {where}: {reading.said}")
     if reading.problem:
         raise RecipeError(f"teachers.{teacher.name}.output", reading.problem)

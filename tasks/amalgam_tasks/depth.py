@@ -354,15 +354,15 @@ class DepthTask(Task):
         agreement = depth_agreement(answers, truths)
         if agreement is None:  # said, so that a check that could not run is not read as passed
             return EvalReading(f"not checked: under {CHECK_MIN_PIXELS} pixels where both give depth", [], None)
-        said = f"{agreement.describe()}; {CHECK_RULE}"
+        said = agreement.describe()
         if agreement.correlation < ANTI_CORRELATION:
-            return EvalReading(said, [], _upside_down(teacher, kind, agreement))
+            return EvalReading(said, [], _upside_down(teacher, kind, agreement), CHECK_RULE)
         warnings = self.teacher_warnings(teacher, {"scale": agreement.scale})
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
         if not warnings and agreement.aligned_rmse < RELATIVE_GAIN * agreement.rmse:
             warnings += [_relative_warning(teacher, agreement)] if agreement.off_share >= RELATIVE_SHARE else []
-        return EvalReading(said, warnings, None)
+        return EvalReading(said, warnings, None, CHECK_RULE)
 
     def distill_loss(self, student, teacher, options: DistillOptions):
         """log-L1 + scale-invariant over the pixels where the teacher gives depth (> 0)."""
