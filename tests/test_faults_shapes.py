@@ -186,6 +186,17 @@ def test_teachers_sharing_one_network_share_its_memory_format():
     assert not a.channels_last and shared.weight.is_contiguous()
 
 
+def test_a_network_shared_by_two_teachers_fed_one_input_is_timed_once():
+    from amalgam.evaluation.evaluate import distinct_runs
+
+    shared = nn.Conv2d(3, 3, 1)
+    a, b = teacher(shared), teacher(shared)  # two heads of one network: one pass answers both
+    assert distinct_runs([a, b]) == [a]  # the report's teacher latency counted it twice before
+    other_size = teacher(shared, input={"size": [16, 16]})  # fed another input: another pass
+    separate = teacher(nn.Conv2d(3, 3, 1))  # another network
+    assert distinct_runs([a, b, other_size, separate]) == [a, other_size, separate]
+
+
 # ---- U1/U4. a fixed-size network fed another size is told which key sets it
 
 

@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -395,11 +395,26 @@ def size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats
         return _size_and_speed(plan, student, device, repeats)
 
 
+def distinct_runs(teachers: Iterable[Teacher]) -> list[Teacher]:
+    """The teachers whose forward passes deployment needs: a network shared by several (two heads read
+    through ``output_key``) answers them all in one pass when they are fed the same input, so it is
+    timed once, as its parameters are counted once."""
+    seen, runs = set(), []
+    for t in teachers:
+        key = (id(t.model), tuple(t.size), t.channels, tuple(t.mean), tuple(t.std), t.input_spec.bgr)
+        if key not in seen:
+            seen.add(key)
+            runs.append(t)
+    return runs
+
+
 def _size_and_speed(plan: Plan, student: nn.Module, device: torch.device, repeats: int) -> dict:
     h, w = plan.recipe.data.image_size
 
+    runs = distinct_runs(plan.teachers.values())
+
     def teachers(x: torch.Tensor) -> None:
-        for t in plan.teachers.values():
+        for t in runs:
             t(x)
 
     out = {}
