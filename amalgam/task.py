@@ -49,6 +49,8 @@ class DistillOptions:
             weights on what the student misses (:func:`amalgam.kd.class_balance.focal_weights`).
         pseudo_labels: ``amalgamation.pseudo_labels`` for dense labelled tasks (0: off): the weight of a
             cross-entropy on the teacher's top label at each position, with the same position weights.
+        output_kind: how the teacher's output is read (its ``output:``, resolved: never ``default``;
+            depth's ``relative`` is distilled without its scale and shift). Always given.
     """
 
     projection: Optional[torch.Tensor] = None
@@ -58,6 +60,7 @@ class DistillOptions:
     class_balance: float = 0.0
     focal: float = 0.0
     pseudo_labels: float = 0.0
+    output_kind: str = "default"
 
 
 class EvalReading(NamedTuple):
@@ -266,6 +269,12 @@ class Task:
     def new_meter(self, num_classes: Optional[int]) -> Meter:
         """A fresh metric accumulator; its :meth:`Meter.compute` dict holds :attr:`metric`."""
         raise NotImplementedError
+
+    def reading_meter(self, num_classes: Optional[int], kind: str) -> Meter:
+        """The meter scoring a teacher read as ``kind`` (its ``output:``), and the student on its
+        labels. Default: :meth:`new_meter`; depth's ``relative`` teachers, and the student beside
+        them, are scored after a per-image scale-and-shift fit."""
+        return self.new_meter(num_classes)
 
 
 def output_dims(shape: tuple[int, ...]) -> str:

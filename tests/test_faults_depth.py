@@ -12,12 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from amalgam_tasks.depth import DepthMeter, DepthTask, RelativeDepthMeter, log_depth_loss, relative_depth_loss
 from PIL import Image
 
+import amalgam
 from amalgam.config.recipe import load_recipe
+from amalgam.distill.objective import Objective
 from amalgam.distill.plan import build_plan
 from amalgam.errors import RecipeError
+from amalgam.task import DistillOptions
 
 MODELS = """
 import torch
@@ -118,7 +123,7 @@ def test_a_relative_inverse_depth_declared_inverse_is_warned_about_before_traini
     _, said = plan_of(scenes, "relative", output="inverse")
     lines = warnings_in(said)
     assert len(lines) == 1 and "teacher d's depth looks like relative depth (an unknown scale and shift" in lines[0]
-    assert "amalgam distils and scores it as metric depth (relative depth is not supported)" in lines[0]
+    assert "it is distilled and scored as metric depth: if it is relative depth" in lines[0]
 
 
 def test_a_depth_in_another_unit_is_warned_about_before_training(scenes):
@@ -135,3 +140,108 @@ def test_a_competent_depth_teacher_passes_the_check_and_the_log_says_the_rule(sc
     note = plan.teachers["d"].output_note()  # the reading line (inspect, report.json): the numbers only
     assert "read as metric" in note and "checked against 'val' before training: 6 images" in note
     assert "stops the build" not in note
+
+
+# --- relative depth (output: relative): distilled and scored without its unknown scale and shift ---
+
+
+def test_a_relative_teacher_declared_relative_passes_the_check_and_says_how_it_is_used(scenes):
+    plan, said = plan_of(scenes, "relative", output="relative")
+    assert warnings_in(said) == []
+    note = plan.teachers["d"].output_note()
+    assert "read as relative (output: relative)" in note
+    assert "distilled by a scale-and-shift-invariant loss on inverse depth" in note
+    assert "scored after a per-image least-squares scale and shift" in note
+
+
+def test_a_relative_teacher_declared_inverse_is_told_to_declare_it_relative(scenes):
+    _, said = plan_of(scenes, "relative", output="inverse")
+    assert "if it is relative depth, set teachers.d.output: relative" in warnings_in(said)[0]
+
+
+def test_metres_declared_relative_stop_as_upside_down_naming_metric(scenes):
+    with pytest.raises(RecipeError) as info:
+        plan_of(scenes, "metric", output="relative")
+    assert "is upside down on its eval set" in str(info.value)
+    assert "set teachers.d.output: metric" in str(info.value)
+
+
+class ReadsImage(torch.nn.Module):
+    """A student answering the eval set's depth exactly (metres read off the grey level)."""
+
+    label_spaces = {"depth": None}
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(scale))
+
+    def forward(self, x):
+        return {"depth": (1.0 + 5.0 * x[:, :1]) * self.scale}
+
+
+def scores(root: Path, output: str, scale: float = 1.0) -> dict:
+    """report.json's depth row of the exact student (times ``scale``) beside the relative teacher read as ``output``."""
+    plan_of(root, "relative", output=output)  # writes relative.yaml
+    report = amalgam.evaluate(root / "relative.yaml", ReadsImage(scale), quiet=True)
+    (row,) = [t for t in report["tasks"] if t["teacher"] == "d"]
+    return row
+
+
+def test_a_relative_teacher_and_the_student_beside_it_are_scored_after_a_per_image_fit(scenes):
+    row = scores(scenes, "relative", scale=3.0)  # a student right up to scale scores as exact as the teacher
+    assert row["teacher_metrics"]["rmse"] < 1e-3 and row["student_metrics"]["rmse"] < 1e-3, row
+    raw = scores(scenes, "inverse", scale=3.0)  # read as inverse depth: off by its scale and shift
+    assert raw["teacher_metrics"]["rmse"] > 1.0 and raw["student_metrics"]["rmse"] > 3.0, raw
+
+
+def test_the_relative_loss_ignores_scale_and_shift_of_the_teachers_inverse_depth():
+    torch.manual_seed(0)
+    depth = 1.0 + 5.0 * torch.rand(2, 1, 8, 8)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    relative = 1.0 / (0.5 / depth + 0.0625)  # the teacher's inverse: a scale and shift of the truth's
+    assert relative_depth_loss(depth, relative, valid).item() < 1e-5
+    assert log_depth_loss(depth, relative, valid=valid).item() > 0.3  # read as metres it is far off
+    flipped = depth.flip(-1)  # another layout is not forgiven
+    assert relative_depth_loss(flipped, relative, valid).item() > 0.3
+
+
+def test_the_relative_loss_by_hand_and_its_mask():
+    student = torch.tensor([[[[1.0, 0.5, 0.25, 9.0]]]])  # inverse 1, 2, 4 (and a masked pixel)
+    teacher = torch.tensor([[[[1.0, 1.0, 0.5, 0.01]]]])  # inverse 1, 1, 2
+    valid = torch.tensor([[[[True, True, True, False]]]])
+    # student inverse 1, 2, 4: mean 7/3, deviations -4/3, -1/3, 5/3, mean |.| 10/9 -> -1.2, -0.3, 1.5
+    # teacher inverse 1, 1, 2: mean 4/3, deviations -1/3, -1/3, 2/3, mean |.| 4/9 -> -0.75, -0.75, 1.5
+    expected = (0.45 + 0.45 + 0.0) / 3
+    assert relative_depth_loss(student, teacher, valid).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_task_distils_a_relative_teacher_with_the_relative_loss():
+    task = DepthTask()
+    depth = 1.0 + 5.0 * torch.rand(2, 1, 8, 8)
+    relative = 1.0 / (0.5 / depth + 0.0625)
+    assert task.distill_loss(depth, relative, DistillOptions(output_kind="relative")).item() < 1e-5
+    assert task.distill_loss(depth, relative, DistillOptions(output_kind="inverse")).item() > 0.3
+
+
+@pytest.mark.parametrize("output, near_zero", [("relative", True), ("inverse", False)])
+def test_the_objective_distils_each_term_by_its_teachers_reading(scenes, output, near_zero):
+    plan, _ = plan_of(scenes, "relative", output=output)
+    objective = Objective(plan, student=None, epoch_steps=1)
+    images = torch.rand(2, 3, 32, 32)
+    source = torch.tensor([plan.source_ids["d"][0]] * 2)
+    student = {"depth": (1.0 + 5.0 * images[:, :1]) * 3.0}  # right up to a scale
+    _, parts = objective(student, images, source)
+    assert (parts["d"] < 1e-4) is near_zero, parts
+
+
+def test_the_relative_meter_fits_each_image_by_hand():
+    truth = torch.tensor([[1.0, 2.0, 4.0, 0.0]])  # the last pixel has no truth
+    pred = 1.0 / (3.0 / truth.clamp(min=1e-9) + 1.0)  # inverse 3x the truth's plus 1
+    pred[0, 3] = 5.0
+    meter = RelativeDepthMeter()
+    meter.update(pred[None], truth[None])
+    out = meter.compute()
+    assert out["rmse"] == pytest.approx(0.0, abs=1e-6) and out["pixels"] == 3
+    plain = DepthMeter()
+    plain.update(pred[None], truth[None])
+    assert plain.compute()["rmse"] > 0.5

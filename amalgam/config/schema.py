@@ -139,8 +139,8 @@ class TeacherConfig(_Strict):
     eval: Optional[str] = None
     output: str = Field(
         "default",
-        description="task-specific output convention: depth metric|inverse|log, classification and segmentation"
-        " logits|probabilities|sigmoid|binary|binary_probability",
+        description="task-specific output convention: depth metric|inverse|log|relative, classification and"
+        " segmentation logits|probabilities|sigmoid|binary|binary_probability",
     )
     output_key: Optional[str] = Field(
         None,

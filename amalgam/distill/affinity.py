@@ -97,9 +97,10 @@ def task_losses(plan: Plan, out: dict[str, torch.Tensor], targets: dict[str, tup
     """Each task's term: the sum of its teachers' distillation losses on their own rows."""
     losses: dict[str, torch.Tensor] = {}
     for name, (idx, target) in targets.items():
-        task = plan.teachers[name].task
-        amal = plan.recipe.amalgamation  # the build's loss, as trained
-        options = DistillOptions(plan.projections[name], amal.temperature, **pixel_weight_options(task, amal))
+        teacher = plan.teachers[name]
+        task, amal = teacher.task, plan.recipe.amalgamation  # the build's loss, as trained
+        weights = pixel_weight_options(task, amal)
+        options = DistillOptions(plan.projections[name], amal.temperature, **weights, output_kind=teacher.output_kind)
         loss = distill(task, out[task.name][idx], target, options)
         losses[task.name] = losses[task.name] + loss if task.name in losses else loss
     return losses

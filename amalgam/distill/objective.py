@@ -87,8 +87,8 @@ class Objective(nn.Module):
             for term, group in self.terms.items()
         }
         for term, group in self.terms.items():
-            task = plan.teachers[group[0]].task
-            self.loss_options[term].update(pixel_weight_options(task, amal))
+            first = plan.teachers[group[0]]  # a group's members share labels; depth teachers are never grouped
+            self.loss_options[term].update(pixel_weight_options(first.task, amal), output_kind=first.output_kind)
         #: domain weights: term -> the unified classes its teachers know, for terms that know only some
         self.known_classes: dict[str, torch.Tensor] = {}
         for term, group in self.terms.items() if amal.domain_weights else ():

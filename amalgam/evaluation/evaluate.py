@@ -341,7 +341,9 @@ def _scorers(
         n = len(teacher.space) if teacher.space else None
         extent = plan.extents(task.name)
         teacher_lut = lookup(classes, teacher.space, extent) if teacher.space else None
-        meters = [task.new_meter(n), task.new_meter(n), task.new_meter(len(space) if space else None)]
+        kind = teacher.output_kind  # teacher and student are scored alike (depth's relative: both fitted)
+        unified = task.new_meter(len(space) if space else None)
+        meters = [task.reading_meter(n, kind), task.reading_meter(n, kind), unified]
         if teacher_lut is not None:
             restrict(meters[:2], teacher_lut, n)
         scorers[name] = _Scorer(

@@ -2,7 +2,13 @@
 
 A teacher's value <= 0 is no depth (a ReLU head's zeros, sky in a disparity model): read as metres
 it stays <= 0, an inverse reading turns it into 0, and the distillation loss leaves it out of the
-teacher's targets (masked, as the eval sets' 0 pixels are), never read as 1 mm or 10^6 m."""
+teacher's targets (masked, as the eval sets' 0 pixels are), never read as 1 mm or 10^6 m.
+
+Relative depth (``output: relative``: inverse depth up to an unknown per-image scale and shift, as
+MiDaS, DPT and Depth Anything answer) is stored as the inverse of its disparity like ``inverse``, but
+distilled by a scale-and-shift-invariant loss on inverse depth, and scored, teacher and student
+alike, after a per-image least-squares scale and shift of the inverse onto the truth's (MiDaS's
+protocol)."""
 
 from __future__ import annotations
 
@@ -78,6 +84,27 @@ def log_depth_loss(
     seen = (n > 0).float()  # weights, not a branch on values: no host sync per step on CUDA
     scale_invariant = ((sq - si_weight * mean.pow(2)) * seen).sum() / seen.sum().clamp(min=1)
     return g.abs().sum() / n.sum().clamp(min=1) + scale_invariant
+
+
+def _normalised(inverse: torch.Tensor, valid: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Each row of ``[B, P]`` inverse depth shifted by its mean and scaled by its mean absolute deviation
+    over its valid pixels (MiDaS's alignment with the mean for the median: masked, and cheap)."""
+    mean = torch.where(valid, inverse, 0.0).sum(1, keepdim=True) / n.clamp(min=1)[:, None]
+    centred = torch.where(valid, inverse - mean, 0.0)
+    spread = centred.abs().sum(1, keepdim=True) / n.clamp(min=1)[:, None]
+    return centred / spread.clamp(min=1e-6)
+
+
+def relative_depth_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean ``|s - t|`` of the student's and the teacher's inverse depth, each normalised per image
+    (:func:`_normalised`) over the ``valid`` pixels: blind to the scale and shift a relative teacher
+    does not know. Images with no valid pixel add nothing (0 when none has one)."""
+    m = valid.expand_as(student).flatten(1)
+    n = m.sum(1).float()
+    inverse_s = 1.0 / student.float().clamp(min=MIN_DEPTH).flatten(1)
+    inverse_t = 1.0 / teacher.float().clamp(min=MIN_DEPTH).flatten(1)
+    gap = (_normalised(inverse_s, m, n) - _normalised(inverse_t, m, n)).abs()
+    return torch.where(m, gap, 0.0).sum() / n.sum().clamp(min=1)
 
 
 def valid_depth(teacher: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +199,27 @@ def _aligned(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return 1.0 / inverse
 
 
+def fit_to_truth(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """``pred`` (``[H, W]`` depth) with its inverse fitted by least squares onto the truth's inverse
+    over the pixels where both are depth; the others as they were. Unchanged with under two such pixels."""
+    valid = torch.isfinite(pred) & (pred > 0) & torch.isfinite(truth) & (truth > 0)
+    if int(valid.sum()) < 2:
+        return pred
+    fitted = _aligned(pred[valid].double(), truth[valid].double()).to(pred.dtype)
+    return pred.masked_scatter(valid, fitted)
+
+
+class RelativeDepthMeter(DepthMeter):
+    """:class:`DepthMeter` after a per-image scale-and-shift fit of the inverse depth onto the truth
+    (:func:`fit_to_truth`): how relative depth is scored, by its shape, not its unknown scale."""
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        pred, target = pred.detach().float().cpu(), target.detach().float().cpu()
+        if pred.dim() == 2:
+            pred, target = pred[None], target[None]
+        super().update(torch.stack([fit_to_truth(p, t) for p, t in zip(pred, target)]), target)
+
+
 def depth_agreement(answers: list[torch.Tensor], truths: list[torch.Tensor]) -> Optional[DepthAgreement]:
     """How a teacher's depth (each ``[H, W]`` at its truth's size, metres) agrees with the truth,
     pooled over the images (None with under :data:`CHECK_MIN_PIXELS` valid pixels)."""
@@ -204,15 +252,24 @@ CHECK_RULE = (
     f"log-depth correlating under {ANTI_CORRELATION:g} with the truth stops the build (upside down: a disparity"
     f" read as metres); within the {SCALE_WARNING:g}x scale band, an rmse under {RELATIVE_GAIN:g}x the raw one"
     f" after that fit, with {RELATIVE_SHARE:.0%} of pixels off by over {SCALE_WARNING:g}x, warns of relative depth"
-    " (distilled as metric)"
+    " (distilled as metric unless output: relative)"
+)
+
+
+#: how a relative teacher is used, said with its reading in the log, inspect and report.json
+RELATIVE_RULE = (
+    "relative: distilled by a scale-and-shift-invariant loss on inverse depth, teacher and student scored after a"
+    " per-image least-squares scale and shift of their inverse depth onto the truth's"
 )
 
 
 def _upside_down(teacher: str, kind: str, agreement: DepthAgreement) -> str:
     """The line that stops the build on depth anti-correlated with the truth, with the reading that fits."""
     fix = {
-        "metric": f"it reads like disparity / inverse depth: set teachers.{teacher}.output: inverse",
+        "metric": f"it reads like disparity / inverse depth: set teachers.{teacher}.output: inverse (relative if"
+        " its scale is unknown)",
         "inverse": f"it reads like depth in metres read as inverse: set teachers.{teacher}.output: metric",
+        "relative": f"it reads like depth in metres read as inverse: set teachers.{teacher}.output: metric",
     }.get(kind, f"check teachers.{teacher}.output ({kind}; metric, inverse or log)")
     return (
         f"teacher '{teacher}' (read as {kind}) is upside down on its eval set: its log-depth correlates"
@@ -226,20 +283,21 @@ def _relative_warning(teacher: str, agreement: DepthAgreement) -> str:
         f"teacher {teacher}'s depth looks like relative depth (an unknown scale and shift, as MiDaS/DPT answer):"
         f" a per-image scale-and-shift fit of its inverse brings its rmse from {agreement.rmse:.3g} to"
         f" {agreement.aligned_rmse:.3g} m on {agreement.images} eval images, {agreement.off_share:.0%} of its pixels"
-        f" being off by over {SCALE_WARNING:g}x; amalgam distils and scores it as metric depth (relative depth is"
-        " not supported): give a metric teacher, or convert its output to metres"
+        f" being off by over {SCALE_WARNING:g}x; it is distilled and scored as metric depth: if it is relative"
+        f" depth, set teachers.{teacher}.output: relative"
     )
 
 
 class DepthTask(Task):
-    """Teachers output ``[B, 1, h, w]`` metres, or inverse / log depth (``output: inverse|log``)."""
+    """Teachers output ``[B, 1, h, w]`` metres, or inverse / log / relative inverse depth
+    (``output: inverse|log|relative``)."""
 
     name = "depth"
     dense = True
     target_key = "depth"
     metric = "rmse"
     higher_is_better = False
-    output_kinds = ("metric", "inverse", "log")
+    output_kinds = ("metric", "inverse", "log", "relative")
     picture_cmap = "magma_r"
     picture_unit = "m"
 
@@ -257,7 +315,8 @@ class DepthTask(Task):
         out = super().convert_output(raw, kind)
         if out.dim() == 3:
             out = out.unsqueeze(1)
-        if kind == "inverse":  # a disparity <= 0 (sky) is no depth: 0, masked out of the targets; NaN stays NaN
+        # a disparity <= 0 (sky) is no depth: 0, masked out of the targets; NaN stays NaN
+        if kind in ("inverse", "relative"):
             out = out.float()
             return torch.where((out > 0) | out.isnan(), 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
         if kind == "log":
@@ -304,16 +363,23 @@ class DepthTask(Task):
         return ~torch.isfinite(out.nansum(dtype=torch.float32))
 
     def output_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...]) -> str:
-        """Metres, whatever its teachers answered (``output:`` converts them)."""
+        """Metres, whatever its teachers answered (``output:`` converts them); relative where they all were."""
         dims = output_dims(shape)
-        return f"depth [{dims}] in metres, as the student was trained (its teachers' depth converted to metres)"
+        return (
+            f"depth [{dims}] in metres, as the student was trained (its teachers' depth converted to metres);"
+            " a student taught only by relative-depth teachers (output: relative) knows its inverse only up to a"
+            " per-image scale and shift"
+        )
 
     def output_note(self, out: torch.Tensor, kind: str) -> str:
-        """The share of the check batch's values that are no depth (<= 0), masked out of the targets."""
+        """The share of the check batch's values that are no depth (<= 0), masked out of the targets;
+        for relative depth, how it is distilled and scored."""
         none = (out <= 0).float().mean().item()
-        if none == 0:
-            return ""
-        return f"{none:.1%} of its depth on the check batch is <= 0: no depth there, masked out of its targets"
+        notes = [RELATIVE_RULE] if kind == "relative" else []
+        if none > 0:
+            share = f"{none:.1%} of its depth on the check batch is <= 0"
+            notes.append(f"{share}: no depth there, masked out of its targets")
+        return "; ".join(notes)
 
     def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """The mean of the valid (> 0) values at each pixel; 0 (no depth) where none is; +inf (the
@@ -333,7 +399,7 @@ class DepthTask(Task):
         return [
             f"teacher {teacher}'s depth is {scale:.3g}x its eval set's (geometric mean over valid pixels): check the"
             " set's depth_scale (values a metre: 1000 for millimetres, 256 for KITTI) and the teacher's output"
-            " (metric, inverse, log); a relative-depth teacher has no metric scale to score"
+            " (metric, inverse, log; relative for a teacher without a metric scale)"
         ]
 
     def eval_reading(
@@ -343,7 +409,7 @@ class DepthTask(Task):
 
         Args:
             teacher: its name.
-            kind: its ``output:`` reading (metric, inverse, log).
+            kind: its ``output:`` reading (metric, inverse, log, relative).
             answers: its depth on a few eval images, each ``[H, W]`` at its truth's size (:meth:`predict`'s).
             truths: the set's depth maps there (0: invalid).
 
@@ -357,6 +423,8 @@ class DepthTask(Task):
         said = agreement.describe()
         if agreement.correlation < ANTI_CORRELATION:
             return EvalReading(said, [], _upside_down(teacher, kind, agreement), CHECK_RULE)
+        if kind == "relative":  # declared without a scale: only its direction is checked
+            return EvalReading(said, [], None, CHECK_RULE)
         warnings = self.teacher_warnings(teacher, {"scale": agreement.scale})
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
@@ -365,8 +433,11 @@ class DepthTask(Task):
         return EvalReading(said, warnings, None, CHECK_RULE)
 
     def distill_loss(self, student, teacher, options: DistillOptions):
-        """log-L1 + scale-invariant over the pixels where the teacher gives depth (> 0)."""
+        """log-L1 + scale-invariant over the pixels where the teacher gives depth (> 0); for a relative
+        teacher, the scale-and-shift-invariant :func:`relative_depth_loss` there."""
         teacher, valid = valid_depth(teacher, student.shape[-2:])
+        if options.output_kind == "relative":
+            return relative_depth_loss(student, teacher, valid)
         return log_depth_loss(student, teacher, valid=valid)
 
     def supervised_loss(self, output, target):
@@ -386,3 +457,7 @@ class DepthTask(Task):
 
     def new_meter(self, num_classes: Optional[int]) -> DepthMeter:
         return DepthMeter()
+
+    def reading_meter(self, num_classes: Optional[int], kind: str) -> DepthMeter:
+        """Relative depth, and the student beside it, scored after a per-image fit (:class:`RelativeDepthMeter`)."""
+        return RelativeDepthMeter() if kind == "relative" else DepthMeter()
