@@ -79,6 +79,9 @@ def test_python_factory_from_the_recipe_folder(tmp_path):
         check_model("python", {"factory": "amalgam_test_factory:nope"}, tmp_path)
     with pytest.raises(AmalgamError, match=r"^factory: cannot import module 'amalgam_no_such_module'"):
         check_model("python", {"factory": "amalgam_no_such_module:make"}, tmp_path)
+    (tmp_path / "amalgam_test_broken.py").write_text("open('no-such-weights.pt')\n")  # fails as it loads
+    with pytest.raises(AmalgamError, match=r"^factory: importing module 'amalgam_test_broken' raised FileNotFound"):
+        check_model("python", {"factory": "amalgam_test_broken:make"}, tmp_path)
     with pytest.raises(AmalgamError, match=r"^factory: expected 'package.module:function'"):
         check_model("python", {"factory": "no_colon"}, tmp_path)
     with pytest.raises(AmalgamError, match=r"bad constructor arguments for python model"):

@@ -106,6 +106,10 @@ def import_factory(factory: str, base: Path) -> Callable[..., nn.Module]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise AmalgamError(f"factory: cannot import module '{module_name}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the module's own code failing as it loads (--debug shows where)
+        raise AmalgamError(
+            f"factory: importing module '{module_name}' raised {type(exc).__name__}: {error_line(exc)}"
+        ) from exc
     finally:
         if where == "recipe folder":
             sys.path.remove(str(base))
