@@ -129,3 +129,14 @@ def test_a_class_the_set_cannot_score_has_no_iou_and_no_near_blind_warning():
     assert iou == [0.5, 1.0, None, None]
     rows = per_class_rows(["bg", "a", "b", "c"], iou, iou)
     assert class_warnings("seg", "iou", rows) == []
+
+
+@pytest.mark.parametrize("task_name", ["classification", "segmentation"])
+def test_per_class_scores_are_not_rounded_before_their_ratio(task_name):
+    from amalgam.task import get_task
+
+    meter = get_task(task_name).new_meter(2)
+    truth = torch.tensor([0, 0, 0, 1, 1, 1])
+    meter.update(torch.tensor([0, 1, 1, 1, 1, 1]), truth)  # class 0: recall 1/3, IoU 1/3
+    key = "recall" if task_name == "classification" else "iou"
+    assert meter.compute()[key][0] == pytest.approx(1 / 3, abs=1e-9)

@@ -26,7 +26,7 @@ class TopOne:
         return {
             "top1": self.confusion.accuracy(),
             "count": int(self.confusion.matrix.sum()),
-            "recall": [None if torch.isnan(v) else round(v.item(), 4) for v in self.confusion.recall()],
+            "recall": [None if torch.isnan(v) else v.item() for v in self.confusion.recall()],
             "mostly_predicted_as": self.confusion.mostly_predicted_as(),
         }
 

@@ -38,7 +38,7 @@ class SegmentationMeter:
         return {
             "miou": self.confusion.mean_iou(self.classes),
             "pixel_acc": self.confusion.accuracy(),
-            "iou": [round(v.item(), 4) if ok and not torch.isnan(v) else None for v, ok in zip(iou, scorable)],
+            "iou": [v.item() if ok and not torch.isnan(v) else None for v, ok in zip(iou, scorable)],
             "mostly_predicted_as": self.confusion.mostly_predicted_as(skip_common=True),
         }
 
