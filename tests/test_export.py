@@ -79,6 +79,28 @@ def test_onnx_export_checked_with_onnxruntime_when_installed(built_run, tmp_path
         got = ort.run(None, {"images": x.numpy()})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(got[1]), student(x)["segmentation"], atol=1e-4, rtol=1e-4)
+        # any size the student takes, not only the traced one (it was fixed at 32x32 before)
+        x = torch.rand(2, 3, 96, 64)
+        got = ort.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            want = student(x)
+        assert got[1].shape == (2, 4, 96, 64) and got[2].shape == (2, 1, 96, 64)
+        for name, answer in zip(["classification", "segmentation", "depth"], got):
+            torch.testing.assert_close(torch.from_numpy(answer), want[name], atol=1e-4, rtol=1e-4)
+        assert " at 64x64)" in out_line(out)  # the parity check's second size
+
+
+def out_line(text: str) -> str:
+    return next(line for line in text.splitlines() if "parity on 3 random images" in line)
+
+
+def test_the_json_says_which_sizes_an_export_takes(built_run, tmp_path, capsys):
+    path = tmp_path / "s.ts"
+    assert main(["export", str(built_run), "--output", str(path)]) == 0
+    meta = json.loads((tmp_path / "s.ts.json").read_text())
+    assert meta["input"]["shape"] == ["batch", 3, 32, 32]
+    assert meta["input"]["sizes"].startswith("any height and width that are multiples of 32 (nothing is padded);")
+    assert " at 64x64)" in out_line(capsys.readouterr().out)  # parity checked at a second size too
 
 
 def test_export_refuses_a_suffix_of_another_format(built_run, tmp_path, capsys):

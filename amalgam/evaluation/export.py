@@ -20,7 +20,7 @@ from torch import nn
 from amalgam.errors import AmalgamError
 from amalgam.io import check_writable
 from amalgam.registry import Registry
-from amalgam.students.serialize import load_student
+from amalgam.students.serialize import input_multiple, load_student
 from amalgam.task import Task, get_task, task_names
 from amalgam.task import output_meaning as generic_output_meaning
 
@@ -70,7 +70,11 @@ def _save_onnx(module: nn.Module, example: torch.Tensor, path: Path, names: list
         import onnx  # noqa: F401 - torch.onnx needs it to write the file
     except ImportError:
         raise AmalgamError("--format onnx needs the onnx package: pip install 'amalgam[export]'") from None
-    dynamic = {n: {0: "batch"} for n in ["images", *names]}
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
+    with torch.no_grad():
+        shapes = [tuple(o.shape) for o in module(example)]
+    for name, shape in zip(names, shapes):  # a dense output follows the input's size (or its own stride of it)
+        dynamic[name] = {0: "batch"} | ({2: f"{name}_height", 3: f"{name}_width"} if len(shape) == 4 else {})
     with torch.no_grad():
         torch.onnx.export(
             module, (example,), str(path), input_names=["images"], output_names=names,
@@ -138,15 +142,27 @@ def _task_plugin(name: str) -> Optional[Task]:
     return get_task(name) if name in task_names() else None
 
 
-def export_meta(fmt: str, size: tuple[int, ...], tasks: list[str], spaces: dict, outputs: tuple) -> dict:
-    """The ``.json`` beside an export: its input, and each output's task, labels and meaning.
+def sizes_note(size: tuple[int, ...], multiple: Optional[int]) -> str:
+    """Which input sizes an export takes, in words: any, or multiples of its encoder's stride."""
+    trained = f"trained at {size[0]}x{size[1]} (the shape above); its answers are best at that scale"
+    if multiple is None:
+        return f"any height and width; {trained}"
+    return f"any height and width that are multiples of {multiple} (nothing is padded); {trained}"
+
+
+def export_meta(
+    fmt: str, size: tuple[int, ...], tasks: list[str], spaces: dict, outputs: tuple, multiple: Optional[int] = None
+) -> dict:
+    """The ``.json`` beside an export: its input (the trained shape, and the sizes it takes), and each
+    output's task, labels and meaning.
 
     Its fields are a contract with deployments: extend it, never rename a field.
     """
     labels = {t: None if spaces[t] is None else list(spaces[t].names) for t in tasks}
+    sizes = sizes_note(size, multiple)
     return {
         "format": fmt,
-        "input": {"shape": ["batch", 3, *size], "range": [0, 1], "channels": "RGB", "grey": GREY},
+        "input": {"shape": ["batch", 3, *size], "range": [0, 1], "channels": "RGB", "grey": GREY, "sizes": sizes},
         "outputs": [
             {
                 "task": t,
@@ -211,16 +227,32 @@ def export(
     exporter.save(module, example, path, tasks)
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json
-    meta = export_meta(fmt, size, tasks, spaces, outputs)
+    meta = export_meta(fmt, size, tasks, spaces, outputs, input_multiple(student))
     Path(str(path) + ".json").write_text(json.dumps(meta, indent=1) + "\n")
     run = exporter.run(path)
     if run is None:
         log(f"wrote {path}; parity not checked (onnx runtime not installed: pip install onnxruntime)")
         return path, None
-    probe = torch.rand(3, 3, *size, generator=gen)  # a batch size the trace never saw
+    other = other_size(size, input_multiple(student))
+    diffs = [parity(module, run, torch.rand(3, 3, *at, generator=gen)) for at in (size, other)]
+    log(
+        f"wrote {path} ({', '.join(tasks)}); parity on 3 random images: max abs diff {diffs[0]:.2e}"
+        f" ({diffs[1]:.2e} at {other[0]}x{other[1]})"
+    )
+    return path, max(diffs)
+
+
+def other_size(size: tuple[int, int], multiple: Optional[int]) -> tuple[int, int]:
+    """A size the export was not traced at, that the student takes: one ``multiple`` (32 without one)
+    more in each side."""
+    step = multiple or 32
+    return size[0] + step, size[1] + step
+
+
+def parity(module: nn.Module, run: Callable, images: torch.Tensor) -> float:
+    """Max abs difference of an exported file's outputs (``run``) from the module's on ``images``
+    (a batch size, and a size, the trace may never have seen)."""
     with torch.no_grad():
-        want = module(probe)
-    got = run(probe)
-    diff = max((a.float() - b.float()).abs().max().item() for a, b in zip(want, got))
-    log(f"wrote {path} ({', '.join(tasks)}); parity on 3 random images: max abs diff {diff:.2e}")
-    return path, diff
+        want = module(images)
+    got = run(images)
+    return max((a.float() - b.float()).abs().max().item() for a, b in zip(want, got))
