@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -118,3 +119,55 @@ def test_every_rank_takes_rank_0s_auto_rung_under_a_latency_budget(world, monkey
     plan0 = build_plan(load_recipe(world, keys), with_data=False, log=lambda m: None)
     same_rung_everywhere(plan0, rank0)  # rank 0 chooses (times the ladder) and sends its rung
     assert rank0.calls == 1 and plan0.encoder_choice() is not None
+
+
+# rank 1's teachers answer NaN/inf on every row it draws, rank 0's on none (one GPU's bad kernel, one
+# shard of bad images): the counts are summed over the ranks, so that both take one decision
+NAN_ON_RANK_1 = """
+import os, sys, torch
+import amalgam.distill.targets as targets
+from amalgam.cli import main
+if os.environ["RANK"] == "1":
+    targets.nonfinite_rows = lambda task, outs: torch.ones(len(outs), outs[0].shape[0], dtype=torch.bool)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_nonfinite_counts_are_summed_over_the_ranks_so_every_rank_decides_alike(world, tmp_path):
+    launcher, run = tmp_path / "launch.py", tmp_path / "run"
+    launcher.write_text(NAN_ON_RANK_1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = ["build", str(world), "--output", str(run), *SETTINGS[1:]]
+    done = subprocess.run([*torchrun, str(launcher), *args], env=env, capture_output=True, text=True, timeout=300)
+    said = done.stdout[-3000:] + done.stderr[-3000:]
+    # about half of every teacher's rows (rank 1's, all of them): warned, not a stop of rank 1 alone
+    assert done.returncode == 0, said
+    lines = [line for line in done.stdout.splitlines() if "answered NaN/inf on" in line]
+    assert lines, said
+    for line in lines:  # the two ranks' rows counted, rank 0's fine ones among them
+        bad, rows = map(int, re.search(r"on (\d+) of (\d+) training rows", line).groups())
+        assert 0 < bad < rows, line
+
+
+def test_the_epoch_end_stop_reads_the_counts_of_every_rank(world_plan):
+    from amalgam.distill.targets import NonFiniteRows
+
+    task = world_plan.teachers["seg-a"].task
+    counts = NonFiniteRows(stop_mid_epoch=False)
+    for _ in range(64):  # this rank: every row fine
+        counts.keep("seg-a", ["seg-a"], [torch.zeros(1, 3, 2, 2)], task)
+    other_rank = [65, 65]  # the other rank: 65 of 65 rows NaN/inf
+    with pytest.raises(AmalgamError, match=r"NaN/inf on most rows \(seg-a on 65 of 129 rows\)"):
+        counts.epoch_lines(lambda own: [a + b for a, b in zip(own, other_rank)], ["seg-a"])
+
+
+def test_no_mid_epoch_stop_where_the_processes_decide_together(world_plan):
+    from amalgam.distill.targets import NONFINITE_MIN_ROWS, NonFiniteRows
+
+    task = world_plan.teachers["seg-a"].task
+    alone, together = NonFiniteRows(), NonFiniteRows(stop_mid_epoch=False)
+    nan = [torch.full((NONFINITE_MIN_ROWS, 3, 2, 2), float("nan"))]
+    with pytest.raises(AmalgamError, match="NaN/inf on most rows"):
+        alone.keep("seg-a", ["seg-a"], nan, task)
+    assert together.keep("seg-a", ["seg-a"], nan, task).numel() == 0  # left out, counted: decided at the end

@@ -8,7 +8,7 @@ and blended (:func:`with_live_rows`: cached rows, with mixup's blends answered l
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 
@@ -142,9 +142,14 @@ class NonFiniteRows:
 
     A healthy step costs one whole-target reduction and one host sync per term; counts stay on the
     device until :meth:`epoch_lines` reads them (no sync per teacher per step).
+
+    Under torchrun each process counts its own rows: :meth:`epoch_lines` sums them over the
+    processes (its ``total``), so that every one takes the same decision, and ``stop_mid_epoch``
+    is off there (a stop decided by one process alone would leave the others waiting on it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop_mid_epoch: bool = True) -> None:
+        self.stop_mid_epoch = stop_mid_epoch
         self.bad: dict[str, torch.Tensor] = {}  # teacher -> rows with NaN/inf targets (device count)
         self.rows: dict[str, int] = {}  # teacher -> rows asked of it
         self.dropped: dict[str, int] = {}  # term -> rows left out (host: known from the nonzero)
@@ -169,19 +174,33 @@ class NonFiniteRows:
             self.bad[name] = self.bad.get(name, 0) + rows.sum()
         kept = (~bad.any(0)).nonzero().flatten()
         self.dropped[term] = self.dropped.get(term, 0) + n - kept.numel()
-        if self.term_rows[term] >= NONFINITE_MIN_ROWS and self.dropped[term] > NONFINITE_STOP * self.term_rows[term]:
+        stop = self.term_rows[term] >= NONFINITE_MIN_ROWS and self.dropped[term] > NONFINITE_STOP * self.term_rows[term]
+        if stop and self.stop_mid_epoch:
             raise AmalgamError(self._stop_line(names))
         return None if kept.numel() == n else kept
 
-    def epoch_lines(self) -> list[str]:
+    def epoch_lines(
+        self, total: Callable[[list[int]], list[int]] = list, names: Optional[Iterable[str]] = None
+    ) -> list[str]:
         """One line per teacher that answered NaN/inf this epoch, then resets the counts.
+
+        Args:
+            total: the sum of each count over the processes of a torchrun job (``DistContext.total``);
+                a single process's own counts by default.
+            names: every teacher, in one order on every process (a process may have drawn no row of
+                some); by default the teachers counted here.
 
         Raises:
             AmalgamError: when a teacher did on most of its rows (``NONFINITE_STOP``), of at least
                 ``NONFINITE_MIN_ROWS``, or on all of at least ``NONFINITE_ALL_ROWS`` (otherwise its line
                 says so and training goes on).
         """
-        counts = {name: int(bad) for name, bad in self.bad.items()}  # the epoch's one read of the device
+        order = list(names) if names is not None else list(self.rows)
+        own = [int(self.bad.get(n, 0)) for n in order] + [self.rows.get(n, 0) for n in order]  # one device read
+        summed = total(own)
+        counts = {n: c for n, c in zip(order, summed[: len(order)])}
+        self.rows = {n: r for n, r in zip(order, summed[len(order) :]) if r}
+        counts = {n: c for n, c in counts.items() if n in self.rows}
         try:
             most = {n for n, c in counts.items() if c > NONFINITE_STOP * self.rows[n]}
             worst = [n for n in most if self.rows[n] >= NONFINITE_MIN_ROWS or _all_of(counts[n], self.rows[n])]

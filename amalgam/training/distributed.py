@@ -62,6 +62,15 @@ class DistContext:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
+    def total(self, values: list[int]) -> list[int]:
+        """Each of ``values`` summed over the ranks (this rank's own in a single process); every rank
+        must pass as many, in one order."""
+        if not self.enabled:
+            return list(values)
+        sums = torch.tensor(values, dtype=torch.int64, device=collective_device(dist.get_backend(), self.local_rank))
+        dist.all_reduce(sums)
+        return [int(v) for v in sums.tolist()]
+
     def share(self, value):
         """Rank 0's ``value`` on every rank (any picklable object; itself in a single process)."""
         if not self.enabled:

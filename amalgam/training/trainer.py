@@ -79,6 +79,8 @@ class Trainer:
         self.source_prints = plan.sources.fingerprints()  # once: a source of 1M files takes a second
         seed_everything(plan.recipe.seed)
         self.objective = Objective(plan, student)  # initial_loss's window: one epoch of plan.sources
+        # under torchrun the NaN/inf counts stop training at an epoch's end, summed over the processes
+        self.objective.nonfinite.stop_mid_epoch = not ctx.enabled
         self.precision = precision_name(device, cfg.precision)  # what this process computes in
         if ctx.is_main:
             log(self.objective.weighting.describe())
@@ -247,7 +249,7 @@ class Trainer:
             hits, misses = self.cache.flush()
             row["cache_hit_rate"] = round(hits / max(1, hits + misses), 4)
         try:  # one line per teacher whose targets were NaN/inf this epoch (its rows were left out)
-            for line in self.objective.nonfinite.epoch_lines():
+            for line in self.objective.nonfinite.epoch_lines(self.ctx.total, self.plan.teachers):
                 self.log(line)
         except AmalgamError as exc:
             raise AmalgamError(f"epoch {epoch}: {exc}") from None
