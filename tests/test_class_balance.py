@@ -110,7 +110,7 @@ def test_recipe_default_and_the_key_that_turns_it_off(world):
     plan = prepare(load_recipe(world), with_data=False, log=lambda m: None)
     on = Objective(plan, student=None)
     seg = [t for t, g in on.terms.items() if plan.teachers[g[0]].task.name == "segmentation"]
-    assert seg and all(on.loss_options[t] == {"class_balance": 0.5, "focal": 1.0} for t in seg)
+    assert seg and all(on.loss_options[t] == {"class_balance": 0.5, "focal": 1.0, "output_kind": "logits"} for t in seg)
     assert all("class_balance" not in on.loss_options[t] for t in on.terms if t not in seg)  # dense labelled only
     off = Objective(
         prepare(load_recipe(world, ["amalgamation.class_balance=0"]), with_data=False, log=lambda m: None), None
