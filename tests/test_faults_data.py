@@ -82,6 +82,43 @@ def test_coco_crowd_regions_are_ignore_under_their_instances_and_counted(tmp_pat
     assert not any("crowd" in line for line in said)  # a training source's annotations are never read
 
 
+@pytest.mark.parametrize(
+    "no_mask",
+    [{"segmentation": []}, {"segmentation": [[]]}, {"segmentation": [[1, 2, 5, 2]]}, {}],
+    ids=["empty", "empty-polygon", "two-points", "no-key"],
+)
+def test_coco_annotations_without_a_mask_are_ignore_boxes_counted_not_a_crash(tmp_path, no_mask):
+    # box-only annotations (detection exports) crashed in pycocotools at evaluation, after training
+    def box_only(raw):
+        ann = {k: v for k, v in raw["annotations"][0].items() if k != "segmentation"}
+        raw["annotations"].append({**ann, "id": 2, "bbox": [5, 2, 2, 2], **no_mask})
+
+    dataset, said = build_said(coco_with(tmp_path, box_only), size=(4, 8))
+    mask = dataset[0]["mask"]
+    assert (mask[:2] == 1).all() and (mask[2:, 5:7] == 255).all(), mask  # its box: ignore, not background
+    assert (mask[2:, :5] == 0).all() and (mask[2:, 7:] == 0).all(), mask
+    assert any(line.startswith("data.eval.x: 1 of 2 COCO annotations have no mask") for line in said), said
+
+
+def test_a_coco_file_without_any_mask_stops_as_a_detection_file(tmp_path):
+    def detection(raw):
+        raw["annotations"][0]["segmentation"] = []
+
+    with pytest.raises(AmalgamError, match=r"none of its 1 annotations has a mask .*: a box-only \(detection\) file"):
+        build(coco_with(tmp_path, detection))
+
+
+def test_degenerate_polygons_are_dropped_and_the_rest_drawn(tmp_path):
+    def mixed(raw):
+        ann = raw["annotations"][0]
+        ann["segmentation"] = [[0, 0, 3, 0, 3, 1, 0, 1], [6, 3, 7, 3]]  # a rectangle and a two-point line
+
+    dataset, said = build_said(coco_with(tmp_path, mixed), size=(4, 8))
+    mask = dataset[0]["mask"]
+    assert mask[0, 1] == 1 and (mask[2:] == 0).all(), mask
+    assert not any("have no mask" in line for line in said), said
+
+
 def test_coco_categories_no_image_holds_are_said(tmp_path):
     # like a label map's absent classes: a category nothing annotates has no IoU to score
     def categories(raw):

@@ -9,6 +9,10 @@ Image ids reach pycocotools wrapped in a list: it reads a bare ``str`` id (``"12
 and ``"2"``.
 Category names must be unique and differ from ``background``: teachers are matched by name, so two
 categories of one name (or one named as class 0) would be merged without a word.
+An annotation without a mask (no ``segmentation``, an empty one, or polygons of fewer than 3 points, as
+box-only exports write) marks its box 255 (ignore), as a crowd region does: its object is somewhere
+in it, so neither its class nor background can be scored there; its polygons of 3 points or more are
+drawn. A file with no mask at all is a detection file: it stops, it cannot score segmentation.
 """
 
 from __future__ import annotations
@@ -65,17 +69,67 @@ def check_categories(coco, annotations: Path) -> None:
             )
 
 
+def drawable(ann: dict) -> dict | None:
+    """``ann`` with only the polygons pycocotools can draw (3 points or more), or an RLE as it is;
+    None when it has no mask (box-only: no or an empty ``segmentation``, degenerate polygons)."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, dict):
+        return ann if seg.get("counts") is not None and seg.get("size") else None
+    if not isinstance(seg, list):
+        return None
+    polygons = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+    return None if not polygons else (ann if len(polygons) == len(seg) else {**ann, "segmentation": polygons})
+
+
+def box_of(ann: dict, height: int, width: int) -> tuple[slice, slice] | None:
+    """The pixels of an annotation's ``bbox`` (x, y, w, h) inside the image, or None without one."""
+    box = ann.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4):
+        return None
+    x, y, w, h = (float(v) for v in box)
+    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    x1, y1 = min(width, int(np.ceil(x + w))), min(height, int(np.ceil(y + h)))
+    return (slice(y0, y1), slice(x0, x1)) if x1 > x0 and y1 > y0 else None
+
+
 def semantic_mask(coco, image_id: int | str, cat_ids: Sequence[int]) -> np.ndarray:
-    """The ``H x W`` int32 class map of one image: crowd regions first as :data:`IGNORE`, then each
-    instance in annotation order (a later one over an earlier one). Categories were checked by
-    :func:`check_categories` and :func:`check_count`; ``image_id`` may be an ``int`` or a ``str``."""
+    """The ``H x W`` int32 class map of one image: crowd regions and the boxes of annotations without
+    a mask first as :data:`IGNORE`, then each instance in annotation order (a later one over an
+    earlier one). Categories were checked by :func:`check_categories` and :func:`check_count`;
+    ``image_id`` may be an ``int`` or a ``str``."""
     info = coco.imgs[image_id]
-    mask = np.zeros((info["height"], info["width"]), dtype=np.int32)
+    height, width = info["height"], info["width"]
+    mask = np.zeros((height, width), dtype=np.int32)
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
     for ann in sorted(anns, key=lambda a: not a.get("iscrowd")):  # stable: crowds first, order kept
+        if (drawn := drawable(ann)) is None:
+            if (box := box_of(ann, height, width)) is not None:
+                mask[box] = np.where(mask[box] == 0, IGNORE, mask[box])  # over background only
+            continue
         value = IGNORE if ann.get("iscrowd") else cat_ids.index(ann["category_id"]) + 1
-        mask[coco.annToMask(ann) > 0] = value
+        mask[coco.annToMask(drawn) > 0] = value
     return mask
+
+
+def check_masks(coco, annotations: Path) -> None:
+    """Stops in one line on a file none of whose annotations has a mask (a detection file)."""
+    anns = coco.dataset.get("annotations", [])
+    if anns and not any(drawable(ann) for ann in anns):
+        raise AmalgamError(
+            f"COCO {annotations}: none of its {len(anns)} annotations has a mask (segmentation polygons or RLE):"
+            " a box-only (detection) file cannot score segmentation"
+        )
+
+
+def boxes_note(coco, image_ids: Sequence[int]) -> str | None:
+    """The line saying how many of the images' annotations have no mask and were read as ignore boxes."""
+    anns = [ann for i in image_ids for ann in coco.imgToAnns.get(i, [])]
+    if not (boxes := sum(drawable(ann) is None for ann in anns)):
+        return None
+    return (
+        f"{boxes} of {len(anns)} COCO annotations have no mask (no or an empty segmentation, polygons of under"
+        f" 3 points): their boxes read as {IGNORE} (ignore), not scored, except where an instance is drawn over them"
+    )
 
 
 def crowd_note(coco, image_ids: Sequence[int]) -> str | None:

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from amalgam.config.label_entries import read_names, rename_classes
 from amalgam.config.schema import SourceConfig
-from amalgam.data.coco import absent_note, check_categories, crowd_note, semantic_mask
+from amalgam.data.coco import absent_note, boxes_note, check_categories, check_masks, crowd_note, semantic_mask
 from amalgam.data.coco import class_names as coco_classes
 from amalgam.data.images import (
     IMAGE_SUFFIXES,
@@ -317,6 +317,7 @@ class CocoSet(FolderSet):
             raise AmalgamError(f"cannot read COCO annotations {annotations}: {exc}") from None
         self.cat_ids = sorted(self.coco.getCatIds())
         check_categories(self.coco, annotations)
+        check_masks(self.coco, annotations)
         self.classes = coco_classes(self.coco, self.cat_ids, annotations)
         self.image_ids = sorted(self.coco.getImgIds())
         super().__init__([images / self.coco.imgs[i]["file_name"] for i in self.image_ids])
@@ -653,7 +654,8 @@ def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
     notes = [note] if (note := skipped_note(dataset.skipped)) else []
     if with_targets and isinstance(dataset, CocoSet):
         coco, images = dataset.coco, dataset.image_ids
-        notes += [n for n in (crowd_note(coco, images), absent_note(coco, dataset.cat_ids, images)) if n]
+        found = (crowd_note(coco, images), boxes_note(coco, images), absent_note(coco, dataset.cat_ids, images))
+        notes += [n for n in found if n]
     if tally["rotated"]:
         notes.append(_orientation_note(tally["rotated"], dataset.upright))
     if tally["either"]:
