@@ -66,7 +66,8 @@ class DistillOptions:
 class EvalReading(NamedTuple):
     """What a task's :attr:`Task.eval_reading` found: ``said`` (its numbers, for the log and the
     teacher's reading line), ``warnings`` (one line each), ``problem`` (why the build stops, or
-    None) and ``rule`` (the rule applied, said once in the log)."""
+    None; ``<set>`` in it is replaced by the teacher's eval set) and ``rule`` (the rule applied, said
+    once in the log)."""
 
     said: str
     warnings: list[str]

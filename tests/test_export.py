@@ -28,6 +28,8 @@ def test_torchscript_whole_student_matches(built_run, capsys):
     assert seg["meaning"].startswith("segmentation logits [batch, 4, 32, 32] over the labels listed")
     assert seg["meaning"].endswith(", at the input's height and width")
     assert depth["meaning"].startswith("depth [batch, 1, 32, 32] in metres, as the student was trained")
+    assert depth["teachers"] == [{"teacher": "depth", "output": "metric"}]  # how each teacher's answer was read
+    assert {t["output"] for t in seg["teachers"]} == {"logits"}
     x = torch.rand(2, 3, 32, 32)
     exported = torch.jit.load(str(path))(x)
     with torch.no_grad():

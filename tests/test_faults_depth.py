@@ -9,6 +9,7 @@ by an unknown scale and shift, and a depth in another unit is off by a scale.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -159,11 +160,136 @@ def test_a_relative_teacher_declared_inverse_is_told_to_declare_it_relative(scen
     assert "if it is relative depth, set teachers.d.output: relative" in warnings_in(said)[0]
 
 
-def test_metres_declared_relative_stop_as_upside_down_naming_metric(scenes):
+def test_metres_declared_relative_stop_as_upside_down_naming_affine_metric_and_the_ground_truth(scenes):
     with pytest.raises(RecipeError) as info:
         plan_of(scenes, "metric", output="relative")
-    assert "is upside down on its eval set" in str(info.value)
-    assert "set teachers.d.output: metric" in str(info.value)
+    message = str(info.value)
+    assert "is upside down on its eval set" in message
+    assert "set teachers.d.output: affine (metric if it is metres)" in message
+    # the same numbers come of a right teacher scored on disparity maps: that cause is named too
+    assert message.endswith(
+        "its eval set's maps hold inverse depth (disparity): set data.eval.val.depth_reading: inverse"
+    )
+
+
+MORE_MODELS = '''
+
+class Affine(nn.Module):
+    """Marigold-like: depth up to a scale and shift of each image's own (from its mean grey level)."""
+
+    def forward(self, x):
+        depth = 1.0 + 5.0 * x[:, :1]
+        m = x.mean((1, 2, 3), keepdim=True)
+        scale, shift = torch.exp(2.4 * (torch.frac(37 * m) - 0.5)), torch.frac(53 * m) - 0.5  # per image
+        return scale * depth + shift
+
+
+class Standardised(nn.Module):
+    """A relative inverse depth with mean 0 and unit spread per image (half of it negative), times gain."""
+
+    def __init__(self, gain=1.0):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x):
+        inverse = 1.0 / (1.0 + 5.0 * x[:, :1])
+        centred = inverse - inverse.mean((1, 2, 3), keepdim=True)
+        return self.gain * centred / centred.std((1, 2, 3), keepdim=True)
+
+
+def affine():
+    return Affine()
+
+
+def standardised(gain=1.0):
+    return Standardised(gain)
+'''
+
+
+@pytest.fixture(scope="module")
+def more(scenes):
+    models = scenes / "models.py"
+    if "class Affine" not in models.read_text():
+        models.write_text(models.read_text() + MORE_MODELS)
+    plan_of(scenes, "relative", output="relative")  # writes relative.yaml, the base of the recipes below
+    return scenes
+
+
+def plan_with(root: Path, name: str, model: dict, sets: Optional[dict] = None, **teacher):
+    """The plan of one depth teacher built from ``model`` (models.py), with eval sets ``sets`` besides
+    the recipe's, and the lines it logged."""
+    recipe = yaml.safe_load((root / "relative.yaml").read_text())
+    recipe["name"] = name
+    recipe["data"]["eval"].update(sets or {})
+    recipe["teachers"]["d"]["model"] = {"from": "python", **model}
+    recipe["teachers"]["d"].update(teacher)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    said: list[str] = []
+    return build_plan(load_recipe(path), log=said.append), said
+
+
+AFFINE = {"factory": "models:affine"}
+
+
+def test_affine_depth_is_told_apart_from_relative_inverse_depth(more):
+    _, said = plan_with(more, "affine-default", AFFINE, output="metric")  # read as metres: the advice names affine
+    (line,) = warnings_in(said)
+    assert "as Marigold answer" in line and line.endswith("set teachers.d.output: affine"), line
+    plan, said = plan_with(more, "affine-declared", AFFINE, output="affine")
+    assert warnings_in(said) == []
+    assert "affine: depth up to a per-image scale and shift" in plan.teachers["d"].output_note()
+    with pytest.raises(RecipeError, match="set teachers.d.output: affine"):
+        plan_with(more, "affine-as-relative", AFFINE, output="relative")  # not the loop back to metric
+
+
+@pytest.mark.parametrize("gain", [1.0, 5000.0])
+def test_a_standardised_relative_output_is_read_whole_at_any_gain(more, gain):
+    # half of it negative was dropped as "no depth"; values in the thousands were flattened by a clamp
+    model = {"factory": "models:standardised", "gain": gain}
+    plan, said = plan_with(more, f"standardised-{gain:g}", model, output="relative")
+    teacher = plan.teachers["d"]
+    assert warnings_in(said) == [] and "<= 0" not in teacher.output_note()
+    images = torch.rand(2, 3, 32, 32)
+    out = teacher.task.convert_output(teacher.model(images), "relative")
+    assert bool((out > 0).all()) and out.dtype == torch.float32
+    truth, every = 1.0 + 5.0 * images[:, :1], torch.ones(2, 1, 32, 32, dtype=torch.bool)
+    assert relative_depth_loss(out, truth, every).item() < 1e-4
+    assert relative_depth_loss(out.half().float(), truth, every).item() < 2e-3  # as the fp16 cache stores it
+
+
+def test_relative_values_move_to_positive_per_image_and_the_teachers_own_nan_stays_counted():
+    task = DepthTask()
+    raw = torch.tensor([[[[-3.0, 1.0], [5.0, float("inf")]]], [[[2.0, 2.0], [2.0, 2.0]]]])
+    out = task.convert_output(raw, "affine")
+    first = out[0, 0].flatten()
+    assert first[:3].tolist() == pytest.approx([0.01, 1.01, 2.01]) and torch.isnan(first[3])  # min -3, mean 1
+    assert out[1].eq(1.0).all()  # a flat image: all 1, it says nothing of shape
+    assert task.nonfinite_rows(task.mark_no_answer(out)).tolist() == [True, False]
+    inverse = task.convert_output(torch.tensor([[[[2.0, float("inf")]]]]), "inverse")  # inf was 0: no depth
+    assert inverse[0, 0, 0, 0].item() == 0.5 and torch.isnan(inverse[0, 0, 0, 1])
+
+
+def test_a_depth_teacher_without_an_eval_set_is_said_unchecked(more):
+    model = {"factory": "models:from_image", "mode": "relative"}
+    plan, said = plan_with(more, "no-eval", model, output="relative", eval=None)
+    line = "teacher 'd' reading (relative) not checked against ground truth (no eval set): taken as declared"
+    assert line in said and "not checked against ground truth" in plan.teachers["d"].output_note()
+
+
+def test_an_eval_set_of_inverse_depth_maps_is_read_with_depth_reading(tmp_path, more):
+    write_scenes(tmp_path / "val", 6, seed=1)
+    for path in sorted((tmp_path / "val" / "depth").iterdir()):  # the same scenes as disparity: 25600 / metres
+        metres = np.asarray(Image.open(path), dtype=np.float64) / 1000.0
+        Image.fromarray(np.round(25600.0 / metres).astype(np.uint16)).save(path)
+    model = {"factory": "models:from_image", "mode": "metric"}
+    disparity = {"type": "dense", "path": str(tmp_path / "val")}
+    with pytest.raises(RecipeError, match=r"set data.eval.val2.depth_reading: inverse"):
+        plan_with(more, "inverse-truth", model, {"val2": disparity}, output="metric", eval="val2")
+    read = {"val3": {**disparity, "depth_reading": "inverse", "depth_scale": 25600.0}}
+    plan, said = plan_with(more, "inverse-truth", model, read, output="metric", eval="val3")
+    assert warnings_in(said) == [], said
+    assert any("depth maps read as inverse depth, metres = 25600 / value (depth_reading: inverse)" in s for s in said)
 
 
 class ReadsImage(torch.nn.Module):
@@ -232,6 +358,13 @@ def test_the_objective_distils_each_term_by_its_teachers_reading(scenes, output,
     student = {"depth": (1.0 + 5.0 * images[:, :1]) * 3.0}  # right up to a scale
     _, parts = objective(student, images, source)
     assert (parts["d"] < 1e-4) is near_zero, parts
+
+
+def test_the_whole_label_space_row_of_a_relative_only_student_is_fitted_too(scenes):
+    plan_of(scenes, "relative", output="relative")
+    report = amalgam.evaluate(scenes / "relative.yaml", ReadsImage(3.0), quiet=True)
+    (row,) = [u for u in report["unified"] if u["task"] == "depth"]
+    assert row["metrics"]["rmse"] < 1e-3 and "scale" not in row["metrics"], row
 
 
 def test_the_relative_meter_fits_each_image_by_hand():

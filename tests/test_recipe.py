@@ -186,7 +186,7 @@ def test_background_must_be_one_of_the_labels(raw, world):
 
 def test_unknown_output_kind(raw, world):
     raw["teachers"]["depth"]["output"] = "disparity"
-    assert error_of(raw, world) == "teachers.depth.output: expected one of: metric, inverse, log, relative"
+    assert error_of(raw, world) == "teachers.depth.output: expected one of: metric, inverse, log, relative, affine"
 
 
 def test_input_mean_must_match_channels(raw, world):

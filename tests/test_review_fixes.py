@@ -207,8 +207,9 @@ def test_export_asks_the_task_what_its_output_means(monkeypatch):
     # the built-ins say what they said before
     assert output_meaning("depth", None, (2, 1, 32, 32), (32, 32)) == (
         "depth [batch, 1, 32, 32] in metres, as the student was trained (its teachers' depth converted"
-        " to metres); a student taught only by relative-depth teachers (output: relative) knows its inverse"
-        " only up to a per-image scale and shift, at the input's height and width"
+        " to metres); a student taught only by relative-depth teachers (output: relative or affine) knows it"
+        " only up to a per-image scale and shift (of its inverse, or of itself), as its output's teachers list"
+        " says, at the input's height and width"
     )
     assert output_meaning("segmentation", ["a", "b"], (2, 2, 32, 32), (32, 32)).endswith(
         "in their order (argmax over dim 1: each pixel's label), at the input's height and width"

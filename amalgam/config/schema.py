@@ -56,6 +56,11 @@ class SourceConfig(_Strict):
     depth_scale: float = Field(
         1000.0, gt=0, description="dense: depth PNG values per metre (1000: millimetres, as NYU; KITTI: 256)"
     )
+    depth_reading: Literal["depth", "inverse"] = Field(
+        "depth",
+        description="dense: what its depth PNGs hold: depth (metres = value / depth_scale) or inverse depth, as"
+        " disparity maps (metres = depth_scale / value)",
+    )
     exif: Literal["upright", "stored"] = Field(
         "upright", description="image files: read as viewers show them (EXIF orientation), or as stored"
     )

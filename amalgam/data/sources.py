@@ -136,6 +136,7 @@ class SourceType:
 SET_OPTIONS = {
     "classes_file": (None, "only for {kinds} sets, not '{type}'"),
     "depth_scale": (1000.0, "only for {kinds} sets (their depth PNGs), not '{type}'"),
+    "depth_reading": ("depth", "only for {kinds} sets (their depth PNGs), not '{type}'"),
     "exif": ("upright", "applies to image files ({kinds} sets), not to '{type}', which decodes its own"),
 }
 IMAGE_FILES = frozenset({"exif"})
@@ -217,13 +218,14 @@ class DenseSet(FolderSet):
     values per metre: millimetres by default), ``classes.txt``. Images in subfolders of ``images/``
     are not read: they are counted in ``skipped``, so the source check says so."""
 
-    def __init__(self, root: Path, depth_scale: float = 1000.0):
+    def __init__(self, root: Path, depth_scale: float = 1000.0, depth_reading: str = "depth"):
         skipped = Counter()
         super().__init__(list_images(root / "images", recursive=False, skipped=skipped), skipped)
         if nested := sum(len(list_images(d)) for d in (root / "images").iterdir() if d.is_dir() and not hidden(d)):
             skipped[IN_SUBFOLDERS] = nested
         self.root = root
         self.depth_scale = depth_scale
+        self.depth_reading = depth_reading  # "inverse": the PNGs hold depth_scale / metres (disparity)
         classes = root / "classes.txt"
         self.classes = read_names(classes) if classes.is_file() else None
         keys = set()
@@ -255,14 +257,23 @@ class DenseSet(FolderSet):
             for key in sorted(self.target_keys):
                 array = read_array(self.require_target(key, index))
                 # class indices stay integers; depth PNGs hold depth_scale values a metre, samples give metres
-                targets[key] = array.astype(np.int32) if key == "mask" else depth_metres(array, self.depth_scale)
+                targets[key] = array.astype(np.int32) if key == "mask" else self.metres(array)
         return read_rgb(self.files[index], self.upright), targets
 
+    def metres(self, array: np.ndarray) -> np.ndarray:
+        """One of its depth PNGs in metres, as its ``depth_scale`` and ``depth_reading`` say."""
+        return depth_metres(array, self.depth_scale, self.depth_reading == "inverse")
 
-def depth_metres(array: np.ndarray, depth_scale: float) -> np.ndarray:
+
+def depth_metres(array: np.ndarray, depth_scale: float, inverse: bool = False) -> np.ndarray:
     """A depth map in metres: ``value / depth_scale``, with 0 and 65535 (the 16-bit maximum, read as
-    uint16 or, by some Pillow versions, as int32) as 0 = invalid."""
-    metres = array.astype(np.float32) / depth_scale
+    uint16 or, by some Pillow versions, as int32) as 0 = invalid; ``inverse``: ``depth_scale / value``
+    (a disparity map), 0 still invalid."""
+    values = array.astype(np.float32)
+    if inverse:
+        metres = np.where(values > 0, depth_scale / np.maximum(values, 1e-12), 0.0).astype(np.float32)
+    else:
+        metres = values / depth_scale
     metres[saturated(array)] = 0.0
     return metres
 
@@ -443,8 +454,8 @@ SOURCE_TYPES.add(
 SOURCE_TYPES.add(
     "dense",
     SourceType(
-        lambda cfg, r: DenseSet(_require(cfg, r, "path"), cfg.depth_scale),
-        options=IMAGE_FILES | {"classes_file", "depth_scale"},
+        lambda cfg, r: DenseSet(_require(cfg, r, "path"), cfg.depth_scale, cfg.depth_reading),
+        options=IMAGE_FILES | {"classes_file", "depth_scale", "depth_reading"},
     ),
 )
 SOURCE_TYPES.add(

@@ -157,8 +157,8 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     if empty:
         warn(f"{len(empty)} of {len(dataset.files)} depth maps are all zero (invalid, e.g. {empty[0]}): not scored")
     # a unit the user did not mean (KITTI stores 256 a metre) shows as a range no scene has
-    low, mid, high = np.percentile(np.concatenate(values).astype(np.float64) / dataset.depth_scale, [5, 50, 95])
-    say(
-        f"depth maps read at {dataset.depth_scale:g} values a metre (depth_scale): {low:.3g}-{high:.3g} m"
-        f" (5th-95th percentile), median {mid:.3g} m"
-    )
+    low, mid, high = np.percentile(dataset.metres(np.concatenate(values)).astype(np.float64), [5, 50, 95])
+    unit = f"at {dataset.depth_scale:g} values a metre (depth_scale)"
+    if dataset.depth_reading == "inverse":
+        unit = f"as inverse depth, metres = {dataset.depth_scale:g} / value (depth_reading: inverse)"
+    say(f"depth maps read {unit}: {low:.3g}-{high:.3g} m (5th-95th percentile), median {mid:.3g} m")

@@ -38,7 +38,7 @@ CACHE_FORMAT = "amalgam-teacher-cache/5"  # 3: answers on the teacher's own view
 
 # source fields that do not change what the teachers say about an image: how often it is drawn, and
 # how its ground truth (never read in training) is scaled
-NOT_IN_KEY = frozenset({"weight", "depth_scale"})
+NOT_IN_KEY = frozenset({"weight", "depth_scale", "depth_reading"})
 
 
 def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: str = "fp32") -> dict:

@@ -208,6 +208,10 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
             check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
+        elif teacher.task.eval_reading is not None:  # said, so that a check that could not run is not read as passed
+            unchecked = "not checked against ground truth (no eval set): taken as declared"
+            log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) {unchecked}")
+            teacher.notes.append(unchecked)
 
 
 #: eval images a task's reading check runs a teacher on before training (spread over the set as scored)
@@ -235,8 +239,8 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     rule = f"; {reading.rule}" if reading.rule else ""
     log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {where}: {reading.said}{rule}")
     teacher.notes.append(f"checked {where}: {reading.said}")
-    if reading.problem:
-        raise RecipeError(f"teachers.{teacher.name}.output", reading.problem)
+    if reading.problem:  # a task names the teacher's eval set as data.eval.<set>
+        raise RecipeError(f"teachers.{teacher.name}.output", reading.problem.replace("<set>", teacher.eval_name))
     for line in reading.warnings:
         log(f"warning: {line}")
 

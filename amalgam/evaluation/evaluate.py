@@ -342,7 +342,7 @@ def _scorers(
         extent = plan.extents(task.name)
         teacher_lut = lookup(classes, teacher.space, extent) if teacher.space else None
         kind = teacher.output_kind  # teacher and student are scored alike (depth's relative: both fitted)
-        unified = task.new_meter(len(space) if space else None)
+        unified = unified_meter(plan, task, len(space) if space else None)
         meters = [task.reading_meter(n, kind), task.reading_meter(n, kind), unified]
         if teacher_lut is not None:
             restrict(meters[:2], teacher_lut, n)
@@ -359,6 +359,13 @@ def _scorers(
         )
         unified_tasks.add(task.name)
     return scorers
+
+
+def unified_meter(plan: Plan, task, num_classes: Optional[int]):
+    """The meter of a task's whole-label-space row: the one of its teachers' reading where they all
+    share one (a student taught by relative depth alone knows no metric scale), else the task's own."""
+    kinds = {t.output_kind for t in plan.teachers.values() if t.task.name == task.name}
+    return task.reading_meter(num_classes, kinds.pop()) if len(kinds) == 1 else task.new_meter(num_classes)
 
 
 def restrict(meters: list, lut: torch.Tensor, num_classes: int) -> None:

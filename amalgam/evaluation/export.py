@@ -20,7 +20,7 @@ from torch import nn
 from amalgam.errors import AmalgamError
 from amalgam.io import check_writable
 from amalgam.registry import Registry
-from amalgam.students.serialize import input_multiple, load_student
+from amalgam.students.serialize import input_multiple, load_student, stored_recipe
 from amalgam.task import Task, get_task, task_names
 from amalgam.task import output_meaning as generic_output_meaning
 
@@ -150,11 +150,30 @@ def sizes_note(size: tuple[int, ...], multiple: Optional[int]) -> str:
     return f"any height and width that are multiples of {multiple} (nothing is padded); {trained}"
 
 
+def taught_by(recipe: Optional[dict]) -> dict[str, list[dict]]:
+    """``{task: [{"teacher", "output"}]}``: each task's teachers and how each one's output was read
+    (``output:``; depth's relative readings leave the student without a metric scale), from the recipe
+    a student file holds (none: empty)."""
+    found: dict[str, list[dict]] = {}
+    for name, teacher in ((recipe or {}).get("teachers") or {}).items():
+        task, output = teacher.get("task"), teacher.get("output", "default")
+        plugin = _task_plugin(task)  # "default" said as the reading it stands for, where the plugin is here
+        reading = plugin.resolve_output_kind(output) if plugin else output
+        found.setdefault(task, []).append({"teacher": name, "output": reading})
+    return found
+
+
 def export_meta(
-    fmt: str, size: tuple[int, ...], tasks: list[str], spaces: dict, outputs: tuple, multiple: Optional[int] = None
+    fmt: str,
+    size: tuple[int, ...],
+    tasks: list[str],
+    spaces: dict,
+    outputs: tuple,
+    multiple: Optional[int] = None,
+    teachers: Optional[dict[str, list[dict]]] = None,
 ) -> dict:
     """The ``.json`` beside an export: its input (the trained shape, and the sizes it takes), and each
-    output's task, labels and meaning.
+    output's task, labels, meaning and teachers (:func:`taught_by`).
 
     Its fields are a contract with deployments: extend it, never rename a field.
     """
@@ -169,6 +188,7 @@ def export_meta(
                 "labels": labels[t],
                 "shape": ["batch", *out.shape[1:]],
                 "meaning": output_meaning(t, labels[t], tuple(out.shape), size),
+                "teachers": (teachers or {}).get(t, []),
             }
             for t, out in zip(tasks, outputs)
         ],
@@ -227,7 +247,8 @@ def export(
     exporter.save(module, example, path, tasks)
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json
-    meta = export_meta(fmt, size, tasks, spaces, outputs, input_multiple(student))
+    teachers = taught_by(stored_recipe(Path(run_dir) / "student.pt"))
+    meta = export_meta(fmt, size, tasks, spaces, outputs, input_multiple(student), teachers)
     Path(str(path) + ".json").write_text(json.dumps(meta, indent=1) + "\n")
     run = exporter.run(path)
     if run is None:

@@ -4,11 +4,14 @@ A teacher's value <= 0 is no depth (a ReLU head's zeros, sky in a disparity mode
 it stays <= 0, an inverse reading turns it into 0, and the distillation loss leaves it out of the
 teacher's targets (masked, as the eval sets' 0 pixels are), never read as 1 mm or 10^6 m.
 
-Relative depth (``output: relative``: inverse depth up to an unknown per-image scale and shift, as
-MiDaS, DPT and Depth Anything answer) is stored as the inverse of its disparity like ``inverse``, but
-distilled by a scale-and-shift-invariant loss on inverse depth, and scored, teacher and student
-alike, after a per-image least-squares scale and shift of the inverse onto the truth's (MiDaS's
-protocol)."""
+Relative depth is known up to an unknown per-image scale and shift: ``output: relative`` of inverse
+depth (MiDaS, DPT, Depth Anything), ``output: affine`` of depth (Marigold). Every finite value is an
+answer (a shift may make any value negative); each image's values are first moved to ``[0.01, ...]``
+with mean 1.01 (a scale and shift of their own, which nothing downstream sees), so that no value is
+taken for "no depth" and a raw range in the thousands stays exact in the fp16 teacher cache. They
+are distilled by a scale-and-shift-invariant loss on inverse depth (relative) or depth (affine), and
+scored, teacher and student alike, after a per-image least-squares scale and shift of the same
+quantity onto the truth's (MiDaS's protocol)."""
 
 from __future__ import annotations
 
@@ -86,25 +89,52 @@ def log_depth_loss(
     return g.abs().sum() / n.sum().clamp(min=1) + scale_invariant
 
 
-def _normalised(inverse: torch.Tensor, valid: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Each row of ``[B, P]`` inverse depth shifted by its mean and scaled by its mean absolute deviation
+#: the readings known only up to a per-image scale and shift, and whether each is of inverse depth
+RELATIVE_KINDS = {"relative": True, "affine": False}
+#: where a relative reading's smallest value of each image is moved (its mean goes to 1 + this)
+RELATIVE_FLOOR = 0.01
+
+
+def _normalised(values: torch.Tensor, valid: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Each row of ``[B, P]`` values shifted by its mean and scaled by its mean absolute deviation
     over its valid pixels (MiDaS's alignment with the mean for the median: masked, and cheap)."""
-    mean = torch.where(valid, inverse, 0.0).sum(1, keepdim=True) / n.clamp(min=1)[:, None]
-    centred = torch.where(valid, inverse - mean, 0.0)
+    mean = torch.where(valid, values, 0.0).sum(1, keepdim=True) / n.clamp(min=1)[:, None]
+    centred = torch.where(valid, values - mean, 0.0)
     spread = centred.abs().sum(1, keepdim=True) / n.clamp(min=1)[:, None]
     return centred / spread.clamp(min=1e-6)
 
 
-def relative_depth_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean ``|s - t|`` of the student's and the teacher's inverse depth, each normalised per image
-    (:func:`_normalised`) over the ``valid`` pixels: blind to the scale and shift a relative teacher
-    does not know. Images with no valid pixel add nothing (0 when none has one)."""
+def relative_depth_loss(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, inverse: bool = True
+) -> torch.Tensor:
+    """Mean ``|s - t|`` of the student's and the teacher's inverse depth (``inverse``; else depth), each
+    normalised per image (:func:`_normalised`) over the ``valid`` pixels: blind to the scale and shift
+    a relative teacher does not know. Images with no valid pixel add nothing (0 when none has one)."""
     m = valid.expand_as(student).flatten(1)
     n = m.sum(1).float()
-    inverse_s = 1.0 / student.float().clamp(min=MIN_DEPTH).flatten(1)
-    inverse_t = 1.0 / teacher.float().clamp(min=MIN_DEPTH).flatten(1)
-    gap = (_normalised(inverse_s, m, n) - _normalised(inverse_t, m, n)).abs()
+    s, t = student.float().clamp(min=MIN_DEPTH).flatten(1), teacher.float().clamp(min=MIN_DEPTH).flatten(1)
+    if inverse:
+        s, t = 1.0 / s, 1.0 / t
+    gap = (_normalised(s, m, n) - _normalised(t, m, n)).abs()
     return torch.where(m, gap, 0.0).sum() / n.sum().clamp(min=1)
+
+
+def relative_to_positive(out: torch.Tensor) -> torch.Tensor:
+    """Each image's finite values moved by a scale and shift of their own to start at
+    :data:`RELATIVE_FLOOR` with mean ``1 + RELATIVE_FLOOR`` (a flat image: all 1); non-finite ones NaN
+    (the teacher's own failure, counted as such)."""
+    out = out.float()
+    finite = torch.isfinite(out)
+    flat = out.flatten(1)
+    ok = finite.flatten(1)
+    n = ok.sum(1).clamp(min=1)
+    low = torch.where(ok, flat, torch.inf).amin(1)
+    low = torch.where(torch.isfinite(low), low, 0.0)
+    mean = torch.where(ok, flat, 0.0).sum(1) / n
+    span = (mean - low).view(-1, *[1] * (out.dim() - 1))
+    low = low.view_as(span)
+    moved = torch.where(span > 0, (out - low) / span.clamp(min=1e-30) + RELATIVE_FLOOR, torch.ones_like(out))
+    return torch.where(finite, moved, torch.full_like(out, float("nan")))
 
 
 def valid_depth(teacher: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,6 +189,7 @@ class DepthAgreement:
         scale: geometric mean of depth / truth.
         rmse: root mean square error in metres, as read.
         aligned_rmse: the same after a least-squares scale and shift of the inverse depth, per image.
+        affine_rmse: the same after a least-squares scale and shift of the depth itself, per image.
         off_share: share of the pixels whose depth is over :data:`SCALE_WARNING` times, or under
             1/that, the truth.
     """
@@ -169,6 +200,7 @@ class DepthAgreement:
     scale: float
     rmse: float
     aligned_rmse: float
+    affine_rmse: float
     off_share: float
 
     def describe(self) -> str:
@@ -176,8 +208,16 @@ class DepthAgreement:
         return (
             f"{self.images} images, {self.pixels:,} pixels: log-depth r {self.correlation:.3f} with the truth,"
             f" scale {self.scale:.3g}x, rmse {self.rmse:.3g} m ({self.aligned_rmse:.3g} after a per-image"
-            f" scale-and-shift fit of its inverse), {self.off_share:.1%} of pixels off by over {SCALE_WARNING:g}x"
+            f" scale-and-shift fit of its inverse, {self.affine_rmse:.3g} of itself), {self.off_share:.1%} of pixels"
+            f" off by over {SCALE_WARNING:g}x"
         )
+
+    @property
+    def best_fit(self) -> tuple[str, float]:
+        """The relative reading whose fit comes closest to the truth, and its rmse."""
+        if self.affine_rmse < self.aligned_rmse:
+            return "affine", self.affine_rmse
+        return "relative", self.aligned_rmse
 
 
 def _valid_pairs(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,35 +229,47 @@ def _valid_pairs(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor,
     return pred[::step], truth[::step]
 
 
-def _aligned(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+def _aligned(pred: torch.Tensor, truth: torch.Tensor, inverse: bool = True) -> torch.Tensor:
     """``pred`` after the least-squares scale and shift of its inverse onto the truth's inverse (as
-    MiDaS-style relative depth is evaluated); a fitted inverse <= 0 is held at a tenth of the truth's
-    smallest inverse (depth 10x its farthest), so one bad pixel cannot make it infinite."""
-    design = torch.stack([1.0 / pred, torch.ones_like(pred)], 1)
-    solution = torch.linalg.lstsq(design, (1.0 / truth)[:, None]).solution[:, 0]
-    inverse = (design @ solution).clamp(min=0.1 / truth.max().item())
-    return 1.0 / inverse
+    MiDaS-style relative depth is evaluated), or of itself onto the truth (``inverse`` False: affine
+    depth); a fitted value <= 0 is held at a tenth of the truth's smallest one (an inverse: depth 10x
+    its farthest), so one bad pixel cannot make it infinite or negative."""
+    x, y = (1.0 / pred, 1.0 / truth) if inverse else (pred, truth)
+    design = torch.stack([x, torch.ones_like(x)], 1)
+    solution = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
+    fitted = (design @ solution).clamp(min=0.1 * y.min().item())
+    return 1.0 / fitted if inverse else fitted
 
 
-def fit_to_truth(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """``pred`` (``[H, W]`` depth) with its inverse fitted by least squares onto the truth's inverse
+def fit_to_truth(pred: torch.Tensor, truth: torch.Tensor, inverse: bool = True) -> torch.Tensor:
+    """``pred`` (``[H, W]`` depth) with its inverse (or itself) fitted by least squares onto the truth's
     over the pixels where both are depth; the others as they were. Unchanged with under two such pixels."""
     valid = torch.isfinite(pred) & (pred > 0) & torch.isfinite(truth) & (truth > 0)
     if int(valid.sum()) < 2:
         return pred
-    fitted = _aligned(pred[valid].double(), truth[valid].double()).to(pred.dtype)
+    fitted = _aligned(pred[valid].double(), truth[valid].double(), inverse).to(pred.dtype)
     return pred.masked_scatter(valid, fitted)
 
 
 class RelativeDepthMeter(DepthMeter):
-    """:class:`DepthMeter` after a per-image scale-and-shift fit of the inverse depth onto the truth
-    (:func:`fit_to_truth`): how relative depth is scored, by its shape, not its unknown scale."""
+    """:class:`DepthMeter` after a per-image scale-and-shift fit of the inverse depth (``inverse``; else
+    the depth) onto the truth's (:func:`fit_to_truth`): how relative depth is scored, by its shape,
+    not its unknown scale. Its metrics hold no ``scale`` (1 by construction)."""
+
+    def __init__(self, inverse: bool = True) -> None:
+        super().__init__()
+        self.inverse = inverse
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.detach().float().cpu(), target.detach().float().cpu()
         if pred.dim() == 2:
             pred, target = pred[None], target[None]
-        super().update(torch.stack([fit_to_truth(p, t) for p, t in zip(pred, target)]), target)
+        super().update(torch.stack([fit_to_truth(p, t, self.inverse) for p, t in zip(pred, target)]), target)
+
+    def compute(self) -> dict[str, float]:
+        metrics = super().compute()
+        metrics.pop("scale")
+        return metrics
 
 
 def depth_agreement(answers: list[torch.Tensor], truths: list[torch.Tensor]) -> Optional[DepthAgreement]:
@@ -228,6 +280,7 @@ def depth_agreement(answers: list[torch.Tensor], truths: list[torch.Tensor]) -> 
         return None
     pred, truth = torch.cat([p for p, _ in pairs]), torch.cat([t for _, t in pairs])
     aligned = torch.cat([_aligned(p, t) for p, t in pairs])
+    affine = torch.cat([_aligned(p, t, inverse=False) for p, t in pairs])
     log_ratio = torch.log(pred / truth)
     return DepthAgreement(
         images=len(pairs),
@@ -236,6 +289,7 @@ def depth_agreement(answers: list[torch.Tensor], truths: list[torch.Tensor]) -> 
         scale=math.exp(log_ratio.mean().item()),
         rmse=(pred - truth).pow(2).mean().sqrt().item(),
         aligned_rmse=(aligned - truth).pow(2).mean().sqrt().item(),
+        affine_rmse=(affine - truth).pow(2).mean().sqrt().item(),
         off_share=(log_ratio.abs() > math.log(SCALE_WARNING)).double().mean().item(),
     )
 
@@ -251,53 +305,68 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
 CHECK_RULE = (
     f"log-depth correlating under {ANTI_CORRELATION:g} with the truth stops the build (upside down: a disparity"
     f" read as metres); within the {SCALE_WARNING:g}x scale band, an rmse under {RELATIVE_GAIN:g}x the raw one"
-    f" after that fit, with {RELATIVE_SHARE:.0%} of pixels off by over {SCALE_WARNING:g}x, warns of relative depth"
-    " (distilled as metric unless output: relative)"
+    f" after the better fit, with {RELATIVE_SHARE:.0%} of pixels off by over {SCALE_WARNING:g}x, warns of relative"
+    " depth (distilled as metric unless output: relative or affine); a relative reading is checked for its direction"
+    " only"
 )
 
 
-#: how a relative teacher is used, said with its reading in the log, inspect and report.json
-RELATIVE_RULE = (
-    "relative: distilled by a scale-and-shift-invariant loss on inverse depth, teacher and student scored after a"
-    " per-image least-squares scale and shift of their inverse depth onto the truth's"
+def relative_rule(kind: str) -> str:
+    """How a teacher of a relative reading is used, said with it in the log, inspect and report.json."""
+    what = "inverse depth" if RELATIVE_KINDS[kind] else "depth"
+    return (
+        f"{kind}: {what} up to a per-image scale and shift, every finite value an answer; distilled by a"
+        f" scale-and-shift-invariant loss on {what}, teacher and student scored after a per-image least-squares"
+        f" scale and shift of their {what} onto the truth's"
+    )
+
+
+#: the other cause of depth upside down, said with the teacher's fix
+GROUND_TRUTH_HINT = (
+    "; or, if the teacher is right, its eval set's maps hold inverse depth (disparity): set data.eval.<set>."
+    "depth_reading: inverse"
 )
 
 
 def _upside_down(teacher: str, kind: str, agreement: DepthAgreement) -> str:
     """The line that stops the build on depth anti-correlated with the truth, with the reading that fits."""
+    key = f"teachers.{teacher}.output"
     fix = {
-        "metric": f"it reads like disparity / inverse depth: set teachers.{teacher}.output: inverse (relative if"
-        " its scale is unknown)",
-        "inverse": f"it reads like depth in metres read as inverse: set teachers.{teacher}.output: metric",
-        "relative": f"it reads like depth in metres read as inverse: set teachers.{teacher}.output: metric",
-    }.get(kind, f"check teachers.{teacher}.output ({kind}; metric, inverse or log)")
+        "metric": f"it reads like disparity / inverse depth: set {key}: inverse (relative if its scale is unknown)",
+        "inverse": f"it reads like depth read as inverse: set {key}: metric (affine if its scale is unknown)",
+        "log": f"check {key} (log; metric, inverse, relative, affine)",
+        "relative": f"it reads like depth read as inverse: set {key}: affine (metric if it is metres)",
+        "affine": f"it reads like inverse depth read as depth: set {key}: relative (inverse if it is 1/metres)",
+    }.get(kind, f"check {key} ({kind}; metric, inverse, log, relative or affine)")
     return (
         f"teacher '{teacher}' (read as {kind}) is upside down on its eval set: its log-depth correlates"
         f" {agreement.correlation:.2f} with the truth over {agreement.pixels:,} pixels of {agreement.images}"
-        f" images (near read as far): {fix}"
+        f" images (near read as far): {fix}{GROUND_TRUTH_HINT}"
     )
 
 
 def _relative_warning(teacher: str, agreement: DepthAgreement) -> str:
+    kind, rmse = agreement.best_fit
+    what, who = ("its inverse", "MiDaS, DPT, Depth Anything") if RELATIVE_KINDS[kind] else ("itself", "Marigold")
     return (
-        f"teacher {teacher}'s depth looks like relative depth (an unknown scale and shift, as MiDaS/DPT answer):"
-        f" a per-image scale-and-shift fit of its inverse brings its rmse from {agreement.rmse:.3g} to"
-        f" {agreement.aligned_rmse:.3g} m on {agreement.images} eval images, {agreement.off_share:.0%} of its pixels"
+        f"teacher {teacher}'s depth looks like relative depth (an unknown scale and shift, as {who} answer):"
+        f" a per-image scale-and-shift fit of {what} brings its rmse from {agreement.rmse:.3g} to"
+        f" {rmse:.3g} m on {agreement.images} eval images, {agreement.off_share:.0%} of its pixels"
         f" being off by over {SCALE_WARNING:g}x; it is distilled and scored as metric depth: if it is relative"
-        f" depth, set teachers.{teacher}.output: relative"
+        f" depth, set teachers.{teacher}.output: {kind}"
     )
 
 
 class DepthTask(Task):
-    """Teachers output ``[B, 1, h, w]`` metres, or inverse / log / relative inverse depth
-    (``output: inverse|log|relative``)."""
+    """Teachers output ``[B, 1, h, w]`` metres, or inverse / log depth, or inverse depth / depth up to a
+    scale and shift (``output: inverse|log|relative|affine``)."""
 
     name = "depth"
     dense = True
     target_key = "depth"
     metric = "rmse"
     higher_is_better = False
-    output_kinds = ("metric", "inverse", "log", "relative")
+    output_kinds = ("metric", "inverse", "log", "relative", "affine")
     picture_cmap = "magma_r"
     picture_unit = "m"
 
@@ -315,10 +384,13 @@ class DepthTask(Task):
         out = super().convert_output(raw, kind)
         if out.dim() == 3:
             out = out.unsqueeze(1)
-        # a disparity <= 0 (sky) is no depth: 0, masked out of the targets; NaN stays NaN
+        if kind in RELATIVE_KINDS:  # no value is "no depth": moved to positive values, each image its own way
+            out = relative_to_positive(out)
         if kind in ("inverse", "relative"):
+            # a disparity <= 0 (sky) is no depth: 0, masked out of the targets; the teacher's NaN/inf: NaN
             out = out.float()
-            return torch.where((out > 0) | out.isnan(), 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
+            inverse = torch.where(out > 0, 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
+            return torch.where(torch.isfinite(out), inverse, torch.full_like(out, float("nan")))
         if kind == "log":
             return torch.exp(out.float())
         return out
@@ -367,18 +439,18 @@ class DepthTask(Task):
         dims = output_dims(shape)
         return (
             f"depth [{dims}] in metres, as the student was trained (its teachers' depth converted to metres);"
-            " a student taught only by relative-depth teachers (output: relative) knows its inverse only up to a"
-            " per-image scale and shift"
+            " a student taught only by relative-depth teachers (output: relative or affine) knows it only up to a"
+            " per-image scale and shift (of its inverse, or of itself), as its output's teachers list says"
         )
 
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """The share of the check batch's values that are no depth (<= 0), masked out of the targets;
         for relative depth, how it is distilled and scored."""
         none = (out <= 0).float().mean().item()
-        notes = [RELATIVE_RULE] if kind == "relative" else []
+        notes = [relative_rule(kind)] if kind in RELATIVE_KINDS else []
         if none > 0:
-            share = f"{none:.1%} of its depth on the check batch is <= 0"
-            notes.append(f"{share}: no depth there, masked out of its targets")
+            share = f"{none:.1%}" if none >= 0.001 else f"{int((out <= 0).sum())} values"
+            notes.append(f"{share} of its depth on the check batch is <= 0: no depth there, masked out of its targets")
         return "; ".join(notes)
 
     def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
@@ -399,7 +471,7 @@ class DepthTask(Task):
         return [
             f"teacher {teacher}'s depth is {scale:.3g}x its eval set's (geometric mean over valid pixels): check the"
             " set's depth_scale (values a metre: 1000 for millimetres, 256 for KITTI) and the teacher's output"
-            " (metric, inverse, log; relative for a teacher without a metric scale)"
+            " (metric, inverse, log; relative or affine for a teacher without a metric scale)"
         ]
 
     def eval_reading(
@@ -409,7 +481,7 @@ class DepthTask(Task):
 
         Args:
             teacher: its name.
-            kind: its ``output:`` reading (metric, inverse, log, relative).
+            kind: its ``output:`` reading (metric, inverse, log, relative, affine).
             answers: its depth on a few eval images, each ``[H, W]`` at its truth's size (:meth:`predict`'s).
             truths: the set's depth maps there (0: invalid).
 
@@ -423,12 +495,12 @@ class DepthTask(Task):
         said = agreement.describe()
         if agreement.correlation < ANTI_CORRELATION:
             return EvalReading(said, [], _upside_down(teacher, kind, agreement), CHECK_RULE)
-        if kind == "relative":  # declared without a scale: only its direction is checked
+        if kind in RELATIVE_KINDS:  # declared without a scale: only its direction is checked
             return EvalReading(said, [], None, CHECK_RULE)
         warnings = self.teacher_warnings(teacher, {"scale": agreement.scale})
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
-        if not warnings and agreement.aligned_rmse < RELATIVE_GAIN * agreement.rmse:
+        if not warnings and agreement.best_fit[1] < RELATIVE_GAIN * agreement.rmse:
             warnings += [_relative_warning(teacher, agreement)] if agreement.off_share >= RELATIVE_SHARE else []
         return EvalReading(said, warnings, None, CHECK_RULE)
 
@@ -436,8 +508,8 @@ class DepthTask(Task):
         """log-L1 + scale-invariant over the pixels where the teacher gives depth (> 0); for a relative
         teacher, the scale-and-shift-invariant :func:`relative_depth_loss` there."""
         teacher, valid = valid_depth(teacher, student.shape[-2:])
-        if options.output_kind == "relative":
-            return relative_depth_loss(student, teacher, valid)
+        if options.output_kind in RELATIVE_KINDS:
+            return relative_depth_loss(student, teacher, valid, inverse=RELATIVE_KINDS[options.output_kind])
         return log_depth_loss(student, teacher, valid=valid)
 
     def supervised_loss(self, output, target):
@@ -460,4 +532,4 @@ class DepthTask(Task):
 
     def reading_meter(self, num_classes: Optional[int], kind: str) -> DepthMeter:
         """Relative depth, and the student beside it, scored after a per-image fit (:class:`RelativeDepthMeter`)."""
-        return RelativeDepthMeter() if kind == "relative" else DepthMeter()
+        return RelativeDepthMeter(RELATIVE_KINDS[kind]) if kind in RELATIVE_KINDS else DepthMeter()
