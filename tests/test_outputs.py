@@ -189,7 +189,9 @@ def test_a_few_negative_metres_on_the_noise_batch_do_not_stop_the_build():
 def test_the_default_depth_reading_is_said():
     t = teacher(DepthOut(), task="depth", labels=None, output_key="1.predicted_depth")
     check_teacher_output(t, (16, 16))
-    assert t.output_note().endswith("read as metric (output: metric, the default of metric, inverse, log, relative, affine)")  # noqa: E501
+    assert t.output_note().endswith(
+        "read as metric (output: metric, the default of metric, inverse, log, relative, affine)"
+    )  # noqa: E501
 
 
 class Softmaxed(nn.Module):
