@@ -16,7 +16,8 @@ from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
 from amalgam.data.sources import spread
 from amalgam.data.views import BatchViews, ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.labels import IGNORE, LabelSpace, extents, lookup, missing_labels, projection, unify
+from amalgam.evaluation.per_class import label_order_warning
+from amalgam.labels import IGNORE, LabelSpace, apply_lookup, extents, lookup, missing_labels, projection, unify
 from amalgam.labels.names import unmarked_catch_all
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
@@ -208,6 +209,7 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
             check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
+            check_label_order_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
         elif teacher.task.eval_reading is not None:  # said, so that a check that could not run is not read as passed
             unchecked = "not checked against ground truth (no eval set): taken as declared"
             log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) {unchecked}")
@@ -243,6 +245,36 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
         raise RecipeError(f"teachers.{teacher.name}.output", reading.problem.replace("<set>", teacher.eval_name))
     for line in reading.warnings:
         log(f"warning: {line}")
+
+
+#: share of the classes seen in the check's images that must each be named mostly as one other class
+#: for the label-order warning before training (after training, two such classes are enough: the
+#: whole set leaves a competent teacher's confusions no room; 16 images do)
+ORDER_SHARE = 0.25
+
+
+def check_label_order_on_eval(
+    plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print
+) -> None:
+    """Warns before training when a dense labelled teacher, on :data:`READING_CHECK_IMAGES` of its eval
+    images, names most pixels of many classes (:data:`ORDER_SHARE` of those seen, two at least) as one
+    other class each: its labels, or the set's class names (a ``classes.txt`` one line short, label
+    ids read as train ids), are not in the order of its outputs. Its scores would be wrong, said only
+    after the whole schedule; the student's training does not depend on them."""
+    task, space = teacher.task, teacher.space
+    if not (task.dense and task.labelled and space is not None and dataset.classes):
+        return
+    lut = lookup(dataset.classes, space, plan.extents(task.name))
+    answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
+    meter = task.reading_meter(len(space), teacher.output_kind)
+    for answer, truth in zip(answers, truths):
+        meter.update(answer[None], apply_lookup(truth[None], lut))
+    mostly = meter.compute().get("mostly_predicted_as")
+    line = label_order_warning(teacher.name, list(space.names), mostly)
+    seen = len(set(torch.cat([apply_lookup(t, lut).flatten() for t in truths]).tolist()) - {IGNORE})
+    swapped = sum(j is not None for j in mostly or [])
+    if line and swapped >= max(2, ORDER_SHARE * seen):
+        log(f"warning: {line} (on {len(truths)} images of '{teacher.eval_name}', before training)")
 
 
 def eval_answers(

@@ -1,0 +1,94 @@
+"""A segmenter's labels out of the order of its eval set's class names, caught before training.
+
+The teacher reads each pixel's class off the image (red = 40 x class), so it is right wherever the
+names line up: a classes.txt one line off (ADE20K's objectInfo150 names without 0 = "other", label
+ids read as train ids) made it score 0 after the whole schedule, with no word at ``inspect``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.plan import build_plan
+
+NAMES = ["background", "wall", "floor", "tree", "car", "sky"]
+
+MODELS = """
+import torch
+from torch import nn
+
+
+class ReadsRed(nn.Module):
+    '''Class k where red is 40 k (one-hot logits), whatever else the image holds.'''
+
+    def __init__(self, classes):
+        super().__init__()
+        self.classes = classes
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        k = torch.round(x[:, 0] * 255 / 40).long().clamp(0, self.classes - 1)
+        return 10.0 * self.gain * nn.functional.one_hot(k, self.classes).permute(0, 3, 1, 2).float()
+
+
+def reads_red(classes):
+    return ReadsRed(classes)
+"""
+
+
+def write_set(root: Path, names: list[str], count: int = 8) -> None:
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        labels = np.repeat(rng.integers(0, len(NAMES), (4, 4)), 8, 0).repeat(8, 1).astype(np.uint8)
+        image = np.stack([labels * 40, rng.integers(0, 255, labels.shape), rng.integers(0, 255, labels.shape)], -1)
+        Image.fromarray(image.astype(np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(labels).save(root / "labels" / f"{i}.png")
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+
+
+def said_of(root: Path, names: list[str]) -> list[str]:
+    (root / "models.py").write_text(MODELS)
+    write_set(root / "val", names)
+    recipe = {
+        "name": "order",
+        "device": "cpu",
+        "data": {
+            "image_size": [32, 32],
+            "sources": {"train": {"type": "folder", "path": "val/images"}},
+            "eval": {"val": {"type": "dense", "path": "val"}},
+        },
+        "teachers": {
+            "seg": {
+                "task": "segmentation",
+                "model": {"from": "python", "factory": "models:reads_red", "classes": len(NAMES)},
+                "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+                "labels": NAMES,
+                "background": "background",
+                "eval": "val",
+            }
+        },
+        "student": {"encoder": "tu-test_resnet"},
+        "train": {"workers": 0},
+    }
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    said: list[str] = []
+    build_plan(load_recipe(root / "recipe.yaml"), log=said.append)
+    return said
+
+
+def test_names_in_the_outputs_order_raise_nothing(tmp_path):
+    assert not [line for line in said_of(tmp_path, NAMES) if line.startswith("warning:")]
+
+
+def test_a_class_list_one_line_off_is_warned_about_before_training(tmp_path):
+    shifted = NAMES[1:] + NAMES[:1]  # every map value names the next class
+    (line,) = [line for line in said_of(tmp_path, shifted) if "classes as one other class" in line]
+    assert line.startswith("warning: teacher seg names most of 5 classes as one other class (")
+    assert line.endswith("in the order of its outputs? (on 8 images of 'val', before training)")
