@@ -177,3 +177,41 @@ def test_a_32_bit_float_image_stops_at_the_source_check(tmp_path):
     Image.fromarray(np.random.default_rng(0).random((4, 4)).astype(np.float32)).save(tmp_path / "b.tif")
     with pytest.raises(AmalgamError, match=r"image .*b\.tif has F pixels \(32-bit\): save it as 8- or 16-bit"):
         build({"type": "folder", "path": tmp_path}, key="data.sources.x")
+
+
+# 3. the formats of public sets: classes_file without classes.txt, torchvision ImageNet ------------------
+
+
+def test_a_dense_sets_classes_file_names_its_map_values_without_a_classes_txt(tmp_path):
+    # it was ignored, and the error then asked for a classes_file
+    disc = np.zeros((4, 4), np.uint8)
+    disc[1:3, 1:3] = 2
+    cfg = dense_set(tmp_path, [disc], "")
+    (tmp_path / "classes.txt").unlink()
+    (tmp_path / "names.txt").write_text("1 aeroplane\n0 background\n2 bicycle\n")  # VOC-style, any order
+    dataset, _ = build_said({**cfg, "classes_file": tmp_path / "names.txt"})
+    assert dataset.classes == ["background", "aeroplane", "bicycle"]
+    (tmp_path / "names.txt").write_text("1 aeroplane\n2 bicycle\n")  # no value 0: refused, not shifted
+    with pytest.raises(AmalgamError, match=r"reads it as '<map value> <name>' lines, the values 0 to N-1"):
+        build_said({**cfg, "classes_file": tmp_path / "names.txt"})
+
+
+def test_a_torchvision_set_taking_open_kwargs_gets_no_download_it_was_not_asked_for(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+    from torch.utils.data import Dataset
+
+    class FolderLike(Dataset):  # ImageNet: **kwargs handed to ImageFolder, which takes no download
+        def __init__(self, root, split="train", **kwargs):
+            if "download" in kwargs:
+                raise TypeError("__init__() got an unexpected keyword argument 'download'")
+            self.classes = [("tench", "Tinca tinca"), ("goldfish", "Carassius auratus")]
+            self.samples = [(str(tmp_path / "a.png"), 0)]
+
+        def __len__(self):
+            return 1
+
+    monkeypatch.setattr(tvd, "FolderLike", FolderLike, raising=False)
+    from amalgam.data.sources import TorchvisionSet
+
+    dataset = TorchvisionSet("FolderLike", tmp_path, "val", download=False)
+    assert dataset.classes == ["tench", "goldfish"]  # a tuple of synonyms is named by its first

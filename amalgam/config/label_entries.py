@@ -128,6 +128,20 @@ def read_class_map(path: Path) -> dict[str, str]:
     return found
 
 
+def classes_by_value(path: Path) -> list[str]:
+    """The class names of label maps from a classes file whose ids are the maps' values, ``0 <name>``
+    to ``N-1 <name>`` in any order (a set without ``classes.txt``)."""
+    mapping = read_class_map(path)
+    values = {int(k): v for k, v in mapping.items() if k.isdigit()}
+    if len(values) != len(mapping) or sorted(values) != list(range(len(values))):
+        ids = ", ".join(list(mapping)[:5]) + (" ..." if len(mapping) > 5 else "")
+        raise AmalgamError(
+            f"classes_file {path}: a set without classes.txt reads it as '<map value> <name>' lines, the values 0"
+            f" to N-1 (found ids {ids}); or give the set a classes.txt (one name a line, value 0 first)"
+        )
+    return [values[v] for v in range(len(values))]
+
+
 def rename_classes(classes: Sequence[str], path: Path) -> list[str]:
     """An eval set's class ids (folders, ``classes.txt`` lines) renamed through a classes file."""
     mapping = read_class_map(path)

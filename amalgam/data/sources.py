@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from amalgam.config.label_entries import read_names, rename_classes
+from amalgam.config.label_entries import classes_by_value, read_names, rename_classes
 from amalgam.config.schema import SourceConfig
 from amalgam.data.coco import absent_note, boxes_note, check_categories, check_masks, crowd_note, semantic_mask
 from amalgam.data.coco import class_names as coco_classes
@@ -361,7 +361,9 @@ class TorchvisionSet(ImageSet):
             ) from None
         except (TypeError, ValueError) as exc:  # a split it does not have, an argument it needs
             raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {error_line(exc, every_line=True)}") from None
-        self.classes = list(getattr(self.dataset, "classes", []) or []) or None
+        # ImageNet's classes are tuples of synonyms ('tench', 'Tinca tinca'): the first is the name
+        names = [c[0] if isinstance(c, (tuple, list)) and c else c for c in getattr(self.dataset, "classes", []) or []]
+        self.classes = list(names) or None
         #: which images these are (dataset, folder, split) and the dataset's indices kept (``limit``)
         self.identity = (name, str(root.resolve()), split)
         self.kept: range | list[int] = range(len(self.dataset))
@@ -420,7 +422,8 @@ def _torchvision_kwargs(cls: type, name: str, root: Path, split: str, download: 
         kwargs["split"] = split
     elif split != "train":  # SUN397, Caltech101: one set, which would be read whatever the split said
         raise AmalgamError(f"torchvision {name} has no split (it is one set): drop split: {split}")
-    if "download" in params or open_kwargs:
+    # given through **kwargs only when asked for: ImageNet passes them to ImageFolder, which takes no download
+    if "download" in params or (open_kwargs and download):
         kwargs["download"] = download
     elif download:
         raise AmalgamError(f"torchvision {name} cannot download: place its files under {root} and drop download")
@@ -498,6 +501,8 @@ def build_image_set(
         _set_orientation(dataset, cfg.exif)
         if cfg.classes_file is not None and dataset.classes:  # folder ids (e.g. WordNet) -> names
             dataset.classes = rename_classes(dataset.classes, resolve(cfg.classes_file))
+        elif cfg.classes_file is not None and "mask" in dataset.target_keys:  # label maps' values -> names
+            dataset.classes = classes_by_value(resolve(cfg.classes_file))
         if cfg.limit is not None and (kept := limit_set(dataset, cfg.limit)) and log:
             log(f"{key}: {kept}")
         if len(dataset) == 0:
