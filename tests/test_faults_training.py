@@ -227,3 +227,15 @@ def test_a_resume_asking_for_more_epochs_says_how_to_train_longer(world, built_r
     assert line.endswith(
         f"start a new one from its student with --set student.init={out}/student.pt (and another --output)"
     )
+
+
+def test_initial_loss_waits_out_a_term_with_nothing_to_learn_yet_and_refuses_a_negative_one():
+    # a first batch with no valid depth target (loss 0) stopped the build naming the weighting
+    from amalgam.distill.weighting import InitialLossWeights
+    from amalgam.errors import AmalgamError
+
+    weights = InitialLossWeights(["depth", "seg"], epoch_steps=4)
+    assert weights("depth", torch.tensor(0.0)).item() == 0.0  # no scale yet: unweighted, no stop
+    assert weights("depth", torch.tensor(2.0)).item() == pytest.approx(2.0 / 1.0)  # mean of 0 and 2
+    with pytest.raises(AmalgamError, match=r"below 0, so it has no scale .* fixed weights as a mapping"):
+        weights("seg", torch.tensor(-1.0))

@@ -118,10 +118,13 @@ class InitialLossWeights(nn.Module):
             self.loss_sum[i] += loss.detach().float()
             self.loss_count[i] += 1
         mean = self.loss_sum[i] / self.loss_count[i]
-        if mean <= 0:
+        if mean == 0:  # nothing to learn yet (e.g. no valid target in its batches so far): no scale to divide by
+            return loss
+        if mean < 0:
             raise AmalgamError(
-                f"task_weights 'initial_loss': the mean loss of '{term}' so far is {float(mean):.3g}, not above 0,"
-                " so it has no scale to divide by: use uncertainty or fixed weights"
+                f"task_weights 'initial_loss': the mean loss of '{term}' so far is {float(mean):.3g}, below 0,"
+                " so it has no scale to divide by: set task_weights: uncertainty, or fixed weights as a mapping"
+                " ({<task>: <weight>, ...})"
             )
         return loss / mean
 
