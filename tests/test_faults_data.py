@@ -215,3 +215,13 @@ def test_a_torchvision_set_taking_open_kwargs_gets_no_download_it_was_not_asked_
 
     dataset = TorchvisionSet("FolderLike", tmp_path, "val", download=False)
     assert dataset.classes == ["tench", "goldfish"]  # a tuple of synonyms is named by its first
+
+
+def test_a_public_sets_own_layout_is_told_the_layout_a_dense_set_has(tmp_path):
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "SegmentationClass").mkdir()
+    with pytest.raises(
+        AmalgamError,
+        match=r"image folder not found: .*images \(it holds JPEGImages/, SegmentationClass/\): a dense set",
+    ):
+        build({"type": "dense", "path": tmp_path})

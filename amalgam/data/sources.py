@@ -220,6 +220,13 @@ class DenseSet(FolderSet):
 
     def __init__(self, root: Path, depth_scale: float = 1000.0, depth_reading: str = "depth"):
         skipped = Counter()
+        if not (root / "images").is_dir():  # a public set's own layout (VOC's JPEGImages/, Cityscapes' leftImg8bit/)
+            held = ", ".join(sorted(p.name + "/" for p in root.iterdir() if p.is_dir())[:6]) or "no folder"
+            raise AmalgamError(
+                f"image folder not found: {root / 'images'} (it holds {held}): a dense set is <path>/images/ with"
+                " labels/ (uint8 maps) and/or depth/ (uint16), each map named as its image with .png, and"
+                " classes.txt; link or copy a public set's folders into that layout"
+            )
         super().__init__(list_images(root / "images", recursive=False, skipped=skipped), skipped)
         if nested := sum(len(list_images(d)) for d in (root / "images").iterdir() if d.is_dir() and not hidden(d)):
             skipped[IN_SUBFOLDERS] = nested
