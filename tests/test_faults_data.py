@@ -225,3 +225,13 @@ def test_a_public_sets_own_layout_is_told_the_layout_a_dense_set_has(tmp_path):
         match=r"image folder not found: .*images \(it holds JPEGImages/, SegmentationClass/\): a dense set",
     ):
         build({"type": "dense", "path": tmp_path})
+
+
+def test_an_empty_class_folder_of_an_eval_set_is_said(tmp_path):
+    # a missing folder was said ("absent from the set"), an empty one not: its recall came out null
+    for name in ("cat", "dog", "fish"):
+        (tmp_path / name).mkdir()
+    for name in ("cat", "dog"):
+        save_rgb(tmp_path / name / "a.png", size=(4, 4))
+    _, said = build_said({"type": "imagefolder", "path": tmp_path})
+    assert "data.eval.x: warning: 1 class folders hold no image, so those classes cannot be scored: fish/" in said, said

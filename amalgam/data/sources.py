@@ -203,10 +203,12 @@ class ImageFolderSet(FolderSet):
         self.labels, files, skipped = [], [], Counter()
         if loose := sum(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not hidden(p) for p in root.iterdir()):
             skipped[OUTSIDE_CLASSES] = loose
+        self.empty_classes: list[str] = []  # class folders without an image: said by the source check
         for idx, name in enumerate(self.classes):
             found = list_images(root / name, skipped=skipped)
             files += found
             self.labels += [idx] * len(found)
+            self.empty_classes += [] if found else [name]
         super().__init__(files, skipped)
 
     def load(self, index: int):
@@ -675,6 +677,9 @@ def _grey_notes(tally: Counter) -> list[str]:
 
 def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
     notes = [note] if (note := skipped_note(dataset.skipped)) else []
+    if with_targets and (empty := getattr(dataset, "empty_classes", None)):
+        shown = ", ".join(f"{name}/" for name in empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+        notes.append(f"warning: {len(empty)} class folders hold no image, so those classes cannot be scored: {shown}")
     if with_targets and isinstance(dataset, CocoSet):
         coco, images = dataset.coco, dataset.image_ids
         found = (crowd_note(coco, images), boxes_note(coco, images), absent_note(coco, dataset.cat_ids, images))
