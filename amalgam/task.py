@@ -271,6 +271,11 @@ class Task:
         """A fresh metric accumulator; its :meth:`Meter.compute` dict holds :attr:`metric`."""
         raise NotImplementedError
 
+    def as_scored(self, pred: torch.Tensor, truth: torch.Tensor, kind: str) -> torch.Tensor:
+        """``pred`` (:meth:`predict`'s, a batch) as :meth:`reading_meter` scores it against ``truth``, for
+        pictures: as it is by default; depth's relative readings fitted to the truth per image."""
+        return pred
+
     def reading_meter(self, num_classes: Optional[int], kind: str) -> Meter:
         """The meter scoring a teacher read as ``kind`` (its ``output:``), and the student on its
         labels. Default: :meth:`new_meter`; depth's ``relative`` teachers, and the student beside

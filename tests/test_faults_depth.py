@@ -378,3 +378,11 @@ def test_the_relative_meter_fits_each_image_by_hand():
     plain = DepthMeter()
     plain.update(pred[None], truth[None])
     assert plain.compute()["rmse"] > 0.5
+
+
+def test_pictures_draw_relative_depth_as_it_is_scored():
+    # drawn raw on the truth's metre colour bar, a student scoring 0.28 m looked broken
+    task, truth = DepthTask(), 1.0 + 5.0 * torch.rand(2, 8, 8)
+    relative = 1.0 / (3.0 / truth + 0.5)
+    torch.testing.assert_close(task.as_scored(relative, truth, "relative"), truth, atol=1e-4, rtol=1e-4)
+    assert torch.equal(task.as_scored(relative, truth, "metric"), relative)

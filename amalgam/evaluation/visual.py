@@ -110,6 +110,8 @@ def _teacher_rows(plan: Plan, student: nn.Module, spaces: dict, device: torch.de
             target = apply_lookup(
                 target.long(), lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
             )
+        # drawn as scored: a relative depth teacher's answers (and the student's beside it) fitted per image
+        t_pred, s_pred = (teacher.task.as_scored(p, target, teacher.output_kind) for p in (t_pred, s_pred))
         row = rows[i]
         row[0].imshow(images[0].permute(1, 2, 0).cpu().numpy())
         _show(row[1:], teacher, [t_pred[0], s_pred[0], target[0]], fig, legend=i == 0)

@@ -530,6 +530,12 @@ class DepthTask(Task):
     def new_meter(self, num_classes: Optional[int]) -> DepthMeter:
         return DepthMeter()
 
+    def as_scored(self, pred: torch.Tensor, truth: torch.Tensor, kind: str) -> torch.Tensor:
+        """A relative reading's depth fitted to the truth per image, as it is scored (else as it is)."""
+        if kind not in RELATIVE_KINDS or pred.shape != truth.shape:
+            return pred
+        return torch.stack([fit_to_truth(p.float(), t.float(), RELATIVE_KINDS[kind]) for p, t in zip(pred, truth)])
+
     def reading_meter(self, num_classes: Optional[int], kind: str) -> DepthMeter:
         """Relative depth, and the student beside it, scored after a per-image fit (:class:`RelativeDepthMeter`)."""
         return RelativeDepthMeter(RELATIVE_KINDS[kind]) if kind in RELATIVE_KINDS else DepthMeter()
