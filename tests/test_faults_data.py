@@ -235,3 +235,12 @@ def test_an_empty_class_folder_of_an_eval_set_is_said(tmp_path):
         save_rgb(tmp_path / name / "a.png", size=(4, 4))
     _, said = build_said({"type": "imagefolder", "path": tmp_path})
     assert "data.eval.x: warning: 1 class folders hold no image, so those classes cannot be scored: fish/" in said, said
+
+
+def test_a_classes_txt_numbered_from_1_asks_for_value_0s_name_not_a_renumbering(tmp_path):
+    # "number from 0" (a teacher's advice) shifted every class of ADE20K's objectInfo150 by one
+    disc = np.zeros((4, 4), np.uint8)
+    disc[1:3, 1:3] = 2
+    cfg = dense_set(tmp_path, [disc], "1 wall\n2 building\n")
+    with pytest.raises(AmalgamError, match=r"they are the label maps' values, .* add value 0's \(e.g. '0 other'"):
+        build_said(cfg)

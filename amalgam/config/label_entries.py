@@ -71,7 +71,7 @@ def space_of(entries: Optional[Sequence[Any]], background: Optional[str]) -> Opt
 _NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*([^\W_].*)$")  # not "0 - zero": torchvision's MNIST names
 
 
-def read_names(path: Path) -> list[str]:
+def read_names(path: Path, map_values: bool = False) -> list[str]:
     """A labels file: one name a line, surrounding spaces stripped, blank lines at its start and end skipped.
 
     A blank line among the names is refused naming its line: skipped, it shifted every label after
@@ -80,6 +80,8 @@ def read_names(path: Path) -> list[str]:
     A file whose every line is numbered (``0 background``) is read by its numbers, which must be
     0 to n-1: read as names, the numbers matched no label and a 1-based file would shift them all.
     Its blank lines shift nothing (each name carries its output), so they are skipped.
+    ``map_values``: the file names an eval set's label-map values (``classes.txt``), so a file numbered
+    from 1 lacks value 0's name (ADE20K's "other"), which the refusal says; a teacher's from 0.
     """
     lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while lines and not lines[-1]:
@@ -102,9 +104,15 @@ def read_names(path: Path) -> list[str]:
     ids = [int(m[1]) for m in numbered]
     if sorted(ids) != list(range(len(ids))):
         shown = ", ".join(map(str, ids[:6])) + (", ..." if len(ids) > 6 else "")
+        head = f"every line of {path} starts with a number ({shown}), but they do not run 0 to {len(ids) - 1}"
+        if map_values:  # renumbering from 0 would name every value after the next class
+            raise AmalgamError(
+                f"{head}: they are the label maps' values, so each value needs its line: add value 0's (e.g. '0"
+                " other' where 0 is unlabeled; renumbering would shift every class by one)"
+            )
         raise AmalgamError(
-            f"every line of {path} starts with a number ({shown}), but they do not run 0 to {len(ids) - 1}: if they"
-            " are output indices, number from 0; if they are part of the names, give the labels inline (labels: [...])"
+            f"{head}: if they are output indices, number from 0; if they are part of the names, give the labels"
+            " inline (labels: [...])"
         )
     return [m[2].strip() for m in sorted(numbered, key=lambda m: int(m[1]))]
 

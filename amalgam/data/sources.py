@@ -236,7 +236,7 @@ class DenseSet(FolderSet):
         self.depth_scale = depth_scale
         self.depth_reading = depth_reading  # "inverse": the PNGs hold depth_scale / metres (disparity)
         classes = root / "classes.txt"
-        self.classes = read_names(classes) if classes.is_file() else None
+        self.classes = read_names(classes, map_values=True) if classes.is_file() else None
         keys = set()
         if (root / "labels").is_dir():
             keys.add("mask")
