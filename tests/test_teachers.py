@@ -231,7 +231,7 @@ def test_initial_loss_refuses_a_term_without_a_positive_scale(world):
 
     weighting = InitialLossWeights(["a", "b"], epoch_steps=3)
     assert weighting("a", torch.tensor(2.0)).item() == pytest.approx(1.0)
-    with pytest.raises(AmalgamError, match="mean loss of 'b' so far is -0.5, not above 0"):
+    with pytest.raises(AmalgamError, match="mean loss of 'b' so far is -0.5, below 0"):
         weighting("b", torch.tensor(-0.5))
     assert weighting.weights() == {"a": 0.5, "b": 1.0}  # b's refused step counted, but gives no weight
 
