@@ -68,19 +68,27 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_on_one_rank_stops_every_rank_at_that_step_and_resume_finishes(world, tmp_path):
-    launcher, run = tmp_path / "launch.py", tmp_path / "run"
-    launcher.write_text(LAUNCHER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def launched(script: str, world, run) -> tuple[list[str], subprocess.CompletedProcess]:
+    """The build's arguments, and the build of ``world`` into ``run`` by two processes running ``script``."""
+    launcher = run.parent / "launch.py"
+    launcher.write_text(script)
     args = ["build", str(world), "--output", str(run), *SETTINGS[1:]]
-    stopped = subprocess.run([*torchrun, str(launcher), *args], env=env, capture_output=True, text=True, timeout=300)
+    return args, subprocess.run([*TORCHRUN, str(launcher), *args], env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_that_step_and_resume_finishes(world, tmp_path):
+    run = tmp_path / "run"
+    args, stopped = launched(LAUNCHER, world, run)
     said = stopped.stdout[-2000:] + stopped.stderr[-2000:]
     assert stopped.returncode != 0 and "stopped by SIGTERM in epoch 2 after step 1/2" in stopped.stdout, said
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and state["partial"]["epoch"] == 2 and state["partial"]["step"] == 1
-    cmd = [*torchrun, "-m", "amalgam", *args, "--resume"]
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [*TORCHRUN, "-m", "amalgam", *args, "--resume"]
+    resumed = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "from step 1 of epoch 2" in resumed.stdout
     assert json.loads((run / "report.json").read_text())["train"]["epochs"] == 2
@@ -134,12 +142,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_nonfinite_counts_are_summed_over_the_ranks_so_every_rank_decides_alike(world, tmp_path):
-    launcher, run = tmp_path / "launch.py", tmp_path / "run"
-    launcher.write_text(NAN_ON_RANK_1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    args = ["build", str(world), "--output", str(run), *SETTINGS[1:]]
-    done = subprocess.run([*torchrun, str(launcher), *args], env=env, capture_output=True, text=True, timeout=300)
+    _, done = launched(NAN_ON_RANK_1, world, tmp_path / "run")
     said = done.stdout[-3000:] + done.stderr[-3000:]
     # about half of every teacher's rows (rank 1's, all of them): warned, not a stop of rank 1 alone
     assert done.returncode == 0, said
