@@ -114,3 +114,27 @@ def test_export_refuses_a_suffix_of_another_format(built_run, tmp_path, capsys):
     assert not path.exists() and not (tmp_path / "model.onnx.json").exists()
     assert main(["export", str(built_run), "--format", "onnx", "--output", str(tmp_path / "model.pt")]) == 2
     assert "a .pt file is torchscript, not onnx" in capsys.readouterr().err
+
+
+def test_a_student_taking_its_trained_size_only_exports_and_says_so(built_run, tmp_path, capsys, monkeypatch):
+    # the second-size check crashed with a raw traceback for a fixed-size student (a ViT encoder)
+    from amalgam.evaluation import export as export_module
+
+    monkeypatch.setattr(export_module, "runs_at", lambda module, size: False)
+    path = tmp_path / "s.ts"
+    assert main(["export", str(built_run), "--output", str(path)]) == 0
+    assert "(the student takes 32x32 only)" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "s.ts.json").read_text())
+    assert meta["input"]["sizes"] == "only 32x32: the student does not run at another size"
+
+
+def test_runs_at_tells_a_fixed_size_network():
+    from amalgam.evaluation.export import runs_at
+
+    class Fixed(torch.nn.Module):  # a ViT's position embeddings take one size
+        def forward(self, x):
+            if x.shape[-2:] != (32, 32):
+                raise RuntimeError("Input height (64) doesn't match model (32).")
+            return x.mean()
+
+    assert runs_at(Fixed(), (32, 32)) and not runs_at(Fixed(), (64, 64))

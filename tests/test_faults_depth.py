@@ -168,7 +168,8 @@ def test_metres_declared_relative_stop_as_upside_down_naming_affine_metric_and_t
     assert "set teachers.d.output: affine (metric if it is metres)" in message
     # the same numbers come of a right teacher scored on disparity maps: that cause is named too
     assert message.endswith(
-        "its eval set's maps hold inverse depth (disparity): set data.eval.val.depth_reading: inverse"
+        "its eval set's maps are read the wrong way up: data.eval.val.depth_reading is inverse for maps of"
+        " disparity, depth (the default) for maps of depth"
     )
 
 
@@ -260,14 +261,23 @@ def test_a_standardised_relative_output_is_read_whole_at_any_gain(more, gain):
 
 def test_relative_values_move_to_positive_per_image_and_the_teachers_own_nan_stays_counted():
     task = DepthTask()
-    raw = torch.tensor([[[[-3.0, 1.0], [5.0, float("inf")]]], [[[2.0, 2.0], [2.0, 2.0]]]])
+    raw = torch.tensor([[[[-3.0, 1.0], [5.0, float("inf")]]], [[[2.0, 2.0], [2.0, float("nan")]]]])
     out = task.convert_output(raw, "affine")
     first = out[0, 0].flatten()
-    assert first[:3].tolist() == pytest.approx([0.01, 1.01, 2.01]) and torch.isnan(first[3])  # min -3, mean 1
-    assert out[1].eq(1.0).all()  # a flat image: all 1, it says nothing of shape
-    assert task.nonfinite_rows(task.mark_no_answer(out)).tolist() == [True, False]
-    inverse = task.convert_output(torch.tensor([[[[2.0, float("inf")]]]]), "inverse")  # inf was 0: no depth
-    assert inverse[0, 0, 0, 0].item() == 0.5 and torch.isnan(inverse[0, 0, 0, 1])
+    assert first.tolist() == pytest.approx([0.01, 1.01, 2.01, 0.0])  # low -3, mean 1; inf: no depth there
+    assert out[1].flatten()[:3].eq(1.0).all()  # a flat image: all 1, it says nothing of shape
+    assert task.nonfinite_rows(task.mark_no_answer(out)).tolist() == [False, True]  # its own NaN: counted
+
+
+def test_one_outlier_does_not_squeeze_a_relative_image_into_a_few_fp16_steps():
+    torch.manual_seed(0)
+    inverse = 0.2 + torch.rand(1, 1, 32, 32)
+    raw = inverse.clone()
+    raw[0, 0, 0, 0] = -1000.0  # one wild pixel far below the rest
+    stored = DepthTask().convert_output(raw, "relative").half().float()  # as the teacher cache holds it
+    every = torch.ones(1, 1, 32, 32, dtype=torch.bool)
+    every[0, 0, 0, 0] = False
+    assert relative_depth_loss(stored, 1.0 / inverse, every).item() < 2e-3
 
 
 def test_a_depth_teacher_without_an_eval_set_is_said_unchecked(more):
@@ -284,7 +294,7 @@ def test_an_eval_set_of_inverse_depth_maps_is_read_with_depth_reading(tmp_path, 
         Image.fromarray(np.round(25600.0 / metres).astype(np.uint16)).save(path)
     model = {"factory": "models:from_image", "mode": "metric"}
     disparity = {"type": "dense", "path": str(tmp_path / "val")}
-    with pytest.raises(RecipeError, match=r"set data.eval.val2.depth_reading: inverse"):
+    with pytest.raises(RecipeError, match=r"data.eval.val2.depth_reading is inverse for maps of disparity"):
         plan_with(more, "inverse-truth", model, {"val2": disparity}, output="metric", eval="val2")
     read = {"val3": {**disparity, "depth_reading": "inverse", "depth_scale": 25600.0}}
     plan, said = plan_with(more, "inverse-truth", model, read, output="metric", eval="val3")

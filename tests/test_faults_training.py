@@ -234,8 +234,10 @@ def test_initial_loss_waits_out_a_term_with_nothing_to_learn_yet_and_refuses_a_n
     from amalgam.distill.weighting import InitialLossWeights
     from amalgam.errors import AmalgamError
 
-    weights = InitialLossWeights(["depth", "seg"], epoch_steps=4)
-    assert weights("depth", torch.tensor(0.0)).item() == 0.0  # no scale yet: unweighted, no stop
-    assert weights("depth", torch.tensor(2.0)).item() == pytest.approx(2.0 / 1.0)  # mean of 0 and 2
+    weights = InitialLossWeights(["depth", "seg"], epoch_steps=30)
+    for _ in range(20):
+        assert weights("depth", torch.tensor(0.0)).item() == 0.0  # no scale yet: unweighted, no stop
+    assert weights("depth", torch.tensor(0.5)).item() == pytest.approx(1.0)  # the zeros did not count
+    assert weights.weights()["depth"] == pytest.approx(2.0)
     with pytest.raises(AmalgamError, match=r"below 0, so it has no scale .* fixed weights as a mapping"):
         weights("seg", torch.tensor(-1.0))

@@ -199,9 +199,10 @@ def test_export_asks_the_task_what_its_output_means(monkeypatch):
     monkeypatch.setitem(TASKS._items, "boxes", Boxes)
     shape = (2, 17, 16, 16)
     said = output_meaning("heatmaps", ["nose"], shape, (32, 32))
-    assert said == "heatmaps [17, 16, 16]: one sigmoid map per keypoint listed, at 16x16"
+    half = "1/2 of the input's height and width (16x16 at 32x32)"  # a decoder ending at a stride
+    assert said == f"heatmaps [17, 16, 16]: one sigmoid map per keypoint listed, at {half}"
     plain = output_meaning("boxes", ["car"], shape, (32, 32))  # a dense labelled task is not segmentation
-    assert plain == "boxes logits [batch, 17, 16, 16] over the labels listed, in their order, at 16x16"
+    assert plain == f"boxes logits [batch, 17, 16, 16] over the labels listed, in their order, at {half}"
     unknown = output_meaning("absent", None, (2, 4), (32, 32))  # its plugin is not installed here
     assert unknown == "absent [batch, 4] in the unit the student was trained on"
     # the built-ins say what they said before

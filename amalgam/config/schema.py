@@ -144,7 +144,7 @@ class TeacherConfig(_Strict):
     eval: Optional[str] = None
     output: str = Field(
         "default",
-        description="task-specific output convention: depth metric|inverse|log|relative, classification and"
+        description="task-specific output convention: depth metric|inverse|log|relative|affine, classification and"
         " segmentation logits|probabilities|sigmoid|binary|binary_probability",
     )
     output_key: Optional[str] = Field(

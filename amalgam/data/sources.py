@@ -223,9 +223,11 @@ class DenseSet(FolderSet):
     def __init__(self, root: Path, depth_scale: float = 1000.0, depth_reading: str = "depth"):
         skipped = Counter()
         if not (root / "images").is_dir():  # a public set's own layout (VOC's JPEGImages/, Cityscapes' leftImg8bit/)
-            held = ", ".join(sorted(p.name + "/" for p in root.iterdir() if p.is_dir())[:6]) or "no folder"
+            folders = sorted(p.name + "/" for p in root.iterdir() if p.is_dir()) if root.is_dir() else None
+            shown = ", ".join((folders or [])[:6]) or "no folder"
+            held = "it is a file, not a folder" if folders is None else f"it holds {shown}"
             raise AmalgamError(
-                f"image folder not found: {root / 'images'} (it holds {held}): a dense set is <path>/images/ with"
+                f"image folder not found: {root / 'images'} ({held}): a dense set is <path>/images/ with"
                 " labels/ (uint8 maps) and/or depth/ (uint16), each map named as its image with .png, and"
                 " classes.txt; link or copy a public set's folders into that layout"
             )
@@ -337,7 +339,7 @@ class CocoSet(FolderSet):
             raise AmalgamError(f"cannot read COCO annotations {annotations}: {exc}") from None
         self.cat_ids = sorted(self.coco.getCatIds())
         check_categories(self.coco, annotations)
-        check_masks(self.coco, annotations)
+        self.annotations = annotations
         self.classes = coco_classes(self.coco, self.cat_ids, annotations)
         self.image_ids = sorted(self.coco.getImgIds())
         super().__init__([images / self.coco.imgs[i]["file_name"] for i in self.image_ids])
@@ -682,6 +684,7 @@ def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
         notes.append(f"warning: {len(empty)} class folders hold no image, so those classes cannot be scored: {shown}")
     if with_targets and isinstance(dataset, CocoSet):
         coco, images = dataset.coco, dataset.image_ids
+        check_masks(coco, dataset.annotations)  # a box-only file is fine as a source of images
         found = (crowd_note(coco, images), boxes_note(coco, images), absent_note(coco, dataset.cat_ids, images))
         notes += [n for n in found if n]
     if tally["rotated"]:

@@ -251,13 +251,15 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
 #: for the label-order warning before training (after training, two such classes are enough: the
 #: whole set leaves a competent teacher's confusions no room; 16 images do)
 ORDER_SHARE = 0.25
+#: ... and at least this many (a weak teacher confuses two classes on 16 images by chance)
+ORDER_MIN_CLASSES = 3
 
 
 def check_label_order_on_eval(
     plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print
 ) -> None:
     """Warns before training when a dense labelled teacher, on :data:`READING_CHECK_IMAGES` of its eval
-    images, names most pixels of many classes (:data:`ORDER_SHARE` of those seen, two at least) as one
+    images, names most pixels of many classes (:data:`ORDER_SHARE` of those seen, three at least) as one
     other class each: its labels, or the set's class names (a ``classes.txt`` one line short, label
     ids read as train ids), are not in the order of its outputs. Its scores would be wrong, said only
     after the whole schedule; the student's training does not depend on them."""
@@ -273,7 +275,7 @@ def check_label_order_on_eval(
     line = label_order_warning(teacher.name, list(space.names), mostly)
     seen = len(set(torch.cat([apply_lookup(t, lut).flatten() for t in truths]).tolist()) - {IGNORE})
     swapped = sum(j is not None for j in mostly or [])
-    if line and swapped >= max(2, ORDER_SHARE * seen):
+    if line and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * seen):
         log(f"warning: {line} (on {len(truths)} images of '{teacher.eval_name}', before training)")
 
 

@@ -115,11 +115,15 @@ class InitialLossWeights(nn.Module):
     def forward(self, term: str, loss: torch.Tensor) -> torch.Tensor:
         i = self.index[term]
         if self.loss_count[i] < self.steps:
-            self.loss_sum[i] += loss.detach().float()
-            self.loss_count[i] += 1
-        mean = self.loss_sum[i] / self.loss_count[i]
-        if mean == 0:  # nothing to learn yet (e.g. no valid target in its batches so far): no scale to divide by
+            # a zero loss (no valid target in the batch) says nothing of the term's scale: not counted
+            value = loss.detach().float()
+            seen = (value != 0).float()
+            self.loss_sum[i] += value * seen
+            self.loss_count[i] += seen
+        count, total = self.loss_count[i], self.loss_sum[i]
+        if count == 0:  # nothing to learn yet: no scale to divide by
             return loss
+        mean = total / count
         if mean < 0:
             raise AmalgamError(
                 f"task_weights 'initial_loss': the mean loss of '{term}' so far is {float(mean):.3g}, below 0,"

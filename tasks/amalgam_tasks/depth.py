@@ -119,22 +119,46 @@ def relative_depth_loss(
     return torch.where(m, gap, 0.0).sum() / n.sum().clamp(min=1)
 
 
+#: the low-end quantile of an image's values below which values far from the rest are outliers ...
+RELATIVE_LOW_SHARE = 0.01
+#: ... when the row's minimum lies this many times the quantile's distance to the mean below it: they
+#: are held at the floor (a -1000 among values near 1 would squeeze the rest into a few fp16 steps of
+#: the cache); otherwise the minimum is the low end, and every value is kept exactly
+RELATIVE_OUTLIER = 10.0
+
+
+def _robust_low(values: torch.Tensor) -> torch.Tensor:
+    """Each row's low end: its minimum finite value, or its :data:`RELATIVE_LOW_SHARE` quantile where
+    the minimum is an outlier (:data:`RELATIVE_OUTLIER`); 0 for a row with no finite value."""
+    lows = []
+    for row in values:
+        finite = row[torch.isfinite(row)]
+        if not finite.numel():
+            lows.append(row.new_zeros(()))
+            continue
+        low = finite.kthvalue(max(1, int(RELATIVE_LOW_SHARE * finite.numel()))).values
+        least = finite.min()
+        outlier = (low - least) > RELATIVE_OUTLIER * (finite.mean() - low).abs()
+        lows.append(low if bool(outlier) else least)
+    return torch.stack(lows)
+
+
 def relative_to_positive(out: torch.Tensor) -> torch.Tensor:
     """Each image's finite values moved by a scale and shift of their own to start at
-    :data:`RELATIVE_FLOOR` with mean ``1 + RELATIVE_FLOOR`` (a flat image: all 1); non-finite ones NaN
-    (the teacher's own failure, counted as such)."""
+    :data:`RELATIVE_FLOOR` with mean ``1 + RELATIVE_FLOOR`` (a flat image: all 1); the lowest
+    :data:`RELATIVE_LOW_SHARE` held at the floor. NaN stays NaN (the teacher's own failure, counted);
+    +-inf becomes 0 (no depth at that pixel, as an inverse reading's disparity <= 0 is)."""
     out = out.float()
     finite = torch.isfinite(out)
-    flat = out.flatten(1)
-    ok = finite.flatten(1)
-    n = ok.sum(1).clamp(min=1)
-    low = torch.where(ok, flat, torch.inf).amin(1)
-    low = torch.where(torch.isfinite(low), low, 0.0)
-    mean = torch.where(ok, flat, 0.0).sum(1) / n
-    span = (mean - low).view(-1, *[1] * (out.dim() - 1))
-    low = low.view_as(span)
-    moved = torch.where(span > 0, (out - low) / span.clamp(min=1e-30) + RELATIVE_FLOOR, torch.ones_like(out))
-    return torch.where(finite, moved, torch.full_like(out, float("nan")))
+    flat, ok = out.flatten(1), finite.flatten(1)
+    low = _robust_low(flat)
+    kept = ok & (flat >= low[:, None])  # the mean of the values above the held ones
+    mean = torch.where(kept, flat, 0.0).sum(1) / kept.sum(1).clamp(min=1)
+    shape = (-1, *[1] * (out.dim() - 1))
+    span, low = (mean - low).view(shape), low.view(shape)
+    moved = (out - low).clamp(min=0) / span.clamp(min=1e-30) + RELATIVE_FLOOR
+    moved = torch.where(span > 0, moved, torch.ones_like(out))
+    return torch.where(finite, moved, torch.where(out.isnan(), out, torch.zeros_like(out)))
 
 
 def valid_depth(teacher: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,8 +347,8 @@ def relative_rule(kind: str) -> str:
 
 #: the other cause of depth upside down, said with the teacher's fix
 GROUND_TRUTH_HINT = (
-    "; or, if the teacher is right, its eval set's maps hold inverse depth (disparity): set data.eval.<set>."
-    "depth_reading: inverse"
+    "; or, if the teacher is right, its eval set's maps are read the wrong way up: data.eval.<set>.depth_reading"
+    " is inverse for maps of disparity, depth (the default) for maps of depth"
 )
 
 
@@ -387,10 +411,9 @@ class DepthTask(Task):
         if kind in RELATIVE_KINDS:  # no value is "no depth": moved to positive values, each image its own way
             out = relative_to_positive(out)
         if kind in ("inverse", "relative"):
-            # a disparity <= 0 (sky) is no depth: 0, masked out of the targets; the teacher's NaN/inf: NaN
+            # a disparity <= 0 (sky) is no depth: 0, masked out of the targets (so is +inf: 1/inf); NaN stays NaN
             out = out.float()
-            inverse = torch.where(out > 0, 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
-            return torch.where(torch.isfinite(out), inverse, torch.full_like(out, float("nan")))
+            return torch.where((out > 0) | out.isnan(), 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
         if kind == "log":
             return torch.exp(out.float())
         return out
