@@ -227,6 +227,9 @@ def test_a_public_sets_own_layout_is_told_the_layout_a_dense_set_has(tmp_path):
         match=r"image folder not found: .*images \(it holds JPEGImages/, SegmentationClass/\): a dense set",
     ):
         build({"type": "dense", "path": tmp_path})
+    (tmp_path / "set.txt").write_text("")
+    with pytest.raises(AmalgamError, match=r"image folder not found: .* \(it is a file, not a folder\)"):
+        build({"type": "dense", "path": tmp_path / "set.txt"})
 
 
 def test_an_empty_class_folder_of_an_eval_set_is_said(tmp_path):
