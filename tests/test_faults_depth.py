@@ -396,3 +396,15 @@ def test_pictures_draw_relative_depth_as_it_is_scored():
     relative = 1.0 / (3.0 / truth + 0.5)
     torch.testing.assert_close(task.as_scored(relative, truth, "relative"), truth, atol=1e-4, rtol=1e-4)
     assert torch.equal(task.as_scored(relative, truth, "metric"), relative)
+
+
+def test_a_depth_only_eval_sets_partial_label_maps_are_not_required(tmp_path, more):
+    # NYU's labelled subset: labels/ for some images only; the depth eval stopped on a missing mask file
+    write_scenes(tmp_path / "val", 6, seed=1)
+    (tmp_path / "val" / "labels").mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "val" / "labels" / "000.png")
+    model = {"factory": "models:from_image", "mode": "metric"}
+    sets = {"nyu": {"type": "dense", "path": str(tmp_path / "val")}}
+    plan, said = plan_with(more, "partial-labels", model, sets, output="metric", eval="nyu")
+    assert "data.eval.nyu: not read, no teacher scored on it uses them: its mask maps" in said, said
+    assert plan.eval_sets["nyu"][5]["depth"].shape == (32, 32)

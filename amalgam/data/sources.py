@@ -494,6 +494,7 @@ def build_image_set(
     log: Optional[Callable[[str], None]] = None,
     originals: bool = False,
     native_targets: bool = False,
+    targets: Optional[frozenset[str]] = None,
 ) -> ImageSet:
     """Builds and checks one source or eval set; errors are prefixed with its recipe key.
 
@@ -505,10 +506,16 @@ def build_image_set(
         with_targets: read ground truth (eval sets only).
         verify: open every image file once so corrupt files fail now, not mid-training.
         originals, native_targets: see :meth:`ImageSet.configure`.
+        targets: the ground truth to read (the target keys of the tasks scored on it; None: all it holds):
+            a depth-only eval set's partial ``labels/`` (NYU's labelled subset) is neither read nor required.
     """
     builder = SOURCE_TYPES.get(cfg.type).build
     try:
         dataset = builder(cfg, resolve)
+        if targets is not None and (unused := dataset.target_keys - targets):
+            dataset.target_keys = dataset.target_keys & targets
+            if log:
+                log(f"{key}: not read, no teacher scored on it uses them: its {', '.join(sorted(unused))} maps")
         _set_orientation(dataset, cfg.exif)
         if cfg.classes_file is not None and dataset.classes:  # folder ids (e.g. WordNet) -> names
             dataset.classes = rename_classes(dataset.classes, resolve(cfg.classes_file))

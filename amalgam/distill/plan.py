@@ -200,9 +200,11 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
             if capped is not cfg:  # the limit line that follows is train.max_eval_images'
                 log(f"data.eval.{key}: train.max_eval_images {capped.limit:,} is its limit here")
             cfg = capped
+            scored = frozenset(t.task.target_key for t in plan.teachers.values() if t.eval_name == key)
             plan.eval_sets[key] = build_image_set(
-                f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals, native_targets=True
-            )
+                f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals,
+                native_targets=True, targets=scored,
+            )  # fmt: skip
     for line in overlap_warnings(plan):
         log(line)
     for teacher in plan.teachers.values():
