@@ -249,3 +249,13 @@ def test_a_classes_txt_numbered_from_1_asks_for_value_0s_name_not_a_renumbering(
     cfg = dense_set(tmp_path, [disc], "1 wall\n2 building\n")
     with pytest.raises(AmalgamError, match=r"they are the label maps' values, .* add value 0's \(e.g. '0 other'"):
         build_said(cfg)
+
+
+def test_a_file_link_to_another_image_of_the_set_is_said(tmp_path):
+    # folder links were de-duplicated, a file link read the same image twice without a word
+    save_rgb(tmp_path / "a.png", size=(4, 4))
+    save_rgb(tmp_path / "b.png", size=(4, 4), seed=1)
+    (tmp_path / "c.png").symlink_to(tmp_path / "a.png")
+    dataset, said = build_said({"type": "folder", "path": tmp_path}, with_targets=False)
+    assert len(dataset) == 3
+    assert any("1 images are links to other images of the set: each is read as its own" in line for line in said)

@@ -40,7 +40,18 @@ def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter]
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         files = _files([Path(root) / f for f in files], skipped)
         found += [p for p in _visible(files, skipped) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if skipped is not None:
+        skipped[LINKED_TWICE] += _links_to_listed(found)
     return sorted(found)
+
+
+def _links_to_listed(files: list[Path]) -> int:
+    """How many of ``files`` are links to another of them (each is read as an image of its own)."""
+    links = [p for p in files if p.is_symlink()]
+    if not links:
+        return 0
+    targets = {os.path.realpath(p) for p in files if not p.is_symlink()}
+    return sum(os.path.realpath(p) in targets for p in links)
 
 
 def _visible(files: list[Path], skipped: Optional[Counter]) -> list[Path]:
@@ -58,7 +69,8 @@ QUIET_FILES = {".txt", ".json", ".csv", ".md", ".ds_store", ".db", ".ini"}
 #: imagefolder's images outside its class folders, and images in subfolders of a dense set's images/
 BROKEN_LINK, OUTSIDE_CLASSES, IN_SUBFOLDERS = "(broken link)", "(outside class folders)", "(in subfolders)"
 HIDDEN = "(hidden)"  # names starting with '.': macOS ._ copies, .ipynb_checkpoints, editors' files
-NOT_SUFFIXES = (BROKEN_LINK, OUTSIDE_CLASSES, IN_SUBFOLDERS, HIDDEN)
+LINKED_TWICE = "(links to listed images)"  # read, each as an image of its own: said, not skipped
+NOT_SUFFIXES = (BROKEN_LINK, OUTSIDE_CLASSES, IN_SUBFOLDERS, HIDDEN, LINKED_TWICE)
 
 
 def hidden(path: Path) -> bool:
@@ -92,6 +104,8 @@ def skipped_note(skipped: Counter) -> Optional[str]:
         parts.append(f"{skipped[HIDDEN]} hidden images (names starting with '.', as macOS's ._ copies) are not read")
     if skipped.get(BROKEN_LINK):
         parts.append(f"{skipped[BROKEN_LINK]} links point to nothing")
+    if skipped.get(LINKED_TWICE):
+        parts.append(f"{skipped[LINKED_TWICE]} images are links to other images of the set: each is read as its own")
     if skipped.get(OUTSIDE_CLASSES):
         parts.append(f"{skipped[OUTSIDE_CLASSES]} images lie outside the class folders (read: <root>/<class>/*)")
     if skipped.get(IN_SUBFOLDERS):
