@@ -182,3 +182,15 @@ def test_the_auto_warm_up_takes_no_previous_student(world, built_run, tmp_path):
     plan = build_plan(load_recipe(world, quick), log=said.append)
     measure_affinity(plan, torch.device("cpu"), tmp_path / "a.pt", said.append)  # a tree at 3 is not the warm-up's 5
     assert not any("starting from" in s for s in said)
+
+
+@pytest.mark.parametrize("deeper, student", [("resnet34", "tu-resnet18"), ("efficientnet_b1", "tu-efficientnet_b0")])
+def test_a_deeper_network_of_the_family_is_refused_not_half_loaded(tmp_path, deeper, student):
+    # every tensor of the smaller encoder has its name and shape in the deeper one's file: it loaded the
+    # first blocks of each stage, dropped the rest, and called them "left out" like a classifier's head
+    path = tmp_path / f"{deeper}.pt"
+    torch.save(timm.create_model(deeper, num_classes=10).state_dict(), path)
+    with pytest.raises(RecipeError, match=rf"fits encoder '{student}', but it holds \d+ more tensors inside"):
+        match_encoder_weights(student, path)
+    torch.save(timm.create_model(student.removeprefix("tu-"), num_classes=10).state_dict(), path)
+    assert match_encoder_weights(student, path).unused  # its own family member: only the head left out

@@ -8,7 +8,9 @@ classifier's (a timm model for a ``tu-*`` encoder, a torchvision ResNet for ``re
 Matching rule (said in the build log and by ``amalgam inspect``): the checkpoint's keys are renamed
 by the first of :data:`RENAMES` under which **every** tensor of the encoder is found with its
 shape; the checkpoint's other tensors (a classifier's head) are left out and counted. No rename
-fitting every tensor is an error naming the closest one: a half-loaded encoder is never used.
+fitting every tensor is an error naming the closest one: a half-loaded encoder is never used. Nor
+is one whose file holds more of its own modules (``layer1.2.*`` of a ResNet-34 into a ResNet-18,
+whose ``layer1`` has two blocks): each kept block was trained to feed a block that is not there.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def match_encoder_weights(encoder_name: str, path: Path, args: Optional[Mapping[
         state = read_state_dict(path)
     except AmalgamError as exc:
         raise RecipeError(KEY, str(exc)) from None
-    own = _fresh(encoder_name, args).state_dict()
+    encoder = _fresh(encoder_name, args)
+    own = encoder.state_dict()
     best = None
     for rename in RENAMES:
         names = _renamed(state, *rename)
@@ -107,6 +110,8 @@ def match_encoder_weights(encoder_name: str, path: Path, args: Optional[Mapping[
         if not missing:
             used = {names[k] for k in own if k in names}
             found = {k: state[names[k]] for k in own if k in names}
+            if inside := inside_encoder([k for k, v in names.items() if v not in used], encoder):
+                raise RecipeError(KEY, _deeper(path, encoder_name, inside, [names[k] for k in inside]))
             return EncoderWeights(found, path, rename, [k for k in state if k not in used])
         if best is None or len(missing) < len(best[1]):
             best = (rename, missing)
@@ -117,6 +122,33 @@ def match_encoder_weights(encoder_name: str, path: Path, args: Optional[Mapping[
         f" the closest renaming "
         f"('{strip}' -> '{add}') misses {len(missing)} of its {len(own)} tensors (first: '{missing[0]}'), "
         f"renamings tried: {', '.join(f'{s!r}->{a!r}' + (' flattened' if f else '') for s, a, f in RENAMES)}",
+    )
+
+
+def inside_encoder(names: list[str], encoder: nn.Module) -> list[str]:
+    """The tensor names (renamed into the encoder's) that would sit inside one of the encoder's own
+    modules, below the root that holds all of them (smp's ``model.`` of a timm encoder): a deeper
+    stage's extra blocks, not a classifier's head, which sits beside them."""
+    modules = dict(encoder.named_modules())
+    keys = list(encoder.state_dict())
+    root = 0  # the components every encoder tensor's name starts with
+    while keys and all(len(k.split(".")) > root + 1 for k in keys) and len({k.split(".")[root] for k in keys}) == 1:
+        root += 1
+    found = []
+    for name in names:
+        parts = name.split(".")[:-1]  # its module path
+        depth = next((i for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules), 0)
+        if depth > root:
+            found.append(name)
+    return found
+
+
+def _deeper(path: Path, encoder_name: str, inside: list[str], written: list[str]) -> str:
+    shown = ", ".join(written[:3]) + (", ..." if len(written) > 3 else "")
+    return (
+        f"{path} fits encoder '{encoder_name}', but it holds {len(inside)} more tensors inside the encoder's own"
+        f" modules ({shown}): a deeper or wider network of its family; loading part of it would start from a"
+        f" broken network: give weights of '{encoder_name}' itself"
     )
 
 
