@@ -11,7 +11,7 @@ from amalgam.distill.plan import Plan, build_plan
 from amalgam.errors import AmalgamError
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import resolve_budget, student_lines
-from amalgam.students.build import StudentSpec, build_student, count_params
+from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params
 from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
@@ -170,6 +170,7 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     path = recipe.resolve(recipe.student.encoder_weights)
     weights = match_encoder_weights(spec.encoder, path, spec.encoder_args) if path else None  # a bad file fails here
     student = build_student(spec)
+    check_student_runs(student, tuple(recipe.data.image_size))  # a size it cannot take stops here
     check_feature_taps(plan, student)  # a tap on a module that never runs stops here, not at the build
     routing = routing_line(plan, student, student_tap_module(plan, spec))
     return Inspection(recipe, plan, spec, count_params(student), teachers, weights, routing)

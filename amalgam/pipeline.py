@@ -25,7 +25,7 @@ from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.io import check_writable
 from amalgam.students.budget import student_lines
-from amalgam.students.build import StudentSpec, build_student, count_params, has_branches
+from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params, has_branches
 from amalgam.students.serialize import save_student
 from amalgam.students.sizing import AUTO
 from amalgam.students.start import start_weights
@@ -267,6 +267,7 @@ def new_student(plan: Plan, log: Log, resumed: bool, branch_at: Optional[dict[st
     ``branch_at`` is the search's tree when the recipe's is ``auto``.
     """
     student = build_student(plan.student_spec(branch_at))
+    check_student_runs(student, tuple(plan.recipe.data.image_size))
     if not resumed:  # on resume the checkpoint's weights win
         start_weights(student, plan.recipe, plan.spaces, log)
     return student

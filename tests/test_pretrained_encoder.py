@@ -194,3 +194,27 @@ def test_a_deeper_network_of_the_family_is_refused_not_half_loaded(tmp_path, dee
         match_encoder_weights(student, path)
     torch.save(timm.create_model(student.removeprefix("tu-"), num_classes=10).state_dict(), path)
     assert match_encoder_weights(student, path).unused  # its own family member: only the head left out
+
+
+def test_an_encoder_smp_cannot_pyramid_is_refused_naming_student_encoder():
+    from amalgam.students.encoders import build_encoder
+
+    # a plain ViT: smp's "Unsupported model downsampling pattern" came as a raw traceback
+    with pytest.raises(RecipeError, match=r"^student.encoder: smp cannot build a U-Net encoder of 'tu-vit_tiny"):
+        build_encoder("tu-vit_tiny_patch16_224")
+
+
+def test_a_student_that_cannot_take_the_recipes_size_stops_before_training():
+    from amalgam.students.build import check_student_runs
+
+    class FixedSize(torch.nn.Module):  # a Swin built for 224: it crashed at the first training step
+        def forward(self, x):
+            if x.shape[-1] != 224:
+                raise AssertionError(f"Input height ({x.shape[-1]}) doesn't match model (224).")
+            return {"seg": x}
+
+    student = FixedSize().train()
+    with pytest.raises(RecipeError, match=r"does not run on 32x32 images .*encoder_args: \{img_size: \[H, W\]\}"):
+        check_student_runs(student, (32, 32))
+    assert student.training  # left as it came
+    check_student_runs(student, (224, 224))

@@ -341,3 +341,15 @@ def test_the_benchmark_recipe_is_its_quick_form_with_the_documented_settings():
         compact["student"]["type"] == "compact"
         and compact["teachers"] == read_recipe_file(recipes / "fashion_scenes_4ep.yaml")["teachers"]
     )
+
+
+@pytest.mark.parametrize("widths", [[16, 0, 8, 8], [16, -4, 8, 8]])
+def test_decoder_widths_must_be_positive(raw, world, widths):
+    # a 0 passed inspect and crashed the build; a negative one gave a traceback
+    raw["student"]["decoder_channels"] = widths
+    assert error_of(raw, world) == f"student.decoder_channels: positive widths (one per decoder block), got {widths}"
+
+
+def test_a_branch_point_out_of_range_is_said_once(raw, world):
+    raw["student"]["branch_at"] = 6
+    assert error_of(raw, world) == "student.branch_at: branch points lie in 0-5 (encoder stages shared), got 6"

@@ -238,7 +238,14 @@ class StudentConfig(_Strict):
     def _points(cls, v):
         points = v.values() if isinstance(v, dict) else [] if v == "auto" else [v]
         if any(not 0 <= p <= 5 for p in points):
-            raise ValueError(f"branch points lie in 0-5 (encoder stages shared), got {v}")
+            raise ValueError("branch points lie in 0-5 (encoder stages shared)")  # the value is said after it
+        return v
+
+    @field_validator("decoder_channels")
+    @classmethod
+    def _decoder(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and min(v) < 1:  # a 0-wide block passed inspect and crashed the build
+            raise ValueError(f"positive widths (one per decoder block), got {v}")
         return v
 
     @field_validator("task_decoder_channels")

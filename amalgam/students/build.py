@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amalgam.errors import AmalgamError, RecipeError
+from amalgam.errors import AmalgamError, RecipeError, error_line
 from amalgam.registry import Registry
 from amalgam.students.encoders import StagedEncoder, build_encoder, split_stages
 from amalgam.students.tree import branch_points, spine_depth
@@ -362,6 +362,37 @@ STUDENTS.add("compact", CompactStudent)
 def build_student(spec: StudentSpec) -> nn.Module:
     """Builds the student a spec describes (random weights)."""
     return STUDENTS.get(spec.type)(spec)
+
+
+#: what a student that does not run at the recipe's size most often needs, said with the failure
+SIZE_HINT = (
+    "a timm transformer built for one size takes student.encoder_args: {img_size: [H, W]}; a deep stem needs"
+    " a larger data.image_size; or pick another student.encoder"
+)
+
+
+def check_student_runs(student: nn.Module, size: tuple[int, int]) -> None:
+    """Runs the student once, in eval mode (no statistics move), on two random images of ``size``: an
+    encoder that cannot take it (a Swin built for 224, Inception at 32 px) stops here in one line, not
+    at the first training step after the teachers were cached.
+
+    Raises:
+        RecipeError: naming ``student.encoder``.
+    """
+    mode = student.training
+    try:
+        with torch.no_grad():
+            student.eval()(torch.rand(2, 3, *size))
+    except Exception as exc:  # noqa: BLE001 - any failure of the network: said in one line
+        spec = getattr(student, "spec", None)
+        what = spec.describe_encoder() if spec is not None else "its encoder"
+        raise RecipeError(
+            "student.encoder",
+            f"the student ({what}) does not run on {size[0]}x{size[1]} images (data.image_size): {error_line(exc)};"
+            f" {SIZE_HINT}",
+        ) from None
+    finally:
+        student.train(mode)
 
 
 def names_its_encoder(student_type: str) -> bool:

@@ -54,7 +54,14 @@ def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Mod
             (:data:`RESERVED_ARGS`), or args the constructor refuses.
     """
     if not args:
-        return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)
+        try:
+            return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)
+        except Exception as exc:  # the name was checked: smp cannot make a U-Net encoder of this network
+            raise RecipeError(
+                "student.encoder",
+                f"smp cannot build a U-Net encoder of '{name}': {error_line(exc)} (a plain ViT, DeiT or LeViT has no"
+                " feature pyramid): pick a CNN or a hierarchical transformer (tu-swin_*, mit_b*)",
+            ) from None
     _check_args(name, args)
     try:
         return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, **dict(args))
