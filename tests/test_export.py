@@ -138,3 +138,22 @@ def test_runs_at_tells_a_fixed_size_network():
             return x.mean()
 
     assert runs_at(Fixed(), (32, 32)) and not runs_at(Fixed(), (64, 64))
+
+
+def test_a_file_answering_other_sizes_wrong_is_said_to_take_its_trained_size_only(
+    built_run, tmp_path, capsys, monkeypatch
+):
+    # a trace that baked the size in (MobileViT's unfold): the .json promised any multiple of 32
+    from amalgam.evaluation import export as export_module
+
+    diffs = iter([0.0, 0.5])  # right at the trained size, wrong at the second
+    monkeypatch.setattr(export_module, "parity", lambda module, run, images: next(diffs))
+    path = tmp_path / "s.ts"
+    assert main(["export", str(built_run), "--output", str(path)]) == 0  # usable at its size: not a failure
+    out = capsys.readouterr().out
+    assert "at 64x64 it differs from the student by 5.00e-01: the file takes 32x32 only (its .json says so)" in out
+    sizes = json.loads((tmp_path / "s.ts.json").read_text())["input"]["sizes"]
+    assert (
+        sizes
+        == "only 32x32: the exported file does not answer other sizes as the student does: it differs from the student by 5.00e-01"
+    )  # noqa: E501

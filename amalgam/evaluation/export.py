@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -151,12 +152,19 @@ def _task_plugin(name: str) -> Optional[Task]:
     return get_task(name) if name in task_names() else None
 
 
-def sizes_note(size: tuple[int, ...], multiple: Optional[int], other: bool = True) -> str:
+#: max abs difference from the student at a second size above which an export is said to take its
+#: trained size only (a trace that baked a size in answers wrong elsewhere, not slightly off)
+SIZE_TOLERANCE = 1e-3
+#: why an export takes its trained size only
+NOT_RUN = "the student does not run at another size"
+
+
+def sizes_note(size: tuple[int, ...], multiple: Optional[int], other: bool = True, why: str = NOT_RUN) -> str:
     """Which input sizes an export takes, in words: any, multiples of its encoder's stride, or (``other``
-    False: the student did not run at another size) only the trained one."""
+    False, for reason ``why``) only the trained one."""
     trained = f"trained at {size[0]}x{size[1]} (the shape above); its answers are best at that scale"
     if not other:
-        return f"only {size[0]}x{size[1]}: the student does not run at another size"
+        return f"only {size[0]}x{size[1]}: {why}"
     if multiple is None:
         return f"any height and width; {trained}"
     return f"any height and width that are multiples of {multiple} (nothing is padded); {trained}"
@@ -184,6 +192,7 @@ def export_meta(
     multiple: Optional[int] = None,
     teachers: Optional[dict[str, list[dict]]] = None,
     other: bool = True,
+    why: str = NOT_RUN,
 ) -> dict:
     """The ``.json`` beside an export: its input (the trained shape, and the sizes it takes), and each
     output's task, labels, meaning and teachers (:func:`taught_by`).
@@ -191,7 +200,7 @@ def export_meta(
     Its fields are a contract with deployments: extend it, never rename a field.
     """
     labels = {t: None if spaces[t] is None else list(spaces[t].names) for t in tasks}
-    sizes = sizes_note(size, multiple, other)
+    sizes = sizes_note(size, multiple, other, why)
     return {
         "format": fmt,
         "input": {"shape": ["batch", 3, *size], "range": [0, 1], "channels": "RGB", "grey": GREY, "sizes": sizes},
@@ -263,8 +272,8 @@ def export(
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json
     teachers = taught_by(stored_recipe(Path(run_dir) / "student.pt"))
-    meta = export_meta(fmt, size, tasks, spaces, outputs, input_multiple(student), teachers, takes_other)
-    Path(str(path) + ".json").write_text(json.dumps(meta, indent=1) + "\n")
+    meta_of = partial(export_meta, fmt, size, tasks, spaces, outputs, input_multiple(student), teachers)
+    write_meta(path, meta_of(takes_other))
     run = exporter.run(path)
     if run is None:
         log(f"wrote {path}; parity not checked (onnx runtime not installed: pip install onnxruntime)")
@@ -275,10 +284,14 @@ def export(
         log(f"{said} (the student takes {size[0]}x{size[1]} only)")
         return path, diff
     try:
-        again = parity(module, run, torch.rand(3, 3, *other, generator=gen))
-    except Exception as exc:  # noqa: BLE001 - the file fails where the student runs: said, and a failed check
-        log(f"{said}; at {other[0]}x{other[1]}, which the student takes, the file fails: {error_line(exc)}")
-        return path, float("inf")
+        again, why = parity(module, run, torch.rand(3, 3, *other, generator=gen)), ""
+    except Exception as exc:  # noqa: BLE001 - the file fails where the student runs: it takes its size only
+        again, why = float("inf"), f"it fails ({error_line(exc)})"
+    if again > SIZE_TOLERANCE:  # a trace that baked the size in: right at the trained size only, and said so
+        why = why or f"it differs from the student by {again:.2e}"
+        write_meta(path, meta_of(False, f"the exported file does not answer other sizes as the student does: {why}"))
+        log(f"{said}; at {other[0]}x{other[1]} {why}: the file takes {size[0]}x{size[1]} only (its .json says so)")
+        return path, diff
     log(f"{said} ({again:.2e} at {other[0]}x{other[1]})")
     return path, max(diff, again)
 
@@ -288,6 +301,11 @@ def other_size(size: tuple[int, int], multiple: Optional[int]) -> tuple[int, int
     more in each side."""
     step = multiple or 32
     return size[0] + step, size[1] + step
+
+
+def write_meta(path: Path, meta: dict) -> None:
+    """The ``.json`` beside the export at ``path``."""
+    Path(str(path) + ".json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def runs_at(module: nn.Module, size: tuple[int, int]) -> bool:
