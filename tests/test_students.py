@@ -219,3 +219,16 @@ def test_init_and_averaging_see_own_widths_on_either_side(tmp_path):
             init_student(student, spaces, tmp_path / other)
     with pytest.raises(AmalgamError, match="holds a student with task_decoders="):
         average_students([tmp_path / "plain.pt", tmp_path / "own.pt"], tmp_path / "soup.pt")
+
+
+def test_the_over_budget_advice_fits_the_student_type():
+    # "lower student.branch_at" added parameters (fewer stages shared), and compact students were told
+    # to use student.type: compact
+    from amalgam.students.budget import Budget, budget_warning
+
+    budget = Budget(100, None, 0.1, 1000)
+    branched = budget_warning(budget, 500)
+    assert "raise student.branch_at (more encoder stages shared)" in branched and "student.type: compact" in branched
+    compact = budget_warning(budget, 500, branched=False)
+    assert "branch_at" not in compact and "student.type" not in compact
+    assert compact.endswith("use a smaller student.encoder or decoder_channels, or raise student.budget")

@@ -58,15 +58,17 @@ def resolve_budget(cfg, teacher_params: int) -> Budget:
     return Budget(limit, cfg.latency_ms, share, teacher_params)
 
 
-def budget_warning(budget: Budget, params: int, latency_ms: Optional[float] = None) -> Optional[str]:
-    """The warning for a hand-set student over its budget, or None."""
+def budget_warning(
+    budget: Budget, params: int, latency_ms: Optional[float] = None, branched: bool = True
+) -> Optional[str]:
+    """The warning for a hand-set student over its budget, or None (``branched``: a student of task
+    branches, which sharing more encoder stages shrinks)."""
     over = budget.excess(params, latency_ms)
     if not over:
         return None
-    return (
-        f"warning: the student exceeds student.budget ({'; '.join(over)}): lower student.branch_at, "
-        "use a smaller encoder or student.type: compact, or raise student.budget"
-    )
+    fixes = "raise student.branch_at (more encoder stages shared), " if branched else ""
+    fixes += "use a smaller student.encoder or decoder_channels" + (" or student.type: compact" if branched else "")
+    return f"warning: the student exceeds student.budget ({'; '.join(over)}): {fixes}, or raise student.budget"
 
 
 @dataclass
@@ -168,7 +170,7 @@ def student_lines(spec: StudentSpec, params: int, teacher_params: int, cfg) -> l
     lines += decoder_lines(spec)
     budget = resolve_budget(cfg, teacher_params)
     lines.append(f"  budget (student.budget): {budget.describe()}")
-    warning = budget_warning(budget, params)
+    warning = budget_warning(budget, params, branched=has_branches(spec.type))
     if warning:
         lines.append(f"  {warning}")
     return lines
