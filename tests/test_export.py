@@ -153,7 +153,5 @@ def test_a_file_answering_other_sizes_wrong_is_said_to_take_its_trained_size_onl
     out = capsys.readouterr().out
     assert "at 64x64 it differs from the student by 5.00e-01: the file takes 32x32 only (its .json says so)" in out
     sizes = json.loads((tmp_path / "s.ts.json").read_text())["input"]["sizes"]
-    assert (
-        sizes
-        == "only 32x32: the exported file does not answer other sizes as the student does: it differs from the student by 5.00e-01"
-    )  # noqa: E501
+    why = "the exported file does not answer other sizes as the student does: it differs from the student by 5.00e-01"
+    assert sizes == f"only 32x32: {why}"
