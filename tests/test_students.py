@@ -232,3 +232,14 @@ def test_the_over_budget_advice_fits_the_student_type():
     compact = budget_warning(budget, 500, branched=False)
     assert "branch_at" not in compact and "student.type" not in compact
     assert compact.endswith("use a smaller student.encoder or decoder_channels, or raise student.budget")
+
+
+def test_an_encoder_that_is_not_a_chain_of_stages_is_refused_for_branched_students():
+    # HRNet's parallel branches: a raw NotImplementedError from a ModuleList; VGG, Xception: no key, no fix
+    from amalgam.students.encoders import StagedEncoder
+
+    for name in ("tu-hrnet_w18_small", "tu-vgg11"):
+        with pytest.raises(
+            AmalgamError, match=r"^student.encoder: a branched student cannot split .* student.type: compact"
+        ):
+            StagedEncoder(name)

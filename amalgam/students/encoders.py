@@ -194,8 +194,48 @@ def _splitter_for(encoder: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
 
 
 def split_stages(encoder: nn.Module) -> list[nn.Module]:
-    """The five stage modules of an smp encoder, by its family's registered splitter."""
-    return _splitter_for(encoder)(encoder)
+    """The five stage modules of an smp encoder, by its family's registered splitter, checked to
+    compute the encoder's own features on a probe image (a family whose modules are not a chain, such
+    as HRNet's parallel branches, splits into stages that fail or answer otherwise).
+
+    Raises:
+        AmalgamError: naming ``student.encoder`` and the compact student, when they do not.
+    """
+    split = _splitter_for(encoder)
+    try:
+        stages = split(encoder)
+        problem = _stages_problem(encoder, stages)
+    except AmalgamError as exc:
+        if str(exc).startswith("student.encoder"):
+            raise
+        problem = str(exc)  # a splitter's own refusal (VGG's 6 feature levels): said with the key and the fix
+    except Exception as exc:  # noqa: BLE001 - a splitter running modules that are not a chain (HRNet's)
+        problem = error_line(exc)
+    if problem:
+        raise AmalgamError(
+            f"student.encoder: a branched student cannot split {getattr(encoder, 'name', type(encoder).__name__)!r}"
+            f" into five stages that compute its features ({problem}): use student.type: compact"
+        )
+    return stages
+
+
+def _stages_problem(encoder: nn.Module, stages: list[nn.Module]) -> Optional[str]:
+    """Why ``stages`` run in turn do not give the encoder's five features on a 64-px probe (None: they do)."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # the global stream stays put
+            wanted = encoder(x)[1:]
+            for level, stage in enumerate(stages):
+                x = stage(x)
+                if x.shape != wanted[level].shape or not torch.allclose(x, wanted[level], atol=1e-5):
+                    return f"stage {level + 1} gives {list(x.shape)}, the encoder {list(wanted[level].shape)}"
+    except Exception as exc:  # noqa: BLE001 - any failure of the staged forward: it does not split
+        return error_line(exc)
+    finally:
+        encoder.train(was_training)
+    return None
 
 
 class StagedEncoder(nn.Module):
