@@ -276,3 +276,13 @@ def test_torchvision_constructor_error_is_one_line_naming_the_teacher(tmp_path):
     assert "\n" not in message
     assert message.startswith("teachers.seg.model: bad constructor arguments for torchvision model:")
     assert "auxiliary loss" in message
+
+
+def test_a_file_that_is_not_a_pytorch_file_is_said_so(tmp_path):
+    # torch's own error on a text file is KeyError('101'): said as ": 101"
+    path = tmp_path / "weights.pt"
+    path.write_text("<html>404 Not Found</html>")
+    with pytest.raises(
+        AmalgamError, match=r"it is not a PyTorch file \(torch.save writes a zip or a pickle; it begins b'<html>4"
+    ):
+        read_state_dict(path)

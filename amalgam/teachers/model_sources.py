@@ -176,6 +176,13 @@ def build_model(source: str, kwargs: dict, base: Path) -> nn.Module:
         raise AmalgamError(f"bad constructor arguments for {source} model: {first or type(exc).__name__}") from None
 
 
+def _foreign_head(path: Path) -> Optional[bytes]:
+    """The first bytes of a file that is neither a zip (torch.save's format) nor a pickle, else None."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return None if head.startswith((b"PK\x03\x04", b"\x80")) else head
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Reads a state dict from ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors``.
 
@@ -212,6 +219,12 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe pickles all land here
+        head = _foreign_head(path) if path.suffix != ".safetensors" else None
+        if head is not None:  # a saved error page, say; torch's own error on text is "101"
+            raise AmalgamError(
+                f"cannot read checkpoint {path}: it is not a PyTorch file (torch.save writes a zip or a pickle;"
+                f" it begins {head!r})"
+            ) from None
         if "Weights only load failed" in str(exc):
             raise AmalgamError(
                 f"refusing checkpoint {path}: it holds pickled objects beyond tensors, and unpickling them can run"
