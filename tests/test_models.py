@@ -286,3 +286,14 @@ def test_a_file_that_is_not_a_pytorch_file_is_said_so(tmp_path):
         AmalgamError, match=r"it is not a PyTorch file \(torch.save writes a zip or a pickle; it begins b'<html>4"
     ):
         read_state_dict(path)
+
+
+def test_encoder_names_point_at_the_timm_spelling():
+    from amalgam.teachers.model_sources import check_encoder_name
+
+    with pytest.raises(
+        AmalgamError, match=r"'mobilenetv3_small_100' is a timm model, not an smp encoder name: write tu-"
+    ):
+        check_encoder_name("mobilenetv3_small_100", "student.encoder")
+    with pytest.raises(AmalgamError, match=r"unknown timm encoder 'tu-resnet_18' \(close: tu-resnet18"):
+        check_encoder_name("tu-resnet_18", "student.encoder")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,9 +108,13 @@ def check_encoder_name(name: Any, key: str = "encoder") -> None:
     import timm
 
     if isinstance(name, str) and name.startswith("tu-"):
-        if name[3:].split(".")[0] not in timm.list_models():
-            raise AmalgamError(f"{key}: unknown timm encoder '{name}'")
+        if (model := name[3:].split(".")[0]) not in timm.list_models():
+            close = difflib.get_close_matches(model, timm.list_models(), n=5, cutoff=0.75)
+            hint = f" (close: {', '.join('tu-' + c for c in close)})" if close else ""
+            raise AmalgamError(f"{key}: unknown timm encoder '{name}'{hint}")
         return
+    if isinstance(name, str) and name not in smp.encoders.get_encoder_names() and name in timm.list_models():
+        raise AmalgamError(f"{key}: '{name}' is a timm model, not an smp encoder name: write tu-{name}")
     _check_names("smp encoder", name, smp.encoders.get_encoder_names(), key=key)
 
 
