@@ -10,7 +10,7 @@ from amalgam.distill.objective import check_feature_taps, objective_terms, stude
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.errors import AmalgamError
 from amalgam.labels.taxonomy import label_report
-from amalgam.students.budget import resolve_budget, student_lines
+from amalgam.students.budget import latency_if_budgeted, resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params
 from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
 from amalgam.students.tree import STAGES
@@ -42,6 +42,7 @@ class Inspection:
     teacher_params: int = 0
     encoder_weights: Optional[EncoderWeights] = None
     routing: Optional[str] = None
+    latency_ms: Optional[float] = None  # the student's batch-1 latency, measured where the budget limits it
 
     def summary(self) -> str:
         """The human-readable description, one fact per line."""
@@ -85,7 +86,7 @@ class Inspection:
             *sized,
             f"  {params:,} params = {_share(params, teachers)} of the teachers' {teachers:,}",
         ]
-        lines += student_lines(spec, params, teachers, r.student.budget)
+        lines += student_lines(spec, params, teachers, r.student.budget, self.latency_ms)
         if params > teachers:
             lines.append(
                 f"  warning: the student has more parameters than all teachers together ({params:,} > {teachers:,}):"
@@ -173,4 +174,5 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     check_student_runs(student, tuple(recipe.data.image_size))  # a size it cannot take stops here
     check_feature_taps(plan, student)  # a tap on a module that never runs stops here, not at the build
     routing = routing_line(plan, student, student_tap_module(plan, spec))
-    return Inspection(recipe, plan, spec, count_params(student), teachers, weights, routing)
+    latency = latency_if_budgeted(recipe.student.budget, student, tuple(recipe.data.image_size))
+    return Inspection(recipe, plan, spec, count_params(student), teachers, weights, routing, latency)

@@ -24,7 +24,7 @@ from amalgam.evaluation.report import build_report, teacher_readings, to_markdow
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
 from amalgam.io import check_writable
-from amalgam.students.budget import student_lines
+from amalgam.students.budget import latency_if_budgeted, student_lines
 from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params, has_branches
 from amalgam.students.serialize import save_student
 from amalgam.students.sizing import AUTO
@@ -209,7 +209,8 @@ def train_student(
         f"student: {recipe.student.type} {student.spec.describe_encoder()}, {params:,} params "
         f"({params / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
     )
-    for line in student_lines(student.spec, params, teachers, recipe.student.budget):
+    latency = latency_if_budgeted(recipe.student.budget, student, tuple(recipe.data.image_size))
+    for line in student_lines(student.spec, params, teachers, recipe.student.budget, latency):
         log(line)
     run_dir.mkdir(parents=True, exist_ok=True)
     every = recipe.train.eval_every

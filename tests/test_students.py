@@ -243,3 +243,18 @@ def test_an_encoder_that_is_not_a_chain_of_stages_is_refused_for_branched_studen
             AmalgamError, match=r"^student.encoder: a branched student cannot split .* student.type: compact"
         ):
             StagedEncoder(name)
+
+
+def test_a_named_students_latency_budget_is_checked_at_inspect_and_the_build_log():
+    # it was measured only for the final report: inspect said nothing of a student 30x over it
+    from amalgam.config.schema import BudgetConfig
+    from amalgam.students.budget import latency_if_budgeted, student_lines
+
+    student = build_student(StudentSpec("compact", "tu-resnet10t", 5, [16, 16, 8, 8], {"classification": 3})).train()
+    assert latency_if_budgeted(BudgetConfig(), student, (32, 32)) is None  # no latency limit: not measured
+    cfg = BudgetConfig(latency_ms=1e-6)
+    latency = latency_if_budgeted(cfg, student, (32, 32))
+    assert latency > 0 and student.training  # measured in eval mode, left as it came
+    lines = student_lines(student.spec, 10, 100, cfg, latency)
+    assert f"measured b1 {latency:.2f} ms on this CPU" in lines[-2]
+    assert "latency b1" in lines[-1] and lines[-1].strip().startswith("warning: the student exceeds student.budget")

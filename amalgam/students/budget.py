@@ -109,6 +109,18 @@ def batch1_ms(student: nn.Module, image_size: tuple[int, int], repeats: int = 7)
     return _fastest_ms(lambda: student(x), repeats)
 
 
+def latency_if_budgeted(cfg, student: nn.Module, image_size: tuple[int, int]) -> Optional[float]:
+    """The student's batch-1 latency (eval mode, left as it came) where ``student.budget`` (``cfg``) has a
+    latency limit, else None: what ``inspect`` and the build log check a hand-named student against."""
+    if cfg.latency_ms is None:
+        return None
+    mode = student.training
+    try:
+        return batch1_ms(student.eval(), image_size)
+    finally:
+        student.train(mode)
+
+
 def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7) -> TreeCosts:
     """Prices every part of ``spec``'s branched student (batch 1, CPU, eval mode)."""
     shared = replace(spec, type="branched", branch_at=0)
@@ -162,15 +174,19 @@ def decoder_lines(spec: StudentSpec) -> list[str]:
     return lines
 
 
-def student_lines(spec: StudentSpec, params: int, teacher_params: int, cfg) -> list[str]:
-    """What ``inspect`` and the build log say about a student's tree and budget (``cfg``: ``student.budget``)."""
+def student_lines(
+    spec: StudentSpec, params: int, teacher_params: int, cfg, latency_ms: Optional[float] = None
+) -> list[str]:
+    """What ``inspect`` and the build log say about a student's tree and budget (``cfg``: ``student.budget``;
+    ``latency_ms``: its measured batch-1 latency, :func:`latency_if_budgeted`)."""
     from amalgam.students.tree import describe
 
     lines = [f"  {line}" for line in describe(spec.branch_at, list(spec.heads))] if has_branches(spec.type) else []
     lines += decoder_lines(spec)
     budget = resolve_budget(cfg, teacher_params)
-    lines.append(f"  budget (student.budget): {budget.describe()}")
-    warning = budget_warning(budget, params, branched=has_branches(spec.type))
+    measured = f"; measured b1 {latency_ms:.2f} ms on this CPU" if latency_ms is not None else ""
+    lines.append(f"  budget (student.budget): {budget.describe()}{measured}")
+    warning = budget_warning(budget, params, latency_ms, branched=has_branches(spec.type))
     if warning:
         lines.append(f"  {warning}")
     return lines
