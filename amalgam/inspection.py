@@ -13,6 +13,7 @@ from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import latency_if_budgeted, resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params
 from amalgam.students.pretrained import EncoderWeights, match_encoder_weights
+from amalgam.students.serialize import init_student
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 from amalgam.training.routing import routing_line
@@ -171,6 +172,8 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     path = recipe.resolve(recipe.student.encoder_weights)
     weights = match_encoder_weights(spec.encoder, path, spec.encoder_args) if path else None  # a bad file fails here
     student = build_student(spec)
+    if recipe.student.init is not None and recipe.student.branch_at != "auto":  # auto's tree is not known yet
+        init_student(student, plan.spaces, recipe.resolve(recipe.student.init))  # refused here as by the build
     check_student_runs(student, tuple(recipe.data.image_size))  # a size it cannot take stops here
     check_feature_taps(plan, student)  # a tap on a module that never runs stops here, not at the build
     routing = routing_line(plan, student, student_tap_module(plan, spec))

@@ -218,3 +218,10 @@ def test_a_student_that_cannot_take_the_recipes_size_stops_before_training():
         check_student_runs(student, (32, 32))
     assert student.training  # left as it came
     check_student_runs(student, (224, 224))
+
+
+def test_inspect_refuses_an_init_of_another_student_as_the_build_does(world, built_run, capsys):
+    init = f"student.init={built_run / 'student.pt'}"
+    assert main(["inspect", str(world), "--set", init, "--set", "student.encoder=tu-test_efficientnet"]) == 2
+    assert "student.init: " in capsys.readouterr().err  # inspect said nothing; the build refused it
+    assert main(["inspect", str(world), "--set", init, "--quiet"]) == 0  # its own student: fine
