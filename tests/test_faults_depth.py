@@ -408,3 +408,25 @@ def test_a_depth_only_eval_sets_partial_label_maps_are_not_required(tmp_path, mo
     plan, said = plan_with(more, "partial-labels", model, sets, output="metric", eval="nyu")
     assert "data.eval.nyu: not read, no teacher scored on it uses them: its mask maps" in said, said
     assert plan.eval_sets["nyu"][5]["depth"].shape == (32, 32)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tiff"])
+def test_float_depth_maps_in_metres_are_read_as_they_are(tmp_path, more, suffix):
+    # DIODE's .npy and simulators' 32-bit TIFFs were refused ("save it as a PNG", with no formula)
+    write_scenes(tmp_path / "val", 6, seed=1)
+    for path in sorted((tmp_path / "val" / "depth").glob("*.png")):
+        metres = np.asarray(Image.open(path), dtype=np.float32) / 1000.0
+        metres[0, 0] = np.nan  # no data, as float maps mark it
+        if suffix == ".npy":
+            np.save(path.with_suffix(".npy"), metres)
+        else:
+            Image.fromarray(metres, mode="F").save(path.with_suffix(".tiff"))
+        path.unlink()
+    model = {"factory": "models:from_image", "mode": "metric"}
+    sets = {"floats": {"type": "dense", "path": str(tmp_path / "val")}}
+    plan, said = plan_with(more, f"float-{suffix[1:]}", model, sets, output="metric", eval="floats")
+    assert warnings_in(said) == [], said
+    checked = [line for line in said if line.startswith("teacher 'd' reading (metric) checked against 'floats'")]
+    assert "log-depth r 1.000 with the truth, scale 1x" in checked[0], checked
+    depth = plan.eval_sets["floats"][0]["depth"]
+    assert depth[0, 0] == 0 and 1.0 <= float(depth[depth > 0].min()) and float(depth.max()) <= 6.0

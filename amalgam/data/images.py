@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -266,6 +266,23 @@ def read_array(path: Path) -> np.ndarray:
     """The raw pixel values of a single-channel PNG (uint8 labels, uint16 depth)."""
     with Image.open(path) as img:
         return np.array(img)
+
+
+#: the float depth maps a dense set reads where ``depth/<name>.png`` is not there: metres as they are
+FLOAT_DEPTH = (".npy", ".tiff", ".tif")
+
+
+def read_depth(path: Path) -> np.ndarray:
+    """A depth map's raw values: a 16-bit PNG's integers, or a float map's metres (``.npy``, 32-bit TIFF)."""
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+            raise AmalgamError(f"corrupt depth map {path}: {error_line(exc)}") from None
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+            raise AmalgamError(f"depth map {path} holds {array.dtype} {list(array.shape)}: expected a 2-D float array")
+        return array
+    return read_array(path)
 
 
 def read_map(path: Path) -> tuple[np.ndarray, Optional[bytes]]:

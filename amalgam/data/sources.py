@@ -28,6 +28,7 @@ from amalgam.config.schema import SourceConfig
 from amalgam.data.coco import absent_note, boxes_note, check_categories, check_masks, crowd_note, semantic_mask
 from amalgam.data.coco import class_names as coco_classes
 from amalgam.data.images import (
+    FLOAT_DEPTH,
     IMAGE_SUFFIXES,
     IN_SUBFOLDERS,
     OUTSIDE_CLASSES,
@@ -37,6 +38,7 @@ from amalgam.data.images import (
     list_images,
     pil_to_rgb,
     read_array,
+    read_depth,
     read_rgb,
     skipped_note,
     to_tensor,
@@ -247,8 +249,12 @@ class DenseSet(FolderSet):
         self.target_keys = frozenset(keys)
 
     def target_path(self, key: str, index: int) -> Path:
+        """``labels/<name>.png``; ``depth/<name>.png``, else its float map (:data:`FLOAT_DEPTH`) where one is there."""
         folder = "labels" if key == "mask" else "depth"
-        return self.root / folder / (self.files[index].stem + ".png")
+        path = self.root / folder / (self.files[index].stem + ".png")
+        if key == "depth" and not path.is_file():
+            return next((f for s in FLOAT_DEPTH if (f := path.with_suffix(s)).is_file()), path)
+        return path
 
     def require_target(self, key: str, index: int) -> Path:
         """:meth:`target_path`, which must exist; when it does not, the error names the files there that
@@ -258,7 +264,8 @@ class DenseSet(FolderSet):
             return path
         near = sorted(p.name for p in path.parent.glob(glob.escape(path.stem) + ".*")) if path.parent.is_dir() else []
         fix = "rename it" if any(name.lower().endswith(".png") for name in near) else "save it as a PNG"
-        hint = f": {path.parent.name}/ holds {', '.join(near)}; maps are read as <image name>.png only: {fix}"
+        floats = f" (or, a depth map, {'/'.join(FLOAT_DEPTH)} of float metres)" if key == "depth" else " only"
+        hint = f": {path.parent.name}/ holds {', '.join(near)}; maps are read as <image name>.png{floats}: {fix}"
         hint = hint if near else _normalisation_hint(path)
         raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}{hint}")
 
@@ -266,20 +273,28 @@ class DenseSet(FolderSet):
         targets = {}
         if self.with_targets:
             for key in sorted(self.target_keys):
-                array = read_array(self.require_target(key, index))
+                array = (
+                    read_depth(self.require_target(key, index))
+                    if key == "depth"
+                    else read_array(self.require_target(key, index))
+                )
                 # class indices stay integers; depth PNGs hold depth_scale values a metre, samples give metres
                 targets[key] = array.astype(np.int32) if key == "mask" else self.metres(array)
         return read_rgb(self.files[index], self.upright), targets
 
     def metres(self, array: np.ndarray) -> np.ndarray:
-        """One of its depth PNGs in metres, as its ``depth_scale`` and ``depth_reading`` say."""
+        """One of its depth maps in metres, as its ``depth_scale`` (integer PNGs) and ``depth_reading`` say."""
         return depth_metres(array, self.depth_scale, self.depth_reading == "inverse")
 
 
 def depth_metres(array: np.ndarray, depth_scale: float, inverse: bool = False) -> np.ndarray:
     """A depth map in metres: ``value / depth_scale``, with 0 and 65535 (the 16-bit maximum, read as
     uint16 or, by some Pillow versions, as int32) as 0 = invalid; ``inverse``: ``depth_scale / value``
-    (a disparity map), 0 still invalid."""
+    (a disparity map), 0 still invalid. A float map (``.npy``, a 32-bit TIFF) holds metres (or 1/metres)
+    as they are: ``depth_scale`` is for integer PNGs; its values <= 0 or not finite are invalid."""
+    if np.issubdtype(array.dtype, np.floating):
+        values = np.where(np.isfinite(array) & (array > 0), array, 0.0).astype(np.float32)
+        return np.where(values > 0, 1.0 / np.maximum(values, 1e-12), 0.0).astype(np.float32) if inverse else values
     values = array.astype(np.float32)
     if inverse:
         metres = np.where(values > 0, depth_scale / np.maximum(values, 1e-12), 0.0).astype(np.float32)
@@ -720,7 +735,13 @@ def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object,
     found = []
     for key in sorted(dataset.target_keys):
         target = dataset.require_target(key, index)
+        if target.suffix == ".npy":  # not an image: its array says its size
+            rows, cols = read_depth(target).shape
+            found.append((target, (cols, rows)))
+            continue
         modes, hint = MAP_FORMATS[key]
+        if target.suffix != ".png":  # a float TIFF: metres
+            modes = ("F",)
         found.append((target, verify_image(target, modes, f"{key} map", hint).stored))  # read as stored
     return found
 

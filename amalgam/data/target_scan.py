@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from amalgam.data.images import read_array, read_map
+from amalgam.data.images import read_depth, read_map
 from amalgam.errors import AmalgamError
 from amalgam.labels import IGNORE
 
@@ -141,7 +141,7 @@ RANGE_SAMPLES = 4096
 def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]) -> None:
     empty, values, saturated_pixels, pixels = [], [], 0, 0
     for path in _paths(dataset, "depth"):
-        raw = read_array(path)
+        raw = read_depth(path)
         pixels += raw.size
         no_data = saturated(raw)
         saturated_pixels += int(no_data.sum())
