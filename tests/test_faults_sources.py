@@ -305,7 +305,11 @@ def test_a_map_in_another_format_is_told_to_be_saved_as_png(tmp_path):
     save_rgb(tmp_path / "images" / "0.png", size=(4, 4))
     (tmp_path / "depth").mkdir()
     Image.fromarray(np.full((4, 4), 2.0, np.float32)).save(tmp_path / "depth" / "0.tif")
-    expected = r"depth/ holds 0\.tif; maps are read as <image name>\.png only: save it as a PNG"
+    dataset, _ = build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+    assert dataset[0]["depth"].eq(2.0).all()  # a float TIFF holds metres, read as they are (since stop 39)
+    (tmp_path / "depth" / "0.tif").unlink()
+    Image.fromarray(np.full((4, 4), 2, np.uint8)).save(tmp_path / "depth" / "0.jpg")
+    expected = r"depth/ holds 0\.jpg; maps are read as <image name>\.png \(or, a depth map, \.npy/\.tiff/\.tif of float"
     with pytest.raises(AmalgamError, match=expected):
         build_said({"type": "dense", "path": tmp_path}, with_targets=True)
 
