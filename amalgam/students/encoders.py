@@ -9,7 +9,7 @@ cuts them); compact students use any smp encoder unsplit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import segmentation_models_pytorch as smp
 import torch
@@ -193,10 +193,10 @@ def _splitter_for(encoder: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
     )
 
 
-def split_stages(encoder: nn.Module) -> list[nn.Module]:
-    """The five stage modules of an smp encoder, by its family's registered splitter, checked to
-    compute the encoder's own features on a probe image (a family whose modules are not a chain, such
-    as HRNet's parallel branches, splits into stages that fail or answer otherwise).
+def split_stages(encoder: nn.Module, check: bool = True) -> list[nn.Module]:
+    """The five stage modules of an smp encoder, by its family's registered splitter, checked (``check``)
+    to compute the encoder's own features on a probe image (a family whose modules are not a chain,
+    such as HRNet's parallel branches, splits into stages that fail or answer otherwise).
 
     Raises:
         AmalgamError: naming ``student.encoder`` and the compact student, when they do not.
@@ -204,7 +204,7 @@ def split_stages(encoder: nn.Module) -> list[nn.Module]:
     split = _splitter_for(encoder)
     try:
         stages = split(encoder)
-        problem = _stages_problem(encoder, stages)
+        problem = _stages_problem(encoder, stages) if check else None
     except AmalgamError as exc:
         if str(exc).startswith("student.encoder"):
             raise
@@ -241,10 +241,16 @@ def _stages_problem(encoder: nn.Module, stages: list[nn.Module]) -> Optional[str
 class StagedEncoder(nn.Module):
     """An smp encoder as five stages; ``out_channels[k]`` is the width after stage k (0 = input)."""
 
+    #: encoders (name, args) whose stages were checked once in this process: the tree search and every
+    #: student load build the same one again, and its split does not change
+    _checked: ClassVar[set[tuple[str, str]]] = set()
+
     def __init__(self, name: str, args: Optional[Mapping[str, Any]] = None):
         super().__init__()
         encoder = build_encoder(name, args)
-        self.stages = nn.ModuleList(split_stages(encoder))
+        key = (name, repr(sorted(dict(args or {}).items())))
+        self.stages = nn.ModuleList(split_stages(encoder, check=key not in StagedEncoder._checked))
+        StagedEncoder._checked.add(key)
         self.out_channels = list(encoder.out_channels)
 
     def forward_range(self, x: torch.Tensor, start: int, stop: int) -> list[torch.Tensor]:
