@@ -272,11 +272,12 @@ def read_array(path: Path) -> np.ndarray:
 FLOAT_DEPTH = (".npy", ".tiff", ".tif")
 
 
-def read_depth(path: Path) -> np.ndarray:
-    """A depth map's raw values: a 16-bit PNG's integers, or a float map's metres (``.npy``, 32-bit TIFF)."""
+def read_depth(path: Path, header_only: bool = False) -> np.ndarray:
+    """A depth map's raw values: a 16-bit PNG's integers, or a float map's metres (``.npy``, 32-bit TIFF);
+    ``header_only``: an ``.npy`` memory-mapped, for its shape and dtype without reading its values."""
     if path.suffix == ".npy":
         try:
-            array = np.load(path, allow_pickle=False)
+            array = np.load(path, mmap_mode="r" if header_only else None, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
             raise AmalgamError(f"corrupt depth map {path}: {error_line(exc)}") from None
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):

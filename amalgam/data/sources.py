@@ -273,11 +273,8 @@ class DenseSet(FolderSet):
         targets = {}
         if self.with_targets:
             for key in sorted(self.target_keys):
-                array = (
-                    read_depth(self.require_target(key, index))
-                    if key == "depth"
-                    else read_array(self.require_target(key, index))
-                )
+                path = self.require_target(key, index)
+                array = read_depth(path) if key == "depth" else read_array(path)
                 # class indices stay integers; depth PNGs hold depth_scale values a metre, samples give metres
                 targets[key] = array.astype(np.int32) if key == "mask" else self.metres(array)
         return read_rgb(self.files[index], self.upright), targets
@@ -292,16 +289,11 @@ def depth_metres(array: np.ndarray, depth_scale: float, inverse: bool = False) -
     uint16 or, by some Pillow versions, as int32) as 0 = invalid; ``inverse``: ``depth_scale / value``
     (a disparity map), 0 still invalid. A float map (``.npy``, a 32-bit TIFF) holds metres (or 1/metres)
     as they are: ``depth_scale`` is for integer PNGs; its values <= 0 or not finite are invalid."""
-    if np.issubdtype(array.dtype, np.floating):
-        values = np.where(np.isfinite(array) & (array > 0), array, 0.0).astype(np.float32)
-        return np.where(values > 0, 1.0 / np.maximum(values, 1e-12), 0.0).astype(np.float32) if inverse else values
+    scale = 1.0 if np.issubdtype(array.dtype, np.floating) else depth_scale
     values = array.astype(np.float32)
-    if inverse:
-        metres = np.where(values > 0, depth_scale / np.maximum(values, 1e-12), 0.0).astype(np.float32)
-    else:
-        metres = values / depth_scale
-    metres[saturated(array)] = 0.0
-    return metres
+    valid = np.isfinite(values) & (values > 0) & ~saturated(array)
+    safe = np.where(valid, values, 1.0)
+    return np.where(valid, scale / safe if inverse else safe / scale, 0.0).astype(np.float32)
 
 
 def _normalisation_hint(path: Path) -> str:
@@ -735,8 +727,8 @@ def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object,
     found = []
     for key in sorted(dataset.target_keys):
         target = dataset.require_target(key, index)
-        if target.suffix == ".npy":  # not an image: its array says its size
-            rows, cols = read_depth(target).shape
+        if target.suffix == ".npy":  # not an image: its header says its size (its values are read by the scan)
+            rows, cols = read_depth(target, header_only=True).shape
             found.append((target, (cols, rows)))
             continue
         modes, hint = MAP_FORMATS[key]
