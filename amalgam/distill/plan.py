@@ -16,7 +16,7 @@ from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
 from amalgam.data.sources import spread
 from amalgam.data.views import BatchViews, ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.evaluation.per_class import label_order_warning
+from amalgam.evaluation.per_class import MOSTLY, label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, extents, lookup, missing_labels, projection, unify
 from amalgam.labels.names import unmarked_catch_all
 from amalgam.students.build import StudentSpec
@@ -273,7 +273,7 @@ def check_label_order_on_eval(
     meter = task.reading_meter(len(space), teacher.output_kind)
     for answer, truth in zip(answers, truths):
         meter.update(answer[None], apply_lookup(truth[None], lut))
-    mostly = meter.compute().get("mostly_predicted_as")
+    mostly = meter.compute().get(MOSTLY)
     line = label_order_warning(teacher.name, list(space.names), mostly)
     seen = len(set(torch.cat([apply_lookup(t, lut).flatten() for t in truths]).tolist()) - {IGNORE})
     swapped = sum(j is not None for j in mostly or [])

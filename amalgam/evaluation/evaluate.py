@@ -16,7 +16,7 @@ from amalgam.data.sources import spread
 from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.coverage import Coverage
-from amalgam.evaluation.per_class import class_warnings, label_order_warning, per_class_rows
+from amalgam.evaluation.per_class import MOSTLY, class_warnings, label_order_warning, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
 from amalgam.plugin_contract import require_metric
 from amalgam.students.build import StudentSpec, count_params
@@ -24,9 +24,6 @@ from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
 from amalgam.training.progress import bar_for
-
-#: the meters' per-class "the other class most of its predictions name" (labelled tasks)
-MOSTLY = "mostly_predicted_as"
 
 
 def relative_to_teacher(teacher: Optional[float], student: Optional[float], higher_is_better: bool) -> float:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+#: key of a labelled task's metrics: per class, the other class taking most of its predictions, or None
+MOSTLY = "mostly_predicted_as"
 #: a teacher below this per-class score (IoU or recall) is called near-blind on that class
 BLIND_BELOW = 0.1
 #: a student below this share of the teacher's per-class score has lost that class
