@@ -16,7 +16,14 @@ import torch
 from torch import nn
 
 from amalgam.errors import RecipeError
-from amalgam.students.build import BranchedStudent, StudentSpec, count_params, dense_output, has_branches
+from amalgam.students.build import (
+    BranchedStudent,
+    StudentSpec,
+    count_params,
+    dense_output,
+    evaluating,
+    has_branches,
+)
 from amalgam.students.tree import STAGES, spine_depth
 
 DEFAULT_PARAMS_SHARE = 0.5  # of all teachers' parameters: the documented default of student.budget.params
@@ -114,11 +121,8 @@ def latency_if_budgeted(cfg, student: nn.Module, image_size: tuple[int, int]) ->
     latency limit, else None: what ``inspect`` and the build log check a hand-named student against."""
     if cfg.latency_ms is None:
         return None
-    mode = student.training
-    try:
-        return batch1_ms(student.eval(), image_size)
-    finally:
-        student.train(mode)
+    with evaluating(student):
+        return batch1_ms(student, image_size)
 
 
 def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7) -> TreeCosts:

@@ -12,8 +12,9 @@ so an exported student takes plain [0, 1] images.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -371,6 +372,18 @@ SIZE_HINT = (
 )
 
 
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode without gradients for the block (no BatchNorm statistics move), then in
+    the mode it came in: the probes of a student before training (its size check, its latency)."""
+    mode = module.training
+    try:
+        with torch.no_grad():
+            yield module.eval()
+    finally:
+        module.train(mode)
+
+
 def check_student_runs(student: nn.Module, size: tuple[int, int]) -> None:
     """Runs the student once, in eval mode (no statistics move), on two random images of ``size``: an
     encoder that cannot take it (a Swin built for 224, Inception at 32 px) stops here in one line, not
@@ -379,10 +392,9 @@ def check_student_runs(student: nn.Module, size: tuple[int, int]) -> None:
     Raises:
         RecipeError: naming ``student.encoder``.
     """
-    mode = student.training
     try:
-        with torch.no_grad():
-            student.eval()(torch.rand(2, 3, *size))
+        with evaluating(student):
+            student(torch.rand(2, 3, *size))
     except Exception as exc:  # noqa: BLE001 - any failure of the network: said in one line
         spec = getattr(student, "spec", None)
         what = spec.describe_encoder() if spec is not None else "its encoder"
@@ -391,8 +403,6 @@ def check_student_runs(student: nn.Module, size: tuple[int, int]) -> None:
             f"the student ({what}) does not run on {size[0]}x{size[1]} images (data.image_size): {error_line(exc)};"
             f" {SIZE_HINT}",
         ) from None
-    finally:
-        student.train(mode)
 
 
 def names_its_encoder(student_type: str) -> bool:
