@@ -255,30 +255,52 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
 ORDER_SHARE = 0.25
 #: ... and at least this many (a weak teacher confuses two classes on 16 images by chance)
 ORDER_MIN_CLASSES = 3
+#: eval images the label-order check runs a classifier on (one answer per image, not per pixel)
+ORDER_CHECK_ITEMS = 96
+#: images a class needs in a classifier's check to be judged (one wrong image is a confusion, not an order)
+ORDER_MIN_ITEMS = 2
 
 
 def check_label_order_on_eval(
     plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print
 ) -> None:
-    """Warns before training when a dense labelled teacher, on :data:`READING_CHECK_IMAGES` of its eval
-    images, names most pixels of many classes (:data:`ORDER_SHARE` of those seen, three at least) as one
-    other class each: its labels, or the set's class names (a ``classes.txt`` one line short, label
-    ids read as train ids), are not in the order of its outputs. Its scores would be wrong, said only
-    after the whole schedule; the student's training does not depend on them."""
+    """Warns before training when a labelled teacher, on some of its eval images
+    (:data:`READING_CHECK_IMAGES` for a dense task, :data:`ORDER_CHECK_ITEMS` for a classifier), names
+    most of many classes (:data:`ORDER_SHARE` of those seen, three at least) as one other class each:
+    its labels, or the set's class names (a ``classes.txt`` one line short, label ids read as train
+    ids, folders sorted by name against a model trained in another order), are not in the order of its
+    outputs. Merged with another teacher's labels the student would learn the swap; the scores, wrong
+    too, are said only after the whole schedule. What was checked is said with the teacher's notes."""
     task, space = teacher.task, teacher.space
-    if not (task.dense and task.labelled and space is not None and dataset.classes):
+    if not (task.labelled and space is not None and dataset.classes):
         return
     lut = lookup(dataset.classes, space, plan.extents(task.name))
-    answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
+    count = READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS
+    answers, truths = eval_answers(plan, teacher, dataset, count)
+    truths = [apply_lookup(t, lut) for t in truths]
     meter = task.reading_meter(len(space), teacher.output_kind)
     for answer, truth in zip(answers, truths):
-        meter.update(answer[None], apply_lookup(truth[None], lut))
+        meter.update(answer[None], truth[None])
     mostly = meter.compute().get(MOSTLY)
+    judged = _judged_classes(truths, 1 if task.dense else ORDER_MIN_ITEMS)
+    if mostly is not None:
+        mostly = [j if c in judged else None for c, j in enumerate(mostly)]
     line = label_order_warning(teacher.name, list(space.names), mostly)
-    seen = len(set(torch.cat([apply_lookup(t, lut).flatten() for t in truths]).tolist()) - {IGNORE})
     swapped = sum(j is not None for j in mostly or [])
-    if line and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * seen):
-        log(f"warning: {line} (on {len(truths)} images of '{teacher.eval_name}', before training)")
+    where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
+    if line and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged)):
+        log(f"warning: {line} ({where})")
+        teacher.notes.append(f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another")
+    elif len(judged) >= ORDER_MIN_CLASSES:
+        teacher.notes.append(f"label order checked {where}: {len(judged)} classes, {swapped} named mostly as another")
+
+
+def _judged_classes(truths: list[torch.Tensor], least: int) -> set[int]:
+    """Classes with at least ``least`` scored entries (pixels or images) in ``truths``."""
+    values = torch.cat([t.flatten() for t in truths])
+    values = values[values != IGNORE]
+    classes, counts = values.unique(return_counts=True)
+    return {int(c) for c, n in zip(classes, counts) if n >= least}
 
 
 def eval_answers(
@@ -290,10 +312,10 @@ def eval_answers(
     answers, truths = [], []
     for index in spread(len(dataset), count):
         sample = dataset[index]
-        truth = sample[task.target_key]
+        truth = torch.as_tensor(sample[task.target_key])
         originals = [sample["original"]] if "original" in sample else None
         views = BatchViews(sample["image"][None], plan.student_view, originals)
-        size = tuple(truth.shape[-2:])
+        size = tuple(truth.shape[-2:]) if task.dense else None
         out, _ = answer_views(teacher, views, first, size, augmented=False, wrapped=False)
         answers.append(task.predict(out, size)[0])
         truths.append(truth)
