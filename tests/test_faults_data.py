@@ -212,6 +212,9 @@ def test_a_torchvision_set_taking_open_kwargs_gets_no_download_it_was_not_asked_
         def __len__(self):
             return 1
 
+        def __getitem__(self, index):
+            return Image.new("RGB", (8, 8)), 0
+
     monkeypatch.setattr(tvd, "FolderLike", FolderLike, raising=False)
     from amalgam.data.sources import TorchvisionSet
 

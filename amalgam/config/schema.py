@@ -64,6 +64,11 @@ class SourceConfig(_Strict):
     exif: Literal["upright", "stored"] = Field(
         "upright", description="image files: read as viewers show them (EXIF orientation), or as stored"
     )
+    args: dict[str, Any] = Field(
+        {},
+        description="torchvision: more keyword arguments of the dataset (VOCSegmentation {year: '2007'},"
+        " Cityscapes {mode: fine, target_type: semantic})",
+    )
 
 
 class DataConfig(_Strict):

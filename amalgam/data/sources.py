@@ -45,6 +45,7 @@ from amalgam.data.images import (
     verify_image,
 )
 from amalgam.data.target_scan import saturated, scan_dense_targets
+from amalgam.data.torchvision_targets import check_needed_args, mask_array, mask_names, mask_names_rule, target_kind
 from amalgam.errors import AmalgamError, error_line
 from amalgam.registry import Registry
 from amalgam.training.progress import bar_for
@@ -59,6 +60,8 @@ class ImageSet(Dataset):
     """
 
     classes: Optional[list[str]] = None
+    #: where the names of its label maps' values come from, when a rule of amalgam's gives them (said in the log)
+    names_rule: Optional[str] = None
     target_keys: frozenset[str] = frozenset()
     originals: bool = False
     native_targets: bool = False
@@ -140,6 +143,7 @@ SET_OPTIONS = {
     "depth_scale": (1000.0, "only for {kinds} sets (their depth PNGs), not '{type}'"),
     "depth_reading": ("depth", "only for {kinds} sets (their depth PNGs), not '{type}'"),
     "exif": ("upright", "applies to image files ({kinds} sets), not to '{type}', which decodes its own"),
+    "args": ({}, "only for {kinds} sets (keyword arguments of the dataset), not '{type}'"),
 }
 IMAGE_FILES = frozenset({"exif"})
 
@@ -359,20 +363,22 @@ class CocoSet(FolderSet):
 
 
 class TorchvisionSet(ImageSet):
-    """A torchvision dataset by name (e.g. FashionMNIST); labels are read only for evaluation."""
+    """A torchvision dataset by name (e.g. FashionMNIST, VOCSegmentation); its targets, class labels
+    or label maps (:mod:`amalgam.data.torchvision_targets`), are read only for evaluation."""
 
     target_keys = frozenset({"label"})
 
-    def __init__(self, name: str, root: Path, split: str, download: bool):
+    def __init__(self, name: str, root: Path, split: str, download: bool, args: Optional[dict] = None):
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, name, None)
         if not (isinstance(cls, type) and issubclass(cls, Dataset)):
             raise AmalgamError(f"unknown torchvision dataset '{name}'")
-        kwargs = _torchvision_kwargs(cls, name, root, split, download)
+        check_needed_args(name, args or {})
+        kwargs = _torchvision_kwargs(cls, name, root, split, download) | _extra_kwargs(cls, name, args or {})
         try:
             self.dataset = cls(**kwargs)
-        except RuntimeError as exc:
+        except (RuntimeError, OSError) as exc:  # OSError: VOC opens its split's list without a check
             raise AmalgamError(
                 f"torchvision {name} not found under {root} ({error_line(exc, every_line=True)});"
                 " run tools/get_data.py or set download: true"
@@ -382,6 +388,11 @@ class TorchvisionSet(ImageSet):
         # ImageNet's classes are tuples of synonyms ('tench', 'Tinca tinca'): the first is the name
         names = [c[0] if isinstance(c, (tuple, list)) and c else c for c in getattr(self.dataset, "classes", []) or []]
         self.classes = list(names) or None
+        self.masks = len(self.dataset) > 0 and target_kind(_first_target(self.dataset, name), name) == "mask"
+        if self.masks:  # a segmentation set's classes attribute need not name its maps' values
+            self.target_keys = frozenset({"mask"})
+            self.classes = mask_names(name, self.dataset)
+            self.names_rule = mask_names_rule(name, self.classes)
         #: which images these are (dataset, folder, split) and the dataset's indices kept (``limit``)
         self.identity = (name, str(root.resolve()), split)
         self.kept: range | list[int] = range(len(self.dataset))
@@ -413,8 +424,10 @@ class TorchvisionSet(ImageSet):
         return f"torchvision {name} split {split} index {self.kept[index]}"
 
     def load(self, index: int):
-        img, label = self.dataset[index]
-        return pil_to_rgb(img), ({"label": int(label)} if self.with_targets else {})
+        img, target = self.dataset[index]
+        if not self.with_targets:
+            return pil_to_rgb(img), {}
+        return pil_to_rgb(img), ({"mask": mask_array(target)} if self.masks else {"label": int(target)})
 
 
 #: the splits of a torchvision dataset that takes ``train=`` (MNIST, FashionMNIST, CIFAR): any other
@@ -438,6 +451,8 @@ def _torchvision_kwargs(cls: type, name: str, root: Path, split: str, download: 
         kwargs["train"] = split == "train"
     elif "split" in params:
         kwargs["split"] = split
+    elif "image_set" in params:  # VOC, SBD: train, val, trainval
+        kwargs["image_set"] = split
     elif split != "train":  # SUN397, Caltech101: one set, which would be read whatever the split said
         raise AmalgamError(f"torchvision {name} has no split (it is one set): drop split: {split}")
     # given through **kwargs only when asked for: ImageNet passes them to ImageFolder, which takes no download
@@ -446,6 +461,37 @@ def _torchvision_kwargs(cls: type, name: str, root: Path, split: str, download: 
     elif download:
         raise AmalgamError(f"torchvision {name} cannot download: place its files under {root} and drop download")
     return kwargs
+
+
+def _first_target(dataset: Dataset, name: str) -> object:
+    """The first sample's target, which says what kind they are (its image is decoded too)."""
+    try:
+        return dataset[0][1]
+    except Exception as exc:  # a split listed but not all there (Cityscapes without its gtFine maps)
+        raise AmalgamError(f"torchvision {name}: its first sample cannot be read: {error_line(exc)}") from None
+
+
+#: constructor arguments amalgam sets itself (``root``, ``split``, ``download``) or that would change the images
+TORCHVISION_OWN_ARGS = (
+    *("root", "split", "train", "image_set", "download"),
+    *("transform", "target_transform", "transforms"),
+)
+
+
+def _extra_kwargs(cls: type, name: str, args: dict) -> dict:
+    """A torchvision source's ``args``: further keyword arguments of the dataset (VOC's ``year``,
+    Cityscapes' ``mode`` and ``target_type``), refused where amalgam sets them or the dataset takes none such."""
+    own = [k for k in args if k in TORCHVISION_OWN_ARGS]
+    if own:
+        why = "set by amalgam (root, split, download) or not allowed (transforms)"
+        raise AmalgamError(f"args: {', '.join(own)}: {why}")
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in args if k not in params]
+        if unknown:
+            takes = ", ".join(k for k in params if k not in TORCHVISION_OWN_ARGS) or "nothing more"
+            raise AmalgamError(f"args: torchvision {name} takes no {', '.join(unknown)} (it takes: {takes})")
+    return dict(args)
 
 
 def _require(cfg: SourceConfig, resolve, key: str) -> Path:
@@ -487,7 +533,11 @@ SOURCE_TYPES.add(
 )
 SOURCE_TYPES.add(
     "torchvision",
-    SourceType(lambda cfg, r: TorchvisionSet(cfg.name, r(cfg.root), cfg.split, cfg.download), ("name", "root")),
+    SourceType(
+        lambda cfg, r: TorchvisionSet(cfg.name, r(cfg.root), cfg.split, cfg.download, cfg.args),
+        ("name", "root"),
+        frozenset({"args", "classes_file"}),
+    ),
 )
 
 
@@ -524,10 +574,7 @@ def build_image_set(
             if log:
                 log(f"{key}: not read, no teacher scored on it uses them: its {', '.join(sorted(unused))} maps")
         _set_orientation(dataset, cfg.exif)
-        if cfg.classes_file is not None and dataset.classes:  # folder ids (e.g. WordNet) -> names
-            dataset.classes = rename_classes(dataset.classes, resolve(cfg.classes_file))
-        elif cfg.classes_file is not None and "mask" in dataset.target_keys:  # label maps' values -> names
-            dataset.classes = classes_by_value(resolve(cfg.classes_file))
+        _name_classes(dataset, cfg, resolve, (lambda line: log(f"{key}: {line}")) if log else None)
         if cfg.limit is not None and (kept := limit_set(dataset, cfg.limit)) and log:
             log(f"{key}: {kept}")
         if len(dataset) == 0:
@@ -549,6 +596,16 @@ def build_image_set(
     except AmalgamError as exc:
         raise AmalgamError(f"{key}: {exc}") from None
     return dataset.configure(image_size, with_targets, originals, native_targets)
+
+
+def _name_classes(dataset: ImageSet, cfg: SourceConfig, resolve, log: Optional[Callable[[str], None]]) -> None:
+    """The set's class names through its ``classes_file``, else the rule that named them, said."""
+    if cfg.classes_file is not None and dataset.classes:  # folder ids (e.g. WordNet) -> names
+        dataset.classes = rename_classes(dataset.classes, resolve(cfg.classes_file))
+    elif cfg.classes_file is not None and "mask" in dataset.target_keys:  # label maps' values -> names
+        dataset.classes = classes_by_value(resolve(cfg.classes_file))
+    elif dataset.names_rule and log:
+        log(dataset.names_rule)
 
 
 def shared_images(source: ImageSet, eval_set: ImageSet) -> tuple[int, str]:
