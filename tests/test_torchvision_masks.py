@@ -178,3 +178,36 @@ def test_a_segmenter_is_planned_against_voc_segmentation(tmp_path):
     plan = build_plan(load_recipe(tmp_path / "recipe.yaml"), log=said.append)
     assert plan.eval_sets["val"].classes == list(VOC_NAMES)
     assert not [line for line in said if "scored on" in line and "of its 21 labels" in line]  # every label is VOC's
+
+
+class Digits(Dataset):
+    """SVHN's shape: int labels, no ``classes`` attribute."""
+
+    def __init__(self, root: str, split: str = "train"):
+        self.split = split
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        return Image.new("RGB", (8, 8)), index
+
+
+class Categories(Digits):
+    """Caltech101's shape: its names are ``categories``."""
+
+    categories = ["accordion", "airplanes"]
+
+
+def test_a_classification_set_without_classes_is_named_by_classes_file_or_said(tmp_path, monkeypatch):
+    monkeypatch.setattr(tvd, "Digits", Digits, raising=False)
+    monkeypatch.setattr(tvd, "Categories", Categories, raising=False)
+    cfg = {"type": "torchvision", "name": "Digits", "root": ".", "split": "test"}
+    dataset, said = eval_set(cfg, tmp_path)
+    assert dataset.target_keys == {"label"} and dataset.classes is None
+    assert any("its labels have no names (torchvision Digits has no classes): give classes_file" in s for s in said)
+    (tmp_path / "digits.txt").write_text("1 one\n0 zero\n")
+    named, _ = eval_set(cfg | {"classes_file": "digits.txt"}, tmp_path)
+    assert named.classes == ["zero", "one"]
+    caltech, _ = eval_set(cfg | {"name": "Categories"}, tmp_path)
+    assert caltech.classes == ["accordion", "airplanes"]

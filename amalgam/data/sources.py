@@ -45,7 +45,15 @@ from amalgam.data.images import (
     verify_image,
 )
 from amalgam.data.target_scan import saturated, scan_dense_targets
-from amalgam.data.torchvision_targets import check_needed_args, mask_array, mask_names, mask_names_rule, target_kind
+from amalgam.data.torchvision_targets import (
+    NAMES_BY_VALUE,
+    check_needed_args,
+    label_names,
+    mask_array,
+    mask_names,
+    mask_names_rule,
+    target_kind,
+)
 from amalgam.errors import AmalgamError, error_line
 from amalgam.registry import Registry
 from amalgam.training.progress import bar_for
@@ -385,14 +393,14 @@ class TorchvisionSet(ImageSet):
             ) from None
         except (TypeError, ValueError) as exc:  # a split it does not have, an argument it needs
             raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {error_line(exc, every_line=True)}") from None
-        # ImageNet's classes are tuples of synonyms ('tench', 'Tinca tinca'): the first is the name
-        names = [c[0] if isinstance(c, (tuple, list)) and c else c for c in getattr(self.dataset, "classes", []) or []]
-        self.classes = list(names) or None
+        self.classes = label_names(self.dataset)
         self.masks = len(self.dataset) > 0 and target_kind(_first_target(self.dataset, name), name) == "mask"
         if self.masks:  # a segmentation set's classes attribute need not name its maps' values
             self.target_keys = frozenset({"mask"})
             self.classes = mask_names(name, self.dataset)
             self.names_rule = mask_names_rule(name, self.classes)
+        elif self.classes is None:
+            self.names_rule = f"its labels have no names (torchvision {name} has no classes): {NAMES_BY_VALUE}"
         #: which images these are (dataset, folder, split) and the dataset's indices kept (``limit``)
         self.identity = (name, str(root.resolve()), split)
         self.kept: range | list[int] = range(len(self.dataset))
@@ -574,7 +582,8 @@ def build_image_set(
             if log:
                 log(f"{key}: not read, no teacher scored on it uses them: its {', '.join(sorted(unused))} maps")
         _set_orientation(dataset, cfg.exif)
-        _name_classes(dataset, cfg, resolve, (lambda line: log(f"{key}: {line}")) if log else None)
+        said = (lambda line: log(f"{key}: {line}")) if log and with_targets else None  # a source's labels: unread
+        _name_classes(dataset, cfg, resolve, said)
         if cfg.limit is not None and (kept := limit_set(dataset, cfg.limit)) and log:
             log(f"{key}: {kept}")
         if len(dataset) == 0:
@@ -602,7 +611,7 @@ def _name_classes(dataset: ImageSet, cfg: SourceConfig, resolve, log: Optional[C
     """The set's class names through its ``classes_file``, else the rule that named them, said."""
     if cfg.classes_file is not None and dataset.classes:  # folder ids (e.g. WordNet) -> names
         dataset.classes = rename_classes(dataset.classes, resolve(cfg.classes_file))
-    elif cfg.classes_file is not None and "mask" in dataset.target_keys:  # label maps' values -> names
+    elif cfg.classes_file is not None:  # label maps' values (or a torchvision set's labels) -> names
         dataset.classes = classes_by_value(resolve(cfg.classes_file))
     elif dataset.names_rule and log:
         log(dataset.names_rule)

@@ -80,12 +80,23 @@ def mask_names(name: str, dataset: Any) -> Optional[list[str]]:
     return names(dataset) if names else None
 
 
+#: how a set without names for its label values gets them
+NAMES_BY_VALUE = "give classes_file, '<value> <name>' lines"
+
+
+def label_names(dataset: Any) -> Optional[list[str]]:
+    """A classification set's names by label: its ``classes`` (ImageNet's tuples of synonyms,
+    ``('tench', 'Tinca tinca')``, named by their first), else its ``categories`` (Caltech101/256), else None."""
+    names = getattr(dataset, "classes", None) or getattr(dataset, "categories", None) or []
+    return [c[0] if isinstance(c, (tuple, list)) and c else c for c in names] or None
+
+
 def mask_names_rule(name: str, names: Optional[list[str]]) -> str:
     """The log's line on where a torchvision set's map values get their names."""
     if names is None:
         return (
             f"its label maps' values have no names amalgam knows (torchvision {name}'s classes attribute, if any,"
-            " is not read as them): give classes_file, '<value> <name>' lines"
+            f" is not read as them): {NAMES_BY_VALUE}"
         )
     return (
         f"label map values 0-{len(names) - 1} named as torchvision {name}'s classes ({names[0]}, {names[1]}, ...,"
