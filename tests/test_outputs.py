@@ -454,3 +454,40 @@ def test_output_key_takes_a_tuple_index_written_as_a_number(key):
 def test_output_key_refuses_a_boolean():
     with pytest.raises(ValueError, match="valid string"):
         TeacherConfig(task="segmentation", model={"from": "python", "factory": "m:f"}, output_key=True)
+
+
+class PropertyLogits:
+    """An output whose ``.logits`` is computed on access, beside a plain auxiliary map."""
+
+    def __init__(self, raw: torch.Tensor):
+        self._raw = raw
+        self.features = raw.flip(-1)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._raw
+
+
+def test_a_property_is_a_candidate_so_two_tensors_stop_instead_of_the_attribute_alone():
+    # only __dict__ was read: 'features', the one tensor found, was distilled in place of .logits
+    raw = PropertyLogits(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(AmalgamError, match=r"holds 2 tensors: features \[2, 3, 4, 4\], logits \[2, 3, 4, 4\]"):
+        resolve(raw, None)
+    assert resolve(raw, "logits").apply(raw) is raw._raw
+
+
+def test_a_slots_dataclass_output_gives_its_tensor():
+    from dataclasses import dataclass
+
+    @dataclass(slots=True)
+    class SlotOut:
+        logits: torch.Tensor
+
+    raw = SlotOut(torch.ones(1, 2))
+    choice = resolve(raw, None)
+    assert choice.key == "logits" and choice.apply(raw) is raw.logits
+
+
+def test_an_output_with_no_tensor_found_asks_for_output_key():
+    with pytest.raises(AmalgamError, match=r"holds no tensor amalgam can list: set output_key"):
+        resolve(object(), None)

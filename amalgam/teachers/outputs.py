@@ -46,8 +46,25 @@ def _children(value: Any) -> list[tuple[str, Any]]:
         return [(str(i), v) for i, v in enumerate(value)]
     if isinstance(value, (torch.Tensor, str, bytes, int, float, bool)) or value is None:
         return []
+    return _attributes(value)
+
+
+def _attributes(value: Any) -> list[tuple[str, Any]]:
+    """An object's public attributes: in its ``__dict__``, its ``__slots__`` (a slots dataclass has no
+    ``__dict__``) and its class's properties (a ``.logits`` computed on access), each read once."""
     attrs = getattr(value, "__dict__", None)
-    return [(k, v) for k, v in attrs.items() if not k.startswith("_")] if isinstance(attrs, dict) else []
+    names = list(attrs) if isinstance(attrs, dict) else []
+    for cls in type(value).__mro__[:-1]:  # not object's own
+        slots = cls.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else list(slots)
+        names += [k for k, v in cls.__dict__.items() if isinstance(v, property)]
+    found = []
+    for name in dict.fromkeys(n for n in names if not n.startswith("_")):
+        try:
+            found.append((name, getattr(value, name)))
+        except Exception:  # noqa: BLE001 - a property that fails on this output is no candidate
+            continue
+    return found
 
 
 def candidates(raw: Any, prefix: str = "", depth: int = 0) -> dict[str, torch.Tensor]:
@@ -140,7 +157,10 @@ def resolve(raw: Any, key: Optional[str]) -> OutputChoice:
         reason = f"'{DEFAULT_KEY}' by default (torchvision's convention; not {', '.join(others)})"
         return OutputChoice(DEFAULT_KEY, reason)
     if not found:
-        raise OutputKeyError(f"the output ({type(raw).__name__}) holds no tensor")
+        raise OutputKeyError(
+            f"the output ({type(raw).__name__}) holds no tensor amalgam can list: set output_key to the name"
+            " (attribute, key or index) that reads it"
+        )
     raise OutputKeyError(
         f"the output ({type(raw).__name__}) holds {len(found)} tensors: {describe(found)}; "
         f"set output_key to one of: {', '.join(found)}"
