@@ -297,3 +297,30 @@ def test_encoder_names_point_at_the_timm_spelling():
         check_encoder_name("mobilenetv3_small_100", "student.encoder")
     with pytest.raises(AmalgamError, match=r"unknown timm encoder 'tu-resnet_18' \(close: tu-resnet18"):
         check_encoder_name("tu-resnet_18", "student.encoder")
+
+
+@pytest.mark.parametrize("beside", ["ema_model", "criterion"])
+def test_a_prefixed_network_beside_other_parts_gets_the_command_that_keeps_it(tmp_path, beside):
+    # Lightning with an EMA copy or a loss's buffers: not every key starts with 'model.', and no hint was given
+    import re
+    import subprocess
+    import sys
+
+    state = {f"model.{k}": v for k, v in tiny().state_dict().items()}
+    state |= {f"{beside}.{k}": v for k, v in tiny().state_dict().items()} if beside == "ema_model" else {}
+    state |= {"criterion.weight": torch.ones(3)} if beside == "criterion" else {}
+    path = tmp_path / "lit.pt"
+    torch.save({"state_dict": state, "epoch": 1}, path)
+    said = rf"the model's keys are those under 'model\.' \(beside {beside}\.\)"
+    with pytest.raises(AmalgamError, match=said) as info:
+        load_checkpoint(tiny(), path, "teacher 'x'")
+    strip = re.search(r'python -c "([^"]+)"', str(info.value)).group(1)
+    subprocess.run([sys.executable, "-c", strip], check=True)
+    load_checkpoint(tiny(), tmp_path / "lit.pt.inner.pt", "teacher 'x'")
+
+
+def test_a_model_entry_of_hyper_parameters_is_not_taken_for_the_weights(tmp_path):
+    # {'model': {'arch': ..}, 'weights': state_dict}: 'model' was read, and the error named no entry
+    torch.save({"model": {"arch": "tiny", "num_classes": 3}, "weights": tiny().state_dict()}, tmp_path / "c.pt")
+    with pytest.raises(AmalgamError, match=r"does not hold a state dict of tensors .*state dicts under: weights\)"):
+        load_checkpoint(tiny(), tmp_path / "c.pt", "teacher 'x'")

@@ -265,10 +265,16 @@ def _is_state_dict(value: Any) -> bool:
 
 
 def _wrapper_key(state: Any) -> Optional[str]:
-    """The entry a wrapper holds its state dict under (``state_dict``, else ``model``), if any."""
+    """The entry a wrapper holds its state dict under (``state_dict``, else ``model``), if any: one
+    holding a state dict, at once or nested, not a ``model`` entry of hyper-parameters beside the weights."""
     if not isinstance(state, dict) or _is_state_dict(state):
         return None
-    return next((k for k in ("state_dict", "model") if isinstance(state.get(k), dict)), None)
+    held = (k for k in ("state_dict", "model") if isinstance(v := state.get(k), dict) and _holds_weights(v))
+    return next(held, None)
+
+
+def _holds_weights(value: dict) -> bool:
+    return (_is_state_dict(value) and len(value) > 0) or _wrapper_key(value) is not None
 
 
 def _entry_note(wrapper: Any, taken: list[str]) -> str:
@@ -294,25 +300,36 @@ def _state_dict_entries(state: Any) -> list[str]:
 
 
 def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) -> str:
-    """How to fix a checkpoint whose keys all carry one extra first name (a Lightning module's
-    ``model.``): said, not stripped, since only the user knows that entry is this network. The
-    command strips the keys of the entry read (``taken``: ``['state_dict']`` for Lightning, see
+    """How to fix a checkpoint whose keys for this network carry one extra first name (a Lightning
+    module's ``model.``), beside other parts or not (its ``ema_model.``, a loss's buffers): said, not
+    stripped, since only the user knows that entry is this network. The command keeps and strips the
+    keys under that name in the entry read (``taken``: ``['state_dict']`` for Lightning, see
     :func:`_read_entry`), DDP's prefix included."""
-    first = {k.split(".", 1)[0] for k in state}
-    if len(first) != 1 or any("." not in k for k in state):
-        return ""
-    prefix = f"{first.pop()}."
-    if {k[len(prefix) :] for k in state} != set(own):
+    firsts = dict.fromkeys(k.split(".", 1)[0] for k in state if "." in k)
+    prefix = next(
+        (f"{n}." for n in firsts if {k[len(n) + 1 :] for k in state if k.startswith(f"{n}.")} == set(own)), None
+    )
+    if prefix is None:
         return ""
     out = f"{path}.inner.pt"
     entry = "".join(f"[{key!r}]" for key in taken if key != DDP_PREFIX)
-    cut = len(prefix) + (len(DDP_PREFIX) if DDP_PREFIX in taken else 0)
+    ddp = DDP_PREFIX if DDP_PREFIX in taken else ""
+    cut = len(prefix) + len(ddp)
     strip = (
-        f"import torch; s = torch.load({str(path)!r}){entry}; torch.save({{k[{cut}:]: v for k, v in s.items()}},"
-        f" {out!r})"
+        f"import torch; s = torch.load({str(path)!r}){entry}; torch.save({{k[{cut}:]: v for k, v in s.items()"
+        f" if k.startswith({ddp + prefix!r})}}, {out!r})"
+    )
+    others = [f"{n}." for n in firsts if f"{n}." != prefix] + (
+        ["keys of no prefix"] if any("." not in k for k in state) else []
+    )
+    beside = f" (beside {', '.join(others[:4])})" if others else ""
+    said = (
+        f"every checkpoint key starts with '{prefix}'"
+        if not others
+        else f"the model's keys are those under '{prefix}'{beside}"
     )
     return (
-        f" (every checkpoint key starts with '{prefix}', the model's do not: save the inner network's state_dict,"
+        f" ({said}, the model's do not: save the inner network's state_dict,"
         f' e.g. python -c "{strip}", and point the recipe at {out})'
     )
 
