@@ -51,6 +51,21 @@ class NamesRed(ReadsRed):
 
 def names_red(classes):
     return NamesRed(classes)
+
+
+class Collapsed(ReadsRed):
+    '''Class 0 everywhere: a teacher fed another input range than it was trained on, say.'''
+
+    def forward(self, x):
+        return super().forward(torch.zeros_like(x))
+
+
+def collapsed(classes):
+    return Collapsed(classes)
+
+
+def collapsed_classifier(classes):
+    return nn.Sequential(Collapsed(classes), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 """
 
 
@@ -66,7 +81,7 @@ def write_set(root: Path, names: list[str], count: int = 8) -> None:
     (root / "classes.txt").write_text("\n".join(names) + "\n")
 
 
-def said_of(root: Path, names: list[str]) -> list[str]:
+def said_of(root: Path, names: list[str], factory: str = "models:reads_red") -> list[str]:
     (root / "models.py").write_text(MODELS)
     write_set(root / "val", names)
     recipe = {
@@ -80,7 +95,7 @@ def said_of(root: Path, names: list[str]) -> list[str]:
         "teachers": {
             "seg": {
                 "task": "segmentation",
-                "model": {"from": "python", "factory": "models:reads_red", "classes": len(NAMES)},
+                "model": {"from": "python", "factory": factory, "classes": len(NAMES)},
                 "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
                 "labels": NAMES,
                 "background": "background",
@@ -120,7 +135,9 @@ def write_folders(root: Path, per_class: int) -> None:
             Image.fromarray(image.astype(np.uint8)).save(root / name / f"{i}.png")
 
 
-def classifier_said(root: Path, labels: list[str], per_class: int = 4) -> tuple[list[str], list[str]]:
+def classifier_said(
+    root: Path, labels: list[str], per_class: int = 4, factory: str = "models:names_red"
+) -> tuple[list[str], list[str]]:
     (root / "models.py").write_text(MODELS)
     write_folders(root / "val", per_class)
     recipe = {
@@ -134,7 +151,7 @@ def classifier_said(root: Path, labels: list[str], per_class: int = 4) -> tuple[
         "teachers": {
             "cls": {
                 "task": "classification",
-                "model": {"from": "python", "factory": "models:names_red", "classes": len(CLASSES)},
+                "model": {"from": "python", "factory": factory, "classes": len(CLASSES)},
                 "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
                 "labels": labels,
                 "eval": "val",
@@ -168,3 +185,17 @@ def test_one_image_per_class_is_not_judged(tmp_path):
     said, notes = classifier_said(tmp_path, sorted(CLASSES), per_class=1)
     assert not [line for line in said if "classes as one other class" in line]
     assert not [note for note in notes if note.startswith("label order")]
+
+
+def test_a_segmenter_that_sees_only_background_is_warned_about_before_training(tmp_path):
+    (line,) = [line for line in said_of(tmp_path, NAMES, "models:collapsed") if "finds almost none" in line]
+    assert line.startswith("warning: teacher seg finds almost none of 5 of the 6 classes seen ('wall', 'floor',")
+    assert "recall < 0.1) on 8 images of 'val', before training: check its input" in line
+
+
+def test_a_classifier_that_names_one_class_for_all_is_warned_about_before_training(tmp_path):
+    # one class named for all is no label order (that warning keeps quiet): it is a blind teacher
+    said, notes = classifier_said(tmp_path, CLASSES, factory="models:collapsed_classifier")
+    (line,) = [line for line in said if line.startswith("warning:")]
+    assert line.startswith("warning: teacher cls finds almost none of 3 of the 4 classes seen ('dog', 'bird', 'fish'")
+    assert any(note.startswith("near-blind on 16 images of 'val', before training") for note in notes)

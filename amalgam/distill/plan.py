@@ -288,11 +288,41 @@ def check_label_order_on_eval(
     line = label_order_warning(teacher.name, list(space.names), mostly)
     swapped = sum(j is not None for j in mostly or [])
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
+    blind = _blind_classes(answers, truths, judged)
     if line and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged)):
         log(f"warning: {line} ({where})")
         teacher.notes.append(f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another")
+    elif len(blind) >= max(BLIND_MIN_CLASSES, BLIND_SHARE * len(judged)):
+        shown = ", ".join(f"'{space.names[c]}'" for c in blind[:5]) + (
+            f" and {len(blind) - 5} more" if len(blind) > 5 else ""
+        )
+        log(
+            f"warning: teacher {teacher.name} finds almost none of {len(blind)} of the {len(judged)} classes seen"
+            f" ({shown}: recall < {BLIND_RECALL}) {where}: check its input (value range, mean/std, channel order:"
+            f" teachers.{teacher.name}.input) and its checkpoint; a student cannot learn from it what it does not see"
+        )
+        teacher.notes.append(f"near-blind {where}: recall < {BLIND_RECALL} on {len(blind)} of {len(judged)} classes")
     elif len(judged) >= ORDER_MIN_CLASSES:
         teacher.notes.append(f"label order checked {where}: {len(judged)} classes, {swapped} named mostly as another")
+
+
+#: recall under which the check before training counts a teacher blind on a class (the report's rule, after training)
+BLIND_RECALL = 0.1
+#: share of the classes seen, and least count, on which it must be blind for the warning
+BLIND_SHARE = 0.5
+BLIND_MIN_CLASSES = 2
+
+
+def _blind_classes(answers: list[torch.Tensor], truths: list[torch.Tensor], judged: set[int]) -> list[int]:
+    """The judged classes whose entries (pixels or images) the teacher names right under :data:`BLIND_RECALL`."""
+    hits, totals = dict.fromkeys(judged, 0), dict.fromkeys(judged, 0)
+    for answer, truth in zip(answers, truths):
+        answer, truth = answer.flatten(), truth.flatten()
+        for c in judged:
+            where = truth == c
+            totals[c] += int(where.sum())
+            hits[c] += int((answer[where] == c).sum())
+    return [c for c in sorted(judged) if totals[c] and hits[c] < BLIND_RECALL * totals[c]]
 
 
 def _judged_classes(truths: list[torch.Tensor], least: int) -> set[int]:
