@@ -8,6 +8,7 @@ by an unknown scale and shift, and a depth in another unit is off by a scale.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -430,3 +431,19 @@ def test_float_depth_maps_in_metres_are_read_as_they_are(tmp_path, more, suffix)
     assert "log-depth r 1.000 with the truth, scale 1x" in checked[0], checked
     depth = plan.eval_sets["floats"][0]["depth"]
     assert depth[0, 0] == 0 and 1.0 <= float(depth[depth > 0].min()) and float(depth.max()) <= 6.0
+
+
+def test_a_set_mixing_float_and_png_depth_maps_says_so_and_its_range_in_metres(tmp_path, more):
+    # the range line read the PNGs' millimetres as metres (2-6e+03 m) where half the maps were .npy
+    write_scenes(tmp_path / "val", 6, seed=1)
+    pngs = sorted((tmp_path / "val" / "depth").glob("*.png"))
+    for path in pngs[1::2]:
+        np.save(path.with_suffix(".npy"), np.asarray(Image.open(path), dtype=np.float32) / 1000.0)
+        path.unlink()
+    model = {"factory": "models:from_image", "mode": "metric"}
+    sets = {"mixed": {"type": "dense", "path": str(tmp_path / "val")}}
+    _, said = plan_with(more, "mixed-depth", model, sets, output="metric", eval="mixed")
+    assert any("depth maps: 3 of 6 are float maps (.npy/.tiff, read as metres as they are)" in line for line in said)
+    (line,) = [line for line in said if "(5th-95th percentile)" in line]
+    low, high = (float(v) for v in re.search(r": ([\d.e+]+)-([\d.e+]+) m \(5th", line).groups())
+    assert 1.0 <= low and high <= 6.0, line

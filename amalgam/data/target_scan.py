@@ -139,7 +139,7 @@ RANGE_SAMPLES = 4096
 
 
 def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]) -> None:
-    empty, values, saturated_pixels, pixels = [], [], 0, 0
+    empty, values, saturated_pixels, pixels, floats = [], [], 0, 0, 0
     for path in _paths(dataset, "depth"):
         raw = read_depth(path)
         pixels += raw.size
@@ -148,7 +148,14 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
         valid = raw[(raw > 0) & ~no_data]
         if valid.size == 0:
             empty.append(path)
-        values.append(valid[:: max(1, valid.size // RANGE_SAMPLES)])
+        floats += np.issubdtype(raw.dtype, np.floating)
+        # each map in metres by its own kind (a float map is metres, a PNG depth_scale values a metre)
+        values.append(dataset.metres(valid[:: max(1, valid.size // RANGE_SAMPLES)]))
+    if 0 < floats < len(dataset.files):
+        say(
+            f"depth maps: {floats} of {len(dataset.files)} are float maps (.npy/.tiff, read as metres as they are),"
+            " the others integer PNGs (depth_scale applies to them only)"
+        )
     if saturated_pixels:
         share = saturated_pixels / pixels
         say(f"depth maps: {share:.1%} of pixels are {NO_DEPTH_16} (the uint16 maximum): no data, not scored")
@@ -157,7 +164,7 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     if empty:
         warn(f"{len(empty)} of {len(dataset.files)} depth maps are all zero (invalid, e.g. {empty[0]}): not scored")
     # a unit the user did not mean (KITTI stores 256 a metre) shows as a range no scene has
-    low, mid, high = np.percentile(dataset.metres(np.concatenate(values)).astype(np.float64), [5, 50, 95])
+    low, mid, high = np.percentile(np.concatenate(values).astype(np.float64), [5, 50, 95])
     unit = f"at {dataset.depth_scale:g} values a metre (depth_scale)"
     if dataset.depth_reading == "inverse":
         unit = f"as inverse depth, metres = {dataset.depth_scale:g} / value (depth_reading: inverse)"
