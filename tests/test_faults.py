@@ -848,6 +848,21 @@ def test_a_folder_source_at_a_dense_sets_root_stops(tmp_path):
     assert len(build({"type": "folder", "path": tmp_path / "images"})) == 1
 
 
+def test_a_folder_source_above_dense_sets_stops_naming_them(tmp_path):
+    # one level up (nested/{train,val}/{images,labels,depth}) the maps trained as images, said only as grey images
+    for split in ("train", "val"):
+        save_rgb(tmp_path / split / "images" / "a.png")
+        for maps in ("labels", "depth") if split == "val" else ("labels",):
+            (tmp_path / split / maps).mkdir()
+            Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / split / maps / "a.png")
+    said = r"holds dense sets \(train, val: images/ beside labels/ or depth/\), whose 3 "
+    with pytest.raises(AmalgamError, match=said):
+        build({"type": "folder", "path": tmp_path}, key="data.sources.x")
+    (tmp_path / "other" / "labels").mkdir(parents=True)  # a folder merely named labels, with no images/ beside it
+    save_rgb(tmp_path / "other" / "labels" / "b.png")
+    assert len(build({"type": "folder", "path": tmp_path / "other"})) == 1
+
+
 class DropoutNet(nn.Module):
     def __init__(self, batchnorm: bool):
         super().__init__()

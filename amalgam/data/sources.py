@@ -518,7 +518,29 @@ def _plain_folder(cfg: SourceConfig, resolve: Callable[[Path], Path]) -> FolderS
             " or use type: dense"
         )
     skipped = Counter()
-    return FolderSet(list_images(root, skipped=skipped), skipped)
+    files = list_images(root, skipped=skipped)
+    if maps := _map_folders(files, root):  # the same one level up or more: nested/train/{images,labels}
+        roots = list(dict.fromkeys(str(m.parent.relative_to(root)) for m in maps))
+        shown = ", ".join(roots[:3]) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
+        held = sum(any(m in f.parents for m in maps) for f in files)
+        raise AmalgamError(
+            f"{root} holds dense sets ({shown}: images/ beside labels/ or depth/), whose {held} label and depth maps"
+            " would train as images: point path at an images/ folder (a source each), or move the maps out"
+        )
+    return FolderSet(files, skipped)
+
+
+def _map_folders(files: list[Path], root: Path) -> list[Path]:
+    """The ``labels/`` and ``depth/`` folders below ``root`` that sit beside an ``images/`` folder (a
+    dense set's layout) and hold some of ``files``."""
+    found: dict[Path, None] = {}
+    for folder in dict.fromkeys(f.parent for f in files):
+        for part in [folder, *folder.parents]:
+            if part == root or root not in part.parents:
+                break
+            if part.name in ("labels", "depth") and (part.parent / "images").is_dir():
+                found[part] = None
+    return list(found)
 
 
 SOURCE_TYPES.add("folder", SourceType(_plain_folder, options=IMAGE_FILES))
