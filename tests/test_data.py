@@ -312,3 +312,15 @@ def test_mixing_sampler_respects_weights(tmp_path):
     # every image of the large source gets drawn with equal chance
     counts = torch.bincount(indices[indices >= 2] - 2, minlength=6).double()
     assert (counts / counts.sum() - 1 / 6).abs().max() < 0.04
+
+
+def test_coco_annotations_of_no_listed_image_are_counted_and_an_off_by_one_file_stops(tmp_path):
+    # an image_id naming no image was dropped without a word; numbered from 1 against images from 0,
+    # every mask landed on the wrong image and the report blamed the teacher as blind
+    said: list[str] = []
+    cfg = write_coco_set(tmp_path / "a", [0, 1], ["shirt"], [(0, 1, HALF, 0), (4242, 1, HALF, 0)])
+    build_image_set("data.eval.x", SourceConfig(**cfg), lambda p: p, (4, 8), True, log=said.append)
+    assert any("1 of 2 COCO annotations name an image_id the file lists no image for (e.g. 4242)" in s for s in said)
+    cfg = write_coco_set(tmp_path / "b", [0, 1], ["shirt"], [(1, 1, HALF, 0), (2, 1, WHOLE, 0)])
+    with pytest.raises(AmalgamError, match=r"every annotation's image_id -1 names one: are its images numbered from 0"):
+        build_image_set("data.eval.x", SourceConfig(**cfg), lambda p: p, (4, 8), True)

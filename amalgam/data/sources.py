@@ -25,7 +25,15 @@ from torch.utils.data import Dataset
 
 from amalgam.config.label_entries import classes_by_value, read_names, rename_classes
 from amalgam.config.schema import SourceConfig
-from amalgam.data.coco import absent_note, boxes_note, check_categories, check_masks, crowd_note, semantic_mask
+from amalgam.data.coco import (
+    absent_note,
+    boxes_note,
+    check_categories,
+    check_masks,
+    crowd_note,
+    orphan_note,
+    semantic_mask,
+)
 from amalgam.data.coco import class_names as coco_classes
 from amalgam.data.images import (
     FLOAT_DEPTH,
@@ -787,7 +795,12 @@ def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
     if with_targets and isinstance(dataset, CocoSet):
         coco, images = dataset.coco, dataset.image_ids
         check_masks(coco, dataset.annotations)  # a box-only file is fine as a source of images
-        found = (crowd_note(coco, images), boxes_note(coco, images), absent_note(coco, dataset.cat_ids, images))
+        found = (
+            orphan_note(coco, dataset.annotations),
+            crowd_note(coco, images),
+            boxes_note(coco, images),
+            absent_note(coco, dataset.cat_ids, images),
+        )
         notes += [n for n in found if n]
     if tally["rotated"]:
         notes.append(_orientation_note(tally["rotated"], dataset.upright))
