@@ -291,7 +291,8 @@ def test_label_maps_mostly_beyond_the_classes_stop_as_not_class_indices(tmp_path
 
 def test_a_colour_label_map_is_told_how_to_become_class_indices(tmp_path):
     maps = [np.zeros((4, 4), np.uint8)]
-    with pytest.raises(AmalgamError, match=r"has PIL mode RGB, expected one of L, P: a label map holds each pixel's"):
+    said = r"has PIL mode RGB, expected one of L, P, I;16, I;16B, I;16L, I: a label map holds each pixel's"
+    with pytest.raises(AmalgamError, match=said):
         build_said(dense_with_maps(tmp_path, maps, mode="RGB"), with_targets=True)
 
 
@@ -368,3 +369,25 @@ def test_palettes_that_agree_on_the_used_indices_are_not_warned_about(tmp_path):
     (tmp_path / "classes.txt").write_text("background\nshirt\nbag\n")
     _, said = build_said({"type": "dense", "path": tmp_path}, with_targets=True)
     assert not [line for line in said if "palette" in line], said
+
+
+def test_16_bit_grey_label_maps_are_read_as_class_indices(tmp_path):
+    # refused as "not a colour: map each colour to its class index", though they hold class indices
+    import numpy as np
+    from PIL import Image
+
+    from amalgam.config.recipe import SourceConfig
+    from amalgam.data import build_image_set
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    labels = np.zeros((4, 4), np.uint16)
+    labels[:2] = 2
+    labels[3, 3] = 255
+    Image.fromarray(labels).save(tmp_path / "labels" / "a.png")
+    (tmp_path / "classes.txt").write_text("background\nwall\ncar\n")
+    cfg = SourceConfig(type="dense", path=tmp_path)
+    dataset = build_image_set("data.eval.x", cfg, lambda p: p, (4, 4), True, native_targets=True)
+    assert Image.open(tmp_path / "labels" / "a.png").mode.startswith("I")
+    assert dataset[0]["mask"].tolist() == labels.astype(np.int64).tolist()

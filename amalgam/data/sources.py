@@ -842,7 +842,7 @@ def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object,
 #: the PIL modes a dense set's maps may have, and how to make one of a map that has another
 MAP_FORMATS = {
     "mask": (
-        ("L", "P"),
+        ("L", "P", "I;16", "I;16B", "I;16L", "I"),  # 16-bit grey maps hold class indices too
         ": a label map holds each pixel's class index (0, 1, ..., 255 = ignore), not a colour: map each colour"
         " to its class index and save 8-bit grey (mode L)",
     ),
