@@ -50,9 +50,11 @@ def atomic_save(obj: object, path: Path, save: Optional[Callable[[object, str], 
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether a write failed for want of space (torch's zip writer reports it as a RuntimeError)."""
+    """Whether a write failed for want of space (torch's zip writer reports it as a RuntimeError:
+    "write failed", or "unexpected pos" when the disk filled between two of its records)."""
     text = str(exc)
-    return getattr(exc, "errno", None) == errno.ENOSPC or "write failed" in text or "No space" in text
+    full = ("write failed", "No space", "unexpected pos")
+    return getattr(exc, "errno", None) == errno.ENOSPC or any(words in text for words in full)
 
 
 def write_json(obj: object, path: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from amalgam.evaluation.export import written_exports
 from amalgam.evaluation.report import build_report, teacher_readings, to_markdown, write_report
 from amalgam.evaluation.tree_report import tree_section
 from amalgam.evaluation.visual import render
-from amalgam.io import check_writable
+from amalgam.io import check_writable, is_disk_full
 from amalgam.students.budget import latency_if_budgeted, student_lines
 from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params, has_branches
 from amalgam.students.serialize import save_student
@@ -219,21 +219,38 @@ def train_student(
     if not ctx.is_main:
         ctx.close()
         return {}
-    save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
-    evaluation = evaluate(plan, student, device, log=log)
-    sizes = size_and_speed(plan, student, device)
-    report = build_report(recipe.name, evaluation, sizes, result, teacher_readings(plan))
-    if result.warnings:  # first: a diverged student makes every ratio below it meaningless
-        report["warnings"] = [*result.warnings, *report.get("warnings", [])]
-    if choice is not None:
-        report["encoder_choice"] = choice.to_dict()
-    if has_branches(student.spec.type):
-        report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
-    write_report(report, run_dir)
-    (run_dir / "run.json").write_text(json.dumps(record))
-    render(run_dir, report, plan, student, plan.spaces, device, log=log)
+    with outputs_written(run_dir):
+        save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
+        evaluation = evaluate(plan, student, device, log=log)
+        sizes = size_and_speed(plan, student, device)
+        report = build_report(recipe.name, evaluation, sizes, result, teacher_readings(plan))
+        if result.warnings:  # first: a diverged student makes every ratio below it meaningless
+            report["warnings"] = [*result.warnings, *report.get("warnings", [])]
+        if choice is not None:
+            report["encoder_choice"] = choice.to_dict()
+        if has_branches(student.spec.type):
+            report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
+        (run_dir / "run.json").write_text(json.dumps(record))
+        render(run_dir, report, plan, student, plan.spaces, device, log=log)
+        write_report(report, run_dir)  # last: report.json marks the run finished
     ctx.close()
     return report
+
+
+@contextmanager
+def outputs_written(run_dir: Path) -> Iterator[None]:
+    """Turns a full disk while the trained student's files are written into one line: the training
+    is kept in checkpoint.pt, and report.json, written last, is not there, so ``--resume`` ends the run."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if not is_disk_full(exc):
+            raise
+        free = shutil.disk_usage(run_dir).free
+        raise AmalgamError(
+            f"disk full while writing the run's outputs into {run_dir} ({free:,} bytes free: {error_line(exc)}):"
+            " the training is kept in checkpoint.pt; free space and run the same command with --resume"
+        ) from None
 
 
 def same_rung_everywhere(plan: Plan, ctx: DistContext) -> None:

@@ -401,6 +401,37 @@ def test_a_full_disk_while_saving_the_student_is_one_line_and_resume_finishes(wo
     assert (run / "student.pt").is_file()
 
 
+def test_a_full_disk_while_drawing_the_report_is_one_line_and_the_run_stays_unfinished(
+    world, tmp_path, monkeypatch, capsys
+):
+    # a traceback, a truncated samples.png and a report.json that made the run "finished": --resume refused
+    import errno
+
+    import amalgam.pipeline as pipeline
+
+    real = pipeline.render
+
+    def render(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "render", render)
+    run = tmp_path / "run"
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"disk full while writing the run's outputs into {run} (") and "--resume" in line, line
+    assert not (run / "report.json").exists() and (run / "checkpoint.pt").is_file()
+    monkeypatch.setattr(pipeline, "render", real)
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 0
+    assert (run / "report.json").is_file() and (run / "report.html").is_file()
+
+
+def test_torchs_unexpected_pos_error_is_read_as_a_full_disk():
+    from amalgam.io import is_disk_full
+
+    assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3788544 vs 3788440"))
+    assert not is_disk_full(RuntimeError("Expected all tensors to be on the same device"))
+
+
 def bare_tensor(run, whole):
     torch.save(torch.zeros(3), run / "checkpoint.pt")
 

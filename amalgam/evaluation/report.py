@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from amalgam.evaluation.evaluate import Evaluation, relative_to_teacher
-from amalgam.io import write_json
+from amalgam.io import atomic_save, write_json
 from amalgam.training.result import TrainResult, weights_text
 
 
@@ -150,7 +150,8 @@ def _per_class_markdown(report: dict) -> list[str]:
 
 
 def write_report(report: dict, run_dir: Path) -> None:
-    """Writes report.json and report.md into the run folder."""
+    """Writes report.md, then report.json into the run folder: report.json marks a finished run, so
+    it is written last (a build that stops between them is resumed, not taken as finished)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save(report, run_dir / "report.md", lambda r, tmp: Path(tmp).write_text(to_markdown(r)))
     write_json(report, run_dir / "report.json")
-    (run_dir / "report.md").write_text(to_markdown(report))
