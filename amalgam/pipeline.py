@@ -224,8 +224,8 @@ def train_student(
         evaluation = evaluate(plan, student, device, log=log)
         sizes = size_and_speed(plan, student, device)
         report = build_report(recipe.name, evaluation, sizes, result, teacher_readings(plan))
-        if result.warnings:  # first: a diverged student makes every ratio below it meaningless
-            report["warnings"] = [*result.warnings, *report.get("warnings", [])]
+        if result.warnings or plan.data_warnings:  # first: a diverged student makes every ratio below it meaningless
+            report["warnings"] = [*result.warnings, *plan.data_warnings, *report.get("warnings", [])]
         if choice is not None:
             report["encoder_choice"] = choice.to_dict()
         if has_branches(student.spec.type):

@@ -159,6 +159,37 @@ def test_a_source_holding_an_eval_sets_images_is_warned_about(fresh_world, capsy
     assert warned[0].startswith("data.sources.scenes: warning: 6 of its 6 images are also in eval set 'scenes-val'")
 
 
+def test_a_source_holding_copies_of_an_eval_sets_images_is_warned_about(fresh_world, capsys):
+    # byte-identical copies pooled with the training images were not found (only the same files were)
+    import shutil
+
+    pool = fresh_world.parent / "pool"
+    shutil.copytree(fresh_world.parent / "scenes" / "train" / "images", pool)
+    for path in sorted((fresh_world.parent / "scenes" / "val" / "images").iterdir())[:2]:
+        shutil.copy(path, pool / f"copy_{path.name}")
+    edit_recipe(fresh_world, lambda r: r["data"]["sources"]["scenes"].update(path="pool"))
+    code, out, err = inspect_lines(fresh_world, capsys)
+    warned = [line for line in out if "are also in eval set" in line]
+    assert code == 0 and len(warned) == 1, (err, out)
+    assert warned[0].startswith("data.sources.scenes: warning: 2 of its ")
+    assert "copy_" in warned[0]
+
+
+def test_a_source_holding_eval_images_is_a_warning_of_the_report_too(fresh_world, tmp_path):
+    # said only in the build log: report.json's warnings, which a user reads beside the ratios, were []
+    import json
+
+    from world import TINY_BUILD
+
+    from amalgam.cli import main
+
+    edit_recipe(fresh_world, lambda r: r["data"]["sources"]["scenes"].update(path="scenes/val/images"))
+    assert main(["build", str(fresh_world), "--output", str(tmp_path / "run"), *TINY_BUILD]) == 0
+    warnings = json.loads((tmp_path / "run" / "report.json").read_text())["warnings"]
+    said = "data.sources.scenes: 6 of its 6 images are also in eval set 'scenes-val'"
+    assert any(w.startswith(said) for w in warnings), warnings
+
+
 def test_a_torchvision_source_reading_an_eval_sets_split_is_warned_about(fresh_world, fake_torchvision, capsys):
     block = fake_torchvision([1, 0, 1, 0], names=("cat", "dog"))
 

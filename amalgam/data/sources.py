@@ -649,10 +649,42 @@ def _name_classes(dataset: ImageSet, cfg: SourceConfig, resolve, log: Optional[C
 
 def shared_images(source: ImageSet, eval_set: ImageSet) -> tuple[int, str]:
     """How many of a training source's images an eval set holds too (by :meth:`ImageSet.image_keys`:
-    the same file, or the same torchvision dataset, folder, split and index), and one of them."""
+    the same file, or the same torchvision dataset, folder, split and index; and, between folders of
+    files, a byte-identical copy), and one of them."""
     scored = set(eval_set.image_keys())
     shared = [index for index, key in enumerate(source.image_keys()) if key in scored]
+    if isinstance(source, FolderSet) and isinstance(eval_set, FolderSet):
+        taken = set(shared)
+        shared += [i for i in _copies(source.files, eval_set.files) if i not in taken]
     return len(shared), source.describe(shared[0]) if shared else ""
+
+
+def _copies(files: list[Path], others: list[Path]) -> list[int]:
+    """Indices of ``files`` with a byte-identical copy among ``others``: only files of a size some
+    other has are read (a copied pool of eval images is the usual leak; sizes rarely collide otherwise)."""
+    by_size: dict[int, list[Path]] = {}
+    for path in others:
+        by_size.setdefault(_size(path), []).append(path)
+    digests: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in digests:
+            digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return digests[path]
+
+    found = []
+    for index, path in enumerate(files):
+        alike = by_size.get(_size(path), [])
+        if alike and any(digest(path) == digest(o) for o in alike if os.path.realpath(o) != os.path.realpath(path)):
+            found.append(index)
+    return found
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
 
 
 def _real_paths(files: list[Path]) -> list[tuple[str, str]]:

@@ -54,6 +54,8 @@ class Plan:
     sources: Optional[MixedSources] = None
     source_ids: dict[str, list[int]] = field(default_factory=dict)
     eval_sets: dict[str, ImageSet] = field(default_factory=dict)
+    #: what makes the scores doubtful whatever the training does (a source holding eval images): report.json's too
+    data_warnings: list[str] = field(default_factory=list)
     _encoder_choice: Optional[EncoderChoice] = field(default=None, init=False, repr=False)
 
     @property
@@ -205,8 +207,9 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
                 f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals,
                 native_targets=True, targets=scored,
             )  # fmt: skip
-    for line in overlap_warnings(plan):
-        log(line)
+    for key, line in overlap_warnings(plan):
+        log(f"{key}: warning: {line}")
+        plan.data_warnings.append(f"{key}: {line}")
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
@@ -361,17 +364,21 @@ def eval_limit(cfg: SourceConfig, max_eval_images: Optional[int]) -> SourceConfi
     return cfg.model_copy(update={"limit": max_eval_images})
 
 
-def overlap_warnings(plan: Plan) -> list[str]:
-    """One line per training source holding images of an eval set: the student would be distilled
-    on images it is then scored on (a source pointed at an eval set's images/ folder)."""
+def overlap_warnings(plan: Plan) -> list[tuple[str, str]]:
+    """One (recipe key, line) per training source holding images of an eval set: the student would be
+    distilled on images it is then scored on (a source pointed at an eval set's images/ folder, or
+    holding copies of its files)."""
     lines = []
     for name, source in zip(plan.sources.names, plan.sources.sets):
         for eval_name, eval_set in plan.eval_sets.items():
             count, example = shared_images(source, eval_set)
             if count:
                 lines.append(
-                    f"data.sources.{name}: warning: {count} of its {len(source)} images are also in eval set"
-                    f" '{eval_name}' (e.g. {example}): the student is distilled on images it is then scored on"
+                    (
+                        f"data.sources.{name}",
+                        f"{count} of its {len(source)} images are also in eval set '{eval_name}' (e.g. {example}):"
+                        " the student is distilled on images it is then scored on",
+                    )
                 )
     return lines
 
