@@ -115,10 +115,29 @@ def test_a_mask_sets_classes_attribute_is_not_read_as_its_map_values(tmp_path, m
     assert named.classes == ["unused", "pet", "background", "border"]
 
 
-def test_targets_of_another_kind_are_refused_in_one_line(tmp_path, monkeypatch):
+def test_targets_of_another_kind_are_refused_for_an_eval_set_and_never_read_for_a_source(tmp_path, monkeypatch):
+    # a detection or attribute set (VOCDetection, CelebA) is a fine source of images: its targets are never read
     monkeypatch.setattr(tvd, "PetsAndBoxes", PetsAndBoxes, raising=False)
-    with pytest.raises(AmalgamError, match=r"gives targets of type tuple of 2: amalgam reads a class label"):
-        eval_set({"type": "torchvision", "name": "PetsAndBoxes", "root": ".", "split": "test"}, tmp_path)
+    cfg = {"type": "torchvision", "name": "PetsAndBoxes", "root": ".", "split": "test"}
+    with pytest.raises(AmalgamError, match=r"gives targets of type tuple of 2: an eval set needs a class label"):
+        eval_set(cfg, tmp_path)
+    source = build_image_set("data.sources.x", SourceConfig(**cfg), lambda p: tmp_path / p, (8, 8), False)
+    assert len(source) == 2 and source[0]["image"].shape == (3, 8, 8)
+
+
+def test_two_voc_years_are_two_sets_of_images(tmp_path):
+    write_voc(tmp_path / "voc")
+    base = {"type": "torchvision", "name": "VOCSegmentation", "root": "voc", "split": "val"}
+    plain, _ = eval_set(base, tmp_path)
+    dated, _ = eval_set(base | {"args": {"year": "2012"}}, tmp_path)
+    assert plain.fingerprint() != dated.fingerprint() and not set(plain.image_keys()) & set(dated.image_keys())
+
+
+def test_cityscapes_takes_its_target_type_as_a_list_too(tmp_path):
+    write_cityscapes(tmp_path / "cs")
+    cfg = {"type": "torchvision", "name": "Cityscapes", "root": "cs", "split": "val"}
+    dataset, _ = eval_set(cfg | {"args": {"target_type": ["semantic"]}}, tmp_path)
+    assert dataset.classes[7] == "road"
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ from amalgam.data.torchvision_targets import (
     mask_names,
     mask_names_rule,
     target_kind,
+    unread_targets,
 )
 from amalgam.errors import AmalgamError, error_line
 from amalgam.registry import Registry
@@ -402,15 +403,21 @@ class TorchvisionSet(ImageSet):
         except (TypeError, ValueError) as exc:  # a split it does not have, an argument it needs
             raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {error_line(exc, every_line=True)}") from None
         self.classes = label_names(self.dataset)
-        self.masks = len(self.dataset) > 0 and target_kind(_first_target(self.dataset, name), name) == "mask"
-        if self.masks:  # a segmentation set's classes attribute need not name its maps' values
+        first = _first_target(self.dataset, name) if len(self.dataset) else 0
+        kind = target_kind(first)
+        #: why its targets cannot be scored (said when an eval set reads them; a source never does)
+        self.target_problem = None if kind else unread_targets(first, name)
+        self.masks = kind == "mask"
+        if kind is None:
+            self.target_keys = frozenset()
+        elif self.masks:  # a segmentation set's classes attribute need not name its maps' values
             self.target_keys = frozenset({"mask"})
             self.classes = mask_names(name, self.dataset)
             self.names_rule = mask_names_rule(name, self.classes)
         elif self.classes is None:
             self.names_rule = f"its labels have no names (torchvision {name} has no classes): {NAMES_BY_VALUE}"
-        #: which images these are (dataset, folder, split) and the dataset's indices kept (``limit``)
-        self.identity = (name, str(root.resolve()), split)
+        #: which images these are (dataset, folder, split, args: VOC's year) and the dataset's indices kept
+        self.identity = (name, str(root.resolve()), split + (f" {sorted((args or {}).items())}" if args else ""))
         self.kept: range | list[int] = range(len(self.dataset))
 
     def __len__(self) -> int:
@@ -607,6 +614,8 @@ def build_image_set(
     builder = SOURCE_TYPES.get(cfg.type).build
     try:
         dataset = builder(cfg, resolve)
+        if with_targets and (problem := getattr(dataset, "target_problem", None)):
+            raise AmalgamError(problem)
         if targets is not None and (unused := dataset.target_keys - targets):
             dataset.target_keys = dataset.target_keys & targets
             if log:

@@ -50,27 +50,30 @@ NEEDED_ARGS: dict[str, dict[str, Any]] = {"Cityscapes": {"target_type": "semanti
 def check_needed_args(name: str, args: dict[str, Any]) -> None:
     """Refuses, in one line, a dataset of :data:`NEEDED_ARGS` without the arguments it needs."""
     needed = NEEDED_ARGS.get(name, {})
-    wrong = {k: v for k, v in needed.items() if args.get(k) != v}
+    wrong = {k: v for k, v in needed.items() if args.get(k) not in (v, [v])}
     if wrong:
         shown = ", ".join(f"{k}: {v}" for k, v in needed.items())
         given = ", ".join(f"{k}: {args[k]}" for k in wrong if k in args) or "its defaults"
         raise AmalgamError(f"torchvision {name} gives class maps with args: {{{shown}}} (given: {given})")
 
 
-def target_kind(target: Any, name: str) -> str:
-    """``"label"`` for a class index, ``"mask"`` for a label map (a PIL image, a 2-D array or tensor).
-
-    Raises:
-        AmalgamError: for other targets (boxes, captions, several targets at once), in one line.
-    """
+def target_kind(target: Any) -> Optional[str]:
+    """``"label"`` for a class index, ``"mask"`` for a label map (a PIL image, a 2-D array or tensor),
+    None for any other target (boxes, captions, attribute vectors, several targets at once)."""
     if isinstance(target, Image.Image) or (isinstance(target, (np.ndarray, torch.Tensor)) and target.ndim == 2):
         return "mask"
     if isinstance(target, (int, np.integer)) or (isinstance(target, (np.ndarray, torch.Tensor)) and target.ndim == 0):
         return "label"
+    return None
+
+
+def unread_targets(target: Any, name: str) -> str:
+    """Why an eval set cannot score targets of another kind (a training source never reads them)."""
     shown = type(target).__name__ + (f" of {len(target)}" if isinstance(target, (tuple, list, dict)) else "")
-    raise AmalgamError(
-        f"torchvision {name} gives targets of type {shown}: amalgam reads a class label (an int) or a label map"
-        " (an image); choose one target type in args (e.g. target_types: segmentation)"
+    return (
+        f"torchvision {name} gives targets of type {shown}: an eval set needs a class label (an int) or a label"
+        " map (an image), one target type (args may choose it, e.g. OxfordIIITPet's target_types: segmentation);"
+        " as a training source its targets are never read"
     )
 
 
