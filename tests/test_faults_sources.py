@@ -422,3 +422,23 @@ def test_16_bit_grey_label_maps_are_read_as_class_indices(tmp_path):
     dataset = build_image_set("data.eval.x", cfg, lambda p: p, (4, 4), True, native_targets=True)
     assert Image.open(tmp_path / "labels" / "a.png").mode.startswith("I")
     assert dataset[0]["mask"].tolist() == labels.astype(np.int64).tolist()
+
+
+def test_the_copy_check_finds_copies_among_equal_size_files_and_says_when_it_sampled(tmp_path, monkeypatch):
+    # BMPs of one size were each compared with every eval file (quadratic); past the cap, the count read as exact
+    import shutil
+
+    import amalgam.data.sources as sources
+
+    for folder, count in (("train", 40), ("val", 20)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((4, 4, 3), i + (100 if folder == "val" else 0), np.uint8)).save(
+                tmp_path / folder / f"{i:02d}.bmp"
+            )
+    shutil.copy(tmp_path / "val" / "07.bmp", tmp_path / "train" / "zz.bmp")
+    train, val = sorted((tmp_path / "train").iterdir()), sorted((tmp_path / "val").iterdir())
+    assert sources._copies(train, val) == ([40], False)
+    monkeypatch.setattr(sources, "COPY_CHECKS", 8)
+    found, sampled = sources._copies(train, val)
+    assert sampled and found in ([], [40])

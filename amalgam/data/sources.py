@@ -662,10 +662,14 @@ def shared_images(source: ImageSet, eval_set: ImageSet) -> tuple[int, str]:
     files, a byte-identical copy), and one of them."""
     scored = set(eval_set.image_keys())
     shared = [index for index, key in enumerate(source.image_keys()) if key in scored]
+    sampled = False
     if isinstance(source, FolderSet) and isinstance(eval_set, FolderSet):
         taken = set(shared)
-        shared += [i for i in _copies(source.files, eval_set.files) if i not in taken]
-    return len(shared), source.describe(shared[0]) if shared else ""
+        copies, sampled = _copies(source.files, eval_set.files)
+        shared += [i for i in copies if i not in taken]
+    example = source.describe(shared[0]) if shared else ""
+    sought = f"; copies sought in a spread of {COPY_CHECKS:,} of its files: at least" if sampled else ""
+    return len(shared), example + sought
 
 
 #: most training files of an eval file's size that the copy check reads (a spread of them beyond)
@@ -674,38 +678,44 @@ COPY_CHECKS = 20_000
 COPY_HEAD = 4096
 
 
-def _copies(files: list[Path], others: list[Path]) -> list[int]:
+def _copies(files: list[Path], others: list[Path]) -> tuple[list[int], bool]:
     """Indices of ``files`` with a byte-identical copy among ``others`` (a copied pool of eval images is
-    the usual leak). Only files of a size some other has are read: their first :data:`COPY_HEAD`
-    bytes, then, where those match, all; at most :data:`COPY_CHECKS` of them (an even spread), so a
-    million-image folder costs seconds."""
+    the usual leak), and whether only a spread of the candidates was read. Candidates are files of a
+    size some other has; each is read up to :data:`COPY_HEAD` bytes and looked up by (size, head), then
+    compared whole; at most :data:`COPY_CHECKS` of them (an even spread), so a million-image folder, or
+    one of equal-size BMPs, costs seconds."""
     by_size: dict[int, list[Path]] = {}
     for path in others:
         by_size.setdefault(_size(path), []).append(path)
-    alike = [i for i, path in enumerate(files) if _size(path) in by_size]
-    alike = [alike[k] for k in spread(len(alike), COPY_CHECKS)] if len(alike) > COPY_CHECKS else alike
-    heads: dict[Path, bytes] = {}
-    return [i for i in alike if _has_copy(files[i], by_size[_size(files[i])], heads)]
+    sizes = [_size(path) for path in files]
+    alike = [i for i, size in enumerate(sizes) if size in by_size]
+    sampled = len(alike) > COPY_CHECKS
+    alike = [alike[k] for k in spread(len(alike), COPY_CHECKS)] if sampled else alike
+    heads: dict[tuple[int, bytes], list[Path]] = {}
+    for size in {sizes[i] for i in alike}:
+        for other in by_size[size]:
+            heads.setdefault((size, _head(other)), []).append(other)
+    found = [i for i in alike if _has_copy(files[i], heads.get((sizes[i], _head(files[i])), []))]
+    return found, sampled
 
 
-def _has_copy(path: Path, same_size: list[Path], heads: dict[Path, bytes]) -> bool:
-    """Whether one of ``same_size`` (files of ``path``'s size) holds ``path``'s bytes; ``heads``
-    keeps the first bytes read of each file."""
-
-    def head(p: Path) -> bytes:
-        if p not in heads:
-            with open(p, "rb") as f:
-                heads[p] = f.read(COPY_HEAD)
-        return heads[p]
-
+def _head(path: Path) -> bytes:
     try:
-        first = head(path)
-        return any(
-            head(o) == first and o.read_bytes() == path.read_bytes()
-            for o in same_size
-            if os.path.realpath(o) != os.path.realpath(path)
-        )
+        with open(path, "rb") as f:
+            return f.read(COPY_HEAD)
     except OSError:  # unreadable here: the source check names it
+        return b""
+
+
+def _has_copy(path: Path, alike: list[Path]) -> bool:
+    """Whether one of ``alike`` (files of ``path``'s size and first bytes), not ``path`` itself, holds its bytes."""
+    if not alike:
+        return False
+    real = os.path.realpath(path)
+    try:
+        data = path.read_bytes()
+        return any(os.path.realpath(o) != real and o.read_bytes() == data for o in alike)
+    except OSError:
         return False
 
 
