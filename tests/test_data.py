@@ -314,13 +314,17 @@ def test_mixing_sampler_respects_weights(tmp_path):
     assert (counts / counts.sum() - 1 / 6).abs().max() < 0.04
 
 
-def test_coco_annotations_of_no_listed_image_are_counted_and_an_off_by_one_file_stops(tmp_path):
+def test_coco_annotations_of_no_listed_image_are_counted_and_an_off_by_one_file_is_warned_about(tmp_path):
     # an image_id naming no image was dropped without a word; numbered from 1 against images from 0,
-    # every mask landed on the wrong image and the report blamed the teacher as blind
+    # every mask landed on the wrong image and the report blamed the teacher as blind, without a word
     said: list[str] = []
     cfg = write_coco_set(tmp_path / "a", [0, 1], ["shirt"], [(0, 1, HALF, 0), (4242, 1, HALF, 0)])
     build_image_set("data.eval.x", SourceConfig(**cfg), lambda p: p, (4, 8), True, log=said.append)
     assert any("1 of 2 COCO annotations name an image_id the file lists no image for (e.g. 4242)" in s for s in said)
     cfg = write_coco_set(tmp_path / "b", [0, 1], ["shirt"], [(1, 1, HALF, 0), (2, 1, WHOLE, 0)])
-    with pytest.raises(AmalgamError, match=r"every annotation's image_id -1 names one: are its images numbered from 0"):
-        build_image_set("data.eval.x", SourceConfig(**cfg), lambda p: p, (4, 8), True)
+    said = []  # no proof (a dropped last image beside a negative first one looks the same): a warning
+    build_image_set("data.eval.x", SourceConfig(**cfg), lambda p: p, (4, 8), True, log=said.append)
+    line = "data.eval.x: warning: 1 of 2 COCO annotations name an image_id the file lists no image for (e.g. 2)"
+    assert any(
+        s.startswith(line) and "image_id -1 names an image: if its images are numbered from 0" in s for s in said
+    )

@@ -867,7 +867,7 @@ def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
         coco, images = dataset.coco, dataset.image_ids
         check_masks(coco, dataset.annotations)  # a box-only file is fine as a source of images
         found = (
-            orphan_note(coco, dataset.annotations),
+            orphan_note(coco),
             crowd_note(coco, images),
             boxes_note(coco, images),
             absent_note(coco, dataset.cat_ids, images),
