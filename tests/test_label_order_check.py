@@ -53,6 +53,23 @@ def names_red(classes):
     return NamesRed(classes)
 
 
+class NamesRedValue(nn.Module):
+    '''Class k where red is k (logits), for label sets of up to 256 classes.'''
+
+    def __init__(self, classes):
+        super().__init__()
+        self.classes = classes
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        k = torch.round(x[:, 0, 0, 0] * 255).long().clamp(0, self.classes - 1)
+        return 10.0 * self.gain * nn.functional.one_hot(k, self.classes).float()
+
+
+def names_red_value(classes):
+    return NamesRedValue(classes)
+
+
 class Collapsed(ReadsRed):
     '''Class 0 everywhere: a teacher fed another input range than it was trained on, say.'''
 
@@ -169,14 +186,15 @@ def classifier_said(
 def test_a_classifier_in_its_training_order_is_said_checked(tmp_path):
     said, notes = classifier_said(tmp_path, CLASSES)
     assert not [line for line in said if line.startswith("warning:")]
-    assert "label order checked on 16 images of 'val', before training: 4 classes, 0 named mostly as another" in notes
+    # three images of each class (the set knows their labels), not a spread: sorted by class, that held few
+    assert "label order checked on 12 images of 'val', before training: 4 classes, 0 named mostly as another" in notes
 
 
 def test_a_classifier_labelled_in_alphabetical_order_is_warned_about_before_training(tmp_path):
     said, notes = classifier_said(tmp_path, sorted(CLASSES))  # bird, cat, dog, fish: 3 of 4 swapped
     (line,) = [line for line in said if "classes as one other class" in line]
     assert line.startswith("warning: teacher cls names most of 3 classes as one other class (")
-    assert line.endswith("(on 16 images of 'val', before training)")
+    assert line.endswith("(on 12 images of 'val', before training)")
     assert any(note.startswith("label order doubtful") for note in notes)
 
 
@@ -184,7 +202,7 @@ def test_one_image_per_class_is_not_judged(tmp_path):
     # a competent teacher's one confusion of a class seen once is not an order: too few to judge
     said, notes = classifier_said(tmp_path, sorted(CLASSES), per_class=1)
     assert not [line for line in said if "classes as one other class" in line]
-    assert not [note for note in notes if note.startswith("label order")]
+    assert "label order not checked on 4 images of 'val', before training: 0 classes with enough of them" in notes
 
 
 def test_a_segmenter_that_sees_only_background_is_warned_about_before_training(tmp_path):
@@ -197,5 +215,54 @@ def test_a_classifier_that_names_one_class_for_all_is_warned_about_before_traini
     # one class named for all is no label order (that warning keeps quiet): it is a blind teacher
     said, notes = classifier_said(tmp_path, CLASSES, factory="models:collapsed_classifier")
     (line,) = [line for line in said if line.startswith("warning:")]
-    assert line.startswith("warning: teacher cls finds almost none of 3 of the 4 classes seen ('dog', 'bird', 'fish'")
-    assert any(note.startswith("near-blind on 16 images of 'val', before training") for note in notes)
+    assert line.startswith("warning: teacher cls names one class, 'cat', for 12 images of 4 classes on 12 images")
+    assert "near-blind on 12 images of 'val', before training" in notes
+
+
+def test_a_large_label_set_sorted_by_class_is_checked_on_images_of_many_classes(tmp_path):
+    # a spread of 96 images over 60 class folders of 4 held 0 classes twice: the check judged nothing, silently
+    (tmp_path / "models.py").write_text(MODELS)
+    names = [f"c{k:02d}" for k in range(60)]
+    for k, name in enumerate(names):
+        (tmp_path / "val" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), k, np.uint8)).save(tmp_path / "val" / name / f"{i}.png")
+    recipe = {
+        "name": "order",
+        "device": "cpu",
+        "data": {
+            "image_size": [32, 32],
+            "sources": {"train": {"type": "imagefolder", "path": "val"}},
+            "eval": {"val": {"type": "imagefolder", "path": "val"}},
+        },
+        "teachers": {
+            "cls": {
+                "task": "classification",
+                "model": {"from": "python", "factory": "models:names_red_value", "classes": 60},
+                "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "resize": "stretch"},
+                "labels": names[1:] + names[:1],  # one off: every image named as the next class
+                "eval": "val",
+            }
+        },
+        "student": {"encoder": "tu-test_resnet"},
+        "train": {"workers": 0},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    said: list[str] = []
+    build_plan(load_recipe(tmp_path / "recipe.yaml"), log=said.append)
+    (line,) = [line for line in said if "classes as one other class" in line]
+    assert line.startswith("warning: teacher cls names most of 32 classes as one other class (")
+
+
+def test_the_blind_rule_needs_enough_images_of_a_class():
+    import torch
+
+    from amalgam.distill.plan import blind_line
+
+    names = [f"c{k}" for k in range(10)]
+    weak = torch.zeros(10, 10, dtype=torch.long)
+    for c in range(10):  # 2 images a class: right on 4 classes, both named as the next class on 6
+        weak[c, c if c < 4 else (c + 1) % 10] = 2
+    assert blind_line("t", names, weak, dense=False) is None  # chance for a weak but real classifier, not blindness
+    blind = weak * 3  # 6 images a class, none right on 6 classes
+    assert blind_line("t", names, blind, dense=False).startswith("teacher t finds almost none of 6 of the 10 classes")

@@ -267,83 +267,120 @@ ORDER_MIN_ITEMS = 2
 def check_label_order_on_eval(
     plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print
 ) -> None:
-    """Warns before training when a labelled teacher, on some of its eval images
-    (:data:`READING_CHECK_IMAGES` for a dense task, :data:`ORDER_CHECK_ITEMS` for a classifier), names
-    most of many classes (:data:`ORDER_SHARE` of those seen, three at least) as one other class each:
-    its labels, or the set's class names (a ``classes.txt`` one line short, label ids read as train
-    ids, folders sorted by name against a model trained in another order), are not in the order of its
-    outputs. Merged with another teacher's labels the student would learn the swap; the scores, wrong
-    too, are said only after the whole schedule. What was checked is said with the teacher's notes."""
+    """Warns before training when a teacher of one label per pixel or image, on some of its eval images
+    (:data:`READING_CHECK_IMAGES` for a dense task; for a classifier :data:`ORDER_CHECK_ITEMS`, a few of
+    each class where the set knows its labels), names most of many classes (:data:`ORDER_SHARE` of those
+    seen, three at least) as one other class each: its labels, or the set's class names (a
+    ``classes.txt`` one line short, label ids read as train ids, folders sorted by name against a model
+    trained in another order), are not in the order of its outputs; or when it is blind
+    (:func:`blind_line`). Merged with another teacher's labels the student would learn the swap; the
+    scores, wrong too, are said only after the whole schedule. What was checked is said with the
+    teacher's notes."""
     task, space = teacher.task, teacher.space
-    if not (task.labelled and space is not None and dataset.classes):
+    if not (task.labelled and task.exclusive_labels and space is not None and dataset.classes):
         return
     lut = lookup(dataset.classes, space, plan.extents(task.name))
-    count = READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS
-    answers, truths = eval_answers(plan, teacher, dataset, count)
+    picks = None if task.dense else per_class_picks(dataset, ORDER_PICKS, ORDER_CHECK_ITEMS)
+    answers, truths = eval_answers(
+        plan, teacher, dataset, READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS, picks
+    )
     truths = [apply_lookup(t, lut) for t in truths]
+    matrix = _confusion(answers, truths, len(space))
+    judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
     meter = task.reading_meter(len(space), teacher.output_kind)
     for answer, truth in zip(answers, truths):
         meter.update(answer[None], truth[None])
-    mostly = meter.compute().get(MOSTLY)
-    judged = _judged_classes(truths, 1 if task.dense else ORDER_MIN_ITEMS)
-    if mostly is not None:
-        mostly = [j if c in judged else None for c, j in enumerate(mostly)]
+    mostly = [j if c in judged else None for c, j in enumerate(meter.compute().get(MOSTLY) or [])]
     line = label_order_warning(teacher.name, list(space.names), mostly)
-    swapped = sum(j is not None for j in mostly or [])
+    swapped = sum(j is not None for j in mostly)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
-    blind = _blind_classes(answers, truths, judged)
+    blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
     if line and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged)):
         log(f"warning: {line} ({where})")
         teacher.notes.append(f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another")
-    elif len(blind) >= max(BLIND_MIN_CLASSES, BLIND_SHARE * len(judged)):
-        shown = ", ".join(f"'{space.names[c]}'" for c in blind[:5]) + (
-            f" and {len(blind) - 5} more" if len(blind) > 5 else ""
-        )
-        log(
-            f"warning: teacher {teacher.name} finds almost none of {len(blind)} of the {len(judged)} classes seen"
-            f" ({shown}: recall < {BLIND_RECALL}) {where}: check its input (value range, mean/std, channel order:"
-            f" teachers.{teacher.name}.input) and its checkpoint; a student cannot learn from it what it does not see"
-        )
-        teacher.notes.append(f"near-blind {where}: recall < {BLIND_RECALL} on {len(blind)} of {len(judged)} classes")
+    elif blind:
+        log(f"warning: {blind} {where}: check its input (value range, mean/std, channel order: teachers.{teacher.name}"
+            ".input) and its checkpoint; a student cannot learn from it what it does not see")  # fmt: skip
+        teacher.notes.append(f"near-blind {where}")
     elif len(judged) >= ORDER_MIN_CLASSES:
         teacher.notes.append(f"label order checked {where}: {len(judged)} classes, {swapped} named mostly as another")
+    else:  # said, so that a check that could not judge is not read as passed
+        teacher.notes.append(f"label order not checked {where}: {len(judged)} classes with enough of them")
 
 
-#: recall under which the check before training counts a teacher blind on a class (the report's rule, after training)
+#: a classifier's check takes this many images of each class, where its eval set knows their labels
+ORDER_PICKS = 3
+#: pixels a class needs in a dense teacher's check to be judged (a stray pixel is no class)
+ORDER_MIN_PIXELS = 64
+#: recall under which a class counts as unseen (the report's near-blind rule, after training)
 BLIND_RECALL = 0.1
-#: share of the classes seen, and least count, on which it must be blind for the warning
+#: blind on this share of the judged classes (two at least), each with this many entries: pixels, images
 BLIND_SHARE = 0.5
 BLIND_MIN_CLASSES = 2
+BLIND_MIN_PIXELS = 256
+BLIND_MIN_ITEMS = 5
+#: a classifier naming one class for this share of the images, where the truth holds three or more
+COLLAPSED_SHARE = 0.9
 
 
-def _blind_classes(answers: list[torch.Tensor], truths: list[torch.Tensor], judged: set[int]) -> list[int]:
-    """The judged classes whose entries (pixels or images) the teacher names right under :data:`BLIND_RECALL`."""
-    hits, totals = dict.fromkeys(judged, 0), dict.fromkeys(judged, 0)
+def blind_line(teacher: str, names: list[str], matrix: torch.Tensor, dense: bool) -> Optional[str]:
+    """The warning's head when a teacher finds almost none (recall < :data:`BLIND_RECALL`) of half or
+    more of the classes with enough entries (:data:`BLIND_MIN_PIXELS` pixels, :data:`BLIND_MIN_ITEMS`
+    images: a weak but real classifier misses two images of a class by chance), or, a classifier,
+    names one class for nearly every image (:data:`COLLAPSED_SHARE`) where the truth holds three or more.
+    ``matrix``: truth x prediction counts."""
+    truth, predicted = matrix.sum(1), matrix.sum(0)
+    if not dense and (truth > 0).sum() >= 3 and predicted.max() >= COLLAPSED_SHARE * truth.sum() > 0:
+        named, classes = names[int(predicted.argmax())], int((truth > 0).sum())
+        return f"teacher {teacher} names one class, '{named}', for {int(predicted.max())} images of {classes} classes"
+    judged = [c for c in range(len(names)) if truth[c] >= (BLIND_MIN_PIXELS if dense else BLIND_MIN_ITEMS)]
+    blind = [c for c in judged if matrix[c, c] < BLIND_RECALL * truth[c]]
+    if len(blind) < max(BLIND_MIN_CLASSES, BLIND_SHARE * len(judged)):
+        return None
+    shown = ", ".join(f"'{names[c]}'" for c in blind[:5]) + (f" and {len(blind) - 5} more" if len(blind) > 5 else "")
+    seen = f"{len(blind)} of the {len(judged)} classes seen"
+    return f"teacher {teacher} finds almost none of {seen} ({shown}: recall < {BLIND_RECALL})"
+
+
+def _confusion(answers: list[torch.Tensor], truths: list[torch.Tensor], classes: int) -> torch.Tensor:
+    """Truth x prediction counts over every scored entry (one bincount per image, not one pass per class)."""
+    matrix = torch.zeros(classes * classes, dtype=torch.long)
     for answer, truth in zip(answers, truths):
-        answer, truth = answer.flatten(), truth.flatten()
-        for c in judged:
-            where = truth == c
-            totals[c] += int(where.sum())
-            hits[c] += int((answer[where] == c).sum())
-    return [c for c in sorted(judged) if totals[c] and hits[c] < BLIND_RECALL * totals[c]]
+        answer, truth = answer.flatten().long(), truth.flatten().long()
+        keep = (truth >= 0) & (truth < classes) & (answer >= 0) & (answer < classes)
+        matrix += torch.bincount(truth[keep] * classes + answer[keep], minlength=classes * classes)
+    return matrix.view(classes, classes)
 
 
-def _judged_classes(truths: list[torch.Tensor], least: int) -> set[int]:
-    """Classes with at least ``least`` scored entries (pixels or images) in ``truths``."""
-    values = torch.cat([t.flatten() for t in truths])
-    values = values[values != IGNORE]
-    classes, counts = values.unique(return_counts=True)
-    return {int(c) for c, n in zip(classes, counts) if n >= least}
+def _judged(matrix: torch.Tensor, least: int) -> set[int]:
+    """Classes with at least ``least`` scored entries (pixels or images)."""
+    return {c for c, n in enumerate(matrix.sum(1).tolist()) if n >= least}
+
+
+def per_class_picks(dataset: ImageSet, each: int, most: int) -> Optional[list[int]]:
+    """Up to ``each`` images of each class, of classes spread over the set's, at most ``most`` in all,
+    where the set knows every image's label without reading it (an imagefolder set); else None (a
+    spread over the set: sorted by class, that held one or two classes of a large label set)."""
+    labels = getattr(dataset, "labels", None)
+    if not labels:
+        return None
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    classes = sorted(by_class)
+    chosen = [classes[k] for k in spread(len(classes), max(1, most // each))]
+    return [by_class[c][k] for c in chosen for k in spread(len(by_class[c]), min(each, len(by_class[c])))]
 
 
 def eval_answers(
-    plan: Plan, teacher: Teacher, dataset: ImageSet, count: int
+    plan: Plan, teacher: Teacher, dataset: ImageSet, count: int, indices: Optional[list[int]] = None
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The plain teacher's predictions (at each target's size, as evaluation scores them) and the
-    targets of ``count`` images spread over ``dataset``, one image at a time (originals differ in size)."""
+    targets of ``count`` images spread over ``dataset`` (or of ``indices``), one image at a time
+    (originals differ in size)."""
     task, first = teacher.task, torch.zeros(1, dtype=torch.long)
     answers, truths = [], []
-    for index in spread(len(dataset), count):
+    for index in spread(len(dataset), count) if indices is None else indices:
         sample = dataset[index]
         truth = torch.as_tensor(sample[task.target_key])
         originals = [sample["original"]] if "original" in sample else None
