@@ -425,6 +425,20 @@ def test_a_full_disk_while_drawing_the_report_is_one_line_and_the_run_stays_unfi
     assert (run / "report.json").is_file() and (run / "report.html").is_file()
 
 
+def test_a_picture_that_fails_to_draw_is_one_line_and_the_run_finishes(world, tmp_path, monkeypatch, capsys):
+    # the figures are drawn before report.json now: a plotting bug must not cost the report
+    import amalgam.evaluation.visual as visual
+
+    def broken(*args, **kwargs):
+        raise ValueError("a plotting bug")
+
+    monkeypatch.setattr(visual, "plot_curves", broken)
+    run = tmp_path / "run"
+    assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS[:-1]]) == 0
+    assert "curves.png not drawn: " in (out := capsys.readouterr().out) and "a plotting bug" in out, out
+    assert (run / "report.json").is_file() and not (run / "curves.png").exists()
+
+
 def test_torchs_unexpected_pos_error_is_read_as_a_full_disk():
     from amalgam.io import is_disk_full
 

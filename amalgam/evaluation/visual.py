@@ -23,6 +23,7 @@ from amalgam.errors import error_line
 from amalgam.evaluation.figures import pyplot
 from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, relative
 from amalgam.evaluation.tree_report import plot_tree
+from amalgam.io import is_disk_full
 from amalgam.labels import IGNORE, apply_lookup, lookup, projection
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
@@ -230,13 +231,21 @@ def render(
     run_dir: Path, report: dict, plan: Optional[Plan], student, spaces, device, log: Callable[[str], None] = print
 ) -> Path:
     """Curves, sample grid (when the plan and student are given) and ``report.html``; a picture that
-    cannot be drawn is said in ``log`` and left out."""
-    plot_curves(run_dir / "train_log.csv", run_dir / "curves.png")
+    cannot be drawn is said in ``log`` and left out (a full disk stops: the run is not finished)."""
+    drawn(lambda: plot_curves(run_dir / "train_log.csv", run_dir / "curves.png"), "curves.png", log)
     if plan is not None and student is not None:
-        try:
-            sample_grid(plan, student, spaces, device, run_dir / "samples.png", log=log)
-        except Exception as exc:  # noqa: BLE001 - the report is written: a picture must not fail the build
-            log(f"samples.png not drawn: {error_line(exc)}")
+        drawn(lambda: sample_grid(plan, student, spaces, device, run_dir / "samples.png", log=log), "samples.png", log)
     if report.get("tree"):
-        plot_tree(report["tree"], run_dir / "tree.png")
+        drawn(lambda: plot_tree(report["tree"], run_dir / "tree.png"), "tree.png", log)
     return write_html(run_dir, report)
+
+
+def drawn(draw: Callable[[], object], name: str, log: Callable[[str], None]) -> None:
+    """Runs ``draw``; a picture it fails to draw is one line (a report must not be lost to a plot),
+    except for a full disk, which the build says and ``--resume`` mends."""
+    try:
+        draw()
+    except Exception as exc:  # noqa: BLE001 - any plotting failure
+        if is_disk_full(exc):
+            raise
+        log(f"{name} not drawn: {error_line(exc)}")
