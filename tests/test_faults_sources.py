@@ -442,3 +442,16 @@ def test_the_copy_check_finds_copies_among_equal_size_files_and_says_when_it_sam
     monkeypatch.setattr(sources, "COPY_CHECKS", 8)
     found, sampled = sources._copies(train, val)
     assert sampled and found in ([], [40])
+
+
+def test_16_bit_label_values_beyond_the_ignore_value_are_one_line(tmp_path):
+    # 65535 as void was refused as "label maps are 8-bit", and negative values of a mode I map crashed in bincount
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    labels = np.zeros((4, 4), np.uint16)
+    labels[0, 0] = 65535
+    Image.fromarray(labels).save(tmp_path / "labels" / "a.png")
+    (tmp_path / "classes.txt").write_text("background\nwall\n")
+    with pytest.raises(AmalgamError, match=r"holds values 0-65535: class indices are 0-254 with 255 = ignore"):
+        build_said({"type": "dense", "path": tmp_path}, with_targets=True)

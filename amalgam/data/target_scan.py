@@ -64,11 +64,15 @@ def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     clash: Optional[tuple[int, Path, Path]] = None
     for path in _paths(dataset, "mask"):
         array, palette = read_map(path)
+        if array.size and (array.min() < 0 or array.max() > IGNORE):  # a 16- or 32-bit grey map's other values
+            low, high = int(array.min()), int(array.max())
+            raise AmalgamError(
+                f"label map {path} holds values {low}-{high}: class indices are 0-{IGNORE - 1} with {IGNORE} ="
+                f" ignore (a 16-bit map's 65535 void, say, must be saved as {IGNORE})"
+            )
         values = np.bincount(array.ravel(), minlength=IGNORE + 1)
         if palette is not None and clash is None:
             clash = _palette_clash(colours, palette, np.flatnonzero(values), path)
-        if len(values) > IGNORE + 1:  # the source check lets only 8-bit maps (L, P) through
-            raise AmalgamError(f"label map {path} holds values above {IGNORE}: label maps are 8-bit")
         if classes is not None and values[classes:IGNORE].any():
             bad_maps.append(path)
         counts += values
