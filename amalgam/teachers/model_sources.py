@@ -306,11 +306,10 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
     keys under that name in the entry read (``taken``: ``['state_dict']`` for Lightning, see
     :func:`_read_entry`), DDP's prefix included."""
     firsts = dict.fromkeys(k.split(".", 1)[0] for k in state if "." in k)
-    prefix = next(
-        (f"{n}." for n in firsts if {k[len(n) + 1 :] for k in state if k.startswith(f"{n}.")} == set(own)), None
-    )
-    if prefix is None:
+    fits = [f"{n}." for n in firsts if {k[len(n) + 1 :] for k in state if k.startswith(f"{n}.")} == set(own)]
+    if not fits:
         return ""
+    prefix = fits[0]  # the command's; every fitting one is named, so that the user picks (model. or ema.)
     out = f"{path}.inner.pt"
     entry = "".join(f"[{key!r}]" for key in taken if key != DDP_PREFIX)
     ddp = DDP_PREFIX if DDP_PREFIX in taken else ""
@@ -328,9 +327,11 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
         if not others
         else f"the model's keys are those under '{prefix}'{beside}"
     )
+    if len(fits) > 1:  # two copies of the network (its weights and their EMA): amalgam does not choose
+        said = f"the model's keys are those under each of {', '.join(repr(f) for f in fits)}: choose one"
     return (
         f" ({said}, the model's do not: save the inner network's state_dict,"
-        f' e.g. python -c "{strip}", and point the recipe at {out})'
+        f' e.g. python -c "{strip}" (for {prefix!r}), and point the recipe at {out})'
     )
 
 
