@@ -98,34 +98,28 @@ def write_set(root: Path, names: list[str], count: int = 8) -> None:
     (root / "classes.txt").write_text("\n".join(names) + "\n")
 
 
-def said_of(root: Path, names: list[str], factory: str = "models:reads_red") -> list[str]:
+def planned(root: Path, teacher: dict, source: dict, evaluated: dict) -> tuple[list[str], list[str]]:
+    """Plans a one-teacher recipe (models.py written, eval set 'val'): the lines logged and the teacher's notes."""
     (root / "models.py").write_text(MODELS)
-    write_set(root / "val", names)
     recipe = {
         "name": "order",
         "device": "cpu",
-        "data": {
-            "image_size": [32, 32],
-            "sources": {"train": {"type": "folder", "path": "val/images"}},
-            "eval": {"val": {"type": "dense", "path": "val"}},
-        },
-        "teachers": {
-            "seg": {
-                "task": "segmentation",
-                "model": {"from": "python", "factory": factory, "classes": len(NAMES)},
-                "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
-                "labels": NAMES,
-                "background": "background",
-                "eval": "val",
-            }
-        },
+        "data": {"image_size": [32, 32], "sources": {"train": source}, "eval": {"val": evaluated}},
+        "teachers": {"t": {"input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, "eval": "val", **teacher}},
         "student": {"encoder": "tu-test_resnet"},
         "train": {"workers": 0},
     }
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     said: list[str] = []
-    build_plan(load_recipe(root / "recipe.yaml"), log=said.append)
-    return said
+    plan = build_plan(load_recipe(root / "recipe.yaml"), log=said.append)
+    return said, plan.teachers["t"].notes
+
+
+def said_of(root: Path, names: list[str], factory: str = "models:reads_red") -> list[str]:
+    write_set(root / "val", names)
+    model = {"from": "python", "factory": factory, "classes": len(NAMES)}
+    teacher = {"task": "segmentation", "model": model, "labels": NAMES, "background": "background"}
+    return planned(root, teacher, {"type": "folder", "path": "val/images"}, {"type": "dense", "path": "val"})[0]
 
 
 def test_names_in_the_outputs_order_raise_nothing(tmp_path):
@@ -135,7 +129,7 @@ def test_names_in_the_outputs_order_raise_nothing(tmp_path):
 def test_a_class_list_one_line_off_is_warned_about_before_training(tmp_path):
     shifted = NAMES[1:] + NAMES[:1]  # every map value names the next class
     (line,) = [line for line in said_of(tmp_path, shifted) if "classes as one other class" in line]
-    assert line.startswith("warning: teacher seg names most of 5 classes as one other class (")
+    assert line.startswith("warning: teacher t names most of 5 classes as one other class (")
     assert line.endswith("in the order of its outputs? (on 8 images of 'val', before training)")
 
 
@@ -155,32 +149,10 @@ def write_folders(root: Path, per_class: int) -> None:
 def classifier_said(
     root: Path, labels: list[str], per_class: int = 4, factory: str = "models:names_red"
 ) -> tuple[list[str], list[str]]:
-    (root / "models.py").write_text(MODELS)
     write_folders(root / "val", per_class)
-    recipe = {
-        "name": "order",
-        "device": "cpu",
-        "data": {
-            "image_size": [32, 32],
-            "sources": {"train": {"type": "imagefolder", "path": "val"}},
-            "eval": {"val": {"type": "imagefolder", "path": "val"}},
-        },
-        "teachers": {
-            "cls": {
-                "task": "classification",
-                "model": {"from": "python", "factory": factory, "classes": len(CLASSES)},
-                "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
-                "labels": labels,
-                "eval": "val",
-            }
-        },
-        "student": {"encoder": "tu-test_resnet"},
-        "train": {"workers": 0},
-    }
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    said: list[str] = []
-    plan = build_plan(load_recipe(root / "recipe.yaml"), log=said.append)
-    return said, plan.teachers["cls"].notes
+    model = {"from": "python", "factory": factory, "classes": len(CLASSES)}
+    folders = {"type": "imagefolder", "path": "val"}
+    return planned(root, {"task": "classification", "model": model, "labels": labels}, folders, folders)
 
 
 def test_a_classifier_in_its_training_order_is_said_checked(tmp_path):
@@ -193,7 +165,7 @@ def test_a_classifier_in_its_training_order_is_said_checked(tmp_path):
 def test_a_classifier_labelled_in_alphabetical_order_is_warned_about_before_training(tmp_path):
     said, notes = classifier_said(tmp_path, sorted(CLASSES))  # bird, cat, dog, fish: 3 of 4 swapped
     (line,) = [line for line in said if "classes as one other class" in line]
-    assert line.startswith("warning: teacher cls names most of 3 classes as one other class (")
+    assert line.startswith("warning: teacher t names most of 3 classes as one other class (")
     assert line.endswith("(on 12 images of 'val', before training)")
     assert any(note.startswith("label order doubtful") for note in notes)
 
@@ -207,7 +179,7 @@ def test_one_image_per_class_is_not_judged(tmp_path):
 
 def test_a_segmenter_that_sees_only_background_is_warned_about_before_training(tmp_path):
     (line,) = [line for line in said_of(tmp_path, NAMES, "models:collapsed") if "finds almost none" in line]
-    assert line.startswith("warning: teacher seg finds almost none of 5 of the 6 classes seen ('wall', 'floor',")
+    assert line.startswith("warning: teacher t finds almost none of 5 of the 6 classes seen ('wall', 'floor',")
     assert "recall < 0.1) on 8 images of 'val', before training: check its input" in line
 
 
@@ -215,43 +187,23 @@ def test_a_classifier_that_names_one_class_for_all_is_warned_about_before_traini
     # one class named for all is no label order (that warning keeps quiet): it is a blind teacher
     said, notes = classifier_said(tmp_path, CLASSES, factory="models:collapsed_classifier")
     (line,) = [line for line in said if line.startswith("warning:")]
-    assert line.startswith("warning: teacher cls names one class, 'cat', for 12 images of 4 classes on 12 images")
+    assert line.startswith("warning: teacher t names one class, 'cat', for 12 images of 4 classes on 12 images")
     assert "near-blind on 12 images of 'val', before training" in notes
 
 
 def test_a_large_label_set_sorted_by_class_is_checked_on_images_of_many_classes(tmp_path):
     # a spread of 96 images over 60 class folders of 4 held 0 classes twice: the check judged nothing, silently
-    (tmp_path / "models.py").write_text(MODELS)
     names = [f"c{k:02d}" for k in range(60)]
     for k, name in enumerate(names):
         (tmp_path / "val" / name).mkdir(parents=True)
         for i in range(4):
             Image.fromarray(np.full((8, 8, 3), k, np.uint8)).save(tmp_path / "val" / name / f"{i}.png")
-    recipe = {
-        "name": "order",
-        "device": "cpu",
-        "data": {
-            "image_size": [32, 32],
-            "sources": {"train": {"type": "imagefolder", "path": "val"}},
-            "eval": {"val": {"type": "imagefolder", "path": "val"}},
-        },
-        "teachers": {
-            "cls": {
-                "task": "classification",
-                "model": {"from": "python", "factory": "models:names_red_value", "classes": 60},
-                "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "resize": "stretch"},
-                "labels": names[1:] + names[:1],  # one off: every image named as the next class
-                "eval": "val",
-            }
-        },
-        "student": {"encoder": "tu-test_resnet"},
-        "train": {"workers": 0},
-    }
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    said: list[str] = []
-    build_plan(load_recipe(tmp_path / "recipe.yaml"), log=said.append)
+    model = {"from": "python", "factory": "models:names_red_value", "classes": 60}
+    one_off = names[1:] + names[:1]  # every image named as the next class
+    folders = {"type": "imagefolder", "path": "val"}
+    said, _ = planned(tmp_path, {"task": "classification", "model": model, "labels": one_off}, folders, folders)
     (line,) = [line for line in said if "classes as one other class" in line]
-    assert line.startswith("warning: teacher cls names most of 32 classes as one other class (")
+    assert line.startswith("warning: teacher t names most of 32 classes as one other class (")
 
 
 def test_the_blind_rule_needs_enough_images_of_a_class():
