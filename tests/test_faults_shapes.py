@@ -255,3 +255,15 @@ def test_a_blank_line_in_a_labels_file_or_an_empty_label_is_refused_naming_where
         label_names(["cat", ""])
     with pytest.raises(AmalgamError, match="^0: an empty label name"):
         label_names([{" ": "cat"}])
+
+
+def test_a_synset_labels_file_is_read_without_its_wordnet_ids(tmp_path):
+    # ImageNet's LOC_synset_mapping.txt made 'n01440764 tench, Tinca tinca' a label, matching no eval class
+    from amalgam.config.label_entries import read_class_map, read_names
+
+    path = tmp_path / "LOC_synset_mapping.txt"
+    path.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n")
+    assert read_names(path) == ["tench, Tinca tinca", "goldfish, Carassius auratus"]
+    assert list(read_class_map(path).values()) == read_names(path)  # the same names as an eval set's classes_file
+    path.write_text("n01440764 tench\nnot an id\n")
+    assert read_names(path) == ["n01440764 tench", "not an id"]  # only a file of such lines throughout

@@ -67,6 +67,8 @@ def space_of(entries: Optional[Sequence[Any]], background: Optional[str]) -> Opt
         raise AmalgamError(str(exc)) from None
 
 
+#: a line of WordNet id and name (``n01440764 tench, Tinca tinca``): the id is dropped, the rest is the name
+_SYNSET = re.compile(r"^n\d{8}[ \t]+(\S.*)$")
 #: a numbered line of a labels file: ``0 background``, ``1: person``, ``2,car``
 _NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*([^\W_].*)$")  # not "0 - zero": torchvision's MNIST names
 
@@ -99,6 +101,8 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
             " name that output, or delete the line if the file has one line too many"
         )
     numbered = [_NUMBERED.match(line) for line in lines]
+    if lines and all(synset := [_SYNSET.match(line) for line in lines]):
+        return [m[1].strip() for m in synset]  # ImageNet's LOC_synset_mapping.txt, read as a classes_file reads it
     if not lines or not all(numbered):
         return lines
     ids = [int(m[1]) for m in numbered]
