@@ -400,6 +400,10 @@ class LabelledOutputs:
         one_channel = out.dim() == 1 or out.shape[1] == 1
         if len(space) == 2 and one_channel and kind not in ("binary", "binary_probability"):
             return " (one channel for two labels: set output: binary (a logit) or binary_probability (a sigmoid))"
+        if out.dim() >= 2 and out.shape[1] > len(space):
+            return (
+                f" ({out.shape[1] - len(space)} more channels than labels: name them, or list them in unused_outputs)"
+            )
         return ""
 
     def labels_problem(self, names: list[str]) -> Optional[str]:

@@ -91,6 +91,8 @@ def test_changing_a_source_weight_keeps_the_filled_rows(fresh_world, tmp_path):
     old_style = json.loads(meta.read_text())  # stores written before weights left the key had them
     old_style["sources"]["scenes"]["config"]["weight"] = 1.0
     del old_style["sources"]["scenes"]["config"]["exif"]  # and before exif: (every image read upright)
+    del old_style["sources"]["scenes"]["config"]["args"]  # and before a torchvision set's args
+    del old_style["teacher"]["unused_outputs"]  # and before a teacher's unused_outputs
     meta.write_text(json.dumps(old_style))
     reweighted = load_recipe(fresh_world, overrides=["data.sources.scenes.weight=5.0"])
     assert int(TeacherCache(root, build_plan(reweighted, log=QUIET), QUIET).stores["depth"].filled.sum()) == 2

@@ -491,3 +491,37 @@ def test_a_slots_dataclass_output_gives_its_tensor():
 def test_an_output_with_no_tensor_found_asks_for_output_key():
     with pytest.raises(AmalgamError, match=r"holds no tensor amalgam can list: set output_key"):
         resolve(object(), None)
+
+
+class SpareUnits(nn.Module):
+    """A classifier of 5 output units whose last 2 were never trained (a 1001st background unit, say)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 1)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+def test_spare_output_units_stop_naming_unused_outputs_and_are_dropped_when_listed():
+    labels = ("a", "b", "c")
+    with pytest.raises(AmalgamError, match=r"2 more channels than labels: name them, or list them in unused_outputs"):
+        check_teacher_output(teacher(SpareUnits(), task="classification", labels=labels), (16, 16))
+    model = SpareUnits()
+    t = teacher(model, task="classification", labels=labels, unused_outputs=[4, 3])
+    check_teacher_output(t, (16, 16))
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(t(x), model(t.prepare(x))[:, :3])  # softmax over its labels, not the spare units
+    assert "less its channels [3, 4] (unused_outputs)" in t.output_note()
+    beyond = teacher(SpareUnits(), task="classification", labels=("a", "b"), unused_outputs=[2, 3, 5])
+    with pytest.raises(AmalgamError, match=r"unused_outputs \[2, 3, 5\]: the output \[2, 5\] has 5 channels"):
+        check_teacher_output(beyond, (16, 16))
+
+
+def test_unused_outputs_are_for_labelled_teachers_only(world):
+    from amalgam.config.recipe import load_recipe
+    from amalgam.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"unused_outputs: a depth teacher has no label channels to leave out"):
+        load_recipe(world, overrides=["teachers.depth.unused_outputs=[1]"])

@@ -69,7 +69,10 @@ def test_teacher_with_the_wrong_output_shape_is_rejected_by_name():
     teacher = teacher_of(Linear(3), labels=("a", "b"))  # 3 logits for 2 labels
     with pytest.raises(AmalgamError) as info:
         check_teacher_output(teacher, (32, 32))
-    assert str(info.value) == "teacher 't1' (classification): expected logits of shape [B, 2] = [2, 2], got [2, 3]"
+    assert str(info.value) == (
+        "teacher 't1' (classification): expected logits of shape [B, 2] = [2, 2], got [2, 3]"
+        " (1 more channels than labels: name them, or list them in unused_outputs)"
+    )
     check_teacher_output(teacher_of(Linear(2)), (32, 32))  # the right shape passes
 
 

@@ -128,6 +128,8 @@ def check_teacher(recipe: Recipe, name: str, t: TeacherConfig) -> set[str]:
         check_teacher_labels(path, t, recipe)
     elif t.labels or t.labels_file or t.background:
         raise RecipeError(f"{path}.labels", f"a {t.task} teacher has no label space")
+    elif t.unused_outputs:
+        raise RecipeError(f"{path}.unused_outputs", f"a {t.task} teacher has no label channels to leave out")
     if t.output != "default" and t.output not in task.output_kinds:
         raise RecipeError(f"{path}.output", f"expected one of: {', '.join(task.output_kinds)}")
     taught = check_teacher_data(recipe, path, t)

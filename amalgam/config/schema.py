@@ -157,6 +157,18 @@ class TeacherConfig(_Strict):
         description="the distilled tensor: dict key, tuple index (0 or '0'), namedtuple field or attribute,"
         " dotted for nesting",
     )
+    unused_outputs: list[int] = Field(
+        [],
+        description="labelled tasks: output channels its labels leave out (a 1001st background unit, spare"
+        " units): dropped before the output is read, so its softmax runs over its labels",
+    )
+
+    @field_validator("unused_outputs")
+    @classmethod
+    def _distinct_channels(cls, v: list[int]) -> list[int]:
+        if any(i < 0 for i in v) or len(set(v)) != len(v):
+            raise ValueError("expected distinct output indices >= 0")
+        return sorted(v)
 
     @field_validator("output_key", mode="before")
     @classmethod

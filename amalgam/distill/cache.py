@@ -77,6 +77,9 @@ def _comparable(key: dict) -> dict:
         for field_name in NOT_IN_KEY:
             source.get("config", {}).pop(field_name, None)
         source.get("config", {}).setdefault("exif", "upright")  # format 4 read every image upright
+        source.get("config", {}).setdefault("args", {})  # before a torchvision set's args existed
+    if isinstance(key.get("teacher"), dict):
+        key["teacher"].setdefault("unused_outputs", [])  # before teachers.<n>.unused_outputs existed
     for spec in (key.get("input"), key.get("teacher", {}).get("input")):  # every teacher was fed RGB
         if isinstance(spec, dict) and "channel_order" not in spec:  # before input.channel_order existed
             spec["channel_order"] = "rgb"

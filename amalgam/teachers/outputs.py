@@ -127,13 +127,30 @@ class OutputChoice:
 
     key: Optional[str]
     reason: str
+    #: output channels (dim 1) left out: ``teachers.<n>.unused_outputs``
+    dropped: tuple[int, ...] = ()
 
     def apply(self, raw: Any) -> torch.Tensor:
-        """The chosen tensor of a raw output."""
-        return raw if self.key is None else select(raw, self.key)
+        """The chosen tensor of a raw output, less its dropped channels."""
+        out = raw if self.key is None else select(raw, self.key)
+        if not self.dropped:
+            return out
+        channels = out.shape[1] if out.dim() >= 2 else 0
+        if max(self.dropped) >= channels:
+            raise OutputKeyError(
+                f"unused_outputs {list(self.dropped)}: the output {list(out.shape)} has {channels} channels (dim 1)"
+            )
+        kept = torch.tensor([i for i in range(channels) if i not in self.dropped], device=out.device)
+        return out.index_select(1, kept)
 
 
-def resolve(raw: Any, key: Optional[str]) -> OutputChoice:
+def resolve(raw: Any, key: Optional[str], dropped: tuple[int, ...] = ()) -> OutputChoice:
+    """:func:`choose`, with the channels ``dropped`` (``unused_outputs``) left out when it is applied."""
+    choice = choose(raw, key)
+    return OutputChoice(choice.key, choice.reason, tuple(dropped)) if dropped else choice
+
+
+def choose(raw: Any, key: Optional[str]) -> OutputChoice:
     """Decides, once, which tensor of a sample output is distilled (see the module docstring).
 
     Args:

@@ -145,6 +145,7 @@ class Teacher(nn.Module):
         self.output_kind = task.resolve_output_kind(cfg.output)
         self.output_given = cfg.output != "default"  # else the task's first kind, said in output_note
         self.output_key: Optional[str] = cfg.output_key
+        self.unused_outputs: tuple[int, ...] = tuple(getattr(cfg, "unused_outputs", ()) or ())
         self.output_choice: Optional[OutputChoice] = None  # resolved on the first run (see outputs.py)
         self.checkpoint_note = ""  # which entry of a checkpoint wrapper was loaded (model_sources.py)
         self.notes: list[str] = []  # rules the teacher check applied (a dense output's stride), said with output_note
@@ -209,7 +210,7 @@ class Teacher(nn.Module):
         """The network on an already prepared input, in canonical form."""
         raw = self.forward_model(x)
         if self.output_choice is None:
-            self.output_choice = resolve(raw, self.output_key)
+            self.output_choice = resolve(raw, self.output_key, self.unused_outputs)
         return self.task.convert_output(_as_float32(self.output_choice.apply(raw)), self.output_kind)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -219,7 +220,7 @@ class Teacher(nn.Module):
     def selected_output(self, images: torch.Tensor) -> object:
         """The plain model's output on ``images`` as ``output_key`` selects it, before the task reads it."""
         raw = self.forward_model(self.prepare(images))
-        return _as_float32((self.output_choice or resolve(raw, self.output_key)).apply(raw))
+        return _as_float32((self.output_choice or resolve(raw, self.output_key, self.unused_outputs)).apply(raw))
 
     @torch.inference_mode()
     def answer(
@@ -299,12 +300,14 @@ class Teacher(nn.Module):
         """Which output is distilled and why, for the log and ``amalgam inspect``."""
         choice = self.output_choice
         what = f"output '{choice.key}' ({choice.reason})" if self._key_chosen() else "the output tensor"
+        if self.unused_outputs:
+            what += f" less its channels {list(self.unused_outputs)} (unused_outputs)"
         return what + self._kind_note() + "".join(f"; {note}" for note in self.notes)
 
     def output_is_a_choice(self) -> bool:
         """Whether :meth:`output_note` states a choice (a key among several outputs, or a reading
         among the task's several) or a rule the teacher check applied: the build log says those."""
-        return self._key_chosen() or len(self.task.output_kinds) > 1 or bool(self.notes)
+        return self._key_chosen() or len(self.task.output_kinds) > 1 or bool(self.notes) or bool(self.unused_outputs)
 
     def _key_chosen(self) -> bool:
         return self.output_choice is not None and self.output_choice.key is not None
@@ -549,7 +552,7 @@ def reading_images(n: int, image_size) -> torch.Tensor:
 def amplified_output(teacher: Teacher, images: torch.Tensor, gain: float = READING_GAIN) -> torch.Tensor:
     """The plain model's selected output on ``images`` with their normalised input times ``gain``."""
     raw = teacher.forward_model(teacher.prepare(images) * gain)
-    return _as_float32((teacher.output_choice or resolve(raw, teacher.output_key)).apply(raw))
+    return _as_float32((teacher.output_choice or resolve(raw, teacher.output_key, teacher.unused_outputs)).apply(raw))
 
 
 def reading_sample(teacher: Teacher, raw: torch.Tensor) -> torch.Tensor:

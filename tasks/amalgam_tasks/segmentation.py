@@ -67,9 +67,10 @@ class SegmentationTask(LabelledOutputs, Task):
         return None
 
     def shape_hint(self, out, space, kind) -> str:
-        hint = super().shape_hint(out, space, kind)
         last = out.dim() == 4 and space is not None and out.shape[-1] == len(space) != out.shape[1]
-        return hint or (" (channels last? return it as [B, C, H, W]: out.permute(0, 3, 1, 2))" if last else "")
+        if last:  # before the shared hints: its many "channels" are a width
+            return " (channels last? return it as [B, C, H, W]: out.permute(0, 3, 1, 2))"
+        return super().shape_hint(out, space, kind)
 
     def output_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...]) -> str:
         return f"{super().output_meaning(labels, shape)} (argmax over dim 1: each pixel's label)"
