@@ -64,6 +64,17 @@ def test_0_255_floats_and_normalised_images_stop_and_a_resampling_overshoot_pass
     assert message.startswith(EXPECTS + "float32 with min -2.1") and "before normalising them" in message
     with torch.no_grad():  # bicubic resizing overshoots [0, 1] a little: not refused
         student(images * 1.2 - 0.1)
+    full = (images - mean) / std  # normalised photos reach 2.6 too: they were told to divide by 255
+    assert "before normalising them" in refusal(student, full)
+
+
+def test_float64_and_nan_images_stop_in_one_line(built_and_loaded):
+    # float64 (numpy's default) failed inside the first convolution; NaN made every output NaN
+    _, student = built_and_loaded
+    images = torch.rand(2, 3, 32, 32)
+    assert refusal(student, images.double()) == EXPECTS + "float64: convert it with .float()"
+    images[0, 0, 0, 0] = float("nan")
+    assert refusal(student, images) == EXPECTS + "float32 holding NaN"
 
 
 def test_a_size_not_a_multiple_of_the_stride_stops_naming_the_rule(built_and_loaded):

@@ -133,3 +133,20 @@ def test_one_gates_branches_and_trains_every_part():
     assert len(per) == 3
     total.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("target", "temperature", "said"),
+    [
+        (torch.ones(8, 1), 2.0, r"target \[8, 1\] and student logits \[8, 10\] must have one shape"),
+        (torch.full((1, 10), 0.1), 2.0, r"target \[1, 10\] and student logits \[8, 10\] must have one shape"),
+        (torch.full((8, 10), float("nan")), 2.0, r"target holds 80 NaN/inf values"),
+        (torch.full((8, 10), 0.1), 0.0, r"temperature must be > 0, got 0.0"),
+        (torch.full((8, 10), 0.1), -1.0, r"temperature must be > 0, got -1.0"),
+    ],
+    ids=["column", "one-row", "nan", "t0", "negative-t"],
+)
+def test_kd_loss_refuses_targets_that_would_broadcast_or_turn_it_nan(target, temperature, said):
+    # each gave a number (373.55 for a [B, 1] target) or NaN without a word
+    with pytest.raises(AmalgamError, match=said):
+        kd_loss(torch.zeros(8, 10), target, temperature)

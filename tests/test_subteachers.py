@@ -168,3 +168,12 @@ def test_a_wrapped_teacher_taps_the_feature_of_the_unchanged_input(world, tmp_pa
     out = teacher(images)
     assert out.shape == (3, 3, 16, 16)
     torch.testing.assert_close(teacher.tap.value, expected)
+
+
+@pytest.mark.parametrize("kind", ["multi_transform", "noise"])
+def test_a_wraps_targets_carry_no_gradient_to_the_teacher(kind):
+    # called from a user's loop as its docstring shows, a loss on its targets trained the teacher
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    wrap = build_subteacher(kind, {})
+    target = wrap(lambda x: model(x), model, get_task("classification"), torch.rand(2, 3, 8, 8))
+    assert not target.requires_grad

@@ -64,3 +64,26 @@ def test_the_cache_stores_and_is_keyed_by_the_taps_it_is_given(world, tmp_path):
     # the same folder opened without taps is another key: rebuilt, never read with missing features
     plain = TeacherCache(tmp_path / "teacher_cache", plan, QUIET)
     assert plain.stores["seg-a"].features is None
+
+
+def test_a_tap_keeps_the_modules_output_not_what_later_in_place_ops_make_of_it():
+    # a ResNet block's bn2 output is changed by out += identity and ReLU(inplace): the tap held the post-ReLU map
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(2).eval()
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            out = self.bn(x)
+            out += x
+            return self.relu(out)
+
+    model = Block()
+    tap = FeatureTap.on(model, "bn", "test")
+    x = torch.randn(1, 2, 4, 4)
+    model(x)
+    assert torch.equal(tap.value, model.bn(x)) and tap.value.min() < 0

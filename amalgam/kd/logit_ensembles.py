@@ -39,6 +39,12 @@ def kd_loss(
     an accelerator the first call of the process only, as reading the answer back waits for the
     device (one host sync, not one a step); never while torch.compile or jit tracing.
     """
+    if not (isinstance(temperature, (int, float)) and temperature > 0):  # T = 0 gave NaN, T < 0 inverted it
+        raise AmalgamError(f"kd_loss: temperature must be > 0, got {temperature}")
+    if target.shape != student_logits.shape:  # [B, 1] or [1, C] broadcast into a loss of nothing
+        raise AmalgamError(
+            f"kd_loss: target {list(target.shape)} and student logits {list(student_logits.shape)} must have one shape"
+        )
     if _should_check_target(target, check):
         _check_target(target)
     log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
@@ -61,7 +67,9 @@ def _should_check_target(target: torch.Tensor, check: Optional[bool]) -> bool:
 def _check_target(target: torch.Tensor) -> None:
     """Raises unless ``target`` is a distribution over dim 1."""
     t = target.detach().float()
-    low, stray = torch.stack([t.min(), (t.sum(1) - 1).abs().max()]).tolist()  # one read-back
+    low, stray, bad = torch.stack([t.min(), (t.sum(1) - 1).abs().max(), (~t.isfinite()).sum()]).tolist()  # one read
+    if bad:  # NaN compares false: it passed as probabilities and made the loss NaN
+        raise AmalgamError(f"kd_loss: target holds {int(bad)} NaN/inf values (a teacher's failed answers?)")
     if low < -TARGET_TOLERANCE or stray > TARGET_TOLERANCE:
         raise AmalgamError(
             f"kd_loss: target is not probabilities over dim 1 (min {low:.3g}, sums up to {stray:.3g} off 1):"

@@ -251,6 +251,8 @@ def _form_problem(images: object) -> str | None:
         return f"{_EXPECTS}, got {dtype} with max {top}: {_scale_hint(top)}"
     if images.dim() != 4 or images.shape[1] != 3:
         return f"the student expects images [B, 3, H, W], got {list(images.shape)}{_layout_hint(images.shape)}"
+    if images.dtype == torch.float64:  # numpy's default: failed inside the first convolution
+        return f"{_EXPECTS}, got float64: convert it with .float()"
     return None
 
 
@@ -277,12 +279,14 @@ def _value_problem(images: torch.Tensor) -> str | None:
     """Values out of [0, 1] by more than resampling explains (0-255 or normalised images)."""
     if images.numel() == 0:
         return None
-    low, high = torch.stack(torch.aminmax(images.detach())).tolist()  # one host sync for both
+    low, high = torch.stack(torch.aminmax(images.detach().float())).tolist()  # one host sync for both
     dtype = str(images.dtype).removeprefix("torch.")
+    if low != low or high != high:  # NaN: every output would be NaN
+        return f"{_EXPECTS}, got {dtype} holding NaN"
+    if low < _LOWEST:  # before the max: normalised images (ImageNet's mean/std) reach 2.6 too
+        return f"{_EXPECTS}, got {dtype} with min {low:.4g}, max {high:.4g}: pass the images before normalising them"
     if high > _HIGHEST:
         return f"{_EXPECTS}, got {dtype} with max {high:.4g}: {_scale_hint(high)}"
-    if low < _LOWEST:
-        return f"{_EXPECTS}, got {dtype} with min {low:.4g}: pass the images before normalising them"
     return None
 
 

@@ -15,6 +15,7 @@ states the wrap with its arguments (the build log, ``amalgam inspect``, report.j
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 import weakref
@@ -32,6 +33,18 @@ from amalgam.task import Task
 Run = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _without_grad(call: Callable) -> Callable:
+    """A wrap's ``__call__`` run under ``no_grad``: called from a user's loop (``wrap(run, model, task,
+    x)``), its targets carried the teacher's graph, and a loss on them trained the teacher."""
+
+    @functools.wraps(call)
+    def run_without_grad(*args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.no_grad():
+            return call(*args, **kwargs)
+
+    return run_without_grad
+
+
 class SubTeacher:
     """Base of the wrappers: turns one teacher into sub-teachers and combines their outputs.
 
@@ -43,6 +56,11 @@ class SubTeacher:
     deterministic: ClassVar[bool] = False
     #: the name it is registered under (set by :func:`register`; a plugin's class name otherwise)
     kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:  # every wrap's, a plugin's too: its targets are targets, not a graph
+            cls.__call__ = _without_grad(cls.__dict__["__call__"])
 
     def __call__(self, run: Run, model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

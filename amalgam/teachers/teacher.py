@@ -107,7 +107,9 @@ class FeatureTap:
         self.model = None
 
     def _store(self, module: nn.Module, args, output) -> None:
-        self.value = output[0] if isinstance(output, (tuple, list)) else output
+        value = output[0] if isinstance(output, (tuple, list)) else output
+        # a copy: the network goes on and may change it in place (a ResNet's out += identity, ReLU(inplace))
+        self.value = value.clone() if isinstance(value, torch.Tensor) else value
 
 
 class TapNotRun(AmalgamError):
