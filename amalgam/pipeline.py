@@ -104,12 +104,14 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
     # one build per folder; a build that fails before its first checkpoint leaves no folder behind
     with main_only(NewRunFolder(run_dir)), main_only(RunLock(run_dir)):
         if (run_dir / "report.json").exists() and not force:
-            raise AmalgamError(f"{run_dir} already holds a finished run: pass --force to overwrite it")
+            raise AmalgamError(
+                f"{run_dir} already holds a finished run: pass --force to overwrite it (force=True from Python)"
+            )
         unfinished = not (run_dir / "report.json").exists() and (run_dir / "checkpoint.pt").exists()
         if unfinished and not resume and not force:  # hours of training are worth a flag, as a finished run is
             raise AmalgamError(
                 f"{run_dir} holds an unfinished run ({unfinished_progress(run_dir / 'checkpoint.pt', recipe)}): "
-                "pass --resume to continue it or --force to start over"
+                "pass --resume to continue it or --force to start over (resume=True, force=True from Python)"
             )
         if ctx.is_main and (run_dir / "report.json").exists():
             clear_finished_run(run_dir, RESUMED if resume else (), log)

@@ -173,7 +173,8 @@ def test_output_option_epochs_and_no_overwrite_without_force(world, tmp_path, ca
     before = (out / "report.json").read_bytes()
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err == f"amalgam: error: {out} already holds a finished run: pass --force to overwrite it\n"
+    said = f"{out} already holds a finished run: pass --force to overwrite it (force=True from Python)"
+    assert err == f"amalgam: error: {said}\n"
     assert (out / "report.json").read_bytes() == before
 
 

@@ -155,3 +155,19 @@ def test_a_file_answering_other_sizes_wrong_is_said_to_take_its_trained_size_onl
     sizes = json.loads((tmp_path / "s.ts.json").read_text())["input"]["sizes"]
     why = "the exported file does not answer other sizes as the student does: it differs from the student by 5.00e-01"
     assert sizes == f"only 32x32: {why}"
+
+
+def test_loading_an_export_or_a_run_folder_as_a_student_says_what_it_is(built_run, tmp_path):
+    # a run folder read "not found", a TorchScript file got torch's weights_only story, an .onnx "damaged"
+    from amalgam.errors import AmalgamError
+
+    with pytest.raises(AmalgamError, match=r"is a folder: pass its student file, .*student\.pt"):
+        load_student(built_run)
+    scripted = tmp_path / "student.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    said = r"is a TorchScript export, not a student\.pt: load it with torch\.jit\.load"
+    with pytest.raises(AmalgamError, match=said):
+        load_student(scripted)
+    (tmp_path / "student.onnx").write_bytes(b"\x08\x07")
+    with pytest.raises(AmalgamError, match=r"is an ONNX export, not a student\.pt: run it with onnxruntime"):
+        load_student(tmp_path / "student.onnx")

@@ -79,6 +79,7 @@ def test_a_plain_build_refuses_an_unfinished_run_and_force_starts_it_over(world,
     assert main(["build", str(world), "--output", str(out), "--set", "train.epochs=1", "--quiet"]) == 2
     assert one_error_line(capsys) == (
         f"{out} holds an unfinished run (epoch 1 of 1): pass --resume to continue it or --force to start over"
+        " (resume=True, force=True from Python)"
     )
     assert (out / "checkpoint.pt").read_bytes() == saved
     tiny = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8"]

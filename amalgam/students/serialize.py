@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -107,8 +108,12 @@ def _read_student_file(path: Path) -> dict:
     Raises:
         AmalgamError: one line when the file is missing, damaged, unreadable or not a student file.
     """
+    if path.is_dir():  # a run folder: its student is inside
+        raise AmalgamError(f"{path} is a folder: pass its student file, {path / 'student.pt'}")
     if not path.is_file():
         raise AmalgamError(f"student file not found: {path}{peers_note(path.parent)}")
+    if export := _export_kind(path):
+        raise AmalgamError(f"{path} is {export}, not a student.pt: {EXPORT_READERS[export]}")
     problem = zip_problem(path)
     if problem is not None:
         raise AmalgamError(f"student file {path} is damaged: {problem}")
@@ -119,6 +124,24 @@ def _read_student_file(path: Path) -> dict:
     if not isinstance(blob, dict) or blob.get("format") != "amalgam-student/1":
         raise AmalgamError(f"{path} is not an amalgam student file")
     return blob
+
+
+#: how to run each kind of export, which a student.pt reader cannot read
+EXPORT_READERS = {
+    "an ONNX export": "run it with onnxruntime (onnxruntime.InferenceSession)",
+    "a TorchScript export": "load it with torch.jit.load",
+}
+
+
+def _export_kind(path: Path) -> str | None:
+    """``amalgam export``'s ONNX or TorchScript file in place of a ``student.pt``, else None."""
+    if path.suffix == ".onnx":
+        return "an ONNX export"
+    try:
+        with zipfile.ZipFile(path) as archive:  # TorchScript archives hold their code beside the data
+            return "a TorchScript export" if any("/code/" in n for n in archive.namelist()) else None
+    except (zipfile.BadZipFile, OSError):
+        return None
 
 
 def peers_note(run_dir: Path) -> str:
