@@ -150,3 +150,11 @@ def test_kd_loss_refuses_targets_that_would_broadcast_or_turn_it_nan(target, tem
     # each gave a number (373.55 for a [B, 1] target) or NaN without a word
     with pytest.raises(AmalgamError, match=said):
         kd_loss(torch.zeros(8, 10), target, temperature)
+
+
+def test_a_logit_ensemble_takes_a_list_of_teacher_logits_as_the_peer_losses_do():
+    ensemble = LOGIT_ENSEMBLES.get("mean")(num_teachers=2)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    target, _ = ensemble([a, b], 2.0)
+    stacked, _ = ensemble(torch.stack([a, b]), 2.0)
+    assert torch.equal(target, stacked)

@@ -99,11 +99,13 @@ class LogitEnsemble(nn.Module):
 
     def forward(
         self,
-        teacher_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | Sequence[torch.Tensor],
         temperature: float = 1.0,
         features: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(teacher_logits, (list, tuple)):  # one [B, C] per teacher, as the peer losses take them
+            teacher_logits = torch.stack(list(teacher_logits))
         logits = teacher_logits.detach().float()  # teachers are never trained through the target
         if logits.dim() != 3 or logits.shape[0] != self.num_teachers:
             raise AmalgamError(f"expected teacher logits [K={self.num_teachers}, B, C], got {list(logits.shape)}")
