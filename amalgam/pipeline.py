@@ -207,9 +207,10 @@ def train_student(
         log(line)
     teachers = plan.teacher_params
     params = count_params(student)
+    share = f"{params / teachers:.0%} of the teachers'" if teachers else "the teachers have no parameters"
     log(
         f"student: {recipe.student.type} {student.spec.describe_encoder()}, {params:,} params "
-        f"({params / teachers:.0%} of the teachers'), device {device}, {torch.get_num_threads()} threads"
+        f"({share}), device {device}, {torch.get_num_threads()} threads"
     )
     latency = latency_if_budgeted(recipe.student.budget, student, tuple(recipe.data.image_size))
     for line in student_lines(student.spec, params, teachers, recipe.student.budget, latency):
