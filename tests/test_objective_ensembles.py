@@ -99,3 +99,17 @@ def test_builds_with_an_ensemble_and_feature_terms(world, tmp_path, features):
     assert "cls+cls2" in header and "seg-a/features" in header
     report = json.loads((out / "report.json").read_text())
     assert {r["teacher"] for r in report["tasks"]} == {"cls", "cls2", "seg-a", "seg-b", "depth"}
+
+
+def test_a_plugin_loss_that_is_not_a_scalar_is_one_line_naming_the_term():
+    # a distill_loss left unreduced failed in torch ("Boolean value of Tensor ... is ambiguous")
+    import pytest
+    import torch
+
+    from amalgam.distill.objective import _check_finite
+    from amalgam.errors import AmalgamError
+
+    with pytest.raises(AmalgamError, match=r"loss of teacher term 'edges' \(edges\) is \[4, 1\], not a scalar"):
+        _check_finite(torch.zeros(4, 1), "edges", "edges")
+    with pytest.raises(AmalgamError, match=r"is nan: training stopped"):
+        _check_finite(torch.tensor(float("nan")), "edges", "edges")

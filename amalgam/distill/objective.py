@@ -358,5 +358,11 @@ def _detach(taps: list[Optional[FeatureTap]]) -> None:
 
 
 def _check_finite(loss: torch.Tensor, term: str, task: str) -> None:
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:  # a plugin's unreduced loss: "ambiguous" further on
+        shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise AmalgamError(
+            f"loss of teacher term '{term}' ({task}) is {shape}, not a scalar: the task's distill_loss must"
+            " reduce it (a mean over pixels and images)"
+        )
     if not torch.isfinite(loss):
         raise AmalgamError(f"loss of teacher term '{term}' ({task}) is {loss.item()}: training stopped")
