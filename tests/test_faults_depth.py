@@ -447,3 +447,16 @@ def test_a_set_mixing_float_and_png_depth_maps_says_so_and_its_range_in_metres(t
     (line,) = [line for line in said if "(5th-95th percentile)" in line]
     low, high = (float(v) for v in re.search(r": ([\d.e+]+)-([\d.e+]+) m \(5th", line).groups())
     assert 1.0 <= low and high <= 6.0, line
+
+
+def test_depth_scale_on_a_set_of_float_maps_is_said_not_applied(tmp_path, more):
+    # the log read "at 0.001 values a metre" and the scale warning pointed at depth_scale, which float maps ignore
+    write_scenes(tmp_path / "val", 4, seed=1)
+    for path in sorted((tmp_path / "val" / "depth").glob("*.png")):
+        np.save(path.with_suffix(".npy"), np.asarray(Image.open(path), dtype=np.float32))  # millimetres: a slip
+        path.unlink()
+    model = {"factory": "models:from_image", "mode": "metric"}
+    sets = {"mm": {"type": "dense", "path": str(tmp_path / "val"), "depth_scale": 0.001}}
+    _, said = plan_with(more, "npy-mm", model, sets, output="metric", eval="mm")
+    assert any("depth_scale 0.001 is not applied: every depth map is a float map" in line for line in said), said
+    assert any("depth maps read as metres, as float maps are: " in line for line in said), said

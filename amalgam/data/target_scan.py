@@ -142,6 +142,10 @@ def _check_classes_present(dataset, counts: np.ndarray, ignored: int, warn: Call
 RANGE_SAMPLES = 4096
 
 
+#: ``depth_scale``'s default (millimetres), which a set of float maps leaves as it is
+DEFAULT_DEPTH_SCALE = 1000.0
+
+
 def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]) -> None:
     empty, values, saturated_pixels, pixels, floats = [], [], 0, 0, 0
     for path in _paths(dataset, "depth"):
@@ -172,4 +176,13 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     unit = f"at {dataset.depth_scale:g} values a metre (depth_scale)"
     if dataset.depth_reading == "inverse":
         unit = f"as inverse depth, metres = {dataset.depth_scale:g} / value (depth_reading: inverse)"
+    if floats == len(dataset.files):  # depth_scale is for integer PNGs only
+        unit = "as metres, as float maps are" + (
+            " (inverse depth: metres = 1 / value)" if dataset.depth_reading == "inverse" else ""
+        )
+        if dataset.depth_scale != DEFAULT_DEPTH_SCALE:
+            warn(
+                f"depth_scale {dataset.depth_scale:g} is not applied: every depth map is a float map (.npy/.tiff),"
+                " read as metres; save them in metres"
+            )
     say(f"depth maps read {unit}: {low:.3g}-{high:.3g} m (5th-95th percentile), median {mid:.3g} m")

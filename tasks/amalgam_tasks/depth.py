@@ -493,7 +493,8 @@ class DepthTask(Task):
             return []
         return [
             f"teacher {teacher}'s depth is {scale:.3g}x its eval set's (geometric mean over valid pixels): check the"
-            " set's depth_scale (values a metre: 1000 for millimetres, 256 for KITTI) and the teacher's output"
+            " set's depth_scale (its PNGs' values a metre: 1000 for millimetres, 256 for KITTI; float .npy/.tiff"
+            " maps are read as metres, so save them in metres) and the teacher's output"
             " (metric, inverse, log; relative or affine for a teacher without a metric scale)"
         ]
 
