@@ -301,9 +301,20 @@ TASKS: Registry[type[Task]] = Registry("task")
 
 
 def get_task(name: str) -> Task:
-    """An instance of the task plugin registered as ``name`` (built-in or third-party)."""
+    """An instance of the task plugin registered as ``name`` (built-in or third-party).
+
+    Raises:
+        AmalgamError: when its class calls itself by another ``name`` (the engine keys its routing,
+            heads and reports by it: the registered name was a KeyError deep in training).
+    """
     load_entry_points(TASKS, "amalgam.tasks")
-    return TASKS.get(name)()
+    task = TASKS.get(name)()
+    if task.name != name:
+        raise AmalgamError(
+            f"task plugin registered as '{name}' ({TASKS.origin(name)}) has name = '{task.name}': make its class"
+            " attribute name and its entry point's name one"
+        )
+    return task
 
 
 def task_names() -> list[str]:

@@ -182,3 +182,19 @@ def test_a_peers_build_refuses_the_train_keys_it_does_not_use(world, tmp_path):
     with pytest.raises(RecipeError, match=r"train\.eval_every: not used by a peers build"):
         load_recipe(peer_recipe(world, tmp_path), ["train.eval_every=1"])
     assert load_recipe(peer_recipe(world, tmp_path), ["train.optimizer=sgd", "train.schedule=step"]).peers
+
+
+def test_a_task_registered_under_another_name_than_its_own_is_one_line():
+    # the engine keys routing and heads by task.name: an entry point named otherwise was a KeyError mid-build
+    import pytest
+
+    from amalgam.errors import AmalgamError
+    from amalgam.task import TASKS, get_task
+
+    cls = type(get_task("classification"))
+    TASKS.add("renamed_classes", cls, origin="test")
+    try:
+        with pytest.raises(AmalgamError, match=r"registered as 'renamed_classes' \(test\) has name = 'classification'"):
+            get_task("renamed_classes")
+    finally:
+        TASKS.remove("renamed_classes")
