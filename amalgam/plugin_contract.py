@@ -114,15 +114,21 @@ def head_problem(task: Any, teacher: str, out: torch.Tensor) -> Optional[str]:
     (``out``: its canonical output on the check batch), or None. Labelled tasks are left out: their
     head covers the unified labels, each teacher only its own. A head that does not run on the probe
     input is left to the student's build, which runs it on the real one."""
-    if task.labelled or not isinstance(out, torch.Tensor) or out.dim() < 2:
+    if task.labelled or not isinstance(out, torch.Tensor) or out.dim() < 1:
         return None
     count = task.num_outputs(None)
     try:
         y = _probe_head(task, count)
     except Exception:  # noqa: BLE001 - a head fixed to other channels: the student build says why
         return None
-    if not isinstance(y, torch.Tensor) or y.dim() != out.dim():
+    if not isinstance(y, torch.Tensor):
         return None
+    if y.dim() != out.dim():  # [B] against [B, 1] broadcasts to [B, B] without a word
+        return (
+            f"{plugin_label(task)}: the student's head gives {y.dim()}-d answers {['B', *y.shape[1:]]}"
+            f" but teacher '{teacher}' answers {out.dim()}-d ones {list(out.shape)}: the loss would broadcast one"
+            " against the other; make check_output require the head's shape (or convert_output reshape the teacher's)"
+        )
     if tuple(y.shape[1:2] if task.dense else y.shape[1:]) == tuple(out.shape[1:2] if task.dense else out.shape[1:]):
         return None
     got = count_of(y.shape[1], "channel") if task.dense else f"{list(y.shape[1:])} per image"

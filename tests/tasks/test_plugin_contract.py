@@ -194,6 +194,27 @@ def test_a_head_narrower_or_wider_than_the_teacher_is_refused_at_the_teacher_che
     assert "gives 2 channels" in said and "answers 1 channel" in said and "\n" not in said
 
 
+class LooseDepth(DepthTask):
+    """Takes a teacher's [B, H, W] answer as it is (its check_output lets it through): against the
+    head's [B, 1, H, W] a loss broadcasts to [B, B, H, W] without a word."""
+
+    name = "loose-depth"
+
+    def check_output(self, out, batch, space):
+        return None
+
+    def convert_output(self, raw, kind):
+        return raw.squeeze(1) if raw.dim() == 4 else raw
+
+
+def test_a_teacher_answer_of_another_rank_than_the_head_is_refused_at_the_teacher_check(world, register):
+    register(LooseDepth)
+    with pytest.raises(AmalgamError) as caught:
+        build_plan(load_recipe(world, ["teachers.depth.task=loose-depth"]), with_data=False, log=QUIET)
+    said = str(caught.value)
+    assert "task plugin 'loose-depth'" in said and "gives 4-d answers" in said and "answers 3-d ones" in said
+
+
 # 5. hook signatures and attributes -----------------------------------------------------------------
 
 
