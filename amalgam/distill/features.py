@@ -35,7 +35,7 @@ class FeatureAdapter(nn.Module):
             s = F.interpolate(s, size=teacher.shape[-2:], mode="bilinear", align_corners=False)
         # squared distance between unit feature vectors, summed over channels (in [0, 4]) and
         # averaged over positions: a per-element mean would shrink the term by the channel count
-        diff = F.normalize(s, dim=1) - F.normalize(teacher.float(), dim=1)
+        diff = F.normalize(s, dim=1) - F.normalize(teacher.detach().float(), dim=1)
         return diff.pow(2).sum(1).mean()
 
 

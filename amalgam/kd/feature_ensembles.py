@@ -49,11 +49,18 @@ class FEEDLoss(nn.Module):
     def forward(self, student: torch.Tensor, teachers: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(teachers) != len(self.adaptors):
             raise AmalgamError(f"FEED: {len(self.adaptors)} adaptors but {len(teachers)} teacher maps")
+        if student.dim() != 4:
+            raise AmalgamError(
+                f"FEED: the student's map must be [B, C, H, W] (its adaptors are 1x1 convs), got {list(student.shape)}"
+            )
         total = student.new_zeros((), dtype=torch.float32)
         for i, (adaptor, t) in enumerate(zip(self.adaptors, teachers)):
+            if t.dim() != 4 or t.shape[0] != student.shape[0]:
+                raise AmalgamError(
+                    f"FEED: teacher {i} map must be [B={student.shape[0]}, C, H, W] as the student's,"
+                    f" got {list(t.shape)}"
+                )
             s = adaptor(student)
-            if t.dim() != 4:
-                raise AmalgamError(f"FEED: teacher {i} map must be [B, C, H, W], got {list(t.shape)}")
             if s.shape[-2:] != t.shape[-2:]:
                 s = F.interpolate(s, size=t.shape[-2:], mode="bilinear", align_corners=False)
             total = total + (_unit(s.float()) - _unit(t.detach().float())).abs().flatten(1).sum(1).mean()
@@ -71,7 +78,9 @@ class SimilarityLoss(nn.Module):
 
     ``alpha`` is fixed (``alphas``, normalised) or learned (``learn=True``: softmax of a parameter
     that starts at ``log`` of the normalised ``alphas``, equal weights without them); either way the
-    alphas sum to one. A learned alpha cannot start at 0 (its logit would be -inf): refused.
+    alphas sum to one. Learned alphas minimise the same loss they weigh, so they drift towards the
+    teacher the student already matches best: learn them only with that in mind. A learned alpha
+    cannot start at 0 (its logit would be -inf): refused.
     Channel and spatial sizes may differ: only the ``b x b`` similarity matrices are compared.
     """
 
@@ -95,6 +104,9 @@ class SimilarityLoss(nn.Module):
         if len(teachers) != self.num_teachers:
             raise AmalgamError(f"similarity: {self.num_teachers} teachers expected, got {len(teachers)} maps")
         b = student.shape[0]
+        for i, t in enumerate(teachers):  # a batch of another size compared other images' similarities
+            if t.shape[0] != b:
+                raise AmalgamError(f"similarity: teacher {i} map has batch {t.shape[0]}, the student's {b}")
         g_s = similarity(student)
         terms = torch.stack([(g_s - similarity(t.detach())).pow(2).sum() / b**2 for t in teachers])
         return (self.alphas().to(terms.device) * terms).sum()

@@ -13,6 +13,8 @@ to one). Pair it with :func:`kd_loss`::
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from typing import Optional, Sequence
 
 import torch
@@ -27,26 +29,60 @@ TARGET_TOLERANCE = 1e-2
 _device_target_checked = False  # see kd_loss: one check per process where a check costs a host sync
 
 
+def temperature_value(temperature: object, owner: str) -> float:
+    """``temperature`` as a float: a Python or NumPy number or a 0-d tensor, finite and > 0.
+
+    Raises:
+        AmalgamError: naming ``owner`` (T = 0 gave NaN targets, T < 0 turned them upside down, a bool
+            passed for 1).
+    """
+    if isinstance(temperature, torch.Tensor) and temperature.numel() == 1 and not temperature.is_complex():
+        temperature = temperature.item()
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise AmalgamError(f"{owner}: temperature must be a number > 0, got {temperature!r}")
+    value = float(temperature)
+    if not (math.isfinite(value) and value > 0):
+        raise AmalgamError(f"{owner}: temperature must be > 0, got {value}")
+    return value
+
+
 def kd_loss(
     student_logits: torch.Tensor, target: torch.Tensor, temperature: float, check: Optional[bool] = None
 ) -> torch.Tensor:
-    """Hinton et al.: ``T^2 * KL(target || softmax(student / T))``, summed over classes, batch mean.
+    """Hinton et al.: ``T^2 * KL(target || softmax(student / T))``, summed over classes (dim 1) and
+    averaged over every other position: the samples, and their pixels for ``[B, C, H, W]`` maps (a
+    per-position mean: ``F.kl_div(..., reduction="batchmean")`` is ``H * W`` times larger there).
 
     ``target`` holds probabilities over dim 1: ``softmax(teacher_logits / T, 1)``, not the logits
     themselves (a common mistake that trains on a loss a thousand times too large without a word).
+    It is read in float32 (an fp16 softmax's zeros took the log of 0 and made the loss NaN).
     ``check`` whether it is (values >= 0, sums 1 within :data:`TARGET_TOLERANCE`; raises if not):
     True every call, False never, None (default) where it is cheap: every call on a CPU target; on
     an accelerator the first call of the process only, as reading the answer back waits for the
     device (one host sync, not one a step); never while torch.compile or jit tracing.
+
+    The target is not detached: a learned ensemble (the ``gate``) trains through it. Run the
+    teachers under ``torch.no_grad()`` (amalgam's own teachers and sub-teacher wraps do), or a
+    teacher whose parameters require grad gets gradients from this loss.
+
+    Raises:
+        AmalgamError: for a temperature that is not a number > 0, shapes that differ, one class
+            (a softmax over one logit is 1: nothing to learn; use a binary loss on the sigmoid), or
+            a target that is no distribution.
     """
-    if not (isinstance(temperature, (int, float)) and temperature > 0):  # T = 0 gave NaN, T < 0 inverted it
-        raise AmalgamError(f"kd_loss: temperature must be > 0, got {temperature}")
+    temperature = temperature_value(temperature, "kd_loss")
     if target.shape != student_logits.shape:  # [B, 1] or [1, C] broadcast into a loss of nothing
         raise AmalgamError(
             f"kd_loss: target {list(target.shape)} and student logits {list(student_logits.shape)} must have one shape"
         )
+    if student_logits.dim() >= 2 and student_logits.shape[1] == 1:
+        raise AmalgamError(
+            "kd_loss: one class along dim 1: its softmax is 1 whatever the logit, so the loss is 0 and teaches"
+            " nothing; for one binary logit use F.binary_cross_entropy_with_logits(student / T, sigmoid(teacher / T))"
+        )
     if _should_check_target(target, check):
         _check_target(target)
+    target = target.float()
     log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
     kl = (target * (target.clamp_min(1e-12).log() - log_q)).sum(1)
     return kl.mean() * temperature**2
@@ -70,6 +106,12 @@ def _check_target(target: torch.Tensor) -> None:
     low, stray, bad = torch.stack([t.min(), (t.sum(1) - 1).abs().max(), (~t.isfinite()).sum()]).tolist()  # one read
     if bad:  # NaN compares false: it passed as probabilities and made the loss NaN
         raise AmalgamError(f"kd_loss: target holds {int(bad)} NaN/inf values (a teacher's failed answers?)")
+    empty = int((t.sum(1) < TARGET_TOLERANCE).sum().item()) if low >= -TARGET_TOLERANCE else 0
+    if empty:  # zeroed to ignore them: these positions would count as a loss of 0 in the mean
+        raise AmalgamError(
+            f"kd_loss: the target sums to 0 at {empty} positions (zeroed to leave them out?): kd_loss has no"
+            " mask; leave those rows out of both tensors, or use amalgam.labels.partial_label_kl's weights"
+        )
     if low < -TARGET_TOLERANCE or stray > TARGET_TOLERANCE:
         raise AmalgamError(
             f"kd_loss: target is not probabilities over dim 1 (min {low:.3g}, sums up to {stray:.3g} off 1):"
@@ -104,7 +146,9 @@ class LogitEnsemble(nn.Module):
         features: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        temperature = temperature_value(temperature, type(self).__name__)
         if isinstance(teacher_logits, (list, tuple)):  # one [B, C] per teacher, as the peer losses take them
+            _same_classes([t.shape for t in teacher_logits])
             teacher_logits = torch.stack(list(teacher_logits))
         logits = teacher_logits.detach().float()  # teachers are never trained through the target
         if logits.dim() != 3 or logits.shape[0] != self.num_teachers:
@@ -112,6 +156,16 @@ class LogitEnsemble(nn.Module):
         w = self.weights(logits, features, labels)
         probs = F.softmax(logits / temperature, dim=2)  # [K, B, C]
         return torch.einsum("bk,kbc->bc", w, probs), w
+
+
+def _same_classes(shapes: list[torch.Size]) -> None:
+    """Refuses teachers' logits of different shapes in one line (torch.stack's error said nothing of labels)."""
+    if len({tuple(s) for s in shapes}) > 1:
+        raise AmalgamError(
+            f"teacher logits of different shapes {[list(s) for s in shapes]}: an ensemble needs every teacher over"
+            " the same labels in the same order; bring them onto one label space first (amalgam.labels: unify,"
+            " projection, partial_label_kl)"
+        )
 
 
 LOGIT_ENSEMBLES: Registry[type[LogitEnsemble]] = Registry("logit ensemble")
@@ -141,6 +195,8 @@ def build_logit_ensemble(kind: str, num_teachers: int, in_features: Optional[int
     for key in own:
         if key not in kwargs and params[key].default is inspect.Parameter.empty:
             raise AmalgamError(f"{key}: required by '{kind}' ({takes})")
+    if cls.needs_features and not (isinstance(in_features, int) and in_features > 0):
+        raise AmalgamError(f"in_features: '{kind}' reads the student's features: give their width, got {in_features!r}")
     extra = {"in_features": in_features} if cls.needs_features else {}
     return cls(num_teachers=num_teachers, **kwargs, **extra)
 
@@ -179,6 +235,9 @@ class LearnedGate(LogitEnsemble):
 
     def __init__(self, num_teachers: int, in_features: int, hidden: int = 0):
         super().__init__(num_teachers)
+        if not (isinstance(in_features, int) and in_features > 0):
+            raise AmalgamError(f"gate: in_features (the student's feature width) must be > 0, got {in_features!r}")
+        self.in_features = in_features
         if hidden:
             self.gate = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_teachers))
         else:
@@ -189,6 +248,11 @@ class LearnedGate(LogitEnsemble):
             raise AmalgamError("gate: needs the student's features")
         if features.dim() == 4:
             features = features.mean((2, 3))
+        if features.dim() != 2 or features.shape[1] != self.in_features or features.shape[0] != logits.shape[1]:
+            raise AmalgamError(
+                f"gate: expected the student's features [B={logits.shape[1]}, {self.in_features}] (or [B, D, H, W]),"
+                f" got {list(features.shape)}"
+            )
         return F.softmax(self.gate(features.float()), dim=1)
 
 

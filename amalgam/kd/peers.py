@@ -26,6 +26,21 @@ def _stack(logits) -> torch.Tensor:
     return z.float()
 
 
+def _check_labels(labels: torch.Tensor, batch: int, classes: int, owner: str) -> None:
+    """Refuses labels that are not one class index per sample (an ignore index such as -100 made a
+    gather fail with an out-of-bounds index: the MinLogit target needs every sample's label)."""
+    if labels.shape != (batch,) or labels.is_floating_point():
+        raise AmalgamError(
+            f"{owner}: expected labels [B={batch}] of class indices, got {labels.dtype} {list(labels.shape)}"
+        )
+    if batch and not bool(((labels >= 0) & (labels < classes)).all()):
+        low, high = labels.min().item(), labels.max().item()
+        raise AmalgamError(
+            f"{owner}: labels must lie in [0, {classes}), got {low} to {high}: its target needs every sample's"
+            " label, so leave samples of an ignore index out first"
+        )
+
+
 def dml_loss(logits, labels: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Deep Mutual Learning (Zhang et al., CVPR 2018): peer k minimises
     ``CE(z_k, y) + 1/(K-1) sum_{j != k} KL(p_j || p_k)``, other peers' predictions held fixed."""
@@ -81,6 +96,7 @@ def kdcl_minlogit_target(logits, labels: torch.Tensor) -> torch.Tensor:
     """KDCL-MinLogit (Guo et al., CVPR 2020): each peer's logits minus its label logit, then the
     element-wise minimum over peers: the ensemble that is most confident in the label."""
     z = _stack(logits)
+    _check_labels(labels, z.shape[1], z.shape[2], "kdcl_minlogit")
     shifted = z - z.gather(2, labels.view(1, -1, 1).expand(z.shape[0], -1, 1))
     return shifted.min(0).values
 

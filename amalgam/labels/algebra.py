@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from amalgam.errors import AmalgamError
 from amalgam.labels.names import look_alike_error, look_alikes
 
 IGNORE = 255  # target value that metrics skip (dense label maps use it on disk too)
@@ -90,17 +91,32 @@ def projection(teacher: LabelSpace, unified: LabelSpace) -> torch.Tensor:
     A named teacher label covers the unified classes it stands for (by default the one of its own
     name); the teacher's background covers the unified background plus every unified class none
     of its labels covers.
+
+    Raises:
+        AmalgamError: a class the unified space lacks (make it with :func:`unify` over every
+            teacher's space), or a background left covering nothing (its KL would be infinite).
     """
     matrix = torch.zeros(len(teacher), len(unified), dtype=torch.bool)
     covered: set[str] = set()
     for name in teacher.known():
         for cls in teacher.covered(name):
+            if cls not in unified.names:
+                raise AmalgamError(
+                    f"projection: the unified space has no class '{cls}' (teacher label '{name}'): make it with"
+                    " unify() over every teacher's label space"
+                )
             matrix[teacher.names.index(name), unified.names.index(cls)] = True
             covered.add(cls)
     if teacher.background is not None:
         for k, name in enumerate(unified.names):
             if name not in covered:
                 matrix[teacher.background_index, k] = True
+        if not matrix[teacher.background_index].any():
+            raise AmalgamError(
+                f"projection: the teacher's background '{teacher.background}' covers no unified class (the unified"
+                " space has no background and the teacher's other labels cover all of it): unify(spaces,"
+                f" background='{teacher.background}'), or give the teacher no background"
+            )
     return matrix
 
 
@@ -241,15 +257,43 @@ def partial_label_kl(
         teacher_logits: ``[B, L, ...]`` the teacher's logits over its own labels.
         matrix: ``[L, U]`` boolean projection from :func:`projection`.
         temperature: softening temperature T.
-        weights: per-position weights, the shape of the outputs without the class dimension.
+        weights: per-position weights, the shape of the outputs without the class dimension
+            (``[B]``, ``[B, H, W]``), not normalised: a 0/1 mask gives the mean over every position
+            with the left-out ones as 0; divide by its mean for the mean over the kept ones.
         after_projection: soften the student after restricting it (see :func:`project_log_probs`).
+
+    The teacher's logits are not detached: a learned ensemble's target trains through them. Run
+    teachers under ``torch.no_grad()`` (amalgam's own do).
+
+    Raises:
+        AmalgamError: for shapes that do not pair up (the student's classes against the matrix's
+            columns, the teacher's against its rows, their other dimensions, the weights').
     """
+    _check_pairing(student_logits, teacher_logits, matrix, weights)
     log_q = project_log_probs(student_logits, matrix, temperature, after_projection)
     log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=1)
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
     if weights is not None:
         kl = kl * weights.to(kl.dtype)
     return kl.mean() * temperature**2
+
+
+def _check_pairing(
+    student: torch.Tensor, teacher: torch.Tensor, matrix: torch.Tensor, weights: Optional[torch.Tensor]
+) -> None:
+    """Shapes only (no host sync): each of these broadcast into a plausible loss of the wrong thing."""
+    problem = None
+    if student.dim() < 2 or student.shape[1] != matrix.shape[1]:
+        problem = f"student logits {list(student.shape)} need {matrix.shape[1]} unified classes along dim 1"
+    elif teacher.dim() < 2 or teacher.shape[1] != matrix.shape[0]:
+        problem = f"teacher logits {list(teacher.shape)} need its {matrix.shape[0]} labels along dim 1"
+    elif teacher.shape[0] != student.shape[0] or teacher.shape[2:] != student.shape[2:]:
+        problem = f"teacher logits {list(teacher.shape)} and student logits {list(student.shape)} differ beyond dim 1"
+    elif weights is not None and tuple(weights.shape) != (student.shape[0], *student.shape[2:]):
+        wanted = [student.shape[0], *student.shape[2:]]
+        problem = f"weights {list(weights.shape)} must be {wanted}: the logits' shape without the class dimension"
+    if problem:
+        raise AmalgamError(f"partial_label_kl: {problem}")
 
 
 def partial_label_nll(

@@ -34,13 +34,21 @@ Run = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _without_grad(call: Callable) -> Callable:
-    """A wrap's ``__call__`` run under ``no_grad``: called from a user's loop (``wrap(run, model, task,
-    x)``), its targets carried the teacher's graph, and a loss on them trained the teacher."""
+    """A wrap's ``__call__`` run under ``no_grad`` with its teacher in eval mode: called from a user's
+    loop (``wrap(run, model, task, x)``), its targets carried the teacher's graph, and a loss on them
+    trained the teacher; a teacher left in train mode had its batch-norm statistics moved by every
+    call. Each module's own mode is restored after (``mc_dropout`` turns its dropouts on itself)."""
 
     @functools.wraps(call)
-    def run_without_grad(*args: Any, **kwargs: Any) -> torch.Tensor:
-        with torch.no_grad():
-            return call(*args, **kwargs)
+    def run_without_grad(self: "SubTeacher", run: Run, model: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                return call(self, run, model, *args, **kwargs)
+        finally:
+            for m, mode in modes:
+                m.training = mode
 
     return run_without_grad
 
@@ -250,7 +258,8 @@ class StochasticDepth(SubTeacher):
         outputs = []
         for _ in range(self.samples):
             dropped = [b for b in blocks if self.rng.random() < self.drop]
-            handles = [b.register_forward_hook(_skip_only) for b in dropped]
+            # first among the block's hooks: a feature tap on it then keeps what flows on, not the dropped branch
+            handles = [b.register_forward_hook(_skip_only, prepend=True) for b in dropped]
             try:
                 outputs.append(run(x))
             finally:

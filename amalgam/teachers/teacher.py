@@ -69,10 +69,17 @@ class FeatureTap:
 
     Made attached with :meth:`on` (the hook handle is kept: :meth:`detach` removes it). Whoever
     makes a tap owns it; a teacher is never tapped behind its back (see :meth:`Teacher.answer`).
+
+    ``value`` is the module's last output, whenever it ran: in a loop of your own read it with
+    :meth:`take`, which refuses a module that did not run since the last take (a skipped branch
+    left the previous batch's value) or ran more than once (a shared module: only its last call is
+    kept).
     """
 
     module_name: str
     value: Optional[torch.Tensor] = None
+    #: how many times the module ran since the last :meth:`take` or :meth:`clear`
+    calls: int = field(default=0, compare=False)
     handle: Optional[RemovableHandle] = field(default=None, repr=False, compare=False)
     #: the network it was attached to (:meth:`Teacher.answer` refuses a tap on another network)
     model: Optional[nn.Module] = field(default=None, repr=False, compare=False)
@@ -106,10 +113,35 @@ class FeatureTap:
             self.handle = None
         self.model = None
 
+    def clear(self) -> None:
+        """Forgets the value and the count of calls (before a forward whose feature is wanted)."""
+        self.value, self.calls = None, 0
+
+    def take(self) -> torch.Tensor:
+        """The module's output of the one forward since the last take (or :meth:`clear`), then clears.
+
+        Raises:
+            AmalgamError: the module did not run since then, or ran more than once.
+        """
+        value, calls = self.value, self.calls
+        self.clear()
+        if calls == 0 or value is None:
+            raise AmalgamError(
+                f"tap '{self.module_name}': the module did not run since the last take() (a container, or a"
+                " branch this input skips?): tap a module that runs on every forward"
+            )
+        if calls > 1:
+            raise AmalgamError(
+                f"tap '{self.module_name}': the module ran {calls} times since the last take() (used twice in one"
+                " forward?) and only its last output is kept: tap a module that runs once, or take() after each call"
+            )
+        return value
+
     def _store(self, module: nn.Module, args, output) -> None:
         value = output[0] if isinstance(output, (tuple, list)) else output
         # a copy: the network goes on and may change it in place (a ResNet's out += identity, ReLU(inplace))
         self.value = value.clone() if isinstance(value, torch.Tensor) else value
+        self.calls += 1
 
 
 class TapNotRun(AmalgamError):
@@ -244,7 +276,7 @@ class Teacher(nn.Module):
         if tap is None:
             return (self.run(x) if sub is None else sub(self._run_copy, self.model, self.task, x)), None
         self._check_tap_owner(tap)
-        tap.value = None  # so that a module that does not run leaves nothing, not the last batch's feature
+        tap.clear()  # so that a module that does not run leaves nothing, not the last batch's feature
         out = self.run(x) if sub is None else self._wrapped_with_tap(x, tap)
         if tap.value is None:
             raise TapNotRun(self.name, tap.module_name)
