@@ -73,3 +73,51 @@ def test_an_imported_folder_without_init_is_not_walked_as_code(tmp_path):
     before = local_code_digest("models:net", tmp_path)
     write(tmp_path / "data" / "scenes" / "gen.py", "X = 1\n")  # a data folder that happens to hold a script
     assert local_code_digest("models:net", tmp_path) == before
+
+
+def test_a_factory_from_an_editable_or_pythonpath_package_is_keyed_by_its_source(world, tmp_path, monkeypatch):
+    # its version (none here: a folder on PYTHONPATH) stays when it is edited in place
+    from amalgam.config.recipe import load_recipe
+    from amalgam.teachers.fingerprint import fingerprint_changes, model_code, teacher_fingerprints
+
+    code = write(tmp_path / "outside" / "extmodels" / "__init__.py", "def net():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "outside"))
+    recipe = load_recipe(world)
+    name = next(iter(recipe.teachers))
+    recipe.teachers[name].model = recipe.teachers[name].model.model_validate(
+        {"from": "python", "factory": "extmodels:net"}
+    )
+    before = model_code(recipe, name)
+    assert set(before) == {"package", "module_source"}
+    stored = teacher_fingerprints(recipe)
+    code.write_text("def net():\n    return 2\n")
+    assert model_code(recipe, name)["module_source"] != before["module_source"]
+    assert fingerprint_changes(stored, recipe) == [f"{name}: its factory's code changed"]
+    stored[name]["code"].pop("module_source")  # a run from before module sources were recorded resumes
+    assert fingerprint_changes(stored, recipe) == []
+
+
+def test_a_task_plugins_code_is_part_of_the_cache_key_and_of_resume(world, tmp_path, monkeypatch):
+    # a plugin's convert_output shapes the answers the cache stores: an edit reused stale ones
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.cache import _comparable
+    from amalgam.task import TASKS
+    from amalgam.teachers.fingerprint import fingerprint_changes, task_code, teacher_fingerprints
+
+    plugin = write(tmp_path / "plugins" / "mytasks" / "__init__.py", "X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    recipe = load_recipe(world)
+    name = next(iter(recipe.teachers))
+    task = recipe.teachers[name].task
+    assert task_code(task) == {}  # amalgam's own task: amalgam's version covers it
+    plugin_class = type("Plugin", (TASKS.get(task),), {"__module__": "mytasks"})
+    monkeypatch.setitem(TASKS._items, task, plugin_class)
+    before = task_code(task)
+    assert set(before) == {"package", "module_source"}
+    stored = teacher_fingerprints(recipe)
+    plugin.write_text("X = 2\n")
+    assert task_code(task) != before
+    assert fingerprint_changes(stored, recipe) == [f"{name}: its task plugin's code changed"]
+    stored[name].pop("task")  # a run from before task code was recorded resumes
+    assert fingerprint_changes(stored, recipe) == []
+    assert _comparable({"sources": {}})["task_code"] == {}  # a store of before, of a built-in task, stays valid

@@ -26,7 +26,7 @@ from amalgam.distill.cache_store import FP16_MAX, Store, open_store, widen
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets, mirror_rows
 from amalgam.task import Task
-from amalgam.teachers.fingerprint import model_code, weight_digests
+from amalgam.teachers.fingerprint import model_code, task_code, weight_digests
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import FeatureTap, Teacher
 from amalgam.training.runtime import autocast_for
@@ -46,7 +46,7 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: s
     ``precision``: what the answers are computed in, the run's ``train.precision`` on its device).
 
     The teacher's config (model kwargs, input spec, wrapper, output convention), the bytes of its
-    checkpoint and TorchScript file, its factory's source, each source's config and files (path,
+    checkpoint and TorchScript file, its factory's source, its task plugin's code, each source's config and files (path,
     size, mtime), the image size, amalgam's version and the cache format.
     """
     recipe = plan.recipe
@@ -63,6 +63,7 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: s
         "amalgam": amalgam.__version__,
         "teacher": cfg.model_dump(mode="json", exclude={"eval"}),
         "code": model_code(recipe, name),
+        "task_code": task_code(cfg.task),
         "tap": taps[name].module_name if name in (taps or {}) else None,
         "files": weight_digests(recipe, name),
         "image_size": list(recipe.data.image_size),
@@ -78,6 +79,7 @@ def _comparable(key: dict) -> dict:
             source.get("config", {}).pop(field_name, None)
         source.get("config", {}).setdefault("exif", "upright")  # format 4 read every image upright
         source.get("config", {}).setdefault("args", {})  # before a torchvision set's args existed
+    key.setdefault("task_code", {})  # before a task plugin's code was keyed: amalgam's own tasks have none
     if isinstance(key.get("teacher"), dict):
         key["teacher"].setdefault("unused_outputs", [])  # before teachers.<n>.unused_outputs existed
     for spec in (key.get("input"), key.get("teacher", {}).get("input")):  # every teacher was fed RGB

@@ -151,13 +151,17 @@ def _distributions() -> dict[str, list[str]]:
 
 def module_version(factory: object) -> str | None:
     """The installed distribution version of an installed factory module, if any."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        top = split_factory(factory)[0].split(".")[0]
+        return distribution_version(split_factory(factory)[0])
     except AmalgamError:
         return None
-    for dist in _distributions().get(top, []):
+
+
+def distribution_version(module: str) -> str | None:
+    """``dist==version`` of the installed distribution holding ``module``'s top level, if any."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in _distributions().get(module.split(".")[0], []):
         try:
             return f"{dist}=={version(dist)}"
         except PackageNotFoundError:

@@ -6,7 +6,9 @@ its student would otherwise be trained by two versions of a teacher, half a run 
 
 Code: a python factory's module and every module of the recipe's folder it imports, directly or
 through another (found by reading their ``import`` statements); an installed factory module or a
-library model source (timm, torchvision, smp) by its installed version.
+library model source (timm, torchvision, smp) by its installed version, and a factory module
+imported from anywhere else (an editable install, ``PYTHONPATH``) by its package's source as well;
+a task plugin's code the same way (its ``convert_output`` shapes the answers the cache stores).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.util
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterator, Optional
@@ -21,7 +24,7 @@ from typing import Iterator, Optional
 from amalgam.config.schema import Recipe
 from amalgam.errors import AmalgamError
 from amalgam.io import file_digest
-from amalgam.teachers.factories import local_origin, module_version, split_factory
+from amalgam.teachers.factories import distribution_version, local_origin, module_version, split_factory
 from amalgam.teachers.model_sources import file_kwargs
 
 #: the installed distribution whose version a library model source's networks depend on
@@ -58,7 +61,56 @@ def model_code(recipe: Recipe, name: str) -> dict:
         return {"package": library} if library else {}
     factory = model.kwargs().get("factory")
     source = local_code_digest(factory, recipe.base_dir)
-    return {"factory_source": source} if source else {"package": module_version(factory)}
+    if source:
+        return {"factory_source": source}
+    try:
+        module = split_factory(factory)[0]
+    except AmalgamError:
+        return {"package": None}
+    return {"package": module_version(factory), **_unversioned_source(module)}
+
+
+def task_code(task: str) -> dict:
+    """The code of a task plugin (``{}`` for amalgam's own tasks, which amalgam's version covers)."""
+    from amalgam.task import TASKS
+
+    if task not in TASKS:
+        return {}
+    module = getattr(TASKS.get(task), "__module__", "") or ""
+    if module.split(".")[0] in BUILT_IN_MODULES:
+        return {}
+    return {"package": distribution_version(module), **_unversioned_source(module)}
+
+
+#: top-level modules of amalgam's own distribution
+BUILT_IN_MODULES = ("amalgam", "amalgam_tasks")
+#: folders of regularly installed packages: code there changes with a reinstall, which its version says
+INSTALLED = ("site-packages", "dist-packages")
+
+
+def _unversioned_source(module: str) -> dict:
+    """``{"module_source": sha256}`` of the ``.py`` files of ``module``'s top-level package when it is
+    not a regular install (an editable one, a folder on ``PYTHONPATH``: edited in place, its version
+    stays), else ``{}``."""
+    try:
+        spec = importlib.util.find_spec(module.split(".")[0])
+    except (ImportError, ValueError):
+        return {}
+    origins = list(spec.submodule_search_locations or []) if spec else []
+    if spec and not origins and spec.origin and spec.origin.endswith(".py"):
+        origins = [spec.origin]
+    paths = [Path(o).resolve() for o in origins]
+    if not paths or any(part in INSTALLED for path in paths for part in path.parts):
+        return {}
+    return {"module_source": _files_digest(paths)}
+
+
+def _files_digest(origins: list[Path]) -> str:
+    h = hashlib.sha256()
+    for origin in origins:
+        for path in _module_files(origin):
+            h.update(str(path.relative_to(origin.parent)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def _library_version(distribution: Optional[str]) -> Optional[str]:
@@ -127,8 +179,12 @@ def imported_names(path: Path) -> list[str]:
 
 
 def teacher_fingerprints(recipe: Recipe) -> dict[str, dict]:
-    """``{teacher: {"files": weight_digests, "code": model_code}}`` for every teacher of ``recipe``."""
-    return {name: {"files": weight_digests(recipe, name), "code": model_code(recipe, name)} for name in recipe.teachers}
+    """``{teacher: {"files": weight_digests, "code": model_code, "task": task_code}}`` for every
+    teacher of ``recipe``."""
+    return {
+        name: {"files": weight_digests(recipe, name), "code": model_code(recipe, name), "task": task_code(cfg.task)}
+        for name, cfg in recipe.teachers.items()
+    }
 
 
 def fingerprint_changes(stored: dict, recipe: Recipe) -> list[str]:
@@ -146,14 +202,18 @@ def fingerprint_changes(stored: dict, recipe: Recipe) -> list[str]:
                 changes.append(f"{name}: {path} changed")
         if (change := _code_change(then["code"], now["code"])) is not None:
             changes.append(f"{name}: {change}")
+        if "task" in then and then["task"] != now["task"]:  # recorded since 2026-12-04
+            changes.append(f"{name}: its task plugin's code changed")
     return changes
 
 
 def _code_change(then: dict, now: dict) -> Optional[str]:
     """What changed in a teacher's code, None if nothing did (or a run from before library versions
     were recorded, whose checkpoint holds no code for a library teacher)."""
+    if "module_source" not in then:  # recorded since 2026-12-04: a run of before resumes
+        now = {k: v for k, v in now.items() if k != "module_source"}
     if then == now or (not then and set(now) == {"package"}):
         return None
-    if "factory_source" in then or "factory_source" in now:
+    if "factory_source" in then or "factory_source" in now or then.get("module_source") != now.get("module_source"):
         return "its factory's code changed"
     return f"its code changed ({then.get('package')} -> {now.get('package')})"
