@@ -19,6 +19,8 @@ from amalgam.errors import AmalgamError, count_of
 
 #: class attributes every task must set, and their type (the others have defaults on ``Task``)
 REQUIRED_ATTRIBUTES: dict[str, type] = {"name": str, "dense": bool, "target_key": str, "metric": str}
+#: optional class attributes that must be a bool when set (their defaults are on ``Task``)
+FLAGS = ("labelled", "exclusive_labels", "higher_is_better")
 #: hooks ``Task`` only declares (they raise NotImplementedError): a build calls each of them
 REQUIRED_HOOKS = ("build_head", "distill_loss", "predict", "new_meter")
 #: arguments a hook may take instead of the contract's: amalgam 0.1's
@@ -50,6 +52,9 @@ def contract_problem(cls: type) -> Optional[str]:
     for attr, kind in REQUIRED_ATTRIBUTES.items():
         if not isinstance(getattr(cls, attr, None), kind):
             return f"class attribute '{attr}' ({kind.__name__}) is not set"
+    for attr in FLAGS:  # "False", a str, is true: a lower-is-better metric turned upside down in the report
+        if not isinstance(value := getattr(cls, attr, False), bool):
+            return f"class attribute '{attr}' must be True or False, got {value!r} ({type(value).__name__})"
     for hook in REQUIRED_HOOKS:
         if getattr(cls, hook, None) is getattr(Task, hook):
             return f"{hook}{_shown(getattr(Task, hook))} is not defined"
@@ -80,7 +85,8 @@ def hook_problem(cls: type, hook: str, base: Callable) -> Optional[str]:
         return None
     bound_self = isinstance(own, (staticmethod, classmethod))  # the call passes no instance to bind
     count = len(inspect.signature(base).parameters) - 1
-    forms = [count, OLD_FORMS[hook]] if hook in OLD_FORMS else [count]
+    new_form = _names_options(sig, bound_self)  # (student, teacher, options, extra): not 0.1's form
+    forms = [count, OLD_FORMS[hook]] if hook in OLD_FORMS and not new_form else [count]
     for n in forms:
         try:
             sig.bind(*([None] * (n + (0 if bound_self else 1))))
@@ -89,6 +95,21 @@ def hook_problem(cls: type, hook: str, base: Callable) -> Optional[str]:
             continue
     got = sig if bound_self else sig.replace(parameters=list(sig.parameters.values())[1:])
     return f"{hook}{_shown(base)} expected, got {hook}{got}"
+
+
+def _names_options(sig: inspect.Signature, bound_self: bool) -> bool:
+    """Whether the third argument after ``self`` is named ``options``: the documented form, whatever follows."""
+    names = list(sig.parameters)[0 if bound_self else 1 :]
+    return len(names) >= 3 and names[2] == "options"
+
+
+def takes_old_form(method: Callable) -> bool:
+    """Whether a task's ``distill_loss`` is amalgam 0.1's ``(student, teacher, projection, temperature)``:
+    four arguments after ``self``, the third not named ``options`` (a documented form with a parameter
+    of its own was called the old way, its ``options`` None)."""
+    sig = inspect.signature(method)
+    names = list(sig.parameters)[1:]
+    return len(names) >= 4 and names[2] != "options"
 
 
 def _shown(fn: Callable) -> str:

@@ -8,7 +8,6 @@ under the ``amalgam.tasks`` entry-point group, exactly like the built-ins.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +18,7 @@ from torch import nn
 
 from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
-from amalgam.plugin_contract import ensemble_problem
+from amalgam.plugin_contract import ensemble_problem, takes_old_form
 from amalgam.registry import Registry, load_entry_points
 
 
@@ -492,4 +491,4 @@ def distill(task: Task, student: torch.Tensor, teacher: torch.Tensor, options: D
 
 @lru_cache(maxsize=None)
 def _old_form(cls: type) -> bool:
-    return len(inspect.signature(cls.distill_loss).parameters) >= 5  # self, student, teacher, projection, temperature
+    return takes_old_form(cls.distill_loss)

@@ -142,8 +142,14 @@ class Predictions:
 def predictions(
     plan: Plan, max_images: int = 512, batch_size: int = 32, log: Callable[[str], None] = print
 ) -> Predictions:
-    """Runs every labelled teacher on up to ``max_images`` source images (evenly spread over all)."""
-    teachers = {n: t for n, t in plan.teachers.items() if t.space is not None}
+    """Runs every teacher of exclusive labels on up to ``max_images`` source images (evenly spread over all);
+    a multi-label teacher is left out, said in the log."""
+    teachers = {n: t for n, t in plan.teachers.items() if t.space is not None and t.task.exclusive_labels}
+    if skipped := [n for n, t in plan.teachers.items() if t.space is not None and not t.task.exclusive_labels]:
+        log(
+            f"suggest-labels: not judged: {', '.join(skipped)} (labels that are not exclusive: one image holds several,"
+            " so its top label says nothing of how two label sets pair)"
+        )
     step = max(1, len(plan.sources) // max_images)
     chosen = list(range(0, len(plan.sources), step))[:max_images]
     log(f"suggest-labels: running {len(teachers)} teachers on {len(chosen)} source images")

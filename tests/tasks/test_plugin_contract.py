@@ -23,7 +23,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation import visual
 from amalgam.evaluation.evaluate import evaluate
 from amalgam.evaluation.figures import pyplot
-from amalgam.task import TASKS, Task
+from amalgam.task import TASKS, Task, _old_form
 from amalgam.teachers.subteachers import SUBTEACHERS
 
 QUIET = lambda msg: None  # noqa: E731
@@ -251,6 +251,18 @@ class NoNumOutputs(DepthTask):
     num_outputs = Task.num_outputs
 
 
+class OptionsAndOwn(DepthTask):  # the documented form plus a parameter of its own: not amalgam 0.1's
+    name = "b-own"
+
+    def distill_loss(self, student, teacher, options, reduction):
+        return student.sum()
+
+
+class HigherAsText(DepthTask):  # "False" is true: the report's ratio and arrow turned upside down
+    name = "b-flag"
+    higher_is_better = "False"
+
+
 class CheckSaysTrue(DepthTask):
     name = "b-true"
 
@@ -266,6 +278,11 @@ class CheckSaysTrue(DepthTask):
         (NoSpace, "check_output(out, batch, space) expected, got check_output(out, batch)"),
         (NoKind, "convert_output(raw, kind) expected, got convert_output(raw)"),
         (NoNumOutputs, "num_outputs(space) is not defined (a task without labels says its head's channels)"),
+        (
+            OptionsAndOwn,
+            "distill_loss(student, teacher, options) expected, got distill_loss(student, teacher, options, reduction)",
+        ),
+        (HigherAsText, "class attribute 'higher_is_better' must be True or False, got 'False' (str)"),
     ],
 )
 def test_wrong_hooks_are_refused_at_the_recipe_check(world, register, cls, said):
@@ -291,6 +308,7 @@ def test_a_class_without_dense_is_refused_and_builtins_and_old_forms_pass(regist
     lines = {line.split("\t")[0]: line.split("\t")[2] for line in said.out.splitlines()}
     assert lines["b-dense"] == "broken"
     assert not [n for n in ("classification", "segmentation", "depth", "old-form") if "broken" in lines[n]]
+    assert _old_form(OldForm) and not _old_form(DepthTask)
     assert said.err == (
         f"amalgam: error: task plugin 'b-dense' ({__name__}:{NoDense.__qualname__}): class attribute 'dense' (bool)"
         " is not set\n"
@@ -382,3 +400,15 @@ def test_a_plugin_on_the_labelled_outputs_mixin_keeps_merging_as_before():
         labelled = True
 
     assert SoftmaxPlugin.exclusive_labels and not MultiLabel.exclusive_labels
+
+
+def test_suggest_labels_leaves_a_multilabel_teacher_out_and_says_so(world, register):
+    # its softmax top label paired one of an image's several labels (or none) with the other teacher's
+    from amalgam.labels.suggest import predictions
+
+    register(MultiSeg)
+    plan = build_plan(load_recipe(world, ["teachers.seg-a.task=multiseg"]), log=QUIET)
+    said = []
+    preds = predictions(plan, max_images=4, log=said.append)
+    assert "seg-a" not in preds.labels and "seg-b" in preds.labels
+    assert said[0].startswith("suggest-labels: not judged: seg-a (labels that are not exclusive")
