@@ -53,7 +53,7 @@ def contract_problem(cls: type) -> Optional[str]:
         if not isinstance(getattr(cls, attr, None), kind):
             return f"class attribute '{attr}' ({kind.__name__}) is not set"
     for attr in FLAGS:  # "False", a str, is true: a lower-is-better metric turned upside down in the report
-        if not isinstance(value := getattr(cls, attr, False), bool):
+        if not isinstance(value := getattr(cls, attr, False), (bool, property)):  # a property: read per instance
             return f"class attribute '{attr}' must be True or False, got {value!r} ({type(value).__name__})"
     for hook in REQUIRED_HOOKS:
         if getattr(cls, hook, None) is getattr(Task, hook):
@@ -85,7 +85,7 @@ def hook_problem(cls: type, hook: str, base: Callable) -> Optional[str]:
         return None
     bound_self = isinstance(own, (staticmethod, classmethod))  # the call passes no instance to bind
     count = len(inspect.signature(base).parameters) - 1
-    new_form = _names_options(sig, bound_self)  # (student, teacher, options, extra): not 0.1's form
+    new_form = _new_form(sig, bound_self)  # (student, teacher, options, extra): not 0.1's form
     forms = [count, OLD_FORMS[hook]] if hook in OLD_FORMS and not new_form else [count]
     for n in forms:
         try:
@@ -97,19 +97,19 @@ def hook_problem(cls: type, hook: str, base: Callable) -> Optional[str]:
     return f"{hook}{_shown(base)} expected, got {hook}{got}"
 
 
-def _names_options(sig: inspect.Signature, bound_self: bool) -> bool:
-    """Whether the third argument after ``self`` is named ``options``: the documented form, whatever follows."""
+def _new_form(sig: inspect.Signature, bound_self: bool) -> bool:
+    """Whether the signature is not amalgam 0.1's form (see :func:`takes_old_form`)."""
     names = list(sig.parameters)[0 if bound_self else 1 :]
-    return len(names) >= 3 and names[2] == "options"
+    return not (len(names) >= 4 and names[2] == "projection")
 
 
-def takes_old_form(method: Callable) -> bool:
+def takes_old_form(cls: type) -> bool:
     """Whether a task's ``distill_loss`` is amalgam 0.1's ``(student, teacher, projection, temperature)``:
-    four arguments after ``self``, the third not named ``options`` (a documented form with a parameter
-    of its own was called the old way, its ``options`` None)."""
-    sig = inspect.signature(method)
-    names = list(sig.parameters)[1:]
-    return len(names) >= 4 and names[2] != "options"
+    known by its third argument's name, as 0.1's docs wrote it (any other form with four arguments,
+    ``(student, teacher, opts, reduction)``, was called the old way, its options the projection)."""
+    own = inspect.getattr_static(cls, "distill_loss", None)
+    sig = inspect.signature(cls.distill_loss)
+    return not _new_form(sig, isinstance(own, (staticmethod, classmethod)))
 
 
 def _shown(fn: Callable) -> str:

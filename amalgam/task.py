@@ -491,4 +491,4 @@ def distill(task: Task, student: torch.Tensor, teacher: torch.Tensor, options: D
 
 @lru_cache(maxsize=None)
 def _old_form(cls: type) -> bool:
-    return takes_old_form(cls.distill_loss)
+    return takes_old_form(cls)

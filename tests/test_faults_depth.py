@@ -47,6 +47,8 @@ class FromImage(nn.Module):
             return 0.5 / depth + 0.0625
         if self.mode == "centimetres":
             return 100.0 * depth
+        if self.mode == "constant":  # a teacher that cannot do its job: the same depth everywhere
+            return torch.full_like(depth, 3.0)
         return depth
 
 
@@ -131,6 +133,14 @@ def test_a_relative_inverse_depth_declared_inverse_is_warned_about_before_traini
 def test_a_depth_in_another_unit_is_warned_about_before_training(scenes):
     _, said = plan_of(scenes, "centimetres")
     assert any("teacher d's depth is 100x its eval set's" in line for line in warnings_in(said)), said
+
+
+@pytest.mark.parametrize("output", ["metric", "relative"])
+def test_a_depth_teacher_answering_a_constant_is_warned_about_before_training(scenes, output):
+    # it passed the check: a NaN correlation is not below the upside-down line, its scale within the band
+    _, said = plan_of(scenes, "constant", output=output)
+    lines = warnings_in(said)
+    assert len(lines) == 1 and "teacher d hardly follows its eval set's depth (its depth is constant" in lines[0]
 
 
 def test_a_competent_depth_teacher_passes_the_check_and_the_log_says_the_rule(scenes):

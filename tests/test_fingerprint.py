@@ -80,7 +80,10 @@ def test_a_factory_from_an_editable_or_pythonpath_package_is_keyed_by_its_source
     from amalgam.config.recipe import load_recipe
     from amalgam.teachers.fingerprint import fingerprint_changes, model_code, teacher_fingerprints
 
-    code = write(tmp_path / "outside" / "extmodels" / "__init__.py", "def net():\n    return 1\n")
+    write(tmp_path / "outside" / "extmodels" / "__init__.py", "from .layers import net\n")
+    code = write(tmp_path / "outside" / "extmodels" / "layers.py", "def net():\n    return 1\n")
+    unrelated = write(tmp_path / "outside" / "extmodels" / "tests" / "test_layers.py", "X = 1\n")
+    (tmp_path / "outside" / "extmodels" / ".#layers.py").symlink_to(tmp_path / "gone")  # an editor's lock file
     monkeypatch.syspath_prepend(str(tmp_path / "outside"))
     recipe = load_recipe(world)
     name = next(iter(recipe.teachers))
@@ -90,7 +93,9 @@ def test_a_factory_from_an_editable_or_pythonpath_package_is_keyed_by_its_source
     before = model_code(recipe, name)
     assert set(before) == {"package", "module_source"}
     stored = teacher_fingerprints(recipe)
-    code.write_text("def net():\n    return 2\n")
+    unrelated.write_text("X = 2\n")  # a module the factory never imports: not its code
+    assert model_code(recipe, name) == before
+    code.write_text("def net():\n    return 2\n")  # imported by the package's __init__
     assert model_code(recipe, name)["module_source"] != before["module_source"]
     assert fingerprint_changes(stored, recipe) == [f"{name}: its factory's code changed"]
     stored[name]["code"].pop("module_source")  # a run from before module sources were recorded resumes

@@ -170,3 +170,79 @@ def test_one_line_errors_where_tracebacks_were():
         kdcl_minlogit_loss(torch.randn(2, 3, 5), torch.tensor([-100, 1, 2]))
     with pytest.raises(AmalgamError, match="different shapes"):
         LOGIT_ENSEMBLES.get("mean")(num_teachers=2)([torch.zeros(4, 3), torch.zeros(4, 2)], 1.0)
+
+
+# --- a review of the above: legitimate uses kept, the same bugs elsewhere -----------------------------
+
+
+def test_weights_of_size_one_per_sample_or_a_scalar_still_broadcast_as_they_did():
+    a, unified = _spaces()
+    matrix = projection(a, unified)
+    student, teacher = torch.randn(2, len(unified), 4, 4), torch.randn(2, 3, 4, 4)
+    per_sample = torch.tensor([1.0, 3.0]).view(2, 1, 1)
+    by_hand = partial_label_kl(student, teacher, matrix, weights=per_sample.expand(2, 4, 4).contiguous())
+    assert partial_label_kl(student, teacher, matrix, weights=per_sample).item() == pytest.approx(by_hand.item())
+    assert torch.isfinite(partial_label_kl(student, teacher, matrix, weights=torch.tensor(2.0)))
+
+
+def test_partial_label_nll_refuses_what_partial_label_kl_refuses():
+    from amalgam.labels.algebra import partial_label_nll
+
+    a, unified = _spaces()
+    with pytest.raises(AmalgamError, match="partial_label_nll: weights"):
+        partial_label_nll(
+            torch.randn(4, len(unified), 4, 4), torch.randn(4, 3, 4, 4), projection(a, unified), torch.ones(4)
+        )
+
+
+def test_a_learned_temperature_is_refused_not_silently_detached():
+    with pytest.raises(AmalgamError, match="requiring grad"):
+        kd_loss(torch.zeros(1, 3), torch.full((1, 3), 1 / 3), nn.Parameter(torch.tensor(2.0)))
+
+
+def test_a_tap_under_activation_checkpointing_is_taken_once_per_step():
+    from torch.utils.checkpoint import checkpoint
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block, self.head = nn.Sequential(nn.Linear(3, 3), nn.ReLU()), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head(checkpoint(self.block, x, use_reentrant=False))
+
+    net = Net()
+    tap = FeatureTap.on(net, "block.0", "mine")
+    for _ in range(2):  # the recompute in backward ran the module again: "ran 2 times"
+        out = net(torch.randn(4, 3, requires_grad=True))
+        assert tap.take().shape == (4, 3)
+        out.sum().backward()
+    net(torch.randn(4, 3))
+    tap.module_name = "a"
+    tap.attach(_tap_world(), "mine")  # moved to another network: the old one's value is gone
+    with pytest.raises(AmalgamError, match="did not run"):
+        tap.take()
+
+
+def test_widths_and_wraps_take_what_they_took_before():
+    gate = build_logit_ensemble("gate", 2, in_features=np.int64(8))
+    assert gate.gate.in_features == 8
+    with pytest.raises(AmalgamError, match="in_features"):
+        build_logit_ensemble("gate", 2, in_features=True)
+    out = SUBTEACHERS.get("noise")()(
+        lambda x: x @ torch.ones(4, 3), None, get_task("classification"), torch.randn(2, 4)
+    )
+    assert out.shape == (2, 3)  # a wrap that never reads the model is called without one
+    with pytest.raises(AmalgamError, match="different batch sizes"):
+        LOGIT_ENSEMBLES.get("mean")(num_teachers=2)([torch.zeros(4, 3), torch.zeros(2, 3)], 1.0)
+
+
+def test_a_background_standing_for_nothing_is_the_recipes_background_key():
+    from types import SimpleNamespace
+
+    from amalgam.distill.plan import teacher_projection
+    from amalgam.errors import RecipeError
+
+    teacher = SimpleNamespace(space=LabelSpace(("cat", "dog"), "dog"), task=SimpleNamespace(name="classification"))
+    with pytest.raises(RecipeError, match=r"^teachers\.cls\.background: 'dog' stands for no class"):
+        teacher_projection("cls", teacher, LabelSpace(("cat",)))

@@ -47,3 +47,32 @@ def test_absent_classes_are_nan_and_excluded_from_the_mean():
 def test_empty_matrix_gives_nan():
     cm = ConfusionMatrix(2)
     assert math.isnan(cm.accuracy()) and math.isnan(cm.mean_iou())
+
+
+def test_a_class_only_predicted_is_no_zero_of_its_own_so_teacher_and_student_share_the_classes():
+    # truth: classes 0 and 1 only; the teacher also names class 2 somewhere, the student never does
+    truth = torch.tensor([0, 0, 1, 1])
+    teacher, student = ConfusionMatrix(3), ConfusionMatrix(3)
+    teacher.update(torch.tensor([0, 2, 1, 1]), truth)
+    student.update(torch.tensor([0, 1, 1, 1]), truth)
+    assert teacher.mean_iou() == pytest.approx((1 / 2 + 1) / 2)  # it was (1/2 + 1 + 0) / 3: a 0 for class 2
+    assert student.mean_iou() == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert math.isnan(teacher.mean_iou([2]))  # a class without ground truth cannot be scored
+
+
+def test_a_student_output_finer_than_the_label_map_is_shrunk_as_the_teachers_answers_are():
+    # the teacher's answer reached a coarser map antialiased, the student's by predict's plain bilinear:
+    # the same logits scored 0.3% apart
+    import torch.nn.functional as F
+
+    from amalgam.data.views import resize
+    from amalgam.evaluation.evaluate import as_teachers_answer
+    from amalgam.task import get_task
+
+    out = torch.randn(2, 4, 64, 64)
+    segmentation, classification = get_task("segmentation"), get_task("classification")
+    shrunk = as_teachers_answer(segmentation, out, (32, 32))
+    assert torch.equal(shrunk, resize(out, (32, 32)))
+    assert not torch.allclose(shrunk, F.interpolate(out, size=(32, 32), mode="bilinear", align_corners=False))
+    assert as_teachers_answer(segmentation, out, (128, 128)) is out  # enlarging: predict's bilinear, as before
+    assert as_teachers_answer(classification, out[:, :, 0, 0], (32, 32)).shape == (2, 4)

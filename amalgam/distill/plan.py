@@ -170,7 +170,7 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
         for teacher in plan.teachers.values():
             teacher.use_channels_last()
     for name, teacher in plan.teachers.items():
-        plan.projections[name] = projection(teacher.space, spaces[teacher.task.name]) if teacher.space else None
+        plan.projections[name] = teacher_projection(name, teacher, spaces[teacher.task.name])
     for line in unused_distill_options(recipe, tasks):
         log(line)
     for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused_student_keys(recipe):
@@ -223,6 +223,25 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
 
 #: eval images a task's reading check runs a teacher on before training (spread over the set as scored)
 READING_CHECK_IMAGES = 16
+
+
+def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace]) -> Optional[torch.Tensor]:
+    """The teacher's projection onto its task's unified space; a background left covering nothing
+    (every class of the unified space, which has none, named by its other labels) is the recipe's
+    ``background`` key, not an infinite loss at the first step."""
+    if teacher.space is None:
+        return None
+    try:
+        return projection(teacher.space, unified)
+    except AmalgamError as exc:
+        if teacher.space.background is None or "covers no unified class" not in str(exc):
+            raise
+        raise RecipeError(
+            f"teachers.{name}.background",
+            f"'{teacher.space.background}' stands for no class: its other labels name every class the"
+            f" {teacher.task.name} teachers know and that task has no catch-all class; drop background"
+            " (the label is then a class of its own) or give the other teachers the classes it stands for",
+        ) from None
 
 
 def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from amalgam.data.sources import spread
-from amalgam.data.views import BatchViews, collate
+from amalgam.data.views import BatchViews, collate, resize
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.coverage import Coverage
 from amalgam.evaluation.per_class import MOSTLY, class_warnings, label_order_warning, per_class_rows
@@ -166,7 +166,7 @@ class _Scorer:
         images = views.student
         for rows, target in by_size(batch[task.target_key], images.device):
             size = prediction_size(target, images)
-            s_out = student_out[task.name][rows.to(images.device)]
+            s_out = as_teachers_answer(task, student_out[task.name][rows.to(images.device)], size)
             t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
             if self.with_unified:
                 u_target = apply_lookup(target, self.unified_lut) if self.unified_lut is not None else target
@@ -198,6 +198,15 @@ class _Scorer:
         else:
             bad = torch.isin(positions, torch.tensor(self.left_out, dtype=positions.dtype))
         return ~bad if bool(bad.any()) else None
+
+
+def as_teachers_answer(task, out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A dense student output larger than a label map shrunk onto it as the teachers' answers are
+    (antialiased, :func:`~amalgam.data.views.resize`), not by ``predict``'s plain bilinear: teacher and
+    student are then scored alike."""
+    if not task.dense or out.dim() != 4 or (out.shape[-2] <= size[0] and out.shape[-1] <= size[1]):
+        return out
+    return resize(out, size)
 
 
 def by_size(targets, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -44,9 +44,15 @@ class ConfusionMatrix:
         return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
 
     def mean_iou(self, classes: Optional[list[int]] = None) -> float:
-        """Mean IoU over classes present in ground truth or predictions (of ``classes`` if given)."""
+        """Mean IoU over the classes with ground-truth pixels (of ``classes`` if given).
+
+        A class only predicted is not a 0 of its own: its pixels already count against the classes they
+        were taken from. Averaging it in (as over a full dataset, where every class has pixels, makes no
+        difference) put a teacher and a student over different sets of classes on a small eval set:
+        the one that named an absent class averaged in a 0 the other did not.
+        """
         iou = self.iou()
-        present = ~torch.isnan(iou)
+        present = self.matrix.sum(1) > 0
         if classes is not None:
             scored = torch.zeros_like(present)
             scored[classes] = True

@@ -36,7 +36,13 @@ def temperature_value(temperature: object, owner: str) -> float:
         AmalgamError: naming ``owner`` (T = 0 gave NaN targets, T < 0 turned them upside down, a bool
             passed for 1).
     """
-    if isinstance(temperature, torch.Tensor) and temperature.numel() == 1 and not temperature.is_complex():
+    if isinstance(temperature, torch.Tensor):
+        if temperature.numel() != 1 or temperature.requires_grad or temperature.device.type != "cpu":
+            raise AmalgamError(
+                f"{owner}: temperature must be a number > 0 (a one-value CPU tensor without grad at most: a learned"
+                f" or device temperature is not supported), got a tensor {list(temperature.shape)} on"
+                f" {temperature.device}{' requiring grad' if temperature.requires_grad else ''}"
+            )
         temperature = temperature.item()
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise AmalgamError(f"{owner}: temperature must be a number > 0, got {temperature!r}")
@@ -103,10 +109,13 @@ def _should_check_target(target: torch.Tensor, check: Optional[bool]) -> bool:
 def _check_target(target: torch.Tensor) -> None:
     """Raises unless ``target`` is a distribution over dim 1."""
     t = target.detach().float()
-    low, stray, bad = torch.stack([t.min(), (t.sum(1) - 1).abs().max(), (~t.isfinite()).sum()]).tolist()  # one read
+    sums = t.sum(1)
+    low, stray, bad, zero = torch.stack(  # one read: a device target costs one host sync
+        [t.min(), (sums - 1).abs().max(), (~t.isfinite()).sum(), (sums < TARGET_TOLERANCE).sum()]
+    ).tolist()
     if bad:  # NaN compares false: it passed as probabilities and made the loss NaN
         raise AmalgamError(f"kd_loss: target holds {int(bad)} NaN/inf values (a teacher's failed answers?)")
-    empty = int((t.sum(1) < TARGET_TOLERANCE).sum().item()) if low >= -TARGET_TOLERANCE else 0
+    empty = int(zero) if low >= -TARGET_TOLERANCE else 0
     if empty:  # zeroed to ignore them: these positions would count as a loss of 0 in the mean
         raise AmalgamError(
             f"kd_loss: the target sums to 0 at {empty} positions (zeroed to leave them out?): kd_loss has no"
@@ -158,8 +167,15 @@ class LogitEnsemble(nn.Module):
         return torch.einsum("bk,kbc->bc", w, probs), w
 
 
+def _width(value: object) -> bool:
+    """A feature width: an integer (NumPy's too) > 0, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
 def _same_classes(shapes: list[torch.Size]) -> None:
     """Refuses teachers' logits of different shapes in one line (torch.stack's error said nothing of labels)."""
+    if len({tuple(s[:1]) for s in shapes}) > 1 and len({tuple(s[1:]) for s in shapes}) == 1:
+        raise AmalgamError(f"teacher logits of different batch sizes {[list(s) for s in shapes]}: one batch for all")
     if len({tuple(s) for s in shapes}) > 1:
         raise AmalgamError(
             f"teacher logits of different shapes {[list(s) for s in shapes]}: an ensemble needs every teacher over"
@@ -195,7 +211,7 @@ def build_logit_ensemble(kind: str, num_teachers: int, in_features: Optional[int
     for key in own:
         if key not in kwargs and params[key].default is inspect.Parameter.empty:
             raise AmalgamError(f"{key}: required by '{kind}' ({takes})")
-    if cls.needs_features and not (isinstance(in_features, int) and in_features > 0):
+    if cls.needs_features and not _width(in_features):
         raise AmalgamError(f"in_features: '{kind}' reads the student's features: give their width, got {in_features!r}")
     extra = {"in_features": in_features} if cls.needs_features else {}
     return cls(num_teachers=num_teachers, **kwargs, **extra)
@@ -235,9 +251,9 @@ class LearnedGate(LogitEnsemble):
 
     def __init__(self, num_teachers: int, in_features: int, hidden: int = 0):
         super().__init__(num_teachers)
-        if not (isinstance(in_features, int) and in_features > 0):
+        if not _width(in_features):
             raise AmalgamError(f"gate: in_features (the student's feature width) must be > 0, got {in_features!r}")
-        self.in_features = in_features
+        self.in_features = int(in_features)
         if hidden:
             self.gate = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_teachers))
         else:

@@ -28,12 +28,14 @@ def _stack(logits) -> torch.Tensor:
 
 def _check_labels(labels: torch.Tensor, batch: int, classes: int, owner: str) -> None:
     """Refuses labels that are not one class index per sample (an ignore index such as -100 made a
-    gather fail with an out-of-bounds index: the MinLogit target needs every sample's label)."""
+    gather fail with an out-of-bounds index: the MinLogit target needs every sample's label). Their
+    range is checked on CPU labels only: on a device the check would wait for it every step."""
     if labels.shape != (batch,) or labels.is_floating_point():
         raise AmalgamError(
             f"{owner}: expected labels [B={batch}] of class indices, got {labels.dtype} {list(labels.shape)}"
         )
-    if batch and not bool(((labels >= 0) & (labels < classes)).all()):
+    on_host = labels.device.type == "cpu" and not torch.compiler.is_compiling()  # a device check would sync every step
+    if batch and on_host and not bool(((labels >= 0) & (labels < classes)).all()):
         low, high = labels.min().item(), labels.max().item()
         raise AmalgamError(
             f"{owner}: labels must lie in [0, {classes}), got {low} to {high}: its target needs every sample's"

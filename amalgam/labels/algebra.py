@@ -279,7 +279,11 @@ def partial_label_kl(
 
 
 def _check_pairing(
-    student: torch.Tensor, teacher: torch.Tensor, matrix: torch.Tensor, weights: Optional[torch.Tensor]
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    matrix: torch.Tensor,
+    weights: Optional[torch.Tensor],
+    owner: str = "partial_label_kl",
 ) -> None:
     """Shapes only (no host sync): each of these broadcast into a plausible loss of the wrong thing."""
     problem = None
@@ -289,11 +293,19 @@ def _check_pairing(
         problem = f"teacher logits {list(teacher.shape)} need its {matrix.shape[0]} labels along dim 1"
     elif teacher.shape[0] != student.shape[0] or teacher.shape[2:] != student.shape[2:]:
         problem = f"teacher logits {list(teacher.shape)} and student logits {list(student.shape)} differ beyond dim 1"
-    elif weights is not None and tuple(weights.shape) != (student.shape[0], *student.shape[2:]):
+    elif weights is not None and not _fits(weights.shape, (student.shape[0], *student.shape[2:])):
         wanted = [student.shape[0], *student.shape[2:]]
-        problem = f"weights {list(weights.shape)} must be {wanted}: the logits' shape without the class dimension"
+        problem = (
+            f"weights {list(weights.shape)} must be {wanted}, the logits' shape without the class dimension"
+            " (a size may be 1, or a scalar)"
+        )
     if problem:
-        raise AmalgamError(f"partial_label_kl: {problem}")
+        raise AmalgamError(f"{owner}: {problem}")
+
+
+def _fits(shape: torch.Size, wanted: tuple[int, ...]) -> bool:
+    """A scalar, or as many dimensions as ``wanted``, each of its size or 1 (``[B, 1, 1]`` per sample)."""
+    return len(shape) == 0 or (len(shape) == len(wanted) and all(a in (1, b) for a, b in zip(shape, wanted)))
 
 
 def partial_label_nll(
@@ -315,6 +327,7 @@ def partial_label_nll(
         matrix: ``[L, U]`` boolean projection from :func:`projection`.
         weights: per-position weights, the shape of the outputs without the class dimension.
     """
+    _check_pairing(student_logits, teacher_logits, matrix, weights, "partial_label_nll")
     log_q = project_log_probs(student_logits, matrix)
     nll = -log_q.gather(1, teacher_logits.max(1, keepdim=True).indices).squeeze(1)  # argmax, faster on CPUs
     if weights is not None:

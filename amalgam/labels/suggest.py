@@ -147,8 +147,8 @@ def predictions(
     teachers = {n: t for n, t in plan.teachers.items() if t.space is not None and t.task.exclusive_labels}
     if skipped := [n for n, t in plan.teachers.items() if t.space is not None and not t.task.exclusive_labels]:
         log(
-            f"suggest-labels: not judged: {', '.join(skipped)} (labels that are not exclusive: one image holds several,"
-            " so its top label says nothing of how two label sets pair)"
+            f"suggest-labels: not judged: {', '.join(skipped)} (its task does not declare exclusive_labels: one image"
+            " may hold several of its labels, so its top label says nothing of how two label sets pair)"
         )
     step = max(1, len(plan.sources) // max_images)
     chosen = list(range(0, len(plan.sources), step))[:max_images]

@@ -17,6 +17,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterator, Optional
@@ -89,28 +90,76 @@ INSTALLED = ("site-packages", "dist-packages")
 
 
 def _unversioned_source(module: str) -> dict:
-    """``{"module_source": sha256}`` of the ``.py`` files of ``module``'s top-level package when it is
-    not a regular install (an editable one, a folder on ``PYTHONPATH``: edited in place, its version
-    stays), else ``{}``."""
-    try:
-        spec = importlib.util.find_spec(module.split(".")[0])
-    except (ImportError, ValueError):
+    """``{"module_source": sha256}`` of ``module``'s file and of the modules of its own top-level package
+    it imports, directly or not (their packages' ``__init__`` too), when it is not a regular install
+    (an editable one, a folder on ``PYTHONPATH``, a script: edited in place, its version stays); else
+    ``{}``. Other modules of that package (its tests, other plugins) are not part of it."""
+    first = _module_file(module)
+    if first is None or any(part in INSTALLED for part in first.parts):
         return {}
-    origins = list(spec.submodule_search_locations or []) if spec else []
-    if spec and not origins and spec.origin and spec.origin.endswith(".py"):
-        origins = [spec.origin]
-    paths = [Path(o).resolve() for o in origins]
-    if not paths or any(part in INSTALLED for path in paths for part in path.parts):
-        return {}
-    return {"module_source": _files_digest(paths)}
-
-
-def _files_digest(origins: list[Path]) -> str:
+    files = module_closure(module)
     h = hashlib.sha256()
-    for origin in origins:
-        for path in _module_files(origin):
-            h.update(str(path.relative_to(origin.parent)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
+    for name, path in files:
+        try:
+            stat = path.stat()
+            h.update(name.encode() + b"\0" + _digest(path, stat.st_size, stat.st_mtime_ns).encode())
+        except OSError:  # gone, or unreadable: its absence is part of the code as found
+            h.update(name.encode() + b"\0-")
+    return {"module_source": h.hexdigest()}
+
+
+def module_closure(module: str) -> list[tuple[str, Path]]:
+    """``(module name, file)`` of ``module``, of its parent packages' ``__init__`` and of every module of
+    its top-level package it imports, directly or through another (absolute or relative imports)."""
+    top = module.split(".")[0]
+    found: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop(0)
+        if name in found:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        found[name] = path
+        parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        todo += parents + [n for n in _imports_of(name, path) if n.split(".")[0] == top]
+    return sorted(found.items())
+
+
+def _module_file(name: str) -> Optional[Path]:
+    """The ``.py`` file of an imported (or importable) module, or None (a builtin, a namespace, a C extension)."""
+    path = getattr(sys.modules.get(name), "__file__", None)
+    if path is None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            return None
+        path = spec.origin if spec is not None else None
+    return Path(path).resolve() if isinstance(path, str) and path.endswith(".py") else None
+
+
+def _imports_of(name: str, path: Path) -> list[str]:
+    """The modules ``path`` (module ``name``) imports, relative imports resolved; a name imported from
+    a module may be a submodule, so both are listed (a name that is no module is skipped later)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                base = ".".join(parts[: len(parts) - node.level + 1]) if node.level - 1 <= len(parts) else ""
+                source = ".".join(p for p in (base, node.module or "") if p)
+            else:
+                source = node.module or ""
+            names += [source] + [f"{source}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return [n for n in names if n]
 
 
 def _library_version(distribution: Optional[str]) -> Optional[str]:
@@ -159,7 +208,11 @@ def _namespace(origin: Path) -> bool:
 
 
 def _module_files(origin: Path) -> list[Path]:
-    return sorted(origin.rglob("*.py")) if origin.is_dir() else [origin]
+    """A module's file, or a package's ``.py`` files: not hidden ones (an editor's ``.#x.py`` lock, a
+    dangling link), which no import reaches."""
+    if not origin.is_dir():
+        return [origin]
+    return sorted(p for p in origin.rglob("*.py") if p.is_file() and not p.name.startswith("."))
 
 
 def imported_names(path: Path) -> list[str]:

@@ -41,8 +41,9 @@ def _without_grad(call: Callable) -> Callable:
 
     @functools.wraps(call)
     def run_without_grad(self: "SubTeacher", run: Run, model: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
+        modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+        for m, _ in modes:
+            m.training = False
         try:
             with torch.no_grad():
                 return call(self, run, model, *args, **kwargs)

@@ -103,6 +103,7 @@ class FeatureTap:
         if isinstance(module, torch.jit.ScriptModule):
             raise AmalgamError(f"{owner}: cannot tap '{self.module_name}' of a TorchScript model")
         self.detach()
+        self.clear()  # a value of the network it was on before is not this one's
         self.handle = module.register_forward_hook(self._store)
         self.model = model
 
@@ -138,6 +139,8 @@ class FeatureTap:
         return value
 
     def _store(self, module: nn.Module, args, output) -> None:
+        if torch._C._current_graph_task_id() != -1:  # activation checkpointing's recompute, in backward
+            return
         value = output[0] if isinstance(output, (tuple, list)) else output
         # a copy: the network goes on and may change it in place (a ResNet's out += identity, ReLU(inplace))
         self.value = value.clone() if isinstance(value, torch.Tensor) else value
@@ -320,7 +323,7 @@ class Teacher(nn.Module):
             tap.value = None
             self.run(x)
             kept.append(tap.value)
-        tap.value = kept[0]
+        tap.value, tap.calls = kept[0], 1  # the one feature it stands for: take() reads it
         return out
 
     def wrap_note(self) -> Optional[str]:

@@ -193,6 +193,9 @@ CHECK_MIN_PIXELS = 64
 #: Pearson r of log depth with the truth below which a teacher's depth is upside down (near is far): a
 #: disparity read as metres gives about -1, a competent teacher about +1 (the quickstart's: 0.98)
 ANTI_CORRELATION = -0.3
+#: ... and under which (NaN included: a constant answer) its depth hardly follows the truth's: a warning
+#: before training, as for a near-blind segmenter (a competent teacher is near 1; shuffled depth near 0)
+WEAK_CORRELATION = 0.3
 #: a teacher's rmse after a per-image scale-and-shift fit of its inverse depth (how relative, MiDaS-style
 #: depth is scored) under this share of its raw rmse is far better aligned than as it is (quickstart: 0.74;
 #: trial F's relative inverse depth declared ``inverse``: 0.29) ...
@@ -216,6 +219,8 @@ class DepthAgreement:
         affine_rmse: the same after a least-squares scale and shift of the depth itself, per image.
         off_share: share of the pixels whose depth is over :data:`SCALE_WARNING` times, or under
             1/that, the truth.
+        truth_spread: standard deviation of the truth's log depth (0: a flat truth says nothing of
+            whether the teacher follows it).
     """
 
     images: int
@@ -226,6 +231,7 @@ class DepthAgreement:
     aligned_rmse: float
     affine_rmse: float
     off_share: float
+    truth_spread: float = float("nan")
 
     def describe(self) -> str:
         """The numbers in one clause, for the log."""
@@ -315,11 +321,14 @@ def depth_agreement(answers: list[torch.Tensor], truths: list[torch.Tensor]) -> 
         aligned_rmse=(aligned - truth).pow(2).mean().sqrt().item(),
         affine_rmse=(affine - truth).pow(2).mean().sqrt().item(),
         off_share=(log_ratio.abs() > math.log(SCALE_WARNING)).double().mean().item(),
+        truth_spread=torch.log(truth).std().item() if truth.numel() > 1 else 0.0,
     )
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     """Pearson r; NaN when either is constant (a flat answer says nothing of its direction)."""
+    if any((v.max() - v.min()).item() <= 1e-9 * max(1.0, v.abs().max().item()) for v in (x, y)):
+        return float("nan")  # constant up to rounding: the mean's rounding left a spurious r near 0
     x, y = x - x.mean(), y - y.mean()
     denominator = (x.pow(2).sum() * y.pow(2).sum()).sqrt().item()
     return (x * y).sum().item() / denominator if denominator > 0 else float("nan")
@@ -328,10 +337,11 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
 #: the rule of the check, said with its numbers
 CHECK_RULE = (
     f"log-depth correlating under {ANTI_CORRELATION:g} with the truth stops the build (upside down: a disparity"
-    f" read as metres); within the {SCALE_WARNING:g}x scale band, an rmse under {RELATIVE_GAIN:g}x the raw one"
+    f" read as metres), under {WEAK_CORRELATION:g} warns (it hardly follows the truth); within the"
+    f" {SCALE_WARNING:g}x scale band, an rmse under {RELATIVE_GAIN:g}x the raw one"
     f" after the better fit, with {RELATIVE_SHARE:.0%} of pixels off by over {SCALE_WARNING:g}x, warns of relative"
     " depth (distilled as metric unless output: relative or affine); a relative reading is checked for its direction"
-    " only"
+    " and strength only"
 )
 
 
@@ -342,6 +352,19 @@ def relative_rule(kind: str) -> str:
         f"{kind}: {what} up to a per-image scale and shift, every finite value an answer; distilled by a"
         f" scale-and-shift-invariant loss on {what}, teacher and student scored after a per-image least-squares"
         f" scale and shift of their {what} onto the truth's"
+    )
+
+
+def _hardly_follows(agreement: DepthAgreement) -> bool:
+    """Log depth correlating under :data:`WEAK_CORRELATION` (or constant) with a truth that varies."""
+    return agreement.truth_spread > 1e-6 and not agreement.correlation >= WEAK_CORRELATION
+
+
+def _weak_warning(teacher: str, agreement: DepthAgreement) -> str:
+    r = "its depth is constant" if math.isnan(agreement.correlation) else f"log-depth r {agreement.correlation:.2f}"
+    return (
+        f"teacher {teacher} hardly follows its eval set's depth ({r} over {agreement.images} images): a teacher that"
+        " cannot do its job teaches nothing; check its input (size, channels, mean/std) and its output"
     )
 
 
@@ -519,9 +542,10 @@ class DepthTask(Task):
         said = agreement.describe()
         if agreement.correlation < ANTI_CORRELATION:
             return EvalReading(said, [], _upside_down(teacher, kind, agreement), CHECK_RULE)
+        weak = [_weak_warning(teacher, agreement)] if _hardly_follows(agreement) else []
         if kind in RELATIVE_KINDS:  # declared without a scale: only its direction is checked
-            return EvalReading(said, [], None, CHECK_RULE)
-        warnings = self.teacher_warnings(teacher, {"scale": agreement.scale})
+            return EvalReading(said, weak, None, CHECK_RULE)
+        warnings = weak + self.teacher_warnings(teacher, {"scale": agreement.scale})
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
         if not warnings and agreement.best_fit[1] < RELATIVE_GAIN * agreement.rmse:

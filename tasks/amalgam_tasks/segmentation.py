@@ -29,7 +29,8 @@ class SegmentationMeter:
         self.confusion.update(pred, target)
 
     def compute(self) -> dict[str, float]:
-        """mIoU (over the restricted classes), pixel accuracy, and per class the IoU, None for a class the
+        """mIoU (over the restricted classes with ground truth: the per-class list's non-None values),
+        pixel accuracy, and per class the IoU, None for a class the
         set cannot score: outside the restricted classes, or without a pixel of ground truth (where
         any prediction of it would read as IoU 0, a near-blind teacher that is not)."""
         iou = self.confusion.iou()

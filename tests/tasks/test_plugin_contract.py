@@ -23,6 +23,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation import visual
 from amalgam.evaluation.evaluate import evaluate
 from amalgam.evaluation.figures import pyplot
+from amalgam.plugin_contract import contract_problem
 from amalgam.task import TASKS, Task, _old_form
 from amalgam.teachers.subteachers import SUBTEACHERS
 
@@ -309,6 +310,29 @@ def test_a_class_without_dense_is_refused_and_builtins_and_old_forms_pass(regist
     assert lines["b-dense"] == "broken"
     assert not [n for n in ("classification", "segmentation", "depth", "old-form") if "broken" in lines[n]]
     assert _old_form(OldForm) and not _old_form(DepthTask)
+
+    class OwnDefault(DepthTask):  # the documented form, a parameter of its own with a default: not 0.1's
+        name = "own-default"
+
+        def distill_loss(self, student, teacher, opts, reduction="mean"):
+            return student.sum()
+
+    class OldStatic(DepthTask):
+        name = "old-static"
+
+        @staticmethod
+        def distill_loss(student, teacher, projection, temperature):
+            return student.sum()
+
+    class PropertyFlag(DepthTask):
+        name = "prop-flag"
+
+        @property
+        def higher_is_better(self):
+            return False
+
+    assert not _old_form(OwnDefault) and _old_form(OldStatic)
+    assert not [c for c in (OwnDefault, OldStatic, PropertyFlag) if contract_problem(c)]
     assert said.err == (
         f"amalgam: error: task plugin 'b-dense' ({__name__}:{NoDense.__qualname__}): class attribute 'dense' (bool)"
         " is not set\n"
@@ -411,4 +435,4 @@ def test_suggest_labels_leaves_a_multilabel_teacher_out_and_says_so(world, regis
     said = []
     preds = predictions(plan, max_images=4, log=said.append)
     assert "seg-a" not in preds.labels and "seg-b" in preds.labels
-    assert said[0].startswith("suggest-labels: not judged: seg-a (labels that are not exclusive")
+    assert said[0].startswith("suggest-labels: not judged: seg-a (its task does not declare exclusive_labels")
