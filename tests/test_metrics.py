@@ -76,3 +76,17 @@ def test_a_student_output_finer_than_the_label_map_is_shrunk_as_the_teachers_ans
     assert not torch.allclose(shrunk, F.interpolate(out, size=(32, 32), mode="bilinear", align_corners=False))
     assert as_teachers_answer(segmentation, out, (128, 128)) is out  # enlarging: predict's bilinear, as before
     assert as_teachers_answer(classification, out[:, :, 0, 0], (32, 32)).shape == (2, 4)
+
+
+def test_a_class_seen_on_a_few_pixels_is_not_judged_a_swapped_label():
+    # three eval scenes: 37 pixels of a class named as another read as "are its labels in order?"
+    from amalgam_tasks.segmentation import SegmentationMeter
+
+    truth = torch.tensor([0] * 1000 + [1] * 37 + [2] * 300)
+    pred = torch.tensor([0] * 1000 + [2] * 37 + [1] * 300)
+    meter = SegmentationMeter(3)
+    meter.update(pred, truth)
+    assert meter.compute()["mostly_predicted_as"] == [None, None, 1]  # 300 pixels are judged, 37 are not
+    cm = ConfusionMatrix(3)
+    cm.update(pred, truth)
+    assert cm.mostly_predicted_as() == [None, 2, 1]  # without a floor, as before

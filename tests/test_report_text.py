@@ -25,9 +25,9 @@ def test_a_ratio_that_is_not_a_number_is_written_as_null_so_strict_parsers_read_
 def test_report_md_says_the_budget_in_words_and_one_epoch_in_the_singular():
     tree = {"branch_at": {"classification": 5}, "structure": [], "over_budget": [], "search": None}
     tree["budget"] = {"params": 966332, "latency_ms": None, "share": 0.65}
-    assert "Budget: within (params 966,332 (65% of the teachers'))." in tree_markdown(tree)
+    assert "Budget: within (params at most 966,332 (65% of the teachers'))." in tree_markdown(tree)
     tree["budget"] = {"params": None, "latency_ms": 2.5, "share": None}
-    assert "Budget: within (latency 2.5 ms)." in tree_markdown(tree)
+    assert "Budget: within (latency at most 2.5 ms)." in tree_markdown(tree)
     report = {"name": "r", "tasks": [], "unified": [], "warnings": []}
     report["student"] = report["teachers"] = {"params": 10, "latency_ms": {"b1": 1.0, "b32": 0.5}}
     for epochs, said in ((1, "Training: 1 epoch, 2.0 s"), (3, "Training: 3 epochs, 2.0 s")):

@@ -15,6 +15,9 @@ def test_build_writes_report_html_with_pictures(built_run):
     for row in report["tasks"]:
         assert f"<td>{row['teacher']}</td>" in page
     assert 'src="curves.png"' in page and 'src="samples.png"' in page
+    assert report["unified"] and "Student over its whole unified label space" in page  # as report.md has it
+    for u in report["unified"]:
+        assert f"<td>{u['task']}</td><td>{u['eval']}</td>" in page
     for name in ("curves.png", "samples.png"):
         with Image.open(built_run / name) as img:
             assert img.format == "PNG" and img.size[0] > 200

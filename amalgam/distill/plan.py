@@ -16,7 +16,8 @@ from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
 from amalgam.data.sources import spread
 from amalgam.data.views import BatchViews, ViewSpec, same_view
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.evaluation.per_class import MOSTLY, label_order_warning
+from amalgam.evaluation.metrics import ConfusionMatrix
+from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, extents, lookup, missing_labels, projection, unify
 from amalgam.labels.names import unmarked_catch_all
 from amalgam.students.build import StudentSpec
@@ -306,10 +307,9 @@ def check_label_order_on_eval(
     truths = [apply_lookup(t, lut) for t in truths]
     matrix = _confusion(answers, truths, len(space))
     judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
-    meter = task.reading_meter(len(space), teacher.output_kind)
-    for answer, truth in zip(answers, truths):
-        meter.update(answer[None], truth[None])
-    mostly = [j if c in judged else None for c, j in enumerate(meter.compute().get(MOSTLY) or [])]
+    confusion = ConfusionMatrix(len(space))
+    confusion.matrix = matrix  # its own thresholds (judged): not the report's, made for a whole eval set
+    mostly = [j if c in judged else None for c, j in enumerate(confusion.mostly_predicted_as(skip_common=task.dense))]
     line = label_order_warning(teacher.name, list(space.names), mostly)
     swapped = sum(j is not None for j in mostly)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"

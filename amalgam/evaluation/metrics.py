@@ -8,6 +8,12 @@ import torch
 
 from amalgam.labels import IGNORE
 
+#: ground truth a class needs for :meth:`ConfusionMatrix.mostly_predicted_as` to judge it: items of a
+#: classifier (one wrong image is a confusion, not an order), pixels of a segmenter (a few stray ones are
+#: no class: 37 pixels of three scenes read as a swapped order)
+MIN_ITEMS_JUDGED = 2
+MIN_PIXELS_JUDGED = 256
+
 
 class ConfusionMatrix:
     """Confusion matrix over ``num_classes`` classes; targets equal to IGNORE are skipped.
@@ -59,11 +65,15 @@ class ConfusionMatrix:
             present &= scored
         return iou[present].mean().item() if present.any() else float("nan")
 
-    def mostly_predicted_as(self, share: float = 0.5, skip_common: bool = False) -> list[Optional[int]]:
+    def mostly_predicted_as(
+        self, share: float = 0.5, skip_common: bool = False, min_count: int = 1
+    ) -> list[Optional[int]]:
         """Per class, the one other class that takes more than ``share`` of its predictions, else None.
 
         With ``skip_common`` (dense tasks) the most common class of the ground truth, a segmenter's
         background, is not counted as such a class: predicting it is blindness, not a swap of labels.
+        A class with fewer than ``min_count`` items (pixels) of ground truth is not judged: on a few
+        eval images one confused item read as a swapped label order.
         """
         truth = self.matrix.sum(1)
         common = int(truth.argmax()) if skip_common and truth.sum() else -1
@@ -72,6 +82,6 @@ class ConfusionMatrix:
             row = self.matrix[c].clone()
             row[c] = 0
             j = int(row.argmax())
-            swapped = truth[c] > 0 and j != common and row[j] > share * truth[c]
+            swapped = truth[c] >= max(1, min_count) and j != common and row[j] > share * truth[c]
             found.append(j if swapped else None)
         return found

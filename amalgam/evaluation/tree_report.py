@@ -98,12 +98,12 @@ def plot_tree(tree: dict, out: Path) -> Optional[Path]:
 
 
 def _budget_text(budget: dict) -> str:
-    """``params 966,332 (65% of the teachers'), latency 2.1 ms``: the limits that are set (the share as
+    """``params at most 966,332 (65% of the teachers'), latency at most 2.1 ms``: the limits that are set (the share as
     the build log says it)."""
     parts = []
     if budget.get("params") is not None:
         share = f" ({budget['share']:.0%} of the teachers')" if budget.get("share") is not None else ""
-        parts.append(f"params {budget['params']:,}{share}")
+        parts.append(f"params at most {budget['params']:,}{share}")  # the limit: not read as the student's size
     if budget.get("latency_ms") is not None:
-        parts.append(f"latency {budget['latency_ms']:g} ms")
+        parts.append(f"latency at most {budget['latency_ms']:g} ms")
     return ", ".join(parts) or "no limit"

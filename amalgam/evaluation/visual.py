@@ -200,6 +200,17 @@ def write_html(run_dir: Path, report: dict) -> Path:
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in report.get("warnings", []))
     warnings = f'<h2>Warnings</h2><ul style="color:#b00">{warnings}</ul>' if warnings else ""
     per_class = "".join(_per_class_html(r, cell) for r in report.get("tasks", []) if r.get("per_class"))
+    unified = "".join(
+        f"<tr><td>{html.escape(u['task'])}</td><td>{html.escape(u['eval'])}</td><td>"
+        + ", ".join(f"{html.escape(k)} {cell(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
+        + "</td></tr>"
+        for u in report.get("unified", [])
+    )
+    if unified:  # as report.md has it
+        unified = (
+            "<h2>Student over its whole unified label space</h2><table><tr><th>task</th><th>eval set</th>"
+            f"<th>metrics</th></tr>{unified}</table>"
+        )
     pictures = "".join(
         f'<h2>{title}</h2><img src="{name}" style="max-width:100%">'
         for name, title in (
@@ -220,6 +231,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><b
 <table style="margin-top:1em"><tr><th>model</th><th>params</th><th>ms/img b1</th><th>ms/img b32</th></tr>
 {size_rows}</table>
 {per_class}
+{unified}
 {pictures}</body></html>
 """
     path = run_dir / "report.html"

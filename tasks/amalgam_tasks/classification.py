@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amalgam.evaluation.metrics import ConfusionMatrix
+from amalgam.evaluation.metrics import MIN_ITEMS_JUDGED, ConfusionMatrix
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, project_log_probs
 from amalgam.task import DistillOptions, LabelledOutputs, Task
 
@@ -27,7 +27,7 @@ class TopOne:
             "top1": self.confusion.accuracy(),
             "count": int(self.confusion.matrix.sum()),
             "recall": [None if torch.isnan(v) else v.item() for v in self.confusion.recall()],
-            "mostly_predicted_as": self.confusion.mostly_predicted_as(),
+            "mostly_predicted_as": self.confusion.mostly_predicted_as(min_count=MIN_ITEMS_JUDGED),
         }
 
 

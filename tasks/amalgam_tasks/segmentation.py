@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amalgam.evaluation.metrics import ConfusionMatrix
+from amalgam.evaluation.metrics import MIN_PIXELS_JUDGED, ConfusionMatrix
 from amalgam.kd.class_balance import catch_all_labels, class_balanced_weights, focal_weights
 from amalgam.labels import IGNORE, LabelSpace, partial_label_kl, partial_label_nll, project_log_probs
 from amalgam.task import DistillOptions, LabelledOutputs, Task
@@ -40,7 +40,7 @@ class SegmentationMeter:
             "miou": self.confusion.mean_iou(self.classes),
             "pixel_acc": self.confusion.accuracy(),
             "iou": [v.item() if ok and not torch.isnan(v) else None for v, ok in zip(iou, scorable)],
-            "mostly_predicted_as": self.confusion.mostly_predicted_as(skip_common=True),
+            "mostly_predicted_as": self.confusion.mostly_predicted_as(skip_common=True, min_count=MIN_PIXELS_JUDGED),
         }
 
 
