@@ -171,3 +171,11 @@ def test_loading_an_export_or_a_run_folder_as_a_student_says_what_it_is(built_ru
     (tmp_path / "student.onnx").write_bytes(b"\x08\x07")
     with pytest.raises(AmalgamError, match=r"is an ONNX export, not a student\.pt: run it with onnxruntime"):
         load_student(tmp_path / "student.onnx")
+
+
+def test_an_export_over_an_existing_file_says_it_replaces_it(built_run, tmp_path, capsys):
+    path = tmp_path / "mine.ts"
+    path.write_text("a file of the user's")
+    assert main(["export", str(built_run), "--task", "segmentation", "--output", str(path)]) == 0
+    assert f"{path} exists: replacing it (and its .json)" in capsys.readouterr().out
+    torch.jit.load(str(path))  # the export, not the user's file

@@ -15,6 +15,7 @@ from amalgam.config.schema import Recipe, SourceConfig
 from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
 from amalgam.data.sources import spread
 from amalgam.data.views import BatchViews, ViewSpec, same_view
+from amalgam.distill.input_probe import mean_recall, normalisation_line
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
@@ -307,12 +308,20 @@ def check_label_order_on_eval(
     truths = [apply_lookup(t, lut) for t in truths]
     matrix = _confusion(answers, truths, len(space))
     judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
+    where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
+
+    def score() -> float:  # the same images, as the teacher is fed now
+        again, _ = eval_answers(plan, teacher, dataset, len(truths), picks)
+        return mean_recall(_confusion(again, truths, len(space)), judged)
+
+    if fed_wrong := normalisation_line(teacher, score, mean_recall(matrix, judged), len(truths)):
+        log(f"warning: {fed_wrong} ({where})")
+        teacher.notes.append(f"input mean/std doubtful {where}")
     confusion = ConfusionMatrix(len(space))
     confusion.matrix = matrix  # its own thresholds (judged): not the report's, made for a whole eval set
     mostly = [j if c in judged else None for c, j in enumerate(confusion.mostly_predicted_as(skip_common=task.dense))]
     line = label_order_warning(teacher.name, list(space.names), mostly)
     swapped = sum(j is not None for j in mostly)
-    where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
     if line and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged)):
         log(f"warning: {line} ({where})")
@@ -337,7 +346,7 @@ BLIND_RECALL = 0.1
 BLIND_SHARE = 0.5
 BLIND_MIN_CLASSES = 2
 BLIND_MIN_PIXELS = 256
-BLIND_MIN_ITEMS = 5
+BLIND_MIN_ITEMS = ORDER_PICKS  # the check takes this many of each class where the set knows them
 #: a classifier naming one class for this share of the images, where the truth holds three or more
 COLLAPSED_SHARE = 0.9
 

@@ -268,6 +268,8 @@ def export(
     example = torch.rand(2, 3, *size, generator=gen)
     other = other_size(size, input_multiple(student))
     takes_other = runs_at(module, other)  # a fixed-size encoder (a ViT's) takes its trained size only
+    if path.exists():  # said, not refused: exporting again over a run's own export is the common case
+        log(f"{path} exists: replacing it (and its .json)")
     exporter.save(module, example, path, tasks)
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json

@@ -1,0 +1,79 @@
+"""Whether a teacher fed mean/std it was not given is fed what it was trained with.
+
+A teacher whose recipe gives no ``input.mean``/``std`` is fed a documented default (ImageNet's). A
+teacher trained on other statistics still answers, worse: a classifier trained at mean/std 0.5 named
+half of its eval images right, and the student beat that crippled reference (ratio 1.10 where it was
+0.59 of the teacher as trained). Before training, a teacher that looks weak on the label check's
+images is run again under the other usual normalisations; one that does far better is named.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from amalgam.teachers.inputs import RECIPE
+from amalgam.teachers.teacher import Teacher
+
+#: a teacher's mean recall on the check's images under which its normalisation is probed (a competent
+#: one, above it, costs no extra run)
+PROBE_BELOW = 0.75
+#: how much higher (absolute) another normalisation's mean recall must be to be named ...
+PROBE_GAIN = 0.15
+#: ... and how many times the one as fed
+PROBE_RATIO = 1.25
+
+
+def candidates(channels: int) -> dict[str, tuple[list[float], list[float]]]:
+    """The usual normalisations, by the words the warning says them in."""
+    imagenet = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if channels == 3 else ([0.449], [0.226])
+    return {
+        "ImageNet's mean/std": imagenet,
+        "mean 0.5, std 0.5 (values in [-1, 1])": ([0.5] * channels, [0.5] * channels),
+        "mean 0, std 1 (values in [0, 1])": ([0.0] * channels, [1.0] * channels),
+        "mean 0, std 1/255 (values in [0, 255])": ([0.0] * channels, [1 / 255] * channels),
+    }
+
+
+def mean_recall(matrix: torch.Tensor, classes: set[int]) -> float:
+    """Mean over ``classes`` of each one's recall in a truth x prediction ``matrix`` (NaN: none)."""
+    rows = [matrix[c, c].item() / matrix[c].sum().item() for c in classes if matrix[c].sum() > 0]
+    return sum(rows) / len(rows) if rows else float("nan")
+
+
+@contextmanager
+def fed(teacher: Teacher, mean: list[float], std: list[float]) -> Iterator[None]:
+    """``teacher`` fed with ``mean``/``std`` for the block, then as before."""
+    saved = teacher.mean, teacher.std
+    teacher.mean, teacher.std = mean, std
+    try:
+        yield
+    finally:
+        teacher.mean, teacher.std = saved
+
+
+def normalisation_line(teacher: Teacher, score: Callable[[], float], current: float, images: int) -> Optional[str]:
+    """The warning when the teacher, fed a mean/std the recipe did not give, scores far better (mean
+    recall ``score()``) under another usual normalisation than as fed (``current``); else None."""
+    origin = teacher.input_spec.origin
+    if current >= PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
+        return None
+    results = {}
+    for words, (mean, std) in candidates(teacher.channels).items():
+        if mean == list(teacher.mean) and std == list(teacher.std):
+            continue
+        with fed(teacher, mean, std):
+            results[words] = score()
+    if not results:
+        return None
+    best = max(results, key=lambda w: results[w] if results[w] == results[w] else -1.0)
+    if not (results[best] >= current + PROBE_GAIN and results[best] >= PROBE_RATIO * current):
+        return None
+    given = ", ".join(f"{v:g}" for v in teacher.mean), ", ".join(f"{v:g}" for v in teacher.std)
+    return (
+        f"teacher {teacher.name} finds {current:.2f} of its classes on {images} eval images as fed (mean {given[0]},"
+        f" std {given[1]}: {origin.get('mean')}, not the recipe's) and {results[best]:.2f} with {best}: set"
+        f" teachers.{teacher.name}.input.mean and std to what it was trained with; as fed it is no reference"
+    )
