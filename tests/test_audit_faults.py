@@ -86,11 +86,34 @@ def test_a_wrapped_checkpoint_amalgam_does_not_read_names_its_teacher_and_the_st
 
     model = nn.Linear(2, 2)
     path = tmp_path / "ck.pt"
-    torch.save({"model_state_dict": model.state_dict(), "epoch": 3}, path)
+    torch.save({"net": model.state_dict(), "epoch": 3}, path)
     with pytest.raises(AmalgamError) as info:
         load_checkpoint(model, path, "teacher 'seg'")
     assert str(info.value).startswith(f"teacher 'seg': checkpoint {path} does not hold a state dict of tensors")
-    assert str(info.value).endswith("(state dicts under: model_state_dict)")
+    assert "(state dicts under: net); to use 'net': python -c" in str(info.value)
+    # the command it gives makes a file that loads
+    command = str(info.value).split('python -c "')[1].split('" and point')[0]
+    exec(command)  # noqa: S102 - the line a user would paste
+    load_checkpoint(model, path.with_suffix(".state.pt"), "teacher 'seg'")
+
+
+def test_pytorchs_own_checkpoint_layout_is_read_and_said(tmp_path):
+    # a user trial: {"model_state_dict", "optimizer_state_dict", "epoch"} (PyTorch's tutorial) was refused
+    import torch
+    from torch import nn
+
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    model = nn.Linear(2, 2)
+    trained = nn.Linear(2, 2)
+    path = tmp_path / "ck.pt"
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.1)
+    torch.save(
+        {"model_state_dict": trained.state_dict(), "optimizer_state_dict": optimizer.state_dict(), "epoch": 3}, path
+    )
+    note = load_checkpoint(model, path, "teacher 'seg'")
+    assert torch.equal(model.weight, trained.weight)
+    assert "entry 'model_state_dict' (state_dict, else model, else model_state_dict, is read)" in str(note)
 
 
 def test_a_checkpoint_whose_keys_all_carry_one_extra_name_says_so(tmp_path):
@@ -123,7 +146,10 @@ def test_the_entry_read_from_a_checkpoint_wrapper_is_said_with_the_others(tmp_pa
     path = tmp_path / "ck.pt"
     torch.save({"model": model.state_dict(), "ema": model.state_dict(), "epoch": 3}, path)
     note = load_checkpoint(model, path, "teacher 'seg'")
-    assert note == "entry 'model' (state_dict, else model, is read); it also holds state dicts under: ema"
+    assert (
+        note == "entry 'model' (state_dict, else model, else model_state_dict, is read);"
+        " it also holds state dicts under: ema"
+    )
     torch.save(model.state_dict(), path)
     assert load_checkpoint(model, path, "teacher 'seg'") == ""  # a bare state dict: nothing to say
 
@@ -140,7 +166,10 @@ def test_inspect_says_which_entry_of_a_wrapped_teacher_checkpoint_it_read(fresh_
     torch.save({"model": state, "ema": state}, ck)
     assert main(["inspect", str(fresh_world), "--quiet", "--no-data"]) == 0
     out = capsys.readouterr().out
-    assert "checkpoint: entry 'model' (state_dict, else model, is read); it also holds state dicts under: ema" in out
+    assert (
+        "checkpoint: entry 'model' (state_dict, else model, else model_state_dict, is read);"
+        " it also holds state dicts under: ema" in out
+    )
 
 
 def test_a_chained_worker_error_keeps_its_own_last_line():

@@ -200,7 +200,10 @@ def test_a_stripped_ddp_prefix_is_said(tmp_path):
     )
     torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "wrapped.pt")
     note = load_checkpoint(model, tmp_path / "wrapped.pt", "teacher 't1'")
-    assert note == "entry 'model' (state_dict, else model, is read); DDP's 'module.' prefix stripped from every key"
+    assert (
+        note == "entry 'model' (state_dict, else model, else model_state_dict, is read);"
+        " DDP's 'module.' prefix stripped from every key"
+    )
 
 
 def test_a_one_channel_network_given_three_channels_is_told_to_set_input_channels():

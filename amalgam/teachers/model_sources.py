@@ -243,7 +243,7 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
         state = state[key]
         taken.append(key)
     if not _is_state_dict(state):
-        raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state)}")
+        raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state, path)}")
     note = _entry_note(wrapper, taken)
     weights = [k for k in state if k != AVERAGED_COUNT]
     if weights and all(k.startswith(DDP_PREFIX) for k in weights):
@@ -264,12 +264,18 @@ def _is_state_dict(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
+#: the entries a checkpoint wrapper's state dict is read from, the first that holds one: Lightning's and
+#: most trainers', then PyTorch's own tutorial's (``{"model_state_dict", "optimizer_state_dict", "epoch"}``)
+WRAPPER_ENTRIES = ("state_dict", "model", "model_state_dict")
+ENTRY_RULE = "state_dict, else model, else model_state_dict, is read"
+
+
 def _wrapper_key(state: Any) -> Optional[str]:
-    """The entry a wrapper holds its state dict under (``state_dict``, else ``model``), if any: one
+    """The entry a wrapper holds its state dict under (:data:`WRAPPER_ENTRIES`), if any: one
     holding a state dict, at once or nested, not a ``model`` entry of hyper-parameters beside the weights."""
     if not isinstance(state, dict) or _is_state_dict(state):
         return None
-    held = (k for k in ("state_dict", "model") if isinstance(v := state.get(k), dict) and _holds_weights(v))
+    held = (k for k in WRAPPER_ENTRIES if isinstance(v := state.get(k), dict) and _holds_weights(v))
     return next(held, None)
 
 
@@ -282,14 +288,23 @@ def _entry_note(wrapper: Any, taken: list[str]) -> str:
         return ""
     others = [k for k in _state_dict_entries(wrapper) if k != taken[0]]
     also = f"; it also holds state dicts under: {', '.join(others)}" if others else ""
-    return f"entry '{'.'.join(taken)}' (state_dict, else model, is read){also}"
+    return f"entry '{'.'.join(taken)}' ({ENTRY_RULE}){also}"
 
 
-def _state_dicts_inside(state: Any) -> str:
+def _state_dicts_inside(state: Any, path: Optional[Path] = None) -> str:
     """The entries of a wrapper that hold state dicts (``model_state_dict``, ``ema``), so that the
-    user can re-save the one meant: amalgam reads only ``state_dict`` and ``model`` (never guesses)."""
+    user can re-save the one meant: amalgam reads only :data:`WRAPPER_ENTRIES` (never guesses)."""
     found = _state_dict_entries(state)
-    return f" at its top or under state_dict / model (state dicts under: {', '.join(found)})" if found else ""
+    named = " / ".join(WRAPPER_ENTRIES)
+    if not found:
+        return ""
+    fix = ""
+    if path is not None:  # the one command that makes the entry meant a file amalgam reads
+        fix = (
+            f"; to use '{found[0]}': python -c \"import torch; s = torch.load('{path}', weights_only=True);"
+            f" torch.save(s['{found[0]}'], '{path.with_suffix('.state.pt')}')\" and point the recipe at that file"
+        )
+    return f" at its top or under {named} (state dicts under: {', '.join(found)}){fix}"
 
 
 def _state_dict_entries(state: Any) -> list[str]:
