@@ -225,6 +225,8 @@ def evaluate(
     if (assumed := _assumed(name, spaces, size, loaded)) is not None:
         log(assumed)
     loaded = _at_trained_size(loaded, name, size, log, asked=_sets_image_size(overrides))
+    if (other := _other_teachers(student, loaded)) is not None:
+        log(other)
     plan = build_plan(loaded, log=log)
     tasks = _student_tasks(model, spaces)
     if tasks != set(plan.spaces):
@@ -458,6 +460,25 @@ def _run_json(path: Path, fix: str) -> dict:
     if not isinstance(data, dict):
         raise AmalgamError(f"{path} is damaged (it holds a {type(data).__name__}, not an object): {fix}")
     return data
+
+
+def _other_teachers(student: object, recipe: Recipe) -> Optional[str]:
+    """One line when the recipe's teachers differ from those a ``student.pt`` was built with (their
+    input, model, labels...): its scores are then against other references than the build's report."""
+    if not isinstance(student, (str, os.PathLike)):
+        return None
+    try:
+        stored = stored_recipe(Path(student))
+    except (AmalgamError, OSError, KeyError, TypeError):
+        return None
+    changed = [key for key in recipe_changes(stored, recipe) if key.startswith("teachers.")]
+    if not changed:
+        return None
+    keys = f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}"
+    return (
+        f"note: the recipe's teachers differ from those {student} was built with ({keys}): the student is scored"
+        " against these teachers, not the build's"
+    )
 
 
 def _built_recipe(run: dict, stored: dict, log) -> Recipe:

@@ -243,3 +243,14 @@ def test_numpy_values_in_overrides(world):
     assert tuple(recipe.data.image_size) == (64, 64)
     with pytest.raises(AmalgamError, match=r"^overrides: train\.lr: cannot set a object"):
         amalgam.load_recipe(world, {"train.lr": object()})
+
+
+def test_evaluate_says_when_the_recipes_teachers_are_not_the_ones_the_student_was_built_with(world, built_run, capsys):
+    # a user trial: a recipe feeding a teacher other mean/std scored the student 1.84x "its" teacher, without a word
+    capsys.readouterr()
+    amalgam.evaluate(world, built_run / "student.pt")
+    assert "the recipe's teachers differ" not in capsys.readouterr().out
+    amalgam.evaluate(world, built_run / "student.pt", ["teachers.cls.input.std=[0.5]"])
+    said = capsys.readouterr().out
+    assert f"note: the recipe's teachers differ from those {built_run / 'student.pt'} was built with" in said
+    assert "teachers.cls.input.std" in said

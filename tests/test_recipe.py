@@ -191,7 +191,9 @@ def test_unknown_output_kind(raw, world):
 
 def test_input_mean_must_match_channels(raw, world):
     raw["teachers"]["cls"]["input"]["mean"] = [0.5, 0.5, 0.5]
-    assert error_of(raw, world).startswith("teachers.cls.input: mean and std need 1 value")
+    said = error_of(raw, world)
+    assert said.startswith("teachers.cls.input: mean and std need 1 value")
+    assert said.endswith("e.g. mean: [0.5], std: [0.5]")  # a newcomer was told no value to give
 
 
 def test_unknown_student_encoder(raw, world):
@@ -353,3 +355,8 @@ def test_decoder_widths_must_be_positive(raw, world, widths):
 def test_a_branch_point_out_of_range_is_said_once(raw, world):
     raw["student"]["branch_at"] = 6
     assert error_of(raw, world) == "student.branch_at: branch points lie in 0-5 (encoder stages shared), got 6"
+
+
+def test_labels_yaml_read_as_numbers_are_told_to_be_quoted(raw, world):
+    raw["teachers"]["cls"]["labels"] = list(range(len(raw["teachers"]["cls"]["labels"])))
+    assert error_of(raw, world).endswith("got 0 (YAML read it as a number: quote names such as '0')")

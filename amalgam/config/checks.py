@@ -151,7 +151,11 @@ def input_problem(spec: InputSpec) -> Optional[str]:
     input would be a near-constant -2 and the teacher would answer noise without a word.
     """
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
-        return f"mean and std need {count_of(spec.channels, 'value')} (channels: {spec.channels})"
+        example = ", ".join(["0.5"] * spec.channels)
+        return (
+            f"mean and std need {count_of(spec.channels, 'value')} (channels: {spec.channels}), those it was trained"
+            f" with (a default exists for 3 channels only, ImageNet's): e.g. mean: [{example}], std: [{example}]"
+        )
     if min(spec.std) <= 0:  # a division by it: every input inf or NaN, then blamed on the checkpoint
         return f"std {spec.std} must be > 0 on every channel"
     if max(spec.mean) <= 1 and max(spec.std) <= 1:

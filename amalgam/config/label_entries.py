@@ -36,7 +36,8 @@ def parse_entry(entry: Any, index: int) -> tuple[str, tuple[str, ...]]:
             if len(set(value)) != len(value):
                 raise AmalgamError(f"{index}: '{name}' lists a class twice: {value}")
             return str(name), tuple(value)
-    raise AmalgamError(f"{index}: expected {ENTRY_FORMS}, got {entry!r}")
+    quote = " (YAML read it as a number: quote names such as '0')" if isinstance(entry, (int, float)) else ""
+    raise AmalgamError(f"{index}: expected {ENTRY_FORMS}, got {entry!r}{quote}")
 
 
 def label_names(entries: Sequence[Any]) -> list[str]:
