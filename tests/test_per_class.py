@@ -140,3 +140,25 @@ def test_per_class_scores_are_not_rounded_before_their_ratio(task_name):
     meter.update(torch.tensor([0, 1, 1, 1, 1, 1]), truth)  # class 0: recall 1/3, IoU 1/3
     key = "recall" if task_name == "classification" else "iou"
     assert meter.compute()[key][0] == pytest.approx(1 / 3, abs=1e-9)
+
+
+def test_a_student_naming_another_teachers_labels_on_a_teachers_images_is_said():
+    # a user trial: cls-low's row said 0.964 (its 7 labels), the student named only 0.890 right over
+    # all 10: 22 of its 43 errors were a class only the other teacher knows, and nothing said so
+    from amalgam.evaluation.evaluate import Evaluation, TaskResult
+    from amalgam.task import get_task
+
+    row = TaskResult("cls-low", get_task("classification"), "low-test", {"top1": 0.978}, {"top1": 0.964})
+    seg = TaskResult("seg", get_task("segmentation"), "scenes", {"miou": 0.7}, {"miou": 0.7})
+    evaluation = Evaluation(
+        [row, seg],
+        [
+            {"task": "classification", "eval": "low-test", "metrics": {"top1": 0.890}},
+            {"task": "segmentation", "eval": "scenes", "metrics": {"miou": 0.5}},  # other classes: not compared
+        ],
+    )
+    (line,) = evaluation.warnings()
+    assert line.startswith("student on 'low-test': top1 0.890 over all its classification labels against 0.964")
+    assert "on about 7.4% of these images it names a label cls-low does not have" in line
+    evaluation.unified[0]["metrics"]["top1"] = 0.955  # within 0.02: nothing
+    assert evaluation.warnings() == []

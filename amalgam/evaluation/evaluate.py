@@ -116,6 +116,11 @@ class TaskResult:
         }
 
 
+#: how much lower (absolute) a student's headline over its whole label space may be than over a
+#: teacher's labels on the same eval set before it is said (:meth:`Evaluation._unified_gaps`)
+UNIFIED_GAP = 0.02
+
+
 @dataclass
 class Evaluation:
     tasks: list[TaskResult] = field(default_factory=list)
@@ -125,7 +130,27 @@ class Evaluation:
         """Every teacher's warnings (per class, and its task's own), in teacher order; first, those
         of teachers that answered NaN/inf on eval images (their other lines may be its echo)."""
         failed = [line for r in self.tasks for line in r.nonfinite_warning()]
-        return failed + [line for r in self.tasks for line in r._reference_warnings()]
+        return failed + [line for r in self.tasks for line in r._reference_warnings()] + self._unified_gaps()
+
+    def _unified_gaps(self) -> list[str]:
+        """One line per pooled teacher row whose student scores far lower over the student's whole
+        label space than over the teacher's labels on the same images: the row counts only the
+        teacher's labels, so a student naming another teacher's class on them (a '1' called an '8'
+        that only the other teacher knows) looked as good as the teacher."""
+        lines = []
+        for u in self.unified:
+            for r in self.tasks:
+                if r.task.name != u["task"] or r.eval != u["eval"] or r.task.dense or not r.task.higher_is_better:
+                    continue
+                whole, own = u["metrics"].get(r.task.metric), r.student_metrics.get(r.task.metric)
+                if not (isinstance(whole, float) and isinstance(own, float) and own - whole > UNIFIED_GAP):
+                    continue
+                lines.append(
+                    f"student on '{r.eval}': {r.task.metric} {whole:.3f} over all its {r.task.name} labels against"
+                    f" {own:.3f} over teacher {r.teacher}'s: on about {own - whole:.1%} of these images it names a"
+                    f" label {r.teacher} does not have, which the teacher's row does not count"
+                )
+        return lines
 
 
 def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
