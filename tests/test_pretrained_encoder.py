@@ -225,3 +225,16 @@ def test_inspect_refuses_an_init_of_another_student_as_the_build_does(world, bui
     assert main(["inspect", str(world), "--set", init, "--set", "student.encoder=tu-test_efficientnet"]) == 2
     assert "student.init: " in capsys.readouterr().err  # inspect said nothing; the build refused it
     assert main(["inspect", str(world), "--set", init, "--quiet"]) == 0  # its own student: fine
+
+
+def test_a_student_without_encoder_weights_is_said_to_start_from_random_weights(world):
+    # a newcomer could not tell from the log whether the student started pretrained
+    from amalgam.config.recipe import load_recipe
+    from amalgam.students.start import start_weights
+
+    said = []
+    start_weights(None, load_recipe(world), {}, said.append)
+    assert said == [
+        "student: starts from random weights (no student.encoder_weights: amalgam downloads none; a pretrained"
+        " encoder of yours, such as an ImageNet classifier's state dict, usually trains faster)"
+    ]
