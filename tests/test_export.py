@@ -22,6 +22,10 @@ def test_torchscript_whole_student_matches(built_run, capsys):
     assert tasks == list(spaces)
     # the .json says what each output is, and how a grey image is given
     assert meta["input"]["grey"].startswith("a grey image must be repeated over the 3 channels")
+    # how an image becomes the input: a deployer applying ImageNet's mean/std or 0-255 values got garbage
+    assert meta["input"]["normalisation"].startswith("none outside: feed RGB floats in [0, 1]")
+    assert meta["input"]["resize"].startswith("stretch the whole image to the input's height and width, bilinear")
+    assert "resize every image to it, as in training" in meta["input"]["sizes"]
     cls, seg, depth = meta["outputs"]
     assert cls["labels"] == list(spaces["classification"].names) and cls["shape"] == ["batch", 2]
     assert cls["meaning"].startswith("classification logits [batch, 2] over the labels listed, in their order")
@@ -146,7 +150,7 @@ def test_a_file_answering_other_sizes_wrong_is_said_to_take_its_trained_size_onl
     # a trace that baked the size in (MobileViT's unfold): the .json promised any multiple of 32
     from amalgam.evaluation import export as export_module
 
-    diffs = iter([0.0, 0.5])  # right at the trained size, wrong at the second
+    diffs = iter([0.0, 0.5, 0.0])  # right at the trained size, wrong at the second; the file again
     monkeypatch.setattr(export_module, "parity", lambda module, run, images: next(diffs))
     path = tmp_path / "s.ts"
     assert main(["export", str(built_run), "--output", str(path)]) == 0  # usable at its size: not a failure
@@ -179,3 +183,37 @@ def test_an_export_over_an_existing_file_says_it_replaces_it(built_run, tmp_path
     assert main(["export", str(built_run), "--task", "segmentation", "--output", str(path)]) == 0
     assert f"{path} exists: replacing it (and its .json)" in capsys.readouterr().out
     torch.jit.load(str(path))  # the export, not the user's file
+
+
+def test_an_onnx_file_that_answers_other_sizes_wrong_is_written_for_its_trained_size(
+    built_run, tmp_path, capsys, monkeypatch
+):
+    # a user trial: its .json said 32x32 only, but the graph declared any height and width and ran 64x64
+    # without an error, its classification 2.4e-2 off
+    onnx = pytest.importorskip("onnx")
+    from amalgam.evaluation import export as export_module
+
+    diffs = iter([0.0, 0.5, 0.0])
+    monkeypatch.setattr(export_module, "parity", lambda module, run, images: next(diffs))
+    monkeypatch.setattr(export_module.EXPORTERS.get("onnx"), "run", lambda path: lambda x: [])
+    path = tmp_path / "s.onnx"
+    assert main(["export", str(built_run), "--format", "onnx", "--output", str(path)]) == 0
+    (images,) = [i for i in onnx.load(str(path)).graph.input if i.name == "images"]
+    dims = [d.dim_value or d.dim_param for d in images.type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 32, 32]
+
+
+def test_the_onnx_graph_declares_each_outputs_channels_and_ties_dense_outputs_to_the_input(built_run, tmp_path):
+    # shape inference through the final resize gave segmentation (4) and depth (1) one channel symbol
+    onnx = pytest.importorskip("onnx")
+    path = tmp_path / "s.onnx"
+    assert main(["export", str(built_run), "--format", "onnx", "--output", str(path), "--quiet"]) == 0
+    shapes = {
+        o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]
+        for o in onnx.load(str(path)).graph.output
+    }
+    assert shapes == {
+        "classification": ["batch", 2],
+        "segmentation": ["batch", 4, "height", "width"],
+        "depth": ["batch", 1, "height", "width"],
+    }

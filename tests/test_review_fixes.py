@@ -215,7 +215,9 @@ def test_export_asks_the_task_what_its_output_means(monkeypatch):
     assert output_meaning("segmentation", ["a", "b"], (2, 2, 32, 32), (32, 32)).endswith(
         "in their order (argmax over dim 1: each pixel's label), at the input's height and width"
     )
-    assert output_meaning("classification", ["a", "b"], (2, 2), (32, 32)).endswith("(softmax: probabilities)")
+    assert output_meaning("classification", ["a", "b"], (2, 2), (32, 32)).endswith(
+        "(apply a softmax over dim 1 for probabilities)"
+    )
 
 
 def test_a_wrap_checks_its_network_once_not_at_every_call(monkeypatch):

@@ -45,7 +45,9 @@ class Exporter:
     """Writes ``module`` for input ``example`` to ``path``; ``run`` loads it back as a callable."""
 
     suffix: str
-    save: Callable[[nn.Module, torch.Tensor, Path, list[str]], None]
+    #: ``save(module, example, path, names, fixed)``: ``fixed`` writes the example's height and width
+    #: into the file where the format can (ONNX), so that another size is refused where it is run
+    save: Callable[[nn.Module, torch.Tensor, Path, list[str], bool], None]
     run: Callable[[Path], Callable[[torch.Tensor], list[torch.Tensor]]]
     #: other file suffixes of this format (besides ``suffix``): an ``--output`` ending in one is
     #: refused for any other format
@@ -56,7 +58,9 @@ class Exporter:
         return (self.suffix, *self.also)
 
 
-def _save_torchscript(module: nn.Module, example: torch.Tensor, path: Path, names: list[str]) -> None:
+def _save_torchscript(
+    module: nn.Module, example: torch.Tensor, path: Path, names: list[str], fixed: bool = False
+) -> None:
     with torch.no_grad():
         torch.jit.trace(module, example, strict=False).save(str(path))
 
@@ -66,21 +70,44 @@ def _run_torchscript(path: Path):
     return lambda x: [t for t in model(x)]
 
 
-def _save_onnx(module: nn.Module, example: torch.Tensor, path: Path, names: list[str]) -> None:
+def _save_onnx(module: nn.Module, example: torch.Tensor, path: Path, names: list[str], fixed: bool = False) -> None:
     try:
         import onnx  # noqa: F401 - torch.onnx needs it to write the file
     except ImportError:
         raise AmalgamError("--format onnx needs the onnx package: pip install 'amalgam[export]'") from None
-    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
+    dynamic = {"images": {0: "batch"} | ({} if fixed else {2: "height", 3: "width"})}
     with torch.no_grad():
         shapes = [tuple(o.shape) for o in module(example)]
     for name, shape in zip(names, shapes):  # a dense output follows the input's size (or its own stride of it)
-        dynamic[name] = {0: "batch"} | ({2: f"{name}_height", 3: f"{name}_width"} if len(shape) == 4 else {})
+        spatial = len(shape) == 4 and not fixed
+        dynamic[name] = {0: "batch"} | ({2: f"{name}_height", 3: f"{name}_width"} if spatial else {})
     with torch.no_grad():
         torch.onnx.export(
             module, (example,), str(path), input_names=["images"], output_names=names,
             dynamic_axes=dynamic, opset_version=17, dynamo=False,
         )  # fmt: skip
+    _declare_output_shapes(path, shapes, tuple(example.shape[-2:]), fixed)
+
+
+def _declare_output_shapes(path: Path, shapes: list[tuple], size: tuple[int, int], fixed: bool) -> None:
+    """Writes each output's known dimensions into the ONNX graph: shape inference through the final
+    resize named every channel axis one symbol (segmentation's 11 and depth's 1 "equal"), and a dense
+    output at the input's size is said to follow the input's ``height``/``width``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for output, shape in zip(model.graph.output, shapes):
+        dims = output.type.tensor_type.shape.dim
+        for axis, value in list(enumerate(shape))[1:]:
+            if axis >= len(dims):
+                break
+            spatial = len(shape) == 4 and axis >= 2
+            if spatial and not fixed:
+                at_input = tuple(shape[2:]) == size
+                dims[axis].dim_param = ("height", "width")[axis - 2] if at_input else dims[axis].dim_param
+            else:
+                dims[axis].dim_value = int(value)
+    onnx.save(model, str(path))
 
 
 def _run_onnx(path: Path):
@@ -125,6 +152,13 @@ def suffix_problem(path: Path, fmt: str) -> Optional[str]:
 
 #: what a grey image needs before it is given to the exported network
 GREY = "a grey image must be repeated over the 3 channels first (images.expand(-1, 3, -1, -1))"
+#: how an image becomes the export's input, as the student was fed while training (views.resize)
+PREPROCESS = {
+    "resize": "stretch the whole image to the input's height and width, bilinear (antialiased when shrinking)",
+    "normalisation": "none outside: feed RGB floats in [0, 1]; the file normalises them itself (do not subtract"
+    " a mean or divide by a std, do not feed 0-255 values)",
+    "dtype": "float32",
+}
 
 
 def output_meaning(task: str, labels: Optional[list[str]], shape: tuple[int, ...], size: tuple[int, ...]) -> str:
@@ -162,7 +196,10 @@ NOT_RUN = "the student does not run at another size"
 def sizes_note(size: tuple[int, ...], multiple: Optional[int], other: bool = True, why: str = NOT_RUN) -> str:
     """Which input sizes an export takes, in words: any, multiples of its encoder's stride, or (``other``
     False, for reason ``why``) only the trained one."""
-    trained = f"trained at {size[0]}x{size[1]} (the shape above); its answers are best at that scale"
+    trained = (
+        f"trained at {size[0]}x{size[1]} (the shape above): resize every image to it, as in training; other sizes"
+        " run but hold things at another scale than it learnt, and its answers there can be far worse"
+    )
     if not other:
         return f"only {size[0]}x{size[1]}: {why}"
     if multiple is None:
@@ -203,7 +240,14 @@ def export_meta(
     sizes = sizes_note(size, multiple, other, why)
     return {
         "format": fmt,
-        "input": {"shape": ["batch", 3, *size], "range": [0, 1], "channels": "RGB", "grey": GREY, "sizes": sizes},
+        "input": {
+            "shape": ["batch", 3, *size],
+            "range": [0, 1],
+            "channels": "RGB",
+            "grey": GREY,
+            "sizes": sizes,
+            **PREPROCESS,
+        },
         "outputs": [
             {
                 "task": t,
@@ -270,7 +314,7 @@ def export(
     takes_other = runs_at(module, other)  # a fixed-size encoder (a ViT's) takes its trained size only
     if path.exists():  # said, not refused: exporting again over a run's own export is the common case
         log(f"{path} exists: replacing it (and its .json)")
-    exporter.save(module, example, path, tasks)
+    exporter.save(module, example, path, tasks, not takes_other)
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json
     teachers = taught_by(stored_recipe(Path(run_dir) / "student.pt"))
@@ -291,9 +335,10 @@ def export(
         again, why = float("inf"), f"it fails ({error_line(exc)})"
     if again > SIZE_TOLERANCE:  # a trace that baked the size in: right at the trained size only, and said so
         why = why or f"it differs from the student by {again:.2e}"
+        exporter.save(module, example, path, tasks, True)  # an ONNX file then refuses other sizes where it runs
         write_meta(path, meta_of(False, f"the exported file does not answer other sizes as the student does: {why}"))
         log(f"{said}; at {other[0]}x{other[1]} {why}: the file takes {size[0]}x{size[1]} only (its .json says so)")
-        return path, diff
+        return path, parity(module, exporter.run(path), torch.rand(3, 3, *size, generator=gen))
     log(f"{said} ({again:.2e} at {other[0]}x{other[1]})")
     return path, max(diff, again)
 

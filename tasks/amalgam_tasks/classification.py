@@ -61,7 +61,7 @@ class ClassificationTask(LabelledOutputs, Task):
         return hint
 
     def output_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...]) -> str:
-        return f"{super().output_meaning(labels, shape)} (softmax: probabilities)"
+        return f"{super().output_meaning(labels, shape)} (apply a softmax over dim 1 for probabilities)"
 
     def distill_loss(self, student, teacher, options: DistillOptions):
         o = options
