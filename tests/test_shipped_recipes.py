@@ -114,3 +114,21 @@ def test_a_traced_zoo_teacher_is_checked_as_the_build_reads_it(tmp_path) -> None
     with pytest.raises(AmalgamError, match=r"^traced teacher .*probabilit"):
         save_torchscript(net, cfg, task, tmp_path / "seg.ts")
     save_torchscript(net[:1], cfg, task, tmp_path / "seg.ts")  # its logits
+
+
+def test_the_readmes_own_teachers_recipe_is_a_valid_recipe(tmp_path) -> None:
+    # the newcomer's starting point: it must stay a recipe amalgam reads
+    import re
+
+    from amalgam.config.recipe import load_recipe
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Your own teachers") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "recipe.yaml").write_text(block)
+    (tmp_path / "mymodels.py").write_text("def small_cnn(num_classes):\n    raise NotImplementedError\n")
+    for name in ("low.pt", "high.pt", "images", "eval/low", "eval/high"):  # the user's files, as named
+        (tmp_path / name).mkdir(parents=True) if "." not in name else (tmp_path / name).write_bytes(b"")
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    assert set(recipe.teachers) == {"low", "high"}
+    assert recipe.teachers["low"].labels[0] == "0" and recipe.teachers["high"].input.channels == 1
