@@ -220,3 +220,15 @@ def test_nothing_to_propose_says_what_was_judged():
     assert suggestion_lines(plan, survey_from(plan, same_outputs(30, 3))) == [
         "suggest-labels: no relation to propose (every co-occurring label pair already matches)"
     ]
+
+
+def test_a_number_in_words_and_in_digits_is_a_look_alike():
+    # a newcomer's 'four'..'nine' beside '0'..'6' made a 13-class student without a word at inspect
+    from amalgam.labels.algebra import LabelSpace, unify
+    from amalgam.labels.taxonomy import likeness, near_duplicates
+
+    assert likeness("four", "4") == "the same number, in words and in digits"
+    assert likeness("Four", "5") is None and likeness("4", "5") is None
+    digits, words = LabelSpace(("3", "4", "5")), LabelSpace(("four", "five", "nine"))
+    lines = near_duplicates({"low": digits, "high": words}, unify([digits, words]))
+    assert len(lines) == 2 and all("in words and in digits" in line for line in lines)

@@ -34,11 +34,23 @@ def edit_distance(a: str, b: str) -> int:
     return previous[-1]
 
 
+#: number words a label set may spell where another writes the digits ("four" and "4": one class, 13 for 10)
+NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+        " seventeen eighteen nineteen twenty".split()
+    )
+}
+
+
 def likeness(a: str, b: str) -> Optional[str]:
     """Why two different names may be one class, or None."""
     na, nb = normalise(a), normalise(b)
     if na == nb:
         return "the same name up to case, spacing and plural"
+    if NUMBER_WORDS.get(na, na) == NUMBER_WORDS.get(nb, nb):
+        return "the same number, in words and in digits"
     short, long = sorted((na, nb), key=len)
     if len(short) >= 2 and (long.startswith(short) or long.endswith(short)):
         return f"'{short}' begins or ends '{long}'"
