@@ -97,6 +97,19 @@ class BlindHalf(NamesRed):
 
 def blind_half(classes):
     return BlindHalf(classes)
+
+
+class NamesRedImagenet(NamesRed):
+    '''NamesRed for a network fed ImageNet's mean/std (the default): it undoes them first.'''
+
+    def forward(self, x):
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        return super().forward(x * std + mean)
+
+
+def names_red_imagenet(classes):
+    return NamesRedImagenet(classes)
 """
 
 
@@ -257,3 +270,19 @@ def test_a_classifier_blind_on_half_its_classes_is_warned_about_on_three_images_
     (line,) = [line for line in said if line.startswith("warning:")]
     assert line.startswith("warning: teacher t finds almost none of 2 of the 4 classes seen ('cat', 'dog'")
     assert "near-blind on 12 images of 'val', before training" in notes
+
+
+def test_labels_out_of_order_are_not_also_blamed_on_the_mean_std(tmp_path, monkeypatch):
+    # a trial: a segmenter's labels one position off drew the order warning and a false "set mean and std"
+    import amalgam.distill.plan as plan_module
+
+    def probed(*args, **kwargs):
+        raise AssertionError("the mean/std probe ran on a teacher whose labels are out of order")
+
+    monkeypatch.setattr(plan_module, "normalisation_line", probed)
+    write_folders(tmp_path / "val", 4)
+    model = {"from": "python", "factory": "models:names_red_imagenet", "classes": len(CLASSES)}
+    folders = {"type": "imagefolder", "path": "val"}
+    teacher = {"task": "classification", "model": model, "labels": sorted(CLASSES), "input": {}}
+    said, _ = planned(tmp_path, teacher, folders, folders)
+    assert [line for line in said if "classes as one other class" in line]

@@ -22,8 +22,11 @@ from amalgam.teachers.teacher import Teacher
 PROBE_BELOW = 0.75
 #: how much higher (absolute) another normalisation's mean recall must be to be named ...
 PROBE_GAIN = 0.15
-#: ... and how many times the one as fed
+#: ... and how many times the one as fed ...
 PROBE_RATIO = 1.25
+#: ... and at least this itself: a teacher that does its job there (garbage that hit a few more pixels of
+#: a label map is no better normalisation)
+PROBE_COMPETENT = 0.5
 
 
 def candidates(channels: int) -> dict[str, tuple[list[float], list[float]]]:
@@ -69,7 +72,8 @@ def normalisation_line(teacher: Teacher, score: Callable[[], float], current: fl
     if not results:
         return None
     best = max(results, key=lambda w: results[w] if results[w] == results[w] else -1.0)
-    if not (results[best] >= current + PROBE_GAIN and results[best] >= PROBE_RATIO * current):
+    found = results[best]
+    if not (found >= current + PROBE_GAIN and found >= PROBE_RATIO * current and found >= PROBE_COMPETENT):
         return None
     given = ", ".join(f"{v:g}" for v in teacher.mean), ", ".join(f"{v:g}" for v in teacher.std)
     return (

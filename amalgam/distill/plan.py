@@ -314,16 +314,18 @@ def check_label_order_on_eval(
         again, _ = eval_answers(plan, teacher, dataset, len(truths), picks)
         return mean_recall(_confusion(again, truths, len(space)), judged)
 
-    if fed_wrong := normalisation_line(teacher, score, mean_recall(matrix, judged), len(truths)):
-        log(f"warning: {fed_wrong} ({where})")
-        teacher.notes.append(f"input mean/std doubtful {where}")
     confusion = ConfusionMatrix(len(space))
     confusion.matrix = matrix  # its own thresholds (judged): not the report's, made for a whole eval set
     mostly = [j if c in judged else None for c, j in enumerate(confusion.mostly_predicted_as(skip_common=task.dense))]
     line = label_order_warning(teacher.name, list(space.names), mostly)
     swapped = sum(j is not None for j in mostly)
+    out_of_order = bool(line) and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged))
+    # labels out of order make any input look wrong: the mean/std probe is for a teacher named right
+    if not out_of_order and (fed_wrong := normalisation_line(teacher, score, mean_recall(matrix, judged), len(truths))):
+        log(f"warning: {fed_wrong} ({where})")
+        teacher.notes.append(f"input mean/std doubtful {where}")
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
-    if line and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged)):
+    if out_of_order:
         log(f"warning: {line} ({where})")
         teacher.notes.append(f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another")
     elif blind:

@@ -56,6 +56,10 @@ class TaskResult:
     left_out: list[int] = field(default_factory=list)
     #: the eval images this row was scored on before any was left out
     images: int = 0
+    #: whether the teacher names some of the unified classes only, each label one class (no
+    #: background, no label standing for several): only then can the student name, on its images,
+    #: a class the teacher has no label for
+    names_a_subset: bool = False
 
     def per_class(self) -> Optional[list[dict]]:
         """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
@@ -140,7 +144,8 @@ class Evaluation:
         lines = []
         for u in self.unified:
             for r in self.tasks:
-                if r.task.name != u["task"] or r.eval != u["eval"] or r.task.dense or not r.task.higher_is_better:
+                pooled = not r.task.dense and r.task.higher_is_better
+                if r.task.name != u["task"] or r.eval != u["eval"] or not pooled or not r.names_a_subset:
                     continue
                 whole, own = u["metrics"].get(r.task.metric), r.student_metrics.get(r.task.metric)
                 if not (isinstance(whole, float) and isinstance(own, float) and own - whole > UNIFIED_GAP):
@@ -151,6 +156,13 @@ class Evaluation:
                     f" label {r.teacher} does not have, which the teacher's row does not count"
                 )
         return lines
+
+
+def names_a_subset(matrix: Optional[torch.Tensor]) -> bool:
+    """Whether a projection's every label covers one unified class, and not all of them are covered."""
+    if matrix is None:
+        return False
+    return bool((matrix.sum(1) == 1).all()) and int(matrix.any(0).sum()) < matrix.shape[1]
 
 
 def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
@@ -347,6 +359,7 @@ def _evaluate(
                     scorer.teacher.wrap_args,
                     scorer.left_out,
                     scorer.seen,
+                    names_a_subset(scorer.projection),
                 )
             )
             if scorer.with_unified:
