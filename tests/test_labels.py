@@ -271,3 +271,23 @@ def test_the_plan_logs_an_unmarked_background(world):
     lines = []
     build_plan(load_recipe(world, [f"teachers.{partial}.background=null"]), with_data=False, log=lines.append)
     assert any(line.startswith(f"teacher '{partial}': label ") for line in lines), lines
+
+
+def test_relations_that_split_or_make_classes_silently_are_said():
+    # a trial: a plain 'footwear' of one teacher beside another's {footwear: [...]} took every shoe of the
+    # student (0.36 whole-space top-1); a relation to 'Cota' (for Coat) took every coat
+    from amalgam.labels.relations import relation_warnings
+
+    fine = LabelSpace(("Coat", "Sandal", "Sneaker", "Bag"))
+    coarse = LabelSpace(("footwear", "Bag"), covers=(("Sandal", "Sneaker"), ("Bag",)))
+    shoes = LabelSpace(("footwear", "Bag"))
+    typo = LabelSpace(("4", "Bag"), covers=(("Cota",), ("Bag",)))
+    lines = relation_warnings({"fine": fine, "coarse": coarse, "shoes": shoes, "typo": typo})
+    assert lines == [
+        "warning: teachers.shoes.labels: 'footwear' is a class of its own, while teacher coarse's 'footwear' stands"
+        " for Sandal, Sneaker: if they mean the same, write {footwear: [Sandal, Sneaker]} for shoes too",
+        "warning: teachers.typo.labels: '4' stands for 'Cota', a class no other teacher names, so it becomes a class"
+        " of typo's alone: a typo of one of theirs?",
+    ]
+    assert relation_warnings({"fine": fine, "coarse": coarse}) == []  # relations onto classes others name
+    assert relation_warnings({"typo": typo}) == []  # alone, a rename is its own business

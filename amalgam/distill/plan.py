@@ -21,6 +21,7 @@ from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, extents, lookup, missing_labels, projection, unify
 from amalgam.labels.names import unmarked_catch_all
+from amalgam.labels.relations import relation_warnings
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
     AUTO,
@@ -151,6 +152,14 @@ def unmarked_catch_alls(recipe: Recipe, spaces: dict[str, Optional[LabelSpace]])
     return lines
 
 
+def relation_lines(plan: Plan) -> list[str]:
+    """:func:`relation_warnings` for the labelled teachers of each task."""
+    lines = []
+    for task in plan.tasks:
+        lines += relation_warnings({n: t.space for n, t in plan.teachers.items() if t.task.name == task and t.space})
+    return lines
+
+
 def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Plan:
     """Builds the plan: unified label spaces, loaded teachers, checked sources and eval sets.
 
@@ -175,7 +184,8 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
         plan.projections[name] = teacher_projection(name, teacher, spaces[teacher.task.name])
     for line in unused_distill_options(recipe, tasks):
         log(line)
-    for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused_student_keys(recipe):
+    said = unmarked_catch_alls(recipe, spaces) + relation_lines(plan) + ensemble_lines(recipe)
+    for line in said + unused_student_keys(recipe):
         log(line)
     if with_data:
         scan_data(plan, log)
