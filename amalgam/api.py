@@ -471,7 +471,13 @@ def _other_teachers(student: object, recipe: Recipe) -> Optional[str]:
         stored = stored_recipe(Path(student))
     except (AmalgamError, OSError, KeyError, TypeError):
         return None
-    changed = [key for key in recipe_changes(stored, recipe) if key.startswith("teachers.")]
+    # which set scores it, which images taught it and a wrap (training targets only) change no reference
+    same_reference = ("eval", "sources", "wrap")
+    changed = [
+        key
+        for key in recipe_changes(stored, recipe)
+        if key.startswith("teachers.") and (key.split(".") + ["", "", ""])[2] not in same_reference
+    ]
     if not changed:
         return None
     keys = f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}"

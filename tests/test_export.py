@@ -24,7 +24,9 @@ def test_torchscript_whole_student_matches(built_run, capsys):
     assert meta["input"]["grey"].startswith("a grey image must be repeated over the 3 channels")
     # how an image becomes the input: a deployer applying ImageNet's mean/std or 0-255 values got garbage
     assert meta["input"]["normalisation"].startswith("none outside: feed RGB floats in [0, 1]")
-    assert meta["input"]["resize"].startswith("stretch the whole image to the input's height and width, bilinear")
+    assert meta["input"]["resize"].startswith(
+        "stretch the whole image to the input's height and width, bilinear without"
+    )
     assert "resize every image to it, as in training" in meta["input"]["sizes"]
     cls, seg, depth = meta["outputs"]
     assert cls["labels"] == list(spaces["classification"].names) and cls["shape"] == ["batch", 2]

@@ -256,7 +256,7 @@ def test_a_classifier_fed_a_default_mean_std_it_was_not_trained_with_is_named_be
     teacher = {"task": "classification", "model": model, "labels": CLASSES, "input": {}}
     said, notes = planned(tmp_path, teacher, folders, folders)
     (line,) = [line for line in said if "as fed" in line]
-    assert line.startswith("warning: teacher t finds 0.25 of its classes on 12 eval images as fed (mean 0.485,")
+    assert line.startswith("warning: teacher t has a mean recall of 0.25 on 12 eval images as fed (mean 0.485,")
     assert "and 1.00 with mean 0, std 1 (values in [0, 1]): set teachers.t.input.mean and std" in line
     assert any(note.startswith("input mean/std doubtful") for note in notes)
     # given in the recipe, or right: no probe, no line
@@ -286,3 +286,20 @@ def test_labels_out_of_order_are_not_also_blamed_on_the_mean_std(tmp_path, monke
     teacher = {"task": "classification", "model": model, "labels": sorted(CLASSES), "input": {}}
     said, _ = planned(tmp_path, teacher, folders, folders)
     assert [line for line in said if "classes as one other class" in line]
+
+
+def test_the_probe_names_no_normalisation_under_which_a_two_class_teacher_only_collapses():
+    # a review: labels reversed on a 2-class teacher scored 0.00 as fed, and 0.50 (one class for all)
+    # under another mean/std read as "competent": set mean and std, it said, to a teacher fed right
+    from types import SimpleNamespace
+
+    from amalgam.distill.input_probe import normalisation_line
+
+    teacher = SimpleNamespace(
+        name="t", channels=3, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+        input_spec=SimpleNamespace(origin={"mean": "default", "std": "default"}, bgr=False),
+    )  # fmt: skip
+    assert normalisation_line(teacher, lambda: 0.5, 0.0, 16, 2) is None
+    assert normalisation_line(teacher, lambda: float("nan"), 0.0, 16, 2) is None  # a collapsed answer
+    assert normalisation_line(teacher, lambda: 0.95, 0.0, 16, 2) is not None
+    assert normalisation_line(teacher, lambda: 0.95, float("nan"), 16, 2) is None  # nothing judged: no probe

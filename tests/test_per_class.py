@@ -145,38 +145,28 @@ def test_per_class_scores_are_not_rounded_before_their_ratio(task_name):
 def test_a_student_naming_another_teachers_labels_on_a_teachers_images_is_said():
     # a user trial: cls-low's row said 0.964 (its 7 labels), the student named only 0.890 right over
     # all 10: 22 of its 43 errors were a class only the other teacher knows, and nothing said so
-    from amalgam.evaluation.evaluate import Evaluation, TaskResult
+    from types import SimpleNamespace
+
+    from amalgam.evaluation.evaluate import Evaluation, TaskResult, _Scorer
+    from amalgam.labels import IGNORE
+    from amalgam.labels.algebra import LabelSpace, projection, unify
     from amalgam.task import get_task
 
-    row = TaskResult("cls-low", get_task("classification"), "low-test", {"top1": 0.978}, {"top1": 0.964})
-    row.names_a_subset = True  # 7 labels of 10, one class each
-    seg = TaskResult("seg", get_task("segmentation"), "scenes", {"miou": 0.7}, {"miou": 0.7})
-    evaluation = Evaluation(
-        [row, seg],
-        [
-            {"task": "classification", "eval": "low-test", "metrics": {"top1": 0.890}},
-            {"task": "segmentation", "eval": "scenes", "metrics": {"miou": 0.5}},  # other classes: not compared
-        ],
-    )
-    (line,) = evaluation.warnings()
-    assert line.startswith("student on 'low-test': top1 0.890 over all its classification labels against 0.964")
-    assert "on about 7.4% of these images it names a label cls-low does not have" in line
-    evaluation.unified[0]["metrics"]["top1"] = 0.955  # within 0.02: nothing
-    assert evaluation.warnings() == []
-    # a coarse teacher, or one with a background, covers every class: the gap is its easier row, not a label
-    # it lacks (a trial's 'coarse' and 'other' were blamed)
-    evaluation.unified[0]["metrics"]["top1"] = 0.5
-    row.names_a_subset = False
-    assert evaluation.warnings() == []
-
-
-def test_names_a_subset_reads_the_projection():
-    from amalgam.evaluation.evaluate import names_a_subset
-    from amalgam.labels.algebra import LabelSpace, projection, unify
-
     low, high = LabelSpace(("0", "1", "2")), LabelSpace(("2", "3"))
-    coarse = LabelSpace(("low", "high"), covers=(("0", "1", "2"), ("3",)))
+    unified = unify([low, high])  # 0 1 2 3
+    teacher = SimpleNamespace(task=get_task("classification"))
+    scorer = _Scorer(teacher, projection(low, unified), None, None, False, [])
+    logits = torch.eye(4)[[0, 1, 3, 3, 2]] * 5  # answers 0, 1, 3, 3, 2 over the whole space
+    scorer._count_outside(logits, torch.tensor([0, 1, 2, IGNORE, 2]))  # the 4th is not the row's image
+    assert (scorer.scored, scorer.outside) == (4, 1)  # '3' on one of its 4 images: a label low lacks
+    row = TaskResult("cls-low", get_task("classification"), "low-test", {"top1": 0.978}, {"top1": 0.964})
+    row.outside_share = scorer.outside / scorer.scored
+    (line,) = Evaluation([row], []).warnings()
+    assert line.startswith("student on 'low-test': on 25.0% of the images teacher cls-low is scored on, its answer")
+    row.outside_share = 0.01  # within 0.02: nothing
+    assert Evaluation([row], []).warnings() == []
+    # a teacher with a background (or a coarse one) covers every class: nothing is counted outside it
     other = LabelSpace(("0", "other"), background="other")
-    unified = unify([low, high])
-    assert names_a_subset(projection(low, unified)) and not names_a_subset(projection(coarse, unified))
-    assert not names_a_subset(projection(other, unified)) and not names_a_subset(None)
+    scorer = _Scorer(teacher, projection(other, unified), None, None, False, [])
+    scorer._count_outside(logits, torch.tensor([0, 1, 1, 1, 1]))
+    assert scorer.outside == 0

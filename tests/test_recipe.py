@@ -359,4 +359,4 @@ def test_a_branch_point_out_of_range_is_said_once(raw, world):
 
 def test_labels_yaml_read_as_numbers_are_told_to_be_quoted(raw, world):
     raw["teachers"]["cls"]["labels"] = list(range(len(raw["teachers"]["cls"]["labels"])))
-    assert error_of(raw, world).endswith("got 0 (YAML read it as a number: quote names such as '0')")
+    assert error_of(raw, world).endswith("got 0 (YAML read it as a number or null: quote names such as '0')")

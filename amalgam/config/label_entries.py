@@ -36,7 +36,11 @@ def parse_entry(entry: Any, index: int) -> tuple[str, tuple[str, ...]]:
             if len(set(value)) != len(value):
                 raise AmalgamError(f"{index}: '{name}' lists a class twice: {value}")
             return str(name), tuple(value)
-    quote = " (YAML read it as a number: quote names such as '0')" if isinstance(entry, (int, float)) else ""
+    quote = ""
+    if isinstance(entry, bool):  # YAML's yes/no/on/off
+        quote = " (YAML read it as true/false: quote names such as 'no')"
+    elif isinstance(entry, (int, float)) or entry is None:
+        quote = " (YAML read it as a number or null: quote names such as '0')"
     raise AmalgamError(f"{index}: expected {ENTRY_FORMS}, got {entry!r}{quote}")
 
 

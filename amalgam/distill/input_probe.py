@@ -29,9 +29,11 @@ PROBE_RATIO = 1.25
 PROBE_COMPETENT = 0.5
 
 
-def candidates(channels: int) -> dict[str, tuple[list[float], list[float]]]:
-    """The usual normalisations, by the words the warning says them in."""
+def candidates(channels: int, bgr: bool = False) -> dict[str, tuple[list[float], list[float]]]:
+    """The usual normalisations, by the words the warning says them in (a BGR teacher's in its order)."""
     imagenet = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if channels == 3 else ([0.449], [0.226])
+    if bgr:
+        imagenet = (imagenet[0][::-1], imagenet[1][::-1])
     return {
         "ImageNet's mean/std": imagenet,
         "mean 0.5, std 0.5 (values in [-1, 1])": ([0.5] * channels, [0.5] * channels),
@@ -57,27 +59,35 @@ def fed(teacher: Teacher, mean: list[float], std: list[float]) -> Iterator[None]
         teacher.mean, teacher.std = saved
 
 
-def normalisation_line(teacher: Teacher, score: Callable[[], float], current: float, images: int) -> Optional[str]:
+def normalisation_line(
+    teacher: Teacher, score: Callable[[], float], current: float, images: int, classes: int
+) -> Optional[str]:
     """The warning when the teacher, fed a mean/std the recipe did not give, scores far better (mean
-    recall ``score()``) under another usual normalisation than as fed (``current``); else None."""
+    recall over ``classes`` classes, ``score()``; NaN for a collapsed answer) under another usual
+    normalisation than as fed (``current``); else None."""
     origin = teacher.input_spec.origin
-    if current >= PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
-        return None
+    if not current < PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
+        return None  # competent, given by the recipe, or not judged (NaN): nothing to probe
     results = {}
-    for words, (mean, std) in candidates(teacher.channels).items():
+    for words, (mean, std) in candidates(teacher.channels, teacher.input_spec.bgr).items():
         if mean == list(teacher.mean) and std == list(teacher.std):
             continue
-        with fed(teacher, mean, std):
-            results[words] = score()
+        try:
+            with fed(teacher, mean, std):
+                results[words] = score()
+        except Exception:  # noqa: BLE001 - a network that fails on other values is no better fed by them
+            continue
     if not results:
         return None
     best = max(results, key=lambda w: results[w] if results[w] == results[w] else -1.0)
     found = results[best]
-    if not (found >= current + PROBE_GAIN and found >= PROBE_RATIO * current and found >= PROBE_COMPETENT):
+    chance = 1 / max(1, classes)
+    competent = found >= max(PROBE_COMPETENT, chance + PROBE_GAIN)  # a 2-class teacher collapsed scores 0.5
+    if not (found >= current + PROBE_GAIN and found >= PROBE_RATIO * current and competent):
         return None
     given = ", ".join(f"{v:g}" for v in teacher.mean), ", ".join(f"{v:g}" for v in teacher.std)
     return (
-        f"teacher {teacher.name} finds {current:.2f} of its classes on {images} eval images as fed (mean {given[0]},"
+        f"teacher {teacher.name} has a mean recall of {current:.2f} on {images} eval images as fed (mean {given[0]},"
         f" std {given[1]}: {origin.get('mean')}, not the recipe's) and {results[best]:.2f} with {best}: set"
         f" teachers.{teacher.name}.input.mean and std to what it was trained with; as fed it is no reference"
     )

@@ -320,9 +320,11 @@ def check_label_order_on_eval(
     judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
 
-    def score() -> float:  # the same images, as the teacher is fed now
+    def score() -> float:  # the same images, as the teacher is fed now; NaN for one that collapses there
         again, _ = eval_answers(plan, teacher, dataset, len(truths), picks)
-        return mean_recall(_confusion(again, truths, len(space)), judged)
+        found = _confusion(again, truths, len(space))
+        collapsed = blind_line(teacher.name, list(space.names), found, task.dense) is not None
+        return float("nan") if collapsed else mean_recall(found, judged)
 
     confusion = ConfusionMatrix(len(space))
     confusion.matrix = matrix  # its own thresholds (judged): not the report's, made for a whole eval set
@@ -331,7 +333,9 @@ def check_label_order_on_eval(
     swapped = sum(j is not None for j in mostly)
     out_of_order = bool(line) and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged))
     # labels out of order make any input look wrong: the mean/std probe is for a teacher named right
-    if not out_of_order and (fed_wrong := normalisation_line(teacher, score, mean_recall(matrix, judged), len(truths))):
+    if not out_of_order and (
+        fed_wrong := normalisation_line(teacher, score, mean_recall(matrix, judged), len(truths), len(judged))
+    ):
         log(f"warning: {fed_wrong} ({where})")
         teacher.notes.append(f"input mean/std doubtful {where}")
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)

@@ -56,10 +56,9 @@ class TaskResult:
     left_out: list[int] = field(default_factory=list)
     #: the eval images this row was scored on before any was left out
     images: int = 0
-    #: whether the teacher names some of the unified classes only, each label one class (no
-    #: background, no label standing for several): only then can the student name, on its images,
-    #: a class the teacher has no label for
-    names_a_subset: bool = False
+    #: share of the row's scored images on which the student, over its whole label space, names a
+    #: class the teacher has no label for (pooled labelled tasks; None where not counted)
+    outside_share: Optional[float] = None
 
     def per_class(self) -> Optional[list[dict]]:
         """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
@@ -137,32 +136,19 @@ class Evaluation:
         return failed + [line for r in self.tasks for line in r._reference_warnings()] + self._unified_gaps()
 
     def _unified_gaps(self) -> list[str]:
-        """One line per pooled teacher row whose student scores far lower over the student's whole
-        label space than over the teacher's labels on the same images: the row counts only the
-        teacher's labels, so a student naming another teacher's class on them (a '1' called an '8'
-        that only the other teacher knows) looked as good as the teacher."""
+        """One line per pooled teacher row on whose own images the student, over its whole label
+        space, names a class the teacher has no label for on more than :data:`UNIFIED_GAP` of them:
+        the row counts only the teacher's labels, so such answers (a '1' called an '8' that only the
+        other teacher knows) were invisible in it."""
         lines = []
-        for u in self.unified:
-            for r in self.tasks:
-                pooled = not r.task.dense and r.task.higher_is_better
-                if r.task.name != u["task"] or r.eval != u["eval"] or not pooled or not r.names_a_subset:
-                    continue
-                whole, own = u["metrics"].get(r.task.metric), r.student_metrics.get(r.task.metric)
-                if not (isinstance(whole, float) and isinstance(own, float) and own - whole > UNIFIED_GAP):
-                    continue
+        for r in self.tasks:
+            if r.outside_share is not None and r.outside_share > UNIFIED_GAP:
                 lines.append(
-                    f"student on '{r.eval}': {r.task.metric} {whole:.3f} over all its {r.task.name} labels against"
-                    f" {own:.3f} over teacher {r.teacher}'s: on about {own - whole:.1%} of these images it names a"
-                    f" label {r.teacher} does not have, which the teacher's row does not count"
+                    f"student on '{r.eval}': on {r.outside_share:.1%} of the images teacher {r.teacher} is scored on,"
+                    f" its answer over all its {r.task.name} labels is one {r.teacher} has no label for, which the"
+                    " teacher's row does not count"
                 )
         return lines
-
-
-def names_a_subset(matrix: Optional[torch.Tensor]) -> bool:
-    """Whether a projection's every label covers one unified class, and not all of them are covered."""
-    if matrix is None:
-        return False
-    return bool((matrix.sum(1) == 1).all()) and int(matrix.any(0).sum()) < matrix.shape[1]
 
 
 def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
@@ -193,6 +179,10 @@ class _Scorer:
     #: given (``evaluate(left_out=...)``) when it is not run
     left_out: list[int] = field(default_factory=list)
     seen: int = 0  # eval images scored so far: the position of the next batch's first
+    #: of the row's own scored images (pooled tasks), how many, and on how many the student's answer
+    #: over its whole label space is a class the teacher has no label for
+    scored: int = 0
+    outside: int = 0
 
     def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
         """Scores one batch at each dense label map's own resolution (rows grouped by size).
@@ -223,7 +213,19 @@ class _Scorer:
             if t_out is not None:
                 self.meters[0].update(task.predict(t_out, size), t_target)
             self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
+            self._count_outside(s_out, t_target)
         self.seen += len(batch["image"])
+
+    def _count_outside(self, s_out: torch.Tensor, t_target: torch.Tensor) -> None:
+        """Counts, on the row's scored images of a pooled labelled task, the student's unrestricted
+        answers that fall on a unified class the teacher's labels do not cover."""
+        if self.projection is None or self.teacher.task.dense or s_out.dim() != 2:
+            return
+        scored = t_target != IGNORE
+        covered = self.projection.any(0).to(s_out.device)
+        answer = s_out.argmax(1)
+        self.scored += int(scored.sum())
+        self.outside += int((scored & ~covered[answer.clamp(max=len(covered) - 1)]).sum())
 
     def _finite(self, rows: torch.Tensor, t_out: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The mask of ``rows`` to score (None: all): without the images the teacher answered NaN/inf
@@ -359,7 +361,7 @@ def _evaluate(
                     scorer.teacher.wrap_args,
                     scorer.left_out,
                     scorer.seen,
-                    names_a_subset(scorer.projection),
+                    scorer.outside / scorer.scored if scorer.scored else None,
                 )
             )
             if scorer.with_unified:

@@ -95,12 +95,12 @@ def _declare_output_shapes(path: Path, shapes: list[tuple], size: tuple[int, int
     output at the input's size is said to follow the input's ``height``/``width``."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # a student over 2 GB keeps its weights beside it
     for output, shape in zip(model.graph.output, shapes):
         dims = output.type.tensor_type.shape.dim
+        if len(shape) not in (2, 4) or len(dims) != len(shape):
+            continue  # another rank may follow the input's size: its axes are left as traced
         for axis, value in list(enumerate(shape))[1:]:
-            if axis >= len(dims):
-                break
             spatial = len(shape) == 4 and axis >= 2
             if spatial and not fixed:
                 at_input = tuple(shape[2:]) == size
@@ -152,9 +152,10 @@ def suffix_problem(path: Path, fmt: str) -> Optional[str]:
 
 #: what a grey image needs before it is given to the exported network
 GREY = "a grey image must be repeated over the 3 channels first (images.expand(-1, 3, -1, -1))"
-#: how an image becomes the export's input, as the student was fed while training (views.resize)
+#: how an image becomes the export's input, as the student was fed while training (sources.py: A.Resize)
 PREPROCESS = {
-    "resize": "stretch the whole image to the input's height and width, bilinear (antialiased when shrinking)",
+    "resize": "stretch the whole image to the input's height and width, bilinear without antialiasing (OpenCV's"
+    " INTER_LINEAR, as albumentations.Resize fed the student in training)",
     "normalisation": "none outside: feed RGB floats in [0, 1]; the file normalises them itself (do not subtract"
     " a mean or divide by a std, do not feed 0-255 values)",
     "dtype": "float32",

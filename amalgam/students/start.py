@@ -37,7 +37,7 @@ def start_weights(
         weights = match_encoder_weights(spec.encoder, recipe.resolve(cfg.encoder_weights), spec.encoder_args)
         student.load_encoder(pretrained_encoder(spec.encoder, weights, spec.encoder_args))
         log(f"student: encoder {spec.describe_encoder()} starts from {weights.describe()}")
-    else:  # said: a newcomer could not tell whether it started pretrained (weights are never downloaded)
+    elif cfg.init is None:  # said: a newcomer could not tell whether it started pretrained (none is downloaded)
         log(
             "student: starts from random weights (no student.encoder_weights: amalgam downloads none; a"
             " pretrained encoder of yours, such as an ImageNet classifier's state dict, usually trains faster)"

@@ -301,8 +301,8 @@ def _state_dicts_inside(state: Any, path: Optional[Path] = None) -> str:
     fix = ""
     if path is not None:  # the one command that makes the entry meant a file amalgam reads
         fix = (
-            f"; to use '{found[0]}': python -c \"import torch; s = torch.load('{path}', weights_only=True);"
-            f" torch.save(s['{found[0]}'], '{path.with_suffix('.state.pt')}')\" and point the recipe at that file"
+            f"; to use '{found[0]}': python -c \"import torch; s = torch.load({str(path)!r}, weights_only=True);"
+            f' torch.save(s[{found[0]!r}], {str(path.with_suffix(".state.pt"))!r})" and point the recipe at that file'
         )
     return f" at its top or under {named} (state dicts under: {', '.join(found)}){fix}"
 
