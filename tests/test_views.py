@@ -234,3 +234,20 @@ def test_suggest_labels_asks_each_teacher_on_its_own_view_as_training_does(world
     trained_on, _ = answer_views(teacher, views, torch.arange(3), images.shape[-2:], augmented=False)
     torch.testing.assert_close(found.confidence["cls"][rows], trained_on.softmax(1).max(1).values)
     assert (teacher(images).softmax(1) - trained_on.softmax(1)).abs().max() > 1e-5  # the student's view differs
+
+
+def test_holes_in_dense_answers_do_not_spread_over_a_shrinking_resize():
+    # a review: 1% of scattered "no depth" pixels shrunk 256 -> 64 made 45% of the pixels holes, scored
+    # against the teacher (the student has none), so the student could seem to beat it
+    from amalgam.data.views import resize, resize_with_holes
+
+    gen = torch.Generator().manual_seed(0)
+    depth = 1.0 + torch.rand(1, 1, 256, 256, generator=gen)
+    depth[torch.rand(depth.shape, generator=gen) < 0.01] = float("nan")
+    out = resize_with_holes(depth, (64, 64))
+    assert torch.isnan(out).float().mean() < 0.01
+    valid = ~torch.isnan(out)
+    assert bool(((out[valid] >= 1.0) & (out[valid] <= 2.0)).all())  # averages of real answers only
+    assert torch.isnan(resize(depth, (64, 64))).float().mean() > 0.3  # what a plain resize did
+    logits = torch.randn(1, 3, 64, 64, generator=gen)  # no holes: the plain resize, up to rounding
+    torch.testing.assert_close(resize_with_holes(logits, (16, 16)), resize(logits, (16, 16)))

@@ -159,7 +159,7 @@ def undo(dense: torch.Tensor, placements: Sequence[Placement], size: Sequence[in
     """
     size = tuple(int(s) for s in size)
     if all(p.identity for p in placements):  # stretch: one resize, exactly as before views existed
-        return resize(dense, size)
+        return resize_with_holes(dense, size)
     out = dense.new_empty((dense.shape[0], dense.shape[1], *size), dtype=torch.float32)
     for placement, rows in _groups(placements).items():
         out[rows] = _undo_group(dense[rows].float(), placement, size)
@@ -173,14 +173,27 @@ def _groups(placements: Sequence[Placement]) -> dict[Placement, list[int]]:
     return groups
 
 
+def resize_with_holes(dense: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """:func:`resize` of answers whose NaN are holes (no answer there: a depth teacher's "no depth"):
+    each output pixel averages the answers around it that exist, and is a hole only where they weigh
+    under half. A plain (antialiased) resize spread every hole over its whole kernel: 1% of scattered
+    holes shrunk 4x made 45% of the pixels holes, scored against the teacher."""
+    if tuple(dense.shape[-2:]) == tuple(size):
+        return dense
+    holes = torch.isnan(dense)
+    weight = resize((~holes).float(), size)
+    values = resize(torch.where(holes, torch.zeros_like(dense), dense), size) / weight.clamp_min(1e-6)
+    return torch.where(weight >= 0.5, values, torch.full_like(values, float("nan")))
+
+
 def _undo_group(dense: torch.Tensor, p: Placement, size: tuple[int, int]) -> torch.Tensor:
     if p.identity:
-        return resize(dense, size)
+        return resize_with_holes(dense, size)
     dense, p = _cut_to_shown(dense, p)
     # answers denser than the frame are first shrunk with antialiasing (a sampling grid alone would alias)
     per_pixel = [(p.dst[2 + a] - p.dst[a]) * dense.shape[2 + a] / ((p.src[2 + a] - p.src[a]) * size[a]) for a in (0, 1)]
     if max(per_pixel) > 1:
-        dense = resize(dense, [max(1, math.ceil(dense.shape[2 + a] / max(per_pixel[a], 1))) for a in (0, 1)])
+        dense = resize_with_holes(dense, [max(1, math.ceil(dense.shape[2 + a] / max(per_pixel[a], 1))) for a in (0, 1)])
     axes = [_axis_grid(p.src[a], p.src[2 + a], p.dst[a], p.dst[2 + a], size[a], dense.shape[2 + a]) for a in (0, 1)]
     (gy, vy), (gx, vx) = axes
     grid = torch.stack(torch.broadcast_tensors(gx.view(1, -1), gy.view(-1, 1)), dim=-1).to(dense.device)
