@@ -503,7 +503,22 @@ def suggestion_lines(plan: Plan, found: list[Suggestion] | Findings) -> list[str
     for s in found.suggestions:
         kind = "rename" if len(s.covers) == 1 else "group"
         lines.append(f"  {kind}: teachers.{s.teacher}.labels {s.entry()}  (vs {s.other}: {s.evidence})")
-    return lines + _paste_lines(plan, found.suggestions)
+    return lines + _closed_set_lines(plan, found.suggestions) + _paste_lines(plan, found.suggestions)
+
+
+def _closed_set_lines(plan: Plan, found: list[Suggestion]) -> list[str]:
+    """A caution per teacher pair of proposals where neither teacher has a background: each names one
+    of its own labels for everything, classes it lacks too, so their co-occurrence mixes in images
+    neither may know (a trial's four partial classifiers: 2 of 9 proposals right)."""
+    spaces = {n: t.space for n, t in plan.teachers.items()}
+    pairs = sorted({tuple(sorted((s.teacher, s.other))) for s in found})
+    closed = [p for p in pairs if all(spaces.get(t) is not None and spaces[t].background is None for t in p)]
+    return [
+        f"  caution: {a} and {b} have no background: each names one of its labels for every image, of classes it"
+        " lacks too, so their proposals rest partly on images one of them cannot know; check each against a few"
+        " images before pasting"
+        for a, b in closed
+    ]
 
 
 def _unjudged_lines(found: Findings) -> list[str]:
