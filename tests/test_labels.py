@@ -291,3 +291,11 @@ def test_relations_that_split_or_make_classes_silently_are_said():
     ]
     assert relation_warnings({"fine": fine, "coarse": coarse}) == []  # relations onto classes others name
     assert relation_warnings({"typo": typo}) == []  # alone, a rename is its own business
+    # a review: a rename onto a class only an eval set names (VOC's {tvmonitor: tv}), onto the catch-all,
+    # and a coarse label over classes no teacher names (a split nobody teaches, not a typo) are no typos
+    voc = LabelSpace(("tvmonitor", "bg"), background="bg", covers=(("tv",), ()))
+    assert relation_warnings({"voc": voc, "fine": fine}, named={"tv", "person"}) == []
+    to_bg = LabelSpace(("void", "Bag"), covers=(("background",), ("Bag",)))
+    assert relation_warnings({"to_bg": to_bg, "fine": fine}, named={"background"}) == []
+    vehicle = LabelSpace(("vehicle",), covers=(("car", "bus"),))
+    assert relation_warnings({"vehicle": vehicle, "fine": fine}) == []

@@ -170,3 +170,17 @@ def test_a_student_naming_another_teachers_labels_on_a_teachers_images_is_said()
     scorer = _Scorer(teacher, projection(other, unified), None, None, False, [])
     scorer._count_outside(logits, torch.tensor([0, 1, 1, 1, 1]))
     assert scorer.outside == 0
+
+
+def test_the_outside_count_leaves_a_multi_label_plugins_rows_alone():
+    # a review: multi-hot targets [B, C] against a [B] answer crashed evaluation after training
+    from types import SimpleNamespace
+
+    from amalgam.evaluation.evaluate import _Scorer
+    from amalgam.labels.algebra import LabelSpace, projection, unify
+
+    low, high = LabelSpace(("0", "1", "2")), LabelSpace(("2", "3"))
+    multi = SimpleNamespace(exclusive_labels=False, dense=False)
+    scorer = _Scorer(SimpleNamespace(task=multi), projection(low, unify([low, high])), None, None, False, [])
+    scorer._count_outside(torch.randn(3, 4), torch.ones(3, 4, dtype=torch.long))
+    assert (scorer.scored, scorer.outside) == (0, 0)

@@ -251,3 +251,15 @@ def test_holes_in_dense_answers_do_not_spread_over_a_shrinking_resize():
     assert torch.isnan(resize(depth, (64, 64))).float().mean() > 0.3  # what a plain resize did
     logits = torch.randn(1, 3, 64, 64, generator=gen)  # no holes: the plain resize, up to rounding
     torch.testing.assert_close(resize_with_holes(logits, (16, 16)), resize(logits, (16, 16)))
+
+
+def test_a_segmenters_own_nan_still_spreads_to_be_found_holes_are_for_tasks_that_mark_them():
+    # a review: a segmenter's scattered NaN logits were averaged away by the hole-aware shrink, and the
+    # broken row trained on instead of being left out and counted
+    from amalgam.data.views import Placement, undo
+
+    logits = torch.randn(1, 3, 64, 64)
+    logits[0, :, 5, 5] = float("nan")
+    identity = [Placement()]  # a stretched view: the whole original, the whole view
+    assert torch.isnan(undo(logits, identity, (32, 32))).any()  # the default: spreads, found
+    assert not torch.isnan(undo(logits, identity, (32, 32), holes=True)).any()

@@ -146,23 +146,28 @@ def _fractions(box: Sequence[int], hw: Sequence[int]) -> Box:
     return (box[0] / hw[0], box[1] / hw[1], box[2] / hw[0], box[3] / hw[1])
 
 
-def undo(dense: torch.Tensor, placements: Sequence[Placement], size: Sequence[int]) -> torch.Tensor:
+def undo(
+    dense: torch.Tensor, placements: Sequence[Placement], size: Sequence[int], holes: bool = False
+) -> torch.Tensor:
     """Maps dense answers on views back onto their originals' frames, sampled at ``size``.
 
     Args:
         dense: ``[B, C, h, w]`` answers on the views (any resolution: output strides are fine).
         placements: each row's placement (from :func:`make_view`).
         size: ``(H, W)`` of the frame to return: the student's grid, or a label map's size.
+        holes: its NaN are holes (no answer: a depth teacher's "no depth"), resized by
+            :func:`resize_with_holes`; else a NaN is the teacher's own failure and spreads, to be found.
 
     Returns:
         ``[B, C, H, W]``; pixels of the frame that the view did not show are NaN.
     """
     size = tuple(int(s) for s in size)
+    shrink = resize_with_holes if holes else resize
     if all(p.identity for p in placements):  # stretch: one resize, exactly as before views existed
-        return resize_with_holes(dense, size)
+        return shrink(dense, size)
     out = dense.new_empty((dense.shape[0], dense.shape[1], *size), dtype=torch.float32)
     for placement, rows in _groups(placements).items():
-        out[rows] = _undo_group(dense[rows].float(), placement, size)
+        out[rows] = _undo_group(dense[rows].float(), placement, size, shrink)
     return out
 
 
@@ -186,14 +191,14 @@ def resize_with_holes(dense: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return torch.where(weight >= 0.5, values, torch.full_like(values, float("nan")))
 
 
-def _undo_group(dense: torch.Tensor, p: Placement, size: tuple[int, int]) -> torch.Tensor:
+def _undo_group(dense: torch.Tensor, p: Placement, size: tuple[int, int], shrink=resize) -> torch.Tensor:
     if p.identity:
-        return resize_with_holes(dense, size)
+        return shrink(dense, size)
     dense, p = _cut_to_shown(dense, p)
     # answers denser than the frame are first shrunk with antialiasing (a sampling grid alone would alias)
     per_pixel = [(p.dst[2 + a] - p.dst[a]) * dense.shape[2 + a] / ((p.src[2 + a] - p.src[a]) * size[a]) for a in (0, 1)]
     if max(per_pixel) > 1:
-        dense = resize_with_holes(dense, [max(1, math.ceil(dense.shape[2 + a] / max(per_pixel[a], 1))) for a in (0, 1)])
+        dense = shrink(dense, [max(1, math.ceil(dense.shape[2 + a] / max(per_pixel[a], 1))) for a in (0, 1)])
     axes = [_axis_grid(p.src[a], p.src[2 + a], p.dst[a], p.dst[2 + a], size[a], dense.shape[2 + a]) for a in (0, 1)]
     (gy, vy), (gx, vx) = axes
     grid = torch.stack(torch.broadcast_tensors(gx.view(1, -1), gy.view(-1, 1)), dim=-1).to(dense.device)

@@ -69,7 +69,8 @@ def normalisation_line(
     if not current < PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
         return None  # competent, given by the recipe, or not judged (NaN): nothing to probe
     results = {}
-    for words, (mean, std) in candidates(teacher.channels, teacher.input_spec.bgr).items():
+    bgr = bool(teacher.input_spec.bgr)
+    for words, (mean, std) in candidates(teacher.channels, bgr).items():
         if mean == list(teacher.mean) and std == list(teacher.std):
             continue
         try:
@@ -86,8 +87,11 @@ def normalisation_line(
     if not (found >= current + PROBE_GAIN and found >= PROBE_RATIO * current and competent):
         return None
     given = ", ".join(f"{v:g}" for v in teacher.mean), ", ".join(f"{v:g}" for v in teacher.std)
+    mean, std = (", ".join(f"{v:.4g}" for v in values) for values in candidates(teacher.channels, bgr)[best])
+    order = " (in its BGR order)" if bgr else ""
     return (
         f"teacher {teacher.name} has a mean recall of {current:.2f} on {images} eval images as fed (mean {given[0]},"
         f" std {given[1]}: {origin.get('mean')}, not the recipe's) and {results[best]:.2f} with {best}: set"
-        f" teachers.{teacher.name}.input.mean and std to what it was trained with; as fed it is no reference"
+        f" teachers.{teacher.name}.input.mean: [{mean}] and std: [{std}]{order}, or what it was trained with;"
+        " as fed it is no reference"
     )

@@ -153,10 +153,14 @@ def unmarked_catch_alls(recipe: Recipe, spaces: dict[str, Optional[LabelSpace]])
 
 
 def relation_lines(plan: Plan) -> list[str]:
-    """:func:`relation_warnings` for the labelled teachers of each task."""
+    """:func:`relation_warnings` for the labelled teachers of each task, the classes of their eval sets
+    (when scanned) and the task's catch-all counting as named."""
     lines = []
-    for task in plan.tasks:
-        lines += relation_warnings({n: t.space for n, t in plan.teachers.items() if t.task.name == task and t.space})
+    for name, task in plan.tasks.items():
+        teachers = {n: t for n, t in plan.teachers.items() if t.task.name == name and t.space}
+        sets = [plan.eval_sets.get(t.eval_name) for t in teachers.values() if t.eval_name]
+        named = {task.unified_background, *(c for d in sets if d is not None for c in (d.classes or []))}
+        lines += relation_warnings({n: t.space for n, t in teachers.items()}, named - {None})
     return lines
 
 
@@ -184,11 +188,11 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
         plan.projections[name] = teacher_projection(name, teacher, spaces[teacher.task.name])
     for line in unused_distill_options(recipe, tasks):
         log(line)
-    said = unmarked_catch_alls(recipe, spaces) + relation_lines(plan) + ensemble_lines(recipe)
-    for line in said + unused_student_keys(recipe):
+    for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused_student_keys(recipe):
         log(line)
     if with_data:
         scan_data(plan, log)
+    list(map(log, relation_lines(plan)))  # after the scan: an eval set's class names count as named
     return plan
 
 
@@ -290,7 +294,7 @@ ORDER_SHARE = 0.25
 #: ... and at least this many (a weak teacher confuses two classes on 16 images by chance)
 ORDER_MIN_CLASSES = 3
 #: eval images the label-order check runs a classifier on (one answer per image, not per pixel)
-ORDER_CHECK_ITEMS = 96
+ORDER_CHECK_ITEMS = 160  # five of each of 32 classes (or a spread judging about as many)
 #: images a class needs in a classifier's check to be judged (one wrong image is a confusion, not an order)
 ORDER_MIN_ITEMS = 2
 

@@ -119,8 +119,8 @@ class TaskResult:
         }
 
 
-#: how much lower (absolute) a student's headline over its whole label space may be than over a
-#: teacher's labels on the same eval set before it is said (:meth:`Evaluation._unified_gaps`)
+#: share of a teacher's scored images on which the student may name, over its whole label space, a
+#: class the teacher has no label for before it is said (:meth:`Evaluation._unified_gaps`)
 UNIFIED_GAP = 0.02
 
 
@@ -219,13 +219,15 @@ class _Scorer:
     def _count_outside(self, s_out: torch.Tensor, t_target: torch.Tensor) -> None:
         """Counts, on the row's scored images of a pooled labelled task, the student's unrestricted
         answers that fall on a unified class the teacher's labels do not cover."""
-        if self.projection is None or self.teacher.task.dense or s_out.dim() != 2:
+        task = self.teacher.task
+        one_label = task.exclusive_labels and not task.dense and t_target.dim() == 1  # a multi-label plugin's is not
+        if self.projection is None or not one_label or s_out.dim() != 2 or s_out.shape[1] != self.projection.shape[1]:
             return
         scored = t_target != IGNORE
         covered = self.projection.any(0).to(s_out.device)
-        answer = s_out.argmax(1)
+        answer = task.predict(s_out, (1, 1)).reshape(-1).long()  # as the unified meter reads it
         self.scored += int(scored.sum())
-        self.outside += int((scored & ~covered[answer.clamp(max=len(covered) - 1)]).sum())
+        self.outside += int((scored & ~covered[answer]).sum())
 
     def _finite(self, rows: torch.Tensor, t_out: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The mask of ``rows`` to score (None: all): without the images the teacher answered NaN/inf

@@ -9,14 +9,17 @@ for ``Coat``, took every coat of the other teachers).
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from amalgam.labels.algebra import LabelSpace
 
 
-def relation_warnings(spaces: Mapping[str, LabelSpace]) -> list[str]:
+def relation_warnings(spaces: Mapping[str, LabelSpace], named: Iterable[str] = ()) -> list[str]:
     """Lines for the teachers (name -> label space) of one task: a plain label named as another
-    teacher's relation, and a relation target no other teacher names (with two teachers or more)."""
+    teacher's relation, and a rename (a relation onto one class) whose target no other teacher and
+    nothing of ``named`` (the task's catch-all, its eval sets' class names) names, with two teachers
+    or more. A coarse label over classes only an eval set names is a class split nobody teaches, not
+    a typo: not said here."""
     relations = {(t, n): s.covered(n) for t, s in spaces.items() for n in s.known() if s.covered(n) != (n,)}
     plain = {t: {n for n in s.known() if s.covered(n) == (n,)} for t, s in spaces.items()}
     lines = []
@@ -28,11 +31,11 @@ def relation_warnings(spaces: Mapping[str, LabelSpace]) -> list[str]:
                     f"teachers.{other}.labels: '{name}' is a class of its own, while teacher {owner}'s '{name}'"
                     f" stands for {shown}: if they mean the same, write {{{name}: [{shown}]}} for {other} too"
                 )
-        if len(spaces) < 2:
+        if len(spaces) < 2 or len(covers) != 1:
             continue
         named_elsewhere = {c for t, s in spaces.items() if t != owner for n in s.known() for c in (n, *s.covered(n))}
         for target in covers:
-            if target not in named_elsewhere:
+            if target not in named_elsewhere and target not in set(named):
                 lines.append(
                     f"teachers.{owner}.labels: '{name}' stands for '{target}', a class no other teacher names, so"
                     f" it becomes a class of {owner}'s alone: a typo of one of theirs?"

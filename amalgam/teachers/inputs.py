@@ -24,6 +24,7 @@ from torch import nn
 from amalgam.config.schema import InputSpec, TeacherConfig
 from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
 from amalgam.errors import AmalgamError, count_of
+from amalgam.task import Task
 
 RECIPE, DEFAULT, TIMM = "recipe", "default", "timm pretrained_cfg"
 #: timm model args that build a network for an input size (``img_size: 64``, ``input_size: [3, 64, 64]``)
@@ -175,16 +176,19 @@ def answer_views(
     else:
         out, feat = teacher(x), None
     if teacher.task.dense and out.dim() == 4:
-        out = _undo_flipped(teacher.task.mark_no_answer(out), placements, size, flip)
+        holes = type(teacher.task).mark_no_answer is not Task.mark_no_answer  # a task that marks "no answer"
+        out = _undo_flipped(teacher.task.mark_no_answer(out), placements, size, flip, holes)
     if feat is not None and feat.dim() == 4:
         feat = _undo_flipped(feat, placements, feat.shape[-2:], flip)
     return out, feat
 
 
-def _undo_flipped(dense: torch.Tensor, placements, size, flip: Optional[torch.Tensor]) -> torch.Tensor:
+def _undo_flipped(
+    dense: torch.Tensor, placements, size, flip: Optional[torch.Tensor], holes: bool = False
+) -> torch.Tensor:
     """:func:`undo` for answers on mirrored views: mirrored back, undone, mirrored again."""
     if flip is None:
-        return undo(dense, placements, size)
+        return undo(dense, placements, size, holes)
     f = flip.view(-1, *([1] * (dense.dim() - 1)))
-    back = undo(torch.where(f, dense.flip(-1), dense), placements, size)
+    back = undo(torch.where(f, dense.flip(-1), dense), placements, size, holes)
     return torch.where(f, back.flip(-1), back)
