@@ -177,3 +177,22 @@ def test_a_wraps_targets_carry_no_gradient_to_the_teacher(kind):
     wrap = build_subteacher(kind, {})
     target = wrap(lambda x: model(x), model, get_task("classification"), torch.rand(2, 3, 8, 8))
     assert not target.requires_grad
+
+
+def test_multi_transform_does_not_spread_a_depth_teachers_holes_when_it_rescales():
+    # a review: at scales other than 1 the answers were resized plainly, each hole (no depth) over its kernel
+    from amalgam.task import get_task
+    from amalgam.teachers.subteachers import SUBTEACHERS
+
+    gen = torch.Generator().manual_seed(0)
+    holes = torch.rand(1, 1, 128, 128, generator=gen) < 0.01
+
+    def run(x):  # depth 1-2 m, with 1% holes at the 2x scale's own resolution
+        depth = 1.0 + x[:, :1]
+        return torch.where(holes[..., : depth.shape[-2], : depth.shape[-1]], torch.zeros_like(depth), depth)
+
+    out = SUBTEACHERS.get("multi_transform")(flip=False, scales=[2.0])(
+        run, torch.nn.Identity(), get_task("depth"), torch.rand(1, 3, 64, 64)
+    )
+    assert out.shape[-2:] == (64, 64)
+    assert (~(out > 0)).float().mean() < 0.005  # no depth (the ensemble says 0) where a hole spread

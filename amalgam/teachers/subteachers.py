@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amalgam.data.views import resize_with_holes
 from amalgam.errors import AmalgamError
 from amalgam.plugin_contract import plugin_label
 from amalgam.registry import Registry
@@ -177,7 +178,9 @@ class MultiTransform(SubTeacher):
                     y = task.mark_no_answer(y)
                     if size is None:
                         size = _dense_size(run, x) if scale != 1 else y.shape[-2:]
-                    if y.shape[-2:] != size:
+                    if y.shape[-2:] != size and type(task).mark_no_answer is not Task.mark_no_answer:
+                        y = resize_with_holes(y.float(), size)  # a hole (no depth) does not spread over its kernel
+                    elif y.shape[-2:] != size:
                         y = F.interpolate(y.float(), size=size, mode="bilinear", align_corners=False)
                 outputs.append(y)
         out = task.ensemble(outputs)
