@@ -123,7 +123,8 @@ def module_closure(module: str) -> list[tuple[str, Path]]:
             continue
         found[name] = path
         parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
-        todo += parents + [n for n in _imports_of(name, path) if n.split(".")[0] == top]
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo += parents + [n for n in imported_names(path, package) if n.split(".")[0] == top]
     return sorted(found.items())
 
 
@@ -137,29 +138,6 @@ def _module_file(name: str) -> Optional[Path]:
             return None
         path = spec.origin if spec is not None else None
     return Path(path).resolve() if isinstance(path, str) and path.endswith(".py") else None
-
-
-def _imports_of(name: str, path: Path) -> list[str]:
-    """The modules ``path`` (module ``name``) imports, relative imports resolved; a name imported from
-    a module may be a submodule, so both are listed (a name that is no module is skipped later)."""
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (OSError, SyntaxError, ValueError):
-        return []
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".") if package else []
-                base = ".".join(parts[: len(parts) - node.level + 1]) if node.level - 1 <= len(parts) else ""
-                source = ".".join(p for p in (base, node.module or "") if p)
-            else:
-                source = node.module or ""
-            names += [source] + [f"{source}.{alias.name}" for alias in node.names if alias.name != "*"]
-    return [n for n in names if n]
 
 
 def _library_version(distribution: Optional[str]) -> Optional[str]:
@@ -215,20 +193,37 @@ def _module_files(origin: Path) -> list[Path]:
     return sorted(p for p in origin.rglob("*.py") if p.is_file() and not p.name.startswith("."))
 
 
-def imported_names(path: Path) -> list[str]:
+def imported_names(path: Path, package: Optional[str] = None) -> list[str]:
     """The absolute module names ``path``'s import statements name (relative ones stay inside its package,
-    which is hashed whole); none when it does not parse (its bytes are hashed all the same)."""
+    which is hashed whole); none when it does not parse (its bytes are hashed all the same).
+
+    With ``package`` (the module's own package, for :func:`module_closure`), relative imports are
+    resolved too, and each name imported from a module is listed as a possible submodule of it (a name
+    that is no module is skipped later).
+    """
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError):
         return []
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append(node.module)
-    return names
+        elif isinstance(node, ast.ImportFrom) and package is None:
+            names += [node.module] if node.level == 0 and node.module else []
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolved(node, package)
+            names += [source] + [f"{source}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return [n for n in names if n]
+
+
+def _resolved(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from`` import names, a relative one resolved against ``package``."""
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".") if package else []
+    base = ".".join(parts[: len(parts) - node.level + 1]) if node.level - 1 <= len(parts) else ""
+    return ".".join(p for p in (base, node.module or "") if p)
 
 
 def teacher_fingerprints(recipe: Recipe) -> dict[str, dict]:
