@@ -169,9 +169,17 @@ class Task:
 
     def mark_no_answer(self, out: torch.Tensor) -> torch.Tensor:
         """A teacher's dense canonical output with the pixels where it gives no answer set to NaN,
-        before it is resized or undone onto another frame: NaN spreads through resizing, so no blend
-        of an answer and a non-answer passes for an answer (depth: values <= 0). Default: unchanged."""
+        before it is resized or undone onto another frame (depth: values <= 0). A task that marks
+        them (:attr:`marks_holes`) has its answers resized around the holes: each pixel averages the
+        answers near it that exist, no blend of an answer and a non-answer passes for an answer, and a
+        hole does not spread over a shrinking kernel. Default: unchanged, and a NaN (the teacher's own
+        failure) spreads so that :meth:`nonfinite_rows` finds it."""
         return out
+
+    @property
+    def marks_holes(self) -> bool:
+        """Whether :meth:`mark_no_answer` is the task's own: its NaN are holes, not failures."""
+        return type(self).mark_no_answer is not Task.mark_no_answer
 
     def nonfinite_rows(self, out: torch.Tensor) -> torch.Tensor:
         """``[B]`` bool: the rows of a teacher's canonical output (after :meth:`mark_no_answer`: a

@@ -24,7 +24,6 @@ from torch import nn
 from amalgam.config.schema import InputSpec, TeacherConfig
 from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
 from amalgam.errors import AmalgamError, count_of
-from amalgam.task import Task
 
 RECIPE, DEFAULT, TIMM = "recipe", "default", "timm pretrained_cfg"
 #: timm model args that build a network for an input size (``img_size: 64``, ``input_size: [3, 64, 64]``)
@@ -176,8 +175,7 @@ def answer_views(
     else:
         out, feat = teacher(x), None
     if teacher.task.dense and out.dim() == 4:
-        holes = type(teacher.task).mark_no_answer is not Task.mark_no_answer  # a task that marks "no answer"
-        out = _undo_flipped(teacher.task.mark_no_answer(out), placements, size, flip, holes)
+        out = _undo_flipped(teacher.task.mark_no_answer(out), placements, size, flip, teacher.task.marks_holes)
     if feat is not None and feat.dim() == 4:
         feat = _undo_flipped(feat, placements, feat.shape[-2:], flip)
     return out, feat

@@ -178,7 +178,7 @@ class MultiTransform(SubTeacher):
                     y = task.mark_no_answer(y)
                     if size is None:
                         size = _dense_size(run, x) if scale != 1 else y.shape[-2:]
-                    if y.shape[-2:] != size and type(task).mark_no_answer is not Task.mark_no_answer:
+                    if y.shape[-2:] != size and task.marks_holes:
                         y = resize_with_holes(y.float(), size)  # a hole (no depth) does not spread over its kernel
                     elif y.shape[-2:] != size:
                         y = F.interpolate(y.float(), size=size, mode="bilinear", align_corners=False)
