@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from amalgam.config.schema import InputSpec
 from amalgam.teachers.inputs import RECIPE
 from amalgam.teachers.teacher import Teacher
 
@@ -30,12 +31,12 @@ PROBE_COMPETENT = 0.5
 
 
 def candidates(channels: int, bgr: bool = False) -> dict[str, tuple[list[float], list[float]]]:
-    """The usual normalisations, by the words the warning says them in (a BGR teacher's in its order)."""
-    imagenet = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if channels == 3 else ([0.449], [0.226])
-    if bgr:
-        imagenet = (imagenet[0][::-1], imagenet[1][::-1])
-    return {
-        "ImageNet's mean/std": imagenet,
+    """The usual normalisations, by the words the warning says them in (a BGR teacher's in its order);
+    ImageNet's is the recipe's own default (for 3 channels: a 1-channel teacher has none)."""
+    mean, std = InputSpec.model_fields["mean"].default, InputSpec.model_fields["std"].default
+    order = -1 if bgr else 1
+    imagenet = {"ImageNet's mean/std": (list(mean)[::order], list(std)[::order])} if channels == len(mean) else {}
+    return imagenet | {
         "mean 0.5, std 0.5 (values in [-1, 1])": ([0.5] * channels, [0.5] * channels),
         "mean 0, std 1 (values in [0, 1])": ([0.0] * channels, [1.0] * channels),
         "mean 0, std 1/255 (values in [0, 255])": ([0.0] * channels, [1 / 255] * channels),
