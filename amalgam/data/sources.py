@@ -64,6 +64,7 @@ from amalgam.data.torchvision_targets import (
     unread_targets,
 )
 from amalgam.errors import AmalgamError, error_line
+from amalgam.io import file_digest
 from amalgam.registry import Registry
 from amalgam.training.progress import bar_for
 
@@ -695,7 +696,8 @@ def _copies(files: list[Path], others: list[Path]) -> tuple[list[int], bool]:
     for size in {sizes[i] for i in alike}:
         for other in by_size[size]:
             heads.setdefault((size, _head(other)), []).append(other)
-    found = [i for i in alike if _has_copy(files[i], heads.get((sizes[i], _head(files[i])), []))]
+    digests: dict[Path, str] = {}  # each candidate hashed once, not read again for every file it meets
+    found = [i for i in alike if _has_copy(files[i], heads.get((sizes[i], _head(files[i])), []), digests)]
     return found, sampled
 
 
@@ -707,14 +709,20 @@ def _head(path: Path) -> bytes:
         return b""
 
 
-def _has_copy(path: Path, alike: list[Path]) -> bool:
-    """Whether one of ``alike`` (files of ``path``'s size and first bytes), not ``path`` itself, holds its bytes."""
+def _has_copy(path: Path, alike: list[Path], digests: dict[Path, str]) -> bool:
+    """Whether one of ``alike`` (files of ``path``'s size and first bytes), not ``path`` itself, holds its
+    bytes (by :func:`~amalgam.io.file_digest`, kept in ``digests``)."""
     if not alike:
         return False
     real = os.path.realpath(path)
+
+    def digest(file: Path) -> str:
+        if file not in digests:
+            digests[file] = file_digest(file)
+        return digests[file]
+
     try:
-        data = path.read_bytes()
-        return any(os.path.realpath(o) != real and o.read_bytes() == data for o in alike)
+        return any(os.path.realpath(o) != real and digest(o) == digest(path) for o in alike)
     except OSError:
         return False
 
