@@ -219,3 +219,40 @@ def test_the_onnx_graph_declares_each_outputs_channels_and_ties_dense_outputs_to
         "segmentation": ["batch", 4, "height", "width"],
         "depth": ["batch", 1, "height", "width"],
     }
+
+
+@pytest.mark.parametrize(
+    "images, said",
+    [
+        (torch.rand(1, 3, 48, 48), "input 48x48: height and width must be multiples of 32 (trained at 32x32"),
+        (torch.rand(1, 3, 32, 32) * 255, "got values in [0, 255]: divide 0-255 values by 255"),
+        ((torch.rand(1, 3, 32, 32) - 0.5) * 4, "pass the images before normalising them"),
+        (torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), "got an integer tensor: convert it with .float()"),
+        (torch.rand(1, 3, 32, 32, dtype=torch.float64), "got float64: convert it with .float()"),
+        (torch.full((1, 3, 32, 32), float("nan")), "got images holding NaN or inf"),
+        (torch.rand(1, 1, 32, 32), "the student expects images [B, 3, H, W], got [1, 1, 32, 32]"),
+    ],
+)
+def test_a_torchscript_file_refuses_input_it_would_misread(built_run, tmp_path, images, said):
+    # a trace keeps no Python check: 0-255 or normalised images gave wrong answers without a word, and a
+    # size off the stride failed deep inside the decoder; the file now says what it takes where it runs
+    path = tmp_path / "s.ts"
+    assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
+    model = torch.jit.load(str(path))
+    assert [tuple(o.shape) for o in model(torch.rand(2, 3, 64, 96))][0] == (2, 2)  # multiples of 32 still run
+    with pytest.raises(torch.jit.Error) as caught:  # TorchScript's own error, naming ours
+        model(images)
+    assert said in str(caught.value)
+
+
+def test_a_torchscript_file_taking_its_trained_size_only_refuses_others(built_run, tmp_path, monkeypatch):
+    from amalgam.evaluation import export as export_module
+
+    monkeypatch.setattr(export_module, "runs_at", lambda module, size: False)
+    path = tmp_path / "s.ts"
+    assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
+    model = torch.jit.load(str(path))
+    model(torch.rand(1, 3, 32, 32))
+    with pytest.raises(torch.jit.Error) as caught:
+        model(torch.rand(1, 3, 64, 64))
+    assert "input 64x64: this file takes 32x32 only: resize every image to it, as in training" in str(caught.value)

@@ -1,5 +1,6 @@
 """Faults of a loaded student's input (audit 2): images it misread without a word (uint8, 0-255,
-normalised, another layout) and sizes its decoder cannot take stop in one line, exports unchecked."""
+normalised, another layout) and sizes its decoder cannot take stop in one line; a raw trace carries no
+check (`amalgam export` scripts the checks around it: tests/test_export.py)."""
 
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ def test_images_in_range_get_the_built_students_answers_and_the_check_survives_p
     assert refusal(again, images * 255) == refusal(student, images * 255)
 
 
-def test_traced_and_onnx_exports_carry_no_check(built_and_loaded, tmp_path):
+def test_a_raw_trace_and_onnx_export_carry_no_python_check(built_and_loaded, tmp_path):
     _, student = built_and_loaded
     module = TaskOutputs(student, list(HEADS)).eval()
     bright = torch.rand(2, 3, 32, 32) * 255

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError, error_line
+from amalgam.evaluation.export_guard import ExportGuard
 from amalgam.io import check_writable
 from amalgam.registry import Registry
 from amalgam.students.serialize import input_multiple, load_student, stored_recipe
@@ -34,6 +35,8 @@ class TaskOutputs(nn.Module):
         super().__init__()
         self.tasks = tasks
         self.net = student.task_path(tasks[0]) if only else student
+        #: what input height and width must be multiples of (None: any), for the exported file's checks
+        self.multiple = input_multiple(student)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.net(images)
@@ -62,7 +65,9 @@ def _save_torchscript(
     module: nn.Module, example: torch.Tensor, path: Path, names: list[str], fixed: bool = False
 ) -> None:
     with torch.no_grad():
-        torch.jit.trace(module, example, strict=False).save(str(path))
+        traced = torch.jit.trace(module, example, strict=False)
+    size = tuple(example.shape[-2:])
+    torch.jit.script(ExportGuard(traced, size, getattr(module, "multiple", None), fixed)).save(str(path))
 
 
 def _run_torchscript(path: Path):

@@ -207,10 +207,10 @@ def trained_size(blob: dict) -> tuple[int, int] | None:
 
 
 #: what a student reads, said first by every refusal of :class:`InputGuard`
-_EXPECTS = "the student expects float RGB in [0, 1] (its own normalisation is inside)"
+EXPECTS = "the student expects float RGB in [0, 1] (its own normalisation is inside)"
 #: the value range a [0, 1] image may reach after resampling's overshoot; 0-255 and normalised
 #: images (ImageNet statistics: about [-2.1, 2.6]) lie beyond it
-_LOWEST, _HIGHEST = -0.5, 1.5
+LOWEST, HIGHEST = -0.5, 1.5
 
 
 def input_multiple(student: nn.Module) -> int | None:
@@ -265,17 +265,17 @@ def _exporting() -> bool:
 def _form_problem(images: object) -> str | None:
     """What is wrong with the type, dtype or layout of ``images`` (None: a float ``[B, 3, H, W]``)."""
     if not isinstance(images, torch.Tensor):
-        return f"{_EXPECTS} as a tensor [B, 3, H, W], got {type(images).__name__}"
+        return f"{EXPECTS} as a tensor [B, 3, H, W], got {type(images).__name__}"
     dtype = str(images.dtype).removeprefix("torch.")
     if not images.is_floating_point():
         if images.dtype == torch.bool or images.numel() == 0:
-            return f"{_EXPECTS}, got {dtype}: convert it with .float()"
+            return f"{EXPECTS}, got {dtype}: convert it with .float()"
         top = images.max().item()
-        return f"{_EXPECTS}, got {dtype} with max {top}: {_scale_hint(top)}"
+        return f"{EXPECTS}, got {dtype} with max {top}: {_scale_hint(top)}"
     if images.dim() != 4 or images.shape[1] != 3:
         return f"the student expects images [B, 3, H, W], got {list(images.shape)}{_layout_hint(images.shape)}"
     if images.dtype == torch.float64:  # numpy's default: failed inside the first convolution
-        return f"{_EXPECTS}, got float64: convert it with .float()"
+        return f"{EXPECTS}, got float64: convert it with .float()"
     return None
 
 
@@ -305,11 +305,11 @@ def _value_problem(images: torch.Tensor) -> str | None:
     low, high = torch.stack(torch.aminmax(images.detach().float())).tolist()  # one host sync for both
     dtype = str(images.dtype).removeprefix("torch.")
     if low != low or high != high:  # NaN: every output would be NaN
-        return f"{_EXPECTS}, got {dtype} holding NaN"
-    if low < _LOWEST:  # before the max: normalised images (ImageNet's mean/std) reach 2.6 too
-        return f"{_EXPECTS}, got {dtype} with min {low:.4g}, max {high:.4g}: pass the images before normalising them"
-    if high > _HIGHEST:
-        return f"{_EXPECTS}, got {dtype} with max {high:.4g}: {_scale_hint(high)}"
+        return f"{EXPECTS}, got {dtype} holding NaN"
+    if low < LOWEST:  # before the max: normalised images (ImageNet's mean/std) reach 2.6 too
+        return f"{EXPECTS}, got {dtype} with min {low:.4g}, max {high:.4g}: pass the images before normalising them"
+    if high > HIGHEST:
+        return f"{EXPECTS}, got {dtype} with max {high:.4g}: {_scale_hint(high)}"
     return None
 
 
