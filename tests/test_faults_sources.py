@@ -204,7 +204,8 @@ def test_a_torchvision_source_reading_an_eval_sets_split_is_warned_about(fresh_w
 
 
 def test_a_plugin_image_set_takes_part_in_limit_and_the_overlap_check_through_its_own_methods():
-    from amalgam.data.sources import ImageSet, limit_set, shared_images
+    from amalgam.data.copies import shared_images
+    from amalgam.data.sources import ImageSet, limit_set
 
     class Numbered(ImageSet):  # a user's source type: images named by number
         def __init__(self, numbers: list[int]):
@@ -428,7 +429,7 @@ def test_the_copy_check_finds_copies_among_equal_size_files_and_says_when_it_sam
     # BMPs of one size were each compared with every eval file (quadratic); past the cap, the count read as exact
     import shutil
 
-    import amalgam.data.sources as sources
+    import amalgam.data.copies as copies
 
     for folder, count in (("train", 40), ("val", 20)):
         (tmp_path / folder).mkdir()
@@ -438,9 +439,9 @@ def test_the_copy_check_finds_copies_among_equal_size_files_and_says_when_it_sam
             )
     shutil.copy(tmp_path / "val" / "07.bmp", tmp_path / "train" / "zz.bmp")
     train, val = sorted((tmp_path / "train").iterdir()), sorted((tmp_path / "val").iterdir())
-    assert sources._copies(train, val) == ([40], False)
-    monkeypatch.setattr(sources, "COPY_CHECKS", 8)
-    found, sampled = sources._copies(train, val)
+    assert copies._copies(train, val) == ([40], False)
+    monkeypatch.setattr(copies, "COPY_CHECKS", 8)
+    found, sampled = copies._copies(train, val)
     assert sampled and found in ([], [40])
 
 

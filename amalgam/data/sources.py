@@ -35,13 +35,12 @@ from amalgam.data.coco import (
     semantic_mask,
 )
 from amalgam.data.coco import class_names as coco_classes
+from amalgam.data.file_checks import verify_files
 from amalgam.data.images import (
     FLOAT_DEPTH,
     IMAGE_SUFFIXES,
     IN_SUBFOLDERS,
     OUTSIDE_CLASSES,
-    ImageFacts,
-    grey_peak,
     hidden,
     list_images,
     pil_to_rgb,
@@ -64,7 +63,6 @@ from amalgam.data.torchvision_targets import (
     unread_targets,
 )
 from amalgam.errors import AmalgamError, error_line
-from amalgam.io import file_digest
 from amalgam.registry import Registry
 from amalgam.training.progress import bar_for
 
@@ -216,6 +214,15 @@ class FolderSet(ImageSet):
     def load(self, index: int):
         return read_rgb(self.files[index], self.upright), {}
 
+    def map_sizes(self, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]:
+        """(what, (width, height)) of each map drawn on image ``index`` at ``path``, which the file check
+        (:mod:`amalgam.data.file_checks`) holds against the image's own size; none for a set without maps."""
+        return []
+
+    def target_notes(self) -> list[str]:
+        """What the eval set's check says of its ground truth beyond the images (none by default)."""
+        return []
+
 
 class ImageFolderSet(FolderSet):
     """torchvision's ImageFolder layout: ``root/<class name>/*.png``."""
@@ -237,6 +244,12 @@ class ImageFolderSet(FolderSet):
 
     def load(self, index: int):
         return read_rgb(self.files[index], self.upright), ({"label": self.labels[index]} if self.with_targets else {})
+
+    def target_notes(self) -> list[str]:
+        if not (empty := self.empty_classes):
+            return []
+        shown = ", ".join(f"{name}/" for name in empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+        return [f"warning: {len(empty)} class folders hold no image, so those classes cannot be scored: {shown}"]
 
 
 class DenseSet(FolderSet):
@@ -304,6 +317,20 @@ class DenseSet(FolderSet):
     def metres(self, array: np.ndarray) -> np.ndarray:
         """One of its depth maps in metres, as its ``depth_scale`` (integer PNGs) and ``depth_reading`` say."""
         return depth_metres(array, self.depth_scale, self.depth_reading == "inverse")
+
+    def map_sizes(self, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]:
+        found = []
+        for key in sorted(self.target_keys):
+            target = self.require_target(key, index)
+            if target.suffix == ".npy":  # not an image: its header says its size (its values are read by the scan)
+                rows, cols = read_depth(target, header_only=True).shape
+                found.append((target, (cols, rows)))
+                continue
+            modes, hint = MAP_FORMATS[key]
+            if target.suffix != ".png":  # a float TIFF: metres
+                modes = ("F",)
+            found.append((target, verify_image(target, modes, f"{key} map", hint).stored))  # read as stored
+        return found
 
 
 def depth_metres(array: np.ndarray, depth_scale: float, inverse: bool = False) -> np.ndarray:
@@ -378,6 +405,37 @@ class CocoSet(FolderSet):
         if not self.with_targets:
             return rgb, {}
         return rgb, {"mask": semantic_mask(self.coco, self.image_ids[index], self.cat_ids)}
+
+    def map_sizes(self, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]:
+        return [(f"COCO image {self.image_ids[index]}'s annotations", self._image_size(index, path))]
+
+    def _image_size(self, index: int, path: Path) -> tuple[int, int]:
+        """A COCO image's (width, height), which its RLE masks must share (pycocotools draws them so)."""
+        image_id = self.image_ids[index]
+        info = self.coco.imgs[image_id]
+        w, h = info.get("width"), info.get("height")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in (w, h)):
+            raise AmalgamError(f"COCO image {image_id} ({path.name}) has no integer width and height")
+        info["width"], info["height"] = int(w), int(h)  # 640.0 from some exporters
+        for ann in self.coco.imgToAnns.get(image_id, []):
+            seg = ann.get("segmentation")
+            if isinstance(seg, dict) and list(seg.get("size", [])) != [info["height"], info["width"]]:
+                raise AmalgamError(
+                    f"COCO annotation {ann.get('id')} of image {image_id} has an RLE of size {seg.get('size')}"
+                    f" (height, width) but the image is {info['height']}x{info['width']} in the JSON"
+                )
+        return info["width"], info["height"]
+
+    def target_notes(self) -> list[str]:
+        coco, images = self.coco, self.image_ids
+        check_masks(coco, self.annotations)  # a box-only file is fine as a source of images
+        found = (
+            orphan_note(coco),
+            crowd_note(coco, images),
+            boxes_note(coco, images),
+            absent_note(coco, self.cat_ids, images),
+        )
+        return [n for n in found if n]
 
 
 class TorchvisionSet(ImageSet):
@@ -631,7 +689,7 @@ def build_image_set(
             raise AmalgamError("contains no images" + (f": {other}" if other else ""))
         if verify and isinstance(dataset, FolderSet):
             bar = bar_for(log, len(dataset.files), f"checking {key}") if log else None
-            notes = _verify_files(dataset, bar, with_targets)
+            notes = verify_files(dataset, bar, with_targets)
             for note in notes if log else []:
                 log(f"{key}: {note}")
         if with_targets and isinstance(dataset, DenseSet) and dataset.target_keys:  # a source's maps are never read
@@ -655,83 +713,6 @@ def _name_classes(dataset: ImageSet, cfg: SourceConfig, resolve, log: Optional[C
         dataset.classes = classes_by_value(resolve(cfg.classes_file))
     elif dataset.names_rule and log:
         log(dataset.names_rule)
-
-
-def shared_images(source: ImageSet, eval_set: ImageSet) -> tuple[int, str]:
-    """How many of a training source's images an eval set holds too (by :meth:`ImageSet.image_keys`:
-    the same file, or the same torchvision dataset, folder, split and index; and, between folders of
-    files, a byte-identical copy), and one of them."""
-    scored = set(eval_set.image_keys())
-    shared = [index for index, key in enumerate(source.image_keys()) if key in scored]
-    sampled = False
-    if isinstance(source, FolderSet) and isinstance(eval_set, FolderSet):
-        taken = set(shared)
-        copies, sampled = _copies(source.files, eval_set.files)
-        shared += [i for i in copies if i not in taken]
-    example = source.describe(shared[0]) if shared else ""
-    sought = f"; copies sought in a spread of {COPY_CHECKS:,} of its files: at least" if sampled else ""
-    return len(shared), example + sought
-
-
-#: most training files of an eval file's size that the copy check reads (a spread of them beyond)
-COPY_CHECKS = 20_000
-#: bytes read first of each such file: two images rarely share them unless one is a copy
-COPY_HEAD = 4096
-
-
-def _copies(files: list[Path], others: list[Path]) -> tuple[list[int], bool]:
-    """Indices of ``files`` with a byte-identical copy among ``others`` (a copied pool of eval images is
-    the usual leak), and whether only a spread of the candidates was read. Candidates are files of a
-    size some other has; each is read up to :data:`COPY_HEAD` bytes and looked up by (size, head), then
-    compared whole; at most :data:`COPY_CHECKS` of them (an even spread), so a million-image folder, or
-    one of equal-size BMPs, costs seconds."""
-    by_size: dict[int, list[Path]] = {}
-    for path in others:
-        by_size.setdefault(_size(path), []).append(path)
-    sizes = [_size(path) for path in files]
-    alike = [i for i, size in enumerate(sizes) if size in by_size]
-    sampled = len(alike) > COPY_CHECKS
-    alike = [alike[k] for k in spread(len(alike), COPY_CHECKS)] if sampled else alike
-    heads: dict[tuple[int, bytes], list[Path]] = {}
-    for size in {sizes[i] for i in alike}:
-        for other in by_size[size]:
-            heads.setdefault((size, _head(other)), []).append(other)
-    digests: dict[Path, str] = {}  # each candidate hashed once, not read again for every file it meets
-    found = [i for i in alike if _has_copy(files[i], heads.get((sizes[i], _head(files[i])), []), digests)]
-    return found, sampled
-
-
-def _head(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(COPY_HEAD)
-    except OSError:  # unreadable here: the source check names it
-        return b""
-
-
-def _has_copy(path: Path, alike: list[Path], digests: dict[Path, str]) -> bool:
-    """Whether one of ``alike`` (files of ``path``'s size and first bytes), not ``path`` itself, holds its
-    bytes (by :func:`~amalgam.io.file_digest`, kept in ``digests``)."""
-    if not alike:
-        return False
-    real = os.path.realpath(path)
-
-    def digest(file: Path) -> str:
-        if file not in digests:
-            digests[file] = file_digest(file)
-        return digests[file]
-
-    try:
-        return any(os.path.realpath(o) != real and digest(o) == digest(path) for o in alike)
-    except OSError:
-        return False
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return -1
 
 
 def _real_paths(files: list[Path]) -> list[tuple[str, str]]:
@@ -786,138 +767,6 @@ def _first_hold_every_class(dataset: Dataset, limit: int) -> bool:
     return False
 
 
-def _verify_files(dataset: FolderSet, bar=None, with_targets: bool = True) -> list[str]:
-    """Opens every image (and, for eval sets, map) once; returns what reading them does beyond
-    decoding, to say. A training source's maps are never read, so they are not checked."""
-    tally: Counter = Counter()
-    unreadable: list[tuple[Path, AmalgamError]] = []
-    for index, path in enumerate(dataset.files):
-        if bar is not None:
-            bar.update(1)
-        try:
-            facts = verify_image(path)
-        except AmalgamError as exc:  # every bad file is found in one pass, not one per run
-            unreadable.append((path, exc))
-            if len(unreadable) == UNREADABLE_ENOUGH:  # a folder of no images at all need not be walked whole
-                break
-            continue
-        tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
-        _tally_grey(tally, path, facts)
-        maps = _map_sizes(dataset, index, path) if with_targets else []
-        for target, target_size in maps:
-            _check_fit(path, facts, dataset.upright, target, target_size)
-            tally["scaled"] += int(target_size != (facts.size if dataset.upright else facts.stored))
-        # turned 180 degrees, mirrored or square: both readings have one size, so no map can tell them apart
-        tally["either"] += int(bool(facts.rotated and maps and facts.size == facts.stored))
-    if bar is not None:
-        bar.close()
-    if unreadable:
-        raise _unreadable_error(unreadable, len(dataset.files))
-    return _notes(dataset, tally, with_targets)
-
-
-#: unreadable images after which a source's check stops counting
-UNREADABLE_ENOUGH = 1000
-
-
-def _unreadable_error(unreadable: list[tuple[Path, AmalgamError]], total: int) -> AmalgamError:
-    """The first unreadable image's own line, and how many others there are, naming a few."""
-    first = str(unreadable[0][1])
-    if len(unreadable) == 1:
-        return AmalgamError(first)
-    others = ", ".join(path.name for path, _ in unreadable[1:4]) + (" ..." if len(unreadable) > 4 else "")
-    count = f"at least {len(unreadable):,}" if len(unreadable) == UNREADABLE_ENOUGH else f"{len(unreadable)}"
-    return AmalgamError(f"{count} of {total} images cannot be read; the first: {first}; also {others}")
-
-
-#: the largest value 12-bit data holds: 16-bit images that all stay at or below it read nearly black
-TWELVE_BIT_MAX = 4095
-#: how many 16-bit images of a source are decoded to look for 12-bit data (the first ones)
-TWELVE_BIT_SAMPLE = 64
-
-
-def _tally_grey(tally: Counter, path: Path, facts: ImageFacts) -> None:
-    """Counts grey images by mode (``grey:<mode>``) and 16-bit ones, with their largest value
-    (``peak``), decoded only while no 16-bit image of the source has gone above 12 bits."""
-    if not facts.grey:
-        return
-    tally[f"grey:{facts.mode}"] += 1
-    if facts.grey16:
-        tally["grey16"] += 1
-        if tally["peak"] <= TWELVE_BIT_MAX and tally["grey16"] <= TWELVE_BIT_SAMPLE:  # a second decode each
-            tally["peak"] = max(tally["peak"], grey_peak(path))
-
-
-def _grey_notes(tally: Counter) -> list[str]:
-    """The lines saying how many images were grey (and 16-bit), and a warning on 12-bit-looking data."""
-    modes = {key.split(":", 1)[1]: n for key, n in tally.items() if key.startswith("grey:")}
-    if not modes:
-        return []
-    kinds = ", ".join(f"{mode}: {n}" for mode, n in sorted(modes.items()))
-    notes = [f"{sum(modes.values())} images are grey (PIL mode {kinds}): converted to 3 channels (R = G = B = grey)"]
-    if deep := tally["grey16"]:
-        notes[0] += f"; {deep} of them are 16-bit, read on the full 0-65535 scale (value / 257)"
-    if deep and tally["peak"] <= TWELVE_BIT_MAX:
-        notes.append(
-            f"warning: every 16-bit image holds values up to {tally['peak']} only: 12-bit data (0-{TWELVE_BIT_MAX})"
-            f" read on a 16-bit scale? they read nearly black (at most {tally['peak'] / 257:.0f} of 255): scale"
-            " them to 0-65535 (x16) or save them as 8-bit"
-        )
-    return notes
-
-
-def _notes(dataset: FolderSet, tally: Counter, with_targets: bool) -> list[str]:
-    notes = [note] if (note := skipped_note(dataset.skipped)) else []
-    if with_targets and (empty := getattr(dataset, "empty_classes", None)):
-        shown = ", ".join(f"{name}/" for name in empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
-        notes.append(f"warning: {len(empty)} class folders hold no image, so those classes cannot be scored: {shown}")
-    if with_targets and isinstance(dataset, CocoSet):
-        coco, images = dataset.coco, dataset.image_ids
-        check_masks(coco, dataset.annotations)  # a box-only file is fine as a source of images
-        found = (
-            orphan_note(coco),
-            crowd_note(coco, images),
-            boxes_note(coco, images),
-            absent_note(coco, dataset.cat_ids, images),
-        )
-        notes += [n for n in found if n]
-    if tally["rotated"]:
-        notes.append(_orientation_note(tally["rotated"], dataset.upright))
-    if tally["either"]:
-        notes.append(
-            f"{tally['either']} of them (turned 180 degrees, mirrored, or square) fit their maps either way: the"
-            " size check cannot tell which reading the maps were drawn on; look at one, and set exif: if need be"
-        )
-    if tally["scaled"]:
-        notes.append(f"{tally['scaled']} maps are at a scale of their image's size: each is read as covering it")
-    if tally["alpha"]:
-        notes.append(
-            f"{tally['alpha']} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
-            " teachers see the colour stored under transparent pixels"
-        )
-    return notes + _grey_notes(tally)
-
-
-def _map_sizes(dataset: FolderSet, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]:
-    """(what, (width, height)) of each map drawn on image ``index``: dense maps, a COCO image's size."""
-    if isinstance(dataset, CocoSet):
-        return [(f"COCO image {dataset.image_ids[index]}'s annotations", _coco_size(dataset, index, path))]
-    if not isinstance(dataset, DenseSet):
-        return []
-    found = []
-    for key in sorted(dataset.target_keys):
-        target = dataset.require_target(key, index)
-        if target.suffix == ".npy":  # not an image: its header says its size (its values are read by the scan)
-            rows, cols = read_depth(target, header_only=True).shape
-            found.append((target, (cols, rows)))
-            continue
-        modes, hint = MAP_FORMATS[key]
-        if target.suffix != ".png":  # a float TIFF: metres
-            modes = ("F",)
-        found.append((target, verify_image(target, modes, f"{key} map", hint).stored))  # read as stored
-    return found
-
-
 #: the PIL modes a dense set's maps may have, and how to make one of a map that has another
 MAP_FORMATS = {
     "mask": (
@@ -931,52 +780,3 @@ MAP_FORMATS = {
         " round(metres x depth_scale) as uint16",
     ),
 }
-
-
-def _coco_size(dataset: "CocoSet", index: int, path: Path) -> tuple[int, int]:
-    """A COCO image's (width, height), which its RLE masks must share (pycocotools draws them so)."""
-    image_id = dataset.image_ids[index]
-    info = dataset.coco.imgs[image_id]
-    w, h = info.get("width"), info.get("height")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in (w, h)):
-        raise AmalgamError(f"COCO image {image_id} ({path.name}) has no integer width and height")
-    info["width"], info["height"] = int(w), int(h)  # 640.0 from some exporters
-    for ann in dataset.coco.imgToAnns.get(image_id, []):
-        seg = ann.get("segmentation")
-        if isinstance(seg, dict) and list(seg.get("size", [])) != [info["height"], info["width"]]:
-            raise AmalgamError(
-                f"COCO annotation {ann.get('id')} of image {image_id} has an RLE of size {seg.get('size')} (height,"
-                f" width) but the image is {info['height']}x{info['width']} in the JSON"
-            )
-    return info["width"], info["height"]
-
-
-def _orientation_note(rotated: int, upright: bool) -> str:
-    if upright:
-        return (
-            f"{rotated} images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so;"
-            " exif: stored reads the stored pixels)"
-        )
-    return f"{rotated} images carry an EXIF orientation: read as stored (exif: stored), not as viewers show them"
-
-
-def _fits(size: tuple[int, int], target_size: tuple[int, int]) -> bool:
-    (w, h), (tw, th) = size, target_size
-    return abs(tw * h - th * w) <= max(w, h)  # the same shape, or a scale of it (1 px of rounding)
-
-
-def _check_fit(image: Path, facts: ImageFacts, upright: bool, target: object, target_size: tuple[int, int]) -> None:
-    """A map must have its image's shape as read (upright or stored), or a scale of it."""
-    size = facts.size if upright else facts.stored
-    if _fits(size, target_size):
-        return
-    (w, h), (tw, th) = size, target_size
-    how = "as shown (after its EXIF orientation)" if upright else "as stored (exif: stored)"
-    other = facts.stored if upright else facts.size
-    hint = (
-        f": it fits the image {'as stored: set exif: stored' if upright else 'as shown: remove exif: stored'}"
-        " on this source"
-        if facts.rotated and _fits(other, target_size)
-        else ": a map must cover its image (same shape, or a scale of it)"
-    )
-    raise AmalgamError(f"{target} is {tw}x{th} but its image {image} is {w}x{h} {how}{hint}")

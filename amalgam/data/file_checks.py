@@ -1,0 +1,159 @@
+"""The source check's pass over a folder set's files: every image (and an eval set's maps) opened once.
+
+Unreadable files are gathered in one pass and named together; each map must cover its image (the same
+shape, or a scale of it, as read upright or as stored); what reading does beyond decoding (EXIF
+orientation, transparency, grey and 16-bit images, maps at a scale) is returned as lines to say.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Protocol
+
+from amalgam.data.images import ImageFacts, grey_peak, skipped_note, verify_image
+from amalgam.errors import AmalgamError
+
+
+class CheckedSet(Protocol):
+    """What the check reads of a set of files (:class:`amalgam.data.sources.FolderSet` and its kinds)."""
+
+    files: list[Path]
+    skipped: Counter  # other files in its folders, by suffix
+    upright: bool  # read by the EXIF orientation, or as stored
+
+    def map_sizes(self, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]: ...
+
+    def target_notes(self) -> list[str]: ...
+
+
+def verify_files(dataset: CheckedSet, bar=None, with_targets: bool = True) -> list[str]:
+    """Opens every image (and, for eval sets, map) once; returns what reading them does beyond
+    decoding, to say. A training source's maps are never read, so they are not checked."""
+    tally: Counter = Counter()
+    unreadable: list[tuple[Path, AmalgamError]] = []
+    for index, path in enumerate(dataset.files):
+        if bar is not None:
+            bar.update(1)
+        try:
+            facts = verify_image(path)
+        except AmalgamError as exc:  # every bad file is found in one pass, not one per run
+            unreadable.append((path, exc))
+            if len(unreadable) == UNREADABLE_ENOUGH:  # a folder of no images at all need not be walked whole
+                break
+            continue
+        tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
+        _tally_grey(tally, path, facts)
+        maps = dataset.map_sizes(index, path) if with_targets else []
+        for target, target_size in maps:
+            _check_fit(path, facts, dataset.upright, target, target_size)
+            tally["scaled"] += int(target_size != (facts.size if dataset.upright else facts.stored))
+        # turned 180 degrees, mirrored or square: both readings have one size, so no map can tell them apart
+        tally["either"] += int(bool(facts.rotated and maps and facts.size == facts.stored))
+    if bar is not None:
+        bar.close()
+    if unreadable:
+        raise _unreadable_error(unreadable, len(dataset.files))
+    return _notes(dataset, tally, with_targets)
+
+
+#: unreadable images after which a source's check stops counting
+UNREADABLE_ENOUGH = 1000
+
+
+def _unreadable_error(unreadable: list[tuple[Path, AmalgamError]], total: int) -> AmalgamError:
+    """The first unreadable image's own line, and how many others there are, naming a few."""
+    first = str(unreadable[0][1])
+    if len(unreadable) == 1:
+        return AmalgamError(first)
+    others = ", ".join(path.name for path, _ in unreadable[1:4]) + (" ..." if len(unreadable) > 4 else "")
+    count = f"at least {len(unreadable):,}" if len(unreadable) == UNREADABLE_ENOUGH else f"{len(unreadable)}"
+    return AmalgamError(f"{count} of {total} images cannot be read; the first: {first}; also {others}")
+
+
+#: the largest value 12-bit data holds: 16-bit images that all stay at or below it read nearly black
+TWELVE_BIT_MAX = 4095
+#: how many 16-bit images of a source are decoded to look for 12-bit data (the first ones)
+TWELVE_BIT_SAMPLE = 64
+
+
+def _tally_grey(tally: Counter, path: Path, facts: ImageFacts) -> None:
+    """Counts grey images by mode (``grey:<mode>``) and 16-bit ones, with their largest value
+    (``peak``), decoded only while no 16-bit image of the source has gone above 12 bits."""
+    if not facts.grey:
+        return
+    tally[f"grey:{facts.mode}"] += 1
+    if facts.grey16:
+        tally["grey16"] += 1
+        if tally["peak"] <= TWELVE_BIT_MAX and tally["grey16"] <= TWELVE_BIT_SAMPLE:  # a second decode each
+            tally["peak"] = max(tally["peak"], grey_peak(path))
+
+
+def _grey_notes(tally: Counter) -> list[str]:
+    """The lines saying how many images were grey (and 16-bit), and a warning on 12-bit-looking data."""
+    modes = {key.split(":", 1)[1]: n for key, n in tally.items() if key.startswith("grey:")}
+    if not modes:
+        return []
+    kinds = ", ".join(f"{mode}: {n}" for mode, n in sorted(modes.items()))
+    notes = [f"{sum(modes.values())} images are grey (PIL mode {kinds}): converted to 3 channels (R = G = B = grey)"]
+    if deep := tally["grey16"]:
+        notes[0] += f"; {deep} of them are 16-bit, read on the full 0-65535 scale (value / 257)"
+    if deep and tally["peak"] <= TWELVE_BIT_MAX:
+        notes.append(
+            f"warning: every 16-bit image holds values up to {tally['peak']} only: 12-bit data (0-{TWELVE_BIT_MAX})"
+            f" read on a 16-bit scale? they read nearly black (at most {tally['peak'] / 257:.0f} of 255): scale"
+            " them to 0-65535 (x16) or save them as 8-bit"
+        )
+    return notes
+
+
+def _notes(dataset: CheckedSet, tally: Counter, with_targets: bool) -> list[str]:
+    notes = [note] if (note := skipped_note(dataset.skipped)) else []
+    if with_targets:
+        notes += dataset.target_notes()
+    if tally["rotated"]:
+        notes.append(_orientation_note(tally["rotated"], dataset.upright))
+    if tally["either"]:
+        notes.append(
+            f"{tally['either']} of them (turned 180 degrees, mirrored, or square) fit their maps either way: the"
+            " size check cannot tell which reading the maps were drawn on; look at one, and set exif: if need be"
+        )
+    if tally["scaled"]:
+        notes.append(f"{tally['scaled']} maps are at a scale of their image's size: each is read as covering it")
+    if tally["alpha"]:
+        notes.append(
+            f"{tally['alpha']} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
+            " teachers see the colour stored under transparent pixels"
+        )
+    return notes + _grey_notes(tally)
+
+
+def _orientation_note(rotated: int, upright: bool) -> str:
+    if upright:
+        return (
+            f"{rotated} images carry an EXIF orientation: read upright, as viewers show them (maps must be drawn so;"
+            " exif: stored reads the stored pixels)"
+        )
+    return f"{rotated} images carry an EXIF orientation: read as stored (exif: stored), not as viewers show them"
+
+
+def _fits(size: tuple[int, int], target_size: tuple[int, int]) -> bool:
+    (w, h), (tw, th) = size, target_size
+    return abs(tw * h - th * w) <= max(w, h)  # the same shape, or a scale of it (1 px of rounding)
+
+
+def _check_fit(image: Path, facts: ImageFacts, upright: bool, target: object, target_size: tuple[int, int]) -> None:
+    """A map must have its image's shape as read (upright or stored), or a scale of it."""
+    size = facts.size if upright else facts.stored
+    if _fits(size, target_size):
+        return
+    (w, h), (tw, th) = size, target_size
+    how = "as shown (after its EXIF orientation)" if upright else "as stored (exif: stored)"
+    other = facts.stored if upright else facts.size
+    hint = (
+        f": it fits the image {'as stored: set exif: stored' if upright else 'as shown: remove exif: stored'}"
+        " on this source"
+        if facts.rotated and _fits(other, target_size)
+        else ": a map must cover its image (same shape, or a scale of it)"
+    )
+    raise AmalgamError(f"{target} is {tw}x{th} but its image {image} is {w}x{h} {how}{hint}")
