@@ -17,7 +17,7 @@ from amalgam.inspection import inspect_recipe
 from amalgam.kd import SimilarityLoss, kd_loss
 from amalgam.task import get_task
 from amalgam.teachers.subteachers import build_subteacher
-from amalgam.teachers.teacher import FeatureTap
+from amalgam.teachers.taps import FeatureTap
 
 DEPTH = get_task("depth")
 

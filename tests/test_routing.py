@@ -8,7 +8,7 @@ import torch
 from amalgam.config.recipe import load_recipe
 from amalgam.distill.plan import build_plan
 from amalgam.students.build import StudentSpec, build_student, routed, scatter_rows
-from amalgam.teachers.teacher import FeatureTap
+from amalgam.teachers.taps import FeatureTap
 from amalgam.training.routing import Router, make_router, routing_line, takes_rows, task_sources
 from amalgam.training.trainer import Trainer
 

@@ -156,7 +156,7 @@ def test_wrapped_teachers_in_a_build_deterministic_ones_cached(world, tmp_path, 
 def test_a_wrapped_teacher_taps_the_feature_of_the_unchanged_input(world, tmp_path, wrap):
     """Feature adapters compare the student's map with the teacher's tap: it must be the feature of
     the image the student sees, not of the wrapper's last (mirrored, rescaled, noisy) run."""
-    from amalgam.teachers.teacher import FeatureTap
+    from amalgam.teachers.taps import FeatureTap
 
     plan = build_plan(load_recipe(with_wrap(world, tmp_path, "seg-a", wrap)), with_data=False, log=lambda m: None)
     teacher = plan.teachers["seg-a"]

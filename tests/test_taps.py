@@ -12,7 +12,7 @@ from amalgam.distill.objective import Objective
 from amalgam.distill.plan import build_plan
 from amalgam.distill.targets import live_targets
 from amalgam.students.build import build_student
-from amalgam.teachers.teacher import FeatureTap
+from amalgam.teachers.taps import FeatureTap
 
 QUIET = lambda msg: None  # noqa: E731
 

@@ -42,7 +42,8 @@ from amalgam.distill.plan import build_plan  # noqa: E402
 from amalgam.kd import LOGIT_ENSEMBLES, ONE, FEEDLoss, SimilarityLoss, dml_loss, kd_loss, kdcl_minlogit_loss  # noqa: E402
 from amalgam.kd.peers import one_loss  # noqa: E402
 from amalgam.teachers.subteachers import build_subteacher  # noqa: E402
-from amalgam.teachers.teacher import FeatureTap, Teacher, to_input  # noqa: E402
+from amalgam.teachers.taps import FeatureTap  # noqa: E402
+from amalgam.teachers.teacher import Teacher, to_input  # noqa: E402
 
 #: feature taps of the teachers of recipes/strategies.yaml (penultimate stage of each) and the student
 TAPS = {"resnet": "layer4", "vgg": "features.20", "mobilenet": "blocks.5"}

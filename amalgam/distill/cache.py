@@ -28,7 +28,8 @@ from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets, mir
 from amalgam.task import Task
 from amalgam.teachers.fingerprint import model_code, task_code, weight_digests
 from amalgam.teachers.inputs import answer_views
-from amalgam.teachers.teacher import FeatureTap, Teacher
+from amalgam.teachers.taps import FeatureTap
+from amalgam.teachers.teacher import Teacher
 from amalgam.training.runtime import autocast_for
 
 #: bump when what the stores hold or how they are laid out changes

@@ -21,7 +21,7 @@ from amalgam.kd.class_balance import pixel_weight_options
 from amalgam.kd.logit_ensembles import build_logit_ensemble
 from amalgam.students.build import default_student_tap
 from amalgam.task import DistillOptions, distill
-from amalgam.teachers.teacher import FeatureTap, TapNotRun
+from amalgam.teachers.taps import FeatureTap, TapNotRun
 from amalgam.training.schedule import steps_per_epoch
 
 

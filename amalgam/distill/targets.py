@@ -16,7 +16,8 @@ from amalgam.data.views import BatchViews
 from amalgam.errors import AmalgamError
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
-from amalgam.teachers.teacher import FeatureTap, Teacher
+from amalgam.teachers.taps import FeatureTap
+from amalgam.teachers.teacher import Teacher
 
 # (teacher name, row indices in the batch) -> (target, tapped feature or None)
 Targets = Callable[[str, torch.Tensor], tuple[torch.Tensor, Optional[torch.Tensor]]]

@@ -1,5 +1,6 @@
 """Teachers: model sources, checkpoint loading, the frozen teacher with its input spec, sub-teachers."""
 
-from amalgam.teachers.teacher import FeatureTap, Teacher, build_teacher, build_teachers, check_teacher_output, to_input
+from amalgam.teachers.taps import FeatureTap
+from amalgam.teachers.teacher import Teacher, build_teacher, build_teachers, check_teacher_output, to_input
 
 __all__ = ["FeatureTap", "Teacher", "build_teacher", "build_teachers", "check_teacher_output", "to_input"]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from amalgam.distill.plan import Plan
-from amalgam.teachers.teacher import FeatureTap
+from amalgam.teachers.taps import FeatureTap
 
 #: task name -> indices of the batch rows it runs on; a task not named runs on every row
 Rows = dict[str, torch.Tensor]
