@@ -25,7 +25,7 @@ from amalgam.config.recipe import SourceConfig
 from amalgam.data import build_image_set
 from amalgam.data.views import resize
 from amalgam.errors import AmalgamError
-from amalgam.teachers.teacher import check_teacher_output
+from amalgam.teachers.checks import check_teacher_output
 
 TINY = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--quiet"]
 

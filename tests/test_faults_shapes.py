@@ -12,7 +12,8 @@ from torch import nn
 from amalgam.config.recipe import TeacherConfig, load_recipe
 from amalgam.errors import AmalgamError
 from amalgam.task import get_task
-from amalgam.teachers.teacher import Teacher, build_teacher, check_teacher_output, to_input
+from amalgam.teachers.checks import check_teacher_output
+from amalgam.teachers.teacher import Teacher, build_teacher, to_input
 
 LABELS = ["background", "a", "b"]
 
@@ -119,7 +120,7 @@ def test_a_half_precision_teacher_runs_under_bf16_autocast_and_the_check_uses_th
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as training computes its targets
         out = half(torch.rand(2, 3, 32, 32))  # was: "mixed dtype (CPU): expect parameter to have scalar type of Float"
     assert out.dtype == torch.float32 and out.shape == (2, 3, 32, 32)
-    from amalgam.teachers.teacher import check_teacher_precision
+    from amalgam.teachers.checks import check_teacher_precision
 
     check_teacher_precision(half, "bf16")
 

@@ -13,8 +13,9 @@ from torch import nn
 from amalgam.config.recipe import TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.task import DistillOptions, get_task
+from amalgam.teachers.checks import check_teacher_output
 from amalgam.teachers.model_sources import build_model, check_model, load_checkpoint
-from amalgam.teachers.teacher import Teacher, build_teacher, check_teacher_output
+from amalgam.teachers.teacher import Teacher, build_teacher
 
 LABELS = ("background", "a", "b")
 
@@ -69,7 +70,7 @@ def test_a_dense_output_below_its_inputs_resolution_is_said_and_strides_may_roun
     full = teacher(Dense(), input={"size": [32, 64]})
     check_teacher_output(full, (32, 32))
     assert "answers at" not in full.output_note()
-    from amalgam.teachers.teacher import output_fit
+    from amalgam.teachers.checks import output_fit
 
     assert output_fit((30, 45), (4, 6)) == "it answers at 1/8 of its input (4x6 for 30x45): upsampled bilinearly"
     assert output_fit((32, 64), (128, 256)) == "it answers at 4x its input (128x256 for 32x64): resized"

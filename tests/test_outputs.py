@@ -11,8 +11,9 @@ from torch import nn
 from amalgam.config.recipe import TeacherConfig
 from amalgam.errors import AmalgamError
 from amalgam.task import get_task
+from amalgam.teachers.checks import check_teacher_output
 from amalgam.teachers.outputs import candidates, resolve, select
-from amalgam.teachers.teacher import Teacher, check_teacher_output
+from amalgam.teachers.teacher import Teacher
 
 
 class Heads(nn.Module):

@@ -17,7 +17,8 @@ from amalgam.labels import partial_label_kl
 from amalgam.students.build import build_student
 from amalgam.students.encoders import StagedEncoder
 from amalgam.task import DistillOptions, get_task
-from amalgam.teachers.teacher import Teacher, check_teacher_output, to_input
+from amalgam.teachers.checks import check_teacher_output
+from amalgam.teachers.teacher import Teacher, to_input
 
 
 def teacher_of(model: nn.Module, task="classification", labels=("a", "b"), **cfg) -> Teacher:

@@ -373,9 +373,9 @@ def test_a_metric_the_meter_does_not_return_is_refused_before_training_and_at_ev
     assert said.startswith("task plugin 'b-metric'") and "its meter returned {" in said
     assert "rmse" in said and "not its metric 'angle'" in said and "found before training" in said
     # a meter the probe cannot exercise is caught at the first evaluation instead
-    import amalgam.teachers.teacher as teacher_module
+    import amalgam.teachers.checks as checks_module
 
-    monkeypatch.setattr(teacher_module, "metric_problem", lambda *args: None)
+    monkeypatch.setattr(checks_module, "metric_problem", lambda *args: None)
     plan = build_plan(load_recipe(fresh_world), log=QUIET)
     with pytest.raises(AmalgamError, match="not its metric 'angle'"):
         evaluate(plan, DepthOnly(), torch.device("cpu"), log=QUIET)
