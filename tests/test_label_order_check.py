@@ -306,3 +306,31 @@ def test_the_probe_names_no_normalisation_under_which_a_two_class_teacher_only_c
     assert normalisation_line(teacher, lambda: float("nan"), 0.0, 16, 2) is None  # a collapsed answer
     assert normalisation_line(teacher, lambda: 0.95, 0.0, 16, 2) is not None
     assert normalisation_line(teacher, lambda: 0.95, float("nan"), 16, 2) is None  # nothing judged: no probe
+
+
+def test_a_label_the_set_names_otherwise_is_said_with_the_class_it_answers_on(tmp_path):
+    # 'doggo' and the set's 'dog' became two classes of the student, and the teacher's dogs went unscored,
+    # with only "absent from the set: doggo" said
+    said, notes = classifier_said(tmp_path, ["cat", "doggo", "bird", "fish"])
+    (line,) = [line for line in said if "a label the set does not name" in line]
+    assert line == (
+        "warning: teacher t answers 'doggo', a label the set does not name, on most images of its class 'dog'"
+        " (5 of 5), which it has no label for on 20 images of 'val', before training: if they are one class,"
+        " write {doggo: dog} in teachers.t.labels (two names are two classes of the student)"
+    )
+    lacks = "1 labels the set does not name answered on its classes the teacher lacks"
+    assert any(note.startswith(lacks) for note in notes)
+    said, _ = classifier_said(tmp_path / "named", CLASSES)
+    assert not [line for line in said if "a label the set does not name" in line]
+
+
+def test_a_closed_set_label_answered_on_several_missing_classes_names_them_all(tmp_path):
+    # a 2-label teacher answers 'pet' on dogs, birds and fish (its nearest label): which one is not guessed
+    write_folders(tmp_path / "val", 5)
+    model = {"from": "python", "factory": "models:names_red", "classes": 2}
+    folders = {"type": "imagefolder", "path": "val"}
+    said, _ = planned(tmp_path, {"task": "classification", "model": model, "labels": ["cat", "pet"]}, folders, folders)
+    (line,) = [line for line in said if "a label the set does not name" in line]
+    assert "its classes (by share) 'bird' (5 of 5), 'dog' (5 of 5), 'fish' (5 of 5), none of which" in line
+    assert line.endswith("write {pet: <that class>} in teachers.t.labels (a teacher also answers its nearest label"
+                         " on classes it lacks)")  # fmt: skip

@@ -21,7 +21,7 @@ from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, extents, lookup, missing_labels, projection, unify
 from amalgam.labels.names import unmarked_catch_all
-from amalgam.labels.relations import relation_warnings
+from amalgam.labels.relations import relation_warnings, unnamed_label_lines
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
     AUTO,
@@ -319,6 +319,7 @@ def check_label_order_on_eval(
     answers, truths = eval_answers(
         plan, teacher, dataset, READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS, picks
     )
+    by_set_class = _confusion(answers, truths, len(space), rows=len(dataset.classes))
     truths = [apply_lookup(t, lut) for t in truths]
     matrix = _confusion(answers, truths, len(space))
     judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
@@ -343,6 +344,12 @@ def check_label_order_on_eval(
         log(f"warning: {fed_wrong} ({where})")
         teacher.notes.append(f"input mean/std doubtful {where}")
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
+    least, unit = (ORDER_MIN_PIXELS, "pixels") if task.dense else (ORDER_PICKS - 2, "images")
+    if hints := unnamed_label_lines(teacher.name, space, dataset.classes, by_set_class, least, unit, where):
+        for hint in hints:
+            log(f"warning: {hint}")
+        lacks = "labels the set does not name answered on its classes the teacher lacks"
+        teacher.notes.append(f"{len(hints)} {lacks} {where}")
     if out_of_order:
         log(f"warning: {line} ({where})")
         teacher.notes.append(f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another")
@@ -391,14 +398,18 @@ def blind_line(teacher: str, names: list[str], matrix: torch.Tensor, dense: bool
     return f"teacher {teacher} finds almost none of {seen} ({shown}: recall < {BLIND_RECALL})"
 
 
-def _confusion(answers: list[torch.Tensor], truths: list[torch.Tensor], classes: int) -> torch.Tensor:
-    """Truth x prediction counts over every scored entry (one bincount per image, not one pass per class)."""
-    matrix = torch.zeros(classes * classes, dtype=torch.long)
+def _confusion(
+    answers: list[torch.Tensor], truths: list[torch.Tensor], classes: int, rows: Optional[int] = None
+) -> torch.Tensor:
+    """Truth x prediction counts over every scored entry (one bincount per image, not one pass per class);
+    ``rows``: truth classes of another space than the predictions' (default: the same ``classes``)."""
+    rows = classes if rows is None else rows
+    matrix = torch.zeros(rows * classes, dtype=torch.long)
     for answer, truth in zip(answers, truths):
         answer, truth = answer.flatten().long(), truth.flatten().long()
-        keep = (truth >= 0) & (truth < classes) & (answer >= 0) & (answer < classes)
-        matrix += torch.bincount(truth[keep] * classes + answer[keep], minlength=classes * classes)
-    return matrix.view(classes, classes)
+        keep = (truth >= 0) & (truth < rows) & (answer >= 0) & (answer < classes)
+        matrix += torch.bincount(truth[keep] * classes + answer[keep], minlength=rows * classes)
+    return matrix.view(rows, classes)
 
 
 def _judged(matrix: torch.Tensor, least: int) -> set[int]:

@@ -41,3 +41,52 @@ def relation_warnings(spaces: Mapping[str, LabelSpace], named: Iterable[str] = (
                     f" it becomes a class of {owner}'s alone: a typo of one of theirs?"
                 )
     return [f"warning: {line}" for line in lines]
+
+
+#: share of an eval class's images (or pixels) a teacher must answer with one of its labels the set does
+#: not name, for that label to be said to be perhaps that class under another name
+UNNAMED_SHARE = 0.6
+
+
+def unnamed_label_lines(
+    teacher: str, space: LabelSpace, classes: list[str], matrix, least: int, unit: str, where: str
+) -> list[str]:
+    """Lines for labels of a teacher that its eval set does not name but that it answers on most of
+    the set's images of a class it has no label for: one class under two names (``tshirt`` and
+    ``T-shirt/top``, ``4`` and ``Coat``) is two classes of the student, and the teacher's own answers
+    there go unscored. ``matrix``: the set's classes (rows, ``classes`` order) x the teacher's labels,
+    counts of ``unit`` (images or pixels); a class needs ``least`` of them to be judged.
+
+    A closed-set teacher also answers its nearest label on classes it lacks, so several candidates for
+    one label are named together, never one picked."""
+    named = {c for n in space.known() for c in (n, *space.covered(n))}
+    lacking = [c for c, n in enumerate(classes) if n not in named and n != space.background]
+    totals = matrix.sum(1).tolist()
+    lines = []
+    for label in space.known():
+        if {label, *space.covered(label)} & set(classes):
+            continue  # the set names it: scored, not a question of names
+        k = space.names.index(label)
+        found = [
+            (classes[c], int(matrix[c, k]), int(totals[c]))
+            for c in lacking
+            if totals[c] >= least and matrix[c, k] >= UNNAMED_SHARE * totals[c]
+        ]
+        if not found:
+            continue
+        found.sort(key=lambda f: -f[1] / f[2])
+        shown = ", ".join(f"'{name}' ({n} of {total})" for name, n, total in found[:5])
+        if len(found) == 1:
+            lines.append(
+                f"teacher {teacher} answers '{label}', a label the set does not name, on most {unit} of its class"
+                f" {shown}, which it has no label for {where}: if they are one class, write"
+                f" {{{label}: {found[0][0]}}} in teachers.{teacher}.labels (two names are two classes of the student)"
+            )
+        else:
+            lines.append(
+                f"teacher {teacher} answers '{label}', a label the set does not name, on most {unit} of its classes"
+                f" (by share) {shown}, none of which it has a label for {where}: if '{label}' is one of them, write"
+                f" {{{label}: <that class>}} in teachers.{teacher}.labels (a teacher also answers its nearest label"
+                " on classes it lacks)"
+            )
+    return lines
