@@ -334,3 +334,10 @@ def test_a_closed_set_label_answered_on_several_missing_classes_names_them_all(t
     assert "its classes (by share) 'bird' (5 of 5), 'dog' (5 of 5), 'fish' (5 of 5), none of which" in line
     assert line.endswith("write {pet: <that class>} in teachers.t.labels (a teacher also answers its nearest label"
                          " on classes it lacks)")  # fmt: skip
+
+
+def test_a_segmenter_label_the_set_names_otherwise_is_said_on_pixels(tmp_path):
+    renamed = ["background", "wall", "floor", "tree", "auto", "sky"]  # the set's 'auto' is the teacher's 'car'
+    (line,) = [line for line in said_of(tmp_path, renamed) if "a label the set does not name" in line]
+    assert line.startswith("warning: teacher t answers 'car', a label the set does not name, on most pixels of its")
+    assert "class 'auto' (" in line and "write {car: auto} in teachers.t.labels" in line
