@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from amalgam.config.recipe import load_recipe
-from amalgam.distill.plan import build_plan, outside_labels
+from amalgam.distill.eval_checks import outside_labels
+from amalgam.distill.plan import build_plan
 from amalgam.labels import LabelSpace
 
 

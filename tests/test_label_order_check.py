@@ -236,7 +236,7 @@ def test_a_large_label_set_sorted_by_class_is_checked_on_images_of_many_classes(
 def test_the_blind_rule_needs_enough_images_of_a_class():
     import torch
 
-    from amalgam.distill.plan import blind_line
+    from amalgam.distill.eval_checks import blind_line
 
     names = [f"c{k}" for k in range(10)]
     weak = torch.zeros(10, 10, dtype=torch.long)
@@ -277,12 +277,12 @@ def test_a_classifier_blind_on_half_its_classes_is_warned_about_on_three_images_
 
 def test_labels_out_of_order_are_not_also_blamed_on_the_mean_std(tmp_path, monkeypatch):
     # a trial: a segmenter's labels one position off drew the order warning and a false "set mean and std"
-    import amalgam.distill.plan as plan_module
+    import amalgam.distill.eval_checks as checks_module
 
     def probed(*args, **kwargs):
         raise AssertionError("the mean/std probe ran on a teacher whose labels are out of order")
 
-    monkeypatch.setattr(plan_module, "normalisation_line", probed)
+    monkeypatch.setattr(checks_module, "normalisation_line", probed)
     write_folders(tmp_path / "val", 5)
     model = {"from": "python", "factory": "models:names_red_imagenet", "classes": len(CLASSES)}
     folders = {"type": "imagefolder", "path": "val"}

@@ -13,15 +13,12 @@ from amalgam.config.ensembles import ensemble_lines
 from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, SourceConfig
 from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
-from amalgam.data.sources import spread
-from amalgam.data.views import BatchViews, ViewSpec, same_view
-from amalgam.distill.input_probe import mean_recall, normalisation_line
+from amalgam.data.views import ViewSpec, same_view
+from amalgam.distill.eval_checks import check_eval_set, check_label_order_on_eval, check_reading_on_eval
 from amalgam.errors import AmalgamError, RecipeError
-from amalgam.evaluation.metrics import ConfusionMatrix
-from amalgam.evaluation.per_class import label_order_warning
-from amalgam.labels import IGNORE, LabelSpace, apply_lookup, extents, lookup, missing_labels, projection, unify
+from amalgam.labels import LabelSpace, extents, projection, unify
 from amalgam.labels.names import unmarked_catch_all
-from amalgam.labels.relations import relation_warnings, unnamed_label_lines
+from amalgam.labels.relations import relation_warnings
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
     AUTO,
@@ -32,7 +29,6 @@ from amalgam.students.sizing import (
     kept_choice,
 )
 from amalgam.task import Task, get_task
-from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher, build_teachers, distinct_params
 
 
@@ -237,10 +233,6 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
             teacher.notes.append(unchecked)
 
 
-#: eval images a task's reading check runs a teacher on before training (spread over the set as scored)
-READING_CHECK_IMAGES = 16
-
-
 def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace]) -> Optional[torch.Tensor]:
     """The teacher's projection onto its task's unified space; a background left covering nothing
     (every class of the unified space, which has none, named by its other labels) is the recipe's
@@ -258,198 +250,6 @@ def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace
             f" {teacher.task.name} teachers know and that task has no catch-all class; drop background"
             " (the label is then a class of its own) or give the other teachers the classes it stands for",
         ) from None
-
-
-def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print) -> None:
-    """Checks a teacher's reading against its eval set's ground truth before training, where its task
-    has such a check (:attr:`~amalgam.task.Task.eval_reading`, as depth's: a
-    disparity read as metres correlates negatively with the truth and would be distilled upside down).
-
-    The plain teacher runs on up to :data:`READING_CHECK_IMAGES` eval images, scored as evaluation
-    scores it; the numbers and the rule are said in the log and with the teacher's reading
-    (``amalgam inspect``), the check's warnings in the log.
-
-    Raises:
-        RecipeError: on ``teachers.<name>.output`` when the task finds the reading wrong.
-    """
-    check = teacher.task.eval_reading
-    if check is None:
-        return
-    answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
-    reading = check(teacher.name, teacher.output_kind, answers, truths)
-    where = f"against '{teacher.eval_name}' before training"
-    rule = f"; {reading.rule}" if reading.rule else ""
-    log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {where}: {reading.said}{rule}")
-    teacher.notes.append(f"checked {where}: {reading.said}")
-    if reading.problem:  # a task names the teacher's eval set as data.eval.<set>
-        raise RecipeError(f"teachers.{teacher.name}.output", reading.problem.replace("<set>", teacher.eval_name))
-    for line in reading.warnings:
-        log(f"warning: {line}")
-
-
-#: share of the classes seen in the check's images that must each be named mostly as one other class
-#: for the label-order warning before training (after training, two such classes are enough: the
-#: whole set leaves a competent teacher's confusions no room; 16 images do)
-ORDER_SHARE = 0.25
-#: ... and at least this many (a weak teacher confuses two classes on 16 images by chance)
-ORDER_MIN_CLASSES = 3
-#: eval images the label-order check runs a classifier on (one answer per image, not per pixel)
-ORDER_CHECK_ITEMS = 160  # five of each of 32 classes (or a spread judging about as many)
-#: images a class needs in a classifier's check to be judged (one wrong image is a confusion, not an order)
-ORDER_MIN_ITEMS = 2
-
-
-def check_label_order_on_eval(
-    plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print
-) -> None:
-    """Warns before training when a teacher of one label per pixel or image, on some of its eval images
-    (:data:`READING_CHECK_IMAGES` for a dense task; for a classifier :data:`ORDER_CHECK_ITEMS`, a few of
-    each class where the set knows its labels), names most of many classes (:data:`ORDER_SHARE` of those
-    seen, three at least) as one other class each: its labels, or the set's class names (a
-    ``classes.txt`` one line short, label ids read as train ids, folders sorted by name against a model
-    trained in another order), are not in the order of its outputs; or when it is blind
-    (:func:`blind_line`). Merged with another teacher's labels the student would learn the swap; the
-    scores, wrong too, are said only after the whole schedule. What was checked is said with the
-    teacher's notes."""
-    task, space = teacher.task, teacher.space
-    if not (task.labelled and task.exclusive_labels and space is not None and dataset.classes):
-        return
-    lut = lookup(dataset.classes, space, plan.extents(task.name))
-    picks = None if task.dense else per_class_picks(dataset, ORDER_PICKS, ORDER_CHECK_ITEMS)
-    answers, truths = eval_answers(
-        plan, teacher, dataset, READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS, picks
-    )
-    by_set_class = _confusion(answers, truths, len(space), rows=len(dataset.classes))
-    truths = [apply_lookup(t, lut) for t in truths]
-    matrix = _confusion(answers, truths, len(space))
-    judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
-    where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
-
-    def score() -> float:  # the same images, as the teacher is fed now; NaN for one that collapses there
-        again, _ = eval_answers(plan, teacher, dataset, len(truths), picks)
-        found = _confusion(again, truths, len(space))
-        collapsed = blind_line(teacher.name, list(space.names), found, task.dense) is not None
-        return float("nan") if collapsed else mean_recall(found, judged)
-
-    confusion = ConfusionMatrix(len(space))
-    confusion.matrix = matrix  # its own thresholds (judged): not the report's, made for a whole eval set
-    mostly = [j if c in judged else None for c, j in enumerate(confusion.mostly_predicted_as(skip_common=task.dense))]
-    line = label_order_warning(teacher.name, list(space.names), mostly)
-    swapped = sum(j is not None for j in mostly)
-    out_of_order = bool(line) and swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged))
-    # labels out of order make any input look wrong: the mean/std probe is for a teacher named right
-    if not out_of_order and (
-        fed_wrong := normalisation_line(teacher, score, mean_recall(matrix, judged), len(truths), len(judged))
-    ):
-        log(f"warning: {fed_wrong} ({where})")
-        teacher.notes.append(f"input mean/std doubtful {where}")
-    blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
-    least, unit = (ORDER_MIN_PIXELS, "pixels") if task.dense else (ORDER_PICKS - 2, "images")
-    if hints := unnamed_label_lines(teacher.name, space, dataset.classes, by_set_class, least, unit, where):
-        for hint in hints:
-            log(f"warning: {hint}")
-        lacks = "labels the set does not name answered on its classes the teacher lacks"
-        teacher.notes.append(f"{len(hints)} {lacks} {where}")
-    if out_of_order:
-        log(f"warning: {line} ({where})")
-        teacher.notes.append(f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another")
-    elif blind:
-        log(f"warning: {blind} {where}: check its input (value range, mean/std, channel order: teachers.{teacher.name}"
-            ".input) and its checkpoint; a student cannot learn from it what it does not see")  # fmt: skip
-        teacher.notes.append(f"near-blind {where}")
-    elif len(judged) >= ORDER_MIN_CLASSES:
-        teacher.notes.append(f"label order checked {where}: {len(judged)} classes, {swapped} named mostly as another")
-    else:  # said, so that a check that could not judge is not read as passed
-        teacher.notes.append(f"label order not checked {where}: {len(judged)} classes with enough of them")
-
-
-#: a classifier's check takes this many images of each class, where its eval set knows their labels
-ORDER_PICKS = 5
-#: pixels a class needs in a dense teacher's check to be judged (a stray pixel is no class)
-ORDER_MIN_PIXELS = 64
-#: recall under which a class counts as unseen (the report's near-blind rule, after training)
-BLIND_RECALL = 0.1
-#: blind on this share of the judged classes (two at least), each with this many entries: pixels, images
-BLIND_SHARE = 0.5
-BLIND_MIN_CLASSES = 2
-BLIND_MIN_PIXELS = 256
-BLIND_MIN_ITEMS = ORDER_PICKS  # the check takes this many of each class where the set knows them (at 3, a
-#: 40%-accurate classifier read as near-blind on 4 classes one time in five)
-#: a classifier naming one class for this share of the images, where the truth holds three or more
-COLLAPSED_SHARE = 0.9
-
-
-def blind_line(teacher: str, names: list[str], matrix: torch.Tensor, dense: bool) -> Optional[str]:
-    """The warning's head when a teacher finds almost none (recall < :data:`BLIND_RECALL`) of half or
-    more of the classes with enough entries (:data:`BLIND_MIN_PIXELS` pixels, :data:`BLIND_MIN_ITEMS`
-    images: a weak but real classifier misses two images of a class by chance), or, a classifier,
-    names one class for nearly every image (:data:`COLLAPSED_SHARE`) where the truth holds three or more.
-    ``matrix``: truth x prediction counts."""
-    truth, predicted = matrix.sum(1), matrix.sum(0)
-    if not dense and (truth > 0).sum() >= 3 and predicted.max() >= COLLAPSED_SHARE * truth.sum() > 0:
-        named, classes = names[int(predicted.argmax())], int((truth > 0).sum())
-        return f"teacher {teacher} names one class, '{named}', for {int(predicted.max())} images of {classes} classes"
-    judged = [c for c in range(len(names)) if truth[c] >= (BLIND_MIN_PIXELS if dense else BLIND_MIN_ITEMS)]
-    blind = [c for c in judged if matrix[c, c] < BLIND_RECALL * truth[c]]
-    if len(blind) < max(BLIND_MIN_CLASSES, BLIND_SHARE * len(judged)):
-        return None
-    shown = ", ".join(f"'{names[c]}'" for c in blind[:5]) + (f" and {len(blind) - 5} more" if len(blind) > 5 else "")
-    seen = f"{len(blind)} of the {len(judged)} classes seen"
-    return f"teacher {teacher} finds almost none of {seen} ({shown}: recall < {BLIND_RECALL})"
-
-
-def _confusion(
-    answers: list[torch.Tensor], truths: list[torch.Tensor], classes: int, rows: Optional[int] = None
-) -> torch.Tensor:
-    """Truth x prediction counts over every scored entry (one bincount per image, not one pass per class);
-    ``rows``: truth classes of another space than the predictions' (default: the same ``classes``)."""
-    rows = classes if rows is None else rows
-    matrix = torch.zeros(rows * classes, dtype=torch.long)
-    for answer, truth in zip(answers, truths):
-        answer, truth = answer.flatten().long(), truth.flatten().long()
-        keep = (truth >= 0) & (truth < rows) & (answer >= 0) & (answer < classes)
-        matrix += torch.bincount(truth[keep] * classes + answer[keep], minlength=rows * classes)
-    return matrix.view(rows, classes)
-
-
-def _judged(matrix: torch.Tensor, least: int) -> set[int]:
-    """Classes with at least ``least`` scored entries (pixels or images)."""
-    return {c for c, n in enumerate(matrix.sum(1).tolist()) if n >= least}
-
-
-def per_class_picks(dataset: ImageSet, each: int, most: int) -> Optional[list[int]]:
-    """Up to ``each`` images of each class, of classes spread over the set's, at most ``most`` in all,
-    where the set knows every image's label without reading it (an imagefolder set); else None (a
-    spread over the set: sorted by class, that held one or two classes of a large label set)."""
-    labels = getattr(dataset, "labels", None)
-    if not labels:
-        return None
-    by_class: dict[int, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_class.setdefault(label, []).append(index)
-    classes = sorted(by_class)
-    chosen = [classes[k] for k in spread(len(classes), max(1, most // each))]
-    return [by_class[c][k] for c in chosen for k in spread(len(by_class[c]), min(each, len(by_class[c])))]
-
-
-def eval_answers(
-    plan: Plan, teacher: Teacher, dataset: ImageSet, count: int, indices: Optional[list[int]] = None
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The plain teacher's predictions (at each target's size, as evaluation scores them) and the
-    targets of ``count`` images spread over ``dataset`` (or of ``indices``), one image at a time
-    (originals differ in size)."""
-    task, first = teacher.task, torch.zeros(1, dtype=torch.long)
-    answers, truths = [], []
-    for index in spread(len(dataset), count) if indices is None else indices:
-        sample = dataset[index]
-        truth = torch.as_tensor(sample[task.target_key])
-        originals = [sample["original"]] if "original" in sample else None
-        views = BatchViews(sample["image"][None], plan.student_view, originals)
-        size = tuple(truth.shape[-2:]) if task.dense else None
-        out, _ = answer_views(teacher, views, first, size, augmented=False, wrapped=False)
-        answers.append(task.predict(out, size)[0])
-        truths.append(truth)
-    return answers, truths
 
 
 def eval_limit(cfg: SourceConfig, max_eval_images: Optional[int]) -> SourceConfig:
@@ -510,80 +310,6 @@ def unused_distill_options(recipe: Recipe, tasks: dict[str, Task]) -> list[str]:
                     f" name '{option}'): its teachers' terms are computed without it"
                 )
     return lines
-
-
-def check_eval_set(
-    teacher: Teacher,
-    dataset: ImageSet,
-    extent: Optional[dict[str, frozenset[str]]] = None,
-    log: Callable[[str], None] = print,
-) -> None:
-    """The eval set must hold the teacher's kind of ground truth and some of its labels.
-
-    Labels match by name or through the label relations (``extent``). A teacher whose labels are
-    only partly in the set is scored on those, and one line says which are absent.
-    """
-    path = f"teachers.{teacher.name}.eval"
-    key = teacher.task.target_key
-    if key not in dataset.target_keys:
-        raise RecipeError(
-            path, f"eval set '{teacher.eval_name}' has no '{key}' ground truth for a {teacher.task.name} teacher"
-        )
-    if teacher.space is None:
-        return
-    if not dataset.classes:
-        raise RecipeError(
-            path,
-            f"eval set '{teacher.eval_name}' has no class names to match labels against: give it a classes.txt"
-            " beside images/ (one name per line, line i = the class of index i in its label maps) or its"
-            " classes_file",
-        )
-    try:
-        absent = absent_labels(teacher.space, dataset.classes, extent)
-    except AmalgamError as exc:  # a class named like a label (lookup's look-alike rule): say which set
-        raise RecipeError(path, f"eval set '{teacher.eval_name}': {exc}") from None
-    known = teacher.space.known()
-    if len(absent) == len(known):
-        raise RecipeError(
-            path,
-            f"none of the teacher's {len(known)} labels is in eval set '{teacher.eval_name}' "
-            f"(its labels: {shorten(known)}; the set's classes: {shorten(dataset.classes)})",
-        )
-    if absent:
-        log(
-            f"teacher '{teacher.name}' is scored on {len(known) - len(absent)} of its {len(known)} labels on "
-            f"'{teacher.eval_name}'; absent from the set: {shorten(absent)}"
-        )
-    unscored, as_background = outside_labels(teacher.space, dataset.classes, extent)
-    where = f"teacher '{teacher.name}' on '{teacher.eval_name}'"
-    if unscored:
-        log(f"{where}: not scored on the set's classes it has no label for: {shorten(unscored)}")
-    if as_background:
-        log(f"{where}: the set's classes outside its labels count as its background: {shorten(as_background)}")
-
-
-def outside_labels(
-    space: LabelSpace, classes: list[str], extent: Optional[dict[str, frozenset[str]]]
-) -> tuple[list[str], list[str]]:
-    """An eval set's classes a teacher has no label for, as :func:`~amalgam.labels.lookup` scores
-    them: ``(not scored, counted as the teacher's background)``."""
-    lut = lookup(classes, space, extent).tolist()
-    covered = {c for name in space.known() for c in space.covered(name)}
-    unscored = [c for c, i in zip(classes, lut) if i == IGNORE]
-    named = {*space.known(), space.background}
-    uncovered = [c for c in classes if c not in named and not (extent or {}).get(c, frozenset([c])) & covered]
-    return unscored, [c for c in uncovered if c not in unscored]
-
-
-def absent_labels(space: LabelSpace, classes: list[str], extent: Optional[dict[str, frozenset[str]]]) -> list[str]:
-    """The named labels of ``space`` that no class of an eval set maps to."""
-    return missing_labels(space, lookup(classes, space, extent))
-
-
-def shorten(names: list[str], count: int = 8) -> str:
-    """``a, b, c and 12 more``: long label lists stay one readable line."""
-    shown = ", ".join(names[:count])
-    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
 
 
 def describe_error(exc: Exception) -> str:

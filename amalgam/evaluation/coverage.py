@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from amalgam.distill.plan import shorten
+from amalgam.distill.eval_checks import shorten
 from amalgam.labels import IGNORE, LabelSpace, missing_labels
 
 

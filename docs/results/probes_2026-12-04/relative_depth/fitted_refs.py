@@ -7,7 +7,8 @@ import torch
 from amalgam_tasks.depth import DepthMeter, RelativeDepthMeter
 
 from amalgam.config.recipe import load_recipe
-from amalgam.distill.plan import build_plan, eval_answers
+from amalgam.distill.eval_checks import eval_answers
+from amalgam.distill.plan import build_plan
 from amalgam.students.serialize import load_student
 
 plan = build_plan(load_recipe("recipes/quickstart.yaml"), log=lambda m: None)
