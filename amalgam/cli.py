@@ -101,6 +101,10 @@ def cmd_tasks(args) -> int:
         if problem is not None:
             broken += 1
             print(f"amalgam: error: {plugin_label(cls)}: {problem}", file=sys.stderr)
+    for name, error in TASKS.broken().items():  # installed but not importable
+        broken += 1
+        print(f"{name}\t(failed to load)" + ("\tbroken" if args.details else ""))
+        print(f"amalgam: error: {error}", file=sys.stderr)
     return 2 if broken else 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
 
 T = TypeVar("T")
 
@@ -21,6 +21,8 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._origins: dict[str, str] = {}
+        #: entry points that failed to import: name -> the error, raised only where the name is asked for
+        self._broken: dict[str, str] = {}
         self.loaded_groups: set[str] = set()
 
     def register(self, name: str, origin: str = "amalgam") -> Callable[[T], T]:
@@ -46,7 +48,10 @@ class Registry(Generic[T]):
         return obj
 
     def get(self, name: str) -> T:
-        """Returns the object registered under ``name`` or raises naming the valid options."""
+        """Returns the object registered under ``name`` or raises naming the valid options (or, for a
+        plugin that failed to import, its error)."""
+        if name in self._broken and name not in self._items:
+            raise AmalgamError(self._broken[name])
         if name not in self._items:
             raise AmalgamError(f"unknown {self.kind} '{name}' (expected one of: {', '.join(self.names())})")
         return self._items[name]
@@ -59,6 +64,10 @@ class Registry(Generic[T]):
         """Registered names, sorted."""
         return sorted(self._items)
 
+    def broken(self) -> dict[str, str]:
+        """Plugins of this registry that failed to import: name -> the error line."""
+        return dict(self._broken)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
@@ -69,8 +78,9 @@ class Registry(Generic[T]):
 def load_entry_points(registry: Registry, group: str) -> None:
     """Adds every entry point of ``group`` to ``registry`` (classes are instantiated by the caller).
 
-    Entry points that fail to import are reported with the plugin's name, since a broken
-    third-party plugin must not look like an amalgam bug.
+    An entry point that fails to import is kept as broken, with the plugin's name and error: asking
+    the registry for it raises that error (a broken third-party plugin must not look like an amalgam
+    bug), while recipes that do not use it still run (one broken package stopped every command).
     """
     if group in registry.loaded_groups:
         return
@@ -81,6 +91,7 @@ def load_entry_points(registry: Registry, group: str) -> None:
         try:
             obj = ep.load()
         except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is the plugin's
-            raise AmalgamError(f"{group} plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
+            registry._broken[ep.name] = f"{group} plugin '{ep.name}' ({ep.value}) failed to load: {error_line(exc)}"
+            continue
         dist = getattr(ep, "dist", None)
         registry.add(ep.name, obj, origin=f"{dist.name if dist else 'entry point'} ({ep.value})")

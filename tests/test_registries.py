@@ -198,3 +198,40 @@ def test_a_task_registered_under_another_name_than_its_own_is_one_line():
             get_task("renamed_classes")
     finally:
         TASKS.remove("renamed_classes")
+
+
+class _BrokenEntryPoint:
+    """An installed plugin whose module does not import (a missing dependency, a half-done install)."""
+
+    name, value, dist = "sketch", "sketchy:SketchTask", None
+
+    def load(self):
+        raise ModuleNotFoundError("No module named 'sketchy'")
+
+
+def test_a_plugin_that_does_not_import_stops_only_what_uses_it(world, monkeypatch, capsys):
+    # one broken package stopped every amalgam command, recipes without its task included
+    import amalgam.registry as registry_module
+    from amalgam.task import TASKS
+
+    installed = registry_module.entry_points
+    monkeypatch.setattr(
+        registry_module,
+        "entry_points",
+        lambda group: [_BrokenEntryPoint()] if group == "tests.broken" else installed(group=group),
+    )
+    fresh: Registry = Registry("task")
+    registry_module.load_entry_points(fresh, "tests.broken")
+    said = "amalgam.tasks plugin 'sketch' (sketchy:SketchTask) failed to load: No module named 'sketchy'"
+    assert fresh.broken() == {"sketch": said.replace("amalgam.tasks", "tests.broken")} and fresh.names() == []
+    with pytest.raises(AmalgamError, match="failed to load: No module named 'sketchy'"):
+        fresh.get("sketch")
+    monkeypatch.setitem(TASKS._broken, "sketch", said)
+    lines: list[str] = []
+    build_plan(load_recipe(world), with_data=False, log=lines.append)  # the recipe's own tasks still run
+    assert f"warning: {said}: its task cannot be used until it imports (this recipe does not use it)" in lines
+    with pytest.raises(RecipeError, match=r"teachers\.cls\.task: amalgam\.tasks plugin 'sketch' .* failed to load"):
+        load_recipe(world, ["teachers.cls.task=sketch"])
+    assert main(["tasks"]) == 2
+    out, err = capsys.readouterr()
+    assert "sketch\t(failed to load)" in out and f"amalgam: error: {said}" in err

@@ -120,6 +120,8 @@ def check_teacher(recipe: Recipe, name: str, t: TeacherConfig) -> set[str]:
     """One teacher's keys; returns the sources it teaches on."""
     path = f"teachers.{name}"
     if t.task not in task_names():
+        if broken := TASKS.broken().get(t.task):  # an installed plugin that does not import: its own error
+            raise RecipeError(f"{path}.task", broken)
         raise RecipeError(f"{path}.task", f"unknown task '{t.task}' (expected one of: {', '.join(TASKS.names())})")
     task = get_task(t.task)
     check_plugin(type(task))  # its hooks, before any training calls them

@@ -28,7 +28,7 @@ from amalgam.students.sizing import (
     choose_encoder,
     kept_choice,
 )
-from amalgam.task import Task, get_task
+from amalgam.task import TASKS, Task, get_task
 from amalgam.teachers.teacher import Teacher, build_teachers, distinct_params
 
 
@@ -160,23 +160,31 @@ def relation_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def say_teachers(teachers: dict[str, Teacher], log: Callable[[str], None]) -> None:
+    """Logs what was decided for each teacher: the output distilled (where it was a choice), its input,
+    checkpoint and wrap."""
+    for name, teacher in teachers.items():
+        if teacher.output_is_a_choice():
+            log(f"teacher '{name}': distilling {teacher.output_note()}")
+    for name, teacher in teachers.items():
+        log(f"teacher '{name}' input: {teacher.input_spec.describe()}")
+        if teacher.checkpoint_note:  # a wrapper may hold several state dicts (model and ema)
+            log(f"teacher '{name}' checkpoint: {teacher.checkpoint_note}")
+        if wrap := teacher.wrap_note():
+            log(f"teacher '{name}' wrap: {wrap}")
+
+
 def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Plan:
     """Builds the plan: unified label spaces, loaded teachers, checked sources and eval sets.
 
     Every check that can fail runs here, before any training.
     """
     tasks, spaces = unify_tasks(recipe)
+    for line in TASKS.broken().values():  # a recipe using one stops at its check; the others run
+        log(f"warning: {line}: its task cannot be used until it imports (this recipe does not use it)")
     plan = Plan(recipe, tasks, spaces)
     plan.teachers = build_teachers(recipe)
-    for name, teacher in plan.teachers.items():
-        if teacher.output_is_a_choice():
-            log(f"teacher '{name}': distilling {teacher.output_note()}")
-    for name, teacher in plan.teachers.items():
-        log(f"teacher '{name}' input: {teacher.input_spec.describe()}")
-        if teacher.checkpoint_note:  # a wrapper may hold several state dicts (model and ema)
-            log(f"teacher '{name}' checkpoint: {teacher.checkpoint_note}")
-        if wrap := teacher.wrap_note():
-            log(f"teacher '{name}' wrap: {wrap}")
+    say_teachers(plan.teachers, log)
     if recipe.train.channels_last:  # here, not in training: build and eval must score the same teachers
         for teacher in plan.teachers.values():
             teacher.use_channels_last()
