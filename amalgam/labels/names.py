@@ -9,6 +9,7 @@ guess which was meant.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
@@ -24,6 +25,12 @@ _SEPARATORS = re.compile(r"[\s_\-/.]+")
 def fold(name: str) -> str:
     """The name up to case, surrounding spaces and separators (``_ - / .``): ``' T_shirt '`` -> ``'t shirt'``."""
     return _SEPARATORS.sub(" ", name).strip().casefold()
+
+
+def yaml_name(name: str) -> str:
+    """A name as a YAML flow scalar, to paste into a recipe: plain when safe, else double-quoted
+    (``"jersey, T-shirt, tee shirt"``: a comma or colon breaks a flow mapping)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ./-]*(?<! )", name) else json.dumps(name)
 
 
 def look_alikes(names: Iterable[str], labels: Sequence[str]) -> dict[str, list[str]]:

@@ -28,8 +28,6 @@ if it passes the recipe's own check (:func:`pasted`).
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -40,6 +38,7 @@ from amalgam.data.views import BatchViews
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
 from amalgam.labels.algebra import LabelSpace
+from amalgam.labels.names import yaml_name
 from amalgam.teachers.inputs import answer_views
 
 MIN_CONFIDENCE = 0.5  # see docs/results/suggest_labels.md for its effect
@@ -69,8 +68,10 @@ class Suggestion:
 
     def entry(self) -> str:
         """The labels entry, ready to paste: ``{tvmonitor: tv}`` or ``{vehicle: [car, bus]}``."""
-        value = _q(self.covers[0]) if len(self.covers) == 1 else f"[{', '.join(_q(c) for c in self.covers)}]"
-        return f"{{{_q(self.label)}: {value}}}"
+        value = (
+            yaml_name(self.covers[0]) if len(self.covers) == 1 else f"[{', '.join(yaml_name(c) for c in self.covers)}]"
+        )
+        return f"{{{yaml_name(self.label)}: {value}}}"
 
 
 def cooccurrence(pred_a: torch.Tensor, pred_b: torch.Tensor, size_a: int, size_b: int) -> torch.Tensor:
@@ -218,7 +219,9 @@ class OrderConflict:
     def line(self) -> str:
         """One line: both teachers, how many labels, examples, and how to tell which teacher is wrong."""
         a, b = self.teachers
-        shown = "; ".join(f"{m[0]}'s {_q(m[1])} is {t[0]}'s {_q(t[1])} ({why})" for m, t, why in self.examples())
+        shown = "; ".join(
+            f"{m[0]}'s {yaml_name(m[1])} is {t[0]}'s {yaml_name(t[1])} ({why})" for m, t, why in self.examples()
+        )
         return (
             f"suggest-labels: label order: {a} and {b} disagree on which output is which name for {self.size()}"
             f" labels (e.g. {shown}): one of them lists its labels out of the order of its outputs, and the build's"
@@ -595,11 +598,6 @@ def _applied(entries: list, chosen: dict[str, Suggestion]) -> list:
 def _yaml(entry: object) -> str:
     if isinstance(entry, dict):
         ((name, value),) = entry.items()
-        shown = _q(value) if isinstance(value, str) else f"[{', '.join(_q(v) for v in value)}]"
-        return f"{{{_q(name)}: {shown}}}"
-    return _q(str(entry))
-
-
-def _q(name: str) -> str:
-    """A name as a YAML flow scalar: plain when safe, else double-quoted."""
-    return name if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ./-]*(?<! )", name) else json.dumps(name)
+        shown = yaml_name(value) if isinstance(value, str) else f"[{', '.join(yaml_name(v) for v in value)}]"
+        return f"{{{yaml_name(name)}: {shown}}}"
+    return yaml_name(str(entry))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from amalgam.labels.algebra import LabelSpace, projection
-from amalgam.labels.names import fold
+from amalgam.labels.names import fold, yaml_name
 
 MATRIX_MAX_CLASSES = 24  # wider unified spaces are listed relation by relation
 
@@ -46,7 +46,11 @@ NUMBER_WORDS = {
 
 def likeness(a: str, b: str) -> Optional[str]:
     """Why two different names may be one class, or None."""
-    na, nb = normalise(a), normalise(b)
+    return _normalised_likeness(normalise(a), normalise(b))
+
+
+def _normalised_likeness(na: str, nb: str) -> Optional[str]:
+    """:func:`likeness` of two :func:`normalise`\ d names (the edit distance only where lengths allow it)."""
     if na == nb:
         return "the same name up to case, spacing and plural"
     if NUMBER_WORDS.get(na, na) == NUMBER_WORDS.get(nb, nb):
@@ -54,35 +58,97 @@ def likeness(a: str, b: str) -> Optional[str]:
     short, long = sorted((na, nb), key=len)
     if len(short) >= 2 and (long.startswith(short) or long.endswith(short)):
         return f"'{short}' begins or ends '{long}'"
+    most = _edits_allowed(short)
+    if not most or len(long) - len(short) > most:  # no edit distance of <= most edits can bridge it
+        return None
     distance = edit_distance(na, nb)
-    if distance <= (1 if len(short) < 8 else 2) and len(short) >= 4:
+    if distance <= most:
         return f"{distance} edit{'s' if distance > 1 else ''} apart"
     return None
 
 
+def _edits_allowed(name: str) -> int:
+    """Edits within which a name of this length is a misspelling of another: none for short names and
+    for names holding digits (ids and numbered classes, 'class 1' and 'class 7', differ by one)."""
+    if len(name) < 4 or any(c.isdigit() for c in name):
+        return 0
+    return 1 if len(name) < 8 else 2
+
+
+def _deletions(name: str, depth: int) -> set[str]:
+    """``name`` with up to ``depth`` characters deleted: two names within that many edits share one."""
+    found, frontier = {name}, {name}
+    for _ in range(depth):
+        frontier = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
+        found |= frontier
+    return found
+
+
+def _candidates(normed: list[str]) -> set[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, that :func:`_normalised_likeness` may relate, found through
+    indexes instead of every pair (a 21,000-class space has 220 million): equal names or numbers, a
+    name that begins or ends another, names sharing a deletion variant within their allowed edits."""
+    pairs: set[tuple[int, int]] = set()
+    by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(normed):
+        by_name.setdefault(NUMBER_WORDS.get(name, name), []).append(i)
+    for group in by_name.values():
+        pairs |= {(a, b) for a in group for b in group if a < b}
+    for j, name in enumerate(normed):
+        for cut in range(2, len(name)):  # its beginnings and endings that are another name
+            for part in (name[:cut], name[-cut:]):
+                pairs |= {(min(i, j), max(i, j)) for i in by_name.get(part, ()) if i != j}
+    variants: dict[str, list[int]] = {}
+    for i, name in enumerate(normed):
+        for variant in _deletions(name, _edits_allowed(name)) if _edits_allowed(name) else ():
+            variants.setdefault(variant, []).append(i)
+    for group in variants.values():
+        pairs |= {(a, b) for a in group for b in group if a < b}
+    return pairs
+
+
+#: look-alike warnings said per task; the rest are counted (two label files of one 1000-class set in
+#: other spellings give hundreds: --suggest-labels relates them from the teachers' predictions)
+MAX_LOOK_ALIKE_LINES = 30
+
+
 def near_duplicates(spaces: Mapping[str, LabelSpace], unified: LabelSpace) -> list[str]:
     """Warnings for pairs of unified classes (of one task) whose names look alike.
+
+    Classes that one teacher tells apart (two of its labels, or two classes it names) are distinct by
+    its own outputs and never paired: among a thousand ImageNet names, 'goldfish' and 'goldfinch' of
+    one teacher gave 158 warnings whose fix the recipe check refuses.
 
     Args:
         spaces: teacher name -> its label space (teachers of one task).
         unified: the task's unified label space.
     """
     origin: dict[str, list[str]] = {}
+    teachers_of: dict[str, set[str]] = {}
     for teacher, space in spaces.items():
         for label in space.known():
             for cls in space.covered(label):
                 origin.setdefault(cls, []).append(teacher if label == cls else f"{teacher} as '{label}'")
+                teachers_of.setdefault(cls, set()).add(teacher)
     classes = unified.known()
+    normed = [normalise(c) for c in classes]
     found = []
-    for i, a in enumerate(classes):
-        for b in classes[i + 1 :]:
-            why = likeness(a, b)
-            if why:
-                found.append(
-                    f"warning: unified classes '{a}' ({', '.join(origin.get(a, []))}) and '{b}' "
-                    f"({', '.join(origin.get(b, []))}) look alike: {why}; if they are one class, write "
-                    f"{{{a}: {b}}} in the labels of {origin.get(a, ['?'])[0].split(' ')[0]}"
-                )
+    for i, j in sorted(_candidates(normed)):
+        a, b = classes[i], classes[j]
+        if teachers_of.get(a, set()) & teachers_of.get(b, set()):
+            continue
+        if why := _normalised_likeness(normed[i], normed[j]):
+            found.append(
+                f"warning: unified classes '{a}' ({', '.join(origin.get(a, []))}) and '{b}' "
+                f"({', '.join(origin.get(b, []))}) look alike: {why}; if they are one class, write "
+                f"{{{yaml_name(a)}: {yaml_name(b)}}} in the labels of {origin.get(a, ['?'])[0].split(' ')[0]}"
+            )
+    if len(found) > MAX_LOOK_ALIKE_LINES:
+        more = len(found) - MAX_LOOK_ALIKE_LINES
+        found = found[:MAX_LOOK_ALIKE_LINES] + [
+            f"warning: and {more} more pairs of look-alike unified classes: relate them in the teachers' labels, or"
+            " let amalgam inspect --suggest-labels propose relations from the teachers' predictions"
+        ]
     return found
 
 
