@@ -268,3 +268,23 @@ def test_a_synset_labels_file_is_read_without_its_wordnet_ids(tmp_path):
     assert list(read_class_map(path).values()) == read_names(path)  # the same names as an eval set's classes_file
     path.write_text("n01440764 tench\nnot an id\n")
     assert read_names(path) == ["n01440764 tench", "not an id"]  # only a file of such lines throughout
+
+
+def test_a_labels_file_naming_one_class_twice_is_refused_with_both_lines(tmp_path):
+    # ImageNet's LOC_synset_mapping.txt names two synsets 'crane': refused as "duplicate label names: ['crane']",
+    # with no line, no id and no fix
+    from amalgam.config.label_entries import read_names
+
+    path = tmp_path / "LOC_synset_mapping.txt"
+    path.write_text("n01440764 tench\nn02012849 crane\nn03126707 crane\nn03710637 maillot\nn03710721 maillot\n")
+    with pytest.raises(AmalgamError) as info:
+        read_names(path)
+    assert str(info.value).startswith(
+        f"lines 2 and 3 of {path} both name 'crane' (n02012849 and n03126707); 1 other name is given twice too:"
+        " each output needs its own name; rename them in the file"
+    )
+    path.write_text("\ncat\ndog\ncat\n")
+    with pytest.raises(AmalgamError, match="^lines 2 and 4 of .* both name 'cat': each output needs its own name"):
+        read_names(path)
+    path.write_text("0 cat\n1 dog\n")
+    assert read_names(path, map_values=True) == ["cat", "dog"]

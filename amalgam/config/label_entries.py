@@ -107,9 +107,11 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
         )
     numbered = [_NUMBERED.match(line) for line in lines]
     if lines and all(synset := [_SYNSET.match(line) for line in lines]):
-        return [m[1].strip() for m in synset]  # ImageNet's LOC_synset_mapping.txt, read as a classes_file reads it
+        # ImageNet's LOC_synset_mapping.txt, read as a classes_file reads it
+        names, ids = [m[1].strip() for m in synset], [line.split()[0] for line in lines]
+        return names if map_values else _distinct(names, path, lead, ids)
     if not lines or not all(numbered):
-        return lines
+        return lines if map_values else _distinct(lines, path, lead)
     ids = [int(m[1]) for m in numbered]
     if sorted(ids) != list(range(len(ids))):
         shown = ", ".join(map(str, ids[:6])) + (", ..." if len(ids) > 6 else "")
@@ -124,6 +126,26 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
             " inline (labels: [...])"
         )
     return [m[2].strip() for m in sorted(numbered, key=lambda m: int(m[1]))]
+
+
+def _distinct(names: list[str], path: Path, lead: int, ids: Optional[list[str]] = None) -> list[str]:
+    """``names``, refused in one line naming the lines of the first name given twice (ImageNet's files
+    name two synsets 'crane', a bird and a machine, and two 'maillot'): outputs need a name each."""
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if name not in seen:
+            seen[name] = k
+            continue
+        first, again = seen[name], k
+        where = f"lines {lead + first + 1} and {lead + again + 1} of {path}"
+        which = f" ({ids[first]} and {ids[again]})" if ids else ""
+        count = sum(names.count(n) > 1 for n in set(names))
+        more = f"; {count - 1} other name{' is' if count == 2 else 's are'} given twice too" if count > 1 else ""
+        raise AmalgamError(
+            f"{where} both name '{name}'{which}{more}: each output needs its own name; rename them in the file, e.g."
+            f" '{name} 1' and '{name} 2' (for ImageNet's two 'crane's: 'crane bird' and 'crane machine')"
+        )
+    return names
 
 
 def read_class_map(path: Path) -> dict[str, str]:
