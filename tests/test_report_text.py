@@ -42,3 +42,24 @@ def test_report_md_shows_a_missing_ratio_as_n_a(value):
     row = {"teacher": "t", "task": "classification", "eval": "e", "metric": "top1", "higher_is_better": True}
     report["tasks"] = [{**row, "teacher_value": 0.0, "student_value": 0.5, "ratio": value, "relative": value}]
     assert "| 0.0000 | 0.5000 | n/a | n/a |" in to_markdown(report)
+
+
+def test_per_class_tables_leave_out_labels_the_set_holds_nothing_of():
+    # a 1000-class teacher's table was 991 rows of n/a in report.md (and in report.html, and on stdout)
+    from amalgam.evaluation.visual import _per_class_html
+
+    report = {"name": "r", "unified": [], "warnings": [], "train": {"epochs": 0}}
+    report["student"] = report["teachers"] = {"params": 10, "latency_ms": {"b1": 1.0, "b32": 0.5}}
+    row = {"teacher": "inet", "task": "classification", "eval": "e", "metric": "top1", "higher_is_better": True}
+    per_class = [{"class": "jersey", "teacher": 0.9, "student": 0.8, "ratio": 0.8 / 0.9}]
+    per_class += [{"class": f"absent {k}", "teacher": None, "student": None, "ratio": None} for k in range(991)]
+    per_class += [{"class": "lost", "teacher": 0.5, "student": None, "ratio": None}]  # scored: kept
+    report["tasks"] = [{**row, "teacher_value": 0.9, "student_value": 0.8, "ratio": 0.89, "relative": 0.89}]
+    report["tasks"][0] |= {"per_class": per_class, "per_class_metric": "recall"}
+    text = to_markdown(report)
+    assert "| jersey | 0.9000 | 0.8000 | 0.8889 |" in text and "| lost | 0.5000 | n/a | n/a |" in text
+    assert "absent 3 |" not in text
+    said = "991 labels the eval set holds nothing of are not listed (report.json has them): absent 0, absent 1,"
+    assert said in text and "absent 7 and 983 more" in text
+    html = _per_class_html(report["tasks"][0], lambda v: f"{v:.4f}")
+    assert "<td>absent 3</td>" not in html and "<td>lost</td>" in html and said in html

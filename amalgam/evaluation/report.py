@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from amalgam.evaluation.evaluate import Evaluation, relative_to_teacher
+from amalgam.evaluation.per_class import scored_rows
 from amalgam.io import atomic_save, write_json
 from amalgam.training.result import TrainResult, weights_text
 
@@ -144,8 +145,10 @@ def _per_class_markdown(report: dict) -> list[str]:
             "| class | teacher | student | ratio |",
             "|---|---|---|---|",
         ]
-        for c in r["per_class"]:
+        kept, left_out = scored_rows(r["per_class"])
+        for c in kept:
             lines.append(f"| {c['class']} | {_fmt(c['teacher'])} | {_fmt(c['student'])} | {_fmt(c['ratio'])} |")
+        lines += ["", left_out] if left_out else []
     return lines
 
 

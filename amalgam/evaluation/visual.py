@@ -21,6 +21,7 @@ from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.errors import error_line
 from amalgam.evaluation.figures import pyplot
+from amalgam.evaluation.per_class import scored_rows
 from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, relative
 from amalgam.evaluation.tree_report import plot_tree
 from amalgam.io import is_disk_full
@@ -166,14 +167,16 @@ def _show_values(axes, task: Task, maps: list[torch.Tensor], fig) -> None:
 
 def _per_class_html(row: dict, cell) -> str:
     """One teacher's per-class table (teacher vs student)."""
+    kept, left_out = scored_rows(row["per_class"])
     body = "".join(
         f"<tr><td>{html.escape(c['class'])}</td>"
         + "".join(f"<td>{'n/a' if c[k] is None else cell(c[k])}</td>" for k in ("teacher", "student", "ratio"))
         + "</tr>"
-        for c in row["per_class"]
+        for c in kept
     )
     title = f"{html.escape(row['teacher'])}: {html.escape(row['per_class_metric'])} per class"
-    return f"<h2>{title}</h2><table><tr><th>class</th><th>teacher</th><th>student</th><th>ratio</th></tr>{body}</table>"
+    head = "<tr><th>class</th><th>teacher</th><th>student</th><th>ratio</th></tr>"
+    return f"<h2>{title}</h2><table>{head}{body}</table>" + (f"<p>{html.escape(left_out)}</p>" if left_out else "")
 
 
 def write_html(run_dir: Path, report: dict) -> Path:
