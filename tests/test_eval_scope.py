@@ -25,3 +25,23 @@ def test_the_plan_says_which_eval_classes_a_teacher_is_not_scored_on(world):
     # scenes-val's bar pixels are seg-a's background (it has one), as are seg-b's other classes
     assert "teacher 'seg-a' on 'scenes-val': the set's classes outside its labels count as its background: bar" in said
     assert "teacher 'seg-b' on 'scenes-val': the set's classes outside its labels count as its background: " in said
+
+
+def test_the_whole_space_row_says_which_classes_of_the_set_it_cannot_score():
+    # a folder named as a group label ('jersey' for T-shirt/top and Shirt) left 160 of 800 images out of
+    # the student's whole-space row, its count the only trace
+    from amalgam.evaluation.evaluate import Evaluation, unscored_in_space
+    from amalgam.labels import LabelSpace, extents, lookup, unify
+
+    plain = LabelSpace(("T-shirt/top", "Shirt", "Trouser"))
+    coarse = LabelSpace(("jersey", "Trouser"), covers=(("T-shirt/top", "Shirt"), ("Trouser",)))
+    unified, extent = unify([plain, coarse]), extents([plain, coarse])
+    classes = ["jersey", "Trouser", "Sandal"]
+    lut = lookup(classes, unified, extent, refuse_look_alikes=False).tolist()
+    unscored = unscored_in_space(classes, lut, extent)
+    assert unscored == ["'jersey' (stands for 2 unified classes, Shirt, T-shirt/top)", "'Sandal' (no unified class)"]
+    row = {"task": "classification", "eval": "items", "metrics": {}, "unscored": unscored}
+    (line,) = Evaluation(unified=[row]).warnings()
+    assert line.startswith("the student's whole-label-space classification row on 'items' does not score the set's")
+    assert "'jersey' (stands for 2 unified classes, Shirt, T-shirt/top)" in line
+    assert not Evaluation(unified=[{"task": "classification", "eval": "items", "metrics": {}}]).warnings()

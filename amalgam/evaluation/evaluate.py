@@ -140,7 +140,13 @@ class Evaluation:
         space, names a class the teacher has no label for on more than :data:`UNIFIED_GAP` of them:
         the row counts only the teacher's labels, so such answers (a '1' called an '8' that only the
         other teacher knows) were invisible in it."""
-        lines = []
+        lines = [
+            f"the student's whole-label-space {u['task']} row on '{u['eval']}' does not score the set's classes"
+            f" {', '.join(u['unscored'][:8])}{' and more' if len(u['unscored']) > 8 else ''}: their images are left out"
+            " of it (relate them to one unified class, or name their classes in the set)"
+            for u in self.unified
+            if u.get("unscored")
+        ]
         for r in self.tasks:
             if r.outside_share is not None and r.outside_share > UNIFIED_GAP:
                 lines.append(
@@ -183,6 +189,8 @@ class _Scorer:
     #: over its whole label space is a class the teacher has no label for
     scored: int = 0
     outside: int = 0
+    #: the set's classes the whole-label-space row leaves out, each with why (:func:`unscored_in_space`)
+    unified_unscored: list[str] = field(default_factory=list)
 
     def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
         """Scores one batch at each dense label map's own resolution (rows grouped by size).
@@ -367,7 +375,8 @@ def _evaluate(
                 )
             )
             if scorer.with_unified:
-                result.unified.append({"task": scorer.teacher.task.name, "eval": set_name, "metrics": m[2].compute()})
+                row = {"task": scorer.teacher.task.name, "eval": set_name, "metrics": m[2].compute()}
+                result.unified.append(row | ({"unscored": scorer.unified_unscored} if scorer.unified_unscored else {}))
     order = list(plan.teachers)
     result.tasks.sort(key=lambda r: order.index(r.teacher))
     for line in result.warnings():
@@ -405,8 +414,25 @@ def _scorers(
             meters,
             Coverage.of(name, set_name, teacher.space, classes, teacher_lut) if teacher_lut is not None else None,
         )
+        if space is not None and scorers[name].with_unified:
+            scorers[name].unified_unscored = unscored_in_space(classes, scorers[name].unified_lut.tolist(), extent)
         unified_tasks.add(task.name)
     return scorers
+
+
+def unscored_in_space(classes: list[str], lut: list[int], extent: dict[str, frozenset[str]]) -> list[str]:
+    """The set's classes a whole-label-space row cannot score (:data:`IGNORE` in its lookup), each with
+    why: a name standing for several unified classes (a group label a relation made of a folder's
+    name: 160 images left out of a row without a word), or no unified class at all."""
+    found = []
+    for name, index in zip(classes, lut):
+        if index != IGNORE:
+            continue
+        covers = sorted(extent.get(name, ()))
+        why = f"stands for {len(covers)} unified classes, {', '.join(covers)}" if len(covers) > 1 else ""
+        why = why or "no unified class"
+        found.append(f"'{name}' ({why})")
+    return found
 
 
 def unified_meter(plan: Plan, task, num_classes: Optional[int]):
