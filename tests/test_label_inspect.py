@@ -276,3 +276,19 @@ def test_proposals_between_teachers_without_a_background_come_with_a_caution():
     (line,) = _closed_set_lines(plan, found)
     assert line.startswith("  caution: a and b have no background: each names one of its labels for every image")
     assert _closed_set_lines(plan, [Suggestion("classification", "c", "kitten", ("cat",), "a", "")]) == []
+
+
+def test_pasted_proposals_follow_another_teachers_group_instead_of_making_its_name_a_class():
+    # pasted together, {jersey: [T-shirt/top, Shirt]} for inet-tv and {"jersey, T-shirt, tee shirt": jersey}
+    # for inet-loc made 'jersey' a class only inet-loc teaches: whole-space top-1 0.93 -> 0.79
+    from amalgam.labels.suggest import Suggestion, through_groups
+
+    group = Suggestion("classification", "inet-tv", "jersey", ("T-shirt/top", "Shirt"), "items", "")
+    rename = Suggestion("classification", "inet-loc", "jersey, T-shirt, tee shirt", ("jersey",), "inet-tv", "")
+    plain = Suggestion("classification", "inet-loc", "jean, blue jean, denim", ("jean",), "inet-tv", "")
+    resolved = through_groups([group, rename, plain])
+    assert resolved[0] == group and resolved[2] == plain
+    assert resolved[1].covers == ("T-shirt/top", "Shirt")
+    assert resolved[1].entry() == '{"jersey, T-shirt, tee shirt": [T-shirt/top, Shirt]}'
+    own = Suggestion("classification", "inet-tv", "tee", ("jersey",), "items", "")  # the group's own teacher
+    assert through_groups([group, own])[1] == own

@@ -299,3 +299,21 @@ def test_relations_that_split_or_make_classes_silently_are_said():
     assert relation_warnings({"to_bg": to_bg, "fine": fine}, named={"background"}) == []
     vehicle = LabelSpace(("vehicle",), covers=(("car", "bus"),))
     assert relation_warnings({"vehicle": vehicle, "fine": fine}) == []
+
+
+def test_a_rename_onto_another_teachers_group_label_is_said():
+    # {"jersey, T-shirt, tee shirt": jersey} beside another teacher's {jersey: [T-shirt/top, Shirt]}: 'jersey'
+    # became a class of the first teacher's alone, beside the two it stands for, without a word
+    from amalgam.labels import LabelSpace
+    from amalgam.labels.relations import relation_warnings
+
+    tv = LabelSpace(("jersey", "jean"), covers=(("T-shirt/top", "Shirt"), ("jean",)))
+    loc = LabelSpace(("jersey, T-shirt, tee shirt", "jean"), covers=(("jersey",), ("jean",)))
+    items = LabelSpace(("T-shirt/top", "Shirt"))
+    lines = relation_warnings({"inet-tv": tv, "inet-loc": loc, "items": items})
+    said = [line for line in lines if "make a group of" in line]
+    assert said == [
+        "warning: teachers.inet-loc.labels: 'jersey, T-shirt, tee shirt' stands for 'jersey', which teacher inet-tv's"
+        " labels make a group of T-shirt/top, Shirt, not a class: so 'jersey' becomes a class of inet-loc's alone,"
+        ' beside them; if it is that group, write {"jersey, T-shirt, tee shirt": [T-shirt/top, Shirt]}'
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from amalgam.labels.algebra import LabelSpace
+from amalgam.labels.names import yaml_name
 
 
 def relation_warnings(spaces: Mapping[str, LabelSpace], named: Iterable[str] = ()) -> list[str]:
@@ -33,6 +34,13 @@ def relation_warnings(spaces: Mapping[str, LabelSpace], named: Iterable[str] = (
                 )
         if len(spaces) < 2 or len(covers) != 1:
             continue
+        groups = {(t, n): c for (t, n), c in relations.items() if t != owner and n == covers[0] and n not in c}
+        for (other, label), members in groups.items():  # a rename onto another teacher's group label
+            lines.append(
+                f"teachers.{owner}.labels: '{name}' stands for '{label}', which teacher {other}'s labels make a"
+                f" group of {', '.join(members)}, not a class: so '{label}' becomes a class of {owner}'s alone, beside"
+                f" them; if it is that group, write {{{yaml_name(name)}: [{', '.join(map(yaml_name, members))}]}}"
+            )
         named_elsewhere = {c for t, s in spaces.items() if t != owner for n in s.known() for c in (n, *s.covered(n))}
         for target in covers:
             if target not in named_elsewhere and target not in set(named):
