@@ -529,7 +529,7 @@ def _unjudged_lines(found: Findings) -> list[str]:
     return [
         f"suggest-labels: {p.unjudged} of {p.labels} labels of {p.teachers[0]} and {p.teachers[1]} were predicted"
         f" fewer than {found.min_count} times where both are sure and were not judged: run with more images"
-        " (--suggest-labels N)"
+        " (--suggest-labels N), unless these sources hold none of them"
         for p in found.pairs or []
         if p.unjudged
     ]
