@@ -115,8 +115,9 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
     unified = {(u["task"], u["eval"]): u for u in report["unified"]}
     assert len(unified) == len(report["unified"])
     assert set(unified) == {("classification", "items-val"), ("segmentation", "scenes-val"), ("depth", "scenes-val")}
-    for u in report["unified"]:
-        assert set(u) == {"task", "eval", "metrics"}
+    for u in report["unified"]:  # unscored: only where the row leaves some of the set's classes out
+        assert set(u) == {"task", "eval", "metrics"} | ({"unscored"} if u["eval"] == "items-val" else set())
+    assert unified["classification", "items-val"]["unscored"] == ["'bird' (no unified class)"]
     assert len(unified["segmentation", "scenes-val"]["metrics"]["iou"]) == 4  # the whole unified space
     # 12 images, but the 4 birds are outside the unified space {cat, dog} (no background): ignored
     assert unified["classification", "items-val"]["metrics"]["count"] == 8

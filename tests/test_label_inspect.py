@@ -292,3 +292,16 @@ def test_pasted_proposals_follow_another_teachers_group_instead_of_making_its_na
     assert resolved[1].entry() == '{"jersey, T-shirt, tee shirt": [T-shirt/top, Shirt]}'
     own = Suggestion("classification", "inet-tv", "tee", ("jersey",), "items", "")  # the group's own teacher
     assert through_groups([group, own])[1] == own
+
+
+def test_long_label_lists_are_cut_and_comma_names_quoted():
+    # a 1000-class teacher's labels were one 13.5 kB line of inspect; 'tench, Tinca tinca, goldfish, ...' hid
+    # where one name ended
+    from amalgam.distill.eval_checks import shorten
+    from amalgam.inspection import LISTED_NAMES, listed
+
+    names = [f"class {k}" for k in range(1000)]
+    assert listed(names) == f"{names[:LISTED_NAMES]} and {1000 - LISTED_NAMES} more"
+    assert listed(names[:3]) == "['class 0', 'class 1', 'class 2']"
+    assert shorten(["tench, Tinca tinca", "goldfish"]) == "'tench, Tinca tinca', 'goldfish'"
+    assert shorten(["cat", "dog"]) == "cat, dog"

@@ -295,6 +295,8 @@ def absent_labels(space: LabelSpace, classes: list[str], extent: Optional[dict[s
 
 
 def shorten(names: list[str], count: int = 8) -> str:
-    """``a, b, c and 12 more``: long label lists stay one readable line."""
-    shown = ", ".join(names[:count])
+    """``a, b, c and 12 more``: long label lists stay one readable line (names holding a comma quoted,
+    ``'tench, Tinca tinca', 'goldfish, Carassius auratus'``, so that their boundaries show)."""
+    quoted = any("," in n for n in names[:count])
+    shown = ", ".join(repr(n) if quoted else n for n in names[:count])
     return shown + (f" and {len(names) - count} more" if len(names) > count else "")
