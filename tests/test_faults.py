@@ -721,7 +721,7 @@ def test_exif_stored_reads_the_pixels_as_stored_for_maps_drawn_on_them(tmp_path)
 def test_torchvision_sets_are_built_with_the_arguments_their_signature_takes():
     import torchvision.datasets as tvd
 
-    from amalgam.data.sources import _torchvision_kwargs
+    from amalgam.data.torchvision_sets import _torchvision_kwargs
 
     # FakeData takes no root, split or download (its first argument is a size): built, and read
     fake = {"type": "torchvision", "name": "FakeData", "root": "."}

@@ -7,7 +7,7 @@ from typing import Optional
 from amalgam.config.ensembles import check_ensemble
 from amalgam.config.label_entries import label_names, read_names, space_of
 from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS, InputSpec, Recipe, SourceConfig, TeacherConfig
-from amalgam.data.sources import SET_OPTIONS, SOURCE_TYPES
+from amalgam.data.image_set import SET_OPTIONS, SOURCE_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.weighting import TASK_WEIGHTINGS
 from amalgam.errors import AmalgamError, RecipeError, count_of

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from amalgam.data.sources import FolderSet, ImageSet, spread
+from amalgam.data.image_set import ImageSet, spread
+from amalgam.data.sources import FolderSet
 from amalgam.io import file_digest
 
 

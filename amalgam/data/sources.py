@@ -1,27 +1,21 @@
-"""Image set types. Each yields ``{"image": [3, H, W] float in [0, 1], ...targets}``.
+"""The image set types of files on disk (a folder, an imagefolder tree, a dense set, COCO) and the
+registration of every ``data.*.type``; :func:`build_image_set` builds and checks one source or eval set.
 
-Training sources are read without targets (labels, if the set has any, are never read);
-eval sets add ``label`` (int), ``mask`` (``[H, W]`` long, 255 = ignore) and/or ``depth``
-(``[H, W]`` float metres, 0 = invalid), resized with nearest neighbour to the student's size, or
-kept at their own resolution (``native_targets``, as the amalgamation scores them).
+The base class and the registry are in :mod:`amalgam.data.image_set`, torchvision datasets in
+:mod:`amalgam.data.torchvision_sets`, the check of every file in :mod:`amalgam.data.file_checks`.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
-import inspect
 import os
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Optional
 
-import albumentations as A
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from amalgam.config.label_entries import classes_by_value, read_names, rename_classes
 from amalgam.config.schema import SourceConfig
@@ -36,6 +30,7 @@ from amalgam.data.coco import (
 )
 from amalgam.data.coco import class_names as coco_classes
 from amalgam.data.file_checks import verify_files
+from amalgam.data.image_set import IMAGE_FILES, SOURCE_TYPES, ImageSet, SourceType, spread
 from amalgam.data.images import (
     FLOAT_DEPTH,
     IMAGE_SUFFIXES,
@@ -43,129 +38,16 @@ from amalgam.data.images import (
     OUTSIDE_CLASSES,
     hidden,
     list_images,
-    pil_to_rgb,
     read_array,
     read_depth,
     read_rgb,
     skipped_note,
-    to_tensor,
     verify_image,
 )
 from amalgam.data.target_scan import saturated, scan_dense_targets
-from amalgam.data.torchvision_targets import (
-    NAMES_BY_VALUE,
-    check_needed_args,
-    label_names,
-    mask_array,
-    mask_names,
-    mask_names_rule,
-    target_kind,
-    unread_targets,
-)
-from amalgam.errors import AmalgamError, error_line
-from amalgam.registry import Registry
+from amalgam.data.torchvision_sets import TorchvisionSet
+from amalgam.errors import AmalgamError
 from amalgam.training.progress import bar_for
-
-
-class ImageSet(Dataset):
-    """Base class: subclasses implement ``__len__`` and ``load(i) -> (rgb, targets)``.
-
-    Attributes:
-        classes: class names of the set's labels (index = class id), or None.
-        target_keys: which targets the set can give ("label", "mask", "depth").
-    """
-
-    classes: Optional[list[str]] = None
-    #: where the names of its label maps' values come from, when a rule of amalgam's gives them (said in the log)
-    names_rule: Optional[str] = None
-    target_keys: frozenset[str] = frozenset()
-    originals: bool = False
-    native_targets: bool = False
-
-    def fingerprint(self) -> str:
-        """A digest of which images the set holds (the teacher cache's key, ``--resume``'s check)."""
-        return hashlib.sha256(f"{type(self).__name__} {len(self)}".encode()).hexdigest()
-
-    def keep(self, limit: int) -> Optional[str]:
-        """Keeps ``limit`` of its images (recipe ``limit``, fewer than it holds); returns the line
-        saying which. A set that cannot choose keeps them all and returns None."""
-        return None
-
-    def image_keys(self) -> list[Hashable]:
-        """One key per image that names the image itself, not the set, so two sets holding one image
-        give it one key (the training/eval overlap check). Empty when a set cannot say."""
-        return []
-
-    def describe(self, index: int) -> str:
-        """Image ``index`` as a log line names it."""
-        return f"image {index}"
-
-    def configure(
-        self, image_size: tuple[int, int], with_targets: bool, originals: bool = False, native_targets: bool = False
-    ) -> "ImageSet":
-        """Sets the output size and whether targets are read.
-
-        Random augmentation happens on whole batches in the training loop (seeded torch RNG),
-        so runs stay reproducible whatever the number of loader workers.
-
-        Args:
-            image_size: the student's input size (``image``).
-            with_targets: read ground truth (eval sets).
-            originals: also give the decoded image as ``original`` (``[3, H, W]`` uint8), from
-                which teachers' views are made (see amalgam/data/views.py).
-            native_targets: dense ground truth stays at its own resolution (scored there).
-        """
-        self.with_targets = with_targets
-        self.originals = originals
-        self.native_targets = native_targets
-        # maps may be a scale of their image (the source check allows it): each is resized on its own
-        self.transform = A.Compose([A.Resize(*image_size)], is_check_shapes=False)
-        return self
-
-    def load(self, index: int) -> tuple[np.ndarray, dict]:
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> dict:
-        rgb, targets = self.load(index)
-        dense = {k: v for k, v in targets.items() if isinstance(v, np.ndarray)}
-        resized = dense and not self.native_targets
-        out = self.transform(image=rgb, masks=list(dense.values())) if resized else self.transform(image=rgb)
-        sample = {"image": to_tensor(out["image"])}
-        if self.originals:
-            sample["original"] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-        for key, value in zip(dense, out["masks"] if resized else dense.values()):
-            # the resize may change dtypes: class maps go back to integers, the rest stays float
-            integer = np.issubdtype(dense[key].dtype, np.integer)
-            sample[key] = torch.as_tensor(np.asarray(value, dtype=np.int64 if integer else np.float32))
-        for key, value in targets.items():
-            if not isinstance(value, np.ndarray):
-                sample[key] = value
-        return sample
-
-
-@dataclass(frozen=True)
-class SourceType:
-    """A registered ``data.*.type``: how to build its image set, and the keys it requires."""
-
-    build: Callable[..., ImageSet]  # (cfg, resolve) -> ImageSet
-    required: tuple[str, ...] = ("path",)
-    #: optional recipe keys it honours beyond the common ones (others, set away from their default, are refused)
-    options: frozenset[str] = frozenset()
-
-
-#: optional source keys only some types honour: their default, and the refusal's wording
-SET_OPTIONS = {
-    "classes_file": (None, "only for {kinds} sets, not '{type}'"),
-    "depth_scale": (1000.0, "only for {kinds} sets (their depth PNGs), not '{type}'"),
-    "depth_reading": ("depth", "only for {kinds} sets (their depth PNGs), not '{type}'"),
-    "exif": ("upright", "applies to image files ({kinds} sets), not to '{type}', which decodes its own"),
-    "args": ({}, "only for {kinds} sets (keyword arguments of the dataset), not '{type}'"),
-}
-IMAGE_FILES = frozenset({"exif"})
-
-
-#: ``type`` -> :class:`SourceType`
-SOURCE_TYPES: Registry[SourceType] = Registry("source type")
 
 
 class FolderSet(ImageSet):
@@ -438,144 +320,6 @@ class CocoSet(FolderSet):
         return [n for n in found if n]
 
 
-class TorchvisionSet(ImageSet):
-    """A torchvision dataset by name (e.g. FashionMNIST, VOCSegmentation); its targets, class labels
-    or label maps (:mod:`amalgam.data.torchvision_targets`), are read only for evaluation."""
-
-    target_keys = frozenset({"label"})
-
-    def __init__(self, name: str, root: Path, split: str, download: bool, args: Optional[dict] = None):
-        import torchvision.datasets as tvd
-
-        cls = getattr(tvd, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Dataset)):
-            raise AmalgamError(f"unknown torchvision dataset '{name}'")
-        check_needed_args(name, args or {})
-        kwargs = _torchvision_kwargs(cls, name, root, split, download) | _extra_kwargs(cls, name, args or {})
-        try:
-            self.dataset = cls(**kwargs)
-        except (RuntimeError, OSError) as exc:  # OSError: VOC opens its split's list without a check
-            raise AmalgamError(
-                f"torchvision {name} not found under {root} ({error_line(exc, every_line=True)});"
-                " run tools/get_data.py or set download: true"
-            ) from None
-        except (TypeError, ValueError) as exc:  # a split it does not have, an argument it needs
-            raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {error_line(exc, every_line=True)}") from None
-        self.classes = label_names(self.dataset)
-        first = _first_target(self.dataset, name) if len(self.dataset) else 0
-        kind = target_kind(first)
-        #: why its targets cannot be scored (said when an eval set reads them; a source never does)
-        self.target_problem = None if kind else unread_targets(first, name)
-        self.masks = kind == "mask"
-        if kind is None:
-            self.target_keys = frozenset()
-        elif self.masks:  # a segmentation set's classes attribute need not name its maps' values
-            self.target_keys = frozenset({"mask"})
-            self.classes = mask_names(name, self.dataset)
-            self.names_rule = mask_names_rule(name, self.classes)
-        elif self.classes is None:
-            self.names_rule = f"its labels have no names (torchvision {name} has no classes): {NAMES_BY_VALUE}"
-        #: which images these are (dataset, folder, split, args: VOC's year) and the dataset's indices kept
-        self.identity = (name, str(root.resolve()), split + (f" {sorted((args or {}).items())}" if args else ""))
-        self.kept: range | list[int] = range(len(self.dataset))
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def fingerprint(self) -> str:
-        """The dataset, split and kept indices (not its folder: a moved copy is the same set)."""
-        name, _, split = self.identity
-        return hashlib.sha256(f"{name} {split} {list(self.kept)}".encode()).hexdigest()
-
-    def keep(self, limit: int) -> Optional[str]:
-        """The first ``limit`` when they hold every class its labels hold (the shuffled splits of
-        MNIST, FashionMNIST, CIFAR), else an even spread."""
-        total = len(self.dataset)
-        first = _first_hold_every_class(self.dataset, limit)
-        self.kept = range(limit) if first else spread(total, limit)
-        self.dataset = torch.utils.data.Subset(self.dataset, self.kept)
-        how = "the first ones, which hold every class of its labels" if first else "spread evenly over the dataset"
-        return f"limit: {limit} of {total} images, {how}"
-
-    def image_keys(self) -> list[Hashable]:
-        """The dataset's folder, split and index."""
-        return [(self.identity, index) for index in self.kept]
-
-    def describe(self, index: int) -> str:
-        name, _, split = self.identity
-        return f"torchvision {name} split {split} index {self.kept[index]}"
-
-    def load(self, index: int):
-        img, target = self.dataset[index]
-        if not self.with_targets:
-            return pil_to_rgb(img), {}
-        return pil_to_rgb(img), ({"mask": mask_array(target)} if self.masks else {"label": int(target)})
-
-
-#: the splits of a torchvision dataset that takes ``train=`` (MNIST, FashionMNIST, CIFAR): any other
-#: word (``trian``, ``val``, ``Train``) read the test split without a word, so it is refused
-TRAIN_FLAG_SPLITS = ("train", "test")
-
-
-def _torchvision_kwargs(cls: type, name: str, root: Path, split: str, download: bool) -> dict:
-    """``root``, ``train``/``split`` and ``download`` as the dataset's own signature takes them
-    (keyword arguments only: FakeData's first argument is a size). A dataset taking ``train=``
-    accepts ``split: train`` or ``split: test`` only; one taking ``split=`` checks its own."""
-    params = inspect.signature(cls).parameters
-    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # EMNIST, QMNIST
-    kwargs: dict = {"root": str(root)} if "root" in params or open_kwargs else {}
-    if "train" in params:
-        if split not in TRAIN_FLAG_SPLITS:
-            raise AmalgamError(
-                f"split: '{split}' is not one of {', '.join(TRAIN_FLAG_SPLITS)} (torchvision {name} takes"
-                " train=True or False)"
-            )
-        kwargs["train"] = split == "train"
-    elif "split" in params:
-        kwargs["split"] = split
-    elif "image_set" in params:  # VOC, SBD: train, val, trainval
-        kwargs["image_set"] = split
-    elif split != "train":  # SUN397, Caltech101: one set, which would be read whatever the split said
-        raise AmalgamError(f"torchvision {name} has no split (it is one set): drop split: {split}")
-    # given through **kwargs only when asked for: ImageNet passes them to ImageFolder, which takes no download
-    if "download" in params or (open_kwargs and download):
-        kwargs["download"] = download
-    elif download:
-        raise AmalgamError(f"torchvision {name} cannot download: place its files under {root} and drop download")
-    return kwargs
-
-
-def _first_target(dataset: Dataset, name: str) -> object:
-    """The first sample's target, which says what kind they are (its image is decoded too)."""
-    try:
-        return dataset[0][1]
-    except Exception as exc:  # a split listed but not all there (Cityscapes without its gtFine maps)
-        raise AmalgamError(f"torchvision {name}: its first sample cannot be read: {error_line(exc)}") from None
-
-
-#: constructor arguments amalgam sets itself (``root``, ``split``, ``download``) or that would change the images
-TORCHVISION_OWN_ARGS = (
-    *("root", "split", "train", "image_set", "download"),
-    *("transform", "target_transform", "transforms"),
-)
-
-
-def _extra_kwargs(cls: type, name: str, args: dict) -> dict:
-    """A torchvision source's ``args``: further keyword arguments of the dataset (VOC's ``year``,
-    Cityscapes' ``mode`` and ``target_type``), refused where amalgam sets them or the dataset takes none such."""
-    own = [k for k in args if k in TORCHVISION_OWN_ARGS]
-    if own:
-        why = "set by amalgam (root, split, download) or not allowed (transforms)"
-        raise AmalgamError(f"args: {', '.join(own)}: {why}")
-    params = inspect.signature(cls).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = [k for k in args if k not in params]
-        if unknown:
-            takes = ", ".join(k for k in params if k not in TORCHVISION_OWN_ARGS) or "nothing more"
-            raise AmalgamError(f"args: torchvision {name} takes no {', '.join(unknown)} (it takes: {takes})")
-    return dict(args)
-
-
 def _require(cfg: SourceConfig, resolve, key: str) -> Path:
     path = resolve(getattr(cfg, key))
     if not path.exists():
@@ -733,14 +477,6 @@ def _set_orientation(dataset: ImageSet, exif: str) -> None:
         raise AmalgamError("exif: applies to image files (folder, imagefolder, dense, coco), not to this type")
 
 
-def spread(total: int, limit: int) -> list[int]:
-    """``limit`` indices spread evenly over ``range(total)``: ``i * total // limit`` (every index when
-    ``limit >= total``). Deterministic, and the first index is always 0."""
-    if limit >= total:
-        return list(range(total))
-    return [i * total // limit for i in range(limit)]
-
-
 def limit_set(dataset: ImageSet, limit: int) -> Optional[str]:
     """Keeps ``limit`` images of a set (recipe ``limit``, by the set's own :meth:`ImageSet.keep`);
     returns the line saying which, or None when it keeps them all."""
@@ -752,19 +488,6 @@ def _classes_kept(dataset: FolderSet) -> str:
     if labels is None or not dataset.classes:
         return ""
     return f" ({len(set(labels))} of {len(dataset.classes)} classes)"
-
-
-def _first_hold_every_class(dataset: Dataset, limit: int) -> bool:
-    """Whether a torchvision dataset's first ``limit`` samples hold every class its labels
-    (``targets``, ``labels`` or ``_labels``) hold; False when it shows no numeric labels."""
-    for attr in ("targets", "labels", "_labels"):
-        labels = getattr(dataset, attr, None)
-        if labels is None or len(labels) != len(dataset):
-            continue
-        values = np.asarray(labels)
-        if values.ndim == 1 and values.dtype.kind in "iub":
-            return len(np.unique(values[:limit])) == len(np.unique(values))
-    return False
 
 
 #: the PIL modes a dense set's maps may have, and how to make one of a map that has another

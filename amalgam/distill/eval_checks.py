@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import torch
 
 from amalgam.data import ImageSet
-from amalgam.data.sources import spread
+from amalgam.data.image_set import spread
 from amalgam.data.views import BatchViews
 from amalgam.distill.input_probe import mean_recall, normalisation_line
 from amalgam.errors import AmalgamError, RecipeError

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from amalgam.data.sources import spread
+from amalgam.data.image_set import spread
 from amalgam.data.views import BatchViews, collate, resize
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.coverage import Coverage

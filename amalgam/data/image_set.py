@@ -1,0 +1,131 @@
+"""What every image set is: :class:`ImageSet` (``{"image": [3, H, W] float in [0, 1], ...targets}``), the
+registry of source types (``data.*.type``) and the even spread a ``limit`` keeps.
+
+Training sources are read without targets (labels, if the set has any, are never read); eval sets add
+``label`` (int), ``mask`` (``[H, W]`` long, 255 = ignore) and/or ``depth`` (``[H, W]`` float metres,
+0 = invalid), resized with nearest neighbour to the student's size, or kept at their own resolution
+(``native_targets``, as the amalgamation scores them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Hashable, Optional
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from amalgam.data.images import to_tensor
+from amalgam.registry import Registry
+
+
+class ImageSet(Dataset):
+    """Base class: subclasses implement ``__len__`` and ``load(i) -> (rgb, targets)``.
+
+    Attributes:
+        classes: class names of the set's labels (index = class id), or None.
+        target_keys: which targets the set can give ("label", "mask", "depth").
+    """
+
+    classes: Optional[list[str]] = None
+    #: where the names of its label maps' values come from, when a rule of amalgam's gives them (said in the log)
+    names_rule: Optional[str] = None
+    target_keys: frozenset[str] = frozenset()
+    originals: bool = False
+    native_targets: bool = False
+
+    def fingerprint(self) -> str:
+        """A digest of which images the set holds (the teacher cache's key, ``--resume``'s check)."""
+        return hashlib.sha256(f"{type(self).__name__} {len(self)}".encode()).hexdigest()
+
+    def keep(self, limit: int) -> Optional[str]:
+        """Keeps ``limit`` of its images (recipe ``limit``, fewer than it holds); returns the line
+        saying which. A set that cannot choose keeps them all and returns None."""
+        return None
+
+    def image_keys(self) -> list[Hashable]:
+        """One key per image that names the image itself, not the set, so two sets holding one image
+        give it one key (the training/eval overlap check). Empty when a set cannot say."""
+        return []
+
+    def describe(self, index: int) -> str:
+        """Image ``index`` as a log line names it."""
+        return f"image {index}"
+
+    def configure(
+        self, image_size: tuple[int, int], with_targets: bool, originals: bool = False, native_targets: bool = False
+    ) -> "ImageSet":
+        """Sets the output size and whether targets are read.
+
+        Random augmentation happens on whole batches in the training loop (seeded torch RNG),
+        so runs stay reproducible whatever the number of loader workers.
+
+        Args:
+            image_size: the student's input size (``image``).
+            with_targets: read ground truth (eval sets).
+            originals: also give the decoded image as ``original`` (``[3, H, W]`` uint8), from
+                which teachers' views are made (see amalgam/data/views.py).
+            native_targets: dense ground truth stays at its own resolution (scored there).
+        """
+        self.with_targets = with_targets
+        self.originals = originals
+        self.native_targets = native_targets
+        # maps may be a scale of their image (the source check allows it): each is resized on its own
+        self.transform = A.Compose([A.Resize(*image_size)], is_check_shapes=False)
+        return self
+
+    def load(self, index: int) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        rgb, targets = self.load(index)
+        dense = {k: v for k, v in targets.items() if isinstance(v, np.ndarray)}
+        resized = dense and not self.native_targets
+        out = self.transform(image=rgb, masks=list(dense.values())) if resized else self.transform(image=rgb)
+        sample = {"image": to_tensor(out["image"])}
+        if self.originals:
+            sample["original"] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        for key, value in zip(dense, out["masks"] if resized else dense.values()):
+            # the resize may change dtypes: class maps go back to integers, the rest stays float
+            integer = np.issubdtype(dense[key].dtype, np.integer)
+            sample[key] = torch.as_tensor(np.asarray(value, dtype=np.int64 if integer else np.float32))
+        for key, value in targets.items():
+            if not isinstance(value, np.ndarray):
+                sample[key] = value
+        return sample
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """A registered ``data.*.type``: how to build its image set, and the keys it requires."""
+
+    build: Callable[..., ImageSet]  # (cfg, resolve) -> ImageSet
+    required: tuple[str, ...] = ("path",)
+    #: optional recipe keys it honours beyond the common ones (others, set away from their default, are refused)
+    options: frozenset[str] = frozenset()
+
+
+#: optional source keys only some types honour: their default, and the refusal's wording
+SET_OPTIONS = {
+    "classes_file": (None, "only for {kinds} sets, not '{type}'"),
+    "depth_scale": (1000.0, "only for {kinds} sets (their depth PNGs), not '{type}'"),
+    "depth_reading": ("depth", "only for {kinds} sets (their depth PNGs), not '{type}'"),
+    "exif": ("upright", "applies to image files ({kinds} sets), not to '{type}', which decodes its own"),
+    "args": ({}, "only for {kinds} sets (keyword arguments of the dataset), not '{type}'"),
+}
+IMAGE_FILES = frozenset({"exif"})
+
+
+#: ``type`` -> :class:`SourceType`
+SOURCE_TYPES: Registry[SourceType] = Registry("source type")
+
+
+def spread(total: int, limit: int) -> list[int]:
+    """``limit`` indices spread evenly over ``range(total)``: ``i * total // limit`` (every index when
+    ``limit >= total``). Deterministic, and the first index is always 0."""
+    if limit >= total:
+        return list(range(total))
+    return [i * total // limit for i in range(limit)]
