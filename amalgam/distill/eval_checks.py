@@ -10,6 +10,7 @@ scores them.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
@@ -17,7 +18,7 @@ import torch
 from amalgam.data import ImageSet
 from amalgam.data.image_set import spread
 from amalgam.data.views import BatchViews
-from amalgam.distill.input_probe import mean_recall, normalisation_line
+from amalgam.distill.input_probe import channel_order_line, mean_iou, mean_recall, normalisation_line
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
@@ -99,11 +100,11 @@ def check_label_order_on_eval(
     judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
 
-    def score() -> float:  # the same images, as the teacher is fed now; NaN for one that collapses there
+    def score(metric: Callable = mean_recall) -> float:  # the same images, as fed now; NaN: it collapses there
         again, _ = eval_answers(plan, teacher, dataset, len(truths), picks)
         found = _confusion(again, truths, len(space))
         collapsed = blind_line(teacher.name, list(space.names), found, task.dense) is not None
-        return float("nan") if collapsed else mean_recall(found, judged)
+        return float("nan") if collapsed else metric(found, judged)
 
     confusion = ConfusionMatrix(len(space))
     confusion.matrix = matrix  # its own thresholds (judged): not the report's, made for a whole eval set
@@ -117,6 +118,11 @@ def check_label_order_on_eval(
     ):
         log(f"warning: {fed_wrong} ({where})")
         teacher.notes.append(f"input mean/std doubtful {where}")
+    order_score = partial(score, mean_iou)  # a colour swap costs precision as much as recall
+    as_fed = mean_iou(matrix, judged)
+    if not out_of_order and (reordered := channel_order_line(teacher, order_score, as_fed, len(truths))):
+        log(f"warning: {reordered} ({where})")
+        teacher.notes.append(f"input channel order doubtful {where}")
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
     least, unit = (ORDER_MIN_PIXELS, "pixels") if task.dense else (ORDER_PICKS - 2, "images")
     if hints := unnamed_label_lines(teacher.name, space, dataset.classes, by_set_class, least, unit, where):
