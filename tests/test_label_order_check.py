@@ -363,4 +363,3 @@ def test_a_bgr_classifier_fed_rgb_is_named_before_training(tmp_path):
     assert any(note.startswith("input channel order doubtful") for note in notes)
     said, _ = classifier_said(tmp_path / "rgb", CLASSES)  # an RGB one, fed RGB: nothing to say
     assert not [line for line in said if "channels reversed" in line]
-
