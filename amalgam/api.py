@@ -236,7 +236,8 @@ def evaluate(
     for line in _space_differences(name, spaces or {}, plan.spaces):
         log(line)
     evaluation = score(plan, model, device, spaces=spaces, log=log)
-    report = build_report(loaded.name, evaluation, size_and_speed(plan, model, device), None, teacher_readings(plan))
+    sizes = size_and_speed(plan, model, device)
+    report = build_report(loaded.name, evaluation, sizes, None, teacher_readings(plan), plan.teacher_warnings)
     spec = getattr(_unwrapped(model), "spec", None)
     if spec is not None and has_branches(spec.type):
         report["tree"] = tree_section(spec, report, loaded.student.budget)

@@ -57,6 +57,9 @@ def test_build_report_carries_per_class_tables(built_run):
     (gap,) = [w for w in warnings if "whole-label-space" in w]  # items-val's 'bird', which no teacher knows
     assert "classification row on 'items-val' does not score the set's classes 'bird' (no unified class)" in gap
     warnings.remove(gap)
+    before = [w for w in warnings if w.startswith("before training: ")]  # the teacher checks', last
+    assert warnings[len(warnings) - len(before) :] == before
+    warnings = warnings[: len(warnings) - len(before)]
     assert warnings[: len(expected)] == expected
     (depth_line,) = warnings[len(expected) :]
     assert depth_line.startswith("teacher depth's depth is") and "depth_scale" in depth_line
@@ -81,8 +84,10 @@ def test_evaluate_logs_each_warning(world_plan, built_run):
     lines: list[str] = []
     evaluation = evaluate(world_plan, student, torch.device("cpu"), spaces=spaces, log=lines.append)
     said = [line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")]
-    assert said == evaluation.warnings() == json.loads((built_run / "report.json").read_text())["warnings"]
-    assert said  # one epoch on 8 images: the tiny student loses classes
+    reported = json.loads((built_run / "report.json").read_text())["warnings"]
+    before = [f"before training: {line}" for line in world_plan.teacher_warnings]  # said when the plan was built
+    assert said == evaluation.warnings() and reported == said + before
+    assert said and before  # one epoch on 8 images: the tiny student loses classes; its depth teacher is weak
 
 
 def test_a_teacher_naming_classes_as_others_is_asked_about_its_label_order():

@@ -35,6 +35,13 @@ if TYPE_CHECKING:  # annotations only: the plan runs these checks
 READING_CHECK_IMAGES = 16
 
 
+def said_before_training(plan: Plan, log: Callable[[str], None], line: str) -> None:
+    """Logs a warning of these checks and keeps it for report.json (``plan.teacher_warnings``): a
+    teacher fed what it was not trained with still builds, and its report read healthy."""
+    log(f"warning: {line}")
+    plan.teacher_warnings.append(line)
+
+
 def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print) -> None:
     """Checks a teacher's reading against its eval set's ground truth before training, where its task
     has such a check (:attr:`~amalgam.task.Task.eval_reading`, as depth's: a
@@ -59,7 +66,7 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     if reading.problem:  # a task names the teacher's eval set as data.eval.<set>
         raise RecipeError(f"teachers.{teacher.name}.output", reading.problem.replace("<set>", teacher.eval_name))
     for line in reading.warnings:
-        log(f"warning: {line}")
+        said_before_training(plan, log, line)
 
 
 #: share of the classes seen in the check's images that must each be named mostly as one other class
@@ -116,26 +123,26 @@ def check_label_order_on_eval(
     if not out_of_order and (
         fed_wrong := normalisation_line(teacher, score, mean_recall(matrix, judged), len(truths), len(judged))
     ):
-        log(f"warning: {fed_wrong} ({where})")
+        said_before_training(plan, log, f"{fed_wrong} ({where})")
         teacher.notes.append(f"input mean/std doubtful {where}")
     order_score = partial(score, mean_iou)  # a colour swap costs precision as much as recall
     as_fed = mean_iou(matrix, judged)
     if not out_of_order and (reordered := channel_order_line(teacher, order_score, as_fed, len(truths))):
-        log(f"warning: {reordered} ({where})")
+        said_before_training(plan, log, f"{reordered} ({where})")
         teacher.notes.append(f"input channel order doubtful {where}")
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
     least, unit = (ORDER_MIN_PIXELS, "pixels") if task.dense else (ORDER_PICKS - 2, "images")
     if hints := unnamed_label_lines(teacher.name, space, dataset.classes, by_set_class, least, unit, where):
         for hint in hints:
-            log(f"warning: {hint}")
+            said_before_training(plan, log, hint)
         lacks = "labels the set does not name answered on its classes the teacher lacks"
         teacher.notes.append(f"{len(hints)} {lacks} {where}")
     if out_of_order:
-        log(f"warning: {line} ({where})")
+        said_before_training(plan, log, f"{line} ({where})")
         teacher.notes.append(f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another")
     elif blind:
-        log(f"warning: {blind} {where}: check its input (value range, mean/std, channel order: teachers.{teacher.name}"
-            ".input) and its checkpoint; a student cannot learn from it what it does not see")  # fmt: skip
+        fix = f"check its input (value range, mean/std, channel order: teachers.{teacher.name}.input), its checkpoint"
+        said_before_training(plan, log, f"{blind} {where}: {fix}; a student cannot learn from it what it does not see")
         teacher.notes.append(f"near-blind {where}")
     elif len(judged) >= ORDER_MIN_CLASSES:
         teacher.notes.append(f"label order checked {where}: {len(judged)} classes, {swapped} named mostly as another")

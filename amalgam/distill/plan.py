@@ -55,6 +55,8 @@ class Plan:
     eval_sets: dict[str, ImageSet] = field(default_factory=dict)
     #: what makes the scores doubtful whatever the training does (a source holding eval images): report.json's too
     data_warnings: list[str] = field(default_factory=list)
+    #: what the checks of each teacher against its eval set warned of before training: report.json's too
+    teacher_warnings: list[str] = field(default_factory=list)
     _encoder_choice: Optional[EncoderChoice] = field(default=None, init=False, repr=False)
 
     @property

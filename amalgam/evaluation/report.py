@@ -20,11 +20,17 @@ def teacher_readings(plan) -> dict[str, dict[str, str]]:
 
 
 def build_report(
-    name: str, evaluation: Evaluation, sizes: dict, train: TrainResult | None, readings: dict | None = None
+    name: str,
+    evaluation: Evaluation,
+    sizes: dict,
+    train: TrainResult | None,
+    readings: dict | None = None,
+    before: list[str] | None = None,
 ) -> dict:
     """The report dict; its field names are a public contract (extend, never rename).
 
-    ``readings`` (:func:`teacher_readings`) goes under ``teachers.reading``.
+    ``readings`` (:func:`teacher_readings`) goes under ``teachers.reading``; ``before``, the teacher
+    checks' warnings before training (``Plan.teacher_warnings``), follow the evaluation's.
     """
     report = {
         "name": name,
@@ -32,7 +38,7 @@ def build_report(
         "teachers": sizes["teachers"],
         "tasks": [r.row() for r in evaluation.tasks],
         "unified": evaluation.unified,
-        "warnings": evaluation.warnings(),
+        "warnings": evaluation.warnings() + [f"before training: {line}" for line in before or []],
         "train": {
             "epochs": train.epochs if train else 0,
             "seconds": round(train.seconds, 2) if train else 0.0,
