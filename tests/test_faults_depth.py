@@ -120,7 +120,9 @@ def test_a_disparity_read_as_metres_stops_before_training_naming_the_reading(sce
     assert message.startswith("teachers.d.output: teacher 'd' (read as metric) is upside down on its eval set")
     assert "it reads like disparity / inverse depth: set teachers.d.output: inverse" in message
     assert "\n" not in message
-    plan_of(scenes, "disparity", output="inverse")  # declared so, it is depth the right way up
+    with pytest.raises(RecipeError, match=r"depth is 0\.0625x .* set teachers\.d\.output_scale: 0\.0625;"):
+        plan_of(scenes, "disparity", output="inverse")  # the right way up, but 16 / metres: another unit
+    plan_of(scenes, "disparity", output="inverse", output_scale=0.0625)
 
 
 def test_a_relative_inverse_depth_declared_inverse_is_warned_about_before_training(scenes):
@@ -130,9 +132,24 @@ def test_a_relative_inverse_depth_declared_inverse_is_warned_about_before_traini
     assert "it is distilled and scored as metric depth: if it is relative depth" in lines[0]
 
 
-def test_a_depth_in_another_unit_is_warned_about_before_training(scenes):
-    _, said = plan_of(scenes, "centimetres")
-    assert any("teacher d's depth is 100x its eval set's" in line for line in warnings_in(said)), said
+def test_a_depth_in_another_unit_stops_before_training_with_the_scale_that_fixes_it(scenes):
+    # in millimetres it warned and built on: the student learnt millimetres, its report read 46x better
+    with pytest.raises(RecipeError) as info:
+        plan_of(scenes, "centimetres")
+    message = str(info.value)
+    assert message.startswith("teachers.d.output: teacher d's depth is 100x the depth of eval set 'val'")
+    assert "another unit (centimetres?). If the teacher answers in it, set teachers.d.output_scale: 0.01;" in message
+    assert "fix data.eval.val.depth_scale" in message
+    plan, said = plan_of(scenes, "centimetres", output_scale=0.01)
+    assert not warnings_in(said)
+    assert "times 0.01 (output_scale)" in plan.teachers["d"].output_note()
+    with pytest.raises(RecipeError, match=r"teachers\.d\.output_scale: expected a finite number > 0"):
+        plan_of(scenes, "metric", output_scale=0)
+
+
+def test_output_scale_is_refused_for_a_labelled_teacher(world):
+    with pytest.raises(RecipeError, match=r"teachers\.cls\.output_scale: a classification teacher's output is read"):
+        load_recipe(world, ["teachers.cls.output_scale=0.5"])
 
 
 @pytest.mark.parametrize("output", ["metric", "relative"])
@@ -227,9 +244,9 @@ def more(scenes):
     return scenes
 
 
-def plan_with(root: Path, name: str, model: dict, sets: Optional[dict] = None, **teacher):
+def plan_with(root: Path, name: str, model: dict, sets: Optional[dict] = None, log=None, **teacher):
     """The plan of one depth teacher built from ``model`` (models.py), with eval sets ``sets`` besides
-    the recipe's, and the lines it logged."""
+    the recipe's, and the lines it logged (also to ``log``)."""
     recipe = yaml.safe_load((root / "relative.yaml").read_text())
     recipe["name"] = name
     recipe["data"]["eval"].update(sets or {})
@@ -238,7 +255,7 @@ def plan_with(root: Path, name: str, model: dict, sets: Optional[dict] = None, *
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     said: list[str] = []
-    return build_plan(load_recipe(path), log=said.append), said
+    return build_plan(load_recipe(path), log=log or said.append), said
 
 
 AFFINE = {"factory": "models:affine"}
@@ -467,6 +484,9 @@ def test_depth_scale_on_a_set_of_float_maps_is_said_not_applied(tmp_path, more):
         path.unlink()
     model = {"factory": "models:from_image", "mode": "metric"}
     sets = {"mm": {"type": "dense", "path": str(tmp_path / "val"), "depth_scale": 0.001}}
-    _, said = plan_with(more, "npy-mm", model, sets, output="metric", eval="mm")
+    said: list[str] = []
+    with pytest.raises(RecipeError) as info:  # the maps, a thousand times the teacher's depth: stopped, not warned
+        plan_with(more, "npy-mm", model, sets, output="metric", eval="mm", log=said.append)
+    assert "float .npy/.tiff maps are read as metres: save them so" in str(info.value)
     assert any("depth_scale 0.001 is not applied: every depth map is a float map" in line for line in said), said
     assert any("depth maps read as metres, as float maps are: " in line for line in said), said

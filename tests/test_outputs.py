@@ -526,3 +526,32 @@ def test_unused_outputs_are_for_labelled_teachers_only(world):
 
     with pytest.raises(RecipeError, match=r"unused_outputs: a depth teacher has no label channels to leave out"):
         load_recipe(world, overrides=["teachers.depth.unused_outputs=[1]"])
+
+
+class FeaturesFirst(nn.Module):
+    """A classifier answering ``(features [B, 8], logits [B, 3])``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        features = x.mean((2, 3)).repeat(1, 3)[:, :8]
+        return features, self.fc(features)
+
+
+class ExtraAxis(nn.Module):
+    def forward(self, x):
+        return x.unsqueeze(1)  # [B, 1, 3, H, W]: a 3-label segmenter with one axis too many
+
+
+def test_a_key_picking_features_names_the_key_that_fits_and_an_extra_axis_is_squeezed():
+    # key 0 of (features, logits) got "name them, or list them in unused_outputs": following it built a
+    # teacher of top-1 0.22; [B, 1, C, H, W] got no hint at all
+    picked = teacher(FeaturesFirst(), task="classification", labels=("a", "b", "c"), output_key=0)
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(picked, (16, 16))
+    assert str(info.value).endswith("(output_key '1' [2, 3] has a channel per label: is that the output to distil?)")
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(teacher(ExtraAxis(), labels=("a", "b", "c")), (16, 16))
+    assert str(info.value).endswith("got [2, 1, 3, 16, 16] (an extra axis of size 1: return out.squeeze(1))")

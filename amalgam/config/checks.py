@@ -132,6 +132,8 @@ def check_teacher(recipe: Recipe, name: str, t: TeacherConfig) -> set[str]:
         raise RecipeError(f"{path}.labels", f"a {t.task} teacher has no label space")
     elif t.unused_outputs:
         raise RecipeError(f"{path}.unused_outputs", f"a {t.task} teacher has no label channels to leave out")
+    if task.labelled and t.output_scale is not None:  # logits times a number are another temperature
+        raise RecipeError(f"{path}.output_scale", f"a {t.task} teacher's output is read by its labels, not in a unit")
     if t.output != "default" and t.output not in task.output_kinds:
         raise RecipeError(f"{path}.output", f"expected one of: {', '.join(task.output_kinds)}")
     taught = check_teacher_data(recipe, path, t)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args
@@ -157,11 +158,23 @@ class TeacherConfig(_Strict):
         description="the distilled tensor: dict key, tuple index (0 or '0'), namedtuple field or attribute,"
         " dotted for nesting",
     )
+    output_scale: Optional[float] = Field(
+        None,
+        description="tasks of values (depth): the selected output times this before it is read as output (0.001"
+        " for a depth teacher answering millimetres, 0.01 for centimetres)",
+    )
     unused_outputs: list[int] = Field(
         [],
         description="labelled tasks: output channels its labels leave out (a 1001st background unit, spare"
         " units): dropped before the output is read, so its softmax runs over its labels",
     )
+
+    @field_validator("output_scale")
+    @classmethod
+    def _positive_scale(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError("expected a finite number > 0 (0.001: millimetres to metres)")
+        return v
 
     @field_validator("unused_outputs")
     @classmethod

@@ -83,6 +83,7 @@ def _comparable(key: dict) -> dict:
     key.setdefault("task_code", {})  # before a task plugin's code was keyed: amalgam's own tasks have none
     if isinstance(key.get("teacher"), dict):
         key["teacher"].setdefault("unused_outputs", [])  # before teachers.<n>.unused_outputs existed
+        key["teacher"].setdefault("output_scale", None)  # before teachers.<n>.output_scale existed
     for spec in (key.get("input"), key.get("teacher", {}).get("input")):  # every teacher was fed RGB
         if isinstance(spec, dict) and "channel_order" not in spec:  # before input.channel_order existed
             spec["channel_order"] = "rgb"

@@ -19,7 +19,7 @@ from amalgam.plugin_contract import check_output_problem, ensemble_problem, head
 from amalgam.task import SIGMOID_EVIDENCE as READING_VALUES
 from amalgam.task import ReadingError, Task
 from amalgam.teachers.inputs import DEFAULT, RECIPE, TIMM
-from amalgam.teachers.outputs import OutputKeyError
+from amalgam.teachers.outputs import OutputKeyError, candidates
 from amalgam.teachers.subteachers import SubTeacher
 from amalgam.training.runtime import PRECISIONS, autocast_dtype, resolve_device
 
@@ -115,6 +115,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     problem = problem or (_DENSE_MISFIT.format(*out.shape[-2:], *teacher.size) if fit is None else None)
     if problem:
         hint = teacher.task.shape_hint(out, teacher.space, teacher.output_kind)  # the fix the shape points at
+        hint = _other_key_hint(teacher, dummy) or hint or _singleton_hint(out)
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{hint}")
     if mismatch := head_problem(teacher.task, teacher.name, out):  # a broadcast loss would train on it
         raise AmalgamError(mismatch)
@@ -203,6 +204,33 @@ def reading_sample(teacher: Teacher, raw: torch.Tensor) -> torch.Tensor:
 def _checks_readings(task: Task) -> bool:
     """Whether the task's plugin checks how an output reads (its own ``reading_problem``)."""
     return type(task).reading_problem is not Task.reading_problem
+
+
+def _other_key_hint(teacher: Teacher, dummy: torch.Tensor) -> str:
+    """Where ``output_key`` picked a tensor that does not fit, the other keys of the output whose channels
+    are the labels' count (a ``(features, logits)`` tuple at key 0: the hint to leave 118 feature channels
+    out as unused_outputs built a teacher of top-1 0.22)."""
+    if teacher.output_key is None or teacher.space is None:
+        return ""
+    try:
+        with torch.inference_mode():
+            found = candidates(teacher.forward_model(teacher.prepare(dummy)))
+    except Exception:  # noqa: BLE001 - the failure is said by the caller
+        return ""
+    labels = len(teacher.space)
+    fits = [k for k, t in found.items() if k != teacher.output_key and t.dim() >= 2 and t.shape[1] == labels]
+    if not fits:
+        return ""
+    shown = ", ".join(f"'{k}' {list(found[k].shape)}" for k in fits[:4])
+    return f" (output_key {shown} has a channel per label: is that the output to distil?)"
+
+
+def _singleton_hint(out: torch.Tensor) -> str:
+    """A fix for an output with an extra axis of size 1 (``[B, 1, C, H, W]``)."""
+    if isinstance(out, torch.Tensor) and out.dim() == 5 and 1 in out.shape[1:3]:
+        axis = 1 if out.shape[1] == 1 else 2
+        return f" (an extra axis of size 1: return out.squeeze({axis}))"
+    return ""
 
 
 def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:

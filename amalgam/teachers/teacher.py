@@ -84,6 +84,8 @@ class Teacher(nn.Module):
         self.output_given = cfg.output != "default"  # else the task's first kind, said in output_note
         self.output_key: Optional[str] = cfg.output_key
         self.unused_outputs: tuple[int, ...] = tuple(getattr(cfg, "unused_outputs", ()) or ())
+        #: the selected output's unit to the task's (``output_scale``: 0.001 for millimetres of depth)
+        self.output_scale: float = getattr(cfg, "output_scale", None) or 1.0
         self.output_choice: Optional[OutputChoice] = None  # resolved on the first run (see outputs.py)
         self.checkpoint_note = ""  # which entry of a checkpoint wrapper was loaded (model_sources.py)
         self.notes: list[str] = []  # rules the teacher check applied (a dense output's stride), said with output_note
@@ -149,7 +151,12 @@ class Teacher(nn.Module):
         raw = self.forward_model(x)
         if self.output_choice is None:
             self.output_choice = resolve(raw, self.output_key, self.unused_outputs)
-        return self.task.convert_output(_as_float32(self.output_choice.apply(raw)), self.output_kind)
+        return self.task.convert_output(self._scaled(self.output_choice.apply(raw)), self.output_kind)
+
+    def _scaled(self, selected: object) -> object:
+        """The selected output in float32, times ``output_scale`` (where it is not 1)."""
+        selected = _as_float32(selected)
+        return selected * self.output_scale if self.output_scale != 1.0 and torch.is_tensor(selected) else selected
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.answer(images)[0]
@@ -159,7 +166,7 @@ class Teacher(nn.Module):
         """The plain model's output on ``images`` as ``output_key`` selects it, before the task reads it
         (``gain``: the normalised input multiplied by it, as the reading check amplifies images)."""
         raw = self.forward_model(self.prepare(images) * gain if gain != 1.0 else self.prepare(images))
-        return _as_float32((self.output_choice or resolve(raw, self.output_key, self.unused_outputs)).apply(raw))
+        return self._scaled((self.output_choice or resolve(raw, self.output_key, self.unused_outputs)).apply(raw))
 
     @torch.inference_mode()
     def answer(
@@ -241,6 +248,8 @@ class Teacher(nn.Module):
         what = f"output '{choice.key}' ({choice.reason})" if self._key_chosen() else "the output tensor"
         if self.unused_outputs:
             what += f" less its channels {list(self.unused_outputs)} (unused_outputs)"
+        if self.output_scale != 1.0:
+            what += f" times {self.output_scale:g} (output_scale)"
         return what + self._kind_note() + "".join(f"; {note}" for note in self.notes)
 
     def output_is_a_choice(self) -> bool:

@@ -176,6 +176,9 @@ def valid_depth(teacher: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor
 #: a teacher whose depth is this many times the eval set's (or 1/that), as a geometric mean, measures
 #: in another unit than the set's maps: its scores are no reference
 SCALE_WARNING = 1.5
+#: a teacher's depth this many times its eval set's (or 1/this) is in another unit: the build stops (in
+#: millimetres, a student learnt millimetres and its report read 46x better than the teacher)
+UNIT_STOP = 8.0
 
 #: share of negative metric depths on the check's random (noise) batch that stops the build: a raw
 #: log-depth head is negative wherever depth < 1 m; a metric head may stray below 0 on noise, but not mostly
@@ -545,6 +548,8 @@ class DepthTask(Task):
         weak = [_weak_warning(teacher, agreement)] if _hardly_follows(agreement) else []
         if kind in RELATIVE_KINDS:  # declared without a scale: only its direction is checked
             return EvalReading(said, weak, None, CHECK_RULE)
+        if problem := _unit_problem(teacher, kind, agreement.scale):
+            return EvalReading(said, weak, problem, CHECK_RULE)
         warnings = weak + self.teacher_warnings(teacher, {"scale": agreement.scale})
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
@@ -587,3 +592,21 @@ class DepthTask(Task):
     def reading_meter(self, num_classes: Optional[int], kind: str) -> DepthMeter:
         """Relative depth, and the student beside it, scored after a per-image fit (:class:`RelativeDepthMeter`)."""
         return RelativeDepthMeter(RELATIVE_KINDS[kind]) if kind in RELATIVE_KINDS else DepthMeter()
+
+
+def _unit_problem(teacher: str, kind: str, scale: float) -> Optional[str]:
+    """Why a teacher read as ``kind`` whose depth is :data:`UNIT_STOP` times its eval set's (or 1/that)
+    cannot be distilled as it is, with the settings that fix it; None within that."""
+    if not math.isfinite(scale) or 1 / UNIT_STOP <= scale <= UNIT_STOP:
+        return None
+    # output_scale multiplies the raw output: metric depth divides by the scale, inverse depth by its inverse
+    factor = {"metric": 1 / scale, "inverse": scale}.get(kind)
+    named = {1e-3: " (millimetres?)", 1e-2: " (centimetres?)"}
+    unit = next((words for unit, words in named.items() if factor and abs(math.log(factor / unit)) < 0.05), "")
+    fix = f"set teachers.{teacher}.output_scale: {factor:.3g}" if factor else f"scale teacher {teacher}'s output"
+    return (
+        f"teacher {teacher}'s depth is {scale:.3g}x the depth of eval set '<set>' (geometric mean over valid"
+        f" pixels): another unit{unit}. If the teacher answers in it, {fix}; if the set's maps are read in the wrong"
+        " unit, fix data.eval.<set>.depth_scale (its PNGs' values a metre; float .npy/.tiff maps are read as"
+        " metres: save them so); a teacher without a metric scale is output: relative or affine"
+    )
