@@ -448,6 +448,13 @@ class LabelledOutputs:
                 f"read as sigmoid probabilities, but values lie outside [0, 1] ({out.min().item():.3g} to"
                 f" {out.max().item():.3g}): if they are logits, drop output: {kind}"
             )
+        if kind == "sigmoid" and out.dim() >= 2 and out.shape[1] >= 3 and constant_sum(out) == 1:
+            # independent sigmoids of 3+ labels never sum to 1 everywhere: softmax targets read as sigmoids
+            # were sharper than the teacher's (softened top class 0.91 against 0.82)
+            return (
+                "read as sigmoids, but they sum to 1 over the labels everywhere, as a softmax does: set output:"
+                " probabilities"
+            )
         if kind == "binary" and out.numel() >= SIGMOID_EVIDENCE and _in_unit_range(out):
             return "read as a logit, but every value lies in [0, 1] as probabilities do: set output: binary_probability"
         return None

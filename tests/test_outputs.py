@@ -555,3 +555,10 @@ def test_a_key_picking_features_names_the_key_that_fits_and_an_extra_axis_is_squ
     with pytest.raises(AmalgamError) as info:
         check_teacher_output(teacher(ExtraAxis(), labels=("a", "b", "c")), (16, 16))
     assert str(info.value).endswith("got [2, 1, 3, 16, 16] (an extra axis of size 1: return out.squeeze(1))")
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_a_softmax_read_as_sigmoids_stops_naming_probabilities(task):
+    # accepted without a word: its targets were sharper than the teacher's (softened top class 0.91 vs 0.82)
+    with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as sigmoids, but they sum to 1 over the"):
+        check_teacher_output(teacher(Softmaxed(dense=task == "segmentation"), task=task, output="sigmoid"), (16, 16))
