@@ -43,5 +43,7 @@ def test_the_whole_space_row_says_which_classes_of_the_set_it_cannot_score():
     row = {"task": "classification", "eval": "items", "metrics": {}, "unscored": unscored}
     (line,) = Evaluation(unified=[row]).warnings()
     assert line.startswith("the student's whole-label-space classification row on 'items' does not score the set's")
-    assert "'jersey' (stands for 2 unified classes, Shirt, T-shirt/top)" in line
+    assert "'jersey' (stands for 2 unified classes, Shirt, T-shirt/top)" in line and "Sandal" not in line
     assert not Evaluation(unified=[{"task": "classification", "eval": "items", "metrics": {}}]).warnings()
+    only_unknown = {"task": "segmentation", "eval": "ade", "metrics": {}, "unscored": ["'other' (no unified class)"]}
+    assert not Evaluation(unified=[only_unknown]).warnings()  # ADE20K's 'other': no teacher's, unscored by nature

@@ -256,3 +256,12 @@ def test_a_torchscript_file_taking_its_trained_size_only_refuses_others(built_ru
     with pytest.raises(torch.jit.Error) as caught:
         model(torch.rand(1, 3, 64, 64))
     assert "input 64x64: this file takes 32x32 only: resize every image to it, as in training" in str(caught.value)
+
+
+def test_a_task_export_of_a_classifier_takes_sizes_off_the_dense_stride(built_run, tmp_path):
+    # the whole student's stride (32, of its dense decoders) made the classification file refuse 48x40
+    path = tmp_path / "cls.ts"
+    assert main(["export", str(built_run), "--task", "classification", "--output", str(path), "--quiet"]) == 0
+    (out,) = torch.jit.load(str(path))(torch.rand(1, 3, 48, 40))
+    assert out.shape == (1, 2)
+    assert "any height and width; " in json.loads((tmp_path / "cls.ts.json").read_text())["input"]["sizes"]

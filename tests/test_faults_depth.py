@@ -47,6 +47,8 @@ class FromImage(nn.Module):
             return 0.5 / depth + 0.0625
         if self.mode == "centimetres":
             return 100.0 * depth
+        if self.mode == "log_centimetres":
+            return torch.log(100.0 * depth)
         if self.mode == "constant":  # a teacher that cannot do its job: the same depth everywhere
             return torch.full_like(depth, 3.0)
         return depth
@@ -120,7 +122,7 @@ def test_a_disparity_read_as_metres_stops_before_training_naming_the_reading(sce
     assert message.startswith("teachers.d.output: teacher 'd' (read as metric) is upside down on its eval set")
     assert "it reads like disparity / inverse depth: set teachers.d.output: inverse" in message
     assert "\n" not in message
-    with pytest.raises(RecipeError, match=r"depth is 0\.0625x .* set teachers\.d\.output_scale: 0\.0625;"):
+    with pytest.raises(RecipeError, match=r"depth is 0\.0625x .* set teachers\.d\.output_scale: 0\.0625 "):
         plan_of(scenes, "disparity", output="inverse")  # the right way up, but 16 / metres: another unit
     plan_of(scenes, "disparity", output="inverse", output_scale=0.0625)
 
@@ -138,13 +140,17 @@ def test_a_depth_in_another_unit_stops_before_training_with_the_scale_that_fixes
         plan_of(scenes, "centimetres")
     message = str(info.value)
     assert message.startswith("teachers.d.output: teacher d's depth is 100x the depth of eval set 'val'")
-    assert "another unit (centimetres?). If the teacher answers in it, set teachers.d.output_scale: 0.01;" in message
+    assert "another unit (centimetres?). If the teacher answers in it, set teachers.d.output_scale: 0.01 " in message
     assert "fix data.eval.val.depth_scale" in message
     plan, said = plan_of(scenes, "centimetres", output_scale=0.01)
     assert not warnings_in(said)
     assert "times 0.01 (output_scale)" in plan.teachers["d"].output_note()
     with pytest.raises(RecipeError, match=r"teachers\.d\.output_scale: expected a finite number > 0"):
         plan_of(scenes, "metric", output_scale=0)
+    with pytest.raises(RecipeError, match=r"depth is 10x .*\.output_scale: 0\.1 \(times any output_scale it has now"):
+        plan_of(scenes, "centimetres", output_scale=0.1)  # measured after the scale it has
+    with pytest.raises(RecipeError, match=r"depth is 100x .* wrap teacher d so that it answers in metres"):
+        plan_of(scenes, "log_centimetres", output="log")  # a scale of its log is no unit
 
 
 def test_output_scale_is_refused_for_a_labelled_teacher(world):

@@ -317,3 +317,34 @@ def test_a_rename_onto_another_teachers_group_label_is_said():
         " labels make a group of T-shirt/top, Shirt, not a class: so 'jersey' becomes a class of inet-loc's alone,"
         ' beside them; if it is that group, write {"jersey, T-shirt, tee shirt": [T-shirt/top, Shirt]}'
     ]
+
+
+def test_the_unnamed_label_hint_reads_the_sets_classes_through_the_relations():
+    # a set naming 'vehicle' (another teacher's group of car and bus): a teacher of car and bus answering
+    # 'car' on its vehicles was told to write {car: vehicle}, though it has labels for all a vehicle is
+    import torch
+
+    from amalgam.labels import LabelSpace
+    from amalgam.labels.relations import unnamed_label_lines
+
+    space = LabelSpace(("car", "bus", "person"))
+    classes = ["vehicle", "person"]
+    matrix = torch.tensor([[8, 2, 0], [0, 0, 10]])  # set classes x the teacher's labels
+    extent = {"vehicle": frozenset({"car", "bus"})}
+    assert unnamed_label_lines("t", space, classes, matrix, 3, "images", "here", extent) == []
+    (line,) = unnamed_label_lines("t", space, classes, matrix, 3, "images", "here")  # without it: said
+    assert "write {car: vehicle}" in line
+
+
+def test_names_pasted_into_a_recipe_are_quoted_where_yaml_would_read_them_otherwise():
+    from amalgam.labels.names import yaml_name
+
+    assert [yaml_name(n) for n in ("4", "no", "null", "1.5", "Coat", "T-shirt/top", "jersey, tee")] == [
+        '"4"',
+        '"no"',
+        '"null"',
+        '"1.5"',
+        "Coat",
+        "T-shirt/top",
+        '"jersey, tee"',
+    ]

@@ -125,6 +125,8 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
             f"{head}: if they are output indices, number from 0; if they are part of the names, give the labels"
             " inline (labels: [...])"
         )
+    if not map_values:  # in the file's order, so that the lines said are its lines; the numbers name them
+        _distinct([m[2].strip() for m in numbered], path, lead, [f"output {m[1]}" for m in numbered])
     return [m[2].strip() for m in sorted(numbered, key=lambda m: int(m[1]))]
 
 

@@ -30,7 +30,14 @@ from amalgam.data.coco import (
 )
 from amalgam.data.coco import class_names as coco_classes
 from amalgam.data.file_checks import verify_files
-from amalgam.data.image_set import IMAGE_FILES, SOURCE_TYPES, ImageSet, SourceType, spread
+from amalgam.data.image_set import (  # noqa: F401 - SET_OPTIONS: importable from here before the split
+    IMAGE_FILES,
+    SET_OPTIONS,
+    SOURCE_TYPES,
+    ImageSet,
+    SourceType,
+    spread,
+)
 from amalgam.data.images import (
     FLOAT_DEPTH,
     IMAGE_SUFFIXES,

@@ -132,7 +132,8 @@ def check_label_order_on_eval(
         teacher.notes.append(f"input channel order doubtful {where}")
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
     least, unit = (ORDER_MIN_PIXELS, "pixels") if task.dense else (ORDER_PICKS - 2, "images")
-    if hints := unnamed_label_lines(teacher.name, space, dataset.classes, by_set_class, least, unit, where):
+    extent = plan.extents(task.name)
+    if hints := unnamed_label_lines(teacher.name, space, dataset.classes, by_set_class, least, unit, where, extent):
         for hint in hints:
             said_before_training(plan, log, hint)
         lacks = "labels the set does not name answered on its classes the teacher lacks"

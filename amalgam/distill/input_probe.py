@@ -117,13 +117,15 @@ ORDER_RATIO = 1.05
 @contextmanager
 def reversed_channels(teacher: Teacher) -> Iterator[None]:
     """``teacher`` fed its 3 channels in the other order (its mean/std with them) for the block."""
-    spec, saved = teacher.input_spec, (teacher.input_spec.channel_order, teacher.mean, teacher.std)
+    spec = teacher.input_spec
+    saved = spec.channel_order, spec.mean, spec.std, teacher.mean, teacher.std
     spec.channel_order = "rgb" if spec.bgr else "bgr"
+    spec.mean, spec.std = list(spec.mean)[::-1], list(spec.std)[::-1]  # its padding colour follows them
     teacher.mean, teacher.std = list(teacher.mean)[::-1], list(teacher.std)[::-1]
     try:
         yield
     finally:
-        spec.channel_order, teacher.mean, teacher.std = saved
+        spec.channel_order, spec.mean, spec.std, teacher.mean, teacher.std = saved
 
 
 def channel_order_line(teacher: Teacher, score: Callable[[], float], current: float, images: int) -> Optional[str]:

@@ -14,7 +14,17 @@ from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, SourceConfig
 from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
 from amalgam.data.views import ViewSpec, same_view
-from amalgam.distill.eval_checks import check_eval_set, check_label_order_on_eval, check_reading_on_eval
+from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: importable from here before the split
+    absent_labels,
+    blind_line,
+    check_eval_set,
+    check_label_order_on_eval,
+    check_reading_on_eval,
+    eval_answers,
+    outside_labels,
+    per_class_picks,
+    shorten,
+)
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace, extents, projection, unify
 from amalgam.labels.names import unmarked_catch_all

@@ -140,12 +140,13 @@ class Evaluation:
         space, names a class the teacher has no label for on more than :data:`UNIFIED_GAP` of them:
         the row counts only the teacher's labels, so such answers (a '1' called an '8' that only the
         other teacher knows) were invisible in it."""
-        lines = [
-            f"the student's whole-label-space {u['task']} row on '{u['eval']}' does not score the set's classes"
-            f" {', '.join(u['unscored'][:8])}{' and more' if len(u['unscored']) > 8 else ''}: their images are left out"
-            " of it (relate them to one unified class, or name their classes in the set)"
-            for u in self.unified
-            if u.get("unscored")
+        groups = {(u["task"], u["eval"]): [c for c in u.get("unscored", []) if "stands for" in c] for u in self.unified}
+        lines = [  # a class no teacher knows is unscored by nature (ADE20K's 'other'): listed in unscored, not said
+            f"the student's whole-label-space {task} row on '{name}' does not score the set's classes"
+            f" {', '.join(found[:8])}{' and more' if len(found) > 8 else ''}: their images (or pixels) are left out of"
+            " it (name one unified class for each, or their classes in the set)"
+            for (task, name), found in groups.items()
+            if found
         ]
         for r in self.tasks:
             if r.outside_share is not None and r.outside_share > UNIFIED_GAP:

@@ -36,7 +36,7 @@ class TaskOutputs(nn.Module):
         self.tasks = tasks
         self.net = student.task_path(tasks[0]) if only else student
         #: what input height and width must be multiples of (None: any), for the exported file's checks
-        self.multiple = input_multiple(student)
+        self.multiple = input_multiple(student, tasks)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.net(images)
@@ -316,7 +316,7 @@ def export(
     module = TaskOutputs(student, tasks, only=task is not None).eval()
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(2, 3, *size, generator=gen)
-    other = other_size(size, input_multiple(student))
+    other = other_size(size, input_multiple(student, tasks))
     takes_other = runs_at(module, other)  # a fixed-size encoder (a ViT's) takes its trained size only
     if path.exists():  # said, not refused: exporting again over a run's own export is the common case
         log(f"{path} exists: replacing it (and its .json)")
@@ -324,7 +324,7 @@ def export(
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json
     teachers = taught_by(stored_recipe(Path(run_dir) / "student.pt"))
-    meta_of = partial(export_meta, fmt, size, tasks, spaces, outputs, input_multiple(student), teachers)
+    meta_of = partial(export_meta, fmt, size, tasks, spaces, outputs, input_multiple(student, tasks), teachers)
     write_meta(path, meta_of(takes_other))
     run = exporter.run(path)
     if run is None:

@@ -13,6 +13,8 @@ import json
 import re
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
+import yaml
+
 from amalgam.errors import AmalgamError
 
 if TYPE_CHECKING:
@@ -30,7 +32,8 @@ def fold(name: str) -> str:
 def yaml_name(name: str) -> str:
     """A name as a YAML flow scalar, to paste into a recipe: plain when safe, else double-quoted
     (``"jersey, T-shirt, tee shirt"``: a comma or colon breaks a flow mapping)."""
-    return name if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ./-]*(?<! )", name) else json.dumps(name)
+    plain = re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ./-]*(?<! )", name) is not None
+    return name if plain and yaml.safe_load(name) == name else json.dumps(name)  # '4', 'no', 'null' read otherwise
 
 
 def look_alikes(names: Iterable[str], labels: Sequence[str]) -> dict[str, list[str]]:

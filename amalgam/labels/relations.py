@@ -9,7 +9,7 @@ for ``Coat``, took every coat of the other teachers).
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 from amalgam.labels.algebra import LabelSpace
 from amalgam.labels.names import yaml_name
@@ -57,7 +57,14 @@ UNNAMED_SHARE = 0.6
 
 
 def unnamed_label_lines(
-    teacher: str, space: LabelSpace, classes: list[str], matrix, least: int, unit: str, where: str
+    teacher: str,
+    space: LabelSpace,
+    classes: list[str],
+    matrix,
+    least: int,
+    unit: str,
+    where: str,
+    extent: Optional[Mapping[str, frozenset[str]]] = None,
 ) -> list[str]:
     """Lines for labels of a teacher that its eval set does not name but that it answers on most of
     the set's images of a class it has no label for: one class under two names (``tshirt`` and
@@ -67,13 +74,15 @@ def unnamed_label_lines(
 
     A closed-set teacher also answers its nearest label on classes it lacks, so several candidates for
     one label are named together, never one picked."""
-    named = {c for n in space.known() for c in (n, *space.covered(n))}
-    lacking = [c for c, n in enumerate(classes) if n not in named and n != space.background]
+    extent = extent or {}
+    stands = {name: set(extent.get(name, (name,))) for name in classes}  # a set class's unified classes
+    knows = {c for n in space.known() for c in (n, *space.covered(n))}
+    lacking = [c for c, n in enumerate(classes) if not stands[n] & knows and n != space.background]
     totals = matrix.sum(1).tolist()
     lines = []
     for label in space.known():
-        if {label, *space.covered(label)} & set(classes):
-            continue  # the set names it: scored, not a question of names
+        if any(stands[name] & {label, *space.covered(label)} for name in classes):
+            continue  # the set names it (or a class it stands for): scored, not a question of names
         k = space.names.index(label)
         found = [
             (classes[c], int(matrix[c, k]), int(totals[c]))
@@ -88,13 +97,14 @@ def unnamed_label_lines(
             lines.append(
                 f"teacher {teacher} answers '{label}', a label the set does not name, on most {unit} of its class"
                 f" {shown}, which it has no label for {where}: if they are one class, write"
-                f" {{{label}: {found[0][0]}}} in teachers.{teacher}.labels (two names are two classes of the student)"
+                f" {{{yaml_name(label)}: {yaml_name(found[0][0])}}} in teachers.{teacher}.labels (two names are two"
+                " classes of the student)"
             )
         else:
             lines.append(
                 f"teacher {teacher} answers '{label}', a label the set does not name, on most {unit} of its classes"
                 f" (by share) {shown}, none of which it has a label for {where}: if '{label}' is one of them, write"
-                f" {{{label}: <that class>}} in teachers.{teacher}.labels (a teacher also answers its nearest label"
-                " on classes it lacks)"
+                f" {{{yaml_name(label)}: <that class>}} in teachers.{teacher}.labels (a teacher also answers its"
+                " nearest label on classes it lacks)"
             )
     return lines

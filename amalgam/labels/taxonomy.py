@@ -58,7 +58,7 @@ def _normalised_likeness(na: str, nb: str) -> Optional[str]:
     short, long = sorted((na, nb), key=len)
     if len(short) >= 2 and (long.startswith(short) or long.endswith(short)):
         return f"'{short}' begins or ends '{long}'"
-    most = _edits_allowed(short)
+    most = min(_edits_allowed(na), _edits_allowed(nb))  # none where either holds digits, whatever the order
     if not most or len(long) - len(short) > most:  # no edit distance of <= most edits can bridge it
         return None
     distance = edit_distance(na, nb)
@@ -89,10 +89,12 @@ def _candidates(normed: list[str]) -> set[tuple[int, int]]:
     indexes instead of every pair (a 21,000-class space has 220 million): equal names or numbers, a
     name that begins or ends another, names sharing a deletion variant within their allowed edits."""
     pairs: set[tuple[int, int]] = set()
-    by_name: dict[str, list[int]] = {}
+    by_value: dict[str, list[int]] = {}  # 'four' and '4' under one key
+    by_name: dict[str, list[int]] = {}  # as spelt: 'one' begins 'onesie'
     for i, name in enumerate(normed):
-        by_name.setdefault(NUMBER_WORDS.get(name, name), []).append(i)
-    for group in by_name.values():
+        by_value.setdefault(NUMBER_WORDS.get(name, name), []).append(i)
+        by_name.setdefault(name, []).append(i)
+    for group in by_value.values():
         pairs |= {(a, b) for a in group for b in group if a < b}
     for j, name in enumerate(normed):
         for cut in range(2, len(name)):  # its beginnings and endings that are another name

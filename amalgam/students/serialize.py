@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -213,15 +213,17 @@ EXPECTS = "the student expects float RGB in [0, 1] (its own normalisation is ins
 LOWEST, HIGHEST = -0.5, 1.5
 
 
-def input_multiple(student: nn.Module) -> int | None:
+def input_multiple(student: nn.Module, tasks: Iterable[str] | None = None) -> int | None:
     """What a student's input height and width must be multiples of: the stride of its deepest
     encoder feature. The U-Net decoder doubles that feature back up, concatenating each skip
     feature, so a size that halves unevenly on the way down does not match on the way up.
 
     None when nothing requires it: a student without dense tasks (its heads pool any size), or a
-    student type whose task paths do not show their encoder.
+    student type whose task paths do not show their encoder. ``tasks``: only these tasks' paths (a
+    ``--task`` export of a classifier takes any size).
     """
-    strides = [_stride(getattr(student.task_path(t), "encoder", None)) for t in student.spec.dense_decoders()]
+    dense = [t for t in student.spec.dense_decoders() if tasks is None or t in tasks]
+    strides = [_stride(getattr(student.task_path(t), "encoder", None)) for t in dense]
     strides = [s for s in strides if s is not None]
     return max(strides, default=None)
 

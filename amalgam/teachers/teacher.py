@@ -16,7 +16,13 @@ from amalgam.errors import AmalgamError
 from amalgam.labels import LabelSpace
 from amalgam.plugin_contract import check_plugin
 from amalgam.task import Task, get_task
-from amalgam.teachers.checks import check_as_trained
+from amalgam.teachers.checks import (  # noqa: F401 - the unused ones: importable from here before the split
+    check_as_trained,
+    check_teacher_output,
+    check_teacher_precision,
+    check_teacher_wrap,
+    output_fit,
+)
 from amalgam.teachers.fingerprint import weight_digests
 from amalgam.teachers.inputs import ResolvedInput, resolve_input
 from amalgam.teachers.model_sources import build_model, load_checkpoint, unloaded_note
@@ -255,7 +261,8 @@ class Teacher(nn.Module):
     def output_is_a_choice(self) -> bool:
         """Whether :meth:`output_note` states a choice (a key among several outputs, or a reading
         among the task's several) or a rule the teacher check applied: the build log says those."""
-        return self._key_chosen() or len(self.task.output_kinds) > 1 or bool(self.notes) or bool(self.unused_outputs)
+        stated = bool(self.unused_outputs) or self.output_scale != 1.0
+        return self._key_chosen() or len(self.task.output_kinds) > 1 or bool(self.notes) or stated
 
     def _key_chosen(self) -> bool:
         return self.output_choice is not None and self.output_choice.key is not None

@@ -603,7 +603,12 @@ def _unit_problem(teacher: str, kind: str, scale: float) -> Optional[str]:
     factor = {"metric": 1 / scale, "inverse": scale}.get(kind)
     named = {1e-3: " (millimetres?)", 1e-2: " (centimetres?)"}
     unit = next((words for unit, words in named.items() if factor and abs(math.log(factor / unit)) < 0.05), "")
-    fix = f"set teachers.{teacher}.output_scale: {factor:.3g}" if factor else f"scale teacher {teacher}'s output"
+    fix = (
+        f"set teachers.{teacher}.output_scale: {factor:.3g} (times any output_scale it has now: the scale above is"
+        " measured after it)"
+        if factor
+        else f"wrap teacher {teacher} so that it answers in metres (output_scale multiplies a log reading's log)"
+    )
     return (
         f"teacher {teacher}'s depth is {scale:.3g}x the depth of eval set '<set>' (geometric mean over valid"
         f" pixels): another unit{unit}. If the teacher answers in it, {fix}; if the set's maps are read in the wrong"
