@@ -227,7 +227,7 @@ def test_the_onnx_graph_declares_each_outputs_channels_and_ties_dense_outputs_to
         (torch.rand(1, 3, 48, 48), "input 48x48: height and width must be multiples of 32 (trained at 32x32"),
         (torch.rand(1, 3, 32, 32) * 255, "got values in [0, 255]: divide 0-255 values by 255"),
         ((torch.rand(1, 3, 32, 32) - 0.5) * 4, "pass the images before normalising them"),
-        (torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), "got an integer tensor: convert it with .float()"),
+        (torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), "tensor of integers, bools or complex numbers"),
         (torch.rand(1, 3, 32, 32, dtype=torch.float64), "got float64: convert it with .float()"),
         (torch.full((1, 3, 32, 32), float("nan")), "got images holding NaN or inf"),
         (torch.rand(1, 1, 32, 32), "the student expects images [B, 3, H, W], got [1, 1, 32, 32]"),

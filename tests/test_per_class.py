@@ -83,9 +83,13 @@ def test_evaluate_logs_each_warning(world_plan, built_run):
     evaluation = evaluate(world_plan, student, torch.device("cpu"), spaces=spaces, log=lines.append)
     said = [line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")]
     reported = json.loads((built_run / "report.json").read_text())["warnings"]
-    before = [f"before training: {line}" for line in world_plan.teacher_warnings]  # said when the plan was built
+    from amalgam.evaluation.report import before_training
+
+    before = before_training(world_plan.teacher_warnings, said)  # said when the plan was built, less repeats
     assert said == evaluation.warnings() and reported == said + before
     assert said and before  # one epoch on 8 images: the tiny student loses classes; its depth teacher is weak
+    # the depth teacher's scale, said before training on 6 images and again after on all: once in the report
+    assert sum("teacher depth's depth is" in w for w in reported) <= 1
 
 
 def test_a_teacher_naming_classes_as_others_is_asked_about_its_label_order():

@@ -63,3 +63,11 @@ def test_per_class_tables_leave_out_labels_the_set_holds_nothing_of():
     assert said in text and "absent 7 and 983 more" in text
     html = _per_class_html(report["tasks"][0], lambda v: f"{v:.4f}")
     assert "<td>absent 3</td>" not in html and "<td>lost</td>" in html and said in html
+
+
+def test_a_warning_before_training_that_evaluation_says_again_is_reported_once():
+    from amalgam.evaluation.report import before_training
+
+    after = ["teacher d's depth is 0.31x its eval set's (geometric mean over valid pixels): check ..."]
+    before = ["teacher d's depth is 0.284x its eval set's (geometric mean ...)", "teacher c finds almost none of 3"]
+    assert before_training(before, after) == ["before training: teacher c finds almost none of 3"]

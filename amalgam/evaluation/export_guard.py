@@ -40,14 +40,18 @@ class ExportGuard(nn.Module):
         self._check_form(images)
         self._check_size(images.size(2), images.size(3))
         if images.numel() > 0:
-            self._check_values(float(images.min()), float(images.max()))
+            low, high = torch.aminmax(images)  # one pass, one host sync for both
+            self._check_values(float(low), float(high))
         return self.inner(images)
 
     def _check_form(self, images: torch.Tensor) -> None:
         if images.dtype == torch.float64:  # numpy's default
             raise RuntimeError(self.expects + ", got float64: convert it with .float()")
         if not images.is_floating_point():  # TorchScript names a dtype by its number: said by kind
-            raise RuntimeError(self.expects + ", got an integer tensor: convert it with .float(), 0-255 values / 255")
+            raise RuntimeError(
+                self.expects + ", got a tensor of integers, bools or complex numbers: convert it with .float(), 0-255"
+                " values / 255"
+            )
         if images.dim() != 4 or images.size(1) != 3:
             raise RuntimeError("the student expects images [B, 3, H, W], got " + str(images.shape))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from amalgam.evaluation.evaluate import Evaluation, relative_to_teacher
@@ -38,7 +39,7 @@ def build_report(
         "teachers": sizes["teachers"],
         "tasks": [r.row() for r in evaluation.tasks],
         "unified": evaluation.unified,
-        "warnings": evaluation.warnings() + [f"before training: {line}" for line in before or []],
+        "warnings": evaluation.warnings() + before_training(before or [], evaluation.warnings()),
         "train": {
             "epochs": train.epochs if train else 0,
             "seconds": round(train.seconds, 2) if train else 0.0,
@@ -75,6 +76,19 @@ def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def before_training(lines: list[str], after: list[str]) -> list[str]:
+    """The teacher checks' warnings before training, ``before training: ...``, less those evaluation says
+    again on the whole set (the same words up to the first number: a depth teacher's scale, measured
+    on 16 images then on every one)."""
+    said = {_head(line) for line in after}
+    return [f"before training: {line}" for line in lines if _head(line) not in said]
+
+
+def _head(line: str) -> str:
+    """A warning's words before its first digit (its kind and whom it is about, not its numbers)."""
+    return re.split(r"\d", line, maxsplit=1)[0]
 
 
 def to_markdown(report: dict) -> str:
