@@ -121,6 +121,17 @@ class NamesRedBgr(NamesRed):
 
 def names_red_bgr(classes):
     return NamesRedBgr(classes)
+
+
+class NamesGrey(NamesRed):
+    '''A colour-blind classifier: it reads the class off the mean of the three channels (red = 40 k, the rest 40 k).'''
+
+    def forward(self, x):
+        return super().forward(x.mean(1, keepdim=True).expand(-1, 3, -1, -1))
+
+
+def names_grey(classes):
+    return NamesGrey(classes)
 """
 
 
@@ -363,3 +374,16 @@ def test_a_bgr_classifier_fed_rgb_is_named_before_training(tmp_path):
     assert any(note.startswith("input channel order doubtful") for note in notes)
     said, _ = classifier_said(tmp_path / "rgb", CLASSES)  # an RGB one, fed RGB: nothing to say
     assert not [line for line in said if "channels reversed" in line]
+
+
+def test_a_colour_blind_teacher_is_not_said_to_want_bgr(tmp_path):
+    # the probe compares the same images both ways: a network that does not see colour scores the same
+    write_folders(tmp_path / "val", 5)
+    for path in (tmp_path / "val").rglob("*.png"):  # grey images: every channel 40 x the class
+        red = np.asarray(Image.open(path))[..., :1]
+        Image.fromarray(np.repeat(red, 3, -1)).save(path)
+    model = {"from": "python", "factory": "models:names_grey", "classes": len(CLASSES)}
+    folders = {"type": "imagefolder", "path": "val"}
+    said, notes = planned(tmp_path, {"task": "classification", "model": model, "labels": CLASSES}, folders, folders)
+    assert not [line for line in said if "channels reversed" in line]
+    assert not any("channel order" in note for note in notes)
