@@ -69,5 +69,13 @@ def test_a_warning_before_training_that_evaluation_says_again_is_reported_once()
     from amalgam.evaluation.report import before_training
 
     after = ["teacher d's depth is 0.31x its eval set's (geometric mean over valid pixels): check ..."]
-    before = ["teacher d's depth is 0.284x its eval set's (geometric mean ...)", "teacher c finds almost none of 3"]
+    before = [
+        "teacher d's depth is 0.284x its eval set's (geometric mean over valid pixels): check ...",
+        "teacher c finds almost none of 3",
+    ]
     assert before_training(before, after) == ["before training: teacher c finds almost none of 3"]
+    # teachers t1 and t2: t1's depth line said again after training must not take t2's other warning with it
+    after = ["teacher t1's depth is 2.97x its eval set's (geometric mean over valid pixels)"]
+    before = ["teacher t1's depth is 3.1x its eval set's (geometric mean over valid pixels)", "teacher t2 has a mean"]
+    assert before_training(before, after) == ["before training: teacher t2 has a mean"]
+    assert before_training(["teacher t2's depth is 3.1x its eval set's (geometric mean over valid pixels)"], after)

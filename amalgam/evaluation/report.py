@@ -80,15 +80,19 @@ def _fmt(value) -> str:
 
 def before_training(lines: list[str], after: list[str]) -> list[str]:
     """The teacher checks' warnings before training, ``before training: ...``, less those evaluation says
-    again on the whole set (the same words up to the first number: a depth teacher's scale, measured
-    on 16 images then on every one)."""
-    said = {_head(line) for line in after}
-    return [f"before training: {line}" for line in lines if _head(line) not in said]
+    again on the whole set (the same words with other numbers: a depth teacher's scale, measured on 16
+    images then on every one)."""
+    said = {_words(line) for line in after}
+    return [f"before training: {line}" for line in lines if _words(line) not in said]
 
 
-def _head(line: str) -> str:
-    """A warning's words before its first digit (its kind and whom it is about, not its numbers)."""
-    return re.split(r"\d", line, maxsplit=1)[0]
+#: a number standing alone (0.284x, 16, 1e-3), not one inside a name (teacher 't1', 'resnet18')
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?x?(?![\w])")
+
+
+def _words(line: str) -> str:
+    """A warning with its numbers left out: what it says and of whom."""
+    return _NUMBER.sub("#", line)
 
 
 def to_markdown(report: dict) -> str:

@@ -343,8 +343,8 @@ CHECK_RULE = (
     f" read as metres), under {WEAK_CORRELATION:g} warns (it hardly follows the truth); within the"
     f" {SCALE_WARNING:g}x scale band, an rmse under {RELATIVE_GAIN:g}x the raw one"
     f" after the better fit, with {RELATIVE_SHARE:.0%} of pixels off by over {SCALE_WARNING:g}x, warns of relative"
-    " depth (distilled as metric unless output: relative or affine); a relative reading is checked for its direction"
-    " and strength only"
+    " depth (distilled as metric unless output: relative or affine); a metric or inverse reading 8x or more off"
+    " stops (another unit: output_scale); a relative reading is checked for its direction and strength only"
 )
 
 
@@ -521,7 +521,8 @@ class DepthTask(Task):
             f"teacher {teacher}'s depth is {scale:.3g}x its eval set's (geometric mean over valid pixels): check the"
             " set's depth_scale (its PNGs' values a metre: 1000 for millimetres, 256 for KITTI; float .npy/.tiff"
             " maps are read as metres, so save them in metres) and the teacher's output"
-            " (metric, inverse, log; relative or affine for a teacher without a metric scale)"
+            " (metric, inverse, log; relative or affine for a teacher without a metric scale; output_scale for one"
+            f" answering another unit: {UNIT_STOP:g}x or more stops the build)"
         ]
 
     def eval_reading(
@@ -597,12 +598,14 @@ class DepthTask(Task):
 def _unit_problem(teacher: str, kind: str, scale: float) -> Optional[str]:
     """Why a teacher read as ``kind`` whose depth is :data:`UNIT_STOP` times its eval set's (or 1/that)
     cannot be distilled as it is, with the settings that fix it; None within that."""
-    if not math.isfinite(scale) or 1 / UNIT_STOP <= scale <= UNIT_STOP:
+    if not math.isfinite(scale) or 1 / UNIT_STOP < scale < UNIT_STOP:
         return None
     # output_scale multiplies the raw output: metric depth divides by the scale, inverse depth by its inverse
     factor = {"metric": 1 / scale, "inverse": scale}.get(kind)
-    named = {1e-3: " (millimetres?)", 1e-2: " (centimetres?)"}
-    unit = next((words for unit, words in named.items() if factor and abs(math.log(factor / unit)) < 0.05), "")
+    named = {1e-3: "millimetres", 1e-2: "centimetres"} if kind == "metric" else {1e3: "millimetres", 1e2: "centimetres"}
+    near = next((u for u in named if factor and abs(math.log(factor / u)) < 0.05), None)
+    unit = f" ({'inverse ' if kind == 'inverse' else ''}{named[near]}?)" if near else ""
+    factor = near or factor  # the unit's own factor where it is one: 0.01, not the measured 0.0101
     fix = (
         f"set teachers.{teacher}.output_scale: {factor:.3g} (times any output_scale it has now: the scale above is"
         " measured after it)"
