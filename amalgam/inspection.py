@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
+from amalgam.distill.cache import TeacherCache
 from amalgam.distill.objective import check_feature_taps, objective_terms, student_tap_module, task_weighting
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.errors import AmalgamError
@@ -73,6 +74,7 @@ class Inspection:
         lines += ["", *schedule] if schedule else []
         lines += weighting_lines(plan, images)
         lines += precision_lines(r)
+        lines += cache_lines(plan)
         lines += [self.routing] if self.routing else []
         params, teachers = self.student_params, self.teacher_params
         choice = plan.encoder_choice()
@@ -111,6 +113,22 @@ def precision_lines(recipe: Recipe) -> list[str]:
         return [precision_text(resolve_device(recipe.device), recipe.train.precision)]
     except AmalgamError as err:  # a device or dtype this machine lacks: the build refuses it the same way
         return [f"precision: {err}"]
+
+
+def cache_lines(plan: Plan) -> list[str]:
+    """What the teacher cache would take on disk, as the build decides it (``train.cache_max_gb``): a
+    150-class segmenter's is gigabytes, said before the build, not in its log only."""
+    train = plan.recipe.train
+    if plan.sources is None:
+        return []
+    if not train.cache_teachers:
+        return ["teacher cache: off (train.cache_teachers: false): teachers run on every batch"]
+    need = TeacherCache.estimate_bytes(plan) / 1e9
+    features = "" if plan.recipe.amalgamation.features == "none" else ", plus the tapped teacher features"
+    cap = f"train.cache_max_gb {train.cache_max_gb:g}"
+    if need > train.cache_max_gb:
+        return [f"teacher cache: off at build, it would take {need:.1f} GB{features} > {cap}"]
+    return [f"teacher cache: up to {need:.2f} GB{features} under the run's folder ({cap})"]
 
 
 def _share(part: int, whole: int) -> str:

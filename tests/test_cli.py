@@ -292,3 +292,15 @@ def test_student_init_refuses_other_label_spaces(built_run):
     with pytest.raises(RecipeError, match=f"student.init: .* holds a student with {task} labels="):
         init_student(student, renamed, built_run / "student.pt")
     init_student(student, spaces, built_run / "student.pt")  # the same spaces load
+
+
+def test_inspect_says_what_the_teacher_cache_would_take(world, capsys):
+    # a 150-class segmenter's cache is gigabytes: said by the build's log only, after inspect
+    assert main(["inspect", str(world), "--quiet"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("teacher cache:")]
+    assert line.startswith("teacher cache: up to ")
+    assert line.endswith("GB under the run's folder (train.cache_max_gb 20)")
+    assert main(["inspect", str(world), "--quiet", "--set", "train.cache_max_gb=0.000001"]) == 0
+    assert "teacher cache: off at build, it would take" in capsys.readouterr().out
+    assert main(["inspect", str(world), "--quiet", "--set", "train.cache_teachers=false"]) == 0
+    assert "teacher cache: off (train.cache_teachers: false)" in capsys.readouterr().out
