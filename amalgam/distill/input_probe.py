@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from amalgam.config.schema import InputSpec
+from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.teachers.inputs import RECIPE
 from amalgam.teachers.teacher import Teacher
 
@@ -44,19 +45,22 @@ def candidates(channels: int, bgr: bool = False) -> dict[str, tuple[list[float],
 
 
 def mean_recall(matrix: torch.Tensor, classes: set[int]) -> float:
-    """Mean over ``classes`` of each one's recall in a truth x prediction ``matrix`` (NaN: none)."""
-    rows = [matrix[c, c].item() / matrix[c].sum().item() for c in classes if matrix[c].sum() > 0]
-    return sum(rows) / len(rows) if rows else float("nan")
+    """Mean over ``classes`` (those with truth) of each one's recall in a truth x prediction ``matrix`` (NaN: none)."""
+    recall = _confusion(matrix).recall()[sorted(classes)]
+    recall = recall[~recall.isnan()]
+    return recall.mean().item() if recall.numel() else float("nan")
 
 
 def mean_iou(matrix: torch.Tensor, classes: set[int]) -> float:
-    """Mean over ``classes`` of each one's IoU in a truth x prediction ``matrix`` (NaN: none)."""
-    rows = [
-        matrix[c, c].item() / (matrix[c].sum() + matrix[:, c].sum() - matrix[c, c]).item()
-        for c in classes
-        if matrix[c].sum() > 0
-    ]
-    return sum(rows) / len(rows) if rows else float("nan")
+    """Mean over ``classes`` (those with truth) of each one's IoU in a truth x prediction ``matrix`` (NaN: none)."""
+    return _confusion(matrix).mean_iou(sorted(classes))
+
+
+def _confusion(matrix: torch.Tensor) -> ConfusionMatrix:
+    """``matrix`` as the report's confusion matrix, so the probes score as evaluation does."""
+    found = ConfusionMatrix(matrix.shape[0])
+    found.matrix = matrix
+    return found
 
 
 @contextmanager
@@ -118,14 +122,14 @@ ORDER_RATIO = 1.03
 def reversed_channels(teacher: Teacher) -> Iterator[None]:
     """``teacher`` fed its 3 channels in the other order (its mean/std with them) for the block."""
     spec = teacher.input_spec
-    saved = spec.channel_order, spec.mean, spec.std, teacher.mean, teacher.std
+    saved = spec.channel_order, spec.mean, spec.std
     spec.channel_order = "rgb" if spec.bgr else "bgr"
     spec.mean, spec.std = list(spec.mean)[::-1], list(spec.std)[::-1]  # its padding colour follows them
-    teacher.mean, teacher.std = list(teacher.mean)[::-1], list(teacher.std)[::-1]
     try:
-        yield
+        with fed(teacher, list(teacher.mean)[::-1], list(teacher.std)[::-1]):
+            yield
     finally:
-        spec.channel_order, spec.mean, spec.std, teacher.mean, teacher.std = saved
+        spec.channel_order, spec.mean, spec.std = saved
 
 
 def channel_order_line(teacher: Teacher, score: Callable[[], float], current: float, images: int) -> Optional[str]:
