@@ -148,7 +148,9 @@ class Task:
 
     def shape_hint(self, out: torch.Tensor, space: Optional[LabelSpace], kind: str) -> str:
         """The setting or fix a refused output's shape points at, as ``" (...)"`` ("" when none does);
-        said after :meth:`check_output`'s line."""
+        said after :meth:`check_output`'s line. Default: an extra axis of size 1 (``[B, 1, C, H, W]``)."""
+        if isinstance(out, torch.Tensor) and out.dim() == 5 and 1 in out.shape[1:3]:
+            return f" (an extra axis of size 1: return out.squeeze({1 if out.shape[1] == 1 else 2}))"
         return ""
 
     def teacher_warnings(self, teacher: str, metrics: dict) -> list[str]:
@@ -422,7 +424,7 @@ class LabelledOutputs:
             return (
                 f" ({out.shape[1] - len(space)} more channels than labels: name them, or list them in unused_outputs)"
             )
-        return ""
+        return super().shape_hint(out, space, kind)
 
     def labels_problem(self, names: list[str]) -> Optional[str]:
         if len(names) > 1:

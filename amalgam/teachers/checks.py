@@ -115,7 +115,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     problem = problem or (_DENSE_MISFIT.format(*out.shape[-2:], *teacher.size) if fit is None else None)
     if problem:
         hint = teacher.task.shape_hint(out, teacher.space, teacher.output_kind)  # the fix the shape points at
-        hint = _other_key_hint(teacher, dummy) or hint or _singleton_hint(out)
+        hint = _other_key_hint(teacher, dummy) or hint
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{hint}")
     if mismatch := head_problem(teacher.task, teacher.name, out):  # a broadcast loss would train on it
         raise AmalgamError(mismatch)
@@ -223,14 +223,6 @@ def _other_key_hint(teacher: Teacher, dummy: torch.Tensor) -> str:
         return ""
     shown = ", ".join(f"'{k}' {list(found[k].shape)}" for k in fits[:4])
     return f" (output_key {shown} has a channel per label: is that the output to distil?)"
-
-
-def _singleton_hint(out: torch.Tensor) -> str:
-    """A fix for an output with an extra axis of size 1 (``[B, 1, C, H, W]``)."""
-    if isinstance(out, torch.Tensor) and out.dim() == 5 and 1 in out.shape[1:3]:
-        axis = 1 if out.shape[1] == 1 else 2
-        return f" (an extra axis of size 1: return out.squeeze({axis}))"
-    return ""
 
 
 def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
