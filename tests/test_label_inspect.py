@@ -294,6 +294,25 @@ def test_pasted_proposals_follow_another_teachers_group_instead_of_making_its_na
     assert through_groups([group, own])[1] == own
 
 
+def test_a_group_label_two_teachers_propose_differently_is_not_followed_silently():
+    # through_groups took the first teacher's group for 'jersey' and pasted it into a third teacher's labels
+    from amalgam.labels.suggest import Suggestion, group_conflicts, through_groups
+
+    a = Suggestion("classification", "inet-tv", "jersey", ("T-shirt/top", "Shirt"), "items", "")
+    b = Suggestion("classification", "shop", "jersey", ("T-shirt/top", "Pullover"), "items", "")
+    rename = Suggestion("classification", "inet-loc", "jersey, T-shirt, tee shirt", ("jersey",), "inet-tv", "")
+    resolved = through_groups([a, b, rename])
+    assert resolved == [a, b, rename]
+    (line,) = group_conflicts(resolved)
+    assert line == (
+        "  not followed: jersey is proposed as different groups (inet-tv: [T-shirt/top, Shirt]; "
+        "shop: [T-shirt/top, Pullover]): inet-loc keep it as a class below, write the classes you mean"
+    )
+    same = Suggestion("classification", "shop", "jersey", ("T-shirt/top", "Shirt"), "items", "")
+    assert through_groups([a, same, rename])[2].covers == ("T-shirt/top", "Shirt")
+    assert group_conflicts([a, same, rename]) == []
+
+
 def test_long_label_lists_are_cut_and_comma_names_quoted():
     # a 1000-class teacher's labels were one 13.5 kB line of inspect; 'tench, Tinca tinca, goldfish, ...' hid
     # where one name ended

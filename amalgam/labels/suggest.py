@@ -548,23 +548,52 @@ def _nothing_line(found: Findings) -> str:
     return "suggest-labels: no relation to propose (every co-occurring label pair already matches)"
 
 
+def _proposed_groups(found: list[Suggestion]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Each proposed group label's classes, per teacher proposing it (its first proposal)."""
+    groups: dict[str, dict[str, tuple[str, ...]]] = {}
+    for s in found:
+        if len(s.covers) > 1 and s.label not in s.covers:
+            groups.setdefault(s.label, {}).setdefault(s.teacher, s.covers)
+    return groups
+
+
+def _ambiguous(groups: dict[str, dict[str, tuple[str, ...]]]) -> set[str]:
+    """Group labels that two teachers propose with different classes."""
+    return {label for label, by in groups.items() if len(set(by.values())) > 1}
+
+
 def through_groups(found: list[Suggestion]) -> list[Suggestion]:
     """The proposals with each class that another proposal makes a group label of another teacher
     replaced by that group's classes: pasted together, ``{jersey: [T-shirt/top, Shirt]}`` for one
     teacher and ``{"jersey, T-shirt, tee shirt": jersey}`` for another made ``jersey`` a class only the
-    second teaches, beside the two it stands for (a trial's whole-space top-1: 0.93 -> 0.79)."""
-    groups: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for s in found:
-        if len(s.covers) > 1 and s.label not in s.covers:
-            groups.setdefault(s.label, (s.teacher, s.covers))
+    second teaches, beside the two it stands for (a trial's whole-space top-1: 0.93 -> 0.79).
+
+    A group label two teachers propose with different classes is left as written, never one picked:
+    :func:`group_conflicts` says it.
+    """
+    groups = _proposed_groups(found)
+    ambiguous = _ambiguous(groups)
     resolved = []
     for s in found:
         covers: list[str] = []
         for c in s.covers:
-            owner, members = groups.get(c, (s.teacher, (c,)))
-            covers += [m for m in (members if owner != s.teacher else (c,)) if m not in covers]
+            by = {} if c in ambiguous else groups.get(c, {})
+            members = next((m for t, m in by.items() if t != s.teacher), (c,)) if s.teacher not in by else (c,)
+            covers += [m for m in members if m not in covers]
         resolved.append(s if tuple(covers) == s.covers else replace(s, covers=tuple(covers)))
     return resolved
+
+
+def group_conflicts(found: list[Suggestion]) -> list[str]:
+    """One line per group label two teachers propose with different classes, naming both."""
+    groups = _proposed_groups(found)
+    lines = []
+    for label in sorted(_ambiguous(groups)):
+        proposals = "; ".join(f"{t}: [{', '.join(m)}]" for t, m in groups[label].items())
+        users = sorted({s.teacher for s in found if label in s.covers and s.teacher not in groups[label]})
+        kept = f": {', '.join(users)} keep it as a class below, write the classes you mean" if users else ""
+        lines.append(f"  not followed: {yaml_name(label)} is proposed as different groups ({proposals}){kept}")
+    return lines
 
 
 def _paste_lines(plan: Plan, found: list[Suggestion]) -> list[str]:
@@ -577,7 +606,7 @@ def _paste_lines(plan: Plan, found: list[Suggestion]) -> list[str]:
         refused += left_out
         if entries != (cfg.labels or []):
             blocks.append(f"  {teacher}:\n    labels: [{', '.join(_yaml(e) for e in entries)}]")
-    lines = [
+    lines = group_conflicts(found) + [
         f"  not pasted: teachers.{s.teacher}.labels {s.entry()}: the recipe check refuses it ({why})"
         for s, why in refused
     ]
