@@ -64,14 +64,16 @@ class DistillOptions:
 
 class EvalReading(NamedTuple):
     """What a task's :attr:`Task.eval_reading` found: ``said`` (its numbers, for the log and the
-    teacher's reading line), ``warnings`` (one line each), ``problem`` (why the build stops, or
-    None; ``<set>`` in it is replaced by the teacher's eval set) and ``rule`` (the rule applied, said
-    once in the log)."""
+    teacher's reading line), ``warnings`` (one line each, logged and kept for report.json), ``problem``
+    (why the build stops, or None; ``<set>`` in it is replaced by the teacher's eval set), ``rule`` (the
+    rule applied, said once in the log) and ``repeated`` (warnings the task says again from the whole
+    eval set after training, :meth:`Task.teacher_warnings`: logged now, reported from the whole set only)."""
 
     said: str
     warnings: list[str]
     problem: Optional[str]
     rule: str = ""
+    repeated: tuple[str, ...] = ()
 
 
 class Task:

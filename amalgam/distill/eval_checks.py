@@ -67,6 +67,8 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
         raise RecipeError(f"teachers.{teacher.name}.output", reading.problem.replace("<set>", teacher.eval_name))
     for line in reading.warnings:
         said_before_training(plan, log, line)
+    for line in reading.repeated:  # evaluation says it again, measured on every eval image
+        log(f"warning: {line}")
 
 
 #: share of the classes seen in the check's images that must each be named mostly as one other class

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 from amalgam.evaluation.evaluate import Evaluation, relative_to_teacher
@@ -39,7 +38,7 @@ def build_report(
         "teachers": sizes["teachers"],
         "tasks": [r.row() for r in evaluation.tasks],
         "unified": evaluation.unified,
-        "warnings": evaluation.warnings() + before_training(before or [], evaluation.warnings()),
+        "warnings": evaluation.warnings() + before_training(before or []),
         "train": {
             "epochs": train.epochs if train else 0,
             "seconds": round(train.seconds, 2) if train else 0.0,
@@ -78,21 +77,11 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def before_training(lines: list[str], after: list[str]) -> list[str]:
-    """The teacher checks' warnings before training, ``before training: ...``, less those evaluation says
-    again on the whole set (the same words with other numbers: a depth teacher's scale, measured on 16
-    images then on every one)."""
-    said = {_words(line) for line in after}
-    return [f"before training: {line}" for line in lines if _words(line) not in said]
-
-
-#: a number standing alone (0.284x, 16, 1e-3), not one inside a name (teacher 't1', 'resnet18')
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?x?(?![\w])")
-
-
-def _words(line: str) -> str:
-    """A warning with its numbers left out: what it says and of whom."""
-    return _NUMBER.sub("#", line)
+def before_training(lines: list[str]) -> list[str]:
+    """The teacher checks' warnings before training, as report.json says them: ``before training: ...``.
+    A task's warning that evaluation says again from the whole set is not among them
+    (:attr:`amalgam.task.EvalReading.repeated`)."""
+    return [f"before training: {line}" for line in lines]
 
 
 def to_markdown(report: dict) -> str:

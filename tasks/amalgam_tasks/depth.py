@@ -551,12 +551,12 @@ class DepthTask(Task):
             return EvalReading(said, weak, None, CHECK_RULE)
         if problem := _unit_problem(teacher, kind, agreement.scale):
             return EvalReading(said, weak, problem, CHECK_RULE)
-        warnings = weak + self.teacher_warnings(teacher, {"scale": agreement.scale})
+        scale = tuple(self.teacher_warnings(teacher, {"scale": agreement.scale}))  # evaluation says it again
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
-        if not warnings and agreement.best_fit[1] < RELATIVE_GAIN * agreement.rmse:
-            warnings += [_relative_warning(teacher, agreement)] if agreement.off_share >= RELATIVE_SHARE else []
-        return EvalReading(said, warnings, None, CHECK_RULE)
+        if not (weak or scale) and agreement.best_fit[1] < RELATIVE_GAIN * agreement.rmse:
+            weak += [_relative_warning(teacher, agreement)] if agreement.off_share >= RELATIVE_SHARE else []
+        return EvalReading(said, weak, None, CHECK_RULE, repeated=scale)
 
     def distill_loss(self, student, teacher, options: DistillOptions):
         """log-L1 + scale-invariant over the pixels where the teacher gives depth (> 0); for a relative
