@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +98,19 @@ def test_onnx_export_checked_with_onnxruntime_when_installed(built_run, tmp_path
         for name, answer in zip(["classification", "segmentation", "depth"], got):
             torch.testing.assert_close(torch.from_numpy(answer), want[name], atol=1e-4, rtol=1e-4)
         assert " at 64x64)" in out_line(out)  # the parity check's second size
+        # 0-255 values (image 0) and a normalised image (image 2) read plausible answers without a word:
+        # an ONNX graph cannot raise, so their rows come out NaN; the others are untouched
+        x = torch.rand(3, 3, 32, 32)
+        x[0] *= 255
+        x[2] = (x[2] - 0.45) / 0.226
+        got = ort.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            want = student(x[1:2].clone())
+        for name, answer in zip(["classification", "segmentation", "depth"], got):
+            assert np.isnan(answer[[0, 2]]).all() and not np.isnan(answer[1]).any()
+            torch.testing.assert_close(torch.from_numpy(answer[1:2]), want[name], atol=1e-4, rtol=1e-4)
+        meta = json.loads(Path(str(path) + ".json").read_text())
+        assert meta["input"]["checks"].startswith("an image with values outside [-0.5, 1.5]")
 
 
 def out_line(text: str) -> str:

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError, error_line
-from amalgam.evaluation.export_guard import ExportGuard
+from amalgam.evaluation.export_guard import ExportGuard, ValueGate
 from amalgam.io import check_writable
 from amalgam.registry import Registry
-from amalgam.students.serialize import input_multiple, load_student, stored_recipe
+from amalgam.students.serialize import HIGHEST, LOWEST, input_multiple, load_student, stored_recipe
 from amalgam.task import Task, get_task, task_names
 from amalgam.task import output_meaning as generic_output_meaning
 
@@ -81,6 +81,7 @@ def _save_onnx(module: nn.Module, example: torch.Tensor, path: Path, names: list
     except ImportError:
         raise AmalgamError("--format onnx needs the onnx package: pip install 'amalgam[export]'") from None
     dynamic = {"images": {0: "batch"} | ({} if fixed else {2: "height", 3: "width"})}
+    module = ValueGate(module).eval()  # as the student: the exporter restores the mode it finds, recursively
     with torch.no_grad():
         shapes = [tuple(o.shape) for o in module(example)]
     for name, shape in zip(names, shapes):  # a dense output follows the input's size (or its own stride of it)
@@ -164,6 +165,15 @@ PREPROCESS = {
     "normalisation": "none outside: feed RGB floats in [0, 1]; the file normalises them itself (do not subtract"
     " a mean or divide by a std, do not feed 0-255 values)",
     "dtype": "float32",
+}
+
+
+#: what each format's file does with input it would misread (the .json's ``input.checks``)
+CHECKS = {
+    "torchscript": "raises a RuntimeError naming the problem: 0-255 values, normalised images, NaN or inf,"
+    " integer or float64 tensors, another layout, a size it does not take",
+    "onnx": f"an image with values outside [{LOWEST}, {HIGHEST}] (0-255 values, normalised images) or holding NaN"
+    " or inf gets NaN in its rows of every output (an ONNX graph cannot raise); check sizes and dtype yourself",
 }
 
 
@@ -253,6 +263,7 @@ def export_meta(
             "grey": GREY,
             "sizes": sizes,
             **PREPROCESS,
+            **({"checks": CHECKS[fmt]} if fmt in CHECKS else {}),
         },
         "outputs": [
             {

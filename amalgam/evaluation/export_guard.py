@@ -74,3 +74,20 @@ class ExportGuard(nn.Module):
             raise RuntimeError(self.expects + ", got " + span + ": pass the images before normalising them")
         if high > self.highest:
             raise RuntimeError(self.expects + ", got " + span + ": divide 0-255 values by 255")
+
+
+class ValueGate(nn.Module):
+    """``inner``'s outputs turned to NaN where the input is no [0, 1] image: an ONNX graph cannot raise,
+    and a deployment feeding 0-255 values or normalised images read plausible answers. Each image is
+    judged alone (one bad image in a batch poisons its own rows only); NaN and inf input fail too."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.lowest, self.highest = float(LOWEST), float(HIGHEST)
+
+    def forward(self, images: torch.Tensor):
+        flat = images.flatten(1)
+        ok = (flat.amin(1) >= self.lowest) & (flat.amax(1) <= self.highest)  # NaN compares False
+        gate = torch.where(ok, torch.ones_like(ok, dtype=images.dtype), torch.full_like(flat[:, 0], float("nan")))
+        return tuple(out * gate.reshape([-1] + [1] * (out.dim() - 1)) for out in self.inner(images))
