@@ -853,6 +853,18 @@ def test_a_map_at_a_scale_of_its_image_is_resized_with_it(tmp_path):
     assert "data.eval.x: 1 maps are at a scale of their image's size: each is read as covering it" in said
 
 
+@pytest.mark.parametrize("map_size", [(65, 64), (63, 64), (64, 63)])
+def test_a_map_a_pixel_off_its_image_is_refused_not_stretched_as_a_scale(tmp_path, map_size):
+    # a 65x64 map of a 64x64 image passed as "a scale of its image" and was stretched over it
+    save_rgb(tmp_path / "images" / "a.png", size=(64, 64))
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros(map_size[::-1], np.uint8)).save(tmp_path / "labels" / "a.png")
+    cfg = SourceConfig(type="dense", path=tmp_path)
+    w, h = map_size
+    with pytest.raises(AmalgamError, match=rf"is {w}x{h} but its image .* is 64x64 .*a pixel cropped or padded"):
+        build_image_set("data.eval.x", cfg, lambda p: p, (16, 16), True)
+
+
 def test_a_photo_turned_180_degrees_is_said_to_fit_its_map_either_way(tmp_path):
     # the same size upright and stored: a map drawn on either passes the size check, so the log says so
     exif = Image.Exif()

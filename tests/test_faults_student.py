@@ -81,9 +81,18 @@ def test_float64_and_nan_images_stop_in_one_line(built_and_loaded):
 def test_a_size_not_a_multiple_of_the_stride_stops_naming_the_rule(built_and_loaded):
     _, student = built_and_loaded
     assert input_multiple(student) == 32  # five stride-2 stages, read from the model
-    rule = "the student needs height and width multiples of 32 (pad or resize)"
+    rule = "the student needs height and width multiples of 32 (resize)"  # saved without a recipe: no size known
     assert refusal(student, torch.rand(2, 3, 48, 40)) == f"input 48x40: {rule}"
     assert refusal(student, torch.rand(1, 3, 33, 64)) == f"input 33x64: {rule}"
+    # it said "(pad or resize)": padding puts things at another place and scale than the student learnt
+    before, student.image_size = student.image_size, (64, 96)
+    try:
+        assert refusal(student, torch.rand(1, 3, 33, 64)) == (
+            "input 33x64: the student needs height and width multiples of 32 (trained at 64x96: resize every image"
+            " to it, as in training)"
+        )
+    finally:
+        student.image_size = before
     with torch.no_grad():  # nothing is padded: a size that fits gives outputs of its own size
         out = student(torch.rand(2, 3, 64, 32))
     assert out["segmentation"].shape == (2, 4, 64, 32) and out["depth"].shape == (2, 1, 64, 32)

@@ -249,7 +249,8 @@ class InputGuard:
         if _exporting():  # a traced or compiled graph would bake the check in, or break on its sync
             return
         images = args[0] if args else kwargs.get("images")
-        problem = _form_problem(images) or _size_problem(images, self.multiple) or _value_problem(images)
+        trained = getattr(module, "image_size", None)
+        problem = _form_problem(images) or _size_problem(images, self.multiple, trained) or _value_problem(images)
         if problem:
             raise AmalgamError(problem)
 
@@ -292,12 +293,14 @@ def _layout_hint(shape: torch.Size) -> str:
     return ""
 
 
-def _size_problem(images: torch.Tensor, multiple: int | None) -> str | None:
-    """The size rule of a dense student, when ``images`` break it."""
+def _size_problem(images: torch.Tensor, multiple: int | None, trained: tuple | None = None) -> str | None:
+    """The size rule of a dense student, when ``images`` break it; ``trained``: the size it learnt at,
+    what to resize to (padding would put things at another place and scale than it learnt)."""
     h, w = images.shape[-2:]
     if multiple is None or (h % multiple == 0 and w % multiple == 0):
         return None
-    return f"input {h}x{w}: the student needs height and width multiples of {multiple} (pad or resize)"
+    fix = f"trained at {trained[0]}x{trained[1]}: resize every image to it, as in training" if trained else "resize"
+    return f"input {h}x{w}: the student needs height and width multiples of {multiple} ({fix})"
 
 
 def _value_problem(images: torch.Tensor) -> str | None:
