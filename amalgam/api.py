@@ -411,7 +411,8 @@ def load_student(
     :class:`AmalgamError`: uint8 or other non-float tensors ("divide by 255"), values above 1.5
     (0-255 floats) or below -0.5 (already normalised), another layout, and, for a student with dense
     tasks, a height or width that is not a multiple of its encoder's stride (32 for five stages:
-    "input 48x40: the student needs height and width multiples of 32 (trained at 64x64: resize every image to it, as in training)"; nothing is
+    "input 48x40: the student needs height and width multiples of 32 (trained at 64x64: resize every image
+    to it, as in training)"; nothing is
     padded, which would change its answers). The check is one min/max per call (one host sync on
     CUDA), skipped while tracing, scripting, compiling or exporting, so ``amalgam export`` files
     carry none; ``check_inputs=False`` leaves it out (throughput, once the input pipeline is known good).

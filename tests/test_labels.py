@@ -290,6 +290,15 @@ def test_relations_that_split_or_make_classes_silently_are_said():
         " of typo's alone: a typo of one of theirs?",
     ]
     assert relation_warnings({"fine": fine, "coarse": coarse}) == []  # relations onto classes others name
+    # a trial renamed digits {three: '3'} ... {nine: '9'} beside a 0-4 teacher: five typo questions on every
+    # inspect, build and eval; several renames onto fresh names read as a renaming, said in one line
+    low = LabelSpace(("0", "1", "2", "3", "4"))
+    high = LabelSpace(("three", "four", "five", "six", "seven"), covers=(("3",), ("4",), ("5",), ("6",), ("7",)))
+    assert relation_warnings({"low": low, "high": high}) == [
+        "warning: teachers.high.labels: 3 renames onto classes no other teacher names ('five' for '5', 'six' for"
+        " '6', 'seven' for '7'): each becomes a class of high's alone; if one was meant as another teacher's"
+        " class, it is a typo of its name"
+    ]
     assert relation_warnings({"typo": typo}) == []  # alone, a rename is its own business
     # a review: a rename onto a class only an eval set names (VOC's {tvmonitor: tv}), onto the catch-all,
     # and a coarse label over classes no teacher names (a split nobody teaches, not a typo) are no typos

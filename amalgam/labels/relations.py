@@ -24,6 +24,7 @@ def relation_warnings(spaces: Mapping[str, LabelSpace], named: Iterable[str] = (
     relations = {(t, n): s.covered(n) for t, s in spaces.items() for n in s.known() if s.covered(n) != (n,)}
     plain = {t: {n for n in s.known() if s.covered(n) == (n,)} for t, s in spaces.items()}
     lines = []
+    fresh: dict[str, list[tuple[str, str]]] = {}  # teacher -> its renames onto classes nobody else names
     for (owner, name), covers in relations.items():
         shown = ", ".join(covers)
         for other, names in plain.items():
@@ -42,13 +43,31 @@ def relation_warnings(spaces: Mapping[str, LabelSpace], named: Iterable[str] = (
                 f" them; if it is that group, write {{{yaml_name(name)}: [{', '.join(map(yaml_name, members))}]}}"
             )
         named_elsewhere = {c for t, s in spaces.items() if t != owner for n in s.known() for c in (n, *s.covered(n))}
-        for target in covers:
-            if target not in named_elsewhere and target not in set(named):
-                lines.append(
-                    f"teachers.{owner}.labels: '{name}' stands for '{target}', a class no other teacher names, so"
-                    f" it becomes a class of {owner}'s alone: a typo of one of theirs?"
-                )
+        fresh.setdefault(owner, []).extend(
+            (name, t) for t in covers if t not in named_elsewhere and t not in set(named)
+        )
+    lines += [line for owner, renames in fresh.items() for line in _fresh_lines(owner, renames)]
     return [f"warning: {line}" for line in lines]
+
+
+#: renames of one teacher onto classes nobody else names from which they read as a deliberate renaming
+#: (digits named anew), said in one line, not one typo question each
+FRESH_MANY = 3
+
+
+def _fresh_lines(owner: str, renames: list[tuple[str, str]]) -> list[str]:
+    """The lines for a teacher's renames onto classes no other teacher names: each a class of its alone."""
+    if len(renames) < FRESH_MANY:
+        return [
+            f"teachers.{owner}.labels: '{name}' stands for '{target}', a class no other teacher names, so it becomes"
+            f" a class of {owner}'s alone: a typo of one of theirs?"
+            for name, target in renames
+        ]
+    shown = ", ".join(f"'{n}' for '{t}'" for n, t in renames[:8]) + (" ..." if len(renames) > 8 else "")
+    return [
+        f"teachers.{owner}.labels: {len(renames)} renames onto classes no other teacher names ({shown}): each becomes"
+        f" a class of {owner}'s alone; if one was meant as another teacher's class, it is a typo of its name"
+    ]
 
 
 #: share of an eval class's images (or pixels) a teacher must answer with one of its labels the set does
