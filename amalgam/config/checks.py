@@ -103,6 +103,9 @@ def check_sets(recipe: Recipe) -> None:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
             check_set_options(path, cfg)
+            if cfg.flip != "auto" and (group == "eval" or not recipe.train.augment):
+                why = "eval sets are never flipped" if group == "eval" else "train.augment is false: nothing is flipped"
+                raise RecipeError(f"{path}.flip", why)
             if cfg.classes_file is not None:
                 if not recipe.resolve(cfg.classes_file).is_file():
                     raise RecipeError(f"{path}.classes_file", f"file not found: {recipe.resolve(cfg.classes_file)}")

@@ -62,6 +62,11 @@ class SourceConfig(_Strict):
         description="dense: what its depth PNGs hold: depth (metres = value / depth_scale) or inverse depth, as"
         " disparity maps (metres = depth_scale / value)",
     )
+    flip: Union[Literal["auto"], bool] = Field(
+        "auto",
+        description="training sources, with train.augment: mirror half the images (true), none (false), or auto:"
+        " none when a teacher on it names mirrored images otherwise (digits, text, left/right labels)",
+    )
     exif: Literal["upright", "stored"] = Field(
         "upright", description="image files: read as viewers show them (EXIF orientation), or as stored"
     )

@@ -39,7 +39,7 @@ CACHE_FORMAT = "amalgam-teacher-cache/6"  # 3: answers on the teacher's own view
 
 # source fields that do not change what the teachers say about an image: how often it is drawn, and
 # how its ground truth (never read in training) is scaled
-NOT_IN_KEY = frozenset({"weight", "depth_scale", "depth_reading"})
+NOT_IN_KEY = frozenset({"weight", "depth_scale", "depth_reading", "flip"})
 
 
 def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: str = "fp32") -> dict:

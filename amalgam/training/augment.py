@@ -8,7 +8,7 @@ the whole global batch and keeps its own slice: N processes augment what one pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
 
@@ -59,11 +59,16 @@ class BatchAugment:
         source_names: the training sources in loader order (mixup names its sources).
         seed: the recipe's seed (the generator starts at ``seed + 1``).
         local: this process's rows of the global batch.
+        unflipped: sources never flipped (``Plan.unflipped``): their rows' draws are kept, unused, so
+            the other rows flip as they would.
     """
 
-    def __init__(self, cfg: TrainConfig, source_names: list[str], seed: int, local: slice):
+    def __init__(
+        self, cfg: TrainConfig, source_names: list[str], seed: int, local: slice, unflipped: Iterable[str] = ()
+    ):
         self.cfg = cfg
         self.local = local
+        self.unflipped = torch.tensor([source_names.index(n) for n in unflipped], dtype=torch.long)
         self.rng = torch.Generator().manual_seed(seed + 1)
         self.mix_ids = [source_names.index(n) for n in cfg.mixup.sources] if cfg.mixup is not None else []
 
@@ -78,6 +83,8 @@ class BatchAugment:
         flip = None
         if self.cfg.augment:
             flip = flip_mask(self.cfg.batch_size, self.rng, raw.device)[self.local][:rows]
+            if len(self.unflipped):
+                flip = flip & ~torch.isin(source.cpu(), self.unflipped).to(flip.device)
         images = apply_flip(raw, flip)
         if self.cfg.mixup is None:
             return AugmentedBatch(raw, images, flip, None)

@@ -101,7 +101,7 @@ class Trainer:
         self.scaler = grad_scaler_for(device, self.precision)
         self.result = TrainResult(cfg.epochs, 0.0, 0, precision=self.precision)
         self.augment = BatchAugment(
-            cfg, plan.sources.names, plan.recipe.seed, slice(ctx.rank * local, (ctx.rank + 1) * local)
+            cfg, plan.sources.names, plan.recipe.seed, slice(ctx.rank * local, (ctx.rank + 1) * local), plan.unflipped
         )
         self.epoch = 0  # finished epochs
         self.partial: Optional[dict] = None  # where Ctrl-C stopped the next epoch: {epoch, step, sums, count}
