@@ -98,6 +98,30 @@ def test_a_size_not_a_multiple_of_the_stride_stops_naming_the_rule(built_and_loa
     assert out["segmentation"].shape == (2, 4, 64, 32) and out["depth"].shape == (2, 1, 64, 32)
 
 
+def test_a_student_run_at_another_size_than_it_learnt_says_so_once(built_and_loaded):
+    # a trial's digits classifier, trained at 64x64 and fed the 32x32 originals, answered near chance
+    # (top-1 0.93 -> 0.11) without a word: a pooled head takes any size
+    import warnings
+
+    from amalgam.students.serialize import OtherSizeWarning
+
+    _, student = built_and_loaded
+    before, student.image_size = student.image_size, (32, 32)
+    try:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("default")
+            student(torch.rand(1, 3, 32, 32))  # its own size: nothing said
+            student(torch.rand(1, 3, 64, 64))
+            student(torch.rand(1, 3, 64, 64))
+        said = [str(w.message) for w in caught if w.category is OtherSizeWarning]
+        assert said == [
+            "input 64x64: the student was trained at 32x32; at another size things sit at another scale than it"
+            " learnt and its answers can be far worse: resize every image to it, as in training"
+        ]
+    finally:
+        student.image_size = before
+
+
 def test_a_student_without_dense_tasks_takes_any_size_but_not_uint8(tmp_path):
     _, path = saved_student(tmp_path, "compact", {"classification": 3})
     student, _ = amalgam.load_student(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
@@ -20,6 +21,7 @@ from amalgam.evaluation.per_class import MOSTLY, class_warnings, label_order_war
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
 from amalgam.plugin_contract import require_metric
 from amalgam.students.build import StudentSpec, count_params
+from amalgam.students.serialize import OtherSizeWarning
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
@@ -350,7 +352,9 @@ def _evaluate(
         for batch in loader:
             images = batch["image"].to(device)
             views = BatchViews(images, plan.student_view, batch.get("original"))
-            student_out = student(images)
+            with warnings.catch_warnings():  # the size it is scored at is said once, in the log
+                warnings.simplefilter("ignore", OtherSizeWarning)
+                student_out = student(images)
             for scorer in scorers.values():
                 scorer.update(views, student_out, batch)
             bar.update(1)
@@ -459,16 +463,18 @@ def latency_ms(
 ) -> float:
     """Median wall time in ms per *image* of ``fn`` on random input of ``shape`` (after a warm-up)."""
     x = torch.rand(*shape, device=device)
-    fn(x)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    with warnings.catch_warnings():  # timed at the size asked, whatever the student learnt at
+        warnings.simplefilter("ignore", OtherSizeWarning)
         fn(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
     times.sort()
     return 1000.0 * times[len(times) // 2] / shape[0]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,7 +23,14 @@ from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.export_guard import ExportGuard, ValueGate
 from amalgam.io import check_writable
 from amalgam.registry import Registry
-from amalgam.students.serialize import HIGHEST, LOWEST, input_multiple, load_student, stored_recipe
+from amalgam.students.serialize import (
+    HIGHEST,
+    LOWEST,
+    OtherSizeWarning,
+    input_multiple,
+    load_student,
+    stored_recipe,
+)
 from amalgam.task import Task, get_task, task_names
 from amalgam.task import output_meaning as generic_output_meaning
 
@@ -375,7 +383,8 @@ def write_meta(path: Path, meta: dict) -> None:
 def runs_at(module: nn.Module, size: tuple[int, int]) -> bool:
     """Whether ``module`` answers an image of ``size``."""
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", OtherSizeWarning)
             module(torch.rand(1, 3, *size))
     except Exception:  # noqa: BLE001 - any failure: it does not take that size
         return False
@@ -385,7 +394,8 @@ def runs_at(module: nn.Module, size: tuple[int, int]) -> bool:
 def parity(module: nn.Module, run: Callable, images: torch.Tensor) -> float:
     """Max abs difference of an exported file's outputs (``run``) from the module's on ``images``
     (a batch size, and a size, the trace may never have seen)."""
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():  # the other size is asked on purpose
+        warnings.simplefilter("ignore", OtherSizeWarning)
         want = module(images)
     got = run(images)
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(want, got))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -253,6 +254,21 @@ class InputGuard:
         problem = _form_problem(images) or _size_problem(images, self.multiple, trained) or _value_problem(images)
         if problem:
             raise AmalgamError(problem)
+        if trained is not None and tuple(images.shape[-2:]) != tuple(trained):  # runs, but can answer far worse
+            warnings.warn(other_size_line(*images.shape[-2:], trained), OtherSizeWarning, stacklevel=2)
+
+
+class OtherSizeWarning(UserWarning):
+    """A loaded student run at another size than it was trained at (once per size, as Python shows warnings)."""
+
+
+def other_size_line(h: int, w: int, trained: Sequence[int]) -> str:
+    """What a student run at ``h`` x ``w`` is told when it learnt at ``trained``: a classifier fed 32 px
+    after training at 64 answered near chance in a trial, without a word."""
+    return (
+        f"input {h}x{w}: the student was trained at {trained[0]}x{trained[1]}; at another size things sit at another"
+        " scale than it learnt and its answers can be far worse: resize every image to it, as in training"
+    )
 
 
 def _exporting() -> bool:
