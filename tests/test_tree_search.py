@@ -119,6 +119,22 @@ def test_search_command_writes_the_mapping_to_paste_and_the_ranking(world, tmp_p
     assert "--budget: unknown key 'speed' (expected one of: params, latency_ms)" in capsys.readouterr().err
 
 
+def test_a_search_over_one_task_measures_nothing(fresh_world, tmp_path, capsys):
+    # a trial's one-task recipe ran a 60-step warm-up and ranked 6 trees all at +0.0000: one path, one network
+    import yaml
+
+    raw = yaml.safe_load(fresh_world.read_text())
+    raw["teachers"] = {k: v for k, v in raw["teachers"].items() if k in ("seg-a", "seg-b")}
+    del raw["data"]["sources"]["items"], raw["data"]["eval"]["items-val"]
+    fresh_world.write_text(yaml.safe_dump(raw, sort_keys=False))
+    args = ["search", str(fresh_world), "--output", str(tmp_path), *[x for s in QUICK for x in ("--set", s)]]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "search: one task (segmentation): every tree is the same network, nothing to measure" in out
+    stored = json.loads((tmp_path / "search.json").read_text())
+    assert stored["cost"]["steps"] == 0 and stored["cost"]["images"] == 0 and not (tmp_path / "warmup.pt").exists()
+
+
 def test_build_with_auto_trains_the_chosen_tree_and_reports_it(world, tmp_path, capsys):
     from world import TINY_BUILD
 

@@ -127,10 +127,14 @@ def search_tree(plan: Plan, device: torch.device, out_dir: Path, log: Callable[[
     if all(budget.excess(costs.params(t), costs.latency_ms(t)) for t in all_trees(tasks)):
         raise unmeetable(budget, costs, tasks)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log(f"search: {len(all_trees(tasks))} trees over {', '.join(tasks)}; budget {budget.describe()}")
-    affinity = _stored_affinity(out_dir / "search.json", recipe) or measure_affinity(
-        plan, device, out_dir / "warmup.pt", log
-    )
+    if len(tasks) == 1:  # one path through the student whatever the tree: a warm-up would measure nothing
+        log(f"search: one task ({tasks[0]}): every tree is the same network, nothing to measure; budget checked")
+        affinity = Affinity(tasks, [[[0.0]] for _ in range(STAGES)], 0, 0, 0.0, 0)
+    else:
+        log(f"search: {len(all_trees(tasks))} trees over {', '.join(tasks)}; budget {budget.describe()}")
+        affinity = _stored_affinity(out_dir / "search.json", recipe) or measure_affinity(
+            plan, device, out_dir / "warmup.pt", log
+        )
     ranking = rank_trees(tasks, affinity, costs, budget)
     measured = None
     if budget.latency_ms is not None:  # the estimate is a sum of parts: check the real network
