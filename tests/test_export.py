@@ -27,7 +27,7 @@ def test_torchscript_whole_student_matches(built_run, capsys):
     # how an image becomes the input: a deployer applying ImageNet's mean/std or 0-255 values got garbage
     assert meta["input"]["normalisation"].startswith("none outside: feed RGB floats in [0, 1]")
     assert meta["input"]["resize"].startswith(
-        "stretch the whole image to the input's height and width, bilinear without"
+        "stretch the whole image to the input's height and width, bilinear, antialiased when shrinking"
     )
     assert "resize every image to it, as in training" in meta["input"]["sizes"]
     cls, seg, depth = meta["outputs"]

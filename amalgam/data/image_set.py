@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from amalgam.data.images import to_tensor
+from amalgam.data.views import resize
 from amalgam.registry import Registry
 
 
@@ -73,6 +74,7 @@ class ImageSet(Dataset):
         self.with_targets = with_targets
         self.originals = originals
         self.native_targets = native_targets
+        self.image_size = tuple(image_size)
         # maps may be a scale of their image (the source check allows it): each is resized on its own
         self.transform = A.Compose([A.Resize(*image_size)], is_check_shapes=False)
         return self
@@ -84,8 +86,10 @@ class ImageSet(Dataset):
         rgb, targets = self.load(index)
         dense = {k: v for k, v in targets.items() if isinstance(v, np.ndarray)}
         resized = dense and not self.native_targets
-        out = self.transform(image=rgb, masks=list(dense.values())) if resized else self.transform(image=rgb)
-        sample = {"image": to_tensor(out["image"])}
+        out = self.transform(image=rgb, masks=list(dense.values())) if resized else {}
+        # the student's image is made as every teacher's view is (views.resize): a teacher fed the student's
+        # image where their views agree then sees what it would at any other student size
+        sample = {"image": resize(to_tensor(rgb), self.image_size)}
         if self.originals:
             sample["original"] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
         for key, value in zip(dense, out["masks"] if resized else dense.values()):

@@ -166,10 +166,11 @@ def suffix_problem(path: Path, fmt: str) -> Optional[str]:
 
 #: what a grey image needs before it is given to the exported network
 GREY = "a grey image must be repeated over the 3 channels first (images.expand(-1, 3, -1, -1))"
-#: how an image becomes the export's input, as the student was fed while training (sources.py: A.Resize)
+#: how an image becomes the export's input, as the student was fed while training (image_set.py: views.resize)
 PREPROCESS = {
-    "resize": "stretch the whole image to the input's height and width, bilinear without antialiasing (OpenCV's"
-    " INTER_LINEAR, as albumentations.Resize fed the student in training)",
+    "resize": "stretch the whole image to the input's height and width, bilinear, antialiased when shrinking"
+    " (torch.nn.functional.interpolate(mode='bilinear', align_corners=False, antialias=True), as torchvision's"
+    " and PIL's resize; as the student was fed in training)",
     "normalisation": "none outside: feed RGB floats in [0, 1]; the file normalises them itself (do not subtract"
     " a mean or divide by a std, do not feed 0-255 values)",
     "dtype": "float32",
