@@ -77,10 +77,22 @@ class SourceConfig(_Strict):
     )
 
 
+def _height_width(v: Any) -> Any:
+    """A size given as one number is refused with the form it needs (pydantic said 'a valid tuple')."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        raise ValueError(f"expected [height, width], two numbers: [{v}, {v}] for a square of {v}")
+    return v
+
+
 class DataConfig(_Strict):
     image_size: tuple[int, int]
     sources: dict[str, SourceConfig] = Field(min_length=1)
     eval: dict[str, SourceConfig] = {}
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _two_sides(cls, v: Any) -> Any:
+        return _height_width(v)
 
     @field_validator("image_size")
     @classmethod
@@ -128,6 +140,11 @@ class InputSpec(_Strict):
         description="the order of its 3 input channels: rgb (default) | bgr (Caffe, mmcv's to_rgb: false);"
         " mean and std are in that order",
     )
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _two_sides(cls, v: Any) -> Any:
+        return _height_width(v)
 
     @field_validator("channel_order")
     @classmethod
