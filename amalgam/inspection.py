@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
 from amalgam.distill.cache import TeacherCache
+from amalgam.distill.mirror_check import unflipped_sources
 from amalgam.distill.objective import check_feature_taps, objective_terms, student_tap_module, task_weighting
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.errors import AmalgamError
@@ -185,6 +186,8 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     if recipe.peers is not None:
         return Inspection(recipe, None, None, count_params(build_peers(recipe.peers, recipe.base_dir)))
     plan = build_plan(recipe, with_data=with_data, log=log)
+    if with_data:  # what a build would decide, said (evaluation never decides it)
+        plan.unflipped = unflipped_sources(plan, log)
     spec = plan.student_spec(STAGES if recipe.student.branch_at == "auto" else None)  # auto: the warm-up's
     teachers = plan.teacher_params
     path = recipe.resolve(recipe.student.encoder_weights)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from amalgam.config.schema import Recipe
+from amalgam.distill.mirror_check import say_unflipped, unflipped_sources
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError, error_line
@@ -195,6 +196,7 @@ def train_student(
         log(f"resume: student.encoder auto keeps the checkpoint's {stored['encoder']} {stored['decoder_channels']}")
     elif recipe.student.encoder == AUTO and recipe.student.budget.latency_ms is not None:
         same_rung_everywhere(plan, ctx)
+    plan.unflipped = run_flips(plan, state, ctx, log)
     choice = plan.encoder_choice()
     if choice is not None and recipe.student.branch_at != "auto":  # else the search says it, first
         log(choice.describe())
@@ -231,6 +233,8 @@ def train_student(
             report["warnings"] = [*result.warnings, *plan.data_warnings, *report.get("warnings", [])]
         if choice is not None:
             report["encoder_choice"] = choice.to_dict()
+        if plan.unflipped:  # the flip left these alone: the mirror check's findings, or the recipe's flip: false
+            report["train"]["unflipped"] = dict(plan.unflipped)
         if has_branches(student.spec.type):
             report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
         (run_dir / "run.json").write_text(json.dumps(record))
@@ -270,6 +274,19 @@ def same_rung_everywhere(plan: Plan, ctx: DistContext) -> None:
         raise AmalgamError(shared[1])
     if not ctx.is_main:
         plan.keep_rung(shared[1], shared[2])
+
+
+def run_flips(plan: Plan, state: Optional[dict], ctx: DistContext, log: Log) -> dict[str, str]:
+    """The training sources the flip leaves alone: a resumed run's as its checkpoint holds them (one
+    written before the mirror check flipped every source, and goes on so), else decided on rank 0
+    (:func:`unflipped_sources`) and shared, so every process flips alike."""
+    if state is not None:
+        stored = state.get("unflipped")
+        if stored is None and plan.recipe.train.augment:
+            log("resume: the checkpoint predates the mirror check: every source flips, as the run began")
+        say_unflipped(stored or {}, log)
+        return dict(stored or {})
+    return ctx.share(unflipped_sources(plan, log) if ctx.is_main else None)
 
 
 def same_student(state: dict, spec) -> None:

@@ -24,31 +24,28 @@ from amalgam.teachers.teacher import Teacher
 if TYPE_CHECKING:  # annotations only: the plan runs this check
     from amalgam.distill.plan import Plan
 
-#: images of each source a teacher answers plain and mirrored, twice each (per image for a classifier,
-#: per pixel for a dense task: fewer images hold enough); a classifier gets :data:`MIRROR_PER_LABEL` a
-#: label within these bounds (a ResNet-50 at 224 px takes about 47 s for 160 images on one CPU thread)
-MIRROR_CHECK_IMAGES = {False: (48, 160), True: (16, 16)}
-#: images a classifier is asked per label of its (a label needs :data:`MIRROR_MIN_ANSWERS` to be judged)
-MIRROR_PER_LABEL = 6
-#: a label whose answers keep it under a mirror less often than this changes meaning there: a
-#: competent fashion classifier keeps every label on 98-100% of images, a segmenter each label on
-#: 76-98% of its pixels; a left label read as right on a mirror keeps it on few
+#: images of each source a teacher answers plain and mirrored, twice each: per image for a classifier
+#: (a ResNet-50 at 224 px takes about 47 s for 160 on one CPU thread), per pixel for a dense task
+MIRROR_CHECK_IMAGES = {False: 160, True: 16}
+#: a label whose answers move mostly to one other label under a mirror changes meaning there: a competent
+#: fashion classifier keeps every label on 98-100% of images, a segmenter each label on 76-98% of its
+#: pixels; a left label read as right on a mirror keeps it on few, and a mirrored 2 read as 3
 MIRROR_KEPT = 0.5
-#: answers a label needs (images; pixels for a dense task) to be judged
-MIRROR_MIN_ANSWERS = {False: 3, True: 64}
+#: answers a label needs (images; pixels for a dense task) to be judged: a 100-class classifier that
+#: keeps 95% of its answers kept one of three images of a rare label
+MIRROR_MIN_ANSWERS = {False: 8, True: 256}
 #: images answered per teacher call
 CHUNK = 16
 
 
 @dataclass
 class MirrorFinding:
-    """A teacher's labels that change under a mirror on one source.
+    """A teacher's labels whose answers move to another label under a mirror, on one source.
 
     Attributes:
         teacher: its name.
         source: the source's key.
-        changed: ``(label, kept share, label most answered instead, its share)`` per label kept
-            under :data:`MIRROR_KEPT` on the mirror.
+        changed: ``(label, kept share, label answered instead, its share)`` per such label.
         judged: the labels judged (with :data:`MIRROR_MIN_ANSWERS` answers).
         images: the images answered.
     """
@@ -90,59 +87,80 @@ def mirror_confusion(teacher: Teacher, dataset: ImageSet, student_view, count: i
     return counts.reshape(classes, classes)
 
 
-def mirror_finding(teacher: Teacher, source: str, dataset: ImageSet, student_view) -> Optional[MirrorFinding]:
-    """The labels of ``teacher`` that change under a mirror on ``dataset``, or None when none does."""
-    dense = teacher.task.dense
-    least, most = MIRROR_CHECK_IMAGES[dense]
-    count = min(len(dataset), most, max(least, MIRROR_PER_LABEL * len(teacher.space.names)))
-    counts = mirror_confusion(teacher, dataset, student_view, count)
-    names = list(teacher.space.names)
+def changed_labels(counts: torch.Tensor, names: list[str], dense: bool) -> tuple[list, int]:
+    """The labels whose answers move to one other label under a mirror, and how many were judged.
+
+    A dense task's answers moving to its most answered label (the background) are not counted: a thin
+    class on a strided output grid loses a pixel at its edges under a mirror, a localisation, not a
+    meaning (a pole at 1/4 resolution kept 46%)."""
+    common = int(counts.sum(1).argmax()) if dense else -1
     changed, judged = [], 0
     for label, row in enumerate(counts):
         total = int(row.sum())
-        if total < MIRROR_MIN_ANSWERS[dense]:
+        if total < MIRROR_MIN_ANSWERS[dense] or label == common:
             continue
         judged += 1
-        kept = float(row[label]) / total
-        if kept < MIRROR_KEPT:
-            others = row.clone()
-            others[label] = -1
-            instead = int(others.argmax())
-            changed.append((names[label], kept, names[instead], float(row[instead]) / total))
+        others = [j for j in range(len(row)) if j not in (label, common)]
+        if not others:
+            continue
+        instead = max(others, key=lambda j: int(row[j]))
+        kept, moved = float(row[label]) / total, float(row[instead]) / total
+        if kept < MIRROR_KEPT and moved >= MIRROR_KEPT:  # systematic: most of the label's answers become one other
+            changed.append((names[label], kept, names[instead], moved))
+    return changed, judged
+
+
+def mirror_finding(teacher: Teacher, source: str, dataset: ImageSet, student_view) -> Optional[MirrorFinding]:
+    """The labels of ``teacher`` that change under a mirror on ``dataset``, or None when none does."""
+    dense = teacher.task.dense
+    count = min(len(dataset), MIRROR_CHECK_IMAGES[dense])
+    counts = mirror_confusion(teacher, dataset, student_view, count)
+    changed, judged = changed_labels(counts, list(teacher.space.names), dense)
     return MirrorFinding(teacher.name, source, changed, judged, count) if changed else None
 
 
 def checked(teacher: Teacher) -> bool:
-    """Whether the check reads this teacher: exclusive labels (an argmax to compare), its own answers
-    (a sub-teacher wrap varies)."""
+    """Whether the check reads this teacher: exclusive labels (an argmax to compare)."""
     return teacher.task.labelled and teacher.task.exclusive_labels and teacher.space is not None
 
 
-def unflipped_sources(plan: Plan, log: Callable[[str], None] = print) -> dict[str, str]:
-    """The training sources the flip leaves alone, each with why: ``flip: false`` in the recipe, or a
-    teacher on it whose labels change under a mirror (``flip: auto``, the default). Said in the log."""
+def mirror_findings(plan: Plan) -> dict[str, list[MirrorFinding]]:
+    """Per training source the flip would mirror (``train.augment`` on, ``flip: auto``), the findings of
+    the teachers on it; no side effects."""
     recipe = plan.recipe
+    found: dict[str, list[MirrorFinding]] = {}
     if not recipe.train.augment:
-        return {}
-    unflipped: dict[str, str] = {}
+        return found
     for sid, source in enumerate(plan.sources.names):
-        setting = recipe.data.sources[source].flip
-        if setting is False:
-            unflipped[source] = f"data.sources.{source}.flip: false"
-            log(f"train.augment: source '{source}' is not flipped ({unflipped[source]})")
-        if setting != "auto":
+        if recipe.data.sources[source].flip != "auto":
             continue
         for name, teacher in plan.teachers.items():
-            if sid not in plan.source_ids.get(name, []) or not checked(teacher):
-                continue
-            finding = mirror_finding(teacher, source, plan.sources.sets[sid], plan.student_view)
-            if finding is not None:
-                teacher.notes.append(f"labels that change under a mirror: source '{source}' trained unflipped")
-                if source not in unflipped:
-                    unflipped[source] = finding.line()
-                    log(
-                        f"train.augment: source '{source}' is not flipped: {finding.line()}; a mirror changes what"
-                        f" such labels mean (digits, text, left/right classes): data.sources.{source}.flip: true"
-                        " flips it all the same"
-                    )
+            if sid in plan.source_ids.get(name, []) and checked(teacher):
+                finding = mirror_finding(teacher, source, plan.sources.sets[sid], plan.student_view)
+                found.setdefault(source, []).extend([finding] if finding else [])
+    return found
+
+
+def unflipped_sources(plan: Plan, log: Callable[[str], None] = print) -> dict[str, str]:
+    """The training sources the flip leaves alone, each with why (``flip: false``, or the findings of
+    :func:`mirror_findings`), each said in the log."""
+    if not plan.recipe.train.augment:
+        return {}
+    unflipped = {s: f"data.sources.{s}.flip: false" for s, c in plan.recipe.data.sources.items() if c.flip is False}
+    for source, findings in mirror_findings(plan).items():
+        if findings:
+            unflipped[source] = "; ".join(f.line() for f in findings)
+    say_unflipped(unflipped, log)
     return unflipped
+
+
+def say_unflipped(unflipped: dict[str, str], log: Callable[[str], None]) -> None:
+    """One log line per source the flip leaves alone, with why and the key that decides instead."""
+    for source, why in unflipped.items():
+        if why.startswith("data.sources."):
+            log(f"train.augment: source '{source}' is not flipped ({why})")
+        else:
+            log(
+                f"train.augment: source '{source}' is not flipped: {why}; a mirror changes what such labels mean"
+                f" (digits, text, left/right classes): data.sources.{source}.flip: true flips it all the same"
+            )

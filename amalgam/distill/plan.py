@@ -25,7 +25,6 @@ from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: impor
     per_class_picks,
     shorten,
 )
-from amalgam.distill.mirror_check import unflipped_sources
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace, extents, projection, unify
 from amalgam.labels.names import unmarked_catch_all
@@ -68,7 +67,8 @@ class Plan:
     data_warnings: list[str] = field(default_factory=list)
     #: what the checks of each teacher against its eval set warned of before training: report.json's too
     teacher_warnings: list[str] = field(default_factory=list)
-    #: training sources the flip (``train.augment``) leaves alone, each with why (``mirror_check.py``)
+    #: training sources the flip (``train.augment``) leaves alone, each with why: decided for training and
+    #: ``inspect`` (``mirror_check.py``), empty for evaluation
     unflipped: dict[str, str] = field(default_factory=dict)
     _encoder_choice: Optional[EncoderChoice] = field(default=None, init=False, repr=False)
 
@@ -254,7 +254,6 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
             unchecked = "not checked against ground truth (no eval set): taken as declared"
             log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) {unchecked}")
             teacher.notes.append(unchecked)
-    plan.unflipped = unflipped_sources(plan, log)
 
 
 def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace]) -> Optional[torch.Tensor]:

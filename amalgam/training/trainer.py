@@ -300,6 +300,7 @@ class Trainer:
             "spec": self.student.spec.to_dict(),  # what auto chose: a resume must build the same student
             "precision": self.result.precision,  # auto decides per machine: a resume elsewhere may differ
             "divergence": self.divergence.state_dict(),
+            "unflipped": dict(self.plan.unflipped),  # the mirror check's decision: a resume keeps it, not redone
         }
         if self.partial is not None:
             state["partial"] = self.partial
