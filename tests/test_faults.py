@@ -865,6 +865,18 @@ def test_a_map_a_pixel_off_its_image_is_refused_not_stretched_as_a_scale(tmp_pat
         build_image_set("data.eval.x", cfg, lambda p: p, (16, 16), True)
 
 
+def test_a_map_of_a_nearly_square_photo_drawn_on_its_stored_pixels_gets_the_exif_hint(tmp_path):
+    # a review: a 65x64 map of a 64x65 (as shown) EXIF-turned photo was refused as "cropped or padded"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees: stored 65x64 (w x h), shown 64x65
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((64, 65, 3), np.uint8)).save(tmp_path / "images" / "a.jpg", exif=exif)
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((64, 65), np.uint8)).save(tmp_path / "labels" / "a.png")
+    with pytest.raises(AmalgamError, match=r"is 65x64 but its image .* is 64x65 as shown .*: set exif: stored"):
+        build_image_set("data.eval.x", SourceConfig(type="dense", path=tmp_path), lambda p: p, (16, 16), True)
+
+
 def test_a_photo_turned_180_degrees_is_said_to_fit_its_map_either_way(tmp_path):
     # the same size upright and stored: a map drawn on either passes the size check, so the log says so
     exif = Image.Exif()

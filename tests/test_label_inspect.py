@@ -311,6 +311,8 @@ def test_a_group_label_two_teachers_propose_differently_is_not_followed_silently
     same = Suggestion("classification", "shop", "jersey", ("T-shirt/top", "Shirt"), "items", "")
     assert through_groups([a, same, rename])[2].covers == ("T-shirt/top", "Shirt")
     assert group_conflicts([a, same, rename]) == []
+    reordered = Suggestion("classification", "shop", "jersey", ("Shirt", "T-shirt/top"), "items", "")  # one group
+    assert group_conflicts([a, reordered, rename]) == []
 
 
 def test_long_label_lists_are_cut_and_comma_names_quoted():

@@ -147,16 +147,18 @@ def _check_fit(image: Path, facts: ImageFacts, upright: bool, target: object, ta
     size = facts.size if upright else facts.stored
     (w, h), (tw, th) = size, target_size
     how = "as shown (after its EXIF orientation)" if upright else "as stored (exif: stored)"
-    # from 8 px on, a map of another scale differs by more than a pixel: one this close is a crop or a pad
-    if size != target_size and min(w, h) >= 8 and abs(tw - w) <= 1 and abs(th - h) <= 1:
+    other = facts.stored if upright else facts.size
+    # from 8 px on, a map of another scale differs by more than a pixel: one this close is a crop or a pad,
+    # unless it is the image in its other orientation (the EXIF hint below says that)
+    turned = facts.rotated and tuple(other) == tuple(target_size) != tuple(size)
+    if size != target_size and min(w, h) >= 8 and abs(tw - w) <= 1 and abs(th - h) <= 1 and not turned:
         raise AmalgamError(
             f"{target} is {tw}x{th} but its image {image} is {w}x{h} {how}: a pixel cropped or padded, not a scale"
             " (it would be stretched over the image, each label shifted): a map at full resolution must match its"
             " image exactly"
         )
-    if _fits(size, target_size):
+    if _fits(size, target_size) and not turned:
         return
-    other = facts.stored if upright else facts.size
     hint = (
         f": it fits the image {'as stored: set exif: stored' if upright else 'as shown: remove exif: stored'}"
         " on this source"

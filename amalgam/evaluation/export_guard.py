@@ -88,6 +88,7 @@ class ValueGate(nn.Module):
 
     def forward(self, images: torch.Tensor):
         flat = images.flatten(1)
-        ok = (flat.amin(1) >= self.lowest) & (flat.amax(1) <= self.highest)  # NaN compares False
+        # onnxruntime's ReduceMin/Max drop a NaN that is not first in the row: it is looked for on its own
+        ok = (flat.amin(1) >= self.lowest) & (flat.amax(1) <= self.highest) & ~torch.isnan(flat).any(1)
         gate = torch.where(ok, torch.ones_like(ok, dtype=images.dtype), torch.full_like(flat[:, 0], float("nan")))
         return tuple(out * gate.reshape([-1] + [1] * (out.dim() - 1)) for out in self.inner(images))

@@ -559,7 +559,7 @@ def _proposed_groups(found: list[Suggestion]) -> dict[str, dict[str, tuple[str, 
 
 def _ambiguous(groups: dict[str, dict[str, tuple[str, ...]]]) -> set[str]:
     """Group labels that two teachers propose with different classes."""
-    return {label for label, by in groups.items() if len(set(by.values())) > 1}
+    return {label for label, by in groups.items() if len({frozenset(m) for m in by.values()}) > 1}
 
 
 def through_groups(found: list[Suggestion]) -> list[Suggestion]:
