@@ -9,6 +9,7 @@ were said only in the report.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -371,7 +372,8 @@ def test_a_bgr_classifier_fed_rgb_is_named_before_training(tmp_path):
     # a BGR segmenter fed RGB lost 14% mIoU with no word: reversed channels are tried on the check's images
     said, notes = classifier_said(tmp_path, CLASSES, factory="models:names_red_bgr")
     (line,) = [line for line in said if "with its channels reversed" in line]
-    assert line.startswith("warning: teacher t has a mean IoU of 0.15 on 20 eval images fed RGB and 1.00 with its")
+    # 0.14-0.15 as fed: the images' resize rounds it (8 bits since stop 43); reversed it names every one
+    assert re.match(r"warning: teacher t has a mean IoU of 0\.1[45] on 20 eval images fed RGB and 1\.00 with its", line)
     assert "set teachers.t.input.channel_order: bgr (its mean/std in that order)" in line
     assert any(note.startswith("input channel order doubtful") for note in notes)
     said, _ = classifier_said(tmp_path / "rgb", CLASSES)  # an RGB one, fed RGB: nothing to say
