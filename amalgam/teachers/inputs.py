@@ -58,6 +58,8 @@ class ResolvedInput:
         """One line: every value, with its origin when it is not the recipe's."""
 
         def tag(key: str) -> str:
+            if key == "size" and self.origin.get(key, DEFAULT) == DEFAULT:  # a network trained at another size
+                return " (default: data.image_size; set input.size to the size it was trained at)"  # answers worse
             return "" if self.origin.get(key) == RECIPE else f" ({self.origin.get(key, DEFAULT)})"
 
         mean = ", ".join(f"{v:.3f}" for v in self.mean)
