@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from amalgam.config.schema import Recipe
-from amalgam.distill.mirror_check import say_unflipped, unflipped_sources
+from amalgam.distill.mirror_check import recipe_unflipped, say_unflipped, unflipped_sources
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError, error_line
@@ -233,7 +233,7 @@ def train_student(
             report["warnings"] = [*result.warnings, *plan.data_warnings, *report.get("warnings", [])]
         if choice is not None:
             report["encoder_choice"] = choice.to_dict()
-        if plan.unflipped:  # the flip left these alone: the mirror check's findings, or the recipe's flip: false
+        if recipe.train.augment:  # the sources the flip left alone (none: {}): the mirror check's, or flip: false
             report["train"]["unflipped"] = dict(plan.unflipped)
         if has_branches(student.spec.type):
             report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
@@ -278,15 +278,26 @@ def same_rung_everywhere(plan: Plan, ctx: DistContext) -> None:
 
 def run_flips(plan: Plan, state: Optional[dict], ctx: DistContext, log: Log) -> dict[str, str]:
     """The training sources the flip leaves alone: a resumed run's as its checkpoint holds them (one
-    written before the mirror check flipped every source, and goes on so), else decided on rank 0
-    (:func:`unflipped_sources`) and shared, so every process flips alike."""
+    written before the decision was kept flips all but the recipe's ``flip: false``, as it began), else
+    decided on rank 0 (:func:`unflipped_sources`) and shared, so every process flips alike."""
     if state is not None:
         stored = state.get("unflipped")
         if stored is None and plan.recipe.train.augment:
-            log("resume: the checkpoint predates the mirror check: every source flips, as the run began")
+            stored = recipe_unflipped(plan.recipe)
+            log("resume: the checkpoint keeps no mirror check: the flip goes on as the run began, on every source"
+                " the recipe does not set flip: false")  # fmt: skip
         say_unflipped(stored or {}, log)
         return dict(stored or {})
-    return ctx.share(unflipped_sources(plan, log) if ctx.is_main else None)
+    try:
+        decided = ("ok", unflipped_sources(plan, log) if ctx.is_main else None)
+    except Exception as exc:  # noqa: BLE001 - every rank stops with rank 0's error, none waits for it
+        if not ctx.enabled:
+            raise
+        decided = ("error", error_line(exc))
+    shared = ctx.share(decided)
+    if shared[0] == "error":
+        raise AmalgamError(f"the mirror check failed on rank 0: {shared[1]}")
+    return shared[1]
 
 
 def same_student(state: dict, spec) -> None:

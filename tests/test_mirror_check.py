@@ -163,6 +163,44 @@ def test_noisy_labels_and_a_thin_class_losing_its_edges_are_no_mirror_finding():
     assert changed_labels(scattered, names, dense=False) == ([], 4)
 
 
+def test_a_swap_is_found_whatever_the_background_takes_and_whichever_label_is_answered_most():
+    # a second review: edge pixels lost to the background hid a swap (47% moved); a swapped label answered most was
+    # taken for the background; a 2-label dense teacher could never be judged
+    names = ["background", "left", "right"]
+    edges = torch.tensor([[100000, 0, 0], [300, 100, 350], [300, 350, 100]])
+    assert [c[0] for c in changed_labels(edges, names, dense=True, background=0)[0]] == ["left", "right"]
+    assert [c[0] for c in changed_labels(edges, names, dense=True)[0]] == ["left", "right"]  # the most answered
+    close_up = torch.tensor([[2000, 0, 0], [0, 0, 5000], [0, 3000, 0]])  # 'left' answered most, and swapped
+    assert [c[0] for c in changed_labels(close_up, names, dense=True)[0]] == ["left", "right"]
+    two = torch.tensor([[0, 5000], [4000, 0]])
+    assert changed_labels(two, ["left", "right"], dense=True) == (
+        [("left", 0.0, "right", 1.0), ("right", 0.0, "left", 1.0)],
+        2,
+    )
+
+
+def test_a_classifier_of_many_labels_is_asked_enough_images_and_says_what_it_judged(fresh_world):
+    # a second review: 26 letters had about 6 of 160 images each, none judged (8 needed), and nothing was said
+    from amalgam.distill.mirror_check import MIRROR_CHECK_IMAGES, MIRROR_MIN_ANSWERS, mirror_finding
+
+    letters = [chr(ord("a") + i) for i in range(26)]
+    recipe = mirror_world(
+        fresh_world,
+        {"lr": teacher("left_right", "items", ["left", "right"]), "c": teacher("colours", "scenes", ["r", "g", "b"])},
+    )
+    plan = build_plan(load_recipe(recipe), log=lambda s: None)
+    items = plan.sources.sets[plan.sources.names.index("items")]
+    t = plan.teachers["lr"]
+    t.space = type(t.space)(tuple(letters))  # 26 labels (it answers two of them)
+    assert MIRROR_CHECK_IMAGES[False][0] < MIRROR_MIN_ANSWERS[False] * 26 <= MIRROR_CHECK_IMAGES[False][1]
+    finding = mirror_finding(t, "items", items, plan.student_view)
+    assert finding.images == min(len(items), MIRROR_MIN_ANSWERS[False] * 26) and finding.labels == 26
+    said: list[str] = []
+    unflipped_sources(build_plan(load_recipe(recipe), log=lambda s: None), said.append)
+    kept = "mirror check: teacher 'c' keeps its labels on mirrored images of source 'scenes' ("
+    assert any(line.startswith(kept) and " of 3 labels judged" in line for line in said)
+
+
 def test_a_build_decides_once_keeps_the_decision_for_resume_and_reports_it(fresh_world, tmp_path):
     from world import TINY_BUILD
 
@@ -177,7 +215,7 @@ def test_a_build_decides_once_keeps_the_decision_for_resume_and_reports_it(fresh
     assert list(torch.load(out / "checkpoint.pt", weights_only=False)["unflipped"]) == ["items"]
 
 
-def test_a_resume_keeps_its_checkpoints_flips_and_one_from_before_the_check_flips_everything(world_plan):
+def test_a_resume_keeps_its_checkpoints_flips_and_one_from_before_the_check_flips_everything(world, world_plan):
     # a review: a run begun flipped, resumed with the check, trained its rest unflipped without a word
     from amalgam.pipeline import run_flips
     from amalgam.training.distributed import DistContext
@@ -190,4 +228,10 @@ def test_a_resume_keeps_its_checkpoints_flips_and_one_from_before_the_check_flip
     ]
     said.clear()
     assert run_flips(world_plan, {}, DistContext(), said.append) == {}
-    assert said == ["resume: the checkpoint predates the mirror check: every source flips, as the run began"]
+    assert said == [
+        "resume: the checkpoint keeps no mirror check: the flip goes on as the run began, on every source the recipe"
+        " does not set flip: false"
+    ]
+    # a second review: the recipe's own flip: false was dropped from such a resume
+    plan = build_plan(load_recipe(world, ["data.sources.items.flip=false"]), log=lambda s: None)
+    assert run_flips(plan, {}, DistContext(), lambda s: None) == {"items": "data.sources.items.flip: false"}

@@ -24,15 +24,16 @@ from amalgam.teachers.teacher import Teacher
 if TYPE_CHECKING:  # annotations only: the plan runs this check
     from amalgam.distill.plan import Plan
 
-#: images of each source a teacher answers plain and mirrored, twice each: per image for a classifier
-#: (a ResNet-50 at 224 px takes about 47 s for 160 on one CPU thread), per pixel for a dense task
-MIRROR_CHECK_IMAGES = {False: 160, True: 16}
+#: images of each source a teacher answers plain and mirrored, twice each: a classifier
+#: :data:`MIRROR_MIN_ANSWERS` a label within these bounds (a ResNet-50 at 224 px takes about 47 s for 160 on
+#: one CPU thread), a dense task these (judged per pixel)
+MIRROR_CHECK_IMAGES = {False: (160, 400), True: (16, 16)}
 #: a label whose answers move mostly to one other label under a mirror changes meaning there: a competent
 #: fashion classifier keeps every label on 98-100% of images, a segmenter each label on 76-98% of its
 #: pixels; a left label read as right on a mirror keeps it on few, and a mirrored 2 read as 3
 MIRROR_KEPT = 0.5
-#: answers a label needs (images; pixels for a dense task) to be judged: a 100-class classifier that
-#: keeps 95% of its answers kept one of three images of a rare label
+#: answers a label needs (images; pixels for a dense task, its background's aside) to be judged: a
+#: 100-class classifier that keeps 95% of its answers kept one of three images of a rare label
 MIRROR_MIN_ANSWERS = {False: 8, True: 256}
 #: images answered per teacher call
 CHUNK = 16
@@ -40,13 +41,15 @@ CHUNK = 16
 
 @dataclass
 class MirrorFinding:
-    """A teacher's labels whose answers move to another label under a mirror, on one source.
+    """What the mirror check found of one teacher on one source.
 
     Attributes:
         teacher: its name.
         source: the source's key.
-        changed: ``(label, kept share, label answered instead, its share)`` per such label.
+        changed: ``(label, kept share, label answered instead, its share)`` per label whose answers
+            mostly become one other label on the mirror.
         judged: the labels judged (with :data:`MIRROR_MIN_ANSWERS` answers).
+        labels: the teacher's labels.
         images: the images answered.
     """
 
@@ -54,15 +57,19 @@ class MirrorFinding:
     source: str
     changed: list[tuple[str, float, str, float]]
     judged: int
+    labels: int
     images: int
 
     def line(self) -> str:
-        """The finding in one line, with the labels that change (the first five)."""
+        """The finding in one line, with the labels that change (the first five), or that none does."""
+        judged = f"{self.judged} of {self.labels} labels judged, {self.images} images"
+        if not self.changed:
+            return f"teacher '{self.teacher}' keeps its labels on mirrored images of source '{self.source}' ({judged})"
         named = ", ".join(f"{a} kept on {k:.0%} (as {b} on {s:.0%})" for a, k, b, s in self.changed[:5])
         more = f" and {len(self.changed) - 5} more" if len(self.changed) > 5 else ""
         return (
             f"teacher '{self.teacher}' names mirrored images of source '{self.source}' otherwise: {named}{more}"
-            f" ({len(self.changed)} of {self.judged} labels judged, {self.images} images)"
+            f" ({len(self.changed)} changed, {judged})"
         )
 
 
@@ -87,22 +94,22 @@ def mirror_confusion(teacher: Teacher, dataset: ImageSet, student_view, count: i
     return counts.reshape(classes, classes)
 
 
-def changed_labels(counts: torch.Tensor, names: list[str], dense: bool) -> tuple[list, int]:
-    """The labels whose answers move to one other label under a mirror, and how many were judged.
+def changed_labels(
+    counts: torch.Tensor, names: list[str], dense: bool, background: Optional[int] = None
+) -> tuple[list, int]:
+    """The labels whose answers move mostly to one other label under a mirror, and how many were judged.
 
-    A dense task's answers moving to its most answered label (the background) are not counted: a thin
-    class on a strided output grid loses a pixel at its edges under a mirror, a localisation, not a
-    meaning (a pole at 1/4 resolution kept 46%)."""
-    common = int(counts.sum(1).argmax()) if dense else -1
+    A dense task's answers to and from its background (``background``, else its most answered label
+    where that one keeps its own answers) are left out: a thin class on a strided output grid loses a
+    pixel at its edges under a mirror, a localisation, not a meaning (a pole at 1/4 resolution kept 46%)."""
+    settled = _background(counts, background) if dense else None
     changed, judged = [], 0
     for label, row in enumerate(counts):
-        total = int(row.sum())
-        if total < MIRROR_MIN_ANSWERS[dense] or label == common:
+        others = [j for j in range(len(row)) if j not in (label, settled)]
+        total = int(row.sum()) - (int(row[settled]) if settled is not None else 0)
+        if label == settled or not others or total < MIRROR_MIN_ANSWERS[dense]:
             continue
         judged += 1
-        others = [j for j in range(len(row)) if j not in (label, common)]
-        if not others:
-            continue
         instead = max(others, key=lambda j: int(row[j]))
         kept, moved = float(row[label]) / total, float(row[instead]) / total
         if kept < MIRROR_KEPT and moved >= MIRROR_KEPT:  # systematic: most of the label's answers become one other
@@ -110,13 +117,25 @@ def changed_labels(counts: torch.Tensor, names: list[str], dense: bool) -> tuple
     return changed, judged
 
 
-def mirror_finding(teacher: Teacher, source: str, dataset: ImageSet, student_view) -> Optional[MirrorFinding]:
-    """The labels of ``teacher`` that change under a mirror on ``dataset``, or None when none does."""
-    dense = teacher.task.dense
-    count = min(len(dataset), MIRROR_CHECK_IMAGES[dense])
+def _background(counts: torch.Tensor, declared: Optional[int]) -> Optional[int]:
+    """A dense teacher's background: the declared one, else its most answered label if it keeps its own
+    answers on the mirror (a close-up's left arm, answered most and swapped, is no background)."""
+    if declared is not None:
+        return declared
+    common = int(counts.sum(1).argmax())
+    row = counts[common]
+    return common if int(row.sum()) and float(row[common]) / float(row.sum()) >= MIRROR_KEPT else None
+
+
+def mirror_finding(teacher: Teacher, source: str, dataset: ImageSet, student_view) -> MirrorFinding:
+    """What the mirror check finds of ``teacher`` on ``dataset``."""
+    dense, names = teacher.task.dense, list(teacher.space.names)
+    least, most = MIRROR_CHECK_IMAGES[dense]
+    count = min(len(dataset), max(least, min(most, MIRROR_MIN_ANSWERS[dense] * len(names))))
     counts = mirror_confusion(teacher, dataset, student_view, count)
-    changed, judged = changed_labels(counts, list(teacher.space.names), dense)
-    return MirrorFinding(teacher.name, source, changed, judged, count) if changed else None
+    background = names.index(teacher.space.background) if teacher.space.background in names else None
+    changed, judged = changed_labels(counts, names, dense, background)
+    return MirrorFinding(teacher.name, source, changed, judged, len(names), count)
 
 
 def checked(teacher: Teacher) -> bool:
@@ -125,8 +144,8 @@ def checked(teacher: Teacher) -> bool:
 
 
 def mirror_findings(plan: Plan) -> dict[str, list[MirrorFinding]]:
-    """Per training source the flip would mirror (``train.augment`` on, ``flip: auto``), the findings of
-    the teachers on it; no side effects."""
+    """Per training source the flip would mirror (``train.augment`` on, ``flip: auto``), what the check
+    finds of each teacher on it; no side effects."""
     recipe = plan.recipe
     found: dict[str, list[MirrorFinding]] = {}
     if not recipe.train.augment:
@@ -136,22 +155,31 @@ def mirror_findings(plan: Plan) -> dict[str, list[MirrorFinding]]:
             continue
         for name, teacher in plan.teachers.items():
             if sid in plan.source_ids.get(name, []) and checked(teacher):
-                finding = mirror_finding(teacher, source, plan.sources.sets[sid], plan.student_view)
-                found.setdefault(source, []).extend([finding] if finding else [])
+                found.setdefault(source, []).append(
+                    mirror_finding(teacher, source, plan.sources.sets[sid], plan.student_view)
+                )
     return found
 
 
 def unflipped_sources(plan: Plan, log: Callable[[str], None] = print) -> dict[str, str]:
     """The training sources the flip leaves alone, each with why (``flip: false``, or the findings of
-    :func:`mirror_findings`), each said in the log."""
+    :func:`mirror_findings`); every check and decision said in the log."""
     if not plan.recipe.train.augment:
         return {}
-    unflipped = {s: f"data.sources.{s}.flip: false" for s, c in plan.recipe.data.sources.items() if c.flip is False}
+    unflipped = recipe_unflipped(plan.recipe)
     for source, findings in mirror_findings(plan).items():
-        if findings:
-            unflipped[source] = "; ".join(f.line() for f in findings)
+        for finding in findings:
+            if not finding.changed:
+                log(f"mirror check: {finding.line()}")
+        if changed := [f.line() for f in findings if f.changed]:
+            unflipped[source] = "; ".join(changed)
     say_unflipped(unflipped, log)
     return unflipped
+
+
+def recipe_unflipped(recipe) -> dict[str, str]:
+    """The sources the recipe itself keeps unflipped (``flip: false``)."""
+    return {s: f"data.sources.{s}.flip: false" for s, c in recipe.data.sources.items() if c.flip is False}
 
 
 def say_unflipped(unflipped: dict[str, str], log: Callable[[str], None]) -> None:
