@@ -131,7 +131,9 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
         "precision",
         "task_weighting",
         "task_weights",
+        "unflipped",
     }
+    assert report["train"]["unflipped"] == {}  # the mirror check leaves the tiny world's sources flipped
     assert report["train"]["precision"] in ("fp32", "bf16")
     assert report["train"]["epochs"] == 1
     # the learned exp(-s) of each teacher's term: moved from 1 after one epoch, and in report.md
