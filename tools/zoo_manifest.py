@@ -89,6 +89,13 @@ def install(folder: Path, dest: Path) -> tuple[list[str], list[str], list[str]]:
     return copied, kept, refused
 
 
+def differing(folder: Path, dest: Path, kept: list[str]) -> list[str]:
+    """The kept files of ``dest`` that differ from the manifest's: an older shipped file (the quickstart
+    student's encoder was widened on 2026-12-04) would otherwise be read without a word."""
+    _, entries = read_manifest(folder)
+    return [rel for rel in kept if file_digest(dest / rel) != entries[rel][0]]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: 0 when the check passes (or after writing), 1 otherwise."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -107,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.install is not None:  # what matches is installed even when another file does not
         copied, kept, refused = install(folder, args.install[1])
         print(f"{args.install[1]}: copied {', '.join(copied) or 'nothing'}; kept {', '.join(kept) or 'nothing'}")
+        if other := differing(folder, args.install[1], kept):  # an older shipped file, or the user's own
+            print(
+                f"{args.install[1]}: kept, though not the shipped file: {', '.join(other)} (remove it and run"
+                " make zoo again to install the shipped one)",
+                file=sys.stderr,
+            )
         if refused:
             print(f"{args.install[1]}: not installed (missing or changed): {', '.join(refused)}", file=sys.stderr)
     if problems:

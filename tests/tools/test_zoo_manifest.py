@@ -53,3 +53,15 @@ def test_install_copies_only_what_is_absent(tmp_path: Path, capsys) -> None:
     assert main(["--install", str(folder), str(dest)]) == 1 and not (dest / "q" / "a.pt").exists()
     assert (dest / "q" / "b.ts").read_bytes() == b"b"
     assert "not installed (missing or changed): q/a.pt" in capsys.readouterr().err
+
+
+def test_install_says_a_kept_file_that_is_not_the_shipped_one(tmp_path: Path, capsys) -> None:
+    # stop 43 widened the quickstart student's encoder: a checkout's older items-resnet.pt was kept without a word
+    folder, dest = tmp_path / "weights", tmp_path / "zoo"
+    (folder / "q").mkdir(parents=True)
+    (folder / "q" / "a.pt").write_bytes(b"new")
+    write(folder)
+    (dest / "q").mkdir(parents=True)
+    (dest / "q" / "a.pt").write_bytes(b"old")
+    assert main(["--install", str(folder), str(dest)]) == 0 and (dest / "q" / "a.pt").read_bytes() == b"old"
+    assert "kept, though not the shipped file: q/a.pt (remove it and run make zoo again" in capsys.readouterr().err
