@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
@@ -21,7 +20,7 @@ from amalgam.evaluation.per_class import MOSTLY, class_warnings, label_order_war
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
 from amalgam.plugin_contract import require_metric
 from amalgam.students.build import StudentSpec, count_params
-from amalgam.students.serialize import OtherSizeWarning
+from amalgam.students.serialize import at_chosen_size
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
@@ -352,8 +351,7 @@ def _evaluate(
         for batch in loader:
             images = batch["image"].to(device)
             views = BatchViews(images, plan.student_view, batch.get("original"))
-            with warnings.catch_warnings():  # the size it is scored at is said once, in the log
-                warnings.simplefilter("ignore", OtherSizeWarning)
+            with at_chosen_size():  # the size it is scored at is said once, in the log
                 student_out = student(images)
             for scorer in scorers.values():
                 scorer.update(views, student_out, batch)
@@ -463,8 +461,7 @@ def latency_ms(
 ) -> float:
     """Median wall time in ms per *image* of ``fn`` on random input of ``shape`` (after a warm-up)."""
     x = torch.rand(*shape, device=device)
-    with warnings.catch_warnings():  # timed at the size asked, whatever the student learnt at
-        warnings.simplefilter("ignore", OtherSizeWarning)
+    with at_chosen_size():  # timed at the size asked, whatever the student learnt at
         fn(x)
         times = []
         for _ in range(repeats):

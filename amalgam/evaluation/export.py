@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,7 +25,7 @@ from amalgam.registry import Registry
 from amalgam.students.serialize import (
     HIGHEST,
     LOWEST,
-    OtherSizeWarning,
+    at_chosen_size,
     input_multiple,
     load_student,
     stored_recipe,
@@ -384,8 +383,7 @@ def write_meta(path: Path, meta: dict) -> None:
 def runs_at(module: nn.Module, size: tuple[int, int]) -> bool:
     """Whether ``module`` answers an image of ``size``."""
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", OtherSizeWarning)
+        with torch.no_grad(), at_chosen_size():
             module(torch.rand(1, 3, *size))
     except Exception:  # noqa: BLE001 - any failure: it does not take that size
         return False
@@ -395,8 +393,7 @@ def runs_at(module: nn.Module, size: tuple[int, int]) -> bool:
 def parity(module: nn.Module, run: Callable, images: torch.Tensor) -> float:
     """Max abs difference of an exported file's outputs (``run``) from the module's on ``images``
     (a batch size, and a size, the trace may never have seen)."""
-    with torch.no_grad(), warnings.catch_warnings():  # the other size is asked on purpose
-        warnings.simplefilter("ignore", OtherSizeWarning)
+    with torch.no_grad(), at_chosen_size():  # the other size is asked on purpose
         want = module(images)
     got = run(images)
     return max((a.float() - b.float()).abs().max().item() for a, b in zip(want, got))

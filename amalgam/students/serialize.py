@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -260,6 +261,15 @@ class InputGuard:
 
 class OtherSizeWarning(UserWarning):
     """A loaded student run at another size than it was trained at (once per size, as Python shows warnings)."""
+
+
+@contextmanager
+def at_chosen_size() -> Iterator[None]:
+    """The block runs a loaded student at a size chosen on purpose (scored, timed, export-checked there,
+    and said by its caller): no :class:`OtherSizeWarning`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OtherSizeWarning)
+        yield
 
 
 def other_size_line(h: int, w: int, trained: Sequence[int]) -> str:
