@@ -286,7 +286,7 @@ def run_flips(plan: Plan, state: Optional[dict], ctx: DistContext, log: Log) -> 
             stored = recipe_unflipped(plan.recipe)
             log("resume: the checkpoint keeps no mirror check: the flip goes on as the run began, on every source"
                 " the recipe does not set flip: false")  # fmt: skip
-        say_unflipped(stored or {}, log)
+        say_unflipped(stored or {}, log, plan.recipe)
         return dict(stored or {})
     try:
         decided = ("ok", unflipped_sources(plan, log) if ctx.is_main else None)

@@ -173,7 +173,7 @@ def unflipped_sources(plan: Plan, log: Callable[[str], None] = print) -> dict[st
                 log(f"mirror check: {finding.line()}")
         if changed := [f.line() for f in findings if f.changed]:
             unflipped[source] = "; ".join(changed)
-    say_unflipped(unflipped, log)
+    say_unflipped(unflipped, log, plan.recipe)
     return unflipped
 
 
@@ -182,11 +182,13 @@ def recipe_unflipped(recipe) -> dict[str, str]:
     return {s: f"data.sources.{s}.flip: false" for s, c in recipe.data.sources.items() if c.flip is False}
 
 
-def say_unflipped(unflipped: dict[str, str], log: Callable[[str], None]) -> None:
-    """One log line per source the flip leaves alone, with why and the key that decides instead."""
+def say_unflipped(unflipped: dict[str, str], log: Callable[[str], None], recipe) -> None:
+    """One log line per source the flip leaves alone, with why and, for the mirror check's, the key that
+    decides instead (the recipe's own ``flip: false`` is said as such)."""
+    by_recipe = recipe_unflipped(recipe)
     for source, why in unflipped.items():
-        if why.startswith("data.sources."):
-            log(f"train.augment: source '{source}' is not flipped ({why})")
+        if source in by_recipe:
+            log(f"train.augment: source '{source}' is not flipped ({by_recipe[source]})")
         else:
             log(
                 f"train.augment: source '{source}' is not flipped: {why}; a mirror changes what such labels mean"
