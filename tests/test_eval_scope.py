@@ -39,11 +39,16 @@ def test_the_whole_space_row_says_which_classes_of_the_set_it_cannot_score():
     classes = ["jersey", "Trouser", "Sandal"]
     lut = lookup(classes, unified, extent, refuse_look_alikes=False).tolist()
     unscored = unscored_in_space(classes, lut, extent)
-    assert unscored == ["'jersey' (stands for 2 unified classes, Shirt, T-shirt/top)", "'Sandal' (no unified class)"]
-    row = {"task": "classification", "eval": "items", "metrics": {}, "unscored": unscored}
-    (line,) = Evaluation(unified=[row]).warnings()
+    assert [u.text() for u in unscored] == [
+        "'jersey' (stands for 2 unified classes, Shirt, T-shirt/top)",
+        "'Sandal' (no unified class)",
+    ]
+    (line,) = Evaluation(unscored={("classification", "items"): unscored}).warnings()
     assert line.startswith("the student's whole-label-space classification row on 'items' does not score the set's")
     assert "'jersey' (stands for 2 unified classes, Shirt, T-shirt/top)" in line and "Sandal" not in line
     assert not Evaluation(unified=[{"task": "classification", "eval": "items", "metrics": {}}]).warnings()
-    only_unknown = {"task": "segmentation", "eval": "ade", "metrics": {}, "unscored": ["'other' (no unified class)"]}
-    assert not Evaluation(unified=[only_unknown]).warnings()  # ADE20K's 'other': no teacher's, unscored by nature
+    # the warning reads which entries are groups, not the entries' words: a class named 'stands for x' is none
+    odd = unscored_in_space(["stands for x"], [lut[2]], extent)
+    assert not Evaluation(unscored={("classification", "items"): odd}).warnings()
+    only_unknown = unscored_in_space(["other"], [lut[2]], extent)  # ADE20K's 'other': no teacher's
+    assert not Evaluation(unscored={("segmentation", "ade"): only_unknown}).warnings()  # unscored by nature

@@ -129,6 +129,8 @@ UNIFIED_GAP = 0.02
 class Evaluation:
     tasks: list[TaskResult] = field(default_factory=list)
     unified: list[dict] = field(default_factory=list)
+    #: (task, eval set) -> the set's classes its whole-label-space row leaves out (``unified[].unscored``'s entries)
+    unscored: dict[tuple[str, str], list[Unscored]] = field(default_factory=dict)
 
     def warnings(self) -> list[str]:
         """Every teacher's warnings (per class, and its task's own), in teacher order; first, those
@@ -141,7 +143,7 @@ class Evaluation:
         space, names a class the teacher has no label for on more than :data:`UNIFIED_GAP` of them:
         the row counts only the teacher's labels, so such answers (a '1' called an '8' that only the
         other teacher knows) were invisible in it."""
-        groups = {(u["task"], u["eval"]): [c for c in u.get("unscored", []) if "stands for" in c] for u in self.unified}
+        groups = {key: [u.text() for u in found if u.group] for key, found in self.unscored.items()}
         lines = [  # a class no teacher knows is unscored by nature (ADE20K's 'other'): listed in unscored, not said
             f"the student's whole-label-space {task} row on '{name}' does not score the set's classes"
             f" {', '.join(found[:8])}{' and more' if len(found) > 8 else ''}: their images (or pixels) are left out of"
@@ -193,7 +195,7 @@ class _Scorer:
     scored: int = 0
     outside: int = 0
     #: the set's classes the whole-label-space row leaves out, each with why (:func:`unscored_in_space`)
-    unified_unscored: list[str] = field(default_factory=list)
+    unified_unscored: list[Unscored] = field(default_factory=list)
 
     def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
         """Scores one batch at each dense label map's own resolution (rows grouped by size).
@@ -380,7 +382,9 @@ def _evaluate(
             )
             if scorer.with_unified:
                 row = {"task": scorer.teacher.task.name, "eval": set_name, "metrics": m[2].compute()}
-                result.unified.append(row | ({"unscored": scorer.unified_unscored} if scorer.unified_unscored else {}))
+                found = scorer.unified_unscored
+                result.unified.append(row | ({"unscored": [u.text() for u in found]} if found else {}))
+                result.unscored[row["task"], set_name] = found
     order = list(plan.teachers)
     result.tasks.sort(key=lambda r: order.index(r.teacher))
     for line in result.warnings():
@@ -424,19 +428,31 @@ def _scorers(
     return scorers
 
 
-def unscored_in_space(classes: list[str], lut: list[int], extent: dict[str, frozenset[str]]) -> list[str]:
+@dataclass(frozen=True)
+class Unscored:
+    """One of an eval set's classes a whole-label-space row cannot score, and the unified classes it
+    stands for: several (a group label a relation made of a folder's name) or none."""
+
+    name: str
+    covers: tuple[str, ...]
+
+    @property
+    def group(self) -> bool:
+        """A name standing for several unified classes: a relation the user can undo, unlike a class no
+        teacher knows (ADE20K's 'other'), unscored by nature."""
+        return len(self.covers) > 1
+
+    def text(self) -> str:
+        """The report's ``unified[].unscored`` entry."""
+        why = f"stands for {len(self.covers)} unified classes, {', '.join(self.covers)}" if self.group else ""
+        return f"'{self.name}' ({why or 'no unified class'})"
+
+
+def unscored_in_space(classes: list[str], lut: list[int], extent: dict[str, frozenset[str]]) -> list[Unscored]:
     """The set's classes a whole-label-space row cannot score (:data:`IGNORE` in its lookup), each with
-    why: a name standing for several unified classes (a group label a relation made of a folder's
-    name: 160 images left out of a row without a word), or no unified class at all."""
-    found = []
-    for name, index in zip(classes, lut):
-        if index != IGNORE:
-            continue
-        covers = sorted(extent.get(name, ()))
-        why = f"stands for {len(covers)} unified classes, {', '.join(covers)}" if len(covers) > 1 else ""
-        why = why or "no unified class"
-        found.append(f"'{name}' ({why})")
-    return found
+    the unified classes it stands for: several (a group label a relation made of a folder's name:
+    160 images left out of a row without a word), or none."""
+    return [Unscored(name, tuple(sorted(extent.get(name, ())))) for name, index in zip(classes, lut) if index == IGNORE]
 
 
 def unified_meter(plan: Plan, task, num_classes: Optional[int]):
