@@ -108,6 +108,24 @@ def test_a_segmenter_of_left_and_right_labels_leaves_its_source_unflipped(fresh_
     )
 
 
+def test_a_dense_teachers_background_taken_by_the_check_is_named_unless_declared(fresh_world):
+    # the check leaves a dense teacher's background out; one it takes (the most answered label) is a guess,
+    # so the log names it
+    from amalgam.distill.mirror_check import mirror_finding
+
+    sides = teacher("sides", "scenes", ["middle", "left", "right"], "segmentation")
+    recipe = mirror_world(fresh_world, {"sides": sides, "colours": teacher("colours", "items", ["r", "g", "b"])})
+    plan = build_plan(load_recipe(recipe), log=lambda s: None)
+    scenes = plan.sources.sets[plan.sources.names.index("scenes")]
+    guessed = mirror_finding(plan.teachers["sides"], "scenes", scenes, plan.student_view)
+    assert guessed.background == "middle"
+    assert "; 'middle', answered most, left out as its background (it declares none)" in guessed.line()
+    declared = build_plan(load_recipe(recipe, ["teachers.sides.background=middle"]), log=lambda s: None)
+    finding = mirror_finding(declared.teachers["sides"], "scenes", scenes, declared.student_view)
+    assert finding.background is None and "answered most" not in finding.line()
+    assert [c[0] for c in finding.changed] == [c[0] for c in guessed.changed] == ["left", "right"]
+
+
 def test_flip_set_in_the_recipe_decides_without_the_check(fresh_world):
     recipe = mirror_world(
         fresh_world,

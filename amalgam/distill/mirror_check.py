@@ -51,6 +51,8 @@ class MirrorFinding:
         judged: the labels judged (with :data:`MIRROR_MIN_ANSWERS` answers).
         labels: the teacher's labels.
         images: the images answered.
+        background: a dense teacher's label whose answers were left out as its background when it declares
+            none (its most answered, kept on the mirror); None where it declares one or none was taken.
     """
 
     teacher: str
@@ -59,10 +61,13 @@ class MirrorFinding:
     judged: int
     labels: int
     images: int
+    background: Optional[str] = None
 
     def line(self) -> str:
         """The finding in one line, with the labels that change (the first five), or that none does."""
         judged = f"{self.judged} of {self.labels} labels judged, {self.images} images"
+        if self.background is not None:  # a guess, so said: a swapped pair answered most would hide there
+            judged += f"; '{self.background}', answered most, left out as its background (it declares none)"
         if not self.changed:
             return f"teacher '{self.teacher}' keeps its labels on mirrored images of source '{self.source}' ({judged})"
         named = ", ".join(f"{a} kept on {k:.0%} (as {b} on {s:.0%})" for a, k, b, s in self.changed[:5])
@@ -133,9 +138,11 @@ def mirror_finding(teacher: Teacher, source: str, dataset: ImageSet, student_vie
     least, most = MIRROR_CHECK_IMAGES[dense]
     count = min(len(dataset), max(least, min(most, MIRROR_MIN_ANSWERS[dense] * len(names))))
     counts = mirror_confusion(teacher, dataset, student_view, count)
-    background = names.index(teacher.space.background) if teacher.space.background in names else None
-    changed, judged = changed_labels(counts, names, dense, background)
-    return MirrorFinding(teacher.name, source, changed, judged, len(names), count)
+    declared = names.index(teacher.space.background) if teacher.space.background in names else None
+    settled = _background(counts, declared) if dense else None
+    changed, judged = changed_labels(counts, names, dense, settled)
+    guessed = names[settled] if settled is not None and declared is None else None
+    return MirrorFinding(teacher.name, source, changed, judged, len(names), count, guessed)
 
 
 def checked(teacher: Teacher) -> bool:
