@@ -143,6 +143,25 @@ def test_a_resume_in_another_precision_is_said_and_reported_mixed(world, tmp_pat
     assert third.result.precision == "fp32" and not [m for m in said if "before the resume" in m]
 
 
+def test_a_resume_of_a_run_that_trained_on_another_resize_says_so(world, tmp_path):
+    # a checkpoint from before the student's image was resized as the teachers' views are (8 bits,
+    # antialiased) was resumed without a word: its rest trained on other pixels
+    from amalgam.data.views import RESIZE_KIND
+
+    first = _trainer(world, tmp_path / "a", "fp32", lambda m: None)
+    first.callbacks.clear()
+    first.train_one_epoch(1)
+    state = first.state_dict()
+    assert state["resize"] == RESIZE_KIND
+    said: list[str] = []
+    _trainer(world, tmp_path / "b", "fp32", said.append).load_state_dict(state)
+    assert not [m for m in said if m.startswith("resize:")]
+    del state["resize"]
+    _trainer(world, tmp_path / "c", "fp32", said.append).load_state_dict(state)
+    (line,) = [m for m in said if m.startswith("resize:")]
+    assert "the student's image by OpenCV, not antialiased" in line and RESIZE_KIND in line
+
+
 def test_a_precision_the_device_lacks_stops_the_build_before_any_teacher_loads(world, tmp_path, capsys):
     from amalgam.cli import main
 

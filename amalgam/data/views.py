@@ -109,6 +109,11 @@ RESIZE_MODES.add("center_crop", ResizeMode(_center_crop, sees_everything=False))
 DEFAULT_RESIZE = "stretch"
 
 
+#: how :func:`resize` makes every view, the student's image included: kept in a training checkpoint,
+#: so a resume of a run that trained on an earlier resize says so
+RESIZE_KIND = "bilinear, antialiased when shrinking, 8-bit originals in 8 bits"
+
+
 def resize(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize of ``[..., C, H, W]`` (antialiased when shrinking, as PIL and timm do). A uint8
     image on the CPU stays uint8 (8-bit kernels: a 640x480 photo shrinks in 0.1 ms, not 1.2); any
