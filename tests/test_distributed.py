@@ -174,3 +174,40 @@ def test_no_mid_epoch_stop_where_the_processes_decide_together(world_plan):
     with pytest.raises(AmalgamError, match="NaN/inf on most rows"):
         alone.keep("seg-a", ["seg-a"], nan, task)
     assert together.keep("seg-a", ["seg-a"], nan, task).numel() == 0  # left out, counted: decided at the end
+
+
+def test_a_mirror_check_failing_on_rank_0_stops_every_rank_with_its_error(world_plan, monkeypatch):
+    # rank 0 alone runs the check: its error, kept to itself, left rank 1 waiting in share() for ever
+    import amalgam.pipeline as pipeline
+
+    def broken(plan, log):
+        raise RuntimeError("teacher 'seg-a' ran out of memory")
+
+    monkeypatch.setattr(pipeline, "unflipped_sources", broken)
+    rank0 = _Rank(0)
+    with pytest.raises(AmalgamError, match="the mirror check failed on rank 0: .*ran out of memory"):
+        pipeline.run_flips(world_plan, None, rank0, lambda m: None)
+    assert rank0.calls == 1  # it shared the error before raising
+    monkeypatch.setattr(pipeline, "unflipped_sources", lambda *a: pytest.fail("rank 1 must not run the check"))
+    rank1 = _Rank(1, ("error", "RuntimeError: teacher 'seg-a' ran out of memory"))
+    with pytest.raises(AmalgamError, match="the mirror check failed on rank 0"):
+        pipeline.run_flips(world_plan, None, rank1, lambda m: None)
+    assert pipeline.run_flips(world_plan, None, _Rank(1, ("ok", {"items": "why"})), lambda m: None) == {"items": "why"}
+
+
+MIRROR_FAILS_ON_RANK_0 = """
+import os, sys
+import amalgam.pipeline as pipeline
+from amalgam.cli import main
+if os.environ["RANK"] == "0":
+    def broken(plan, log):
+        raise RuntimeError("teacher ran out of memory")
+    pipeline.unflipped_sources = broken
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_under_torchrun_a_mirror_check_error_on_rank_0_ends_both_processes(world, tmp_path):
+    _, done = launched(MIRROR_FAILS_ON_RANK_0, world, tmp_path / "run")  # 300 s: a wait for ever fails the test
+    said = done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode != 0 and "the mirror check failed on rank 0" in said, said
