@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from amalgam.config.recipe import apply_override, load_recipe, parse_recipe, read_recipe_file
+from amalgam.config.schema import InputSpec
 from amalgam.errors import RecipeError
 
 
@@ -292,6 +293,17 @@ def test_an_empty_mapping_in_a_variant_clears_the_base_entry(fresh_world):
     (folder / "same.yaml").write_text("base: narrow.yaml\ntrain: {}\nstudent: {search: {}}\n")  # sections: no change
     same, narrow = load_recipe(folder / "same.yaml"), load_recipe(folder / "narrow.yaml")
     assert same.train == narrow.train and same.student == narrow.student
+
+
+def test_input_null_in_a_variant_drops_the_bases_input_for_the_defaults(fresh_world):
+    # a trial: a variant could not undo its base's teacher input (null was refused as "not a dictionary")
+    folder = fresh_world.parent
+    (folder / "sized.yaml").write_text("base: recipe.yaml\nteachers: {seg-a: {input: {size: [24, 24]}}}\n")
+    (folder / "unsized.yaml").write_text("base: sized.yaml\nteachers: {seg-a: {input: null}}\n")
+    assert load_recipe(folder / "sized.yaml").teachers["seg-a"].input.size == (24, 24)
+    unsized = load_recipe(folder / "unsized.yaml").teachers["seg-a"]
+    assert unsized.input == InputSpec() and unsized.labels == load_recipe(fresh_world).teachers["seg-a"].labels
+    assert load_recipe(folder / "sized.yaml", ["teachers.seg-a.input=null"]).teachers["seg-a"].input == InputSpec()
 
 
 def test_base_is_found_relative_to_the_file_that_names_it(tmp_path):

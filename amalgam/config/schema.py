@@ -30,6 +30,11 @@ class _Strict(BaseModel):
         return v
 
 
+def _input_defaults(v: Any) -> Any:
+    """``input: null``, as a variant writes to drop its base's ``input``: every key at its default."""
+    return InputSpec() if v is None else v
+
+
 def _is_number(annotation) -> bool:
     """Whether a field holds an int or float (optionally None) and not a bool."""
     kinds = get_args(annotation) or (annotation,)
@@ -204,6 +209,8 @@ class TeacherConfig(_Strict):
         if any(i < 0 for i in v) or len(set(v)) != len(v):
             raise ValueError("expected distinct output indices >= 0")
         return sorted(v)
+
+    _input_null = field_validator("input", mode="before")(_input_defaults)
 
     @field_validator("output_key", mode="before")
     @classmethod
@@ -410,6 +417,8 @@ class PeersConfig(_Strict):
     source: str = Field(description="a labelled source of data.sources to train on")
     eval: Optional[str] = None
     split_at: str = Field("layer4", description="one: first child module of the branches")
+
+    _input_null = field_validator("input", mode="before")(_input_defaults)
 
 
 class Recipe(_Strict):
