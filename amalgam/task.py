@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError
-from amalgam.labels import LabelSpace
+from amalgam.labels import IGNORE, LabelSpace, apply_lookup
 from amalgam.plugin_contract import ensemble_problem, takes_old_form
 from amalgam.registry import Registry, load_entry_points
 
@@ -278,6 +278,22 @@ class Task:
         ``projection`` when given) or dense values, resized to ``size`` for dense tasks."""
         raise NotImplementedError
 
+    def map_target(self, target: torch.Tensor, lut: torch.Tensor, labels: int) -> torch.Tensor:
+        """An eval set's ground truth over ``labels`` labels (a teacher's, or the unified space's).
+
+        ``lut[i]`` is the label the set's class ``i`` stands for (:data:`~amalgam.labels.IGNORE`: none).
+        With :attr:`exclusive_labels` the target holds class indices, each looked up. Otherwise it is
+        multi-hot, the set's classes on dim 1 (``[B, C_set, ...]``): a label's column is its class's (the
+        largest where several classes are one label), and IGNORE where the set has none; the meter skips
+        those (its ``restrict(labels)``, where it has one, is given the labels the set holds).
+
+        Raises:
+            AmalgamError: a multi-hot target without one column per class of the set.
+        """
+        if self.exclusive_labels:
+            return apply_lookup(target, lut)
+        return gather_columns(target, lut, labels, self.name)
+
     def new_meter(self, num_classes: Optional[int]) -> Meter:
         """A fresh metric accumulator; its :meth:`Meter.compute` dict holds :attr:`metric`."""
         raise NotImplementedError
@@ -332,6 +348,23 @@ def task_names() -> list[str]:
     """Every task name found, built-ins and plugins."""
     load_entry_points(TASKS, "amalgam.tasks")
     return TASKS.names()
+
+
+def gather_columns(target: torch.Tensor, lut: torch.Tensor, labels: int, task: str) -> torch.Tensor:
+    """A multi-hot ``[B, C_set, ...]`` target as ``[B, labels, ...]``: column ``lut[i]`` takes the set's
+    column ``i`` (the largest of several), IGNORE where no column of the set is that label."""
+    if target.dim() < 2 or target.shape[1] != len(lut):
+        raise AmalgamError(
+            f"task {task}: an eval set's ground truth is multi-hot, one column per class of the set ({len(lut)}),"
+            f" got shape {list(target.shape)} (its labels are not exclusive: exclusive_labels is False)"
+        )
+    out = torch.full((target.shape[0], labels, *target.shape[2:]), IGNORE, dtype=target.dtype, device=target.device)
+    for column, label in enumerate(lut.tolist()):
+        if label == IGNORE:
+            continue
+        now, new = out[:, label], target[:, column]
+        out[:, label] = torch.where(now == IGNORE, new, torch.where(new == IGNORE, now, torch.maximum(now, new)))
+    return out
 
 
 #: how a labelled task (classification, segmentation) may read a teacher's output (``output:``):

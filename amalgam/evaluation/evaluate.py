@@ -17,7 +17,7 @@ from amalgam.data.views import BatchViews, collate, resize
 from amalgam.distill.plan import Plan
 from amalgam.evaluation.coverage import Coverage
 from amalgam.evaluation.per_class import MOSTLY, class_warnings, label_order_warning, per_class_rows
-from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, projection
+from amalgam.labels import IGNORE, LabelSpace, lookup, projection
 from amalgam.plugin_contract import require_metric
 from amalgam.students.build import StudentSpec, count_params
 from amalgam.students.serialize import at_chosen_size
@@ -207,9 +207,9 @@ class _Scorer:
         for rows, target in by_size(batch[task.target_key], images.device):
             size = prediction_size(target, images)
             s_out = as_teachers_answer(task, student_out[task.name][rows.to(images.device)], size)
-            t_target = apply_lookup(target, self.teacher_lut) if self.teacher_lut is not None else target
+            t_target = self._mapped(target, self.teacher_lut, lambda: len(self.teacher.space))
             if self.with_unified:
-                u_target = apply_lookup(target, self.unified_lut) if self.unified_lut is not None else target
+                u_target = self._mapped(target, self.unified_lut, lambda: self.projection.shape[1])
                 self.meters[2].update(task.predict(s_out, size), u_target)
             t_out = None
             if self.score_teacher:
@@ -228,6 +228,10 @@ class _Scorer:
             self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
             self._count_outside(s_out, t_target)
         self.seen += len(batch["image"])
+
+    def _mapped(self, target: torch.Tensor, lut: Optional[torch.Tensor], labels: Callable[[], int]) -> torch.Tensor:
+        """The set's ground truth over a teacher's labels or the unified ones (unlabelled tasks: as is)."""
+        return target if lut is None else self.teacher.task.map_target(target, lut, labels())
 
     def _count_outside(self, s_out: torch.Tensor, t_target: torch.Tensor) -> None:
         """Counts, on the row's scored images of a pooled labelled task, the student's unrestricted

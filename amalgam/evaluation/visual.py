@@ -25,7 +25,7 @@ from amalgam.evaluation.per_class import scored_rows
 from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, relative
 from amalgam.evaluation.tree_report import plot_tree
 from amalgam.io import is_disk_full
-from amalgam.labels import IGNORE, apply_lookup, lookup, projection
+from amalgam.labels import IGNORE, lookup, projection
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 
@@ -109,9 +109,8 @@ def _teacher_rows(plan: Plan, student: nn.Module, spaces: dict, device: torch.de
         t_pred = teacher.task.predict(t_out, size)
         s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
         if teacher.space is not None:
-            target = apply_lookup(
-                target.long(), lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
-            )
+            lut = lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
+            target = teacher.task.map_target(target.long(), lut, len(teacher.space))
         # drawn as scored: a relative depth teacher's answers (and the student's beside it) fitted per image
         t_pred, s_pred = (teacher.task.as_scored(p, target, teacher.output_kind) for p in (t_pred, s_pred))
         row = rows[i]

@@ -50,7 +50,7 @@ def likeness(a: str, b: str) -> Optional[str]:
 
 
 def _normalised_likeness(na: str, nb: str) -> Optional[str]:
-    """:func:`likeness` of two :func:`normalise`\ d names (the edit distance only where lengths allow it)."""
+    """:func:`likeness` of two names made alike by :func:`normalise` (the edit distance only where lengths allow it)."""
     if na == nb:
         return "the same name up to case, spacing and plural"
     if NUMBER_WORDS.get(na, na) == NUMBER_WORDS.get(nb, nb):
