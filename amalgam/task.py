@@ -8,6 +8,7 @@ under the ``amalgam.tasks`` entry-point group, exactly like the built-ins.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -229,8 +230,8 @@ class Task:
         if problem := ensemble_problem(self):
             raise AmalgamError(problem)
         stacked = torch.stack([o.float() for o in outputs])
-        if self.labelled:
-            return stacked.softmax(2).mean(0).clamp_min(1e-8).log()
+        if self.labelled:  # log of the mean probability, exact: a floor (1e-8) became 0.01 once softened at T = 4
+            return stacked.log_softmax(2).logsumexp(0) - math.log(len(outputs))
         return stacked.mean(0)
 
     def mirror(self, output: torch.Tensor) -> torch.Tensor:
@@ -436,8 +437,8 @@ class LabelledOutputs:
 
     def convert_output(self, raw: object, kind: str) -> torch.Tensor:
         out = super().convert_output(raw, kind)  # type: ignore[misc]
-        if kind == "probabilities":
-            return out.float().clamp_min(1e-8).log()
+        if kind == "probabilities":  # only a 0 is floored: a floor at 1e-8 is 0.01 of the top label at T = 4
+            return out.float().clamp_min(torch.finfo(torch.float32).tiny).log()
         if kind == "sigmoid":
             return _logit(out)
         if kind in ("binary", "binary_probability"):

@@ -225,7 +225,7 @@ class Objective(nn.Module):
             features = (f.mean((2, 3)) if f.dim() == 4 else f).repeat_interleave(pixels, 0)
         p, _ = self.ensembles[term](flat, self.temperature, features=features)
         p = p.reshape(b, pixels, c).movedim(1, 2).reshape(z.shape[1:])
-        # T * log p at temperature T gives back exactly p
+        # T * log p at temperature T gives back exactly p; the floor moves a target by 1e-8 of a probability
         return self.temperature * p.clamp_min(1e-8).log()
 
 
