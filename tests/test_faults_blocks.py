@@ -121,6 +121,52 @@ def test_kd_loss_refuses_logits_as_target_in_one_line():
     assert kd_loss(student, teacher, 4.0, check=False).item() > 100  # the check can be turned off
 
 
+def test_probabilities_passed_where_logits_go_are_refused_in_one_line():
+    # a trial (s44): an ensemble of softmaxes gave a near-uniform target (0.10-0.12 a class of 10),
+    # partial_label_kl 0.149 for 8.51, and a student's softmax into dml_loss or kd_loss a plausible loss
+    from amalgam.kd import LOGIT_ENSEMBLES, dml_loss
+    from amalgam.labels import LabelSpace, partial_label_kl, projection, unify
+
+    torch.manual_seed(0)
+    za, zb, zs = torch.randn(8, 10) * 3, torch.randn(8, 10) * 3, torch.randn(8, 10)
+    mean = LOGIT_ENSEMBLES.get("mean")(2)
+    mean([za, zb], temperature=4)  # logits, and log-probabilities, pass
+    mean([za.log_softmax(1), zb], temperature=4)
+    with pytest.raises(AmalgamError, match=r"^MeanEnsemble: teacher 0's logits are probabilities"):
+        mean([za.softmax(1), zb], temperature=4)
+    low, space = LabelSpace(tuple("012345")), unify([LabelSpace(tuple("012345")), LabelSpace(tuple("456789"))])
+    m = projection(low, space)
+    assert partial_label_kl(zs, za[:, :6], m, 4) > 1
+    with pytest.raises(AmalgamError, match=r"^partial_label_kl: the teacher's logits are probabilities"):
+        partial_label_kl(zs, za[:, :6].softmax(1), m, 4)
+    with pytest.raises(AmalgamError, match=r"^partial_label_kl: the student's logits are probabilities"):
+        partial_label_kl(zs.softmax(1), za[:, :6], m, 4)
+    assert partial_label_kl(zs, za[:, :6].softmax(1), m, 4, check=False) < 1  # what a build passes
+    y = torch.randint(0, 10, (8,))
+    with pytest.raises(AmalgamError, match=r"^kd_loss: the student's logits are probabilities"):
+        dml_loss([zs.softmax(1), za], y)
+    with pytest.raises(AmalgamError, match=r"^kd_loss: the student's logits are probabilities"):
+        kd_loss(zs.softmax(1), (zb / 4).softmax(1), 4.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "why"),
+    [
+        (torch.full((8,), -100), r"labels must lie in \[0, 10\), got -100 to -100"),  # was a NaN loss
+        (torch.full((8,), 10), r"labels must lie in \[0, 10\), got 10 to 10"),
+        (torch.zeros(8), r"expected labels \[B=8\] of class indices, got torch.float32"),
+    ],
+)
+def test_the_peer_losses_refuse_labels_they_cannot_use_in_one_line(labels, why):
+    from amalgam.kd import dml_loss, one_loss
+
+    z = torch.randn(2, 8, 10)
+    with pytest.raises(AmalgamError, match=f"^dml_loss: {why}"):
+        dml_loss(z, labels)
+    with pytest.raises(AmalgamError, match=f"^one_loss: {why}"):
+        one_loss(z, z.mean(0), labels)
+
+
 # U5
 
 

@@ -27,6 +27,7 @@ from amalgam.registry import Registry
 #: how far a target's values may fall below 0 and its sums over dim 1 stray from 1 (fp16 softmaxes)
 TARGET_TOLERANCE = 1e-2
 _device_target_checked = False  # see kd_loss: one check per process where a check costs a host sync
+_device_logits_checked = False  # the same for refuse_probabilities
 
 
 def temperature_value(temperature: object, owner: str) -> float:
@@ -88,6 +89,7 @@ def kd_loss(
         )
     if _should_check_target(target, check):
         _check_target(target)
+        refuse_probabilities(student_logits, "kd_loss", "the student's logits", check=True)
     target = target.float()
     log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
     kl = (target * (target.clamp_min(1e-12).log() - log_q)).sum(1)
@@ -128,6 +130,34 @@ def _check_target(target: torch.Tensor) -> None:
         )
 
 
+def refuse_probabilities(logits: torch.Tensor, owner: str, what: str, check: Optional[bool] = None) -> None:
+    """Raises where ``logits`` (classes on dim 1) are probabilities: >= 0 and summing to 1 at every
+    position, not all of them 0 or 1. Softened again at T they made a near-uniform target (an ensemble of softmaxes gave
+    0.10-0.12 a class of 10) or a loss 57x too small, without a word. ``check`` as :func:`kd_loss`'s:
+    None checks every call on the CPU, the first call of the process on an accelerator (a host sync).
+    """
+    global _device_logits_checked
+    if logits.dim() < 2 or logits.shape[1] < 2 or logits.numel() == 0:
+        return
+    if check is None:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        if logits.device.type != "cpu":
+            if _device_logits_checked:
+                return
+            _device_logits_checked = True
+    elif not check:
+        return
+    t = logits.detach().float()
+    fractions = ((t > 0) & (t < 1)).sum()  # one-hot rows are as plausible as logits as they are as probabilities
+    low, stray, between = torch.stack([t.min(), (t.sum(1) - 1).abs().max(), fractions.float()]).tolist()  # one read
+    if low >= 0 and stray <= TARGET_TOLERANCE and between:
+        raise AmalgamError(
+            f"{owner}: {what} are probabilities (>= 0, summing to 1 over dim 1), not logits: pass the logits"
+            " before the softmax (or their log: log-probabilities are logits)"
+        )
+
+
 class LogitEnsemble(nn.Module):
     """Base: per-sample weights from :meth:`weights`, target = sum_k w_k softmax(z_k / T).
 
@@ -162,6 +192,8 @@ class LogitEnsemble(nn.Module):
         logits = teacher_logits.detach().float()  # teachers are never trained through the target
         if logits.dim() != 3 or logits.shape[0] != self.num_teachers:
             raise AmalgamError(f"expected teacher logits [K={self.num_teachers}, B, C], got {list(logits.shape)}")
+        for k, z in enumerate(logits):
+            refuse_probabilities(z, type(self).__name__, f"teacher {k}'s logits")
         w = self.weights(logits, features, labels)
         probs = F.softmax(logits / temperature, dim=2)  # [K, B, C]
         return torch.einsum("bk,kbc->bc", w, probs), w

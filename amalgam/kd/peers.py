@@ -28,7 +28,8 @@ def _stack(logits) -> torch.Tensor:
 
 def _check_labels(labels: torch.Tensor, batch: int, classes: int, owner: str) -> None:
     """Refuses labels that are not one class index per sample (an ignore index such as -100 made a
-    gather fail with an out-of-bounds index: the MinLogit target needs every sample's label). Their
+    gather fail with an out-of-bounds index: the MinLogit target needs every sample's label; a batch
+    of them made DML's loss NaN without a word). Their
     range is checked on CPU labels only: on a device the check would wait for it every step."""
     if labels.shape != (batch,) or labels.is_floating_point():
         raise AmalgamError(
@@ -47,6 +48,7 @@ def dml_loss(logits, labels: torch.Tensor, temperature: float = 1.0) -> tuple[to
     """Deep Mutual Learning (Zhang et al., CVPR 2018): peer k minimises
     ``CE(z_k, y) + 1/(K-1) sum_{j != k} KL(p_j || p_k)``, other peers' predictions held fixed."""
     z = _stack(logits)
+    _check_labels(labels, z.shape[1], z.shape[2], "dml_loss")
     k = z.shape[0]
     per_peer = []
     for i in range(k):
@@ -89,6 +91,7 @@ def one_loss(
     """ONE's objective: every branch's and the ensemble's CE, plus each branch's
     ``T^2 KL(softmax(z_e / T) || softmax(z_i / T))`` towards the (detached) ensemble."""
     z = _stack(branch_logits)
+    _check_labels(labels, z.shape[1], z.shape[2], "one_loss")
     target = F.softmax(ensemble_logits.detach().float() / temperature, 1)
     per_branch = [F.cross_entropy(zi, labels) + kd_loss(zi, target, temperature) for zi in z]
     return torch.stack(per_branch).sum() + F.cross_entropy(ensemble_logits.float(), labels), per_branch

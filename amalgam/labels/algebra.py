@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from amalgam.errors import AmalgamError
+from amalgam.kd.logit_ensembles import refuse_probabilities
 from amalgam.labels.names import look_alike_error, look_alikes
 
 IGNORE = 255  # target value that metrics skip (dense label maps use it on disk too)
@@ -246,6 +247,7 @@ def partial_label_kl(
     temperature: float = 1.0,
     weights: Optional[torch.Tensor] = None,
     after_projection: bool = False,
+    check: Optional[bool] = None,
 ) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher/T) || student restricted to the teacher's labels)``.
 
@@ -261,15 +263,21 @@ def partial_label_kl(
             (``[B]``, ``[B, H, W]``), not normalised: a 0/1 mask gives the mean over every position
             with the left-out ones as 0; divide by its mean for the mean over the kept ones.
         after_projection: soften the student after restricting it (see :func:`project_log_probs`).
+        check: whether to refuse logits that are probabilities
+            (:func:`~amalgam.kd.logit_ensembles.refuse_probabilities`; None: where it is cheap). A build
+            passes False: it checked each teacher's reading when it loaded it.
 
     The teacher's logits are not detached: a learned ensemble's target trains through them. Run
     teachers under ``torch.no_grad()`` (amalgam's own do).
 
     Raises:
         AmalgamError: for shapes that do not pair up (the student's classes against the matrix's
-            columns, the teacher's against its rows, their other dimensions, the weights').
+            columns, the teacher's against its rows, their other dimensions, the weights'), or
+            probabilities passed as logits.
     """
     _check_pairing(student_logits, teacher_logits, matrix, weights)
+    refuse_probabilities(teacher_logits, "partial_label_kl", "the teacher's logits", check)
+    refuse_probabilities(student_logits, "partial_label_kl", "the student's logits", check)
     log_q = project_log_probs(student_logits, matrix, temperature, after_projection)
     log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=1)
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)

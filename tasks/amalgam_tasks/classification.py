@@ -65,7 +65,9 @@ class ClassificationTask(LabelledOutputs, Task):
 
     def distill_loss(self, student, teacher, options: DistillOptions):
         o = options
-        return partial_label_kl(student, teacher, o.projection, o.temperature, o.weights, o.after_projection)
+        return partial_label_kl(
+            student, teacher, o.projection, o.temperature, o.weights, o.after_projection, check=False
+        )
 
     def supervised_loss(self, output, target):
         return F.cross_entropy(output, target, ignore_index=IGNORE)

@@ -91,7 +91,7 @@ class SegmentationTask(LabelledOutputs, Task):
         if o.focal > 0:
             focal = focal_weights(student, teacher, o.projection, o.focal)
             weights = focal if weights is None else weights * focal
-        loss = partial_label_kl(student, teacher, o.projection, o.temperature, weights, o.after_projection)
+        loss = partial_label_kl(student, teacher, o.projection, o.temperature, weights, o.after_projection, check=False)
         if o.pseudo_labels > 0:
             loss = loss + o.pseudo_labels * partial_label_nll(student, teacher, o.projection, weights)
         return loss
