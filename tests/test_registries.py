@@ -235,3 +235,40 @@ def test_a_plugin_that_does_not_import_stops_only_what_uses_it(world, monkeypatc
     assert main(["tasks"]) == 2
     out, err = capsys.readouterr()
     assert "sketch\t(failed to load)" in out and f"amalgam: error: {said}" in err
+
+
+class _SourceRegisteringEntryPoint:
+    """A task plugin whose module also registers a source type of its own when imported."""
+
+    name, value, dist = "attrs_plugin", "attrs_plugin:AttrTask", None
+
+    def load(self):
+        from amalgam.data.image_set import SOURCE_TYPES, SourceType
+        from amalgam.task import get_task
+
+        SOURCE_TYPES.add("attrs_set", SourceType(lambda cfg, resolve: None, required=()), origin="attrs_plugin")
+        return type("AttrTask", (type(get_task("classification")),), {"name": "attrs_plugin"})
+
+
+def test_a_task_plugins_module_registers_a_source_type_before_the_recipes_sets_are_checked(world, monkeypatch):
+    # a trial: the docs say a task plugin's module may register a source type, but task plugins were imported
+    # only when a task was looked up, after the sets: "unknown source type" for a type the plugin has
+    import amalgam.registry as registry_module
+    from amalgam.data.image_set import SOURCE_TYPES
+    from amalgam.task import TASKS
+
+    installed = registry_module.entry_points
+    fake = _SourceRegisteringEntryPoint()
+    monkeypatch.setattr(
+        registry_module,
+        "entry_points",
+        lambda group: [*installed(group=group), *([fake] if group == "amalgam.tasks" else [])],
+    )
+    monkeypatch.setattr(TASKS, "loaded_groups", set())
+    try:
+        recipe = load_recipe(world, ["data.eval.attrs-test={type: attrs_set}"])
+        assert recipe.data.eval["attrs-test"].type == "attrs_set"
+    finally:
+        for registry, name in ((SOURCE_TYPES, "attrs_set"), (TASKS, "attrs_plugin")):
+            if name in registry:
+                registry.remove(name)

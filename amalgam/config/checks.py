@@ -95,6 +95,7 @@ def check_encoder_args(recipe: Recipe) -> None:
 
 def check_sets(recipe: Recipe) -> None:
     """Every source and eval set: a registered type, the keys it requires, a usable classes file."""
+    task_names()  # imports the task plugins first: a plugin's module may register a source type it reads
     for group in ("sources", "eval"):
         for key, cfg in getattr(recipe.data, group).items():
             path = f"data.{group}.{key}"
