@@ -87,3 +87,25 @@ def test_the_scorer_hands_the_meters_the_targets_in_each_rows_order():
     assert torch.equal(meters[1].seen[0], target[:, [1, 0, 2, 3]])  # the student's row: the teacher's order
     unified = meters[2].seen[0]
     assert unified.shape == (2, len(space)) and (unified[:, space.names.index("is_bag")] == IGNORE).all()
+
+
+def test_a_sets_one_dimensional_numpy_target_is_an_images_value_and_maps_are_still_resized():
+    # a trial: a multi-hot label given as a numpy array was taken for a map and resized: an albumentations
+    # error ("not enough values to unpack") named neither the set nor the target
+    import numpy as np
+
+    from amalgam.data.image_set import ImageSet
+
+    class Attrs(ImageSet):
+        classes, target_keys = SET, frozenset({"label", "mask"})
+
+        def __len__(self):
+            return 1
+
+        def load(self, index):
+            rgb = np.zeros((20, 30, 3), dtype=np.uint8)
+            return rgb, {"label": np.array([1, 0, 0, 1]), "mask": np.ones((20, 30), dtype=np.uint8)}
+
+    sample = Attrs().configure((10, 15), with_targets=True)[0]
+    assert torch.equal(sample["label"], torch.tensor([1, 0, 0, 1]))
+    assert sample["mask"].shape == (10, 15) and sample["image"].shape == (3, 10, 15)

@@ -83,7 +83,7 @@ class ImageSet(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rgb, targets = self.load(index)
-        dense = {k: v for k, v in targets.items() if isinstance(v, np.ndarray)}
+        dense = {k: v for k, v in targets.items() if is_map(v)}
         resized = dense and not self.native_targets
         out = self.transform(image=rgb, masks=list(dense.values())) if resized else {}
         # [3, H, W] over the decoded pixels, channels last: the 8-bit resize's fastest layout (a decoder's
@@ -100,9 +100,15 @@ class ImageSet(Dataset):
             integer = np.issubdtype(dense[key].dtype, np.integer)
             sample[key] = torch.as_tensor(np.asarray(value, dtype=np.int64 if integer else np.float32))
         for key, value in targets.items():
-            if not isinstance(value, np.ndarray):
-                sample[key] = value
+            if key not in dense:  # a per-image target: a class index, a multi-hot vector, as numpy or torch
+                sample[key] = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
         return sample
+
+
+def is_map(target: object) -> bool:
+    """Whether a target of ``load`` is a map over the image (resized with it): a numpy array of two or
+    more dimensions. A 0-d or 1-d array is one image's value (a multi-hot vector was resized as a map)."""
+    return isinstance(target, np.ndarray) and target.ndim >= 2
 
 
 @dataclass(frozen=True)
