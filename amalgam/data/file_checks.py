@@ -7,11 +7,12 @@ orientation, transparency, grey and 16-bit images, maps at a scale) is returned 
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
-from amalgam.data.images import ImageFacts, grey_peak, skipped_note, verify_image
+from amalgam.data.images import ImageFacts, UnreadableImage, grey_peak, skipped_note, verify_image
 from amalgam.errors import AmalgamError
 
 
@@ -31,14 +32,14 @@ def verify_files(dataset: CheckedSet, bar=None, with_targets: bool = True) -> li
     """Opens every image (and, for eval sets, map) once; returns what reading them does beyond
     decoding, to say. A training source's maps are never read, so they are not checked."""
     tally: Counter = Counter()
-    unreadable: list[tuple[Path, AmalgamError]] = []
+    unreadable: list[AmalgamError] = []
     for index, path in enumerate(dataset.files):
         if bar is not None:
             bar.update(1)
         try:
             facts = verify_image(path)
         except AmalgamError as exc:  # every bad file is found in one pass, not one per run
-            unreadable.append((path, exc))
+            unreadable.append(exc)
             if len(unreadable) == UNREADABLE_ENOUGH:  # a folder of no images at all need not be walked whole
                 break
             continue
@@ -61,14 +62,28 @@ def verify_files(dataset: CheckedSet, bar=None, with_targets: bool = True) -> li
 UNREADABLE_ENOUGH = 1000
 
 
-def _unreadable_error(unreadable: list[tuple[Path, AmalgamError]], total: int) -> AmalgamError:
-    """The first unreadable image's own line, and how many others there are, naming a few."""
-    first = str(unreadable[0][1])
+def _unreadable_error(unreadable: list[AmalgamError], total: int) -> AmalgamError:
+    """The unreadable images in one line: the first few, each with why, and the fix."""
     if len(unreadable) == 1:
-        return AmalgamError(first)
-    others = ", ".join(path.name for path, _ in unreadable[1:4]) + (" ..." if len(unreadable) > 4 else "")
+        return AmalgamError(f"{unreadable[0]}; {UNREADABLE_FIX.format(them='it')}")
+    named = [e for e in unreadable if isinstance(e, UnreadableImage)]
+    root = Path(os.path.commonpath([str(e.path.parent) for e in named])) if named else None
+    shown = "; ".join(
+        f"{e.path.relative_to(root)} ({e.reason})" if isinstance(e, UnreadableImage) and root else str(e)
+        for e in unreadable[:UNREADABLE_SHOWN]
+    )
+    more = f"; and {len(unreadable) - UNREADABLE_SHOWN} more" if len(unreadable) > UNREADABLE_SHOWN else ""
+    where = f" under {root}" if root else ""
     count = f"at least {len(unreadable):,}" if len(unreadable) == UNREADABLE_ENOUGH else f"{len(unreadable)}"
-    return AmalgamError(f"{count} of {total} images cannot be read; the first: {first}; also {others}")
+    return AmalgamError(
+        f"{count} of {total} images cannot be read{where}: {shown}{more}; {UNREADABLE_FIX.format(them='them')}"
+    )
+
+
+#: unreadable images a source's error names, each with why
+UNREADABLE_SHOWN = 5
+#: what to do: a build never trains on a set with files it silently left out
+UNREADABLE_FIX = "remove {them} from the set (or replace {them} with whole copies): amalgam leaves no image out unsaid"
 
 
 #: the largest value 12-bit data holds: 16-bit images that all stay at or below it read nearly black

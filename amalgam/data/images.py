@@ -153,12 +153,20 @@ def _facts(img: Image.Image) -> ImageFacts:
     return ImageFacts(size, (img.width, img.height), img.mode, orientation != 1, alpha, grey, grey16)
 
 
+class UnreadableImage(AmalgamError):
+    """A file that is not a readable image: ``reason`` says why, without the path (a list names many)."""
+
+    def __init__(self, what: str, path: Path, reason: str, message: str = ""):
+        self.path, self.reason = path, reason
+        super().__init__(message or f"corrupt {what} {path}: {reason}")
+
+
 def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "image", hint: str = "") -> ImageFacts:
     """Fails with the file's name if it is not a readable image (or not of one of ``modes``, saying
     ``hint`` then: how to make one)."""
     try:
         if path.stat().st_size == 0:
-            raise AmalgamError(f"corrupt {what} {path}: the file is empty (0 bytes)")
+            raise UnreadableImage(what, path, "the file is empty (0 bytes)")
         with open(path, "rb") as f, Image.open(f) as img:  # one open: every image of a source is checked
             mode, fmt = img.mode, img.format
             img.verify()
@@ -166,11 +174,13 @@ def verify_image(path: Path, modes: tuple[str, ...] | None = None, what: str = "
             if not (fmt in VERIFIED_WHOLE or (fmt == "JPEG" and _ends_with(f, JPEG_EOI))):
                 _decode(f)  # verify() leaves the image unusable: decode it afresh from the same handle
     except Image.DecompressionBombError as exc:
-        raise AmalgamError(f"{what} {path} is too large to decode: {exc}") from None
+        raise UnreadableImage(what, path, f"too large: {exc}", f"{what} {path} is too large to decode: {exc}") from None
     except FileNotFoundError:  # a COCO file_name with no file, a link to nowhere
-        raise AmalgamError(f"{what} not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise AmalgamError(f"corrupt {what} {path}: {exc}") from None
+        raise UnreadableImage(what, path, "not found", f"{what} not found: {path}") from None
+    except UnidentifiedImageError:  # PIL's own words name a file handle, not the file
+        raise UnreadableImage(what, path, "not an image PIL can read (another kind of file named as one?)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImage(what, path, str(exc)) from None
     if modes is not None and mode not in modes:
         raise AmalgamError(f"{what} {path} has PIL mode {mode}, expected one of {', '.join(modes)}{hint}")
     if modes is None:  # an image: reading's own check, so a 32-bit one stops here, not when training draws it
