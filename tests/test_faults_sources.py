@@ -245,9 +245,16 @@ def test_grey_and_16_bit_images_are_counted_and_12_bit_data_is_warned_about(tmp_
     assert "2 of them are 16-bit, read on the full 0-65535 scale (value / 257)" in grey[0]
     warning = "data.sources.x: warning: every 16-bit image holds values up to 4080 only: 12-bit data"
     assert any(line.startswith(warning) for line in said), said
-    Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "deep2.png")  # full range: no warning
+    Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "deep2.png")  # full range
     _, said = build_said({"type": "folder", "path": tmp_path})
-    assert any("3 of them are 16-bit" in line for line in said) and not any("12-bit" in line for line in said)
+    assert any("3 of them are 16-bit" in line for line in said)
+    # a trial: 12-bit images among full-range ones read nearly black without a word
+    mixed = "data.sources.x: warning: 2 of the 3 16-bit images checked (the first: deep0.png) hold values up to 4080"
+    assert any(line.startswith(mixed) for line in said), said
+    for i in range(2):
+        Image.fromarray(np.full((4, 4), 60000, np.uint16)).save(tmp_path / f"deep{i}.png")
+    _, said = build_said({"type": "folder", "path": tmp_path})
+    assert not any("12-bit" in line for line in said), said
 
 
 # 9. 65535 in a uint16 depth map ----------------------------------------------------------------------

@@ -44,7 +44,7 @@ def verify_files(dataset: CheckedSet, bar=None, with_targets: bool = True) -> li
                 break
             continue
         tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
-        _tally_grey(tally, path, facts)
+        _tally_grey(tally, index, path, facts)
         maps = dataset.map_sizes(index, path) if with_targets else []
         for target, target_size in maps:
             _check_fit(path, facts, dataset.upright, target, target_size)
@@ -86,25 +86,28 @@ UNREADABLE_SHOWN = 5
 UNREADABLE_FIX = "remove {them} from the set (or replace {them} with whole copies): amalgam leaves no image out unsaid"
 
 
-#: the largest value 12-bit data holds: 16-bit images that all stay at or below it read nearly black
+#: the largest value 12-bit data holds: a 16-bit image at or below it reads nearly black
 TWELVE_BIT_MAX = 4095
 #: how many 16-bit images of a source are decoded to look for 12-bit data (the first ones)
 TWELVE_BIT_SAMPLE = 64
 
 
-def _tally_grey(tally: Counter, path: Path, facts: ImageFacts) -> None:
-    """Counts grey images by mode (``grey:<mode>``) and 16-bit ones, with their largest value
-    (``peak``), decoded only while no 16-bit image of the source has gone above 12 bits."""
+def _tally_grey(tally: Counter, index: int, path: Path, facts: ImageFacts) -> None:
+    """Counts grey images by mode (``grey:<mode>``) and 16-bit ones; of the first
+    :data:`TWELVE_BIT_SAMPLE` 16-bit ones (a second decode each), those at or below 12 bits
+    (``low16``, the largest value among them ``peak``, the first one's index + 1 ``low16_first``)."""
     if not facts.grey:
         return
     tally[f"grey:{facts.mode}"] += 1
     if facts.grey16:
         tally["grey16"] += 1
-        if tally["peak"] <= TWELVE_BIT_MAX and tally["grey16"] <= TWELVE_BIT_SAMPLE:  # a second decode each
-            tally["peak"] = max(tally["peak"], grey_peak(path))
+        if tally["grey16"] <= TWELVE_BIT_SAMPLE and (peak := grey_peak(path)) <= TWELVE_BIT_MAX:
+            tally["low16"] += 1
+            tally["peak"] = max(tally["peak"], peak)
+            tally["low16_first"] = tally["low16_first"] or index + 1
 
 
-def _grey_notes(tally: Counter) -> list[str]:
+def _grey_notes(tally: Counter, files: list[Path]) -> list[str]:
     """The lines saying how many images were grey (and 16-bit), and a warning on 12-bit-looking data."""
     modes = {key.split(":", 1)[1]: n for key, n in tally.items() if key.startswith("grey:")}
     if not modes:
@@ -113,11 +116,17 @@ def _grey_notes(tally: Counter) -> list[str]:
     notes = [f"{sum(modes.values())} images are grey (PIL mode {kinds}): converted to 3 channels (R = G = B = grey)"]
     if deep := tally["grey16"]:
         notes[0] += f"; {deep} of them are 16-bit, read on the full 0-65535 scale (value / 257)"
-    if deep and tally["peak"] <= TWELVE_BIT_MAX:
+    if low := tally["low16"]:
+        checked, first = min(deep, TWELVE_BIT_SAMPLE), files[tally["low16_first"] - 1].name
+        which = (
+            "every 16-bit image holds"
+            if low == deep
+            else f"{low} of the {checked} 16-bit images checked (the first: {first}) hold"
+        )
         notes.append(
-            f"warning: every 16-bit image holds values up to {tally['peak']} only: 12-bit data (0-{TWELVE_BIT_MAX})"
-            f" read on a 16-bit scale? they read nearly black (at most {tally['peak'] / 257:.0f} of 255): scale"
-            " them to 0-65535 (x16) or save them as 8-bit"
+            f"warning: {which} values up to {tally['peak']} only: 12-bit data (0-{TWELVE_BIT_MAX}) read on a 16-bit"
+            f" scale? they read nearly black (at most {tally['peak'] / 257:.0f} of 255): scale them to 0-65535 (x16)"
+            " or save them as 8-bit"
         )
     return notes
 
@@ -140,7 +149,7 @@ def _notes(dataset: CheckedSet, tally: Counter, with_targets: bool) -> list[str]
             f"{tally['alpha']} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
             " teachers see the colour stored under transparent pixels"
         )
-    return notes + _grey_notes(tally)
+    return notes + _grey_notes(tally, dataset.files)
 
 
 def _orientation_note(rotated: int, upright: bool) -> str:
