@@ -167,6 +167,25 @@ def test_the_peer_losses_refuse_labels_they_cannot_use_in_one_line(labels, why):
         one_loss(z, z.mean(0), labels)
 
 
+def test_feed_with_maps_of_other_widths_and_unread_arguments_are_one_line():
+    # a trial: swapped teacher maps were a RuntimeError naming no teacher, labels given to an ensemble that
+    # weighs without them were ignored, and noise(sigma="0.1") was a TypeError from a comparison
+    from amalgam.kd import LOGIT_ENSEMBLES
+    from amalgam.kd.feature_ensembles import FEEDLoss
+
+    feed = FEEDLoss(16, [32, 48])
+    student, a, b = torch.randn(2, 16, 4, 4), torch.randn(2, 32, 4, 4), torch.randn(2, 48, 4, 4)
+    assert feed(student, [a, b]).item() > 0
+    with pytest.raises(AmalgamError, match=r"^FEED: teacher 0 map has 48 channels, its adaptor gives 32: give"):
+        feed(student, [b, a])
+    with pytest.raises(AmalgamError, match=r"^FEED: the student's map has 8 channels, its adaptors take 16$"):
+        feed(torch.randn(2, 8, 4, 4), [a, b])
+    with pytest.raises(AmalgamError, match=r"^EntropyEnsemble does not read labels"):
+        LOGIT_ENSEMBLES.get("entropy")(2)(torch.randn(2, 4, 3), 2.0, labels=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(AmalgamError, match=r"expected numbers, got sigma='0.1'"):
+        build_subteacher("noise", {"sigma": "0.1"})
+
+
 # U5
 
 

@@ -30,10 +30,15 @@ class FEEDLoss(nn.Module):
 
     Adaptors are conv1x1-BN-ReLU-conv1x1 to each teacher's channels; their output is resized
     (bilinear) to the teacher map's spatial size, so any stride or width pairs up.
+
+    Its scale grows with the teachers' maps (an L1 distance of unit vectors of ``C*H*W`` values,
+    up to ``2 * sqrt(C*H*W)`` each): weigh it against the other terms of a loop (a trial's started
+    at 93 beside a KD term of 13).
     """
 
     def __init__(self, student_channels: int, teacher_channels: Sequence[int], hidden: Optional[int] = None):
         super().__init__()
+        self.student_channels, self.teacher_channels = student_channels, list(teacher_channels)
         self.adaptors = nn.ModuleList()
         for c in teacher_channels:
             mid = hidden or c
@@ -53,12 +58,21 @@ class FEEDLoss(nn.Module):
             raise AmalgamError(
                 f"FEED: the student's map must be [B, C, H, W] (its adaptors are 1x1 convs), got {list(student.shape)}"
             )
+        if student.shape[1] != self.student_channels:
+            raise AmalgamError(
+                f"FEED: the student's map has {student.shape[1]} channels, its adaptors take {self.student_channels}"
+            )
         total = student.new_zeros((), dtype=torch.float32)
         for i, (adaptor, t) in enumerate(zip(self.adaptors, teachers)):
             if t.dim() != 4 or t.shape[0] != student.shape[0]:
                 raise AmalgamError(
                     f"FEED: teacher {i} map must be [B={student.shape[0]}, C, H, W] as the student's,"
                     f" got {list(t.shape)}"
+                )
+            if t.shape[1] != self.teacher_channels[i]:  # maps given in another order than teacher_channels
+                raise AmalgamError(
+                    f"FEED: teacher {i} map has {t.shape[1]} channels, its adaptor gives {self.teacher_channels[i]}:"
+                    " give the teachers' maps in the order of teacher_channels"
                 )
             s = adaptor(student)
             if s.shape[-2:] != t.shape[-2:]:

@@ -186,6 +186,8 @@ class LogitEnsemble(nn.Module):
         labels: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         temperature = temperature_value(temperature, type(self).__name__)
+        if labels is not None and not self.needs_labels:  # taken for a labelled weighting, and ignored
+            raise AmalgamError(f"{type(self).__name__} does not read labels (weighs without them): leave labels out")
         if isinstance(teacher_logits, (list, tuple)):  # one [B, C] per teacher, as the peer losses take them
             _same_classes([t.shape for t in teacher_logits])
             teacher_logits = torch.stack(list(teacher_logits))

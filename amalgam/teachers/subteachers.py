@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import random
 import weakref
 from typing import Any, Callable, ClassVar, Optional, Sequence
@@ -288,6 +289,8 @@ class NoisyOutput(SubTeacher):
     applied to each sample's output with probability ``alpha``."""
 
     def __init__(self, sigma: float = 0.1, alpha: float = 0.5):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (sigma, alpha)):
+            raise AmalgamError(f"expected numbers, got sigma={sigma!r}, alpha={alpha!r}")
         if sigma < 0 or not 0 <= alpha <= 1:
             raise AmalgamError(f"expected sigma >= 0 and 0 <= alpha <= 1, got sigma={sigma}, alpha={alpha}")
         self.sigma, self.alpha = sigma, alpha
