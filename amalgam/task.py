@@ -283,10 +283,11 @@ class Task:
         """An eval set's ground truth over ``labels`` labels (a teacher's, or the unified space's).
 
         ``lut[i]`` is the label the set's class ``i`` stands for (:data:`~amalgam.labels.IGNORE`: none).
-        With :attr:`exclusive_labels` the target holds class indices, each looked up. Otherwise it is
-        multi-hot, the set's classes on dim 1 (``[B, C_set, ...]``): a label's column is its class's (the
-        largest where several classes are one label), and IGNORE where the set has none; the meter skips
-        those (its ``restrict(labels)``, where it has one, is given the labels the set holds).
+        With :attr:`exclusive_labels` the target holds class indices, each looked up. Otherwise it is one
+        multi-hot vector an image, ``[B, C_set]`` (integers come back int64): a label's column is its
+        class's (the largest where several classes are one label), and IGNORE where the set has none; the
+        meter skips those (its ``restrict(labels)``, where it has one, is given the labels the set holds).
+        A task of multi-label maps overrides this: a map of several channels comes as the set loaded it.
 
         Raises:
             AmalgamError: a multi-hot target without one column per class of the set.
@@ -352,14 +353,16 @@ def task_names() -> list[str]:
 
 
 def gather_columns(target: torch.Tensor, lut: torch.Tensor, labels: int, task: str) -> torch.Tensor:
-    """A multi-hot ``[B, C_set, ...]`` target as ``[B, labels, ...]``: column ``lut[i]`` takes the set's
-    column ``i`` (the largest of several), IGNORE where no column of the set is that label."""
-    if target.dim() < 2 or target.shape[1] != len(lut):
+    """A multi-hot ``[B, C_set]`` target as ``[B, labels]`` (integers as int64): column ``lut[i]`` takes the
+    set's column ``i`` (the largest of several), IGNORE where no column of the set is that label."""
+    if target.dim() != 2 or target.shape[1] != len(lut):  # a map's layout is the plugin's own: its map_target
         raise AmalgamError(
-            f"task {task}: an eval set's ground truth is multi-hot, one column per class of the set ({len(lut)}),"
-            f" got shape {list(target.shape)} (its labels are not exclusive: exclusive_labels is False)"
+            f"task {task}: an eval set's ground truth is multi-hot [B, {len(lut)}], one column per class of the set,"
+            f" got shape {list(target.shape)} (its labels are not exclusive: exclusive_labels is False; a task of"
+            " multi-label maps defines map_target)"
         )
-    out = torch.full((target.shape[0], labels, *target.shape[2:]), IGNORE, dtype=target.dtype, device=target.device)
+    target = target if target.is_floating_point() else target.long()  # a bool or uint8 cannot hold IGNORE
+    out = torch.full((target.shape[0], labels), IGNORE, dtype=target.dtype, device=target.device)
     for column, label in enumerate(lut.tolist()):
         if label == IGNORE:
             continue

@@ -152,8 +152,8 @@ def test_probabilities_passed_where_logits_go_are_refused_in_one_line():
 @pytest.mark.parametrize(
     ("labels", "why"),
     [
-        (torch.full((8,), -100), r"labels must lie in \[0, 10\), got -100 to -100"),  # was a NaN loss
-        (torch.full((8,), 10), r"labels must lie in \[0, 10\), got 10 to 10"),
+        (torch.full((8,), -100), r"every label is -100 \(ignored\): the batch has nothing to learn from"),  # NaN
+        (torch.tensor([10] + [-100] * 7), r"labels must lie in \[0, 10\) \(or -100, left out\), got 10 to 10"),
         (torch.zeros(8), r"expected labels \[B=8\] of class indices, got torch.float32"),
     ],
 )
@@ -165,6 +165,15 @@ def test_the_peer_losses_refuse_labels_they_cannot_use_in_one_line(labels, why):
         dml_loss(z, labels)
     with pytest.raises(AmalgamError, match=f"^one_loss: {why}"):
         one_loss(z, z.mean(0), labels)
+
+
+def test_the_peer_losses_leave_out_samples_of_the_ignore_index_as_cross_entropy_does():
+    from amalgam.kd import dml_loss
+
+    z, y = torch.randn(2, 8, 10), torch.randint(0, 10, (8,))
+    y[:3] = -100
+    total, _ = dml_loss(z, y)
+    assert total.isfinite()
 
 
 def test_feed_with_maps_of_other_widths_and_unread_arguments_are_one_line():
@@ -209,13 +218,14 @@ def test_a_wrap_is_described_with_its_arguments_in_the_log_inspect_and_report(wo
 
 def test_kd_loss_checks_an_accelerator_target_once_a_process(monkeypatch):
     """Reading the check back waits for the device: off the CPU only the first call pays it."""
-    from amalgam.kd import logit_ensembles
+    from amalgam import logit_checks
 
-    monkeypatch.setattr(logit_ensembles, "_device_target_checked", False)
+    monkeypatch.setattr(logit_checks, "_checked_on_device", set())
     on_device = torch.empty(4, 3, device="meta")  # not the CPU, as a CUDA tensor is not
-    assert [logit_ensembles._should_check_target(on_device, None) for _ in range(3)] == [True, False, False]
-    assert logit_ensembles._should_check_target(on_device, True)
-    assert logit_ensembles._should_check_target(torch.rand(4, 3), None)  # the CPU: every call
+    assert [logit_checks.should_check(on_device, None, "a") for _ in range(3)] == [True, False, False]
+    assert logit_checks.should_check(on_device, None, "b")  # each call site checks its own first call
+    assert logit_checks.should_check(on_device, True, "a")
+    assert logit_checks.should_check(torch.rand(4, 3), None, "a")  # the CPU: every call
 
 
 # trial F, S4: a network that edits its input in place under a wrap that runs it several times

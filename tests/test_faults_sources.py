@@ -257,6 +257,17 @@ def test_grey_and_16_bit_images_are_counted_and_12_bit_data_is_warned_about(tmp_
     assert not any("12-bit" in line for line in said), said
 
 
+def test_unreadable_images_of_relative_and_absolute_paths_are_still_one_line():
+    # a review: os.path.commonpath raised on relative and absolute paths mixed, a traceback for the error
+    from amalgam.data.file_checks import _unreadable_error
+    from amalgam.data.images import UnreadableImage
+
+    bad = [UnreadableImage("image", Path("/x/a.png"), "cut short"), UnreadableImage("image", Path("b.png"), "empty")]
+    message = str(_unreadable_error([*bad, AmalgamError("image /x/c.tif has PIL mode I;32")], 9))
+    assert message.startswith("3 of 9 images cannot be read: /x/a.png (cut short); b.png (empty); image /x/c.tif")
+    assert str(_unreadable_error([AmalgamError("image c.tif has PIL mode I;32")], 9)) == "image c.tif has PIL mode I;32"
+
+
 # 9. 65535 in a uint16 depth map ----------------------------------------------------------------------
 
 

@@ -56,9 +56,20 @@ def test_several_columns_of_one_label_give_their_largest_and_ignored_entries_sta
     assert Attributes().map_target(target, lut, 2).tolist() == [[1, IGNORE], [0, IGNORE], [IGNORE, IGNORE]]
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int8, torch.int64, torch.float32])
+def test_a_multi_hot_target_of_any_dtype_keeps_its_values_and_ignored_columns(dtype):
+    # a review: a bool target's IGNORE (255) read as True, so every answer of a row counted as positive
+    target = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]]).to(dtype)
+    wide = Attributes().map_target(target, torch.tensor([1, 0, 2, 3]), 5)
+    assert wide[:, :4].tolist() == target.float()[:, [1, 0, 2, 3]].long().tolist() and (wide[:, 4] == IGNORE).all()
+    assert wide.dtype == (torch.float32 if dtype == torch.float32 else torch.int64)
+
+
 def test_a_target_without_a_column_per_class_is_one_line_and_exclusive_tasks_look_classes_up():
-    with pytest.raises(AmalgamError, match=r"multi-hot, one column per class of the set \(4\), got shape \[2\]"):
+    with pytest.raises(AmalgamError, match=r"multi-hot \[B, 4\], one column per class of the set, got shape \[2\]"):
         Attributes().map_target(torch.tensor([1, 0]), torch.arange(4), 4)
+    with pytest.raises(AmalgamError, match=r"a task of multi-label maps defines map_target"):
+        Attributes().map_target(torch.zeros(2, 4, 3, 3), torch.arange(4), 4)  # a map's layout is the plugin's
 
     class Exclusive(Attributes):
         exclusive_labels = True
@@ -66,7 +77,9 @@ def test_a_target_without_a_column_per_class_is_one_line_and_exclusive_tasks_loo
     assert Exclusive().map_target(torch.tensor([0, 2, IGNORE]), torch.tensor([2, 0, 1]), 3).tolist() == [2, 1, IGNORE]
 
 
-def test_the_scorer_hands_the_meters_the_targets_in_each_rows_order():
+def test_the_scorer_hands_the_meters_the_targets_in_each_rows_order(monkeypatch):
+    from amalgam.evaluation import evaluate
+
     teacher_space = LabelSpace(("has_sleeves", "footwear", "upper_body", "covers_legs"))
     space = unify([teacher_space, LabelSpace(("is_bag",))])
     extent = extents([teacher_space])
@@ -79,12 +92,15 @@ def test_the_scorer_hands_the_meters_the_targets_in_each_rows_order():
         lookup(SET, space, extent, refuse_look_alikes=False),
         True,
         meters,
-        score_teacher=False,
     )
-    target = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]])
+    target = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]]) > 0  # bools, as a set may give them
     views = SimpleNamespace(student=torch.zeros(2, 3, 8, 8))
+    answers = torch.randn(2, 4)
+    monkeypatch.setattr(evaluate, "answer_views", lambda *a, **k: (answers, None))
     scorer.update(views, {"attributes": torch.randn(2, len(space))}, {"label": target, "image": torch.zeros(2)})
-    assert torch.equal(meters[1].seen[0], target[:, [1, 0, 2, 3]])  # the student's row: the teacher's order
+    in_order = target.long()[:, [1, 0, 2, 3]]
+    assert torch.equal(meters[0].seen[0], in_order)  # the teacher's row, in its own order
+    assert torch.equal(meters[1].seen[0], in_order)  # the student's row: the teacher's order
     unified = meters[2].seen[0]
     assert unified.shape == (2, len(space)) and (unified[:, space.names.index("is_bag")] == IGNORE).all()
 
@@ -107,5 +123,13 @@ def test_a_sets_one_dimensional_numpy_target_is_an_images_value_and_maps_are_sti
             return rgb, {"label": np.array([1, 0, 0, 1]), "mask": np.ones((20, 30), dtype=np.uint8)}
 
     sample = Attrs().configure((10, 15), with_targets=True)[0]
-    assert torch.equal(sample["label"], torch.tensor([1, 0, 0, 1]))
+    assert torch.equal(sample["label"], torch.tensor([1, 0, 0, 1])) and sample["label"].dtype == torch.int64
     assert sample["mask"].shape == (10, 15) and sample["image"].shape == (3, 10, 15)
+
+    class ChannelsFirst(Attrs):
+        def load(self, index):
+            rgb, targets = super().load(index)
+            return rgb, {**targets, "mask": np.ones((4, 20, 30), dtype=np.uint8)}  # resized, it was cut across
+
+    with pytest.raises(AmalgamError, match=r"target .mask. is a \[C, H, W\] map \[4, 20, 30\]: give maps channels"):
+        ChannelsFirst().configure((10, 15), with_targets=True)[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Protocol
+from typing import Optional, Protocol
 
 from amalgam.data.images import ImageFacts, UnreadableImage, grey_peak, skipped_note, verify_image
 from amalgam.errors import AmalgamError
@@ -63,21 +63,28 @@ UNREADABLE_ENOUGH = 1000
 
 
 def _unreadable_error(unreadable: list[AmalgamError], total: int) -> AmalgamError:
-    """The unreadable images in one line: the first few, each with why, and the fix."""
+    """The unreadable images in one line: the first few, each with why, and what to do."""
+    fix = UNREADABLE_FIX.format(them="it" if len(unreadable) == 1 else "them")
     if len(unreadable) == 1:
-        return AmalgamError(f"{unreadable[0]}; {UNREADABLE_FIX.format(them='it')}")
-    named = [e for e in unreadable if isinstance(e, UnreadableImage)]
-    root = Path(os.path.commonpath([str(e.path.parent) for e in named])) if named else None
+        return AmalgamError(f"{unreadable[0]}{'; ' + fix if isinstance(unreadable[0], UnreadableImage) else ''}")
+    root = _common_folder([e.path for e in unreadable if isinstance(e, UnreadableImage)])
     shown = "; ".join(
-        f"{e.path.relative_to(root)} ({e.reason})" if isinstance(e, UnreadableImage) and root else str(e)
+        f"{e.path.relative_to(root) if root else e.path} ({e.reason})" if isinstance(e, UnreadableImage) else str(e)
         for e in unreadable[:UNREADABLE_SHOWN]
     )
     more = f"; and {len(unreadable) - UNREADABLE_SHOWN} more" if len(unreadable) > UNREADABLE_SHOWN else ""
     where = f" under {root}" if root else ""
     count = f"at least {len(unreadable):,}" if len(unreadable) == UNREADABLE_ENOUGH else f"{len(unreadable)}"
-    return AmalgamError(
-        f"{count} of {total} images cannot be read{where}: {shown}{more}; {UNREADABLE_FIX.format(them='them')}"
-    )
+    return AmalgamError(f"{count} of {total} images cannot be read{where}: {shown}{more}; {fix}")
+
+
+def _common_folder(paths: list[Path]) -> Optional[Path]:
+    """The folder every path lies under (None: none to name, e.g. relative and absolute paths mixed)."""
+    try:
+        root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else None
+    except ValueError:  # relative and absolute paths, or two drives
+        return None
+    return root if root and str(root) != "." else None
 
 
 #: unreadable images a source's error names, each with why

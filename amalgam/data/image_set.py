@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from amalgam.data.views import ViewSpec, make_view
+from amalgam.errors import AmalgamError
 from amalgam.registry import Registry
 
 
@@ -84,6 +85,12 @@ class ImageSet(Dataset):
     def __getitem__(self, index: int) -> dict:
         rgb, targets = self.load(index)
         dense = {k: v for k, v in targets.items() if is_map(v)}
+        for key, value in dense.items():  # resized as [H, W, C]: a channels-first map would be cut across
+            if value.ndim == 3 and value.shape[1:] == rgb.shape[:2] and value.shape[:2] != rgb.shape[:2]:
+                raise AmalgamError(
+                    f"{self.describe(index)}: target '{key}' is a [C, H, W] map {list(value.shape)}: give maps"
+                    f" channels last, [H, W, C] (np.moveaxis(m, 0, -1)), as the image is"
+                )
         resized = dense and not self.native_targets
         out = self.transform(image=rgb, masks=list(dense.values())) if resized else {}
         # [3, H, W] over the decoded pixels, channels last: the 8-bit resize's fastest layout (a decoder's
@@ -101,8 +108,14 @@ class ImageSet(Dataset):
             sample[key] = torch.as_tensor(np.asarray(value, dtype=np.int64 if integer else np.float32))
         for key, value in targets.items():
             if key not in dense:  # a per-image target: a class index, a multi-hot vector, as numpy or torch
-                sample[key] = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
+                sample[key] = _as_value(value) if isinstance(value, np.ndarray) else value
         return sample
+
+
+def _as_value(array: np.ndarray) -> torch.Tensor:
+    """A per-image numpy target as maps come out: integers (and bools) int64, the rest float32."""
+    integer = np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_
+    return torch.as_tensor(np.asarray(array, dtype=np.int64 if integer else np.float32))
 
 
 def is_map(target: object) -> bool:

@@ -109,9 +109,11 @@ RESIZE_MODES.add("center_crop", ResizeMode(_center_crop, sees_everything=False))
 DEFAULT_RESIZE = "stretch"
 
 
-#: how :func:`resize` makes every view, the student's image included: kept in a training checkpoint,
-#: so a resume of a run that trained on an earlier resize says so
+#: how :func:`resize` makes every view, the student's image included; its version is kept in a training
+#: checkpoint, so a resume of a run that trained on another resize says so (1: OpenCV for the student's
+#: image, before 2026-12-04; 2: this one)
 RESIZE_KIND = "bilinear, antialiased when shrinking, 8-bit originals in 8 bits"
+RESIZE_VERSION = 2
 
 
 def resize(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Ensembles of logits: K teachers' logits over the same labels -> one soft target per sample.
 
 Every ensemble is an ``nn.Module`` called as ``ensemble(teacher_logits, temperature, features=...,
-labels=...)`` with ``teacher_logits`` ``[K, B, C]``; it returns ``(target, weights)``: the target
+labels=...)`` with ``teacher_logits`` ``[K, B, C]`` (or a list of ``[B, C]``, one a teacher: unlike a
+stack, it cannot be read the wrong way round when ``B == K``); ``labels`` go only to the ensembles
+that read them (``needs_labels``; the others refuse them), ``features`` to those that read them
+(``needs_features``; the others leave them: a loop may pass them to any). It returns ``(target, weights)``: the target
 probabilities ``[B, C]`` at that temperature and the per-sample teacher weights ``[B, K]`` (rows sum
 to one). Pair it with :func:`kd_loss`::
 
@@ -22,12 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.errors import AmalgamError
+from amalgam.logit_checks import TOLERANCE, refuse_probabilities, should_check
 from amalgam.registry import Registry
 
 #: how far a target's values may fall below 0 and its sums over dim 1 stray from 1 (fp16 softmaxes)
-TARGET_TOLERANCE = 1e-2
-_device_target_checked = False  # see kd_loss: one check per process where a check costs a host sync
-_device_logits_checked = False  # the same for refuse_probabilities
+TARGET_TOLERANCE = TOLERANCE
 
 
 def temperature_value(temperature: object, owner: str) -> float:
@@ -87,25 +89,13 @@ def kd_loss(
             "kd_loss: one class along dim 1: its softmax is 1 whatever the logit, so the loss is 0 and teaches"
             " nothing; for one binary logit use F.binary_cross_entropy_with_logits(student / T, sigmoid(teacher / T))"
         )
-    if _should_check_target(target, check):
+    if should_check(target, check, "kd_loss: target"):
         _check_target(target)
         refuse_probabilities(student_logits, "kd_loss", "the student's logits", check=True)
     target = target.float()
     log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
     kl = (target * (target.clamp_min(1e-12).log() - log_q)).sum(1)
     return kl.mean() * temperature**2
-
-
-def _should_check_target(target: torch.Tensor, check: Optional[bool]) -> bool:
-    global _device_target_checked
-    if check is not None:
-        return check
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or target.numel() == 0:
-        return False  # a data-dependent branch would break the graph
-    if target.device.type == "cpu":
-        return True
-    first, _device_target_checked = not _device_target_checked, True
-    return first
 
 
 def _check_target(target: torch.Tensor) -> None:
@@ -127,34 +117,6 @@ def _check_target(target: torch.Tensor) -> None:
         raise AmalgamError(
             f"kd_loss: target is not probabilities over dim 1 (min {low:.3g}, sums up to {stray:.3g} off 1):"
             " pass softmax(teacher_logits / T, 1), not the teacher's logits"
-        )
-
-
-def refuse_probabilities(logits: torch.Tensor, owner: str, what: str, check: Optional[bool] = None) -> None:
-    """Raises where ``logits`` (classes on dim 1) are probabilities: >= 0 and summing to 1 at every
-    position, not all of them 0 or 1. Softened again at T they made a near-uniform target (an ensemble of softmaxes gave
-    0.10-0.12 a class of 10) or a loss 57x too small, without a word. ``check`` as :func:`kd_loss`'s:
-    None checks every call on the CPU, the first call of the process on an accelerator (a host sync).
-    """
-    global _device_logits_checked
-    if logits.dim() < 2 or logits.shape[1] < 2 or logits.numel() == 0:
-        return
-    if check is None:
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return
-        if logits.device.type != "cpu":
-            if _device_logits_checked:
-                return
-            _device_logits_checked = True
-    elif not check:
-        return
-    t = logits.detach().float()
-    fractions = ((t > 0) & (t < 1)).sum()  # one-hot rows are as plausible as logits as they are as probabilities
-    low, stray, between = torch.stack([t.min(), (t.sum(1) - 1).abs().max(), fractions.float()]).tolist()  # one read
-    if low >= 0 and stray <= TARGET_TOLERANCE and between:
-        raise AmalgamError(
-            f"{owner}: {what} are probabilities (>= 0, summing to 1 over dim 1), not logits: pass the logits"
-            " before the softmax (or their log: log-probabilities are logits)"
         )
 
 
@@ -184,7 +146,11 @@ class LogitEnsemble(nn.Module):
         temperature: float = 1.0,
         features: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
+        check: Optional[bool] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(target [B, C], weights [B, K])``; ``check``: whether to refuse teachers' logits that are
+        probabilities (:func:`~amalgam.logit_checks.should_check`; a build passes False: it checked each
+        teacher's reading when it loaded it)."""
         temperature = temperature_value(temperature, type(self).__name__)
         if labels is not None and not self.needs_labels:  # taken for a labelled weighting, and ignored
             raise AmalgamError(f"{type(self).__name__} does not read labels (weighs without them): leave labels out")
@@ -195,7 +161,7 @@ class LogitEnsemble(nn.Module):
         if logits.dim() != 3 or logits.shape[0] != self.num_teachers:
             raise AmalgamError(f"expected teacher logits [K={self.num_teachers}, B, C], got {list(logits.shape)}")
         for k, z in enumerate(logits):
-            refuse_probabilities(z, type(self).__name__, f"teacher {k}'s logits")
+            refuse_probabilities(z, type(self).__name__, f"teacher {k}'s logits", check)
         w = self.weights(logits, features, labels)
         probs = F.softmax(logits / temperature, dim=2)  # [K, B, C]
         return torch.einsum("bk,kbc->bc", w, probs), w

@@ -26,29 +26,39 @@ def _stack(logits) -> torch.Tensor:
     return z.float()
 
 
-def _check_labels(labels: torch.Tensor, batch: int, classes: int, owner: str) -> None:
-    """Refuses labels that are not one class index per sample (an ignore index such as -100 made a
-    gather fail with an out-of-bounds index: the MinLogit target needs every sample's label; a batch
-    of them made DML's loss NaN without a word). Their
-    range is checked on CPU labels only: on a device the check would wait for it every step."""
+#: the label cross-entropy leaves out (F.cross_entropy's default ignore_index)
+IGNORE_INDEX = -100
+
+
+def _check_labels(labels: torch.Tensor, batch: int, classes: int, owner: str, ignored: bool = False) -> None:
+    """Refuses labels that are not one class index per sample. ``ignored``: :data:`IGNORE_INDEX` marks
+    a sample the cross-entropy leaves out (DML, ONE), though not every sample of a batch (its loss was
+    NaN without a word); without it every sample needs its label (the MinLogit target gathers it: an
+    ignore index failed as an out-of-bounds index). The range is checked on CPU labels only: on a
+    device the check would wait for it every step."""
     if labels.shape != (batch,) or labels.is_floating_point():
         raise AmalgamError(
             f"{owner}: expected labels [B={batch}] of class indices, got {labels.dtype} {list(labels.shape)}"
         )
     on_host = labels.device.type == "cpu" and not torch.compiler.is_compiling()  # a device check would sync every step
-    if batch and on_host and not bool(((labels >= 0) & (labels < classes)).all()):
-        low, high = labels.min().item(), labels.max().item()
-        raise AmalgamError(
-            f"{owner}: labels must lie in [0, {classes}), got {low} to {high}: its target needs every sample's"
-            " label, so leave samples of an ignore index out first"
-        )
+    if not (batch and on_host):
+        return
+    skipped = labels == IGNORE_INDEX if ignored else torch.zeros_like(labels, dtype=torch.bool)
+    if ignored and bool(skipped.all()):
+        raise AmalgamError(f"{owner}: every label is {IGNORE_INDEX} (ignored): the batch has nothing to learn from")
+    if not bool((((labels >= 0) & (labels < classes)) | skipped).all()):
+        kept = labels[~skipped]
+        low, high = kept.min().item(), kept.max().item()
+        leave = f" (or {IGNORE_INDEX}, left out)" if ignored else ": its target needs every sample's label, so leave"
+        leave += "" if ignored else " samples of an ignore index out first"
+        raise AmalgamError(f"{owner}: labels must lie in [0, {classes}){leave}, got {low} to {high}")
 
 
 def dml_loss(logits, labels: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Deep Mutual Learning (Zhang et al., CVPR 2018): peer k minimises
     ``CE(z_k, y) + 1/(K-1) sum_{j != k} KL(p_j || p_k)``, other peers' predictions held fixed."""
     z = _stack(logits)
-    _check_labels(labels, z.shape[1], z.shape[2], "dml_loss")
+    _check_labels(labels, z.shape[1], z.shape[2], "dml_loss", ignored=True)
     k = z.shape[0]
     per_peer = []
     for i in range(k):
@@ -91,7 +101,7 @@ def one_loss(
     """ONE's objective: every branch's and the ensemble's CE, plus each branch's
     ``T^2 KL(softmax(z_e / T) || softmax(z_i / T))`` towards the (detached) ensemble."""
     z = _stack(branch_logits)
-    _check_labels(labels, z.shape[1], z.shape[2], "one_loss")
+    _check_labels(labels, z.shape[1], z.shape[2], "one_loss", ignored=True)
     target = F.softmax(ensemble_logits.detach().float() / temperature, 1)
     per_branch = [F.cross_entropy(zi, labels) + kd_loss(zi, target, temperature) for zi in z]
     return torch.stack(per_branch).sum() + F.cross_entropy(ensemble_logits.float(), labels), per_branch

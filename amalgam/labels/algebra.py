@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 import torch
 
 from amalgam.errors import AmalgamError
-from amalgam.kd.logit_ensembles import refuse_probabilities
 from amalgam.labels.names import look_alike_error, look_alikes
+from amalgam.logit_checks import refuse_probabilities
 
 IGNORE = 255  # target value that metrics skip (dense label maps use it on disk too)
 
@@ -264,7 +264,7 @@ def partial_label_kl(
             with the left-out ones as 0; divide by its mean for the mean over the kept ones.
         after_projection: soften the student after restricting it (see :func:`project_log_probs`).
         check: whether to refuse logits that are probabilities
-            (:func:`~amalgam.kd.logit_ensembles.refuse_probabilities`; None: where it is cheap). A build
+            (:func:`~amalgam.logit_checks.refuse_probabilities`; None: where it is cheap). A build
             passes False: it checked each teacher's reading when it loaded it.
 
     The teacher's logits are not detached: a learned ensemble's target trains through them. Run

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from amalgam.data.views import RESIZE_KIND, BatchViews, same_size_groups
+from amalgam.data.views import RESIZE_KIND, RESIZE_VERSION, BatchViews, same_size_groups
 from amalgam.distill.cache import open_cache
 from amalgam.distill.objective import Objective
 from amalgam.distill.plan import Plan
@@ -301,7 +301,7 @@ class Trainer:
             "precision": self.result.precision,  # auto decides per machine: a resume elsewhere may differ
             "divergence": self.divergence.state_dict(),
             "unflipped": dict(self.plan.unflipped),  # the mirror check's decision: a resume keeps it, not redone
-            "resize": RESIZE_KIND,  # the images it trained on: an amalgam with another resize says so on resume
+            "resize_version": RESIZE_VERSION,  # the images it trained on: another resize is said on resume
         }
         if self.partial is not None:
             state["partial"] = self.partial
@@ -327,7 +327,7 @@ class Trainer:
         self.result.seconds = state["seconds"]
         self.epoch = state["epoch"]
         self._resume_precision(state.get("precision"))
-        self._resume_resize(state.get("resize"))
+        self._resume_resize(state.get("resize_version"))
         for line in source_changes(state.get("sources"), self.source_prints):
             self.log(line)
         self.partial = state.get("partial")
@@ -337,14 +337,15 @@ class Trainer:
         self.partial_rng = state["torch_rng"]  # set again once a stopped epoch's finished batches are redrawn
         replay_epochs(self.loader, self.epoch)
 
-    def _resume_resize(self, before: Optional[str]) -> None:
-        """Says when the epochs before a resume trained on images resized otherwise than now."""
-        before = before or "the student's image by OpenCV, not antialiased"  # before the key: amalgam 0.1 to stop 43
-        if before != RESIZE_KIND:
-            self.log(
-                f"resize: the epochs before the resume trained on images resized {before}; the rest trains on"
-                f" {RESIZE_KIND} (a build without --resume trains on one)"
-            )
+    def _resume_resize(self, before: Optional[int]) -> None:
+        """Says when the epochs before a resume may have trained on images resized otherwise than now."""
+        if before == RESIZE_VERSION:
+            return
+        then = f"resize version {before}" if before is not None else "a resize the checkpoint does not record"
+        self.log(
+            f"resize: the epochs before the resume trained on {then}; the rest trains on version {RESIZE_VERSION}"
+            f" ({RESIZE_KIND}): a build without --resume trains on one"
+        )
 
     def _resume_precision(self, before: Optional[str]) -> None:
         """Says when a resumed run continues in another precision than it trained in (``auto`` decides
