@@ -204,7 +204,8 @@ def evaluate(
         recipe: a YAML file or a loaded recipe (its teachers and eval sets).
         student: a ``student.pt``, or a student module: one from :func:`load_student`, one built
             from a spec (its ``spec`` names its tasks), or one's own whose ``label_spaces``
-            (``{task: LabelSpace or None}``) names its tasks and classes.
+            (``{task: LabelSpace or None}``) names its tasks and classes (without it: the recipe's
+            tasks, and its output must hold them).
         overrides: see the module docstring.
         quiet: print no progress lines.
 
@@ -212,8 +213,7 @@ def evaluate(
         The report dict of ``report.json`` (its ``train`` block counts nothing).
 
     Raises:
-        AmalgamError: for a peers recipe, a student whose tasks are not the recipe's, or a module
-            that names no tasks (neither ``spec`` nor ``label_spaces``).
+        AmalgamError: for a peers recipe, or a student whose tasks are not the recipe's.
     """
     loaded = load_recipe(recipe, overrides)
     if loaded.peers is not None:
@@ -228,7 +228,7 @@ def evaluate(
     if (other := _other_teachers(student, loaded)) is not None:
         log(other)
     plan = build_plan(loaded, log=log)
-    tasks = _student_tasks(model, spaces)
+    tasks = _student_tasks(model, spaces) or set(plan.spaces)  # a plain module: the recipe's, as the log said
     if tasks != set(plan.spaces):
         raise AmalgamError(f"student {name} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
     if spaces is not None and set(spaces) != tasks:
@@ -297,22 +297,13 @@ def _at_trained_size(
     return recipe.model_copy(update={"data": data})
 
 
-def _student_tasks(model: nn.Module, spaces: Optional[dict]) -> set[str]:
-    """The tasks a student answers: its heads (a spec's), else its label spaces' tasks.
-
-    Raises:
-        AmalgamError: for a module naming neither (its forward alone does not say which tasks it
-            answers before it is run on the eval sets).
-    """
+def _student_tasks(model: nn.Module, spaces: Optional[dict]) -> Optional[set[str]]:
+    """The tasks a student answers: its heads (a spec's), else its label spaces' tasks; None for a
+    module naming neither (it is read as the recipe's student: its tasks, in its label order)."""
     spec = getattr(_unwrapped(model), "spec", None)
     if spec is not None:
         return set(spec.heads)
-    if spaces is not None:
-        return set(spaces)
-    raise AmalgamError(
-        f"student {_student_name(model)}: evaluate needs its tasks: set .label_spaces"
-        " = {task: LabelSpace or None} on the module (as load_student does), or pass a student.pt"
-    )
+    return set(spaces) if spaces is not None else None
 
 
 def search(

@@ -220,12 +220,18 @@ def test_evaluate_a_module_of_ones_own(world, built_run, capsys):
     # a module without .spec crashed with AttributeError
     student, spaces = amalgam.load_student(built_run / "student.pt")
     mine = _Mine(student)
-    with pytest.raises(AmalgamError, match=r"^student module _Mine: evaluate needs its tasks: set \.label_spaces"):
-        amalgam.evaluate(world, mine, quiet=True)
+    built = json.loads((built_run / "report.json").read_text())["unified"]
+    # a trial: README says a module without label_spaces is read in the recipe's order; it was refused
+    plain = amalgam.evaluate(world, mine)
+    assert "in the recipe's label order" in capsys.readouterr().out
+    assert plain["unified"] == built  # the student was trained in the recipe's order
     mine.label_spaces = spaces
     report = amalgam.evaluate(world, mine)
     assert "carries no image_size (load_student sets them): scored at the recipe's data" in capsys.readouterr().out
-    assert report["unified"] == json.loads((built_run / "report.json").read_text())["unified"]
+    assert report["unified"] == built
+    one = _Mine(lambda images: {"classification": student(images)["classification"]})
+    with pytest.raises(AmalgamError, match=r"must be a dict \{task: output\} with .*got keys \['classification'\]"):
+        amalgam.evaluate(world, one, quiet=True)
 
 
 def test_numpy_values_in_overrides(world):

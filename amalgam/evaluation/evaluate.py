@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from amalgam.data.image_set import spread
 from amalgam.data.views import BatchViews, collate, resize
 from amalgam.distill.plan import Plan
+from amalgam.errors import AmalgamError
 from amalgam.evaluation.coverage import Coverage
 from amalgam.evaluation.per_class import MOSTLY, class_warnings, label_order_warning, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, lookup, projection
@@ -160,6 +161,15 @@ class Evaluation:
                     " --suggest-labels proposes relations from the teachers' predictions)"
                 )
         return lines
+
+
+def _answers_every_task(out: object, tasks: set[str]) -> None:
+    """Refuses a student output that is no ``{task: tensor}`` dict holding every task scored (a module
+    of one's own: a KeyError deep in scoring named neither)."""
+    missing = sorted(tasks - set(out)) if isinstance(out, dict) else None
+    if missing is None or missing:
+        got = f"keys {sorted(out)}" if isinstance(out, dict) else type(out).__name__
+        raise AmalgamError(f"the student's output must be a dict {{task: output}} with {sorted(tasks)}, got {got}")
 
 
 def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
@@ -359,6 +369,7 @@ def _evaluate(
             views = BatchViews(images, plan.student_view, batch.get("original"))
             with at_chosen_size():  # the size it is scored at is said once, in the log
                 student_out = student(images)
+            _answers_every_task(student_out, {s.teacher.task.name for s in scorers.values()})
             for scorer in scorers.values():
                 scorer.update(views, student_out, batch)
             bar.update(1)
