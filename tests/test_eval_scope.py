@@ -52,3 +52,14 @@ def test_the_whole_space_row_says_which_classes_of_the_set_it_cannot_score():
     assert not Evaluation(unscored={("classification", "items"): odd}).warnings()
     only_unknown = unscored_in_space(["other"], [lut[2]], extent)  # ADE20K's 'other': no teacher's
     assert not Evaluation(unscored={("segmentation", "ade"): only_unknown}).warnings()  # unscored by nature
+
+
+def test_an_eval_set_no_teacher_names_is_said_not_scored(world):
+    # a trial: a set added to score the student over all classes was never read, and nothing said so
+    lines: list[str] = []
+    extra = "data.eval.all-items={type: imagefolder, path: items/val}"
+    plan = build_plan(load_recipe(world, [extra]), log=lines.append)
+    said = "data.eval.all-items: warning: no teacher's eval names it: it is not scored (name it in teachers.<name>.eval"
+    assert any(line.startswith(said) for line in lines) and "all-items" not in plan.eval_sets
+    assert any(w.startswith("data.eval.all-items: no teacher's eval names it") for w in plan.data_warnings)
+    assert not [w for w in build_plan(load_recipe(world), log=lambda m: None).data_warnings if "names it" in w]

@@ -230,18 +230,20 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     for name, teacher in plan.teachers.items():
         plan.source_ids[name] = [plan.sources.names.index(s) for s in teacher.source_names]
     for key, cfg in recipe.data.eval.items():
-        if any(t.eval_name == key for t in plan.teachers.values()):
-            log(f"scanning eval set '{key}' ({cfg.type})")
-            # dense ground truth stays at its own resolution: it is scored there, as benchmarks do
-            capped = eval_limit(cfg, recipe.train.max_eval_images)
-            if capped is not cfg:  # the limit line that follows is train.max_eval_images'
-                log(f"data.eval.{key}: train.max_eval_images {capped.limit:,} is its limit here")
-            cfg = capped
-            scored = frozenset(t.task.target_key for t in plan.teachers.values() if t.eval_name == key)
-            plan.eval_sets[key] = build_image_set(
-                f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals,
-                native_targets=True, targets=scored,
-            )  # fmt: skip
+        if not any(t.eval_name == key for t in plan.teachers.values()):  # a set is scored for its teachers
+            unscored_set(plan, key, log)
+            continue
+        log(f"scanning eval set '{key}' ({cfg.type})")
+        # dense ground truth stays at its own resolution: it is scored there, as benchmarks do
+        capped = eval_limit(cfg, recipe.train.max_eval_images)
+        if capped is not cfg:  # the limit line that follows is train.max_eval_images'
+            log(f"data.eval.{key}: train.max_eval_images {capped.limit:,} is its limit here")
+        cfg = capped
+        scored = frozenset(t.task.target_key for t in plan.teachers.values() if t.eval_name == key)
+        plan.eval_sets[key] = build_image_set(
+            f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals,
+            native_targets=True, targets=scored,
+        )  # fmt: skip
     for key, line in overlap_warnings(plan):
         log(f"{key}: warning: {line}")
         plan.data_warnings.append(f"{key}: {line}")
@@ -273,6 +275,17 @@ def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace
             f" {teacher.task.name} teachers know and that task has no catch-all class; drop background"
             " (the label is then a class of its own) or give the other teachers the classes it stands for",
         ) from None
+
+
+def unscored_set(plan: Plan, key: str, log: Callable[[str], None]) -> None:
+    """Says (log and report.json) an eval set no teacher's ``eval`` names: it is never read, and a user
+    who added it to score the student over all its classes got no row and no word (a trial)."""
+    line = (
+        "no teacher's eval names it: it is not scored (name it in teachers.<name>.eval of a teacher whose"
+        " labels it holds; the student's whole-label-space row is scored on every set a teacher names)"
+    )
+    log(f"data.eval.{key}: warning: {line}")
+    plan.data_warnings.append(f"data.eval.{key}: {line}")
 
 
 def eval_limit(cfg: SourceConfig, max_eval_images: Optional[int]) -> SourceConfig:
