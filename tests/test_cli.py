@@ -118,9 +118,12 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
     assert len(unified) == len(report["unified"])
     assert set(unified) == {("classification", "items-val"), ("segmentation", "scenes-val"), ("depth", "scenes-val")}
     for u in report["unified"]:  # unscored: only where the row leaves some of the set's classes out
-        assert set(u) == {"task", "eval", "metrics"} | ({"unscored"} if u["eval"] == "items-val" else set())
+        labelled = {"classes"} if u["task"] != "depth" else set()  # the order of its per-class lists
+        assert set(u) == {"task", "eval", "metrics"} | labelled | ({"unscored"} if u["eval"] == "items-val" else set())
     assert unified["classification", "items-val"]["unscored"] == ["'bird' (no unified class)"]
-    assert len(unified["segmentation", "scenes-val"]["metrics"]["iou"]) == 4  # the whole unified space
+    seg = unified["segmentation", "scenes-val"]
+    assert len(seg["metrics"]["iou"]) == len(seg["classes"]) == 4  # the whole unified space, named
+    assert seg["classes"][0] == "background" and unified["classification", "items-val"]["classes"] == ["cat", "dog"]
     # 12 images, but the 4 birds are outside the unified space {cat, dog} (no background): ignored
     assert unified["classification", "items-val"]["metrics"]["count"] == 8
     assert unified["depth", "scenes-val"]["metrics"]["pixels"] == 6 * 32 * 32

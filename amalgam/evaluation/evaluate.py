@@ -396,7 +396,10 @@ def _evaluate(
                 )
             )
             if scorer.with_unified:
-                row = {"task": scorer.teacher.task.name, "eval": set_name, "metrics": m[2].compute()}
+                task = scorer.teacher.task.name
+                row = {"task": task, "eval": set_name, "metrics": m[2].compute()}
+                if spaces.get(task) is not None:  # per-class lists are in this order, which is not sorted
+                    row["classes"] = list(spaces[task].names)
                 found = scorer.unified_unscored
                 result.unified.append(row | ({"unscored": [u.text() for u in found]} if found else {}))
                 result.unscored[row["task"], set_name] = found
