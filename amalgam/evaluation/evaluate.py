@@ -157,8 +157,9 @@ class Evaluation:
                 lines.append(
                     f"student on '{r.eval}': on {r.outside_share:.1%} of the images teacher {r.teacher} is scored on,"
                     f" its answer over all its {r.task.name} labels is one {r.teacher} has no label for, which the"
-                    " teacher's row does not count (one class under two teachers' names? amalgam inspect"
-                    " --suggest-labels proposes relations from the teachers' predictions)"
+                    " teacher's row does not count, the whole-label-space row does (mistakes for another teacher's"
+                    " classes, or one class under two teachers' names? amalgam inspect --suggest-labels proposes"
+                    " relations from the teachers' predictions)"
                 )
         return lines
 

@@ -60,7 +60,9 @@ def build_report(
 TASK_COLUMNS = ("teacher", "task", "eval set", "metric", "teacher", "student", "ratio", "vs teacher")
 RELATIVE_NOTE = (
     "ratio = student / teacher; vs teacher = the same with lower-is-better metrics turned over "
-    "(teacher / student): 1 is as good as the teacher, and higher is better for every metric."
+    "(teacher / student): 1 is as good as the teacher, and higher is better for every metric. A labelled"
+    " teacher's row scores the student's answer among that teacher's labels only; the student over all its"
+    " labels, as it answers when deployed, is the whole-label-space table."
 )
 
 
