@@ -197,6 +197,16 @@ def test_input_mean_must_match_channels(raw, world):
     assert said.endswith("e.g. mean: [0.5], std: [0.5]")  # a newcomer was told no value to give
 
 
+def test_one_value_mean_and_std_with_the_default_channels_ask_for_channels_1(raw, world):
+    # a trial: a grey network's one-value mean and std without channels: 1 was told to give three values
+    raw["teachers"]["cls"]["input"] = {"size": [16, 16], "mean": [0.2], "std": [0.3]}
+    said = error_of(raw, world)
+    assert said.startswith("teachers.cls.input: mean and std need 3 values (channels: 3)")
+    assert said.endswith("; a network of 1 input channel? set channels: 1")
+    raw["teachers"]["cls"]["input"]["channels"] = 3  # said on purpose: no such guess
+    assert "set channels" not in error_of(raw, world)
+
+
 def test_unknown_student_encoder(raw, world):
     raw["student"]["encoder"] = "resnet19"
     assert error_of(raw, world).startswith("student.encoder: unknown smp encoder 'resnet19'")

@@ -160,9 +160,16 @@ def input_problem(spec: InputSpec) -> Optional[str]:
     """
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
         example = ", ".join(["0.5"] * spec.channels)
+        given = {len(spec.mean), len(spec.std)}
+        n = given.pop() if len(given) == 1 else 0
+        grey = (  # as many values for both, channels left at its default: most likely a grey network
+            f"; a network of {count_of(n, 'input channel')}? set channels: {n}"
+            if n and "channels" not in spec.model_fields_set
+            else ""
+        )
         return (
             f"mean and std need {count_of(spec.channels, 'value')} (channels: {spec.channels}), those it was trained"
-            f" with (a default exists for 3 channels only, ImageNet's): e.g. mean: [{example}], std: [{example}]"
+            f" with (a default exists for 3 channels only, ImageNet's): e.g. mean: [{example}], std: [{example}]{grey}"
         )
     if min(spec.std) <= 0:  # a division by it: every input inf or NaN, then blamed on the checkpoint
         return f"std {spec.std} must be > 0 on every channel"
