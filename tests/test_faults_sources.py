@@ -268,6 +268,23 @@ def test_unreadable_images_of_relative_and_absolute_paths_are_still_one_line():
     assert str(_unreadable_error([AmalgamError("image c.tif has PIL mode I;32")], 9)) == "image c.tif has PIL mode I;32"
 
 
+def test_images_far_smaller_than_the_student_are_counted_and_the_first_named(tmp_path):
+    # a trial: a 1x1 image was stretched to the student's 64x64 for training without a word
+    from amalgam.data.sources import build_image_set
+
+    save_rgb(tmp_path / "photo.png", size=(64, 48))
+    save_rgb(tmp_path / "dot.png", size=(1, 1))
+    save_rgb(tmp_path / "strip.png", size=(64, 8))
+    said: list[str] = []
+    build_image_set(
+        "data.sources.x", SourceConfig(type="folder", path=tmp_path), lambda p: p, (64, 64), False, log=said.append
+    )
+    line = "data.sources.x: 2 images are under a quarter of the student's 64x64 on a side (the first: dot.png)"
+    assert any(s.startswith(line) for s in said), said
+    _, small = build_said({"type": "folder", "path": tmp_path})  # a 4x4 student: none is
+    assert not any("under a quarter" in s for s in small)
+
+
 # 9. 65535 in a uint16 depth map ----------------------------------------------------------------------
 
 

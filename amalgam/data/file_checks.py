@@ -28,9 +28,12 @@ class CheckedSet(Protocol):
     def target_notes(self) -> list[str]: ...
 
 
-def verify_files(dataset: CheckedSet, bar=None, with_targets: bool = True) -> list[str]:
+def verify_files(
+    dataset: CheckedSet, bar=None, with_targets: bool = True, size: Optional[tuple[int, int]] = None
+) -> list[str]:
     """Opens every image (and, for eval sets, map) once; returns what reading them does beyond
-    decoding, to say. A training source's maps are never read, so they are not checked."""
+    decoding, to say (with ``size``, the student's, how many images are far smaller than it). A
+    training source's maps are never read, so they are not checked."""
     tally: Counter = Counter()
     unreadable: list[AmalgamError] = []
     for index, path in enumerate(dataset.files):
@@ -45,6 +48,7 @@ def verify_files(dataset: CheckedSet, bar=None, with_targets: bool = True) -> li
             continue
         tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
         _tally_grey(tally, index, path, facts)
+        _tally_tiny(tally, index, facts, size)
         maps = dataset.map_sizes(index, path) if with_targets else []
         for target, target_size in maps:
             _check_fit(path, facts, dataset.upright, target, target_size)
@@ -55,7 +59,29 @@ def verify_files(dataset: CheckedSet, bar=None, with_targets: bool = True) -> li
         bar.close()
     if unreadable:
         raise _unreadable_error(unreadable, len(dataset.files))
-    return _notes(dataset, tally, with_targets)
+    return _notes(dataset, tally, with_targets) + _tiny_notes(tally, dataset.files, size)
+
+
+#: an image below this share of the student's size on a side is said: stretched up to it, it is a few pixels
+TINY_SHARE = 0.25
+
+
+def _tally_tiny(tally: Counter, index: int, facts: ImageFacts, size: Optional[tuple[int, int]]) -> None:
+    """Counts the images under :data:`TINY_SHARE` of ``size`` (height, width) on a side (``tiny``), and
+    keeps the first one's index + 1 (``tiny_first``)."""
+    width, height = facts.size
+    if size is not None and (height < TINY_SHARE * size[0] or width < TINY_SHARE * size[1]):
+        tally["tiny"] += 1
+        tally["tiny_first"] = tally["tiny_first"] or index + 1
+
+
+def _tiny_notes(tally: Counter, files: list[Path], size: Optional[tuple[int, int]]) -> list[str]:
+    if not tally["tiny"] or size is None:
+        return []
+    return [
+        f"{tally['tiny']} images are under a quarter of the student's {size[0]}x{size[1]} on a side (the first:"
+        f" {files[tally['tiny_first'] - 1].name}): stretched up to it, a few pixels each (icons, thumbnails?)"
+    ]
 
 
 #: unreadable images after which a source's check stops counting

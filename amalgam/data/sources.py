@@ -440,7 +440,7 @@ def build_image_set(
             raise AmalgamError("contains no images" + (f": {other}" if other else ""))
         if verify and isinstance(dataset, FolderSet):
             bar = bar_for(log, len(dataset.files), f"checking {key}") if log else None
-            notes = verify_files(dataset, bar, with_targets)
+            notes = verify_files(dataset, bar, with_targets, tuple(image_size))
             for note in notes if log else []:
                 log(f"{key}: {note}")
         if with_targets and isinstance(dataset, DenseSet) and dataset.target_keys:  # a source's maps are never read
