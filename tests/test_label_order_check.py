@@ -222,6 +222,14 @@ def test_a_classifier_labelled_in_alphabetical_order_is_warned_about_before_trai
     assert any(note.startswith("label order doubtful") for note in notes)
 
 
+def test_two_labels_exchanged_are_warned_about_before_training(tmp_path):
+    # a trial: a segmenter's Bag and Trouser swapped passed inspect (two classes: under the count rule)
+    said, notes = classifier_said(tmp_path, ["dog", "cat", "bird", "fish"])
+    (line,) = [line for line in said if "classes as one other class" in line]
+    assert line.startswith("warning: teacher t names most of 2 classes as one other class ('dog' as 'cat', 'cat'")
+    assert any(note.startswith("label order doubtful") for note in notes)
+
+
 def test_one_image_per_class_is_not_judged(tmp_path):
     # a competent teacher's one confusion of a class seen once is not an order: too few to judge
     said, notes = classifier_said(tmp_path, sorted(CLASSES), per_class=1)
