@@ -34,6 +34,31 @@ def test_rows_and_warnings_by_hand():
     ]
 
 
+def test_a_lost_class_says_the_students_deployed_score_beside_the_rows():
+    # a trial: "student lost 'Dress' of teacher hf: iou 0.000" where the deployed student scored 0.148: the
+    # row sums the student into hf's labels, whose background takes the six classes hf does not know
+    rows = per_class_rows(["background", "Dress", "Bag"], [0.9, 0.364, 0.6], [0.85, 0.0, 0.1], {"Dress": 0.148})
+    assert rows[1]["student_all_labels"] == 0.148 and "student_all_labels" not in rows[2]
+    lost = class_warnings("hf", "iou", rows)
+    assert lost[0] == (
+        "student lost 'Dress' of teacher hf: iou 0.000 vs the teacher's 0.364 (< 0.5x); over all its labels, as"
+        " deployed, 0.148"
+    )
+    assert lost[1].endswith("(< 0.5x)")  # no deployed score to say
+
+
+def test_a_partial_teachers_rows_carry_the_students_deployed_per_class_scores(built_run):
+    report = json.loads((built_run / "report.json").read_text())
+    unified = next(u for u in report["unified"] if u["task"] == "segmentation")
+    deployed = dict(zip(unified["classes"], unified["metrics"]["iou"]))
+    for row in (r for r in report["tasks"] if r["teacher"] in ("seg-a", "seg-b")):  # each knows part of the space
+        named = {c["class"]: c["student_all_labels"] for c in row["per_class"] if "student_all_labels" in c}
+        assert named and all(deployed[name] == value for name, value in named.items()), row["teacher"]
+        assert "background" not in named  # a catch-all label is several unified classes: no one score
+    cls = next(r for r in report["tasks"] if r["teacher"] == "cls")  # it knows the whole space: nothing to add
+    assert not [c for c in cls["per_class"] if "student_all_labels" in c]
+
+
 def test_build_report_carries_per_class_tables(built_run):
     report = json.loads((built_run / "report.json").read_text())
     rows = {r["teacher"]: r for r in report["tasks"]}

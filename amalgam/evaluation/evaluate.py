@@ -61,13 +61,16 @@ class TaskResult:
     #: share of the row's scored images on which the student, over its whole label space, names a
     #: class the teacher has no label for (pooled labelled tasks; None where not counted)
     outside_share: Optional[float] = None
+    #: the student's per-class scores over its whole label space on the teacher's classes, where the
+    #: teacher knows part of it (:func:`deployed_per_class`; None otherwise)
+    deployed: Optional[dict[str, float]] = None
 
     def per_class(self) -> Optional[list[dict]]:
         """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
         key = self.task.per_class_metric
         if key is None or self.classes is None or key not in self.teacher_metrics:
             return None
-        return per_class_rows(self.classes, self.teacher_metrics[key], self.student_metrics[key])
+        return per_class_rows(self.classes, self.teacher_metrics[key], self.student_metrics[key], self.deployed)
 
     def warnings(self) -> list[str]:
         """Classes the teacher is near-blind on or the student lost (see per_class.py), what the
@@ -162,6 +165,25 @@ class Evaluation:
                     " relations from the teachers' predictions)"
                 )
         return lines
+
+
+def deployed_per_class(scorer: _Scorer, unified: Optional[dict]) -> Optional[dict[str, float]]:
+    """The student's per-class scores over its whole label space (as deployed) on the teacher's labels
+    that are one unified class each, where the teacher knows only part of the space; None otherwise.
+
+    A teacher's row sums the student's probabilities into the teacher's labels: a partial teacher's
+    background takes the classes it does not know and may outweigh a class the student does name
+    (a trial's Dress: 0.000 in the row, 0.148 as deployed)."""
+    key, projection = scorer.teacher.task.per_class_metric, scorer.projection
+    if unified is None or key is None or key not in unified or projection is None:
+        return None
+    projection = projection.cpu()
+    one = projection.sum(1) == 1
+    if bool(one.all()) and bool(projection.any(0).all()):
+        return None  # each label one unified class, every class a label's: the row is the deployed answer
+    names, values = scorer.teacher.space.names, unified[key]
+    found = [(name, values[int(projection[i].float().argmax())]) for i, name in enumerate(names)]
+    return {name: value for i, (name, value) in enumerate(found) if bool(one[i]) and value is not None}
 
 
 def _answers_every_task(out: object, tasks: set[str]) -> None:
@@ -375,6 +397,7 @@ def _evaluate(
                 scorer.update(views, student_out, batch)
             bar.update(1)
         bar.close()
+        unified = {s.teacher.task.name: s.meters[2].compute() for s in scorers.values() if s.with_unified}
         for name, scorer in scorers.items():
             m = scorer.meters
             classes = list(scorer.teacher.space.names) if scorer.teacher.space else None
@@ -394,11 +417,12 @@ def _evaluate(
                     scorer.left_out,
                     scorer.seen,
                     scorer.outside / scorer.scored if scorer.scored else None,
+                    deployed_per_class(scorer, unified.get(scorer.teacher.task.name)),
                 )
             )
             if scorer.with_unified:
                 task = scorer.teacher.task.name
-                row = {"task": task, "eval": set_name, "metrics": m[2].compute()}
+                row = {"task": task, "eval": set_name, "metrics": unified[task]}
                 if spaces.get(task) is not None:  # per-class lists are in this order, which is not sorted
                     row["classes"] = list(spaces[task].names)
                 found = scorer.unified_unscored

@@ -17,18 +17,24 @@ BLIND_BELOW = 0.1
 LOST_BELOW = 0.5
 
 
-def per_class_rows(classes: list[str], teacher: list, student: list) -> list[dict]:
+def per_class_rows(
+    classes: list[str], teacher: list, student: list, deployed: Optional[dict[str, float]] = None
+) -> list[dict]:
     """``[{"class", "teacher", "student", "ratio"}]``, one per class; None where a class was never scored.
 
     Args:
         classes: the teacher's label names, in output order.
         teacher: the teacher's per-class scores (None: absent from targets and predictions).
         student: the student's per-class scores on the teacher's labels.
+        deployed: the student's per-class scores over its whole label space, by class, where they
+            differ from the row's (a teacher of part of the space): a row's ``student_all_labels``.
     """
     rows = []
     for name, t, s in zip(classes, teacher, student):
         ratio = s / t if t and s is not None else None
         rows.append({"class": name, "teacher": t, "student": s, "ratio": ratio})
+        if deployed is not None and name in deployed:
+            rows[-1]["student_all_labels"] = deployed[name]
     return rows
 
 
@@ -56,9 +62,15 @@ def class_warnings(
             )
         elif s is None or s < lost_below * t:
             shown = "n/a" if s is None else f"{s:.3f}"
+            deployed = r.get("student_all_labels")
+            also = (  # the row sums the student into the teacher's labels: its background may outweigh the class
+                f"; over all its labels, as deployed, {deployed:.3f}"
+                if deployed is not None and (s is None or abs(deployed - s) >= 0.0005)
+                else ""
+            )
             lines.append(
                 f"student lost '{r['class']}' of teacher {teacher}: {metric} {shown} vs the teacher's {t:.3f} "
-                f"(< {lost_below:g}x)"
+                f"(< {lost_below:g}x){also}"
             )
     return lines
 
