@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -68,10 +70,20 @@ class Exporter:
         return (self.suffix, *self.also)
 
 
+@contextmanager
+def traced_quietly() -> Iterator[None]:
+    """A trace without torch's TracerWarnings: the student's one data-dependent branch (a dense output
+    below the input's size is upsampled) holds at every size of an export (a 4-block decoder's output
+    is always half the input's), and the parity check runs the file at another size to show it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
 def _save_torchscript(
     module: nn.Module, example: torch.Tensor, path: Path, names: list[str], fixed: bool = False
 ) -> None:
-    with torch.no_grad():
+    with torch.no_grad(), traced_quietly():
         traced = torch.jit.trace(module, example, strict=False)
     size = tuple(example.shape[-2:])
     torch.jit.script(ExportGuard(traced, size, getattr(module, "multiple", None), fixed)).save(str(path))
@@ -94,7 +106,7 @@ def _save_onnx(module: nn.Module, example: torch.Tensor, path: Path, names: list
     for name, shape in zip(names, shapes):  # a dense output follows the input's size (or its own stride of it)
         spatial = len(shape) == 4 and not fixed
         dynamic[name] = {0: "batch"} | ({2: f"{name}_height", 3: f"{name}_width"} if spatial else {})
-    with torch.no_grad():
+    with torch.no_grad(), traced_quietly():
         torch.onnx.export(
             module, (example,), str(path), input_names=["images"], output_names=names,
             dynamic_axes=dynamic, opset_version=17, dynamo=False,
