@@ -241,6 +241,7 @@ def test_nothing_to_propose_says_what_was_judged():
     few = suggestion_lines(plan, survey_from(plan, same_outputs(5, 3)))
     assert few[0].startswith("suggest-labels: 6 of 6 labels of cls-a and cls-b were predicted fewer than 20 times")
     assert "run with more images" in few[0] and "already matches" not in "\n".join(few)
+    assert "not judged (cls-a:T-shirt/top, cls-a:Trouser, cls-a:Pullover, cls-b:T-shirt/top" in few[0]  # which
     assert suggestion_lines(plan, survey_from(plan, same_outputs(30, 3))) == [
         "suggest-labels: no relation to propose (every co-occurring label pair already matches)"
     ]

@@ -35,6 +35,7 @@ import torch
 
 from amalgam.config.label_entries import parse_entry, space_of
 from amalgam.data.views import BatchViews
+from amalgam.distill.eval_checks import shorten
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
 from amalgam.labels.algebra import LabelSpace
@@ -238,11 +239,13 @@ class PairCoverage:
         teachers: the two teachers, in recipe order.
         labels: their named labels, both teachers' together.
         unjudged: those predicted fewer than ``min_count`` times where both teachers are sure.
+        names: which, as ``teacher:label``.
     """
 
     teachers: tuple[str, str]
     labels: int
     unjudged: int
+    names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -335,9 +338,9 @@ def coverage(
 ) -> PairCoverage:
     """How many of both teachers' named labels :func:`propose` judges on these A x B ``counts``."""
     rows, cols = counts.sum(1), counts.sum(0)
-    few = [n for n in space_a.known() if rows[space_a.names.index(n)] < min_count]
-    few += [n for n in space_b.known() if cols[space_b.names.index(n)] < min_count]
-    return PairCoverage(teachers, len(space_a.known()) + len(space_b.known()), len(few))
+    few = [f"{teachers[0]}:{n}" for n in space_a.known() if rows[space_a.names.index(n)] < min_count]
+    few += [f"{teachers[1]}:{n}" for n in space_b.known() if cols[space_b.names.index(n)] < min_count]
+    return PairCoverage(teachers, len(space_a.known()) + len(space_b.known()), len(few), tuple(few))
 
 
 class _Classes:
@@ -528,7 +531,8 @@ def _unjudged_lines(found: Findings) -> list[str]:
     """One line per teacher pair with labels too rare on the images to be judged."""
     return [
         f"suggest-labels: {p.unjudged} of {p.labels} labels of {p.teachers[0]} and {p.teachers[1]} were predicted"
-        f" fewer than {found.min_count} times where both are sure and were not judged: run with more images"
+        f" fewer than {found.min_count} times where both are sure and were not judged"
+        f"{' (' + shorten(list(p.names), 6) + ')' if p.names else ''}: run with more images"
         " (--suggest-labels N), unless these sources hold none of them"
         for p in found.pairs or []
         if p.unjudged
