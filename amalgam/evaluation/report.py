@@ -112,6 +112,7 @@ def to_markdown(report: dict) -> str:
     for u in report["unified"]:
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
         lines.append(f"| {u['task']} | {u['eval']} | {shown} |")
+    lines += _unified_per_class_markdown(report)
     s, t = report["student"], report["teachers"]
     share = s["params"] / t["params"] if t["params"] else float("nan")
     lines += [
@@ -145,6 +146,22 @@ def to_markdown(report: dict) -> str:
             text = weights_text(train["task_weighting"], train["task_weights"])
             lines += [text[0].upper() + text[1:] + ".", ""]  # not capitalize(): it lowers teachers' names
     return "\n".join(lines)
+
+
+def _unified_per_class_markdown(report: dict) -> list[str]:
+    """The student's per-class scores over all its labels, as deployed, per whole-label-space row that
+    names its classes (a teacher's table scores it among that teacher's labels only)."""
+    metrics = {r["task"]: r["per_class_metric"] for r in report["tasks"] if r.get("per_class_metric")}
+    lines = []
+    for u in report["unified"]:
+        metric = metrics.get(u["task"])
+        values = u["metrics"].get(metric) if metric else None
+        if not u.get("classes") or not isinstance(values, list):
+            continue
+        scored = [(name, v) for name, v in zip(u["classes"], values) if v is not None]
+        lines += ["", f"Student over all its labels on '{u['eval']}': {metric} per class", ""]
+        lines += ["| class | student |", "|---|---|", *(f"| {name} | {_fmt(v)} |" for name, v in scored)]
+    return lines
 
 
 def _per_class_markdown(report: dict) -> list[str]:
