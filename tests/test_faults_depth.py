@@ -45,6 +45,8 @@ class FromImage(nn.Module):
             return 16.0 / depth
         if self.mode == "relative":  # MiDaS-like: relative inverse depth, scale and shift unknown
             return 0.5 / depth + 0.0625
+        if self.mode == "shifted_disparity":  # MiDaS-like with a negative shift: below 0 on far pixels
+            return 16.0 / depth - 6.0
         if self.mode == "centimetres":
             return 100.0 * depth
         if self.mode == "log_centimetres":
@@ -151,6 +153,19 @@ def test_a_depth_in_another_unit_stops_before_training_with_the_scale_that_fixes
         plan_of(scenes, "centimetres", output_scale=0.1)  # measured after the scale it has
     with pytest.raises(RecipeError, match=r"depth is 100x .* wrap teacher d so that it answers in metres"):
         plan_of(scenes, "log_centimetres", output="log")  # a scale of its log is no unit
+
+
+def test_a_depth_teacher_giving_no_depth_where_the_set_has_it_stops_naming_relative(scenes):
+    # a trial: a MiDaS-like disparity with a negative shift, read as inverse (and scaled as the unit stop said)
+    # answered <= 0 on 46% of the pixels: masked out of its targets, with a 1.7 km rmse, and no word
+    with pytest.raises(RecipeError) as info:
+        plan_of(scenes, "shifted_disparity", output="inverse")
+    message = str(info.value)
+    assert re.match(
+        r"teachers\.d\.output: teacher d gives no depth \(<= 0\) on \d+% of the pixels where eval set 'val'", message
+    )
+    assert "a disparity with a shift (MiDaS, DPT: values below 0) is output: relative" in message
+    plan_of(scenes, "shifted_disparity", output="relative")  # read as it is: passes
 
 
 def test_output_scale_is_refused_for_a_labelled_teacher(world):

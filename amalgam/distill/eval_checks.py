@@ -66,7 +66,7 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     if reading.problem:  # a task names the teacher's eval set as data.eval.<set>
         raise RecipeError(f"teachers.{teacher.name}.output", reading.problem.replace("<set>", teacher.eval_name))
     for line in reading.warnings:
-        said_before_training(plan, log, line)
+        said_before_training(plan, log, line.replace("<set>", teacher.eval_name))
     for line in reading.repeated:  # evaluation says it again, measured on every eval image
         log(f"warning: {line}")
 

@@ -206,6 +206,11 @@ RELATIVE_GAIN = 0.5
 #: ... and at least this share of its valid pixels off by more than SCALE_WARNING (quickstart: 0.8%; a
 #: metric teacher with a 20% per-image scale error: 7%; that relative teacher: 32%): it is relative depth
 RELATIVE_SHARE = 0.25
+#: share of the pixels where the eval set has depth on which a metric or inverse teacher gives none (<= 0:
+#: masked out of its targets) that warns before training, and that stops it (a MiDaS-like disparity with a
+#: shift, read as inverse, answered <= 0 on 46%: its student learnt nothing there, and a 1.7 km rmse passed)
+NO_DEPTH_WARNING = 0.05
+NO_DEPTH_STOP = 0.25
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,7 @@ class DepthAgreement:
             1/that, the truth.
         truth_spread: standard deviation of the truth's log depth (0: a flat truth says nothing of
             whether the teacher follows it).
+        no_depth: share of the pixels where the truth is depth on which the teacher gives none.
     """
 
     images: int
@@ -235,6 +241,8 @@ class DepthAgreement:
     affine_rmse: float
     off_share: float
     truth_spread: float = float("nan")
+    #: share of the pixels where the truth is depth on which the teacher gives none (<= 0 or not finite)
+    no_depth: float = 0.0
 
     def describe(self) -> str:
         """The numbers in one clause, for the log."""
@@ -243,6 +251,7 @@ class DepthAgreement:
             f" scale {self.scale:.3g}x, rmse {self.rmse:.3g} m ({self.aligned_rmse:.3g} after a per-image"
             f" scale-and-shift fit of its inverse, {self.affine_rmse:.3g} of itself), {self.off_share:.1%} of pixels"
             f" off by over {SCALE_WARNING:g}x"
+            + (f"; no depth (<= 0) on {self.no_depth:.1%} of the pixels the truth has" if self.no_depth else "")
         )
 
     @property
@@ -325,7 +334,16 @@ def depth_agreement(answers: list[torch.Tensor], truths: list[torch.Tensor]) -> 
         affine_rmse=(affine - truth).pow(2).mean().sqrt().item(),
         off_share=(log_ratio.abs() > math.log(SCALE_WARNING)).double().mean().item(),
         truth_spread=torch.log(truth).std().item() if truth.numel() > 1 else 0.0,
+        no_depth=_no_depth_share(answers, truths),
     )
+
+
+def _no_depth_share(answers: list[torch.Tensor], truths: list[torch.Tensor]) -> float:
+    """The share of the pixels where the truth is depth (> 0, finite) on which the answer is none."""
+    truth_has = [torch.isfinite(t) & (t > 0) for t in truths]
+    missing = sum(int((has & ~(torch.isfinite(a) & (a > 0))).sum()) for a, has in zip(answers, truth_has))
+    total = sum(int(has.sum()) for has in truth_has)
+    return missing / total if total else 0.0
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -549,6 +567,10 @@ class DepthTask(Task):
         weak = [_weak_warning(teacher, agreement)] if _hardly_follows(agreement) else []
         if kind in RELATIVE_KINDS:  # declared without a scale: only its direction is checked
             return EvalReading(said, weak, None, CHECK_RULE)
+        if agreement.no_depth >= NO_DEPTH_STOP:
+            return EvalReading(said, weak, _no_depth_line(teacher, agreement.no_depth), CHECK_RULE)
+        if agreement.no_depth >= NO_DEPTH_WARNING:
+            weak.append(_no_depth_line(teacher, agreement.no_depth))
         if problem := _unit_problem(teacher, kind, agreement.scale):
             return EvalReading(said, weak, problem, CHECK_RULE)
         scale = tuple(self.teacher_warnings(teacher, {"scale": agreement.scale}))  # evaluation says it again
@@ -593,6 +615,16 @@ class DepthTask(Task):
     def reading_meter(self, num_classes: Optional[int], kind: str) -> DepthMeter:
         """Relative depth, and the student beside it, scored after a per-image fit (:class:`RelativeDepthMeter`)."""
         return RelativeDepthMeter(RELATIVE_KINDS[kind]) if kind in RELATIVE_KINDS else DepthMeter()
+
+
+def _no_depth_line(teacher: str, share: float) -> str:
+    """Why a teacher giving no depth on many pixels where its eval set has depth is no teacher there."""
+    return (
+        f"teacher {teacher} gives no depth (<= 0) on {share:.0%} of the pixels where eval set '<set>' has depth:"
+        " they are masked out of its targets, so the student learns nothing there from it; a disparity with a shift"
+        " (MiDaS, DPT: values below 0) is output: relative; a metric head's zeros: another output, or a"
+        " checkpoint that did not load?"
+    )
 
 
 def _unit_problem(teacher: str, kind: str, scale: float) -> Optional[str]:
