@@ -149,15 +149,17 @@ def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int =
     return TreeCosts([count_params(s) for s in stages], stage_ms, task_params, task_ms)
 
 
-def unmeetable(budget: Budget, costs: TreeCosts, tasks: list[str]) -> RecipeError:
-    """The one-line error for a budget no tree meets, naming the smallest tree's size."""
+def unmeetable(budget: Budget, costs: TreeCosts, tasks: list[str], measured_ms: Optional[float] = None) -> RecipeError:
+    """The one-line error for a budget no tree meets, naming the smallest tree's size and its batch-1
+    latency: ``measured_ms`` where it was measured, else the estimate (a sum of its parts' timings)."""
     smallest = {t: STAGES for t in tasks}  # everything shared: the fewest parameters and the least time
-    params, ms = costs.params(smallest), costs.latency_ms(smallest)
+    params = costs.params(smallest)
+    ms = f"{measured_ms:.1f} ms measured" if measured_ms is not None else f"~{costs.latency_ms(smallest):.1f} ms"
     return RecipeError(
         "student.budget",
         f"no branched tree fits ({budget.describe()}): the smallest, branch_at {STAGES} (the whole encoder "
         f"shared), has {params:,} params ({params / max(budget.teacher_params, 1):.0%} of the teachers') "
-        f"and ~{ms:.1f} ms at batch 1; raise the budget or use a smaller student.encoder",
+        f"and {ms} at batch 1; raise the budget or use a smaller student.encoder",
     )
 
 
