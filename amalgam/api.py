@@ -37,7 +37,7 @@ from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.evaluate import evaluate as score
 from amalgam.evaluation.evaluate import size_and_speed
 from amalgam.evaluation.report import build_report, teacher_readings
-from amalgam.evaluation.tree_report import tree_section
+from amalgam.evaluation.tree_report import budget_section, tree_section
 from amalgam.evaluation.visual import render
 from amalgam.inspection import Inspection, inspect_recipe
 from amalgam.labels import LabelSpace
@@ -239,6 +239,7 @@ def evaluate(
     sizes = size_and_speed(plan, model, device)
     report = build_report(loaded.name, evaluation, sizes, None, teacher_readings(plan), plan.teacher_warnings)
     spec = getattr(_unwrapped(model), "spec", None)
+    report["student"]["budget"] = budget_section(report, loaded.student.budget)
     if spec is not None and has_branches(spec.type):
         report["tree"] = tree_section(spec, report, loaded.student.budget)
     return report

@@ -22,7 +22,7 @@ from amalgam.evaluation.during import eval_callback
 from amalgam.evaluation.evaluate import evaluate, size_and_speed
 from amalgam.evaluation.export import written_exports
 from amalgam.evaluation.report import build_report, teacher_readings, to_markdown, write_report
-from amalgam.evaluation.tree_report import tree_section
+from amalgam.evaluation.tree_report import budget_section, tree_section
 from amalgam.evaluation.visual import render
 from amalgam.io import check_writable, is_disk_full
 from amalgam.students.budget import latency_if_budgeted, student_lines
@@ -235,6 +235,7 @@ def train_student(
             report["encoder_choice"] = choice.to_dict()
         if recipe.train.augment:  # the sources the flip left alone (none: {}): the mirror check's, or flip: false
             report["train"]["unflipped"] = dict(plan.unflipped)
+        report["student"]["budget"] = budget_section(report, recipe.student.budget)
         if has_branches(student.spec.type):
             report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
         (run_dir / "run.json").write_text(json.dumps(record))

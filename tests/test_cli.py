@@ -92,11 +92,14 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
     assert report["tree"]["branch_at"] == {"classification": 3, "segmentation": 3, "depth": 3}
     assert report["student"]["decoders"] == {"segmentation": [16, 16, 8, 8, 8], "depth": [16, 16, 8, 8, 8]}
     for who in ("student", "teachers"):
-        assert set(report[who]) == {"params", "latency_ms"} | ({"decoders"} if who == "student" else {"reading"})
+        own = {"decoders", "budget"} if who == "student" else {"reading"}
+        assert set(report[who]) == {"params", "latency_ms"} | own
         assert set(report[who]["latency_ms"]) == {"b1", "b32"}
         assert report[who]["params"] > 0
         assert all(v > 0 and math.isfinite(v) for v in report[who]["latency_ms"].values())
     assert report["teachers"]["params"] < report["student"]["params"]  # the world's teachers are tiny
+    budget = report["student"]["budget"]  # every student type's verdict, a compact one's too
+    assert set(budget) == {"params", "latency_ms", "share", "over"} and budget["over"] == report["tree"]["over_budget"]
     reading = report["teachers"]["reading"]  # how each teacher was read, as the log says it
     assert sorted(reading) == ["cls", "depth", "seg-a", "seg-b"] and set(reading["cls"]) == {"input", "output"}
     assert reading["cls"]["input"].startswith("size ") and "output" in reading["depth"]["output"]

@@ -36,6 +36,19 @@ def test_report_md_says_the_budget_in_words_and_one_epoch_in_the_singular():
         assert said in to_markdown(report)
 
 
+def test_a_compact_students_budget_verdict_is_in_report_md():
+    # a trial: a compact student over its budget was said in the build log only, the report silent
+    report = {"name": "r", "tasks": [], "unified": [], "warnings": [], "train": {"epochs": 0}}
+    report["teachers"] = {"params": 10, "latency_ms": {"b1": 1.0, "b32": 0.5}}
+    over = ["params 733,186 > 300,000", "latency b1 4.2 ms > 2 ms"]
+    budget = {"params": 300000, "latency_ms": 2.0, "share": 0.3, "over": over}
+    report["student"] = {"params": 733186, "latency_ms": {"b1": 4.2, "b32": 0.5}, "budget": budget}
+    said = to_markdown(report)
+    assert "Budget: over: params 733,186 > 300,000; latency b1 4.2 ms > 2 ms (params at most 300,000" in said
+    del report["student"]["budget"]  # a report written before the key: no line
+    assert "Budget:" not in to_markdown(report)
+
+
 @pytest.mark.parametrize("value", [float("nan"), None])
 def test_report_md_shows_a_missing_ratio_as_n_a(value):
     report = {"name": "r", "unified": [], "warnings": [], "train": {"epochs": 0}}

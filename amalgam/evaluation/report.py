@@ -130,10 +130,7 @@ def to_markdown(report: dict) -> str:
         lines += [f"Student decoders: {widths}", ""]
     if report.get("encoder_choice"):  # the student was sized by student.encoder: auto
         lines += [f"Student: {report['encoder_choice']['line']}", ""]
-    if report.get("tree"):
-        from amalgam.evaluation.tree_report import tree_markdown
-
-        lines += tree_markdown(report["tree"])
+    lines += _student_shape_markdown(report)
     for teacher, reading in t.get("reading", {}).items():
         lines += [f"Teacher {teacher}: {reading['input']}; distilling {reading['output']}.", ""]
     train = report["train"]
@@ -146,6 +143,17 @@ def to_markdown(report: dict) -> str:
             text = weights_text(train["task_weighting"], train["task_weights"])
             lines += [text[0].upper() + text[1:] + ".", ""]  # not capitalize(): it lowers teachers' names
     return "\n".join(lines)
+
+
+def _student_shape_markdown(report: dict) -> list[str]:
+    """The tree (a branched student) with its budget, or the budget alone (a compact one: its verdict was
+    said in the build log only)."""
+    from amalgam.evaluation.tree_report import budget_markdown, tree_markdown
+
+    if report.get("tree"):
+        return tree_markdown(report["tree"])
+    budget = report["student"].get("budget")
+    return budget_markdown(budget) if budget else []
 
 
 def _unified_per_class_markdown(report: dict) -> list[str]:

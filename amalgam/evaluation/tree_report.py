@@ -20,29 +20,42 @@ def tree_section(spec, report: dict, budget_cfg, found=None) -> dict:
         found: the :class:`~amalgam.distill.tree_search.SearchResult` of ``branch_at: auto``.
     """
     tasks = list(spec.heads)
-    budget = resolve_budget(budget_cfg, report["teachers"]["params"])
-    params, ms = report["student"]["params"], report["student"]["latency_ms"]["b1"]
     search = None
     if found is not None:
         search = {k: v for k, v in found.to_dict().items() if k != "ranking"}
         search["ranking"] = [
             {"branch_at": c.branch_at, "score": round(c.score, 6), "params": c.params} for c in found.ranking[:10]
         ]
+    limits = budget_section(report, budget_cfg)
     return {
         "branch_at": branch_points(spec.branch_at, tasks),
         "structure": describe(spec.branch_at, tasks),
-        "budget": {"params": budget.params, "latency_ms": budget.latency_ms, "share": budget.share},
-        "over_budget": budget.excess(params, ms),
+        "budget": {k: limits[k] for k in ("params", "latency_ms", "share")},
+        "over_budget": limits["over"],
         "search": search,
     }
+
+
+def budget_section(report: dict, budget_cfg) -> dict:
+    """``report["student"]["budget"]``, for a student of any type: the limits set (``student.budget``) and
+    what the student exceeds (``over``: empty when within; a compact student's was said in the log only)."""
+    budget = resolve_budget(budget_cfg, report["teachers"]["params"])
+    params, ms = report["student"]["params"], report["student"]["latency_ms"]["b1"]
+    limits = {"params": budget.params, "latency_ms": budget.latency_ms, "share": budget.share}
+    return limits | {"over": budget.excess(params, ms)}
+
+
+def budget_markdown(budget: dict) -> list[str]:
+    """The report's budget line (a tree's section says it with the tree)."""
+    over = budget["over"]
+    return ["", f"Budget: {'over: ' + '; '.join(over) if over else 'within'} ({_budget_text(budget)}).", ""]
 
 
 def tree_markdown(tree: dict) -> list[str]:
     """Markdown lines for the report."""
     lines = ["", f"Student tree: `branch_at: {as_yaml(tree['branch_at'])}`", ""]
     lines += [f"- {line}" for line in tree["structure"]]
-    over = tree["over_budget"]
-    lines += ["", f"Budget: {'over: ' + '; '.join(over) if over else 'within'} ({_budget_text(tree['budget'])})."]
+    lines += budget_markdown(tree["budget"] | {"over": tree["over_budget"]})[:-1]
     search = tree.get("search")
     if search:
         aff, cost = search["affinity"], search["cost"]
