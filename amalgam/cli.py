@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", required=True, help="student.pt of a run")
     p.add_argument("--json", help="also write the report as JSON here")
     p = recipe_cmd("search", cmd_search, "choose student.branch_at within student.budget from the teachers' affinities")
-    p.add_argument("--budget", action="append", metavar="params=SHARE,latency_ms=MS", help="override student.budget")
+    p.add_argument(
+        "--budget", action="append", metavar="params=SHARE,latency_ms=MS",
+        help="laid over student.budget key by key (latency_ms=none lifts the recipe's latency limit)",
+    )  # fmt: skip
     p.add_argument("--output", help="folder of search.json (default: the run folder's search/)")
     p.add_argument("--top", type=int, default=10, help="candidate trees to list")
     p = sub.add_parser("report", help="regenerate report.html (curves, sample predictions) of a run")

@@ -97,6 +97,7 @@ def test_a_build_with_args_starts_from_matching_weights_and_reports_the_encoder(
     [
         ("resnet18", NARROW, "only tu-\\* \\(timm\\) encoders take arguments; smp's own 'resnet18' would ignore"),
         ("tu-test_resnet", {"output_stride": 8}, "output_stride: set by amalgam"),
+        ("tu-test_resnet", {"pretrained": True}, "pretrained: set by amalgam .*weights are never downloaded"),
         (
             "tu-test_resnet",
             {"channels": [8, 8, 16]},

@@ -81,7 +81,7 @@ def test_a_registered_tree_student_is_a_tree_everywhere(world, registered):
     from amalgam.students.budget import student_lines
 
     tree = ["student.branch_at={classification: 1, segmentation: 2, depth: 2}"]
-    with pytest.raises(RecipeError, match=r"needs student\.type: branched \(a compact student has no branches\)"):
+    with pytest.raises(RecipeError, match=r"needs student\.type: branched \(a compact student has no branches: leave"):
         load_recipe(world, ["student.type=compact", *tree])
     registered(STUDENTS, "wide", WideTree)
     with pytest.raises(RecipeError, match=r"needs student\.type: branched or wide \(a compact student"):

@@ -318,7 +318,9 @@ def check_branch_at(recipe: Recipe) -> None:
         trees = " or ".join(n for n in STUDENTS.names() if has_branches(n))
         raise RecipeError(
             "student.branch_at",
-            f"{branch_at!r} needs student.type: {trees} (a {recipe.student.type} student has no branches)",
+            f"{branch_at!r} needs student.type: {trees} (a {recipe.student.type} student has no branches: leave"
+            " branch_at at an integer, which it does not read, or write branch_at: 3 in a variant of a recipe"
+            " that sets a tree)",
         )
     if isinstance(branch_at, dict):
         from amalgam.students.tree import branch_points

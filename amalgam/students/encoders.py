@@ -34,7 +34,7 @@ class Splitter:
 
 ARGS_KEY = "student.encoder_args"
 #: smp's get_encoder sets these itself: as encoder_args they would clash or change the strides
-RESERVED_ARGS = ("in_channels", "depth", "weights", "output_stride")
+RESERVED_ARGS = ("in_channels", "depth", "weights", "output_stride", "pretrained")
 
 #: family name -> :class:`Splitter`; a branched student uses the one whose ``matches`` takes its encoder
 SPLITTERS: Registry[Splitter] = Registry("encoder splitter")
@@ -77,8 +77,11 @@ def _check_args(name: str, args: Mapping[str, Any]) -> None:
         )
     reserved = [k for k in args if k in RESERVED_ARGS]
     if reserved:
+        weights = " (weights are never downloaded: student.encoder_weights starts it from a file)"
         raise RecipeError(
-            ARGS_KEY, f"{', '.join(reserved)}: set by amalgam (keys it keeps: {', '.join(RESERVED_ARGS)})"
+            ARGS_KEY,
+            f"{', '.join(reserved)}: set by amalgam (keys it keeps: {', '.join(RESERVED_ARGS)})"
+            + (weights if {"pretrained", "weights"} & set(reserved) else ""),
         )
 
 
