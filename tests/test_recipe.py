@@ -316,6 +316,16 @@ def test_input_null_in_a_variant_drops_the_bases_input_for_the_defaults(fresh_wo
     assert load_recipe(folder / "sized.yaml", ["teachers.seg-a.input=null"]).teachers["seg-a"].input == InputSpec()
 
 
+def test_a_null_teacher_or_set_in_a_variant_drops_the_bases(fresh_world):
+    # a trial: a variant could not leave out one of its base's teachers ("not a valid dictionary")
+    folder = fresh_world.parent
+    base = load_recipe(fresh_world)
+    (folder / "fewer.yaml").write_text("base: recipe.yaml\nteachers: {seg-b: null}\n")
+    fewer = load_recipe(folder / "fewer.yaml")
+    assert list(fewer.teachers) == [t for t in base.teachers if t != "seg-b"]
+    assert list(load_recipe(fresh_world, ["teachers.seg-b=null"]).teachers) == list(fewer.teachers)
+
+
 def test_base_is_found_relative_to_the_file_that_names_it(tmp_path):
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "base.yaml").write_text("name: b\ntrain: {epochs: 2, lr: 0.1}\n")

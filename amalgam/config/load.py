@@ -62,6 +62,9 @@ def apply_override(raw: dict, assignment: str) -> None:
             raise RecipeError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
         node = child
     key, parsed = parts[-1], yaml.load(value, Loader=UniqueKeyLoader)
+    if parsed is None and tuple(parts[:-1]) in DROPPED_WHEN_NULL:
+        node.pop(key, None)
+        return
     node[key] = parsed if parsed == {} else merge_recipes(node, {key: parsed}, tuple(parts[:-1]))[key]
 
 
@@ -155,6 +158,8 @@ def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
 
 #: mappings that are one value (arguments), not a section: an empty one in a variant clears the base's
 CLEARED_WHEN_EMPTY = (("student", "encoder_args"), ("student", "task_decoder_channels"))
+#: mappings of named entries: an entry set to null in a variant (or --set) is dropped from the base's
+DROPPED_WHEN_NULL = (("teachers",), ("data", "sources"), ("data", "eval"))
 
 
 def merge_recipes(base: dict, derived: dict, _path: tuple[str, ...] = ()) -> dict:
@@ -162,7 +167,8 @@ def merge_recipes(base: dict, derived: dict, _path: tuple[str, ...] = ()) -> dic
 
     The rule of a ``base:`` variant and of a ``--set`` mapping alike. An empty mapping at a
     :data:`CLEARED_WHEN_EMPTY` path replaces too: it is how a variant undoes its base's arguments
-    (e.g. ``student.encoder_args`` the variant's encoder does not take). An empty section
+    (e.g. ``student.encoder_args`` the variant's encoder does not take). A null entry of a
+    :data:`DROPPED_WHEN_NULL` mapping (``teachers: {depth: null}``) drops the base's entry. An empty section
     (``train: {}``) still changes nothing. A model or typed part naming another ``from``/``type``
     (``teachers.x.model``, ``teachers.x.wrap``, ``amalgamation.ensemble``) replaces: the base's
     arguments are another kind's.
@@ -170,6 +176,9 @@ def merge_recipes(base: dict, derived: dict, _path: tuple[str, ...] = ()) -> dic
     merged = dict(base)
     for key, value in derived.items():
         path = (*_path, key)
+        if value is None and _path in DROPPED_WHEN_NULL:  # a variant without one of its base's teachers
+            merged.pop(key, None)
+            continue
         old = base.get(key)
         both_mappings = isinstance(value, dict) and isinstance(old, dict)
         replaced = both_mappings and ((value == {} and path in CLEARED_WHEN_EMPTY) or _kind_changes(path, old, value))
