@@ -47,6 +47,8 @@ class FromImage(nn.Module):
             return 0.5 / depth + 0.0625
         if self.mode == "shifted_disparity":  # MiDaS-like with a negative shift: below 0 on far pixels
             return 16.0 / depth - 6.0
+        if self.mode == "log":  # log metres
+            return torch.log(depth)
         if self.mode == "centimetres":
             return 100.0 * depth
         if self.mode == "log_centimetres":
@@ -166,6 +168,16 @@ def test_a_depth_teacher_giving_no_depth_where_the_set_has_it_stops_naming_relat
     )
     assert "a disparity with a shift (MiDaS, DPT: values below 0) is output: relative" in message
     plan_of(scenes, "shifted_disparity", output="relative")  # read as it is: passes
+
+
+def test_log_metres_declared_metric_are_told_to_declare_output_log(scenes):
+    # a trial: a log-metres head declared metric was warned of as another scale only, then distilled as metres
+    _, said = plan_of(scenes, "log", output="metric")
+    (hint,) = [line for line in warnings_in(said) if "read as log depth agrees" in line]
+    assert "(scale 1x, log-depth r 1.00, rmse " in hint
+    assert hint.endswith("m): if it answers log metres, set teachers.d.output: log")
+    _, said = plan_of(scenes, "metric")  # a metric teacher: no such line
+    assert not [line for line in said if "read as log depth" in line]
 
 
 def test_output_scale_is_refused_for_a_labelled_teacher(world):

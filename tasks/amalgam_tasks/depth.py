@@ -413,6 +413,21 @@ def _upside_down(teacher: str, kind: str, agreement: DepthAgreement) -> str:
     )
 
 
+def _log_reading_hint(teacher: str, answers: list[torch.Tensor], truths: list[torch.Tensor]) -> Optional[str]:
+    """The line for a teacher read as metres whose answers, read as log depth, agree with the truth in
+    scale (a log-metres head declared metric: 0.33x, warned only as another scale, and distilled as metres)."""
+    as_log = depth_agreement([a.float().exp() for a in answers], truths)
+    if as_log is None or not (1 / SCALE_WARNING <= as_log.scale <= SCALE_WARNING):
+        return None
+    if not as_log.correlation > WEAK_CORRELATION:
+        return None
+    return (
+        f"teacher {teacher} read as log depth agrees with its eval set (scale {as_log.scale:.3g}x, log-depth r"
+        f" {as_log.correlation:.2f}, rmse {as_log.rmse:.3g} m): if it answers log metres, set"
+        f" teachers.{teacher}.output: log"
+    )
+
+
 def _relative_warning(teacher: str, agreement: DepthAgreement) -> str:
     kind, rmse = agreement.best_fit
     what, who = ("its inverse", "MiDaS, DPT, Depth Anything") if RELATIVE_KINDS[kind] else ("itself", "Marigold")
@@ -574,6 +589,8 @@ class DepthTask(Task):
         if problem := _unit_problem(teacher, kind, agreement.scale):
             return EvalReading(said, weak, problem, CHECK_RULE)
         scale = tuple(self.teacher_warnings(teacher, {"scale": agreement.scale}))  # evaluation says it again
+        if kind == "metric" and scale and (hint := _log_reading_hint(teacher, answers, truths)):
+            weak.append(hint)
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
         if not (weak or scale) and agreement.best_fit[1] < RELATIVE_GAIN * agreement.rmse:
