@@ -82,6 +82,8 @@ class Inspection:
         sized = [f"  {choice.describe()}"] if choice else []  # student.encoder: auto says what it chose
         if self.encoder_weights is not None:
             sized.append(f"  encoder weights (student.encoder_weights): {self.encoder_weights.describe()}")
+        if r.student.init is not None and r.student.branch_at != "auto":  # checked above: every tensor loads
+            sized.append(f"  starts from (student.init): {r.resolve(r.student.init)}, every tensor")
         if r.student.branch_at == "auto":
             return lines + auto_lines(r, teachers, spec.encoder) + sized
         lines += [

@@ -235,7 +235,7 @@ def train_student(
             report["encoder_choice"] = choice.to_dict()
         if recipe.train.augment:  # the sources the flip left alone (none: {}): the mirror check's, or flip: false
             report["train"]["unflipped"] = dict(plan.unflipped)
-        report["student"]["budget"] = budget_section(report, recipe.student.budget)
+        add_student_fields(report, recipe)
         if has_branches(student.spec.type):
             report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
         (run_dir / "run.json").write_text(json.dumps(record))
@@ -275,6 +275,14 @@ def same_rung_everywhere(plan: Plan, ctx: DistContext) -> None:
         raise AmalgamError(shared[1])
     if not ctx.is_main:
         plan.keep_rung(shared[1], shared[2])
+
+
+def add_student_fields(report: dict, recipe: Recipe) -> None:
+    """report.json's ``student.budget`` (every student type's verdict) and ``student.init`` (what it
+    started from, which only the build log said)."""
+    report["student"]["budget"] = budget_section(report, recipe.student.budget)
+    if recipe.student.init is not None:
+        report["student"]["init"] = str(recipe.resolve(recipe.student.init))
 
 
 def run_flips(plan: Plan, state: Optional[dict], ctx: DistContext, log: Log) -> dict[str, str]:

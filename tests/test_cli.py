@@ -274,7 +274,10 @@ def test_student_init_starts_from_a_previous_runs_student(world, built_run, tmp_
     for (name, a), b in zip(previous.state_dict().items(), continued.state_dict().values()):
         if name.endswith("weight"):
             assert torch.allclose(a, b, atol=1e-6), name
+    assert json.loads((out / "report.json").read_text())["student"]["init"] == str(init)  # a trial: log only
     capsys.readouterr()
+    assert main(["inspect", str(world), "--set", f"student.init={init}"]) == 0
+    assert f"  starts from (student.init): {init}, every tensor" in capsys.readouterr().out
     missing = tmp_path / "nowhere.pt"
     again = ["build", str(world), "--output", str(tmp_path / "r2"), "--quiet", "--set", f"student.init={missing}"]
     assert main(again) == 2
