@@ -47,6 +47,17 @@ def test_a_compact_students_budget_verdict_is_in_report_md():
     assert "Budget: over: params 733,186 > 300,000; latency b1 4.2 ms > 2 ms (params at most 300,000" in said
     del report["student"]["budget"]  # a report written before the key: no line
     assert "Budget:" not in to_markdown(report)
+    # its one decoder, not one a task (a trial read two decoders into a compact report)
+    report["student"] |= {"decoders": {"segmentation": [8, 8], "depth": [8, 8]}, "decoder_shared": True}
+    assert "Student decoders: one, shared by segmentation, depth: [8, 8]" in to_markdown(report)
+
+
+def test_a_compact_spec_says_its_decoder_is_shared():
+    from amalgam.students.build import StudentSpec
+
+    spec = dict(encoder="resnet18", heads={"segmentation": 3, "depth": 1}, branch_at=3, decoder_channels=[8] * 5)
+    assert StudentSpec(type="compact", **spec).report_fields()["decoder_shared"] is True
+    assert "decoder_shared" not in StudentSpec(type="branched", **spec).report_fields()
 
 
 @pytest.mark.parametrize("value", [float("nan"), None])

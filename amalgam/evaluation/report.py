@@ -127,6 +127,8 @@ def to_markdown(report: dict) -> str:
         lines += [f"Student encoder: {s['encoder']}", ""]
     if s.get("decoders"):
         widths = ", ".join(f"{t} {w}" for t, w in s["decoders"].items())
+        if s.get("decoder_shared"):  # a compact student: one decoder, not one a task
+            widths = f"one, shared by {', '.join(s['decoders'])}: {next(iter(s['decoders'].values()))}"
         lines += [f"Student decoders: {widths}", ""]
     if report.get("encoder_choice"):  # the student was sized by student.encoder: auto
         lines += [f"Student: {report['encoder_choice']['line']}", ""]

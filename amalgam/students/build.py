@@ -80,6 +80,8 @@ class StudentSpec:
         """What report.json's ``student`` says of the architecture beyond its size: each dense
         task's decoder widths, and the encoder when ``encoder_args`` shape it."""
         out: dict = {"decoders": self.dense_decoders()} if self.dense_decoders() else {}
+        if out and getattr(STUDENTS.get(self.type), "shared_decoder", False):  # listed under each task
+            out["decoder_shared"] = True
         return out | ({"encoder": self.describe_encoder()} if self.encoder_args else {})
 
     def to_dict(self) -> dict:
@@ -255,6 +257,9 @@ class BranchedStudent(_Student):
 
 class CompactStudent(_Student):
     """One encoder and one shared decoder; tasks differ only by their light heads."""
+
+    #: one decoder for every dense task (report.json's ``student.decoder_shared``)
+    shared_decoder: ClassVar[bool] = True
 
     @classmethod
     def default_tap(cls, spec: StudentSpec) -> str:
