@@ -293,12 +293,15 @@ def test_the_uint16_maximum_in_a_depth_map_is_no_data_and_its_share_is_said(tmp_
     (tmp_path / "depth").mkdir()
     depth = np.full((4, 4), 2000, np.uint16)
     depth[0] = 65535  # a sensor's "no data" (a quarter of the pixels)
+    depth[1, :2] = 0  # holes: said as well (a trial: only the 65535 were counted)
     Image.fromarray(depth).save(tmp_path / "depth" / "0.png")
     dataset, said = build_said({"type": "dense", "path": tmp_path}, with_targets=True)
     assert "data.sources.x: depth maps: 25.0% of pixels are 65535 (the uint16 maximum): no data, not scored" in said
+    assert "data.sources.x: depth maps: of the pixels, 12.5% are 0: no depth, not scored" in said
     assert any("2-2 m (5th-95th percentile)" in line for line in said), said  # the range leaves them out
     metres = dataset[0]["depth"]
-    assert float(metres[0].abs().max()) == 0.0 and float(metres[1:].min()) == 2.0  # 0 = invalid, as the metrics read it
+    assert float(metres[0].abs().max()) == 0.0 and float(metres[2:].min()) == 2.0  # 0 = invalid, as the metrics read it
+    assert metres[1].tolist() == [0.0, 0.0, 2.0, 2.0]
 
 
 # 13. unreadable images found in one pass; hidden files ----------------------------------------------

@@ -9,6 +9,7 @@ is left to score the build stops.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -148,11 +149,14 @@ DEFAULT_DEPTH_SCALE = 1000.0
 
 def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]) -> None:
     empty, values, saturated_pixels, pixels, floats = [], [], 0, 0, 0
+    unscored = Counter()  # the other pixels that are no depth, by kind: said, not only left out
     for path in _paths(dataset, "depth"):
         raw = read_depth(path)
         pixels += raw.size
         no_data = saturated(raw)
         saturated_pixels += int(no_data.sum())
+        nan = np.isnan(raw) if np.issubdtype(raw.dtype, np.floating) else np.zeros(raw.shape, bool)
+        unscored.update({"0": int((raw == 0).sum()), "NaN": int(nan.sum()), "below 0": int((raw < 0).sum())})
         valid = raw[(raw > 0) & ~no_data]
         if valid.size == 0:
             empty.append(path)
@@ -167,6 +171,8 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     if saturated_pixels:
         share = saturated_pixels / pixels
         say(f"depth maps: {share:.1%} of pixels are {NO_DEPTH_16} (the uint16 maximum): no data, not scored")
+    if kinds := [f"{n / pixels:.1%} are {kind}" for kind, n in unscored.items() if n]:
+        say(f"depth maps: of the pixels, {', '.join(kinds)}: no depth, not scored")
     if len(empty) == len(dataset.files):
         raise AmalgamError(f"every depth map is all zero (0 = invalid), e.g. {empty[0]}: nothing to score")
     if empty:
