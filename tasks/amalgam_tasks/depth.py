@@ -550,10 +550,15 @@ class DepthTask(Task):
         scale = metrics.get("scale")
         if scale is None or not math.isfinite(scale) or 1 / SCALE_WARNING <= scale <= SCALE_WARNING:
             return []
+        kitti = (  # KITTI's PNGs read at the default 1000 values a metre: every teacher 1000/256 off
+            " (1000/256: KITTI-style PNGs, 256 values a metre, read at the default 1000? set depth_scale: 256)"
+            if abs(math.log(scale / (1000 / 256))) < 0.05
+            else ""
+        )
         return [
-            f"teacher {teacher}'s depth is {scale:.3g}x its eval set's (geometric mean over valid pixels): check the"
-            " set's depth_scale (its PNGs' values a metre: 1000 for millimetres, 256 for KITTI; float .npy/.tiff"
-            " maps are read as metres, so save them in metres) and the teacher's output"
+            f"teacher {teacher}'s depth is {scale:.3g}x its eval set's (geometric mean over valid pixels){kitti}:"
+            " check the set's depth_scale (its PNGs' values a metre: 1000 for millimetres, 256 for KITTI; float"
+            " .npy/.tiff maps are read as metres, so save them in metres) and the teacher's output"
             " (metric, inverse, log; relative or affine for a teacher without a metric scale; output_scale for one"
             f" answering another unit: {UNIT_STOP:g}x or more stops the build)"
         ]

@@ -61,6 +61,8 @@ def test_a_depth_teacher_in_another_unit_than_its_eval_set_is_warned():
     meter.update(torch.full((1, 2, 2), 3.9), torch.ones(1, 2, 2))
     (line,) = task.teacher_warnings("depth-t", meter.compute())
     assert line.startswith("teacher depth-t's depth is 3.9x its eval set's") and "depth_scale" in line
+    assert "(1000/256: KITTI-style PNGs, 256 values a metre, read at the default 1000? set depth_scale: 256)" in line
+    assert "KITTI-style" not in task.teacher_warnings("depth-t", {"scale": 2.0})[0]  # named only at 1000/256
     assert task.teacher_warnings("depth-t", {"scale": 1.4}) == []
     assert task.teacher_warnings("depth-t", {"scale": 0.6}) != []
     assert task.teacher_warnings("depth-t", {}) == []  # the teacher was not scored
