@@ -180,6 +180,29 @@ def test_log_metres_declared_metric_are_told_to_declare_output_log(scenes):
     assert not [line for line in said if "read as log depth" in line]
 
 
+def test_every_depth_teacher_off_its_eval_set_alike_names_the_set_first(scenes):
+    # a trial: a set's maps read at the wrong depth_scale stopped naming the first teacher and its output_scale
+    def teacher(mode: str) -> dict:
+        model = {"from": "python", "factory": "models:from_image", "mode": mode}
+        return {"task": "depth", "model": model, "input": {"mean": [0.0] * 3, "std": [1.0] * 3}, "eval": "val"}
+
+    plan_of(scenes, "metric")  # writes the one-teacher recipe this one starts from
+    recipe = yaml.safe_load((scenes / "metric.yaml").read_text())
+    recipe["teachers"] = {"a": teacher("centimetres"), "b": teacher("centimetres")}
+    path = scenes / "two_off.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(RecipeError) as info:
+        build_plan(load_recipe(path), log=lambda m: None)
+    message = str(info.value)
+    assert message.startswith("data.eval.val: 2 teachers' readings disagree with its ground truth (a: teacher a's")
+    assert "its maps are likely read wrong (depth_scale" in message
+    assert "teachers.a.output: teacher a's depth" in message
+    recipe["teachers"]["b"] = teacher("metric")  # one teacher off: its own stop, as before
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(RecipeError, match=r"^teachers\.a\.output: teacher a's depth is 100x"):
+        build_plan(load_recipe(path), log=lambda m: None)
+
+
 def test_output_scale_is_refused_for_a_labelled_teacher(world):
     with pytest.raises(RecipeError, match=r"teachers\.cls\.output_scale: a classification teacher's output is read"):
         load_recipe(world, ["teachers.cls.output_scale=0.5"])

@@ -247,15 +247,22 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     for key, line in overlap_warnings(plan):
         log(f"{key}: warning: {line}")
         plan.data_warnings.append(f"{key}: {line}")
+    misread: dict[str, RecipeError] = {}  # teacher -> its reading's stop, raised once every teacher is checked
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
-            check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
+            try:
+                check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
+            except RecipeError as exc:
+                misread[teacher.name] = exc
+                continue
             check_label_order_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
         elif teacher.task.eval_reading is not None:  # said, so that a check that could not run is not read as passed
             unchecked = "not checked against ground truth (no eval set): taken as declared"
             log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) {unchecked}")
             teacher.notes.append(unchecked)
+    if misread:
+        raise misread_error(plan, misread)
 
 
 def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace]) -> Optional[torch.Tensor]:
@@ -275,6 +282,25 @@ def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace
             f" {teacher.task.name} teachers know and that task has no catch-all class; drop background"
             " (the label is then a class of its own) or give the other teachers the classes it stands for",
         ) from None
+
+
+def misread_error(plan: Plan, misread: dict[str, RecipeError]) -> RecipeError:
+    """The stop for teachers whose reading failed against their eval sets: where two or more of them fail on
+    one set, the set is named first (every depth teacher 3.9x off is a depth_scale read wrong, which the first
+    teacher's own stop blamed on that teacher); else the first teacher's own stop."""
+    by_set: dict[str, list[str]] = {}
+    for name in misread:
+        by_set.setdefault(plan.teachers[name].eval_name, []).append(name)
+    shared = next(((key, names) for key, names in by_set.items() if len(names) > 1), None)
+    if shared is None:
+        return next(iter(misread.values()))
+    key, names = shared
+    each = "; ".join(f"{n}: {misread[n].message.split(':', 1)[0]}" for n in names)
+    return RecipeError(
+        f"data.eval.{key}",
+        f"{len(names)} teachers' readings disagree with its ground truth ({each}): its maps are likely read wrong"
+        f" (depth_scale, depth_reading, classes); if not, each teacher's own fix: {misread[names[0]]}",
+    )
 
 
 def unscored_set(plan: Plan, key: str, log: Callable[[str], None]) -> None:
