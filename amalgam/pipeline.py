@@ -32,7 +32,7 @@ from amalgam.students.sizing import AUTO
 from amalgam.students.start import start_weights
 from amalgam.training import engine
 from amalgam.training.checkpoint import PREVIOUS, clean_stale_temps
-from amalgam.training.distributed import DistContext, init_distributed
+from amalgam.training.distributed import DistContext, decided_on_main, init_distributed
 from amalgam.training.engine import read_checkpoint, resolve_device, seed_everything
 from amalgam.training.peer_training import to_markdown as peers_markdown
 from amalgam.training.peer_training import train_peers
@@ -266,15 +266,14 @@ def same_rung_everywhere(plan: Plan, ctx: DistContext) -> None:
     timings differ between processes (ranks building different students could not train together)."""
     if not ctx.enabled:
         return
-    try:
-        choice = plan.encoder_choice() if ctx.is_main else None
-        shared = ctx.share(("rung", choice.rung.encoder, list(choice.rung.decoder_channels)) if choice else None)
-    except AmalgamError as exc:  # rank 0 could not choose: every rank stops with its error
-        shared = ctx.share(("error", str(exc), None))
-    if shared[0] == "error":
-        raise AmalgamError(shared[1])
-    if not ctx.is_main:
-        plan.keep_rung(shared[1], shared[2])
+
+    def rung() -> Optional[tuple[str, list[int]]]:
+        choice = plan.encoder_choice()
+        return (choice.rung.encoder, list(choice.rung.decoder_channels)) if choice else None
+
+    chosen = decided_on_main(ctx, rung)
+    if not ctx.is_main and chosen is not None:
+        plan.keep_rung(*chosen)
 
 
 def add_student_fields(report: dict, recipe: Recipe) -> None:
@@ -297,16 +296,7 @@ def run_flips(plan: Plan, state: Optional[dict], ctx: DistContext, log: Log) -> 
                 " the recipe does not set flip: false")  # fmt: skip
         say_unflipped(stored or {}, log, plan.recipe)
         return dict(stored or {})
-    try:
-        decided = ("ok", unflipped_sources(plan, log) if ctx.is_main else None)
-    except Exception as exc:  # noqa: BLE001 - every rank stops with rank 0's error, none waits for it
-        if not ctx.enabled:
-            raise
-        decided = ("error", error_line(exc))
-    shared = ctx.share(decided)
-    if shared[0] == "error":
-        raise AmalgamError(f"the mirror check failed on rank 0: {shared[1]}")
-    return shared[1]
+    return decided_on_main(ctx, lambda: unflipped_sources(plan, log), "the mirror check failed on rank 0: ")
 
 
 def same_student(state: dict, spec) -> None:

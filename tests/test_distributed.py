@@ -115,13 +115,13 @@ def test_every_rank_takes_rank_0s_auto_rung_under_a_latency_budget(world, monkey
     keys += ["student.budget.params=null"]  # the tiny teachers: no share of theirs fits a rung
     plan = build_plan(load_recipe(world, keys), with_data=False, log=lambda m: None)
     monkeypatch.setattr(plan_module, "choose_encoder", lambda *a: pytest.fail("rank 1 must not time the ladder"))
-    rank1 = _Rank(1, ("rung", "tu-test_efficientnet", [8, 8, 8, 8, 8]))
+    rank1 = _Rank(1, ("ok", ("tu-test_efficientnet", [8, 8, 8, 8, 8])))  # what rank 0 sends (decided_on_main)
     same_rung_everywhere(plan, rank1)
     assert rank1.calls == 1 and plan.student_spec().encoder == "tu-test_efficientnet"
     assert plan.student_spec().decoder_channels == [8, 8, 8, 8, 8]
     with pytest.raises(AmalgamError, match="student.budget: no rung fits"):  # rank 0 failed: rank 1 stops too
         same_rung_everywhere(build_plan(load_recipe(world, keys), with_data=False, log=lambda m: None),
-                             _Rank(1, ("error", "student.budget: no rung fits", None)))  # fmt: skip
+                             _Rank(1, ("error", "student.budget: no rung fits")))  # fmt: skip
     monkeypatch.undo()
     rank0 = _Rank(0)
     plan0 = build_plan(load_recipe(world, keys), with_data=False, log=lambda m: None)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from amalgam.errors import AmalgamError
+from amalgam.errors import AmalgamError, error_line
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -88,6 +90,23 @@ class DistContext:
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def decided_on_main(ctx: DistContext, decide: Callable[[], T], failed: str = "") -> T:
+    """``decide()`` run on rank 0 only, and its result taken by every rank (a decision that timings or
+    teacher answers could make differently on each). An error of rank 0's is shared too, so every rank
+    stops with it (``failed`` before its words) instead of waiting for rank 0's answer for ever; in a
+    single process it is raised as it is."""
+    try:
+        decided = ("ok", decide() if ctx.is_main else None)
+    except Exception as exc:  # noqa: BLE001 - whatever stops rank 0 stops the others
+        if not ctx.enabled:
+            raise
+        decided = ("error", str(exc) if isinstance(exc, AmalgamError) else error_line(exc))
+    shared = ctx.share(decided)
+    if shared[0] == "error":
+        raise AmalgamError(f"{failed}{shared[1]}")
+    return shared[1]
 
 
 def collective_device(backend: str, local_rank: int) -> torch.device:
