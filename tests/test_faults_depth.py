@@ -194,7 +194,8 @@ def test_every_depth_teacher_off_its_eval_set_alike_names_the_set_first(scenes):
     with pytest.raises(RecipeError) as info:
         build_plan(load_recipe(path), log=lambda m: None)
     message = str(info.value)
-    assert message.startswith("data.eval.val: 2 teachers' readings disagree with its ground truth (a: teacher a's")
+    assert message.startswith("data.eval.val: 2 teachers' readings disagree with its ground truth (a: 6 images,")
+    assert "scale 100x" in message.split("; b: ")[1]  # each teacher with what its check measured
     assert "its maps are likely read wrong (depth_scale" in message
     assert "teachers.a.output: teacher a's depth" in message
     recipe["teachers"]["b"] = teacher("metric")  # one teacher off: its own stop, as before

@@ -42,6 +42,15 @@ def said_before_training(plan: Plan, log: Callable[[str], None], line: str) -> N
     plan.teacher_warnings.append(line)
 
 
+class ReadingStop(RecipeError):
+    """A teacher's reading the check against its eval set stops, with what the check measured (``said``),
+    so that teachers stopped alike on one set can be said together (:func:`~amalgam.distill.plan.misread_error`)."""
+
+    def __init__(self, path: str, message: str, said: str):
+        super().__init__(path, message)
+        self.said = said
+
+
 def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print) -> None:
     """Checks a teacher's reading against its eval set's ground truth before training, where its task
     has such a check (:attr:`~amalgam.task.Task.eval_reading`, as depth's: a
@@ -64,7 +73,8 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {where}: {reading.said}{rule}")
     teacher.notes.append(f"checked {where}: {reading.said}")
     if reading.problem:  # a task names the teacher's eval set as data.eval.<set>
-        raise RecipeError(f"teachers.{teacher.name}.output", reading.problem.replace("<set>", teacher.eval_name))
+        problem = reading.problem.replace("<set>", teacher.eval_name)
+        raise ReadingStop(f"teachers.{teacher.name}.output", problem, reading.said)
     for line in reading.warnings:
         said_before_training(plan, log, line.replace("<set>", teacher.eval_name))
     for line in reading.repeated:  # evaluation says it again, measured on every eval image

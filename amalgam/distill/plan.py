@@ -15,6 +15,7 @@ from amalgam.config.schema import Recipe, SourceConfig
 from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
 from amalgam.data.views import ViewSpec, same_view
 from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: importable from here before the split
+    ReadingStop,
     absent_labels,
     blind_line,
     check_eval_set,
@@ -247,13 +248,13 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     for key, line in overlap_warnings(plan):
         log(f"{key}: warning: {line}")
         plan.data_warnings.append(f"{key}: {line}")
-    misread: dict[str, RecipeError] = {}  # teacher -> its reading's stop, raised once every teacher is checked
+    misread: dict[str, ReadingStop] = {}  # teacher -> its reading's stop, raised once every teacher is checked
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
             try:
                 check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
-            except RecipeError as exc:
+            except ReadingStop as exc:
                 misread[teacher.name] = exc
                 continue
             check_label_order_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
@@ -284,7 +285,7 @@ def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace
         ) from None
 
 
-def misread_error(plan: Plan, misread: dict[str, RecipeError]) -> RecipeError:
+def misread_error(plan: Plan, misread: dict[str, ReadingStop]) -> RecipeError:
     """The stop for teachers whose reading failed against their eval sets: where two or more of them fail on
     one set, the set is named first (every depth teacher 3.9x off is a depth_scale read wrong, which the first
     teacher's own stop blamed on that teacher); else the first teacher's own stop."""
@@ -295,7 +296,7 @@ def misread_error(plan: Plan, misread: dict[str, RecipeError]) -> RecipeError:
     if shared is None:
         return next(iter(misread.values()))
     key, names = shared
-    each = "; ".join(f"{n}: {misread[n].message.split(':', 1)[0]}" for n in names)
+    each = "; ".join(f"{n}: {misread[n].said}" for n in names)
     return RecipeError(
         f"data.eval.{key}",
         f"{len(names)} teachers' readings disagree with its ground truth ({each}): its maps are likely read wrong"
