@@ -362,13 +362,13 @@ def gather_columns(target: torch.Tensor, lut: torch.Tensor, labels: int, task: s
             " multi-label maps defines map_target)"
         )
     target = target if target.is_floating_point() else target.long()  # a bool or uint8 cannot hold IGNORE
-    out = torch.full((target.shape[0], labels), IGNORE, dtype=target.dtype, device=target.device)
-    for column, label in enumerate(lut.tolist()):
-        if label == IGNORE:
-            continue
-        now, new = out[:, label], target[:, column]
-        out[:, label] = torch.where(now == IGNORE, new, torch.where(new == IGNORE, now, torch.maximum(now, new)))
-    return out
+    lut = lut.to(target.device)
+    kept = lut != IGNORE
+    # one scatter, not a loop over the columns: IGNORE entries (and labels no column fills) stay below any value
+    known = torch.where(target == IGNORE, torch.full_like(target, -1), target)[:, kept]
+    out = torch.full((target.shape[0], labels), -1, dtype=target.dtype, device=target.device)
+    out = out.scatter_reduce(1, lut[kept].expand(target.shape[0], -1), known, reduce="amax")
+    return out.masked_fill(out == -1, IGNORE)
 
 
 #: how a labelled task (classification, segmentation) may read a teacher's output (``output:``):
