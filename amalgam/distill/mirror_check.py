@@ -154,19 +154,23 @@ def checked(teacher: Teacher) -> bool:
 def mirror_findings(plan: Plan) -> dict[str, list[MirrorFinding]]:
     """Per training source the flip would mirror (``train.augment`` on, ``flip: auto``), what the check
     finds of each teacher on it; no side effects."""
-    recipe = plan.recipe
     found: dict[str, list[MirrorFinding]] = {}
-    if not recipe.train.augment:
+    if not plan.recipe.train.augment:
         return found
-    for sid, source in enumerate(plan.sources.names):
-        if recipe.data.sources[source].flip != "auto":
-            continue
-        for name, teacher in plan.teachers.items():
-            if sid in plan.source_ids.get(name, []) and checked(teacher):
-                found.setdefault(source, []).append(
-                    mirror_finding(teacher, source, plan.sources.sets[sid], plan.student_view)
-                )
-    return found
+    for name, teacher in plan.teachers.items():
+        for sid in auto_flipped(plan, name) if checked(teacher) else []:
+            source = plan.sources.names[sid]
+            found.setdefault(source, []).append(
+                mirror_finding(teacher, source, plan.sources.sets[sid], plan.student_view)
+            )
+    return dict(sorted(found.items(), key=lambda item: plan.sources.names.index(item[0])))  # in source order
+
+
+def auto_flipped(plan: Plan, teacher: str) -> list[int]:
+    """The ids of the sources ``teacher`` teaches on that the flip mirrors unless the check says not
+    (``flip: auto``)."""
+    sources = plan.recipe.data.sources
+    return [sid for sid in plan.source_ids.get(teacher, []) if sources[plan.sources.names[sid]].flip == "auto"]
 
 
 def unflipped_sources(plan: Plan, log: Callable[[str], None] = print) -> dict[str, str]:
@@ -195,11 +199,7 @@ def unchecked_lines(plan: Plan) -> list[str]:
     if not (recipe.train.augment and recipe.train.cache_teachers):  # live, a teacher answers the mirror itself
         return lines
     for name, teacher in plan.teachers.items():
-        sources = [
-            plan.sources.names[sid]
-            for sid in plan.source_ids.get(name, [])
-            if recipe.data.sources[plan.sources.names[sid]].flip == "auto"
-        ]
+        sources = [plan.sources.names[sid] for sid in auto_flipped(plan, name)]
         if teacher.task.labelled and not checked(teacher) and sources:
             hook = "the default: unchanged" if type(teacher.task).mirror is Task.mirror else "its own"
             lines.append(
