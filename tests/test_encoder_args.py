@@ -98,6 +98,9 @@ def test_a_build_with_args_starts_from_matching_weights_and_reports_the_encoder(
         ("resnet18", NARROW, "only tu-\\* \\(timm\\) encoders take arguments; smp's own 'resnet18' would ignore"),
         ("tu-test_resnet", {"output_stride": 8}, "output_stride: set by amalgam"),
         ("tu-test_resnet", {"pretrained": True}, "pretrained: set by amalgam .*weights are never downloaded"),
+        ("tu-test_resnet", {"num_classes": 5}, "num_classes: these set timm's classifier head"),
+        # timm's ResNet drops out before its classifier only: an encoder would train without it
+        ("tu-test_resnet", {"drop_rate": 0.2}, "drop_rate: 'tu-test_resnet' applies it before its classifier"),
         (
             "tu-test_resnet",
             {"channels": [8, 8, 16]},
@@ -109,6 +112,15 @@ def test_args_an_encoder_cannot_take_stop_in_one_line_naming_the_key(name, args,
     with pytest.raises(RecipeError, match="^student.encoder_args: " + said) as info:
         build_encoder(name, args)
     assert "\n" not in str(info.value)
+
+
+def test_a_drop_rate_the_encoder_keeps_inside_its_blocks_passes():
+    from amalgam.students.encoders import _check_drop_rate
+
+    held = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Sequential(torch.nn.Dropout(0.3)))
+    _check_drop_rate("tu-x", {"drop_rate": 0.3}, held)  # a Dropout below the root: used
+    encoder = build_encoder("tu-test_resnet", {"drop_path_rate": 0.1})  # stochastic depth is in the blocks
+    assert any(type(m).__name__ == "DropPath" for m in encoder.modules())
 
 
 def test_the_tree_search_key_and_the_tree_pricing_see_the_args(world):

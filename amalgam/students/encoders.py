@@ -35,6 +35,8 @@ class Splitter:
 ARGS_KEY = "student.encoder_args"
 #: smp's get_encoder sets these itself: as encoder_args they would clash or change the strides
 RESERVED_ARGS = ("in_channels", "depth", "weights", "output_stride", "pretrained")
+#: timm args of the classifier head, which a features-only encoder drops: as encoder_args they do nothing
+HEAD_ARGS = ("num_classes", "global_pool")
 
 #: family name -> :class:`Splitter`; a branched student uses the one whose ``matches`` takes its encoder
 SPLITTERS: Registry[Splitter] = Registry("encoder splitter")
@@ -64,10 +66,12 @@ def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Mod
             ) from None
     _check_args(name, args)
     try:
-        return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, **dict(args))
+        encoder = smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, **dict(args))
     except Exception as exc:  # recipe checks validate the name first: here the args are the cause
         first = error_line(exc)
         raise RecipeError(ARGS_KEY, f"encoder '{name}' does not take {dict(args)}: {first}") from None
+    _check_drop_rate(name, args, encoder)
+    return encoder
 
 
 def _check_args(name: str, args: Mapping[str, Any]) -> None:
@@ -83,6 +87,30 @@ def _check_args(name: str, args: Mapping[str, Any]) -> None:
             f"{', '.join(reserved)}: set by amalgam (keys it keeps: {', '.join(RESERVED_ARGS)})"
             + (weights if {"pretrained", "weights"} & set(reserved) else ""),
         )
+    head = [k for k in args if k in HEAD_ARGS]
+    if head:
+        said = "these set timm's classifier head, which an encoder does not keep"
+        raise RecipeError(ARGS_KEY, f"{', '.join(head)}: {said}")
+
+
+def _check_drop_rate(name: str, args: Mapping[str, Any], encoder: nn.Module) -> None:
+    """Refuses a ``drop_rate`` the encoder does not use: most timm models apply it before the classifier only.
+
+    It is used when a module below the feature net's root holds it (a Dropout of that p, or a ``drop_rate``
+    attribute as DenseNet's layers have); the root's own copy is the head's.
+    """
+    rate = args.get("drop_rate")
+    if not rate:
+        return
+    root = _timm_model(encoder) or encoder
+    inner = (m for m in root.modules() if m is not root)
+    if any((isinstance(m, nn.Dropout) and m.p == rate) or getattr(m, "drop_rate", None) == rate for m in inner):
+        return
+    raise RecipeError(
+        ARGS_KEY,
+        f"drop_rate: '{name}' applies it before its classifier, which an encoder does not keep, so it would do"
+        " nothing (drop_path_rate, where a model takes it, regularises its blocks)",
+    )
 
 
 def _is_resnet(encoder: nn.Module) -> bool:
