@@ -42,6 +42,7 @@ from amalgam.evaluation.visual import render
 from amalgam.inspection import Inspection, inspect_recipe
 from amalgam.labels import LabelSpace
 from amalgam.pipeline import Run, run_build
+from amalgam.students.budget import latency_if_budgeted
 from amalgam.students.build import has_branches
 from amalgam.students.serialize import load_student as _load_student
 from amalgam.students.serialize import peers_note, stored_recipe
@@ -239,9 +240,10 @@ def evaluate(
     sizes = size_and_speed(plan, model, device)
     report = build_report(loaded.name, evaluation, sizes, None, teacher_readings(plan), plan.teacher_warnings)
     spec = getattr(_unwrapped(model), "spec", None)
-    report["student"]["budget"] = budget_section(report, loaded.student.budget)
+    cpu_ms = latency_if_budgeted(loaded.student.budget, _unwrapped(model), tuple(loaded.data.image_size))
+    report["student"]["budget"] = budget_section(report, loaded.student.budget, cpu_ms)
     if spec is not None and has_branches(spec.type):
-        report["tree"] = tree_section(spec, report, loaded.student.budget)
+        report["tree"] = tree_section(spec, report, loaded.student.budget, cpu_ms=cpu_ms)
     return report
 
 

@@ -235,9 +235,10 @@ def train_student(
             report["encoder_choice"] = choice.to_dict()
         if recipe.train.augment:  # the sources the flip left alone (none: {}): the mirror check's, or flip: false
             report["train"]["unflipped"] = dict(plan.unflipped)
-        add_student_fields(report, recipe)
+        cpu_ms = latency_if_budgeted(recipe.student.budget, student, tuple(recipe.data.image_size))
+        add_student_fields(report, recipe, cpu_ms)
         if has_branches(student.spec.type):
-            report["tree"] = tree_section(student.spec, report, recipe.student.budget, found)
+            report["tree"] = tree_section(student.spec, report, recipe.student.budget, found, cpu_ms)
         (run_dir / "run.json").write_text(json.dumps(record))
         render(run_dir, report, plan, student, plan.spaces, device, log=log)
         write_report(report, run_dir)  # last: report.json marks the run finished
@@ -276,10 +277,10 @@ def same_rung_everywhere(plan: Plan, ctx: DistContext) -> None:
         plan.keep_rung(*chosen)
 
 
-def add_student_fields(report: dict, recipe: Recipe) -> None:
-    """report.json's ``student.budget`` (every student type's verdict) and ``student.init`` (what it
-    started from, which only the build log said)."""
-    report["student"]["budget"] = budget_section(report, recipe.student.budget)
+def add_student_fields(report: dict, recipe: Recipe, cpu_ms: Optional[float] = None) -> None:
+    """report.json's ``student.budget`` (every student type's verdict, a latency limit judged on ``cpu_ms``)
+    and ``student.init`` (what it started from, which only the build log said)."""
+    report["student"]["budget"] = budget_section(report, recipe.student.budget, cpu_ms)
     if recipe.student.init is not None:
         report["student"]["init"] = str(recipe.resolve(recipe.student.init))
 

@@ -258,3 +258,17 @@ def test_a_named_students_latency_budget_is_checked_at_inspect_and_the_build_log
     lines = student_lines(student.spec, 10, 100, cfg, latency)
     assert f"measured b1 {latency:.2f} ms on this CPU" in lines[-2]
     assert "latency b1" in lines[-1] and lines[-1].strip().startswith("warning: the student exceeds student.budget")
+
+
+def test_the_reports_latency_verdict_is_the_cpu_measurement_the_log_and_search_use():
+    # the report judged the median of 5 on the build's device (a GPU's latency against a CPU budget)
+    from amalgam.config.schema import BudgetConfig
+    from amalgam.evaluation.tree_report import budget_markdown, budget_section
+
+    report = {"teachers": {"params": 1000}, "student": {"params": 100, "latency_ms": {"b1": 9.0}}}
+    cfg = BudgetConfig(params=0.5, latency_ms=5.0)
+    within = budget_section(report, cfg, cpu_ms=4.0)
+    assert within["over"] == [] and within["cpu_b1_ms"] == 4.0
+    assert "latency at most 5 ms, measured 4.00 ms on a CPU" in "".join(budget_markdown(within))
+    assert budget_section(report, cfg, cpu_ms=6.0)["over"] == ["latency b1 6.00 ms > 5 ms"]
+    assert budget_section(report, cfg)["over"] == ["latency b1 9.00 ms > 5 ms"]  # no CPU measurement: the report's

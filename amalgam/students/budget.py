@@ -8,6 +8,7 @@ exactly in parameters, and in batch-1 latency as a sum of the parts' timings.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
@@ -121,8 +122,9 @@ def latency_if_budgeted(cfg, student: nn.Module, image_size: tuple[int, int]) ->
     latency limit, else None: what ``inspect`` and the build log check a hand-named student against."""
     if cfg.latency_ms is None:
         return None
-    with evaluating(student):
-        return batch1_ms(student, image_size)
+    on_cpu = student if all(p.device.type == "cpu" for p in student.parameters()) else copy.deepcopy(student).cpu()
+    with evaluating(on_cpu):  # the budget is a CPU latency: a student trained on a GPU is timed on a CPU copy
+        return batch1_ms(on_cpu, image_size)
 
 
 def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7) -> TreeCosts:
