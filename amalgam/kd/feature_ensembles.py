@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.errors import AmalgamError
+from amalgam.precision import full_precision
 
 
 def _unit(t: torch.Tensor) -> torch.Tensor:
@@ -84,7 +85,8 @@ class FEEDLoss(nn.Module):
 def similarity(features: torch.Tensor) -> torch.Tensor:
     """Tung & Mori's batch similarity: ``G = Q Q^T`` of the flattened maps, rows L2-normalised."""
     q = features.flatten(1).float()
-    return F.normalize(q @ q.t(), dim=1)
+    with full_precision(q.device):  # autocast would multiply in half precision (fp16: sums past 65504)
+        return F.normalize(q @ q.t(), dim=1)
 
 
 class SimilarityLoss(nn.Module):

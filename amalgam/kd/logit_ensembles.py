@@ -26,6 +26,7 @@ from torch import nn
 
 from amalgam.errors import AmalgamError
 from amalgam.logit_checks import TOLERANCE, refuse_probabilities, should_check
+from amalgam.precision import full_precision
 from amalgam.registry import Registry
 
 #: how far a target's values may fall below 0 and its sums over dim 1 stray from 1 (fp16 softmaxes)
@@ -163,8 +164,9 @@ class LogitEnsemble(nn.Module):
         for k, z in enumerate(logits):
             refuse_probabilities(z, type(self).__name__, f"teacher {k}'s logits", check)
         w = self.weights(logits, features, labels)
-        probs = F.softmax(logits / temperature, dim=2)  # [K, B, C]
-        return torch.einsum("bk,kbc->bc", w, probs), w
+        with full_precision(logits.device):  # an fp16 einsum rounds small probabilities to 0 (their log -inf)
+            probs = F.softmax(logits / temperature, dim=2)  # [K, B, C]
+            return torch.einsum("bk,kbc->bc", w.float(), probs), w
 
 
 def _width(value: object) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import random
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Optional
 
 import numpy as np
 import torch
 
 from amalgam.errors import AmalgamError
+from amalgam.precision import full_precision
 
 
 def seed_everything(seed: int) -> None:
@@ -108,7 +109,7 @@ def autocast_for(device: torch.device, precision: str = "auto") -> AbstractConte
     dtype = autocast_dtype(device, precision)
     if dtype is not None:
         return torch.autocast(device.type, dtype=dtype)
-    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
+    return full_precision(device)
 
 
 def device_rng_state(device: torch.device) -> Optional[torch.Tensor]:
