@@ -200,7 +200,7 @@ def train_student(
     choice = plan.encoder_choice()
     if choice is not None and recipe.student.branch_at != "auto":  # else the search says it, first
         log(choice.describe())
-    found = search_tree(plan, device, run_dir / "search", log) if recipe.student.branch_at == "auto" else None
+    found = searched_tree(plan, device, run_dir / "search", log, ctx) if recipe.student.branch_at == "auto" else None
     seed_everything(recipe.seed)
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
     if state is not None:
@@ -275,6 +275,13 @@ def same_rung_everywhere(plan: Plan, ctx: DistContext) -> None:
     chosen = decided_on_main(ctx, rung)
     if not ctx.is_main and chosen is not None:
         plan.keep_rung(*chosen)
+
+
+def searched_tree(plan: Plan, device: torch.device, out_dir: Path, log: Log, ctx: DistContext):
+    """``branch_at: auto``'s tree, searched on rank 0 and taken by every rank: the choice rests on timings and
+    on a warm-up's affinities, which differ between processes (ranks building different trees cannot train
+    together), and rank 0 alone writes the search's files."""
+    return decided_on_main(ctx, lambda: search_tree(plan, device, out_dir, log))
 
 
 def add_student_fields(report: dict, recipe: Recipe, cpu_ms: Optional[float] = None) -> None:

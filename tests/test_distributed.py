@@ -129,6 +129,19 @@ def test_every_rank_takes_rank_0s_auto_rung_under_a_latency_budget(world, monkey
     assert rank0.calls == 1 and plan0.encoder_choice() is not None
 
 
+def test_every_rank_takes_rank_0s_searched_tree(monkeypatch, tmp_path):
+    # each rank searched alone: timings and warm-up affinities differ, and DDP refused the different trees
+    from amalgam import pipeline
+
+    chosen = object()  # rank 0's SearchResult, as the broadcast hands it over
+    monkeypatch.setattr(pipeline, "search_tree", lambda *a: pytest.fail("rank 1 must not search"))
+    rank1 = _Rank(1, ("ok", chosen))
+    assert pipeline.searched_tree(None, torch.device("cpu"), tmp_path, print, rank1) is chosen
+    monkeypatch.setattr(pipeline, "search_tree", lambda *a: chosen)
+    rank0 = _Rank(0)
+    assert pipeline.searched_tree(None, torch.device("cpu"), tmp_path, print, rank0) is chosen and rank0.calls == 1
+
+
 # rank 1's teachers answer NaN/inf on every row it draws, rank 0's on none (one GPU's bad kernel, one
 # shard of bad images): the counts are summed over the ranks, so that both take one decision
 NAN_ON_RANK_1 = """

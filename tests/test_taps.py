@@ -87,3 +87,17 @@ def test_a_tap_keeps_the_modules_output_not_what_later_in_place_ops_make_of_it()
     x = torch.randn(1, 2, 4, 4)
     model(x)
     assert torch.equal(tap.value, model.bn(x)) and tap.value.min() < 0
+
+
+def test_a_teacher_left_on_another_device_is_tapped_there(world, monkeypatch):
+    # branch_at: auto's search leaves the teachers on the GPU: the objective fed them a CPU image
+    plan = tapped_plan(world)
+    teacher = plan.teachers["seg-a"]
+    teacher.model.to("meta")  # stands in for a GPU: another device than the objective's images
+    seen = []
+    monkeypatch.setattr(type(teacher), "answer", lambda self, images, tap=None: seen.append(images.device))
+    try:
+        Objective(plan, build_student(plan.student_spec()))
+    except Exception:  # noqa: BLE001 - the stand-in answers nothing: only the device it was handed counts
+        pass
+    assert seen and seen[0].type == "meta"

@@ -69,6 +69,15 @@ def test_an_unmeetable_budget_is_one_line_naming_the_smallest_tree(quick_plan, t
     assert not (tmp_path / "warmup.pt").exists()  # it stops before any training
 
 
+def test_a_search_result_crosses_to_the_other_ranks(quick_plan, tmp_path):
+    # torchrun ranks take rank 0's result through broadcast_object_list: it must pickle whole
+    import pickle
+
+    found = search_tree(quick_plan, torch.device("cpu"), tmp_path, QUIET)
+    copy = pickle.loads(pickle.dumps(found))
+    assert copy.branch_at == found.branch_at and copy.to_dict() == found.to_dict()
+
+
 def build_smallest_params(plan) -> int:
     from amalgam.students.build import build_student, count_params
 

@@ -277,6 +277,7 @@ def tap_teacher(plan: Plan, name: str, module_name: str, images: torch.Tensor) -
     teacher = plan.teachers[name]
     key = f"amalgamation.taps.{name}"
     tap = FeatureTap.on(teacher.model, module_name, key)
+    images = images.to(next(iter(teacher.model.parameters()), images).device)  # the tree search leaves it on a GPU
     try:
         with torch.no_grad():
             _, feature = teacher.answer(images, tap)
