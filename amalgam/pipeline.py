@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from contextlib import contextmanager, nullcontext
@@ -93,6 +94,8 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
     """
     run_dir = recipe.output_dir()
     device = resolve_device(recipe.device)
+    if recipe.peers is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would train it all
+        raise AmalgamError("peers: peer training runs in one process: run amalgam build without torchrun")
     ctx = init_distributed(device.type)  # torchrun: one process per device, rank 0 writes
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)

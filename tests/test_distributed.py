@@ -224,3 +224,18 @@ def test_under_torchrun_a_mirror_check_error_on_rank_0_ends_both_processes(world
     _, done = launched(MIRROR_FAILS_ON_RANK_0, world, tmp_path / "run")  # 300 s: a wait for ever fails the test
     said = done.stdout[-3000:] + done.stderr[-3000:]
     assert done.returncode != 0 and "the mirror check failed on rank 0" in said, said
+
+
+def test_the_process_group_waits_for_rank_0_alone_longer_than_nccls_default(monkeypatch):
+    from datetime import timedelta
+
+    from amalgam.training import distributed
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: seen.update(kw))
+    ctx = distributed.init_distributed("cpu")
+    assert ctx.world == 2 and not ctx.is_main
+    assert seen["backend"] == "gloo" and seen["timeout"] >= timedelta(minutes=60)

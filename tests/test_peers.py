@@ -121,3 +121,12 @@ def test_report_and_export_of_a_peers_run_say_it_has_no_student(tmp_path, capsys
         assert main([verb, str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert f"{tmp_path} is a peers run, which writes each peer's top-1" in err, err
+
+
+def test_a_peer_recipe_under_torchrun_stops_before_every_rank_trains_it_all(world, tmp_path, monkeypatch, capsys):
+    # each rank trained the whole run and wrote the same files; only rank 0 held the run lock
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "run"
+    assert main(["build", str(peer_recipe(world, tmp_path)), "--output", str(out), "--quiet"]) == 2
+    assert "peers: peer training runs in one process: run amalgam build without torchrun" in capsys.readouterr().err
+    assert not out.exists()

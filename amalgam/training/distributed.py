@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
@@ -121,6 +122,11 @@ def collective_device(backend: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+#: how long a collective waits for the slowest rank: NCCL's default (10 minutes) ends a job whose rank 0
+#: searches a tree (``branch_at: auto``) or evaluates a large eval set while the others wait
+RANK_0_ALONE_MINUTES = 120
+
+
 def init_distributed(device_type: str) -> DistContext:
     """Joins the torchrun job described by the environment, or returns a single-process context."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -128,8 +134,8 @@ def init_distributed(device_type: str) -> DistContext:
         return DistContext()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device_type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+    if not dist.is_initialized():  # the others wait while rank 0 alone searches a tree, evaluates or reports
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=RANK_0_ALONE_MINUTES))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
     return DistContext(rank, world, local_rank)
