@@ -239,3 +239,17 @@ def test_the_process_group_waits_for_rank_0_alone_longer_than_nccls_default(monk
     ctx = distributed.init_distributed("cpu")
     assert ctx.world == 2 and not ctx.is_main
     assert seen["backend"] == "gloo" and seen["timeout"] >= timedelta(minutes=60)
+
+
+def test_ranks_draw_their_own_dropout_and_noise_but_rank_0_the_seeds():
+    # seeded alike, every rank drew the same masks for its rows
+    from amalgam.training.distributed import DistContext, own_streams
+
+    def draws(ctx, epoch=0):
+        torch.manual_seed(5)
+        own_streams(5, ctx, epoch)
+        return torch.rand(4)
+
+    alone, rank0, rank1 = draws(DistContext()), draws(DistContext(0, 2, 0)), draws(DistContext(1, 2, 1))
+    assert torch.equal(alone, rank0) and not torch.equal(rank0, rank1)
+    assert torch.equal(rank1, draws(DistContext(1, 2, 1))) and not torch.equal(rank1, draws(DistContext(1, 2, 1), 3))

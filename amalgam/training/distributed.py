@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Iterable, Iterator, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -120,6 +121,15 @@ def collective_device(backend: str, local_rank: int) -> torch.device:
     if str(backend).lower() == "nccl":
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def own_streams(seed: int, ctx: DistContext, epoch: int = 0) -> None:
+    """Gives each rank but 0 global random streams of its own (CPU and GPU: dropout, noise and MC-dropout
+    sub-teachers), once the weights every rank must share are drawn: alike, every rank drew the same masks
+    for its rows, a global batch with 1/N of one process's variety. Rank 0 keeps the seed's streams (and
+    its checkpointed state), so one process and rank 0 draw alike; ``epoch`` renews the others' on resume."""
+    if ctx.enabled and ctx.rank:
+        torch.manual_seed(int(np.random.SeedSequence([seed, ctx.rank, epoch]).generate_state(1)[0]))
 
 
 #: how long a collective waits for the slowest rank: NCCL's default (10 minutes) ends a job whose rank 0

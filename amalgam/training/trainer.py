@@ -25,7 +25,7 @@ from amalgam.teachers.fingerprint import teacher_fingerprints
 from amalgam.training.augment import AugmentedBatch, BatchAugment
 from amalgam.training.callbacks import EpochEnd, save_checkpoint, tensorboard_writer, write_train_log
 from amalgam.training.checkpoint import write_checkpoint
-from amalgam.training.distributed import DistContext
+from amalgam.training.distributed import DistContext, own_streams
 from amalgam.training.divergence import DivergenceWatch
 from amalgam.training.interrupt import StopRequest
 from amalgam.training.loader import make_loader, replay_epochs
@@ -110,6 +110,7 @@ class Trainer:
         self.divergence = DivergenceWatch()  # each raw term's first value: what a diverged student rose from
         self._clock = time.perf_counter()
         self.callbacks: list[EpochEnd] = self._default_callbacks(callbacks)
+        own_streams(plan.recipe.seed, ctx)  # the shared initial weights are drawn
 
     def _wrap(self, student: nn.Module) -> nn.Module:
         """The module the steps call: the student, in DDP under torchrun, compiled if asked."""
@@ -192,6 +193,7 @@ class Trainer:
         for _ in range(done):
             next(batches)
         torch.set_rng_state(self.partial_rng)
+        own_streams(self.plan.recipe.seed, self.ctx, epoch)  # rank 0's state was saved; the others' renew
         if self.cache is not None:  # the stopped steps' lookups count in this epoch's hit rate
             self.cache.add_counts(self.partial.get("cache_hits", 0), self.partial.get("cache_misses", 0))
         return done, dict(self.partial["sums"]), self.partial["count"]
@@ -321,6 +323,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         set_device_rng_state(self.device, state.get("cuda_rng"))  # absent: a CPU run, or an older checkpoint
         self.augment.rng.set_state(state["flip_rng"])
+        own_streams(self.plan.recipe.seed, self.ctx, state["epoch"] + 1)
         if "scaler" in state and self.scaler.is_enabled():  # a run resumed in another precision starts afresh
             self.scaler.load_state_dict(state["scaler"])
         self.result.history, self.result.images = list(state["history"]), state["images"]
