@@ -328,3 +328,19 @@ def test_coco_annotations_of_no_listed_image_are_counted_and_an_off_by_one_file_
     assert any(
         s.startswith(line) and "image_id -1 names an image: if its images are numbered from 0" in s for s in said
     )
+
+
+def test_coco_polygons_in_fractions_of_the_image_stop_before_a_teacher_reads_as_blind(tmp_path):
+    # some exporters write 0-1 coordinates: pycocotools drew 21 pixels of 37,172, every class near-empty
+    def coco_at(root, scale):
+        cfg = write_coco_set(root, [1], ["shirt"], [(1, 1, [[v * scale for v in HALF[0]]], 0)])
+        save_rgb(root / "images" / "1.png", size=(32, 64))
+        data = json.loads((root / "instances.json").read_text())
+        data["images"][0] |= {"height": 32, "width": 64}
+        (root / "instances.json").write_text(json.dumps(data))
+        return cfg
+
+    with pytest.raises(AmalgamError, match=r"every polygon coordinate is between 0 and 1 on images of 32 pixels"):
+        build(coco_at(tmp_path / "a", 1 / 8), size=(32, 64), with_targets=True)
+    mask = build(coco_at(tmp_path / "b", 8), size=(32, 64), with_targets=True)[0]["mask"]  # pixels: drawn
+    assert (mask[:16] == 1).all() and (mask[16:] == 0).all()

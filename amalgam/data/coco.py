@@ -121,6 +121,25 @@ def check_masks(coco, annotations: Path) -> None:
         )
 
 
+def check_pixel_coordinates(coco, annotations: Path) -> None:
+    """Stops in one line on polygons whose every coordinate lies in [0, 1] on images wider than a few
+    pixels: fractions of the image (some exporters write them so), which pycocotools draws as a pixel or
+    two in the top-left corner. Its scores would read a competent teacher as blind."""
+    points = [
+        v for ann in coco.dataset.get("annotations", []) if isinstance(ann.get("segmentation"), list)
+        for poly in ann["segmentation"] if isinstance(poly, list) for v in poly
+    ]  # fmt: skip
+    sizes = [min(info.get("width") or 0, info.get("height") or 0) for info in coco.imgs.values()]
+    if not points or not sizes or min(sizes) <= 4 or not all(isinstance(v, (int, float)) for v in points):
+        return
+    if 0 <= min(points) and max(points) <= 1:
+        raise AmalgamError(
+            f"COCO {annotations}: every polygon coordinate is between 0 and 1 on images of {min(sizes)} pixels or"
+            " more: they look normalised (fractions of the image), and COCO's are pixels: multiply each x by the"
+            " image's width and each y by its height (the boxes too)"
+        )
+
+
 def boxes_note(coco, image_ids: Sequence[int]) -> str | None:
     """The line saying how many of the images' annotations have no mask and were read as ignore boxes."""
     anns = [ann for i in image_ids for ann in coco.imgToAnns.get(i, [])]

@@ -24,6 +24,7 @@ from amalgam.data.coco import (
     boxes_note,
     check_categories,
     check_masks,
+    check_pixel_coordinates,
     crowd_note,
     orphan_note,
     semantic_mask,
@@ -318,6 +319,7 @@ class CocoSet(FolderSet):
     def target_notes(self) -> list[str]:
         coco, images = self.coco, self.image_ids
         check_masks(coco, self.annotations)  # a box-only file is fine as a source of images
+        check_pixel_coordinates(coco, self.annotations)
         found = (
             orphan_note(coco),
             crowd_note(coco, images),
