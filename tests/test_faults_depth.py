@@ -544,6 +544,18 @@ def test_depth_scale_on_a_set_of_float_maps_is_said_not_applied(tmp_path, more):
     said: list[str] = []
     with pytest.raises(RecipeError) as info:  # the maps, a thousand times the teacher's depth: stopped, not warned
         plan_with(more, "npy-mm", model, sets, output="metric", eval="mm", log=said.append)
-    assert "float .npy/.tiff maps are read as metres: save them so" in str(info.value)
+    assert "its maps are in another unit (millimetres?). Save float .npy/.tiff maps in metres" in str(info.value)
     assert any("depth_scale 0.001 is not applied: every depth map is a float map" in line for line in said), said
     assert any("depth maps read as metres, as float maps are: " in line for line in said), said
+
+
+def test_an_eval_set_read_in_millimetres_is_named_first_not_the_teacher():
+    # float maps saved in millimetres read 4,160 m at their median: the stop told the user to scale a good teacher
+    from amalgam_tasks.depth import _unit_problem
+
+    set_first = _unit_problem("d", "metric", 1e-3, set_median=4160.0)
+    assert set_first.startswith("eval set '<set>' reads 4.16e+03 m at its median, no scene's depth, where teacher d")
+    assert "its maps are in another unit (millimetres?). Save float .npy/.tiff maps in metres" in set_first
+    teacher_first = _unit_problem("d", "metric", 1e3, set_median=4.2)  # a teacher in millimetres: as before
+    assert teacher_first.startswith("teacher d's depth is 1e+03x") and "output_scale: 0.001" in teacher_first
+    assert _unit_problem("d", "metric", 1e-3, set_median=None).startswith("teacher d's depth")

@@ -591,7 +591,7 @@ class DepthTask(Task):
             return EvalReading(said, weak, _no_depth_line(teacher, agreement.no_depth), CHECK_RULE)
         if agreement.no_depth >= NO_DEPTH_WARNING:
             weak.append(_no_depth_line(teacher, agreement.no_depth))
-        if problem := _unit_problem(teacher, kind, agreement.scale):
+        if problem := _unit_problem(teacher, kind, agreement.scale, _median_depth(truths)):
             return EvalReading(said, weak, problem, CHECK_RULE)
         scale = tuple(self.teacher_warnings(teacher, {"scale": agreement.scale}))  # evaluation says it again
         if kind == "metric" and scale and (hint := _log_reading_hint(teacher, answers, truths)):
@@ -649,11 +649,23 @@ def _no_depth_line(teacher: str, share: float) -> str:
     )
 
 
-def _unit_problem(teacher: str, kind: str, scale: float) -> Optional[str]:
+#: a median depth beyond this many metres is no scene's (KITTI's reach 80): maps read in another unit
+PLAUSIBLE_METRES = 100.0
+
+
+def _median_depth(truths: list[torch.Tensor]) -> Optional[float]:
+    valid = torch.cat([t[t > 0].float().flatten() for t in truths]) if truths else torch.empty(0)
+    return float(valid.median()) if valid.numel() else None
+
+
+def _unit_problem(teacher: str, kind: str, scale: float, set_median: Optional[float] = None) -> Optional[str]:
     """Why a teacher read as ``kind`` whose depth is :data:`UNIT_STOP` times its eval set's (or 1/that)
-    cannot be distilled as it is, with the settings that fix it; None within that."""
+    cannot be distilled as it is, with the settings that fix it; None within that. The set is named first
+    when its median (``set_median``, metres as read) is no scene's and the teacher's is one."""
     if not math.isfinite(scale) or 1 / UNIT_STOP < scale < UNIT_STOP:
         return None
+    if set_median is not None and (problem := _set_unit_problem(teacher, scale, set_median)):
+        return problem
     # output_scale multiplies the raw output: metric depth divides by the scale, inverse depth by its inverse
     factor = {"metric": 1 / scale, "inverse": scale}.get(kind)
     named = {1e-3: "millimetres", 1e-2: "centimetres"} if kind == "metric" else {1e3: "millimetres", 1e2: "centimetres"}
@@ -671,4 +683,20 @@ def _unit_problem(teacher: str, kind: str, scale: float) -> Optional[str]:
         f" pixels): another unit{unit}. If the teacher answers in it, {fix}; if the set's maps are read in the wrong"
         " unit, fix data.eval.<set>.depth_scale (its PNGs' values a metre; float .npy/.tiff maps are read as"
         " metres: save them so); a teacher without a metric scale is output: relative or affine"
+    )
+
+
+def _set_unit_problem(teacher: str, scale: float, set_median: float) -> Optional[str]:
+    """The stop naming the eval set's unit first: its median is beyond :data:`PLAUSIBLE_METRES`, the
+    teacher's (``scale`` times it) within 0.1 m to that; None otherwise."""
+    own = scale * set_median
+    if set_median <= PLAUSIBLE_METRES or not 0.1 <= own <= PLAUSIBLE_METRES:
+        return None
+    named = {1e3: " (millimetres?)", 1e2: " (centimetres?)"}
+    unit = next((u for f, u in named.items() if abs(math.log(set_median / own / f)) < 0.05), "")
+    return (
+        f"eval set '<set>' reads {set_median:.3g} m at its median, no scene's depth, where teacher {teacher} answers"
+        f" {own:.3g} m: its maps are in another unit{unit}. Save float .npy/.tiff maps in metres (they are read"
+        " as metres), or set data.eval.<set>.depth_scale to its PNGs' values a metre; if it is the teacher that is"
+        f" off, teachers.{teacher}.output_scale scales it"
     )
