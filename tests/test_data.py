@@ -258,6 +258,24 @@ def test_missing_folder_names_the_key(tmp_path):
         build({"type": "folder", "path": tmp_path / "absent"}, key="data.sources.scenes")
 
 
+def test_a_list_file_or_a_pattern_given_as_a_folder_says_what_it_is(tmp_path):
+    # both said only "not found", of a file that is there
+    (tmp_path / "list.txt").write_text("a.png\n")
+    with pytest.raises(AmalgamError, match=r"image folder not found: .*list\.txt \(a file: .*lists of paths are not"):
+        build({"type": "folder", "path": tmp_path / "list.txt"}, key="data.sources.scenes")
+    with pytest.raises(AmalgamError, match=r"path: not found: .*000\*\.png \(patterns are not expanded"):
+        build({"type": "folder", "path": tmp_path / "000*.png"}, key="data.sources.scenes")
+
+
+def test_a_torchvision_root_that_is_not_it_says_what_it_holds(tmp_path):
+    from amalgam.data.torchvision_sets import TorchvisionSet
+
+    (tmp_path / "FashionMNIST" / "raw").mkdir(parents=True)
+    (tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(AmalgamError, match=r"root holds raw; root is the folder above FashionMNIST/, here "):
+        TorchvisionSet("FashionMNIST", tmp_path / "FashionMNIST", "test", False)
+
+
 def test_corrupt_png_is_named(tmp_path):
     save_rgb(tmp_path / "good.png")
     data = (tmp_path / "good.png").read_bytes()

@@ -36,7 +36,7 @@ def test_lookup_refuses_a_class_that_only_looks_like_a_label():
     line = str(caught.value)
     assert "\n" not in line
     assert "'light_blue' (did you mean 'light blue'?)" in line and "'red ' (did you mean 'red'?)" in line
-    assert "Rename the folder" in line and "{'light blue': 'light_blue'}" in line
+    assert "rename the folder" in line and "classes_file" in line and "{'light blue': 'light_blue'}" in line
     with pytest.raises(AmalgamError, match="'Green' \\(did you mean 'green'\\?\\)"):
         lookup(["Green"], COLOURS)
     # a background teacher would have scored the look-alike as its background: refused too

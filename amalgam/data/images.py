@@ -26,7 +26,7 @@ def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter]
     links to nothing (a moved folder of images is said too).
     """
     if not folder.is_dir():
-        raise AmalgamError(f"image folder not found: {folder}")
+        raise AmalgamError(f"image folder not found: {folder}{_not_a_folder(folder)}")
     if not recursive:
         files = _files(list(folder.iterdir()), skipped)
         return sorted(p for p in _visible(files, skipped) if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -315,3 +315,12 @@ def pil_to_rgb(img) -> np.ndarray:
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``H x W x 3`` uint8 -> ``[3, H, W]`` float in [0, 1]."""
     return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
+
+
+def _not_a_folder(path: Path) -> str:
+    """Why a path given as an image folder is none: a file (a list of paths is not read), or a pattern."""
+    if path.is_file():
+        return " (a file: a folder source reads the images under a folder; lists of paths are not read)"
+    if any(c in str(path) for c in "*?["):
+        return " (patterns are not expanded: give the folder, whose images are all read)"
+    return ""

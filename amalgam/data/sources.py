@@ -332,7 +332,8 @@ class CocoSet(FolderSet):
 def _require(cfg: SourceConfig, resolve, key: str) -> Path:
     path = resolve(getattr(cfg, key))
     if not path.exists():
-        raise AmalgamError(f"{key}: not found: {path}")
+        pattern = " (patterns are not expanded: give the folder)" if any(c in str(path) for c in "*?[") else ""
+        raise AmalgamError(f"{key}: not found: {path}{pattern}")
     return path
 
 

@@ -45,9 +45,10 @@ class TorchvisionSet(ImageSet):
         try:
             self.dataset = cls(**kwargs)
         except (RuntimeError, OSError) as exc:  # OSError: VOC opens its split's list without a check
+            said = f"{error_line(exc, every_line=True)}){_root_hint(name, root)}"
             raise AmalgamError(
-                f"torchvision {name} not found under {root} ({error_line(exc, every_line=True)});"
-                " run tools/get_data.py or set download: true"
+                f"torchvision {name} not found under {root} ({said}; run tools/get_data.py or set download: true"
+                " (it needs the internet)"
             ) from None
         except (TypeError, ValueError) as exc:  # a split it does not have, an argument it needs
             raise AmalgamError(f"torchvision {name}({', '.join(kwargs)}): {error_line(exc, every_line=True)}") from None
@@ -177,3 +178,14 @@ def _first_hold_every_class(dataset: Dataset, limit: int) -> bool:
         if values.ndim == 1 and values.dtype.kind in "iub":
             return len(np.unique(values[:limit])) == len(np.unique(values))
     return False
+
+
+def _root_hint(name: str, root: Path) -> str:
+    """What a wrong ``root`` holds: torchvision reads its own layout under it (MNIST-style sets:
+    ``<root>/<name>/raw/``), so the folder of the files themselves, or the set's own folder, is not it."""
+    if not root.is_dir():
+        return ""
+    held = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    shown = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "") if held else "nothing"
+    above = f"; root is the folder above {name}/, here {root.parent}" if root.name == name else ""
+    return f"; root holds {shown}{above} (torchvision's MNIST-style sets read <root>/{name}/raw/)"

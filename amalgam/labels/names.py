@@ -53,8 +53,9 @@ def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> Amal
     return AmalgamError(
         f"eval set classes are not labels of the teacher (labels: {', '.join(labels[:8])}"
         f"{' ...' if len(labels) > 8 else ''}) but differ from one only in case, spaces, '_' or '-': {shown}; "
-        "their images would go unscored or be scored as another class. Rename the folder (or the class) to the "
-        f"label, or relate them in the teacher's labels ({{{alike[0]!r}: {name!r}}})"
+        "their images would go unscored or be scored as another class. Relate them in the teacher's labels "
+        f"({{{alike[0]!r}: {name!r}}}), name the set's classes in a classes_file (a label with '/' cannot be a "
+        "folder's name), or rename the folder (or the class) to the label"
     )
 
 
