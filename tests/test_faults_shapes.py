@@ -141,6 +141,18 @@ def test_a_half_precision_teacher_runs_under_bf16_autocast_and_the_check_uses_th
     )
 
 
+def test_a_teacher_that_overflows_fp16_stops_at_the_check_not_as_nan_rows_in_training():
+    # it ran without raising, so the check passed; training dropped its rows as NaN/inf
+    from amalgam.teachers.checks import check_teacher_precision
+
+    big = nn.Conv2d(3, 3, 1)
+    nn.init.constant_(big.weight, 1e5)  # answers ~1e5: past fp16's 65504, within bf16's range
+    loud = teacher(big)
+    check_teacher_precision(loud, "bf16")
+    with pytest.raises(AmalgamError, match=r"NaN/inf under float16 autocast .* set train.precision: fp32 or bf16$"):
+        check_teacher_precision(loud, "fp16")
+
+
 # ---- C2. a teacher that fails in channels_last is checked there and kept contiguous
 
 

@@ -66,15 +66,24 @@ def check_teacher_precision(teacher: Teacher, precision: str, device: str = "cpu
     if dtype is None:
         return
     images = torch.rand(2, 3, *teacher.size)
+    kind = str(dtype).removeprefix("torch.")
     try:
         with torch.autocast("cpu", dtype=dtype):
-            teacher.answer(images)
+            mixed, _ = teacher.answer(images)
     except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
-        kind = str(dtype).removeprefix("torch.")
         raise AmalgamError(
             f"teacher '{teacher.name}' fails under {kind} autocast (train.precision: {precision}, what training"
             f" computes its targets in): {error_line(exc)}; set train.precision: fp32"
         ) from None
+    if not torch.isfinite(mixed).all():  # fp16 overflows past 65504 (an activation, logits, depth in mm)
+        with torch.no_grad():
+            plain, _ = teacher.answer(images)
+        if torch.isfinite(plain).all():
+            raise AmalgamError(
+                f"teacher '{teacher.name}' answers NaN/inf under {kind} autocast (train.precision: {precision}) and"
+                f" finite numbers in fp32: its values overflow {kind}; set train.precision: fp32"
+                + (" or bf16" if dtype is torch.float16 else "")
+            )
 
 
 def _on_cpu(device: str) -> bool:
