@@ -134,8 +134,11 @@ def check_label_order_on_eval(
     enough = swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged))
     out_of_order = bool(line) and (enough or has_swapped_pair(mostly))
     # labels out of order make any input look wrong: the mean/std probe is for a teacher named right
+    metric, measure = (mean_iou, "mean IoU") if task.dense else (mean_recall, "mean recall")
     if not out_of_order and (
-        fed_wrong := normalisation_line(teacher, score, mean_recall(matrix, judged), len(truths), len(judged))
+        fed_wrong := normalisation_line(
+            teacher, partial(score, metric), metric(matrix, judged), len(truths), len(judged), measure
+        )
     ):
         said_before_training(plan, log, f"{fed_wrong} ({where})")
         teacher.notes.append(f"input mean/std doubtful {where}")

@@ -75,11 +75,17 @@ def fed(teacher: Teacher, mean: list[float], std: list[float]) -> Iterator[None]
 
 
 def normalisation_line(
-    teacher: Teacher, score: Callable[[], float], current: float, images: int, classes: int
+    teacher: Teacher,
+    score: Callable[[], float],
+    current: float,
+    images: int,
+    classes: int,
+    measure: str = "mean recall",
 ) -> Optional[str]:
-    """The warning when the teacher, fed a mean/std the recipe did not give, scores far better (mean
-    recall over ``classes`` classes, ``score()``; NaN for a collapsed answer) under another usual
-    normalisation than as fed (``current``); else None."""
+    """The warning when the teacher, fed a mean/std the recipe did not give, scores far better (``measure``
+    over ``classes`` classes, ``score()``; NaN for a collapsed answer) under another usual normalisation than
+    as fed (``current``); else None. A segmenter is measured by mean IoU: fed [0, 1] where it wants [-1, 1],
+    a trial's lost 0.40 -> 0.62 of it and 0.73 -> 0.62 of its recall only, under the gain asked."""
     origin = teacher.input_spec.origin
     if not current < PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
         return None  # competent, given by the recipe, or not judged (NaN): nothing to probe
@@ -105,7 +111,7 @@ def normalisation_line(
     mean, std = (", ".join(f"{v:.4g}" for v in values) for values in candidates(teacher.channels, bgr)[best])
     order = " (in its BGR order)" if bgr else ""
     return (
-        f"teacher {teacher.name} has a mean recall of {current:.2f} on {images} eval images as fed (mean {given[0]},"
+        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images as fed (mean {given[0]},"
         f" std {given[1]}: {origin.get('mean')}, not the recipe's) and {results[best]:.2f} with {best}: set"
         f" teachers.{teacher.name}.input.mean: [{mean}] and std: [{std}]{order}, or what it was trained with;"
         " as fed it is no reference"
@@ -154,5 +160,6 @@ def channel_order_line(teacher: Teacher, score: Callable[[], float], current: fl
         f"teacher {teacher.name} has a mean IoU of {current:.2f} on {images} eval images fed"
         f" {'BGR' if teacher.input_spec.bgr else 'RGB'} and {found:.2f} with its channels reversed: if it was trained"
         f" on {other.upper()} images (OpenCV, Caffe, mmcv), set teachers.{teacher.name}.input.channel_order: {other}"
-        " (its mean/std in that order); as fed it is no reference"
+        " (its mean/std in that order); if its mean/std are listed in the other channel order, reverse those"
+        " lists instead; as fed it is no reference"
     )
