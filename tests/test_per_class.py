@@ -133,7 +133,8 @@ def test_a_teacher_naming_classes_as_others_is_asked_about_its_label_order():
     line = label_order_warning("cls", ["bg", "cat", "dog", "bird"], mostly)
     assert line == (
         "teacher cls names most of 2 classes as one other class ('cat' as 'dog', 'dog' as 'cat'): are its labels"
-        " (and the eval set's class names) in the order of its outputs?"
+        " (and the eval set's class names) in the order of its outputs, and is it fed as it was trained"
+        " (teachers.cls.input: size, mean/std, channel order)?"
     )
     assert label_order_warning("cls", ["bg", "cat", "dog", "bird"], [None, 2, None, None]) is None  # one: a weak class
     assert label_order_warning("cls", ["bg", "cat", "dog", "bird"], [2, None, None, 2]) is None  # all as one: collapsed
@@ -221,3 +222,17 @@ def test_the_outside_count_leaves_a_multi_label_plugins_rows_alone():
     scorer = _Scorer(SimpleNamespace(task=multi), projection(low, unify([low, high])), None, None, False, [])
     scorer._count_outside(torch.randn(3, 4), torch.ones(3, 4, dtype=torch.long))
     assert (scorer.scored, scorer.outside) == (0, 0)
+
+
+def test_a_student_far_above_its_teacher_is_warned_about():
+    # a trial's misfed depth teacher read 1.4-3x worse than it is: the ratio said the student beat it, no word
+    from amalgam.evaluation.evaluate import TaskResult
+    from amalgam.task import get_task
+
+    depth = get_task("depth")
+    far = TaskResult("d", depth, "val", {"rmse": 1.5}, {"rmse": 0.5})
+    (line,) = far._far_above_warning()
+    assert line.startswith("the student scores 3.00x teacher d on 'val' (rmse): a teacher far below its student")
+    assert "teachers.d.input: size, mean/std, channel order" in line
+    assert TaskResult("d", depth, "val", {"rmse": 0.5}, {"rmse": 0.45})._far_above_warning() == []  # 1.11x: no word
+    assert TaskResult("d", depth, "val", {"rmse": None}, {"rmse": 0.45})._far_above_warning() == []  # not scored

@@ -86,7 +86,23 @@ class TaskResult:
             lines.insert(0, order)
         partial = self.coverage.warning() if self.coverage else None
         own = self.task.teacher_warnings(self.teacher, self.teacher_metrics)
-        return lines + own + ([partial] if partial else [])
+        far = [] if lines or own else self._far_above_warning()  # a reason said already is not said twice
+        return lines + own + ([partial] if partial else []) + far
+
+    def _far_above_warning(self) -> list[str]:
+        """The line when the student scores :data:`FAR_ABOVE` times the teacher or more: more often a
+        teacher scored below what it can (misfed or misread; a trial's misfed depth teacher read 1.4-3x
+        worse, its student's ratio said it was beaten) than a student that outgrew it."""
+        metric = self.task.metric
+        t, s = self.teacher_metrics.get(metric), self.student_metrics.get(metric)
+        relative = relative_to_teacher(t, s, self.task.higher_is_better)
+        if not relative >= FAR_ABOVE:  # NaN: not scored
+            return []
+        return [
+            f"the student scores {relative:.2f}x teacher {self.teacher} on '{self.eval}' ({metric}): a teacher far"
+            " below its student is more often scored below what it can than outgrown; is it fed as it was trained"
+            f" (teachers.{self.teacher}.input: size, mean/std, channel order) and read right (output, labels)?"
+        ]
 
     def nonfinite_warning(self) -> list[str]:
         """The line saying on how many eval images the teacher answered NaN/inf (none when it never did):
@@ -123,6 +139,9 @@ class TaskResult:
             **extra,
         }
 
+
+#: a student this many times its teacher (``relative``: higher is better) is warned about
+FAR_ABOVE = 1.3
 
 #: share of a teacher's scored images on which the student may name, over its whole label space, a
 #: class the teacher has no label for before it is said (:meth:`Evaluation._unified_gaps`)

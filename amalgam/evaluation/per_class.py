@@ -92,7 +92,8 @@ def label_order_warning(teacher: str, classes: list[str], mostly: Optional[list]
     shown = ", ".join(f"'{a}' as '{b}'" for a, b in swaps[:4]) + more
     return (
         f"teacher {teacher} names most of {len(swaps)} classes as one other class ({shown}): are its labels"
-        " (and the eval set's class names) in the order of its outputs?"
+        " (and the eval set's class names) in the order of its outputs, and is it fed as it was trained"
+        f" (teachers.{teacher}.input: size, mean/std, channel order)?"
     )
 
 
