@@ -100,6 +100,11 @@ class Task:
     #: plain teacher on a few eval images for it (``answers`` and ``truths``: lists of what
     #: :meth:`predict` gives and the set's targets). Depth's finds a disparity read as metres. None: no check.
     eval_reading: ClassVar[Optional[Callable[..., "EvalReading"]]] = None
+    #: Optional: ``reading_quality(kind, answers, truths) -> float | None``, how well a teacher's answers on
+    #: the check's eval images agree with the truth, in [0, 1], blind to the output's unit (None: not
+    #: judged for that reading). With it, a teacher the recipe gives no mean/std or channel order is also
+    #: tried under the usual others before training, as labelled teachers are (``distill/input_probe.py``).
+    reading_quality: ClassVar[Optional[Callable[..., Optional[float]]]] = None
     #: Extra catch-all label the unified space starts with (segmentation: "background").
     unified_background: ClassVar[Optional[str]] = None
     #: Key of the ground truth in an eval sample: "label", "mask" or "depth".

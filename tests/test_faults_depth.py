@@ -53,6 +53,8 @@ class FromImage(nn.Module):
             return 100.0 * depth
         if self.mode == "log_centimetres":
             return torch.log(100.0 * depth)
+        if self.mode == "wants_half":  # trained on [-1, 1] inputs: the grey level is (x + 1) / 2
+            return (1.0 + 5.0 * (x[:, :1] * 0.5 + 0.5)) * self.gain
         if self.mode == "constant":  # a teacher that cannot do its job: the same depth everywhere
             return torch.full_like(depth, 3.0)
         return depth
@@ -559,3 +561,26 @@ def test_an_eval_set_read_in_millimetres_is_named_first_not_the_teacher():
     teacher_first = _unit_problem("d", "metric", 1e3, set_median=4.2)  # a teacher in millimetres: as before
     assert teacher_first.startswith("teacher d's depth is 1e+03x") and "output_scale: 0.001" in teacher_first
     assert _unit_problem("d", "metric", 1e-3, set_median=None).startswith("teacher d's depth")
+
+
+def test_a_depth_teacher_fed_another_normalisation_is_named_before_training(scenes):
+    # a trial's depth teachers wanting [-1, 1] or BGR scored 1.5-2.5x worse with no word: depth had no input probe
+    _, said = plan_of(scenes, "wants_half", input={})  # ImageNet's mean/std by default
+    (line,) = [line for line in said if "as fed" in line]
+    assert line.startswith("warning: teacher d has a delta1 (each image's depth scaled to the truth's median) of")
+    assert "with mean 0.5, std 0.5 (values in [-1, 1]): set teachers.d.input.mean: [0.5, 0.5, 0.5]" in line
+    _, said = plan_of(scenes, "wants_half", input={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    assert not [line for line in said if "as fed" in line or "channels reversed" in line]
+    _, said = plan_of(scenes, "metric")  # fed right: nothing
+    assert not [line for line in said if "as fed" in line or "channels reversed" in line]
+
+
+def test_the_depth_reading_quality_is_blind_to_the_unit_and_counts_pixels_within_1_25x():
+    truth = torch.full((8, 8), 2.0)
+    truth[0, 0] = 0.0  # no depth: not counted
+    half_off = truth * 1000.0  # millimetres: the same after the median scaling
+    half_off[4:] *= 2.0  # 32 of the 63 counted pixels 2x: the median is theirs, the other 31 are 2x off it
+    quality = DepthTask().reading_quality
+    assert quality("metric", [truth * 1000.0], [truth]) == 1.0
+    assert quality("metric", [half_off], [truth]) == pytest.approx(32 / 63)
+    assert quality("relative", [truth], [truth]) is None  # a shift no scaling removes: not judged

@@ -103,7 +103,7 @@ def normalisation_line(
         return None
     best = max(results, key=lambda w: results[w] if results[w] == results[w] else -1.0)
     found = results[best]
-    chance = 1 / max(1, classes)
+    chance = 1 / classes if classes else 0.0  # no classes: a quality without a chance level
     competent = found >= max(PROBE_COMPETENT, chance + PROBE_GAIN)  # a 2-class teacher collapsed scores 0.5
     if not (found >= current + PROBE_GAIN and found >= PROBE_RATIO * current and competent):
         return None
@@ -138,12 +138,20 @@ def reversed_channels(teacher: Teacher) -> Iterator[None]:
         spec.channel_order, spec.mean, spec.std = saved
 
 
-def channel_order_line(teacher: Teacher, score: Callable[[], float], current: float, images: int) -> Optional[str]:
+def channel_order_line(
+    teacher: Teacher,
+    score: Callable[[], float],
+    current: float,
+    images: int,
+    measure: str = "mean IoU",
+    competent: float = PROBE_COMPETENT,
+) -> Optional[str]:
     """The warning when a 3-channel teacher whose recipe states no ``input.channel_order`` does clearly
     better on the check's images (mean IoU ``score()``) fed the other order than as fed (``current``): a
     BGR segmenter (OpenCV, Caffe, mmcv) fed RGB lost 14% mIoU without a word (its recall, 1% only). A
     teacher under :data:`PROBE_COMPETENT` as fed must gain as the normalisation probe asks: a weak RGB
-    segmenter's 0.25 -> 0.28 on 16 images (0.253 and 0.252 on 200) told a trial to feed it BGR."""
+    segmenter's 0.25 -> 0.28 on 16 images (0.253 and 0.252 on 200) told a trial to feed it BGR.
+    ``competent``: the score from which the small gain is enough (a task's ``reading_quality`` sets its own)."""
     if teacher.channels != 3 or teacher.input_spec.origin.get("channel_order") == RECIPE or current != current:
         return None
     try:
@@ -152,12 +160,12 @@ def channel_order_line(teacher: Teacher, score: Callable[[], float], current: fl
     except Exception:  # noqa: BLE001 - a network that fails the other way round is not better fed so
         return None
     # a weak teacher's few-image score moves by chance: it must gain as much as the normalisation probe asks
-    gain, ratio = (ORDER_GAIN, ORDER_RATIO) if current >= PROBE_COMPETENT else (PROBE_GAIN, PROBE_RATIO)
+    gain, ratio = (ORDER_GAIN, ORDER_RATIO) if current >= competent else (PROBE_GAIN, PROBE_RATIO)
     if not (found >= current + gain and found >= ratio * current):  # hedged: said, never applied
         return None
     other = "bgr" if not teacher.input_spec.bgr else "rgb"
     return (
-        f"teacher {teacher.name} has a mean IoU of {current:.2f} on {images} eval images fed"
+        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images fed"
         f" {'BGR' if teacher.input_spec.bgr else 'RGB'} and {found:.2f} with its channels reversed: if it was trained"
         f" on {other.upper()} images (OpenCV, Caffe, mmcv), set teachers.{teacher.name}.input.channel_order: {other}"
         " (its mean/std in that order); if its mean/std are listed in the other channel order, reverse those"

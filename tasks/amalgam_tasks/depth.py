@@ -602,6 +602,25 @@ class DepthTask(Task):
             weak += [_relative_warning(teacher, agreement)] if agreement.off_share >= RELATIVE_SHARE else []
         return EvalReading(said, weak, None, CHECK_RULE, repeated=scale)
 
+    #: how the input probes name :meth:`reading_quality`
+    quality_words = "delta1 (each image's depth scaled to the truth's median)"
+
+    def reading_quality(self, kind: str, answers: list[torch.Tensor], truths: list[torch.Tensor]) -> Optional[float]:
+        """The share of pixels within 1.25x of the truth once each image's depth is scaled to the truth's
+        median (blind to the unit), over the check's images; None for a relative reading (its shift is
+        no scale) or without enough pixels where both give depth."""
+        if kind in RELATIVE_KINDS:
+            return None
+        shares = []
+        for answer, truth in zip(answers, truths):
+            valid = (truth > 0) & (answer > 0) & torch.isfinite(answer)
+            if int(valid.sum()) < 16:
+                continue
+            a, t = answer[valid].float(), truth[valid].float()
+            a = a * (t.median() / a.median())
+            shares.append((torch.maximum(a / t, t / a) < 1.25).float().mean())
+        return float(torch.stack(shares).mean()) if shares else None
+
     def distill_loss(self, student, teacher, options: DistillOptions):
         """log-L1 + scale-invariant over the pixels where the teacher gives depth (> 0); for a relative
         teacher, the scale-and-shift-invariant :func:`relative_depth_loss` there."""
