@@ -472,7 +472,9 @@ def _other_teachers(student: object, recipe: Recipe) -> Optional[str]:
     changed = [
         key
         for key in recipe_changes(stored, recipe)
-        if key.startswith("teachers.") and (key.split(".") + ["", "", ""])[2] not in same_reference
+        if key.startswith("teachers.")
+        and (key.split(".") + ["", "", ""])[2] not in same_reference
+        and key != "teachers.(order)"  # a student keeps its label spaces by name: their order scores alike
     ]
     if not changed:
         return None

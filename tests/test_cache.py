@@ -137,3 +137,19 @@ def test_cached_and_live_builds_train_the_same_student(world, tmp_path, augment)
     tol = 0.05 if augment else 0.01
     for a, b in zip(reports[True]["tasks"], reports[False]["tasks"]):
         assert a["student_value"] == pytest.approx(b["student_value"], abs=tol, rel=tol), a["teacher"]
+
+
+def test_sources_given_in_another_order_are_a_new_key(fresh_world, tmp_path):
+    # the store's rows follow the sources' order: reordered, a teacher was handed other images' answers
+    import yaml
+
+    raw = yaml.safe_load(fresh_world.read_text())
+    del raw["teachers"]["depth"]["sources"]  # taught on every source, in the recipe's order
+    keys = []
+    for order in (["scenes", "items"], ["items", "scenes"]):
+        raw["data"]["sources"] = {name: raw["data"]["sources"][name] for name in order}
+        path = fresh_world.parent / f"order-{'-'.join(order)}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        keys.append(teacher_key(build_plan(load_recipe(path), log=QUIET), "depth"))
+    assert keys[0]["source_order"] == ["scenes", "items"] and keys[1]["source_order"] == ["items", "scenes"]
+    assert keys[0] != keys[1] and keys[0]["sources"] == keys[1]["sources"]  # equal as mappings: order alone

@@ -378,3 +378,19 @@ def test_temperature_after_projection_reaches_labelled_terms_only(world):
         )
         assert abs(parts["seg-a"] - plain.item()) > 1e-4
     assert "depth" in parts  # still there, called without the option
+
+
+def test_teachers_or_sources_given_in_another_order_are_a_change_resume_refuses(world, tmp_path):
+    # a resume with the teachers swapped loaded the head over a unified label order now other: top-1 0.10 of 0.84
+    import yaml
+
+    from amalgam.config.schema import recipe_changes
+
+    stored = load_recipe(world).model_dump(mode="json", exclude={"output"})
+    raw = yaml.safe_load(world.read_text())
+    raw["teachers"] = dict(reversed(list(raw["teachers"].items())))
+    raw["data"]["sources"] = dict(reversed(list(raw["data"]["sources"].items())))
+    path = world.parent / f"reordered-{tmp_path.name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert recipe_changes(stored, load_recipe(path)) == ["data.sources.(order)", "teachers.(order)"]
+    assert recipe_changes(stored, load_recipe(world)) == []

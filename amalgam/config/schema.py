@@ -551,7 +551,13 @@ def _with_old_behaviour(stored: dict) -> dict:
     return stored
 
 
+#: mappings whose order is part of the run: the teachers' order is the unified labels' (the student's head
+#: rows), the sources' the layout of the sampler's indices and the teacher cache's rows
+ORDERED_MAPPINGS = ("teachers.", "data.sources.")
+
+
 def _differences(a, b, prefix: str) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+        moved = [f"{prefix}(order)"] if prefix in ORDERED_MAPPINGS and set(a) == set(b) and list(a) != list(b) else []
+        return moved + [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]

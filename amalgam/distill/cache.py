@@ -70,6 +70,7 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: s
         "files": weight_digests(recipe, name),
         "image_size": list(recipe.data.image_size),
         "sources": sources,
+        "source_order": list(sources),  # the store's rows follow it: reordered, they are other images'
         "precision": precision,
     }
 
@@ -82,6 +83,7 @@ def _comparable(key: dict) -> dict:
         source.get("config", {}).setdefault("exif", "upright")  # format 4 read every image upright
         source.get("config", {}).setdefault("args", {})  # before a torchvision set's args existed
     key.setdefault("task_code", {})  # before a task plugin's code was keyed: amalgam's own tasks have none
+    key.setdefault("source_order", list(key.get("sources", {})))  # its rows' order: the stored mapping's
     if isinstance(key.get("teacher"), dict):
         key["teacher"].setdefault("unused_outputs", [])  # before teachers.<n>.unused_outputs existed
         key["teacher"].setdefault("output_scale", None)  # before teachers.<n>.output_scale existed
