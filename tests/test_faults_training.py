@@ -114,6 +114,24 @@ def test_the_cache_hit_rate_of_a_resumed_epoch_is_the_uninterrupted_ones(world, 
     assert [r["cache_hit_rate"] for r in resumed.history] == [r["cache_hit_rate"] for r in whole.history]
 
 
+def test_a_stop_asked_at_the_last_epochs_end_stops_instead_of_passing_for_none(world, tmp_path):
+    # a Ctrl-C during the last epoch's checkpoint was taken for none: the build evaluated, exit 0
+    from amalgam.training.interrupt import Stopped
+
+    said: list[str] = []
+    trainer = trainer_for(world, tmp_path / "run", ["train.epochs=2"], log=said.append)
+
+    def asks(trainer, row):  # what a Ctrl-C during the last epoch's checkpoint looks like to the loop
+        if row["epoch"] == 2:
+            trainer.stop.requested = True
+
+    trainer.callbacks.append(asks)
+    with pytest.raises(Stopped):
+        trainer.fit()
+    assert any(line.startswith("stopped by Ctrl-C after the last epoch: ") for line in said)
+    assert load_state(tmp_path / "run" / "checkpoint.pt")["epoch"] == 2  # --resume has it whole
+
+
 # F6: nccl reduces CUDA tensors only -------------------------------------------------------------
 
 

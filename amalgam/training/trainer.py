@@ -147,6 +147,12 @@ class Trainer:
                 row = self.train_one_epoch(epoch)
                 for callback in self.callbacks:
                     callback(self, row)
+            if self.stop.agree(self.ctx):  # asked during the last epoch's end: it was taken for none, exit 0
+                self.log(
+                    f"stopped by {self.stop.name} after the last epoch: {self.run_dir / 'checkpoint.pt'} holds it;"
+                    " --resume evaluates and writes the student"
+                )
+                raise self.stop.stopped()
         self.stop = None
         if self.cfg.student_channels_last:  # what is timed, saved and exported is the plain student
             self.student.to(memory_format=torch.contiguous_format)
