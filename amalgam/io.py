@@ -36,9 +36,8 @@ def atomic_save(obj: object, path: Path, save: Optional[Callable[[object, str], 
             (save or torch.save)(obj, tmp)
         except (OSError, RuntimeError) as exc:
             if is_disk_full(exc):
-                free = shutil.disk_usage(path.parent).free
-                why = f"{free:,} bytes free: {error_line(exc)}"
-                raise AmalgamError(f"disk full: cannot write {path} ({why}); it was not replaced") from None
+                room = no_room(path.parent, exc)
+                raise AmalgamError(f"cannot write {path}: {room}: {error_line(exc)}; it was not replaced") from None
             raise
         umask = os.umask(0)
         os.umask(umask)
@@ -50,11 +49,25 @@ def atomic_save(obj: object, path: Path, save: Optional[Callable[[object, str], 
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether a write failed for want of space (torch's zip writer reports it as a RuntimeError:
-    "write failed", or "unexpected pos" when the disk filled between two of its records)."""
+    """Whether a write failed for want of room (torch's zip writer reports it as a RuntimeError:
+    "write failed", or "unexpected pos" when the disk filled between two of its records); a file past
+    the file system's or the process's file-size limit (EFBIG) counts: :func:`no_room` tells them apart."""
     text = str(exc)
-    full = ("write failed", "No space", "unexpected pos")
-    return getattr(exc, "errno", None) == errno.ENOSPC or any(words in text for words in full)
+    full = ("write failed", "No space", "unexpected pos", "File too large")
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EFBIG) or any(words in text for words in full)
+
+
+def no_room(folder: Path, exc: BaseException, need: int = 0) -> str:
+    """``disk full`` or, where the error says so (EFBIG) or the disk has room to spare, the file-size limit
+    that stopped the write: FAT32 holds files of 4 GiB at most, ``ulimit -f`` caps a process's."""
+    free = shutil.disk_usage(folder).free
+    too_big = getattr(exc, "errno", None) == errno.EFBIG or "File too large" in str(exc)
+    if too_big or (need and free > 2 * need):
+        return (
+            f"file too large for where it is written ({free:,} bytes free): a file-size limit (ulimit -f, or a"
+            " FAT32 drive's 4 GiB) stopped it; write the run elsewhere or lift the limit"
+        )
+    return f"disk full ({free:,} bytes free)"
 
 
 def write_json(obj: object, path: Path) -> None:

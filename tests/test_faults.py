@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from test_data import build, save_rgb
 from test_teachers import teacher_of
 from torch import nn
 
+import amalgam.io as io_module
 from amalgam.cli import main
 from amalgam.config.recipe import SourceConfig
 from amalgam.data import build_image_set
@@ -283,6 +285,22 @@ def test_a_cache_that_cannot_fit_on_the_disk_is_one_line_before_filling(fresh_wo
     assert "disk full: the cache needs" in line and str(out / "teacher_cache") in line and "1,000 are free" in line
 
 
+def test_a_cache_file_past_a_file_size_limit_is_one_line(fresh_world, tmp_path, monkeypatch, capsys):
+    # ulimit -f (or a FAT32 drive's 4 GiB): a raw "OSError: [Errno 27] File too large" traceback
+    import errno
+
+    import amalgam.distill.cache_store as store
+
+    def too_large(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(store.np.lib.format, "open_memmap", too_large)
+    assert main(["build", str(fresh_world), "--output", str(tmp_path / "run"), *TINY]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("teacher cache '") and "file too large for where it is written" in line, line
+    assert "ulimit -f, or a FAT32 drive's 4 GiB" in line and "train.cache_teachers: false" in line
+
+
 # 3, 7, 8, 9: checkpoints and signals -------------------------------------------------------------
 
 TWO_EPOCHS = ["--set", "train.epochs=2", "--set", "train.samples_per_epoch=8", "--set", "train.batch_size=4"]
@@ -360,6 +378,8 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_old_one(world
     import amalgam.training.checkpoint as ckpt
 
     real, calls = torch.save, []
+    run = tmp_path / "run"
+    real_usage = shutil.disk_usage
 
     def save(obj, path):
         calls.append(1)
@@ -368,13 +388,22 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_old_one(world
             raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 1024: file write failed")
         return real(obj, path)
 
+    def usage(path):  # the run folder's disk as full as torch says once it failed (where asked to be)
+        found = real_usage(path)
+        return found._replace(free=1000) if full and len(calls) >= 2 and Path(path) == run else found
+
     monkeypatch.setattr(ckpt.torch, "save", save)
-    run = tmp_path / "run"
+    monkeypatch.setattr(io_module.shutil, "disk_usage", usage)
+    full = True
     assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS]) == 2
     line = one_error_line(capsys)
-    assert line.startswith(f"disk full: cannot write {run / 'checkpoint.pt'} (needs about ") and "intact" in line, line
+    assert line.startswith(f"cannot write {run / 'checkpoint.pt'} (about "), line
+    assert "): disk full (1,000 bytes free)" in line and "intact" in line, line
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert not list(run.glob(".checkpoint.pt.*"))
+    full, calls[:] = False, []  # the same failure with room to spare: a file-size limit (ulimit -f, FAT32)
+    assert main(["build", str(world), "--output", str(tmp_path / "limited"), *TWO_EPOCHS]) == 2
+    assert "file too large for where it is written" in one_error_line(capsys)
     monkeypatch.setattr(ckpt.torch, "save", real)
     (run / ".checkpoint.pt.k1ll3d").write_bytes(b"PK")  # what a SIGKILL mid-write leaves
     assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 0
@@ -394,7 +423,7 @@ def test_a_full_disk_while_saving_the_student_is_one_line_and_resume_finishes(wo
     run = tmp_path / "run"
     assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS]) == 2
     line = one_error_line(capsys)
-    assert line.startswith(f"disk full: cannot write {run / 'student.pt'} (") and "not replaced" in line, line
+    assert line.startswith(f"cannot write {run / 'student.pt'}: disk full (") and "not replaced" in line, line
     assert not (run / "student.pt").exists() and not list(run.glob(".student.pt.*"))
     monkeypatch.setattr(torch, "save", real)  # space freed: the trained checkpoint finishes the run
     assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 0

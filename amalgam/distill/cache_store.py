@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from amalgam.errors import AmalgamError, error_line
-from amalgam.io import write_json
+from amalgam.io import is_disk_full, no_room, write_json
 
 FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -211,7 +211,15 @@ def _create(folder: Path, files: dict, label: str) -> dict[str, np.memmap]:
     opened = {}
     for name, (shape, dtype) in files.items():
         (folder / name).unlink(missing_ok=True)
-        opened[name] = np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape)
+        try:
+            opened[name] = np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise AmalgamError(
+                f"{label}: cannot make {folder / name}: {no_room(folder, exc)} (lower train.cache_max_gb or set"
+                " train.cache_teachers: false)"
+            ) from None
         reserve(folder / name, label)
     opened["filled.npy"][:] = False
     opened["sums.npy"][:] = 0

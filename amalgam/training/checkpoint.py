@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from amalgam.errors import AmalgamError, a_type, error_line
-from amalgam.io import is_disk_full
+from amalgam.io import is_disk_full, no_room
 
 PREVIOUS = "checkpoint.prev.pt"
 #: what ``--resume`` reads from a training state
@@ -56,9 +56,9 @@ def zip_problem(path: Path) -> Optional[str]:
 
 
 def _disk_full(path: Path, need: int, exc: BaseException) -> AmalgamError:
-    free = shutil.disk_usage(path.parent).free
+    room = no_room(path.parent, exc, need)
     return AmalgamError(
-        f"disk full: cannot write {path} (needs about {need:,} bytes, {free:,} free: {error_line(exc)}); "
+        f"cannot write {path} (about {need:,} bytes): {room}: {error_line(exc)}; "
         + ("the previous checkpoint is intact" if path.is_file() else "no checkpoint was written yet")
     )
 
