@@ -260,3 +260,21 @@ def test_initial_loss_waits_out_a_term_with_nothing_to_learn_yet_and_refuses_a_n
     assert weights.weights()["depth"] == pytest.approx(2.0)
     with pytest.raises(AmalgamError, match=r"below 0, so it has no scale .* fixed weights as a mapping"):
         weights("seg", torch.tensor(-1.0))
+
+
+def test_a_teacher_raising_in_training_is_one_line_naming_it(world, tmp_path):
+    # a ~95-line traceback through amalgam's frames named neither the teacher nor what it was doing
+    from amalgam.errors import AmalgamError
+
+    trainer = trainer_for(world, tmp_path / "run", ["train.cache_teachers=false"])
+    model = trainer.plan.teachers["seg-a"].model
+
+    def broken(*args, **kwargs):
+        raise ValueError("an odd image this network cannot take")
+
+    model.forward = broken
+    with pytest.raises(AmalgamError) as info:
+        trainer.fit()
+    said = str(info.value)
+    assert said.startswith("epoch 1 step 1: teacher 'seg-a' failed on a batch of 1 image: an odd image this network")
+    assert "\n" not in said and "--debug shows where" in said

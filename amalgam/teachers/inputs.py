@@ -23,7 +23,7 @@ from torch import nn
 
 from amalgam.config.schema import InputSpec, TeacherConfig
 from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
-from amalgam.errors import AmalgamError, count_of
+from amalgam.errors import AmalgamError, count_of, error_line
 
 RECIPE, DEFAULT, TIMM = "recipe", "default", "timm pretrained_cfg"
 #: timm model args that build a network for an input size (``img_size: 64``, ``input_size: [3, 64, 64]``)
@@ -158,6 +158,17 @@ def _timm_pretrained(model: nn.Module) -> dict:
     return out
 
 
+class TeacherFailed(AmalgamError):
+    """A teacher's own forward raised on real images (training, the checks, evaluation): said in one line
+    naming it; ``--debug`` shows the network's traceback."""
+
+    def __init__(self, name: str, images: int, exc: BaseException) -> None:
+        super().__init__(
+            f"teacher '{name}' failed on a batch of {count_of(images, 'image')}: {error_line(exc)} (its forward raised;"
+            " amalgam --debug shows where)"
+        )
+
+
 @torch.inference_mode()
 def answer_views(
     teacher, views: BatchViews, rows: torch.Tensor, size, augmented: bool = True, tap=None, wrapped: bool = True
@@ -172,10 +183,15 @@ def answer_views(
     """
     x, placements = views.get(teacher.input_spec.view, rows, augmented)
     flip = views.flip[rows.cpu()].to(x.device) if augmented and views.flip is not None else None
-    if tap is not None or not wrapped:
-        out, feat = teacher.answer(x, tap, wrapped=wrapped)
-    else:
-        out, feat = teacher(x), None
+    try:
+        if tap is not None or not wrapped:
+            out, feat = teacher.answer(x, tap, wrapped=wrapped)
+        else:
+            out, feat = teacher(x), None
+    except AmalgamError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's network: named, not a traceback of amalgam's frames
+        raise TeacherFailed(teacher.name, x.shape[0], exc) from exc
     if teacher.task.dense and out.dim() == 4:
         out = _undo_flipped(teacher.task.mark_no_answer(out), placements, size, flip, teacher.task.marks_holes)
     if feat is not None and feat.dim() == 4:
