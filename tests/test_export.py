@@ -307,3 +307,21 @@ def test_the_onnx_gate_finds_a_nan_anywhere_in_an_image(tmp_path):
         torch.onnx.export(ValueGate(PerPixel()).eval(), (x,), str(path), input_names=["images"], dynamo=False)
     (out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
     assert np.isnan(out[0]).all() and not np.isnan(out[1]).any()
+
+
+def test_an_export_interrupted_before_its_check_leaves_the_previous_one_whole(built_run, tmp_path, monkeypatch):
+    # it wrote in place: a Ctrl-C left a new file that was never checked beside the previous export's .json
+    from amalgam.evaluation import export as export_module
+
+    path = tmp_path / "student.ts"
+    assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
+    before = (path.read_bytes(), export_module.meta_path(path).read_text())
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "parity", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_module.export(built_run, "torchscript", output=path, log=lambda m: None)
+    assert (path.read_bytes(), export_module.meta_path(path).read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.ts", "student.ts.json"]  # no partial file left

@@ -351,33 +351,51 @@ def export(
     takes_other = runs_at(module, other)  # a fixed-size encoder (a ViT's) takes its trained size only
     if path.exists():  # said, not refused: exporting again over a run's own export is the common case
         log(f"{path} exists: replacing it (and its .json)")
-    exporter.save(module, example, path, tasks, not takes_other)
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json
     teachers = taught_by(stored_recipe(Path(run_dir) / "student.pt"))
     meta_of = partial(export_meta, fmt, size, tasks, spaces, outputs, input_multiple(student, tasks), teachers)
-    write_meta(path, meta_of(takes_other))
-    run = exporter.run(path)
+    work = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")  # the file and its .json, unchecked
+    checks = (gen, size, other, takes_other)
+    try:
+        diff = _write_checked(exporter, module, example, (work, path), tasks, meta_of, checks, log)
+        os.replace(meta_path(work), meta_path(path))
+        os.replace(work, path)  # last: a file at ``path`` was checked against the student and has its own .json
+    finally:  # interrupted or failed: an export that was never checked is not left behind
+        for leftover in (work, meta_path(work)):
+            leftover.unlink(missing_ok=True)
+    return path, diff
+
+
+def _write_checked(exporter, module, example, paths, tasks, meta_of, checks, log) -> Optional[float]:
+    """Writes the export to ``paths[0]`` (named ``paths[1]`` in what is said) and checks it against the
+    student at its size and another (``checks``: the images' generator, the two sizes, whether it takes
+    the other); returns the parity max abs diff (None: unchecked)."""
+    work, path = paths
+    gen, size, other, takes_other = checks
+    exporter.save(module, example, work, tasks, not takes_other)
+    write_meta(work, meta_of(takes_other))
+    run = exporter.run(work)
     if run is None:
         log(f"wrote {path}; parity not checked (onnx runtime not installed: pip install onnxruntime)")
-        return path, None
+        return None
     diff = parity(module, run, torch.rand(3, 3, *size, generator=gen))
     said = f"wrote {path} ({', '.join(tasks)}); parity on 3 random images: max abs diff {diff:.2e}"
     if not takes_other:
         log(f"{said} (the student takes {size[0]}x{size[1]} only)")
-        return path, diff
+        return diff
     try:
         again, why = parity(module, run, torch.rand(3, 3, *other, generator=gen)), ""
     except Exception as exc:  # noqa: BLE001 - the file fails where the student runs: it takes its size only
         again, why = float("inf"), f"it fails ({error_line(exc)})"
     if again > SIZE_TOLERANCE:  # a trace that baked the size in: right at the trained size only, and said so
         why = why or f"it differs from the student by {again:.2e}"
-        exporter.save(module, example, path, tasks, True)  # an ONNX file then refuses other sizes where it runs
-        write_meta(path, meta_of(False, f"the exported file does not answer other sizes as the student does: {why}"))
+        exporter.save(module, example, work, tasks, True)  # an ONNX file then refuses other sizes where it runs
+        write_meta(work, meta_of(False, f"the exported file does not answer other sizes as the student does: {why}"))
         log(f"{said}; at {other[0]}x{other[1]} {why}: the file takes {size[0]}x{size[1]} only (its .json says so)")
-        return path, parity(module, exporter.run(path), torch.rand(3, 3, *size, generator=gen))
+        return parity(module, exporter.run(work), torch.rand(3, 3, *size, generator=gen))
     log(f"{said} ({again:.2e} at {other[0]}x{other[1]})")
-    return path, max(diff, again)
+    return max(diff, again)
 
 
 def other_size(size: tuple[int, int], multiple: Optional[int]) -> tuple[int, int]:
@@ -387,9 +405,14 @@ def other_size(size: tuple[int, int], multiple: Optional[int]) -> tuple[int, int
     return size[0] + step, size[1] + step
 
 
-def write_meta(path: Path, meta: dict) -> None:
+def meta_path(path: Path) -> Path:
     """The ``.json`` beside the export at ``path``."""
-    Path(str(path) + ".json").write_text(json.dumps(meta, indent=1) + "\n")
+    return Path(str(path) + ".json")
+
+
+def write_meta(path: Path, meta: dict) -> None:
+    """Writes the ``.json`` beside the export at ``path``."""
+    meta_path(path).write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def runs_at(module: nn.Module, size: tuple[int, int]) -> bool:
