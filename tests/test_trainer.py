@@ -112,3 +112,6 @@ def test_a_resume_says_a_source_folder_that_changed_since(fresh_world, tmp_path)
     grown.load_state_dict(state)
     expected = "warning: data.sources.scenes changed since the run started (12 -> 16 images): the resumed epochs"
     assert any(line.startswith(expected) for line in said), said
+    # report.json's warnings too: it was said in the log only, and the report read as an uninterrupted run's
+    result = trainer_for(fresh_world, tmp_path / "d").fit(resume=state)
+    assert any(line.startswith(expected.removeprefix("warning: ")) for line in result.warnings), result.warnings

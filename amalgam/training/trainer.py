@@ -104,6 +104,7 @@ class Trainer:
             cfg, plan.sources.names, plan.recipe.seed, slice(ctx.rank * local, (ctx.rank + 1) * local), plan.unflipped
         )
         self.epoch = 0  # finished epochs
+        self.resume_warnings: list[str] = []  # what changed under a resumed run (its sources' images)
         self.partial: Optional[dict] = None  # where Ctrl-C stopped the next epoch: {epoch, step, sums, count}
         self.partial_rng: Optional[torch.Tensor] = None  # the global RNG where ``partial`` stopped
         self.stop: Optional[StopRequest] = None
@@ -160,7 +161,8 @@ class Trainer:
         self.result.task_weights = self.objective.task_weights()
         self.result.task_weighting = self.objective.weighting.name
         diverged = self.divergence.line(self.result.history, self.result.task_weighting, self.cfg.lr)
-        self.result.warnings = [diverged] if diverged else []
+        changed = [line.removeprefix("warning: ") for line in self.resume_warnings]
+        self.result.warnings = ([diverged] if diverged else []) + changed
         if self.result.task_weights:  # a term starved by its weight shows here before any ratio does
             self.log(weights_text(self.result.task_weighting, self.result.task_weights))
         return self.result
@@ -337,7 +339,8 @@ class Trainer:
         self.epoch = state["epoch"]
         self._resume_precision(state.get("precision"))
         self._resume_resize(state.get("resize_version"))
-        for line in source_changes(state.get("sources"), self.source_prints):
+        self.resume_warnings = source_changes(state.get("sources"), self.source_prints)
+        for line in self.resume_warnings:  # and in report.json: the student is not the uninterrupted one
             self.log(line)
         self.partial = state.get("partial")
         # without stored first values, the rows trained before the resume (a stopped epoch's too) are not judged
