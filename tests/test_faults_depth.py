@@ -55,6 +55,10 @@ class FromImage(nn.Module):
             return torch.log(100.0 * depth)
         if self.mode == "wants_half":  # trained on [-1, 1] inputs: the grey level is (x + 1) / 2
             return (1.0 + 5.0 * (x[:, :1] * 0.5 + 0.5)) * self.gain
+        if self.mode == "trained_at_16":  # right at 16x16 only: at another size half its pixels 1.6x too far
+            rows, cols = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
+            blocks = (rows * 4 // x.shape[-2] + cols * 4 // x.shape[-1]) % 2  # a 4x4 checker at any size
+            return depth if x.shape[-1] == 16 else depth * (1.0 + 0.6 * blocks)
         if self.mode == "constant":  # a teacher that cannot do its job: the same depth everywhere
             return torch.full_like(depth, 3.0)
         return depth
@@ -584,3 +588,13 @@ def test_the_depth_reading_quality_is_blind_to_the_unit_and_counts_pixels_within
     assert quality("metric", [truth * 1000.0], [truth]) == 1.0
     assert quality("metric", [half_off], [truth]) == pytest.approx(32 / 63)
     assert quality("relative", [truth], [truth]) is None  # a shift no scaling removes: not judged
+
+
+def test_a_teacher_trained_at_another_size_than_the_default_is_named_before_training(scenes):
+    # fed at data.image_size where it was trained at half of it: 0.50 delta1 against 0.96, no word
+    _, said = plan_of(scenes, "trained_at_16")
+    (line,) = [line for line in said if "the default: data.image_size" in line]
+    assert line.startswith("warning: teacher d has a delta1 (each image's depth scaled to the truth's median) of")
+    assert "at 16x16: set teachers.d.input.size: [16, 16], or the size it was trained at" in line
+    _, said = plan_of(scenes, "trained_at_16", input={"size": [32, 32], "mean": [0.0] * 3, "std": [1.0] * 3})
+    assert not [line for line in said if "data.image_size" in line]  # the recipe's size: taken as given

@@ -18,7 +18,7 @@ import torch
 from amalgam.data import ImageSet
 from amalgam.data.image_set import spread
 from amalgam.data.views import BatchViews
-from amalgam.distill.input_probe import channel_order_line, mean_iou, mean_recall, normalisation_line
+from amalgam.distill.input_probe import channel_order_line, mean_iou, mean_recall, normalisation_line, size_line
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
@@ -113,6 +113,9 @@ def probe_input(plan: Plan, teacher: Teacher, dataset: ImageSet, answers: list, 
     if reordered := channel_order_line(teacher, score, current, len(truths), words, QUALITY_COMPETENT):
         said_before_training(plan, log, f"{reordered} ({where})")
         teacher.notes.append(f"input channel order doubtful {where}")
+    elif resized := size_line(teacher, score, current, len(truths), 0, words):
+        said_before_training(plan, log, f"{resized} ({where})")
+        teacher.notes.append(f"input size doubtful {where}")
 
 
 #: share of the classes seen in the check's images that must each be named mostly as one other class
@@ -167,20 +170,8 @@ def check_label_order_on_eval(
     swapped = sum(j is not None for j in mostly)
     enough = swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged))
     out_of_order = bool(line) and (enough or has_swapped_pair(mostly))
-    # labels out of order make any input look wrong: the mean/std probe is for a teacher named right
-    metric, measure = (mean_iou, "mean IoU") if task.dense else (mean_recall, "mean recall")
-    if not out_of_order and (
-        fed_wrong := normalisation_line(
-            teacher, partial(score, metric), metric(matrix, judged), len(truths), len(judged), measure
-        )
-    ):
-        said_before_training(plan, log, f"{fed_wrong} ({where})")
-        teacher.notes.append(f"input mean/std doubtful {where}")
-    order_score = partial(score, mean_iou)  # a colour swap costs precision as much as recall
-    as_fed = mean_iou(matrix, judged)
-    if not out_of_order and (reordered := channel_order_line(teacher, order_score, as_fed, len(truths))):
-        said_before_training(plan, log, f"{reordered} ({where})")
-        teacher.notes.append(f"input channel order doubtful {where}")
+    if not out_of_order:  # labels out of order make any input look wrong: the probes are for a teacher named right
+        _probe_labelled_input(plan, teacher, score, matrix, judged, (len(truths), where), log)
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
     least, unit = (ORDER_MIN_PIXELS, "pixels") if task.dense else (ORDER_PICKS - 2, "images")
     extent = plan.extents(task.name)
@@ -286,6 +277,28 @@ def per_class_picks(dataset: ImageSet, each: int, most: int) -> Optional[list[in
     return [by_class[c][k] for c in chosen for k in spread(len(by_class[c]), min(each, len(by_class[c])))]
 
 
+def _probe_labelled_input(
+    plan: Plan, teacher: Teacher, score: Callable, matrix, judged: set, at: tuple[int, str], log
+) -> None:
+    """The input probes of a labelled teacher named right: its mean/std (mean recall; a segmenter's mean IoU),
+    its channel order (mean IoU), and its size where neither is doubted; ``at``: the images checked, and where."""
+    count, where = at
+    metric, measure = (mean_iou, "mean IoU") if teacher.task.dense else (mean_recall, "mean recall")
+    current = metric(matrix, judged)
+    if fed_wrong := normalisation_line(teacher, partial(score, metric), current, count, len(judged), measure):
+        said_before_training(plan, log, f"{fed_wrong} ({where})")
+        teacher.notes.append(f"input mean/std doubtful {where}")
+    order_score = partial(score, mean_iou)  # a colour swap costs precision as much as recall
+    if reordered := channel_order_line(teacher, order_score, mean_iou(matrix, judged), count):
+        said_before_training(plan, log, f"{reordered} ({where})")
+        teacher.notes.append(f"input channel order doubtful {where}")
+    elif not fed_wrong and (
+        resized := size_line(teacher, partial(score, metric), current, count, len(judged), measure)
+    ):
+        said_before_training(plan, log, f"{resized} ({where})")
+        teacher.notes.append(f"input size doubtful {where}")
+
+
 def eval_answers(
     plan: Plan, teacher: Teacher, dataset: ImageSet, count: int, indices: Optional[list[int]] = None
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -297,7 +310,8 @@ def eval_answers(
     for index in spread(len(dataset), count) if indices is None else indices:
         sample = dataset[index]
         truth = torch.as_tensor(sample[task.target_key])
-        originals = [sample["original"]] if "original" in sample else None
+        # a view the set holds no originals for (the size probe's) is made from the student's image
+        originals = [sample["original"] if "original" in sample else (sample["image"] * 255).round().to(torch.uint8)]
         views = BatchViews(sample["image"][None], plan.student_view, originals)
         size = tuple(truth.shape[-2:]) if task.dense else None
         out, _ = answer_views(teacher, views, first, size, augmented=False, wrapped=False)

@@ -16,7 +16,7 @@ import torch
 
 from amalgam.config.schema import InputSpec
 from amalgam.evaluation.metrics import ConfusionMatrix
-from amalgam.teachers.inputs import RECIPE
+from amalgam.teachers.inputs import DEFAULT, RECIPE
 from amalgam.teachers.teacher import Teacher
 
 #: a teacher's mean recall on the check's images under which its normalisation is probed (a competent
@@ -170,4 +170,53 @@ def channel_order_line(
         f" on {other.upper()} images (OpenCV, Caffe, mmcv), set teachers.{teacher.name}.input.channel_order: {other}"
         " (its mean/std in that order); if its mean/std are listed in the other channel order, reverse those"
         " lists instead; as fed it is no reference"
+    )
+
+
+#: the sizes a teacher fed at the default size (``data.image_size``) is also tried at, as factors of it:
+#: a network trained at twice or half the student's size answers far worse at it
+SIZE_FACTORS = (2.0, 0.5)
+
+
+@contextmanager
+def sized(teacher: Teacher, size: tuple[int, int]) -> Iterator[None]:
+    """``teacher`` fed at ``size`` (its view and its input) for the block, then as before."""
+    spec = teacher.input_spec
+    saved = teacher.size, spec.size
+    teacher.size, spec.size = size, size
+    try:
+        yield
+    finally:
+        teacher.size, spec.size = saved
+
+
+def size_line(
+    teacher: Teacher, score: Callable[[], float], current: float, images: int, classes: int, measure: str
+) -> Optional[str]:
+    """The warning when a teacher fed at the default size (the recipe gives no ``input.size``) scores far
+    better (as :func:`normalisation_line` asks) at twice or half of it; else None."""
+    if not current < PROBE_BELOW or teacher.input_spec.origin.get("size", DEFAULT) != DEFAULT:
+        return None
+    h, w = teacher.size
+    results = {}
+    for factor in SIZE_FACTORS:
+        size = (max(8, round(h * factor)), max(8, round(w * factor)))
+        try:
+            with sized(teacher, size):
+                results[size] = score()
+        except Exception:  # noqa: BLE001 - a network that cannot take that size was not trained at it
+            continue
+    found = {size: v for size, v in results.items() if v == v}
+    if not found:
+        return None
+    best = max(found, key=found.get)
+    chance = 1 / classes if classes else 0.0
+    competent = found[best] >= max(PROBE_COMPETENT, chance + PROBE_GAIN)
+    if not (found[best] >= current + PROBE_GAIN and found[best] >= PROBE_RATIO * current and competent):
+        return None
+    return (
+        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images fed at {h}x{w} (the"
+        f" default: data.image_size) and {found[best]:.2f} at {best[0]}x{best[1]}: set"
+        f" teachers.{teacher.name}.input.size: [{best[0]}, {best[1]}], or the size it was trained at; as fed it is"
+        " no reference"
     )
