@@ -127,6 +127,24 @@ def test_center_crop_is_refused_for_dense_teachers_and_unknown_modes_list_the_ch
         _recipe(tmp_path, {"resize": "squash"})
 
 
+def test_a_centre_crop_share_shows_the_teacher_the_middle_of_what_its_mode_keeps(tmp_path):
+    # a classifier evaluated on Resize(256) + CenterCrop(224) scored 0.68 fed the whole image (0.93 cropped)
+    original = torch.arange(64 * 64, dtype=torch.float32).view(1, 1, 64, 64).expand(1, 3, 64, 64)[0] / 4096
+    view, placement = make_view(original, ViewSpec((28, 28), "stretch", crop=0.875))
+    expected = resize(original[:, 4:60, 4:60], (28, 28))  # the centre 56 of 64 pixels of each side
+    torch.testing.assert_close(view, expected)
+    assert placement.src == (4 / 64, 4 / 64, 60 / 64, 60 / 64)
+    wide = torch.rand(3, 40, 80)  # center_crop keeps the middle 40x40; 0.5 of it: 20x20 around the centre
+    view, placement = make_view(wide, ViewSpec((20, 20), "center_crop", crop=0.5))
+    torch.testing.assert_close(view, wide[:, 10:30, 30:50])
+    recipe = _recipe(tmp_path, {"crop": 0.875}, task="classification", model={"from": "timm", "name": "resnet10t"})
+    assert recipe.teachers["t"].input.crop == 0.875
+    with pytest.raises(RecipeError, match=r"teachers\.t\.input\.crop: 0\.875 hides the image's borders"):
+        _recipe(tmp_path, {"crop": 0.875}, task="segmentation")
+    with pytest.raises(RecipeError, match=r"teachers\.t\.input\.crop"):
+        _recipe(tmp_path, {"crop": 1.5}, task="classification")
+
+
 def test_timm_teacher_without_input_takes_its_pretrained_cfg(tmp_path):
     from amalgam.teachers.inputs import resolve_input
     from amalgam.teachers.model_sources import build_model

@@ -348,15 +348,22 @@ def check_task_decoders(recipe: Recipe) -> None:
 
 
 def check_resize(name: str, t, dense: bool, tapped: bool) -> None:
-    """``input.resize`` names a mode; a crop is refused where the unseen borders would be taught."""
+    """``input.resize`` names a mode; a crop (a mode's or ``input.crop``) is refused where the unseen borders
+    would be taught."""
     from amalgam.data.views import RESIZE_MODES
 
+    why = "its dense answer" if dense else "its tapped feature (amalgamation.taps)" if tapped else None
+    if t.input.crop is not None and t.input.crop < 1 and why:
+        raise RecipeError(
+            f"teachers.{name}.input.crop",
+            f"{t.input.crop:g} hides the image's borders from the teacher, so {why} would not cover the student's"
+            " image: leave crop out (1, the whole image)",
+        )
     if t.input.resize is None:
         return
     at_key(f"teachers.{name}.input.resize", RESIZE_MODES.get, t.input.resize)
     if RESIZE_MODES.get(t.input.resize).sees_everything:
         return
-    why = "its dense answer" if dense else "its tapped feature (amalgamation.taps)" if tapped else None
     if why:
         raise RecipeError(
             f"teachers.{name}.input.resize",

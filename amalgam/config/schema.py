@@ -145,6 +145,13 @@ class InputSpec(_Strict):
         description="the order of its 3 input channels: rgb (default) | bgr (Caffe, mmcv's to_rgb: false);"
         " mean and std are in that order",
     )
+    crop: Optional[float] = Field(
+        None,
+        gt=0,
+        le=1,
+        description="the centre share of the image it sees, as it was evaluated: timm's crop_pct, 0.875 for"
+        " torchvision's Resize(256) + CenterCrop(224); default 1 (all of it); per-image tasks only",
+    )
 
     @field_validator("size", mode="before")
     @classmethod

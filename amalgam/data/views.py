@@ -43,11 +43,14 @@ class ViewSpec:
         size: ``(height, width)`` of the view.
         resize: a :data:`RESIZE_MODES` name.
         fill: RGB in [0, 1] that letterbox padding is painted with.
+        crop: the centre share (of each side) of what the mode keeps that is shown: timm's ``crop_pct``
+            (torchvision's Resize(256) + CenterCrop(224) is 0.875); 1 shows it all.
     """
 
     size: tuple[int, int]
     resize: str = "stretch"
     fill: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    crop: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ def make_view(original: torch.Tensor, spec: ViewSpec) -> tuple[torch.Tensor, Pla
     """
     src_hw, dst_hw = tuple(original.shape[-2:]), tuple(spec.size)
     crop, paste = RESIZE_MODES.get(spec.resize).boxes(src_hw, dst_hw)
+    crop = _centre_of(crop, spec.crop) if spec.crop < 1 else crop
     content = resize(original[:, crop[0] : crop[2], crop[1] : crop[3]], (paste[2] - paste[0], paste[3] - paste[1]))
     content = content.float() / 255.0 if content.dtype == torch.uint8 else content.float()  # 8-bit until resized
     if (paste[2] - paste[0], paste[3] - paste[1]) == dst_hw:
@@ -152,6 +156,14 @@ def make_view(original: torch.Tensor, spec: ViewSpec) -> tuple[torch.Tensor, Pla
         view = content.new_tensor(spec.fill).view(3, 1, 1).expand(3, *dst_hw).clone()
         view[:, paste[0] : paste[2], paste[1] : paste[3]] = content
     return view, Placement(_fractions(crop, src_hw), _fractions(paste, dst_hw))
+
+
+def _centre_of(box: Sequence[int], share: float) -> tuple[int, int, int, int]:
+    """The centre ``share`` of each side of a pixel ``box`` (at least one pixel)."""
+    top, left, bottom, right = box
+    h, w = max(1, round((bottom - top) * share)), max(1, round((right - left) * share))
+    top, left = top + (bottom - top - h) // 2, left + (right - left - w) // 2
+    return top, left, top + h, left + w
 
 
 def _fractions(box: Sequence[int], hw: Sequence[int]) -> Box:
@@ -243,7 +255,8 @@ def _axis_grid(s0: float, s1: float, d0: float, d1: float, n: int, m: int) -> tu
 
 def same_view(a: ViewSpec, b: ViewSpec) -> bool:
     """Two specs whose views of any original are the same image (stretch ignores ``fill``)."""
-    return a.size == b.size and a.resize == b.resize and (a.resize == "stretch" or a.fill == b.fill)
+    same_fit = a.size == b.size and a.resize == b.resize and a.crop == b.crop
+    return same_fit and (a.resize == "stretch" or a.fill == b.fill)
 
 
 def default_fill(mean: Sequence[float]) -> tuple[float, float, float]:

@@ -84,6 +84,8 @@ def _comparable(key: dict) -> dict:
         source.get("config", {}).setdefault("args", {})  # before a torchvision set's args existed
     key.setdefault("task_code", {})  # before a task plugin's code was keyed: amalgam's own tasks have none
     key.setdefault("source_order", list(key.get("sources", {})))  # its rows' order: the stored mapping's
+    if isinstance(key.get("input"), dict):
+        key["input"].setdefault("crop", 1.0)  # before input.crop existed: the whole image
     if isinstance(key.get("teacher"), dict):
         key["teacher"].setdefault("unused_outputs", [])  # before teachers.<n>.unused_outputs existed
         key["teacher"].setdefault("output_scale", None)  # before teachers.<n>.output_scale existed

@@ -567,7 +567,7 @@ def distinct_runs(teachers: Iterable[Teacher]) -> list[Teacher]:
     timed once, as its parameters are counted once."""
     seen, runs = set(), []
     for t in teachers:
-        key = (id(t.model), tuple(t.size), t.channels, tuple(t.mean), tuple(t.std), t.input_spec.bgr)
+        key = (id(t.model), t.input_spec.view, t.channels, tuple(t.mean), tuple(t.std), t.input_spec.bgr)
         if key not in seen:
             seen.add(key)
             runs.append(t)

@@ -41,6 +41,7 @@ class ResolvedInput:
     resize: str
     origin: dict[str, str] = field(default_factory=dict)
     channel_order: str = "rgb"
+    crop: float = 1.0
 
     @property
     def bgr(self) -> bool:
@@ -52,7 +53,7 @@ class ResolvedInput:
         """The view the teacher is fed (before its own channel conversion and normalisation); its
         padding is the mean colour in RGB, the order views are made in."""
         fill = default_fill(self.mean[::-1] if self.bgr else self.mean)
-        return ViewSpec(tuple(self.size), self.resize, fill)
+        return ViewSpec(tuple(self.size), self.resize, fill, self.crop)
 
     def describe(self) -> str:
         """One line: every value, with its origin when it is not the recipe's."""
@@ -68,6 +69,7 @@ class ResolvedInput:
             f"size {self.size[0]}x{self.size[1]}{tag('size')}, {count_of(self.channels, 'channel')}{tag('channels')}, "
             f"mean [{mean}]{tag('mean')}, std [{std}]{tag('std')}, resize {self.resize}{tag('resize')}"
             + self._order_text()
+            + (f", centre crop {self.crop:g} of the image" if self.crop < 1 else "")
         )
 
     def _order_text(self) -> str:
@@ -95,6 +97,7 @@ def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedI
         "std": list(spec.std),
         "resize": DEFAULT_RESIZE,
         "channel_order": spec.channel_order,
+        "crop": 1.0,  # timm's crop_pct is not taken: a dense answer would leave the borders untaught
     }
     for key, default in fallback.items():
         if key in given and getattr(spec, key) is not None:
