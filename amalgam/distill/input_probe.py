@@ -64,14 +64,21 @@ def _confusion(matrix: torch.Tensor) -> ConfusionMatrix:
 
 
 @contextmanager
-def fed(teacher: Teacher, mean: list[float], std: list[float]) -> Iterator[None]:
-    """``teacher`` fed with ``mean``/``std`` for the block, then as before."""
-    saved = teacher.mean, teacher.std
-    teacher.mean, teacher.std = mean, std
+def attributes_set(changes: list[tuple[object, str, object]]) -> Iterator[None]:
+    """Each ``(owner, attribute, value)`` set for the block, then each attribute as it was."""
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in changes]
+    for owner, name, value in changes:
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        teacher.mean, teacher.std = saved
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
+def fed(teacher: Teacher, mean: list[float], std: list[float]):
+    """``teacher`` fed with ``mean``/``std`` for the block, then as before."""
+    return attributes_set([(teacher, "mean", mean), (teacher, "std", std)])
 
 
 def normalisation_line(
@@ -178,16 +185,9 @@ def channel_order_line(
 SIZE_FACTORS = (2.0, 0.5)
 
 
-@contextmanager
-def sized(teacher: Teacher, size: tuple[int, int]) -> Iterator[None]:
+def sized(teacher: Teacher, size: tuple[int, int]):
     """``teacher`` fed at ``size`` (its view and its input) for the block, then as before."""
-    spec = teacher.input_spec
-    saved = teacher.size, spec.size
-    teacher.size, spec.size = size, size
-    try:
-        yield
-    finally:
-        teacher.size, spec.size = saved
+    return attributes_set([(teacher, "size", size), (teacher.input_spec, "size", size)])
 
 
 def size_line(
