@@ -36,7 +36,7 @@ def atomic_save(obj: object, path: Path, save: Optional[Callable[[object, str], 
             (save or torch.save)(obj, tmp)
         except (OSError, RuntimeError) as exc:
             if is_disk_full(exc):
-                room = no_room(path.parent, exc)
+                room = no_room(path.parent, exc, written=os.path.getsize(tmp) if os.path.exists(tmp) else 0)
                 raise AmalgamError(f"cannot write {path}: {room}: {error_line(exc)}; it was not replaced") from None
             raise
         umask = os.umask(0)
@@ -57,15 +57,32 @@ def is_disk_full(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EFBIG) or any(words in text for words in full)
 
 
-def no_room(folder: Path, exc: BaseException, need: int = 0) -> str:
-    """``disk full`` or, where the error says so (EFBIG) or the disk has room to spare, the file-size limit
-    that stopped the write: FAT32 holds files of 4 GiB at most, ``ulimit -f`` caps a process's."""
+#: the largest file FAT32 holds (exFAT holds more): a write stopped near it met that limit
+FAT32_MAX = 4 * 1024**3 - 1
+
+
+def file_size_limit() -> Optional[int]:
+    """This process's file-size limit in bytes (``ulimit -f``), or None without one."""
+    try:
+        import resource
+    except ImportError:  # not on this platform (Windows)
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def no_room(folder: Path, exc: BaseException, need: int = 0, written: int = 0) -> str:
+    """``disk full``, or the file-size limit that stopped a write of ``need`` bytes (``written`` of them
+    on disk when it failed): the process's (``ulimit -f``), or FAT32's 4 GiB. torch's zip writer reports
+    either as "write failed" without an error number, so the limits are looked at, not the error."""
     free = shutil.disk_usage(folder).free
-    too_big = getattr(exc, "errno", None) == errno.EFBIG or "File too large" in str(exc)
-    if too_big or (need and free > 2 * need):
+    limit = file_size_limit()
+    if limit is not None and max(need, written) >= limit:
+        return f"file too large: this process may write files of {limit:,} bytes at most (ulimit -f); lift it"
+    if getattr(exc, "errno", None) == errno.EFBIG or "File too large" in str(exc) or written >= FAT32_MAX:
         return (
-            f"file too large for where it is written ({free:,} bytes free): a file-size limit (ulimit -f, or a"
-            " FAT32 drive's 4 GiB) stopped it; write the run elsewhere or lift the limit"
+            f"file too large for the file system ({free:,} bytes free: FAT32 holds 4 GiB a file at most);"
+            " write the run elsewhere"
         )
     return f"disk full ({free:,} bytes free)"
 

@@ -7,6 +7,7 @@ one to a second or two; builds use 1 epoch of 8 images unless a test needs more.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -285,6 +286,23 @@ def test_a_cache_that_cannot_fit_on_the_disk_is_one_line_before_filling(fresh_wo
     assert "disk full: the cache needs" in line and str(out / "teacher_cache") in line and "1,000 are free" in line
 
 
+def test_a_real_file_size_limit_is_said_as_one_for_the_student_file(tmp_path):
+    # torch's writer says only "unexpected pos" under ulimit -f: it read "disk full" with 33 GB free
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, sys; from pathlib import Path; from amalgam.io import atomic_save; from amalgam.errors import"
+        " AmalgamError\ntry:\n    atomic_save({'w': torch.zeros(1 << 20)}, Path(sys.argv[1]))\nexcept AmalgamError"
+        " as exc:\n    print(exc)"
+    )
+    cmd = f'ulimit -f 1024 && {sys.executable} -c "$SCRIPT" {tmp_path / "student.pt"}'
+    done = subprocess.run(["bash", "-c", cmd], env={**os.environ, "SCRIPT": script}, capture_output=True, text=True)
+    assert "file too large: this process may write files of 1,048,576 bytes at most (ulimit -f)" in done.stdout, (
+        done.stdout + done.stderr
+    )
+
+
 def test_a_cache_file_past_a_file_size_limit_is_one_line(fresh_world, tmp_path, monkeypatch, capsys):
     # ulimit -f (or a FAT32 drive's 4 GiB): a raw "OSError: [Errno 27] File too large" traceback
     import errno
@@ -297,8 +315,8 @@ def test_a_cache_file_past_a_file_size_limit_is_one_line(fresh_world, tmp_path, 
     monkeypatch.setattr(store.np.lib.format, "open_memmap", too_large)
     assert main(["build", str(fresh_world), "--output", str(tmp_path / "run"), *TINY]) == 2
     line = one_error_line(capsys)
-    assert line.startswith("teacher cache '") and "file too large for where it is written" in line, line
-    assert "ulimit -f, or a FAT32 drive's 4 GiB" in line and "train.cache_teachers: false" in line
+    assert line.startswith("teacher cache '") and "file too large for the file system" in line, line
+    assert "FAT32 holds 4 GiB a file at most" in line and "train.cache_teachers: false" in line
 
 
 # 3, 7, 8, 9: checkpoints and signals -------------------------------------------------------------
@@ -401,9 +419,11 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_old_one(world
     assert "): disk full (1,000 bytes free)" in line and "intact" in line, line
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert not list(run.glob(".checkpoint.pt.*"))
-    full, calls[:] = False, []  # the same failure with room to spare: a file-size limit (ulimit -f, FAT32)
+    full, calls[:] = False, []  # the same failure under a file-size limit (ulimit -f): not a full disk
+    monkeypatch.setattr(io_module, "file_size_limit", lambda: 1000)
     assert main(["build", str(world), "--output", str(tmp_path / "limited"), *TWO_EPOCHS]) == 2
-    assert "file too large for where it is written" in one_error_line(capsys)
+    assert "file too large: this process may write files of 1,000 bytes at most (ulimit -f)" in one_error_line(capsys)
+    monkeypatch.setattr(io_module, "file_size_limit", lambda: None)
     monkeypatch.setattr(ckpt.torch, "save", real)
     (run / ".checkpoint.pt.k1ll3d").write_bytes(b"PK")  # what a SIGKILL mid-write leaves
     assert main(["build", str(world), "--output", str(run), *TWO_EPOCHS, "--resume"]) == 0

@@ -217,7 +217,8 @@ def _create(folder: Path, files: dict, label: str) -> dict[str, np.memmap]:
             if not is_disk_full(exc):
                 raise
             raise AmalgamError(
-                f"{label}: cannot make {folder / name}: {no_room(folder, exc)} (lower train.cache_max_gb or set"
+                f"{label}: cannot make {folder / name}: {no_room(folder, exc, int(np.prod(shape)) * dtype.itemsize)}"
+                " (lower train.cache_max_gb or set"
                 " train.cache_teachers: false)"
             ) from None
         reserve(folder / name, label)

@@ -55,8 +55,9 @@ def zip_problem(path: Path) -> Optional[str]:
         return f"it is not a whole zip file ({exc or type(exc).__name__})"
 
 
-def _disk_full(path: Path, need: int, exc: BaseException) -> AmalgamError:
-    room = no_room(path.parent, exc, need)
+def _disk_full(path: Path, need: int, exc: BaseException, tmp: Optional[Path] = None) -> AmalgamError:
+    written = tmp.stat().st_size if tmp is not None and tmp.is_file() else 0
+    room = no_room(path.parent, exc, need, written)
     return AmalgamError(
         f"cannot write {path} (about {need:,} bytes): {room}: {error_line(exc)}; "
         + ("the previous checkpoint is intact" if path.is_file() else "no checkpoint was written yet")
@@ -81,7 +82,7 @@ def write_checkpoint(state: dict, path: Path) -> None:
             torch.save(state, tmp)
         except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as RuntimeError
             if is_disk_full(exc):
-                raise _disk_full(path, need, exc) from None
+                raise _disk_full(path, need, exc, tmp) from None
             raise
         problem = zip_problem(tmp)
         if problem:
