@@ -274,6 +274,9 @@ def test_a_torchvision_root_that_is_not_it_says_what_it_holds(tmp_path):
     (tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
     with pytest.raises(AmalgamError, match=r"root holds raw; root is the folder above FashionMNIST/, here "):
         TorchvisionSet("FashionMNIST", tmp_path / "FashionMNIST", "test", False)
+    with pytest.raises(AmalgamError) as info:  # CIFAR's layout is its own: no MNIST-style hint
+        TorchvisionSet("CIFAR10", tmp_path, "test", False)
+    assert "root holds FashionMNIST" in str(info.value) and "MNIST-style" not in str(info.value)
 
 
 def test_corrupt_png_is_named(tmp_path):

@@ -113,5 +113,20 @@ def test_a_resume_says_a_source_folder_that_changed_since(fresh_world, tmp_path)
     expected = "warning: data.sources.scenes changed since the run started (12 -> 16 images): the resumed epochs"
     assert any(line.startswith(expected) for line in said), said
     # report.json's warnings too: it was said in the log only, and the report read as an uninterrupted run's
-    result = trainer_for(fresh_world, tmp_path / "d").fit(resume=state)
+    resumed = trainer_for(fresh_world, tmp_path / "d")
+    result = resumed.fit(resume=state)
     assert any(line.startswith(expected.removeprefix("warning: ")) for line in result.warnings), result.warnings
+    # a second resume compares with the sources as the first left them: the warning is kept, not lost
+    again = trainer_for(fresh_world, tmp_path / "e").fit(resume=resumed.state_dict())
+    assert any(line.startswith(expected.removeprefix("warning: ")) for line in again.warnings), again.warnings
+
+
+def test_every_epoch_renews_the_other_ranks_streams_from_the_seed_and_epoch(world, tmp_path, monkeypatch):
+    # seeded once, a resumed rank drew other dropout masks than the uninterrupted run's
+    from amalgam.training import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "own_streams", lambda seed, ctx, epoch=0: calls.append(epoch))
+    trainer = trainer_for(world, tmp_path, ["train.epochs=2"])
+    trainer.fit()
+    assert calls == [1, 2]

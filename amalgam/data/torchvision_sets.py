@@ -180,6 +180,10 @@ def _first_hold_every_class(dataset: Dataset, limit: int) -> bool:
     return False
 
 
+#: torchvision sets that read ``<root>/<name>/raw/``
+MNIST_STYLE = frozenset({"MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST"})
+
+
 def _root_hint(name: str, root: Path) -> str:
     """What a wrong ``root`` holds: torchvision reads its own layout under it (MNIST-style sets:
     ``<root>/<name>/raw/``), so the folder of the files themselves, or the set's own folder, is not it."""
@@ -188,4 +192,5 @@ def _root_hint(name: str, root: Path) -> str:
     held = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     shown = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "") if held else "nothing"
     above = f"; root is the folder above {name}/, here {root.parent}" if root.name == name else ""
-    return f"; root holds {shown}{above} (torchvision's MNIST-style sets read <root>/{name}/raw/)"
+    layout = f" (torchvision's MNIST-style sets read <root>/{name}/raw/)" if name in MNIST_STYLE else ""
+    return f"; root holds {shown}{above}{layout}"

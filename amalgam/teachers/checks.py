@@ -120,7 +120,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if not problem and not bool(torch.isfinite(out).all()):
         bad = ~torch.isfinite(out)
         values = f"{int(bad.sum()):,} of {bad.numel():,} values"
-        images = int(bad.flatten(1).any(1).sum())
+        images = int(bad.reshape(len(bad), -1).any(1).sum())  # a per-image [B] output too
         if images == out.shape[0]:  # every image: a diverged checkpoint, not an odd input
             problem = f"{values} of its output on a random batch are NaN or inf (a diverged checkpoint, -inf masking?)"
         else:

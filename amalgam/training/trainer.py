@@ -111,7 +111,6 @@ class Trainer:
         self.divergence = DivergenceWatch()  # each raw term's first value: what a diverged student rose from
         self._clock = time.perf_counter()
         self.callbacks: list[EpochEnd] = self._default_callbacks(callbacks)
-        own_streams(plan.recipe.seed, ctx)  # the shared initial weights are drawn
 
     def _wrap(self, student: nn.Module) -> nn.Module:
         """The module the steps call: the student, in DDP under torchrun, compiled if asked."""
@@ -170,6 +169,8 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict:
         """One epoch (or the rest of one stopped by Ctrl-C); returns its row of ``train_log.csv``."""
         self.student.train()
+        # ranks but 0 draw from streams of their own, renewed each epoch so a resumed run draws as an uninterrupted one
+        own_streams(self.plan.recipe.seed, self.ctx, epoch)
         batches = iter(self.loader)
         done, sums, count = self._skip_done_steps(batches, epoch)
         bar = bar_for(self.log, len(self.loader), f"epoch {epoch}/{self.cfg.epochs}")
@@ -312,6 +313,7 @@ class Trainer:
             "divergence": self.divergence.state_dict(),
             "unflipped": dict(self.plan.unflipped),  # the mirror check's decision: a resume keeps it, not redone
             "resize_version": RESIZE_VERSION,  # the images it trained on: another resize is said on resume
+            "resume_warnings": self.resume_warnings,  # a second resume compares with the sources as they are
         }
         if self.partial is not None:
             state["partial"] = self.partial
@@ -331,7 +333,6 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         set_device_rng_state(self.device, state.get("cuda_rng"))  # absent: a CPU run, or an older checkpoint
         self.augment.rng.set_state(state["flip_rng"])
-        own_streams(self.plan.recipe.seed, self.ctx, state["epoch"] + 1)
         if "scaler" in state and self.scaler.is_enabled():  # a run resumed in another precision starts afresh
             self.scaler.load_state_dict(state["scaler"])
         self.result.history, self.result.images = list(state["history"]), state["images"]
@@ -339,9 +340,10 @@ class Trainer:
         self.epoch = state["epoch"]
         self._resume_precision(state.get("precision"))
         self._resume_resize(state.get("resize_version"))
-        self.resume_warnings = source_changes(state.get("sources"), self.source_prints)
-        for line in self.resume_warnings:  # and in report.json: the student is not the uninterrupted one
+        found = source_changes(state.get("sources"), self.source_prints)
+        for line in found:  # and in report.json: the student is not the uninterrupted one
             self.log(line)
+        self.resume_warnings = list(state.get("resume_warnings", [])) + found  # an earlier resume's kept
         self.partial = state.get("partial")
         # without stored first values, the rows trained before the resume (a stopped epoch's too) are not judged
         judged_from = len(self.result.history) + (self.partial is not None)
