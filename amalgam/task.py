@@ -105,6 +105,8 @@ class Task:
     #: judged for that reading). With it, a teacher the recipe gives no mean/std or channel order is also
     #: tried under the usual others before training, as labelled teachers are (``distill/input_probe.py``).
     reading_quality: ClassVar[Optional[Callable[..., Optional[float]]]] = None
+    #: How the input probes' lines name :attr:`reading_quality` ("delta1 (...)" for depth).
+    quality_words: ClassVar[str] = "agreement with the truth (reading_quality)"
     #: Extra catch-all label the unified space starts with (segmentation: "background").
     unified_background: ClassVar[Optional[str]] = None
     #: Key of the ground truth in an eval sample: "label", "mask" or "depth".

@@ -598,3 +598,10 @@ def test_a_teacher_trained_at_another_size_than_the_default_is_named_before_trai
     assert "at 16x16: set teachers.d.input.size: [16, 16], or the size it was trained at" in line
     _, said = plan_of(scenes, "trained_at_16", input={"size": [32, 32], "mean": [0.0] * 3, "std": [1.0] * 3})
     assert not [line for line in said if "data.image_size" in line]  # the recipe's size: taken as given
+
+
+def test_a_task_with_a_reading_quality_and_no_reading_check_gets_the_input_probes(scenes, monkeypatch):
+    # the probes ran only after eval_reading: a plugin with a quality alone was never probed
+    monkeypatch.setattr(DepthTask, "eval_reading", None)
+    _, said = plan_of(scenes, "wants_half", input={})
+    assert [line for line in said if "as fed" in line and "with mean 0.5, std 0.5" in line]

@@ -437,3 +437,16 @@ def test_a_segmenter_fed_a_default_mean_std_is_measured_by_its_mean_iou(tmp_path
     (line,) = [line for line in said if "as fed" in line]
     assert re.match(r"warning: teacher t has a mean IoU of 0\.\d+ on 8 eval images as fed \(mean 0\.485,", line)
     assert "with mean 0, std 1 (values in [0, 1]): set teachers.t.input.mean: [0, 0, 0]" in line
+
+
+def test_a_segmenter_under_the_probes_iou_is_still_judged_by_its_recall(tmp_path, monkeypatch):
+    # a competent segmenter of many classes stays under 0.5 mean IoU: by IoU alone no normalisation is named
+    from amalgam.distill import eval_checks
+
+    monkeypatch.setattr(eval_checks, "mean_iou", lambda matrix, classes: 0.3)  # whatever it is fed
+    write_set(tmp_path / "val", NAMES)
+    model = {"from": "python", "factory": "models:reads_red", "classes": len(NAMES)}
+    teacher = {"task": "segmentation", "model": model, "labels": NAMES, "background": "background", "input": {}}
+    said, _ = planned(tmp_path, teacher, {"type": "folder", "path": "val/images"}, {"type": "dense", "path": "val"})
+    (line,) = [line for line in said if "as fed" in line]
+    assert re.match(r"warning: teacher t has a mean recall of 0\.\d+ on 8 eval images as fed", line)

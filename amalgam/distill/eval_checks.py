@@ -64,9 +64,12 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
         RecipeError: on ``teachers.<name>.output`` when the task finds the reading wrong.
     """
     check = teacher.task.eval_reading
-    if check is None:
+    if check is None and teacher.task.reading_quality is None:
         return
     answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
+    if check is None:  # a task with a quality and no reading check: its input probes only
+        probe_input(plan, teacher, dataset, answers, truths, log)
+        return
     reading = check(teacher.name, teacher.output_kind, answers, truths)
     where = f"against '{teacher.eval_name}' before training"
     rule = f"; {reading.rule}" if reading.rule else ""
@@ -82,8 +85,6 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     probe_input(plan, teacher, dataset, answers, truths, log)
 
 
-#: how :func:`probe_input` names the task's ``reading_quality`` in its lines
-QUALITY_WORDS = "agreement with the truth (reading_quality)"
 #: a ``reading_quality`` from which a small gain with the channels reversed is named: under it a misfed
 #: depth teacher's 0.63 moved to 0.65 on 16 images (a competent one's is 0.94-0.98)
 QUALITY_COMPETENT = 0.8
@@ -104,7 +105,7 @@ def probe_input(plan: Plan, teacher: Teacher, dataset: ImageSet, answers: list, 
         found = quality(teacher.output_kind, again, truths)
         return float("nan") if found is None else found
 
-    words = getattr(teacher.task, "quality_words", QUALITY_WORDS)
+    words = teacher.task.quality_words
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
     if fed_wrong := normalisation_line(teacher, score, current, len(truths), 0, words):
         said_before_training(plan, log, f"{fed_wrong} ({where})")
@@ -283,9 +284,17 @@ def _probe_labelled_input(
     """The input probes of a labelled teacher named right: its mean/std (mean recall; a segmenter's mean IoU),
     its channel order (mean IoU), and its size where neither is doubted; ``at``: the images checked, and where."""
     count, where = at
+    # a segmenter by its mean IoU first (its recall hardly moves), then by recall as classifiers are: a competent
+    # segmenter of many classes stays under the probe's 0.5 mean IoU
+    measures = [(mean_iou, "mean IoU"), (mean_recall, "mean recall")] if teacher.task.dense else []
     metric, measure = (mean_iou, "mean IoU") if teacher.task.dense else (mean_recall, "mean recall")
     current = metric(matrix, judged)
-    if fed_wrong := normalisation_line(teacher, partial(score, metric), current, count, len(judged), measure):
+    fed_wrong = None
+    for how, words in measures or [(mean_recall, "mean recall")]:
+        fed_wrong = normalisation_line(teacher, partial(score, how), how(matrix, judged), count, len(judged), words)
+        if fed_wrong:
+            break
+    if fed_wrong:
         said_before_training(plan, log, f"{fed_wrong} ({where})")
         teacher.notes.append(f"input mean/std doubtful {where}")
     order_score = partial(score, mean_iou)  # a colour swap costs precision as much as recall
