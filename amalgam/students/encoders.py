@@ -97,7 +97,7 @@ def _check_drop_rate(name: str, args: Mapping[str, Any], encoder: nn.Module) -> 
     """Refuses a ``drop_rate`` the encoder does not use: most timm models apply it before the classifier only.
 
     It is used when a module below the feature net's root holds it (a Dropout of that p, or a ``drop_rate``
-    attribute as DenseNet's layers have); the root's own copy is the head's.
+    attribute on a block, as some timm models keep one); the root's own copy is the head's.
     """
     rate = args.get("drop_rate")
     if not rate:
