@@ -261,4 +261,15 @@ def test_a_file_link_to_another_image_of_the_set_is_said(tmp_path):
     (tmp_path / "c.png").symlink_to(tmp_path / "a.png")
     dataset, said = build_said({"type": "folder", "path": tmp_path}, with_targets=False)
     assert len(dataset) == 3
-    assert any("1 images are links to other images of the set: each is read as its own" in line for line in said)
+    said_as = "1 images are the same file as another image of the set (hard links, or links to one file)"
+    assert any(said_as in line for line in said), said
+    # hard links, and links from two folders to one file outside the set, are the same file too
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    save_rgb(outside / "x.png", size=(4, 4), seed=2)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "hard.png").hardlink_to(tmp_path / "b.png")
+    (tmp_path / "sub" / "x1.png").symlink_to(outside / "x.png")
+    (tmp_path / "sub" / "x2.png").symlink_to(outside / "x.png")
+    dataset, said = build_said({"type": "folder", "path": tmp_path}, with_targets=False)
+    assert len(dataset) == 6
+    assert any("3 images are the same file as another image of the set" in line for line in said), said

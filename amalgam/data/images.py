@@ -41,17 +41,24 @@ def list_images(folder: Path, recursive: bool = True, skipped: Optional[Counter]
         files = _files([Path(root) / f for f in files], skipped)
         found += [p for p in _visible(files, skipped) if p.suffix.lower() in IMAGE_SUFFIXES]
     if skipped is not None:
-        skipped[LINKED_TWICE] += _links_to_listed(found)
+        skipped[LINKED_TWICE] += _same_files(found)
     return sorted(found)
 
 
-def _links_to_listed(files: list[Path]) -> int:
-    """How many of ``files`` are links to another of them (each is read as an image of its own)."""
-    links = [p for p in files if p.is_symlink()]
-    if not links:
-        return 0
-    targets = {os.path.realpath(p) for p in files if not p.is_symlink()}
-    return sum(os.path.realpath(p) in targets for p in links)
+def _same_files(files: list[Path]) -> int:
+    """How many of ``files`` are the same file on disk as another of them: hard links, or links to one file
+    (inside the set or not). Each is read as an image of its own; a folder of 200,000 hard links to 8,000
+    images read as 200,000 images without a word."""
+    seen, again = set(), 0
+    for path in sorted(files):
+        try:
+            st = os.stat(path)  # follows links
+        except OSError:  # gone since it was listed: the file checks say so
+            continue
+        key = (st.st_dev, st.st_ino)
+        again += key in seen
+        seen.add(key)
+    return again
 
 
 def _visible(files: list[Path], skipped: Optional[Counter]) -> list[Path]:
@@ -105,7 +112,10 @@ def skipped_note(skipped: Counter) -> Optional[str]:
     if skipped.get(BROKEN_LINK):
         parts.append(f"{skipped[BROKEN_LINK]} links point to nothing")
     if skipped.get(LINKED_TWICE):
-        parts.append(f"{skipped[LINKED_TWICE]} images are links to other images of the set: each is read as its own")
+        parts.append(
+            f"{skipped[LINKED_TWICE]} images are the same file as another image of the set (hard links, or links to"
+            " one file): each is read as its own, so those images weigh more"
+        )
     if skipped.get(OUTSIDE_CLASSES):
         parts.append(f"{skipped[OUTSIDE_CLASSES]} images lie outside the class folders (read: <root>/<class>/*)")
     if skipped.get(IN_SUBFOLDERS):
