@@ -153,3 +153,25 @@ def test_sources_given_in_another_order_are_a_new_key(fresh_world, tmp_path):
         keys.append(teacher_key(build_plan(load_recipe(path), log=QUIET), "depth"))
     assert keys[0]["source_order"] == ["scenes", "items"] and keys[1]["source_order"] == ["items", "scenes"]
     assert keys[0] != keys[1] and keys[0]["sources"] == keys[1]["sources"]  # equal as mappings: order alone
+
+
+def test_the_disk_is_checked_for_every_store_at_once_and_a_few_draws_run_is_told(world, tmp_path, monkeypatch):
+    # each store checked in turn named the last one's shortfall; a 64-image run reserved rows for 100,000 unsaid
+    import re
+    import shutil
+    from collections import namedtuple
+
+    from amalgam.distill.cache import open_cache
+    from amalgam.errors import AmalgamError
+
+    plan = build_plan(load_recipe(world, ["train.samples_per_epoch=2", "train.epochs=1"]), log=QUIET)
+    said: list[str] = []
+    assert open_cache(plan, tmp_path / "a", {}, said.append) is not None
+    (line,) = [s for s in said if "of which this run draws at most 2" in s]
+    assert line.startswith("teacher cache: reserves ") and "a source's limit: keeps it to what is drawn" in line
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(AmalgamError) as info:
+        open_cache(plan, tmp_path / "b", {}, QUIET)
+    needs = int(re.search(r"the cache needs ([\d,]+) bytes", str(info.value)).group(1).replace(",", ""))
+    assert needs == int(TeacherCache.estimate_bytes(plan, {}) / 1e9 * 1e9)  # every store's, not the last one's

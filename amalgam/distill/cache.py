@@ -22,7 +22,7 @@ import torch
 import amalgam
 from amalgam.data.mixing import fingerprint
 from amalgam.data.views import BatchViews, ViewSpec
-from amalgam.distill.cache_store import FP16_MAX, Store, open_store, widen
+from amalgam.distill.cache_store import FP16_MAX, Store, check_free, make_folder, open_store, widen
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets, mirror_rows
 from amalgam.task import Task
@@ -292,7 +292,26 @@ def open_cache(
         f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}; augmentation is the horizontal"
         " flip only (geometric), applied to the cached outputs through each task's mirror hook" + _default_mirrors(plan)
     )
-    return TeacherCache(run_dir / "teacher_cache", plan, log, taps, precision)
+    if note := _few_draws_note(plan, need):
+        log(note)
+    folder = run_dir / "teacher_cache"
+    make_folder(folder, "teacher cache")
+    held = sum(p.stat().st_size for p in folder.rglob("*.npy") if p.is_file())  # stores a run before left
+    check_free(folder, int(need * 1e9) - held, "teacher cache")  # every store's at once, not each in turn
+    return TeacherCache(folder, plan, log, taps, precision)
+
+
+def _few_draws_note(plan: Plan, need_gb: float) -> Optional[str]:
+    """The line when the run draws far fewer images than the cache reserves rows for: it is reserved whole."""
+    cfg, images = plan.recipe.train, len(plan.sources)
+    draws = (cfg.samples_per_epoch or images) * cfg.epochs
+    if draws * 4 > images:
+        return None
+    return (
+        f"teacher cache: reserves {need_gb:.2f} GB for {images:,} images, of which this run draws at most {draws:,}"
+        " (train.samples_per_epoch x epochs): a source's limit: keeps it to what is drawn; train.cache_teachers:"
+        " false runs the teachers live"
+    )
 
 
 def _default_mirrors(plan: Plan) -> str:
