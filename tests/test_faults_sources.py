@@ -6,6 +6,7 @@ torchvision dataset), or edits the tiny world (tests/world.py).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -324,6 +325,14 @@ def test_every_unreadable_image_is_counted_in_one_line_and_an_empty_one_says_so(
     (tmp_path / "e.png").write_text("notes, not an image")
     with pytest.raises(AmalgamError, match=r"e\.png \(not an image PIL can read \(another kind of file named as one"):
         build_said({"type": "folder", "path": tmp_path})
+    (tmp_path / "f.png").write_bytes(b"")  # six: five named, every one in a file (100 took 20 runs to find)
+    with pytest.raises(AmalgamError) as caught:
+        build_said({"type": "folder", "path": tmp_path})
+    listed = re.search(r"and 1 more \(all of them: (\S+\.txt)\)", str(caught.value)).group(1)
+    lines = Path(listed).read_text().splitlines()
+    assert len(lines) == 6 and lines[-1] == f"{tmp_path / 'f.png'}\tthe file is empty (0 bytes)", lines
+    Path(listed).unlink()
+    (tmp_path / "f.png").unlink()
     for name in ("a.png", "b.png", "c.png", "e.png"):
         (tmp_path / name).unlink()
     with pytest.raises(

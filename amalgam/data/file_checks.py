@@ -8,6 +8,7 @@ orientation, transparency, grey and 16-bit images, maps at a scale) is returned 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Optional, Protocol
@@ -84,6 +85,16 @@ def _tiny_notes(tally: Counter, files: list[Path], size: Optional[tuple[int, int
     ]
 
 
+def _listed(unreadable: list[AmalgamError]) -> Path:
+    """A text file listing every unreadable image, one a line with why (a temporary file: the run folder
+    may not exist yet)."""
+    fd, name = tempfile.mkstemp(prefix="amalgam-unreadable-", suffix=".txt")
+    lines = [f"{e.path}\t{e.reason}" if isinstance(e, UnreadableImage) else str(e) for e in unreadable]
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    return Path(name)
+
+
 #: unreadable images after which a source's check stops counting
 UNREADABLE_ENOUGH = 1000
 
@@ -98,7 +109,9 @@ def _unreadable_error(unreadable: list[AmalgamError], total: int) -> AmalgamErro
         f"{e.path.relative_to(root) if root else e.path} ({e.reason})" if isinstance(e, UnreadableImage) else str(e)
         for e in unreadable[:UNREADABLE_SHOWN]
     )
-    more = f"; and {len(unreadable) - UNREADABLE_SHOWN} more" if len(unreadable) > UNREADABLE_SHOWN else ""
+    more = ""
+    if len(unreadable) > UNREADABLE_SHOWN:  # the whole list in a file: named five at a time, 100 took 20 runs
+        more = f"; and {len(unreadable) - UNREADABLE_SHOWN} more (all of them: {_listed(unreadable)})"
     where = f" under {root}" if root else ""
     count = f"at least {len(unreadable):,}" if len(unreadable) == UNREADABLE_ENOUGH else f"{len(unreadable)}"
     return AmalgamError(f"{count} of {total} images cannot be read{where}: {shown}{more}; {fix}")
