@@ -1,5 +1,5 @@
 """`python -m amalgam` is the same as the `amalgam` command."""
 
-from amalgam.cli import main
+from amalgam.console import main
 
 raise SystemExit(main())
