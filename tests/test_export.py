@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from amalgam.cli import main
+from amalgam.io import file_digest
 from amalgam.students.serialize import load_student
 
 
@@ -129,6 +130,8 @@ def test_the_json_says_which_sizes_an_export_takes(built_run, tmp_path, capsys):
     assert meta["input"]["shape"] == ["batch", 3, 32, 32]
     assert meta["input"]["sizes"].startswith("any height and width that are multiples of 32 (nothing is padded);")
     assert " at 64x64)" in out_line(capsys.readouterr().out)  # parity checked at a second size too
+    # the file and its .json are renamed one after the other: the .json names the file it belongs to
+    assert meta["file"] == {"name": "s.ts", "sha256": file_digest(path)}
 
 
 def test_export_refuses_a_suffix_of_another_format(built_run, tmp_path, capsys):
@@ -152,6 +155,7 @@ def test_a_student_taking_its_trained_size_only_exports_and_says_so(built_run, t
     assert "(the student takes 32x32 only)" in capsys.readouterr().out
     meta = json.loads((tmp_path / "s.ts.json").read_text())
     assert meta["input"]["sizes"] == "only 32x32: the student does not run at another size"
+    assert meta["file"] == {"name": "s.ts", "sha256": file_digest(path)}
 
 
 def test_runs_at_tells_a_fixed_size_network():
@@ -178,9 +182,10 @@ def test_a_file_answering_other_sizes_wrong_is_said_to_take_its_trained_size_onl
     assert main(["export", str(built_run), "--output", str(path)]) == 0  # usable at its size: not a failure
     out = capsys.readouterr().out
     assert "at 64x64 it differs from the student by 5.00e-01: the file takes 32x32 only (its .json says so)" in out
-    sizes = json.loads((tmp_path / "s.ts.json").read_text())["input"]["sizes"]
+    meta = json.loads((tmp_path / "s.ts.json").read_text())
     why = "the exported file does not answer other sizes as the student does: it differs from the student by 5.00e-01"
-    assert sizes == f"only 32x32: {why}"
+    assert meta["input"]["sizes"] == f"only 32x32: {why}"
+    assert meta["file"]["sha256"] == file_digest(path)  # of the file saved again at its size
 
 
 def test_loading_an_export_or_a_run_folder_as_a_student_says_what_it_is(built_run, tmp_path):

@@ -22,7 +22,7 @@ from torch import nn
 
 from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.export_guard import ExportGuard, ValueGate
-from amalgam.io import check_writable
+from amalgam.io import check_writable, file_digest
 from amalgam.registry import Registry
 from amalgam.students.serialize import (
     HIGHEST,
@@ -374,7 +374,7 @@ def _write_checked(exporter, module, example, paths, tasks, meta_of, checks, log
     work, path = paths
     gen, size, other, takes_other = checks
     exporter.save(module, example, work, tasks, not takes_other)
-    write_meta(work, meta_of(takes_other))
+    write_meta(work, meta_of(takes_other), path.name)
     run = exporter.run(work)
     if run is None:
         log(f"wrote {path}; parity not checked (onnx runtime not installed: pip install onnxruntime)")
@@ -391,7 +391,8 @@ def _write_checked(exporter, module, example, paths, tasks, meta_of, checks, log
     if again > SIZE_TOLERANCE:  # a trace that baked the size in: right at the trained size only, and said so
         why = why or f"it differs from the student by {again:.2e}"
         exporter.save(module, example, work, tasks, True)  # an ONNX file then refuses other sizes where it runs
-        write_meta(work, meta_of(False, f"the exported file does not answer other sizes as the student does: {why}"))
+        refusal = f"the exported file does not answer other sizes as the student does: {why}"
+        write_meta(work, meta_of(False, refusal), path.name)
         log(f"{said}; at {other[0]}x{other[1]} {why}: the file takes {size[0]}x{size[1]} only (its .json says so)")
         return parity(module, exporter.run(work), torch.rand(3, 3, *size, generator=gen))
     log(f"{said} ({again:.2e} at {other[0]}x{other[1]})")
@@ -410,8 +411,10 @@ def meta_path(path: Path) -> Path:
     return Path(str(path) + ".json")
 
 
-def write_meta(path: Path, meta: dict) -> None:
-    """Writes the ``.json`` beside the export at ``path``."""
+def write_meta(path: Path, meta: dict, name: Optional[str] = None) -> None:
+    """Writes the ``.json`` beside the export at ``path``, with the file's name (``name``: the one it will
+    be renamed to) and SHA-256: the pair is replaced in two steps, so a reader can tell they belong together."""
+    meta = {**meta, "file": {"name": name or path.name, "sha256": file_digest(path)}}
     meta_path(path).write_text(json.dumps(meta, indent=1) + "\n")
 
 
