@@ -93,7 +93,8 @@ class Objective(nn.Module):
         self.known_classes: dict[str, torch.Tensor] = {}
         for term, group in self.terms.items() if amal.domain_weights else ():
             proj = plan.projections.get(group[0])
-            if proj is not None and not bool(proj.any(0).all()):
+            exclusive = plan.teachers[group[0]].task.exclusive_labels  # a softmax's mass: meaningless otherwise
+            if exclusive and proj is not None and not bool(proj.any(0).all()):
                 self.known_classes[term] = proj.any(0)
         self.adapters = nn.ModuleDict()
         self.ensembles = nn.ModuleDict()

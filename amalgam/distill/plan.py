@@ -372,6 +372,12 @@ def unused_distill_options(recipe: Recipe, tasks: dict[str, Task]) -> list[str]:
                     f"amalgamation.{key}: task '{name}' does not use it (its plugin's distill_options do not"
                     f" name '{option}'): its teachers' terms are computed without it"
                 )
+            elif task.labelled and option == "weights" and not task.exclusive_labels:
+                lines.append(
+                    f"amalgamation.{key}: not for task '{name}': the weights are the student's softmax over a"
+                    " teacher's labels, and its labels are not exclusive (exclusive_labels is False): its"
+                    " teachers' terms are computed without them"
+                )
     return lines
 
 

@@ -35,12 +35,19 @@ class OldFormTask(ClassificationTask):
         return partial_label_kl(student, teacher, projection, temperature)
 
 
+class NonExclusiveTask(ClassificationTask):
+    """A labelled plugin whose labels may hold together (one sigmoid each), taking every option."""
+
+    name = "nonexclusive-classification"
+    exclusive_labels = False
+
+
 @pytest.fixture
 def registered():
-    for cls in (DocsFormTask, OldFormTask):
+    for cls in (DocsFormTask, OldFormTask, NonExclusiveTask):
         TASKS.add(cls.name, cls, origin="tests")
     yield
-    for cls in (DocsFormTask, OldFormTask):
+    for cls in (DocsFormTask, OldFormTask, NonExclusiveTask):
         TASKS._items.pop(cls.name)
         TASKS._origins.pop(cls.name)
 
@@ -78,6 +85,22 @@ def test_a_plugin_in_the_old_form_still_runs_with_a_deprecation_warning(world, r
     with pytest.warns(DeprecationWarning, match="distill_loss\\(self, student, teacher, options\\)"):
         term, plain = cls_term(world, "old-classification", [])
     assert term == pytest.approx(plain, rel=1e-5)
+
+
+def test_domain_weights_are_not_given_to_a_task_whose_labels_are_not_exclusive(world, registered):
+    # a softmax's mass on a teacher's labels means nothing for one sigmoid per label: it weighed a
+    # multi-label plugin's terms silently (an image of nothing above one holding two known labels)
+    lines: list[str] = []
+    overrides = ["teachers.cls.task=nonexclusive-classification", "amalgamation.domain_weights=true"]
+    plan = build_plan(load_recipe(world, overrides), with_data=False, log=lines.append)
+    plan.projections["cls"] = torch.tensor([[True, False, False], [False, True, False]])  # knows part of the union
+    assert Objective(plan, student=None).known_classes == {}
+    said = [line for line in lines if line.startswith("amalgamation.domain_weights: not for task")]
+    assert said == [
+        "amalgamation.domain_weights: not for task 'nonexclusive-classification': the weights are the student's"
+        " softmax over a teacher's labels, and its labels are not exclusive (exclusive_labels is False): its"
+        " teachers' terms are computed without them"
+    ]
 
 
 def test_the_builtin_tasks_use_the_options_they_declare(world):
