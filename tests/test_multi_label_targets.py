@@ -133,3 +133,34 @@ def test_a_sets_one_dimensional_numpy_target_is_an_images_value_and_maps_are_sti
 
     with pytest.raises(AmalgamError, match=r"target .mask. is a \[C, H, W\] map \[4, 20, 30\]: give maps channels"):
         ChannelsFirst().configure((10, 15), with_targets=True)[0]
+
+
+def test_an_eval_set_whose_targets_a_multi_label_task_cannot_read_stops_before_training():
+    # a trial: class indices (an image folder) as a multi-label teacher's eval set passed inspect and the
+    # whole schedule, then stopped at evaluation
+    import numpy as np
+
+    from amalgam.data.image_set import ImageSet
+    from amalgam.distill.eval_checks import check_eval_set
+    from amalgam.errors import RecipeError
+
+    class Folder(ImageSet):
+        classes, target_keys = SET, frozenset({"label"})
+
+        def __len__(self):
+            return 2
+
+        def load(self, index):
+            return np.zeros((8, 8, 3), dtype=np.uint8), {"label": np.int64(index)}
+
+    space = LabelSpace(["has_sleeves", "footwear"])
+    teacher = SimpleNamespace(name="attrs", eval_name="folder", task=Attributes(), space=space)
+    data = Folder().configure((8, 8), with_targets=True)
+    with pytest.raises(RecipeError, match=r"teachers.attrs.eval: eval set 'folder': task attributes: an eval set's"):
+        check_eval_set(teacher, data, None, log=lambda line: None)
+
+    class MultiHot(Folder):
+        def load(self, index):
+            return np.zeros((8, 8, 3), dtype=np.uint8), {"label": np.array([1, 0, 0, 1])}
+
+    check_eval_set(teacher, MultiHot().configure((8, 8), with_targets=True), None, log=lambda line: None)  # readable

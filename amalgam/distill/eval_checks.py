@@ -371,12 +371,23 @@ def check_eval_set(
             f"teacher '{teacher.name}' is scored on {len(known) - len(absent)} of its {len(known)} labels on "
             f"'{teacher.eval_name}'; absent from the set: {shorten(absent)}"
         )
+    _check_target_maps(teacher, dataset, extent)
     unscored, as_background = outside_labels(teacher.space, dataset.classes, extent)
     where = f"teacher '{teacher.name}' on '{teacher.eval_name}'"
     if unscored:
         log(f"{where}: not scored on the set's classes it has no label for: {shorten(unscored)}")
     if as_background:
         log(f"{where}: the set's classes outside its labels count as its background: {shorten(as_background)}")
+
+
+def _check_target_maps(teacher: Teacher, dataset: ImageSet, extent: Optional[dict[str, frozenset[str]]]) -> None:
+    """Maps the set's first ground truth onto the teacher's labels as evaluation will: a target of a layout
+    the task cannot read (a class index for a multi-label task) stopped the build only after training."""
+    truth = torch.as_tensor(dataset[0][teacher.task.target_key])[None]
+    try:
+        teacher.task.map_target(truth, lookup(dataset.classes, teacher.space, extent), len(teacher.space))
+    except AmalgamError as exc:
+        raise RecipeError(f"teachers.{teacher.name}.eval", f"eval set '{teacher.eval_name}': {exc}") from None
 
 
 def outside_labels(

@@ -23,6 +23,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation import visual
 from amalgam.evaluation.evaluate import evaluate
 from amalgam.evaluation.figures import pyplot
+from amalgam.labels import apply_lookup
 from amalgam.plugin_contract import contract_problem
 from amalgam.task import TASKS, Task, _old_form
 from amalgam.teachers.subteachers import SUBTEACHERS
@@ -124,6 +125,9 @@ class MultiSeg(SegmentationTask):
     def ensemble(self, outputs):
         p = torch.stack([o.float().sigmoid() for o in outputs]).mean(0).clamp(1e-6, 1 - 1e-6)
         return p.log() - (-p).log1p()
+
+    def map_target(self, target, lut, labels):  # its eval sets are label maps, scored as segmentation's
+        return apply_lookup(target, lut)
 
 
 class MultiSegNoEnsemble(SegmentationTask):
