@@ -129,6 +129,18 @@ def test_partial_label_kl_per_pixel_equals_per_sample_at_each_pixel():
     assert dense.item() == pytest.approx(torch.stack(per_pixel).mean().item(), rel=1e-5)
 
 
+def test_partial_label_kl_of_a_teacher_with_a_masked_label_is_finite_with_finite_gradients():
+    # a teacher masking a label with -inf (as kd_loss and the ensembles take) made the loss NaN: 0 * inf
+    student = torch.tensor([[1.0, 0.5, -1.0], [0.0, 2.0, 0.3]], requires_grad=True)
+    teacher = torch.tensor([[2.0, -math.inf, 0.5], [-math.inf, 1.0, 0.0]], requires_grad=True)
+    identity = torch.eye(3, dtype=torch.bool)
+    got = partial_label_kl(student, teacher, identity, 2.0)
+    got.backward()
+    very_low = partial_label_kl(student.detach(), teacher.detach().clamp_min(-1e3), identity, 2.0)
+    assert got.item() == pytest.approx(very_low.item(), rel=1e-6)
+    assert torch.isfinite(student.grad).all() and torch.isfinite(teacher.grad).all()
+
+
 def test_partial_label_kl_is_zero_for_matching_distributions():
     logits = torch.randn(3, 4)
     identity = torch.eye(4, dtype=torch.bool)
