@@ -22,6 +22,21 @@ def _pixels(classes: list[int], num: int = 2) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.tensor(classes), num).T.float().mul(BIG).view(1, num, 1, -1)
 
 
+def test_positions_left_out_weigh_nothing_and_count_in_no_frequency():
+    # a user's own loop with padded or ignored pixels: they counted in the frequencies and the mean
+    logits = _pixels([0, 0, 0, 1, 0, 0])  # the last two pixels are padding
+    valid = torch.tensor([True, True, True, True, False, False]).view(1, 1, -1)
+    w = class_balanced_weights(logits, power=1.0, valid=valid).flatten()
+    # over the four kept pixels f = [0.75, 0.25]: [2/3, 2/3, 2/3, 2] there, scaled to mean 1 over all six
+    assert w.tolist() == pytest.approx([x * 6 / 4 for x in (2 / 3, 2 / 3, 2 / 3, 2)] + [0, 0], abs=1e-3)
+    assert w.mean().item() == pytest.approx(1.0, abs=1e-6)  # so mean(w * term) is the kept pixels' weighted mean
+    student = torch.zeros(1, 2, 1, 6)
+    f = focal_weights(student, logits, None, 1.0, valid=valid).flatten()
+    assert f.tolist() == pytest.approx([1.5, 1.5, 1.5, 1.5, 0, 0], abs=1e-6)
+    with pytest.raises(Exception, match=r"valid \[1, 6\] must be the logits' positions \[1, 1, 6\]"):
+        class_balanced_weights(logits, valid=valid.view(1, 6))
+
+
 def test_three_background_pixels_and_one_object_by_hand():
     logits = _pixels([0, 0, 0, 1])  # f = [0.75, 0.25]
     w1 = class_balanced_weights(logits, power=1.0).flatten()

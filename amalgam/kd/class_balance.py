@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from amalgam.errors import AmalgamError
 from amalgam.labels import project_log_probs
 
 #: the default ``power`` (``amalgamation.class_balance``): 0 is the plain pixel mean, 1 full inverse frequency.
@@ -27,6 +28,7 @@ def class_balanced_weights(
     power: float = DEFAULT_POWER,
     eps: float = 1e-4,
     catch_all: Optional[torch.Tensor] = None,
+    valid: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Per-position weights ``w_i = sum_c p_ic a_c / mean_j(...)`` from a teacher's logits.
 
@@ -45,20 +47,34 @@ def class_balanced_weights(
         power: exponent of the inverse frequency, in [0, 1].
         eps: added to each frequency so an absent class cannot give an infinite weight.
         catch_all: ``[C]`` booleans marking catch-all labels (None: none).
+        valid: ``[B, ...]`` booleans, the positions that count (None: all): the others (padding, ignored
+            pixels) weigh 0 and are left out of the frequencies.
 
     Returns:
-        ``[B, ...]`` weights with mean 1 (no gradient).
+        ``[B, ...]`` weights with mean 1 over every position (no gradient): a loss's mean of them times
+        each position's term is the weighted mean over the ``valid`` positions.
     """
     with torch.no_grad():
         p = teacher_logits.float().softmax(1)
+        kept = _kept(valid, p)
         dims = [0, *range(2, p.dim())]
-        freq = p.mean(dim=dims)  # [C]
+        freq = (p * kept.unsqueeze(1)).sum(dim=dims) / kept.sum().clamp_min(1)  # [C]
         per_class = (freq + eps).pow(-power)
         if catch_all is not None and bool(catch_all.any()):
             per_class = _keep_catch_all(per_class, freq, catch_all.to(per_class.device))
         shape = (1, -1) + (1,) * (p.dim() - 2)
-        w = (p * per_class.view(shape)).sum(1)
-        return w / w.mean()
+        w = (p * per_class.view(shape)).sum(1) * kept
+        return w / w.mean().clamp_min(1e-12)
+
+
+def _kept(valid: Optional[torch.Tensor], p: torch.Tensor) -> torch.Tensor:
+    """``valid`` as float 0/1 of ``p``'s positions (``[B, ...]``, its class dimension 1 left out)."""
+    positions = p.shape[:1] + p.shape[2:]
+    if valid is None:
+        return torch.ones(positions, device=p.device)
+    if tuple(valid.shape) != tuple(positions):
+        raise AmalgamError(f"valid {list(valid.shape)} must be the logits' positions {list(positions)}")
+    return valid.to(device=p.device, dtype=p.dtype)
 
 
 def _keep_catch_all(per_class: torch.Tensor, freq: torch.Tensor, catch_all: torch.Tensor) -> torch.Tensor:
@@ -74,7 +90,11 @@ DEFAULT_FOCAL = 1.0
 
 
 def focal_weights(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, projection: Optional[torch.Tensor], power: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    projection: Optional[torch.Tensor],
+    power: float,
+    valid: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Per-position weights ``w_i = (1 - q_i)^power / mean_j(...)``: the pixels the student gets wrong weigh more.
 
@@ -88,6 +108,8 @@ def focal_weights(
         teacher_logits: ``[B, L, ...]`` the teacher's logits, the same positions.
         projection: ``[L, U]`` label projection (None: the same labels).
         power: the exponent; 0 gives all ones.
+        valid: ``[B, ...]`` booleans, the positions that count (None: all); the others weigh 0, and the
+            weights keep mean 1 over every position, as :func:`class_balanced_weights`'.
     """
     with torch.no_grad():
         if projection is not None:
@@ -96,7 +118,7 @@ def focal_weights(
             log_q = torch.log_softmax(student_logits.float(), 1)
         # max(1).indices: the same first-maximum index as argmax(1), measured 3-5x faster on the CPU
         q = log_q.gather(1, teacher_logits.max(1, keepdim=True).indices).squeeze(1).exp()
-        w = (1 - q).clamp_min(0).pow(power)
+        w = (1 - q).clamp_min(0).pow(power) * _kept(valid, log_q)
         return w / w.mean().clamp_min(1e-12)
 
 
