@@ -30,6 +30,15 @@ def test_an_ensemble_of_confident_teachers_keeps_its_small_probabilities_under_a
 
 
 @pytest.mark.parametrize("dtype", HALF)
+def test_a_learned_gates_weights_come_back_in_float32_under_autocast(dtype):
+    # its linear layer ran in half precision: weights bf16/fp16 beside a float32 target and other ensembles'
+    gate = build_logit_ensemble("gate", 2, in_features=6)
+    with torch.autocast("cpu", dtype=dtype):
+        target, weights = gate(torch.randn(2, 4, 5), 2.0, torch.randn(4, 6), check=False)
+    assert target.dtype == torch.float32 and weights.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", HALF)
 def test_the_similarity_matrix_is_the_fp32_one_under_autocast(dtype):
     torch.manual_seed(0)
     features = torch.randn(4, 64, 16, 16) * 8  # row sums of squares ~1e6: past fp16's range

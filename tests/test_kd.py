@@ -67,8 +67,13 @@ def test_learned_gate_trains_with_the_student_never_the_teachers():
 def test_ensemble_errors_are_specific():
     with pytest.raises(AmalgamError, match="needs labels"):
         LOGIT_ENSEMBLES.get("confidence")(num_teachers=2)(TWO_TEACHERS)
-    with pytest.raises(AmalgamError, match=r"expected teacher logits \[K=3, B, C\], got \[2, 1, 2\]"):
+    with pytest.raises(AmalgamError, match=r"expected teacher logits \[K=3, B, C\], got \[2, 1, 2\]$"):
         LOGIT_ENSEMBLES.get("mean")(num_teachers=3)(TWO_TEACHERS)
+    maps = torch.randn(2, 1, 3, 4, 4)  # a user's segmenters: the error said the shape, not how to pass them
+    with pytest.raises(AmalgamError, match=r"got \[2, 1, 3, 4, 4\]; dense maps \[K, B, C, H, W\]: .*movedim"):
+        LOGIT_ENSEMBLES.get("mean")(num_teachers=2)(maps)
+    flat, _ = LOGIT_ENSEMBLES.get("mean")(num_teachers=2)(maps.movedim(2, -1).reshape(2, -1, 3))  # as it says
+    torch.testing.assert_close(flat.reshape(1, 4, 4, 3).movedim(-1, 1), maps.softmax(2).mean(0), rtol=1e-5, atol=1e-6)
     with pytest.raises(AmalgamError, match="weights"):
         LOGIT_ENSEMBLES.get("fixed")(num_teachers=2, weights=[1.0])
 

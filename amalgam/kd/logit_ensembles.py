@@ -160,13 +160,22 @@ class LogitEnsemble(nn.Module):
             teacher_logits = torch.stack(list(teacher_logits))
         logits = teacher_logits.detach().float()  # teachers are never trained through the target
         if logits.dim() != 3 or logits.shape[0] != self.num_teachers:
-            raise AmalgamError(f"expected teacher logits [K={self.num_teachers}, B, C], got {list(logits.shape)}")
+            dense = (
+                "; dense maps [K, B, C, H, W]: put the pixels in the batch, z.movedim(2, -1).reshape(K, -1, C),"
+                " and the target [B * H * W, C] back with .reshape(B, H, W, C).movedim(-1, 1)"
+                if logits.dim() > 3 and logits.shape[0] == self.num_teachers
+                else ""
+            )
+            raise AmalgamError(
+                f"expected teacher logits [K={self.num_teachers}, B, C], got {list(logits.shape)}{dense}"
+            )
         for k, z in enumerate(logits):
             refuse_probabilities(z, type(self).__name__, f"teacher {k}'s logits", check)
         w = self.weights(logits, features, labels)
         with full_precision(logits.device):  # an fp16 einsum rounds small probabilities to 0 (their log -inf)
             probs = F.softmax(logits / temperature, dim=2)  # [K, B, C]
-            return torch.einsum("bk,kbc->bc", w.float(), probs), w
+            w = w.float()  # a learned gate's weights come out of autocast in bf16/fp16: the target's dtype
+            return torch.einsum("bk,kbc->bc", w, probs), w
 
 
 def _width(value: object) -> bool:
