@@ -30,6 +30,7 @@ from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace, extents, projection, unify
 from amalgam.labels.names import unmarked_catch_all
 from amalgam.labels.relations import relation_warnings
+from amalgam.plugin_contract import takes_old_form
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
     AUTO,
@@ -206,7 +207,7 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
             teacher.use_channels_last()
     for name, teacher in plan.teachers.items():
         plan.projections[name] = teacher_projection(name, teacher, spaces[teacher.task.name])
-    for line in unused_distill_options(recipe, tasks):
+    for line in unused_distill_options(recipe, tasks) + old_form_lines(tasks):
         log(line)
     for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused_student_keys(recipe):
         log(line)
@@ -351,6 +352,18 @@ DISTILL_OPTION_KEYS = {
     "focal": "focal",
     "pseudo_labels": "pseudo_labels",
 }
+
+
+def old_form_lines(tasks: dict[str, Task]) -> list[str]:
+    """Warnings for plugins whose ``distill_loss`` has the 0.1 form: the DeprecationWarning of each call is
+    attributed to amalgam's own module, where Python's default filters hide it from a command line."""
+    return [
+        f"warning: task plugin '{name}' ({TASKS.origin(name)}): distill_loss(student, teacher, projection,"
+        " temperature) is the deprecated 0.1 form: write distill_loss(self, student, teacher, options)"
+        " (docs/plugins.md)"
+        for name, task in tasks.items()
+        if takes_old_form(type(task))
+    ]
 
 
 def unused_distill_options(recipe: Recipe, tasks: dict[str, Task]) -> list[str]:

@@ -82,9 +82,17 @@ def test_a_plugin_in_the_documented_form_runs_with_domain_weights_on(world, regi
 
 
 def test_a_plugin_in_the_old_form_still_runs_with_a_deprecation_warning(world, registered):
+    lines: list[str] = []
     with pytest.warns(DeprecationWarning, match="distill_loss\\(self, student, teacher, options\\)"):
-        term, plain = cls_term(world, "old-classification", [])
+        term, plain = cls_term(world, "old-classification", lines)
     assert term == pytest.approx(plain, rel=1e-5)
+    # said in the log too: Python's default filters hid the warning from the command line
+    said = [line for line in lines if "deprecated 0.1 form" in line]
+    assert said == [
+        "warning: task plugin 'old-classification' (tests): distill_loss(student, teacher, projection,"
+        " temperature) is the deprecated 0.1 form: write distill_loss(self, student, teacher, options)"
+        " (docs/plugins.md)"
+    ]
 
 
 def test_domain_weights_are_not_given_to_a_task_whose_labels_are_not_exclusive(world, registered):
