@@ -14,7 +14,7 @@ from amalgam.evaluation.report import to_markdown
 from amalgam.io import write_json
 from amalgam.plugin_contract import contract_problem, mirror_note, plugin_label
 from amalgam.students.tree import as_yaml
-from amalgam.task import TASKS, task_names
+from amalgam.task import TASKS, name_problem, task_names
 from amalgam.training.progress import Console
 
 
@@ -96,6 +96,7 @@ def cmd_tasks(args) -> int:
     for name in task_names():
         cls = TASKS.get(name)
         problem = contract_problem(cls) if isinstance(cls, type) else "not a class"
+        problem = problem or name_problem(name, cls.name)  # inspect and build stop on it: say it here too
         details = f"\t{mirror_note(cls()) if problem is None else 'broken'}" if args.details else ""
         print(f"{name}\t{TASKS.origin(name)}{details}")
         if problem is not None:

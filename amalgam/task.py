@@ -345,12 +345,19 @@ def get_task(name: str) -> Task:
     """
     load_entry_points(TASKS, "amalgam.tasks")
     task = TASKS.get(name)()
-    if task.name != name:
-        raise AmalgamError(
-            f"task plugin registered as '{name}' ({TASKS.origin(name)}) has name = '{task.name}': make its class"
-            " attribute name and its entry point's name one"
-        )
+    if problem := name_problem(name, task.name):
+        raise AmalgamError(problem)
     return task
+
+
+def name_problem(registered: str, own: object) -> Optional[str]:
+    """Why a task registered as ``registered`` whose class says ``name = own`` cannot be used, or None."""
+    if own == registered:
+        return None
+    return (
+        f"task plugin registered as '{registered}' ({TASKS.origin(registered)}) has name = {own!r}: make its class"
+        " attribute name and its entry point's name one"
+    )
 
 
 def task_names() -> list[str]:

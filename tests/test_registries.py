@@ -5,6 +5,7 @@ recipe takes its name; unknown names are refused with the registered ones listed
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -184,18 +185,22 @@ def test_a_peers_build_refuses_the_train_keys_it_does_not_use(world, tmp_path):
     assert load_recipe(peer_recipe(world, tmp_path), ["train.optimizer=sgd", "train.schedule=step"]).peers
 
 
-def test_a_task_registered_under_another_name_than_its_own_is_one_line():
+def test_a_task_registered_under_another_name_than_its_own_is_one_line(capsys):
     # the engine keys routing and heads by task.name: an entry point named otherwise was a KeyError mid-build
     import pytest
 
+    from amalgam.cli import main
     from amalgam.errors import AmalgamError
     from amalgam.task import TASKS, get_task
 
     cls = type(get_task("classification"))
     TASKS.add("renamed_classes", cls, origin="test")
+    said = r"registered as 'renamed_classes' \(test\) has name = 'classification'"
     try:
-        with pytest.raises(AmalgamError, match=r"registered as 'renamed_classes' \(test\) has name = 'classification'"):
+        with pytest.raises(AmalgamError, match=said):
             get_task("renamed_classes")
+        assert main(["tasks"]) == 2  # `amalgam tasks` listed it as fine; inspect and build stopped on it
+        assert re.search(said, capsys.readouterr().err)
     finally:
         TASKS.remove("renamed_classes")
 
