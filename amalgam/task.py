@@ -406,11 +406,24 @@ def constant_sum(probs: torch.Tensor) -> Optional[float]:
     probs = probs.float()
     if probs.numel() == 0 or probs.dim() < 2 or probs.shape[1] < 2 or probs.min() < -1e-6:
         return None
-    sums = probs.sum(1)
+    sums, tolerance = probs.sum(1), _sum_tolerance(probs)
     for total in PROBABILITY_SUMS:
-        if torch.allclose(sums, torch.full_like(sums, total), rtol=0.0, atol=1e-3 * total):
+        if torch.allclose(sums, torch.full_like(sums, total), rtol=0.0, atol=tolerance * total):
             return total
     return None
+
+
+#: how far from its constant a float32 output's sums may be (a softmax's rounding is far below it)
+SUM_TOLERANCE = 1e-3
+
+
+def _sum_tolerance(values: torch.Tensor) -> float:
+    """:data:`SUM_TOLERANCE`, or twice the rounding step of a half-precision output's values (every value a
+    bf16 or fp16 number): a bf16 softmax's sums lie 0.998 to 1 and read as no probabilities."""
+    for dtype in (torch.bfloat16, torch.float16):
+        if torch.equal(values, values.to(dtype).float()):
+            return max(SUM_TOLERANCE, 2 * torch.finfo(dtype).eps)
+    return SUM_TOLERANCE
 
 
 def _in_unit_range(out: torch.Tensor) -> bool:
@@ -530,6 +543,13 @@ def probabilities_problem(out: torch.Tensor) -> Optional[str]:
             " their log), or return the logits (drop the model's final softmax)"
         )
     if out.shape[1] > 1 and out.numel() >= SIGMOID_EVIDENCE and _in_unit_range(out):
+        if bool((out.float().sum(1) <= 1 + _sum_tolerance(out.float())).all()):  # a softmax less some outputs, too
+            return (
+                "every value of the output lies in [0, 1] and sums to at most 1 over the labels, as sigmoids do or a"
+                " softmax over more outputs than the labels (unused_outputs left out), but is distilled as logits"
+                " (softened into near-uniform targets): set output: probabilities if the model ends in a softmax,"
+                " output: sigmoid if in sigmoids, or return the logits"
+            )
         return (
             "every value of the output lies in [0, 1], as sigmoid probabilities do, but is distilled as logits"
             " (softened into near-uniform targets): set output: sigmoid (amalgam takes their logit), or return"

@@ -520,6 +520,49 @@ def test_spare_output_units_stop_naming_unused_outputs_and_are_dropped_when_list
         check_teacher_output(beyond, (16, 16))
 
 
+class SoftmaxOver(nn.Module):
+    """A classifier ending in a softmax over ``units`` outputs (TF-slim's 1001: a background unit first)."""
+
+    def __init__(self, units: int = 5):
+        super().__init__()
+        self.fc = nn.Linear(3, units)
+
+    def forward(self, x):
+        return (self.fc(x.mean((2, 3)) * 8)).softmax(1)
+
+
+def test_a_softmax_over_more_units_than_the_labels_reads_as_probabilities_of_the_kept_ones():
+    # sums 0.55 to 1 over the kept units: 'probabilities' was refused, and the error's 'sigmoid' passed
+    labels = tuple("abcd")
+    with pytest.raises(AmalgamError, match=r"sums to at most 1 .*set output: probabilities if the model ends in a"):
+        check_teacher_output(teacher(SoftmaxOver(), task="classification", labels=labels, unused_outputs=[4]), (16, 16))
+    model = SoftmaxOver()
+    t = teacher(model, task="classification", labels=labels, unused_outputs=[4], output="probabilities")
+    check_teacher_output(t, (16, 16))
+    assert any("sum to 1 with unused_outputs [4] kept" in note for note in t.notes)
+    x = torch.rand(2, 3, 16, 16)
+    kept = model(t.prepare(x))[:, :4]
+    torch.testing.assert_close(t(x).softmax(1), kept / kept.sum(1, keepdim=True))  # renormalised over the labels
+    with pytest.raises(AmalgamError, match=r"read as probabilities, but the output is not"):  # no softmax at all
+        spare = teacher(SpareUnits(), task="classification", labels=labels[:3], unused_outputs=[3, 4])
+        check_teacher_output(replace_kind(spare, "probabilities"), (16, 16))
+
+
+def replace_kind(t: Teacher, kind: str) -> Teacher:
+    t.output_kind = kind
+    return t
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_softmax_reads_as_probabilities(dtype):
+    # a bf16 softmax's sums lie 0.996 to 1: not 'probabilities' within 1e-3, and read as sigmoids
+    labels = tuple("abcd")
+    model = SoftmaxOver(4).to(dtype)
+    with pytest.raises(AmalgamError, match=r"sums to 1 over its 4 labels at every position, as probabilities do"):
+        check_teacher_output(teacher(model, task="classification", labels=labels), (16, 16))
+    check_teacher_output(teacher(model, task="classification", labels=labels, output="probabilities"), (16, 16))
+
+
 def test_unused_outputs_are_for_labelled_teachers_only(world):
     from amalgam.config.recipe import load_recipe
     from amalgam.errors import RecipeError

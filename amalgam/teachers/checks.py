@@ -145,7 +145,8 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         teacher.notes.append(f"its weights are {dtype}: it runs in {dtype}, outside train.precision's autocast")
     raw = teacher.selected_output(dummy)  # the second run: read for the reading check, compared for consistency
     if reading := teacher.task.reading_problem(reading_sample(teacher, raw), teacher.output_kind):
-        raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
+        if not _whole_softmax(teacher, dummy):
+            raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
     if note := teacher.task.output_note(out, teacher.output_kind):
         teacher.notes.append(note)
     again = teacher.task.convert_output(raw, teacher.output_kind)
@@ -198,12 +199,31 @@ def reading_images(n: int, image_size) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def amplified_output(teacher: Teacher, images: torch.Tensor, gain: float = READING_GAIN) -> torch.Tensor:
-    """The plain model's selected output on ``images`` with their normalised input times ``gain``."""
-    return teacher.selected_output(images, gain)
+def amplified_output(
+    teacher: Teacher, images: torch.Tensor, gain: float = READING_GAIN, whole: bool = False
+) -> torch.Tensor:
+    """The plain model's selected output on ``images`` with their normalised input times ``gain``
+    (``whole``: with its ``unused_outputs``)."""
+    return teacher.selected_output(images, gain, whole)
 
 
-def reading_sample(teacher: Teacher, raw: torch.Tensor) -> torch.Tensor:
+def _whole_softmax(teacher: Teacher, dummy: torch.Tensor) -> bool:
+    """Whether probabilities that do not sum to 1 over the labels do with ``unused_outputs`` kept: a softmax
+    over more outputs than the labels (TF-slim's 1001 classes, one dropped), whose kept share is renormalised
+    (the log of each is a logit up to a constant). Said in the teacher's notes; it had no accepted reading."""
+    if teacher.output_kind != "probabilities" or not teacher.unused_outputs:
+        return False
+    sample = reading_sample(teacher, teacher.selected_output(dummy, whole=True), whole=True)
+    if teacher.task.reading_problem(sample, teacher.output_kind):
+        return False
+    teacher.notes.append(
+        f"its outputs sum to 1 with unused_outputs {list(teacher.unused_outputs)} kept (a softmax over all of"
+        " them): the labels' probabilities are renormalised over the labels"
+    )
+    return True
+
+
+def reading_sample(teacher: Teacher, raw: torch.Tensor, whole: bool = False) -> torch.Tensor:
     """The selected output the reading check reads: ``raw`` (the 2-image check batch's), and where it
     holds fewer than ``READING_VALUES`` values (a classifier of 2-7 labels, a one-logit one) the
     outputs on :func:`reading_images` amplified (:func:`amplified_output`), run in pairs as the check
@@ -213,7 +233,7 @@ def reading_sample(teacher: Teacher, raw: torch.Tensor) -> torch.Tensor:
     if raw.dim() == 0 or raw.numel() >= READING_VALUES or not _checks_readings(teacher.task):
         return raw  # enough values already, or a task whose outputs have no reading to check
     extra = reading_images(READING_ROWS - raw.shape[0], teacher.size)
-    more = torch.cat([amplified_output(teacher, pair) for pair in extra.split(raw.shape[0])])
+    more = torch.cat([amplified_output(teacher, pair, whole=whole) for pair in extra.split(raw.shape[0])])
     finite = torch.isfinite(more.flatten(1) if more.dim() > 1 else more[:, None]).all(1)
     return torch.cat([raw, more[finite]])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import itertools
 import json
 from typing import Iterable, Mapping, Optional
@@ -168,11 +170,13 @@ class Teacher(nn.Module):
         return self.answer(images)[0]
 
     @torch.inference_mode()
-    def selected_output(self, images: torch.Tensor, gain: float = 1.0) -> object:
+    def selected_output(self, images: torch.Tensor, gain: float = 1.0, whole: bool = False) -> object:
         """The plain model's output on ``images`` as ``output_key`` selects it, before the task reads it
-        (``gain``: the normalised input multiplied by it, as the reading check amplifies images)."""
+        (``gain``: the normalised input multiplied by it, as the reading check amplifies images; ``whole``:
+        with the channels of ``unused_outputs`` kept)."""
         raw = self.forward_model(self.prepare(images) * gain if gain != 1.0 else self.prepare(images))
-        return self._scaled((self.output_choice or resolve(raw, self.output_key, self.unused_outputs)).apply(raw))
+        choice = self.output_choice or resolve(raw, self.output_key, self.unused_outputs)
+        return self._scaled((replace(choice, dropped=()) if whole else choice).apply(raw))
 
     @torch.inference_mode()
     def answer(
