@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import itertools
 import json
+from dataclasses import replace
 from typing import Iterable, Mapping, Optional
 
 import torch
