@@ -697,9 +697,15 @@ def _unit_problem(teacher: str, kind: str, scale: float, set_median: Optional[fl
         if factor
         else f"wrap teacher {teacher} so that it answers in metres (output_scale multiplies a log reading's log)"
     )
+    said = f"teacher {teacher}'s depth is {scale:.3g}x the depth of eval set '<set>' (geometric mean over valid pixels)"
+    if kind == "inverse" and not near:  # MiDaS/DPT answer inverse depth of unknown scale and shift: most such nets
+        return (
+            f"{said}: an inverse depth of no metric scale, as MiDaS- and DPT-style nets answer (scale and shift"
+            f" unknown): set teachers.{teacher}.output: relative. If its inverse depth is metric in another unit,"
+            f" {fix}; if the set's maps are read in the wrong unit, fix data.eval.<set>.depth_scale"
+        )
     return (
-        f"teacher {teacher}'s depth is {scale:.3g}x the depth of eval set '<set>' (geometric mean over valid"
-        f" pixels): another unit{unit}. If the teacher answers in it, {fix}; if the set's maps are read in the wrong"
+        f"{said}: another unit{unit}. If the teacher answers in it, {fix}; if the set's maps are read in the wrong"
         " unit, fix data.eval.<set>.depth_scale (its PNGs' values a metre; float .npy/.tiff maps are read as"
         " metres: save them so); a teacher without a metric scale is output: relative or affine"
     )
