@@ -583,6 +583,25 @@ class FeaturesFirst(nn.Module):
         return features, self.fc(features)
 
 
+class OutNotTheMap(nn.Module):
+    """A segmenter answering ``{"out": pooled logits [B, 3], "seg": the map [B, 3, H, W]}``."""
+
+    def forward(self, x):
+        seg = x * 2 - 1
+        return {"out": seg.mean((2, 3)), "seg": seg}
+
+
+def test_an_out_key_taken_by_rule_that_does_not_fit_names_the_rule_and_the_key_that_does():
+    # a trial's dict: the error said only "expected [B, 3, H, W], got [2, 3]", not that 'out' was taken by rule
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(teacher(OutNotTheMap(), labels=("a", "b", "c")), (16, 16))
+    assert str(info.value).endswith(
+        "(output 'out' by default (torchvision's convention; not seg) was read; 'seg' [2, 3, 16, 16] has a channel"
+        " per label: set output_key to distil it)"
+    )
+    check_teacher_output(teacher(OutNotTheMap(), labels=("a", "b", "c"), output_key="seg"), (16, 16))
+
+
 class ExtraAxis(nn.Module):
     def forward(self, x):
         return x.unsqueeze(1)  # [B, 1, 3, H, W]: a 3-label segmenter with one axis too many

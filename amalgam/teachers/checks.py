@@ -247,7 +247,9 @@ def _other_key_hint(teacher: Teacher, dummy: torch.Tensor) -> str:
     """Where ``output_key`` picked a tensor that does not fit, the other keys of the output whose channels
     are the labels' count (a ``(features, logits)`` tuple at key 0: the hint to leave 118 feature channels
     out as unused_outputs built a teacher of top-1 0.22)."""
-    if teacher.output_key is None or teacher.space is None:
+    choice = teacher.output_choice
+    taken = teacher.output_key if teacher.output_key is not None else (choice.key if choice else None)
+    if taken is None or teacher.space is None:
         return ""
     try:
         with torch.inference_mode():
@@ -255,10 +257,12 @@ def _other_key_hint(teacher: Teacher, dummy: torch.Tensor) -> str:
     except Exception:  # noqa: BLE001 - the failure is said by the caller
         return ""
     labels = len(teacher.space)
-    fits = [k for k, t in found.items() if k != teacher.output_key and t.dim() >= 2 and t.shape[1] == labels]
+    fits = [k for k, t in found.items() if k != taken and t.dim() >= 2 and t.shape[1] == labels]
     if not fits:
         return ""
     shown = ", ".join(f"'{k}' {list(found[k].shape)}" for k in fits[:4])
+    if teacher.output_key is None:  # taken by a rule (torchvision's 'out'): the error read as if nothing was chosen
+        return f" (output {choice.reason} was read; {shown} has a channel per label: set output_key to distil it)"
     return f" (output_key {shown} has a channel per label: is that the output to distil?)"
 
 
