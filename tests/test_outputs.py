@@ -624,3 +624,18 @@ def test_a_softmax_read_as_sigmoids_stops_naming_probabilities(task):
     # accepted without a word: its targets were sharper than the teacher's (softened top class 0.91 vs 0.82)
     with pytest.raises(AmalgamError, match=r"^teachers\.t1\.output: read as sigmoids, but they sum to 1 over the"):
         check_teacher_output(teacher(Softmaxed(dense=task == "segmentation"), task=task, output="sigmoid"), (16, 16))
+
+
+def test_an_output_error_says_which_entry_of_a_checkpoint_of_several_was_loaded():
+    # {'model': untrained, 'ema': trained}: the error read 'as sigmoid probabilities do', the entry said nowhere
+    t = teacher(Sigmoided(channels=8), labels=("background", *"abcdefg"))
+    t.checkpoint_note = (
+        "entry 'model' (state_dict, else model, else model_state_dict, is read); it also holds state dicts under: ema"
+    )
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(t, (16, 16))
+    assert str(info.value).endswith(f"(its weights: {t.checkpoint_note})")
+    t.checkpoint_note = "entry 'model' (state_dict, else model, else model_state_dict, is read)"  # the only one
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(t, (16, 16))
+    assert "its weights" not in str(info.value)

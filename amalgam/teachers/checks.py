@@ -133,7 +133,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     if problem:
         hint = teacher.task.shape_hint(out, teacher.space, teacher.output_kind)  # the fix the shape points at
         hint = _other_key_hint(teacher, dummy) or hint
-        raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{hint}")
+        raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{hint}{_weights_hint(teacher)}")
     if mismatch := head_problem(teacher.task, teacher.name, out):  # a broadcast loss would train on it
         raise AmalgamError(mismatch)
     if missing := metric_problem(teacher.task, out, teacher.space):  # else found after the whole schedule
@@ -146,7 +146,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     raw = teacher.selected_output(dummy)  # the second run: read for the reading check, compared for consistency
     if reading := teacher.task.reading_problem(reading_sample(teacher, raw), teacher.output_kind):
         if not _whole_softmax(teacher, dummy):
-            raise AmalgamError(f"teachers.{teacher.name}.output: {reading}")
+            raise AmalgamError(f"teachers.{teacher.name}.output: {reading}{_weights_hint(teacher)}")
     if note := teacher.task.output_note(out, teacher.output_kind):
         teacher.notes.append(note)
     again = teacher.task.convert_output(raw, teacher.output_kind)
@@ -241,6 +241,13 @@ def reading_sample(teacher: Teacher, raw: torch.Tensor, whole: bool = False) -> 
 def _checks_readings(task: Task) -> bool:
     """Whether the task's plugin checks how an output reads (its own ``reading_problem``)."""
     return type(task).reading_problem is not Task.reading_problem
+
+
+def _weights_hint(teacher: Teacher) -> str:
+    """Which entry of a checkpoint holding several state dicts was loaded, for an error on its output: a
+    trial's untrained 'model' beside a trained 'ema' read as a sigmoid output, the entry said nowhere."""
+    note = teacher.checkpoint_note
+    return f" (its weights: {note})" if note and "also holds" in note else ""
 
 
 def _other_key_hint(teacher: Teacher, dummy: torch.Tensor) -> str:
