@@ -490,6 +490,8 @@ class LabelledOutputs:
             return (
                 f" ({out.shape[1] - len(space)} more channels than labels: name them, or list them in unused_outputs)"
             )
+        if out.dim() in (2, 4) and out.is_floating_point() and out.shape[1] < len(space):
+            return f" ({out.shape[1]} channels for {len(space)} labels: its labels list one per output channel)"
         return super().shape_hint(out, space, kind)
 
     def labels_problem(self, names: list[str]) -> Optional[str]:
@@ -512,9 +514,10 @@ class LabelledOutputs:
                 f" {sums.max().item():.3g}): if it is logits, drop output: probabilities"
             )
         if kind in ("sigmoid", "binary_probability") and not _in_unit_range(out):
+            fix = "set output: binary" if kind == "binary_probability" else f"drop output: {kind}"  # a logit's own
             return (
                 f"read as sigmoid probabilities, but values lie outside [0, 1] ({out.min().item():.3g} to"
-                f" {out.max().item():.3g}): if they are logits, drop output: {kind}"
+                f" {out.max().item():.3g}): if they are logits, {fix}"
             )
         if kind == "sigmoid" and out.dim() >= 2 and out.shape[1] >= 3 and constant_sum(out) == 1:
             # independent sigmoids of 3+ labels never sum to 1 everywhere: softmax targets read as sigmoids

@@ -409,9 +409,12 @@ def test_a_scalar_output_is_a_shape_error_not_a_crash():
 
 
 def test_a_plain_shape_error_gets_no_hint():
-    with pytest.raises(AmalgamError) as info:  # fewer channels than labels: no setting fixes it
+    with pytest.raises(AmalgamError) as info:  # fewer channels than labels: the labels list is what to look at
         check_teacher_output(teacher(Shaped(2), task="segmentation"), (32, 32))
-    assert str(info.value) == "teacher 't1' (segmentation): expected logits of shape [B, 3, H, W], got [2, 2, 32, 32]"
+    assert str(info.value) == (
+        "teacher 't1' (segmentation): expected logits of shape [B, 3, H, W], got [2, 2, 32, 32]"
+        " (2 channels for 3 labels: its labels list one per output channel)"
+    )
     with pytest.raises(AmalgamError) as info:  # more: unused_outputs may
         check_teacher_output(teacher(Shaped(4), task="segmentation"), (32, 32))
     assert str(info.value).endswith(

@@ -639,3 +639,25 @@ def test_an_output_error_says_which_entry_of_a_checkpoint_of_several_was_loaded(
     with pytest.raises(AmalgamError) as info:
         check_teacher_output(t, (16, 16))
     assert "its weights" not in str(info.value)
+
+
+def test_a_logit_declared_a_probability_and_too_few_channels_name_their_fix():
+    # 'drop output: binary_probability' led to a stop asking for output: binary; [B, 4] for 5 labels said shapes only
+    with pytest.raises(AmalgamError, match=r"outside \[0, 1\] .*: if they are logits, set output: binary$"):
+        check_teacher_output(
+            teacher(OneLogit(), labels=("background", "person"), output="binary_probability"), (16, 16)
+        )
+    with pytest.raises(AmalgamError, match=r"\(3 channels for 4 labels: its labels list one per output"):
+        check_teacher_output(teacher(Sigmoided(channels=3), labels=("background", *"abc")), (16, 16))
+
+
+def test_a_torchvision_checkpoint_with_an_auxiliary_head_points_at_aux_loss(tmp_path):
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    model = nn.Conv2d(3, 2, 1)
+    path = tmp_path / "deeplab.pt"
+    torch.save({**model.state_dict(), "aux_classifier.0.weight": torch.zeros(1)}, path)
+    with pytest.raises(
+        AmalgamError, match=r"unexpected key 'aux_classifier\.0\.weight' \(.*set model\.aux_loss: true\)"
+    ):
+        load_checkpoint(model, path, "teacher 'seg'")

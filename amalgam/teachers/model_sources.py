@@ -399,7 +399,10 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
             )
     extra = [k for k in state if k not in own]
     if extra:
-        raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: unexpected key '{extra[0]}'")
+        # torchvision's segmentation models keep an auxiliary head only when built with aux_loss
+        aux = " (a torchvision model trained with its auxiliary head: set model.aux_loss: true)"
+        hint = aux if extra[0].startswith("aux_classifier.") else ""
+        raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: unexpected key '{extra[0]}'{hint}")
     state = {**{k: torch.zeros((), dtype=torch.long) for k in own if k not in state}, **state}  # step counts only
     model.load_state_dict(state)
     return note
