@@ -235,7 +235,7 @@ def test_nothing_to_propose_says_what_was_judged():
     assert "already matches" not in suggestion_lines(apart, suggest_from(apart, same_outputs(30, 3)))[0]
     survey_from = suggest.survey_from
     assert suggestion_lines(apart, survey_from(apart, same_outputs(30, 3))) == [
-        "suggest-labels: no pair of teachers of one task shares a source: nothing to compare"
+        "suggest-labels: no pair of judged teachers of one task shares a source: nothing to compare"
     ]
     plan = two_classifiers(names, names)
     few = suggestion_lines(plan, survey_from(plan, same_outputs(5, 3)))

@@ -144,6 +144,9 @@ def check_label_order_on_eval(
     scores, wrong too, are said only after the whole schedule. What was checked is said with the
     teacher's notes."""
     task, space = teacher.task, teacher.space
+    if task.labelled and not task.exclusive_labels and space is not None:  # said, as the mirror check says it
+        teacher.notes.append(f"label order not checked (task {task.name} has no exclusive labels)")
+        return
     if not (task.labelled and task.exclusive_labels and space is not None and dataset.classes):
         return
     lut = lookup(dataset.classes, space, plan.extents(task.name))

@@ -501,7 +501,7 @@ def suggestion_lines(plan: Plan, found: list[Suggestion] | Findings) -> list[str
     if not isinstance(found, Findings):
         found = Findings(found, pairs=None)
     if found.pairs == []:
-        return ["suggest-labels: no pair of teachers of one task shares a source: nothing to compare"]
+        return ["suggest-labels: no pair of judged teachers of one task shares a source: nothing to compare"]
     lines = [c.line() for c in found.conflicts] + _unjudged_lines(found)
     if not found.suggestions:
         return lines + [_nothing_line(found)]

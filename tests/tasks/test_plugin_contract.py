@@ -440,3 +440,5 @@ def test_suggest_labels_leaves_a_multilabel_teacher_out_and_says_so(world, regis
     preds = predictions(plan, max_images=4, log=said.append)
     assert "seg-a" not in preds.labels and "seg-b" in preds.labels
     assert said[0].startswith("suggest-labels: not judged: seg-a (its task does not declare exclusive_labels")
+    # nor is its label order checked before training, and that is said, as the mirror check says its own
+    assert "label order not checked (task multiseg has no exclusive labels)" in plan.teachers["seg-a"].notes
