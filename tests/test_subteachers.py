@@ -37,6 +37,16 @@ def test_multi_transform_averages_probabilities_of_the_flipped_input_flipped_bac
     assert not torch.allclose(out.softmax(1), net(x).softmax(1))  # the conv is not mirror-symmetric
 
 
+def test_a_wrap_takes_a_tasks_name_and_refuses_anything_else_in_one_line():
+    # a user's own loop passed None ('NoneType' object has no attribute 'name'); a name is all it may hold
+    net, x = dense_net(), torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(call("multi_transform", net, "segmentation", x), call("multi_transform", net, SEG, x))
+    with pytest.raises(
+        AmalgamError, match=r"wrap\(run, model, task, x\): task is a Task or a task's name .* got NoneType"
+    ):
+        call("multi_transform", net, None, x)
+
+
 def test_multi_transform_scales_resize_back_and_depth_averages_values():
     net, x = dense_net(), torch.rand(1, 3, 8, 8)
     run = lambda t: net(t)[:, :1].exp()  # noqa: E731 - a positive one-channel "depth"

@@ -30,7 +30,7 @@ from amalgam.data.views import resize_with_holes
 from amalgam.errors import AmalgamError
 from amalgam.plugin_contract import plugin_label
 from amalgam.registry import Registry
-from amalgam.task import Task
+from amalgam.task import Task, get_task
 
 Run = Callable[[torch.Tensor], torch.Tensor]
 
@@ -43,6 +43,8 @@ def _without_grad(call: Callable) -> Callable:
 
     @functools.wraps(call)
     def run_without_grad(self: "SubTeacher", run: Run, model: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if args:  # (task, x): a task's name is taken for its plugin, as a user's loop may hold only the name
+            args = (_as_task(args[0]), *args[1:])
         modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
         for m, _ in modes:
             m.training = False
@@ -54,6 +56,18 @@ def _without_grad(call: Callable) -> Callable:
                 m.training = mode
 
     return run_without_grad
+
+
+def _as_task(task: Any) -> Task:
+    """``task`` as a :class:`Task`: one already, or a registered task's name."""
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, str):
+        return get_task(task)
+    raise AmalgamError(
+        f"a sub-teacher wrap is called as wrap(run, model, task, x): task is a Task or a task's name"
+        f" ('classification', 'segmentation', 'depth', a plugin's), got {type(task).__name__}"
+    )
 
 
 class SubTeacher:
