@@ -55,10 +55,10 @@ class FromImage(nn.Module):
             return torch.log(100.0 * depth)
         if self.mode == "wants_half":  # trained on [-1, 1] inputs: the grey level is (x + 1) / 2
             return (1.0 + 5.0 * (x[:, :1] * 0.5 + 0.5)) * self.gain
-        if self.mode == "trained_at_16":  # right at 16x16 only: at another size half its pixels 1.6x too far
+        if self.mode.startswith("trained_at_"):  # right at NxN only: at another size half its pixels 1.6x too far
             rows, cols = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
             blocks = (rows * 4 // x.shape[-2] + cols * 4 // x.shape[-1]) % 2  # a 4x4 checker at any size
-            return depth if x.shape[-1] == 16 else depth * (1.0 + 0.6 * blocks)
+            return depth if x.shape[-1] == int(self.mode[11:]) else depth * (1.0 + 0.6 * blocks)
         if self.mode == "constant":  # a teacher that cannot do its job: the same depth everywhere
             return torch.full_like(depth, 3.0)
         return depth
@@ -604,6 +604,25 @@ def test_a_teacher_trained_at_another_size_than_the_default_is_named_before_trai
     assert "at 16x16: set teachers.d.input.size: [16, 16], or the size it was trained at" in line
     _, said = plan_of(scenes, "trained_at_16", input={"size": [32, 32], "mean": [0.0] * 3, "std": [1.0] * 3})
     assert not [line for line in said if "data.image_size" in line]  # the recipe's size: taken as given
+
+
+def test_a_timm_size_the_teacher_was_not_trained_at_is_probed_and_data_image_size_tried(scenes, monkeypatch):
+    # a user's timm network trained at 32 px was fed its pretrained_cfg's 176 px: no size was tried, no word
+    from dataclasses import replace
+
+    from amalgam.teachers import teacher as teacher_module
+    from amalgam.teachers.inputs import TIMM
+
+    real = teacher_module.resolve_input
+
+    def timm_sized(cfg, model, image_size):
+        spec = real(cfg, model, image_size)
+        return replace(spec, size=(88, 88), origin={**spec.origin, "size": TIMM})
+
+    monkeypatch.setattr(teacher_module, "resolve_input", timm_sized)
+    _, said = plan_of(scenes, "trained_at_32")  # right at data.image_size only: 2x and 0.5x of 88 miss it
+    (line,) = [line for line in said if "fed at 88x88 (timm pretrained_cfg)" in line]
+    assert "at 32x32: set teachers.d.input.size: [32, 32], or the size it was trained at" in line
 
 
 def test_a_task_with_a_reading_quality_and_no_reading_check_gets_the_input_probes(scenes, monkeypatch):

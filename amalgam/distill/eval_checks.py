@@ -114,7 +114,7 @@ def probe_input(plan: Plan, teacher: Teacher, dataset: ImageSet, answers: list, 
     if reordered := channel_order_line(teacher, score, current, len(truths), words, QUALITY_COMPETENT):
         said_before_training(plan, log, f"{reordered} ({where})")
         teacher.notes.append(f"input channel order doubtful {where}")
-    elif resized := size_line(teacher, score, current, len(truths), 0, words):
+    elif resized := size_line(teacher, score, current, len(truths), 0, words, tuple(plan.recipe.data.image_size)):
         said_before_training(plan, log, f"{resized} ({where})")
         teacher.notes.append(f"input size doubtful {where}")
 
@@ -305,7 +305,9 @@ def _probe_labelled_input(
         said_before_training(plan, log, f"{reordered} ({where})")
         teacher.notes.append(f"input channel order doubtful {where}")
     elif not fed_wrong and (
-        resized := size_line(teacher, partial(score, metric), current, count, len(judged), measure)
+        resized := size_line(
+            teacher, partial(score, metric), current, count, len(judged), measure, tuple(plan.recipe.data.image_size)
+        )
     ):
         said_before_training(plan, log, f"{resized} ({where})")
         teacher.notes.append(f"input size doubtful {where}")

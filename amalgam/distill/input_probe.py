@@ -16,7 +16,7 @@ import torch
 
 from amalgam.config.schema import InputSpec
 from amalgam.evaluation.metrics import ConfusionMatrix
-from amalgam.teachers.inputs import DEFAULT, RECIPE
+from amalgam.teachers.inputs import DEFAULT, RECIPE, TIMM
 from amalgam.teachers.teacher import Teacher
 
 #: a teacher's mean recall on the check's images under which its normalisation is probed (a competent
@@ -191,16 +191,27 @@ def sized(teacher: Teacher, size: tuple[int, int]):
 
 
 def size_line(
-    teacher: Teacher, score: Callable[[], float], current: float, images: int, classes: int, measure: str
+    teacher: Teacher,
+    score: Callable[[], float],
+    current: float,
+    images: int,
+    classes: int,
+    measure: str,
+    image_size: Optional[tuple[int, int]] = None,
 ) -> Optional[str]:
-    """The warning when a teacher fed at the default size (the recipe gives no ``input.size``) scores far
-    better (as :func:`normalisation_line` asks) at twice or half of it; else None."""
-    if not current < PROBE_BELOW or teacher.input_spec.origin.get("size", DEFAULT) != DEFAULT:
+    """The warning when a teacher fed at a size the recipe did not give (the default, ``data.image_size``, or
+    timm's ``pretrained_cfg``) scores far better (as :func:`normalisation_line` asks) at twice or half of it,
+    or, fed timm's, at ``image_size`` (a timm network trained by its owner at 32 px was fed 176 px, no size
+    tried); else None."""
+    origin = teacher.input_spec.origin.get("size", DEFAULT)
+    if not current < PROBE_BELOW or origin not in (DEFAULT, TIMM):
         return None
     h, w = teacher.size
+    sizes = [(max(8, round(h * factor)), max(8, round(w * factor))) for factor in SIZE_FACTORS]
+    if origin == TIMM and image_size is not None and tuple(image_size) not in [*sizes, (h, w)]:
+        sizes.append(tuple(image_size))
     results = {}
-    for factor in SIZE_FACTORS:
-        size = (max(8, round(h * factor)), max(8, round(w * factor)))
+    for size in sizes:
         try:
             with sized(teacher, size):
                 results[size] = score()
@@ -214,9 +225,10 @@ def size_line(
     competent = found[best] >= max(PROBE_COMPETENT, chance + PROBE_GAIN)
     if not (found[best] >= current + PROBE_GAIN and found[best] >= PROBE_RATIO * current and competent):
         return None
+    given = "the default: data.image_size" if origin == DEFAULT else TIMM
     return (
-        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images fed at {h}x{w} (the"
-        f" default: data.image_size) and {found[best]:.2f} at {best[0]}x{best[1]}: set"
+        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images fed at {h}x{w} ({given})"
+        f" and {found[best]:.2f} at {best[0]}x{best[1]}: set"
         f" teachers.{teacher.name}.input.size: [{best[0]}, {best[1]}], or the size it was trained at; as fed it is"
         " no reference"
     )
