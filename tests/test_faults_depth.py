@@ -182,12 +182,21 @@ def test_a_depth_teacher_giving_no_depth_where_the_set_has_it_stops_naming_relat
     plan_of(scenes, "shifted_disparity", output="relative")  # read as it is: passes
 
 
-def test_log_metres_declared_metric_are_told_to_declare_output_log(scenes):
-    # a trial: a log-metres head declared metric was warned of as another scale only, then distilled as metres
-    _, said = plan_of(scenes, "log", output="metric")
-    (hint,) = [line for line in warnings_in(said) if "read as log depth agrees" in line]
-    assert "(scale 1x, log-depth r 1.00, rmse " in hint
-    assert hint.endswith("m): if it answers log metres, set teachers.d.output: log")
+@pytest.mark.parametrize("declared", [{}, {"output": "metric"}])
+def test_log_metres_read_as_metres_stop_naming_output_log_and_the_scale(scenes, declared):
+    # a trial: a log-metres head declared metric was warned of as another scale only, then distilled as metres;
+    # a second trial's, at the default reading, warned and built on too
+    with pytest.raises(RecipeError) as info:
+        plan_of(scenes, "log", **declared)
+    message = str(info.value)
+    assert message.startswith("teachers.d.output: teacher d read as metres is ")
+    assert "read as log depth agrees with it (scale 1x, log-depth r 1.00, rmse " in message
+    assert re.search(
+        r"if it answers log metres, set teachers\.d\.output: log; if metres at another scale,"
+        r" teachers\.d\.output_scale: [0-9.]+$",
+        message,
+    )
+    plan_of(scenes, "log", output="log")  # read as it is: passes
     _, said = plan_of(scenes, "metric")  # a metric teacher: no such line
     assert not [line for line in said if "read as log depth" in line]
 

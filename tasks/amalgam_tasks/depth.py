@@ -413,18 +413,22 @@ def _upside_down(teacher: str, kind: str, agreement: DepthAgreement) -> str:
     )
 
 
-def _log_reading_hint(teacher: str, answers: list[torch.Tensor], truths: list[torch.Tensor]) -> Optional[str]:
-    """The line for a teacher read as metres whose answers, read as log depth, agree with the truth in
-    scale (a log-metres head declared metric: 0.33x, warned only as another scale, and distilled as metres)."""
+def _log_reading_hint(
+    teacher: str, answers: list[torch.Tensor], truths: list[torch.Tensor], scale: float
+) -> Optional[str]:
+    """The stop for a teacher read as metres, ``scale`` times its eval set's depth, whose answers read as
+    log depth agree with the truth in scale (a log-metres head declared metric: 0.33x, warned only as
+    another scale, and distilled as metres); the fix that keeps it metres is its ``output_scale``."""
     as_log = depth_agreement([a.float().exp() for a in answers], truths)
     if as_log is None or not (1 / SCALE_WARNING <= as_log.scale <= SCALE_WARNING):
         return None
     if not as_log.correlation > WEAK_CORRELATION:
         return None
     return (
-        f"teacher {teacher} read as log depth agrees with its eval set (scale {as_log.scale:.3g}x, log-depth r"
-        f" {as_log.correlation:.2f}, rmse {as_log.rmse:.3g} m): if it answers log metres, set"
-        f" teachers.{teacher}.output: log"
+        f"teacher {teacher} read as metres is {scale:.3g}x its eval set's depth, and read as log depth agrees with it"
+        f" (scale {as_log.scale:.3g}x, log-depth r {as_log.correlation:.2f}, rmse {as_log.rmse:.3g} m): if it answers"
+        f" log metres, set teachers.{teacher}.output: log; if metres at another scale,"
+        f" teachers.{teacher}.output_scale: {1 / scale:.3g}"
     )
 
 
@@ -594,8 +598,8 @@ class DepthTask(Task):
         if problem := _unit_problem(teacher, kind, agreement.scale, _median_depth(truths)):
             return EvalReading(said, weak, problem, CHECK_RULE)
         scale = tuple(self.teacher_warnings(teacher, {"scale": agreement.scale}))  # evaluation says it again
-        if kind == "metric" and scale and (hint := _log_reading_hint(teacher, answers, truths)):
-            weak.append(hint)
+        if kind == "metric" and scale and (hint := _log_reading_hint(teacher, answers, truths, agreement.scale)):
+            return EvalReading(said, weak, hint, CHECK_RULE)  # a trial's log head built on, distilled as metres
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
         if not (weak or scale) and agreement.best_fit[1] < RELATIVE_GAIN * agreement.rmse:
