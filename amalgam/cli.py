@@ -96,7 +96,11 @@ def cmd_tasks(args) -> int:
     for name in task_names():
         cls = TASKS.get(name)
         problem = contract_problem(cls) if isinstance(cls, type) else "not a class"
-        problem = problem or name_problem(name, cls.name)  # inspect and build stop on it: say it here too
+        if problem is None and (misnamed := name_problem(name, cls.name)):  # inspect and build stop on it
+            broken += 1
+            print(f"{name}\t{TASKS.origin(name)}" + ("\tbroken" if args.details else ""))
+            print(f"amalgam: error: {misnamed}", file=sys.stderr)
+            continue
         details = f"\t{mirror_note(cls()) if problem is None else 'broken'}" if args.details else ""
         print(f"{name}\t{TASKS.origin(name)}{details}")
         if problem is not None:

@@ -419,11 +419,17 @@ SUM_TOLERANCE = 1e-3
 
 def _sum_tolerance(values: torch.Tensor) -> float:
     """:data:`SUM_TOLERANCE`, or twice the rounding step of a half-precision output's values (every value a
-    bf16 or fp16 number): a bf16 softmax's sums lie 0.998 to 1 and read as no probabilities."""
+    bf16 or fp16 number): a bf16 softmax's sums lie 0.996 to 1 and read as no probabilities."""
     for dtype in (torch.bfloat16, torch.float16):
         if torch.equal(values, values.to(dtype).float()):
             return max(SUM_TOLERANCE, 2 * torch.finfo(dtype).eps)
     return SUM_TOLERANCE
+
+
+def _at_most_one(out: torch.Tensor) -> bool:
+    """Whether a non-negative output sums to at most 1 (within its rounding) at every position."""
+    out = out.float()
+    return out.numel() > 0 and out.dim() >= 2 and bool((out.sum(1) <= 1 + _sum_tolerance(out)).all())
 
 
 def _in_unit_range(out: torch.Tensor) -> bool:
@@ -509,9 +515,15 @@ class LabelledOutputs:
             return probabilities_problem(out)
         if kind == "probabilities" and constant_sum(out) is None:
             sums = out.sum(1)
+            part = (  # a softmax over more outputs than it returns: its share of the labels is no distribution
+                "; if the model's softmax runs over more outputs than it returns, return them all and list the"
+                " extra ones in unused_outputs"
+                if _at_most_one(out)
+                else ""
+            )
             return (
                 f"read as probabilities, but the output is not (sums over the labels {sums.min().item():.3g} to"
-                f" {sums.max().item():.3g}): if it is logits, drop output: probabilities"
+                f" {sums.max().item():.3g}): if it is logits, drop output: probabilities{part}"
             )
         if kind in ("sigmoid", "binary_probability") and not _in_unit_range(out):
             fix = "set output: binary" if kind == "binary_probability" else f"drop output: {kind}"  # a logit's own
@@ -546,12 +558,13 @@ def probabilities_problem(out: torch.Tensor) -> Optional[str]:
             " their log), or return the logits (drop the model's final softmax)"
         )
     if out.shape[1] > 1 and out.numel() >= SIGMOID_EVIDENCE and _in_unit_range(out):
-        if bool((out.float().sum(1) <= 1 + _sum_tolerance(out.float())).all()):  # a softmax less some outputs, too
+        if _at_most_one(out):  # a softmax less some of its outputs, too
             return (
                 "every value of the output lies in [0, 1] and sums to at most 1 over the labels, as sigmoids do or a"
-                " softmax over more outputs than the labels (unused_outputs left out), but is distilled as logits"
-                " (softened into near-uniform targets): set output: probabilities if the model ends in a softmax,"
-                " output: sigmoid if in sigmoids, or return the logits"
+                " softmax over more outputs than the labels, but is distilled as logits (softened into near-uniform"
+                " targets): set output: sigmoid if the model ends in sigmoids; if in a softmax over more outputs,"
+                " return them all, list the extra ones in unused_outputs and set output: probabilities; or return"
+                " the logits"
             )
         return (
             "every value of the output lies in [0, 1], as sigmoid probabilities do, but is distilled as logits"

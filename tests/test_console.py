@@ -15,11 +15,17 @@ def test_import_amalgam_loads_no_torch_until_the_api_is_used():
     assert out == ["False", "True"]
 
 
-def test_the_package_still_names_its_api():
+def test_the_package_still_names_its_api_and_its_subpackages():
     from amalgam.api import build
 
     assert amalgam.build is build
     assert {"build", "evaluate", "inspect", "load_student", "Inspection", "AmalgamError"} <= set(dir(amalgam))
+    assert "importlib" not in dir(amalgam) and "_importlib" not in dir(amalgam)
+    assert set(amalgam.__all__) == set(amalgam._LAZY) | {"AmalgamError", "RecipeError", "__version__"}
+    # `import amalgam` alone used to load its subpackages: amalgam.task.TASKS (docs/plugins.md) must still work
+    code = "import amalgam; amalgam.task.TASKS; amalgam.kd.kd_loss; print(hasattr(amalgam, 'no_such_thing'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False"]
 
 
 def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):

@@ -139,6 +139,13 @@ def test_partial_label_kl_of_a_teacher_with_a_masked_label_is_finite_with_finite
     very_low = partial_label_kl(student.detach(), teacher.detach().clamp_min(-1e3), identity, 2.0)
     assert got.item() == pytest.approx(very_low.item(), rel=1e-6)
     assert torch.isfinite(student.grad).all() and torch.isfinite(teacher.grad).all()
+    # the student masked alike where the teacher is: still finite, the masked term 0
+    masked = student.detach().clone()
+    masked[0, 1] = -math.inf
+    masked.requires_grad_(True)
+    again = partial_label_kl(masked, teacher, identity, 2.0)
+    again.backward()
+    assert torch.isfinite(again) and torch.isfinite(masked.grad).all()
 
 
 def test_partial_label_kl_is_zero_for_matching_distributions():

@@ -534,18 +534,36 @@ class SoftmaxOver(nn.Module):
 def test_a_softmax_over_more_units_than_the_labels_reads_as_probabilities_of_the_kept_ones():
     # sums 0.55 to 1 over the kept units: 'probabilities' was refused, and the error's 'sigmoid' passed
     labels = tuple("abcd")
-    with pytest.raises(AmalgamError, match=r"sums to at most 1 .*set output: probabilities if the model ends in a"):
+    with pytest.raises(
+        AmalgamError, match=r"sums to at most 1 .*list the extra ones in unused_outputs and set output: probabilities"
+    ):
         check_teacher_output(teacher(SoftmaxOver(), task="classification", labels=labels, unused_outputs=[4]), (16, 16))
     model = SoftmaxOver()
     t = teacher(model, task="classification", labels=labels, unused_outputs=[4], output="probabilities")
     check_teacher_output(t, (16, 16))
-    assert any("sum to 1 with unused_outputs [4] kept" in note for note in t.notes)
+    assert any("sum to a constant with unused_outputs [4] kept" in note for note in t.notes)
     x = torch.rand(2, 3, 16, 16)
     kept = model(t.prepare(x))[:, :4]
     torch.testing.assert_close(t(x).softmax(1), kept / kept.sum(1, keepdim=True))  # renormalised over the labels
     with pytest.raises(AmalgamError, match=r"read as probabilities, but the output is not"):  # no softmax at all
         spare = teacher(SpareUnits(), task="classification", labels=labels[:3], unused_outputs=[3, 4])
         check_teacher_output(replace_kind(spare, "probabilities"), (16, 16))
+
+
+class SlicedSoftmax(SoftmaxOver):
+    """A softmax over 5 outputs of which the model returns 4: its share of the labels sums to less than 1."""
+
+    def forward(self, x):
+        return super().forward(x)[:, :4]
+
+
+def test_a_model_returning_part_of_its_softmax_is_told_to_return_it_all():
+    # 'probabilities' was refused without a way on, and the logits error's 'probabilities' led there
+    labels = tuple("abcd")
+    with pytest.raises(AmalgamError, match=r"return them all and list the extra ones in unused_outputs$"):
+        check_teacher_output(
+            teacher(SlicedSoftmax(), task="classification", labels=labels, output="probabilities"), (16, 16)
+        )
 
 
 def replace_kind(t: Teacher, kind: str) -> Teacher:
@@ -600,6 +618,20 @@ def test_an_out_key_taken_by_rule_that_does_not_fit_names_the_rule_and_the_key_t
         " per label: set output_key to distil it)"
     )
     check_teacher_output(teacher(OutNotTheMap(), labels=("a", "b", "c"), output_key="seg"), (16, 16))
+
+
+class DivergedOut(nn.Module):
+    """torchvision's form, ``{"out", "aux"}``, with a diverged 'out'."""
+
+    def forward(self, x):
+        seg = x * 2 - 1
+        return {"out": seg * float("nan"), "aux": seg}
+
+
+def test_a_diverged_out_is_not_told_to_distil_the_aux_head():
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(teacher(DivergedOut(), labels=("a", "b", "c")), (16, 16))
+    assert "NaN or inf" in str(info.value) and "output_key" not in str(info.value)
 
 
 class ExtraAxis(nn.Module):

@@ -200,7 +200,8 @@ def test_a_task_registered_under_another_name_than_its_own_is_one_line(capsys):
         with pytest.raises(AmalgamError, match=said):
             get_task("renamed_classes")
         assert main(["tasks"]) == 2  # `amalgam tasks` listed it as fine; inspect and build stopped on it
-        assert re.search(said, capsys.readouterr().err)
+        err = capsys.readouterr().err
+        assert re.search(r"^amalgam: error: task plugin " + said, err, re.M)  # one prefix, not two
     finally:
         TASKS.remove("renamed_classes")
 

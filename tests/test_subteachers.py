@@ -41,6 +41,9 @@ def test_a_wrap_takes_a_tasks_name_and_refuses_anything_else_in_one_line():
     # a user's own loop passed None ('NoneType' object has no attribute 'name'); a name is all it may hold
     net, x = dense_net(), torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(call("multi_transform", net, "segmentation", x), call("multi_transform", net, SEG, x))
+    with torch.no_grad():  # by keyword too
+        by_name = build_subteacher("multi_transform", {})(net, net, task="segmentation", x=x)
+    torch.testing.assert_close(by_name, call("multi_transform", net, SEG, x))
     with pytest.raises(
         AmalgamError, match=r"wrap\(run, model, task, x\): task is a Task or a task's name .* got NoneType"
     ):

@@ -161,8 +161,9 @@ class LogitEnsemble(nn.Module):
         logits = teacher_logits.detach().float()  # teachers are never trained through the target
         if logits.dim() != 3 or logits.shape[0] != self.num_teachers:
             dense = (
-                "; dense maps [K, B, C, H, W]: put the pixels in the batch, z.movedim(2, -1).reshape(K, -1, C),"
-                " and the target [B * H * W, C] back with .reshape(B, H, W, C).movedim(-1, 1)"
+                "; dense maps [K, B, C, H, W]: put the pixels in the batch, z.movedim(2, -1).reshape(K, -1, C)"
+                " (a gate's features and a confidence ensemble's labels one row a pixel too), and the target"
+                " [B * H * W, C] back with .reshape(B, H, W, C).movedim(-1, 1)"
                 if logits.dim() > 3 and logits.shape[0] == self.num_teachers
                 else ""
             )

@@ -280,9 +280,9 @@ def partial_label_kl(
     refuse_probabilities(student_logits, "partial_label_kl", "the student's logits", check)
     log_q = project_log_probs(student_logits, matrix, temperature, after_projection)
     log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=1)
-    # a masked label (logit -inf) has p = 0 and log p = -inf, and 0 * inf is NaN: below -1e4 p is 0 in
-    # float32 anyway, so the clamp changes no term
-    kl = (log_p.exp() * (log_p.clamp_min(-1e4) - log_q)).sum(dim=1)
+    p = log_p.exp()
+    # a label masked with -inf (either side) where p = 0: its term is 0, not 0 * inf = NaN
+    kl = (p * torch.where(p > 0, log_p - log_q, torch.zeros_like(log_q))).sum(dim=1)
     if weights is not None:
         kl = kl * weights.to(kl.dtype)
     return kl.mean() * temperature**2

@@ -217,8 +217,8 @@ def _whole_softmax(teacher: Teacher, dummy: torch.Tensor) -> bool:
     if teacher.task.reading_problem(sample, teacher.output_kind):
         return False
     teacher.notes.append(
-        f"its outputs sum to 1 with unused_outputs {list(teacher.unused_outputs)} kept (a softmax over all of"
-        " them): the labels' probabilities are renormalised over the labels"
+        f"its outputs sum to a constant with unused_outputs {list(teacher.unused_outputs)} kept (a softmax over all"
+        " of them): the labels' probabilities are renormalised over the labels"
     )
     return True
 
@@ -264,7 +264,18 @@ def _other_key_hint(teacher: Teacher, dummy: torch.Tensor) -> str:
     except Exception:  # noqa: BLE001 - the failure is said by the caller
         return ""
     labels = len(teacher.space)
-    fits = [k for k, t in found.items() if k != taken and t.dim() >= 2 and t.shape[1] == labels]
+    # one of the taken tensor's form (a channel per label, as many dims) is no better: the fault is not which
+    # tensor (NaN, its size); torchvision's aux head is a training aid, never the output to distil
+    same = taken in found and found[taken].dim() >= 2 and found[taken].shape[1] == labels
+    fits = [
+        k
+        for k, t in found.items()
+        if k not in (taken, "aux")
+        and t.dim() >= 2
+        and t.shape[1] == labels
+        and not (same and t.dim() == found[taken].dim())
+        and bool(torch.isfinite(t).all())
+    ]
     if not fits:
         return ""
     shown = ", ".join(f"'{k}' {list(found[k].shape)}" for k in fits[:4])

@@ -45,6 +45,8 @@ def _without_grad(call: Callable) -> Callable:
     def run_without_grad(self: "SubTeacher", run: Run, model: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         if args:  # (task, x): a task's name is taken for its plugin, as a user's loop may hold only the name
             args = (_as_task(args[0]), *args[1:])
+        if "task" in kwargs:
+            kwargs["task"] = _as_task(kwargs["task"])
         modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
         for m, _ in modes:
             m.training = False
