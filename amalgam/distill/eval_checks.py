@@ -194,7 +194,8 @@ def check_label_order_on_eval(
     elif len(judged) >= ORDER_MIN_CLASSES:
         teacher.notes.append(f"label order checked {where}: {len(judged)} classes, {swapped} named mostly as another")
     else:  # said, so that a check that could not judge is not read as passed
-        teacher.notes.append(f"label order not checked {where}: {len(judged)} classes with enough of them")
+        enough = f"{len(judged)} of its classes had enough {unit} there; it judges {ORDER_MIN_CLASSES} or more"
+        teacher.notes.append(f"label order not checked {where}: {enough}")
 
 
 def has_swapped_pair(mostly: list[Optional[int]]) -> bool:
