@@ -11,7 +11,7 @@ from world import TINY_BUILD
 from amalgam.cli import main
 from amalgam.errors import RecipeError
 from amalgam.students.build import StudentSpec, build_student
-from amalgam.students.pretrained import match_encoder_weights, pretrained_encoder
+from amalgam.students.pretrained import EncoderWeights, match_encoder_weights, pretrained_encoder
 
 HEADS = {"classification": 3, "segmentation": 4, "depth": 1}
 
@@ -83,6 +83,18 @@ def test_a_torchvision_resnet_fits_smps_resnet_as_it_is(tmp_path):
     weights = match_encoder_weights("resnet18", path)
     assert weights.rename == ("", "", False) and weights.unused == ["fc.weight", "fc.bias"]
     assert "left out 2 tensors (fc.weight, fc.bias)" in weights.describe()
+    # smp's own encoders override load_state_dict (returning None; MiT's takes no strict): the build crashed
+    encoder = pretrained_encoder("resnet18", weights)
+    source = torch.load(path, weights_only=True)
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, source[key]), key
+
+
+def test_an_smp_mit_encoder_takes_its_weights(tmp_path):
+    mit = smp.encoders.get_encoder("mit_b0", in_channels=3, depth=5, weights=None)
+    weights = EncoderWeights(_randomised(mit, 3).state_dict(), tmp_path / "mit.pt", ("", "", False), [])
+    encoder = pretrained_encoder("mit_b0", weights)
+    assert all(torch.equal(v, weights.state[k]) for k, v in encoder.state_dict().items())
 
 
 def test_a_checkpoint_of_another_network_is_refused_in_one_line(timm_classifier, tmp_path):

@@ -158,7 +158,9 @@ def pretrained_encoder(
     """A fresh smp encoder (with ``student.encoder_args`` ``args``) holding ``weights`` (which the
     student then copies stage by stage)."""
     encoder = _fresh(encoder_name, args)
-    missing, unexpected = encoder.load_state_dict(weights.state, strict=False)
+    # nn.Module's own: smp's encoders override load_state_dict (to drop a classifier head, which the match has
+    # left out already), most returning None, MiT's without strict: each crashed here after inspect passed
+    missing, unexpected = nn.Module.load_state_dict(encoder, weights.state, strict=False)
     if unexpected or any(not k.endswith(OPTIONAL) for k in missing):  # match_encoder_weights checked them
         raise AmalgamError(f"{KEY}: the matched weights do not fit '{encoder_name}' ({(unexpected + missing)[0]})")
     return encoder
