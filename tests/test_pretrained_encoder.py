@@ -172,6 +172,26 @@ def test_timm_encoders_that_flatten_their_blocks_and_checkpoints_without_batch_c
     assert torch.equal(
         own["model.blocks_0.0.ghost1.primary_conv.0.weight"], state["blocks.0.0.ghost1.primary_conv.0.weight"]
     )
+    # the same inside a wrapper (Lightning's self.model, an smp model): refused, the 'closest' renaming missing all
+    for prefix in ("model.", "encoder."):
+        torch.save({prefix + k: v for k, v in state.items()}, path)
+        wrapped = match_encoder_weights("tu-repghostnet_050", path)
+        assert wrapped.rename == (prefix, "model.", True)
+        assert torch.equal(
+            wrapped.state["model.blocks_0.0.ghost1.primary_conv.0.weight"],
+            own["model.blocks_0.0.ghost1.primary_conv.0.weight"],
+        )
+
+
+def test_a_file_of_no_matching_names_shows_both_first_names(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"net.conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(
+        RecipeError,
+        match=r"no renaming supplies any of its \d+ tensors \(its first: 'model\.conv1[^']*'"
+        r"; the file's first: 'net\.conv\.weight'\)",
+    ):
+        match_encoder_weights("tu-test_resnet", path)
 
 
 def test_encoder_weights_need_a_named_encoder_and_inspect_reports_them_with_auto_trees(

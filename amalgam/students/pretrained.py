@@ -40,6 +40,10 @@ RENAMES: tuple[tuple[str, str, bool], ...] = (
     ("encoder.", "model.", False),
     ("backbone.", "", False),
     ("backbone.", "model.", False),
+    # a timm model saved inside a wrapper (Lightning's self.model, an smp model, a backbone), blocks flattened
+    ("model.", "model.", True),
+    ("encoder.", "model.", True),
+    ("backbone.", "model.", True),
 )
 #: buffers a checkpoint may lack (torch treats them as optional; published weights often omit them)
 OPTIONAL = ("num_batches_tracked",)
@@ -103,9 +107,10 @@ def match_encoder_weights(encoder_name: str, path: Path, args: Optional[Mapping[
         raise RecipeError(KEY, str(exc)) from None
     encoder = _fresh(encoder_name, args)
     own = encoder.state_dict()
-    best = None
+    best, named = None, False
     for rename in RENAMES:
         names = _renamed(state, *rename)
+        named = named or any(k in names for k in own)  # some name found, if of another shape
         missing = _fits(own, state, names)
         if not missing:
             used = {names[k] for k in own if k in names}
@@ -116,12 +121,18 @@ def match_encoder_weights(encoder_name: str, path: Path, args: Optional[Mapping[
         if best is None or len(missing) < len(best[1]):
             best = (rename, missing)
     (strip, add, _), missing = best
+    closest = (
+        f"the closest renaming ('{strip}' -> '{add}') misses {len(missing)} of its {len(own)} tensors"
+        f" (first: '{missing[0]}')"
+        if named
+        else f"no renaming supplies any of its {len(own)} tensors (its first: '{next(iter(own))}'; the file's first:"
+        f" '{next(iter(state), '')}')"
+    )
+    tried = ", ".join(f"{s!r}->{a!r}" + (" flattened" if f else "") for s, a, f in RENAMES)
     raise RecipeError(
         KEY,
         f"{path} does not fit encoder '{encoder_name}'{f' with student.encoder_args {dict(args)}' if args else ''}:"
-        f" the closest renaming "
-        f"('{strip}' -> '{add}') misses {len(missing)} of its {len(own)} tensors (first: '{missing[0]}'), "
-        f"renamings tried: {', '.join(f'{s!r}->{a!r}' + (' flattened' if f else '') for s, a, f in RENAMES)}",
+        f" {closest}, renamings tried: {tried}",
     )
 
 
