@@ -10,6 +10,7 @@ from amalgam.distill.cache import TeacherCache
 from amalgam.distill.mirror_check import unflipped_sources
 from amalgam.distill.objective import check_feature_taps, objective_terms, student_tap_module, task_weighting
 from amalgam.distill.plan import Plan, build_plan
+from amalgam.distill.tree_search import check_some_tree_fits
 from amalgam.errors import AmalgamError
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import latency_if_budgeted, resolve_budget, student_lines
@@ -190,6 +191,8 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     plan = build_plan(recipe, with_data=with_data, log=log)
     if with_data:  # what a build would decide, said (evaluation never decides it)
         plan.unflipped = unflipped_sources(plan, log)
+    if recipe.student.branch_at == "auto":
+        check_some_tree_fits(plan)  # a budget no tree meets stops here, as the search would stop the build
     spec = plan.student_spec(STAGES if recipe.student.branch_at == "auto" else None)  # auto: the warm-up's
     teachers = plan.teacher_params
     path = recipe.resolve(recipe.student.encoder_weights)

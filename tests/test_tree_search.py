@@ -69,6 +69,13 @@ def test_an_unmeetable_budget_is_one_line_naming_the_smallest_tree(quick_plan, t
     assert not (tmp_path / "warmup.pt").exists()  # it stops before any training
 
 
+def test_inspect_refuses_a_budget_no_tree_meets_as_the_build_does(world, capsys):
+    # inspect listed the budget and exited 0; the build then stopped on it
+    auto = [*QUICK, "student.branch_at=auto", "student.budget.params=1.0"]
+    assert main(["inspect", str(world), "--no-data", *[a for o in auto for a in ("--set", o)]]) == 2
+    assert "student.budget: no branched tree fits" in capsys.readouterr().err
+
+
 def test_a_search_result_crosses_to_the_other_ranks(quick_plan, tmp_path):
     # torchrun ranks take rank 0's result through broadcast_object_list: it must pickle whole
     import pickle

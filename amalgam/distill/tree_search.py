@@ -111,6 +111,21 @@ def affinity_lines(affinity: Affinity) -> list[str]:
     return [head, *rows]
 
 
+def check_some_tree_fits(plan: Plan) -> tuple[Budget, TreeCosts]:
+    """The budget and the priced parts of the plan's trees, once some tree fits ``student.budget`` (the
+    search and ``amalgam inspect`` check it alike: inspect passed a budget the build then refused).
+
+    Raises:
+        RecipeError: when none fits, naming the smallest tree's size.
+    """
+    tasks = list(plan.tasks)
+    budget = resolve_budget(plan.recipe.student.budget, plan.teacher_params)
+    costs = measure_costs(plan.student_spec(STAGES), tuple(plan.recipe.data.image_size))
+    if all(budget.excess(costs.params(t), costs.latency_ms(t)) for t in all_trees(tasks)):
+        raise unmeetable(budget, costs, tasks)
+    return budget, costs
+
+
 def search_tree(plan: Plan, device: torch.device, out_dir: Path, log: Callable[[str], None] = print) -> SearchResult:
     """Chooses ``branch_at`` for the plan's tasks within ``student.budget`` (see the module's doc).
 
@@ -122,10 +137,7 @@ def search_tree(plan: Plan, device: torch.device, out_dir: Path, log: Callable[[
     choice = plan.encoder_choice()
     if choice is not None:  # student.encoder: auto: the searched student is a rung of the ladder
         log(choice.describe())
-    budget = resolve_budget(recipe.student.budget, plan.teacher_params)
-    costs = measure_costs(plan.student_spec(STAGES), tuple(recipe.data.image_size))
-    if all(budget.excess(costs.params(t), costs.latency_ms(t)) for t in all_trees(tasks)):
-        raise unmeetable(budget, costs, tasks)
+    budget, costs = check_some_tree_fits(plan)
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(tasks) == 1:  # one path through the student whatever the tree: a warm-up would measure nothing
         log(f"search: one task ({tasks[0]}): every tree is the same network, nothing to measure; budget checked")
