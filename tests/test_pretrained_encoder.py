@@ -200,7 +200,8 @@ def test_encoder_weights_need_a_named_encoder_and_inspect_reports_them_with_auto
     key = f"student.encoder_weights={timm_classifier}"
     assert main(["inspect", str(world), "--no-data", "--set", key, "--set", "student.encoder=auto"]) == 2
     assert "student.encoder_weights: needs a named student.encoder" in capsys.readouterr().err
-    assert main(["inspect", str(world), "--no-data", "--set", key, "--set", "student.branch_at=auto"]) == 0
+    auto = ["--set", "student.branch_at=auto", "--set", "student.budget.params=1000"]  # a tree must fit
+    assert main(["inspect", str(world), "--no-data", "--set", key, *auto]) == 0
     assert "encoder weights (student.encoder_weights): 90 encoder tensors" in capsys.readouterr().out
 
 

@@ -62,7 +62,8 @@ def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Mod
             raise RecipeError(
                 "student.encoder",
                 f"smp cannot build a U-Net encoder of '{name}': {error_line(exc)} (a plain ViT, DeiT or LeViT has no"
-                " feature pyramid): pick a CNN or a hierarchical transformer (tu-swin_*, mit_b*)",
+                " feature pyramid, nor a net downsampling by 16 first): pick a CNN encoder (a compact student also"
+                " takes hierarchical transformers: tu-swin_*, mit_b*)",
             ) from None
     _check_args(name, args)
     try:
