@@ -11,6 +11,7 @@ Its projection row then holds those classes, and ground truth is mapped through 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -165,9 +166,17 @@ def group_logsumexp(z: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     blocks = [z.index_select(1, matrix[single].float().argmax(1).to(z.device))]
     for j in several.tolist():
         members = matrix[j].nonzero().flatten().to(z.device)
-        blocks.append(torch.logsumexp(z.index_select(1, members), 1, keepdim=True))
+        blocks.append(_masked_logsumexp(z.index_select(1, members)))
     order = torch.cat([single, several]).argsort().to(z.device)  # back to the labels' order
     return torch.cat(blocks, 1).index_select(1, order)
+
+
+def _masked_logsumexp(z: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` over dim 1 (kept), ``-inf`` with a zero gradient where every member is ``-inf`` (masked
+    logits): torch's own backward is NaN there (0 / 0), and it reached the student's parameters."""
+    empty = torch.isneginf(z).all(1, keepdim=True)
+    inner = torch.logsumexp(torch.where(empty, torch.zeros_like(z), z), 1, keepdim=True)
+    return torch.where(empty, torch.full_like(inner, -math.inf), inner)
 
 
 def extents(spaces: Sequence[LabelSpace]) -> dict[str, frozenset[str]]:
