@@ -413,23 +413,30 @@ def _upside_down(teacher: str, kind: str, agreement: DepthAgreement) -> str:
     )
 
 
-def _log_reading_hint(
-    teacher: str, answers: list[torch.Tensor], truths: list[torch.Tensor], scale: float
-) -> Optional[str]:
-    """The stop for a teacher read as metres, ``scale`` times its eval set's depth, whose answers read as
-    log depth agree with the truth in scale (a log-metres head declared metric: 0.33x, warned only as
-    another scale, and distilled as metres); the fix that keeps it metres is its ``output_scale``."""
+def _log_reading(
+    teacher: str, answers: list[torch.Tensor], truths: list[torch.Tensor], agreement: DepthAgreement
+) -> tuple[Optional[str], bool]:
+    """For a teacher read as metres, off its eval set's depth by ``agreement.scale``, whose answers read as
+    log depth agree with the truth in scale: the line, and whether it stops the build. It stops where the
+    log reading also follows the truth's shape better (log-depth r): a log-metres head declared metric was
+    warned of as another scale only, and distilled as metres. A metric teacher at 0.25-0.45x in a room of
+    1-5 m agrees in scale read as log too (k t ~ log t there) and follows the truth better as metres: warned,
+    its ``output_scale`` first (``output: log`` would distil it warped)."""
     as_log = depth_agreement([a.float().exp() for a in answers], truths)
     if as_log is None or not (1 / SCALE_WARNING <= as_log.scale <= SCALE_WARNING):
-        return None
+        return None, False
     if not as_log.correlation > WEAK_CORRELATION:
-        return None
-    return (
-        f"teacher {teacher} read as metres is {scale:.3g}x its eval set's depth, and read as log depth agrees with it"
-        f" (scale {as_log.scale:.3g}x, log-depth r {as_log.correlation:.2f}, rmse {as_log.rmse:.3g} m): if it answers"
-        f" log metres, set teachers.{teacher}.output: log; if metres at another scale,"
-        f" teachers.{teacher}.output_scale: {1 / scale:.3g}"
+        return None, False
+    log_fix = f"teachers.{teacher}.output: log"
+    scale_fix = f"teachers.{teacher}.output_scale: {1 / agreement.scale:.3g} (times any output_scale it has now)"
+    said = (
+        f"teacher {teacher} read as metres is {agreement.scale:.3g}x its eval set's depth (log-depth r"
+        f" {agreement.correlation:.3f}); read as log depth it agrees in scale ({as_log.scale:.3g}x, r"
+        f" {as_log.correlation:.3f}, rmse {as_log.rmse:.3g} m)"
     )
+    if as_log.correlation > agreement.correlation:
+        return f"{said}: if it answers log metres, set {log_fix}; if metres at another scale, {scale_fix}", True
+    return f"{said}: if it answers metres at another scale, set {scale_fix}; if log metres, {log_fix}", False
 
 
 def _relative_warning(teacher: str, agreement: DepthAgreement) -> str:
@@ -598,8 +605,10 @@ class DepthTask(Task):
         if problem := _unit_problem(teacher, kind, agreement.scale, _median_depth(truths)):
             return EvalReading(said, weak, problem, CHECK_RULE)
         scale = tuple(self.teacher_warnings(teacher, {"scale": agreement.scale}))  # evaluation says it again
-        if kind == "metric" and scale and (hint := _log_reading_hint(teacher, answers, truths, agreement.scale)):
-            return EvalReading(said, weak, hint, CHECK_RULE)  # a trial's log head built on, distilled as metres
+        hint, stop = _log_reading(teacher, answers, truths, agreement) if kind == "metric" and scale else (None, False)
+        if stop:  # a trial's log head built on, distilled as metres
+            return EvalReading(said, weak, hint, CHECK_RULE)
+        weak += [hint] if hint else []
         # a scale beyond the band is said by that line (another unit, or relative depth); a unit error
         # alone passes the relative test too, so that test is left to depth within the band
         if not (weak or scale) and agreement.best_fit[1] < RELATIVE_GAIN * agreement.rmse:
