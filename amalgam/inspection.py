@@ -191,8 +191,9 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     plan = build_plan(recipe, with_data=with_data, log=log)
     if with_data:  # what a build would decide, said (evaluation never decides it)
         plan.unflipped = unflipped_sources(plan, log)
-    if recipe.student.branch_at == "auto":
-        check_some_tree_fits(plan)  # a budget no tree meets stops here, as the search would stop the build
+    budget = recipe.student.budget
+    if recipe.student.branch_at == "auto" and (budget.params is not None or budget.latency_ms is not None):
+        check_some_tree_fits(plan, timed=False)  # a budget no tree meets stops here, as the search would
     spec = plan.student_spec(STAGES if recipe.student.branch_at == "auto" else None)  # auto: the warm-up's
     teachers = plan.teacher_params
     path = recipe.resolve(recipe.student.encoder_weights)

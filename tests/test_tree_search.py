@@ -69,6 +69,27 @@ def test_an_unmeetable_budget_is_one_line_naming_the_smallest_tree(quick_plan, t
     assert not (tmp_path / "warmup.pt").exists()  # it stops before any training
 
 
+def test_inspect_times_the_trees_only_where_the_budget_limits_latency(world, monkeypatch, capsys):
+    # each stage timed 8 times at data.image_size: seconds at inspect for a big encoder, for a params budget
+    from amalgam.students import budget as budget_module
+
+    def untimed(*args, **kwargs):
+        raise AssertionError("timed")
+
+    monkeypatch.setattr(budget_module, "_fastest_ms", untimed)
+    auto = [*QUICK, "student.branch_at=auto"]
+    assert main(["inspect", str(world), "--no-data", *[a for o in auto for a in ("--set", o)]]) == 0
+    with pytest.raises(AssertionError, match="timed"):  # a latency limit needs the timings
+        main(
+            [
+                "inspect",
+                str(world),
+                "--no-data",
+                *[a for o in [*auto, "student.budget.latency_ms=1000"] for a in ("--set", o)],
+            ]
+        )
+
+
 def test_inspect_refuses_a_budget_no_tree_meets_as_the_build_does(world, capsys):
     # inspect listed the budget and exited 0; the build then stopped on it
     auto = [*QUICK, "student.branch_at=auto", "student.budget.params=1.0"]

@@ -111,16 +111,19 @@ def affinity_lines(affinity: Affinity) -> list[str]:
     return [head, *rows]
 
 
-def check_some_tree_fits(plan: Plan) -> tuple[Budget, TreeCosts]:
+def check_some_tree_fits(plan: Plan, timed: bool = True) -> tuple[Budget, TreeCosts]:
     """The budget and the priced parts of the plan's trees, once some tree fits ``student.budget`` (the
     search and ``amalgam inspect`` check it alike: inspect passed a budget the build then refused).
+    ``timed=False`` times the parts only where the budget limits latency (``inspect``: a second or more
+    for a big encoder at a big size).
 
     Raises:
         RecipeError: when none fits, naming the smallest tree's size.
     """
     tasks = list(plan.tasks)
     budget = resolve_budget(plan.recipe.student.budget, plan.teacher_params)
-    costs = measure_costs(plan.student_spec(STAGES), tuple(plan.recipe.data.image_size))
+    needs_ms = timed or budget.latency_ms is not None
+    costs = measure_costs(plan.student_spec(STAGES), tuple(plan.recipe.data.image_size), timed=needs_ms)
     if all(budget.excess(costs.params(t), costs.latency_ms(t)) for t in all_trees(tasks)):
         raise unmeetable(budget, costs, tasks)
     return budget, costs

@@ -127,12 +127,20 @@ def latency_if_budgeted(cfg, student: nn.Module, image_size: tuple[int, int]) ->
         return batch1_ms(on_cpu, image_size)
 
 
-def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7) -> TreeCosts:
-    """Prices every part of ``spec``'s branched student (batch 1, CPU, eval mode)."""
+def measure_costs(spec: StudentSpec, image_size: tuple[int, int], repeats: int = 7, timed: bool = True) -> TreeCosts:
+    """Prices every part of ``spec``'s branched student (batch 1, CPU, eval mode); ``timed=False`` counts
+    parameters only (every latency 0), where no latency limit needs them."""
     shared = replace(spec, type="branched", branch_at=0)
     full = BranchedStudent(shared).eval()
     first = next(iter(spec.heads))
     stages = full.branches[first]
+    if not timed:
+        task_params = {
+            n: count_params(full.heads[n]) + (count_params(full.decoders[n]) if n in full.decoders else 0)
+            for n in spec.heads
+        }
+        zeros = {n: 0.0 for n in spec.heads}
+        return TreeCosts([count_params(s) for s in stages], [0.0] * len(stages), task_params, zeros)
     x = torch.rand(1, 3, *image_size)
     with torch.no_grad():
         features = [full.normalise(x)]
