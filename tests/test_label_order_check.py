@@ -453,3 +453,16 @@ def test_a_segmenter_under_the_probes_iou_is_still_judged_by_its_recall(tmp_path
     said, _ = planned(tmp_path, teacher, {"type": "folder", "path": "val/images"}, {"type": "dense", "path": "val"})
     (line,) = [line for line in said if "as fed" in line]
     assert re.match(r"warning: teacher t has a mean recall of 0\.\d+ on 8 eval images as fed", line)
+
+
+def test_a_teacher_of_two_classes_is_said_checked_for_a_swap_only(tmp_path):
+    # a binary teacher read 'not checked: 2 classes with enough of them', though a swap of the two is judged
+    write_folders(tmp_path / "val", 5)
+    model = {"from": "python", "factory": "models:names_red", "classes": 2}
+    folders = {"type": "imagefolder", "path": "val"}
+    teacher = {"task": "classification", "model": model, "labels": ["cat", "dog"]}
+    _, notes = planned(tmp_path, teacher, folders, folders)
+    assert (
+        "label order checked for a swapped pair only on 20 images of 'val', before training: 2 classes judged"
+        " (the full check needs 3)" in notes
+    )

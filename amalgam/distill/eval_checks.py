@@ -193,6 +193,11 @@ def check_label_order_on_eval(
         teacher.notes.append(f"near-blind {where}")
     elif len(judged) >= ORDER_MIN_CLASSES:
         teacher.notes.append(f"label order checked {where}: {len(judged)} classes, {swapped} named mostly as another")
+    elif len(judged) == 2:  # two classes: a swap of the two is judged (has_swapped_pair), not the count rule
+        teacher.notes.append(
+            f"label order checked for a swapped pair only {where}: 2 classes judged (the full check needs"
+            f" {ORDER_MIN_CLASSES})"
+        )
     else:  # said, so that a check that could not judge is not read as passed
         enough = f"{len(judged)} of its classes had enough {unit} there; it judges {ORDER_MIN_CLASSES} or more"
         teacher.notes.append(f"label order not checked {where}: {enough}")

@@ -62,8 +62,9 @@ def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Mod
             raise RecipeError(
                 "student.encoder",
                 f"smp cannot build a U-Net encoder of '{name}': {error_line(exc)} (a plain ViT, DeiT or LeViT has no"
-                " feature pyramid, nor a net downsampling by 16 first): pick a CNN encoder (a compact student also"
-                " takes hierarchical transformers: tu-swin_*, mit_b*)",
+                " feature pyramid, nor a net downsampling by 16 first): pick a CNN with a stride-2 stem (resnet*,"
+                " tu-resnet*, tu-efficientnet_*, tu-mobilenetv3_*; a compact student also takes convnext and"
+                " hierarchical transformers: tu-convnext_*, tu-swin_*, mit_b*)",
             ) from None
     _check_args(name, args)
     try:
