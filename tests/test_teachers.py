@@ -83,6 +83,23 @@ def test_crashing_teacher_is_named_with_its_input():
         check_teacher_output(teacher, (32, 32))
 
 
+class WantsADict(nn.Module):
+    """An HF-style network whose forward takes ``{"pixel_values": x}``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, batch):
+        return self.fc(batch["pixel_values"].mean((2, 3)))
+
+
+def test_a_network_taking_a_dict_is_told_how_amalgam_calls_it():
+    # a trial: 'too many indices for tensor of dimension 4', nothing about the call
+    with pytest.raises(AmalgamError, match=r"amalgam calls the network as model\(x\), x one \[B, C, H, W\] float"):
+        check_teacher_output(teacher_of(WantsADict()), (32, 32))
+
+
 def test_teacher_is_frozen_and_stays_in_eval_mode():
     model = nn.Sequential(
         nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)

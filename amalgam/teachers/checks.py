@@ -294,10 +294,19 @@ def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
         raise AmalgamError(f"teachers.{teacher.name}.{exc}") from None
     except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
         msg = error_line(exc)
+        hint = _channels_hint(msg, teacher) or _size_hint(msg, teacher)
+        if not hint and isinstance(exc, (TypeError, IndexError, KeyError, AttributeError)):
+            hint = CALL_HINT  # a trial's network wanted {'pixel_values': x}: 'too many indices for tensor'
         raise AmalgamError(
-            f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}"
-            + (_channels_hint(msg, teacher) or _size_hint(msg, teacher))
+            f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}{hint}"
         ) from None
+
+
+#: the hint for a network whose forward fails on one tensor as a wrong kind of argument would make it
+CALL_HINT = (
+    " (amalgam calls the network as model(x), x one [B, C, H, W] float tensor: a forward that takes a dict,"
+    " keywords or several inputs needs a factory that wraps it, e.g. forward(x) returning net({'pixel_values': x}))"
+)
 
 
 _CHANNELS = re.compile(r"to have (\d+) channels, but got (\d+) channels")  # torch's convolution error
