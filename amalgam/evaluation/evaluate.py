@@ -473,19 +473,23 @@ def _scorers(
         meters = [task.reading_meter(n, kind), task.reading_meter(n, kind), unified]
         if teacher_lut is not None:
             restrict(meters[:2], teacher_lut, n)
+        # a look-alike of another teacher's label (each teacher's own were refused by the plan)
+        # must not stop the report after training: the unified score leaves it out, as it did
+        unified_lut = lookup(classes, space, extent, refuse_look_alikes=False) if space is not None else None
+        catch_all = catch_all_classes(teacher, classes, teacher_lut, unified_lut, space, extent)
+        for index in catch_all:
+            unified_lut[index] = IGNORE
         scorers[name] = _Scorer(
             teacher,
             projection(teacher.space, space).to(device) if teacher.space else None,
             teacher_lut.to(device) if teacher_lut is not None else None,
-            # a look-alike of another teacher's label (each teacher's own were refused by the plan)
-            # must not stop the report after training: the unified score leaves it out, as it did
-            lookup(classes, space, extent, refuse_look_alikes=False).to(device) if space is not None else None,
+            unified_lut.to(device) if unified_lut is not None else None,
             task.name not in unified_tasks,
             meters,
             Coverage.of(name, set_name, teacher.space, classes, teacher_lut) if teacher_lut is not None else None,
         )
         if space is not None and scorers[name].with_unified:
-            scorers[name].unified_unscored = unscored_in_space(classes, scorers[name].unified_lut.tolist(), extent)
+            scorers[name].unified_unscored = unscored_in_space(classes, unified_lut.tolist(), extent, catch_all)
         unified_tasks.add(task.name)
     return scorers
 
@@ -510,11 +514,49 @@ class Unscored:
         return f"'{self.name}' ({why or 'no unified class'})"
 
 
-def unscored_in_space(classes: list[str], lut: list[int], extent: dict[str, frozenset[str]]) -> list[Unscored]:
+def catch_all_classes(
+    teacher: Teacher,
+    classes: list[str],
+    teacher_lut: Optional[torch.Tensor],
+    unified_lut: Optional[torch.Tensor],
+    space: Optional[LabelSpace],
+    extent: dict[str, frozenset[str]],
+) -> dict[int, tuple[str, ...]]:
+    """The set's classes that read as the unified background but are its teacher's catch-all background,
+    each with the unified classes it stands for: a set naming only a partial teacher's classes puts every
+    other object in its background (a trial's set of discs and squares held bars and triangles there), so
+    the whole-label-space row cannot score it; the student's right 'bar' on such a pixel was counted wrong.
+    Empty where the set names every class the teacher's background covers (a set labelled for all)."""
+    if teacher.space is None or teacher.space.background is None or space is None or space.background is None:
+        return {}
+    if teacher_lut is None or unified_lut is None:
+        return {}
+    own = teacher.space.background_index
+    covers = [space.names[u] for u in projection(teacher.space, space)[own].nonzero().flatten().tolist()]
+    named = {c for name in classes for c in extent.get(name, frozenset([name]))}
+    if all(c == space.background or c in named for c in covers):
+        return {}
+    unified_bg = space.background_index
+    pairs = zip(teacher_lut.tolist(), unified_lut.tolist())
+    return {i: tuple(sorted(covers)) for i, (t, u) in enumerate(pairs) if t == own and u == unified_bg}
+
+
+def unscored_in_space(
+    classes: list[str],
+    lut: list[int],
+    extent: dict[str, frozenset[str]],
+    catch_all: Optional[dict[int, tuple[str, ...]]] = None,
+) -> list[Unscored]:
     """The set's classes a whole-label-space row cannot score (:data:`IGNORE` in its lookup), each with
     the unified classes it stands for: several (a group label a relation made of a folder's name:
-    160 images left out of a row without a word), or none."""
-    return [Unscored(name, tuple(sorted(extent.get(name, ())))) for name, index in zip(classes, lut) if index == IGNORE]
+    160 images left out of a row without a word; a partial teacher's catch-all background,
+    ``catch_all``), or none."""
+    catch_all = catch_all or {}
+    return [
+        Unscored(name, catch_all.get(i) or tuple(sorted(extent.get(name, ()))))
+        for i, (name, index) in enumerate(zip(classes, lut))
+        if index == IGNORE
+    ]
 
 
 def unified_meter(plan: Plan, task, num_classes: Optional[int]):
