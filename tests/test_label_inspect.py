@@ -152,16 +152,16 @@ def test_proposals_become_one_coherent_edit():
     ]
 
 
-def two_classifiers(names_a, names_b, shared=True):
+def two_classifiers(names_a, names_b, shared=True, background=None):
     """A stand-in plan: two classifiers on one source (or on two), their recipe labels plain names."""
     from types import SimpleNamespace as NS
 
-    spaces = {"cls-a": LabelSpace(tuple(names_a)), "cls-b": LabelSpace(tuple(names_b))}
+    spaces = {"cls-a": LabelSpace(tuple(names_a), background), "cls-b": LabelSpace(tuple(names_b), background)}
     task = NS(name="classification")
     return NS(
         teachers={n: NS(task=task, space=s) for n, s in spaces.items()},
         source_ids={"cls-a": [0], "cls-b": [0 if shared else 1]},
-        recipe=NS(teachers={n: NS(labels=list(s.names), background=None) for n, s in spaces.items()}),
+        recipe=NS(teachers={n: NS(labels=list(s.names), background=background) for n, s in spaces.items()}),
     )
 
 
@@ -210,18 +210,23 @@ def test_no_paste_is_printed_that_the_recipe_check_refuses():
     from amalgam.labels import suggest
     from amalgam.labels.suggest import Suggestion, suggestion_lines
 
-    plan = two_classifiers(["Coat", "Shirt", "top"], ["Coat", "Shirt", "T-shirt"])
+    plan = two_classifiers(["bg", "Coat", "Shirt", "top"], ["bg", "Coat", "Shirt", "T-shirt"], background="bg")
     bad = Suggestion("classification", "cls-a", "Coat", ("Coat", "Shirt"), "cls-b", "e1")  # Shirt is cls-a's own
     good = Suggestion("classification", "cls-a", "top", ("T-shirt",), "cls-b", "e2")
     assert not any("ready to paste" in x for x in suggestion_lines(plan, [bad]))
-    assert suggestion_lines(plan, [bad, good])[-1] == "  cls-a:\n    labels: [Coat, Shirt, {top: T-shirt}]"
+    assert suggestion_lines(plan, [bad, good])[-1] == "  cls-a:\n    labels: [bg, Coat, Shirt, {top: T-shirt}]"
+    # teachers without a background: their proposals are cautioned about and not offered to paste (a trial's
+    # closed-set 'cat', answered on vehicles, was pasted as {cat: vehicle})
+    closed = two_classifiers(["Coat", "Shirt", "top"], ["Coat", "Shirt", "T-shirt"])
+    unpasted = suggestion_lines(closed, [good])
+    assert not any("ready to paste" in x for x in unpasted) and "left out of the block to paste" in unpasted[-1]
     Findings, PairCoverage, pasted = suggest.Findings, suggest.PairCoverage, suggest.pasted
     entries, refused = pasted(["Coat", "Shirt", "top"], None, [bad, good])
     assert entries == ["Coat", "Shirt", {"top": "T-shirt"}]
     assert refused == [(bad, "'Shirt' is covered by both 'Coat' and 'Shirt'")]
     lines = suggestion_lines(plan, Findings([bad, good], pairs=[PairCoverage(("cls-a", "cls-b"), 6, 0)]))
     assert "  not pasted: teachers.cls-a.labels {Coat: [Coat, Shirt]}: the recipe check refuses it" in "\n".join(lines)
-    assert lines[-1] == "  cls-a:\n    labels: [Coat, Shirt, {top: T-shirt}]"
+    assert lines[-1] == "  cls-a:\n    labels: [bg, Coat, Shirt, {top: T-shirt}]"
     only_bad = suggestion_lines(plan, Findings([bad], pairs=[PairCoverage(("cls-a", "cls-b"), 6, 0)]))
     assert not any("ready to paste" in x for x in only_bad)
 
@@ -276,6 +281,7 @@ def test_proposals_between_teachers_without_a_background_come_with_a_caution():
     found = [Suggestion("classification", "b", "kitten", ("cat",), "a", "")]
     (line,) = _closed_set_lines(plan, found)
     assert line.startswith("  caution: a and b have no background: each names one of its labels for every image")
+    assert line.endswith("they are left out of the block to paste: check each against a few images, then write it")
     assert _closed_set_lines(plan, [Suggestion("classification", "c", "kitten", ("cat",), "a", "")]) == []
 
 

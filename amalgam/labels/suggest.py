@@ -509,20 +509,28 @@ def suggestion_lines(plan: Plan, found: list[Suggestion] | Findings) -> list[str
     for s in found.suggestions:
         kind = "rename" if len(s.covers) == 1 else "group"
         lines.append(f"  {kind}: teachers.{s.teacher}.labels {s.entry()}  (vs {s.other}: {s.evidence})")
-    return lines + _closed_set_lines(plan, found.suggestions) + _paste_lines(plan, found.suggestions)
+    closed = set(_closed_pairs(plan, found.suggestions))
+    open_ = [s for s in found.suggestions if tuple(sorted((s.teacher, s.other))) not in closed]
+    return lines + _closed_set_lines(plan, found.suggestions) + _paste_lines(plan, open_)
+
+
+def _closed_pairs(plan: Plan, found: list[Suggestion]) -> list[tuple[str, str]]:
+    """The teacher pairs of proposals where neither teacher has a background."""
+    spaces = {n: t.space for n, t in plan.teachers.items()}
+    pairs = sorted({tuple(sorted((s.teacher, s.other))) for s in found})
+    return [p for p in pairs if all(spaces.get(t) is not None and spaces[t].background is None for t in p)]
 
 
 def _closed_set_lines(plan: Plan, found: list[Suggestion]) -> list[str]:
     """A caution per teacher pair of proposals where neither teacher has a background: each names one
     of its own labels for everything, classes it lacks too, so their co-occurrence mixes in images
-    neither may know (a trial's four partial classifiers: 2 of 9 proposals right)."""
-    spaces = {n: t.space for n, t in plan.teachers.items()}
-    pairs = sorted({tuple(sorted((s.teacher, s.other))) for s in found})
-    closed = [p for p in pairs if all(spaces.get(t) is not None and spaces[t].background is None for t in p)]
+    neither may know (a trial's four partial classifiers: 2 of 9 proposals right; another's closed-set
+    'cat' answered on vehicles was proposed as {cat: vehicle}). Their proposals are not in the block to paste."""
+    closed = _closed_pairs(plan, found)
     return [
         f"  caution: {a} and {b} have no background: each names one of its labels for every image, of classes it"
-        " lacks too, so their proposals rest partly on images one of them cannot know; check each against a few"
-        " images before pasting"
+        " lacks too, so their proposals rest partly on images one of them cannot know; they are left out of the"
+        " block to paste: check each against a few images, then write it"
         for a, b in closed
     ]
 
