@@ -557,7 +557,10 @@ def _nothing_line(found: Findings) -> str:
         return "suggest-labels: no label was judged, so no relation is proposed"
     if any(p.unjudged for p in found.pairs):
         return "suggest-labels: no relation to propose among the labels judged"
-    return "suggest-labels: no relation to propose (every co-occurring label pair already matches)"
+    return (  # not "every pair matches": a trial's unrelated 'animal' and 'cat' co-occurred below the rule too
+        "suggest-labels: no relation to propose: no two labels named otherwise co-occur as a rename or group"
+        " needs (60% of one in the other, 70% of the other)"
+    )
 
 
 def _proposed_groups(found: list[Suggestion]) -> dict[str, dict[str, tuple[str, ...]]]:
