@@ -254,6 +254,22 @@ def test_a_classes_txt_numbered_from_1_asks_for_value_0s_name_not_a_renumbering(
         build_said(cfg)
 
 
+def test_a_classes_txt_naming_the_ignore_value_255_is_read_without_it():
+    # a trial: VOC-style files end in '255 void'; it was refused as not running 0 to 5, asking for value 0
+    import tempfile
+    from pathlib import Path
+
+    from amalgam.config.label_entries import read_names
+
+    with tempfile.TemporaryDirectory() as root:
+        path = Path(root) / "classes.txt"
+        path.write_text("0 background\n1 disc\n2 square\n255 void\n")
+        assert read_names(path, map_values=True) == ["background", "disc", "square"]
+        path.write_text("0 background\n1 disc\n255 void\n3 square\n")  # a gap stays refused
+        with pytest.raises(AmalgamError, match="do not run 0 to 2"):
+            read_names(path, map_values=True)
+
+
 def test_a_file_link_to_another_image_of_the_set_is_said(tmp_path):
     # folder links were de-duplicated, a file link read the same image twice without a word
     save_rgb(tmp_path / "a.png", size=(4, 4))

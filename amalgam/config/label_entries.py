@@ -78,6 +78,10 @@ _SYNSET = re.compile(r"^n\d{8}[ \t]+(\S.*)$")
 _NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*([^\W_].*)$")  # not "0 - zero": torchvision's MNIST names
 
 
+#: the label maps' ignore value (README: uint8 class indices with 255 = ignore)
+IGNORE_VALUE = 255
+
+
 def read_names(path: Path, map_values: bool = False) -> list[str]:
     """A labels file: one name a line, surrounding spaces stripped, blank lines at its start and end skipped.
 
@@ -88,7 +92,8 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
     0 to n-1: read as names, the numbers matched no label and a 1-based file would shift them all.
     Its blank lines shift nothing (each name carries its output), so they are skipped.
     ``map_values``: the file names an eval set's label-map values (``classes.txt``), so a file numbered
-    from 1 lacks value 0's name (ADE20K's "other"), which the refusal says; a teacher's from 0.
+    from 1 lacks value 0's name (ADE20K's "other"), which the refusal says; a teacher's from 0. A line
+    numbered 255 there names the maps' ignore value and is left out.
     """
     lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while lines and not lines[-1]:
@@ -112,6 +117,8 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
         return names if map_values else _distinct(names, path, lead, ids)
     if not lines or not all(numbered):
         return lines if map_values else _distinct(lines, path, lead)
+    if map_values:  # a '255 void' line names the maps' ignore value (VOC-style files): not a class
+        numbered = [m for m in numbered if int(m[1]) != IGNORE_VALUE]
     ids = [int(m[1]) for m in numbered]
     if sorted(ids) != list(range(len(ids))):
         shown = ", ".join(map(str, ids[:6])) + (", ..." if len(ids) > 6 else "")
