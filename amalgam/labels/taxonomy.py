@@ -140,10 +140,13 @@ def near_duplicates(spaces: Mapping[str, LabelSpace], unified: LabelSpace) -> li
         if teachers_of.get(a, set()) & teachers_of.get(b, set()):
             continue
         if why := _normalised_likeness(normed[i], normed[j]):
+            # either side: a teacher whose labels come from a labels_file (plain names) cannot take the relation
+            of_a, of_b = (origin.get(c, ["?"])[0].split(" ")[0] for c in (a, b))
             found.append(
                 f"warning: unified classes '{a}' ({', '.join(origin.get(a, []))}) and '{b}' "
                 f"({', '.join(origin.get(b, []))}) look alike: {why}; if they are one class, write "
-                f"{{{yaml_name(a)}: {yaml_name(b)}}} in the labels of {origin.get(a, ['?'])[0].split(' ')[0]}"
+                f"{{{yaml_name(a)}: {yaml_name(b)}}} in the labels of {of_a}, or {{{yaml_name(b)}: {yaml_name(a)}}}"
+                f" in those of {of_b}"
             )
     if len(found) > MAX_LOOK_ALIKE_LINES:
         more = len(found) - MAX_LOOK_ALIKE_LINES
