@@ -279,6 +279,29 @@ def test_an_unmarked_background_label_of_a_partial_teacher_is_said():
     assert unmarked_catch_all("seg-a", related, unified) is None  # covers every class: nothing unknown
 
 
+def test_an_ignore_label_beside_a_background_is_said():
+    # a trial: a segmenter's 'ignore' output became a unified class the student learnt to paint, no word
+    from amalgam.labels.names import ignore_like_label
+
+    line = ignore_like_label("seg-a", LabelSpace(("background", "disc", "square", "ignore"), "background"))
+    assert line == (
+        "teacher 'seg-a': label 'ignore' is read as a class of its own, which the student learns to answer: if the"
+        " network's channel marks no class, list it in teachers.seg-a.unused_outputs (its index) and drop it from"
+        " the labels"
+    )
+    from types import SimpleNamespace
+
+    from amalgam.distill.plan import unmarked_catch_alls
+
+    cfg = SimpleNamespace(
+        task="segmentation", labels=["background", "disc", "square", "ignore"], background="background"
+    )
+    recipe = SimpleNamespace(teachers={"seg-a": cfg})
+    assert unmarked_catch_alls(recipe, {"segmentation": LabelSpace(("background", "disc", "square"))}) == [line]
+    assert ignore_like_label("seg-a", LabelSpace(("void", "disc"), "void")) is None  # the background itself
+    assert ignore_like_label("seg-a", LabelSpace(("void", "disc"))) is None  # no background: the catch-all check
+
+
 def test_the_catch_all_check_reads_relation_entries():
     from amalgam.config.label_entries import space_of
     from amalgam.labels.names import unmarked_catch_all

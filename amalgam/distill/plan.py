@@ -28,7 +28,7 @@ from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: impor
 )
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace, extents, projection, unify
-from amalgam.labels.names import unmarked_catch_all
+from amalgam.labels.names import ignore_like_label, unmarked_catch_all
 from amalgam.labels.relations import relation_warnings
 from amalgam.plugin_contract import takes_old_form
 from amalgam.students.build import StudentSpec
@@ -160,8 +160,9 @@ def unmarked_catch_alls(recipe: Recipe, spaces: dict[str, Optional[LabelSpace]])
     for name, cfg in recipe.teachers.items():
         unified = spaces.get(cfg.task)
         if unified is not None and cfg.labels:  # labels_file is read into labels by the recipe check
-            line = unmarked_catch_all(name, space_of(cfg.labels, cfg.background), unified.names)
-            lines += [line] if line else []
+            space = space_of(cfg.labels, cfg.background)
+            found = (unmarked_catch_all(name, space, unified.names), ignore_like_label(name, space))
+            lines += [line for line in found if line]
     return lines
 
 

@@ -63,6 +63,26 @@ def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> Amal
 CATCH_ALL_NAMES = frozenset({"background", "bg", "void", "unlabeled", "unlabelled", "other", "others"})
 
 
+#: label names of what a network marks as no class (an ignore channel): read as a class, the student paints it
+IGNORE_NAMES = frozenset({"ignore", "ignored", "void", "unlabeled", "unlabelled", "dontcare", "don't care", "invalid"})
+
+
+def ignore_like_label(teacher: str, space: "LabelSpace") -> Optional[str]:
+    """One line when a teacher with a ``background`` also has a label named like an ignore value (``ignore``,
+    ``void``): it becomes a unified class of its own, which the student learns to paint (a trial's segmenter
+    with an 'ignore' output got one without a word). Without a background, :func:`unmarked_catch_all` says it."""
+    if space.background is None:
+        return None
+    named = [label for label in space.names if label != space.background and fold(label) in IGNORE_NAMES]
+    if not named:
+        return None
+    return (
+        f"teacher '{teacher}': label '{named[0]}' is read as a class of its own, which the student learns to"
+        f" answer: if the network's channel marks no class, list it in teachers.{teacher}.unused_outputs (its"
+        f" index) and drop it from the labels"
+    )
+
+
 def unmarked_catch_all(teacher: str, space: "LabelSpace", unified: Sequence[str]) -> Optional[str]:
     """One line when a teacher has a label named like a catch-all (``background``, ``void``, ...) that
     its recipe does not mark with ``background:`` although the teacher knows only part of the
