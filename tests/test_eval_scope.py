@@ -65,25 +65,49 @@ def test_an_eval_set_no_teacher_names_is_said_not_scored(world):
     assert not [w for w in build_plan(load_recipe(world), log=lambda m: None).data_warnings if "names it" in w]
 
 
-def test_a_partial_teachers_set_background_is_not_scored_as_the_unified_background():
+def test_a_partial_teachers_set_background_counts_the_classes_it_holds_unnamed():
     # a trial: a set naming only its teacher's classes put bars and triangles in its background; the
     # whole-label-space row counted the student's right 'bar' there as wrong (pixel_acc 0.82 against 0.99)
     from types import SimpleNamespace
 
-    from amalgam.evaluation.evaluate import catch_all_classes, unscored_in_space
-    from amalgam.labels import IGNORE, LabelSpace, lookup
+    import torch
+
+    from amalgam.evaluation.evaluate import set_catch_all
+    from amalgam.labels import LabelSpace, lookup
 
     unified = LabelSpace(["background", "disc", "square", "bar", "tri"], background="background")
-    own = LabelSpace(["disc", "void", "square"], background="void")  # its background not first, named otherwise
-    teacher = SimpleNamespace(space=own)
-    partial = ["void", "disc", "square"]
-    t_lut, u_lut = lookup(partial, own), lookup(partial, unified)
-    found = catch_all_classes(teacher, partial, t_lut, u_lut, unified, {})
-    assert found == {0: ("background", "bar", "tri")}
-    u_lut[0] = IGNORE
-    (entry,) = unscored_in_space(partial, u_lut.tolist(), {}, found)
-    assert entry.text() == "'void' (stands for 3 unified classes, background, bar, tri)"
+    task = SimpleNamespace(name="segmentation")
+    partial = SimpleNamespace(task=task, space=LabelSpace(["disc", "void", "square"], background="void"))
+    general = SimpleNamespace(task=task, space=unified)
+    for order in ({"a": partial, "b": general}, {"b": general, "a": partial}):  # decided from the set alone
+        plan = SimpleNamespace(teachers=order)
+        classes = ["void", "disc", "square", "sky"]  # 'sky': no teacher's class, no background by name
+        found = set_catch_all(plan, task, classes, lookup(classes, unified, refuse_look_alikes=False), unified, {})
+        assert (found.name, found.value, found.classes) == ("void", 0, ("bar", "tri"))
+    assert found.text() == (
+        "the set's 'void' holds bar, tri too (the set names none of them): an answer of one of them there is"
+        " counted as it"
+    )
+    target = torch.tensor([[0, 0, 0, 1, 3]])  # void, void, void, disc, sky
+    pred = torch.tensor([[3, 1, 0, 1, 4]])  # bar (right: unnamed), disc (wrong), background, disc, tri
+    assert found.merged(pred, target).tolist() == [[0, 1, 0, 1, 4]]  # only the unnamed answer on 'void' moves
     complete = ["background", "disc", "square", "bar", "tri"]  # every class labelled: its background is one
-    assert catch_all_classes(teacher, complete, lookup(complete, own), lookup(complete, unified), unified, {}) == {}
-    no_background = SimpleNamespace(space=LabelSpace(["disc", "square"]))
-    assert catch_all_classes(no_background, ["disc", "square"], None, None, unified, {}) == {}
+    plan = SimpleNamespace(teachers={"a": partial})
+    assert set_catch_all(plan, task, complete, lookup(complete, unified), unified, {}) is None
+
+
+def test_the_whole_label_space_row_of_a_set_naming_part_of_the_classes_gets_the_catch_all(world_plan):
+    # the scorer of the row carries the rule, decided from the set's classes (a review: the first version
+    # was wired only where its own test did not look)
+    import torch
+
+    from amalgam.evaluation.evaluate import _scorers
+
+    space = world_plan.spaces["segmentation"]
+    partial = ["background", "disc", "square"]  # the world's set without 'bar'
+    scorers = _scorers(world_plan, "scenes-val", partial, world_plan.spaces, torch.device("cpu"))
+    row = next(s for s in scorers.values() if s.with_unified and s.teacher.task.name == "segmentation")
+    assert row.catch_all is not None and row.catch_all.classes == ("bar",)
+    assert row.catch_all.background == space.background_index
+    complete = _scorers(world_plan, "scenes-val", list(space.names), world_plan.spaces, torch.device("cpu"))
+    assert all(s.catch_all is None for s in complete.values())

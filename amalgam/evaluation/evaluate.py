@@ -19,6 +19,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation.coverage import Coverage
 from amalgam.evaluation.per_class import MOSTLY, class_warnings, label_order_warning, per_class_rows
 from amalgam.labels import IGNORE, LabelSpace, lookup, projection
+from amalgam.labels.names import CATCH_ALL_NAMES, fold
 from amalgam.plugin_contract import require_metric
 from amalgam.students.build import StudentSpec, count_params
 from amalgam.students.serialize import at_chosen_size
@@ -248,6 +249,8 @@ class _Scorer:
     outside: int = 0
     #: the set's classes the whole-label-space row leaves out, each with why (:func:`unscored_in_space`)
     unified_unscored: list[Unscored] = field(default_factory=list)
+    #: the set's catch-all background, if it holds unified classes the set names nowhere (:func:`set_catch_all`)
+    catch_all: Optional[CatchAll] = None
 
     def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
         """Scores one batch at each dense label map's own resolution (rows grouped by size).
@@ -262,7 +265,10 @@ class _Scorer:
             t_target = self._mapped(target, self.teacher_lut, lambda: len(self.teacher.space))
             if self.with_unified:
                 u_target = self._mapped(target, self.unified_lut, lambda: self.projection.shape[1])
-                self.meters[2].update(task.predict(s_out, size), u_target)
+                u_pred = task.predict(s_out, size)
+                if self.catch_all is not None:
+                    u_pred = self.catch_all.merged(u_pred, target)
+                self.meters[2].update(u_pred, u_target)
             t_out = None
             if self.score_teacher:
                 # the plain model: a wrap (flips, noise, dropout) shapes training targets, not the baseline
@@ -445,6 +451,9 @@ def _evaluate(
                 if spaces.get(task) is not None:  # per-class lists are in this order, which is not sorted
                     row["classes"] = list(spaces[task].names)
                 found = scorer.unified_unscored
+                if scorer.catch_all is not None:  # said, with the rule: the row is not the plain confusion
+                    row["catch_all"] = scorer.catch_all.text()
+                    log(f"the student's whole-label-space {task} row on '{set_name}': {scorer.catch_all.text()}")
                 result.unified.append(row | ({"unscored": [u.text() for u in found]} if found else {}))
                 result.unscored[row["task"], set_name] = found
     order = list(plan.teachers)
@@ -476,9 +485,6 @@ def _scorers(
         # a look-alike of another teacher's label (each teacher's own were refused by the plan)
         # must not stop the report after training: the unified score leaves it out, as it did
         unified_lut = lookup(classes, space, extent, refuse_look_alikes=False) if space is not None else None
-        catch_all = catch_all_classes(teacher, classes, teacher_lut, unified_lut, space, extent)
-        for index in catch_all:
-            unified_lut[index] = IGNORE
         scorers[name] = _Scorer(
             teacher,
             projection(teacher.space, space).to(device) if teacher.space else None,
@@ -489,7 +495,8 @@ def _scorers(
             Coverage.of(name, set_name, teacher.space, classes, teacher_lut) if teacher_lut is not None else None,
         )
         if space is not None and scorers[name].with_unified:
-            scorers[name].unified_unscored = unscored_in_space(classes, unified_lut.tolist(), extent, catch_all)
+            scorers[name].unified_unscored = unscored_in_space(classes, unified_lut.tolist(), extent)
+            scorers[name].catch_all = set_catch_all(plan, task, classes, unified_lut, space, extent)
         unified_tasks.add(task.name)
     return scorers
 
@@ -514,49 +521,69 @@ class Unscored:
         return f"'{self.name}' ({why or 'no unified class'})"
 
 
-def catch_all_classes(
-    teacher: Teacher,
+@dataclass(frozen=True)
+class CatchAll:
+    """An eval set's background that holds unified classes the set names nowhere (a set labelled only for
+    a partial teacher's classes puts every other object there): on its pixels the whole-label-space row
+    counts an answer of any of those classes as the background, so a student right on them is not
+    counted wrong, and one painting a named class there still is."""
+
+    name: str  # the set's class
+    value: int  # its value in the set's ground truth
+    classes: tuple[str, ...]  # the unified classes its pixels may hold, besides the background
+    indices: torch.Tensor  # their unified indices
+    background: int  # the unified background's index
+
+    def merged(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``pred`` with its answers of :attr:`classes` on this class's pixels read as the background."""
+        if pred.shape != target.shape:
+            return pred
+        on = (target.to(pred.device) == self.value) & torch.isin(pred, self.indices.to(pred.device))
+        return torch.where(on, torch.full_like(pred, self.background), pred)
+
+    def text(self) -> str:
+        """The unified row's ``catch_all`` entry (report.json) and its log line."""
+        return (
+            f"the set's '{self.name}' holds {', '.join(self.classes)} too (the set names none of them): an answer"
+            " of one of them there is counted as it"
+        )
+
+
+def set_catch_all(
+    plan: Plan,
+    task: Task,
     classes: list[str],
-    teacher_lut: Optional[torch.Tensor],
-    unified_lut: Optional[torch.Tensor],
-    space: Optional[LabelSpace],
+    unified_lut: torch.Tensor,
+    space: LabelSpace,
     extent: dict[str, frozenset[str]],
-) -> dict[int, tuple[str, ...]]:
-    """The set's classes that read as the unified background but are its teacher's catch-all background,
-    each with the unified classes it stands for: a set naming only a partial teacher's classes puts every
-    other object in its background (a trial's set of discs and squares held bars and triangles there), so
-    the whole-label-space row cannot score it; the student's right 'bar' on such a pixel was counted wrong.
-    Empty where the set names every class the teacher's background covers (a set labelled for all)."""
-    if teacher.space is None or teacher.space.background is None or space is None or space.background is None:
-        return {}
-    if teacher_lut is None or unified_lut is None:
-        return {}
-    own = teacher.space.background_index
-    covers = [space.names[u] for u in projection(teacher.space, space)[own].nonzero().flatten().tolist()]
+) -> Optional[CatchAll]:
+    """The set's catch-all background (:class:`CatchAll`), judged from the set alone: its class read as the
+    unified background and named as a background (the unified one's name, a teacher's ``background``, or a
+    catch-all name: 'void', 'other'), while unified classes go unnamed by the set; else None. A class no
+    teacher knows ('sky') is no background by name and keeps its reading."""
+    if space.background is None:
+        return None
     named = {c for name in classes for c in extent.get(name, frozenset([name]))}
-    if all(c == space.background or c in named for c in covers):
-        return {}
-    unified_bg = space.background_index
-    pairs = zip(teacher_lut.tolist(), unified_lut.tolist())
-    return {i: tuple(sorted(covers)) for i, (t, u) in enumerate(pairs) if t == own and u == unified_bg}
+    unnamed = [c for c in space.known() if c not in named]
+    backgrounds = {space.background} | {
+        t.space.background for t in plan.teachers.values() if t.task.name == task.name and t.space is not None
+    }
+    found = [
+        k
+        for k, (name, u) in enumerate(zip(classes, unified_lut.tolist()))
+        if u == space.background_index and (name in backgrounds or fold(name) in CATCH_ALL_NAMES)
+    ]
+    if not unnamed or not found:
+        return None
+    indices = torch.tensor([space.names.index(c) for c in unnamed])
+    return CatchAll(classes[found[0]], found[0], tuple(unnamed), indices, space.background_index)
 
 
-def unscored_in_space(
-    classes: list[str],
-    lut: list[int],
-    extent: dict[str, frozenset[str]],
-    catch_all: Optional[dict[int, tuple[str, ...]]] = None,
-) -> list[Unscored]:
+def unscored_in_space(classes: list[str], lut: list[int], extent: dict[str, frozenset[str]]) -> list[Unscored]:
     """The set's classes a whole-label-space row cannot score (:data:`IGNORE` in its lookup), each with
     the unified classes it stands for: several (a group label a relation made of a folder's name:
-    160 images left out of a row without a word; a partial teacher's catch-all background,
-    ``catch_all``), or none."""
-    catch_all = catch_all or {}
-    return [
-        Unscored(name, catch_all.get(i) or tuple(sorted(extent.get(name, ()))))
-        for i, (name, index) in enumerate(zip(classes, lut))
-        if index == IGNORE
-    ]
+    160 images left out of a row without a word), or none."""
+    return [Unscored(name, tuple(sorted(extent.get(name, ())))) for name, index in zip(classes, lut) if index == IGNORE]
 
 
 def unified_meter(plan: Plan, task, num_classes: Optional[int]):
