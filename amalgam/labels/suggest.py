@@ -558,8 +558,8 @@ def _nothing_line(found: Findings) -> str:
     if any(p.unjudged for p in found.pairs):
         return "suggest-labels: no relation to propose among the labels judged"
     return (  # not "every pair matches": a trial's unrelated 'animal' and 'cat' co-occurred below the rule too
-        "suggest-labels: no relation to propose: no two labels named otherwise co-occur as a rename or group"
-        " needs (60% of one in the other, 70% of the other)"
+        "suggest-labels: no relation to propose: no two labels named otherwise co-occur as often as a rename or"
+        " group needs"
     )
 
 

@@ -295,7 +295,7 @@ def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
     except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
         msg = error_line(exc)
         hint = _channels_hint(msg, teacher) or _size_hint(msg, teacher)
-        if not hint and isinstance(exc, (TypeError, IndexError, KeyError, AttributeError)):
+        if not hint and isinstance(exc, (TypeError, IndexError, KeyError)):
             hint = CALL_HINT  # a trial's network wanted {'pixel_values': x}: 'too many indices for tensor'
         raise AmalgamError(
             f"teacher '{teacher.name}' fails on a {teacher.channels}-channel {list(teacher.size)} input: {msg}{hint}"
