@@ -192,3 +192,14 @@ def test_a_numbered_labels_file_is_read_by_its_numbers(fresh_world):
         match=r"^teachers\.cls\.labels_file: every line of .*cls_labels.txt starts with a number \(1, 2\), but",
     ):
         load_recipe(fresh_world)
+
+
+def test_a_label_with_a_trailing_space_is_quoted_in_the_relation_matrix():
+    # a trial: 'dog ' showed as 'dog' in the matrix, its space invisible (the labels line quoted it)
+    from amalgam.labels import LabelSpace, unify
+    from amalgam.labels.taxonomy import relation_lines
+
+    a, b = LabelSpace(("cat", "dog ")), LabelSpace(("cat", "bird"))
+    lines = relation_lines({"t1": a, "t2": b}, unify([a, b]))
+    assert lines[0] == "    columns: 0 cat, 1 'dog ', 2 bird"
+    assert "    t1.'dog '  . x ." in lines

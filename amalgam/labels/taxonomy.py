@@ -157,6 +157,11 @@ def near_duplicates(spaces: Mapping[str, LabelSpace], unified: LabelSpace) -> li
     return found
 
 
+def _shown(name: str) -> str:
+    """A label as the matrix shows it: quoted where spaces at its ends would be invisible ('dog ')."""
+    return f"'{name}'" if name != name.strip() else name
+
+
 def relation_lines(spaces: Mapping[str, LabelSpace], unified: LabelSpace) -> list[str]:
     """The projection matrix of one task as text: rows are teachers' labels, columns unified classes.
 
@@ -164,13 +169,13 @@ def relation_lines(spaces: Mapping[str, LabelSpace], unified: LabelSpace) -> lis
     one label to the class of its name.
     """
     if len(unified) <= MATRIX_MAX_CLASSES:
-        lines = ["    columns: " + ", ".join(f"{k} {n}" for k, n in enumerate(unified.names))]
-        width = max(len(f"{t}.{n}") for t, s in spaces.items() for n in s.names)
+        lines = ["    columns: " + ", ".join(f"{k} {_shown(n)}" for k, n in enumerate(unified.names))]
+        width = max(len(f"{t}.{_shown(n)}") for t, s in spaces.items() for n in s.names)
         for teacher, space in spaces.items():
             matrix = projection(space, unified)
             for j, label in enumerate(space.names):
                 marks = " ".join("x" if v else "." for v in matrix[j].tolist())
-                lines.append(f"    {f'{teacher}.{label}':<{width}}  {marks}")
+                lines.append(f"    {f'{teacher}.{_shown(label)}':<{width}}  {marks}")
         return lines
     lines = []
     for teacher, space in spaces.items():
