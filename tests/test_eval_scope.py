@@ -76,14 +76,14 @@ def test_a_partial_teachers_set_background_counts_the_classes_it_holds_unnamed()
     from amalgam.labels import LabelSpace, lookup
 
     unified = LabelSpace(["background", "disc", "square", "bar", "tri"], background="background")
-    task = SimpleNamespace(name="segmentation")
+    task = SimpleNamespace(name="segmentation", exclusive_labels=True)
     partial = SimpleNamespace(task=task, space=LabelSpace(["disc", "void", "square"], background="void"))
     general = SimpleNamespace(task=task, space=unified)
     for order in ({"a": partial, "b": general}, {"b": general, "a": partial}):  # decided from the set alone
         plan = SimpleNamespace(teachers=order)
         classes = ["void", "disc", "square", "sky"]  # 'sky': no teacher's class, no background by name
         found = set_catch_all(plan, task, classes, lookup(classes, unified, refuse_look_alikes=False), unified, {})
-        assert (found.name, found.value, found.classes) == ("void", 0, ("bar", "tri"))
+        assert (found.names, found.values.tolist(), found.classes) == (("void",), [0], ("bar", "tri"))
     assert found.text() == (
         "the set's 'void' holds bar, tri too (the set names none of them): an answer of one of them there is"
         " counted as it"
@@ -94,6 +94,15 @@ def test_a_partial_teachers_set_background_counts_the_classes_it_holds_unnamed()
     complete = ["background", "disc", "square", "bar", "tri"]  # every class labelled: its background is one
     plan = SimpleNamespace(teachers={"a": partial})
     assert set_catch_all(plan, task, complete, lookup(complete, unified), unified, {}) is None
+    # two background-like classes ('void' beside 'background'): both get the rule (a review: only the first did)
+    both = ["background", "disc", "void"]
+    two = set_catch_all(plan, task, both, lookup(both, unified, refuse_look_alikes=False), unified, {})
+    assert two.names == ("background", "void") and two.merged(
+        torch.tensor([[3, 3]]), torch.tensor([[0, 2]])
+    ).tolist() == [[0, 0]]
+    # a multi-label task's target is no class map: no rule (a review: it scrambled such predictions)
+    multi = SimpleNamespace(name="segmentation", exclusive_labels=False)
+    assert set_catch_all(plan, multi, both, lookup(both, unified, refuse_look_alikes=False), unified, {}) is None
 
 
 def test_the_whole_label_space_row_of_a_set_naming_part_of_the_classes_gets_the_catch_all(world_plan):

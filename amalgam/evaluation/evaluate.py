@@ -528,23 +528,25 @@ class CatchAll:
     counts an answer of any of those classes as the background, so a student right on them is not
     counted wrong, and one painting a named class there still is."""
 
-    name: str  # the set's class
-    value: int  # its value in the set's ground truth
-    classes: tuple[str, ...]  # the unified classes its pixels may hold, besides the background
+    names: tuple[str, ...]  # the set's background classes
+    values: torch.Tensor  # their values in the set's ground truth
+    classes: tuple[str, ...]  # the unified classes their pixels may hold, besides the background
     indices: torch.Tensor  # their unified indices
     background: int  # the unified background's index
 
     def merged(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``pred`` with its answers of :attr:`classes` on this class's pixels read as the background."""
+        """``pred`` with its answers of :attr:`classes` on these classes' pixels read as the background."""
         if pred.shape != target.shape:
             return pred
-        on = (target.to(pred.device) == self.value) & torch.isin(pred, self.indices.to(pred.device))
+        on = torch.isin(target.to(pred.device), self.values.to(pred.device))
+        on &= torch.isin(pred, self.indices.to(pred.device))
         return torch.where(on, torch.full_like(pred, self.background), pred)
 
     def text(self) -> str:
         """The unified row's ``catch_all`` entry (report.json) and its log line."""
+        shown = " and ".join(f"'{n}'" for n in self.names)
         return (
-            f"the set's '{self.name}' holds {', '.join(self.classes)} too (the set names none of them): an answer"
+            f"the set's {shown} holds {', '.join(self.classes)} too (the set names none of them): an answer"
             " of one of them there is counted as it"
         )
 
@@ -561,7 +563,7 @@ def set_catch_all(
     unified background and named as a background (the unified one's name, a teacher's ``background``, or a
     catch-all name: 'void', 'other'), while unified classes go unnamed by the set; else None. A class no
     teacher knows ('sky') is no background by name and keeps its reading."""
-    if space.background is None:
+    if space.background is None or not task.exclusive_labels:  # a multi-label target is no class map
         return None
     named = {c for name in classes for c in extent.get(name, frozenset([name]))}
     unnamed = [c for c in space.known() if c not in named]
@@ -576,7 +578,8 @@ def set_catch_all(
     if not unnamed or not found:
         return None
     indices = torch.tensor([space.names.index(c) for c in unnamed])
-    return CatchAll(classes[found[0]], found[0], tuple(unnamed), indices, space.background_index)
+    names = tuple(classes[k] for k in found)
+    return CatchAll(names, torch.tensor(found), tuple(unnamed), indices, space.background_index)
 
 
 def unscored_in_space(classes: list[str], lut: list[int], extent: dict[str, frozenset[str]]) -> list[Unscored]:
