@@ -431,13 +431,17 @@ def test_confusions_of_alike_classes_are_no_label_order():
     assert order_like([None, 9, None], {0, 1, 2}) == [None, 9, None]  # its other class unseen: cannot tell
 
 
-def test_a_segmenter_fed_a_default_mean_std_is_measured_by_its_mean_iou(tmp_path):
-    # a trial's segmenter wanting [-1, 1], fed [0, 1]: mIoU 0.40 -> 0.62 but recall 0.73 -> 0.62, under the gain asked
-    write_set(tmp_path / "val", NAMES)
+def segmenter_at_default_input(root: Path) -> list[str]:
+    """The lines logged for a segmenter reading red (wanting [-1, 1]) planned with the default mean/std."""
+    write_set(root / "val", NAMES)
     model = {"from": "python", "factory": "models:reads_red", "classes": len(NAMES)}
     teacher = {"task": "segmentation", "model": model, "labels": NAMES, "background": "background", "input": {}}
-    said, notes = planned(tmp_path, teacher, {"type": "folder", "path": "val/images"}, {"type": "dense", "path": "val"})
-    (line,) = [line for line in said if "as fed" in line]
+    return planned(root, teacher, {"type": "folder", "path": "val/images"}, {"type": "dense", "path": "val"})[0]
+
+
+def test_a_segmenter_fed_a_default_mean_std_is_measured_by_its_mean_iou(tmp_path):
+    # a trial's segmenter wanting [-1, 1], fed [0, 1]: mIoU 0.40 -> 0.62 but recall 0.73 -> 0.62, under the gain asked
+    (line,) = [line for line in segmenter_at_default_input(tmp_path) if "as fed" in line]
     assert re.match(r"warning: teacher t has a mean IoU of 0\.\d+ on 8 eval images as fed \(mean 0\.485,", line)
     assert "with mean 0, std 1 (values in [0, 1]): set teachers.t.input.mean: [0, 0, 0]" in line
 
@@ -447,11 +451,7 @@ def test_a_segmenter_under_the_probes_iou_is_still_judged_by_its_recall(tmp_path
     from amalgam.distill import eval_checks
 
     monkeypatch.setattr(eval_checks, "mean_iou", lambda matrix, classes: 0.3)  # whatever it is fed
-    write_set(tmp_path / "val", NAMES)
-    model = {"from": "python", "factory": "models:reads_red", "classes": len(NAMES)}
-    teacher = {"task": "segmentation", "model": model, "labels": NAMES, "background": "background", "input": {}}
-    said, _ = planned(tmp_path, teacher, {"type": "folder", "path": "val/images"}, {"type": "dense", "path": "val"})
-    (line,) = [line for line in said if "as fed" in line]
+    (line,) = [line for line in segmenter_at_default_input(tmp_path) if "as fed" in line]
     assert re.match(r"warning: teacher t has a mean recall of 0\.\d+ on 8 eval images as fed", line)
 
 
