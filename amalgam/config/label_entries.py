@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from amalgam.errors import AmalgamError
-from amalgam.labels import LabelSpace
+from amalgam.labels import IGNORE, LabelSpace
 
 ENTRY_FORMS = "a name, {name: unified_class} or {name: [unified_class, ...]}"
 
@@ -78,10 +78,6 @@ _SYNSET = re.compile(r"^n\d{8}[ \t]+(\S.*)$")
 _NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*([^\W_].*)$")  # not "0 - zero": torchvision's MNIST names
 
 
-#: the label maps' ignore value (README: uint8 class indices with 255 = ignore)
-IGNORE_VALUE = 255
-
-
 def read_names(path: Path, map_values: bool = False) -> list[str]:
     """A labels file: one name a line, surrounding spaces stripped, blank lines at its start and end skipped.
 
@@ -118,7 +114,7 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
     if not lines or not all(numbered):
         return lines if map_values else _distinct(lines, path, lead)
     if map_values:  # a '255 void' line names the maps' ignore value (VOC-style files): not a class
-        numbered = [m for m in numbered if int(m[1]) != IGNORE_VALUE]
+        numbered = [m for m in numbered if int(m[1]) != IGNORE]
     ids = [int(m[1]) for m in numbered]
     if sorted(ids) != list(range(len(ids))):
         shown = ", ".join(map(str, ids[:6])) + (", ..." if len(ids) > 6 else "")
