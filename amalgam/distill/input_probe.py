@@ -135,14 +135,15 @@ ORDER_RATIO = 1.03
 def reversed_channels(teacher: Teacher) -> Iterator[None]:
     """``teacher`` fed its 3 channels in the other order (its mean/std with them) for the block."""
     spec = teacher.input_spec
-    saved = spec.channel_order, spec.mean, spec.std
-    spec.channel_order = "rgb" if spec.bgr else "bgr"
-    spec.mean, spec.std = list(spec.mean)[::-1], list(spec.std)[::-1]  # its padding colour follows them
-    try:
-        with fed(teacher, list(teacher.mean)[::-1], list(teacher.std)[::-1]):
-            yield
-    finally:
-        spec.channel_order, spec.mean, spec.std = saved
+    changes = [
+        (spec, "channel_order", "rgb" if spec.bgr else "bgr"),
+        (spec, "mean", list(spec.mean)[::-1]),  # its padding colour follows them
+        (spec, "std", list(spec.std)[::-1]),
+        (teacher, "mean", list(teacher.mean)[::-1]),
+        (teacher, "std", list(teacher.std)[::-1]),
+    ]
+    with attributes_set(changes):
+        yield
 
 
 def channel_order_line(
