@@ -327,10 +327,15 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
+def is_pattern(path: Path) -> bool:
+    """Whether a path holds shell wildcards (``*?[``): amalgam reads folders, never expands patterns."""
+    return any(c in str(path) for c in "*?[")
+
+
 def _not_a_folder(path: Path) -> str:
     """Why a path given as an image folder is none: a file (a list of paths is not read), or a pattern."""
     if path.is_file():
         return " (a file: a folder source reads the images under a folder; lists of paths are not read)"
-    if any(c in str(path) for c in "*?["):
+    if is_pattern(path):
         return " (patterns are not expanded: give the folder, whose images are all read)"
     return ""

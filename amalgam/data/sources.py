@@ -45,6 +45,7 @@ from amalgam.data.images import (
     IN_SUBFOLDERS,
     OUTSIDE_CLASSES,
     hidden,
+    is_pattern,
     list_images,
     read_array,
     read_depth,
@@ -332,7 +333,7 @@ class CocoSet(FolderSet):
 def _require(cfg: SourceConfig, resolve, key: str) -> Path:
     path = resolve(getattr(cfg, key))
     if not path.exists():
-        pattern = " (patterns are not expanded: give the folder)" if any(c in str(path) for c in "*?[") else ""
+        pattern = " (patterns are not expanded: give the folder)" if is_pattern(path) else ""
         raise AmalgamError(f"{key}: not found: {path}{pattern}")
     return path
 
