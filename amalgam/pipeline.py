@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from contextlib import contextmanager, nullcontext
@@ -33,7 +32,7 @@ from amalgam.students.sizing import AUTO
 from amalgam.students.start import start_weights
 from amalgam.training import engine
 from amalgam.training.checkpoint import PREVIOUS, clean_stale_temps
-from amalgam.training.distributed import DistContext, decided_on_main, init_distributed
+from amalgam.training.distributed import DistContext, decided_on_main, init_distributed, launched_world_size
 from amalgam.training.engine import read_checkpoint, resolve_device, seed_everything
 from amalgam.training.peer_training import to_markdown as peers_markdown
 from amalgam.training.peer_training import train_peers
@@ -94,7 +93,7 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
     """
     run_dir = recipe.output_dir()
     device = resolve_device(recipe.device)
-    if recipe.peers is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would train it all
+    if recipe.peers is not None and launched_world_size() > 1:  # every rank would train it all; refused before joining
         raise AmalgamError("peers: peer training runs in one process: run amalgam build without torchrun")
     ctx = init_distributed(device.type)  # torchrun: one process per device, rank 0 writes
     if ctx.enabled and device.type == "cuda":

@@ -137,9 +137,14 @@ def own_streams(seed: int, ctx: DistContext, epoch: int = 0) -> None:
 RANK_0_ALONE_MINUTES = 120
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun launched (1 without it), read before any process group is joined."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_type: str) -> DistContext:
     """Joins the torchrun job described by the environment, or returns a single-process context."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world_size()
     if world <= 1:
         return DistContext()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
