@@ -295,11 +295,11 @@ def _probe_labelled_input(
     count, where = at
     # a segmenter by its mean IoU first (its recall hardly moves), then by recall as classifiers are: a competent
     # segmenter of many classes stays under the probe's 0.5 mean IoU
-    measures = [(mean_iou, "mean IoU"), (mean_recall, "mean recall")] if teacher.task.dense else []
-    metric, measure = (mean_iou, "mean IoU") if teacher.task.dense else (mean_recall, "mean recall")
+    measures = [(mean_iou, "mean IoU"), (mean_recall, "mean recall")][0 if teacher.task.dense else 1 :]
+    metric, measure = measures[0]
     current = metric(matrix, judged)
     fed_wrong = None
-    for how, words in measures or [(mean_recall, "mean recall")]:
+    for how, words in measures:
         fed_wrong = normalisation_line(teacher, partial(score, how), how(matrix, judged), count, len(judged), words)
         if fed_wrong:
             break
