@@ -318,7 +318,7 @@ def test_labels_out_of_order_are_not_also_blamed_on_the_mean_std(tmp_path, monke
     def probed(*args, **kwargs):
         raise AssertionError("the mean/std probe ran on a teacher whose labels are out of order")
 
-    monkeypatch.setattr(checks_module, "normalisation_line", probed)
+    monkeypatch.setattr(checks_module, "normalisation_finding", probed)
     write_folders(tmp_path / "val", 5)
     model = {"from": "python", "factory": "models:names_red_imagenet", "classes": len(CLASSES)}
     folders = {"type": "imagefolder", "path": "val"}
@@ -466,3 +466,77 @@ def test_a_teacher_of_two_classes_is_said_checked_for_a_swap_only(tmp_path):
         "label order checked for a swapped pair only on 20 images of 'val', before training: 2 classes judged"
         " (the full check needs 3)" in notes
     )
+
+
+def test_each_input_setting_runs_the_teacher_once(tmp_path, monkeypatch):
+    # a segmenter's mean/std candidates ran twice, scored by mean IoU and again by recall: the same answers
+    from amalgam.distill import eval_checks
+
+    monkeypatch.setattr(eval_checks, "mean_iou", lambda matrix, classes: 0.3)  # IoU finds nothing: recall is tried
+    runs, real = [], eval_checks.eval_answers
+
+    def counted(plan, teacher, *args, **kwargs):
+        runs.append(eval_checks.input_setting(teacher))
+        return real(plan, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(eval_checks, "eval_answers", counted)
+    assert [line for line in segmenter_at_default_input(tmp_path) if "as fed" in line]
+    assert len(runs) == len(set(runs)) >= 4, runs  # as fed and the three other normalisations, each once
+
+
+def test_the_channel_order_and_size_are_probed_fed_the_mean_std_proposed(monkeypatch):
+    # depth stopped after a mean/std finding and labelled teachers probed the order as fed: one rule now,
+    # the order tried with the proposed mean/std, said so
+    from types import SimpleNamespace
+
+    from amalgam.distill import eval_checks
+    from amalgam.distill.input_probe import Finding
+
+    teacher = SimpleNamespace(name="t", mean=[0.485], std=[0.229], notes=[])
+    monkeypatch.setattr(eval_checks, "normalisation_finding", lambda *a: Finding("mean/std line", [0.5], [0.5]))
+    seen = {}
+
+    def order_line(teacher, score, current, count, words, competent, fed_as):
+        seen.update(mean=list(teacher.mean), current=current, fed_as=fed_as)
+        return "order line"
+
+    monkeypatch.setattr(eval_checks, "channel_order_line", order_line)
+    plan = SimpleNamespace(teacher_warnings=[], recipe=SimpleNamespace(data=SimpleNamespace(image_size=[32, 32])))
+    score = lambda: 0.9 if teacher.mean == [0.5] else 0.2  # noqa: E731 - as fed now
+    measure = eval_checks.Measure("mean recall", score, 0.2)
+    said: list[str] = []
+    eval_checks.probe_teacher_input(plan, teacher, [measure], measure, (16, 4, "here"), said.append)
+    assert said == ["warning: mean/std line (here)", "warning: order line (here)"]
+    assert seen == {"mean": [0.5], "current": 0.9, "fed_as": " with the mean/std proposed (mean [0.5], std [0.5])"}
+    assert teacher.mean == [0.485]  # fed as before afterwards
+    assert teacher.notes == ["input mean/std doubtful here", "input channel order doubtful here"]
+
+
+def test_the_size_probe_sees_the_originals_of_a_set_that_keeps_none(tmp_path, monkeypatch):
+    # no teacher view differed from the student's, so the set kept no originals: the 2x trial was the
+    # student's 32 px image upscaled, and could read "no better" for a teacher trained at 64 px
+    from types import SimpleNamespace
+
+    import torch
+
+    from amalgam.config.schema import SourceConfig
+    from amalgam.data import build_image_set
+    from amalgam.data.views import ViewSpec
+    from amalgam.distill import eval_checks
+
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((128, 96, 3), np.uint8)).save(tmp_path / "val" / "a" / "0.png")
+    cfg = SourceConfig(type="imagefolder", path=tmp_path / "val")
+    dataset = build_image_set("data.eval.val", cfg, lambda p: p, (32, 32), True, log=lambda line: None)
+    assert not dataset.originals
+    shapes = []
+
+    def answer_views(teacher, views, *args, **kwargs):
+        shapes.append(tuple(views.originals[0].shape))
+        return torch.zeros(1, 2), None
+
+    monkeypatch.setattr(eval_checks, "answer_views", answer_views)
+    task = SimpleNamespace(target_key="label", dense=False, predict=lambda out, size: out.argmax(1))
+    plan = SimpleNamespace(student_view=ViewSpec((32, 32)))
+    eval_checks.eval_answers(plan, SimpleNamespace(task=task), dataset, 1)
+    assert shapes == [(3, 128, 96)] and not dataset.originals  # the decoded image; the set as it was

@@ -10,6 +10,8 @@ scores them.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -18,7 +20,16 @@ import torch
 from amalgam.data import ImageSet
 from amalgam.data.image_set import spread
 from amalgam.data.views import BatchViews
-from amalgam.distill.input_probe import channel_order_line, mean_iou, mean_recall, normalisation_line, size_line
+from amalgam.distill.input_probe import (
+    PROBE_COMPETENT,
+    attributes_set,
+    channel_order_line,
+    fed,
+    mean_iou,
+    mean_recall,
+    normalisation_finding,
+    size_line,
+)
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
@@ -99,24 +110,94 @@ def probe_input(plan: Plan, teacher: Teacher, dataset: ImageSet, answers: list, 
     current = quality(teacher.output_kind, answers, truths) if quality else None
     if current is None:
         return
+    answered = ProbeAnswers(plan, teacher, dataset, len(truths), as_fed=answers)
 
     def score() -> float:
-        again, _ = eval_answers(plan, teacher, dataset, len(truths))
-        found = quality(teacher.output_kind, again, truths)
+        found = quality(teacher.output_kind, answered(), truths)
         return float("nan") if found is None else found
 
-    words = teacher.task.quality_words
+    measure = Measure(teacher.task.quality_words, score, current)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
-    if fed_wrong := normalisation_line(teacher, score, current, len(truths), 0, words):
-        said_before_training(plan, log, f"{fed_wrong} ({where})")
-        teacher.notes.append(f"input mean/std doubtful {where}")
-        return  # one input fix at a time: fed right, the next build tries the channel order
-    if reordered := channel_order_line(teacher, score, current, len(truths), words, QUALITY_COMPETENT):
-        said_before_training(plan, log, f"{reordered} ({where})")
-        teacher.notes.append(f"input channel order doubtful {where}")
-    elif resized := size_line(teacher, score, current, len(truths), 0, words, tuple(plan.recipe.data.image_size)):
-        said_before_training(plan, log, f"{resized} ({where})")
-        teacher.notes.append(f"input size doubtful {where}")
+    probe_teacher_input(plan, teacher, [measure], measure, (len(truths), 0, where), log, QUALITY_COMPETENT)
+
+
+@dataclass
+class Measure:
+    """One way the input probes score a teacher on the check's images: ``score()`` as it is fed at the
+    time, ``current`` as the recipe feeds it."""
+
+    words: str
+    score: Callable[[], float]
+    current: float
+
+
+def probe_teacher_input(
+    plan: Plan,
+    teacher: Teacher,
+    measures: list[Measure],
+    order: Measure,
+    at: tuple[int, int, str],
+    log: Callable[[str], None],
+    competent: float = PROBE_COMPETENT,
+) -> None:
+    """The input probes of every task, in one order: the teacher's mean/std (by each of ``measures`` in
+    turn, the first that finds one said); then, fed the mean/std found if one was, its channel order (by
+    ``order``) and, where that is not doubted, its size (by the first measure). A teacher wrong in both its
+    mean/std and its channel order is named for both in one build, each fix tried with the other.
+    ``at``: the images checked, the classes judged (0: a quality without a chance level) and where;
+    ``competent``: the score from which a small gain with the channels reversed is named."""
+    count, classes, where = at
+    found = None
+    for measure in measures:
+        if found := normalisation_finding(teacher, measure.score, measure.current, count, classes, measure.words):
+            said_before_training(plan, log, f"{found.line} ({where})")
+            teacher.notes.append(f"input mean/std doubtful {where}")
+            break
+    fed_as = "" if found is None else f" with the mean/std proposed (mean {found.mean}, std {found.std})"
+    with fed(teacher, found.mean, found.std) if found else nullcontext():
+        main, image_size = measures[0], tuple(plan.recipe.data.image_size)
+        first, order_now = (main.score(), order.score()) if found else (main.current, order.current)
+        if reordered := channel_order_line(teacher, order.score, order_now, count, order.words, competent, fed_as):
+            said_before_training(plan, log, f"{reordered} ({where})")
+            teacher.notes.append(f"input channel order doubtful {where}")
+        elif resized := size_line(teacher, main.score, first, count, classes, main.words, image_size, fed_as):
+            said_before_training(plan, log, f"{resized} ({where})")
+            teacher.notes.append(f"input size doubtful {where}")
+
+
+def input_setting(teacher: Teacher) -> tuple:
+    """What a teacher is fed (its size, mean/std, channel order, crop): the key of the probes' runs."""
+    spec = teacher.input_spec
+    fed_now = (tuple(teacher.size), tuple(teacher.mean), tuple(teacher.std))
+    return (*fed_now, spec.channel_order, tuple(spec.size), tuple(spec.mean), tuple(spec.std), spec.crop, spec.resize)
+
+
+class ProbeAnswers:
+    """The plain teacher's answers on the check's images, run once per input setting: a segmenter's mean/std
+    candidates are scored by mean IoU and again by recall, and the channel-order and size probes come back
+    to the setting the mean/std probe proposed; each ran the teacher over the images again."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        teacher: Teacher,
+        dataset: ImageSet,
+        count: int,
+        indices: Optional[list[int]] = None,
+        as_fed: Optional[list[torch.Tensor]] = None,
+    ):
+        self.read = partial(eval_answers, plan, teacher, dataset, count, indices)
+        self.teacher = teacher
+        self.runs: dict[tuple, list[torch.Tensor]] = {}
+        if as_fed is not None:
+            self.runs[input_setting(teacher)] = as_fed
+
+    def __call__(self) -> list[torch.Tensor]:
+        """The answers under the teacher's input setting now."""
+        key = input_setting(self.teacher)
+        if key not in self.runs:
+            self.runs[key] = self.read()[0]
+        return self.runs[key]
 
 
 #: share of the classes seen in the check's images that must each be named mostly as one other class
@@ -160,9 +241,10 @@ def check_label_order_on_eval(
     judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
 
+    answered = ProbeAnswers(plan, teacher, dataset, len(truths), picks, as_fed=answers)
+
     def score(metric: Callable = mean_recall) -> float:  # the same images, as fed now; NaN: it collapses there
-        again, _ = eval_answers(plan, teacher, dataset, len(truths), picks)
-        found = _confusion(again, truths, len(space))
+        found = _confusion(answered(), truths, len(space))
         collapsed = blind_line(teacher.name, list(space.names), found, task.dense) is not None
         return float("nan") if collapsed else metric(found, judged)
 
@@ -290,33 +372,15 @@ def per_class_picks(dataset: ImageSet, each: int, most: int) -> Optional[list[in
 def _probe_labelled_input(
     plan: Plan, teacher: Teacher, score: Callable, matrix, judged: set, at: tuple[int, str], log
 ) -> None:
-    """The input probes of a labelled teacher named right: its mean/std (mean recall; a segmenter's mean IoU),
-    its channel order (mean IoU), and its size where neither is doubted; ``at``: the images checked, and where."""
+    """The input probes of a labelled teacher named right (:func:`probe_teacher_input`): a segmenter's mean/std
+    by its mean IoU first (its recall hardly moves), then by recall as classifiers' are (a competent segmenter
+    of many classes stays under the probe's 0.5 mean IoU); its channel order by mean IoU (a colour swap costs
+    precision as much as recall). ``at``: the images checked, and where."""
     count, where = at
-    # a segmenter by its mean IoU first (its recall hardly moves), then by recall as classifiers are: a competent
-    # segmenter of many classes stays under the probe's 0.5 mean IoU
-    measures = [(mean_iou, "mean IoU"), (mean_recall, "mean recall")][0 if teacher.task.dense else 1 :]
-    metric, measure = measures[0]
-    current = metric(matrix, judged)
-    fed_wrong = None
-    for how, words in measures:
-        fed_wrong = normalisation_line(teacher, partial(score, how), how(matrix, judged), count, len(judged), words)
-        if fed_wrong:
-            break
-    if fed_wrong:
-        said_before_training(plan, log, f"{fed_wrong} ({where})")
-        teacher.notes.append(f"input mean/std doubtful {where}")
-    order_score = partial(score, mean_iou)  # a colour swap costs precision as much as recall
-    if reordered := channel_order_line(teacher, order_score, mean_iou(matrix, judged), count):
-        said_before_training(plan, log, f"{reordered} ({where})")
-        teacher.notes.append(f"input channel order doubtful {where}")
-    elif not fed_wrong and (
-        resized := size_line(
-            teacher, partial(score, metric), current, count, len(judged), measure, tuple(plan.recipe.data.image_size)
-        )
-    ):
-        said_before_training(plan, log, f"{resized} ({where})")
-        teacher.notes.append(f"input size doubtful {where}")
+    named = ((mean_iou, "mean IoU"), (mean_recall, "mean recall"))
+    iou, recall = (Measure(words, partial(score, how), how(matrix, judged)) for how, words in named)
+    measures = [iou, recall] if teacher.task.dense else [recall]
+    probe_teacher_input(plan, teacher, measures, iou, (count, len(judged), where), log)
 
 
 def eval_answers(
@@ -327,10 +391,13 @@ def eval_answers(
     (originals differ in size)."""
     task, first = teacher.task, torch.zeros(1, dtype=torch.long)
     answers, truths = [], []
-    for index in spread(len(dataset), count) if indices is None else indices:
-        sample = dataset[index]
+    # the originals, also where no teacher's view differs from the student's: the size probe's 2x view made
+    # from the student's image could not show a teacher trained at twice its size
+    with attributes_set([(dataset, "originals", True)] if hasattr(dataset, "originals") else []):
+        samples = [dataset[index] for index in (spread(len(dataset), count) if indices is None else indices)]
+    for sample in samples:
         truth = torch.as_tensor(sample[task.target_key])
-        # a view the set holds no originals for (the size probe's) is made from the student's image
+        # a set that gives no originals (not an ImageSet): the views are made from the student's image
         originals = [sample["original"] if "original" in sample else (sample["image"] * 255).round().to(torch.uint8)]
         views = BatchViews(sample["image"][None], plan.student_view, originals)
         size = tuple(truth.shape[-2:]) if task.dense else None

@@ -10,6 +10,7 @@ images is run again under the other usual normalisations; one that does far bett
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -93,12 +94,30 @@ def normalisation_line(
     over ``classes`` classes, ``score()``; NaN for a collapsed answer) under another usual normalisation than
     as fed (``current``); else None. A segmenter is measured by mean IoU: fed [0, 1] where it wants [-1, 1],
     a trial's lost 0.40 -> 0.62 of it and 0.73 -> 0.62 of its recall only, under the gain asked."""
+    found = normalisation_finding(teacher, score, current, images, classes, measure)
+    return found.line if found else None
+
+
+@dataclass
+class Finding:
+    """A probe's warning and the input setting it names (``mean``, ``std``)."""
+
+    line: str
+    mean: list[float]
+    std: list[float]
+
+
+def normalisation_finding(
+    teacher: Teacher, score: Callable[[], float], current: float, images: int, classes: int, measure: str
+) -> Optional[Finding]:
+    """:func:`normalisation_line`'s warning with the mean/std it names, so that the next probes can feed them."""
     origin = teacher.input_spec.origin
     if not current < PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
         return None  # competent, given by the recipe, or not judged (NaN): nothing to probe
     results = {}
     bgr = bool(teacher.input_spec.bgr)
-    for words, (mean, std) in candidates(teacher.channels, bgr).items():
+    settings = candidates(teacher.channels, bgr)
+    for words, (mean, std) in settings.items():
         if mean == list(teacher.mean) and std == list(teacher.std):
             continue
         try:
@@ -109,20 +128,26 @@ def normalisation_line(
     if not results:
         return None
     best = max(results, key=lambda w: results[w] if results[w] == results[w] else -1.0)
-    found = results[best]
-    chance = 1 / classes if classes else 0.0  # no classes: a quality without a chance level
-    competent = found >= max(PROBE_COMPETENT, chance + PROBE_GAIN)  # a 2-class teacher collapsed scores 0.5
-    if not (found >= current + PROBE_GAIN and found >= PROBE_RATIO * current and competent):
+    if not _far_better(results[best], current, classes):
         return None
     given = ", ".join(f"{v:g}" for v in teacher.mean), ", ".join(f"{v:g}" for v in teacher.std)
-    mean, std = (", ".join(f"{v:.4g}" for v in values) for values in candidates(teacher.channels, bgr)[best])
+    mean, std = (", ".join(f"{v:.4g}" for v in values) for values in settings[best])
     order = " (in its BGR order)" if bgr else ""
-    return (
+    line = (
         f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images as fed (mean {given[0]},"
         f" std {given[1]}: {origin.get('mean')}, not the recipe's) and {results[best]:.2f} with {best}: set"
         f" teachers.{teacher.name}.input.mean: [{mean}] and std: [{std}]{order}, or what it was trained with;"
         " as fed it is no reference"
     )
+    return Finding(line, *settings[best])
+
+
+def _far_better(found: float, current: float, classes: int) -> bool:
+    """Whether a setting's score ``found`` is far over ``current`` (:data:`PROBE_GAIN`, :data:`PROBE_RATIO`)
+    and competent itself: a 2-class teacher collapsed scores 0.5; no classes: a quality without a chance level."""
+    chance = 1 / classes if classes else 0.0
+    competent = found >= max(PROBE_COMPETENT, chance + PROBE_GAIN)
+    return found >= current + PROBE_GAIN and found >= PROBE_RATIO * current and competent
 
 
 #: how much higher (absolute) a teacher's mean IoU must be with its channels reversed to be named ...
@@ -153,13 +178,15 @@ def channel_order_line(
     images: int,
     measure: str = "mean IoU",
     competent: float = PROBE_COMPETENT,
+    fed_as: str = "",
 ) -> Optional[str]:
     """The warning when a 3-channel teacher whose recipe states no ``input.channel_order`` does clearly
     better on the check's images (mean IoU ``score()``) fed the other order than as fed (``current``): a
     BGR segmenter (OpenCV, Caffe, mmcv) fed RGB lost 14% mIoU without a word (its recall, 1% only). A
     teacher under :data:`PROBE_COMPETENT` as fed must gain as the normalisation probe asks: a weak RGB
     segmenter's 0.25 -> 0.28 on 16 images (0.253 and 0.252 on 200) told a trial to feed it BGR.
-    ``competent``: the score from which the small gain is enough (a task's ``reading_quality`` sets its own)."""
+    ``competent``: the score from which the small gain is enough (a task's ``reading_quality`` sets its own);
+    ``fed_as``: words after "fed RGB" naming a setting tried instead of the one fed (the mean/std proposed)."""
     if teacher.channels != 3 or teacher.input_spec.origin.get("channel_order") == RECIPE or current != current:
         return None
     try:
@@ -174,8 +201,9 @@ def channel_order_line(
     other = "bgr" if not teacher.input_spec.bgr else "rgb"
     return (
         f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images fed"
-        f" {'BGR' if teacher.input_spec.bgr else 'RGB'} and {found:.2f} with its channels reversed: if it was trained"
-        f" on {other.upper()} images (OpenCV, Caffe, mmcv), set teachers.{teacher.name}.input.channel_order: {other}"
+        f" {'BGR' if teacher.input_spec.bgr else 'RGB'}{fed_as} and {found:.2f} with its channels reversed: if it was"
+        f" trained on {other.upper()} images (OpenCV, Caffe, mmcv), set"
+        f" teachers.{teacher.name}.input.channel_order: {other}"
         " (its mean/std in that order); if its mean/std are listed in the other channel order, reverse those"
         " lists instead; as fed it is no reference"
     )
@@ -199,11 +227,12 @@ def size_line(
     classes: int,
     measure: str,
     image_size: Optional[tuple[int, int]] = None,
+    fed_as: str = "",
 ) -> Optional[str]:
     """The warning when a teacher fed at a size the recipe did not give (the default, ``data.image_size``, or
     timm's ``pretrained_cfg``) scores far better (as :func:`normalisation_line` asks) at twice or half of it,
     or, fed timm's, at ``image_size`` (a timm network trained by its owner at 32 px was fed 176 px, no size
-    tried); else None."""
+    tried); else None. ``fed_as``: as :func:`channel_order_line`'s."""
     origin = teacher.input_spec.origin.get("size", DEFAULT)
     if not current < PROBE_BELOW or origin not in (DEFAULT, TIMM):
         return None
@@ -222,14 +251,12 @@ def size_line(
     if not found:
         return None
     best = max(found, key=found.get)
-    chance = 1 / classes if classes else 0.0
-    competent = found[best] >= max(PROBE_COMPETENT, chance + PROBE_GAIN)
-    if not (found[best] >= current + PROBE_GAIN and found[best] >= PROBE_RATIO * current and competent):
+    if not _far_better(found[best], current, classes):
         return None
     given = "the default: data.image_size" if origin == DEFAULT else TIMM
     return (
-        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images fed at {h}x{w} ({given})"
-        f" and {found[best]:.2f} at {best[0]}x{best[1]}: set"
+        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images fed at {h}x{w}"
+        f" ({given}){fed_as} and {found[best]:.2f} at {best[0]}x{best[1]}: set"
         f" teachers.{teacher.name}.input.size: [{best[0]}, {best[1]}], or the size it was trained at; as fed it is"
         " no reference"
     )
