@@ -36,6 +36,16 @@ class ExpDepth(nn.Module):
         return torch.exp(x.float().clamp(-7.0, 7.0))  # fp32: CPU autocast would keep exp in bf16
 
 
+#: delta1's band: a depth within this factor of the truth counts as right
+DELTA1 = 1.25
+
+
+def within_delta1(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Where ``pred`` is within :data:`DELTA1` times ``truth`` (both > 0): delta1's count, for the meter
+    and the input probes' quality alike."""
+    return torch.maximum(pred / truth, truth / pred) < DELTA1
+
+
 class DepthMeter:
     """abs rel, RMSE, delta<1.25 and scale (the geometric mean of prediction / truth) over valid
     (ground truth > 0) pixels of the whole set."""
@@ -55,7 +65,7 @@ class DepthMeter:
         self.n += int(valid.sum())
         self.abs_rel += ((p - t).abs() / t).sum().item()
         self.sq += ((p - t) ** 2).sum().item()
-        self.delta1 += (torch.maximum(p / t, t / p) < 1.25).sum().item()
+        self.delta1 += within_delta1(p, t).sum().item()
         self.log_ratio += torch.log(p / t).sum().item()
 
     def compute(self) -> dict[str, float]:
@@ -631,7 +641,7 @@ class DepthTask(Task):
                 continue
             a, t = answer[valid].float(), truth[valid].float()
             a = a * (t.median() / a.median())
-            shares.append((torch.maximum(a / t, t / a) < 1.25).float().mean())
+            shares.append(within_delta1(a, t).float().mean())
         return float(torch.stack(shares).mean()) if shares else None
 
     def distill_loss(self, student, teacher, options: DistillOptions):
