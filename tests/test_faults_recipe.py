@@ -165,8 +165,11 @@ def test_a_branch_point_of_a_compact_student_is_said_to_be_unused(world):
     assert not any(line.startswith("student.branch_at") for line in log)
 
 
-@pytest.mark.parametrize(("key", "value"), [("data.image_size", 96), ("teachers.cls.input.size", 28)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("data.image_size", "96"), ("teachers.cls.input.size", "28"), ("teachers.cls.input.size", "[28]")]
+)
 def test_a_size_given_as_one_number_names_the_form_it_needs(world, key, value):
-    # a trial's image_size: 96 read "Input should be a valid tuple, got 96"
-    with pytest.raises(RecipeError, match=rf"^{key}: expected \[height, width\], two numbers: \[{value}, {value}\]"):
+    # a trial's image_size: 96 read "Input should be a valid tuple, got 96"; [32] read "size.1: required key is missing"
+    side = value.strip("[]")
+    with pytest.raises(RecipeError, match=rf"^{key}: expected \[height, width\], two numbers: \[{side}, {side}\]"):
         load_recipe(world, [f"{key}={value}"])

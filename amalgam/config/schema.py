@@ -86,6 +86,9 @@ def _height_width(v: Any) -> Any:
     """A size given as one number is refused with the form it needs (pydantic said 'a valid tuple')."""
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         raise ValueError(f"expected [height, width], two numbers: [{v}, {v}] for a square of {v}")
+    if isinstance(v, (list, tuple)) and len(v) == 1 and isinstance(v[0], (int, float)) and not isinstance(v[0], bool):
+        # pydantic said 'size.1: required key is missing'
+        raise ValueError(f"expected [height, width], two numbers: [{v[0]}, {v[0]}] for a square of {v[0]}")
     return v
 
 
