@@ -166,7 +166,8 @@ def test_a_branch_point_of_a_compact_student_is_said_to_be_unused(world):
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("data.image_size", "96"), ("teachers.cls.input.size", "28"), ("teachers.cls.input.size", "[28]")]
+    ("key", "value"),
+    [("data.image_size", "96"), ("teachers.cls.input.size", "28"), ("teachers.cls.input.size", "[28]")],
 )
 def test_a_size_given_as_one_number_names_the_form_it_needs(world, key, value):
     # a trial's image_size: 96 read "Input should be a valid tuple, got 96"; [32] read "size.1: required key is missing"
