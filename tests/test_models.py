@@ -328,3 +328,21 @@ def test_a_model_entry_of_hyper_parameters_is_not_taken_for_the_weights(tmp_path
     torch.save({"model": {"arch": "tiny", "num_classes": 3}, "weights": tiny().state_dict()}, tmp_path / "c.pt")
     with pytest.raises(AmalgamError, match=r"does not hold a state dict of tensors .*state dicts under: weights\)"):
         load_checkpoint(tiny(), tmp_path / "c.pt", "teacher 'x'")
+
+
+def test_a_head_built_for_another_number_of_classes_names_the_argument(tmp_path):
+    # a trial's num_classes one short read "key '13.weight' has shape [7, 64] ..." with no word of the argument
+    saved = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(16, 7))
+    torch.save(saved.state_dict(), tmp_path / "seven.pt")
+    built = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(16, 6))
+    with pytest.raises(AmalgamError) as info:
+        load_checkpoint(built, tmp_path / "seven.pt", "teacher 'h'", "teachers.h.model", {"num_classes": 6})
+    assert str(info.value).endswith(
+        "key '3.weight' has shape [7, 16] in the checkpoint, [6, 16] in the model (its last layer: 7 outputs in the"
+        " checkpoint, 6 built: set teachers.h.model.num_classes to 7)"
+    )
+    with pytest.raises(AmalgamError, match=r"6 built: set its number of outputs in teachers.h.model to 7\)$"):
+        load_checkpoint(built, tmp_path / "seven.pt", "teacher 'h'", "teachers.h.model", {"width": 4})
+    wider = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.Flatten(), nn.Linear(16, 7))
+    with pytest.raises(AmalgamError, match=r"in the model$"):  # not the last layer: no head hint
+        load_checkpoint(wider, tmp_path / "seven.pt", "teacher 'h'", "teachers.h.model", {"num_classes": 7})

@@ -369,13 +369,15 @@ def conversion_command(path: Path) -> str:
     )
 
 
-def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
+def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "", kwargs: Optional[dict] = None) -> str:
     """Loads a checkpoint strictly, naming the first mismatched key if it does not fit.
 
     Args:
         model: the freshly built network.
         path: the checkpoint file.
         who: the owner named in errors, e.g. ``teacher 'seg-a'``.
+        model_key: the recipe key that built it (``teachers.seg-a.model``), named with a head of another
+            size; ``kwargs``: the arguments it was built with.
 
     Returns:
         Which entry of a wrapper was loaded, for the log (see :func:`read_checkpoint`; "" if none).
@@ -396,6 +398,7 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
             raise AmalgamError(
                 f"{who}: checkpoint {path} does not fit the model: key '{key}' has shape "
                 f"{list(state[key].shape)} in the checkpoint, {list(value.shape)} in the model"
+                + _head_hint(key, own, state[key].shape, model_key, kwargs or {})
             )
     extra = [k for k in state if k not in own]
     if extra:
@@ -406,6 +409,23 @@ def load_checkpoint(model: nn.Module, path: Path, who: str) -> str:
     state = {**{k: torch.zeros((), dtype=torch.long) for k in own if k not in state}, **state}  # step counts only
     model.load_state_dict(state)
     return note
+
+
+#: the arguments a model's number of outputs usually goes by (torchvision, timm, smp, HF-style)
+COUNT_ARGS = ("num_classes", "classes", "n_classes", "num_labels", "out_channels", "out_classes")
+
+
+def _head_hint(key: str, own: dict, saved: torch.Size, model_key: str, kwargs: dict) -> str:
+    """Where the mismatch is the model's last layer in its number of outputs only: the model was built for
+    another number of classes than the checkpoint holds, said with the argument that sets it (a trial read
+    "key '13.weight' has shape [7, 64]" with no word of num_classes)."""
+    weights = [k for k, v in own.items() if v.is_floating_point() and k.rsplit(".", 1)[-1] in ("weight", "bias")]
+    built = own[key].shape
+    if key not in weights[-2:] or len(saved) != len(built) or saved[1:] != built[1:]:
+        return ""
+    args = [a for a in COUNT_ARGS if a in kwargs]
+    where = f"{model_key}.{args[0]}" if args and model_key else f"its number of outputs in {model_key or 'the model'}"
+    return f" (its last layer: {saved[0]} outputs in the checkpoint, {built[0]} built: set {where} to {saved[0]})"
 
 
 def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None) -> str:

@@ -300,7 +300,8 @@ def build_teacher(
     except AmalgamError as exc:
         raise AmalgamError(f"teachers.{name}.model: {exc}") from None
     if cfg.checkpoint is not None:
-        note = load_checkpoint(model, recipe.resolve(cfg.checkpoint), f"teacher '{name}'")
+        path, kwargs = recipe.resolve(cfg.checkpoint), cfg.model.kwargs()
+        note = load_checkpoint(model, path, f"teacher '{name}'", f"teachers.{name}.model", kwargs)
     else:
         note = unloaded_note(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
     twin = _twin_network(name, model, recipe, built or {})
