@@ -158,7 +158,8 @@ class Task:
 
     def shape_hint(self, out: torch.Tensor, space: Optional[LabelSpace], kind: str) -> str:
         """The setting or fix a refused output's shape points at, as ``" (...)"`` ("" when none does);
-        said after :meth:`check_output`'s line. Default: an extra axis of size 1 (``[B, 1, C, H, W]``)."""
+        said after :meth:`check_output`'s line, ``<teacher>`` in it replaced by the teacher's name (a key
+        path: ``teachers.<teacher>.labels``). Default: an extra axis of size 1 (``[B, 1, C, H, W]``)."""
         if isinstance(out, torch.Tensor) and out.dim() == 5 and 1 in out.shape[1:3]:
             return f" (an extra axis of size 1: return out.squeeze({1 if out.shape[1] == 1 else 2}))"
         return ""
@@ -494,10 +495,14 @@ class LabelledOutputs:
             return " (one channel for two labels: set output: binary (a logit) or binary_probability (a sigmoid))"
         if out.dim() >= 2 and out.shape[1] > len(space):
             return (
-                f" ({out.shape[1] - len(space)} more channels than labels: name them, or list them in unused_outputs)"
+                f" ({out.shape[1] - len(space)} more channels than labels: name them in teachers.<teacher>.labels,"
+                " or list them in teachers.<teacher>.unused_outputs)"
             )
         if out.dim() in (2, 4) and out.is_floating_point() and out.shape[1] < len(space):
-            return f" ({out.shape[1]} channels for {len(space)} labels: its labels list one per output channel)"
+            return (
+                f" ({out.shape[1]} channels for {len(space)} labels: teachers.<teacher>.labels lists one label per"
+                " output channel)"
+            )
         return super().shape_hint(out, space, kind)
 
     def labels_problem(self, names: list[str]) -> Optional[str]:

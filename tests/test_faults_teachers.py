@@ -413,10 +413,11 @@ def test_a_plain_shape_error_gets_no_hint():
         check_teacher_output(teacher(Shaped(2), task="segmentation"), (32, 32))
     assert str(info.value) == (
         "teacher 't1' (segmentation): expected logits of shape [B, 3, H, W], got [2, 2, 32, 32]"
-        " (2 channels for 3 labels: its labels list one per output channel)"
+        " (2 channels for 3 labels: teachers.t1.labels lists one label per output channel)"
     )
     with pytest.raises(AmalgamError) as info:  # more: unused_outputs may
         check_teacher_output(teacher(Shaped(4), task="segmentation"), (32, 32))
     assert str(info.value).endswith(
-        "got [2, 4, 32, 32] (1 more channels than labels: name them, or list them in unused_outputs)"
+        "got [2, 4, 32, 32] (1 more channels than labels: name them in teachers.t1.labels, or list them in"
+        " teachers.t1.unused_outputs)"
     )

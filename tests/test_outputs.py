@@ -507,7 +507,8 @@ class SpareUnits(nn.Module):
 
 def test_spare_output_units_stop_naming_unused_outputs_and_are_dropped_when_listed():
     labels = ("a", "b", "c")
-    with pytest.raises(AmalgamError, match=r"2 more channels than labels: name them, or list them in unused_outputs"):
+    spare = r"2 more channels than labels: name them in teachers.t1.labels, or list them in teachers.t1.unused_outputs"
+    with pytest.raises(AmalgamError, match=spare):
         check_teacher_output(teacher(SpareUnits(), task="classification", labels=labels), (16, 16))
     model = SpareUnits()
     t = teacher(model, task="classification", labels=labels, unused_outputs=[4, 3])
@@ -679,7 +680,7 @@ def test_a_logit_declared_a_probability_and_too_few_channels_name_their_fix():
         check_teacher_output(
             teacher(OneLogit(), labels=("background", "person"), output="binary_probability"), (16, 16)
         )
-    with pytest.raises(AmalgamError, match=r"\(3 channels for 4 labels: its labels list one per output"):
+    with pytest.raises(AmalgamError, match=r"\(3 channels for 4 labels: teachers.t1.labels lists one label per output"):
         check_teacher_output(teacher(Sigmoided(channels=3), labels=("background", *"abc")), (16, 16))
 
 

@@ -72,7 +72,7 @@ def test_teacher_with_the_wrong_output_shape_is_rejected_by_name():
         check_teacher_output(teacher, (32, 32))
     assert str(info.value) == (
         "teacher 't1' (classification): expected logits of shape [B, 2] = [2, 2], got [2, 3]"
-        " (1 more channels than labels: name them, or list them in unused_outputs)"
+        " (1 more channels than labels: name them in teachers.t1.labels, or list them in teachers.t1.unused_outputs)"
     )
     check_teacher_output(teacher_of(Linear(2)), (32, 32))  # the right shape passes
 

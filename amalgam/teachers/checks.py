@@ -132,6 +132,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
     problem = problem or (_DENSE_MISFIT.format(*out.shape[-2:], *teacher.size) if fit is None else None)
     if problem:
         hint = teacher.task.shape_hint(out, teacher.space, teacher.output_kind)  # the fix the shape points at
+        hint = hint.replace("<teacher>", teacher.name)
         hint = _other_key_hint(teacher, dummy) or hint
         raise AmalgamError(f"teacher '{teacher.name}' ({teacher.task.name}): {problem}{hint}{_weights_hint(teacher)}")
     if mismatch := head_problem(teacher.task, teacher.name, out):  # a broadcast loss would train on it
