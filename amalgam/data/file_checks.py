@@ -192,8 +192,9 @@ def _notes(dataset: CheckedSet, tally: Counter, with_targets: bool) -> list[str]
         notes.append(f"{tally['scaled']} maps are at a scale of their image's size: each is read as covering it")
     if tally["alpha"]:
         notes.append(
-            f"{tally['alpha']} images have transparency: it is dropped (as torchvision's RGB decoding does), so"
-            " teachers see the colour stored under transparent pixels"
+            f"{tally['alpha']} images carry an alpha channel or a transparent colour (not read: they may be opaque):"
+            " it is dropped (as torchvision's RGB decoding does), so teachers see the colour stored under any"
+            " transparent pixels"
         )
     return notes + _grey_notes(tally, dataset.files)
 
