@@ -73,3 +73,17 @@ def test_report_of_an_old_run_whose_stored_recipe_no_longer_reads_draws_from_the
     assert main(["report", str(run)]) == 0
     said = capsys.readouterr().out
     assert "and the one the run was built with no longer reads" in said and "drawing from the file as it is now" in said
+
+
+def test_a_plan_without_a_dense_teacher_says_why_it_draws_no_sample_grid(tmp_path):
+    # a trial of a classifiers-only student looked for the README's grid of sample predictions: none, no word
+    from types import SimpleNamespace
+
+    from amalgam.evaluation.visual import sample_grid
+
+    classifier = SimpleNamespace(task=SimpleNamespace(dense=False), eval_name="val")
+    plan = SimpleNamespace(teachers={"c": classifier}, eval_sets={"val": None})
+    said: list[str] = []
+    assert sample_grid(plan, None, {}, None, tmp_path / "samples.png", log=said.append) is None
+    assert said == ["samples.png: not drawn (the grid shows dense answers: no dense teacher has an eval set)"]
+    assert not (tmp_path / "samples.png").exists()

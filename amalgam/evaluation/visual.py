@@ -73,7 +73,8 @@ def sample_grid(
     A teacher whose panels cannot be drawn (a plugin's output matplotlib cannot show) is left blank
     with one line in ``log``: a picture never fails a build whose report is written."""
     dense = [t for t in plan.teachers.values() if t.task.dense and t.eval_name in plan.eval_sets]
-    if not dense:
+    if not dense:  # said: the README's report promises a grid
+        log("samples.png: not drawn (the grid shows dense answers: no dense teacher has an eval set)")
         return None
     plt = pyplot()
     fig, axes = plt.subplots(len(dense) * count, 4, figsize=(10, 2.6 * len(dense) * count), squeeze=False)
