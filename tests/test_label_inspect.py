@@ -336,3 +336,26 @@ def test_long_label_lists_are_cut_and_comma_names_quoted():
     assert listed(names[:3]) == "['class 0', 'class 1', 'class 2']"
     assert shorten(["tench, Tinca tinca", "goldfish"]) == "'tench, Tinca tinca', 'goldfish'"
     assert shorten(["cat", "dog"]) == "cat, dog"
+
+
+def test_groups_the_recipe_would_refuse_or_that_narrow_a_relation_without_evidence_are_not_proposed():
+    # a trial was proposed high {coat: [tshirt, pullover, coat, shirt]} though high names shirt itself (refused:
+    # "covered by both"), and coarse {upper: [coat, shirt]} where upper was declared [tshirt, pullover, coat,
+    # shirt], from a teacher naming neither tshirt nor pullover
+    from amalgam.config.label_entries import space_of
+    from amalgam.labels.suggest import Suggestion, consistent
+
+    spaces = {
+        "low": space_of(["tshirt", "pullover", "coat"], None),
+        "high": space_of(["coat", "shirt", "bag"], None),
+        "coarse": space_of([{"upper": ["tshirt", "pullover", "coat", "shirt"]}, "bag"], None),
+    }
+    found = [
+        Suggestion("classification", "high", "coat", ("tshirt", "pullover", "coat", "shirt"), "coarse", "h/c"),
+        Suggestion("classification", "coarse", "upper", ("coat", "shirt"), "high", "c/h"),
+        Suggestion("classification", "coarse", "upper", ("coat",), "low", "c/l"),  # low names tshirt: evidence
+        Suggestion("classification", "low", "pullover", ("coat", "shirt"), "high", "l/h"),  # low names coat
+        Suggestion("classification", "high", "bag", ("bag", "shirt"), "coarse", "h/c2"),  # high names shirt
+    ]
+    edit = [(x.teacher, x.entry()) for x in consistent(found, spaces, list(spaces))]
+    assert edit == [("coarse", "{upper: coat}")]

@@ -440,9 +440,26 @@ def _groups(classes: _Classes, found: list[Suggestion]) -> list[Suggestion]:
         key = (s.teacher, s.label, frozenset(covers))
         if key in seen or set(covers) == set(classes.spaces[s.teacher].covered(s.label)):
             continue
+        if _refused(classes.spaces[s.teacher], s.label, covers) or _narrower(classes.spaces, s, covers):
+            continue
         seen.add(key)
         out.append(Suggestion(s.task, s.teacher, s.label, covers, s.other, s.evidence))
     return out
+
+
+def _refused(space: LabelSpace, label: str, covers: tuple[str, ...]) -> bool:
+    """A group taking a class another of the teacher's labels stands for: the recipe refuses it ("covered by
+    both"), and a trial was proposed one."""
+    return any(_taken(space, label, c) for c in covers)
+
+
+def _narrower(spaces: dict[str, LabelSpace], found: Suggestion, covers: tuple[str, ...]) -> bool:
+    """A group narrowing the label's declared relation by classes the other teacher cannot name: no evidence
+    against them (a trial's declared {upper: [tshirt, pullover, coat, shirt]} was proposed as [coat, shirt]
+    from a teacher that names neither tshirt nor pullover)."""
+    declared = set(spaces[found.teacher].covered(found.label))
+    nameable = {c for n in spaces[found.other].known() for c in spaces[found.other].covered(n)}
+    return set(covers) < declared and not (declared - set(covers)) & nameable
 
 
 def _unified(classes: _Classes, teacher: str, cls: str) -> str:
