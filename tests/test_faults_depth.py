@@ -57,6 +57,12 @@ class FromImage(nn.Module):
             return torch.log(100.0 * depth)
         if self.mode == "wants_half":  # trained on [-1, 1] inputs: the grey level is (x + 1) / 2
             return (1.0 + 5.0 * (x[:, :1] * 0.5 + 0.5)) * self.gain
+        if self.mode == "half_at_16":  # trained on [-1, 1] inputs at 16x16
+            x, self.mode = x * 0.5 + 0.5, "trained_at_16"
+            try:
+                return self.forward(x)
+            finally:
+                self.mode = "half_at_16"
         if self.mode.startswith("trained_at_"):  # right at NxN only: at another size half its pixels 1.6x too far
             rows, cols = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
             blocks = (rows * 4 // x.shape[-2] + cols * 4 // x.shape[-1]) % 2  # a 4x4 checker at any size
@@ -624,6 +630,14 @@ def test_a_teacher_trained_at_another_size_than_the_default_is_named_before_trai
     assert "at 16x16: set teachers.d.input.size: [16, 16], or the size it was trained at" in line
     _, said = plan_of(scenes, "trained_at_16", input={"size": [32, 32], "mean": [0.0] * 3, "std": [1.0] * 3})
     assert not [line for line in said if "data.image_size" in line]  # the recipe's size: taken as given
+
+
+def test_a_depth_teacher_wanting_another_size_and_normalisation_is_named_for_both(scenes):
+    # fed [-1, 1] at the default size or ImageNet's at 16 px it stays low: neither probe alone named it
+    _, said = plan_of(scenes, "half_at_16", input={})
+    (line,) = [line for line in said if "as fed" in line or "data.image_size" in line]
+    assert "with mean 0.5, std 0.5 (values in [-1, 1]) at 16x16: set teachers.d.input.mean: [0.5, 0.5, 0.5] and" in line
+    assert "std: [0.5, 0.5, 0.5] and teachers.d.input.size: [16, 16], or what it was trained with" in line
 
 
 def test_a_timm_size_the_teacher_was_not_trained_at_is_probed_and_data_image_size_tried(scenes, monkeypatch):

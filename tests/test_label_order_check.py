@@ -540,3 +540,45 @@ def test_the_size_probe_sees_the_originals_of_a_set_that_keeps_none(tmp_path, mo
     plan = SimpleNamespace(student_view=ViewSpec((32, 32)))
     eval_checks.eval_answers(plan, SimpleNamespace(task=task), dataset, 1)
     assert shapes == [(3, 128, 96)] and not dataset.originals  # the decoded image; the set as it was
+
+
+def probe_world(scores: dict):
+    """A stand-in teacher fed at 32x32 with the default mean/std, scored by ``scores[(size, mean)]`` (0.2
+    elsewhere), and the plan the probes log into."""
+    from types import SimpleNamespace
+
+    from amalgam.distill import eval_checks
+    from amalgam.teachers.inputs import DEFAULT
+
+    spec = SimpleNamespace(origin={"mean": DEFAULT, "std": DEFAULT, "size": DEFAULT}, bgr=False, size=(32, 32))
+    teacher = SimpleNamespace(name="t", channels=1, mean=[0.485], std=[0.229], size=(32, 32), input_spec=spec, notes=[])
+    plan = SimpleNamespace(teacher_warnings=[], recipe=SimpleNamespace(data=SimpleNamespace(image_size=[32, 32])))
+
+    def score() -> float:
+        return scores.get((tuple(teacher.size)[0], teacher.mean[0]), 0.2)
+
+    measure = eval_checks.Measure("mean recall", score, score())
+    said: list[str] = []
+    eval_checks.probe_teacher_input(plan, teacher, [measure], measure, (16, 4, "here"), said.append)
+    return said, teacher
+
+
+def test_a_teacher_wanting_another_size_and_mean_std_is_named_for_both():
+    # fed its mean/std at the default size or the default mean/std at its size, a trial's teacher stayed low:
+    # neither probe alone named it (or the size only, the mean/std left for another build)
+    said, teacher = probe_world({(32, 0.485): 0.3, (16, 0.485): 0.35, (16, 0.5): 0.95})
+    (line,) = said
+    assert line.startswith("warning: teacher t has a mean recall of 0.30 on 16 eval images as fed (mean 0.485, std")
+    assert line.endswith(
+        "and 0.95 with mean 0.5, std 0.5 (values in [-1, 1]) at 16x16: set teachers.t.input.mean: [0.5] and std:"
+        " [0.5] and teachers.t.input.size: [16, 16], or what it was trained with; as fed it is no reference (here)"
+    )
+    assert teacher.notes == ["input mean/std and size doubtful here"] and teacher.size == (32, 32)
+    said, teacher = probe_world({(32, 0.485): 0.3, (16, 0.485): 0.6, (16, 0.5): 0.95})  # the size alone gains
+    first, second = said
+    assert "fed at 32x32 (the default: data.image_size) and 0.60 at 16x16: set teachers.t.input.size: [16, 16]" in first
+    assert second.startswith("warning: teacher t has a mean recall of 0.60 on 16 eval images as fed at 16x16, the size")
+    assert "proposed (mean 0.485, std 0.229: default, not the recipe's) and 0.95 with mean 0.5, std 0.5" in second
+    assert teacher.notes == ["input size doubtful here", "input mean/std doubtful here"]
+    said, _ = probe_world({(32, 0.485): 0.3})  # nothing better anywhere: nothing said
+    assert said == []

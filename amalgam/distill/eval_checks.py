@@ -28,7 +28,9 @@ from amalgam.distill.input_probe import (
     mean_iou,
     mean_recall,
     normalisation_finding,
-    size_line,
+    size_candidates,
+    size_finding,
+    sized,
 )
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.evaluation.metrics import ConfusionMatrix
@@ -142,27 +144,60 @@ def probe_teacher_input(
 ) -> None:
     """The input probes of every task, in one order: the teacher's mean/std (by each of ``measures`` in
     turn, the first that finds one said); then, fed the mean/std found if one was, its channel order (by
-    ``order``) and, where that is not doubted, its size (by the first measure). A teacher wrong in both its
-    mean/std and its channel order is named for both in one build, each fix tried with the other.
-    ``at``: the images checked, the classes judged (0: a quality without a chance level) and where;
-    ``competent``: the score from which a small gain with the channels reversed is named."""
+    ``order``) and, where that is not doubted, its size (by the first measure); where no mean/std was found,
+    the mean/std again at the size found, or at each size tried (a teacher wanting both another size and
+    another mean/std scored low under either fix alone). Each finding is tried with the others, so that one
+    build names them all. ``at``: the images checked, the classes judged (0: a quality without a chance
+    level) and where; ``competent``: the score from which a small gain with the channels reversed is named."""
     count, classes, where = at
     found = None
     for measure in measures:
         if found := normalisation_finding(teacher, measure.score, measure.current, count, classes, measure.words):
-            said_before_training(plan, log, f"{found.line} ({where})")
-            teacher.notes.append(f"input mean/std doubtful {where}")
+            _said(plan, teacher, found.line, "input mean/std", where, log)
             break
     fed_as = "" if found is None else f" with the mean/std proposed (mean {found.mean}, std {found.std})"
     with fed(teacher, found.mean, found.std) if found else nullcontext():
         main, image_size = measures[0], tuple(plan.recipe.data.image_size)
         first, order_now = (main.score(), order.score()) if found else (main.current, order.current)
         if reordered := channel_order_line(teacher, order.score, order_now, count, order.words, competent, fed_as):
-            said_before_training(plan, log, f"{reordered} ({where})")
-            teacher.notes.append(f"input channel order doubtful {where}")
-        elif resized := size_line(teacher, main.score, first, count, classes, main.words, image_size, fed_as):
-            said_before_training(plan, log, f"{resized} ({where})")
-            teacher.notes.append(f"input size doubtful {where}")
+            _said(plan, teacher, reordered, "input channel order", where, log)
+            return
+        resized = size_finding(teacher, main.score, first, count, classes, main.words, image_size, fed_as)
+        if resized:
+            _said(plan, teacher, resized.line, "input size", where, log)
+    if found is None:
+        sizes = [resized.size] if resized else size_candidates(teacher, image_size)
+        _normalisation_at(plan, teacher, measures, sizes, resized is not None, (count, classes, where), log)
+
+
+def _normalisation_at(
+    plan: Plan,
+    teacher: Teacher,
+    measures: list[Measure],
+    sizes: list[tuple[int, int]],
+    proposed: bool,
+    at: tuple[int, int, str],
+    log: Callable[[str], None],
+) -> None:
+    """The mean/std probe with the teacher fed at each of ``sizes``: at the size the size probe ``proposed``
+    (against the score there), or at each size it tried (against the score as fed)."""
+    count, classes, where = at
+    for size in sizes:
+        with sized(teacher, size):
+            for measure in measures:
+                current = measure.score() if proposed else measure.current
+                found = normalisation_finding(
+                    teacher, measure.score, current, count, classes, measure.words, size, proposed
+                )
+                if found:
+                    _said(plan, teacher, found.line, "input mean/std" + ("" if proposed else " and size"), where, log)
+                    return
+
+
+def _said(plan: Plan, teacher: Teacher, line: str, what: str, where: str, log: Callable[[str], None]) -> None:
+    """A probe's warning, logged and kept, and its note on the teacher (``<what> doubtful``)."""
+    said_before_training(plan, log, f"{line} ({where})")
+    teacher.notes.append(f"{what} doubtful {where}")
 
 
 def input_setting(teacher: Teacher) -> tuple:

@@ -100,17 +100,27 @@ def normalisation_line(
 
 @dataclass
 class Finding:
-    """A probe's warning and the input setting it names (``mean``, ``std``)."""
+    """A probe's warning and the input setting it names (``mean`` and ``std``, or ``size``)."""
 
     line: str
-    mean: list[float]
-    std: list[float]
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    size: Optional[tuple[int, int]] = None
 
 
 def normalisation_finding(
-    teacher: Teacher, score: Callable[[], float], current: float, images: int, classes: int, measure: str
+    teacher: Teacher,
+    score: Callable[[], float],
+    current: float,
+    images: int,
+    classes: int,
+    measure: str,
+    size: Optional[tuple[int, int]] = None,
+    proposed: bool = False,
 ) -> Optional[Finding]:
-    """:func:`normalisation_line`'s warning with the mean/std it names, so that the next probes can feed them."""
+    """:func:`normalisation_line`'s warning with the mean/std it names, so that the next probes can feed them.
+    ``size``: the teacher is fed at it for the probe (:func:`sized`), which the fix then names too; ``proposed``:
+    the size probe named it already, and ``current`` is the score there."""
     origin = teacher.input_spec.origin
     if not current < PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
         return None  # competent, given by the recipe, or not judged (NaN): nothing to probe
@@ -133,11 +143,14 @@ def normalisation_finding(
     given = ", ".join(f"{v:g}" for v in teacher.mean), ", ".join(f"{v:g}" for v in teacher.std)
     mean, std = (", ".join(f"{v:.4g}" for v in values) for values in settings[best])
     order = " (in its BGR order)" if bgr else ""
+    at = f" at {size[0]}x{size[1]}" if size else ""
+    fed_at, tried_at = (at + ", the size proposed", "") if proposed else ("", at)
+    resize = f" and teachers.{teacher.name}.input.size: [{size[0]}, {size[1]}]" if size and not proposed else ""
     line = (
-        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images as fed (mean {given[0]},"
-        f" std {given[1]}: {origin.get('mean')}, not the recipe's) and {results[best]:.2f} with {best}: set"
-        f" teachers.{teacher.name}.input.mean: [{mean}] and std: [{std}]{order}, or what it was trained with;"
-        " as fed it is no reference"
+        f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images as fed{fed_at} (mean"
+        f" {given[0]}, std {given[1]}: {origin.get('mean')}, not the recipe's) and {results[best]:.2f} with"
+        f" {best}{tried_at}: set teachers.{teacher.name}.input.mean: [{mean}] and std: [{std}]{order}{resize}, or"
+        " what it was trained with; as fed it is no reference"
     )
     return Finding(line, *settings[best])
 
@@ -219,6 +232,19 @@ def sized(teacher: Teacher, size: tuple[int, int]):
     return attributes_set([(teacher, "size", size), (teacher.input_spec, "size", size)])
 
 
+def size_candidates(teacher: Teacher, image_size: Optional[tuple[int, int]] = None) -> list[tuple[int, int]]:
+    """The sizes a teacher fed at a size the recipe did not give is tried at: twice and half of it and, fed
+    timm's ``pretrained_cfg`` size, ``image_size``; none where the recipe gives its size."""
+    origin = teacher.input_spec.origin.get("size", DEFAULT)
+    if origin not in (DEFAULT, TIMM):
+        return []
+    h, w = teacher.size
+    sizes = [(max(8, round(h * factor)), max(8, round(w * factor))) for factor in SIZE_FACTORS]
+    if origin == TIMM and image_size is not None and tuple(image_size) not in [*sizes, (h, w)]:
+        sizes.append(tuple(image_size))
+    return sizes
+
+
 def size_line(
     teacher: Teacher,
     score: Callable[[], float],
@@ -233,13 +259,24 @@ def size_line(
     timm's ``pretrained_cfg``) scores far better (as :func:`normalisation_line` asks) at twice or half of it,
     or, fed timm's, at ``image_size`` (a timm network trained by its owner at 32 px was fed 176 px, no size
     tried); else None. ``fed_as``: as :func:`channel_order_line`'s."""
-    origin = teacher.input_spec.origin.get("size", DEFAULT)
-    if not current < PROBE_BELOW or origin not in (DEFAULT, TIMM):
+    found = size_finding(teacher, score, current, images, classes, measure, image_size, fed_as)
+    return found.line if found else None
+
+
+def size_finding(
+    teacher: Teacher,
+    score: Callable[[], float],
+    current: float,
+    images: int,
+    classes: int,
+    measure: str,
+    image_size: Optional[tuple[int, int]] = None,
+    fed_as: str = "",
+) -> Optional[Finding]:
+    """:func:`size_line`'s warning with the size it names."""
+    sizes = size_candidates(teacher, image_size)
+    if not current < PROBE_BELOW or not sizes:
         return None
-    h, w = teacher.size
-    sizes = [(max(8, round(h * factor)), max(8, round(w * factor))) for factor in SIZE_FACTORS]
-    if origin == TIMM and image_size is not None and tuple(image_size) not in [*sizes, (h, w)]:
-        sizes.append(tuple(image_size))
     results = {}
     for size in sizes:
         try:
@@ -253,10 +290,12 @@ def size_line(
     best = max(found, key=found.get)
     if not _far_better(found[best], current, classes):
         return None
+    (h, w), origin = teacher.size, teacher.input_spec.origin.get("size", DEFAULT)
     given = "the default: data.image_size" if origin == DEFAULT else TIMM
-    return (
+    line = (
         f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images fed at {h}x{w}"
         f" ({given}){fed_as} and {found[best]:.2f} at {best[0]}x{best[1]}: set"
         f" teachers.{teacher.name}.input.size: [{best[0]}, {best[1]}], or the size it was trained at; as fed it is"
         " no reference"
     )
+    return Finding(line, size=best)
