@@ -9,7 +9,7 @@ from pathlib import Path
 
 from amalgam import api
 from amalgam.errors import AmalgamError
-from amalgam.evaluation.export import export
+from amalgam.evaluation.export import ParityError, export
 from amalgam.evaluation.report import to_markdown
 from amalgam.io import write_json
 from amalgam.plugin_contract import contract_problem, mirror_note, plugin_label
@@ -80,11 +80,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    path, diff = export(Path(args.run_dir), args.format, args.task, args.output, log=Console(args.quiet))
-    if diff is not None and diff > args.tolerance:
-        print(
-            f"amalgam: error: {path} differs from the PyTorch student by {diff:.2e} > {args.tolerance}", file=sys.stderr
-        )
+    try:
+        export(Path(args.run_dir), args.format, args.task, args.output, Console(args.quiet), args.tolerance)
+    except ParityError as exc:  # the export ran, and its file failed the check: 1, as a failed test
+        print(f"amalgam: error: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -166,7 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     p.add_argument("--task", help="export only this task's path (shared trunk + its branch)")
     p.add_argument("--output", help="file to write (default: RUN_DIR/student[-TASK].ts|.onnx)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs diff allowed by the parity check")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        help="max abs diff allowed by the parity check (default 1e-4; given, it must be checked)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_export, debug=False)
     p = sub.add_parser("tasks", help="list the task plugins found")

@@ -221,6 +221,19 @@ class Task:
         Default: :func:`output_meaning`, only what every task's output is known to be."""
         return output_meaning(self.name, labels, shape)
 
+    def taught_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...], readings: list[str]) -> str:
+        """:meth:`output_meaning` for a student whose teachers of this task were read as ``readings``
+        (their resolved ``output:`` kinds, from the recipe the student holds; empty where it holds none):
+        what the output is can follow from them (depth taught only by relative teachers is no metres).
+        Default: :meth:`output_meaning`."""
+        return self.output_meaning(labels, shape)
+
+    def output_unit(self, readings: list[str]) -> Optional[str]:
+        """The unit of the student's output of this task taught through ``readings`` (as
+        :meth:`taught_meaning`), the ``unit`` of an export's ``.json`` for programs to check; None: the
+        task names none (labelled tasks: logits over the labels listed)."""
+        return None
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """A rule of this task that a teacher's canonical output on the check batch (``out``, read as
         ``output: kind``) meets, said in the log and by ``amalgam inspect`` with its reading ("" for none;

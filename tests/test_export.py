@@ -68,9 +68,64 @@ def test_export_errors(built_run, tmp_path, capsys):
     assert "student file not found" in capsys.readouterr().err
 
 
-def test_parity_failure_exits_non_zero(built_run, tmp_path, capsys):
-    assert main(["export", str(built_run), "--output", str(tmp_path / "s.ts"), "--tolerance", "-1"]) == 1
-    assert "differs from the PyTorch student by" in capsys.readouterr().err
+def test_parity_failure_exits_non_zero_and_keeps_the_previous_export(built_run, tmp_path, capsys, monkeypatch):
+    # a trial: the export failing --tolerance had already replaced the checked one, and the exit code said so late
+    from amalgam.evaluation import export as export_module
+
+    path = tmp_path / "s.ts"
+    assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
+    before, meta = path.read_bytes(), Path(str(path) + ".json").read_text()
+    monkeypatch.setattr(export_module, "parity", lambda module, run, images: 0.5)
+    assert main(["export", str(built_run), "--output", str(path), "--tolerance", "1e-4"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path} differs from the PyTorch student by 5.00e-01 > 0.0001: not written" in err
+    assert path.read_bytes() == before and Path(str(path) + ".json").read_text() == meta
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ts", "s.ts.json"]  # no partial file left
+    assert main(["export", str(built_run), "--output", str(path), "--tolerance", "-1"]) == 2
+    assert "--tolerance: a max abs difference is 0 or more, got -1.0" in capsys.readouterr().err
+
+
+def test_a_tolerance_asked_where_parity_cannot_be_checked_is_refused(tmp_path):
+    from amalgam.errors import AmalgamError
+    from amalgam.evaluation.export import _within
+
+    _within(None, None, tmp_path / "s.onnx")  # not asked: exported unchecked, as the log says
+    with pytest.raises(AmalgamError, match=r"parity cannot be checked here \(onnxruntime is not installed"):
+        _within(None, 1e-9, tmp_path / "s.onnx")
+
+
+def test_the_json_names_the_student_file_it_was_exported_from(built_run, tmp_path):
+    # a stale export beside a rebuilt run could not be told apart: its .json named no student
+    path = tmp_path / "s.ts"
+    assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
+    meta = json.loads(Path(str(path) + ".json").read_text())
+    student = built_run / "student.pt"
+    assert meta["student"] == {"file": str(student.resolve()), "sha256": file_digest(student)}
+
+
+def test_an_unfinished_run_is_told_to_resume(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert main(["export", str(tmp_path)]) == 2
+    assert f"{tmp_path} is an unfinished run (a checkpoint.pt, no student.pt): finish it with amalgam build" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_student_taught_only_by_relative_depth_teachers_is_exported_as_relative():
+    # a trial's relative-depth student was exported as "depth in metres": read so, 0.32x the truth
+    from amalgam.evaluation.export import _output_entry
+
+    shape, size = (2, 1, 32, 32), (32, 32)
+    relative = _output_entry("depth", None, shape, size, [{"teacher": "d", "output": "relative"}])
+    assert relative["unit"] == "relative"
+    assert relative["meaning"].startswith(
+        "relative depth [batch, 1, 32, 32], not metres: every teacher of it was relative (output: relative), so it"
+        " is known only up to a per-image scale and shift of its inverse (1 / depth)"
+    )
+    mixed = [{"teacher": "d", "output": "relative"}, {"teacher": "m", "output": "metric"}]
+    assert _output_entry("depth", None, shape, size, mixed)["unit"] == "metres"  # a metric teacher gave the scale
+    assert _output_entry("depth", None, shape, size, mixed)["meaning"].startswith("depth [batch, 1, 32, 32] in metres")
+    assert "unit" not in _output_entry("segmentation", ["a", "b"], (2, 2, 32, 32), size, [])
 
 
 def test_onnx_export_checked_with_onnxruntime_when_installed(built_run, tmp_path, capsys):

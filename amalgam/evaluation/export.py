@@ -197,11 +197,20 @@ CHECKS = {
 }
 
 
-def output_meaning(task: str, labels: Optional[list[str]], shape: tuple[int, ...], size: tuple[int, ...]) -> str:
-    """What one output of an export is, in words: what its task says it is (``Task.output_meaning``;
-    a task whose plugin is not installed here: only its shape and labels), and a dense output's size."""
+def output_meaning(
+    task: str,
+    labels: Optional[list[str]],
+    shape: tuple[int, ...],
+    size: tuple[int, ...],
+    readings: Optional[list[str]] = None,
+) -> str:
+    """What one output of an export is, in words: what its task says it is, taught through its teachers'
+    ``readings`` (``Task.taught_meaning``; a task whose plugin is not installed here: only its shape and
+    labels), and a dense output's size."""
     plugin = _task_plugin(task)
-    what = plugin.output_meaning(labels, shape) if plugin else generic_output_meaning(task, labels, shape)
+    what = (
+        plugin.taught_meaning(labels, shape, readings or []) if plugin else generic_output_meaning(task, labels, shape)
+    )
     if len(shape) == 4:
         what += f", at {_dense_size(tuple(shape[-2:]), tuple(size))}"
     return what
@@ -286,15 +295,25 @@ def export_meta(
             **({"checks": CHECKS[fmt]} if fmt in CHECKS else {}),
         },
         "outputs": [
-            {
-                "task": t,
-                "labels": labels[t],
-                "shape": ["batch", *out.shape[1:]],
-                "meaning": output_meaning(t, labels[t], tuple(out.shape), size),
-                "teachers": (teachers or {}).get(t, []),
-            }
+            _output_entry(t, labels[t], tuple(out.shape), size, (teachers or {}).get(t, []))
             for t, out in zip(tasks, outputs)
         ],
+    }
+
+
+def _output_entry(task: str, labels: Optional[list[str]], shape: tuple, size: tuple, teachers: list[dict]) -> dict:
+    """One output's entry of the ``.json``: its task, labels, shape, meaning, teachers, and the unit its task
+    names (depth: ``metres``, or ``relative`` where every teacher was relative)."""
+    readings = [t["output"] for t in teachers]
+    plugin = _task_plugin(task)
+    unit = plugin.output_unit(readings) if plugin else None
+    return {
+        "task": task,
+        "labels": labels,
+        "shape": ["batch", *shape[1:]],
+        "meaning": output_meaning(task, labels, shape, size, readings),
+        **({"unit": unit} if unit else {}),
+        "teachers": teachers,
     }
 
 
@@ -312,12 +331,21 @@ def writable_destination(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # --output into a new folder
 
 
+#: the parity check's max abs difference from the student, where none is asked for
+DEFAULT_TOLERANCE = 1e-4
+
+
+class ParityError(AmalgamError):
+    """The exported file differs from the student by more than the tolerance; it was not written."""
+
+
 def export(
     run_dir: Path,
     fmt: str,
     task: Optional[str] = None,
     output: Optional[Path] = None,
     log: Callable[[str], None] = print,
+    tolerance: Optional[float] = None,
 ) -> tuple[Path, Optional[float]]:
     """Exports ``run_dir/student.pt``; returns the file and the parity max abs diff (None: unchecked).
 
@@ -327,17 +355,29 @@ def export(
         task: export only this task's path (shared trunk + its branch, decoder and head).
         output: file to write (default ``run_dir/student[-task].<suffix>``); a suffix of another
             format (``.onnx`` for TorchScript, ``.ts``/``.pt`` for ONNX) is refused.
+        tolerance: the parity check's limit (default :data:`DEFAULT_TOLERANCE`); given, an export that
+            cannot be checked (ONNX without onnxruntime) is refused too.
 
     Raises:
-        AmalgamError: for an output suffix of another format, a task the student lacks, or an
-            unwritable destination.
+        ParityError: the file differs from the student by more than the tolerance; a previous export
+            at ``output`` is left as it was.
+        AmalgamError: for an output suffix of another format, a task the student lacks, an unfinished
+            run, an unwritable destination, or a tolerance asked where parity cannot be checked.
     """
     exporter = EXPORTERS.get(fmt)
     path = Path(output) if output else default_path(run_dir, exporter.suffix, task)
     if problem := suffix_problem(path, fmt):
         raise AmalgamError(problem)
+    if tolerance is not None and not tolerance >= 0:
+        raise AmalgamError(f"--tolerance: a max abs difference is 0 or more, got {tolerance}")
     writable_destination(path)
-    student, spaces = load_student(Path(run_dir) / "student.pt")
+    student_file = Path(run_dir) / "student.pt"
+    if not student_file.exists() and (Path(run_dir) / "checkpoint.pt").exists():
+        raise AmalgamError(
+            f"{run_dir} is an unfinished run (a checkpoint.pt, no student.pt): finish it with amalgam build"
+            " <recipe> --resume, then export"
+        )
+    student, spaces = load_student(student_file)
     if student.image_size is None:
         raise AmalgamError(f"{Path(run_dir) / 'student.pt'} holds no recipe: its input size is unknown")
     size = student.image_size
@@ -354,17 +394,44 @@ def export(
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json
     teachers = taught_by(stored_recipe(Path(run_dir) / "student.pt"))
+    origin = {"file": str(student_file.resolve()), "sha256": file_digest(student_file)}  # which student: a stale
+    # export beside a rebuilt run is told apart by it
     meta_of = partial(export_meta, fmt, size, tasks, spaces, outputs, input_multiple(student, tasks), teachers)
+    meta_of = partial(_with_origin, meta_of, origin)
     work = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")  # the file and its .json, unchecked
     checks = (gen, size, other, takes_other)
     try:
         diff = _write_checked(exporter, module, example, (work, path), tasks, meta_of, checks, log)
+        _within(diff, tolerance, path)
         os.replace(meta_path(work), meta_path(path))
         os.replace(work, path)  # last: a file at ``path`` was checked against the student and has its own .json
     finally:  # interrupted or failed: an export that was never checked is not left behind
         for leftover in (work, meta_path(work)):
             leftover.unlink(missing_ok=True)
     return path, diff
+
+
+def _with_origin(meta_of: Callable[..., dict], origin: dict, *args) -> dict:
+    """The ``.json`` with the student file it was exported from (``student``: its path and SHA-256)."""
+    return {**meta_of(*args), "student": origin}
+
+
+def _within(diff: Optional[float], tolerance: Optional[float], path: Path) -> None:
+    """Refuses an export whose parity ``diff`` is over ``tolerance`` (or the default), before it replaces
+    anything; and one that could not be checked where a tolerance was asked for."""
+    if diff is None:
+        if tolerance is not None:
+            raise AmalgamError(
+                f"{path}: parity cannot be checked here (onnxruntime is not installed: pip install onnxruntime),"
+                f" and --tolerance {tolerance} asks for it; leave --tolerance out to export it unchecked"
+            )
+        return
+    limit = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    if diff > limit:
+        raise ParityError(
+            f"{path} differs from the PyTorch student by {diff:.2e} > {limit}: not written (a previous export there"
+            " is left as it was)"
+        )
 
 
 def _write_checked(exporter, module, example, paths, tasks, meta_of, checks, log) -> Optional[float]:

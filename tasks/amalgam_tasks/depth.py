@@ -546,6 +546,24 @@ class DepthTask(Task):
             " per-image scale and shift (of its inverse, or of itself), as its output's teachers list says"
         )
 
+    def taught_meaning(self, labels: Optional[list[str]], shape: tuple[int, ...], readings: list[str]) -> str:
+        """Metres where a teacher of a metric reading gave the scale; where every teacher was relative, a depth
+        known only up to a per-image scale and shift (a trial's export said metres: read so, 0.32x the truth)."""
+        if self.output_unit(readings) != "relative":
+            return self.output_meaning(labels, shape)
+        of = {True: "of its inverse (1 / depth)", False: "of itself"}
+        kinds = sorted({RELATIVE_KINDS[r] for r in readings}, reverse=True)
+        which = " or ".join(of[k] for k in kinds)
+        return (
+            f"relative depth [{output_dims(shape)}], not metres: every teacher of it was relative"
+            f" (output: {', '.join(sorted(set(readings)))}), so it is known only up to a per-image scale and shift"
+            f" {which}; fit those per image (to a few metric depths) before reading it as metres"
+        )
+
+    def output_unit(self, readings: list[str]) -> Optional[str]:
+        """``relative`` where every teacher was read relative; else ``metres`` (what the student is trained in)."""
+        return "relative" if readings and all(r in RELATIVE_KINDS for r in readings) else "metres"
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """The share of the check batch's values that are no depth (<= 0), masked out of the targets;
         for relative depth, how it is distilled and scored."""
