@@ -181,7 +181,8 @@ GREY = "a grey image must be repeated over the 3 channels first (images.expand(-
 PREPROCESS = {
     "resize": "stretch the whole image to the input's height and width, bilinear, antialiased when shrinking"
     " (torch.nn.functional.interpolate(mode='bilinear', align_corners=False, antialias=True), as torchvision's"
-    " and PIL's resize; as the student was fed in training)",
+    " and PIL's resize; as the student was fed in training, where an 8-bit image is resized as uint8, then"
+    " divided by 255); a dense output maps back onto the image by the same resize",
     "normalisation": "none outside: feed RGB floats in [0, 1]; the file normalises them itself (do not subtract"
     " a mean or divide by a std, do not feed 0-255 values)",
     "dtype": "float32",
