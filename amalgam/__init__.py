@@ -17,7 +17,7 @@ from typing import Any as _Any
 from amalgam.errors import AmalgamError, RecipeError
 
 if _TYPE_CHECKING:  # what type checkers and IDEs read; at run time these load on first use (below)
-    from amalgam.api import Run, build, evaluate, inspect, load_recipe, load_student, render_report, search
+    from amalgam.api import Run, build, evaluate, export, inspect, load_recipe, load_student, render_report, search
     from amalgam.inspection import Inspection
 
 __version__ = "0.1.0"
@@ -28,6 +28,7 @@ _LAZY = {
     "Run": "amalgam.api",
     "build": "amalgam.api",
     "evaluate": "amalgam.api",
+    "export": "amalgam.api",
     "inspect": "amalgam.api",
     "load_recipe": "amalgam.api",
     "load_student": "amalgam.api",
@@ -44,6 +45,7 @@ __all__ = [  # literal, so that linters see the names imported for type checkers
     "__version__",
     "build",
     "evaluate",
+    "export",
     "inspect",
     "load_recipe",
     "load_student",

@@ -36,6 +36,7 @@ from amalgam.distill.tree_search import SearchResult, search_tree, with_budget
 from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.evaluate import evaluate as score
 from amalgam.evaluation.evaluate import size_and_speed
+from amalgam.evaluation.export import export as export_student
 from amalgam.evaluation.report import build_report, teacher_readings
 from amalgam.evaluation.tree_report import budget_section, tree_section
 from amalgam.evaluation.visual import render
@@ -440,6 +441,24 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     student, spaces = _load_student(run_dir / "student.pt")
     plan = build_plan(recipe, log=log)
     return render(run_dir, report, plan, student, spaces, resolve_device(recipe.device), log=log)
+
+
+def export(
+    run_dir: Union[str, Path],
+    format: str = "torchscript",  # noqa: A002 - the CLI's --format
+    *,
+    task: Optional[str] = None,
+    output: Union[str, Path, None] = None,
+    tolerance: Optional[float] = None,
+    quiet: bool = False,
+) -> tuple[Path, Optional[float]]:
+    """``amalgam export``: writes a finished run's student as TorchScript or ONNX with its ``.json``, checked
+    against the student; returns the file and the parity max abs diff (None: unchecked, ONNX without
+    onnxruntime). Raises ``ParityError`` (an :class:`AmalgamError`) over ``tolerance``, writing nothing."""
+    if format not in ("torchscript", "onnx"):
+        raise AmalgamError(f"format: torchscript or onnx, got {format!r}")
+    out = Path(output) if output is not None else None
+    return export_student(Path(run_dir), format, task, out, Console(quiet), tolerance)
 
 
 def _run_json(path: Path, fix: str) -> dict:

@@ -385,3 +385,15 @@ def test_an_export_interrupted_before_its_check_leaves_the_previous_one_whole(bu
         export_module.export(built_run, "torchscript", output=path, log=lambda m: None)
     assert (path.read_bytes(), export_module.meta_path(path).read_text()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student.ts", "student.ts.json"]  # no partial file left
+
+
+def test_the_python_api_exports_as_the_cli(built_run, tmp_path):
+    # a trial fine-tuned a student in Python and found no export there ("the same verbs are functions")
+    import amalgam
+    from amalgam.errors import AmalgamError
+
+    path, diff = amalgam.export(built_run, "torchscript", output=tmp_path / "a.ts", quiet=True)
+    assert path == tmp_path / "a.ts" and diff is not None and diff < 1e-4
+    assert json.loads(Path(str(path) + ".json").read_text())["format"] == "torchscript"
+    with pytest.raises(AmalgamError, match=r"^format: torchscript or onnx, got 'tflite'$"):
+        amalgam.export(built_run, "tflite")
