@@ -78,6 +78,17 @@ def test_float64_and_nan_images_stop_in_one_line(built_and_loaded):
     assert refusal(student, images) == EXPECTS + "float32 holding NaN"
 
 
+def test_a_student_moved_to_float64_takes_float64_images(built_and_loaded):
+    # a trial's .double() student refused float64 images ("convert it with .float()"), which then failed
+    import copy
+
+    _, student = built_and_loaded
+    double = copy.deepcopy(student).double()
+    with torch.no_grad():
+        outputs = double(torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    assert all(bool(torch.isfinite(o).all()) for o in outputs.values())  # it runs (depth answers in float32)
+
+
 def test_a_size_not_a_multiple_of_the_stride_stops_naming_the_rule(built_and_loaded):
     _, student = built_and_loaded
     assert input_multiple(student) == 32  # five stride-2 stages, read from the model

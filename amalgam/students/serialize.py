@@ -252,7 +252,8 @@ class InputGuard:
             return
         images = args[0] if args else kwargs.get("images")
         trained = getattr(module, "image_size", None)
-        problem = _form_problem(images) or _size_problem(images, self.multiple, trained) or _value_problem(images)
+        problem = _form_problem(images, _weights_dtype(module))
+        problem = problem or _size_problem(images, self.multiple, trained) or _value_problem(images)
         if problem:
             raise AmalgamError(problem)
         if trained is not None and tuple(images.shape[-2:]) != tuple(trained):  # runs, but can answer far worse
@@ -291,8 +292,14 @@ def _exporting() -> bool:
     )
 
 
-def _form_problem(images: object) -> str | None:
-    """What is wrong with the type, dtype or layout of ``images`` (None: a float ``[B, 3, H, W]``)."""
+def _weights_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of the student's first floating parameter (float32 unless moved: ``.double()``)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _form_problem(images: object, weights: torch.dtype = torch.float32) -> str | None:
+    """What is wrong with the type, dtype or layout of ``images`` (None: a float ``[B, 3, H, W]``; float64
+    where the student's ``weights`` are, a trial having moved it there and been told to feed .float())."""
     if not isinstance(images, torch.Tensor):
         return f"{EXPECTS} as a tensor [B, 3, H, W], got {type(images).__name__}"
     dtype = str(images.dtype).removeprefix("torch.")
@@ -303,7 +310,7 @@ def _form_problem(images: object) -> str | None:
         return f"{EXPECTS}, got {dtype} with max {top}: {_scale_hint(top)}"
     if images.dim() != 4 or images.shape[1] != 3:
         return f"the student expects images [B, 3, H, W], got {list(images.shape)}{_layout_hint(images.shape)}"
-    if images.dtype == torch.float64:  # numpy's default: failed inside the first convolution
+    if images.dtype == torch.float64 and weights != torch.float64:  # numpy's default: failed inside a convolution
         return f"{EXPECTS}, got float64: convert it with .float()"
     return None
 
