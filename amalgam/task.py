@@ -234,6 +234,12 @@ class Task:
         task names none (labelled tasks: logits over the labels listed)."""
         return None
 
+    def unchecked_reading(self, teacher: str, kind: str, answers: list[torch.Tensor]) -> list[str]:
+        """Warnings about a teacher with no eval set, read as ``kind``, from its plain answers on a few images
+        of its sources (each at the student's size, as :meth:`predict` gives them): what its values alone
+        show of a misreading (depth: a median no scene has). Default: none."""
+        return []
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """A rule of this task that a teacher's canonical output on the check batch (``out``, read as
         ``output: kind``) meets, said in the log and by ``amalgam inspect`` with its reading ("" for none;

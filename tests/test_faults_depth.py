@@ -632,6 +632,19 @@ def test_a_teacher_trained_at_another_size_than_the_default_is_named_before_trai
     assert not [line for line in said if "data.image_size" in line]  # the recipe's size: taken as given
 
 
+def test_a_depth_teacher_with_no_eval_set_answering_another_unit_is_warned_about(scenes):
+    # a trial's teacher in millimetres with no eval set was distilled as metres: "not checked ... taken as declared"
+    _, said = plan_of(scenes, "centimetres", eval=None)
+    (line,) = [line for line in said if "no scene's depth" in line]
+    assert re.match(r"warning: teacher d's depth, read as metric, has a median of 3\d\d m on 4 images of its", line)
+    assert "in millimetres (output_scale: 0.001, a median of 0.3" in line
+    assert "or centimetres (output_scale: 0.01, a median of 3." in line and "give it one (data.eval)" in line
+    for mode, scale in (("metric", None), ("centimetres", 0.01), ("relative", None)):
+        extra = {"output_scale": scale} if scale else {"output": "relative"} if mode == "relative" else {}
+        _, said = plan_of(scenes, mode, eval=None, **extra)
+        assert not [line for line in said if "no scene's depth" in line], mode
+
+
 def test_a_depth_teacher_wanting_another_size_and_normalisation_is_named_for_both(scenes):
     # fed [-1, 1] at the default size or ImageNet's at 16 px it stays low: neither probe alone named it
     _, said = plan_of(scenes, "half_at_16", input={})

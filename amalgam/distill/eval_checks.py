@@ -424,7 +424,7 @@ def eval_answers(
     """The plain teacher's predictions (at each target's size, as evaluation scores them) and the
     targets of ``count`` images spread over ``dataset`` (or of ``indices``), one image at a time
     (originals differ in size)."""
-    task, first = teacher.task, torch.zeros(1, dtype=torch.long)
+    task = teacher.task
     answers, truths = [], []
     # the originals, also where no teacher's view differs from the student's: the size probe's 2x view made
     # from the student's image could not show a teacher trained at twice its size
@@ -432,14 +432,32 @@ def eval_answers(
         samples = [dataset[index] for index in (spread(len(dataset), count) if indices is None else indices)]
     for sample in samples:
         truth = torch.as_tensor(sample[task.target_key])
-        # a set that gives no originals (not an ImageSet): the views are made from the student's image
-        originals = [sample["original"] if "original" in sample else (sample["image"] * 255).round().to(torch.uint8)]
-        views = BatchViews(sample["image"][None], plan.student_view, originals)
-        size = tuple(truth.shape[-2:]) if task.dense else None
-        out, _ = answer_views(teacher, views, first, size, augmented=False, wrapped=False)
-        answers.append(task.predict(out, size)[0])
+        answers.append(_plain_answer(plan, teacher, sample, tuple(truth.shape[-2:]) if task.dense else None))
         truths.append(truth)
     return answers, truths
+
+
+def _plain_answer(plan: Plan, teacher: Teacher, sample: dict, size: Optional[tuple[int, int]]) -> torch.Tensor:
+    """The plain teacher's prediction on one sample (a dense one at ``size``)."""
+    # a set that gives no originals (not an ImageSet): the views are made from the student's image
+    originals = [sample["original"] if "original" in sample else (sample["image"] * 255).round().to(torch.uint8)]
+    views = BatchViews(sample["image"][None], plan.student_view, originals)
+    out, _ = answer_views(teacher, views, torch.zeros(1, dtype=torch.long), size, augmented=False, wrapped=False)
+    return teacher.task.predict(out, size)[0]
+
+
+def check_reading_without_truth(plan: Plan, teacher: Teacher, log: Callable[[str], None] = print) -> None:
+    """A teacher with no eval set, run on :data:`READING_CHECK_IMAGES` images of its first source: what its
+    task makes of its values alone (:meth:`~amalgam.task.Task.unchecked_reading`) is warned of before training."""
+    if plan.sources is None or not plan.source_ids.get(teacher.name):
+        return
+    dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
+    size = tuple(plan.recipe.data.image_size) if teacher.task.dense else None
+    with attributes_set([(dataset, "originals", True)] if hasattr(dataset, "originals") else []):
+        samples = [dataset[index] for index in spread(len(dataset), READING_CHECK_IMAGES)]
+    answers = [_plain_answer(plan, teacher, sample, size) for sample in samples]
+    for line in teacher.task.unchecked_reading(teacher.name, teacher.output_kind, answers):
+        said_before_training(plan, log, line)
 
 
 def check_eval_set(

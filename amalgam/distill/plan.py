@@ -21,6 +21,7 @@ from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: impor
     check_eval_set,
     check_label_order_on_eval,
     check_reading_on_eval,
+    check_reading_without_truth,
     eval_answers,
     outside_labels,
     per_class_picks,
@@ -264,6 +265,7 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
             unchecked = "not checked against ground truth (no eval set): taken as declared"
             log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) {unchecked}")
             teacher.notes.append(unchecked)
+            check_reading_without_truth(plan, teacher, log)
     if misread:
         raise misread_error(plan, misread)
 

@@ -564,6 +564,29 @@ class DepthTask(Task):
         """``relative`` where every teacher was read relative; else ``metres`` (what the student is trained in)."""
         return "relative" if readings and all(r in RELATIVE_KINDS for r in readings) else "metres"
 
+    def unchecked_reading(self, teacher: str, kind: str, answers: list[torch.Tensor]) -> list[str]:
+        """A metric, inverse or log reading whose median on the teacher's own sources is no scene's depth:
+        a trial's teacher in millimetres, with no eval set, was trained on as metres without a word (the
+        student's depth head reaches 1,097 m)."""
+        if kind in RELATIVE_KINDS:
+            return []
+        values = [a[torch.isfinite(a) & (a > 0)].float().flatten() for a in answers]
+        values = torch.cat(values) if values else torch.empty(0)
+        if values.numel() < CHECK_MIN_PIXELS:
+            return []
+        median = float(values.median())
+        if PLAUSIBLE_NEAREST <= median <= PLAUSIBLE_METRES:
+            return []
+        units = {1e3: "millimetres", 1e2: "centimetres"} if median > PLAUSIBLE_METRES else {1e-3: "kilometres"}
+        fits = [(u, f) for f, u in units.items() if PLAUSIBLE_NEAREST <= median / f <= PLAUSIBLE_METRES]
+        named = " or ".join(f"{u} (output_scale: {1 / f:g}, a median of {median / f:.3g} m)" for u, f in fits)
+        fix = f"in {named}? set teachers.{teacher}.output_scale so" if fits else "in another unit?"
+        return [
+            f"teacher {teacher}'s depth, read as {kind}, has a median of {median:.3g} m on {len(answers)} images of"
+            f" its sources, no scene's depth ({fix}; a depth normalised to [0, 1]: output_scale its range in"
+            " metres); no eval set checks its reading: give it one (data.eval) to be sure"
+        ]
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """The share of the check batch's values that are no depth (<= 0), masked out of the targets;
         for relative depth, how it is distilled and scored."""
@@ -711,6 +734,8 @@ def _no_depth_line(teacher: str, share: float) -> str:
 
 #: a median depth beyond this many metres is no scene's (KITTI's reach 80): maps read in another unit
 PLAUSIBLE_METRES = 100.0
+#: ... and under this many (a scene's median pixel is farther than 5 cm): a teacher read in another unit
+PLAUSIBLE_NEAREST = 0.05
 
 
 def _median_depth(truths: list[torch.Tensor]) -> Optional[float]:
