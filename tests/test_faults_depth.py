@@ -648,7 +648,7 @@ def test_a_depth_teacher_with_no_eval_set_answering_another_unit_is_warned_about
 def test_a_depth_teacher_wanting_another_size_and_normalisation_is_named_for_both(scenes):
     # fed [-1, 1] at the default size or ImageNet's at 16 px it stays low: neither probe alone named it
     _, said = plan_of(scenes, "half_at_16", input={})
-    (line,) = [line for line in said if "as fed" in line or "data.image_size" in line]
+    (line,) = [line for line in said if line.startswith("warning:") and ("as fed" in line or "at 16x16" in line)]
     assert "with mean 0.5, std 0.5 (values in [-1, 1]) at 16x16: set teachers.d.input.mean: [0.5, 0.5, 0.5] and" in line
     assert "std: [0.5, 0.5, 0.5] and teachers.d.input.size: [16, 16], or what it was trained with" in line
 
