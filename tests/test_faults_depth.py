@@ -632,6 +632,20 @@ def test_a_teacher_trained_at_another_size_than_the_default_is_named_before_trai
     assert not [line for line in said if "data.image_size" in line]  # the recipe's size: taken as given
 
 
+def test_a_metric_teachers_inf_is_no_depth_as_its_check_counts_it():
+    # a trial's sky at +inf (depth = f * B / disparity, 0 there) passed inspect as "no depth" and stopped
+    # training at epoch 1 as "teacher targets are NaN/inf on most rows"
+    from amalgam_tasks.depth import DepthTask
+
+    task = DepthTask()
+    raw = torch.tensor([[[[2.0, float("inf")], [float("nan"), -float("inf")]]]])
+    for kind, given in (("metric", raw), ("log", torch.log(raw.clamp(min=0)))):
+        out = task.convert_output(given, kind)
+        assert out[0, 0, 0, 0] == pytest.approx(2.0) and out[0, 0, 0, 1] == 0.0, kind  # +inf: no depth
+        marked = task.mark_no_answer(out)
+        assert marked[0, 0, 0, 1].isnan() and marked[0, 0, 1, 0] == float("inf"), kind  # NaN: still the failure
+
+
 def test_a_depth_teacher_with_no_eval_set_answering_another_unit_is_warned_about(scenes):
     # a trial's teacher in millimetres with no eval set was distilled as metres: "not checked ... taken as declared"
     _, said = plan_of(scenes, "centimetres", eval=None)

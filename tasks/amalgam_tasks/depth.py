@@ -495,8 +495,10 @@ class DepthTask(Task):
             out = out.float()
             return torch.where((out > 0) | out.isnan(), 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
         if kind == "log":
-            return torch.exp(out.float())
-        return out
+            out = torch.exp(out.float())
+        # +inf is no depth (too far to measure: a depth made from a disparity of 0, sky), as <= 0 is; a trial's
+        # sky at +inf passed the check as no depth and then stopped training as a failing teacher's NaN/inf
+        return torch.where(out == float("inf"), torch.zeros_like(out), out)
 
     def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
         if out.dim() != 4 or out.shape[0] != batch or out.shape[1] != 1:
