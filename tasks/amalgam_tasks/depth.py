@@ -614,17 +614,20 @@ class DepthTask(Task):
         scale = metrics.get("scale")
         if scale is None or not math.isfinite(scale) or 1 / SCALE_WARNING <= scale <= SCALE_WARNING:
             return []
-        kitti = (  # KITTI's PNGs read at the default 1000 values a metre: every teacher 1000/256 off
-            " (1000/256: KITTI-style PNGs, 256 values a metre, read at the default 1000? set depth_scale: 256)"
-            if abs(math.log(scale / (1000 / 256))) < 0.05
-            else ""
-        )
+        kitti = ""  # KITTI's PNGs read at the default 1000 values a metre (every teacher 1000/256 off), or the reverse
+        if abs(math.log(scale / (1000 / 256))) < 0.05:
+            kitti = " (1000/256: KITTI-style PNGs, 256 values a metre, read at the default 1000? set depth_scale: 256)"
+        elif abs(math.log(scale / (256 / 1000))) < 0.05:
+            kitti = (
+                " (256/1000: PNGs of 1000 values a metre, millimetres, read at depth_scale 256? set depth_scale: 1000)"
+            )
         return [
             f"teacher {teacher}'s depth is {scale:.3g}x its eval set's (geometric mean over valid pixels){kitti}:"
             " check the set's depth_scale (its PNGs' values a metre: 1000 for millimetres, 256 for KITTI; float"
             " .npy/.tiff maps are read as metres, so save them in metres) and the teacher's output"
-            " (metric, inverse, log; relative or affine for a teacher without a metric scale; output_scale for one"
-            f" answering another unit: {UNIT_STOP:g}x or more stops the build)"
+            " (metric, inverse, log; relative or affine for a teacher without a metric scale; a metric teacher"
+            f" answering another unit: teachers.{teacher}.output_scale {1 / scale:.3g} times the one it has brings it"
+            f" to the set's scale; {UNIT_STOP:g}x or more stops the build)"
         ]
 
     def eval_reading(

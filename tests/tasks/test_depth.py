@@ -68,6 +68,18 @@ def test_a_depth_teacher_in_another_unit_than_its_eval_set_is_warned():
     assert task.teacher_warnings("depth-t", {}) == []  # the teacher was not scored
 
 
+def test_a_unit_warning_names_the_output_scale_and_the_reverse_kitti_mistake():
+    # a trial: 0.18x-0.30x teachers were warned with no factor, and millimetre PNGs read at depth_scale 256
+    # (0.256x) got no hint, where 1000/256 did
+    task = get_task("depth")
+    (line,) = task.teacher_warnings("t", {"scale": 0.2})
+    assert "a metric teacher answering another unit: teachers.t.output_scale 5 times the one it has" in line
+    (line,) = task.teacher_warnings("t", {"scale": 0.256})
+    assert (
+        "(256/1000: PNGs of 1000 values a metre, millimetres, read at depth_scale 256? set depth_scale: 1000)" in line
+    )
+
+
 def test_metrics_are_nan_without_valid_pixels():
     meter = get_task("depth").new_meter(None)
     meter.update(torch.ones(1, 2, 2), torch.zeros(1, 2, 2))
