@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -397,3 +398,30 @@ def test_the_python_api_exports_as_the_cli(built_run, tmp_path):
     assert json.loads(Path(str(path) + ".json").read_text())["format"] == "torchscript"
     with pytest.raises(AmalgamError, match=r"^format: torchscript or onnx, got 'tflite'$"):
         amalgam.export(built_run, "tflite")
+
+
+def test_a_quiet_torchscript_export_shows_no_torch_deprecation_notice(built_run, tmp_path):
+    # a trial's --quiet export printed 8 lines of torch's "torch.jit.trace is deprecated" FutureWarnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["export", str(built_run), "--output", str(tmp_path / "q.ts"), "--quiet"]) == 0
+    assert not [w for w in seen if "is deprecated" in str(w.message)], [str(w.message) for w in seen]
+
+
+def test_partial_files_of_a_killed_export_are_removed_by_the_next(built_run, tmp_path, capsys):
+    # a SIGKILL runs no cleanup: a trial found .student.partial-PID files of 5 MB each left for good
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(gone.stdout)  # a process that has ended
+    orphans = [tmp_path / f".q.partial-{pid}.ts", tmp_path / f".q.partial-{pid}.ts.json"]
+    for orphan in orphans:
+        orphan.write_bytes(b"partial")
+    running = tmp_path / f".q.partial-{os.getppid()}.ts"  # another export of a process that still runs
+    running.write_bytes(b"partial")
+    assert main(["export", str(built_run), "--output", str(tmp_path / "q.ts")]) == 0
+    assert not any(o.exists() for o in orphans) and running.exists()
+    assert (
+        f"removed .q.partial-{pid}.ts: the partial export of a process that no longer runs" in capsys.readouterr().out
+    )

@@ -77,20 +77,23 @@ def traced_quietly() -> Iterator[None]:
     is always half the input's), and the parity check runs the file at another size to show it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch's notice that jit.trace/script are deprecated: 8 lines under --quiet, for the format the user asked for
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+.* is deprecated", category=FutureWarning)
         yield
 
 
 def _save_torchscript(
     module: nn.Module, example: torch.Tensor, path: Path, names: list[str], fixed: bool = False
 ) -> None:
+    size = tuple(example.shape[-2:])
     with torch.no_grad(), traced_quietly():
         traced = torch.jit.trace(module, example, strict=False)
-    size = tuple(example.shape[-2:])
-    torch.jit.script(ExportGuard(traced, size, getattr(module, "multiple", None), fixed)).save(str(path))
+        torch.jit.script(ExportGuard(traced, size, getattr(module, "multiple", None), fixed)).save(str(path))
 
 
 def _run_torchscript(path: Path):
-    model = torch.jit.load(str(path), map_location="cpu").eval()
+    with traced_quietly():  # its deprecation notice too: the file is what the user asked for
+        model = torch.jit.load(str(path), map_location="cpu").eval()
     return lambda x: [t for t in model(x)]
 
 
@@ -399,6 +402,7 @@ def export(
     # export beside a rebuilt run is told apart by it
     meta_of = partial(export_meta, fmt, size, tasks, spaces, outputs, input_multiple(student, tasks), teachers)
     meta_of = partial(_with_origin, meta_of, origin)
+    _remove_orphans(path, log)
     work = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")  # the file and its .json, unchecked
     checks = (gen, size, other, takes_other)
     try:
@@ -410,6 +414,27 @@ def export(
         for leftover in (work, meta_path(work)):
             leftover.unlink(missing_ok=True)
     return path, diff
+
+
+def _remove_orphans(path: Path, log: Callable[[str], None]) -> None:
+    """Removes the partial files of exports to ``path`` whose process is gone (killed: a SIGKILL runs no
+    cleanup, and a trial found such files of 5 MB each left hidden beside the export)."""
+    for orphan in path.parent.glob(f".{path.stem}.partial-*{path.suffix}*"):
+        pid = orphan.name.removeprefix(f".{path.stem}.partial-").split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            orphan.unlink(missing_ok=True)
+            log(f"removed {orphan.name}: the partial export of a process that no longer runs")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (one of another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _with_origin(meta_of: Callable[..., dict], origin: dict, *args) -> dict:
