@@ -707,3 +707,18 @@ def test_the_depth_range_scan_keeps_a_bounded_sample_of_a_large_set(tmp_path, mo
     build_image_set("data.eval.val", cfg, lambda p: p, (32, 32), True, log=said.append)
     assert kept and kept[0] <= 10 * 17, kept
     assert any("(5th-95th percentile)" in line for line in said), said
+
+
+def test_a_depth_npy_with_a_channel_axis_of_one_is_read_as_its_map(tmp_path):
+    # a trial's [H, W, 1] and [1, H, W] maps (a network's output saved as is) were refused
+    from amalgam.data.images import read_depth
+    from amalgam.errors import AmalgamError
+
+    depth = np.random.default_rng(0).uniform(1, 5, (6, 8)).astype(np.float32)
+    for name, saved in (("hw1", depth[..., None]), ("1hw", depth[None])):
+        np.save(tmp_path / f"{name}.npy", saved)
+        np.testing.assert_array_equal(read_depth(tmp_path / f"{name}.npy"), depth)
+        assert read_depth(tmp_path / f"{name}.npy", header_only=True).shape == (6, 8)
+    np.save(tmp_path / "two.npy", np.stack([depth, depth]))
+    with pytest.raises(AmalgamError, match=r"holds float32 \[2, 6, 8\]: expected a 2-D float array \(\[H, W\];"):
+        read_depth(tmp_path / "two.npy")

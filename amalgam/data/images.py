@@ -300,8 +300,13 @@ def read_depth(path: Path, header_only: bool = False) -> np.ndarray:
             array = np.load(path, mmap_mode="r" if header_only else None, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
             raise AmalgamError(f"corrupt depth map {path}: {error_line(exc)}") from None
+        if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):  # [1, H, W] or [H, W, 1]: one map
+            array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:2])
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
-            raise AmalgamError(f"depth map {path} holds {array.dtype} {list(array.shape)}: expected a 2-D float array")
+            raise AmalgamError(
+                f"depth map {path} holds {array.dtype} {list(array.shape)}: expected a 2-D float array"
+                " ([H, W]; [1, H, W] and [H, W, 1] are read as one)"
+            )
         return array
     return read_array(path)
 
