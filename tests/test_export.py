@@ -413,15 +413,30 @@ def test_partial_files_of_a_killed_export_are_removed_by_the_next(built_run, tmp
     import subprocess
     import sys
 
+    from amalgam.evaluation.export import _partial_prefix
+
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(gone.stdout)  # a process that has ended
-    orphans = [tmp_path / f".q.partial-{pid}.ts", tmp_path / f".q.partial-{pid}.ts.json"]
+    prefix = _partial_prefix(tmp_path / "q[1].ts")  # a glob character in the name: escaped
+    orphans = [tmp_path / f"{prefix}{pid}.ts", tmp_path / f"{prefix}{pid}.ts.json"]
     for orphan in orphans:
         orphan.write_bytes(b"partial")
-    running = tmp_path / f".q.partial-{os.getppid()}.ts"  # another export of a process that still runs
-    running.write_bytes(b"partial")
-    assert main(["export", str(built_run), "--output", str(tmp_path / "q.ts")]) == 0
-    assert not any(o.exists() for o in orphans) and running.exists()
-    assert (
-        f"removed .q.partial-{pid}.ts: the partial export of a process that no longer runs" in capsys.readouterr().out
-    )
+    running = tmp_path / f"{prefix}{os.getppid()}.ts"  # another export of a process that still runs
+    elsewhere = tmp_path / f".q[1].partial-otherhost-{pid}.ts"  # another machine's, on a shared folder
+    for kept in (running, elsewhere):
+        kept.write_bytes(b"partial")
+    assert main(["export", str(built_run), "--output", str(tmp_path / "q[1].ts")]) == 0
+    assert not any(o.exists() for o in orphans) and running.exists() and elsewhere.exists()
+    said = capsys.readouterr().out
+    assert f"removed {prefix}{pid}.ts: the partial export of a process that no longer runs" in said
+
+
+def test_a_file_answering_nan_fails_the_parity_check(tmp_path):
+    # a review: parity NaN passed (nan > limit is False) and the file was written, exit 0
+    from amalgam.evaluation.export import ParityError, _within, parity
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1)).eval()
+    nan = parity(lambda x: [module(x)], lambda x: [torch.full((1, 1, 4, 4), float("nan"))], torch.rand(1, 3, 4, 4))
+    assert nan == float("inf")
+    with pytest.raises(ParityError, match=r"differs from the PyTorch student by nan > 0.0001: not written"):
+        _within(float("nan"), None, tmp_path / "s.ts")

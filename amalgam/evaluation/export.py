@@ -8,8 +8,10 @@ deployment needs neither amalgam nor the teachers.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import socket
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -403,7 +405,7 @@ def export(
     meta_of = partial(export_meta, fmt, size, tasks, spaces, outputs, input_multiple(student, tasks), teachers)
     meta_of = partial(_with_origin, meta_of, origin)
     _remove_orphans(path, log)
-    work = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")  # the file and its .json, unchecked
+    work = path.with_name(f"{_partial_prefix(path)}{os.getpid()}{path.suffix}")  # the file and its .json, unchecked
     checks = (gen, size, other, takes_other)
     try:
         diff = _write_checked(exporter, module, example, (work, path), tasks, meta_of, checks, log)
@@ -416,18 +418,28 @@ def export(
     return path, diff
 
 
+def _partial_prefix(path: Path) -> str:
+    """The start of the name of an export's partial files made on this machine (its PID follows): another
+    machine's on a shared folder are never taken for this one's."""
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
+    return f".{path.stem}.partial-{host}-"
+
+
 def _remove_orphans(path: Path, log: Callable[[str], None]) -> None:
-    """Removes the partial files of exports to ``path`` whose process is gone (killed: a SIGKILL runs no
-    cleanup, and a trial found such files of 5 MB each left hidden beside the export)."""
-    for orphan in path.parent.glob(f".{path.stem}.partial-*{path.suffix}*"):
-        pid = orphan.name.removeprefix(f".{path.stem}.partial-").split(".", 1)[0]
+    """Removes the partial files of exports to ``path`` made on this machine by a process that is gone
+    (killed: a SIGKILL runs no cleanup, and a trial found such files of 5 MB each left beside the export)."""
+    if os.name != "posix":  # os.kill(pid, 0) ends a process on Windows: no liveness test there
+        return
+    prefix = _partial_prefix(path)
+    for orphan in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}*"):
+        pid = orphan.name.removeprefix(prefix).split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             orphan.unlink(missing_ok=True)
             log(f"removed {orphan.name}: the partial export of a process that no longer runs")
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (one of another user's counts as running)."""
+    """Whether process ``pid`` runs on this (POSIX) machine; one of another user's counts as running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -453,7 +465,7 @@ def _within(diff: Optional[float], tolerance: Optional[float], path: Path) -> No
             )
         return
     limit = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    if diff > limit:
+    if not diff <= limit:  # NaN too
         raise ParityError(
             f"{path} differs from the PyTorch student by {diff:.2e} > {limit}: not written (a previous export there"
             " is left as it was)"
@@ -481,7 +493,7 @@ def _write_checked(exporter, module, example, paths, tasks, meta_of, checks, log
         again, why = parity(module, run, torch.rand(3, 3, *other, generator=gen)), ""
     except Exception as exc:  # noqa: BLE001 - the file fails where the student runs: it takes its size only
         again, why = float("inf"), f"it fails ({error_line(exc)})"
-    if again > SIZE_TOLERANCE:  # a trace that baked the size in: right at the trained size only, and said so
+    if not again <= SIZE_TOLERANCE:  # a trace that baked the size in: right at the trained size only, and said so
         why = why or f"it differs from the student by {again:.2e}"
         exporter.save(module, example, work, tasks, True)  # an ONNX file then refuses other sizes where it runs
         refusal = f"the exported file does not answer other sizes as the student does: {why}"
@@ -527,4 +539,6 @@ def parity(module: nn.Module, run: Callable, images: torch.Tensor) -> float:
     with torch.no_grad(), at_chosen_size():  # the other size is asked on purpose
         want = module(images)
     got = run(images)
-    return max((a.float() - b.float()).abs().max().item() for a, b in zip(want, got))
+    diffs = [(a.float() - b.float()).abs().max().item() for a, b in zip(want, got)]
+    # a file answering NaN or inf where the student does not is no match: inf, which every limit refuses
+    return max(d if d == d else float("inf") for d in diffs)
