@@ -23,7 +23,7 @@ import amalgam
 from amalgam.config.recipe import load_recipe
 from amalgam.distill.objective import Objective
 from amalgam.distill.plan import build_plan
-from amalgam.errors import RecipeError
+from amalgam.errors import AmalgamError, RecipeError
 from amalgam.task import DistillOptions
 
 MODELS = """
@@ -639,11 +639,29 @@ def test_a_metric_teachers_inf_is_no_depth_as_its_check_counts_it():
 
     task = DepthTask()
     raw = torch.tensor([[[[2.0, float("inf")], [float("nan"), -float("inf")]]]])
-    for kind, given in (("metric", raw), ("log", torch.log(raw.clamp(min=0)))):
-        out = task.convert_output(given, kind)
-        assert out[0, 0, 0, 0] == pytest.approx(2.0) and out[0, 0, 0, 1] == 0.0, kind  # +inf: no depth
-        marked = task.mark_no_answer(out)
-        assert marked[0, 0, 0, 1].isnan() and marked[0, 0, 1, 0] == float("inf"), kind  # NaN: still the failure
+    for kind, given in (("metric", raw), ("log", torch.log(raw.clamp(min=0)).where(~raw.isnan(), raw))):
+        marked = task.mark_no_answer(task.convert_output(given, kind))
+        assert marked[0, 0, 0, 0] == pytest.approx(2.0) and marked[0, 0, 0, 1].isnan(), kind  # +inf: no depth
+        assert marked[0, 0, 1, 0] == float("inf"), kind  # NaN: the teacher's failure, counted
+        assert not task.nonfinite_rows(task.mark_no_answer(task.convert_output(raw[..., :1, :], kind))).any(), kind
+    assert marked[0, 0, 1, 1].isnan()  # log's -inf is exp's 0: no depth
+
+
+def test_an_fp16_overflow_to_inf_still_stops_though_inf_is_no_depth(scenes, monkeypatch):
+    # +inf as no depth must not hide a teacher whose fp16 autocast overflows (depth in millimetres past 65504)
+    from amalgam.teachers import checks
+
+    plan, _ = plan_of(scenes, "metric")
+    teacher = plan.teachers["d"]
+    real = teacher.answer
+
+    def overflowing(images, *args, **kwargs):
+        out, feat = real(images, *args, **kwargs)
+        return (out * float("inf") if torch.is_autocast_cpu_enabled() else out), feat
+
+    monkeypatch.setattr(teacher, "answer", overflowing)
+    with pytest.raises(AmalgamError, match=r"answers NaN/inf under float16 autocast .* and finite numbers in fp32"):
+        checks.check_teacher_precision(teacher, "fp16", "cuda")
 
 
 def test_a_depth_teacher_with_no_eval_set_answering_another_unit_is_warned_about(scenes):

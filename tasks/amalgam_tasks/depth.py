@@ -495,10 +495,8 @@ class DepthTask(Task):
             out = out.float()
             return torch.where((out > 0) | out.isnan(), 1.0 / out.clamp(min=1e-6), torch.zeros_like(out))
         if kind == "log":
-            out = torch.exp(out.float())
-        # +inf is no depth (too far to measure: a depth made from a disparity of 0, sky), as <= 0 is; a trial's
-        # sky at +inf passed the check as no depth and then stopped training as a failing teacher's NaN/inf
-        return torch.where(out == float("inf"), torch.zeros_like(out), out)
+            return torch.exp(out.float())
+        return out
 
     def check_output(self, out: torch.Tensor, batch: int, space: Optional[LabelSpace]) -> Optional[str]:
         if out.dim() != 4 or out.shape[0] != batch or out.shape[1] != 1:
@@ -520,13 +518,20 @@ class DepthTask(Task):
         return None
 
     def mark_no_answer(self, out: torch.Tensor) -> torch.Tensor:
-        """Depth <= 0 as NaN: a pixel resized from it is no target (``valid_depth`` drops non-finite ones).
+        """Depth <= 0, and +inf (too far to measure: a depth made from a disparity of 0, the sky) on an image
+        with depth elsewhere, as NaN: a pixel resized from it is no target (``valid_depth`` drops non-finite
+        ones). A trial's sky at +inf passed the check before training as no depth, then stopped training as
+        a failing teacher's.
 
-        The teacher's own NaN or inf becomes +inf, not NaN: a NaN would read as "no depth" and a
+        The teacher's own NaN or -inf becomes +inf, not NaN: a NaN would read as "no depth" and a
         teacher that fails on some images would be masked without a count (:meth:`nonfinite_rows`
-        finds the +inf; blended into its neighbours by a resize it stays inf)."""
-        own = ~torch.isfinite(out)
-        marked = torch.where(out > 0, out, torch.full_like(out, float("nan")))
+        finds the +inf; blended into its neighbours by a resize it stays inf). An overflow of fp16 autocast
+        to +inf is caught before training, against the teacher in fp32 (``check_teacher_precision``)."""
+        depth = (out > 0) & (out < float("inf"))
+        # +inf on an image with no depth anywhere else is no sky: the teacher gave nothing there, a failure
+        nothing = ~depth.reshape(out.shape[0], -1).any(1).reshape(-1, *[1] * (out.dim() - 1)) if out.dim() else depth
+        own = out.isnan() | (out == float("-inf")) | ((out == float("inf")) & nothing)
+        marked = torch.where(depth, out, torch.full_like(out, float("nan")))
         return torch.where(own, torch.full_like(out, float("inf")), marked)
 
     def nonfinite_rows(self, out: torch.Tensor) -> torch.Tensor:
