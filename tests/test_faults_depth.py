@@ -671,6 +671,11 @@ def test_a_depth_teacher_with_no_eval_set_answering_another_unit_is_warned_about
     assert re.match(r"warning: teacher d's depth, read as metric, has a median of 3\d\d m on 4 images of its", line)
     assert "in millimetres (output_scale: 0.001, a median of 0.3" in line
     assert "or centimetres (output_scale: 0.01, a median of 3." in line and "give it one (data.eval)" in line
+    # an inverse or log reading's output_scale is no factor of its depth: none is proposed (a review: a pixel
+    # disparity read as 0.025 m was told "kilometres, output_scale: 1000", giving 2.5e-5 m)
+    (inverse,) = DepthTask().unchecked_reading("d", "inverse", [torch.full((16, 16), 0.025)])
+    assert "(another unit, or not inverse depth? teachers.d.output_scale multiplies its raw output" in inverse
+    assert "output_scale:" not in inverse and "kilometres" not in inverse
     for mode, scale in (("metric", None), ("centimetres", 0.01), ("relative", None)):
         extra = {"output_scale": scale} if scale else {"output": "relative"} if mode == "relative" else {}
         _, said = plan_of(scenes, mode, eval=None, **extra)

@@ -38,6 +38,7 @@ from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, missing_labels
 from amalgam.labels.relations import unnamed_label_lines
 from amalgam.teachers.inputs import answer_views
+from amalgam.task import Task
 from amalgam.teachers.teacher import Teacher
 
 if TYPE_CHECKING:  # annotations only: the plan runs these checks
@@ -450,6 +451,8 @@ def check_reading_without_truth(plan: Plan, teacher: Teacher, log: Callable[[str
     """A teacher with no eval set, run on :data:`READING_CHECK_IMAGES` images of its first source: what its
     task makes of its values alone (:meth:`~amalgam.task.Task.unchecked_reading`) is warned of before training."""
     if plan.sources is None or not plan.source_ids.get(teacher.name):
+        return
+    if type(teacher.task).unchecked_reading is Task.unchecked_reading:  # the task reads nothing from values alone
         return
     dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
     size = tuple(plan.recipe.data.image_size) if teacher.task.dense else None

@@ -584,14 +584,10 @@ class DepthTask(Task):
         median = float(values.median())
         if PLAUSIBLE_NEAREST <= median <= PLAUSIBLE_METRES:
             return []
-        units = {1e3: "millimetres", 1e2: "centimetres"} if median > PLAUSIBLE_METRES else {1e-3: "kilometres"}
-        fits = [(u, f) for f, u in units.items() if PLAUSIBLE_NEAREST <= median / f <= PLAUSIBLE_METRES]
-        named = " or ".join(f"{u} (output_scale: {1 / f:g}, a median of {median / f:.3g} m)" for u, f in fits)
-        fix = f"in {named}? set teachers.{teacher}.output_scale so" if fits else "in another unit?"
         return [
             f"teacher {teacher}'s depth, read as {kind}, has a median of {median:.3g} m on {len(answers)} images of"
-            f" its sources, no scene's depth ({fix}; a depth normalised to [0, 1]: output_scale its range in"
-            " metres); no eval set checks its reading: give it one (data.eval) to be sure"
+            f" its sources, no scene's depth ({_unit_hint(teacher, kind, median)}); no eval set checks its reading:"
+            " give it one (data.eval) to be sure"
         ]
 
     def output_note(self, out: torch.Tensor, kind: str) -> str:
@@ -785,6 +781,23 @@ def _unit_problem(teacher: str, kind: str, scale: float, set_median: Optional[fl
         " unit, fix data.eval.<set>.depth_scale (its PNGs' values a metre; float .npy/.tiff maps are read as"
         " metres: save them so); a teacher without a metric scale is output: relative or affine"
     )
+
+
+def _unit_hint(teacher: str, kind: str, median: float) -> str:
+    """What may make a teacher's depth read a ``median`` no scene has: for a metric reading, the usual units
+    whose output_scale brings it to a scene's (output_scale multiplies the raw output before it is read, so
+    an inverse or log reading's fix is no such factor of its depth)."""
+    if kind != "metric":
+        return (
+            f"another unit, or not {kind} depth? teachers.{teacher}.output_scale multiplies its raw output before"
+            " it is read"
+        )
+    units = {1e3: "millimetres", 1e2: "centimetres"} if median > PLAUSIBLE_METRES else {}
+    fits = [(u, f) for f, u in units.items() if PLAUSIBLE_NEAREST <= median / f <= PLAUSIBLE_METRES]
+    named = " or ".join(f"{u} (output_scale: {1 / f:g}, a median of {median / f:.3g} m)" for u, f in fits)
+    also = "; a depth normalised to [0, 1]: output_scale its range in metres" if median < PLAUSIBLE_NEAREST else ""
+    which = f"in {named}? set teachers.{teacher}.output_scale, times any it has" if fits else "in another unit?"
+    return which + also
 
 
 def _set_unit_problem(teacher: str, scale: float, set_median: float) -> Optional[str]:
