@@ -37,8 +37,8 @@ from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, missing_labels
 from amalgam.labels.relations import unnamed_label_lines
-from amalgam.teachers.inputs import answer_views
 from amalgam.task import Task
+from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
 
 if TYPE_CHECKING:  # annotations only: the plan runs these checks
