@@ -582,3 +582,21 @@ def test_a_teacher_wanting_another_size_and_mean_std_is_named_for_both():
     assert teacher.notes == ["input size doubtful here", "input mean/std doubtful here"]
     said, _ = probe_world({(32, 0.485): 0.3})  # nothing better anywhere: nothing said
     assert said == []
+
+
+def test_the_probe_cache_keeps_summaries_not_answers():
+    # a review: a dozen settings' native-size label maps (Cityscapes: 3.2 GiB) were held until the check ended
+    from types import SimpleNamespace
+
+    import torch
+
+    from amalgam.distill.eval_checks import ProbeAnswers
+
+    spec = SimpleNamespace(channel_order="rgb", size=(8, 8), mean=[0.5], std=[0.5], crop=1.0, resize="stretch")
+    teacher = SimpleNamespace(size=(8, 8), mean=[0.5], std=[0.5], input_spec=spec)
+    reads = []
+    answered = ProbeAnswers(lambda: reads.append(1) or [torch.ones(64, 64)], teacher, lambda a: float(a[0].sum()))
+    assert answered() == 4096.0 and answered() == 4096.0 and len(reads) == 1  # one run per setting
+    teacher.mean = [0.0]
+    assert answered() == 4096.0 and len(reads) == 2
+    assert all(isinstance(v, float) for v in answered.runs.values())

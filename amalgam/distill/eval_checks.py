@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
@@ -113,10 +113,11 @@ def probe_input(plan: Plan, teacher: Teacher, dataset: ImageSet, answers: list, 
     current = quality(teacher.output_kind, answers, truths) if quality else None
     if current is None:
         return
-    answered = ProbeAnswers(plan, teacher, dataset, len(truths), as_fed=answers)
+    read = lambda: eval_answers(plan, teacher, dataset, len(truths))[0]  # noqa: E731
+    answered = ProbeAnswers(read, teacher, lambda again: quality(teacher.output_kind, again, truths), answers)
 
     def score() -> float:
-        found = quality(teacher.output_kind, answered(), truths)
+        found = answered()
         return float("nan") if found is None else found
 
     measure = Measure(teacher.task.quality_words, score, current)
@@ -209,30 +210,29 @@ def input_setting(teacher: Teacher) -> tuple:
 
 
 class ProbeAnswers:
-    """The plain teacher's answers on the check's images, run once per input setting: a segmenter's mean/std
-    candidates are scored by mean IoU and again by recall, and the channel-order and size probes come back
-    to the setting the mean/std probe proposed; each ran the teacher over the images again."""
+    """What the plain teacher's answers on the check's images come to (``summary``: a confusion matrix, a
+    quality), run once per input setting: a segmenter's mean/std candidates are scored by mean IoU and again
+    by recall, and the channel-order and size probes come back to the setting the mean/std probe proposed;
+    each ran the teacher over the images again. Summaries only are kept: a dozen settings' label maps of
+    large images held gigabytes."""
 
     def __init__(
         self,
-        plan: Plan,
+        read: Callable[[], list[torch.Tensor]],
         teacher: Teacher,
-        dataset: ImageSet,
-        count: int,
-        indices: Optional[list[int]] = None,
+        summary: Callable[[list[torch.Tensor]], Any],
         as_fed: Optional[list[torch.Tensor]] = None,
     ):
-        self.read = partial(eval_answers, plan, teacher, dataset, count, indices)
-        self.teacher = teacher
-        self.runs: dict[tuple, list[torch.Tensor]] = {}
+        self.read, self.teacher, self.summary = read, teacher, summary
+        self.runs: dict[tuple, Any] = {}
         if as_fed is not None:
-            self.runs[input_setting(teacher)] = as_fed
+            self.runs[input_setting(teacher)] = summary(as_fed)
 
-    def __call__(self) -> list[torch.Tensor]:
-        """The answers under the teacher's input setting now."""
+    def __call__(self) -> Any:
+        """The summary of the answers under the teacher's input setting now."""
         key = input_setting(self.teacher)
         if key not in self.runs:
-            self.runs[key] = self.read()[0]
+            self.runs[key] = self.summary(self.read())
         return self.runs[key]
 
 
@@ -277,10 +277,11 @@ def check_label_order_on_eval(
     judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
 
-    answered = ProbeAnswers(plan, teacher, dataset, len(truths), picks, as_fed=answers)
+    read = lambda: eval_answers(plan, teacher, dataset, len(truths), picks)[0]  # noqa: E731
+    answered = ProbeAnswers(read, teacher, lambda again: _confusion(again, truths, len(space)), answers)
 
     def score(metric: Callable = mean_recall) -> float:  # the same images, as fed now; NaN: it collapses there
-        found = _confusion(answered(), truths, len(space))
+        found = answered()
         collapsed = blind_line(teacher.name, list(space.names), found, task.dense) is not None
         return float("nan") if collapsed else metric(found, judged)
 
@@ -430,11 +431,11 @@ def eval_answers(
     # the originals, also where no teacher's view differs from the student's: the size probe's 2x view made
     # from the student's image could not show a teacher trained at twice its size
     with attributes_set([(dataset, "originals", True)] if hasattr(dataset, "originals") else []):
-        samples = [dataset[index] for index in (spread(len(dataset), count) if indices is None else indices)]
-    for sample in samples:
-        truth = torch.as_tensor(sample[task.target_key])
-        answers.append(_plain_answer(plan, teacher, sample, tuple(truth.shape[-2:]) if task.dense else None))
-        truths.append(truth)
+        for index in spread(len(dataset), count) if indices is None else indices:  # one original held at a time
+            sample = dataset[index]
+            truth = torch.as_tensor(sample[task.target_key])
+            answers.append(_plain_answer(plan, teacher, sample, tuple(truth.shape[-2:]) if task.dense else None))
+            truths.append(truth)
     return answers, truths
 
 
@@ -457,8 +458,8 @@ def check_reading_without_truth(plan: Plan, teacher: Teacher, log: Callable[[str
     dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
     size = tuple(plan.recipe.data.image_size) if teacher.task.dense else None
     with attributes_set([(dataset, "originals", True)] if hasattr(dataset, "originals") else []):
-        samples = [dataset[index] for index in spread(len(dataset), READING_CHECK_IMAGES)]
-    answers = [_plain_answer(plan, teacher, sample, size) for sample in samples]
+        indices = spread(len(dataset), READING_CHECK_IMAGES)
+        answers = [_plain_answer(plan, teacher, dataset[index], size) for index in indices]
     for line in teacher.task.unchecked_reading(teacher.name, teacher.output_kind, answers):
         said_before_training(plan, log, line)
 
