@@ -542,7 +542,7 @@ def test_the_size_probe_sees_the_originals_of_a_set_that_keeps_none(tmp_path, mo
     assert shapes == [(3, 128, 96)] and not dataset.originals  # the decoded image; the set as it was
 
 
-def probe_world(scores: dict):
+def probe_world(scores: dict, mean_origin: str = "default"):
     """A stand-in teacher fed at 32x32 with the default mean/std, scored by ``scores[(size, mean)]`` (0.2
     elsewhere), and the plan the probes log into."""
     from types import SimpleNamespace
@@ -550,7 +550,7 @@ def probe_world(scores: dict):
     from amalgam.distill import eval_checks
     from amalgam.teachers.inputs import DEFAULT
 
-    spec = SimpleNamespace(origin={"mean": DEFAULT, "std": DEFAULT, "size": DEFAULT}, bgr=False, size=(32, 32))
+    spec = SimpleNamespace(origin={"mean": mean_origin, "std": DEFAULT, "size": DEFAULT}, bgr=False, size=(32, 32))
     teacher = SimpleNamespace(name="t", channels=1, mean=[0.485], std=[0.229], size=(32, 32), input_spec=spec, notes=[])
     plan = SimpleNamespace(teacher_warnings=[], recipe=SimpleNamespace(data=SimpleNamespace(image_size=[32, 32])))
 
@@ -582,6 +582,12 @@ def test_a_teacher_wanting_another_size_and_mean_std_is_named_for_both():
     assert teacher.notes == ["input size doubtful here", "input mean/std doubtful here"]
     said, _ = probe_world({(32, 0.485): 0.3})  # nothing better anywhere: nothing said
     assert said == []
+    # the best size, not the first tried (2x comes first): a review's 0.80 at 64 px was proposed over 0.95 at 16
+    (line,) = probe_world({(32, 0.485): 0.3, (64, 0.5): 0.8, (16, 0.5): 0.95})[0]
+    assert "and 0.95 with mean 0.5, std 0.5 (values in [-1, 1]) at 16x16" in line
+    # a mean from the recipe beside a default std: each said with its origin (it read "recipe, not the recipe's")
+    (line,) = probe_world({(32, 0.485): 0.3, (32, 0.5): 0.95}, mean_origin="recipe")[0]
+    assert "as fed (mean 0.485, std 0.229: mean recipe, std default) and 0.95 with mean 0.5" in line
 
 
 def test_the_probe_cache_keeps_summaries_not_answers():

@@ -157,7 +157,8 @@ def probe_teacher_input(
         if found := normalisation_finding(teacher, measure.score, measure.current, count, classes, measure.words):
             _said(plan, teacher, found.line, "input mean/std", where, log)
             break
-    fed_as = "" if found is None else f" with the mean/std proposed (mean {found.mean}, std {found.std})"
+    numbers = (", ".join(f"{v:.4g}" for v in values) for values in (found.mean, found.std)) if found else ()
+    fed_as = "" if found is None else " with the mean/std proposed (mean [{}], std [{}])".format(*numbers)
     with fed(teacher, found.mean, found.std) if found else nullcontext():
         main, image_size = measures[0], tuple(plan.recipe.data.image_size)
         first, order_now = (main.score(), order.score()) if found else (main.current, order.current)
@@ -184,16 +185,18 @@ def _normalisation_at(
     """The mean/std probe with the teacher fed at each of ``sizes``: at the size the size probe ``proposed``
     (against the score there), or at each size it tried (against the score as fed)."""
     count, classes, where = at
+    findings = []
     for size in sizes:
         with sized(teacher, size):
             for measure in measures:
                 current = measure.score() if proposed else measure.current
-                found = normalisation_finding(
-                    teacher, measure.score, current, count, classes, measure.words, size, proposed
-                )
-                if found:
-                    _said(plan, teacher, found.line, "input mean/std" + ("" if proposed else " and size"), where, log)
-                    return
+                score, words = measure.score, measure.words
+                if found := normalisation_finding(teacher, score, current, count, classes, words, size, proposed):
+                    findings.append(found)
+                    break  # this size's finding by the first measure that makes one, as at the size fed
+    if findings:  # the best of the sizes, not the first that did well
+        best = max(findings, key=lambda f: f.score)
+        _said(plan, teacher, best.line, "input mean/std" + ("" if proposed else " and size"), where, log)
 
 
 def _said(plan: Plan, teacher: Teacher, line: str, what: str, where: str, log: Callable[[str], None]) -> None:

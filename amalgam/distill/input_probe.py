@@ -106,6 +106,7 @@ class Finding:
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
     size: Optional[tuple[int, int]] = None
+    score: float = float("nan")  # the teacher's score fed so
 
 
 def normalisation_finding(
@@ -141,6 +142,8 @@ def normalisation_finding(
     if not _far_better(results[best], current, classes):
         return None
     given = ", ".join(f"{v:g}" for v in teacher.mean), ", ".join(f"{v:g}" for v in teacher.std)
+    origins = origin.get("mean"), origin.get("std")
+    whence = f"{origins[0]}, not the recipe's" if origins[0] == origins[1] else f"mean {origins[0]}, std {origins[1]}"
     mean, std = (", ".join(f"{v:.4g}" for v in values) for values in settings[best])
     order = " (in its BGR order)" if bgr else ""
     at = f" at {size[0]}x{size[1]}" if size else ""
@@ -148,11 +151,11 @@ def normalisation_finding(
     resize = f" and teachers.{teacher.name}.input.size: [{size[0]}, {size[1]}]" if size and not proposed else ""
     line = (
         f"teacher {teacher.name} has a {measure} of {current:.2f} on {images} eval images as fed{fed_at} (mean"
-        f" {given[0]}, std {given[1]}: {origin.get('mean')}, not the recipe's) and {results[best]:.2f} with"
+        f" {given[0]}, std {given[1]}: {whence}) and {results[best]:.2f} with"
         f" {best}{tried_at}: set teachers.{teacher.name}.input.mean: [{mean}] and std: [{std}]{order}{resize}, or"
         " what it was trained with; as fed it is no reference"
     )
-    return Finding(line, *settings[best])
+    return Finding(line, *settings[best], score=results[best])
 
 
 def _far_better(found: float, current: float, classes: int) -> bool:
@@ -298,4 +301,4 @@ def size_finding(
         f" teachers.{teacher.name}.input.size: [{best[0]}, {best[1]}], or the size it was trained at; as fed it is"
         " no reference"
     )
-    return Finding(line, size=best)
+    return Finding(line, size=best, score=found[best])
