@@ -359,3 +359,22 @@ def test_groups_the_recipe_would_refuse_or_that_narrow_a_relation_without_eviden
     ]
     edit = [(x.teacher, x.entry()) for x in consistent(found, spaces, list(spaces))]
     assert edit == [("coarse", "{upper: coat}")]
+
+
+def test_a_narrowing_is_judged_in_the_unified_names():
+    # a review: the other teacher's 'T-shirt', renamed to 'tshirt' in the same edit, counted as unable to name
+    # tshirt, so the narrowing it had evidence for was dropped
+    from amalgam.config.label_entries import space_of
+    from amalgam.labels.suggest import Suggestion, consistent
+
+    spaces = {
+        "low": space_of(["tshirt", "pullover"], None),
+        "high": space_of(["T-shirt", "coat", "shirt"], None),
+        "coarse": space_of([{"upper": ["tshirt", "pullover", "coat", "shirt"]}, "bag"], None),
+    }
+    found = [
+        Suggestion("classification", "high", "T-shirt", ("tshirt",), "low", "h/l"),
+        Suggestion("classification", "coarse", "upper", ("coat", "shirt"), "high", "c/h"),
+    ]
+    edit = [(x.teacher, x.entry()) for x in consistent(found, spaces, list(spaces))]
+    assert edit == [("high", "{T-shirt: tshirt}"), ("coarse", "{upper: [coat, shirt]}")]

@@ -440,7 +440,7 @@ def _groups(classes: _Classes, found: list[Suggestion]) -> list[Suggestion]:
         key = (s.teacher, s.label, frozenset(covers))
         if key in seen or set(covers) == set(classes.spaces[s.teacher].covered(s.label)):
             continue
-        if _refused(classes.spaces[s.teacher], s.label, covers) or _narrower(classes.spaces, s, covers):
+        if _refused(classes.spaces[s.teacher], s.label, covers) or _narrower(classes, s, covers):
             continue
         seen.add(key)
         out.append(Suggestion(s.task, s.teacher, s.label, covers, s.other, s.evidence))
@@ -453,12 +453,13 @@ def _refused(space: LabelSpace, label: str, covers: tuple[str, ...]) -> bool:
     return any(_taken(space, label, c) for c in covers)
 
 
-def _narrower(spaces: dict[str, LabelSpace], found: Suggestion, covers: tuple[str, ...]) -> bool:
+def _narrower(classes: _Classes, found: Suggestion, covers: tuple[str, ...]) -> bool:
     """A group narrowing the label's declared relation by classes the other teacher cannot name: no evidence
     against them (a trial's declared {upper: [tshirt, pullover, coat, shirt]} was proposed as [coat, shirt]
-    from a teacher that names neither tshirt nor pullover)."""
-    declared = set(spaces[found.teacher].covered(found.label))
-    nameable = {c for n in spaces[found.other].known() for c in spaces[found.other].covered(n)}
+    from a teacher that names neither tshirt nor pullover). Compared in the unified names, as ``covers`` is."""
+    own, other = classes.spaces[found.teacher], classes.spaces[found.other]
+    declared = {_unified(classes, found.teacher, c) for c in own.covered(found.label)}
+    nameable = {_unified(classes, found.other, c) for n in other.known() for c in other.covered(n)}
     return set(covers) < declared and not (declared - set(covers)) & nameable
 
 
