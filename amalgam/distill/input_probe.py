@@ -248,24 +248,6 @@ def size_candidates(teacher: Teacher, image_size: Optional[tuple[int, int]] = No
     return sizes
 
 
-def size_line(
-    teacher: Teacher,
-    score: Callable[[], float],
-    current: float,
-    images: int,
-    classes: int,
-    measure: str,
-    image_size: Optional[tuple[int, int]] = None,
-    fed_as: str = "",
-) -> Optional[str]:
-    """The warning when a teacher fed at a size the recipe did not give (the default, ``data.image_size``, or
-    timm's ``pretrained_cfg``) scores far better (as :func:`normalisation_line` asks) at twice or half of it,
-    or, fed timm's, at ``image_size`` (a timm network trained by its owner at 32 px was fed 176 px, no size
-    tried); else None. ``fed_as``: as :func:`channel_order_line`'s."""
-    found = size_finding(teacher, score, current, images, classes, measure, image_size, fed_as)
-    return found.line if found else None
-
-
 def size_finding(
     teacher: Teacher,
     score: Callable[[], float],
@@ -276,7 +258,10 @@ def size_finding(
     image_size: Optional[tuple[int, int]] = None,
     fed_as: str = "",
 ) -> Optional[Finding]:
-    """:func:`size_line`'s warning with the size it names."""
+    """The warning, with the size it names, when a teacher fed at a size the recipe did not give (the default,
+    ``data.image_size``, or timm's ``pretrained_cfg``) scores far better (as :func:`normalisation_line` asks) at
+    twice or half of it, or, fed timm's, at ``image_size`` (a timm network trained by its owner at 32 px was
+    fed 176 px, no size tried); else None. ``fed_as``: as :func:`channel_order_line`'s."""
     sizes = size_candidates(teacher, image_size)
     if not current < PROBE_BELOW or not sizes:
         return None
