@@ -174,3 +174,14 @@ def test_a_size_given_as_one_number_names_the_form_it_needs(world, key, value):
     side = value.strip("[]")
     with pytest.raises(RecipeError, match=rf"^{key}: expected \[height, width\], two numbers: \[{side}, {side}\]"):
         load_recipe(world, [f"{key}={value}"])
+
+
+def test_student_hypercolumn_names_dense_tasks_or_all_of_them(world):
+    plan, _ = plan_and_log(world, "student.hypercolumn=true")
+    assert plan.student_spec(3).hypercolumn == plan.dense_tasks == ["segmentation", "depth"]
+    plan, _ = plan_and_log(world, "student.hypercolumn=[segmentation]")
+    assert plan.student_spec(3).hypercolumn == ["segmentation"]
+    assert plan_and_log(world)[0].student_spec(3).hypercolumn == []  # the default: as before
+    plan, _ = plan_and_log(world, "student.hypercolumn=[classification]")
+    with pytest.raises(RecipeError, match=r"^student.hypercolumn: classification: not a dense task of the recipe"):
+        plan.student_spec(3)

@@ -272,3 +272,23 @@ def test_the_reports_latency_verdict_is_the_cpu_measurement_the_log_and_search_u
     assert "latency at most 5 ms, measured 4.00 ms on a CPU" in "".join(budget_markdown(within))
     assert budget_section(report, cfg, cpu_ms=6.0)["over"] == ["latency b1 6.00 ms > 5 ms"]
     assert budget_section(report, cfg)["over"] == ["latency b1 9.00 ms > 5 ms"]  # no CPU measurement: the report's
+
+
+@pytest.mark.parametrize("kind", ["branched", "compact"])
+def test_a_hypercolumn_head_reads_the_decoders_coarse_map_too(kind, tmp_path):
+    # student.hypercolumn: the segmentation head also reads the second decoder block's map (1/8), upsampled
+    plain = build_student(spec(kind))
+    wide = StudentSpec(kind, "resnet18", 3, [16, 16, 8, 8, 8], dict(HEADS), hypercolumn=["segmentation"])
+    model = build_student(wide).eval()
+    head = model.heads["segmentation"]
+    assert head.in_channels == 8 + 16  # the last block's 8 and the second block's 16
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
+    # the wider 3x3 head, nothing else; a compact student's one decoder widens its depth head too
+    assert extra == 16 * 9 * (4 + (1 if kind == "compact" else 0))
+    with torch.no_grad():
+        check_outputs(model(torch.rand(2, 3, 32, 32)))
+    assert wide.to_dict()["hypercolumn"] == ["segmentation"] and "hypercolumn" not in spec(kind).to_dict()
+    save_student(model, {"classification": LabelSpace(("a", "b", "c")), "segmentation": None, "depth": None},
+                 {"name": "h"}, tmp_path / "s.pt")  # fmt: skip
+    loaded, _ = load_student(tmp_path / "s.pt")
+    assert loaded.heads["segmentation"].in_channels == 24

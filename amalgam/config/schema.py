@@ -281,6 +281,11 @@ class StudentConfig(_Strict):
         description="keyword arguments for a named tu-* encoder's timm model (timm.create_model's), e.g. a narrow"
         " ResNet's channels and stem_width; stored with the student",
     )
+    hypercolumn: Union[bool, list[str]] = Field(
+        False,
+        description="the heads of these dense tasks (true: every dense task) also read the decoder's 1/8-resolution"
+        " map, upsampled, beside its last one (students.build.UnetDecoder)",
+    )
     init: Optional[Path] = Field(
         None, description="start from this student.pt (e.g. a previous run's) instead of random weights"
     )

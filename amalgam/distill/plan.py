@@ -113,7 +113,23 @@ class Plan:
         choice = self.encoder_choice()
         rung = choice.rung if choice else Rung(s.encoder, tuple(s.decoder_channels or DEFAULT_DECODER_CHANNELS))
         heads, own, args = self.student_heads(), dict(s.task_decoder_channels), dict(s.encoder_args)
-        return StudentSpec(s.type, rung.encoder, branch_at, list(rung.decoder_channels), heads, own, args)
+        spec = StudentSpec(s.type, rung.encoder, branch_at, list(rung.decoder_channels), heads, own, args)
+        spec.hypercolumn = self.hypercolumn_tasks()
+        return spec
+
+    def hypercolumn_tasks(self) -> list[str]:
+        """``student.hypercolumn`` as the dense tasks it names (true: every dense task of the recipe).
+
+        Raises:
+            RecipeError: for a name that is no dense task of the recipe.
+        """
+        given = self.recipe.student.hypercolumn
+        if given is True or given is False:
+            return list(self.dense_tasks) if given else []
+        if stray := [t for t in given if t not in self.dense_tasks]:
+            dense = ", ".join(self.dense_tasks) or "none"
+            raise RecipeError("student.hypercolumn", f"{', '.join(stray)}: not a dense task of the recipe ({dense})")
+        return [t for t in self.dense_tasks if t in given]
 
     def student_heads(self) -> dict[str, int]:
         """Task name -> the output channels of the student's head (over the unified label space)."""

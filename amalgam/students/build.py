@@ -41,6 +41,7 @@ class StudentSpec:
     heads: dict[str, int] = field(default_factory=dict)  # task name -> output channels
     task_decoders: dict[str, list[int]] = field(default_factory=dict)  # a dense task's own widths (branched)
     encoder_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the encoder's constructor
+    hypercolumn: list[str] = field(default_factory=list)  # dense tasks whose head also reads the decoder's 1/8 map
 
     def __post_init__(self) -> None:
         # widths equal to the shared ones are no choice of their own: such a spec is the plain one
@@ -82,11 +83,12 @@ class StudentSpec:
         out: dict = {"decoders": self.dense_decoders()} if self.dense_decoders() else {}
         if out and getattr(STUDENTS.get(self.type), "shared_decoder", False):  # listed under each task
             out["decoder_shared"] = True
+        out |= {"hypercolumn": list(self.hypercolumn)} if self.hypercolumn else {}
         return out | ({"encoder": self.describe_encoder()} if self.encoder_args else {})
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for key in ("task_decoders", "encoder_args"):  # files and checkpoints written before them read the same
+        for key in ("task_decoders", "encoder_args", "hypercolumn"):  # files written before them read the same
             if not out[key]:
                 del out[key]
         return out
@@ -119,10 +121,15 @@ class UnetDecoder(nn.Module):
     compute, and end at half of it (see :func:`dense_output`). Fewer are refused: the dense losses
     shrink teachers' outputs to the student's by bilinear resizing, exact (an average) at half the
     size but skipping pixels, thin objects among them, at a quarter and below.
+
+    ``hypercolumn``: the output also carries the second block's map (1/8 of the input), upsampled: a head
+    naming things at fine resolution then reads the coarse, semantic features directly (Hariharan et al.,
+    2015), not only through the narrow last blocks.
     """
 
-    def __init__(self, encoder_channels: list[int], decoder_channels: list[int]):
+    def __init__(self, encoder_channels: list[int], decoder_channels: list[int], hypercolumn: bool = False):
         super().__init__()
+        self.hypercolumn = hypercolumn
         depth = len(encoder_channels) - 1
         if not depth - 1 <= len(decoder_channels) <= depth:
             raise AmalgamError(
@@ -131,14 +138,18 @@ class UnetDecoder(nn.Module):
         skips = list(reversed(encoder_channels[1:-1])) + [0]
         ins = [encoder_channels[-1]] + list(decoder_channels[:-1])
         self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels))
-        self.out_channels = decoder_channels[-1]
+        self.out_channels = decoder_channels[-1] + (decoder_channels[1] if hypercolumn else 0)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         skips = list(reversed(features[1:-1])) + [None]
         x = features[-1]
-        for block, skip in zip(self.blocks, skips):
+        coarse = None
+        for k, (block, skip) in enumerate(zip(self.blocks, skips)):
             x = block(x, skip)
-        return x
+            coarse = x if k == 1 else coarse
+        if not self.hypercolumn:
+            return x
+        return torch.cat([x, F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)], 1)
 
 
 class _Student(nn.Module):
@@ -207,8 +218,9 @@ class BranchedStudent(_Student):
             self.branches[name] = copy.deepcopy(nn.ModuleList(base.stages[self.points[name] :]))
             widths = spec.decoders_for(name)
             if get_task(name).dense:
-                self.decoders[name] = UnetDecoder(channels, widths)
-            self.heads[name] = self._head(name, widths[-1], channels[-1])
+                self.decoders[name] = UnetDecoder(channels, widths, name in spec.hypercolumn)
+            dense_in = self.decoders[name].out_channels if name in self.decoders else widths[-1]
+            self.heads[name] = self._head(name, dense_in, channels[-1])
 
     def _trunk(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = [self.normalise(images)]
@@ -277,8 +289,10 @@ class CompactStudent(_Student):
         self.encoder = build_encoder(spec.encoder, spec.encoder_args)
         channels = list(self.encoder.out_channels)
         dense = any(get_task(n).dense for n in spec.heads)
-        self.decoder = UnetDecoder(channels, spec.decoder_channels) if dense else None
-        self.heads = nn.ModuleDict({n: self._head(n, spec.decoder_channels[-1], channels[-1]) for n in spec.heads})
+        # one decoder: its map carries the coarse one for every dense head, where any asks for it
+        self.decoder = UnetDecoder(channels, spec.decoder_channels, bool(spec.hypercolumn)) if dense else None
+        dense_in = self.decoder.out_channels if dense else spec.decoder_channels[-1]
+        self.heads = nn.ModuleDict({n: self._head(n, dense_in, channels[-1]) for n in spec.heads})
         self.dense_tasks = {n for n in spec.heads if get_task(n).dense}
 
     def forward(self, images: torch.Tensor, rows: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
