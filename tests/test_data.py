@@ -365,3 +365,63 @@ def test_coco_polygons_in_fractions_of_the_image_stop_before_a_teacher_reads_as_
         build(coco_at(tmp_path / "a", 1 / 8), size=(32, 64), with_targets=True)
     mask = build(coco_at(tmp_path / "b", 8), size=(32, 64), with_targets=True)[0]["mask"]  # pixels: drawn
     assert (mask[:16] == 1).all() and (mask[16:] == 0).all()
+
+
+def write_blobs(root: Path, count: int = 6, jpeg_quality: int | None = None, suffix: str = ".png") -> None:
+    """A dense set of 48x48 scenes holding rectangles of classes 20, 40, 60 on 0 (of 61 classes, as a large
+    label set's ids jump between neighbours); ``jpeg_quality``: each map saved through JPEG first (its values
+    smeared), then as ``suffix``."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(count):
+        labels = np.zeros((48, 48), np.uint8)
+        for _ in range(3):
+            y, x = rng.integers(0, 36, 2)
+            labels[y : y + 12, x : x + 12] = 20 * rng.integers(1, 4)
+        Image.fromarray(np.stack([labels * 4] * 3, -1)).save(root / "images" / f"{i}.png")
+        mask = Image.fromarray(labels)
+        if jpeg_quality:  # the class ids through JPEG, as a map exported so and saved again as PNG
+            mask.save(root / "tmp.jpg", quality=jpeg_quality)
+            mask = Image.fromarray(np.clip(np.asarray(Image.open(root / "tmp.jpg")), 0, 60).astype(np.uint8))
+        mask.save(root / "labels" / f"{i}{suffix}", format="PNG" if suffix == ".png" else "JPEG")
+    (root / "tmp.jpg").unlink(missing_ok=True)
+    (root / "classes.txt").write_text("".join(f"c{k}\n" for k in range(61)))
+
+
+def scanned(root: Path) -> list[str]:
+    said: list[str] = []
+    build_image_set("data.eval.v", SourceConfig(type="dense", path=root), lambda p: p, (48, 48), True, log=said.append)
+    return said
+
+
+def test_label_maps_smeared_by_a_lossy_save_are_warned_about(tmp_path):
+    # a trial: maps saved through JPEG, then as PNG, scored 8% of their pixels as other classes with no word
+    write_blobs(tmp_path / "clean")
+    assert not [line for line in scanned(tmp_path / "clean") if "lossy" in line]
+    write_blobs(tmp_path / "smeared", jpeg_quality=75)
+    (line,) = [line for line in scanned(tmp_path / "smeared") if "lossy" in line]
+    assert line.startswith("data.eval.v: warning: ") and "of the label maps' pixels differ from all four" in line
+
+
+def test_a_jpeg_label_map_is_refused_whatever_its_name(tmp_path):
+    write_blobs(tmp_path / "named_png", count=2, suffix=".jpg")
+    for f in (tmp_path / "named_png" / "labels").iterdir():
+        f.rename(f.with_suffix(".png"))  # JPEG bytes under a .png name
+    with pytest.raises(AmalgamError, match=r"is a JPEG file \(whatever its name\): JPEG is lossy"):
+        scanned(tmp_path / "named_png")
+    write_blobs(tmp_path / "jpg", count=2, suffix=".jpg")  # told "save it as a PNG", it would have been smeared
+    with pytest.raises(AmalgamError, match=r"JPEG is lossy, its values smeared along the edges: export the maps"):
+        scanned(tmp_path / "jpg")
+
+
+def test_an_eval_sets_scan_warnings_reach_the_report():
+    # a trial: "maps hold values beyond the classes" was in the log only, not in report.json's warnings
+    from types import SimpleNamespace
+
+    from amalgam.distill.plan import _kept
+
+    plan, said = SimpleNamespace(data_warnings=[]), []
+    _kept(plan, said.append, "data.eval.v: warning: 3 of 9 label maps hold values beyond the 4 classes")
+    _kept(plan, said.append, "data.eval.v: 9 images")
+    assert plan.data_warnings == ["data.eval.v: 3 of 9 label maps hold values beyond the 4 classes"] and len(said) == 2

@@ -314,6 +314,11 @@ def read_depth(path: Path, header_only: bool = False) -> np.ndarray:
 def read_map(path: Path) -> tuple[np.ndarray, Optional[bytes]]:
     """A label map's raw values (:func:`read_array`) and, for a palette (P) image, its palette's bytes."""
     with Image.open(path) as img:
+        if img.format == "JPEG":  # named .png: its values are smeared along every edge, and score wrong
+            raise AmalgamError(
+                f"label map {path} is a JPEG file (whatever its name): JPEG is lossy, its class values smeared along"
+                " the edges; export the maps again from their source as PNG"
+            )
         palette = img.palette.tobytes() if img.mode == "P" and img.palette is not None else None
         return np.array(img), palette
 

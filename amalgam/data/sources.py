@@ -189,7 +189,14 @@ class DenseSet(FolderSet):
         if path.is_file():
             return path
         near = sorted(p.name for p in path.parent.glob(glob.escape(path.stem) + ".*")) if path.parent.is_dir() else []
+        jpeg = any(name.lower().endswith((".jpg", ".jpeg")) for name in near)
         fix = "rename it" if any(name.lower().endswith(".png") for name in near) else "save it as a PNG"
+        # a JPEG's values are smeared along every edge: saved again as PNG, they score wrong without a word
+        fix = (
+            "JPEG is lossy, its values smeared along the edges: export the maps again from their source as PNG"
+            if (jpeg and key == "mask")
+            else fix
+        )
         floats = f" (or, a depth map, {'/'.join(FLOAT_DEPTH)} of float metres)" if key == "depth" else " only"
         hint = f": {path.parent.name}/ holds {', '.join(near)}; maps are read as <image name>.png{floats}: {fix}"
         hint = hint if near else _normalisation_hint(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Optional
 
 import torch
@@ -261,7 +262,7 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
         cfg = capped
         scored = frozenset(t.task.target_key for t in plan.teachers.values() if t.eval_name == key)
         plan.eval_sets[key] = build_image_set(
-            f"data.eval.{key}", cfg, recipe.resolve, size, True, log=log, originals=originals,
+            f"data.eval.{key}", cfg, recipe.resolve, size, True, log=partial(_kept, plan, log), originals=originals,
             native_targets=True, targets=scored,
         )  # fmt: skip
     for key, line in overlap_warnings(plan):
@@ -284,6 +285,15 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
             check_reading_without_truth(plan, teacher, log)
     if misread:
         raise misread_error(plan, misread)
+
+
+def _kept(plan: Plan, log: Callable[[str], None], line: str) -> None:
+    """Logs a line of an eval set's scan, and keeps its warnings for report.json (``plan.data_warnings``): maps
+    holding values beyond the classes, or smeared by a lossy save, make every score on the set doubtful, and a
+    trial found them in the log only."""
+    log(line)
+    if ": warning: " in line:
+        plan.data_warnings.append(line.replace(": warning: ", ": ", 1))
 
 
 def teacher_projection(name: str, teacher: Teacher, unified: Optional[LabelSpace]) -> Optional[torch.Tensor]:
