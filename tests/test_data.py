@@ -425,3 +425,18 @@ def test_an_eval_sets_scan_warnings_reach_the_report():
     _kept(plan, said.append, "data.eval.v: warning: 3 of 9 label maps hold values beyond the 4 classes")
     _kept(plan, said.append, "data.eval.v: 9 images")
     assert plan.data_warnings == ["data.eval.v: 3 of 9 label maps hold values beyond the 4 classes"] and len(said) == 2
+
+
+def test_values_beyond_the_classes_name_the_likely_convention():
+    # a trial: ADE20K maps numbered from 1 and Cityscapes labelIds under a trainId list got no word of either
+    from amalgam.data.target_scan import _beyond_hint
+
+    counts = np.zeros(IGNORE + 1, np.int64)
+    counts[1:12] = 100  # values 1-11 for 11 classes: one beyond, 0 unused
+    assert "numbered from 1, with 0 = other or ignore (as ADE20K's)?" in _beyond_hint(counts, 11)
+    counts[:] = 0
+    counts[[0, 7, 8, 11, 17, 21, 23, 24, 26]] = 100  # sparse ids up to 26 for 11 classes
+    assert "they use 9 values up to 26: ids of another convention" in _beyond_hint(counts, 11)
+    counts[:] = 0
+    counts[:14] = 100  # a few beyond, dense: no convention to name
+    assert _beyond_hint(counts, 11) == ""

@@ -102,13 +102,14 @@ def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]
             f"{len(bad_maps)} of {len(dataset.files)} label maps hold values beyond the {classes} classes (up to"
             f" {beyond}, e.g. {bad_maps[0]}): a label map holds each pixel's class index (0-{classes - 1}, 255 ="
             " ignore); colour masks, or palettes quantized per file, must be mapped to those indices first"
+            + _beyond_hint(counts, classes)
         )
     if bad_maps:
         beyond = np.flatnonzero(counts[classes:IGNORE]) + classes
         warn(
             f"{len(bad_maps)} of {len(dataset.files)} label maps hold values beyond the {classes} classes "
             f"({int(counts[beyond].sum()):,} pixels, up to {int(beyond.max())}, e.g. {bad_maps[0]}): "
-            "those pixels are not scored"
+            "those pixels are not scored" + _beyond_hint(counts, classes)
         )
     if scored == 0:
         raise AmalgamError(
@@ -116,6 +117,24 @@ def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]
             + (f" or beyond the {classes} classes" if classes is not None else "")
         )
     _check_classes_present(dataset, counts[:known], counts[IGNORE], warn)
+
+
+def _beyond_hint(counts: np.ndarray, classes: int) -> str:
+    """What values beyond the classes point at: one beyond only, maps numbered from 1 (ADE20K's 0 = other);
+    far beyond, sparse ids, another id convention than the class list's (Cityscapes' labelIds for trainIds)."""
+    used = np.flatnonzero(counts[:IGNORE])
+    top = int(used.max()) if used.size else 0
+    if top == classes:
+        return (
+            f"; the maps reach {classes} exactly, one beyond the list: numbered from 1, with 0 = other or ignore"
+            " (as ADE20K's)? classes.txt then names value 0 first (line i = value i)"
+        )
+    if top >= 2 * classes and used.size < top:
+        return (
+            f"; they use {used.size} values up to {top}: ids of another convention than the class list's (Cityscapes'"
+            " labelIds 0-33 against trainIds 0-18?); classes.txt names every value the maps hold (line i = value i)"
+        )
+    return ""
 
 
 #: share of a set's interior label pixels unlike all four neighbours above which its maps look smeared:
