@@ -181,6 +181,12 @@ def test_student_hypercolumn_names_dense_tasks_or_all_of_them(world):
     assert plan.student_spec(3).hypercolumn == plan.dense_tasks == ["segmentation", "depth"]
     plan, _ = plan_and_log(world, "student.hypercolumn=[segmentation]")
     assert plan.student_spec(3).hypercolumn == ["segmentation"]
+    from amalgam.students.budget import decoder_lines
+
+    assert decoder_lines(plan.student_spec(3))[-1] == (
+        "  hypercolumn (student.hypercolumn): the heads of segmentation also read the decoder's second block's map"
+        " (1/8 of the input), upsampled"
+    )
     assert plan_and_log(world)[0].student_spec(3).hypercolumn == []  # the default: as before
     plan, _ = plan_and_log(world, "student.hypercolumn=[classification]")
     with pytest.raises(RecipeError, match=r"^student.hypercolumn: classification: not a dense task of the recipe"):

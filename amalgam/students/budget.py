@@ -187,6 +187,11 @@ def decoder_lines(spec: StudentSpec) -> list[str]:
             f"  decoders: 4 blocks, so {who} at half the input's resolution while training (teachers' outputs"
             " are resized to them) and upsampled in eval mode and exports"
         )
+    if spec.hypercolumn:
+        lines.append(
+            f"  hypercolumn (student.hypercolumn): the heads of {', '.join(spec.hypercolumn)} also read the decoder's"
+            " second block's map (1/8 of the input), upsampled"
+        )
     return lines
 
 
