@@ -257,3 +257,15 @@ def test_the_tree_search_and_its_warm_up_key_see_own_widths(world):
     assert search_key(load_recipe(world, ["student.task_decoder_channels={depth: [8,8,8,8]}"])) != key
     same = f"student.task_decoder_channels={{depth: {load_recipe(world).student.decoder_channels}}}"
     assert search_key(load_recipe(world, [same])) == key  # the shared widths named again: no new key
+
+
+def test_a_hypercolumn_is_priced_and_a_classifier_only_choice_names_no_decoders():
+    # the ladder priced students without student.hypercolumn's wider heads; a trial's classification-only
+    # student read "decoders [96, 48, 32, 16, 16]", which it does not have
+    rung = rung_named("tu-resnet10t")
+    plain = price_rung(rung, auto(params=None), HEADS, SIZE, timed=False).params
+    wide = price_rung(rung, auto(params=None, hypercolumn=True), HEADS, SIZE, timed=False).params
+    assert wide - plain == rung.decoder_channels[1] * 3 * 9  # the segmentation head's extra input channels
+    line = choose_encoder(auto(params=None), {"classification": 2}, 1000, SIZE).describe()
+    assert line.startswith("student.encoder auto -> resnet18 (11,") and "decoders" not in line
+    assert "decoders [" in choose_encoder(auto(params=None), HEADS, 1000, SIZE).describe()

@@ -25,6 +25,7 @@ from amalgam.errors import RecipeError
 from amalgam.students.budget import Budget, batch1_ms, measure_costs, resolve_budget
 from amalgam.students.build import StudentSpec, build_student, count_params, has_branches
 from amalgam.students.tree import STAGES
+from amalgam.task import get_task
 
 AUTO = "auto"
 #: the decoders of a student whose recipe names its encoder but not ``decoder_channels``
@@ -88,6 +89,7 @@ class EncoderChoice:
     above: Optional[tuple[Rung, Price]]
     user_decoders: bool
     auto_tree: bool
+    dense: bool = True  # a dense head uses the decoders; a classification-only student has none
 
     def describe(self) -> str:
         """One line: what was chosen, its size against the teachers', the budget and the rung above."""
@@ -96,10 +98,8 @@ class EncoderChoice:
         limit = "no student.budget limit" if unlimited else f"student.budget {self.budget.describe()}"
         if unlimited and self.budget.share is not None:  # a share of nothing limits nothing
             limit += " (the teachers have no parameters)"
-        return (
-            f"student.encoder auto -> {self.rung.encoder} ({decoders} {list(self.rung.decoder_channels)}; "
-            f"{self._size()}; {limit}; {self._above()})"
-        )
+        widths = f"{decoders} {list(self.rung.decoder_channels)}; " if self.dense else ""
+        return f"student.encoder auto -> {self.rung.encoder} ({widths}{self._size()}; {limit}; {self._above()})"
 
     def _size(self) -> str:
         size = f"{self.price.params:,} params"
@@ -159,6 +159,7 @@ def price_rung(
     branch_at = STAGES if auto_tree else cfg.branch_at
     own = dict(cfg.task_decoder_channels)
     spec = StudentSpec(cfg.type, rung.encoder, branch_at, list(rung.decoder_channels), dict(heads), own)
+    spec.hypercolumn = hypercolumn_heads(cfg, heads)  # its wider heads are part of the price
     if auto_tree and timed:  # as the search prices trees: a sum of the parts' timings
         costs = measure_costs(spec, image_size)
         cheapest = {t: STAGES for t in heads}
@@ -189,7 +190,8 @@ def choose_encoder(
             price = price_rung(rung, cfg, heads, image_size, timed)
             if not budget.excess(price.params, price.latency_ms):
                 auto_tree = cfg.branch_at == AUTO and has_branches(cfg.type)
-                return EncoderChoice(rung, price, budget, above, cfg.decoder_channels is not None, auto_tree)
+                user = cfg.decoder_channels is not None
+                return EncoderChoice(rung, price, budget, above, user, auto_tree, _any_dense(heads))
             above = (rung, price)
     raise _too_small(budget, *above)
 
@@ -203,7 +205,17 @@ def kept_choice(
         price = price_rung(rung, cfg, heads, image_size, timed=False)
     auto_tree = cfg.branch_at == AUTO and has_branches(cfg.type)
     budget = resolve_budget(cfg.budget, teacher_params)
-    return EncoderChoice(rung, price, budget, None, cfg.decoder_channels is not None, auto_tree)
+    return EncoderChoice(rung, price, budget, None, cfg.decoder_channels is not None, auto_tree, _any_dense(heads))
+
+
+def _any_dense(heads: Mapping[str, int]) -> bool:
+    return any(get_task(t).dense for t in heads)
+
+
+def hypercolumn_heads(cfg: StudentConfig, heads: Mapping[str, int]) -> list[str]:
+    """The dense heads ``cfg.hypercolumn`` names (true: every dense one), in head order."""
+    dense = [t for t in heads if get_task(t).dense]
+    return dense if cfg.hypercolumn is True else [t for t in dense if cfg.hypercolumn and t in cfg.hypercolumn]
 
 
 def _too_small(budget: Budget, rung: Rung, price: Price) -> RecipeError:
