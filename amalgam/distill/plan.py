@@ -40,6 +40,7 @@ from amalgam.students.sizing import (
     EncoderChoice,
     Rung,
     choose_encoder,
+    hypercolumn_heads,
     kept_choice,
 )
 from amalgam.task import TASKS, Task, get_task
@@ -125,12 +126,10 @@ class Plan:
             RecipeError: for a name that is no dense task of the recipe.
         """
         given = self.recipe.student.hypercolumn
-        if given is True or given is False:
-            return list(self.dense_tasks) if given else []
-        if stray := [t for t in given if t not in self.dense_tasks]:
+        if stray := [t for t in given if t not in self.dense_tasks] if isinstance(given, list) else []:
             dense = ", ".join(self.dense_tasks) or "none"
             raise RecipeError("student.hypercolumn", f"{', '.join(stray)}: not a dense task of the recipe ({dense})")
-        return [t for t in self.dense_tasks if t in given]
+        return hypercolumn_heads(self.recipe.student, self.student_heads())
 
     def student_heads(self) -> dict[str, int]:
         """Task name -> the output channels of the student's head (over the unified label space)."""
