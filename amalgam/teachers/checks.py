@@ -105,6 +105,34 @@ def _training_autocast(precision: str, device: str) -> Optional[torch.dtype]:
         return None
 
 
+def _nonfinite_problem(teacher: Teacher, out: torch.Tensor) -> Optional[str]:
+    """The stop for a check batch answered NaN or inf on every image (a diverged checkpoint); fewer, or values
+    the task reads as no answer, are noted on the teacher instead."""
+    if bool(torch.isfinite(out).all()):
+        return None
+    bad = ~torch.isfinite(out)
+    values = f"{int(bad.sum()):,} of {bad.numel():,} values"
+    images = int(_failing_rows(teacher.task, out).sum())
+    if images == out.shape[0]:  # every image: a diverged checkpoint, not an odd input
+        return f"{values} of its output on a random batch are NaN or inf (a diverged checkpoint, -inf masking?)"
+    if images == 0:  # the task reads them as no answer there (depth's sky at +inf beside depth), as training does
+        teacher.notes.append(f"{values} of its output on a random batch are not finite, read as no answer there")
+    else:
+        teacher.notes.append(
+            f"answered NaN or inf on {images} of {out.shape[0]} random images ({values}): training leaves such"
+            " rows out and counts them (it stops where most are), evaluation leaves such images out"
+        )
+    return None
+
+
+def _failing_rows(task, out: torch.Tensor) -> torch.Tensor:
+    """The images of a check batch its teacher fails on, as training counts them: a task that marks its own
+    holes (:attr:`~amalgam.task.Task.marks_holes`) decides which non-finite values are failures; else any."""
+    if task.marks_holes:
+        return task.nonfinite_rows(task.mark_no_answer(out))
+    return (~torch.isfinite(out)).reshape(len(out), -1).any(1)  # a per-image [B] output too
+
+
 def check_teacher_output(teacher: Teacher, image_size) -> None:
     """Runs the teacher once on a dummy batch and checks the output against its task and labels."""
     dummy = torch.rand(2, 3, *image_size)
@@ -117,17 +145,7 @@ def check_teacher_output(teacher: Teacher, image_size) -> None:
         if isinstance(out, torch.Tensor)
         else (f"expected a tensor, got {type(out).__name__}")
     )
-    if not problem and not bool(torch.isfinite(out).all()):
-        bad = ~torch.isfinite(out)
-        values = f"{int(bad.sum()):,} of {bad.numel():,} values"
-        images = int(bad.reshape(len(bad), -1).any(1).sum())  # a per-image [B] output too
-        if images == out.shape[0]:  # every image: a diverged checkpoint, not an odd input
-            problem = f"{values} of its output on a random batch are NaN or inf (a diverged checkpoint, -inf masking?)"
-        else:
-            teacher.notes.append(
-                f"answered NaN or inf on {images} of {out.shape[0]} random images ({values}): training leaves such"
-                " rows out and counts them (it stops where most are), evaluation leaves such images out"
-            )
+    problem = problem or _nonfinite_problem(teacher, out)
     fit = None if problem else _dense_fit(teacher, out)
     problem = problem or (_DENSE_MISFIT.format(*out.shape[-2:], *teacher.size) if fit is None else None)
     if problem:
