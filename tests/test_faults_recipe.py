@@ -188,6 +188,9 @@ def test_student_hypercolumn_names_dense_tasks_or_all_of_them(world):
         " (1/8 of the input), upsampled"
     )
     assert plan_and_log(world)[0].student_spec(3).hypercolumn == []  # the default: as before
+    # a compact student's one decoder widens every dense head: its spec says so (a review: it said segmentation)
+    plan, _ = plan_and_log(world, "student.type=compact", "student.hypercolumn=[segmentation]")
+    assert plan.student_spec(3).hypercolumn == ["segmentation", "depth"]
     plan, _ = plan_and_log(world, "student.hypercolumn=[classification]")
     with pytest.raises(RecipeError, match=r"^student.hypercolumn: classification: not a dense task of the recipe"):
         plan.student_spec(3)

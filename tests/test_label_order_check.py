@@ -542,7 +542,7 @@ def test_the_size_probe_sees_the_originals_of_a_set_that_keeps_none(tmp_path, mo
     assert shapes == [(3, 128, 96)] and not dataset.originals  # the decoded image; the set as it was
 
 
-def probe_world(scores: dict, mean_origin: str = "default"):
+def probe_world(scores: dict, mean_origin: str = "default", recalls: dict | None = None):
     """A stand-in teacher fed at 32x32 with the default mean/std, scored by ``scores[(size, mean)]`` (0.2
     elsewhere), and the plan the probes log into."""
     from types import SimpleNamespace
@@ -554,12 +554,14 @@ def probe_world(scores: dict, mean_origin: str = "default"):
     teacher = SimpleNamespace(name="t", channels=1, mean=[0.485], std=[0.229], size=(32, 32), input_spec=spec, notes=[])
     plan = SimpleNamespace(teacher_warnings=[], recipe=SimpleNamespace(data=SimpleNamespace(image_size=[32, 32])))
 
-    def score() -> float:
-        return scores.get((tuple(teacher.size)[0], teacher.mean[0]), 0.2)
+    def score(table: dict = scores) -> float:
+        return table.get((tuple(teacher.size)[0], teacher.mean[0]), 0.2)
 
-    measure = eval_checks.Measure("mean recall", score, score())
+    measures = [eval_checks.Measure("mean IoU" if recalls else "mean recall", score, score())]
+    if recalls:  # a segmenter's second measure
+        measures.append(eval_checks.Measure("mean recall", lambda: score(recalls), score(recalls)))
     said: list[str] = []
-    eval_checks.probe_teacher_input(plan, teacher, [measure], measure, (16, 4, "here"), said.append)
+    eval_checks.probe_teacher_input(plan, teacher, measures, measures[0], (16, 4, "here"), said.append)
     return said, teacher
 
 
@@ -585,6 +587,11 @@ def test_a_teacher_wanting_another_size_and_mean_std_is_named_for_both():
     # the best size, not the first tried (2x comes first): a review's 0.80 at 64 px was proposed over 0.95 at 16
     (line,) = probe_world({(32, 0.485): 0.3, (64, 0.5): 0.8, (16, 0.5): 0.95})[0]
     assert "and 0.95 with mean 0.5, std 0.5 (values in [-1, 1]) at 16x16" in line
+    # a recall finding at one size is not better than an IoU finding at another (recall >= IoU): a review's
+    # 16 px by recall 0.70 was proposed over 64 px by IoU 0.55 (recall 0.90 there)
+    ious, recalls = {(32, 0.485): 0.3, (64, 0.5): 0.55}, {(32, 0.485): 0.3, (64, 0.5): 0.9, (16, 0.5): 0.7}
+    (line,) = probe_world(ious, recalls=recalls)[0]
+    assert "mean IoU of 0.30" in line and "and 0.55 with mean 0.5, std 0.5 (values in [-1, 1]) at 64x64" in line
     # a mean from the recipe beside a default std: each said with its origin (it read "recipe, not the recipe's")
     (line,) = probe_world({(32, 0.485): 0.3, (32, 0.5): 0.95}, mean_origin="recipe")[0]
     assert "as fed (mean 0.485, std 0.229: mean recipe, std default) and 0.95 with mean 0.5" in line

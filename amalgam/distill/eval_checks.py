@@ -185,17 +185,17 @@ def _normalisation_at(
     """The mean/std probe with the teacher fed at each of ``sizes``: at the size the size probe ``proposed``
     (against the score there), or at each size it tried (against the score as fed)."""
     count, classes, where = at
-    findings = []
+    findings = []  # (the measure's place, the finding): a recall finding is no better than an IoU one
     for size in sizes:
         with sized(teacher, size):
-            for measure in measures:
+            for place, measure in enumerate(measures):
                 current = measure.score() if proposed else measure.current
                 score, words = measure.score, measure.words
                 if found := normalisation_finding(teacher, score, current, count, classes, words, size, proposed):
-                    findings.append(found)
+                    findings.append((place, found))
                     break  # this size's finding by the first measure that makes one, as at the size fed
-    if findings:  # the best of the sizes, not the first that did well
-        best = max(findings, key=lambda f: f.score)
+    if findings:  # the best of the sizes by the first measure that found any, not the first size that did well
+        best = min(findings, key=lambda f: (f[0], -f[1].score))[1]
         _said(plan, teacher, best.line, "input mean/std" + ("" if proposed else " and size"), where, log)
 
 

@@ -430,6 +430,11 @@ def names_its_encoder(student_type: str) -> bool:
     return hasattr(STUDENTS.get(student_type), "encoder_modules")
 
 
+def shares_decoder(student_type: str) -> bool:
+    """Whether a registered student type has one decoder for every dense task (its class's ``shared_decoder``)."""
+    return getattr(STUDENTS.get(student_type), "shared_decoder", False)
+
+
 def has_branches(student_type: str) -> bool:
     """Whether a registered student type is a tree of task branches (its class's ``tree``)."""
     return STUDENTS.get(student_type).tree

@@ -23,7 +23,7 @@ import torch
 from amalgam.config.schema import StudentConfig
 from amalgam.errors import RecipeError
 from amalgam.students.budget import Budget, batch1_ms, measure_costs, resolve_budget
-from amalgam.students.build import StudentSpec, build_student, count_params, has_branches
+from amalgam.students.build import StudentSpec, build_student, count_params, has_branches, shares_decoder
 from amalgam.students.tree import STAGES
 from amalgam.task import get_task
 
@@ -213,9 +213,11 @@ def _any_dense(heads: Mapping[str, int]) -> bool:
 
 
 def hypercolumn_heads(cfg: StudentConfig, heads: Mapping[str, int]) -> list[str]:
-    """The dense heads ``cfg.hypercolumn`` names (true: every dense one), in head order."""
+    """The dense heads ``cfg.hypercolumn`` names (true: every dense one), in head order; a student of one
+    shared decoder (compact) widens every dense head when it widens any, so the spec says all of them."""
     dense = [t for t in heads if get_task(t).dense]
-    return dense if cfg.hypercolumn is True else [t for t in dense if cfg.hypercolumn and t in cfg.hypercolumn]
+    named = [t for t in dense if cfg.hypercolumn is True or (cfg.hypercolumn and t in cfg.hypercolumn)]
+    return dense if named and shares_decoder(cfg.type) else named
 
 
 def _too_small(budget: Budget, rung: Rung, price: Price) -> RecipeError:
