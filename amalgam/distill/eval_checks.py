@@ -22,6 +22,7 @@ from amalgam.data.image_set import spread
 from amalgam.data.views import BatchViews
 from amalgam.distill.input_probe import (
     PROBE_COMPETENT,
+    Probed,
     attributes_set,
     channel_order_line,
     fed,
@@ -134,6 +135,11 @@ class Measure:
     score: Callable[[], float]
     current: float
 
+    def probed(self, images: int, classes: int, current: Optional[float] = None) -> Probed:
+        """This measure as the probes take it, on ``images`` images over ``classes`` classes (``current``: the
+        score to beat, where not the one as fed)."""
+        return Probed(self.score, self.current if current is None else current, images, classes, self.words)
+
 
 def probe_teacher_input(
     plan: Plan,
@@ -154,7 +160,7 @@ def probe_teacher_input(
     count, classes, where = at
     found = None
     for measure in measures:
-        if found := normalisation_finding(teacher, measure.score, measure.current, count, classes, measure.words):
+        if found := normalisation_finding(teacher, measure.probed(count, classes)):
             _said(plan, teacher, found.line, "input mean/std", where, log)
             break
     numbers = (", ".join(f"{v:.4g}" for v in values) for values in (found.mean, found.std)) if found else ()
@@ -165,7 +171,7 @@ def probe_teacher_input(
         if reordered := channel_order_line(teacher, order.score, order_now, count, order.words, competent, fed_as):
             _said(plan, teacher, reordered, "input channel order", where, log)
             return
-        resized = size_finding(teacher, main.score, first, count, classes, main.words, image_size, fed_as)
+        resized = size_finding(teacher, main.probed(count, classes, first), image_size, fed_as)
         if resized:
             _said(plan, teacher, resized.line, "input size", where, log)
     if found is None:
@@ -190,8 +196,7 @@ def _normalisation_at(
         with sized(teacher, size):
             for place, measure in enumerate(measures):
                 current = measure.score() if proposed else measure.current
-                score, words = measure.score, measure.words
-                if found := normalisation_finding(teacher, score, current, count, classes, words, size, proposed):
+                if found := normalisation_finding(teacher, measure.probed(count, classes, current), size, proposed):
                     findings.append((place, found))
                     break  # this size's finding by the first measure that makes one, as at the size fed
     if findings:  # the best of the sizes by the first measure that found any, not the first size that did well

@@ -94,8 +94,21 @@ def normalisation_line(
     over ``classes`` classes, ``score()``; NaN for a collapsed answer) under another usual normalisation than
     as fed (``current``); else None. A segmenter is measured by mean IoU: fed [0, 1] where it wants [-1, 1],
     a trial's lost 0.40 -> 0.62 of it and 0.73 -> 0.62 of its recall only, under the gain asked."""
-    found = normalisation_finding(teacher, score, current, images, classes, measure)
+    found = normalisation_finding(teacher, Probed(score, current, images, classes, measure))
     return found.line if found else None
+
+
+@dataclass
+class Probed:
+    """What a probe scores a teacher by: ``score()`` as it is fed at the time, ``current`` as the recipe feeds
+    it, on ``images`` images, over ``classes`` classes judged (0: a quality without a chance level), said as
+    ``measure``."""
+
+    score: Callable[[], float]
+    current: float
+    images: int
+    classes: int
+    measure: str
 
 
 @dataclass
@@ -110,18 +123,14 @@ class Finding:
 
 
 def normalisation_finding(
-    teacher: Teacher,
-    score: Callable[[], float],
-    current: float,
-    images: int,
-    classes: int,
-    measure: str,
-    size: Optional[tuple[int, int]] = None,
-    proposed: bool = False,
+    teacher: Teacher, probed: Probed, size: Optional[tuple[int, int]] = None, proposed: bool = False
 ) -> Optional[Finding]:
     """:func:`normalisation_line`'s warning with the mean/std it names, so that the next probes can feed them.
     ``size``: the teacher is fed at it for the probe (:func:`sized`), which the fix then names too; ``proposed``:
-    the size probe named it already, and ``current`` is the score there."""
+    the size probe named it already, and ``probed.current`` is the score there."""
+    score, current, images, classes, measure = (
+        getattr(probed, k) for k in ("score", "current", "images", "classes", "measure")
+    )
     origin = teacher.input_spec.origin
     if not current < PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
         return None  # competent, given by the recipe, or not judged (NaN): nothing to probe
@@ -249,19 +258,15 @@ def size_candidates(teacher: Teacher, image_size: Optional[tuple[int, int]] = No
 
 
 def size_finding(
-    teacher: Teacher,
-    score: Callable[[], float],
-    current: float,
-    images: int,
-    classes: int,
-    measure: str,
-    image_size: Optional[tuple[int, int]] = None,
-    fed_as: str = "",
+    teacher: Teacher, probed: Probed, image_size: Optional[tuple[int, int]] = None, fed_as: str = ""
 ) -> Optional[Finding]:
     """The warning, with the size it names, when a teacher fed at a size the recipe did not give (the default,
     ``data.image_size``, or timm's ``pretrained_cfg``) scores far better (as :func:`normalisation_line` asks) at
     twice or half of it, or, fed timm's, at ``image_size`` (a timm network trained by its owner at 32 px was
     fed 176 px, no size tried); else None. ``fed_as``: as :func:`channel_order_line`'s."""
+    score, current, images, classes, measure = (
+        getattr(probed, k) for k in ("score", "current", "images", "classes", "measure")
+    )
     sizes = size_candidates(teacher, image_size)
     if not current < PROBE_BELOW or not sizes:
         return None
