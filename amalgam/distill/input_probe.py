@@ -110,6 +110,10 @@ class Probed:
     classes: int
     measure: str
 
+    def parts(self) -> tuple[Callable[[], float], float, int, int, str]:
+        """Its fields, in order."""
+        return self.score, self.current, self.images, self.classes, self.measure
+
 
 @dataclass
 class Finding:
@@ -128,9 +132,7 @@ def normalisation_finding(
     """:func:`normalisation_line`'s warning with the mean/std it names, so that the next probes can feed them.
     ``size``: the teacher is fed at it for the probe (:func:`sized`), which the fix then names too; ``proposed``:
     the size probe named it already, and ``probed.current`` is the score there."""
-    score, current, images, classes, measure = (
-        getattr(probed, k) for k in ("score", "current", "images", "classes", "measure")
-    )
+    score, current, images, classes, measure = probed.parts()
     origin = teacher.input_spec.origin
     if not current < PROBE_BELOW or (origin.get("mean") == RECIPE and origin.get("std") == RECIPE):
         return None  # competent, given by the recipe, or not judged (NaN): nothing to probe
@@ -264,9 +266,7 @@ def size_finding(
     ``data.image_size``, or timm's ``pretrained_cfg``) scores far better (as :func:`normalisation_line` asks) at
     twice or half of it, or, fed timm's, at ``image_size`` (a timm network trained by its owner at 32 px was
     fed 176 px, no size tried); else None. ``fed_as``: as :func:`channel_order_line`'s."""
-    score, current, images, classes, measure = (
-        getattr(probed, k) for k in ("score", "current", "images", "classes", "measure")
-    )
+    score, current, images, classes, measure = probed.parts()
     sizes = size_candidates(teacher, image_size)
     if not current < PROBE_BELOW or not sizes:
         return None
