@@ -131,8 +131,8 @@ def _beyond_hint(counts: np.ndarray, classes: int) -> str:
             f"; the maps reach {classes} exactly, one beyond the list: numbered from 1, with 0 = other or ignore"
             " (as ADE20K's)? classes.txt then names value 0 first (line i = value i)"
         )
-    # as many values as classes or more, a sparse subset of ids reaching up to 3x the list: a richer id scheme
-    if classes < top <= 3 * classes and classes <= used.size < 0.8 * (top + 1):
+    # half as many values as classes or more, a sparse subset of ids reaching up to 3x the list: a richer scheme
+    if classes < top <= 3 * classes and classes / 2 <= used.size < 0.8 * (top + 1):
         return (
             f"; they use {used.size} values up to {top}: ids of another convention than the class list's (Cityscapes'"
             " labelIds 0-33 against trainIds 0-18?); classes.txt names every value the maps hold (line i = value i)"
