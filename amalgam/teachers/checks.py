@@ -112,7 +112,8 @@ def _nonfinite_problem(teacher: Teacher, out: torch.Tensor) -> Optional[str]:
         return None
     bad = ~torch.isfinite(out)
     values = f"{int(bad.sum()):,} of {bad.numel():,} values"
-    images = int(_failing_rows(teacher.task, out).sum())
+    # the images training would count as failed: the task's own marks decide (depth's sky +inf is no failure)
+    images = int(teacher.task.nonfinite_rows(teacher.task.mark_no_answer(out)).sum())
     if images == out.shape[0]:  # every image: a diverged checkpoint, not an odd input
         return f"{values} of its output on a random batch are NaN or inf (a diverged checkpoint, -inf masking?)"
     if images == 0:  # the task reads them as no answer there (depth's sky at +inf beside depth), as training does
@@ -123,14 +124,6 @@ def _nonfinite_problem(teacher: Teacher, out: torch.Tensor) -> Optional[str]:
             " rows out and counts them (it stops where most are), evaluation leaves such images out"
         )
     return None
-
-
-def _failing_rows(task, out: torch.Tensor) -> torch.Tensor:
-    """The images of a check batch its teacher fails on, as training counts them: a task that marks its own
-    holes (:attr:`~amalgam.task.Task.marks_holes`) decides which non-finite values are failures; else any."""
-    if task.marks_holes:
-        return task.nonfinite_rows(task.mark_no_answer(out))
-    return (~torch.isfinite(out)).reshape(len(out), -1).any(1)  # a per-image [B] output too
 
 
 def check_teacher_output(teacher: Teacher, image_size) -> None:
