@@ -436,15 +436,20 @@ def eval_answers(
     (originals differ in size)."""
     task = teacher.task
     answers, truths = [], []
-    # the originals, also where no teacher's view differs from the student's: the size probe's 2x view made
-    # from the student's image could not show a teacher trained at twice its size
-    with attributes_set([(dataset, "originals", True)] if hasattr(dataset, "originals") else []):
+    with with_originals(dataset):
         for index in spread(len(dataset), count) if indices is None else indices:  # one original held at a time
             sample = dataset[index]
             truth = torch.as_tensor(sample[task.target_key])
             answers.append(_plain_answer(plan, teacher, sample, tuple(truth.shape[-2:]) if task.dense else None))
             truths.append(truth)
     return answers, truths
+
+
+def with_originals(dataset: ImageSet):
+    """``dataset`` giving its decoded originals for the block, also where no teacher's view differs from the
+    student's: the size probe's 2x view made from the student's image could not show a teacher trained at twice
+    its size (a set that cannot give them, not an ImageSet, is left as it is)."""
+    return attributes_set([(dataset, "originals", True)] if hasattr(dataset, "originals") else [])
 
 
 def _plain_answer(plan: Plan, teacher: Teacher, sample: dict, size: Optional[tuple[int, int]]) -> torch.Tensor:
@@ -465,7 +470,7 @@ def check_reading_without_truth(plan: Plan, teacher: Teacher, log: Callable[[str
         return
     dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
     size = tuple(plan.recipe.data.image_size) if teacher.task.dense else None
-    with attributes_set([(dataset, "originals", True)] if hasattr(dataset, "originals") else []):
+    with with_originals(dataset):
         indices = spread(len(dataset), READING_CHECK_IMAGES)
         answers = [_plain_answer(plan, teacher, dataset[index], size) for index in indices]
     for line in teacher.task.unchecked_reading(teacher.name, teacher.output_kind, answers):
