@@ -577,12 +577,8 @@ class DepthTask(Task):
         student's depth head reaches 1,097 m)."""
         if kind in RELATIVE_KINDS:
             return []
-        values = [a[torch.isfinite(a) & (a > 0)].float().flatten() for a in answers]
-        values = torch.cat(values) if values else torch.empty(0)
-        if values.numel() < CHECK_MIN_PIXELS:
-            return []
-        median = float(values.median())
-        if PLAUSIBLE_NEAREST <= median <= PLAUSIBLE_METRES:
+        median = _median_depth(answers, CHECK_MIN_PIXELS)
+        if median is None or PLAUSIBLE_NEAREST <= median <= PLAUSIBLE_METRES:
             return []
         return [
             f"teacher {teacher}'s depth, read as {kind}, has a median of {median:.3g} m on {len(answers)} images of"
@@ -744,9 +740,11 @@ PLAUSIBLE_METRES = 100.0
 PLAUSIBLE_NEAREST = 0.05
 
 
-def _median_depth(truths: list[torch.Tensor]) -> Optional[float]:
-    valid = torch.cat([t[t > 0].float().flatten() for t in truths]) if truths else torch.empty(0)
-    return float(valid.median()) if valid.numel() else None
+def _median_depth(maps: list[torch.Tensor], least: int = 1) -> Optional[float]:
+    """The median of the depth (finite, > 0) of ``maps`` pooled; None with under ``least`` such values."""
+    valid = [m[torch.isfinite(m) & (m > 0)].float().flatten() for m in maps]
+    valid = torch.cat(valid) if valid else torch.empty(0)
+    return float(valid.median()) if valid.numel() >= max(least, 1) else None
 
 
 def _unit_problem(teacher: str, kind: str, scale: float, set_median: Optional[float] = None) -> Optional[str]:
