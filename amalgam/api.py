@@ -453,7 +453,7 @@ def export(
     quiet: bool = False,
 ) -> tuple[Path, Optional[float]]:
     """``amalgam export``: writes a finished run's student as TorchScript or ONNX with its ``.json``, checked
-    against the student; returns the file and the parity max abs diff (None: unchecked, ONNX without
+    against the student; returns the file and the parity max difference (None: unchecked, ONNX without
     onnxruntime). Raises ``ParityError`` (an :class:`AmalgamError`) over ``tolerance``, writing nothing."""
     if format not in ("torchscript", "onnx"):
         raise AmalgamError(f"format: torchscript or onnx, got {format!r}")

@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance",
         type=float,
-        help="max abs diff allowed by the parity check (default 1e-4; given, it must be checked)",
+        help="max difference allowed by the parity check: absolute, relative where the student answers beyond"
+        " +-1 (default 1e-4; given, it must be checked)",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_export, debug=False)
