@@ -590,6 +590,19 @@ def test_depth_scale_on_a_set_of_float_maps_is_said_not_applied(tmp_path, more):
     assert any("depth maps read as metres, as float maps are: " in line for line in said), said
 
 
+def test_depth_scale_written_at_its_default_on_float_maps_is_said_not_applied(tmp_path, more):
+    # `depth_scale: 1000` written over float maps was ignored without a word (the default looked the same)
+    write_scenes(tmp_path / "val", 4, seed=1)
+    for path in sorted((tmp_path / "val" / "depth").glob("*.png")):
+        np.save(path.with_suffix(".npy"), np.asarray(Image.open(path), dtype=np.float32) / 1000.0)  # metres
+        path.unlink()
+    model = {"factory": "models:from_image", "mode": "metric"}
+    for written, told in (({"depth_scale": 1000}, True), ({}, False)):
+        sets = {"m": {"type": "dense", "path": str(tmp_path / "val"), **written}}
+        _, said = plan_with(more, f"npy-m-{told}", model, sets, output="metric", eval="m")
+        assert any("depth_scale 1000 is not applied: every depth map is a float map" in x for x in said) is told, said
+
+
 def test_an_eval_set_read_in_millimetres_is_named_first_not_the_teacher():
     # float maps saved in millimetres read 4,160 m at their median: the stop told the user to scale a good teacher
     from amalgam_tasks.depth import _unit_problem

@@ -148,7 +148,9 @@ class DenseSet(FolderSet):
     values per metre: millimetres by default), ``classes.txt``. Images in subfolders of ``images/``
     are not read: they are counted in ``skipped``, so the source check says so."""
 
-    def __init__(self, root: Path, depth_scale: float = 1000.0, depth_reading: str = "depth"):
+    def __init__(
+        self, root: Path, depth_scale: float = 1000.0, depth_reading: str = "depth", scale_given: bool = False
+    ):
         skipped = Counter()
         if not (root / "images").is_dir():  # a public set's own layout (VOC's JPEGImages/, Cityscapes' leftImg8bit/)
             folders = sorted(p.name + "/" for p in root.iterdir() if p.is_dir()) if root.is_dir() else None
@@ -165,6 +167,7 @@ class DenseSet(FolderSet):
         self.root = root
         self.depth_scale = depth_scale
         self.depth_reading = depth_reading  # "inverse": the PNGs hold depth_scale / metres (disparity)
+        self.scale_given = scale_given  # written in the recipe, even at its default: said where float maps ignore it
         classes = root / "classes.txt"
         self.classes = read_names(classes, map_values=True) if classes.is_file() else None
         keys = set()
@@ -387,7 +390,9 @@ SOURCE_TYPES.add(
 SOURCE_TYPES.add(
     "dense",
     SourceType(
-        lambda cfg, r: DenseSet(_require(cfg, r, "path"), cfg.depth_scale, cfg.depth_reading),
+        lambda cfg, r: DenseSet(
+            _require(cfg, r, "path"), cfg.depth_scale, cfg.depth_reading, "depth_scale" in cfg.model_fields_set
+        ),
         options=IMAGE_FILES | {"classes_file", "depth_scale", "depth_reading"},
     ),
 )

@@ -249,7 +249,7 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
         unit = "as metres, as float maps are" + (
             " (inverse depth: metres = 1 / value)" if dataset.depth_reading == "inverse" else ""
         )
-        if dataset.depth_scale != DEFAULT_DEPTH_SCALE:
+        if dataset.depth_scale != DEFAULT_DEPTH_SCALE or getattr(dataset, "scale_given", False):
             warn(
                 f"depth_scale {dataset.depth_scale:g} is not applied: every depth map is a float map (.npy/.tiff),"
                 " read as metres; save them in metres"
