@@ -230,9 +230,10 @@ def train_student(
         save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
         evaluation = evaluate(plan, student, device, log=log)
         sizes = size_and_speed(plan, student, device)
-        report = build_report(recipe.name, evaluation, sizes, result, teacher_readings(plan), plan.teacher_warnings)
-        if result.warnings or plan.data_warnings:  # first: a diverged student makes every ratio below it meaningless
-            report["warnings"] = [*result.warnings, *plan.data_warnings, *report.get("warnings", [])]
+        readings, before = teacher_readings(plan), plan.teacher_warnings
+        report = build_report(recipe.name, evaluation, sizes, result, readings, before, plan.data_warnings)
+        if result.warnings:  # first: a diverged student makes every ratio below it meaningless
+            report["warnings"] = [*result.warnings, *report["warnings"]]
         if choice is not None:
             report["encoder_choice"] = choice.to_dict()
         if recipe.train.augment:  # the sources the flip left alone (none: {}): the mirror check's, or flip: false

@@ -116,6 +116,10 @@ class Task:
     higher_is_better: ClassVar[bool] = True
     #: Key of a per-class list in the meter's metrics ("iou", "recall"): the report's per-class table.
     per_class_metric: ClassVar[Optional[str]] = None
+    #: Ground truth a class needs before the per-class warnings judge it: the unit of the meter's
+    #: ``support`` list (items of ground truth per class, if it gives one) and the least count; one image
+    #: with recall 0 read as a near-blind teacher.
+    per_class_floor: ClassVar[tuple[str, int]] = ("items", 0)
     #: Values accepted for a teacher's ``output:`` key (the first is the default).
     output_kinds: ClassVar[tuple[str, ...]] = ("default",)
     #: Optional :class:`DistillOptions` fields :meth:`distill_loss` honours: "weights", "after_projection",

@@ -15,6 +15,7 @@ import yaml
 from world import TINY_BUILD
 
 from amalgam.cli import main
+from amalgam.evaluation.report import teacher_cell
 
 TASK_ROW_KEYS = {
     "teacher",
@@ -108,7 +109,9 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
     assert sorted(r["teacher"] for r in report["tasks"]) == ["cls", "depth", "seg-a", "seg-b"]
     for row in report["tasks"]:
         per_class = {"per_class_metric", "per_class"} if row["task"] != "depth" else set()
-        assert set(row) == TASK_ROW_KEYS | per_class
+        assert set(row) - {"per_class_verdicts"} == TASK_ROW_KEYS | per_class
+        # only where a class is warned of: {verdict: [class names]}
+        assert set(row.get("per_class_verdicts", {})) <= ({"near_blind", "lost", "thin"} if per_class else set())
         assert row["metric"] == {"classification": "top1", "segmentation": "miou", "depth": "rmse"}[row["task"]]
         assert row["higher_is_better"] == (row["task"] != "depth")
         assert math.isfinite(row["teacher_value"]) and math.isfinite(row["student_value"])
@@ -153,8 +156,9 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
 def test_report_md_and_train_log(built_run):
     md = (built_run / "report.md").read_text()
     assert md.startswith("# amalgam report: tiny")
-    for teacher in ("cls", "seg-a", "seg-b", "depth"):
-        assert f"| {teacher} |" in md
+    report = json.loads((built_run / "report.json").read_text())
+    for row in report["tasks"]:  # each teacher's row, with what its per-class verdicts warn of
+        assert f"| {teacher_cell(row)} |" in md
     rows = read_log(built_run)
     assert len(rows) == 1  # one row per epoch
     assert rows[0]["epoch"] == "1"

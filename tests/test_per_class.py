@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from amalgam.evaluation.metrics import ConfusionMatrix
-from amalgam.evaluation.per_class import class_warnings, per_class_rows
+from amalgam.evaluation.per_class import class_verdicts, class_warnings, per_class_rows, verdict_counts
 from amalgam.evaluation.report import to_markdown
 from amalgam.evaluation.visual import write_html
+from amalgam.task import get_task
 
 
 def test_recall_per_class_by_hand():
@@ -76,7 +79,9 @@ def test_build_report_carries_per_class_tables(built_run):
         w
         for r in report["tasks"]
         if r.get("per_class")
-        for w in class_warnings(r["teacher"], r["per_class_metric"], r["per_class"])
+        for w in class_warnings(
+            r["teacher"], r["per_class_metric"], r["per_class"], floor=get_task(r["task"]).per_class_floor
+        )
     ]
     # the cls teacher is scored on part of items-val (tests/test_faults_eval.py): that line aside,
     # the tiny world's depth teacher is far from metric: its task's own warning follows
@@ -236,3 +241,69 @@ def test_a_student_far_above_its_teacher_is_warned_about():
     assert "teachers.d.input: size, mean/std, channel order" in line
     assert TaskResult("d", depth, "val", {"rmse": 0.5}, {"rmse": 0.45})._far_above_warning() == []  # 1.11x: no word
     assert TaskResult("d", depth, "val", {"rmse": None}, {"rmse": 0.45})._far_above_warning() == []  # not scored
+
+
+def test_a_class_with_too_little_ground_truth_is_not_judged_but_named():
+    # a trial: "teacher near-blind on 'Dress' (recall 0.000)" came from one image (0.89 on the full set)
+    rows = per_class_rows(
+        ["a", "b", "c"], [0.0, 0.0, 0.9], [0.0, 0.0, 0.1], support=[1, 40, 30]
+    )  # 'a': one image; 'b': blind on 40; 'c': lost on 30
+    lines = class_warnings("t", "recall", rows, floor=("images", 10))
+    assert not any("near-blind on 'a'" in line for line in lines)
+    assert any("near-blind on 'b'" in line for line in lines) and any("lost 'c'" in line for line in lines)
+    assert lines[-1].startswith(
+        "teacher t: 1 class of its eval set too thin to judge per class (under 10 images of ground truth each):"
+        " 'a' (1 images)"
+    )
+    assert class_verdicts(rows, floor=("images", 10)) == {"near_blind": [rows[1]], "lost": [rows[2]], "thin": [rows[0]]}
+
+
+def test_the_headline_row_and_the_tables_carry_what_a_mean_hides():
+    # a trial: a blind teacher's headline row read "ratio 0.9855" with no mark; html had no whole-label-space
+    # per-class tables and showed an undefined ratio as nan (None once re-rendered), md as n/a
+    report = {"name": "r", "warnings": [], "train": {"epochs": 0}}
+    report["student"] = report["teachers"] = {"params": 10, "latency_ms": {"b1": 1.0, "b32": 0.5}}
+    per_class = per_class_rows(
+        ["bg", "shirt", "coat"], [0.9, 0.05, 0.6], [0.9, 0.0, 0.2], {"coat": 0.45}, [500, 2000, 3000]
+    )
+    row = {"teacher": "seg", "task": "segmentation", "eval": "e", "metric": "miou", "higher_is_better": True}
+    row |= {"teacher_value": 0.5, "student_value": 0.4, "ratio": float("nan"), "relative": None}
+    row |= {"per_class": per_class, "per_class_metric": "iou"}
+    row["per_class_verdicts"] = verdict_counts(class_verdicts(per_class, floor=("pixels", 1024)))
+    report["tasks"] = [row]
+    report["unified"] = [
+        {"task": "segmentation", "eval": "e", "metrics": {"iou": [0.9, None, 0.45]}, "classes": ["bg", "shirt", "coat"]}
+    ]
+    md = to_markdown(report)
+    note = "seg (warned: teacher near-blind on 1 class; student lost 1 class; too thin to judge: 1 class)"
+    assert f"| {note} | segmentation |" in md
+    assert "| class | teacher | student | ratio | student, all its labels | ground truth |" in md
+    assert "| coat | 0.6000 | 0.2000 | 0.3333 | 0.4500 | 3,000 |" in md
+    assert "| shirt | 0.4500 |" not in md and "1 label without ground truth in the images scored not listed" in md
+    page = write_html(Path(tempfile.mkdtemp()), report).read_text()
+    assert f"<td>{note}</td>" in page and "nan" not in page and "None" not in page
+    assert "Student over all its labels on &#x27;e&#x27;: iou per class" in page
+    assert "<tr><td>coat</td><td>0.6000</td><td>0.2000</td><td>0.3333</td><td>0.4500</td><td>3,000</td></tr>" in page
+
+
+def test_labels_the_scored_images_hold_nothing_of_are_warned(world, built_run):
+    # a trial: train.max_eval_images 5 scored 5 of 9 classes; only "absent: Sandal" (no folder) was warned
+    import amalgam
+
+    report = amalgam.evaluate(world, built_run / "student.pt", overrides={"train.max_eval_images": 1}, quiet=True)
+    cls = next(r for r in report["tasks"] if r["task"] == "classification")
+    unseen = [c["class"] for c in cls["per_class"] if c.get("support") == 0]
+    assert unseen
+    line = next(w for w in report["warnings"] if w.startswith(f"teacher {cls['teacher']}: {len(unseen)} of its labels"))
+    assert "have no ground truth in the 1 images scored" in line and "train.max_eval_images" in line
+
+
+def test_eval_reports_the_eval_sets_data_warnings_as_a_build_does(fresh_world, built_run):
+    # a trial: report.json began "data.eval.scenes-sub: 2 of 11 classes have no pixel in any label map";
+    # `amalgam eval` on the same recipe and student said it in the log only
+    import amalgam
+
+    classes = fresh_world.parent / "scenes" / "val" / "classes.txt"
+    classes.write_text(classes.read_text() + "unicorn\n")
+    report = amalgam.evaluate(fresh_world, built_run / "student.pt", quiet=True)
+    assert any(w.startswith("data.eval.scenes-val: ") and "no pixel in any label map" in w for w in report["warnings"])

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 from PIL import Image
 
 from amalgam.cli import main
+from amalgam.evaluation.report import teacher_cell
 
 
 def test_build_writes_report_html_with_pictures(built_run):
     page = (built_run / "report.html").read_text()
     report = json.loads((built_run / "report.json").read_text())
-    for row in report["tasks"]:
-        assert f"<td>{row['teacher']}</td>" in page
+    for row in report["tasks"]:  # the name, and what its per-class verdicts warn of
+        assert f"<td>{html.escape(teacher_cell(row))}</td>" in page
     assert 'src="curves.png"' in page and 'src="samples.png"' in page
     assert report["unified"] and "Student over its whole unified label space" in page  # as report.md has it
     for u in report["unified"]:

@@ -14,10 +14,18 @@ from torch.utils.data import DataLoader, Subset
 
 from amalgam.data.image_set import spread
 from amalgam.data.views import BatchViews, collate, resize
+from amalgam.distill.eval_checks import shorten
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.coverage import Coverage
-from amalgam.evaluation.per_class import MOSTLY, class_warnings, label_order_warning, per_class_rows
+from amalgam.evaluation.per_class import (
+    MOSTLY,
+    class_verdicts,
+    class_warnings,
+    label_order_warning,
+    per_class_rows,
+    verdict_counts,
+)
 from amalgam.labels import IGNORE, LabelSpace, lookup, projection
 from amalgam.labels.names import CATCH_ALL_NAMES, fold
 from amalgam.plugin_contract import require_metric
@@ -71,7 +79,10 @@ class TaskResult:
         key = self.task.per_class_metric
         if key is None or self.classes is None or key not in self.teacher_metrics:
             return None
-        return per_class_rows(self.classes, self.teacher_metrics[key], self.student_metrics[key], self.deployed)
+        support = self.teacher_metrics.get("support")
+        return per_class_rows(
+            self.classes, self.teacher_metrics[key], self.student_metrics[key], self.deployed, support
+        )
 
     def warnings(self) -> list[str]:
         """Classes the teacher is near-blind on or the student lost (see per_class.py), what the
@@ -82,13 +93,28 @@ class TaskResult:
 
     def _reference_warnings(self) -> list[str]:
         rows = self.per_class()
-        lines = class_warnings(self.teacher, self.task.per_class_metric, rows) if rows else []
+        metric, floor = self.task.per_class_metric, self.task.per_class_floor
+        lines = class_warnings(self.teacher, metric, rows, floor=floor) + self._unseen_warning(rows) if rows else []
         if rows and (order := label_order_warning(self.teacher, self.classes, self.teacher_metrics.get(MOSTLY))):
             lines.insert(0, order)
         partial = self.coverage.warning() if self.coverage else None
         own = self.task.teacher_warnings(self.teacher, self.teacher_metrics)
         far = [] if lines or own else self._far_above_warning()  # a reason said already is not said twice
         return lines + own + ([partial] if partial else []) + far
+
+    def _unseen_warning(self, rows: list[dict]) -> list[str]:
+        """The line naming the teacher's labels that the eval set has classes for but that no image
+        scored holds (a limit, ``train.max_eval_images``, can leave them out): the mean covers the others."""
+        absent = set(self.coverage.absent) if self.coverage else set()
+        unseen = [r["class"] for r in rows if r.get("support") == 0 and r["class"] not in absent]
+        if not unseen:
+            return []
+        scored = sum(1 for r in rows if r.get("support"))
+        return [
+            f"teacher {self.teacher}: {len(unseen)} of its labels that '{self.eval}' names have no ground truth in"
+            f" the {self.images:,} images scored ({shorten(unseen)}): its {self.task.metric} covers the other"
+            f" {scored} (data.eval.{self.eval}.limit or train.max_eval_images left them out?)"
+        ]
 
     def _far_above_warning(self) -> list[str]:
         """The line when the student scores :data:`FAR_ABOVE` times the teacher or more: more often a
@@ -123,6 +149,8 @@ class TaskResult:
         extra = {}
         if (rows := self.per_class()) is not None:
             extra = {"per_class_metric": self.task.per_class_metric, "per_class": rows}
+            if verdicts := verdict_counts(class_verdicts(rows, floor=self.task.per_class_floor)):
+                extra["per_class_verdicts"] = verdicts
         return {
             "teacher": self.teacher,
             "task": self.task.name,

@@ -18,7 +18,11 @@ LOST_BELOW = 0.5
 
 
 def per_class_rows(
-    classes: list[str], teacher: list, student: list, deployed: Optional[dict[str, float]] = None
+    classes: list[str],
+    teacher: list,
+    student: list,
+    deployed: Optional[dict[str, float]] = None,
+    support: Optional[list] = None,
 ) -> list[dict]:
     """``[{"class", "teacher", "student", "ratio"}]``, one per class; None where a class was never scored.
 
@@ -28,20 +32,59 @@ def per_class_rows(
         student: the student's per-class scores on the teacher's labels.
         deployed: the student's per-class scores over its whole label space, by class, where they
             differ from the row's (a teacher of part of the space): a row's ``student_all_labels``.
+        support: the ground truth of each class in the images scored (the meter's ``support``), a
+            row's ``support``.
     """
     rows = []
-    for name, t, s in zip(classes, teacher, student):
+    for i, (name, t, s) in enumerate(zip(classes, teacher, student)):
         ratio = s / t if t and s is not None else None
         rows.append({"class": name, "teacher": t, "student": s, "ratio": ratio})
+        if support is not None and i < len(support):
+            rows[-1]["support"] = support[i]
         if deployed is not None and name in deployed:
             rows[-1]["student_all_labels"] = deployed[name]
     return rows
 
 
+def class_verdicts(
+    rows: list[dict],
+    blind_below: float = BLIND_BELOW,
+    lost_below: float = LOST_BELOW,
+    floor: tuple[str, int] = ("items", 0),
+) -> dict[str, list[dict]]:
+    """The rows by verdict: ``near_blind`` (the teacher under ``blind_below``), ``lost`` (the student
+    under ``lost_below`` times the teacher) and ``thin`` (less ground truth than ``floor``'s count: not
+    judged); rows not scored or judged fine are in none. ``floor`` is the unit of a row's ``support`` and
+    the least a class needs."""
+    found: dict[str, list[dict]] = {"near_blind": [], "lost": [], "thin": []}
+    for r in rows:
+        t, s = r["teacher"], r["student"]
+        if t is None:
+            continue
+        if r.get("support") is not None and r["support"] < floor[1]:
+            found["thin"].append(r)
+        elif t < blind_below:
+            found["near_blind"].append(r)
+        elif s is None or s < lost_below * t:
+            found["lost"].append(r)
+    return found
+
+
+def verdict_counts(verdicts: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """The class names of each verdict that has any (report.json's ``per_class_verdicts``)."""
+    return {kind: [r["class"] for r in rows] for kind, rows in verdicts.items() if rows}
+
+
 def class_warnings(
-    teacher: str, metric: str, rows: list[dict], blind_below: float = BLIND_BELOW, lost_below: float = LOST_BELOW
+    teacher: str,
+    metric: str,
+    rows: list[dict],
+    blind_below: float = BLIND_BELOW,
+    lost_below: float = LOST_BELOW,
+    floor: tuple[str, int] = ("items", 0),
 ) -> list[str]:
-    """One line per class where the teacher is near-blind, or the student lost what the teacher has.
+    """One line per class where the teacher is near-blind, or the student lost what the teacher has;
+    classes with less ground truth than ``floor`` are not judged, and named in one line.
 
     Args:
         teacher: the teacher's name (for the message).
@@ -49,30 +92,46 @@ def class_warnings(
         rows: from :func:`per_class_rows`.
         blind_below: teacher score under which it is near-blind on the class.
         lost_below: student/teacher ratio under which the student has lost the class.
+        floor: the unit of a row's ``support`` and the least a class needs to be judged.
     """
-    lines = []
-    for r in rows:
-        t, s = r["teacher"], r["student"]
-        if t is None:
-            continue
-        if t < blind_below:
-            lines.append(
-                f"teacher {teacher} is near-blind on '{r['class']}' ({metric} {t:.3f} < {blind_below}): "
-                "the student cannot learn that class from it"
-            )
-        elif s is None or s < lost_below * t:
-            shown = "n/a" if s is None else f"{s:.3f}"
-            deployed = r.get("student_all_labels")
-            also = (  # the row sums the student into the teacher's labels: its background may outweigh the class
-                f"; over all its labels, as deployed, {deployed:.3f}"
-                if deployed is not None and (s is None or abs(deployed - s) >= 0.0005)
-                else ""
-            )
-            lines.append(
-                f"student lost '{r['class']}' of teacher {teacher}: {metric} {shown} vs the teacher's {t:.3f} "
-                f"(< {lost_below:g}x){also}"
-            )
+    found = class_verdicts(rows, blind_below, lost_below, floor)
+    lines = [
+        f"teacher {teacher} is near-blind on '{r['class']}' ({metric} {r['teacher']:.3f} < {blind_below}): "
+        "the student cannot learn that class from it"
+        for r in found["near_blind"]
+    ]
+    lines += [_lost_line(teacher, metric, r, lost_below) for r in found["lost"]]
+    if thin := [f"'{r['class']}' ({r['support']:,} {floor[0]})" for r in found["thin"]]:
+        lines.append(
+            f"teacher {teacher}: {len(thin)} class{'es' if len(thin) > 1 else ''} of its eval set too thin to judge"
+            f" per class (under {floor[1]:,} {floor[0]} of ground truth each): {', '.join(thin[:8])}"
+            + (f" and {len(thin) - 8} more" if len(thin) > 8 else "")
+            + "; their scores are noise and the mean carries them (a larger eval set scores them)"
+        )
     return lines
+
+
+def _lost_line(teacher: str, metric: str, r: dict, lost_below: float) -> str:
+    t, s = r["teacher"], r["student"]
+    shown = "n/a" if s is None else f"{s:.3f}"
+    deployed = r.get("student_all_labels")
+    also = (  # the row sums the student into the teacher's labels: its background may outweigh the class
+        f"; over all its labels, as deployed, {deployed:.3f}"
+        if deployed is not None and (s is None or abs(deployed - s) >= 0.0005)
+        else ""
+    )
+    return (
+        f"student lost '{r['class']}' of teacher {teacher}: {metric} {shown} vs the teacher's {t:.3f} "
+        f"(< {lost_below:g}x){also}"
+    )
+
+
+def headline_note(verdicts: dict[str, list[str]]) -> str:
+    """What a teacher's headline row carries of its ``per_class_verdicts`` ("" when none): a mean ratio
+    read alone hid a teacher blind on a class."""
+    words = {"near_blind": "teacher near-blind on", "lost": "student lost", "thin": "too thin to judge:"}
+    parts = [f"{words[k]} {len(v)} class{'es' if len(v) > 1 else ''}" for k, v in verdicts.items() if k in words]
+    return f" (warned: {'; '.join(parts)})" if parts else ""
 
 
 def label_order_warning(teacher: str, classes: list[str], mostly: Optional[list]) -> Optional[str]:
@@ -105,4 +164,5 @@ def scored_rows(rows: list[dict]) -> tuple[list[dict], str]:
     if not empty:
         return kept, ""
     shown = ", ".join(empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
-    return kept, f"{len(empty)} labels the eval set holds nothing of are not listed (report.json has them): {shown}"
+    labels = "1 label" if len(empty) == 1 else f"{len(empty)} labels"
+    return kept, f"{labels} without ground truth in the images scored not listed (report.json has them): {shown}"

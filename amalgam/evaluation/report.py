@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from amalgam.evaluation.evaluate import Evaluation, relative_to_teacher
-from amalgam.evaluation.per_class import scored_rows
+from amalgam.evaluation.per_class import headline_note, scored_rows
 from amalgam.io import atomic_save, write_json
 from amalgam.training.result import TrainResult, weights_text
 
@@ -26,11 +26,13 @@ def build_report(
     train: TrainResult | None,
     readings: dict | None = None,
     before: list[str] | None = None,
+    data: list[str] | None = None,
 ) -> dict:
     """The report dict; its field names are a public contract (extend, never rename).
 
     ``readings`` (:func:`teacher_readings`) goes under ``teachers.reading``; ``before``, the teacher
-    checks' warnings before training (``Plan.teacher_warnings``), follow the evaluation's.
+    checks' warnings before training (``Plan.teacher_warnings``), follow the evaluation's; ``data``, the
+    sets' (``Plan.data_warnings``: classes a set cannot score), come first, in a build and in ``amalgam eval``.
     """
     report = {
         "name": name,
@@ -38,7 +40,7 @@ def build_report(
         "teachers": sizes["teachers"],
         "tasks": [r.row() for r in evaluation.tasks],
         "unified": evaluation.unified,
-        "warnings": evaluation.warnings() + before_training(before or []),
+        "warnings": [*(data or []), *evaluation.warnings(), *before_training(before or [])],
         "train": {
             "epochs": train.epochs if train else 0,
             "seconds": round(train.seconds, 2) if train else 0.0,
@@ -96,7 +98,7 @@ def to_markdown(report: dict) -> str:
     for r in report["tasks"]:
         arrow = "higher is better" if r["higher_is_better"] else "lower is better"
         lines.append(
-            f"| {r['teacher']} | {r['task']} | {r['eval']} | {r['metric']} ({arrow}) | "
+            f"| {teacher_cell(r)} | {r['task']} | {r['eval']} | {r['metric']} ({arrow}) | "
             f"{_fmt(r['teacher_value'])} | {_fmt(r['student_value'])} | {_fmt(r['ratio'])} | {_fmt(relative(r))} |"
         )
     lines += ["", RELATIVE_NOTE]
@@ -112,7 +114,7 @@ def to_markdown(report: dict) -> str:
     for u in report["unified"]:
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
         lines.append(f"| {u['task']} | {u['eval']} | {shown} |")
-    lines += _unified_per_class_markdown(report)
+    lines += _per_class_markdown(report, unified=True)
     s, t = report["student"], report["teachers"]
     share = s["params"] / t["params"] if t["params"] else float("nan")
     lines += [
@@ -158,40 +160,63 @@ def _student_shape_markdown(report: dict) -> list[str]:
     return budget_markdown(budget) if budget else []
 
 
-def _unified_per_class_markdown(report: dict) -> list[str]:
-    """The student's per-class scores over all its labels, as deployed, per whole-label-space row that
-    names its classes (a teacher's table scores it among that teacher's labels only)."""
+def teacher_cell(row: dict) -> str:
+    """A headline row's teacher: its name, and what its per-class verdicts warn of."""
+    return row["teacher"] + headline_note(row.get("per_class_verdicts") or {})
+
+
+def per_class_tables(report: dict, unified: bool = False) -> list[tuple[str, list[str], list[list], str]]:
+    """The report's per-class tables as ``(title, header, rows of values, line of classes left out)``:
+    each teacher's (teacher vs student on its labels; the student over all its labels where that
+    differs, and each class's ground truth), or with ``unified`` the student's over all its labels per
+    whole-label-space row. report.md and report.html draw the same tables."""
+    if unified:
+        return _unified_tables(report)
+    tables = []
+    for r in report["tasks"]:
+        if not r.get("per_class"):
+            continue
+        kept, left_out = scored_rows(r["per_class"])
+        keys = ["class", "teacher", "student", "ratio"]
+        keys += [k for k in ("student_all_labels", "support") if any(k in c for c in kept)]
+        rows = [[c.get(k) for k in keys] for c in kept]
+        title = f"{r['teacher']}: {r['per_class_metric']} per class"
+        tables.append((title, [COLUMN_NAMES.get(k, k) for k in keys], rows, left_out))
+    return tables
+
+
+def _unified_tables(report: dict) -> list[tuple[str, list[str], list[list], str]]:
     metrics = {r["task"]: r["per_class_metric"] for r in report["tasks"] if r.get("per_class_metric")}
-    lines = []
+    tables = []
     for u in report["unified"]:
         metric = metrics.get(u["task"])
         values = u["metrics"].get(metric) if metric else None
         if not u.get("classes") or not isinstance(values, list):
             continue
-        scored = [(name, v) for name, v in zip(u["classes"], values) if v is not None]
-        lines += ["", f"Student over all its labels on '{u['eval']}': {metric} per class", ""]
-        lines += ["| class | student |", "|---|---|", *(f"| {name} | {_fmt(v)} |" for name, v in scored)]
-    return lines
+        kept, left_out = scored_rows([{"class": name, "student": v} for name, v in zip(u["classes"], values)])
+        title = f"Student over all its labels on '{u['eval']}': {metric} per class"
+        tables.append((title, ["class", "student"], [[c["class"], c["student"]] for c in kept], left_out))
+    return tables
 
 
-def _per_class_markdown(report: dict) -> list[str]:
+#: per-class table headers of row keys that are not their own name
+COLUMN_NAMES = {"student_all_labels": "student, all its labels", "support": "ground truth"}
+
+
+def _per_class_markdown(report: dict, unified: bool = False) -> list[str]:
     lines = []
-    for r in report["tasks"]:
-        if not r.get("per_class"):
-            continue
-        metric = r["per_class_metric"]
-        lines += [
-            "",
-            f"{r['teacher']}: {metric} per class",
-            "",
-            "| class | teacher | student | ratio |",
-            "|---|---|---|---|",
-        ]
-        kept, left_out = scored_rows(r["per_class"])
-        for c in kept:
-            lines.append(f"| {c['class']} | {_fmt(c['teacher'])} | {_fmt(c['student'])} | {_fmt(c['ratio'])} |")
+    for title, header, rows, left_out in per_class_tables(report, unified):
+        lines += ["", title, "", f"| {' | '.join(header)} |", "|---" * len(header) + "|"]
+        lines += [f"| {' | '.join(table_cell(v) for v in row)} |" for row in rows]
         lines += ["", left_out] if left_out else []
     return lines
+
+
+def table_cell(value) -> str:
+    """A per-class table's cell: a count with thousands marks, a score to 4 decimals, n/a for none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return _fmt(value)
 
 
 def write_report(report: dict, run_dir: Path) -> None:

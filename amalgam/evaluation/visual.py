@@ -21,8 +21,7 @@ from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.errors import error_line
 from amalgam.evaluation.figures import pyplot
-from amalgam.evaluation.per_class import scored_rows
-from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, relative
+from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, per_class_tables, relative, table_cell, teacher_cell
 from amalgam.evaluation.tree_report import plot_tree
 from amalgam.io import is_disk_full
 from amalgam.labels import IGNORE, lookup, projection
@@ -165,30 +164,27 @@ def _show_values(axes, task: Task, maps: list[torch.Tensor], fig) -> None:
         fig.colorbar(im, ax=axes[-1], fraction=0.046, pad=0.04, label=task.picture_unit)
 
 
-def _per_class_html(row: dict, cell) -> str:
-    """One teacher's per-class table (teacher vs student)."""
-    kept, left_out = scored_rows(row["per_class"])
-    body = "".join(
-        f"<tr><td>{html.escape(c['class'])}</td>"
-        + "".join(f"<td>{'n/a' if c[k] is None else cell(c[k])}</td>" for k in ("teacher", "student", "ratio"))
-        + "</tr>"
-        for c in kept
+def _per_class_html(table: tuple[str, list[str], list[list], str]) -> str:
+    """One per-class table (:func:`~amalgam.evaluation.report.per_class_tables`)."""
+    title, header, rows, left_out = table
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(table_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<h2>{html.escape(title)}</h2><table>{head}{body}</table>" + (
+        f"<p>{html.escape(left_out)}</p>" if left_out else ""
     )
-    title = f"{html.escape(row['teacher'])}: {html.escape(row['per_class_metric'])} per class"
-    head = "<tr><th>class</th><th>teacher</th><th>student</th><th>ratio</th></tr>"
-    return f"<h2>{title}</h2><table>{head}{body}</table>" + (f"<p>{html.escape(left_out)}</p>" if left_out else "")
 
 
 def write_html(run_dir: Path, report: dict) -> Path:
     """``report.html``: the table of ``report.json`` plus the PNGs present in ``run_dir``."""
 
     def cell(v) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+        return html.escape(table_cell(v) if v is None or isinstance(v, float) else str(v))
 
     rows = "".join(
         "<tr>"
         + "".join(
-            f"<td>{cell(r[k])}</td>" for k in ("teacher", "task", "eval", "metric", "teacher_value", "student_value")
+            f"<td>{cell(teacher_cell(r) if k == 'teacher' else r[k])}</td>"
+            for k in ("teacher", "task", "eval", "metric", "teacher_value", "student_value")
         )
         + f"<td>{cell(r['ratio'])}</td><td><b>{cell(relative(r))}</b></td></tr>"
         for r in report.get("tasks", [])
@@ -202,7 +198,7 @@ def write_html(run_dir: Path, report: dict) -> Path:
     )
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in report.get("warnings", []))
     warnings = f'<h2>Warnings</h2><ul style="color:#b00">{warnings}</ul>' if warnings else ""
-    per_class = "".join(_per_class_html(r, cell) for r in report.get("tasks", []) if r.get("per_class"))
+    per_class = "".join(_per_class_html(t) for t in per_class_tables(report))
     unified = "".join(
         f"<tr><td>{html.escape(u['task'])}</td><td>{html.escape(u['eval'])}</td><td>"
         + ", ".join(f"{html.escape(k)} {cell(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
@@ -213,7 +209,7 @@ def write_html(run_dir: Path, report: dict) -> Path:
         unified = (
             "<h2>Student over its whole unified label space</h2><table><tr><th>task</th><th>eval set</th>"
             f"<th>metrics</th></tr>{unified}</table>"
-        )
+        ) + "".join(_per_class_html(t) for t in per_class_tables(report, unified=True))
     pictures = "".join(
         f'<h2>{title}</h2><img src="{name}" style="max-width:100%">'
         for name, title in (

@@ -27,6 +27,7 @@ class TopOne:
             "top1": self.confusion.accuracy(),
             "count": int(self.confusion.matrix.sum()),
             "recall": [None if torch.isnan(v) else v.item() for v in self.confusion.recall()],
+            "support": self.confusion.matrix.sum(1).tolist(),  # items of ground truth per class
             "mostly_predicted_as": self.confusion.mostly_predicted_as(min_count=MIN_ITEMS_JUDGED),
         }
 
@@ -42,6 +43,7 @@ class ClassificationTask(LabelledOutputs, Task):
     target_key = "label"
     metric = "top1"
     per_class_metric = "recall"
+    per_class_floor = ("images", 10)
     higher_is_better = True
 
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:

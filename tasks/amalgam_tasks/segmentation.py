@@ -40,6 +40,8 @@ class SegmentationMeter:
             "miou": self.confusion.mean_iou(self.classes),
             "pixel_acc": self.confusion.accuracy(),
             "iou": [v.item() if ok and not torch.isnan(v) else None for v, ok in zip(iou, scorable)],
+            # pixels of ground truth per class (None: a class the set does not score)
+            "support": [int(n) if self.classes is None or i in self.classes else None for i, n in enumerate(truth)],
             "mostly_predicted_as": self.confusion.mostly_predicted_as(skip_common=True, min_count=MIN_PIXELS_JUDGED),
         }
 
@@ -57,6 +59,7 @@ class SegmentationTask(LabelledOutputs, Task):
     target_key = "mask"
     metric = "miou"
     per_class_metric = "iou"
+    per_class_floor = ("pixels", 1024)
     higher_is_better = True
 
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
