@@ -49,11 +49,13 @@ from amalgam.students.serialize import load_student as _load_student
 from amalgam.students.serialize import peers_note, stored_recipe
 from amalgam.training.engine import resolve_device
 from amalgam.training.progress import Console
+from amalgam.training.runtime import keeps_callers_state
 
 #: wrappers whose student, with its ``spec``, ``label_spaces`` and ``image_size``, is their ``.module``
 PARALLEL = (nn.DataParallel, nn.parallel.DistributedDataParallel)
-#: a recipe file (``str`` or path) or an already loaded :class:`~amalgam.config.recipe.Recipe`
-RecipeLike = Union[str, "os.PathLike[str]", Recipe]
+#: a recipe file (``str`` or path), an already loaded :class:`~amalgam.config.recipe.Recipe`, or a mapping
+#: as the YAML file would read (its relative paths resolve against the working directory)
+RecipeLike = Union[str, "os.PathLike[str]", Recipe, Mapping[str, Any]]
 #: ``{"key.path": value}`` or ``["key.path=value", ...]`` (see the module docstring)
 Overrides = Union[Mapping[str, Any], Sequence[str], None]
 
@@ -107,7 +109,8 @@ def load_recipe(recipe: RecipeLike, overrides: Overrides = None, output: Union[s
     """Reads and validates a recipe, with overrides applied.
 
     Args:
-        recipe: a YAML file, or a loaded recipe (overrides then apply to a copy of it).
+        recipe: a YAML file, a loaded recipe (overrides then apply to a copy of it), or a mapping as
+            the file would read (relative paths resolve against the working directory).
         overrides: see the module docstring.
         output: the run folder, replacing the recipe's ``output`` (relative to the working
             directory, like the CLI's ``--output``).
@@ -116,6 +119,8 @@ def load_recipe(recipe: RecipeLike, overrides: Overrides = None, output: Union[s
         RecipeError: naming the first offending key path.
     """
     sets = override_strings(overrides)
+    if isinstance(recipe, Mapping):  # written in Python: no file, so paths are the working directory's
+        recipe = parse_recipe(_plain(recipe), base_dir=Path.cwd())
     if isinstance(recipe, Recipe):
         loaded = recipe
         if sets:
@@ -130,6 +135,7 @@ def load_recipe(recipe: RecipeLike, overrides: Overrides = None, output: Union[s
     return loaded
 
 
+@keeps_callers_state
 def inspect(
     recipe: RecipeLike, overrides: Overrides = None, *, with_data: bool = True, quiet: bool = False
 ) -> Inspection:
@@ -147,6 +153,7 @@ def inspect(
     return inspect_recipe(load_recipe(recipe, overrides), with_data=with_data, log=Console(quiet))
 
 
+@keeps_callers_state
 def build(
     recipe: RecipeLike,
     overrides: Overrides = None,
@@ -181,11 +188,12 @@ def build(
 
 def _run_record(recipe: RecipeLike, overrides: Overrides, loaded: Recipe) -> dict:
     """``run.json``: how ``amalgam report`` loads the run's recipe again (the file and its overrides)."""
-    if isinstance(recipe, Recipe):  # no file: the recipe itself
+    if isinstance(recipe, (Recipe, Mapping)):  # no file: the recipe itself
         return {"recipe": None, "set": [], "dump": loaded.model_dump(mode="json"), "base_dir": str(loaded.base_dir)}
     return {"recipe": str(Path(recipe).resolve()), "set": override_strings(overrides)}
 
 
+@keeps_callers_state
 def evaluate(
     recipe: RecipeLike,
     student: Union[str, "os.PathLike[str]", nn.Module],
@@ -311,6 +319,7 @@ def _student_tasks(model: nn.Module, spaces: Optional[dict]) -> Optional[set[str
     return set(spaces) if spaces is not None else None
 
 
+@keeps_callers_state
 def search(
     recipe: RecipeLike,
     overrides: Overrides = None,

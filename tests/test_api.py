@@ -260,3 +260,59 @@ def test_evaluate_says_when_the_recipes_teachers_are_not_the_ones_the_student_wa
     said = capsys.readouterr().out
     assert f"note: the recipe's teachers differ from those {built_run / 'student.pt'} was built with" in said
     assert "teachers.cls.input.std" in said
+
+
+def test_a_build_gives_the_caller_its_random_streams_and_global_modes_back(world, tmp_path):
+    # a user trial: a random search drawing lr from np.random tried one value after every build (the build
+    # seeded the streams and left them so); deterministic mode stayed on; a float64 default made a
+    # float64 student (report.json said bf16); a build under torch.no_grad failed in its first backward
+    import random
+
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    before = torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.no_grad():
+            run = amalgam.build(world, TINY, output=tmp_path / "run", quiet=True)
+            assert torch.get_default_dtype() == torch.float64 and not torch.is_grad_enabled()
+    finally:
+        torch.set_default_dtype(before[0])
+    assert torch.are_deterministic_algorithms_enabled() == before[1]
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    state = torch.load(run.paths["student"], map_location="cpu", weights_only=False)["state_dict"]
+    floats = [v.dtype for v in state.values() if torch.is_tensor(v) and v.is_floating_point()]
+    assert floats and set(floats) == {torch.float32}
+
+
+def test_the_callers_own_import_of_a_recipes_model_module_stays_its_own(world):
+    # a user trial: after amalgam.inspect, sys.modules held amalgam's fresh copy of the recipe's module, so
+    # the caller's models of it no longer pickled (torch.save(model)) nor matched its classes by isinstance
+    import importlib
+    import pickle
+    import sys
+
+    sys.path.insert(0, str(Path(world).parent))
+    try:
+        models = importlib.import_module("models")
+        own = models.tiny_dense(3)
+        amalgam.inspect(world, with_data=False, quiet=True)
+        assert sys.modules["models"] is models
+        pickle.dumps(own)
+    finally:
+        sys.path.remove(str(Path(world).parent))
+        sys.modules.pop("models", None)
+
+
+def test_a_recipe_written_as_a_mapping_and_a_malformed_override(world, monkeypatch):
+    # a user trial: a dict recipe raised a bare TypeError; "train.epochs=[1" a yaml ParserError traceback
+    import yaml
+
+    from amalgam.errors import RecipeError
+
+    raw = yaml.safe_load(Path(world).read_text())
+    monkeypatch.chdir(Path(world).parent)  # a mapping's relative paths are the working directory's
+    assert amalgam.load_recipe(raw) == amalgam.load_recipe(world)
+    with pytest.raises(RecipeError, match=r"train.epochs: the value '\[1' is not YAML \("):
+        amalgam.load_recipe(world, ["train.epochs=[1"])

@@ -61,7 +61,12 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(child, dict):
             raise RecipeError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
         node = child
-    key, parsed = parts[-1], yaml.load(value, Loader=UniqueKeyLoader)
+    try:
+        parsed = yaml.load(value, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:  # a value typed on a command line: the key, not a traceback
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(key.strip(), f"the value '{value}' is not YAML ({problem})") from None
+    key = parts[-1]
     if parsed is None and tuple(parts[:-1]) in DROPPED_WHEN_NULL:
         node.pop(key, None)
         return

@@ -26,6 +26,7 @@ import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 from torch import nn
@@ -88,19 +89,32 @@ def check_allowed(module: str, base: Path) -> str:
     )
 
 
-def _forget(top: str) -> None:
-    """Drops ``top`` and its submodules from ``sys.modules`` so the next import reads the files again."""
-    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+def _forget(top: str) -> dict[str, ModuleType]:
+    """Drops ``top`` and its submodules from ``sys.modules`` so the next import reads the files again;
+    returns what it dropped (:func:`_give_back` puts it back)."""
+    dropped = {n: m for n, m in sys.modules.items() if n == top or n.startswith(top + ".")}
+    for name in dropped:
         del sys.modules[name]
+    return dropped
+
+
+def _give_back(top: str, dropped: dict[str, ModuleType]) -> None:
+    """The caller's own import of ``top`` back in ``sys.modules`` where it had one: replaced by the
+    recipe's copy, the models it had built no longer pickled (``torch.save(model)``) nor matched its
+    classes by ``isinstance``. Where it had none, the recipe's copy stays."""
+    if dropped:
+        _forget(top)
+        sys.modules.update(dropped)
 
 
 def import_factory(factory: str, base: Path) -> Callable[..., nn.Module]:
     """The factory function a recipe names, after checking the module may be run (see module doc)."""
     module_name, fn_name = split_factory(factory)
     where = check_allowed(module_name, base)
+    dropped: dict[str, ModuleType] = {}
     if where == "recipe folder":
         # another recipe's module of the same name, or this one before an edit, may be cached
-        _forget(module_name.split(".")[0])
+        dropped = _forget(module_name.split(".")[0])
         sys.path.insert(0, str(base))
     try:
         module = importlib.import_module(module_name)
@@ -113,6 +127,7 @@ def import_factory(factory: str, base: Path) -> Callable[..., nn.Module]:
     finally:
         if where == "recipe folder":
             sys.path.remove(str(base))
+            _give_back(module_name.split(".")[0], dropped)
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise AmalgamError(f"factory: module '{module_name}' has no function '{fn_name}'")

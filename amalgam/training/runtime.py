@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import functools
 import random
-from contextlib import AbstractContextManager
-from typing import Optional
+from contextlib import AbstractContextManager, contextmanager
+from typing import Callable, Iterator, Optional, ParamSpec, TypeVar
 
 import numpy as np
 import torch
 
 from amalgam.errors import AmalgamError
 from amalgam.precision import full_precision
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def seed_everything(seed: int) -> None:
@@ -24,6 +27,46 @@ def seed_everything(seed: int) -> None:
     # training step (profiled; docs/benchmarks.md): kernels that write their whole output need no fill
     if hasattr(torch.utils, "deterministic"):  # torch >= 2.2
         torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+@contextmanager
+def callers_state_kept() -> Iterator[None]:
+    """Runs the block in the state a build computes in and gives the caller back its own afterwards,
+    however the block ends: the random streams (Python, NumPy, torch; a build seeds them, so a search
+    drawing its settings from them drew the same one after every build), the deterministic-algorithms
+    mode a build turns on, torch's default dtype (float32 inside: a float64 default made a float64
+    student that report.json called bf16) and grad mode (on inside: a build called under ``no_grad``
+    or ``inference_mode`` failed in its first backward)."""
+    streams = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    mode = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    fill = getattr(getattr(torch.utils, "deterministic", None), "fill_uninitialized_memory", None)
+    dtype = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float32)
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.use_deterministic_algorithms(mode[0], warn_only=mode[1])
+        if fill is not None:
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+        random.setstate(streams[0])
+        np.random.set_state(streams[1])
+        torch.random.set_rng_state(streams[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def keeps_callers_state(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` run inside :func:`callers_state_kept`: the public verbs that seed or train."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with callers_state_kept():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def resolve_device(name: str) -> torch.device:
