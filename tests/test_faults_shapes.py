@@ -49,7 +49,8 @@ def test_weights_a_factory_loads_from_a_model_arg_key_the_cache_and_are_said(wor
     torch.save({"w": torch.ones(2)}, weights)  # retrained in place, same name
     assert weight_digests(recipe, "seg-a") != before
     note = unloaded_note("python", recipe.teachers["seg-a"].model.kwargs(), tmp_path)
-    assert note == "none: weights loaded by the factory from model.weights: w.pt (a file among its model args)"
+    said = "none: weights loaded by the factory from model.weights: w.pt (a file among its model args; not compared"
+    assert note == said + " with the model)"
     timm = {"name": "resnet10t", "checkpoint_path": str(weights)}  # an absolute path
     assert unloaded_note("timm", timm, tmp_path).startswith(
         f"none: weights loaded by timm from model.checkpoint_path: {weights}"
@@ -300,3 +301,86 @@ def test_a_labels_file_naming_one_class_twice_is_refused_with_both_lines(tmp_pat
         read_names(path)
     path.write_text("0 cat\n1 dog\n")
     assert read_names(path, map_values=True) == ["cat", "dog"]
+
+
+def test_weights_named_among_model_args_that_the_model_does_not_hold_stop(tmp_path):
+    # a trial: `checkpoint:` written inside `model:` (a factory taking **kwargs) was said "weights loaded by
+    # the factory from model.checkpoint" while the teacher ran with random weights; timm's
+    # pretrained_cfg_overlay.file too (amalgam builds timm with pretrained=False)
+    from amalgam.teachers.model_sources import unloaded_note
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1))
+    trained = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1))
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    (tmp_path / "labels.txt").write_text("a\nb\n")  # a file that is no weights: not compared
+    kwargs = {"factory": "m:f", "checkpoint": "w.pt", "names": "labels.txt"}
+    with pytest.raises(
+        AmalgamError, match=r"^model.checkpoint names weights \(w.pt\) the built model holds none of: the"
+    ):
+        unloaded_note("python", kwargs, tmp_path, model)
+    model.load_state_dict(trained.state_dict())  # the factory loaded them: said so
+    note = unloaded_note("python", kwargs, tmp_path, model)
+    assert note.endswith(
+        "model.checkpoint: w.pt; model.names: labels.txt (a file among its model args; not compared with the model)"
+    )
+    del kwargs["names"]
+    assert unloaded_note("python", kwargs, tmp_path, model).endswith(
+        "(a file among its model args; the model holds its weights)"
+    )
+
+
+def test_a_model_arg_naming_a_file_of_the_recipe_folder_reaches_the_factory_resolved(tmp_path, monkeypatch):
+    # a trial: timm's checkpoint_path was read against the working directory, another file than amalgam hashed
+    from amalgam.teachers.model_sources import _files_resolved
+
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "w.pt").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path / "ck")
+    kwargs = {"name": "resnet10t", "checkpoint_path": "ck/w.pt", "overlay": {"file": "ck/w.pt"}, "other": "w.pt"}
+    resolved = _files_resolved(kwargs, tmp_path)
+    assert resolved["checkpoint_path"] == resolved["overlay"]["file"] == str((tmp_path / "ck" / "w.pt").resolve())
+    assert resolved["name"] == "resnet10t" and resolved["other"] == "w.pt"  # no file of the recipe's folder
+
+
+def test_a_model_whose_own_child_is_named_module_loads_its_own_state_dict(tmp_path):
+    # a trial: its keys 'module.features...' were stripped as DDP's prefix, and the load refused them as missing
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1))
+
+    trained, model = Wrapped(), Wrapped()
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    assert load_checkpoint(model, tmp_path / "w.pt", "teacher 't'") == ""
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1))  # DDP's prefix on a plain model: stripped
+    torch.save({f"module.{k}": v for k, v in trained.module.state_dict().items()}, tmp_path / "ddp.pt")
+    assert "prefix stripped" in load_checkpoint(plain, tmp_path / "ddp.pt", "teacher 't'")
+
+
+def test_a_checkpoint_of_another_format_or_damaged_is_named_for_what_it_is(tmp_path):
+    # a trial: a TorchScript file was met with torch's "weights_only=False will likely succeed"; a safetensors
+    # file named .pt was "not a PyTorch file"; a truncated one "[Errno 22] Invalid argument"; a folder "not found"
+    from safetensors.torch import save_file
+
+    from amalgam.teachers.model_sources import read_state_dict
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3))
+    torch.jit.script(net).save(str(tmp_path / "scripted.pt"))
+    save_file(net.state_dict(), str(tmp_path / "st.pt"))
+    torch.save(net.state_dict(), tmp_path / "torch.safetensors")
+    torch.save(net.state_dict(), tmp_path / "full.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "full.pt").read_bytes()[:200])
+    (tmp_path / "folder").mkdir()
+    for name, said in (
+        ("scripted.pt", "it is a TorchScript file, a model of its own: give it as model: {from: torchscript"),
+        ("st.pt", "it is a safetensors file: name it .safetensors"),
+        ("torch.safetensors", "it is a torch.save file named .safetensors: name it .pt"),
+        ("cut.pt", "a zip (torch.save's format) that is cut short or damaged"),
+        ("folder", "is a folder, not a file"),
+    ):
+        with pytest.raises(AmalgamError) as info:
+            read_state_dict(tmp_path / name)
+        assert said in str(info.value), (name, str(info.value))

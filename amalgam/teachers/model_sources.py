@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -171,9 +172,11 @@ def check_model(source: str, kwargs: dict, base: Path) -> None:
 
 
 def build_model(source: str, kwargs: dict, base: Path) -> nn.Module:
-    """Builds the network a ``model:`` block describes (random weights; see :func:`load_checkpoint`)."""
+    """Builds the network a ``model:`` block describes (random weights; see :func:`load_checkpoint`).
+    A model arg naming a file relative to the recipe's folder is given as that file's absolute path:
+    timm's ``checkpoint_path`` read it against the working directory, another file than the one hashed."""
     try:
-        return MODEL_SOURCES.get(source).build(kwargs, base)
+        return MODEL_SOURCES.get(source).build(_files_resolved(kwargs, base), base)
     except AmalgamError:
         raise
     except Exception as exc:  # noqa: BLE001 - any constructor failure is the recipe's arguments or the user's code
@@ -214,6 +217,8 @@ AVERAGED_COUNT = "n_averaged"
 def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
     """:func:`read_checkpoint` plus where the state dict's keys were read: the entry's keys
     (``['state_dict']``; [] for a bare one), then ``module.`` if that prefix was stripped."""
+    if path.is_dir():
+        raise AmalgamError(f"checkpoint {path} is a folder, not a file: name the weights file in it")
     if not path.is_file():
         raise AmalgamError(f"checkpoint not found: {path}")
     try:
@@ -224,6 +229,8 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe pickles all land here
+        if kind := _other_format(path):
+            raise AmalgamError(f"cannot read checkpoint {path}: {kind}") from None
         head = _foreign_head(path) if path.suffix != ".safetensors" else None
         if head is not None:  # a saved error page, say; torch's own error on text is "101"
             raise AmalgamError(
@@ -258,6 +265,29 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
         note = f"{note}; {stripped}" if note else stripped
         taken = [*taken, DDP_PREFIX]
     return state, taken, note
+
+
+def _other_format(path: Path) -> Optional[str]:
+    """What a checkpoint that failed to load is instead, where its bytes tell: a TorchScript archive
+    (a model of its own, not a state dict), a safetensors file or a torch.save file under the other's
+    suffix, or a zip cut short; None where they do not."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return "a zip (torch.save's format) that is cut short or damaged: copy or save it again"
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "it is a TorchScript file, a model of its own: give it as model: {from: torchscript, path: ...}"
+        if path.suffix == ".safetensors":
+            return "it is a torch.save file named .safetensors: name it .pt"
+    if path.suffix != ".safetensors" and len(head) == 10 and head[8:10] == b'{"':  # 8-byte header length, JSON
+        return "it is a safetensors file: name it .safetensors"
+    if path.suffix == ".safetensors" and head.startswith(b"\x80"):
+        return "it is a torch.save file (a pickle) named .safetensors: name it .pt"
+    return None
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -387,6 +417,9 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
     except AmalgamError as exc:
         raise AmalgamError(f"{who}: {exc}") from None  # which teacher's file it is
     own = model.state_dict()
+    if DDP_PREFIX in taken and own and all(k.startswith(DDP_PREFIX) for k in own):  # the model's own child
+        state = {DDP_PREFIX + k: v for k, v in state.items()}  # is named 'module': its keys, not DDP's
+        note = "; ".join(part for part in note.split("; ") if DDP_PREFIX not in part)
     # torch fills in a BatchNorm's step count, which older checkpoints and conversions leave out
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
@@ -428,19 +461,29 @@ def _head_hint(key: str, own: dict, saved: torch.Size, model_key: str, kwargs: d
     return f" (its last layer: {saved[0]} outputs in the checkpoint, {built[0]} built: set {where} to {saved[0]})"
 
 
-def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None) -> str:
+def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None, model: Optional[nn.Module] = None) -> str:
     """What a teacher of ``model.from: source`` built without ``checkpoint`` runs with, for the log.
 
     With ``base`` (the recipe's folder), a model arg naming a file there (``weights: w.pt``, timm's
     ``checkpoint_path``) is said as where its weights come from: the source's own note called a
-    ``MyNet.from_pretrained(path)`` teacher random."""
+    ``MyNet.from_pretrained(path)`` teacher random. With the built ``model`` a weights file is checked
+    against it (:func:`args_weights_held`): one it holds none of stops, as the recipe says a load that
+    did not happen; one it cannot be compared with is said unchecked."""
     note = MODEL_SOURCES.get(source).unloaded(kwargs)
     files = file_kwargs(kwargs, base) if base is not None and note else {}
     if not files:
         return note
     loader = "the factory" if source == "python" else source
+    held = args_weights_held(model, files) if model is not None else {}
+    if unloaded := [key for key, ok in held.items() if ok is False]:
+        raise AmalgamError(
+            f"model.{unloaded[0]} names weights ({files[unloaded[0]][0]}) the built model holds none of: {loader}"
+            " did not load them, and the teacher would run with its own random weights. Give the file as the"
+            " teacher's checkpoint: (amalgam loads and checks it), or load it in the factory"
+        )
     named = "; ".join(f"model.{key}: {value}" for key, (value, _) in files.items())
-    return f"none: weights loaded by {loader} from {named} (a file among its model args)"
+    checked = "the model holds its weights" if held and all(held.values()) else "not compared with the model"
+    return f"none: weights loaded by {loader} from {named} (a file among its model args; {checked})"
 
 
 def file_kwargs(kwargs: dict, base: Optional[Path]) -> dict[str, tuple[str, Path]]:
@@ -458,6 +501,44 @@ def file_kwargs(kwargs: dict, base: Optional[Path]) -> dict[str, tuple[str, Path
                 found[key] = (value, path)
         except (OSError, ValueError):  # a name too long or holding NUL is no file
             continue
+    return found
+
+
+def _files_resolved(kwargs: dict, base: Path) -> dict:
+    """``kwargs`` with each relative value :func:`file_kwargs` finds replaced by its absolute path."""
+    files = {key: path for key, (value, path) in file_kwargs(kwargs, base).items() if not Path(value).is_absolute()}
+    if not files:
+        return kwargs
+
+    def swap(value: Any, key: str = "") -> Any:
+        if key in files:
+            return str(files[key].resolve())
+        if isinstance(value, dict):
+            return {k: swap(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(swap(v, f"{key}.{i}" if key else str(i)) for i, v in enumerate(value))
+        return value
+
+    return swap(kwargs)
+
+
+def args_weights_held(model: nn.Module, files: dict[str, tuple[str, Path]]) -> dict[str, Optional[bool]]:
+    """Per model arg naming a file (:func:`file_kwargs`): True where the built model holds at least one
+    of the file's tensors, False where it holds none of them under the same names and shapes (the factory
+    did not load it: a ``checkpoint:`` written inside ``model:``, timm's ``pretrained_cfg_overlay.file``
+    with ``pretrained=False``), None where it cannot tell (not a state dict, or no name in common)."""
+    own = model.state_dict()
+    found: dict[str, Optional[bool]] = {}
+    for key, (_, path) in files.items():
+        try:
+            state = read_state_dict(path)
+        except Exception:  # noqa: BLE001 - a config file, a tokenizer: not weights, nothing to check
+            found[key] = None
+            continue
+        common = [k for k, v in state.items() if k in own and v.shape == own[k].shape and v.is_floating_point()]
+        common = [k for k in common if own[k].is_floating_point() and own[k].numel() > 1]
+        same = [k for k in common if torch.equal(own[k], state[k].to(own[k].dtype))]
+        found[key] = bool(same) if common else None
     return found
 
 

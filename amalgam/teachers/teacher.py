@@ -303,7 +303,10 @@ def build_teacher(
         path, kwargs = recipe.resolve(cfg.checkpoint), cfg.model.kwargs()
         note = load_checkpoint(model, path, f"teacher '{name}'", f"teachers.{name}.model", kwargs)
     else:
-        note = unloaded_note(cfg.model.source, cfg.model.kwargs(), recipe.base_dir)
+        try:
+            note = unloaded_note(cfg.model.source, cfg.model.kwargs(), recipe.base_dir, model)
+        except AmalgamError as exc:
+            raise AmalgamError(f"teachers.{name}.{exc}") from None
     twin = _twin_network(name, model, recipe, built or {})
     teacher = Teacher(name, task, twin.model if twin else model, cfg, recipe.data.image_size)
     teacher.checkpoint_note = note

@@ -181,7 +181,11 @@ class Trainer:
             try:
                 loss, parts = self.step(batch)
             except AmalgamError as exc:
-                kept = f"; last good checkpoint: {self.run_dir / 'checkpoint.pt'} (--resume)" if epoch > 1 else ""
+                kept = (
+                    f"; last good checkpoint: {self.run_dir / 'checkpoint.pt'} (--resume; resume=True from Python)"
+                    if epoch > 1
+                    else ""
+                )
                 raise AmalgamError(f"epoch {epoch} step {step}: {exc}{kept}") from exc  # --debug: the cause's frames
             for key, value in {"loss": loss, **parts}.items():
                 sums[key] = sums.get(key, 0.0) + value
