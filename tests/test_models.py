@@ -312,7 +312,8 @@ def test_a_prefixed_network_beside_other_parts_gets_the_command_that_keeps_it(tm
     path = tmp_path / "lit.pt"
     torch.save({"state_dict": state, "epoch": 1}, path)
     said = (  # an EMA copy fits the model too: both are named, the choice left to the user
-        r"the model's keys are those under each of 'model\.', 'ema_model\.': choose one"
+        r"the model's keys are found under each of 'model\.', 'ema_model\.', the model's own do not have them:"
+        r" amalgam does not choose between two copies of the network; save the one meant"
         if beside == "ema_model"
         else r"the model's keys are those under 'model\.' \(beside criterion\.\)"
     )

@@ -373,7 +373,11 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
         else f"the model's keys are those under '{prefix}'{beside}"
     )
     if len(fits) > 1:  # two copies of the network (its weights and their EMA): amalgam does not choose
-        said = f"the model's keys are those under each of {', '.join(repr(f) for f in fits)}: choose one"
+        said = f"the model's keys are found under each of {', '.join(repr(f) for f in fits)}, the model's own"
+        return (
+            f" ({said} do not have them: amalgam does not choose between two copies of the network; save the one"
+            f' meant as a state_dict, e.g. python -c "{strip}" (for {prefix!r}), and point the recipe at {out})'
+        )
     return (
         f" ({said}, the model's do not: save the inner network's state_dict,"
         f' e.g. python -c "{strip}" (for {prefix!r}), and point the recipe at {out})'
