@@ -89,6 +89,19 @@ def test_a_student_moved_to_float64_takes_float64_images(built_and_loaded):
     assert all(bool(torch.isfinite(o).all()) for o in outputs.values())  # it runs (depth answers in float32)
 
 
+def test_a_student_moved_to_half_precision_names_the_images_dtype_it_takes(built_and_loaded):
+    # a trial's .half() student fed float32 failed inside a convolution ("Input type ... and weight type")
+    import copy
+
+    _, student = built_and_loaded
+    half = copy.deepcopy(student).half()
+    said = "the student's weights are float16, the images float32: feed images.half()"
+    assert refusal(half, torch.rand(2, 3, 32, 32)) == said
+    assert refusal(copy.deepcopy(student).double(), torch.rand(2, 3, 32, 32)).endswith("feed images.double()")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for it: not refused
+        half.float()(torch.rand(2, 3, 32, 32))
+
+
 def test_a_size_not_a_multiple_of_the_stride_stops_naming_the_rule(built_and_loaded):
     _, student = built_and_loaded
     assert input_multiple(student) == 32  # five stride-2 stages, read from the model

@@ -312,6 +312,10 @@ def _form_problem(images: object, weights: torch.dtype = torch.float32) -> str |
         return f"the student expects images [B, 3, H, W], got {list(images.shape)}{_layout_hint(images.shape)}"
     if images.dtype == torch.float64 and weights != torch.float64:  # numpy's default: failed inside a convolution
         return f"{EXPECTS}, got float64: convert it with .float()"
+    if images.dtype != weights and not torch.is_autocast_enabled(images.device.type):  # a student moved to
+        cast = {torch.float16: ".half()", torch.bfloat16: ".bfloat16()", torch.float64: ".double()"}  # half
+        to = cast.get(weights, f".to({weights})")
+        return f"the student's weights are {str(weights).removeprefix('torch.')}, the images {dtype}: feed images{to}"
     return None
 
 
