@@ -89,7 +89,10 @@ def test_a_dense_output_below_its_inputs_resolution_is_said_and_strides_may_roun
 
 def test_a_teacher_without_a_checkpoint_says_its_weights_are_the_factorys(tmp_path):
     (tmp_path / "faults_teachers_factory.py").write_text(
-        "from torch import nn\n\ndef f():\n    return nn.Conv2d(3, 3, 1)\n"
+        "from torch import nn\n\ndef f():\n    return nn.Conv2d(3, 3, 1)\n\n"
+        "def g():  # weights of its own, the same on every build (a from_pretrained)\n"
+        "    m = nn.Conv2d(3, 3, 1)\n    nn.init.constant_(m.weight, 0.5)\n"
+        "    nn.init.constant_(m.bias, 0.0)\n    return m\n"
     )
     cfg = TeacherConfig(
         task="segmentation", model={"from": "python", "factory": "faults_teachers_factory:f"}, labels=list(LABELS)
@@ -98,7 +101,10 @@ def test_a_teacher_without_a_checkpoint_says_its_weights_are_the_factorys(tmp_pa
         base_dir=tmp_path, data=SimpleNamespace(image_size=(16, 16)), resolve=lambda p: tmp_path / p
     )
     built = build_teacher("seg", cfg, recipe)
-    assert built.checkpoint_note == "none: its weights are the factory's own"
+    said = "none: its weights are the factory's own"
+    assert built.checkpoint_note == said + " (random: two builds of the factory hold different weights)"
+    cfg.model = cfg.model.model_validate({"from": "python", "factory": "faults_teachers_factory:g"})
+    assert build_teacher("seg", cfg, recipe).checkpoint_note == said
     from amalgam.teachers.model_sources import unloaded_note
 
     assert unloaded_note("timm", {"name": "resnet18"}).endswith("(random: timm's pretrained=False)")
@@ -421,3 +427,20 @@ def test_a_plain_shape_error_gets_no_hint():
         "got [2, 4, 32, 32] (1 more channels than labels: name them in teachers.t1.labels, or list them in"
         " teachers.t1.unused_outputs)"
     )
+
+
+def test_a_python_teacher_without_checkpoint_whose_factory_draws_random_weights_is_warned(fresh_world):
+    # a trial: a recipe that left `checkpoint:` out, with no eval set, distilled a random teacher with one
+    # note line ("its weights are the factory's own"); timm/smp/torchvision's notes said "random", python's not
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.plan import build_plan
+
+    recipe = load_recipe(fresh_world)
+    recipe.teachers["seg-a"].checkpoint = None
+    said: list[str] = []
+    plan = build_plan(recipe, with_data=False, log=said.append)
+    note = plan.teachers["seg-a"].checkpoint_note
+    assert note.endswith("(random: two builds of the factory hold different weights)"), note
+    line = next(w for w in plan.teacher_warnings if w.startswith("teacher seg-a runs with random weights"))
+    assert "Give teachers.seg-a.checkpoint" in line and f"warning: {line}" in said
+    assert not any(w.startswith("teacher cls runs with random") for w in plan.teacher_warnings)  # loaded: not said

@@ -26,6 +26,7 @@ from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: impor
     eval_answers,
     outside_labels,
     per_class_picks,
+    said_before_training,
     shorten,
 )
 from amalgam.errors import AmalgamError, RecipeError
@@ -44,6 +45,7 @@ from amalgam.students.sizing import (
     kept_choice,
 )
 from amalgam.task import TASKS, Task, get_task
+from amalgam.teachers.model_sources import runs_random
 from amalgam.teachers.teacher import Teacher, build_teachers, distinct_params
 
 
@@ -220,6 +222,14 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
     plan = Plan(recipe, tasks, spaces)
     plan.teachers = build_teachers(recipe)
     say_teachers(plan.teachers, log)
+    for name, teacher in plan.teachers.items():  # a checkpoint left out of the recipe: nothing to distil
+        if runs_random(teacher.checkpoint_note):
+            said_before_training(
+                plan,
+                log,
+                f"teacher {name} runs with random weights (no checkpoint; {teacher.checkpoint_note}): it teaches"
+                f" noise. Give teachers.{name}.checkpoint, or load the weights in its model",
+            )
     if recipe.train.channels_last:  # here, not in training: build and eval must score the same teachers
         for teacher in plan.teachers.values():
             teacher.use_channels_last()

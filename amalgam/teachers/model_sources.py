@@ -30,8 +30,17 @@ class ModelSource:
     unloaded: Callable[[dict], str] = lambda kwargs: "none: its weights are the factory's own"
 
 
+#: how a note of :func:`unloaded_note` says a teacher runs with weights drawn at random
+RANDOM = "(random: "
+
+
 def _random_weights(why: str) -> Callable[[dict], str]:
-    return lambda kwargs: f"none: its weights are the factory's own (random: {why})"
+    return lambda kwargs: f"none: its weights are the factory's own {RANDOM}{why})"
+
+
+def runs_random(note: str) -> bool:
+    """Whether a teacher's checkpoint note says it runs with weights drawn at random."""
+    return RANDOM in note
 
 
 def _torchvision_unloaded(kwargs: dict) -> str:
@@ -476,6 +485,8 @@ def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None, model:
     note = MODEL_SOURCES.get(source).unloaded(kwargs)
     files = file_kwargs(kwargs, base) if base is not None and note else {}
     if not files:
+        if source == "python" and model is not None and base is not None and _draws_anew(model, kwargs, base):
+            return f"{note} {RANDOM}two builds of the factory hold different weights)"
         return note
     loader = "the factory" if source == "python" else source
     held = args_weights_held(model, files) if model is not None else {}
@@ -506,6 +517,21 @@ def file_kwargs(kwargs: dict, base: Optional[Path]) -> dict[str, tuple[str, Path
         except (OSError, ValueError):  # a name too long or holding NUL is no file
             continue
     return found
+
+
+def _draws_anew(model: nn.Module, kwargs: dict, base: Path) -> bool:
+    """Whether the factory draws its weights at random: a second build under another seed holds other
+    values (one that loads pretrained weights itself holds the same); the caller's random stream is left
+    as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch.initial_seed() + 1)
+        try:
+            other = build_model("python", kwargs, base)
+        except Exception:  # noqa: BLE001 - a factory that builds once only: the first build stands, unjudged
+            return False
+    own, again = model.state_dict(), other.state_dict()
+    floats = [k for k, v in own.items() if v.is_floating_point() and v.numel() > 1 and k in again]
+    return any(again[k].shape == own[k].shape and not torch.equal(own[k], again[k]) for k in floats)
 
 
 def _files_resolved(kwargs: dict, base: Path) -> dict:
