@@ -358,6 +358,13 @@ def test_a_model_whose_own_child_is_named_module_loads_its_own_state_dict(tmp_pa
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1))  # DDP's prefix on a plain model: stripped
     torch.save({f"module.{k}": v for k, v in trained.module.state_dict().items()}, tmp_path / "ddp.pt")
     assert "prefix stripped" in load_checkpoint(plain, tmp_path / "ddp.pt", "teacher 't'")
+    # the same network saved under DDP or as an AveragedModel: 'module.module.', stripped once, fits as it is
+    torch.save({f"module.{k}": v for k, v in trained.state_dict().items()}, tmp_path / "ddp2.pt")
+    torch.save(torch.optim.swa_utils.AveragedModel(trained).state_dict(), tmp_path / "ema.pt")
+    for name in ("ddp2.pt", "ema.pt"):
+        again = Wrapped()
+        assert "prefix stripped" in load_checkpoint(again, tmp_path / name, "teacher 't'")
+        assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), trained.state_dict().values()))
 
 
 def test_a_checkpoint_of_another_format_or_damaged_is_named_for_what_it_is(tmp_path):

@@ -444,3 +444,36 @@ def test_a_python_teacher_without_checkpoint_whose_factory_draws_random_weights_
     line = next(w for w in plan.teacher_warnings if w.startswith("teacher seg-a runs with random weights"))
     assert "Give teachers.seg-a.checkpoint" in line and f"warning: {line}" in said
     assert not any(w.startswith("teacher cls runs with random") for w in plan.teacher_warnings)  # loaded: not said
+
+
+def test_a_file_among_model_args_that_holds_no_weights_does_not_hide_a_random_factory(tmp_path):
+    # a review: any file among the args (a label list) skipped the two-builds check, and the note said
+    # "weights loaded by the factory from model.labels_file" of a teacher drawing its weights at random
+    from amalgam.teachers.model_sources import unloaded_note
+
+    (tmp_path / "faults_teachers_labels_factory.py").write_text(
+        "from torch import nn\n\ndef f(labels_file):\n    return nn.Conv2d(3, 3, 1)\n"
+    )
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    kwargs = {"factory": "faults_teachers_labels_factory:f", "labels_file": "labels.txt"}
+    model = torch.nn.Conv2d(3, 3, 1)
+    assert unloaded_note("python", kwargs, tmp_path, model) == (
+        "none: its weights are the factory's own (random: two builds of the factory hold different weights;"
+        " model.labels_file: labels.txt: files among its model args, none found holding its weights)"
+    )
+
+
+def test_a_weights_file_whose_ema_copy_the_model_holds_counts_as_loaded(tmp_path):
+    # a review: timm's checkpoint_path loads 'state_dict_ema' first; amalgam compared 'state_dict' only and
+    # stopped, saying timm had not loaded the file
+    from amalgam.teachers.model_sources import args_weights_held
+
+    trained, ema = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3)
+    path = tmp_path / "train.pth.tar"
+    torch.save({"epoch": 3, "state_dict": trained.state_dict(), "state_dict_ema": ema.state_dict()}, path)
+    model = torch.nn.Conv2d(3, 4, 3)
+    model.load_state_dict(ema.state_dict())
+    assert args_weights_held(model, {"checkpoint_path": ("train.pth.tar", path)}) == {"checkpoint_path": True}
+    assert args_weights_held(torch.nn.Conv2d(3, 4, 3), {"checkpoint_path": ("train.pth.tar", path)}) == {
+        "checkpoint_path": False
+    }

@@ -430,11 +430,10 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
     except AmalgamError as exc:
         raise AmalgamError(f"{who}: {exc}") from None  # which teacher's file it is
     own = model.state_dict()
-    if DDP_PREFIX in taken and own and all(k.startswith(DDP_PREFIX) for k in own):  # the model's own child
-        state = {DDP_PREFIX + k: v for k, v in state.items()}  # is named 'module': its keys, not DDP's
-        note = "; ".join(part for part in note.split("; ") if DDP_PREFIX not in part)
-    # torch fills in a BatchNorm's step count, which older checkpoints and conversions leave out
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    if DDP_PREFIX in taken and own and all(k.startswith(DDP_PREFIX) for k in own) and _missing(own, state):
+        state = {DDP_PREFIX + k: v for k, v in state.items()}  # the model's own child is named 'module' and the
+        note = "; ".join(part for part in note.split("; ") if DDP_PREFIX not in part)  # file was saved plainly
+    missing = _missing(own, state)
     if missing:
         count = f"; {len(missing)} keys are missing" if len(missing) > 1 else ""
         hint = _shared_prefix_hint(state, own, path, taken) + count
@@ -455,6 +454,12 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
     state = {**{k: torch.zeros((), dtype=torch.long) for k in own if k not in state}, **state}  # step counts only
     model.load_state_dict(state)
     return note
+
+
+def _missing(own: dict, state: dict) -> list[str]:
+    """The model's keys ``state`` lacks; torch fills in a BatchNorm's step count, which older checkpoints and
+    conversions leave out."""
+    return [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
 
 
 #: the arguments a model's number of outputs usually goes by (torchvision, timm, smp, HF-style)
@@ -484,10 +489,6 @@ def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None, model:
     did not happen; one it cannot be compared with is said unchecked."""
     note = MODEL_SOURCES.get(source).unloaded(kwargs)
     files = file_kwargs(kwargs, base) if base is not None and note else {}
-    if not files:
-        if source == "python" and model is not None and base is not None and _draws_anew(model, kwargs, base):
-            return f"{note} {RANDOM}two builds of the factory hold different weights)"
-        return note
     loader = "the factory" if source == "python" else source
     held = args_weights_held(model, files) if model is not None else {}
     if unloaded := [key for key, ok in held.items() if ok is False]:
@@ -497,6 +498,14 @@ def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None, model:
             " teacher's checkpoint: (amalgam loads and checks it), or load it in the factory"
         )
     named = "; ".join(f"model.{key}: {value}" for key, (value, _) in files.items())
+    if not any(held.values()) and model is not None and base is not None and (files or source == "python"):
+        if _draws_anew(model, source, kwargs, base):  # a label list or a config among the args: no weights
+            said, _, why = note.partition(f" {RANDOM}")
+            why = why[:-1] if why else f"two builds of {loader} hold different weights"
+            among = f"; {named}: files among its model args, none found holding its weights" if files else ""
+            return f"{said} {RANDOM}{why}{among})"
+    if not files:
+        return note
     checked = "the model holds its weights" if held and all(held.values()) else "not compared with the model"
     return f"none: weights loaded by {loader} from {named} (a file among its model args; {checked})"
 
@@ -519,17 +528,19 @@ def file_kwargs(kwargs: dict, base: Optional[Path]) -> dict[str, tuple[str, Path
     return found
 
 
-def _draws_anew(model: nn.Module, kwargs: dict, base: Path) -> bool:
-    """Whether the factory draws its weights at random: a second build under another seed holds other
-    values (one that loads pretrained weights itself holds the same); the caller's random stream is left
-    as it was."""
+def _draws_anew(model: nn.Module, source: str, kwargs: dict, base: Path) -> bool:
+    """Whether the model's source draws its weights at random: a second build under another seed holds other
+    values (one that loads pretrained weights itself holds the same). Only the CPU generator is reseeded, inside
+    a fork: the caller's random streams are left as they were."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch.initial_seed() + 1)
+        torch.default_generator.manual_seed(torch.initial_seed() + 1)
         try:
-            other = build_model("python", kwargs, base)
+            other = build_model(source, kwargs, base)
         except Exception:  # noqa: BLE001 - a factory that builds once only: the first build stands, unjudged
             return False
-    own, again = model.state_dict(), other.state_dict()
+    own = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    again = {k: v.detach().cpu() for k, v in other.state_dict().items()}
+    del other  # a large model: not held twice beyond this check
     floats = [k for k, v in own.items() if v.is_floating_point() and v.numel() > 1 and k in again]
     return any(again[k].shape == own[k].shape and not torch.equal(own[k], again[k]) for k in floats)
 
@@ -557,19 +568,37 @@ def args_weights_held(model: nn.Module, files: dict[str, tuple[str, Path]]) -> d
     of the file's tensors, False where it holds none of them under the same names and shapes (the factory
     did not load it: a ``checkpoint:`` written inside ``model:``, timm's ``pretrained_cfg_overlay.file``
     with ``pretrained=False``), None where it cannot tell (not a state dict, or no name in common)."""
-    own = model.state_dict()
+    own = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     found: dict[str, Optional[bool]] = {}
     for key, (_, path) in files.items():
-        try:
-            state = read_state_dict(path)
-        except Exception:  # noqa: BLE001 - a config file, a tokenizer: not weights, nothing to check
-            found[key] = None
-            continue
-        common = [k for k, v in state.items() if k in own and v.shape == own[k].shape and v.is_floating_point()]
-        common = [k for k in common if own[k].is_floating_point() and own[k].numel() > 1]
-        same = [k for k in common if torch.equal(own[k], state[k].to(own[k].dtype))]
-        found[key] = bool(same) if common else None
+        verdicts = [_holds(own, state) for state in _every_state_dict(path)]
+        found[key] = True if True in verdicts else False if False in verdicts else None
     return found
+
+
+def _every_state_dict(path: Path) -> list[dict[str, torch.Tensor]]:
+    """The state dict :func:`read_state_dict` takes and every other one the file holds beside it (timm's
+    ``state_dict_ema``, which its ``checkpoint_path`` loads first); [] for a file that holds none."""
+    try:
+        states = [read_state_dict(path)]
+    except Exception:  # noqa: BLE001 - a config file, a tokenizer: not weights, nothing to check
+        return []
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True) if path.suffix != ".safetensors" else {}
+    except Exception:  # noqa: BLE001 - read above by read_state_dict's own rules; nothing more to find
+        raw = {}
+    for entry in _state_dict_entries(raw):
+        states.append({k.removeprefix(DDP_PREFIX): v for k, v in raw[entry].items() if isinstance(v, torch.Tensor)})
+    return states
+
+
+def _holds(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> Optional[bool]:
+    """Whether the model holds at least one of ``state``'s float tensors (None: no name and shape in common)."""
+    common = [k for k, v in state.items() if k in own and v.shape == own[k].shape and v.is_floating_point()]
+    common = [k for k in common if own[k].is_floating_point() and own[k].numel() > 1]
+    if not common:
+        return None
+    return any(torch.equal(own[k], state[k].to(own[k].dtype)) for k in common)
 
 
 def _leaves(value: Any, key: str = "") -> list[tuple[str, Any]]:
