@@ -29,11 +29,18 @@ import numpy as np
 import yaml
 from torch import nn
 
-from amalgam.config.recipe import Recipe, apply_override, parse_recipe, recipe_changes
+from amalgam.config.recipe import (
+    Recipe,
+    apply_override,
+    merge_recipes,
+    parse_recipe,
+    read_recipe_file,
+    recipe_changes,
+)
 from amalgam.config.recipe import load_recipe as _read_recipe
 from amalgam.distill.plan import build_plan
 from amalgam.distill.tree_search import SearchResult, search_tree, with_budget
-from amalgam.errors import AmalgamError, error_line
+from amalgam.errors import AmalgamError, RecipeError, error_line
 from amalgam.evaluation.evaluate import evaluate as score
 from amalgam.evaluation.evaluate import size_and_speed
 from amalgam.evaluation.export import export as export_student
@@ -120,13 +127,11 @@ def load_recipe(recipe: RecipeLike, overrides: Overrides = None, output: Union[s
     """
     sets = override_strings(overrides)
     if isinstance(recipe, Mapping):  # written in Python: no file, so paths are the working directory's
-        recipe = parse_recipe(_plain(recipe), base_dir=Path.cwd())
-    if isinstance(recipe, Recipe):
+        loaded = parse_recipe(_overridden(_with_base(_plain(recipe)), sets), base_dir=Path.cwd())
+    elif isinstance(recipe, Recipe):
         loaded = recipe
-        if sets:
-            raw = recipe.model_dump(mode="json")
-            for assignment in sets:
-                apply_override(raw, assignment)
+        if sets:  # only the keys it was given: a default stays unsaid (a depth_scale given is warned of)
+            raw = _overridden(recipe.model_dump(mode="json", exclude_unset=True), sets)
             loaded = parse_recipe(raw, base_dir=recipe.base_dir)
     else:
         loaded = _read_recipe(recipe, sets)
@@ -186,10 +191,31 @@ def build(
     return run_build(loaded, record, force=force, resume=resume, quiet=quiet)
 
 
+def _with_base(raw: dict) -> dict:
+    """A mapping recipe laid over the recipe file its ``base`` names (relative to the working directory)."""
+    if "base" not in raw:
+        return raw
+    raw = dict(raw)
+    base = raw.pop("base")
+    if not isinstance(base, (str, Path)):
+        raise RecipeError("base", f"expected the path of a recipe file, got {base!r}")
+    parent = read_recipe_file(Path(base).expanduser().resolve())
+    if not isinstance(parent, dict):
+        raise RecipeError("base", f"{base} is not a recipe mapping")
+    return merge_recipes(parent, raw)
+
+
+def _overridden(raw: dict, sets: list[str]) -> dict:
+    for assignment in sets:
+        apply_override(raw, assignment)
+    return raw
+
+
 def _run_record(recipe: RecipeLike, overrides: Overrides, loaded: Recipe) -> dict:
     """``run.json``: how ``amalgam report`` loads the run's recipe again (the file and its overrides)."""
     if isinstance(recipe, (Recipe, Mapping)):  # no file: the recipe itself
-        return {"recipe": None, "set": [], "dump": loaded.model_dump(mode="json"), "base_dir": str(loaded.base_dir)}
+        dump = loaded.model_dump(mode="json", exclude_unset=True)  # read again, defaults stay unsaid
+        return {"recipe": None, "set": [], "dump": dump, "base_dir": str(loaded.base_dir)}
     return {"recipe": str(Path(recipe).resolve()), "set": override_strings(overrides)}
 
 
@@ -433,6 +459,7 @@ def load_student(
     return _load_student(path, check_inputs=check_inputs)
 
 
+@keeps_callers_state
 def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     """Draws a finished run's ``report.html`` again (curves, sample predictions); returns its path."""
     run_dir = Path(run_dir)
@@ -453,6 +480,7 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     return render(run_dir, report, plan, student, spaces, resolve_device(recipe.device), log=log)
 
 
+@keeps_callers_state
 def export(
     run_dir: Union[str, Path],
     format: str = "torchscript",  # noqa: A002 - the CLI's --format

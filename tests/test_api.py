@@ -104,6 +104,11 @@ def test_evaluate_a_saved_student_and_a_loaded_one(world, built_run):
     assert set(spaces) == {"classification", "segmentation", "depth"}
     same = amalgam.evaluate(world, student, quiet=True)
     assert same["unified"] == report["unified"]
+    # a review: a student moved to .double() was refused the float32 images evaluate feeds it
+    double = amalgam.evaluate(world, student.double(), quiet=True)
+    for moved, saved in zip(double["tasks"], report["tasks"]):
+        scalars = {k: v for k, v in saved["student_metrics"].items() if isinstance(v, float)}
+        assert scalars and {k: moved["student_metrics"][k] for k in scalars} == pytest.approx(scalars, rel=1e-3)
 
 
 def test_evaluate_refuses_a_student_of_other_tasks(world, built_run):
@@ -316,3 +321,35 @@ def test_a_recipe_written_as_a_mapping_and_a_malformed_override(world, monkeypat
     assert amalgam.load_recipe(raw) == amalgam.load_recipe(world)
     with pytest.raises(RecipeError, match=r"train.epochs: the value '\[1' is not YAML \("):
         amalgam.load_recipe(world, ["train.epochs=[1"])
+    # a review: a mapping's `base:` was dropped without a word ("name: required key is missing")
+    variant = amalgam.load_recipe({"base": Path(world).name, "train": {"epochs": 3}}, ["seed=4"])
+    assert (variant.train.epochs, variant.seed, variant.name) == (3, 4, amalgam.load_recipe(world).name)
+    # and a loaded recipe given overrides kept its defaults unsaid (a depth_scale at its default was warned of)
+    again = amalgam.load_recipe(amalgam.load_recipe(world), ["seed=4"])
+    assert all("depth_scale" not in s.model_fields_set for s in again.data.eval.values())
+
+
+def test_render_report_and_export_give_the_caller_its_random_streams_back(built_run, tmp_path):
+    # a review: both drew from the caller's torch stream, and export under a float64 default made float64
+    # parity images that its own TorchScript check refused ("convert it with .float()")
+    import random
+
+    def draws():
+        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    expected = draws()
+    for call in (
+        lambda: amalgam.render_report(built_run, quiet=True),
+        lambda: amalgam.export(built_run, output=tmp_path / "a.ts", quiet=True),
+    ):
+        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        call()
+        assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        amalgam.export(built_run, output=tmp_path / "student.ts", quiet=True)
+    finally:
+        torch.set_default_dtype(before)
+    assert (tmp_path / "student.ts").is_file()

@@ -30,7 +30,7 @@ from amalgam.labels import IGNORE, LabelSpace, lookup, projection
 from amalgam.labels.names import CATCH_ALL_NAMES, fold
 from amalgam.plugin_contract import require_metric
 from amalgam.students.build import StudentSpec, count_params
-from amalgam.students.serialize import at_chosen_size
+from amalgam.students.serialize import at_chosen_size, run_student
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
@@ -444,7 +444,7 @@ def _evaluate(
             images = batch["image"].to(device)
             views = BatchViews(images, plan.student_view, batch.get("original"))
             with at_chosen_size():  # the size it is scored at is said once, in the log
-                student_out = student(images)
+                student_out = run_student(student, images)
             _answers_every_task(student_out, {s.teacher.task.name for s in scorers.values()})
             for scorer in scorers.values():
                 scorer.update(views, student_out, batch)

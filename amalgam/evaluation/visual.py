@@ -25,6 +25,7 @@ from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, per_class_tab
 from amalgam.evaluation.tree_report import plot_tree
 from amalgam.io import is_disk_full
 from amalgam.labels import IGNORE, lookup, projection
+from amalgam.students.serialize import run_student
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 
@@ -107,7 +108,7 @@ def _teacher_rows(plan: Plan, student: nn.Module, spaces: dict, device: torch.de
         views = BatchViews(images, plan.student_view, sample.get("original"))
         t_out, _ = answer_views(teacher, views, torch.tensor([0]), size, augmented=False, wrapped=False)
         t_pred = teacher.task.predict(t_out, size)
-        s_pred = teacher.task.predict(student(images)[teacher.task.name], size, proj)
+        s_pred = teacher.task.predict(run_student(student, images)[teacher.task.name], size, proj)
         if teacher.space is not None:
             lut = lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name))
             target = teacher.task.map_target(target.long(), lut, len(teacher.space))

@@ -252,12 +252,28 @@ class InputGuard:
             return
         images = args[0] if args else kwargs.get("images")
         trained = getattr(module, "image_size", None)
-        problem = _form_problem(images, _weights_dtype(module))
+        weights = _weights_dtype(module)
+        cast = isinstance(images, torch.Tensor) and images.dtype == torch.float32 and weights != torch.float32
+        problem = _form_problem(images.to(weights) if cast else images, weights)
         problem = problem or _size_problem(images, self.multiple, trained) or _value_problem(images)
         if problem:
             raise AmalgamError(problem)
         if trained is not None and tuple(images.shape[-2:]) != tuple(trained):  # runs, but can answer far worse
             warnings.warn(other_size_line(*images.shape[-2:], trained), OtherSizeWarning, stacklevel=2)
+        if cast:  # float32, what amalgam, torchvision and numpy/255 give, into a student moved to .half()/.double()
+            images = images.to(weights)
+            return ((images, *args[1:]), kwargs) if args else (args, {**kwargs, "images": images})
+        return None
+
+
+def run_student(student: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``student(images)`` for amalgam's own float32 images: cast to the student's weights where a user moved
+    it (``.half()``, ``.double()``; a trial's evaluate refused its own images), its answers back in float32."""
+    weights = _weights_dtype(student)
+    outputs = student(images.to(weights) if images.is_floating_point() else images)
+    if weights == torch.float32:
+        return outputs
+    return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()}
 
 
 class OtherSizeWarning(UserWarning):

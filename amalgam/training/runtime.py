@@ -39,6 +39,7 @@ def callers_state_kept() -> Iterator[None]:
     or ``inference_mode`` failed in its first backward)."""
     streams = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    seed = torch.initial_seed()  # what the caller's manual_seed gave CUDA's streams, had they not started yet
     mode = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     fill = getattr(getattr(torch.utils, "deterministic", None), "fill_uninitialized_memory", None)
     dtype = torch.get_default_dtype()
@@ -56,6 +57,8 @@ def callers_state_kept() -> Iterator[None]:
         torch.random.set_rng_state(streams[2])
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+        elif torch.cuda.is_available() and torch.cuda.is_initialized():  # started inside, seeded by the build
+            torch.cuda.manual_seed_all(seed)
 
 
 def keeps_callers_state(fn: Callable[P, R]) -> Callable[P, R]:
