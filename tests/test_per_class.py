@@ -307,3 +307,16 @@ def test_eval_reports_the_eval_sets_data_warnings_as_a_build_does(fresh_world, b
     classes.write_text(classes.read_text() + "unicorn\n")
     report = amalgam.evaluate(fresh_world, built_run / "student.pt", quiet=True)
     assert any(w.startswith("data.eval.scenes-val: ") and "no pixel in any label map" in w for w in report["warnings"])
+
+
+def test_a_plugin_meter_whose_support_is_no_per_class_list_still_gives_rows():
+    # a review: a third-party meter with its own scalar 'support' crashed the rows (len of an int)
+    from amalgam.evaluation.evaluate import TaskResult
+    from amalgam.task import get_task
+
+    task = get_task("classification")
+    meter = task.new_meter(2)
+    meter.update(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))
+    metrics = {**meter.compute(), "support": 3}
+    rows = TaskResult("cls", task, "set", metrics, metrics, classes=["cat", "dog"]).per_class()
+    assert [r["class"] for r in rows] == ["cat", "dog"] and all("support" not in r for r in rows)

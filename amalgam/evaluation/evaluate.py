@@ -79,7 +79,8 @@ class TaskResult:
         key = self.task.per_class_metric
         if key is None or self.classes is None or key not in self.teacher_metrics:
             return None
-        support = self.teacher_metrics.get("support")
+        support = self.teacher_metrics.get("support")  # a plugin's meter may name something else so
+        support = support if isinstance(support, (list, tuple)) else None
         return per_class_rows(
             self.classes, self.teacher_metrics[key], self.student_metrics[key], self.deployed, support
         )
