@@ -477,3 +477,20 @@ def test_a_weights_file_whose_ema_copy_the_model_holds_counts_as_loaded(tmp_path
     assert args_weights_held(torch.nn.Conv2d(3, 4, 3), {"checkpoint_path": ("train.pth.tar", path)}) == {
         "checkpoint_path": False
     }
+
+
+def test_a_factory_with_a_pretrained_body_and_a_fresh_head_is_said_partly_random(tmp_path):
+    # a review: a body loaded by the factory under a new random head was said "random weights: it teaches noise"
+    from amalgam.teachers.model_sources import unloaded_note
+
+    (tmp_path / "faults_teachers_head_factory.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef f():\n    body = nn.Conv2d(3, 8, 1)\n"
+        "    nn.init.constant_(body.weight, 0.1)\n    nn.init.constant_(body.bias, 0.0)\n"
+        "    return nn.Sequential(body, nn.Conv2d(8, 3, 1))\n"
+    )
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 3, 1))
+    model[0].weight.data.fill_(0.1), model[0].bias.data.zero_()
+    assert unloaded_note("python", {"factory": "faults_teachers_head_factory:f"}, tmp_path, model) == (
+        "none: its weights are the factory's own (random: two builds of the factory differ in 2 of its 4 weight"
+        " tensors: '1.weight', '1.bias')"
+    )

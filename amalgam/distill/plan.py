@@ -224,11 +224,13 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
     say_teachers(plan.teachers, log)
     for name, teacher in plan.teachers.items():  # a checkpoint left out of the recipe: nothing to distil
         if runs_random(teacher.checkpoint_note):
+            part = " weight tensors: " in teacher.checkpoint_note  # a fresh head on a pretrained body, say
             said_before_training(
                 plan,
                 log,
-                f"teacher {name} runs with random weights (no checkpoint; {teacher.checkpoint_note}): it teaches"
-                f" noise. Give teachers.{name}.checkpoint, or load the weights in its model",
+                f"teacher {name} runs with {'some ' if part else ''}random weights (no checkpoint;"
+                f" {teacher.checkpoint_note}): {'those teach noise unless unused' if part else 'it teaches noise'}."
+                f" Give teachers.{name}.checkpoint, or load the weights in its model",
             )
     if recipe.train.channels_last:  # here, not in training: build and eval must score the same teachers
         for teacher in plan.teachers.values():

@@ -499,9 +499,9 @@ def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None, model:
         )
     named = "; ".join(f"model.{key}: {value}" for key, (value, _) in files.items())
     if not any(held.values()) and model is not None and base is not None and (files or source == "python"):
-        if _draws_anew(model, source, kwargs, base):  # a label list or a config among the args: no weights
+        if drawn := _draws_anew(model, source, kwargs, base):  # a label list or a config among the args
             said, _, why = note.partition(f" {RANDOM}")
-            why = why[:-1] if why else f"two builds of {loader} hold different weights"
+            why = why[:-1] if why else drawn
             among = f"; {named}: files among its model args, none found holding its weights" if files else ""
             return f"{said} {RANDOM}{why}{among})"
     if not files:
@@ -528,21 +528,29 @@ def file_kwargs(kwargs: dict, base: Optional[Path]) -> dict[str, tuple[str, Path
     return found
 
 
-def _draws_anew(model: nn.Module, source: str, kwargs: dict, base: Path) -> bool:
-    """Whether the model's source draws its weights at random: a second build under another seed holds other
-    values (one that loads pretrained weights itself holds the same). Only the CPU generator is reseeded, inside
-    a fork: the caller's random streams are left as they were."""
+def _draws_anew(model: nn.Module, source: str, kwargs: dict, base: Path) -> str:
+    """How much of its weights the model's source draws at random, said ("" if none): a second build under
+    another seed holds other values where it does (one that loads pretrained weights itself holds the same;
+    a fresh head on a pretrained body is named). Only the CPU generator is reseeded, inside a fork: the
+    caller's random streams are left as they were."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(torch.initial_seed() + 1)
         try:
             other = build_model(source, kwargs, base)
         except Exception:  # noqa: BLE001 - a factory that builds once only: the first build stands, unjudged
-            return False
+            return ""
     own = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     again = {k: v.detach().cpu() for k, v in other.state_dict().items()}
     del other  # a large model: not held twice beyond this check
     floats = [k for k, v in own.items() if v.is_floating_point() and v.numel() > 1 and k in again]
-    return any(again[k].shape == own[k].shape and not torch.equal(own[k], again[k]) for k in floats)
+    drawn = [k for k in floats if again[k].shape == own[k].shape and not torch.equal(own[k], again[k])]
+    if not drawn:
+        return ""
+    loader = "the factory" if source == "python" else source
+    if len(drawn) == len(floats):
+        return f"two builds of {loader} hold different weights"
+    names = ", ".join(f"'{k}'" for k in drawn[:3]) + (", ..." if len(drawn) > 3 else "")
+    return f"two builds of {loader} differ in {len(drawn)} of its {len(floats)} weight tensors: {names}"
 
 
 def _files_resolved(kwargs: dict, base: Path) -> dict:
