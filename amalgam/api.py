@@ -38,6 +38,7 @@ from amalgam.config.recipe import (
     recipe_changes,
 )
 from amalgam.config.recipe import load_recipe as _read_recipe
+from amalgam.config.schema import expand_path
 from amalgam.distill.plan import build_plan
 from amalgam.distill.tree_search import SearchResult, search_tree, with_budget
 from amalgam.errors import AmalgamError, RecipeError, error_line
@@ -199,7 +200,7 @@ def _with_base(raw: dict) -> dict:
     base = raw.pop("base")
     if not isinstance(base, (str, Path)):
         raise RecipeError("base", f"expected the path of a recipe file, got {base!r}")
-    parent = read_recipe_file(Path(base).expanduser().resolve())
+    parent = read_recipe_file(expand_path(base).resolve())
     if not isinstance(parent, dict):
         raise RecipeError("base", f"{base} is not a recipe mapping")
     return merge_recipes(parent, raw)

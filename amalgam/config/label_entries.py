@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 from amalgam.errors import AmalgamError
 from amalgam.labels import IGNORE, LabelSpace
+from amalgam.textfile import read_text
 
 ENTRY_FORMS = "a name, {name: unified_class} or {name: [unified_class, ...]}"
 
@@ -91,7 +92,7 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
     from 1 lacks value 0's name (ADE20K's "other"), which the refusal says; a teacher's from 0. A line
     numbered 255 there names the maps' ignore value and is left out.
     """
-    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [line.strip() for line in read_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     lead = 0  # blank lines before the first name: the line numbers said count them
@@ -157,7 +158,7 @@ def read_class_map(path: Path) -> dict[str, str]:
     """A classes file: ``<folder id> <name>`` a line (``n01440764 tench``); the name is the rest of the line.
     A line holding a tab splits at its first tab instead, so a folder id may hold spaces (``Ankle boot``)."""
     found: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         text = line.strip(" \r\n")

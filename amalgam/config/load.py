@@ -8,6 +8,7 @@ Relative paths resolve against the recipe file's folder.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,9 +18,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from amalgam.config.checks import check_recipe
-from amalgam.config.schema import Recipe
+from amalgam.config.schema import Recipe, expand_path
 from amalgam.config.yaml_bounds import BoundedLoaderMixin
 from amalgam.errors import RecipeError
+from amalgam.textfile import read_text
 
 
 class UniqueKeyLoader(BoundedLoaderMixin, yaml.SafeLoader):
@@ -29,6 +31,8 @@ class UniqueKeyLoader(BoundedLoaderMixin, yaml.SafeLoader):
 def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == MERGE_TAG:  # `<<: *base`: its keys are the ones a mapping may set again
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise RecipeError("", f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
@@ -36,7 +40,15 @@ def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bo
     return loader.construct_mapping(node, deep)
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.2's floats: PyYAML (YAML 1.1) reads 1e-2, without a dot, as a string, which a number field took
+# and a model's or part's argument (sigma: 1e-2, drop_path_rate: 1e-2) did not
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -211,7 +223,7 @@ def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
         named_by = f" (the base of {_chain[-1]})" if _chain else ""
         raise RecipeError("base" if _chain else "", f"recipe file not found: {path}{named_by}")
     try:
-        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+        raw = yaml.load(read_text(path), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise RecipeError("", f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict) or "base" not in raw:
@@ -220,7 +232,8 @@ def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
     if not isinstance(base, str):
         raise RecipeError("base", f"expected the path of a recipe file, got {base!r} in {path}")
     chain = (*_chain, path.resolve())
-    base_path = (path.parent / Path(base).expanduser()).resolve()
+    # the folder of the file itself, a link followed: where every other path of the recipe resolves too
+    base_path = (path.resolve().parent / expand_path(base)).resolve()
     if base_path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, base_path))
         raise RecipeError("base", f"recipes name each other as base: {cycle}")

@@ -48,6 +48,13 @@ from amalgam.task import TASKS, Task, get_task
 from amalgam.teachers.model_sources import runs_random
 from amalgam.teachers.teacher import Teacher, build_teachers, distinct_params
 
+#: keys of a teacher that a model's constructor never needs: written inside ``model:`` they reach it, not amalgam
+TEACHER_KEYS = ("output", "output_key", "output_scale", "unused_outputs", "input", "labels_file", "background", "wrap")
+
+
+def _said(value: object) -> str:
+    return "left out" if value is None or value == [] else f"'{value}'"
+
 
 @dataclass
 class Plan:
@@ -222,6 +229,15 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
     plan = Plan(recipe, tasks, spaces)
     plan.teachers = build_teachers(recipe)
     say_teachers(plan.teachers, log)
+    for name, cfg in recipe.teachers.items():  # a teacher's key written inside model: went to the factory
+        if misplaced := [k for k in cfg.model.kwargs() if k in TEACHER_KEYS]:
+            key = misplaced[0]
+            said_before_training(
+                plan,
+                log,
+                f"teachers.{name}.model.{key} is passed to the model's constructor; amalgam reads teachers.{name}.{key}"
+                f" (here {_said(getattr(cfg, key))}): if you meant amalgam's, write it beside model:, not inside it",
+            )
     for name, teacher in plan.teachers.items():  # a checkpoint left out of the recipe: nothing to distil
         if runs_random(teacher.checkpoint_note):
             part = " weight tensors: " in teacher.checkpoint_note  # a fresh head on a pretrained body, say

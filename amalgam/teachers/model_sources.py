@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from amalgam.config.schema import TeacherConfig, expand_path
 from amalgam.errors import AmalgamError, error_line
 from amalgam.registry import Registry
 from amalgam.teachers.factories import build_from_factory, import_factory
@@ -140,6 +141,10 @@ def _smp_build(kw: dict, base: Path) -> nn.Module:
 def _torchscript_check(kw: dict, base: Path) -> None:
     if "path" not in kw:
         raise AmalgamError("path: required for a torchscript model")
+    if extra := [k for k in kw if k != "path"]:  # a trial's `output: inverse` here was read as metric
+        misplaced = [k for k in extra if k in TeacherConfig.model_fields]
+        where = f" ({misplaced[0]} is a key of the teacher: write it beside model:, not inside it)" if misplaced else ""
+        raise AmalgamError(f"{extra[0]}: a torchscript model takes path only, nothing is passed to it{where}")
     path = _resolve(kw["path"], base)
     if not path.is_file():
         raise AmalgamError(f"path: TorchScript file not found: {path}")
@@ -164,7 +169,7 @@ def _python_build(kw: dict, base: Path) -> nn.Module:
 
 
 def _resolve(path: str | Path, base: Path) -> Path:
-    path = Path(path).expanduser()
+    path = expand_path(path)
     return path if path.is_absolute() else base / path
 
 
@@ -520,10 +525,10 @@ def file_kwargs(kwargs: dict, base: Optional[Path]) -> dict[str, tuple[str, Path
         if key == "factory" or not isinstance(value, str) or not value.strip():
             continue
         try:
-            path = _resolve(value, base) if base is not None else Path(value).expanduser()
+            path = _resolve(value, base) if base is not None else expand_path(value)
             if path.is_file():
                 found[key] = (value, path)
-        except (OSError, ValueError):  # a name too long or holding NUL is no file
+        except (OSError, ValueError, AmalgamError):  # a name too long, holding NUL or an unset $VAR: no file
             continue
     return found
 

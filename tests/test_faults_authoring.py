@@ -1,0 +1,111 @@
+"""Recipe-authoring faults of a trial (stop 49): settings a recipe writer slips on that were read silently
+otherwise (an eval set's split, $VAR paths, a linked recipe's base, negative weights, a key inside model:),
+YAML 1.1's readings (1e-2, merge keys) and files in another encoding."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from amalgam.config.recipe import load_recipe
+from amalgam.distill.plan import build_plan
+from amalgam.errors import AmalgamError, RecipeError
+
+
+def test_a_torchvision_eval_set_without_its_split_stops(world):
+    # it read the training split: a trial's classifier scored 0.96 on its own training images
+    fm = "{type: torchvision, name: FashionMNIST, root: fm, limit: 20}"
+    with pytest.raises(RecipeError, match=r"data.eval: .*fm: a torchvision eval set names its split: split: test"):
+        load_recipe(world, [f"data.eval.fm={fm}"])
+    assert load_recipe(world, [f"data.eval.fm={fm[:-1]}, split: test}}"]).data.eval["fm"].split == "test"
+    from amalgam.config.schema import SourceConfig
+
+    assert SourceConfig(type="torchvision", name="FashionMNIST", root="fm").split == "train"  # a source's default
+
+
+@pytest.mark.parametrize("weight", ["-1", "true", ".inf", "[1]"])
+def test_a_task_weight_that_is_no_finite_number_at_least_zero_stops(world, weight):
+    # -1 trained its term upwards without a word; yes read as 1; .inf was told to be "a valid string"
+    with pytest.raises(RecipeError, match=r"amalgamation.task_weights.*cls: expected a finite number >= 0, got"):
+        load_recipe(world, [f"amalgamation.task_weights={{cls: {weight}, seg-a: 1}}"])
+    assert load_recipe(world, ["amalgamation.task_weights={cls: 0, seg-a: 1e-1}"]).amalgamation.task_weights == {
+        "cls": 0.0,
+        "seg-a": 0.1,
+    }
+
+
+def test_yaml_reads_exponents_without_a_dot_as_numbers_and_takes_merge_keys(world):
+    # YAML 1.1 read `sigma: 1e-2` as a string ("expected numbers, got sigma='1e-2'"); `<<: *anchor` was
+    # "not valid YAML"
+    from amalgam.config.load import UniqueKeyLoader
+
+    read = yaml.load("lr: 1e-3\nwd: 5E-5\nbig: 2e+3\nname: 1e\nn: 10\n", Loader=UniqueKeyLoader)
+    assert read == {"lr": 0.001, "wd": 5e-5, "big": 2000.0, "name": "1e", "n": 10}
+    merged = yaml.load("a: &a {x: 1, y: 2}\nb:\n  <<: *a\n  y: 3\n", Loader=UniqueKeyLoader)
+    assert merged["b"] == {"x": 1, "y": 3}
+    with pytest.raises(RecipeError, match="duplicate key 'y' at line 5"):  # explicit duplicates still stop
+        yaml.load("a: &a {x: 1}\nb:\n  <<: *a\n  y: 3\n  y: 4\n", Loader=UniqueKeyLoader)
+    assert load_recipe(world, ["student.encoder_args={drop_path_rate: 1e-2}"]).student.encoder_args == {
+        "drop_path_rate": 0.01
+    }
+
+
+def test_a_recipe_or_labels_file_in_another_encoding_stops_in_one_line(world, tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(f"base: {world}\nname: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(AmalgamError, match=r"latin.yaml is not UTF-8 text \(byte 0xe9 at offset \d+\): save it as"):
+        load_recipe(latin)
+    (tmp_path / "labels.txt").write_bytes("chat\nchien\xe9\n".encode("latin-1"))
+    with pytest.raises(AmalgamError, match=r"labels.txt is not UTF-8 text"):
+        build_plan(
+            load_recipe(world, [f"teachers.cls.labels_file={tmp_path / 'labels.txt'}", "teachers.cls.labels=null"]),
+            with_data=False,
+            log=lambda m: None,
+        )
+
+
+def test_environment_variables_in_paths_are_expanded_and_an_unset_one_stops(world, monkeypatch, tmp_path):
+    # `output: $RT/runs/p2` wrote into a folder named '$RT' beside the recipe
+    monkeypatch.setenv("AMALGAM_TEST_RUNS", str(tmp_path))
+    recipe = load_recipe(world, ["output=$AMALGAM_TEST_RUNS/runs/x"])
+    assert recipe.output_dir() == tmp_path / "runs" / "x"
+    assert load_recipe(world, ["output=${AMALGAM_TEST_RUNS}/y"]).output_dir() == tmp_path / "y"
+    monkeypatch.delenv("AMALGAM_TEST_RUNS")
+    with pytest.raises(AmalgamError, match=r"the environment variable AMALGAM_TEST_RUNS is not set"):
+        load_recipe(world, ["output=$AMALGAM_TEST_RUNS/runs/x"]).output_dir()
+
+
+def test_a_linked_recipe_reads_its_base_beside_the_file_it_links_to(fresh_world, tmp_path):
+    # the base was read beside the link, every other path beside the file linked to
+    child = fresh_world.parent / "child.yaml"
+    child.write_text("base: recipe.yaml\nname: child\n")
+    link = tmp_path / "elsewhere" / "child.yaml"
+    link.parent.mkdir()
+    link.symlink_to(child)
+    recipe = load_recipe(link)
+    assert recipe.name == "child" and recipe.base_dir == child.parent
+    assert recipe.teachers.keys() == load_recipe(fresh_world).teachers.keys()
+
+
+def test_a_teachers_key_written_inside_its_model_is_refused_or_said(fresh_world):
+    # `model: {from: torchscript, output: inverse}` read the depth teacher as metric without a word
+    with pytest.raises(RecipeError, match=r"output: a torchscript model takes path only, nothing is passed to it \("):
+        build_plan(load_recipe(fresh_world, ["teachers.depth.model.output=inverse"]), with_data=False, log=print)
+    (fresh_world.parent / "kw_models.py").write_text(
+        "import models\n\ndef tiny_dense(out_channels, **kwargs):\n    return models.tiny_dense(out_channels)\n"
+    )
+    sets = ["teachers.seg-a.model.factory=kw_models:tiny_dense", "teachers.seg-a.model.output_scale=2"]
+    plan = build_plan(load_recipe(fresh_world, sets), with_data=False, log=lambda m: None)  # **kwargs took it
+    line = "teachers.seg-a.model.output_scale is passed to the model's constructor; amalgam reads"
+    assert any(line in w for w in plan.teacher_warnings), plan.teacher_warnings
+
+
+def test_environment_variables_reach_model_file_args(world, monkeypatch):
+    from amalgam.teachers.model_sources import file_kwargs
+
+    monkeypatch.setenv("AMALGAM_TEST_ZOO", str(world.parent / "zoo"))
+    found = file_kwargs({"weights": "$AMALGAM_TEST_ZOO/cls.pt", "name": "$UNSET_AMALGAM_NAME"}, world.parent)
+    assert list(found) == ["weights"] and found["weights"][1] == world.parent / "zoo" / "cls.pt"
+    assert os.environ.get("UNSET_AMALGAM_NAME") is None
