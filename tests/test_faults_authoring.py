@@ -109,3 +109,22 @@ def test_environment_variables_reach_model_file_args(world, monkeypatch):
     found = file_kwargs({"weights": "$AMALGAM_TEST_ZOO/cls.pt", "name": "$UNSET_AMALGAM_NAME"}, world.parent)
     assert list(found) == ["weights"] and found["weights"][1] == world.parent / "zoo" / "cls.pt"
     assert os.environ.get("UNSET_AMALGAM_NAME") is None
+
+
+def test_keys_a_set_or_the_recipe_does_not_read_are_refused_or_said(world):
+    # a folder source with split/root/name, an eval set's weight, taps without a feature term and sgd's
+    # momentum beside adamw all trained as if unwritten, without a word
+    for key, value, said in (
+        ("data.sources.scenes.split", "test", "only for torchvision sets, not 'folder', which reads every image"),
+        ("data.sources.scenes.root", "x", "only for torchvision sets (the dataset's folder), not 'folder'"),
+        ("data.eval.items-val.weight", "3", "eval sets are scored whole, not sampled"),
+    ):
+        with pytest.raises(
+            RecipeError, match=rf"^{key.replace('.', '[.]')}: {said.replace('(', '[(]').replace(')', '[)]')}"
+        ):
+            load_recipe(world, [f"{key}={value}"])
+    said: list[str] = []
+    sets = ["amalgamation.taps={seg-a: body}", "train.momentum=0.5"]
+    build_plan(load_recipe(world, sets), with_data=False, log=said.append)
+    assert "amalgamation.taps: not used: only a feature term reads it, and amalgamation.features is none" in said
+    assert "train.momentum: not used: sgd's, and train.optimizer is adamw" in said

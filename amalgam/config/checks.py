@@ -7,7 +7,8 @@ from typing import Optional
 from amalgam.config.ensembles import check_ensemble
 from amalgam.config.label_entries import label_names, read_names, space_of
 from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS, InputSpec, Recipe, SourceConfig, TeacherConfig
-from amalgam.data.image_set import SET_OPTIONS, SOURCE_TYPES
+from amalgam.data.image_set import COMMON_KEYS, SET_OPTIONS, SOURCE_TYPES
+from amalgam.data.sources import BUILT_IN_TYPES
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.weighting import TASK_WEIGHTINGS
 from amalgam.errors import AmalgamError, RecipeError, count_of
@@ -104,6 +105,8 @@ def check_sets(recipe: Recipe) -> None:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
             check_set_options(path, cfg)
+            if group == "eval" and cfg.weight != type(cfg).model_fields["weight"].default:
+                raise RecipeError(f"{path}.weight", "eval sets are scored whole, not sampled: weight is a source's")
             if cfg.flip != "auto" and (group == "eval" or not recipe.train.augment):
                 why = "eval sets are never flipped" if group == "eval" else "train.augment is false: nothing is flipped"
                 raise RecipeError(f"{path}.flip", why)
@@ -114,9 +117,15 @@ def check_sets(recipe: Recipe) -> None:
 
 def check_set_options(path: str, cfg: SourceConfig) -> None:
     """An optional key set away from its default on a type that does not honour it would be ignored."""
+
+    def honours(kind: str, option: str) -> bool:
+        return option in SOURCE_TYPES.get(kind).options or option in SOURCE_TYPES.get(kind).required
+
     for option, (default, refusal) in SET_OPTIONS.items():
-        if getattr(cfg, option) != default and option not in SOURCE_TYPES.get(cfg.type).options:
-            kinds = " and ".join(n for n in SOURCE_TYPES.names() if option in SOURCE_TYPES.get(n).options)
+        if option in COMMON_KEYS and cfg.type not in BUILT_IN_TYPES:  # a plugin's type reads them as it likes
+            continue
+        if getattr(cfg, option) != default and not honours(cfg.type, option):
+            kinds = " and ".join(n for n in SOURCE_TYPES.names() if honours(n, option))
             raise RecipeError(f"{path}.{option}", refusal.format(kinds=kinds, type=cfg.type))
 
 
@@ -307,6 +316,23 @@ def unused_student_keys(recipe: Recipe) -> list[str]:
         f"student.branch_at: {s.branch_at} is not used by a {s.type} student (it has no branches: every task"
         " shares its encoder and decoder)"
     ]
+
+
+def unused_settings(recipe: Recipe) -> list[str]:
+    """Log lines for settings moved from their default that nothing reads in this recipe (a trial's taps
+    without a feature term, sgd's momentum beside adamw, trained as if unwritten and unsaid)."""
+    lines = []
+    a, defaults = recipe.amalgamation, type(recipe.amalgamation).model_fields
+    if a.features == "none":
+        for key in ("taps", "student_tap", "feature_weight"):
+            if getattr(a, key) != defaults[key].default:
+                lines.append(
+                    f"amalgamation.{key}: not used: only a feature term reads it, and amalgamation.features is none"
+                )
+    train = recipe.train
+    if train.optimizer != "sgd" and train.momentum != type(train).model_fields["momentum"].default:
+        lines.append(f"train.momentum: not used: sgd's, and train.optimizer is {train.optimizer}")
+    return lines
 
 
 def check_branch_at(recipe: Recipe) -> None:

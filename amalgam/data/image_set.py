@@ -141,8 +141,17 @@ SET_OPTIONS = {
     "depth_reading": ("depth", "only for {kinds} sets (their depth PNGs), not '{type}'"),
     "exif": ("upright", "applies to image files ({kinds} sets), not to '{type}', which decodes its own"),
     "args": ({}, "only for {kinds} sets (keyword arguments of the dataset), not '{type}'"),
+    # a trial's folder source with `split: test` and `root:` read its folder, every image, without a word
+    "path": (None, "only for {kinds} sets, not '{type}' (it reads no folder of its own)"),
+    "annotations": (None, "only for {kinds} sets, not '{type}'"),
+    "name": (None, "only for {kinds} sets (the dataset's class name), not '{type}'"),
+    "root": (None, "only for {kinds} sets (the dataset's folder), not '{type}': give its folder as path"),
+    "split": ("train", "only for {kinds} sets, not '{type}', which reads every image of its folder"),
+    "download": (False, "only for {kinds} sets, not '{type}'"),
 }
 IMAGE_FILES = frozenset({"exif"})
+#: keys every source config has, which a plugin's own source type may read as it likes: checked on amalgam's types only
+COMMON_KEYS = frozenset({"path", "annotations", "name", "root", "split", "download"})
 
 
 #: ``type`` -> :class:`SourceType`

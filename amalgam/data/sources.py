@@ -407,9 +407,12 @@ SOURCE_TYPES.add(
     SourceType(
         lambda cfg, r: TorchvisionSet(cfg.name, r(cfg.root), cfg.split, cfg.download, cfg.args),
         ("name", "root"),
-        frozenset({"args", "classes_file"}),
+        frozenset({"args", "classes_file", "split", "download"}),
     ),
 )
+
+#: the source types amalgam defines (plugins register theirs later)
+BUILT_IN_TYPES = frozenset(SOURCE_TYPES.names())
 
 
 def build_image_set(

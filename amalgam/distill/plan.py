@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import torch
 
-from amalgam.config.checks import unused_student_keys
+from amalgam.config.checks import unused_settings, unused_student_keys
 from amalgam.config.ensembles import ensemble_lines
 from amalgam.config.label_entries import space_of
 from amalgam.config.schema import Recipe, SourceConfig
@@ -255,7 +255,8 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
         plan.projections[name] = teacher_projection(name, teacher, spaces[teacher.task.name])
     for line in unused_distill_options(recipe, tasks) + old_form_lines(tasks):
         log(line)
-    for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused_student_keys(recipe):
+    unused = unused_student_keys(recipe) + unused_settings(recipe)
+    for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused:
         log(line)
     if with_data:
         scan_data(plan, log)
