@@ -72,7 +72,7 @@ class Inspection:
         if plan.sources is not None:
             lines += ["", "sources:"] + source_lines(plan)
         images = len(plan.sources) if plan.sources is not None else None
-        schedule = schedule_lines(r.train, images, plan.dense_tasks)
+        schedule = schedule_lines(r.train, images, plan.dense_tasks, r.amalgamation)
         lines += ["", *schedule] if schedule else []
         lines += weighting_lines(plan, images)
         lines += precision_lines(r)

@@ -207,7 +207,7 @@ def train_student(
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
     if state is not None:
         same_student(state, student.spec)
-    for line in schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks):
+    for line in schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks, recipe.amalgamation):
         log(line)
     teachers = plan.teacher_params
     params = count_params(student)

@@ -128,3 +128,18 @@ def test_keys_a_set_or_the_recipe_does_not_read_are_refused_or_said(world):
     build_plan(load_recipe(world, sets), with_data=False, log=said.append)
     assert "amalgamation.taps: not used: only a feature term reads it, and amalgamation.features is none" in said
     assert "train.momentum: not used: sgd's, and train.optimizer is adamw" in said
+
+
+def test_the_log_and_inspect_say_the_distillation_and_training_settings_defaults_marked(world):
+    # class_balance and focal changed their defaults and no line said what a build trained with
+    from amalgam.training.schedule import schedule_lines
+
+    recipe = load_recipe(world, ["amalgamation.class_balance=0", "train.lr=4e-3"])
+    lines = schedule_lines(recipe.train, 100, [], recipe.amalgamation)
+    assert (
+        lines[0] == "distillation: temperature 2 (default), class_balance 0, focal 1 (default), features none (default)"
+    )
+    assert lines[2] == (
+        "  training: optimizer adamw (default), lr 0.004, schedule cosine (default), batch_size 4, weight_decay"
+        " 0.0001 (default)"
+    )

@@ -144,7 +144,7 @@ def test_the_optimizer_is_fused_on_the_cpu_and_steps_as_torchs_plain_loop_does(o
 
 def test_the_schedule_line_says_the_encoder_rate():
     cfg = TrainConfig(epochs=1, samples_per_epoch=64, batch_size=32, lr=4e-3, encoder_lr_scale=0.3)
-    assert schedule_lines(cfg, None, [])[1] == "  the student's encoder stages learn at 0.3 x train.lr (0.0012)"
+    assert schedule_lines(cfg, None, [])[2] == "  the student's encoder stages learn at 0.3 x train.lr (0.0012)"
 
 
 def test_a_build_trains_the_encoder_in_its_own_group(world, tmp_path, monkeypatch):

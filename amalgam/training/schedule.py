@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from pydantic import BaseModel
+
 from amalgam.config.schema import TrainConfig
 from amalgam.training.optim import warmup_steps
 
@@ -43,18 +45,39 @@ def short_schedule_warning(steps: int, dense_tasks: list[str]) -> Optional[str]:
     )
 
 
-def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks: list[str]) -> list[str]:
-    """What ``inspect`` and the build log say about the schedule (nothing when the images are unknown)."""
+def said_settings(section: BaseModel, keys: tuple[str, ...]) -> str:
+    """``lr 0.004, schedule cosine (default), ...``: each setting of a recipe section, a default marked, so
+    that a log or ``inspect`` shows what trained even where the recipe left it out."""
+    defaults = type(section).model_fields
+    parts = []
+    for key in keys:
+        value = getattr(section, key)
+        parts.append(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}")
+        parts[-1] += " (default)" if value == defaults[key].default else ""
+    return ", ".join(parts)
+
+
+#: the distillation settings every build says, defaults marked (a trial found the changed defaults unsaid)
+DISTILL_SETTINGS = ("temperature", "class_balance", "focal", "features")
+
+
+def schedule_lines(
+    train: TrainConfig, source_images: Optional[int], dense_tasks: list[str], amalgamation: Optional[BaseModel] = None
+) -> list[str]:
+    """What ``inspect`` and the build log say about the schedule (nothing when the images are unknown), and with
+    ``amalgamation`` the distillation's settings."""
+    said = ["distillation: " + said_settings(amalgamation, DISTILL_SETTINGS)] if amalgamation is not None else []
     if source_images is None and train.samples_per_epoch is None:
-        return []
+        return said
     steps = optimizer_steps(train, source_images or 0)
     warm = warmup_steps(train, steps)
     lines = [
         f"schedule: {train.epochs} epochs of {train.samples_per_epoch or source_images:,} images, {steps:,} steps"
-        + (f" (the first {warm:,} warm up)" if warm else "")
+        + (f" (the first {warm:,} warm up)" if warm else ""),
+        "  training: " + said_settings(train, ("optimizer", "lr", "schedule", "batch_size", "weight_decay")),
     ]
     scale = train.encoder_lr_scale
     if scale != 1:
         lines.append(f"  the student's encoder stages learn at {scale:g} x train.lr ({scale * train.lr:.3g})")
     warning = short_schedule_warning(steps, dense_tasks)
-    return lines + ([f"  {warning}"] if warning else [])
+    return said + lines + ([f"  {warning}"] if warning else [])
