@@ -116,7 +116,7 @@ def precision_lines(recipe: Recipe) -> list[str]:
     try:
         return [precision_text(resolve_device(recipe.device), recipe.train.precision)]
     except AmalgamError as err:  # a device or dtype this machine lacks: the build refuses it the same way
-        return [f"precision: {err}"]
+        return [f"warning: precision: {err} (a build on this machine stops there)"]
 
 
 def cache_lines(plan: Plan) -> list[str]:

@@ -83,6 +83,22 @@ class Run:
         return peers_markdown(self.report) if self.kind == "peers" else to_markdown(self.report)
 
 
+
+def _other_recipe(run_dir: Path, name: str) -> str:
+    """Where the finished run in ``run_dir`` is another recipe's (a variant that renamed itself but kept its
+    base's ``output``): said, so that --force is not taken as this recipe's own overwrite."""
+    try:
+        then = json.loads((run_dir / "report.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not then or then == name:
+        return ""
+    return (
+        f" of recipe '{then}', not this '{name}' (a variant keeps its base's output: give it its own output:,"
+        " or --output)"
+    )
+
+
 def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet: bool) -> Run:
     """Builds a loaded recipe into its run folder.
 
@@ -108,7 +124,8 @@ def run_build(recipe: Recipe, record: dict, *, force: bool, resume: bool, quiet:
     with main_only(NewRunFolder(run_dir)), main_only(RunLock(run_dir)):
         if (run_dir / "report.json").exists() and not force:
             raise AmalgamError(
-                f"{run_dir} already holds a finished run: pass --force to overwrite it (force=True from Python)"
+                f"{run_dir} already holds a finished run{_other_recipe(run_dir, recipe.name)}: pass --force to"
+                " overwrite it (force=True from Python)"
             )
         unfinished = not (run_dir / "report.json").exists() and (run_dir / "checkpoint.pt").exists()
         if unfinished and not resume and not force:  # hours of training are worth a flag, as a finished run is

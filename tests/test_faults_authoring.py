@@ -143,3 +143,19 @@ def test_the_log_and_inspect_say_the_distillation_and_training_settings_defaults
         "  training: optimizer adamw (default), lr 0.004, schedule cosine (default), batch_size 4, weight_decay"
         " 0.0001 (default)"
     )
+
+
+def test_a_variant_that_renamed_itself_is_told_the_finished_run_is_its_bases(world, built_run):
+    # a variant keeping its base's output was told "pass --force", which would delete the base's run
+    import amalgam
+
+    with pytest.raises(AmalgamError, match=r"already holds a finished run of recipe 'tiny', not this 'tiny-v2' \("):
+        amalgam.build(world, ["name=tiny-v2"], output=built_run, quiet=True)
+    with pytest.raises(AmalgamError, match=r"already holds a finished run: pass --force"):
+        amalgam.build(world, output=built_run, quiet=True)
+
+
+def test_a_name_yaml_reads_as_a_boolean_says_to_quote_it(world):
+    # a source named `no:` read "data.sources.0.[key]: Input should be a valid string, got False"
+    with pytest.raises(RecipeError, match=r"^data.sources: a name YAML reads as bool False .*: quote it"):
+        load_recipe(world, ["data.sources={no: {type: folder, path: scenes/train/images}}"])

@@ -93,6 +93,13 @@ def format_validation_error(err: dict) -> RecipeError:
     if err["type"] == "missing":
         return RecipeError(path, "required key is missing")
     got = err.get("input")
+    if "[key]" in err["loc"] and isinstance(got, (bool, int, float)):  # `no:` as a source's name read False
+        section = ".".join(str(p) for p in err["loc"][: err["loc"].index("[key]") - 1])
+        return RecipeError(
+            section,
+            f"a name YAML reads as {type(got).__name__} {got!r} (no/yes/on/off/null and numbers are read so):"
+            " quote it, e.g. 'no':",
+        )
     shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
     return RecipeError(path, f"{err['msg'].removeprefix('Value error, ')}{shown}")
 
