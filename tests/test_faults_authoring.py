@@ -159,3 +159,11 @@ def test_a_name_yaml_reads_as_a_boolean_says_to_quote_it(world):
     # a source named `no:` read "data.sources.0.[key]: Input should be a valid string, got False"
     with pytest.raises(RecipeError, match=r"^data.sources: a name YAML reads as bool False .*: quote it"):
         load_recipe(world, ["data.sources={no: {type: folder, path: scenes/train/images}}"])
+
+
+def test_a_misspelt_teacher_or_source_name_in_an_override_says_the_one_it_is_close_to(world):
+    # `teachers: {seg_a: {input: ...}}` in a variant read "teachers.seg_a.task: required key is missing"
+    with pytest.raises(RecipeError, match=r"^teachers.seg_a.task: required key is missing \(did you mean 'seg-a'\?"):
+        load_recipe(world, ["teachers.seg_a.input={size: [32, 32]}"])
+    with pytest.raises(RecipeError, match=r"^data.sources.scene.type: required key is missing \(did you mean 'scenes'"):
+        load_recipe(world, ["data.sources.scene.limit=4"])

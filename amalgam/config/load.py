@@ -85,13 +85,14 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[key] = parsed if parsed == {} else merge_recipes(node, {key: parsed}, tuple(parts[:-1]))[key]
 
 
-def format_validation_error(err: dict) -> RecipeError:
-    """Turns one pydantic error into a :class:`RecipeError` naming the dotted key path."""
+def format_validation_error(err: dict, hint: str = "") -> RecipeError:
+    """Turns one pydantic error into a :class:`RecipeError` naming the dotted key path (``hint``: appended to a
+    missing key's message)."""
     path = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return RecipeError(path, "unknown key" + _did_you_mean(err["loc"]))
     if err["type"] == "missing":
-        return RecipeError(path, "required key is missing")
+        return RecipeError(path, "required key is missing" + hint)
     got = err.get("input")
     if "[key]" in err["loc"] and isinstance(got, (bool, int, float)):  # `no:` as a source's name read False
         section = ".".join(str(p) for p in err["loc"][: err["loc"].index("[key]") - 1])
@@ -175,9 +176,24 @@ def parse_recipe(raw: Any, base_dir: Path = Path(".")) -> Recipe:
     try:
         recipe = Recipe.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
-        raise format_validation_error(exc.errors()[0]) from None
+        err = exc.errors()[0]
+        raise format_validation_error(err, _entry_hint(raw, err)) from None
     check_recipe(recipe)
     return recipe
+
+
+def _entry_hint(raw: dict, err: dict) -> str:
+    """`` (did you mean 'seg-a'? ...)`` for a required key missing from a named entry (a teacher, a source) whose
+    name is close to another's: a variant's or --set's typo named a new entry instead of changing one."""
+    loc = err["loc"]
+    if err["type"] != "missing" or len(loc) < 3:
+        return ""
+    section = raw.get(loc[0]) if len(loc) == 3 else (raw.get(loc[0]) or {}).get(loc[1])
+    name = loc[-2]
+    if not isinstance(section, dict):
+        return ""
+    close = difflib.get_close_matches(str(name), [str(k) for k in section if k != name], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'? '{name}' names a new entry, which needs it)" if close else ""
 
 
 #: mappings that are one value (arguments), not a section: an empty one in a variant clears the base's
