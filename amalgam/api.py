@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 from torch import nn
 
+from amalgam.config.load import UniqueKeyDumper
 from amalgam.config.recipe import (
     Recipe,
     apply_override,
@@ -90,7 +91,7 @@ def _yaml_value(value: Any, key: str = "value") -> str:
         AmalgamError: naming ``key``, for a value YAML cannot write (an object, a tensor).
     """
     try:
-        text = yaml.safe_dump(_plain(value), default_flow_style=True, width=float("inf"))
+        text = yaml.dump(_plain(value), Dumper=UniqueKeyDumper, default_flow_style=True, width=float("inf"))
     except yaml.YAMLError:
         raise AmalgamError(
             f"overrides: {key}: cannot set a {type(value).__name__} ({value!r}); give numbers, strings,"

@@ -83,7 +83,6 @@ class Run:
         return peers_markdown(self.report) if self.kind == "peers" else to_markdown(self.report)
 
 
-
 def _other_recipe(run_dir: Path, name: str) -> str:
     """Where the finished run in ``run_dir`` is another recipe's (a variant that renamed itself but kept its
     base's ``output``): said, so that --force is not taken as this recipe's own overwrite."""

@@ -17,12 +17,14 @@ from amalgam.errors import AmalgamError, RecipeError
 def test_a_torchvision_eval_set_without_its_split_stops(world):
     # it read the training split: a trial's classifier scored 0.96 on its own training images
     fm = "{type: torchvision, name: FashionMNIST, root: fm, limit: 20}"
-    with pytest.raises(RecipeError, match=r"data.eval: .*fm: a torchvision eval set names its split: split: test"):
+    with pytest.raises(
+        RecipeError, match=r"^data.eval.fm.split: left out, it reads the training split, .*split: test;"
+    ):
         load_recipe(world, [f"data.eval.fm={fm}"])
     assert load_recipe(world, [f"data.eval.fm={fm[:-1]}, split: test}}"]).data.eval["fm"].split == "test"
-    from amalgam.config.schema import SourceConfig
-
-    assert SourceConfig(type="torchvision", name="FashionMNIST", root="fm").split == "train"  # a source's default
+    # a review: a dataset of one set (FakeData) has no split to name, and split: test is refused for it
+    fake = "{type: torchvision, name: FakeData, root: ., args: {size: 4, num_classes: 2}}"
+    assert load_recipe(world, [f"data.eval.fake={fake}"]).data.eval["fake"].split == "train"
 
 
 @pytest.mark.parametrize("weight", ["-1", "true", ".inf", "[1]"])
@@ -167,3 +169,37 @@ def test_a_misspelt_teacher_or_source_name_in_an_override_says_the_one_it_is_clo
         load_recipe(world, ["teachers.seg_a.input={size: [32, 32]}"])
     with pytest.raises(RecipeError, match=r"^data.sources.scene.type: required key is missing \(did you mean 'scenes'"):
         load_recipe(world, ["data.sources.scene.limit=4"])
+
+
+def test_review_fixes_of_the_authoring_checks(world, fresh_world, monkeypatch):
+    # a review of the checks above: each fired on a legitimate recipe, or an override leaked
+    from amalgam.api import _yaml_value
+    from amalgam.config.load import UniqueKeyLoader, apply_override, read_recipe_file
+    from amalgam.config.schema import expand_path
+
+    # a --set on a teacher made with a merge key changed the teacher it was merged from too
+    text = fresh_world.read_text().replace("  seg-b:\n", "  seg-b: &segb\n")
+    fresh_world.write_text(text.replace("student:\n", "  seg-c:\n    <<: *segb\nstudent:\n"))
+    raw = read_recipe_file(fresh_world)
+    apply_override(raw, "teachers.seg-c.model.out_channels=7")
+    assert raw["teachers"]["seg-b"]["model"]["out_channels"] == 2
+    assert raw["teachers"]["seg-c"]["model"]["out_channels"] == 7
+    # a file named with a '$', beside the recipe: taken as written wherever amalgam runs from
+    (fresh_world.parent / "zoo" / "seg$a.pt").write_bytes(b"x")
+    monkeypatch.chdir("/")
+    assert expand_path("zoo/seg$a.pt", fresh_world.parent) == __import__("pathlib").Path("zoo/seg$a.pt")
+    # a Python string override that YAML 1.2 would read as a number stays a string
+    assert yaml.load(_yaml_value("5e-4"), Loader=UniqueKeyLoader) == "5e-4"
+    # a gate ensemble reads student_tap without a feature term: not said unused
+    from amalgam.config.checks import unused_settings
+
+    gate = load_recipe(world, ["amalgamation.student_tap=encoder"])
+    gate.amalgamation.ensemble = type(gate.amalgamation).model_fields["ensemble"].annotation.__args__[0](type="gate")
+    assert not any("student_tap" in line for line in unused_settings(gate))
+    # a factory naming `output` among its own parameters: its own, not amalgam's slip
+    (fresh_world.parent / "own_output.py").write_text(
+        "import models\n\ndef tiny_dense(out_channels, output='logits'):\n    return models.tiny_dense(out_channels)\n"
+    )
+    sets = ["teachers.seg-a.model.factory=own_output:tiny_dense", "teachers.seg-a.model.output=logits"]
+    plan = build_plan(load_recipe(fresh_world, sets), with_data=False, log=lambda m: None)
+    assert not any("model.output is passed" in w for w in plan.teacher_warnings)

@@ -9,6 +9,7 @@ from amalgam.config.label_entries import label_names, read_names, space_of
 from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS, InputSpec, Recipe, SourceConfig, TeacherConfig
 from amalgam.data.image_set import COMMON_KEYS, SET_OPTIONS, SOURCE_TYPES
 from amalgam.data.sources import BUILT_IN_TYPES
+from amalgam.data.torchvision_sets import split_left_out
 from amalgam.distill.features import FEATURE_TERMS
 from amalgam.distill.weighting import TASK_WEIGHTINGS
 from amalgam.errors import AmalgamError, RecipeError, count_of
@@ -105,6 +106,8 @@ def check_sets(recipe: Recipe) -> None:
                 if getattr(cfg, required) is None:
                     raise RecipeError(f"{path}.{required}", f"required for type '{cfg.type}'")
             check_set_options(path, cfg)
+            if group == "eval" and cfg.type == "torchvision" and "split" not in cfg.model_fields_set:
+                at_key(path, split_left_out, cfg.name)
             if group == "eval" and cfg.weight != type(cfg).model_fields["weight"].default:
                 raise RecipeError(f"{path}.weight", "eval sets are scored whole, not sampled: weight is a source's")
             if cfg.flip != "auto" and (group == "eval" or not recipe.train.augment):
@@ -323,8 +326,9 @@ def unused_settings(recipe: Recipe) -> list[str]:
     without a feature term, sgd's momentum beside adamw, trained as if unwritten and unsaid)."""
     lines = []
     a, defaults = recipe.amalgamation, type(recipe.amalgamation).model_fields
+    gate = a.ensemble is not None and LOGIT_ENSEMBLES.get(a.ensemble.type).needs_features  # reads the student's
     if a.features == "none":
-        for key in ("taps", "student_tap", "feature_weight"):
+        for key in ("taps", "feature_weight") + (() if gate else ("student_tap",)):
             if getattr(a, key) != defaults[key].default:
                 lines.append(
                     f"amalgamation.{key}: not used: only a feature term reads it, and amalgamation.features is none"

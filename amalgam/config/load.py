@@ -40,15 +40,30 @@ def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bo
     return loader.construct_mapping(node, deep)
 
 
+def unshared(value: Any) -> Any:
+    """``value`` with every mapping and list its own copy: an anchor's mappings (``<<: *seg``, ``*seg``) are one
+    object wherever YAML puts them, which an override of one place would change in all (deepcopy keeps that)."""
+    if isinstance(value, dict):
+        return {k: unshared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unshared(v) for v in value]
+    return value
+
+
+class UniqueKeyDumper(yaml.SafeDumper):
+    """SafeDumper that quotes the strings :class:`UniqueKeyLoader` would read as numbers (``'5e-4'``)."""
+
+
 MERGE_TAG = "tag:yaml.org,2002:merge"
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 # YAML 1.2's floats: PyYAML (YAML 1.1) reads 1e-2, without a dot, as a string, which a number field took
 # and a model's or part's argument (sigma: 1e-2, drop_path_rate: 1e-2) did not
-UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+for _side in (UniqueKeyLoader, UniqueKeyDumper):
+    _side.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -74,7 +89,7 @@ def apply_override(raw: dict, assignment: str) -> None:
             raise RecipeError(".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
         node = child
     try:
-        parsed = yaml.load(value, Loader=UniqueKeyLoader)
+        parsed = unshared(yaml.load(value, Loader=UniqueKeyLoader))  # merge keys share their mappings
     except yaml.YAMLError as exc:  # a value typed on a command line: the key, not a traceback
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError(key.strip(), f"the value '{value}' is not YAML ({problem})") from None
@@ -246,7 +261,9 @@ def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
         named_by = f" (the base of {_chain[-1]})" if _chain else ""
         raise RecipeError("base" if _chain else "", f"recipe file not found: {path}{named_by}")
     try:
-        raw = yaml.load(read_text(path), Loader=UniqueKeyLoader)
+        # a merge key (`<<: *seg`) shares the anchor's nested mappings: copied, so that an override of one
+        # teacher does not change the other
+        raw = unshared(yaml.load(read_text(path), Loader=UniqueKeyLoader))
     except yaml.YAMLError as exc:
         raise RecipeError("", f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict) or "base" not in raw:
@@ -256,7 +273,7 @@ def read_recipe_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
         raise RecipeError("base", f"expected the path of a recipe file, got {base!r} in {path}")
     chain = (*_chain, path.resolve())
     # the folder of the file itself, a link followed: where every other path of the recipe resolves too
-    base_path = (path.resolve().parent / expand_path(base)).resolve()
+    base_path = (path.resolve().parent / expand_path(base, path.resolve().parent)).resolve()
     if base_path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, base_path))
         raise RecipeError("base", f"recipes name each other as base: {cycle}")

@@ -22,12 +22,14 @@ from amalgam.errors import AmalgamError
 _UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
 
 
-def expand_path(path: Union[str, Path]) -> Path:
+def expand_path(path: Union[str, Path], base: Optional[Path] = None) -> Path:
     """A recipe's path with ``~`` and environment variables (``$DATA``, ``${DATA}``) expanded, as a shell does; a
-    variable that is not set stops (a trial's ``output: $RT/runs`` made a folder named '$RT')."""
+    variable that is not set stops (a trial's ``output: $RT/runs`` made a folder named '$RT'), unless the path
+    exists as written (a file named with a ``$``, relative to ``base``, the recipe's folder)."""
     text = os.path.expandvars(str(path))
     unset = _UNSET_VARIABLE.search(text)
-    if unset and not Path(path).expanduser().exists():
+    literal = Path(path).expanduser()
+    if unset and not (literal if literal.is_absolute() or base is None else base / literal).exists():
         raise AmalgamError(f"{path}: the environment variable {unset.group(1).strip('{}')} is not set")
     return Path(text).expanduser()
 
@@ -122,19 +124,6 @@ class DataConfig(_Strict):
     def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) <= 0:
             raise ValueError("expected two positive integers [height, width]")
-        return v
-
-    @field_validator("eval")
-    @classmethod
-    def _split_said(cls, v: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
-        """A torchvision eval set names its split: left out, it read the training split (a trial's teacher
-        scored 0.96 on its own training images, 0.915 on the test split) without a word."""
-        for name, source in v.items():
-            if source.type == "torchvision" and "split" not in source.model_fields_set:
-                raise ValueError(
-                    f"{name}: a torchvision eval set names its split: split: test (or val; train scores the"
-                    " images the teachers likely trained on)"
-                )
         return v
 
 
@@ -507,7 +496,7 @@ class Recipe(_Strict):
         """Resolves a recipe path against the recipe's folder."""
         if path is None:
             return None
-        path = expand_path(path)
+        path = expand_path(path, self.base_dir)
         return Path(os.path.normpath(path if path.is_absolute() else self.base_dir / path))
 
     def output_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,11 +46,25 @@ from amalgam.students.sizing import (
     kept_choice,
 )
 from amalgam.task import TASKS, Task, get_task
+from amalgam.teachers.factories import import_factory
 from amalgam.teachers.model_sources import runs_random
 from amalgam.teachers.teacher import Teacher, build_teachers, distinct_params
 
 #: keys of a teacher that a model's constructor never needs: written inside ``model:`` they reach it, not amalgam
 TEACHER_KEYS = ("output", "output_key", "output_scale", "unused_outputs", "input", "labels_file", "background", "wrap")
+
+
+def _named_by(cfg, key: str, recipe: Recipe) -> bool:
+    """Whether a python factory names ``key`` among its own parameters (a model with an ``output`` argument of its
+    own): then it is the model's, not amalgam's slip; one taking it through ``**kwargs`` only is said."""
+    if cfg.model.source != "python":
+        return False
+    try:
+        factory = import_factory(cfg.model.kwargs().get("factory"), recipe.base_dir)
+        params = inspect.signature(factory).parameters
+    except (AmalgamError, TypeError, ValueError):  # no signature to read: said, as for any other source
+        return False
+    return key in params and params[key].kind is not inspect.Parameter.VAR_KEYWORD
 
 
 def _said(value: object) -> str:
@@ -230,7 +245,7 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
     plan.teachers = build_teachers(recipe)
     say_teachers(plan.teachers, log)
     for name, cfg in recipe.teachers.items():  # a teacher's key written inside model: went to the factory
-        if misplaced := [k for k in cfg.model.kwargs() if k in TEACHER_KEYS]:
+        if misplaced := [k for k in cfg.model.kwargs() if k in TEACHER_KEYS and not _named_by(cfg, k, recipe)]:
             key = misplaced[0]
             said_before_training(
                 plan,

@@ -169,7 +169,7 @@ def _python_build(kw: dict, base: Path) -> nn.Module:
 
 
 def _resolve(path: str | Path, base: Path) -> Path:
-    path = expand_path(path)
+    path = expand_path(path, base)
     return path if path.is_absolute() else base / path
 
 
@@ -548,7 +548,7 @@ def _draws_anew(model: nn.Module, source: str, kwargs: dict, base: Path) -> str:
     again = {k: v.detach().cpu() for k, v in other.state_dict().items()}
     del other  # a large model: not held twice beyond this check
     floats = [k for k, v in own.items() if v.is_floating_point() and v.numel() > 1 and k in again]
-    drawn = [k for k in floats if again[k].shape == own[k].shape and not torch.equal(own[k], again[k])]
+    drawn = [k for k in floats if again[k].shape == own[k].shape and not _same(own[k], again[k])]
     if not drawn:
         return ""
     loader = "the factory" if source == "python" else source
@@ -556,6 +556,11 @@ def _draws_anew(model: nn.Module, source: str, kwargs: dict, base: Path) -> str:
         return f"two builds of {loader} hold different weights"
     names = ", ".join(f"'{k}'" for k in drawn[:3]) + (", ..." if len(drawn) > 3 else "")
     return f"two builds of {loader} differ in {len(drawn)} of its {len(floats)} weight tensors: {names}"
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN where the other has NaN too (a loaded tensor holding NaN is not drawn anew)."""
+    return bool(torch.isclose(a, b, rtol=0, atol=0, equal_nan=True).all())
 
 
 def _files_resolved(kwargs: dict, base: Path) -> dict:
