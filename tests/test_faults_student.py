@@ -211,3 +211,18 @@ def test_check_inputs_false_leaves_the_check_out(tmp_path):
         out = unchecked(images)
         expected = built(images)
     assert all(torch.equal(out[t], expected[t]) for t in expected)
+
+
+def test_a_half_precision_student_traced_from_float32_images_takes_them(built_and_loaded):
+    # a review: the cast was skipped while tracing or compiling, so a .half()/.double() student ran eagerly
+    # but failed inside its first convolution when traced from the same float32 images
+    import copy
+
+    _, student = built_and_loaded
+    half = copy.deepcopy(student).bfloat16().eval()
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        traced = torch.jit.trace(half, images, strict=False)
+        eager = half(images)
+        again = traced(images)
+    assert all(torch.allclose(eager[k].float(), again[k].float()) for k in eager)

@@ -7,7 +7,7 @@ import warnings
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -247,23 +247,24 @@ class InputGuard:
     def __init__(self, multiple: int | None):
         self.multiple = multiple
 
-    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if _exporting():  # a traced or compiled graph would bake the check in, or break on its sync
-            return
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> Optional[tuple[tuple, dict]]:
         images = args[0] if args else kwargs.get("images")
-        trained = getattr(module, "image_size", None)
         weights = _weights_dtype(module)
         cast = isinstance(images, torch.Tensor) and images.dtype == torch.float32 and weights != torch.float32
+        if not _exporting():  # a traced or compiled graph would bake the checks in, or break on their syncs
+            self._check(images, weights, cast, getattr(module, "image_size", None))
+        if cast:  # float32, what amalgam, torchvision and numpy/255 give, into a student moved to .half()/.double()
+            images = images.to(weights)
+            return ((images, *args[1:]), kwargs) if args else (args, {**kwargs, "images": images})
+        return None
+
+    def _check(self, images: object, weights: torch.dtype, cast: bool, trained: Optional[Sequence[int]]) -> None:
         problem = _form_problem(images.to(weights) if cast else images, weights)
         problem = problem or _size_problem(images, self.multiple, trained) or _value_problem(images)
         if problem:
             raise AmalgamError(problem)
         if trained is not None and tuple(images.shape[-2:]) != tuple(trained):  # runs, but can answer far worse
             warnings.warn(other_size_line(*images.shape[-2:], trained), OtherSizeWarning, stacklevel=2)
-        if cast:  # float32, what amalgam, torchvision and numpy/255 give, into a student moved to .half()/.double()
-            images = images.to(weights)
-            return ((images, *args[1:]), kwargs) if args else (args, {**kwargs, "images": images})
-        return None
 
 
 def run_student(student: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
