@@ -93,8 +93,8 @@ def _other_recipe(run_dir: Path, name: str) -> str:
     if not then or then == name:
         return ""
     return (
-        f" of recipe '{then}', not this '{name}' (a variant keeps its base's output: give it its own output:,"
-        " or --output)"
+        f" of recipe '{then}', not this '{name}' (a variant keeps its base's output unless it sets its own: give"
+        " this one its own output:, or --output)"
     )
 
 
