@@ -702,6 +702,13 @@ def test_a_depth_teacher_with_no_eval_set_answering_another_unit_is_warned_about
         extra = {"output_scale": scale} if scale else {"output": "relative"} if mode == "relative" else {}
         _, said = plan_of(scenes, mode, eval=None, **extra)
         assert not [line for line in said if "no scene's depth" in line], mode
+        # a trial: an inverse-depth teacher's 0.18 "m" looked plausible, and "taken as declared" hid that the
+        # metric reading was the default, never declared
+        unchecked = next(line for line in said if "not checked against ground truth" in line)
+        assert unchecked.endswith("taken as declared") is (mode == "relative"), unchecked
+        assert ("taken as metric, the default, not declared (set teachers.d.output" in unchecked) is (
+            mode != "relative"
+        )
 
 
 def test_a_depth_teacher_wanting_another_size_and_normalisation_is_named_for_both(scenes):

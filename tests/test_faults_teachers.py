@@ -494,3 +494,22 @@ def test_a_factory_with_a_pretrained_body_and_a_fresh_head_is_said_partly_random
         "none: its weights are the factory's own (random: two builds of the factory differ in 2 of its 4 weight"
         " tensors: '1.weight', '1.bias')"
     )
+
+
+def test_timm_names_with_a_tag_or_a_local_folder_and_timms_own_checkpoints_are_taken(tmp_path):
+    # a trial: 'resnet10t.c3_in1k' (its tag picks the pretrained_cfg: mean, std, size) was "unknown"; timm's
+    # train.py checkpoint, an argparse.Namespace of its arguments beside the state dicts, was refused as pickled
+    import argparse
+
+    from amalgam.teachers.model_sources import _timm_check, read_checkpoint
+
+    _timm_check({"name": "resnet10t.c3_in1k"}, tmp_path)
+    with pytest.raises(AmalgamError, match=r"^name: 'hf-hub:timm/x' downloads from the Hugging Face hub"):
+        _timm_check({"name": "hf-hub:timm/x"}, tmp_path)
+    with pytest.raises(AmalgamError, match=r"^name: local-dir:missing: no config.json in "):
+        _timm_check({"name": "local-dir:missing"}, tmp_path)
+    net = torch.nn.Conv2d(3, 4, 3)
+    args = argparse.Namespace(input_size=[3, 40, 56], mean=[0.5] * 3, model="resnet10t")
+    torch.save({"epoch": 3, "arch": "resnet10t", "state_dict": net.state_dict(), "args": args}, tmp_path / "t.pth.tar")
+    state, note = read_checkpoint(tmp_path / "t.pth.tar")
+    assert set(state) == {"weight", "bias"} and "'state_dict'" in note

@@ -177,9 +177,9 @@ def test_a_checkpoint_without_batchnorm_step_counts_loads(tmp_path):
 
 @pytest.mark.parametrize("layout", ["module", "dict holding the module", "lightning", "lightning, tensors only"])
 def test_the_conversion_command_for_a_pickled_checkpoint_gives_a_loadable_state_dict(tmp_path, layout):
-    import argparse
     import subprocess
     import sys
+    import types
 
     from amalgam.teachers.model_sources import conversion_command
 
@@ -191,7 +191,7 @@ def test_the_conversion_command_for_a_pickled_checkpoint_gives_a_loadable_state_
         # Lightning: the LightningModule's state dict ('model.' before each key) beside hyper-parameters
         "lightning": {
             "state_dict": {f"model.{k}": v for k, v in tiny().state_dict().items()},
-            "hyper_parameters": argparse.Namespace(lr=0.1),
+            "hyper_parameters": types.SimpleNamespace(lr=0.1),  # (argparse's Namespace, timm's, is read)
             "epoch": 3,
         },
         # the same without hyper-parameters: weights_only reads it, and the prefix hint must strip the

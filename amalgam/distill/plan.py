@@ -322,7 +322,15 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
                 continue
             check_label_order_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
         elif teacher.task.eval_reading is not None:  # said, so that a check that could not run is not read as passed
-            unchecked = "not checked against ground truth (no eval set): taken as declared"
+            cfg = plan.recipe.teachers.get(teacher.name)
+            declared = cfg is not None and "output" in cfg.model_fields_set
+            unchecked = "not checked against ground truth (no eval set): " + (
+                "taken as declared"
+                if declared
+                else f"taken as {teacher.output_kind}, the default, not declared"
+                f" (set teachers.{teacher.name}.output, or give it an eval set: a reading in another form may"
+                " look plausible)"
+            )
             log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) {unchecked}")
             teacher.notes.append(unchecked)
             check_reading_without_truth(plan, teacher, log)

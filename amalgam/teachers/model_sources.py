@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import warnings
 import zipfile
@@ -88,7 +89,18 @@ def _torchvision_build(kw: dict, base: Path) -> nn.Module:
 def _timm_check(kw: dict, base: Path) -> None:
     import timm
 
-    _check_names("timm model", kw.get("name"), timm.list_models())
+    name = kw.get("name")
+    if isinstance(name, str) and name.startswith("hf-hub:"):
+        raise AmalgamError(
+            f"name: '{name}' downloads from the Hugging Face hub, which amalgam never does: give its folder as"
+            " local-dir:<folder> (timm's save_for_hf layout), or the architecture's name and the weights as checkpoint:"
+        )
+    if isinstance(name, str) and name.startswith("local-dir:"):  # timm reads the architecture from its config.json
+        folder = _resolve(name.removeprefix("local-dir:"), base)
+        if not (folder / "config.json").is_file():
+            raise AmalgamError(f"name: {name}: no config.json in {folder} (timm's save_for_hf layout)")
+    else:  # a tagged name (resnet10t.c3_in1k) picks that tag's pretrained_cfg: its mean, std and size
+        _check_names("timm model", name, timm.list_models() + timm.list_models(pretrained=True))
     timm_model_size(kw)  # img_size / input_size: the teacher's input size (inputs.py)
 
 
@@ -97,7 +109,10 @@ def _timm_build(kw: dict, base: Path) -> nn.Module:
 
     timm_model_size(kw)  # a malformed or conflicting size stops in one line before timm sees it
     kw = dict(kw)
-    return timm.create_model(kw.pop("name"), pretrained=False, **kw)
+    name = kw.pop("name")
+    if name.startswith("local-dir:"):  # resolved against the recipe's folder, as every path of a recipe
+        name = f"local-dir:{_resolve(name.removeprefix('local-dir:'), base)}"
+    return timm.create_model(name, pretrained=False, **kw)
 
 
 def _smp_check(kw: dict, base: Path) -> None:
@@ -228,6 +243,14 @@ DDP_PREFIX = "module."
 AVERAGED_COUNT = "n_averaged"
 
 
+def _load_tensors(path: Path) -> Any:
+    """``torch.load`` of tensors and plain containers only (nothing that runs code when unpickled), plus the
+    ``argparse.Namespace`` of training arguments that timm's train.py saves beside its state dicts (a trial's
+    standard timm checkpoint was refused as holding pickled objects)."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
     """:func:`read_checkpoint` plus where the state dict's keys were read: the entry's keys
     (``['state_dict']``; [] for a bare one), then ``module.`` if that prefix was stripped."""
@@ -241,7 +264,7 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _load_tensors(path)
     except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe pickles all land here
         if kind := _other_format(path):
             raise AmalgamError(f"cannot read checkpoint {path}: {kind}") from None
@@ -602,7 +625,7 @@ def _every_state_dict(path: Path) -> list[dict[str, torch.Tensor]]:
     except Exception:  # noqa: BLE001 - a config file, a tokenizer: not weights, nothing to check
         return []
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True) if path.suffix != ".safetensors" else {}
+        raw = _load_tensors(path) if path.suffix != ".safetensors" else {}
     except Exception:  # noqa: BLE001 - read above by read_state_dict's own rules; nothing more to find
         raw = {}
     for entry in _state_dict_entries(raw):
