@@ -152,8 +152,28 @@ def label_order_warning(teacher: str, classes: list[str], mostly: Optional[list]
     return (
         f"teacher {teacher} names most of {len(swaps)} classes as one other class ({shown}): are its labels"
         " (and the eval set's class names) in the order of its outputs, and is it fed as it was trained"
-        f" (teachers.{teacher}.input: size, mean/std, channel order)?"
+        f" (teachers.{teacher}.input: size, mean/std, channel order)?" + _order_fix(teacher, classes, mostly or [])
     )
+
+
+def _order_fix(teacher: str, classes: list[str], mostly: list) -> str:
+    """The fix a trial could not find: every judged class named as the next output (a background unit first,
+    a 1001-output net given unused_outputs: [1000]), or the labels one reordering away (a labels file sorted by
+    name): said, ready to write; "" when the pattern is neither."""
+    judged = [(c, j) for c, j in enumerate(mostly) if j is not None]
+    if len(judged) >= 3 and all(j == c + 1 for c, j in judged):
+        return (
+            " Every class is named as the next output: its outputs sit one above its labels, as with a background"
+            f" unit first (teachers.{teacher}.unused_outputs: [0], not the last)"
+        )
+    if len({j for _, j in judged}) != len(judged):  # two classes named as one: no reordering explains it
+        return ""
+    order = list(classes)
+    for c, j in judged:  # output j answers for class c
+        order[j] = classes[c]
+    if len(set(order)) != len(order) or order == classes or len(classes) > 30:
+        return ""
+    return f" If its labels are the cause, in the order of its outputs they are {order} (teachers.{teacher}.labels)"
 
 
 def scored_rows(rows: list[dict]) -> tuple[list[dict], str]:
