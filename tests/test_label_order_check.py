@@ -124,6 +124,17 @@ def names_red_bgr(classes):
     return NamesRedBgr(classes)
 
 
+class ReadsRedBgr(ReadsRed):
+    '''A segmenter trained on BGR images: it reads the class off the third channel it is fed.'''
+
+    def forward(self, x):
+        return super().forward(x.flip(1))
+
+
+def reads_red_bgr(classes):
+    return ReadsRedBgr(classes)
+
+
 class NamesGrey(NamesRed):
     '''A colour-blind classifier: it reads the class off the mean of the three channels (red = 40 k, the rest 40 k).'''
 
@@ -613,3 +624,27 @@ def test_the_probe_cache_keeps_summaries_not_answers():
     teacher.mean = [0.0]
     assert answered() == 4096.0 and len(reads) == 2
     assert all(isinstance(v, float) for v in answered.runs.values())
+
+
+def test_a_bgr_teacher_whose_classes_read_as_swapped_labels_is_named_for_its_channel_order(tmp_path):
+    # a trial: in a world whose red and blue both tell the class, a BGR segmenter fed RGB named its classes in
+    # reverse, was warned of its label order, and the channel probe never ran while the order was doubted
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels"):
+        (tmp_path / "val" / sub).mkdir(parents=True)
+    for i in range(8):
+        labels = np.repeat(rng.integers(0, len(NAMES), (4, 4)), 8, 0).repeat(8, 1).astype(np.uint8)
+        blue = (len(NAMES) - 1 - labels) * 40
+        image = np.stack([labels * 40, rng.integers(0, 255, labels.shape), blue], -1).astype(np.uint8)
+        Image.fromarray(image).save(tmp_path / "val" / "images" / f"{i}.png")
+        Image.fromarray(labels).save(tmp_path / "val" / "labels" / f"{i}.png")
+    (tmp_path / "val" / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    model = {"from": "python", "factory": "models:reads_red_bgr", "classes": len(NAMES)}
+    teacher = {"task": "segmentation", "model": model, "labels": NAMES, "background": "background"}
+    said, notes = planned(tmp_path, teacher, {"type": "folder", "path": "val/images"}, {"type": "dense", "path": "val"})
+    (line,) = [line for line in said if "teacher t names" in line]
+    assert line.startswith(
+        "warning: teacher t names its classes out of order as fed (RGB) and in order with its channels reversed:"
+        " it was likely trained on BGR images: set teachers.t.input.channel_order: bgr (not its labels)"
+    )
+    assert any(n.startswith("channel order doubtful") for n in notes)

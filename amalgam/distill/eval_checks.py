@@ -29,6 +29,7 @@ from amalgam.distill.input_probe import (
     mean_iou,
     mean_recall,
     normalisation_finding,
+    reversed_channels,
     size_candidates,
     size_finding,
     sized,
@@ -39,7 +40,7 @@ from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, missing_labels
 from amalgam.labels.relations import unnamed_label_lines
 from amalgam.task import Task
-from amalgam.teachers.inputs import answer_views
+from amalgam.teachers.inputs import RECIPE, answer_views
 from amalgam.teachers.teacher import Teacher
 
 if TYPE_CHECKING:  # annotations only: the plan runs these checks
@@ -312,8 +313,13 @@ def check_label_order_on_eval(
         lacks = "labels the set does not name answered on its classes the teacher lacks"
         teacher.notes.append(f"{len(hints)} {lacks} {where}")
     if out_of_order:
-        said_before_training(plan, log, f"{line} ({where})")
-        teacher.notes.append(f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another")
+        reversed_fix = _order_cleared_by_channels(teacher, read, truths, matrix, judged, task.dense)
+        said_before_training(plan, log, f"{reversed_fix or line} ({where})")
+        teacher.notes.append(
+            f"channel order doubtful {where}: its classes named in order with the channels reversed"
+            if reversed_fix
+            else f"label order doubtful {where}: {swapped} of {len(judged)} classes named as another"
+        )
     elif blind:
         fix = f"check its input (value range, mean/std, channel order: teachers.{teacher.name}.input), its checkpoint"
         said_before_training(plan, log, f"{blind} {where}: {fix}; a student cannot learn from it what it does not see")
@@ -328,6 +334,30 @@ def check_label_order_on_eval(
     else:  # said, so that a check that could not judge is not read as passed
         enough = f"{len(judged)} of its classes had enough {unit} there; it judges {ORDER_MIN_CLASSES} or more"
         teacher.notes.append(f"label order not checked {where}: {enough}")
+
+
+def _order_cleared_by_channels(
+    teacher: Teacher, read: Callable, truths: list, fed: torch.Tensor, judged: set[int], dense: bool
+) -> Optional[str]:
+    """The line for a 3-channel teacher that names its classes out of order as fed but in order with its channels
+    reversed (a BGR teacher fed RGB: in a trial its red and blue classes read as swapped labels, and the channel
+    probe never ran while the order was doubted); None otherwise, or where the recipe states the order."""
+    if teacher.channels != 3 or teacher.input_spec.origin.get("channel_order") == RECIPE:
+        return None
+    with reversed_channels(teacher):
+        again = _confusion(read(), truths, len(fed))
+    confusion = ConfusionMatrix(len(fed))
+    confusion.matrix = again
+    mostly = [j if c in judged else None for c, j in enumerate(confusion.mostly_predicted_as(skip_common=dense))]
+    recall = mean_recall(again, judged)  # in order and doing its job, not merely scattered (noise names no one class)
+    if any(j is not None for j in order_like(mostly, judged)) or recall < max(0.5, 1.25 * mean_recall(fed, judged)):
+        return None
+    other = "rgb" if teacher.input_spec.bgr else "bgr"
+    return (
+        f"teacher {teacher.name} names its classes out of order as fed ({'BGR' if teacher.input_spec.bgr else 'RGB'})"
+        f" and in order with its channels reversed: it was likely trained on {other.upper()} images: set"
+        f" teachers.{teacher.name}.input.channel_order: {other} (not its labels)"
+    )
 
 
 def has_swapped_pair(mostly: list[Optional[int]]) -> bool:
