@@ -203,3 +203,11 @@ def test_review_fixes_of_the_authoring_checks(world, fresh_world, monkeypatch):
     sets = ["teachers.seg-a.model.factory=own_output:tiny_dense", "teachers.seg-a.model.output=logits"]
     plan = build_plan(load_recipe(fresh_world, sets), with_data=False, log=lambda m: None)
     assert not any("model.output is passed" in w for w in plan.teacher_warnings)
+
+
+def test_a_labels_file_over_a_bases_labels_says_how_to_drop_them(fresh_world):
+    # a variant writing only labels_file read "give labels or labels_file, not both": the labels were its base's
+    (fresh_world.parent / "cls_labels.txt").write_text("kitten\npuppy\n")
+    with pytest.raises(RecipeError, match=r"not both \(a variant or --set .* write teachers.cls.labels: null beside"):
+        load_recipe(fresh_world, ["teachers.cls.labels_file=cls_labels.txt"])
+    assert load_recipe(fresh_world, ["teachers.cls.labels_file=cls_labels.txt", "teachers.cls.labels=null"])

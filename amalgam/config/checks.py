@@ -250,7 +250,11 @@ def check_teacher_labels(path: str, t: TeacherConfig, recipe: Recipe) -> None:
             raise RecipeError(f"{path}.labels_file", f"file not found: {file}")
         names = at_key(f"{path}.labels_file", read_names, file)
         if t.labels and t.labels != names:  # a dumped recipe holds both, equal
-            raise RecipeError(f"{path}.labels_file", "give labels or labels_file, not both")
+            raise RecipeError(
+                f"{path}.labels_file",
+                "give labels or labels_file, not both (a variant or --set giving labels_file over its base's labels:"
+                f" write {path}.labels: null beside it)",
+            )
         t.labels = names
     if not t.labels:
         raise RecipeError(f"{path}.labels", f"required for a {t.task} teacher (its class names, in output order)")
