@@ -294,10 +294,7 @@ def check_label_order_on_eval(
         collapsed = blind_line(teacher.name, list(space.names), found, task.dense) is not None
         return float("nan") if collapsed else metric(found, judged)
 
-    confusion = ConfusionMatrix(len(space))
-    confusion.matrix = matrix  # its own thresholds (judged): not the report's, made for a whole eval set
-    mostly = [j if c in judged else None for c, j in enumerate(confusion.mostly_predicted_as(skip_common=task.dense))]
-    mostly = order_like(mostly, judged)
+    mostly = _named_as(matrix, judged, task.dense)
     line = label_order_warning(teacher.name, list(space.names), mostly)
     swapped = sum(j is not None for j in mostly)
     enough = swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged))
@@ -346,11 +343,10 @@ def _order_cleared_by_channels(
         return None
     with reversed_channels(teacher):
         again = _confusion(read(), truths, len(fed))
-    confusion = ConfusionMatrix(len(fed))
-    confusion.matrix = again
-    mostly = [j if c in judged else None for c, j in enumerate(confusion.mostly_predicted_as(skip_common=dense))]
     recall = mean_recall(again, judged)  # in order and doing its job, not merely scattered (noise names no one class)
-    if any(j is not None for j in order_like(mostly, judged)) or recall < max(0.5, 1.25 * mean_recall(fed, judged)):
+    if any(j is not None for j in _named_as(again, judged, dense)) or recall < max(
+        0.5, 1.25 * mean_recall(fed, judged)
+    ):
         return None
     other = "rgb" if teacher.input_spec.bgr else "bgr"
     return (
@@ -358,6 +354,15 @@ def _order_cleared_by_channels(
         f" and in order with its channels reversed: it was likely trained on {other.upper()} images: set"
         f" teachers.{teacher.name}.input.channel_order: {other} (not its labels)"
     )
+
+
+def _named_as(matrix: torch.Tensor, judged: set[int], dense: bool) -> list[Optional[int]]:
+    """Per class, the other class a confusion ``matrix`` mostly names it as, for the judged classes of an order
+    (:func:`order_like`); None elsewhere. Its own thresholds (judged), not the report's, made for a whole set."""
+    confusion = ConfusionMatrix(len(matrix))
+    confusion.matrix = matrix
+    mostly = [j if c in judged else None for c, j in enumerate(confusion.mostly_predicted_as(skip_common=dense))]
+    return order_like(mostly, judged)
 
 
 def has_swapped_pair(mostly: list[Optional[int]]) -> bool:

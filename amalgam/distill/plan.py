@@ -254,8 +254,8 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
                 f" (here {_said(getattr(cfg, key))}): if you meant amalgam's, write it beside model:, not inside it",
             )
     for name, teacher in plan.teachers.items():  # a checkpoint left out of the recipe: nothing to distil
-        if runs_random(teacher.checkpoint_note):
-            part = " weight tensors: " in teacher.checkpoint_note  # a fresh head on a pretrained body, say
+        if drawn := runs_random(teacher.checkpoint_note):
+            part = drawn == "some"  # a fresh head on a pretrained body, say
             said_before_training(
                 plan,
                 log,

@@ -259,7 +259,7 @@ class InputGuard:
         return None
 
     def _check(self, images: object, weights: torch.dtype, cast: bool, trained: Optional[Sequence[int]]) -> None:
-        problem = _form_problem(images.to(weights) if cast else images, weights)
+        problem = _form_problem(images, images.dtype if cast else weights)  # a cast image is the weights' dtype
         problem = problem or _size_problem(images, self.multiple, trained) or _value_problem(images)
         if problem:
             raise AmalgamError(problem)

@@ -40,9 +40,16 @@ def _random_weights(why: str) -> Callable[[dict], str]:
     return lambda kwargs: f"none: its weights are the factory's own {RANDOM}{why})"
 
 
-def runs_random(note: str) -> bool:
-    """Whether a teacher's checkpoint note says it runs with weights drawn at random."""
-    return RANDOM in note
+#: how a note of :func:`unloaded_note` says only some of the teacher's weights are drawn at random
+SOME_DRAWN = " weight tensors: "
+
+
+def runs_random(note: str) -> Optional[str]:
+    """How much of its weights a teacher's checkpoint note says are drawn at random: "all", "some" (a fresh head
+    on a pretrained body), or None; the note's wording is this module's, read here only."""
+    if RANDOM not in note:
+        return None
+    return "some" if SOME_DRAWN in note else "all"
 
 
 def _torchvision_unloaded(kwargs: dict) -> str:
@@ -244,9 +251,14 @@ AVERAGED_COUNT = "n_averaged"
 
 
 def _load_tensors(path: Path) -> Any:
-    """``torch.load`` of tensors and plain containers only (nothing that runs code when unpickled), plus the
-    ``argparse.Namespace`` of training arguments that timm's train.py saves beside its state dicts (a trial's
-    standard timm checkpoint was refused as holding pickled objects)."""
+    """A checkpoint file as saved: ``.safetensors``, or ``torch.load`` of tensors and plain containers only
+    (nothing that runs code when unpickled) plus the ``argparse.Namespace`` of training arguments that timm's
+    train.py saves beside its state dicts (a trial's standard timm checkpoint was refused as holding pickled
+    objects)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
     with torch.serialization.safe_globals([argparse.Namespace]):
         return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -259,12 +271,7 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
     if not path.is_file():
         raise AmalgamError(f"checkpoint not found: {path}")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = _load_tensors(path)
+        state = _load_tensors(path)
     except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe pickles all land here
         if kind := _other_format(path):
             raise AmalgamError(f"cannot read checkpoint {path}: {kind}") from None
@@ -578,7 +585,7 @@ def _draws_anew(model: nn.Module, source: str, kwargs: dict, base: Path) -> str:
     if len(drawn) == len(floats):
         return f"two builds of {loader} hold different weights"
     names = ", ".join(f"'{k}'" for k in drawn[:3]) + (", ..." if len(drawn) > 3 else "")
-    return f"two builds of {loader} differ in {len(drawn)} of its {len(floats)} weight tensors: {names}"
+    return f"two builds of {loader} differ in {len(drawn)} of its {len(floats)}{SOME_DRAWN}{names}"
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -618,19 +625,15 @@ def args_weights_held(model: nn.Module, files: dict[str, tuple[str, Path]]) -> d
 
 
 def _every_state_dict(path: Path) -> list[dict[str, torch.Tensor]]:
-    """The state dict :func:`read_state_dict` takes and every other one the file holds beside it (timm's
-    ``state_dict_ema``, which its ``checkpoint_path`` loads first); [] for a file that holds none."""
+    """Every state dict the file holds, read once: itself, or each entry that is one (``state_dict`` and timm's
+    ``state_dict_ema``, which its ``checkpoint_path`` loads first), each with DDP's prefix stripped too; [] for a
+    file that holds none (a config, a tokenizer: nothing to check)."""
     try:
-        states = [read_state_dict(path)]
-    except Exception:  # noqa: BLE001 - a config file, a tokenizer: not weights, nothing to check
+        raw = _load_tensors(path)
+    except Exception:  # noqa: BLE001 - not a weights file
         return []
-    try:
-        raw = _load_tensors(path) if path.suffix != ".safetensors" else {}
-    except Exception:  # noqa: BLE001 - read above by read_state_dict's own rules; nothing more to find
-        raw = {}
-    for entry in _state_dict_entries(raw):
-        states.append({k.removeprefix(DDP_PREFIX): v for k, v in raw[entry].items() if isinstance(v, torch.Tensor)})
-    return states
+    tops = [raw] if _is_state_dict(raw) else [raw[e] for e in _state_dict_entries(raw)]
+    return [variant for top in tops for variant in (top, {k.removeprefix(DDP_PREFIX): v for k, v in top.items()})]
 
 
 def _holds(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> Optional[bool]:
