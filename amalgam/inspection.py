@@ -21,7 +21,7 @@ from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 from amalgam.training.routing import routing_line
 from amalgam.training.runtime import precision_text, resolve_device
-from amalgam.training.schedule import schedule_lines, steps_per_epoch
+from amalgam.training.schedule import distillation_line, schedule_lines, steps_per_epoch
 
 
 @dataclass
@@ -72,8 +72,7 @@ class Inspection:
         if plan.sources is not None:
             lines += ["", "sources:"] + source_lines(plan)
         images = len(plan.sources) if plan.sources is not None else None
-        schedule = schedule_lines(r.train, images, plan.dense_tasks, r.amalgamation)
-        lines += ["", *schedule] if schedule else []
+        lines += ["", distillation_line(r.amalgamation), *schedule_lines(r.train, images, plan.dense_tasks)]
         lines += weighting_lines(plan, images)
         lines += precision_lines(r)
         lines += cache_lines(plan)

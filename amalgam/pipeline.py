@@ -39,7 +39,7 @@ from amalgam.training.peer_training import train_peers
 from amalgam.training.progress import Console
 from amalgam.training.runlock import NewRunFolder, RunLock
 from amalgam.training.runtime import autocast_dtype
-from amalgam.training.schedule import schedule_lines
+from amalgam.training.schedule import distillation_line, schedule_lines
 
 Log = Callable[[str], None]
 #: what a build writes for the user to read, by role, in the order ``amalgam build`` lists them
@@ -223,7 +223,10 @@ def train_student(
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
     if state is not None:
         same_student(state, student.spec)
-    for line in schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks, recipe.amalgamation):
+    for line in [
+        distillation_line(recipe.amalgamation),
+        *schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks),
+    ]:
         log(line)
     teachers = plan.teacher_params
     params = count_params(student)

@@ -134,14 +134,14 @@ def test_keys_a_set_or_the_recipe_does_not_read_are_refused_or_said(world):
 
 def test_the_log_and_inspect_say_the_distillation_and_training_settings_defaults_marked(world):
     # class_balance and focal changed their defaults and no line said what a build trained with
-    from amalgam.training.schedule import schedule_lines
+    from amalgam.training.schedule import distillation_line, schedule_lines
 
     recipe = load_recipe(world, ["amalgamation.class_balance=0", "train.lr=4e-3"])
-    lines = schedule_lines(recipe.train, 100, [], recipe.amalgamation)
-    assert (
-        lines[0] == "distillation: temperature 2 (default), class_balance 0, focal 1 (default), features none (default)"
+    lines = schedule_lines(recipe.train, 100, [])
+    assert distillation_line(recipe.amalgamation) == (
+        "distillation: temperature 2 (default), class_balance 0, focal 1 (default), features none (default)"
     )
-    assert lines[2] == (
+    assert lines[1] == (
         "  training: optimizer adamw (default), lr 0.004, schedule cosine (default), batch_size 4, weight_decay"
         " 0.0001 (default)"
     )

@@ -61,14 +61,15 @@ def said_settings(section: BaseModel, keys: tuple[str, ...]) -> str:
 DISTILL_SETTINGS = ("temperature", "class_balance", "focal", "features")
 
 
-def schedule_lines(
-    train: TrainConfig, source_images: Optional[int], dense_tasks: list[str], amalgamation: Optional[BaseModel] = None
-) -> list[str]:
-    """What ``inspect`` and the build log say about the schedule (nothing when the images are unknown), and with
-    ``amalgamation`` the distillation's settings."""
-    said = ["distillation: " + said_settings(amalgamation, DISTILL_SETTINGS)] if amalgamation is not None else []
+def distillation_line(amalgamation: BaseModel) -> str:
+    """What ``inspect`` and the build log say about the distillation's settings, defaults marked."""
+    return "distillation: " + said_settings(amalgamation, DISTILL_SETTINGS)
+
+
+def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks: list[str]) -> list[str]:
+    """What ``inspect`` and the build log say about the schedule (nothing when the images are unknown)."""
     if source_images is None and train.samples_per_epoch is None:
-        return said
+        return []
     steps = optimizer_steps(train, source_images or 0)
     warm = warmup_steps(train, steps)
     lines = [
@@ -80,4 +81,4 @@ def schedule_lines(
     if scale != 1:
         lines.append(f"  the student's encoder stages learn at {scale:g} x train.lr ({scale * train.lr:.3g})")
     warning = short_schedule_warning(steps, dense_tasks)
-    return said + lines + ([f"  {warning}"] if warning else [])
+    return lines + ([f"  {warning}"] if warning else [])
