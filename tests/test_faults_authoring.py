@@ -211,3 +211,10 @@ def test_a_labels_file_over_a_bases_labels_says_how_to_drop_them(fresh_world):
     with pytest.raises(RecipeError, match=r"not both \(a variant or --set .* write teachers.cls.labels: null beside"):
         load_recipe(fresh_world, ["teachers.cls.labels_file=cls_labels.txt"])
     assert load_recipe(fresh_world, ["teachers.cls.labels_file=cls_labels.txt", "teachers.cls.labels=null"])
+
+
+def test_the_teacher_keys_said_inside_a_python_model_are_teacher_keys():
+    # the plan's warning and the TorchScript refusal read the same schema: a key renamed there renames here
+    from amalgam.config.schema import AMALGAM_TEACHER_KEYS, TeacherConfig
+
+    assert set(AMALGAM_TEACHER_KEYS) <= set(TeacherConfig.model_fields)

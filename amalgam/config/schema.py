@@ -255,6 +255,21 @@ class TeacherConfig(_Strict):
         return sources
 
 
+#: the teacher's keys a model's constructor never takes: written inside ``model:`` they reach the model, not
+#: amalgam (said for python factories; a TorchScript model takes no arguments, so any teacher key there stops).
+#: ``checkpoint``, ``labels`` and the like are left out: factories of their own often take them.
+AMALGAM_TEACHER_KEYS = (
+    "output",
+    "output_key",
+    "output_scale",
+    "unused_outputs",
+    "input",
+    "labels_file",
+    "background",
+    "wrap",
+)
+
+
 class BudgetConfig(_Strict):
     """The student's size limit: ``auto`` trees stay within it; a hand-set student over it is warned about."""
 

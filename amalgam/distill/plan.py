@@ -13,7 +13,7 @@ import torch
 from amalgam.config.checks import unused_settings, unused_student_keys
 from amalgam.config.ensembles import ensemble_lines
 from amalgam.config.label_entries import space_of
-from amalgam.config.schema import Recipe, SourceConfig
+from amalgam.config.schema import AMALGAM_TEACHER_KEYS, Recipe, SourceConfig
 from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
 from amalgam.data.views import ViewSpec, same_view
 from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: importable from here before the split
@@ -49,9 +49,6 @@ from amalgam.task import TASKS, Task, get_task
 from amalgam.teachers.factories import import_factory
 from amalgam.teachers.model_sources import runs_random
 from amalgam.teachers.teacher import Teacher, build_teachers, distinct_params
-
-#: keys of a teacher that a model's constructor never needs: written inside ``model:`` they reach it, not amalgam
-TEACHER_KEYS = ("output", "output_key", "output_scale", "unused_outputs", "input", "labels_file", "background", "wrap")
 
 
 def _named_by(cfg, key: str, recipe: Recipe) -> bool:
@@ -245,7 +242,7 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
     plan.teachers = build_teachers(recipe)
     say_teachers(plan.teachers, log)
     for name, cfg in recipe.teachers.items():  # a teacher's key written inside model: went to the factory
-        if misplaced := [k for k in cfg.model.kwargs() if k in TEACHER_KEYS and not _named_by(cfg, k, recipe)]:
+        if misplaced := [k for k in cfg.model.kwargs() if k in AMALGAM_TEACHER_KEYS and not _named_by(cfg, k, recipe)]:
             key = misplaced[0]
             said_before_training(
                 plan,
