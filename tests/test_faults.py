@@ -1041,3 +1041,36 @@ def test_a_module_the_factory_imports_is_part_of_the_cache_key(fresh_world, tmp_
     cache, out, images = fill(plan, root, "seg-a", log=lines.append)
     assert any("seg-a': rebuilding it: what its outputs depend on changed (code)" in line for line in lines), lines
     torch.testing.assert_close(out, on_grid(plan.teachers["seg-a"](images)), atol=2e-2, rtol=2e-3)
+
+
+def test_a_folder_source_beside_masks_or_under_them_stops_and_an_annotations_folder_of_json_does_not(tmp_path):
+    # a trial: images/ beside masks/ (not labels/) trained its 0-2 label maps as images, said only as grey images
+    save_rgb(tmp_path / "images" / "a.png")
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "masks" / "a.png")
+    with pytest.raises(AmalgamError, match=r"\(images/ beside masks/\): point path at .*images, or use type: dense"
+                       r" \(renaming masks/ to labels/\)$"):  # fmt: skip
+        build({"type": "folder", "path": tmp_path}, key="data.sources.x")
+    with pytest.raises(AmalgamError, match=r"holds dense sets \(set: images/ beside masks/\), whose 1 "):
+        (tmp_path.parent / "up").mkdir()
+        (tmp_path.parent / "up" / "set").symlink_to(tmp_path)
+        build({"type": "folder", "path": tmp_path.parent / "up"}, key="data.sources.x")
+    (tmp_path / "masks" / "a.png").unlink()
+    (tmp_path / "masks").rmdir()
+    (tmp_path / "annotations").mkdir()  # COCO's layout: its JSON beside the images is no map folder
+    (tmp_path / "annotations" / "instances.json").write_text("{}")
+    assert len(build({"type": "folder", "path": tmp_path})) == 1
+
+
+def test_a_dense_eval_set_without_labels_names_where_it_reads_them_and_the_folders_it_holds(tmp_path):
+    # a trial: masks/ in place of labels/ stopped with "has no 'mask' ground truth", naming neither
+    from amalgam.data.sources import DenseSet
+
+    save_rgb(tmp_path / "images" / "a.png")
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "masks" / "a.png")
+    assert DenseSet(tmp_path).missing_target_hint("mask") == (
+        f" (type: dense reads them from {tmp_path / 'labels'}/; {tmp_path} holds images/, masks/: rename masks/ to"
+        " labels/ if it holds them)"
+    )
+    assert DenseSet(tmp_path).missing_target_hint("depth").endswith("holds images/, masks/)")

@@ -143,6 +143,34 @@ class ImageFolderSet(FolderSet):
         return [f"warning: {len(empty)} class folders hold no image, so those classes cannot be scored: {shown}"]
 
 
+#: folders other tools keep a dense set's maps in, beside ``images/``, and the one a dense set reads instead
+OTHER_MAP_FOLDERS = {
+    "masks": "labels",
+    "mask": "labels",
+    "annotations": "labels",
+    "gt": "labels",
+    "groundtruth": "labels",
+    "ground_truth": "labels",
+    "segmentation": "labels",
+    "segmentations": "labels",
+    "depths": "depth",
+    "depth_maps": "depth",
+}
+
+
+def map_folders_beside(root: Path) -> list[str]:
+    """The folders beside ``root/images/`` that hold a dense set's maps: ``labels/`` and ``depth/``, and
+    :data:`OTHER_MAP_FOLDERS` that hold images (an ``annotations/`` of JSON files is no map folder)."""
+    if not (root / "images").is_dir():
+        return []
+    found = [d for d in ("labels", "depth") if (root / d).is_dir()]
+    return found + [d for d in OTHER_MAP_FOLDERS if (root / d).is_dir() and _holds_images(root / d)]
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+
 class DenseSet(FolderSet):
     """``images/*.png`` with optional ``labels/*.png`` (uint8), ``depth/*.png`` (uint16, ``depth_scale``
     values per metre: millimetres by default), ``classes.txt``. Images in subfolders of ``images/``
@@ -176,6 +204,14 @@ class DenseSet(FolderSet):
         if (root / "depth").is_dir():
             keys.add("depth")
         self.target_keys = frozenset(keys)
+
+    def missing_target_hint(self, key: str) -> str:
+        """Where a dense set reads ``key``'s maps, and the folders it holds instead (a ``masks/`` read as none)."""
+        folder = "labels" if key == "mask" else "depth"
+        others = [d for d in map_folders_beside(self.root) if OTHER_MAP_FOLDERS.get(d) == folder]
+        held = ", ".join(sorted(p.name + "/" for p in self.root.iterdir() if p.is_dir() and not hidden(p)))
+        rename = f": rename {others[0]}/ to {folder}/ if it holds them" if others else ""
+        return f" (type: dense reads them from {self.root / folder}/; {self.root} holds {held}{rename})"
 
     def target_path(self, key: str, index: int) -> Path:
         """``labels/<name>.png``; ``depth/<name>.png``, else its float map (:data:`FLOAT_DEPTH`) where one is there."""
@@ -350,11 +386,12 @@ def _require(cfg: SourceConfig, resolve, key: str) -> Path:
 
 def _plain_folder(cfg: SourceConfig, resolve: Callable[[Path], Path]) -> FolderSet:
     root = _require(cfg, resolve, "path")
-    maps = [d for d in ("labels", "depth") if (root / "images").is_dir() and (root / d).is_dir()]
-    if maps:  # its maps would train as images, without a word
+    if maps := map_folders_beside(root):  # its maps would train as images, without a word
+        renamed = [f"{d}/ to {OTHER_MAP_FOLDERS[d]}/" for d in maps if d in OTHER_MAP_FOLDERS]
+        dense = f"or use type: dense (renaming {', '.join(renamed)})" if renamed else "or use type: dense"
         raise AmalgamError(
             f"{root} is laid out as a dense set (images/ beside {'/, '.join(maps)}/): point path at {root / 'images'},"
-            " or use type: dense"
+            f" {dense}"
         )
     skipped = Counter()
     files = list_images(root, skipped=skipped)
@@ -362,22 +399,23 @@ def _plain_folder(cfg: SourceConfig, resolve: Callable[[Path], Path]) -> FolderS
         roots = list(dict.fromkeys(str(m.parent.relative_to(root)) for m in maps))
         shown = ", ".join(roots[:3]) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
         held = sum(any(m in f.parents for m in maps) for f in files)
+        names = [d for d in ("labels", "depth", *OTHER_MAP_FOLDERS) if d in {m.name for m in maps}]
         raise AmalgamError(
-            f"{root} holds dense sets ({shown}: images/ beside labels/ or depth/), whose {held} label and depth maps"
-            " would train as images: point path at an images/ folder (a source each), or move the maps out"
+            f"{root} holds dense sets ({shown}: images/ beside {'/ or '.join(names)}/), whose {held} label and depth"
+            " maps would train as images: point path at an images/ folder (a source each), or move the maps out"
         )
     return FolderSet(files, skipped)
 
 
 def _map_folders(files: list[Path], root: Path) -> list[Path]:
-    """The ``labels/`` and ``depth/`` folders below ``root`` that sit beside an ``images/`` folder (a
-    dense set's layout) and hold some of ``files``."""
+    """The ``labels/`` and ``depth/`` folders (and :data:`OTHER_MAP_FOLDERS`) below ``root`` that sit beside an
+    ``images/`` folder (a dense set's layout) and hold some of ``files``."""
     found: dict[Path, None] = {}
     for folder in dict.fromkeys(f.parent for f in files):
         for part in [folder, *folder.parents]:
             if part == root or root not in part.parents:
                 break
-            if part.name in ("labels", "depth") and (part.parent / "images").is_dir():
+            if part.name in ("labels", "depth", *OTHER_MAP_FOLDERS) and (part.parent / "images").is_dir():
                 found[part] = None
     return list(found)
 

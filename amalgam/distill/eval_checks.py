@@ -526,8 +526,9 @@ def check_eval_set(
     path = f"teachers.{teacher.name}.eval"
     key = teacher.task.target_key
     if key not in dataset.target_keys:
+        hint = getattr(dataset, "missing_target_hint", lambda key: "")(key)  # where such a set reads them
         raise RecipeError(
-            path, f"eval set '{teacher.eval_name}' has no '{key}' ground truth for a {teacher.task.name} teacher"
+            path, f"eval set '{teacher.eval_name}' has no '{key}' ground truth for a {teacher.task.name} teacher{hint}"
         )
     if teacher.space is None:
         return
