@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import yaml
@@ -25,8 +26,9 @@ _SEPARATORS = re.compile(r"[\s_\-/.]+")
 
 
 def fold(name: str) -> str:
-    """The name up to case, surrounding spaces and separators (``_ - / .``): ``' T_shirt '`` -> ``'t shirt'``."""
-    return _SEPARATORS.sub(" ", name).strip().casefold()
+    """The name up to case, surrounding spaces, separators (``_ - / .``) and Unicode form (``é`` as one character
+    or as ``e`` and an accent, as macOS writes file names): ``' T_shirt '`` -> ``'t shirt'``."""
+    return unicodedata.normalize("NFKC", _SEPARATORS.sub(" ", name).strip().casefold())
 
 
 def yaml_name(name: str) -> str:
@@ -52,7 +54,8 @@ def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> Amal
     name, alike = next(iter(found.items()))
     return AmalgamError(
         f"eval set classes are not labels of the teacher (labels: {', '.join(labels[:8])}"
-        f"{' ...' if len(labels) > 8 else ''}) but differ from one only in case, spaces, '_' or '-': {shown}; "
+        f"{' ...' if len(labels) > 8 else ''}) but differ from one only in case, spaces, '_', '-' or Unicode form"
+        f" (an accent as its own character, as macOS names files): {shown}; "
         "their images would go unscored or be scored as another class. Relate them in the teacher's labels "
         f"({{{alike[0]!r}: {name!r}}}), name the set's classes in a classes_file (a label with '/' cannot be a "
         "folder's name), or rename the folder (or the class) to the label"
