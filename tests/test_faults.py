@@ -751,7 +751,8 @@ def test_a_label_map_that_does_not_cover_its_image_as_shown_stops(tmp_path):
     build({"type": "dense", "path": tmp_path}, with_targets=True)
     Image.fromarray(np.zeros((4, 8), np.uint8)).save(tmp_path / "labels" / "a.png")  # the stored shape
     with pytest.raises(
-        AmalgamError, match=r"a\.png is 8x4 but its image .*a\.jpg is 4x8 as shown .*: set exif: stored on this source"
+        AmalgamError,
+        match=r"a\.png is 4 high x 8 wide but its image .*a\.jpg is 8 high x 4 wide as shown .*: set exif: stored on",
     ):
         build({"type": "dense", "path": tmp_path}, with_targets=True)
 
@@ -836,7 +837,7 @@ def test_coco_sizes_that_do_not_fit_the_image_as_read_stop(tmp_path):
     # fit it as shown (4x8), so its masks would have been stretched across the wrong axes
     save_sideways_jpeg(tmp_path / "images" / "a.jpg")
     cfg = {"type": "coco", "path": tmp_path / "images", "annotations": write_coco(tmp_path, width=8, height=4)}
-    with pytest.raises(AmalgamError, match=r"COCO image 1's annotations is 8x4 .* set exif: stored on this source"):
+    with pytest.raises(AmalgamError, match=r"COCO image 1's annotations is 4 high x 8 wide .* set exif: stored"):
         build(cfg, with_targets=True)
     assert len(build(cfg, with_targets=False)) == 1  # as a training source its annotations are never read
     assert build({**cfg, "exif": "stored"}, size=(4, 8), with_targets=True)[0]["mask"].shape == (4, 8)
@@ -926,7 +927,8 @@ def test_a_map_a_pixel_off_its_image_is_refused_not_stretched_as_a_scale(tmp_pat
     Image.fromarray(np.zeros(map_size[::-1], np.uint8)).save(tmp_path / "labels" / "a.png")
     cfg = SourceConfig(type="dense", path=tmp_path)
     w, h = map_size
-    with pytest.raises(AmalgamError, match=rf"is {w}x{h} but its image .* is 64x64 .*a pixel cropped or padded"):
+    said = rf"is {h} high x {w} wide but its image .* is 64x64 .*a pixel cropped or padded"  # [height, width]
+    with pytest.raises(AmalgamError, match=said):
         build_image_set("data.eval.x", cfg, lambda p: p, (16, 16), True)
 
 
@@ -938,7 +940,8 @@ def test_a_map_of_a_nearly_square_photo_drawn_on_its_stored_pixels_gets_the_exif
     Image.fromarray(np.zeros((64, 65, 3), np.uint8)).save(tmp_path / "images" / "a.jpg", exif=exif)
     (tmp_path / "labels").mkdir()
     Image.fromarray(np.zeros((64, 65), np.uint8)).save(tmp_path / "labels" / "a.png")
-    with pytest.raises(AmalgamError, match=r"is 65x64 but its image .* is 64x65 as shown .*: set exif: stored"):
+    said = r"is 64 high x 65 wide but its image .* is 65 high x 64 wide as shown .*: set exif: stored"
+    with pytest.raises(AmalgamError, match=said):
         build_image_set("data.eval.x", SourceConfig(type="dense", path=tmp_path), lambda p: p, (16, 16), True)
 
 

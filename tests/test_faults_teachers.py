@@ -513,3 +513,13 @@ def test_timm_names_with_a_tag_or_a_local_folder_and_timms_own_checkpoints_are_t
     torch.save({"epoch": 3, "arch": "resnet10t", "state_dict": net.state_dict(), "args": args}, tmp_path / "t.pth.tar")
     state, note = read_checkpoint(tmp_path / "t.pth.tar")
     assert set(state) == {"weight", "bias"} and "'state_dict'" in note
+
+
+def test_a_teachers_input_size_that_is_not_square_is_said_as_height_and_width():
+    # a trial: [48, 96] was said "size 48x96", which a user writing PIL's (width, height) read as confirmed
+    from amalgam.teachers.inputs import ResolvedInput
+
+    wide = ResolvedInput((48, 96), 3, [0.5] * 3, [0.5] * 3, "stretch", {"size": "recipe"})
+    assert wide.describe().startswith("size 48 high x 96 wide, 3 channels")
+    square = ResolvedInput((64, 64), 3, [0.5] * 3, [0.5] * 3, "stretch", {"size": "recipe"})
+    assert square.describe().startswith("size 64x64, 3 channels")

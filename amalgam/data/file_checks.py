@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Protocol
 
-from amalgam.data.images import ImageFacts, UnreadableImage, grey_peak, skipped_note, verify_image
+from amalgam.data.images import ImageFacts, UnreadableImage, grey_peak, size_text, skipped_note, verify_image
 from amalgam.errors import AmalgamError
 
 
@@ -224,7 +224,8 @@ def _check_fit(image: Path, facts: ImageFacts, upright: bool, target: object, ta
     turned = facts.rotated and tuple(other) == tuple(target_size) != tuple(size)
     if size != target_size and min(w, h) >= 8 and abs(tw - w) <= 1 and abs(th - h) <= 1 and not turned:
         raise AmalgamError(
-            f"{target} is {tw}x{th} but its image {image} is {w}x{h} {how}: a pixel cropped or padded, not a scale"
+            f"{target} is {size_text(th, tw)} but its image {image} is {size_text(h, w)} {how}: a pixel cropped or"
+            " padded, not a scale"
             " (it would be stretched over the image, each label shifted): a map at full resolution must match its"
             " image exactly"
         )
@@ -236,4 +237,4 @@ def _check_fit(image: Path, facts: ImageFacts, upright: bool, target: object, ta
         if facts.rotated and _fits(other, target_size)
         else ": a map must cover its image (same shape, or a scale of it)"
     )
-    raise AmalgamError(f"{target} is {tw}x{th} but its image {image} is {w}x{h} {how}{hint}")
+    raise AmalgamError(f"{target} is {size_text(th, tw)} but its image {image} is {size_text(h, w)} {how}{hint}")

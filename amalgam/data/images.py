@@ -349,3 +349,9 @@ def _not_a_folder(path: Path) -> str:
     if is_pattern(path):
         return " (patterns are not expanded: give the folder, whose images are all read)"
     return ""
+
+
+def size_text(height: int, width: int) -> str:
+    """``64x64``, or ``48 high x 96 wide`` where the order matters (amalgam's sizes are [height, width], PIL's
+    and OpenCV's (width, height): a log line of ``48x96`` confirmed a recipe written in the other order)."""
+    return f"{height}x{width}" if height == width else f"{height} high x {width} wide"

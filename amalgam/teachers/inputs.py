@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from amalgam.config.schema import InputSpec, TeacherConfig
+from amalgam.data.images import size_text
 from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
 from amalgam.errors import AmalgamError, count_of, error_line
 
@@ -66,7 +67,7 @@ class ResolvedInput:
         mean = ", ".join(f"{v:.3f}" for v in self.mean)
         std = ", ".join(f"{v:.3f}" for v in self.std)
         return (
-            f"size {self.size[0]}x{self.size[1]}{tag('size')}, {count_of(self.channels, 'channel')}{tag('channels')}, "
+            f"size {size_text(*self.size)}{tag('size')}, {count_of(self.channels, 'channel')}{tag('channels')}, "
             f"mean [{mean}]{tag('mean')}, std [{std}]{tag('std')}, resize {self.resize}{tag('resize')}"
             + self._order_text()
             + (f", centre crop {self.crop:g} of the image" if self.crop < 1 else "")
