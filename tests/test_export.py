@@ -67,6 +67,23 @@ def test_export_errors(built_run, tmp_path, capsys):
     assert "--task: the student has no task 'normals' (it has:" in capsys.readouterr().err
     assert main(["export", str(tmp_path)]) == 2
     assert "student file not found" in capsys.readouterr().err
+    # a trial: a mistyped run folder was left behind, created empty; a name without suffix crashed in a glob
+    assert main(["export", str(tmp_path / "tpyo")]) == 2 and not (tmp_path / "tpyo").exists()
+    assert main(["export", str(built_run), "--output", str(tmp_path / "new" / "model")]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "no file suffix and no such folder: end the file's name in .ts, or make the folder first to write"
+            " student.ts into it"
+        )
+    )
+    assert not (tmp_path / "new").exists()
+
+
+def test_export_into_an_existing_folder_writes_the_default_name_there(built_run, tmp_path):
+    assert main(["export", str(built_run), "--output", str(tmp_path), "--quiet"]) == 0
+    assert (tmp_path / "student.ts").is_file() and (tmp_path / "student.ts.json").is_file()
 
 
 def test_parity_failure_exits_non_zero_and_keeps_the_previous_export(built_run, tmp_path, capsys, monkeypatch):

@@ -169,6 +169,22 @@ def written_exports(run_dir: Path) -> list[Path]:
     return found
 
 
+def output_path(output: Path, run_dir: Path, suffix: str, task: Optional[str]) -> Path:
+    """``--output`` as the file to write: an existing folder gets the default file name inside it.
+
+    Raises:
+        AmalgamError: a name without a suffix that is no folder (a file or a folder meant? not guessed).
+    """
+    if output.is_dir():
+        return output / default_path(run_dir, suffix, task).name
+    if not output.suffix:
+        raise AmalgamError(
+            f"--output {output}: no file suffix and no such folder: end the file's name in {suffix}, or make the"
+            f" folder first to write {default_path(run_dir, suffix, task).name} into it"
+        )
+    return output
+
+
 def suffix_problem(path: Path, fmt: str) -> Optional[str]:
     """Why ``path`` cannot hold a ``fmt`` export: its suffix is another format's (a TorchScript
     zip named ``.onnx`` fails in whatever loads it as ONNX). None for its own or an unknown suffix."""
@@ -373,12 +389,12 @@ def export(
             run, an unwritable destination, or a tolerance asked where parity cannot be checked.
     """
     exporter = EXPORTERS.get(fmt)
-    path = Path(output) if output else default_path(run_dir, exporter.suffix, task)
+    path = output_path(Path(output), run_dir, exporter.suffix, task) if output else None
+    path = path or default_path(run_dir, exporter.suffix, task)
     if problem := suffix_problem(path, fmt):
         raise AmalgamError(problem)
     if tolerance is not None and not tolerance >= 0:
         raise AmalgamError(f"--tolerance: a max difference is 0 or more, got {tolerance}")
-    writable_destination(path)
     student_file = Path(run_dir) / "student.pt"
     if not student_file.exists() and (Path(run_dir) / "checkpoint.pt").exists():
         raise AmalgamError(
@@ -392,6 +408,7 @@ def export(
     if task is not None and task not in spaces:
         raise AmalgamError(f"--task: the student has no task '{task}' (it has: {', '.join(spaces)})")
     tasks = [task] if task else list(spaces)
+    writable_destination(path)  # after the student is found: a mistyped run folder leaves no folder behind
     module = TaskOutputs(student, tasks, only=task is not None).eval()
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(2, 3, *size, generator=gen)
