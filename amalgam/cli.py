@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -11,7 +12,7 @@ from amalgam import api
 from amalgam.errors import AmalgamError
 from amalgam.evaluation.export import ParityError, export
 from amalgam.evaluation.report import to_markdown
-from amalgam.io import write_json
+from amalgam.io import check_writable, write_json
 from amalgam.plugin_contract import contract_problem, mirror_note, plugin_label
 from amalgam.students.tree import as_yaml
 from amalgam.task import TASKS, name_problem, task_names
@@ -31,6 +32,24 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def json_destination(path: Path) -> None:
+    """Raises one line where ``--json`` cannot be written: a folder, or a folder above it that is a file or
+    read-only."""
+    if path.is_dir():
+        raise AmalgamError(f"--json {path}: a folder, not a file: name the file, e.g. {path / 'report.json'}")
+    check_writable(path.parent, "--json folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise AmalgamError(f"--json {path} is not writable: fix its permissions or choose another path")
+
+
+def positive_int(text: str) -> int:
+    """argparse's type of a count of 1 or more (``--suggest-labels 0`` divided by zero, ``-3`` sliced)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a count of 1 or more, got {value}")
+    return value
+
+
 def cmd_build(args) -> int:
     run = api.build(args.recipe, args.set, output=args.output, force=args.force, resume=args.resume, quiet=args.quiet)
     if run.report:  # under torchrun only rank 0 writes and prints
@@ -40,6 +59,8 @@ def cmd_build(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.json:  # before the evaluation: a path it cannot write failed after all of it, in a traceback
+        json_destination(Path(args.json))
     report = api.evaluate(args.recipe, args.student, args.set, quiet=args.quiet)
     if args.json:
         write_json(report, Path(args.json))
@@ -137,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--suggest-labels",
         nargs="?",
-        type=int,
+        type=positive_int,
         const=512,
         metavar="IMAGES",
         help="propose label relations from the teachers' predictions on IMAGES source images (default 512)",

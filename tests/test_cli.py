@@ -15,6 +15,7 @@ import yaml
 from world import TINY_BUILD
 
 from amalgam.cli import main
+from amalgam.errors import AmalgamError
 from amalgam.evaluation.report import teacher_cell
 
 TASK_ROW_KEYS = {
@@ -321,3 +322,24 @@ def test_inspect_says_what_the_teacher_cache_would_take(world, capsys):
     assert "teacher cache: off at build, it would take" in capsys.readouterr().out
     assert main(["inspect", str(world), "--quiet", "--set", "train.cache_teachers=false"]) == 0
     assert "teacher cache: off (train.cache_teachers: false)" in capsys.readouterr().out
+
+
+def test_eval_json_that_cannot_be_written_and_a_suggest_labels_count_under_1_stop_before_any_work(
+    world, built_run, tmp_path, capsys
+):
+    # a trial: --json <folder> failed after the whole evaluation in a traceback; --suggest-labels 0 divided
+    # by zero and -3 ran on all but 3 images
+    student = str(built_run / "student.pt")
+    assert main(["eval", str(world), "--student", student, "--json", str(tmp_path), "--quiet"]) == 2
+    assert f"--json {tmp_path}: a folder, not a file: name the file" in capsys.readouterr().err
+    (tmp_path / "f").write_text("")
+    assert main(["eval", str(world), "--student", student, "--json", str(tmp_path / "f" / "x.json"), "--quiet"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    for count in ("0", "-3"):
+        with pytest.raises(SystemExit):
+            main(["inspect", str(world), "--suggest-labels", count])
+        assert "a count of 1 or more, got" in capsys.readouterr().err
+    from amalgam.labels.suggest import predictions
+
+    with pytest.raises(AmalgamError, match="max_images is a count of 1 or more, got 0"):
+        predictions(None, 0)

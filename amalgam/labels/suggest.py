@@ -146,6 +146,8 @@ def predictions(
 ) -> Predictions:
     """Runs every teacher of exclusive labels on up to ``max_images`` source images (evenly spread over all);
     a multi-label teacher is left out, said in the log."""
+    if max_images < 1:  # 0 divided by zero, a negative count sliced the images from the end
+        raise AmalgamError(f"suggest-labels: max_images is a count of 1 or more, got {max_images}")
     teachers = {n: t for n, t in plan.teachers.items() if t.space is not None and t.task.exclusive_labels}
     if skipped := [n for n, t in plan.teachers.items() if t.space is not None and not t.task.exclusive_labels]:
         log(
