@@ -200,7 +200,7 @@ def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], 
     student = build_student(spec)
     if recipe.student.init is not None and recipe.student.branch_at != "auto":  # auto's tree is not known yet
         init_student(student, plan.spaces, recipe.resolve(recipe.student.init))  # refused here as by the build
-    check_student_runs(student, tuple(recipe.data.image_size))  # a size it cannot take stops here
+    check_student_runs(student, tuple(recipe.data.image_size), recipe.train.batch_size)  # a size it cannot take stops
     check_feature_taps(plan, student)  # a tap on a module that never runs stops here, not at the build
     routing = routing_line(plan, student, student_tap_module(plan, spec))
     latency = latency_if_budgeted(recipe.student.budget, student, tuple(recipe.data.image_size))

@@ -345,7 +345,7 @@ def new_student(plan: Plan, log: Log, resumed: bool, branch_at: Optional[dict[st
     ``branch_at`` is the search's tree when the recipe's is ``auto``.
     """
     student = build_student(plan.student_spec(branch_at))
-    check_student_runs(student, tuple(plan.recipe.data.image_size))
+    check_student_runs(student, tuple(plan.recipe.data.image_size), plan.recipe.train.batch_size)
     if not resumed:  # on resume the checkpoint's weights win
         start_weights(student, plan.recipe, plan.spaces, log)
     return student

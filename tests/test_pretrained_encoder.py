@@ -253,6 +253,18 @@ def test_a_student_that_cannot_take_the_recipes_size_stops_before_training():
     check_student_runs(student, (224, 224))
 
 
+def test_a_batch_of_one_over_a_1x1_map_stops_before_training_naming_the_batch_norm():
+    # a trial: --set train.batch_size=1 with a 32 px student crashed in its first step, after the data scan
+    from amalgam.students.build import check_student_runs
+
+    student = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=32, padding=1), torch.nn.BatchNorm2d(4))
+    with pytest.raises(RecipeError, match=r"^train.batch_size: 1: the student's batch norm 1 sees a 1x1 map at 32x32"):
+        check_student_runs(student, (32, 32), batch_size=1)
+    check_student_runs(student, (32, 32), batch_size=2)
+    check_student_runs(student, (64, 64), batch_size=1)  # a 2x2 map: four values a channel
+    assert not any(m._forward_pre_hooks for m in student.modules())  # no hook left behind
+
+
 def test_inspect_refuses_an_init_of_another_student_as_the_build_does(world, built_run, capsys):
     init = f"student.init={built_run / 'student.pt'}"
     assert main(["inspect", str(world), "--set", init, "--set", "student.encoder=tu-test_efficientnet"]) == 2

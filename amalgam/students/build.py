@@ -403,14 +403,25 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
         module.train(mode)
 
 
-def check_student_runs(student: nn.Module, size: tuple[int, int]) -> None:
+def check_student_runs(student: nn.Module, size: tuple[int, int], batch_size: Optional[int] = None) -> None:
     """Runs the student once, in eval mode (no statistics move), on two random images of ``size``: an
     encoder that cannot take it (a Swin built for 224, Inception at 32 px) stops here in one line, not
-    at the first training step after the teachers were cached.
+    at the first training step after the teachers were cached. With ``batch_size`` (the training batch), a
+    batch norm that would see one value per channel in training (batch 1 over a 1x1 map) stops too.
 
     Raises:
-        RecipeError: naming ``student.encoder``.
+        RecipeError: naming ``student.encoder``, or ``train.batch_size``.
     """
+    values: dict[str, int] = {}  # each batch norm's values per channel and image
+
+    def seen(name: str, args: tuple) -> None:  # a pre-hook returning a value would replace the input
+        values.setdefault(name, args[0][0, 0].numel())
+
+    hooks = [
+        m.register_forward_pre_hook(lambda _, args, name=name: seen(name, args))
+        for name, m in student.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     try:
         with evaluating(student):
             student(torch.rand(2, 3, *size))
@@ -422,6 +433,16 @@ def check_student_runs(student: nn.Module, size: tuple[int, int]) -> None:
             f"the student ({what}) does not run on {size[0]}x{size[1]} images (data.image_size): {error_line(exc)};"
             f" {SIZE_HINT}",
         ) from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if batch_size is not None and values and batch_size * min(values.values()) < 2:
+        name = min(values, key=values.get)
+        raise RecipeError(
+            "train.batch_size",
+            f"{batch_size}: the student's batch norm {name} sees a 1x1 map at {size[0]}x{size[1]}, so one value per"
+            " channel in training, which it cannot normalise: train with a batch of 2 or more",
+        )
 
 
 def names_its_encoder(student_type: str) -> bool:
