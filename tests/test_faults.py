@@ -1077,3 +1077,20 @@ def test_a_dense_eval_set_without_labels_names_where_it_reads_them_and_the_folde
         " labels/ if it holds them)"
     )
     assert DenseSet(tmp_path).missing_target_hint("depth").endswith("holds images/, masks/)")
+
+
+def test_coco_file_names_that_repeat_the_folder_path_names_are_said_with_the_path_to_give(tmp_path):
+    # a trial: file_name 'images/a.jpg' under path .../images was "not found, remove them from the set"
+    for name in ("a", "b"):
+        save_rgb(tmp_path / "images" / f"{name}.jpg")
+    instances = json.loads(write_coco(tmp_path, width=12, height=10).read_text())
+    instances["images"] = [
+        {"id": i + 1, "file_name": f"images/{n}.jpg", "height": 10, "width": 12} for i, n in enumerate("ab")
+    ]
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    cfg = {"type": "coco", "path": tmp_path / "images", "annotations": tmp_path / "instances.json"}
+    said = rf"a\.jpg is at {tmp_path}/images/a\.jpg: the names repeat the folder images/: point path at {tmp_path} "
+    with pytest.raises(AmalgamError, match=said):
+        build(cfg, with_targets=True)
+    cfg["path"] = tmp_path
+    assert len(build(cfg, with_targets=True)) == 2

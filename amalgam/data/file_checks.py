@@ -114,7 +114,26 @@ def _unreadable_error(unreadable: list[AmalgamError], total: int) -> AmalgamErro
         more = f"; and {len(unreadable) - UNREADABLE_SHOWN} more (all of them: {_listed(unreadable)})"
     where = f" under {root}" if root else ""
     count = f"at least {len(unreadable):,}" if len(unreadable) == UNREADABLE_ENOUGH else f"{len(unreadable)}"
-    return AmalgamError(f"{count} of {total} images cannot be read{where}: {shown}{more}; {fix}")
+    return AmalgamError(
+        f"{count} of {total} images cannot be read{where}: {shown}{more}; {_found_above(unreadable)}{fix}"
+    )
+
+
+def _found_above(unreadable: list[AmalgamError]) -> str:
+    """Where the first image not found is a folder or two up (COCO ``file_name`` s that repeat the folder
+    ``path`` names: ``images/im0.jpg`` under ``images/``): said with the fix, not "remove them"."""
+    missing = next((e.path for e in unreadable if isinstance(e, UnreadableImage) and e.reason == "not found"), None)
+    if missing is None:
+        return ""
+    for up in missing.parents[1:3]:
+        if (up / missing.name).is_file():
+            repeated = missing.parent.relative_to(up).parts
+            fix = "take the folder out of the names"
+            if up.parts[-len(repeated) :] == repeated:  # path .../images with names images/im0.jpg
+                fix = f"point path at {up.parents[len(repeated) - 1]} (or take the folder out of the names)"
+            folder = "/".join(repeated)
+            return f"{missing.name} is at {up / missing.name}: the names repeat the folder {folder}/: {fix}; or "
+    return ""
 
 
 def _common_folder(paths: list[Path]) -> Optional[Path]:
