@@ -650,7 +650,7 @@ def test_eval_sets_with_nothing_to_score_stop_before_training(fresh_world, capsy
     for path in val_maps(fresh_world, "depth"):
         Image.fromarray(np.zeros((32, 32), dtype=np.uint16)).save(path)
     code, out, err = inspect_lines(fresh_world, capsys)
-    assert code == 2 and len(err) == 1 and "every depth map is all zero" in err[0], err
+    assert code == 2 and len(err) == 1 and "every depth map holds no depth (all 0, NaN or infinite)" in err[0], err
     for path in val_maps(fresh_world, "labels"):
         Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(path)
     code, out, err = inspect_lines(fresh_world, capsys)
@@ -660,7 +660,22 @@ def test_eval_sets_with_nothing_to_score_stop_before_training(fresh_world, capsy
 def test_some_all_zero_depth_maps_are_counted(fresh_world, capsys):
     Image.fromarray(np.zeros((32, 32), dtype=np.uint16)).save(val_maps(fresh_world, "depth")[2])
     code, out, err = inspect_lines(fresh_world, capsys)
-    assert code == 0 and any("1 of 6 depth maps are all zero" in line for line in out), out
+    assert code == 0 and any("1 of 6 depth maps hold no depth (all 0, NaN or infinite;" in line for line in out), out
+
+
+def test_infinite_depth_pixels_are_counted_as_no_depth_and_an_all_infinite_map_as_empty(fresh_world, capsys):
+    # a trial: +inf pixels (sky) were scored as none, as documented, but the scan said neither them nor a map
+    # of nothing else
+    paths = val_maps(fresh_world, "depth")
+    for path in paths[:2]:
+        depth = np.full((32, 32), 2.5, np.float32)
+        depth[:8] = np.inf if path == paths[0] else depth[:8]
+        np.save(path.with_suffix(".npy"), np.full((32, 32), np.inf, np.float32) if path == paths[1] else depth)
+        path.unlink()
+    code, out, err = inspect_lines(fresh_world, capsys)
+    assert code == 0, err
+    assert any("1 of 6 depth maps hold no depth" in line for line in out), out
+    assert any(re.search(r"of the pixels, .*are infinite", line) for line in out), out
 
 
 def test_a_missing_label_png_is_found_when_the_eval_set_is_scanned(fresh_world, capsys):

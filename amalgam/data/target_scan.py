@@ -219,8 +219,16 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
         no_data = saturated(raw)
         saturated_pixels += int(no_data.sum())
         nan = np.isnan(raw) if np.issubdtype(raw.dtype, np.floating) else np.zeros(raw.shape, bool)
-        unscored.update({"0": int((raw == 0).sum()), "NaN": int(nan.sum()), "below 0": int((raw < 0).sum())})
-        valid = raw[(raw > 0) & ~no_data]
+        inf = np.isinf(raw) if np.issubdtype(raw.dtype, np.floating) else np.zeros(raw.shape, bool)
+        unscored.update(
+            {
+                "0": int((raw == 0).sum()),
+                "NaN": int(nan.sum()),
+                "infinite": int(inf.sum()),
+                "below 0": int((raw < 0).sum()),
+            }
+        )
+        valid = raw[(raw > 0) & ~no_data & ~inf]  # as the metrics score: +inf (sky, no return) is no depth
         if valid.size == 0:
             empty.append(path)
         floats += np.issubdtype(raw.dtype, np.floating)
@@ -237,9 +245,14 @@ def _scan_depth(dataset, warn: Callable[[str], None], say: Callable[[str], None]
     if kinds := [f"{n / pixels:.1%} are {kind}" for kind, n in unscored.items() if n]:
         say(f"depth maps: of the pixels, {', '.join(kinds)}: no depth, not scored")
     if len(empty) == len(dataset.files):
-        raise AmalgamError(f"every depth map is all zero (0 = invalid), e.g. {empty[0]}: nothing to score")
+        raise AmalgamError(
+            f"every depth map holds no depth (all 0, NaN or infinite), e.g. {empty[0]}: nothing to score"
+        )
     if empty:
-        warn(f"{len(empty)} of {len(dataset.files)} depth maps are all zero (invalid, e.g. {empty[0]}): not scored")
+        warn(
+            f"{len(empty)} of {len(dataset.files)} depth maps hold no depth (all 0, NaN or infinite; e.g. {empty[0]}):"
+            " not scored"
+        )
     # a unit the user did not mean (KITTI stores 256 a metre) shows as a range no scene has
     low, mid, high = np.percentile(np.concatenate(values).astype(np.float64), [5, 50, 95])
     unit = f"at {dataset.depth_scale:g} values a metre (depth_scale)"
