@@ -969,10 +969,20 @@ def test_a_photo_turned_180_degrees_is_said_to_fit_its_map_either_way(tmp_path):
     (tmp_path / "labels").mkdir()
     Image.fromarray(np.zeros((4, 8), np.uint8)).save(tmp_path / "labels" / "a.png")
     said = []
-    build_image_set(
+    dataset = build_image_set(
         "data.eval.x", SourceConfig(type="dense", path=tmp_path), lambda p: p, (4, 8), True, log=said.append
     )
     assert any("1 of them (turned 180 degrees, mirrored, or square) fit their maps either way" in s for s in said)
+    # a trial: a depth teacher scored on maps drawn on the stored pixels was told to read its depth as inverse;
+    # the teacher checks now name exif: stored beside their fix
+    from amalgam.distill.eval_checks import exif_doubt
+
+    assert exif_doubt(dataset, "x") == (
+        "; but first: 1 of 'x''s images are EXIF-turned and fit their maps either way: if its maps were drawn on the"
+        " pixels as stored, set data.eval.x.exif: stored and check again"
+    )
+    stored = SourceConfig(type="dense", path=tmp_path, exif="stored")
+    assert exif_doubt(build_image_set("data.eval.x", stored, lambda p: p, (4, 8), True), "x") == ""
 
 
 def test_transparency_is_dropped_and_said(tmp_path):

