@@ -253,3 +253,25 @@ def test_a_wrap_runs_a_network_that_edits_its_input_in_place_on_a_copy_each_time
     task = teacher.task
     expected = task.ensemble([task.mark_no_answer(plain), task.mark_no_answer(task.mirror(mirrored))])
     assert torch.allclose(wrapped, expected, atol=1e-5)  # the mirrored run saw the image, not its halved copy
+
+
+def test_blocks_refuse_what_they_would_get_silently_wrong():
+    # a trial of the blocks in a loop of one's own: each of these returned a number, or torch's raw error
+    from amalgam.kd.class_balance import class_balanced_weights, focal_weights
+    from amalgam.kd.feature_ensembles import SimilarityLoss
+    from amalgam.kd.logit_ensembles import FixedEnsemble
+    from amalgam.kd.peers import dml_loss
+
+    student, teacher = torch.randn(2, 5, 4, 4), torch.randn(2, 3, 4, 4)
+    with pytest.raises(AmalgamError, match="the student has 5 classes, the teacher 3: pass the"):
+        focal_weights(student, teacher, None, 1.0)  # gathered the student's class by the teacher's index
+    with pytest.raises(AmalgamError, match=r"power is in \[0, 1\], got -1"):
+        class_balanced_weights(teacher, power=-1)
+    with pytest.raises(AmalgamError, match=r"expected 2 non-negative values, got \[1.0, nan\]"):
+        FixedEnsemble(2, [1.0, float("nan")])
+    with pytest.raises(AmalgamError, match=r"alphas: expected 2 non-negative values"):
+        SimilarityLoss(2, [1.0, float("nan")])
+    with pytest.raises(AmalgamError, match=r"one label space\), got \[\[4, 3\], \[4, 5\]\]"):
+        dml_loss([torch.randn(4, 3), torch.randn(4, 5)], torch.zeros(4, dtype=torch.long))
+    with pytest.raises(AmalgamError, match="it needs 2 or more, got 1"):
+        SimilarityLoss(1)(torch.randn(1, 8), [torch.randn(1, 8)])

@@ -54,6 +54,8 @@ def class_balanced_weights(
         ``[B, ...]`` weights with mean 1 over every position (no gradient): a loss's mean of them times
         each position's term is the weighted mean over the ``valid`` positions.
     """
+    if not 0 <= power <= 1:  # a negative power weighs the frequent classes up, the opposite of a balance
+        raise AmalgamError(f"class_balanced_weights: power is in [0, 1], got {power}")
     with torch.no_grad():
         p = teacher_logits.float().softmax(1)
         kept = _kept(valid, p)
@@ -111,6 +113,11 @@ def focal_weights(
         valid: ``[B, ...]`` booleans, the positions that count (None: all); the others weigh 0, and the
             weights keep mean 1 over every position, as :func:`class_balanced_weights`'.
     """
+    if projection is None and student_logits.shape[1] != teacher_logits.shape[1]:  # else gathered at the wrong label
+        raise AmalgamError(
+            f"focal_weights: the student has {student_logits.shape[1]} classes, the teacher {teacher_logits.shape[1]}:"
+            " pass the [teacher, student] label projection"
+        )
     with torch.no_grad():
         if projection is not None:
             log_q = project_log_probs(student_logits, projection)

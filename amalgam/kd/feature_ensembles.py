@@ -10,6 +10,7 @@ parts (adaptors, learned alphas) are optimised with the student and dropped afte
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -102,7 +103,8 @@ class SimilarityLoss(nn.Module):
 
     def __init__(self, num_teachers: int, alphas: Optional[Sequence[float]] = None, learn: bool = False):
         super().__init__()
-        if alphas is not None and (len(alphas) != num_teachers or sum(alphas) <= 0 or min(alphas) < 0):
+        bad = alphas is not None and not all(math.isfinite(a) for a in alphas)  # NaN passes every comparison
+        if alphas is not None and (bad or len(alphas) != num_teachers or sum(alphas) <= 0 or min(alphas) < 0):
             raise AmalgamError(f"alphas: expected {num_teachers} non-negative values, got {list(alphas)}")
         if learn and alphas is not None and min(alphas) == 0:
             raise AmalgamError(f"alphas: learned alphas start at log(alpha): expected positives, got {list(alphas)}")
@@ -120,6 +122,8 @@ class SimilarityLoss(nn.Module):
         if len(teachers) != self.num_teachers:
             raise AmalgamError(f"similarity: {self.num_teachers} teachers expected, got {len(teachers)} maps")
         b = student.shape[0]
+        if b < 2:  # one image's similarity to itself is 1 for any map: the loss would be 0, teaching nothing
+            raise AmalgamError("similarity: compares the images of a batch with each other: it needs 2 or more, got 1")
         for i, t in enumerate(teachers):  # a batch of another size compared other images' similarities
             if t.shape[0] != b:
                 raise AmalgamError(f"similarity: teacher {i} map has batch {t.shape[0]}, the student's {b}")

@@ -243,7 +243,8 @@ class FixedEnsemble(LogitEnsemble):
 
     def __init__(self, num_teachers: int, weights: Sequence[float]):
         super().__init__(num_teachers)
-        if len(weights) != num_teachers or any(w < 0 for w in weights) or sum(weights) <= 0:
+        finite = all(math.isfinite(w) for w in weights)  # a NaN passes every comparison and gave NaN targets
+        if len(weights) != num_teachers or not finite or any(w < 0 for w in weights) or sum(weights) <= 0:
             raise AmalgamError(f"weights: expected {num_teachers} non-negative values, got {list(weights)}")
         self.register_buffer("w", torch.tensor(weights, dtype=torch.float32) / sum(weights))
 

@@ -20,6 +20,10 @@ from amalgam.registry import Registry
 
 
 def _stack(logits) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor):
+        shapes = [list(z.shape) for z in logits]
+        if any(shape != shapes[0] for shape in shapes):  # peers of other class counts: torch.stack's raw error
+            raise AmalgamError(f"peers' logits must share one shape [B, C] (one label space), got {shapes}")
     z = torch.stack(list(logits)) if not isinstance(logits, torch.Tensor) else logits
     if z.dim() != 3 or z.shape[0] < 2:
         raise AmalgamError(f"expected at least two peers' logits [K, B, C], got {list(z.shape)}")
