@@ -1119,3 +1119,15 @@ def test_coco_file_names_that_repeat_the_folder_path_names_are_said_with_the_pat
         build(cfg, with_targets=True)
     cfg["path"] = tmp_path
     assert len(build(cfg, with_targets=True)) == 2
+
+
+def test_cmyk_images_are_said_converted_without_their_colour_profile(tmp_path):
+    # a trial: CMYK JPEGs went through PIL's plain conversion without a word
+    (tmp_path / "a").mkdir()
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "a" / "x.jpg")
+    said = []
+    ds = build_image_set(
+        "data.sources.x", SourceConfig(type="folder", path=tmp_path / "a"), lambda p: p, (8, 8), False, log=said.append
+    )
+    assert len(ds) == 1
+    assert any("1 images are CMYK: converted to RGB by PIL's plain formula" in line for line in said), said

@@ -47,7 +47,7 @@ def verify_files(
             if len(unreadable) == UNREADABLE_ENOUGH:  # a folder of no images at all need not be walked whole
                 break
             continue
-        tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha))
+        tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha), cmyk=int(facts.mode == "CMYK"))
         _tally_grey(tally, index, path, facts)
         _tally_tiny(tally, index, facts, size)
         maps = dataset.map_sizes(index, path) if with_targets else []
@@ -216,6 +216,11 @@ def _notes(dataset: CheckedSet, tally: Counter, with_targets: bool) -> list[str]
             f"{tally['alpha']} images carry an alpha channel or a transparent colour (not read: they may be opaque):"
             " it is dropped (as torchvision's RGB decoding does), so teachers see the colour stored under any"
             " transparent pixels"
+        )
+    if tally["cmyk"]:  # print-ready files: their ICC profile holds the colours a viewer shows
+        notes.append(
+            f"{tally['cmyk']} images are CMYK: converted to RGB by PIL's plain formula, any colour profile they"
+            " carry not applied (colours may differ from a viewer's); convert them to RGB yourself where that matters"
         )
     return notes + _grey_notes(tally, dataset.files)
 
