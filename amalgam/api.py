@@ -144,7 +144,12 @@ def load_recipe(recipe: RecipeLike, overrides: Overrides = None, output: Union[s
 
 @keeps_callers_state
 def inspect(
-    recipe: RecipeLike, overrides: Overrides = None, *, with_data: bool = True, quiet: bool = False
+    recipe: RecipeLike,
+    overrides: Overrides = None,
+    *,
+    with_data: bool = True,
+    quiet: bool = False,
+    suggest_labels: Optional[int] = None,
 ) -> Inspection:
     """Loads the teachers, unifies the label spaces, scans the sources and sizes the student; trains nothing.
 
@@ -153,11 +158,21 @@ def inspect(
         overrides: see the module docstring.
         with_data: scan the image sources and eval sets (slow for big folders).
         quiet: print no progress lines.
+        suggest_labels: also propose label relations from the teachers' predictions on this many source
+            images (``amalgam inspect --suggest-labels N``); the lines are ``.suggestions``.
 
     Returns:
         The plan, the student's spec and the parameter counts; ``.summary()`` is what ``amalgam inspect`` prints.
     """
-    return inspect_recipe(load_recipe(recipe, overrides), with_data=with_data, log=Console(quiet))
+    if suggest_labels is not None and not with_data:
+        raise AmalgamError("inspect: --suggest-labels runs the teachers on the sources; drop --no-data")
+    log = Console(quiet)
+    found = inspect_recipe(load_recipe(recipe, overrides), with_data=with_data, log=log)
+    if suggest_labels is not None:
+        from amalgam.labels.suggest import suggestion_lines, survey
+
+        found.suggestions = suggestion_lines(found.plan, survey(found.plan, suggest_labels, log))
+    return found
 
 
 @keeps_callers_state

@@ -20,15 +20,12 @@ from amalgam.training.progress import Console
 
 
 def cmd_inspect(args) -> int:
-    if args.suggest_labels is not None and args.no_data:
-        raise AmalgamError("inspect: --suggest-labels runs the teachers on the sources; drop --no-data")
-    found = api.inspect(args.recipe, args.set, with_data=not args.no_data, quiet=args.quiet)
+    found = api.inspect(
+        args.recipe, args.set, with_data=not args.no_data, quiet=args.quiet, suggest_labels=args.suggest_labels
+    )
     print(found.summary())
-    if args.suggest_labels is not None:
-        from amalgam.labels.suggest import suggestion_lines, survey
-
-        log = Console(args.quiet)
-        print("\n" + "\n".join(suggestion_lines(found.plan, survey(found.plan, args.suggest_labels, log))))
+    if found.suggestions is not None:
+        print("\n" + "\n".join(found.suggestions))
     return 0
 
 

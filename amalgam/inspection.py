@@ -37,6 +37,7 @@ class Inspection:
         teacher_params: all teachers' parameters together (0 for peers).
         encoder_weights: ``student.encoder_weights`` matched to the student's encoder (None: not set).
         routing: the build log's row-routing line (None: nothing is routed).
+        suggestions: ``amalgam inspect --suggest-labels``'s lines (None: not asked for).
     """
 
     recipe: Recipe
@@ -47,6 +48,8 @@ class Inspection:
     encoder_weights: Optional[EncoderWeights] = None
     routing: Optional[str] = None
     latency_ms: Optional[float] = None  # the student's batch-1 latency, measured where the budget limits it
+    #: label relations proposed from the teachers' predictions (``suggest_labels=N``), the lines to read and paste
+    suggestions: Optional[list[str]] = None
 
     def summary(self) -> str:
         """The human-readable description, one fact per line."""

@@ -91,6 +91,12 @@ def test_suggest_labels_proposes_the_renames_and_groups_the_recipe_lacks(on_path
         "group: teachers.coarse.labels {vehicle: [car, bus]}",
     ]
     assert "  coarse:\n    labels: [background, {vehicle: [car, bus]}]" in out
+    # the same from Python (a trial: amalgam.inspect had no way to ask for them)
+    import amalgam
+
+    lines = amalgam.inspect(recipe, quiet=True, suggest_labels=8).suggestions
+    assert "\n".join(lines) in out and any(line.startswith("  rename: teachers.coco.labels") for line in lines)
+    assert amalgam.inspect(recipe, quiet=True).suggestions is None
     # applied, the recipe has nothing left to propose
     fixed = ["--set", "teachers.coarse.labels=[background, {vehicle: [car, bus]}]"]
     assert (
