@@ -15,7 +15,7 @@ from torch import nn
 
 from amalgam.config.schema import Recipe
 from amalgam.distill.mirror_check import recipe_unflipped, say_unflipped, unflipped_sources
-from amalgam.distill.plan import Plan, build_plan
+from amalgam.distill.plan import Plan, build_plan, look_alike_lines, said_before_training
 from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.during import eval_callback
@@ -203,6 +203,17 @@ def _paths(run_dir: Path, files: dict[str, str]) -> dict[str, Path]:
     return {role: run_dir / name for role, name in files.items()}
 
 
+def say_plan(plan: Plan, log: Log) -> None:
+    """What a build says before training that ``inspect`` prints in its own sections: look-alike unified classes
+    (kept among the report's warnings), the distillation's settings and the schedule."""
+    for line in look_alike_lines(plan):
+        said_before_training(plan, log, line.removeprefix("warning: "))
+    recipe = plan.recipe
+    log(distillation_line(recipe.amalgamation))
+    for line in schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks):
+        log(line)
+
+
 def train_student(
     recipe: Recipe, run_dir: Path, device: torch.device, log: Log, ctx: DistContext, state: Optional[dict], record: dict
 ) -> dict:
@@ -223,11 +234,7 @@ def train_student(
     student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
     if state is not None:
         same_student(state, student.spec)
-    for line in [
-        distillation_line(recipe.amalgamation),
-        *schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks),
-    ]:
-        log(line)
+    say_plan(plan, log)
     teachers = plan.teacher_params
     params = count_params(student)
     share = f"{params / teachers:.0%} of the teachers'" if teachers else "the teachers have no parameters"

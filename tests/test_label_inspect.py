@@ -384,3 +384,17 @@ def test_a_narrowing_is_judged_in_the_unified_names():
     ]
     edit = [(x.teacher, x.entry()) for x in consistent(found, spaces, list(spaces))]
     assert edit == [("high", "{T-shirt: tshirt}"), ("coarse", "{upper: [coat, shirt]}")]
+
+
+def test_a_build_says_look_alike_unified_classes_and_keeps_them_among_the_reports_warnings(on_path, capsys):
+    # a trial: 'T-shirt/top' and 'tshirt' of two teachers became two classes; inspect warned, the build never did
+    import json
+
+    recipe = taxonomy_world(on_path, related=False)
+    sets = ["train.epochs=1", "train.samples_per_epoch=8", "train.batch_size=4", f"output={on_path / 'run'}"]
+    assert main(["build", str(recipe), *[a for s in sets for a in ("--set", s)]]) == 0
+    out = capsys.readouterr()
+    said = "unified classes 'tvmonitor' (voc) and 'tv' (coco) look alike"
+    assert f"warning: {said}" in out.out + out.err
+    warnings = json.loads((on_path / "run" / "report.json").read_text())["warnings"]
+    assert any(w.startswith(f"before training: {said}") for w in warnings), warnings
