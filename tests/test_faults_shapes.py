@@ -269,6 +269,10 @@ def test_a_blank_line_in_a_labels_file_or_an_empty_label_is_refused_naming_where
         label_names(["cat", ""])
     with pytest.raises(AmalgamError, match="^0: an empty label name"):
         label_names([{" ": "cat"}])
+    # a trial: an empty relation target made a unified class named '' (or ' '), said only as a typo
+    for target in ("", " ", ["cat", ""]):
+        with pytest.raises(AmalgamError, match="^0: 'yellow' stands for an empty class name"):
+            label_names([{"yellow": target}])
 
 
 def test_a_synset_labels_file_is_read_without_its_wordnet_ids(tmp_path):

@@ -300,6 +300,8 @@ def test_an_ignore_label_beside_a_background_is_said():
     assert unmarked_catch_alls(recipe, {"segmentation": LabelSpace(("background", "disc", "square"))}) == [line]
     assert ignore_like_label("seg-a", LabelSpace(("void", "disc"), "void")) is None  # the background itself
     assert ignore_like_label("seg-a", LabelSpace(("void", "disc"))) is None  # no background: the catch-all check
+    # a trial: without a background an 'ignore' label (no catch-all name) was said by neither check
+    assert ignore_like_label("seg-b", LabelSpace(("ignore", "disc"))).startswith("teacher 'seg-b': label 'ignore'")
 
 
 def test_the_catch_all_check_reads_relation_entries():

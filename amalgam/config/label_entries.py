@@ -31,6 +31,8 @@ def parse_entry(entry: Any, index: int) -> tuple[str, tuple[str, ...]]:
         return entry, (entry,)
     if isinstance(entry, dict) and len(entry) == 1:
         ((name, value),) = entry.items()
+        if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
+            raise AmalgamError(f"{index}: '{name}' stands for an empty class name: name the unified class it is")
         if isinstance(value, str):
             return str(name), (value,)
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):

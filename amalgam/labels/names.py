@@ -73,10 +73,14 @@ IGNORE_NAMES = frozenset({"ignore", "ignored", "void", "unlabeled", "unlabelled"
 def ignore_like_label(teacher: str, space: "LabelSpace") -> Optional[str]:
     """One line when a teacher with a ``background`` also has a label named like an ignore value (``ignore``,
     ``void``): it becomes a unified class of its own, which the student learns to paint (a trial's segmenter
-    with an 'ignore' output got one without a word). Without a background, :func:`unmarked_catch_all` says it."""
-    if space.background is None:
-        return None
-    named = [label for label in space.names if label != space.background and fold(label) in IGNORE_NAMES]
+    with an 'ignore' output got one without a word). Without a background, the names that are catch-alls too
+    (``void``) are :func:`unmarked_catch_all`'s to say; ``ignore``, ``dontcare`` and the like are said here."""
+    said_elsewhere = CATCH_ALL_NAMES if space.background is None else frozenset()
+    named = [
+        label
+        for label in space.names
+        if label != space.background and fold(label) in IGNORE_NAMES and fold(label) not in said_elsewhere
+    ]
     if not named:
         return None
     return (
