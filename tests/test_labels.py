@@ -361,6 +361,15 @@ def test_relations_that_split_or_make_classes_silently_are_said():
     assert relation_warnings({"to_bg": to_bg, "fine": fine}, named={"background"}) == []
     vehicle = LabelSpace(("vehicle",), covers=(("car", "bus"),))
     assert relation_warnings({"vehicle": vehicle, "fine": fine}) == []
+    # a trial: {warm: [red, orange, amber]} beside a teacher of red, orange, yellow: 'amber' (a typo of yellow)
+    # became a class nobody teaches apart, without a word
+    colours = LabelSpace(("red", "orange", "yellow"))
+    warm = LabelSpace(("warm", "blue"), covers=(("red", "orange", "amber"), ("blue",)))
+    assert relation_warnings({"colours": colours, "warm": warm}) == [
+        "warning: teachers.warm.labels: 'warm' stands for red, orange, amber, of which amber no other teacher and"
+        " no eval set names: a class nobody teaches apart; a typo of one of theirs?"
+    ]
+    assert relation_warnings({"colours": colours, "warm": warm}, named={"amber"}) == []  # an eval set's class
 
 
 def test_a_rename_onto_another_teachers_group_label_is_said():

@@ -33,7 +33,10 @@ def relation_warnings(spaces: Mapping[str, LabelSpace], named: Iterable[str] = (
                     f"teachers.{other}.labels: '{name}' is a class of its own, while teacher {owner}'s '{name}'"
                     f" stands for {shown}: if they mean the same, write {{{name}: [{shown}]}} for {other} too"
                 )
-        if len(spaces) < 2 or len(covers) != 1:
+        if len(spaces) < 2:
+            continue
+        if len(covers) > 1:  # a group: a member nothing else names is a class nobody teaches apart (a typo?)
+            lines += _unnamed_members(owner, name, covers, spaces, set(named))
             continue
         groups = {(t, n): c for (t, n), c in relations.items() if t != owner and n == covers[0] and n not in c}
         for (other, label), members in groups.items():  # a rename onto another teacher's group label
@@ -48,6 +51,21 @@ def relation_warnings(spaces: Mapping[str, LabelSpace], named: Iterable[str] = (
         )
     lines += [line for owner, renames in fresh.items() for line in _fresh_lines(owner, renames)]
     return [f"warning: {line}" for line in lines]
+
+
+def _unnamed_members(
+    owner: str, name: str, covers: tuple[str, ...], spaces: Mapping[str, LabelSpace], named: set[str]
+) -> list[str]:
+    """The line for a group label's members that no other teacher and no eval set names (a trial's
+    ``{warm: [red, orange, amber]}``, ``amber`` a typo of another teacher's ``yellow``)."""
+    others = {c for t, s in spaces.items() if t != owner for n in s.known() for c in (n, *s.covered(n))}
+    lost = [c for c in covers if c not in others and c not in named]
+    if not lost or len(lost) == len(covers):  # none of it named anywhere: a split only an eval set could show
+        return []
+    return [
+        f"teachers.{owner}.labels: '{name}' stands for {', '.join(covers)}, of which {', '.join(lost)} no other"
+        f" teacher and no eval set names: a class nobody teaches apart; a typo of one of theirs?"
+    ]
 
 
 #: renames of one teacher onto classes nobody else names from which they read as a deliberate renaming
