@@ -398,3 +398,24 @@ def test_a_build_says_look_alike_unified_classes_and_keeps_them_among_the_report
     assert f"warning: {said}" in out.out + out.err
     warnings = json.loads((on_path / "run" / "report.json").read_text())["warnings"]
     assert any(w.startswith(f"before training: {said}") for w in warnings), warnings
+
+
+def test_teachers_that_share_labels_in_another_order_are_said_where_no_eval_set_can_judge(on_path, capsys):
+    # a trial: a teacher without an eval set whose labels were written in another order than its outputs
+    # trained the student on contradictory targets; only --suggest-labels said so
+    import yaml
+
+    recipe = taxonomy_world(on_path, related=False)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["teachers"]["voc"]["labels"] = ["background", "person", "tvmonitor"]  # its outputs: tv, then person
+    recipe.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["inspect", str(recipe)]) == 0
+    out = capsys.readouterr()
+    said = [line for line in (out.out + out.err).splitlines() if "disagree on which output is which name" in line]
+    assert len(said) == 1 and said[0].startswith("warning: teachers voc and coco disagree"), said
+    assert "and voc has no eval set to tell which: check its labels against its outputs" in said[0]
+    raw["teachers"]["voc"]["labels"] = ["background", "tvmonitor", "person"]  # in order: nothing to say
+    recipe.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["inspect", str(recipe)]) == 0
+    out = capsys.readouterr()
+    assert "disagree on which output" not in out.out + out.err

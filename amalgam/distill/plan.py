@@ -320,6 +320,12 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     for key, line in overlap_warnings(plan):
         log(f"{key}: warning: {line}")
         plan.data_warnings.append(f"{key}: {line}")
+    check_teachers(plan, log)
+
+
+def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
+    """Each teacher against its eval set (its labels, reading and label order), or said unchecked; then the label
+    orders of teachers that share labels where an eval set cannot judge them."""
     misread: dict[str, ReadingStop] = {}  # teacher -> its reading's stop, raised once every teacher is checked
     for teacher in plan.teachers.values():
         if teacher.eval_name:
@@ -345,6 +351,10 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
             check_reading_without_truth(plan, teacher, log)
     if misread:
         raise misread_error(plan, misread)
+    from amalgam.labels.suggest import order_lines_before_training  # it reads the plan: imported when used
+
+    for line in order_lines_before_training(plan):  # teachers sharing labels where an eval set cannot judge
+        said_before_training(plan, log, line)
 
 
 def _kept(plan: Plan, log: Callable[[str], None], line: str) -> None:

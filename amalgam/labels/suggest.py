@@ -298,6 +298,50 @@ def survey(
     return survey_from(plan, predictions(plan, max_images, log=log), min_confidence, **thresholds)
 
 
+#: source images every teacher runs on before training where two teachers share labels and one has no eval set
+ORDER_SURVEY_IMAGES = 256
+
+
+def unjudged_pairs(plan: Plan) -> list[tuple[str, str]]:
+    """Pairs of teachers of one task, exclusive labels, two shared label names and a shared source at least, of
+    which one has no eval set: nothing else checks that their shared names mean the same outputs."""
+    labelled = [(n, t) for n, t in plan.teachers.items() if t.space is not None and t.task.exclusive_labels]
+    pairs = []
+    for i, (a, ta) in enumerate(labelled):
+        for b, tb in labelled[i + 1 :]:
+            shared = set(ta.space.names) & set(tb.space.names)
+            sources = set(plan.source_ids.get(a, ())) & set(plan.source_ids.get(b, ()))
+            if ta.task.name == tb.task.name and not (ta.eval_name and tb.eval_name) and len(shared) > 1 and sources:
+                pairs.append((a, b))
+    return pairs
+
+
+def order_lines_before_training(plan: Plan) -> list[str]:
+    """The label-order conflicts (:class:`OrderConflict`) of :func:`unjudged_pairs`, from the teachers' predictions
+    on :data:`ORDER_SURVEY_IMAGES` source images: a trial's teacher whose labels were written in another order than
+    its outputs, with no eval set, trained the student on contradictory targets without a word."""
+    pairs = unjudged_pairs(plan)
+    if not pairs:
+        return []
+    found = survey(plan, ORDER_SURVEY_IMAGES, log=lambda msg: None)
+    lines = []
+    for conflict in found.conflicts:
+        if conflict.teachers not in pairs:
+            continue
+        unchecked = " and ".join(t for t in conflict.teachers if not plan.teachers[t].eval_name)
+        a, b = conflict.teachers
+        shown = "; ".join(
+            f"{m[0]}'s {yaml_name(m[1])} is {t[0]}'s {yaml_name(t[1])} ({why})" for m, t, why in conflict.examples()
+        )
+        lines.append(
+            f"teachers {a} and {b} disagree on which output is which name for {conflict.size()} labels on their"
+            f" shared source images (e.g. {shown}): one of them lists its labels out of the order of its outputs,"
+            f" and {unchecked} has no eval set to tell which: check its labels against its outputs, or give it one"
+            " (amalgam inspect --suggest-labels shows the evidence)"
+        )
+    return lines
+
+
 def suggest_from(
     plan: Plan, preds: Predictions, min_confidence: float = MIN_CONFIDENCE, **thresholds
 ) -> list[Suggestion]:
