@@ -419,3 +419,19 @@ def test_names_pasted_into_a_recipe_are_quoted_where_yaml_would_read_them_otherw
         "T-shirt/top",
         '"jersey, tee"',
     ]
+
+
+def test_an_eval_class_named_as_a_label_teachers_read_differently_stops_naming_each_reading():
+    # a trial: 'crane' was the bird to teacher a and the machine to b; each row scored the set's 'crane' by its
+    # own teacher's reading, the whole-label-space row by the first teacher's, and nothing said so
+    from amalgam.distill.plan import one_meaning
+    from amalgam.errors import RecipeError
+
+    a = LabelSpace(("crane", "dog"), covers=(("crane_bird",), ("dog",)))
+    b = LabelSpace(("other", "crane"), background="other", covers=((), ("crane_machine",)))
+    with pytest.raises(RecipeError, match=r"^data.eval.v: its class 'crane' is a label of several teachers that mean"
+                       r" different classes by it \(teacher a's stands for crane_bird; teacher b's stands for"
+                       r" crane_machine\): which one the set means is not guessed"):  # fmt: skip
+        one_meaning({"a": a, "b": b}, "v", ["crane", "dog"])
+    one_meaning({"a": a, "b": b}, "v", ["crane_bird", "dog"])  # a unified class's own name: one meaning
+    one_meaning({"a": a, "c": LabelSpace(("crane",), covers=(("crane_bird",),))}, "v", ["crane"])  # the same one

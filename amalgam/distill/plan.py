@@ -323,12 +323,34 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     check_teachers(plan, log)
 
 
+def one_meaning(spaces: dict[str, LabelSpace], eval_name: str, classes: Optional[list[str]]) -> None:
+    """Refuses an eval set class named as a label that teachers relate to different classes: which one the set
+    means decides how every teacher's row scores it (a trial's 'crane', the bird to one teacher and the machine to
+    another, scored each teacher by its own reading and the whole-label-space row by the first teacher's).
+
+    Raises:
+        RecipeError: on ``data.eval.<set>``, naming each teacher's reading.
+    """
+    for cls in classes or []:
+        seen = {n: s.covered(cls) for n, s in spaces.items() if cls in s.known()}
+        if len(set(seen.values())) > 1:
+            shown = "; ".join(f"teacher {n}'s stands for {', '.join(c)}" for n, c in seen.items())
+            raise RecipeError(
+                f"data.eval.{eval_name}",
+                f"its class '{cls}' is a label of several teachers that mean different classes by it ({shown}):"
+                " which one the set means is not guessed: name the set's classes in a classes_file (the class it"
+                " means), or rename one teacher's label",
+            )
+
+
 def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
     """Each teacher against its eval set (its labels, reading and label order), or said unchecked; then the label
     orders of teachers that share labels where an eval set cannot judge them."""
     misread: dict[str, ReadingStop] = {}  # teacher -> its reading's stop, raised once every teacher is checked
     for teacher in plan.teachers.values():
         if teacher.eval_name:
+            same_task = {n: t.space for n, t in plan.teachers.items() if t.task.name == teacher.task.name and t.space}
+            one_meaning(same_task, teacher.eval_name, plan.eval_sets[teacher.eval_name].classes)
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
             try:
                 check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
