@@ -419,3 +419,16 @@ def test_teachers_that_share_labels_in_another_order_are_said_where_no_eval_set_
     assert main(["inspect", str(recipe)]) == 0
     out = capsys.readouterr()
     assert "disagree on which output" not in out.out + out.err
+
+
+def test_a_look_alike_brought_in_by_a_relation_is_fixed_in_that_relation():
+    # a trial: 'Yellow' of a coarse teacher's {warm: [red, orange, Yellow]} was to be fixed with {Yellow: yellow}
+    # in its labels: a 4th label for its 3 outputs, which the build refused
+    from amalgam.labels.taxonomy import near_duplicates
+
+    fine = LabelSpace(("red", "orange", "yellow"))
+    coarse = LabelSpace(("warm", "blue"), covers=(("red", "orange", "Yellow"), ("blue",)))
+    (line,) = near_duplicates({"fine": fine, "coarse": coarse}, unify([fine, coarse]))
+    assert line.endswith(
+        "write {yellow: Yellow} in the labels of fine, or {warm: [red, orange, yellow]} in those of coarse"
+    ), line

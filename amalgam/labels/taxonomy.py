@@ -114,6 +114,25 @@ def _candidates(normed: list[str]) -> set[tuple[int, int]]:
 MAX_LOOK_ALIKE_LINES = 30
 
 
+def _renamed(spaces: Mapping[str, LabelSpace], cls: str, to: str) -> str:
+    """The labels entry that makes unified class ``cls`` read as ``to``, and whose labels take it: the first
+    teacher's own label ``cls`` renamed, or the relation that brings ``cls`` in with ``to`` in its place (a
+    trial's coarse teacher was told to write ``{Yellow: yellow}``, a 4th label for 3 outputs, where its
+    ``{warm: [red, orange, Yellow]}`` was the line to change)."""
+    for teacher, space in spaces.items():
+        if cls in space.known() and space.covered(cls) == (cls,):
+            return f"{{{yaml_name(cls)}: {yaml_name(to)}}} in the labels of {teacher}"
+    for teacher, space in spaces.items():
+        for label in space.known():
+            covers = space.covered(label)
+            if cls in covers:
+                members = [to if c == cls else c for c in covers]
+                target = ", ".join(map(yaml_name, members))
+                target = target if len(members) == 1 else f"[{target}]"
+                return f"{{{yaml_name(label)}: {target}}} in the labels of {teacher}"
+    return f"{{{yaml_name(cls)}: {yaml_name(to)}}}"
+
+
 def near_duplicates(spaces: Mapping[str, LabelSpace], unified: LabelSpace) -> list[str]:
     """Warnings for pairs of unified classes (of one task) whose names look alike.
 
@@ -141,12 +160,10 @@ def near_duplicates(spaces: Mapping[str, LabelSpace], unified: LabelSpace) -> li
             continue
         if why := _normalised_likeness(normed[i], normed[j]):
             # either side: a teacher whose labels come from a labels_file (plain names) cannot take the relation
-            of_a, of_b = (origin.get(c, ["?"])[0].split(" ")[0] for c in (a, b))
             found.append(
                 f"warning: unified classes '{a}' ({', '.join(origin.get(a, []))}) and '{b}' "
                 f"({', '.join(origin.get(b, []))}) look alike: {why}; if they are one class, write "
-                f"{{{yaml_name(a)}: {yaml_name(b)}}} in the labels of {of_a}, or {{{yaml_name(b)}: {yaml_name(a)}}}"
-                f" in those of {of_b}"
+                f"{_renamed(spaces, a, b)}, or {_renamed(spaces, b, a).replace(' in the labels of ', ' in those of ')}"
             )
     if len(found) > MAX_LOOK_ALIKE_LINES:
         more = len(found) - MAX_LOOK_ALIKE_LINES
