@@ -301,7 +301,7 @@ def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
     try:  # the plain model: a wrap (flip averaging) turns probabilities into log-probabilities
         return teacher.answer(dummy, wrapped=False)[0]
     except OutputKeyError as exc:
-        raise AmalgamError(f"teachers.{teacher.name}.output_key: {exc}") from None
+        raise AmalgamError(f"teachers.{teacher.name}.{exc.key}: {exc}") from None
     except ReadingError as exc:
         raise AmalgamError(f"teachers.{teacher.name}.{exc}") from None
     except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model

@@ -29,6 +29,15 @@ _MAX_DEPTH = 4  # how deep candidates are listed inside nested outputs
 class OutputKeyError(AmalgamError):
     """The output has no tensor at ``output_key``, or several and no rule that picks one."""
 
+    #: the teacher key the error is about, as its message is prefixed
+    key = "output_key"
+
+
+class UnusedOutputsError(OutputKeyError):
+    """``unused_outputs`` names a channel the chosen output does not have."""
+
+    key = "unused_outputs"
+
 
 def is_namedtuple(value: Any) -> bool:
     """Whether ``value`` is a ``collections.namedtuple`` (or ``typing.NamedTuple``) instance."""
@@ -137,8 +146,8 @@ class OutputChoice:
             return out
         channels = out.shape[1] if out.dim() >= 2 else 0
         if max(self.dropped) >= channels:
-            raise OutputKeyError(
-                f"unused_outputs {list(self.dropped)}: the output {list(out.shape)} has {channels} channels (dim 1)"
+            raise UnusedOutputsError(
+                f"{list(self.dropped)}: the output {list(out.shape)} has {channels} channels (dim 1), numbered from 0"
             )
         kept = torch.tensor([i for i in range(channels) if i not in self.dropped], device=out.device)
         return out.index_select(1, kept)
