@@ -432,3 +432,19 @@ def test_a_look_alike_brought_in_by_a_relation_is_fixed_in_that_relation():
     assert line.endswith(
         "write {yellow: Yellow} in the labels of fine, or {warm: [red, orange, yellow]} in those of coarse"
     ), line
+
+
+def test_the_whole_label_space_row_names_the_sets_classes_no_teacher_knows_scored_as_background(on_path, capsys):
+    # a trial: a segmentation set's 'purple', which no teacher knows, was scored as the background in the
+    # whole-label-space row without a word (classification lists such classes in unscored)
+    import json
+
+    recipe = taxonomy_world(on_path, related=False)
+    classes = on_path / "val" / "classes.txt"
+    classes.write_text(classes.read_text() + "purple\n")
+    sets = ["train.epochs=1", "train.samples_per_epoch=8", "train.batch_size=4", f"output={on_path / 'run'}"]
+    assert main(["build", str(recipe), *[a for s in sets for a in ("--set", s)]]) == 0
+    out = capsys.readouterr()
+    (row,) = json.loads((on_path / "run" / "report.json").read_text())["unified"]
+    assert row["as_background"] == ["purple"]
+    assert "row on 'val': purple, which no teacher knows, scored as the background" in out.out + out.err

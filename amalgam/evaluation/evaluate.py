@@ -280,6 +280,8 @@ class _Scorer:
     unified_unscored: list[Unscored] = field(default_factory=list)
     #: the set's catch-all background, if it holds unified classes the set names nowhere (:func:`set_catch_all`)
     catch_all: Optional[CatchAll] = None
+    #: the set's classes no teacher knows, which the whole-label-space row scores as the background
+    as_background: list[str] = field(default_factory=list)
 
     def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
         """Scores one batch at each dense label map's own resolution (rows grouped by size).
@@ -483,6 +485,11 @@ def _evaluate(
                 if scorer.catch_all is not None:  # said, with the rule: the row is not the plain confusion
                     row["catch_all"] = scorer.catch_all.text()
                     log(f"the student's whole-label-space {task} row on '{set_name}': {scorer.catch_all.text()}")
+                if scorer.as_background:  # a class no teacher knows: the rule its teachers' rows follow, said here too
+                    row["as_background"] = scorer.as_background
+                    shown = ", ".join(scorer.as_background)
+                    log(f"the student's whole-label-space {task} row on '{set_name}': {shown}, which no teacher"
+                        " knows, scored as the background")  # fmt: skip
                 result.unified.append(row | ({"unscored": [u.text() for u in found]} if found else {}))
                 result.unscored[row["task"], set_name] = found
     order = list(plan.teachers)
@@ -526,6 +533,7 @@ def _scorers(
         if space is not None and scorers[name].with_unified:
             scorers[name].unified_unscored = unscored_in_space(classes, unified_lut.tolist(), extent)
             scorers[name].catch_all = set_catch_all(plan, task, classes, unified_lut, space, extent)
+            scorers[name].as_background = unknown_as_background(plan, task, classes, unified_lut, space, extent)
         unified_tasks.add(task.name)
     return scorers
 
@@ -578,6 +586,32 @@ class CatchAll:
             f"the set's {shown} holds {', '.join(self.classes)} too (the set names none of them): an answer"
             " of one of them there is counted as it"
         )
+
+
+def unknown_as_background(
+    plan: Plan,
+    task: Task,
+    classes: list[str],
+    unified_lut: torch.Tensor,
+    space: LabelSpace,
+    extent: dict[str, frozenset[str]],
+) -> list[str]:
+    """The set's classes no teacher knows ('purple', 'sky') that the whole-label-space row reads as the unified
+    background (its lookup's fallback), leaving out the set's own backgrounds (by name)."""
+    if space.background is None:
+        return []
+    backgrounds = {space.background} | {
+        t.space.background for t in plan.teachers.values() if t.task.name == task.name and t.space is not None
+    }
+    return [
+        name
+        for name, u in zip(classes, unified_lut.tolist())
+        if u == space.background_index
+        and name not in space.names
+        and name not in extent
+        and name not in backgrounds
+        and fold(name) not in CATCH_ALL_NAMES
+    ]
 
 
 def set_catch_all(
