@@ -275,3 +275,13 @@ def test_blocks_refuse_what_they_would_get_silently_wrong():
         dml_loss([torch.randn(4, 3), torch.randn(4, 5)], torch.zeros(4, dtype=torch.long))
     with pytest.raises(AmalgamError, match="it needs 2 or more, got 1"):
         SimilarityLoss(1)(torch.randn(1, 8), [torch.randn(1, 8)])
+    from amalgam.kd import LOGIT_ENSEMBLES, FEEDLoss
+
+    confidence = LOGIT_ENSEMBLES.get("confidence")(2)
+    with pytest.raises(AmalgamError, match=r"labels must be class indices in \[0, 5\), got \[0, 9\]"):
+        confidence([torch.randn(2, 5)] * 2, 2.0, labels=torch.tensor([0, 9]))
+    with pytest.raises(AmalgamError, match=r"labels are one class index a sample, \[B\] integers"):
+        confidence([torch.randn(2, 5)] * 2, 2.0, labels=torch.tensor([0.0, 1.0]))
+    feed = FEEDLoss(8, [4])  # a bf16 map outside autocast met fp32 adaptors in a raw dtype error
+    maps = torch.randn(2, 8, 2, 2), [torch.randn(2, 4, 2, 2)]
+    assert torch.isclose(feed(maps[0].bfloat16(), maps[1]), feed(maps[0].bfloat16().float(), maps[1]))

@@ -307,5 +307,11 @@ class ConfidenceEnsemble(LogitEnsemble):
             raise AmalgamError("confidence: needs labels (CA-MKD weighs teachers by their loss on the label)")
         if self.num_teachers < 2:
             raise AmalgamError("confidence: needs at least two teachers")
+        classes = logits[0].shape[-1]
+        if labels.is_floating_point() or labels.shape != logits[0].shape[:1]:
+            raise AmalgamError(f"confidence: labels are one class index a sample, [B] integers; got {labels.dtype}"
+                               f" {list(labels.shape)} for logits {list(logits[0].shape)}")  # fmt: skip
+        if labels.device.type == "cpu" and labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+            raise AmalgamError(f"confidence: labels must be class indices in [0, {classes}), got {labels.tolist()[:8]}")
         ce = torch.stack([F.cross_entropy(z, labels, reduction="none") for z in logits])  # [K, B]
         return ((1 - F.softmax(ce, dim=0)) / (self.num_teachers - 1)).t()
