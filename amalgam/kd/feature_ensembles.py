@@ -76,9 +76,10 @@ class FEEDLoss(nn.Module):
                     f"FEED: teacher {i} map has {t.shape[1]} channels, its adaptor gives {self.teacher_channels[i]}:"
                     " give the teachers' maps in the order of teacher_channels"
                 )
-            weight = next(adaptor.parameters())
+            weight = next(adaptor.parameters(), None)  # None: an identity where the channels match
             # outside autocast a bf16/fp16 map meets fp32 adaptors (a raw dtype error): the adaptor's dtype, as the gate
-            own = student if torch.is_autocast_enabled(student.device.type) else student.to(weight.dtype)
+            cast = weight is not None and not torch.is_autocast_enabled(student.device.type)
+            own = student.to(weight.dtype) if cast else student
             s = adaptor(own)
             if s.shape[-2:] != t.shape[-2:]:
                 s = F.interpolate(s, size=t.shape[-2:], mode="bilinear", align_corners=False)
