@@ -323,7 +323,9 @@ def order_lines_before_training(plan: Plan) -> list[str]:
     pairs = unjudged_pairs(plan)
     if not pairs:
         return []
-    found = survey(plan, ORDER_SURVEY_IMAGES, log=lambda msg: None)
+    involved = {t for pair in pairs for t in pair}  # the other teachers need not run
+    subset = replace(plan, teachers={n: t for n, t in plan.teachers.items() if n in involved})
+    found = survey(subset, ORDER_SURVEY_IMAGES, log=lambda msg: None)
     lines = []
     for conflict in found.conflicts:
         if conflict.teachers not in pairs:
