@@ -231,7 +231,9 @@ def train_student(
         log(choice.describe())
     found = searched_tree(plan, device, run_dir / "search", log, ctx) if recipe.student.branch_at == "auto" else None
     seed_everything(recipe.seed)
-    student = new_student(plan, log, resumed=state is not None, branch_at=found.branch_at if found else None)
+    student = new_student(  # each process's batch norm sees its own rows only
+        plan, log, state is not None, found.branch_at if found else None, ctx.local_batch(recipe.train.batch_size)
+    )
     if state is not None:
         same_student(state, student.spec)
     say_plan(plan, log)
@@ -346,13 +348,16 @@ def same_student(state: dict, spec) -> None:
     raise AmalgamError(f"cannot resume: the checkpoint holds another student (differs in {', '.join(differ)})")
 
 
-def new_student(plan: Plan, log: Log, resumed: bool, branch_at: Optional[dict[str, int]] = None) -> nn.Module:
+def new_student(
+    plan: Plan, log: Log, resumed: bool, branch_at: Optional[dict[str, int]] = None, batch: Optional[int] = None
+) -> nn.Module:
     """The student of the plan, from ``student.init`` when the recipe names one (not on resume).
 
-    ``branch_at`` is the search's tree when the recipe's is ``auto``.
+    ``branch_at`` is the search's tree when the recipe's is ``auto``; ``batch``, one process's training batch
+    (default: ``train.batch_size``).
     """
     student = build_student(plan.student_spec(branch_at))
-    check_student_runs(student, tuple(plan.recipe.data.image_size), plan.recipe.train.batch_size)
+    check_student_runs(student, tuple(plan.recipe.data.image_size), batch or plan.recipe.train.batch_size)
     if not resumed:  # on resume the checkpoint's weights win
         start_weights(student, plan.recipe, plan.spaces, log)
     return student

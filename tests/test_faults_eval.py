@@ -124,3 +124,23 @@ def test_a_class_named_in_another_unicode_form_stops_as_a_look_alike():
     with pytest.raises(AmalgamError, match=r"or Unicode form \(an accent as its own character"):
         lookup(["red", "ble\u0301"], space)
     assert lookup(["red", "bl\u00e9"], space).tolist() == [0, 1]
+
+
+def test_a_folder_named_in_the_decomposed_unicode_form_is_the_labels_class(tmp_path):
+    # a review: macOS names a folder 'café' decomposed; the look-alike stop left no fix (a relation typed in
+    # YAML is composed on both sides): the set's class names are read composed, and match
+    import numpy as np
+    from PIL import Image
+
+    from amalgam.config.label_entries import label_names
+    from amalgam.config.schema import SourceConfig
+    from amalgam.data.sources import build_image_set
+
+    for name in ("cafe\u0301", "tea"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name / "a.png")
+    cfg = SourceConfig(type="imagefolder", path=tmp_path)
+    ds = build_image_set("data.eval.x", cfg, lambda p: p, (8, 8), True)
+    assert ds.classes == ["caf\u00e9", "tea"]
+    assert label_names(["cafe\u0301", {"tea": ["cafe\u0301"]}]) == ["caf\u00e9", "tea"]
+    assert lookup(ds.classes, LabelSpace(tuple(label_names(["caf\u00e9", "tea"])))).tolist() == [0, 1]

@@ -435,3 +435,8 @@ def test_an_eval_class_named_as_a_label_teachers_read_differently_stops_naming_e
         one_meaning({"a": a, "b": b}, "v", ["crane", "dog"])
     one_meaning({"a": a, "b": b}, "v", ["crane_bird", "dog"])  # a unified class's own name: one meaning
     one_meaning({"a": a, "c": LabelSpace(("crane",), covers=(("crane_bird",),))}, "v", ["crane"])  # the same one
+    # a review: a hierarchy declared on purpose (Cityscapes' person beside COCO's {person: [person, rider]})
+    # names the unified class 'person' itself: no ambiguity
+    city = LabelSpace(("person", "rider"))
+    coco = LabelSpace(("person",), covers=(("person", "rider"),))
+    one_meaning({"city": city, "coco": coco}, "v", ["person", "rider"], unified=["person", "rider"])

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 from amalgam.errors import AmalgamError
 from amalgam.labels import IGNORE, LabelSpace
+from amalgam.labels.names import nfc
 from amalgam.textfile import read_text
 
 ENTRY_FORMS = "a name, {name: unified_class} or {name: [unified_class, ...]}"
@@ -28,9 +29,12 @@ def parse_entry(entry: Any, index: int) -> tuple[str, tuple[str, ...]]:
     if isinstance(named, str) and not named.strip():  # '' matched no class, and was said as an empty name
         raise AmalgamError(f"{index}: an empty label name: name every output (its name in the teacher's own labels)")
     if isinstance(entry, str):
-        return entry, (entry,)
+        return nfc(entry), (nfc(entry),)
     if isinstance(entry, dict) and len(entry) == 1:
         ((name, value),) = entry.items()
+        name = nfc(name) if isinstance(name, str) else name
+        value = [nfc(v) if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+        value = nfc(value) if isinstance(value, str) else value
         if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
             raise AmalgamError(f"{index}: '{name}' stands for an empty class name: name the unified class it is")
         if isinstance(value, str):

@@ -56,6 +56,7 @@ from amalgam.data.images import (
 from amalgam.data.target_scan import saturated, scan_dense_targets
 from amalgam.data.torchvision_sets import TorchvisionSet
 from amalgam.errors import AmalgamError
+from amalgam.labels.names import nfc
 from amalgam.training.progress import bar_for
 
 
@@ -490,6 +491,8 @@ def build_image_set(
         _set_orientation(dataset, cfg.exif)
         said = (lambda line: log(f"{key}: {line}")) if log and with_targets else None  # a source's labels: unread
         _name_classes(dataset, cfg, resolve, said)
+        if dataset.classes:  # a macOS folder's 'café' (decomposed) is the recipe's 'café'
+            dataset.classes = [nfc(c) if isinstance(c, str) else c for c in dataset.classes]
         if cfg.limit is not None and (kept := limit_set(dataset, cfg.limit)) and log:
             log(f"{key}: {kept}")
         if len(dataset) == 0:

@@ -6,7 +6,7 @@ import inspect
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -50,6 +50,9 @@ from amalgam.task import TASKS, Task, get_task
 from amalgam.teachers.factories import import_factory
 from amalgam.teachers.model_sources import runs_random
 from amalgam.teachers.teacher import Teacher, build_teachers, distinct_params
+
+#: importable from here, as before they moved beside TeacherConfig
+TEACHER_KEYS = AMALGAM_TEACHER_KEYS
 
 
 def _named_by(cfg, key: str, recipe: Recipe) -> bool:
@@ -323,15 +326,21 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     check_teachers(plan, log)
 
 
-def one_meaning(spaces: dict[str, LabelSpace], eval_name: str, classes: Optional[list[str]]) -> None:
+def one_meaning(
+    spaces: dict[str, LabelSpace], eval_name: str, classes: Optional[list[str]], unified: Sequence[str] = ()
+) -> None:
     """Refuses an eval set class named as a label that teachers relate to different classes: which one the set
     means decides how every teacher's row scores it (a trial's 'crane', the bird to one teacher and the machine to
-    another, scored each teacher by its own reading and the whole-label-space row by the first teacher's).
+    another, scored each teacher by its own reading and the whole-label-space row by the first teacher's). A
+    unified class's own name (``unified``) means that class: Cityscapes' 'person' beside COCO's
+    ``{person: [person, rider]}`` is one.
 
     Raises:
         RecipeError: on ``data.eval.<set>``, naming each teacher's reading.
     """
     for cls in classes or []:
+        if cls in unified:
+            continue
         seen = {n: s.covered(cls) for n, s in spaces.items() if cls in s.known()}
         if len(set(seen.values())) > 1:
             shown = "; ".join(f"teacher {n}'s stands for {', '.join(c)}" for n, c in seen.items())
@@ -350,7 +359,9 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
     for teacher in plan.teachers.values():
         if teacher.eval_name:
             same_task = {n: t.space for n, t in plan.teachers.items() if t.task.name == teacher.task.name and t.space}
-            one_meaning(same_task, teacher.eval_name, plan.eval_sets[teacher.eval_name].classes)
+            unified = plan.spaces.get(teacher.task.name)
+            classes = plan.eval_sets[teacher.eval_name].classes
+            one_meaning(same_task, teacher.eval_name, classes, unified.known() if unified else ())
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
             try:
                 check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
@@ -375,7 +386,7 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
         raise misread_error(plan, misread)
     from amalgam.labels.suggest import order_lines_before_training  # it reads the plan: imported when used
 
-    for line in order_lines_before_training(plan):  # teachers sharing labels where an eval set cannot judge
+    for line in order_lines_before_training(plan, log):  # teachers sharing labels where an eval set cannot judge
         said_before_training(plan, log, line)
 
 

@@ -126,8 +126,8 @@ class SimilarityLoss(nn.Module):
         if len(teachers) != self.num_teachers:
             raise AmalgamError(f"similarity: {self.num_teachers} teachers expected, got {len(teachers)} maps")
         b = student.shape[0]
-        if b < 2:  # one image's similarity to itself is 1 for any map: the loss would be 0, teaching nothing
-            raise AmalgamError("similarity: compares the images of a batch with each other: it needs 2 or more, got 1")
+        if b < 2:  # no pair to compare (a batch's one row of a teacher's sources): 0, its graph kept for the step
+            return 0.0 * student.float().sum()
         for i, t in enumerate(teachers):  # a batch of another size compared other images' similarities
             if t.shape[0] != b:
                 raise AmalgamError(f"similarity: teacher {i} map has batch {t.shape[0]}, the student's {b}")

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 _SEPARATORS = re.compile(r"[\s_\-/.]+")
 
 
+def nfc(name: str) -> str:
+    """The name in Unicode's composed form (NFC): macOS writes folder names decomposed (``e`` and an accent), YAML
+    and most files composed; both read as the same name, as they look."""
+    return unicodedata.normalize("NFC", name)
+
+
 def fold(name: str) -> str:
     """The name up to case, surrounding spaces, separators (``_ - / .``) and Unicode form (``é`` as one character
     or as ``e`` and an accent, as macOS writes file names): ``' T_shirt '`` -> ``'t shirt'``."""

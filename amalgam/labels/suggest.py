@@ -298,8 +298,10 @@ def survey(
     return survey_from(plan, predictions(plan, max_images, log=log), min_confidence, **thresholds)
 
 
-#: source images every teacher runs on before training where two teachers share labels and one has no eval set
-ORDER_SURVEY_IMAGES = 256
+#: source images the teachers of :func:`unjudged_pairs` run on before training, a few at a time: each label
+#: then needs :data:`MIN_COUNT` answers to be judged
+ORDER_SURVEY_IMAGES = 128
+ORDER_SURVEY_BATCH = 8
 
 
 def unjudged_pairs(plan: Plan) -> list[tuple[str, str]]:
@@ -316,7 +318,7 @@ def unjudged_pairs(plan: Plan) -> list[tuple[str, str]]:
     return pairs
 
 
-def order_lines_before_training(plan: Plan) -> list[str]:
+def order_lines_before_training(plan: Plan, log: Callable[[str], None] = print) -> list[str]:
     """The label-order conflicts (:class:`OrderConflict`) of :func:`unjudged_pairs`, from the teachers' predictions
     on :data:`ORDER_SURVEY_IMAGES` source images: a trial's teacher whose labels were written in another order than
     its outputs, with no eval set, trained the student on contradictory targets without a word."""
@@ -325,7 +327,10 @@ def order_lines_before_training(plan: Plan) -> list[str]:
         return []
     involved = {t for pair in pairs for t in pair}  # the other teachers need not run
     subset = replace(plan, teachers={n: t for n, t in plan.teachers.items() if n in involved})
-    found = survey(subset, ORDER_SURVEY_IMAGES, log=lambda msg: None)
+    shown = "; ".join(" and ".join(pair) for pair in pairs)
+    log(f"comparing the label orders of teachers {shown} on {ORDER_SURVEY_IMAGES} source images (one has no eval set)")
+    preds = predictions(subset, ORDER_SURVEY_IMAGES, ORDER_SURVEY_BATCH, log=lambda msg: None)
+    found = survey_from(subset, preds, MIN_CONFIDENCE)
     lines = []
     for conflict in found.conflicts:
         if conflict.teachers not in pairs:

@@ -441,7 +441,7 @@ def check_student_runs(student: nn.Module, size: tuple[int, int], batch_size: Op
         raise RecipeError(
             "train.batch_size",
             f"{batch_size}: the student's batch norm {name} sees a 1x1 map at {size[0]}x{size[1]}, so one value per"
-            " channel in training, which it cannot normalise: train with a batch of 2 or more",
+            " channel in training, which it cannot normalise: train with 2 or more images a step in each process",
         )
 
 
