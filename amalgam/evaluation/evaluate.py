@@ -533,7 +533,8 @@ def _scorers(
         if space is not None and scorers[name].with_unified:
             scorers[name].unified_unscored = unscored_in_space(classes, unified_lut.tolist(), extent)
             scorers[name].catch_all = set_catch_all(plan, task, classes, unified_lut, space, extent)
-            scorers[name].as_background = unknown_as_background(plan, task, classes, unified_lut, space, extent)
+            lut = unified_lut.tolist()
+            scorers[name].as_background = unknown_as_background(classes, lut, space, extent, plan, task)
         unified_tasks.add(task.name)
     return scorers
 
@@ -588,29 +589,24 @@ class CatchAll:
         )
 
 
+def background_names(plan: Plan, task: Task, space: LabelSpace) -> set[str]:
+    """The names a set's class is a background by: the unified background's and each teacher's ``background``."""
+    teachers = {t.space.background for t in plan.teachers.values() if t.task.name == task.name and t.space is not None}
+    return {space.background} | teachers
+
+
 def unknown_as_background(
-    plan: Plan,
-    task: Task,
-    classes: list[str],
-    unified_lut: torch.Tensor,
-    space: LabelSpace,
-    extent: dict[str, frozenset[str]],
+    classes: list[str], lut: list[int], space: LabelSpace, extent: dict, plan: Plan, task: Task
 ) -> list[str]:
     """The set's classes no teacher knows ('purple', 'sky') that the whole-label-space row reads as the unified
-    background (its lookup's fallback), leaving out the set's own backgrounds (by name)."""
+    background (its lookup's fallback, ``lut``), leaving out the set's own backgrounds (by name)."""
     if space.background is None:
         return []
-    backgrounds = {space.background} | {
-        t.space.background for t in plan.teachers.values() if t.task.name == task.name and t.space is not None
-    }
+    known = set(space.names) | set(extent) | background_names(plan, task, space)
     return [
         name
-        for name, u in zip(classes, unified_lut.tolist())
-        if u == space.background_index
-        and name not in space.names
-        and name not in extent
-        and name not in backgrounds
-        and fold(name) not in CATCH_ALL_NAMES
+        for name, u in zip(classes, lut)
+        if u == space.background_index and name not in known and fold(name) not in CATCH_ALL_NAMES
     ]
 
 
@@ -630,9 +626,7 @@ def set_catch_all(
         return None
     named = {c for name in classes for c in extent.get(name, frozenset([name]))}
     unnamed = [c for c in space.known() if c not in named]
-    backgrounds = {space.background} | {
-        t.space.background for t in plan.teachers.values() if t.task.name == task.name and t.space is not None
-    }
+    backgrounds = background_names(plan, task, space)
     found = [
         k
         for k, (name, u) in enumerate(zip(classes, unified_lut.tolist()))
