@@ -475,3 +475,23 @@ def test_parity_is_relative_where_the_student_answers_beyond_one():
     assert output_difference(inf, inf.clone()) == 0.0
     assert output_difference(inf, torch.tensor([1e30, 1.0])) == float("inf")
     assert output_difference(torch.tensor([1.0]), torch.tensor([float("-inf")])) == float("inf")
+
+
+def test_amalgam_eval_scores_a_torchscript_export_as_the_student_it_was_made_from(world, built_run, tmp_path, capsys):
+    # a trial: the file that ships could not be scored ("a TorchScript export, not a student.pt")
+    path = tmp_path / "student.ts"
+    assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
+    meta = json.loads((tmp_path / "student.ts.json").read_text())
+    assert all("background" in o for o in meta["outputs"] if o["labels"])  # the spaces, rebuilt exactly
+    report = json.loads((built_run / "report.json").read_text())
+    assert main(["eval", str(world), "--student", str(path), "--json", str(tmp_path / "e.json"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "e.json").read_text())
+    for ours, theirs in zip(again["tasks"], report["tasks"]):
+        for key, value in theirs["student_metrics"].items():
+            assert ours["student_metrics"][key] == pytest.approx(value, abs=1e-4), (ours["teacher"], key)
+    # an export's .json from before it named each space's background cannot rebuild the labels: said
+    for output in meta["outputs"]:
+        output.pop("background", None)
+    (tmp_path / "student.ts.json").write_text(json.dumps(meta))
+    assert main(["eval", str(world), "--student", str(path), "--quiet"]) == 2
+    assert "names no background for its labels (an export of an earlier amalgam)" in capsys.readouterr().err

@@ -304,6 +304,7 @@ def export_meta(
     Its fields are a contract with deployments: extend it, never rename a field.
     """
     labels = {t: None if spaces[t] is None else list(spaces[t].names) for t in tasks}
+    backgrounds = {t: None if spaces[t] is None else spaces[t].background for t in tasks}
     sizes = sizes_note(size, multiple, other, why)
     return {
         "format": fmt,
@@ -318,6 +319,7 @@ def export_meta(
         },
         "outputs": [
             _output_entry(t, labels[t], tuple(out.shape), size, (teachers or {}).get(t, []))
+            | ({"background": backgrounds[t]} if labels[t] is not None else {})  # the space, rebuilt by eval
             for t, out in zip(tasks, outputs)
         ],
     }

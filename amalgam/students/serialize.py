@@ -146,6 +146,53 @@ def _export_kind(path: Path) -> str | None:
         return None
 
 
+def meta_file(path: Path) -> Path:
+    """The ``.json`` ``amalgam export`` writes beside its file."""
+    return Path(str(path) + ".json")
+
+
+class ExportedStudent(nn.Module):
+    """An ``amalgam export`` TorchScript file as a student: its tuple of outputs as ``{task: output}`` in the order
+    its ``.json`` lists them, with ``label_spaces`` and ``image_size`` from it, so that :func:`amalgam.evaluate`
+    scores the file that ships."""
+
+    def __init__(self, exported: nn.Module, tasks: list[str], spaces: dict, size: tuple[int, int]):
+        super().__init__()
+        self.exported = exported
+        self.tasks = tasks
+        self.label_spaces = spaces
+        self.image_size = size
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.exported(images)
+        return dict(zip(self.tasks, out if isinstance(out, (tuple, list)) else (out,)))
+
+
+def load_torchscript_export(path: Path) -> tuple[nn.Module, dict[str, LabelSpace | None]]:
+    """An ``amalgam export`` TorchScript file and its ``.json`` as a student (:class:`ExportedStudent`).
+
+    Raises:
+        AmalgamError: a ``.json`` of an export written before it named each space's background (its labels
+            alone cannot say which is the background: export again).
+    """
+    meta = json.loads(meta_file(path).read_text())
+    outputs = meta.get("outputs", [])
+    if any(o.get("labels") is not None and "background" not in o for o in outputs):
+        raise AmalgamError(
+            f"{meta_file(path)} names no background for its labels (an export of an earlier amalgam): export the"
+            " run again (amalgam export <run>) to score the file"
+        )
+    spaces = {
+        o["task"]: None if o.get("labels") is None else LabelSpace(tuple(o["labels"]), o.get("background"))
+        for o in outputs
+    }
+    size = tuple(meta["input"]["shape"][2:])
+    with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; exports still ship it
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu")
+    return ExportedStudent(module, list(spaces), spaces, size).eval(), spaces
+
+
 def peers_note(run_dir: Path) -> str:
     """``: RUN is a peers run ...`` when ``run_dir`` holds one (its report.json lists ``peers``), else
     "": a peers build writes each peer's top-1, no student to evaluate, export or draw."""
@@ -182,6 +229,8 @@ def load_student(path: str | Path, check_inputs: bool = True) -> tuple[nn.Module
     Returns:
         The student in eval mode and its unified label spaces by task.
     """
+    if _export_kind(Path(path)) == "a TorchScript export" and meta_file(Path(path)).is_file():
+        return load_torchscript_export(Path(path))
     blob = _read_student_file(Path(path))
     try:
         student = build_student(StudentSpec(**blob["spec"]))
