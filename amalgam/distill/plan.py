@@ -34,7 +34,7 @@ from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace, extents, projection, unify
 from amalgam.labels.names import ignore_like_label, unmarked_catch_all
 from amalgam.labels.relations import relation_warnings
-from amalgam.labels.taxonomy import near_duplicates
+from amalgam.labels.taxonomy import look_alikes_by_task
 from amalgam.plugin_contract import takes_old_form
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
@@ -223,12 +223,7 @@ def relation_lines(plan: Plan) -> list[str]:
 def look_alike_lines(plan: Plan) -> list[str]:
     """Each task's pairs of unified classes whose names look alike (:func:`near_duplicates`): a trial's build
     split ``T-shirt/top`` and ``tshirt`` into two classes, said by ``inspect`` only."""
-    lines = []
-    for name, space in plan.spaces.items():
-        if space is not None:
-            members = {n: t.space for n, t in plan.teachers.items() if t.task.name == name and t.space}
-            lines += near_duplicates(members, space)
-    return lines
+    return look_alikes_by_task({n: (t.task.name, t.space) for n, t in plan.teachers.items() if t.space}, plan.spaces)
 
 
 def say_teachers(teachers: dict[str, Teacher], log: Callable[[str], None]) -> None:

@@ -217,11 +217,22 @@ def label_report(
         unified: task name -> unified label space (None for unlabelled tasks).
     """
     lines: list[str] = []
-    for task, space in unified.items():
-        if space is None:
-            continue
-        members = {t: s for t, (k, s) in spaces.items() if k == task}
+    for task, space, members in _by_task(spaces, unified):
         lines += near_duplicates(members, space)
         lines.append(f"  {task} (rows: teachers' labels; x: the label covers that unified class)")
         lines += relation_lines(members, space)
     return lines
+
+
+def look_alikes_by_task(
+    spaces: Mapping[str, tuple[str, LabelSpace]], unified: Mapping[str, Optional[LabelSpace]]
+) -> list[str]:
+    """Every task's :func:`near_duplicates` warnings (``spaces`` and ``unified`` as :func:`label_report`'s)."""
+    return [line for _, space, members in _by_task(spaces, unified) for line in near_duplicates(members, space)]
+
+
+def _by_task(spaces: Mapping[str, tuple[str, LabelSpace]], unified: Mapping[str, Optional[LabelSpace]]):
+    """``(task, its unified space, {teacher: its space})`` for each labelled task."""
+    for task, space in unified.items():
+        if space is not None:
+            yield task, space, {t: s for t, (k, s) in spaces.items() if k == task}
