@@ -63,7 +63,8 @@ def test_a_dense_output_below_its_inputs_resolution_is_said_and_strides_may_roun
     quarter = teacher(Dense(stride=4), input={"size": [32, 64]})
     check_teacher_output(quarter, (32, 32))
     assert quarter.output_is_a_choice()
-    assert quarter.output_note().endswith("; it answers at 1/4 of its input (8x16 for 32x64): upsampled bilinearly")
+    said = "; it answers at 1/4 of its input (8x16 for 32x64): each cell over its 4x4 pixels"
+    assert quarter.output_note().endswith(said)
     odd = teacher(Dense(stride=2), input={"size": [31, 45]})  # 16x23: ceil(31/2) x ceil(45/2)
     check_teacher_output(odd, (32, 32))
     assert "1/2 of its input (16x23 for 31x45)" in odd.output_note()
@@ -72,16 +73,35 @@ def test_a_dense_output_below_its_inputs_resolution_is_said_and_strides_may_roun
     assert "answers at" not in full.output_note()
     from amalgam.teachers.checks import output_fit
 
-    assert output_fit((30, 45), (4, 6)) == "it answers at 1/8 of its input (4x6 for 30x45): upsampled bilinearly"
+    assert output_fit((30, 45), (4, 6)) == (
+        "it answers at 1/8 of its input (4x6 for 30x45): each cell over its 8x8 pixels, then cropped or edge-padded"
+        " to 30x45"
+    )
     assert output_fit((32, 64), (128, 256)) == "it answers at 4x its input (128x256 for 32x64): resized"
     assert output_fit((32, 32), (28, 28)) is None  # cropped, though in proportion
     assert output_fit((513, 513), (65, 65)).startswith("it answers at 1/8 of its input")  # DeepLab at 1/8
     # the same map upsampled 8x by the net: 520 for 513 (ceil), or 512 (floor)
     assert output_fit((513, 513), (520, 520)) == (
-        "it answers at 520x520 for 513x513 (a 1/8 map upsampled 8x): stretched onto the input by under 8 px"
+        "it answers at 520x520 for 513x513 (a 1/8 map upsampled 8x), then cropped or edge-padded to 513x513"
     )
     assert output_fit((513, 513), (512, 512)).startswith("it answers at 512x512 for 513x513 (a 1/2 map")
     assert output_fit((299, 299), (8, 8)) == "it answers at 8x8 for 299x299: upsampled bilinearly"  # not "1/37"
+
+
+def test_a_strided_map_of_an_input_no_multiple_of_its_stride_is_placed_on_the_pixels_its_cells_pooled():
+    # a trial: a 16x11 map of a 65x47 input (stride 4, floor) was stretched over all 47 columns, each cell
+    # drifting up to 3 px: an exact segmenter scored mIoU 0.80 against 0.92 placed
+    from amalgam.data.views import onto_input
+
+    cells = torch.arange(11.0).view(1, 1, 1, 11).expand(1, 1, 16, 11)  # each cell holds its column
+    placed = onto_input(cells, (65, 47))
+    assert placed.shape[-2:] == (65, 47)
+    assert placed[0, 0, 0, 41].item() == pytest.approx(9.875)  # pixels 40-43 pooled into cell 10
+    assert torch.equal(placed[0, 0, 0, 42:], torch.full((5,), 10.0))  # the cell, then the 3 px edge-padded
+    up = torch.arange(520.0).view(1, 1, 1, 520).expand(1, 1, 520, 520)  # a 1/8 map the net upsampled 8x
+    assert torch.equal(onto_input(up, (513, 513))[0, 0, 0], torch.arange(513.0))  # cropped, not squeezed
+    assert onto_input(cells, (64, 44)).shape[-2:] == (64, 44)  # a multiple: the same upsampling
+    assert torch.equal(onto_input(cells, (16, 11)), cells)  # its own size: untouched
 
 
 # ---- 3. a teacher without a checkpoint says whose weights it runs with

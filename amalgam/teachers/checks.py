@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from amalgam.config.schema import Recipe
+from amalgam.data.views import STRIDES, output_stride
 from amalgam.errors import AmalgamError, error_line, under_key
 from amalgam.plugin_contract import check_output_problem, ensemble_problem, head_problem, metric_problem
 from amalgam.task import SIGMOID_EVIDENCE as READING_VALUES
@@ -371,17 +372,14 @@ def _network_size(model: nn.Module) -> Optional[tuple[int, int]]:
     return None
 
 
-#: strides a dense net's last map may be upsampled from (to a multiple of the stride near the input's size)
-_STRIDES = (2, 4, 8, 16, 32)
-
-
 def output_fit(size: tuple[int, int], out: tuple[int, int]) -> Optional[str]:
     """How a dense output of size ``out`` is placed on an input of ``size``, said as a note ("" when it
     is the input's size), or None when no one factor maps it onto the input (transposed, padded, cropped).
 
     Taken: ``k`` times the input on both axes; ``1/s`` of it, each side the floor or ceil of size / s
     as strided layers round; and a ``1/s`` map upsampled ``s`` times (520 for 513 at stride 8), a
-    power-of-two ``s``, stretched onto the input by under one stride.
+    power-of-two ``s`` (:func:`~amalgam.data.views.output_stride`), placed as
+    :func:`~amalgam.data.views.onto_input` places them.
     """
     (h, w), (oh, ow) = size, out
     seen = f"{oh}x{ow} for {h}x{w}"
@@ -389,15 +387,16 @@ def output_fit(size: tuple[int, int], out: tuple[int, int]) -> Optional[str]:
         return ""
     if oh > h and oh % h == 0 and ow % w == 0 and oh // h == ow // w:
         return f"it answers at {oh // h}x its input ({seen}): resized"
-    fits = [s for s in range(2, max(h, w) + 1) if abs(oh - h / s) < 1 and abs(ow - w / s) < 1]
-    if fits:  # rounding leaves small outputs several strides: name one only where it is what nets use
-        s = min(fits, key=lambda s: (s not in _STRIDES, abs(oh - h / s) + abs(ow - w / s)))
-        named = s in _STRIDES or (h % s == 0 and w % s == 0)
-        return f"it answers at {f'1/{s} of its input ({seen})' if named else seen}: upsampled bilinearly"
-    for s in _STRIDES:
-        if oh in (s * (h // s), s * -(-h // s)) and ow in (s * (w // s), s * -(-w // s)):
-            return f"it answers at {seen} (a 1/{s} map upsampled {s}x): stretched onto the input by under {s} px"
-    return None
+    found = output_stride(size, out)
+    if found is None:
+        return None
+    s, upsampled = found
+    placed = "" if h % s == 0 and w % s == 0 else f", then cropped or edge-padded to {h}x{w}"
+    if upsampled:
+        return f"it answers at {seen} (a 1/{s} map upsampled {s}x){placed or ': as it is'}"
+    if not (s in STRIDES or (h % s == 0 and w % s == 0)):  # rounding leaves small outputs several strides
+        return f"it answers at {seen}: upsampled bilinearly"
+    return f"it answers at 1/{s} of its input ({seen}): each cell over its {s}x{s} pixels{placed}"
 
 
 _DENSE_MISFIT = (

@@ -23,7 +23,7 @@ from torch import nn
 
 from amalgam.config.schema import InputSpec, TeacherConfig
 from amalgam.data.images import size_text
-from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, undo
+from amalgam.data.views import DEFAULT_RESIZE, BatchViews, ViewSpec, default_fill, onto_input, undo
 from amalgam.errors import AmalgamError, count_of, error_line
 
 RECIPE, DEFAULT, TIMM = "recipe", "default", "timm pretrained_cfg"
@@ -197,7 +197,9 @@ def answer_views(
     except Exception as exc:  # noqa: BLE001 - the user's network: named, not a traceback of amalgam's frames
         raise TeacherFailed(teacher.name, x.shape[0], exc) from exc
     if teacher.task.dense and out.dim() == 4:
-        out = _undo_flipped(teacher.task.mark_no_answer(out), placements, size, flip, teacher.task.marks_holes)
+        holes = teacher.task.marks_holes
+        out = onto_input(teacher.task.mark_no_answer(out), x.shape[-2:], holes)  # a strided map on its pixels
+        out = _undo_flipped(out, placements, size, flip, holes)
     if feat is not None and feat.dim() == 4:
         feat = _undo_flipped(feat, placements, feat.shape[-2:], flip)
     return out, feat
