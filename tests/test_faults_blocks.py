@@ -108,6 +108,26 @@ def test_answer_never_returns_a_stale_feature_of_a_module_that_did_not_run(world
         tap.detach()
 
 
+def test_answer_refuses_a_tap_on_a_module_that_runs_twice_in_one_forward(world, tmp_path):
+    # a trial: features: adapters on a block the teacher calls twice distilled its last output without a word
+    # (the student's taps refused the same); plain and flip-wrapped teachers alike
+    plan = plan_of(load_recipe(world))
+    teacher = plan.teachers["seg-a"]
+    shared = nn.Identity()
+    teacher.model.shared = shared
+    plain_forward = teacher.model.forward
+    teacher.model.forward = lambda x: plain_forward(shared(shared(x)))
+    tap = FeatureTap.on(teacher.model, "shared", "test")
+    try:
+        with pytest.raises(AmalgamError, match=r"^teacher 'seg-a': tap 'shared' ran 2 times in one forward"):
+            teacher.answer(torch.rand(2, 3, 32, 32), tap)
+        teacher.sub = build_subteacher("multi_transform", {"flip": True})
+        with pytest.raises(AmalgamError, match=r"^teacher 'seg-a': tap 'shared' ran 2 times in one forward"):
+            teacher.answer(torch.rand(2, 3, 32, 32), tap)
+    finally:
+        tap.detach()
+
+
 # S8.4
 
 

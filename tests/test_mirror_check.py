@@ -280,3 +280,19 @@ def test_a_resume_keeps_its_checkpoints_flips_and_one_from_before_the_check_flip
     # a second review: the recipe's own flip: false was dropped from such a resume
     plan = build_plan(load_recipe(world, ["data.sources.items.flip=false"]), log=lambda s: None)
     assert run_flips(plan, {}, DistContext(), lambda s: None) == {"items": "data.sources.items.flip: false"}
+
+
+def test_flip_averaging_on_a_teacher_of_left_and_right_labels_stops(fresh_world):
+    # a trial: wrap: {type: multi_transform, flip: true} on a left/right teacher taught 0.5 / 0.5 where it answered
+    # 1 / 0, with augmentation off for that source and nothing said of the wrap
+    sides = teacher("sides", "scenes", ["background", "left", "right"], "segmentation")
+    sides["wrap"] = {"type": "multi_transform", "flip": True}
+    colours = teacher("colours", "items", ["r", "g", "b"])
+    colours["wrap"] = {"type": "multi_transform", "flip": True}  # a mirror changes nothing: its flip is fine
+    recipe = mirror_world(fresh_world, {"sides": sides, "colours": colours})
+    with pytest.raises(RecipeError, match=r"^teachers.sides.wrap: flip averaging would average .* teacher 'sides'"
+                       r" names mirrored images of source 'scenes' otherwise: left kept on 0%"):  # fmt: skip
+        build_plan(load_recipe(recipe), log=lambda s: None)
+    sides["wrap"]["flip"] = False
+    recipe = mirror_world(fresh_world, {"sides": sides, "colours": colours})
+    build_plan(load_recipe(recipe), log=lambda s: None)

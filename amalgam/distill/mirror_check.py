@@ -18,6 +18,7 @@ import torch
 
 from amalgam.data.image_set import ImageSet, spread
 from amalgam.data.views import BatchViews, collate
+from amalgam.errors import RecipeError
 from amalgam.task import Task
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
@@ -164,6 +165,29 @@ def mirror_findings(plan: Plan) -> dict[str, list[MirrorFinding]]:
                 mirror_finding(teacher, source, plan.sources.sets[sid], plan.student_view)
             )
     return dict(sorted(found.items(), key=lambda item: plan.sources.names.index(item[0])))  # in source order
+
+
+def check_flip_wraps(plan: Plan) -> None:
+    """Refuses flip averaging (``wrap: {type: multi_transform, flip: true}``) on a teacher that names mirrored
+    images otherwise (``left_arm`` / ``right_arm``), judged on its first source as the mirror check judges: its
+    targets would average each such label into its mirror's (a trial's teacher taught 0.5 / 0.5 where it
+    answered 1 / 0), whatever ``train.augment`` and ``flip`` say.
+
+    Raises:
+        RecipeError: on ``teachers.<name>.wrap``, naming the labels that change.
+    """
+    for name, teacher in plan.teachers.items():
+        ids = plan.source_ids.get(name, [])
+        if not (getattr(teacher.sub, "flip", False) and checked(teacher) and ids):
+            continue
+        source = plan.sources.names[ids[0]]
+        finding = mirror_finding(teacher, source, plan.sources.sets[ids[0]], plan.student_view)
+        if finding.changed:
+            raise RecipeError(
+                f"teachers.{name}.wrap",
+                f"flip averaging would average its answers on mirrored images into its plain ones, but"
+                f" {finding.line()}: each such label would be taught as half its mirror's; set flip: false",
+            )
 
 
 def auto_flipped(plan: Plan, teacher: str) -> list[int]:

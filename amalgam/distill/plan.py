@@ -30,6 +30,7 @@ from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: impor
     said_before_training,
     shorten,
 )
+from amalgam.distill.mirror_check import check_flip_wraps
 from amalgam.errors import AmalgamError, RecipeError
 from amalgam.labels import LabelSpace, extents, projection, unify
 from amalgam.labels.names import ignore_like_label, unmarked_catch_all
@@ -379,6 +380,7 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
             check_reading_without_truth(plan, teacher, log)
     if misread:
         raise misread_error(plan, misread)
+    check_flip_wraps(plan)  # a flip wrap on left/right labels: refused whatever the augmentation does
     from amalgam.labels.suggest import order_lines_before_training  # it reads the plan: imported when used
 
     for line in order_lines_before_training(plan, log):  # teachers sharing labels where an eval set cannot judge

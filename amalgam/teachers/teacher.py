@@ -198,10 +198,22 @@ class Teacher(nn.Module):
             return (self.run(x) if sub is None else sub(self._run_copy, self.model, self.task, x)), None
         self._check_tap_owner(tap)
         tap.clear()  # so that a module that does not run leaves nothing, not the last batch's feature
-        out = self.run(x) if sub is None else self._wrapped_with_tap(x, tap)
+        out = self._run_once(x, tap) if sub is None else self._wrapped_with_tap(x, tap)
         if tap.value is None:
             raise TapNotRun(self.name, tap.module_name)
         return out, _as_float32(tap.value)
+
+    def _run_once(self, x: torch.Tensor, tap: FeatureTap) -> torch.Tensor:
+        """:meth:`run`, refusing a tapped module that ran more than once in it (a shared block): only its last
+        output would be kept, as the student's taps refuse (:meth:`FeatureTap.take`)."""
+        before = tap.calls
+        out = self.run(x)
+        if tap.calls - before > 1:
+            raise AmalgamError(
+                f"teacher '{self.name}': tap '{tap.module_name}' ran {tap.calls - before} times in one forward (a"
+                " module used twice?) and only its last output would be distilled: tap a module that runs once"
+            )
+        return out
 
     def _check_tap_owner(self, tap: FeatureTap) -> None:
         """Refuses a tap hooked on another network than this teacher's (or on none)."""
@@ -231,10 +243,10 @@ class Teacher(nn.Module):
             first = inp is x and not kept
             if first:  # a run on a rescaled input may have come first: its feature is not x's
                 tap.value = None
-            out = self._run_copy(inp)
-            if first:
+                out = self._run_once(inp.clone(), tap)  # a copy, as _run_copy's: a net may edit it in place
                 kept.append(tap.value)
-            return out
+                return out
+            return self._run_copy(inp)
 
         out = self.sub(run, self.model, self.task, x)
         if not kept:
