@@ -282,7 +282,7 @@ def test_a_resume_keeps_its_checkpoints_flips_and_one_from_before_the_check_flip
     assert run_flips(plan, {}, DistContext(), lambda s: None) == {"items": "data.sources.items.flip: false"}
 
 
-def test_flip_averaging_on_a_teacher_of_left_and_right_labels_stops(fresh_world):
+def test_flip_averaging_on_a_teacher_of_left_and_right_labels_stops(fresh_world, monkeypatch):
     # a trial: wrap: {type: multi_transform, flip: true} on a left/right teacher taught 0.5 / 0.5 where it answered
     # 1 / 0, with augmentation off for that source and nothing said of the wrap
     sides = teacher("sides", "scenes", ["background", "left", "right"], "segmentation")
@@ -295,4 +295,10 @@ def test_flip_averaging_on_a_teacher_of_left_and_right_labels_stops(fresh_world)
         build_plan(load_recipe(recipe), log=lambda s: None)
     sides["wrap"]["flip"] = False
     recipe = mirror_world(fresh_world, {"sides": sides, "colours": colours})
-    build_plan(load_recipe(recipe), log=lambda s: None)
+    import amalgam.distill.mirror_check as mirror_check
+
+    seen, plain = [], mirror_check.mirror_finding
+    monkeypatch.setattr(mirror_check, "mirror_finding", lambda t, *a: seen.append(t.name) or plain(t, *a))
+    plan = build_plan(load_recipe(recipe), log=lambda s: None)  # the wrap check reads colours on items
+    unflipped_sources(plan, lambda s: None)  # the flip's check reads it again: made once
+    assert sorted(seen) == ["colours", "sides"]

@@ -161,10 +161,18 @@ def mirror_findings(plan: Plan) -> dict[str, list[MirrorFinding]]:
     for name, teacher in plan.teachers.items():
         for sid in auto_flipped(plan, name) if checked(teacher) else []:
             source = plan.sources.names[sid]
-            found.setdefault(source, []).append(
-                mirror_finding(teacher, source, plan.sources.sets[sid], plan.student_view)
-            )
+            found.setdefault(source, []).append(finding_of(plan, name, sid))
     return dict(sorted(found.items(), key=lambda item: plan.sources.names.index(item[0])))  # in source order
+
+
+def finding_of(plan: Plan, teacher: str, sid: int) -> MirrorFinding:
+    """:func:`mirror_finding` of a teacher on a source of the plan, made once (the flip-wrap check before training
+    and the flip's own check read the same teacher on the same images)."""
+    key = (teacher, sid)
+    if key not in plan.mirror_seen:
+        dataset, source = plan.sources.sets[sid], plan.sources.names[sid]
+        plan.mirror_seen[key] = mirror_finding(plan.teachers[teacher], source, dataset, plan.student_view)
+    return plan.mirror_seen[key]
 
 
 def check_flip_wraps(plan: Plan) -> None:
@@ -178,10 +186,9 @@ def check_flip_wraps(plan: Plan) -> None:
     """
     for name, teacher in plan.teachers.items():
         ids = plan.source_ids.get(name, [])
-        if not (getattr(teacher.sub, "flip", False) and checked(teacher) and ids):
+        if not (teacher.sub is not None and teacher.sub.averages_mirrors and checked(teacher) and ids):
             continue
-        source = plan.sources.names[ids[0]]
-        finding = mirror_finding(teacher, source, plan.sources.sets[ids[0]], plan.student_view)
+        finding = finding_of(plan, name, ids[0])
         if finding.changed:
             raise RecipeError(
                 f"teachers.{name}.wrap",

@@ -101,6 +101,8 @@ class Plan:
     #: training sources the flip (``train.augment``) leaves alone, each with why: decided for training and
     #: ``inspect`` (``mirror_check.py``), empty for evaluation
     unflipped: dict[str, str] = field(default_factory=dict)
+    #: what the mirror check found of each (teacher, source id), made once (``mirror_check.finding_of``)
+    mirror_seen: dict = field(default_factory=dict)
     _encoder_choice: Optional[EncoderChoice] = field(default=None, init=False, repr=False)
 
     @property

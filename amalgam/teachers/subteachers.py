@@ -92,6 +92,12 @@ class SubTeacher:
     def __call__(self, run: Run, model: nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def averages_mirrors(self) -> bool:
+        """Whether the wrap averages the teacher's answers on mirrored inputs into its plain ones (refused on a
+        teacher whose labels change under a mirror: the mirror check)."""
+        return False
+
     def check(self, model: nn.Module, task: Task) -> Optional[str]:
         """Why this wrap cannot work on a teacher of ``task`` with network ``model``, or None.
 
@@ -175,6 +181,10 @@ class MultiTransform(SubTeacher):
         if not scales or any(s <= 0 for s in scales):
             raise AmalgamError(f"scales: expected positive factors, got {list(scales)}")
         self.flip, self.scales, self.hard = flip, list(scales), hard
+
+    @property
+    def averages_mirrors(self) -> bool:
+        return self.flip
 
     def check(self, model: nn.Module, task: Task) -> Optional[str]:
         if self.hard and not task.labelled:
