@@ -31,10 +31,7 @@ def parse_entry(entry: Any, index: int) -> tuple[str, tuple[str, ...]]:
     if isinstance(entry, str):
         return nfc(entry), (nfc(entry),)
     if isinstance(entry, dict) and len(entry) == 1:
-        ((name, value),) = entry.items()
-        name = nfc(name) if isinstance(name, str) else name
-        value = [nfc(v) if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
-        value = nfc(value) if isinstance(value, str) else value
+        ((name, value),) = ((_composed(k), _composed(v)) for k, v in entry.items())
         if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
             raise AmalgamError(f"{index}: '{name}' stands for an empty class name: name the unified class it is")
         if isinstance(value, str):
@@ -49,6 +46,13 @@ def parse_entry(entry: Any, index: int) -> tuple[str, tuple[str, ...]]:
     elif isinstance(entry, (int, float)) or entry is None:
         quote = " (YAML read it as a number or null: quote names such as '0')"
     raise AmalgamError(f"{index}: expected {ENTRY_FORMS}, got {entry!r}{quote}")
+
+
+def _composed(value: Any) -> Any:
+    """A name, or each name of a list, in Unicode's composed form (:func:`nfc`); anything else as it is."""
+    if isinstance(value, list):
+        return [_composed(v) for v in value]
+    return nfc(value) if isinstance(value, str) else value
 
 
 def label_names(entries: Sequence[Any]) -> list[str]:

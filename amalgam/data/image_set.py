@@ -37,6 +37,14 @@ class ImageSet(Dataset):
     target_keys: frozenset[str] = frozenset()
     originals: bool = False
     native_targets: bool = False
+    #: its EXIF-turned images that fit their maps either way (turned 180 degrees, square), read upright: set by
+    #: the file check (``verify_files``), read by the teacher checks (``exif_doubt``)
+    exif_either: int = 0
+
+    def missing_target_hint(self, key: str) -> str:
+        """Where a set of its kind reads ``key``'s ground truth and what it holds instead ("" when it cannot say),
+        for the error of an eval set without it."""
+        return ""
 
     def fingerprint(self) -> str:
         """A digest of which images the set holds (the teacher cache's key, ``--resume``'s check)."""

@@ -144,6 +144,9 @@ class ImageFolderSet(FolderSet):
         return [f"warning: {len(empty)} class folders hold no image, so those classes cannot be scored: {shown}"]
 
 
+#: the folder beside ``images/`` where a dense set reads each target's maps
+MAP_FOLDERS = {"mask": "labels", "depth": "depth"}
+
 #: folders other tools keep a dense set's maps in, beside ``images/``, and the one a dense set reads instead
 OTHER_MAP_FOLDERS = {
     "masks": "labels",
@@ -164,7 +167,7 @@ def map_folders_beside(root: Path) -> list[str]:
     :data:`OTHER_MAP_FOLDERS` that hold images (an ``annotations/`` of JSON files is no map folder)."""
     if not (root / "images").is_dir():
         return []
-    found = [d for d in ("labels", "depth") if (root / d).is_dir()]
+    found = [d for d in MAP_FOLDERS.values() if (root / d).is_dir()]
     return found + [d for d in OTHER_MAP_FOLDERS if (root / d).is_dir() and _holds_images(root / d)]
 
 
@@ -199,16 +202,11 @@ class DenseSet(FolderSet):
         self.scale_given = scale_given  # written in the recipe, even at its default: said where float maps ignore it
         classes = root / "classes.txt"
         self.classes = read_names(classes, map_values=True) if classes.is_file() else None
-        keys = set()
-        if (root / "labels").is_dir():
-            keys.add("mask")
-        if (root / "depth").is_dir():
-            keys.add("depth")
-        self.target_keys = frozenset(keys)
+        self.target_keys = frozenset(key for key, folder in MAP_FOLDERS.items() if (root / folder).is_dir())
 
     def missing_target_hint(self, key: str) -> str:
         """Where a dense set reads ``key``'s maps, and the folders it holds instead (a ``masks/`` read as none)."""
-        folder = "labels" if key == "mask" else "depth"
+        folder = MAP_FOLDERS[key]
         others = [d for d in map_folders_beside(self.root) if OTHER_MAP_FOLDERS.get(d) == folder]
         held = ", ".join(sorted(p.name + "/" for p in self.root.iterdir() if p.is_dir() and not hidden(p)))
         rename = f": rename {others[0]}/ to {folder}/ if it holds them" if others else ""
@@ -216,7 +214,7 @@ class DenseSet(FolderSet):
 
     def target_path(self, key: str, index: int) -> Path:
         """``labels/<name>.png``; ``depth/<name>.png``, else its float map (:data:`FLOAT_DEPTH`) where one is there."""
-        folder = "labels" if key == "mask" else "depth"
+        folder = MAP_FOLDERS[key]
         path = self.root / folder / (self.files[index].stem + ".png")
         if key == "depth" and not path.is_file():
             return next((f for s in FLOAT_DEPTH if (f := path.with_suffix(s)).is_file()), path)
@@ -400,7 +398,7 @@ def _plain_folder(cfg: SourceConfig, resolve: Callable[[Path], Path]) -> FolderS
         roots = list(dict.fromkeys(str(m.parent.relative_to(root)) for m in maps))
         shown = ", ".join(roots[:3]) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
         held = sum(any(m in f.parents for m in maps) for f in files)
-        names = [d for d in ("labels", "depth", *OTHER_MAP_FOLDERS) if d in {m.name for m in maps}]
+        names = [d for d in (*MAP_FOLDERS.values(), *OTHER_MAP_FOLDERS) if d in {m.name for m in maps}]
         raise AmalgamError(
             f"{root} holds dense sets ({shown}: images/ beside {'/ or '.join(names)}/), whose {held} label and depth"
             " maps would train as images: point path at an images/ folder (a source each), or move the maps out"
@@ -416,7 +414,7 @@ def _map_folders(files: list[Path], root: Path) -> list[Path]:
         for part in [folder, *folder.parents]:
             if part == root or root not in part.parents:
                 break
-            if part.name in ("labels", "depth", *OTHER_MAP_FOLDERS) and (part.parent / "images").is_dir():
+            if part.name in (*MAP_FOLDERS.values(), *OTHER_MAP_FOLDERS) and (part.parent / "images").is_dir():
                 found[part] = None
     return list(found)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -206,19 +206,30 @@ def _groups(placements: Sequence[Placement]) -> dict[Placement, list[int]]:
 STRIDES = (2, 4, 8, 16, 32)
 
 
-def output_stride(size: Sequence[int], out: Sequence[int]) -> Optional[tuple[int, bool]]:
-    """``(s, upsampled)`` where a dense output of size ``out`` is a ``1/s`` map of an input of ``size`` (each side
-    the floor or ceil of size / s, as strided layers round) or such a map upsampled ``s`` times (520 for 513 at
-    stride 8; ``upsampled``); None where it is the input's size, a multiple of it, or no stride's map."""
+class OutputStride(NamedTuple):
+    """How a dense output lies on its input: ``1/stride`` of it (or such a map ``upsampled`` stride times), and
+    whether its cells are ``placed`` over the pixels they pooled (a stride nets use, or one dividing the input;
+    else the map is stretched: 8x8 of a 299 px input claims no cell size)."""
+
+    stride: int
+    upsampled: bool
+    placed: bool
+
+
+def output_stride(size: Sequence[int], out: Sequence[int]) -> Optional[OutputStride]:
+    """How a dense output of size ``out`` lies on an input of ``size``: a ``1/s`` map (each side the floor or ceil
+    of size / s, as strided layers round) or such a map upsampled ``s`` times (520 for 513 at stride 8); None
+    where it is the input's size, a multiple of it, or no stride's map."""
     (h, w), (oh, ow) = (int(size[0]), int(size[1])), (int(out[0]), int(out[1]))
     if (oh, ow) == (h, w) or (oh > h and oh % h == 0 and ow % w == 0 and oh // h == ow // w):
         return None
     fits = [s for s in range(2, max(h, w) + 1) if abs(oh - h / s) < 1 and abs(ow - w / s) < 1]
     if fits:  # rounding leaves small outputs several strides: the one nets use, else the closest
-        return min(fits, key=lambda s: (s not in STRIDES, abs(oh - h / s) + abs(ow - w / s))), False
+        s = min(fits, key=lambda s: (s not in STRIDES, abs(oh - h / s) + abs(ow - w / s)))
+        return OutputStride(s, False, s in STRIDES or (h % s == 0 and w % s == 0))
     for s in STRIDES:
         if oh in (s * (h // s), s * -(-h // s)) and ow in (s * (w // s), s * -(-w // s)):
-            return s, True
+            return OutputStride(s, True, True)
     return None
 
 
@@ -228,14 +239,11 @@ def onto_input(dense: torch.Tensor, size: Sequence[int], holes: bool = False) ->
     multiple of ``s``. Stretched onto the input instead, a 16x11 map of a 65x47 input drifted by up to 3 px (a
     trial: mIoU 0.80 against 0.92 placed, stride 4); other outputs come back as they are (``undo`` resizes them)."""
     found = output_stride(size, dense.shape[-2:])
-    if found is None:
+    if found is None or not found.placed:  # not placed: stretched by undo
         return dense
-    stride, upsampled = found
     h, w = int(size[0]), int(size[1])
-    if not (upsampled or stride in STRIDES or (h % stride == 0 and w % stride == 0)):
-        return dense  # 8x8 of a 299 px input: no stride nets use, so no cell size to claim; stretched by undo
-    if not upsampled:
-        exact = (dense.shape[-2] * stride, dense.shape[-1] * stride)
+    if not found.upsampled:
+        exact = (dense.shape[-2] * found.stride, dense.shape[-1] * found.stride)
         dense = resize_with_holes(dense, exact) if holes else resize(dense, exact)
     dense = dense[..., :h, :w]
     pad = (0, w - dense.shape[-1], 0, h - dense.shape[-2])

@@ -63,7 +63,7 @@ def exif_doubt(dataset: ImageSet, name: Optional[str]) -> str:
     180 degrees, or square), the reading the maps may have been drawn on instead, said beside a teacher's
     failed check: a trial's teacher, scored on maps drawn on the stored pixels, was told to read its depth as
     inverse."""
-    count = getattr(dataset, "exif_either", 0)
+    count = dataset.exif_either
     if not count:
         return ""
     return (
@@ -544,7 +544,7 @@ def check_eval_set(
     path = f"teachers.{teacher.name}.eval"
     key = teacher.task.target_key
     if key not in dataset.target_keys:
-        hint = getattr(dataset, "missing_target_hint", lambda key: "")(key)  # where such a set reads them
+        hint = dataset.missing_target_hint(key)  # where such a set reads them
         raise RecipeError(
             path, f"eval set '{teacher.eval_name}' has no '{key}' ground truth for a {teacher.task.name} teacher{hint}"
         )

@@ -354,12 +354,12 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
     """Each teacher against its eval set (its labels, reading and label order), or said unchecked; then the label
     orders of teachers that share labels where an eval set cannot judge them."""
     misread: dict[str, ReadingStop] = {}  # teacher -> its reading's stop, raised once every teacher is checked
+    for task, eval_name in {(t.task.name, t.eval_name) for t in plan.teachers.values() if t.eval_name}:
+        same_task = {n: t.space for n, t in plan.teachers.items() if t.task.name == task and t.space}
+        unified = plan.spaces.get(task)
+        one_meaning(same_task, eval_name, plan.eval_sets[eval_name].classes, unified.known() if unified else ())
     for teacher in plan.teachers.values():
         if teacher.eval_name:
-            same_task = {n: t.space for n, t in plan.teachers.items() if t.task.name == teacher.task.name and t.space}
-            unified = plan.spaces.get(teacher.task.name)
-            classes = plan.eval_sets[teacher.eval_name].classes
-            one_meaning(same_task, teacher.eval_name, classes, unified.known() if unified else ())
             check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
             try:
                 check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)

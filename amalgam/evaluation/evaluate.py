@@ -531,9 +531,9 @@ def _scorers(
             Coverage.of(name, set_name, teacher.space, classes, teacher_lut) if teacher_lut is not None else None,
         )
         if space is not None and scorers[name].with_unified:
-            scorers[name].unified_unscored = unscored_in_space(classes, unified_lut.tolist(), extent)
-            scorers[name].catch_all = set_catch_all(plan, task, classes, unified_lut, space, extent)
             lut = unified_lut.tolist()
+            scorers[name].unified_unscored = unscored_in_space(classes, lut, extent)
+            scorers[name].catch_all = set_catch_all(plan, task, classes, unified_lut, space, extent)
             scorers[name].as_background = unknown_as_background(classes, lut, space, extent, plan, task)
         unified_tasks.add(task.name)
     return scorers

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from amalgam.config.schema import Recipe
-from amalgam.data.views import STRIDES, output_stride
+from amalgam.data.views import output_stride
 from amalgam.errors import AmalgamError, error_line, under_key
 from amalgam.plugin_contract import check_output_problem, ensemble_problem, head_problem, metric_problem
 from amalgam.task import SIGMOID_EVIDENCE as READING_VALUES
@@ -390,11 +390,11 @@ def output_fit(size: tuple[int, int], out: tuple[int, int]) -> Optional[str]:
     found = output_stride(size, out)
     if found is None:
         return None
-    s, upsampled = found
+    s = found.stride
     placed = "" if h % s == 0 and w % s == 0 else f", then cropped or edge-padded to {h}x{w}"
-    if upsampled:
+    if found.upsampled:
         return f"it answers at {seen} (a 1/{s} map upsampled {s}x){placed or ': as it is'}"
-    if not (s in STRIDES or (h % s == 0 and w % s == 0)):  # rounding leaves small outputs several strides
+    if not found.placed:  # rounding leaves small outputs several strides: no cell size to claim
         return f"it answers at {seen}: upsampled bilinearly"
     return f"it answers at 1/{s} of its input ({seen}): each cell over its {s}x{s} pixels{placed}"
 
