@@ -343,6 +343,14 @@ class Task:
         return self.new_meter(num_classes)
 
 
+def map_size(target: torch.Tensor, batched: bool = True) -> tuple[int, int]:
+    """A dense ground truth's height and width. A map comes ``[B, H, W]``, or channels last
+    ``[B, H, W, C]`` when it has several channels (as an eval set loads it; ``batched=False``: one
+    image's, without ``B``): its last two axes are not always its size."""
+    lead = 1 if batched else 0
+    return (int(target.shape[lead]), int(target.shape[lead + 1]))
+
+
 def output_dims(shape: tuple[int, ...]) -> str:
     """An output's dimensions in words, batch first: ``batch, 11, 64, 64``."""
     return ", ".join(["batch", *map(str, shape[1:])])

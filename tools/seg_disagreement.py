@@ -52,7 +52,7 @@ def disagreement(recipe_path: Path, student_path: Path, teacher: str, overrides:
         student_out = student(batch["image"])[task.name]
         for rows, target in by_size(batch[task.target_key], torch.device("cpu")):
             truth = apply_lookup(target, lut)
-            size = prediction_size(truth, batch["image"])
+            size = prediction_size(task, truth, batch["image"])
             by_teacher = task.predict(answer_views(t, views, rows, size, augmented=False)[0], size)
             by_student = task.predict(student_out[rows], size, proj)
             out["gt_teacher"].update(by_teacher, truth)

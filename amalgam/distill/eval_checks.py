@@ -39,7 +39,7 @@ from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, missing_labels
 from amalgam.labels.relations import unnamed_label_lines
-from amalgam.task import Task
+from amalgam.task import Task, map_size
 from amalgam.teachers.inputs import RECIPE, answer_views
 from amalgam.teachers.teacher import Teacher
 
@@ -493,7 +493,7 @@ def eval_answers(
         for index in spread(len(dataset), count) if indices is None else indices:  # one original held at a time
             sample = dataset[index]
             truth = torch.as_tensor(sample[task.target_key])
-            answers.append(_plain_answer(plan, teacher, sample, tuple(truth.shape[-2:]) if task.dense else None))
+            answers.append(_plain_answer(plan, teacher, sample, map_size(truth, batched=False) if task.dense else None))
             truths.append(truth)
     return answers, truths
 

@@ -31,7 +31,7 @@ from amalgam.labels.names import CATCH_ALL_NAMES, fold
 from amalgam.plugin_contract import require_metric
 from amalgam.students.build import StudentSpec, count_params
 from amalgam.students.serialize import at_chosen_size, run_student
-from amalgam.task import Task
+from amalgam.task import Task, map_size
 from amalgam.teachers.inputs import answer_views
 from amalgam.teachers.teacher import Teacher
 from amalgam.training.progress import bar_for
@@ -244,9 +244,10 @@ def _answers_every_task(out: object, tasks: set[str]) -> None:
         raise AmalgamError(f"the student's output must be a dict {{task: output}} with {sorted(tasks)}, got {got}")
 
 
-def prediction_size(target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
-    """The size predictions are scored at: a dense target's own, else (pooled tasks) the images'."""
-    return tuple(target.shape[-2:]) if target.dim() > 1 else tuple(images.shape[-2:])
+def prediction_size(task: Task, target: torch.Tensor, images: torch.Tensor) -> tuple[int, ...]:
+    """The size predictions are scored at: a dense target's own (a map of several channels comes
+    channels last), else (pooled tasks) the images'."""
+    return map_size(target) if task.dense else tuple(images.shape[-2:])
 
 
 def _loader(dataset, batch_size: int, limit: Optional[int]) -> DataLoader:
@@ -291,7 +292,7 @@ class _Scorer:
         task = self.teacher.task
         images = views.student
         for rows, target in by_size(batch[task.target_key], images.device):
-            size = prediction_size(target, images)
+            size = prediction_size(task, target, images)
             s_out = as_teachers_answer(task, student_out[task.name][rows.to(images.device)], size)
             t_target = self._mapped(target, self.teacher_lut, lambda: len(self.teacher.space))
             if self.with_unified:

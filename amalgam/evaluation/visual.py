@@ -26,7 +26,7 @@ from amalgam.evaluation.tree_report import plot_tree
 from amalgam.io import is_disk_full
 from amalgam.labels import IGNORE, lookup, projection
 from amalgam.students.serialize import run_student
-from amalgam.task import Task
+from amalgam.task import Task, map_size
 from amalgam.teachers.inputs import answer_views
 
 SKIP = {"epoch", "seconds", "lr", "loss", "cache_hit_rate"}
@@ -104,7 +104,7 @@ def _teacher_rows(plan: Plan, student: nn.Module, spaces: dict, device: torch.de
         sample = collate([dataset[i]])  # one at a time: label maps keep their own sizes
         images = sample["image"].to(device)
         target = torch.as_tensor(sample[teacher.task.target_key]).to(device)
-        size = tuple(target.shape[-2:])
+        size = map_size(target)  # a map of several channels comes channels last
         views = BatchViews(images, plan.student_view, sample.get("original"))
         t_out, _ = answer_views(teacher, views, torch.tensor([0]), size, augmented=False, wrapped=False)
         t_pred = teacher.task.predict(t_out, size)

@@ -1,0 +1,154 @@
+"""A plugin task of several-channel maps: the eval set loads them channels last, [H, W, C] (as the
+plugin docs say), and evaluation scores predictions at the map's height and width, not its last two
+axes (it once handed predict (W, C) and stretched an exact teacher's answer over it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torch import nn
+
+from amalgam.config.recipe import load_recipe
+from amalgam.data.image_set import SOURCE_TYPES, ImageSet, SourceType
+from amalgam.distill.plan import build_plan
+from amalgam.evaluation.evaluate import evaluate
+from amalgam.students.build import build_student
+from amalgam.task import TASKS, DistillOptions, Task, map_size
+
+KX = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+
+
+def sobel(x: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [0, 1] -> its grey gradient [B, 2, H, W]."""
+    k = torch.stack([KX, KX.t()]).unsqueeze(1).to(x)
+    return F.conv2d(F.pad(x.mean(1, keepdim=True), (1, 1, 1, 1), mode="replicate"), k)
+
+
+class GradMeter:
+    def __init__(self):
+        self.err, self.n = 0.0, 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        t = target.permute(0, 3, 1, 2).float()  # the set's channels-last map
+        self.err += float((pred.float() - t).abs().sum())
+        self.n += t.numel()
+
+    def compute(self) -> dict:
+        return {"mae": self.err / max(1, self.n)}
+
+
+class GradTask(Task):
+    name = "grad2-test"
+    dense = True
+    target_key = "grad"
+    metric = "mae"
+    higher_is_better = False
+
+    def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
+        return nn.Conv2d(in_channels, 2, 3, padding=1)
+
+    def num_outputs(self, space) -> int:
+        return 2
+
+    def distill_loss(self, student, teacher, options: DistillOptions):
+        teacher = F.interpolate(teacher, size=student.shape[-2:], mode="bilinear", align_corners=False)
+        return F.l1_loss(student, teacher)
+
+    def map_target(self, target, lut, labels):
+        return target
+
+    def predict(self, output, size, projection=None):
+        assert tuple(size) == (64, 32), f"scored at {tuple(size)}"  # the maps' height and width
+        if tuple(output.shape[-2:]) != tuple(size):
+            output = F.interpolate(output, size=tuple(size), mode="bilinear", align_corners=False)
+        return output
+
+    def new_meter(self, num_classes):
+        return GradMeter()
+
+
+class SobelNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return sobel(x)
+
+
+def sobel_net(**_):
+    return SobelNet()
+
+
+class GradSet(ImageSet):
+    target_keys = frozenset({"grad"})
+
+    def __init__(self, root: Path):
+        self.files = sorted(root.glob("*.png"))
+
+    def __len__(self):
+        return len(self.files)
+
+    def load(self, index):
+        rgb = np.array(Image.open(self.files[index]).convert("RGB"))
+        if not self.with_targets:
+            return rgb, {}
+        grad = sobel(torch.tensor(rgb).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
+        return rgb, {"grad": np.ascontiguousarray(grad.numpy(), dtype=np.float32)}
+
+
+@pytest.fixture
+def registered():
+    TASKS.add(GradTask.name, GradTask, origin="tests")
+    SOURCE_TYPES.add("gradset-test", SourceType(lambda cfg, resolve: GradSet(resolve(cfg.path))))
+    yield
+    TASKS.remove(GradTask.name)
+    SOURCE_TYPES.remove("gradset-test")
+
+
+def test_map_size_reads_channels_last_maps():
+    assert map_size(torch.zeros(2, 24, 20)) == (24, 20)
+    assert map_size(torch.zeros(2, 24, 20, 3)) == (24, 20)
+    assert map_size(torch.zeros(24, 20, 3), batched=False) == (24, 20)
+
+
+def test_an_exact_teacher_of_two_channel_maps_scores_exactly(registered, tmp_path, monkeypatch):
+    monkeypatch.setenv("AMALGAM_ALLOW_MODULES", __name__)
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):  # smooth images: a 64 x 32 map, not square, so its (W, C) cannot pass for (H, W)
+        small = rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((32, 64), Image.BILINEAR).save(images / f"{i}.png")
+    recipe = {
+        "name": "grad",
+        "output": str(tmp_path / "run"),
+        "device": "cpu",
+        "data": {
+            "image_size": [64, 32],
+            "sources": {"pics": {"type": "folder", "path": str(images)}},
+            "eval": {"grads": {"type": "gradset-test", "path": str(images)}},
+        },
+        "teachers": {
+            "grad": {
+                "task": GradTask.name,
+                "model": {"from": "python", "factory": f"{__name__}:sobel_net"},
+                "input": {"size": [64, 32], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+                "eval": "grads",
+            }
+        },
+        "student": {"type": "branched", "encoder": "tu-test_resnet", "decoder_channels": [8, 8, 8, 8, 8]},
+        "train": {"epochs": 1, "workers": 0},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    plan = build_plan(load_recipe(path), log=lambda m: None)
+    student = build_student(plan.student_spec())
+    result = evaluate(plan, student, torch.device("cpu"), log=lambda m: None)
+    assert result.tasks[0].teacher_metrics["mae"] < 1e-5  # stretched over (20, 2) and back it was far off
