@@ -80,18 +80,36 @@ def load_entry_points(registry: Registry, group: str) -> None:
 
     An entry point that fails to import is kept as broken, with the plugin's name and error: asking
     the registry for it raises that error (a broken third-party plugin must not look like an amalgam
-    bug), while recipes that do not use it still run (one broken package stopped every command).
+    bug), while recipes that do not use it still run (one broken package stopped every command). A
+    name that two installed packages register is kept as broken too, naming both: which one came
+    first on ``sys.path`` decided silently (a plugin named ``classification`` replaced the built-in).
     """
     if group in registry.loaded_groups:
         return
     registry.loaded_groups.add(group)
+    found: dict[str, list] = {}
     for ep in entry_points(group=group):
-        if ep.name in registry:
+        found.setdefault(ep.name, []).append(ep)
+    for name, eps in found.items():
+        if name in registry:
             continue
+        if len({ep.value for ep in eps}) > 1:
+            registry._broken[name] = _collision(group, name, eps)
+            continue
+        ep = eps[0]
         try:
             obj = ep.load()
         except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is the plugin's
-            registry._broken[ep.name] = f"{group} plugin '{ep.name}' ({ep.value}) failed to load: {error_line(exc)}"
+            registry._broken[name] = f"{group} plugin '{name}' ({ep.value}) failed to load: {error_line(exc)}"
             continue
-        dist = getattr(ep, "dist", None)
-        registry.add(ep.name, obj, origin=f"{dist.name if dist else 'entry point'} ({ep.value})")
+        registry.add(name, obj, origin=f"{_package(ep)} ({ep.value})")
+
+
+def _package(ep) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist else "entry point"
+
+
+def _collision(group: str, name: str, eps: list) -> str:
+    packages = ", ".join(f"{_package(ep)} ({ep.value})" for ep in eps)
+    return f"{group} plugin '{name}' is registered by {len(eps)} packages: {packages}; uninstall or rename all but one"

@@ -235,12 +235,52 @@ def test_a_plugin_that_does_not_import_stops_only_what_uses_it(world, monkeypatc
     monkeypatch.setitem(TASKS._broken, "sketch", said)
     lines: list[str] = []
     build_plan(load_recipe(world), with_data=False, log=lines.append)  # the recipe's own tasks still run
-    assert f"warning: {said}: its task cannot be used until it imports (this recipe does not use it)" in lines
+    assert f"warning: {said}: its task cannot be used until that is mended (this recipe does not use it)" in lines
     with pytest.raises(RecipeError, match=r"teachers\.cls\.task: amalgam\.tasks plugin 'sketch' .* failed to load"):
         load_recipe(world, ["teachers.cls.task=sketch"])
     assert main(["tasks"]) == 2
     out, err = capsys.readouterr()
     assert "sketch\t(failed to load)" in out and f"amalgam: error: {said}" in err
+
+
+class _Dist:
+    def __init__(self, name: str):
+        self.name = name
+
+
+class _EntryPoint:
+    def __init__(self, name: str, value: str, dist: str):
+        self.name, self.value, self.dist = name, value, _Dist(dist)
+
+    def load(self):
+        raise AssertionError("a name two packages register is not imported")
+
+
+def test_a_task_name_two_packages_register_stops_naming_both(monkeypatch):
+    # a trial: a plugin registering `classification` replaced the built-in without a word (the
+    # first package on sys.path won), its predict answering 0 for every image
+    import amalgam.registry as registry_module
+
+    both = [
+        _EntryPoint("classification", "amalgam_tasks.classification:ClassificationTask", "amalgam"),
+        _EntryPoint("classification", "v_collide:T", "v-collide"),
+    ]
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: both)
+    fresh: Registry = Registry("task")
+    registry_module.load_entry_points(fresh, "tests.collide")
+    said = (
+        "tests.collide plugin 'classification' is registered by 2 packages: amalgam"
+        " (amalgam_tasks.classification:ClassificationTask), v-collide (v_collide:T); uninstall or rename all but one"
+    )
+    assert fresh.broken() == {"classification": said} and fresh.names() == []
+    with pytest.raises(AmalgamError, match="registered by 2 packages"):
+        fresh.get("classification")
+    same = [both[0], _EntryPoint("classification", both[0].value, "amalgam-copy")]  # one class found twice
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: same)
+    monkeypatch.setattr(_EntryPoint, "load", lambda self: "the class")
+    again: Registry = Registry("task")
+    registry_module.load_entry_points(again, "tests.collide")
+    assert again.names() == ["classification"] and again.broken() == {}
 
 
 class _SourceRegisteringEntryPoint:

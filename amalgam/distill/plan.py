@@ -250,7 +250,7 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
     """
     tasks, spaces = unify_tasks(recipe)
     for line in TASKS.broken().values():  # a recipe using one stops at its check; the others run
-        log(f"warning: {line}: its task cannot be used until it imports (this recipe does not use it)")
+        log(f"warning: {line}: its task cannot be used until that is mended (this recipe does not use it)")
     plan = Plan(recipe, tasks, spaces)
     plan.teachers = build_teachers(recipe)
     say_teachers(plan.teachers, log)
