@@ -42,6 +42,13 @@ def check_plugin(cls: type) -> None:
         raise AmalgamError(f"{plugin_label(cls)}: {problem}")
 
 
+def declares_direction(cls: type) -> bool:
+    """Whether the task class, or a class it derives from other than ``Task``, sets ``higher_is_better``."""
+    from amalgam.task import Task
+
+    return any("higher_is_better" in vars(k) for k in cls.__mro__ if k is not Task and k is not object)
+
+
 @lru_cache(maxsize=None)
 def contract_problem(cls: type) -> Optional[str]:
     """What in the task class ``cls`` breaks the contract (None if nothing): a required class

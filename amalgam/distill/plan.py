@@ -36,7 +36,7 @@ from amalgam.labels import LabelSpace, extents, projection, unify
 from amalgam.labels.names import ignore_like_label, unmarked_catch_all
 from amalgam.labels.relations import relation_warnings
 from amalgam.labels.taxonomy import look_alikes_by_task
-from amalgam.plugin_contract import takes_old_form
+from amalgam.plugin_contract import declares_direction, takes_old_form
 from amalgam.students.build import StudentSpec
 from amalgam.students.sizing import (
     AUTO,
@@ -280,6 +280,8 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
         plan.projections[name] = teacher_projection(name, teacher, spaces[teacher.task.name])
     for line in unused_distill_options(recipe, tasks) + old_form_lines(tasks):
         log(line)
+    for line in undeclared_direction_lines(tasks):
+        said_before_training(plan, log, line)
     unused = unused_student_keys(recipe) + unused_settings(recipe)
     for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused:
         log(line)
@@ -494,6 +496,18 @@ def old_form_lines(tasks: dict[str, Task]) -> list[str]:
         " (docs/plugins.md)"
         for name, task in tasks.items()
         if takes_old_form(type(task))
+    ]
+
+
+def undeclared_direction_lines(tasks: dict[str, Task]) -> list[str]:
+    """Lines for plugins that leave ``higher_is_better`` to ``Task``'s default: an error rate read
+    as higher-is-better turned a student 2.4x worse into 2.4x better in the report (a trial)."""
+    return [
+        f"task plugin '{name}' ({TASKS.origin(name)}) does not declare higher_is_better: its metric"
+        f" '{task.metric}' is read as higher is better (Task's default); declare it in the class"
+        " (False for an error or a distance)"
+        for name, task in tasks.items()
+        if not declares_direction(type(task))
     ]
 
 

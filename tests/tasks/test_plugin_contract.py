@@ -442,3 +442,15 @@ def test_suggest_labels_leaves_a_multilabel_teacher_out_and_says_so(world, regis
     assert said[0].startswith("suggest-labels: not judged: seg-a (its task does not declare exclusive_labels")
     # nor is its label order checked before training, and that is said, as the mirror check says its own
     assert "label order not checked (task multiseg has no exclusive labels)" in plan.teachers["seg-a"].notes
+
+
+def test_a_plugin_that_leaves_its_metrics_direction_to_the_default_is_said(register):
+    # a trial: an error rate read as higher-is-better showed a student 2.4x worse as 2.4x better
+    from amalgam.distill.plan import undeclared_direction_lines
+
+    register(Vectors)
+    lines = undeclared_direction_lines({"vectors": Vectors(), "depth": DepthTask(), "higher": HigherAsText()})
+    assert lines == [
+        "task plugin 'vectors' (tests) does not declare higher_is_better: its metric 'err' is read as higher"
+        " is better (Task's default); declare it in the class (False for an error or a distance)"
+    ]

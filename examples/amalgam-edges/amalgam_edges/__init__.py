@@ -54,6 +54,7 @@ class EdgeTask(Task):
     dense = True
     target_key = "mask"
     metric = "f1"
+    higher_is_better = True
 
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
         return nn.Conv2d(in_channels, 1, kernel_size=3, padding=1)
