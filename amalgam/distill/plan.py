@@ -278,10 +278,7 @@ def build_plan(recipe: Recipe, with_data: bool = True, log: Callable[[str], None
             teacher.use_channels_last()
     for name, teacher in plan.teachers.items():
         plan.projections[name] = teacher_projection(name, teacher, spaces[teacher.task.name])
-    for line in unused_distill_options(recipe, tasks) + old_form_lines(tasks):
-        log(line)
-    for line in undeclared_direction_lines(tasks):
-        said_before_training(plan, log, line)
+    say_task_lines(plan, log)
     unused = unused_student_keys(recipe) + unused_settings(recipe)
     for line in unmarked_catch_alls(recipe, spaces) + ensemble_lines(recipe) + unused:
         log(line)
@@ -485,6 +482,14 @@ DISTILL_OPTION_KEYS = {
     "focal": "focal",
     "pseudo_labels": "pseudo_labels",
 }
+
+
+def say_task_lines(plan: Plan, log: Callable[[str], None]) -> None:
+    """Logs what the recipe's task plugins leave unused or undeclared."""
+    for line in unused_distill_options(plan.recipe, plan.tasks) + old_form_lines(plan.tasks):
+        log(line)
+    for line in undeclared_direction_lines(plan.tasks):
+        said_before_training(plan, log, line)
 
 
 def old_form_lines(tasks: dict[str, Task]) -> list[str]:
