@@ -12,7 +12,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation.export import ParityError, export
 from amalgam.evaluation.report import to_markdown
 from amalgam.io import check_writable, write_json
-from amalgam.plugin_contract import contract_problem, mirror_note, plugin_label
+from amalgam.plugin_contract import contract_problem, mirror_note, plugin_error_line, plugin_label
 from amalgam.students.tree import as_yaml
 from amalgam.task import TASKS, name_problem, task_names
 from amalgam.training.progress import Console
@@ -203,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or args.debug_all:
             traceback.print_exc()
         print(f"amalgam: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a task plugin's bug is named in one line; amalgam's own keeps its traceback
+        if (line := plugin_error_line(exc)) is None:
+            raise
+        if args.debug or args.debug_all:
+            traceback.print_exc()
+        print(f"amalgam: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Stopped (after a saved Ctrl-C or SIGTERM) carries its exit code
         print(f"amalgam: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)

@@ -19,7 +19,7 @@ from amalgam.distill.plan import Plan, build_plan, look_alike_lines, said_before
 from amalgam.distill.tree_search import search_tree
 from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.during import eval_callback
-from amalgam.evaluation.evaluate import evaluate, size_and_speed
+from amalgam.evaluation.evaluate import evaluate, size_and_speed, trial_scoring
 from amalgam.evaluation.export import written_exports
 from amalgam.evaluation.report import build_report, teacher_readings, to_markdown, write_report
 from amalgam.evaluation.tree_report import budget_section, tree_section
@@ -237,17 +237,9 @@ def train_student(
     if state is not None:
         same_student(state, student.spec)
     say_plan(plan, log)
-    teachers = plan.teacher_params
-    params = count_params(student)
-    share = f"{params / teachers:.0%} of the teachers'" if teachers else "the teachers have no parameters"
-    log(
-        f"student: {recipe.student.type} {student.spec.describe_encoder()}, {params:,} params "
-        f"({share}), device {device}, {torch.get_num_threads()} threads"
-    )
-    latency = latency_if_budgeted(recipe.student.budget, student, tuple(recipe.data.image_size))
-    for line in student_lines(student.spec, params, teachers, recipe.student.budget, latency):
-        log(line)
+    say_student(plan, student, device, log)
     run_dir.mkdir(parents=True, exist_ok=True)
+    trial_scoring(plan, student, device)
     every = recipe.train.eval_every
     curve = [eval_callback(plan, device, every)] if every else []
     result = engine.train(plan, student, run_dir, device, log=log, ctx=ctx, resume=state, callbacks=curve)
@@ -275,6 +267,19 @@ def train_student(
         write_report(report, run_dir)  # last: report.json marks the run finished
     ctx.close()
     return report
+
+
+def say_student(plan: Plan, student: nn.Module, device: torch.device, log: Log) -> None:
+    """The student's kind, size against the teachers', device and budget lines."""
+    recipe, teachers, params = plan.recipe, plan.teacher_params, count_params(student)
+    share = f"{params / teachers:.0%} of the teachers'" if teachers else "the teachers have no parameters"
+    log(
+        f"student: {recipe.student.type} {student.spec.describe_encoder()}, {params:,} params "
+        f"({share}), device {device}, {torch.get_num_threads()} threads"
+    )
+    latency = latency_if_budgeted(recipe.student.budget, student, tuple(recipe.data.image_size))
+    for line in student_lines(student.spec, params, teachers, recipe.student.budget, latency):
+        log(line)
 
 
 @contextmanager

@@ -10,12 +10,15 @@ wrong in one line naming the plugin's class and the hook at fault. The contract 
 from __future__ import annotations
 
 import inspect
+import os
+import sys
+import traceback
 from functools import lru_cache
 from typing import Any, Callable, Optional
 
 import torch
 
-from amalgam.errors import AmalgamError, count_of
+from amalgam.errors import AmalgamError, count_of, error_line
 
 #: class attributes every task must set, and their type (the others have defaults on ``Task``)
 REQUIRED_ATTRIBUTES: dict[str, type] = {"name": str, "dense": bool, "target_key": str, "metric": str}
@@ -225,3 +228,49 @@ def mirror_note(task: Any) -> str:
     if task.dense:
         return "mirror: default (a spatial flip, values unchanged)"
     return "mirror: default (unchanged, one answer per image)"
+
+
+#: top-level packages of amalgam's own tasks: a failure inside them is amalgam's (a traceback)
+BUILT_IN_PACKAGES = ("amalgam", "amalgam_tasks")
+
+
+def is_built_in(cls: type) -> bool:
+    """Whether a task class is one of amalgam's own."""
+    return getattr(cls, "__module__", "").split(".")[0] in BUILT_IN_PACKAGES
+
+
+def plugin_files() -> dict[str, str]:
+    """The files of the task plugins loaded in this process (a package's folder, or a module's file),
+    each with its :func:`plugin_label`."""
+    from amalgam.task import TASKS
+
+    files = {}
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        module = sys.modules.get(getattr(cls, "__module__", "").split(".")[0])
+        where = getattr(module, "__file__", None)
+        if is_built_in(cls) or not where:
+            continue
+        is_package = os.path.basename(where) == "__init__.py"
+        files[os.path.dirname(where) + os.sep if is_package else where] = plugin_label(cls)
+    return files
+
+
+def plugin_error_line(exc: BaseException) -> Optional[str]:
+    """One line naming the task plugin, its hook and where in its code ``exc`` was raised, when the
+    traceback passes through a loaded plugin's code; None otherwise (amalgam's own failures keep their
+    traceback). A plugin's bug read as amalgam's traceback, late, named no plugin."""
+    owners = plugin_files()
+    hits = [
+        (frame, label)
+        for frame in traceback.extract_tb(exc.__traceback__)
+        for where, label in owners.items()
+        if frame.filename == where or frame.filename.startswith(where)
+    ]
+    if not hits:
+        return None
+    (called, label), last = hits[0], hits[-1][0]
+    return (
+        f"{label} raised in its {called.name} ({os.path.basename(last.filename)}:{last.lineno}):"
+        f" {type(exc).__name__}: {error_line(exc)} (--debug shows the traceback)"
+    )

@@ -28,7 +28,7 @@ from amalgam.evaluation.per_class import (
 )
 from amalgam.labels import IGNORE, LabelSpace, lookup, projection
 from amalgam.labels.names import CATCH_ALL_NAMES, fold
-from amalgam.plugin_contract import require_metric
+from amalgam.plugin_contract import is_built_in, plugin_error_line, require_metric
 from amalgam.students.build import StudentSpec, count_params
 from amalgam.students.serialize import at_chosen_size, run_student
 from amalgam.task import Task, map_size
@@ -398,6 +398,7 @@ def evaluate(
     log: Callable[[str], None] = print,
     teachers: bool = True,
     left_out: Optional[dict[str, list[int]]] = None,
+    images: Optional[int] = None,
 ) -> Evaluation:
     """Scores every teacher and the student on each teacher's eval set.
 
@@ -413,6 +414,8 @@ def evaluate(
         left_out: with ``teachers=False``, each teacher's ``TaskResult.left_out`` from a scoring
             with the teachers: the images it answered NaN/inf on, left out of the student's score
             again so it stays comparable with the teacher's.
+        images: score this many images of each set (spread over it) instead of
+            ``train.max_eval_images``: a trial of the scoring before training.
 
     Images a teacher answers NaN/inf on are left out of its row's scores (its and the student's),
     counted in ``TaskResult.left_out`` and said in one warning line: a teacher scored on its
@@ -422,7 +425,33 @@ def evaluate(
     :func:`scoring`).
     """
     with scoring(student, device):
-        return _evaluate(plan, student, device, spaces or plan.spaces, log, teachers, left_out or {})
+        limit = plan.recipe.train.max_eval_images if images is None else images
+        return _evaluate(plan, student, device, spaces or plan.spaces, log, teachers, left_out or {}, limit)
+
+
+#: eval images per set a trial scoring reads before training
+TRIAL_IMAGES = 2
+
+
+def trial_scoring(plan: Plan, student: nn.Module, device: torch.device) -> None:
+    """Scores the teachers and the untrained student on :data:`TRIAL_IMAGES` images of each eval set
+    before training, where a task plugin's teacher has one: a plugin's ``predict``, ``map_target`` or
+    meter that fails stopped the build only after the whole schedule.
+
+    Raises:
+        AmalgamError: naming the plugin, its hook and the line, when its code fails.
+    """
+    plugged = [t for t in plan.teachers.values() if t.eval_name and not is_built_in(type(t.task))]
+    if not plugged:
+        return
+    try:
+        evaluate(plan, student, device, log=lambda m: None, images=TRIAL_IMAGES)
+    except AmalgamError as exc:
+        raise AmalgamError(f"{exc} (found before training, scoring {TRIAL_IMAGES} eval images)") from exc
+    except Exception as exc:
+        if (line := plugin_error_line(exc)) is None:
+            raise
+        raise AmalgamError(f"{line}; found before training, scoring {TRIAL_IMAGES} eval images") from exc
 
 
 def _evaluate(
@@ -433,6 +462,7 @@ def _evaluate(
     log: Callable[[str], None],
     teachers: bool,
     left_out: dict[str, list[int]],
+    limit: Optional[int],
 ) -> Evaluation:
     cfg = plan.recipe.train
     result = Evaluation()
@@ -442,7 +472,7 @@ def _evaluate(
             scorer.score_teacher = teachers
             scorer.left_out = [] if teachers else list(left_out.get(name, []))
         log(f"evaluating the student{' and ' + ', '.join(scorers) if teachers else ''} on '{set_name}'")
-        loader = _loader(dataset, cfg.eval_batch_size, cfg.max_eval_images)
+        loader = _loader(dataset, cfg.eval_batch_size, limit)
         bar = bar_for(log, len(loader), f"eval {set_name}")
         for batch in loader:
             images = batch["image"].to(device)

@@ -16,7 +16,13 @@ from torch import nn
 from amalgam.config.schema import Recipe
 from amalgam.data.views import output_stride
 from amalgam.errors import AmalgamError, error_line, under_key
-from amalgam.plugin_contract import check_output_problem, ensemble_problem, head_problem, metric_problem
+from amalgam.plugin_contract import (
+    check_output_problem,
+    ensemble_problem,
+    head_problem,
+    metric_problem,
+    plugin_error_line,
+)
 from amalgam.task import SIGMOID_EVIDENCE as READING_VALUES
 from amalgam.task import ReadingError, Task
 from amalgam.teachers.inputs import DEFAULT, RECIPE, TIMM
@@ -305,7 +311,9 @@ def _first_answer(teacher: Teacher, dummy: torch.Tensor) -> torch.Tensor:
         raise AmalgamError(f"teachers.{teacher.name}.{exc.key}: {exc}") from None
     except ReadingError as exc:
         raise AmalgamError(f"teachers.{teacher.name}.{exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model
+    except Exception as exc:  # noqa: BLE001 - a crashing teacher is the user's model, or its task plugin
+        if line := plugin_error_line(exc):  # not the network: its task's convert_output
+            raise AmalgamError(f"teacher '{teacher.name}': {line}") from exc
         msg = error_line(exc)
         hint = _channels_hint(msg, teacher) or _size_hint(msg, teacher)
         if not hint and isinstance(exc, (TypeError, IndexError, KeyError)):

@@ -1,6 +1,10 @@
-"""A plugin task of several-channel maps: the eval set loads them channels last, [H, W, C] (as the
-plugin docs say), and evaluation scores predictions at the map's height and width, not its last two
-axes (it once handed predict (W, C) and stretched an exact teacher's answer over it)."""
+"""A dense plugin task of two-channel maps (an image's gradient), from a plugin author's trial:
+
+* its eval set loads the maps channels last, [H, W, C] (as the plugin docs say), and evaluation scores
+  predictions at the map's height and width, not its last two axes (it once handed predict (W, C)
+  and stretched an exact teacher's answer over it);
+* a failure inside the plugin's code is one line naming the plugin, the hook and the line, and one
+  in its scoring hooks is found before training (it was a raw traceback after the whole schedule)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
+from amalgam.cli import main
 from amalgam.config.recipe import load_recipe
 from amalgam.data.image_set import SOURCE_TYPES, ImageSet, SourceType
 from amalgam.distill.plan import build_plan
@@ -118,12 +123,15 @@ def test_map_size_reads_channels_last_maps():
     assert map_size(torch.zeros(24, 20, 3), batched=False) == (24, 20)
 
 
-def test_an_exact_teacher_of_two_channel_maps_scores_exactly(registered, tmp_path, monkeypatch):
+@pytest.fixture
+def grad_world(registered, tmp_path, monkeypatch) -> Path:
+    """recipe.yaml of six 64 x 32 images (not square: a map's (W, C) cannot pass for its (H, W)) and
+    an exact gradient teacher scored on them."""
     monkeypatch.setenv("AMALGAM_ALLOW_MODULES", __name__)
     rng = np.random.default_rng(0)
     images = tmp_path / "images"
     images.mkdir()
-    for i in range(6):  # smooth images: a 64 x 32 map, not square, so its (W, C) cannot pass for (H, W)
+    for i in range(6):
         small = rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)
         Image.fromarray(small).resize((32, 64), Image.BILINEAR).save(images / f"{i}.png")
     recipe = {
@@ -144,11 +152,62 @@ def test_an_exact_teacher_of_two_channel_maps_scores_exactly(registered, tmp_pat
             }
         },
         "student": {"type": "branched", "encoder": "tu-test_resnet", "decoder_channels": [8, 8, 8, 8, 8]},
-        "train": {"epochs": 1, "workers": 0},
+        "train": {"epochs": 1, "workers": 0, "batch_size": 2, "samples_per_epoch": 4},
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    plan = build_plan(load_recipe(path), log=lambda m: None)
+    return path
+
+
+def test_an_exact_teacher_of_two_channel_maps_scores_exactly(grad_world):
+    plan = build_plan(load_recipe(grad_world), log=lambda m: None)
     student = build_student(plan.student_spec())
     result = evaluate(plan, student, torch.device("cpu"), log=lambda m: None)
-    assert result.tasks[0].teacher_metrics["mae"] < 1e-5  # stretched over (20, 2) and back it was far off
+    assert result.tasks[0].teacher_metrics["mae"] < 1e-5  # stretched over (W, C) and back it was far off
+
+
+def failing(hook: str):
+    """A hook that raises, named as the plugin's own method would be."""
+
+    def fails(*args, **kwargs):
+        raise ValueError("boom")
+
+    fails.__code__ = fails.__code__.replace(co_name=hook)
+    return fails
+
+
+BOOM_LINE = failing.__code__.co_firstlineno + 4
+
+
+@pytest.mark.parametrize(
+    "owner, hook", [(GradTask, "predict"), (GradTask, "new_meter"), (GradMeter, "update"), (GradMeter, "compute")]
+)
+def test_a_plugins_failing_scoring_hook_is_named_in_one_line_before_training(
+    grad_world, owner, hook, monkeypatch, capsys
+):
+    monkeypatch.setattr(owner, hook, failing(hook))
+    run = grad_world.parent / "run"
+    assert main(["build", str(grad_world), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    said = (
+        f"amalgam: error: task plugin '{GradTask.name}' ({__name__}:GradTask) raised in its {hook}"
+        f" (test_plugin_dense.py:{BOOM_LINE}): ValueError: boom (--debug shows the"
+        " traceback); found before training, scoring 2 eval images"
+    )
+    assert err.splitlines() == [said]
+    assert not (run / "train_log.csv").exists()  # no epoch was spent
+
+
+def test_a_plugins_failing_loss_and_conversion_are_named_in_one_line(grad_world, monkeypatch, capsys):
+    monkeypatch.setattr(GradTask, "distill_loss", failing("distill_loss"))
+    assert main(["build", str(grad_world), "--quiet"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .startswith(f"amalgam: error: task plugin '{GradTask.name}' ({__name__}:GradTask) raised in its distill_loss")
+    )
+    monkeypatch.setattr(GradTask, "convert_output", failing("convert_output"))  # once blamed on the teacher's network
+    assert main(["inspect", str(grad_world)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"amalgam: error: teacher 'grad': task plugin '{GradTask.name}'")
+    assert "raised in its convert_output" in err and "fails on a" not in err
