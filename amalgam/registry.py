@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 from amalgam.errors import AmalgamError, error_line
 
@@ -25,7 +25,7 @@ class Registry(Generic[T]):
         self._broken: dict[str, str] = {}
         self.loaded_groups: set[str] = set()
 
-    def register(self, name: str, origin: str = "amalgam") -> Callable[[T], T]:
+    def register(self, name: str, origin: Optional[str] = None) -> Callable[[T], T]:
         """Decorator that registers an object under ``name``; a duplicate name raises."""
 
         def add(obj: T) -> T:
@@ -34,12 +34,13 @@ class Registry(Generic[T]):
 
         return add
 
-    def add(self, name: str, obj: T, origin: str = "amalgam") -> None:
-        """Registers ``obj`` under ``name``; a duplicate name raises."""
+    def add(self, name: str, obj: T, origin: Optional[str] = None) -> None:
+        """Registers ``obj`` under ``name``; a duplicate name raises. ``origin`` (default: amalgam for
+        amalgam's own objects, else the object's ``module:qualname``) is what ``amalgam tasks`` lists."""
         if name in self._items:
             raise AmalgamError(f"{self.kind} '{name}' is already registered by {self._origins[name]}")
         self._items[name] = obj
-        self._origins[name] = origin
+        self._origins[name] = origin or _origin_of(obj)
 
     def remove(self, name: str) -> T:
         """Unregisters ``name`` and returns its object (a test's registration, a plugin replacing one)."""
@@ -73,6 +74,15 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _origin_of(obj: object) -> str:
+    """Where an object registered from code came from: amalgam, or its ``module:qualname`` (a user's
+    class added without an origin was listed as amalgam's own)."""
+    module = getattr(obj, "__module__", None) or ""
+    if module.split(".")[0] in ("amalgam", "amalgam_tasks"):
+        return "amalgam"
+    return f"{module}:{getattr(obj, '__qualname__', type(obj).__qualname__)}" if module else "amalgam"
 
 
 def load_entry_points(registry: Registry, group: str) -> None:

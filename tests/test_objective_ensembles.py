@@ -113,3 +113,21 @@ def test_a_plugin_loss_that_is_not_a_scalar_is_one_line_naming_the_term():
         _check_finite(torch.zeros(4, 1), "edges", "edges")
     with pytest.raises(AmalgamError, match=r"is nan: training stopped"):
         _check_finite(torch.tensor(float("nan")), "edges", "edges")
+
+
+def test_a_plugin_loss_that_is_no_tensor_or_has_no_gradient_is_one_line_naming_the_term():
+    # a trial: a float was "float, not a scalar"; a loss on detached outputs trained nothing, silently
+    import pytest
+    import torch
+
+    from amalgam.distill.objective import _check_finite
+    from amalgam.errors import AmalgamError
+
+    with pytest.raises(AmalgamError, match=r"'edges' \(edges\) is a float, not a tensor: the task's distill_loss"):
+        _check_finite(0.5, "edges", "edges")
+    student = torch.zeros(2, 3, requires_grad=True)
+    with pytest.raises(AmalgamError, match=r"'edges' \(edges\) has no gradient to the student's output"):
+        _check_finite((student.detach() - 1).abs().mean(), "edges", "edges", student)
+    _check_finite((student - 1).abs().mean(), "edges", "edges", student)  # a loss with its graph passes
+    with torch.no_grad():  # scoring a loss without a graph (no training): nothing to say
+        _check_finite((student - 1).abs().mean(), "edges", "edges", student * 1)

@@ -318,3 +318,14 @@ def test_a_task_plugins_module_registers_a_source_type_before_the_recipes_sets_a
         for registry, name in ((SOURCE_TYPES, "attrs_set"), (TASKS, "attrs_plugin")):
             if name in registry:
                 registry.remove(name)
+
+
+def test_a_class_registered_from_code_is_listed_by_its_module_not_as_amalgams():
+    # a trial: TASKS.add("attributes", Mine) was listed by `amalgam tasks` as amalgam's own
+    class Mine:
+        pass
+
+    fresh: Registry = Registry("task")
+    fresh.add("mine", Mine)
+    fresh.add("own", Registry)
+    assert fresh.origin("mine") == f"{__name__}:{Mine.__qualname__}" and fresh.origin("own") == "amalgam"

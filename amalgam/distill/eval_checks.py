@@ -475,7 +475,9 @@ def _probe_labelled_input(
     of many classes stays under the probe's 0.5 mean IoU); its channel order by mean IoU (a colour swap costs
     precision as much as recall). ``at``: the images checked, and where."""
     count, where = at
-    named = ((mean_iou, "mean IoU"), (mean_recall, "mean recall"))
+    # a classifier's IoU is its confusion matrix's per class (hits / (hits + misses + false alarms)): said so
+    iou_words = "mean IoU" if teacher.task.dense else "mean class IoU (hits / (hits + misses + false alarms))"
+    named = ((mean_iou, iou_words), (mean_recall, "mean recall"))
     iou, recall = (Measure(words, partial(score, how), how(matrix, judged)) for how, words in named)
     measures = [iou, recall] if teacher.task.dense else [recall]
     probe_teacher_input(plan, teacher, measures, iou, (count, len(judged), where), log)

@@ -187,7 +187,7 @@ class Objective(nn.Module):
                 extra["weights"] = domain_weights(s_out, self.known_classes[term])
             options = DistillOptions(self.plan.projections[group[0]], self.temperature, **extra)
             loss = distill(task, s_out, target, options)
-            _check_finite(loss, term, task.name)
+            _check_finite(loss, term, task.name, s_out)
             parts[term] = loss.item()
             total = total + self.weighting(term, loss)
             for name, (_, feature) in zip(group, outputs):
@@ -359,12 +359,23 @@ def _detach(taps: list[Optional[FeatureTap]]) -> None:
             tap.detach()
 
 
-def _check_finite(loss: torch.Tensor, term: str, task: str) -> None:
-    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:  # a plugin's unreduced loss: "ambiguous" further on
-        shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+def _check_finite(loss: torch.Tensor, term: str, task: str, student: Optional[torch.Tensor] = None) -> None:
+    """Refuses a term that is no finite scalar tensor, or (``student``: the outputs it was computed from,
+    with a graph) one without a gradient to them: a plugin's loss on detached outputs trained nothing."""
+    if not isinstance(loss, torch.Tensor):
         raise AmalgamError(
-            f"loss of teacher term '{term}' ({task}) is {shape}, not a scalar: the task's distill_loss must"
+            f"loss of teacher term '{term}' ({task}) is a {type(loss).__name__}, not a tensor: the task's"
+            " distill_loss must return a scalar tensor computed from the student's output (its gradient trains it)"
+        )
+    if loss.dim() != 0:  # a plugin's unreduced loss: "ambiguous" further on
+        raise AmalgamError(
+            f"loss of teacher term '{term}' ({task}) is {list(loss.shape)}, not a scalar: the task's distill_loss must"
             " reduce it (a mean over pixels and images)"
+        )
+    if student is not None and student.requires_grad and not loss.requires_grad:
+        raise AmalgamError(
+            f"loss of teacher term '{term}' ({task}) has no gradient to the student's output (computed on"
+            " detached values, under no_grad or from .item()): the student would learn nothing from it"
         )
     if not torch.isfinite(loss):
         raise AmalgamError(f"loss of teacher term '{term}' ({task}) is {loss.item()}: training stopped")
