@@ -242,6 +242,17 @@ def test_a_one_channel_network_given_three_channels_is_told_to_set_input_channel
     )
 
 
+def test_a_four_channel_network_is_told_to_be_wrapped_not_resized():
+    # a trial: an RGB-D network's channel error was hinted as a size ("64" read in "input[2, 3, 64, 64]")
+    t = teacher(nn.Conv2d(4, 3, 3, padding=1))
+    with pytest.raises(AmalgamError) as info:
+        check_teacher_output(t, (64, 64))
+    assert str(info.value).endswith(
+        "(the network takes 4-channel images, and amalgam feeds 1 or 3 channels: give a factory that wraps it,"
+        " making its 4 channels of the 3 (e.g. the image and a constant channel))"
+    )
+
+
 # ---- 7. real-world teachers (audit 3): TorchScript files, other dtypes, EMA checkpoints, factories
 
 
@@ -505,14 +516,29 @@ def test_a_factory_with_a_pretrained_body_and_a_fresh_head_is_said_partly_random
 
     (tmp_path / "faults_teachers_head_factory.py").write_text(
         "import torch\nfrom torch import nn\n\ndef f():\n    body = nn.Conv2d(3, 8, 1)\n"
-        "    nn.init.constant_(body.weight, 0.1)\n    nn.init.constant_(body.bias, 0.0)\n"
+        "    body.weight.data = torch.linspace(-1, 1, 24).view(8, 3, 1, 1)\n"
+        "    body.bias.data = torch.linspace(0, 1, 8)\n"
         "    return nn.Sequential(body, nn.Conv2d(8, 3, 1))\n"
     )
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 3, 1))
-    model[0].weight.data.fill_(0.1), model[0].bias.data.zero_()
+    model[0].weight.data, model[0].bias.data = torch.linspace(-1, 1, 24).view(8, 3, 1, 1), torch.linspace(0, 1, 8)
     assert unloaded_note("python", {"factory": "faults_teachers_head_factory:f"}, tmp_path, model) == (
         "none: its weights are the factory's own (random: two builds of the factory differ in 2 of its 4 weight"
         " tensors: '1.weight', '1.bias')"
+    )
+
+
+def test_a_fresh_factory_network_with_batch_norm_is_said_random_not_partly(tmp_path):
+    # a trial: batch norm's fresh ones and zeros, alike in any two builds, read as a pretrained body
+    from amalgam.teachers.model_sources import unloaded_note
+
+    (tmp_path / "faults_teachers_bn_factory.py").write_text(
+        "from torch import nn\n\ndef f():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 3, 1))\n"
+    )
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 3, 1))
+    assert unloaded_note("python", {"factory": "faults_teachers_bn_factory:f"}, tmp_path, model) == (
+        "none: its weights are the factory's own (random: two builds of the factory hold different weights)"
     )
 
 

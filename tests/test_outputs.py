@@ -697,3 +697,36 @@ def test_a_torchvision_checkpoint_with_an_auxiliary_head_points_at_aux_loss(tmp_
         AmalgamError, match=r"unexpected key 'aux_classifier\.0\.weight' \(.*set model\.aux_loss: true\)"
     ):
         load_checkpoint(model, path, "teacher 'seg'")
+
+
+def test_a_checkpoint_without_the_auxiliary_head_the_model_has_points_at_aux_loss(tmp_path):
+    # a trial: aux_loss: true over a checkpoint saved without the head said only "missing key"
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    model = nn.Sequential()
+    model.add_module("backbone", nn.Conv2d(3, 2, 1))
+    model.add_module("aux_classifier", nn.Sequential(nn.Conv2d(2, 2, 1)))
+    path = tmp_path / "deeplab.pt"
+    torch.save({f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}, path)
+    with pytest.raises(AmalgamError, match=r"missing key 'aux_classifier\.0\.weight' \(.*leave out model\.aux_loss"):
+        load_checkpoint(model, path, "teacher 'seg'")
+
+
+def test_a_compiled_ddp_checkpoint_gets_the_command_that_strips_both_prefixes(tmp_path):
+    # a trial: torch.compile(DDP(model)) saves '_orig_mod.module.' keys: only one prefix was tried
+    import re
+    import subprocess
+    import sys
+
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 2, 1))
+    path = tmp_path / "compiled.pt"
+    torch.save({f"_orig_mod.module.{k}": v for k, v in model.state_dict().items()}, path)
+    with pytest.raises(AmalgamError, match=r"every checkpoint key starts with '_orig_mod\.module\.'") as info:
+        load_checkpoint(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 2, 1)), path, "teacher 'seg'")
+    strip = re.search(r'python -c "([^"]+)"', str(info.value)).group(1)
+    subprocess.run([sys.executable, "-c", strip], check=True)
+    fresh = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 2, 1))
+    load_checkpoint(fresh, tmp_path / "compiled.pt.inner.pt", "teacher 'seg'")
+    assert torch.equal(fresh[1].weight, model[1].weight)

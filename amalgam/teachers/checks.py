@@ -336,9 +336,14 @@ _CHANNELS = re.compile(r"to have (\d+) channels, but got (\d+) channels")  # tor
 def _channels_hint(msg: str, teacher: Teacher) -> str:
     """What to set when the network's first convolution takes the other channel count than its input."""
     found = _CHANNELS.search(msg)
-    if not found or int(found.group(2)) != teacher.channels or found.group(1) not in ("1", "3"):
+    if not found or int(found.group(2)) != teacher.channels:
         return ""
     wants = found.group(1)
+    if wants not in ("1", "3"):  # the size hint read 64 in "input[2, 3, 64, 64]" and named the size
+        return (
+            f" (the network takes {wants}-channel images, and amalgam feeds 1 or 3 channels: give a factory that"
+            f" wraps it, making its {wants} channels of the 3 (e.g. the image and a constant channel))"
+        )
     return (
         f" (the network takes {wants}-channel images: set teachers.{teacher.name}.input.channels: {wants}"
         f" and a mean and std of {wants} value{'s' if wants != '1' else ''} each)"

@@ -395,7 +395,7 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
     keys under that name in the entry read (``taken``: ``['state_dict']`` for Lightning, see
     :func:`_read_entry`), DDP's prefix included."""
     firsts = dict.fromkeys(k.split(".", 1)[0] for k in state if "." in k)
-    fits = [f"{n}." for n in firsts if {k[len(n) + 1 :] for k in state if k.startswith(f"{n}.")} == set(own)]
+    fits = [prefix for n in firsts if (prefix := _fitting_prefix(state, f"{n}.", set(own)))]
     if not fits:
         return ""
     prefix = fits[0]  # the command's; every fitting one is named, so that the user picks (model. or ema.)
@@ -407,7 +407,7 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
         f"import torch; s = torch.load({str(path)!r}){entry}; torch.save({{k[{cut}:]: v for k, v in s.items()"
         f" if k.startswith({ddp + prefix!r})}}, {out!r})"
     )
-    others = [f"{n}." for n in firsts if f"{n}." != prefix] + (
+    others = [f"{n}." for n in firsts if not prefix.startswith(f"{n}.")] + (
         ["keys of no prefix"] if any("." not in k for k in state) else []
     )
     beside = f" (beside {', '.join(others[:4])})" if others else ""
@@ -426,6 +426,23 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
         f" ({said}, the model's do not: save the inner network's state_dict,"
         f' e.g. python -c "{strip}" (for {prefix!r}), and point the recipe at {out})'
     )
+
+
+#: wrappers whose prefix may follow another's: ``torch.compile(DDP(model))`` saves ``_orig_mod.module.``
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _fitting_prefix(state: dict, prefix: str, own: set) -> str:
+    """``prefix``, with the wrapper prefixes under it, where the keys under it are the model's; else ""."""
+    for _ in range(len(WRAPPER_PREFIXES) + 1):
+        under = {k[len(prefix) :] for k in state if k.startswith(prefix)}
+        if under == own:
+            return prefix
+        inner = next((w for w in WRAPPER_PREFIXES if under and all(k.startswith(w) for k in under)), None)
+        if inner is None:
+            return ""
+        prefix += inner
+    return ""
 
 
 def conversion_command(path: Path) -> str:
@@ -471,7 +488,7 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
     missing = _missing(own, state)
     if missing:
         count = f"; {len(missing)} keys are missing" if len(missing) > 1 else ""
-        hint = _shared_prefix_hint(state, own, path, taken) + count
+        hint = (_shared_prefix_hint(state, own, path, taken) or _aux_missing_hint(missing)) + count
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{missing[0]}'{hint}")
     for key, value in own.items():
         if key in state and tuple(state[key].shape) != tuple(value.shape):
@@ -489,6 +506,13 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
     state = {**{k: torch.zeros((), dtype=torch.long) for k in own if k not in state}, **state}  # step counts only
     model.load_state_dict(state)
     return note
+
+
+def _aux_missing_hint(missing: list[str]) -> str:
+    """The fix for a torchvision model built with an auxiliary head its checkpoint lacks."""
+    if all(k.startswith("aux_classifier.") for k in missing):
+        return " (a torchvision model trained without its auxiliary head: leave out model.aux_loss, or set it false)"
+    return ""
 
 
 def _missing(own: dict, state: dict) -> list[str]:
@@ -577,7 +601,12 @@ def _draws_anew(model: nn.Module, source: str, kwargs: dict, base: Path) -> str:
     own = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     again = {k: v.detach().cpu() for k, v in other.state_dict().items()}
     del other  # a large model: not held twice beyond this check
-    floats = [k for k, v in own.items() if v.is_floating_point() and v.numel() > 1 and k in again]
+    # a tensor one constant in both builds (batch norm's fresh ones and zeros) says nothing of pretraining
+    floats = [
+        k
+        for k, v in own.items()
+        if v.is_floating_point() and v.numel() > 1 and k in again and not (_constant(v) and _same(v, again[k]))
+    ]
     drawn = [k for k in floats if again[k].shape == own[k].shape and not _same(own[k], again[k])]
     if not drawn:
         return ""
@@ -586,6 +615,11 @@ def _draws_anew(model: nn.Module, source: str, kwargs: dict, base: Path) -> str:
         return f"two builds of {loader} hold different weights"
     names = ", ".join(f"'{k}'" for k in drawn[:3]) + (", ..." if len(drawn) > 3 else "")
     return f"two builds of {loader} differ in {len(drawn)} of its {len(floats)}{SOME_DRAWN}{names}"
+
+
+def _constant(t: torch.Tensor) -> bool:
+    """Whether every value of ``t`` is its first (a layer's initial ones or zeros)."""
+    return bool((t == t.flatten()[0]).all())
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
