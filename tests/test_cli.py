@@ -343,3 +343,9 @@ def test_eval_json_that_cannot_be_written_and_a_suggest_labels_count_under_1_sto
 
     with pytest.raises(AmalgamError, match="max_images is a count of 1 or more, got 0"):
         predictions(None, 0)
+
+
+def test_inspect_says_a_small_std_in_four_digits(world, capsys):
+    # a trial: std 1/255 was said 0.004, as 1/250 would be
+    assert main(["inspect", str(world), "--quiet", "--no-data", "--set", "teachers.cls.input.std=[0.00392157]"]) == 0
+    assert "mean [0.500], std [0.003922], resize stretch (default)" in capsys.readouterr().out

@@ -64,8 +64,8 @@ class ResolvedInput:
                 return " (default: data.image_size; set input.size to the size it was trained at)"  # answers worse
             return "" if self.origin.get(key) == RECIPE else f" ({self.origin.get(key, DEFAULT)})"
 
-        mean = ", ".join(f"{v:.3f}" for v in self.mean)
-        std = ", ".join(f"{v:.3f}" for v in self.std)
+        mean = ", ".join(map(_shown, self.mean))
+        std = ", ".join(map(_shown, self.std))
         return (
             f"size {size_text(*self.size)}{tag('size')}, {count_of(self.channels, 'channel')}{tag('channels')}, "
             f"mean [{mean}]{tag('mean')}, std [{std}]{tag('std')}, resize {self.resize}{tag('resize')}"
@@ -214,3 +214,8 @@ def _undo_flipped(
     f = flip.view(-1, *([1] * (dense.dim() - 1)))
     back = undo(torch.where(f, dense.flip(-1), dense), placements, size, holes)
     return torch.where(f, back.flip(-1), back)
+
+
+def _shown(value: float) -> str:
+    """A mean or std in three decimals, a small one in four digits (1/255 is 0.003922, not 0.004: 1/250 too)."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.4g}"
