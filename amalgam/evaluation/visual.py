@@ -116,7 +116,8 @@ def _teacher_rows(plan: Plan, student: nn.Module, spaces: dict, device: torch.de
         t_pred, s_pred = (teacher.task.as_scored(p, target, teacher.output_kind) for p in (t_pred, s_pred))
         row = rows[i]
         row[0].imshow(images[0].permute(1, 2, 0).cpu().numpy())
-        _show(row[1:], teacher, [t_pred[0], s_pred[0], target[0]], fig, legend=i == 0)
+        truth = target[0].permute(2, 0, 1) if target.dim() == 4 else target[0]  # drawn as predictions: channels first
+        _show(row[1:], teacher, [t_pred[0], s_pred[0], truth], fig, legend=i == 0)
         for ax, title in zip(row, ["input", f"teacher {teacher.name}", "student", "ground truth"]):
             ax.set_title(title if i == 0 else "", fontsize=9)
             ax.axis("off")

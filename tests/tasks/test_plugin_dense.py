@@ -211,3 +211,16 @@ def test_a_plugins_failing_loss_and_conversion_are_named_in_one_line(grad_world,
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"amalgam: error: teacher 'grad': task plugin '{GradTask.name}'")
     assert "raised in its convert_output" in err and "fails on a" not in err
+
+
+def test_the_sample_grid_draws_channels_last_ground_truth_beside_the_predictions(grad_world, monkeypatch):
+    # a trial: the ground truth panel of a [H, W, 2] map stayed blank (drawn only in the predictions' shape)
+    shapes = []
+
+    def recorded(self, pred):
+        shapes.append(tuple(pred.shape))
+        return Task.visualize(self, pred)
+
+    monkeypatch.setattr(GradTask, "visualize", recorded)
+    assert main(["build", str(grad_world), "--quiet"]) == 0
+    assert shapes and set(shapes) == {(2, 64, 32)}  # teacher, student and truth alike
