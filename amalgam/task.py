@@ -336,6 +336,12 @@ class Task:
         pictures: as it is by default; depth's relative readings fitted to the truth per image."""
         return pred
 
+    def unified_reading(self, readings: list[str]) -> Optional[str]:
+        """The reading (a teacher's ``output:`` kind) the student's whole-label-space row is scored as, through
+        :meth:`reading_meter`, given every teacher's of this task (``readings``); None: :meth:`new_meter`.
+        Default: the reading they all share, else None."""
+        return readings[0] if readings and len(set(readings)) == 1 else None
+
     def reading_meter(self, num_classes: Optional[int], kind: str) -> Meter:
         """The meter scoring a teacher read as ``kind`` (its ``output:``), and the student on its
         labels. Default: :meth:`new_meter`; depth's ``relative`` teachers, and the student beside

@@ -774,3 +774,18 @@ def test_a_depth_npy_with_a_channel_axis_of_one_is_read_as_its_map(tmp_path):
     np.save(tmp_path / "two.npy", np.stack([depth, depth]))
     with pytest.raises(AmalgamError, match=r"holds float32 \[2, 6, 8\]: expected a 2-D float array \(\[H, W\];"):
         read_depth(tmp_path / "two.npy")
+
+
+def test_the_whole_label_space_row_of_relative_and_affine_teachers_is_fitted_not_metric():
+    # a trial: a relative + affine student's per-teacher rows fitted (rmse 0.34) but its whole row in metres (3.52)
+    from types import SimpleNamespace
+
+    from amalgam.evaluation.evaluate import unified_meter
+
+    task = DepthTask()
+    teachers = {n: SimpleNamespace(task=task, output_kind=k) for n, k in (("a", "relative"), ("b", "affine"))}
+    meter = unified_meter(SimpleNamespace(teachers=teachers), task, None)
+    assert isinstance(meter, RelativeDepthMeter) and meter.inverse
+    assert task.unified_reading(["metric", "relative"]) is None and task.unified_reading(["affine"] * 2) == "affine"
+    teachers["b"].output_kind = "metric"  # a metric teacher beside: the student learns metres, scored so
+    assert type(unified_meter(SimpleNamespace(teachers=teachers), task, None)) is DepthMeter

@@ -678,10 +678,10 @@ def unscored_in_space(classes: list[str], lut: list[int], extent: dict[str, froz
 
 
 def unified_meter(plan: Plan, task, num_classes: Optional[int]):
-    """The meter of a task's whole-label-space row: the one of its teachers' reading where they all
-    share one (a student taught by relative depth alone knows no metric scale), else the task's own."""
-    kinds = {t.output_kind for t in plan.teachers.values() if t.task.name == task.name}
-    return task.reading_meter(num_classes, kinds.pop()) if len(kinds) == 1 else task.new_meter(num_classes)
+    """The meter of a task's whole-label-space row: the one of the reading the task names for its teachers'
+    (``Task.unified_reading``: a student taught by relative depth alone knows no metric scale), else its own."""
+    kind = task.unified_reading([t.output_kind for t in plan.teachers.values() if t.task.name == task.name])
+    return task.new_meter(num_classes) if kind is None else task.reading_meter(num_classes, kind)
 
 
 def restrict(meters: list, lut: torch.Tensor, num_classes: int) -> None:

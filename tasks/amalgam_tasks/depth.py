@@ -571,6 +571,13 @@ class DepthTask(Task):
         """``relative`` where every teacher was read relative; else ``metres`` (what the student is trained in)."""
         return "relative" if readings and all(r in RELATIVE_KINDS for r in readings) else "metres"
 
+    def unified_reading(self, readings: list[str]) -> Optional[str]:
+        """The one reading every teacher shares; teachers all relative, of both fits: ``relative`` (its inverse
+        fitted, as :meth:`output_unit` calls the student relative then; a metric row scored it 10x off)."""
+        if readings and all(r in RELATIVE_KINDS for r in readings) and len(set(readings)) > 1:
+            return "relative"
+        return super().unified_reading(readings)
+
     def unchecked_reading(self, teacher: str, kind: str, answers: list[torch.Tensor]) -> list[str]:
         """A metric, inverse or log reading whose median on the teacher's own sources is no scene's depth:
         a trial's teacher in millimetres, with no eval set, was trained on as metres without a word (the
