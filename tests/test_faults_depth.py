@@ -53,6 +53,8 @@ class FromImage(nn.Module):
             return 0.35 * depth
         if self.mode == "centimetres":
             return 100.0 * depth
+        if self.mode == "millimetres":
+            return 1000.0 * depth
         if self.mode == "log_centimetres":
             return torch.log(100.0 * depth)
         if self.mode == "wants_half":  # trained on [-1, 1] inputs: the grey level is (x + 1) / 2
@@ -104,15 +106,16 @@ def scenes(tmp_path_factory) -> Path:
     return root
 
 
-def plan_of(root: Path, mode: str, **teacher):
-    """The plan of one depth teacher answering as ``mode``, and the lines it logged."""
+def plan_of(root: Path, mode: str, eval_set: Optional[dict] = None, **teacher):
+    """The plan of one depth teacher answering as ``mode``, and the lines it logged (``eval_set``: keys
+    of the eval set beside its type and path)."""
     recipe = {
         "name": f"depth-{mode}",
         "device": "cpu",
         "data": {
             "image_size": [32, 32],
             "sources": {"train": {"type": "folder", "path": "train/images"}},
-            "eval": {"val": {"type": "dense", "path": "val"}},
+            "eval": {"val": {"type": "dense", "path": "val", **(eval_set or {})}},
         },
         "teachers": {
             "d": {
@@ -187,7 +190,9 @@ def test_a_depth_teacher_giving_no_depth_where_the_set_has_it_stops_naming_relat
         plan_of(scenes, "shifted_disparity", output="inverse")
     message = str(info.value)
     assert re.match(
-        r"teachers\.d\.output: teacher d gives no depth \(<= 0\) on \d+% of the pixels where eval set 'val'", message
+        r"teachers\.d\.output: teacher d gives no depth \(<= 0 or not finite\) on \d+% of the pixels where"
+        r" eval set 'val'",
+        message,
     )
     assert "a disparity with a shift (MiDaS, DPT: values below 0) is output: relative" in message
     plan_of(scenes, "shifted_disparity", output="relative")  # read as it is: passes
@@ -789,3 +794,41 @@ def test_the_whole_label_space_row_of_relative_and_affine_teachers_is_fitted_not
     assert task.unified_reading(["metric", "relative"]) is None and task.unified_reading(["affine"] * 2) == "affine"
     teachers["b"].output_kind = "metric"  # a metric teacher beside: the student learns metres, scored so
     assert type(unified_meter(SimpleNamespace(teachers=teachers), task, None)) is DepthMeter
+
+
+def test_a_teachers_no_depth_pixels_weigh_in_its_errors_not_in_its_scale():
+    # a trial: disparity 0 (+inf depth) on the sky read as 1 mm made the scale 0.44x: "check the set's depth_scale"
+    truth = torch.tensor([[2.0, 4.0, 4.0, 8.0]])
+    pred = torch.tensor([[2.0, 4.0, float("inf"), float("nan")]])
+    meter = DepthMeter()
+    meter.update(pred[None], truth[None])
+    out = meter.compute()
+    assert out["scale"] == pytest.approx(1.0) and out["no_depth"] == pytest.approx(0.5)
+    assert out["rmse"] == pytest.approx(((4 - 1e-3) ** 2 / 4 + (8 - 1e-3) ** 2 / 4) ** 0.5)  # 1 mm where none
+    (line,) = DepthTask().teacher_warnings("d", out)
+    assert line.startswith("teacher d gives no depth (<= 0 or not finite) on 50.0% of the pixels its eval set")
+
+
+def test_a_negated_depth_is_told_that_no_setting_negates_it():
+    # a trial: a -z camera's depth followed "output: log" then "output: inverse" into two more stops
+    said = DepthTask().check_output(-torch.rand(2, 1, 8, 8) - 1, 2, None)
+    assert "if its depth is negated (a camera looking down -z), give a factory that negates it: no setting does" in said
+
+
+@pytest.mark.parametrize("unit, stops", [("millimetres", True), ("centimetres", False)])
+def test_a_teacher_and_eval_set_agreeing_in_millimetres_are_stopped_beyond_the_students_reach(scenes, unit, stops):
+    # a trial: teacher and maps both in millimetres passed every check ("scale 1x"); the student, whose head
+    # answers 1,097 m at most, came out at delta1 0.0 with no warning; in centimetres it learnt 2x worse
+    scale = {"millimetres": 1, "centimetres": 10}[unit]  # the PNGs hold millimetres: read as cm at 10 a metre
+    if stops:
+        with pytest.raises(RecipeError) as info:
+            plan_of(scenes, unit, eval_set={"depth_scale": scale})
+        said = str(info.value)
+        assert said.startswith("teachers.d.output: beyond the student's reach: teacher d and eval set 'val' agree")
+        fix = "in millimetres (a median of 3.33 m), set teachers.d.output_scale: 0.001 and data.eval.val.depth_scale:"
+        fix += " 1000"
+        assert fix in said
+        return
+    _, said = plan_of(scenes, unit, eval_set={"depth_scale": scale})
+    (line,) = [w for w in warnings_in(said) if "agree, but both read" in w]
+    assert "set teachers.d.output_scale: 0.01 and data.eval.val.depth_scale: 100" in line

@@ -56,28 +56,33 @@ class DepthMeter:
         self.sq = 0.0
         self.delta1 = 0.0
         self.log_ratio = 0.0
+        self.answered = 0  # valid pixels the prediction gives depth on (finite, > 0): the scale's
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.reshape(-1).double().cpu(), target.reshape(-1).double().cpu()
-        pred = torch.nan_to_num(pred, nan=MIN_DEPTH)  # a teacher's no-answer where the truth has depth: wrong
         valid = target > 0
-        p, t = pred[valid].clamp(min=MIN_DEPTH), target[valid]
+        raw, t = pred[valid], target[valid]
+        answered = torch.isfinite(raw) & (raw > 0)
+        # a no-answer where the truth has depth is wrong (scored as 1 mm), but says nothing of the unit
+        p = torch.nan_to_num(raw, nan=MIN_DEPTH, posinf=MIN_DEPTH).clamp(min=MIN_DEPTH)
         self.n += int(valid.sum())
+        self.answered += int(answered.sum())
         self.abs_rel += ((p - t).abs() / t).sum().item()
         self.sq += ((p - t) ** 2).sum().item()
         self.delta1 += within_delta1(p, t).sum().item()
-        self.log_ratio += torch.log(p / t).sum().item()
+        self.log_ratio += torch.log(p[answered] / t[answered]).sum().item()
 
     def compute(self) -> dict[str, float]:
         if self.n == 0:
             nan = float("nan")
-            return {"rmse": nan, "abs_rel": nan, "delta1": nan, "scale": nan, "pixels": 0}
+            return {"rmse": nan, "abs_rel": nan, "delta1": nan, "scale": nan, "pixels": 0, "no_depth": nan}
         return {
             "rmse": math.sqrt(self.sq / self.n),
             "abs_rel": self.abs_rel / self.n,
             "delta1": self.delta1 / self.n,
-            "scale": math.exp(self.log_ratio / self.n),
+            "scale": math.exp(self.log_ratio / self.answered) if self.answered else float("nan"),
             "pixels": self.n,
+            "no_depth": 1.0 - self.answered / self.n,
         }
 
 
@@ -220,6 +225,8 @@ RELATIVE_SHARE = 0.25
 #: masked out of its targets) that warns before training, and that stops it (a MiDaS-like disparity with a
 #: shift, read as inverse, answered <= 0 on 46%: its student learnt nothing there, and a 1.7 km rmse passed)
 NO_DEPTH_WARNING = 0.05
+#: ... and the share of them said beside a teacher's scores after evaluation
+NO_DEPTH_SAID = 0.01
 NO_DEPTH_STOP = 0.25
 
 
@@ -507,8 +514,9 @@ class DepthTask(Task):
             return (
                 f"depth in metres cannot be negative, but {negative:.0%} of the output on a random batch is"
                 f" (min {out.min().item():.3g}): if the network answers log depth set output: log, if inverse"
-                " depth (disparity) output: inverse (if it is metres, values <= 0 are no depth: amalgam masks"
-                " them out of its targets)"
+                " depth (disparity) output: inverse, if relative inverse depth with a shift (MiDaS) output:"
+                " relative; if its depth is negated (a camera looking down -z), give a factory that negates it:"
+                " no setting does (if it is metres, values <= 0 are no depth: amalgam masks them out of its targets)"
             )
         if not bool((out > 0).any()):  # every target masked: the student's depth would learn nothing, silently
             return (
@@ -615,7 +623,15 @@ class DepthTask(Task):
         return torch.where(torch.isposinf(stacked).any(0), torch.full_like(mean, float("inf")), mean)
 
     def teacher_warnings(self, teacher: str, metrics: dict) -> list[str]:
-        scale = metrics.get("scale")
+        lines = []
+        if (none := metrics.get("no_depth") or 0.0) >= NO_DEPTH_SAID:  # its scores would read as a unit error
+            lines.append(
+                f"teacher {teacher} gives no depth (<= 0 or not finite) on {none:.1%} of the pixels its eval set has"
+                " depth on: scored there as 1 mm, they weigh in its rmse, abs_rel and delta1 (not in its scale)"
+            )
+        return lines + self._scale_warning(teacher, metrics.get("scale"))
+
+    def _scale_warning(self, teacher: str, scale: Optional[float]) -> list[str]:
         if scale is None or not math.isfinite(scale) or 1 / SCALE_WARNING <= scale <= SCALE_WARNING:
             return []
         kitti = ""  # KITTI's PNGs read at the default 1000 values a metre (every teacher 1000/256 off), or the reverse
@@ -664,7 +680,11 @@ class DepthTask(Task):
             weak.append(_no_depth_line(teacher, agreement.no_depth))
         if problem := _unit_problem(teacher, kind, agreement.scale, _median_depth(truths)):
             return EvalReading(said, weak, problem, CHECK_RULE)
-        scale = tuple(self.teacher_warnings(teacher, {"scale": agreement.scale}))  # evaluation says it again
+        if line := _both_beyond(teacher, _median_depth(answers), _median_depth(truths)):
+            if line.startswith(BEYOND_REACH):
+                return EvalReading(said, weak, line, CHECK_RULE)
+            weak.append(line)
+        scale = tuple(self._scale_warning(teacher, agreement.scale))  # evaluation says it again
         hint, stop = _log_reading(teacher, answers, truths, agreement) if kind == "metric" and scale else (None, False)
         if stop:  # a trial's log head built on, distilled as metres
             return EvalReading(said, weak, hint, CHECK_RULE)
@@ -734,7 +754,8 @@ class DepthTask(Task):
 def _no_depth_line(teacher: str, share: float) -> str:
     """Why a teacher giving no depth on many pixels where its eval set has depth is no teacher there."""
     return (
-        f"teacher {teacher} gives no depth (<= 0) on {share:.0%} of the pixels where eval set '<set>' has depth:"
+        f"teacher {teacher} gives no depth (<= 0 or not finite) on {share:.0%} of the pixels where eval set '<set>'"
+        " has depth:"
         " they are masked out of its targets, so the student learns nothing there from it; a disparity with a shift"
         " (MiDaS, DPT: values below 0) is output: relative; a metric head's zeros: another output, or a"
         " checkpoint that did not load?"
@@ -803,6 +824,39 @@ def _unit_hint(teacher: str, kind: str, median: float) -> str:
     also = "; a depth normalised to [0, 1]: output_scale its range in metres" if median < PLAUSIBLE_NEAREST else ""
     which = f"in {named}? set teachers.{teacher}.output_scale, times any it has" if fits else "in another unit?"
     return which + also
+
+
+#: the deepest depth the student's head answers (:class:`ExpDepth`'s clamp)
+STUDENT_REACH = math.exp(7.0)
+BEYOND_REACH = "beyond the student's reach: "
+
+
+def _both_beyond(teacher: str, own: Optional[float], set_median: Optional[float]) -> str:
+    """What is said of a teacher and its eval set that agree on a median no scene has (both in millimetres):
+    beyond the student's reach, a stop (it learnt nothing over 1,097 m, silently); else a warning; "" if
+    either is a scene's."""
+    if own is None or set_median is None or min(own, set_median) <= PLAUSIBLE_METRES:
+        return ""
+    fits = [
+        (u, f)
+        for f, u in ((1e3, "millimetres"), (1e2, "centimetres"))
+        if PLAUSIBLE_NEAREST <= own / f <= PLAUSIBLE_METRES
+    ]
+    fix = "; or ".join(
+        f"in {u} (a median of {own / f:.3g} m), set teachers.{teacher}.output_scale: {1 / f:g} and"
+        f" data.eval.<set>.depth_scale: {f:g}"
+        for u, f in fits
+    )
+    fix = (
+        f"{fix} (float .npy/.tiff maps are read as metres: save them so)"
+        if fits
+        else f"scale teachers.{teacher}.output_scale and data.eval.<set>.depth_scale to metres"
+    )
+    said = (
+        f"teacher {teacher} and eval set '<set>' agree, but both read {own:.3g} m at the median, no scene's depth:"
+        f" the student learns depth in metres and its head answers {STUDENT_REACH:,.0f} m at most; {fix}"
+    )
+    return BEYOND_REACH + said if own > STUDENT_REACH else said
 
 
 def _set_unit_problem(teacher: str, scale: float, set_median: float) -> Optional[str]:
