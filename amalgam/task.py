@@ -244,6 +244,16 @@ class Task:
         show of a misreading (depth: a median no scene has). Default: none."""
         return []
 
+    def peer_reading(
+        self, teacher: str, kind: str, answers: list[torch.Tensor], peer: str, peer_kind: str, peer_answers: list
+    ) -> Optional["EvalReading"]:
+        """A teacher with no eval set (``teacher``, read as ``kind``) checked against a teacher of the same task
+        whose reading its eval set confirmed (``peer``), both run on the same few source images (each answer at
+        the student's size, as :meth:`predict` gives it): ``problem`` stops the build, ``warnings`` are said.
+        Default: None (no check); depth's stops a disparity read as metres beside a metric teacher (a trial's
+        took the student over, with no word)."""
+        return None
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """A rule of this task that a teacher's canonical output on the check batch (``out``, read as
         ``output: kind``) meets, said in the log and by ``amalgam inspect`` with its reading ("" for none;

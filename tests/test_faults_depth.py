@@ -832,3 +832,35 @@ def test_a_teacher_and_eval_set_agreeing_in_millimetres_are_stopped_beyond_the_s
     _, said = plan_of(scenes, unit, eval_set={"depth_scale": scale})
     (line,) = [w for w in warnings_in(said) if "agree, but both read" in w]
     assert "set teachers.d.output_scale: 0.01 and data.eval.val.depth_scale: 100" in line
+
+
+def plan_of_two(root: Path, mode: str, **unchecked):
+    """The plan of a metric depth teacher with an eval set beside one with none answering as ``mode``."""
+    plan_of(root, "metric")
+    raw = yaml.safe_load((root / "metric.yaml").read_text())
+    raw["teachers"]["u"] = {
+        "task": "depth",
+        "model": {"from": "python", "factory": "models:from_image", "mode": mode},
+        "input": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+        **unchecked,
+    }
+    path = root / f"two-{mode}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    said: list[str] = []
+    return build_plan(load_recipe(path), log=said.append), said
+
+
+def test_a_teacher_without_an_eval_set_is_checked_against_a_confirmed_one_of_its_task(scenes):
+    # a trial: a disparity read as metres with no eval set, beside a checked metric teacher, took the student
+    # over (task weights 2.89 against 0.15) with only "not checked against ground truth" said
+    with pytest.raises(RecipeError) as info:
+        plan_of_two(scenes, "disparity")
+    said = str(info.value)
+    assert said.startswith("teachers.u.output: teacher 'u' (read as metric, no eval set) is upside down against")
+    assert "it reads like disparity / inverse depth: set teachers.u.output: inverse" in said
+    with pytest.raises(RecipeError, match=r"answers 100x the depth of teacher 'd'.*output_scale: 0\.01"):
+        plan_of_two(scenes, "centimetres")
+    _, said = plan_of_two(scenes, "disparity", output="inverse", output_scale=1 / 16)  # read right: passes
+    (line,) = [line for line in said if "checked against teacher 'd'" in line]
+    assert "log-depth r 1.000, scale 1x" in line
+    plan_of_two(scenes, "relative", output="relative")  # a relative reading: its direction only

@@ -532,6 +532,39 @@ def check_reading_without_truth(plan: Plan, teacher: Teacher, log: Callable[[str
         said_before_training(plan, log, line)
 
 
+def check_against_peers(plan: Plan, log: Callable[[str], None] = print) -> None:
+    """Each teacher with no eval set against the first teacher of its task whose eval set confirmed its reading,
+    both run on :data:`READING_CHECK_IMAGES` images of its first source, where the task can compare them
+    (:meth:`~amalgam.task.Task.peer_reading`): a trial's disparity read as metres, beside a checked metric teacher,
+    took the student over without a word. Run once every reading with an eval set has passed.
+
+    Raises:
+        RecipeError: on ``teachers.<name>.output`` when the task finds the reading wrong against its peer.
+    """
+    for teacher in plan.teachers.values():
+        if teacher.eval_name or type(teacher.task).peer_reading is Task.peer_reading:
+            continue
+        peer = next((t for t in plan.teachers.values() if t.task.name == teacher.task.name and t.eval_name), None)
+        if peer is None or plan.sources is None or not plan.source_ids.get(teacher.name):
+            continue
+        dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
+        size = tuple(plan.recipe.data.image_size) if teacher.task.dense else None
+        with with_originals(dataset):
+            samples = [dataset[index] for index in spread(len(dataset), READING_CHECK_IMAGES)]
+        answers, peers = ([_plain_answer(plan, t, s, size) for s in samples] for t in (teacher, peer))
+        reading = teacher.task.peer_reading(
+            teacher.name, teacher.output_kind, answers, peer.name, peer.output_kind, peers
+        )
+        if reading is None:
+            continue
+        log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {reading.said}")
+        teacher.notes.append(f"checked {reading.said}")
+        if reading.problem:
+            raise RecipeError(f"teachers.{teacher.name}.output", reading.problem)
+        for line in reading.warnings:
+            said_before_training(plan, log, line)
+
+
 def check_eval_set(
     teacher: Teacher,
     dataset: ImageSet,

@@ -601,6 +601,41 @@ class DepthTask(Task):
             " give it one (data.eval) to be sure"
         ]
 
+    def peer_reading(
+        self, teacher: str, kind: str, answers: list[torch.Tensor], peer: str, peer_kind: str, peer_answers: list
+    ) -> Optional[EvalReading]:
+        """Its direction against the checked ``peer``'s depth (anti-correlated: upside down), and, both read with
+        a metric scale, its scale against the peer's (:data:`UNIT_STOP` apart stops, :data:`SCALE_WARNING` warns)."""
+        agreement = depth_agreement(answers, [a.nan_to_num(0.0, 0.0, 0.0) for a in peer_answers])
+        if agreement is None:
+            return None
+        said = (
+            f"against teacher '{peer}' ({peer_kind}, checked against its eval set) on {agreement.images} source"
+            f" images: log-depth r {agreement.correlation:.3f}, scale {agreement.scale:.3g}x"
+        )
+        if agreement.correlation < ANTI_CORRELATION:
+            fix = _upside_down(teacher, kind, agreement).split("(near read as far): ")[1]
+            problem = (
+                f"teacher '{teacher}' (read as {kind}, no eval set) is upside down against teacher '{peer}', whose"
+                f" reading its eval set confirmed: their log-depths correlate {agreement.correlation:.2f} over"
+                f" {agreement.pixels:,} pixels of {agreement.images} source images (near read as far): {fix}"
+            )
+            return EvalReading(said, [], problem)
+        if (
+            kind in RELATIVE_KINDS
+            or peer_kind in RELATIVE_KINDS
+            or 1 / SCALE_WARNING <= agreement.scale <= SCALE_WARNING
+        ):
+            return EvalReading(said, [], None)
+        line = (
+            f"teacher '{teacher}' (read as {kind}, no eval set) answers {agreement.scale:.3g}x the depth of teacher"
+            f" '{peer}', whose reading its eval set confirmed, on {agreement.images} source images: another unit? set"
+            f" teachers.{teacher}.output_scale: {1 / agreement.scale:.3g} (times any it has), or output: relative"
+            " or affine if its depth has no metric scale"
+        )
+        stop = not 1 / UNIT_STOP < agreement.scale < UNIT_STOP
+        return EvalReading(said, [] if stop else [line], line if stop else None)
+
     def output_note(self, out: torch.Tensor, kind: str) -> str:
         """The share of the check batch's values that are no depth (<= 0), masked out of the targets;
         for relative depth, how it is distilled and scored."""
