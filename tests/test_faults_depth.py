@@ -49,6 +49,8 @@ class FromImage(nn.Module):
             return 16.0 / depth - 6.0
         if self.mode == "log":  # log metres
             return torch.log(depth)
+        if self.mode == "log10":  # log10 metres
+            return torch.log10(depth)
         if self.mode == "metric_035":  # metres, at 0.35x: in a room of 1-6 m, exp of it is near the truth's scale
             return 0.35 * depth
         if self.mode == "centimetres":
@@ -864,3 +866,15 @@ def test_a_teacher_without_an_eval_set_is_checked_against_a_confirmed_one_of_its
     (line,) = [line for line in said if "checked against teacher 'd'" in line]
     assert "log-depth r 1.000, scale 1x" in line
     plan_of_two(scenes, "relative", output="relative")  # a relative reading: its direction only
+
+
+def test_log10_metres_read_as_metres_name_the_settings_that_read_them(scenes):
+    # a trial: a log10 head was warned of as 0.14x (output_scale 7.12 named, which left it warped); exp of
+    # its log times ln 10 reads it exactly
+    with pytest.raises(RecipeError) as info:
+        plan_of(scenes, "log10")
+    said = str(info.value)
+    assert "read as log10 depth it agrees in scale (1x, r 1.000" in said
+    assert "if it answers log10 metres, set teachers.d.output: log and output_scale: 2.302585" in said
+    _, said = plan_of(scenes, "log10", output="log", output_scale=2.302585)
+    assert not warnings_in(said)

@@ -430,6 +430,24 @@ def _upside_down(teacher: str, kind: str, agreement: DepthAgreement) -> str:
     )
 
 
+#: the logs a head may answer, the words for them, and the settings that read them (output_scale multiplies
+#: a log reading's log: 10^x = e^(x ln 10))
+LOG_BASES = (
+    (math.e, "log", "teachers.{teacher}.output: log"),
+    (10.0, "log10", f"teachers.{{teacher}}.output: log and output_scale: {math.log(10):.7g}"),
+)
+
+
+def _log_fit(answers: list[torch.Tensor], truths: list[torch.Tensor]) -> Optional[tuple[DepthAgreement, str, str]]:
+    """The first log of :data:`LOG_BASES` whose reading of ``answers`` agrees with the truth in scale: its
+    agreement, words and settings (a log10 head: exp of it was 0.14x off, and output_scale 7 named)."""
+    for base, words, fix in LOG_BASES:
+        as_log = depth_agreement([torch.pow(base, a.float()) for a in answers], truths)
+        if as_log is not None and 1 / SCALE_WARNING <= as_log.scale <= SCALE_WARNING:
+            return as_log, words, fix
+    return None
+
+
 def _log_reading(
     teacher: str, answers: list[torch.Tensor], truths: list[torch.Tensor], agreement: DepthAgreement
 ) -> tuple[Optional[str], bool]:
@@ -439,21 +457,22 @@ def _log_reading(
     warned of as another scale only, and distilled as metres. A metric teacher at 0.25-0.45x in a room of
     1-5 m agrees in scale read as log too (k t ~ log t there) and follows the truth better as metres: warned,
     its ``output_scale`` first (``output: log`` would distil it warped)."""
-    as_log = depth_agreement([a.float().exp() for a in answers], truths)
-    if as_log is None or not (1 / SCALE_WARNING <= as_log.scale <= SCALE_WARNING):
+    found = _log_fit(answers, truths)
+    if found is None:
         return None, False
+    as_log, words, log_fix = found
     if not as_log.correlation > WEAK_CORRELATION:
         return None, False
-    log_fix = f"teachers.{teacher}.output: log"
+    log_fix = log_fix.format(teacher=teacher)
     scale_fix = f"teachers.{teacher}.output_scale: {1 / agreement.scale:.3g} (times any output_scale it has now)"
     said = (
         f"teacher {teacher} read as metres is {agreement.scale:.3g}x its eval set's depth (log-depth r"
-        f" {agreement.correlation:.3f}); read as log depth it agrees in scale ({as_log.scale:.3g}x, r"
+        f" {agreement.correlation:.3f}); read as {words} depth it agrees in scale ({as_log.scale:.3g}x, r"
         f" {as_log.correlation:.3f}, rmse {as_log.rmse:.3g} m)"
     )
     if as_log.correlation > agreement.correlation:
-        return f"{said}: if it answers log metres, set {log_fix}; if metres at another scale, {scale_fix}", True
-    return f"{said}: if it answers metres at another scale, set {scale_fix}; if log metres, {log_fix}", False
+        return f"{said}: if it answers {words} metres, set {log_fix}; if metres at another scale, {scale_fix}", True
+    return f"{said}: if it answers metres at another scale, set {scale_fix}; if {words} metres, {log_fix}", False
 
 
 def _relative_warning(teacher: str, agreement: DepthAgreement) -> str:
