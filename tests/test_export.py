@@ -95,8 +95,9 @@ def test_parity_failure_exits_non_zero_and_keeps_the_previous_export(built_run, 
     before, meta = path.read_bytes(), Path(str(path) + ".json").read_text()
     monkeypatch.setattr(export_module, "parity", lambda module, run, images: 0.5)
     assert main(["export", str(built_run), "--output", str(path), "--tolerance", "1e-4"]) == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert f"{path} differs from the PyTorch student by 5.00e-01 > 0.0001: not written" in err
+    assert "wrote" not in out and "replaced" not in out  # a trial read "wrote" and "replacing it" before the refusal
     assert path.read_bytes() == before and Path(str(path) + ".json").read_text() == meta
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ts", "s.ts.json"]  # no partial file left
     assert main(["export", str(built_run), "--output", str(path), "--tolerance", "-1"]) == 2
@@ -281,7 +282,7 @@ def test_an_export_over_an_existing_file_says_it_replaces_it(built_run, tmp_path
     path = tmp_path / "mine.ts"
     path.write_text("a file of the user's")
     assert main(["export", str(built_run), "--task", "segmentation", "--output", str(path)]) == 0
-    assert f"{path} exists: replacing it (and its .json)" in capsys.readouterr().out
+    assert "it replaced the previous export there (and its .json)" in capsys.readouterr().out
     torch.jit.load(str(path))  # the export, not the user's file
 
 
@@ -495,3 +496,33 @@ def test_amalgam_eval_scores_a_torchscript_export_as_the_student_it_was_made_fro
     (tmp_path / "student.ts.json").write_text(json.dumps(meta))
     assert main(["eval", str(world), "--student", str(path), "--quiet"]) == 2
     assert "names no background for its labels (an export of an earlier amalgam)" in capsys.readouterr().err
+
+
+def test_the_json_records_the_parity_check_orientation_bit_depth_and_its_contract(built_run, tmp_path):
+    # a trial: an unchecked export's .json read as a checked one's; EXIF orientation and 16-bit images, which
+    # amalgam reads upright and as value / 257, were in no field; the TorchScript checks named RuntimeError
+    path = tmp_path / "s.ts"
+    assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
+    meta = json.loads(Path(str(path) + ".json").read_text())
+    assert meta["contract"] == 3 and meta["parity"]["checked"] and meta["parity"]["tolerance"] > 0
+    assert 0 <= meta["parity"]["max_diff"] <= meta["parity"]["tolerance"]
+    assert "exif_transpose" in meta["input"]["orientation"] and "value / 257" in meta["input"]["bit_depth"]
+    assert meta["input"]["checks"].startswith("raises torch.jit.Error naming the problem (not a RuntimeError")
+    assert not issubclass(torch.jit.Error, RuntimeError)  # why it says so (torch 2.x)
+
+
+def test_amalgam_eval_refuses_an_export_beside_another_exports_json(world, built_run, tmp_path, capsys):
+    # a trial: a .ts beside another run's .json was scored in that run's label order (top-1 0.03), rc 0
+    path = tmp_path / "student.ts"
+    assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
+    meta = json.loads((tmp_path / "student.ts.json").read_text())
+    meta["file"]["sha256"] = "0" * 64
+    (tmp_path / "student.ts.json").write_text(json.dumps(meta))
+    assert main(["eval", str(world), "--student", str(path), "--quiet"]) == 2
+    assert "student.ts.json belongs to another file (its file.sha256 is not student.ts's)" in capsys.readouterr().err
+    (tmp_path / "student.ts.json").unlink()  # without it: said what is missing, not only torch.jit.load
+    assert main(["eval", str(world), "--student", str(path), "--quiet"]) == 2
+    assert "(student.ts.json, which amalgam eval needs to score it, is not beside it)" in capsys.readouterr().err
+    (tmp_path / "student.ts.json").write_text(json.dumps(meta))  # the .json passed for the file
+    assert main(["eval", str(world), "--student", str(tmp_path / "student.ts.json"), "--quiet"]) == 2
+    assert "student.ts.json is the .json of an export: pass the export file, student.ts" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from amalgam.errors import AmalgamError, RecipeError, error_line
-from amalgam.io import atomic_save
+from amalgam.io import atomic_save, file_digest
 from amalgam.labels import LabelSpace
 from amalgam.students.build import StudentSpec, build_student
 from amalgam.training.checkpoint import zip_problem
@@ -115,7 +115,12 @@ def _read_student_file(path: Path) -> dict:
     if not path.is_file():
         raise AmalgamError(f"student file not found: {path}{peers_note(path.parent)}")
     if export := _export_kind(path):
-        raise AmalgamError(f"{path} is {export}, not a student.pt: {EXPORT_READERS[export]}")
+        scored = " (amalgam eval scores a TorchScript export beside its .json)" if export == TORCHSCRIPT else ""
+        if export == TORCHSCRIPT and not meta_file(path).is_file():
+            scored = f" ({meta_file(path).name}, which amalgam eval needs to score it, is not beside it)"
+        raise AmalgamError(f"{path} is {export}, not a student.pt: {EXPORT_READERS[export]}{scored}")
+    if path.suffix == ".json" and _export_kind(Path(str(path)[: -len(".json")])):
+        raise AmalgamError(f"{path} is the .json of an export: pass the export file, {path.name[: -len('.json')]}")
     problem = zip_problem(path)
     if problem is not None:
         raise AmalgamError(f"student file {path} is damaged: {problem}")
@@ -128,10 +133,11 @@ def _read_student_file(path: Path) -> dict:
     return blob
 
 
+TORCHSCRIPT = "a TorchScript export"
 #: how to run each kind of export, which a student.pt reader cannot read
 EXPORT_READERS = {
     "an ONNX export": "run it with onnxruntime (onnxruntime.InferenceSession)",
-    "a TorchScript export": "load it with torch.jit.load",
+    TORCHSCRIPT: "load it with torch.jit.load",
 }
 
 
@@ -141,7 +147,7 @@ def _export_kind(path: Path) -> str | None:
         return "an ONNX export"
     try:
         with zipfile.ZipFile(path) as archive:  # TorchScript archives hold their code beside the data
-            return "a TorchScript export" if any("/code/" in n for n in archive.namelist()) else None
+            return TORCHSCRIPT if any("/code/" in n for n in archive.namelist()) else None
     except (zipfile.BadZipFile, OSError):
         return None
 
@@ -176,6 +182,12 @@ def load_torchscript_export(path: Path) -> tuple[nn.Module, dict[str, LabelSpace
             alone cannot say which is the background: export again).
     """
     meta = json.loads(meta_file(path).read_text())
+    named = (meta.get("file") or {}).get("sha256")
+    if named is not None and named != file_digest(path):  # another export's .json: its labels would be misread
+        raise AmalgamError(
+            f"{meta_file(path)} belongs to another file (its file.sha256 is not {path.name}'s): export the run"
+            " again, or put each file beside its own .json"
+        )
     outputs = meta.get("outputs", [])
     if any(o.get("labels") is not None and "background" not in o for o in outputs):
         raise AmalgamError(
@@ -229,7 +241,7 @@ def load_student(path: str | Path, check_inputs: bool = True) -> tuple[nn.Module
     Returns:
         The student in eval mode and its unified label spaces by task.
     """
-    if _export_kind(Path(path)) == "a TorchScript export" and meta_file(Path(path)).is_file():
+    if _export_kind(Path(path)) == TORCHSCRIPT and meta_file(Path(path)).is_file():
         return load_torchscript_export(Path(path))
     blob = _read_student_file(Path(path))
     try:
