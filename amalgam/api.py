@@ -280,10 +280,11 @@ def evaluate(
     loaded = _at_trained_size(loaded, name, size, log, asked=_sets_image_size(overrides))
     if (other := _other_teachers(student, loaded)) is not None:
         log(other)
+    loaded = _its_tasks_only(loaded, name, _student_tasks(model, spaces), log)
     plan = build_plan(loaded, log=log)
     tasks = _student_tasks(model, spaces) or set(plan.spaces)  # a plain module: the recipe's, as the log said
     if tasks != set(plan.spaces):
-        raise AmalgamError(f"student {name} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
+        raise AmalgamError(_tasks_differ(name, tasks, loaded))
     if spaces is not None and set(spaces) != tasks:
         raise AmalgamError(f"student {name} has label_spaces for {sorted(spaces)}, but heads for {sorted(tasks)}")
     for line in _space_differences(name, spaces or {}, plan.spaces):
@@ -298,6 +299,26 @@ def evaluate(
     if spec is not None and has_branches(spec.type):
         report["tree"] = tree_section(spec, report, loaded.student.budget, cpu_ms=cpu_ms)
     return report
+
+
+def _tasks_differ(name: str, tasks: set, recipe: Recipe) -> str:
+    """Why a student of other tasks than the recipe's teachers is not scored."""
+    planned = sorted({cfg.task for cfg in recipe.teachers.values()})
+    return f"student {name} has tasks {sorted(tasks)}, the recipe's teachers {planned}"
+
+
+def _its_tasks_only(recipe: Recipe, name: str, tasks: Optional[set], log) -> Recipe:
+    """The recipe without the teachers of tasks a student answers none of (a ``--task`` export was refused with no
+    way on), said; as it is where the student answers them all, or some the recipe lacks (refused after)."""
+    planned = {cfg.task for cfg in recipe.teachers.values()}
+    if not tasks or not tasks < planned:
+        return recipe
+    kept = {n: cfg for n, cfg in recipe.teachers.items() if cfg.task in tasks}
+    left = ", ".join(n for n in recipe.teachers if n not in kept)
+    log(f"student {name} answers {', '.join(sorted(tasks))} only: scored beside {', '.join(kept)}; {left} left out")
+    used = {s for cfg in kept.values() for s in (cfg.sources or recipe.data.sources)}
+    data = recipe.data.model_copy(update={"sources": {n: s for n, s in recipe.data.sources.items() if n in used}})
+    return recipe.model_copy(update={"teachers": kept, "data": data})
 
 
 def _student_name(student) -> str:

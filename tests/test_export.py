@@ -526,3 +526,14 @@ def test_amalgam_eval_refuses_an_export_beside_another_exports_json(world, built
     (tmp_path / "student.ts.json").write_text(json.dumps(meta))  # the .json passed for the file
     assert main(["eval", str(world), "--student", str(tmp_path / "student.ts.json"), "--quiet"]) == 2
     assert "student.ts.json is the .json of an export: pass the export file, student.ts" in capsys.readouterr().err
+
+
+def test_a_task_export_is_scored_beside_its_tasks_teachers_only(world, built_run, tmp_path, capsys):
+    # a trial: a --task file was refused ("has tasks ['segmentation'], the recipe's teachers ...") with no way on
+    path = tmp_path / "seg.ts"
+    assert main(["export", str(built_run), "--task", "segmentation", "--output", str(path), "--quiet"]) == 0
+    assert main(["eval", str(world), "--student", str(path), "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"student {path} answers segmentation only: scored beside seg-a, seg-b; cls, depth left out" in out
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert {r["teacher"] for r in report["tasks"]} == {"seg-a", "seg-b"}
