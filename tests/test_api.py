@@ -113,8 +113,12 @@ def test_evaluate_a_saved_student_and_a_loaded_one(world, built_run):
 
 def test_evaluate_refuses_a_student_of_other_tasks(world, built_run):
     student, _ = amalgam.load_student(built_run / "student.pt")
-    del student.spec.heads["depth"]
-    with pytest.raises(AmalgamError, match=r"has tasks \['classification', 'segmentation'\], the recipe's teachers"):
+    del student.spec.heads["depth"]  # its depth head gone, its spaces still naming depth: which is it?
+    said = r"has label_spaces for \['classification', 'depth', 'segmentation'\], but heads for \['classification', 'seg"
+    with pytest.raises(AmalgamError, match=said):
+        amalgam.evaluate(world, student, quiet=True)
+    student.spec.heads["unknown"] = student.spec.heads["segmentation"]  # a task the recipe has no teacher of
+    with pytest.raises(AmalgamError, match=r"has tasks \['classification', 'segmentation', 'unknown'\], the recipe's"):
         amalgam.evaluate(world, student, quiet=True)
 
 
