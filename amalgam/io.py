@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -137,3 +138,17 @@ def check_writable(path: Path, what: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "" if existing == path else f" ({existing} is not, and {path} would be made in it)"
         raise AmalgamError(f"{what} {path} is not writable{where}: fix its permissions or choose another path")
+
+
+def zip_problem(path: Path) -> Optional[str]:
+    """Why ``path`` is not a whole torch zip file (bad CRC, cut short, empty), or None: ``torch.load`` reads
+    a zeroed stretch of one into wrong weights without a word."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "it is empty (0 bytes)"
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every entry and checks its CRC-32
+        return f"entry '{bad}' fails its CRC check" if bad else None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return f"it is not a whole zip file ({exc or type(exc).__name__})"

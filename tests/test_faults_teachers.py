@@ -253,6 +253,24 @@ def test_a_four_channel_network_is_told_to_be_wrapped_not_resized():
     )
 
 
+def test_a_teacher_file_with_a_damaged_stretch_stops_naming_its_crc(tmp_path):
+    # a trial: 64 KB zeroed in a teacher checkpoint loaded without a word (11% of a layer zero, mIoU 0.66 -> 0.62)
+    from amalgam.teachers.model_sources import _torchscript_build, load_checkpoint
+
+    model = nn.Conv2d(64, 64, 3)
+    path, scripted = tmp_path / "t.pt", tmp_path / "t.ts"
+    torch.save(model.state_dict(), path)
+    torch.jit.save(torch.jit.script(model), str(scripted))
+    for damaged in (path, scripted):
+        data = bytearray(damaged.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)
+        damaged.write_bytes(bytes(data))
+    with pytest.raises(AmalgamError, match=r"checkpoint .*t\.pt is damaged: entry '.*' fails its CRC check: copy it"):
+        load_checkpoint(nn.Conv2d(64, 64, 3), path, "teacher 't'")
+    with pytest.raises(AmalgamError, match=r"TorchScript file .*t\.ts is damaged: entry '.*' fails its CRC check"):
+        _torchscript_build({"path": str(scripted)}, tmp_path)
+
+
 # ---- 7. real-world teachers (audit 3): TorchScript files, other dtypes, EMA checkpoints, factories
 
 

@@ -15,14 +15,13 @@ import errno
 import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
 from amalgam.errors import AmalgamError, a_type, error_line
-from amalgam.io import is_disk_full, no_room
+from amalgam.io import is_disk_full, no_room, zip_problem  # noqa: F401 - importable from here as before
 
 PREVIOUS = "checkpoint.prev.pt"
 #: what ``--resume`` reads from a training state
@@ -40,19 +39,6 @@ def state_bytes(obj: Any) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(state_bytes(v) for v in obj)
     return 0
-
-
-def zip_problem(path: Path) -> Optional[str]:
-    """Why ``path`` is not a whole torch zip file (bad CRC, cut short, empty), or None."""
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return "it is empty (0 bytes)"
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()  # reads every entry and checks its CRC-32
-        return f"entry '{bad}' fails its CRC check" if bad else None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        return f"it is not a whole zip file ({exc or type(exc).__name__})"
 
 
 def _disk_full(path: Path, need: int, exc: BaseException, tmp: Optional[Path] = None) -> AmalgamError:
