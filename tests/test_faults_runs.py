@@ -144,3 +144,34 @@ def test_a_file_named_teacher_cache_is_named(tmp_path):
         open_store(
             tmp_path / "teacher_cache" / "seg-a", {}, 2, (3,), None, {0: 0}, False, "teacher cache 'seg-a'", print
         )
+
+
+KILLED_BUILD = """
+import os, sys
+import torch
+from torch.utils.data import DataLoader
+from amalgam.training.loader import _worker_init
+from amalgam.training.runlock import RunLock
+
+lock = RunLock(sys.argv[1]).__enter__()
+loader = DataLoader(list(range(64)), batch_size=1, num_workers=1, persistent_workers=True, worker_init_fn=_worker_init)
+next(iter(loader))  # a worker runs, forked while the lock is held
+print("held", flush=True)
+os._exit(9)  # as SIGKILL: no cleanup, the worker left behind for seconds
+"""
+
+
+def test_a_killed_builds_lock_is_free_at_once_though_its_worker_lingers(tmp_path):
+    # a trial: right after kill -9 the orphaned DataLoader worker still held the flock: a requeued --resume was
+    # refused naming the dead build
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_BUILD)
+    log = tmp_path / "log"
+    with log.open("w") as out:  # not a pipe: the lingering worker would hold it, and run() wait for it
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], stdout=out, stderr=out)
+    assert done.returncode == 9 and "held" in log.read_text(), log.read_text()[-2000:]
+    with RunLock(tmp_path / "run"):  # at once, while the orphaned worker may still run
+        pass

@@ -13,9 +13,11 @@ from amalgam.data import mixing_sampler
 from amalgam.data.views import collate
 from amalgam.distill.plan import Plan
 from amalgam.training.distributed import DistContext, GlobalBatchShard
+from amalgam.training.runlock import drop_in_child
 
 
 def _worker_init(worker_id: int) -> None:
+    drop_in_child()  # the run folder's lock dies with the build, not with its last worker
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

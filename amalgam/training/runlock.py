@@ -26,6 +26,21 @@ except ImportError:  # Windows: no flock; builds there are not guarded
     fcntl = None
 
 LOCK_NAME = ".lock"
+#: the descriptors of the locks this process holds: a forked DataLoader worker closes its copies
+#: (:func:`drop_in_child`), or it holds a SIGKILLed build's lock for seconds after (a requeued --resume
+#: was refused naming the dead build)
+_HELD: set[int] = set()
+
+
+def drop_in_child() -> None:
+    """Closes, in a forked child (a DataLoader worker), its copies of the parent's lock descriptors: the flock
+    then dies with the parent, as the parent's own copy is the last."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
 
 
 class RunLock:
@@ -61,6 +76,7 @@ class RunLock:
                 raise AmalgamError(
                     f"{self.run_dir} is in use by another build ({holder}): wait for it, stop it, or pass --output"
                 ) from None
+        _HELD.add(self._file.fileno())
         self._file.seek(0)
         self._file.truncate()
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -73,6 +89,7 @@ class RunLock:
         if self._file is not None:
             # closing releases the flock; the file stays: unlinking it would let a waiting build lock
             # the old file while a third one locks a new one
+            _HELD.discard(self._file.fileno())
             self._file.close()
             self._file = None
 
