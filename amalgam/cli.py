@@ -15,6 +15,7 @@ from amalgam.io import check_writable, write_json
 from amalgam.plugin_contract import contract_problem, mirror_note, plugin_error_line, plugin_label
 from amalgam.students.tree import as_yaml
 from amalgam.task import TASKS, name_problem, task_names
+from amalgam.training.interrupt import terminate_as_interrupt
 from amalgam.training.progress import Console
 
 
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for input errors, printed as one line)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        with terminate_as_interrupt():
+            return args.fn(args)
     except AmalgamError as exc:
         if args.debug or args.debug_all:
             traceback.print_exc()

@@ -175,3 +175,21 @@ def test_a_killed_builds_lock_is_free_at_once_though_its_worker_lingers(tmp_path
     assert done.returncode == 9 and "held" in log.read_text(), log.read_text()[-2000:]
     with RunLock(tmp_path / "run"):  # at once, while the orphaned worker may still run
         pass
+
+
+def test_sigterm_outside_training_is_said_and_exits_143(world):
+    # a trial: SIGTERM during the teacher checks or the final evaluation killed amalgam with no word (exit -15),
+    # a build leaving a folder holding only its lock
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amalgam", "inspect", str(world)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    proc.stdout.readline()  # it has started checking
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "amalgam: interrupted (SIGTERM)" in err, (proc.returncode, err[-2000:])

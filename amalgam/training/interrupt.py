@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 from types import FrameType
-from typing import Optional
+from typing import Iterator, Optional
 
 #: signals that ask the loop to stop after the current step
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -74,3 +75,23 @@ class StopRequest:
         if self.enabled:
             for sig, previous in self._previous.items():
                 signal.signal(sig, previous)
+
+
+def _terminated(signum: int, frame: Optional[FrameType]) -> None:
+    raise Stopped(signum)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM outside the training loop stops as Ctrl-C does there (``Stopped``, exit 143,
+    said in one line, a run folder that holds nothing resumable removed): it killed a build in its checks or
+    final evaluation with no word, leaving a folder holding only its lock. Main thread only; the loop's own
+    handler takes over inside it; the previous handler is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
