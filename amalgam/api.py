@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -50,6 +51,7 @@ from amalgam.evaluation.report import build_report, teacher_readings
 from amalgam.evaluation.tree_report import budget_section, tree_section
 from amalgam.evaluation.visual import render
 from amalgam.inspection import Inspection, inspect_recipe
+from amalgam.io import check_writable
 from amalgam.labels import LabelSpace
 from amalgam.pipeline import Run, run_build
 from amalgam.students.budget import latency_if_budgeted
@@ -498,6 +500,13 @@ def load_student(
 
 
 @keeps_callers_state
+def _unfinished_hint(run_dir: Path) -> str:
+    """What to do with a run folder that holds no finished run: resume it, or build it."""
+    if (run_dir / "checkpoint.pt").is_file():
+        return " (an unfinished build: finish it with amalgam build <recipe> --resume)"
+    return " (amalgam build writes one; amalgam eval <recipe> --student <file> scores a student alone)"
+
+
 def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     """Draws a finished run's ``report.html`` again (curves, sample predictions); returns its path."""
     run_dir = Path(run_dir)
@@ -505,10 +514,13 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
         raise AmalgamError(f"no report.html to draw{peers}")
     for name in ("report.json", "run.json", "student.pt"):
         if not (run_dir / name).is_file():
-            raise AmalgamError(f"{run_dir} is not a finished run: no {name}")
+            raise AmalgamError(f"{run_dir} is not a finished run: no {name}{_unfinished_hint(run_dir)}")
+    check_writable(run_dir, "run folder")  # read-only: one line, before the plan is built (a traceback after it)
     run = _run_json(run_dir / "run.json", "rebuild the run with amalgam build")
     recipe_file = run.get("recipe") or "RECIPE"
-    rescore = f"run amalgam eval {recipe_file} --student {run_dir / 'student.pt'} --json {run_dir / 'report.json'}"
+    sets = "".join(f" --set {shlex.quote(s)}" for s in run.get("set") or [])  # as the build scored it
+    student = run_dir / "student.pt"
+    rescore = f"run amalgam eval {recipe_file}{sets} --student {student} --json {run_dir / 'report.json'}"
     # read before the plan is built: a damaged report is one line now, not a traceback minutes later
     report = _run_json(run_dir / "report.json", rescore + " to score the student again")
     log = Console(quiet)

@@ -214,7 +214,8 @@ def test_report_of_a_damaged_report_json_is_one_line(tmp_path, capsys):
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "run.json").write_text(json.dumps({"recipe": "/r/recipe.yaml", "set": []}))
+    # a trial: the advice dropped the build's --set options, and the report it wrote scored 200 images, not 100
+    (run / "run.json").write_text(json.dumps({"recipe": "/r/recipe.yaml", "set": ["data.eval.x.limit=100"]}))
     (run / "student.pt").write_bytes(b"")
     (run / "report.json").write_text('{"name": "tiny",\n')  # cut short by a killed write
     assert main(["report", str(run)]) == 2
@@ -222,7 +223,8 @@ def test_report_of_a_damaged_report_json_is_one_line(tmp_path, capsys):
     assert len(err) == 1, err
     assert err[0].startswith(f"amalgam: error: {run / 'report.json'} is damaged (JSONDecodeError: ")
     assert err[0].endswith(
-        f"run amalgam eval /r/recipe.yaml --student {run / 'student.pt'} --json {run / 'report.json'}"
+        f"run amalgam eval /r/recipe.yaml --set data.eval.x.limit=100 --student {run / 'student.pt'} --json"
+        f" {run / 'report.json'}"
         " to score the student again"
     )
 

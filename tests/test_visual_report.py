@@ -34,7 +34,19 @@ def test_report_command_regenerates_the_page(built_run, tmp_path, capsys):
     assert main(["report", str(built_run), "--quiet"]) == 0
     assert (built_run / "report.html").exists() and (built_run / "samples.png").exists()
     assert main(["report", str(tmp_path)]) == 2
-    assert "is not a finished run: no report.json" in capsys.readouterr().err
+    assert "is not a finished run: no report.json (amalgam build writes one;" in capsys.readouterr().err
+    (tmp_path / "checkpoint.pt").write_bytes(b"")  # an unfinished build: told to resume
+    assert main(["report", str(tmp_path)]) == 2
+    assert "(an unfinished build: finish it with amalgam build <recipe> --resume)" in capsys.readouterr().err
+
+
+def test_report_of_a_read_only_run_folder_is_one_line(built_run, monkeypatch, capsys):
+    # a trial: `amalgam report` on a read-only run checked every teacher, then died on report.html in a traceback
+    from test_faults_runs import read_only
+
+    read_only(monkeypatch, built_run)
+    assert main(["report", str(built_run), "--quiet"]) == 2
+    assert f"{built_run} is not writable" in capsys.readouterr().err
 
 
 def test_report_command_draws_from_the_recipe_the_run_was_built_with(built_run, tmp_path, monkeypatch, capsys):
