@@ -242,7 +242,7 @@ def test_a_resume_asking_for_more_epochs_says_how_to_train_longer(world, built_r
         == 2
     )
     line = one_error_line(capsys)
-    assert "the recipe changed since (keys: train.epochs)" in line
+    assert "the recipe changed since (keys: train.epochs (1 in the run, 5 now))" in line
     assert line.endswith(
         f"start a new one from its student with --set student.init={out}/student.pt (and another --output)"
     )
@@ -278,3 +278,17 @@ def test_a_teacher_raising_in_training_is_one_line_naming_it(world, tmp_path):
     said = str(info.value)
     assert said.startswith("epoch 1 step 1: teacher 'seg-a' failed on a batch of 1 image: an odd image this network")
     assert "\n" not in said and "--debug shows where" in said
+
+
+def test_a_resume_asking_for_fewer_epochs_is_told_it_cannot_end_sooner(world, tmp_path):
+    # a trial: lowering train.epochs on resume was told how to "train longer"
+    from amalgam.config.recipe import load_recipe
+    from amalgam.training.engine import longer_hint
+
+    fewer = longer_hint(["train.epochs"], tmp_path, {"train": {"epochs": 3}}, load_recipe(world, ["train.epochs=2"]))
+    assert fewer == (
+        "; its learning-rate schedule was laid over 3 epochs, so it cannot end after 2: resume with"
+        " --set train.epochs=3, or start over with --force"
+    )
+    more = longer_hint(["train.epochs"], tmp_path, {"train": {"epochs": 3}}, load_recipe(world, ["train.epochs=5"]))
+    assert more.startswith("; to train longer, finish this run")

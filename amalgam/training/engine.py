@@ -6,13 +6,14 @@ own modules are re-exported here because tools and older code import them from t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-from amalgam.config.schema import recipe_changes, resume_hint, runtime_changes
+from amalgam.config.schema import Recipe, recipe_changes, resume_hint, runtime_changes
 from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
@@ -89,8 +90,11 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
             "the same training up to floating-point rounding"
         )
     if changed:
-        hint = resume_hint(state["recipe"], changed) + longer_hint(changed, path.parent)
-        raise AmalgamError(f"cannot resume {path}: the recipe changed since (keys: {', '.join(changed)}){hint}")
+        hint = resume_hint(state["recipe"], changed) + longer_hint(changed, path.parent, state["recipe"], recipe)
+        raise AmalgamError(
+            f"cannot resume {path}: the recipe changed since ({_then_and_now(state['recipe'], recipe, changed)})"
+            f"{hint or ': set them back as they were, or start over with --force'}"
+        )
     changed = fingerprint_changes(state.get("teachers", {}), recipe)
     if changed:  # half a run from each version of a teacher is neither one's student
         raise AmalgamError(
@@ -100,15 +104,47 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
     return state
 
 
-def longer_hint(changed: list[str], run_dir: Path) -> str:
-    """For a resume refused over ``train.epochs``: how to train longer ('' for other keys).
+def longer_hint(
+    changed: list[str], run_dir: Path, stored: Optional[dict] = None, recipe: Optional[Recipe] = None
+) -> str:
+    """For a resume refused over ``train.epochs``: how to train longer, or that a run cannot end sooner ('' for
+    other keys).
 
     The schedule (warm-up, cosine) is laid over the epochs the run started with, so a run cannot
-    grow mid-way; a finished student continues in a new run with a fresh schedule.
+    grow or shrink mid-way; a finished student continues in a new run with a fresh schedule.
     """
     if "train.epochs" not in changed:
         return ""
+    then = _dotted(stored or {}, "train.epochs")
+    now = _dotted(recipe.model_dump(mode="json") if recipe is not None else {}, "train.epochs")
+    if isinstance(then, int) and isinstance(now, int) and now < then:  # told how to "train longer" (a trial)
+        return (
+            f"; its learning-rate schedule was laid over {then} epochs, so it cannot end after {now}: resume with"
+            f" --set train.epochs={then}, or start over with --force"
+        )
     return (
         "; to train longer, finish this run (--resume with its train.epochs), then start a new one from its "
         f"student with --set student.init={run_dir / 'student.pt'} (and another --output)"
     )
+
+
+def _dotted(tree: dict, key: str) -> object:
+    """The value at a dotted key of a nested mapping (None where absent)."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _then_and_now(stored: dict, recipe: Recipe, changed: list[str]) -> str:
+    """``keys: train.lr (0.004 in the run, 0.001 now), ...`` for the changed keys (values of the first five)."""
+    now = recipe.model_dump(mode="json")
+    shown = [
+        f"{k} ({_short(_dotted(stored, k))} in the run, {_short(_dotted(now, k))} now)" if i < 5 else k
+        for i, k in enumerate(changed)
+    ]
+    return "keys: " + ", ".join(shown)
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
