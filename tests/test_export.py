@@ -537,3 +537,23 @@ def test_a_task_export_is_scored_beside_its_tasks_teachers_only(world, built_run
     assert f"student {path} answers segmentation only: scored beside seg-a, seg-b; cls, depth left out" in out
     report = json.loads((tmp_path / "e.json").read_text())
     assert {r["teacher"] for r in report["tasks"]} == {"seg-a", "seg-b"}
+
+
+def test_a_student_file_moved_out_of_its_run_is_exported_beside_it(built_run, tmp_path):
+    # a trial: `amalgam export moved/student.pt` said "student file not found: moved/student.pt/student.pt"
+    import shutil
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(built_run / "student.pt", moved / "student.pt")
+    assert main(["export", str(moved / "student.pt"), "--quiet"]) == 0
+    assert (moved / "student.ts").is_file() and (moved / "student.ts.json").is_file()
+
+
+def test_eval_of_an_unfinished_run_folder_is_told_to_resume(world, tmp_path, capsys):
+    # a trial: it was told to pass <run>/student.pt, a file that does not exist
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(["eval", str(world), "--student", str(run), "--quiet"]) == 2
+    assert "is an unfinished build (a checkpoint.pt, no student.pt): finish it with" in capsys.readouterr().err

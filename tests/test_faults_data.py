@@ -170,6 +170,16 @@ def test_a_map_whose_suffix_differs_in_case_is_named_in_the_error(tmp_path):
         build({"type": "dense", "path": tmp_path}, with_targets=True)
 
 
+def test_a_cut_short_label_map_is_named_with_the_fix_as_images_are(tmp_path):
+    # a trial: a truncated mask stopped with "corrupt mask map ...: Truncated File Read" and no word of what to do
+    cfg = dense_set(tmp_path, [np.zeros((8, 8)), np.ones((8, 8))], "background\nthing\n")
+    cut = tmp_path / "labels" / "1.png"
+    cut.write_bytes(cut.read_bytes()[:40])
+    fix = r"labels/1\.png.*; remove it from the set \(or replace it with whole copies\)"
+    with pytest.raises(AmalgamError, match=fix):
+        build_said(cfg, size=(8, 8))
+
+
 # 4. 32-bit images -------------------------------------------------------------------------------------
 
 

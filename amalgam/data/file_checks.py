@@ -50,7 +50,11 @@ def verify_files(
         tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha), cmyk=int(facts.mode == "CMYK"))
         _tally_grey(tally, index, path, facts)
         _tally_tiny(tally, index, facts, size)
-        maps = dataset.map_sizes(index, path) if with_targets else []
+        try:
+            maps = dataset.map_sizes(index, path) if with_targets else []
+        except UnreadableImage as exc:  # a cut-short label or depth map: found with the images, said with the fix
+            unreadable.append(exc)
+            continue
         for target, target_size in maps:
             _check_fit(path, facts, dataset.upright, target, target_size)
             tally["scaled"] += int(target_size != (facts.size if dataset.upright else facts.stored))

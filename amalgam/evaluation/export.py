@@ -387,7 +387,7 @@ def export(
     """Exports ``run_dir/student.pt``; returns the file and the parity max difference (None: unchecked).
 
     Args:
-        run_dir: a finished build's folder.
+        run_dir: a finished build's folder, or a student.pt moved out of one (exported beside it).
         fmt: ``torchscript`` or ``onnx``.
         task: export only this task's path (shared trunk + its branch, decoder and head).
         output: file to write (default ``run_dir/student[-task].<suffix>``); a suffix of another
@@ -403,13 +403,15 @@ def export(
             run, an unwritable destination, or a tolerance asked where parity cannot be checked.
     """
     exporter = EXPORTERS.get(fmt)
+    student_file = Path(run_dir) / "student.pt"
+    if Path(run_dir).is_file():  # a student.pt moved out of its run folder: exported beside it
+        student_file, run_dir = Path(run_dir), Path(run_dir).parent
     path = output_path(Path(output), run_dir, exporter.suffix, task) if output else None
     path = path or default_path(run_dir, exporter.suffix, task)
     if problem := suffix_problem(path, fmt):
         raise AmalgamError(problem)
     if tolerance is not None and not tolerance >= 0:
         raise AmalgamError(f"--tolerance: a max difference is 0 or more, got {tolerance}")
-    student_file = Path(run_dir) / "student.pt"
     if not student_file.exists() and (Path(run_dir) / "checkpoint.pt").exists():
         raise AmalgamError(
             f"{run_dir} is an unfinished run (a checkpoint.pt, no student.pt): finish it with amalgam build"
@@ -417,7 +419,7 @@ def export(
         )
     student, spaces = load_student(student_file)
     if student.image_size is None:
-        raise AmalgamError(f"{Path(run_dir) / 'student.pt'} holds no recipe: its input size is unknown")
+        raise AmalgamError(f"{student_file} holds no recipe: its input size is unknown")
     size = student.image_size
     if task is not None and task not in spaces:
         raise AmalgamError(f"--task: the student has no task '{task}' (it has: {', '.join(spaces)})")
@@ -430,7 +432,7 @@ def export(
     takes_other = runs_at(module, other)  # a fixed-size encoder (a ViT's) takes its trained size only
     with torch.no_grad():
         outputs = module(example)  # their shapes, for the .json
-    teachers = taught_by(stored_recipe(Path(run_dir) / "student.pt"))
+    teachers = taught_by(stored_recipe(student_file))
     origin = {"file": str(student_file.resolve()), "sha256": file_digest(student_file)}  # which student: a stale
     # export beside a rebuilt run is told apart by it
     meta_of = partial(export_meta, fmt, size, tasks, spaces, outputs, input_multiple(student, tasks), teachers)

@@ -111,6 +111,11 @@ def _read_student_file(path: Path) -> dict:
         AmalgamError: one line when the file is missing, damaged, unreadable or not a student file.
     """
     if path.is_dir():  # a run folder: its student is inside
+        if not (path / "student.pt").is_file() and (path / "checkpoint.pt").is_file():  # said to pass a missing file
+            raise AmalgamError(
+                f"{path} is an unfinished build (a checkpoint.pt, no student.pt): finish it with amalgam build"
+                " <recipe> --resume"
+            )
         raise AmalgamError(f"{path} is a folder: pass its student file, {path / 'student.pt'}")
     if not path.is_file():
         raise AmalgamError(f"student file not found: {path}{peers_note(path.parent)}")

@@ -386,7 +386,7 @@ def source_changes(before: Optional[dict], now: dict) -> list[str]:
             count = (
                 f"{then['images']:,} -> {current['images']:,} images"
                 if then["images"] != current["images"]
-                else "the same number of images, other files"
+                else "the same number of images; other files, or the same written again: names, sizes or times differ"
             )
             lines.append(
                 f"warning: data.sources.{name} changed since the run started ({count}): the resumed epochs"
