@@ -233,21 +233,22 @@ def test_a_stripped_ddp_prefix_is_said(tmp_path):
     )
 
 
-def test_a_one_channel_network_given_three_channels_is_told_to_set_input_channels():
-    t = teacher(nn.Conv2d(1, 3, 3, padding=1))
+def refusal_of(channels: int, size: tuple[int, int]) -> str:
+    """The teacher check's refusal of a network taking ``channels``-channel images, fed 3."""
     with pytest.raises(AmalgamError) as info:
-        check_teacher_output(t, (16, 16))
-    assert str(info.value).endswith(
+        check_teacher_output(teacher(nn.Conv2d(channels, 3, 3, padding=1)), size)
+    return str(info.value)
+
+
+def test_a_one_channel_network_given_three_channels_is_told_to_set_input_channels():
+    assert refusal_of(1, (16, 16)).endswith(
         "(the network takes 1-channel images: set teachers.t1.input.channels: 1 and a mean and std of 1 value each)"
     )
 
 
 def test_a_four_channel_network_is_told_to_be_wrapped_not_resized():
     # a trial: an RGB-D network's channel error was hinted as a size ("64" read in "input[2, 3, 64, 64]")
-    t = teacher(nn.Conv2d(4, 3, 3, padding=1))
-    with pytest.raises(AmalgamError) as info:
-        check_teacher_output(t, (64, 64))
-    assert str(info.value).endswith(
+    assert refusal_of(4, (64, 64)).endswith(
         "(the network takes 4-channel images, and amalgam feeds 1 or 3 channels: give a factory that wraps it,"
         " making its 4 channels of the 3 (e.g. the image and a constant channel))"
     )
