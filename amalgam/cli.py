@@ -175,10 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate report.html (curves, sample predictions) of a run")
     p.add_argument("run_dir", help="a finished build's folder")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(fn=cmd_report, debug=False)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("export", help="export a run's student as TorchScript or ONNX, with a parity check")
-    p.add_argument("run_dir", help="a finished build's folder")
-    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    p.add_argument("run_dir", help="a finished build's folder (or its student.pt)")
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript", help="default: torchscript")
     p.add_argument("--task", help="export only this task's path (shared trunk + its branch)")
     p.add_argument("--output", help="file to write (default: RUN_DIR/student[-TASK].ts|.onnx)")
     p.add_argument(
@@ -188,10 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         " +-1 (default 1e-4; given, it must be checked)",
     )
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(fn=cmd_export, debug=False)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(fn=cmd_export)
     p = sub.add_parser("tasks", help="list the task plugins found")
     p.add_argument("--details", action="store_true", help="also say how each task mirrors its outputs")
-    p.set_defaults(fn=cmd_tasks, debug=False)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(fn=cmd_tasks)
     return parser
 
 

@@ -175,3 +175,17 @@ def test_the_disk_is_checked_for_every_store_at_once_and_a_few_draws_run_is_told
         open_cache(plan, tmp_path / "b", {}, QUIET)
     needs = int(re.search(r"the cache needs ([\d,]+) bytes", str(info.value)).group(1).replace(",", ""))
     assert needs == int(TeacherCache.estimate_bytes(plan, {}) / 1e9 * 1e9)  # every store's, not the last one's
+
+
+def test_the_cache_line_says_the_augmentation_the_run_has(world):
+    # a trial: "augmentation is the horizontal flip only" was said with train.augment false, and mixup unsaid
+    from amalgam.config.recipe import load_recipe
+    from amalgam.distill.cache import _augment_note
+    from amalgam.distill.plan import build_plan
+
+    plan = build_plan(load_recipe(world, ["train.augment=false"]), with_data=False, log=lambda m: None)
+    assert _augment_note(plan) == "; no augmentation (train.augment: false)"
+    source = next(iter(plan.recipe.data.sources))
+    plan = build_plan(load_recipe(world, [f"train.mixup={{sources: [{source}]}}"]), with_data=False, log=lambda m: None)
+    note = _augment_note(plan)
+    assert note.startswith("; augmentation is the horizontal flip only") and f"mixup's blends of {source} are" in note

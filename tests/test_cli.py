@@ -349,3 +349,11 @@ def test_inspect_says_a_small_std_in_four_digits(world, capsys):
     # a trial: std 1/255 was said 0.004, as 1/250 would be
     assert main(["inspect", str(world), "--quiet", "--no-data", "--set", "teachers.cls.input.std=[0.00392157]"]) == 0
     assert "mean [0.500], std [0.003922], resize stretch (default)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verb", ["export", "report", "tasks"])
+def test_every_verb_takes_debug(verb, tmp_path, capsys):
+    # a trial: docs/plugins.md says --debug shows the traceback; export and report refused the option
+    args = [verb] + ([] if verb == "tasks" else [str(tmp_path / "none")]) + ["--debug"]
+    assert main(args) in (0, 2)
+    assert "unrecognized arguments" not in capsys.readouterr().err

@@ -178,8 +178,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"| {e['epoch']} | {e['images_per_second']} | {hits} | {s['data']} | {s['teachers']} | {s['student']} "
             f"| {s['optimizer']} | {e['student_gflops']} |"
         )
+    ratio = report["last_over_first_epoch_speed"]  # None with one epoch: no cached epoch to compare
     print(
-        f"\nlast/first epoch speed {report['last_over_first_epoch_speed']}x; student at "
+        f"\nlast/first epoch speed {'n/a (one epoch)' if ratio is None else f'{ratio}x'}; student at "
         f"{report['student_share_of_peak']:.0%} of the {result.precision} matmul peak (fp32 {peak:.0f} GFLOP/s, "
         f"bf16 {peak_bf16:.0f}); trained in {result.precision}; peak memory {memory_mb:.0f} MB; "
         f"{report['threads']} threads"

@@ -290,10 +290,7 @@ def open_cache(
     if need > cfg.cache_max_gb:
         log(f"teacher cache: off, it would take {need:.1f} GB > train.cache_max_gb {cfg.cache_max_gb}")
         return None
-    log(
-        f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}; augmentation is the horizontal"
-        " flip only (geometric), applied to the cached outputs through each task's mirror hook" + _default_mirrors(plan)
-    )
+    log(f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}{_augment_note(plan)}")
     if note := _few_draws_note(plan, need):
         log(note)
     folder = run_dir / "teacher_cache"
@@ -314,6 +311,21 @@ def _few_draws_note(plan: Plan, need_gb: float) -> Optional[str]:
         " (train.samples_per_epoch x epochs): a source's limit: keeps it to what is drawn; train.cache_teachers:"
         " false runs the teachers live"
     )
+
+
+def _augment_note(plan: Plan) -> str:
+    """How the cached outputs meet the augmentation: the flip through each task's mirror hook, and mixup's
+    blends, which the teachers label live (said whatever the flip)."""
+    cfg = plan.recipe.train
+    note = (
+        "; augmentation is the horizontal flip only (geometric), applied to the cached outputs through each task's"
+        " mirror hook" + _default_mirrors(plan)
+        if cfg.augment
+        else "; no augmentation (train.augment: false)"
+    )
+    if cfg.mixup is not None:
+        note += f"; mixup's blends of {', '.join(cfg.mixup.sources)} are labelled by the teachers live, not cached"
+    return note
 
 
 def _default_mirrors(plan: Plan) -> str:
