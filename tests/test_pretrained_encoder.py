@@ -283,3 +283,27 @@ def test_a_student_without_encoder_weights_is_said_to_start_from_random_weights(
         "student: starts from random weights (no student.encoder_weights: amalgam downloads none; a pretrained"
         " encoder of yours, such as an ImageNet classifier's state dict, usually trains faster)"
     ]
+
+
+def test_a_checkpoint_of_another_width_is_said_by_its_shapes(tmp_path):
+    # a trial: a narrower resnet10t (every name right, under 'model.') read "the closest renaming ('' -> '')
+    # misses 70 of its 84 tensors"
+    import timm
+
+    narrow = timm.create_model("resnet10t", channels=[16, 32, 64, 128], stem_width=16, num_classes=0)
+    path = tmp_path / "narrow.pt"
+    torch.save(narrow.state_dict(), path)
+    with pytest.raises(RecipeError) as err:
+        match_encoder_weights("tu-resnet10t", path)
+    msg = str(err.value)
+    assert "the closest renaming ('' -> 'model.') finds every name, but" in msg
+    assert "'conv1.0.weight' [12, 3, 3, 3] in the file, [24, 3, 3, 3] in the encoder: another width" in msg
+
+
+def test_encoder_weights_from_a_wrapped_checkpoint_say_which_entry_was_read(tmp_path):
+    # a trial: a {state_dict, ema} file loaded its state_dict without a word of the EMA beside it
+    encoder = smp.encoders.get_encoder("tu-test_resnet", in_channels=3, depth=5, weights=None)
+    path = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": encoder.state_dict(), "ema": encoder.state_dict()}, path)
+    said = match_encoder_weights("tu-test_resnet", path).describe()
+    assert "entry 'state_dict'" in said and "ema" in said
