@@ -138,3 +138,15 @@ def test_the_tree_search_key_and_the_tree_pricing_see_the_args(world):
     assert costs.params(shared) == count_params(
         build_student(StudentSpec(**{**spec(args=NARROW).to_dict(), "branch_at": 5}))
     )
+
+
+def test_an_encoder_that_cannot_be_built_is_blamed_not_its_args():
+    # a trial: a ViT with img_size, and a bad pretrained tag, were said as args the encoder "does not take"
+    from amalgam.errors import RecipeError
+    from amalgam.students.encoders import build_encoder
+
+    with pytest.raises(RecipeError, match=r"^student\.encoder: smp cannot build a U-Net encoder of 'tu-vit_tiny"):
+        build_encoder("tu-vit_tiny_patch16_224", {"img_size": 64})
+    with pytest.raises(RecipeError, match=r"^student\.encoder: 'tu-resnet10t\.nosuchtag': Invalid pretrained tag .*"
+                       r"a tag names pretrained weights"):  # fmt: skip
+        build_encoder("tu-resnet10t.nosuchtag", {"stem_width": 16})

@@ -59,21 +59,36 @@ def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Mod
         try:
             return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)
         except Exception as exc:  # the name was checked: smp cannot make a U-Net encoder of this network
-            raise RecipeError(
-                "student.encoder",
-                f"smp cannot build a U-Net encoder of '{name}': {error_line(exc)} (a plain ViT, DeiT or LeViT has no"
-                " feature pyramid, nor a net downsampling by 16 first): pick a CNN with a stride-2 stem (resnet*,"
-                " tu-resnet*, tu-efficientnet_*, tu-mobilenetv3_*; a compact student also takes convnext and"
-                " hierarchical transformers: tu-convnext_*, tu-swin_*, mit_b*)",
-            ) from None
+            raise _unbuildable(name, exc) from None
     _check_args(name, args)
     try:
         encoder = smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None, **dict(args))
-    except Exception as exc:  # recipe checks validate the name first: here the args are the cause
-        first = error_line(exc)
-        raise RecipeError(ARGS_KEY, f"encoder '{name}' does not take {dict(args)}: {first}") from None
+    except Exception as exc:  # the args, unless the encoder is not built without them either (a trial's ViT)
+        try:
+            smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)
+        except Exception as plain:  # noqa: BLE001 - the encoder itself: said as without args
+            raise _unbuildable(name, plain) from None
+        raise RecipeError(ARGS_KEY, f"encoder '{name}' does not take {dict(args)}: {error_line(exc)}") from None
     _check_drop_rate(name, args, encoder)
     return encoder
+
+
+def _unbuildable(name: str, exc: BaseException) -> RecipeError:
+    """Why smp makes no U-Net encoder of ``name``: a pretrained tag it does not know, or a network without a
+    feature pyramid."""
+    if "pretrained tag" in error_line(exc):  # a tag names weights to download: a student never downloads
+        return RecipeError(
+            "student.encoder",
+            f"'{name}': {error_line(exc)}: a tag names pretrained weights, and a student starts from"
+            " student.encoder_weights (a file: nothing is downloaded): leave the tag out",
+        )
+    return RecipeError(
+        "student.encoder",
+        f"smp cannot build a U-Net encoder of '{name}': {error_line(exc)} (a plain ViT, DeiT or LeViT has no"
+        " feature pyramid, nor a net downsampling by 16 first): pick a CNN with a stride-2 stem (resnet*,"
+        " tu-resnet*, tu-efficientnet_*, tu-mobilenetv3_*; a compact student also takes convnext and"
+        " hierarchical transformers: tu-convnext_*, tu-swin_*, mit_b*)",
+    )
 
 
 def _check_args(name: str, args: Mapping[str, Any]) -> None:
