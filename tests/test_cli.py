@@ -357,3 +357,12 @@ def test_every_verb_takes_debug(verb, tmp_path, capsys):
     args = [verb] + ([] if verb == "tasks" else [str(tmp_path / "none")]) + ["--debug"]
     assert main(args) in (0, 2)
     assert "unrecognized arguments" not in capsys.readouterr().err
+
+
+def test_the_build_log_warns_of_a_student_bigger_than_its_teachers_as_inspect_does(world_plan):
+    # a trial: inspect warned of a student at 134% of the teachers; the build log, which shares its lines, did not
+    from amalgam.students.budget import student_lines
+
+    lines = student_lines(world_plan.student_spec(), 2_000, 1_000, world_plan.recipe.student.budget)
+    said = "warning: the student has more parameters than all teachers together (2,000 > 1,000)"
+    assert any(said in line for line in lines)

@@ -392,3 +392,14 @@ def test_a_branch_point_out_of_range_is_said_once(raw, world):
 def test_labels_yaml_read_as_numbers_are_told_to_be_quoted(raw, world):
     raw["teachers"]["cls"]["labels"] = list(range(len(raw["teachers"]["cls"]["labels"])))
     assert error_of(raw, world).endswith("got 0 (YAML read it as a number or null: quote names such as '0')")
+
+
+def test_a_hypercolumn_string_and_a_tasks_branch_point_out_of_range_are_said_plainly(world):
+    # a trial: 'student.hypercolumn.bool: Input should be a valid boolean'; a per-task branch point out of range
+    # named neither the task nor the value
+    from amalgam.config.recipe import load_recipe
+
+    with pytest.raises(RecipeError, match=r"^student\.hypercolumn: expected true, false or a list of dense tasks"):
+        load_recipe(world, ["student.hypercolumn=segmentation"])
+    with pytest.raises(RecipeError, match=r"^student\.branch_at: branch points lie in 0-5 .*got segmentation: 7"):
+        load_recipe(world, ["student.branch_at={classification: 2, segmentation: 7, depth: 4}"])

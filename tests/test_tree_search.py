@@ -239,3 +239,13 @@ def test_the_smallest_tree_is_measured_before_a_latency_budget_is_called_unmeeta
     fast["ms"] = 8.0  # it misses too: the error quotes what it measured, not the estimate
     with pytest.raises(RecipeError, match=r"and 8\.0 ms measured at batch 1; raise the budget"):
         _measured_fit(quick_plan, ranking, budget, QUIET)
+
+
+def test_an_unmeetable_params_budget_priced_untimed_says_no_latency():
+    # a trial: inspect (parts priced untimed without a latency limit) said "~0.0 ms at batch 1"
+    from amalgam.students.budget import resolve_budget, unmeetable
+
+    untimed = TreeCosts([10, 20, 40, 80, 160], [0.0] * 5, dict.fromkeys(TASKS, 5), dict.fromkeys(TASKS, 0.0))
+    said = str(unmeetable(resolve_budget(BudgetConfig(params=0.01), 1000), untimed, TASKS))
+    assert "ms at batch 1" not in said and "of the teachers'); raise the budget" in said
+    assert "~" in str(unmeetable(resolve_budget(BudgetConfig(params=0.01), 1000), COSTS, TASKS))

@@ -327,6 +327,14 @@ class StudentConfig(_Strict):
         " classifier's; every encoder tensor must be found, see students/pretrained.py)",
     )
 
+    @field_validator("hypercolumn", mode="before")
+    @classmethod
+    def _hypercolumn_forms(cls, v):
+        # else pydantic answers per member of the union ('hypercolumn.bool: Input should be a valid boolean')
+        if isinstance(v, str):
+            raise ValueError(f"expected true, false or a list of dense tasks ([{v}])")
+        return v
+
     @field_validator("branch_at", mode="before")
     @classmethod
     def _one_of_its_forms(cls, v):
@@ -342,7 +350,10 @@ class StudentConfig(_Strict):
     @field_validator("branch_at")
     @classmethod
     def _points(cls, v):
-        points = v.values() if isinstance(v, dict) else [] if v == "auto" else [v]
+        if isinstance(v, dict) and (out := {t: p for t, p in v.items() if not 0 <= p <= 5}):
+            shown = ", ".join(f"{t}: {p}" for t, p in out.items())  # which task's, said (a trial saw no value)
+            raise ValueError(f"branch points lie in 0-5 (encoder stages shared), got {shown}")
+        points = [] if isinstance(v, dict) or v == "auto" else [v]
         if any(not 0 <= p <= 5 for p in points):
             raise ValueError("branch points lie in 0-5 (encoder stages shared)")  # the value is said after it
         return v

@@ -164,12 +164,14 @@ def unmeetable(budget: Budget, costs: TreeCosts, tasks: list[str], measured_ms: 
     latency: ``measured_ms`` where it was measured, else the estimate (a sum of its parts' timings)."""
     smallest = {t: STAGES for t in tasks}  # everything shared: the fewest parameters and the least time
     params = costs.params(smallest)
-    ms = f"{measured_ms:.1f} ms measured" if measured_ms is not None else f"~{costs.latency_ms(smallest):.1f} ms"
+    estimate = costs.latency_ms(smallest)
+    ms = f"{measured_ms:.1f} ms measured" if measured_ms is not None else f"~{estimate:.1f} ms"
+    timed = measured_ms is not None or estimate > 0  # inspect prices parts untimed without a latency limit
     return RecipeError(
         "student.budget",
         f"no branched tree fits ({budget.describe()}): the smallest, branch_at {STAGES} (the whole encoder "
-        f"shared), has {params:,} params ({params / max(budget.teacher_params, 1):.0%} of the teachers') "
-        f"and {ms} at batch 1; raise the budget or use a smaller student.encoder",
+        f"shared), has {params:,} params ({params / max(budget.teacher_params, 1):.0%} of the teachers')"
+        f"{f' and {ms} at batch 1' if timed else ''}; raise the budget or use a smaller student.encoder",
     )
 
 
@@ -210,4 +212,9 @@ def student_lines(
     warning = budget_warning(budget, params, latency_ms, branched=has_branches(spec.type))
     if warning:
         lines.append(f"  {warning}")
+    if params > teacher_params:  # said by the build log too, not by inspect alone (a trial)
+        lines.append(
+            f"  warning: the student has more parameters than all teachers together ({params:,} > {teacher_params:,}):"
+            " amalgamation is meant to compress; a smaller student.encoder or decoder_channels fits the usual aim"
+        )
     return lines
