@@ -403,3 +403,11 @@ def test_a_hypercolumn_string_and_a_tasks_branch_point_out_of_range_are_said_pla
         load_recipe(world, ["student.hypercolumn=segmentation"])
     with pytest.raises(RecipeError, match=r"^student\.branch_at: branch points lie in 0-5 .*got segmentation: 7"):
         load_recipe(world, ["student.branch_at={classification: 2, segmentation: 7, depth: 4}"])
+
+
+def test_init_with_a_searched_tree_is_refused_before_the_search(world, tmp_path):
+    # a trial: inspect passed it; the build searched, then refused the init's other tree
+    from amalgam.config.recipe import load_recipe
+
+    with pytest.raises(RecipeError, match=r"^student\.branch_at: auto searches a tree, and student\.init holds"):
+        load_recipe(world, ["student.branch_at=auto", f"student.init={tmp_path / 'student.pt'}"])

@@ -280,6 +280,12 @@ def check_student_start(recipe: Recipe) -> None:
     student = recipe.student
     if student.init is not None and student.encoder_weights is not None:
         raise RecipeError("student.encoder_weights", "not with student.init (that sets every weight): keep one")
+    if student.init is not None and student.branch_at == "auto":  # the build failed after the whole search
+        raise RecipeError(
+            "student.branch_at",
+            "auto searches a tree, and student.init holds a student of its own tree, which the search rarely"
+            " finds again: set student.branch_at to the tree of the run it came from, or leave out init",
+        )
     if student.encoder_weights is not None and student.encoder == "auto":
         raise RecipeError(
             "student.encoder_weights", "needs a named student.encoder (auto sizes by budget and may choose another)"
