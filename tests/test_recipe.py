@@ -411,3 +411,12 @@ def test_init_with_a_searched_tree_is_refused_before_the_search(world, tmp_path)
 
     with pytest.raises(RecipeError, match=r"^student\.branch_at: auto searches a tree, and student\.init holds"):
         load_recipe(world, ["student.branch_at=auto", f"student.init={tmp_path / 'student.pt'}"])
+
+
+def test_a_timm_tag_on_the_students_encoder_is_said_to_download_nothing(world):
+    # a trial: tu-resnet10t.c3_in1k trained from random weights, its reports naming the tag as if pretrained
+    from amalgam.config.checks import unused_student_keys
+    from amalgam.config.recipe import load_recipe
+
+    (line,) = unused_student_keys(load_recipe(world, ["student.encoder=tu-resnet10t.c3_in1k"]))
+    assert line.startswith("student.encoder: its tag 'c3_in1k' names pretrained weights, which a student never")

@@ -320,12 +320,20 @@ def check_peers(recipe: Recipe) -> None:
 
 def unused_student_keys(recipe: Recipe) -> list[str]:
     """Log lines for ``student`` keys the student type does not use: an integer ``branch_at`` away
-    from its default on a student without branches (a variant may set one to undo its base's tree)."""
+    from its default on a student without branches (a variant may set one to undo its base's tree), and
+    a timm tag on the encoder's name (its weights are never downloaded)."""
     s = recipe.student
     default = type(s).model_fields["branch_at"].default
+    lines = []
+    if s.encoder.startswith("tu-") and "." in s.encoder:  # a trial read it as starting from those weights
+        tag = s.encoder.split(".", 1)[1]
+        lines.append(
+            f"student.encoder: its tag '{tag}' names pretrained weights, which a student never downloads: it starts"
+            " from student.encoder_weights (a file) or student.init, else from random weights"
+        )
     if recipe.peers is not None or has_branches(s.type) or s.branch_at == default:
-        return []
-    return [
+        return lines
+    return lines + [
         f"student.branch_at: {s.branch_at} is not used by a {s.type} student (it has no branches: every task"
         " shares its encoder and decoder)"
     ]
