@@ -499,7 +499,6 @@ def load_student(
     return _load_student(path, check_inputs=check_inputs)
 
 
-@keeps_callers_state
 def _unfinished_hint(run_dir: Path) -> str:
     """What to do with a run folder that holds no finished run: resume it, or build it."""
     if (run_dir / "checkpoint.pt").is_file():
@@ -507,6 +506,7 @@ def _unfinished_hint(run_dir: Path) -> str:
     return " (amalgam build writes one; amalgam eval <recipe> --student <file> scores a student alone)"
 
 
+@keeps_callers_state
 def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     """Draws a finished run's ``report.html`` again (curves, sample predictions); returns its path."""
     run_dir = Path(run_dir)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 import traceback
 from functools import lru_cache
 from typing import Any, Callable, Optional
@@ -239,38 +238,44 @@ def is_built_in(cls: type) -> bool:
     return getattr(cls, "__module__", "").split(".")[0] in BUILT_IN_PACKAGES
 
 
-def plugin_files() -> dict[str, str]:
-    """The files of the task plugins loaded in this process (a package's folder, or a module's file),
-    each with its :func:`plugin_label`."""
+def plugin_modules() -> dict[str, str]:
+    """The module prefixes of the task plugins loaded in this process, each with its :func:`plugin_label`: a
+    plugin's own module, or the package holding it (``mycorp.tasks.normals`` -> ``mycorp.tasks``), never a
+    top-level package above that (it claimed a user's every module)."""
     from amalgam.task import TASKS
 
-    files = {}
+    found = {}
     for name in TASKS.names():
         cls = TASKS.get(name)
-        module = sys.modules.get(getattr(cls, "__module__", "").split(".")[0])
-        where = getattr(module, "__file__", None)
-        if is_built_in(cls) or not where:
+        module = getattr(cls, "__module__", "") or ""
+        if is_built_in(cls) or not module:
             continue
-        is_package = os.path.basename(where) == "__init__.py"
-        files[os.path.dirname(where) + os.sep if is_package else where] = plugin_label(cls)
-    return files
+        found[module.rsplit(".", 1)[0] if "." in module else module] = plugin_label(cls)
+    return found
 
 
 def plugin_error_line(exc: BaseException) -> Optional[str]:
     """One line naming the task plugin, its hook and where in its code ``exc`` was raised, when the
     traceback passes through a loaded plugin's code; None otherwise (amalgam's own failures keep their
-    traceback). A plugin's bug read as amalgam's traceback, late, named no plugin."""
-    owners = plugin_files()
-    hits = [
-        (frame, label)
-        for frame in traceback.extract_tb(exc.__traceback__)
-        for where, label in owners.items()
-        if frame.filename == where or frame.filename.startswith(where)
-    ]
+    traceback, a network's stays the teacher's). A plugin's bug read as amalgam's traceback, late, named no
+    plugin. The outermost frame in a plugin's modules decides: a method of an ``nn.Module`` there is a teacher
+    network defined beside the plugin (the edges example's), not the plugin."""
+    from torch import nn
+
+    owners = plugin_modules()
+    hits = []
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals.get("__name__", "") or ""
+        label = next((v for k, v in owners.items() if module == k or module.startswith(k + ".")), None)
+        if label is None:
+            continue
+        if not hits and isinstance(frame.f_locals.get("self"), nn.Module):
+            return None
+        hits.append((frame.f_code.co_name, frame.f_code.co_filename, lineno, label))
     if not hits:
         return None
-    (called, label), last = hits[0], hits[-1][0]
+    (called, _, _, label), (_, filename, lineno, _) = hits[0], hits[-1]
     return (
-        f"{label} raised in its {called.name} ({os.path.basename(last.filename)}:{last.lineno}):"
+        f"{label} raised in its {called} ({os.path.basename(filename)}:{lineno}):"
         f" {type(exc).__name__}: {error_line(exc)} (--debug shows the traceback)"
     )

@@ -859,6 +859,7 @@ def test_a_teacher_without_an_eval_set_is_checked_against_a_confirmed_one_of_its
         plan_of_two(scenes, "disparity")
     said = str(info.value)
     assert said.startswith("teachers.u.output: teacher 'u' (read as metric, no eval set) is upside down against")
+    assert "<set>" not in said and "depth_reading" not in said  # no eval set's advice for a teacher without one
     assert "it reads like disparity / inverse depth: set teachers.u.output: inverse" in said
     with pytest.raises(RecipeError, match=r"answers 100x the depth of teacher 'd'.*output_scale: 0\.01"):
         plan_of_two(scenes, "centimetres")
@@ -878,3 +879,18 @@ def test_log10_metres_read_as_metres_name_the_settings_that_read_them(scenes):
     assert "if it answers log10 metres, set teachers.d.output: log and output_scale: 2.302585" in said
     _, said = plan_of(scenes, "log10", output="log", output_scale=2.302585)
     assert not warnings_in(said)
+
+
+def test_both_beyond_names_the_factor_of_each_reading():
+    # a review: an inverse teacher in millimetres was told output_scale 0.001, which makes its depth 1000x larger
+    from amalgam_tasks.depth import _both_beyond
+
+    assert "set teachers.t.output_scale: 0.001 and data.eval.<set>.depth_scale: 1000" in _both_beyond(
+        "t", "metric", 3000.0, 3000.0
+    )
+    assert "set teachers.t.output_scale: 1000 and data.eval.<set>.depth_scale: 1000" in _both_beyond(
+        "t", "inverse", 3000.0, 3000.0
+    )
+    assert "wrap teacher t to answer metres and set data.eval.<set>.depth_scale: 1000" in _both_beyond(
+        "t", "log", 3000.0, 3000.0
+    )

@@ -129,5 +129,6 @@ def test_a_plugin_loss_that_is_no_tensor_or_has_no_gradient_is_one_line_naming_t
     with pytest.raises(AmalgamError, match=r"'edges' \(edges\) has no gradient to the student's output"):
         _check_finite((student.detach() - 1).abs().mean(), "edges", "edges", student)
     _check_finite((student - 1).abs().mean(), "edges", "edges", student)  # a loss with its graph passes
+    _check_finite(student.new_zeros(()), "edges", "edges", student)  # an empty-batch guard's zero passes (review)
     with torch.no_grad():  # scoring a loss without a graph (no training): nothing to say
         _check_finite((student - 1).abs().mean(), "edges", "edges", student * 1)

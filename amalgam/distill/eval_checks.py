@@ -113,6 +113,8 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
         said_before_training(plan, log, line.replace("<set>", teacher.eval_name) + doubt)
     for line in reading.repeated:  # evaluation says it again, measured on every eval image
         log(f"warning: {line}")
+    if reading.rule and not (reading.warnings or reading.repeated):  # checked, and nothing to say: a peer
+        plan.confirmed_readings.add(teacher.name)
     probe_input(plan, teacher, dataset, answers, truths, log)
 
 
@@ -544,7 +546,14 @@ def check_against_peers(plan: Plan, log: Callable[[str], None] = print) -> None:
     for teacher in plan.teachers.values():
         if teacher.eval_name or type(teacher.task).peer_reading is Task.peer_reading:
             continue
-        peer = next((t for t in plan.teachers.values() if t.task.name == teacher.task.name and t.eval_name), None)
+        peer = next(  # one whose reading its eval set confirmed: a 1.5x-off peer would misjudge a right teacher
+            (
+                t
+                for t in plan.teachers.values()
+                if t.task.name == teacher.task.name and t.name in plan.confirmed_readings
+            ),
+            None,
+        )
         if peer is None or plan.sources is None or not plan.source_ids.get(teacher.name):
             continue
         dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]

@@ -372,7 +372,8 @@ def _check_finite(loss: torch.Tensor, term: str, task: str, student: Optional[to
             f"loss of teacher term '{term}' ({task}) is {list(loss.shape)}, not a scalar: the task's distill_loss must"
             " reduce it (a mean over pixels and images)"
         )
-    if student is not None and student.requires_grad and not loss.requires_grad:
+    # a zero without a graph is a plugin's empty-batch guard (s.new_zeros(())): harmless, not refused
+    if student is not None and student.requires_grad and not loss.requires_grad and bool(loss != 0):
         raise AmalgamError(
             f"loss of teacher term '{term}' ({task}) has no gradient to the student's output (computed on"
             " detached values, under no_grad or from .item()): the student would learn nothing from it"

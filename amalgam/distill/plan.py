@@ -104,6 +104,8 @@ class Plan:
     unflipped: dict[str, str] = field(default_factory=dict)
     #: what the mirror check found of each (teacher, source id), made once (``mirror_check.finding_of``)
     mirror_seen: dict = field(default_factory=dict)
+    #: teachers whose reading their eval set checked with nothing to say: the peers of those without one
+    confirmed_readings: set = field(default_factory=set)
     _encoder_choice: Optional[EncoderChoice] = field(default=None, init=False, repr=False)
 
     @property
@@ -514,7 +516,7 @@ def undeclared_direction_lines(tasks: dict[str, Task]) -> list[str]:
         f" '{task.metric}' is read as higher is better (Task's default); declare it in the class"
         " (False for an error or a distance)"
         for name, task in tasks.items()
-        if not declares_direction(type(task))
+        if not declares_direction(type(task)) and "higher_is_better" not in vars(task)  # set in __init__: declared
     ]
 
 

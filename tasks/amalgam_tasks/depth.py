@@ -415,19 +415,23 @@ GROUND_TRUTH_HINT = (
 
 def _upside_down(teacher: str, kind: str, agreement: DepthAgreement) -> str:
     """The line that stops the build on depth anti-correlated with the truth, with the reading that fits."""
+    return (
+        f"teacher '{teacher}' (read as {kind}) is upside down on its eval set: its log-depth correlates"
+        f" {agreement.correlation:.2f} with the truth over {agreement.pixels:,} pixels of {agreement.images}"
+        f" images (near read as far): {_reading_fix(teacher, kind)}{GROUND_TRUTH_HINT}"
+    )
+
+
+def _reading_fix(teacher: str, kind: str) -> str:
+    """The reading that fits depth anti-correlated with what it is checked against, read as ``kind``."""
     key = f"teachers.{teacher}.output"
-    fix = {
+    return {
         "metric": f"it reads like disparity / inverse depth: set {key}: inverse (relative if its scale is unknown)",
         "inverse": f"it reads like depth read as inverse: set {key}: metric (affine if its scale is unknown)",
         "log": f"check {key} (log; metric, inverse, relative, affine)",
         "relative": f"it reads like depth read as inverse: set {key}: affine (metric if it is metres)",
         "affine": f"it reads like inverse depth read as depth: set {key}: relative (inverse if it is 1/metres)",
     }.get(kind, f"check {key} ({kind}; metric, inverse, log, relative or affine)")
-    return (
-        f"teacher '{teacher}' (read as {kind}) is upside down on its eval set: its log-depth correlates"
-        f" {agreement.correlation:.2f} with the truth over {agreement.pixels:,} pixels of {agreement.images}"
-        f" images (near read as far): {fix}{GROUND_TRUTH_HINT}"
-    )
 
 
 #: the logs a head may answer, the words for them, and the settings that read them (output_scale multiplies
@@ -633,7 +637,7 @@ class DepthTask(Task):
             f" images: log-depth r {agreement.correlation:.3f}, scale {agreement.scale:.3g}x"
         )
         if agreement.correlation < ANTI_CORRELATION:
-            fix = _upside_down(teacher, kind, agreement).split("(near read as far): ")[1]
+            fix = _reading_fix(teacher, kind)
             problem = (
                 f"teacher '{teacher}' (read as {kind}, no eval set) is upside down against teacher '{peer}', whose"
                 f" reading its eval set confirmed: their log-depths correlate {agreement.correlation:.2f} over"
@@ -734,7 +738,7 @@ class DepthTask(Task):
             weak.append(_no_depth_line(teacher, agreement.no_depth))
         if problem := _unit_problem(teacher, kind, agreement.scale, _median_depth(truths)):
             return EvalReading(said, weak, problem, CHECK_RULE)
-        if line := _both_beyond(teacher, _median_depth(answers), _median_depth(truths)):
+        if line := _both_beyond(teacher, kind, _median_depth(answers), _median_depth(truths)):
             if line.startswith(BEYOND_REACH):
                 return EvalReading(said, weak, line, CHECK_RULE)
             weak.append(line)
@@ -885,7 +889,7 @@ STUDENT_REACH = math.exp(7.0)
 BEYOND_REACH = "beyond the student's reach: "
 
 
-def _both_beyond(teacher: str, own: Optional[float], set_median: Optional[float]) -> str:
+def _both_beyond(teacher: str, kind: str, own: Optional[float], set_median: Optional[float]) -> str:
     """What is said of a teacher and its eval set that agree on a median no scene has (both in millimetres):
     beyond the student's reach, a stop (it learnt nothing over 1,097 m, silently); else a warning; "" if
     either is a scene's."""
@@ -896,10 +900,13 @@ def _both_beyond(teacher: str, own: Optional[float], set_median: Optional[float]
         for f, u in ((1e3, "millimetres"), (1e2, "centimetres"))
         if PLAUSIBLE_NEAREST <= own / f <= PLAUSIBLE_METRES
     ]
+    # output_scale multiplies the raw output: metric depth by 1/f, an inverse depth (disparity) by f; a log no factor
+    scale = {
+        "metric": lambda f: f"set teachers.{teacher}.output_scale: {1 / f:g} and",
+        "inverse": lambda f: f"set teachers.{teacher}.output_scale: {f:g} and",
+    }.get(kind, lambda f: f"wrap teacher {teacher} to answer metres and set")
     fix = "; or ".join(
-        f"in {u} (a median of {own / f:.3g} m), set teachers.{teacher}.output_scale: {1 / f:g} and"
-        f" data.eval.<set>.depth_scale: {f:g}"
-        for u, f in fits
+        f"in {u} (a median of {own / f:.3g} m), {scale(f)} data.eval.<set>.depth_scale: {f:g}" for u, f in fits
     )
     fix = (
         f"{fix} (float .npy/.tiff maps are read as metres: save them so)"

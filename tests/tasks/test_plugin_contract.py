@@ -449,7 +449,11 @@ def test_a_plugin_that_leaves_its_metrics_direction_to_the_default_is_said(regis
     from amalgam.distill.plan import undeclared_direction_lines
 
     register(Vectors)
-    lines = undeclared_direction_lines({"vectors": Vectors(), "depth": DepthTask(), "higher": HigherAsText()})
+    declared = Vectors()
+    declared.higher_is_better = False  # set per instance (in __init__): declared (a review)
+    lines = undeclared_direction_lines(
+        {"vectors": Vectors(), "depth": DepthTask(), "higher": HigherAsText(), "own": declared}
+    )
     assert lines == [
         "task plugin 'vectors' (tests) does not declare higher_is_better: its metric 'err' is read as higher"
         " is better (Task's default); declare it in the class (False for an error or a distance)"

@@ -224,3 +224,15 @@ def test_the_sample_grid_draws_channels_last_ground_truth_beside_the_predictions
     monkeypatch.setattr(GradTask, "visualize", recorded)
     assert main(["build", str(grad_world), "--quiet"]) == 0
     assert shapes and set(shapes) == {(2, 64, 32)}  # teacher, student and truth alike
+
+
+def test_a_teacher_network_beside_the_plugin_keeps_its_own_failure(grad_world, monkeypatch, capsys):
+    # a review: a network defined in the plugin's module (the edges example's layout) that failed was named as
+    # the plugin's bug, and the teacher check's hint (input.channels) lost
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, torch.zeros(2, 4, 3, 3))
+
+    monkeypatch.setattr(SobelNet, "forward", forward)
+    assert main(["inspect", str(grad_world)]) == 2
+    err = capsys.readouterr().err
+    assert "amalgam: error: teacher 'grad' fails on a 3-channel" in err and "task plugin" not in err
