@@ -239,7 +239,7 @@ def train_student(
     say_plan(plan, log)
     say_student(plan, student, device, log)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trial_scoring(plan, student, device)
+    trial_scoring(plan, student, device, log)
     every = recipe.train.eval_every
     curve = [eval_callback(plan, device, every)] if every else []
     result = engine.train(plan, student, run_dir, device, log=log, ctx=ctx, resume=state, callbacks=curve)

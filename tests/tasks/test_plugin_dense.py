@@ -179,9 +179,7 @@ def failing(hook: str):
 BOOM_LINE = failing.__code__.co_firstlineno + 4
 
 
-@pytest.mark.parametrize(
-    "owner, hook", [(GradTask, "predict"), (GradTask, "new_meter"), (GradMeter, "update"), (GradMeter, "compute")]
-)
+@pytest.mark.parametrize("owner, hook", [(GradTask, "predict"), (GradTask, "new_meter"), (GradMeter, "update")])
 def test_a_plugins_failing_scoring_hook_is_named_in_one_line_before_training(
     grad_world, owner, hook, monkeypatch, capsys
 ):
@@ -236,3 +234,19 @@ def test_a_teacher_network_beside_the_plugin_keeps_its_own_failure(grad_world, m
     assert main(["inspect", str(grad_world)]) == 2
     err = capsys.readouterr().err
     assert "amalgam: error: teacher 'grad' fails on a 3-channel" in err and "task plugin" not in err
+
+
+def test_a_meter_that_cannot_compute_on_the_trials_images_is_said_not_stopped(grad_world, monkeypatch, capsys):
+    # a review: a metric 2 images cannot give (an AUC of one class) stopped a build the whole set would score
+    calls = []
+
+    def compute(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("Only one class present in y_true")
+        return {"mae": 0.0}
+
+    monkeypatch.setattr(GradMeter, "compute", compute)
+    assert main(["build", str(grad_world)]) == 0
+    out = capsys.readouterr().out
+    assert "raised in its compute" in out and "on 2 eval images before training (the whole set may score)" in out
