@@ -292,3 +292,17 @@ def test_a_resume_asking_for_fewer_epochs_is_told_it_cannot_end_sooner(world, tm
     )
     more = longer_hint(["train.epochs"], tmp_path, {"train": {"epochs": 3}}, load_recipe(world, ["train.epochs=5"]))
     assert more.startswith("; to train longer, finish this run")
+
+
+def test_a_refused_resume_says_the_values_the_run_had_as_compared(world):
+    # a review: a key added since the run (its old behaviour) was said "null in the run"; a reordered mapping
+    # "(order) null in the run, null now"
+    from amalgam.config.recipe import load_recipe
+    from amalgam.training.engine import _then_and_now
+
+    recipe = load_recipe(world)
+    stored = recipe.model_dump(mode="json")
+    stored["teachers"] = dict(reversed(list(stored["teachers"].items())))
+    said = _then_and_now(stored, recipe, ["teachers.(order)"])
+    then, now = ", ".join(reversed(list(recipe.teachers))), ", ".join(recipe.teachers)
+    assert said == f"keys: teachers.(order) ({then} in the run, {now} now)"

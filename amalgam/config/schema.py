@@ -606,12 +606,17 @@ def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:
     the checkpoint was written (at its default) is no change and older runs stay resumable;
     except the keys of :data:`BEFORE_KEY_EXISTED`, which read as what the run did then.
     """
+    return _differences(stored_as_read(stored), recipe.model_dump(mode="json", exclude={"output"}), "")
+
+
+def stored_as_read(stored: dict) -> dict:
+    """A checkpoint's stored recipe dump as :func:`recipe_changes` compares it: read again with today's
+    defaults, the keys of :data:`BEFORE_KEY_EXISTED` as the run did then (what a refused resume says it had)."""
     stored = _with_old_behaviour(stored)
     try:
-        then = Recipe.model_validate(stored).model_dump(mode="json", exclude={"output"})
+        return Recipe.model_validate(stored).model_dump(mode="json", exclude={"output"})
     except ValidationError:
-        then = stored
-    return _differences(then, recipe.model_dump(mode="json", exclude={"output"}), "")
+        return stored
 
 
 def _with_old_behaviour(stored: dict) -> dict:

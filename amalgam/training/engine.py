@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from amalgam.config.schema import Recipe, recipe_changes, resume_hint, runtime_changes
+from amalgam.config.schema import Recipe, recipe_changes, resume_hint, runtime_changes, stored_as_read
 from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
@@ -129,7 +129,11 @@ def longer_hint(
 
 
 def _dotted(tree: dict, key: str) -> object:
-    """The value at a dotted key of a nested mapping (None where absent)."""
+    """The value at a dotted key of a nested mapping (None where absent); of ``<mapping>.(order)``, its keys in
+    order, as ``recipe_changes`` names a reordered mapping."""
+    if key.endswith(".(order)"):
+        mapping = _dotted(tree, key[: -len(".(order)")])
+        return ", ".join(mapping) if isinstance(mapping, dict) else None
     for part in key.split("."):
         tree = tree.get(part) if isinstance(tree, dict) else None
     return tree
@@ -137,7 +141,7 @@ def _dotted(tree: dict, key: str) -> object:
 
 def _then_and_now(stored: dict, recipe: Recipe, changed: list[str]) -> str:
     """``keys: train.lr (0.004 in the run, 0.001 now), ...`` for the changed keys (values of the first five)."""
-    now = recipe.model_dump(mode="json")
+    now, stored = recipe.model_dump(mode="json"), stored_as_read(stored)  # as compared: a key's old behaviour
     shown = [
         f"{k} ({_short(_dotted(stored, k))} in the run, {_short(_dotted(now, k))} now)" if i < 5 else k
         for i, k in enumerate(changed)
