@@ -319,7 +319,11 @@ def _its_tasks_only(recipe: Recipe, name: str, tasks: Optional[set], log) -> Rec
     left = ", ".join(n for n in recipe.teachers if n not in kept)
     log(f"student {name} answers {', '.join(sorted(tasks))} only: scored beside {', '.join(kept)}; {left} left out")
     used = {s for cfg in kept.values() for s in (cfg.sources or recipe.data.sources)}
-    data = recipe.data.model_copy(update={"sources": {n: s for n, s in recipe.data.sources.items() if n in used}})
+    # the eval sets only left-out teachers name go too (else said "no teacher's eval names it")
+    only_theirs = {c.eval for n, c in recipe.teachers.items() if n not in kept} - {c.eval for c in kept.values()}
+    sources = {n: s for n, s in recipe.data.sources.items() if n in used}
+    evals = {n: e for n, e in recipe.data.eval.items() if n not in only_theirs}
+    data = recipe.data.model_copy(update={"sources": sources, "eval": evals})
     return recipe.model_copy(update={"teachers": kept, "data": data})
 
 

@@ -537,6 +537,7 @@ def test_a_task_export_is_scored_beside_its_tasks_teachers_only(world, built_run
     assert f"student {path} answers segmentation only: scored beside seg-a, seg-b; cls, depth left out" in out
     report = json.loads((tmp_path / "e.json").read_text())
     assert {r["teacher"] for r in report["tasks"]} == {"seg-a", "seg-b"}
+    assert "no teacher's eval names it" not in out  # the left-out teachers' eval sets left out too (a review)
 
 
 def test_a_student_file_moved_out_of_its_run_is_exported_beside_it(built_run, tmp_path):
