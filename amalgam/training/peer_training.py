@@ -34,6 +34,7 @@ from amalgam.teachers.model_sources import build_model
 from amalgam.teachers.teacher import to_input
 from amalgam.training.checkpoint import write_checkpoint
 from amalgam.training.optim import build_optimizer, build_scheduler
+from amalgam.training.runlock import release_in_worker
 
 
 class PeerGroup(nn.Module):
@@ -112,7 +113,9 @@ def train_peers(
     samples = min(train.samples_per_epoch or len(dataset), len(dataset))
     gen = torch.Generator().manual_seed(recipe.seed)
     sampler = RandomSampler(dataset, num_samples=samples, generator=gen)
-    loader = DataLoader(dataset, batch_size=train.batch_size, sampler=sampler, num_workers=train.workers)
+    loader = DataLoader(  # its workers let go of the run folder's lock, as the distillation loader's do
+        dataset, train.batch_size, sampler=sampler, num_workers=train.workers, worker_init_fn=release_in_worker
+    )
     prep = input_converter(recipe, device)
     opt = build_optimizer(model.parameters(), train)
     sched = build_scheduler(opt, train, max(1, train.epochs * len(loader)))

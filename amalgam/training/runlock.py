@@ -29,18 +29,26 @@ LOCK_NAME = ".lock"
 #: the descriptors of the locks this process holds: a forked DataLoader worker closes its copies
 #: (:func:`drop_in_child`), or it holds a SIGKILLed build's lock for seconds after (a requeued --resume
 #: was refused naming the dead build)
-_HELD: set[int] = set()
+_HELD: dict[int, tuple[int, int]] = {}  # descriptor -> (device, inode) of the lock file it names
 
 
 def drop_in_child() -> None:
     """Closes, in a forked child (a DataLoader worker), its copies of the parent's lock descriptors: the flock
-    then dies with the parent, as the parent's own copy is the last."""
-    for fd in list(_HELD):
+    then dies with the parent, as the parent's own copy is the last. A descriptor now naming another file
+    (its number reused) is left alone."""
+    for fd, identity in list(_HELD.items()):
         try:
-            os.close(fd)
+            stat = os.fstat(fd)
+            if (stat.st_dev, stat.st_ino) == identity:
+                os.close(fd)
         except OSError:
             pass
     _HELD.clear()
+
+
+def release_in_worker(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn`` that only lets go of the run folder's lock (:func:`drop_in_child`)."""
+    drop_in_child()
 
 
 class RunLock:
@@ -76,20 +84,25 @@ class RunLock:
                 raise AmalgamError(
                     f"{self.run_dir} is in use by another build ({holder}): wait for it, stop it, or pass --output"
                 ) from None
-        _HELD.add(self._file.fileno())
-        self._file.seek(0)
-        self._file.truncate()
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        holder["command"] = " ".join(sys.argv)
-        self._file.write(json.dumps(holder))
-        self._file.flush()
+        stat = os.fstat(self._file.fileno())
+        _HELD[self._file.fileno()] = (stat.st_dev, stat.st_ino)
+        try:
+            self._file.seek(0)
+            self._file.truncate()
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            holder["command"] = " ".join(sys.argv)
+            self._file.write(json.dumps(holder))
+            self._file.flush()
+        except BaseException:  # a full disk, a signal: the lock is let go, its descriptor forgotten
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         if self._file is not None:
             # closing releases the flock; the file stays: unlinking it would let a waiting build lock
             # the old file while a third one locks a new one
-            _HELD.discard(self._file.fileno())
+            _HELD.pop(self._file.fileno(), None)
             self._file.close()
             self._file = None
 
