@@ -142,13 +142,33 @@ def check_writable(path: Path, what: str) -> None:
 
 def zip_problem(path: Path) -> Optional[str]:
     """Why ``path`` is not a whole torch zip file (bad CRC, cut short, empty), or None: ``torch.load`` reads
-    a zeroed stretch of one into wrong weights without a word."""
+    a zeroed stretch of one into wrong weights without a word. A whole file's answer is kept by its path, size
+    and time, so a big teacher is read through once a process, not at every check."""
     try:
-        size = path.stat().st_size
-        if size == 0:
-            return "it is empty (0 bytes)"
+        stat = path.stat()
+    except OSError as exc:
+        return f"it is not a whole zip file ({exc or type(exc).__name__})"
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _WHOLE:
+        return None
+    problem = _zip_problem(path, stat.st_size)
+    if problem is None:
+        _WHOLE.add(key)
+    return problem
+
+
+#: (path, size, mtime) of the files :func:`zip_problem` found whole
+_WHOLE: set[tuple[str, int, int]] = set()
+
+
+def _zip_problem(path: Path, size: int) -> Optional[str]:
+    if size == 0:
+        return "it is empty (0 bytes)"
+    try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every entry and checks its CRC-32
         return f"entry '{bad}' fails its CRC check" if bad else None
+    except (NotImplementedError, RuntimeError) as exc:  # a compression or encryption zipfile cannot read: no torch file
+        return f"it is no torch file ({exc or type(exc).__name__})"
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         return f"it is not a whole zip file ({exc or type(exc).__name__})"

@@ -588,3 +588,22 @@ def test_a_teachers_input_size_that_is_not_square_is_said_as_height_and_width():
     assert wide.describe().startswith("size 48 high x 96 wide, 3 channels")
     square = ResolvedInput((64, 64), 3, [0.5] * 3, [0.5] * 3, "stretch", {"size": "recipe"})
     assert square.describe().startswith("size 64x64, 3 channels")
+
+
+def test_a_whole_teacher_file_is_read_through_once_and_a_foreign_zip_is_one_line(tmp_path, monkeypatch):
+    # a review: every check read a big checkpoint through again for its CRC; a zip of another compression raised
+    import zipfile
+
+    from amalgam import io
+
+    path = tmp_path / "t.pt"
+    torch.save(nn.Conv2d(3, 3, 1).state_dict(), path)
+    assert io.zip_problem(path) is None
+    monkeypatch.setattr(io, "_zip_problem", lambda *a: pytest.fail("read through again"))
+    assert io.zip_problem(path) is None
+    monkeypatch.undo()
+    odd = tmp_path / "odd.zip"
+    with zipfile.ZipFile(odd, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x", "y" * 100)
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", lambda self: (_ for _ in ()).throw(NotImplementedError("method")))
+    assert io.zip_problem(odd) == "it is no torch file (method)"

@@ -6,6 +6,7 @@ treated like the first Ctrl-C, and the process exits 143 (128 + 15) instead of 1
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -87,7 +88,8 @@ def terminate_as_interrupt() -> Iterator[None]:
     said in one line, a run folder that holds nothing resumable removed): it killed a build in its checks or
     final evaluation with no word, leaving a folder holding only its lock. Main thread only; the loop's own
     handler takes over inside it; the previous handler is put back after."""
-    if threading.current_thread() is not threading.main_thread():
+    # under torchrun a rank blocked in a collective cannot run a Python handler: SIGTERM keeps ending it at once
+    if threading.current_thread() is not threading.main_thread() or "TORCHELASTIC_RUN_ID" in os.environ:
         yield
         return
     previous = signal.signal(signal.SIGTERM, _terminated)
