@@ -454,10 +454,15 @@ def export(
     return path, diff
 
 
+def tolerance_of(tolerance: Optional[float]) -> float:
+    """The parity check's limit: ``--tolerance``, else :data:`DEFAULT_TOLERANCE`."""
+    return DEFAULT_TOLERANCE if tolerance is None else tolerance
+
+
 def _record_parity(work: Path, diff: Optional[float], tolerance: Optional[float]) -> None:
     """Adds the parity check to the ``.json`` (a file exported unchecked read the same as a checked one)."""
     meta = json.loads(meta_path(work).read_text())
-    limit = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    limit = tolerance_of(tolerance)
     meta["parity"] = {"checked": diff is not None, "max_diff": diff, "tolerance": limit if diff is not None else None}
     meta_path(work).write_text(json.dumps(meta, indent=1) + "\n")
 
@@ -508,7 +513,7 @@ def _within(diff: Optional[float], tolerance: Optional[float], path: Path) -> No
                 f" and --tolerance {tolerance} asks for it; leave --tolerance out to export it unchecked"
             )
         return
-    limit = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    limit = tolerance_of(tolerance)
     if not diff <= limit:  # NaN too
         raise ParityError(
             f"{path} differs from the PyTorch student by {diff:.2e} > {limit}: not written (a previous export there"
