@@ -57,6 +57,8 @@ class FromImage(nn.Module):
             return 100.0 * depth
         if self.mode == "millimetres":
             return 1000.0 * depth
+        if self.mode == "gamma":  # depth warped by a power, scaled back to metres by output_scale: its order kept
+            return depth**0.3
         if self.mode == "log_centimetres":
             return torch.log(100.0 * depth)
         if self.mode == "wants_half":  # trained on [-1, 1] inputs: the grey level is (x + 1) / 2
@@ -894,3 +896,12 @@ def test_both_beyond_names_the_factor_of_each_reading():
     assert "wrap teacher t to answer metres and set data.eval.<set>.depth_scale: 1000" in _both_beyond(
         "t", "log", 3000.0, 3000.0
     )
+
+
+def test_a_warped_depth_that_keeps_the_truths_order_is_warned_about(scenes):
+    # a trial: a sigmoid of depth read through a linear output_scale passed every check (delta1 0.51); here a power
+    _, said = plan_of(scenes, "gamma", output_scale=2.4)
+    (line,) = [w for w in warnings_in(said) if "follows its eval set's order" in w]
+    assert "but not its proportions" in line and "a warped reading" in line
+    _, said = plan_of(scenes, "metric")  # a competent one: nothing said
+    assert not [w for w in warnings_in(said) if "follows its eval set's order" in w]

@@ -398,6 +398,28 @@ def _hardly_follows(agreement: DepthAgreement) -> bool:
     return agreement.truth_spread > 1e-6 and not agreement.correlation >= WEAK_CORRELATION
 
 
+#: a teacher whose log depth follows the truth this closely (r) ...
+WARP_ORDER = 0.8
+#: ... with fewer of its pixels than this within 1.25x once each image is scaled to the truth's median, keeps
+#: the truth's order and not its proportions: a warped reading (quickstart's teacher: 0.96; a trial's sigmoid of
+#: depth scaled to metres: 0.51, passed every check)
+WARP_QUALITY = 0.7
+
+
+def _warped(teacher: str, agreement: DepthAgreement, quality: Optional[float]) -> str:
+    """The warning for depth that follows the truth's order but not its proportions (a sigmoid or min-max
+    normalised output read through a linear ``output_scale``), or ""."""
+    if quality is None or not agreement.correlation >= WARP_ORDER or quality >= WARP_QUALITY:
+        return ""
+    return (
+        f"teacher {teacher}'s depth follows its eval set's order (log-depth r {agreement.correlation:.2f}) but not"
+        f" its proportions: {quality:.0%} of pixels within 1.25x once each image is scaled to the truth's median"
+        f" (a competent teacher: 90% or more): a warped reading (a sigmoid or a normalisation of depth, read"
+        f" through a linear output_scale?); give teachers.{teacher} a factory that undoes it, or output: relative"
+        " or affine if its depth has no metric scale"
+    )
+
+
 def _weak_warning(teacher: str, agreement: DepthAgreement) -> str:
     r = "its depth is constant" if math.isnan(agreement.correlation) else f"log-depth r {agreement.correlation:.2f}"
     return (
@@ -751,6 +773,8 @@ class DepthTask(Task):
         # alone passes the relative test too, so that test is left to depth within the band
         if not (weak or scale) and agreement.best_fit[1] < RELATIVE_GAIN * agreement.rmse:
             weak += [_relative_warning(teacher, agreement)] if agreement.off_share >= RELATIVE_SHARE else []
+        if not (weak or scale) and (warped := _warped(teacher, agreement, self.reading_quality(kind, answers, truths))):
+            weak.append(warped)
         return EvalReading(said, weak, None, CHECK_RULE, repeated=scale)
 
     #: how the input probes name :meth:`reading_quality`
