@@ -905,3 +905,14 @@ def test_a_warped_depth_that_keeps_the_truths_order_is_warned_about(scenes):
     assert "but not its proportions" in line and "a warped reading" in line
     _, said = plan_of(scenes, "metric")  # a competent one: nothing said
     assert not [w for w in warnings_in(said) if "follows its eval set's order" in w]
+
+
+def test_a_teacher_without_an_eval_set_runs_once_for_its_unit_and_peer_checks(scenes, monkeypatch):
+    # a review: the unit check and the peer check each ran it over the same source images
+    from amalgam.distill import eval_checks
+
+    calls = []
+    real = eval_checks._plain_answer
+    monkeypatch.setattr(eval_checks, "_plain_answer", lambda plan, t, *a: calls.append(t.name) or real(plan, t, *a))
+    plan_of_two(scenes, "disparity", output="inverse", output_scale=1 / 16)
+    assert calls.count("u") == 4  # the 4 images of its source, once

@@ -518,60 +518,53 @@ def _plain_answer(plan: Plan, teacher: Teacher, sample: dict, size: Optional[tup
     return teacher.task.predict(out, size)[0]
 
 
-def check_reading_without_truth(plan: Plan, teacher: Teacher, log: Callable[[str], None] = print) -> None:
-    """A teacher with no eval set, run on :data:`READING_CHECK_IMAGES` images of its first source: what its
-    task makes of its values alone (:meth:`~amalgam.task.Task.unchecked_reading`) is warned of before training."""
-    if plan.sources is None or not plan.source_ids.get(teacher.name):
-        return
-    if type(teacher.task).unchecked_reading is Task.unchecked_reading:  # the task reads nothing from values alone
-        return
-    dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
-    size = tuple(plan.recipe.data.image_size) if teacher.task.dense else None
-    with with_originals(dataset):
-        indices = spread(len(dataset), READING_CHECK_IMAGES)
-        answers = [_plain_answer(plan, teacher, dataset[index], size) for index in indices]
-    for line in teacher.task.unchecked_reading(teacher.name, teacher.output_kind, answers):
-        said_before_training(plan, log, line)
-
-
-def check_against_peers(plan: Plan, log: Callable[[str], None] = print) -> None:
-    """Each teacher with no eval set against the first teacher of its task whose eval set confirmed its reading,
-    both run on :data:`READING_CHECK_IMAGES` images of its first source, where the task can compare them
-    (:meth:`~amalgam.task.Task.peer_reading`): a trial's disparity read as metres, beside a checked metric teacher,
-    took the student over without a word. Run once every reading with an eval set has passed.
+def check_without_truth(plan: Plan, log: Callable[[str], None] = print) -> None:
+    """Each teacher with no eval set, run once on :data:`READING_CHECK_IMAGES` images of its first source: what its
+    task makes of its values alone (:meth:`~amalgam.task.Task.unchecked_reading`) is warned of, and, where its task
+    can compare them (:meth:`~amalgam.task.Task.peer_reading`), it is checked against the first teacher of its task
+    whose eval set confirmed its reading, on the same images (a trial's disparity read as metres, beside a checked
+    metric teacher, took the student over without a word). Run once every reading an eval set judges has passed.
 
     Raises:
         RecipeError: on ``teachers.<name>.output`` when the task finds the reading wrong against its peer.
     """
     for teacher in plan.teachers.values():
-        if teacher.eval_name or type(teacher.task).peer_reading is Task.peer_reading:
+        if teacher.eval_name or plan.sources is None or not plan.source_ids.get(teacher.name):
             continue
-        peer = next(  # one whose reading its eval set confirmed: a 1.5x-off peer would misjudge a right teacher
-            (
-                t
-                for t in plan.teachers.values()
-                if t.task.name == teacher.task.name and t.name in plan.confirmed_readings
-            ),
-            None,
-        )
-        if peer is None or plan.sources is None or not plan.source_ids.get(teacher.name):
+        task = type(teacher.task)
+        alone = task.unchecked_reading is not Task.unchecked_reading
+        peer = _confirmed_peer(plan, teacher) if task.peer_reading is not Task.peer_reading else None
+        if not alone and peer is None:  # the task reads nothing from values alone, and has no peer to compare
             continue
         dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
         size = tuple(plan.recipe.data.image_size) if teacher.task.dense else None
         with with_originals(dataset):
             samples = [dataset[index] for index in spread(len(dataset), READING_CHECK_IMAGES)]
-        answers, peers = ([_plain_answer(plan, t, s, size) for s in samples] for t in (teacher, peer))
-        reading = teacher.task.peer_reading(
-            teacher.name, teacher.output_kind, answers, peer.name, peer.output_kind, peers
-        )
-        if reading is None:
-            continue
-        log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {reading.said}")
-        teacher.notes.append(f"checked {reading.said}")
-        if reading.problem:
-            raise RecipeError(f"teachers.{teacher.name}.output", reading.problem)
-        for line in reading.warnings:
+        answers = [_plain_answer(plan, teacher, sample, size) for sample in samples]
+        for line in teacher.task.unchecked_reading(teacher.name, teacher.output_kind, answers) if alone else ():
             said_before_training(plan, log, line)
+        if peer is not None:
+            _check_against(plan, teacher, answers, peer, [_plain_answer(plan, peer, s, size) for s in samples], log)
+
+
+def _confirmed_peer(plan: Plan, teacher: Teacher) -> Optional[Teacher]:
+    """The first teacher of ``teacher``'s task whose reading its eval set confirmed (a 1.5x-off peer would
+    misjudge a right teacher), or None."""
+    same = (t for t in plan.teachers.values() if t.task.name == teacher.task.name)
+    return next((t for t in same if t.name in plan.confirmed_readings), None)
+
+
+def _check_against(plan: Plan, teacher: Teacher, answers: list, peer: Teacher, peers: list, log) -> None:
+    """:meth:`~amalgam.task.Task.peer_reading` of ``teacher``'s answers against ``peer``'s on the same images."""
+    reading = teacher.task.peer_reading(teacher.name, teacher.output_kind, answers, peer.name, peer.output_kind, peers)
+    if reading is None:
+        return
+    log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) checked {reading.said}")
+    teacher.notes.append(f"checked {reading.said}")
+    if reading.problem:
+        raise RecipeError(f"teachers.{teacher.name}.output", reading.problem)
+    for line in reading.warnings:
+        said_before_training(plan, log, line)
 
 
 def check_eval_set(

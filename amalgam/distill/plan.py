@@ -20,11 +20,10 @@ from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: impor
     ReadingStop,
     absent_labels,
     blind_line,
-    check_against_peers,
     check_eval_set,
     check_label_order_on_eval,
     check_reading_on_eval,
-    check_reading_without_truth,
+    check_without_truth,
     eval_answers,
     outside_labels,
     per_class_picks,
@@ -381,10 +380,9 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
             )
             log(f"teacher '{teacher.name}' reading ({teacher.output_kind}) {unchecked}")
             teacher.notes.append(unchecked)
-            check_reading_without_truth(plan, teacher, log)
     if misread:
         raise misread_error(plan, misread)
-    check_against_peers(plan, log)  # once every reading an eval set can judge has passed
+    check_without_truth(plan, log)  # once every reading an eval set judges has passed: the peers are known
     check_flip_wraps(plan)  # a flip wrap on left/right labels: refused whatever the augmentation does
     from amalgam.labels.suggest import order_lines_before_training  # it reads the plan: imported when used
 
