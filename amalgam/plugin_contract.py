@@ -13,11 +13,12 @@ import inspect
 import os
 import traceback
 from functools import lru_cache
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 
 from amalgam.errors import AmalgamError, count_of, error_line
+from amalgam.registry import BUILT_IN_PACKAGES
 
 #: class attributes every task must set, and their type (the others have defaults on ``Task``)
 REQUIRED_ATTRIBUTES: dict[str, type] = {"name": str, "dense": bool, "target_key": str, "metric": str}
@@ -229,10 +230,6 @@ def mirror_note(task: Any) -> str:
     return "mirror: default (unchanged, one answer per image)"
 
 
-#: top-level packages of amalgam's own tasks: a failure inside them is amalgam's (a traceback)
-BUILT_IN_PACKAGES = ("amalgam", "amalgam_tasks")
-
-
 def is_built_in(cls: type) -> bool:
     """Whether a task class is one of amalgam's own."""
     return getattr(cls, "__module__", "").split(".")[0] in BUILT_IN_PACKAGES
@@ -254,8 +251,15 @@ def plugin_modules() -> dict[str, str]:
     return found
 
 
-def plugin_error_line(exc: BaseException) -> Optional[str]:
-    """One line naming the task plugin, its hook and where in its code ``exc`` was raised, when the
+class PluginFailure(NamedTuple):
+    """A failure inside a task plugin's code: the hook amalgam called, and the one line that says it."""
+
+    hook: str
+    line: str
+
+
+def plugin_failure(exc: BaseException) -> Optional[PluginFailure]:
+    """The hook and one line naming the task plugin and where in its code ``exc`` was raised, when the
     traceback passes through a loaded plugin's code; None otherwise (amalgam's own failures keep their
     traceback, a network's stays the teacher's). A plugin's bug read as amalgam's traceback, late, named no
     plugin. The outermost frame in a plugin's modules decides: a method of an ``nn.Module`` there is a teacher
@@ -275,7 +279,14 @@ def plugin_error_line(exc: BaseException) -> Optional[str]:
     if not hits:
         return None
     (called, _, _, label), (_, filename, lineno, _) = hits[0], hits[-1]
-    return (
+    line = (
         f"{label} raised in its {called} ({os.path.basename(filename)}:{lineno}):"
         f" {type(exc).__name__}: {error_line(exc)} (--debug shows the traceback)"
     )
+    return PluginFailure(called, line)
+
+
+def plugin_error_line(exc: BaseException) -> Optional[str]:
+    """:func:`plugin_failure`'s line, or None."""
+    failure = plugin_failure(exc)
+    return failure.line if failure else None

@@ -76,11 +76,15 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
+#: top-level packages of amalgam's own objects: a failure inside them is amalgam's, an origin there "amalgam"
+BUILT_IN_PACKAGES = ("amalgam", "amalgam_tasks")
+
+
 def _origin_of(obj: object) -> str:
     """Where an object registered from code came from: amalgam, or its ``module:qualname`` (a user's
     class added without an origin was listed as amalgam's own)."""
     module = getattr(obj, "__module__", None) or ""
-    if module.split(".")[0] in ("amalgam", "amalgam_tasks"):
+    if module.split(".")[0] in BUILT_IN_PACKAGES:
         return "amalgam"
     return f"{module}:{getattr(obj, '__qualname__', type(obj).__qualname__)}" if module else "amalgam"
 

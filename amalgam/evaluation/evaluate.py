@@ -28,7 +28,7 @@ from amalgam.evaluation.per_class import (
 )
 from amalgam.labels import IGNORE, LabelSpace, lookup, projection
 from amalgam.labels.names import CATCH_ALL_NAMES, fold
-from amalgam.plugin_contract import is_built_in, plugin_error_line, require_metric
+from amalgam.plugin_contract import is_built_in, plugin_failure, require_metric
 from amalgam.students.build import StudentSpec, count_params
 from amalgam.students.serialize import at_chosen_size, run_student
 from amalgam.task import Task, map_size
@@ -449,12 +449,12 @@ def trial_scoring(plan: Plan, student: nn.Module, device: torch.device, log: Cal
     except AmalgamError as exc:
         raise AmalgamError(f"{exc} (found before training, scoring {TRIAL_IMAGES} eval images)") from exc
     except Exception as exc:
-        if (line := plugin_error_line(exc)) is None:
+        if (failure := plugin_failure(exc)) is None:
             raise
-        if " raised in its compute (" in line:  # a metric 2 images cannot give (an AUC of one class): said only
-            log(f"warning: {line}; on {TRIAL_IMAGES} eval images before training (the whole set may score)")
+        if failure.hook == "compute":  # a metric 2 images cannot give (an AUC of one class): said only
+            log(f"warning: {failure.line}; on {TRIAL_IMAGES} eval images before training (the whole set may score)")
             return
-        raise AmalgamError(f"{line}; found before training, scoring {TRIAL_IMAGES} eval images") from exc
+        raise AmalgamError(f"{failure.line}; found before training, scoring {TRIAL_IMAGES} eval images") from exc
 
 
 def _evaluate(
