@@ -60,6 +60,7 @@ from amalgam.students.serialize import load_student as _load_student
 from amalgam.students.serialize import peers_note, stored_recipe
 from amalgam.training.engine import resolve_device
 from amalgam.training.progress import Console
+from amalgam.training.runlock import RESUME_FIX, unfinished
 from amalgam.training.runtime import keeps_callers_state
 
 #: wrappers whose student, with its ``spec``, ``label_spaces`` and ``image_size``, is their ``.module``
@@ -505,8 +506,8 @@ def load_student(
 
 def _unfinished_hint(run_dir: Path) -> str:
     """What to do with a run folder that holds no finished run: resume it, or build it."""
-    if (run_dir / "checkpoint.pt").is_file():
-        return " (an unfinished build: finish it with amalgam build <recipe> --resume)"
+    if unfinished(run_dir):
+        return f" (an unfinished build: {RESUME_FIX})"
     return " (amalgam build writes one; amalgam eval <recipe> --student <file> scores a student alone)"
 
 

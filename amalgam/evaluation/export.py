@@ -36,6 +36,7 @@ from amalgam.students.serialize import (
 )
 from amalgam.task import Task, get_task, task_names
 from amalgam.task import output_meaning as generic_output_meaning
+from amalgam.training.runlock import RESUME_FIX, UNFINISHED, unfinished
 
 
 class TaskOutputs(nn.Module):
@@ -412,11 +413,8 @@ def export(
         raise AmalgamError(problem)
     if tolerance is not None and not tolerance >= 0:
         raise AmalgamError(f"--tolerance: a max difference is 0 or more, got {tolerance}")
-    if not student_file.exists() and (Path(run_dir) / "checkpoint.pt").exists():
-        raise AmalgamError(
-            f"{run_dir} is an unfinished run (a checkpoint.pt, no student.pt): finish it with amalgam build"
-            " <recipe> --resume, then export"
-        )
+    if not student_file.exists() and unfinished(run_dir):
+        raise AmalgamError(f"{run_dir} is an unfinished run ({UNFINISHED}): {RESUME_FIX}, then export")
     student, spaces = load_student(student_file)
     if student.image_size is None:
         raise AmalgamError(f"{student_file} holds no recipe: its input size is unknown")

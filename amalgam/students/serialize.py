@@ -17,6 +17,7 @@ from amalgam.io import atomic_save, file_digest
 from amalgam.labels import LabelSpace
 from amalgam.students.build import StudentSpec, build_student
 from amalgam.training.checkpoint import zip_problem
+from amalgam.training.runlock import RESUME_FIX, UNFINISHED, unfinished
 
 
 def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recipe: dict, path: Path) -> None:
@@ -111,11 +112,8 @@ def _read_student_file(path: Path) -> dict:
         AmalgamError: one line when the file is missing, damaged, unreadable or not a student file.
     """
     if path.is_dir():  # a run folder: its student is inside
-        if not (path / "student.pt").is_file() and (path / "checkpoint.pt").is_file():  # said to pass a missing file
-            raise AmalgamError(
-                f"{path} is an unfinished build (a checkpoint.pt, no student.pt): finish it with amalgam build"
-                " <recipe> --resume"
-            )
+        if unfinished(path):  # not told to pass a student file it does not hold
+            raise AmalgamError(f"{path} is an unfinished build ({UNFINISHED}): {RESUME_FIX}")
         raise AmalgamError(f"{path} is a folder: pass its student file, {path / 'student.pt'}")
     if not path.is_file():
         raise AmalgamError(f"student file not found: {path}{peers_note(path.parent)}")

@@ -138,6 +138,17 @@ class NewRunFolder:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+#: what a run folder a build left unfinished holds, and what to do with it (export, eval and report say it)
+UNFINISHED = "a checkpoint.pt, no student.pt"
+RESUME_FIX = "finish it with amalgam build <recipe> --resume"
+
+
+def unfinished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a build that stopped before its student: a checkpoint to resume, no student.pt."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and not (run_dir / "student.pt").is_file() and resumable(run_dir) is not None
+
+
 def resumable(run_dir: Path) -> Optional[Path]:
     """The checkpoint a run folder holds, if any."""
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
