@@ -796,6 +796,12 @@ def test_the_whole_label_space_row_of_relative_and_affine_teachers_is_fitted_not
     meter = unified_meter(SimpleNamespace(teachers=teachers), task, None)
     assert isinstance(meter, RelativeDepthMeter) and meter.inverse
     assert task.unified_reading(["metric", "relative"]) is None and task.unified_reading(["affine"] * 2) == "affine"
+    plan = SimpleNamespace(teachers=teachers)
+    from amalgam.evaluation.evaluate import unified_reading_line
+
+    assert unified_reading_line(plan, task, "v") == (  # the rule chosen is said in the log (a review)
+        "the student's whole-label-space depth row on 'v': scored as relative (its teachers read affine, relative)"
+    )
     teachers["b"].output_kind = "metric"  # a metric teacher beside: the student learns metres, scored so
     assert type(unified_meter(SimpleNamespace(teachers=teachers), task, None)) is DepthMeter
 

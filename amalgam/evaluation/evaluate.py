@@ -513,6 +513,8 @@ def _evaluate(
             if scorer.with_unified:
                 task = scorer.teacher.task.name
                 row = {"task": task, "eval": set_name, "metrics": unified[task]}
+                if said := unified_reading_line(plan, scorer.teacher.task, set_name):  # a rule chosen: said
+                    log(said)
                 if spaces.get(task) is not None:  # per-class lists are in this order, which is not sorted
                     row["classes"] = list(spaces[task].names)
                 found = scorer.unified_unscored
@@ -680,11 +682,30 @@ def unscored_in_space(classes: list[str], lut: list[int], extent: dict[str, froz
     return [Unscored(name, tuple(sorted(extent.get(name, ())))) for name, index in zip(classes, lut) if index == IGNORE]
 
 
+def unified_kind(plan: Plan, task) -> Optional[str]:
+    """The reading a task's whole-label-space row is scored as (``Task.unified_reading`` of its teachers'), or
+    None: the task's own meter."""
+    return task.unified_reading([t.output_kind for t in plan.teachers.values() if t.task.name == task.name])
+
+
 def unified_meter(plan: Plan, task, num_classes: Optional[int]):
     """The meter of a task's whole-label-space row: the one of the reading the task names for its teachers'
-    (``Task.unified_reading``: a student taught by relative depth alone knows no metric scale), else its own."""
-    kind = task.unified_reading([t.output_kind for t in plan.teachers.values() if t.task.name == task.name])
+    (a student taught by relative depth alone knows no metric scale), else its own."""
+    kind = unified_kind(plan, task)
     return task.new_meter(num_classes) if kind is None else task.reading_meter(num_classes, kind)
+
+
+def unified_reading_line(plan: Plan, task, set_name: str) -> Optional[str]:
+    """Where the row is scored as a reading not every teacher of the task has (relative and affine teachers: as
+    relative), the rule, said; else None."""
+    kind = unified_kind(plan, task)
+    readings = sorted({t.output_kind for t in plan.teachers.values() if t.task.name == task.name})
+    if kind is None or readings == [kind]:
+        return None
+    return (
+        f"the student's whole-label-space {task.name} row on '{set_name}': scored as {kind} (its teachers read"
+        f" {', '.join(readings)})"
+    )
 
 
 def restrict(meters: list, lut: torch.Tensor, num_classes: int) -> None:
