@@ -203,6 +203,12 @@ def test_the_json_says_which_sizes_an_export_takes(built_run, tmp_path, capsys):
     meta = json.loads((tmp_path / "s.ts.json").read_text())
     assert meta["input"]["shape"] == ["batch", 3, 32, 32]
     assert meta["input"]["sizes"].startswith("any height and width that are multiples of 32 (nothing is padded);")
+    # the same in fields a program reads (contract 4): the prose alone left a deployment to parse English
+    assert (meta["input"]["trained_size"], meta["input"]["size_multiple"], meta["input"]["other_sizes"]) == (
+        [32, 32],
+        32,
+        True,
+    )
     assert " at 64x64)" in out_line(capsys.readouterr().out)  # parity checked at a second size too
     # the file and its .json are renamed one after the other: the .json names the file it belongs to
     assert meta["file"] == {"name": "s.ts", "sha256": file_digest(path)}
@@ -229,6 +235,11 @@ def test_a_student_taking_its_trained_size_only_exports_and_says_so(built_run, t
     assert "(the student takes 32x32 only)" in capsys.readouterr().out
     meta = json.loads((tmp_path / "s.ts.json").read_text())
     assert meta["input"]["sizes"] == "only 32x32: the student does not run at another size"
+    assert (meta["input"]["trained_size"], meta["input"]["size_multiple"], meta["input"]["other_sizes"]) == (
+        [32, 32],
+        None,
+        False,
+    )
     assert meta["file"] == {"name": "s.ts", "sha256": file_digest(path)}
 
 
@@ -363,7 +374,8 @@ def test_a_task_export_of_a_classifier_takes_sizes_off_the_dense_stride(built_ru
     assert main(["export", str(built_run), "--task", "classification", "--output", str(path), "--quiet"]) == 0
     (out,) = torch.jit.load(str(path))(torch.rand(1, 3, 48, 40))
     assert out.shape == (1, 2)
-    assert "any height and width; " in json.loads((tmp_path / "cls.ts.json").read_text())["input"]["sizes"]
+    meta = json.loads((tmp_path / "cls.ts.json").read_text())["input"]
+    assert "any height and width; " in meta["sizes"] and (meta["size_multiple"], meta["other_sizes"]) == (None, True)
 
 
 def test_the_onnx_gate_finds_a_nan_anywhere_in_an_image(tmp_path):
@@ -504,11 +516,24 @@ def test_the_json_records_the_parity_check_orientation_bit_depth_and_its_contrac
     path = tmp_path / "s.ts"
     assert main(["export", str(built_run), "--output", str(path), "--quiet"]) == 0
     meta = json.loads(Path(str(path) + ".json").read_text())
-    assert meta["contract"] == 3 and meta["parity"]["checked"] and meta["parity"]["tolerance"] > 0
+    assert meta["contract"] == 4 and meta["parity"]["checked"] and meta["parity"]["tolerance"] > 0
     assert 0 <= meta["parity"]["max_diff"] <= meta["parity"]["tolerance"]
     assert "exif_transpose" in meta["input"]["orientation"] and "value / 257" in meta["input"]["bit_depth"]
     assert meta["input"]["checks"].startswith("raises torch.jit.Error naming the problem (not a RuntimeError")
     assert not issubclass(torch.jit.Error, RuntimeError)  # why it says so (torch 2.x)
+
+
+@pytest.mark.parametrize("size", [(24, 20), (80, 72)])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_the_jsons_interpolate_arguments_are_amalgams_own_resize(size, dtype):
+    # a deployment resizing with input.interpolate feeds the export what amalgam fed the student, shrinking or not
+    from amalgam.data.views import resize
+    from amalgam.evaluation.export import INTERPOLATE
+
+    image = torch.randint(0, 256, (1, 3, 37, 45), dtype=torch.uint8)
+    image = image if dtype == torch.uint8 else image / 255.0
+    theirs = torch.nn.functional.interpolate(image, size=size, **INTERPOLATE)
+    assert torch.allclose(theirs.float(), resize(image, size).float(), rtol=0, atol=1e-5)  # uint8: equal
 
 
 def test_amalgam_eval_refuses_an_export_beside_another_exports_json(world, built_run, tmp_path, capsys):

@@ -216,9 +216,13 @@ PREPROCESS = {
     "bit_depth": "a 16-bit grey image is brought to 8 bits as round(value / 257) before the resize, as amalgam"
     " reads it (PIL's convert('L') clips it instead)",
 }
-#: the .json's contract version: 3 (2026-12-05) adds input.orientation, input.bit_depth and parity; 2 (2026-12-04)
-#: each labelled output's background; a program checks it before reading fields of a later version
-CONTRACT = 3
+#: the resize of ``PREPROCESS["resize"]`` as the arguments of torch.nn.functional.interpolate (``input.interpolate``)
+INTERPOLATE = {"mode": "bilinear", "align_corners": False, "antialias": True}
+#: the .json's contract version: 4 (2026-12-05) adds input.trained_size, size_multiple, other_sizes and
+#: interpolate (what sizes and resize say in words, for programs); 3 (2026-12-05) input.orientation,
+#: input.bit_depth and parity; 2 (2026-12-04) each labelled output's background; a program checks it before
+#: reading fields of a later version
+CONTRACT = 4
 
 
 #: what each format's file does with input it would misread (the .json's ``input.checks``)
@@ -327,6 +331,10 @@ def export_meta(
             "channels": "RGB",
             "grey": GREY,
             "sizes": sizes,
+            "trained_size": list(size),
+            "size_multiple": multiple if other else None,
+            "other_sizes": other,
+            "interpolate": dict(INTERPOLATE),
             **PREPROCESS,
             **({"checks": CHECKS[fmt]} if fmt in CHECKS else {}),
         },
