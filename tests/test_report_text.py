@@ -34,6 +34,10 @@ def test_report_md_says_the_budget_in_words_and_one_epoch_in_the_singular():
     for epochs, said in ((1, "Training: 1 epoch, 2.0 s"), (3, "Training: 3 epochs, 2.0 s")):
         report["train"] = {"epochs": epochs, "seconds": 2.0, "images_per_second": 9.0}
         assert said in to_markdown(report)
+    # the latency table and the budget line name their estimators: a trial read 13.8 against 4.97 ms as a contradiction
+    assert "| model | params | latency b1 (ms/img, median of 5) |" in to_markdown(report)
+    tree["budget"] |= {"cpu_b1_ms": 2.0}
+    assert "latency at most 2.5 ms, measured 2.00 ms on a CPU (the fastest of 7 runs))." in "".join(tree_markdown(tree))
 
 
 def test_a_compact_students_budget_verdict_is_in_report_md():
