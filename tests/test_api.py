@@ -271,6 +271,26 @@ def test_evaluate_says_when_the_recipes_teachers_are_not_the_ones_the_student_wa
     assert "teachers.cls.input.std" in said
 
 
+def test_evaluate_says_when_a_student_file_is_older_than_its_resize_and_limit_records(
+    world, built_run, tmp_path, capsys
+):
+    # a trial: a student of 2026-12-01 scored 0.5829 against its report's 0.6514, on other images of a limited
+    # eval set (limit then kept the first files), and a little otherwise under the new resize, without a word
+    capsys.readouterr()
+    amalgam.evaluate(world, built_run / "student.pt", ["data.eval.scenes-val.limit=4"])
+    assert "records neither its resize" not in capsys.readouterr().out  # today's file: nothing to say
+    blob = torch.load(built_run / "student.pt", weights_only=True)
+    del blob["made"]
+    old = tmp_path / "old.pt"
+    torch.save(blob, old)
+    amalgam.evaluate(world, old)
+    said = capsys.readouterr().out
+    assert f"note: {old} records neither its resize nor how limit picked its images" in said
+    assert "kept the first images" not in said  # no limit set: the same images
+    amalgam.evaluate(world, old, ["data.eval.scenes-val.limit=4"])
+    assert "before 2026-12-03, data.eval.scenes-val.limit kept the first images" in capsys.readouterr().out
+
+
 def test_a_build_gives_the_caller_its_random_streams_and_global_modes_back(world, tmp_path):
     # a user trial: a random search drawing lr from np.random tried one value after every build (the build
     # seeded the streams and left them so); deterministic mode stayed on; a float64 default made a

@@ -113,6 +113,17 @@ def test_load_student_errors(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(AmalgamError, match="is not an amalgam student file"):
         load_student(tmp_path / "other.pt")
+    # a trial passed a run's checkpoint.pt: told what it is, and where the student is or how to get it
+    torch.save({"epoch": 1, "student": {}, "optimizer": {}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(AmalgamError, match="checkpoint.pt is a training checkpoint of amalgam build, not a student"):
+        load_student(tmp_path / "checkpoint.pt")
+    with pytest.raises(
+        AmalgamError, match=r"finish it with amalgam build <recipe> --resume, then load its student.pt$"
+    ):
+        load_student(tmp_path / "checkpoint.pt")
+    (tmp_path / "student.pt").write_bytes(b"")
+    with pytest.raises(AmalgamError, match=f"the run's student is {tmp_path / 'student.pt'}$"):
+        load_student(tmp_path / "checkpoint.pt")
 
 
 def test_average_students_means_the_weights_and_refuses_another_architecture(tmp_path):

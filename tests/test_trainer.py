@@ -121,6 +121,26 @@ def test_a_resume_says_a_source_folder_that_changed_since(fresh_world, tmp_path)
     assert any(line.startswith(expected.removeprefix("warning: ")) for line in again.warnings), again.warnings
 
 
+def test_resuming_a_checkpoint_from_before_spread_limits_warns_where_a_limit_is_set(world, tmp_path):
+    # a trial: a checkpoint of 2026-12-01 trained on the first 400 scenes; resumed, it drew every 20th, unsaid
+    first = trainer_for(world, tmp_path / "a")
+    first.callbacks.clear()
+    first.train_one_epoch(1)
+    state = first.state_dict()
+    del state["sources"]  # as a checkpoint written before sources were recorded
+    said = []
+    trainer_for(world, tmp_path / "b", log=said.append).load_state_dict(state)
+    assert not [line for line in said if ".limit keeps its images spread" in line]  # no limit: the same images
+    said.clear()
+    limited = trainer_for(world, tmp_path / "c", ["data.sources.scenes.limit=8"], log=said.append)
+    limited.load_state_dict(state)
+    expected = (
+        "warning: data.sources.scenes.limit keeps its images spread evenly over the sorted files since 2026-12-03"
+    )
+    assert any(line.startswith(expected) for line in said), said
+    assert any(line.startswith(expected) for line in limited.resume_warnings)  # kept for report.json
+
+
 def test_every_epoch_renews_the_other_ranks_streams_from_the_seed_and_epoch(world, tmp_path, monkeypatch):
     # seeded once, a resumed rank drew other dropout masks than the uninterrupted run's
     from amalgam.training import trainer as trainer_module

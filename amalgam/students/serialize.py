@@ -12,6 +12,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
+from amalgam.data.views import RESIZE_VERSION
 from amalgam.errors import AmalgamError, RecipeError, error_line
 from amalgam.io import atomic_save, file_digest
 from amalgam.labels import LabelSpace
@@ -35,9 +36,21 @@ def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recip
                 for t, s in spaces.items()
             },
             "recipe": recipe,
+            "made": made_with(),
         },
         path,
     )
+
+
+def made_with() -> dict:
+    """How the images a student saw were made: its resize and how ``limit`` picked them. A file without
+    it is older than both records, and may have trained and been scored on other pixels and images."""
+    return {"resize_version": RESIZE_VERSION, "limit": "spread"}
+
+
+def student_made(path: str | Path) -> Optional[dict]:
+    """A ``student.pt``'s :func:`made_with` record (None: a file written before it was kept)."""
+    return _read_student_file(Path(path)).get("made")
 
 
 def init_student(student: nn.Module, spaces: dict[str, LabelSpace | None], path: Path) -> None:
@@ -131,6 +144,13 @@ def _read_student_file(path: Path) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise AmalgamError(f"cannot read student file {path}: {error_line(exc)}") from None
+    if isinstance(blob, dict) and {"epoch", "student", "optimizer"} <= set(blob):
+        # a trial passed a run's checkpoint.pt: "not an amalgam student file" left it there
+        done = (path.parent / "student.pt").is_file()
+        fix = (
+            f"the run's student is {path.parent / 'student.pt'}" if done else f"{RESUME_FIX}, then load its student.pt"
+        )
+        raise AmalgamError(f"{path} is a training checkpoint of amalgam build, not a student file: {fix}")
     if not isinstance(blob, dict) or blob.get("format") != "amalgam-student/1":
         raise AmalgamError(f"{path} is not an amalgam student file")
     return blob

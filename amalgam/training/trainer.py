@@ -344,7 +344,7 @@ class Trainer:
         self.epoch = state["epoch"]
         self._resume_precision(state.get("precision"))
         self._resume_resize(state.get("resize_version"))
-        found = source_changes(state.get("sources"), self.source_prints)
+        found = source_changes(state.get("sources"), self.source_prints, limited_sources(self.plan.recipe))
         for line in found:  # and in report.json: the student is not the uninterrupted one
             self.log(line)
         self.resume_warnings = list(state.get("resume_warnings", [])) + found  # an earlier resume's kept
@@ -376,9 +376,26 @@ class Trainer:
             self.result.precision = "mixed"
 
 
-def source_changes(before: Optional[dict], now: dict) -> list[str]:
-    """A line per source whose images changed since a resumed run started (none for checkpoints
-    from before sources were recorded): the rest of the run draws from the sources as they are now."""
+#: since when ``limit`` keeps N files spread evenly (the first N before), and sources are recorded in checkpoints
+SPREAD_LIMIT_SINCE = "2026-12-03"
+
+
+def limited_sources(recipe) -> list[str]:
+    """The training sources whose ``limit`` is set, by name."""
+    return [name for name, source in recipe.data.sources.items() if source.limit is not None]
+
+
+def source_changes(before: Optional[dict], now: dict, limited: Sequence[str] = ()) -> list[str]:
+    """A line per source whose images changed since a resumed run started: the rest of the run draws
+    from the sources as they are now. A checkpoint from before sources were recorded is from before
+    ``limit`` spread its images: a line per ``limited`` source, which may draw other images now."""
+    if before is None:
+        return [
+            f"warning: data.sources.{name}.limit keeps its images spread evenly over the sorted files since"
+            f" {SPREAD_LIMIT_SINCE}; this checkpoint, which records no sources, is older, when it kept the first"
+            " ones: the resumed epochs may draw other images than the epochs before"
+            for name in limited
+        ]
     lines = []
     for name, then in (before or {}).items():
         current = now.get(name)
