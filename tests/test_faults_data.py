@@ -260,7 +260,7 @@ def test_a_classes_txt_numbered_from_1_asks_for_value_0s_name_not_a_renumbering(
     disc = np.zeros((4, 4), np.uint8)
     disc[1:3, 1:3] = 2
     cfg = dense_set(tmp_path, [disc], "1 wall\n2 building\n")
-    with pytest.raises(AmalgamError, match=r"they are the label maps' values, .* add value 0's \(e.g. '0 other'"):
+    with pytest.raises(AmalgamError, match=r"they are the label maps' values, so every value from 0 to 2 needs its line; missing: 0 \(e.g. '0 unl"):
         build_said(cfg)
 
 
@@ -277,6 +277,12 @@ def test_a_classes_txt_naming_the_ignore_value_255_is_read_without_it():
         assert read_names(path, map_values=True) == ["background", "disc", "square"]
         path.write_text("0 background\n1 disc\n255 void\n3 square\n")  # a gap stays refused
         with pytest.raises(AmalgamError, match="do not run 0 to 2"):
+            read_names(path, map_values=True)
+        # a trial's Cityscapes-like ids with value 0 listed were told to add value 0: the missing ones are named
+        path.write_text("0 unlabeled\n7 road\n24 person\n")
+        with pytest.raises(
+            AmalgamError, match=r"every value from 0 to 24 needs its line; missing: 1, 2, 3, 4, 5, 6, 8,"
+        ):
             read_names(path, map_values=True)
 
 

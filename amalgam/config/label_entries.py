@@ -131,9 +131,14 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
         shown = ", ".join(map(str, ids[:6])) + (", ..." if len(ids) > 6 else "")
         head = f"every line of {path} starts with a number ({shown}), but they do not run 0 to {len(ids) - 1}"
         if map_values:  # renumbering from 0 would name every value after the next class
+            missing = sorted(set(range(max(ids) + 1)) - set(ids))
+            shown = ", ".join(map(str, missing[:8])) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            example = "'0 unlabeled' where 0 is not annotated (not scored), '0 background' where it is"
             raise AmalgamError(
-                f"{head}: they are the label maps' values, so each value needs its line: add value 0's (e.g. '0"
-                " other' where 0 is unlabeled; renumbering would shift every class by one)"
+                f"{head}: they are the label maps' values, so every value from 0 to {max(ids)} needs its line;"
+                f" missing: {shown} (e.g. {example}; renumbering would shift the classes)"
+                if missing
+                else f"{head}: a value is given twice"
             )
         raise AmalgamError(
             f"{head}: if they are output indices, number from 0; if they are part of the names, give the labels"

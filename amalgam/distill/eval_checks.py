@@ -38,6 +38,7 @@ from amalgam.errors import AmalgamError, RecipeError
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, missing_labels
+from amalgam.labels.names import IGNORE_NAMES, fold
 from amalgam.labels.relations import unnamed_label_lines
 from amalgam.task import Task, map_size
 from amalgam.teachers.inputs import RECIPE, answer_views
@@ -572,11 +573,13 @@ def check_eval_set(
     dataset: ImageSet,
     extent: Optional[dict[str, frozenset[str]]] = None,
     log: Callable[[str], None] = print,
+    warn: Optional[Callable[[str], None]] = None,
 ) -> None:
     """The eval set must hold the teacher's kind of ground truth and some of its labels.
 
     Labels match by name or through the label relations (``extent``). A teacher whose labels are
-    only partly in the set is scored on those, and one line says which are absent.
+    only partly in the set is scored on those, and one line says which are absent. ``warn`` (default:
+    ``log`` with ``warning:``) takes the lines a report must carry too.
     """
     path = f"teachers.{teacher.name}.eval"
     key = teacher.task.target_key
@@ -615,7 +618,16 @@ def check_eval_set(
     where = f"teacher '{teacher.name}' on '{teacher.eval_name}'"
     if unscored:
         log(f"{where}: not scored on the set's classes it has no label for: {shorten(unscored)}")
-    if as_background:
+    unannotated = [c for c in as_background if fold(c) in IGNORE_NAMES]
+    if unannotated:  # a trial's Cityscapes-like '0 unlabeled' borders read mIoU 0.547 against 0.678 ignored
+        (warn or (lambda line: log(f"warning: {line}")))(
+            f"{where}: the set's {shorten(unannotated)} count{'s' if len(unannotated) == 1 else ''} as its"
+            " background, as every class outside its labels does: where it marks pixels nobody annotated"
+            " (Cityscapes' and COCO-Stuff's 'unlabeled'), the teacher's right answers there are scored wrong;"
+            " write those pixels as 255 (ignore) in the maps to leave them unscored, or name the class"
+            " 'background' in the set's classes where it is background"
+        )
+    if as_background := [c for c in as_background if c not in unannotated]:
         log(f"{where}: the set's classes outside its labels count as its background: {shorten(as_background)}")
 
 

@@ -361,7 +361,10 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
         one_meaning(same_task, eval_name, plan.eval_sets[eval_name].classes, unified.known() if unified else ())
     for teacher in plan.teachers.values():
         if teacher.eval_name:
-            check_eval_set(teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log)
+            check_eval_set(
+                teacher, plan.eval_sets[teacher.eval_name], plan.extents(teacher.task.name), log,
+                warn=partial(said_before_training, plan, log),
+            )  # fmt: skip
             try:
                 check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
             except ReadingStop as exc:
