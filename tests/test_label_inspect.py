@@ -448,3 +448,23 @@ def test_the_whole_label_space_row_names_the_sets_classes_no_teacher_knows_score
     (row,) = json.loads((on_path / "run" / "report.json").read_text())["unified"]
     assert row["as_background"] == ["purple"]
     assert "row on 'val': purple, which no teacher knows, scored as the background" in out.out + out.err
+
+
+def test_the_label_order_survey_is_sized_to_the_labels_and_pairs_teachers_related_by_the_recipe():
+    # a trial: 128 images left each label of a 10-class pair under the 20 answers it needs, so a swapped pair
+    # passed unjudged and unsaid; teachers sharing classes through relations only were never compared
+    from types import SimpleNamespace
+
+    from amalgam.labels import LabelSpace
+    from amalgam.labels.suggest import MIN_COUNT, ORDER_SURVEY_MAX, _shared_classes, order_survey_images
+
+    def plan_of(*widths):
+        spaces = {f"t{k}": LabelSpace(tuple(f"c{i}" for i in range(w))) for k, w in enumerate(widths)}
+        return SimpleNamespace(teachers={n: SimpleNamespace(space=s) for n, s in spaces.items()})
+
+    assert order_survey_images(plan_of(10, 4), [("t0", "t1")]) == 2 * MIN_COUNT * 10
+    assert order_survey_images(plan_of(2, 2), [("t0", "t1")]) == 128
+    assert order_survey_images(plan_of(1000, 5), [("t0", "t1")]) == ORDER_SURVEY_MAX
+    fine = LabelSpace(("Trouser", "Dress", "Bag"))
+    coarse = LabelSpace(("trousers", "dress"), covers=(("Trouser",), ("Dress",)))  # {trousers: Trouser} ...
+    assert _shared_classes(fine, coarse) == {"Trouser", "Dress"}

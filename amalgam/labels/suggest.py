@@ -299,9 +299,25 @@ def survey(
 
 
 #: source images the teachers of :func:`unjudged_pairs` run on before training, a few at a time: each label
-#: then needs :data:`MIN_COUNT` answers to be judged
+#: then needs :data:`MIN_COUNT` answers to be judged; :func:`order_survey_images` sizes it to the labels
 ORDER_SURVEY_IMAGES = 128
 ORDER_SURVEY_BATCH = 8
+#: the most images the survey runs on (a 1000-label pair judges its most frequent labels only, and says so)
+ORDER_SURVEY_MAX = 512
+
+
+def order_survey_images(plan: Plan, pairs: list[tuple[str, str]]) -> int:
+    """Images for the label-order survey: twice :data:`MIN_COUNT` per label of the widest teacher, so balanced
+    labels are each answered enough to be judged (128 left a 10-class pair's every label unjudged, unsaid)."""
+    widest = max(len(plan.teachers[t].space.known()) for pair in pairs for t in pair)
+    return min(ORDER_SURVEY_MAX, max(ORDER_SURVEY_IMAGES, 2 * MIN_COUNT * widest))
+
+
+def _shared_classes(a: LabelSpace, b: LabelSpace) -> set[str]:
+    """The names two teachers share (their backgrounds' among them) and the unified classes both stand for
+    through relations."""
+    related = {c for n in a.known() for c in a.covered(n)} & {c for n in b.known() for c in b.covered(n)}
+    return (set(a.names) & set(b.names)) | related
 
 
 def unjudged_pairs(plan: Plan) -> list[tuple[str, str]]:
@@ -311,7 +327,7 @@ def unjudged_pairs(plan: Plan) -> list[tuple[str, str]]:
     pairs = []
     for i, (a, ta) in enumerate(labelled):
         for b, tb in labelled[i + 1 :]:
-            shared = set(ta.space.names) & set(tb.space.names)
+            shared = _shared_classes(ta.space, tb.space)  # a relation shares a class as a name does
             sources = set(plan.source_ids.get(a, ())) & set(plan.source_ids.get(b, ()))
             if ta.task.name == tb.task.name and not (ta.eval_name and tb.eval_name) and len(shared) > 1 and sources:
                 pairs.append((a, b))
@@ -328,9 +344,17 @@ def order_lines_before_training(plan: Plan, log: Callable[[str], None] = print) 
     involved = {t for pair in pairs for t in pair}  # the other teachers need not run
     subset = replace(plan, teachers={n: t for n, t in plan.teachers.items() if n in involved})
     shown = "; ".join(" and ".join(pair) for pair in pairs)
-    log(f"comparing the label orders of teachers {shown} on {ORDER_SURVEY_IMAGES} source images (one has no eval set)")
-    preds = predictions(subset, ORDER_SURVEY_IMAGES, ORDER_SURVEY_BATCH, log=lambda msg: None)
+    images = order_survey_images(plan, pairs)
+    log(f"comparing the label orders of teachers {shown} on {images} source images (one has no eval set)")
+    preds = predictions(subset, images, ORDER_SURVEY_BATCH, log=lambda msg: None)
     found = survey_from(subset, preds, MIN_CONFIDENCE)
+    for pair in found.pairs or []:
+        if pair.teachers in pairs and pair.unjudged:  # a pass said with nothing judged read as checked
+            log(
+                f"label orders of {' and '.join(pair.teachers)}: {pair.unjudged} of their {pair.labels} labels were"
+                f" answered under {found.min_count} times on those images, not judged"
+                f" ({', '.join(pair.names[:6])}{' ...' if len(pair.names) > 6 else ''})"
+            )
     lines = []
     for conflict in found.conflicts:
         if conflict.teachers not in pairs:
