@@ -69,7 +69,9 @@ def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> Amal
 
 
 #: label names that usually stand for "everything else" (folded by :func:`fold`)
-CATCH_ALL_NAMES = frozenset({"background", "bg", "void", "unlabeled", "unlabelled", "other", "others"})
+CATCH_ALL_NAMES = frozenset(
+    {"background", "bg", "void", "unlabeled", "unlabelled", "other", "others", "none", "rest", "misc", "nothing"}
+)
 
 
 #: label names of what a network marks as no class (an ignore channel): read as a class, the student paints it
