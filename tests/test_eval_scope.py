@@ -133,3 +133,41 @@ def test_the_whole_label_space_row_of_a_set_naming_part_of_the_classes_gets_the_
     assert row.catch_all.background == space.background_index
     complete = _scorers(world_plan, "scenes-val", list(space.names), world_plan.spaces, torch.device("cpu"))
     assert all(s.catch_all is None for s in complete.values())
+
+
+def test_a_teachers_row_on_a_set_labelled_for_part_of_its_classes_reads_the_sets_background_as_the_unified_row_does(
+    monkeypatch,
+):
+    # a trial: on a set labelled for 2 of 10 items (the rest painted background), the teacher's row counted its
+    # right Coat there as a background miss (mIoU 0.74, pixel_acc 0.76) while the whole-label-space row, by the
+    # set's catch-all rule, did not (the same answers: 0.82 / 0.97)
+    from types import SimpleNamespace
+
+    import torch
+
+    from amalgam.evaluation import evaluate as ev
+    from amalgam.evaluation.evaluate import _Scorer, set_catch_all
+    from amalgam.labels import lookup
+    from amalgam.task import get_task
+
+    seg = get_task("segmentation")
+    space = LabelSpace(("background", "disc", "square"), "background")
+    classes = ["background", "disc"]  # the set names no square: its squares are painted background
+    lut = lookup(classes, space)
+    plan = SimpleNamespace(teachers={"seg": SimpleNamespace(task=seg, space=space)})
+    catch_all = set_catch_all(plan, seg, classes, lut, space, {})
+    assert catch_all.classes == ("square",) and catch_all.names == ("background",)
+    target = torch.tensor([[[0, 0, 1, 1]]])  # two background pixels (the first a square), two discs
+    answer = torch.tensor([[[2, 0, 1, 2]]])  # square on the painted square: right; square on a disc: wrong
+    logits = torch.nn.functional.one_hot(answer, 3).permute(0, 3, 1, 2).float() * 9
+    monkeypatch.setattr(ev, "answer_views", lambda *a, **k: (logits, None))
+    teacher = SimpleNamespace(task=seg, space=space, name="seg", wrap=None)
+    rows = []
+    for merge in (None, catch_all):
+        meters = [seg.new_meter(3), seg.new_meter(3), seg.new_meter(3)]
+        ev.restrict(meters[:2], lut, 3)
+        scorer = _Scorer(teacher, torch.eye(3, dtype=torch.bool), lut, None, False, meters, teacher_catch_all=merge)
+        views = SimpleNamespace(student=torch.zeros(1, 3, 1, 4))
+        scorer.update(views, {"segmentation": logits}, {"mask": target, "image": torch.zeros(1, 3, 1, 4)})
+        rows.append([m.compute()["pixel_acc"] for m in meters[:2]])
+    assert rows[0] == [0.5, 0.5] and rows[1] == [0.75, 0.75]  # teacher and student alike, the square right

@@ -73,6 +73,8 @@ class TaskResult:
     #: the student's per-class scores over its whole label space on the teacher's classes, where the
     #: teacher knows part of it (:func:`deployed_per_class`; None otherwise)
     deployed: Optional[dict[str, float]] = None
+    #: the set's background holding classes of the teacher the set names nowhere (:func:`set_catch_all`): said
+    catch_all: Optional[str] = None
 
     def per_class(self) -> Optional[list[dict]]:
         """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
@@ -167,6 +169,7 @@ class TaskResult:
             "teacher_wrap": self.wrap,
             "teacher_wrap_args": self.wrap_args,
             **extra,
+            **({"catch_all": self.catch_all} if self.catch_all else {}),
         }
 
 
@@ -281,6 +284,9 @@ class _Scorer:
     unified_unscored: list[Unscored] = field(default_factory=list)
     #: the set's catch-all background, if it holds unified classes the set names nowhere (:func:`set_catch_all`)
     catch_all: Optional[CatchAll] = None
+    #: the same over the teacher's labels: its row and the student's among them read alike (a trial's set labelled
+    #: for 2 of 10 items counted the teacher's right Coat on the set's background as wrong, mIoU 0.74 for 0.82)
+    teacher_catch_all: Optional[CatchAll] = None
     #: the set's classes no teacher knows, which the whole-label-space row scores as the background
     as_background: list[str] = field(default_factory=list)
 
@@ -314,10 +320,16 @@ class _Scorer:
             if self.coverage is not None:
                 self.coverage.count(t_target)
             if t_out is not None:
-                self.meters[0].update(task.predict(t_out, size), t_target)
-            self.meters[1].update(task.predict(s_out, size, self.projection), t_target)
+                self.meters[0].update(self._merged(task.predict(t_out, size), target, keep), t_target)
+            self.meters[1].update(self._merged(task.predict(s_out, size, self.projection), target, keep), t_target)
             self._count_outside(s_out, t_target)
         self.seen += len(batch["image"])
+
+    def _merged(self, pred: torch.Tensor, target: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+        """``pred`` over the teacher's labels with :attr:`teacher_catch_all` applied (``target``: the set's values)."""
+        if self.teacher_catch_all is None:
+            return pred
+        return self.teacher_catch_all.merged(pred, target if keep is None else target[keep.to(target.device)])
 
     def _mapped(self, target: torch.Tensor, lut: Optional[torch.Tensor], labels: Callable[[], int]) -> torch.Tensor:
         """The set's ground truth over a teacher's labels or the unified ones (unlabelled tasks: as is)."""
@@ -489,27 +501,7 @@ def _evaluate(
         bar.close()
         unified = {s.teacher.task.name: s.meters[2].compute() for s in scorers.values() if s.with_unified}
         for name, scorer in scorers.items():
-            m = scorer.meters
-            classes = list(scorer.teacher.space.names) if scorer.teacher.space else None
-            student_metrics = m[1].compute()
-            require_metric(scorer.teacher.task, student_metrics)  # else every score is n/a without a word
-            result.tasks.append(
-                TaskResult(
-                    name,
-                    scorer.teacher.task,
-                    set_name,
-                    m[0].compute() if teachers else {},
-                    student_metrics,
-                    classes,
-                    scorer.teacher.wrap,
-                    scorer.coverage,
-                    scorer.teacher.wrap_args,
-                    scorer.left_out,
-                    scorer.seen,
-                    scorer.outside / scorer.scored if scorer.scored else None,
-                    deployed_per_class(scorer, unified.get(scorer.teacher.task.name)),
-                )
-            )
+            result.tasks.append(_task_result(name, scorer, set_name, teachers, unified, log))
             if scorer.with_unified:
                 task = scorer.teacher.task.name
                 row = {"task": task, "eval": set_name, "metrics": unified[task]}
@@ -533,6 +525,34 @@ def _evaluate(
     for line in result.warnings():
         log(f"warning: {line}")
     return result
+
+
+def _task_result(
+    name: str, scorer: _Scorer, set_name: str, teachers: bool, unified: dict, log: Callable[[str], None]
+) -> TaskResult:
+    """One teacher's row from its scorer's meters (``teachers``: the teacher was scored too)."""
+    if scorer.teacher_catch_all is not None:  # said, with the rule: the row is not the plain confusion
+        log(f"teacher {name}'s row on '{set_name}': {scorer.teacher_catch_all.text()}")
+    m = scorer.meters
+    classes = list(scorer.teacher.space.names) if scorer.teacher.space else None
+    student_metrics = m[1].compute()
+    require_metric(scorer.teacher.task, student_metrics)  # else every score is n/a without a word
+    return TaskResult(
+        name,
+        scorer.teacher.task,
+        set_name,
+        m[0].compute() if teachers else {},
+        student_metrics,
+        classes,
+        scorer.teacher.wrap,
+        scorer.coverage,
+        scorer.teacher.wrap_args,
+        scorer.left_out,
+        scorer.seen,
+        scorer.outside / scorer.scored if scorer.scored else None,
+        deployed_per_class(scorer, unified.get(scorer.teacher.task.name)),
+        scorer.teacher_catch_all.text() if scorer.teacher_catch_all else None,
+    )
 
 
 def _scorers(
@@ -566,6 +586,8 @@ def _scorers(
             meters,
             Coverage.of(name, set_name, teacher.space, classes, teacher_lut) if teacher_lut is not None else None,
         )
+        if teacher_lut is not None:
+            scorers[name].teacher_catch_all = set_catch_all(plan, task, classes, teacher_lut, teacher.space, extent)
         if space is not None and scorers[name].with_unified:
             lut = unified_lut.tolist()
             scorers[name].unified_unscored = unscored_in_space(classes, lut, extent)
@@ -654,14 +676,15 @@ def set_catch_all(
     space: LabelSpace,
     extent: dict[str, frozenset[str]],
 ) -> Optional[CatchAll]:
-    """The set's catch-all background (:class:`CatchAll`), judged from the set alone: its class read as the
-    unified background and named as a background (the unified one's name, a teacher's ``background``, or a
-    catch-all name: 'void', 'other'), while unified classes go unnamed by the set; else None. A class no
-    teacher knows ('sky') is no background by name and keeps its reading."""
+    """The set's catch-all background (:class:`CatchAll`) in ``space`` (the unified one, or a teacher's with its
+    lookup), judged from the set alone: its class read as the space's background and named as a background (the
+    space's, a teacher's ``background``, or a catch-all name: 'void', 'other'), while classes of the space go
+    unnamed by the set; else None. A class no teacher knows ('sky') is no background by name and keeps its
+    reading."""
     if space.background is None or not task.exclusive_labels:  # a multi-label target is no class map
         return None
     named = {c for name in classes for c in extent.get(name, frozenset([name]))}
-    unnamed = [c for c in space.known() if c not in named]
+    unnamed = [c for c in space.known() if not set(space.covered(c)) & named]  # a teacher's labels by their classes
     backgrounds = background_names(plan, task, space)
     found = [
         k
