@@ -299,6 +299,20 @@ def test_labels_the_scored_images_hold_nothing_of_are_warned(world, built_run):
     assert "have no ground truth in the 1 images scored" in line and "train.max_eval_images" in line
 
 
+def test_labels_no_image_of_the_whole_set_holds_are_not_blamed_on_a_limit(fresh_world, built_run):
+    # a trial: a set whose maps held none of 4 labels, scored whole, was told a limit had left them out
+    import shutil
+
+    import amalgam
+
+    dog = fresh_world.parent / "items" / "val" / "dog"
+    shutil.rmtree(dog)
+    dog.mkdir()  # the class is named (its folder), no image holds it
+    report = amalgam.evaluate(fresh_world, built_run / "student.pt", quiet=True)
+    line = next(w for w in report["warnings"] if w.startswith("teacher cls: 1 of its labels that 'items-val' names"))
+    assert line.endswith("(no image of the set holds them)"), line
+
+
 def test_eval_reports_the_eval_sets_data_warnings_as_a_build_does(fresh_world, built_run):
     # a trial: report.json began "data.eval.scenes-sub: 2 of 11 classes have no pixel in any label map";
     # `amalgam eval` on the same recipe and student said it in the log only

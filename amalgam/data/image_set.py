@@ -40,6 +40,8 @@ class ImageSet(Dataset):
     #: its EXIF-turned images that fit their maps either way (turned 180 degrees, square), read upright: set by
     #: the file check (``verify_files``), read by the teacher checks (``exif_doubt``)
     exif_either: int = 0
+    #: the images it held before a ``limit`` kept some (None: not cut)
+    total_images: Optional[int] = None
 
     def missing_target_hint(self, key: str) -> str:
         """Where a set of its kind reads ``key``'s ground truth and what it holds instead ("" when it cannot say),

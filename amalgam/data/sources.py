@@ -545,7 +545,13 @@ def _set_orientation(dataset: ImageSet, exif: str) -> None:
 def limit_set(dataset: ImageSet, limit: int) -> Optional[str]:
     """Keeps ``limit`` images of a set (recipe ``limit``, by the set's own :meth:`ImageSet.keep`);
     returns the line saying which, or None when it keeps them all."""
-    return None if limit >= len(dataset) else dataset.keep(limit)
+    if limit >= len(dataset):
+        return None
+    total = len(dataset)
+    line = dataset.keep(limit)
+    if line is not None:  # what a limit left out can then be told apart from what the set lacks
+        dataset.total_images = total
+    return line
 
 
 def _classes_kept(dataset: FolderSet) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -75,6 +75,8 @@ class TaskResult:
     deployed: Optional[dict[str, float]] = None
     #: the set's background holding classes of the teacher the set names nowhere (:func:`set_catch_all`): said
     catch_all: Optional[str] = None
+    #: the images the eval set holds (``images`` fewer: a limit cut it; None: not known)
+    set_images: Optional[int] = None
 
     def per_class(self) -> Optional[list[dict]]:
         """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
@@ -113,10 +115,16 @@ class TaskResult:
         if not unseen:
             return []
         scored = sum(1 for r in rows if r.get("support"))
+        whole = self.set_images is not None and self.images >= self.set_images
+        why = (  # a trial's whole set holding none of them was told a limit left them out
+            "no image of the set holds them"
+            if whole
+            else f"data.eval.{self.eval}.limit or train.max_eval_images left them out?"
+        )
         return [
             f"teacher {self.teacher}: {len(unseen)} of its labels that '{self.eval}' names have no ground truth in"
             f" the {self.images:,} images scored ({shorten(unseen)}): its {self.task.metric} covers the other"
-            f" {scored} (data.eval.{self.eval}.limit or train.max_eval_images left them out?)"
+            f" {scored} ({why})"
         ]
 
     def _far_above_warning(self) -> list[str]:
@@ -501,7 +509,8 @@ def _evaluate(
         bar.close()
         unified = {s.teacher.task.name: s.meters[2].compute() for s in scorers.values() if s.with_unified}
         for name, scorer in scorers.items():
-            result.tasks.append(_task_result(name, scorer, set_name, teachers, unified, log))
+            row = _task_result(name, scorer, set_name, teachers, unified, log)
+            result.tasks.append(replace(row, set_images=dataset.total_images or len(dataset)))
             if scorer.with_unified:
                 task = scorer.teacher.task.name
                 row = {"task": task, "eval": set_name, "metrics": unified[task]}
