@@ -471,6 +471,14 @@ def test_values_beyond_the_classes_name_the_likely_convention():
     counts[:] = 0
     counts[:14] = 100  # a few beyond, dense: no convention to name
     assert _beyond_hint(counts, 11) == ""
+    counts[:] = 0  # a trial's maps saved as class * 25 for viewing were told of colour masks only
+    counts[[0, 25, 50, 100, 250]] = 100
+    assert _beyond_hint(counts, 11).endswith(
+        "every value is a multiple of 25: maps scaled for viewing? divide them by 25 (class = value / 25)"
+    )
+    counts[:] = 0
+    counts[[0, 20, 40, 60]] = 100  # multiples of 20 whose quotients are no class indices of 3: no such hint
+    assert "multiple" not in _beyond_hint(counts, 3)
 
 
 def test_the_smear_check_spares_legitimate_fine_structure():

@@ -74,6 +74,7 @@ def _scan_masks(dataset, warn: Callable[[str], None], say: Callable[[str], None]
             raise AmalgamError(
                 f"label map {path} holds values {low}-{high}: class indices are 0-{IGNORE - 1} with {IGNORE} ="
                 f" ignore (a 16-bit map's 65535 void, say, must be saved as {IGNORE})"
+                + _scaled_hint(np.unique(array), classes)
             )
         values = np.bincount(array.ravel(), minlength=IGNORE + 1)
         if palette is not None and clash is None:
@@ -132,6 +133,8 @@ def _beyond_hint(counts: np.ndarray, classes: int) -> str:
     far beyond, sparse ids, another id convention than the class list's (Cityscapes' labelIds for trainIds)."""
     used = np.flatnonzero(counts[:IGNORE])
     top = int(used.max()) if used.size else 0
+    if scaled := _scaled_hint(used, classes):
+        return scaled
     if top == classes:
         return (
             f"; the maps reach {classes} exactly, one beyond the list: numbered from 1, with 0 = other or ignore"
@@ -144,6 +147,16 @@ def _beyond_hint(counts: np.ndarray, classes: int) -> str:
             " labelIds 0-33 against trainIds 0-18?); classes.txt names every value the maps hold (line i = value i)"
         )
     return ""
+
+
+def _scaled_hint(values: np.ndarray, classes: Optional[int]) -> str:
+    """Where every value a set's maps hold is a multiple of one number k > 1 and dividing by it gives class
+    indices: maps scaled for viewing (class * 25, * 1000), said with the fix ("" otherwise)."""
+    nonzero = [int(v) for v in values if 0 < v < 65535 and v != IGNORE]
+    k = int(np.gcd.reduce(nonzero)) if len(nonzero) > 1 else 1
+    if k < 2 or (classes is not None and max(nonzero) // k >= classes):
+        return ""
+    return f"; every value is a multiple of {k}: maps scaled for viewing? divide them by {k} (class = value / {k})"
 
 
 #: share of a set's scored interior label pixels that look smeared (:func:`_smeared_pixels`) above which its maps
