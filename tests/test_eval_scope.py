@@ -171,3 +171,22 @@ def test_a_teachers_row_on_a_set_labelled_for_part_of_its_classes_reads_the_sets
         scorer.update(views, {"segmentation": logits}, {"mask": target, "image": torch.zeros(1, 3, 1, 4)})
         rows.append([m.compute()["pixel_acc"] for m in meters[:2]])
     assert rows[0] == [0.5, 0.5] and rows[1] == [0.75, 0.75]  # teacher and student alike, the square right
+
+
+def test_a_teacher_whose_labels_differ_from_the_sets_only_in_case_is_told_the_relation():
+    # a trial: 'dress' against the set's 'Dress' (another teacher's label: no look-alike stop) stopped with the two
+    # lists only, no word of the pair
+    from types import SimpleNamespace
+
+    import pytest
+
+    from amalgam.distill.eval_checks import check_eval_set
+    from amalgam.errors import RecipeError
+    from amalgam.task import get_task
+
+    cls = get_task("classification")
+    teacher = SimpleNamespace(name="subset", task=cls, space=LabelSpace(("trousers", "dress")), eval_name="items")
+    dataset = SimpleNamespace(target_keys=frozenset({"label"}), classes=["Trouser", "Dress", "Bag"])
+    extent = {c: frozenset([c]) for c in ("Trouser", "Dress", "Bag", "trousers", "dress")}  # the other teacher's
+    with pytest.raises(RecipeError, match=r"'dress' is the set class 'Dress' but for case or spacing: relate them in"):
+        check_eval_set(teacher, dataset, extent, log=lambda line: None)

@@ -38,7 +38,7 @@ from amalgam.errors import AmalgamError, RecipeError
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, missing_labels
-from amalgam.labels.names import IGNORE_NAMES, fold
+from amalgam.labels.names import IGNORE_NAMES, fold, look_alikes
 from amalgam.labels.relations import unnamed_label_lines
 from amalgam.task import Task, map_size
 from amalgam.teachers.inputs import RECIPE, answer_views
@@ -603,10 +603,18 @@ def check_eval_set(
         raise RecipeError(path, f"eval set '{teacher.eval_name}': {exc}") from None
     known = teacher.space.known()
     if len(absent) == len(known):
+        # a trial's 'dress' against the set's 'Dress' (another teacher's label, so no look-alike stop) got no hint
+        alike = look_alikes(known, dataset.classes)
+        hint = (
+            f"; {', '.join(f'{n!r} is the set class {a[0]!r} but for case or spacing' for n, a in alike.items())}:"
+            f" relate them in the labels ({{{next(iter(alike))!r}: {next(iter(alike.values()))[0]!r}}})"
+            if alike
+            else ""
+        )
         raise RecipeError(
             path,
             f"none of the teacher's {len(known)} labels is in eval set '{teacher.eval_name}' "
-            f"(its labels: {shorten(known)}; the set's classes: {shorten(dataset.classes)})",
+            f"(its labels: {shorten(known)}; the set's classes: {shorten(dataset.classes)}){hint}",
         )
     if absent:
         log(
