@@ -20,7 +20,7 @@ if _TYPE_CHECKING:  # what type checkers and IDEs read; at run time these load o
     from amalgam.api import Run, build, evaluate, export, inspect, load_recipe, load_student, render_report, search
     from amalgam.inspection import Inspection
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Loaded on first use, so `import amalgam` (and the console script's first lines) do not load torch:
 # a Ctrl-C while torch loads can then end as one line.
