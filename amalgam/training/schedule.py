@@ -45,15 +45,26 @@ def short_schedule_warning(steps: int, dense_tasks: list[str]) -> Optional[str]:
     )
 
 
-def said_settings(section: BaseModel, keys: tuple[str, ...]) -> str:
-    """``lr 0.004, schedule cosine (default), ...``: each setting of a recipe section, a default marked, so
-    that a log or ``inspect`` shows what trained even where the recipe left it out."""
+#: defaults that changed, by (section, key): since when, and what runs of before read (an upgraded user's old
+#: recipe trains otherwise with no word of it but "(default)"; docs/upgrading.md lists them all)
+CHANGED_DEFAULTS = {
+    ("amalgamation", "class_balance"): ("2026-12-01", 0.0),
+    ("amalgamation", "focal"): ("2026-12-02", 0.0),
+}
+
+
+def said_settings(section: BaseModel, keys: tuple[str, ...], name: str = "") -> str:
+    """``lr 0.004, schedule cosine (default), ...``: each setting of a recipe section (``name``), a default
+    marked, and a default that changed with its date and former value, so that a log or ``inspect`` shows what
+    trained even where the recipe left it out."""
     defaults = type(section).model_fields
     parts = []
     for key in keys:
         value = getattr(section, key)
         parts.append(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}")
-        parts[-1] += " (default)" if value == defaults[key].default else ""
+        if value == defaults[key].default:
+            since, before = CHANGED_DEFAULTS.get((name, key), (None, None))
+            parts[-1] += f" (default since {since}; {before:g} before)" if since else " (default)"
     return ", ".join(parts)
 
 
@@ -63,7 +74,7 @@ DISTILL_SETTINGS = ("temperature", "class_balance", "focal", "features")
 
 def distillation_line(amalgamation: BaseModel) -> str:
     """What ``inspect`` and the build log say about the distillation's settings, defaults marked."""
-    return "distillation: " + said_settings(amalgamation, DISTILL_SETTINGS)
+    return "distillation: " + said_settings(amalgamation, DISTILL_SETTINGS, "amalgamation")
 
 
 def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks: list[str]) -> list[str]:
