@@ -146,6 +146,10 @@ def test_a_teacher_naming_classes_as_others_is_asked_about_its_label_order():
     assert label_order_warning("cls", ["bg", "cat", "dog", "bird"], [2, None, None, 2]) is None  # all as one: collapsed
     swapped_first = label_order_warning("cls", ["cat", "dog", "bird"], [1, 0, None])  # classes 0 and 1 swapped
     assert swapped_first is not None and "('cat' as 'dog', 'dog' as 'cat')" in swapped_first
+    # a trial's spare 11th output with unused_outputs: [0]: every class named as the previous output, no fix said
+    shifted = label_order_warning("cls", ["a", "b", "c", "d", "e"], [None, 0, 1, 2, 3])
+    assert shifted.endswith("of a net whose unused output is the last ([5], not [0])")
+    assert "named as the next output" in label_order_warning("cls", ["a", "b", "c", "d", "e"], [1, 2, 3, 4, None])
 
 
 def test_a_task_result_says_the_label_order_line_first():

@@ -166,6 +166,12 @@ def _order_fix(teacher: str, classes: list[str], mostly: list) -> str:
             " Every class is named as the next output: its outputs sit one above its labels, as with a background"
             f" unit first (teachers.{teacher}.unused_outputs: [0], not the last)"
         )
+    if len(judged) >= 3 and all(j == c - 1 for c, j in judged):  # the mirror: the first output dropped, not the spare
+        return (
+            " Every class is named as the previous output: its outputs sit one below its labels, as when"
+            f" teachers.{teacher}.unused_outputs drops output 0 of a net whose unused output is the last"
+            f" ([{len(classes)}], not [0])"
+        )
     if len({j for _, j in judged}) != len(judged):  # two classes named as one: no reordering explains it
         return ""
     order = list(classes)
