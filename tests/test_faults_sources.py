@@ -509,3 +509,13 @@ def test_16_bit_label_values_beyond_the_ignore_value_are_one_line(tmp_path):
     (tmp_path / "classes.txt").write_text("background\nwall\n")
     with pytest.raises(AmalgamError, match=r"holds values 0-65535: class indices are 0-254 with 255 = ignore"):
         build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+
+
+def test_maps_named_by_another_suffix_are_shown_with_the_naming_rule(tmp_path):
+    # a trial: Cityscapes' x_leftImg8bit.png beside labels/x_gtFine_labelTrainIds.png got "missing mask file" only
+    save_rgb(tmp_path / "images" / "aachen_000000_leftImg8bit.png", size=(4, 4))
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "labels" / "aachen_000000_gtFine_labelTrainIds.png")
+    (tmp_path / "classes.txt").write_text("background\n")
+    with pytest.raises(AmalgamError, match=r"labels/ holds aachen_000000_gtFine_labelTrainIds.png, named otherwise"):
+        build_said({"type": "dense", "path": tmp_path}, with_targets=True)

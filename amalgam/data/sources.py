@@ -237,7 +237,7 @@ class DenseSet(FolderSet):
         )
         floats = f" (or, a depth map, {'/'.join(FLOAT_DEPTH)} of float metres)" if key == "depth" else " only"
         hint = f": {path.parent.name}/ holds {', '.join(near)}; maps are read as <image name>.png{floats}: {fix}"
-        hint = hint if near else _normalisation_hint(path)
+        hint = hint if near else (_normalisation_hint(path) or _suffix_hint(path))
         raise AmalgamError(f"missing {key} file {path} for image {self.files[index]}{hint}")
 
     def load(self, index: int):
@@ -294,6 +294,22 @@ def _normalisation_hint(path: Path) -> str:
                 " (NFC against NFD): save the image's and the map's names the same way"
             )
     return ""
+
+
+def _suffix_hint(path: Path) -> str:
+    """Where the folder holds maps named by the image's name up to its last ``_`` part and another suffix
+    (Cityscapes' ``x_leftImg8bit.png`` beside ``x_gtFine_labelTrainIds.png``), the note naming one and the rule."""
+    if "_" not in path.stem or not path.parent.is_dir():
+        return ""
+    base = path.stem.rsplit("_", 1)[0]
+    found = sorted(p.name for p in path.parent.glob(glob.escape(base) + "_*"))[:3]
+    if not found:
+        return ""
+    return (
+        f": {path.parent.name}/ holds {', '.join(found)}, named otherwise: maps are read as <image name>.png, so"
+        " rename the maps (or the images) to share one name (Cityscapes' x_leftImg8bit.png and"
+        " x_gtFine_labelTrainIds.png both to x.png), or read Cityscapes with type: torchvision"
+    )
 
 
 def _refuse_shared_stems(files: list[Path], folder: str) -> None:
