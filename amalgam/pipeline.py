@@ -211,7 +211,10 @@ def say_plan(plan: Plan, log: Log) -> None:
     recipe = plan.recipe
     log(distillation_line(recipe.amalgamation))
     for line in schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks):
-        log(line)
+        if line.startswith("warning: "):  # a trial's report blamed the distillation for a schedule said too short
+            said_before_training(plan, log, line.removeprefix("warning: "))
+        else:
+            log(line)
 
 
 def train_student(

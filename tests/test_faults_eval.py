@@ -105,7 +105,7 @@ def test_report_rows_and_tables_carry_vs_teacher(built_run, tmp_path):
         expected = relative_to_teacher(row["teacher_value"], row["student_value"], row["higher_is_better"])
         assert row["relative"] == pytest.approx(expected)
     md = (built_run / "report.md").read_text()
-    assert "| teacher | task | eval set | metric | teacher | student | ratio | vs teacher |" in md
+    assert "| teacher | task | eval set | metric | teacher's | student's | ratio | vs teacher |" in md
     depth = next(r for r in report["tasks"] if r["teacher"] == "depth")
     assert not depth["higher_is_better"] and f"{depth['ratio']:.4f} | {depth['relative']:.4f} |" in md
     page = (built_run / "report.html").read_text()

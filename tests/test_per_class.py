@@ -87,9 +87,9 @@ def test_build_report_carries_per_class_tables(built_run):
     # the tiny world's depth teacher is far from metric: its task's own warning follows
     warnings = [w for w in report["warnings"] if "is scored on part of eval set" not in w]
     assert not [w for w in warnings if "whole-label-space" in w]  # items-val's 'bird', no teacher's: unscored by nature
-    before = [w for w in warnings if w.startswith("before training: ")]  # the teacher checks', last
-    assert warnings[len(warnings) - len(before) :] == before
-    warnings = warnings[: len(warnings) - len(before)]
+    before = [w for w in warnings if w.startswith("before training: ")]  # the teacher checks', first
+    assert warnings[: len(before)] == before
+    warnings = warnings[len(before) :]
     assert warnings[: len(expected)] == expected
     (depth_line,) = warnings[len(expected) :]
     assert depth_line.startswith("teacher depth's depth is") and "depth_scale" in depth_line
@@ -118,7 +118,7 @@ def test_evaluate_logs_each_warning(world_plan, built_run):
     from amalgam.evaluation.report import before_training
 
     before = before_training(world_plan.teacher_warnings)  # said when the plan was built, less repeats
-    assert said == evaluation.warnings() and reported == said + before
+    assert said == evaluation.warnings() and reported == before + said  # before training first: the cause of what follows
     assert said and before  # one epoch on 8 images: the tiny student loses classes; its depth teacher is weak
     # the depth teacher's scale, said before training on 6 images and again after on all: once in the report
     assert sum("teacher depth's depth is" in w for w in reported) <= 1

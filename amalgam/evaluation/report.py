@@ -30,9 +30,9 @@ def build_report(
 ) -> dict:
     """The report dict; its field names are a public contract (extend, never rename).
 
-    ``readings`` (:func:`teacher_readings`) goes under ``teachers.reading``; ``before``, the teacher
-    checks' warnings before training (``Plan.teacher_warnings``), follow the evaluation's; ``data``, the
-    sets' (``Plan.data_warnings``: classes a set cannot score), come first, in a build and in ``amalgam eval``.
+    ``readings`` (:func:`teacher_readings`) goes under ``teachers.reading``; ``data``, the sets' warnings
+    (``Plan.data_warnings``: classes a set cannot score), come first, then ``before``, the teacher checks'
+    warnings before training (``Plan.teacher_warnings``), then the evaluation's, in a build and in ``amalgam eval``.
     """
     report = {
         "name": name,
@@ -40,7 +40,9 @@ def build_report(
         "teachers": sizes["teachers"],
         "tasks": [r.row() for r in evaluation.tasks],
         "unified": evaluation.unified,
-        "warnings": [*(data or []), *evaluation.warnings(), *before_training(before or [])],
+        # before training first: a teacher fed wrong there is the cause of the per-class losses evaluation
+        # says after (a trial's report put the cause 10th of 10)
+        "warnings": [*(data or []), *before_training(before or []), *evaluation.warnings()],
         "train": {
             "epochs": train.epochs if train else 0,
             "seconds": round(train.seconds, 2) if train else 0.0,
@@ -59,7 +61,7 @@ def build_report(
 
 
 #: the headline table's columns (report.md; report.html shows the same)
-TASK_COLUMNS = ("teacher", "task", "eval set", "metric", "teacher", "student", "ratio", "vs teacher")
+TASK_COLUMNS = ("teacher", "task", "eval set", "metric", "teacher's", "student's", "ratio", "vs teacher")
 RELATIVE_NOTE = (
     "ratio = student / teacher; vs teacher = the same with lower-is-better metrics turned over "
     "(teacher / student): 1 is as good as the teacher, and higher is better for every metric. A labelled"
