@@ -118,7 +118,7 @@ def test_evaluate_logs_each_warning(world_plan, built_run):
     from amalgam.evaluation.report import before_training
 
     before = before_training(world_plan.teacher_warnings)  # said when the plan was built, less repeats
-    assert said == evaluation.warnings() and reported == before + said  # before training first: the cause of what follows
+    assert said == evaluation.warnings() and reported == before + said  # before training first
     assert said and before  # one epoch on 8 images: the tiny student loses classes; its depth teacher is weak
     # the depth teacher's scale, said before training on 6 images and again after on all: once in the report
     assert sum("teacher depth's depth is" in w for w in reported) <= 1
