@@ -150,3 +150,23 @@ def test_every_epoch_renews_the_other_ranks_streams_from_the_seed_and_epoch(worl
     trainer = trainer_for(world, tmp_path, ["train.epochs=2"])
     trainer.fit()
     assert calls == [1, 2]
+
+
+def test_workers_whose_batches_do_not_fit_the_shared_memory_are_turned_off_and_said(world, tmp_path, monkeypatch):
+    # a trial: 1600x1200 photos with workers 2 and Docker's 64 MB /dev/shm: each worker dropped its batch and the
+    # build waited forever
+    from collections import namedtuple
+
+    from amalgam.training import loader as loader_module
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(loader_module, "SHARED_MEMORY", tmp_path)
+    monkeypatch.setattr(loader_module.shutil, "disk_usage", lambda path: usage(2**20, 2**20 - 1000, 1000))
+    said = []
+    trainer = trainer_for(world, tmp_path / "a", ["train.workers=2"], log=said.append)
+    assert trainer.loader.num_workers == 0
+    assert any(
+        line.startswith("train.workers 2 -> 0: the batches they would prepare ahead take about") for line in said
+    )
+    monkeypatch.setattr(loader_module.shutil, "disk_usage", lambda path: usage(2**40, 0, 2**40))
+    assert trainer_for(world, tmp_path / "b", ["train.workers=2"]).loader.num_workers == 2  # room: as set

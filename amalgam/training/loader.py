@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -23,13 +26,58 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
+#: where DataLoader workers hand their batches over (Linux); Docker's default gives it 64 MB
+SHARED_MEMORY = Path("/dev/shm")
+#: batches each worker prepares ahead (DataLoader's ``prefetch_factor`` default)
+PREFETCH = 2
+#: training images read to size a batch (spread over the sources)
+SIZED_SAMPLES = 8
+
+
+def batch_bytes(plan: Plan, batch_size: int) -> int:
+    """About the bytes a training batch's tensors take (its largest of a few samples, ``batch_size`` times):
+    each carries its decoded original, so large photos make large batches."""
+    count = len(plan.sources)
+    picks = {k * count // SIZED_SAMPLES for k in range(SIZED_SAMPLES)} if count else set()
+    sizes = [
+        sum(v.numel() * v.element_size() for v in plan.sources[i].values() if isinstance(v, torch.Tensor))
+        for i in sorted(picks)
+    ]
+    return max(sizes, default=0) * batch_size
+
+
+def workers_that_fit(plan: Plan, cfg: TrainConfig, batch_size: int, log: Callable[[str], None]) -> int:
+    """``train.workers``, or 0 where the batches they prepare ahead do not fit the free shared memory: a worker
+    that cannot hand one over drops it, and the build waited forever (a trial: 1600x1200 photos, 64 MB
+    /dev/shm). Said in the log; workers change how fast a run goes, not what it learns."""
+    if cfg.workers == 0 or not SHARED_MEMORY.is_dir():
+        return cfg.workers
+    need = batch_bytes(plan, batch_size) * PREFETCH * cfg.workers
+    free = shutil.disk_usage(SHARED_MEMORY).free
+    if need <= free // 2:
+        return cfg.workers
+    log(
+        f"train.workers {cfg.workers} -> 0: the batches they would prepare ahead take about {need / 2**20:,.0f} MB"
+        f" of shared memory and {SHARED_MEMORY} has {free / 2**20:,.0f} MB free (docker run --shm-size raises it);"
+        " the main process loads the images, slower, with the same result"
+    )
+    return 0
+
+
 def make_loader(
-    plan: Plan, cfg: TrainConfig, seed: int, device: torch.device, ctx: DistContext = DistContext()
+    plan: Plan,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+    ctx: DistContext = DistContext(),
+    log: Optional[Callable[[str], None]] = None,
 ) -> DataLoader:
     """Loader over the mixed sources, sampled by source weight, with the source id of each sample.
 
-    Under torchrun each rank loads its contiguous slice of every global batch.
+    Under torchrun each rank loads its contiguous slice of every global batch. ``log``: where a change of
+    ``train.workers`` (:func:`workers_that_fit`) is said; without it the workers are as set.
     """
+    workers = cfg.workers if log is None else workers_that_fit(plan, cfg, ctx.local_batch(cfg.batch_size), log)
     weights = [plan.recipe.data.sources[n].weight for n in plan.sources.names]
     samples = cfg.samples_per_epoch or len(plan.sources)
     sampler = mixing_sampler(plan.sources, weights, samples, seed)
@@ -40,8 +88,8 @@ def make_loader(
         plan.sources,
         batch_size=ctx.local_batch(cfg.batch_size),
         sampler=sampler,
-        num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0,
+        num_workers=workers,
+        persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
         drop_last=drop_last and not ctx.enabled,
         worker_init_fn=_worker_init,

@@ -87,7 +87,7 @@ class Trainer:
             log(precision_text(device, cfg.precision))
         for module in (student, self.objective, *plan.teachers.values()):
             module.to(device)
-        self.loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx)
+        self.loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx, log)
         taps = self.objective.teacher_taps  # the cache stores (and is keyed by) what the objective reads
         self.cache = open_cache(plan, run_dir, taps, log, self.precision) if ctx.is_main else None
         ctx.barrier()  # rank 0 made the cache files; the others open them
