@@ -583,3 +583,29 @@ def test_eval_of_an_unfinished_run_folder_is_told_to_resume(world, tmp_path, cap
     (run / "checkpoint.pt").write_bytes(b"")
     assert main(["eval", str(world), "--student", str(run), "--quiet"]) == 2
     assert "is an unfinished build (a checkpoint.pt, no student.pt): finish it with" in capsys.readouterr().err
+
+
+def test_an_export_to_a_full_disk_stops_in_one_line_and_leaves_nothing(built_run, tmp_path, capsys, monkeypatch):
+    # a trial: TorchScript's writer on a full disk aborted the process with a C++ dump and left a partial file;
+    # ONNX's gave a traceback
+    import errno
+    from collections import namedtuple
+
+    from amalgam.evaluation import export as export_module
+
+    usage = namedtuple("usage", "total used free")
+    real = export_module.shutil.disk_usage
+    monkeypatch.setattr(export_module.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 1000, 1000))
+    assert main(["export", str(built_run), "--output", str(tmp_path / "s.ts")]) == 2
+    assert "disk full (1,000 bytes free, the export needs about" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export_module.shutil, "disk_usage", real)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_module, "_write_checked", full)
+    assert main(["export", str(built_run), "--output", str(tmp_path / "s.ts")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 's.ts'}: disk full (" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

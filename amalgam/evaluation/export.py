@@ -8,9 +8,11 @@ deployment needs neither amalgam nor the teachers.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
+import shutil
 import socket
 import warnings
 from contextlib import contextmanager
@@ -24,7 +26,7 @@ from torch import nn
 
 from amalgam.errors import AmalgamError, error_line
 from amalgam.evaluation.export_guard import ExportGuard, ValueGate
-from amalgam.io import check_writable, file_digest
+from amalgam.io import check_writable, file_digest, no_room
 from amalgam.registry import Registry
 from amalgam.students.serialize import (
     HIGHEST,
@@ -448,7 +450,7 @@ def export(
     checks = (gen, size, other, takes_other)
     replaced = path.exists()  # said once it is: exporting again over a run's own export is the common case
     try:
-        diff, said = _write_checked(exporter, module, example, (work, path), tasks, meta_of, checks)
+        diff, said = _written(exporter, module, example, (work, path), tasks, meta_of, checks)
         _within(diff, tolerance, path)
         _record_parity(work, diff, tolerance)
         os.replace(meta_path(work), meta_path(path))
@@ -458,6 +460,22 @@ def export(
             leftover.unlink(missing_ok=True)
     log(said + ("; it replaced the previous export there (and its .json)" if replaced else ""))
     return path, diff
+
+
+#: room an export needs beyond its weights: the graph, the .json, a zip's directory
+EXPORT_SLACK = 4 * 2**20
+
+
+def _check_room(work: Path, module: nn.Module) -> None:
+    """Stops in one line where the folder cannot hold the export (its weights and :data:`EXPORT_SLACK`): torch's
+    TorchScript writer on a full disk aborts the process with a C++ dump, and left a partial file (a trial)."""
+    weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    free = shutil.disk_usage(work.parent).free
+    if free < weights + EXPORT_SLACK:
+        raise AmalgamError(
+            f"cannot write {work.parent}/: disk full ({free:,} bytes free, the export needs about"
+            f" {weights + EXPORT_SLACK:,}); nothing was written"
+        )
 
 
 def tolerance_of(tolerance: Optional[float]) -> float:
@@ -525,6 +543,18 @@ def _within(diff: Optional[float], tolerance: Optional[float], path: Path) -> No
             f"{path} differs from the PyTorch student by {diff:.2e} > {limit}: not written (a previous export there"
             " is left as it was)"
         )
+
+
+def _written(exporter, module, example, paths, tasks, meta_of, checks) -> tuple[Optional[float], str]:
+    """:func:`_write_checked` where the folder has room for it (:func:`_check_room`), a full disk said in one line."""
+    work, path = paths
+    _check_room(work, module)
+    try:
+        return _write_checked(exporter, module, example, paths, tasks, meta_of, checks)
+    except OSError as exc:  # ONNX's writer on a full disk: one line, not a traceback
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG):
+            raise
+        raise AmalgamError(f"cannot write {path}: {no_room(work.parent, exc)}; nothing was written") from None
 
 
 def _write_checked(exporter, module, example, paths, tasks, meta_of, checks) -> tuple[Optional[float], str]:
