@@ -12,6 +12,7 @@ from amalgam.errors import AmalgamError
 from amalgam.evaluation.export import ParityError, export
 from amalgam.evaluation.report import to_markdown
 from amalgam.io import check_writable, write_json
+from amalgam.outstream import surviving_stdout
 from amalgam.plugin_contract import contract_problem, mirror_note, plugin_error_line, plugin_label
 from amalgam.students.tree import as_yaml
 from amalgam.task import TASKS, name_problem, task_names
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for input errors, printed as one line)."""
     args = build_parser().parse_args(argv)
     try:
-        with terminate_as_interrupt():
+        with terminate_as_interrupt(), surviving_stdout():
             return args.fn(args)
     except AmalgamError as exc:
         if args.debug or args.debug_all:

@@ -366,3 +366,18 @@ def test_the_build_log_warns_of_a_student_bigger_than_its_teachers_as_inspect_do
     lines = student_lines(world_plan.student_spec(), 2_000, 1_000, world_plan.recipe.student.budget)
     said = "warning: the student has more parameters than all teachers together (2,000 > 1,000)"
     assert any(said in line for line in lines)
+
+
+def test_a_command_outlives_its_standard_output(monkeypatch, capsys):
+    # a trial: `amalgam build | head -3` ended the build with a BrokenPipeError traceback and removed its run
+    # folder; stdout on a full disk ended a finished build with rc 1
+    import io
+    import sys
+
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    assert main(["tasks"]) == 0
+    assert capsys.readouterr().err.count("amalgam: standard output lost (Broken pipe): the command goes on") == 1
