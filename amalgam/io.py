@@ -15,7 +15,11 @@ from typing import Callable, Optional
 
 import torch
 
-from amalgam.errors import AmalgamError, error_line
+from amalgam.errors import AmalgamError
+
+
+class DiskFull(AmalgamError):
+    """A write that failed for want of room (said in one line by :func:`atomic_save`)."""
 
 
 def atomic_save(obj: object, path: Path, save: Optional[Callable[[object, str], None]] = None) -> None:
@@ -38,7 +42,7 @@ def atomic_save(obj: object, path: Path, save: Optional[Callable[[object, str], 
         except (OSError, RuntimeError) as exc:
             if is_disk_full(exc):
                 room = no_room(path.parent, exc, written=os.path.getsize(tmp) if os.path.exists(tmp) else 0)
-                raise AmalgamError(f"cannot write {path}: {room}: {error_line(exc)}; it was not replaced") from None
+                raise DiskFull(f"cannot write {path}: {room}; it was not replaced") from None  # no zip-writer internals
             raise
         umask = os.umask(0)
         os.umask(umask)

@@ -24,7 +24,7 @@ from amalgam.evaluation.export import written_exports
 from amalgam.evaluation.report import build_report, teacher_readings, to_markdown, write_report
 from amalgam.evaluation.tree_report import budget_section, tree_section
 from amalgam.evaluation.visual import render
-from amalgam.io import check_writable, is_disk_full
+from amalgam.io import DiskFull, check_writable, is_disk_full
 from amalgam.students.budget import latency_if_budgeted, student_lines
 from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params, has_branches
 from amalgam.students.serialize import save_student
@@ -291,12 +291,13 @@ def outputs_written(run_dir: Path) -> Iterator[None]:
     is kept in checkpoint.pt, and report.json, written last, is not there, so ``--resume`` ends the run."""
     try:
         yield
-    except (OSError, RuntimeError) as exc:
-        if not is_disk_full(exc):
+    except (OSError, RuntimeError, DiskFull) as exc:  # student.pt's atomic save says DiskFull (a trial: no way on)
+        if not isinstance(exc, DiskFull) and not is_disk_full(exc):
             raise
         free = shutil.disk_usage(run_dir).free
+        said = str(exc) if isinstance(exc, DiskFull) else error_line(exc)
         raise AmalgamError(
-            f"disk full while writing the run's outputs into {run_dir} ({free:,} bytes free: {error_line(exc)}):"
+            f"disk full while writing the run's outputs into {run_dir} ({free:,} bytes free: {said}):"
             " the training is kept in checkpoint.pt; free space and run the same command with --resume"
         ) from None
 
