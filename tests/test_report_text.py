@@ -109,3 +109,22 @@ def test_a_warning_before_training_that_evaluation_says_again_is_reported_once()
     assert reading.repeated == tuple(depth.teacher_warnings("t1", {"scale": 3.1}))
     assert reading.repeated[0].startswith("teacher t1's depth is 3.1x its eval set's")
     assert before_training(["teacher t2 has a mean"]) == ["before training: teacher t2 has a mean"]
+
+
+def test_the_headline_says_the_images_each_row_scored_and_the_metrics_direction_in_md_and_html(tmp_path):
+    # a trial: 60 of a set's 1,000 images were said in the log only; report.html showed "ratio 1.7561" for an rmse
+    # with no direction; its picture heading named affinities no tree search had drawn
+    from amalgam.evaluation.visual import write_html
+
+    row = {"teacher": "d", "task": "depth", "eval": "v", "metric": "rmse", "higher_is_better": False}
+    row |= {"teacher_value": 0.5, "student_value": 0.4, "ratio": 0.8, "relative": 1.25, "images": 60}
+    report = {"name": "r", "tasks": [row], "unified": [], "warnings": []}
+    report["train"] = {"epochs": 1, "seconds": 1.0, "images_per_second": 9.0}
+    report["student"] = report["teachers"] = {"params": 10, "latency_ms": {"b1": 1.0, "b32": 0.5}}
+    assert "| d | depth | v (60 images) | rmse (lower is better) |" in to_markdown(report)
+    (tmp_path / "tree.png").write_bytes(b"")
+    page = write_html(tmp_path, report).read_text()
+    assert "<td>v (60 images)</td><td>rmse (lower is better)</td>" in page
+    assert "<h2>Student tree</h2>" in page and "ms/img b1 (median of 5)" in page
+    del row["images"]  # a report of before the count
+    assert "| d | depth | v | rmse (lower is better) |" in to_markdown(report)

@@ -178,6 +178,8 @@ class TaskResult:
             "teacher_wrap_args": self.wrap_args,
             **extra,
             **({"catch_all": self.catch_all} if self.catch_all else {}),
+            # how many eval images the row scored: 60 of a set's 1,000 was said in the log only (a trial)
+            **({"images": self.images - len(self.left_out)} if self.images else {}),
         }
 
 

@@ -70,6 +70,18 @@ RELATIVE_NOTE = (
 )
 
 
+def eval_cell(row: dict) -> str:
+    """A headline row's eval set with the images it scored (``scenes-val (60 images)``; a report of before the
+    count: the name)."""
+    count = row.get("images")
+    return f"{row['eval']} ({count:,} image{'s' if count != 1 else ''})" if count else row["eval"]
+
+
+def metric_cell(row: dict) -> str:
+    """A headline row's metric with its direction: ``rmse (lower is better)``."""
+    return f"{row['metric']} ({'higher' if row['higher_is_better'] else 'lower'} is better)"
+
+
 def relative(row: dict) -> float:
     """A ``tasks[]`` row's ``relative`` (computed for a report.json written before it existed)."""
     if "relative" in row:
@@ -98,9 +110,8 @@ def to_markdown(report: dict) -> str:
         lines += [f"- {w}" for w in report["warnings"]] + [""]
     lines += [f"| {' | '.join(TASK_COLUMNS)} |", "|---" * len(TASK_COLUMNS) + "|"]
     for r in report["tasks"]:
-        arrow = "higher is better" if r["higher_is_better"] else "lower is better"
         lines.append(
-            f"| {teacher_cell(r)} | {r['task']} | {r['eval']} | {r['metric']} ({arrow}) | "
+            f"| {teacher_cell(r)} | {r['task']} | {eval_cell(r)} | {metric_cell(r)} | "
             f"{_fmt(r['teacher_value'])} | {_fmt(r['student_value'])} | {_fmt(r['ratio'])} | {_fmt(relative(r))} |"
         )
     lines += ["", RELATIVE_NOTE]

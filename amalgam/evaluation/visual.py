@@ -21,7 +21,16 @@ from amalgam.data.views import BatchViews, collate
 from amalgam.distill.plan import Plan
 from amalgam.errors import error_line
 from amalgam.evaluation.figures import pyplot
-from amalgam.evaluation.report import RELATIVE_NOTE, TASK_COLUMNS, per_class_tables, relative, table_cell, teacher_cell
+from amalgam.evaluation.report import (
+    RELATIVE_NOTE,
+    TASK_COLUMNS,
+    eval_cell,
+    metric_cell,
+    per_class_tables,
+    relative,
+    table_cell,
+    teacher_cell,
+)
 from amalgam.evaluation.tree_report import plot_tree
 from amalgam.io import is_disk_full
 from amalgam.labels import IGNORE, lookup, projection
@@ -176,6 +185,12 @@ def _per_class_html(table: tuple[str, list[str], list[list], str]) -> str:
     )
 
 
+#: the size table's latency columns, with their estimator as report.md names it
+LATENCY_HEADERS = "<th>ms/img b1 (median of 5)</th><th>ms/img b32 (median of 5)</th>"
+#: the headline cells report.md and report.html say alike
+CELLS = {"teacher": teacher_cell, "eval": eval_cell, "metric": metric_cell}
+
+
 def write_html(run_dir: Path, report: dict) -> Path:
     """``report.html``: the table of ``report.json`` plus the PNGs present in ``run_dir``."""
 
@@ -185,7 +200,7 @@ def write_html(run_dir: Path, report: dict) -> Path:
     rows = "".join(
         "<tr>"
         + "".join(
-            f"<td>{cell(teacher_cell(r) if k == 'teacher' else r[k])}</td>"
+            f"<td>{cell(CELLS[k](r) if k in CELLS else r[k])}</td>"  # as report.md says them
             for k in ("teacher", "task", "eval", "metric", "teacher_value", "student_value")
         )
         + f"<td>{cell(r['ratio'])}</td><td><b>{cell(relative(r))}</b></td></tr>"
@@ -217,7 +232,7 @@ def write_html(run_dir: Path, report: dict) -> Path:
         for name, title in (
             ("curves.png", "Training curves"),
             ("samples.png", "Sample predictions"),
-            ("tree.png", "Student tree and task affinities"),
+            ("tree.png", "Student tree" + (" and task affinities" if (report.get("tree") or {}).get("search") else "")),
         )
         if (run_dir / name).exists()
     )
@@ -229,7 +244,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><b
 <p>On the teacher's own labels and eval set. {html.escape(RELATIVE_NOTE)}</p>
 <table><tr>{header}</tr>
 {rows}</table>
-<table style="margin-top:1em"><tr><th>model</th><th>params</th><th>ms/img b1</th><th>ms/img b32</th></tr>
+<table style="margin-top:1em"><tr><th>model</th><th>params</th>{LATENCY_HEADERS}</tr>
 {size_rows}</table>
 {per_class}
 {unified}
