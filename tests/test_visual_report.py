@@ -101,3 +101,20 @@ def test_a_plan_without_a_dense_teacher_says_why_it_draws_no_sample_grid(tmp_pat
     assert sample_grid(plan, None, {}, None, tmp_path / "samples.png", log=said.append) is None
     assert said == ["samples.png: not drawn (the grid shows dense answers: no dense teacher has an eval set)"]
     assert not (tmp_path / "samples.png").exists()
+
+
+def test_depth_panels_share_a_colour_scale_over_every_map_and_mark_what_it_clips():
+    # a trial: the scale came from the truth alone, so a student 0.8 m too far on 47% of its pixels was drawn in
+    # the truth's end colour, as right, and the colour bar did not say it clipped
+    import torch
+
+    from amalgam.evaluation.visual import colour_range
+
+    truth = torch.linspace(1.0, 5.0, 1000)
+    student = truth + 2.0  # far beyond the truth's top
+    lo, hi, extend = colour_range([truth, student, truth])
+    assert lo < 1.1 and hi > 6.5  # the student's values are on the scale
+    assert extend == "both"  # the 1% tails are clipped, and said by the bar's arrows
+    wild = torch.cat([truth, torch.tensor([1097.0])])  # one wild value does not flatten the scale
+    assert colour_range([wild])[1] < 10 and colour_range([wild])[2] == "both"
+    assert colour_range([torch.full((4,), 2.0)])[:2] == (1.5, 2.5)  # one value: a scale around it
