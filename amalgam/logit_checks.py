@@ -6,6 +6,8 @@ waits for the device, so off the CPU each call site checks its first call of the
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -49,3 +51,26 @@ def refuse_probabilities(logits: torch.Tensor, owner: str, what: str, check: Opt
             f"{owner}: {what} are probabilities (>= 0, summing to 1 over dim 1), not logits: pass the logits"
             " before the softmax (or their log: log-probabilities are logits)"
         )
+
+
+def temperature_value(temperature: object, owner: str) -> float:
+    """``temperature`` as a float: a Python or NumPy number or a 0-d tensor, finite and > 0.
+
+    Raises:
+        AmalgamError: naming ``owner`` (T = 0 gave NaN targets, T < 0 turned them upside down, a bool
+            passed for 1).
+    """
+    if isinstance(temperature, torch.Tensor):
+        if temperature.numel() != 1 or temperature.requires_grad or temperature.device.type != "cpu":
+            raise AmalgamError(
+                f"{owner}: temperature must be a number > 0 (a one-value CPU tensor without grad at most: a learned"
+                f" or device temperature is not supported), got a tensor {list(temperature.shape)} on"
+                f" {temperature.device}{' requiring grad' if temperature.requires_grad else ''}"
+            )
+        temperature = temperature.item()
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise AmalgamError(f"{owner}: temperature must be a number > 0, got {temperature!r}")
+    value = float(temperature)
+    if not (math.isfinite(value) and value > 0):
+        raise AmalgamError(f"{owner}: temperature must be > 0, got {value}")
+    return value

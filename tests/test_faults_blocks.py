@@ -308,3 +308,44 @@ def test_blocks_refuse_what_they_would_get_silently_wrong():
     feed = FEEDLoss(8, [4])  # a bf16 map outside autocast met fp32 adaptors in a raw dtype error
     maps = torch.randn(2, 8, 2, 2), [torch.randn(2, 4, 2, 2)]
     assert torch.isclose(feed(maps[0].bfloat16(), maps[1]), feed(maps[0].bfloat16().float(), maps[1]))
+
+
+def test_the_blocks_refuse_what_they_would_read_wrong():
+    # a trial of the building blocks in an own loop: partial_label_kl took T = 0 (NaN) and T = -2 (a plausible
+    # 0.45); a float projection's fractions were read as membership; focal_weights took a transposed projection
+    import torch
+
+    from amalgam.kd import focal_weights
+    from amalgam.labels import LabelSpace, partial_label_kl, projection, unify
+
+    teacher = LabelSpace(("a", "b"))
+    matrix = projection(teacher, unify([teacher, LabelSpace(("a", "b", "c"))]))
+    student, logits = torch.randn(1, 3, 2, 3), torch.randn(1, 2, 2, 3)
+    for bad in (0.0, -2.0, float("inf"), True):
+        with pytest.raises(AmalgamError, match="partial_label_kl: temperature must be"):
+            partial_label_kl(student, logits, matrix, bad)
+    with pytest.raises(
+        AmalgamError, match="matrix must be the boolean .* projection of projection\\(\\), got torch.float32"
+    ):
+        partial_label_kl(student, logits, matrix.float() * 0.5, 2.0)
+    with pytest.raises(AmalgamError, match="focal_weights: "):
+        focal_weights(student, logits, matrix.t(), 1.0)
+
+
+def test_stochastic_depth_without_a_seed_draws_from_torchs_stream():
+    # a trial: it drew from OS entropy, so a build seeded by its recipe differed run to run
+    import torch
+    from torchvision.models import resnet18
+
+    from amalgam.task import get_task
+    from amalgam.teachers.subteachers import build_subteacher
+
+    model, task = resnet18(num_classes=3).eval(), get_task("classification")
+    x = torch.rand(1, 3, 32, 32)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        wrap = build_subteacher("stochastic_depth", {"drop": 0.5})
+        with torch.no_grad():
+            outs.append(wrap(model, model, task, x))
+    assert torch.equal(*outs)

@@ -15,6 +15,7 @@ import torch
 
 from amalgam.errors import AmalgamError
 from amalgam.labels import project_log_probs
+from amalgam.labels.algebra import check_pairing
 
 #: the default ``power`` (``amalgamation.class_balance``): 0 is the plain pixel mean, 1 full inverse frequency.
 #: On at 0.5 since catch-all labels keep their weight (docs/benchmarks.md, "Dense distillation"): it helped
@@ -118,6 +119,8 @@ def focal_weights(
             f"focal_weights: the student has {student_logits.shape[1]} classes, the teacher {teacher_logits.shape[1]}:"
             " pass the [teacher, student] label projection"
         )
+    if projection is not None:  # a transposed one gathered at the wrong labels without a word (a trial)
+        check_pairing(student_logits, teacher_logits, projection, None, "focal_weights")
     with torch.no_grad():
         if projection is not None:
             log_q = project_log_probs(student_logits, projection)

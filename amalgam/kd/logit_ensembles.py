@@ -25,35 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from amalgam.errors import AmalgamError
-from amalgam.logit_checks import TOLERANCE, refuse_probabilities, should_check
+from amalgam.logit_checks import TOLERANCE, refuse_probabilities, should_check, temperature_value
 from amalgam.precision import full_precision
 from amalgam.registry import Registry
 
 #: how far a target's values may fall below 0 and its sums over dim 1 stray from 1 (fp16 softmaxes)
 TARGET_TOLERANCE = TOLERANCE
-
-
-def temperature_value(temperature: object, owner: str) -> float:
-    """``temperature`` as a float: a Python or NumPy number or a 0-d tensor, finite and > 0.
-
-    Raises:
-        AmalgamError: naming ``owner`` (T = 0 gave NaN targets, T < 0 turned them upside down, a bool
-            passed for 1).
-    """
-    if isinstance(temperature, torch.Tensor):
-        if temperature.numel() != 1 or temperature.requires_grad or temperature.device.type != "cpu":
-            raise AmalgamError(
-                f"{owner}: temperature must be a number > 0 (a one-value CPU tensor without grad at most: a learned"
-                f" or device temperature is not supported), got a tensor {list(temperature.shape)} on"
-                f" {temperature.device}{' requiring grad' if temperature.requires_grad else ''}"
-            )
-        temperature = temperature.item()
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise AmalgamError(f"{owner}: temperature must be a number > 0, got {temperature!r}")
-    value = float(temperature)
-    if not (math.isfinite(value) and value > 0):
-        raise AmalgamError(f"{owner}: temperature must be > 0, got {value}")
-    return value
 
 
 def kd_loss(

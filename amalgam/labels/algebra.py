@@ -19,7 +19,7 @@ import torch
 
 from amalgam.errors import AmalgamError
 from amalgam.labels.names import look_alike_error, look_alikes
-from amalgam.logit_checks import refuse_probabilities
+from amalgam.logit_checks import refuse_probabilities, temperature_value
 
 IGNORE = 255  # target value that metrics skip (dense label maps use it on disk too)
 
@@ -284,7 +284,8 @@ def partial_label_kl(
             columns, the teacher's against its rows, their other dimensions, the weights'), or
             probabilities passed as logits.
     """
-    _check_pairing(student_logits, teacher_logits, matrix, weights)
+    check_pairing(student_logits, teacher_logits, matrix, weights)
+    temperature = temperature_value(temperature, "partial_label_kl")  # T <= 0 gave NaN or an upside-down loss
     refuse_probabilities(teacher_logits, "partial_label_kl", "the teacher's logits", check)
     refuse_probabilities(student_logits, "partial_label_kl", "the student's logits", check)
     log_q = project_log_probs(student_logits, matrix, temperature, after_projection)
@@ -297,16 +298,19 @@ def partial_label_kl(
     return kl.mean() * temperature**2
 
 
-def _check_pairing(
+def check_pairing(
     student: torch.Tensor,
     teacher: torch.Tensor,
     matrix: torch.Tensor,
     weights: Optional[torch.Tensor],
     owner: str = "partial_label_kl",
 ) -> None:
-    """Shapes only (no host sync): each of these broadcast into a plausible loss of the wrong thing."""
+    """Shapes and the matrix's dtype only (no host sync): each of these broadcast into a plausible loss of the
+    wrong thing (a float matrix's fractions were read as membership without a word)."""
     problem = None
-    if student.dim() < 2 or student.shape[1] != matrix.shape[1]:
+    if matrix.dtype != torch.bool:
+        problem = f"matrix must be the boolean [labels, unified] projection of projection(), got {matrix.dtype}"
+    elif student.dim() < 2 or student.shape[1] != matrix.shape[1]:
         problem = f"student logits {list(student.shape)} need {matrix.shape[1]} unified classes along dim 1"
     elif teacher.dim() < 2 or teacher.shape[1] != matrix.shape[0]:
         problem = f"teacher logits {list(teacher.shape)} need its {matrix.shape[0]} labels along dim 1"
@@ -346,7 +350,7 @@ def partial_label_nll(
         matrix: ``[L, U]`` boolean projection from :func:`projection`.
         weights: per-position weights, the shape of the outputs without the class dimension.
     """
-    _check_pairing(student_logits, teacher_logits, matrix, weights, "partial_label_nll")
+    check_pairing(student_logits, teacher_logits, matrix, weights, "partial_label_nll")
     log_q = project_log_probs(student_logits, matrix)
     nll = -log_q.gather(1, teacher_logits.max(1, keepdim=True).indices).squeeze(1)  # argmax, faster on CPUs
     if weights is not None:

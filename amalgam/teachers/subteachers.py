@@ -274,7 +274,9 @@ class StochasticDepth(SubTeacher):
         if not 0 <= drop <= 1 or samples < 1:
             raise AmalgamError(f"expected 0 <= drop <= 1 and samples >= 1, got drop={drop}, samples={samples}")
         self.drop, self.samples, self.seed = drop, samples, seed
-        self.rng = random.Random(seed)
+        # without a seed, torch's stream (the recipe's seed, restored on resume), as noise and mc_dropout draw: OS
+        # entropy made a seeded build irreproducible (a trial)
+        self.rng = random.Random(seed) if seed is not None else None
 
     def check(self, model: nn.Module, task: Task) -> Optional[str]:
         if isinstance(model, torch.jit.ScriptModule):  # no forward hooks: the blocks cannot be skipped
@@ -288,7 +290,8 @@ class StochasticDepth(SubTeacher):
         blocks = residual_blocks(model)
         outputs = []
         for _ in range(self.samples):
-            dropped = [b for b in blocks if self.rng.random() < self.drop]
+            draws = [self.rng.random() for _ in blocks] if self.rng else torch.rand(len(blocks)).tolist()
+            dropped = [b for b, u in zip(blocks, draws) if u < self.drop]
             # first among the block's hooks: a feature tap on it then keeps what flows on, not the dropped branch
             handles = [b.register_forward_hook(_skip_only, prepend=True) for b in dropped]
             try:
