@@ -153,11 +153,11 @@ def scene_batch(plan, count):
     return images, torch.tensor([s["source"] for s in samples]), torch.tensor([s["index"] for s in samples])
 
 
-def fill(plan, root, name, count=4, log=None):
+def fill(plan, root, name, count=4, log=None, shared=False):
     """Opens the cache under ``root``, draws ``count`` scenes for teacher ``name``; (cache, targets)."""
     from amalgam.distill.cache import TeacherCache
 
-    cache = TeacherCache(root, plan, log or (lambda msg: None))
+    cache = TeacherCache(root, plan, log or (lambda msg: None), shared=shared)
     images, source, index = scene_batch(plan, count)
     out, _ = cache.targets(images, source, index, None)(name, torch.arange(count))
     cache.flush()
@@ -269,6 +269,22 @@ def test_outputs_beyond_fp16_are_kept_in_fp32(world_plan, tmp_path, monkeypatch)
     again, later, _ = fill(world_plan, root, "depth", count=4)  # reopened: fp32, rows kept
     assert again.stores["depth"].outputs.dtype == np.float32 and int(again.stores["depth"].filled.sum()) == 4
     torch.testing.assert_close(later, out)
+
+
+def test_a_store_several_processes_fill_keeps_fp16_and_leaves_rows_beyond_it_unstored(
+    world_plan, tmp_path, monkeypatch
+):
+    # a trial under torchrun: each rank widened the store alone, swapping the file under the other; 13 rows
+    # passed their checksum holding zeros, and a later build trained on them without a word
+    teacher = world_plan.teachers["depth"]
+    real = teacher.forward
+    monkeypatch.setattr(teacher, "forward", lambda x: real(x) * 3e5)
+    root, lines = tmp_path / "cache", []
+    cache, out, images = fill(world_plan, root, "depth", log=lines.append, shared=True)
+    torch.testing.assert_close(out, on_grid(teacher(images)), rtol=1e-6, atol=0)  # the answers, right
+    store = cache.stores["depth"]
+    assert store.outputs.dtype == np.float16 and int(store.filled.sum()) == 0  # nothing widened, nothing stored
+    assert sum("several processes fill the store: those rows are computed each time" in line for line in lines) == 1
 
 
 # 8. disk full -------------------------------------------------------------------------------------

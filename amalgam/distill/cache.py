@@ -110,6 +110,8 @@ class TeacherCache:
             ``teacher_taps``); part of the store's key, so a store is never read with other taps.
         precision: what the answers are computed in (``fp32``, ``bf16``, ``fp16``: the run's
             ``train.precision`` on its device); part of the key, so a run never reads another's.
+        shared: several processes (torchrun) fill the stores: one cannot widen a store to fp32 under the
+            others, so rows beyond fp16 are computed each time instead (see :meth:`lookup`).
     """
 
     def __init__(
@@ -119,8 +121,10 @@ class TeacherCache:
         log: Callable[[str], None] = print,
         taps: Optional[Taps] = None,
         precision: str = "fp32",
+        shared: bool = False,
     ):
         self.plan = plan
+        self.shared, self.unstored = shared, set()
         self.taps: Taps = dict(taps or {})
         self.starts = plan.sources.offsets
         self.stores: dict[str, Store] = {}
@@ -210,22 +214,38 @@ class TeacherCache:
         outputs, features, missing, _ = store.read(rows)  # damaged rows: counted, said once by flush
         if missing.any():
             new_out, new_feat = run(np.nonzero(missing)[0])
+            keep = np.ones(len(new_out), dtype=bool)
             if store.outputs.dtype == np.float16 and _beyond_fp16(new_out, new_feat):
-                peak = max(_peak(a) for a in (new_out, new_feat) if a is not None)
-                self.log(
-                    f"teacher cache '{name}': outputs reach {peak:.3g}, beyond fp16's {FP16_MAX:.0f}: stored as fp32"
-                    " from now on"
-                )
-                widen(store, f"teacher cache '{name}'")
+                if self.shared:  # a rank widening alone swapped the file under the others: rows lost (a trial)
+                    keep = self._within_fp16(name, new_out, new_feat)
+                else:
+                    peak = max(_peak(a) for a in (new_out, new_feat) if a is not None)
+                    self.log(
+                        f"teacher cache '{name}': outputs reach {peak:.3g}, beyond fp16's {FP16_MAX:.0f}: stored as"
+                        " fp32 from now on"
+                    )
+                    widen(store, f"teacher cache '{name}'")
                 outputs = outputs.astype(np.float32)
                 features = features.astype(np.float32) if features is not None else None
-            store.write(rows[missing], new_out, new_feat)
+            store.write(rows[missing][keep], new_out[keep], None if new_feat is None else new_feat[keep])
             outputs[missing] = new_out
             if features is not None:
                 features[missing] = new_feat
         self.misses += int(missing.sum())
         self.hits += int((~missing).sum())
         return outputs, features
+
+    def _within_fp16(self, name: str, out: np.ndarray, feat: Optional[np.ndarray]) -> np.ndarray:
+        """Which rows of a shared store's new answers fp16 holds; the first time a teacher's do not, said."""
+        keep = np.array([not _beyond_fp16(out[i], None if feat is None else feat[i]) for i in range(len(out))])
+        if name not in self.unstored:
+            self.unstored.add(name)
+            self.log(
+                f"teacher cache '{name}': outputs beyond fp16's {FP16_MAX:.0f}, and several processes fill the"
+                " store: those rows are computed each time they are drawn, not stored (a single process widens"
+                " the store to fp32)"
+            )
+        return keep
 
     def flush(self) -> tuple[int, int]:
         """Writes the stores to disk, says the rows that failed their checksum since the last flush
@@ -274,7 +294,7 @@ def _shapes(teacher: Teacher, size: tuple, tap: Optional[FeatureTap]) -> tuple[t
 
 
 def open_cache(
-    plan: Plan, run_dir: Path, taps: Taps, log: Callable[[str], None], precision: str = "fp32"
+    plan: Plan, run_dir: Path, taps: Taps, log: Callable[[str], None], precision: str = "fp32", shared: bool = False
 ) -> Optional[TeacherCache]:
     """The teacher cache when ``train.cache_teachers`` is on and it fits ``train.cache_max_gb``
     (``precision``: what the run computes in, see :class:`TeacherCache`).
@@ -297,7 +317,7 @@ def open_cache(
     make_folder(folder, "teacher cache")
     held = sum(p.stat().st_size for p in folder.rglob("*.npy") if p.is_file())  # stores a run before left
     check_free(folder, int(need * 1e9) - held, "teacher cache")  # every store's at once, not each in turn
-    return TeacherCache(folder, plan, log, taps, precision)
+    return TeacherCache(folder, plan, log, taps, precision, shared)
 
 
 def _few_draws_note(plan: Plan, need_gb: float) -> Optional[str]:

@@ -89,10 +89,11 @@ class Trainer:
             module.to(device)
         self.loader = make_loader(plan, cfg, plan.recipe.seed, device, ctx, log)
         taps = self.objective.teacher_taps  # the cache stores (and is keyed by) what the objective reads
-        self.cache = open_cache(plan, run_dir, taps, log, self.precision) if ctx.is_main else None
+        shared = ctx.enabled  # several processes fill the stores (no widening to fp32 then)
+        self.cache = open_cache(plan, run_dir, taps, log, self.precision, shared) if ctx.is_main else None
         ctx.barrier()  # rank 0 made the cache files; the others open them
         if not ctx.is_main:
-            self.cache = open_cache(plan, run_dir, taps, lambda msg: None, self.precision)
+            self.cache = open_cache(plan, run_dir, taps, lambda msg: None, self.precision, shared)
         self.router = make_router(plan, student, self.objective.student_tap, device, log if ctx.is_main else _quiet)
         self.model = self._wrap(student)
         local = ctx.local_batch(cfg.batch_size)
