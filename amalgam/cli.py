@@ -16,6 +16,7 @@ from amalgam.outstream import surviving_stdout
 from amalgam.plugin_contract import contract_problem, mirror_note, plugin_error_line, plugin_label
 from amalgam.students.tree import as_yaml
 from amalgam.task import TASKS, name_problem, task_names
+from amalgam.training.distributed import launched_world_size
 from amalgam.training.interrupt import terminate_as_interrupt
 from amalgam.training.progress import Console
 
@@ -55,6 +56,8 @@ def cmd_build(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if (world := launched_world_size()) > 1:  # every rank scored it all, printed it and wrote one --json (a trial)
+        raise AmalgamError(f"amalgam eval runs in one process, not under torchrun ({world} launched): run it plainly")
     if args.json:  # before the evaluation: a path it cannot write failed after all of it, in a traceback
         json_destination(Path(args.json))
     report = api.evaluate(args.recipe, args.student, args.set, quiet=args.quiet)

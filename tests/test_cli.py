@@ -381,3 +381,11 @@ def test_a_command_outlives_its_standard_output(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", Gone())
     assert main(["tasks"]) == 0
     assert capsys.readouterr().err.count("amalgam: standard output lost (Broken pipe): the command goes on") == 1
+
+
+def test_eval_under_torchrun_is_refused_in_one_line(monkeypatch, capsys, tmp_path):
+    # a trial: each rank scored the whole set, printed the report and wrote the same --json, latencies inflated
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["eval", str(tmp_path / "r.yaml"), "--student", str(tmp_path / "s.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "amalgam eval runs in one process, not under torchrun (2 launched): run it plainly" in err

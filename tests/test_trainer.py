@@ -170,3 +170,22 @@ def test_workers_whose_batches_do_not_fit_the_shared_memory_are_turned_off_and_s
     )
     monkeypatch.setattr(loader_module.shutil, "disk_usage", lambda path: usage(2**40, 0, 2**40))
     assert trainer_for(world, tmp_path / "b", ["train.workers=2"]).loader.num_workers == 2  # room: as set
+
+
+def test_a_resume_on_another_number_of_processes_is_said_and_reported(world, tmp_path):
+    # a trial: a 2-process run resumed on 1 went unsaid, its student neither run's; report.json named no count
+    first = trainer_for(world, tmp_path / "a")
+    first.callbacks.clear()
+    first.train_one_epoch(1)
+    state = first.state_dict()
+    assert state["processes"] == 1 and first.result.processes == 1
+    said = []
+    trainer_for(world, tmp_path / "b", log=said.append).load_state_dict(state)
+    assert not [line for line in said if "processes before the resume" in line]
+    state["processes"] = 2  # as a torchrun run's checkpoint
+    resumed = trainer_for(world, tmp_path / "c", log=said.append)
+    resumed.load_state_dict(state)
+    expected = "warning: this run trained on 2 processes before the resume and continues on 1: each normalises"
+    assert any(line.startswith(expected) for line in said) and any(
+        w.startswith(expected) for w in resumed.resume_warnings
+    )

@@ -53,6 +53,7 @@ def build_report(
         report["teachers"] = {**report["teachers"], "reading": readings}
     if train:
         report["train"]["precision"] = train.precision
+        report["train"]["processes"] = train.processes  # torchrun's count: images_per_second is all of theirs
     if train and train.task_weights:
         report["train"]["task_weighting"] = train.task_weighting
         # significant figures: a starved weight (exp(-10)) must not print as 0

@@ -22,6 +22,7 @@ class TrainResult:
             resume continued in another one).
         warnings: lines for report.json's ``warnings`` (a diverged student,
             :mod:`amalgam.training.divergence`).
+        processes: how many processes trained it (torchrun's; a resume with another count is said).
     """
 
     epochs: int
@@ -32,6 +33,7 @@ class TrainResult:
     task_weighting: str = ""
     precision: str = "fp32"
     warnings: list[str] = field(default_factory=list)
+    processes: int = 1
 
     @property
     def images_per_second(self) -> float:

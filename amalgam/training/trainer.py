@@ -100,7 +100,7 @@ class Trainer:
         self.optimizer = build_optimizer(parameter_groups(student, self.objective.parameters(), cfg), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, max(1, cfg.epochs * len(self.loader)))
         self.scaler = grad_scaler_for(device, self.precision)
-        self.result = TrainResult(cfg.epochs, 0.0, 0, precision=self.precision)
+        self.result = TrainResult(cfg.epochs, 0.0, 0, precision=self.precision, processes=ctx.world)
         self.augment = BatchAugment(
             cfg, plan.sources.names, plan.recipe.seed, slice(ctx.rank * local, (ctx.rank + 1) * local), plan.unflipped
         )
@@ -315,6 +315,7 @@ class Trainer:
             "sources": self.source_prints,  # nor this: a resume says a changed folder
             "spec": self.student.spec.to_dict(),  # what auto chose: a resume must build the same student
             "precision": self.result.precision,  # auto decides per machine: a resume elsewhere may differ
+            "processes": self.ctx.world,  # each trains on its slice of a batch: another count is another run
             "divergence": self.divergence.state_dict(),
             "unflipped": dict(self.plan.unflipped),  # the mirror check's decision: a resume keeps it, not redone
             "resize_version": RESIZE_VERSION,  # the images it trained on: another resize is said on resume
@@ -348,6 +349,7 @@ class Trainer:
         found = source_changes(state.get("sources"), self.source_prints, limited_sources(self.plan.recipe))
         for line in found:  # and in report.json: the student is not the uninterrupted one
             self.log(line)
+        found += self._resume_processes(state.get("processes"))
         self.resume_warnings = list(state.get("resume_warnings", [])) + found  # an earlier resume's kept
         self.partial = state.get("partial")
         # without stored first values, the rows trained before the resume (a stopped epoch's too) are not judged
@@ -365,6 +367,19 @@ class Trainer:
             f"resize: the epochs before the resume trained on {then}; the rest trains on version {RESIZE_VERSION}"
             f" ({RESIZE_KIND}): a build without --resume trains on one"
         )
+
+    def _resume_processes(self, before: Optional[int]) -> list[str]:
+        """The line when a resumed run continues on another number of processes (a trial's 2 -> 1 went unsaid):
+        batch norm then sees other slices, and the run is not the one it would have been uninterrupted."""
+        if before is None or before == self.ctx.world:
+            return []
+        line = (
+            f"warning: this run trained on {before} process{'es' if before > 1 else ''} before the resume and"
+            f" continues on {self.ctx.world}: each normalises its own slice of a batch, so the run is not the one"
+            " it would have been uninterrupted"
+        )
+        self.log(line)
+        return [line]
 
     def _resume_precision(self, before: Optional[str]) -> None:
         """Says when a resumed run continues in another precision than it trained in (``auto`` decides
