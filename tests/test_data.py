@@ -426,7 +426,22 @@ def test_label_maps_resized_with_an_interpolating_filter_are_warned_about(tmp_pa
         return
     (line,) = said
     assert line.startswith("data.eval.v: warning: ") and line.endswith("as PNG, resized with nearest")
-    assert "of the label maps' class changes along rows and columns pass through a value between" in line
+    assert "of the label maps' class changes along rows and columns pass through two values between" in line
+
+
+def test_a_one_pixel_class_between_two_others_is_no_ramp():
+    # a review: a cell's 1-px contour class between background and inside (0 | 1 | 2) read as a 33% ramp
+    from amalgam.data.target_scan import RAMP_SHARE, _ramp_pixels
+
+    cells = np.zeros((64, 64), np.uint8)
+    cells[:, 31] = 1  # the contour
+    cells[:, 32:] = 2  # the inside
+    ramps, changes = _ramp_pixels(cells)
+    assert changes and ramps <= RAMP_SHARE * changes
+    ramp = np.zeros((8, 8), np.uint8)
+    ramp[:, 3:] = 40
+    ramp[:, 3], ramp[:, 4] = 10, 25  # two values between the classes in a row: a bilinear ramp
+    assert _ramp_pixels(ramp)[0] > 0
 
 
 def test_a_jpeg_label_map_is_refused_whatever_its_name(tmp_path):
