@@ -211,8 +211,9 @@ def say_plan(plan: Plan, log: Log) -> None:
     recipe = plan.recipe
     log(distillation_line(recipe.amalgamation))
     for line in schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks):
-        if line.startswith("warning: "):  # a trial's report blamed the distillation for a schedule said too short
-            said_before_training(plan, log, line.removeprefix("warning: "))
+        warning = line.lstrip()  # the schedule's lines are indented under its header
+        if warning.startswith("warning: "):  # a trial's report blamed the distillation for a schedule said too short
+            said_before_training(plan, log, warning.removeprefix("warning: "))
         else:
             log(line)
 
