@@ -354,3 +354,13 @@ def test_a_label_order_warning_names_the_shift_or_the_reordered_labels_it_points
     sorted_file = label_order_warning("t", ["bag", "cat", "dog"], [2, 0, 1])
     assert sorted_file.endswith("in the order of its outputs they are ['cat', 'dog', 'bag'] (teachers.t.labels)")
     assert label_order_warning("t", ["a", "b", "c"], [1, 2, 1]).endswith("channel order)?")  # no clean pattern
+
+
+def test_a_rows_images_are_the_ones_it_scored(built_run):
+    # a review: the cls row said 12 images (the set's, evaluated) where its coverage line said 8 were scored
+    report = json.loads((built_run / "report.json").read_text())
+    cls = next(r for r in report["tasks"] if r["task"] == "classification")
+    line = next(w for w in report["warnings"] if w.startswith(f"teacher {cls['teacher']} is scored on part"))
+    assert f"scored on {cls['images']} of the 12 images evaluated" in line and cls["images"] < 12
+    seg = next(r for r in report["tasks"] if r["task"] == "segmentation")
+    assert seg["images"] > 0  # label maps: every image evaluated is scored

@@ -78,6 +78,12 @@ class TaskResult:
     #: the images the eval set holds (``images`` fewer: a limit cut it; None: not known)
     set_images: Optional[int] = None
 
+    def scored_images(self) -> int:
+        """The eval images this row scored: those evaluated, less the ones the teacher answered NaN/inf on and
+        the ones of classes it has no label for (a review: 12 said where 8 were scored)."""
+        unscored = self.coverage.unscored_images if self.coverage and self.coverage.images else 0
+        return self.images - len(self.left_out) - unscored
+
     def per_class(self) -> Optional[list[dict]]:
         """Teacher vs student on each of the teacher's classes, for tasks whose meter scores classes."""
         key = self.task.per_class_metric
@@ -179,7 +185,7 @@ class TaskResult:
             **extra,
             **({"catch_all": self.catch_all} if self.catch_all else {}),
             # how many eval images the row scored: 60 of a set's 1,000 was said in the log only (a trial)
-            **({"images": self.images - len(self.left_out)} if self.images else {}),
+            **({"images": self.scored_images()} if self.images else {}),
         }
 
 
