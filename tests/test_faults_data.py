@@ -262,7 +262,7 @@ def test_a_classes_txt_numbered_from_1_asks_for_value_0s_name_not_a_renumbering(
     cfg = dense_set(tmp_path, [disc], "1 wall\n2 building\n")
     with pytest.raises(
         AmalgamError,
-        match=r"they are the label maps' values, so every value from 0 to 2 needs its line; missing: 0 \(e.g. '0 unl",
+        match=r"every value from 0 to 2 needs its line; missing: 0; value 0: '0 background' where it is background",
     ):
         build_said(cfg)
 

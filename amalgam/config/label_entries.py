@@ -133,10 +133,13 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
         if map_values:  # renumbering from 0 would name every value after the next class
             missing = sorted(set(range(max(ids) + 1)) - set(ids))
             shown = ", ".join(map(str, missing[:8])) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-            example = "'0 unlabeled' where 0 is not annotated (not scored), '0 background' where it is"
+            # a value nobody annotated is no class: 255 leaves it unscored (a '0 unlabeled' line is scored)
+            zero = ""
+            if 0 in missing:
+                zero = "; value 0: '0 background' where it is background, or write pixels nobody annotated as 255"
             raise AmalgamError(
                 f"{head}: they are the label maps' values, so every value from 0 to {max(ids)} needs its line;"
-                f" missing: {shown} (e.g. {example}; renumbering would shift the classes)"
+                f" missing: {shown}{zero} (renumbering would shift the classes)"
                 if missing
                 else f"{head}: a value is given twice"
             )
