@@ -458,12 +458,14 @@ def test_the_label_order_survey_is_sized_to_the_labels_and_pairs_teachers_relate
     from amalgam.labels import LabelSpace
     from amalgam.labels.suggest import MIN_COUNT, ORDER_SURVEY_MAX, _shared_classes, order_survey_images
 
-    def plan_of(*widths):
+    def plan_of(*widths, dense=False):
         spaces = {f"t{k}": LabelSpace(tuple(f"c{i}" for i in range(w))) for k, w in enumerate(widths)}
-        return SimpleNamespace(teachers={n: SimpleNamespace(space=s) for n, s in spaces.items()})
+        task = SimpleNamespace(dense=dense)
+        return SimpleNamespace(teachers={n: SimpleNamespace(space=s, task=task) for n, s in spaces.items()})
 
     assert order_survey_images(plan_of(10, 4), [("t0", "t1")]) == 2 * MIN_COUNT * 10
     assert order_survey_images(plan_of(2, 2), [("t0", "t1")]) == 128
+    assert order_survey_images(plan_of(30, 30, dense=True), [("t0", "t1")]) == 128  # pixels: plenty (a review)
     assert order_survey_images(plan_of(1000, 5), [("t0", "t1")]) == ORDER_SURVEY_MAX
     fine = LabelSpace(("Trouser", "Dress", "Bag"))
     coarse = LabelSpace(("trousers", "dress"), covers=(("Trouser",), ("Dress",)))  # {trousers: Trouser} ...

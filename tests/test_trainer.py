@@ -170,6 +170,12 @@ def test_workers_whose_batches_do_not_fit_the_shared_memory_are_turned_off_and_s
     )
     monkeypatch.setattr(loader_module.shutil, "disk_usage", lambda path: usage(2**40, 0, 2**40))
     assert trainer_for(world, tmp_path / "b", ["train.workers=2"]).loader.num_workers == 2  # room: as set
+    # torchrun's processes on one machine share it (a review): room for one process's workers, not for eight
+    need = loader_module.batch_bytes(trainer.plan, trainer.plan.recipe.train.batch_size) * 2 * 2
+    monkeypatch.setattr(loader_module.shutil, "disk_usage", lambda path: usage(2**40, 0, 3 * need))
+    assert trainer_for(world, tmp_path / "c", ["train.workers=2"]).loader.num_workers == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert trainer_for(world, tmp_path / "d", ["train.workers=2"]).loader.num_workers == 0
 
 
 def test_a_resume_on_another_number_of_processes_is_said_and_reported(world, tmp_path):

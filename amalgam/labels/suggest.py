@@ -307,9 +307,11 @@ ORDER_SURVEY_MAX = 512
 
 
 def order_survey_images(plan: Plan, pairs: list[tuple[str, str]]) -> int:
-    """Images for the label-order survey: twice :data:`MIN_COUNT` per label of the widest teacher, so balanced
-    labels are each answered enough to be judged (128 left a 10-class pair's every label unjudged, unsaid)."""
-    widest = max(len(plan.teachers[t].space.known()) for pair in pairs for t in pair)
+    """Images for the label-order survey: twice :data:`MIN_COUNT` per label of the widest classifier, so balanced
+    labels are each answered enough to be judged (128 left a 10-class pair's every label unjudged, unsaid); a
+    dense teacher answers every pixel, and 128 images give its labels plenty."""
+    teachers = [plan.teachers[t] for pair in pairs for t in pair]
+    widest = max((len(t.space.known()) for t in teachers if not t.task.dense), default=0)
     return min(ORDER_SURVEY_MAX, max(ORDER_SURVEY_IMAGES, 2 * MIN_COUNT * widest))
 
 

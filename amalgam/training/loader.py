@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from pathlib import Path
@@ -52,7 +53,8 @@ def workers_that_fit(plan: Plan, cfg: TrainConfig, batch_size: int, log: Callabl
     /dev/shm). Said in the log; workers change how fast a run goes, not what it learns."""
     if cfg.workers == 0 or not SHARED_MEMORY.is_dir():
         return cfg.workers
-    need = batch_bytes(plan, batch_size) * PREFETCH * cfg.workers
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine share it
+    need = batch_bytes(plan, batch_size) * PREFETCH * cfg.workers * processes
     free = shutil.disk_usage(SHARED_MEMORY).free
     if need <= free // 2:
         return cfg.workers
