@@ -168,9 +168,9 @@ def _order_fix(teacher: str, classes: list[str], mostly: list) -> str:
         )
     if len(judged) >= 3 and all(j == c - 1 for c, j in judged):  # the mirror: the first output dropped, not the spare
         return (
-            " Every class is named as the previous output: its outputs sit one below its labels, as when"
-            f" teachers.{teacher}.unused_outputs drops output 0 of a net whose unused output is the last"
-            f" ([{len(classes)}], not [0])"
+            " Every class is named as the previous output: the eval set's class list one line off, or its outputs"
+            f" one below its labels, as when teachers.{teacher}.unused_outputs drops output 0 of a net whose unused"
+            f" output is the last ([{len(classes)}], not [0])"
         )
     if len({j for _, j in judged}) != len(judged):  # two classes named as one: no reordering explains it
         return ""
