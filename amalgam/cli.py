@@ -202,12 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: commands whose product is their standard output (a lost one is their failure, not a build's)
+PRINTED_ONLY = frozenset({"inspect", "eval", "search", "tasks"})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for input errors, printed as one line)."""
     args = build_parser().parse_args(argv)
     try:
-        with terminate_as_interrupt(), surviving_stdout():
-            return args.fn(args)
+        with terminate_as_interrupt(), surviving_stdout() as stdout:
+            code = args.fn(args)
+        # a command whose product is what it prints failed with it (build, report and export write files)
+        return 1 if code == 0 and stdout.lost and args.command in PRINTED_ONLY else code
     except AmalgamError as exc:
         if args.debug or args.debug_all:
             traceback.print_exc()

@@ -31,19 +31,27 @@ class SurvivingStream:
             except OSError as exc:
                 self._lose(exc)
 
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
     def __getattr__(self, name: str):
         return getattr(self.stream, name)
 
     def _lose(self, exc: OSError) -> None:
         self.lost = True
         try:  # Python's flush at exit would fail again, with an "Exception ignored" note
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self.stream.fileno())
+            finally:
+                os.close(devnull)
         except (OSError, ValueError, AttributeError):  # no file descriptor (a test's capture)
             pass
         try:
             print(
-                f"amalgam: standard output lost ({exc.strerror or exc}): the command goes on, and what it writes"
-                " to its run folder is whole",
+                f"amalgam: standard output lost ({exc.strerror or exc}): the command goes on without it (what a"
+                " build, report or export writes to files is whole; a command that only prints exits 1)",
                 file=sys.stderr,
                 flush=True,
             )

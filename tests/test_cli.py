@@ -383,7 +383,7 @@ def test_a_command_outlives_its_standard_output(monkeypatch, capsys):
             raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(sys, "stdout", Gone())
-    assert main(["tasks"]) == 0
+    assert main(["tasks"]) == 1  # its product is what it prints: lost, it failed (a review: rc 0 into /dev/full)
     assert capsys.readouterr().err.count("amalgam: standard output lost (Broken pipe): the command goes on") == 1
 
 
