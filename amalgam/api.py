@@ -41,6 +41,7 @@ from amalgam.config.recipe import (
 )
 from amalgam.config.recipe import load_recipe as _read_recipe
 from amalgam.config.schema import expand_path
+from amalgam.data.views import RESIZE_KIND, RESIZE_VERSION
 from amalgam.distill.plan import build_plan
 from amalgam.distill.tree_search import SearchResult, search_tree, with_budget
 from amalgam.errors import AmalgamError, RecipeError, error_line
@@ -578,10 +579,17 @@ def _older_student(student: object, recipe: Recipe) -> Optional[str]:
     if not isinstance(student, (str, os.PathLike)):
         return None
     try:
-        if student_made(Path(student)) is not None:
-            return None
+        made = student_made(Path(student))
     except (AmalgamError, OSError):
         return None
+    if made is not None:  # a resize of another version than today's is said; the limit rule has one form yet
+        then = made.get("resize_version")
+        if then == RESIZE_VERSION:
+            return None
+        return (
+            f"note: {student} trained on images resized by version {then}, amalgam now resizes by version"
+            f" {RESIZE_VERSION} ({RESIZE_KIND}), which can move its scores a little"
+        )
     limited = [f"data.eval.{n}.limit" for n, e in recipe.data.eval.items() if e.limit is not None]
     limited += ["train.max_eval_images"] if recipe.train.max_eval_images is not None else []
     picked = (

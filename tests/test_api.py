@@ -289,6 +289,13 @@ def test_evaluate_says_when_a_student_file_is_older_than_its_resize_and_limit_re
     assert "kept the first images" not in said  # no limit set: the same images
     amalgam.evaluate(world, old, ["data.eval.scenes-val.limit=4"])
     assert "before 2026-12-03, data.eval.scenes-val.limit kept the first images" in capsys.readouterr().out
+    blob["made"] = {"resize_version": 1, "limit": "spread"}  # a record of an older resize (a review: unsaid)
+    torch.save(blob, old)
+    amalgam.evaluate(world, old)
+    assert (
+        f"note: {old} trained on images resized by version 1, amalgam now resizes by version 2"
+        in capsys.readouterr().out
+    )
 
 
 def test_a_build_gives_the_caller_its_random_streams_and_global_modes_back(world, tmp_path):

@@ -208,7 +208,8 @@ class TeacherCache:
         """A teacher's stored rows; ``run(positions)`` computes those not filled or failing their checksum.
 
         Computed rows are written back. Values beyond fp16's range widen the store to fp32 first,
-        so they are kept, not turned into inf.
+        so they are kept, not turned into inf; a store several processes fill (``shared``) is not widened, and
+        such rows are returned, not stored.
         """
         store = self.stores[name]
         outputs, features, missing, _ = store.read(rows)  # damaged rows: counted, said once by flush

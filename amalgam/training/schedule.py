@@ -64,7 +64,8 @@ def said_settings(section: BaseModel, keys: tuple[str, ...], name: str = "") -> 
         parts.append(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}")
         if value == defaults[key].default:
             since, before = CHANGED_DEFAULTS.get((name, key), (None, None))
-            parts[-1] += f" (default since {since}; {before:g} before)" if since else " (default)"
+            was = f"{before:g}" if isinstance(before, float) else before  # numbers as the line says them
+            parts[-1] += f" (default since {since}; {was} before)" if since else " (default)"
     return ", ".join(parts)
 
 
