@@ -190,3 +190,21 @@ def test_a_teacher_whose_labels_differ_from_the_sets_only_in_case_is_told_the_re
     extent = {c: frozenset([c]) for c in ("Trouser", "Dress", "Bag", "trousers", "dress")}  # the other teacher's
     with pytest.raises(RecipeError, match=r"'dress' is the set class 'Dress' but for case or spacing: relate them in"):
         check_eval_set(teacher, dataset, extent, log=lambda line: None)
+
+
+def test_a_build_reports_a_teachers_catch_all_where_its_set_names_part_of_its_labels(fresh_world, built_run):
+    # a review: the test above builds the scorer by hand; the wiring (tasks[].catch_all, its log line) was untested
+    import torch
+
+    from amalgam.evaluation.evaluate import evaluate
+    from amalgam.students.serialize import load_student
+
+    classes = fresh_world.parent / "scenes" / "val" / "classes.txt"
+    classes.write_text(classes.read_text().replace("square", "blob"))  # the set names no square: seg-a's is unnamed
+    student, spaces = load_student(built_run / "student.pt")
+    plan = build_plan(load_recipe(fresh_world), log=lambda line: None)
+    lines: list[str] = []
+    result = evaluate(plan, student, torch.device("cpu"), spaces=spaces, log=lines.append)
+    row = next(r.row() for r in result.tasks if r.teacher == "seg-a")
+    assert row["catch_all"].startswith("the set's 'background' holds square too (the set names none of them)")
+    assert f"teacher seg-a's row on 'scenes-val': {row['catch_all']}" in lines
