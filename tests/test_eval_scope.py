@@ -208,3 +208,14 @@ def test_a_build_reports_a_teachers_catch_all_where_its_set_names_part_of_its_la
     row = next(r.row() for r in result.tasks if r.teacher == "seg-a")
     assert row["catch_all"].startswith("the set's 'background' holds square too (the set names none of them)")
     assert f"teacher seg-a's row on 'scenes-val': {row['catch_all']}" in lines
+
+
+def test_a_teacher_check_on_a_set_whose_maps_were_warned_of_names_them_as_a_cause():
+    # a trial: maps quantized file by file read the teacher near-blind, and the line sent the user to its input only
+    from types import SimpleNamespace
+
+    from amalgam.distill.eval_checks import _maps_doubt
+
+    plan = SimpleNamespace(data_warnings=["data.eval.val: index 3 of the label maps has one colour in a.png's palette"])
+    assert _maps_doubt(plan, "val") == "; or the set's ground truth, which its scan warned of (data.eval.val above)"
+    assert _maps_doubt(plan, "other") == ""

@@ -327,7 +327,7 @@ def check_label_order_on_eval(
             said_before_training(plan, log, hint)
         lacks = "labels the set does not name answered on its classes the teacher lacks"
         teacher.notes.append(f"{len(hints)} {lacks} {where}")
-    doubt = exif_doubt(dataset, teacher.eval_name) if task.dense else ""
+    doubt = (exif_doubt(dataset, teacher.eval_name) if task.dense else "") + _maps_doubt(plan, teacher.eval_name)
     if out_of_order:
         reversed_fix = _order_cleared_by_channels(teacher, read, truths, matrix, judged, task.dense)
         said_before_training(plan, log, f"{reversed_fix or line} ({where}){doubt}")
@@ -352,6 +352,16 @@ def check_label_order_on_eval(
     else:  # said, so that a check that could not judge is not read as passed
         enough = f"{len(judged)} of its classes had enough {unit} there; it judges {ORDER_MIN_CLASSES} or more"
         teacher.notes.append(f"label order not checked {where}: {enough}")
+
+
+def _maps_doubt(plan: Plan, eval_name: str) -> str:
+    """The note that the eval set's own ground truth was warned of (its maps' palettes, values beyond the classes,
+    a lossy save): a trial's maps quantized file by file read near-blind, and the line sent it to the teacher's
+    input alone ("" when the set's scan said nothing)."""
+    prefix = f"data.eval.{eval_name}: "
+    if not any(w.startswith(prefix) for w in plan.data_warnings):
+        return ""
+    return f"; or the set's ground truth, which its scan warned of (data.eval.{eval_name} above)"
 
 
 def _order_cleared_by_channels(
