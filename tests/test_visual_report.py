@@ -118,3 +118,16 @@ def test_depth_panels_share_a_colour_scale_over_every_map_and_mark_what_it_clips
     wild = torch.cat([truth, torch.tensor([1097.0])])  # one wild value does not flatten the scale
     assert colour_range([wild])[1] < 10 and colour_range([wild])[2] == "both"
     assert colour_range([torch.full((4,), 2.0)])[:2] == (1.5, 2.5)  # one value: a scale around it
+
+
+def test_curves_draw_the_weighted_loss_first_and_say_what_each_panel_holds(tmp_path):
+    # a trial: the loss the log prints was not drawn, the panels had no y label, the epochs read 1.2, 1.4
+    from amalgam.evaluation.visual import SKIP, curve_label, plot_curves
+
+    assert "loss" not in SKIP  # drawn: the panel of the loss the log prints
+
+    log = tmp_path / "train_log.csv"
+    log.write_text("epoch,seconds,lr,loss,loss_unweighted,seg,cache_hit_rate\n1,1,0.1,9,3,3,0\n2,2,0.1,5,2,2,1\n")
+    assert plot_curves(log, tmp_path / "curves.png").is_file()
+    assert curve_label("loss") == "loss, weighted (as the log prints it)"
+    assert curve_label("seg") == "term, unweighted" and curve_label("ratio_seg") == "student / teacher"

@@ -38,19 +38,35 @@ from amalgam.students.serialize import run_student
 from amalgam.task import Task, map_size
 from amalgam.teachers.inputs import answer_views
 
-SKIP = {"epoch", "seconds", "lr", "loss", "cache_hit_rate"}
+SKIP = {"epoch", "seconds", "lr", "cache_hit_rate"}
+
+
+def curve_label(column: str) -> str:
+    """The y-axis of a ``train_log.csv`` column's panel: what its values are (a trial read the unweighted terms
+    as the loss the log prints, which was not drawn)."""
+    if column == "loss":
+        return "loss, weighted (as the log prints it)"
+    if column == "loss_unweighted":
+        return "sum of the terms, unweighted"
+    if column.startswith("ratio_"):
+        return "student / teacher"
+    if column.startswith("eval_"):
+        return "metric on the eval set"
+    return "term, unweighted"
 
 
 def plot_curves(log_csv: Path, out: Path) -> Optional[Path]:
-    """Every loss term of ``train_log.csv`` against the epoch (one panel per term)."""
+    """Every loss term of ``train_log.csv`` against the epoch (one panel per term, the weighted loss first)."""
     if not log_csv.is_file():
         return None
     with open(log_csv) as f:
         rows = list(csv.DictReader(f))
     terms = [k for k in rows[0] if k not in SKIP and not k.startswith("time_")] if rows else []
-    if not terms:
+    if not terms or terms == ["loss"]:
         return None
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator  # matplotlib loads with its first picture
+
     cols = min(3, len(terms))
     rows_n = -(-len(terms) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 2.8 * rows_n), squeeze=False)
@@ -59,6 +75,8 @@ def plot_curves(log_csv: Path, out: Path) -> Optional[Path]:
         ax.plot(epochs, [float(r[term]) if r.get(term) not in (None, "") else float("nan") for r in rows], "o-")
         ax.set_title(term)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(curve_label(term), fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.2, 1.4
     for ax in list(axes.flat)[len(terms) :]:
         ax.axis("off")
     fig.tight_layout()
