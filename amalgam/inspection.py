@@ -21,7 +21,7 @@ from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 from amalgam.training.routing import routing_line
 from amalgam.training.runtime import precision_text, resolve_device
-from amalgam.training.schedule import distillation_line, schedule_lines, steps_per_epoch
+from amalgam.training.schedule import distillation_line, schedule_lines, source_repeats, steps_per_epoch
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Inspection:
         lines += ["", "label relations:"]
         lines += label_report({n: (t.task.name, t.space) for n, t in plan.teachers.items() if t.space}, plan.spaces)
         if plan.sources is not None:
-            lines += ["", "sources:"] + source_lines(plan)
+            lines += ["", "sources:"] + source_lines(plan) + [f"  {w}" for w in source_repeats(plan)]
         images = len(plan.sources) if plan.sources is not None else None
         lines += ["", distillation_line(r.amalgamation), *schedule_lines(r.train, images, plan.dense_tasks)]
         lines += weighting_lines(plan, images)

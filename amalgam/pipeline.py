@@ -39,7 +39,7 @@ from amalgam.training.peer_training import train_peers
 from amalgam.training.progress import Console
 from amalgam.training.runlock import NewRunFolder, RunLock
 from amalgam.training.runtime import autocast_dtype
-from amalgam.training.schedule import distillation_line, schedule_lines
+from amalgam.training.schedule import distillation_line, schedule_lines, source_repeats
 
 Log = Callable[[str], None]
 #: what a build writes for the user to read, by role, in the order ``amalgam build`` lists them
@@ -210,7 +210,7 @@ def say_plan(plan: Plan, log: Log) -> None:
         said_before_training(plan, log, line.removeprefix("warning: "))
     recipe = plan.recipe
     log(distillation_line(recipe.amalgamation))
-    for line in schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks):
+    for line in [*schedule_lines(recipe.train, len(plan.sources), plan.dense_tasks), *source_repeats(plan)]:
         warning = line.lstrip()  # the schedule's lines are indented under its header
         if warning.startswith("warning: "):  # a trial's report blamed the distillation for a schedule said too short
             said_before_training(plan, log, warning.removeprefix("warning: "))

@@ -181,3 +181,13 @@ def test_fixed_task_weights_are_reported_as_given(world, tmp_path, capsys):
     assert train["task_weights"] == {"cls": 0.5, "seg-a": 2.5e-5, "seg-b": 2.5e-5, "depth": 1.0}
     assert "task weights at the end (fixed): cls 0.5, seg-a 2.5e-05, seg-b 2.5e-05, depth 1" in capsys.readouterr().out
     assert "Task weights at the end (fixed): cls 0.5, seg-a 2.5e-05" in (out / "report.md").read_text()
+
+
+def test_a_source_drawn_over_and_over_is_warned_about():
+    # a trial: a one-image source took about 270 of an epoch's 400 draws without a word
+    from amalgam.training.schedule import repeat_warnings
+
+    train = TrainConfig(samples_per_epoch=400)
+    (line,) = repeat_warnings(train, {"one": 1, "many": 1000}, {"one": 1.0, "many": 0.5})
+    assert line.startswith("warning: data.sources.one: its 1 image take 267 of each epoch's 400 draws, each about 267")
+    assert repeat_warnings(train, {"a": 400, "b": 400}, {"a": 1.0, "b": 1.0}) == []

@@ -94,3 +94,32 @@ def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks
         lines.append(f"  the student's encoder stages learn at {scale:g} x train.lr ({scale * train.lr:.3g})")
     warning = short_schedule_warning(steps, dense_tasks)
     return lines + ([f"  {warning}"] if warning else [])
+
+
+#: draws per image an epoch above which a source is said to be repeated over and over
+MANY_REPEATS = 20
+
+
+def repeat_warnings(train: TrainConfig, sizes: dict[str, int], weights: dict[str, float]) -> list[str]:
+    """A warning per training source whose images are drawn :data:`MANY_REPEATS` times or more an epoch (its
+    weight's share of ``train.samples_per_epoch`` over its images): a trial's one-image source took 270 of an
+    epoch's 400 draws without a word."""
+    total, samples = sum(weights.values()), train.samples_per_epoch or sum(sizes.values())
+    lines = []
+    for name, count in sizes.items():
+        draws = samples * weights[name] / total
+        if count and draws / count >= MANY_REPEATS:
+            lines.append(
+                f"warning: data.sources.{name}: its {count:,} image{'s' if count != 1 else ''} take {draws:,.0f} of"
+                f" each epoch's {samples:,} draws, each about {draws / count:,.0f} times: the student sees them over"
+                f" and over; give it more images, or a smaller data.sources.{name}.weight"
+            )
+    return lines
+
+
+def source_repeats(plan) -> list[str]:
+    """:func:`repeat_warnings` of a plan's training sources (``plan``: a :class:`~amalgam.distill.plan.Plan` with
+    its sources scanned), as the build log and ``inspect`` say them."""
+    sizes = {name: len(s) for name, s in zip(plan.sources.names, plan.sources.sets)}
+    weights = {name: plan.recipe.data.sources[name].weight for name in sizes}
+    return repeat_warnings(plan.recipe.train, sizes, weights)
