@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         with terminate_as_interrupt(), surviving_stdout() as stdout:
             code = args.fn(args)
         # a command whose product is what it prints failed with it (build, report and export write files)
-        return 1 if code == 0 and stdout.lost and args.command in PRINTED_ONLY else code
+        printed_only = args.command in PRINTED_ONLY and not getattr(args, "json", None)  # eval --json has a file
+        return 1 if code == 0 and stdout.lost and printed_only else code
     except AmalgamError as exc:
         if args.debug or args.debug_all:
             traceback.print_exc()

@@ -76,7 +76,10 @@ def plot_curves(log_csv: Path, out: Path) -> Optional[Path]:
         ax.set_title(term)
         ax.set_xlabel("epoch")
         ax.set_ylabel(curve_label(term), fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.2, 1.4
+        if len(epochs) <= 12:  # epochs, not 1.2, 1.4 (nor 0.95-1.05 for one)
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(terms) :]:
         ax.axis("off")
     fig.tight_layout()
