@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 from amalgam.config.schema import Recipe
@@ -58,7 +59,7 @@ class Inspection:
     def _peer_lines(self) -> list[str]:
         r, p = self.recipe, self.recipe.peers
         return [
-            f"recipe '{r.name}' -> {r.output_dir()}",
+            f"recipe '{r.name}' -> {r.output_dir()}{output_note(r.output_dir())}",
             f"peers: {p.strategy}, {p.count} x {p.model.source} model ({self.student_params:,} params in all)",
             f"  labels: {p.labels}",
             f"  trained on '{p.source}' with labels, eval {p.eval or '-'}",
@@ -66,7 +67,7 @@ class Inspection:
 
     def _lines(self) -> list[str]:
         r, plan, spec = self.recipe, self.plan, self.student_spec
-        lines = [f"recipe '{r.name}' -> {r.output_dir()}", "", "teachers:"]
+        lines = [f"recipe '{r.name}' -> {r.output_dir()}{output_note(r.output_dir())}", "", "teachers:"]
         lines += teacher_lines(plan)
         lines += ["", "unified label spaces:"]
         lines += [f"  {task}: {listed(s.names) if s else '(no labels)'}" for task, s in plan.spaces.items()]
@@ -167,6 +168,16 @@ def teacher_lines(plan: Plan) -> list[str]:
             bg = f" (background: {t.space.background})" if t.space.background else ""
             lines.append(f"    labels: {listed(t.space.names)}{bg}")
     return lines
+
+
+def output_note(run_dir: Path) -> str:
+    """What a build into ``run_dir`` meets there, as the build would stop on it (a trial: inspect passed a folder
+    holding a finished run, and the build stopped at once)."""
+    if (run_dir / "report.json").exists():
+        return " (it holds a finished run: a build needs --force)"
+    if (run_dir / "checkpoint.pt").exists():
+        return " (it holds an unfinished run: a build needs --resume or --force)"
+    return ""
 
 
 def source_lines(plan: Plan) -> list[str]:

@@ -393,3 +393,9 @@ def test_eval_under_torchrun_is_refused_in_one_line(monkeypatch, capsys, tmp_pat
     assert main(["eval", str(tmp_path / "r.yaml"), "--student", str(tmp_path / "s.pt")]) == 2
     err = capsys.readouterr().err
     assert "amalgam eval runs in one process, not under torchrun (2 launched): run it plainly" in err
+
+
+def test_inspect_says_what_a_build_would_meet_in_its_output_folder(world, built_run, capsys):
+    # a trial: inspect passed a folder holding a finished run, and the build stopped at once asking for --force
+    assert main(["inspect", str(world), "--no-data", "--set", f"output={built_run}"]) == 0
+    assert f"-> {built_run} (it holds a finished run: a build needs --force)" in capsys.readouterr().out

@@ -309,7 +309,7 @@ def open_cache(
         return None
     need = TeacherCache.estimate_bytes(plan, taps) / 1e9
     if need > cfg.cache_max_gb:
-        log(f"teacher cache: off, it would take {need:.1f} GB > train.cache_max_gb {cfg.cache_max_gb}")
+        log(f"teacher cache: off, it would take {need:.2g} GB > train.cache_max_gb {cfg.cache_max_gb}")  # 0.04, not 0.0
         return None
     log(f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}{_augment_note(plan)}")
     if note := _few_draws_note(plan, need):
