@@ -58,7 +58,7 @@ from amalgam.pipeline import Run, run_build
 from amalgam.students.budget import latency_if_budgeted
 from amalgam.students.build import has_branches
 from amalgam.students.serialize import load_student as _load_student
-from amalgam.students.serialize import peers_note, stored_recipe, student_made
+from amalgam.students.serialize import peers_note, stored_recipe, student_record
 from amalgam.training.engine import resolve_device
 from amalgam.training.progress import Console
 from amalgam.training.runlock import RESUME_FIX, unfinished
@@ -282,10 +282,10 @@ def evaluate(
     if (assumed := _assumed(name, spaces, size, loaded)) is not None:
         log(assumed)
     loaded = _at_trained_size(loaded, name, size, log, asked=_sets_image_size(overrides))
-    if (other := _other_teachers(student, loaded)) is not None:
-        log(other)
-    if (older := _older_student(student, loaded)) is not None:
-        log(older)
+    record = _student_record(student)  # read once for both notes
+    for note in (_other_teachers(student, record, loaded), _older_student(student, record, loaded)):
+        if note is not None:
+            log(note)
     loaded = _its_tasks_only(loaded, name, _student_tasks(model, spaces), log)
     plan = build_plan(loaded, log=log)
     tasks = _student_tasks(model, spaces) or set(plan.spaces)  # a plain module: the recipe's, as the log said
@@ -573,15 +573,22 @@ def _run_json(path: Path, fix: str) -> dict:
     return data
 
 
-def _older_student(student: object, recipe: Recipe) -> Optional[str]:
-    """One line when a ``student.pt`` is older than its :func:`made_with` record: what then differed (a trial's
-    student scored 0.5829 here against its report's 0.6514, on other images of a limited eval set)."""
+def _student_record(student: object) -> Optional[dict]:
+    """A ``student.pt``'s :func:`~amalgam.students.serialize.student_record` (None: a module, or unreadable)."""
     if not isinstance(student, (str, os.PathLike)):
         return None
     try:
-        made = student_made(Path(student))
-    except (AmalgamError, OSError):
+        return student_record(Path(student))
+    except (AmalgamError, OSError, KeyError, TypeError):
         return None
+
+
+def _older_student(student: object, record: Optional[dict], recipe: Recipe) -> Optional[str]:
+    """One line when a ``student.pt`` is older than its :func:`made_with` record: what then differed (a trial's
+    student scored 0.5829 here against its report's 0.6514, on other images of a limited eval set)."""
+    if record is None:
+        return None
+    made = record["made"]
     if made is not None:  # a resize of another version than today's is said; the limit rule has one form yet
         then = made.get("resize_version")
         if then == RESIZE_VERSION:
@@ -605,15 +612,12 @@ def _older_student(student: object, recipe: Recipe) -> Optional[str]:
     )
 
 
-def _other_teachers(student: object, recipe: Recipe) -> Optional[str]:
+def _other_teachers(student: object, record: Optional[dict], recipe: Recipe) -> Optional[str]:
     """One line when the recipe's teachers differ from those a ``student.pt`` was built with (their
     input, model, labels...): its scores are then against other references than the build's report."""
-    if not isinstance(student, (str, os.PathLike)):
+    if record is None:
         return None
-    try:
-        stored = stored_recipe(Path(student))
-    except (AmalgamError, OSError, KeyError, TypeError):
-        return None
+    stored = record["recipe"]
     # which set scores it, which images taught it and a wrap (training targets only) change no reference
     same_reference = ("eval", "sources", "wrap")
     changed = [

@@ -48,9 +48,11 @@ def made_with() -> dict:
     return {"resize_version": RESIZE_VERSION, "limit": "spread"}
 
 
-def student_made(path: str | Path) -> Optional[dict]:
-    """A ``student.pt``'s :func:`made_with` record (None: a file written before it was kept)."""
-    return _read_student_file(Path(path)).get("made")
+def student_record(path: str | Path) -> dict:
+    """What a ``student.pt`` says of how it was built, from one read: ``recipe`` (:func:`stored_recipe`) and
+    ``made`` (:func:`made_with`; None: a file written before it was kept)."""
+    blob = _read_student_file(Path(path))
+    return {"recipe": blob["recipe"], "made": blob.get("made")}
 
 
 def init_student(student: nn.Module, spaces: dict[str, LabelSpace | None], path: Path) -> None:
