@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -517,8 +517,8 @@ def _evaluate(
         bar.close()
         unified = {s.teacher.task.name: s.meters[2].compute() for s in scorers.values() if s.with_unified}
         for name, scorer in scorers.items():
-            row = _task_result(name, scorer, set_name, teachers, unified, log)
-            result.tasks.append(replace(row, set_images=dataset.total_images or len(dataset)))
+            held = dataset.total_images or len(dataset)
+            result.tasks.append(_task_result(name, scorer, (set_name, held), teachers, unified, log))
             if scorer.with_unified:
                 task = scorer.teacher.task.name
                 row = {"task": task, "eval": set_name, "metrics": unified[task]}
@@ -545,9 +545,11 @@ def _evaluate(
 
 
 def _task_result(
-    name: str, scorer: _Scorer, set_name: str, teachers: bool, unified: dict, log: Callable[[str], None]
+    name: str, scorer: _Scorer, eval_set: tuple[str, int], teachers: bool, unified: dict, log: Callable[[str], None]
 ) -> TaskResult:
-    """One teacher's row from its scorer's meters (``teachers``: the teacher was scored too)."""
+    """One teacher's row from its scorer's meters (``eval_set``: the set's name and the images it holds before
+    any limit; ``teachers``: the teacher was scored too)."""
+    set_name, held = eval_set
     if scorer.teacher_catch_all is not None:  # said, with the rule: the row is not the plain confusion
         log(f"teacher {name}'s row on '{set_name}': {scorer.teacher_catch_all.text()}")
     m = scorer.meters
@@ -569,6 +571,7 @@ def _task_result(
         scorer.outside / scorer.scored if scorer.scored else None,
         deployed_per_class(scorer, unified.get(scorer.teacher.task.name)),
         scorer.teacher_catch_all.text() if scorer.teacher_catch_all else None,
+        held,
     )
 
 
