@@ -548,14 +548,24 @@ def check_without_truth(plan: Plan, log: Callable[[str], None] = print) -> None:
         if not alone and peer is None:  # the task reads nothing from values alone, and has no peer to compare
             continue
         dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
-        size = tuple(plan.recipe.data.image_size) if teacher.task.dense else None
-        with with_originals(dataset):
-            samples = [dataset[index] for index in spread(len(dataset), READING_CHECK_IMAGES)]
-        answers = [_plain_answer(plan, teacher, sample, size) for sample in samples]
-        for line in teacher.task.unchecked_reading(teacher.name, teacher.output_kind, answers) if alone else ():
+        found = _source_answers(plan, dataset, [teacher] + ([peer] if peer is not None else []))
+        for line in teacher.task.unchecked_reading(teacher.name, teacher.output_kind, found[0]) if alone else ():
             said_before_training(plan, log, line)
         if peer is not None:
-            _check_against(plan, teacher, answers, peer, [_plain_answer(plan, peer, s, size) for s in samples], log)
+            _check_against(plan, teacher, found[0], peer, found[1], log)
+
+
+def _source_answers(plan: Plan, dataset: ImageSet, teachers: list[Teacher]) -> list[list]:
+    """Each of ``teachers``' plain answers on :data:`READING_CHECK_IMAGES` images spread over a source, dense ones
+    on the student's grid; one original held at a time (photos differ in size), each read once for them all."""
+    size = tuple(plan.recipe.data.image_size) if teachers[0].task.dense else None
+    answers: list[list] = [[] for _ in teachers]
+    with with_originals(dataset):
+        for index in spread(len(dataset), READING_CHECK_IMAGES):
+            sample = dataset[index]
+            for found, teacher in zip(answers, teachers):
+                found.append(_plain_answer(plan, teacher, sample, size))
+    return answers
 
 
 def _confirmed_peer(plan: Plan, teacher: Teacher) -> Optional[Teacher]:
