@@ -286,11 +286,12 @@ def evaluate(
     for note in (_other_teachers(student, record, loaded), _older_student(student, record, loaded)):
         if note is not None:
             log(note)
-    loaded = _its_tasks_only(loaded, name, _student_tasks(model, spaces), log)
+    answered = _student_tasks(model, spaces)
+    loaded = _its_tasks_only(loaded, name, answered, log)
     plan = build_plan(loaded, log=log)
-    tasks = _student_tasks(model, spaces) or set(plan.spaces)  # a plain module: the recipe's, as the log said
-    if tasks != set(plan.spaces):
-        raise AmalgamError(_tasks_differ(name, tasks, loaded))
+    tasks = answered or set(plan.spaces)  # a plain module: the recipe's, as the log said
+    if tasks != set(plan.spaces):  # the plan's spaces are keyed by its teachers' tasks
+        raise AmalgamError(f"student {name} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
     if spaces is not None and set(spaces) != tasks:
         raise AmalgamError(f"student {name} has label_spaces for {sorted(spaces)}, but heads for {sorted(tasks)}")
     for line in _space_differences(name, spaces or {}, plan.spaces):
@@ -305,12 +306,6 @@ def evaluate(
     if spec is not None and has_branches(spec.type):
         report["tree"] = tree_section(spec, report, loaded.student.budget, cpu_ms=cpu_ms)
     return report
-
-
-def _tasks_differ(name: str, tasks: set, recipe: Recipe) -> str:
-    """Why a student of other tasks than the recipe's teachers is not scored."""
-    planned = sorted({cfg.task for cfg in recipe.teachers.values()})
-    return f"student {name} has tasks {sorted(tasks)}, the recipe's teachers {planned}"
 
 
 def _its_tasks_only(recipe: Recipe, name: str, tasks: Optional[set], log) -> Recipe:

@@ -45,11 +45,14 @@ def check_plugin(cls: type) -> None:
         raise AmalgamError(f"{plugin_label(cls)}: {problem}")
 
 
-def declares_direction(cls: type) -> bool:
-    """Whether the task class, or a class it derives from other than ``Task``, sets ``higher_is_better``."""
+def declares_direction(task: Any) -> bool:
+    """Whether a task (class or instance) sets ``higher_is_better``: the instance itself (in ``__init__``), its
+    class, or a class it derives from other than ``Task``."""
     from amalgam.task import Task
 
-    return any("higher_is_better" in vars(k) for k in cls.__mro__ if k is not Task and k is not object)
+    cls = task if isinstance(task, type) else type(task)
+    own = not isinstance(task, type) and "higher_is_better" in vars(task)
+    return own or any("higher_is_better" in vars(k) for k in cls.__mro__ if k is not Task and k is not object)
 
 
 @lru_cache(maxsize=None)

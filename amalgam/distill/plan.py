@@ -517,7 +517,7 @@ def undeclared_direction_lines(tasks: dict[str, Task]) -> list[str]:
         f" '{task.metric}' is read as higher is better (Task's default); declare it in the class"
         " (False for an error or a distance)"
         for name, task in tasks.items()
-        if not declares_direction(type(task)) and "higher_is_better" not in vars(task)  # set in __init__: declared
+        if not declares_direction(task)
     ]
 
 

@@ -14,10 +14,9 @@ from torch import nn
 
 from amalgam.data.views import RESIZE_VERSION
 from amalgam.errors import AmalgamError, RecipeError, error_line
-from amalgam.io import atomic_save, file_digest
+from amalgam.io import atomic_save, file_digest, zip_problem
 from amalgam.labels import LabelSpace
 from amalgam.students.build import StudentSpec, build_student
-from amalgam.training.checkpoint import zip_problem
 from amalgam.training.runlock import RESUME_FIX, UNFINISHED, unfinished
 
 
