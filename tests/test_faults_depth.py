@@ -893,14 +893,17 @@ def test_both_beyond_names_the_factor_of_each_reading():
     # a review: an inverse teacher in millimetres was told output_scale 0.001, which makes its depth 1000x larger
     from amalgam_tasks.depth import _both_beyond
 
-    assert "set teachers.t.output_scale: 0.001 and data.eval.<set>.depth_scale: 1000" in _both_beyond(
-        "t", "metric", 3000.0, 3000.0
+    assert (
+        "set teachers.t.output_scale: 0.001 and data.eval.<set>.depth_scale: 1000"
+        in _both_beyond("t", "metric", 3000.0, 3000.0)[0]
     )
-    assert "set teachers.t.output_scale: 1000 and data.eval.<set>.depth_scale: 1000" in _both_beyond(
-        "t", "inverse", 3000.0, 3000.0
+    assert (
+        "set teachers.t.output_scale: 1000 and data.eval.<set>.depth_scale: 1000"
+        in _both_beyond("t", "inverse", 3000.0, 3000.0)[0]
     )
-    assert "wrap teacher t to answer metres and set data.eval.<set>.depth_scale: 1000" in _both_beyond(
-        "t", "log", 3000.0, 3000.0
+    assert (
+        "wrap teacher t to answer metres and set data.eval.<set>.depth_scale: 1000"
+        in _both_beyond("t", "log", 3000.0, 3000.0)[0]
     )
 
 

@@ -758,12 +758,13 @@ class DepthTask(Task):
             return EvalReading(said, weak, _no_depth_line(teacher, agreement.no_depth), CHECK_RULE)
         if agreement.no_depth >= NO_DEPTH_WARNING:
             weak.append(_no_depth_line(teacher, agreement.no_depth))
-        if problem := _unit_problem(teacher, kind, agreement.scale, _median_depth(truths)):
+        set_median = _median_depth(truths)
+        if problem := _unit_problem(teacher, kind, agreement.scale, set_median):
             return EvalReading(said, weak, problem, CHECK_RULE)
-        if line := _both_beyond(teacher, kind, _median_depth(answers), _median_depth(truths)):
-            if line.startswith(BEYOND_REACH):
-                return EvalReading(said, weak, line, CHECK_RULE)
-            weak.append(line)
+        line, stop = _both_beyond(teacher, kind, _median_depth(answers), set_median)
+        if stop:
+            return EvalReading(said, weak, line, CHECK_RULE)
+        weak += [line] if line else []
         scale = tuple(self._scale_warning(teacher, agreement.scale))  # evaluation says it again
         hint, stop = _log_reading(teacher, answers, truths, agreement) if kind == "metric" and scale else (None, False)
         if stop:  # a trial's log head built on, distilled as metres
@@ -857,6 +858,15 @@ def _median_depth(maps: list[torch.Tensor], least: int = 1) -> Optional[float]:
     return float(valid.median()) if valid.numel() >= max(least, 1) else None
 
 
+#: the units a depth off by their factor most likely is in, by that factor (metres x factor)
+UNITS = {1e3: "millimetres", 1e2: "centimetres"}
+
+
+def _fitting_units(median: float) -> list[tuple[str, float]]:
+    """``(unit, factor)`` of each of :data:`UNITS` that brings a ``median`` (metres as read) to a scene's depth."""
+    return [(u, f) for f, u in UNITS.items() if PLAUSIBLE_NEAREST <= median / f <= PLAUSIBLE_METRES]
+
+
 def _unit_problem(teacher: str, kind: str, scale: float, set_median: Optional[float] = None) -> Optional[str]:
     """Why a teacher read as ``kind`` whose depth is :data:`UNIT_STOP` times its eval set's (or 1/that)
     cannot be distilled as it is, with the settings that fix it; None within that. The set is named first
@@ -867,7 +877,7 @@ def _unit_problem(teacher: str, kind: str, scale: float, set_median: Optional[fl
         return problem
     # output_scale multiplies the raw output: metric depth divides by the scale, inverse depth by its inverse
     factor = {"metric": 1 / scale, "inverse": scale}.get(kind)
-    named = {1e-3: "millimetres", 1e-2: "centimetres"} if kind == "metric" else {1e3: "millimetres", 1e2: "centimetres"}
+    named = {1 / f: u for f, u in UNITS.items()} if kind == "metric" else UNITS
     near = next((u for u in named if factor and abs(math.log(factor / u)) < 0.05), None)
     unit = f" ({'inverse ' if kind == 'inverse' else ''}{named[near]}?)" if near else ""
     factor = near or factor  # the unit's own factor where it is one: 0.01, not the measured 0.0101
@@ -900,8 +910,7 @@ def _unit_hint(teacher: str, kind: str, median: float) -> str:
             f"another unit, or not {kind} depth? teachers.{teacher}.output_scale multiplies its raw output before"
             " it is read"
         )
-    units = {1e3: "millimetres", 1e2: "centimetres"} if median > PLAUSIBLE_METRES else {}
-    fits = [(u, f) for f, u in units.items() if PLAUSIBLE_NEAREST <= median / f <= PLAUSIBLE_METRES]
+    fits = _fitting_units(median) if median > PLAUSIBLE_METRES else []
     named = " or ".join(f"{u} (output_scale: {1 / f:g}, a median of {median / f:.3g} m)" for u, f in fits)
     also = "; a depth normalised to [0, 1]: output_scale its range in metres" if median < PLAUSIBLE_NEAREST else ""
     which = f"in {named}? set teachers.{teacher}.output_scale, times any it has" if fits else "in another unit?"
@@ -910,20 +919,15 @@ def _unit_hint(teacher: str, kind: str, median: float) -> str:
 
 #: the deepest depth the student's head answers (:class:`ExpDepth`'s clamp)
 STUDENT_REACH = math.exp(7.0)
-BEYOND_REACH = "beyond the student's reach: "
 
 
-def _both_beyond(teacher: str, kind: str, own: Optional[float], set_median: Optional[float]) -> str:
-    """What is said of a teacher and its eval set that agree on a median no scene has (both in millimetres):
-    beyond the student's reach, a stop (it learnt nothing over 1,097 m, silently); else a warning; "" if
-    either is a scene's."""
+def _both_beyond(teacher: str, kind: str, own: Optional[float], set_median: Optional[float]) -> tuple[str, bool]:
+    """What is said of a teacher and its eval set that agree on a median no scene has (both in millimetres), and
+    whether it stops: beyond the student's reach it does (it learnt nothing over 1,097 m, silently), else it is a
+    warning; ``("", False)`` if either is a scene's."""
     if own is None or set_median is None or min(own, set_median) <= PLAUSIBLE_METRES:
-        return ""
-    fits = [
-        (u, f)
-        for f, u in ((1e3, "millimetres"), (1e2, "centimetres"))
-        if PLAUSIBLE_NEAREST <= own / f <= PLAUSIBLE_METRES
-    ]
+        return "", False
+    fits = _fitting_units(own)
     # output_scale multiplies the raw output: metric depth by 1/f, an inverse depth (disparity) by f; a log no factor
     scale = {
         "metric": lambda f: f"set teachers.{teacher}.output_scale: {1 / f:g} and",
@@ -941,7 +945,7 @@ def _both_beyond(teacher: str, kind: str, own: Optional[float], set_median: Opti
         f"teacher {teacher} and eval set '<set>' agree, but both read {own:.3g} m at the median, no scene's depth:"
         f" the student learns depth in metres and its head answers {STUDENT_REACH:,.0f} m at most; {fix}"
     )
-    return BEYOND_REACH + said if own > STUDENT_REACH else said
+    return (f"beyond the student's reach: {said}", True) if own > STUDENT_REACH else (said, False)
 
 
 def _set_unit_problem(teacher: str, scale: float, set_median: float) -> Optional[str]:
@@ -950,8 +954,7 @@ def _set_unit_problem(teacher: str, scale: float, set_median: float) -> Optional
     own = scale * set_median
     if set_median <= PLAUSIBLE_METRES or not 0.1 <= own <= PLAUSIBLE_METRES:
         return None
-    named = {1e3: " (millimetres?)", 1e2: " (centimetres?)"}
-    unit = next((u for f, u in named.items() if abs(math.log(set_median / own / f)) < 0.05), "")
+    unit = next((f" ({u}?)" for f, u in UNITS.items() if abs(math.log(set_median / own / f)) < 0.05), "")
     return (
         f"eval set '<set>' reads {set_median:.3g} m at its median, no scene's depth, where teacher {teacher} answers"
         f" {own:.3g} m: its maps are in another unit{unit}. Save float .npy/.tiff maps in metres (they are read"
