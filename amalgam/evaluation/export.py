@@ -450,9 +450,9 @@ def export(
     checks = (gen, size, other, takes_other)
     replaced = path.exists()  # said once it is: exporting again over a run's own export is the common case
     try:
-        diff, said = _written(exporter, module, example, (work, path), tasks, meta_of, checks)
+        diff, said, sizes = _written(exporter, module, example, (work, path), tasks, checks)
         _within(diff, tolerance, path)
-        _record_parity(work, diff, tolerance)
+        write_meta(work, {**meta_of(*sizes), "parity": _parity_record(diff, tolerance)}, path.name)  # once, checked
         os.replace(meta_path(work), meta_path(path))
         os.replace(work, path)  # last: a file at ``path`` was checked against the student and has its own .json
     finally:  # interrupted or failed: an export that was never checked is not left behind
@@ -483,12 +483,10 @@ def tolerance_of(tolerance: Optional[float]) -> float:
     return DEFAULT_TOLERANCE if tolerance is None else tolerance
 
 
-def _record_parity(work: Path, diff: Optional[float], tolerance: Optional[float]) -> None:
-    """Adds the parity check to the ``.json`` (a file exported unchecked read the same as a checked one)."""
-    meta = json.loads(meta_path(work).read_text())
-    limit = tolerance_of(tolerance)
-    meta["parity"] = {"checked": diff is not None, "max_diff": diff, "tolerance": limit if diff is not None else None}
-    meta_path(work).write_text(json.dumps(meta, indent=1) + "\n")
+def _parity_record(diff: Optional[float], tolerance: Optional[float]) -> dict:
+    """The ``.json``'s ``parity`` (a file exported unchecked read the same as a checked one)."""
+    limit = tolerance_of(tolerance) if diff is not None else None
+    return {"checked": diff is not None, "max_diff": diff, "tolerance": limit}
 
 
 def _partial_prefix(path: Path) -> str:
@@ -545,33 +543,34 @@ def _within(diff: Optional[float], tolerance: Optional[float], path: Path) -> No
         )
 
 
-def _written(exporter, module, example, paths, tasks, meta_of, checks) -> tuple[Optional[float], str]:
+def _written(exporter, module, example, paths, tasks, checks) -> tuple[Optional[float], str, tuple]:
     """:func:`_write_checked` where the folder has room for it (:func:`_check_room`), a full disk said in one line."""
     work, path = paths
     _check_room(work, module)
     try:
-        return _write_checked(exporter, module, example, paths, tasks, meta_of, checks)
+        return _write_checked(exporter, module, example, paths, tasks, checks)
     except OSError as exc:  # ONNX's writer on a full disk: one line, not a traceback
         if exc.errno not in (errno.ENOSPC, errno.EFBIG):
             raise
         raise AmalgamError(f"cannot write {path}: {no_room(work.parent, exc)}; nothing was written") from None
 
 
-def _write_checked(exporter, module, example, paths, tasks, meta_of, checks) -> tuple[Optional[float], str]:
+def _write_checked(exporter, module, example, paths, tasks, checks) -> tuple[Optional[float], str, tuple]:
     """Writes the export to ``paths[0]`` (named ``paths[1]`` in what is said) and checks it against the
     student at its size and another (``checks``: the images' generator, the two sizes, whether it takes
-    the other); returns the parity max difference (None: unchecked) and the line to say once it is written."""
+    the other); returns the parity max difference (None: unchecked), the line to say once it is written, and
+    the sizes it takes as :func:`export_meta`'s ``(other, why)``."""
     work, path = paths
     gen, size, other, takes_other = checks
     exporter.save(module, example, work, tasks, not takes_other)
-    write_meta(work, meta_of(takes_other), path.name)
     run = exporter.run(work)
     if run is None:
-        return None, f"wrote {path}; parity not checked (onnx runtime not installed: pip install onnxruntime)"
+        said = f"wrote {path}; parity not checked (onnx runtime not installed: pip install onnxruntime)"
+        return None, said, (takes_other,)
     diff = parity(module, run, torch.rand(3, 3, *size, generator=gen))
     said = f"wrote {path} ({', '.join(tasks)}); parity on 3 random images: max diff {diff:.2e}"
     if not takes_other:
-        return diff, f"{said} (the student takes {size[0]}x{size[1]} only)"
+        return diff, f"{said} (the student takes {size[0]}x{size[1]} only)", (False,)
     try:
         again, why = parity(module, run, torch.rand(3, 3, *other, generator=gen)), ""
     except Exception as exc:  # noqa: BLE001 - the file fails where the student runs: it takes its size only
@@ -580,10 +579,9 @@ def _write_checked(exporter, module, example, paths, tasks, meta_of, checks) -> 
         why = why or f"it differs from the student by {again:.2e}"
         exporter.save(module, example, work, tasks, True)  # an ONNX file then refuses other sizes where it runs
         refusal = f"the exported file does not answer other sizes as the student does: {why}"
-        write_meta(work, meta_of(False, refusal), path.name)
         said = f"{said}; at {other[0]}x{other[1]} {why}: the file takes {size[0]}x{size[1]} only (its .json says so)"
-        return parity(module, exporter.run(work), torch.rand(3, 3, *size, generator=gen)), said
-    return max(diff, again), f"{said} ({again:.2e} at {other[0]}x{other[1]})"
+        return parity(module, exporter.run(work), torch.rand(3, 3, *size, generator=gen)), said, (False, refusal)
+    return max(diff, again), f"{said} ({again:.2e} at {other[0]}x{other[1]})", (True,)
 
 
 def other_size(size: tuple[int, int], multiple: Optional[int]) -> tuple[int, int]:
