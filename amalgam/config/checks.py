@@ -16,7 +16,7 @@ from amalgam.errors import AmalgamError, RecipeError, count_of
 from amalgam.kd import LOGIT_ENSEMBLES, PEER_STRATEGIES
 from amalgam.plugin_contract import check_plugin
 from amalgam.students.build import STUDENTS, has_branches, names_its_encoder
-from amalgam.students.encoders import build_encoder
+from amalgam.students.encoders import build_encoder, encoder_tag
 from amalgam.task import TASKS, get_task, task_names
 from amalgam.teachers.model_sources import check_encoder_name, check_model
 from amalgam.teachers.subteachers import SUBTEACHERS, build_subteacher
@@ -325,8 +325,7 @@ def unused_student_keys(recipe: Recipe) -> list[str]:
     s = recipe.student
     default = type(s).model_fields["branch_at"].default
     lines = []
-    if s.encoder.startswith("tu-") and "." in s.encoder:  # a trial read it as starting from those weights
-        tag = s.encoder.split(".", 1)[1]
+    if (tag := encoder_tag(s.encoder)) is not None:  # a trial read it as starting from those weights
         lines.append(
             f"student.encoder: its tag '{tag}' names pretrained weights, which a student never downloads: it starts"
             " from student.encoder_weights (a file) or student.init, else from random weights"

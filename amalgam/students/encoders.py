@@ -73,10 +73,16 @@ def build_encoder(name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Mod
     return encoder
 
 
+def encoder_tag(name: str) -> Optional[str]:
+    """The pretrained tag of a timm encoder name (``tu-resnet18.a1_in1k``: ``a1_in1k``), or None: a tag names
+    weights to download, which a student never does."""
+    return name.split(".", 1)[1] if name.startswith("tu-") and "." in name else None
+
+
 def _unbuildable(name: str, exc: BaseException) -> RecipeError:
     """Why smp makes no U-Net encoder of ``name``: a pretrained tag it does not know, or a network without a
     feature pyramid."""
-    if "pretrained tag" in error_line(exc):  # a tag names weights to download: a student never downloads
+    if encoder_tag(name) is not None:  # read from the name, not from timm's message
         return RecipeError(
             "student.encoder",
             f"'{name}': {error_line(exc)}: a tag names pretrained weights, and a student starts from"
