@@ -82,7 +82,7 @@ class ReadingStop(RecipeError):
         self.said = said
 
 
-def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print) -> None:
+def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: Callable[[str], None] = print) -> bool:
     """Checks a teacher's reading against its eval set's ground truth before training, where its task
     has such a check (:attr:`~amalgam.task.Task.eval_reading`, as depth's: a
     disparity read as metres correlates negatively with the truth and would be distilled upside down).
@@ -91,16 +91,20 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     scores it; the numbers and the rule are said in the log and with the teacher's reading
     (``amalgam inspect``), the check's warnings in the log.
 
+    Returns:
+        Whether the check confirmed the reading with nothing to say: such a teacher is the peer of those of
+        its task without an eval set (:func:`check_without_truth`).
+
     Raises:
         RecipeError: on ``teachers.<name>.output`` when the task finds the reading wrong.
     """
     check = teacher.task.eval_reading
     if check is None and teacher.task.reading_quality is None:
-        return
+        return False
     answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
     if check is None:  # a task with a quality and no reading check: its input probes only
         probe_input(plan, teacher, dataset, answers, truths, log)
-        return
+        return False
     reading = check(teacher.name, teacher.output_kind, answers, truths)
     where = f"against '{teacher.eval_name}' before training"
     rule = f"; {reading.rule}" if reading.rule else ""
@@ -114,9 +118,8 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
         said_before_training(plan, log, line.replace("<set>", teacher.eval_name) + doubt)
     for line in reading.repeated:  # evaluation says it again, measured on every eval image
         log(f"warning: {line}")
-    if reading.rule and not (reading.warnings or reading.repeated):  # checked, and nothing to say: a peer
-        plan.confirmed_readings.add(teacher.name)
     probe_input(plan, teacher, dataset, answers, truths, log)
+    return bool(reading.rule) and not (reading.warnings or reading.repeated)  # checked, nothing to say: a peer
 
 
 #: a ``reading_quality`` from which a small gain with the channels reversed is named: under it a misfed
@@ -529,7 +532,7 @@ def _plain_answer(plan: Plan, teacher: Teacher, sample: dict, size: Optional[tup
     return teacher.task.predict(out, size)[0]
 
 
-def check_without_truth(plan: Plan, log: Callable[[str], None] = print) -> None:
+def check_without_truth(plan: Plan, confirmed: set[str], log: Callable[[str], None] = print) -> None:
     """Each teacher with no eval set, run once on :data:`READING_CHECK_IMAGES` images of its first source: what its
     task makes of its values alone (:meth:`~amalgam.task.Task.unchecked_reading`) is warned of, and, where its task
     can compare them (:meth:`~amalgam.task.Task.peer_reading`), it is checked against the first teacher of its task
@@ -544,7 +547,7 @@ def check_without_truth(plan: Plan, log: Callable[[str], None] = print) -> None:
             continue
         task = type(teacher.task)
         alone = task.unchecked_reading is not Task.unchecked_reading
-        peer = _confirmed_peer(plan, teacher) if task.peer_reading is not Task.peer_reading else None
+        peer = _confirmed_peer(plan, teacher, confirmed) if task.peer_reading is not Task.peer_reading else None
         if not alone and peer is None:  # the task reads nothing from values alone, and has no peer to compare
             continue
         dataset = plan.sources.sets[plan.source_ids[teacher.name][0]]
@@ -568,11 +571,11 @@ def _source_answers(plan: Plan, dataset: ImageSet, teachers: list[Teacher]) -> l
     return answers
 
 
-def _confirmed_peer(plan: Plan, teacher: Teacher) -> Optional[Teacher]:
-    """The first teacher of ``teacher``'s task whose reading its eval set confirmed (a 1.5x-off peer would
-    misjudge a right teacher), or None."""
+def _confirmed_peer(plan: Plan, teacher: Teacher, confirmed: set[str]) -> Optional[Teacher]:
+    """The first teacher of ``teacher``'s task whose reading its eval set confirmed (``confirmed``; a 1.5x-off
+    peer would misjudge a right teacher), or None."""
     same = (t for t in plan.teachers.values() if t.task.name == teacher.task.name)
-    return next((t for t in same if t.name in plan.confirmed_readings), None)
+    return next((t for t in same if t.name in confirmed), None)
 
 
 def _check_against(plan: Plan, teacher: Teacher, answers: list, peer: Teacher, peers: list, log) -> None:

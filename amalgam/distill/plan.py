@@ -103,8 +103,6 @@ class Plan:
     unflipped: dict[str, str] = field(default_factory=dict)
     #: what the mirror check found of each (teacher, source id), made once (``mirror_check.finding_of``)
     mirror_seen: dict = field(default_factory=dict)
-    #: teachers whose reading their eval set checked with nothing to say: the peers of those without one
-    confirmed_readings: set = field(default_factory=set)
     _encoder_choice: Optional[EncoderChoice] = field(default=None, init=False, repr=False)
 
     @property
@@ -355,6 +353,7 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
     """Each teacher against its eval set (its labels, reading and label order), or said unchecked; then the label
     orders of teachers that share labels where an eval set cannot judge them."""
     misread: dict[str, ReadingStop] = {}  # teacher -> its reading's stop, raised once every teacher is checked
+    confirmed: set[str] = set()  # teachers whose eval set confirmed their reading: the peers of those without one
     for task, eval_name in {(t.task.name, t.eval_name) for t in plan.teachers.values() if t.eval_name}:
         same_task = {n: t.space for n, t in plan.teachers.items() if t.task.name == task and t.space}
         unified = plan.spaces.get(task)
@@ -366,7 +365,8 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
                 warn=partial(said_before_training, plan, log),
             )  # fmt: skip
             try:
-                check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log)
+                if check_reading_on_eval(plan, teacher, plan.eval_sets[teacher.eval_name], log):
+                    confirmed.add(teacher.name)
             except ReadingStop as exc:
                 misread[teacher.name] = exc
                 continue
@@ -385,7 +385,7 @@ def check_teachers(plan: Plan, log: Callable[[str], None]) -> None:
             teacher.notes.append(unchecked)
     if misread:
         raise misread_error(plan, misread)
-    check_without_truth(plan, log)  # once every reading an eval set judges has passed: the peers are known
+    check_without_truth(plan, confirmed, log)  # once every reading an eval set judges has passed: peers known
     check_flip_wraps(plan)  # a flip wrap on left/right labels: refused whatever the augmentation does
     from amalgam.labels.suggest import order_lines_before_training  # it reads the plan: imported when used
 
