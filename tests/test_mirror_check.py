@@ -302,3 +302,23 @@ def test_flip_averaging_on_a_teacher_of_left_and_right_labels_stops(fresh_world,
     plan = build_plan(load_recipe(recipe), log=lambda s: None)  # the wrap check reads colours on items
     unflipped_sources(plan, lambda s: None)  # the flip's check reads it again: made once
     assert sorted(seen) == ["colours", "sides"]
+
+
+def test_a_teacher_the_check_could_not_judge_leaves_its_source_unflipped(fresh_world):
+    # a review: a source of 5 images gave no label the 8 answers it needs, and the source was flipped, said as
+    # 'keeps its labels (0 of 2 labels judged)': a guess on no evidence
+    recipe = mirror_world(
+        fresh_world,
+        {"c": teacher("colours", "items", ["r", "g", "b"]), "s": teacher("colours", "scenes", ["r", "g", "b"])},
+        sources={"items": {"limit": 5}},
+    )
+    said: list[str] = []
+    unflipped = unflipped_sources(build_plan(load_recipe(recipe), log=lambda s: None), said.append)
+    assert list(unflipped) == ["items"]  # scenes, judged, flip
+    assert unflipped["items"] == (
+        "teacher 'c' could not be judged on mirrored images of source 'items': no label was answered 8 times"
+        " (0 of 3 labels judged, 5 images)"
+    )
+    (line,) = [s for s in said if "not flipped" in s]
+    assert "data.sources.items.flip: true flips it all the same" in line
+    assert not any("'c' keeps its labels" in s for s in said)

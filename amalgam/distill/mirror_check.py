@@ -55,6 +55,7 @@ class MirrorFinding:
         images: the images answered.
         background: a dense teacher's label whose answers were left out as its background when it declares
             none (its most answered, kept on the mirror); None where it declares one or none was taken.
+        dense: whether the teacher's task is dense (its labels need pixels, not images, to be judged).
     """
 
     teacher: str
@@ -64,12 +65,29 @@ class MirrorFinding:
     labels: int
     images: int
     background: Optional[str] = None
+    dense: bool = False
+
+    @property
+    def unjudged(self) -> bool:
+        """No label had the answers to be judged: a flip would be a guess, so its source stays unflipped."""
+        return self.judged == 0
+
+    @property
+    def keeps_flip_out(self) -> bool:
+        """Whether this finding keeps its source unflipped under ``flip: auto``."""
+        return bool(self.changed) or self.unjudged
 
     def line(self) -> str:
         """The finding in one line, with the labels that change (the first five), or that none does."""
         judged = f"{self.judged} of {self.labels} labels judged, {self.images} images"
         if self.background is not None:  # a guess, so said: a swapped pair answered most would hide there
             judged += f"; '{self.background}', answered most, left out as its background (it declares none)"
+        if self.unjudged:
+            need = MIRROR_MIN_ANSWERS[self.dense]
+            return (
+                f"teacher '{self.teacher}' could not be judged on mirrored images of source '{self.source}': no label"
+                f" was answered {need} times ({judged})"
+            )
         if not self.changed:
             return f"teacher '{self.teacher}' keeps its labels on mirrored images of source '{self.source}' ({judged})"
         named = ", ".join(f"{a} kept on {k:.0%} (as {b} on {s:.0%})" for a, k, b, s in self.changed[:5])
@@ -144,7 +162,7 @@ def mirror_finding(teacher: Teacher, source: str, dataset: ImageSet, student_vie
     settled = _background(counts, declared) if dense else None
     changed, judged = changed_labels(counts, names, dense, settled)
     guessed = names[settled] if settled is not None and declared is None else None
-    return MirrorFinding(teacher.name, source, changed, judged, len(names), count, guessed)
+    return MirrorFinding(teacher.name, source, changed, judged, len(names), count, guessed, dense)
 
 
 def checked(teacher: Teacher) -> bool:
@@ -214,10 +232,10 @@ def unflipped_sources(plan: Plan, log: Callable[[str], None] = print) -> dict[st
         log(f"mirror check: {line}")
     for source, findings in mirror_findings(plan).items():
         for finding in findings:
-            if not finding.changed:
+            if not finding.keeps_flip_out:
                 log(f"mirror check: {finding.line()}")
-        if changed := [f.line() for f in findings if f.changed]:
-            unflipped[source] = "; ".join(changed)
+        if kept_out := [f.line() for f in findings if f.keeps_flip_out]:
+            unflipped[source] = "; ".join(kept_out)
     say_unflipped(unflipped, log, plan.recipe)
     return unflipped
 
