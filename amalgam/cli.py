@@ -136,9 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amalgam", description="Merge task-specific teachers into one student.")
     parser.add_argument("--debug", dest="debug_all", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    debug = argparse.ArgumentParser(add_help=False)  # every command takes --debug after its name too
+    debug.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, parents=[debug])
 
     def recipe_cmd(name: str, fn, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
+        p = command(name, help_)
         p.add_argument("recipe", help="recipe YAML file")
         p.add_argument(
             "--set",
@@ -148,7 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
             " does; {} empties",
         )
         p.add_argument("--quiet", action="store_true", help="print only the result")
-        p.add_argument("--debug", action="store_true", help="show tracebacks")
         p.set_defaults(fn=fn)
         return p
 
@@ -176,12 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--output", help="folder of search.json (default: the run folder's search/)")
     p.add_argument("--top", type=int, default=10, help="candidate trees to list")
-    p = sub.add_parser("report", help="regenerate report.html (curves, sample predictions) of a run")
+    p = command("report", "regenerate report.html (curves, sample predictions) of a run")
     p.add_argument("run_dir", help="a finished build's folder")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(fn=cmd_report)
-    p = sub.add_parser("export", help="export a run's student as TorchScript or ONNX, with a parity check")
+    p = command("export", "export a run's student as TorchScript or ONNX, with a parity check")
     p.add_argument("run_dir", help="a finished build's folder (or its student.pt)")
     p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript", help="default: torchscript")
     p.add_argument("--task", help="export only this task's path (shared trunk + its branch)")
@@ -193,11 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         " +-1 (default 1e-4; given, it must be checked)",
     )
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(fn=cmd_export)
-    p = sub.add_parser("tasks", help="list the task plugins found")
+    p = command("tasks", "list the task plugins found")
     p.add_argument("--details", action="store_true", help="also say how each task mirrors its outputs")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(fn=cmd_tasks)
     return parser
 
