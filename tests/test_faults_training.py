@@ -283,14 +283,16 @@ def test_a_teacher_raising_in_training_is_one_line_naming_it(world, tmp_path):
 def test_a_resume_asking_for_fewer_epochs_is_told_it_cannot_end_sooner(world, tmp_path):
     # a trial: lowering train.epochs on resume was told how to "train longer"
     from amalgam.config.recipe import load_recipe
+    from amalgam.config.schema import recipe_differences
     from amalgam.training.engine import longer_hint
 
-    fewer = longer_hint(["train.epochs"], tmp_path, {"train": {"epochs": 3}}, load_recipe(world, ["train.epochs=2"]))
+    stored = load_recipe(world, ["train.epochs=3"]).model_dump(mode="json")
+    fewer = longer_hint(recipe_differences(stored, load_recipe(world, ["train.epochs=2"])), tmp_path)
     assert fewer == (
         "; its learning-rate schedule was laid over 3 epochs, so it cannot end after 2: resume with"
         " --set train.epochs=3, or start over with --force"
     )
-    more = longer_hint(["train.epochs"], tmp_path, {"train": {"epochs": 3}}, load_recipe(world, ["train.epochs=5"]))
+    more = longer_hint(recipe_differences(stored, load_recipe(world, ["train.epochs=5"])), tmp_path)
     assert more.startswith("; to train longer, finish this run")
 
 
@@ -298,11 +300,12 @@ def test_a_refused_resume_says_the_values_the_run_had_as_compared(world):
     # a review: a key added since the run (its old behaviour) was said "null in the run"; a reordered mapping
     # "(order) null in the run, null now"
     from amalgam.config.recipe import load_recipe
+    from amalgam.config.schema import recipe_differences
     from amalgam.training.engine import _then_and_now
 
     recipe = load_recipe(world)
     stored = recipe.model_dump(mode="json")
     stored["teachers"] = dict(reversed(list(stored["teachers"].items())))
-    said = _then_and_now(stored, recipe, ["teachers.(order)"])
+    said = _then_and_now(recipe_differences(stored, recipe))
     then, now = ", ".join(reversed(list(recipe.teachers))), ", ".join(recipe.teachers)
     assert said == f"keys: teachers.(order) ({then} in the run, {now} now)"

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, Literal, NamedTuple, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -599,14 +599,28 @@ def resume_hint(stored: dict, changed: list[str]) -> str:
     return f"; the default of {', '.join(pinned)} changed since that run: {sets} resumes it as it was"
 
 
-def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:
-    """Dotted key paths where ``recipe`` differs from a checkpoint's stored recipe dump.
+class Change(NamedTuple):
+    """One key where a recipe differs from a checkpoint's: its dotted path (``<mapping>.(order)`` for a
+    reordered mapping, whose values are then its keys in order) and its values in the run and now."""
+
+    key: str
+    then: object
+    now: object
+
+
+def recipe_differences(stored: dict, recipe: Recipe) -> list[Change]:
+    """Where ``recipe`` differs from a checkpoint's stored recipe dump, with both values.
 
     The stored dump is read again with today's defaults first, so a key added to amalgam since
     the checkpoint was written (at its default) is no change and older runs stay resumable;
     except the keys of :data:`BEFORE_KEY_EXISTED`, which read as what the run did then.
     """
     return _differences(stored_as_read(stored), recipe.model_dump(mode="json", exclude={"output"}), "")
+
+
+def recipe_changes(stored: dict, recipe: Recipe) -> list[str]:
+    """The dotted key paths of :func:`recipe_differences`."""
+    return [change.key for change in recipe_differences(stored, recipe)]
 
 
 def stored_as_read(stored: dict) -> dict:
@@ -636,8 +650,9 @@ def _with_old_behaviour(stored: dict) -> dict:
 ORDERED_MAPPINGS = ("teachers.", "data.sources.")
 
 
-def _differences(a, b, prefix: str) -> list[str]:
+def _differences(a, b, prefix: str) -> list[Change]:
     if isinstance(a, dict) and isinstance(b, dict):
-        moved = [f"{prefix}(order)"] if prefix in ORDERED_MAPPINGS and set(a) == set(b) and list(a) != list(b) else []
+        reordered = prefix in ORDERED_MAPPINGS and set(a) == set(b) and list(a) != list(b)
+        moved = [Change(f"{prefix}(order)", ", ".join(a), ", ".join(b))] if reordered else []
         return moved + [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
+    return [] if a == b else [Change(prefix.rstrip("."), a, b)]

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from amalgam.config.schema import Recipe, recipe_changes, resume_hint, runtime_changes, stored_as_read
+from amalgam.config.schema import Change, recipe_differences, resume_hint, runtime_changes
 from amalgam.distill.cache import open_cache
 from amalgam.distill.plan import Plan
 from amalgam.errors import AmalgamError
@@ -83,16 +83,18 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
     state = read_with_fallback(path, warn, PEERS_REQUIRED if peers else REQUIRED)
     if peers and state.get("kind") != "peers":
         raise AmalgamError(f"checkpoint {path} is not a peers build's of this amalgam and cannot be resumed")
-    runtime, changed = runtime_changes(recipe_changes(state["recipe"], recipe), peers)
+    differences = {change.key: change for change in recipe_differences(state["recipe"], recipe)}
+    runtime, changed = runtime_changes(list(differences), peers)
     if runtime:
         warn(
             f"resuming {path} with runtime settings (or their defaults) changed since ({', '.join(runtime)}): "
             "the same training up to floating-point rounding"
         )
     if changed:
-        hint = resume_hint(state["recipe"], changed) + longer_hint(changed, path.parent, state["recipe"], recipe)
+        changes = [differences[key] for key in changed]
+        hint = resume_hint(state["recipe"], changed) + longer_hint(changes, path.parent)
         raise AmalgamError(
-            f"cannot resume {path}: the recipe changed since ({_then_and_now(state['recipe'], recipe, changed)})"
+            f"cannot resume {path}: the recipe changed since ({_then_and_now(changes)})"
             f"{hint or ': set them back as they were, or start over with --force'}"
         )
     changed = fingerprint_changes(state.get("teachers", {}), recipe)
@@ -104,19 +106,17 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
     return state
 
 
-def longer_hint(
-    changed: list[str], run_dir: Path, stored: Optional[dict] = None, recipe: Optional[Recipe] = None
-) -> str:
+def longer_hint(changes: list[Change], run_dir: Path) -> str:
     """For a resume refused over ``train.epochs``: how to train longer, or that a run cannot end sooner ('' for
     other keys).
 
     The schedule (warm-up, cosine) is laid over the epochs the run started with, so a run cannot
     grow or shrink mid-way; a finished student continues in a new run with a fresh schedule.
     """
-    if "train.epochs" not in changed:
+    epochs = next((change for change in changes if change.key == "train.epochs"), None)
+    if epochs is None:
         return ""
-    then = _dotted(stored or {}, "train.epochs")
-    now = _dotted(recipe.model_dump(mode="json") if recipe is not None else {}, "train.epochs")
+    then, now = epochs.then, epochs.now
     if isinstance(then, int) and isinstance(now, int) and now < then:  # told how to "train longer" (a trial)
         return (
             f"; its learning-rate schedule was laid over {then} epochs, so it cannot end after {now}: resume with"
@@ -128,23 +128,11 @@ def longer_hint(
     )
 
 
-def _dotted(tree: dict, key: str) -> object:
-    """The value at a dotted key of a nested mapping (None where absent); of ``<mapping>.(order)``, its keys in
-    order, as ``recipe_changes`` names a reordered mapping."""
-    if key.endswith(".(order)"):
-        mapping = _dotted(tree, key[: -len(".(order)")])
-        return ", ".join(mapping) if isinstance(mapping, dict) else None
-    for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
-
-
-def _then_and_now(stored: dict, recipe: Recipe, changed: list[str]) -> str:
-    """``keys: train.lr (0.004 in the run, 0.001 now), ...`` for the changed keys (values of the first five)."""
-    now, stored = recipe.model_dump(mode="json"), stored_as_read(stored)  # as compared: a key's old behaviour
+def _then_and_now(changes: list[Change]) -> str:
+    """``keys: train.lr (0.004 in the run, 0.001 now), ...`` for the changed keys (values of the first five), the
+    run's values as compared (a key added since at its old behaviour)."""
     shown = [
-        f"{k} ({_short(_dotted(stored, k))} in the run, {_short(_dotted(now, k))} now)" if i < 5 else k
-        for i, k in enumerate(changed)
+        f"{c.key} ({_short(c.then)} in the run, {_short(c.now)} now)" if i < 5 else c.key for i, c in enumerate(changes)
     ]
     return "keys: " + ", ".join(shown)
 
