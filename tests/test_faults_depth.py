@@ -925,3 +925,20 @@ def test_a_teacher_without_an_eval_set_runs_once_for_its_unit_and_peer_checks(sc
     monkeypatch.setattr(eval_checks, "_plain_answer", lambda plan, t, *a: calls.append(t.name) or real(plan, t, *a))
     plan_of_two(scenes, "disparity", output="inverse", output_scale=1 / 16)
     assert calls.count("u") == 4  # the 4 images of its source, once
+
+
+def test_the_whole_label_space_rows_reading_is_in_report_json_and_markdown(more):
+    # a review: the rule (relative and affine teachers: the row fitted as relative) was said in the log only, and
+    # report.json's row read like metres
+    from amalgam.evaluation.report import to_markdown
+
+    raw = yaml.safe_load((more / "relative.yaml").read_text())
+    raw["teachers"]["a"] = raw["teachers"]["d"] | {"model": {"from": "python", **AFFINE}, "output": "affine"}
+    path = more / "relative-and-affine.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    report = amalgam.evaluate(path, ReadsImage(3.0), quiet=True)
+    (row,) = [u for u in report["unified"] if u["task"] == "depth"]
+    assert row["scored_as"] == "relative" and row["metrics"]["rmse"] < 1e-3, row
+    assert "(scored as relative) |" in to_markdown(report)
+    alone = amalgam.evaluate(more / "relative.yaml", ReadsImage(3.0), quiet=True)  # one reading: nothing to say
+    assert all("scored_as" not in u for u in alone["unified"])

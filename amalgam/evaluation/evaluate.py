@@ -524,6 +524,7 @@ def _evaluate(
                 row = {"task": task, "eval": set_name, "metrics": unified[task]}
                 if said := unified_reading_line(plan, scorer.teacher.task, set_name):  # a rule chosen: said
                     log(said)
+                    row["scored_as"] = unified_kind(plan, scorer.teacher.task)
                 if spaces.get(task) is not None:  # per-class lists are in this order, which is not sorted
                     row["classes"] = list(spaces[task].names)
                 found = scorer.unified_unscored

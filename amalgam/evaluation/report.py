@@ -124,10 +124,7 @@ def to_markdown(report: dict) -> str:
             " shaped the training targets only.",
         ]
     lines += _per_class_markdown(report)
-    lines += ["", "Student over its whole unified label space:", "", "| task | eval set | metrics |", "|---|---|---|"]
-    for u in report["unified"]:
-        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
-        lines.append(f"| {u['task']} | {u['eval']} | {shown} |")
+    lines += _unified_markdown(report)
     lines += _per_class_markdown(report, unified=True)
     s, t = report["student"], report["teachers"]
     share = s["params"] / t["params"] if t["params"] else float("nan")
@@ -163,6 +160,17 @@ def to_markdown(report: dict) -> str:
             text = weights_text(train["task_weighting"], train["task_weights"])
             lines += [text[0].upper() + text[1:] + ".", ""]  # not capitalize(): it lowers teachers' names
     return "\n".join(lines)
+
+
+def _unified_markdown(report: dict) -> list[str]:
+    """The whole-label-space table: each task's row over the student's unified labels."""
+    lines = ["", "Student over its whole unified label space:", "", "| task | eval set | metrics |", "|---|---|---|"]
+    for u in report["unified"]:
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
+        if u.get("scored_as"):  # its teachers read otherwise: the rule chosen, said beside the numbers
+            shown += f" (scored as {u['scored_as']})"
+        lines.append(f"| {u['task']} | {u['eval']} | {shown} |")
+    return lines
 
 
 def _student_shape_markdown(report: dict) -> list[str]:
