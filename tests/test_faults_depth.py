@@ -931,6 +931,7 @@ def test_the_whole_label_space_rows_reading_is_in_report_json_and_markdown(more)
     # a review: the rule (relative and affine teachers: the row fitted as relative) was said in the log only, and
     # report.json's row read like metres
     from amalgam.evaluation.report import to_markdown
+    from amalgam.evaluation.visual import write_html
 
     raw = yaml.safe_load((more / "relative.yaml").read_text())
     raw["teachers"]["a"] = raw["teachers"]["d"] | {"model": {"from": "python", **AFFINE}, "output": "affine"}
@@ -940,5 +941,6 @@ def test_the_whole_label_space_rows_reading_is_in_report_json_and_markdown(more)
     (row,) = [u for u in report["unified"] if u["task"] == "depth"]
     assert row["scored_as"] == "relative" and row["metrics"]["rmse"] < 1e-3, row
     assert "(scored as relative) |" in to_markdown(report)
+    assert "(scored as relative)</td>" in write_html(more, report).read_text()
     alone = amalgam.evaluate(more / "relative.yaml", ReadsImage(3.0), quiet=True)  # one reading: nothing to say
     assert all("scored_as" not in u for u in alone["unified"])

@@ -254,6 +254,7 @@ def write_html(run_dir: Path, report: dict) -> Path:
     unified = "".join(
         f"<tr><td>{html.escape(u['task'])}</td><td>{html.escape(u['eval'])}</td><td>"
         + ", ".join(f"{html.escape(k)} {cell(v)}" for k, v in u["metrics"].items() if not isinstance(v, list))
+        + (f" (scored as {html.escape(u['scored_as'])})" if u.get("scored_as") else "")
         + "</td></tr>"
         for u in report.get("unified", [])
     )
