@@ -21,7 +21,7 @@ from amalgam.students.serialize import init_student
 from amalgam.students.tree import STAGES
 from amalgam.training.peer_training import build_peers
 from amalgam.training.routing import routing_line
-from amalgam.training.runtime import precision_text, resolve_device
+from amalgam.training.runtime import device_text, precision_text, resolve_device
 from amalgam.training.schedule import distillation_line, schedule_lines, source_repeats, steps_per_epoch
 
 
@@ -110,9 +110,11 @@ def weighting_lines(plan: Plan, source_images: Optional[int]) -> list[str]:
 
 
 def precision_lines(recipe: Recipe) -> list[str]:
-    """What the student would train in on this machine (``train.precision``), as the build log says it."""
+    """Where and in what the student would train on this machine (``device``, ``train.precision``), as the build
+    log says it."""
     try:
-        return [precision_text(resolve_device(recipe.device), recipe.train.precision)]
+        device = resolve_device(recipe.device)
+        return [device_text(recipe.device, device), precision_text(device, recipe.train.precision)]
     except AmalgamError as err:  # a device or dtype this machine lacks: the build refuses it the same way
         return [f"warning: precision: {err} (a build on this machine stops there)"]
 

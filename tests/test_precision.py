@@ -95,7 +95,10 @@ def test_the_build_says_and_reports_its_precision(world, tmp_path, capsys):
     args = ["--set", "train.epochs=1", "--set", "train.samples_per_epoch=8", "--set", "train.batch_size=4"]
     args += ["--set", "train.precision=fp32"]
     assert main(["inspect", str(world), *args]) == 0
-    assert "precision: fp32 (train.precision: fp32)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "precision: fp32 (train.precision: fp32)" in said
+    threads = torch.get_num_threads()
+    assert f"device: cpu, {threads} CPU thread{'s' * (threads != 1)} (device: cpu;" in said  # the world's device
     assert main(["build", str(world), "--output", str(run), *args]) == 0
     assert "precision: fp32 (train.precision: fp32)" in capsys.readouterr().out
     assert json.loads((run / "report.json").read_text())["train"]["precision"] == "fp32"

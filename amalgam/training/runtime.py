@@ -81,6 +81,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_text(name: str, device: torch.device) -> str:
+    """Inspect's line: the device a build of ``device: name`` runs on here, its CPU threads, and why."""
+    why = f"auto: {'a CUDA GPU' if device.type == 'cuda' else 'no CUDA GPU'} here" if name == "auto" else name
+    threads = torch.get_num_threads()
+    return f"device: {device}, {threads} CPU thread{'s' * (threads != 1)} (device: {why}; OMP_NUM_THREADS sets them)"
+
+
 #: ``train.precision`` -> the autocast dtype it names (``auto``: see :func:`autocast_dtype`)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
