@@ -364,3 +364,17 @@ def test_a_rows_images_are_the_ones_it_scored(built_run):
     assert f"scored on {cls['images']} of the 12 images evaluated" in line and cls["images"] < 12
     seg = next(r for r in report["tasks"] if r["task"] == "segmentation")
     assert seg["images"] > 0  # label maps: every image evaluated is scored
+
+
+def test_a_lost_class_on_little_ground_truth_says_the_gap_can_be_chance():
+    # a trial: "student lost" verdicts on classes of about 30 images turned on one or two of them
+    rows = per_class_rows(["few", "many"], [0.5, 0.5], [0.2, 0.2], support=[30, 3000])
+    few, many = [line for line in class_warnings("t", "recall", rows, floor=("images", 10)) if "lost" in line]
+    # 6 of 30 against 15: a gap of 9 under 2 sqrt(21) = 9.2; on 3000 images 600 against 1500 is no chance
+    assert few == (
+        "student lost 'few' of teacher t: recall 0.200 vs the teacher's 0.500 (< 0.5x); about 6 of 30 images right"
+        " against the teacher's 15: a gap this size on so little ground truth can be chance, a larger eval set tells"
+    )
+    assert "chance" not in many
+    clear = per_class_rows(["gone"], [0.9], [0.0], support=[30])  # 0 of 30 against 27: no chance
+    assert "chance" not in class_warnings("t", "recall", clear, floor=("images", 10))[0]

@@ -100,7 +100,7 @@ def class_warnings(
         "the student cannot learn that class from it"
         for r in found["near_blind"]
     ]
-    lines += [_lost_line(teacher, metric, r, lost_below) for r in found["lost"]]
+    lines += [_lost_line(teacher, metric, r, lost_below, floor[0]) for r in found["lost"]]
     if thin := [f"'{r['class']}' ({r['support']:,} {floor[0]})" for r in found["thin"]]:
         lines.append(
             f"teacher {teacher}: {len(thin)} class{'es' if len(thin) > 1 else ''} of its eval set too thin to judge"
@@ -111,9 +111,10 @@ def class_warnings(
     return lines
 
 
-def _lost_line(teacher: str, metric: str, r: dict, lost_below: float) -> str:
+def _lost_line(teacher: str, metric: str, r: dict, lost_below: float, unit: str = "items") -> str:
     t, s = r["teacher"], r["student"]
     shown = "n/a" if s is None else f"{s:.3f}"
+    chance = "" if s is None else _chance_note(t, s, r.get("support"), unit)
     deployed = r.get("student_all_labels")
     also = (  # the row sums the student into the teacher's labels: its background may outweigh the class
         f"; over all its labels, as deployed, {deployed:.3f}"
@@ -122,7 +123,26 @@ def _lost_line(teacher: str, metric: str, r: dict, lost_below: float) -> str:
     )
     return (
         f"student lost '{r['class']}' of teacher {teacher}: {metric} {shown} vs the teacher's {t:.3f} "
-        f"(< {lost_below:g}x){also}"
+        f"(< {lost_below:g}x){also}{chance}"
+    )
+
+
+#: a gap under this many standard deviations of two counts' difference can be chance (the Poisson
+#: approximation, two-sided about 5%; the counts share their images, so it is the cautious side)
+CHANCE_SIGMAS = 2.0
+
+
+def _chance_note(teacher: float, student: float, support: Optional[int], unit: str) -> str:
+    """Where the class holds so little ground truth that the gap can be chance, the counts behind the scores
+    ('' otherwise): a "lost" verdict on a class of 30 images turned on a few of them (a trial)."""
+    if not support:
+        return ""
+    right_t, right_s = teacher * support, student * support  # recall: items named right; IoU: about so
+    if right_t - right_s >= CHANCE_SIGMAS * (right_t + right_s) ** 0.5:
+        return ""
+    return (
+        f"; about {right_s:.0f} of {support:,} {unit} right against the teacher's {right_t:.0f}: a gap this size"
+        " on so little ground truth can be chance, a larger eval set tells"
     )
 
 
