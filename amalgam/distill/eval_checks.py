@@ -29,6 +29,7 @@ from amalgam.distill.input_probe import (
     mean_iou,
     mean_recall,
     normalisation_finding,
+    normalisation_hint,
     reversed_channels,
     size_candidates,
     size_finding,
@@ -101,9 +102,10 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     check = teacher.task.eval_reading
     if check is None and teacher.task.reading_quality is None:
         return False
-    answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
+    grey: list[bool] = []
+    answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES, grey=grey)
     if check is None:  # a task with a quality and no reading check: its input probes only
-        probe_input(plan, teacher, dataset, answers, truths, log)
+        probe_input(plan, teacher, dataset, answers, truths, log, all(grey))
         return False
     reading = check(teacher.name, teacher.output_kind, answers, truths)
     where = f"against '{teacher.eval_name}' before training"
@@ -118,7 +120,7 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
         said_before_training(plan, log, line.replace("<set>", teacher.eval_name) + doubt)
     for line in reading.repeated:  # evaluation says it again, measured on every eval image
         log(f"warning: {line}")
-    probe_input(plan, teacher, dataset, answers, truths, log)
+    probe_input(plan, teacher, dataset, answers, truths, log, all(grey))
     return bool(reading.rule) and not (reading.warnings or reading.repeated)  # checked, nothing to say: a peer
 
 
@@ -127,11 +129,14 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
 QUALITY_COMPETENT = 0.8
 
 
-def probe_input(plan: Plan, teacher: Teacher, dataset: ImageSet, answers: list, truths: list, log) -> None:
+def probe_input(
+    plan: Plan, teacher: Teacher, dataset: ImageSet, answers: list, truths: list, log, grey: bool = False
+) -> None:
     """Tries a teacher of a task with a ``reading_quality`` (depth) under the usual other mean/std and the
     other channel order, where the recipe does not give them, as labelled teachers are tried: a trial's
     depth teachers fed [0, 1] where they wanted [-1, 1], or RGB where they wanted BGR, scored 1.5-2.5x
-    worse with no word (delta1 after each image's median scaling: 0.71 and 0.81 against 0.94)."""
+    worse with no word (delta1 after each image's median scaling: 0.71 and 0.81 against 0.94). ``grey``: the
+    images are grey, so their channel order is not probed."""
     quality = teacher.task.reading_quality
     current = quality(teacher.output_kind, answers, truths) if quality else None
     if current is None:
@@ -145,7 +150,8 @@ def probe_input(plan: Plan, teacher: Teacher, dataset: ImageSet, answers: list, 
 
     measure = Measure(teacher.task.quality_words, score, current)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
-    probe_teacher_input(plan, teacher, [measure], measure, (len(truths), 0, where), log, QUALITY_COMPETENT)
+    order = None if grey else measure
+    probe_teacher_input(plan, teacher, [measure], order, (len(truths), 0, where), log, QUALITY_COMPETENT)
 
 
 @dataclass
@@ -167,7 +173,7 @@ def probe_teacher_input(
     plan: Plan,
     teacher: Teacher,
     measures: list[Measure],
-    order: Measure,
+    order: Optional[Measure],
     at: tuple[int, int, str],
     log: Callable[[str], None],
     competent: float = PROBE_COMPETENT,
@@ -177,22 +183,28 @@ def probe_teacher_input(
     ``order``) and, where that is not doubted, its size (by the first measure); where no mean/std was found,
     the mean/std again at the size found, or at each size tried (a teacher wanting both another size and
     another mean/std scored low under either fix alone). Each finding is tried with the others, so that one
-    build names them all. ``at``: the images checked, the classes judged (0: a quality without a chance
-    level) and where; ``competent``: the score from which a small gain with the channels reversed is named."""
+    build names them all. ``order`` None: the channel order is not probed (grey images: reversing R = G = B
+    only reverses the mean/std lists, which a trial's warning read as a BGR teacher). ``at``: the images
+    checked, the classes judged (0: a quality without a chance level) and where; ``competent``: the score from
+    which a small gain with the channels reversed is named."""
     count, classes, where = at
     found = None
     for measure in measures:
         if found := normalisation_finding(teacher, measure.probed(count, classes)):
             _said(plan, teacher, found.line, "input mean/std", where, log)
             break
+    if found is None and (hint := normalisation_hint(teacher, measures[0].probed(count, classes))):
+        _said(plan, teacher, hint, "input mean/std", where, log)  # said, never fed to the other probes
     numbers = (", ".join(f"{v:.4g}" for v in values) for values in (found.mean, found.std)) if found else ()
     fed_as = "" if found is None else " with the mean/std proposed (mean [{}], std [{}])".format(*numbers)
     with fed(teacher, found.mean, found.std) if found else nullcontext():
         main, image_size = measures[0], tuple(plan.recipe.data.image_size)
-        first, order_now = (main.score(), order.score()) if found else (main.current, order.current)
-        if reordered := channel_order_line(teacher, order.score, order_now, count, order.words, competent, fed_as):
-            _said(plan, teacher, reordered, "input channel order", where, log)
-            return
+        first = main.score() if found else main.current
+        if order is not None:
+            order_now = order.score() if found else order.current
+            if reordered := channel_order_line(teacher, order.score, order_now, count, order.words, competent, fed_as):
+                _said(plan, teacher, reordered, "input channel order", where, log)
+                return
         resized = size_finding(teacher, main.probed(count, classes, first), image_size, fed_as)
         if resized:
             _said(plan, teacher, resized.line, "input size", where, log)
@@ -298,8 +310,9 @@ def check_label_order_on_eval(
         return
     lut = lookup(dataset.classes, space, plan.extents(task.name))
     picks = None if task.dense else per_class_picks(dataset, ORDER_PICKS, ORDER_CHECK_ITEMS)
+    grey: list[bool] = []
     answers, truths = eval_answers(
-        plan, teacher, dataset, READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS, picks
+        plan, teacher, dataset, READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS, picks, grey
     )
     by_set_class = _confusion(answers, truths, len(space), rows=len(dataset.classes))
     truths = [apply_lookup(t, lut) for t in truths]
@@ -321,7 +334,7 @@ def check_label_order_on_eval(
     enough = swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged))
     out_of_order = bool(line) and (enough or has_swapped_pair(mostly))
     if not out_of_order:  # labels out of order make any input look wrong: the probes are for a teacher named right
-        _probe_labelled_input(plan, teacher, score, matrix, judged, (len(truths), where), log)
+        _probe_labelled_input(plan, teacher, score, matrix, judged, (len(truths), where, all(grey)), log)
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
     least, unit = (ORDER_MIN_PIXELS, "pixels") if task.dense else (ORDER_PICKS - 2, "images")
     extent = plan.extents(task.name)
@@ -484,27 +497,33 @@ def per_class_picks(dataset: ImageSet, each: int, most: int) -> Optional[list[in
 
 
 def _probe_labelled_input(
-    plan: Plan, teacher: Teacher, score: Callable, matrix, judged: set, at: tuple[int, str], log
+    plan: Plan, teacher: Teacher, score: Callable, matrix, judged: set, at: tuple[int, str, bool], log
 ) -> None:
     """The input probes of a labelled teacher named right (:func:`probe_teacher_input`): a segmenter's mean/std
     by its mean IoU first (its recall hardly moves), then by recall as classifiers' are (a competent segmenter
     of many classes stays under the probe's 0.5 mean IoU); its channel order by mean IoU (a colour swap costs
-    precision as much as recall). ``at``: the images checked, and where."""
-    count, where = at
+    precision as much as recall). ``at``: the images checked, where, and whether they are all grey (no channel
+    order to probe)."""
+    count, where, grey = at
     # a classifier's IoU is its confusion matrix's per class (hits / (hits + misses + false alarms)): said so
     iou_words = "mean IoU" if teacher.task.dense else "mean class IoU (hits / (hits + misses + false alarms))"
     named = ((mean_iou, iou_words), (mean_recall, "mean recall"))
     iou, recall = (Measure(words, partial(score, how), how(matrix, judged)) for how, words in named)
     measures = [iou, recall] if teacher.task.dense else [recall]
-    probe_teacher_input(plan, teacher, measures, iou, (count, len(judged), where), log)
+    probe_teacher_input(plan, teacher, measures, None if grey else iou, (count, len(judged), where), log)
 
 
 def eval_answers(
-    plan: Plan, teacher: Teacher, dataset: ImageSet, count: int, indices: Optional[list[int]] = None
+    plan: Plan,
+    teacher: Teacher,
+    dataset: ImageSet,
+    count: int,
+    indices: Optional[list[int]] = None,
+    grey: Optional[list[bool]] = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The plain teacher's predictions (at each target's size, as evaluation scores them) and the
     targets of ``count`` images spread over ``dataset`` (or of ``indices``), one image at a time
-    (originals differ in size)."""
+    (originals differ in size); ``grey``, where given, gets whether each image is grey (R = G = B)."""
     task = teacher.task
     answers, truths = [], []
     with with_originals(dataset):
@@ -513,7 +532,14 @@ def eval_answers(
             truth = torch.as_tensor(sample[task.target_key])
             answers.append(_plain_answer(plan, teacher, sample, map_size(truth, batched=False) if task.dense else None))
             truths.append(truth)
+            if grey is not None:
+                grey.append(is_grey(sample.get("original", sample["image"])))
     return answers, truths
+
+
+def is_grey(image: torch.Tensor) -> bool:
+    """Whether a ``[3, H, W]`` image holds one grey channel three times: its channel order cannot be told."""
+    return image.shape[0] == 3 and bool((image[0] == image[1]).all() and (image[1] == image[2]).all())
 
 
 def with_originals(dataset: ImageSet):
