@@ -13,6 +13,7 @@ from amalgam.distill.objective import check_feature_taps, objective_terms, stude
 from amalgam.distill.plan import Plan, build_plan
 from amalgam.distill.tree_search import check_some_tree_fits
 from amalgam.errors import AmalgamError
+from amalgam.io import gb_text
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import latency_if_budgeted, resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params
@@ -131,8 +132,8 @@ def cache_lines(plan: Plan) -> list[str]:
     features = "" if plan.recipe.amalgamation.features == "none" else ", plus the tapped teacher features"
     cap = f"train.cache_max_gb {train.cache_max_gb:g}"
     if need > train.cache_max_gb:
-        return [f"teacher cache: off at build, it would take {need:.1f} GB{features} > {cap}"]
-    return [f"teacher cache: up to {need:.2f} GB{features} under the run's folder ({cap})"]
+        return [f"teacher cache: off at build, it would take {gb_text(need)}{features} > {cap}"]
+    return [f"teacher cache: up to {gb_text(need)}{features} under the run's folder ({cap})"]
 
 
 def _share(part: int, whole: int) -> str:

@@ -92,6 +92,11 @@ def no_room(folder: Path, exc: BaseException, need: int = 0, written: int = 0) -
     return f"disk full ({free:,} bytes free)"
 
 
+def gb_text(gigabytes: float) -> str:
+    """A size in GB as a log line says it: in MB under 0.1 GB (a cache of 3 MB read "0.00 GB")."""
+    return f"{gigabytes:.2f} GB" if gigabytes >= 0.1 else f"{gigabytes * 1000:.3g} MB"
+
+
 def write_json(obj: object, path: Path) -> None:
     """Writes ``obj`` as indented, strict JSON, atomically, creating the parent folders. A float
     that is not finite (a ratio over a teacher that scored 0) is written as ``null``: Python's

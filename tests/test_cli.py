@@ -325,7 +325,11 @@ def test_inspect_says_what_the_teacher_cache_would_take(world, capsys):
     assert main(["inspect", str(world), "--quiet"]) == 0
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("teacher cache:")]
     assert line.startswith("teacher cache: up to ")
-    assert line.endswith("GB under the run's folder (train.cache_max_gb 20)")
+    assert line.endswith(" MB under the run's folder (train.cache_max_gb 20)")  # a trial: tiny caches read "0.00 GB"
+    assert line != "teacher cache: up to 0 MB under the run's folder (train.cache_max_gb 20)"
+    from amalgam.io import gb_text
+
+    assert [gb_text(v) for v in (0.39, 0.1, 0.0031, 0.00004)] == ["0.39 GB", "0.10 GB", "3.1 MB", "0.04 MB"]
     assert main(["inspect", str(world), "--quiet", "--set", "train.cache_max_gb=0.000001"]) == 0
     assert "teacher cache: off at build, it would take" in capsys.readouterr().out
     assert main(["inspect", str(world), "--quiet", "--set", "train.cache_teachers=false"]) == 0

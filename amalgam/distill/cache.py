@@ -25,6 +25,7 @@ from amalgam.data.views import BatchViews, ViewSpec
 from amalgam.distill.cache_store import FP16_MAX, Store, check_free, make_folder, open_store, widen
 from amalgam.distill.plan import Plan
 from amalgam.distill.targets import Taps, Targets, apply_flip, live_targets, mirror_rows
+from amalgam.io import gb_text
 from amalgam.task import Task
 from amalgam.teachers.fingerprint import model_code, task_code, weight_digests
 from amalgam.teachers.inputs import answer_views
@@ -309,9 +310,9 @@ def open_cache(
         return None
     need = TeacherCache.estimate_bytes(plan, taps) / 1e9
     if need > cfg.cache_max_gb:
-        log(f"teacher cache: off, it would take {need:.2g} GB > train.cache_max_gb {cfg.cache_max_gb}")  # 0.04, not 0.0
+        log(f"teacher cache: off, it would take {gb_text(need)} > train.cache_max_gb {cfg.cache_max_gb}")
         return None
-    log(f"teacher cache: on, up to {need:.2f} GB under {run_dir / 'teacher_cache'}{_augment_note(plan)}")
+    log(f"teacher cache: on, up to {gb_text(need)} under {run_dir / 'teacher_cache'}{_augment_note(plan)}")
     if note := _few_draws_note(plan, need):
         log(note)
     folder = run_dir / "teacher_cache"
@@ -328,7 +329,7 @@ def _few_draws_note(plan: Plan, need_gb: float) -> Optional[str]:
     if draws * 4 > images:
         return None
     return (
-        f"teacher cache: reserves {need_gb:.2f} GB for {images:,} images, of which this run draws at most {draws:,}"
+        f"teacher cache: reserves {gb_text(need_gb)} for {images:,} images, of which this run draws at most {draws:,}"
         " (train.samples_per_epoch x epochs): a source's limit: keeps it to what is drawn; train.cache_teachers:"
         " false runs the teachers live"
     )
