@@ -143,7 +143,29 @@ def test_duplicate_yaml_key_is_rejected(world, tmp_path):
 
 def test_image_size_must_be_divisible_by_32(raw, world):
     raw["data"]["image_size"] = [32, 48]
-    assert error_of(raw, world) == "data.image_size: [32, 48] must be divisible by the encoder's stride 32"
+    assert error_of(raw, world) == (
+        "data.image_size: [32, 48] must be divisible by the encoder's stride 32: the decoders of depth, segmentation"
+        " double its deepest map back up (a student of classification alone takes any size)"
+    )
+
+
+def test_a_classification_student_takes_any_image_size(world, tmp_path):
+    # a trial: a classification-only student was refused at 60x60 (README: "any size for a student without dense
+    # tasks"), so a classifier trained at 299 px could not get a student at its size
+    import amalgam
+
+    raw = yaml.safe_load(world.read_text())
+    raw["teachers"] = {"cls": raw["teachers"]["cls"]}
+    raw["data"]["sources"] = {"items": raw["data"]["sources"]["items"]}
+    raw["data"]["eval"] = {"items-val": raw["data"]["eval"]["items-val"]}
+    raw["data"]["image_size"] = [36, 44]
+    raw["student"]["branch_at"] = 0
+    path = world.parent / "cls-only-36.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    report = amalgam.build(
+        path, overrides=["train.epochs=1", "train.samples_per_epoch=8"], output=tmp_path / "run"
+    ).report
+    assert [t["teacher"] for t in report["tasks"]] == ["cls"] and report["tasks"][0]["student_value"] is not None
 
 
 def test_labels_required_for_a_labelled_task(raw, world):

@@ -68,9 +68,19 @@ def check_recipe(recipe: Recipe) -> None:
     check_task_decoders(recipe)
     check_student_start(recipe)
     h, w = recipe.data.image_size
-    if h % STRIDE or w % STRIDE:
-        raise RecipeError("data.image_size", f"{[h, w]} must be divisible by the encoder's stride {STRIDE}")
+    if (h % STRIDE or w % STRIDE) and (dense := dense_tasks(recipe)):
+        raise RecipeError(
+            "data.image_size",
+            f"{[h, w]} must be divisible by the encoder's stride {STRIDE}: the decoders of {', '.join(dense)} double"
+            " its deepest map back up (a student of classification alone takes any size)",
+        )
     check_amalgamation(recipe)
+
+
+def dense_tasks(recipe: Recipe) -> list[str]:
+    """The recipe's dense tasks (decoders), sorted; tasks not installed are left to their own check."""
+    known = set(task_names())
+    return sorted({t.task for t in recipe.teachers.values() if t.task in known and get_task(t.task).dense})
 
 
 def check_teacher_name(name: str) -> None:
