@@ -276,6 +276,22 @@ class BudgetConfig(_Strict):
     params: Optional[float] = Field(0.5, gt=0, description="share of all teachers' parameters (default: half)")
     latency_ms: Optional[float] = Field(None, gt=0, description="batch-1 latency in ms on this machine's CPU")
 
+    @field_validator("params")
+    @classmethod
+    def _a_share(cls, v: Optional[float]) -> Optional[float]:
+        # a trial wrote a count (1500000): read as a share it was 1.5 million times the teachers, no budget at all
+        if v is not None and v > MAX_PARAMS_SHARE:
+            raise ValueError(
+                f"expected a share of all teachers' parameters (0.5: half of them), not a count: a share over"
+                f" {MAX_PARAMS_SHARE:g} limits nothing; for a count, divide it by the teachers' (amalgam inspect says"
+                " theirs)"
+            )
+        return v
+
+
+#: the largest ``student.budget.params`` taken: a student ten times all teachers together is no budget
+MAX_PARAMS_SHARE = 10.0
+
 
 class SearchConfig(_Strict):
     """The warm-up of ``branch_at: auto`` (see amalgam/distill/affinity.py)."""
