@@ -468,8 +468,24 @@ def test_a_file_answering_nan_fails_the_parity_check(tmp_path):
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1)).eval()
     nan = parity(lambda x: [module(x)], lambda x: [torch.full((1, 1, 4, 4), float("nan"))], torch.rand(1, 3, 4, 4))
     assert nan == float("inf")
-    with pytest.raises(ParityError, match=r"differs from the PyTorch student by nan > 0.0001: not written"):
+    with pytest.raises(ParityError, match=r"differs from the PyTorch student by nan > 0.0001: not written") as info:
         _within(float("nan"), None, tmp_path / "s.ts")
+    assert "--tolerance" not in str(info.value)  # NaN is no rounding
+
+
+def test_a_parity_miss_of_float_rounding_names_the_tolerance_that_takes_it(tmp_path):
+    # a trial: a student answering in the thousands missed 1e-4 by 4% (1.04e-04) and the error named no option
+    from amalgam.evaluation.export import ParityError, _within
+
+    with pytest.raises(ParityError) as info:
+        _within(1.04e-4, None, tmp_path / "s.onnx")
+    assert str(info.value).endswith(
+        "not written (a previous export there is left as it was); a difference this small is float rounding (larger"
+        " where the student answers far from +-1): --tolerance 0.001 exports it"
+    )
+    with pytest.raises(ParityError) as info:
+        _within(0.5, None, tmp_path / "s.onnx")  # a wrong export, not rounding
+    assert "--tolerance" not in str(info.value)
 
 
 def test_parity_is_relative_where_the_student_answers_beyond_one():

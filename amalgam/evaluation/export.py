@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import glob
 import json
+import math
 import os
 import shutil
 import socket
@@ -539,8 +540,23 @@ def _within(diff: Optional[float], tolerance: Optional[float], path: Path) -> No
     if not diff <= limit:  # NaN too
         raise ParityError(
             f"{path} differs from the PyTorch student by {diff:.2e} > {limit}: not written (a previous export there"
-            " is left as it was)"
+            f" is left as it was){_rounding_hint(diff)}"
         )
+
+
+#: a parity difference under this is float32 rounding, not a wrong graph: the error names the --tolerance taking it
+ROUNDING_BELOW = 1e-2
+
+
+def _rounding_hint(diff: float) -> str:
+    """For a small difference, the ``--tolerance`` that takes it (a trial's student answering in the thousands
+    missed 1e-4 by 4%, and the error did not name the option); '' for a large or NaN one: a wrong export."""
+    if not diff < ROUNDING_BELOW:
+        return ""
+    return (
+        f"; a difference this small is float rounding (larger where the student answers far from +-1):"
+        f" --tolerance {10 ** math.ceil(math.log10(diff)):g} exports it"
+    )
 
 
 def _written(exporter, module, example, paths, tasks, checks) -> tuple[Optional[float], str, tuple]:
