@@ -90,7 +90,7 @@ class Inspection:
         if r.student.init is not None and r.student.branch_at != "auto":  # checked above: every tensor loads
             sized.append(f"  starts from (student.init): {r.resolve(r.student.init)}, every tensor")
         if r.student.branch_at == "auto":
-            return lines + auto_lines(r, teachers, spec.encoder) + sized
+            return lines + auto_lines(r, teachers, spec.describe_encoder()) + sized
         lines += [
             "",
             f"student: {spec.type}, encoder {spec.describe_encoder()}, heads {spec.heads}",

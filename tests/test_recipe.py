@@ -444,15 +444,16 @@ def test_a_timm_tag_on_the_students_encoder_is_said_to_download_nothing(world):
     assert line.startswith("student.encoder: its tag 'c3_in1k' names pretrained weights, which a student never")
 
 
-@pytest.mark.parametrize("value", [1500000, 11])
+@pytest.mark.parametrize("value", [1500000, 1001])
 def test_a_parameter_budget_written_as_a_count_is_refused(raw, world, value):
     # a trial wrote student.budget.params: 1500000 meaning 1.5 M parameters: read as a share, the student could
     # be 1.5 million times the teachers, and the largest rung (16x the teachers) was chosen
     raw["student"]["budget"] = {"params": value}
     assert error_of(raw, world) == (
         "student.budget.params: expected a share of all teachers' parameters (0.5: half of them), not a count: a share"
-        " over 10 limits nothing; for a count, divide it by the teachers' (amalgam inspect says theirs), got "
+        " over 1000 limits nothing (null: no limit); for a count, divide it by the teachers' (amalgam inspect says"
+        " theirs), got "
         f"{value}"
     )
-    raw["student"]["budget"] = {"params": 10}  # ten times the teachers: taken
-    assert parse(raw, world).student.budget.params == 10
+    raw["student"]["budget"] = {"params": 1000}  # tiny teachers beside the smallest student: taken
+    assert parse(raw, world).student.budget.params == 1000
