@@ -249,3 +249,11 @@ def test_an_unmeetable_params_budget_priced_untimed_says_no_latency():
     said = str(unmeetable(resolve_budget(BudgetConfig(params=0.01), 1000), untimed, TASKS))
     assert "ms at batch 1" not in said and "of the teachers'); raise the budget" in said
     assert "~" in str(unmeetable(resolve_budget(BudgetConfig(params=0.01), 1000), COSTS, TASKS))
+
+
+def test_inspect_of_branch_at_auto_names_the_encoder_with_its_args(world, capsys):
+    # a trial: the line read "encoder tu-resnet10t" where the build used tu-resnet10t(channels=[24, 48, 96, 128], ...)
+    sets = ["student.branch_at=auto", "student.budget.params=1000", "student.encoder_args={channels: [8, 8, 16, 16]}"]
+    assert main(["inspect", str(world), "--no-data", "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "student: branched, encoder tu-test_resnet(channels=[8, 8, 16, 16]), branch_at: auto" in out
