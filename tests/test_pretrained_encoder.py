@@ -307,3 +307,29 @@ def test_encoder_weights_from_a_wrapped_checkpoint_say_which_entry_was_read(tmp_
     torch.save({"state_dict": encoder.state_dict(), "ema": encoder.state_dict()}, path)
     said = match_encoder_weights("tu-test_resnet", path).describe()
     assert "entry 'state_dict'" in said and "ema" in said
+
+
+def test_a_grey_network_and_a_wrapped_torchvision_network_fit_smps_resnet(tmp_path):
+    # a trial: a ResNet pretrained on grey images (conv1 [64, 1, 7, 7]) was refused as "another width or depth?",
+    # and a torchvision ResNet saved as Lightning's self.model ('model.conv1.weight') fitted tu-resnet18, not resnet18
+    import torchvision
+
+    grey = _randomised(torchvision.models.resnet18(num_classes=5), 3)
+    grey.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    path = tmp_path / "grey.pth"
+    torch.save({"model": {f"model.{k}": v for k, v in grey.state_dict().items()}}, path)
+    weights = match_encoder_weights("resnet18", path)
+    assert weights.rename == ("model.", "", False)
+    assert "model.conv1.weight: one grey channel, spread over R, G and B (a third each)" in weights.describe()
+    encoder = pretrained_encoder("resnet18", weights).eval()
+    grey.eval()
+    image = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():  # the grey network's answer on grey images, fed as R = G = B
+        got, expected = encoder(image.expand(-1, 3, -1, -1))[-1], _features(grey, image)
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()  # float rounding of the random weights
+
+
+def _features(net, x: torch.Tensor) -> torch.Tensor:
+    """A torchvision ResNet's last feature map."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    return net.layer4(net.layer3(net.layer2(net.layer1(x))))
