@@ -99,6 +99,9 @@ def test_a_build_with_args_starts_from_matching_weights_and_reports_the_encoder(
         ("tu-test_resnet", {"output_stride": 8}, "output_stride: set by amalgam"),
         ("tu-test_resnet", {"pretrained": True}, "pretrained: set by amalgam .*weights are never downloaded"),
         ("tu-test_resnet", {"num_classes": 5}, "num_classes: these set timm's classifier head"),
+        # a trial: in_chans stopped with smp's raw "'{'in_chans'}' already specified internally"
+        ("tu-test_resnet", {"in_chans": 1}, "in_chans: set by amalgam .*the student always takes RGB"),
+        ("tu-test_resnet", {"features_only": False}, "features_only: set by amalgam"),
         # timm's ResNet drops out before its classifier only: an encoder would train without it
         ("tu-test_resnet", {"drop_rate": 0.2}, "drop_rate: 'tu-test_resnet' applies it before its classifier"),
         (

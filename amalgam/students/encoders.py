@@ -34,7 +34,12 @@ class Splitter:
 
 ARGS_KEY = "student.encoder_args"
 #: smp's get_encoder sets these itself: as encoder_args they would clash or change the strides
-RESERVED_ARGS = ("in_channels", "depth", "weights", "output_stride", "pretrained")
+RESERVED_ARGS = ("in_channels", "in_chans", "depth", "weights", "output_stride", "pretrained", "features_only")
+#: why a student takes no channel count
+RGB = (
+    " (the student always takes RGB, grey images repeated as R = G = B; a grey-pretrained file's first"
+    " convolution is spread over the three by student.encoder_weights)"
+)
 #: timm args of the classifier head, which a features-only encoder drops: as encoder_args they do nothing
 HEAD_ARGS = ("num_classes", "global_pool")
 
@@ -108,7 +113,8 @@ def _check_args(name: str, args: Mapping[str, Any]) -> None:
         raise RecipeError(
             ARGS_KEY,
             f"{', '.join(reserved)}: set by amalgam (keys it keeps: {', '.join(RESERVED_ARGS)})"
-            + (weights if {"pretrained", "weights"} & set(reserved) else ""),
+            + (weights if {"pretrained", "weights"} & set(reserved) else "")
+            + (RGB if {"in_channels", "in_chans"} & set(reserved) else ""),
         )
     head = [k for k in args if k in HEAD_ARGS]
     if head:
