@@ -145,11 +145,8 @@ def test_report_json_has_exactly_the_contract_keys(built_run):
         "unflipped",
         "processes",  # added 2026-12-05: torchrun's count (1 in one process)
     }
-    # the mirror check flips the items; on the 12 scenes seg-b's one object label has too few pixels to be judged
-    assert (
-        list(report["train"]["unflipped"]) == ["scenes"]
-        and "could not be judged" in report["train"]["unflipped"]["scenes"]
-    )
+    # the mirror check flips both sources (seg-b, 'bar' beside its background, has nothing a mirror can swap)
+    assert report["train"]["unflipped"] == {}
     assert report["train"]["precision"] in ("fp32", "bf16") and report["train"]["processes"] == 1
     assert report["train"]["epochs"] == 1
     # the learned exp(-s) of each teacher's term: moved from 1 after one epoch, and in report.md

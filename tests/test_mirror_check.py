@@ -268,7 +268,7 @@ def test_a_resume_keeps_its_checkpoints_flips_and_one_from_before_the_check_flip
     said: list[str] = []
     assert run_flips(world_plan, {"unflipped": {"items": "why"}}, DistContext(), said.append) == {"items": "why"}
     assert said == [
-        "train.augment: source 'items' is not flipped: why; a mirror changes what such labels mean"
+        "train.augment: source 'items' is not flipped: why; a mirror changes what some labels mean"
         " (digits, text, left/right classes): data.sources.items.flip: true flips it all the same"
     ]
     said.clear()
@@ -316,9 +316,32 @@ def test_a_teacher_the_check_could_not_judge_leaves_its_source_unflipped(fresh_w
     unflipped = unflipped_sources(build_plan(load_recipe(recipe), log=lambda s: None), said.append)
     assert list(unflipped) == ["items"]  # scenes, judged, flip
     assert unflipped["items"] == (
-        "teacher 'c' could not be judged on mirrored images of source 'items': no label was answered 8 times"
-        " (0 of 3 labels judged, 5 images)"
+        "teacher 'c' could not be judged on mirrored images of source 'items': its 5 images gave no label the 8"
+        " answers it needs (0 of 3 labels judged, 5 images)"
     )
     (line,) = [s for s in said if "not flipped" in s]
     assert "data.sources.items.flip: true flips it all the same" in line
     assert not any("'c' keeps its labels" in s for s in said)
+
+
+def test_one_label_beside_a_background_and_answers_spread_over_many_labels_flip_as_before():
+    # a review: a segmenter of background + one class could never be judged (the class can move to no other label
+    # than the background, which is left out), so person or lesion masks lost the flip; an ImageNet classifier on
+    # 400 images of a large source judged none of its 1,000 labels and lost it too
+    from amalgam.distill.mirror_check import MirrorFinding
+
+    binary = MirrorFinding("seg", "s", [], 0, 2, 16, dense=True, judgeable=0, few=False)
+    assert not binary.unjudged and not binary.keeps_flip_out
+    assert binary.line() == (
+        "teacher 'seg' keeps its labels on mirrored images of source 's' (one label beside its background: nothing"
+        " to swap; 16 images)"
+    )
+    spread = MirrorFinding("cls", "s", [], 0, 1000, 400, judgeable=1000, few=False)
+    assert spread.unjudged and not spread.keeps_flip_out  # flipped, said as not judged
+    assert "its answers spread over its labels, none answered 8 times (0 of 1000 labels judged, 400 images);" in (
+        spread.line()
+    )
+    assert spread.line().endswith("flipped, as train.augment asks: data.sources.s.flip: false if a mirror changes"
+                                  " what its labels mean")  # fmt: skip
+    small = MirrorFinding("cls", "s", [], 0, 3, 5, judgeable=3, few=True)
+    assert small.keeps_flip_out

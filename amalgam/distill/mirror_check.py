@@ -56,6 +56,9 @@ class MirrorFinding:
         background: a dense teacher's label whose answers were left out as its background when it declares
             none (its most answered, kept on the mirror); None where it declares one or none was taken.
         dense: whether the teacher's task is dense (its labels need pixels, not images, to be judged).
+        judgeable: the labels a mirror could swap with another (a dense teacher's background aside: one label
+            beside its background has nothing to swap with).
+        few: the source held fewer images than the check asks of this teacher.
     """
 
     teacher: str
@@ -66,16 +69,20 @@ class MirrorFinding:
     images: int
     background: Optional[str] = None
     dense: bool = False
+    judgeable: int = 0
+    few: bool = False
 
     @property
     def unjudged(self) -> bool:
-        """No label had the answers to be judged: a flip would be a guess, so its source stays unflipped."""
-        return self.judged == 0
+        """Labels a mirror could swap, none answered often enough to be judged."""
+        return self.judgeable > 0 and self.judged == 0
 
     @property
     def keeps_flip_out(self) -> bool:
-        """Whether this finding keeps its source unflipped under ``flip: auto``."""
-        return bool(self.changed) or self.unjudged
+        """Whether this finding keeps its source unflipped under ``flip: auto``: a label changes, or the source is
+        too small to judge any (flipped, it would be a guess on a few images; a source large enough whose
+        answers spread over many labels is flipped, said as not judged)."""
+        return bool(self.changed) or (self.unjudged and self.few)
 
     def line(self) -> str:
         """The finding in one line, with the labels that change (the first five), or that none does."""
@@ -83,10 +90,21 @@ class MirrorFinding:
         if self.background is not None:  # a guess, so said: a swapped pair answered most would hide there
             judged += f"; '{self.background}', answered most, left out as its background (it declares none)"
         if self.unjudged:
-            need = MIRROR_MIN_ANSWERS[self.dense]
+            need, where = MIRROR_MIN_ANSWERS[self.dense], f"mirrored images of source '{self.source}'"
+            if self.few:
+                return (
+                    f"teacher '{self.teacher}' could not be judged on {where}: its {self.images} images gave no label"
+                    f" the {need} answers it needs ({judged})"
+                )
             return (
-                f"teacher '{self.teacher}' could not be judged on mirrored images of source '{self.source}': no label"
-                f" was answered {need} times ({judged})"
+                f"teacher '{self.teacher}' could not be judged on {where}: its answers spread over its labels, none"
+                f" answered {need} times ({judged}); flipped, as train.augment asks: data.sources.{self.source}.flip:"
+                " false if a mirror changes what its labels mean"
+            )
+        if not self.judgeable:  # one label beside its background: nothing a mirror can swap
+            return (
+                f"teacher '{self.teacher}' keeps its labels on mirrored images of source '{self.source}' (one label"
+                f" beside its background: nothing to swap; {self.images} images)"
             )
         if not self.changed:
             return f"teacher '{self.teacher}' keeps its labels on mirrored images of source '{self.source}' ({judged})"
@@ -162,7 +180,11 @@ def mirror_finding(teacher: Teacher, source: str, dataset: ImageSet, student_vie
     settled = _background(counts, declared) if dense else None
     changed, judged = changed_labels(counts, names, dense, settled)
     guessed = names[settled] if settled is not None and declared is None else None
-    return MirrorFinding(teacher.name, source, changed, judged, len(names), count, guessed, dense)
+    swappable = len(names) - (settled is not None)  # a label beside the background alone has none to swap with
+    few = len(dataset) < max(least, min(most, MIRROR_MIN_ANSWERS[dense] * len(names)))
+    found = MirrorFinding(teacher.name, source, changed, judged, len(names), count, guessed, dense)
+    found.judgeable, found.few = swappable if swappable >= 2 else 0, few
+    return found
 
 
 def checked(teacher: Teacher) -> bool:
@@ -273,6 +295,6 @@ def say_unflipped(unflipped: dict[str, str], log: Callable[[str], None], recipe)
             log(f"train.augment: source '{source}' is not flipped ({by_recipe[source]})")
         else:
             log(
-                f"train.augment: source '{source}' is not flipped: {why}; a mirror changes what such labels mean"
+                f"train.augment: source '{source}' is not flipped: {why}; a mirror changes what some labels mean"
                 f" (digits, text, left/right classes): data.sources.{source}.flip: true flips it all the same"
             )
