@@ -193,8 +193,6 @@ def probe_teacher_input(
         if found := normalisation_finding(teacher, measure.probed(count, classes)):
             _said(plan, teacher, found.line, "input mean/std", where, log)
             break
-    if found is None and (hint := normalisation_hint(teacher, measures[0].probed(count, classes))):
-        _said(plan, teacher, hint, "input mean/std", where, log)  # said, never fed to the other probes
     numbers = (", ".join(f"{v:.4g}" for v in values) for values in (found.mean, found.std)) if found else ()
     fed_as = "" if found is None else " with the mean/std proposed (mean [{}], std [{}])".format(*numbers)
     with fed(teacher, found.mean, found.std) if found else nullcontext():
@@ -210,7 +208,10 @@ def probe_teacher_input(
             _said(plan, teacher, resized.line, "input size", where, log)
     if found is None:
         sizes = [resized.size] if resized else size_candidates(teacher, image_size)
-        _normalisation_at(plan, teacher, measures, sizes, resized is not None, (count, classes, where), log)
+        if _normalisation_at(plan, teacher, measures, sizes, resized is not None, (count, classes, where), log):
+            return
+    if not (found or resized) and (hint := normalisation_hint(teacher, measures[0].probed(count, classes))):
+        _said(plan, teacher, hint, "input mean/std", where, log)  # nothing else found: a hint, never applied
 
 
 def _normalisation_at(
@@ -221,9 +222,9 @@ def _normalisation_at(
     proposed: bool,
     at: tuple[int, int, str],
     log: Callable[[str], None],
-) -> None:
+) -> bool:
     """The mean/std probe with the teacher fed at each of ``sizes``: at the size the size probe ``proposed``
-    (against the score there), or at each size it tried (against the score as fed)."""
+    (against the score there), or at each size it tried (against the score as fed); whether it said one."""
     count, classes, where = at
     findings = []  # (the measure's place, the finding): a recall finding is no better than an IoU one
     for size in sizes:
@@ -236,6 +237,7 @@ def _normalisation_at(
     if findings:  # the best of the sizes by the first measure that found any, not the first size that did well
         best = min(findings, key=lambda f: (f[0], -f[1].score))[1]
         _said(plan, teacher, best.line, "input mean/std" + ("" if proposed else " and size"), where, log)
+    return bool(findings)
 
 
 def _said(plan: Plan, teacher: Teacher, line: str, what: str, where: str, log: Callable[[str], None]) -> None:

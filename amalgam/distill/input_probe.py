@@ -191,13 +191,18 @@ HINT_GAIN = 0.05
 
 
 def normalisation_hint(teacher: Teacher, probed: Probed) -> Optional[str]:
-    """Where no mean/std is named (:func:`normalisation_finding`), a teacher fed a default mean/std that scores
-    :data:`HINT_GAIN` better under another usual one: one line saying both, and that the fed one is a default."""
-    score, current, images, _, measure = probed.parts()
+    """Where no input setting is named (the probe of :func:`normalisation_finding` and the others found nothing),
+    a teacher fed a default mean and std that scores :data:`HINT_GAIN` better under another usual one, and
+    competent there (as :func:`_far_better` asks): one line saying both, and that the fed ones are defaults."""
+    score, current, images, classes, measure = probed.parts()
+    origin = teacher.input_spec.origin
+    if RECIPE in (origin.get("mean"), origin.get("std")):  # half of it given: deliberate, not a default
+        return None
     if (tried := _normalisations(teacher, score, current)) is None:
         return None
     settings, results, best = tried
-    if not results[best] >= current + HINT_GAIN:
+    competent = max(PROBE_COMPETENT, (1 / classes if classes else 0.0) + PROBE_GAIN)
+    if not (results[best] >= current + HINT_GAIN and results[best] >= competent):  # a weak teacher's noise
         return None
     given, whence = _as_fed(teacher)
     mean, std = (", ".join(f"{v:.4g}" for v in values) for values in settings[best])
