@@ -764,3 +764,19 @@ def test_a_three_channel_teacher_on_grey_eval_images_gets_no_channel_order_probe
         grey_plan, grey_plan.teachers["seg-a"], grey_plan.eval_sets["scenes-val"], log=lambda line: None
     )
     assert teacher.channels == 3 and orders[0] is not None and orders[1] is None
+
+
+def test_the_size_walk_keeps_odd_sides_and_stops_at_its_limits():
+    # a review: steps were read off the rounded size (37.5 -> 38 is not half of 75), so odd sides never walked;
+    # each step is now taken from the size fed; the walk stops at 8x the size fed (and 1024 px)
+    from types import SimpleNamespace
+
+    from amalgam.distill.input_probe import _walked
+
+    teacher = SimpleNamespace(size=(75, 100), input_spec=SimpleNamespace(size=(75, 100)))
+    table = {(38, 50): 0.6, (19, 25): 0.9}
+    score = lambda: table.get(tuple(teacher.size), 0.2)  # noqa: E731
+    assert _walked(teacher, score, (38, 50), {(38, 50): 0.6}) == (19, 25) and teacher.size == (75, 100)
+    growing = SimpleNamespace(size=(64, 48), input_spec=SimpleNamespace(size=(64, 48)))
+    score = lambda: growing.size[0] / 1000  # noqa: E731 - better at every larger size
+    assert _walked(growing, score, (128, 96), {(128, 96): 0.128}) == (512, 384)  # 8x the size fed

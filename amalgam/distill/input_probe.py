@@ -298,7 +298,7 @@ def size_candidates(teacher: Teacher, image_size: Optional[tuple[int, int]] = No
     if origin not in (DEFAULT, TIMM):
         return []
     h, w = teacher.size
-    sizes = [(max(8, round(h * factor)), max(8, round(w * factor))) for factor in SIZE_FACTORS]
+    sizes = [_ladder(teacher, factor, 1) for factor in SIZE_FACTORS]
     if origin == TIMM and image_size is not None and tuple(image_size) not in [*sizes, (h, w)]:
         sizes.append(tuple(image_size))
     return sizes
@@ -308,19 +308,27 @@ def size_candidates(teacher: Teacher, image_size: Optional[tuple[int, int]] = No
 #: much: a teacher trained at 16 px fed 64 did better at 32 (0.63 against 0.47), and at 32, the size named,
 #: it still scored 0.66 where it does 0.91 at 16, with no word once the recipe gave the size (a trial)
 WALK_GAIN = 0.02
-#: the smallest and the largest side the walk tries
-WALK_LIMITS = (8, 2048)
+#: the walk's smallest side, and its largest as a multiple of the size fed and in pixels (a dense teacher at
+#: 2048 px on a CPU takes minutes and gigabytes)
+WALK_LIMITS = (8, 8, 1024)
+
+
+def _ladder(teacher: Teacher, factor: float, steps: int) -> tuple[int, int]:
+    """The size ``factor ** steps`` times the one fed, each side on its own (at least :data:`WALK_LIMITS`' smallest)."""
+    h, w = teacher.size
+    return tuple(max(WALK_LIMITS[0], round(side * factor**steps)) for side in (h, w))
 
 
 def _walked(teacher: Teacher, score: Callable[[], float], best: tuple[int, int], found: dict) -> tuple[int, int]:
-    """From ``best`` (twice or half the size fed, scored in ``found``), the size the score leads to on the way."""
-    h, w = teacher.size
-    step = best[0] / h if best[0] != h else best[1] / w
-    if step not in SIZE_FACTORS:  # image_size, not a step of the ladder
+    """From ``best`` (twice or half the size fed, scored in ``found``), the size the score leads to on the way:
+    each step from the size fed, so odd sides and a side held at the smallest keep their place."""
+    factor = next((f for f in SIZE_FACTORS if _ladder(teacher, f, 1) == tuple(best)), None)
+    if factor is None:  # image_size, not a step of the ladder
         return best
-    while True:
-        nxt = (max(WALK_LIMITS[0], round(best[0] * step)), max(WALK_LIMITS[0], round(best[1] * step)))
-        if nxt == best or max(nxt) > WALK_LIMITS[1]:
+    largest = min(WALK_LIMITS[1] * max(teacher.size), WALK_LIMITS[2])
+    for steps in range(2, 16):
+        nxt = _ladder(teacher, factor, steps)
+        if nxt == best or max(nxt) > largest:
             return best
         try:
             with sized(teacher, nxt):
@@ -330,6 +338,7 @@ def _walked(teacher: Teacher, score: Callable[[], float], best: tuple[int, int],
         if not value >= found[best] + WALK_GAIN:  # NaN: collapsed there
             return best
         found[nxt], best = value, nxt
+    return best
 
 
 def size_finding(
