@@ -378,3 +378,5 @@ def test_a_lost_class_on_little_ground_truth_says_the_gap_can_be_chance():
     assert "chance" not in many
     clear = per_class_rows(["gone"], [0.9], [0.0], support=[30])  # 0 of 30 against 27: no chance
     assert "chance" not in class_warnings("t", "recall", clear, floor=("images", 10))[0]
+    # a review: IoU x pixels is no count of pixels right, and pixels of one image are not independent draws
+    assert "chance" not in class_warnings("t", "iou", rows, floor=("pixels", 10))[0]

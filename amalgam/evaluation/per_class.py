@@ -114,7 +114,8 @@ def class_warnings(
 def _lost_line(teacher: str, metric: str, r: dict, lost_below: float, unit: str = "items") -> str:
     t, s = r["teacher"], r["student"]
     shown = "n/a" if s is None else f"{s:.3f}"
-    chance = "" if s is None else _chance_note(t, s, r.get("support"), unit)
+    # recall x support counts the items named right; an IoU's does not, and pixels of one image are not independent
+    chance = _chance_note(t, s, r.get("support"), unit) if s is not None and metric == "recall" else ""
     deployed = r.get("student_all_labels")
     also = (  # the row sums the student into the teacher's labels: its background may outweigh the class
         f"; over all its labels, as deployed, {deployed:.3f}"
@@ -137,7 +138,7 @@ def _chance_note(teacher: float, student: float, support: Optional[int], unit: s
     ('' otherwise): a "lost" verdict on a class of 30 images turned on a few of them (a trial)."""
     if not support:
         return ""
-    right_t, right_s = teacher * support, student * support  # recall: items named right; IoU: about so
+    right_t, right_s = teacher * support, student * support  # recall: the items named right
     if right_t - right_s >= CHANCE_SIGMAS * (right_t + right_s) ** 0.5:
         return ""
     return (
