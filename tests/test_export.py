@@ -480,11 +480,11 @@ def test_a_parity_miss_of_float_rounding_names_the_tolerance_that_takes_it(tmp_p
     with pytest.raises(ParityError) as info:
         _within(1.04e-4, None, tmp_path / "s.onnx")
     assert str(info.value).endswith(
-        "not written (a previous export there is left as it was); a difference this small is float rounding (larger"
-        " where the student answers far from +-1): --tolerance 0.001 exports it"
+        "not written (a previous export there is left as it was); a difference this small may be float rounding"
+        " (larger where the student answers far from +-1): --tolerance 0.001 exports it"
     )
     with pytest.raises(ParityError) as info:
-        _within(0.5, None, tmp_path / "s.onnx")  # a wrong export, not rounding
+        _within(2e-3, None, tmp_path / "s.onnx")  # more likely a wrong resize or op than rounding
     assert "--tolerance" not in str(info.value)
 
 

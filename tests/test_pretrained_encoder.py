@@ -320,7 +320,8 @@ def test_a_grey_network_and_a_wrapped_torchvision_network_fit_smps_resnet(tmp_pa
     torch.save({"model": {f"model.{k}": v for k, v in grey.state_dict().items()}}, path)
     weights = match_encoder_weights("resnet18", path)
     assert weights.rename == ("model.", "", False)
-    assert "model.conv1.weight: one grey channel, spread over R, G and B (a third each)" in weights.describe()
+    said = "model.conv1.weight: a one-channel first convolution (grey-pretrained?), spread over R, G and B (a third"
+    assert said in weights.describe()
     encoder = pretrained_encoder("resnet18", weights).eval()
     grey.eval()
     image = torch.rand(2, 1, 64, 64)

@@ -544,17 +544,19 @@ def _within(diff: Optional[float], tolerance: Optional[float], path: Path) -> No
         )
 
 
-#: a parity difference under this is float32 rounding, not a wrong graph: the error names the --tolerance taking it
-ROUNDING_BELOW = 1e-2
+#: a parity difference under this may be float32 rounding (a wrong resize or op differs by more): the error names
+#: the --tolerance taking it
+ROUNDING_BELOW = 1e-3
 
 
 def _rounding_hint(diff: float) -> str:
     """For a small difference, the ``--tolerance`` that takes it (a trial's student answering in the thousands
-    missed 1e-4 by 4%, and the error did not name the option); '' for a large or NaN one: a wrong export."""
+    missed 1e-4 by 4%, and the error did not name the option); '' for a large or NaN one: more likely a wrong
+    export."""
     if not diff < ROUNDING_BELOW:
         return ""
     return (
-        f"; a difference this small is float rounding (larger where the student answers far from +-1):"
+        f"; a difference this small may be float rounding (larger where the student answers far from +-1):"
         f" --tolerance {10 ** math.ceil(math.log10(diff)):g} exports it"
     )
 

@@ -41,7 +41,6 @@ RENAMES: tuple[tuple[str, str, bool], ...] = (
     ("backbone.", "", False),
     ("backbone.", "model.", False),
     ("model.", "", False),  # a torchvision network saved inside a wrapper (Lightning's self.model), for smp's own
-    ("model.", "model.", False),
     # a timm model saved inside a wrapper (Lightning's self.model, an smp model, a backbone), blocks flattened
     ("model.", "model.", True),
     ("encoder.", "model.", True),
@@ -94,32 +93,36 @@ def _fits(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], names: d
         k
         for k, v in own.items()
         if (k not in names and not k.endswith(OPTIONAL))
-        or (k in names and tuple(state[names[k]].shape) != tuple(v.shape) and not _grey_stem(state[names[k]], v))
+        or (k in names and tuple(state[names[k]].shape) != tuple(v.shape) and k != _grey_stem(own, state, names))
     ]
 
 
-def _grey_stem(found: torch.Tensor, own: torch.Tensor) -> bool:
-    """Whether ``found`` is a convolution over one grey channel where the encoder's takes RGB (a network
-    pretrained on grey images): spread over R, G and B, a third each, it answers grey images (amalgam feeds
-    them as R = G = B) as it did, the rule timm follows for ``in_chans`` (a trial's grey ResNet was refused)."""
-    return (
-        found.dim() == 4
-        and own.dim() == 4
-        and found.shape[1] == 1
-        and own.shape[1] == 3
-        and (found.shape[0] == own.shape[0] and found.shape[2:] == own.shape[2:])
-    )
+def _grey_stem(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], names: dict[str, str]) -> Optional[str]:
+    """The encoder's first convolution where the file's takes one channel and the encoder's RGB (a network
+    pretrained on grey images, or on another one-channel signal), else None: spread over R, G and B, a third
+    each, it answers grey images (amalgam feeds them as R = G = B) as it did, the rule timm follows for
+    ``in_chans`` (a trial's grey ResNet was refused). Only the first: a later convolution of one channel
+    against three is another network."""
+    stem = next((k for k, v in own.items() if v.dim() == 4), None)
+    if stem is None or stem not in names:
+        return None
+    found, want = state[names[stem]], own[stem]
+    grey = found.dim() == 4 and found.shape[1] == 1 and want.shape[1] == 3
+    return stem if grey and found.shape[0] == want.shape[0] and found.shape[2:] == want.shape[2:] else None
+
+
+def _taken(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], names: dict[str, str]) -> dict:
+    """The checkpoint's tensors as the encoder takes them (a one-channel first convolution spread over R, G
+    and B), by encoder key."""
+    stem = _grey_stem(own, state, names)
+    return {k: state[names[k]].repeat(1, 3, 1, 1) / 3 if k == stem else state[names[k]] for k in own if k in names}
 
 
 def _grey_note(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], names: dict[str, str]) -> str:
-    """What the build log says of the grey stems spread over R, G and B ('' where none)."""
-    grey = [names[k] for k in own if k in names and _grey_stem(state[names[k]], own[k])]
-    return f"{', '.join(grey)}: one grey channel, spread over R, G and B (a third each)" if grey else ""
-
-
-def _taken(found: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-    """A checkpoint's tensor as the encoder takes it (a grey stem spread over R, G and B)."""
-    return found.repeat(1, 3, 1, 1) / 3 if _grey_stem(found, own) else found
+    """What the build log says of a one-channel first convolution spread over R, G and B ('' where none)."""
+    if (stem := _grey_stem(own, state, names)) is None:
+        return ""
+    return f"{names[stem]}: a one-channel first convolution (grey-pretrained?), spread over R, G and B (a third each)"
 
 
 def match_encoder_weights(encoder_name: str, path: Path, args: Optional[Mapping[str, Any]] = None) -> EncoderWeights:
@@ -143,7 +146,7 @@ def match_encoder_weights(encoder_name: str, path: Path, args: Optional[Mapping[
         missing = _fits(own, state, names)
         if not missing:
             used = {names[k] for k in own if k in names}
-            found = {k: _taken(state[names[k]], own[k]) for k in own if k in names}
+            found = _taken(own, state, names)
             if inside := inside_encoder([k for k, v in names.items() if v not in used], encoder):
                 raise RecipeError(KEY, _deeper(path, encoder_name, inside, [names[k] for k in inside]))
             said = "; ".join(part for part in (note, _grey_note(own, state, names)) if part)
