@@ -138,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     debug = argparse.ArgumentParser(add_help=False)  # every command takes --debug after its name too
     debug.add_argument("--debug", action="store_true", help="show tracebacks")
+    quiet = argparse.ArgumentParser(add_help=False)  # every command but tasks, whose output is the result
+    quiet.add_argument("--quiet", action="store_true", help="print only the result")
 
-    def command(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, parents=[debug])
+    def command(name: str, help_: str, quiets: bool = True) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, parents=[debug, quiet] if quiets else [debug])
 
     def recipe_cmd(name: str, fn, help_: str) -> argparse.ArgumentParser:
         p = command(name, help_)
@@ -152,7 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
             help="override a recipe key (repeatable); a mapping value merges key by key, as a base: variant's"
             " does; {} empties",
         )
-        p.add_argument("--quiet", action="store_true", help="print only the result")
         p.set_defaults(fn=fn)
         return p
 
@@ -182,7 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="candidate trees to list")
     p = command("report", "regenerate report.html (curves, sample predictions) of a run")
     p.add_argument("run_dir", help="a finished build's folder")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_report)
     p = command("export", "export a run's student as TorchScript or ONNX, with a parity check")
     p.add_argument("run_dir", help="a finished build's folder (or its student.pt)")
@@ -195,9 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="max difference allowed by the parity check: absolute, relative where the student answers beyond"
         " +-1 (default 1e-4; given, it must be checked)",
     )
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_export)
-    p = command("tasks", "list the task plugins found")
+    p = command("tasks", "list the task plugins found", quiets=False)
     p.add_argument("--details", action="store_true", help="also say how each task mirrors its outputs")
     p.set_defaults(fn=cmd_tasks)
     return parser
