@@ -173,7 +173,7 @@ def test_the_segmentation_loss_multiplies_both_weights_and_focal_is_on_by_defaul
 
 
 def test_a_run_from_before_focal_resumes_only_with_it_pinned_off(world):
-    from amalgam.config.schema import recipe_changes, resume_hint
+    from amalgam.config.schema import recipe_changes, recipe_differences, resume_hint
 
     recipe = load_recipe(world)
     stored = recipe.model_dump(mode="json", exclude={"output"})
@@ -184,8 +184,9 @@ def test_a_run_from_before_focal_resumes_only_with_it_pinned_off(world):
     hint = (
         "; the default of amalgamation.focal changed since that run: --set amalgamation.focal=0.0 resumes it as it was"
     )
-    assert resume_hint(stored, ["amalgamation.focal", "train.lr"]) == hint
-    assert resume_hint(recipe.model_dump(mode="json"), ["amalgamation.focal"]) == ""  # 1.0 then: not the old default
+    assert resume_hint(recipe_differences(stored, load_recipe(world, ["train.lr=0.5"]))) == hint
+    then_one = recipe.model_dump(mode="json")  # focal 1.0 then: not the old default
+    assert resume_hint(recipe_differences(then_one, load_recipe(world, ["amalgamation.focal=0"]))) == ""
 
 
 def test_pseudo_label_cross_entropy_by_hand():

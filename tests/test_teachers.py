@@ -203,7 +203,7 @@ def test_initial_loss_weights_divide_each_term_by_its_mean_over_the_first_steps(
 
 
 def test_task_weights_name_a_registered_weighting_and_default_to_initial_loss(world):
-    from amalgam.config.schema import AmalgamationConfig, recipe_changes, resume_hint
+    from amalgam.config.schema import AmalgamationConfig, recipe_changes, recipe_differences, resume_hint
     from amalgam.errors import RecipeError
 
     assert AmalgamationConfig().task_weights == "initial_loss"  # the default since 2026-12-03: docs/benchmarks.md
@@ -211,9 +211,10 @@ def test_task_weights_name_a_registered_weighting_and_default_to_initial_loss(wo
         load_recipe(world, ["amalgamation.task_weights=bogus"])
     # a run of the former default is refused on resume, with the --set that resumes it as it was
     stored = load_recipe(world).model_dump(mode="json", exclude={"output"})  # the test world pins uncertainty
-    changed = recipe_changes(stored, load_recipe(world, ["amalgamation.task_weights=initial_loss"]))
-    assert changed == ["amalgamation.task_weights"]
-    assert '--set amalgamation.task_weights="uncertainty" resumes it as it was' in resume_hint(stored, changed)
+    now = load_recipe(world, ["amalgamation.task_weights=initial_loss"])
+    assert recipe_changes(stored, now) == ["amalgamation.task_weights"]
+    said = resume_hint(recipe_differences(stored, now))
+    assert '--set amalgamation.task_weights="uncertainty" resumes it as it was' in said
 
 
 def test_a_registered_weighting_is_used_by_its_name(world):

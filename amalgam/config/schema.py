@@ -600,15 +600,15 @@ def runtime_changes(changed: list[str], peers: bool = False) -> tuple[list[str],
     return runtime, [key for key in changed if key not in RUNTIME_KEYS]
 
 
-def resume_hint(stored: dict, changed: list[str]) -> str:
-    """For the ``changed`` keys of :func:`recipe_changes` whose checkpoint value is what
+def resume_hint(changes: list[Change]) -> str:
+    """For the ``changes`` of :func:`recipe_differences` whose checkpoint value is what
     :data:`BEFORE_KEY_EXISTED` or :data:`DEFAULT_BEFORE` says runs did before: the ``--set`` options
     that resume the run as it was ('' when none)."""
-    then = _with_old_behaviour(stored)
+    then = {change.key: change.then for change in changes}  # the run's values as compared: old behaviour in
     pinned = {
         f"{section}.{key}": old
         for (section, key), old in (BEFORE_KEY_EXISTED | DEFAULT_BEFORE).items()
-        if f"{section}.{key}" in changed and then.get(section, {}).get(key) == old
+        if f"{section}.{key}" in then and then[f"{section}.{key}"] == old
     }
     if not pinned:
         return ""

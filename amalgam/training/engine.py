@@ -92,7 +92,7 @@ def read_checkpoint(path: Path, recipe, warn: Callable[[str], None] = print) -> 
         )
     if changed:
         changes = [differences[key] for key in changed]
-        hint = resume_hint(state["recipe"], changed) + longer_hint(changes, path.parent)
+        hint = resume_hint(changes) + longer_hint(changes, path.parent)
         raise AmalgamError(
             f"cannot resume {path}: the recipe changed since ({_then_and_now(changes)})"
             f"{hint or ': set them back as they were, or start over with --force'}"
