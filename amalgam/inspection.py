@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -192,7 +193,28 @@ def source_lines(plan: Plan) -> list[str]:
         lines.append(f"  {name}: {cfg.type}, {len(s):,} images, weight {cfg.weight}")
     for name, ds in plan.eval_sets.items():
         lines.append(f"  eval {name}: {data.eval[name].type}, {len(ds):,} images, targets {sorted(ds.target_keys)}")
+        lines += thin_class_lines(plan, name, ds)
     return lines
+
+
+def thin_class_lines(plan: Plan, name: str, dataset) -> list[str]:
+    """The eval set's classes holding fewer images than its teachers' per-class judgement asks (a task's
+    ``per_class_floor`` in images), read off its labels before any image: the build says them only after
+    training, where their scores are noise."""
+    scoring = [t.task.per_class_floor for t in plan.teachers.values() if t.eval_name == name]
+    floors = [count for unit, count in scoring if unit == "images"]
+    labels = dataset.image_labels() if floors else None
+    if not labels:
+        return []
+    counts, floor, classes = Counter(labels), max(floors), dataset.classes or []
+    thin = [(classes[c] if c < len(classes) else str(c), n) for c, n in sorted(counts.items()) if n < floor]
+    if not thin:
+        return []
+    shown = ", ".join(f"{c} ({n})" for c, n in thin[:8]) + (f" and {len(thin) - 8} more" if len(thin) > 8 else "")
+    return [
+        f"    {len(thin)} of its {len(counts)} classes hold under {floor} images each: {shown}; their per-class"
+        " scores will be noise (the report says so, not judging them): a larger eval set or limit scores them"
+    ]
 
 
 def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Inspection:

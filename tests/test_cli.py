@@ -404,3 +404,11 @@ def test_inspect_says_what_a_build_would_meet_in_its_output_folder(world, built_
     # a trial: inspect passed a folder holding a finished run, and the build stopped at once asking for --force
     assert main(["inspect", str(world), "--no-data", "--set", f"output={built_run}"]) == 0
     assert f"-> {built_run} (it holds a finished run: a build needs --force)" in capsys.readouterr().out
+
+
+def test_inspect_names_eval_classes_too_thin_to_judge_before_the_build(world, tmp_path, capsys):
+    # a left-over of the per-class verdicts: an eval set of a few images a class was said thin only after training
+    assert main(["inspect", str(world), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [x for x in out.splitlines() if "hold under 10 images each" in x]
+    assert line.strip().startswith("3 of its 3 classes hold under 10 images each: bird (") and "will be noise" in line

@@ -525,3 +525,23 @@ def test_per_pixel_noise_maps_are_not_judged_smeared():
     noise = np.random.default_rng(0).integers(0, 4, (64, 64)).astype(np.uint8)
     smeared, scored, inside = _smeared_pixels(noise)
     assert smeared > 0.002 * scored and inside < REGION_SHARE * scored  # it would fire, and is not judged
+
+
+def test_a_torchvision_sets_image_labels_follow_its_kept_images():
+    # inspect reads them to name eval classes too thin to judge, before any image is decoded
+    from torch.utils.data import Dataset, Subset
+
+    from amalgam.data.torchvision_sets import TorchvisionSet
+
+    class Labelled(Dataset):
+        targets = [0, 1, 2, 0, 1, 2, 2]
+
+        def __len__(self):
+            return len(self.targets)
+
+    ds = TorchvisionSet.__new__(TorchvisionSet)
+    ds.masks, ds.target_keys, ds.kept = False, frozenset({"label"}), [1, 2, 6]
+    ds.dataset = Subset(Labelled(), ds.kept)
+    assert ds.image_labels() == [1, 2, 2]
+    ds.masks = True  # label maps: no per-image class
+    assert ds.image_labels() is None

@@ -62,6 +62,11 @@ class ImageSet(Dataset):
         give it one key (the training/eval overlap check). Empty when a set cannot say."""
         return []
 
+    def image_labels(self) -> Optional[list[int]]:
+        """Each image's class index (into ``classes``) where the set knows it without decoding (a class folder,
+        a torchvision set's targets), else None."""
+        return None
+
     def describe(self, index: int) -> str:
         """Image ``index`` as a log line names it."""
         return f"image {index}"

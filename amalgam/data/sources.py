@@ -137,6 +137,9 @@ class ImageFolderSet(FolderSet):
     def load(self, index: int):
         return read_rgb(self.files[index], self.upright), ({"label": self.labels[index]} if self.with_targets else {})
 
+    def image_labels(self) -> list[int]:
+        return list(self.labels)
+
     def target_notes(self) -> list[str]:
         if not (empty := self.empty_classes):
             return []

@@ -92,6 +92,13 @@ class TorchvisionSet(ImageSet):
         """The dataset's folder, split and index."""
         return [(self.identity, index) for index in self.kept]
 
+    def image_labels(self) -> Optional[list[int]]:
+        if self.masks or not self.target_keys:
+            return None
+        base = self.dataset.dataset if isinstance(self.dataset, torch.utils.data.Subset) else self.dataset
+        values = numeric_labels(base)
+        return None if values is None else [int(values[i]) for i in self.kept]
+
     def describe(self, index: int) -> str:
         name, _, split = self.identity
         return f"torchvision {name} split {split} index {self.kept[index]}"
@@ -190,16 +197,23 @@ def _extra_kwargs(cls: type, name: str, args: dict) -> dict:
 
 
 def _first_hold_every_class(dataset: Dataset, limit: int) -> bool:
-    """Whether a torchvision dataset's first ``limit`` samples hold every class its labels
-    (``targets``, ``labels`` or ``_labels``) hold; False when it shows no numeric labels."""
+    """Whether a torchvision dataset's first ``limit`` samples hold every class its labels hold; False when it
+    shows no numeric labels."""
+    values = numeric_labels(dataset)
+    return values is not None and len(np.unique(values[:limit])) == len(np.unique(values))
+
+
+def numeric_labels(dataset: Dataset) -> Optional[np.ndarray]:
+    """A torchvision dataset's per-sample class indices (``targets``, ``labels`` or ``_labels``), None where it
+    shows none."""
     for attr in ("targets", "labels", "_labels"):
         labels = getattr(dataset, attr, None)
         if labels is None or len(labels) != len(dataset):
             continue
         values = np.asarray(labels)
         if values.ndim == 1 and values.dtype.kind in "iub":
-            return len(np.unique(values[:limit])) == len(np.unique(values))
-    return False
+            return values
+    return None
 
 
 #: torchvision sets that read ``<root>/<name>/raw/``
