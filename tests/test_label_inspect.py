@@ -470,3 +470,22 @@ def test_the_label_order_survey_is_sized_to_the_labels_and_pairs_teachers_relate
     fine = LabelSpace(("Trouser", "Dress", "Bag"))
     coarse = LabelSpace(("trousers", "dress"), covers=(("Trouser",), ("Dress",)))  # {trousers: Trouser} ...
     assert _shared_classes(fine, coarse) == {"Trouser", "Dress"}
+
+
+def test_look_alike_letters_dashes_and_leading_zeros_are_warned_with_their_escapes():
+    # a trial: tB's 'Bаg' (Cyrillic а) and '08' beside tA's 'Bag' and '8' split each class in two with no word
+    # (the student's Bag recall over all its labels 0.85 -> 0.37); a U+2011 hyphen is the same trap
+    from amalgam.labels.names import look_alikes
+    from amalgam.labels.taxonomy import near_duplicates
+
+    a = LabelSpace(("Bag", "8", "T-shirt/top"))
+    b = LabelSpace(("B\u0430g", "08", "T\u2011shirt/top"))
+    warned = near_duplicates({"tA": a, "tB": b}, unify([a, b]))
+    assert len(warned) == 3, warned
+    why = "look alike: the same name but for look-alike letters or dashes of another script, or leading zeros"
+    assert all(why in w for w in warned)
+    assert "unified classes 'Bag' (tA) and 'Bаg' ('B\\u0430g') (tB) look alike" in "\n".join(warned)
+    # an eval set's folder so spelt stops as 'trouser' does, naming its escapes
+    assert look_alikes(["B\u0430g", "08"], ["Bag", "8"]) == {"B\u0430g": ["Bag"], "08": ["8"]}
+    one, seven = LabelSpace(("class 1",)), LabelSpace(("class 07",))  # other numbers: other classes
+    assert near_duplicates({"a": one, "b": seven}, unify([one, seven])) == []

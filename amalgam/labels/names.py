@@ -31,10 +31,29 @@ def nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def fold(name: str) -> str:
-    """The name up to case, surrounding spaces, separators (``_ - / .``) and Unicode form (``é`` as one character
-    or as ``e`` and an accent, as macOS writes file names): ``' T_shirt '`` -> ``'t shirt'``."""
-    return unicodedata.normalize("NFKC", _SEPARATORS.sub(" ", name).strip().casefold())
+#: letters of other alphabets that look like Latin ones, and dashes that look like '-' (Unicode's confusables, the
+#: common ones): a trial's Cyrillic 'а' in 'Bаg' split Bag into two classes with no word
+_CONFUSABLE = str.maketrans(
+    "АВЕКМНОРСТХУЅІЈаеорсхуѕіјԁһԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοριν‐‑‒–—−﹣",
+    "ABEKMHOPCTXYSIJaeopcxysijdhqwABEZHIKMNOPTYXaopiv-------",
+)
+_DIGITS = re.compile(r"\d+")
+
+
+def fold(name: str, alike: bool = True) -> str:
+    """The name up to case, surrounding spaces, separators (``_ - / .``), Unicode form (``é`` as one character
+    or as ``e`` and an accent, as macOS writes file names; full-width letters) and, with ``alike``, look-alike
+    letters of other alphabets and dashes, and leading zeros (``08`` and ``8``): ``' T_shirt '`` -> ``'t shirt'``."""
+    plain = unicodedata.normalize("NFKC", name)
+    if alike:
+        plain = _DIGITS.sub(lambda m: str(int(m.group())), plain.translate(_CONFUSABLE))
+    return unicodedata.normalize("NFKC", _SEPARATORS.sub(" ", plain).strip().casefold())
+
+
+def shown(name: str) -> str:
+    """A name as a warning quotes it: with its escapes beside it where it holds characters beyond ASCII, which
+    may look like others ('Bаg' with a Cyrillic 'а' reads as 'Bag')."""
+    return repr(name) if name.isascii() else f"{name!r} ({ascii(name)})"
 
 
 def yaml_name(name: str) -> str:
@@ -56,12 +75,14 @@ def look_alikes(names: Iterable[str], labels: Sequence[str]) -> dict[str, list[s
 
 def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> AmalgamError:
     """One line naming each look-alike class, the label(s) it may mean and the two ways out."""
-    shown = ", ".join(f"{name!r} (did you mean {' or '.join(map(repr, alike))}?)" for name, alike in found.items())
+    listed = ", ".join(
+        f"{shown(name)} (did you mean {' or '.join(map(shown, alike))}?)" for name, alike in found.items()
+    )
     name, alike = next(iter(found.items()))
     return AmalgamError(
         f"eval set classes are not labels of the teacher (labels: {', '.join(labels[:8])}"
-        f"{' ...' if len(labels) > 8 else ''}) but differ from one only in case, spaces, '_', '-' or Unicode form"
-        f" (an accent as its own character, as macOS names files): {shown}; "
+        f"{' ...' if len(labels) > 8 else ''}) but differ from one only in case, spaces, '_', '-', look-alike letters"
+        f" or dashes, leading zeros or Unicode form (an accent as its own character, as macOS names files): {listed}; "
         "their images would go unscored or be scored as another class. Relate them in the teacher's labels "
         f"({{{alike[0]!r}: {name!r}}}), name the set's classes in a classes_file (a label with '/' cannot be a "
         "folder's name), or rename the folder (or the class) to the label"

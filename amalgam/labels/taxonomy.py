@@ -10,14 +10,15 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from amalgam.labels.algebra import LabelSpace, projection
-from amalgam.labels.names import fold, yaml_name
+from amalgam.labels.names import fold, shown, yaml_name
 
 MATRIX_MAX_CLASSES = 24  # wider unified spaces are listed relation by relation
 
 
-def normalise(name: str) -> str:
-    """Lower case, no spaces or separators, no plural ``s``: ``TV Monitors`` -> ``tvmonitor``."""
-    flat = fold(name).replace(" ", "")  # the look-alike stop's folding, then words run together
+def normalise(name: str, alike: bool = True) -> str:
+    """Lower case, no spaces or separators, no plural ``s``: ``TV Monitors`` -> ``tvmonitor`` (``alike``: as
+    :func:`fold` reads look-alike letters, dashes and leading zeros)."""
+    flat = fold(name, alike).replace(" ", "")  # the look-alike stop's folding, then words run together
     if flat.endswith("es") and len(flat) > 4 and flat[-3] in "sxz":
         return flat[:-2]
     return flat[:-1] if flat.endswith("s") and not flat.endswith("ss") and len(flat) > 3 else flat
@@ -46,7 +47,14 @@ NUMBER_WORDS = {
 
 def likeness(a: str, b: str) -> Optional[str]:
     """Why two different names may be one class, or None."""
-    return _normalised_likeness(normalise(a), normalise(b))
+    return _hidden(a, b) or _normalised_likeness(normalise(a), normalise(b))
+
+
+def _hidden(a: str, b: str) -> Optional[str]:
+    """Where two names read alike only through look-alike characters or leading zeros, that reason, else None."""
+    if normalise(a) == normalise(b) and normalise(a, alike=False) != normalise(b, alike=False):
+        return "the same name but for look-alike letters or dashes of another script, or leading zeros"
+    return None
 
 
 def _normalised_likeness(na: str, nb: str) -> Optional[str]:
@@ -158,10 +166,10 @@ def near_duplicates(spaces: Mapping[str, LabelSpace], unified: LabelSpace) -> li
         a, b = classes[i], classes[j]
         if teachers_of.get(a, set()) & teachers_of.get(b, set()):
             continue
-        if why := _normalised_likeness(normed[i], normed[j]):
+        if why := _hidden(a, b) or _normalised_likeness(normed[i], normed[j]):
             # either side: a teacher whose labels come from a labels_file (plain names) cannot take the relation
             found.append(
-                f"warning: unified classes '{a}' ({', '.join(origin.get(a, []))}) and '{b}' "
+                f"warning: unified classes {shown(a)} ({', '.join(origin.get(a, []))}) and {shown(b)} "
                 f"({', '.join(origin.get(b, []))}) look alike: {why}; if they are one class, write "
                 f"{_renamed(spaces, a, b)}, or {_renamed(spaces, b, a).replace(' in the labels of ', ' in those of ')}"
             )
