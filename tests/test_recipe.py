@@ -457,3 +457,10 @@ def test_a_parameter_budget_written_as_a_count_is_refused(raw, world, value):
     )
     raw["student"]["budget"] = {"params": 1000}  # tiny teachers beside the smallest student: taken
     assert parse(raw, world).student.budget.params == 1000
+
+
+def test_a_background_typed_in_another_unicode_form_is_the_label(raw, world):
+    # a trial: labels are read composed (NFC), background was not: 'Café' decomposed "is not one of the labels"
+    raw["teachers"]["seg-a"]["labels"][0] = "Caf\u00e9"
+    raw["teachers"]["seg-a"]["background"] = "Cafe\u0301"
+    assert parse(raw, world).teachers["seg-a"].background == "Caf\u00e9"

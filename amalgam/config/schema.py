@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Optional, Union, get_args
 
@@ -238,6 +239,12 @@ class TeacherConfig(_Strict):
         return sorted(v)
 
     _input_null = field_validator("input", mode="before")(_input_defaults)
+
+    @field_validator("background")
+    @classmethod
+    def _composed(cls, v: Optional[str]) -> Optional[str]:
+        """In Unicode's composed form, as the labels are read: 'Café' typed decomposed is the label 'Café'."""
+        return unicodedata.normalize("NFC", v) if v is not None else v
 
     @field_validator("output_key", mode="before")
     @classmethod
