@@ -58,7 +58,8 @@ from amalgam.pipeline import Run, run_build
 from amalgam.students.budget import latency_if_budgeted
 from amalgam.students.build import has_branches
 from amalgam.students.serialize import load_student as _load_student
-from amalgam.students.serialize import peers_note, stored_recipe, student_record
+from amalgam.students.serialize import peers_note, student_record
+from amalgam.teachers.fingerprint import fingerprint_changes
 from amalgam.training.engine import resolve_device
 from amalgam.training.progress import Console
 from amalgam.training.runlock import RESUME_FIX, unfinished
@@ -283,7 +284,8 @@ def evaluate(
         log(assumed)
     loaded = _at_trained_size(loaded, name, size, log, asked=_sets_image_size(overrides))
     record = _student_record(student)  # read once for both notes
-    for note in (_other_teachers(student, record, loaded), _older_student(student, record, loaded)):
+    other = _other_teachers(student, record, loaded)
+    for note in (other, _older_student(student, record, loaded)):
         if note is not None:
             log(note)
     answered = _student_tasks(model, spaces)
@@ -300,6 +302,8 @@ def evaluate(
     sizes = size_and_speed(plan, model, device)
     readings = teacher_readings(plan)
     report = build_report(loaded.name, evaluation, sizes, None, readings, plan.teacher_warnings, plan.data_warnings)
+    if other is not None:  # every ratio is against other references than the build's: first, as a resume's change
+        report["warnings"] = [other.removeprefix("note: "), *report["warnings"]]
     spec = getattr(_unwrapped(model), "spec", None)
     cpu_ms = latency_if_budgeted(loaded.student.budget, _unwrapped(model), tuple(loaded.data.image_size))
     report["student"]["budget"] = budget_section(report, loaded.student.budget, cpu_ms)
@@ -527,7 +531,13 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     # read before the plan is built: a damaged report is one line now, not a traceback minutes later
     report = _run_json(run_dir / "report.json", rescore + " to score the student again")
     log = Console(quiet)
-    recipe = _built_recipe(run, stored_recipe(run_dir / "student.pt"), log)
+    record = student_record(run_dir / "student.pt")
+    recipe = _built_recipe(run, record["recipe"], log)
+    if changed := teacher_file_changes(record, recipe):  # the tables stay the build's; the pictures are drawn now
+        log(
+            f"warning: teachers changed since the build ({'; '.join(changed[:4])}): samples.png draws their answers"
+            " as they are now, report.json's scores are the build's"
+        )
     student, spaces = _load_student(run_dir / "student.pt")
     plan = build_plan(recipe, log=log)
     return render(run_dir, report, plan, student, spaces, resolve_device(recipe.device), log=log)
@@ -622,6 +632,7 @@ def _other_teachers(student: object, record: Optional[dict], recipe: Recipe) -> 
         and (key.split(".") + ["", "", ""])[2] not in same_reference
         and key != "teachers.(order)"  # a student keeps its label spaces by name: their order scores alike
     ]
+    changed += teacher_file_changes(record, recipe)  # the same path, other contents: no key shows it
     if not changed:
         return None
     keys = f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}"
@@ -629,6 +640,17 @@ def _other_teachers(student: object, record: Optional[dict], recipe: Recipe) -> 
         f"note: the recipe's teachers differ from those {student} was built with ({keys}): the student is scored"
         " against these teachers, not the build's"
     )
+
+
+def teacher_file_changes(record: Optional[dict], recipe: Recipe) -> list[str]:
+    """``"<teacher>: <file> changed"`` for each of the recipe's teachers whose files or code differ from those a
+    ``student.pt`` recorded (none for a file written before 2026-12-05, which recorded none): a teacher retrained
+    in place was scored beside the student as if it had taught it (a trial's ratio 0.128 read 0.145)."""
+    stored = (record or {}).get("teachers")
+    if not stored:
+        return []
+    kept = {name: prints for name, prints in stored.items() if name in recipe.teachers}
+    return fingerprint_changes(kept, recipe)
 
 
 def _built_recipe(run: dict, stored: dict, log) -> Recipe:

@@ -30,6 +30,7 @@ from amalgam.students.build import StudentSpec, build_student, check_student_run
 from amalgam.students.serialize import save_student
 from amalgam.students.sizing import AUTO
 from amalgam.students.start import start_weights
+from amalgam.teachers.fingerprint import teacher_fingerprints
 from amalgam.training import engine
 from amalgam.training.checkpoint import PREVIOUS, clean_stale_temps
 from amalgam.training.distributed import DistContext, decided_on_main, init_distributed, launched_world_size
@@ -251,7 +252,8 @@ def train_student(
         ctx.close()
         return {}
     with outputs_written(run_dir):
-        save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt")
+        dump, prints = recipe.model_dump(mode="json"), teacher_fingerprints(recipe)
+        save_student(student, plan.spaces, dump, run_dir / "student.pt", prints)
         evaluation = evaluate(plan, student, device, log=log)
         sizes = size_and_speed(plan, student, device)
         readings, before = teacher_readings(plan), plan.teacher_warnings

@@ -384,3 +384,30 @@ def test_render_report_and_export_give_the_caller_its_random_streams_back(built_
     finally:
         torch.set_default_dtype(before)
     assert (tmp_path / "student.ts").is_file()
+
+
+def test_eval_and_report_say_a_teacher_file_changed_since_the_build(fresh_world, tmp_path, capsys):
+    # a trial: a teacher retrained in place (same path) was scored beside the student as if it had taught it
+    # (ratio 0.128 read 0.145) and samples.png redrew its column, with no word; student.pt now keeps the teachers'
+    # fingerprints, as checkpoint.pt does for --resume
+    from world import TINY_BUILD
+
+    from amalgam.cli import main
+
+    out = tmp_path / "run"
+    assert main(["build", str(fresh_world), "--output", str(out), *TINY_BUILD]) == 0
+    assert set(torch.load(out / "student.pt", weights_only=False)["teachers"]) == {"cls", "seg-a", "seg-b", "depth"}
+    report = amalgam.evaluate(fresh_world, out / "student.pt", quiet=True)
+    assert not any("differ from those" in w for w in report["warnings"])  # the same teachers: nothing said
+    weights = fresh_world.parent / "zoo" / "cls.pt"
+    state = torch.load(weights, weights_only=False)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, weights)
+    capsys.readouterr()
+    report = amalgam.evaluate(fresh_world, out / "student.pt")
+    said = capsys.readouterr().out
+    assert "cls: zoo/cls.pt changed" in said and "is scored against these teachers, not the build's" in said
+    assert (
+        report["warnings"][0].startswith("the recipe's teachers differ from those") and "cls: " in report["warnings"][0]
+    )
+    amalgam.render_report(out)
+    assert "warning: teachers changed since the build (cls: " in capsys.readouterr().out

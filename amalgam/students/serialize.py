@@ -20,8 +20,16 @@ from amalgam.students.build import StudentSpec, build_student
 from amalgam.training.runlock import RESUME_FIX, UNFINISHED, unfinished
 
 
-def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recipe: dict, path: Path) -> None:
-    """Writes ``student.pt``: weights, architecture, unified label spaces and the recipe.
+def save_student(
+    student: nn.Module,
+    spaces: dict[str, LabelSpace | None],
+    recipe: dict,
+    path: Path,
+    teachers: Optional[dict] = None,
+) -> None:
+    """Writes ``student.pt``: weights, architecture, unified label spaces, the recipe and the fingerprints of the
+    teachers it learnt from (``teachers``: :func:`~amalgam.teachers.fingerprint.teacher_fingerprints`, so that
+    ``amalgam eval`` and ``amalgam report`` say a teacher file changed since).
 
     Enough to rebuild and run the student without any teacher (see :func:`load_student`).
     """
@@ -36,6 +44,7 @@ def save_student(student: nn.Module, spaces: dict[str, LabelSpace | None], recip
             },
             "recipe": recipe,
             "made": made_with(),
+            **({"teachers": teachers} if teachers is not None else {}),
         },
         path,
     )
@@ -48,10 +57,11 @@ def made_with() -> dict:
 
 
 def student_record(path: str | Path) -> dict:
-    """What a ``student.pt`` says of how it was built, from one read: ``recipe`` (:func:`stored_recipe`) and
-    ``made`` (:func:`made_with`; None: a file written before it was kept)."""
+    """What a ``student.pt`` says of how it was built, from one read: ``recipe`` (:func:`stored_recipe`),
+    ``made`` (:func:`made_with`) and ``teachers`` (their fingerprints; None: a file written before either was
+    kept, before 2026-12-05)."""
     blob = _read_student_file(Path(path))
-    return {"recipe": blob["recipe"], "made": blob.get("made")}
+    return {"recipe": blob["recipe"], "made": blob.get("made"), "teachers": blob.get("teachers")}
 
 
 def init_student(student: nn.Module, spaces: dict[str, LabelSpace | None], path: Path) -> None:
