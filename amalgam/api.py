@@ -514,8 +514,10 @@ def _unfinished_hint(run_dir: Path) -> str:
 
 
 @keeps_callers_state
-def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
-    """Draws a finished run's ``report.html`` again (curves, sample predictions); returns its path."""
+def render_report(run_dir: Union[str, Path], *, quiet: bool = False, recipe: Union[str, Path, None] = None) -> Path:
+    """Draws a finished run's ``report.html`` again (curves, sample predictions); returns its path.
+    ``recipe``: where the recipe file the run was built from is now (moved since, with its relative paths);
+    the recipe ``student.pt`` holds is read against that file's folder, as against the old one."""
     run_dir = Path(run_dir)
     if peers := peers_note(run_dir):  # no run.json, no student: say what it is instead
         raise AmalgamError(f"no report.html to draw{peers}")
@@ -524,6 +526,8 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
             raise AmalgamError(f"{run_dir} is not a finished run: no {name}{_unfinished_hint(run_dir)}")
     check_writable(run_dir, "run folder")  # read-only: one line, before the plan is built (a traceback after it)
     run = _run_json(run_dir / "run.json", "rebuild the run with amalgam build")
+    if recipe is not None:  # moved since: the file, and the folder its relative paths start from
+        run = {**run, "recipe": str(Path(recipe).resolve())}
     recipe_file = run.get("recipe") or "RECIPE"
     sets = "".join(f" --set {shlex.quote(s)}" for s in run.get("set") or [])  # as the build scored it
     student = run_dir / "student.pt"
@@ -532,15 +536,15 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False) -> Path:
     report = _run_json(run_dir / "report.json", rescore + " to score the student again")
     log = Console(quiet)
     record = student_record(run_dir / "student.pt")
-    recipe = _built_recipe(run, record["recipe"], log)
-    if changed := teacher_file_changes(record, recipe):  # the tables stay the build's; the pictures are drawn now
+    built = _built_recipe(run, record["recipe"], log)
+    if changed := teacher_file_changes(record, built):  # the tables stay the build's; the pictures are drawn now
         log(
             f"warning: teachers changed since the build ({'; '.join(changed[:4])}): samples.png draws their answers"
             " as they are now, report.json's scores are the build's"
         )
     student, spaces = _load_student(run_dir / "student.pt")
-    plan = build_plan(recipe, log=log)
-    return render(run_dir, report, plan, student, spaces, resolve_device(recipe.device), log=log)
+    plan = build_plan(built, log=log)
+    return render(run_dir, report, plan, student, spaces, resolve_device(built.device), log=log)
 
 
 @keeps_callers_state
@@ -662,7 +666,10 @@ def _built_recipe(run: dict, stored: dict, log) -> Recipe:
     try:
         now = _read_recipe(run["recipe"], run["set"])
     except AmalgamError as exc:  # moved or broken since: the stored one is all there is
-        log(f"recipe {run['recipe']} cannot be read now ({exc}): drawing from the recipe the run was built with")
+        log(
+            f"recipe {run['recipe']} cannot be read now ({exc}): drawing from the recipe the run was built with, its"
+            " paths read from that folder (amalgam report --recipe names where the file is now)"
+        )
         return parse_recipe(stored, base_dir=Path(run["recipe"]).parent)
     changed = recipe_changes(stored, now)
     if not changed:

@@ -95,7 +95,7 @@ def parse_budget(items: list[str]) -> dict[str, float | None]:
 
 
 def cmd_report(args) -> int:
-    print(f"wrote {api.render_report(args.run_dir, quiet=args.quiet)}")
+    print(f"wrote {api.render_report(args.run_dir, quiet=args.quiet, recipe=args.recipe)}")
     return 0
 
 
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="candidate trees to list")
     p = command("report", "regenerate report.html (curves, sample predictions) of a run")
     p.add_argument("run_dir", help="a finished build's folder")
+    p.add_argument("--recipe", help="where the run's recipe file is now, if it moved (its relative paths with it)")
     p.set_defaults(fn=cmd_report)
     p = command("export", "export a run's student as TorchScript or ONNX, with a parity check")
     p.add_argument("run_dir", help="a finished build's folder (or its student.pt)")

@@ -411,3 +411,25 @@ def test_eval_and_report_say_a_teacher_file_changed_since_the_build(fresh_world,
     )
     amalgam.render_report(out)
     assert "warning: teachers changed since the build (cls: " in capsys.readouterr().out
+
+
+def test_report_follows_a_recipe_moved_with_its_world(fresh_world, tmp_path, capsys):
+    # a trial: after the recipe and its world moved, amalgam report read the old folder and stopped on the
+    # factory's import, with no way to name the new place but editing run.json
+    import shutil
+
+    from world import TINY_BUILD
+
+    from amalgam.cli import main
+
+    out = tmp_path / "run"
+    assert main(["build", str(fresh_world), "--output", str(out), *TINY_BUILD]) == 0
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for entry in fresh_world.parent.iterdir():
+        if entry.name not in ("run", "moved"):
+            shutil.move(str(entry), moved / entry.name)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    assert "amalgam report --recipe names where the file is now" in capsys.readouterr().out
+    assert main(["report", str(out), "--recipe", str(moved / fresh_world.name)]) == 0
