@@ -625,3 +625,24 @@ def test_an_export_to_a_full_disk_stops_in_one_line_and_leaves_nothing(built_run
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 's.ts'}: disk full (" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_loaded_torchscript_export_says_another_size_as_a_loaded_student_does(built_run, tmp_path):
+    # a trial: load_student('student.ts') at 128 px ran without a word where student.pt's warned (README: the
+    # exported file carries the same checks)
+    import warnings
+
+    import amalgam
+    from amalgam.students.serialize import OtherSizeWarning
+
+    path, _ = amalgam.export(built_run, output=tmp_path / "s.ts", quiet=True)
+    student, _ = amalgam.load_student(path)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("default")
+        student(torch.rand(1, 3, 32, 32))  # its trained size: nothing said
+        student(torch.rand(1, 3, 64, 64))
+    said = [str(w.message) for w in caught if w.category is OtherSizeWarning]
+    assert said == [
+        "input 64x64: the student was trained at 32x32; at another size things sit at another scale than it"
+        " learnt and its answers can be far worse: resize every image to it, as in training"
+    ]

@@ -204,6 +204,8 @@ class ExportedStudent(nn.Module):
         self.image_size = size
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if tuple(images.shape[-2:]) != tuple(self.image_size):  # as a loaded student.pt says it (a trial: unsaid)
+            warnings.warn(other_size_line(*images.shape[-2:], self.image_size), OtherSizeWarning, stacklevel=2)
         out = self.exported(images)
         return dict(zip(self.tasks, out if isinstance(out, (tuple, list)) else (out,)))
 
