@@ -291,6 +291,12 @@ def evaluate(
     answered = _student_tasks(model, spaces)
     loaded = _its_tasks_only(loaded, name, answered, log)
     plan = build_plan(loaded, log=log)
+    if changed := eval_set_changes(record, plan):
+        log(
+            f"note: eval sets changed since the build ({', '.join(changed)}: other files, sizes or picks of a limit):"
+            " scored on the images they hold now, the teachers beside the student on the same ones; the build's"
+            " report was of others"
+        )
     tasks = answered or set(plan.spaces)  # a plain module: the recipe's, as the log said
     if tasks != set(plan.spaces):  # the plan's spaces are keyed by its teachers' tasks
         raise AmalgamError(f"student {name} has tasks {sorted(tasks)}, the recipe's teachers {sorted(plan.spaces)}")
@@ -655,6 +661,14 @@ def teacher_file_changes(record: Optional[dict], recipe: Recipe) -> list[str]:
         return []
     kept = {name: prints for name, prints in stored.items() if name in recipe.teachers}
     return fingerprint_changes(kept, recipe)
+
+
+def eval_set_changes(record: Optional[dict], plan) -> list[str]:
+    """The eval sets whose images (names, sizes; a limit's picks) differ from those a ``student.pt`` recorded
+    (none for a file written before 2026-12-05): a trial's 5 removed scenes moved every image a limit picked,
+    and eval scored other images than the build's report without a word."""
+    stored = (record or {}).get("eval_sets") or {}
+    return [name for name, dataset in plan.eval_sets.items() if name in stored and stored[name] != dataset.listing()]
 
 
 def _built_recipe(run: dict, stored: dict, log) -> Recipe:

@@ -253,7 +253,8 @@ def train_student(
         return {}
     with outputs_written(run_dir):
         dump, prints = recipe.model_dump(mode="json"), teacher_fingerprints(recipe)
-        save_student(student, plan.spaces, dump, run_dir / "student.pt", prints)
+        listed = {name: dataset.listing() for name, dataset in plan.eval_sets.items()}
+        save_student(student, plan.spaces, dump, run_dir / "student.pt", prints, listed)
         evaluation = evaluate(plan, student, device, log=log)
         sizes = size_and_speed(plan, student, device)
         readings, before = teacher_readings(plan), plan.teacher_warnings

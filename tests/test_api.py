@@ -433,3 +433,30 @@ def test_report_follows_a_recipe_moved_with_its_world(fresh_world, tmp_path, cap
     assert main(["report", str(out)]) == 2
     assert "amalgam report --recipe names where the file is now" in capsys.readouterr().out
     assert main(["report", str(out), "--recipe", str(moved / fresh_world.name)]) == 0
+
+
+def test_eval_says_an_eval_set_changed_since_the_build(fresh_world, tmp_path, capsys):
+    # a trial: 5 of 1,000 val scenes removed moved every image a limit picked; eval scored other images than the
+    # build's report with no word (a copied folder, other file times only, is the same set)
+    import shutil
+
+    from world import TINY_BUILD
+
+    from amalgam.cli import main
+
+    out = tmp_path / "run"
+    assert main(["build", str(fresh_world), "--output", str(out), *TINY_BUILD]) == 0
+    val = fresh_world.parent / "scenes" / "val"
+    copied = tmp_path / "val-copy"
+    shutil.copytree(val, copied)  # new file times
+    shutil.rmtree(val)
+    copied.rename(val)
+    capsys.readouterr()
+    amalgam.evaluate(fresh_world, out / "student.pt")
+    assert "eval sets changed since the build" not in capsys.readouterr().out
+    first = sorted((val / "images").iterdir())[0]
+    for folder in ("images", "labels", "depth"):
+        for path in (val / folder).glob(first.stem + ".*"):
+            path.unlink()
+    amalgam.evaluate(fresh_world, out / "student.pt")
+    assert "note: eval sets changed since the build (scenes-val: other files" in capsys.readouterr().out

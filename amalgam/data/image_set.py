@@ -52,6 +52,11 @@ class ImageSet(Dataset):
         """A digest of which images the set holds (the teacher cache's key, ``--resume``'s check)."""
         return hashlib.sha256(f"{type(self).__name__} {len(self)}".encode()).hexdigest()
 
+    def listing(self) -> str:
+        """A digest of which images the set holds by name and size, not when they were written (a copied folder
+        is the same set): what a ``student.pt`` records of its eval sets. Default: :meth:`fingerprint`."""
+        return self.fingerprint()
+
     def keep(self, limit: int) -> Optional[str]:
         """Keeps ``limit`` of its images (recipe ``limit``, fewer than it holds); returns the line
         saying which. A set that cannot choose keeps them all and returns None."""

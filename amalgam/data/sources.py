@@ -76,12 +76,19 @@ class FolderSet(ImageSet):
         """SHA-256 of each file's path (relative to the files' common folder: a moved folder is the same
         set), size and modification time (a file rewritten in place changes it). Reading every image's
         bytes would cost as much as decoding them; size + mtime (ns) is what make and rsync trust."""
+        return self._digest(times=True)
+
+    def listing(self) -> str:
+        return self._digest(times=False)
+
+    def _digest(self, times: bool) -> str:
         root = os.path.commonpath([str(path.parent) for path in self.files]) if self.files else ""
         h = hashlib.sha256()
         for path in self.files:
             try:
                 st = os.stat(path)
-                h.update(f"{os.path.relpath(path, root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+                when = f"\t{st.st_mtime_ns}" if times else ""
+                h.update(f"{os.path.relpath(path, root)}\t{st.st_size}{when}\n".encode())
             except OSError:
                 h.update(f"{os.path.relpath(path, root)}\tmissing\n".encode())
         return h.hexdigest()

@@ -26,10 +26,13 @@ def save_student(
     recipe: dict,
     path: Path,
     teachers: Optional[dict] = None,
+    eval_sets: Optional[dict[str, str]] = None,
 ) -> None:
     """Writes ``student.pt``: weights, architecture, unified label spaces, the recipe and the fingerprints of the
     teachers it learnt from (``teachers``: :func:`~amalgam.teachers.fingerprint.teacher_fingerprints`, so that
-    ``amalgam eval`` and ``amalgam report`` say a teacher file changed since).
+    ``amalgam eval`` and ``amalgam report`` say a teacher file changed since) and which images each eval set
+    held (``eval_sets``: :meth:`~amalgam.data.image_set.ImageSet.listing`, so that ``amalgam eval`` says a set
+    that changed since).
 
     Enough to rebuild and run the student without any teacher (see :func:`load_student`).
     """
@@ -45,6 +48,7 @@ def save_student(
             "recipe": recipe,
             "made": made_with(),
             **({"teachers": teachers} if teachers is not None else {}),
+            **({"eval_sets": eval_sets} if eval_sets is not None else {}),
         },
         path,
     )
@@ -58,10 +62,10 @@ def made_with() -> dict:
 
 def student_record(path: str | Path) -> dict:
     """What a ``student.pt`` says of how it was built, from one read: ``recipe`` (:func:`stored_recipe`),
-    ``made`` (:func:`made_with`) and ``teachers`` (their fingerprints; None: a file written before either was
-    kept, before 2026-12-05)."""
+    ``made`` (:func:`made_with`), ``teachers`` (their fingerprints) and ``eval_sets`` (their listings; None: a file
+    written before each was kept, before 2026-12-05)."""
     blob = _read_student_file(Path(path))
-    return {"recipe": blob["recipe"], "made": blob.get("made"), "teachers": blob.get("teachers")}
+    return {k: blob.get(k) for k in ("recipe", "made", "teachers", "eval_sets")}
 
 
 def init_student(student: nn.Module, spaces: dict[str, LabelSpace | None], path: Path) -> None:
