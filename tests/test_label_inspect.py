@@ -489,3 +489,13 @@ def test_look_alike_letters_dashes_and_leading_zeros_are_warned_with_their_escap
     assert look_alikes(["B\u0430g", "08"], ["Bag", "8"]) == {"B\u0430g": ["Bag"], "08": ["8"]}
     one, seven = LabelSpace(("class 1",)), LabelSpace(("class 07",))  # other numbers: other classes
     assert near_duplicates({"a": one, "b": seven}, unify([one, seven])) == []
+    # a review: names wholly in another script keep their case folding and are no Latin letters ('А' beside 'A':
+    # a set of letters of both scripts); zeros inside ids and decimals are not leading ('0.05', 'n00004475')
+    assert look_alikes(
+        ["\u0432\u043e\u0434\u0430", "\u039d\u0395\u03a1\u039f"],
+        ["\u0412\u043e\u0434\u0430", "\u03bd\u03b5\u03c1\u03bf"],
+    ) == {
+        "\u0432\u043e\u0434\u0430": ["\u0412\u043e\u0434\u0430"],
+        "\u039d\u0395\u03a1\u039f": ["\u03bd\u03b5\u03c1\u03bf"],
+    }
+    assert look_alikes(["\u0410", "0.05", "n00004475"], ["A", "0.5", "n4475"]) == {}

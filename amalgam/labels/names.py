@@ -31,23 +31,36 @@ def nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-#: letters of other alphabets that look like Latin ones, and dashes that look like '-' (Unicode's confusables, the
-#: common ones): a trial's Cyrillic 'а' in 'Bаg' split Bag into two classes with no word
-_CONFUSABLE = str.maketrans(
-    "АВЕКМНОРСТХУЅІЈаеорсхуѕіјԁһԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοριν‐‑‒–—−﹣",
-    "ABEKMHOPCTXYSIJaeopcxysijdhqwABEZHIKMNOPTYXaopiv-------",
-)
-_DIGITS = re.compile(r"\d+")
+#: lower-case letters of other scripts that look like Latin ones (Unicode's confusables, the common ones, after
+#: casefold: Cyrillic 'в' is a capital 'В' folded), read as those only inside a name that mixes them with Latin
+#: letters: a trial's Cyrillic 'а' in 'Bаg' split Bag into two classes with no word, while a set of Cyrillic
+#: letters beside Latin ones ('А' and 'A') holds different classes
+_CONFUSABLE = str.maketrans("аевкмнорстхуѕіјԁһԛԝαβεηικμνοτυχ", "aebkmhopctxysijdhqwabehikmvotux")
+#: dashes that look like '-': always one
+_DASHES = str.maketrans("‐‑‒–—−﹣", "-------")
+#: zeros leading a number that stands alone ('08', 'class_01'), not those inside ids or decimals ('n00004475', '0.05')
+_LEADING_ZEROS = re.compile(r"(?<![^\s_\-/])0+(?=\d)")
 
 
 def fold(name: str, alike: bool = True) -> str:
     """The name up to case, surrounding spaces, separators (``_ - / .``), Unicode form (``é`` as one character
     or as ``e`` and an accent, as macOS writes file names; full-width letters) and, with ``alike``, look-alike
-    letters of other alphabets and dashes, and leading zeros (``08`` and ``8``): ``' T_shirt '`` -> ``'t shirt'``."""
-    plain = unicodedata.normalize("NFKC", name)
+    dashes, letters of other scripts mixed into a Latin name, and zeros leading a number (``08`` and ``8``):
+    ``' T_shirt '`` -> ``'t shirt'``."""
+    plain = unicodedata.normalize("NFKC", name).casefold()
     if alike:
-        plain = _DIGITS.sub(lambda m: str(int(m.group())), plain.translate(_CONFUSABLE))
-    return unicodedata.normalize("NFKC", _SEPARATORS.sub(" ", plain).strip().casefold())
+        plain = _LEADING_ZEROS.sub("", plain.translate(_DASHES))
+        if _mixes_scripts(plain):
+            plain = plain.translate(_CONFUSABLE)
+    return unicodedata.normalize("NFKC", _SEPARATORS.sub(" ", plain).strip())
+
+
+def _mixes_scripts(name: str) -> bool:
+    """Whether a name holds Latin letters beside letters of other scripts that look like them."""
+    return any("a" <= c <= "z" for c in name) and any(c in _CONFUSABLE_LETTERS for c in name)
+
+
+_CONFUSABLE_LETTERS = frozenset("аевкмнорстхуѕіјԁһԛԝαβεηικμνοτυχ")
 
 
 def shown(name: str) -> str:
