@@ -247,14 +247,14 @@ def train_student(
     trial_scoring(plan, student, device, log)
     every = recipe.train.eval_every
     curve = [eval_callback(plan, device, every)] if every else []
+    prints = teacher_fingerprints(recipe)  # the teachers it learns from (a file rewritten during training is not)
     result = engine.train(plan, student, run_dir, device, log=log, ctx=ctx, resume=state, callbacks=curve)
     if not ctx.is_main:
         ctx.close()
         return {}
     with outputs_written(run_dir):
-        dump, prints = recipe.model_dump(mode="json"), teacher_fingerprints(recipe)
         listed = {name: dataset.listing() for name, dataset in plan.eval_sets.items()}
-        save_student(student, plan.spaces, dump, run_dir / "student.pt", prints, listed)
+        save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt", prints, listed)
         evaluation = evaluate(plan, student, device, log=log)
         sizes = size_and_speed(plan, student, device)
         readings, before = teacher_readings(plan), plan.teacher_warnings

@@ -400,6 +400,11 @@ def test_eval_and_report_say_a_teacher_file_changed_since_the_build(fresh_world,
     report = amalgam.evaluate(fresh_world, out / "student.pt", quiet=True)
     assert not any("differ from those" in w for w in report["warnings"])  # the same teachers: nothing said
     weights = fresh_world.parent / "zoo" / "cls.pt"
+    (fresh_world.parent / "zoo" / "same.pt").write_bytes(weights.read_bytes())  # a review: a path the recipe
+    report = amalgam.evaluate(fresh_world, out / "student.pt", ["teachers.cls.checkpoint=zoo/same.pt"], quiet=True)
+    assert (
+        "(teachers.cls.checkpoint): " in report["warnings"][0]
+    )  # changed is said as a key, not as 'zoo/cls.pt changed'
     state = torch.load(weights, weights_only=False)
     torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, weights)
     capsys.readouterr()

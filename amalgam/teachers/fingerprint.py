@@ -36,14 +36,19 @@ def weight_digests(recipe: Recipe, name: str) -> dict[str, str]:
     """``{path as written in the recipe: sha256}`` of teacher ``name``'s checkpoint and of every file
     its model args name (a TorchScript ``path``; ``weights: w.pt`` or timm's ``checkpoint_path``,
     which the factory loads itself: a file retrained in place kept its stale cached answers)."""
+    digests = {}
+    for path in named_files(recipe, name):
+        if (full := recipe.resolve(Path(path))).is_file():
+            stat = full.stat()
+            digests[path] = _digest(full, stat.st_size, stat.st_mtime_ns)
+    return digests
+
+
+def named_files(recipe: Recipe, name: str) -> list[str]:
+    """The files teacher ``name``'s recipe entry names (its checkpoint, its model args' files), as written."""
     cfg = recipe.teachers[name]
     named = [value for value, _ in file_kwargs(cfg.model.kwargs(), recipe.base_dir).values()]
-    digests = {}
-    for path in (cfg.checkpoint, *named):
-        if path is not None and (full := recipe.resolve(Path(path))).is_file():
-            stat = full.stat()
-            digests[str(path)] = _digest(full, stat.st_size, stat.st_mtime_ns)
-    return digests
+    return [str(path) for path in (cfg.checkpoint, *named) if path is not None]
 
 
 @functools.lru_cache(maxsize=64)
@@ -244,9 +249,12 @@ def fingerprint_changes(stored: dict, recipe: Recipe) -> list[str]:
         if then is None:
             continue  # a teacher new to the recipe is a recipe change, said by recipe_changes
         # a file only now recorded: weights a factory loads from a model argument, recorded since
-        # 2026-12-03 (a run of before resumes); a path the recipe changed is said by recipe_changes
-        for path in sorted(then["files"]):
-            if then["files"].get(path) != now["files"].get(path):
+        # 2026-12-03 (a run of before resumes); a path the recipe no longer names is said by recipe_changes
+        named = named_files(recipe, name)
+        for path in sorted(p for p in then["files"] if p in named):
+            if path not in now["files"]:
+                changes.append(f"{name}: {path} missing")
+            elif then["files"][path] != now["files"][path]:
                 changes.append(f"{name}: {path} changed")
         if (change := _code_change(then["code"], now["code"])) is not None:
             changes.append(f"{name}: {change}")
