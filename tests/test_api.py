@@ -465,3 +465,25 @@ def test_eval_says_an_eval_set_changed_since_the_build(fresh_world, tmp_path, ca
             path.unlink()
     amalgam.evaluate(fresh_world, out / "student.pt")
     assert "note: eval sets changed since the build (scenes-val: other files" in capsys.readouterr().out
+
+
+def test_student_pt_records_the_teachers_training_started_with(fresh_world, tmp_path, monkeypatch):
+    # a review: fingerprints taken at save missed a teacher file rewritten while the student trained
+    from world import TINY_BUILD
+
+    from amalgam import pipeline
+    from amalgam.cli import main
+    from amalgam.io import file_digest
+
+    weights = fresh_world.parent / "zoo" / "cls.pt"
+    before, train = file_digest(weights), pipeline.engine.train
+
+    def train_then_retrain(*args, **kwargs):
+        result = train(*args, **kwargs)
+        weights.write_bytes(weights.read_bytes() + b"\0")  # another file under the same path
+        return result
+
+    monkeypatch.setattr(pipeline.engine, "train", train_then_retrain)
+    assert main(["build", str(fresh_world), "--output", str(tmp_path / "run"), *TINY_BUILD]) == 0
+    recorded = torch.load(tmp_path / "run" / "student.pt", weights_only=False)["teachers"]["cls"]["files"]
+    assert recorded == {"zoo/cls.pt": before}
