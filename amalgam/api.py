@@ -534,6 +534,7 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False, recipe: Uni
     run = _run_json(run_dir / "run.json", "rebuild the run with amalgam build")
     if recipe is not None:  # moved since: the file, and the folder its relative paths start from
         run = {**run, "recipe": str(Path(recipe).resolve())}
+        _read_recipe(run["recipe"], run["set"])  # the file named is read, or its error said: no fallback
     recipe_file = run.get("recipe") or "RECIPE"
     sets = "".join(f" --set {shlex.quote(s)}" for s in run.get("set") or [])  # as the build scored it
     student = run_dir / "student.pt"

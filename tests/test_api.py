@@ -437,6 +437,8 @@ def test_report_follows_a_recipe_moved_with_its_world(fresh_world, tmp_path, cap
     capsys.readouterr()
     assert main(["report", str(out)]) == 2
     assert "amalgam report --recipe names where the file is now" in capsys.readouterr().out
+    assert main(["report", str(out), "--recipe", str(moved / "nowhere.yaml")]) == 2  # named: read, or said
+    assert "recipe file not found" in capsys.readouterr().err
     assert main(["report", str(out), "--recipe", str(moved / fresh_world.name)]) == 0
 
 
