@@ -341,7 +341,7 @@ def test_one_label_beside_a_background_and_answers_spread_over_many_labels_flip_
     assert "its answers spread over its labels, none answered 8 times (0 of 1000 labels judged, 400 images);" in (
         spread.line()
     )
-    assert spread.line().endswith("flipped, as train.augment asks: data.sources.s.flip: false if a mirror changes"
-                                  " what its labels mean")  # fmt: skip
+    assert spread.line().endswith("it holds no flip back: data.sources.s.flip: false if a mirror"
+                                  " changes what its labels mean")  # fmt: skip
     small = MirrorFinding("cls", "s", [], 0, 3, 5, judgeable=3, few=True)
     assert small.keeps_flip_out

@@ -98,7 +98,7 @@ class MirrorFinding:
                 )
             return (
                 f"teacher '{self.teacher}' could not be judged on {where}: its answers spread over its labels, none"
-                f" answered {need} times ({judged}); flipped, as train.augment asks: data.sources.{self.source}.flip:"
+                f" answered {need} times ({judged}); it holds no flip back: data.sources.{self.source}.flip:"
                 " false if a mirror changes what its labels mean"
             )
         if not self.judgeable:  # one label beside its background: nothing a mirror can swap
@@ -174,17 +174,18 @@ def mirror_finding(teacher: Teacher, source: str, dataset: ImageSet, student_vie
     """What the mirror check finds of ``teacher`` on ``dataset``."""
     dense, names = teacher.task.dense, list(teacher.space.names)
     least, most = MIRROR_CHECK_IMAGES[dense]
-    count = min(len(dataset), max(least, min(most, MIRROR_MIN_ANSWERS[dense] * len(names))))
+    asked = max(least, min(most, MIRROR_MIN_ANSWERS[dense] * len(names)))
+    count = min(len(dataset), asked)
     counts = mirror_confusion(teacher, dataset, student_view, count)
     declared = names.index(teacher.space.background) if teacher.space.background in names else None
     settled = _background(counts, declared) if dense else None
     changed, judged = changed_labels(counts, names, dense, settled)
     guessed = names[settled] if settled is not None and declared is None else None
     swappable = len(names) - (settled is not None)  # a label beside the background alone has none to swap with
-    few = len(dataset) < max(least, min(most, MIRROR_MIN_ANSWERS[dense] * len(names)))
-    found = MirrorFinding(teacher.name, source, changed, judged, len(names), count, guessed, dense)
-    found.judgeable, found.few = swappable if swappable >= 2 else 0, few
-    return found
+    judgeable = swappable if swappable >= 2 else 0
+    return MirrorFinding(
+        teacher.name, source, changed, judged, len(names), count, guessed, dense, judgeable, count < asked
+    )
 
 
 def checked(teacher: Teacher) -> bool:
