@@ -15,6 +15,7 @@ from amalgam.distill.plan import Plan, build_plan
 from amalgam.distill.tree_search import check_some_tree_fits
 from amalgam.errors import AmalgamError
 from amalgam.io import gb_text
+from amalgam.labels import IGNORE, lookup
 from amalgam.labels.taxonomy import label_report
 from amalgam.students.budget import latency_if_budgeted, resolve_budget, student_lines
 from amalgam.students.build import StudentSpec, build_student, check_student_runs, count_params
@@ -198,23 +199,36 @@ def source_lines(plan: Plan) -> list[str]:
 
 
 def thin_class_lines(plan: Plan, name: str, dataset) -> list[str]:
-    """The eval set's classes holding fewer images than its teachers' per-class judgement asks (a task's
-    ``per_class_floor`` in images), read off its labels before any image: the build says them only after
-    training, where their scores are noise."""
-    scoring = [t.task.per_class_floor for t in plan.teachers.values() if t.eval_name == name]
-    floors = [count for unit, count in scoring if unit == "images"]
-    labels = dataset.image_labels() if floors else None
-    if not labels:
+    """Per teacher scored on the eval set by images (a task's ``per_class_floor`` in images), its labels the set
+    holds fewer images of than the floor, read off the set's labels through the teacher's label lookup before
+    any image: the build says them only after training, where their scores are noise."""
+    labels = dataset.image_labels()
+    if not labels or not dataset.classes:
         return []
-    counts, floor, classes = Counter(labels), max(floors), dataset.classes or []
-    thin = [(classes[c] if c < len(classes) else str(c), n) for c, n in sorted(counts.items()) if n < floor]
-    if not thin:
-        return []
-    shown = ", ".join(f"{c} ({n})" for c, n in thin[:8]) + (f" and {len(thin) - 8} more" if len(thin) > 8 else "")
-    return [
-        f"    {len(thin)} of its {len(counts)} classes hold under {floor} images each: {shown}; their per-class"
-        " scores will be noise (the report says so, not judging them): a larger eval set or limit scores them"
-    ]
+    counts, lines = Counter(labels), []
+    for teacher in (t for t in plan.teachers.values() if t.eval_name == name and t.space is not None):
+        unit, floor = teacher.task.per_class_floor
+        if unit != "images":
+            continue
+        try:  # the set's classes in the teacher's labels (a coarse label sums its classes)
+            lut = lookup(dataset.classes, teacher.space, plan.extents(teacher.task.name)).tolist()
+        except AmalgamError:  # a set the teacher cannot be scored on: said by the build's own check
+            continue
+        held = Counter()
+        for c, n in counts.items():
+            if c < len(lut) and lut[c] != IGNORE:
+                held[lut[c]] += n
+        thin = [(teacher.space.names[k], n) for k, n in sorted(held.items()) if n < floor]
+        if thin:
+            shown = ", ".join(f"{c} ({n})" for c, n in thin[:8]) + (
+                f" and {len(thin) - 8} more" if len(thin) > 8 else ""
+            )
+            lines.append(
+                f"    teacher {teacher.name}: {len(thin)} of its {len(held)} labels here hold under {floor} images"
+                f" each: {shown}; their per-class scores will be noise (the report says so, not judging them): a"
+                " larger eval set or limit scores them"
+            )
+    return lines
 
 
 def inspect_recipe(recipe: Recipe, with_data: bool = True, log: Callable[[str], None] = print) -> Inspection:
