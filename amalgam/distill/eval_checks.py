@@ -39,7 +39,7 @@ from amalgam.errors import AmalgamError, RecipeError
 from amalgam.evaluation.metrics import ConfusionMatrix
 from amalgam.evaluation.per_class import label_order_warning
 from amalgam.labels import IGNORE, LabelSpace, apply_lookup, lookup, missing_labels
-from amalgam.labels.names import IGNORE_NAMES, fold, look_alikes
+from amalgam.labels.names import IGNORE_NAMES, fold, look_alikes, shown
 from amalgam.labels.relations import unnamed_label_lines
 from amalgam.task import Task, map_size
 from amalgam.teachers.inputs import RECIPE, answer_views
@@ -656,9 +656,11 @@ def check_eval_set(
     if len(absent) == len(known):
         # a trial's 'dress' against the set's 'Dress' (another teacher's label, so no look-alike stop) got no hint
         alike = look_alikes(known, dataset.classes)
+        pairs = ", ".join(
+            f"{shown(n)} is the set class {shown(a[0])} but for how it is written" for n, a in alike.items()
+        )
         hint = (
-            f"; {', '.join(f'{n!r} is the set class {a[0]!r} but for case or spacing' for n, a in alike.items())}:"
-            f" relate them in the labels ({{{next(iter(alike))!r}: {next(iter(alike.values()))[0]!r}}})"
+            f"; {pairs}: relate them in the labels ({{{next(iter(alike))!r}: {next(iter(alike.values()))[0]!r}}})"
             if alike
             else ""
         )
