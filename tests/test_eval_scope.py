@@ -188,7 +188,7 @@ def test_a_teacher_whose_labels_differ_from_the_sets_only_in_case_is_told_the_re
     teacher = SimpleNamespace(name="subset", task=cls, space=LabelSpace(("trousers", "dress")), eval_name="items")
     dataset = SimpleNamespace(target_keys=frozenset({"label"}), classes=["Trouser", "Dress", "Bag"])
     extent = {c: frozenset([c]) for c in ("Trouser", "Dress", "Bag", "trousers", "dress")}  # the other teacher's
-    with pytest.raises(RecipeError, match=r"'dress' is the set class 'Dress' but for how it is written: relate them in"):
+    with pytest.raises(RecipeError, match=r"'dress' is the set class 'Dress' but for how it is written: relate"):
         check_eval_set(teacher, dataset, extent, log=lambda line: None)
 
 

@@ -780,3 +780,15 @@ def test_the_size_walk_keeps_odd_sides_and_stops_at_its_limits():
     growing = SimpleNamespace(size=(64, 48), input_spec=SimpleNamespace(size=(64, 48)))
     score = lambda: growing.size[0] / 1000  # noqa: E731 - better at every larger size
     assert _walked(growing, score, (128, 96), {(128, 96): 0.128}) == (512, 384)  # 8x the size fed
+
+
+def test_the_size_probe_tries_no_side_over_its_largest():
+    # a review: a teacher fed 768 px was tried at 1536 though the walk stops at 1024 (a dense teacher that large
+    # on a CPU takes minutes)
+    from types import SimpleNamespace
+
+    from amalgam.distill.input_probe import size_candidates
+    from amalgam.teachers.inputs import DEFAULT
+
+    big = SimpleNamespace(size=(768, 768), input_spec=SimpleNamespace(origin={"size": DEFAULT}))
+    assert size_candidates(big) == [(384, 384)]

@@ -298,7 +298,7 @@ def size_candidates(teacher: Teacher, image_size: Optional[tuple[int, int]] = No
     if origin not in (DEFAULT, TIMM):
         return []
     h, w = teacher.size
-    sizes = [_ladder(teacher, factor, 1) for factor in SIZE_FACTORS]
+    sizes = [size for f in SIZE_FACTORS if max(size := _ladder(teacher, f, 1)) <= WALK_LIMITS[2]]  # as the walk
     if origin == TIMM and image_size is not None and tuple(image_size) not in [*sizes, (h, w)]:
         sizes.append(tuple(image_size))
     return sizes
