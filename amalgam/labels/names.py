@@ -83,7 +83,8 @@ def look_alikes(names: Iterable[str], labels: Sequence[str]) -> dict[str, list[s
         found = by_fold.setdefault(fold(label), [])
         if label not in found:
             found.append(label)
-    return {n: by_fold[fold(n)] for n in names if n not in labels and fold(n) in by_fold}
+    given = set(labels)
+    return {n: by_fold[fold(n)] for n in names if n not in given and fold(n) in by_fold}
 
 
 def look_alike_error(found: dict[str, list[str]], labels: Sequence[str]) -> AmalgamError:
