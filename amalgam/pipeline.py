@@ -30,7 +30,6 @@ from amalgam.students.build import StudentSpec, build_student, check_student_run
 from amalgam.students.serialize import save_student
 from amalgam.students.sizing import AUTO
 from amalgam.students.start import start_weights
-from amalgam.teachers.fingerprint import teacher_fingerprints
 from amalgam.training import engine
 from amalgam.training.checkpoint import PREVIOUS, clean_stale_temps
 from amalgam.training.distributed import DistContext, decided_on_main, init_distributed, launched_world_size
@@ -247,14 +246,16 @@ def train_student(
     trial_scoring(plan, student, device, log)
     every = recipe.train.eval_every
     curve = [eval_callback(plan, device, every)] if every else []
-    prints = teacher_fingerprints(recipe)  # the teachers it learns from (a file rewritten during training is not)
     result = engine.train(plan, student, run_dir, device, log=log, ctx=ctx, resume=state, callbacks=curve)
     if not ctx.is_main:
         ctx.close()
         return {}
     with outputs_written(run_dir):
         listed = {name: dataset.listing() for name, dataset in plan.eval_sets.items()}
-        save_student(student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt", prints, listed)
+        # the teachers as training started (a file rewritten while it trained is not one it learnt from)
+        save_student(
+            student, plan.spaces, recipe.model_dump(mode="json"), run_dir / "student.pt", result.teachers, listed
+        )
         evaluation = evaluate(plan, student, device, log=log)
         sizes = size_and_speed(plan, student, device)
         readings, before = teacher_readings(plan), plan.teacher_warnings

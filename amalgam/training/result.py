@@ -23,6 +23,7 @@ class TrainResult:
         warnings: lines for report.json's ``warnings`` (a diverged student,
             :mod:`amalgam.training.divergence`).
         processes: how many processes trained it (torchrun's; a resume with another count is said).
+        teachers: the teachers' fingerprints as training started (``student.pt`` records them).
     """
 
     epochs: int
@@ -34,6 +35,7 @@ class TrainResult:
     precision: str = "fp32"
     warnings: list[str] = field(default_factory=list)
     processes: int = 1
+    teachers: dict[str, dict] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:

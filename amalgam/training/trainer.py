@@ -101,6 +101,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, max(1, cfg.epochs * len(self.loader)))
         self.scaler = grad_scaler_for(device, self.precision)
         self.result = TrainResult(cfg.epochs, 0.0, 0, precision=self.precision, processes=ctx.world)
+        self.result.teachers = self.fingerprints
         self.augment = BatchAugment(
             cfg, plan.sources.names, plan.recipe.seed, slice(ctx.rank * local, (ctx.rank + 1) * local), plan.unflipped
         )
