@@ -658,10 +658,7 @@ def teacher_file_changes(record: Optional[dict], recipe: Recipe) -> list[str]:
     ``student.pt`` recorded (none for a file written before 2026-12-05, which recorded none): a teacher retrained
     in place was scored beside the student as if it had taught it (a trial's ratio 0.128 read 0.145)."""
     stored = (record or {}).get("teachers")
-    if not stored:
-        return []
-    kept = {name: prints for name, prints in stored.items() if name in recipe.teachers}
-    return fingerprint_changes(kept, recipe)
+    return fingerprint_changes(stored, recipe) if stored else []  # it skips teachers the record lacks
 
 
 def eval_set_changes(record: Optional[dict], plan) -> list[str]:

@@ -35,7 +35,8 @@ def nfc(name: str) -> str:
 #: casefold: Cyrillic 'в' is a capital 'В' folded), read as those only inside a name that mixes them with Latin
 #: letters: a trial's Cyrillic 'а' in 'Bаg' split Bag into two classes with no word, while a set of Cyrillic
 #: letters beside Latin ones ('А' and 'A') holds different classes
-_CONFUSABLE = str.maketrans("аевкмнорстхуѕіјԁһԛԝαβεηικμνοτυχ", "aebkmhopctxysijdhqwabehikmvotux")
+_LOOK_ALIKE, _LATIN = "аевкмнорстхуѕіјԁһԛԝαβεηικμνοτυχ", "aebkmhopctxysijdhqwabehikmvotux"
+_CONFUSABLE, _CONFUSABLE_LETTERS = str.maketrans(_LOOK_ALIKE, _LATIN), frozenset(_LOOK_ALIKE)
 #: dashes that look like '-': always one
 _DASHES = str.maketrans("‐‑‒–—−﹣", "-------")
 #: zeros leading a number that stands alone ('08', 'class_01'), not those inside ids or decimals ('n00004475', '0.05')
@@ -58,9 +59,6 @@ def fold(name: str, alike: bool = True) -> str:
 def _mixes_scripts(name: str) -> bool:
     """Whether a name holds Latin letters beside letters of other scripts that look like them."""
     return any("a" <= c <= "z" for c in name) and any(c in _CONFUSABLE_LETTERS for c in name)
-
-
-_CONFUSABLE_LETTERS = frozenset("аевкмнорстхуѕіјԁһԛԝαβεηικμνοτυχ")
 
 
 def shown(name: str) -> str:
