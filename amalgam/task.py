@@ -120,6 +120,9 @@ class Task:
     #: ``support`` list (items of ground truth per class, if it gives one) and the least count; one image
     #: with recall 0 read as a near-blind teacher.
     per_class_floor: ClassVar[tuple[str, int]] = ("items", 0)
+    #: Whether the per-class metric times ``support`` counts the items named right (a recall over images,
+    #: each an independent draw): a "lost" warning on a thin class then says when its gap can be chance.
+    per_class_counts: ClassVar[bool] = False
     #: Values accepted for a teacher's ``output:`` key (the first is the default).
     output_kinds: ClassVar[tuple[str, ...]] = ("default",)
     #: Optional :class:`DistillOptions` fields :meth:`distill_loss` honours: "weights", "after_projection",

@@ -369,7 +369,9 @@ def test_a_rows_images_are_the_ones_it_scored(built_run):
 def test_a_lost_class_on_little_ground_truth_says_the_gap_can_be_chance():
     # a trial: "student lost" verdicts on classes of about 30 images turned on one or two of them
     rows = per_class_rows(["few", "many"], [0.5, 0.5], [0.2, 0.2], support=[30, 3000])
-    few, many = [line for line in class_warnings("t", "recall", rows, floor=("images", 10)) if "lost" in line]
+    few, many = [
+        line for line in class_warnings("t", "recall", rows, floor=("images", 10), counts=True) if "lost" in line
+    ]
     # 6 of 30 against 15: a gap of 9 under 2 sqrt(21) = 9.2; on 3000 images 600 against 1500 is no chance
     assert few == (
         "student lost 'few' of teacher t: recall 0.200 vs the teacher's 0.500 (< 0.5x); about 6 of 30 images right"
@@ -377,6 +379,9 @@ def test_a_lost_class_on_little_ground_truth_says_the_gap_can_be_chance():
     )
     assert "chance" not in many
     clear = per_class_rows(["gone"], [0.9], [0.0], support=[30])  # 0 of 30 against 27: no chance
-    assert "chance" not in class_warnings("t", "recall", clear, floor=("images", 10))[0]
+    assert "chance" not in class_warnings("t", "recall", clear, floor=("images", 10), counts=True)[0]
     # a review: IoU x pixels is no count of pixels right, and pixels of one image are not independent draws
     assert "chance" not in class_warnings("t", "iou", rows, floor=("pixels", 10))[0]
+    from amalgam.task import get_task  # the tasks say it, not a metric's name (a review)
+
+    assert get_task("classification").per_class_counts and not get_task("segmentation").per_class_counts

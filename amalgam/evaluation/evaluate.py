@@ -105,7 +105,12 @@ class TaskResult:
     def _reference_warnings(self) -> list[str]:
         rows = self.per_class()
         metric, floor = self.task.per_class_metric, self.task.per_class_floor
-        lines = class_warnings(self.teacher, metric, rows, floor=floor) + self._unseen_warning(rows) if rows else []
+        counts = self.task.per_class_counts
+        lines = (
+            class_warnings(self.teacher, metric, rows, floor=floor, counts=counts) + self._unseen_warning(rows)
+            if rows
+            else []
+        )
         if rows and (order := label_order_warning(self.teacher, self.classes, self.teacher_metrics.get(MOSTLY))):
             lines.insert(0, order)
         partial = self.coverage.warning() if self.coverage else None

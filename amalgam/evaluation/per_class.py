@@ -82,6 +82,7 @@ def class_warnings(
     blind_below: float = BLIND_BELOW,
     lost_below: float = LOST_BELOW,
     floor: tuple[str, int] = ("items", 0),
+    counts: bool = False,
 ) -> list[str]:
     """One line per class where the teacher is near-blind, or the student lost what the teacher has;
     classes with less ground truth than ``floor`` are not judged, and named in one line.
@@ -93,6 +94,8 @@ def class_warnings(
         blind_below: teacher score under which it is near-blind on the class.
         lost_below: student/teacher ratio under which the student has lost the class.
         floor: the unit of a row's ``support`` and the least a class needs to be judged.
+        counts: the metric times ``support`` counts the items named right (``Task.per_class_counts``): a lost
+            class's line says when its gap can be chance.
     """
     found = class_verdicts(rows, blind_below, lost_below, floor)
     lines = [
@@ -100,7 +103,7 @@ def class_warnings(
         "the student cannot learn that class from it"
         for r in found["near_blind"]
     ]
-    lines += [_lost_line(teacher, metric, r, lost_below, floor[0]) for r in found["lost"]]
+    lines += [_lost_line(teacher, metric, r, lost_below, floor[0] if counts else None) for r in found["lost"]]
     if thin := [f"'{r['class']}' ({r['support']:,} {floor[0]})" for r in found["thin"]]:
         lines.append(
             f"teacher {teacher}: {len(thin)} class{'es' if len(thin) > 1 else ''} of its eval set too thin to judge"
@@ -111,11 +114,12 @@ def class_warnings(
     return lines
 
 
-def _lost_line(teacher: str, metric: str, r: dict, lost_below: float, unit: str = "items") -> str:
+def _lost_line(teacher: str, metric: str, r: dict, lost_below: float, unit: Optional[str] = None) -> str:
+    """``unit``: what ``support`` counts where the metric times it counts the items named right, else None (an
+    IoU's product is no count, and pixels of one image are not independent draws)."""
     t, s = r["teacher"], r["student"]
     shown = "n/a" if s is None else f"{s:.3f}"
-    # recall x support counts the items named right; an IoU's does not, and pixels of one image are not independent
-    chance = _chance_note(t, s, r.get("support"), unit) if s is not None and metric == "recall" else ""
+    chance = _chance_note(t, s, r.get("support"), unit) if s is not None and unit is not None else ""
     deployed = r.get("student_all_labels")
     also = (  # the row sums the student into the teacher's labels: its background may outweigh the class
         f"; over all its labels, as deployed, {deployed:.3f}"

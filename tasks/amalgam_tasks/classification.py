@@ -44,6 +44,7 @@ class ClassificationTask(LabelledOutputs, Task):
     metric = "top1"
     per_class_metric = "recall"
     per_class_floor = ("images", 10)
+    per_class_counts = True  # recall x images: the images named right
     higher_is_better = True
 
     def build_head(self, in_channels: int, num_outputs: int) -> nn.Module:
