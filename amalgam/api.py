@@ -534,7 +534,6 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False, recipe: Uni
     run = _run_json(run_dir / "run.json", "rebuild the run with amalgam build")
     if recipe is not None:  # moved since: the file, and the folder its relative paths start from
         run = {**run, "recipe": str(Path(recipe).resolve())}
-        _read_recipe(run["recipe"], run["set"])  # the file named is read, or its error said: no fallback
     recipe_file = run.get("recipe") or "RECIPE"
     sets = "".join(f" --set {shlex.quote(s)}" for s in run.get("set") or [])  # as the build scored it
     student = run_dir / "student.pt"
@@ -543,7 +542,7 @@ def render_report(run_dir: Union[str, Path], *, quiet: bool = False, recipe: Uni
     report = _run_json(run_dir / "report.json", rescore + " to score the student again")
     log = Console(quiet)
     record = student_record(run_dir / "student.pt")
-    built = _built_recipe(run, record["recipe"], log)
+    built = _built_recipe(run, record["recipe"], log, named=recipe is not None)
     if changed := teacher_file_changes(record, built):  # the tables stay the build's; the pictures are drawn now
         log(
             f"warning: teachers changed since the build ({'; '.join(changed[:4])}): samples.png draws their answers"
@@ -669,15 +668,18 @@ def eval_set_changes(record: Optional[dict], plan) -> list[str]:
     return [name for name, dataset in plan.eval_sets.items() if name in stored and stored[name] != dataset.listing()]
 
 
-def _built_recipe(run: dict, stored: dict, log) -> Recipe:
+def _built_recipe(run: dict, stored: dict, log, named: bool = False) -> Recipe:
     """The recipe a run was built with: the one ``student.pt`` holds, read against the recipe file's
     folder, not the file as it is now (an edited file would draw other images, at another size,
-    beside a report scored on the first). When the file changed since, one line says which keys."""
+    beside a report scored on the first). When the file changed since, one line says which keys.
+    ``named``: the file was named by the caller (``--recipe``): one that cannot be read is its error."""
     if run["recipe"] is None:  # built from a Recipe object
         return parse_recipe(run["dump"], base_dir=Path(run["base_dir"]))
     try:
         now = _read_recipe(run["recipe"], run["set"])
     except AmalgamError as exc:  # moved or broken since: the stored one is all there is
+        if named:
+            raise
         log(
             f"recipe {run['recipe']} cannot be read now ({exc}): drawing from the recipe the run was built with, its"
             " paths read from that folder (amalgam report --recipe names where the file is now)"
