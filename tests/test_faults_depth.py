@@ -945,3 +945,11 @@ def test_the_whole_label_space_rows_reading_is_in_report_json_and_markdown(more)
     assert "(scored as relative)</td>" in write_html(more, report).read_text()
     alone = amalgam.evaluate(more / "relative.yaml", ReadsImage(3.0), quiet=True)  # one reading: nothing to say
     assert all("scored_as" not in u for u in alone["unified"])
+
+
+def test_grey_eval_images_do_not_probe_a_depth_teachers_channel_order(scenes):
+    # R = G = B: reversing the channels only reverses the recipe's mean/std lists, which fed channel 0 of this
+    # teacher as it wants ([-1, 1]) and read as a BGR teacher (the classification path's trial, on depth)
+    lists = {"mean": [0.0, 0.0, 0.5], "std": [1.0, 1.0, 0.5]}
+    _, said = plan_of(scenes, "wants_half", input=lists)
+    assert not [line for line in said if "channels reversed" in line]
