@@ -519,3 +519,63 @@ def test_maps_named_by_another_suffix_are_shown_with_the_naming_rule(tmp_path):
     (tmp_path / "classes.txt").write_text("background\n")
     with pytest.raises(AmalgamError, match=r"labels/ holds aachen_000000_gtFine_labelTrainIds.png, named otherwise"):
         build_said({"type": "dense", "path": tmp_path}, with_targets=True)
+
+
+def _jpeg(path: Path, height: int, width: int, grey: bool = False) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (height // 8, width // 8) + (() if grey else (3,)), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).resize((width, height), Image.BILINEAR).save(path, quality=90)
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_keeping_the_least_side(tmp_path):
+    from amalgam.data.images import read_rgb
+
+    root = tmp_path
+    _jpeg(root / "photo.jpg", 480, 640)
+    _jpeg(root / "grey.jpg", 480, 640, grey=True)
+    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(root / "flat.png")
+    assert read_rgb(root / "photo.jpg").shape == (480, 640, 3)  # whole by default (eval sets, exports)
+    assert read_rgb(root / "photo.jpg", least_side=100).shape == (120, 160, 3)  # 1/4: the short side stays >= 100
+    assert read_rgb(root / "photo.jpg", least_side=240).shape == (240, 320, 3)  # exactly twice: 1/2
+    assert read_rgb(root / "photo.jpg", least_side=241).shape == (480, 640, 3)  # under twice: whole
+    grey = read_rgb(root / "grey.jpg", least_side=60)
+    assert grey.shape == (60, 80, 3) and (grey[..., 0] == grey[..., 2]).all()  # its own mode: still grey
+    assert read_rgb(root / "flat.png", least_side=60).shape == (480, 640, 3)  # not a JPEG: whole
+
+
+def test_a_training_sources_large_jpegs_are_said_decoded_reduced_and_an_eval_sets_are_not(tmp_path):
+    _jpeg(tmp_path / "big" / "a.jpg", 400, 600)
+    _jpeg(tmp_path / "big" / "b.jpg", 100, 150)  # under twice the least side: whole
+    cfg = SourceConfig(type="folder", path=tmp_path / "big")
+    said: list[str] = []
+    source = build_image_set("data.sources.x", cfg, lambda p: p, (32, 32), False, log=said.append, least_side=64)
+    assert source.least_side == 64
+    (line,) = [line for line in said if "JPEG images" in line]
+    assert line.startswith("data.sources.x: 1 JPEG images (the first: a.jpg) are decoded at 1/2, 1/4 or 1/8 of")
+    assert "keeping at least 64 px on the short side" in line
+    assert [source.load(i)[0].shape[:2] for i in (0, 1)] == [(100, 150), (100, 150)]
+    evaluated = build_image_set("data.eval.x", cfg, lambda p: p, (32, 32), True, least_side=64)
+    assert evaluated.least_side is None  # its maps fit the whole image
+    _jpeg(tmp_path / "small" / "b.jpg", 100, 150)
+    cfg = SourceConfig(type="folder", path=tmp_path / "small")
+    small = build_image_set("data.sources.x", cfg, lambda p: p, (32, 32), False, least_side=64)
+    assert small.least_side is None  # nothing to reduce: read as before, and the teacher cache keyed as before
+
+
+def test_the_plan_decodes_training_jpegs_at_twice_the_largest_view_and_keys_the_cache_by_it(fresh_world):
+    from amalgam.distill.cache import teacher_key
+
+    images = fresh_world.parent / "scenes" / "train" / "images"
+    for png in images.glob("*.png"):
+        _jpeg(png.with_suffix(".jpg"), 160, 200)
+        png.unlink()
+    edit_recipe(fresh_world, lambda r: r["teachers"]["seg-a"].update(input={"size": [40, 40]}))
+    said: list[str] = []
+    plan = build_plan(load_recipe(fresh_world), log=said.append)
+    assert plan.least_side == 80  # seg-a's 40 px, the largest view (the student's 32, cls's 28)
+    scenes = plan.sources.sets[plan.sources.names.index("scenes")]
+    assert scenes.least_side == 80 and any("keeping at least 80 px on the short side" in line for line in said)
+    assert scenes[0]["original"].shape[1:] == (80, 100)
+    assert teacher_key(plan, "seg-a")["sources"]["scenes"]["least_side"] == 80
+    assert "least_side" not in teacher_key(plan, "cls")["sources"]["items"]  # small PNGs: keyed as before

@@ -23,6 +23,7 @@ class CheckedSet(Protocol):
     files: list[Path]
     skipped: Counter  # other files in its folders, by suffix
     upright: bool  # read by the EXIF orientation, or as stored
+    least_side: Optional[int]  # a training source's large JPEGs decoded keeping this short side (None: whole)
 
     def map_sizes(self, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]: ...
 
@@ -50,6 +51,7 @@ def verify_files(
         tally.update(rotated=int(facts.rotated), alpha=int(facts.alpha), cmyk=int(facts.mode == "CMYK"))
         _tally_grey(tally, index, path, facts)
         _tally_tiny(tally, index, facts, size)
+        _tally_reduced(tally, index, facts, dataset.least_side)
         try:
             maps = dataset.map_sizes(index, path) if with_targets else []
         except UnreadableImage as exc:  # a cut-short label or depth map: found with the images, said with the fix
@@ -66,7 +68,29 @@ def verify_files(
         raise _unreadable_error(unreadable, len(dataset.files))
     if with_targets:  # the teacher checks name exif: stored where these images read upright may be why one fails
         dataset.exif_either = tally["either"] if dataset.upright else 0
-    return _notes(dataset, tally, with_targets) + _tiny_notes(tally, dataset.files, size)
+    if not tally["reduced"]:  # nothing to decode at a reduced scale: read as before (the teacher cache's key too)
+        dataset.least_side = None
+    notes = _notes(dataset, tally, with_targets) + _tiny_notes(tally, dataset.files, size)
+    return notes + _reduced_notes(tally, dataset)
+
+
+def _tally_reduced(tally: Counter, index: int, facts: ImageFacts, least_side: Optional[int]) -> None:
+    """Counts the JPEGs a reduced-scale decode keeping ``least_side`` shrinks (``reduced``: twice it or more on the
+    short side), and keeps the first one's index + 1 (``reduced_first``)."""
+    if least_side is not None and facts.format == "JPEG" and min(facts.stored) >= 2 * least_side:
+        tally["reduced"] += 1
+        tally["reduced_first"] = tally["reduced_first"] or index + 1
+
+
+def _reduced_notes(tally: Counter, dataset: CheckedSet) -> list[str]:
+    if not tally["reduced"]:
+        return []
+    first = dataset.files[tally["reduced_first"] - 1].name
+    return [
+        f"{tally['reduced']} JPEG images (the first: {first}) are decoded at 1/2, 1/4 or 1/8 of their size in training,"
+        f" keeping at least {dataset.least_side} px on the short side: twice the largest input the student or a"
+        " teacher is fed, so every view is still made by shrinking; evaluation reads its images whole"
+    ]
 
 
 #: an image below this share of the student's size on a side is said: stretched up to it, it is a few pixels

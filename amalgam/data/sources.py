@@ -64,6 +64,9 @@ class FolderSet(ImageSet):
     """Every image under a folder, recursively; unlabeled."""
 
     upright = True  # read by the EXIF orientation (recipe ``exif: upright``), or as stored
+    #: a training source's large JPEGs are decoded at a reduced scale keeping this short side (None: whole);
+    #: set by :func:`build_image_set` where its check found such images
+    least_side: Optional[int] = None
 
     def __init__(self, files: list[Path], skipped: Optional[Counter] = None):
         self.files = files
@@ -111,7 +114,11 @@ class FolderSet(ImageSet):
         return str(self.files[index])
 
     def load(self, index: int):
-        return read_rgb(self.files[index], self.upright), {}
+        return self.rgb(index), {}
+
+    def rgb(self, index: int) -> np.ndarray:
+        """Image ``index`` decoded (a training source's large JPEGs at a reduced scale: :attr:`least_side`)."""
+        return read_rgb(self.files[index], self.upright, self.least_side)
 
     def map_sizes(self, index: int, path: Path) -> list[tuple[object, tuple[int, int]]]:
         """(what, (width, height)) of each map drawn on image ``index`` at ``path``, which the file check
@@ -142,7 +149,7 @@ class ImageFolderSet(FolderSet):
         super().__init__(files, skipped)
 
     def load(self, index: int):
-        return read_rgb(self.files[index], self.upright), ({"label": self.labels[index]} if self.with_targets else {})
+        return self.rgb(index), ({"label": self.labels[index]} if self.with_targets else {})
 
     def image_labels(self) -> list[int]:
         return list(self.labels)
@@ -258,7 +265,7 @@ class DenseSet(FolderSet):
                 array = read_depth(path) if key == "depth" else read_array(path)
                 # class indices stay integers; depth PNGs hold depth_scale values a metre, samples give metres
                 targets[key] = array.astype(np.int32) if key == "mask" else self.metres(array)
-        return read_rgb(self.files[index], self.upright), targets
+        return self.rgb(index), targets
 
     def metres(self, array: np.ndarray) -> np.ndarray:
         """One of its depth maps in metres, as its ``depth_scale`` (integer PNGs) and ``depth_reading`` say."""
@@ -363,7 +370,7 @@ class CocoSet(FolderSet):
         super().__init__([images / self.coco.imgs[i]["file_name"] for i in self.image_ids])
 
     def load(self, index: int):
-        rgb = read_rgb(self.files[index], self.upright)
+        rgb = self.rgb(index)
         if not self.with_targets:
             return rgb, {}
         return rgb, {"mask": semantic_mask(self.coco, self.image_ids[index], self.cat_ids)}
@@ -489,6 +496,7 @@ def build_image_set(
     originals: bool = False,
     native_targets: bool = False,
     targets: Optional[frozenset[str]] = None,
+    least_side: Optional[int] = None,
 ) -> ImageSet:
     """Builds and checks one source or eval set; errors are prefixed with its recipe key.
 
@@ -502,6 +510,8 @@ def build_image_set(
         originals, native_targets: see :meth:`ImageSet.configure`.
         targets: the ground truth to read (the target keys of the tasks scored on it; None: all it holds):
             a depth-only eval set's partial ``labels/`` (NYU's labelled subset) is neither read nor required.
+        least_side: a training source's JPEGs of twice this or more on their short side are decoded at a reduced
+            scale keeping it (:func:`~amalgam.data.images.read_rgb`), said in the log; needs ``verify``.
     """
     builder = SOURCE_TYPES.get(cfg.type).build
     try:
@@ -523,6 +533,7 @@ def build_image_set(
             other = skipped_note(getattr(dataset, "skipped", Counter()))
             raise AmalgamError("contains no images" + (f": {other}" if other else ""))
         if verify and isinstance(dataset, FolderSet):
+            dataset.least_side = None if with_targets else least_side  # an eval set's maps fit the whole image
             bar = bar_for(log, len(dataset.files), f"checking {key}") if log else None
             notes = verify_files(dataset, bar, with_targets, tuple(image_size))
             for note in notes if log else []:

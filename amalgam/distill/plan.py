@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -114,6 +115,13 @@ class Plan:
     def needs_originals(self) -> bool:
         """Some teacher's view differs from the student's: the loaders give the originals too."""
         return any(not same_view(t.input_spec.view, self.student_view) for t in self.teachers.values())
+
+    @property
+    def least_side(self) -> int:
+        """The short side training sources' JPEGs are decoded at least at: twice the largest side any view
+        (the student's, a teacher's, before its centre crop) is made at, so each view is still a shrink."""
+        views = [self.student_view] + [t.input_spec.view for t in self.teachers.values()]
+        return 2 * max(math.ceil(max(v.size) / v.crop) for v in views)
 
     def extents(self, task: str) -> dict[str, frozenset[str]]:
         """What each label name of ``task``'s teachers stands for (read into eval sets' ground truth)."""
@@ -297,7 +305,16 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     for key, cfg in recipe.data.sources.items():
         log(f"scanning source '{key}' ({cfg.type})")
         sets.append(
-            build_image_set(f"data.sources.{key}", cfg, recipe.resolve, size, False, log=log, originals=originals)
+            build_image_set(
+                f"data.sources.{key}",
+                cfg,
+                recipe.resolve,
+                size,
+                False,
+                log=log,
+                originals=originals,
+                least_side=plan.least_side,
+            )  # fmt: skip
         )
     plan.sources = MixedSources(sets, list(recipe.data.sources))
     for name, teacher in plan.teachers.items():
