@@ -196,6 +196,13 @@ class Task:
         failure) spreads so that :meth:`nonfinite_rows` finds it."""
         return out
 
+    def resize_space(self, out: torch.Tensor, kind: str, back: bool = False) -> torch.Tensor:
+        """A dense canonical answer of a teacher reading ``kind`` moved into the space it is resized in (``back``:
+        moved back), elementwise: a resize blends neighbours, and the blend of two disparities is not the blend
+        of their depths. Applied around every resize of a teacher's answer and of the student's in that
+        teacher's row, so both are resized alike. Default: resized as it is."""
+        return out
+
     @property
     def marks_holes(self) -> bool:
         """Whether :meth:`mark_no_answer` is the task's own: its NaN are holes, not failures."""

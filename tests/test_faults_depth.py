@@ -953,3 +953,52 @@ def test_grey_eval_images_do_not_probe_a_depth_teachers_channel_order(scenes):
     lists = {"mean": [0.0, 0.0, 0.5], "std": [1.0, 1.0, 0.5]}
     _, said = plan_of(scenes, "wants_half", input=lists)
     assert not [line for line in said if "channels reversed" in line]
+
+
+def write_edges(root: Path, scale: int = 1) -> Path:
+    """32x32 scenes of a near wall (1.5 m) and a far one (5.5 m) split at a column of their own; depth maps at
+    ``scale`` times their size."""
+    (root / "models.py").write_text(MODELS)
+    for split, count in (("train", 2), ("val", 6)):
+        for sub in ("images", "depth"):
+            (root / split / sub).mkdir(parents=True)
+        for i in range(count):
+            grey = np.full((32, 32), 26, np.uint8)
+            grey[:, 6 + 3 * i :] = 230
+            Image.fromarray(np.stack([grey] * 3, -1)).save(root / split / "images" / f"{i:03d}.png")
+            depth_mm = np.round((1.0 + 5.0 * grey / 255.0) * 1000).astype(np.uint16)
+            Image.fromarray(np.kron(depth_mm, np.ones((scale, scale), np.uint16))).save(
+                root / split / "depth" / f"{i:03d}.png"
+            )
+    return root
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory) -> Path:
+    return write_edges(tmp_path_factory.mktemp("depth_edges"))
+
+
+def test_a_relative_teachers_answer_is_resized_as_its_disparity_whatever_floor_amalgam_moves_it_to(edges, monkeypatch):
+    # a relative teacher fed at half the maps' size: its answer was resized as depth, where amalgam's own floor
+    # put its far end at 100x its mean, so its score hung on that constant (a trial: rmse 2.92 at 0.01, 2.37 at 0.1)
+    import amalgam_tasks.depth as depth_plugin
+
+    rows = []
+    for floor in (0.01, 0.3):
+        monkeypatch.setattr(depth_plugin, "RELATIVE_FLOOR", floor)
+        plan_of(edges, "relative", output="relative", input={"size": [16, 16], "mean": [0.0] * 3, "std": [1.0] * 3})
+        report = amalgam.evaluate(edges / "relative.yaml", ReadsImage(3.0), quiet=True)
+        (row,) = [t for t in report["tasks"] if t["teacher"] == "d"]
+        rows.append(row["teacher_metrics"])
+    assert rows[0]["rmse"] == pytest.approx(rows[1]["rmse"], rel=1e-4), rows
+    assert rows[0]["delta1"] == pytest.approx(rows[1]["delta1"], abs=1e-6), rows
+
+
+def test_the_student_in_a_relative_teachers_row_is_resized_as_the_teacher_is(tmp_path):
+    # maps at twice the images: teacher and student answer at 32 px, both resized onto 64; each is right up to
+    # its scale and shift, so after the fit they score alike only when they are resized in one space
+    root = write_edges(tmp_path, scale=2)
+    plan_of(root, "relative", output="relative")
+    report = amalgam.evaluate(root / "relative.yaml", ReadsImage(3.0), quiet=True)
+    (row,) = [t for t in report["tasks"] if t["teacher"] == "d"]
+    assert row["student_metrics"]["rmse"] == pytest.approx(row["teacher_metrics"]["rmse"], rel=1e-3), row

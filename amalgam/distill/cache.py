@@ -34,12 +34,13 @@ from amalgam.teachers.teacher import Teacher
 from amalgam.training.runtime import autocast_for
 
 #: bump when what the stores hold or how they are laid out changes
-CACHE_FORMAT = "amalgam-teacher-cache/9"  # 3: answers on the teacher's own view, stored on the student's grid;
+CACHE_FORMAT = "amalgam-teacher-cache/10"  # 3: answers on the teacher's own view, stored on the student's grid;
 # 4: images read upright by their EXIF orientation; 5: a depth teacher's own NaN/inf stored as +inf (counted),
 # no longer as NaN (no depth); 6: a depth teacher's holes (no depth) no longer spread by a shrinking resize;
 # 7: every view (the student's image too, a teacher's input where their views agree) resized in 8 bits, antialiased;
 # 8: a depth teacher's +inf is no depth (NaN), no longer its failure (+inf); 9: a strided dense answer placed on
-# the pixels its cells pooled, no longer stretched over an input no multiple of its stride
+# the pixels its cells pooled, no longer stretched over an input no multiple of its stride; 10: an inverse or relative
+# depth teacher's answer resized as its disparity (Task.resize_space), no longer as depth
 
 # source fields that do not change what the teachers say about an image: how often it is drawn, and
 # how its ground truth (never read in training) is scaled

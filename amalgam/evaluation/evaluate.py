@@ -342,9 +342,20 @@ class _Scorer:
                 self.coverage.count(t_target)
             if t_out is not None:
                 self.meters[0].update(self._merged(task.predict(t_out, size), target, keep), t_target)
-            self.meters[1].update(self._merged(task.predict(s_out, size, self.projection), target, keep), t_target)
+            s_row = self._predicted(student_out[task.name][rows.to(images.device)], size, keep)
+            self.meters[1].update(self._merged(s_row, target, keep), t_target)
             self._count_outside(s_out, t_target)
         self.seen += len(batch["image"])
+
+    def _predicted(self, out: torch.Tensor, size: tuple[int, ...], keep: Optional[torch.Tensor]) -> torch.Tensor:
+        """The student's prediction in this teacher's row (over its labels), resized as the teacher's answers are
+        (:meth:`~amalgam.task.Task.resize_space` of its reading; the rows ``keep`` leaves)."""
+        task, kind = self.teacher.task, self.teacher.output_kind
+        out = out[keep.to(out.device)] if keep is not None else out
+        if not task.dense or out.dim() != 4 or tuple(out.shape[-2:]) == tuple(size):
+            return task.predict(as_teachers_answer(task, out, size), size, self.projection)
+        moved = as_teachers_answer(task, task.resize_space(out, kind), size)
+        return task.resize_space(task.predict(moved, size, self.projection), kind, back=True)
 
     def _merged(self, pred: torch.Tensor, target: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
         """``pred`` over the teacher's labels with :attr:`teacher_catch_all` applied (``target``: the set's values)."""

@@ -197,9 +197,10 @@ def answer_views(
     except Exception as exc:  # noqa: BLE001 - the user's network: named, not a traceback of amalgam's frames
         raise TeacherFailed(teacher.name, x.shape[0], exc) from exc
     if teacher.task.dense and out.dim() == 4:
-        holes = teacher.task.marks_holes
-        out = onto_input(teacher.task.mark_no_answer(out), x.shape[-2:], holes)  # a strided map on its pixels
-        out = _undo_flipped(out, placements, size, flip, holes)
+        task, kind, holes = teacher.task, teacher.output_kind, teacher.task.marks_holes
+        out = task.resize_space(task.mark_no_answer(out), kind)  # resized as the teacher answers (a disparity)
+        out = onto_input(out, x.shape[-2:], holes)  # a strided map on its pixels
+        out = task.resize_space(_undo_flipped(out, placements, size, flip, holes), kind, back=True)
     if feat is not None and feat.dim() == 4:
         feat = _undo_flipped(feat, placements, feat.shape[-2:], flip)
     return out, feat

@@ -570,6 +570,18 @@ class DepthTask(Task):
             )
         return None
 
+    def resize_space(self, out, kind, back=False):
+        """An inverse or relative (inverse) reading is resized as the disparity it answers, not as depth: the
+        blend of a far and a near pixel was far in depth (a relative teacher's far end sits 100x its mean,
+        where :func:`relative_to_positive` puts it: a trial's exact teacher, answering at half the maps' size,
+        scored rmse 2.92 where 0 is right). A relative reading's disparity is an affine map of the teacher's
+        own, which a linear resize commutes with: its score no longer depends on that floor. Its NaN (holes)
+        and +inf (the teacher's failure, counted) stay as they are."""
+        if kind not in ("inverse", "relative"):
+            return out
+        out = out.float()
+        return torch.where(torch.isfinite(out) & (out > 0), 1.0 / out.clamp(min=1e-30), out)
+
     def mark_no_answer(self, out: torch.Tensor) -> torch.Tensor:
         """Depth <= 0, and +inf (too far to measure: a depth made from a disparity of 0, the sky) on an image
         with depth elsewhere, as NaN: a pixel resized from it is no target (``valid_depth`` drops non-finite
