@@ -90,3 +90,14 @@ def test_a_class_seen_on_a_few_pixels_is_not_judged_a_swapped_label():
     cm = ConfusionMatrix(3)
     cm.update(pred, truth)
     assert cm.mostly_predicted_as() == [None, 2, 1]  # without a floor, as before
+
+
+def test_a_prediction_outside_the_classes_stops_naming_it_not_counted_as_the_last_class():
+    # a plugin's predict answering 255 (its own "void") was clamped into class 2 and scored as such
+    from amalgam.errors import AmalgamError
+
+    m = ConfusionMatrix(3)
+    with pytest.raises(AmalgamError, match=r"a prediction of class index 255 outside 0\.\.2: a task's predict"):
+        m.update(torch.tensor([0, 255, 2]), torch.tensor([0, 2, 2]))
+    m.update(torch.tensor([0, 255, 2]), torch.tensor([0, IGNORE, 2]))  # where the truth is ignored: not scored
+    assert m.matrix.sum() == 2

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from amalgam.errors import AmalgamError
 from amalgam.labels import IGNORE
 
 #: ground truth a class needs for :meth:`ConfusionMatrix.mostly_predicted_as` to judge it: items of a
@@ -29,7 +30,15 @@ class ConfusionMatrix:
         """Adds a batch of predicted and true class indices (any matching shapes)."""
         pred, target = pred.reshape(-1).cpu(), target.reshape(-1).cpu()
         keep = (target != IGNORE) & (target >= 0) & (target < self.num_classes)
-        idx = target[keep] * self.num_classes + pred[keep].clamp(0, self.num_classes - 1)
+        pred = pred[keep]
+        # clamped, a plugin's 255 was counted as the last class without a word
+        if pred.numel() and not bool(((pred >= 0) & (pred < self.num_classes)).all()):
+            wrong = pred[(pred < 0) | (pred >= self.num_classes)][0].item()
+            raise AmalgamError(
+                f"a prediction of class index {wrong} outside 0..{self.num_classes - 1}: a task's predict must give"
+                " indices of the labels scored"
+            )
+        idx = target[keep] * self.num_classes + pred
         self.matrix += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
 
     def accuracy(self) -> float:
