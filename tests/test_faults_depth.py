@@ -1002,3 +1002,10 @@ def test_the_student_in_a_relative_teachers_row_is_resized_as_the_teacher_is(tmp
     report = amalgam.evaluate(root / "relative.yaml", ReadsImage(3.0), quiet=True)
     (row,) = [t for t in report["tasks"] if t["teacher"] == "d"]
     assert row["student_metrics"]["rmse"] == pytest.approx(row["teacher_metrics"]["rmse"], rel=1e-3), row
+
+
+def test_a_depth_truth_of_inf_is_no_depth_not_an_infinite_rmse():
+    # a plugin's or torchvision set's +inf (too far: sky) was a valid pixel, and every metric went inf
+    meter = DepthMeter()
+    meter.update(torch.tensor([[2.0, 3.0, 5.0]]), torch.tensor([[2.0, 3.0, float("inf")]]))
+    assert meter.compute()["rmse"] == 0.0 and meter.n == 2

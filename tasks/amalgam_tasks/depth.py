@@ -48,7 +48,8 @@ def within_delta1(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 class DepthMeter:
     """abs rel, RMSE, delta<1.25 and scale (the geometric mean of prediction / truth) over valid
-    (ground truth > 0) pixels of the whole set."""
+    (ground truth finite and > 0: a plugin's or torchvision set's +inf is no depth, as a dense set's is) pixels of
+    the whole set."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -60,7 +61,7 @@ class DepthMeter:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred, target = pred.reshape(-1).double().cpu(), target.reshape(-1).double().cpu()
-        valid = target > 0
+        valid = torch.isfinite(target) & (target > 0)  # a +inf truth made the rmse inf
         raw, t = pred[valid], target[valid]
         answered = torch.isfinite(raw) & (raw > 0)
         # a no-answer where the truth has depth is wrong (scored as 1 mm), but says nothing of the unit
@@ -819,7 +820,7 @@ class DepthTask(Task):
 
     def supervised_loss(self, output, target):
         output = self.predict(output, tuple(target.shape[-2:]))
-        valid = target > 0
+        valid = torch.isfinite(target) & (target > 0)
         return (torch.log(output[valid].clamp(min=MIN_DEPTH)) - torch.log(target[valid])).abs().mean()
 
     def predict(self, output, size, projection=None):
