@@ -161,7 +161,7 @@ def test_a_teachers_row_on_a_set_labelled_for_part_of_its_classes_reads_the_sets
     answer = torch.tensor([[[2, 0, 1, 2]]])  # square on the painted square: right; square on a disc: wrong
     logits = torch.nn.functional.one_hot(answer, 3).permute(0, 3, 1, 2).float() * 9
     monkeypatch.setattr(ev, "answer_views", lambda *a, **k: (logits, None))
-    teacher = SimpleNamespace(task=seg, space=space, name="seg", wrap=None, output_kind="logits")
+    teacher = SimpleNamespace(task=seg, space=space, name="seg", wrap=None)
     rows = []
     for merge in (None, catch_all):
         meters = [seg.new_meter(3), seg.new_meter(3), seg.new_meter(3)]

@@ -350,10 +350,11 @@ class _Scorer:
     def _predicted(self, out: torch.Tensor, size: tuple[int, ...], keep: Optional[torch.Tensor]) -> torch.Tensor:
         """The student's prediction in this teacher's row (over its labels), resized as the teacher's answers are
         (:meth:`~amalgam.task.Task.resize_space` of its reading; the rows ``keep`` leaves)."""
-        task, kind = self.teacher.task, self.teacher.output_kind
+        task = self.teacher.task
         out = out[keep.to(out.device)] if keep is not None else out
         if not task.dense or out.dim() != 4 or tuple(out.shape[-2:]) == tuple(size):
             return task.predict(as_teachers_answer(task, out, size), size, self.projection)
+        kind = self.teacher.output_kind
         moved = as_teachers_answer(task, task.resize_space(out, kind), size)
         return task.resize_space(task.predict(moved, size, self.projection), kind, back=True)
 
