@@ -170,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = recipe_cmd("build", cmd_build, "train the student, evaluate it per task, write the report")
     p.add_argument("--output", help="run folder (default: the recipe's output)")
     p.add_argument("--force", action="store_true", help="overwrite a finished or unfinished run")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished epoch")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run where it saved last (a finished epoch, or mid-epoch after SIGTERM/SIGINT)",
+    )
     p = recipe_cmd("eval", cmd_eval, "evaluate a saved student beside the teachers")
     p.add_argument("--student", required=True, help="student.pt of a run")
     p.add_argument("--json", help="also write the report as JSON here")

@@ -219,3 +219,27 @@ def test_the_teacher_keys_said_inside_a_python_model_are_teacher_keys():
     from amalgam.config.schema import AMALGAM_TEACHER_KEYS, TeacherConfig
 
     assert set(AMALGAM_TEACHER_KEYS) <= set(TeacherConfig.model_fields)
+
+
+def test_distillation_settings_moved_from_their_defaults_are_said_and_sgds_momentum_too(world):
+    # README: each setting said, set or not; pseudo_labels, domain_weights, ... went unsaid even when set
+    from amalgam.training.schedule import distillation_line, schedule_lines
+
+    sets = ["amalgamation.pseudo_labels=0.5", "amalgamation.temperature_after_projection=true"]
+    recipe = load_recipe(world, [*sets, "train.optimizer=sgd", "train.momentum=0.8"])
+    line = distillation_line(recipe.amalgamation)
+    assert line.endswith(", temperature_after_projection True, pseudo_labels 0.5"), line
+    assert "domain_weights" not in line and "feature_weight" not in line  # at their defaults: not said
+    assert schedule_lines(recipe.train, 100, [])[1].endswith(", momentum 0.8")
+
+
+def test_an_emptied_data_eval_leaves_every_teacher_without_an_eval_set(world):
+    # README: --set data.eval={} means no eval set, each teacher's eval null; it stopped on the teachers' eval
+    recipe = load_recipe(world, ["data.eval={}"])
+    assert recipe.data.eval == {} and all(t.eval is None for t in recipe.teachers.values())
+
+
+def test_a_refused_value_our_validator_names_is_not_named_twice(world):
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(world, ["device=cuda:x"])
+    assert str(caught.value).count("got 'cuda:x'") == 1, caught.value

@@ -130,3 +130,15 @@ def test_a_peer_recipe_under_torchrun_stops_before_every_rank_trains_it_all(worl
     assert main(["build", str(peer_recipe(world, tmp_path)), "--output", str(out), "--quiet"]) == 2
     assert "peers: peer training runs in one process: run amalgam build without torchrun" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_peers_build_scores_train_max_eval_images_and_says_its_unused_sections(world, tmp_path, capsys):
+    # max_eval_images was accepted and every eval image scored; student: and amalgamation: went unsaid
+    recipe = peer_recipe(world, tmp_path)
+    out = tmp_path / "run"
+    sets = ["--set", "train.max_eval_images=2", "--set", "amalgamation.temperature=3"]
+    assert main(["build", str(recipe), "--output", str(out), *sets]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert all(p["top1"] in (0.0, 0.5, 1.0) for p in report["peers"]), report["peers"]  # of 2 images
+    said = capsys.readouterr().out
+    assert "student: not used by a peers build" in said and "amalgamation: not used by a peers build" in said

@@ -328,6 +328,13 @@ def check_peers(recipe: Recipe) -> None:
         raise RecipeError("peers.input", f"mean and std need {count_of(peers.input.channels, 'value')}")
 
 
+def unused_peers_sections(recipe: Recipe) -> list[str]:
+    """Log lines for a peers recipe's ``student`` and ``amalgamation`` sections, which it does not read (they went
+    unsaid; not refused: a peers recipe may share a base with distillation ones)."""
+    unused = [s for s in ("student", "amalgamation") if s in recipe.model_fields_set]
+    return [f"{s}: not used by a peers build (it trains peers.model from labels, no teachers)" for s in unused]
+
+
 def unused_student_keys(recipe: Recipe) -> list[str]:
     """Log lines for ``student`` keys the student type does not use: an integer ``branch_at`` away
     from its default on a student without branches (a variant may set one to undo its base's tree), and

@@ -98,6 +98,10 @@ def apply_override(raw: dict, assignment: str) -> None:
         node.pop(key, None)
         return
     node[key] = parsed if parsed == {} else merge_recipes(node, {key: parsed}, tuple(parts[:-1]))[key]
+    if parts == ["data", "eval"] and parsed == {}:  # no eval set: nothing for a teacher (or the peers) to name
+        for holder in [*(raw.get("teachers") or {}).values(), raw.get("peers")]:
+            if isinstance(holder, dict):
+                holder["eval"] = None
 
 
 def format_validation_error(err: dict, hint: str = "") -> RecipeError:
@@ -116,8 +120,9 @@ def format_validation_error(err: dict, hint: str = "") -> RecipeError:
             f"a name YAML reads as {type(got).__name__} {got!r} (no/yes/on/off/null and numbers are read so):"
             " quote it, e.g. 'no':",
         )
-    shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
-    return RecipeError(path, f"{err['msg'].removeprefix('Value error, ')}{shown}")
+    message = err["msg"].removeprefix("Value error, ")
+    said = isinstance(got, (dict, list)) or ", got " in message  # a validator of ours names the value itself
+    return RecipeError(path, message + ("" if said else f", got {got!r}"))
 
 
 def _did_you_mean(loc: tuple) -> str:

@@ -594,6 +594,15 @@ def _set_orientation(dataset: ImageSet, exif: str) -> None:
         raise AmalgamError("exif: applies to image files (folder, imagefolder, dense, coco), not to this type")
 
 
+def eval_limit(cfg: SourceConfig, max_eval_images: Optional[int]) -> SourceConfig:
+    """An eval set's block with ``train.max_eval_images`` as its ``limit`` where that is smaller: only
+    the images scored are checked, and they are the same even spread ``limit`` keeps (the first N
+    of a sorted imagefolder set were its first classes only)."""
+    if max_eval_images is None or (cfg.limit is not None and cfg.limit <= max_eval_images):
+        return cfg
+    return cfg.model_copy(update={"limit": max_eval_images})
+
+
 def limit_set(dataset: ImageSet, limit: int) -> Optional[str]:
     """Keeps ``limit`` images of a set (recipe ``limit``, by the set's own :meth:`ImageSet.keep`);
     returns the line saying which, or None when it keeps them all."""

@@ -14,8 +14,9 @@ import torch
 from amalgam.config.checks import unused_settings, unused_student_keys
 from amalgam.config.ensembles import ensemble_lines
 from amalgam.config.label_entries import space_of
-from amalgam.config.schema import AMALGAM_TEACHER_KEYS, Recipe, SourceConfig
+from amalgam.config.schema import AMALGAM_TEACHER_KEYS, Recipe
 from amalgam.data import ImageSet, MixedSources, build_image_set, shared_images
+from amalgam.data.sources import eval_limit
 from amalgam.data.views import ViewSpec, same_view
 from amalgam.distill.eval_checks import (  # noqa: F401 - the unused ones: importable from here before the split
     ReadingStop,
@@ -466,15 +467,6 @@ def unscored_set(plan: Plan, key: str, log: Callable[[str], None]) -> None:
     )
     log(f"data.eval.{key}: warning: {line}")
     plan.data_warnings.append(f"data.eval.{key}: {line}")
-
-
-def eval_limit(cfg: SourceConfig, max_eval_images: Optional[int]) -> SourceConfig:
-    """An eval set's block with ``train.max_eval_images`` as its ``limit`` where that is smaller: only
-    the images scored are checked, and they are the same even spread ``limit`` keeps (the first N
-    of a sorted imagefolder set were its first classes only)."""
-    if max_eval_images is None or (cfg.limit is not None and cfg.limit <= max_eval_images):
-        return cfg
-    return cfg.model_copy(update={"limit": max_eval_images})
 
 
 def overlap_warnings(plan: Plan) -> list[tuple[str, str]]:

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
+from amalgam.config.checks import unused_peers_sections
 from amalgam.config.schema import PEERS_UNUSED_TRAIN_KEYS as UNUSED_TRAIN_KEYS  # noqa: F401 (its old home)
 from amalgam.config.schema import PeersConfig, Recipe
 from amalgam.data import build_image_set
+from amalgam.data.sources import eval_limit
 from amalgam.errors import AmalgamError
 from amalgam.io import atomic_save, write_json
 from amalgam.kd.peers import ONE, PEER_STRATEGIES
@@ -84,6 +86,8 @@ def peer_loss(cfg: PeersConfig, z: torch.Tensor, ens: torch.Tensor, y: torch.Ten
 
 def _labelled(recipe: Recipe, group: str, key: str):
     cfg = getattr(recipe.data, group)[key]
+    if group == "eval":  # scored on train.max_eval_images of them, as a distillation build is
+        cfg = eval_limit(cfg, recipe.train.max_eval_images)
     dataset = build_image_set(f"data.{group}.{key}", cfg, recipe.resolve, tuple(recipe.data.image_size), True)
     names = recipe.peers.labels
     if "label" not in dataset.target_keys or not dataset.classes:
@@ -107,6 +111,7 @@ def train_peers(
     ``resume`` from it ends where an uninterrupted run would.
     """
     cfg, train = recipe.peers, recipe.train
+    list(map(log, unused_peers_sections(recipe)))
     torch.manual_seed(recipe.seed)
     model = build_peers(cfg, recipe.base_dir).to(device)
     dataset, remap = _labelled(recipe, "sources", cfg.source)

@@ -69,13 +69,17 @@ def said_settings(section: BaseModel, keys: tuple[str, ...], name: str = "") -> 
     return ", ".join(parts)
 
 
-#: the distillation settings every build says, defaults marked (a trial found the changed defaults unsaid)
+#: the distillation settings every build says, defaults marked (a trial found the changed defaults unsaid) ...
 DISTILL_SETTINGS = ("temperature", "class_balance", "focal", "features")
+#: ... and those it says where the recipe moves them from their defaults (set, they went unsaid)
+DISTILL_SETTINGS_MOVED = ("temperature_after_projection", "pseudo_labels", "domain_weights", "feature_weight")
 
 
 def distillation_line(amalgamation: BaseModel) -> str:
     """What ``inspect`` and the build log say about the distillation's settings, defaults marked."""
-    return "distillation: " + said_settings(amalgamation, DISTILL_SETTINGS, "amalgamation")
+    defaults = type(amalgamation).model_fields
+    moved = tuple(k for k in DISTILL_SETTINGS_MOVED if getattr(amalgamation, k) != defaults[k].default)
+    return "distillation: " + said_settings(amalgamation, DISTILL_SETTINGS + moved, "amalgamation")
 
 
 def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks: list[str]) -> list[str]:
@@ -84,10 +88,11 @@ def schedule_lines(train: TrainConfig, source_images: Optional[int], dense_tasks
         return []
     steps = optimizer_steps(train, source_images or 0)
     warm = warmup_steps(train, steps)
+    momentum = ("momentum",) if train.optimizer == "sgd" else ()  # AdamW has none: said as unused where set
     lines = [
         f"schedule: {train.epochs} epochs of {train.samples_per_epoch or source_images:,} images, {steps:,} steps"
         + (f" (the first {warm:,} warm up)" if warm else ""),
-        "  training: " + said_settings(train, ("optimizer", "lr", "schedule", "batch_size", "weight_decay")),
+        "  training: " + said_settings(train, ("optimizer", "lr", "schedule", "batch_size", "weight_decay") + momentum),
     ]
     scale = train.encoder_lr_scale
     if scale != 1:
