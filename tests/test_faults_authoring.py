@@ -233,12 +233,6 @@ def test_distillation_settings_moved_from_their_defaults_are_said_and_sgds_momen
     assert schedule_lines(recipe.train, 100, [])[1].endswith(", momentum 0.8")
 
 
-def test_an_emptied_data_eval_leaves_every_teacher_without_an_eval_set(world):
-    # README: --set data.eval={} means no eval set, each teacher's eval null; it stopped on the teachers' eval
-    recipe = load_recipe(world, ["data.eval={}"])
-    assert recipe.data.eval == {} and all(t.eval is None for t in recipe.teachers.values())
-
-
 def test_a_refused_value_our_validator_names_is_not_named_twice(world):
     with pytest.raises(RecipeError) as caught:
         load_recipe(world, ["device=cuda:x"])

@@ -47,8 +47,8 @@ def test_a_mapping_override_merges_key_by_key_as_a_base_variant_does(world):
     # {} typed on a command line empties: no fixed weight given (every term 1), no eval set
     emptied = load_recipe(world, ["amalgamation.task_weights={cls: 2.0}", "amalgamation.task_weights={}"])
     assert emptied.amalgamation.task_weights == {}
-    with pytest.raises(RecipeError, match="unknown eval set .* none defined"):  # the eval sets are gone
-        load_recipe(world, ["data.eval={}"])
+    no_eval = load_recipe(world, ["data.eval={}"])  # the eval sets are gone, and with them every teacher's eval
+    assert no_eval.data.eval == {} and all(t.eval is None for t in no_eval.teachers.values())
 
 
 def test_a_mapping_override_naming_another_kind_replaces_its_arguments(world):
