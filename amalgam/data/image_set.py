@@ -40,6 +40,9 @@ class ImageSet(Dataset):
     #: its EXIF-turned images that fit their maps either way (turned 180 degrees, square), read upright: set by
     #: the file check (``verify_files``), read by the teacher checks (``exif_doubt``)
     exif_either: int = 0
+    #: its large JPEGs are decoded at a reduced scale keeping this short side (None: whole): a training source's,
+    #: set by ``build_image_set`` where its check found such images; read by the loads and the teacher cache's key
+    least_side: Optional[int] = None
     #: the images it held before a ``limit`` kept some (None: not cut)
     total_images: Optional[int] = None
 

@@ -64,9 +64,6 @@ class FolderSet(ImageSet):
     """Every image under a folder, recursively; unlabeled."""
 
     upright = True  # read by the EXIF orientation (recipe ``exif: upright``), or as stored
-    #: a training source's large JPEGs are decoded at a reduced scale keeping this short side (None: whole);
-    #: set by :func:`build_image_set` where its check found such images
-    least_side: Optional[int] = None
 
     def __init__(self, files: list[Path], skipped: Optional[Counter] = None):
         self.files = files

@@ -63,8 +63,8 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: s
         src_name = plan.sources.names[sid]
         config = recipe.data.sources[src_name].model_dump(mode="json", exclude=NOT_IN_KEY)
         sources[src_name] = {"config": config, **fingerprint(dataset)}
-        if (side := getattr(dataset, "least_side", None)) is not None:  # its large JPEGs decoded at a reduced scale
-            sources[src_name]["least_side"] = side
+        if dataset.least_side is not None:  # its large JPEGs decoded at a reduced scale
+            sources[src_name]["least_side"] = dataset.least_side
     return {
         "format": CACHE_FORMAT,
         "input": json.loads(json.dumps(dataclasses.asdict(plan.teachers[name].input_spec))),  # as read back

@@ -302,6 +302,7 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
     recipe = plan.recipe
     size = tuple(recipe.data.image_size)
     originals = plan.needs_originals  # else every view is the student's: nothing more is loaded
+    least_side = plan.least_side
     sets = []
     for key, cfg in recipe.data.sources.items():
         log(f"scanning source '{key}' ({cfg.type})")
@@ -314,7 +315,7 @@ def scan_data(plan: Plan, log: Callable[[str], None] = print) -> None:
                 False,
                 log=log,
                 originals=originals,
-                least_side=plan.least_side,
+                least_side=least_side,
             )  # fmt: skip
         )
     plan.sources = MixedSources(sets, list(recipe.data.sources))

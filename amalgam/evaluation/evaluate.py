@@ -320,11 +320,11 @@ class _Scorer:
         images = views.student
         for rows, target in by_size(batch[task.target_key], images.device):
             size = prediction_size(task, target, images)
-            s_out = as_teachers_answer(task, student_out[task.name][rows.to(images.device)], size)
+            s_out = student_out[task.name][rows.to(images.device)]  # resized by each row that scores it
             t_target = self._mapped(target, self.teacher_lut, lambda: len(self.teacher.space))
             if self.with_unified:
                 u_target = self._mapped(target, self.unified_lut, lambda: self.projection.shape[1])
-                u_pred = task.predict(s_out, size)
+                u_pred = task.predict(as_teachers_answer(task, s_out, size), size)
                 if self.catch_all is not None:
                     u_pred = self.catch_all.merged(u_pred, target)
                 self.meters[2].update(u_pred, u_target)
@@ -342,18 +342,16 @@ class _Scorer:
                 self.coverage.count(t_target)
             if t_out is not None:
                 self.meters[0].update(self._merged(task.predict(t_out, size), target, keep), t_target)
-            s_row = self._predicted(student_out[task.name][rows.to(images.device)], size, keep)
-            self.meters[1].update(self._merged(s_row, target, keep), t_target)
+            self.meters[1].update(self._merged(self._predicted(s_out, size), target, keep), t_target)
             self._count_outside(s_out, t_target)
         self.seen += len(batch["image"])
 
-    def _predicted(self, out: torch.Tensor, size: tuple[int, ...], keep: Optional[torch.Tensor]) -> torch.Tensor:
+    def _predicted(self, out: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
         """The student's prediction in this teacher's row (over its labels), resized as the teacher's answers are
-        (:meth:`~amalgam.task.Task.resize_space` of its reading; the rows ``keep`` leaves)."""
+        (:meth:`~amalgam.task.Task.resize_space` of its reading)."""
         task = self.teacher.task
-        out = out[keep.to(out.device)] if keep is not None else out
-        if not task.dense or out.dim() != 4 or tuple(out.shape[-2:]) == tuple(size):
-            return task.predict(as_teachers_answer(task, out, size), size, self.projection)
+        if not task.dense or out.dim() != 4 or tuple(out.shape[-2:]) == tuple(size):  # nothing to resize
+            return task.predict(out, size, self.projection)
         kind = self.teacher.output_kind
         moved = as_teachers_answer(task, task.resize_space(out, kind), size)
         return task.resize_space(task.predict(moved, size, self.projection), kind, back=True)
