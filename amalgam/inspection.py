@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from amalgam.config.checks import unused_peers_sections
 from amalgam.config.schema import Recipe
 from amalgam.distill.cache import TeacherCache
 from amalgam.distill.mirror_check import unflipped_sources
@@ -66,6 +67,7 @@ class Inspection:
             f"peers: {p.strategy}, {p.count} x {p.model.source} model ({self.student_params:,} params in all)",
             f"  labels: {p.labels}",
             f"  trained on '{p.source}' with labels, eval {p.eval or '-'}",
+            *unused_peers_sections(r),
         ]
 
     def _lines(self) -> list[str]:

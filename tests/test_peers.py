@@ -142,3 +142,10 @@ def test_a_peers_build_scores_train_max_eval_images_and_says_its_unused_sections
     assert all(p["top1"] in (0.0, 0.5, 1.0) for p in report["peers"]), report["peers"]  # of 2 images
     said = capsys.readouterr().out
     assert "student: not used by a peers build" in said and "amalgamation: not used by a peers build" in said
+
+
+def test_inspect_of_a_peers_recipe_says_its_unused_sections_too(world, tmp_path, capsys):
+    recipe = peer_recipe(world, tmp_path)
+    assert main(["inspect", str(recipe), "--set", "amalgamation.temperature=3"]) == 0
+    said = capsys.readouterr().out
+    assert "student: not used by a peers build" in said and "amalgamation: not used by a peers build" in said
