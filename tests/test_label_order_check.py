@@ -675,9 +675,9 @@ def test_the_check_says_which_of_its_images_are_grey(tmp_path, monkeypatch):
     monkeypatch.setattr(eval_checks, "answer_views", lambda *args, **kwargs: (torch.zeros(1, 2), None))
     task = SimpleNamespace(target_key="label", dense=False, predict=lambda out, size: out.argmax(1))
     plan = SimpleNamespace(student_view=ViewSpec((16, 16)))
-    grey: list[bool] = []
-    eval_checks.eval_answers(plan, SimpleNamespace(task=task), dataset, 3, grey=grey)
+    grey = [eval_checks.eval_answers(plan, SimpleNamespace(task=task), dataset, 1, [i]).grey for i in range(3)]
     assert grey == [True, True, False]
+    assert not eval_checks.eval_answers(plan, SimpleNamespace(task=task), dataset, 3).grey  # one colour image: not all
 
 
 def probe_world_with_order(scores: dict, reversed_score: float, order):

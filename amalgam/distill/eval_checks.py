@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import torch
 
@@ -102,10 +102,9 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
     check = teacher.task.eval_reading
     if check is None and teacher.task.reading_quality is None:
         return False
-    grey: list[bool] = []
-    answers, truths = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES, grey=grey)
+    answers, truths, grey = eval_answers(plan, teacher, dataset, READING_CHECK_IMAGES)
     if check is None:  # a task with a quality and no reading check: its input probes only
-        probe_input(plan, teacher, dataset, answers, truths, log, all(grey))
+        probe_input(plan, teacher, dataset, answers, truths, log, grey)
         return False
     reading = check(teacher.name, teacher.output_kind, answers, truths)
     where = f"against '{teacher.eval_name}' before training"
@@ -120,7 +119,7 @@ def check_reading_on_eval(plan: Plan, teacher: Teacher, dataset: ImageSet, log: 
         said_before_training(plan, log, line.replace("<set>", teacher.eval_name) + doubt)
     for line in reading.repeated:  # evaluation says it again, measured on every eval image
         log(f"warning: {line}")
-    probe_input(plan, teacher, dataset, answers, truths, log, all(grey))
+    probe_input(plan, teacher, dataset, answers, truths, log, grey)
     return bool(reading.rule) and not (reading.warnings or reading.repeated)  # checked, nothing to say: a peer
 
 
@@ -141,7 +140,7 @@ def probe_input(
     current = quality(teacher.output_kind, answers, truths) if quality else None
     if current is None:
         return
-    read = lambda: eval_answers(plan, teacher, dataset, len(truths))[0]  # noqa: E731
+    read = lambda: eval_answers(plan, teacher, dataset, len(truths)).answers  # noqa: E731
     answered = ProbeAnswers(read, teacher, lambda again: quality(teacher.output_kind, again, truths), answers)
 
     def score() -> float:
@@ -312,9 +311,8 @@ def check_label_order_on_eval(
         return
     lut = lookup(dataset.classes, space, plan.extents(task.name))
     picks = None if task.dense else per_class_picks(dataset, ORDER_PICKS, ORDER_CHECK_ITEMS)
-    grey: list[bool] = []
-    answers, truths = eval_answers(
-        plan, teacher, dataset, READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS, picks, grey
+    answers, truths, grey = eval_answers(
+        plan, teacher, dataset, READING_CHECK_IMAGES if task.dense else ORDER_CHECK_ITEMS, picks
     )
     by_set_class = _confusion(answers, truths, len(space), rows=len(dataset.classes))
     truths = [apply_lookup(t, lut) for t in truths]
@@ -322,7 +320,7 @@ def check_label_order_on_eval(
     judged = _judged(matrix, ORDER_MIN_PIXELS if task.dense else ORDER_MIN_ITEMS)
     where = f"on {len(truths)} images of '{teacher.eval_name}', before training"
 
-    read = lambda: eval_answers(plan, teacher, dataset, len(truths), picks)[0]  # noqa: E731
+    read = lambda: eval_answers(plan, teacher, dataset, len(truths), picks).answers  # noqa: E731
     answered = ProbeAnswers(read, teacher, lambda again: _confusion(again, truths, len(space)), answers)
 
     def score(metric: Callable = mean_recall) -> float:  # the same images, as fed now; NaN: it collapses there
@@ -336,7 +334,7 @@ def check_label_order_on_eval(
     enough = swapped >= max(ORDER_MIN_CLASSES, ORDER_SHARE * len(judged))
     out_of_order = bool(line) and (enough or has_swapped_pair(mostly))
     if not out_of_order:  # labels out of order make any input look wrong: the probes are for a teacher named right
-        _probe_labelled_input(plan, teacher, score, matrix, judged, (len(truths), where, all(grey)), log)
+        _probe_labelled_input(plan, teacher, score, matrix, judged, (len(truths), where, grey), log)
     blind = blind_line(teacher.name, list(space.names), matrix, task.dense)
     least, unit = (ORDER_MIN_PIXELS, "pixels") if task.dense else (ORDER_PICKS - 2, "images")
     extent = plan.extents(task.name)
@@ -515,28 +513,30 @@ def _probe_labelled_input(
     probe_teacher_input(plan, teacher, measures, None if grey else iou, (count, len(judged), where), log)
 
 
+class EvalAnswers(NamedTuple):
+    """A plain teacher's answers on some eval images, their targets, and whether every image is grey."""
+
+    answers: list[torch.Tensor]
+    truths: list[torch.Tensor]
+    grey: bool  # R = G = B on every image: their channel order cannot be told
+
+
 def eval_answers(
-    plan: Plan,
-    teacher: Teacher,
-    dataset: ImageSet,
-    count: int,
-    indices: Optional[list[int]] = None,
-    grey: Optional[list[bool]] = None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    plan: Plan, teacher: Teacher, dataset: ImageSet, count: int, indices: Optional[list[int]] = None
+) -> EvalAnswers:
     """The plain teacher's predictions (at each target's size, as evaluation scores them) and the
     targets of ``count`` images spread over ``dataset`` (or of ``indices``), one image at a time
-    (originals differ in size); ``grey``, where given, gets whether each image is grey (R = G = B)."""
+    (originals differ in size), and whether all of them are grey."""
     task = teacher.task
-    answers, truths = [], []
+    answers, truths, grey = [], [], True
     with with_originals(dataset):
         for index in spread(len(dataset), count) if indices is None else indices:  # one original held at a time
             sample = dataset[index]
             truth = torch.as_tensor(sample[task.target_key])
             answers.append(_plain_answer(plan, teacher, sample, map_size(truth, batched=False) if task.dense else None))
             truths.append(truth)
-            if grey is not None:
-                grey.append(is_grey(sample.get("original", sample["image"])))
-    return answers, truths
+            grey = grey and is_grey(sample.get("original", sample["image"]))
+    return EvalAnswers(answers, truths, grey)
 
 
 def is_grey(image: torch.Tensor) -> bool:
