@@ -182,6 +182,9 @@ def test_a_peers_build_refuses_the_train_keys_it_does_not_use(world, tmp_path):
         load_recipe(peer_recipe(world, tmp_path), ["train.augment=false"])
     with pytest.raises(RecipeError, match=r"train\.eval_every: not used by a peers build"):
         load_recipe(peer_recipe(world, tmp_path), ["train.eval_every=1"])
+    source = next(iter(load_recipe(peer_recipe(world, tmp_path)).data.sources))
+    with pytest.raises(RecipeError, match=rf"data\.sources\.{source}\.flip: not used by a peers build"):
+        load_recipe(peer_recipe(world, tmp_path), [f"data.sources.{source}.flip=true"])
     assert load_recipe(peer_recipe(world, tmp_path), ["train.optimizer=sgd", "train.schedule=step"]).peers
 
 
