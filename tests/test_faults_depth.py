@@ -1004,6 +1004,17 @@ def test_the_student_in_a_relative_teachers_row_is_resized_as_the_teacher_is(tmp
     assert row["student_metrics"]["rmse"] == pytest.approx(row["teacher_metrics"]["rmse"], rel=1e-3), row
 
 
+def test_the_whole_label_space_row_of_a_student_of_relative_teachers_is_resized_as_their_disparity(tmp_path):
+    # the teacher's row resized the student's answer as disparity, the unified row (the same student, the same
+    # fit) as depth: one student, two scores on one set
+    root = write_edges(tmp_path, scale=2)
+    plan_of(root, "relative", output="relative")
+    report = amalgam.evaluate(root / "relative.yaml", ReadsImage(3.0), quiet=True)
+    (row,) = [t for t in report["tasks"] if t["teacher"] == "d"]
+    (unified,) = [u for u in report["unified"] if u["task"] == "depth"]
+    assert unified["metrics"]["rmse"] == pytest.approx(row["student_metrics"]["rmse"], rel=1e-5), (unified, row)
+
+
 def test_a_depth_truth_of_inf_is_no_depth_not_an_infinite_rmse():
     # a plugin's or torchvision set's +inf (too far: sky) was a valid pixel, and every metric went inf
     meter = DepthMeter()

@@ -310,6 +310,8 @@ class _Scorer:
     teacher_catch_all: Optional[CatchAll] = None
     #: the set's classes no teacher knows, which the whole-label-space row scores as the background
     as_background: list[str] = field(default_factory=list)
+    #: the reading the whole-label-space row scores and resizes the student's answer as (:func:`unified_kind`)
+    unified_kind: Optional[str] = None
 
     def update(self, views: BatchViews, student_out: dict, batch: dict) -> None:
         """Scores one batch at each dense label map's own resolution (rows grouped by size).
@@ -324,7 +326,7 @@ class _Scorer:
             t_target = self._mapped(target, self.teacher_lut, lambda: len(self.teacher.space))
             if self.with_unified:
                 u_target = self._mapped(target, self.unified_lut, lambda: self.projection.shape[1])
-                u_pred = task.predict(as_teachers_answer(task, s_out, size), size)
+                u_pred = predicted_as(task, s_out, size, self.unified_kind)
                 if self.catch_all is not None:
                     u_pred = self.catch_all.merged(u_pred, target)
                 self.meters[2].update(u_pred, u_target)
@@ -342,19 +344,10 @@ class _Scorer:
                 self.coverage.count(t_target)
             if t_out is not None:
                 self.meters[0].update(self._merged(task.predict(t_out, size), target, keep), t_target)
-            self.meters[1].update(self._merged(self._predicted(s_out, size), target, keep), t_target)
+            s_pred = predicted_as(task, s_out, size, self.teacher.output_kind, self.projection)
+            self.meters[1].update(self._merged(s_pred, target, keep), t_target)
             self._count_outside(s_out, t_target)
         self.seen += len(batch["image"])
-
-    def _predicted(self, out: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-        """The student's prediction in this teacher's row (over its labels), resized as the teacher's answers are
-        (:meth:`~amalgam.task.Task.resize_space` of its reading)."""
-        task = self.teacher.task
-        if not task.dense or out.dim() != 4 or tuple(out.shape[-2:]) == tuple(size):  # nothing to resize
-            return task.predict(out, size, self.projection)
-        kind = self.teacher.output_kind
-        moved = as_teachers_answer(task, task.resize_space(out, kind), size)
-        return task.resize_space(task.predict(moved, size, self.projection), kind, back=True)
 
     def _merged(self, pred: torch.Tensor, target: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
         """``pred`` over the teacher's labels with :attr:`teacher_catch_all` applied (``target``: the set's values)."""
@@ -389,6 +382,17 @@ class _Scorer:
         else:
             bad = torch.isin(positions, torch.tensor(self.left_out, dtype=positions.dtype))
         return ~bad if bool(bad.any()) else None
+
+
+def predicted_as(
+    task, out: torch.Tensor, size: tuple[int, ...], kind: Optional[str], projection: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """The student's prediction at ``size`` (over ``projection``'s labels, if given), resized as an answer of
+    reading ``kind`` is (:meth:`~amalgam.task.Task.resize_space`): a row scores teacher and student alike."""
+    if not task.dense or out.dim() != 4 or tuple(out.shape[-2:]) == tuple(size):  # nothing to resize
+        return task.predict(out, size, projection)
+    moved = as_teachers_answer(task, task.resize_space(out, kind), size)
+    return task.resize_space(task.predict(moved, size, projection), kind, back=True)
 
 
 def as_teachers_answer(task, out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -629,6 +633,8 @@ def _scorers(
             scorers[name].unified_unscored = unscored_in_space(classes, lut, extent)
             scorers[name].catch_all = set_catch_all(plan, task, classes, unified_lut, space, extent)
             scorers[name].as_background = unknown_as_background(classes, lut, space, extent, plan, task)
+        if scorers[name].with_unified:
+            scorers[name].unified_kind = unified_kind(plan, task)
         unified_tasks.add(task.name)
     return scorers
 
