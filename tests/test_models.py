@@ -315,7 +315,8 @@ def test_a_prefixed_network_beside_other_parts_gets_the_command_that_keeps_it(tm
         r"the model's keys are found under each of 'model\.', 'ema_model\.', the model's own do not have them:"
         r" amalgam does not choose between two copies of the network; save the one meant"
         if beside == "ema_model"
-        else r"the model's keys are those under 'model\.' \(beside criterion\.\)"
+        else r"the network's keys are those under 'model\.' \(beside criterion\.\), which the model's keys do not"
+        r" start with: save the inner network's state_dict"
     )
     with pytest.raises(AmalgamError, match=said) as info:
         load_checkpoint(tiny(), path, "teacher 'x'")

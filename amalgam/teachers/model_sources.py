@@ -72,10 +72,22 @@ def _check_names(kind: str, name: Any, valid: list[str], key: str = "name") -> N
         raise AmalgamError(f"{key}: unknown {kind} '{name}'{hint}")
 
 
+#: torchvision builders that set ``transform_input`` true when given torchvision's weights and leave it false
+#: without: a network fine-tuned from those weights needs it true, and its state dict does not say so
+TRANSFORM_INPUT_BUILDERS = ("googlenet", "inception_v3", "quantized_googlenet", "quantized_inception_v3")
+
+
 def _torchvision_check(kw: dict, base: Path) -> None:
     import torchvision
 
-    _check_names("torchvision model", kw.get("name"), torchvision.models.list_models())
+    name = kw.get("name")
+    _check_names("torchvision model", name, torchvision.models.list_models())
+    if name in TRANSFORM_INPUT_BUILDERS and kw.get("weights") is None and "transform_input" not in kw:
+        raise AmalgamError(  # a trial's fine-tuned googlenet ran at top-1 0.24 for its own 0.70, without a word
+            f"transform_input: required for torchvision's {name}, which re-normalises its input with it: set true"
+            " if the checkpoint was fine-tuned from torchvision's ImageNet weights (built with them, it is true),"
+            " false if the network was trained from scratch (torchvision's default without weights)"
+        )
 
 
 def _torchvision_build(kw: dict, base: Path) -> nn.Module:
@@ -91,7 +103,16 @@ def _torchvision_build(kw: dict, base: Path) -> nn.Module:
     for key in ("weights", "weights_backbone"):
         if key in params:
             kw.setdefault(key, None)
-    return torchvision.models.get_model(name, **kw)
+    try:
+        return torchvision.models.get_model(name, **kw)
+    except OSError as exc:  # urllib's URLError among them: the weights asked for are not in torch's cache
+        asked = [f"{key}: {kw[key]}" for key in ("weights", "weights_backbone") if kw.get(key) is not None]
+        if not asked:
+            raise
+        raise AmalgamError(
+            f"{' and '.join(asked)}: torchvision could not download them ({error_line(exc)}); amalgam reads a"
+            " teacher's weights from checkpoint: (a state_dict file): leave out weights and give that file"
+        ) from None
 
 
 def _timm_check(kw: dict, base: Path) -> None:
@@ -254,6 +275,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 DDP_PREFIX = "module."
+#: prefixes a wrapper puts before every key of the network it wraps, stripped and said: DDP's (an AveragedModel's
+#: too) and torch.compile's, in either order (``torch.compile(DDP(model))`` saves ``_orig_mod.module.``)
+STRIPPED_PREFIXES = {DDP_PREFIX: "DDP's", "_orig_mod.": "torch.compile's"}
 #: torch.optim.swa_utils.AveragedModel (EMA, SWA; torchvision's ``model_ema``) saves its step count
 #: beside the averaged network's weights, which it holds as ``module``
 AVERAGED_COUNT = "n_averaged"
@@ -307,17 +331,17 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
         raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state, path)}")
     note = _entry_note(wrapper, taken)
     weights = [k for k in state if k != AVERAGED_COUNT]
-    if weights and all(k.startswith(DDP_PREFIX) for k in weights):
-        averaged = len(weights) < len(state)
-        state = {k[len(DDP_PREFIX) :]: state[k] for k in weights}
+    while weights and (prefix := next((p for p in STRIPPED_PREFIXES if all(k.startswith(p) for k in weights)), None)):
+        averaged = prefix == DDP_PREFIX and len(weights) < len(state)
+        state = {k[len(prefix) :]: state[k] for k in weights}
         stripped = (
-            f"an AveragedModel's (EMA, SWA) weights: '{DDP_PREFIX}' prefix stripped from every key, {AVERAGED_COUNT}"
+            f"an AveragedModel's (EMA, SWA) weights: '{prefix}' prefix stripped from every key, {AVERAGED_COUNT}"
             " left out"
             if averaged
-            else f"DDP's '{DDP_PREFIX}' prefix stripped from every key"
+            else f"{STRIPPED_PREFIXES[prefix]} '{prefix}' prefix stripped from every key"
         )
         note = f"{note}; {stripped}" if note else stripped
-        taken = [*taken, DDP_PREFIX]
+        taken, weights = [*taken, prefix], list(state)
     return state, taken, note
 
 
@@ -410,8 +434,8 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
         return ""
     prefix = fits[0]  # the command's; every fitting one is named, so that the user picks (model. or ema.)
     out = f"{path}.inner.pt"
-    entry = "".join(f"[{key!r}]" for key in taken if key != DDP_PREFIX)
-    ddp = DDP_PREFIX if DDP_PREFIX in taken else ""
+    entry = "".join(f"[{key!r}]" for key in taken if key not in STRIPPED_PREFIXES)
+    ddp = "".join(key for key in taken if key in STRIPPED_PREFIXES)  # in the order they were stripped
     cut = len(prefix) + len(ddp)
     strip = (
         f"import torch; s = torch.load({str(path)!r}){entry}; torch.save({{k[{cut}:]: v for k, v in s.items()"
@@ -422,9 +446,9 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
     )
     beside = f" (beside {', '.join(others[:4])})" if others else ""
     said = (
-        f"every checkpoint key starts with '{prefix}'"
+        f"every checkpoint key starts with '{prefix}', which the model's keys do not"
         if not others
-        else f"the model's keys are those under '{prefix}'{beside}"
+        else f"the network's keys are those under '{prefix}'{beside}, which the model's keys do not start with"
     )
     if len(fits) > 1:  # two copies of the network (its weights and their EMA): amalgam does not choose
         said = f"the model's keys are found under each of {', '.join(repr(f) for f in fits)}, the model's own"
@@ -433,7 +457,7 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
             f' meant as a state_dict, e.g. python -c "{strip}" (for {prefix!r}), and point the recipe at {out})'
         )
     return (
-        f" ({said}, the model's do not: save the inner network's state_dict,"
+        f" ({said}: save the inner network's state_dict,"
         f' e.g. python -c "{strip}" (for {prefix!r}), and point the recipe at {out})'
     )
 
@@ -509,19 +533,32 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
             )
     extra = [k for k in state if k not in own]
     if extra:
-        # torchvision's segmentation models keep an auxiliary head only when built with aux_loss
-        aux = " (a torchvision model trained with its auxiliary head: set model.aux_loss: true)"
-        hint = aux if extra[0].startswith("aux_classifier.") else ""
+        hint = _aux_extra_hint(extra)
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: unexpected key '{extra[0]}'{hint}")
     state = {**{k: torch.zeros((), dtype=torch.long) for k in own if k not in state}, **state}  # step counts only
     model.load_state_dict(state)
     return note
 
 
+#: the first names of the auxiliary classifiers of torchvision's googlenet and inception_v3 (``aux_logits``)
+AUX_LOGITS_MODULES = ("aux1.", "aux2.", "AuxLogits.")
+
+
 def _aux_missing_hint(missing: list[str]) -> str:
     """The fix for a torchvision model built with an auxiliary head its checkpoint lacks."""
     if all(k.startswith("aux_classifier.") for k in missing):
         return " (a torchvision model trained without its auxiliary head: leave out model.aux_loss, or set it false)"
+    if all(k.startswith(AUX_LOGITS_MODULES) for k in missing):  # built without weights, aux_logits defaults true
+        return " (a torchvision model saved without its auxiliary classifiers: set model.aux_logits: false)"
+    return ""
+
+
+def _aux_extra_hint(extra: list[str]) -> str:
+    """The fix for a checkpoint holding a torchvision auxiliary head the model was built without."""
+    if extra[0].startswith("aux_classifier."):  # segmentation models keep it only when built with aux_loss
+        return " (a torchvision model trained with its auxiliary head: set model.aux_loss: true)"
+    if all(k.startswith(AUX_LOGITS_MODULES) for k in extra):
+        return " (a torchvision model saved with its auxiliary classifiers: set model.aux_logits: true)"
     return ""
 
 
@@ -677,7 +714,14 @@ def _every_state_dict(path: Path) -> list[dict[str, torch.Tensor]]:
     except Exception:  # noqa: BLE001 - not a weights file
         return []
     tops = [raw] if _is_state_dict(raw) else [raw[e] for e in _state_dict_entries(raw)]
-    return [variant for top in tops for variant in (top, {k.removeprefix(DDP_PREFIX): v for k, v in top.items()})]
+    return [variant for top in tops for variant in (top, _unwrapped(top))]
+
+
+def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the wrapper prefixes every key starts with stripped (:data:`STRIPPED_PREFIXES`)."""
+    while state and (prefix := next((p for p in STRIPPED_PREFIXES if all(k.startswith(p) for k in state)), None)):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
 
 
 def _holds(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> Optional[bool]:
