@@ -43,6 +43,8 @@ class ResolvedInput:
     origin: dict[str, str] = field(default_factory=dict)
     channel_order: str = "rgb"
     crop: float = 1.0
+    #: said after the values: which timm tag's pretrained_cfg they are of, and other tags that state others
+    timm_note: str = ""
 
     @property
     def bgr(self) -> bool:
@@ -71,6 +73,7 @@ class ResolvedInput:
             f"mean [{mean}]{tag('mean')}, std [{std}]{tag('std')}, resize {self.resize}{tag('resize')}"
             + self._order_text()
             + (f", centre crop {self.crop:g} of the image" if self.crop < 1 else "")
+            + (f"; {self.timm_note}" if self.timm_note else "")
         )
 
     def _order_text(self) -> str:
@@ -87,7 +90,7 @@ def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedI
     given = spec.model_fields_set
     pretrained: dict[str, tuple[Any, str]] = {}
     if cfg.model.source == "timm":
-        pretrained = {key: (value, TIMM) for key, value in _timm_pretrained(model).items()}
+        pretrained = {key: (value, TIMM) for key, value in _timm_pretrained(_pretrained_cfg(model)).items()}
         if stated := timm_model_size(cfg.model.kwargs()):
             pretrained["size"] = stated
     values, origin = {}, {}
@@ -110,7 +113,9 @@ def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedI
     values["size"] = (int(values["size"][0]), int(values["size"][1]))
     if values["channel_order"] == "bgr" and values["channels"] == 3:
         _in_bgr_order(values, origin)
-    return ResolvedInput(**values, origin=origin)
+    taken = {key: values[key] for key in pretrained if origin[key] == TIMM}
+    note = _timm_tag_note(model, str(cfg.model.kwargs().get("name", "")), taken) if taken else ""
+    return ResolvedInput(**values, origin=origin, timm_note=note)
 
 
 def _in_bgr_order(values: dict, origin: dict) -> None:
@@ -150,9 +155,8 @@ def _hw(value: Any, arg: str) -> tuple[int, int]:
     raise AmalgamError(f"{arg} {value!r} is not an input size (an int, [H, W] or [C, H, W])")
 
 
-def _timm_pretrained(model: nn.Module) -> dict:
-    """size, mean and std from a timm model's ``pretrained_cfg`` (those it states)."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+def _timm_pretrained(cfg: dict) -> dict:
+    """size, mean and std a timm ``pretrained_cfg`` states."""
     out = {}
     if cfg.get("input_size"):
         out["size"] = tuple(cfg["input_size"][-2:])
@@ -160,6 +164,55 @@ def _timm_pretrained(model: nn.Module) -> dict:
         if cfg.get(key) and len(cfg[key]) == 3:  # a grey teacher (channels: 1) states its own
             out[key] = [float(v) for v in cfg[key]]
     return out
+
+
+def _pretrained_cfg(model: nn.Module) -> dict:
+    return getattr(model, "pretrained_cfg", None) or {}
+
+
+def _timm_tag_note(model: nn.Module, name: str, taken: dict) -> str:
+    """Which timm tag the values ``taken`` from a model's ``pretrained_cfg`` are of and, where the recipe named
+    the architecture alone (timm then takes its default tag), the other tags that state other values (a trial's
+    efficientnet_b0 fine-tuned from a tag of mean 0.5 would be fed the default tag's ImageNet mean, unsaid)."""
+    cfg = _pretrained_cfg(model)
+    arch, tag = cfg.get("architecture"), cfg.get("tag")
+    if not arch or not tag:
+        return ""
+    untagged = "." not in name and not name.startswith("local-dir:")
+    said = f"{TIMM}: {arch}.{tag}" + (" (timm's default tag)" if untagged else "")
+    differ, keys = [], []
+    for other, values in (_other_tags(arch, tag) if untagged else {}).items():
+        moved = [key for key, value in taken.items() if key in values and values[key] != value]
+        keys += [key for key in moved if key not in keys]
+        if moved:
+            differ.append(f"{other} " + ", ".join(f"{key} {_value_text(values[key])}" for key in moved))
+    if not differ:
+        return said
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    return (
+        f"{said}; other tags state others ({'; '.join(differ[:3])}{more}): if its weights came from one, name it"
+        f" (model.name: {arch}.<tag>) or set {', '.join(f'input.{key}' for key in keys)}"
+    )
+
+
+def _other_tags(arch: str, tag: str) -> dict[str, dict]:
+    """The size, mean and std every other pretrained tag of timm architecture ``arch`` states."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    found = {}
+    for full in timm.list_pretrained(f"{arch}.*"):
+        other = full.split(".", 1)[1]
+        if other != tag and (cfg := get_pretrained_cfg(full)) is not None:
+            found[other] = _timm_pretrained(vars(cfg))
+    return found
+
+
+def _value_text(value: Any) -> str:
+    """A size as HxW, a mean or std as its list."""
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return size_text(*value)
+    return f"[{', '.join(map(_shown, value))}]"
 
 
 class TeacherFailed(AmalgamError):
