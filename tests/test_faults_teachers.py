@@ -582,6 +582,27 @@ def test_a_fresh_factory_network_with_batch_norm_is_said_random_not_partly(tmp_p
     )
 
 
+def test_a_timm_local_dir_without_a_checkpoint_stops_naming_its_weights_file_which_then_loads(tmp_path):
+    # a trial: the folder's config.json built the network and its weights were never read; the build went on,
+    # warned, with random weights
+    import timm
+    from timm.models import save_for_hf
+
+    from amalgam.teachers.model_sources import unloaded_note
+
+    save_for_hf(timm.create_model("resnet10t", num_classes=3), str(tmp_path / "folder"))
+    weights = next(f for f in ("model.safetensors", "pytorch_model.bin") if (tmp_path / "folder" / f).is_file())
+    kwargs = {"name": "local-dir:folder"}
+    model = build_model("timm", kwargs, tmp_path)
+    with pytest.raises(
+        AmalgamError, match=r"^model\.name: local-dir:folder: .*set the teacher's checkpoint to folder/"
+    ):
+        unloaded_note("timm", kwargs, tmp_path, model)
+    load_checkpoint(model, tmp_path / "folder" / weights, "teacher 'cls'")
+    saved = timm.create_model(f"local-dir:{tmp_path / 'folder'}", pretrained=True)
+    assert torch.equal(model.fc.weight, saved.fc.weight)
+
+
 def test_timm_names_with_a_tag_or_a_local_folder_and_timms_own_checkpoints_are_taken(tmp_path):
     # a trial: 'resnet10t.c3_in1k' (its tag picks the pretrained_cfg: mean, std, size) was "unknown"; timm's
     # train.py checkpoint, an argparse.Namespace of its arguments beside the state dicts, was refused as pickled

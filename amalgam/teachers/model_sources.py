@@ -226,7 +226,19 @@ def _resolve(path: str | Path, base: Path) -> Path:
 
 
 MODEL_SOURCES.add("torchvision", ModelSource(_torchvision_build, _torchvision_check, _torchvision_unloaded))
-MODEL_SOURCES.add("timm", ModelSource(_timm_build, _timm_check, _random_weights("timm's pretrained=False")))
+def _timm_unloaded(kwargs: dict) -> str:
+    name = str(kwargs.get("name", ""))
+    if name.startswith("local-dir:"):  # a trial's folder ran with random weights, a warning its build went past
+        folder = name.removeprefix("local-dir:").rstrip("/")
+        raise AmalgamError(
+            f"model.name: {name}: amalgam builds the network from the folder's config.json and reads its weights"
+            f" from checkpoint: only (checked and fingerprinted as every teacher's): set the teacher's checkpoint"
+            f" to {folder}/model.safetensors or {folder}/pytorch_model.bin, whichever the folder holds"
+        )
+    return _random_weights("timm's pretrained=False")(kwargs)
+
+
+MODEL_SOURCES.add("timm", ModelSource(_timm_build, _timm_check, _timm_unloaded))
 MODEL_SOURCES.add("smp", ModelSource(_smp_build, _smp_check, _random_weights("smp's encoder_weights=None")))
 MODEL_SOURCES.add("torchscript", ModelSource(_torchscript_build, _torchscript_check, lambda kwargs: ""))
 MODEL_SOURCES.add("python", ModelSource(_python_build, _python_check))
