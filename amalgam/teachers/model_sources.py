@@ -226,6 +226,8 @@ def _resolve(path: str | Path, base: Path) -> Path:
 
 
 MODEL_SOURCES.add("torchvision", ModelSource(_torchvision_build, _torchvision_check, _torchvision_unloaded))
+
+
 def _timm_unloaded(kwargs: dict) -> str:
     name = str(kwargs.get("name", ""))
     if name.startswith("local-dir:"):  # a trial's folder ran with random weights, a warning its build went past
