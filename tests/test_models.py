@@ -348,3 +348,21 @@ def test_a_head_built_for_another_number_of_classes_names_the_argument(tmp_path)
     wider = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.Flatten(), nn.Linear(16, 7))
     with pytest.raises(AmalgamError, match=r"in the model$"):  # not the last layer: no head hint
         load_checkpoint(wider, tmp_path / "seven.pt", "teacher 'h'", "teachers.h.model", {"num_classes": 7})
+
+
+def test_a_position_embedding_of_another_size_points_at_the_input_size(tmp_path):
+    # a trial: a ViT trained at 32 px loaded into one built at 224 said only "key 'pos_embed' has shape [1, 17, 192]"
+    def vit(positions: int) -> nn.Module:
+        model = nn.Linear(4, 3)
+        model.register_parameter("pos_embed", nn.Parameter(torch.zeros(1, positions, 4)))
+        return model
+
+    torch.save(vit(17).state_dict(), tmp_path / "vit.pt")
+    said = r"'pos_embed' has shape \[1, 17, 4\] .* 17 positions in the checkpoint, 785 built, .*v\.model\.img_size"
+    with pytest.raises(AmalgamError, match=said):
+        load_checkpoint(vit(785), tmp_path / "vit.pt", "teacher 'v'", "teachers.v.model", {})
+    wide = nn.Linear(4, 3)
+    wide.register_parameter("pos_embed", nn.Parameter(torch.zeros(1, 17, 8)))  # its width differs: no size hint
+    with pytest.raises(AmalgamError) as info:
+        load_checkpoint(wide, tmp_path / "vit.pt", "teacher 'v'", "teachers.v.model", {})
+    assert "positions" not in str(info.value)

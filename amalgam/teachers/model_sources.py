@@ -544,6 +544,7 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
                 f"{who}: checkpoint {path} does not fit the model: key '{key}' has shape "
                 f"{list(state[key].shape)} in the checkpoint, {list(value.shape)} in the model"
                 + _head_hint(key, own, state[key].shape, model_key, kwargs or {})
+                + _position_hint(key, state[key].shape, value.shape, model_key)
             )
     extra = [k for k in state if k not in own]
     if extra:
@@ -597,6 +598,26 @@ def _head_hint(key: str, own: dict, saved: torch.Size, model_key: str, kwargs: d
     args = [a for a in COUNT_ARGS if a in kwargs]
     where = f"{model_key}.{args[0]}" if args and model_key else f"its number of outputs in {model_key or 'the model'}"
     return f" (its last layer: {saved[0]} outputs in the checkpoint, {built[0]} built: set {where} to {saved[0]})"
+
+
+#: the last names of a vision transformer's position embedding (timm, torchvision, HF), sized by its input
+POSITION_EMBEDDINGS = ("pos_embed", "pos_embedding", "position_embeddings", "absolute_pos_embed")
+
+
+def _position_hint(key: str, saved: torch.Size, built: torch.Size, model_key: str) -> str:
+    """Where the mismatch is a transformer's position embedding in its number of positions only: the network was
+    built for another input size than the checkpoint's (a trial read "key 'pos_embed' has shape [1, 17, 192]")."""
+    if key.rsplit(".", 1)[-1] not in POSITION_EMBEDDINGS or len(saved) != len(built) or len(saved) < 2:
+        return ""
+    if [d for i, d in enumerate(saved) if i != len(saved) - 2] != [
+        d for i, d in enumerate(built) if i != len(built) - 2
+    ]:
+        return ""
+    where = f"set {model_key}.img_size (timm; torchvision's image_size)" if model_key else "set its input size"
+    return (
+        f" (its position embedding: {saved[-2]} positions in the checkpoint, {built[-2]} built, so the network was"
+        f" built for another input size than it was trained at: {where} to that size)"
+    )
 
 
 def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None, model: Optional[nn.Module] = None) -> str:
