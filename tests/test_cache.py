@@ -189,3 +189,17 @@ def test_the_cache_line_says_the_augmentation_the_run_has(world):
     plan = build_plan(load_recipe(world, [f"train.mixup={{sources: [{source}]}}"]), with_data=False, log=lambda m: None)
     note = _augment_note(plan)
     assert note.startswith("; augmentation is the horizontal flip only") and f"mixup's blends of {source} are" in note
+
+
+def test_the_timm_tag_note_is_said_not_keyed():
+    # review: the note lists the installed timm's tags; in the cache key, another timm (or this change) rebuilt every
+    # cache with nothing fed otherwise
+    import dataclasses
+
+    from amalgam.distill.cache import _input_key
+    from amalgam.teachers.inputs import ResolvedInput
+
+    spec = ResolvedInput((32, 32), 3, [0.5] * 3, [0.5] * 3, "stretch", {"size": "recipe"}, timm_note="timm: x.tag")
+    key = _input_key(spec)
+    assert "timm_note" not in key and key == _input_key(dataclasses.replace(spec, timm_note=""))
+    assert set(key) == {f.name for f in dataclasses.fields(ResolvedInput)} - {"timm_note"}

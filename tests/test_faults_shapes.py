@@ -331,6 +331,12 @@ def test_weights_named_among_model_args_that_the_model_does_not_hold_stop(tmp_pa
     assert unloaded_note("python", kwargs, tmp_path, model).endswith(
         "(a file among its model args; the model holds its weights)"
     )
+    # an EMA file (AveragedModel: 'module.' keys beside n_averaged) is compared too (review: it read "not compared")
+    torch.save(torch.optim.swa_utils.AveragedModel(trained).state_dict(), tmp_path / "w.pt")
+    assert unloaded_note("python", kwargs, tmp_path, model).endswith("the model holds its weights)")
+    fresh = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1))
+    with pytest.raises(AmalgamError, match=r"^model.checkpoint names weights \(w.pt\) the built model holds none of"):
+        unloaded_note("python", kwargs, tmp_path, fresh)
 
 
 def test_a_model_arg_naming_a_file_of_the_recipe_folder_reaches_the_factory_resolved(tmp_path, monkeypatch):

@@ -601,6 +601,11 @@ def test_a_timm_local_dir_without_a_checkpoint_stops_naming_its_weights_file_whi
     load_checkpoint(model, tmp_path / "folder" / weights, "teacher 'cls'")
     saved = timm.create_model(f"local-dir:{tmp_path / 'folder'}", pretrained=True)
     assert torch.equal(model.fc.weight, saved.fc.weight)
+    # its weights given as timm's checkpoint_path, which loads them itself (review): taken, and checked
+    by_path = {**kwargs, "checkpoint_path": f"folder/{weights}"}
+    assert unloaded_note("timm", by_path, tmp_path, build_model("timm", by_path, tmp_path)).endswith(
+        "the model holds its weights)"
+    )
 
 
 def test_timm_names_with_a_tag_or_a_local_folder_and_timms_own_checkpoints_are_taken(tmp_path):

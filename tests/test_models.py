@@ -366,3 +366,11 @@ def test_a_position_embedding_of_another_size_points_at_the_input_size(tmp_path)
     with pytest.raises(AmalgamError) as info:
         load_checkpoint(wide, tmp_path / "vit.pt", "teacher 'v'", "teachers.v.model", {})
     assert "positions" not in str(info.value)
+    # a patch size of another width too (review): the position embedding differs first, but not by the input size
+    patched = nn.Module()
+    patched.register_parameter("pos_embed", nn.Parameter(torch.zeros(1, 785, 4)))
+    patched.add_module("proj", nn.Linear(8, 4))
+    torch.save({"pos_embed": torch.zeros(1, 17, 4), **nn.Linear(4, 4).state_dict(prefix="proj.")}, tmp_path / "p.pt")
+    with pytest.raises(AmalgamError) as info:
+        load_checkpoint(patched, tmp_path / "p.pt", "teacher 'v'", "teachers.v.model", {})
+    assert "'pos_embed' has shape" in str(info.value) and "positions" not in str(info.value)

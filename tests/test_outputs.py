@@ -784,6 +784,26 @@ def test_a_compiled_checkpoint_loads_with_its_prefixes_stripped_and_said(tmp_pat
     assert ("DDP's 'module.' prefix stripped" in note) == ("module." in prefix), note
 
 
+def test_a_compiled_network_loads_its_own_checkpoint_and_a_compiled_averaged_model_is_unwrapped(tmp_path):
+    # review: a factory returning torch.compile(net) saves and holds '_orig_mod.' keys alike: stripped, they were
+    # missing; torch.compile(AveragedModel(net)) saves '_orig_mod.n_averaged' beside '_orig_mod.module.'
+    from amalgam.teachers.model_sources import load_checkpoint
+
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 2, 1))
+    compiled = torch.compile(net)
+    torch.save(compiled.state_dict(), tmp_path / "own.pt")
+    assert (
+        load_checkpoint(torch.compile(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 2, 1))), tmp_path / "own.pt", "t")
+        == ""
+    )
+    averaged = torch.optim.swa_utils.AveragedModel(net)
+    torch.save({f"_orig_mod.{k}": v for k, v in averaged.state_dict().items()}, tmp_path / "ema.pt")
+    fresh = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 2, 1))
+    note = load_checkpoint(fresh, tmp_path / "ema.pt", "t")
+    assert torch.equal(fresh[1].weight, net[1].weight)
+    assert "torch.compile's '_orig_mod.' prefix stripped" in note and "n_averaged left out" in note, note
+
+
 def test_a_lightning_checkpoint_of_a_compiled_network_gets_the_command_that_strips_both_prefixes(tmp_path):
     # 'model._orig_mod.' under Lightning's state_dict: said, with a command, as Lightning's 'model.' is
     import re

@@ -315,9 +315,11 @@ def check_peers(recipe: Recipe) -> None:
     for key in PEERS_UNUSED_TRAIN_KEYS:
         if key in recipe.train.model_fields_set:
             raise RecipeError(f"train.{key}", "not used by a peers build (it trains from labels, with no teachers)")
-    for name, source in recipe.data.sources.items():  # as train.augment: a peers build mirrors no image
-        if source.flip != "auto":
-            raise RecipeError(f"data.sources.{name}.flip", "not used by a peers build (it mirrors no image)")
+    if (source := recipe.data.sources.get(peers.source)) is not None and source.flip != "auto":
+        raise RecipeError(  # as train.augment; the other sources are not read at all
+            f"data.sources.{peers.source}.flip",
+            "not used by a peers build (it mirrors no image): leave it out, or set auto where a base sets it",
+        )
     at_key("peers.model", check_model, peers.model.source, peers.model.kwargs(), recipe.base_dir)
     if peers.source not in recipe.data.sources:
         raise RecipeError(

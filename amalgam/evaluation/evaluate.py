@@ -344,7 +344,8 @@ class _Scorer:
                 self.coverage.count(t_target)
             if t_out is not None:
                 self.meters[0].update(self._merged(task.predict(t_out, size), target, keep), t_target)
-            s_pred = predicted_as(task, s_out, size, self.teacher.output_kind, self.projection)
+            kind = self.teacher.output_kind if resizes(task, s_out, size) else None  # read where it is used
+            s_pred = predicted_as(task, s_out, size, kind, self.projection)
             self.meters[1].update(self._merged(s_pred, target, keep), t_target)
             self._count_outside(s_out, t_target)
         self.seen += len(batch["image"])
@@ -389,10 +390,15 @@ def predicted_as(
 ) -> torch.Tensor:
     """The student's prediction at ``size`` (over ``projection``'s labels, if given), resized as an answer of
     reading ``kind`` is (:meth:`~amalgam.task.Task.resize_space`): a row scores teacher and student alike."""
-    if not task.dense or out.dim() != 4 or tuple(out.shape[-2:]) == tuple(size):  # nothing to resize
+    if not resizes(task, out, size):
         return task.predict(out, size, projection)
     moved = as_teachers_answer(task, task.resize_space(out, kind), size)
     return task.resize_space(task.predict(moved, size, projection), kind, back=True)
+
+
+def resizes(task, out: torch.Tensor, size: tuple[int, ...]) -> bool:
+    """Whether ``out`` is a dense answer of another size than ``size``, which scoring resizes."""
+    return task.dense and out.dim() == 4 and tuple(out.shape[-2:]) != tuple(size)
 
 
 def as_teachers_answer(task, out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

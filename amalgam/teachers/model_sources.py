@@ -31,6 +31,9 @@ class ModelSource:
     build: Callable[[dict, Path], nn.Module]
     check: Callable[[dict, Path], None]
     unloaded: Callable[[dict], str] = lambda kwargs: "none: its weights are the factory's own"
+    #: why a network built so, with no checkpoint and no weights file among its args, leaves weights it names
+    #: unread (a stop naming the fix), or None
+    weights_unread: Callable[[dict], Optional[str]] = lambda kwargs: None
 
 
 #: how a note of :func:`unloaded_note` says a teacher runs with weights drawn at random
@@ -85,8 +88,9 @@ def _torchvision_check(kw: dict, base: Path) -> None:
     if name in TRANSFORM_INPUT_BUILDERS and kw.get("weights") is None and "transform_input" not in kw:
         raise AmalgamError(  # a trial's fine-tuned googlenet ran at top-1 0.24 for its own 0.70, without a word
             f"transform_input: required for torchvision's {name}, which re-normalises its input with it: set true"
-            " if the checkpoint was fine-tuned from torchvision's ImageNet weights (built with them, it is true),"
-            " false if the network was trained from scratch (torchvision's default without weights)"
+            " if the network was fine-tuned from torchvision's ImageNet weights (built with them, it is true, and a"
+            " state dict does not hold it), false if it was trained from scratch (torchvision's default without"
+            " weights)"
         )
 
 
@@ -228,19 +232,22 @@ def _resolve(path: str | Path, base: Path) -> Path:
 MODEL_SOURCES.add("torchvision", ModelSource(_torchvision_build, _torchvision_check, _torchvision_unloaded))
 
 
-def _timm_unloaded(kwargs: dict) -> str:
+def _timm_weights_unread(kwargs: dict) -> Optional[str]:
     name = str(kwargs.get("name", ""))
-    if name.startswith("local-dir:"):  # a trial's folder ran with random weights, a warning its build went past
-        folder = name.removeprefix("local-dir:").rstrip("/")
-        raise AmalgamError(
-            f"model.name: {name}: amalgam builds the network from the folder's config.json and reads its weights"
-            f" from checkpoint: only (checked and fingerprinted as every teacher's): set the teacher's checkpoint"
-            f" to {folder}/model.safetensors or {folder}/pytorch_model.bin, whichever the folder holds"
-        )
-    return _random_weights("timm's pretrained=False")(kwargs)
+    if not name.startswith("local-dir:"):  # a trial's folder ran with random weights, a warning its build went past
+        return None
+    folder = name.removeprefix("local-dir:").rstrip("/")
+    return (
+        f"model.name: {name}: amalgam builds the network from the folder's config.json, not its weights (timm's"
+        f" pretrained=False): set the teacher's checkpoint to {folder}/model.safetensors or"
+        f" {folder}/pytorch_model.bin, whichever the folder holds"
+    )
 
 
-MODEL_SOURCES.add("timm", ModelSource(_timm_build, _timm_check, _timm_unloaded))
+MODEL_SOURCES.add(
+    "timm",
+    ModelSource(_timm_build, _timm_check, _random_weights("timm's pretrained=False"), _timm_weights_unread),
+)
 MODEL_SOURCES.add("smp", ModelSource(_smp_build, _smp_check, _random_weights("smp's encoder_weights=None")))
 MODEL_SOURCES.add("torchscript", ModelSource(_torchscript_build, _torchscript_check, lambda kwargs: ""))
 MODEL_SOURCES.add("python", ModelSource(_python_build, _python_check))
@@ -284,8 +291,8 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """:func:`read_state_dict` plus which entry of a wrapper it took, for the log ("" for a bare
     state dict), naming the wrapper's other state dicts (an ``ema`` beside ``model``), and whether
     DDP's ``module.`` prefix was stripped."""
-    state, _, note = _read_entry(path)
-    return state, note
+    state, _, parts = _read_entry(path)
+    return state, "; ".join(parts)
 
 
 DDP_PREFIX = "module."
@@ -310,7 +317,7 @@ def _load_tensors(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
+def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
     """:func:`read_checkpoint` plus where the state dict's keys were read: the entry's keys
     (``['state_dict']``; [] for a bare one), then ``module.`` if that prefix was stripped."""
     if path.is_dir():
@@ -344,19 +351,33 @@ def _read_entry(path: Path) -> tuple[dict[str, torch.Tensor], list[str], str]:
     if not _is_state_dict(state):
         raise AmalgamError(f"checkpoint {path} does not hold a state dict of tensors{_state_dicts_inside(state, path)}")
     note = _entry_note(wrapper, taken)
-    weights = [k for k in state if k != AVERAGED_COUNT]
-    while weights and (prefix := next((p for p in STRIPPED_PREFIXES if all(k.startswith(p) for k in weights)), None)):
-        averaged = prefix == DDP_PREFIX and len(weights) < len(state)
-        state = {k[len(prefix) :]: state[k] for k in weights}
-        stripped = (
+    state, prefixes, stripped = _unwrapped(state)
+    return state, [*taken, *prefixes], ([note] if note else []) + stripped
+
+
+def _unwrapped(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """``state`` with the wrapper prefixes every key starts with stripped, outermost first
+    (:data:`STRIPPED_PREFIXES`; an AveragedModel's step count left out), the prefixes and a note for each."""
+    prefixes, notes = [], []
+    while (prefix := _wrapper_prefix(state)) is not None:
+        averaged = prefix == DDP_PREFIX and AVERAGED_COUNT in state
+        state = {k if k == AVERAGED_COUNT else k[len(prefix) :]: v for k, v in state.items()}
+        if averaged:
+            del state[AVERAGED_COUNT]
+        prefixes.append(prefix)
+        notes.append(
             f"an AveragedModel's (EMA, SWA) weights: '{prefix}' prefix stripped from every key, {AVERAGED_COUNT}"
             " left out"
             if averaged
             else f"{STRIPPED_PREFIXES[prefix]} '{prefix}' prefix stripped from every key"
         )
-        note = f"{note}; {stripped}" if note else stripped
-        taken, weights = [*taken, prefix], list(state)
-    return state, taken, note
+    return state, prefixes, notes
+
+
+def _wrapper_prefix(state: dict) -> Optional[str]:
+    """The wrapper prefix every key of ``state`` starts with (an AveragedModel's step count aside), if any."""
+    weights = [k for k in state if k != AVERAGED_COUNT]
+    return next((p for p in STRIPPED_PREFIXES if weights and all(k.startswith(p) for k in weights)), None)
 
 
 def _other_format(path: Path) -> Optional[str]:
@@ -526,26 +547,26 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
         Which entry of a wrapper was loaded, for the log (see :func:`read_checkpoint`; "" if none).
     """
     try:
-        state, taken, note = _read_entry(path)
+        state, taken, parts = _read_entry(path)
     except AmalgamError as exc:
         raise AmalgamError(f"{who}: {exc}") from None  # which teacher's file it is
     own = model.state_dict()
-    if DDP_PREFIX in taken and own and all(k.startswith(DDP_PREFIX) for k in own) and _missing(own, state):
-        state = {DDP_PREFIX + k: v for k, v in state.items()}  # the model's own child is named 'module' and the
-        note = "; ".join(part for part in note.split("; ") if DDP_PREFIX not in part)  # file was saved plainly
+    state, parts = _own_prefixes_back(own, state, [p for p in taken if p in STRIPPED_PREFIXES], parts)
+    note = "; ".join(parts)
     missing = _missing(own, state)
     if missing:
         count = f"; {len(missing)} keys are missing" if len(missing) > 1 else ""
         hint = (_shared_prefix_hint(state, own, path, taken) or _aux_missing_hint(missing)) + count
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{missing[0]}'{hint}")
-    for key, value in own.items():
-        if key in state and tuple(state[key].shape) != tuple(value.shape):
-            raise AmalgamError(
-                f"{who}: checkpoint {path} does not fit the model: key '{key}' has shape "
-                f"{list(state[key].shape)} in the checkpoint, {list(value.shape)} in the model"
-                + _head_hint(key, own, state[key].shape, model_key, kwargs or {})
-                + _position_hint(key, state[key].shape, value.shape, model_key)
-            )
+    differing = [key for key, value in own.items() if key in state and tuple(state[key].shape) != tuple(value.shape)]
+    if differing:
+        key, saved, built = differing[0], state[differing[0]].shape, own[differing[0]].shape
+        raise AmalgamError(
+            f"{who}: checkpoint {path} does not fit the model: key '{key}' has shape {list(saved)} in the checkpoint,"
+            f" {list(built)} in the model"
+            + _head_hint(key, own, saved, model_key, kwargs or {})
+            + (_position_hint(key, saved, built, model_key) if len(differing) == 1 else "")
+        )
     extra = [k for k in state if k not in own]
     if extra:
         hint = _aux_extra_hint(extra)
@@ -557,6 +578,21 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
 
 #: the first names of the auxiliary classifiers of torchvision's googlenet and inception_v3 (``aux_logits``)
 AUX_LOGITS_MODULES = ("aux1.", "aux2.", "AuxLogits.")
+
+
+def _own_prefixes_back(
+    own: dict, state: dict, stripped: list[str], parts: list[str]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``state`` with the innermost of the ``stripped`` prefixes put back where the model's own keys start with them
+    (its child is named ``module``, or it is compiled itself: the file was saved plainly), and the notes of the
+    prefixes put back (the last of ``parts``) left out."""
+    if not own or not _missing(own, state):
+        return state, parts
+    for n in range(1, len(stripped) + 1):
+        back = "".join(stripped[-n:])
+        if all(k.startswith(back) for k in own):
+            return {back + k: v for k, v in state.items()}, parts[:-n]
+    return state, parts
 
 
 def _aux_missing_hint(missing: list[str]) -> str:
@@ -615,8 +651,9 @@ def _position_hint(key: str, saved: torch.Size, built: torch.Size, model_key: st
         return ""
     where = f"set {model_key}.img_size (timm; torchvision's image_size)" if model_key else "set its input size"
     return (
-        f" (its position embedding: {saved[-2]} positions in the checkpoint, {built[-2]} built, so the network was"
-        f" built for another input size than it was trained at: {where} to that size)"
+        f" (its position embedding, the only weight of another shape: {saved[-2]} positions in the checkpoint,"
+        f" {built[-2]} built, so the network was built for another input size than it was trained at: {where} to"
+        " the size it was trained at)"
     )
 
 
@@ -630,6 +667,8 @@ def unloaded_note(source: str, kwargs: dict, base: Optional[Path] = None, model:
     did not happen; one it cannot be compared with is said unchecked."""
     note = MODEL_SOURCES.get(source).unloaded(kwargs)
     files = file_kwargs(kwargs, base) if base is not None and note else {}
+    if base is not None and not files and (unread := MODEL_SOURCES.get(source).weights_unread(kwargs)):
+        raise AmalgamError(unread)
     loader = "the factory" if source == "python" else source
     held = args_weights_held(model, files) if model is not None else {}
     if unloaded := [key for key, ok in held.items() if ok is False]:
@@ -749,14 +788,7 @@ def _every_state_dict(path: Path) -> list[dict[str, torch.Tensor]]:
     except Exception:  # noqa: BLE001 - not a weights file
         return []
     tops = [raw] if _is_state_dict(raw) else [raw[e] for e in _state_dict_entries(raw)]
-    return [variant for top in tops for variant in (top, _unwrapped(top))]
-
-
-def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with the wrapper prefixes every key starts with stripped (:data:`STRIPPED_PREFIXES`)."""
-    while state and (prefix := next((p for p in STRIPPED_PREFIXES if all(k.startswith(p) for k in state)), None)):
-        state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
+    return [variant for top in tops for variant in (top, _unwrapped(top)[0])]
 
 
 def _holds(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> Optional[bool]:
