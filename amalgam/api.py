@@ -282,7 +282,7 @@ def evaluate(
     log = Console(quiet)
     if (assumed := _assumed(name, spaces, size, loaded)) is not None:
         log(assumed)
-    loaded = _at_trained_size(loaded, name, size, log, asked=_sets_image_size(overrides))
+    loaded, other_size = _at_trained_size(loaded, name, size, log, asked=_sets_image_size(overrides))
     record = _student_record(student)  # read once for both notes
     other = _other_teachers(student, record, loaded)
     for note in (other, _older_student(student, record, loaded)):
@@ -308,8 +308,11 @@ def evaluate(
     sizes = size_and_speed(plan, model, device)
     readings = teacher_readings(plan)
     report = build_report(loaded.name, evaluation, sizes, None, readings, plan.teacher_warnings, plan.data_warnings)
-    if other is not None:  # every ratio is against other references than the build's: first, as a resume's change
-        report["warnings"] = [other.removeprefix("note: "), *report["warnings"]]
+    # every ratio is against other references than the build's, or of the student at a size it was not trained at:
+    # first, as a resume's change (a trial's student fed 96 px read as one that lost 16 classes, the size unsaid)
+    first = [line.removeprefix("note: ") for line in (other, other_size) if line is not None]
+    report["warnings"] = [*first, *report["warnings"]]
+    report["student"]["scored_at"] = list(loaded.data.image_size)
     spec = getattr(_unwrapped(model), "spec", None)
     cpu_ms = latency_if_budgeted(loaded.student.budget, _unwrapped(model), tuple(loaded.data.image_size))
     report["student"]["budget"] = budget_section(report, loaded.student.budget, cpu_ms)
@@ -368,25 +371,27 @@ def _sets_image_size(overrides: Overrides) -> bool:
 
 def _at_trained_size(
     recipe: Recipe, name: str, size: Optional[tuple[int, int]], log: Console, asked: bool = False
-) -> Recipe:
+) -> tuple[Recipe, Optional[str]]:
     """The recipe with ``data.image_size`` the student's training size, said when it differs: a
     student fed another size sees objects at another scale and scores lower, without a word.
-    A size the overrides ask for (``asked``: scoring at another resolution on purpose) is kept, and said."""
+    A size the overrides ask for (``asked``: scoring at another resolution on purpose) is kept, and said in a
+    note returned for the report's warnings (its scores are of a student fed a size it was not trained at)."""
     ours = tuple(recipe.data.image_size)
     if size is None or size == ours:
-        return recipe
+        return recipe, None
     if asked:
-        log(
-            f"student {name} was trained at {size[0]}x{size[1]}: scored at {ours[0]}x{ours[1]}, the"
-            " data.image_size the overrides ask for"
+        note = (
+            f"note: student {name} was trained at {size[0]}x{size[1]}: scored at {ours[0]}x{ours[1]}, the"
+            " data.image_size the overrides ask for (its scores are of a size it was not trained at)"
         )
-        return recipe
+        log(note)
+        return recipe, note
     log(
         f"student {name} was trained at {size[0]}x{size[1]}, the recipe's data.image_size is"
         f" {ours[0]}x{ours[1]}: scored at {size[0]}x{size[1]}, its training size"
     )
     data = recipe.data.model_copy(update={"image_size": size})
-    return recipe.model_copy(update={"data": data})
+    return recipe.model_copy(update={"data": data}), None
 
 
 def _student_tasks(model: nn.Module, spaces: Optional[dict]) -> Optional[set[str]]:

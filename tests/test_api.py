@@ -197,8 +197,12 @@ def test_evaluate_feeds_a_saved_student_its_training_size(world, built_run, caps
     )
     assert [r["student_metrics"] for r in again["tasks"]] == [r["student_metrics"] for r in report["tasks"]]
     # another size asked for on purpose (--set) is kept, and said
-    amalgam.evaluate(world, built_run / "student.pt", {"data.image_size": [64, 64]})
+    assert again["student"]["scored_at"] == [32, 32] and not any("scored at" in w for w in again["warnings"])
+    asked = amalgam.evaluate(world, built_run / "student.pt", {"data.image_size": [64, 64]})
     assert "trained at 32x32: scored at 64x64, the data.image_size the overrides ask for" in capsys.readouterr().out
+    # in the report too, first (a trial's --quiet --json report read as a student that lost 16 classes)
+    assert asked["student"]["scored_at"] == [64, 64]
+    assert asked["warnings"][0].startswith("student ") and "scored at 64x64" in asked["warnings"][0]
     assert amalgam.load_student(built_run / "student.pt")[0].image_size == (32, 32)
 
 
