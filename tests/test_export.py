@@ -339,6 +339,8 @@ def test_the_onnx_graph_declares_each_outputs_channels_and_ties_dense_outputs_to
         ((torch.rand(1, 3, 32, 32) - 0.5) * 4, "pass the images before normalising them"),
         (torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), "tensor of integers, bools or complex numbers"),
         (torch.rand(1, 3, 32, 32, dtype=torch.float64), "got float64: convert it with .float()"),
+        (torch.rand(1, 3, 32, 32).half(), "got float16 or bfloat16: the file computes in float32"),
+        (torch.rand(1, 3, 32, 32).bfloat16(), "got float16 or bfloat16: the file computes in float32"),
         (torch.full((1, 3, 32, 32), float("nan")), "got images holding NaN or inf"),
         (torch.rand(1, 1, 32, 32), "the student expects images [B, 3, H, W], got [1, 1, 32, 32]"),
     ],

@@ -231,7 +231,7 @@ CONTRACT = 4
 #: what each format's file does with input it would misread (the .json's ``input.checks``)
 CHECKS = {
     "torchscript": "raises torch.jit.Error naming the problem (not a RuntimeError: catch Exception): 0-255 values,"
-    " normalised images, NaN or inf, integer or float64 tensors, another layout, a size it does not take",
+    " normalised images, NaN or inf, integer, float64 or half tensors, another layout, a size it does not take",
     "onnx": f"an image with values outside [{LOWEST}, {HIGHEST}] (0-255 values, normalised images) or holding NaN"
     " or inf gets NaN in its rows of every output (an ONNX graph cannot raise); check sizes and dtype yourself",
 }

@@ -47,6 +47,10 @@ class ExportGuard(nn.Module):
     def _check_form(self, images: torch.Tensor) -> None:
         if images.dtype == torch.float64:  # numpy's default
             raise RuntimeError(self.expects + ", got float64: convert it with .float()")
+        if images.dtype == torch.float16 or images.dtype == torch.bfloat16:  # as student.pt refuses them: answers
+            raise RuntimeError(  # of rounded images, read as the float32 ones (a trial: off by 0.022 in bf16)
+                self.expects + ", got float16 or bfloat16: the file computes in float32, convert it with .float()"
+            )
         if not images.is_floating_point():  # TorchScript names a dtype by its number: said by kind
             raise RuntimeError(
                 self.expects + ", got a tensor of integers, bools or complex numbers: convert it with .float(), 0-255"
