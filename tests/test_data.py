@@ -565,3 +565,21 @@ def test_a_classes_file_naming_two_folders_alike_is_said(tmp_path):
     assert dataset.classes == ["T-shirt/top", "T-shirt/top", "Bag"]
     (line,) = [s for s in said if "one name" in s]
     assert line.endswith("gives '0', '6' one name, 'T-shirt/top': their images are scored as one class")
+
+
+def test_a_dense_sets_own_classes_txt_naming_two_values_alike_is_said(tmp_path):
+    # a trial: a classes.txt whose Ankle boot line read 'Sneaker' again scored the teacher's right Ankle boot
+    # answers as Sneaker misses, and the log called Ankle boot absent from the set, nothing more
+    from amalgam.config.schema import SourceConfig
+    from amalgam.data import build_image_set
+    from tests.world import CLASSES, write_dense
+
+    write_dense(tmp_path / "val", 2)
+    names = list(CLASSES)
+    (tmp_path / "val" / "classes.txt").write_text("\n".join([*names[:-1], names[1]]) + "\n")
+    cfg = SourceConfig(type="dense", path=tmp_path / "val")
+    said: list[str] = []
+    build_image_set("data.eval.val", cfg, lambda p: p, (32, 32), True, log=said.append)
+    (line,) = [s for s in said if "one name" in s]
+    last = len(names) - 1
+    assert f"classes.txt gives '1', '{last}' one name, '{names[1]}': their images are scored as one class" in line

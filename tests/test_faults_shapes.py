@@ -401,3 +401,27 @@ def test_a_checkpoint_of_another_format_or_damaged_is_named_for_what_it_is(tmp_p
         with pytest.raises(AmalgamError) as info:
             read_state_dict(tmp_path / name)
         assert said in str(info.value), (name, str(info.value))
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("'Bag',\n'Coat',\n", "line 1 of .* reads \"'Bag',\": quotes or a trailing comma, as pasted from code"),
+        ('Bag\n"Coat"\n', "line 2 of .* reads '\"Coat\"': quotes or a trailing comma"),
+        ("name\nBag\nCoat\n", "line 1 of .* reads 'name', a header: every line names one output"),
+        ("id,name\n0,Bag\n1,Coat\n", "line 1 of .* reads 'id,name', a header"),
+        ("# fashion labels\nBag\nCoat\n", "line 1 of .* reads '# fashion labels', a comment"),
+    ],
+)
+def test_a_labels_file_line_that_names_no_output_stops_naming_it(tmp_path, text, said):
+    # a trial: lines pasted from Python ('Bag',) became ten more unified classes, unsaid; a header or comment
+    # line was label 0, every label after it shifted by one and the last dropped (said only with an eval set)
+    from amalgam.config.label_entries import read_names
+
+    path = tmp_path / "labels.txt"
+    path.write_text(text)
+    for map_values in (False, True):  # a teacher's labels_file and a dense set's classes.txt alike
+        with pytest.raises(AmalgamError, match=said):
+            read_names(path, map_values=map_values)
+    path.write_text("0, Bag\n1: T-shirt, top\n")  # numbered lines and a comma inside a name still read
+    assert read_names(path) == ["Bag", "T-shirt, top"]

@@ -89,6 +89,28 @@ _SYNSET = re.compile(r"^n\d{8}[ \t]+(\S.*)$")
 _NUMBERED = re.compile(r"^(\d+)\s*[:,\s]\s*([^\W_].*)$")  # not "0 - zero": torchvision's MNIST names
 
 
+#: first lines that head a table of names rather than name an output (read as label 0, they shifted every label)
+_HEADERS = {"name", "names", "label", "labels", "class", "classes", "class_name", "category", "categories"}
+_HEADER_ROW = re.compile(r"^(id|idx|index|value|label_id|class_id)\s*[,;\t ]\s*(name|label|class|class_name)$", re.I)
+#: a name pasted from Python or YAML: quoted, or a list's comma after it
+_PASTED = re.compile(r"""^(\d+\s*[:,=\t ]\s*)?(["'].*["']|.*,)$""")
+
+
+def _refuse_non_names(lines: list[str], path: Path, lead: int) -> None:
+    """Stops on a line of a labels file that is no output's name: a comment, a header, a name pasted from code
+    with its quotes or list comma (a trial's ``'Bag',`` lines became ten more unified classes, unsaid)."""
+    for i, line in enumerate(lines):
+        where = f"line {lead + i + 1} of {path} reads {line!r}"
+        if line.startswith("#"):
+            raise AmalgamError(f"{where}, a comment: every line names one output (in order), so delete it")
+        if i == 0 and (line.casefold() in _HEADERS or _HEADER_ROW.match(line)):
+            raise AmalgamError(f"{where}, a header: every line names one output (in order), so delete it")
+        if _PASTED.match(line):
+            raise AmalgamError(
+                f"{where}: quotes or a trailing comma, as pasted from code? Write the bare name, one a line"
+            )
+
+
 def read_names(path: Path, map_values: bool = False) -> list[str]:
     """A labels file: one name a line, surrounding spaces stripped, blank lines at its start and end skipped.
 
@@ -109,6 +131,7 @@ def read_names(path: Path, map_values: bool = False) -> list[str]:
     while lines and not lines[0]:
         lines.pop(0)
         lead += 1
+    _refuse_non_names(lines, path, lead)
     if lines and all(_NUMBERED.match(line) for line in lines if line):
         lines = [line for line in lines if line]
     if "" in lines:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Hashable, Optional
 
 import albumentations as A
@@ -34,6 +35,8 @@ class ImageSet(Dataset):
     classes: Optional[list[str]] = None
     #: where the names of its label maps' values come from, when a rule of amalgam's gives them (said in the log)
     names_rule: Optional[str] = None
+    #: the file of its own that names its label maps' values (a dense set's classes.txt), None where none does
+    values_file: Optional[Path] = None
     target_keys: frozenset[str] = frozenset()
     originals: bool = False
     native_targets: bool = False

@@ -216,6 +216,7 @@ class DenseSet(FolderSet):
         self.scale_given = scale_given  # written in the recipe, even at its default: said where float maps ignore it
         classes = root / "classes.txt"
         self.classes = read_names(classes, map_values=True) if classes.is_file() else None
+        self.values_file = classes if classes.is_file() else None
         self.target_keys = frozenset(key for key, folder in MAP_FOLDERS.items() if (root / folder).is_dir())
 
     def missing_target_hint(self, key: str) -> str:
@@ -558,8 +559,12 @@ def _name_classes(dataset: ImageSet, cfg: SourceConfig, resolve, log: Optional[C
         ids = [str(value) for value in range(len(dataset.classes))]
     elif dataset.names_rule and log:
         log(dataset.names_rule)
-    if cfg.classes_file is not None and log and (merged := merged_classes(ids, dataset.classes)):
-        log(f"warning: classes_file {cfg.classes_file} gives {merged}: their images are scored as one class")
+    named_by = f"classes_file {cfg.classes_file}" if cfg.classes_file is not None else None
+    if named_by is None and dataset.values_file is not None and dataset.classes:  # a dense set's classes.txt
+        named_by, ids = str(dataset.values_file), [str(value) for value in range(len(dataset.classes))]
+    if named_by is not None and log and (merged := merged_classes(ids, dataset.classes)):
+        # a trial's classes.txt naming Sneaker twice: Ankle boot's pixels read as Sneaker's, said as absent only
+        log(f"warning: {named_by} gives {merged}: their images are scored as one class")
 
 
 def merged_classes(ids: list[str], names: list[str]) -> str:
