@@ -203,6 +203,10 @@ def test_a_dense_sets_classes_file_names_its_map_values_without_a_classes_txt(tm
     (tmp_path / "names.txt").write_text("1 aeroplane\n0 background\n2 bicycle\n")  # VOC-style, any order
     dataset, _ = build_said({**cfg, "classes_file": tmp_path / "names.txt"})
     assert dataset.classes == ["background", "aeroplane", "bicycle"]
+    # a '255 void' line (Cityscapes trainIds, VOC) names the ignore value, as in classes.txt (it was refused)
+    (tmp_path / "names.txt").write_text("1 aeroplane\n0 background\n255 void\n2 bicycle\n")
+    dataset, _ = build_said({**cfg, "classes_file": tmp_path / "names.txt"})
+    assert dataset.classes == ["background", "aeroplane", "bicycle"]
     (tmp_path / "names.txt").write_text("1 aeroplane\n2 bicycle\n")  # no value 0: refused, not shifted
     with pytest.raises(AmalgamError, match=r"reads it as '<map value> <name>' lines, the values 0 to N-1"):
         build_said({**cfg, "classes_file": tmp_path / "names.txt"})

@@ -216,10 +216,11 @@ def read_class_map(path: Path) -> dict[str, str]:
 
 def classes_by_value(path: Path) -> list[str]:
     """The class names of label maps from a classes file whose ids are the maps' values, ``0 <name>``
-    to ``N-1 <name>`` in any order (a set without ``classes.txt``)."""
+    to ``N-1 <name>`` in any order (a set without ``classes.txt``); a ``255`` line names the ignore value."""
     mapping = read_class_map(path)
     values = {int(k): v for k, v in mapping.items() if k.isdigit()}
-    if len(values) != len(mapping) or sorted(values) != list(range(len(values))):
+    values.pop(IGNORE, None)  # a '255 void' line names the maps' ignore value, as in classes.txt: not a class
+    if len(values) != len(mapping) - (str(IGNORE) in mapping) or sorted(values) != list(range(len(values))):
         ids = ", ".join(list(mapping)[:5]) + (" ..." if len(mapping) > 5 else "")
         raise AmalgamError(
             f"classes_file {path}: a set without classes.txt reads it as '<map value> <name>' lines, the values 0"
