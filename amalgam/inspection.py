@@ -165,7 +165,7 @@ def teacher_lines(plan: Plan) -> list[str]:
             f"  {name}: {t.task.name}, {cfg.model.source} model, {t.num_params():,} params, "
             f"input {list(t.size)}x{t.channels}ch, sources {t.source_names}, eval {t.eval_name or '-'}"
         )
-        lines.append(f"    input: {t.input_spec.describe()}")
+        lines.append(f"    input: {t.input_line()}")
         lines.append(f"    distils: {t.output_note()}")
         if wrap := t.wrap_note():
             lines.append(f"    wrap: {wrap}")

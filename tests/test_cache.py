@@ -196,10 +196,17 @@ def test_the_timm_tag_note_is_said_not_keyed():
     # cache with nothing fed otherwise
     import dataclasses
 
-    from amalgam.distill.cache import _input_key
+    from amalgam.config.schema import TeacherConfig
+    from amalgam.task import get_task
     from amalgam.teachers.inputs import ResolvedInput
+    from amalgam.teachers.model_sources import build_model
+    from amalgam.teachers.teacher import Teacher
 
-    spec = ResolvedInput((32, 32), 3, [0.5] * 3, [0.5] * 3, "stretch", {"size": "recipe"}, timm_note="timm: x.tag")
-    key = _input_key(spec)
-    assert "timm_note" not in key and key == _input_key(dataclasses.replace(spec, timm_note=""))
-    assert set(key) == {f.name for f in dataclasses.fields(ResolvedInput)} - {"timm_note"}
+    config = TeacherConfig(task="classification", model={"from": "timm", "name": "efficientnet_b0"}, labels=["a", "b"])
+    teacher = Teacher(
+        "t", get_task("classification"), build_model("timm", config.model.kwargs(), None), config, (32, 32)
+    )
+    assert teacher.input_note and teacher.input_line().endswith(teacher.input_note)
+    key = json.loads(json.dumps(dataclasses.asdict(teacher.input_spec)))  # the cache key's "input", as teacher_key
+    assert "timm_note" not in key and "efficientnet_b0" not in json.dumps(key)
+    assert set(key) == {f.name for f in dataclasses.fields(ResolvedInput)}

@@ -388,13 +388,12 @@ def test_a_timm_size_from_pretrained_cfg_is_said_and_named_when_the_network_refu
 def test_a_timm_teachers_pretrained_cfg_names_its_tag_and_the_other_tags_that_state_other_values():
     # a trial: efficientnet_b0 named alone takes timm's default tag's ImageNet mean/std, where another tag of it
     # (ra4_e3600_r224_in1k) states 0.5; a network fine-tuned from that one was fed the wrong statistics, unsaid
-    from amalgam.teachers.inputs import resolve_input
-
     def said(name: str, **given) -> str:
         config = TeacherConfig(
             task="classification", model={"from": "timm", "name": name}, labels=list(LABELS), input=given
         )
-        return resolve_input(config, build_model("timm", config.model.kwargs(), None), (32, 32)).describe()
+        model = build_model("timm", config.model.kwargs(), None)
+        return Teacher("t", get_task("classification"), model, config, (32, 32)).input_line()
 
     line = said("efficientnet_b0")
     assert "timm pretrained_cfg: efficientnet_b0.ra_in1k (timm's default tag)" in line, line

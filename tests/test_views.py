@@ -161,7 +161,11 @@ def test_timm_teacher_without_input_takes_its_pretrained_cfg(tmp_path):
     given = _recipe(tmp_path, {"size": [96, 96], "resize": "letterbox"}, "classification", vit)
     spec = resolve_input(given.teachers["t"], model, (32, 32))
     assert spec.size == (96, 96) and spec.origin["size"] == "recipe" and spec.mean == [0.5, 0.5, 0.5]
-    line = spec.describe()  # the recipe's resize untagged, then the tag the timm values are of
+    from amalgam.task import get_task
+    from amalgam.teachers.teacher import Teacher
+
+    teacher = Teacher("t", get_task("classification"), model, given.teachers["t"], (32, 32))
+    line = teacher.input_line()  # the recipe's resize untagged, then the tag the timm values are of
     assert "resize letterbox (" not in line and "resize letterbox; timm pretrained_cfg: vit_tiny_patch16_224." in line
 
 

@@ -67,7 +67,7 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: s
             sources[src_name]["least_side"] = dataset.least_side
     return {
         "format": CACHE_FORMAT,
-        "input": _input_key(plan.teachers[name].input_spec),
+        "input": json.loads(json.dumps(dataclasses.asdict(plan.teachers[name].input_spec))),  # as read back
         "amalgam": amalgam.__version__,
         "teacher": cfg.model_dump(mode="json", exclude={"eval"}),
         "code": model_code(recipe, name),
@@ -79,13 +79,6 @@ def teacher_key(plan: Plan, name: str, taps: Optional[Taps] = None, precision: s
         "source_order": list(sources),  # the store's rows follow it: reordered, they are other images'
         "precision": precision,
     }
-
-
-def _input_key(spec) -> dict:
-    """The teacher's input spec as read back from the key, less what only the log says (the timm tag note:
-    another timm's tags would rebuild the cache with nothing fed otherwise)."""
-    said = {"timm_note"}
-    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(spec).items() if k not in said}))
 
 
 def _comparable(key: dict) -> dict:

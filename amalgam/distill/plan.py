@@ -245,7 +245,7 @@ def say_teachers(teachers: dict[str, Teacher], log: Callable[[str], None]) -> No
         if teacher.output_is_a_choice():
             log(f"teacher '{name}': distilling {teacher.output_note()}")
     for name, teacher in teachers.items():
-        log(f"teacher '{name}' input: {teacher.input_spec.describe()}")
+        log(f"teacher '{name}' input: {teacher.input_line()}")
         if teacher.checkpoint_note:  # a wrapper may hold several state dicts (model and ema)
             log(f"teacher '{name}' checkpoint: {teacher.checkpoint_note}")
         if wrap := teacher.wrap_note():

@@ -14,7 +14,7 @@ from amalgam.training.result import TrainResult, weights_text
 def teacher_readings(plan) -> dict[str, dict[str, str]]:
     """How each teacher was read, as the build log and ``inspect`` say it: its input and its output."""
     return {
-        name: {"input": teacher.input_spec.describe(), "output": teacher.output_note()}
+        name: {"input": teacher.input_line(), "output": teacher.output_note()}
         for name, teacher in plan.teachers.items()
     }
 

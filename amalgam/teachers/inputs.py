@@ -43,8 +43,6 @@ class ResolvedInput:
     origin: dict[str, str] = field(default_factory=dict)
     channel_order: str = "rgb"
     crop: float = 1.0
-    #: said after the values: which timm tag's pretrained_cfg they are of, and other tags that state others
-    timm_note: str = ""
 
     @property
     def bgr(self) -> bool:
@@ -73,7 +71,6 @@ class ResolvedInput:
             f"mean [{mean}]{tag('mean')}, std [{std}]{tag('std')}, resize {self.resize}{tag('resize')}"
             + self._order_text()
             + (f", centre crop {self.crop:g} of the image" if self.crop < 1 else "")
-            + (f"; {self.timm_note}" if self.timm_note else "")
         )
 
     def _order_text(self) -> str:
@@ -113,9 +110,7 @@ def resolve_input(cfg: TeacherConfig, model: nn.Module, image_size) -> ResolvedI
     values["size"] = (int(values["size"][0]), int(values["size"][1]))
     if values["channel_order"] == "bgr" and values["channels"] == 3:
         _in_bgr_order(values, origin)
-    taken = {key: values[key] for key in pretrained if origin[key] == TIMM}
-    note = _timm_tag_note(model, str(cfg.model.kwargs().get("name", "")), taken) if taken else ""
-    return ResolvedInput(**values, origin=origin, timm_note=note)
+    return ResolvedInput(**values, origin=origin)
 
 
 def _in_bgr_order(values: dict, origin: dict) -> None:
@@ -170,12 +165,17 @@ def _pretrained_cfg(model: nn.Module) -> dict:
     return getattr(model, "pretrained_cfg", None) or {}
 
 
-def _timm_tag_note(model: nn.Module, name: str, taken: dict) -> str:
-    """Which timm tag the values ``taken`` from a model's ``pretrained_cfg`` are of and, where the recipe named
-    the architecture alone (timm then takes its default tag), the other tags that state other values (a trial's
-    efficientnet_b0 fine-tuned from a tag of mean 0.5 would be fed the default tag's ImageNet mean, unsaid)."""
-    cfg = _pretrained_cfg(model)
-    arch, tag = cfg.get("architecture"), cfg.get("tag")
+def timm_tag_note(cfg: TeacherConfig, model: nn.Module, spec: ResolvedInput) -> str:
+    """Which timm tag the values ``spec`` took from the model's ``pretrained_cfg`` are of and, where the recipe
+    named the architecture alone (timm then takes its default tag), the other tags that state other values (a
+    trial's efficientnet_b0 fine-tuned from a tag of mean 0.5 would be fed the default tag's ImageNet mean,
+    unsaid). Said after the input line, not part of the spec (nothing fed depends on it); "" where none is taken."""
+    taken = {key: getattr(spec, key) for key, origin in spec.origin.items() if origin == TIMM}
+    if cfg.model.source != "timm" or not taken:
+        return ""
+    name = str(cfg.model.kwargs().get("name", ""))
+    pretrained = _pretrained_cfg(model)
+    arch, tag = pretrained.get("architecture"), pretrained.get("tag")
     if not arch or not tag:
         return ""
     untagged = "." not in name and not name.startswith("local-dir:")

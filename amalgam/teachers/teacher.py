@@ -25,7 +25,7 @@ from amalgam.teachers.checks import (  # noqa: F401 - the unused ones: importabl
     output_fit,
 )
 from amalgam.teachers.fingerprint import weight_digests
-from amalgam.teachers.inputs import ResolvedInput, resolve_input
+from amalgam.teachers.inputs import ResolvedInput, resolve_input, timm_tag_note
 from amalgam.teachers.model_sources import build_model, load_checkpoint, unloaded_note
 from amalgam.teachers.outputs import OutputChoice, resolve
 from amalgam.teachers.subteachers import SubTeacher, build_subteacher
@@ -85,6 +85,7 @@ class Teacher(nn.Module):
             p.requires_grad_(False)
         self.input_spec: ResolvedInput = resolve_input(cfg, model, image_size)
         spec = self.input_spec
+        self.input_note = timm_tag_note(cfg, model, spec)  # said after the input line (inputs.py)
         self.size, self.channels, self.mean, self.std = spec.size, spec.channels, spec.mean, spec.std
         self.dtype = weights_dtype(model)  # its input's; its outputs are read as float32
         self.output_kind = task.resolve_output_kind(cfg.output)
@@ -262,6 +263,11 @@ class Teacher(nn.Module):
         if self.sub is None:
             return None
         return f"{self.sub.describe()}: shapes its training targets only (evaluation scores the plain model)"
+
+    def input_line(self) -> str:
+        """Its input as the log, ``inspect`` and the report say it: every value with its origin, then the timm tag
+        its pretrained values are of (:func:`~amalgam.teachers.inputs.timm_tag_note`)."""
+        return self.input_spec.describe() + (f"; {self.input_note}" if self.input_note else "")
 
     def output_note(self) -> str:
         """Which output is distilled and why, for the log and ``amalgam inspect``."""
