@@ -470,11 +470,11 @@ def _shared_prefix_hint(state: dict, own: dict, path: Path, taken: list[str]) ->
     prefix = fits[0]  # the command's; every fitting one is named, so that the user picks (model. or ema.)
     out = f"{path}.inner.pt"
     entry = "".join(f"[{key!r}]" for key in taken if key not in STRIPPED_PREFIXES)
-    ddp = "".join(key for key in taken if key in STRIPPED_PREFIXES)  # in the order they were stripped
-    cut = len(prefix) + len(ddp)
+    wrappers = "".join(key for key in taken if key in STRIPPED_PREFIXES)  # in the order they were stripped
+    cut = len(prefix) + len(wrappers)
     strip = (
         f"import torch; s = torch.load({str(path)!r}){entry}; torch.save({{k[{cut}:]: v for k, v in s.items()"
-        f" if k.startswith({ddp + prefix!r})}}, {out!r})"
+        f" if k.startswith({wrappers + prefix!r})}}, {out!r})"
     )
     others = [f"{n}." for n in firsts if not prefix.startswith(f"{n}.")] + (
         ["keys of no prefix"] if any("." not in k for k in state) else []
@@ -556,7 +556,7 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
     missing = _missing(own, state)
     if missing:
         count = f"; {len(missing)} keys are missing" if len(missing) > 1 else ""
-        hint = (_shared_prefix_hint(state, own, path, taken) or _aux_missing_hint(missing)) + count
+        hint = (_shared_prefix_hint(state, own, path, taken) or _aux_hint(missing, saved=False)) + count
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: missing key '{missing[0]}'{hint}")
     differing = [key for key, value in own.items() if key in state and tuple(state[key].shape) != tuple(value.shape)]
     if differing:
@@ -569,15 +569,16 @@ def load_checkpoint(model: nn.Module, path: Path, who: str, model_key: str = "",
         )
     extra = [k for k in state if k not in own]
     if extra:
-        hint = _aux_extra_hint(extra)
+        hint = _aux_hint(extra, saved=True)
         raise AmalgamError(f"{who}: checkpoint {path} does not fit the model: unexpected key '{extra[0]}'{hint}")
     state = {**{k: torch.zeros((), dtype=torch.long) for k in own if k not in state}, **state}  # step counts only
     model.load_state_dict(state)
     return note
 
 
-#: the first names of the auxiliary classifiers of torchvision's googlenet and inception_v3 (``aux_logits``)
-AUX_LOGITS_MODULES = ("aux1.", "aux2.", "AuxLogits.")
+#: torchvision's auxiliary heads: their keys' first names, the builder arg that keeps them, and whether that arg
+#: defaults to true without weights (googlenet's and inception_v3's ``aux_logits``; the segmenters' ``aux_loss``)
+AUX_HEADS = ((("aux_classifier.",), "aux_loss", False), (("aux1.", "aux2.", "AuxLogits."), "aux_logits", True))
 
 
 def _own_prefixes_back(
@@ -595,21 +596,14 @@ def _own_prefixes_back(
     return state, parts
 
 
-def _aux_missing_hint(missing: list[str]) -> str:
-    """The fix for a torchvision model built with an auxiliary head its checkpoint lacks."""
-    if all(k.startswith("aux_classifier.") for k in missing):
-        return " (a torchvision model trained without its auxiliary head: leave out model.aux_loss, or set it false)"
-    if all(k.startswith(AUX_LOGITS_MODULES) for k in missing):  # built without weights, aux_logits defaults true
-        return " (a torchvision model saved without its auxiliary classifiers: set model.aux_logits: false)"
-    return ""
-
-
-def _aux_extra_hint(extra: list[str]) -> str:
-    """The fix for a checkpoint holding a torchvision auxiliary head the model was built without."""
-    if extra[0].startswith("aux_classifier."):  # segmentation models keep it only when built with aux_loss
-        return " (a torchvision model trained with its auxiliary head: set model.aux_loss: true)"
-    if all(k.startswith(AUX_LOGITS_MODULES) for k in extra):
-        return " (a torchvision model saved with its auxiliary classifiers: set model.aux_logits: true)"
+def _aux_hint(keys: list[str], saved: bool) -> str:
+    """The fix where the keys a checkpoint has beyond the model's (``saved``) or lacks are a torchvision auxiliary
+    head's: the builder arg that keeps it (:data:`AUX_HEADS`)."""
+    for firsts, arg, default in AUX_HEADS:
+        if all(k.startswith(firsts) for k in keys):
+            fix = f"set model.{arg}: {'true' if saved else 'false'}"
+            fix = fix if saved or default else f"leave out model.{arg}, or set it false"
+            return f" (a torchvision model saved {'with' if saved else 'without'} its auxiliary head: {fix})"
     return ""
 
 
@@ -645,9 +639,7 @@ def _position_hint(key: str, saved: torch.Size, built: torch.Size, model_key: st
     built for another input size than the checkpoint's (a trial read "key 'pos_embed' has shape [1, 17, 192]")."""
     if key.rsplit(".", 1)[-1] not in POSITION_EMBEDDINGS or len(saved) != len(built) or len(saved) < 2:
         return ""
-    if [d for i, d in enumerate(saved) if i != len(saved) - 2] != [
-        d for i, d in enumerate(built) if i != len(built) - 2
-    ]:
+    if (*saved[:-2], saved[-1]) != (*built[:-2], built[-1]):  # only the positions (second to last) may differ
         return ""
     where = f"set {model_key}.img_size (timm; torchvision's image_size)" if model_key else "set its input size"
     return (
