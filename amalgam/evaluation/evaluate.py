@@ -549,7 +549,7 @@ def _evaluate(
                 row = {"task": task, "eval": set_name, "metrics": unified[task]}
                 if said := unified_reading_line(plan, scorer.teacher.task, set_name):  # a rule chosen: said
                     log(said)
-                    row["scored_as"] = unified_kind(plan, scorer.teacher.task)
+                    row["scored_as"] = scorer.unified_kind
                 if spaces.get(task) is not None:  # per-class lists are in this order, which is not sorted
                     row["classes"] = list(spaces[task].names)
                 found = scorer.unified_unscored
@@ -631,6 +631,7 @@ def _scorers(
             task.name not in unified_tasks,
             meters,
             Coverage.of(name, set_name, teacher.space, classes, teacher_lut) if teacher_lut is not None else None,
+            unified_kind=unified_kind(plan, task) if task.name not in unified_tasks else None,
         )
         if teacher_lut is not None:
             scorers[name].teacher_catch_all = set_catch_all(plan, task, classes, teacher_lut, teacher.space, extent)
@@ -639,8 +640,6 @@ def _scorers(
             scorers[name].unified_unscored = unscored_in_space(classes, lut, extent)
             scorers[name].catch_all = set_catch_all(plan, task, classes, unified_lut, space, extent)
             scorers[name].as_background = unknown_as_background(classes, lut, space, extent, plan, task)
-        if scorers[name].with_unified:
-            scorers[name].unified_kind = unified_kind(plan, task)
         unified_tasks.add(task.name)
     return scorers
 
